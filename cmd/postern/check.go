@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/postern/postern/internal/config"
+	"github.com/postern/postern/internal/snapshot"
+)
+
+func newCheckCmd() *cobra.Command {
+	var path string
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "Validate a configuration and everything it loads",
+		Long: `check reads the configuration, its pattern and include files and its GeoIP
+databases, and compiles every rule. It prints each problem with file:line:column
+and exits 1 if there is any; warnings do not change the exit status.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			start := time.Now()
+			snap, err := snapshot.Load(cmd.Context(), path, time.Now())
+			if err != nil {
+				fmt.Fprintln(cmd.ErrOrStderr(), err)
+				n := snapshot.ErrorCount(err)
+				fmt.Fprintf(cmd.ErrOrStderr(), "%s: %d error%s\n", path, n, plural(n))
+				return exitCode(1)
+			}
+			for _, w := range snap.Warnings {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
+			}
+			printSummary(cmd.OutOrStdout(), snap, time.Since(start))
+			return nil
+		},
+	}
+	configFlag(cmd, &path)
+	return cmd
+}
+
+func printSummary(w io.Writer, s *snapshot.Snapshot, took time.Duration) {
+	fmt.Fprintf(w, "%s: ok (loaded in %s)\n", s.Config.Path, took.Round(time.Millisecond))
+	if s.GeoIP != nil {
+		for _, src := range s.GeoIP.Sources() {
+			fmt.Fprintf(w, "  geoip     %s: %s, %d networks, %d countries, built %s\n",
+				src.Path, src.Description, src.Networks, src.Countries, src.BuildTime.UTC().Format(time.DateOnly))
+		}
+	}
+	for _, name := range s.Patterns.Names() {
+		set := s.Patterns.Lookup(name)
+		fmt.Fprintf(w, "  pattern   [%s] %d items, %d networks\n", name, len(set.Items()), set.Networks())
+	}
+	for _, name := range config.ServiceNames {
+		svc := s.Config.Services[name]
+		if svc == nil {
+			continue
+		}
+		var rules []string
+		if svc.Grant.IsSet() {
+			rules = append(rules, "grant "+svc.Grant.Value)
+		}
+		if svc.Deny.IsSet() {
+			rules = append(rules, "deny "+svc.Deny.Value)
+		}
+		for _, p := range svc.Paths {
+			rules = append(rules, "path "+p.Prefix.Value)
+		}
+		if len(rules) == 0 {
+			rules = append(rules, "open to all")
+		}
+		fmt.Fprintf(w, "  service   %-10s %s -> %s; %s\n", name, svc.Listen.Value, svc.Backend.Value, strings.Join(rules, "; "))
+	}
+	subjects := make([]string, 0, len(s.Config.LoginRestrictions))
+	for _, lr := range s.Config.LoginRestrictions {
+		subjects = append(subjects, lr.Value)
+	}
+	sort.Strings(subjects)
+	for _, l := range subjects {
+		fmt.Fprintf(w, "  login     %s\n", l)
+	}
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// loadSnapshot loads a configuration for the query commands, mapping a bad
+// configuration to the "could not tell" exit status.
+func loadSnapshot(ctx context.Context, cmd *cobra.Command, path string) (*snapshot.Snapshot, error) {
+	snap, err := snapshot.Load(ctx, path, time.Now())
+	if err != nil {
+		fmt.Fprintln(cmd.ErrOrStderr(), err)
+		return nil, exitCode(exitError)
+	}
+	return snap, nil
+}

@@ -1,0 +1,166 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const good = `
+geoip:
+  databases:
+    - path: geo/country.mmdb
+    - path: zones/sg.zone
+      format: zone
+      country: sg
+patterns:
+  GeoIP_MY: "country:MY"
+  Office:   "203.0.113.0/24; 2001:db8:10::/48"
+  List:
+    - 10.0.0.1
+    - 10.0.0.2
+services:
+  smtp:       { listen: ":25",  backend: "127.0.0.1:10025", backend_proxy: v2 }
+  imap:       { listen: ":143", backend: "127.0.0.1:10143", grant: "[GeoIP_MY];[Office]" }
+  web:
+    listen: "[::1]:8443"
+    backend: "http://127.0.0.1:8080"
+    paths:
+      - { prefix: /admin, grant: "[Office]" }
+trusted_upstreams: "10.0.0.5"
+login_restrictions:
+  - "*=[GeoIP_MY]"
+log: { level: debug, format: json }
+`
+
+func TestParseGood(t *testing.T) {
+	f, err := Parse("/etc/postern/postern.yaml", []byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := f.GeoIP.Databases[0].Path.Value; got != "/etc/postern/geo/country.mmdb" {
+		t.Errorf("relative path not resolved: %s", got)
+	}
+	if got := f.GeoIP.Databases[1].Country.Value; got != "SG" {
+		t.Errorf("country not upper-cased: %s", got)
+	}
+	if len(f.Patterns) != 3 || f.Patterns[0].Name != "GeoIP_MY" || f.Patterns[1].Name != "Office" {
+		t.Fatalf("patterns out of order: %+v", f.Patterns)
+	}
+	if p := f.Patterns[1].Text.Pos; p.Line != 10 || p.Col != 13 || !f.Patterns[1].Text.Quoted {
+		t.Errorf("pattern position: %v quoted=%v", p, f.Patterns[1].Text.Quoted)
+	}
+	if f.Patterns[2].Text.Value != "10.0.0.1\n10.0.0.2" || f.Patterns[2].Text.Pos.Line != 12 {
+		t.Errorf("list pattern: %+v", f.Patterns[2].Text)
+	}
+	imap := f.Services["imap"]
+	if imap.Grant.Value != "[GeoIP_MY];[Office]" || imap.Pos().Line != 16 {
+		t.Errorf("imap: %+v at %v", imap.Grant, imap.Pos())
+	}
+	if f.Services["web"].Paths[0].Prefix.Value != "/admin" {
+		t.Error("web path")
+	}
+	if f.Log.Format.Value != "json" {
+		t.Error("log format")
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	cases := []struct{ name, yaml, want string }{
+		{"unknown top key", "servics: {}\n", `c.yaml:1:1: unknown key "servics" (did you mean "services"?)`},
+		{"unknown nested key", "services:\n  imap: { listen: \":143\", backend: \"b:1\", grnt: \"x\" }\n", `c.yaml:2:43: unknown key "grnt" (did you mean "grant"?)`},
+		{"unknown service", "services:\n  imap4: { listen: \":143\" }\n", `c.yaml:2:3: unknown service "imap4"`},
+		{"wrong type", "services: [a, b]\n", "c.yaml:1:11: want a mapping of service names, got a list"},
+		{"wrong scalar type", "geoip: { databases: x }\n", `c.yaml:1:21: want a list, got "x"`},
+		{"string wanted", "trusted_upstreams: [1, 2]\n", "c.yaml:1:20: want a string, got a list"},
+		{"yaml syntax", "services:\n  imap: {\n", "c.yaml:2: YAML syntax:"},
+		{"duplicate key", "log: {}\nlog: {}\n", `c.yaml:2:1: key "log" is already defined at line 1`},
+		{"bad listen", "services:\n  imap: { listen: \"143\", backend: \"b:1\" }\n", `c.yaml:2:19: bad listen address "143"`},
+		{"bad port", "services:\n  imap: { listen: \":99999\", backend: \"b:1\" }\n", "port must be 0-65535"},
+		{"missing backend", "services:\n  imap: { listen: \":143\" }\n", "c.yaml:2:3: service imap needs a backend"},
+		{"missing listen", "services:\n  pop3: { backend: \"b:1\" }\n", `c.yaml:2:3: service pop3 needs listen (e.g. ":110")`},
+		{"bad backend proxy", "services:\n  imap: { listen: \":143\", backend: \"b:1\", backend_proxy: v3 }\n", `bad backend_proxy "v3"`},
+		{"xclient on imap", "services:\n  imap: { listen: \":143\", backend: \"b:1\", backend_proxy: xclient }\n", "xclient is for SMTP services only"},
+		{"web backend", "services:\n  web: { listen: \":443\", backend: \"127.0.0.1:80\" }\n", "bad web backend"},
+		{"implicit tls without cert", "services:\n  imaps: { listen: \":993\", backend: \"b:1\" }\n", "needs tls"},
+		{"missing cert file", "services:\n  imaps: { listen: \":993\", backend: \"b:1\", tls: { cert: nope.pem, key: nope.key } }\n", "nope.pem: no such file"},
+		{"paths on imap", "services:\n  imap: { listen: \":143\", backend: \"b:1\", paths: [{prefix: /a, grant: x}] }\n", "paths apply to the web service only"},
+		{"path without slash", "services:\n  web: { listen: \":443\", backend: \"http://b\", paths: [{prefix: admin, grant: x}] }\n", "prefix starting with /"},
+		{"path without lists", "services:\n  web: { listen: \":443\", backend: \"http://b\", paths: [{prefix: /admin}] }\n", "needs grant or deny"},
+		{"duplicate pattern", "patterns:\n  Office: 1.1.1.1\n  OFFICE: 1.1.1.2\n", `c.yaml:3:3: pattern "OFFICE" is already defined at c.yaml:2:3`},
+		{"empty pattern", "patterns:\n  Office:\n", `pattern "Office" has no items`},
+		{"bad geoip format", "geoip: { databases: [ { path: x, format: dat } ] }\n", `bad format "dat"`},
+		{"geoip no path", "geoip: { databases: [ { format: csv } ] }\n", "geoip database needs a path"},
+		{"bad login line", "login_restrictions: [ \"alice\" ]\n", "bad login restriction \"alice\""},
+		{"bad log level", "log: { level: loud }\n", `bad log level "loud"`},
+		{"merge key", "x: &a { level: info }\nlog:\n  <<: *a\n", "merge keys"},
+		{"int for string ok, bool for map not", "log: true\n", "want a mapping of keys"},
+	}
+	dir := t.TempDir()
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse(filepath.Join(dir, "c.yaml"), []byte(c.yaml))
+			if err == nil {
+				t.Fatalf("no error, want %q", c.want)
+			}
+			msg := strings.ReplaceAll(err.Error(), dir+string(filepath.Separator), "")
+			if !strings.Contains(msg, c.want) {
+				t.Fatalf("error:\n%s\nwant it to contain:\n%s", msg, c.want)
+			}
+		})
+	}
+}
+
+func TestReportsEveryError(t *testing.T) {
+	_, err := Parse("c.yaml", []byte("a: 1\nb: 2\nlog: { level: x, format: y }\n"))
+	if err == nil {
+		t.Fatal("want errors")
+	}
+	if n := strings.Count(err.Error(), "\n") + 1; n != 4 {
+		t.Fatalf("want 4 errors, got %d:\n%v", n, err)
+	}
+}
+
+func TestLoadFile(t *testing.T) {
+	dir := t.TempDir()
+	cert := filepath.Join(dir, "cert.pem")
+	if err := os.WriteFile(cert, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "postern.yaml")
+	body := "services:\n  imaps: { listen: \":993\", backend: \"b:1\", tls: { cert: cert.pem, key: cert.pem } }\n"
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Services["imaps"].TLS.Cert.Value != cert {
+		t.Errorf("cert path: %s", f.Services["imaps"].TLS.Cert.Value)
+	}
+	if _, err := Load(filepath.Join(dir, "missing.yaml")); err == nil || !strings.Contains(err.Error(), "no such file") {
+		t.Errorf("missing file: %v", err)
+	}
+	empty := filepath.Join(dir, "empty.yaml")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(empty); err != nil {
+		t.Errorf("an empty file is a valid (empty) configuration: %v", err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(good))
+	f.Add([]byte("services:\n  imap: { listen: \":143\", backend: \"b:1\" }\n"))
+	f.Add([]byte("patterns: { A: [1.2.3.4, \"[B]\"] }\n"))
+	f.Add([]byte("x: &a [*a]\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		f, err := Parse("fuzz.yaml", data)
+		if err == nil && f == nil {
+			t.Fatal("nil file without error")
+		}
+	})
+}

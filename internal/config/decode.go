@@ -1,0 +1,220 @@
+package config
+
+import (
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/postern/postern/internal/diag"
+)
+
+// nodeDecoder is implemented by config types that decode themselves from a
+// YAML node, keeping its position.
+type nodeDecoder interface {
+	decodeYAML(d *decoder, n *yaml.Node) error
+}
+
+// decoder turns a YAML node tree into typed structs strictly: an unknown
+// key, a wrong type or a bad value is an error at its file:line:column. It
+// keeps going after an error so one run reports every problem.
+type decoder struct {
+	file string
+	errs diag.List
+}
+
+func (d *decoder) pos(n *yaml.Node) diag.Pos {
+	return diag.Pos{File: d.file, Line: n.Line, Col: n.Column}
+}
+
+func (d *decoder) errorf(n *yaml.Node, format string, args ...any) {
+	d.errs.Add(diag.Errorf(d.pos(n), format, args...))
+}
+
+var nodeDecoderType = reflect.TypeFor[nodeDecoder]()
+
+// decode fills v (a settable value) from n.
+func (d *decoder) decode(n *yaml.Node, v reflect.Value) {
+	for n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return // an empty value leaves the default
+	}
+	if v.CanAddr() && v.Addr().Type().Implements(nodeDecoderType) {
+		if err := v.Addr().Interface().(nodeDecoder).decodeYAML(d, n); err != nil {
+			d.errs.Add(diag.Errorf(d.pos(n), "%v", err))
+		}
+		return
+	}
+	switch v.Kind() {
+	case reflect.Pointer:
+		if v.IsNil() {
+			v.Set(reflect.New(v.Type().Elem()))
+		}
+		d.decode(n, v.Elem())
+	case reflect.Struct:
+		d.decodeStruct(n, v)
+	case reflect.Map:
+		d.decodeMap(n, v)
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			d.errorf(n, "want a list, got %s", describe(n))
+			return
+		}
+		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+		for i, c := range n.Content {
+			d.decode(c, s.Index(i))
+		}
+		v.Set(s)
+	default:
+		if n.Kind != yaml.ScalarNode {
+			d.errorf(n, "want a %s, got %s", kindName(v.Kind()), describe(n))
+			return
+		}
+		if err := n.Decode(v.Addr().Interface()); err != nil {
+			d.errorf(n, "want a %s, got %q", kindName(v.Kind()), n.Value)
+		}
+	}
+}
+
+func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value) {
+	if n.Kind != yaml.MappingNode {
+		d.errorf(n, "want a mapping of keys, got %s", describe(n))
+		return
+	}
+	t := v.Type()
+	fields := make(map[string]int, t.NumField())
+	var known []string
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		fields[name] = i
+		known = append(known, name)
+	}
+	if !d.uniqueKeys(n) {
+		return
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		if k.Kind == yaml.ScalarNode && k.Value == "<<" {
+			d.errorf(k, "merge keys (<<) are not supported; write the keys out")
+			continue
+		}
+		idx, ok := fields[k.Value]
+		if !ok {
+			d.errorf(k, "unknown key %q%s", k.Value, suggest(k.Value, known))
+			continue
+		}
+		d.decode(val, v.Field(idx))
+	}
+}
+
+func (d *decoder) decodeMap(n *yaml.Node, v reflect.Value) {
+	if n.Kind != yaml.MappingNode {
+		d.errorf(n, "want a mapping, got %s", describe(n))
+		return
+	}
+	if v.Type().Key().Kind() != reflect.String {
+		d.errorf(n, "internal error: map key must be a string")
+		return
+	}
+	if !d.uniqueKeys(n) {
+		return
+	}
+	if v.IsNil() {
+		v.Set(reflect.MakeMap(v.Type()))
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode {
+			d.errorf(k, "want a plain key, got %s", describe(k))
+			continue
+		}
+		e := reflect.New(v.Type().Elem()).Elem()
+		d.decode(val, e)
+		v.SetMapIndex(reflect.ValueOf(k.Value).Convert(v.Type().Key()), e)
+	}
+}
+
+// uniqueKeys reports a key written twice in one mapping, which the YAML
+// parser lets through when decoding into nodes.
+func (d *decoder) uniqueKeys(n *yaml.Node) bool {
+	seen := make(map[string]*yaml.Node, len(n.Content)/2)
+	ok := true
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i]
+		if prev, dup := seen[k.Value]; dup {
+			d.errorf(k, "key %q is already defined at line %d", k.Value, prev.Line)
+			ok = false
+			continue
+		}
+		seen[k.Value] = k
+	}
+	return ok
+}
+
+// suggest offers the closest known key for a misspelt one.
+func suggest(key string, known []string) string {
+	best, bestD := "", min(3, len(key))
+	for _, k := range known {
+		if dist := editDistance(strings.ToLower(key), k); dist < bestD {
+			best, bestD = k, dist
+		}
+	}
+	if best != "" {
+		return fmt.Sprintf(" (did you mean %q?)", best)
+	}
+	slices.Sort(known)
+	return " (known keys: " + strings.Join(known, ", ") + ")"
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		return fmt.Sprintf("%q", n.Value)
+	}
+	return "nothing"
+}
+
+func kindName(k reflect.Kind) string {
+	switch k {
+	case reflect.Int, reflect.Int64, reflect.Int32, reflect.Uint, reflect.Uint32, reflect.Uint64:
+		return "whole number"
+	case reflect.Float64, reflect.Float32:
+		return "number"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.String:
+		return "string"
+	}
+	return k.String()
+}

@@ -1,0 +1,219 @@
+// Package config reads postern's YAML configuration (§9) strictly into typed
+// structs. Every unknown key, wrong type and invalid value is reported with
+// file:line:column, all of them in one run. Loading does not compile
+// patterns or open databases; see package snapshot for that.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/postern/postern/internal/diag"
+)
+
+// maxConfigBytes bounds the configuration file; pattern lists belong in
+// included files.
+const maxConfigBytes = 16 << 20
+
+// Load reads and validates the configuration file at path.
+func Load(path string) (*File, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if fi.Size() > maxConfigBytes {
+		return nil, fmt.Errorf("config %s: %d bytes is more than the %d allowed; move long pattern lists into {include} files", abs, fi.Size(), maxConfigBytes)
+	}
+	data, err := os.ReadFile(abs)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(abs, data)
+}
+
+// Parse decodes and validates configuration text; file names it in errors
+// and anchors relative paths.
+func Parse(file string, data []byte) (*File, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, yamlError(file, err)
+	}
+	f := &File{Path: file}
+	d := &decoder{file: file}
+	if len(root.Content) > 0 {
+		d.decode(root.Content[0], reflect.ValueOf(f).Elem())
+	}
+	f.validate(d)
+	if err := d.errs.Err(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// yamlError gives a syntax error from the YAML parser a file:line position.
+func yamlError(file string, err error) error {
+	msg := err.Error()
+	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		return diag.Errorf(diag.Pos{File: file, Line: line}, "YAML syntax: %s", m[2])
+	}
+	return diag.Errorf(diag.Pos{File: file}, "YAML syntax: %s", strings.TrimPrefix(msg, "yaml: "))
+}
+
+// Dir returns the directory relative paths in the file are resolved from.
+func (f *File) Dir() string { return filepath.Dir(f.Path) }
+
+func (f *File) resolve(t *Text) {
+	if t.IsSet() && !filepath.IsAbs(t.Value) {
+		t.Value = filepath.Join(f.Dir(), t.Value)
+	}
+}
+
+func (f *File) validate(d *decoder) {
+	for i := range f.GeoIP.Databases {
+		db := &f.GeoIP.Databases[i]
+		if !db.Path.IsSet() {
+			d.errs.Add(diag.Errorf(db.Path.Pos, "geoip database needs a path"))
+			continue
+		}
+		f.resolve(&db.Path)
+		switch db.Format.Value {
+		case "", "mmdb", "csv", "zone":
+		default:
+			d.errs.Add(diag.Errorf(db.Format.Pos, "bad format %q: want mmdb, csv or zone (or leave it out to detect it)", db.Format.Value))
+		}
+		if db.Country.IsSet() {
+			db.Country.Value = strings.ToUpper(strings.TrimSpace(db.Country.Value))
+			if db.Format.Value != "zone" && db.Format.Value != "" {
+				d.errs.Add(diag.Errorf(db.Country.Pos, "country applies to zone files only"))
+			}
+		}
+	}
+	seen := make(map[string]diag.Pos)
+	for _, p := range f.Patterns {
+		k := strings.ToLower(p.Name)
+		if prev, ok := seen[k]; ok {
+			d.errs.Add(diag.Errorf(p.NamePos, "pattern %q is already defined at %s (names are case-insensitive)", p.Name, prev))
+		}
+		seen[k] = p.NamePos
+	}
+	for name, svc := range f.Services {
+		f.validateService(d, name, svc)
+	}
+	for _, lr := range f.LoginRestrictions {
+		if !strings.Contains(lr.Value, "=") {
+			d.errs.Add(diag.Errorf(lr.Pos, "bad login restriction %q: want account=patterns, @domain=patterns or *=patterns", lr.Value))
+		}
+	}
+	switch f.Log.Level.Value {
+	case "", "debug", "info", "warn", "error":
+	default:
+		d.errs.Add(diag.Errorf(f.Log.Level.Pos, "bad log level %q: want debug, info, warn or error", f.Log.Level.Value))
+	}
+	switch f.Log.Format.Value {
+	case "", "text", "json":
+	default:
+		d.errs.Add(diag.Errorf(f.Log.Format.Pos, "bad log format %q: want text or json", f.Log.Format.Value))
+	}
+}
+
+func (f *File) validateService(d *decoder, name string, svc *Service) {
+	if svc == nil {
+		return
+	}
+	if !svc.Listen.IsSet() {
+		d.errs.Add(diag.Errorf(svc.pos, "service %s needs listen (e.g. \":%d\")", name, defaultPorts[name]))
+	} else if err := parseListen(svc.Listen.Value); err != nil {
+		d.errs.Add(diag.Errorf(svc.Listen.Pos, "%v", err))
+	}
+	if !svc.Backend.IsSet() {
+		d.errs.Add(diag.Errorf(svc.pos, "service %s needs a backend", name))
+	} else if err := checkBackend(name, svc.Backend.Value); err != nil {
+		d.errs.Add(diag.Errorf(svc.Backend.Pos, "%v", err))
+	}
+	switch svc.BackendProxy.Value {
+	case "", "v2", "v1", "none":
+	case "xclient":
+		if name != "smtp" && name != "submission" && name != "smtps" {
+			d.errs.Add(diag.Errorf(svc.BackendProxy.Pos, "backend_proxy xclient is for SMTP services only"))
+		}
+	default:
+		d.errs.Add(diag.Errorf(svc.BackendProxy.Pos, "bad backend_proxy %q: want v2, v1, xclient or none", svc.BackendProxy.Value))
+	}
+	if name == "web" && svc.BackendProxy.IsSet() {
+		d.errs.Add(diag.Errorf(svc.BackendProxy.Pos, "backend_proxy does not apply to web; the client address goes in X-Forwarded-For"))
+	}
+	if svc.TLS != nil {
+		if !svc.TLS.Cert.IsSet() || !svc.TLS.Key.IsSet() {
+			d.errs.Add(diag.Errorf(svc.pos, "service %s: tls needs both cert and key", name))
+		}
+		for _, t := range []*Text{&svc.TLS.Cert, &svc.TLS.Key} {
+			f.resolve(t)
+			if t.IsSet() {
+				if _, err := os.Stat(t.Value); err != nil {
+					d.errs.Add(diag.Errorf(t.Pos, "%v", unwrapPathErr(err)))
+				}
+			}
+		}
+	} else if name == "smtps" || name == "imaps" || name == "pop3s" {
+		d.errs.Add(diag.Errorf(svc.pos, "service %s uses implicit TLS and needs tls: { cert: ..., key: ... }", name))
+	}
+	if len(svc.Paths) > 0 && name != "web" {
+		d.errs.Add(diag.Errorf(svc.pos, "paths apply to the web service only"))
+	}
+	for _, p := range svc.Paths {
+		if !strings.HasPrefix(p.Prefix.Value, "/") {
+			d.errs.Add(diag.Errorf(p.Prefix.Pos, "path rule needs a prefix starting with /, got %q", p.Prefix.Value))
+		}
+		if !p.Grant.IsSet() && !p.Deny.IsSet() {
+			d.errs.Add(diag.Errorf(p.Prefix.Pos, "path rule %s needs grant or deny", p.Prefix.Value))
+		}
+	}
+}
+
+var defaultPorts = map[string]int{
+	"smtp": 25, "submission": 587, "smtps": 465, "imap": 143, "imaps": 993,
+	"pop3": 110, "pop3s": 995, "web": 443,
+}
+
+// DefaultPort returns the standard port of a service.
+func DefaultPort(service string) int { return defaultPorts[service] }
+
+func checkBackend(service, s string) error {
+	if service == "web" {
+		if !strings.HasPrefix(s, "http://") && !strings.HasPrefix(s, "https://") {
+			return fmt.Errorf("bad web backend %q: want http://host:port or https://host:port", s)
+		}
+		return nil
+	}
+	i := strings.LastIndexByte(s, ':')
+	if i <= 0 {
+		return fmt.Errorf("bad backend %q: want host:port", s)
+	}
+	if n, err := strconv.Atoi(s[i+1:]); err != nil || n <= 0 || n > 65535 {
+		return fmt.Errorf("bad backend %q: port must be 1-65535", s)
+	}
+	return nil
+}
+
+func unwrapPathErr(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%s: %w", pe.Path, pe.Err)
+	}
+	return err
+}

@@ -1,0 +1,106 @@
+package patterns
+
+import (
+	"net/netip"
+	"strings"
+)
+
+// Step is one link of an explanation: an item of a pattern that matched.
+type Step struct {
+	Set  *Set
+	Item *Item
+}
+
+// Match explains a membership answer. Steps run from the outermost pattern
+// to the item that decided: for an address in the set, the positive item
+// that holds it (through references); for an address excluded, the "!"
+// item that removed it. Steps is empty when no item matched at all.
+type Match struct {
+	In    bool
+	Steps []Step
+}
+
+// Decider returns the innermost step, the item that decided, if any.
+func (m Match) Decider() (Step, bool) {
+	if len(m.Steps) == 0 {
+		return Step{}, false
+	}
+	return m.Steps[len(m.Steps)-1], true
+}
+
+// Explain says why addr is or is not in the pattern. It agrees with
+// Contains; it is meant for people and allocates.
+func (s *Set) Explain(addr netip.Addr) Match {
+	if s == nil || !addr.IsValid() {
+		return Match{}
+	}
+	addr = addr.Unmap()
+	return s.explain(func(it *Item) (bool, *Set) {
+		if it.Kind == KindRef {
+			return it.ref.Contains(addr), it.ref
+		}
+		return s.itemHolds(it, addr), nil
+	}, func(ref *Set) Match { return ref.Explain(addr) })
+}
+
+// ExplainMail says why a mail address is or is not in the pattern.
+func (s *Set) ExplainMail(addr string) Match {
+	if s == nil {
+		return Match{}
+	}
+	a := NormalizeMail(addr)
+	return s.explain(func(it *Item) (bool, *Set) {
+		switch it.Kind {
+		case KindRef:
+			return it.ref.HasMail() && it.ref.matchMail(a), it.ref
+		case KindMail:
+			return globMatch(strings.ToLower(it.Text), a), nil
+		}
+		return false, nil
+	}, func(ref *Set) Match { return ref.ExplainMail(addr) })
+}
+
+// explain checks exclusions first (they win whatever their order), then the
+// positive items in the order written.
+func (s *Set) explain(holds func(*Item) (bool, *Set), inner func(*Set) Match) Match {
+	for _, neg := range []bool{true, false} {
+		for i := range s.items {
+			it := &s.items[i]
+			if it.Negate != neg {
+				continue
+			}
+			ok, ref := holds(it)
+			if !ok {
+				continue
+			}
+			m := Match{In: !neg, Steps: []Step{{Set: s, Item: it}}}
+			if ref != nil {
+				m.Steps = append(m.Steps, inner(ref).Steps...)
+			}
+			return m
+		}
+	}
+	return Match{}
+}
+
+// itemHolds reports whether an address item holds addr. The item's text
+// was valid when compiled, so parsing it again cannot fail.
+func (s *Set) itemHolds(it *Item, addr netip.Addr) bool {
+	t, err := parseTerm(it.Text)
+	if err != nil {
+		return false
+	}
+	switch t.kind {
+	case KindAddress, KindCIDR, KindWildcard, KindRange:
+		for _, p := range t.prefixes() {
+			if p.Contains(addr) {
+				return true
+			}
+		}
+	case KindCountry:
+		return s.geo != nil && s.geo.InCountry(addr, t.country)
+	case KindASN:
+		return s.geo != nil && s.geo.InASN(addr, t.asn)
+	}
+	return false
+}

@@ -1,0 +1,117 @@
+// Package snapshot compiles a configuration into one immutable Snapshot —
+// GeoIP data, patterns and access policy together — and holds the current
+// one for the running gateway. A reload builds a whole new Snapshot and
+// swaps it in atomically; a bad configuration is rejected and the running
+// Snapshot stays.
+package snapshot
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/postern/postern/internal/config"
+	"github.com/postern/postern/internal/diag"
+	"github.com/postern/postern/internal/geoip"
+	"github.com/postern/postern/internal/patterns"
+	"github.com/postern/postern/internal/policy"
+)
+
+// Snapshot is one compiled configuration. Nothing in it changes after Build;
+// it is safe for concurrent use.
+type Snapshot struct {
+	Config   *config.File
+	GeoIP    *geoip.DB // nil when no database is configured
+	Patterns *patterns.Registry
+	Policy   *policy.Policy
+	Warnings []error
+	Built    time.Time
+}
+
+// Load reads the configuration file at path and builds a Snapshot.
+func Load(ctx context.Context, path string, now time.Time) (*Snapshot, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	return Build(ctx, cfg, now)
+}
+
+// Build compiles a decoded configuration.
+func Build(ctx context.Context, cfg *config.File, now time.Time) (*Snapshot, error) {
+	s := &Snapshot{Config: cfg, Built: now}
+	if len(cfg.GeoIP.Databases) > 0 {
+		srcs := make([]geoip.Source, len(cfg.GeoIP.Databases))
+		for i, d := range cfg.GeoIP.Databases {
+			srcs[i] = geoip.Source{Path: d.Path.Value, Format: geoip.Format(d.Format.Value), Country: d.Country.Value, Pos: d.Path.Pos}
+		}
+		db, err := geoip.Load(ctx, srcs)
+		if err != nil {
+			return nil, err
+		}
+		s.GeoIP = db
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("building configuration: %w", err)
+	}
+	srcs := make([]patterns.Source, len(cfg.Patterns))
+	for i, p := range cfg.Patterns {
+		srcs[i] = patterns.Source{Name: p.Name, Text: p.Text.Value, Pos: p.Text.Pos, Quoted: p.Text.Quoted}
+	}
+	opts := patterns.Options{ValidCountry: geoip.ValidCountryCode}
+	if s.GeoIP != nil {
+		opts.Geo = s.GeoIP
+	}
+	reg, err := patterns.Compile(srcs, opts)
+	if err != nil {
+		return nil, err
+	}
+	s.Patterns = reg
+	s.Warnings = append(s.Warnings, reg.Warnings()...)
+	pol, warns, err := policy.Build(cfg, reg)
+	if err != nil {
+		return nil, err
+	}
+	s.Policy = pol
+	s.Warnings = append(s.Warnings, warns...)
+	return s, nil
+}
+
+// Holder holds the current Snapshot. Readers call Load on every decision
+// they make, so they always see one whole configuration, old or new.
+type Holder struct {
+	cur atomic.Pointer[Snapshot]
+}
+
+// NewHolder returns a Holder with s current.
+func NewHolder(s *Snapshot) *Holder {
+	h := &Holder{}
+	h.cur.Store(s)
+	return h
+}
+
+// Load returns the current Snapshot.
+func (h *Holder) Load() *Snapshot { return h.cur.Load() }
+
+// Reload builds a new Snapshot from the file at path and makes it current.
+// On error the current Snapshot stays and the error says why.
+func (h *Holder) Reload(ctx context.Context, path string, now time.Time) (*Snapshot, error) {
+	s, err := Load(ctx, path, now)
+	if err != nil {
+		return nil, fmt.Errorf("reload rejected, the running configuration stays: %w", err)
+	}
+	h.cur.Store(s)
+	return s, nil
+}
+
+// ErrorCount returns how many errors err holds (a diag.List counts each).
+func ErrorCount(err error) int {
+	if l, ok := err.(diag.List); ok {
+		return len(l)
+	}
+	if err == nil {
+		return 0
+	}
+	return 1
+}
