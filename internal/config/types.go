@@ -18,12 +18,12 @@ import (
 type File struct {
 	Path string `yaml:"-"` // absolute path of the file
 
-	GeoIP             GeoIP               `yaml:"geoip"`
-	Patterns          Patterns            `yaml:"patterns"`
-	Services          Services            `yaml:"services"`
-	TrustedUpstreams  Text                `yaml:"trusted_upstreams"`
-	LoginRestrictions []Text              `yaml:"login_restrictions"`
-	Log               Log                 `yaml:"log"`
+	GeoIP             GeoIP    `yaml:"geoip"`
+	Patterns          Patterns `yaml:"patterns"`
+	Services          Services `yaml:"services"`
+	TrustedUpstreams  Text     `yaml:"trusted_upstreams"`
+	LoginRestrictions []Text   `yaml:"login_restrictions"`
+	Log               Log      `yaml:"log"`
 }
 
 // GeoIP lists the country databases (§4).

@@ -18,10 +18,10 @@ type fakeGeo struct {
 }
 
 func (g *fakeGeo) CountryPrefixes(cc string) []netip.Prefix { return g.countries[cc] }
-func (g *fakeGeo) InCountry(a netip.Addr, cc string) bool  { return anyContains(g.countries[cc], a) }
-func (g *fakeGeo) ASNPrefixes(n uint32) []netip.Prefix     { return g.asns[n] }
-func (g *fakeGeo) HasASNData() bool                        { return len(g.asns) > 0 }
-func (g *fakeGeo) InASN(a netip.Addr, n uint32) bool       { return anyContains(g.asns[n], a) }
+func (g *fakeGeo) InCountry(a netip.Addr, cc string) bool   { return anyContains(g.countries[cc], a) }
+func (g *fakeGeo) ASNPrefixes(n uint32) []netip.Prefix      { return g.asns[n] }
+func (g *fakeGeo) HasASNData() bool                         { return len(g.asns) > 0 }
+func (g *fakeGeo) InASN(a netip.Addr, n uint32) bool        { return anyContains(g.asns[n], a) }
 
 func anyContains(ps []netip.Prefix, a netip.Addr) bool {
 	for _, p := range ps {

@@ -182,13 +182,13 @@ func TestTrustedAndWarnings(t *testing.T) {
 
 func TestBuildErrors(t *testing.T) {
 	for text, want := range map[string]string{
-		"login_restrictions: [ \"*=\" ]\n":                                 "lists no addresses",
-		"login_restrictions: [ \"=1.1.1.1\" ]\n":                           "want account=patterns",
-		"login_restrictions: [ \"@=1.1.1.1\" ]\n":                          "want @domain",
-		"login_restrictions: [ \"a b=1.1.1.1\" ]\n":                        "cannot be in one",
-		"login_restrictions: [ \"*=1.1.1.1\", \"*=2.2.2.2\" ]\n":           "second login restriction for *",
-		"login_restrictions: [ \"*=[Nope]\" ]\n":                           "p.yaml:1:26: unknown pattern [Nope]",
-		"login_restrictions: [ \"*=x@y.z\" ]\n":                            "not mail masks",
+		"login_restrictions: [ \"*=\" ]\n":                                            "lists no addresses",
+		"login_restrictions: [ \"=1.1.1.1\" ]\n":                                      "want account=patterns",
+		"login_restrictions: [ \"@=1.1.1.1\" ]\n":                                     "want @domain",
+		"login_restrictions: [ \"a b=1.1.1.1\" ]\n":                                   "cannot be in one",
+		"login_restrictions: [ \"*=1.1.1.1\", \"*=2.2.2.2\" ]\n":                      "second login restriction for *",
+		"login_restrictions: [ \"*=[Nope]\" ]\n":                                      "p.yaml:1:26: unknown pattern [Nope]",
+		"login_restrictions: [ \"*=x@y.z\" ]\n":                                       "not mail masks",
 		"services:\n  imap: { listen: \":1\", backend: \"b:1\", grant: \"*@x.y\" }\n": "not mail masks",
 		"services:\n  imap: { listen: \":1\", backend: \"b:1\", deny: \"1.2.3\" }\n":  `p.yaml:2:48: bad item "1.2.3"`,
 	} {
