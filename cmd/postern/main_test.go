@@ -81,7 +81,7 @@ func scenarioDir(t *testing.T) string {
 	writeMMDB(t, filepath.Join(dir, "country.mmdb"), map[string]string{
 		"175.136.0.0/15": "MY", "2001:e68::/32": "MY", "8.8.8.0/24": "US", "165.21.0.0/16": "SG",
 	})
-	writeFile(t, filepath.Join(dir, "sg.zone"), "# Singapore\n165.21.0.0/16\n116.12.0.0/16\n")
+	writeFile(t, filepath.Join(dir, "sg.zone"), "# Singapore\n165.21.0.0/16\n118.189.0.0/16\n")
 	writeFile(t, filepath.Join(dir, "postern.yaml"), scenario)
 	return dir
 }
@@ -99,8 +99,8 @@ func TestScenarioMalaysiaSingapore(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "175.137.1.1 is in [GeoIP_MY]") || !strings.Contains(out, "item country:MY at "+cfg+":5:14") {
 		t.Fatalf("pattern test MY: %d\n%s", code, out)
 	}
-	code, out, _ = postern(t, "pattern", "test", "-c", cfg, "[GeoIP_SG]", "116.12.200.1")
-	if code != 0 || !strings.Contains(out, "item 116.12.0.0/16 at "+filepath.Join(dir, "sg.zone")+":3:1") {
+	code, out, _ = postern(t, "pattern", "test", "-c", cfg, "[GeoIP_SG]", "118.189.200.1")
+	if code != 0 || !strings.Contains(out, "item 118.189.0.0/16 at "+filepath.Join(dir, "sg.zone")+":3:1") {
 		t.Fatalf("pattern test SG: %d\n%s", code, out)
 	}
 	code, out, _ = postern(t, "pattern", "test", "-c", cfg, "GeoIP_MY", "8.8.8.8")
@@ -118,7 +118,7 @@ func TestScenarioMalaysiaSingapore(t *testing.T) {
 		wantOut     string
 	}{
 		{"175.137.1.1", "alice@example.com", 0, "decision  allow"},
-		{"116.12.0.9", "bob@example.com", 0, "decision  allow"},
+		{"118.189.0.9", "bob@example.com", 0, "decision  allow"},
 		{"8.8.8.8", "", 1, "does not grant"},
 		{"8.8.8.8", "alice@example.com", 1, "login *"},
 	} {

@@ -88,16 +88,6 @@ func countryCode(l uint32) string {
 	return countryCodes[3*l : 3*l+2]
 }
 
-// upperCountryCode upper-cases an ASCII two-letter code found in data, so
-// that datasets writing "my" still load. Anything else is returned as is
-// and rejected later by countryLabel.
-func upperCountryCode(b []byte) string {
-	if len(b) == 2 && isASCIILetter(b[0]) && isASCIILetter(b[1]) {
-		return string([]byte{b[0] &^ 0x20, b[1] &^ 0x20})
-	}
-	return string(b)
-}
-
 // dataCountryLabel validates a country code found in data, accepting lower
 // case, without allocating in the common case.
 func dataCountryLabel(b []byte) (uint32, bool) {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 
 	"github.com/postern/postern/internal/diag"
 )
@@ -22,10 +23,11 @@ const maxLineLen = 64 << 10
 // A lineReader reads a text file line by line, counting lines and
 // collecting errors.
 type lineReader struct {
-	path string
-	r    *bufio.Reader
-	line int // number of the line last returned
-	errs diag.List
+	path  string
+	r     *bufio.Reader
+	line  int   // number of the line last returned
+	bytes int64 // bytes read so far
+	errs  diag.List
 }
 
 func newLineReader(path string, r io.Reader) *lineReader {
@@ -45,6 +47,7 @@ func (lr *lineReader) next() (line []byte, ok bool) {
 			return nil, false
 		}
 		lr.line++
+		lr.bytes += int64(len(b))
 		if errors.Is(err, bufio.ErrBufferFull) {
 			lr.errorf("line longer than %d bytes", maxLineLen)
 			lr.skipLine()
@@ -109,10 +112,17 @@ func isComment(line []byte) bool {
 // which may nest or overlap, with the most specific range winning. Blank
 // lines and lines starting with # are ignored, and so is a header on line
 // 1 whose first field is not an address.
-func loadCSV(ctx context.Context, path string, r io.Reader) (*source, error) {
+//
+// size is the size of the file, or 0 if unknown; it is used to allocate
+// the rows at once.
+func loadCSV(ctx context.Context, path string, r io.Reader, size int64) (*source, error) {
 	lr := newLineReader(path, r)
 	var rows4, rows6 []rangeRow
 	for {
+		if lr.line == sampleLines {
+			rows4 = growRows(rows4, lr.bytes, size)
+			rows6 = growRows(rows6, lr.bytes, size)
+		}
 		line, ok := lr.next()
 		if !ok {
 			break
@@ -143,7 +153,7 @@ func loadCSV(ctx context.Context, path string, r io.Reader) (*source, error) {
 		is4  bool
 	}{{rows4, true}, {rows6, false}} {
 		flatten(fam.rows, fam.is4, func(first, last u128, label uint32) {
-			b.add(first.addr(fam.is4), last.addr(fam.is4), label)
+			b.add(first, last, fam.is4, label)
 		})
 	}
 	country, err := b.finish()
@@ -155,11 +165,25 @@ func loadCSV(ctx context.Context, path string, r io.Reader) (*source, error) {
 	return newSource(info, country, table{}), nil
 }
 
+// sampleLines is how many lines loadCSV reads before it estimates how many
+// rows the file has.
+const sampleLines = 1000
+
+// growRows makes room for the rows of a file of the given size, judging by
+// the rows read from its first n bytes.
+func growRows(rows []rangeRow, n, size int64) []rangeRow {
+	if n <= 0 || size <= n || len(rows) == 0 {
+		return rows
+	}
+	est := float64(len(rows)) * float64(size) / float64(n) * 1.05
+	return slices.Grow(rows, min(int(est), 1<<26)-len(rows))
+}
+
 // parseCSVLine parses one data line, reporting errors to lr. It returns
 // ok == false for a bad line or a header.
 func parseCSVLine(lr *lineReader, line []byte) (row rangeRow, is4, ok bool) {
-	if lr.line == 1 && !isAddr(line) {
-		return row, false, false // a header such as "start,end,country"
+	if lr.line == 1 && isHeader(line) {
+		return row, false, false
 	}
 	var fields [3][]byte
 	n := 0
@@ -211,12 +235,19 @@ func trimField(f []byte) []byte {
 	return f
 }
 
-// isAddr reports whether b starts with an address (the first field of a
-// line).
-func isAddr(b []byte) bool {
-	f, _, _ := bytes.Cut(b, []byte(","))
-	_, err := parseAddr(trimField(f))
-	return err == nil
+// isHeader reports whether line is a header such as
+// "ip_range_start,ip_range_end,country_code": its first field is a word,
+// not an address. A first field that looks like a broken address (with a
+// digit first, or a '.', ':' or '/') is data, so that the error is
+// reported instead of the line being skipped.
+func isHeader(line []byte) bool {
+	f, _, _ := bytes.Cut(line, []byte(","))
+	f = trimField(f)
+	if len(f) == 0 || !isASCIILetter(f[0]) || bytes.ContainsAny(f, ".:/") {
+		return false
+	}
+	_, err := parseAddr(f)
+	return err != nil
 }
 
 // errZone rejects scoped addresses, which cannot be in a dataset.

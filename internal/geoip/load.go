@@ -75,7 +75,7 @@ func loadFormat(ctx context.Context, src Source, format Format, f *os.File, size
 		}
 		return loadMMDB(ctx, src.Path, data)
 	case FormatCSV:
-		return loadCSV(ctx, src.Path, f)
+		return loadCSV(ctx, src.Path, f, size)
 	default:
 		cc, err := src.zoneCountry()
 		if err != nil {

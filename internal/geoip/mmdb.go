@@ -78,8 +78,8 @@ func loadMMDB(ctx context.Context, path string, data []byte) (*source, error) {
 	if err != nil {
 		return nil, corruptMMDB(path, err)
 	}
-	// A tree has at most NodeCount+1 leaves, so this never grows.
-	hint := int(min(r.Metadata.NodeCount+2, 1<<24))
+	// Every network is a leaf; +1 for the extra 0.0.0.0/0 of addPrefix.
+	hint := shape.leaves + 1
 	l := &mmdbLoader{
 		path:    path,
 		reader:  r,
@@ -202,10 +202,13 @@ type treeShape struct {
 	// ipv4Depth is the depth at which the path of ::/96 ends: 96 when the
 	// tree has an IPv4 subtree, less when a record covers all of IPv4.
 	ipv4Depth int
+	// leaves is the number of records that point to data.
+	leaves int
 }
 
 // checkTree verifies that the search tree of an MMDB is a tree, so that
-// walking its networks takes time proportional to its size: no node may
+// walking its networks takes time proportional to its size, and counts its
+// leaves: no node may
 // point back to the root and no node may have two parents, except the
 // root of the IPv4 subtree, which an IPv6 database aliases from
 // ::ffff:0:0/96 and other places. A corrupt file could otherwise make the
@@ -231,7 +234,9 @@ func checkTree(md maxminddb.Metadata, data []byte) (treeShape, error) {
 		left, right := node(i)
 		for _, p := range [2]uint{left, right} {
 			switch {
-			case p >= n || p == v4root:
+			case p > n:
+				shape.leaves++
+			case p == n || p == v4root:
 			case p == 0:
 				return treeShape{}, fmt.Errorf("search tree node %d points to the root", i)
 			case seen[p]:

@@ -2,6 +2,8 @@ package geoip
 
 import (
 	"encoding/binary"
+	"iter"
+	"math/bits"
 	"net/netip"
 	"slices"
 )
@@ -49,6 +51,38 @@ func (u u128) cmp(v u128) int {
 
 func (u u128) less(v u128) bool { return u.cmp(v) < 0 }
 
+func (u u128) or(v u128) u128 { return u128{hi: u.hi | v.hi, lo: u.lo | v.lo} }
+
+// trailingZeros returns the number of trailing zero bits, 128 for zero.
+func (u u128) trailingZeros() int {
+	if u.lo != 0 {
+		return bits.TrailingZeros64(u.lo)
+	}
+	if u.hi != 0 {
+		return 64 + bits.TrailingZeros64(u.hi)
+	}
+	return 128
+}
+
+// bitLen returns the number of bits needed to represent u.
+func (u u128) bitLen() int {
+	if u.hi != 0 {
+		return 64 + bits.Len64(u.hi)
+	}
+	return bits.Len64(u.lo)
+}
+
+// lowMask returns a number with the low k bits set, 0 <= k <= 128.
+func lowMask(k int) u128 {
+	switch {
+	case k >= 128:
+		return u128{hi: ^uint64(0), lo: ^uint64(0)}
+	case k >= 64:
+		return u128{hi: 1<<(k-64) - 1, lo: ^uint64(0)}
+	}
+	return u128{lo: 1<<k - 1}
+}
+
 // sub returns u-v, wrapping.
 func (u u128) sub(v u128) u128 {
 	lo := u.lo - v.lo
@@ -81,6 +115,57 @@ func maxU128(is4 bool) u128 {
 		return u128{lo: 1<<32 - 1}
 	}
 	return u128{hi: ^uint64(0), lo: ^uint64(0)}
+}
+
+// nextBlock returns the size (log2) of the largest aligned block that
+// starts at first and ends at or before last.
+func nextBlock(first, last u128, width int) int {
+	k := min(first.trailingZeros(), width)
+	n := last.sub(first).next() // addresses in the range; 0 means 2^128
+	if n != (u128{}) {
+		k = min(k, n.bitLen()-1)
+	}
+	return k
+}
+
+// countPrefixes returns how many prefixes rangePrefixes yields.
+func countPrefixes(first, last u128, is4 bool) int {
+	width := 128
+	if is4 {
+		width = 32
+	}
+	n := 0
+	for {
+		n++
+		end := first.or(lowMask(nextBlock(first, last, width)))
+		if end == last {
+			return n
+		}
+		first = end.next()
+	}
+}
+
+// rangePrefixes yields the fewest prefixes that cover first..last, in
+// ascending order. It is what netipx.IPRange.Prefixes computes, without
+// allocating; a test checks that the two agree.
+func rangePrefixes(first, last u128, is4 bool) iter.Seq[netip.Prefix] {
+	width := 128
+	if is4 {
+		width = 32
+	}
+	return func(yield func(netip.Prefix) bool) {
+		for {
+			k := nextBlock(first, last, width)
+			if !yield(netip.PrefixFrom(first.addr(is4), width-k)) {
+				return
+			}
+			end := first.or(lowMask(k))
+			if end == last {
+				return
+			}
+			first = end.next()
+		}
+	}
 }
 
 // A rangeRow is one inclusive range from the input with its label. seq is

@@ -1,14 +1,11 @@
 package geoip
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
 	"sort"
-
-	"go4.org/netipx"
 )
 
 // A table maps disjoint prefixes to labels (country labels from
@@ -64,127 +61,210 @@ func prefixesContain(ps []netip.Prefix, addr netip.Addr) bool {
 	return i > 0 && ps[i-1].Contains(addr)
 }
 
+// A labelIndex numbers the distinct labels of some spans in ascending
+// order. Small labels (all country labels, and the AS numbers of small
+// databases) are looked up in a slice, others in a map.
+type labelIndex struct {
+	labels []uint32          // distinct labels, ascending
+	dense  []uint32          // label -> index, if every label is small
+	sparse map[uint32]uint32 // label -> index, otherwise
+}
+
+// maxDenseLabel bounds the labels a labelIndex keeps in a slice.
+const maxDenseLabel = 1 << 16
+
+func newLabelIndex(spans []span) labelIndex {
+	var idx labelIndex
+	maxLabel := uint32(0)
+	for i := range spans {
+		maxLabel = max(maxLabel, spans[i].label)
+	}
+	if maxLabel >= maxDenseLabel {
+		idx.sparse = make(map[uint32]uint32)
+		for i := range spans {
+			if _, ok := idx.sparse[spans[i].label]; !ok {
+				idx.sparse[spans[i].label] = 0
+				idx.labels = append(idx.labels, spans[i].label)
+			}
+		}
+		slices.Sort(idx.labels)
+		for i, l := range idx.labels {
+			idx.sparse[l] = uint32(i)
+		}
+		return idx
+	}
+	seen := make([]bool, maxLabel+1)
+	for i := range spans {
+		if l := spans[i].label; !seen[l] {
+			seen[l] = true
+			idx.labels = append(idx.labels, l)
+		}
+	}
+	slices.Sort(idx.labels)
+	idx.dense = make([]uint32, maxLabel+1)
+	for i, l := range idx.labels {
+		idx.dense[l] = uint32(i)
+	}
+	return idx
+}
+
+func (idx *labelIndex) len() int { return len(idx.labels) }
+
+// of returns the index of label l, which must be one of the labels.
+func (idx *labelIndex) of(l uint32) uint32 {
+	if idx.dense != nil {
+		return idx.dense[l]
+	}
+	return idx.sparse[l]
+}
+
 // errOutOfOrder reports input that is not sorted and disjoint.
 var errOutOfOrder = errors.New("networks are out of order or overlap")
 
-// A builder collects labelled address ranges in ascending, disjoint order,
-// merges adjacent ranges with the same label, splits the result into
-// prefixes and finally groups them into a table.
+// A builder collects labelled address ranges in ascending, disjoint order
+// (IPv4 before IPv6), merging adjacent ranges with the same label, and
+// finally splits them into prefixes grouped into a table.
 type builder struct {
-	prefixes []netip.Prefix // address order
-	labels   []uint32       // label of each prefix
-	cur      span           // pending range, merged with its neighbours
-	has      bool           // cur is valid
-	err      error          // first ordering violation
+	spans []span
+	err   error // first invalid or out-of-order range
 }
 
 // A span is an inclusive address range with a label.
 type span struct {
-	first, last netip.Addr
+	first, last u128
 	label       uint32
+	is4         bool
 }
 
-// newBuilder returns a builder with room for about n prefixes.
+// newBuilder returns a builder with room for n ranges.
 func newBuilder(n int) *builder {
-	return &builder{
-		prefixes: make([]netip.Prefix, 0, n),
-		labels:   make([]uint32, 0, n),
-	}
+	return &builder{spans: make([]span, 0, n)}
 }
 
 // addPrefix adds the addresses of p with label l.
 func (b *builder) addPrefix(p netip.Prefix, l uint32) {
-	p = p.Masked()
-	b.add(p.Addr(), netipx.PrefixLastIP(p), l)
+	if !p.IsValid() {
+		b.fail(fmt.Errorf("invalid prefix %s", p))
+		return
+	}
+	first := u128From(p.Masked().Addr())
+	b.add(first, first.or(lowMask(p.Addr().BitLen()-p.Bits())), p.Addr().Is4(), l)
 }
 
-// add adds the range first..last with label l. Ranges must come in
-// ascending order and must not overlap; a violation is recorded and
-// returned by finish.
-func (b *builder) add(first, last netip.Addr, l uint32) {
+// addAddrs adds the range first..last, which must be of one family.
+func (b *builder) addAddrs(first, last netip.Addr, l uint32) {
+	if !first.IsValid() || first.BitLen() != last.BitLen() {
+		b.fail(fmt.Errorf("invalid range %s-%s", first, last))
+		return
+	}
+	b.add(u128From(first), u128From(last), first.Is4(), l)
+}
+
+// The IPv4-mapped block ::ffff:0:0/96 as numbers.
+var (
+	mappedFirst = u128{lo: 0xffff_0000_0000}
+	mappedLast  = u128{lo: 0xffff_ffff_ffff}
+)
+
+// add adds the range first..last of the given family with label l. Ranges
+// must come in ascending order and must not overlap; a violation is
+// recorded and returned by finish.
+//
+// IPv6 ranges lose the part that overlaps ::ffff:0:0/96: IPv4 addresses
+// are kept as IPv4 only, and lookups unmap IPv4-mapped addresses, so a
+// prefix there could never match and would make CountryPrefixes disagree
+// with InCountry.
+func (b *builder) add(first, last u128, is4 bool, l uint32) {
+	if !is4 && !last.less(mappedFirst) && !mappedLast.less(first) {
+		if first.less(mappedFirst) {
+			b.addRange(first, mappedFirst.prev(), false, l)
+		}
+		if mappedLast.less(last) {
+			b.addRange(mappedLast.next(), last, false, l)
+		}
+		return
+	}
+	b.addRange(first, last, is4, l)
+}
+
+// addRange adds a range that does not overlap ::ffff:0:0/96.
+func (b *builder) addRange(first, last u128, is4 bool, l uint32) {
 	if b.err != nil {
 		return
 	}
-	if !first.IsValid() || first.BitLen() != last.BitLen() || last.Less(first) {
-		b.err = fmt.Errorf("invalid range %s-%s", first, last)
+	if last.less(first) || is4 && maxU128(true).less(last) {
+		b.fail(fmt.Errorf("invalid range %s-%s", first.addr(is4), last.addr(is4)))
 		return
 	}
-	if b.has {
-		if !b.cur.last.Less(first) {
-			b.err = fmt.Errorf("%w: %s-%s after %s-%s", errOutOfOrder,
-				first, last, b.cur.first, b.cur.last)
+	if n := len(b.spans); n > 0 {
+		prev := &b.spans[n-1]
+		if prev.is4 == is4 && !prev.last.less(first) || !prev.is4 && is4 {
+			b.fail(fmt.Errorf("%w: %s-%s after %s-%s", errOutOfOrder,
+				first.addr(is4), last.addr(is4), prev.first.addr(prev.is4), prev.last.addr(prev.is4)))
 			return
 		}
-		if b.cur.label == l && b.cur.last.Next() == first {
-			b.cur.last = last
+		if prev.is4 == is4 && prev.label == l && prev.last.next() == first {
+			prev.last = last
 			return
 		}
-		b.flush()
 	}
-	b.cur = span{first: first, last: last, label: l}
-	b.has = true
+	b.spans = append(b.spans, span{first: first, last: last, label: l, is4: is4})
 }
 
-// flush splits the pending range into prefixes.
-func (b *builder) flush() {
-	if !b.has {
-		return
+// fail records the first error.
+func (b *builder) fail(err error) {
+	if b.err == nil {
+		b.err = err
 	}
-	n := len(b.prefixes)
-	b.prefixes = netipx.IPRangeFrom(b.cur.first, b.cur.last).AppendPrefixes(b.prefixes)
-	for range len(b.prefixes) - n {
-		b.labels = append(b.labels, b.cur.label)
-	}
-	b.has = false
 }
 
-// finish groups the collected prefixes by label. The builder must not be
+// finish splits the ranges into prefixes and groups them by label with a
+// counting sort, which keeps every group in address order. The final
+// slices are allocated once, at their exact size. The builder must not be
 // used afterwards.
 func (b *builder) finish() (table, error) {
 	if b.err != nil {
 		return table{}, b.err
 	}
-	b.flush()
-	t := groupByLabel(b.prefixes, b.labels)
+	spans := b.spans
 	*b = builder{}
-	return t, nil
-}
-
-// groupByLabel builds a table from prefixes in address order and their
-// labels with a counting sort, which keeps every group in address order.
-func groupByLabel(prefixes []netip.Prefix, labels []uint32) table {
-	if len(prefixes) == 0 {
-		return table{}
+	if len(spans) == 0 {
+		return table{}, nil
 	}
-	counts := make(map[uint32]uint32)
-	for _, l := range labels {
-		counts[l]++
+	// Pass 1: count the prefixes of each label.
+	idx := newLabelIndex(spans)
+	counts := make([]uint32, idx.len())
+	total := 0
+	for i := range spans {
+		n := countPrefixes(spans[i].first, spans[i].last, spans[i].is4)
+		counts[idx.of(spans[i].label)] += uint32(n)
+		total += n
 	}
 	t := table{
-		prefixes: make([]netip.Prefix, len(prefixes)),
-		labels:   make([]uint32, 0, len(counts)),
+		prefixes: make([]netip.Prefix, total),
+		labels:   idx.labels,
 		offsets:  make([]uint32, 0, len(counts)+1),
-		order:    make([]uint32, len(prefixes)),
+		order:    make([]uint32, 0, total),
 	}
-	for l := range counts {
-		t.labels = append(t.labels, l)
-	}
-	slices.SortFunc(t.labels, cmp.Compare[uint32])
-	// Reuse counts as the next free position of each label.
-	next := counts
+	next := counts // reused as the next free position of each group
 	var off uint32
-	for _, l := range t.labels {
+	for g, c := range counts {
 		t.offsets = append(t.offsets, off)
-		c := counts[l]
-		next[l] = off
+		next[g] = off
 		off += c
 	}
 	t.offsets = append(t.offsets, off)
-	for i, p := range prefixes {
-		pos := next[labels[i]]
-		next[labels[i]] = pos + 1
-		t.prefixes[pos] = p
-		t.order[i] = pos
+	// Pass 2: place the prefixes.
+	for i := range spans {
+		s := &spans[i]
+		g := idx.of(s.label)
+		pos := next[g]
+		for p := range rangePrefixes(s.first, s.last, s.is4) {
+			t.prefixes[pos] = p
+			t.order = append(t.order, pos)
+			pos++
+		}
+		next[g] = pos
 	}
-	return t
+	return t, nil
 }

@@ -62,7 +62,7 @@ func loadZone(ctx context.Context, path string, label uint32, r io.Reader) (*sou
 	}
 	b := newBuilder(len(prefixes))
 	for _, s := range mergePrefixes(prefixes) {
-		b.add(s.first, s.last, label)
+		b.addAddrs(s.first, s.last, label)
 	}
 	country, err := b.finish()
 	if err != nil {
@@ -94,13 +94,16 @@ func parseZoneEntry(b []byte) (netip.Prefix, error) {
 	return p.Masked(), nil
 }
 
+// An addrRange is an inclusive range of addresses of one family.
+type addrRange struct{ first, last netip.Addr }
+
 // mergePrefixes sorts prefixes and merges overlapping ones into disjoint
 // ranges in ascending order.
-func mergePrefixes(prefixes []netip.Prefix) []span {
+func mergePrefixes(prefixes []netip.Prefix) []addrRange {
 	slices.SortFunc(prefixes, func(a, b netip.Prefix) int {
 		return a.Addr().Compare(b.Addr())
 	})
-	var out []span
+	var out []addrRange
 	for _, p := range prefixes {
 		first, last := p.Addr(), netipx.PrefixLastIP(p)
 		if n := len(out); n > 0 && !out[n-1].last.Less(first) {
@@ -109,7 +112,7 @@ func mergePrefixes(prefixes []netip.Prefix) []span {
 			}
 			continue
 		}
-		out = append(out, span{first: first, last: last})
+		out = append(out, addrRange{first: first, last: last})
 	}
 	return out
 }

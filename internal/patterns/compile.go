@@ -259,6 +259,7 @@ func (reg *Registry) finish(b *builder, all map[string]*builder, path []string, 
 		s.addrs = s.items[0].ref.addrs // an alias: share the referenced table
 	default:
 		s.addrs = subtract(b.pos, b.neg)
+		s.addrs.Aggregate()
 	}
 	b.pos, b.neg = nil, nil
 	b.state = 2

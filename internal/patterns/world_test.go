@@ -54,16 +54,29 @@ func writeLiterals(tb testing.TB, n int) string {
 }
 
 func worldSource(db *geoip.DB, literals string) patterns.Source {
+	return countriesSource(db, literals, 1)
+}
+
+// countriesSource makes a pattern of every step-th country plus the
+// literals file. With step 2 neighbouring networks often belong to
+// countries left out, so the table cannot be folded much.
+func countriesSource(db *geoip.DB, literals string, step int) patterns.Source {
 	var items []string
-	for _, cc := range db.Countries() {
-		items = append(items, "country:"+cc)
+	for i, cc := range db.Countries() {
+		if i%step == 0 {
+			items = append(items, "country:"+cc)
+		}
 	}
 	items = append(items, "{"+literals+"}")
 	return patterns.Source{Name: "World", Text: strings.Join(items, ";"), Pos: diag.Pos{File: "bench.yaml", Line: 1, Col: 1}}
 }
 
 func compileWorld(tb testing.TB, db *geoip.DB, literals string) *patterns.Set {
-	reg, err := patterns.Compile([]patterns.Source{worldSource(db, literals)},
+	return compileCountries(tb, db, literals, 1)
+}
+
+func compileCountries(tb testing.TB, db *geoip.DB, literals string, step int) *patterns.Set {
+	reg, err := patterns.Compile([]patterns.Source{countriesSource(db, literals, step)},
 		patterns.Options{Geo: db, ValidCountry: geoip.ValidCountryCode})
 	if err != nil {
 		tb.Fatal(err)
@@ -97,6 +110,35 @@ func randomAddrs(n int, v6 bool) []netip.Addr {
 	return out
 }
 
+// addrsInside returns n addresses drawn from random networks of random
+// countries of db, so every one is in the world pattern.
+func addrsInside(db *geoip.DB, n int, v6 bool, step int) []netip.Addr {
+	r := rand.New(rand.NewPCG(5, 6))
+	var pool []netip.Prefix
+	for i, cc := range db.Countries() {
+		if i%step != 0 {
+			continue
+		}
+		for _, p := range db.CountryPrefixes(cc) {
+			if p.Addr().Is6() == v6 {
+				pool = append(pool, p)
+			}
+		}
+	}
+	out := make([]netip.Addr, n)
+	for i := range out {
+		p := pool[r.IntN(len(pool))]
+		a := p.Addr().AsSlice()
+		for bit := p.Bits(); bit < len(a)*8; bit++ {
+			if r.IntN(2) == 1 {
+				a[bit/8] |= 0x80 >> (bit % 8)
+			}
+		}
+		out[i], _ = netip.AddrFromSlice(a)
+	}
+	return out
+}
+
 // TestWorldPattern checks the whole-dataset pattern against well-known
 // addresses and that Contains and Explain agree on random ones.
 func TestWorldPattern(t *testing.T) {
@@ -112,12 +154,18 @@ func TestWorldPattern(t *testing.T) {
 			t.Errorf("%s must be in some country", a)
 		}
 	}
-	for _, a := range []string{"10.1.2.3", "127.0.0.1", "192.168.1.1", "::1"} {
+	// Not 192.168.0.0/16: this dataset tags it AU (one of its known errors).
+	for _, a := range []string{"10.1.2.3", "127.0.0.1", "::1"} {
 		if set.Contains(netip.MustParseAddr(a)) {
 			t.Errorf("%s is private and in no country", a)
 		}
 	}
 	for _, v6 := range []bool{false, true} {
+		for _, a := range addrsInside(db, 1000, v6, 1) {
+			if !set.Contains(a) {
+				t.Fatalf("%s is inside a country network but not in the world pattern", a)
+			}
+		}
 		for _, a := range randomAddrs(300, v6) {
 			if m := set.Explain(a); m.In != set.Contains(a) {
 				t.Fatalf("%s: Explain says %v, Contains %v", a, m.In, set.Contains(a))
@@ -126,14 +174,25 @@ func TestWorldPattern(t *testing.T) {
 	}
 }
 
-func BenchmarkWorldContains(b *testing.B) {
+func BenchmarkWorldContains(b *testing.B) { benchContains(b, 1) }
+
+// BenchmarkHalfWorldContains is the same over every other country: a
+// pattern whose networks cannot be merged as much as the whole world's.
+func BenchmarkHalfWorldContains(b *testing.B) { benchContains(b, 2) }
+
+func benchContains(b *testing.B, step int) {
 	db := loadWorldDB(b)
-	set := compileWorld(b, db, writeLiterals(b, 100_000))
+	set := compileCountries(b, db, writeLiterals(b, 100_000), step)
+	b.Logf("%d networks after folding", set.Networks())
 	for _, c := range []struct {
 		name string
 		v6   bool
-	}{{"IPv4", false}, {"IPv6", true}} {
+		hit  bool
+	}{{"IPv4-random", false, false}, {"IPv6-random", true, false}, {"IPv4-hit", false, true}, {"IPv6-hit", true, true}} {
 		addrs := randomAddrs(1<<14, c.v6)
+		if c.hit {
+			addrs = addrsInside(db, 1<<14, c.v6, step)
+		}
 		hits := 0
 		for _, a := range addrs {
 			if set.Contains(a) {
@@ -142,12 +201,12 @@ func BenchmarkWorldContains(b *testing.B) {
 		}
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
-			b.ReportMetric(float64(hits)/float64(len(addrs))*100, "%hit")
 			i := 0
 			for b.Loop() {
 				set.Contains(addrs[i&(len(addrs)-1)])
 				i++
 			}
+			b.ReportMetric(float64(hits)/float64(len(addrs))*100, "%hit")
 		})
 	}
 }
