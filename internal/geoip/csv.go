@@ -176,7 +176,7 @@ func growRows(rows []rangeRow, n, size int64) []rangeRow {
 		return rows
 	}
 	est := float64(len(rows)) * float64(size) / float64(n) * 1.05
-	return slices.Grow(rows, min(int(est), 1<<26)-len(rows))
+	return slices.Grow(rows, max(0, min(int(est), 1<<26)-len(rows)))
 }
 
 // parseCSVLine parses one data line, reporting errors to lr. It returns

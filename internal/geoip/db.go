@@ -3,6 +3,7 @@ package geoip
 import (
 	"context"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -101,16 +102,19 @@ func newSource(info Info, country, asn table) *source {
 	return &source{info: info, country: country, asn: asn}
 }
 
-// Load reads sources in parallel and returns the database they make up.
-// Errors are diag errors that name the file, and the line for CSV and zone
-// files; when there are several they are returned as a diag.List, in the
-// order of sources.
+// Load reads sources, up to GOMAXPROCS at a time, and returns the
+// database they make up. Errors are diag errors that name the file, and
+// the line for CSV and zone files; when there are several they are
+// returned as a diag.List, in the order of sources.
 func Load(ctx context.Context, sources []Source) (*DB, error) {
 	loaded := make([]*source, len(sources))
 	errs := make([]error, len(sources))
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
 	var wg sync.WaitGroup
 	for i, src := range sources {
 		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
 			loaded[i], errs[i] = loadSource(ctx, src)
 		})
 	}

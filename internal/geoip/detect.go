@@ -10,7 +10,7 @@ import (
 )
 
 // mmdbMarker starts the metadata section of every MaxMind DB file.
-var mmdbMarker = []byte("\xab\xcd\xefMaxMind.com")
+const mmdbMarker = "\xab\xcd\xefMaxMind.com"
 
 const (
 	// sniffHead is how much of the start of a file detection reads.
@@ -74,7 +74,7 @@ func readAt(r io.ReaderAt, off, n int64) ([]byte, error) {
 // comma-separated fields mean CSV, a CIDR or address means a zone file. It
 // returns FormatAuto when it cannot tell.
 func sniffFormat(head, tail []byte) Format {
-	if bytes.Contains(tail, mmdbMarker) {
+	if bytes.Contains(tail, []byte(mmdbMarker)) {
 		return FormatMMDB
 	}
 	for line := range bytes.Lines(head) {

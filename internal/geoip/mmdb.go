@@ -1,6 +1,7 @@
 package geoip
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -78,14 +79,12 @@ func loadMMDB(ctx context.Context, path string, data []byte) (*source, error) {
 	if err != nil {
 		return nil, corruptMMDB(path, err)
 	}
-	// Every network is a leaf; +1 for the extra 0.0.0.0/0 of addPrefix.
-	hint := shape.leaves + 1
 	l := &mmdbLoader{
 		path:    path,
 		reader:  r,
 		shape:   shape,
 		cache:   make(map[uintptr]recordLabels),
-		country: newBuilder(hint),
+		country: &builder{},
 		asn:     &builder{},
 		info: Info{
 			Description: r.Metadata.DatabaseType,
@@ -120,6 +119,9 @@ func (l *mmdbLoader) run(ctx context.Context) error {
 			return err
 		}
 		l.add(res.Prefix(), labels)
+		if l.country.err != nil || l.asn.err != nil {
+			return corruptMMDB(l.path, cmp.Or(l.country.err, l.asn.err))
+		}
 	}
 	return nil
 }
@@ -139,14 +141,14 @@ func (l *mmdbLoader) labels(res maxminddb.Result) (recordLabels, error) {
 		}
 		return recordLabels{}, corruptMMDB(l.path, fmt.Errorf("record for %s: %w", res.Prefix(), err))
 	}
-	var labels recordLabels
-	if cc := rec.code(); cc != "" {
+	labels := recordLabels{asn: rec.ASN}
+	cc := rec.code()
+	if cc != "" {
 		labels.country, labels.hasCountry = dataCountryLabel([]byte(cc))
 	}
-	labels.asn = rec.ASN
-	// An unknown country code drops the network from the country table
-	// even if it has an AS number.
-	labels.skip = !labels.hasCountry && (rec.code() != "" || rec.ASN == 0)
+	// Skipped: an unknown country code (even with an AS number, which is
+	// still used), or no data at all.
+	labels.skip = cc != "" && !labels.hasCountry || cc == "" && rec.ASN == 0
 	if len(l.cache) >= maxRecordCache {
 		clear(l.cache)
 	}
@@ -178,6 +180,10 @@ func (l *mmdbLoader) add(p netip.Prefix, labels recordLabels) {
 // 0.0.0.0/0 is added with it. It comes first in address order, as ::/n is
 // the first network of the tree.
 func (l *mmdbLoader) addPrefix(b *builder, p netip.Prefix, label uint32) {
+	if cap(b.spans) == 0 {
+		// Every network is a leaf; +1 for the extra 0.0.0.0/0.
+		b.spans = make([]span, 0, l.shape.leaves+1)
+	}
 	if l.shape.ipv4Depth < 96 && p == netip.PrefixFrom(netip.IPv6Unspecified(), l.shape.ipv4Depth) {
 		b.addPrefix(netip.PrefixFrom(netip.IPv4Unspecified(), 0), label)
 	}

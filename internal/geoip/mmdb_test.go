@@ -216,7 +216,7 @@ func TestMMDBCorrupt(t *testing.T) {
 		"empty":  {},
 		"random": random,
 		// The marker is there, but not the rest of the file.
-		"marker only": mmdbMarker,
+		"marker only": []byte(mmdbMarker),
 		"text":        []byte("1.0.0.0,1.0.0.255,AU\n"),
 	}
 	for _, n := range []int{1, 16, len(good) / 4, len(good) / 2, len(good) - 100, len(good) - 1} {

@@ -49,7 +49,7 @@ func (t *table) lookup(addr netip.Addr) (uint32, bool) {
 	if !t.prefixes[pos].Contains(addr) {
 		return 0, false
 	}
-	// The group holding pos is the last one starting at or before it.
+	// The group holding pos is the first one that ends after it.
 	g := sort.Search(len(t.labels), func(g int) bool { return t.offsets[g+1] > pos })
 	return t.labels[g], true
 }
@@ -73,6 +73,7 @@ type labelIndex struct {
 // maxDenseLabel bounds the labels a labelIndex keeps in a slice.
 const maxDenseLabel = 1 << 16
 
+// newLabelIndex indexes the labels of spans.
 func newLabelIndex(spans []span) labelIndex {
 	var idx labelIndex
 	maxLabel := uint32(0)
@@ -161,9 +162,9 @@ func (b *builder) addAddrs(first, last netip.Addr, l uint32) {
 }
 
 // The IPv4-mapped block ::ffff:0:0/96 as numbers.
-var (
-	mappedFirst = u128{lo: 0xffff_0000_0000}
-	mappedLast  = u128{lo: 0xffff_ffff_ffff}
+const (
+	mappedFirstLo = 0xffff_0000_0000
+	mappedLastLo  = 0xffff_ffff_ffff
 )
 
 // add adds the range first..last of the given family with label l. Ranges
@@ -175,6 +176,7 @@ var (
 // prefix there could never match and would make CountryPrefixes disagree
 // with InCountry.
 func (b *builder) add(first, last u128, is4 bool, l uint32) {
+	mappedFirst, mappedLast := u128{lo: mappedFirstLo}, u128{lo: mappedLastLo}
 	if !is4 && !last.less(mappedFirst) && !mappedLast.less(first) {
 		if first.less(mappedFirst) {
 			b.addRange(first, mappedFirst.prev(), false, l)

@@ -1,0 +1,112 @@
+package snapshot
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func write(t *testing.T, path, body string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+const v1 = `patterns: { Office: "203.0.113.0/24" }
+services:
+  imap: { listen: ":143", backend: "b:1", grant: "[Office]" }
+  smtp: { listen: ":25", backend: "b:2", grant: "[Office]" }
+`
+
+func TestLoadBuildsEverything(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "postern.yaml")
+	write(t, cfg, v1)
+	now := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
+	s, err := Load(context.Background(), cfg, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Built.Equal(now) || s.GeoIP != nil || s.Patterns.Lookup("office") == nil {
+		t.Fatalf("snapshot: %+v", s)
+	}
+	if !s.Policy.AllowService("imap", netip.MustParseAddr("203.0.113.5")) || s.Policy.AllowService("imap", netip.MustParseAddr("8.8.8.8")) {
+		t.Error("policy not compiled from the file")
+	}
+	if len(s.Warnings) != 1 || !strings.Contains(s.Warnings[0].Error(), "smtp has a grant list") {
+		t.Errorf("warnings: %v", s.Warnings)
+	}
+}
+
+func TestReloadKeepsRunningSnapshotOnError(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "postern.yaml")
+	write(t, cfg, v1)
+	ctx := context.Background()
+	first, err := Load(ctx, cfg, time.Unix(1, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := NewHolder(first)
+	office := netip.MustParseAddr("203.0.113.5")
+	other := netip.MustParseAddr("198.51.100.1")
+
+	// Readers run through both reloads and must always see a whole
+	// snapshot: one whose imap grant is either the old or the new list.
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				s := h.Load()
+				if s.Policy.AllowService("imap", office) == s.Policy.AllowService("imap", other) {
+					t.Error("a reader saw a half-built snapshot")
+					return
+				}
+			}
+		}()
+	}
+
+	write(t, cfg, strings.Replace(v1, "203.0.113.0/24", "198.51.100.0/24", 1))
+	second, err := h.Reload(ctx, cfg, time.Unix(2, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Load() != second || !second.Policy.AllowService("imap", other) {
+		t.Fatal("reload did not swap in the new snapshot")
+	}
+
+	write(t, cfg, "services:\n  imap: { listen: \":143\", backend: \"b:1\", grant: \"[Nope]\" }\n")
+	if _, err := h.Reload(ctx, cfg, time.Unix(3, 0)); err == nil || !strings.Contains(err.Error(), "running configuration stays") || !strings.Contains(err.Error(), "unknown pattern [Nope]") {
+		t.Fatalf("bad reload: %v", err)
+	}
+	if h.Load() != second {
+		t.Fatal("a failed reload replaced the running snapshot")
+	}
+	close(stop)
+	wg.Wait()
+}
+
+func TestGeoIPErrorsNameTheFile(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "postern.yaml")
+	write(t, filepath.Join(dir, "bad.csv"), "1.0.0.0,1.0.0.255,AU\n1.0.1.0,nope,CN\n")
+	write(t, cfg, "geoip:\n  databases:\n    - path: bad.csv\n")
+	_, err := Load(context.Background(), cfg, time.Now())
+	if err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "bad.csv")+":2") {
+		t.Fatalf("error: %v", err)
+	}
+}
