@@ -85,10 +85,6 @@ func (m *mailSet) add(mask string) {
 	}
 }
 
-func (m *mailSet) empty() bool {
-	return len(m.exact) == 0 && len(m.domains) == 0 && len(m.locals) == 0 && len(m.globs) == 0
-}
-
 // match reports whether the lower-case address addr matches any mask.
 func (m *mailSet) match(addr string) bool {
 	if _, ok := m.exact[addr]; ok {

@@ -53,10 +53,6 @@ func writeLiterals(tb testing.TB, n int) string {
 	return path
 }
 
-func worldSource(db *geoip.DB, literals string) patterns.Source {
-	return countriesSource(db, literals, 1)
-}
-
 // countriesSource makes a pattern of every step-th country plus the
 // literals file. With step 2 neighbouring networks often belong to
 // countries left out, so the table cannot be folded much.
