@@ -53,7 +53,8 @@ func printSummary(w io.Writer, s *snapshot.Snapshot, took time.Duration) {
 	}
 	for _, name := range s.Patterns.Names() {
 		set := s.Patterns.Lookup(name)
-		fmt.Fprintf(w, "  pattern   [%s] %d items, %d networks\n", name, len(set.Items()), set.Networks())
+		n := len(set.Items())
+		fmt.Fprintf(w, "  pattern   [%s] %d item%s, %d networks\n", name, n, plural(n), set.Networks())
 	}
 	for _, name := range config.ServiceNames {
 		svc := s.Config.Services[name]

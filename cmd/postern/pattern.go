@@ -80,6 +80,10 @@ func printMatch(w io.Writer, subject string, set *patterns.Set, m patterns.Match
 
 func printSteps(w io.Writer, indent string, m patterns.Match) {
 	for _, st := range m.Steps {
+		if st.Set.Name() == "" {
+			fmt.Fprintf(w, "%sitem %s at %s\n", indent, st.Item, st.Item.Pos())
+			continue
+		}
 		fmt.Fprintf(w, "%s%s item %s at %s\n", indent, st.Set, st.Item, st.Item.Pos())
 	}
 }

@@ -14,7 +14,8 @@ type Step struct {
 // Match explains a membership answer. Steps run from the outermost pattern
 // to the item that decided: for an address in the set, the positive item
 // that holds it (through references); for an address excluded, the "!"
-// item that removed it. Steps is empty when no item matched at all.
+// item that removed it — also when the exclusion is inside a referenced
+// pattern. Steps is empty when no item matched at all.
 type Match struct {
 	In    bool
 	Steps []Step
@@ -78,6 +79,17 @@ func (s *Set) explain(holds func(*Item) (bool, *Set), inner func(*Set) Match) Ma
 				m.Steps = append(m.Steps, inner(ref).Steps...)
 			}
 			return m
+		}
+	}
+	// Nothing holds addr. If a referenced pattern left it out only because
+	// of one of its own exclusions, that exclusion is the reason to show.
+	for i := range s.items {
+		it := &s.items[i]
+		if it.Negate || it.Kind != KindRef {
+			continue
+		}
+		if sub := inner(it.ref); len(sub.Steps) > 0 {
+			return Match{Steps: append([]Step{{Set: s, Item: it}}, sub.Steps...)}
 		}
 	}
 	return Match{}

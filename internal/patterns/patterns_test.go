@@ -168,6 +168,15 @@ func TestReferencesAndExplain(t *testing.T) {
 	if m := asia.Explain(netip.MustParseAddr("8.8.8.8")); m.In || len(m.Steps) != 0 {
 		t.Fatalf("explain outside: %+v", m)
 	}
+	// Excluded inside a referenced pattern: the inner "!" item is the reason.
+	outer, err := reg.Expr(Source{Text: "[Asia]", Pos: diag.Pos{File: "c", Line: 9, Col: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m = outer.Explain(netip.MustParseAddr("175.136.66.1"))
+	if m.In || len(m.Steps) != 3 || m.Steps[0].Item.Text != "[Asia]" || !m.Steps[1].Item.Negate || m.Steps[2].Item.Text != "175.136.66.0/24" {
+		t.Fatalf("explain nested exclusion: %+v", m)
+	}
 	for _, a := range []string{"175.137.1.1", "165.21.3.3", "203.0.113.9", "175.136.66.1", "8.8.8.8"} {
 		addr := netip.MustParseAddr(a)
 		want := asia.Contains(addr)
