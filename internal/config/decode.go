@@ -35,6 +35,9 @@ func (d *decoder) errorf(n *yaml.Node, format string, args ...any) {
 
 var nodeDecoderType = reflect.TypeFor[nodeDecoder]()
 
+// reflectValue returns the settable struct a pointer points at.
+func reflectValue(ptr any) reflect.Value { return reflect.ValueOf(ptr).Elem() }
+
 // decode fills v (a settable value) from n.
 func (d *decoder) decode(n *yaml.Node, v reflect.Value) {
 	for n.Kind == yaml.AliasNode {

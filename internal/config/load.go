@@ -119,6 +119,8 @@ func (f *File) validate(d *decoder) {
 			d.errs.Add(diag.Errorf(lr.Pos, "bad login restriction %q: want account=patterns, @domain=patterns or *=patterns", lr.Value))
 		}
 	}
+	f.validateIPS(d)
+	f.validateAdmin(d)
 	switch f.Log.Level.Value {
 	case "", "debug", "info", "warn", "error":
 	default:
@@ -216,4 +218,33 @@ func unwrapPathErr(err error) error {
 		return fmt.Errorf("%s: %w", pe.Path, pe.Err)
 	}
 	return err
+}
+
+func (f *File) validateAdmin(d *decoder) {
+	if f.Store.Path.IsSet() {
+		f.resolve(&f.Store.Path)
+	}
+	if f.Admin.TokenFile.IsSet() {
+		f.resolve(&f.Admin.TokenFile)
+	}
+	if l := f.Admin.Listen; l.IsSet() {
+		switch {
+		case strings.HasPrefix(l.Value, "unix:"):
+			p := strings.TrimPrefix(l.Value, "unix:")
+			if p == "" {
+				d.errs.Add(diag.Errorf(l.Pos, "admin.listen unix: needs a socket path"))
+			} else if !filepath.IsAbs(p) {
+				f.Admin.Listen.Value = "unix:" + filepath.Join(f.Dir(), p)
+			}
+		case strings.HasPrefix(l.Value, "tcp:"):
+			if err := parseListen(strings.TrimPrefix(l.Value, "tcp:")); err != nil {
+				d.errs.Add(diag.Errorf(l.Pos, "admin.listen: %v", err))
+			}
+		default:
+			d.errs.Add(diag.Errorf(l.Pos, "bad admin.listen %q: want unix:/path/admin.sock or tcp:127.0.0.1:8025", l.Value))
+		}
+	}
+	if f.Admin.Grant.IsSet() && !strings.HasPrefix(f.Admin.Listen.Value, "tcp:") {
+		d.errs.Add(diag.Errorf(f.Admin.Grant.Pos, "admin.grant applies to a tcp: listener only; a unix socket is guarded by its file permissions"))
+	}
 }

@@ -23,7 +23,13 @@ type File struct {
 	Services          Services `yaml:"services"`
 	TrustedUpstreams  Text     `yaml:"trusted_upstreams"`
 	LoginRestrictions []Text   `yaml:"login_restrictions"`
-	Log               Log      `yaml:"log"`
+	LocalDomains      Text     `yaml:"local_domains"` // "example.com; example.net"
+
+	IntrusionPrevention IntrusionPrevention `yaml:"intrusion_prevention"`
+	Store               Store               `yaml:"store"`
+	Admin               Admin               `yaml:"admin"`
+	Node                string              `yaml:"node"` // this gateway's name in blocks; default the host name
+	Log                 Log                 `yaml:"log"`
 }
 
 // GeoIP lists the country databases (§4).

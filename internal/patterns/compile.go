@@ -383,3 +383,42 @@ func (s *Set) String() string {
 	}
 	return "[" + s.name + "]"
 }
+
+// Union returns a pattern holding every address and mail address of sets.
+// Each set becomes one reference item of the union, so explanations name the
+// set's own items and positions. Nil sets are skipped; with none left it
+// returns nil.
+func Union(name string, sets []*Set) *Set {
+	u := &Set{name: name, addrs: new(bart.Lite)}
+	for _, s := range sets {
+		if s == nil {
+			continue
+		}
+		texts := make([]string, len(s.items))
+		for i := range s.items {
+			texts[i] = s.items[i].String()
+		}
+		pos := s.pos
+		if len(s.items) > 0 {
+			pos = s.items[0].Pos()
+		}
+		file := pos.File
+		u.items = append(u.items, Item{Text: strings.Join(texts, "; "), Kind: KindRef, ref: s,
+			file: &file, line: int32(pos.Line), col: int32(pos.Col)})
+		if u.geo == nil {
+			u.geo = s.geo
+		}
+		if s.addrs != nil {
+			u.addrs.Union(s.addrs)
+		}
+		if s.hasMail {
+			u.hasMail = true
+			u.mailPosRefs = append(u.mailPosRefs, s)
+		}
+	}
+	if len(u.items) == 0 {
+		return nil
+	}
+	u.addrs.Aggregate()
+	return u
+}

@@ -385,3 +385,27 @@ func TestHalves(t *testing.T) {
 		}
 	}
 }
+
+func TestUnion(t *testing.T) {
+	reg := mustCompile(t, map[string]string{})
+	a, _ := reg.Expr(Source{Text: "10.0.0.0/8; !10.1.0.0/16", Pos: diag.Pos{File: "b.txt", Line: 1, Col: 1}})
+	b, _ := reg.Expr(Source{Text: "*@partner.example", Pos: diag.Pos{File: "b.txt", Line: 2, Col: 1}})
+	c, _ := reg.Expr(Source{Text: "192.0.2.1", Pos: diag.Pos{File: "b.txt", Line: 3, Col: 1}})
+	u := Union("bypass", []*Set{a, nil, b, c})
+	for addr, want := range map[string]bool{"10.2.0.1": true, "10.1.0.1": false, "192.0.2.1": true, "192.0.2.2": false} {
+		a := netip.MustParseAddr(addr)
+		if u.Contains(a) != want || u.Explain(a).In != want {
+			t.Errorf("%s: want %v", addr, want)
+		}
+	}
+	if !u.ContainsMail("x@partner.example") || u.ContainsMail("x@other.example") {
+		t.Error("union mail")
+	}
+	m := u.Explain(netip.MustParseAddr("192.0.2.1"))
+	if d, _ := m.Decider(); d.Item.Pos().Line != 3 {
+		t.Errorf("decider position: %+v", m)
+	}
+	if Union("none", nil) != nil {
+		t.Error("empty union must be nil")
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"github.com/postern/postern/internal/config"
 	"github.com/postern/postern/internal/diag"
 	"github.com/postern/postern/internal/geoip"
+	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/patterns"
 	"github.com/postern/postern/internal/policy"
 )
@@ -25,6 +26,7 @@ type Snapshot struct {
 	GeoIP    *geoip.DB // nil when no database is configured
 	Patterns *patterns.Registry
 	Policy   *policy.Policy
+	Guard    *guard.Settings // intrusion prevention settings for the engine
 	Warnings []error
 	Built    time.Time
 }
@@ -75,6 +77,11 @@ func Build(ctx context.Context, cfg *config.File, now time.Time) (*Snapshot, err
 	}
 	s.Policy = pol
 	s.Warnings = append(s.Warnings, warns...)
+	gs, err := guard.Compile(ctx, cfg, reg, pol, nil)
+	if err != nil {
+		return nil, err
+	}
+	s.Guard = gs
 	return s, nil
 }
 

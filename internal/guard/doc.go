@@ -1,0 +1,12 @@
+// Package guard is postern's intrusion prevention engine (§6). Protocol
+// front-ends only report what they see — a connection, a failed login, an
+// unknown recipient, an RSET, a message's size — and obey the Decision they
+// get back; all counting, thresholds, bypass rules and blocking live here,
+// once.
+//
+// The accept path (Admit) reads an immutable Settings and a copy-on-write
+// table of blocks through atomic pointers: it takes no lock and does not
+// allocate. Events update sharded counters. A block is put into the
+// in-memory table first (so Admit enforces it at once), then written to the
+// store in a group commit, and only then reported to the caller and the log.
+package guard

@@ -1,0 +1,566 @@
+package guard
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/postern/postern/internal/store"
+)
+
+// Store is what the engine needs of the blocked-address store; *store.DB
+// implements it.
+type Store interface {
+	PutBlocks(ctx context.Context, blocks []store.Block) error
+	DeleteBlocks(ctx context.Context, prefixes []netip.Prefix) (int, error)
+	DeleteAllBlocks(ctx context.Context) (int, error)
+	PurgeExpired(ctx context.Context, before time.Time) ([]netip.Prefix, error)
+	LoadBlocks(ctx context.Context) ([]store.Block, error)
+	AppendAudit(ctx context.Context, entries ...store.AuditEntry) error
+	Audit(ctx context.Context, since time.Time, limit int) ([]store.AuditEntry, error)
+}
+
+// Options configure an Engine.
+type Options struct {
+	Store  Store            // nil: blocks live in memory only
+	Clock  func() time.Time // nil: time.Now
+	Logger *slog.Logger     // nil: discard
+	Node   string           // this node's name, recorded in blocks
+	// StoreTimeout bounds one store write made on behalf of an event
+	// (default 10s).
+	StoreTimeout time.Duration
+}
+
+// ErrClosed is returned by operations on a closed engine.
+var ErrClosed = errors.New("guard: engine closed")
+
+// Engine is the intrusion prevention engine. It is safe for concurrent use.
+type Engine struct {
+	settings atomic.Pointer[Settings]
+	blocks   atomic.Pointer[blockTable]
+
+	clock   func() time.Time
+	log     *slog.Logger
+	node    string
+	st      Store
+	timeout time.Duration
+	key     [32]byte // keys password fingerprints; never leaves the process
+
+	mu      sync.Mutex // serializes changes to the block table and history
+	history map[netip.Prefix]offence
+
+	counters *counters
+	accounts accounts
+	live     liveSessions
+
+	wq     writeQueue
+	quit   chan struct{}
+	wdone  chan struct{}
+	closed atomic.Bool
+}
+
+// offence remembers a prefix's past blocks for escalation.
+type offence struct {
+	level int
+	last  time.Time
+}
+
+// New returns an engine with settings s, loading the stored blocks. Close
+// it to stop its store writer.
+func New(ctx context.Context, s *Settings, opts Options) (*Engine, error) {
+	if s == nil {
+		return nil, errors.New("guard: nil settings")
+	}
+	e := &Engine{
+		clock:    opts.Clock,
+		log:      opts.Logger,
+		node:     opts.Node,
+		st:       opts.Store,
+		timeout:  opts.StoreTimeout,
+		history:  make(map[netip.Prefix]offence),
+		counters: newCounters(),
+		quit:     make(chan struct{}),
+		wdone:    make(chan struct{}),
+	}
+	if e.clock == nil {
+		e.clock = time.Now
+	}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	if e.timeout <= 0 {
+		e.timeout = 10 * time.Second
+	}
+	if _, err := rand.Read(e.key[:]); err != nil {
+		return nil, fmt.Errorf("guard: password fingerprint key: %w", err)
+	}
+	e.live.init()
+	e.wq.signal = make(chan struct{}, 1)
+	e.settings.Store(s)
+	tbl := new(blockTable)
+	if e.st != nil {
+		stored, err := e.st.LoadBlocks(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("guard: loading blocks: %w", err)
+		}
+		for _, b := range stored {
+			tbl.Insert(b.Prefix, newEntry(b))
+			e.remember(b)
+		}
+	}
+	e.blocks.Store(tbl)
+	go e.writer()
+	return e, nil
+}
+
+// remember records a block in the escalation history.
+func (e *Engine) remember(b store.Block) {
+	if h, ok := e.history[b.Prefix]; !ok || b.Level >= h.level {
+		e.history[b.Prefix] = offence{level: b.Level, last: b.FirstSeen}
+	}
+}
+
+// Apply makes s the engine's settings (on reload). Blocks and counters stay.
+func (e *Engine) Apply(s *Settings) { e.settings.Store(s) }
+
+// Settings returns the settings in force.
+func (e *Engine) Settings() *Settings { return e.settings.Load() }
+
+// Now returns the engine's clock reading.
+func (e *Engine) Now() time.Time { return e.clock() }
+
+// Close stops the store writer after it has written what was queued.
+func (e *Engine) Close() error {
+	if e.closed.Swap(true) {
+		return nil
+	}
+	close(e.quit)
+	<-e.wdone
+	return nil
+}
+
+// PasswordFingerprint returns a keyed, truncated hash of a password tried
+// for an account, so the engine can tell a retry of the same wrong password
+// from a new guess without keeping the password. The key is random per
+// process.
+func (e *Engine) PasswordFingerprint(account, password string) uint64 {
+	m := hmac.New(sha256.New, e.key[:])
+	m.Write([]byte(account))
+	m.Write([]byte{0})
+	m.Write([]byte(password))
+	fp := binary.BigEndian.Uint64(m.Sum(nil))
+	if fp == 0 {
+		fp = 1
+	}
+	return fp
+}
+
+// AdmitAction is the answer at accept.
+type AdmitAction uint8
+
+// The answers at accept.
+const (
+	Allow  AdmitAction = iota // go on
+	Refuse                    // refuse with the protocol's refusal and close
+	Tarpit                    // go on, but delay the greeting and every reply by Delay
+)
+
+// Admission is Admit's answer.
+type Admission struct {
+	Action AdmitAction
+	Delay  time.Duration
+	Reason store.Reason // the block's reason; 0 when the access policy refused
+}
+
+// Admit decides at accept whether addr may use service: refused by the
+// access policy (grant/deny), refused or tarpitted while blocked, or
+// allowed. It takes no lock and does not allocate.
+func (e *Engine) Admit(addr netip.Addr, service string) Admission {
+	s := e.settings.Load()
+	addr = addr.Unmap()
+	if s.Policy != nil && !s.Policy.AllowService(service, addr) {
+		return Admission{Action: Refuse}
+	}
+	tbl := e.blocks.Load()
+	if !tbl.Contains(addr) {
+		return Admission{}
+	}
+	now := e.clock()
+	ent, ok := activeBlock(tbl, addr, now)
+	if !ok {
+		return Admission{}
+	}
+	ent.hit(now)
+	if s.RefuseBlocked {
+		return Admission{Action: Refuse, Reason: ent.rec.Reason}
+	}
+	if s.TarpitDelay > 0 {
+		return Admission{Action: Tarpit, Delay: s.TarpitDelay, Reason: ent.rec.Reason}
+	}
+	return Admission{Reason: ent.rec.Reason}
+}
+
+// BlockOf returns the active block covering addr, if any.
+func (e *Engine) BlockOf(addr netip.Addr) (store.Block, bool) {
+	ent, ok := activeBlock(e.blocks.Load(), addr.Unmap(), e.clock())
+	if !ok {
+		return store.Block{}, false
+	}
+	return ent.block(), true
+}
+
+// Blocks returns every block, expired ones included, with current counters.
+func (e *Engine) Blocks() []store.Block {
+	tbl := e.blocks.Load()
+	out := make([]store.Block, 0, tbl.Size())
+	for _, ent := range tbl.All() {
+		out = append(out, ent.block())
+	}
+	return out
+}
+
+// autoBlockable reports whether the engine may block addr by itself: never
+// a trusted upstream nor an address on the bypass list (self-lockout guard).
+func autoBlockable(s *Settings, addr netip.Addr) bool {
+	if s.Policy != nil && s.Policy.TrustedUpstream(addr) {
+		return false
+	}
+	return !s.Bypass.Addr(addr)
+}
+
+// offense describes a block the engine is about to make.
+type offense struct {
+	prefix  netip.Prefix
+	reason  store.Reason
+	service string
+	detail  string
+	hits    int
+	first   time.Time
+}
+
+// block makes (or refreshes) an automatic block: into the in-memory table
+// first, so Admit enforces it at once, then into the store; it returns
+// after the store write. An active block of the same prefix is refreshed
+// (hits, last seen), not extended.
+func (e *Engine) block(s *Settings, o offense) (store.Block, bool) {
+	now := e.clock()
+	e.mu.Lock()
+	tbl := e.blocks.Load()
+	if ent, ok := tbl.Get(o.prefix); ok && ent.active(now) {
+		ent.hit(now)
+		e.mu.Unlock()
+		return ent.block(), false
+	}
+	level := 0
+	if h, ok := e.history[o.prefix]; ok && now.Sub(h.last) < s.Memory {
+		level = h.level + 1
+	}
+	if o.first.IsZero() {
+		o.first = now
+	}
+	b := store.Block{
+		Prefix: o.prefix, Reason: o.reason, Service: o.service, Detail: o.detail,
+		FirstSeen: o.first.UTC(), LastSeen: now.UTC(), Hits: int64(max(o.hits, 1)),
+		Expires: now.Add(s.blockDuration(level)).UTC(), Node: e.node, By: "engine", Level: level,
+	}
+	ent := newEntry(b)
+	e.blocks.Store(tbl.InsertPersist(o.prefix, ent))
+	e.history[o.prefix] = offence{level: level, last: now}
+	done := e.wq.push(writeOp{kind: opPut, blocks: []store.Block{b}})
+	e.mu.Unlock()
+
+	e.counters.reset(o.prefix)
+	err := e.wait(done)
+	if err != nil {
+		ent.dirty.Store(true) // retried by the next Sweep
+		e.log.Error("block enforced but not stored; will retry", "prefix", o.prefix.String(), "reason", o.reason.String(), "err", err)
+	}
+	e.log.Warn("blocked", "prefix", o.prefix.String(), "reason", o.reason.String(), "why", o.reason.Name(),
+		"service", o.service, "detail", o.detail, "for", b.Expires.Sub(now).Round(time.Second).String(), "level", level)
+	return b, true
+}
+
+// closeLive closes the live sessions inside p except skip.
+func (e *Engine) closeLive(p netip.Prefix, skip *Session) int {
+	return e.live.closeIn(p, skip)
+}
+
+// wait waits for a queued store write, bounded by the store timeout.
+func (e *Engine) wait(done <-chan error) error {
+	if done == nil {
+		return nil
+	}
+	t := time.NewTimer(e.timeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return errors.New("store write timed out")
+	}
+}
+
+// validPrefix checks an administrator's target.
+func validPrefix(p netip.Prefix) error {
+	if !p.IsValid() {
+		return errors.New("invalid address or prefix")
+	}
+	if p.Addr().Is4In6() || p.Addr().Zone() != "" {
+		return fmt.Errorf("%s: write IPv4 addresses as IPv4, without zones", p)
+	}
+	if p != p.Masked() {
+		return fmt.Errorf("%s has host bits set; did you mean %s?", p, p.Masked())
+	}
+	return nil
+}
+
+// BlockManual blocks p for d (0: the block time in force), reason U. It
+// returns after the block is stored; live sessions inside p are closed when
+// close_blocked_connection is on.
+func (e *Engine) BlockManual(ctx context.Context, p netip.Prefix, d time.Duration, comment, actor string) (store.Block, error) {
+	if err := validPrefix(p); err != nil {
+		return store.Block{}, err
+	}
+	if d < 0 {
+		return store.Block{}, errors.New("negative duration")
+	}
+	s := e.settings.Load()
+	if d == 0 {
+		d = s.BlockTime
+	}
+	now := e.clock()
+	b := store.Block{
+		Prefix: p, Reason: store.ReasonManual, FirstSeen: now.UTC(), LastSeen: now.UTC(),
+		Expires: now.Add(d).UTC(), Node: e.node, By: "admin:" + actor, Comment: comment,
+	}
+	e.mu.Lock()
+	if old, ok := e.blocks.Load().Get(p); ok {
+		b.Hits = old.hits.Load()
+	}
+	e.blocks.Store(e.blocks.Load().InsertPersist(p, newEntry(b)))
+	done := e.wq.push(writeOp{kind: opPut, blocks: []store.Block{b}})
+	e.mu.Unlock()
+	if err := e.waitCtx(ctx, done); err != nil {
+		return store.Block{}, fmt.Errorf("storing block %s: %w", p, err)
+	}
+	e.audit(ctx, store.AuditEntry{Time: now, Actor: actor, Action: "block", Target: p.String(),
+		Detail: fmt.Sprintf("for %s; %s", d, comment)})
+	if s.CloseBlocked {
+		e.closeLive(p, nil)
+	}
+	e.log.Warn("blocked by administrator", "prefix", p.String(), "for", d.String(), "actor", actor, "comment", comment)
+	return b, nil
+}
+
+// Unblock removes the blocks of exactly these prefixes and forgets their
+// counters. It returns how many blocks existed.
+func (e *Engine) Unblock(ctx context.Context, prefixes []netip.Prefix, actor string) (int, error) {
+	for _, p := range prefixes {
+		if err := validPrefix(p); err != nil {
+			return 0, err
+		}
+	}
+	e.mu.Lock()
+	tbl := e.blocks.Load()
+	n := 0
+	for _, p := range prefixes {
+		if _, ok := tbl.Get(p); ok {
+			tbl = tbl.DeletePersist(p)
+			n++
+		}
+	}
+	e.blocks.Store(tbl)
+	done := e.wq.push(writeOp{kind: opDelete, prefixes: slices.Clone(prefixes)})
+	e.mu.Unlock()
+	for _, p := range prefixes {
+		e.counters.reset(p)
+	}
+	if err := e.waitCtx(ctx, done); err != nil {
+		return n, fmt.Errorf("removing blocks from the store: %w", err)
+	}
+	for _, p := range prefixes {
+		e.audit(ctx, store.AuditEntry{Time: e.clock(), Actor: actor, Action: "unblock", Target: p.String()})
+	}
+	return n, nil
+}
+
+// UnblockAll removes every block.
+func (e *Engine) UnblockAll(ctx context.Context, actor string) (int, error) {
+	e.mu.Lock()
+	n := e.blocks.Load().Size()
+	e.blocks.Store(new(blockTable))
+	done := e.wq.push(writeOp{kind: opDeleteAll})
+	e.mu.Unlock()
+	e.resetAllCounters()
+	if err := e.waitCtx(ctx, done); err != nil {
+		return n, fmt.Errorf("removing all blocks from the store: %w", err)
+	}
+	e.audit(ctx, store.AuditEntry{Time: e.clock(), Actor: actor, Action: "unblock-all", Detail: fmt.Sprintf("%d blocks", n)})
+	return n, nil
+}
+
+func (e *Engine) resetAllCounters() {
+	for i := range e.counters.shards {
+		s := &e.counters.shards[i]
+		s.mu.Lock()
+		clear(s.m)
+		s.mu.Unlock()
+	}
+}
+
+// PurgeExpired removes every block that has expired by now (IceWarp's
+// "Remove All Expired").
+func (e *Engine) PurgeExpired(ctx context.Context, actor string) (int, error) {
+	n, err := e.purge(ctx, e.clock())
+	if err != nil {
+		return n, err
+	}
+	e.audit(ctx, store.AuditEntry{Time: e.clock(), Actor: actor, Action: "purge-expired", Detail: fmt.Sprintf("%d blocks", n)})
+	return n, nil
+}
+
+// purge removes blocks expired at or before cut.
+func (e *Engine) purge(ctx context.Context, cut time.Time) (int, error) {
+	e.mu.Lock()
+	tbl := e.blocks.Load()
+	var gone []netip.Prefix
+	for p, ent := range tbl.All() {
+		if !ent.rec.Expires.IsZero() && !cut.Before(ent.rec.Expires) {
+			gone = append(gone, p)
+		}
+	}
+	for _, p := range gone {
+		tbl = tbl.DeletePersist(p)
+	}
+	e.blocks.Store(tbl)
+	done := e.wq.push(writeOp{kind: opPurge, before: cut})
+	e.mu.Unlock()
+	if err := e.waitCtx(ctx, done); err != nil {
+		return len(gone), fmt.Errorf("purging expired blocks from the store: %w", err)
+	}
+	return len(gone), nil
+}
+
+// Import adds blocks as they are (reason, times and all), replacing blocks
+// of the same prefixes. Either every block is valid and imported, or none.
+func (e *Engine) Import(ctx context.Context, blocks []store.Block, actor string) (int, error) {
+	for i, b := range blocks {
+		if err := validPrefix(b.Prefix); err != nil {
+			return 0, fmt.Errorf("block %d: %w", i+1, err)
+		}
+		if !b.Reason.Valid() {
+			return 0, fmt.Errorf("block %d (%s): unknown reason %q", i+1, b.Prefix, string(rune(b.Reason)))
+		}
+	}
+	e.mu.Lock()
+	tbl := e.blocks.Load()
+	for _, b := range blocks {
+		if b.Node == "" {
+			b.Node = e.node
+		}
+		tbl = tbl.InsertPersist(b.Prefix, newEntry(b))
+		e.remember(b)
+	}
+	e.blocks.Store(tbl)
+	done := e.wq.push(writeOp{kind: opPut, blocks: slices.Clone(blocks)})
+	e.mu.Unlock()
+	if err := e.waitCtx(ctx, done); err != nil {
+		return 0, fmt.Errorf("storing imported blocks: %w", err)
+	}
+	e.audit(ctx, store.AuditEntry{Time: e.clock(), Actor: actor, Action: "import", Detail: fmt.Sprintf("%d blocks", len(blocks))})
+	return len(blocks), nil
+}
+
+// Audit returns the audit log, newest first.
+func (e *Engine) Audit(ctx context.Context, since time.Time, limit int) ([]store.AuditEntry, error) {
+	if e.st == nil {
+		return nil, nil
+	}
+	return e.st.Audit(ctx, since, limit)
+}
+
+func (e *Engine) audit(ctx context.Context, a store.AuditEntry) {
+	if e.st == nil {
+		return
+	}
+	a.Time = a.Time.UTC()
+	if err := e.st.AppendAudit(ctx, a); err != nil {
+		e.log.Error("audit log write failed", "action", a.Action, "err", err)
+	}
+}
+
+func (e *Engine) waitCtx(ctx context.Context, done <-chan error) error {
+	if done == nil {
+		return nil
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Sweep does the periodic housekeeping at now: it drops stale counters,
+// purges blocks expired longer than purge_expired_after ago, and writes
+// changed hit counts (and blocks whose store write failed) to the store.
+func (e *Engine) Sweep(ctx context.Context) error {
+	s := e.settings.Load()
+	now := e.clock()
+	e.counters.sweep(now, max(s.BlockTime, connectionWindow))
+	e.accounts.sweep(now, s.BlockTime)
+	e.mu.Lock()
+	for p, h := range e.history {
+		if now.Sub(h.last) >= s.Memory {
+			delete(e.history, p)
+		}
+	}
+	var dirty []store.Block
+	for _, ent := range e.blocks.Load().All() {
+		if ent.dirty.Swap(false) {
+			dirty = append(dirty, ent.block())
+		}
+	}
+	var done <-chan error
+	if len(dirty) > 0 {
+		done = e.wq.push(writeOp{kind: opPut, blocks: dirty})
+	}
+	e.mu.Unlock()
+	if err := e.waitCtx(ctx, done); err != nil {
+		return fmt.Errorf("saving hit counts: %w", err)
+	}
+	if s.PurgeAfter > 0 {
+		if n, err := e.purge(ctx, now.Add(-s.PurgeAfter)); err != nil {
+			return err
+		} else if n > 0 {
+			e.log.Info("purged expired blocks", "count", n, "expired_before", now.Add(-s.PurgeAfter).UTC().Format(time.RFC3339))
+		}
+	}
+	return nil
+}
+
+// Run sweeps every interval until ctx is done.
+func (e *Engine) Run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := e.Sweep(ctx); err != nil && ctx.Err() == nil {
+				e.log.Error("housekeeping", "err", err)
+			}
+		}
+	}
+}

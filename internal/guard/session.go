@@ -1,0 +1,345 @@
+package guard
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/postern/postern/internal/store"
+)
+
+// Action is what a front-end must do after reporting an event.
+type Action uint8
+
+// The actions.
+const (
+	Continue Action = iota // go on (after Delay, if any)
+	Close                  // answer with the protocol's error and close this connection now
+)
+
+// Decision is the engine's answer to an event.
+type Decision struct {
+	Action Action
+	// Delay is how long to wait before answering: the tarpit delay for a
+	// blocked address still connected, or account protection before a login.
+	Delay time.Duration
+	// Blocked says the address is blocked (by this event or before); Reason
+	// is the block's reason.
+	Blocked bool
+	Reason  store.Reason
+	// DryRun says a trigger set to log only would have blocked.
+	DryRun bool
+}
+
+// Session is one client connection as the engine sees it. Front-ends open
+// it after Admit allowed the connection, report events on it, and close it
+// when the connection ends. Its methods are safe for concurrent use.
+type Session struct {
+	e       *Engine
+	addr    netip.Addr
+	service string
+	group   Group
+	closer  func()
+	killed  atomic.Bool
+
+	mu          sync.Mutex
+	counts      [numTriggers]int32
+	fps         counter // per-session wrong-password fingerprints
+	authed      bool
+	whitelisted bool
+	senderOK    bool // the sender is bypassed (s:, l:)
+	rcptOK      bool // a recipient of this message is bypassed (r:)
+}
+
+// Open starts a session for a connection from addr to service. closer is
+// called (once, from any goroutine) when the engine wants the connection
+// closed because its address was blocked; it must not block. Open counts
+// the connection for the connections-per-minute trigger (I) and may decide
+// to close it at once.
+func (e *Engine) Open(addr netip.Addr, service string, closer func()) (*Session, Decision) {
+	g, ok := GroupOf(service)
+	if !ok {
+		g = GroupSMTP
+	}
+	s := &Session{e: e, addr: addr.Unmap(), service: service, group: g, closer: closer}
+	e.live.add(s)
+	return s, s.event(trigI, 0, "", "")
+}
+
+// Close ends the session.
+func (s *Session) Close() {
+	s.killed.Store(true)
+	s.e.live.remove(s)
+}
+
+func (s *Session) kill() {
+	if !s.killed.Swap(true) && s.closer != nil {
+		s.closer()
+	}
+}
+
+// Addr returns the client address.
+func (s *Session) Addr() netip.Addr { return s.addr }
+
+// LoginFailed reports a failed login (L) for account with the password's
+// fingerprint (PasswordFingerprint; 0 if unknown). A retry with the same
+// wrong password is counted once.
+func (s *Session) LoginFailed(account string, fp uint64) Decision {
+	st := s.e.settings.Load()
+	account = strings.ToLower(account)
+	if st.AccountFailures > 0 {
+		s.e.accounts.fail(account, st.prefixOf(s.addr), s.e.clock(), st.BlockTime)
+	}
+	return s.event(trigL, fp, "account ", account)
+}
+
+// LoginSucceeded marks the session authenticated: later triggers that an
+// authenticated session bypasses (P Y S M A C) no longer apply.
+func (s *Session) LoginSucceeded(account string) {
+	s.mu.Lock()
+	s.authed = true
+	s.mu.Unlock()
+}
+
+// LoginDelay returns how long to wait before asking the backend to check
+// a login for account: account protection slows an account that failed from
+// many addresses, without ever locking it.
+func (s *Session) LoginDelay(account string) time.Duration {
+	st := s.e.settings.Load()
+	if st.AccountFailures <= 0 {
+		return 0
+	}
+	if s.e.accounts.failing(strings.ToLower(account), s.e.clock(), st.BlockTime) >= st.AccountFailures {
+		return st.AccountDelay
+	}
+	return 0
+}
+
+// Whitelisted reports that the address is listed on one of the bypass
+// file's DNS whitelist zones (w:).
+func (s *Session) Whitelisted() {
+	s.mu.Lock()
+	s.whitelisted = true
+	s.mu.Unlock()
+}
+
+// Sender reports the transaction's MAIL FROM address, for the s: and l:
+// bypass conditions.
+func (s *Session) Sender(mail string) {
+	st := s.e.settings.Load()
+	ok := st.Bypass.Sender(mail)
+	if !ok && st.Bypass.LocalSenders() {
+		if i := strings.LastIndexByte(mail, '@'); i >= 0 {
+			ok = st.LocalDomains[strings.ToLower(strings.Trim(mail[i+1:], "<> "))]
+		}
+	}
+	s.mu.Lock()
+	s.senderOK = ok
+	s.mu.Unlock()
+}
+
+// Recipient reports an accepted recipient: mail to a tarpit account blocks
+// the address at once (A).
+func (s *Session) Recipient(rcpt string) Decision {
+	st := s.e.settings.Load()
+	if st.Bypass.Recipient(rcpt) {
+		s.mu.Lock()
+		s.rcptOK = true
+		s.mu.Unlock()
+		return s.tarpitted()
+	}
+	if g := &st.groups[s.group]; g.tarpit != nil && g.tarpit.ContainsMail(rcpt) {
+		return s.event(trigA, 0, "recipient ", rcpt)
+	}
+	return s.tarpitted()
+}
+
+// UnknownRecipient reports that the backend refused a recipient as unknown
+// (P: a 550 5.1.1 reply).
+func (s *Session) UnknownRecipient(rcpt string) Decision {
+	if s.e.settings.Load().Bypass.Recipient(rcpt) {
+		return s.tarpitted()
+	}
+	return s.event(trigP, 0, "recipient ", rcpt)
+}
+
+// RelayDenied reports a refused relay attempt (Y).
+func (s *Session) RelayDenied(rcpt string) Decision {
+	if s.e.settings.Load().Bypass.Recipient(rcpt) {
+		return s.tarpitted()
+	}
+	return s.event(trigY, 0, "recipient ", rcpt)
+}
+
+// Rset reports an RSET command from the client (R) and ends the
+// transaction's sender and recipient bypass.
+func (s *Session) Rset() Decision {
+	d := s.event(trigR, 0, "", "")
+	s.MessageDone()
+	return d
+}
+
+// MessageDone ends a transaction: the sender and recipient bypass
+// conditions start afresh.
+func (s *Session) MessageDone() {
+	s.mu.Lock()
+	s.senderOK, s.rcptOK = false, false
+	s.mu.Unlock()
+}
+
+// MessageSize reports the bytes of the current message received so far.
+// Crossing message_size blocks the address (M) and the connection must be
+// closed at once, before the rest is read.
+func (s *Session) MessageSize(n int64) Decision {
+	g := &s.e.settings.Load().groups[s.group]
+	if g.messageSize <= 0 || n <= g.messageSize {
+		return Decision{}
+	}
+	d := s.event(trigM, 0, fmt.Sprintf("%d bytes, limit %d", n, g.messageSize), "")
+	if d.Blocked && !d.DryRun {
+		d.Action = Close
+	}
+	return d
+}
+
+// SpamScore reports a message's spam score (S).
+func (s *Session) SpamScore(score float64) Decision {
+	g := &s.e.settings.Load().groups[s.group]
+	if g.spamScore <= 0 || score <= g.spamScore {
+		return s.tarpitted()
+	}
+	return s.event(trigS, 0, fmt.Sprintf("score %.2f, limit %.2f", score, g.spamScore), "")
+}
+
+// DNSBLListed reports that the address is listed on a DNSBL zone (D).
+func (s *Session) DNSBLListed(zone string) Decision {
+	return s.event(trigD, 0, "zone ", zone)
+}
+
+// ContentRule reports that a message matched a content rule (C).
+func (s *Session) ContentRule(rule string) Decision {
+	return s.event(trigC, 0, "rule ", rule)
+}
+
+// bypassed reports whether a bypass condition of the session covers t.
+func (s *Session) bypassed(st *Settings, t trigger) bool {
+	if st.Bypass.Addr(s.addr) {
+		return true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.whitelisted && t != trigI:
+		return true
+	case (s.authed || st.Policy != nil && st.Policy.TrustedUpstream(s.addr)) && afterAuth(t):
+		return true
+	case s.senderOK && (afterAuth(t) || t == trigR):
+		return true
+	case s.rcptOK && (t == trigS || t == trigM || t == trigC):
+		return true
+	}
+	return false
+}
+
+// afterAuth: the triggers an authenticated or trusted session bypasses.
+func afterAuth(t trigger) bool {
+	switch t {
+	case trigP, trigY, trigS, trigM, trigA, trigC:
+		return true
+	}
+	return false
+}
+
+// tarpitted is the decision for an event that triggers nothing: go on,
+// slowed down if the address is blocked and still connected.
+func (s *Session) tarpitted() Decision {
+	st := s.e.settings.Load()
+	tbl := s.e.blocks.Load()
+	if !tbl.Contains(s.addr) {
+		return Decision{}
+	}
+	ent, ok := activeBlock(tbl, s.addr, s.e.clock())
+	if !ok {
+		return Decision{}
+	}
+	return Decision{Delay: st.TarpitDelay, Blocked: true, Reason: ent.rec.Reason}
+}
+
+// event counts one occurrence of trigger t and blocks when it reaches its
+// threshold. fp is a wrong-password fingerprint (0 for other triggers). The
+// block's detail is label+value, joined only when a block is made.
+func (s *Session) event(t trigger, fp uint64, label, value string) Decision {
+	st := s.e.settings.Load()
+	g := &st.groups[s.group]
+	limit := g.threshold[t]
+	if limit <= 0 || s.bypassed(st, t) {
+		return s.tarpitted()
+	}
+	now := s.e.clock()
+	p := st.prefixOf(s.addr)
+	var n int
+	if t == trigI || st.CrossSession {
+		window := st.BlockTime
+		if t == trigI {
+			window = connectionWindow
+		}
+		n = s.e.counters.add(p, t, now, window, fp)
+		if n < limit && t != trigI && len(st.SubnetV6)+st.SubnetV4 > 0 {
+			if d, ok := s.subnetEvent(st, t, fp, label+value, now); ok {
+				return d
+			}
+		}
+	} else {
+		s.mu.Lock()
+		if fp == 0 || !s.fps.seen(fp) {
+			s.counts[t]++
+		}
+		n = int(s.counts[t])
+		s.mu.Unlock()
+	}
+	if n < limit {
+		return s.tarpitted()
+	}
+	return s.trip(st, t, p, label+value, n, now)
+}
+
+// subnetEvent counts t for the enclosing prefixes of multi-prefix counting
+// and blocks a prefix that reaches factor × the threshold.
+func (s *Session) subnetEvent(st *Settings, t trigger, fp uint64, detail string, now time.Time) (Decision, bool) {
+	var buf [4]netip.Prefix
+	limit := st.groups[s.group].threshold[t] * st.SubnetFactor
+	for _, sp := range st.subnetsOf(s.addr, buf[:0]) {
+		if n := s.e.counters.add(sp, t, now, st.BlockTime, fp); n >= limit {
+			return s.trip(st, t, sp, fmt.Sprintf("%s; %d events across %s", detail, n, sp), n, now), true
+		}
+	}
+	return Decision{}, false
+}
+
+// trip makes the block for trigger t (or logs it in dry-run mode) and says
+// what the front-end must do.
+func (s *Session) trip(st *Settings, t trigger, p netip.Prefix, detail string, n int, now time.Time) Decision {
+	g := &st.groups[s.group]
+	r := t.reason()
+	if g.logOnly[t] {
+		s.e.log.Info("would block (log only)", "prefix", p.String(), "reason", r.String(), "why", r.Name(),
+			"service", s.service, "detail", detail, "count", n)
+		return Decision{DryRun: true, Reason: r}
+	}
+	if !autoBlockable(st, s.addr) {
+		s.e.log.Info("not blocking a trusted or bypassed address", "addr", s.addr.String(), "reason", r.String(), "detail", detail)
+		return Decision{}
+	}
+	s.e.block(st, offense{prefix: p, reason: r, service: s.service, detail: detail, hits: n, first: now})
+	d := Decision{Blocked: true, Reason: r, Delay: st.TarpitDelay}
+	if st.CloseBlocked {
+		d.Action = Close
+		if st.CloseAll {
+			s.e.closeLive(p, s)
+		}
+	}
+	return d
+}

@@ -1,0 +1,247 @@
+package guard
+
+import (
+	"context"
+	"math"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/postern/postern/internal/config"
+	"github.com/postern/postern/internal/diag"
+	"github.com/postern/postern/internal/patterns"
+	"github.com/postern/postern/internal/policy"
+)
+
+// Defaults of §6 and the seed.
+const (
+	DefaultBlockTime     = 240 * time.Minute
+	DefaultEscalationCap = 7 * 24 * time.Hour
+	DefaultMemory        = 30 * 24 * time.Hour
+	DefaultPurgeAfter    = 7 * 24 * time.Hour
+	DefaultAccountDelay  = 2 * time.Second
+	connectionWindow     = time.Minute
+)
+
+// Settings are the engine's compiled, immutable configuration. The engine
+// swaps them atomically on reload.
+type Settings struct {
+	Policy *policy.Policy // grant/deny lists and trusted upstreams, for Admit
+
+	BlockTime     time.Duration
+	RefuseBlocked bool
+	CloseBlocked  bool
+	CloseAll      bool
+	CrossSession  bool
+	TarpitDelay   time.Duration
+
+	EscalationFactor float64 // ≤ 1: off
+	EscalationCap    time.Duration
+	Memory           time.Duration // how long past blocks count for escalation
+
+	PrefixV4, PrefixV6 int   // bits one block covers
+	SubnetV4           int   // 0: off
+	SubnetV6           []int // may be empty
+	SubnetFactor       int
+
+	AccountFailures int
+	AccountDelay    time.Duration
+	PurgeAfter      time.Duration // 0: expired blocks stay until purged by hand
+
+	Bypass       *Bypass
+	LocalDomains map[string]bool
+
+	groups [numGroups]groupSettings
+}
+
+type groupSettings struct {
+	threshold   [numTriggers]int // counting triggers I L P Y R; 1 for the instant ones when enabled
+	spamScore   float64
+	messageSize int64
+	tarpit      *patterns.Set
+	logOnly     [numTriggers]bool
+}
+
+// enabled reports whether trigger t is on in group g.
+func (s *Settings) enabled(g Group, t trigger) bool { return s.groups[g].threshold[t] > 0 }
+
+// Compile builds Settings from the configuration. reg resolves [patterns]
+// in tarpit_accounts; resolve looks up bypass host names (nil: the system
+// resolver).
+func Compile(ctx context.Context, cfg *config.File, reg *patterns.Registry, pol *policy.Policy,
+	resolve func(ctx context.Context, host string) ([]netip.Addr, error)) (*Settings, error) {
+	ips := &cfg.IntrusionPrevention
+	s := &Settings{
+		Policy:        pol,
+		BlockTime:     DefaultBlockTime,
+		RefuseBlocked: boolOr(ips.RefuseBlocked, true),
+		CloseBlocked:  boolOr(ips.CloseBlockedConnection, true),
+		CloseAll:      ips.CloseAll,
+		CrossSession:  boolOr(ips.CrossSession, true),
+		TarpitDelay:   ips.TarpitDelay.D,
+
+		EscalationFactor: ips.Escalation.Factor,
+		EscalationCap:    DefaultEscalationCap,
+		Memory:           DefaultMemory,
+		PrefixV4:         32,
+		PrefixV6:         64,
+		SubnetV4:         ips.Subnets.IPv4,
+		SubnetV6:         ips.Subnets.IPv6,
+		SubnetFactor:     4,
+		AccountFailures:  ips.AccountProtection.Failures,
+		AccountDelay:     DefaultAccountDelay,
+		PurgeAfter:       DefaultPurgeAfter,
+		LocalDomains:     make(map[string]bool),
+	}
+	if ips.BlockMinutes != nil {
+		s.BlockTime = time.Duration(*ips.BlockMinutes) * time.Minute
+	}
+	if ips.Escalation.MaxMinutes > 0 {
+		s.EscalationCap = time.Duration(ips.Escalation.MaxMinutes) * time.Minute
+	}
+	if ips.Escalation.Memory.Set {
+		s.Memory = ips.Escalation.Memory.D
+	}
+	if ips.BlockPrefix.IPv4 != 0 {
+		s.PrefixV4 = ips.BlockPrefix.IPv4
+	}
+	if ips.BlockPrefix.IPv6 != 0 {
+		s.PrefixV6 = ips.BlockPrefix.IPv6
+	}
+	if ips.Subnets.Factor > 0 {
+		s.SubnetFactor = ips.Subnets.Factor
+	}
+	if ips.AccountProtection.Delay.Set {
+		s.AccountDelay = ips.AccountProtection.Delay.D
+	}
+	if ips.PurgeAfter != nil {
+		s.PurgeAfter = ips.PurgeAfter.D
+	}
+	for _, d := range strings.Split(cfg.LocalDomains.Value, ";") {
+		if d = strings.ToLower(strings.TrimSpace(d)); d != "" {
+			s.LocalDomains[d] = true
+		}
+	}
+	var errs diag.List
+	for g, tc := range [numGroups]*config.Triggers{GroupSMTP: ips.SMTP, GroupMail: ips.IMAPPOP3, GroupWeb: ips.Web} {
+		if tc == nil {
+			continue
+		}
+		gs := &s.groups[g]
+		gs.threshold[trigI] = tc.ConnectionsPerMinute
+		gs.threshold[trigL] = tc.FailedLogins
+		gs.threshold[trigP] = tc.UnknownRecipients
+		gs.threshold[trigY] = tc.RelayDenials
+		gs.threshold[trigR] = tc.RsetCount
+		if tc.SpamScore > 0 {
+			gs.threshold[trigS], gs.spamScore = 1, tc.SpamScore
+		}
+		if len(tc.DNSBL) > 0 {
+			gs.threshold[trigD] = 1
+		}
+		if tc.MessageSize.Bytes > 0 {
+			gs.threshold[trigM], gs.messageSize = 1, tc.MessageSize.Bytes
+		}
+		if tc.ContentRules {
+			gs.threshold[trigC] = 1
+		}
+		if tc.TarpitAccounts.IsSet() {
+			set, err := reg.Expr(patterns.Source{Text: tc.TarpitAccounts.Value, Pos: tc.TarpitAccounts.Pos, Quoted: tc.TarpitAccounts.Quoted})
+			if err != nil {
+				errs.Add(err)
+			} else if !set.HasMail() {
+				errs.Add(diag.Errorf(tc.TarpitAccounts.Pos, "tarpit_accounts lists no mail addresses (want masks such as trap@example.com or *@honeypot.example.com)"))
+			} else {
+				gs.tarpit, gs.threshold[trigA] = set, 1
+			}
+		}
+		for _, lo := range tc.LogOnly {
+			code, _ := config.TriggerCode(lo.Value)
+			if t, ok := triggerOf(code); ok {
+				gs.logOnly[t] = true
+			}
+		}
+	}
+	if ips.BypassFile.IsSet() {
+		b, err := LoadBypass(ctx, ips.BypassFile.Value, resolve)
+		if err != nil {
+			errs.Add(err)
+		}
+		s.Bypass = b
+	}
+	if err := errs.Err(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func boolOr(b *bool, def bool) bool {
+	if b == nil {
+		return def
+	}
+	return *b
+}
+
+// blockDuration is the block time of an offender's (level+1)th block:
+// BlockTime × factor^level, capped.
+func (s *Settings) blockDuration(level int) time.Duration {
+	d := s.BlockTime
+	if s.EscalationFactor > 1 && level > 0 {
+		f := math.Pow(s.EscalationFactor, float64(level))
+		if x := float64(d) * f; x < float64(s.EscalationCap) {
+			d = time.Duration(x)
+		} else {
+			d = s.EscalationCap
+		}
+	}
+	return d
+}
+
+// prefixOf returns the block prefix covering addr.
+func (s *Settings) prefixOf(addr netip.Addr) netip.Prefix {
+	bits := s.PrefixV6
+	if addr.Is4() {
+		bits = s.PrefixV4
+	}
+	p, _ := addr.Prefix(bits)
+	return p
+}
+
+// subnetsOf returns the enclosing prefixes counted for multi-prefix
+// counting (§12), longest first.
+func (s *Settings) subnetsOf(addr netip.Addr, buf []netip.Prefix) []netip.Prefix {
+	buf = buf[:0]
+	if addr.Is4() {
+		if s.SubnetV4 > 0 && s.SubnetV4 < s.PrefixV4 {
+			p, _ := addr.Prefix(s.SubnetV4)
+			buf = append(buf, p)
+		}
+		return buf
+	}
+	for _, bits := range s.SubnetV6 {
+		if bits < s.PrefixV6 {
+			p, _ := addr.Prefix(bits)
+			buf = append(buf, p)
+		}
+	}
+	return buf
+}
+
+// TriggersEnabled returns, per group, the reason codes whose triggers are
+// on, for `postern check`.
+func (s *Settings) TriggersEnabled() map[string]string {
+	out := make(map[string]string)
+	for g := range numGroups {
+		var b strings.Builder
+		for t := range numTriggers {
+			if s.groups[g].threshold[t] > 0 {
+				b.WriteByte(byte(trigger(t).reason()))
+				if s.groups[g].logOnly[t] {
+					b.WriteString("(log)")
+				}
+			}
+		}
+		out[Group(g).String()] = b.String()
+	}
+	return out
+}

@@ -1,0 +1,67 @@
+package guard
+
+import (
+	"github.com/postern/postern/internal/store"
+)
+
+// trigger indexes the automatic triggers of §6.
+type trigger uint8
+
+const (
+	trigI trigger = iota // connections per minute
+	trigL                // failed logins
+	trigP                // unknown recipients
+	trigY                // relay denials
+	trigR                // RSET commands
+	trigS                // spam score
+	trigD                // DNSBL listing
+	trigM                // message size
+	trigA                // tarpit account
+	trigC                // content rule
+	numTriggers
+)
+
+var triggerReasons = [numTriggers]store.Reason{
+	trigI: store.ReasonConnections, trigL: store.ReasonLogin, trigP: store.ReasonUnknownRecipients,
+	trigY: store.ReasonRelay, trigR: store.ReasonRSET, trigS: store.ReasonSpam, trigD: store.ReasonDNSBL,
+	trigM: store.ReasonSize, trigA: store.ReasonTarpitAccount, trigC: store.ReasonContent,
+}
+
+func (t trigger) reason() store.Reason { return triggerReasons[t] }
+
+func triggerOf(code byte) (trigger, bool) {
+	for t, r := range triggerReasons {
+		if byte(r) == code {
+			return trigger(t), true
+		}
+	}
+	return 0, false
+}
+
+// Group is a protocol group with its own trigger settings (§6).
+type Group uint8
+
+// The protocol groups.
+const (
+	GroupSMTP Group = iota // smtp, submission, smtps
+	GroupMail              // imap, imaps, pop3, pop3s
+	GroupWeb               // web
+	numGroups
+)
+
+var groupNames = [numGroups]string{"smtp", "imap_pop3", "web"}
+
+func (g Group) String() string { return groupNames[g] }
+
+// GroupOf returns the protocol group of a service name.
+func GroupOf(service string) (Group, bool) {
+	switch service {
+	case "smtp", "submission", "smtps":
+		return GroupSMTP, true
+	case "imap", "imaps", "pop3", "pop3s":
+		return GroupMail, true
+	case "web":
+		return GroupWeb, true
+	}
+	return 0, false
+}
