@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/postern/postern/internal/config"
+	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/snapshot"
 )
 
@@ -75,6 +76,20 @@ func printSummary(w io.Writer, s *snapshot.Snapshot, took time.Duration) {
 			rules = append(rules, "open to all")
 		}
 		fmt.Fprintf(w, "  service   %-10s %s -> %s; %s\n", name, svc.Listen.Value, svc.Backend.Value, strings.Join(rules, "; "))
+	}
+	if g := s.Guard; g != nil {
+		on := g.TriggersEnabled()
+		for _, grp := range []string{"smtp", "imap_pop3", "web"} {
+			if on[grp] != "" {
+				fmt.Fprintf(w, "  ips       %-10s triggers %s; block %s\n", grp, on[grp], g.BlockTime)
+			}
+		}
+		if g.Bypass != nil {
+			fmt.Fprintf(w, "  bypass    %s: which conditions can bypass which triggers\n", s.Config.IntrusionPrevention.BypassFile.Value)
+			for _, row := range guard.BypassTable() {
+				fmt.Fprintf(w, "            %-58s %-48s bypasses %s\n", row.Condition, "(known "+row.Known+")", row.Triggers)
+			}
+		}
 	}
 	subjects := make([]string, 0, len(s.Config.LoginRestrictions))
 	for _, lr := range s.Config.LoginRestrictions {

@@ -218,16 +218,21 @@ intrusion_prevention:
 		addr := netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})
 		ses, _ := e.Open(addr, "smtp", nil)
 		seen := make(chan time.Duration, 1)
-		start := time.Now()
+		ready := make(chan struct{})
+		var start atomic.Int64
 		go func() {
-			for time.Since(start) < time.Second {
+			close(ready)
+			deadline := time.Now().Add(time.Second)
+			for time.Now().Before(deadline) {
 				if e.Admit(addr, "smtp").Action == guard.Refuse {
-					seen <- time.Since(start)
+					seen <- time.Duration(time.Now().UnixNano() - start.Load())
 					return
 				}
 			}
 			seen <- time.Second
 		}()
+		<-ready
+		start.Store(time.Now().UnixNano())
 		ses.DNSBLListed("zen.example.org")
 		lat = append(lat, <-seen)
 		ses.Close()
