@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -248,9 +249,25 @@ func waitFor(t *testing.T, buf *syncBuffer, substr string, n int) {
 	}
 }
 
+// stateConfig returns configuration lines that keep serve's store, token
+// and socket inside dir (the socket in a short temporary directory: unix
+// socket paths are limited to about 107 bytes).
+func stateConfig(t *testing.T, dir string) string {
+	t.Helper()
+	sock, err := os.MkdirTemp("", "pst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sock) })
+	return fmt.Sprintf("store: { path: %s }\nadmin: { listen: \"unix:%s\", token_file: %s }\n",
+		filepath.Join(dir, "state", "postern.db"), filepath.Join(sock, "a.sock"), filepath.Join(dir, "state", "admin.token"))
+}
+
 func TestServeReloads(t *testing.T) {
 	dir := scenarioDir(t)
 	cfg := filepath.Join(dir, "postern.yaml")
+	state := stateConfig(t, dir)
+	writeFile(t, cfg, scenario+state)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	reload := make(chan struct{})
@@ -259,7 +276,7 @@ func TestServeReloads(t *testing.T) {
 	go func() { done <- serve(ctx, cfg, &logs, reload) }()
 	waitFor(t, &logs, "configuration loaded", 1)
 
-	writeFile(t, cfg, scenario+"  - \"@example.com=[GeoIP_SG]\"\n")
+	writeFile(t, cfg, state+scenario+"  - \"@example.com=[GeoIP_SG]\"\n")
 	reload <- struct{}{}
 	waitFor(t, &logs, "configuration loaded", 2)
 
@@ -275,6 +292,9 @@ func TestServeReloads(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("serve did not stop")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "state", "postern.db")); err != nil {
+		t.Fatalf("serve must create the store where configured: %v", err)
 	}
 	if err := serve(context.Background(), filepath.Join(dir, "missing.yaml"), &logs, nil); err == nil {
 		t.Fatal("serve with a missing configuration must fail")
