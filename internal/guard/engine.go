@@ -353,8 +353,11 @@ func (e *Engine) BlockManual(ctx context.Context, p netip.Prefix, d time.Duratio
 	if err := e.waitCtx(ctx, done); err != nil {
 		return store.Block{}, fmt.Errorf("storing block %s: %w", p, err)
 	}
-	e.audit(ctx, store.AuditEntry{Time: now, Actor: actor, Action: "block", Target: p.String(),
-		Detail: fmt.Sprintf("for %s; %s", d, comment)})
+	detail := "for " + d.String()
+	if comment != "" {
+		detail += "; " + comment
+	}
+	e.audit(ctx, store.AuditEntry{Time: now, Actor: actor, Action: "block", Target: p.String(), Detail: detail})
 	if s.CloseBlocked {
 		e.closeLive(p, nil)
 	}
