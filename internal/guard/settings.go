@@ -62,9 +62,6 @@ type groupSettings struct {
 	logOnly     [numTriggers]bool
 }
 
-// enabled reports whether trigger t is on in group g.
-func (s *Settings) enabled(g Group, t trigger) bool { return s.groups[g].threshold[t] > 0 }
-
 // Compile builds Settings from the configuration. reg resolves [patterns]
 // in tarpit_accounts; resolve looks up bypass host names (nil: the system
 // resolver).
