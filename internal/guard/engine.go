@@ -219,6 +219,9 @@ func (e *Engine) BlockOf(addr netip.Addr) (store.Block, bool) {
 	return ent.block(), true
 }
 
+// LiveSessions returns the number of open sessions.
+func (e *Engine) LiveSessions() int { return e.live.count() }
+
 // Blocks returns every block, expired ones included, with current counters.
 func (e *Engine) Blocks() []store.Block {
 	tbl := e.blocks.Load()

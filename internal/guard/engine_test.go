@@ -377,7 +377,9 @@ func TestLogOnlyTarpitAndClose(t *testing.T) {
 			others[i], _ = h.e.Open(ip("203.0.113.62"), "imap", func() { closed.Add(1) })
 		}
 		neighbour, _ := h.e.Open(ip("203.0.113.63"), "imap", func() { closed.Add(100) })
-		_ = neighbour
+		if n := h.e.LiveSessions(); n != 4 {
+			t.Fatalf("live sessions: %d", n)
+		}
 		s, _ := h.e.Open(ip("203.0.113.62"), "imap", func() { t.Error("the tripping session is closed by its front-end, not by the closer") })
 		s.LoginFailed("a", 1)
 		s.LoginFailed("a", 2)
@@ -390,6 +392,11 @@ func TestLogOnlyTarpitAndClose(t *testing.T) {
 		}
 		if got := closed.Load(); got != want {
 			t.Errorf("close_all=%v: %d other connections closed, want %d", all, got, want)
+		}
+		neighbour.Close()
+		s.Close()
+		if n := h.e.LiveSessions(); n != 3 {
+			t.Errorf("live sessions after two closed: %d", n)
 		}
 	}
 }
