@@ -1,0 +1,192 @@
+package smtpproxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	proxyproto "github.com/pires/go-proxyproto"
+)
+
+// backend is the connection to the real mail server.
+type backend struct {
+	conn    net.Conn
+	r       *bufio.Reader
+	w       *bufio.Writer
+	timeout time.Duration
+}
+
+// dialBackend connects to the backend so that it sees the client's address
+// (a PROXY header, or XCLIENT after its greeting), optionally over TLS, and
+// returns the greeting to relay to the client.
+func (p *Proxy) dialBackend(ctx context.Context, client, local netip.AddrPort) (*backend, reply, error) {
+	cfg := &p.cfg
+	d := net.Dialer{Timeout: cfg.Timeouts.Connect}
+	conn, err := d.DialContext(ctx, "tcp", cfg.Backend)
+	if err != nil {
+		return nil, reply{}, fmt.Errorf("connecting to backend %s: %w", cfg.Backend, err)
+	}
+	b := &backend{conn: conn, timeout: cfg.Timeouts.Backend}
+	fail := func(err error) (*backend, reply, error) {
+		conn.Close()
+		return nil, reply{}, err
+	}
+	if !local.IsValid() {
+		if la, ok := conn.LocalAddr().(*net.TCPAddr); ok {
+			local = la.AddrPort()
+		}
+	}
+	conn.SetDeadline(time.Now().Add(cfg.Timeouts.Backend))
+	switch cfg.BackendProxy {
+	case "v1", "v2", "":
+		version := byte(2)
+		if cfg.BackendProxy == "v1" {
+			version = 1
+		}
+		src, dst := client, local
+		if src.Addr().Is4() != dst.Addr().Is4() {
+			// PROXY wants one family: map the destination to the client's.
+			dst = netip.AddrPortFrom(netip.IPv6Unspecified(), dst.Port())
+			if src.Addr().Is4() {
+				dst = netip.AddrPortFrom(netip.IPv4Unspecified(), dst.Port())
+			}
+		}
+		h := proxyproto.HeaderProxyFromAddrs(version, net.TCPAddrFromAddrPort(src), net.TCPAddrFromAddrPort(dst))
+		if _, err := h.WriteTo(conn); err != nil {
+			return fail(fmt.Errorf("sending PROXY header to backend: %w", err))
+		}
+	}
+	if cfg.BackendTLS == "tls" {
+		tc := tls.Client(conn, cfg.BackendTLSConfig)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return fail(fmt.Errorf("TLS to backend %s: %w", cfg.Backend, err))
+		}
+		conn = tc
+		b.conn = conn
+	}
+	b.r = bufio.NewReaderSize(conn, 4096)
+	b.w = bufio.NewWriterSize(conn, 4096)
+	greet, err := readReply(b.r)
+	if err != nil {
+		return fail(fmt.Errorf("backend greeting: %w", err))
+	}
+	if greet.code != 220 {
+		conn.Close()
+		return nil, greet, fmt.Errorf("backend greeting: %s", truncate(greet.text(), 120))
+	}
+	if cfg.BackendTLS == "starttls" {
+		if err := b.startTLS(ctx, cfg.BackendTLSConfig, p.cfg.Hostname); err != nil {
+			return fail(err)
+		}
+	}
+	if cfg.BackendProxy == "xclient" {
+		if greet, err = b.xclient(client, p.cfg.Hostname); err != nil {
+			return fail(err)
+		}
+	}
+	conn.SetDeadline(time.Time{})
+	return b, greet, nil
+}
+
+// startTLS upgrades the backend connection with EHLO + STARTTLS. The
+// client's own EHLO follows later, so the backend sees a fresh session.
+func (b *backend) startTLS(ctx context.Context, cfg *tls.Config, helo string) error {
+	if r, err := b.cmd("EHLO " + helo); err != nil || r.code != 250 {
+		return fmt.Errorf("backend EHLO before STARTTLS: %v %s", err, r.text())
+	}
+	r, err := b.cmd("STARTTLS")
+	if err != nil || r.code != 220 {
+		return fmt.Errorf("backend STARTTLS: %v %s", err, r.text())
+	}
+	tc := tls.Client(b.conn, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return fmt.Errorf("TLS to backend: %w", err)
+	}
+	b.conn = tc
+	b.r = bufio.NewReaderSize(tc, 4096)
+	b.w = bufio.NewWriterSize(tc, 4096)
+	return nil
+}
+
+// xclient tells a Postfix backend the client's address (XCLIENT) and
+// returns the new greeting it answers with.
+func (b *backend) xclient(client netip.AddrPort, helo string) (reply, error) {
+	r, err := b.cmd("EHLO " + helo)
+	if err != nil {
+		return r, fmt.Errorf("backend EHLO before XCLIENT: %w", err)
+	}
+	if !hasCap(r, "XCLIENT") {
+		return r, errors.New("backend does not offer XCLIENT to postern: allow it (Postfix smtpd_authorized_xclient_hosts) or use backend_proxy: v2")
+	}
+	addr := client.Addr().String()
+	if client.Addr().Is6() {
+		addr = "IPV6:" + addr
+	}
+	r, err = b.cmd(fmt.Sprintf("XCLIENT ADDR=%s PORT=%d NAME=[UNAVAILABLE]", addr, client.Port()))
+	if err != nil {
+		return r, fmt.Errorf("backend XCLIENT: %w", err)
+	}
+	if r.code != 220 {
+		return r, fmt.Errorf("backend refused XCLIENT: %s", truncate(r.text(), 120))
+	}
+	return r, nil
+}
+
+// cmd sends one command line and reads the reply.
+func (b *backend) cmd(line string) (reply, error) {
+	if err := b.send(line); err != nil {
+		return reply{}, err
+	}
+	return b.read()
+}
+
+func (b *backend) send(line string) error {
+	b.conn.SetWriteDeadline(time.Now().Add(b.timeout))
+	b.w.WriteString(line)
+	b.w.WriteString("\r\n")
+	if err := b.w.Flush(); err != nil {
+		return fmt.Errorf("writing to backend: %w", err)
+	}
+	return nil
+}
+
+func (b *backend) read() (reply, error) {
+	b.conn.SetReadDeadline(time.Now().Add(b.timeout))
+	return readReply(b.r)
+}
+
+func (b *backend) close() {
+	if b != nil && b.conn != nil {
+		b.conn.Close()
+	}
+}
+
+// quit ends the backend session politely, bounded in time.
+func (b *backend) quit() {
+	if b == nil || b.conn == nil {
+		return
+	}
+	b.conn.SetDeadline(time.Now().Add(2 * time.Second))
+	if b.send("QUIT") == nil {
+		b.read()
+	}
+	b.conn.Close()
+}
+
+func hasCap(r reply, name string) bool {
+	for _, l := range r.lines[min(1, len(r.lines)):] {
+		if len(l) > 4 {
+			f := strings.Fields(l[4:])
+			if len(f) > 0 && strings.EqualFold(f[0], name) {
+				return true
+			}
+		}
+	}
+	return false
+}

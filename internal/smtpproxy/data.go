@@ -1,0 +1,207 @@
+package smtpproxy
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/postern/postern/internal/guard"
+)
+
+// msgState follows one message as it streams through: its size, whether
+// it is still being forwarded, and the content rules.
+type msgState struct {
+	size   int64
+	insp   *inspector
+	failed error // the backend failed mid-message
+}
+
+func (s *session) newMsg() *msgState {
+	m := &msgState{}
+	if len(s.p.cfg.ContentRules) > 0 {
+		m.insp = &inspector{rules: s.p.cfg.ContentRules}
+	}
+	return m
+}
+
+// check counts n more bytes of the message and checks them; it reports
+// a decision that ends the session (M or C), if any.
+func (s *session) check(m *msgState, chunk []byte) (guard.Decision, string) {
+	m.size += int64(len(chunk))
+	if d := s.gs.MessageSize(m.size); d.Blocked && d.Action == guard.Close {
+		return d, "552 5.3.4 Error: message too big; connection closed"
+	}
+	if m.insp != nil {
+		if rule := m.insp.feed(chunk); rule != "" {
+			s.log.Info("content rule matched", "rule", rule)
+			d := s.gs.ContentRule(rule)
+			if !d.DryRun {
+				d.Action = guard.Close // the message is refused and the connection closed
+				return d, "554 5.7.1 Error: message content rejected"
+			}
+		}
+	}
+	return guard.Decision{}, ""
+}
+
+// abortMessage ends a session mid-message: the backend connection is
+// closed (so it discards the partial message), the client gets text and is
+// closed.
+func (s *session) abortMessage(text string, d guard.Decision) error {
+	s.be.close()
+	if d.Blocked {
+		s.log.Info("message stopped and connection closed", "reason", d.Reason.String(), "reply", text)
+	}
+	s.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	s.w.WriteString(text + "\r\n")
+	s.w.Flush()
+	return errClosed
+}
+
+// data relays DATA: the message streams to the backend line by line as it
+// arrives; the client's final reply is the backend's own.
+func (s *session) data(line, arg string) error {
+	if arg != "" {
+		return s.reply(newReply(501, "5.5.4 Syntax: DATA"))
+	}
+	r, err := s.be.cmd("DATA")
+	if err != nil {
+		return s.backendLost(err)
+	}
+	if r.code != 354 {
+		return s.reply(r)
+	}
+	if err := s.reply(r); err != nil {
+		return err
+	}
+	m := s.newMsg()
+	startOfLine, bareLF := true, false
+	for {
+		s.conn.SetReadDeadline(minTime(time.Now().Add(s.p.cfg.Timeouts.Data), s.deadline))
+		chunk, err := s.r.ReadSlice('\n')
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			s.be.close()
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				s.reply(newReply(421, "4.4.2 "+s.p.cfg.Hostname+" Error: timeout exceeded"))
+			} else if !errors.Is(err, io.EOF) {
+				s.log.Info("client failed during DATA", "err", err)
+			}
+			return errClosed
+		}
+		complete := err == nil
+		if startOfLine && complete && (bytes.Equal(chunk, []byte(".\r\n"))) {
+			break
+		}
+		if complete && (len(chunk) < 2 || chunk[len(chunk)-2] != '\r') {
+			bareLF = true // lines must end in CRLF; never forward a bare LF
+		}
+		startOfLine = complete
+		if d, text := s.check(m, chunk); text != "" {
+			return s.abortMessage(text, d)
+		}
+		if m.failed == nil && !bareLF {
+			s.be.conn.SetWriteDeadline(time.Now().Add(s.p.cfg.Timeouts.Backend))
+			if _, err := s.be.w.Write(chunk); err != nil {
+				m.failed = err
+			}
+		}
+	}
+	s.inTx, s.rcpts = false, 0
+	s.gs.MessageDone()
+	if bareLF {
+		return s.abortMessage("554 5.5.2 Error: bare <LF> received; lines must end with <CR><LF>", guard.Decision{})
+	}
+	if m.failed == nil {
+		s.be.w.WriteString(".\r\n")
+		if err := s.be.w.Flush(); err != nil {
+			m.failed = err
+		}
+	}
+	if m.failed != nil {
+		return s.tempFail(m.failed)
+	}
+	final, err := s.be.read()
+	if err != nil {
+		return s.tempFail(err)
+	}
+	s.log.Debug("message relayed", "bytes", m.size, "reply", final.code)
+	return s.reply(final)
+}
+
+// tempFail answers a message the backend failed to take with a temporary
+// error, so the client keeps it and retries, and ends the session.
+func (s *session) tempFail(err error) error {
+	s.log.Error("backend failed during the message; the client will retry", "err", err)
+	s.be.close()
+	s.reply(newReply(451, "4.3.0 Error: the mail server failed, message not accepted; try again later"))
+	return errClosed
+}
+
+// bdat relays one BDAT chunk (CHUNKING) byte for byte.
+func (s *session) bdat(line, arg string) error {
+	f := strings.Fields(arg)
+	n, err := int64(0), error(nil)
+	if len(f) >= 1 {
+		n, err = strconv.ParseInt(f[0], 10, 64)
+	}
+	last := len(f) == 2 && strings.EqualFold(f[1], "LAST")
+	if len(f) == 0 || len(f) > 2 || err != nil || n < 0 || len(f) == 2 && !last {
+		// The chunk's length is unknown, so its bytes cannot be skipped.
+		s.reply(newReply(501, "5.5.4 Syntax: BDAT size [LAST]"))
+		return errClosed
+	}
+	if s.msg == nil {
+		s.msg = s.newMsg()
+	}
+	m := s.msg
+	if err := s.be.send(line); err != nil {
+		m.failed = err
+	}
+	buf := make([]byte, 32<<10)
+	for left := n; left > 0; {
+		s.conn.SetReadDeadline(minTime(time.Now().Add(s.p.cfg.Timeouts.Data), s.deadline))
+		k, err := s.r.Read(buf[:min(int64(len(buf)), left)])
+		if k > 0 {
+			left -= int64(k)
+			if d, text := s.check(m, buf[:k]); text != "" {
+				return s.abortMessage(text, d)
+			}
+			if m.failed == nil {
+				s.be.conn.SetWriteDeadline(time.Now().Add(s.p.cfg.Timeouts.Backend))
+				if _, err := s.be.w.Write(buf[:k]); err != nil {
+					m.failed = err
+				}
+			}
+		}
+		if err != nil {
+			s.be.close()
+			return errClosed
+		}
+	}
+	if m.failed == nil {
+		if err := s.be.w.Flush(); err != nil {
+			m.failed = err
+		}
+	}
+	if m.failed != nil {
+		return s.tempFail(m.failed)
+	}
+	r, err := s.be.read()
+	if err != nil {
+		return s.tempFail(err)
+	}
+	if last || r.code >= 400 {
+		s.msg = nil
+		if last {
+			s.inTx, s.rcpts = false, 0
+			s.gs.MessageDone()
+		}
+	}
+	return s.reply(r)
+}

@@ -1,0 +1,205 @@
+// Package smtpproxy is postern's SMTP gateway (§7 SMTP) for the smtp,
+// submission and smtps services. It relays a client's session to the real
+// MTA command by command: it sees every command and reply, reports what it
+// sees to the intrusion prevention engine (package guard) and obeys its
+// decisions, and relays the backend's replies unchanged — so a message is
+// acknowledged to the client only with the backend's own final reply.
+//
+// Both sides are a purpose-built state machine over bufio rather than
+// emersion/go-smtp: a transparent relay must send the backend's greeting
+// and replies as they are, reply and close, pass through MAIL/RCPT
+// parameters it does not know (DSN, SMTPUTF8, REQUIRETLS), talk XCLIENT to
+// the backend, and stop reading a message the moment it grows too large.
+package smtpproxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"regexp"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/policy"
+)
+
+// Timeouts of one SMTP service.
+type Timeouts struct {
+	Command time.Duration // waiting for the client's next command (RFC 5321: 5 min)
+	Data    time.Duration // waiting for the next chunk of a message
+	Session time.Duration // a whole connection
+	Connect time.Duration // connecting to the backend
+	Backend time.Duration // waiting for one backend reply
+	DNSBL   time.Duration // DNSBL lookups at connect
+}
+
+// ContentRule is a regular expression on message headers or body (C).
+type ContentRule struct {
+	Name   string
+	Header *regexp.Regexp // matched against each header line (unfolded continuation lines are separate)
+	Body   *regexp.Regexp // matched against each body line
+}
+
+// Config is one SMTP service's configuration.
+type Config struct {
+	Service  string // smtp, submission or smtps
+	Hostname string // postern's name in its own replies
+
+	Backend          string      // host:port
+	BackendProxy     string      // v2 (default), v1, xclient or none
+	BackendTLS       string      // none (default), starttls or tls
+	BackendTLSConfig *tls.Config // for BackendTLS
+
+	TLS               *tls.Config // offered with STARTTLS (nil: not offered); for smtps the listener does TLS
+	ImplicitTLS       bool
+	RequireAuth       bool // submission: AUTH before MAIL
+	AllowInsecureAuth bool // AUTH without TLS
+
+	MaxLineLength    int // command lines
+	MaxRecipients    int
+	UnknownUserCodes []string // enhanced codes counted as unknown recipients (P)
+	ContentRules     []ContentRule
+	Timeouts         Timeouts
+}
+
+func (c *Config) defaults() {
+	if c.Hostname == "" {
+		c.Hostname = "postern"
+	}
+	if c.MaxLineLength <= 0 {
+		c.MaxLineLength = 2048
+	}
+	if c.MaxRecipients <= 0 {
+		c.MaxRecipients = 1000
+	}
+	if len(c.UnknownUserCodes) == 0 {
+		c.UnknownUserCodes = []string{"5.1.1"}
+	}
+	t := &c.Timeouts
+	for _, v := range []struct {
+		d   *time.Duration
+		def time.Duration
+	}{{&t.Command, 5 * time.Minute}, {&t.Data, 10 * time.Minute}, {&t.Session, time.Hour},
+		{&t.Connect, 10 * time.Second}, {&t.Backend, 5 * time.Minute}, {&t.DNSBL, 3 * time.Second}} {
+		if *v.d <= 0 {
+			*v.d = v.def
+		}
+	}
+}
+
+// Engine is what the gateway needs of the intrusion prevention engine.
+type Engine interface {
+	Admit(addr netip.Addr, service string) guard.Admission
+	Open(addr netip.Addr, service string, closer func()) (*guard.Session, guard.Decision)
+	PasswordFingerprint(account, password string) uint64
+	Settings() *guard.Settings
+}
+
+// DNSBL looks an address up on blocklist or whitelist zones; a zone that
+// fails or times out does not list it.
+type DNSBL interface {
+	Listed(ctx context.Context, addr netip.Addr, zones []string) (zone, reason string)
+}
+
+// Env is what the gateway reads from the running configuration on every
+// connection, so that a reload takes effect at once.
+type Env struct {
+	Policy       *policy.Policy
+	DNSBLZones   []string // blocklists (D)
+	DNSWLZones   []string // whitelists (w: bypass)
+	LocalDomains map[string]bool
+}
+
+// Proxy serves one SMTP service.
+type Proxy struct {
+	cfg   Config
+	eng   Engine
+	env   func() Env
+	dnsbl DNSBL
+	log   *slog.Logger
+
+	authFail atomic.Pointer[reply] // the backend's own 535 reply, to answer refused logins alike
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
+}
+
+// New returns a Proxy. env is called once per connection; dnsbl may be nil.
+func New(cfg Config, eng Engine, env func() Env, dnsbl DNSBL, log *slog.Logger) *Proxy {
+	cfg.defaults()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	p := &Proxy{cfg: cfg, eng: eng, env: env, dnsbl: dnsbl, log: log.With("service", cfg.Service), conns: make(map[net.Conn]struct{})}
+	def := newReply(535, "5.7.8 Error: authentication failed: authentication failure")
+	p.authFail.Store(&def)
+	return p
+}
+
+// Acceptor is a listener of client connections that knows each one's real
+// client address (from a PROXY header when the peer is trusted).
+type Acceptor interface {
+	Accept() (net.Conn, netip.AddrPort, netip.AddrPort, error) // conn, client, local
+	Close() error
+}
+
+// Serve handles connections from ln until ctx is done or ln fails; then it
+// closes ln and waits for the live sessions, closing those still running
+// after drain.
+func (p *Proxy) Serve(ctx context.Context, ln Acceptor, drain time.Duration) error {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	var err error
+	for {
+		conn, client, local, aerr := ln.Accept()
+		if aerr != nil {
+			if ctx.Err() == nil && !errors.Is(aerr, net.ErrClosed) {
+				err = aerr
+			}
+			break
+		}
+		p.track(conn, true)
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			defer p.track(conn, false)
+			p.Handle(ctx, conn, client, local)
+		}()
+	}
+	done := make(chan struct{})
+	go func() { p.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(drain):
+		p.mu.Lock()
+		for c := range p.conns {
+			c.Close()
+		}
+		p.mu.Unlock()
+		<-done
+	}
+	return err
+}
+
+func (p *Proxy) track(c net.Conn, add bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if add {
+		p.conns[c] = struct{}{}
+	} else {
+		delete(p.conns, c)
+	}
+}
+
+// Live returns the number of connections being served.
+func (p *Proxy) Live() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns)
+}

@@ -1,0 +1,495 @@
+package smtpproxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/store"
+)
+
+// session is one client connection.
+type session struct {
+	p      *Proxy
+	ctx    context.Context
+	env    Env
+	conn   net.Conn
+	r      *bufio.Reader
+	w      *bufio.Writer
+	client netip.AddrPort
+	log    *slog.Logger
+	gs     *guard.Session
+	be     *backend
+
+	tls       bool
+	greeted   bool // EHLO or HELO accepted
+	authed    bool
+	account   string
+	inTx      bool // MAIL accepted
+	rcpts     int
+	tarpit    time.Duration // delay before every reply
+	deadline  time.Time     // end of the whole session
+	errors    int           // protocol errors, for the three-strikes close
+	sizeLimit int64         // SIZE advertised by the backend
+	msg       *msgState     // a message arriving in BDAT chunks
+}
+
+// errClosed ends a session after its last reply was sent.
+var errClosed = errors.New("session closed")
+
+// Handle serves one client connection to the end.
+func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.AddrPort) {
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeouts.Session)
+	defer cancel()
+	s := &session{
+		p: p, ctx: ctx, env: p.env(), conn: conn, client: client,
+		r:   bufio.NewReaderSize(conn, p.cfg.MaxLineLength+2),
+		w:   bufio.NewWriterSize(conn, 4096),
+		log: p.log.With("client", client.Addr().String()),
+		tls: p.cfg.ImplicitTLS,
+	}
+	s.deadline, _ = ctx.Deadline()
+	if tc, ok := conn.(interface{ ConnectionState() tls.ConnectionState }); ok && tc.ConnectionState().HandshakeComplete {
+		s.tls = true
+	}
+	addr := client.Addr().Unmap()
+	adm := p.eng.Admit(addr, p.cfg.Service)
+	switch adm.Action {
+	case guard.Refuse:
+		why := "Access denied"
+		if adm.Reason != 0 {
+			why = "Blocked (" + adm.Reason.Name() + ")"
+		}
+		s.log.Info("refused at connect", "why", why)
+		s.reply(newReply(554, "5.7.1 "+why))
+		return
+	case guard.Tarpit:
+		s.tarpit = adm.Delay
+	}
+	gs, d := p.eng.Open(addr, p.cfg.Service, func() { conn.Close() })
+	s.gs = gs
+	defer gs.Close()
+	if s.obey(d) {
+		return
+	}
+	if s.dnsChecks(addr) {
+		return
+	}
+	be, greet, err := p.dialBackend(ctx, client, local)
+	if err != nil {
+		s.log.Error("backend unavailable", "err", err)
+		s.reply(newReply(421, "4.3.0 "+p.cfg.Hostname+" Service temporarily unavailable, try again later"))
+		return
+	}
+	s.be = be
+	defer be.quit()
+	s.earlyTalker()
+	if err := s.reply(greet); err != nil {
+		return
+	}
+	s.loop()
+}
+
+// dnsChecks looks the client up on DNS whitelists and blocklists. It
+// reports true when the session must end.
+func (s *session) dnsChecks(addr netip.Addr) bool {
+	if s.p.dnsbl == nil || len(s.env.DNSBLZones)+len(s.env.DNSWLZones) == 0 {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.p.cfg.Timeouts.DNSBL)
+	defer cancel()
+	if len(s.env.DNSWLZones) > 0 {
+		if zone, _ := s.p.dnsbl.Listed(ctx, addr, s.env.DNSWLZones); zone != "" {
+			s.gs.Whitelisted()
+			return false
+		}
+	}
+	if len(s.env.DNSBLZones) == 0 {
+		return false
+	}
+	zone, _ := s.p.dnsbl.Listed(ctx, addr, s.env.DNSBLZones)
+	if zone == "" {
+		return false
+	}
+	d := s.gs.DNSBLListed(zone)
+	s.log.Info("listed on a DNSBL", "zone", zone, "blocked", d.Blocked)
+	if d.Blocked && !d.DryRun {
+		s.reply(newReply(554, "5.7.1 Service unavailable; client host ["+addr.String()+"] blocked using "+zone))
+		return true
+	}
+	return false
+}
+
+// earlyTalker notes a client that sent data before the greeting.
+func (s *session) earlyTalker() {
+	s.conn.SetReadDeadline(time.Now())
+	if _, err := s.r.Peek(1); err == nil {
+		s.log.Info("early talker: the client sent data before the greeting", "bytes", s.r.Buffered())
+	}
+	s.conn.SetReadDeadline(time.Time{})
+}
+
+// reply writes a reply to the client, after the tarpit delay.
+func (s *session) reply(r reply) error {
+	if s.tarpit > 0 {
+		t := time.NewTimer(s.tarpit)
+		select {
+		case <-t.C:
+		case <-s.ctx.Done():
+			t.Stop()
+			return s.ctx.Err()
+		}
+	}
+	s.conn.SetWriteDeadline(time.Now().Add(s.p.cfg.Timeouts.Command))
+	if err := r.write(s.w); err != nil {
+		return fmt.Errorf("writing to client: %w", err)
+	}
+	return nil
+}
+
+// obey applies an engine decision: tarpit from now on, or close. It
+// reports true when the session must end.
+func (s *session) obey(d guard.Decision) bool {
+	if d.Delay > 0 {
+		s.tarpit = d.Delay
+	}
+	if d.Action == guard.Close {
+		s.log.Info("closing a blocked connection", "reason", d.Reason.String())
+		s.reply(newReply(421, "4.7.1 "+s.p.cfg.Hostname+" Blocked ("+d.Reason.Name()+"): closing connection"))
+		return true
+	}
+	return false
+}
+
+// readLine reads one command line from the client, without its line ending.
+func (s *session) readLine(timeout time.Duration) (string, error) {
+	s.conn.SetReadDeadline(minTime(time.Now().Add(timeout), s.deadline))
+	line, err := s.r.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) {
+		// Too long: drop the rest of the line, bounded by the reader's deadline.
+		for errors.Is(err, bufio.ErrBufferFull) {
+			_, err = s.r.ReadSlice('\n')
+		}
+		if err != nil {
+			return "", err
+		}
+		return "", errLineTooLong
+	}
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimRight(string(line), "\r\n"), nil
+}
+
+var errLineTooLong = errors.New("line too long")
+
+func minTime(a, b time.Time) time.Time {
+	if !b.IsZero() && b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// loop reads and handles client commands until the session ends.
+func (s *session) loop() {
+	for {
+		line, err := s.readLine(s.p.cfg.Timeouts.Command)
+		if errors.Is(err, errLineTooLong) {
+			if s.protocolError(newReply(500, "5.5.2 Error: line too long")) {
+				return
+			}
+			continue
+		}
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				s.reply(newReply(421, "4.4.2 "+s.p.cfg.Hostname+" Error: timeout exceeded"))
+			} else if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				s.log.Debug("client read", "err", err)
+			}
+			return
+		}
+		if strings.IndexByte(line, 0) >= 0 || !isPrintable(line) {
+			if s.protocolError(newReply(500, "5.5.2 Error: bad syntax (binary data in a command)")) {
+				return
+			}
+			continue
+		}
+		if err := s.command(line); err != nil {
+			if !errors.Is(err, errClosed) {
+				s.log.Info("session ended", "err", err)
+			}
+			return
+		}
+	}
+}
+
+// protocolError replies and counts; the third error in a session closes
+// it. It reports true when the session must end.
+func (s *session) protocolError(r reply) bool {
+	s.errors++
+	if s.errors >= 3 {
+		s.reply(newReply(421, "4.7.0 "+s.p.cfg.Hostname+" Error: too many errors"))
+		return true
+	}
+	return s.reply(r) != nil
+}
+
+func isPrintable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// command handles one command line.
+func (s *session) command(line string) error {
+	verb, arg, _ := strings.Cut(line, " ")
+	switch strings.ToUpper(verb) {
+	case "EHLO":
+		return s.ehlo(line, true)
+	case "HELO":
+		return s.ehlo(line, false)
+	case "STARTTLS":
+		return s.startTLS(arg)
+	case "AUTH":
+		return s.auth(arg)
+	case "MAIL":
+		return s.mail(line, arg)
+	case "RCPT":
+		return s.rcpt(line, arg)
+	case "DATA":
+		return s.data(line, arg)
+	case "BDAT":
+		return s.bdat(line, arg)
+	case "RSET":
+		return s.rset(line)
+	case "QUIT":
+		r, err := s.be.cmd(line)
+		if err != nil {
+			r = newReply(221, "2.0.0 Bye")
+		}
+		s.reply(r)
+		return errClosed
+	case "VRFY":
+		return s.reply(newReply(502, "5.5.1 VRFY command is disabled"))
+	case "EXPN":
+		return s.reply(newReply(502, "5.5.1 EXPN command is disabled"))
+	case "XCLIENT", "XFORWARD", "XEXCH50", "ETRN", "ATRN", "TURN":
+		return s.reply(newReply(550, "5.7.0 Error: insufficient authorization"))
+	}
+	return s.relay(line)
+}
+
+// relay forwards a command unchanged and relays the backend's reply.
+func (s *session) relay(line string) error {
+	r, err := s.be.cmd(line)
+	if err != nil {
+		return s.backendLost(err)
+	}
+	return s.reply(r)
+}
+
+// backendLost tells the client to try again later and ends the session.
+func (s *session) backendLost(err error) error {
+	s.log.Error("backend failed", "err", err)
+	s.reply(newReply(421, "4.4.2 "+s.p.cfg.Hostname+" Error: lost connection to the mail server, try again later"))
+	return errClosed
+}
+
+// ehlo relays EHLO/HELO, filtering the backend's extensions to those
+// postern supports and adding its own (STARTTLS, AUTH).
+func (s *session) ehlo(line string, extended bool) error {
+	r, err := s.be.cmd(line)
+	if err != nil {
+		return s.backendLost(err)
+	}
+	if r.code == 250 {
+		s.greeted = true
+		s.inTx, s.rcpts = false, 0
+		s.gs.MessageDone()
+		if extended {
+			r = s.filterEHLO(r)
+		}
+	}
+	return s.reply(r)
+}
+
+// startTLS upgrades the client connection (STARTTLS).
+func (s *session) startTLS(arg string) error {
+	if s.tls || s.p.cfg.TLS == nil {
+		return s.reply(newReply(502, "5.5.1 Error: command not implemented"))
+	}
+	if arg != "" {
+		return s.reply(newReply(501, "5.5.4 Syntax: STARTTLS"))
+	}
+	if s.r.Buffered() > 0 {
+		// Commands pipelined after STARTTLS would be read as if they had
+		// come over TLS (a known injection attack): refuse.
+		s.reply(newReply(554, "5.5.1 Error: commands sent after STARTTLS before the TLS handshake"))
+		return errClosed
+	}
+	if err := s.reply(newReply(220, "2.0.0 Ready to start TLS")); err != nil {
+		return err
+	}
+	tc := tls.Server(s.conn, s.p.cfg.TLS)
+	hctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		s.log.Info("STARTTLS handshake failed", "err", err)
+		return errClosed
+	}
+	s.conn, s.tls = tc, true
+	s.r = bufio.NewReaderSize(tc, s.p.cfg.MaxLineLength+2)
+	s.w = bufio.NewWriterSize(tc, 4096)
+	// RFC 3207: the session starts afresh; the client must EHLO again.
+	s.greeted, s.inTx, s.rcpts = false, false, 0
+	s.gs.MessageDone()
+	if r, err := s.be.cmd("RSET"); err != nil || r.code != 250 {
+		return s.backendLost(fmt.Errorf("RSET after STARTTLS: %v", err))
+	}
+	return nil
+}
+
+// mail relays MAIL FROM.
+func (s *session) mail(line, arg string) error {
+	if s.p.cfg.RequireAuth && !s.authed {
+		return s.reply(newReply(530, "5.7.0 Authentication required"))
+	}
+	from, ok := pathArg(arg, "FROM:")
+	if !ok {
+		return s.reply(newReply(501, "5.5.4 Syntax: MAIL FROM:<address>"))
+	}
+	r, err := s.be.cmd(line)
+	if err != nil {
+		return s.backendLost(err)
+	}
+	if r.code == 250 {
+		s.inTx, s.rcpts, s.msg = true, 0, nil
+		s.gs.Sender(from)
+	}
+	return s.reply(r)
+}
+
+// rcpt relays RCPT TO and reports what the backend said of the recipient.
+func (s *session) rcpt(line, arg string) error {
+	to, ok := pathArg(arg, "TO:")
+	if !ok {
+		return s.reply(newReply(501, "5.5.4 Syntax: RCPT TO:<address>"))
+	}
+	if s.inTx && s.rcpts >= s.p.cfg.MaxRecipients {
+		return s.reply(newReply(452, "4.5.3 Error: too many recipients"))
+	}
+	if dom := domainOf(to); s.inTx && !s.authed && len(s.env.LocalDomains) > 0 && dom != "" && !s.env.LocalDomains[dom] {
+		if err := s.reply(newReply(554, "5.7.1 <"+to+">: Relay access denied")); err != nil {
+			return err
+		}
+		return s.after(s.gs.RelayDenied(to))
+	}
+	// A tarpit account (often an address that does not exist) is checked
+	// before the backend is asked, and never accepted.
+	if d := s.gs.Recipient(to); d.Blocked && d.Reason == store.ReasonTarpitAccount && !d.DryRun {
+		if err := s.reply(newReply(550, "5.1.1 <"+to+">: Recipient address rejected")); err != nil {
+			return err
+		}
+		return s.after(d)
+	}
+	r, err := s.be.cmd(line)
+	if err != nil {
+		return s.backendLost(err)
+	}
+	var d guard.Decision
+	switch {
+	case r.code == 250 || r.code == 251:
+		s.rcpts++
+	case s.isUnknownUser(r):
+		d = s.gs.UnknownRecipient(to)
+	case isRelayDenial(r):
+		d = s.gs.RelayDenied(to)
+	}
+	if err := s.reply(r); err != nil {
+		return err
+	}
+	return s.after(d)
+}
+
+// after obeys a decision made after a reply went out.
+func (s *session) after(d guard.Decision) error {
+	if s.obey(d) {
+		return errClosed
+	}
+	return nil
+}
+
+func (s *session) isUnknownUser(r reply) bool {
+	if r.code < 500 {
+		return false
+	}
+	e := r.enhanced()
+	for _, c := range s.p.cfg.UnknownUserCodes {
+		if e == c {
+			return true
+		}
+	}
+	return e == "" && strings.Contains(strings.ToLower(r.text()), "user unknown")
+}
+
+func isRelayDenial(r reply) bool {
+	e := r.enhanced()
+	if (r.code == 554 || r.code == 550) && e == "5.7.1" || r.code == 454 && e == "4.7.1" {
+		return strings.Contains(strings.ToLower(r.text()), "relay")
+	}
+	return false
+}
+
+// rset relays RSET and counts it (R).
+func (s *session) rset(line string) error {
+	r, err := s.be.cmd(line)
+	if err != nil {
+		return s.backendLost(err)
+	}
+	s.inTx, s.rcpts, s.msg = false, 0, nil
+	d := s.gs.Rset()
+	if err := s.reply(r); err != nil {
+		return err
+	}
+	return s.after(d)
+}
+
+// pathArg extracts the address of "FROM:<a@b> PARAMS" or "TO:<a@b>".
+func pathArg(arg, prefix string) (string, bool) {
+	if len(arg) < len(prefix) || !strings.EqualFold(arg[:len(prefix)], prefix) {
+		return "", false
+	}
+	rest := strings.TrimLeft(arg[len(prefix):], " ")
+	if !strings.HasPrefix(rest, "<") {
+		// Lenient: a bare address up to the first space.
+		a, _, _ := strings.Cut(rest, " ")
+		return a, a != ""
+	}
+	end := strings.IndexByte(rest, '>')
+	if end < 0 {
+		return "", false
+	}
+	return rest[1:end], true
+}
+
+func domainOf(addr string) string {
+	i := strings.LastIndexByte(addr, '@')
+	if i < 0 {
+		return ""
+	}
+	return strings.ToLower(addr[i+1:])
+}
