@@ -1,12 +1,16 @@
 package smtpproxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"regexp"
 	"runtime"
 	"strings"
@@ -14,6 +18,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/store"
+	"github.com/postern/postern/internal/tlsconf"
 )
 
 const msg = "From: a@example.org\r\nTo: alice@example.test\r\nSubject: hello\r\n\r\nline one\r\n..leading dot\r\nlast line\r\n"
@@ -437,4 +442,51 @@ func scriptedBackend(t *testing.T, script func(net.Conn)) string {
 	}()
 	t.Cleanup(func() { cancel(); ln.Close(); <-done })
 	return ln.Addr().String()
+}
+
+func TestStartTLS(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile, err := tlsconf.SelfSigned(dir, []string{"gw.example.test", "127.0.0.1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs, err := tlsconf.Load(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, baseIPS, func(c *Config) { c.TLS, c.AllowInsecureAuth = certs.ServerConfig(), false }, nil)
+	c := h.dial("127.0.0.50")
+	c.expect(220)
+	ehlo := c.cmd("EHLO x", 250)
+	if !strings.Contains(ehlo, "STARTTLS") || strings.Contains(ehlo, "AUTH") {
+		t.Fatalf("before TLS: STARTTLS offered, AUTH not:\n%s", ehlo)
+	}
+	c.cmd("AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABhbGljZS1wYXNzLTE=", 538)
+	c.cmd("STARTTLS", 220)
+	pool := x509.NewCertPool()
+	pem, _ := os.ReadFile(certFile)
+	pool.AppendCertsFromPEM(pem)
+	tc := tls.Client(c.c, &tls.Config{ServerName: "gw.example.test", RootCAs: pool})
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	c.c, c.r = tc, bufio.NewReader(tc)
+	ehlo = c.cmd("EHLO x", 250)
+	if strings.Contains(ehlo, "STARTTLS") || !strings.Contains(ehlo, "AUTH PLAIN LOGIN") {
+		t.Fatalf("after TLS: AUTH offered, STARTTLS not:\n%s", ehlo)
+	}
+	c.cmd("AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABhbGljZS1wYXNzLTE=", 235)
+	c.cmd("MAIL FROM:<alice@example.test>", 250)
+	c.cmd("RCPT TO:<bob@example.test>", 250)
+	c.cmd("DATA", 354)
+	c.send(msg + ".\r\n")
+	c.expect(250)
+
+	// Commands pipelined behind STARTTLS are an injection attempt.
+	c = h.dial("127.0.0.51")
+	c.expect(220)
+	c.cmd("EHLO x", 250)
+	c.send("STARTTLS\r\nMAIL FROM:<evil@example.org>\r\n")
+	c.expect(554)
+	c.closed()
 }

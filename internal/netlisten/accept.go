@@ -1,0 +1,107 @@
+package netlisten
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"syscall"
+	"time"
+)
+
+// Backoff after a temporary accept error: doubling from minBackoff to
+// maxBackoff.
+const (
+	minBackoff = 5 * time.Millisecond
+	maxBackoff = time.Second
+)
+
+// acceptLoop accepts sockets until the listener stops or fails.
+func (l *Listener) acceptLoop() {
+	defer l.wg.Done()
+	var delay time.Duration
+	for {
+		raw, err := l.ln.Accept()
+		if err != nil {
+			if l.stop.Err() != nil {
+				return
+			}
+			if !temporary(err) {
+				l.fail = fmt.Errorf("netlisten: accept on %s: %w", l.addr, err)
+				l.log.Error("netlisten: listener failed", "listen", l.addr, "err", err)
+				close(l.failed)
+				return
+			}
+			delay = min(max(2*delay, minBackoff), maxBackoff)
+			l.log.Warn("netlisten: accept failed; retrying", "listen", l.addr, "err", err, "retry_in", delay)
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-l.stop.Done():
+				t.Stop()
+				return
+			}
+			continue
+		}
+		delay = 0
+		l.handle(raw)
+	}
+}
+
+// temporary reports whether an accept error is worth retrying: the
+// process or system is out of descriptors or memory, or one pending
+// connection failed before it was accepted.
+func temporary(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	for _, e := range []syscall.Errno{
+		syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM,
+		syscall.ECONNABORTED, syscall.ECONNRESET, syscall.EINTR, syscall.EAGAIN,
+		syscall.EPROTO, syscall.EPERM,
+	} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// handle routes a new socket: trusted peers to a header reader of their
+// own, others straight to dispatch.
+func (l *Listener) handle(raw net.Conn) {
+	peer, ok := tcpAddrPort(raw.RemoteAddr())
+	if !ok {
+		l.log.Warn("netlisten: closing connection with no TCP peer address", "listen", l.addr, "peer", raw.RemoteAddr())
+		raw.Close()
+		return
+	}
+	local, _ := tcpAddrPort(raw.LocalAddr())
+	if l.cfg.Trusted != nil && l.cfg.Trusted(peer.Addr()) {
+		l.wg.Add(1)
+		go l.serveTrusted(raw, peer, local)
+		return
+	}
+	l.dispatch(newConn(raw, raw, peer, local, false, l.cfg.TLS))
+}
+
+// dispatch takes a slot for c and hands it to Accept, or refuses it. It
+// blocks until Accept takes c or the listener stops: for direct clients
+// this runs in the accept loop, so an application that stops calling
+// Accept leaves new connections in the kernel's backlog.
+func (l *Listener) dispatch(c *Conn) {
+	reason, ok := l.admit(c)
+	if !ok {
+		c.raw.Close()
+		return
+	}
+	if reason != "" {
+		l.refuse(c, reason)
+		return
+	}
+	select {
+	case l.ready <- c:
+	case <-l.stop.Done():
+		c.forceClose()
+	}
+}

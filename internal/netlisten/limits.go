@@ -1,0 +1,123 @@
+package netlisten
+
+import (
+	"context"
+	"time"
+)
+
+// Reasons passed to the over-limit function.
+const (
+	// ReasonMaxConns: the listener has Config.MaxConns connections.
+	ReasonMaxConns = "max-conns"
+	// ReasonMaxPerAddr: the client address has Config.MaxPerAddr
+	// connections.
+	ReasonMaxPerAddr = "max-per-addr"
+)
+
+const (
+	// refusalTimeout is the deadline set on a connection before it is
+	// handed to the over-limit function.
+	refusalTimeout = 5 * time.Second
+	// maxRefusing bounds the over-limit functions running at once; beyond
+	// it (a flood) connections over a limit are closed silently.
+	maxRefusing = 256
+)
+
+// OverLimitFunc receives a connection that is over a connection limit,
+// with the reason (ReasonMaxConns or ReasonMaxPerAddr). It may write the
+// protocol's refusal; the connection is closed when it returns. The
+// connection's deadline is set to a few seconds from now; the function
+// must not block beyond its writes to the connection. It runs in a
+// goroutine of the listener, never in Accept.
+type OverLimitFunc func(c *Conn, reason string)
+
+// SetOverLimit sets the function that receives connections over a limit
+// (nil: close them silently). It may be called at any time.
+func (l *Listener) SetOverLimit(f func(c *Conn, reason string)) {
+	if f == nil {
+		l.overLimit.Store(nil)
+		return
+	}
+	fn := OverLimitFunc(f)
+	l.overLimit.Store(&fn)
+}
+
+// Stats returns the number of live connections (returned by Accept or
+// about to be, not yet closed) and the highest number of live connections
+// from one client address.
+func (l *Listener) Stats() (live int, perAddrMax int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, n := range l.perAddr {
+		perAddrMax = max(perAddrMax, n)
+	}
+	return len(l.conns), perAddrMax
+}
+
+// admit takes a slot for c. It returns the reason c is over a limit, or
+// ok false if the listener has stopped.
+func (l *Listener) admit(c *Conn) (reason string, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stopped {
+		return "", false
+	}
+	if l.cfg.MaxConns > 0 && len(l.conns) >= l.cfg.MaxConns {
+		return ReasonMaxConns, true
+	}
+	a := c.client.Addr()
+	if l.cfg.MaxPerAddr > 0 && l.perAddr[a] >= l.cfg.MaxPerAddr {
+		return ReasonMaxPerAddr, true
+	}
+	l.conns[c] = struct{}{}
+	l.perAddr[a]++
+	c.owner = l
+	return "", true
+}
+
+// release frees c's slot; Conn calls it once.
+func (l *Listener) release(c *Conn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.conns[c]; !ok {
+		return
+	}
+	delete(l.conns, c)
+	a := c.client.Addr()
+	if l.perAddr[a] <= 1 {
+		delete(l.perAddr, a)
+	} else {
+		l.perAddr[a]--
+	}
+	if len(l.conns) == 0 && l.drained != nil {
+		close(l.drained)
+		l.drained = nil
+	}
+}
+
+// refuse hands c, over a limit, to the over-limit function in a goroutine,
+// or closes it.
+func (l *Listener) refuse(c *Conn, reason string) {
+	l.log.Debug("netlisten: connection over limit", "listen", l.addr, "client", c.client, "reason", reason)
+	fp := l.overLimit.Load()
+	if fp == nil {
+		c.raw.Close()
+		return
+	}
+	if l.refusing.Add(1) > maxRefusing {
+		l.refusing.Add(-1)
+		c.raw.Close()
+		return
+	}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		defer l.refusing.Add(-1)
+		// Stopping the listener cuts a refusal short.
+		stop := context.AfterFunc(l.stop, func() { c.raw.Close() })
+		defer stop()
+		c.SetDeadline(time.Now().Add(refusalTimeout))
+		(*fp)(c, reason)
+		c.Close()
+	}()
+}
