@@ -80,7 +80,7 @@ func scriptedSession(e *guard.Engine) {
 }
 
 const e2eConfig = `services:
-  smtp: { listen: ":25", backend: "127.0.0.1:10025" }
+  smtp: { listen: "127.0.0.1:0", backend: "127.0.0.1:10025" }
 intrusion_prevention:
   block_minutes: 240
   smtp: { connections_per_minute: 3, failed_logins: 2, unknown_recipients: 2, relay_denials: 2,

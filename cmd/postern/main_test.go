@@ -72,7 +72,7 @@ patterns:
   GeoIP_SG: "{sg.zone}"
 services:
   imap: { listen: ":143", backend: "127.0.0.1:10143", grant: "[GeoIP_MY];[GeoIP_SG]" }
-  smtp: { listen: ":25", backend: "127.0.0.1:10025" }
+  smtp: { listen: "127.0.0.1:0", backend: "127.0.0.1:10025" }
 login_restrictions:
   - "*=[GeoIP_MY];[GeoIP_SG]"
 `

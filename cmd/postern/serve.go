@@ -39,9 +39,8 @@ prevention engine and the administration API, and runs until SIGINT or
 SIGTERM. SIGHUP reloads the configuration atomically: a bad new configuration
 is rejected, logged, and the running one stays; blocks and counters survive.
 
-This build has no protocol front-ends yet (they come with the SMTP, IMAP/POP3
-and web gateways): blocks are made by administrators (postern blocks add) or
-imported.`,
+The SMTP services (smtp, submission, smtps) are served; IMAP, POP3 and web
+come with their gateways.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -92,6 +91,7 @@ type gateway struct {
 	api     *admin.Server
 	apiLn   net.Listener
 	adminAt string
+	fronts  []*frontEnd
 }
 
 // startGateway loads everything and binds the administration listener; run
@@ -108,6 +108,12 @@ func startGateway(ctx context.Context, path string, logw io.Writer) (_ *gateway,
 			g.close() // whatever was opened before the error
 		}
 	}()
+	if g.fronts, err = bindFrontEnds(ctx, snap, g.holder, g.log); err != nil {
+		return nil, err
+	}
+	if err := dropPrivileges(cfg.RunAs, g.log); err != nil {
+		return nil, err
+	}
 	storePath := orDefault(cfg.Store.Path.Value, DefaultStorePath)
 	if err := os.MkdirAll(filepath.Dir(storePath), 0o750); err != nil {
 		return nil, fmt.Errorf("store directory: %w", err)
@@ -145,7 +151,6 @@ func startGateway(ctx context.Context, path string, logw io.Writer) (_ *gateway,
 	}
 	logLoaded(g.log, snap)
 	g.log.Info("postern running", "store", storePath, "blocks", len(g.engine.Blocks()), "admin", g.adminAt, "token_file", tokenFile, "node", node)
-	g.log.Warn("no protocol front-ends in this build: the engine, store and administration API run; connections are not yet proxied")
 	return g, nil
 }
 
@@ -163,6 +168,10 @@ func (g *gateway) run(ctx context.Context, reload <-chan struct{}) error {
 		defer wg.Done()
 		g.engine.Run(ctx, sweepInterval)
 	}()
+	if err := g.runFrontEnds(ctx, &wg); err != nil {
+		g.log.Error("front-ends", "err", err)
+		return err
+	}
 	var err error
 loop:
 	for {
@@ -191,6 +200,9 @@ loop:
 }
 
 func (g *gateway) close() {
+	for _, fe := range g.fronts {
+		fe.ln.Close()
+	}
 	if g.engine != nil {
 		g.engine.Close()
 	}

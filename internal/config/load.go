@@ -7,6 +7,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -121,6 +122,7 @@ func (f *File) validate(d *decoder) {
 	}
 	f.validateIPS(d)
 	f.validateAdmin(d)
+	f.validateSMTPExtras(d)
 	switch f.Log.Level.Value {
 	case "", "debug", "info", "warn", "error":
 	default:
@@ -173,6 +175,29 @@ func (f *File) validateService(d *decoder, name string, svc *Service) {
 		}
 	} else if name == "smtps" || name == "imaps" || name == "pop3s" {
 		d.errs.Add(diag.Errorf(svc.pos, "service %s uses implicit TLS and needs tls: { cert: ..., key: ... }", name))
+	}
+	switch svc.BackendTLS.Value {
+	case "", "none", "starttls", "tls":
+	default:
+		d.errs.Add(diag.Errorf(svc.BackendTLS.Pos, "bad backend_tls %q: want none, starttls or tls", svc.BackendTLS.Value))
+	}
+	smtp := name == "smtp" || name == "submission" || name == "smtps"
+	if !smtp && (svc.MaxRecipients != 0 || svc.RequireAuth != nil || len(svc.UnknownUserCodes) > 0) {
+		d.errs.Add(diag.Errorf(svc.pos, "max_recipients, require_auth and unknown_user_codes apply to SMTP services only"))
+	}
+	for _, v := range []int{svc.MaxPerAddress, svc.MaxConnections, svc.MaxRecipients, svc.MaxLineLength} {
+		if v < 0 {
+			d.errs.Add(diag.Errorf(svc.pos, "service %s: limits cannot be negative", name))
+			break
+		}
+	}
+	if svc.MaxLineLength != 0 && svc.MaxLineLength < 512 {
+		d.errs.Add(diag.Errorf(svc.pos, "service %s: max_line_length must be at least 512 (RFC 5321)", name))
+	}
+	for _, c := range svc.UnknownUserCodes {
+		if p := strings.Split(c.Value, "."); len(p) != 3 || p[0] != "5" && p[0] != "4" {
+			d.errs.Add(diag.Errorf(c.Pos, "bad enhanced status code %q: want e.g. 5.1.1", c.Value))
+		}
 	}
 	if len(svc.Paths) > 0 && name != "web" {
 		d.errs.Add(diag.Errorf(svc.pos, "paths apply to the web service only"))
@@ -246,5 +271,36 @@ func (f *File) validateAdmin(d *decoder) {
 	}
 	if f.Admin.Grant.IsSet() && !strings.HasPrefix(f.Admin.Listen.Value, "tcp:") {
 		d.errs.Add(diag.Errorf(f.Admin.Grant.Pos, "admin.grant applies to a tcp: listener only; a unix socket is guarded by its file permissions"))
+	}
+}
+
+func (f *File) validateSMTPExtras(d *decoder) {
+	if r := f.DNS.Resolver; r.IsSet() {
+		if _, err := netip.ParseAddrPort(r.Value); err != nil {
+			d.errs.Add(diag.Errorf(r.Pos, "bad dns.resolver %q: want an IP address and port such as 127.0.0.1:53", r.Value))
+		}
+	}
+	for i, cr := range f.ContentRules {
+		if !cr.Name.IsSet() {
+			d.errs.Add(diag.Errorf(diag.Pos{File: f.Path}, "content rule %d needs a name", i+1))
+		}
+		if !cr.Header.IsSet() && !cr.Body.IsSet() {
+			d.errs.Add(diag.Errorf(cr.Name.Pos, "content rule %q needs header or body", cr.Name.Value))
+		}
+		for _, t := range []Text{cr.Header, cr.Body} {
+			if t.IsSet() {
+				if _, err := regexp.Compile(t.Value); err != nil {
+					d.errs.Add(diag.Errorf(t.Pos, "content rule %q: %v", cr.Name.Value, err))
+				}
+			}
+		}
+	}
+	if u := f.Spam.Rspamd; u.IsSet() && !strings.HasPrefix(u.Value, "http://") && !strings.HasPrefix(u.Value, "https://") {
+		d.errs.Add(diag.Errorf(u.Pos, "bad spam.rspamd %q: want http://host:port", u.Value))
+	}
+	switch f.Spam.Action.Value {
+	case "", "reject", "accept":
+	default:
+		d.errs.Add(diag.Errorf(f.Spam.Action.Pos, "bad spam.action %q: want reject or accept", f.Spam.Action.Value))
 	}
 }

@@ -18,17 +18,21 @@ import (
 type File struct {
 	Path string `yaml:"-"` // absolute path of the file
 
-	GeoIP             GeoIP    `yaml:"geoip"`
-	Patterns          Patterns `yaml:"patterns"`
-	Services          Services `yaml:"services"`
-	TrustedUpstreams  Text     `yaml:"trusted_upstreams"`
-	LoginRestrictions []Text   `yaml:"login_restrictions"`
-	LocalDomains      Text     `yaml:"local_domains"` // "example.com; example.net"
+	GeoIP             GeoIP               `yaml:"geoip"`
+	Patterns          Patterns            `yaml:"patterns"`
+	Services          Services            `yaml:"services"`
+	TrustedUpstreams  Text                `yaml:"trusted_upstreams"`
+	LoginRestrictions []Text              `yaml:"login_restrictions"`
+	LocalDomains      Text                `yaml:"local_domains"` // "example.com; example.net"
+	DNS               DNS                 `yaml:"dns"`
+	ContentRules      []ContentRuleConfig `yaml:"content_rules"`
+	Spam              Spam                `yaml:"spam"`
 
 	IntrusionPrevention IntrusionPrevention `yaml:"intrusion_prevention"`
 	Store               Store               `yaml:"store"`
 	Admin               Admin               `yaml:"admin"`
-	Node                string              `yaml:"node"` // this gateway's name in blocks; default the host name
+	Node                string              `yaml:"node"`   // this gateway's name in blocks; default the host name
+	RunAs               string              `yaml:"run_as"` // user to switch to after binding ports (when started as root)
 	Log                 Log                 `yaml:"log"`
 }
 
@@ -54,7 +58,50 @@ type Service struct {
 	Grant        Text       `yaml:"grant"`
 	Deny         Text       `yaml:"deny"`
 	Paths        []PathRule `yaml:"paths"`
-	pos          diag.Pos
+
+	Hostname          string   `yaml:"hostname"`           // postern's name in its own replies
+	BackendTLS        Text     `yaml:"backend_tls"`        // none (default) | starttls | tls
+	BackendTLSVerify  *bool    `yaml:"backend_tls_verify"` // default true
+	MaxPerAddress     int      `yaml:"max_connections_per_address"`
+	MaxConnections    int      `yaml:"max_connections"`
+	MaxRecipients     int      `yaml:"max_recipients"`
+	MaxLineLength     int      `yaml:"max_line_length"`
+	RequireAuth       *bool    `yaml:"require_auth"`        // submission: default true
+	AllowInsecureAuth bool     `yaml:"allow_insecure_auth"` // AUTH without TLS
+	UnknownUserCodes  []Text   `yaml:"unknown_user_codes"`  // enhanced codes counted as unknown users; default 5.1.1
+	Timeouts          Timeouts `yaml:"timeouts"`
+	pos               diag.Pos
+}
+
+// Timeouts of a service; zero values take the protocol's defaults.
+type Timeouts struct {
+	Command Duration `yaml:"command"` // waiting for a client command (5m)
+	Data    Duration `yaml:"data"`    // waiting for message data (10m)
+	Session Duration `yaml:"session"` // a whole connection (1h)
+	Connect Duration `yaml:"connect"` // connecting to the backend (10s)
+	Backend Duration `yaml:"backend"` // waiting for a backend reply (5m)
+}
+
+// DNS configures the resolver used for DNSBL and DNSWL lookups.
+type DNS struct {
+	Resolver Text     `yaml:"resolver"` // host:port; default the system resolver
+	Timeout  Duration `yaml:"timeout"`  // per lookup; default 2s
+	Cache    Duration `yaml:"cache"`    // how long answers are kept; default 10m
+}
+
+// ContentRuleConfig is a regular expression on message headers or body.
+type ContentRuleConfig struct {
+	Name   Text `yaml:"name"`
+	Header Text `yaml:"header"`
+	Body   Text `yaml:"body"`
+}
+
+// Spam configures message scanning (S).
+type Spam struct {
+	Rspamd  Text     `yaml:"rspamd"`   // e.g. http://127.0.0.1:11333
+	Timeout Duration `yaml:"timeout"`  // default 10s; a slow scanner is skipped, never blocks mail
+	Action  Text     `yaml:"action"`   // reject (default) | accept: what happens to a message over spam_score
+	MaxSize Size     `yaml:"max_size"` // larger messages are not scanned; default 20MB
 }
 
 // Pos returns where the service was configured.

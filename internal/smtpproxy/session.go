@@ -59,8 +59,13 @@ func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.A
 		tls: p.cfg.ImplicitTLS,
 	}
 	s.deadline, _ = ctx.Deadline()
-	if tc, ok := conn.(interface{ ConnectionState() tls.ConnectionState }); ok && tc.ConnectionState().HandshakeComplete {
-		s.tls = true
+	if p.cfg.ImplicitTLS {
+		if hs, ok := conn.(interface{ Handshake(time.Duration) error }); ok {
+			if err := hs.Handshake(30 * time.Second); err != nil {
+				s.log.Info("TLS handshake failed", "err", err)
+				return
+			}
+		}
 	}
 	addr := client.Addr().Unmap()
 	adm := p.eng.Admit(addr, p.cfg.Service)
