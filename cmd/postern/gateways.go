@@ -19,6 +19,7 @@ import (
 	"github.com/postern/postern/internal/netlisten"
 	"github.com/postern/postern/internal/smtpproxy"
 	"github.com/postern/postern/internal/snapshot"
+	"github.com/postern/postern/internal/spamscan"
 	"github.com/postern/postern/internal/tlsconf"
 )
 
@@ -133,6 +134,16 @@ func (g *gateway) runFrontEnds(ctx context.Context, wg *sync.WaitGroup) error {
 		cfg, err := smtpproxy.FromConfig(fe.name, fe.svc, f, serverTLS)
 		if err != nil {
 			return err
+		}
+		if sp := f.Spam; sp.Rspamd.IsSet() {
+			maxSize := sp.MaxSize.Bytes
+			if maxSize == 0 {
+				maxSize = 20 << 20
+			}
+			cfg.Scan = smtpproxy.Scanning{
+				Scanner: spamscan.NewRspamd(sp.Rspamd.Value, spamscan.RspamdOptions{Timeout: sp.Timeout.D, MaxSize: maxSize}),
+				Reject:  sp.Action.Value != "accept", Timeout: sp.Timeout.D, MaxSize: maxSize,
+			}
 		}
 		p := smtpproxy.New(cfg, g.engine, env, checker, g.log)
 		wg.Add(1)

@@ -242,3 +242,13 @@ func (s *Settings) TriggersEnabled() map[string]string {
 	}
 	return out
 }
+
+// SpamScore returns the spam score above which the service's group blocks
+// (S), or 0 when the trigger is off.
+func (s *Settings) SpamScore(service string) float64 {
+	g, ok := GroupOf(service)
+	if !ok {
+		return 0
+	}
+	return s.groups[g].spamScore
+}

@@ -69,6 +69,9 @@ func (s *session) data(line, arg string) error {
 	if arg != "" {
 		return s.reply(newReply(501, "5.5.4 Syntax: DATA"))
 	}
+	if s.p.cfg.Scan.Scanner != nil && s.inTx && s.rcpts > 0 {
+		return s.dataScanned()
+	}
 	r, err := s.be.cmd("DATA")
 	if err != nil {
 		return s.backendLost(err)

@@ -64,6 +64,7 @@ type Config struct {
 	MaxRecipients    int
 	UnknownUserCodes []string // enhanced codes counted as unknown recipients (P)
 	ContentRules     []ContentRule
+	Scan             Scanning // Scan.Scanner nil: no scanning, messages stream through
 	Timeouts         Timeouts
 }
 
@@ -76,6 +77,12 @@ func (c *Config) defaults() {
 	}
 	if c.MaxRecipients <= 0 {
 		c.MaxRecipients = 1000
+	}
+	if c.Scan.Timeout <= 0 {
+		c.Scan.Timeout = 10 * time.Second
+	}
+	if c.Scan.MemLimit <= 0 {
+		c.Scan.MemLimit = 1 << 20
 	}
 	if len(c.UnknownUserCodes) == 0 {
 		c.UnknownUserCodes = []string{"5.1.1"}

@@ -41,6 +41,9 @@ type session struct {
 	errors    int           // protocol errors, for the three-strikes close
 	sizeLimit int64         // SIZE advertised by the backend
 	msg       *msgState     // a message arriving in BDAT chunks
+	helo      string        // the EHLO/HELO name
+	from      string        // the transaction's sender
+	rcptList  []string      // its accepted recipients
 }
 
 // errClosed ends a session after its last reply was sent.
@@ -323,6 +326,7 @@ func (s *session) ehlo(line string, extended bool) error {
 	}
 	if r.code == 250 {
 		s.greeted = true
+		_, s.helo, _ = strings.Cut(line, " ")
 		s.inTx, s.rcpts = false, 0
 		s.gs.MessageDone()
 		if extended {
@@ -383,6 +387,7 @@ func (s *session) mail(line, arg string) error {
 	}
 	if r.code == 250 {
 		s.inTx, s.rcpts, s.msg = true, 0, nil
+		s.from, s.rcptList = from, nil
 		s.gs.Sender(from)
 	}
 	return s.reply(r)
@@ -419,6 +424,7 @@ func (s *session) rcpt(line, arg string) error {
 	switch {
 	case r.code == 250 || r.code == 251:
 		s.rcpts++
+		s.rcptList = append(s.rcptList, to)
 	case s.isUnknownUser(r):
 		d = s.gs.UnknownRecipient(to)
 	case isRelayDenial(r):

@@ -1,0 +1,168 @@
+package smtpproxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"time"
+
+	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/spamscan"
+)
+
+// Scanning configures spam scanning (S) of SMTP messages.
+type Scanning struct {
+	Scanner  spamscan.Scanner
+	Reject   bool          // refuse a message above the engine's spam_score (else deliver it)
+	Timeout  time.Duration // a slower scan is skipped and the message delivered
+	MaxSize  int64         // larger messages are not scanned
+	SpoolDir string        // "" : the system's temporary directory
+	MemLimit int64         // spooled in memory up to this, then in a temporary file
+}
+
+// dataScanned receives the whole message into a spool, scans it, and only
+// then relays it to the backend: a rejected message never reaches it, and
+// the session goes on after an RSET. A scanner that fails or is slow never
+// loses or blocks mail: the message is delivered unscanned and the failure
+// logged.
+func (s *session) dataScanned() error {
+	sc := s.p.cfg.Scan
+	if err := s.reply(newReply(354, "End data with <CR><LF>.<CR><LF>")); err != nil {
+		return err
+	}
+	spool := spamscan.NewSpool(sc.SpoolDir, sc.MemLimit)
+	defer spool.Close()
+	m := s.newMsg()
+	startOfLine, bareLF := true, false
+	for {
+		s.conn.SetReadDeadline(minTime(time.Now().Add(s.p.cfg.Timeouts.Data), s.deadline))
+		chunk, err := s.r.ReadSlice('\n')
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				s.reply(newReply(421, "4.4.2 "+s.p.cfg.Hostname+" Error: timeout exceeded"))
+			}
+			return errClosed
+		}
+		complete := err == nil
+		if startOfLine && complete && bytes.Equal(chunk, []byte(".\r\n")) {
+			break
+		}
+		if complete && (len(chunk) < 2 || chunk[len(chunk)-2] != '\r') {
+			bareLF = true
+		}
+		if d, text := s.check(m, chunk); text != "" {
+			return s.abortMessage(text, d)
+		}
+		if startOfLine && len(chunk) > 0 && chunk[0] == '.' {
+			chunk = chunk[1:] // dot-unstuff for the scanner
+		}
+		startOfLine = complete
+		if m.failed == nil {
+			if _, err := spool.Write(chunk); err != nil {
+				m.failed = err
+			}
+		}
+	}
+	s.gs.MessageDone()
+	reset := func() error {
+		s.inTx, s.rcpts = false, 0
+		if r, err := s.be.cmd("RSET"); err != nil || r.code != 250 {
+			return s.backendLost(errors.New("RSET after a refused message failed"))
+		}
+		return nil
+	}
+	if bareLF {
+		if err := s.reply(newReply(554, "5.5.2 Error: bare <LF> received; lines must end with <CR><LF>")); err != nil {
+			return err
+		}
+		return reset()
+	}
+	if m.failed != nil {
+		s.log.Error("spooling a message failed", "err", m.failed)
+		if err := s.reply(newReply(451, "4.3.0 Error: local error spooling the message; try again later")); err != nil {
+			return err
+		}
+		return reset()
+	}
+	var d guard.Decision
+	if spool.Size() <= sc.MaxSize || sc.MaxSize <= 0 {
+		ctx, cancel := context.WithTimeout(s.ctx, sc.Timeout)
+		v, err := sc.Scanner.Scan(ctx, spamscan.Message{Body: spool, Size: spool.Size(), From: s.from, Rcpt: s.rcptList,
+			IP: s.client.Addr().Unmap(), Helo: s.helo, User: s.account})
+		cancel()
+		if err != nil {
+			s.log.Warn("spam scanner failed; the message is delivered unscanned", "scanner", sc.Scanner.Name(), "err", err)
+		} else {
+			s.log.Info("scanned", "score", v.Score, "action", v.Action)
+			d = s.gs.SpamScore(v.Score)
+			if sc.Reject && s.overThreshold(v.Score) {
+				if err := s.reply(newReply(554, "5.7.1 Error: message rejected as spam")); err != nil {
+					return err
+				}
+				if err := reset(); err != nil {
+					return err
+				}
+				return s.after(d)
+			}
+		}
+	}
+	if err := s.forwardSpool(spool); err != nil {
+		return err
+	}
+	return s.after(d)
+}
+
+func (s *session) overThreshold(score float64) bool {
+	limit := s.p.eng.Settings().SpamScore(s.p.cfg.Service)
+	return limit > 0 && score > limit
+}
+
+// forwardSpool relays a spooled message: DATA, the message dot-stuffed
+// again, the end; the backend's final reply goes to the client.
+func (s *session) forwardSpool(spool *spamscan.Spool) error {
+	r, err := s.be.cmd("DATA")
+	if err != nil {
+		return s.tempFail(err)
+	}
+	s.inTx, s.rcpts = false, 0
+	if r.code != 354 {
+		return s.reply(r)
+	}
+	s.be.conn.SetWriteDeadline(time.Now().Add(s.p.cfg.Timeouts.Backend))
+	br := bufio.NewReader(io.NewSectionReader(spool, 0, spool.Size()))
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(line) > 0 {
+			if line[0] == '.' {
+				s.be.w.WriteByte('.')
+			}
+			s.be.w.Write(line)
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			// A long line: the rest follows without re-stuffing.
+			for errors.Is(err, bufio.ErrBufferFull) {
+				line, err = br.ReadSlice('\n')
+				s.be.w.Write(line)
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return s.tempFail(err)
+		}
+	}
+	s.be.w.WriteString(".\r\n")
+	if err := s.be.w.Flush(); err != nil {
+		return s.tempFail(err)
+	}
+	final, err := s.be.read()
+	if err != nil {
+		return s.tempFail(err)
+	}
+	return s.reply(final)
+}
