@@ -135,15 +135,18 @@ func (g *gateway) runFrontEnds(ctx context.Context, wg *sync.WaitGroup) error {
 		if err != nil {
 			return err
 		}
-		if sp := f.Spam; sp.Rspamd.IsSet() {
+		if sp := f.Spam; sp.Rspamd.IsSet() || sp.Spamd.IsSet() {
 			maxSize := sp.MaxSize.Bytes
 			if maxSize == 0 {
 				maxSize = 20 << 20
 			}
-			cfg.Scan = smtpproxy.Scanning{
-				Scanner: spamscan.NewRspamd(sp.Rspamd.Value, spamscan.RspamdOptions{Timeout: sp.Timeout.D, MaxSize: maxSize}),
-				Reject:  sp.Action.Value != "accept", Timeout: sp.Timeout.D, MaxSize: maxSize,
+			var sc spamscan.Scanner
+			if sp.Rspamd.IsSet() {
+				sc = spamscan.NewRspamd(sp.Rspamd.Value, spamscan.RspamdOptions{Timeout: sp.Timeout.D, MaxSize: maxSize})
+			} else {
+				sc = spamscan.NewSpamd(sp.Spamd.Value, sp.Timeout.D)
 			}
+			cfg.Scan = smtpproxy.Scanning{Scanner: sc, Reject: sp.Action.Value != "accept", Timeout: sp.Timeout.D, MaxSize: maxSize}
 		}
 		p := smtpproxy.New(cfg, g.engine, env, checker, g.log)
 		wg.Add(1)

@@ -298,6 +298,14 @@ func (f *File) validateSMTPExtras(d *decoder) {
 	if u := f.Spam.Rspamd; u.IsSet() && !strings.HasPrefix(u.Value, "http://") && !strings.HasPrefix(u.Value, "https://") {
 		d.errs.Add(diag.Errorf(u.Pos, "bad spam.rspamd %q: want http://host:port", u.Value))
 	}
+	if sd := f.Spam.Spamd; sd.IsSet() {
+		if _, err := netip.ParseAddrPort(sd.Value); err != nil {
+			d.errs.Add(diag.Errorf(sd.Pos, "bad spam.spamd %q: want an IP address and port such as 127.0.0.1:783", sd.Value))
+		}
+		if f.Spam.Rspamd.IsSet() {
+			d.errs.Add(diag.Errorf(sd.Pos, "configure one scanner: spam.rspamd or spam.spamd"))
+		}
+	}
 	switch f.Spam.Action.Value {
 	case "", "reject", "accept":
 	default:

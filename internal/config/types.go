@@ -99,6 +99,7 @@ type ContentRuleConfig struct {
 // Spam configures message scanning (S).
 type Spam struct {
 	Rspamd  Text     `yaml:"rspamd"`   // e.g. http://127.0.0.1:11333
+	Spamd   Text     `yaml:"spamd"`    // SpamAssassin's spamd, host:port (used when rspamd is not set)
 	Timeout Duration `yaml:"timeout"`  // default 10s; a slow scanner is skipped, never blocks mail
 	Action  Text     `yaml:"action"`   // reject (default) | accept: what happens to a message over spam_score
 	MaxSize Size     `yaml:"max_size"` // larger messages are not scanned; default 20MB

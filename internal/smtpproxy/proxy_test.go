@@ -277,6 +277,7 @@ func TestContentRulesAndDNSBL(t *testing.T) {
 func TestBadInput(t *testing.T) {
 	h := newHarness(t, baseIPS, func(c *Config) { c.MaxLineLength = 512 }, nil)
 	base := runtime.NumGoroutine()
+	fds := openFDs(t)
 	c := h.dial("127.0.0.30")
 	c.expect(220)
 	c.cmd(strings.Repeat("A", 5000), 500)   // over-long line
@@ -325,6 +326,25 @@ func TestBadInput(t *testing.T) {
 	}
 	c.c.Close()
 	waitGoroutines(t, base+20)
+	// No descriptor leak: every client and backend connection was closed
+	// (the second harness's listeners and MTA add a handful).
+	deadline := time.Now().Add(5 * time.Second)
+	for openFDs(t) > fds+12 {
+		if time.Now().After(deadline) {
+			t.Fatalf("file descriptors: %d before, %d after", fds, openFDs(t))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// openFDs counts this process's open file descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd")
+	}
+	return len(ents)
 }
 
 func TestBackendFailures(t *testing.T) {
