@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"sync/atomic"
@@ -197,4 +198,22 @@ func handshake(t *tls.Conn, timeout time.Duration) error {
 		return fmt.Errorf("netlisten: TLS handshake: %w", err)
 	}
 	return nil
+}
+
+// ReadFrom lets io.Copy into a plain (not TLS) connection use the
+// kernel's splice(2) when the source is a TCP connection.
+func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.cur.Load().rw.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{c}, r)
+}
+
+// WriteTo lets io.Copy out of a plain (not TLS) connection use splice(2)
+// when the destination is a TCP connection.
+func (c *Conn) WriteTo(w io.Writer) (int64, error) {
+	if wt, ok := c.cur.Load().rw.(io.WriterTo); ok {
+		return wt.WriteTo(w)
+	}
+	return io.Copy(w, struct{ io.Reader }{c})
 }

@@ -15,17 +15,15 @@ package smtpproxy
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"log/slog"
-	"net"
 	"net/netip"
 	"regexp"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/policy"
+	"github.com/postern/postern/internal/relay"
 )
 
 // Timeouts of one SMTP service.
@@ -132,9 +130,7 @@ type Proxy struct {
 
 	authFail atomic.Pointer[reply] // the backend's own 535 reply, to answer refused logins alike
 
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	conns relay.Conns
 }
 
 // New returns a Proxy. env is called once per connection; dnsbl may be nil.
@@ -143,70 +139,22 @@ func New(cfg Config, eng Engine, env func() Env, dnsbl DNSBL, log *slog.Logger) 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	p := &Proxy{cfg: cfg, eng: eng, env: env, dnsbl: dnsbl, log: log.With("service", cfg.Service), conns: make(map[net.Conn]struct{})}
+	p := &Proxy{cfg: cfg, eng: eng, env: env, dnsbl: dnsbl, log: log.With("service", cfg.Service)}
 	def := newReply(535, "5.7.8 Error: authentication failed: authentication failure")
 	p.authFail.Store(&def)
 	return p
 }
 
-// Acceptor is a listener of client connections that knows each one's real
-// client address (from a PROXY header when the peer is trusted).
-type Acceptor interface {
-	Accept() (net.Conn, netip.AddrPort, netip.AddrPort, error) // conn, client, local
-	Close() error
-}
+// Acceptor is a listener of client connections with their real
+// addresses.
+type Acceptor = relay.Acceptor
 
 // Serve handles connections from ln until ctx is done or ln fails; then it
 // closes ln and waits for the live sessions, closing those still running
 // after drain.
 func (p *Proxy) Serve(ctx context.Context, ln Acceptor, drain time.Duration) error {
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
-	defer stop()
-	var err error
-	for {
-		conn, client, local, aerr := ln.Accept()
-		if aerr != nil {
-			if ctx.Err() == nil && !errors.Is(aerr, net.ErrClosed) {
-				err = aerr
-			}
-			break
-		}
-		p.track(conn, true)
-		p.wg.Add(1)
-		go func() {
-			defer p.wg.Done()
-			defer p.track(conn, false)
-			p.Handle(ctx, conn, client, local)
-		}()
-	}
-	done := make(chan struct{})
-	go func() { p.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(drain):
-		p.mu.Lock()
-		for c := range p.conns {
-			c.Close()
-		}
-		p.mu.Unlock()
-		<-done
-	}
-	return err
-}
-
-func (p *Proxy) track(c net.Conn, add bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if add {
-		p.conns[c] = struct{}{}
-	} else {
-		delete(p.conns, c)
-	}
+	return p.conns.Serve(ctx, ln, drain, p.Handle)
 }
 
 // Live returns the number of connections being served.
-func (p *Proxy) Live() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.conns)
-}
+func (p *Proxy) Live() int { return p.conns.Live() }

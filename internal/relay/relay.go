@@ -1,0 +1,134 @@
+// Package relay connects gateways to their backends: it dials with a PROXY
+// protocol header that carries the client's address, optionally over TLS,
+// and after a login it copies bytes both ways untouched.
+package relay
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	proxyproto "github.com/pires/go-proxyproto"
+)
+
+// Dialer connects to one backend.
+type Dialer struct {
+	Addr    string      // host:port
+	Proxy   string      // "v2" (default), "v1" or "none"
+	TLS     *tls.Config // non-nil: TLS right after the PROXY header (imaps, pop3s backends)
+	Timeout time.Duration
+}
+
+// Dial connects so that the backend sees client as the connection's source
+// and local as its destination.
+func (d Dialer) Dial(ctx context.Context, client, local netip.AddrPort) (net.Conn, error) {
+	timeout := d.Timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	nd := net.Dialer{Timeout: timeout}
+	conn, err := nd.DialContext(ctx, "tcp", d.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to backend %s: %w", d.Addr, err)
+	}
+	if !local.IsValid() {
+		if la, ok := conn.LocalAddr().(*net.TCPAddr); ok {
+			local = la.AddrPort()
+		}
+	}
+	if d.Proxy != "none" {
+		version := byte(2)
+		if d.Proxy == "v1" {
+			version = 1
+		}
+		if err := WriteProxyHeader(conn, version, client, local, timeout); err != nil {
+			conn.Close()
+			return nil, err
+		}
+	}
+	if d.TLS != nil {
+		tc := tls.Client(conn, d.TLS)
+		hctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		if err := tc.HandshakeContext(hctx); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("TLS to backend %s: %w", d.Addr, err)
+		}
+		return tc, nil
+	}
+	return conn, nil
+}
+
+// WriteProxyHeader writes a PROXY v1 or v2 header for a TCP connection from
+// src to dst. Mixed address families are expressed in src's family.
+func WriteProxyHeader(w net.Conn, version byte, src, dst netip.AddrPort, timeout time.Duration) error {
+	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	if src.Addr().Is4() != dst.Addr().Is4() {
+		unspec := netip.IPv6Unspecified()
+		if src.Addr().Is4() {
+			unspec = netip.IPv4Unspecified()
+		}
+		dst = netip.AddrPortFrom(unspec, dst.Port())
+	}
+	h := proxyproto.HeaderProxyFromAddrs(version, net.TCPAddrFromAddrPort(src), net.TCPAddrFromAddrPort(dst))
+	w.SetWriteDeadline(time.Now().Add(timeout))
+	defer w.SetWriteDeadline(time.Time{})
+	if _, err := h.WriteTo(w); err != nil {
+		return fmt.Errorf("sending PROXY header to backend: %w", err)
+	}
+	return nil
+}
+
+// Splice copies bytes between client and backend in both directions until
+// either side closes or ctx is done, then closes both. buffered holds bytes
+// already read from the client (pipelined after the login) and is sent to
+// the backend first. Between two plain TCP connections the kernel moves the
+// bytes (splice(2)); nothing is parsed or kept.
+func Splice(ctx context.Context, client, backend net.Conn, buffered []byte) (up, down int64, err error) {
+	client.SetDeadline(time.Time{})
+	backend.SetDeadline(time.Time{})
+	if len(buffered) > 0 {
+		if _, err := backend.Write(buffered); err != nil {
+			client.Close()
+			backend.Close()
+			return 0, 0, fmt.Errorf("writing to backend: %w", err)
+		}
+	}
+	var once sync.Once
+	closeBoth := func() {
+		once.Do(func() {
+			client.Close()
+			backend.Close()
+		})
+	}
+	stop := context.AfterFunc(ctx, closeBoth)
+	defer stop()
+	var upErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		up, upErr = io.Copy(backend, client)
+		closeBoth() // the client is gone: so is the session
+	}()
+	var downErr error
+	down, downErr = io.Copy(client, backend)
+	closeBoth()
+	<-done
+	err = errors.Join(quiet(upErr), quiet(downErr))
+	return up + int64(len(buffered)), down, err
+}
+
+// quiet drops the errors of a connection closed on purpose.
+func quiet(err error) error {
+	if err == nil || errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) {
+		return nil
+	}
+	return err
+}

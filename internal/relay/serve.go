@@ -1,0 +1,87 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// Acceptor is a listener of client connections that knows each one's real
+// client address (from a PROXY header when the peer is trusted).
+type Acceptor interface {
+	Accept() (conn net.Conn, client, local netip.AddrPort, err error)
+	Close() error
+}
+
+// Handler serves one connection to its end.
+type Handler func(ctx context.Context, conn net.Conn, client, local netip.AddrPort)
+
+// Conns runs a handler per accepted connection and keeps count of them.
+type Conns struct {
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
+}
+
+// Serve handles connections from ln until ctx is done or ln fails; then it
+// closes ln and waits for the live connections, closing those still
+// running after drain.
+func (s *Conns) Serve(ctx context.Context, ln Acceptor, drain time.Duration, handle Handler) error {
+	s.mu.Lock()
+	if s.conns == nil {
+		s.conns = make(map[net.Conn]struct{})
+	}
+	s.mu.Unlock()
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	var err error
+	for {
+		conn, client, local, aerr := ln.Accept()
+		if aerr != nil {
+			if ctx.Err() == nil && !errors.Is(aerr, net.ErrClosed) {
+				err = aerr
+			}
+			break
+		}
+		s.track(conn, true)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer s.track(conn, false)
+			handle(ctx, conn, client, local)
+		}()
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(drain):
+		s.mu.Lock()
+		for c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+		<-done
+	}
+	return err
+}
+
+func (s *Conns) track(c net.Conn, add bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		s.conns[c] = struct{}{}
+	} else {
+		delete(s.conns, c)
+	}
+}
+
+// Live returns the number of connections being served.
+func (s *Conns) Live() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
