@@ -1,0 +1,543 @@
+package imapproxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/relay"
+)
+
+type session struct {
+	p      *Proxy
+	ctx    context.Context
+	conn   net.Conn
+	r      *bufio.Reader
+	w      *bufio.Writer
+	rd     reader
+	client netip.AddrPort
+	log    *slog.Logger
+	gs     *guard.Session
+	tarpit time.Duration
+
+	be     net.Conn
+	br     *bufio.Reader
+	caps   []string // the backend's capabilities
+	tls    bool
+	errors int
+	seq    int // tags of postern's own backend commands
+}
+
+var errClosed = errors.New("session closed")
+
+// Handle serves one client connection to its end.
+func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.AddrPort) {
+	defer conn.Close()
+	s := &session{p: p, ctx: ctx, conn: conn, client: client, tls: p.cfg.ImplicitTLS,
+		log: p.log.With("client", client.Addr().String())}
+	if p.cfg.ImplicitTLS {
+		if hs, ok := conn.(interface{ Handshake(time.Duration) error }); ok {
+			if err := hs.Handshake(30 * time.Second); err != nil {
+				s.log.Info("TLS handshake failed", "err", err)
+				return
+			}
+		}
+	}
+	s.setConn(conn)
+	addr := client.Addr().Unmap()
+	adm := p.eng.Admit(addr, p.cfg.Service)
+	switch adm.Action {
+	case guard.Refuse:
+		why := "Access denied"
+		if adm.Reason != 0 {
+			why = "Blocked (" + adm.Reason.Name() + ")"
+		}
+		s.log.Info("refused at connect", "why", why)
+		s.send("* BYE " + why)
+		return
+	case guard.Tarpit:
+		s.tarpit = adm.Delay
+	}
+	gs, d := p.eng.Open(addr, p.cfg.Service, func() { conn.Close() })
+	s.gs = gs
+	defer gs.Close()
+	if s.obey(d) {
+		return
+	}
+	greeting, err := s.dialBackend(local)
+	if err != nil {
+		s.log.Error("backend unavailable", "err", err)
+		s.send("* BYE [UNAVAILABLE] Server temporarily unavailable, try again later")
+		return
+	}
+	defer func() {
+		if s.be != nil {
+			s.be.Close()
+		}
+	}()
+	s.conn.SetReadDeadline(time.Now())
+	if _, err := s.r.Peek(1); err == nil {
+		s.log.Info("early talker: the client sent data before the greeting")
+	}
+	s.conn.SetReadDeadline(time.Time{})
+	if err := s.send("* OK [CAPABILITY " + strings.Join(s.capabilities(), " ") + "] " + greeting); err != nil {
+		return
+	}
+	s.loop()
+}
+
+func (s *session) setConn(c net.Conn) {
+	s.conn = c
+	s.r = bufio.NewReaderSize(c, maxLine+2)
+	s.w = bufio.NewWriterSize(c, 4096)
+	s.rd = reader{r: s.r, cont: func() error { return s.send("+ Ready for literal data") }}
+}
+
+// send writes one line to the client, after the tarpit delay.
+func (s *session) send(lines ...string) error {
+	if s.tarpit > 0 {
+		t := time.NewTimer(s.tarpit)
+		select {
+		case <-t.C:
+		case <-s.ctx.Done():
+			t.Stop()
+			return s.ctx.Err()
+		}
+	}
+	s.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	for _, l := range lines {
+		s.w.WriteString(l)
+		s.w.WriteString("\r\n")
+	}
+	return s.w.Flush()
+}
+
+// obey applies an engine decision; it reports true when the session ends.
+func (s *session) obey(d guard.Decision) bool {
+	if d.Delay > 0 {
+		s.tarpit = d.Delay
+	}
+	if d.Action == guard.Close {
+		s.log.Info("closing a blocked connection", "reason", d.Reason.String())
+		s.send("* BYE Blocked (" + d.Reason.Name() + ")")
+		return true
+	}
+	return false
+}
+
+// dialBackend connects, reads the greeting and learns the capabilities.
+func (s *session) dialBackend(local netip.AddrPort) (string, error) {
+	be, err := s.p.cfg.Backend.Dial(s.ctx, s.client, local)
+	if err != nil {
+		return "", err
+	}
+	s.be, s.br = be, bufio.NewReaderSize(be, 4096)
+	line, err := s.beLine()
+	if err != nil {
+		return "", fmt.Errorf("backend greeting: %w", err)
+	}
+	if !strings.HasPrefix(line, "* OK") {
+		return "", fmt.Errorf("backend greeting: %q", truncate(line, 80))
+	}
+	text := strings.TrimSpace(line[4:])
+	if strings.HasPrefix(text, "[CAPABILITY ") {
+		end := strings.IndexByte(text, ']')
+		if end < 0 {
+			return "", fmt.Errorf("backend greeting: %q", truncate(line, 80))
+		}
+		s.caps = strings.Fields(text[len("[CAPABILITY "):end])
+		text = strings.TrimSpace(text[end+1:])
+		return text, nil
+	}
+	// No capabilities in the greeting: ask.
+	lines, tagged, err := s.beCommand("CAPABILITY")
+	if err != nil || !strings.Contains(tagged, " OK") {
+		return "", fmt.Errorf("backend CAPABILITY: %v %q", err, tagged)
+	}
+	for _, l := range lines {
+		if strings.HasPrefix(strings.ToUpper(l), "* CAPABILITY ") {
+			s.caps = strings.Fields(l[len("* CAPABILITY "):])
+		}
+	}
+	return text, nil
+}
+
+// beLine reads one line from the backend.
+func (s *session) beLine() (string, error) {
+	s.be.SetReadDeadline(time.Now().Add(s.p.cfg.BackendTimeout))
+	l, err := s.br.ReadSlice('\n')
+	if err != nil {
+		if errors.Is(err, bufio.ErrBufferFull) {
+			return "", errors.New("backend line too long")
+		}
+		return "", err
+	}
+	return strings.TrimRight(string(l), "\r\n"), nil
+}
+
+// beCommand sends a command of postern's own and returns the untagged
+// lines and the tagged completion.
+func (s *session) beCommand(cmd string) ([]string, string, error) {
+	s.seq++
+	tag := fmt.Sprintf("P%d", s.seq)
+	return s.beTagged(tag, tag+" "+cmd)
+}
+
+// beTagged sends a line and reads until the completion tagged tag.
+func (s *session) beTagged(tag, line string) ([]string, string, error) {
+	s.be.SetWriteDeadline(time.Now().Add(s.p.cfg.BackendTimeout))
+	if _, err := io.WriteString(s.be, line+"\r\n"); err != nil {
+		return nil, "", fmt.Errorf("writing to backend: %w", err)
+	}
+	var untagged []string
+	for range 1000 {
+		l, err := s.beLine()
+		if err != nil {
+			return untagged, "", err
+		}
+		if strings.HasPrefix(l, tag+" ") {
+			return untagged, l, nil
+		}
+		if strings.HasPrefix(l, "+") {
+			return untagged, l, nil // a continuation request
+		}
+		untagged = append(untagged, l)
+	}
+	return untagged, "", errors.New("backend sent too many lines")
+}
+
+// plaintextOK reports whether a password may be sent over this connection.
+func (s *session) plaintextOK() bool {
+	return s.tls || s.p.cfg.PlaintextLogin != nil && s.p.cfg.PlaintextLogin(s.client.Addr().Unmap())
+}
+
+// capabilities are the backend's, with what postern handles itself
+// adjusted: STARTTLS, AUTH=, SASL-IR, LOGINDISABLED.
+func (s *session) capabilities() []string {
+	out := make([]string, 0, len(s.caps)+4)
+	for _, c := range s.caps {
+		u := strings.ToUpper(c)
+		if u == "STARTTLS" || u == "LOGINDISABLED" || u == "SASL-IR" || strings.HasPrefix(u, "AUTH=") {
+			continue
+		}
+		out = append(out, c)
+	}
+	if !s.tls && s.p.cfg.TLS != nil {
+		out = append(out, "STARTTLS")
+	}
+	if s.plaintextOK() {
+		out = append(out, "SASL-IR", "AUTH=PLAIN", "AUTH=LOGIN")
+	} else {
+		out = append(out, "LOGINDISABLED")
+	}
+	return out
+}
+
+func (s *session) backendHas(capability string) bool {
+	for _, c := range s.caps {
+		if strings.EqualFold(c, capability) {
+			return true
+		}
+	}
+	return false
+}
+
+// loop reads commands until the client logs in, leaves, or misbehaves.
+func (s *session) loop() {
+	for {
+		s.conn.SetReadDeadline(time.Now().Add(s.p.cfg.PreAuthIdle))
+		cmd, err := s.rd.read()
+		if err != nil {
+			if s.readError(cmd, err) {
+				return
+			}
+			continue
+		}
+		done, err := s.command(cmd)
+		if err != nil || done {
+			return
+		}
+	}
+}
+
+// readError answers a command that could not be read; it reports true
+// when the session ends.
+func (s *session) readError(cmd command, err error) bool {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		s.send("* BYE Disconnected for inactivity")
+		return true
+	case errors.Is(err, errLiteralSize):
+		// The client may send the literal anyway: the stream cannot be
+		// trusted any more.
+		s.send(tagOr(cmd.tag)+" BAD Literal too big", "* BYE Too big")
+		return true
+	case errors.Is(err, errLineTooLong), errors.Is(err, errSyntax):
+		return s.bad(cmd.tag, "Error in IMAP command received by server.")
+	}
+	if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+		s.log.Debug("client read", "err", err)
+	}
+	return true
+}
+
+func tagOr(tag string) string {
+	if tag == "" {
+		return "*"
+	}
+	return tag
+}
+
+// bad answers BAD and counts the error; it reports true when the session
+// ends.
+func (s *session) bad(tag, text string) bool {
+	s.errors++
+	if s.errors >= s.p.cfg.MaxErrors {
+		s.send(tagOr(tag)+" BAD "+text, "* BYE Too many invalid IMAP commands.")
+		return true
+	}
+	return s.send(tagOr(tag)+" BAD "+text) != nil
+}
+
+// command handles one command; done means the session is over (or handed
+// to the backend).
+func (s *session) command(c command) (done bool, err error) {
+	switch c.name {
+	case "CAPABILITY":
+		return false, s.send("* CAPABILITY "+strings.Join(s.capabilities(), " "), c.tag+" OK Pre-login capabilities listed, post-login capabilities have more.")
+	case "NOOP":
+		return false, s.send(c.tag + " OK NOOP completed.")
+	case "LOGOUT":
+		s.send("* BYE Logging out", c.tag+" OK Logout completed.")
+		return true, nil
+	case "ID":
+		return false, s.send(`* ID ("name" "postern")`, c.tag+" OK ID completed.")
+	case "STARTTLS":
+		return s.startTLS(c)
+	case "LOGIN":
+		if len(c.args) != 2 {
+			return s.bad(c.tag, "Invalid arguments."), nil
+		}
+		return s.login(c.tag, "", c.args[0], c.args[1])
+	case "AUTHENTICATE":
+		return s.authenticate(c)
+	}
+	return s.bad(c.tag, "Error in IMAP command received by server."), nil
+}
+
+func (s *session) startTLS(c command) (bool, error) {
+	if s.tls || s.p.cfg.TLS == nil {
+		return s.bad(c.tag, "TLS is already active."), nil
+	}
+	if s.r.Buffered() > 0 {
+		s.send(c.tag + " BAD Commands sent after STARTTLS before the TLS handshake.")
+		return true, nil
+	}
+	if err := s.send(c.tag + " OK Begin TLS negotiation now."); err != nil {
+		return true, err
+	}
+	tc := tls.Server(s.conn, s.p.cfg.TLS)
+	hctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		s.log.Info("STARTTLS handshake failed", "err", err)
+		return true, nil
+	}
+	s.tls = true
+	s.setConn(tc)
+	return false, nil
+}
+
+// authenticate handles AUTHENTICATE PLAIN and LOGIN, with SASL-IR.
+func (s *session) authenticate(c command) (bool, error) {
+	if len(c.args) < 1 || len(c.args) > 2 {
+		return s.bad(c.tag, "Invalid arguments."), nil
+	}
+	if !s.plaintextOK() {
+		return false, s.send(c.tag + " NO [PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.")
+	}
+	var initial string
+	if len(c.args) == 2 {
+		initial = c.args[1]
+	}
+	var authz, user, pass string
+	var err error
+	switch strings.ToUpper(c.args[0]) {
+	case "PLAIN":
+		var resp []byte
+		if initial == "" {
+			if resp, err = s.saslStep(""); err != nil {
+				return s.saslError(c.tag, err)
+			}
+		} else if initial != "=" {
+			if resp, err = base64.StdEncoding.DecodeString(initial); err != nil {
+				return s.saslError(c.tag, err)
+			}
+		}
+		parts := strings.Split(string(resp), "\x00")
+		if len(parts) != 3 || parts[1] == "" {
+			return s.saslError(c.tag, errSyntax)
+		}
+		authz, user, pass = parts[0], parts[1], parts[2]
+	case "LOGIN":
+		var u, p []byte
+		if initial != "" {
+			u, err = base64.StdEncoding.DecodeString(initial)
+		} else {
+			u, err = s.saslStep("VXNlcm5hbWU6")
+		}
+		if err == nil {
+			p, err = s.saslStep("UGFzc3dvcmQ6")
+		}
+		if err != nil || len(u) == 0 {
+			return s.saslError(c.tag, err)
+		}
+		user, pass = string(u), string(p)
+	default:
+		return false, s.send(c.tag + " NO Unsupported authentication mechanism.")
+	}
+	return s.login(c.tag, authz, user, pass)
+}
+
+var errCancelled = errors.New("cancelled")
+
+// saslStep sends a continuation with a base64 challenge and reads the
+// client's base64 answer.
+func (s *session) saslStep(challenge string) ([]byte, error) {
+	if err := s.send("+ " + challenge); err != nil {
+		return nil, err
+	}
+	s.conn.SetReadDeadline(time.Now().Add(s.p.cfg.PreAuthIdle))
+	line, err := s.rd.line()
+	if err != nil {
+		return nil, err
+	}
+	if line == "*" {
+		return nil, errCancelled
+	}
+	return base64.StdEncoding.DecodeString(line)
+}
+
+func (s *session) saslError(tag string, err error) (bool, error) {
+	if errors.Is(err, errCancelled) {
+		return false, s.send(tag + " BAD Authentication aborted by client.")
+	}
+	var ne net.Error
+	if errors.As(err, &ne) || errors.Is(err, io.EOF) {
+		return true, nil
+	}
+	return s.bad(tag, "Invalid base64 data in continued response."), nil
+}
+
+// login checks a login and, unless refused, replays it to the backend and
+// relays the backend's tagged answer. On success the session is spliced.
+func (s *session) login(tag, authz, user, pass string) (bool, error) {
+	if !s.plaintextOK() {
+		return false, s.send(tag + " NO [PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.")
+	}
+	if strings.ContainsAny(user+pass+authz, "\x00\r\n") {
+		return false, s.send(tag + " NO [AUTHENTICATIONFAILED] Authentication failed.")
+	}
+	addr := s.client.Addr().Unmap()
+	fp := s.p.eng.PasswordFingerprint(strings.ToLower(user), pass)
+	if pol := s.p.policy(); pol != nil && !pol.AllowLogin(user, addr) {
+		s.log.Info("login refused by the login IP restriction", "account", user)
+		// Look exactly like a wrong password: the backend's own wording.
+		return s.failed(tag, user, fp, tag+" "+*s.p.authFail.Load())
+	}
+	if d := s.gs.LoginDelay(user); d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-s.ctx.Done():
+			t.Stop()
+			return true, nil
+		}
+	}
+	untagged, tagged, err := s.backendLogin(tag, authz, user, pass)
+	if err != nil {
+		s.log.Error("backend failed during login", "err", err)
+		s.send("* BYE [UNAVAILABLE] Server temporarily unavailable, try again later")
+		return true, nil
+	}
+	status := ""
+	if rest := strings.TrimPrefix(tagged, tag+" "); len(rest) >= 2 {
+		status, _, _ = strings.Cut(rest, " ")
+	}
+	if strings.EqualFold(status, "OK") {
+		s.gs.LoginSucceeded(user)
+		s.log.Info("logged in", "account", user)
+		if err := s.send(append(untagged, tagged)...); err != nil {
+			return true, err
+		}
+		return true, s.splice()
+	}
+	if strings.EqualFold(status, "NO") {
+		text := strings.TrimPrefix(tagged, tag+" ")
+		s.p.authFail.Store(&text)
+		return s.failed(tag, user, fp, append(untagged, tagged)...)
+	}
+	return false, s.send(append(untagged, tagged)...)
+}
+
+// failed relays a failed login and reports it (L).
+func (s *session) failed(tag, user string, fp uint64, lines ...string) (bool, error) {
+	d := s.gs.LoginFailed(user, fp)
+	if err := s.send(lines...); err != nil {
+		return true, err
+	}
+	return s.obey(d), nil
+}
+
+// backendLogin replays a login: AUTHENTICATE PLAIN with SASL-IR when the
+// backend offers it (no quoting problems), else LOGIN.
+func (s *session) backendLogin(tag, authz, user, pass string) ([]string, string, error) {
+	if s.backendHas("AUTH=PLAIN") && s.backendHas("SASL-IR") {
+		blob := base64.StdEncoding.EncodeToString([]byte(authz + "\x00" + user + "\x00" + pass))
+		return s.beTagged(tag, tag+" AUTHENTICATE PLAIN "+blob)
+	}
+	qu, ok1 := quote(user)
+	qp, ok2 := quote(pass)
+	if !ok1 || !ok2 || authz != "" {
+		return nil, tag + " NO [AUTHENTICATIONFAILED] Authentication failed.", nil
+	}
+	return s.beTagged(tag, tag+" LOGIN "+qu+" "+qp)
+}
+
+// splice hands the session to the backend: bytes go both ways untouched.
+func (s *session) splice() error {
+	var pending []byte
+	if n := s.r.Buffered(); n > 0 {
+		pending, _ = s.r.Peek(n)
+		pending = append([]byte(nil), pending...)
+	}
+	if n := s.br.Buffered(); n > 0 {
+		early, _ := s.br.Peek(n)
+		if _, err := s.conn.Write(early); err != nil {
+			return err
+		}
+	}
+	client, be := s.conn, s.be
+	s.r, s.w, s.br, s.rd = nil, nil, nil, reader{}
+	s.be = nil // owned by Splice from now on
+	_, _, err := relay.Splice(s.ctx, client, be, pending)
+	return err
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
