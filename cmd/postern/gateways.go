@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -16,7 +17,12 @@ import (
 
 	"github.com/postern/postern/internal/config"
 	"github.com/postern/postern/internal/dnsbl"
+	"github.com/postern/postern/internal/imapproxy"
 	"github.com/postern/postern/internal/netlisten"
+	"github.com/postern/postern/internal/patterns"
+	"github.com/postern/postern/internal/policy"
+	"github.com/postern/postern/internal/pop3proxy"
+	"github.com/postern/postern/internal/relay"
 	"github.com/postern/postern/internal/smtpproxy"
 	"github.com/postern/postern/internal/snapshot"
 	"github.com/postern/postern/internal/spamscan"
@@ -46,7 +52,7 @@ func bindFrontEnds(ctx context.Context, snap *snapshot.Snapshot, holder *snapsho
 	}
 	for _, name := range config.ServiceNames {
 		svc := snap.Config.Services[name]
-		if svc == nil || !smtpproxy.IsService(name) {
+		if svc == nil || name == "web" {
 			continue
 		}
 		fe := &frontEnd{name: name, svc: svc}
@@ -60,7 +66,7 @@ func bindFrontEnds(ctx context.Context, snap *snapshot.Snapshot, holder *snapsho
 				log.Warn("certificate", "service", name, "warning", w)
 			}
 			fe.certs = certs
-			if name == "smtps" {
+			if name == "smtps" || name == "imaps" || name == "pop3s" {
 				implicit = certs.ServerConfig()
 			}
 		}
@@ -79,10 +85,8 @@ func bindFrontEnds(ctx context.Context, snap *snapshot.Snapshot, holder *snapsho
 		if err != nil {
 			return fail(fmt.Errorf("service %s: %w", name, err))
 		}
-		host := svc.Hostname
-		ln.SetOverLimit(func(c *netlisten.Conn, reason string) {
-			fmt.Fprintf(c, "421 4.7.0 %s Error: too many connections from your address\r\n", orDefault(host, "postern"))
-		})
+		refusal := overLimitReply(name, orDefault(svc.Hostname, "postern"))
+		ln.SetOverLimit(func(c *netlisten.Conn, reason string) { io.WriteString(c, refusal) })
 		fe.ln = ln
 		out = append(out, fe)
 		log.Info("listening", "service", name, "addr", ln.Addr().String())
@@ -90,10 +94,21 @@ func bindFrontEnds(ctx context.Context, snap *snapshot.Snapshot, holder *snapsho
 	return out, nil
 }
 
-// smtpAcceptor adapts a netlisten.Listener to the SMTP proxy.
-type smtpAcceptor struct{ ln *netlisten.Listener }
+// overLimitReply is the protocol's refusal for a connection over a limit.
+func overLimitReply(service, host string) string {
+	switch service {
+	case "imap", "imaps":
+		return "* BYE Too many connections from your address\r\n"
+	case "pop3", "pop3s":
+		return "-ERR [SYS/TEMP] Too many connections from your address\r\n"
+	}
+	return "421 4.7.0 " + host + " Error: too many connections from your address\r\n"
+}
 
-func (a smtpAcceptor) Accept() (net.Conn, netip.AddrPort, netip.AddrPort, error) {
+// acceptor adapts a netlisten.Listener to the gateways.
+type acceptor struct{ ln *netlisten.Listener }
+
+func (a acceptor) Accept() (net.Conn, netip.AddrPort, netip.AddrPort, error) {
 	c, err := a.ln.Accept()
 	if err != nil {
 		return nil, netip.AddrPort{}, netip.AddrPort{}, err
@@ -101,7 +116,35 @@ func (a smtpAcceptor) Accept() (net.Conn, netip.AddrPort, netip.AddrPort, error)
 	return c, c.ClientAddr(), c.LocalAddrPort(), nil
 }
 
-func (a smtpAcceptor) Close() error { return a.ln.Close() }
+func (a acceptor) Close() error { return a.ln.Close() }
+
+// server is what every gateway offers serve.
+type server interface {
+	Serve(ctx context.Context, ln relay.Acceptor, drain time.Duration) error
+}
+
+// mailReaderConfig builds the shared parts of the IMAP and POP3 gateways.
+func (g *gateway) mailReaderConfig(fe *frontEnd, f *config.File) (relay.Dialer, func(netip.Addr) bool, error) {
+	svc := fe.svc
+	d := relay.Dialer{Addr: svc.Backend.Value, Proxy: orDefault(svc.BackendProxy.Value, "v2"), Timeout: svc.Timeouts.Connect.D}
+	if svc.BackendTLS.Value == "tls" {
+		host, _, err := net.SplitHostPort(d.Addr)
+		if err != nil {
+			return d, nil, fmt.Errorf("service %s: backend %q: %w", fe.name, d.Addr, err)
+		}
+		verify := svc.BackendTLSVerify == nil || *svc.BackendTLSVerify
+		d.TLS = &tls.Config{ServerName: host, InsecureSkipVerify: !verify, MinVersion: tls.VersionTLS12}
+	}
+	var plain func(netip.Addr) bool
+	if svc.PlaintextLogin.IsSet() {
+		set, err := g.holder.Load().Patterns.Expr(patterns.Source{Text: svc.PlaintextLogin.Value, Pos: svc.PlaintextLogin.Pos, Quoted: svc.PlaintextLogin.Quoted})
+		if err != nil {
+			return d, nil, err
+		}
+		plain = set.Contains
+	}
+	return d, plain, nil
+}
 
 // runFrontEnds serves every bound listener until ctx is done.
 func (g *gateway) runFrontEnds(ctx context.Context, wg *sync.WaitGroup) error {
@@ -131,34 +174,65 @@ func (g *gateway) runFrontEnds(ctx context.Context, wg *sync.WaitGroup) error {
 				fe.certs.Watch(ctx, tlsconf.DefaultWatchInterval, func(msg string, args ...any) { g.log.Info(msg, append(args, "service", fe.name)...) })
 			}()
 		}
-		cfg, err := smtpproxy.FromConfig(fe.name, fe.svc, f, serverTLS)
-		if err != nil {
-			return err
-		}
-		if sp := f.Spam; sp.Rspamd.IsSet() || sp.Spamd.IsSet() {
-			maxSize := sp.MaxSize.Bytes
-			if maxSize == 0 {
-				maxSize = 20 << 20
+		var srv server
+		switch fe.name {
+		case "smtp", "submission", "smtps":
+			cfg, err := smtpproxy.FromConfig(fe.name, fe.svc, f, serverTLS)
+			if err != nil {
+				return err
 			}
-			var sc spamscan.Scanner
-			if sp.Rspamd.IsSet() {
-				sc = spamscan.NewRspamd(sp.Rspamd.Value, spamscan.RspamdOptions{Timeout: sp.Timeout.D, MaxSize: maxSize})
-			} else {
-				sc = spamscan.NewSpamd(sp.Spamd.Value, sp.Timeout.D)
+			if sp := f.Spam; sp.Rspamd.IsSet() || sp.Spamd.IsSet() {
+				maxSize := sp.MaxSize.Bytes
+				if maxSize == 0 {
+					maxSize = 20 << 20
+				}
+				var sc spamscan.Scanner
+				if sp.Rspamd.IsSet() {
+					sc = spamscan.NewRspamd(sp.Rspamd.Value, spamscan.RspamdOptions{Timeout: sp.Timeout.D, MaxSize: maxSize})
+				} else {
+					sc = spamscan.NewSpamd(sp.Spamd.Value, sp.Timeout.D)
+				}
+				cfg.Scan = smtpproxy.Scanning{Scanner: sc, Reject: sp.Action.Value != "accept", Timeout: sp.Timeout.D, MaxSize: maxSize}
 			}
-			cfg.Scan = smtpproxy.Scanning{Scanner: sc, Reject: sp.Action.Value != "accept", Timeout: sp.Timeout.D, MaxSize: maxSize}
+			srv = smtpproxy.New(cfg, g.engine, env, checker, g.log)
+		case "imap", "imaps":
+			d, plain, err := g.mailReaderConfig(fe, f)
+			if err != nil {
+				return err
+			}
+			cfg := imapproxy.Config{Service: fe.name, Backend: d, ImplicitTLS: fe.name == "imaps", PlaintextLogin: plain,
+				PreAuthIdle: fe.svc.Timeouts.Command.D, BackendTimeout: fe.svc.Timeouts.Backend.D}
+			if fe.name == "imap" {
+				cfg.TLS = serverTLS
+			}
+			srv = imapproxy.New(cfg, g.engine, g.currentPolicy, g.log)
+		case "pop3", "pop3s":
+			d, plain, err := g.mailReaderConfig(fe, f)
+			if err != nil {
+				return err
+			}
+			cfg := pop3proxy.Config{Service: fe.name, Backend: d, ImplicitTLS: fe.name == "pop3s", PlaintextLogin: plain,
+				PreAuthIdle: fe.svc.Timeouts.Command.D, BackendTimeout: fe.svc.Timeouts.Backend.D}
+			if fe.name == "pop3" {
+				cfg.TLS = serverTLS
+			}
+			srv = pop3proxy.New(cfg, g.engine, g.currentPolicy, g.log)
+		default:
+			continue
 		}
-		p := smtpproxy.New(cfg, g.engine, env, checker, g.log)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := p.Serve(ctx, smtpAcceptor{fe.ln}, drainTime); err != nil {
+			if err := srv.Serve(ctx, acceptor{fe.ln}, drainTime); err != nil {
 				g.log.Error("front-end stopped", "service", fe.name, "err", err)
 			}
 		}()
 	}
 	return nil
 }
+
+// currentPolicy is the access policy of the running configuration.
+func (g *gateway) currentPolicy() *policy.Policy { return g.holder.Load().Policy }
 
 // dropPrivileges switches to the run_as user once the ports are bound.
 func dropPrivileges(name string, log *slog.Logger) error {

@@ -182,6 +182,12 @@ func (f *File) validateService(d *decoder, name string, svc *Service) {
 		d.errs.Add(diag.Errorf(svc.BackendTLS.Pos, "bad backend_tls %q: want none, starttls or tls", svc.BackendTLS.Value))
 	}
 	smtp := name == "smtp" || name == "submission" || name == "smtps"
+	if !smtp && name != "web" && svc.BackendTLS.Value == "starttls" {
+		d.errs.Add(diag.Errorf(svc.BackendTLS.Pos, "backend_tls starttls is for SMTP backends; use tls (the backend's imaps or pop3s port) or none"))
+	}
+	if (smtp || name == "web") && svc.PlaintextLogin.IsSet() {
+		d.errs.Add(diag.Errorf(svc.PlaintextLogin.Pos, "plaintext_login applies to IMAP and POP3 services (SMTP has allow_insecure_auth)"))
+	}
 	if !smtp && (svc.MaxRecipients != 0 || svc.RequireAuth != nil || len(svc.UnknownUserCodes) > 0) {
 		d.errs.Add(diag.Errorf(svc.pos, "max_recipients, require_auth and unknown_user_codes apply to SMTP services only"))
 	}

@@ -67,7 +67,8 @@ type Service struct {
 	MaxRecipients     int      `yaml:"max_recipients"`
 	MaxLineLength     int      `yaml:"max_line_length"`
 	RequireAuth       *bool    `yaml:"require_auth"`        // submission: default true
-	AllowInsecureAuth bool     `yaml:"allow_insecure_auth"` // AUTH without TLS
+	AllowInsecureAuth bool     `yaml:"allow_insecure_auth"` // SMTP AUTH without TLS
+	PlaintextLogin    Text     `yaml:"plaintext_login"`     // IMAP/POP3: networks that may log in before TLS
 	UnknownUserCodes  []Text   `yaml:"unknown_user_codes"`  // enhanced codes counted as unknown users; default 5.1.1
 	Timeouts          Timeouts `yaml:"timeouts"`
 	pos               diag.Pos

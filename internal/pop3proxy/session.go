@@ -1,0 +1,514 @@
+package pop3proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/relay"
+)
+
+// maxLine bounds a command line (RFC 2449 allows 255 octets).
+const maxLine = 1024
+
+type session struct {
+	p      *Proxy
+	ctx    context.Context
+	conn   net.Conn
+	r      *bufio.Reader
+	w      *bufio.Writer
+	client netip.AddrPort
+	log    *slog.Logger
+	gs     *guard.Session
+	tarpit time.Duration
+
+	be     net.Conn
+	br     *bufio.Reader
+	caps   []string // the backend's CAPA lines
+	tls    bool
+	user   string // from USER
+	errors int
+}
+
+// Handle serves one client connection to its end.
+func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.AddrPort) {
+	defer conn.Close()
+	s := &session{p: p, ctx: ctx, client: client, tls: p.cfg.ImplicitTLS, log: p.log.With("client", client.Addr().String())}
+	if p.cfg.ImplicitTLS {
+		if hs, ok := conn.(interface{ Handshake(time.Duration) error }); ok {
+			if err := hs.Handshake(30 * time.Second); err != nil {
+				s.log.Info("TLS handshake failed", "err", err)
+				return
+			}
+		}
+	}
+	s.setConn(conn)
+	addr := client.Addr().Unmap()
+	adm := p.eng.Admit(addr, p.cfg.Service)
+	switch adm.Action {
+	case guard.Refuse:
+		why := "Access denied"
+		if adm.Reason != 0 {
+			why = "Blocked (" + adm.Reason.Name() + ")"
+		}
+		s.log.Info("refused at connect", "why", why)
+		s.send("-ERR [SYS/PERM] " + why)
+		return
+	case guard.Tarpit:
+		s.tarpit = adm.Delay
+	}
+	gs, d := p.eng.Open(addr, p.cfg.Service, func() { conn.Close() })
+	s.gs = gs
+	defer gs.Close()
+	if s.obey(d) {
+		return
+	}
+	greeting, err := s.dialBackend(local)
+	if err != nil {
+		s.log.Error("backend unavailable", "err", err)
+		s.send("-ERR [SYS/TEMP] Server temporarily unavailable, try again later")
+		return
+	}
+	defer func() {
+		if s.be != nil {
+			s.be.Close()
+		}
+	}()
+	s.conn.SetReadDeadline(time.Now())
+	if _, err := s.r.Peek(1); err == nil {
+		s.log.Info("early talker: the client sent data before the greeting")
+	}
+	s.conn.SetReadDeadline(time.Time{})
+	if err := s.send("+OK " + greeting); err != nil {
+		return
+	}
+	s.loop()
+}
+
+func (s *session) setConn(c net.Conn) {
+	s.conn = c
+	s.r = bufio.NewReaderSize(c, maxLine+2)
+	s.w = bufio.NewWriterSize(c, 2048)
+}
+
+func (s *session) send(lines ...string) error {
+	if s.tarpit > 0 {
+		t := time.NewTimer(s.tarpit)
+		select {
+		case <-t.C:
+		case <-s.ctx.Done():
+			t.Stop()
+			return s.ctx.Err()
+		}
+	}
+	s.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	for _, l := range lines {
+		s.w.WriteString(l)
+		s.w.WriteString("\r\n")
+	}
+	return s.w.Flush()
+}
+
+func (s *session) obey(d guard.Decision) bool {
+	if d.Delay > 0 {
+		s.tarpit = d.Delay
+	}
+	if d.Action == guard.Close {
+		s.log.Info("closing a blocked connection", "reason", d.Reason.String())
+		s.send("-ERR [SYS/PERM] Blocked (" + d.Reason.Name() + ")")
+		return true
+	}
+	return false
+}
+
+// dialBackend connects, reads the greeting and the backend's CAPA.
+func (s *session) dialBackend(local netip.AddrPort) (string, error) {
+	be, err := s.p.cfg.Backend.Dial(s.ctx, s.client, local)
+	if err != nil {
+		return "", err
+	}
+	s.be, s.br = be, bufio.NewReaderSize(be, 4096)
+	g, err := s.beLine()
+	if err != nil {
+		return "", fmt.Errorf("backend greeting: %w", err)
+	}
+	if !strings.HasPrefix(g, "+OK") {
+		return "", fmt.Errorf("backend greeting: %q", truncate(g, 80))
+	}
+	text := strings.TrimSpace(g[3:])
+	if i := strings.IndexByte(text, '<'); i >= 0 && strings.HasSuffix(text, ">") {
+		text = strings.TrimSpace(text[:i]) // an APOP timestamp: postern does not offer APOP
+	}
+	if r, err := s.beCmd("CAPA"); err == nil && strings.HasPrefix(r, "+OK") {
+		for range 100 {
+			l, err := s.beLine()
+			if err != nil {
+				return "", fmt.Errorf("backend CAPA: %w", err)
+			}
+			if l == "." {
+				break
+			}
+			s.caps = append(s.caps, l)
+		}
+	}
+	return text, nil
+}
+
+func (s *session) beLine() (string, error) {
+	s.be.SetReadDeadline(time.Now().Add(s.p.cfg.BackendTimeout))
+	l, err := s.br.ReadSlice('\n')
+	if err != nil {
+		if errors.Is(err, bufio.ErrBufferFull) {
+			return "", errors.New("backend line too long")
+		}
+		return "", err
+	}
+	return strings.TrimRight(string(l), "\r\n"), nil
+}
+
+func (s *session) beCmd(line string) (string, error) {
+	s.be.SetWriteDeadline(time.Now().Add(s.p.cfg.BackendTimeout))
+	if _, err := io.WriteString(s.be, line+"\r\n"); err != nil {
+		return "", fmt.Errorf("writing to backend: %w", err)
+	}
+	return s.beLine()
+}
+
+func (s *session) plaintextOK() bool {
+	return s.tls || s.p.cfg.PlaintextLogin != nil && s.p.cfg.PlaintextLogin(s.client.Addr().Unmap())
+}
+
+// capabilities are the backend's CAPA lines with STLS, USER and SASL
+// adjusted to what postern offers.
+func (s *session) capabilities() []string {
+	var out []string
+	for _, c := range s.caps {
+		name, _, _ := strings.Cut(strings.ToUpper(c), " ")
+		if name == "STLS" || name == "USER" || name == "SASL" || name == "APOP" {
+			continue
+		}
+		out = append(out, c)
+	}
+	if !s.tls && s.p.cfg.TLS != nil {
+		out = append(out, "STLS")
+	}
+	if s.plaintextOK() {
+		out = append(out, "USER", "SASL PLAIN LOGIN")
+	}
+	return out
+}
+
+func (s *session) backendSASLPlain() bool {
+	for _, c := range s.caps {
+		f := strings.Fields(strings.ToUpper(c))
+		if len(f) > 1 && f[0] == "SASL" {
+			for _, m := range f[1:] {
+				if m == "PLAIN" {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// readLine reads one command line.
+func (s *session) readLine() (string, error) {
+	s.conn.SetReadDeadline(time.Now().Add(s.p.cfg.PreAuthIdle))
+	l, err := s.r.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) {
+		for errors.Is(err, bufio.ErrBufferFull) {
+			_, err = s.r.ReadSlice('\n')
+		}
+		if err != nil {
+			return "", err
+		}
+		return "", errTooLong
+	}
+	if err != nil {
+		return "", err
+	}
+	line := strings.TrimRight(string(l), "\r\n")
+	if strings.IndexByte(line, 0) >= 0 {
+		return "", errBad
+	}
+	return line, nil
+}
+
+var (
+	errTooLong   = errors.New("line too long")
+	errBad       = errors.New("bad command")
+	errCancelled = errors.New("cancelled")
+)
+
+func (s *session) loop() {
+	for {
+		line, err := s.readLine()
+		switch {
+		case errors.Is(err, errTooLong):
+			if s.bad("-ERR Line too long") {
+				return
+			}
+			continue
+		case errors.Is(err, errBad):
+			if s.bad("-ERR Unknown command") {
+				return
+			}
+			continue
+		case err != nil:
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				s.send("-ERR Disconnected for inactivity.")
+			}
+			return
+		}
+		if done := s.command(line); done {
+			return
+		}
+	}
+}
+
+// bad answers an error and counts it; it reports true when the session ends.
+func (s *session) bad(text string) bool {
+	s.errors++
+	if s.errors >= s.p.cfg.MaxErrors {
+		s.send("-ERR Too many bad commands.")
+		return true
+	}
+	return s.send(text) != nil
+}
+
+// command handles one line; done means the session is over (or spliced).
+func (s *session) command(line string) bool {
+	verb, arg, _ := strings.Cut(line, " ")
+	switch strings.ToUpper(verb) {
+	case "CAPA":
+		return s.send(append(append([]string{"+OK"}, s.capabilities()...), ".")...) != nil
+	case "QUIT":
+		s.send("+OK Logging out.")
+		return true
+	case "STLS":
+		return s.startTLS()
+	case "USER":
+		if !s.plaintextOK() {
+			return s.send("-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.") != nil
+		}
+		if arg == "" {
+			return s.bad("-ERR No username given.")
+		}
+		s.user = arg
+		return s.send("+OK") != nil
+	case "PASS":
+		if s.user == "" {
+			return s.bad("-ERR No username given.")
+		}
+		user := s.user
+		s.user = ""
+		return s.login("", user, arg)
+	case "AUTH":
+		return s.auth(arg)
+	case "APOP":
+		return s.send("-ERR APOP is not supported.") != nil
+	}
+	return s.bad("-ERR Unknown command: " + truncate(verb, 20))
+}
+
+func (s *session) startTLS() bool {
+	if s.tls || s.p.cfg.TLS == nil {
+		return s.bad("-ERR TLS is not available.")
+	}
+	if s.r.Buffered() > 0 {
+		s.send("-ERR Commands sent after STLS before the TLS handshake.")
+		return true
+	}
+	if err := s.send("+OK Begin TLS negotiation now."); err != nil {
+		return true
+	}
+	tc := tls.Server(s.conn, s.p.cfg.TLS)
+	hctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		s.log.Info("STLS handshake failed", "err", err)
+		return true
+	}
+	s.tls, s.user = true, ""
+	s.setConn(tc)
+	return false
+}
+
+// auth handles AUTH PLAIN and LOGIN (RFC 5034), with initial response.
+func (s *session) auth(arg string) bool {
+	if arg == "" {
+		return s.send("+OK", "PLAIN", "LOGIN", ".") != nil
+	}
+	if !s.plaintextOK() {
+		return s.send("-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.") != nil
+	}
+	mech, initial, _ := strings.Cut(arg, " ")
+	var authz, user, pass string
+	switch strings.ToUpper(mech) {
+	case "PLAIN":
+		var resp []byte
+		var err error
+		switch initial {
+		case "":
+			resp, err = s.saslStep("")
+		case "=":
+		default:
+			resp, err = base64.StdEncoding.DecodeString(initial)
+		}
+		if err != nil {
+			return s.saslError(err)
+		}
+		parts := strings.Split(string(resp), "\x00")
+		if len(parts) != 3 || parts[1] == "" {
+			return s.saslError(errBad)
+		}
+		authz, user, pass = parts[0], parts[1], parts[2]
+	case "LOGIN":
+		var u, p []byte
+		var err error
+		if initial != "" {
+			u, err = base64.StdEncoding.DecodeString(initial)
+		} else {
+			u, err = s.saslStep("VXNlcm5hbWU6")
+		}
+		if err == nil {
+			p, err = s.saslStep("UGFzc3dvcmQ6")
+		}
+		if err != nil || len(u) == 0 {
+			return s.saslError(err)
+		}
+		user, pass = string(u), string(p)
+	default:
+		return s.send("-ERR Unsupported authentication mechanism.") != nil
+	}
+	return s.login(authz, user, pass)
+}
+
+func (s *session) saslStep(challenge string) ([]byte, error) {
+	if err := s.send("+ " + challenge); err != nil {
+		return nil, err
+	}
+	line, err := s.readLine()
+	if err != nil {
+		return nil, err
+	}
+	if line == "*" {
+		return nil, errCancelled
+	}
+	return base64.StdEncoding.DecodeString(line)
+}
+
+func (s *session) saslError(err error) bool {
+	if errors.Is(err, errCancelled) {
+		return s.send("-ERR Authentication aborted.") != nil
+	}
+	var ne net.Error
+	if errors.As(err, &ne) || errors.Is(err, io.EOF) {
+		return true
+	}
+	return s.bad("-ERR Invalid base64 data.")
+}
+
+// login checks a login and, unless refused, replays it to the backend and
+// relays the answer; on success the session is spliced.
+func (s *session) login(authz, user, pass string) bool {
+	if strings.ContainsAny(user+pass+authz, "\x00\r\n") {
+		return s.send(*s.p.authFail.Load()) != nil
+	}
+	addr := s.client.Addr().Unmap()
+	fp := s.p.eng.PasswordFingerprint(strings.ToLower(user), pass)
+	if pol := s.p.policy(); pol != nil && !pol.AllowLogin(user, addr) {
+		s.log.Info("login refused by the login IP restriction", "account", user)
+		return s.failed(user, fp, *s.p.authFail.Load())
+	}
+	if d := s.gs.LoginDelay(user); d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-s.ctx.Done():
+			t.Stop()
+			return true
+		}
+	}
+	reply, err := s.backendLogin(authz, user, pass)
+	if err != nil {
+		s.log.Error("backend failed during login", "err", err)
+		s.send("-ERR [SYS/TEMP] Server temporarily unavailable, try again later")
+		return true
+	}
+	switch {
+	case strings.HasPrefix(reply, "+OK"):
+		s.gs.LoginSucceeded(user)
+		s.log.Info("logged in", "account", user)
+		if s.send(reply) != nil {
+			return true
+		}
+		s.splice()
+		return true
+	case strings.HasPrefix(reply, "-ERR"):
+		if strings.Contains(reply, "[AUTH]") || !strings.Contains(reply, "[SYS/") && !strings.Contains(reply, "[IN-USE]") {
+			r := reply
+			s.p.authFail.Store(&r)
+			return s.failed(user, fp, reply)
+		}
+	}
+	return s.send(reply) != nil
+}
+
+func (s *session) failed(user string, fp uint64, reply string) bool {
+	d := s.gs.LoginFailed(user, fp)
+	if s.send(reply) != nil {
+		return true
+	}
+	return s.obey(d)
+}
+
+// backendLogin replays the login: AUTH PLAIN with an initial response when
+// the backend offers it, else USER and PASS.
+func (s *session) backendLogin(authz, user, pass string) (string, error) {
+	if s.backendSASLPlain() {
+		blob := base64.StdEncoding.EncodeToString([]byte(authz + "\x00" + user + "\x00" + pass))
+		return s.beCmd("AUTH PLAIN " + blob)
+	}
+	r, err := s.beCmd("USER " + user)
+	if err != nil || !strings.HasPrefix(r, "+OK") {
+		return r, err
+	}
+	return s.beCmd("PASS " + pass)
+}
+
+func (s *session) splice() {
+	var pending []byte
+	if n := s.r.Buffered(); n > 0 {
+		b, _ := s.r.Peek(n)
+		pending = append([]byte(nil), b...)
+	}
+	if n := s.br.Buffered(); n > 0 {
+		early, _ := s.br.Peek(n)
+		if _, err := s.conn.Write(early); err != nil {
+			return
+		}
+	}
+	client, be := s.conn, s.be
+	s.r, s.w, s.br, s.be = nil, nil, nil, nil
+	relay.Splice(s.ctx, client, be, pending)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
