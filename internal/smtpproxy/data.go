@@ -148,6 +148,7 @@ func (s *session) tempFail(err error) error {
 
 // bdat relays one BDAT chunk (CHUNKING) byte for byte.
 func (s *session) bdat(line, arg string) error {
+
 	f := strings.Fields(arg)
 	n, err := int64(0), error(nil)
 	if len(f) >= 1 {
@@ -163,6 +164,9 @@ func (s *session) bdat(line, arg string) error {
 		s.msg = s.newMsg()
 	}
 	m := s.msg
+	if s.p.cfg.Scan.Scanner != nil {
+		return s.bdatScanned(m, n, last)
+	}
 	if err := s.be.send(line); err != nil {
 		m.failed = err
 	}

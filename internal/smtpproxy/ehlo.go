@@ -34,6 +34,8 @@ func (s *session) filterEHLO(r reply) reply {
 				s.sizeLimit = n
 			}
 			exts = append(exts, ext)
+		case name == "BINARYMIME" && s.p.cfg.Scan.Scanner != nil:
+			// Scanned messages are relayed with DATA, which cannot carry binary.
 		case passedExtensions[name]:
 			exts = append(exts, ext)
 		}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"time"
@@ -68,18 +69,67 @@ func (s *session) dataScanned() error {
 		}
 	}
 	s.gs.MessageDone()
+	if bareLF {
+		// As when streaming: end the session, so nothing pipelined behind a
+		// smuggling attempt is read as a new transaction.
+		return s.abortMessage("554 5.5.2 Error: bare <LF> received; lines must end with <CR><LF>", guard.Decision{})
+	}
+	return s.finishScanned(spool, m)
+}
+
+// bdatScanned receives one BDAT chunk into the message's spool; the last
+// chunk has the whole message scanned and relayed like DATA.
+func (s *session) bdatScanned(m *msgState, n int64, last bool) error {
+	if s.spool == nil {
+		s.spool = spamscan.NewSpool(s.p.cfg.Scan.SpoolDir, s.p.cfg.Scan.MemLimit)
+	}
+	buf := make([]byte, 32<<10)
+	for left := n; left > 0; {
+		s.conn.SetReadDeadline(minTime(time.Now().Add(s.p.cfg.Timeouts.Data), s.deadline))
+		k, err := s.r.Read(buf[:min(int64(len(buf)), left)])
+		if k > 0 {
+			left -= int64(k)
+			if d, text := s.check(m, buf[:k]); text != "" {
+				s.dropSpool()
+				return s.abortMessage(text, d)
+			}
+			if m.failed == nil {
+				if _, err := s.spool.Write(buf[:k]); err != nil {
+					m.failed = err
+				}
+			}
+		}
+		if err != nil {
+			s.dropSpool()
+			return errClosed
+		}
+	}
+	if !last {
+		return s.reply(newReply(250, fmt.Sprintf("2.0.0 %d octets received", n)))
+	}
+	spool := s.spool
+	s.spool, s.msg = nil, nil
+	defer spool.Close()
+	s.gs.MessageDone()
+	return s.finishScanned(spool, m)
+}
+
+func (s *session) dropSpool() {
+	if s.spool != nil {
+		s.spool.Close()
+		s.spool = nil
+	}
+}
+
+// finishScanned scans a received message and relays it, or refuses it.
+func (s *session) finishScanned(spool *spamscan.Spool, m *msgState) error {
+	sc := s.p.cfg.Scan
 	reset := func() error {
 		s.inTx, s.rcpts = false, 0
 		if r, err := s.be.cmd("RSET"); err != nil || r.code != 250 {
 			return s.backendLost(errors.New("RSET after a refused message failed"))
 		}
 		return nil
-	}
-	if bareLF {
-		if err := s.reply(newReply(554, "5.5.2 Error: bare <LF> received; lines must end with <CR><LF>")); err != nil {
-			return err
-		}
-		return reset()
 	}
 	if m.failed != nil {
 		s.log.Error("spooling a message failed", "err", m.failed)
@@ -154,6 +204,12 @@ func (s *session) forwardSpool(spool *spamscan.Spool) error {
 		}
 		if err != nil {
 			return s.tempFail(err)
+		}
+	}
+	if n := spool.Size(); n > 0 {
+		var lastByte [1]byte
+		if _, err := spool.ReadAt(lastByte[:], n-1); err == nil && lastByte[0] != '\n' {
+			s.be.w.WriteString("\r\n") // a chunked message need not end with a line end
 		}
 	}
 	s.be.w.WriteString(".\r\n")

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/spamscan"
 	"github.com/postern/postern/internal/store"
 )
 
@@ -36,14 +37,15 @@ type session struct {
 	account   string
 	inTx      bool // MAIL accepted
 	rcpts     int
-	tarpit    time.Duration // delay before every reply
-	deadline  time.Time     // end of the whole session
-	errors    int           // protocol errors, for the three-strikes close
-	sizeLimit int64         // SIZE advertised by the backend
-	msg       *msgState     // a message arriving in BDAT chunks
-	helo      string        // the EHLO/HELO name
-	from      string        // the transaction's sender
-	rcptList  []string      // its accepted recipients
+	tarpit    time.Duration   // delay before every reply
+	deadline  time.Time       // end of the whole session
+	errors    int             // protocol errors, for the three-strikes close
+	sizeLimit int64           // SIZE advertised by the backend
+	msg       *msgState       // a message arriving in BDAT chunks
+	spool     *spamscan.Spool // its chunks, when messages are scanned
+	helo      string          // the EHLO/HELO name
+	from      string          // the transaction's sender
+	rcptList  []string        // its accepted recipients
 }
 
 // errClosed ends a session after its last reply was sent.
@@ -101,6 +103,7 @@ func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.A
 	}
 	s.be = be
 	defer be.quit()
+	defer s.dropSpool()
 	s.earlyTalker()
 	if err := s.reply(greet); err != nil {
 		return
@@ -472,6 +475,7 @@ func (s *session) rset(line string) error {
 		return s.backendLost(err)
 	}
 	s.inTx, s.rcpts, s.msg = false, 0, nil
+	s.dropSpool()
 	d := s.gs.Rset()
 	if err := s.reply(r); err != nil {
 		return err
