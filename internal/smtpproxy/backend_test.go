@@ -1,7 +1,6 @@
 package smtpproxy
 
 import (
-	"errors"
 	"io"
 	"net"
 	"net/netip"
@@ -126,4 +125,3 @@ func (s *mtaSession) Data(r io.Reader) error {
 func (s *mtaSession) Reset()        { s.from, s.to = "", nil }
 func (s *mtaSession) Logout() error { return nil }
 
-var errNoMTA = errors.New("no MTA")
