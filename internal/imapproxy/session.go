@@ -38,7 +38,6 @@ type session struct {
 	seq    int // tags of postern's own backend commands
 }
 
-
 // Handle serves one client connection to its end.
 func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.AddrPort) {
 	defer conn.Close()

@@ -124,4 +124,3 @@ func (s *mtaSession) Data(r io.Reader) error {
 }
 func (s *mtaSession) Reset()        { s.from, s.to = "", nil }
 func (s *mtaSession) Logout() error { return nil }
-
