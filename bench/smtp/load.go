@@ -232,6 +232,18 @@ func (r *loadResult) rate() float64 { return float64(r.messages) / r.elapsed.Sec
 
 func (r *loadResult) byteRate() float64 { return float64(r.bytes) / r.elapsed.Seconds() }
 
+// slow counts the messages that took at least d (TCP SYN retransmits and
+// Postfix's in_flow_delay both show as pauses of about one second).
+func (r *loadResult) slow(d time.Duration) int {
+	n := 0
+	for _, l := range r.lat {
+		if l >= d {
+			n++
+		}
+	}
+	return n
+}
+
 func (r *loadResult) percentile(p float64) time.Duration {
 	if len(r.lat) == 0 {
 		return 0
