@@ -144,10 +144,18 @@ func (f *File) validateService(d *decoder, name string, svc *Service) {
 	} else if err := parseListen(svc.Listen.Value); err != nil {
 		d.errs.Add(diag.Errorf(svc.Listen.Pos, "%v", err))
 	}
-	if !svc.Backend.IsSet() {
+	switch {
+	case name == "web":
+		f.validateWeb(d, svc)
+	case !svc.Backend.IsSet():
 		d.errs.Add(diag.Errorf(svc.pos, "service %s needs a backend", name))
-	} else if err := checkBackend(name, svc.Backend.Value); err != nil {
-		d.errs.Add(diag.Errorf(svc.Backend.Pos, "%v", err))
+	default:
+		if err := checkBackend(name, svc.Backend.Value); err != nil {
+			d.errs.Add(diag.Errorf(svc.Backend.Pos, "%v", err))
+		}
+	}
+	if name != "web" && (len(svc.Backends) > 0 || len(svc.LoginForms) > 0 || svc.Timeouts.Idle.Set) {
+		d.errs.Add(diag.Errorf(svc.pos, "backends, login_forms and timeouts.idle apply to the web service only"))
 	}
 	switch svc.BackendProxy.Value {
 	case "", "v2", "v1", "none":
@@ -226,13 +234,7 @@ var defaultPorts = map[string]int{
 // DefaultPort returns the standard port of a service.
 func DefaultPort(service string) int { return defaultPorts[service] }
 
-func checkBackend(service, s string) error {
-	if service == "web" {
-		if !strings.HasPrefix(s, "http://") && !strings.HasPrefix(s, "https://") {
-			return fmt.Errorf("bad web backend %q: want http://host:port or https://host:port", s)
-		}
-		return nil
-	}
+func checkBackend(_, s string) error {
 	i := strings.LastIndexByte(s, ':')
 	if i <= 0 {
 		return fmt.Errorf("bad backend %q: want host:port", s)

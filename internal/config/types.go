@@ -59,6 +59,10 @@ type Service struct {
 	Deny         Text       `yaml:"deny"`
 	Paths        []PathRule `yaml:"paths"`
 
+	// Web only.
+	Backends   []Text      `yaml:"backends"`    // several backends: round-robin, the next one when one is down
+	LoginForms []LoginForm `yaml:"login_forms"` // webmail login forms whose failures count as L
+
 	Hostname          string   `yaml:"hostname"`           // postern's name in its own replies
 	BackendTLS        Text     `yaml:"backend_tls"`        // none (default) | starttls | tls
 	BackendTLSVerify  *bool    `yaml:"backend_tls_verify"` // default true
@@ -81,6 +85,7 @@ type Timeouts struct {
 	Session Duration `yaml:"session"` // a whole connection (1h)
 	Connect Duration `yaml:"connect"` // connecting to the backend (10s)
 	Backend Duration `yaml:"backend"` // waiting for a backend reply (5m)
+	Idle    Duration `yaml:"idle"`    // web: an idle keep-alive connection (2m)
 }
 
 // DNS configures the resolver used for DNSBL and DNSWL lookups.

@@ -128,17 +128,7 @@ func (p *Policy) AllowPath(service, path string, addr netip.Addr) bool {
 	if s == nil {
 		return false
 	}
-	if len(s.Paths) == 0 {
-		return true
-	}
-	clean := strings.ToLower(CleanPath(path))
-	for i := range s.Paths {
-		r := &s.Paths[i]
-		if strings.HasPrefix(clean, r.Prefix) && !allowed(r.Grant, r.Deny, addr) {
-			return false
-		}
-	}
-	return true
+	return s.pathAllowed(path, addr)
 }
 
 // TrustedUpstream reports whether addr is a trusted upstream (a load
@@ -178,10 +168,10 @@ func (p *Policy) ExplainPath(service, path string, addr netip.Addr) (Verdict, er
 		return Verdict{}, fmt.Errorf("service %q is not configured", service)
 	}
 	v := Verdict{Allow: true}
-	clean := strings.ToLower(CleanPath(path))
+	clean, all := pathKey(path)
 	for i := range s.Paths {
 		r := &s.Paths[i]
-		if strings.HasPrefix(clean, r.Prefix) {
+		if all || hasFoldPrefix(clean, r.Prefix) {
 			explainLists(&v, service+" path "+r.Prefix, r.Grant, r.Deny, addr)
 		}
 	}
