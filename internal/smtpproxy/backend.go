@@ -20,6 +20,7 @@ type backend struct {
 	r       *bufio.Reader
 	w       *bufio.Writer
 	timeout time.Duration
+	quitted bool // the client's QUIT went through: only close
 }
 
 // dialBackend connects to the backend so that it sees the client's address
@@ -170,6 +171,10 @@ func (b *backend) close() {
 // quit ends the backend session politely, bounded in time.
 func (b *backend) quit() {
 	if b == nil || b.conn == nil {
+		return
+	}
+	if b.quitted {
+		b.conn.Close()
 		return
 	}
 	b.conn.SetDeadline(time.Now().Add(2 * time.Second))

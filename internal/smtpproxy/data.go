@@ -1,11 +1,6 @@
 package smtpproxy
 
 import (
-	"bufio"
-	"bytes"
-	"errors"
-	"io"
-	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -63,8 +58,8 @@ func (s *session) abortMessage(text string, d guard.Decision) error {
 	return errClosed
 }
 
-// data relays DATA: the message streams to the backend line by line as it
-// arrives; the client's final reply is the backend's own.
+// data relays DATA: the message streams to the backend as it arrives; the
+// client's final reply is the backend's own.
 func (s *session) data(line, arg string) error {
 	if arg != "" {
 		return s.reply(newReply(501, "5.5.4 Syntax: DATA"))
@@ -83,37 +78,14 @@ func (s *session) data(line, arg string) error {
 		return err
 	}
 	m := s.newMsg()
-	startOfLine, bareLF := true, false
-	for {
-		s.conn.SetReadDeadline(minTime(time.Now().Add(s.p.cfg.Timeouts.Data), s.deadline))
-		chunk, err := s.r.ReadSlice('\n')
-		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
-			s.be.close()
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				s.reply(newReply(421, "4.4.2 "+s.p.cfg.Hostname+" Error: timeout exceeded"))
-			} else if !errors.Is(err, io.EOF) {
-				s.log.Info("client failed during DATA", "err", err)
-			}
-			return errClosed
-		}
-		complete := err == nil
-		if startOfLine && complete && (bytes.Equal(chunk, []byte(".\r\n"))) {
-			break
-		}
-		if complete && (len(chunk) < 2 || chunk[len(chunk)-2] != '\r') {
-			bareLF = true // lines must end in CRLF; never forward a bare LF
-		}
-		startOfLine = complete
-		if d, text := s.check(m, chunk); text != "" {
-			return s.abortMessage(text, d)
-		}
-		if m.failed == nil && !bareLF {
-			s.be.conn.SetWriteDeadline(time.Now().Add(s.p.cfg.Timeouts.Backend))
-			if _, err := s.be.w.Write(chunk); err != nil {
-				m.failed = err
-			}
-		}
+	bareLF, err := s.readMessage(m, func(chunk []byte, _ []int) error {
+		s.be.conn.SetWriteDeadline(time.Now().Add(s.p.cfg.Timeouts.Backend))
+		_, err := s.be.w.Write(chunk)
+		return err
+	})
+	if err != nil {
+		s.be.close()
+		return err
 	}
 	s.inTx, s.rcpts = false, 0
 	s.gs.MessageDone()
@@ -170,7 +142,9 @@ func (s *session) bdat(line, arg string) error {
 	if err := s.be.send(line); err != nil {
 		m.failed = err
 	}
-	buf := make([]byte, 32<<10)
+	bufp := dataBufs.Get().(*[]byte)
+	defer dataBufs.Put(bufp)
+	buf := *bufp
 	for left := n; left > 0; {
 		s.conn.SetReadDeadline(minTime(time.Now().Add(s.p.cfg.Timeouts.Data), s.deadline))
 		k, err := s.r.Read(buf[:min(int64(len(buf)), left)])

@@ -2,12 +2,10 @@ package smtpproxy
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"time"
 
 	"github.com/postern/postern/internal/guard"
@@ -37,36 +35,21 @@ func (s *session) dataScanned() error {
 	spool := spamscan.NewSpool(sc.SpoolDir, sc.MemLimit)
 	defer spool.Close()
 	m := s.newMsg()
-	startOfLine, bareLF := true, false
-	for {
-		s.conn.SetReadDeadline(minTime(time.Now().Add(s.p.cfg.Timeouts.Data), s.deadline))
-		chunk, err := s.r.ReadSlice('\n')
-		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				s.reply(newReply(421, "4.4.2 "+s.p.cfg.Hostname+" Error: timeout exceeded"))
+	bareLF, err := s.readMessage(m, func(chunk []byte, dots []int) error {
+		// Dot-unstuff for the scanner: drop the dot that starts a line
+		// beginning with a dot.
+		from := 0
+		for _, d := range dots {
+			if _, err := spool.Write(chunk[from:d]); err != nil {
+				return err
 			}
-			return errClosed
+			from = d + 1
 		}
-		complete := err == nil
-		if startOfLine && complete && bytes.Equal(chunk, []byte(".\r\n")) {
-			break
-		}
-		if complete && (len(chunk) < 2 || chunk[len(chunk)-2] != '\r') {
-			bareLF = true
-		}
-		if d, text := s.check(m, chunk); text != "" {
-			return s.abortMessage(text, d)
-		}
-		if startOfLine && len(chunk) > 0 && chunk[0] == '.' {
-			chunk = chunk[1:] // dot-unstuff for the scanner
-		}
-		startOfLine = complete
-		if m.failed == nil {
-			if _, err := spool.Write(chunk); err != nil {
-				m.failed = err
-			}
-		}
+		_, err := spool.Write(chunk[from:])
+		return err
+	})
+	if err != nil {
+		return err
 	}
 	s.gs.MessageDone()
 	if bareLF {
@@ -83,7 +66,9 @@ func (s *session) bdatScanned(m *msgState, n int64, last bool) error {
 	if s.spool == nil {
 		s.spool = spamscan.NewSpool(s.p.cfg.Scan.SpoolDir, s.p.cfg.Scan.MemLimit)
 	}
-	buf := make([]byte, 32<<10)
+	bufp := dataBufs.Get().(*[]byte)
+	defer dataBufs.Put(bufp)
+	buf := *bufp
 	for left := n; left > 0; {
 		s.conn.SetReadDeadline(minTime(time.Now().Add(s.p.cfg.Timeouts.Data), s.deadline))
 		k, err := s.r.Read(buf[:min(int64(len(buf)), left)])

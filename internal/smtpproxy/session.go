@@ -24,6 +24,7 @@ type session struct {
 	ctx    context.Context
 	env    Env
 	conn   net.Conn
+	in     clientReader // what r reads from
 	r      *bufio.Reader
 	w      *bufio.Writer
 	client netip.AddrPort
@@ -58,11 +59,12 @@ func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.A
 	defer cancel()
 	s := &session{
 		p: p, ctx: ctx, env: p.env(), conn: conn, client: client,
-		r:   bufio.NewReaderSize(conn, p.cfg.MaxLineLength+2),
 		w:   bufio.NewWriterSize(conn, 4096),
 		log: p.log.With("client", client.Addr().String()),
 		tls: p.cfg.ImplicitTLS,
 	}
+	s.in.conn = conn
+	s.r = bufio.NewReaderSize(&s.in, p.cfg.MaxLineLength+2)
 	s.deadline, _ = ctx.Deadline()
 	if p.cfg.ImplicitTLS {
 		if hs, ok := conn.(interface{ Handshake(time.Duration) error }); ok {
@@ -292,6 +294,7 @@ func (s *session) command(line string) error {
 		if err != nil {
 			r = newReply(221, "2.0.0 Bye")
 		}
+		s.be.quitted = true
 		s.reply(r)
 		return errClosed
 	case "VRFY":
@@ -347,7 +350,7 @@ func (s *session) startTLS(arg string) error {
 	if arg != "" {
 		return s.reply(newReply(501, "5.5.4 Syntax: STARTTLS"))
 	}
-	if s.r.Buffered() > 0 {
+	if s.buffered() > 0 {
 		// Commands pipelined after STARTTLS would be read as if they had
 		// come over TLS (a known injection attack): refuse.
 		s.reply(newReply(554, "5.5.1 Error: commands sent after STARTTLS before the TLS handshake"))
@@ -364,7 +367,8 @@ func (s *session) startTLS(arg string) error {
 		return errClosed
 	}
 	s.conn, s.tls = tc, true
-	s.r = bufio.NewReaderSize(tc, s.p.cfg.MaxLineLength+2)
+	s.in = clientReader{conn: tc}
+	s.r = bufio.NewReaderSize(&s.in, s.p.cfg.MaxLineLength+2)
 	s.w = bufio.NewWriterSize(tc, 4096)
 	// RFC 3207: the session starts afresh; the client must EHLO again.
 	s.greeted, s.inTx, s.rcpts = false, false, 0
