@@ -27,6 +27,7 @@ import (
 	"github.com/postern/postern/internal/snapshot"
 	"github.com/postern/postern/internal/spamscan"
 	"github.com/postern/postern/internal/tlsconf"
+	"github.com/postern/postern/internal/webproxy"
 )
 
 // drainTime is how long live sessions may finish after a stop signal.
@@ -52,7 +53,7 @@ func bindFrontEnds(ctx context.Context, snap *snapshot.Snapshot, holder *snapsho
 	}
 	for _, name := range config.ServiceNames {
 		svc := snap.Config.Services[name]
-		if svc == nil || name == "web" {
+		if svc == nil {
 			continue
 		}
 		fe := &frontEnd{name: name, svc: svc}
@@ -86,7 +87,15 @@ func bindFrontEnds(ctx context.Context, snap *snapshot.Snapshot, holder *snapsho
 			return fail(fmt.Errorf("service %s: %w", name, err))
 		}
 		refusal := overLimitReply(name, orDefault(svc.Hostname, "postern"))
-		ln.SetOverLimit(func(c *netlisten.Conn, reason string) { io.WriteString(c, refusal) })
+		if name == "web" && svc.TLS != nil {
+			refusal = "" // HTTPS: no answer before the handshake; the connection is closed
+		}
+		ln.SetOverLimit(func(c *netlisten.Conn, reason string) {
+			if refusal != "" {
+				c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+				io.WriteString(c, refusal)
+			}
+		})
 		fe.ln = ln
 		out = append(out, fe)
 		log.Info("listening", "service", name, "addr", ln.Addr().String())
@@ -101,6 +110,10 @@ func overLimitReply(service, host string) string {
 		return "* BYE Too many connections from your address\r\n"
 	case "pop3", "pop3s":
 		return "-ERR [SYS/TEMP] Too many connections from your address\r\n"
+	case "web":
+		const body = "Too many connections from your address.\n"
+		return "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nRetry-After: 60\r\nConnection: close\r\nContent-Length: " +
+			strconv.Itoa(len(body)) + "\r\n\r\n" + body
 	}
 	return "421 4.7.0 " + host + " Error: too many connections from your address\r\n"
 }
@@ -217,6 +230,24 @@ func (g *gateway) runFrontEnds(ctx context.Context, wg *sync.WaitGroup) error {
 				cfg.TLS = serverTLS
 			}
 			srv = pop3proxy.New(cfg, g.engine, g.currentPolicy, g.log)
+		case "web":
+			cfg, err := webproxy.FromConfig(fe.svc, serverTLS)
+			if err != nil {
+				return fmt.Errorf("service web: %w", err)
+			}
+			cfg.Trusted = func(a netip.Addr) bool { return g.holder.Load().Policy.TrustedUpstream(a) }
+			wp, err := webproxy.New(cfg, g.engine, g.currentPolicy, g.log)
+			if err != nil {
+				return fmt.Errorf("service web: %w", err)
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := wp.Serve(ctx, fe.ln.NetListener(), drainTime); err != nil {
+					g.log.Error("front-end stopped", "service", fe.name, "err", err)
+				}
+			}()
+			continue
 		default:
 			continue
 		}

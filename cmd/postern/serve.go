@@ -39,8 +39,8 @@ prevention engine and the administration API, and runs until SIGINT or
 SIGTERM. SIGHUP reloads the configuration atomically: a bad new configuration
 is rejected, logged, and the running one stays; blocks and counters survive.
 
-The SMTP services (smtp, submission, smtps) are served; IMAP, POP3 and web
-come with their gateways.`,
+Every configured service is served: smtp, submission, smtps, imap, imaps,
+pop3, pop3s and web (HTTP, or HTTPS with HTTP/2 when it has tls).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)

@@ -1,0 +1,124 @@
+package webproxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"sync/atomic"
+	"time"
+)
+
+// backendHost is the host name requests are sent to; the dialer maps it to
+// the real backends, so one connection pool serves them all.
+const backendHost = "backend.postern.invalid"
+
+// downFor is how long a backend that refused a connection is passed over
+// while another is up.
+const downFor = 5 * time.Second
+
+// backends dials the configured backends round-robin, trying the next one
+// when a dial fails.
+type backends struct {
+	addrs   []string // host:port
+	names   []string // host names for TLS
+	tls     *tls.Config
+	timeout time.Duration
+	next    atomic.Uint32
+	down    []atomic.Int64 // unix nanoseconds until which a backend is passed over
+}
+
+func newBackends(us []*url.URL, tlsCfg *tls.Config, timeout time.Duration) *backends {
+	b := &backends{tls: tlsCfg, timeout: timeout, down: make([]atomic.Int64, len(us))}
+	for _, u := range us {
+		port := u.Port()
+		if port == "" {
+			port = "80"
+			if u.Scheme == "https" {
+				port = "443"
+			}
+		}
+		b.addrs = append(b.addrs, net.JoinHostPort(u.Hostname(), port))
+		b.names = append(b.names, u.Hostname())
+	}
+	return b
+}
+
+// dial connects to a backend: the next in turn that is not marked down,
+// then the others; every backend is tried once.
+func (b *backends) dial(ctx context.Context, useTLS bool) (net.Conn, error) {
+	n := len(b.addrs)
+	start := int(b.next.Add(1)-1) % n
+	now := time.Now().UnixNano()
+	order := make([]int, 0, n)
+	var later []int
+	for i := range n {
+		k := (start + i) % n
+		if b.down[k].Load() > now {
+			later = append(later, k)
+		} else {
+			order = append(order, k)
+		}
+	}
+	order = append(order, later...)
+	var errs []error
+	for _, k := range order {
+		c, err := b.dialOne(ctx, k, useTLS)
+		if err == nil {
+			b.down[k].Store(0)
+			return c, nil
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		b.down[k].Store(time.Now().Add(downFor).UnixNano())
+		errs = append(errs, err)
+	}
+	return nil, fmt.Errorf("no backend reachable: %w", errors.Join(errs...))
+}
+
+func (b *backends) dialOne(ctx context.Context, k int, useTLS bool) (net.Conn, error) {
+	d := net.Dialer{Timeout: b.timeout, KeepAlive: 30 * time.Second}
+	c, err := d.DialContext(ctx, "tcp", b.addrs[k])
+	if err != nil || !useTLS {
+		return c, err
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if b.tls != nil {
+		cfg = b.tls.Clone()
+	}
+	if cfg.ServerName == "" {
+		cfg.ServerName = b.names[k]
+	}
+	cfg.NextProtos = []string{"http/1.1"}
+	tc := tls.Client(c, cfg)
+	hctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("TLS to backend %s: %w", b.addrs[k], err)
+	}
+	return tc, nil
+}
+
+// transport returns the round tripper to the backends.
+func (b *backends) transport(responseTimeout time.Duration) *http.Transport {
+	return &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return b.dial(ctx, false)
+		},
+		DialTLSContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return b.dial(ctx, true)
+		},
+		ForceAttemptHTTP2:     false,
+		MaxIdleConns:          256,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: responseTimeout,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true,
+	}
+}

@@ -1,0 +1,156 @@
+// Package webproxy is postern's web gateway (§7 HTTP) for the web service:
+// a reverse proxy (HTTP/1.1 and, over TLS, HTTP/2) in front of one or more
+// webmail backends. Each connection is admitted by the intrusion prevention
+// engine (service grant/deny, blocked addresses, connections per minute);
+// each request is checked against the path rules on its cleaned path before
+// the backend sees it. Webmail login forms are recognised per site: the
+// account named in the form is checked against the login IP restriction
+// before forwarding, and a failure recognised in the backend's answer (a
+// status, a redirect or a header) counts as a failed login (L).
+package webproxy
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/postern/postern/internal/config"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultHeaderTimeout  = 10 * time.Second
+	DefaultIdleTimeout    = 2 * time.Minute
+	DefaultConnectTimeout = 10 * time.Second
+	DefaultBackendTimeout = 60 * time.Second
+	DefaultMaxHeaderBytes = 64 << 10
+	DefaultMaxLoginBody   = 64 << 10
+	DefaultBodyTimeout    = 30 * time.Second
+)
+
+// Config is one web service's configuration.
+type Config struct {
+	Service  string     // "web"
+	Backends []*url.URL // all http or all https; round-robin, failing over when one is down
+	// TLS, when set, makes the listener HTTPS (HTTP/2 offered by ALPN).
+	TLS *tls.Config
+	// BackendTLS is the client configuration for https backends (nil:
+	// verify with the system roots).
+	BackendTLS *tls.Config
+	LoginForms []LoginForm
+	// Trusted reports the trusted upstreams whose X-Forwarded-For,
+	// X-Forwarded-Proto and Forwarded headers are kept (and appended to);
+	// from anyone else they are replaced.
+	Trusted func(netip.Addr) bool
+
+	HeaderTimeout  time.Duration // to send the request line and headers (slowloris)
+	IdleTimeout    time.Duration // a keep-alive connection between requests
+	ConnectTimeout time.Duration // connecting to a backend
+	BackendTimeout time.Duration // waiting for a backend's response headers
+	BodyTimeout    time.Duration // to send a login form's body
+	MaxHeaderBytes int           // request line and headers
+	MaxLoginBody   int64         // bytes of a login request read to find the account
+}
+
+func (c *Config) defaults() {
+	if c.Service == "" {
+		c.Service = "web"
+	}
+	set := func(d *time.Duration, def time.Duration) {
+		if *d <= 0 {
+			*d = def
+		}
+	}
+	set(&c.HeaderTimeout, DefaultHeaderTimeout)
+	set(&c.IdleTimeout, DefaultIdleTimeout)
+	set(&c.ConnectTimeout, DefaultConnectTimeout)
+	set(&c.BackendTimeout, DefaultBackendTimeout)
+	set(&c.BodyTimeout, DefaultBodyTimeout)
+	if c.MaxHeaderBytes <= 0 {
+		c.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if c.MaxLoginBody <= 0 {
+		c.MaxLoginBody = DefaultMaxLoginBody
+	}
+}
+
+// LoginForm recognises one webmail login form.
+type LoginForm struct {
+	Method string     // POST, PUT, PATCH or GET
+	Path   string     // compared with the request's cleaned path, ignoring case
+	Query  url.Values // parameters the request's query must carry ("_task=login")
+
+	UserField     string // form field naming the account
+	PasswordField string // optional, for the wrong-password fingerprint
+
+	// A backend answer is a failure when it matches any that is set.
+	FailStatus         int
+	FailRedirect       string // prefix of Location
+	FailHeader         string // canonical header name
+	FailHeaderContains string // text the header's value must contain ("": present)
+}
+
+// FromConfig builds the gateway configuration of a web service. serverTLS
+// is the listener's TLS configuration (nil for plain HTTP).
+func FromConfig(svc *config.Service, serverTLS *tls.Config) (Config, error) {
+	c := Config{
+		Service:        "web",
+		TLS:            serverTLS,
+		HeaderTimeout:  svc.Timeouts.Command.D,
+		IdleTimeout:    svc.Timeouts.Idle.D,
+		ConnectTimeout: svc.Timeouts.Connect.D,
+		BackendTimeout: svc.Timeouts.Backend.D,
+	}
+	for _, b := range svc.WebBackends() {
+		u, err := url.Parse(b)
+		if err != nil {
+			return c, fmt.Errorf("web backend %q: %w", b, err)
+		}
+		c.Backends = append(c.Backends, u)
+	}
+	if svc.BackendTLSVerify != nil && !*svc.BackendTLSVerify {
+		c.BackendTLS = &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}
+	}
+	for i := range svc.LoginForms {
+		lf := &svc.LoginForms[i]
+		p, q := lf.FormPath()
+		name, contains := lf.FailHeaderMatch()
+		if !lf.FailHeader.IsSet() {
+			name = ""
+		}
+		c.LoginForms = append(c.LoginForms, LoginForm{
+			Method: strings.ToUpper(lf.Method.Value), Path: p, Query: q,
+			UserField: lf.UserField.Value, PasswordField: lf.PasswordField.Value,
+			FailStatus: lf.FailStatus, FailRedirect: lf.FailRedirect.Value,
+			FailHeader: name, FailHeaderContains: contains,
+		})
+	}
+	return c, c.check()
+}
+
+func (c *Config) check() error {
+	if len(c.Backends) == 0 {
+		return fmt.Errorf("webproxy: no backend")
+	}
+	scheme := c.Backends[0].Scheme
+	for _, u := range c.Backends {
+		if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+			return fmt.Errorf("webproxy: bad backend %q: want http://host:port or https://host:port", u)
+		}
+		if u.Scheme != scheme {
+			return fmt.Errorf("webproxy: backends must all be http or all https")
+		}
+	}
+	for _, f := range c.LoginForms {
+		if f.UserField == "" || !strings.HasPrefix(f.Path, "/") {
+			return fmt.Errorf("webproxy: login form %q needs a path and a user field", f.Path)
+		}
+		if f.FailStatus == 0 && f.FailRedirect == "" && f.FailHeader == "" {
+			return fmt.Errorf("webproxy: login form %s needs a failure match", f.Path)
+		}
+	}
+	return nil
+}

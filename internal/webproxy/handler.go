@@ -1,0 +1,234 @@
+package webproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"html"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/store"
+)
+
+// ServeHTTP checks one request and forwards it to a backend.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	cc, _ := r.Context().Value(connKey{}).(*clientConn)
+	if cc == nil {
+		// Not through Serve (a test calling the handler): admit per request.
+		cc = p.admit(&addrOnlyConn{remote: r.RemoteAddr})
+		defer cc.Close()
+	}
+	if cc.refusal != "" {
+		p.log.Info("refused", "client", cc.addr.String(), "why", cc.refusal)
+		p.page(w, r, cc, http.StatusForbidden, cc.refusal, true)
+		return
+	}
+	// A keep-alive connection outlives a block made after it was accepted.
+	switch adm := p.eng.Admit(cc.addr, p.cfg.Service); adm.Action {
+	case guard.Refuse:
+		why := refusalText(adm.Reason)
+		p.log.Info("refused", "client", cc.addr.String(), "why", why)
+		p.page(w, r, cc, http.StatusForbidden, why, true)
+		return
+	case guard.Tarpit:
+		cc.tarpit = adm.Delay
+	}
+	if r.Method == http.MethodConnect {
+		p.page(w, r, cc, http.StatusMethodNotAllowed, "Method not allowed", false)
+		return
+	}
+	if pol := p.policy(); pol == nil || !pol.AllowPath(p.cfg.Service, r.URL.EscapedPath(), cc.addr) {
+		p.log.Info("refused by a path rule", "client", cc.addr.String(), "path", truncate(r.URL.Path, 200))
+		p.page(w, r, cc, http.StatusForbidden, "Access denied", false)
+		return
+	}
+	var at *attempt
+	if f := p.loginForm(r); f != nil {
+		var done bool
+		if at, done = p.checkLogin(w, r, cc, f); done {
+			return
+		}
+		r = r.WithContext(context.WithValue(r.Context(), attemptKey{}, at))
+	}
+	if !p.delay(r.Context(), cc.tarpit) {
+		return
+	}
+	p.rp.ServeHTTP(w, r)
+	if at != nil && at.decision.Action == guard.Close {
+		p.closeAfter(w, r, cc)
+	}
+}
+
+// closeAfter closes the client connection once the response is out: over
+// HTTP/1 the "Connection: close" header has done it; HTTP/2 has no such
+// header, so the connection is closed here.
+func (p *Proxy) closeAfter(w http.ResponseWriter, r *http.Request, cc *clientConn) {
+	if r.ProtoMajor < 2 {
+		return
+	}
+	http.NewResponseController(w).Flush()
+	cc.Close()
+}
+
+// delay waits out a tarpit delay; false when the client went away.
+func (p *Proxy) delay(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// rewrite builds the backend request: the client's Host is kept, and
+// X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host, X-Real-IP and
+// Forwarded say who the client is. Those a client sent are dropped unless
+// it is a trusted upstream, whose chain is extended.
+func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
+	in, out := pr.In, pr.Out
+	out.URL.Scheme = p.scheme
+	out.URL.Host = backendHost
+	out.Host = in.Host
+	cc, _ := in.Context().Value(connKey{}).(*clientConn)
+	var addr netip.Addr
+	trusted := false
+	if cc != nil {
+		addr, trusted = cc.addr, cc.trusted
+	} else if ap, err := netip.ParseAddrPort(in.RemoteAddr); err == nil {
+		addr = ap.Addr().Unmap()
+	}
+	ip := addr.String()
+	proto := "http"
+	if in.TLS != nil {
+		proto = "https"
+	}
+	h := out.Header
+	h.Del("X-Real-Ip")
+	h.Del("Forwarded")
+	xff, fwd := ip, forwardedElem(addr, in.Host, proto)
+	if trusted {
+		if prior := strings.Join(in.Header.Values("X-Forwarded-For"), ", "); prior != "" {
+			if last := strings.TrimSpace(prior[strings.LastIndexByte(prior, ',')+1:]); last == ip {
+				xff = prior
+			} else {
+				xff = prior + ", " + ip
+			}
+		}
+		if v := in.Header.Get("X-Forwarded-Proto"); v == "http" || v == "https" {
+			proto = v
+		}
+		if prior := strings.Join(in.Header.Values("Forwarded"), ", "); prior != "" {
+			fwd = prior + ", " + fwd
+		}
+	}
+	h.Set("X-Forwarded-For", xff)
+	h.Set("X-Forwarded-Proto", proto)
+	h.Set("X-Forwarded-Host", in.Host)
+	h.Set("X-Real-Ip", ip)
+	h.Set("Forwarded", fwd)
+}
+
+// forwardedElem is one RFC 7239 element: for=…;host=…;proto=….
+func forwardedElem(addr netip.Addr, host, proto string) string {
+	var b strings.Builder
+	b.WriteString("for=")
+	if addr.Is6() {
+		b.WriteString(`"[` + addr.String() + `]"`)
+	} else {
+		b.WriteString(addr.String())
+	}
+	if host != "" && validHost(host) {
+		b.WriteString(`;host="` + host + `"`)
+	}
+	b.WriteString(";proto=" + proto)
+	return b.String()
+}
+
+// validHost reports whether a Host value can be put in a quoted string.
+func validHost(h string) bool {
+	for i := 0; i < len(h); i++ {
+		if c := h[i]; c <= ' ' || c >= 0x7f || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+// backendError answers when no backend could serve the request.
+func (p *Proxy) backendError(w http.ResponseWriter, r *http.Request, err error) {
+	cc, _ := r.Context().Value(connKey{}).(*clientConn)
+	if errors.Is(err, context.Canceled) || r.Context().Err() != nil {
+		return // the client went away
+	}
+	status, text := http.StatusBadGateway, "The web server is not available. Please try again later."
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		status, text = http.StatusGatewayTimeout, "The web server did not answer in time. Please try again later."
+	}
+	p.log.Warn("backend failed", "err", err, "path", truncate(r.URL.Path, 200))
+	if cc == nil {
+		cc = &clientConn{}
+	}
+	p.page(w, r, cc, status, text, false)
+}
+
+// page writes postern's own short answer. close asks the client to close
+// the connection (HTTP/1).
+func (p *Proxy) page(w http.ResponseWriter, r *http.Request, cc *clientConn, status int, text string, closeConn bool) {
+	if !p.delay(r.Context(), cc.tarpit) {
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	if closeConn && r.ProtoMajor < 2 {
+		h.Set("Connection", "close")
+	}
+	body := fmt.Sprintf("<!DOCTYPE html>\n<html><head><title>%d %s</title></head><body><h1>%d %s</h1><p>%s</p></body></html>\n",
+		status, http.StatusText(status), status, http.StatusText(status), html.EscapeString(text))
+	h.Set("Content-Length", fmt.Sprint(len(body)))
+	w.WriteHeader(status)
+	if r.Method != http.MethodHead {
+		w.Write([]byte(body))
+	}
+}
+
+func refusalText(r store.Reason) string {
+	if r != 0 {
+		return "Blocked (" + r.Name() + ")"
+	}
+	return "Access denied"
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// addrOnlyConn stands for the connection of a request handled outside
+// Serve; only its address is used.
+type addrOnlyConn struct {
+	net.Conn
+	remote string
+}
+
+func (c *addrOnlyConn) RemoteAddr() net.Addr {
+	ap, _ := netip.ParseAddrPort(c.remote)
+	return net.TCPAddrFromAddrPort(ap)
+}
+
+func (c *addrOnlyConn) Close() error { return nil }

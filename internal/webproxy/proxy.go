@@ -1,0 +1,223 @@
+package webproxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/policy"
+)
+
+// Engine is what the gateway needs of the intrusion prevention engine.
+type Engine interface {
+	Admit(addr netip.Addr, service string) guard.Admission
+	Open(addr netip.Addr, service string, closer func()) (*guard.Session, guard.Decision)
+	PasswordFingerprint(account, password string) uint64
+}
+
+// Proxy serves one web service.
+type Proxy struct {
+	cfg    Config
+	eng    Engine
+	policy func() *policy.Policy
+	log    *slog.Logger
+	be     *backends
+	tr     *http.Transport
+	rp     *httputil.ReverseProxy
+	scheme string // of the backends
+
+	mu    sync.Mutex
+	conns map[*clientConn]struct{}
+}
+
+// New returns a Proxy; policy is read on every request, so a reload takes
+// effect at once.
+func New(cfg Config, eng Engine, pol func() *policy.Policy, lg *slog.Logger) (*Proxy, error) {
+	cfg.defaults()
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	p := &Proxy{cfg: cfg, eng: eng, policy: pol, log: lg.With("service", cfg.Service),
+		conns: make(map[*clientConn]struct{}), scheme: cfg.Backends[0].Scheme}
+	p.be = newBackends(cfg.Backends, cfg.BackendTLS, cfg.ConnectTimeout)
+	p.tr = p.be.transport(cfg.BackendTimeout)
+	p.rp = &httputil.ReverseProxy{
+		Rewrite:        p.rewrite,
+		Transport:      p.tr,
+		FlushInterval:  100 * time.Millisecond,
+		ModifyResponse: p.modifyResponse,
+		ErrorHandler:   p.backendError,
+		ErrorLog:       log.New(slogWriter{p.log}, "", 0),
+	}
+	return p, nil
+}
+
+// Serve answers HTTP (HTTPS with Config.TLS) on ln until ctx is done; then
+// it stops accepting, lets requests in flight finish for up to drain, and
+// closes every connection left (WebSockets included). ln yields the
+// connections with their real client address as RemoteAddr (netlisten).
+func (p *Proxy) Serve(ctx context.Context, ln net.Listener, drain time.Duration) error {
+	srv := &http.Server{
+		Handler:           p,
+		ReadHeaderTimeout: p.cfg.HeaderTimeout,
+		IdleTimeout:       p.cfg.IdleTimeout,
+		MaxHeaderBytes:    p.cfg.MaxHeaderBytes,
+		ErrorLog:          log.New(slogWriter{p.log}, "", 0),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if tc, ok := c.(*tls.Conn); ok {
+				c = tc.NetConn()
+			}
+			if cc, ok := c.(*clientConn); ok {
+				return context.WithValue(ctx, connKey{}, cc)
+			}
+			return ctx
+		},
+	}
+	al := &admitListener{Listener: ln, p: p}
+	errc := make(chan error, 1)
+	go func() {
+		if p.cfg.TLS != nil {
+			srv.TLSConfig = p.cfg.TLS.Clone()
+			srv.TLSConfig.NextProtos = []string{"h2", "http/1.1"}
+			errc <- srv.ServeTLS(al, "", "")
+		} else {
+			errc <- srv.Serve(al)
+		}
+	}()
+	var err error
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), drain)
+		if serr := srv.Shutdown(sctx); serr != nil {
+			srv.Close()
+		}
+		cancel()
+		err = <-errc
+	}
+	p.closeAll()
+	p.tr.CloseIdleConnections()
+	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	return err
+}
+
+// Live returns the number of client connections open.
+func (p *Proxy) Live() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns)
+}
+
+func (p *Proxy) closeAll() {
+	p.mu.Lock()
+	cs := make([]*clientConn, 0, len(p.conns))
+	for c := range p.conns {
+		cs = append(cs, c)
+	}
+	p.mu.Unlock()
+	for _, c := range cs {
+		c.Close()
+	}
+}
+
+type connKey struct{}
+
+// clientConn is one client connection with its engine session.
+type clientConn struct {
+	net.Conn
+	p    *Proxy
+	addr netip.Addr
+	// trusted: the peer is a trusted upstream (its X-Forwarded-* are kept).
+	trusted bool
+	gs      *guard.Session // nil when refused at accept
+	refusal string         // why the connection was refused at accept
+	tarpit  time.Duration
+	once    sync.Once
+}
+
+// Close closes the connection and ends its session.
+func (c *clientConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		if c.gs != nil {
+			c.gs.Close()
+		}
+		c.p.mu.Lock()
+		delete(c.p.conns, c)
+		c.p.mu.Unlock()
+	})
+	return err
+}
+
+// admitListener admits each connection with the engine as it is accepted.
+type admitListener struct {
+	net.Listener
+	p *Proxy
+}
+
+func (l *admitListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return l.p.admit(c), nil
+}
+
+// admit asks the engine about a new connection. A refused one is still
+// served, with a 403 page for every request, so the client learns why.
+func (p *Proxy) admit(c net.Conn) *clientConn {
+	ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+	cc := &clientConn{Conn: c, p: p, addr: ap.Addr().Unmap()}
+	if px, ok := c.(interface{ Proxied() bool }); ok && px.Proxied() {
+		cc.trusted = true
+	} else if p.cfg.Trusted != nil && p.cfg.Trusted(cc.addr) {
+		cc.trusted = true
+	}
+	p.mu.Lock()
+	p.conns[cc] = struct{}{}
+	p.mu.Unlock()
+	adm := p.eng.Admit(cc.addr, p.cfg.Service)
+	switch adm.Action {
+	case guard.Refuse:
+		cc.refusal = refusalText(adm.Reason)
+		return cc
+	case guard.Tarpit:
+		cc.tarpit = adm.Delay
+	}
+	gs, d := p.eng.Open(cc.addr, p.cfg.Service, func() { c.Close() })
+	cc.gs = gs
+	if d.Delay > 0 {
+		cc.tarpit = d.Delay
+	}
+	if d.Action == guard.Close {
+		cc.refusal = refusalText(d.Reason)
+	}
+	return cc
+}
+
+// slogWriter feeds net/http's error log (TLS handshake errors, malformed
+// requests) into the structured log at debug level.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(b []byte) (int, error) {
+	w.l.Debug("http", "msg", string(b))
+	return len(b), nil
+}
+
+// String describes the proxy for logs.
+func (p *Proxy) String() string { return fmt.Sprintf("web gateway → %v", p.cfg.Backends) }
