@@ -1,0 +1,517 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/postern/postern/internal/testenv"
+)
+
+// target is where the load generator connects.
+type target struct {
+	name  string // direct, through, relay
+	addr  string // 127.0.0.1:port
+	proxy bool   // open every connection with a PROXY v2 header
+}
+
+// conn is one IMAP or POP3 client connection.
+type conn struct {
+	c   net.Conn
+	r   *bufio.Reader
+	tag int
+}
+
+var errReply = errors.New("unexpected reply")
+
+// dial connects from src to t, sends the PROXY v2 header when t wants one
+// (its source is the connection's own address, exactly what postern
+// announces for it) and gives the whole connection deadline.
+func dial(ctx context.Context, t target, src netip.Addr, deadline time.Time) (*conn, error) {
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))}
+	c, err := d.DialContext(ctx, "tcp", t.addr)
+	if err != nil {
+		return nil, err
+	}
+	c.SetDeadline(deadline)
+	if t.proxy {
+		la := c.LocalAddr().(*net.TCPAddr).AddrPort()
+		ra := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+		if _, err := c.Write(testenv.ProxyV2Header(la, ra)); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	return &conn{c: c, r: bufio.NewReaderSize(c, 64<<10)}, nil
+}
+
+func (c *conn) close() { c.c.Close() }
+
+// line reads one line without its CRLF.
+func (c *conn) line() ([]byte, error) {
+	l, err := c.r.ReadSlice('\n')
+	if err != nil {
+		return nil, err
+	}
+	return bytes.TrimRight(l, "\r\n"), nil
+}
+
+func (c *conn) write(s string) error {
+	_, err := io.WriteString(c.c, s+"\r\n")
+	return err
+}
+
+// ---- IMAP ---------------------------------------------------------------------
+
+// imapGreeting reads the server's greeting.
+func (c *conn) imapGreeting() error {
+	l, err := c.line()
+	if err != nil {
+		return fmt.Errorf("greeting: %w", err)
+	}
+	if !bytes.HasPrefix(l, []byte("* OK")) {
+		return fmt.Errorf("%w: greeting %q", errReply, trunc(l))
+	}
+	return nil
+}
+
+// literalSize returns n when l ends with a literal announcement "{n}".
+func literalSize(l []byte) (int64, bool) {
+	if len(l) < 3 || l[len(l)-1] != '}' {
+		return 0, false
+	}
+	i := bytes.LastIndexByte(l, '{')
+	if i < 0 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(string(l[i+1:len(l)-1]), 10, 64)
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	return n, true
+}
+
+// imapCmd sends one tagged command and reads the response to its tagged
+// completion, which must be OK. Literals in the response are passed to lit
+// (nil: discarded) as they arrive.
+func (c *conn) imapCmd(cmd string, lit func(r io.Reader, n int64) error) error {
+	c.tag++
+	tag := "b" + strconv.Itoa(c.tag)
+	if err := c.write(tag + " " + cmd); err != nil {
+		return err
+	}
+	for range 100_000 {
+		l, err := c.line()
+		if err != nil {
+			return fmt.Errorf("%s: %w", verb(cmd), err)
+		}
+		if n, ok := literalSize(l); ok {
+			if lit == nil {
+				_, err = c.r.Discard(int(n))
+			} else {
+				err = lit(c.r, n)
+			}
+			if err != nil {
+				return fmt.Errorf("%s: literal: %w", verb(cmd), err)
+			}
+			continue // the rest of the line follows the literal
+		}
+		if bytes.HasPrefix(l, []byte(tag+" ")) {
+			if !bytes.HasPrefix(l[len(tag)+1:], []byte("OK")) {
+				return fmt.Errorf("%w: %s: %q", errReply, verb(cmd), trunc(l))
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("%s: too many response lines", verb(cmd))
+}
+
+func verb(cmd string) string {
+	if i := bytes.IndexByte([]byte(cmd), ' '); i > 0 {
+		return cmd[:i]
+	}
+	return cmd
+}
+
+func trunc(l []byte) string {
+	if len(l) > 100 {
+		return string(l[:100]) + "…"
+	}
+	return string(l)
+}
+
+// ---- POP3 ---------------------------------------------------------------------
+
+// popOK reads one status line, which must be +OK.
+func (c *conn) popOK(what string) error {
+	l, err := c.line()
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if !bytes.HasPrefix(l, []byte("+OK")) {
+		return fmt.Errorf("%w: %s: %q", errReply, what, trunc(l))
+	}
+	return nil
+}
+
+func (c *conn) popCmd(cmd, what string) error {
+	if err := c.write(cmd); err != nil {
+		return err
+	}
+	return c.popOK(what)
+}
+
+// popLogin reads the greeting and logs in with USER and PASS.
+func (c *conn) popLogin(user, pass string) error {
+	if err := c.popOK("greeting"); err != nil {
+		return err
+	}
+	if err := c.popCmd("USER "+user, "USER"); err != nil {
+		return err
+	}
+	return c.popCmd("PASS "+pass, "PASS")
+}
+
+// popMultiline reads a multi-line answer up to and including its ".\r\n"
+// terminator in large chunks, passing every chunk to count, and returns
+// the bytes read (the terminator included). A line starting with "." is
+// dot-stuffed, so "\r\n.\r\n" appears only at the end.
+func (c *conn) popMultiline(count func(int)) (int64, error) {
+	var total int64
+	tail := []byte("\r\n") // the status line's end
+	for {
+		if _, err := c.r.Peek(1); err != nil {
+			return total, err
+		}
+		chunk, _ := c.r.Peek(c.r.Buffered())
+		// Search tail+chunk for the terminator.
+		probe := append(slices.Clone(tail), chunk[:min(len(chunk), 5)]...)
+		end := -1
+		if i := bytes.Index(probe, []byte("\r\n.\r\n")); i >= 0 {
+			end = i + 5 - len(tail)
+		} else if i := bytes.Index(chunk, []byte("\r\n.\r\n")); i >= 0 {
+			end = i + 5
+		}
+		n := len(chunk)
+		if end >= 0 {
+			n = end
+		}
+		if n >= 5 {
+			tail = append(tail[:0], chunk[n-5:n]...)
+		} else {
+			tail = append(tail, chunk[:n]...)
+			tail = tail[max(0, len(tail)-5):]
+		}
+		c.r.Discard(n)
+		total += int64(n)
+		count(n)
+		if end >= 0 {
+			return total, nil
+		}
+	}
+}
+
+// ---- the big message ----------------------------------------------------------
+
+// bigMessage is the large message of the FETCH and RETR scenarios, as
+// stored in the Maildir (LF line ends, as Dovecot stores delivered mail).
+type bigMessage struct {
+	file  []byte // the Maildir file
+	vsize int64  // its size with CRLF line ends: the IMAP literal
+	crc   uint32 // CRC-32 of the CRLF form
+	lines int
+}
+
+// newBigMessage builds a message of about size bytes: a few headers and
+// lines of 76 base64-like characters, as attachments are sent. No line
+// starts with a dot.
+func newBigMessage(size int) *bigMessage {
+	head := "From: Bob <bob@example.test>\nTo: Bob <bob@example.test>\n" +
+		"Subject: postern IMAP benchmark\nDate: Thu, 01 Jan 2026 00:00:00 +0000\n" +
+		"Message-ID: <big.1@bench.invalid>\nMIME-Version: 1.0\nContent-Type: application/octet-stream\n" +
+		"Content-Transfer-Encoding: base64\n\n"
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+	b := make([]byte, 0, size+80)
+	b = append(b, head...)
+	for i := 0; len(b) < size; i++ {
+		for j := range 76 {
+			b = append(b, alphabet[(i*7+j*13)%64])
+		}
+		b = append(b, '\n')
+	}
+	m := &bigMessage{file: b, lines: bytes.Count(b, []byte("\n"))}
+	m.vsize = int64(len(b) + m.lines)
+	m.crc = crc32.ChecksumIEEE(bytes.ReplaceAll(b, []byte("\n"), []byte("\r\n")))
+	return m
+}
+
+// ---- measured runs ------------------------------------------------------------
+
+// loadResult is what one measured run produced.
+type loadResult struct {
+	ops      int           // completed inside the window (fetches, retrievals or login sessions)
+	bytes    int64         // bytes received inside the window (transfer scenarios)
+	elapsed  time.Duration // the window
+	total    int           // completed in total, warm-up included
+	errors   int
+	firstErr error
+	lat      []time.Duration // per operation, inside the window
+}
+
+func (r *loadResult) add(o loadResult) {
+	r.ops += o.ops
+	r.bytes += o.bytes
+	r.total += o.total
+	r.errors += o.errors
+	if r.firstErr == nil {
+		r.firstErr = o.firstErr
+	}
+	r.lat = append(r.lat, o.lat...)
+}
+
+func (r *loadResult) rate() float64 {
+	if r.elapsed <= 0 {
+		return 0
+	}
+	return float64(r.ops) / r.elapsed.Seconds()
+}
+
+func (r *loadResult) byteRate() float64 {
+	if r.elapsed <= 0 {
+		return 0
+	}
+	return float64(r.bytes) / r.elapsed.Seconds()
+}
+
+func (r *loadResult) percentile(p float64) time.Duration {
+	if len(r.lat) == 0 {
+		return 0
+	}
+	slices.Sort(r.lat)
+	return r.lat[min(len(r.lat)-1, int(p*float64(len(r.lat))))]
+}
+
+// hooks run at the edges of the measured window (CPU snapshots).
+type hooks struct {
+	start func()
+	end   func()
+}
+
+const (
+	warming = iota
+	measuring
+	stopping
+)
+
+// window runs clients workers (work(i, phase, res) until phase is stopping
+// or ctx is done): warm-up, then the measured window of dur. Workers still
+// busy at the end finish their current operation.
+func window(ctx context.Context, clients int, warmup, dur time.Duration, h hooks, work func(i int, phase *atomic.Int32, res *loadResult)) loadResult {
+	var phase atomic.Int32
+	results := make([]loadResult, clients)
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			work(i, &phase, &results[i])
+		}()
+	}
+	sleepCtx(ctx, warmup)
+	h.start()
+	t0 := time.Now()
+	phase.Store(measuring)
+	sleepCtx(ctx, dur)
+	phase.Store(stopping)
+	elapsed := time.Since(t0)
+	h.end()
+	wg.Wait()
+	var out loadResult
+	for _, r := range results {
+		out.add(r)
+	}
+	out.elapsed = elapsed
+	return out
+}
+
+func (r *loadResult) fail(err error) {
+	r.errors++
+	if r.firstErr == nil {
+		r.firstErr = err
+	}
+}
+
+// account is a harness user.
+type account struct{ user, pass string }
+
+// transferRun is the large-message scenario of one protocol: every client
+// logs in once, then fetches (IMAP: SELECT INBOX, FETCH 1 BODY.PEEK[];
+// POP3: RETR 1) the big message over and over. Bytes count as they arrive
+// inside the window; each client checks the content of its first transfer
+// (CRC-32) and the size of every one.
+func transferRun(ctx context.Context, proto string, t target, acct account, m *bigMessage, clients int, warmup, dur time.Duration, h hooks) loadResult {
+	return window(ctx, clients, warmup, dur, h, func(i int, phase *atomic.Int32, res *loadResult) {
+		counting := func(n int) {
+			if phase.Load() == measuring {
+				res.bytes += int64(n)
+			}
+		}
+		for phase.Load() != stopping && ctx.Err() == nil {
+			if err := transferSession(ctx, proto, t, sourceAddr(10, i), acct, m, phase, counting, res); err != nil {
+				res.fail(err)
+				sleepCtx(ctx, 100*time.Millisecond) // a failure of the benchmark: do not spin
+			}
+		}
+	})
+}
+
+func transferSession(ctx context.Context, proto string, t target, src netip.Addr, acct account, m *bigMessage, phase *atomic.Int32, counting func(int), res *loadResult) error {
+	const perTransfer = 2 * time.Minute
+	c, err := dial(ctx, t, src, time.Now().Add(perTransfer))
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	var one func(check bool) error
+	switch proto {
+	case "imap":
+		if err := c.imapGreeting(); err != nil {
+			return err
+		}
+		if err := c.imapCmd("LOGIN "+acct.user+" "+acct.pass, nil); err != nil {
+			return err
+		}
+		if err := c.imapCmd("SELECT INBOX", nil); err != nil {
+			return err
+		}
+		one = func(check bool) error {
+			got := int64(-1)
+			var crc uint32
+			err := c.imapCmd("FETCH 1 BODY.PEEK[]", func(r io.Reader, n int64) error {
+				got = n
+				var w io.Writer = countWriter(counting)
+				hw := crc32.NewIEEE()
+				if check {
+					w = io.MultiWriter(w, hw)
+				}
+				_, err := io.CopyN(w, r, n)
+				crc = hw.Sum32()
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if got != m.vsize {
+				return fmt.Errorf("FETCH: literal of %d bytes, want %d", got, m.vsize)
+			}
+			if check && crc != m.crc {
+				return fmt.Errorf("FETCH: content differs from the stored message (CRC-32 %08x, want %08x)", crc, m.crc)
+			}
+			return nil
+		}
+	case "pop3":
+		if err := c.popLogin(acct.user, acct.pass); err != nil {
+			return err
+		}
+		one = func(bool) error {
+			if err := c.popCmd("RETR 1", "RETR"); err != nil {
+				return err
+			}
+			n, err := c.popMultiline(counting)
+			if err != nil {
+				return fmt.Errorf("RETR: %w", err)
+			}
+			if want := m.vsize + 3; n != want {
+				return fmt.Errorf("RETR: %d bytes, want %d", n, want)
+			}
+			return nil
+		}
+	default:
+		return fmt.Errorf("unknown protocol %q", proto)
+	}
+	for first := true; phase.Load() != stopping && ctx.Err() == nil; first = false {
+		start := time.Now()
+		c.c.SetDeadline(start.Add(perTransfer))
+		if err := one(first); err != nil {
+			return err
+		}
+		res.total++
+		if phase.Load() == measuring {
+			res.ops++
+			res.lat = append(res.lat, time.Since(start))
+		}
+	}
+	c.c.SetDeadline(time.Now().Add(30 * time.Second))
+	if proto == "imap" {
+		return c.imapCmd("LOGOUT", nil)
+	}
+	return c.popCmd("QUIT", "QUIT")
+}
+
+// countWriter passes the size of every write to count.
+type countWriter func(int)
+
+func (w countWriter) Write(p []byte) (int, error) { w(len(p)); return len(p), nil }
+
+// loginRun is the logins-per-second scenario: every client runs closed-loop
+// sessions of connect, greeting, LOGIN (IMAP) or USER+PASS (POP3), LOGOUT
+// or QUIT. A session counts when its last reply arrives inside the window.
+func loginRun(ctx context.Context, proto string, t target, acct account, clients int, warmup, dur time.Duration, h hooks) loadResult {
+	return window(ctx, clients, warmup, dur, h, func(i int, phase *atomic.Int32, res *loadResult) {
+		src := sourceAddr(11, i)
+		for phase.Load() != stopping && ctx.Err() == nil {
+			start := time.Now()
+			if err := loginSession(ctx, proto, t, src, acct); err != nil {
+				res.fail(err)
+				sleepCtx(ctx, 100*time.Millisecond)
+				continue
+			}
+			res.total++
+			if phase.Load() == measuring {
+				res.ops++
+				res.lat = append(res.lat, time.Since(start))
+			}
+		}
+	})
+}
+
+func loginSession(ctx context.Context, proto string, t target, src netip.Addr, acct account) error {
+	c, err := dial(ctx, t, src, time.Now().Add(30*time.Second))
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	if proto == "imap" {
+		if err := c.imapGreeting(); err != nil {
+			return err
+		}
+		if err := c.imapCmd("LOGIN "+acct.user+" "+acct.pass, nil); err != nil {
+			return err
+		}
+		return c.imapCmd("LOGOUT", nil)
+	}
+	if err := c.popLogin(acct.user, acct.pass); err != nil {
+		return err
+	}
+	return c.popCmd("QUIT", "QUIT")
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
