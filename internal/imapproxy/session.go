@@ -279,9 +279,11 @@ func (s *session) readError(cmd command, err error) bool {
 	case errors.Is(err, errLiteralSize):
 		// The client may send the literal anyway: the stream cannot be
 		// trusted any more.
+		s.log.Info("bad command: closing", "err", err)
 		s.send(tagOr(cmd.tag)+" BAD Literal too big", "* BYE Too big")
 		return true
 	case errors.Is(err, errLineTooLong), errors.Is(err, errSyntax):
+		s.log.Info("bad command", "err", err)
 		return s.bad(cmd.tag, "Error in IMAP command received by server.")
 	}
 	if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
@@ -432,9 +434,16 @@ func (s *session) saslError(tag string, err error) (bool, error) {
 		return false, s.send(tag + " BAD Authentication aborted by client.")
 	}
 	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		// A client that never answers a continuation is told why, as
+		// one that never sends a command.
+		s.send("* BYE Disconnected for inactivity")
+		return true, nil
+	}
 	if errors.As(err, &ne) || errors.Is(err, io.EOF) {
 		return true, nil
 	}
+	s.log.Info("bad authentication data", "err", err)
 	return s.bad(tag, "Invalid base64 data in continued response."), nil
 }
 
@@ -486,7 +495,14 @@ func (s *session) login(tag, authz, user, pass string) (bool, error) {
 		s.p.authFail.Store(&text)
 		return s.failed(tag, user, fp, append(untagged, tagged)...)
 	}
-	return false, s.send(append(untagged, tagged)...)
+	if strings.EqualFold(status, "BAD") {
+		return false, s.send(append(untagged, tagged)...)
+	}
+	// Neither OK, NO nor BAD (a continuation request, garbage): the
+	// backend is not speaking IMAP; never relay what it said.
+	s.log.Error("backend failed during login", "err", fmt.Errorf("unexpected reply %q", truncate(tagged, 80)))
+	s.send("* BYE [UNAVAILABLE] Server temporarily unavailable, try again later")
+	return true, nil
 }
 
 // failed relays a failed login and reports it (L).

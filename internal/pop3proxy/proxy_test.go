@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/base64"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -40,6 +41,13 @@ type harness struct {
 
 func newHarness(t *testing.T, cfgYAML string) *harness {
 	t.Helper()
+	return newHarnessIdle(t, cfgYAML, "", 5*time.Second)
+}
+
+// newHarnessIdle is newHarness with another backend (backend "": the
+// in-memory one) and pre-login idle timeout.
+func newHarnessIdle(t *testing.T, cfgYAML, backend string, idle time.Duration) *harness {
+	t.Helper()
 	be := pop3mem.New(pop3mem.Options{RequireProxyHeader: true, AllowPlaintextAuth: true})
 	be.AddUser("alice@example.test", "alice-pass-1")
 	if err := be.AddMessage("alice@example.test", []byte(testMessage)); err != nil {
@@ -62,8 +70,11 @@ func newHarness(t *testing.T, cfgYAML string) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { eng.Close() })
-	p := New(Config{Service: "pop3", Backend: relay.Dialer{Addr: bl.Addr().String(), Proxy: "v2"},
-		PlaintextLogin: func(netip.Addr) bool { return true }, PreAuthIdle: 5 * time.Second},
+	if backend == "" {
+		backend = bl.Addr().String()
+	}
+	p := New(Config{Service: "pop3", Backend: relay.Dialer{Addr: backend, Proxy: "v2"},
+		PlaintextLogin: func(netip.Addr) bool { return true }, PreAuthIdle: idle},
 		eng, func() *policy.Policy { return snap.Policy }, nil)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -189,5 +200,75 @@ func TestBadInput(t *testing.T) {
 	}
 	if l := c.cmd("CAPA"); l != "+OK" {
 		t.Fatalf("CAPA: %q", l)
+	}
+}
+
+// Found by the real-client end-to-end suite: a client that never answers
+// AUTH's continuation was dropped without a word; it now gets the same
+// -ERR as one that never sends a command.
+func TestSASLContinuationTimeout(t *testing.T) {
+	h := newHarnessIdle(t, cfg, "", 300*time.Millisecond)
+	c := h.dial(t, "127.0.0.12")
+	c.cmd("")
+	if l := c.cmd("AUTH PLAIN"); l != "+ " {
+		t.Fatalf("continuation: %q", l)
+	}
+	if l := c.cmd(""); l != "-ERR Disconnected for inactivity." {
+		t.Fatalf("after the idle timeout: %q", l)
+	}
+	if l := c.cmd(""); l != "EOF" {
+		t.Fatalf("the connection must close: %q", l)
+	}
+}
+
+// scriptedBackend greets like a POP3 server offering SASL PLAIN, reads the
+// PROXY header, answers CAPA, reads the login and answers it with reply.
+func scriptedBackend(t *testing.T, reply string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		r := bufio.NewReader(c)
+		hdr := make([]byte, 16+12)
+		if _, err := io.ReadFull(r, hdr); err != nil { // PROXY v2, TCP over IPv4
+			return
+		}
+		io.WriteString(c, "+OK ready\r\n")
+		r.ReadString('\n') // CAPA
+		io.WriteString(c, "+OK\r\nSASL PLAIN\r\nUSER\r\n.\r\n")
+		if _, err := r.ReadString('\n'); err != nil {
+			return
+		}
+		io.WriteString(c, reply)
+		r.ReadByte() // until postern closes
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	return ln.Addr().String()
+}
+
+// Found by the end-to-end suite's fake backends: a login answer that is
+// neither +OK nor -ERR was relayed to the client as it was. postern now
+// answers -ERR [SYS/TEMP] and closes.
+func TestBackendGarbageLoginReply(t *testing.T) {
+	be := scriptedBackend(t, "Hello? This is not POP3\r\n")
+	h := newHarnessIdle(t, cfg, be, 5*time.Second)
+	c := h.dial(t, "127.0.0.13")
+	c.cmd("")
+	c.cmd("USER alice@example.test")
+	if l := c.cmd("PASS alice-pass-1"); l != "-ERR [SYS/TEMP] Server temporarily unavailable, try again later" {
+		t.Fatalf("garbage login reply: client got %q", l)
+	}
+	if l := c.cmd(""); l != "EOF" {
+		t.Fatalf("the connection must close: %q", l)
 	}
 }

@@ -256,11 +256,13 @@ func (s *session) loop() {
 		line, err := s.readLine()
 		switch {
 		case errors.Is(err, errTooLong):
+			s.log.Info("bad command", "err", err)
 			if s.bad("-ERR Line too long") {
 				return
 			}
 			continue
 		case errors.Is(err, errBad):
+			s.log.Info("bad command", "err", "NUL byte")
 			if s.bad("-ERR Unknown command") {
 				return
 			}
@@ -415,9 +417,16 @@ func (s *session) saslError(err error) bool {
 		return s.send("-ERR Authentication aborted.") != nil
 	}
 	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		// A client that never answers a continuation is told why, as
+		// one that never sends a command.
+		s.send("-ERR Disconnected for inactivity.")
+		return true
+	}
 	if errors.As(err, &ne) || errors.Is(err, io.EOF) {
 		return true
 	}
+	s.log.Info("bad authentication data", "err", err)
 	return s.bad("-ERR Invalid base64 data.")
 }
 
@@ -463,8 +472,13 @@ func (s *session) login(authz, user, pass string) bool {
 			s.p.authFail.Store(&r)
 			return s.failed(user, fp, reply)
 		}
+		return s.send(reply) != nil
 	}
-	return s.send(reply) != nil
+	// Neither +OK nor -ERR: the backend is not speaking POP3; never relay
+	// what it said.
+	s.log.Error("backend failed during login", "err", fmt.Errorf("unexpected reply %q", truncate(reply, 80)))
+	s.send("-ERR [SYS/TEMP] Server temporarily unavailable, try again later")
+	return true
 }
 
 func (s *session) failed(user string, fp uint64, reply string) bool {
