@@ -59,7 +59,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !p.delay(r.Context(), cc.tarpit) {
 		return
 	}
-	p.rp.ServeHTTP(w, r)
+	p.rp.ServeHTTP(streamWriter{w}, r)
 	if at != nil && at.decision.Action == guard.Close {
 		p.closeAfter(w, r, cc)
 	}
@@ -232,3 +232,18 @@ func (c *addrOnlyConn) RemoteAddr() net.Addr {
 }
 
 func (c *addrOnlyConn) Close() error { return nil }
+
+// streamWriter sends an event stream's headers at once, so a client sees
+// the response start before the first event (ReverseProxy flushes only
+// after body writes).
+type streamWriter struct{ http.ResponseWriter }
+
+func (w streamWriter) WriteHeader(code int) {
+	w.ResponseWriter.WriteHeader(code)
+	if code >= 200 && strings.HasPrefix(w.Header().Get("Content-Type"), "text/event-stream") {
+		http.NewResponseController(w.ResponseWriter).Flush()
+	}
+}
+
+// Unwrap gives http.ResponseController the real writer (Flush, Hijack).
+func (w streamWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
