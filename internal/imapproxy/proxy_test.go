@@ -292,3 +292,45 @@ func TestBackendGarbageLoginReply(t *testing.T) {
 		}
 	}
 }
+
+// badGreetingBackend greets with greeting and reports whether postern then
+// closed the connection (EOF within 3 s).
+func badGreetingBackend(t *testing.T, greeting string) (string, <-chan bool) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	closed := make(chan bool, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			closed <- false
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		hdr := make([]byte, 16+12)
+		io.ReadFull(c, hdr)
+		io.WriteString(c, greeting)
+		_, err = c.Read(make([]byte, 1))
+		closed <- err == io.EOF
+	}()
+	return ln.Addr().String(), closed
+}
+
+// Found by the end-to-end suite's descriptor count: after a bad backend
+// greeting postern kept the backend connection open until the process
+// ended.
+func TestBadGreetingClosesBackend(t *testing.T) {
+	be, closed := badGreetingBackend(t, "HTTP/1.1 400 Bad Request\r\n")
+	h := newHarness(t, baseCfg, func(c *Config) { c.Backend.Addr = be })
+	c := h.dial("127.0.0.12")
+	if l := c.line(); !strings.HasPrefix(l, "* BYE [UNAVAILABLE]") {
+		t.Fatalf("bad greeting: %q", l)
+	}
+	if !<-closed {
+		t.Fatal("postern did not close the backend connection after its bad greeting")
+	}
+}

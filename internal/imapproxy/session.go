@@ -72,17 +72,19 @@ func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.A
 	if s.obey(d) {
 		return
 	}
+	// Closes the backend connection also when its greeting was bad
+	// (dialBackend keeps it in s.be); splice takes it over.
+	defer func() {
+		if s.be != nil {
+			s.be.Close()
+		}
+	}()
 	greeting, err := s.dialBackend(local)
 	if err != nil {
 		s.log.Error("backend unavailable", "err", err)
 		s.send("* BYE [UNAVAILABLE] Server temporarily unavailable, try again later")
 		return
 	}
-	defer func() {
-		if s.be != nil {
-			s.be.Close()
-		}
-	}()
 	s.conn.SetReadDeadline(time.Now())
 	if _, err := s.r.Peek(1); err == nil {
 		s.log.Info("early talker: the client sent data before the greeting")

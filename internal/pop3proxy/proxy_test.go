@@ -272,3 +272,36 @@ func TestBackendGarbageLoginReply(t *testing.T) {
 		t.Fatalf("the connection must close: %q", l)
 	}
 }
+
+// Found by the end-to-end suite's descriptor count: after a bad backend
+// greeting postern kept the backend connection open until the process
+// ended.
+func TestBadGreetingClosesBackend(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	closed := make(chan bool, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			closed <- false
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		io.ReadFull(c, make([]byte, 16+12))
+		io.WriteString(c, "HTTP/1.1 400 Bad Request\r\n")
+		_, err = c.Read(make([]byte, 1))
+		closed <- err == io.EOF
+	}()
+	h := newHarnessIdle(t, cfg, ln.Addr().String(), 5*time.Second)
+	c := h.dial(t, "127.0.0.14")
+	if l := c.cmd(""); !strings.HasPrefix(l, "-ERR [SYS/TEMP]") {
+		t.Fatalf("bad greeting: %q", l)
+	}
+	if !<-closed {
+		t.Fatal("postern did not close the backend connection after its bad greeting")
+	}
+}
