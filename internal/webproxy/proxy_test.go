@@ -98,6 +98,9 @@ func TestLoginFailuresBlock(t *testing.T) {
 		if resp.StatusCode != http.StatusUnauthorized {
 			t.Fatalf("guess %d: %d, want the backend's 401", i, resp.StatusCode)
 		}
+		if resp.Close != (i == 2) {
+			t.Errorf("guess %d: Connection: close = %v; the blocking answer (only) closes the connection", i, resp.Close)
+		}
 	}
 	ok, reason := h.blocked("127.0.0.1")
 	if !ok || reason != "L" {
