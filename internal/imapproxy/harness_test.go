@@ -3,6 +3,7 @@ package imapproxy
 import (
 	"bufio"
 	"context"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -100,6 +101,25 @@ type harness struct {
 	be   *testIMAP
 	eng  *guard.Engine
 	addr string
+	logs *logBuffer // what the proxy logged
+}
+
+// logBuffer collects log output; safe for the proxy's goroutines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 const baseCfg = `services:
@@ -130,7 +150,8 @@ func newHarness(t *testing.T, cfgYAML string, mutate func(*Config)) *harness {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	p := New(cfg, h.eng, func() *policy.Policy { return snap.Policy }, nil)
+	h.logs = &logBuffer{}
+	p := New(cfg, h.eng, func() *policy.Policy { return snap.Policy }, slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

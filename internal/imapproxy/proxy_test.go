@@ -334,3 +334,21 @@ func TestBadGreetingClosesBackend(t *testing.T) {
 		t.Fatal("postern did not close the backend connection after its bad greeting")
 	}
 }
+
+// Found by the end-to-end suite: commands sent before the greeting were
+// logged as an early talker only when they had arrived together with the
+// connection's first bytes (a read deadline already past never reads).
+func TestEarlyTalkerLogged(t *testing.T) {
+	h := newHarness(t, baseCfg, nil)
+	c := h.dial("127.0.0.13")
+	c.send("a1 NOOP\r\n")
+	if l := c.line(); !strings.HasPrefix(l, "* OK") {
+		t.Fatalf("greeting: %q", l)
+	}
+	if l := c.line(); l != "a1 OK NOOP completed." {
+		t.Fatalf("NOOP: %q", l)
+	}
+	if !strings.Contains(h.logs.String(), "early talker") {
+		t.Fatalf("no early talker logged:\n%s", h.logs.String())
+	}
+}

@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/base64"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,6 +39,25 @@ type harness struct {
 	be   *pop3mem.Server
 	eng  *guard.Engine
 	addr string
+	logs *logBuffer // what the proxy logged
+}
+
+// logBuffer collects log output; safe for the proxy's goroutines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func newHarness(t *testing.T, cfgYAML string) *harness {
@@ -73,9 +94,10 @@ func newHarnessIdle(t *testing.T, cfgYAML, backend string, idle time.Duration) *
 	if backend == "" {
 		backend = bl.Addr().String()
 	}
+	logs := &logBuffer{}
 	p := New(Config{Service: "pop3", Backend: relay.Dialer{Addr: backend, Proxy: "v2"},
 		PlaintextLogin: func(netip.Addr) bool { return true }, PreAuthIdle: idle},
-		eng, func() *policy.Policy { return snap.Policy }, nil)
+		eng, func() *policy.Policy { return snap.Policy }, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -84,7 +106,7 @@ func newHarnessIdle(t *testing.T, cfgYAML, backend string, idle time.Duration) *
 	done := make(chan struct{})
 	go func() { defer close(done); p.Serve(ctx, tcpAcceptor{ln}, 2*time.Second) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return &harness{be: be, eng: eng, addr: ln.Addr().String()}
+	return &harness{be: be, eng: eng, addr: ln.Addr().String(), logs: logs}
 }
 
 type client struct {
@@ -303,5 +325,23 @@ func TestBadGreetingClosesBackend(t *testing.T) {
 	}
 	if !<-closed {
 		t.Fatal("postern did not close the backend connection after its bad greeting")
+	}
+}
+
+// Found by the end-to-end suite: commands sent before the greeting were
+// logged as an early talker only when they had arrived together with the
+// connection's first bytes (a read deadline already past never reads).
+func TestEarlyTalkerLogged(t *testing.T) {
+	h := newHarness(t, cfg)
+	c := h.dial(t, "127.0.0.15")
+	c.c.Write([]byte("QUIT\r\n"))
+	if l := c.cmd(""); !strings.HasPrefix(l, "+OK") {
+		t.Fatalf("greeting: %q", l)
+	}
+	if l := c.cmd(""); l != "+OK Logging out." {
+		t.Fatalf("QUIT: %q", l)
+	}
+	if !strings.Contains(h.logs.String(), "early talker") {
+		t.Fatalf("no early talker logged:\n%s", h.logs.String())
 	}
 }

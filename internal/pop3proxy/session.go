@@ -86,7 +86,9 @@ func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.A
 		s.send("-ERR [SYS/TEMP] Server temporarily unavailable, try again later")
 		return
 	}
-	s.conn.SetReadDeadline(time.Now())
+	// A deadline already past makes Read fail before it looks at the
+	// socket; a short one ahead reads what the kernel already holds.
+	s.conn.SetReadDeadline(time.Now().Add(earlyTalkerWait))
 	if _, err := s.r.Peek(1); err == nil {
 		s.log.Info("early talker: the client sent data before the greeting")
 	}
@@ -96,6 +98,10 @@ func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.A
 	}
 	s.loop()
 }
+
+// earlyTalkerWait is how long postern looks for commands the client sent
+// before the greeting.
+const earlyTalkerWait = time.Millisecond
 
 func (s *session) setConn(c net.Conn) {
 	s.conn = c
