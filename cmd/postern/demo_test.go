@@ -20,6 +20,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/postern/postern/internal/demo"
+	"github.com/postern/postern/internal/tlsconf"
 )
 
 // runningDemo is a demo started by startDemo.
@@ -341,4 +342,166 @@ func TestDemoFlags(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "--base-port") || !strings.Contains(out, "2525") {
 		t.Fatalf("demo --help: %d\n%s", code, out)
 	}
+}
+
+// TestExampleConfigChecks runs postern check on examples/postern.yaml, so
+// the production example never rots: as shipped, the only errors are the
+// certificate files this machine lacks; with its absolute paths moved into
+// a temporary directory holding a certificate and a small country
+// database, it passes without warnings.
+func TestExampleConfigChecks(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join("..", "..", "examples", "postern.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := postern(t, "check", "-c", filepath.Join("..", "..", "examples", "postern.yaml"))
+	if code != 1 {
+		t.Fatalf("check on the shipped example: exit %d\n%s", code, stderr)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(stderr), "\n") {
+		if !strings.Contains(line, "/etc/postern/tls/") && !strings.HasSuffix(line, " errors") {
+			t.Errorf("the shipped example has an error other than a missing certificate: %s", line)
+		}
+	}
+
+	dir := t.TempDir()
+	sock, err := os.MkdirTemp("", "px")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(sock)
+	for _, d := range []string{"tls", "lib/geoip"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cert, key, err := tlsconf.SelfSigned(filepath.Join(dir, "tls"), []string{"mail.example.com"}, 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeMMDB(t, filepath.Join(dir, "lib", "geoip", "country.mmdb"), map[string]string{"175.139.0.0/16": "MY", "2001:e68::/32": "MY", "8.8.8.0/24": "US", "111.65.0.0/16": "SG"})
+	text := strings.NewReplacer(
+		"/etc/postern/tls/fullchain.pem", cert,
+		"/etc/postern/tls/privkey.pem", key,
+		"/var/lib/postern/", filepath.Join(dir, "lib")+"/",
+		"/run/postern/", sock+"/",
+	).Replace(string(src))
+	for _, line := range strings.Split(text, "\n") {
+		if value, _, _ := strings.Cut(line, "#"); strings.Contains(value, "/etc/") || strings.Contains(value, "/var/") || strings.Contains(value, "/run/") {
+			t.Fatalf("the example names a system path the test does not move: %s", line)
+		}
+	}
+	writeFile(t, filepath.Join(dir, "postern.yaml"), text)
+	bypass, err := os.ReadFile(filepath.Join("..", "..", "examples", "bypass.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "bypass.txt"), string(bypass))
+	code, stdout, stderr := postern(t, "check", "-c", filepath.Join(dir, "postern.yaml"))
+	if code != 0 || stderr != "" {
+		t.Fatalf("check: exit %d\n%s%s", code, stdout, stderr)
+	}
+	for _, want := range []string{"service   smtp       :25 -> 127.0.0.1:10025; open to all", "service   web        :443 -> http://127.0.0.1:8080; grant [Staff]; path /admin; path /installer",
+		"ips       smtp       triggers", "login     *=[Staff]"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("check output lacks %q:\n%s", want, stdout)
+		}
+	}
+	// The example means what its comments say.
+	for _, c := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"--ip", "175.139.1.1", "--service", "imap"}, exitYes},                                  // Malaysia reads mail
+		{[]string{"--ip", "8.8.8.8", "--service", "imap"}, exitNo},                                       // elsewhere does not
+		{[]string{"--ip", "8.8.8.8", "--service", "smtp"}, exitYes},                                      // port 25 is open to all
+		{[]string{"--ip", "175.139.1.1", "--service", "web", "--path", "/%61dmin/"}, exitNo},             // /admin for Admins only
+		{[]string{"--ip", "198.51.100.7", "--service", "web", "--path", "/admin/"}, exitYes},             // the administrators reach it
+		{[]string{"--ip", "203.0.113.9", "--service", "imap", "--account", "ceo@example.com"}, exitYes},  // the CEO from the office
+		{[]string{"--ip", "175.139.1.1", "--service", "imap", "--account", "ceo@example.com"}, exitNo},   // but not from home
+		{[]string{"--ip", "175.139.1.1", "--service", "imap", "--account", "user@example.net"}, exitNo},  // example.net: office only
+		{[]string{"--ip", "175.139.1.1", "--service", "imap", "--account", "user@example.com"}, exitYes}, // everyone else from Staff
+	} {
+		code, out, errOut := postern(t, append([]string{"explain", "-c", filepath.Join(dir, "postern.yaml")}, c.args...)...)
+		if code != c.code {
+			t.Errorf("explain %v: exit %d, want %d\n%s%s", c.args, code, c.code, out, errOut)
+		}
+	}
+}
+
+// TestExampleServerConfigs checks that the Postfix and Dovecot snippets in
+// examples/ parse with the real postconf and doveconf (when installed, as
+// in CI) and point at the backends examples/postern.yaml relays to.
+func TestExampleServerConfigs(t *testing.T) {
+	ex := filepath.Join("..", "..", "examples")
+	read := func(p string) string {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(ex, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	master, dovecot, roundcube := read("postfix/master.cf.snippet"), read("dovecot/conf.d/99-postern.conf"), read("roundcube/config.inc.php.snippet")
+	for _, c := range []struct{ backend, where, text string }{
+		{"127.0.0.1:10025", "master.cf", master},
+		{"127.0.0.1:10587", "master.cf", master},
+		{"port = 10143", "dovecot", dovecot},
+		{"port = 10110", "dovecot", dovecot},
+		{"port = 10144", "dovecot (for Roundcube)", dovecot},
+		{"localhost:10144", "roundcube", roundcube},
+		{"127.0.0.1:10588", "master.cf (for Roundcube)", master},
+		{"localhost:10588", "roundcube", roundcube},
+	} {
+		if !strings.Contains(c.text, c.backend) {
+			t.Errorf("%s does not have %s", c.where, c.backend)
+		}
+	}
+	yaml := read("postern.yaml")
+	for _, b := range []string{`backend: "127.0.0.1:10025"`, `backend: "127.0.0.1:10587"`, `backend: "127.0.0.1:10143"`, `backend: "127.0.0.1:10110"`, `backend: "http://127.0.0.1:8080"`} {
+		if !strings.Contains(yaml, b) {
+			t.Errorf("postern.yaml lacks %s", b)
+		}
+	}
+
+	t.Run("postconf", func(t *testing.T) {
+		if _, err := exec.LookPath("postconf"); err != nil {
+			t.Skip("postconf not installed")
+		}
+		dir := t.TempDir()
+		writeFile(t, filepath.Join(dir, "main.cf"), read("postfix/main.cf.snippet"))
+		writeFile(t, filepath.Join(dir, "master.cf"), master)
+		out, err := exec.Command("postconf", "-c", dir, "-P").CombinedOutput()
+		if err != nil || strings.Contains(string(out), "warning") {
+			t.Fatalf("postconf -P: %v\n%s", err, out)
+		}
+		for _, want := range []string{"127.0.0.1:10025/inet/smtpd_upstream_proxy_protocol = haproxy", "127.0.0.1:10587/inet/smtpd_upstream_proxy_protocol = haproxy", "127.0.0.1:10587/inet/smtpd_sasl_auth_enable = yes"} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("postconf -P lacks %q:\n%s", want, out)
+			}
+		}
+		if out, err := exec.Command("postconf", "-c", dir, "-n").CombinedOutput(); err != nil || strings.Contains(string(out), "warning") || !strings.Contains(string(out), "inet_interfaces = loopback-only") {
+			t.Fatalf("postconf -n: %v\n%s", err, out)
+		}
+	})
+	t.Run("doveconf", func(t *testing.T) {
+		if _, err := exec.LookPath("doveconf"); err != nil {
+			t.Skip("doveconf not installed")
+		}
+		dir := t.TempDir()
+		abs, err := filepath.Abs(filepath.Join(ex, "dovecot", "conf.d", "99-postern.conf"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(dir, "dovecot.conf"), "protocols = imap pop3\n!include "+abs+"\n")
+		out, err := exec.Command("doveconf", "-c", filepath.Join(dir, "dovecot.conf"), "-n").CombinedOutput()
+		if err != nil || strings.Contains(string(out), "Warning") || strings.Contains(string(out), "Error") {
+			t.Fatalf("doveconf -n: %v\n%s", err, out)
+		}
+		for _, want := range []string{"haproxy_trusted_networks = 127.0.0.1/32 ::1/128", "inet_listener imap_postern {\n    address = 127.0.0.1\n    haproxy = yes\n    port = 10143", "inet_listener pop3_postern {\n    address = 127.0.0.1\n    haproxy = yes\n    port = 10110"} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("doveconf -n lacks %q:\n%s", want, out)
+			}
+		}
+	})
 }
