@@ -27,6 +27,14 @@ type gwConfig struct {
 	Rspamd      string // spam.rspamd URL; "" no scanning
 	DNS         string // dns.resolver; "" no DNSBL
 	BackendWait string // timeouts.backend (default 5s)
+
+	// IMAP and POP3 (imap_test.go). With IMAP set, the gateway also runs
+	// imap (STARTTLS) → IMAP and imaps → IMAPS; with POP3 set, pop3 (STLS)
+	// → POP3 and pop3s → POP3S. Each has grant "[GeoIP_MY]" (the zone
+	// file testdata/my.zone) and plaintext_login "[PlainOK]".
+	IMAP, IMAPS string // Dovecot's PROXY ports (IMAPS: implicit TLS, backend_tls: tls)
+	POP3, POP3S string
+	CloseAll    bool // intrusion_prevention.close_all
 }
 
 // gateway is one running `postern serve`.
@@ -34,6 +42,8 @@ type gateway struct {
 	dir, cfg, logPath string
 	SMTP, Submission  string // 127.0.0.1:port, STARTTLS
 	SMTPS             string // implicit TLS
+	IMAP, POP3        string // STARTTLS / STLS; "" when not configured
+	IMAPS, POP3S      string // implicit TLS
 	CertFile          string
 	cmd               *exec.Cmd
 	exited            chan struct{}
@@ -44,6 +54,8 @@ type gateway struct {
 // with small thresholds.
 const ipsConfig = `intrusion_prevention:
   block_minutes: 240
+  imap_pop3:
+    failed_logins: 3
   smtp:
     connections_per_minute: 5
     failed_logins: 3
@@ -94,7 +106,8 @@ func startGateway(t *testing.T, c gwConfig) *gateway {
 }
 
 func tryGateway(t *testing.T, bin, dir, sockDir, certFile, keyFile string, c gwConfig, attempt int) (*gateway, error) {
-	ports := freePorts(t, 3)
+	mail := c.IMAP != "" || c.POP3 != ""
+	ports := freePorts(t, 3+4*btoi(mail))
 	g := &gateway{
 		dir:        dir,
 		cfg:        filepath.Join(dir, fmt.Sprintf("postern-%d.yaml", attempt)),
@@ -118,11 +131,36 @@ func tryGateway(t *testing.T, bin, dir, sockDir, certFile, keyFile string, c gwC
 			"    tls: { cert: %q, key: %q }, timeouts: { data: 2s, connect: 2s, backend: %s } }\n",
 			name, listen, backend, gwHost, certFile, keyFile, wait)
 	}
+	// IMAP and POP3: a country grant, plaintext login for some networks,
+	// a 2 s pre-login idle timeout (for the bad-input tests).
+	mailSvc := func(name, listen, backend string, backendTLS bool) string {
+		if backend == "" {
+			return ""
+		}
+		extra := ""
+		if backendTLS {
+			extra = "backend_tls: tls, backend_tls_verify: false, "
+		}
+		return fmt.Sprintf("  %s: { listen: %q, backend: %q, backend_proxy: v2, %sgrant: \"[GeoIP_MY]\",\n"+
+			"    plaintext_login: \"[PlainOK]\", tls: { cert: %q, key: %q }, timeouts: { command: 2s, connect: 2s, backend: %s } }\n",
+			name, listen, backend, extra, certFile, keyFile, wait)
+	}
 	var b strings.Builder
+	if mail {
+		g.IMAP, g.IMAPS, g.POP3, g.POP3S = ports[3], ports[4], ports[5], ports[6]
+		fmt.Fprintf(&b, "geoip:\n  databases:\n    - path: %q\n", filepath.Join(moduleRoot, "test", "e2e", "testdata", "my.zone"))
+		b.WriteString("patterns:\n  GeoIP_MY: \"country:MY\"\n  PlainOK: \"" + plaintextOK + "\"\n")
+	}
 	b.WriteString("services:\n")
 	b.WriteString(svc("smtp", g.SMTP, c.Backend))
 	b.WriteString(svc("submission", g.Submission, sub))
 	b.WriteString(svc("smtps", g.SMTPS, c.Backend))
+	if mail {
+		b.WriteString(mailSvc("imap", g.IMAP, c.IMAP, false))
+		b.WriteString(mailSvc("imaps", g.IMAPS, c.IMAPS, true))
+		b.WriteString(mailSvc("pop3", g.POP3, c.POP3, false))
+		b.WriteString(mailSvc("pop3s", g.POP3S, c.POP3S, true))
+	}
 	b.WriteString(`trusted_upstreams: "127.0.0.1"` + "\n")
 	b.WriteString(`local_domains: "example.test; other.test"` + "\n")
 	b.WriteString("login_restrictions:\n  - \"@other.test=203.0.113.0/24\"\n")
@@ -134,6 +172,9 @@ func tryGateway(t *testing.T, bin, dir, sockDir, certFile, keyFile string, c gwC
 	}
 	b.WriteString(contentRules)
 	b.WriteString(ipsConfig)
+	if c.CloseAll {
+		b.WriteString("  close_all: true\n")
+	}
 	fmt.Fprintf(&b, "store: { path: %q }\n", filepath.Join(dir, "state", "postern.db"))
 	fmt.Fprintf(&b, "admin: { listen: \"unix:%s\", token_file: %q }\n",
 		filepath.Join(sockDir, fmt.Sprintf("admin-%d.sock", attempt)), filepath.Join(dir, "state", "admin.token"))
@@ -313,6 +354,13 @@ func (g *gateway) alive(t testing.TB) {
 		t.Fatalf("postern serve exited: %v\n%s", g.waitErr, g.logTail(40))
 	}
 	g.blocks(t)
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // freePorts returns n "127.0.0.1:port" addresses that were free a moment
