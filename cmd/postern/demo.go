@@ -153,6 +153,11 @@ func runDemo(ctx context.Context, o demoOptions, stdout, logw io.Writer, ready f
 	if err := <-served; err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
+	if o.dir == "" {
+		fmt.Fprintf(stdout, "postern demo stopped; %s removed.\n", dir)
+	} else {
+		fmt.Fprintf(stdout, "postern demo stopped; its configuration and block store stay in %s.\n", dir)
+	}
 	return nil
 }
 

@@ -200,6 +200,9 @@ func TestDemoPrintedStepsWork(t *testing.T) {
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the demo's temporary directory %s is left behind: %v", dir, err)
 	}
+	if !strings.Contains(d.out.String(), "postern demo stopped; "+dir+" removed.") {
+		t.Errorf("no goodbye:\n%s", d.out.String())
+	}
 }
 
 // guessIMAP sends wrong passwords from demo.Guesser until the connection
