@@ -120,11 +120,19 @@ func runDemo(ctx context.Context, o demoOptions, stdout, logw io.Writer, ready f
 	// then "postern running": the actual ports come from there.
 	watch := newListenWatch(lw)
 	serveCtx, stopServe := context.WithCancel(ctx)
-	defer stopServe()
 	served := make(chan error, 1)
 	go func() { served <- serve(serveCtx, path, watch, nil) }()
+	// Whatever happens below, the gateway stops before the backends close.
+	running := true
+	defer func() {
+		stopServe()
+		if running {
+			<-served
+		}
+	}()
 	select {
 	case err := <-served:
+		running = false
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return fmt.Errorf("demo: %w\n(a demo port is taken: choose others with --base-port N, which uses N to N+4, or --base-port 0 for any free ports)", err)
 		}
@@ -150,7 +158,9 @@ func runDemo(ctx context.Context, o demoOptions, stdout, logw io.Writer, ready f
 			ready(g)
 		}
 	}
-	if err := <-served; err != nil {
+	err = <-served
+	running = false
+	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
 	if o.dir == "" {
