@@ -22,9 +22,9 @@ func testMailBadInput(t *testing.T, s *mailSuite) {
 	if !r.at(3).OK || !p.at(3).OK {
 		t.Fatalf("warm-up:%v%v", r, p)
 	}
-	var base int
+	var base fdCount
 	poll(5*time.Second, func() bool { n := gw.fds(t); ok := n == base; base = n; return ok })
-	t.Logf("postern has %d open descriptors at rest", base)
+	t.Logf("postern has %+v open descriptors at rest", base)
 
 	cases := []struct {
 		name string
