@@ -94,7 +94,7 @@ geoip:
 
 patterns:
   GeoIP_MY: "country:MY"           # every address the GeoIP data places in MY
-  Admins: "%s"                # you: the only address that reaches /admin
+  Admins: "%s"               # you: the only address that reaches /admin
   Office: "203.0.113.0/24; 2001:db8:10::/48"
 
 local_domains: "%s"
