@@ -29,13 +29,16 @@ type attempt struct {
 
 // loginForm returns the login form a request is for, if any.
 func (p *Proxy) loginForm(r *http.Request) *LoginForm {
-	if len(p.cfg.LoginForms) == 0 {
-		return nil
-	}
-	clean := policy.CleanPath(r.URL.EscapedPath())
+	clean := ""
 	for i := range p.cfg.LoginForms {
 		f := &p.cfg.LoginForms[i]
-		if f.Method != r.Method || !strings.EqualFold(clean, f.Path) {
+		if f.Method != r.Method {
+			continue
+		}
+		if clean == "" {
+			clean = policy.CleanPath(r.URL.EscapedPath())
+		}
+		if !strings.EqualFold(clean, f.Path) {
 			continue
 		}
 		if len(f.Query) > 0 {

@@ -55,10 +55,13 @@ func New(cfg Config, eng Engine, pol func() *policy.Policy, lg *slog.Logger) (*P
 	p.be = newBackends(cfg.Backends, cfg.BackendTLS, cfg.ConnectTimeout)
 	p.tr = p.be.transport(cfg.BackendTimeout)
 	p.rp = &httputil.ReverseProxy{
-		Rewrite:        p.rewrite,
-		Transport:      p.tr,
-		FlushInterval:  100 * time.Millisecond,
+		Rewrite:   p.rewrite,
+		Transport: p.tr,
+		// 0: a response of known length is buffered as usual; one of unknown
+		// length (chunked) or an event stream is flushed after every write.
+		FlushInterval:  0,
 		ModifyResponse: p.modifyResponse,
+		BufferPool:     &bufferPool{},
 		ErrorHandler:   p.backendError,
 		ErrorLog:       log.New(slogWriter{p.log}, "", 0),
 	}
@@ -221,3 +224,21 @@ func (w slogWriter) Write(b []byte) (int, error) {
 
 // String describes the proxy for logs.
 func (p *Proxy) String() string { return fmt.Sprintf("web gateway → %v", p.cfg.Backends) }
+
+// bufferPool reuses the ReverseProxy's 32 KiB copy buffers (without one it
+// allocates a buffer per response).
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *bufferPool) Put(buf []byte) {
+	if cap(buf) == 32<<10 {
+		buf = buf[:cap(buf)]
+		b.p.Put(&buf)
+	}
+}

@@ -1,0 +1,433 @@
+// Command web benchmarks postern's web gateway: requests per second with
+// wrk (Debian's package) straight to nginx and through `postern serve` in
+// front of the same nginx, in one run, interleaved. See bench/README.md.
+//
+//	GOTOOLCHAIN=local go run ./bench/web          # full run, about 2 minutes
+//	GOTOOLCHAIN=local go run ./bench/web -short   # CI smoke, about 20 s
+//
+// It exits 1 on errors (nginx or postern not starting, wrk failing or
+// reporting errors) and 0 otherwise; a missed target is printed as
+// "TARGET MISSED", not an exit status.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// targetRatio is the issue's target: through postern / direct, keep-alive.
+const targetRatio = 0.8
+
+type options struct {
+	postern, wrk     string
+	short, keep      bool
+	duration, warmup time.Duration
+	rounds           int
+	threads, conns   int
+	pageBytes        int
+	scenarios        string
+	floor            bool
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.postern, "postern", "", "postern binary (default: go build ./cmd/postern into the temporary folder)")
+	flag.StringVar(&o.wrk, "wrk", "wrk", "wrk binary")
+	flag.BoolVar(&o.short, "short", false, "CI smoke: one round of 3 s windows")
+	flag.BoolVar(&o.keep, "keep", false, "keep the temporary folder (configurations, logs)")
+	flag.DurationVar(&o.duration, "duration", 10*time.Second, "measured window of each wrk run")
+	flag.DurationVar(&o.warmup, "warmup", 2*time.Second, "warm-up run before each measured window")
+	flag.IntVar(&o.rounds, "rounds", 3, "runs of each side per scenario, interleaved direct/through (the median counts)")
+	flag.IntVar(&o.threads, "threads", 1, "wrk threads")
+	flag.IntVar(&o.conns, "connections", 32, "wrk connections")
+	flag.IntVar(&o.pageBytes, "page", 1024, "size of the static page in bytes")
+	flag.StringVar(&o.scenarios, "scenarios", "keepalive,close", "comma-separated: keepalive (target), close (a new connection per request)")
+	flag.BoolVar(&o.floor, "reference", true, "also measure an nginx reverse proxy in front of the same nginx (what a mature same-host proxy costs)")
+	flag.Parse()
+	if o.short {
+		o.duration, o.warmup, o.rounds = 3*time.Second, time.Second, 1
+	}
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench/web:", err)
+		os.Exit(1)
+	}
+}
+
+func run(o options) error {
+	if _, err := exec.LookPath(o.wrk); err != nil {
+		return fmt.Errorf("wrk not found (apt-get install wrk): %w", err)
+	}
+	if _, err := exec.LookPath("nginx"); err != nil {
+		return fmt.Errorf("nginx not found (apt-get install nginx-light): %w", err)
+	}
+	dir, err := os.MkdirTemp("", "postern-bench-web-")
+	if err != nil {
+		return err
+	}
+	if o.keep {
+		fmt.Println("temporary folder:", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	if o.postern == "" {
+		o.postern = filepath.Join(dir, "postern")
+		cmd := exec.Command("go", "build", "-o", o.postern, "./cmd/postern")
+		cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build ./cmd/postern (run from the module root): %v\n%s", err, out)
+		}
+	}
+	ng, err := startNginx(dir, o.pageBytes)
+	if err != nil {
+		return err
+	}
+	defer ng.stop()
+	gw, err := startPostern(dir, o.postern, ng.addr)
+	if err != nil {
+		return err
+	}
+	defer gw.stop()
+	var floor *server
+	if o.floor {
+		if floor, err = startNginxProxy(dir, ng.addr); err != nil {
+			return err
+		}
+		defer floor.stop()
+	}
+
+	fmt.Printf("web gateway benchmark: wrk -t%d -c%d, %v windows, %d round(s), %d-byte static page from nginx (1 worker)\n",
+		o.threads, o.conns, o.duration, o.rounds, o.pageBytes)
+	fmt.Printf("postern: %s (web service with a /admin path rule and a login form)\n", o.postern)
+	failed := false
+	for _, sc := range strings.Split(o.scenarios, ",") {
+		var extra []string
+		switch strings.TrimSpace(sc) {
+		case "keepalive":
+		case "close":
+			extra = []string{"-H", "Connection: close"}
+		default:
+			return fmt.Errorf("unknown scenario %q", sc)
+		}
+		var direct, through, viaNginx []float64
+		type side struct {
+			addr string
+			out  *[]float64
+		}
+		sides := []side{{ng.addr, &direct}, {gw.addr, &through}}
+		if floor != nil {
+			sides = append(sides, side{floor.addr, &viaNginx})
+		}
+		for r := 0; r < o.rounds; r++ {
+			for _, side := range sides {
+				if _, err := wrk(o, side.addr, o.warmup, extra); err != nil {
+					return err
+				}
+				rps, err := wrk(o, side.addr, o.duration, extra)
+				if err != nil {
+					return err
+				}
+				*side.out = append(*side.out, rps)
+			}
+		}
+		d, t := median(direct), median(through)
+		ratio := t / d
+		var verdict string
+		if sc == "keepalive" {
+			verdict = fmt.Sprintf("target ≥ %.2f: ok", targetRatio)
+			if ratio < targetRatio {
+				verdict = fmt.Sprintf("target ≥ %.2f: TARGET MISSED", targetRatio)
+				failed = true
+			}
+		} else {
+			verdict = "(no target)"
+		}
+		fmt.Printf("%-10s direct %9.0f req/s  through postern %9.0f req/s  ratio %.2f  %s\n", sc, d, t, ratio, verdict)
+		fmt.Printf("           runs: direct %v through %v\n", rounded(direct), rounded(through))
+		if floor != nil {
+			f := median(viaNginx)
+			fmt.Printf("           reference: through an nginx reverse proxy (1 worker, keep-alive upstream) %.0f req/s, ratio %.2f; postern / nginx proxy %.2f\n",
+				f, f/d, t/f)
+			fmt.Printf("           runs: via nginx proxy %v\n", rounded(viaNginx))
+		}
+	}
+	if !gw.running() {
+		return errors.New("postern exited during the benchmark:\n" + gw.tail())
+	}
+	if failed {
+		fmt.Println("TARGET MISSED (see above)")
+	}
+	return nil
+}
+
+var (
+	rpsRe    = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	errorsRe = regexp.MustCompile(`(Socket errors: .*|Non-2xx or 3xx responses: \d+)`)
+)
+
+// wrk runs one wrk window against addr and returns requests per second.
+func wrk(o options, addr string, d time.Duration, extra []string) (float64, error) {
+	args := append([]string{"-t", strconv.Itoa(o.threads), "-c", strconv.Itoa(o.conns), "-d", fmt.Sprintf("%ds", int(d.Seconds()))}, extra...)
+	args = append(args, "http://"+addr+"/")
+	ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, o.wrk, args...).CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("wrk %v: %v\n%s", args, err, out)
+	}
+	m := rpsRe.FindSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("wrk %v: no Requests/sec in\n%s", args, out)
+	}
+	if e := errorsRe.Find(out); e != nil && !strings.Contains(string(e), "Socket errors: connect 0, read 0, write 0, timeout 0") {
+		return 0, fmt.Errorf("wrk %v reported errors: %s\n%s", args, e, out)
+	}
+	return strconv.ParseFloat(string(m[1]), 64)
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func rounded(v []float64) []int {
+	out := make([]int, len(v))
+	for i, x := range v {
+		out[i] = int(x + 0.5)
+	}
+	return out
+}
+
+// proc is a child process.
+type proc struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+	log    string
+}
+
+func start(logPath, name string, args ...string) (*proc, error) {
+	f, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	p := &proc{cmd: exec.Command(name, args...), exited: make(chan struct{}), log: logPath}
+	p.cmd.Stdout, p.cmd.Stderr = f, f
+	if err := p.cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() { p.cmd.Wait(); close(p.exited) }()
+	return p, nil
+}
+
+func (p *proc) running() bool {
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+func (p *proc) stop() {
+	if !p.running() {
+		return
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(30 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.exited
+	}
+}
+
+func (p *proc) tail() string {
+	b, _ := os.ReadFile(p.log)
+	lines := strings.Split(string(b), "\n")
+	return strings.Join(lines[max(0, len(lines)-30):], "\n")
+}
+
+type server struct {
+	*proc
+	addr string
+}
+
+func freePort() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func waitPort(p *proc, addr string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			return nil
+		}
+		if !p.running() {
+			return fmt.Errorf("exited before listening on %s:\n%s", addr, p.tail())
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not listening after 30s:\n%s", addr, p.tail())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+const nginxConf = `daemon off;
+master_process off;
+worker_processes 1;
+pid {{DIR}}/nginx.pid;
+error_log {{DIR}}/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path {{DIR}}/tmp/body;
+  proxy_temp_path {{DIR}}/tmp/proxy;
+  fastcgi_temp_path {{DIR}}/tmp/fastcgi;
+  uwsgi_temp_path {{DIR}}/tmp/uwsgi;
+  scgi_temp_path {{DIR}}/tmp/scgi;
+  default_type text/html;
+  keepalive_requests 1000000;
+  server {
+    listen {{ADDR}} backlog=4096;
+    root {{DIR}}/www;
+  }
+}
+`
+
+func startNginx(dir string, page int) (*server, error) {
+	for _, d := range []string{"www", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	body := "<html><body>" + strings.Repeat("x", max(0, page-28)) + "</body></html>\n"
+	if err := os.WriteFile(filepath.Join(dir, "www", "index.html"), []byte(body), 0o644); err != nil {
+		return nil, err
+	}
+	addr, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	conf := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(conf, []byte(strings.NewReplacer("{{DIR}}", dir, "{{ADDR}}", addr).Replace(nginxConf)), 0o644); err != nil {
+		return nil, err
+	}
+	p, err := start(filepath.Join(dir, "nginx.out"), "nginx", "-p", dir, "-e", filepath.Join(dir, "nginx-error.log"), "-c", conf)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitPort(p, addr); err != nil {
+		p.stop()
+		return nil, fmt.Errorf("nginx: %w", err)
+	}
+	return &server{p, addr}, nil
+}
+
+func startPostern(dir, bin, backend string) (*server, error) {
+	addr, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	conf := fmt.Sprintf(`patterns:
+  Admins: "192.0.2.7"
+services:
+  web:
+    listen: %q
+    backend: "http://%s"
+    max_connections_per_address: 1000
+    paths:
+      - { prefix: /admin, grant: "[Admins]" }
+      - { prefix: /webmail/settings, deny: "198.51.100.0/24" }
+    login_forms:
+      - { path: "/?_task=login", user_field: _user, password_field: _pass, fail_status: 401 }
+intrusion_prevention:
+  web: { connections_per_minute: 0, failed_logins: 10 }
+store: { path: %q }
+admin: { listen: "unix:%s/admin.sock", token_file: %q }
+log: { level: warn }
+`, addr, backend, filepath.Join(dir, "postern.db"), dir, filepath.Join(dir, "admin.token"))
+	path := filepath.Join(dir, "postern.yaml")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		return nil, err
+	}
+	p, err := start(filepath.Join(dir, "postern.log"), bin, "serve", "-c", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitPort(p, addr); err != nil {
+		p.stop()
+		return nil, fmt.Errorf("postern: %w", err)
+	}
+	return &server{p, addr}, nil
+}
+
+const nginxProxyConf = `daemon off;
+master_process off;
+worker_processes 1;
+pid {{DIR}}/nginx-proxy.pid;
+error_log {{DIR}}/nginx-proxy-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path {{DIR}}/tmp/pbody;
+  proxy_temp_path {{DIR}}/tmp/pproxy;
+  fastcgi_temp_path {{DIR}}/tmp/pfastcgi;
+  uwsgi_temp_path {{DIR}}/tmp/puwsgi;
+  scgi_temp_path {{DIR}}/tmp/pscgi;
+  keepalive_requests 1000000;
+  upstream backend { server {{BACKEND}}; keepalive 64; keepalive_requests 1000000; }
+  server {
+    listen {{ADDR}} backlog=4096;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $remote_addr;
+      proxy_set_header X-Forwarded-Proto $scheme;
+    }
+  }
+}
+`
+
+// startNginxProxy starts the reference: nginx as a reverse proxy in front
+// of the static nginx.
+func startNginxProxy(dir, backend string) (*server, error) {
+	addr, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	conf := filepath.Join(dir, "nginx-proxy.conf")
+	text := strings.NewReplacer("{{DIR}}", dir, "{{ADDR}}", addr, "{{BACKEND}}", backend).Replace(nginxProxyConf)
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+		return nil, err
+	}
+	p, err := start(filepath.Join(dir, "nginx-proxy.out"), "nginx", "-p", dir, "-e", filepath.Join(dir, "nginx-proxy-error.log"), "-c", conf)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitPort(p, addr); err != nil {
+		p.stop()
+		return nil, fmt.Errorf("nginx proxy: %w", err)
+	}
+	return &server{p, addr}, nil
+}
