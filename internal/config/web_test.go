@@ -1,0 +1,90 @@
+package config
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const goodWeb = `services:
+  web:
+    listen: ":443"
+    backends:
+      - http://127.0.0.1:8080
+      - http://127.0.0.1:8081
+    paths:
+      - { prefix: /admin, grant: "10.0.0.1" }
+    login_forms:
+      - path: "/?_task=login"
+        user_field: _user
+        password_field: _pass
+        fail_status: 401
+      - { method: post, path: /SOGo/connect, user_field: userName, fail_redirect: "/SOGo/?error", fail_header: "X-Login-Failed: yes" }
+    timeouts: { command: 5s, idle: 90s, connect: 3s, backend: 30s }
+`
+
+func TestParseWeb(t *testing.T) {
+	f, err := Parse("/etc/postern/postern.yaml", []byte(goodWeb))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := f.Services["web"]
+	if got := w.WebBackends(); len(got) != 2 || got[1] != "http://127.0.0.1:8081" {
+		t.Errorf("backends: %v", got)
+	}
+	if len(w.LoginForms) != 2 {
+		t.Fatalf("login forms: %+v", w.LoginForms)
+	}
+	rc := w.LoginForms[0]
+	if rc.Method.Value != "POST" || rc.UserField.Value != "_user" || rc.FailStatus != 401 {
+		t.Errorf("first form (method defaults to POST): %+v", rc)
+	}
+	if p, q := rc.FormPath(); p != "/" || q.Get("_task") != "login" {
+		t.Errorf("FormPath: %q %v", p, q)
+	}
+	sogo := w.LoginForms[1]
+	if name, val := sogo.FailHeaderMatch(); sogo.Method.Value != "POST" || name != "X-Login-Failed" || val != "yes" {
+		t.Errorf("second form: %+v header %q=%q", sogo, name, val)
+	}
+	if w.Timeouts.Idle.D.Seconds() != 90 || w.Timeouts.Command.D.Seconds() != 5 {
+		t.Errorf("timeouts: %+v", w.Timeouts)
+	}
+	one, err := Parse("c.yaml", []byte("services:\n  web: { listen: \":80\", backend: \"https://mail.example.com\" }\n"))
+	if err != nil || one.Services["web"].WebBackends()[0] != "https://mail.example.com" {
+		t.Errorf("one backend: %v", err)
+	}
+}
+
+func TestWebErrors(t *testing.T) {
+	web := func(s string) string { return "services:\n  web: { listen: \":443\", " + s + " }\n" }
+	for _, c := range []struct{ name, yaml, want string }{
+		{"no backend", web(`grant: "1.1.1.1"`), "c.yaml:2:3: service web needs a backend"},
+		{"both", web(`backend: "http://a:1", backends: ["http://b:1"]`), "c.yaml:2:35: service web: give backend (one) or backends"},
+		{"mixed schemes", web(`backends: ["http://a:1", "https://b:1"]`), `c.yaml:2:51: backends must all be http:// or all https://`},
+		{"path in backend", web(`backend: "http://a:1/webmail"`), "requests keep their own path"},
+		{"no scheme", web(`backends: ["a:1"]`), `bad web backend "a:1"`},
+		{"bad port", web(`backend: "http://a:99999"`), "port must be 1-65535"},
+		{"backend_tls", web(`backend: "http://a:1", backend_tls: tls`), "write the backend as https://"},
+		{"data timeout", web(`backend: "http://a:1", timeouts: { data: 1s }`), "web takes timeouts command"},
+		{"form without user field", web(`backend: "http://a:1", login_forms: [{ path: /login, fail_status: 401 }]`), "needs user_field"},
+		{"form without failure", web(`backend: "http://a:1", login_forms: [{ path: /login, user_field: u }]`), "needs a failure match"},
+		{"form path", web(`backend: "http://a:1", login_forms: [{ path: login, user_field: u, fail_status: 401 }]`), "path starting with /"},
+		{"form method", web(`backend: "http://a:1", login_forms: [{ method: DELETE, path: /l, user_field: u, fail_status: 401 }]`), `bad login form method "DELETE"`},
+		{"form status", web(`backend: "http://a:1", login_forms: [{ path: /l, user_field: u, fail_status: 42 }]`), "fail_status 42 is not an HTTP status"},
+		{"form header", web(`backend: "http://a:1", login_forms: [{ path: /l, user_field: u, fail_header: "X Bad: 1" }]`), `bad fail_header "X Bad: 1"`},
+		{"unknown form key", web(`backend: "http://a:1", login_forms: [{ path: /l, user_feld: u, fail_status: 401 }]`), `unknown key "user_feld" (did you mean "user_field"?)`},
+		{"backends on imap", "services:\n  imap: { listen: \":143\", backend: \"b:1\", backends: [\"b:2\"] }\n", "backends, login_forms and timeouts.idle apply to the web service only"},
+		{"idle on imap", "services:\n  imap: { listen: \":143\", backend: \"b:1\", timeouts: { idle: 1m } }\n", "apply to the web service only"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			_, err := Parse(filepath.Join(dir, "c.yaml"), []byte(c.yaml))
+			if err == nil {
+				t.Fatalf("no error, want %q", c.want)
+			}
+			if msg := strings.ReplaceAll(err.Error(), dir+string(filepath.Separator), ""); !strings.Contains(msg, c.want) {
+				t.Fatalf("error:\n%s\nwant it to contain:\n%s", msg, c.want)
+			}
+		})
+	}
+}
