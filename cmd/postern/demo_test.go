@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -507,4 +508,69 @@ func TestExampleServerConfigs(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestDemoStopsEverything checks that stopping the demo ends every
+// goroutine it started: the gateway, its front-ends and the backends.
+func TestDemoStopsEverything(t *testing.T) {
+	before := runtime.NumGoroutine()
+	d := startDemo(t)
+	// One session through each mail service, ended by the client.
+	for _, ap := range []netip.AddrPort{d.g.SMTP, d.g.Submission, d.g.IMAP, d.g.POP3} {
+		c, err := net.DialTimeout("tcp", ap.String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		buf := make([]byte, 512)
+		if n, err := c.Read(buf); err != nil || n == 0 {
+			t.Fatalf("%s: no greeting: %v", ap, err)
+		}
+		c.Close()
+	}
+	web := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := web.Get(d.g.Web + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	d.shutdown(t)
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines after the demo stopped, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestListenWatch checks the log reader that finds the bound addresses:
+// lines split across writes, other lines passed through untouched.
+func TestListenWatch(t *testing.T) {
+	var out strings.Builder
+	w := newListenWatch(&out)
+	log := "time=x level=INFO msg=listening service=smtp addr=127.0.0.1:2525\n" +
+		"time=x level=INFO msg=listening service=web addr=[::1]:8080\n" +
+		"time=x level=WARN msg=\"something else\" addr=1.2.3.4:5\n" +
+		"time=x level=INFO msg=\"postern running\" store=/x\n" +
+		"time=x level=INFO msg=listening service=imap addr=127.0.0.1:1143\n"
+	for i := 0; i < len(log); i += 7 {
+		if _, err := w.Write([]byte(log[i:min(i+7, len(log))])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out.String() != log {
+		t.Fatalf("the log must pass through unchanged:\n%s", out.String())
+	}
+	select {
+	case got := <-w.ready:
+		want := map[string]netip.AddrPort{"smtp": netip.MustParseAddrPort("127.0.0.1:2525"), "web": netip.MustParseAddrPort("[::1]:8080")}
+		if len(got) != len(want) || got["smtp"] != want["smtp"] || got["web"] != want["web"] {
+			t.Fatalf("addresses %v, want %v (nothing after postern running)", got, want)
+		}
+	default:
+		t.Fatal("not ready after postern running")
+	}
 }
