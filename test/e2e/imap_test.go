@@ -44,6 +44,11 @@ type mailSuite struct {
 func TestIMAPPOP3(t *testing.T) {
 	env := testenv.Backends(t)
 	posternBinary(t)
+	for bin, pkg := range map[string]string{"mbsync": "isync", "fetchmail": "fetchmail", "curl": "curl", "python3": "python3"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Fatalf("%s is missing: apt-get install %s (README.md, Debian packages)", bin, pkg)
+		}
+	}
 	s := &mailSuite{env: env}
 	s.gw = startGateway(t, gwConfig{Backend: env.SMTPProxy,
 		IMAP: env.IMAPProxy, IMAPS: env.IMAPSProxy, POP3: env.POP3Proxy, POP3S: env.POP3SProxy, CloseAll: true})
