@@ -150,9 +150,10 @@ func badIMAPVanish(t *testing.T, gw *gateway, s *mailSuite) {
 	c := dialRaw(t, gw.IMAP, ap("192.0.2.65", 40000))
 	c.send("a LOGIN " + bob + " " + bobPass + "\r\n")
 	c.Close()
-	waitDovecot(t, s.env, mark, 1, loginLine("imap", bob, "192.0.2.65")...)
-	// Dovecot's imap process ends when postern closes the backend side.
-	waitDovecot(t, s.env, mark, 1, "imap("+bob+")", "Disconnected")
+	l := waitDovecot(t, s.env, mark, 1, loginLine("imap", bob, "192.0.2.65")...)
+	// Dovecot's imap process for that session ends when postern closes
+	// the backend side.
+	waitDovecot(t, s.env, mark, 1, "imap("+bob+")", dovecotSession(t, l[0])+": Info: Disconnected")
 }
 
 // Ten unknown commands: BAD each, then BYE and closed.
@@ -227,8 +228,8 @@ func badPOP3Vanish(t *testing.T, gw *gateway, s *mailSuite) {
 	c.line("+OK")
 	c.send("PASS " + bobPass + "\r\n")
 	c.Close()
-	waitDovecot(t, s.env, mark, 1, loginLine("pop3", bob, "192.0.2.73")...)
-	waitDovecot(t, s.env, mark, 1, "pop3("+bob+")", "Disconnected")
+	l := waitDovecot(t, s.env, mark, 1, loginLine("pop3", bob, "192.0.2.73")...)
+	waitDovecot(t, s.env, mark, 1, "pop3("+bob+")", dovecotSession(t, l[0])+": Info: Disconnected")
 }
 
 func badPOP3Errors(t *testing.T, gw *gateway) {
@@ -254,6 +255,18 @@ func badPOP3SASLStall(t *testing.T, gw *gateway) {
 	if !c.closed() {
 		t.Fatal("connection still open")
 	}
+}
+
+// dovecotSession returns "<ID>" of a Dovecot login line's session=<ID>,
+// which the mail process's lines carry too.
+func dovecotSession(t testing.TB, loginLine string) string {
+	t.Helper()
+	_, rest, ok := strings.Cut(loginLine, "session=<")
+	id, _, ok2 := strings.Cut(rest, ">")
+	if !ok || !ok2 || id == "" {
+		t.Fatalf("no session id in %q", loginLine)
+	}
+	return "<" + id + ">"
 }
 
 // untilLine reads lines until one equals want.
