@@ -190,3 +190,20 @@ func TestLargeMessagesAndPipelinedTransactions(t *testing.T) {
 		}
 	}
 }
+
+// A client that talks before the greeting is logged as an early talker.
+// Its bytes race with postern's backend round trip, so up to five
+// connections try.
+func TestEarlyTalkerLogged(t *testing.T) {
+	h := newHarness(t, baseIPS, nil, nil)
+	for range 5 {
+		c := h.dial("127.0.0.14")
+		c.send("EHLO early.example\r\n")
+		c.expect(220)
+		c.expect(250)
+		if strings.Contains(h.logs.String(), "early talker") {
+			return
+		}
+	}
+	t.Fatalf("no early talker logged:\n%s", h.logs.String())
+}

@@ -2,14 +2,17 @@ package smtpproxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,6 +39,25 @@ type harness struct {
 	p    *Proxy
 	addr string
 	snap *snapshot.Snapshot
+	logs *logBuffer // what the proxy logged
+}
+
+// logBuffer collects log output for assertions.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 const baseIPS = `services:
@@ -85,7 +107,8 @@ func newHarness(t *testing.T, cfgYAML string, mutate func(*Config), dnsbl DNSBL)
 	env := func() Env {
 		return Env{Policy: snap.Policy, DNSBLZones: []string{"bl.example.org"}, LocalDomains: snap.Guard.LocalDomains}
 	}
-	h.p = New(cfg, h.eng, env, dnsbl, nil)
+	h.logs = &logBuffer{}
+	h.p = New(cfg, h.eng, env, dnsbl, slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -143,13 +143,30 @@ func (s *session) dnsChecks(addr netip.Addr) bool {
 	return false
 }
 
+// unreader is a connection that tells, without blocking, whether the
+// client sent bytes nobody has read yet (netlisten.Conn).
+type unreader interface{ Unread() bool }
+
+// earlyTalkerWait is how long a connection that cannot tell (a plain TCP
+// connection in tests) is watched for bytes before the greeting.
+const earlyTalkerWait = time.Millisecond
+
 // earlyTalker notes a client that sent data before the greeting.
 func (s *session) earlyTalker() {
-	s.conn.SetReadDeadline(time.Now())
-	if _, err := s.r.Peek(1); err == nil {
-		s.log.Info("early talker: the client sent data before the greeting", "bytes", s.r.Buffered())
+	early := s.buffered() > 0
+	if u, ok := s.conn.(unreader); ok {
+		early = early || u.Unread()
+	} else if !early {
+		// A deadline already past fails before looking at the socket; a
+		// short one ahead reads what the kernel already holds.
+		s.conn.SetReadDeadline(time.Now().Add(earlyTalkerWait))
+		_, err := s.r.Peek(1)
+		early = err == nil
+		s.conn.SetReadDeadline(time.Time{})
 	}
-	s.conn.SetReadDeadline(time.Time{})
+	if early {
+		s.log.Info("early talker: the client sent data before the greeting")
+	}
 }
 
 // reply writes a reply to the client, after the tarpit delay.

@@ -1,0 +1,56 @@
+package netlisten
+
+import (
+	"runtime"
+	"testing"
+)
+
+// Unread sees bytes a client sent before the server spoke, whether they
+// came in with the PROXY header or on their own, and consumes nothing.
+func TestUnread(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("no MSG_PEEK")
+	}
+	s := start(t, Config{Trusted: trust("127.0.0.1")})
+	hdr := func() []byte { return proxyHeader(t, 2, "203.0.113.7:40000", "192.0.2.1:25") }
+
+	t.Run("with the header", func(t *testing.T) {
+		c := dial(t, s, "127.0.0.1")
+		writeAll(t, c, append(hdr(), "EHLO early\r\n"...))
+		sc := s.accept(t)
+		if !sc.Unread() {
+			t.Fatal("Unread = false for a command sent with the header")
+		}
+		if got := readLine(t, sc); got != "EHLO early\r\n" {
+			t.Fatalf("read %q after Unread", got)
+		}
+		if sc.Unread() {
+			t.Fatal("Unread = true once everything is read")
+		}
+	})
+	t.Run("after the header", func(t *testing.T) {
+		c := dial(t, s, "127.0.0.1")
+		writeAll(t, c, hdr())
+		sc := s.accept(t)
+		if sc.Unread() {
+			t.Fatal("Unread = true for a client that sent only the header")
+		}
+		writeAll(t, c, []byte("EHLO later\r\n"))
+		waitFor(t, "Unread", sc.Unread)
+		if got := readLine(t, sc); got != "EHLO later\r\n" {
+			t.Fatalf("read %q after Unread", got)
+		}
+	})
+	t.Run("without a header", func(t *testing.T) {
+		c := dial(t, s, "127.0.0.2") // not trusted: no header expected
+		sc := s.accept(t)
+		if sc.Unread() {
+			t.Fatal("Unread = true for a silent client")
+		}
+		writeAll(t, c, []byte("EHLO direct\r\n"))
+		waitFor(t, "Unread", sc.Unread)
+		if got := readLine(t, sc); got != "EHLO direct\r\n" {
+			t.Fatalf("read %q after Unread", got)
+		}
+	})
+}
