@@ -39,6 +39,7 @@ type options struct {
 	pageBytes        int
 	scenarios        string
 	floor            bool
+	gogc             string
 }
 
 func main() {
@@ -54,6 +55,7 @@ func main() {
 	flag.IntVar(&o.conns, "connections", 32, "wrk connections")
 	flag.IntVar(&o.pageBytes, "page", 1024, "size of the static page in bytes")
 	flag.StringVar(&o.scenarios, "scenarios", "keepalive,close", "comma-separated: keepalive (target), close (a new connection per request)")
+	flag.StringVar(&o.gogc, "gogc", "", "GOGC for postern (default: Go's 100)")
 	flag.BoolVar(&o.floor, "reference", true, "also measure an nginx reverse proxy in front of the same nginx (what a mature same-host proxy costs)")
 	flag.Parse()
 	if o.short {
@@ -94,7 +96,7 @@ func run(o options) error {
 		return err
 	}
 	defer ng.stop()
-	gw, err := startPostern(dir, o.postern, ng.addr)
+	gw, err := startPostern(dir, o.postern, ng.addr, o.gogc)
 	if err != nil {
 		return err
 	}
@@ -109,7 +111,7 @@ func run(o options) error {
 
 	fmt.Printf("web gateway benchmark: wrk -t%d -c%d, %v windows, %d round(s), %d-byte static page from nginx (1 worker)\n",
 		o.threads, o.conns, o.duration, o.rounds, o.pageBytes)
-	fmt.Printf("postern: %s (web service with a /admin path rule and a login form)\n", o.postern)
+	fmt.Printf("postern: %s (web service with a /admin path rule and a login form)%s\n", o.postern, map[bool]string{true: ", GOGC=" + o.gogc}[o.gogc != ""])
 	failed := false
 	for _, sc := range strings.Split(o.scenarios, ",") {
 		var extra []string
@@ -120,25 +122,30 @@ func run(o options) error {
 		default:
 			return fmt.Errorf("unknown scenario %q", sc)
 		}
-		var direct, through, viaNginx []float64
+		var direct, through, viaNginx, cpuDirect, cpuThrough, cpuNginx []float64
 		type side struct {
 			addr string
 			out  *[]float64
+			pid  int // the process whose CPU time per request is reported
+			cpu  *[]float64
 		}
-		sides := []side{{ng.addr, &direct}, {gw.addr, &through}}
+		sides := []side{{ng.addr, &direct, ng.cmd.Process.Pid, &cpuDirect}, {gw.addr, &through, gw.cmd.Process.Pid, &cpuThrough}}
 		if floor != nil {
-			sides = append(sides, side{floor.addr, &viaNginx})
+			sides = append(sides, side{floor.addr, &viaNginx, floor.cmd.Process.Pid, &cpuNginx})
 		}
 		for r := 0; r < o.rounds; r++ {
 			for _, side := range sides {
 				if _, err := wrk(o, side.addr, o.warmup, extra); err != nil {
 					return err
 				}
+				c0 := cpuSeconds(side.pid)
 				rps, err := wrk(o, side.addr, o.duration, extra)
 				if err != nil {
 					return err
 				}
+				c1 := cpuSeconds(side.pid)
 				*side.out = append(*side.out, rps)
+				*side.cpu = append(*side.cpu, (c1-c0)/(rps*o.duration.Seconds())*1e6)
 			}
 		}
 		d, t := median(direct), median(through)
@@ -155,11 +162,12 @@ func run(o options) error {
 		}
 		fmt.Printf("%-10s direct %9.0f req/s  through postern %9.0f req/s  ratio %.2f  %s\n", sc, d, t, ratio, verdict)
 		fmt.Printf("           runs: direct %v through %v\n", rounded(direct), rounded(through))
+		fmt.Printf("           CPU per request: nginx serving the page %.1f µs, postern proxying it %.1f µs\n", median(cpuDirect), median(cpuThrough))
 		if floor != nil {
 			f := median(viaNginx)
 			fmt.Printf("           reference: through an nginx reverse proxy (1 worker, keep-alive upstream) %.0f req/s, ratio %.2f; postern / nginx proxy %.2f\n",
 				f, f/d, t/f)
-			fmt.Printf("           runs: via nginx proxy %v\n", rounded(viaNginx))
+			fmt.Printf("           runs: via nginx proxy %v; its CPU per request %.1f µs\n", rounded(viaNginx), median(cpuNginx))
 		}
 	}
 	if !gw.running() {
@@ -217,7 +225,7 @@ type proc struct {
 	log    string
 }
 
-func start(logPath, name string, args ...string) (*proc, error) {
+func start(logPath string, env []string, name string, args ...string) (*proc, error) {
 	f, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
@@ -225,6 +233,7 @@ func start(logPath, name string, args ...string) (*proc, error) {
 	defer f.Close()
 	p := &proc{cmd: exec.Command(name, args...), exited: make(chan struct{}), log: logPath}
 	p.cmd.Stdout, p.cmd.Stderr = f, f
+	p.cmd.Env = env
 	if err := p.cmd.Start(); err != nil {
 		return nil, err
 	}
@@ -331,7 +340,7 @@ func startNginx(dir string, page int) (*server, error) {
 	if err := os.WriteFile(conf, []byte(strings.NewReplacer("{{DIR}}", dir, "{{ADDR}}", addr).Replace(nginxConf)), 0o644); err != nil {
 		return nil, err
 	}
-	p, err := start(filepath.Join(dir, "nginx.out"), "nginx", "-p", dir, "-e", filepath.Join(dir, "nginx-error.log"), "-c", conf)
+	p, err := start(filepath.Join(dir, "nginx.out"), nil, "nginx", "-p", dir, "-e", filepath.Join(dir, "nginx-error.log"), "-c", conf)
 	if err != nil {
 		return nil, err
 	}
@@ -342,7 +351,7 @@ func startNginx(dir string, page int) (*server, error) {
 	return &server{p, addr}, nil
 }
 
-func startPostern(dir, bin, backend string) (*server, error) {
+func startPostern(dir, bin, backend, gogc string) (*server, error) {
 	addr, err := freePort()
 	if err != nil {
 		return nil, err
@@ -369,7 +378,11 @@ log: { level: warn }
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		return nil, err
 	}
-	p, err := start(filepath.Join(dir, "postern.log"), bin, "serve", "-c", path)
+	var env []string
+	if gogc != "" {
+		env = append(os.Environ(), "GOGC="+gogc)
+	}
+	p, err := start(filepath.Join(dir, "postern.log"), env, bin, "serve", "-c", path)
 	if err != nil {
 		return nil, err
 	}
@@ -421,7 +434,7 @@ func startNginxProxy(dir, backend string) (*server, error) {
 	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 		return nil, err
 	}
-	p, err := start(filepath.Join(dir, "nginx-proxy.out"), "nginx", "-p", dir, "-e", filepath.Join(dir, "nginx-proxy-error.log"), "-c", conf)
+	p, err := start(filepath.Join(dir, "nginx-proxy.out"), nil, "nginx", "-p", dir, "-e", filepath.Join(dir, "nginx-proxy-error.log"), "-c", conf)
 	if err != nil {
 		return nil, err
 	}
@@ -430,4 +443,21 @@ func startNginxProxy(dir, backend string) (*server, error) {
 		return nil, fmt.Errorf("nginx proxy: %w", err)
 	}
 	return &server{p, addr}, nil
+}
+
+// cpuSeconds returns the user+system CPU time of a process so far, from
+// /proc/PID/stat (clock ticks of 1/100 s on Linux).
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseFloat(f[11], 64)
+	k, _ := strconv.ParseFloat(f[12], 64)
+	return (u + k) / 100
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/config"
+	"github.com/postern/postern/internal/policy"
 )
 
 // Defaults for the zero values of Config.
@@ -117,6 +118,7 @@ func FromConfig(svc *config.Service, serverTLS *tls.Config) (Config, error) {
 	for i := range svc.LoginForms {
 		lf := &svc.LoginForms[i]
 		p, q := lf.FormPath()
+		p = policy.CleanPath(p)
 		name, contains := lf.FailHeaderMatch()
 		if !lf.FailHeader.IsSet() {
 			name = ""

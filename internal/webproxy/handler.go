@@ -37,7 +37,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.page(w, r, cc, http.StatusForbidden, why, true)
 		return
 	case guard.Tarpit:
-		cc.tarpit = adm.Delay
+		cc.tarpit.Store(int64(adm.Delay))
 	}
 	if r.Method == http.MethodConnect {
 		p.page(w, r, cc, http.StatusMethodNotAllowed, "Method not allowed", false)
@@ -56,7 +56,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		r = r.WithContext(context.WithValue(r.Context(), attemptKey{}, at))
 	}
-	if !p.delay(r.Context(), cc.tarpit) {
+	if !p.delay(r.Context(), cc.delay()) {
 		return
 	}
 	p.rp.ServeHTTP(streamWriter{w}, r)
@@ -186,7 +186,7 @@ func (p *Proxy) backendError(w http.ResponseWriter, r *http.Request, err error) 
 // page writes postern's own short answer. close asks the client to close
 // the connection (HTTP/1).
 func (p *Proxy) page(w http.ResponseWriter, r *http.Request, cc *clientConn, status int, text string, closeConn bool) {
-	if !p.delay(r.Context(), cc.tarpit) {
+	if !p.delay(r.Context(), cc.delay()) {
 		return
 	}
 	h := w.Header()

@@ -199,7 +199,7 @@ func (p *Proxy) loginFailedPage(w http.ResponseWriter, r *http.Request, cc *clie
 	}
 	closeConn := d.Action == guard.Close
 	if f.FailRedirect != "" {
-		if !p.delay(r.Context(), cc.tarpit) {
+		if !p.delay(r.Context(), cc.delay()) {
 			return
 		}
 		if closeConn && r.ProtoMajor < 2 {
@@ -233,7 +233,7 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	p.log.Info("webmail login failed", "client", at.cc.addr.String(), "account", at.account,
 		"status", resp.StatusCode, "blocked", at.decision.Blocked)
 	if at.decision.Delay > 0 {
-		at.cc.tarpit = at.decision.Delay
+		at.cc.tarpit.Store(int64(at.decision.Delay))
 		if !p.delay(resp.Request.Context(), at.decision.Delay) {
 			return errClientGone
 		}

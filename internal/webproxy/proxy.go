@@ -12,6 +12,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/postern/postern/internal/guard"
@@ -149,7 +150,7 @@ type clientConn struct {
 	trusted bool
 	gs      *guard.Session // nil when refused at accept
 	refusal string         // why the connection was refused at accept
-	tarpit  time.Duration
+	tarpit  atomic.Int64 // time.Duration: the engine's delay before each answer (HTTP/2 streams share it)
 	once    sync.Once
 }
 
@@ -200,12 +201,12 @@ func (p *Proxy) admit(c net.Conn) *clientConn {
 		cc.refusal = refusalText(adm.Reason)
 		return cc
 	case guard.Tarpit:
-		cc.tarpit = adm.Delay
+		cc.tarpit.Store(int64(adm.Delay))
 	}
 	gs, d := p.eng.Open(cc.addr, p.cfg.Service, func() { c.Close() })
 	cc.gs = gs
 	if d.Delay > 0 {
-		cc.tarpit = d.Delay
+		cc.tarpit.Store(int64(d.Delay))
 	}
 	if d.Action == guard.Close {
 		cc.refusal = refusalText(d.Reason)
@@ -242,3 +243,6 @@ func (b *bufferPool) Put(buf []byte) {
 		b.p.Put(&buf)
 	}
 }
+
+// delay returns the tarpit delay of the connection.
+func (c *clientConn) delay() time.Duration { return time.Duration(c.tarpit.Load()) }

@@ -8,12 +8,15 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/postern/postern/internal/tlsconf"
 )
 
 func TestForwardAndPathRules(t *testing.T) {
@@ -435,4 +438,76 @@ func TestShutdownDrains(t *testing.T) {
 		t.Fatal("Serve did not return after the drain time")
 	}
 	close(h.be.stream)
+}
+
+// TestTarpit: with refuse_blocked off, a blocked address is served, but
+// every answer waits the tarpit delay.
+func TestTarpit(t *testing.T) {
+	cfg := strings.Replace(baseCfg, "intrusion_prevention:\n", "intrusion_prevention:\n  refuse_blocked: false\n  close_blocked_connection: false\n  tarpit_delay: 400ms\n", 1)
+	h := newHarness(t, harnessOpts{cfg: cfg})
+	for i := range 3 {
+		h.postForm("127.0.0.30", "/login", url.Values{"user": {"alice@example.com"}, "pass": {"t" + strconv.Itoa(i)}})
+	}
+	if ok, _ := h.blocked("127.0.0.30"); !ok {
+		t.Fatal("not blocked")
+	}
+	start := time.Now()
+	code, body := h.get("127.0.0.30", "/")
+	if d := time.Since(start); code != 200 || body != "hello from the backend" || d < 400*time.Millisecond {
+		t.Errorf("tarpitted request: %d %q after %v, want 200 after ≥ 400ms", code, body, d)
+	}
+	start = time.Now()
+	if code, _ := h.get("127.0.0.31", "/"); code != 200 || time.Since(start) >= 400*time.Millisecond {
+		t.Errorf("an unblocked address was slowed down: %d after %v", code, time.Since(start))
+	}
+}
+
+// TestCertificateReload: a new certificate on disk is served after the
+// reload, without restarting the listener.
+func TestCertificateReload(t *testing.T) {
+	dir := t.TempDir()
+	cert, key, err := tlsconf.SelfSigned(dir, []string{"old.example"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs, err := tlsconf.Load(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, harnessOpts{tls: true, mutate: func(c *Config) { c.TLS = certs.ServerConfig() }})
+	name := func() string {
+		c, err := tls.Dial("tcp", h.addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		st := c.ConnectionState()
+		if st.NegotiatedProtocol != "h2" {
+			t.Errorf("ALPN %q, want h2", st.NegotiatedProtocol)
+		}
+		return st.PeerCertificates[0].DNSNames[0]
+	}
+	if got := name(); got != "old.example" {
+		t.Fatalf("certificate for %q", got)
+	}
+	dir2 := t.TempDir()
+	cert2, key2, err := tlsconf.SelfSigned(dir2, []string{"new.example"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for src, dst := range map[string]string{cert2: cert, key2: key} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dst, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := certs.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := name(); got != "new.example" {
+		t.Errorf("after reload: certificate for %q", got)
+	}
 }
