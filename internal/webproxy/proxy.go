@@ -150,7 +150,7 @@ type clientConn struct {
 	trusted bool
 	gs      *guard.Session // nil when refused at accept
 	refusal string         // why the connection was refused at accept
-	tarpit  atomic.Int64 // time.Duration: the engine's delay before each answer (HTTP/2 streams share it)
+	tarpit  atomic.Int64   // time.Duration: the engine's delay before each answer (HTTP/2 streams share it)
 	once    sync.Once
 }
 
