@@ -511,3 +511,31 @@ func TestCertificateReload(t *testing.T) {
 		t.Errorf("after reload: certificate for %q", got)
 	}
 }
+
+// TestCloseAll: the block closes the address's other connections too.
+func TestCloseAll(t *testing.T) {
+	cfg := strings.Replace(baseCfg, "intrusion_prevention:\n", "intrusion_prevention:\n  close_all: true\n", 1)
+	h := newHarness(t, harnessOpts{cfg: cfg})
+	held := h.dial("127.0.0.40")
+	defer held.Close()
+	io.WriteString(held, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	held.SetReadDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(held)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("held connection: %v %v", resp, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	for i := range 3 {
+		h.postForm("127.0.0.40", "/login", url.Values{"user": {"alice@example.com"}, "pass": {"c" + strconv.Itoa(i)}})
+	}
+	if ok, _ := h.blocked("127.0.0.40"); !ok {
+		t.Fatal("not blocked")
+	}
+	held.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := br.Read(make([]byte, 1)); err == nil || n != 0 {
+		t.Errorf("the idle keep-alive connection of the blocked address is still open (read %d, %v)", n, err)
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Error("the idle keep-alive connection was not closed by the block")
+	}
+}
