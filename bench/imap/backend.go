@@ -1,12 +1,19 @@
 package main
 
 import (
+	"bufio"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -94,11 +101,12 @@ func (l memLiteral) Size() int64 { return int64(l.Len()) }
 
 // minRelay is the calibration floor: the least a proxy on this machine can
 // do — accept, dial the backend, send the PROXY v2 header, then copy bytes
-// both ways (io.Copy between TCP sockets: splice(2) on Linux). It runs in
-// this process, so its CPU counts as the generator's. The gap between
-// direct and minRelay is what any same-host proxy costs here (a second
-// loopback connection per session and a second copy of every byte); the
-// gap between minRelay and postern is postern's own work.
+// both ways (io.Copy between TCP sockets: splice(2) on Linux). The
+// benchmark runs it in a child process of its own (runChildRelay), so that
+// it is scheduled and accounted like postern serve. The gap between direct
+// and minRelay is what any same-host proxy costs here (a second loopback
+// connection per session, a second TCP path for every byte); the gap
+// between minRelay and postern is postern's own work.
 type minRelay struct {
 	ln      net.Listener
 	backend string
@@ -157,6 +165,82 @@ func (mr *minRelay) serve(c net.Conn) {
 func (mr *minRelay) close() {
 	mr.ln.Close()
 	mr.wg.Wait()
+}
+
+// runChildRelay is this program re-run as the relay floor ("-child-relay
+// BACKEND"): it prints "LISTEN addr" and relays until SIGTERM or SIGINT.
+func runChildRelay(backend string) int {
+	mr, err := startMinRelay(backend)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child relay:", err)
+		return 1
+	}
+	fmt.Printf("LISTEN %s\n", mr.addr())
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
+	<-sig
+	mr.close()
+	return 0
+}
+
+// childRelay is a running relay child process.
+type childRelay struct {
+	cmd  *exec.Cmd
+	addr string
+	done chan error
+}
+
+// startChildRelay re-runs this program as the relay floor in front of
+// backend and waits for its listen address.
+func (b *bench) startChildRelay(backend string) (*childRelay, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cr := &childRelay{cmd: exec.Command(exe, "-child-relay", backend), done: make(chan error, 1)}
+	cr.cmd.Stderr = os.Stderr
+	cr.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := cr.cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cr.cmd.Start(); err != nil {
+		return nil, err
+	}
+	line := make(chan string, 1)
+	go func() {
+		l, _ := bufio.NewReader(out).ReadString('\n')
+		line <- l
+		io.Copy(io.Discard, out)
+		cr.done <- cr.cmd.Wait()
+	}()
+	t := time.NewTimer(20 * time.Second)
+	defer t.Stop()
+	select {
+	case l := <-line:
+		if a, ok := strings.CutPrefix(strings.TrimSpace(l), "LISTEN "); ok {
+			cr.addr = a
+			return cr, nil
+		}
+		cr.stop()
+		return nil, fmt.Errorf("relay child said %q", l)
+	case <-t.C:
+		cr.stop()
+		return nil, errors.New("relay child did not start within 20 s")
+	}
+}
+
+// stop ends the relay child by its PID and waits for it.
+func (cr *childRelay) stop() {
+	cr.cmd.Process.Signal(syscall.SIGTERM)
+	t := time.NewTimer(20 * time.Second)
+	defer t.Stop()
+	select {
+	case <-cr.done:
+	case <-t.C:
+		cr.cmd.Process.Kill()
+		<-cr.done
+	}
 }
 
 // sourceAddr returns the loopback source address of client i of a group:

@@ -24,6 +24,7 @@ type target struct {
 	name  string // direct, through, relay
 	addr  string // 127.0.0.1:port
 	proxy bool   // open every connection with a PROXY v2 header
+	pid   int    // the proxy process in between (postern serve or the relay), 0: none
 }
 
 // conn is one IMAP or POP3 client connection.

@@ -45,19 +45,22 @@ var (
 )
 
 type options struct {
-	dir, postern, only        string
-	portBase                  int
-	reuse, keep, short, floor bool
-	bigSize, bigClients       int
-	loginClients              int
-	warmup, duration          time.Duration
-	rounds                    int
-	idle                      int
-	noFile                    uint64   // RLIMIT_NOFILE to raise to
-	stdout                    *os.File // where the report goes
+	dir, postern, only, posternEnv string
+	portBase                       int
+	reuse, keep, short, floor      bool
+	bigSize, bigClients            int
+	loginClients                   int
+	warmup, duration               time.Duration
+	rounds                         int
+	idle                           int
+	noFile                         uint64   // RLIMIT_NOFILE to raise to
+	stdout                         *os.File // where the report goes
 }
 
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == "-child-relay" {
+		os.Exit(runChildRelay(os.Args[2]))
+	}
 	o := defaultOptions()
 	flag.StringVar(&o.dir, "dir", o.dir, "harness DIR (at most 64 characters); bob's Maildir there is replaced by the big message")
 	flag.IntVar(&o.portBase, "port-base", o.portBase, "POSTERN_BACKENDS_PORT_BASE for backends this program starts")
@@ -73,6 +76,7 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", o.rounds, "runs of each side per scenario, interleaved (the table shows the median)")
 	flag.BoolVar(&o.floor, "floor", true, "also run every scenario through a minimal in-process TCP relay (calibration: what any same-host proxy costs)")
 	flag.IntVar(&o.idle, "idle", o.idle, "idle logged-in IMAP connections for the memory test (0: skip)")
+	flag.StringVar(&o.posternEnv, "postern-env", "", "extra environment of postern serve, comma-separated KEY=VALUE (e.g. GOMAXPROCS=1, GODEBUG=…), for experiments")
 	flag.StringVar(&o.only, "only", "", "comma-separated subset of: fetch,retr,imaplogin,pop3login,idle")
 	flag.Parse()
 	if o.short {
@@ -221,19 +225,18 @@ func (b *bench) dovecotScenarios(want func(string) bool) error {
 			b.fail("postern (through): %v\n%s", err, g.logTail())
 		}
 	}()
-	b.procs.postern = g.pid()
 	b.out.posternNoFile = openFilesLimit(g.pid())
 	sides := func(direct, through string) ([]target, func()) {
-		ts := []target{{name: "direct", addr: direct, proxy: true}, {name: "through", addr: through}}
+		ts := []target{{name: "direct", addr: direct, proxy: true}, {name: "through", addr: through, pid: g.pid()}}
 		if !o.floor {
 			return ts, func() {}
 		}
-		mr, err := startMinRelay(direct)
+		cr, err := b.startChildRelay(direct)
 		if err != nil {
 			b.fail("min. relay: %v", err)
 			return ts, func() {}
 		}
-		return append(ts, target{name: "relay", addr: mr.addr()}), mr.close
+		return append(ts, target{name: "relay", addr: cr.addr, pid: cr.cmd.Process.Pid}), cr.stop
 	}
 	imapSides, closeI := sides(imapDirect, g.imap)
 	defer closeI()
@@ -265,7 +268,6 @@ func (b *bench) dovecotScenarios(want func(string) bool) error {
 			})
 	}
 	b.out.posternLog = g.logTail()
-	b.procs.postern = 0
 	return nil
 }
 
@@ -519,6 +521,9 @@ func (b *bench) startPostern(name, imapBackend, popBackend string) (*gateway, er
 		return nil, err
 	}
 	g.cmd = exec.Command(b.bin, "serve", "-c", cfg)
+	if b.o.posternEnv != "" {
+		g.cmd.Env = append(os.Environ(), strings.Split(b.o.posternEnv, ",")...)
+	}
 	g.cmd.Stdout, g.cmd.Stderr = lf, lf
 	g.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := g.cmd.Start(); err != nil {
@@ -614,9 +619,7 @@ func (b *bench) scenario(name, unit string, target float64, sides []target, fn r
 				return
 			}
 			procs := b.procs
-			if t.name != "through" {
-				procs.postern = 0
-			}
+			procs.postern = t.pid // postern, or the relay process, or none
 			var s0, s1 cpuSnap
 			res := fn(t, hooks{start: func() { s0 = procs.snap() }, end: func() { s1 = procs.snap() }})
 			m := measured{side: t.name, res: res, cpu: diff(s0, s1)}
@@ -637,7 +640,7 @@ func (m *measured) summary(unit string) string {
 		rate = fmt.Sprintf("%8.1f MB/s", m.res.byteRate()/1e6)
 	}
 	c := m.cpu
-	return fmt.Sprintf("%s  (%d ops in %.1fs, p50 %v p99 %v; CPU cores: postern %.2f dovecot %.2f gen %.2f other %.2f)",
+	return fmt.Sprintf("%s  (%d ops in %.1fs, p50 %v p99 %v; CPU cores: proxy %.2f dovecot %.2f gen %.2f other %.2f)",
 		rate, m.res.ops, m.res.elapsed.Seconds(), m.res.percentile(0.5).Round(100*time.Microsecond), m.res.percentile(0.99).Round(100*time.Microsecond),
 		c.postern/c.wall, c.dove/c.wall, c.gen/c.wall, c.other())
 }

@@ -80,7 +80,10 @@ func (r *report) print(w io.Writer, o options) {
 	p("\npostern IMAP/POP3 benchmark: postern %s, %s CPUs (%s), %s, Dovecot %s, backends %s\n", r.rev, r.cpus, r.cpuModel, r.goVersion, r.dovecot, r.dir)
 	p("direct = load generator -> Dovecot's PROXY port (v2 header, source = the connection's own 127.x address);\n")
 	p("through = generator -> postern serve (imap/pop3 service, no TLS) -> the same Dovecot port;\n")
-	p("min. relay = generator -> minimal in-process TCP relay (PROXY header + splice) -> the same port: what any same-host proxy costs.\n")
+	p("min. relay = generator -> minimal TCP relay in a child process (PROXY header + splice) -> the same port: what any same-host proxy costs.\n")
+	if o.posternEnv != "" {
+		p("postern serve ran with the extra environment %s.\n", o.posternEnv)
+	}
 	p("Median of %d run(s) per side, %v warm-up + %v window each; every load client has its own 127.10.0.x / 127.11.0.x address.\n\n", o.rounds, o.warmup, o.duration)
 	if len(r.scenarios) > 0 {
 		p("%-44s %13s %13s %7s  %-22s %13s %7s\n", "scenario", "direct", "through", "ratio", "target", "min. relay", "ratio")
@@ -93,19 +96,19 @@ func (r *report) print(w io.Writer, o options) {
 			}
 			p("%-44s %13s %13s %7.3f  %-22s %13s %7s\n", sc.name, fmtRate(sc.unit, d), fmtRate(sc.unit, t), ratio, v, fl, flr)
 		}
-		p("\nPer run. CPU in cores (CPU seconds / wall seconds of the window): postern serve, Dovecot (master and every child: imap-login,\n")
-		p("imap, pop3-login, pop3, auth…), gen (this program: load generator, and the min. relay on side relay), other (the rest of the\n")
-		p("machine: other processes, kernel threads; large = the machine was not quiet, re-run). ms/op: CPU milliseconds per operation\n")
-		p("(a fetch or retrieval of the message, or one login session) of postern, Dovecot, and all three. rd/op, wr/op: postern's\n")
-		p("read and write system calls per operation (/proc/PID/io; splice(2) counts as neither).\n")
+		p("\nPer run. CPU in cores (CPU seconds / wall seconds of the window): proxy (postern serve on side through, the relay child\n")
+		p("process on side relay), Dovecot (master and every child: imap-login, imap, pop3-login, pop3, auth…), gen (this program: the\n")
+		p("load generator), other (the rest of the machine: other processes, kernel threads; large = the machine was not quiet, re-run).\n")
+		p("ms/op: CPU milliseconds per operation (a fetch or retrieval of the message, or one login session) of the proxy, Dovecot,\n")
+		p("and all three. rd/op, wr/op: the proxy's read and write system calls per operation (/proc/PID/io; splice(2) is neither).\n")
 		p("%-44s %-7s %13s %9s %9s | %7s %7s %5s %5s | %7s %7s %7s | %7s %7s\n", "scenario", "side", "rate", "p50", "p99",
-			"postern", "dovecot", "gen", "other", "pt ms", "dv ms", "all ms", "rd/op", "wr/op")
+			"proxy", "dovecot", "gen", "other", "px ms", "dv ms", "all ms", "rd/op", "wr/op")
 		for _, sc := range r.scenarios {
 			for i := range sc.runs {
 				m := &sc.runs[i]
 				c := m.cpu
 				pt, rd, wr := "-", "-", "-"
-				if m.side == "through" && m.res.ops > 0 {
+				if m.side != "direct" && m.res.ops > 0 {
 					pt = fmt.Sprintf("%.3f", m.perOp(c.postern))
 					rd, wr = fmt.Sprintf("%.1f", c.syscr/float64(m.res.ops)), fmt.Sprintf("%.1f", c.syscw/float64(m.res.ops))
 				}
