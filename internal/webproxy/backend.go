@@ -120,5 +120,7 @@ func (b *backends) transport(responseTimeout time.Duration) *http.Transport {
 		ResponseHeaderTimeout: responseTimeout,
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true,
+		ReadBufferSize:        32 << 10, // fewer reads for page-sized answers
+		WriteBufferSize:       8 << 10,
 	}
 }
