@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # bench/web.sh [FLAGS] — run the web gateway benchmark (bench/web) from the
-# module root; every flag goes to the program (see bench/README.md):
+# module root; every flag goes to the program (see docs/BENCHMARKS.md):
 #
-#   bench/web.sh              # full run: 3 rounds × 2 scenarios × 2 sides, 10 s windows (~2.5 minutes)
-#   bench/web.sh -short       # CI smoke: one round of 3 s windows (~20 s)
+#   bench/web.sh              # full run: 3 rounds × 3 scenarios, 10 s windows (~5 minutes)
+#   bench/web.sh -short       # CI smoke: one round of 3 s windows (~40 s)
 #
 # Needs nginx and wrk (Debian packages nginx-light or nginx, wrk). Exit
 # status: 0 when every run worked (a missed target is printed as

@@ -1,9 +1,10 @@
 // Command web benchmarks postern's web gateway: requests per second with
 // wrk (Debian's package) straight to nginx and through `postern serve` in
-// front of the same nginx, in one run, interleaved. See bench/README.md.
+// front of the same nginx, in one run, interleaved, with an nginx reverse
+// proxy as a reference and a dynamic-page scenario. See docs/BENCHMARKS.md.
 //
-//	GOTOOLCHAIN=local go run ./bench/web          # full run, about 2 minutes
-//	GOTOOLCHAIN=local go run ./bench/web -short   # CI smoke, about 20 s
+//	GOTOOLCHAIN=local go run ./bench/web          # full run, about 5 minutes
+//	GOTOOLCHAIN=local go run ./bench/web -short   # CI smoke, about 40 s
 //
 // It exits 1 on errors (nginx or postern not starting, wrk failing or
 // reporting errors) and 0 otherwise; a missed target is printed as
