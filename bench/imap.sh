@@ -2,7 +2,7 @@
 # bench/imap.sh [FLAGS] — run the IMAP/POP3 benchmark (bench/imap) as root
 # from the module root; every flag goes to the program (see bench/README.md):
 #
-#   sudo bench/imap.sh                  # full run, ~6 minutes
+#   sudo bench/imap.sh                  # full run, ~9 minutes
 #   sudo bench/imap.sh -short           # CI smoke, under a minute
 #   sudo bench/imap.sh -only fetch,idle # a subset
 #

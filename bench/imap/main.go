@@ -4,7 +4,7 @@
 // straight to Dovecot's PROXY ports, and postern's memory per idle
 // logged-in IMAP connection. See bench/README.md.
 //
-//	sudo GOTOOLCHAIN=local go run ./bench/imap            # full run, about 6 minutes
+//	sudo GOTOOLCHAIN=local go run ./bench/imap            # full run, about 9 minutes
 //	sudo GOTOOLCHAIN=local go run ./bench/imap -short     # CI smoke, under a minute
 //
 // It exits 1 on errors (a failed session, a wrong size or content, a
