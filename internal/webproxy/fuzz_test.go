@@ -1,0 +1,118 @@
+package webproxy
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/policy"
+	"github.com/postern/postern/internal/snapshot"
+)
+
+// recordingTransport stands in for the backend: it records each request
+// postern forwards and answers 200.
+type recordingTransport struct {
+	mu   sync.Mutex
+	last *http.Request
+}
+
+func (rt *recordingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Body != nil {
+		io.Copy(io.Discard, io.LimitReader(r.Body, 1<<20))
+		r.Body.Close()
+	}
+	rt.mu.Lock()
+	rt.last = r
+	rt.mu.Unlock()
+	return &http.Response{StatusCode: 200, Header: http.Header{}, Body: http.NoBody, Request: r, ProtoMajor: 1, ProtoMinor: 1}, nil
+}
+
+// FuzzServeHTTP: whatever request a client sends, a request that reaches
+// the backend from a non-admin address never names the /admin area — not
+// as postern cleans the path, nor as a backend decoding it once would —
+// and the handler never panics.
+func FuzzServeHTTP(f *testing.F) {
+	for _, s := range []string{
+		"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /%61dmin/ HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET http://x//admin HTTP/1.1\r\nHost: x\r\n\r\n",
+		"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 22\r\n\r\nuser=boss@example.com&",
+		"GET /x/..%2fadmin HTTP/1.1\r\nHost: x\r\n\r\n",
+		"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+	} {
+		f.Add(s)
+	}
+	cfg := strings.Replace(baseCfg, "connections_per_minute: 200", "connections_per_minute: 0", 1)
+	cfg = strings.Replace(cfg, "failed_logins: 3", "failed_logins: 0", 1)
+	dir := f.TempDir()
+	p := filepath.Join(dir, "postern.yaml")
+	if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
+		f.Fatal(err)
+	}
+	snap, err := snapshot.Load(context.Background(), p, time.Now())
+	if err != nil {
+		f.Fatal(err)
+	}
+	eng, err := guard.New(context.Background(), snap.Guard, guard.Options{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { eng.Close() })
+	wcfg, err := FromConfig(snap.Config.Services["web"], nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	wcfg.Backends = []*url.URL{{Scheme: "http", Host: "127.0.0.1:1"}}
+	px, err := New(wcfg, eng, func() *policy.Policy { return snap.Policy }, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	rt := &recordingTransport{}
+	px.rp.Transport = rt
+	f.Fuzz(func(t *testing.T, raw string) {
+		req, err := http.ReadRequest(bufio.NewReader(strings.NewReader(raw)))
+		if err != nil {
+			return // net/http's server answers 400 before any handler
+		}
+		req.RemoteAddr = "127.0.0.1:40000"
+		rt.mu.Lock()
+		rt.last = nil
+		rt.mu.Unlock()
+		px.ServeHTTP(httptest.NewRecorder(), req)
+		rt.mu.Lock()
+		out := rt.last
+		rt.mu.Unlock()
+		if out == nil {
+			return
+		}
+		for _, view := range []string{policy.CleanPath(out.URL.EscapedPath()), onceDecoded(out.URL.EscapedPath())} {
+			if v := strings.ToLower(view); v == "/admin" || strings.HasPrefix(v, "/admin") {
+				t.Fatalf("request %q reached the backend as %q (seen as %q)", raw, out.URL.String(), view)
+			}
+		}
+		if got := out.Header.Get("X-Forwarded-For"); got != "127.0.0.1" {
+			t.Fatalf("X-Forwarded-For %q", got)
+		}
+	})
+}
+
+// onceDecoded is the path as a backend that decodes once and resolves dot
+// segments sees it.
+func onceDecoded(p string) string {
+	d, err := url.PathUnescape(p)
+	if err != nil {
+		return ""
+	}
+	return path.Clean("/" + strings.ReplaceAll(d, "\\", "/"))
+}
