@@ -2,11 +2,13 @@ package web
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -154,6 +156,41 @@ func TestWebGateway(t *testing.T) {
 		}
 	})
 
+	t.Run("per-address connection limit", func(t *testing.T) {
+		const src = "127.0.0.22"
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for i := range 50 { // max_connections_per_address: 50
+			d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+			c, err := tls.DialWithDialer(d, "tcp", gw.addr, &tls.Config{InsecureSkipVerify: true})
+			if err != nil {
+				t.Fatalf("connection %d within the limit: %v", i+1, err)
+			}
+			held = append(held, c)
+		}
+		if r := curlErr(src, base+"/"); r == nil {
+			t.Error("the 51st connection from one address was served")
+		}
+		if r := curl(t, user, base+"/"); r.code != 200 {
+			t.Errorf("another address is unaffected: %d", r.code)
+		}
+		for _, c := range held {
+			c.Close()
+		}
+		held = nil
+		deadline := time.Now().Add(5 * time.Second)
+		for curlErr(src, base+"/") != nil {
+			if time.Now().After(deadline) {
+				t.Fatal("connections from the address are still refused after its others closed")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+
 	if testing.Verbose() {
 		t.Logf("nginx access log:\n%s", strings.Join(ng.accessLog(), "\n"))
 	}
@@ -208,4 +245,12 @@ func rawTLS(t *testing.T, addr, src, text string) string {
 		}
 	}
 	return b.String()
+}
+
+// curlErr runs curl from src and returns its error (nil for any HTTP
+// answer).
+func curlErr(src, url string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	return exec.CommandContext(ctx, "curl", "-sk", "-o", "/dev/null", "--interface", src, url).Run()
 }
