@@ -101,6 +101,7 @@ func (p *Proxy) checkLogin(w http.ResponseWriter, r *http.Request, cc *clientCon
 			r.Body = io.NopCloser(bytes.NewReader(buf))
 			r.ContentLength = int64(len(buf))
 			r.TransferEncoding = nil
+			r.Header.Del("Expect") // the body is here: no need to wait for the backend's 100 Continue
 			user, pass = formFields(r.Header.Get("Content-Type"), buf, f.UserField, f.PasswordField)
 		}
 	}

@@ -539,3 +539,34 @@ func TestCloseAll(t *testing.T) {
 		t.Error("the idle keep-alive connection was not closed by the block")
 	}
 }
+
+// TestLoginExpectContinue: a login form sent with Expect: 100-continue (curl
+// does so for larger bodies) is read, checked and answered without waiting
+// for the backend's own 100 Continue.
+func TestLoginExpectContinue(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	c := h.dial("127.0.0.1")
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	body := "user=alice%40example.com&pass=wrong"
+	io.WriteString(c, "POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nExpect: 100-continue\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n")
+	br := bufio.NewReader(c)
+	line, err := br.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "HTTP/1.1 100") {
+		t.Fatalf("want 100 Continue, got %q %v", line, err)
+	}
+	br.ReadString('\n')
+	start := time.Now()
+	io.WriteString(c, body)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("login answer: %v %v", resp, err)
+	}
+	if d := time.Since(start); d > 900*time.Millisecond {
+		t.Errorf("the answer took %v: postern waited for a 100 Continue from the backend", d)
+	}
+	reqs := h.be.requests()
+	if last := reqs[len(reqs)-1]; last.Body != body || last.Header.Get("Expect") != "" {
+		t.Errorf("the backend got body %q, Expect %q", last.Body, last.Header.Get("Expect"))
+	}
+}
