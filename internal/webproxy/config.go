@@ -30,6 +30,7 @@ const (
 	DefaultMaxHeaderBytes = 64 << 10
 	DefaultMaxLoginBody   = 64 << 10
 	DefaultBodyTimeout    = 30 * time.Second
+	DefaultWriteTimeout   = 60 * time.Second
 )
 
 // Config is one web service's configuration.
@@ -51,7 +52,8 @@ type Config struct {
 	IdleTimeout    time.Duration // a keep-alive connection between requests
 	ConnectTimeout time.Duration // connecting to a backend
 	BackendTimeout time.Duration // waiting for a backend's response headers
-	BodyTimeout    time.Duration // to send a login form's body
+	BodyTimeout    time.Duration // a request body that stops moving (each read), and a login form's whole body
+	WriteTimeout   time.Duration // a client that stops reading the response (each write)
 	MaxHeaderBytes int           // request line and headers
 	MaxLoginBody   int64         // bytes of a login request read to find the account
 }
@@ -70,6 +72,7 @@ func (c *Config) defaults() {
 	set(&c.ConnectTimeout, DefaultConnectTimeout)
 	set(&c.BackendTimeout, DefaultBackendTimeout)
 	set(&c.BodyTimeout, DefaultBodyTimeout)
+	set(&c.WriteTimeout, DefaultWriteTimeout)
 	if c.MaxHeaderBytes <= 0 {
 		c.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}

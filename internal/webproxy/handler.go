@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"html"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -59,7 +60,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !p.delay(r.Context(), cc.delay()) {
 		return
 	}
-	p.rp.ServeHTTP(streamWriter{w}, r)
+	rc := http.NewResponseController(w)
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &idleBody{ReadCloser: r.Body, rc: rc, d: p.cfg.BodyTimeout}
+	}
+	p.rp.ServeHTTP(&streamWriter{ResponseWriter: w, rc: rc, d: p.cfg.WriteTimeout}, r)
+	rc.SetWriteDeadline(time.Time{})
 	if at != nil && at.decision.Action == guard.Close {
 		p.closeAfter(w, r, cc)
 	}
@@ -235,15 +241,47 @@ func (c *addrOnlyConn) Close() error { return nil }
 
 // streamWriter sends an event stream's headers at once, so a client sees
 // the response start before the first event (ReverseProxy flushes only
-// after body writes).
-type streamWriter struct{ http.ResponseWriter }
+// after body writes), and gives every write to the client a deadline: a
+// client that stops reading is dropped after d, however long the response.
+type streamWriter struct {
+	http.ResponseWriter
+	rc *http.ResponseController
+	d  time.Duration
+}
 
-func (w streamWriter) WriteHeader(code int) {
+func (w *streamWriter) WriteHeader(code int) {
+	w.rc.SetWriteDeadline(time.Now().Add(w.d))
 	w.ResponseWriter.WriteHeader(code)
 	if code >= 200 && strings.HasPrefix(w.Header().Get("Content-Type"), "text/event-stream") {
-		http.NewResponseController(w.ResponseWriter).Flush()
+		w.rc.Flush()
 	}
 }
 
+func (w *streamWriter) Write(b []byte) (int, error) {
+	w.rc.SetWriteDeadline(time.Now().Add(w.d))
+	return w.ResponseWriter.Write(b)
+}
+
 // Unwrap gives http.ResponseController the real writer (Flush, Hijack).
-func (w streamWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+func (w *streamWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// idleBody gives every read of a request body a deadline: a client that
+// stops sending its body is dropped after d, while a slow upload that keeps
+// moving is not. At the end of the body the deadline is lifted, so a
+// long-polling request waits for its answer as long as the backend takes.
+// After a timeout the expired deadline stays, so the server's own reads of
+// the rest fail at once and the connection is closed.
+type idleBody struct {
+	io.ReadCloser
+	rc *http.ResponseController
+	d  time.Duration
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	b.rc.SetReadDeadline(time.Now().Add(b.d))
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.rc.SetReadDeadline(time.Time{})
+	}
+	return n, err
+}

@@ -570,3 +570,29 @@ func TestLoginExpectContinue(t *testing.T) {
 		t.Errorf("the backend got body %q, Expect %q", last.Body, last.Header.Get("Expect"))
 	}
 }
+
+// TestBodyAndWriteDeadlines: a request body that stops moving is dropped
+// after the body timeout, while a long poll whose body is complete waits as
+// long as the backend takes, with or without a response body.
+func TestBodyAndWriteDeadlines(t *testing.T) {
+	h := newHarness(t, harnessOpts{mutate: func(c *Config) {
+		c.BodyTimeout = 300 * time.Millisecond
+		c.WriteTimeout = 300 * time.Millisecond
+	}})
+	c := h.dial("127.0.0.1")
+	defer c.Close()
+	io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+	start := time.Now()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	io.ReadAll(c)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("a stalled request body held the connection for %v", d)
+	}
+	for _, method := range []string{"GET", "POST"} {
+		raw := h.raw("127.0.0.1", method+" /slow?ms=800 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"+
+			"GET /slow?ms=800 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+		if got := statuses(raw); len(got) != 2 || got[0] != 204 || got[1] != 204 {
+			t.Errorf("%s long polls on one connection, answers after 800 ms > the 300 ms timeouts: %v %q", method, got, raw)
+		}
+	}
+}
