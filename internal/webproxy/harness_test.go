@@ -250,7 +250,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	h.addr = h.ln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); h.p.Serve(ctx, h.ln.NetListener(), 2*time.Second) }()
+	go func() { defer close(done); h.p.Serve(ctx, h.ln.NetListener(), time.Second) }()
 	var once sync.Once
 	h.stop = func() { once.Do(func() { cancel(); <-done; h.ln.Shutdown(context.Background()) }) }
 	t.Cleanup(h.stop)

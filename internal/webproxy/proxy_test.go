@@ -576,8 +576,8 @@ func TestLoginExpectContinue(t *testing.T) {
 // long as the backend takes, with or without a response body.
 func TestBodyAndWriteDeadlines(t *testing.T) {
 	h := newHarness(t, harnessOpts{mutate: func(c *Config) {
-		c.BodyTimeout = 300 * time.Millisecond
-		c.WriteTimeout = 300 * time.Millisecond
+		c.BodyTimeout = 200 * time.Millisecond
+		c.WriteTimeout = 200 * time.Millisecond
 	}})
 	c := h.dial("127.0.0.1")
 	defer c.Close()
@@ -589,10 +589,10 @@ func TestBodyAndWriteDeadlines(t *testing.T) {
 		t.Errorf("a stalled request body held the connection for %v", d)
 	}
 	for _, method := range []string{"GET", "POST"} {
-		raw := h.raw("127.0.0.1", method+" /slow?ms=800 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"+
-			"GET /slow?ms=800 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+		raw := h.raw("127.0.0.1", method+" /slow?ms=500 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"+
+			"GET /slow?ms=500 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
 		if got := statuses(raw); len(got) != 2 || got[0] != 204 || got[1] != 204 {
-			t.Errorf("%s long polls on one connection, answers after 800 ms > the 300 ms timeouts: %v %q", method, got, raw)
+			t.Errorf("%s long polls on one connection, answers after 500 ms > the 200 ms timeouts: %v %q", method, got, raw)
 		}
 	}
 }
