@@ -48,3 +48,17 @@ func takeBuffered(pc net.Conn, raw net.Conn) net.Conn {
 	}
 	return &prefixConn{Conn: pc, prefix: buf[:n]}
 }
+
+// RawTCP returns the connection's TCP socket when bytes may move on it
+// directly: no TLS and nothing read ahead of it. A relay uses it to move
+// bytes with splice(2) while holding no buffer when idle.
+func (c *Conn) RawTCP() (*net.TCPConn, bool) {
+	if c.cur.Load().tls != nil {
+		return nil, false
+	}
+	if p, ok := c.base.(*prefixConn); ok && len(p.prefix) > 0 {
+		return nil, false
+	}
+	t, ok := c.raw.(*net.TCPConn)
+	return t, ok
+}

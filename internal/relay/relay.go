@@ -90,7 +90,8 @@ func WriteProxyHeader(w net.Conn, version byte, src, dst netip.AddrPort, timeout
 // either side closes or ctx is done, then closes both. buffered holds bytes
 // already read from the client (pipelined after the login) and is sent to
 // the backend first. Between two plain TCP connections the kernel moves the
-// bytes (splice(2)); nothing is parsed or kept.
+// bytes (splice(2)); nothing is parsed or kept, and an idle session holds
+// no buffer and no pipe (see pumpTCP).
 func Splice(ctx context.Context, client, backend net.Conn, buffered []byte) (up, down int64, err error) {
 	client.SetDeadline(time.Time{})
 	backend.SetDeadline(time.Time{})
@@ -114,11 +115,11 @@ func Splice(ctx context.Context, client, backend net.Conn, buffered []byte) (up,
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		up, upErr = io.Copy(backend, client)
+		up, upErr = pump(backend, client)
 		closeBoth() // the client is gone: so is the session
 	}()
 	var downErr error
-	down, downErr = io.Copy(client, backend)
+	down, downErr = pump(client, backend)
 	closeBoth()
 	<-done
 	err = errors.Join(quiet(upErr), quiet(downErr))
