@@ -133,13 +133,18 @@ func (r *report) print(w io.Writer, o options) {
 		p("logged in (LOGIN replayed by postern, then spliced) and sits idle; a NOOP on a sample of 50 afterwards checks they are alive.\n")
 		if id.requested > 0 {
 			p("  %d connections asked for, %d held: %d NOT CHECKED here. postern needs %.1f descriptors per spliced connection\n"+
-				"  and its open-file limit is %s, which this sandbox cannot raise (no CAP_SYS_RESOURCE).\n",
-				id.requested, id.n, id.requested, id.fdPerConn, id.noFile)
+				"  (limit %s) and this program 2 (client and in-process backend; limit %s); this sandbox cannot raise\n"+
+				"  the hard limits (no CAP_SYS_RESOURCE).\n",
+				id.requested, id.n, id.requested, id.fdPerConn, id.noFile, r.noFile)
 		}
 		p("  %d connections (opened in %.1fs): VmRSS %.1f MiB -> %.1f MiB (%.1f MiB at %d); RssAnon %.1f -> %.1f MiB;\n",
 			id.n, id.open.Seconds(), float64(id.rss0)/1024, float64(id.rssN)/1024, float64(id.rssHalf)/1024, id.n/2, float64(id.anon0)/1024, float64(id.anonN)/1024)
-		p("  %d threads; open files %d -> %d (%.1f per connection: client and backend sockets, and a splice pipe per direction); limit %s\n",
-			id.threads, id.fd0, id.fdN, float64(id.fdN-id.fd0)/float64(id.n), id.noFile)
+		what := "client and backend sockets"
+		if per := float64(id.fdN-id.fd0) / float64(id.n); per > 2.5 {
+			what += ", and splice pipes held while idle"
+		}
+		p("  %d threads; open files %d -> %d (%.1f per connection: %s); limit %s\n",
+			id.threads, id.fd0, id.fdN, float64(id.fdN-id.fd0)/float64(id.n), what, id.noFile)
 		p("  %.1f KiB per connection (marginal over the second half: %.1f KiB)   target %s\n", id.perConn(), id.marginal(), v)
 	}
 	p("\nDovecot limits in force (harness dovecot.conf; the bench changes none): %s\n", r.dovecotLimits)
