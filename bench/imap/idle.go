@@ -51,7 +51,7 @@ func (b *bench) idleTest() error {
 	pid := g.pid()
 	r := idleResult{n: n, noFile: openFilesLimit(pid)}
 	t := target{name: "idle", addr: g.imap}
-	if err := loginSession(b.ctx, "imap", t, sourceAddr(20, 0), loginUser); err != nil {
+	if err := loginSession(b.ctx, "imap", t, sourceAddr(20, 0), loginUser, false); err != nil {
 		return fmt.Errorf("first session: %w", err)
 	}
 	if !waitFor(10*time.Second, func() bool { return be.live.Load() == 0 }) {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -468,12 +469,12 @@ func (w countWriter) Write(p []byte) (int, error) { w(len(p)); return len(p), ni
 // loginRun is the logins-per-second scenario: every client runs closed-loop
 // sessions of connect, greeting, LOGIN (IMAP) or USER+PASS (POP3), LOGOUT
 // or QUIT. A session counts when its last reply arrives inside the window.
-func loginRun(ctx context.Context, proto string, t target, acct account, clients int, warmup, dur time.Duration, h hooks) loadResult {
+func loginRun(ctx context.Context, proto string, t target, acct account, authPlain bool, clients int, warmup, dur time.Duration, h hooks) loadResult {
 	return window(ctx, clients, warmup, dur, h, func(i int, phase *atomic.Int32, res *loadResult) {
 		src := sourceAddr(11, i)
 		for phase.Load() != stopping && ctx.Err() == nil {
 			start := time.Now()
-			if err := loginSession(ctx, proto, t, src, acct); err != nil {
+			if err := loginSession(ctx, proto, t, src, acct, authPlain); err != nil {
 				res.fail(err)
 				sleepCtx(ctx, 100*time.Millisecond)
 				continue
@@ -487,7 +488,10 @@ func loginRun(ctx context.Context, proto string, t target, acct account, clients
 	})
 }
 
-func loginSession(ctx context.Context, proto string, t target, src netip.Addr, acct account) error {
+// loginSession runs one login session; authPlain logs in to IMAP with
+// AUTHENTICATE PLAIN and SASL-IR (as postern replays logins) instead of
+// LOGIN.
+func loginSession(ctx context.Context, proto string, t target, src netip.Addr, acct account, authPlain bool) error {
 	c, err := dial(ctx, t, src, time.Now().Add(30*time.Second))
 	if err != nil {
 		return err
@@ -497,7 +501,11 @@ func loginSession(ctx context.Context, proto string, t target, src netip.Addr, a
 		if err := c.imapGreeting(); err != nil {
 			return err
 		}
-		if err := c.imapCmd("LOGIN "+acct.user+" "+acct.pass, nil); err != nil {
+		login := "LOGIN " + acct.user + " " + acct.pass
+		if authPlain {
+			login = "AUTHENTICATE PLAIN " + base64.StdEncoding.EncodeToString([]byte("\x00"+acct.user+"\x00"+acct.pass))
+		}
+		if err := c.imapCmd(login, nil); err != nil {
 			return err
 		}
 		return c.imapCmd("LOGOUT", nil)

@@ -48,6 +48,7 @@ type options struct {
 	dir, postern, only, posternEnv string
 	portBase                       int
 	reuse, keep, short, floor      bool
+	authPlain                      bool // IMAP logins with AUTHENTICATE PLAIN instead of LOGIN
 	bigSize, bigClients            int
 	loginClients                   int
 	warmup, duration               time.Duration
@@ -76,6 +77,7 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", o.rounds, "runs of each side per scenario, interleaved (the table shows the median)")
 	flag.BoolVar(&o.floor, "floor", true, "also run every scenario through a minimal in-process TCP relay (calibration: what any same-host proxy costs)")
 	flag.IntVar(&o.idle, "idle", o.idle, "idle logged-in IMAP connections for the memory test (0: skip)")
+	flag.BoolVar(&o.authPlain, "auth-plain", false, "IMAP login scenario: log in with AUTHENTICATE PLAIN (SASL-IR), as postern replays logins, instead of LOGIN")
 	flag.StringVar(&o.posternEnv, "postern-env", "", "extra environment of postern serve, comma-separated KEY=VALUE (e.g. GOMAXPROCS=1, GODEBUG=…), for experiments")
 	flag.StringVar(&o.only, "only", "", "comma-separated subset of: fetch,retr,imaplogin,pop3login,idle")
 	flag.Parse()
@@ -256,15 +258,19 @@ func (b *bench) dovecotScenarios(want func(string) bool) error {
 			})
 	}
 	if want("imaplogin") {
-		b.scenario(fmt.Sprintf("IMAP connect+LOGIN+LOGOUT, %d clients", o.loginClients), "logins", targetLogins, imapSides,
+		verb := "LOGIN"
+		if o.authPlain {
+			verb = "AUTH PLAIN"
+		}
+		b.scenario(fmt.Sprintf("IMAP connect+%s+LOGOUT, %d clients", verb, o.loginClients), "logins", targetLogins, imapSides,
 			func(t target, h hooks) loadResult {
-				return loginRun(b.ctx, "imap", t, loginUser, o.loginClients, o.warmup, o.duration, h)
+				return loginRun(b.ctx, "imap", t, loginUser, o.authPlain, o.loginClients, o.warmup, o.duration, h)
 			})
 	}
 	if want("pop3login") {
 		b.scenario(fmt.Sprintf("POP3 connect+USER+PASS+QUIT, %d clients", o.loginClients), "logins", targetLogins, popSides,
 			func(t target, h hooks) loadResult {
-				return loginRun(b.ctx, "pop3", t, loginUser, o.loginClients, o.warmup, o.duration, h)
+				return loginRun(b.ctx, "pop3", t, loginUser, false, o.loginClients, o.warmup, o.duration, h)
 			})
 	}
 	b.out.posternLog = g.logTail()
