@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/guard"
-	"github.com/postern/postern/internal/relay"
 )
 
 type session struct {
@@ -36,13 +35,19 @@ type session struct {
 	tls    bool
 	errors int
 	seq    int // tags of postern's own backend commands
+
+	handedOff bool // spliced: the connections and the guard session belong to relay.Conns.Handoff
 }
 
 // Handle serves one client connection to its end.
 func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.AddrPort) {
-	defer conn.Close()
 	s := &session{p: p, ctx: ctx, conn: conn, client: client, tls: p.cfg.ImplicitTLS,
 		log: p.log.With("client", client.Addr().String())}
+	defer func() {
+		if !s.handedOff {
+			conn.Close()
+		}
+	}()
 	if p.cfg.ImplicitTLS {
 		if hs, ok := conn.(interface{ Handshake(time.Duration) error }); ok {
 			if err := hs.Handshake(30 * time.Second); err != nil {
@@ -68,7 +73,11 @@ func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.A
 	}
 	gs, d := p.eng.Open(addr, p.cfg.Service, func() { conn.Close() })
 	s.gs = gs
-	defer gs.Close()
+	defer func() {
+		if !s.handedOff {
+			gs.Close()
+		}
+	}()
 	if s.obey(d) {
 		return
 	}
@@ -568,9 +577,12 @@ func (s *session) splice() error {
 	}
 	client, be := s.conn, s.be
 	s.r, s.w, s.br, s.rd = nil, nil, nil, reader{}
-	s.be = nil // owned by Splice from now on
-	_, _, err := relay.Splice(s.ctx, client, be, pending)
-	return err
+	s.be = nil // owned by the hand-off from now on
+	// Handle returns and its goroutine, whose stack grew during the
+	// dialogue, ends; the splice runs on fresh goroutines.
+	s.handedOff = true
+	s.p.conns.Handoff(s.ctx, client, be, pending, s.gs.Close)
+	return nil
 }
 
 func truncate(s string, n int) string {

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/guard"
-	"github.com/postern/postern/internal/relay"
 )
 
 // maxLine bounds a command line (RFC 2449 allows 255 octets).
@@ -38,12 +37,18 @@ type session struct {
 	tls    bool
 	user   string // from USER
 	errors int
+
+	handedOff bool // spliced: the connections and the guard session belong to relay.Conns.Handoff
 }
 
 // Handle serves one client connection to its end.
 func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.AddrPort) {
-	defer conn.Close()
 	s := &session{p: p, ctx: ctx, client: client, tls: p.cfg.ImplicitTLS, log: p.log.With("client", client.Addr().String())}
+	defer func() {
+		if !s.handedOff {
+			conn.Close()
+		}
+	}()
 	if p.cfg.ImplicitTLS {
 		if hs, ok := conn.(interface{ Handshake(time.Duration) error }); ok {
 			if err := hs.Handshake(30 * time.Second); err != nil {
@@ -69,7 +74,11 @@ func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.A
 	}
 	gs, d := p.eng.Open(addr, p.cfg.Service, func() { conn.Close() })
 	s.gs = gs
-	defer gs.Close()
+	defer func() {
+		if !s.handedOff {
+			gs.Close()
+		}
+	}()
 	if s.obey(d) {
 		return
 	}
@@ -541,7 +550,10 @@ func (s *session) splice() {
 	}
 	client, be := s.conn, s.be
 	s.r, s.w, s.br, s.be = nil, nil, nil, nil
-	relay.Splice(s.ctx, client, be, pending)
+	// Handle returns and its goroutine, whose stack grew during the
+	// dialogue, ends; the splice runs on fresh goroutines.
+	s.handedOff = true
+	s.p.conns.Handoff(s.ctx, client, be, pending, s.gs.Close)
 }
 
 func truncate(s string, n int) string {

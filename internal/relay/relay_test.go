@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"testing"
@@ -177,5 +178,73 @@ func TestIdleSessionsHoldNoPipes(t *testing.T) {
 			t.Fatalf("%d descriptors for %d idle sessions, want at most %d (4 sockets each and a few pooled pipes)", got, n, limit)
 		}
 		time.Sleep(10 * time.Millisecond) // polling interval
+	}
+}
+
+// chanAcceptor hands Serve connections from a channel.
+type chanAcceptor struct {
+	conns  chan net.Conn
+	closed chan struct{}
+}
+
+func (a *chanAcceptor) Accept() (net.Conn, netip.AddrPort, netip.AddrPort, error) {
+	select {
+	case c := <-a.conns:
+		return c, netip.AddrPort{}, netip.AddrPort{}, nil
+	case <-a.closed:
+		return nil, netip.AddrPort{}, netip.AddrPort{}, net.ErrClosed
+	}
+}
+
+func (a *chanAcceptor) Close() error {
+	select {
+	case <-a.closed:
+	default:
+		close(a.closed)
+	}
+	return nil
+}
+
+// A handler that hands its session off returns at once; the spliced
+// session still counts as live, still gets drained, and Serve waits for it.
+func TestHandoffIsTrackedAndDrained(t *testing.T) {
+	var conns Conns
+	ln := &chanAcceptor{conns: make(chan net.Conn), closed: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	returned := make(chan struct{}, 1)
+	ended := make(chan struct{})
+	var backend net.Conn
+	served := make(chan error, 1)
+	go func() {
+		served <- conns.Serve(ctx, ln, 100*time.Millisecond, func(ctx context.Context, c net.Conn, _, _ netip.AddrPort) {
+			pb, be := tcpPair(t)
+			backend = be
+			conns.Handoff(ctx, c, pb, nil, func() { close(ended) })
+			returned <- struct{}{}
+		})
+	}()
+	client, pa := tcpPair(t)
+	ln.conns <- pa
+	<-returned
+	client.Write([]byte("ping"))
+	if got := readN(t, backend, 4); string(got) != "ping" {
+		t.Fatalf("backend read %q", got)
+	}
+	if n := conns.Live(); n != 1 {
+		t.Fatalf("Live = %d with one handed-off session", n)
+	}
+	cancel() // stop: the session outlives the drain time and is closed
+	select {
+	case <-served:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return after the drain")
+	}
+	select {
+	case <-ended:
+	default:
+		t.Fatal("Serve returned before the handed-off session ended")
+	}
+	if n := conns.Live(); n != 0 {
+		t.Fatalf("Live = %d after the drain", n)
 	}
 }

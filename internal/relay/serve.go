@@ -72,11 +72,32 @@ func (s *Conns) Serve(ctx context.Context, ln Acceptor, drain time.Duration, han
 func (s *Conns) track(c net.Conn, add bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.conns == nil {
+		s.conns = make(map[net.Conn]struct{})
+	}
 	if add {
 		s.conns[c] = struct{}{}
 	} else {
 		delete(s.conns, c)
 	}
+}
+
+// Handoff runs a logged-in session's splice (see Splice) on fresh
+// goroutines that s tracks like a handled connection — drain closes it,
+// Live counts it — so that the handler can return and free its goroutine,
+// whose stack grew during the pre-login dialogue. done, if not nil, runs
+// when the session has ended. Call it only from a handler s is serving.
+func (s *Conns) Handoff(ctx context.Context, client, backend net.Conn, buffered []byte, done func()) {
+	s.track(backend, true)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer s.track(backend, false)
+		Splice(ctx, client, backend, buffered)
+		if done != nil {
+			done()
+		}
+	}()
 }
 
 // Live returns the number of connections being served.
