@@ -75,7 +75,7 @@ func printSummary(w io.Writer, s *snapshot.Snapshot, took time.Duration) {
 		if len(rules) == 0 {
 			rules = append(rules, "open to all")
 		}
-		fmt.Fprintf(w, "  service   %-10s %s -> %s; %s\n", name, svc.Listen.Value, svc.Backend.Value, strings.Join(rules, "; "))
+		fmt.Fprintf(w, "  service   %-10s %s -> %s; %s\n", name, svc.Listen.Value, strings.Join(svc.WebBackends(), ", "), strings.Join(rules, "; "))
 	}
 	if g := s.Guard; g != nil {
 		on := g.TriggersEnabled()
