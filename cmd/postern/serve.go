@@ -191,12 +191,31 @@ loop:
 			}
 			g.engine.Apply(s.Guard)
 			logLoaded(g.log, s)
+			g.reloadCerts()
 		}
 	}
 	g.log.Info("stopping")
 	wg.Wait()
 	g.close()
 	return err
+}
+
+// reloadCerts re-reads every service's certificate and key that changed on
+// disk (SIGHUP; they are also watched every minute). A pair that fails to
+// load is logged and the old one stays in service.
+func (g *gateway) reloadCerts() {
+	for _, fe := range g.fronts {
+		if fe.certs == nil {
+			continue
+		}
+		changed, err := fe.certs.ReloadIfChanged()
+		switch {
+		case err != nil:
+			g.log.Error("certificate reload failed; the old certificate stays in service", "service", fe.name, "err", err)
+		case changed:
+			g.log.Info("certificate reloaded", "service", fe.name, "file", fe.certs.CertFile(), "not_after", fe.certs.NotAfter())
+		}
+	}
 }
 
 func (g *gateway) close() {
