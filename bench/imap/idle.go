@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/postern/postern/bench/internal/procstat"
 )
 
 // idleResult is postern serve's memory with n idle logged-in connections.
@@ -49,7 +51,7 @@ func (b *bench) idleTest() error {
 	}()
 	n := b.o.idle
 	pid := g.pid()
-	r := idleResult{n: n, noFile: openFilesLimit(pid)}
+	r := idleResult{n: n, noFile: procstat.OpenFilesLimit(pid)}
 	t := target{name: "idle", addr: g.imap}
 	if err := loginSession(b.ctx, "imap", t, sourceAddr(20, 0), loginUser, false); err != nil {
 		return fmt.Errorf("first session: %w", err)
@@ -57,7 +59,7 @@ func (b *bench) idleTest() error {
 	if !waitFor(10*time.Second, func() bool { return be.live.Load() == 0 }) {
 		return fmt.Errorf("the backend still holds %d sessions after the first one ended", be.live.Load())
 	}
-	r.rss0, r.anon0, r.fd0 = settledRSS(pid), statusKB(pid, "RssAnon"), fdCount(pid)
+	r.rss0, r.anon0, r.fd0 = procstat.SettledRSS(pid), procstat.StatusKB(pid, "RssAnon"), procstat.FDCount(pid)
 
 	var mu sync.Mutex
 	var conns []*conn
@@ -111,17 +113,17 @@ func (b *bench) idleTest() error {
 	if err := open(0, probe); err != nil {
 		return err
 	}
-	r.fdPerConn = float64(fdCount(pid)-r.fd0) / float64(probe)
-	if fit := fitConnections(limitOf(pid), r.fd0, r.fdPerConn, limitOf(os.Getpid()), fdCount(os.Getpid())-probe*2, 2); fit < n {
+	r.fdPerConn = float64(procstat.FDCount(pid)-r.fd0) / float64(probe)
+	if fit := fitConnections(limitOf(pid), r.fd0, r.fdPerConn, limitOf(os.Getpid()), procstat.FDCount(os.Getpid())-probe*2, 2); fit < n {
 		r.requested, n = n, max(fit/100*100, 2*probe)
 		r.n = n
 		logf("idle: only %d connections fit in the open-file limits (postern %s at %.1f descriptors each, this program %s)",
-			n, r.noFile, r.fdPerConn, openFilesLimit(os.Getpid()))
+			n, r.noFile, r.fdPerConn, procstat.OpenFilesLimit(os.Getpid()))
 	}
 	if err := open(probe, n/2); err != nil {
 		return err
 	}
-	r.rssHalf = settledRSS(pid)
+	r.rssHalf = procstat.SettledRSS(pid)
 	if err := open(n/2, n); err != nil {
 		return err
 	}
@@ -129,8 +131,8 @@ func (b *bench) idleTest() error {
 	if !waitFor(30*time.Second, func() bool { return be.live.Load() == int64(n) }) {
 		return fmt.Errorf("the backend holds %d sessions, want %d", be.live.Load(), n)
 	}
-	r.rssN, r.anonN, r.fdN = settledRSS(pid), statusKB(pid, "RssAnon"), fdCount(pid)
-	r.threads = statusKB(pid, "Threads")
+	r.rssN, r.anonN, r.fdN = procstat.SettledRSS(pid), procstat.StatusKB(pid, "RssAnon"), procstat.FDCount(pid)
+	r.threads = procstat.StatusKB(pid, "Threads")
 	// Every connection must still be alive and logged in: one NOOP each
 	// on a sample.
 	for i := 0; i < len(conns); i += max(1, len(conns)/50) {
@@ -162,7 +164,7 @@ func fitConnections(limit, base int, perConn float64, ownLimit, ownBase int, own
 
 // limitOf returns pid's soft open-file limit (0 if unknown).
 func limitOf(pid int) int {
-	f := strings.Fields(openFilesLimit(pid))
+	f := strings.Fields(procstat.OpenFilesLimit(pid))
 	if len(f) == 0 {
 		return 0
 	}

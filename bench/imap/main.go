@@ -28,6 +28,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/postern/postern/bench/internal/procstat"
 )
 
 // Targets of issue 5.
@@ -227,7 +229,7 @@ func (b *bench) dovecotScenarios(want func(string) bool) error {
 			b.fail("postern (through): %v\n%s", err, g.logTail())
 		}
 	}()
-	b.out.posternNoFile = openFilesLimit(g.pid())
+	b.out.posternNoFile = procstat.OpenFilesLimit(g.pid())
 	sides := func(direct, through string) ([]target, func()) {
 		ts := []target{{name: "direct", addr: direct, proxy: true}, {name: "through", addr: through, pid: g.pid()}}
 		if !o.floor {

@@ -29,6 +29,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/postern/postern/bench/internal/procstat"
 )
 
 // Targets of the issue.
@@ -179,7 +181,7 @@ func run(o options) (err error) {
 			return err
 		}
 		b.procs.postern = pg.pid()
-		b.out.posternNoFile = openFilesLimit(pg.pid())
+		b.out.posternNoFile = procstat.OpenFilesLimit(pg.pid())
 		direct := target{name: "direct", addr: fmt.Sprintf("127.0.0.1:%d", b.be.int("POSTERN_BACKENDS_SMTP_PROXY_PORT")), proxy: true}
 		through := target{name: "through", addr: pg.addr}
 		sides := []target{direct, through}
@@ -766,7 +768,7 @@ func (b *bench) idleTest() error {
 
 func (b *bench) idle(g *gateway, fb *fakeBackend, name string) (idleResult, error) {
 	n := b.o.idle
-	r := idleResult{name: name, n: n, noFile: openFilesLimit(g.pid())}
+	r := idleResult{name: name, n: n, noFile: procstat.OpenFilesLimit(g.pid())}
 	pid := g.pid()
 	t := target{name: "idle", addr: g.addr}
 	// One full session first, so that everything created lazily exists.
@@ -783,7 +785,7 @@ func (b *bench) idle(g *gateway, fb *fakeBackend, name string) (idleResult, erro
 		ms, _ = g.ctl.memstats(true)
 		r.heap0 = ms
 	}
-	r.rss0, r.anon0 = settledRSS(pid), statusKB(pid, "RssAnon")
+	r.rss0, r.anon0 = procstat.SettledRSS(pid), procstat.StatusKB(pid, "RssAnon")
 	var mu sync.Mutex
 	var conns []*client
 	defer func() {
@@ -825,12 +827,12 @@ func (b *bench) idle(g *gateway, fb *fakeBackend, name string) (idleResult, erro
 	if err := open(n / 2); err != nil {
 		return r, err
 	}
-	r.rssHalf = settledRSS(pid)
+	r.rssHalf = procstat.SettledRSS(pid)
 	if err := open(n - n/2); err != nil {
 		return r, err
 	}
-	r.rssN, r.anonN = settledRSS(pid), statusKB(pid, "RssAnon")
-	r.threads = statusKB(pid, "Threads")
+	r.rssN, r.anonN = procstat.SettledRSS(pid), procstat.StatusKB(pid, "RssAnon")
+	r.threads = procstat.StatusKB(pid, "Threads")
 	if got := fb.live.Load(); got != int64(n) {
 		return r, fmt.Errorf("the fake backend holds %d connections, want %d", got, n)
 	}
