@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/netlisten"
 )
 
 type session struct {
@@ -94,37 +95,13 @@ func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.A
 		s.send("* BYE [UNAVAILABLE] Server temporarily unavailable, try again later")
 		return
 	}
-	if s.earlyTalker() {
+	if netlisten.SpokeFirst(s.conn, s.r) {
 		s.log.Info("early talker: the client sent data before the greeting")
 	}
 	if err := s.send("* OK [CAPABILITY " + strings.Join(s.capabilities(), " ") + "] " + greeting); err != nil {
 		return
 	}
 	s.loop()
-}
-
-// unreader is a connection that tells, without blocking, whether the
-// client sent bytes nobody has read yet (netlisten.Conn).
-type unreader interface{ Unread() bool }
-
-// earlyTalkerWait is how long a connection that cannot tell (a plain TCP
-// connection in tests) is watched for bytes before the greeting.
-const earlyTalkerWait = time.Millisecond
-
-// earlyTalker reports whether the client sent data before the greeting.
-func (s *session) earlyTalker() bool {
-	if s.r.Buffered() > 0 {
-		return true
-	}
-	if u, ok := s.conn.(unreader); ok {
-		return u.Unread()
-	}
-	// A deadline already past makes Read fail before it looks at the
-	// socket; a short one ahead reads what the kernel already holds.
-	s.conn.SetReadDeadline(time.Now().Add(earlyTalkerWait))
-	defer s.conn.SetReadDeadline(time.Time{})
-	_, err := s.r.Peek(1)
-	return err == nil
 }
 
 func (s *session) setConn(c net.Conn) {

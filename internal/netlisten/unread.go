@@ -1,6 +1,7 @@
 package netlisten
 
 import (
+	"bufio"
 	"net"
 	"time"
 )
@@ -61,4 +62,27 @@ func (c *Conn) RawTCP() (*net.TCPConn, bool) {
 	}
 	t, ok := c.raw.(*net.TCPConn)
 	return t, ok
+}
+
+// earlyTalkerWait is how long SpokeFirst watches a connection that cannot
+// tell by itself (a plain TCP connection, as in tests).
+const earlyTalkerWait = time.Millisecond
+
+// SpokeFirst reports whether the client sent bytes before the server's
+// greeting (an early talker, a mark of spam software): bytes r has
+// buffered, or bytes not read yet on conn. For a *Conn it asks Unread and
+// never waits; any other connection is watched for a millisecond (a
+// deadline already past would fail before looking at the socket). It
+// consumes nothing.
+func SpokeFirst(conn net.Conn, r *bufio.Reader) bool {
+	if r.Buffered() > 0 {
+		return true
+	}
+	if c, ok := conn.(*Conn); ok {
+		return c.Unread()
+	}
+	conn.SetReadDeadline(time.Now().Add(earlyTalkerWait))
+	defer conn.SetReadDeadline(time.Time{})
+	_, err := r.Peek(1)
+	return err == nil
 }

@@ -1,6 +1,7 @@
 package netlisten
 
 import (
+	"bufio"
 	"runtime"
 	"testing"
 )
@@ -53,4 +54,24 @@ func TestUnread(t *testing.T) {
 			t.Fatalf("read %q after Unread", got)
 		}
 	})
+}
+
+// SpokeFirst asks a *Conn without waiting, and counts bytes already
+// buffered by the caller's reader.
+func TestSpokeFirst(t *testing.T) {
+	s := start(t, Config{})
+	c := dial(t, s, "127.0.0.3")
+	sc := s.accept(t)
+	r := bufio.NewReader(sc)
+	if SpokeFirst(sc, r) {
+		t.Fatal("SpokeFirst = true for a silent client")
+	}
+	writeAll(t, c, []byte("EHLO early\r\n"))
+	waitFor(t, "SpokeFirst", func() bool { return SpokeFirst(sc, r) })
+	if _, err := r.Peek(1); err != nil { // now the bytes sit in r
+		t.Fatal(err)
+	}
+	if !SpokeFirst(sc, r) {
+		t.Fatal("SpokeFirst = false with bytes buffered in the reader")
+	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/netlisten"
 	"github.com/postern/postern/internal/spamscan"
 	"github.com/postern/postern/internal/store"
 )
@@ -143,28 +144,9 @@ func (s *session) dnsChecks(addr netip.Addr) bool {
 	return false
 }
 
-// unreader is a connection that tells, without blocking, whether the
-// client sent bytes nobody has read yet (netlisten.Conn).
-type unreader interface{ Unread() bool }
-
-// earlyTalkerWait is how long a connection that cannot tell (a plain TCP
-// connection in tests) is watched for bytes before the greeting.
-const earlyTalkerWait = time.Millisecond
-
 // earlyTalker notes a client that sent data before the greeting.
 func (s *session) earlyTalker() {
-	early := s.buffered() > 0
-	if u, ok := s.conn.(unreader); ok {
-		early = early || u.Unread()
-	} else if !early {
-		// A deadline already past fails before looking at the socket; a
-		// short one ahead reads what the kernel already holds.
-		s.conn.SetReadDeadline(time.Now().Add(earlyTalkerWait))
-		_, err := s.r.Peek(1)
-		early = err == nil
-		s.conn.SetReadDeadline(time.Time{})
-	}
-	if early {
+	if len(s.in.pending) > 0 || netlisten.SpokeFirst(s.conn, s.r) {
 		s.log.Info("early talker: the client sent data before the greeting")
 	}
 }
