@@ -14,7 +14,7 @@ import (
 // login gets the backend's own failure reply and counts as a failed login),
 // then asks the backend with AUTH PLAIN and relays its answer. The password
 // is never logged or kept.
-func (s *session) auth(arg string) error {
+func (s *session) auth(c command) error {
 	switch {
 	case !s.greeted:
 		return s.reply(newReply(503, "5.5.1 Error: send EHLO first"))
@@ -25,14 +25,20 @@ func (s *session) auth(arg string) error {
 	case !s.tls && !s.p.cfg.AllowInsecureAuth:
 		return s.reply(newReply(538, "5.7.11 Encryption required for requested authentication mechanism"))
 	}
-	mech, initial, _ := strings.Cut(arg, " ")
+	if len(c.args) == 0 || len(c.args) > 2 {
+		return s.reply(newReply(501, "5.5.4 Syntax: AUTH mechanism"))
+	}
+	mech, initial := c.args[0], ""
+	if len(c.args) == 2 {
+		initial = c.args[1]
+	}
 	var authz, user, pass string
 	var err error
 	switch strings.ToUpper(mech) {
 	case "PLAIN":
-		authz, user, pass, err = s.saslPlain(strings.TrimSpace(initial))
+		authz, user, pass, err = s.saslPlain(initial)
 	case "LOGIN":
-		user, pass, err = s.saslLogin(strings.TrimSpace(initial))
+		user, pass, err = s.saslLogin(initial)
 	default:
 		return s.reply(newReply(504, "5.5.4 Unrecognized authentication type"))
 	}

@@ -60,8 +60,8 @@ func (s *session) abortMessage(text string, d guard.Decision) error {
 
 // data relays DATA: the message streams to the backend as it arrives; the
 // client's final reply is the backend's own.
-func (s *session) data(line, arg string) error {
-	if arg != "" {
+func (s *session) data(c command) error {
+	if len(c.args) > 0 {
 		return s.reply(newReply(501, "5.5.4 Syntax: DATA"))
 	}
 	if s.p.cfg.Scan.Scanner != nil && s.inTx && s.rcpts > 0 {
@@ -119,12 +119,18 @@ func (s *session) tempFail(err error) error {
 }
 
 // bdat relays one BDAT chunk (CHUNKING) byte for byte.
-func (s *session) bdat(line, arg string) error {
-
-	f := strings.Fields(arg)
+func (s *session) bdat(c command) error {
+	f := c.args
 	n, err := int64(0), error(nil)
 	if len(f) >= 1 {
-		n, err = strconv.ParseInt(f[0], 10, 64)
+		// Digits only, as the server reads a size: "+5" or "0x5" would be
+		// a size to postern and a syntax error to the server, which would
+		// then read the chunk's bytes as commands.
+		if !allDigits(f[0]) || len(f[0]) > 18 {
+			err = errBadSyntax
+		} else {
+			n, err = strconv.ParseInt(f[0], 10, 64)
+		}
 	}
 	last := len(f) == 2 && strings.EqualFold(f[1], "LAST")
 	if len(f) == 0 || len(f) > 2 || err != nil || n < 0 || len(f) == 2 && !last {
@@ -139,7 +145,11 @@ func (s *session) bdat(line, arg string) error {
 	if s.p.cfg.Scan.Scanner != nil {
 		return s.bdatScanned(m, n, last)
 	}
-	if err := s.be.send(line); err != nil {
+	cmd := "BDAT " + strconv.FormatInt(n, 10)
+	if last {
+		cmd += " LAST"
+	}
+	if err := s.be.send(cmd); err != nil {
 		m.failed = err
 	}
 	bufp := dataBufs.Get().(*[]byte)
@@ -185,4 +195,16 @@ func (s *session) bdat(line, arg string) error {
 		}
 	}
 	return s.reply(r)
+}
+
+func allDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }

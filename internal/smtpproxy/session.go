@@ -266,49 +266,76 @@ func isPrintable(s string) bool {
 	return true
 }
 
-// command handles one command line.
+// command handles one command line: it is read as the backend reads it
+// (parseCommand), and only known verbs, rewritten in canonical form, ever
+// reach the backend.
 func (s *session) command(line string) error {
-	verb, arg, _ := strings.Cut(line, " ")
-	switch strings.ToUpper(verb) {
-	case "EHLO":
-		return s.ehlo(line, true)
-	case "HELO":
-		return s.ehlo(line, false)
-	case "STARTTLS":
-		return s.startTLS(arg)
-	case "AUTH":
-		return s.auth(arg)
-	case "MAIL":
-		return s.mail(line, arg)
-	case "RCPT":
-		return s.rcpt(line, arg)
-	case "DATA":
-		return s.data(line, arg)
-	case "BDAT":
-		return s.bdat(line, arg)
-	case "RSET":
-		return s.rset(line)
-	case "QUIT":
-		r, err := s.be.cmd(line)
+	c, err := parseCommand(line)
+	if err != nil {
+		s.log.Info("bad command", "err", err)
+		return s.syntaxError(newReply(500, "5.5.2 Error: bad syntax"))
+	}
+	switch c.verb {
+	case verbEHLO:
+		return s.ehlo(c, true)
+	case verbHELO:
+		return s.ehlo(c, false)
+	case verbSTARTTLS:
+		return s.startTLS(c)
+	case verbAUTH:
+		return s.auth(c)
+	case verbMAIL:
+		return s.mail(c)
+	case verbRCPT:
+		return s.rcpt(c)
+	case verbDATA:
+		return s.data(c)
+	case verbBDAT:
+		return s.bdat(c)
+	case verbRSET:
+		return s.rset(c)
+	case verbNOOP, verbHELP:
+		// Their arguments mean nothing to a server; none are passed.
+		return s.relay(command{verb: c.verb})
+	case verbQUIT:
+		r, err := s.be.cmd("QUIT")
 		if err != nil {
 			r = newReply(221, "2.0.0 Bye")
 		}
 		s.be.quitted = true
 		s.reply(r)
 		return errClosed
-	case "VRFY":
+	case verbVRFY:
 		return s.reply(newReply(502, "5.5.1 VRFY command is disabled"))
-	case "EXPN":
+	case verbEXPN:
 		return s.reply(newReply(502, "5.5.1 EXPN command is disabled"))
-	case "XCLIENT", "XFORWARD", "XEXCH50", "ETRN", "ATRN", "TURN":
+	case verbPrivileged:
+		s.log.Info("refused a privileged command", "command", printableVerb(c.name))
 		return s.reply(newReply(550, "5.7.0 Error: insufficient authorization"))
+	case verbNonSMTP:
+		s.log.Warn("non-SMTP command: closing", "command", printableVerb(c.name))
+		s.reply(newReply(221, "2.7.0 Error: I can break rules, too. Goodbye."))
+		return errClosed
 	}
-	return s.relay(line)
+	s.log.Info("unknown command refused", "command", printableVerb(c.name))
+	return s.syntaxError(newReply(502, "5.5.2 Error: command not recognized"))
 }
 
-// relay forwards a command unchanged and relays the backend's reply.
-func (s *session) relay(line string) error {
-	r, err := s.be.cmd(line)
+// syntaxError answers a command postern will not pass on, counted as a
+// protocol error.
+func (s *session) syntaxError(r reply) error {
+	if s.protocolError(r) {
+		return errClosed
+	}
+	return nil
+}
+
+// printableVerb bounds a client's verb for a log line.
+func printableVerb(v string) string { return truncate(v, 32) }
+
+// relay forwards a command in canonical form and relays the backend's reply.
+func (s *session) relay(c command) error {
+	r, err := s.be.cmd(c.line())
 	if err != nil {
 		return s.backendLost(err)
 	}
@@ -324,14 +351,18 @@ func (s *session) backendLost(err error) error {
 
 // ehlo relays EHLO/HELO, filtering the backend's extensions to those
 // postern supports and adding its own (STARTTLS, AUTH).
-func (s *session) ehlo(line string, extended bool) error {
+func (s *session) ehlo(c command, extended bool) error {
+	if len(c.args) == 0 {
+		return s.reply(newReply(501, "5.5.4 Syntax: "+canonicalVerb[c.verb]+" hostname"))
+	}
+	line := c.line()
 	r, err := s.be.cmd(line)
 	if err != nil {
 		return s.backendLost(err)
 	}
 	if r.code == 250 {
 		s.greeted = true
-		_, s.helo, _ = strings.Cut(line, " ")
+		s.helo = strings.Join(c.args, " ")
 		s.inTx, s.rcpts = false, 0
 		s.gs.MessageDone()
 		if extended {
@@ -342,11 +373,11 @@ func (s *session) ehlo(line string, extended bool) error {
 }
 
 // startTLS upgrades the client connection (STARTTLS).
-func (s *session) startTLS(arg string) error {
+func (s *session) startTLS(c command) error {
 	if s.tls || s.p.cfg.TLS == nil {
 		return s.reply(newReply(502, "5.5.1 Error: command not implemented"))
 	}
-	if arg != "" {
+	if len(c.args) > 0 {
 		return s.reply(newReply(501, "5.5.4 Syntax: STARTTLS"))
 	}
 	if s.buffered() > 0 {
@@ -379,37 +410,62 @@ func (s *session) startTLS(arg string) error {
 }
 
 // mail relays MAIL FROM.
-func (s *session) mail(line, arg string) error {
+func (s *session) mail(c command) error {
 	if s.p.cfg.RequireAuth && !s.authed {
 		return s.reply(newReply(530, "5.7.0 Authentication required"))
 	}
-	from, ok := pathArg(arg, "FROM:")
-	if !ok {
+	if len(c.args) < 2 || !strings.EqualFold(c.args[0], "FROM:") {
 		return s.reply(newReply(501, "5.5.4 Syntax: MAIL FROM:<address>"))
 	}
-	r, err := s.be.cmd(line)
+	from, err := parsePath(c.args[1])
+	if err != nil {
+		return s.reply(newReply(501, "5.1.7 Bad sender address syntax"))
+	}
+	if !validParams(c.args[2:]) {
+		return s.reply(newReply(501, "5.5.4 Bad MAIL parameter syntax"))
+	}
+	r, err := s.be.cmd(pathLine("MAIL FROM:", from, c.args[2:]))
 	if err != nil {
 		return s.backendLost(err)
 	}
 	if r.code == 250 {
 		s.inTx, s.rcpts, s.msg = true, 0, nil
-		s.from, s.rcptList = from, nil
-		s.gs.Sender(from)
+		s.from, s.rcptList = from.addr, nil
+		s.gs.Sender(from.addr)
 	}
 	return s.reply(r)
 }
 
+// pathLine writes MAIL FROM / RCPT TO in canonical form.
+func pathLine(verb string, p path, params []string) string {
+	var b strings.Builder
+	b.WriteString(verb)
+	b.WriteString(p.text)
+	for _, a := range params {
+		b.WriteByte(' ')
+		b.WriteString(a)
+	}
+	return b.String()
+}
+
 // rcpt relays RCPT TO and reports what the backend said of the recipient.
-func (s *session) rcpt(line, arg string) error {
-	to, ok := pathArg(arg, "TO:")
-	if !ok {
+func (s *session) rcpt(c command) error {
+	if len(c.args) < 2 || !strings.EqualFold(c.args[0], "TO:") {
 		return s.reply(newReply(501, "5.5.4 Syntax: RCPT TO:<address>"))
 	}
+	p, err := parsePath(c.args[1])
+	if err != nil || p.addr == "" {
+		return s.reply(newReply(501, "5.1.3 Bad recipient address syntax"))
+	}
+	if !validParams(c.args[2:]) {
+		return s.reply(newReply(501, "5.5.4 Bad RCPT parameter syntax"))
+	}
+	to := p.addr
 	if s.inTx && s.rcpts >= s.p.cfg.MaxRecipients {
 		return s.reply(newReply(452, "4.5.3 Error: too many recipients"))
 	}
-	if dom := domainOf(to); s.inTx && !s.authed && len(s.env.LocalDomains) > 0 && dom != "" && !s.env.LocalDomains[dom] {
-		if err := s.reply(newReply(554, "5.7.1 <"+to+">: Relay access denied")); err != nil {
+	if s.inTx && !s.authed && len(s.env.LocalDomains) > 0 && !s.isLocal(p) {
+		if err := s.reply(newReply(554, "5.7.1 "+p.text+": Relay access denied")); err != nil {
 			return err
 		}
 		return s.after(s.gs.RelayDenied(to))
@@ -417,12 +473,12 @@ func (s *session) rcpt(line, arg string) error {
 	// A tarpit account (often an address that does not exist) is checked
 	// before the backend is asked, and never accepted.
 	if d := s.gs.Recipient(to); d.Blocked && d.Reason == store.ReasonTarpitAccount && !d.DryRun {
-		if err := s.reply(newReply(550, "5.1.1 <"+to+">: Recipient address rejected")); err != nil {
+		if err := s.reply(newReply(550, "5.1.1 "+p.text+": Recipient address rejected")); err != nil {
 			return err
 		}
 		return s.after(d)
 	}
-	r, err := s.be.cmd(line)
+	r, err := s.be.cmd(pathLine("RCPT TO:", p, c.args[2:]))
 	if err != nil {
 		return s.backendLost(err)
 	}
@@ -440,6 +496,16 @@ func (s *session) rcpt(line, arg string) error {
 		return err
 	}
 	return s.after(d)
+}
+
+// isLocal reports whether a recipient is in one of the local domains: an
+// address without a domain is the server's own; routed addresses
+// (user%host@, host!user@, address literals) never are.
+func (s *session) isLocal(p path) bool {
+	if p.routed {
+		return false
+	}
+	return p.domain == "" || s.env.LocalDomains[p.domain]
 }
 
 // after obeys a decision made after a reply went out.
@@ -472,8 +538,12 @@ func isRelayDenial(r reply) bool {
 }
 
 // rset relays RSET and counts it (R).
-func (s *session) rset(line string) error {
-	r, err := s.be.cmd(line)
+func (s *session) rset(c command) error {
+	if len(c.args) > 0 {
+		// The server would refuse it too: not an RSET, not counted.
+		return s.reply(newReply(501, "5.5.4 Syntax: RSET"))
+	}
+	r, err := s.be.cmd("RSET")
 	if err != nil {
 		return s.backendLost(err)
 	}
@@ -484,30 +554,4 @@ func (s *session) rset(line string) error {
 		return err
 	}
 	return s.after(d)
-}
-
-// pathArg extracts the address of "FROM:<a@b> PARAMS" or "TO:<a@b>".
-func pathArg(arg, prefix string) (string, bool) {
-	if len(arg) < len(prefix) || !strings.EqualFold(arg[:len(prefix)], prefix) {
-		return "", false
-	}
-	rest := strings.TrimLeft(arg[len(prefix):], " ")
-	if !strings.HasPrefix(rest, "<") {
-		// Lenient: a bare address up to the first space.
-		a, _, _ := strings.Cut(rest, " ")
-		return a, a != ""
-	}
-	end := strings.IndexByte(rest, '>')
-	if end < 0 {
-		return "", false
-	}
-	return rest[1:end], true
-}
-
-func domainOf(addr string) string {
-	i := strings.LastIndexByte(addr, '@')
-	if i < 0 {
-		return ""
-	}
-	return strings.ToLower(addr[i+1:])
 }

@@ -1,0 +1,240 @@
+package smtpproxy
+
+import (
+	"errors"
+	"strings"
+)
+
+// How a command line is read.
+//
+// postern must read every command exactly as the mail server behind it
+// does, or a command it passes as harmless is executed as something else
+// (a verb followed by a TAB that postern did not recognise, but Postfix
+// did, once let AUTH, XCLIENT and RCPT through unchecked). So postern
+// tokenizes a line with Postfix's rules (smtpd_token): tokens are separated
+// by runs of white space, leading and trailing white space is ignored, the
+// verb is compared without regard to case, "<…>" and "\"…\"" protect the
+// white space inside them, a backslash escapes the next byte, and "FROM:" /
+// "TO:" end a token. Lines holding control characters other than TAB never
+// get here (they are refused as binary data), so the white space is SP and
+// TAB.
+//
+// postern then relays only what it rewrote itself: the verb in upper case
+// and its arguments joined by single spaces — the canonical form, which any
+// RFC 5321 server reads the same way — and only for verbs it knows. Every
+// other verb is refused without reaching the backend.
+
+// verb identifies a command postern knows.
+type verb uint8
+
+// The verbs.
+const (
+	verbUnknown verb = iota
+	verbEHLO
+	verbHELO
+	verbSTARTTLS
+	verbAUTH
+	verbMAIL
+	verbRCPT
+	verbDATA
+	verbBDAT
+	verbRSET
+	verbNOOP
+	verbQUIT
+	verbHELP
+	verbVRFY
+	verbEXPN
+	verbPrivileged // XCLIENT, XFORWARD, ETRN, …: never from a client
+	verbNonSMTP    // an HTTP request or a mail header sent as a command
+)
+
+var verbs = map[string]verb{
+	"EHLO": verbEHLO, "HELO": verbHELO, "STARTTLS": verbSTARTTLS, "AUTH": verbAUTH,
+	"MAIL": verbMAIL, "RCPT": verbRCPT, "DATA": verbDATA, "BDAT": verbBDAT,
+	"RSET": verbRSET, "NOOP": verbNOOP, "QUIT": verbQUIT, "HELP": verbHELP,
+	"VRFY": verbVRFY, "EXPN": verbEXPN,
+	"XCLIENT": verbPrivileged, "XFORWARD": verbPrivileged, "XEXCH50": verbPrivileged,
+	"ETRN": verbPrivileged, "ATRN": verbPrivileged, "TURN": verbPrivileged,
+	"X-EXPS": verbPrivileged, "X-LINK2STATE": verbPrivileged, "XSHADOW": verbPrivileged,
+	"XUSR": verbPrivileged, "XQDISCARD": verbPrivileged, "XPROXY": verbPrivileged,
+	"XAUTH": verbPrivileged, "XSTATE": verbPrivileged,
+	// Postfix hangs up on these (smtpd_forbidden_commands), and so does postern.
+	"CONNECT": verbNonSMTP, "GET": verbNonSMTP, "POST": verbNonSMTP, "PUT": verbNonSMTP,
+	"HEAD": verbNonSMTP, "OPTIONS": verbNonSMTP, "DELETE": verbNonSMTP, "PATCH": verbNonSMTP,
+}
+
+// command is one client command line as the backend reads it.
+type command struct {
+	verb verb
+	name string   // the verb as sent (for log lines)
+	args []string // the tokens after the verb, quoting and escapes kept
+}
+
+// errBadSyntax: a quote or angle bracket that is not closed, or a line
+// with no token.
+var errBadSyntax = errors.New("bad syntax")
+
+// parseCommand reads a command line (without its line ending, free of
+// control characters other than TAB).
+func parseCommand(line string) (command, error) {
+	var toks []string
+	rest := line
+	for {
+		tok, next, err := nextToken(rest)
+		if err != nil {
+			return command{}, err
+		}
+		if tok == "" {
+			break
+		}
+		toks = append(toks, tok)
+		rest = next
+	}
+	if len(toks) == 0 {
+		return command{}, errBadSyntax
+	}
+	c := command{name: toks[0], args: toks[1:]}
+	c.verb = verbs[asciiUpper(toks[0])]
+	if c.verb == verbUnknown && isHeaderName(toks[0]) {
+		c.verb = verbNonSMTP
+	}
+	return c, nil
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' }
+
+// nextToken returns the next token of s and what follows it, as Postfix's
+// smtp_next_token does. An empty token means the end of the line.
+func nextToken(s string) (tok, rest string, err error) {
+	var b strings.Builder
+	i := 0
+	for i < len(s) {
+		c := s[i]
+		i++
+		switch {
+		case isSpace(c):
+			for i < len(s) && isSpace(s[i]) {
+				i++
+			}
+			if b.Len() > 0 {
+				return b.String(), s[i:], nil
+			}
+		case c == '<':
+			n, ok := quotedLen(s[i:], '>')
+			b.WriteByte(c)
+			b.WriteString(s[i : i+n])
+			i += n
+			if !ok {
+				return "", "", errBadSyntax
+			}
+		case c == '"':
+			n, ok := quotedLen(s[i:], '"')
+			b.WriteByte(c)
+			b.WriteString(s[i : i+n])
+			i += n
+			if !ok {
+				return "", "", errBadSyntax
+			}
+		case c == ':':
+			b.WriteByte(c)
+			if t := b.String(); prefixFold("to:", t) || prefixFold("from:", t) {
+				return t, s[i:], nil
+			}
+		case c == '\\':
+			b.WriteByte(c)
+			if i < len(s) {
+				b.WriteByte(s[i])
+				i++
+			}
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String(), "", nil
+}
+
+// quotedLen returns how many bytes of s, which follows an opening quote or
+// angle bracket, run up to and including the closing one (Postfix's
+// smtp_quoted: quotes nest inside angle brackets, backslash escapes), and
+// whether it was found.
+func quotedLen(s string, last byte) (int, bool) {
+	stack := []byte{last}
+	wanted := last
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '\\':
+			if i+1 >= len(s) {
+				return len(s), false
+			}
+			i++
+		case c == wanted:
+			if len(stack) == 1 {
+				return i + 1, true
+			}
+			stack = stack[:len(stack)-1]
+			wanted = stack[len(stack)-1]
+		case c == '"':
+			stack = append(stack, '"')
+			wanted = '"'
+		case c == '<' && wanted == '>':
+			stack = append(stack, '>')
+			wanted = '>'
+		}
+	}
+	return len(s), false
+}
+
+// prefixFold reports whether t is, without regard to case, a prefix of
+// word: Postfix compares strncasecmp(t, word, len(t)).
+func prefixFold(word, t string) bool {
+	return len(t) <= len(word) && strings.EqualFold(word[:len(t)], t)
+}
+
+// isHeaderName reports whether a verb looks like a mail header name
+// ("Subject:", "From:"): a client that sends a message as commands.
+func isHeaderName(t string) bool {
+	if len(t) < 2 || t[len(t)-1] != ':' {
+		return false
+	}
+	for i := 0; i < len(t)-1; i++ {
+		if c := t[i]; c <= ' ' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+func asciiUpper(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; 'a' <= c && c <= 'z' {
+			return strings.ToUpper(s)
+		}
+	}
+	return s
+}
+
+// canonicalVerb is how each verb is written to the backend.
+var canonicalVerb = [...]string{
+	verbEHLO: "EHLO", verbHELO: "HELO", verbSTARTTLS: "STARTTLS", verbAUTH: "AUTH",
+	verbMAIL: "MAIL", verbRCPT: "RCPT", verbDATA: "DATA", verbBDAT: "BDAT",
+	verbRSET: "RSET", verbNOOP: "NOOP", verbQUIT: "QUIT", verbHELP: "HELP",
+	verbVRFY: "VRFY", verbEXPN: "EXPN",
+}
+
+// line returns the command in canonical form: the verb in upper case, then
+// the arguments separated by single spaces.
+func (c command) line() string {
+	n := len(canonicalVerb[c.verb])
+	for _, a := range c.args {
+		n += 1 + len(a)
+	}
+	var b strings.Builder
+	b.Grow(n)
+	b.WriteString(canonicalVerb[c.verb])
+	for _, a := range c.args {
+		b.WriteByte(' ')
+		b.WriteString(a)
+	}
+	return b.String()
+}

@@ -1,0 +1,177 @@
+package smtpproxy
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// Postfix's own tokenizer tests (smtpd_token.in and .ref): the same tokens.
+func TestParseCommandPostfixReference(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		toks []string
+		err  bool
+	}{
+		{line: `mail from:<wietse@porcupine.org>`, toks: []string{"mail", "from:", "<wietse@porcupine.org>"}},
+		{line: `mail from:<"wietse venema"@porcupine.org>`, toks: []string{"mail", "from:", `<"wietse venema"@porcupine.org>`}},
+		{line: `mail from:wietse@porcupine.org`, toks: []string{"mail", "from:", "wietse@porcupine.org"}},
+		{line: `mail from:<wietse @ porcupine.org>`, toks: []string{"mail", "from:", "<wietse @ porcupine.org>"}},
+		{line: `mail from:<"wietse venema"@porcupine.org ("wietse ) venema")>`, toks: []string{"mail", "from:", `<"wietse venema"@porcupine.org ("wietse ) venema")>`}},
+		{line: `mail from:<"wietse venema" <wietse@porcupine.org>>`, toks: []string{"mail", "from:", `<"wietse venema" <wietse@porcupine.org>>`}},
+		{line: `mail from:"wietse venema"@porcupine.org`, toks: []string{"mail", "from:", `"wietse venema"@porcupine.org`}},
+		{line: `mail from:wietse\ venema@porcupine.org`, toks: []string{"mail", "from:", `wietse\ venema@porcupine.org`}},
+		{line: `mail to:<"wietse venema>`, err: true},
+		{line: `mail to:<wietse@[stuff>`, toks: []string{"mail", "to:", "<wietse@[stuff>"}},
+		{line: `mail to:<wietse@["stuff]>`, err: true},
+		// White space as Postfix reads it: any run of SP and TAB, leading and trailing ignored.
+		{line: "AUTH\tPLAIN\tAGFsaWNlAHB3", toks: []string{"AUTH", "PLAIN", "AGFsaWNlAHB3"}},
+		{line: " \t RCPT \t TO:<a@b>  ", toks: []string{"RCPT", "TO:", "<a@b>"}},
+		{line: "RCPT TO: <a@b>", toks: []string{"RCPT", "TO:", "<a@b>"}},
+		{line: "RCPT TO :<a@b>", toks: []string{"RCPT", "TO", ":<a@b>"}},
+		{line: "XCLIENT\tADDR=1.2.3.4", toks: []string{"XCLIENT", "ADDR=1.2.3.4"}},
+		{line: "   ", err: true},
+		{line: "", err: true},
+	} {
+		c, err := parseCommand(tc.line)
+		if tc.err {
+			if err == nil {
+				t.Errorf("%q: want an error, got %q %q", tc.line, c.name, c.args)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%q: %v", tc.line, err)
+			continue
+		}
+		if got := append([]string{c.name}, c.args...); !reflect.DeepEqual(got, tc.toks) {
+			t.Errorf("%q: tokens %q, want %q", tc.line, got, tc.toks)
+		}
+	}
+}
+
+func TestParseCommandVerbs(t *testing.T) {
+	for line, want := range map[string]verb{
+		"ehlo x": verbEHLO, "\tEhLo x": verbEHLO, "AUTH\tPLAIN": verbAUTH, "xclient\tADDR=1": verbPrivileged,
+		"XFORWARD NAME=x": verbPrivileged, "ETRN x": verbPrivileged, "GET / HTTP/1.1": verbNonSMTP,
+		"Subject: hello": verbNonSMTP, "FOO bar": verbUnknown, `"MAIL" FROM:<a>`: verbUnknown,
+		`MAIL\ FROM:<a>`: verbUnknown, "MAIL:FROM:<a>": verbUnknown, "RSET\t": verbRSET, "QUIT now": verbQUIT,
+	} {
+		c, err := parseCommand(line)
+		if err != nil {
+			t.Errorf("%q: %v", line, err)
+			continue
+		}
+		if c.verb != want {
+			t.Errorf("%q: verb %d, want %d", line, c.verb, want)
+		}
+	}
+}
+
+func TestCanonicalLine(t *testing.T) {
+	for line, want := range map[string]string{
+		"ehlo\t\tclient.example":         "EHLO client.example",
+		" rcpt\tto:<a@b>\tNOTIFY=NEVER ": "RCPT to: <a@b> NOTIFY=NEVER",
+		"auth plain =":                   "AUTH plain =",
+	} {
+		c, err := parseCommand(line)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.line(); got != want {
+			t.Errorf("%q: %q, want %q", line, got, want)
+		}
+	}
+}
+
+func TestParsePath(t *testing.T) {
+	for _, tc := range []struct {
+		tok, addr, text string
+		routed          bool
+		err             bool
+	}{
+		{tok: "<alice@Example.TEST>", addr: "alice@example.test", text: "<alice@Example.TEST>"},
+		{tok: "alice@example.test", addr: "alice@example.test", text: "<alice@example.test>"},
+		{tok: "<>", addr: "", text: "<>"},
+		{tok: `<"alice"@example.test>`, addr: "alice@example.test", text: "<alice@example.test>"},
+		{tok: `<"a b"@example.test>`, addr: "a b@example.test", text: `<"a b"@example.test>`},
+		{tok: `<"a\"b"@example.test>`, addr: `a"b@example.test`, text: `<"a\"b"@example.test>`},
+		{tok: `"trap"@example.test`, addr: "trap@example.test", text: "<trap@example.test>"},
+		{tok: "<@relay.example,@b.example:trap@example.test>", addr: "trap@example.test", text: "<trap@example.test>"},
+		{tok: "<trap@example.test.>", addr: "trap@example.test", text: "<trap@example.test.>"},
+		{tok: "<postmaster>", addr: "postmaster", text: "<postmaster>"},
+		{tok: "<user%elsewhere.example@example.test>", addr: "user%elsewhere.example@example.test", text: "<user%elsewhere.example@example.test>", routed: true},
+		{tok: "<host!user@example.test>", addr: "host!user@example.test", text: "<host!user@example.test>", routed: true},
+		{tok: "<user@[192.0.2.1]>", addr: "user@[192.0.2.1]", text: "<user@[192.0.2.1]>", routed: true},
+		{tok: "<a@b>SIZE=1", err: true},
+		{tok: "<wietse @ porcupine.org>", err: true},
+		{tok: `<"wietse venema"@porcupine.org ("x")>`, err: true},
+		{tok: "<a@b,c@d>", err: true},
+		{tok: "<a@b@c>", err: true},
+		{tok: "<@relay:>", addr: "", text: "<>"},
+		{tok: "<@:a@b>", err: true},
+		{tok: "<a..b@c>", err: true},
+		{tok: "<a@-c>", err: true},
+		{tok: `wietse\ venema@porcupine.org`, err: true},
+		{tok: "<", err: true},
+	} {
+		p, err := parsePath(tc.tok)
+		if tc.err {
+			if err == nil {
+				t.Errorf("%q: want an error, got %+v", tc.tok, p)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%q: %v", tc.tok, err)
+			continue
+		}
+		if p.addr != tc.addr || p.text != tc.text || p.routed != tc.routed {
+			t.Errorf("%q: %+v, want addr %q text %q routed %v", tc.tok, p, tc.addr, tc.text, tc.routed)
+		}
+	}
+}
+
+// FuzzParseCommand: a line postern accepts reads, in the canonical form it
+// relays, exactly as it read the original (so the server behind it reads
+// the same command), and the relayed line holds no line break or NUL.
+func FuzzParseCommand(f *testing.F) {
+	for _, s := range []string{
+		"EHLO client.example", "AUTH\tPLAIN AGFsaWNlAHB3", " rcpt\tto:<a@b> NOTIFY=NEVER", `MAIL FROM:<"a b"@c> SIZE=10`,
+		"XCLIENT\tADDR=1.2.3.4", "BDAT 10 LAST", `mail to:<"wietse venema>`, "RSET\t", "a\\", `<x\>`, "to:to:from:",
+		"MAIL FROM:<@a,@b:c@d>", "RCPT TO:<a@b>SIZE=1", `"x y" z`,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		if strings.ContainsAny(line, "\r\n\x00") || !isPrintable(line) {
+			return // refused before parsing
+		}
+		c, err := parseCommand(line)
+		if err != nil {
+			return
+		}
+		if c.verb == verbUnknown || c.verb == verbPrivileged || c.verb == verbNonSMTP {
+			return // never relayed
+		}
+		out := c.line()
+		if strings.ContainsAny(out, "\r\n\x00") {
+			t.Fatalf("%q: canonical form %q holds a line break", line, out)
+		}
+		again, err := parseCommand(out)
+		if err != nil {
+			t.Fatalf("%q: canonical form %q does not parse: %v", line, out, err)
+		}
+		if again.verb != c.verb || !reflect.DeepEqual(again.args, c.args) && !(len(again.args) == 0 && len(c.args) == 0) {
+			t.Fatalf("%q: read as %d %q, canonical %q read as %d %q", line, c.verb, c.args, out, again.verb, again.args)
+		}
+		for _, a := range c.args {
+			if p, err := parsePath(a); err == nil {
+				q, err := parsePath(p.text)
+				if err != nil || q.addr != p.addr || q.text != p.text || q.routed != p.routed {
+					t.Fatalf("path %q: %+v, its text reads as %+v (%v)", a, p, q, err)
+				}
+			}
+		}
+	})
+}
