@@ -36,7 +36,9 @@ func TestCommandSmuggling(t *testing.T) {
 		c := h.dial("127.0.1.20") // outside the restriction for @example.test
 		c.expect(220)
 		c.cmd("EHLO x", 250)
-		pw := func(p string) string { return base64.StdEncoding.EncodeToString([]byte("\x00alice@example.test\x00" + p)) }
+		pw := func(p string) string {
+			return base64.StdEncoding.EncodeToString([]byte("\x00alice@example.test\x00" + p))
+		}
 		c.cmd("AUTH\tPLAIN\t"+plain, 535)
 		c.cmd(" auth plain "+pw("guess-2"), 535)
 		c.cmd("AUTH\tPLAIN "+pw("guess-3")+"\t", 535)
