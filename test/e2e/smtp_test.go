@@ -73,6 +73,7 @@ func TestSMTP(t *testing.T) {
 		{"Bad_BinaryGarbage", testBadGarbage},
 		{"Bad_UnfinishedDATA", testBadUnfinishedData},
 		{"Bad_STARTTLSInjection", testBadSTARTTLSInjection},
+		{"Bad_CommandSmuggling", testSmuggling},
 		// Backend failures (gateways of their own, scripted backends).
 		{"Backend_Faults", testBackendFaults},
 	} {
