@@ -139,7 +139,8 @@ type server interface {
 // mailReaderConfig builds the shared parts of the IMAP and POP3 gateways.
 func (g *gateway) mailReaderConfig(fe *frontEnd, f *config.File) (relay.Dialer, func(netip.Addr) bool, error) {
 	svc := fe.svc
-	d := relay.Dialer{Addr: svc.Backend.Value, Proxy: orDefault(svc.BackendProxy.Value, "v2"), Timeout: svc.Timeouts.Connect.D}
+	d := relay.Dialer{Addr: svc.Backend.Value, Proxy: orDefault(svc.BackendProxy.Value, "v2"), Timeout: svc.Timeouts.Connect.D,
+		Limit: relay.NewBackendLimit(svc.MaxBackend, svc.MaxBackendPerNetwork)}
 	if svc.BackendTLS.Value == "tls" {
 		host, _, err := net.SplitHostPort(d.Addr)
 		if err != nil {

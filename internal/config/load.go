@@ -199,11 +199,17 @@ func (f *File) validateService(d *decoder, name string, svc *Service) {
 	if !smtp && (svc.MaxRecipients != 0 || svc.RequireAuth != nil || len(svc.UnknownUserCodes) > 0) {
 		d.errs.Add(diag.Errorf(svc.pos, "max_recipients, require_auth and unknown_user_codes apply to SMTP services only"))
 	}
-	for _, v := range []int{svc.MaxPerAddress, svc.MaxConnections, svc.MaxRecipients, svc.MaxLineLength} {
+	for _, v := range []int{svc.MaxPerAddress, svc.MaxConnections, svc.MaxRecipients, svc.MaxLineLength, deref(svc.MaxBackend), deref(svc.MaxBackendPerNetwork)} {
 		if v < 0 {
 			d.errs.Add(diag.Errorf(svc.pos, "service %s: limits cannot be negative", name))
 			break
 		}
+	}
+	if name == "web" && (svc.MaxBackend != nil || svc.MaxBackendPerNetwork != nil || svc.Timeouts.FirstCommand.D != 0) {
+		d.errs.Add(diag.Errorf(svc.pos, "max_backend_connections, max_backend_connections_per_network and timeouts.first_command apply to mail services only"))
+	}
+	if svc.Hostname != "" && !validHostname(svc.Hostname) {
+		d.errs.Add(diag.Errorf(svc.pos, "service %s: hostname %q is not a host name (letters, digits, '-' and '.')", name, svc.Hostname))
 	}
 	if svc.MaxLineLength != 0 && svc.MaxLineLength < 512 {
 		d.errs.Add(diag.Errorf(svc.pos, "service %s: max_line_length must be at least 512 (RFC 5321)", name))
@@ -319,4 +325,32 @@ func (f *File) validateSMTPExtras(d *decoder) {
 	default:
 		d.errs.Add(diag.Errorf(f.Spam.Action.Pos, "bad spam.action %q: want reject or accept", f.Spam.Action.Value))
 	}
+}
+
+func deref(p *int) int {
+	if p == nil {
+		return 0
+	}
+	return *p
+}
+
+// validHostname accepts a DNS host name: postern writes it into its own
+// replies and into the EHLO it sends the backend, so it holds no blanks
+// or control characters.
+func validHostname(h string) bool {
+	if len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }

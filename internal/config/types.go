@@ -63,29 +63,35 @@ type Service struct {
 	Backends   []Text      `yaml:"backends"`    // several backends: round-robin, the next one when one is down
 	LoginForms []LoginForm `yaml:"login_forms"` // webmail login forms whose failures count as L
 
-	Hostname          string   `yaml:"hostname"`           // postern's name in its own replies
-	BackendTLS        Text     `yaml:"backend_tls"`        // none (default) | starttls | tls
-	BackendTLSVerify  *bool    `yaml:"backend_tls_verify"` // default true
-	MaxPerAddress     int      `yaml:"max_connections_per_address"`
-	MaxConnections    int      `yaml:"max_connections"`
-	MaxRecipients     int      `yaml:"max_recipients"`
-	MaxLineLength     int      `yaml:"max_line_length"`
-	RequireAuth       *bool    `yaml:"require_auth"`        // submission: default true
-	AllowInsecureAuth bool     `yaml:"allow_insecure_auth"` // SMTP AUTH without TLS
-	PlaintextLogin    Text     `yaml:"plaintext_login"`     // IMAP/POP3: networks that may log in before TLS
-	UnknownUserCodes  []Text   `yaml:"unknown_user_codes"`  // enhanced codes counted as unknown users; default 5.1.1
-	Timeouts          Timeouts `yaml:"timeouts"`
-	pos               diag.Pos
+	Hostname         string `yaml:"hostname"`           // postern's name in its own replies
+	BackendTLS       Text   `yaml:"backend_tls"`        // none (default) | starttls | tls
+	BackendTLSVerify *bool  `yaml:"backend_tls_verify"` // default true
+	MaxPerAddress    int    `yaml:"max_connections_per_address"`
+	MaxConnections   int    `yaml:"max_connections"`
+	// Connections to the backend at once, in all and per client network
+	// (/24, /64); absent: the service's default, 0: no bound.
+	MaxBackend           *int     `yaml:"max_backend_connections"`
+	MaxBackendPerNetwork *int     `yaml:"max_backend_connections_per_network"`
+	MaxRecipients        int      `yaml:"max_recipients"`
+	MaxLineLength        int      `yaml:"max_line_length"`
+	RequireAuth          *bool    `yaml:"require_auth"`        // submission: default true
+	AllowInsecureAuth    bool     `yaml:"allow_insecure_auth"` // SMTP AUTH without TLS
+	PlaintextLogin       Text     `yaml:"plaintext_login"`     // IMAP/POP3: networks that may log in before TLS
+	UnknownUserCodes     []Text   `yaml:"unknown_user_codes"`  // enhanced codes counted as unknown users; default 5.1.1
+	Timeouts             Timeouts `yaml:"timeouts"`
+	pos                  diag.Pos
 }
 
 // Timeouts of a service; zero values take the protocol's defaults.
 type Timeouts struct {
 	Command Duration `yaml:"command"` // waiting for a client command (5m)
-	Data    Duration `yaml:"data"`    // waiting for message data (10m)
-	Session Duration `yaml:"session"` // a whole connection (1h)
-	Connect Duration `yaml:"connect"` // connecting to the backend (10s)
-	Backend Duration `yaml:"backend"` // waiting for a backend reply (5m)
-	Idle    Duration `yaml:"idle"`    // web: an idle keep-alive connection (2m)
+	// SMTP: how long a client may stay silent after the greeting (1m).
+	FirstCommand Duration `yaml:"first_command"`
+	Data         Duration `yaml:"data"`    // waiting for message data (10m)
+	Session      Duration `yaml:"session"` // a whole connection (1h)
+	Connect      Duration `yaml:"connect"` // connecting to the backend (10s)
+	Backend      Duration `yaml:"backend"` // waiting for a backend reply (5m)
+	Idle         Duration `yaml:"idle"`    // web: an idle keep-alive connection (2m)
 }
 
 // DNS configures the resolver used for DNSBL and DNSWL lookups.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/netlisten"
+	"github.com/postern/postern/internal/relay"
 )
 
 type session struct {
@@ -553,6 +554,9 @@ func (s *session) splice() error {
 		}
 	}
 	client, be := s.conn, s.be
+	// Logged in: the backend's login process is done with this connection,
+	// which no longer counts against the bound of pre-login connections.
+	relay.ReleaseLimit(be)
 	s.r, s.w, s.br, s.rd = nil, nil, nil, reader{}
 	s.be = nil // owned by the hand-off from now on
 	// Handle returns and its goroutine, whose stack grew during the

@@ -16,6 +16,7 @@ import (
 
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/netlisten"
+	"github.com/postern/postern/internal/relay"
 )
 
 // maxLine bounds a command line (RFC 2449 allows 255 octets).
@@ -526,6 +527,9 @@ func (s *session) splice() {
 		}
 	}
 	client, be := s.conn, s.be
+	// Logged in: the backend's login process is done with this connection,
+	// which no longer counts against the bound of pre-login connections.
+	relay.ReleaseLimit(be)
 	s.r, s.w, s.br, s.be = nil, nil, nil, nil
 	// Handle returns and its goroutine, whose stack grew during the
 	// dialogue, ends; the splice runs on fresh goroutines.

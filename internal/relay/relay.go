@@ -23,6 +23,7 @@ type Dialer struct {
 	Proxy   string      // "v2" (default), "v1" or "none"
 	TLS     *tls.Config // non-nil: TLS right after the PROXY header (imaps, pop3s backends)
 	Timeout time.Duration
+	Limit   *BackendLimit // bounds the connections open at once; nil: none
 }
 
 // Dial connects so that the backend sees client as the connection's source
@@ -32,11 +33,17 @@ func (d Dialer) Dial(ctx context.Context, client, local netip.AddrPort) (net.Con
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
-	nd := net.Dialer{Timeout: timeout}
-	conn, err := nd.DialContext(ctx, "tcp", d.Addr)
+	release, err := d.Limit.Acquire(client.Addr())
 	if err != nil {
+		return nil, err
+	}
+	nd := net.Dialer{Timeout: timeout}
+	raw, err := nd.DialContext(ctx, "tcp", d.Addr)
+	if err != nil {
+		release()
 		return nil, fmt.Errorf("connecting to backend %s: %w", d.Addr, err)
 	}
+	conn := LimitConn(raw, release)
 	if !local.IsValid() {
 		if la, ok := conn.LocalAddr().(*net.TCPAddr); ok {
 			local = la.AddrPort()

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	proxyproto "github.com/pires/go-proxyproto"
+
+	"github.com/postern/postern/internal/relay"
 )
 
 // backend is the connection to the real mail server.
@@ -28,11 +30,17 @@ type backend struct {
 // returns the greeting to relay to the client.
 func (p *Proxy) dialBackend(ctx context.Context, client, local netip.AddrPort) (*backend, reply, error) {
 	cfg := &p.cfg
-	d := net.Dialer{Timeout: cfg.Timeouts.Connect}
-	conn, err := d.DialContext(ctx, "tcp", cfg.Backend)
+	release, err := cfg.BackendLimit.Acquire(client.Addr())
 	if err != nil {
+		return nil, reply{}, err
+	}
+	d := net.Dialer{Timeout: cfg.Timeouts.Connect}
+	raw, err := d.DialContext(ctx, "tcp", cfg.Backend)
+	if err != nil {
+		release()
 		return nil, reply{}, fmt.Errorf("connecting to backend %s: %w", cfg.Backend, err)
 	}
+	conn := relay.LimitConn(raw, release)
 	b := &backend{conn: conn, timeout: cfg.Timeouts.Backend}
 	fail := func(err error) (*backend, reply, error) {
 		conn.Close()

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/postern/postern/internal/config"
+	"github.com/postern/postern/internal/relay"
 )
 
 // IsService reports whether name is an SMTP service.
@@ -28,8 +29,10 @@ func FromConfig(name string, svc *config.Service, f *config.File, serverTLS *tls
 		AllowInsecureAuth: svc.AllowInsecureAuth,
 		MaxLineLength:     svc.MaxLineLength,
 		MaxRecipients:     svc.MaxRecipients,
+		BackendLimit:      relay.NewBackendLimit(svc.MaxBackend, svc.MaxBackendPerNetwork),
 		Timeouts: Timeouts{
-			Command: svc.Timeouts.Command.D, Data: svc.Timeouts.Data.D, Session: svc.Timeouts.Session.D,
+			FirstCommand: svc.Timeouts.FirstCommand.D,
+			Command:      svc.Timeouts.Command.D, Data: svc.Timeouts.Data.D, Session: svc.Timeouts.Session.D,
 			Connect: svc.Timeouts.Connect.D, Backend: svc.Timeouts.Backend.D, DNSBL: f.DNS.Timeout.D,
 		},
 	}

@@ -29,11 +29,14 @@ import (
 // Timeouts of one SMTP service.
 type Timeouts struct {
 	Command time.Duration // waiting for the client's next command (RFC 5321: 5 min)
-	Data    time.Duration // waiting for the next chunk of a message
-	Session time.Duration // a whole connection
-	Connect time.Duration // connecting to the backend
-	Backend time.Duration // waiting for one backend reply
-	DNSBL   time.Duration // DNSBL lookups at connect
+	// FirstCommand is how long a client may stay silent after the
+	// greeting: while it does, it holds a backend connection.
+	FirstCommand time.Duration
+	Data         time.Duration // waiting for the next chunk of a message
+	Session      time.Duration // a whole connection
+	Connect      time.Duration // connecting to the backend
+	Backend      time.Duration // waiting for one backend reply
+	DNSBL        time.Duration // DNSBL lookups at connect
 }
 
 // ContentRule is a regular expression on message headers or body (C).
@@ -48,10 +51,11 @@ type Config struct {
 	Service  string // smtp, submission or smtps
 	Hostname string // postern's name in its own replies
 
-	Backend          string      // host:port
-	BackendProxy     string      // v2 (default), v1, xclient or none
-	BackendTLS       string      // none (default), starttls or tls
-	BackendTLSConfig *tls.Config // for BackendTLS
+	Backend          string              // host:port
+	BackendLimit     *relay.BackendLimit // connections to the backend at once, in all and per client network; nil: no bound
+	BackendProxy     string              // v2 (default), v1, xclient or none
+	BackendTLS       string              // none (default), starttls or tls
+	BackendTLSConfig *tls.Config         // for BackendTLS
 
 	TLS               *tls.Config // offered with STARTTLS (nil: not offered); for smtps the listener does TLS
 	ImplicitTLS       bool
@@ -90,7 +94,8 @@ func (c *Config) defaults() {
 		d   *time.Duration
 		def time.Duration
 	}{{&t.Command, 5 * time.Minute}, {&t.Data, 10 * time.Minute}, {&t.Session, time.Hour},
-		{&t.Connect, 10 * time.Second}, {&t.Backend, 5 * time.Minute}, {&t.DNSBL, 3 * time.Second}} {
+		{&t.Connect, 10 * time.Second}, {&t.Backend, 5 * time.Minute}, {&t.DNSBL, 3 * time.Second},
+		{&t.FirstCommand, time.Minute}} {
 		if *v.d <= 0 {
 			*v.d = v.def
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/netlisten"
+	"github.com/postern/postern/internal/relay"
 	"github.com/postern/postern/internal/spamscan"
 	"github.com/postern/postern/internal/store"
 )
@@ -99,6 +100,12 @@ func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.A
 		return
 	}
 	be, greet, err := p.dialBackend(ctx, client, local)
+	if errors.Is(err, relay.ErrBackendLimit) {
+		total, network := p.cfg.BackendLimit.InUse(addr)
+		s.log.Warn("refused: too many backend connections", "in_use", total, "network_in_use", network)
+		s.reply(newReply(421, "4.7.0 "+p.cfg.Hostname+" Error: too many connections from your network, try again later"))
+		return
+	}
 	if err != nil {
 		s.log.Error("backend unavailable", "err", err)
 		s.reply(newReply(421, "4.3.0 "+p.cfg.Hostname+" Service temporarily unavailable, try again later"))
@@ -214,8 +221,14 @@ func minTime(a, b time.Time) time.Time {
 
 // loop reads and handles client commands until the session ends.
 func (s *session) loop() {
-	for {
-		line, err := s.readLine(s.p.cfg.Timeouts.Command)
+	for first := true; ; first = false {
+		timeout := s.p.cfg.Timeouts.Command
+		if first && s.p.cfg.Timeouts.FirstCommand > 0 {
+			// A client silent after the greeting holds a backend connection
+			// for nothing: it gets less time than one in a session.
+			timeout = min(timeout, s.p.cfg.Timeouts.FirstCommand)
+		}
+		line, err := s.readLine(timeout)
 		if errors.Is(err, errLineTooLong) {
 			if s.protocolError(newReply(500, "5.5.2 Error: line too long")) {
 				return

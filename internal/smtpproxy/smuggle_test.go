@@ -3,6 +3,7 @@ package smtpproxy
 import (
 	"bufio"
 	"encoding/base64"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postern/postern/internal/relay"
 	"github.com/postern/postern/internal/store"
 )
 
@@ -252,4 +254,61 @@ func TestRelaysCanonicalCommands(t *testing.T) {
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("the backend read:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+}
+
+// Silent clients cannot take every process of the backend: backend
+// connections are bounded per client network and in all, and a client
+// silent after the greeting is dropped after timeouts.first_command.
+func TestSilentClientsCannotStarveBackend(t *testing.T) {
+	limit := &relay.BackendLimit{Max: 10, PerNetwork: 4}
+	h := newHarness(t, baseIPS, func(c *Config) {
+		c.BackendLimit = limit
+		c.Timeouts.FirstCommand = 500 * time.Millisecond
+	}, nil)
+	greeted, refused := 0, 0
+	var silent []*client
+	for i := range 20 {
+		c := h.dial(fmt.Sprintf("127.0.0.%d", 51+i%5)) // five addresses of one /24
+		code, text := c.read()
+		switch {
+		case code == 220:
+			greeted++
+			silent = append(silent, c)
+		case code == 421 && strings.Contains(text, "too many connections from your network"):
+			refused++
+			c.closed()
+		default:
+			t.Fatalf("connection %d: %d %q", i, code, text)
+		}
+	}
+	if greeted != 4 || refused != 16 {
+		t.Fatalf("%d greeted, %d refused; want 4 and 16", greeted, refused)
+	}
+	if total, network := limit.InUse(netip.MustParseAddr("127.0.0.51")); total != 4 || network != 4 {
+		t.Fatalf("backend connections %d (network %d), want 4", total, network)
+	}
+	// Another network is served meanwhile.
+	ok := h.dial("127.0.1.9")
+	ok.expect(220)
+	ok.cmd("EHLO x", 250)
+	// The silent ones are dropped and give their backend connections back.
+	for _, c := range silent {
+		if code, text := c.read(); code != 421 || !strings.Contains(text, "timeout") {
+			t.Errorf("silent client: %d %q", code, text)
+		}
+		c.closed()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		total, _ := limit.InUse(netip.MustParseAddr("127.0.0.51"))
+		if total == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("backend connections still held: %d, want 1 (the active client)", total)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	ok.cmd("NOOP", 250) // an active client is not cut by first_command
+	ok.cmd("QUIT", 221)
 }

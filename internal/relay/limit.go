@@ -1,0 +1,133 @@
+package relay
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+)
+
+// ErrBackendLimit is returned when a backend connection would exceed a
+// BackendLimit.
+var ErrBackendLimit = errors.New("too many backend connections")
+
+// BackendLimit bounds the connections a gateway holds open to its backend:
+// in all, and per client network (an IPv4 /24, an IPv6 /64), so that idle
+// clients cannot take every process of the mail server behind postern. A
+// nil *BackendLimit, or zero fields, bound nothing. Its methods are safe
+// for concurrent use.
+type BackendLimit struct {
+	Max        int // connections in all; 0: no bound
+	PerNetwork int // connections per client network; 0: no bound
+
+	mu    sync.Mutex
+	total int
+	per   map[netip.Prefix]int
+}
+
+// NetworkOf is the client network a per-network bound counts: the /24 of
+// an IPv4 address, the /64 of an IPv6 one.
+func NetworkOf(a netip.Addr) netip.Prefix {
+	a = a.Unmap()
+	bits := 64
+	if a.Is4() {
+		bits = 24
+	}
+	p, _ := a.Prefix(bits)
+	return p
+}
+
+// Acquire takes one connection for client. It returns ErrBackendLimit when
+// a bound is reached; otherwise release must be called exactly once when
+// the connection ends (LimitConn does it on Close).
+func (l *BackendLimit) Acquire(client netip.Addr) (release func(), err error) {
+	if l == nil || l.Max <= 0 && l.PerNetwork <= 0 {
+		return func() {}, nil
+	}
+	n := NetworkOf(client)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.Max > 0 && l.total >= l.Max || l.PerNetwork > 0 && l.per[n] >= l.PerNetwork {
+		return nil, ErrBackendLimit
+	}
+	if l.per == nil {
+		l.per = make(map[netip.Prefix]int)
+	}
+	l.total++
+	l.per[n]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			l.total--
+			if l.per[n]--; l.per[n] <= 0 {
+				delete(l.per, n)
+			}
+		})
+	}, nil
+}
+
+// InUse returns the connections held in all and by client's network.
+func (l *BackendLimit) InUse(client netip.Addr) (total, network int) {
+	if l == nil {
+		return 0, 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.total, l.per[NetworkOf(client)]
+}
+
+// LimitConn returns c, calling release when it is closed. The splice still
+// reaches the TCP socket beneath (RawTCP).
+func LimitConn(c net.Conn, release func()) net.Conn {
+	return &limitedConn{Conn: c, release: release}
+}
+
+type limitedConn struct {
+	net.Conn
+	release func()
+	once    sync.Once
+}
+
+func (c *limitedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
+}
+
+// RawTCP hands out the socket beneath, for the splice.
+func (c *limitedConn) RawTCP() (*net.TCPConn, bool) { return tcpOf(c.Conn) }
+
+// ReleaseLimit gives back c's place under its BackendLimit before c is
+// closed: a logged-in IMAP or POP3 session no longer holds the backend's
+// login process. c is a connection from Dialer.Dial, possibly under TLS.
+func ReleaseLimit(c net.Conn) {
+	if tc, ok := c.(interface{ NetConn() net.Conn }); ok {
+		c = tc.NetConn()
+	}
+	if lc, ok := c.(*limitedConn); ok {
+		lc.once.Do(lc.release)
+	}
+}
+
+// Default bounds of backend connections for the mail services: below the
+// 100 processes that Postfix (default_process_limit) and Dovecot's login
+// services start by default.
+const (
+	DefaultMaxBackend        = 80
+	DefaultMaxBackendNetwork = 40
+)
+
+// NewBackendLimit returns the bounds configured for a service: max and
+// perNetwork as configured (nil: the default; 0: no bound).
+func NewBackendLimit(max, perNetwork *int) *BackendLimit {
+	l := &BackendLimit{Max: DefaultMaxBackend, PerNetwork: DefaultMaxBackendNetwork}
+	if max != nil {
+		l.Max = *max
+	}
+	if perNetwork != nil {
+		l.PerNetwork = *perNetwork
+	}
+	return l
+}
