@@ -74,6 +74,7 @@ func TestSMTP(t *testing.T) {
 		{"Bad_UnfinishedDATA", testBadUnfinishedData},
 		{"Bad_STARTTLSInjection", testBadSTARTTLSInjection},
 		{"Bad_CommandSmuggling", testSmuggling},
+		{"Bad_SilentClients", testSilentClients},
 		// Backend failures (gateways of their own, scripted backends).
 		{"Backend_Faults", testBackendFaults},
 	} {
