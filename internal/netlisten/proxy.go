@@ -16,6 +16,13 @@ import (
 // dispatches the connection. A missing or bad header closes it.
 func (l *Listener) serveTrusted(raw net.Conn, peer, local netip.AddrPort) {
 	defer l.wg.Done()
+	defer func() {
+		// A header that made the parser panic closes its connection only.
+		if v := recover(); v != nil {
+			raw.Close()
+			l.log.Error("netlisten: PROXY header reader panicked: connection closed", "peer", peer.String(), "panic", fmt.Sprint(v))
+		}
+	}()
 	// Stopping the listener interrupts the header read.
 	stop := context.AfterFunc(l.stop, func() { raw.Close() })
 	start := time.Now()

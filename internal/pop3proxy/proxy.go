@@ -71,6 +71,7 @@ func New(cfg Config, eng Engine, pol func() *policy.Policy, log *slog.Logger) *P
 		log = slog.New(slog.DiscardHandler)
 	}
 	p := &Proxy{cfg: cfg, eng: eng, policy: pol, log: log.With("service", cfg.Service)}
+	p.conns.Log = p.log
 	def := "-ERR [AUTH] Authentication failed."
 	p.authFail.Store(&def)
 	return p

@@ -5,10 +5,13 @@ import (
 	"context"
 	"crypto/rand"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"runtime"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -247,4 +250,82 @@ func TestHandoffIsTrackedAndDrained(t *testing.T) {
 	if n := conns.Live(); n != 0 {
 		t.Fatalf("Live = %d after the drain", n)
 	}
+}
+
+type tcpAcc struct{ net.Listener }
+
+func (a tcpAcc) Accept() (net.Conn, netip.AddrPort, netip.AddrPort, error) {
+	c, err := a.Listener.Accept()
+	if err != nil {
+		return nil, netip.AddrPort{}, netip.AddrPort{}, err
+	}
+	return c, c.RemoteAddr().(*net.TCPAddr).AddrPort(), c.LocalAddr().(*net.TCPAddr).AddrPort(), nil
+}
+
+// A handler that panics closes its own connection only: the gateway goes
+// on serving, and the panic is counted and logged once.
+func TestPanickingHandlerClosesItsConnectionOnly(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	var mu sync.Mutex
+	conns := &Conns{Log: slog.New(slog.NewTextHandler(&lockedWriter{w: &logs, mu: &mu}, nil))}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- conns.Serve(ctx, tcpAcc{ln}, time.Second, func(ctx context.Context, c net.Conn, client, local netip.AddrPort) {
+			buf := make([]byte, 1)
+			if _, err := c.Read(buf); err != nil {
+				return
+			}
+			if buf[0] == '!' {
+				var m map[string]int
+				m["boom"]++ // nil map: panics
+			}
+			c.Write([]byte("ok"))
+			c.Close() // the gateway's handlers close their connections
+		})
+	}()
+	ask := func(b byte) string {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write([]byte{b})
+		out, _ := io.ReadAll(c)
+		return string(out)
+	}
+	if got := ask('!'); got != "" {
+		t.Fatalf("a panicking handler answered %q", got)
+	}
+	if got := ask('x'); got != "ok" {
+		t.Fatalf("after a panic the next connection got %q", got)
+	}
+	if n := conns.Panics(); n != 1 {
+		t.Fatalf("panics counted: %d", n)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if l := logs.String(); !strings.Contains(l, "panicked") || !strings.Contains(l, "assignment to entry in nil map") || strings.Count(l, "panicked") != 1 {
+		t.Fatalf("log: %s", l)
+	}
+}
+
+type lockedWriter struct {
+	w  io.Writer
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

@@ -3,9 +3,13 @@ package relay
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -21,9 +25,38 @@ type Handler func(ctx context.Context, conn net.Conn, client, local netip.AddrPo
 
 // Conns runs a handler per accepted connection and keeps count of them.
 type Conns struct {
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	// Log receives the report of a handler that panicked; nil: slog's
+	// default logger.
+	Log *slog.Logger
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	wg     sync.WaitGroup
+	panics atomic.Int64
+}
+
+// Panics returns how many handlers have panicked. Each panic closed its
+// own connection only.
+func (s *Conns) Panics() int64 { return s.panics.Load() }
+
+// recovered ends a handler that panicked: its connection is closed, the
+// panic and its stack are logged once and counted, and the gateway goes on.
+// Call it deferred.
+func (s *Conns) recovered(conn net.Conn, client netip.AddrPort) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	s.panics.Add(1)
+	conn.Close()
+	buf := make([]byte, 32<<10)
+	buf = buf[:runtime.Stack(buf, false)]
+	log := s.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	log.Error("a connection handler panicked: that connection is closed", "client", client.Addr().String(),
+		"panic", fmt.Sprint(v), "stack", string(buf))
 }
 
 // Serve handles connections from ln until ctx is done or ln fails; then it
@@ -51,6 +84,7 @@ func (s *Conns) Serve(ctx context.Context, ln Acceptor, drain time.Duration, han
 		go func() {
 			defer s.wg.Done()
 			defer s.track(conn, false)
+			defer s.recovered(conn, client)
 			handle(ctx, conn, client, local)
 		}()
 	}
@@ -93,10 +127,12 @@ func (s *Conns) Handoff(ctx context.Context, client, backend net.Conn, buffered 
 	go func() {
 		defer s.wg.Done()
 		defer s.track(backend, false)
-		Splice(ctx, client, backend, buffered)
 		if done != nil {
-			done()
+			defer done()
 		}
+		defer backend.Close()
+		defer s.recovered(client, netip.AddrPort{})
+		Splice(ctx, client, backend, buffered)
 	}()
 }
 

@@ -145,6 +145,7 @@ func New(cfg Config, eng Engine, env func() Env, dnsbl DNSBL, log *slog.Logger) 
 		log = slog.New(slog.DiscardHandler)
 	}
 	p := &Proxy{cfg: cfg, eng: eng, env: env, dnsbl: dnsbl, log: log.With("service", cfg.Service)}
+	p.conns.Log = p.log
 	def := newReply(535, "5.7.8 Error: authentication failed: (reason unavailable)") // Postfix's wording until the backend says its own
 	p.authFail.Store(&def)
 	return p
