@@ -33,17 +33,7 @@ lint:
 	$(GO) run $(STATICCHECK) ./...
 
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzCompile     -fuzztime $(FUZZTIME) ./internal/patterns
-	$(GO) test -run '^$$' -fuzz FuzzIncludeFile -fuzztime $(FUZZTIME) ./internal/patterns
-	$(GO) test -run '^$$' -fuzz FuzzParse       -fuzztime $(FUZZTIME) ./internal/config
-	$(GO) test -run '^$$' -fuzz FuzzLoadCSV     -fuzztime $(FUZZTIME) ./internal/geoip
-	$(GO) test -run '^$$' -fuzz FuzzLoadMMDB    -fuzztime $(FUZZTIME) ./internal/geoip
-	$(GO) test -run '^$$' -fuzz FuzzLoadZone    -fuzztime $(FUZZTIME) ./internal/geoip
-	$(GO) test -run '^$$' -fuzz FuzzParseImport -fuzztime $(FUZZTIME) ./internal/admin
-	$(GO) test -run '^$$' -fuzz FuzzAllowPath   -fuzztime $(FUZZTIME) ./internal/policy
-	$(GO) test -run '^$$' -fuzz FuzzServeHTTP   -fuzztime $(FUZZTIME) ./internal/webproxy
-	$(GO) test -run '^$$' -fuzz FuzzFormFields  -fuzztime $(FUZZTIME) ./internal/webproxy
-	$(GO) test -run '^$$' -fuzz FuzzDotScanner  -fuzztime $(FUZZTIME) ./internal/smtpproxy
+	FUZZTIME=$(FUZZTIME) GO=$(GO) scripts/fuzz.sh
 
 # The country dataset for the whole-dataset tests and benchmarks
 # (ip-location-db geo-whois-asn-country, CC BY 4.0, credit NRO), from the
