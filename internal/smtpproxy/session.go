@@ -430,6 +430,9 @@ func (s *session) mail(c command) error {
 	if len(c.args) < 2 || !strings.EqualFold(c.args[0], "FROM:") {
 		return s.reply(newReply(501, "5.5.4 Syntax: MAIL FROM:<address>"))
 	}
+	if s.blockedNow() {
+		return errClosed
+	}
 	from, err := parsePath(c.args[1])
 	if err != nil {
 		return s.reply(newReply(501, "5.1.7 Bad sender address syntax"))
@@ -447,6 +450,27 @@ func (s *session) mail(c command) error {
 		s.gs.Sender(from.addr)
 	}
 	return s.reply(r)
+}
+
+// blockedNow consults the block table (and the access policy) again at the
+// start of a transaction: an address blocked while its connection was
+// open sends no more mail on it, whatever close_all says. It reports true
+// when the session must end.
+func (s *session) blockedNow() bool {
+	adm := s.p.eng.Admit(s.client.Addr().Unmap(), s.p.cfg.Service)
+	switch adm.Action {
+	case guard.Refuse:
+		why := "Access denied"
+		if adm.Reason != 0 {
+			why = "Blocked (" + adm.Reason.Name() + ")"
+		}
+		s.log.Info("closing: refused at MAIL", "why", why)
+		s.reply(newReply(421, "4.7.1 "+s.p.cfg.Hostname+" "+why+": closing connection"))
+		return true
+	case guard.Tarpit:
+		s.tarpit = adm.Delay
+	}
+	return false
 }
 
 // pathLine writes MAIL FROM / RCPT TO in canonical form.

@@ -312,3 +312,26 @@ func TestSilentClientsCannotStarveBackend(t *testing.T) {
 	ok.cmd("NOOP", 250) // an active client is not cut by first_command
 	ok.cmd("QUIT", 221)
 }
+
+// A block made while a connection is open reaches it at its next
+// transaction, whatever close_all says.
+func TestBlockReachesOpenConnection(t *testing.T) {
+	h := newHarness(t, baseIPS, nil, nil)
+	c := h.dial("127.0.0.60")
+	c.expect(220)
+	c.cmd("EHLO x", 250)
+	// Another connection from the same address trips a block (R); close_all
+	// is off, so this one stays open.
+	b := h.dial("127.0.0.60")
+	b.expect(220)
+	b.cmd("EHLO x", 250)
+	b.cmd("RSET", 250)
+	b.cmd("RSET", 250)
+	b.cmd("RSET", 250)
+	b.expect(421)
+	b.closed()
+	if text := c.cmd("MAIL FROM:<x@example.org>", 421); !strings.Contains(text, "Blocked") {
+		t.Fatalf("MAIL after the block: %q", text)
+	}
+	c.closed()
+}
