@@ -80,10 +80,7 @@ func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.A
 	adm := p.eng.Admit(addr, p.cfg.Service)
 	switch adm.Action {
 	case guard.Refuse:
-		why := "Access denied"
-		if adm.Reason != 0 {
-			why = "Blocked (" + adm.Reason.Name() + ")"
-		}
+		why := refusal(adm)
 		s.log.Info("refused at connect", "why", why)
 		s.reply(newReply(554, "5.7.1 "+why))
 		return
@@ -460,10 +457,7 @@ func (s *session) blockedNow() bool {
 	adm := s.p.eng.Admit(s.client.Addr().Unmap(), s.p.cfg.Service)
 	switch adm.Action {
 	case guard.Refuse:
-		why := "Access denied"
-		if adm.Reason != 0 {
-			why = "Blocked (" + adm.Reason.Name() + ")"
-		}
+		why := refusal(adm)
 		s.log.Info("closing: refused at MAIL", "why", why)
 		s.reply(newReply(421, "4.7.1 "+s.p.cfg.Hostname+" "+why+": closing connection"))
 		return true
@@ -471,6 +465,14 @@ func (s *session) blockedNow() bool {
 		s.tarpit = adm.Delay
 	}
 	return false
+}
+
+// refusal says why Admit refused an address.
+func refusal(adm guard.Admission) string {
+	if adm.Reason != 0 {
+		return "Blocked (" + adm.Reason.Name() + ")"
+	}
+	return "Access denied"
 }
 
 // pathLine writes MAIL FROM / RCPT TO in canonical form.
