@@ -27,8 +27,10 @@ import (
 //     to the next space and the initial response the rest of the line, raw.
 //
 // Beyond that postern is stricter than Dovecot: a NUL or a CR anywhere in a
-// line, a literal of size {} or {+}, an argument over maxArg bytes, a tag
-// over 64 bytes or with DEL are refused.
+// line is refused, and an argument over maxArg bytes, more than maxArgs
+// arguments or a command over maxCommand bytes close the connection (Dovecot
+// would read on where postern stops, so the next command could not be
+// found with certainty).
 
 // Limits of the commands postern reads before authentication. Dovecot's
 // imap-login reads a command of up to 8192 bytes (literals included) into
@@ -39,13 +41,14 @@ const (
 	maxArg     = 1000    // one atom, quoted string or literal
 	maxLiteral = maxArg
 	maxArgs    = 32
-	maxTag     = 64
+	maxTag     = 126 // Dovecot's IMAP_TAG_MAX_LEN
 )
 
 var (
 	errLineTooLong = errors.New("line too long")
 	errSyntax      = errors.New("syntax error")
 	errLiteralSize = errors.New("literal too big")
+	errTooBig      = errors.New("argument too long or too many arguments")
 )
 
 // argKind is the type of one parsed argument.
@@ -116,9 +119,10 @@ func (rd *reader) read() (command, error) {
 	}
 	cmd.name = upperASCII(name)
 	if cmd.name == "AUTHENTICATE" {
-		if more {
-			cmd.raw = rest
+		if !more || rest == "" || rest[0] == ' ' {
+			return cmd, errSyntax // no mechanism name
 		}
+		cmd.raw = rest
 		return cmd, nil
 	}
 	if !more {
@@ -142,7 +146,7 @@ func nextWord(s string, tag bool) (word, rest string, more bool, err error) {
 			}
 			return s[:i], s[i+1:], true, nil
 		}
-		if c <= ' ' || c >= 0x7f || strings.IndexByte(`(){%*"\]`, c) >= 0 || tag && c == '+' {
+		if c < ' ' || c >= 0x80 || strings.IndexByte(`(){%*"\]`, c) >= 0 || tag && c == '+' {
 			return "", "", false, errSyntax
 		}
 	}
@@ -176,7 +180,7 @@ func (p *argParser) parse() ([]arg, error) {
 			return cur, nil
 		}
 		if n++; n > maxArgs {
-			return nil, errSyntax
+			return nil, errTooBig
 		}
 		switch c := p.line[p.pos]; {
 		case c == '"':
@@ -221,7 +225,7 @@ func (p *argParser) parse() ([]arg, error) {
 				j++
 			}
 			if j-p.pos > maxArg {
-				return nil, errSyntax
+				return nil, errTooBig
 			}
 			a := arg{kind: argAtom, s: p.line[p.pos:j]}
 			if upperASCII(a.s) == "NIL" {
@@ -251,10 +255,7 @@ func (p *argParser) literal() (string, error) {
 	if plus {
 		spec = spec[:len(spec)-1]
 	}
-	if spec == "" {
-		return "", errSyntax // {} and {+}: Dovecot reads size 0; postern refuses
-	}
-	var size int64
+	var size int64 // {} and {+} are literals of size 0 to Dovecot
 	for i := 0; i < len(spec); i++ {
 		if spec[i] < '0' || spec[i] > '9' {
 			return "", errSyntax
@@ -283,7 +284,7 @@ func (p *argParser) literal() (string, error) {
 	}
 	p.total += len(next)
 	if p.total > maxCommand {
-		return "", errLineTooLong
+		return "", errTooBig
 	}
 	if strings.IndexByte(next, '\r') >= 0 {
 		return "", errSyntax
@@ -322,7 +323,7 @@ func quoted(s string) (string, int, error) {
 	var b strings.Builder
 	for i := 1; i < len(s); i++ {
 		if i > maxArg {
-			return "", 0, errSyntax
+			return "", 0, errTooBig
 		}
 		switch c := s[i]; c {
 		case '"':

@@ -292,6 +292,12 @@ func (s *session) readError(cmd command, err error) bool {
 		s.log.Info("bad command: closing", "err", err)
 		s.send(tagOr(cmd.tag)+" BAD Literal too big", "* BYE Too big")
 		return true
+	case errors.Is(err, errTooBig):
+		// Dovecot would read on (or disconnect) where postern stops: the
+		// next command cannot be found with certainty.
+		s.log.Info("bad command: closing", "err", err)
+		s.send(tagOr(cmd.tag)+" BAD Command too long", "* BYE Too big")
+		return true
 	case errors.Is(err, errLineTooLong), errors.Is(err, errSyntax):
 		s.log.Info("bad command", "err", err)
 		return s.bad(cmd.tag, "Error in IMAP command received by server.")
@@ -334,7 +340,12 @@ func (s *session) command(c command) (done bool, err error) {
 		return true, nil
 	case "ID":
 		if !validID(c.args) {
-			return s.bad(c.tag, "Invalid ID parameters"), nil
+			// Dovecot reads ID's arguments its own way, one at a time;
+			// where they are not what clients send, where it goes on
+			// reading is not certain: close.
+			s.log.Info("bad command: closing", "err", "invalid ID parameters")
+			s.send(c.tag+" BAD Invalid ID parameters", "* BYE Invalid ID parameters")
+			return true, nil
 		}
 		return false, s.send(`* ID ("name" "postern")`, c.tag+" OK ID completed.")
 	case "STARTTLS":
