@@ -79,9 +79,9 @@ func TestReaderLikeDovecot(t *testing.T) {
 		{"a login bob pw\n", want{nil, "a", "LOGIN", []string{"bob", "pw"}}},
 		{"a LOGIN bob pw   \r\n", want{nil, "a", "LOGIN", []string{"bob", "pw"}}},
 		{"a LOGIN  bob   pw\r\n", want{nil, "a", "LOGIN", []string{"bob", "pw"}}}, // Dovecot skips spaces between arguments
-		{"a  LOGIN bob pw\r\n", want{errSyntax, "a", "", nil}},                       // two spaces after the tag
-		{" a LOGIN bob pw\r\n", want{errSyntax, "", "", nil}},                        // leading space
-		{"a\tLOGIN bob pw\r\n", want{errSyntax, "", "", nil}},                        // TAB
+		{"a  LOGIN bob pw\r\n", want{errSyntax, "a", "", nil}},                    // two spaces after the tag
+		{" a LOGIN bob pw\r\n", want{errSyntax, "", "", nil}},                     // leading space
+		{"a\tLOGIN bob pw\r\n", want{errSyntax, "", "", nil}},                     // TAB
 		{"a LOGIN\tbob pw\r\n", want{errSyntax, "a", "", nil}},
 		{"a LOGIN bob\tpw\r\n", want{errSyntax, "a", "", nil}},
 		{"a LOG\xc4\xb1N bob pw\r\n", want{errSyntax, "a", "", nil}}, // dotless i: not LOGIN
@@ -148,8 +148,8 @@ func TestReaderLikeDovecot(t *testing.T) {
 // AUTHENTICATE's line is not parsed as arguments, as in Dovecot.
 func TestReaderAuthenticateRaw(t *testing.T) {
 	for in, raw := range map[string]string{
-		"a AUTHENTICATE PLAIN\r\n":           "PLAIN",
-		"a AUTHENTICATE PLAIN \r\n":          "PLAIN ",
+		"a AUTHENTICATE PLAIN\r\n":            "PLAIN",
+		"a AUTHENTICATE PLAIN \r\n":           "PLAIN ",
 		"a AUTHENTICATE plain AGJvYgBwdw==\n": "plain AGJvYgBwdw==",
 		"a AUTHENTICATE \"PLAIN\" {5}\r\n":    "\"PLAIN\" {5}",
 		"a AUTHENTICATE PLAIN  AGJv\r\n":      "PLAIN  AGJv",
