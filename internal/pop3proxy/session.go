@@ -235,10 +235,19 @@ func (s *session) backendSASLPlain() bool {
 // readLine reads one command line.
 func (s *session) readLine() (string, error) {
 	s.conn.SetReadDeadline(time.Now().Add(s.p.cfg.PreAuthIdle))
-	l, err := s.r.ReadSlice('\n')
+	return readCommandLine(s.r)
+}
+
+// readCommandLine reads one line without its LF and one CR before it, as
+// Dovecot's pop3-login. A CR left inside (Dovecot skips it in a command
+// name and keeps it in an argument) or a NUL (Dovecot ends a command name
+// or an argument there) is refused with errBad; a line longer than the
+// reader's buffer with errTooLong, after skipping it.
+func readCommandLine(r *bufio.Reader) (string, error) {
+	l, err := r.ReadSlice('\n')
 	if errors.Is(err, bufio.ErrBufferFull) {
 		for errors.Is(err, bufio.ErrBufferFull) {
-			_, err = s.r.ReadSlice('\n')
+			_, err = r.ReadSlice('\n')
 		}
 		if err != nil {
 			return "", err
@@ -248,15 +257,34 @@ func (s *session) readLine() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	// As Dovecot: the LF and one CR before it end the line. A CR left
-	// inside (Dovecot skips it in a command name and keeps it in an
-	// argument) or a NUL (Dovecot ends a command name or an argument
-	// there) is refused.
 	line := strings.TrimSuffix(strings.TrimSuffix(string(l), "\n"), "\r")
 	if strings.IndexByte(line, 0) >= 0 || strings.IndexByte(line, '\r') >= 0 {
 		return "", errBad
 	}
 	return line, nil
+}
+
+// parseCommand splits a line as Dovecot's pop3-login: the command name is
+// the bytes up to the first space (or the line end), compared in ASCII
+// upper case; the argument is everything after that one space, raw. name
+// is "" unless the command name is 4 ASCII letters (all postern knows).
+func parseCommand(line string) (name, verb, arg string) {
+	verb, arg, _ = strings.Cut(line, " ")
+	if len(verb) == 4 && asciiLetters(verb) {
+		name = upperASCII(verb)
+	}
+	return name, verb, arg
+}
+
+// parseAuth splits AUTH's argument as Dovecot: empty, or starting with a
+// space, lists the mechanisms; else the mechanism is the bytes up to the
+// next space and the initial response the rest ("" none, "=" empty).
+func parseAuth(arg string) (mech, initial string, list bool) {
+	if arg == "" || arg[0] == ' ' {
+		return "", "", true
+	}
+	mech, initial, _ = strings.Cut(arg, " ")
+	return mech, initial, false
 }
 
 var (
@@ -314,11 +342,7 @@ func (s *session) bad(text string) bool {
 // makes a known command ("USER\tbob" is the unknown "USER\tBOB" to Dovecot
 // too).
 func (s *session) command(line string) bool {
-	verb, arg, _ := strings.Cut(line, " ")
-	name := ""
-	if len(verb) == 4 && asciiLetters(verb) {
-		name = upperASCII(verb)
-	}
+	name, verb, arg := parseCommand(line)
 	switch name {
 	case "CAPA":
 		return s.send(append(append([]string{"+OK"}, s.capabilities()...), ".")...) != nil
@@ -471,13 +495,13 @@ func (s *session) startTLS() bool {
 // response the rest of the line ("" none, "=" empty). postern takes base64
 // only in its strict form.
 func (s *session) auth(arg string) bool {
-	if arg == "" || arg[0] == ' ' {
+	mech, initial, list := parseAuth(arg)
+	if list {
 		return s.send("+OK", "PLAIN", "LOGIN", ".") != nil
 	}
 	if !s.plaintextOK() {
 		return s.send("-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.") != nil
 	}
-	mech, initial, _ := strings.Cut(arg, " ")
 	var authz, user, pass string
 	switch upperASCII(mech) {
 	case "PLAIN":
