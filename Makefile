@@ -44,6 +44,10 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzServeHTTP   -fuzztime $(FUZZTIME) ./internal/webproxy
 	$(GO) test -run '^$$' -fuzz FuzzFormFields  -fuzztime $(FUZZTIME) ./internal/webproxy
 	$(GO) test -run '^$$' -fuzz FuzzDotScanner  -fuzztime $(FUZZTIME) ./internal/smtpproxy
+	$(GO) test -run '^$$' -fuzz '^FuzzIMAPCommand$$'    -fuzztime $(FUZZTIME) ./internal/imapproxy
+	$(GO) test -run '^$$' -fuzz '^FuzzSASLDecode$$'     -fuzztime $(FUZZTIME) ./internal/imapproxy
+	$(GO) test -run '^$$' -fuzz '^FuzzPOP3Command$$'    -fuzztime $(FUZZTIME) ./internal/pop3proxy
+	$(GO) test -run '^$$' -fuzz '^FuzzPOP3SASLDecode$$' -fuzztime $(FUZZTIME) ./internal/pop3proxy
 
 # The country dataset for the whole-dataset tests and benchmarks
 # (ip-location-db geo-whois-asn-country, CC BY 4.0, credit NRO), from the
