@@ -40,7 +40,7 @@ const (
 	maxCommand = 8 << 10 // a whole command, literals included
 	maxArg     = 1000    // one atom, quoted string or literal
 	maxLiteral = maxArg
-	maxArgs    = 32
+	maxArgs    = 100 // ID takes up to 30 pairs in a list
 	maxTag     = 126 // Dovecot's IMAP_TAG_MAX_LEN
 )
 

@@ -3,6 +3,7 @@ package imapproxy
 import (
 	"bufio"
 	"encoding/base64"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -159,6 +160,37 @@ func TestBackendLoginCanonical(t *testing.T) {
 		}
 		if tc.want == "" && !strings.HasPrefix(tagged, "t1 NO") {
 			t.Errorf("%q: %q, want a refusal", tc.user, tagged)
+		}
+	}
+}
+
+// ID is answered by postern: what clients send (NIL, or up to 30 pairs of
+// strings) is taken; anything else closes, since Dovecot reads ID's
+// arguments its own way and where it would go on is not certain.
+func TestIDArguments(t *testing.T) {
+	h := newHarness(t, baseCfg, nil)
+	var pairs strings.Builder
+	for i := range 30 {
+		fmt.Fprintf(&pairs, "\"k%d\" \"v\" ", i)
+	}
+	for send, want := range map[string]string{
+		"a ID NIL\r\n": "a OK",
+		"a ID (\"name\" \"x\" \"version\" NIL)\r\n":            "a OK",
+		"a ID (" + strings.TrimSpace(pairs.String()) + ")\r\n": "a OK",
+		"a ID (name x)\r\n":        "a BAD",
+		"a ID NIL extra\r\n":       "a BAD",
+		"a ID (\"name\")\r\n":      "a BAD",
+		"a ID ((\"n\" \"x\"))\r\n": "a BAD",
+	} {
+		c := h.dial("127.0.0.9")
+		c.line()
+		c.send(send)
+		l := c.until("a ")
+		if !strings.HasPrefix(l, want) {
+			t.Errorf("%q: %q, want %q", send, l, want)
+		}
+		if want == "a BAD" && !c.closed() {
+			t.Errorf("%q: the connection must close", send)
 		}
 	}
 }
