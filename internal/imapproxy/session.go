@@ -350,6 +350,9 @@ func (s *session) command(c command) (done bool, err error) {
 		return false, s.send(`* ID ("name" "postern")`, c.tag+" OK ID completed.")
 	case "STARTTLS":
 		return s.startTLS(c)
+	case "ENABLE":
+		// Dovecot's imap-login answers ENABLE before login, ignoring it.
+		return false, s.send("* ENABLED", c.tag+" OK ENABLE ignored in non-authenticated state.")
 	case "LOGIN":
 		// Dovecot: two astrings (an atom, a quoted string or a literal;
 		// NIL and lists are not), nothing after them.

@@ -194,3 +194,18 @@ func TestIDArguments(t *testing.T) {
 		}
 	}
 }
+
+// ENABLE before login is answered as Dovecot's imap-login does, and
+// enables nothing: the backend never sees it.
+func TestEnableBeforeLogin(t *testing.T) {
+	h := newHarness(t, baseCfg, nil)
+	c := h.dial("127.0.0.10")
+	c.line()
+	c.send("a ENABLE UTF8=ACCEPT\r\n")
+	if l := c.line(); l != "* ENABLED" {
+		t.Fatalf("ENABLE: %q", l)
+	}
+	if l := c.line(); !strings.HasPrefix(l, "a OK") {
+		t.Fatalf("ENABLE: %q", l)
+	}
+}
