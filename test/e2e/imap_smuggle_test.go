@@ -43,6 +43,8 @@ func TestIMAPPOP3CommandsLikeDovecot(t *testing.T) {
 	plain := b64("\x00" + u + "\x00" + p)
 	imapCases := []smuggleCase{
 		{name: "LOGIN", send: "a LOGIN " + u + " " + p + "\r\n", both: true},
+		{name: "ENABLE ID NOOP then LOGIN", send: "e ENABLE UTF8=ACCEPT\r\ni ID (\"name\" \"x\")\r\nn NOOP x\r\na LOGIN " + u + " " + p + "\r\n", both: true},
+		{name: "unknown command with a literal", send: "x XYZZY {7}\r\na LOGIN\r\na LOGIN " + u + " " + p + "\r\n", both: true},
 		{name: "lower case", send: "a login " + u + " " + p + "\r\n", both: true},
 		{name: "spaces between arguments", send: "a LOGIN  " + u + "   " + p + "  \r\n", both: true},
 		{name: "TAB after tag", send: "a\tLOGIN " + u + " " + p + "\r\n"},
