@@ -302,7 +302,6 @@ func (s *session) readError(cmd command, err error) bool {
 		s.log.Info("bad command", "err", err)
 		return s.bad(cmd.tag, "Error in IMAP command received by server.")
 	}
-
 	if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 		s.log.Debug("client read", "err", err)
 	}
@@ -424,15 +423,12 @@ func (s *session) startTLS(c command) (bool, error) {
 // ("" none, "=" empty). postern takes the initial response only in strict
 // base64 (Dovecot also skips white space in it).
 func (s *session) authenticate(c command) (bool, error) {
-	mech, initial, hasInitial := strings.Cut(c.raw, " ")
+	mech, initial, _ := strings.Cut(c.raw, " ")
 	if mech == "" {
 		return s.bad(c.tag, "Invalid arguments."), nil
 	}
 	if !s.plaintextOK() {
 		return false, s.send(c.tag + " NO [PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.")
-	}
-	if !hasInitial {
-		initial = ""
 	}
 	var authz, user, pass string
 	var err error
