@@ -2,33 +2,89 @@ package imapproxy
 
 import (
 	"bufio"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 )
 
-// Limits of the commands postern reads before authentication.
+// The pre-login command reader follows Dovecot 2.3's imap-login (the
+// backend behind postern) byte for byte, and refuses what Dovecot would
+// read differently or what postern cannot read with certainty. The model
+// is written down in docs/security/imap-pop3.md; in short:
+//
+//   - the tag and the command name are each a run of atom characters ended
+//     by exactly one space (two spaces, a TAB, a leading space, 8-bit bytes
+//     or a control character are errors, as in Dovecot);
+//   - the command name is compared ASCII case-insensitively (never with
+//     Unicode case folding: "logın" is not LOGIN);
+//   - arguments are separated by spaces only; atoms end at a space (or a
+//     ')' inside a list); quoted strings may hold any byte but NUL, CR and
+//     LF, and a backslash escapes any byte; literals are {n} or {n+} at
+//     the end of a line; literal8 (~{n}) is an error; NIL is not a string;
+//   - AUTHENTICATE is not parsed as arguments: the mechanism is the bytes up
+//     to the next space and the initial response the rest of the line, raw.
+//
+// Beyond that postern is stricter than Dovecot: a NUL or a CR anywhere in a
+// line is refused, and an argument over maxArg bytes, more than maxArgs
+// arguments or a command over maxCommand bytes close the connection (Dovecot
+// would read on where postern stops, so the next command could not be
+// found with certainty).
+
+// Limits of the commands postern reads before authentication. Dovecot's
+// imap-login reads a command of up to 8192 bytes (literals included) into
+// a buffer of 1026 bytes: an argument that does not fit disconnects.
 const (
-	maxLine    = 8 << 10  // one line of a command
-	maxLiteral = 64 << 10 // one literal (a user name or password)
-	maxCommand = 128 << 10
-	maxArgs    = 32
+	maxLine    = 8 << 10 // one line of a command
+	maxCommand = 8 << 10 // a whole command, literals included
+	maxArg     = 1000    // one atom, quoted string or literal
+	maxLiteral = maxArg
+	maxArgs    = 100 // ID takes up to 30 pairs in a list
+	maxTag     = 126 // Dovecot's IMAP_TAG_MAX_LEN
 )
 
 var (
 	errLineTooLong = errors.New("line too long")
 	errSyntax      = errors.New("syntax error")
 	errLiteralSize = errors.New("literal too big")
+	errTooBig      = errors.New("argument too long or too many arguments")
 )
 
-// command is one client command before authentication. Its arguments are
-// decoded: atoms, quoted strings (escapes removed) and literals alike.
+// argKind is the type of one parsed argument.
+type argKind uint8
+
+const (
+	argAtom   argKind = iota
+	argNil            // the atom NIL, in any case: not a string
+	argString         // a quoted string or a literal, decoded
+	argList
+)
+
+// arg is one argument of a command.
+type arg struct {
+	kind argKind
+	s    string
+	list []arg
+}
+
+// astring reports the argument's value if it is an IMAP astring (an atom,
+// a quoted string or a literal; not NIL, not a list).
+func (a arg) astring() (string, bool) {
+	if a.kind == argAtom || a.kind == argString {
+		return a.s, true
+	}
+	return "", false
+}
+
+// command is one client command before authentication.
 type command struct {
 	tag  string
-	name string // upper case
-	args []string
+	name string // upper case (ASCII)
+	args []arg
+	// raw is AUTHENTICATE's text after the command name and its space,
+	// unparsed, as Dovecot reads it ("" when the name ended the line).
+	raw string
 }
 
 // reader reads IMAP commands. It asks for synchronizing literals through
@@ -42,57 +98,203 @@ type reader struct {
 // reports the tag if it could be read, so the caller can answer BAD.
 func (rd *reader) read() (command, error) {
 	var cmd command
-	var toks []string
-	total := 0
-	for {
-		line, err := rd.line()
-		if err != nil {
-			return cmd, err
-		}
-		total += len(line)
-		if total > maxCommand {
-			return cmd, errLineTooLong
-		}
-		lit, ok, err := scanLine(line, &toks)
-		if len(toks) > 0 && cmd.tag == "" {
-			cmd.tag = toks[0]
-		}
-		if err != nil {
-			return cmd, err
-		}
-		if len(toks) > maxArgs+2 {
-			return cmd, errSyntax
-		}
-		if !ok {
-			break
-		}
-		if lit.size > maxLiteral {
-			return cmd, errLiteralSize
-		}
-		if !lit.plus {
-			if err := rd.cont(); err != nil {
-				return cmd, err
-			}
-		}
-		buf := make([]byte, lit.size)
-		if _, err := io.ReadFull(rd.r, buf); err != nil {
-			return cmd, fmt.Errorf("reading a literal: %w", err)
-		}
-		total += int(lit.size)
-		toks = append(toks, string(buf))
+	line, err := rd.line()
+	if err != nil {
+		return cmd, err
 	}
-	if len(toks) < 2 {
+	tag, rest, more, err := nextWord(line, true)
+	if err != nil || len(tag) > maxTag {
+		return cmd, errSyntax // the tag is not echoed
+	}
+	cmd.tag = tag
+	if strings.IndexByte(line, '\r') >= 0 {
+		return cmd, errSyntax // a CR without LF: an error in Dovecot too
+	}
+	if !more {
+		return cmd, errSyntax // no command name
+	}
+	name, rest, more, err := nextWord(rest, false)
+	if err != nil {
 		return cmd, errSyntax
 	}
-	cmd.tag, cmd.name, cmd.args = toks[0], strings.ToUpper(toks[1]), toks[2:]
-	if !validTag(cmd.tag) {
-		cmd.tag = ""
-		return cmd, errSyntax
+	cmd.name = upperASCII(name)
+	if cmd.name == "AUTHENTICATE" {
+		if !more || rest == "" || rest[0] == ' ' {
+			return cmd, errSyntax // no mechanism name
+		}
+		cmd.raw = rest
+		return cmd, nil
 	}
-	return cmd, nil
+	if !more {
+		return cmd, nil
+	}
+	p := argParser{rd: rd, line: rest, total: len(line)}
+	cmd.args, err = p.parse()
+	return cmd, err
 }
 
-// line reads one CRLF- (or LF-) terminated line without its ending.
+// nextWord reads a tag (tag set) or a command name at the start of s, as
+// Dovecot's imap_parser_read_tag and imap_parser_read_command_name: atom
+// characters up to one space or the end of the line. more reports that a
+// space followed; rest is what follows that space.
+func nextWord(s string, tag bool) (word, rest string, more bool, err error) {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == ' ' {
+			if i == 0 {
+				return "", "", false, errSyntax
+			}
+			return s[:i], s[i+1:], true, nil
+		}
+		if c < ' ' || c >= 0x80 || strings.IndexByte(`(){%*"\]`, c) >= 0 || tag && c == '+' {
+			return "", "", false, errSyntax
+		}
+	}
+	if s == "" {
+		return "", "", false, errSyntax
+	}
+	return s, "", false, nil
+}
+
+// argParser reads the arguments of one command, as Dovecot's
+// imap_parser_read_args with no flags.
+type argParser struct {
+	rd    *reader
+	line  string // the current line (without its CRLF)
+	pos   int
+	total int // bytes of the command so far
+}
+
+func (p *argParser) parse() ([]arg, error) {
+	var stack [][]arg // the enclosing lists
+	var cur []arg
+	n := 0
+	for {
+		for p.pos < len(p.line) && p.line[p.pos] == ' ' {
+			p.pos++
+		}
+		if p.pos == len(p.line) {
+			if len(stack) > 0 {
+				return nil, errSyntax // missing ')'
+			}
+			return cur, nil
+		}
+		if n++; n > maxArgs {
+			return nil, errTooBig
+		}
+		switch c := p.line[p.pos]; {
+		case c == '"':
+			s, w, err := quoted(p.line[p.pos:])
+			if err != nil {
+				return nil, err
+			}
+			p.pos += w
+			cur = append(cur, arg{kind: argString, s: s})
+		case c == '{':
+			s, err := p.literal()
+			if err != nil {
+				return nil, err
+			}
+			cur = append(cur, arg{kind: argString, s: s})
+		case c == '(':
+			stack = append(stack, cur)
+			cur = nil
+			p.pos++
+		case c == ')':
+			if len(stack) == 0 {
+				return nil, errSyntax // unexpected ')'
+			}
+			parent := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			cur = append(parent, arg{kind: argList, list: cur})
+			p.pos++
+		case c == '~' && p.pos+1 < len(p.line) && p.line[p.pos+1] == '{':
+			return nil, errSyntax // literal8 is not allowed before login
+		default:
+			j := p.pos
+			for j < len(p.line) && p.line[j] != ' ' {
+				if p.line[j] == ')' {
+					if len(stack) == 0 {
+						return nil, errSyntax
+					}
+					break
+				}
+				if !atomChar(p.line[j]) {
+					return nil, errSyntax
+				}
+				j++
+			}
+			if j-p.pos > maxArg {
+				return nil, errTooBig
+			}
+			a := arg{kind: argAtom, s: p.line[p.pos:j]}
+			if upperASCII(a.s) == "NIL" {
+				a.kind = argNil
+			}
+			cur = append(cur, a)
+			p.pos = j
+		}
+	}
+}
+
+// atomChar reports whether Dovecot's argument parser takes c inside an
+// atom (')' is handled by the caller).
+func atomChar(c byte) bool {
+	return c > ' ' && c < 0x7f && c != '(' && c != ')' && c != '{' && c != '"'
+}
+
+// literal reads a literal announced at p.pos, which must end the line, its
+// data, and the next line, where the command goes on.
+func (p *argParser) literal() (string, error) {
+	spec := p.line[p.pos+1:]
+	if !strings.HasSuffix(spec, "}") {
+		return "", errSyntax // Dovecot: the size ends at '}', then CRLF
+	}
+	spec = spec[:len(spec)-1]
+	plus := strings.HasSuffix(spec, "+")
+	if plus {
+		spec = spec[:len(spec)-1]
+	}
+	var size int64 // {} and {+} are literals of size 0 to Dovecot
+	for i := 0; i < len(spec); i++ {
+		if spec[i] < '0' || spec[i] > '9' {
+			return "", errSyntax
+		}
+		if size > maxCommand {
+			return "", errLiteralSize
+		}
+		size = size*10 + int64(spec[i]-'0')
+	}
+	if size > maxLiteral || int64(p.total)+size > maxCommand {
+		return "", errLiteralSize
+	}
+	if !plus {
+		if err := p.rd.cont(); err != nil {
+			return "", err
+		}
+	}
+	buf := make([]byte, size)
+	if _, err := io.ReadFull(p.rd.r, buf); err != nil {
+		return "", fmt.Errorf("reading a literal: %w", err)
+	}
+	p.total += int(size)
+	next, err := p.rd.line()
+	if err != nil {
+		return "", err
+	}
+	p.total += len(next)
+	if p.total > maxCommand {
+		return "", errTooBig
+	}
+	if strings.IndexByte(next, '\r') >= 0 {
+		return "", errSyntax
+	}
+	p.line, p.pos = next, 0
+	return string(buf), nil
+}
+
+// line reads one CRLF- (or LF-) terminated line without its ending: the LF
+// and one CR before it, as Dovecot. A NUL anywhere is an error.
 func (rd *reader) line() (string, error) {
 	l, err := rd.r.ReadSlice('\n')
 	if errors.Is(err, bufio.ErrBufferFull) {
@@ -114,82 +316,24 @@ func (rd *reader) line() (string, error) {
 	return s, nil
 }
 
-type literal struct {
-	size int64
-	plus bool // LITERAL+: the data follows without a continuation request
-}
-
-// scanLine appends the tokens of line to toks. If the line ends with a
-// literal announcement, it returns it with ok set.
-func scanLine(line string, toks *[]string) (lit literal, ok bool, err error) {
-	i := 0
-	for i < len(line) {
-		switch c := line[i]; {
-		case c == ' ':
-			i++
-		case c == '"':
-			s, n, err := quoted(line[i:])
-			if err != nil {
-				return lit, false, err
-			}
-			*toks = append(*toks, s)
-			i += n
-		case c == '{':
-			end := strings.IndexByte(line[i:], '}')
-			if end < 0 || i+end != len(line)-1 {
-				return lit, false, errSyntax
-			}
-			spec := line[i+1 : i+end]
-			if strings.HasSuffix(spec, "+") {
-				lit.plus = true
-				spec = spec[:len(spec)-1]
-			}
-			if spec == "" || len(spec) > 12 {
-				if len(spec) > 12 {
-					return lit, false, errLiteralSize
-				}
-				return lit, false, errSyntax
-			}
-			n, err := strconv.ParseInt(spec, 10, 64)
-			if err != nil || n < 0 {
-				return lit, false, errSyntax
-			}
-			lit.size = n
-			return lit, true, nil
-		case c == '(' || c == ')':
-			*toks = append(*toks, string(c))
-			i++
-		default:
-			j := i
-			for j < len(line) && line[j] != ' ' && line[j] != '(' && line[j] != ')' && line[j] != '"' {
-				if line[j] < 0x20 || line[j] == 0x7f {
-					return lit, false, errSyntax
-				}
-				j++
-			}
-			*toks = append(*toks, line[i:j])
-			i = j
-		}
-	}
-	return lit, false, nil
-}
-
 // quoted decodes a quoted string at the start of s and returns it and the
-// number of bytes it took.
+// number of bytes it took. As Dovecot: a backslash escapes any byte, and
+// the string holds any byte but NUL, CR and LF (8-bit and TAB included).
 func quoted(s string) (string, int, error) {
 	var b strings.Builder
 	for i := 1; i < len(s); i++ {
+		if i > maxArg {
+			return "", 0, errTooBig
+		}
 		switch c := s[i]; c {
 		case '"':
 			return b.String(), i + 1, nil
 		case '\\':
-			if i+1 >= len(s) || s[i+1] != '"' && s[i+1] != '\\' {
-				return "", 0, errSyntax
+			if i+1 >= len(s) {
+				return "", 0, errSyntax // escapes the line end
 			}
 			i++
 			b.WriteByte(s[i])
-		case '\r', '\n':
-			return "", 0, errSyntax
 		default:
 			b.WriteByte(c)
 		}
@@ -197,16 +341,65 @@ func quoted(s string) (string, int, error) {
 	return "", 0, errSyntax // unterminated
 }
 
-func validTag(t string) bool {
-	if t == "" || len(t) > 64 {
+// upperASCII upper-cases ASCII letters only, as Dovecot's strcasecmp:
+// strings.ToUpper would turn "logın" (dotless i) into "LOGIN".
+func upperASCII(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'a' && c <= 'z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if b[j] >= 'a' && b[j] <= 'z' {
+					b[j] -= 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
+}
+
+// decodeSASL decodes one base64 SASL response in the only form postern
+// accepts: the standard alphabet with padding, nothing else. Dovecot also
+// skips white space, CR and LF inside; postern refuses those.
+func decodeSASL(s string) ([]byte, error) {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '+' || c == '/' || c == '=') {
+			return nil, errSyntax
+		}
+	}
+	b, err := base64.StdEncoding.Strict().DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errSyntax, err)
+	}
+	return b, nil
+}
+
+// validUser reports whether a login name can be passed on as it is: no
+// control characters, no leading or trailing space, not empty. Dovecot
+// would pass such names to its authentication as they are, where only its
+// username_chars setting stands in the way; postern refuses them.
+func validUser(u string) bool {
+	if u == "" || u[0] == ' ' || u[len(u)-1] == ' ' {
 		return false
 	}
-	for i := 0; i < len(t); i++ {
-		if c := t[i]; c <= ' ' || c >= 0x7f || strings.IndexByte(`(){%*"\]+`, c) >= 0 {
+	for i := 0; i < len(u); i++ {
+		if u[i] < ' ' || u[i] == 0x7f {
 			return false
 		}
 	}
 	return true
+}
+
+// validPassword reports whether a password can be passed on: no NUL, CR or
+// LF (Dovecot cuts a password at a NUL).
+func validPassword(p string) bool {
+	return strings.IndexByte(p, 0) < 0 && strings.IndexByte(p, '\r') < 0 && strings.IndexByte(p, '\n') < 0
+}
+
+func validTag(t string) bool {
+	w, _, more, err := nextWord(t, true)
+	return err == nil && !more && w == t && len(t) <= maxTag
 }
 
 // quote writes s as an IMAP quoted string, or reports false if it cannot

@@ -293,6 +293,12 @@ func (s *session) readError(cmd command, err error) bool {
 		s.log.Info("bad command: closing", "err", err)
 		s.send(tagOr(cmd.tag)+" BAD Literal too big", "* BYE Too big")
 		return true
+	case errors.Is(err, errTooBig):
+		// Dovecot would read on (or disconnect) where postern stops: the
+		// next command cannot be found with certainty.
+		s.log.Info("bad command: closing", "err", err)
+		s.send(tagOr(cmd.tag)+" BAD Command too long", "* BYE Too big")
+		return true
 	case errors.Is(err, errLineTooLong), errors.Is(err, errSyntax):
 		s.log.Info("bad command", "err", err)
 		return s.bad(cmd.tag, "Error in IMAP command received by server.")
@@ -333,18 +339,60 @@ func (s *session) command(c command) (done bool, err error) {
 		s.send("* BYE Logging out", c.tag+" OK Logout completed.")
 		return true, nil
 	case "ID":
+		if !validID(c.args) {
+			// Dovecot reads ID's arguments its own way, one at a time;
+			// where they are not what clients send, where it goes on
+			// reading is not certain: close.
+			s.log.Info("bad command: closing", "err", "invalid ID parameters")
+			s.send(c.tag+" BAD Invalid ID parameters", "* BYE Invalid ID parameters")
+			return true, nil
+		}
 		return false, s.send(`* ID ("name" "postern")`, c.tag+" OK ID completed.")
 	case "STARTTLS":
 		return s.startTLS(c)
+	case "ENABLE":
+		// Dovecot's imap-login answers ENABLE before login, ignoring it.
+		return false, s.send("* ENABLED", c.tag+" OK ENABLE ignored in non-authenticated state.")
 	case "LOGIN":
+		// Dovecot: two astrings (an atom, a quoted string or a literal;
+		// NIL and lists are not), nothing after them.
 		if len(c.args) != 2 {
 			return s.bad(c.tag, "Invalid arguments."), nil
 		}
-		return s.login(c.tag, "", c.args[0], c.args[1])
+		user, ok1 := c.args[0].astring()
+		pass, ok2 := c.args[1].astring()
+		if !ok1 || !ok2 {
+			return s.bad(c.tag, "Invalid arguments."), nil
+		}
+		return s.checkedLogin(c.tag, "", user, pass)
 	case "AUTHENTICATE":
 		return s.authenticate(c)
 	}
 	return s.bad(c.tag, "Error in IMAP command received by server."), nil
+}
+
+// validID reports whether ID's arguments are what Dovecot's imap-login
+// takes: NIL, or one list of key (string) and value (string or NIL) pairs,
+// at most 30 of them, keys under 30 bytes. postern answers ID itself and
+// passes nothing of it on.
+func validID(args []arg) bool {
+	if len(args) != 1 {
+		return false
+	}
+	if args[0].kind == argNil {
+		return true
+	}
+	l := args[0].list
+	if args[0].kind != argList || len(l)%2 != 0 || len(l) > 60 {
+		return false
+	}
+	for i := 0; i < len(l); i += 2 {
+		k, v := l[i], l[i+1]
+		if k.kind != argString || len(k.s) >= 30 || v.kind != argString && v.kind != argNil {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *session) startTLS(c command) (bool, error) {
@@ -370,32 +418,35 @@ func (s *session) startTLS(c command) (bool, error) {
 	return false, nil
 }
 
-// authenticate handles AUTHENTICATE PLAIN and LOGIN, with SASL-IR.
+// authenticate handles AUTHENTICATE PLAIN and LOGIN, with SASL-IR. As
+// Dovecot, the line is not parsed as IMAP arguments: the mechanism is the
+// bytes up to the next space, the initial response all the rest, raw
+// ("" none, "=" empty). postern takes the initial response only in strict
+// base64 (Dovecot also skips white space in it).
 func (s *session) authenticate(c command) (bool, error) {
-	if len(c.args) < 1 || len(c.args) > 2 {
+	mech, initial, _ := strings.Cut(c.raw, " ")
+	if mech == "" {
 		return s.bad(c.tag, "Invalid arguments."), nil
 	}
 	if !s.plaintextOK() {
 		return false, s.send(c.tag + " NO [PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.")
 	}
-	var initial string
-	if len(c.args) == 2 {
-		initial = c.args[1]
-	}
 	var authz, user, pass string
 	var err error
-	switch strings.ToUpper(c.args[0]) {
+	switch upperASCII(mech) {
 	case "PLAIN":
 		var resp []byte
-		if initial == "" {
-			if resp, err = s.saslStep(""); err != nil {
-				return s.saslError(c.tag, err)
-			}
-		} else if initial != "=" {
-			if resp, err = base64.StdEncoding.DecodeString(initial); err != nil {
-				return s.saslError(c.tag, err)
-			}
+		switch initial {
+		case "":
+			resp, err = s.saslStep("")
+		case "=":
+		default:
+			resp, err = decodeSASL(initial)
 		}
+		if err != nil {
+			return s.saslError(c.tag, err)
+		}
+		// Dovecot's PLAIN: exactly two NULs, a non-empty login name.
 		parts := strings.Split(string(resp), "\x00")
 		if len(parts) != 3 || parts[1] == "" {
 			return s.saslError(c.tag, errSyntax)
@@ -403,28 +454,61 @@ func (s *session) authenticate(c command) (bool, error) {
 		authz, user, pass = parts[0], parts[1], parts[2]
 	case "LOGIN":
 		var u, p []byte
-		if initial != "" {
-			u, err = base64.StdEncoding.DecodeString(initial)
-		} else {
+		switch initial {
+		case "":
 			u, err = s.saslStep("VXNlcm5hbWU6")
+		case "=":
+			err = errSyntax // Dovecot asks for the name again; postern refuses
+		default:
+			u, err = decodeSASL(initial)
 		}
 		if err == nil {
 			p, err = s.saslStep("UGFzc3dvcmQ6")
 		}
-		if err != nil || len(u) == 0 {
+		if err == nil && len(u) == 0 {
+			err = errSyntax
+		}
+		if err != nil {
 			return s.saslError(c.tag, err)
 		}
 		user, pass = string(u), string(p)
 	default:
 		return false, s.send(c.tag + " NO Unsupported authentication mechanism.")
 	}
-	return s.login(c.tag, authz, user, pass)
+	return s.checkedLogin(c.tag, authz, user, pass)
+}
+
+// maxSASL bounds the AUTHENTICATE PLAIN initial response postern sends to
+// the backend: Dovecot reads at most 8192 bytes of it.
+const maxSASL = 8000
+
+// checkedLogin refuses, as a bad command, a login postern cannot pass on
+// exactly as the client meant it: a name with control characters or
+// leading or trailing spaces, a NUL, CR or LF in the password (Dovecot cuts
+// a LOGIN password at a NUL), an authorization identity other than the
+// login name (the login restriction is checked against the login name), or
+// a login too long for the replay. Everything else goes to login.
+func (s *session) checkedLogin(tag, authz, user, pass string) (bool, error) {
+	if authz == user {
+		authz = "" // Dovecot ignores an authorization identity equal to the login name
+	}
+	switch {
+	case !validUser(user) || !validPassword(pass):
+		s.log.Info("bad login: characters postern does not pass on")
+		return s.bad(tag, "Invalid characters in the user name or password."), nil
+	case authz != "":
+		s.log.Info("bad login: an authorization identity", "account", user)
+		return s.bad(tag, "Authorization identities are not supported."), nil
+	case base64.StdEncoding.EncodedLen(len(user)+len(pass)+2) > maxSASL:
+		return s.bad(tag, "User name or password too long."), nil
+	}
+	return s.login(tag, authz, user, pass)
 }
 
 var errCancelled = errors.New("cancelled")
 
 // saslStep sends a continuation with a base64 challenge and reads the
-// client's base64 answer.
+// client's base64 answer: one line, "*" cancels.
 func (s *session) saslStep(challenge string) ([]byte, error) {
 	if err := s.send("+ " + challenge); err != nil {
 		return nil, err
@@ -437,7 +521,7 @@ func (s *session) saslStep(challenge string) ([]byte, error) {
 	if line == "*" {
 		return nil, errCancelled
 	}
-	return base64.StdEncoding.DecodeString(line)
+	return decodeSASL(line)
 }
 
 func (s *session) saslError(tag string, err error) (bool, error) {
@@ -525,19 +609,31 @@ func (s *session) failed(tag, user string, fp uint64, lines ...string) (bool, er
 	return s.obey(d), nil
 }
 
-// backendLogin replays a login: AUTHENTICATE PLAIN with SASL-IR when the
-// backend offers it (no quoting problems), else LOGIN.
+// backendLogin replays a login in a form postern writes itself: the
+// client's tag (checked by validTag), then AUTHENTICATE PLAIN with SASL-IR
+// when the backend offers it (base64: nothing to quote), else LOGIN with
+// quoted strings, or with LITERAL+ literals for 8-bit bytes. The user name
+// and password never hold NUL, CR or LF here (checkedLogin).
 func (s *session) backendLogin(tag, authz, user, pass string) ([]string, string, error) {
+	if !validTag(tag) || strings.ContainsAny(authz+user+pass, "\x00\r\n") {
+		return nil, tag + " NO [AUTHENTICATIONFAILED] Authentication failed.", nil
+	}
 	if s.backendHas("AUTH=PLAIN") && s.backendHas("SASL-IR") {
 		blob := base64.StdEncoding.EncodeToString([]byte(authz + "\x00" + user + "\x00" + pass))
 		return s.beTagged(tag, tag+" AUTHENTICATE PLAIN "+blob)
 	}
-	qu, ok1 := quote(user)
-	qp, ok2 := quote(pass)
-	if !ok1 || !ok2 || authz != "" {
+	if authz != "" {
 		return nil, tag + " NO [AUTHENTICATIONFAILED] Authentication failed.", nil
 	}
-	return s.beTagged(tag, tag+" LOGIN "+qu+" "+qp)
+	qu, ok1 := quote(user)
+	qp, ok2 := quote(pass)
+	if ok1 && ok2 {
+		return s.beTagged(tag, tag+" LOGIN "+qu+" "+qp)
+	}
+	if !s.backendHas("LITERAL+") {
+		return nil, tag + " NO [AUTHENTICATIONFAILED] Authentication failed.", nil
+	}
+	return s.beTagged(tag, fmt.Sprintf("%s LOGIN {%d+}\r\n%s {%d+}\r\n%s", tag, len(user), user, len(pass), pass))
 }
 
 // splice hands the session to the backend: bytes go both ways untouched.

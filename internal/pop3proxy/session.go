@@ -236,10 +236,19 @@ func (s *session) backendSASLPlain() bool {
 // readLine reads one command line.
 func (s *session) readLine() (string, error) {
 	s.conn.SetReadDeadline(time.Now().Add(s.p.cfg.PreAuthIdle))
-	l, err := s.r.ReadSlice('\n')
+	return readCommandLine(s.r)
+}
+
+// readCommandLine reads one line without its LF and one CR before it, as
+// Dovecot's pop3-login. A CR left inside (Dovecot skips it in a command
+// name and keeps it in an argument) or a NUL (Dovecot ends a command name
+// or an argument there) is refused with errBad; a line longer than the
+// reader's buffer with errTooLong, after skipping it.
+func readCommandLine(r *bufio.Reader) (string, error) {
+	l, err := r.ReadSlice('\n')
 	if errors.Is(err, bufio.ErrBufferFull) {
 		for errors.Is(err, bufio.ErrBufferFull) {
-			_, err = s.r.ReadSlice('\n')
+			_, err = r.ReadSlice('\n')
 		}
 		if err != nil {
 			return "", err
@@ -249,11 +258,34 @@ func (s *session) readLine() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	line := strings.TrimRight(string(l), "\r\n")
-	if strings.IndexByte(line, 0) >= 0 {
+	line := strings.TrimSuffix(strings.TrimSuffix(string(l), "\n"), "\r")
+	if strings.IndexByte(line, 0) >= 0 || strings.IndexByte(line, '\r') >= 0 {
 		return "", errBad
 	}
 	return line, nil
+}
+
+// parseCommand splits a line as Dovecot's pop3-login: the command name is
+// the bytes up to the first space (or the line end), compared in ASCII
+// upper case; the argument is everything after that one space, raw. name
+// is "" unless the command name is 4 ASCII letters (all postern knows).
+func parseCommand(line string) (name, verb, arg string) {
+	verb, arg, _ = strings.Cut(line, " ")
+	if len(verb) == 4 && asciiLetters(verb) {
+		name = upperASCII(verb)
+	}
+	return name, verb, arg
+}
+
+// parseAuth splits AUTH's argument as Dovecot: empty, or starting with a
+// space, lists the mechanisms; else the mechanism is the bytes up to the
+// next space and the initial response the rest ("" none, "=" empty).
+func parseAuth(arg string) (mech, initial string, list bool) {
+	if arg == "" || arg[0] == ' ' {
+		return "", "", true
+	}
+	mech, initial, _ = strings.Cut(arg, " ")
+	return mech, initial, false
 }
 
 var (
@@ -273,7 +305,7 @@ func (s *session) loop() {
 			}
 			continue
 		case errors.Is(err, errBad):
-			s.log.Info("bad command", "err", "NUL byte")
+			s.log.Info("bad command", "err", "NUL or CR inside a line")
 			if s.bad("-ERR Unknown command") {
 				return
 			}
@@ -302,9 +334,17 @@ func (s *session) bad(text string) bool {
 }
 
 // command handles one line; done means the session is over (or spliced).
+//
+// As Dovecot's pop3-login: the command name is the bytes up to the first
+// space (or the line end), compared in ASCII upper case; the argument is
+// everything after that one space, raw: "USER  bob" names " bob", "PASS a b "
+// is the password "a b ". postern knows only 4-letter names made of
+// ASCII letters, so a TAB, a leading space or a non-ASCII letter never
+// makes a known command ("USER\tbob" is the unknown "USER\tBOB" to Dovecot
+// too).
 func (s *session) command(line string) bool {
-	verb, arg, _ := strings.Cut(line, " ")
-	switch strings.ToUpper(verb) {
+	name, verb, arg := parseCommand(line)
+	switch name {
 	case "CAPA":
 		return s.send(append(append([]string{"+OK"}, s.capabilities()...), ".")...) != nil
 	case "QUIT":
@@ -319,6 +359,10 @@ func (s *session) command(line string) bool {
 		if arg == "" {
 			return s.bad("-ERR No username given.")
 		}
+		if !validUser(arg) {
+			s.log.Info("bad login: characters postern does not pass on")
+			return s.bad("-ERR Invalid characters in the user name.")
+		}
 		s.user = arg
 		return s.send("+OK") != nil
 	case "PASS":
@@ -327,13 +371,100 @@ func (s *session) command(line string) bool {
 		}
 		user := s.user
 		s.user = ""
-		return s.login("", user, arg)
+		return s.checkedLogin("", user, arg)
 	case "AUTH":
 		return s.auth(arg)
 	case "APOP":
 		return s.send("-ERR APOP is not supported.") != nil
 	}
-	return s.bad("-ERR Unknown command: " + truncate(verb, 20))
+	return s.bad("-ERR Unknown command: " + truncate(printable(verb), 20))
+}
+
+// printable replaces the bytes of s that are not printable ASCII, so that
+// an echoed command name cannot carry control bytes.
+func printable(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c < ' ' || c >= 0x7f {
+			b[i] = '?'
+		}
+	}
+	return string(b)
+}
+
+func asciiLetters(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i] | 0x20; c < 'a' || c > 'z' {
+			return false
+		}
+	}
+	return true
+}
+
+// upperASCII upper-cases ASCII letters only, as Dovecot's i_toupper.
+func upperASCII(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'a' && c <= 'z' {
+			b[i] = c - ('a' - 'A')
+		}
+	}
+	return string(b)
+}
+
+// validUser reports whether a login name can be passed on as it is: no
+// control characters, no leading or trailing space, not empty.
+func validUser(u string) bool {
+	if u == "" || u[0] == ' ' || u[len(u)-1] == ' ' {
+		return false
+	}
+	for i := 0; i < len(u); i++ {
+		if u[i] < ' ' || u[i] == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// maxReplay bounds a login postern replays: Dovecot's pop3-login reads
+// lines of at most 1026 bytes (8192 for an AUTH initial response).
+const maxReplay = 1000
+
+// checkedLogin refuses, as a bad command, a login postern cannot pass on
+// exactly as the client meant it (see the IMAP gateway's checkedLogin);
+// everything else goes to login.
+func (s *session) checkedLogin(authz, user, pass string) bool {
+	if authz == user {
+		authz = "" // Dovecot ignores an authorization identity equal to the login name
+	}
+	switch {
+	case !validUser(user) || strings.ContainsAny(pass, "\x00\r\n"):
+		s.log.Info("bad login: characters postern does not pass on")
+		return s.bad("-ERR Invalid characters in the user name or password.")
+	case authz != "":
+		s.log.Info("bad login: an authorization identity", "account", user)
+		return s.bad("-ERR Authorization identities are not supported.")
+	case len(user)+len(pass)+2 > maxReplay:
+		return s.bad("-ERR User name or password too long.")
+	}
+	return s.login(authz, user, pass)
+}
+
+// decodeSASL decodes one base64 SASL response in the only form postern
+// accepts: the standard alphabet with padding, nothing else (Dovecot also
+// skips white space inside; postern refuses it).
+func decodeSASL(s string) ([]byte, error) {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '+' || c == '/' || c == '=') {
+			return nil, errBad
+		}
+	}
+	b, err := base64.StdEncoding.Strict().DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errBad, err)
+	}
+	return b, nil
 }
 
 func (s *session) startTLS() bool {
@@ -359,17 +490,21 @@ func (s *session) startTLS() bool {
 	return false
 }
 
-// auth handles AUTH PLAIN and LOGIN (RFC 5034), with initial response.
+// auth handles AUTH PLAIN and LOGIN (RFC 5034), with initial response. As
+// Dovecot: an argument that is empty or starts with a space lists the
+// mechanisms; the mechanism is the bytes up to the next space, the initial
+// response the rest of the line ("" none, "=" empty). postern takes base64
+// only in its strict form.
 func (s *session) auth(arg string) bool {
-	if arg == "" {
+	mech, initial, list := parseAuth(arg)
+	if list {
 		return s.send("+OK", "PLAIN", "LOGIN", ".") != nil
 	}
 	if !s.plaintextOK() {
 		return s.send("-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.") != nil
 	}
-	mech, initial, _ := strings.Cut(arg, " ")
 	var authz, user, pass string
-	switch strings.ToUpper(mech) {
+	switch upperASCII(mech) {
 	case "PLAIN":
 		var resp []byte
 		var err error
@@ -378,7 +513,7 @@ func (s *session) auth(arg string) bool {
 			resp, err = s.saslStep("")
 		case "=":
 		default:
-			resp, err = base64.StdEncoding.DecodeString(initial)
+			resp, err = decodeSASL(initial)
 		}
 		if err != nil {
 			return s.saslError(err)
@@ -391,22 +526,28 @@ func (s *session) auth(arg string) bool {
 	case "LOGIN":
 		var u, p []byte
 		var err error
-		if initial != "" {
-			u, err = base64.StdEncoding.DecodeString(initial)
-		} else {
+		switch initial {
+		case "":
 			u, err = s.saslStep("VXNlcm5hbWU6")
+		case "=":
+			err = errBad // Dovecot asks for the name again; postern refuses
+		default:
+			u, err = decodeSASL(initial)
 		}
 		if err == nil {
 			p, err = s.saslStep("UGFzc3dvcmQ6")
 		}
-		if err != nil || len(u) == 0 {
+		if err == nil && len(u) == 0 {
+			err = errBad
+		}
+		if err != nil {
 			return s.saslError(err)
 		}
 		user, pass = string(u), string(p)
 	default:
 		return s.send("-ERR Unsupported authentication mechanism.") != nil
 	}
-	return s.login(authz, user, pass)
+	return s.checkedLogin(authz, user, pass)
 }
 
 func (s *session) saslStep(challenge string) ([]byte, error) {
@@ -420,7 +561,7 @@ func (s *session) saslStep(challenge string) ([]byte, error) {
 	if line == "*" {
 		return nil, errCancelled
 	}
-	return base64.StdEncoding.DecodeString(line)
+	return decodeSASL(line)
 }
 
 func (s *session) saslError(err error) bool {
@@ -500,12 +641,21 @@ func (s *session) failed(user string, fp uint64, reply string) bool {
 	return s.obey(d)
 }
 
-// backendLogin replays the login: AUTH PLAIN with an initial response when
-// the backend offers it, else USER and PASS.
+// backendLogin replays the login in a form postern writes itself: AUTH
+// PLAIN with an initial response when the backend offers it (base64:
+// nothing to quote), else USER and PASS, whose arguments Dovecot reads raw
+// to the line end (checkedLogin has refused NUL, CR, LF, and names with
+// control characters or outer spaces).
 func (s *session) backendLogin(authz, user, pass string) (string, error) {
+	if strings.ContainsAny(authz+user+pass, "\x00\r\n") {
+		return *s.p.authFail.Load(), nil
+	}
 	if s.backendSASLPlain() {
 		blob := base64.StdEncoding.EncodeToString([]byte(authz + "\x00" + user + "\x00" + pass))
 		return s.beCmd("AUTH PLAIN " + blob)
+	}
+	if authz != "" {
+		return *s.p.authFail.Load(), nil
 	}
 	r, err := s.beCmd("USER " + user)
 	if err != nil || !strings.HasPrefix(r, "+OK") {
