@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 )
 
 func TestBackendLimit(t *testing.T) {
@@ -110,4 +111,18 @@ func TestLimitConnReleases(t *testing.T) {
 		t.Fatalf("closing a released connection released again: %d in use", total)
 	}
 	c3.Close()
+}
+
+// A PROXY header never claims postern's own address for a client it does
+// not know.
+func TestProxyHeaderNeedsAClientAddress(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	dst := netip.MustParseAddrPort("127.0.0.1:25")
+	for _, src := range []netip.AddrPort{{}, netip.MustParseAddrPort("0.0.0.0:1"), netip.MustParseAddrPort("[::]:1")} {
+		if err := WriteProxyHeader(a, 2, src, dst, time.Second); err == nil {
+			t.Errorf("%v: a header was written", src)
+		}
+	}
 }

@@ -74,7 +74,14 @@ func (d Dialer) Dial(ctx context.Context, client, local netip.AddrPort) (net.Con
 
 // WriteProxyHeader writes a PROXY v1 or v2 header for a TCP connection from
 // src to dst. Mixed address families are expressed in src's family.
+//
+// A client address that is not a real one (invalid or unspecified) is an
+// error: the PROXY library would quietly write a LOCAL header instead, and
+// the backend would take postern's own address for the client's.
 func WriteProxyHeader(w net.Conn, version byte, src, dst netip.AddrPort, timeout time.Duration) error {
+	if !src.Addr().IsValid() || src.Addr().IsUnspecified() || !dst.Addr().IsValid() {
+		return fmt.Errorf("sending PROXY header to backend: no client address (%v → %v)", src, dst)
+	}
 	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	if src.Addr().Is4() != dst.Addr().Is4() {

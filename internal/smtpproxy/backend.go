@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	proxyproto "github.com/pires/go-proxyproto"
-
 	"github.com/postern/postern/internal/relay"
 )
 
@@ -58,17 +56,8 @@ func (p *Proxy) dialBackend(ctx context.Context, client, local netip.AddrPort) (
 		if cfg.BackendProxy == "v1" {
 			version = 1
 		}
-		src, dst := client, local
-		if src.Addr().Is4() != dst.Addr().Is4() {
-			// PROXY wants one family: map the destination to the client's.
-			dst = netip.AddrPortFrom(netip.IPv6Unspecified(), dst.Port())
-			if src.Addr().Is4() {
-				dst = netip.AddrPortFrom(netip.IPv4Unspecified(), dst.Port())
-			}
-		}
-		h := proxyproto.HeaderProxyFromAddrs(version, net.TCPAddrFromAddrPort(src), net.TCPAddrFromAddrPort(dst))
-		if _, err := h.WriteTo(conn); err != nil {
-			return fail(fmt.Errorf("sending PROXY header to backend: %w", err))
+		if err := relay.WriteProxyHeader(conn, version, client, local, cfg.Timeouts.Backend); err != nil {
+			return fail(err)
 		}
 	}
 	if cfg.BackendTLS == "tls" {
