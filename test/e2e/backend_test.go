@@ -305,9 +305,10 @@ func testBackendFaults(t *testing.T, s *suite) {
 		if got := r.reply(4); got.Code != 250 || got.Msg != fmt.Sprintf("2.0.0 Ok: queued as FAKE%d", fakeRecorder) {
 			t.Fatalf("%v%v", got, r)
 		}
-		// smtplib writes its commands in lower case: relayed as they are.
-		want := "mail FROM:<jörg@other.test> SMTPUTF8 BODY=8BITMIME\r\nrcpt TO:<alice@example.test> NOTIFY=NEVER\r\nDATA\r\n" +
-			strings.Replace(string(u8), "\r\n.dot", "\r\n..dot", 1) + ".\r\nquit\r\n"
+		// smtplib writes its commands in lower case: postern relays them
+		// in its canonical form, the UTF-8 address and parameters as sent.
+		want := "MAIL FROM:<jörg@other.test> SMTPUTF8 BODY=8BITMIME\r\nRCPT TO:<alice@example.test> NOTIFY=NEVER\r\nDATA\r\n" +
+			strings.Replace(string(u8), "\r\n.dot", "\r\n..dot", 1) + ".\r\nQUIT\r\n"
 		if got := fake.transcript(a.Addr().String()); !strings.HasSuffix(got, want) {
 			t.Fatalf("the backend received\n%q\nwant it to end with\n%q", got, want)
 		}

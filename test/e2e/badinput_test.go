@@ -132,18 +132,16 @@ func testBadGarbage(t *testing.T, s *suite) {
 	}
 	c.Write(junk)
 	c.Close()
-	// Bytes above 0x7f are no control characters: postern relays the line
-	// and Postfix, which takes a command that does not start with a letter
-	// for an attack, answers 221 and hangs up; postern tells the client
-	// at its next command.
+	// Bytes above 0x7f are no control characters, but a verb postern does
+	// not know never reaches Postfix (which would take a command that does
+	// not start with a letter for an attack and hang up): postern answers
+	// 502 itself and the session goes on.
 	c = dialRaw(t, s.gw.SMTP, ap(a, 40003))
 	c.mustReply("220 ")
 	c.send("\xff\xfe\xfd high bytes only\r\n")
-	c.mustReply("221 2.7.0 Error: I can break rules, too. Goodbye.")
-	c.cmd("NOOP", "421 4.4.2 "+gwHost+" Error: lost connection to the mail server, try again later")
-	if !c.closed() {
-		t.Fatal("the session was not closed after the backend left")
-	}
+	c.mustReply("502 5.5.2 Error: command not recognized")
+	c.cmd("NOOP", "250")
+	c.cmd("QUIT", "221")
 	waitPostfix(t, s.env, mark, 3, "disconnect from "+client(a))
 	if l := linesWith(postfixSince(t, s.env, mark), client(a), "mail="); len(l) > 0 {
 		t.Fatalf("Postfix saw a transaction: %s", l)
