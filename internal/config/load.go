@@ -18,11 +18,8 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/postern/postern/internal/diag"
+	"github.com/postern/postern/internal/safefile"
 )
-
-// maxConfigBytes bounds the configuration file; pattern lists belong in
-// included files.
-const maxConfigBytes = 16 << 20
 
 // Load reads and validates the configuration file at path.
 func Load(path string) (*File, error) {
@@ -30,14 +27,10 @@ func Load(path string) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
-	fi, err := os.Stat(abs)
-	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+	data, err := safefile.ReadFile(abs, safefile.MaxConfig)
+	if errors.Is(err, safefile.ErrTooLarge) {
+		return nil, fmt.Errorf("config: %w; move long pattern lists into {include} files", err)
 	}
-	if fi.Size() > maxConfigBytes {
-		return nil, fmt.Errorf("config %s: %d bytes is more than the %d allowed; move long pattern lists into {include} files", abs, fi.Size(), maxConfigBytes)
-	}
-	data, err := os.ReadFile(abs)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}

@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/postern/postern/internal/diag"
 	"github.com/postern/postern/internal/patterns"
+	"github.com/postern/postern/internal/safefile"
 )
 
 // Bypass is IceWarp's bypass list (§6), loaded unchanged: one item a line,
@@ -59,9 +59,11 @@ func LoadBypass(ctx context.Context, path string, resolve func(ctx context.Conte
 			errs.Add(diag.Errorf(from, "bypass includes nested more than 8 deep"))
 			return
 		}
-		data, err := os.ReadFile(path)
+		// A regular file only, bounded, opened without blocking (a FIFO must
+		// not hang a reload).
+		data, err := safefile.ReadFile(path, safefile.MaxText)
 		if err != nil {
-			errs.Add(diag.Errorf(from, "bypass file: %w", err))
+			errs.Add(diag.Errorf(from, "bypass file: open %w", err))
 			return
 		}
 		sc := bufio.NewScanner(bytes.NewReader(data))
