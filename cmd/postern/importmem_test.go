@@ -1,0 +1,128 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// importBudgetMiB is the most resident memory a gateway may take on top of
+// its idle size to import 200,000 blocks (see docs/BENCHMARKS.md).
+const importBudgetMiB = 320
+
+// TestImportMemoryBudget imports 200,000 blocks with `postern blocks import`
+// into a running gateway (a child process, so the client's copy of the file
+// is not counted) and checks the gateway's peak resident size against
+// importBudgetMiB. The figure goes to docs/BENCHMARKS.md.
+func TestImportMemoryBudget(t *testing.T) {
+	if testing.Short() {
+		t.Skip("imports 200,000 blocks")
+	}
+	const n = 200_000
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "postern.yaml")
+	writeFile(t, cfg, "services:\n  smtp: { listen: \"127.0.0.1:0\", backend: \"127.0.0.1:10025\" }\n"+stateConfig(t, dir))
+	for _, format := range []string{"csv", "json"} {
+		t.Run(format, func(t *testing.T) {
+			file := filepath.Join(dir, "blocks."+format)
+			writeImport(t, file, format, n)
+			fi, _ := os.Stat(file)
+			c := startChild(t, cfg, false)
+			pid := c.cmd.Process.Pid
+			// Reset the peak so it counts from here.
+			if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0); err != nil {
+				t.Skipf("cannot reset the peak resident size: %v", err)
+			}
+			idle := procStatusKiB(t, pid, "VmHWM")
+			start := time.Now()
+			code, out, errs := postern(t, "blocks", "import", "-c", cfg, file)
+			took := time.Since(start)
+			if code != 0 {
+				t.Fatalf("blocks import: exit %d\n%s%s", code, out, errs)
+			}
+			if !strings.Contains(out, strconv.Itoa(n)) {
+				t.Fatalf("blocks import: %s", out)
+			}
+			peak := procStatusKiB(t, pid, "VmHWM")
+			grew := (peak - idle) / 1024
+			t.Logf("import of %d blocks (%s, %.1f MiB): %s; gateway resident %d MiB idle, %d MiB peak (+%d MiB; budget +%d MiB)",
+				n, format, float64(fi.Size())/(1<<20), took.Round(time.Millisecond), idle/1024, peak/1024, grew, importBudgetMiB)
+			if grew > importBudgetMiB {
+				t.Errorf("the import took %d MiB more, over the budget of %d MiB", grew, importBudgetMiB)
+			}
+			if err := c.stop(t, syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			os.Remove(filepath.Join(dir, "state", "postern.db"))
+			os.Remove(filepath.Join(dir, "state", "postern.db-wal"))
+			os.Remove(filepath.Join(dir, "state", "postern.db-shm"))
+		})
+	}
+}
+
+// writeImport writes n distinct blocks in format (csv or json), as an export
+// would.
+func writeImport(t *testing.T, path, format string, n int) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := bufio.NewWriter(f)
+	now := time.Now().UTC().Truncate(time.Second)
+	first := now.Add(-time.Hour).Format(time.RFC3339)
+	exp := now.Add(24 * time.Hour).Format(time.RFC3339)
+	if format == "csv" {
+		fmt.Fprintln(w, "target,reason,service,detail,first_seen,last_seen,hits,expires,node,by,comment,level")
+	} else {
+		fmt.Fprintln(w, `{"blocks": [`)
+	}
+	for i := range n {
+		ip := fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)
+		if format == "csv" {
+			fmt.Fprintf(w, "%s,L,imap,account user%d@example.test,%s,%s,%d,%s,gw1,engine,,0\n", ip, i, first, first, 5, exp)
+			continue
+		}
+		sep := ","
+		if i == n-1 {
+			sep = ""
+		}
+		fmt.Fprintf(w, `  {"target":%q,"prefix":"%s/32","reason":"L","reason_name":"failed logins","service":"imap","detail":"account user%d@example.test","first_seen":%q,"last_seen":%q,"hits":5,"expires":%q,"expired":false,"node":"gw1","by":"engine","comment":"","level":0}%s`+"\n",
+			ip, ip, i, first, first, exp, sep)
+	}
+	if format == "json" {
+		fmt.Fprintln(w, "]}")
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// procStatusKiB reads a "kB" field of /proc/<pid>/status.
+func procStatusKiB(t *testing.T, pid int, field string) int64 {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ln := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(ln, field+":"); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no %s in /proc/%d/status", field, pid)
+	return 0
+}
