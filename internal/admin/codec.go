@@ -178,6 +178,34 @@ const (
 // see docs/BENCHMARKS.md).
 const MaxImportBlocks = 500_000
 
+// maxImportRow bounds one CSV line or one JSON element: a real block is a
+// few hundred bytes.
+const maxImportRow = 1 << 20
+
+// lineLimit fails a stream with a line longer than maxImportRow, so the CSV
+// reader never gathers a huge line.
+type lineLimit struct {
+	r    io.Reader
+	run  int // bytes since the last new line
+	line int
+}
+
+func (l *lineLimit) Read(p []byte) (int, error) {
+	n, err := l.r.Read(p)
+	for _, c := range p[:n] {
+		if c == '\n' {
+			l.run = 0
+			l.line++
+			continue
+		}
+		l.run++
+		if l.run > maxImportRow {
+			return 0, fmt.Errorf("line %d: longer than %d bytes", l.line+1, maxImportRow)
+		}
+	}
+	return n, err
+}
+
 var earliestImport = time.Unix(1, 0).UTC()
 
 // block validates a record at the engine's time now; where names it in
@@ -341,7 +369,7 @@ func ParseCSV(data []byte) ([]store.Block, error) {
 // columns (any order; target and reason are required, the others may be
 // left out); errors name the line and the field.
 func DecodeCSV(in io.Reader, now time.Time) ([]store.Block, error) {
-	br := bufio.NewReaderSize(in, 64<<10)
+	br := bufio.NewReaderSize(&lineLimit{r: in}, 64<<10)
 	if bom, err := br.Peek(3); err == nil && string(bom) == "\uFEFF" {
 		br.Discard(3)
 	}
@@ -512,16 +540,27 @@ func DecodeJSON(in io.Reader, now time.Time) ([]store.Block, error) {
 func parseJSONArray(dec *json.Decoder, lt *lineTracker, now time.Time) ([]store.Block, error) {
 	c := &collector{json: true}
 	for i := 0; dec.More(); i++ {
+		base := lt.afterComma(dec.InputOffset())
 		var raw json.RawMessage
 		if err := dec.Decode(&raw); err != nil {
 			var se *json.SyntaxError
 			if errors.As(err, &se) {
-				return nil, fmt.Errorf("line %d: %w", lt.lineAt(se.Offset), err)
+				// The decoder's offset leaves out the separators it
+				// consumed; find the place again in the element's bytes.
+				off := base + se.Offset
+				var se2 *json.SyntaxError
+				if err2 := json.NewDecoder(bytes.NewReader(lt.bytesFrom(base))).Decode(&raw); errors.As(err2, &se2) {
+					off = base + se2.Offset
+				}
+				return nil, fmt.Errorf("line %d: %w", lt.lineAt(off), err)
 			}
 			if lt.err != nil {
 				return nil, lt.err
 			}
 			return nil, fmt.Errorf("blocks[%d]: %w", i, err)
+		}
+		if len(raw) > maxImportRow {
+			return nil, fmt.Errorf("blocks[%d]: longer than %d bytes", i, maxImportRow)
 		}
 		// RawMessage holds the element's bytes exactly, so it began
 		// len(raw) before the decoder's offset.
@@ -608,6 +647,53 @@ func (t *lineTracker) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// byteAt returns the byte at off, if it is still kept.
+func (t *lineTracker) byteAt(off int64) (byte, bool) {
+	rest := off - t.base
+	if rest < 0 {
+		return 0, false
+	}
+	for _, c := range t.chunks {
+		if rest < int64(len(c)) {
+			return c[rest], true
+		}
+		rest -= int64(len(c))
+	}
+	return 0, false
+}
+
+// bytesFrom returns the kept bytes from off on.
+func (t *lineTracker) bytesFrom(off int64) []byte {
+	var out []byte
+	rest := off - t.base
+	for _, c := range t.chunks {
+		if rest >= int64(len(c)) {
+			rest -= int64(len(c))
+			continue
+		}
+		out = append(out, c[max(rest, 0):]...)
+		rest = 0
+	}
+	return out
+}
+
+// afterComma returns the offset after the ',' that follows off across
+// white space, or off when there is none.
+func (t *lineTracker) afterComma(off int64) int64 {
+	for i := off; ; i++ {
+		c, ok := t.byteAt(i)
+		switch {
+		case ok && isSpace(c):
+			continue
+		case ok && c == ',':
+			return i + 1
+		}
+		return off
+	}
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 // lineAt returns the 1-based line of a byte offset.
 func (t *lineTracker) lineAt(off int64) int {

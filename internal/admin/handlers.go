@@ -433,6 +433,9 @@ func (s *Server) handleImport(w http.ResponseWriter, r *http.Request, rq *reques
 	}
 	// Decoded as it streams in: the body is never held whole. Every row is
 	// checked before anything is enforced.
+	if r.ContentLength > maxImportBytes {
+		return &http.MaxBytesError{Limit: maxImportBytes}
+	}
 	body := http.MaxBytesReader(w, r.Body, maxImportBytes)
 	now := s.eng.Now()
 	var bs []store.Block

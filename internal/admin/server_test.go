@@ -479,13 +479,13 @@ func TestImportAllOrNothing(t *testing.T) {
 
 func TestImportBodyLimit(t *testing.T) {
 	if testing.Short() {
-		t.Skip("sends 64 MiB")
+		t.Skip("sends 256 MiB")
 	}
 	f := startUnix(t, options{})
-	big := bytes.Repeat([]byte("a"), 64<<20+1)
+	big := bytes.Repeat([]byte("a"), 256<<20+1)
 	_, err := f.c.Import(context.Background(), admin.FormatCSV, big, false)
 	if statusOf(err) != http.StatusRequestEntityTooLarge {
-		t.Errorf("64 MiB + 1: %v, want 413", err)
+		t.Errorf("256 MiB + 1: %v, want 413", err)
 	}
 	if f.eng.Calls() != 0 {
 		t.Error("the engine was called")
