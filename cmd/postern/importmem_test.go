@@ -2,7 +2,9 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -10,6 +12,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/postern/postern/internal/admin"
+	"github.com/postern/postern/internal/guard"
 )
 
 // importBudgetMiB is the most resident memory a gateway may take on top of
@@ -125,4 +130,65 @@ func procStatusKiB(t *testing.T, pid int, field string) int64 {
 	}
 	t.Fatalf("no %s in /proc/%d/status", field, pid)
 	return 0
+}
+
+// An import that the API reports as failed leaves nothing enforced, on the
+// real engine and store: a row that expires in the year 9999 is refused
+// with its line (before, the engine enforced every row, the store refused
+// the whole write, and the API answered 500 with the blocks in force),
+// and so is an import the store cannot write.
+func TestBlocksImportFailedEnforcesNothing(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "postern.yaml")
+	writeFile(t, cfg, "services:\n  smtp: { listen: \"127.0.0.1:0\", backend: \"127.0.0.1:10025\" }\n"+stateConfig(t, dir))
+	ctx, cancel := context.WithCancel(context.Background())
+	var logs syncBuffer
+	g, err := startGateway(ctx, cfg, &logs)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- g.run(ctx, nil) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	now := time.Now().UTC().Truncate(time.Second)
+	good := "10.9.0.1,L,imap,,," + now.Format(time.RFC3339) + ",3," + now.Add(time.Hour).Format(time.RFC3339) + ",gw1,engine,,0\n"
+	file := filepath.Join(dir, "blocks.csv")
+	writeFile(t, file, admin.CSVHeader+"\n"+good+"10.9.0.2,L,imap,,,,3,9999-12-31T23:59:59Z,gw1,engine,,0\n")
+	code, out, errs := postern(t, "blocks", "import", "-c", cfg, file)
+	if code != 2 || out != "" || !strings.Contains(errs, "line 3: expires: 9999-12-31T23:59:59Z is more than 10 years ahead") {
+		t.Fatalf("import of year 9999: %d %q %q", code, out, errs)
+	}
+	if a := g.engine.Admit(netip.MustParseAddr("10.9.0.1"), "smtp"); a.Action != guard.Allow || len(g.engine.Blocks()) != 0 {
+		t.Fatalf("a refused import is enforced: %+v", a)
+	}
+	js := filepath.Join(dir, "blocks.json")
+	writeFile(t, js, `{"blocks": [
+  {"target": "10.9.0.1", "reason": "L"},
+  {"target": "10.9.0.2", "reason": "L", "first_seen": "`+now.Format(time.RFC3339)+`", "expires": "`+now.Add(-time.Hour).Format(time.RFC3339)+`"}
+]}`)
+	code, _, errs = postern(t, "blocks", "import", "-c", cfg, js)
+	if code != 2 || !strings.Contains(errs, "blocks[1] (line 3): expires: ") || !strings.Contains(errs, "is before first_seen") {
+		t.Fatalf("import expiring before first_seen: %d %q", code, errs)
+	}
+
+	// The store fails (here: closed under the engine): the API reports the
+	// failure and nothing is enforced.
+	writeFile(t, file, admin.CSVHeader+"\n"+good)
+	if err := g.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs = postern(t, "blocks", "import", "-c", cfg, file)
+	if code != 2 || errs == "" {
+		t.Fatalf("import into a closed store: %d %q", code, errs)
+	}
+	if a := g.engine.Admit(netip.MustParseAddr("10.9.0.1"), "smtp"); a.Action != guard.Allow || len(g.engine.Blocks()) != 0 {
+		t.Fatalf("an import the store refused is enforced: %+v", a)
+	}
+	if !strings.Contains(logs.String(), "none imported") {
+		t.Errorf("the log does not say the import failed whole:\n%s", logs.String())
+	}
 }
