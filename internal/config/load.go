@@ -113,6 +113,7 @@ func (f *File) validate(d *decoder) {
 			d.errs.Add(diag.Errorf(lr.Pos, "bad login restriction %q: want account=patterns, @domain=patterns or *=patterns", lr.Value))
 		}
 	}
+	f.validateLogins(d)
 	f.validateIPS(d)
 	f.validateAdmin(d)
 	f.validateSMTPExtras(d)
@@ -126,6 +127,25 @@ func (f *File) validate(d *decoder) {
 	default:
 		d.errs.Add(diag.Errorf(f.Log.Format.Pos, "bad log format %q: want text or json", f.Log.Format.Value))
 	}
+}
+
+// validateLogins checks logins and stores default_domain in lower case
+// without a trailing dot.
+func (f *File) validateLogins(d *decoder) {
+	l := &f.Logins
+	dom := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(l.DefaultDomain.Value)), ".")
+	switch {
+	case !l.DefaultDomain.IsSet():
+		if l.ForceDomain {
+			d.errs.Add(diag.Errorf(diag.Pos{File: f.Path}, "logins.force_domain needs logins.default_domain"))
+		}
+		return
+	case strings.HasPrefix(dom, "@"):
+		d.errs.Add(diag.Errorf(l.DefaultDomain.Pos, "logins.default_domain %q: write the domain without '@'", l.DefaultDomain.Value))
+	case strings.ContainsAny(dom, "@ \t;,*?[]{}/\\\"'") || strings.HasPrefix(dom, ".") || strings.Contains(dom, ".."):
+		d.errs.Add(diag.Errorf(l.DefaultDomain.Pos, "logins.default_domain %q is not a domain name", l.DefaultDomain.Value))
+	}
+	l.DefaultDomain.Value = dom
 }
 
 func (f *File) validateService(d *decoder, name string, svc *Service) {

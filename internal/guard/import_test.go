@@ -160,3 +160,36 @@ func waitUntil(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// Account protection counts one account however its name is written, as
+// the backend resolves it (logins.default_domain, case folded); the block
+// detail names the account so.
+func TestAccountKeysResolvedAsTheBackend(t *testing.T) {
+	cfg := strings.Replace(allTriggers, "block_minutes: 60", "block_minutes: 60\n  account_protection: { failures: 3, delay: 2s }", 1) +
+		"logins: { default_domain: Example.COM }\n"
+	h := newHarness(t, cfg, nil)
+	s := h.open("198.51.100.1", "imap")
+	for i, name := range []string{"ceo", "CEO@EXAMPLE.COM", "Ceo@Example.Com"} {
+		h.open("192.0.2."+string(rune('1'+i)), "imap").LoginFailed(name, 1)
+	}
+	for _, name := range []string{"ceo@example.com", "CEO", " ceo "} {
+		if d := s.LoginDelay(name); d != 2*time.Second {
+			t.Errorf("LoginDelay(%q) = %v: the three failures are one account's", name, d)
+		}
+	}
+	if d := s.LoginDelay("ceo@other.example"); d != 0 {
+		t.Error("another domain's ceo is another account")
+	}
+	// Three failures from one address block it; the detail names the
+	// account as resolved.
+	a := h.open("203.0.113.9", "imap")
+	a.LoginFailed("Bob", 1)
+	a.LoginFailed("bob@example.com", 2)
+	if d := a.LoginFailed("BOB", 3); !d.Blocked {
+		t.Fatal("three failed logins did not block")
+	}
+	b, ok := h.e.BlockOf(ip("203.0.113.9"))
+	if !ok || !strings.Contains(b.Detail, "bob@example.com") {
+		t.Fatalf("block detail %q does not name the account as resolved", b.Detail)
+	}
+}
