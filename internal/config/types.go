@@ -23,7 +23,7 @@ type File struct {
 	Services          Services            `yaml:"services"`
 	TrustedUpstreams  Text                `yaml:"trusted_upstreams"`
 	LoginRestrictions []Text              `yaml:"login_restrictions"`
-	Logins            Logins              `yaml:"logins"` // how the backends resolve login names
+	Logins            Logins              `yaml:"logins"`        // how the backends resolve login names
 	LocalDomains      Text                `yaml:"local_domains"` // "example.com; example.net"
 	DNS               DNS                 `yaml:"dns"`
 	ContentRules      []ContentRuleConfig `yaml:"content_rules"`
