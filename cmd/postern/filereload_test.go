@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/postern/postern/internal/snapshot"
 	"github.com/postern/postern/internal/store"
+	"github.com/postern/postern/internal/tlsconf"
 )
 
 // A reload (SIGHUP) that names a device, a FIFO or a directory where a
@@ -185,4 +187,44 @@ func TestServeReloadDeadline(t *testing.T) {
 		t.Fatalf("store after shutdown: %v", err)
 	}
 	db.Close()
+}
+
+// A certificate file replaced by a FIFO is refused on SIGHUP instead of
+// hanging the reload (and with it shutdown); the old pair stays in service.
+func TestServeReloadCertificateFIFO(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile, err := tlsconf.SelfSigned(dir, []string{"old.example.test"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "postern.yaml")
+	writeFile(t, cfg, fmt.Sprintf(`services:
+  smtps: { listen: "127.0.0.1:0", backend: "127.0.0.1:1", tls: { cert: %s, key: %s } }
+`, certFile, keyFile)+stateConfig(t, dir))
+	ctx, cancel := context.WithCancel(context.Background())
+	reload := make(chan struct{})
+	var logs syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, &logs, reload) }()
+	waitFor(t, &logs, "postern running", 1)
+	if err := os.Remove(certFile); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(certFile, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reload <- struct{}{}
+	waitFor(t, &logs, "certificate reload failed", 1)
+	if !strings.Contains(logs.String(), "not a regular file") {
+		t.Errorf("the failure does not say why:\n%s", logs.String())
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not stop")
+	}
 }
