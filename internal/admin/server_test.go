@@ -712,3 +712,28 @@ func TestClientErrors(t *testing.T) {
 		t.Errorf("wrong token: %v", err)
 	}
 }
+
+// Times are checked before the engine is asked: a row that expires in the
+// year 9999 (which the store cannot hold, and which would make a block
+// for ever) is a 400 naming the row, and nothing reaches the engine.
+func TestImportTimesChecked(t *testing.T) {
+	f := startUnix(t, options{})
+	ctx := context.Background()
+	f.eng.SetNow(t0)
+	before := f.eng.Snapshot()
+	csvFar := admin.CSVHeader + "\n" +
+		"10.0.0.1,L,imap,,2026-05-01T10:00:00Z,2026-05-01T11:00:00Z,3,2026-05-01T15:00:00Z,gw1,engine,,0\n" +
+		"10.0.0.2,L,imap,,2026-05-01T10:00:00Z,2026-05-01T11:00:00Z,3,9999-12-31T23:59:59Z,gw1,engine,,0\n"
+	_, err := f.c.Import(ctx, admin.FormatCSV, []byte(csvFar), false)
+	if statusOf(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "line 3: expires: 9999-12-31T23:59:59Z is more than 10 years ahead (latest 2036-04-28T12:00:00Z)") {
+		t.Errorf("year 9999: %v", err)
+	}
+	jsonBefore := `[{"target":"10.0.0.1","reason":"L","first_seen":"2026-05-01T10:00:00Z","expires":"2026-05-01T09:00:00Z"}]`
+	_, err = f.c.Import(ctx, admin.FormatJSON, []byte(jsonBefore), false)
+	if statusOf(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "blocks[0] (line 1): expires: 2026-05-01T09:00:00Z is before first_seen 2026-05-01T10:00:00Z") {
+		t.Errorf("expiry before first_seen: %v", err)
+	}
+	if !reflect.DeepEqual(f.eng.Snapshot(), before) {
+		t.Error("the engine changed")
+	}
+}
