@@ -498,8 +498,19 @@ func (e *Engine) Import(ctx context.Context, blocks []store.Block, actor string)
 	done := e.wq.push(writeOp{kind: opPut, blocks: blocks, timeout: importTimeout(e.timeout, len(blocks)), alone: true})
 	e.mu.Unlock()
 	// Wait for the outcome whatever ctx says: the writer bounds it, and only
-	// the outcome tells whether the blocks must come out again.
-	if err := <-done; err != nil {
+	// the outcome tells whether the blocks must come out again. A write
+	// queued after the writer stopped is never made.
+	var err error
+	select {
+	case err = <-done:
+	case <-e.wdone:
+		select {
+		case err = <-done:
+		default:
+			err = ErrClosed
+		}
+	}
+	if err != nil {
 		e.rollback(old, blocks, ours)
 		return 0, fmt.Errorf("storing imported blocks (none imported): %w", err)
 	}
@@ -524,21 +535,47 @@ func importTimeout(base time.Duration, n int) time.Duration {
 // it held in old (or nothing). Changes made since (a newer block, an
 // unblock) stay. The store never saw the import, so table and store agree
 // again.
+//
+// An imported block that was hit while the write was pending may have been
+// queued again by a Sweep (to save its hit count) behind the failed write;
+// for those prefixes the store is put back as well, in queue order, so it
+// never keeps a block the table dropped.
 func (e *Engine) rollback(old *blockTable, blocks []store.Block, ours []*entry) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	tbl := e.blocks.Load().Clone()
+	var restore []store.Block
+	var drop []netip.Prefix
 	for i, b := range blocks {
 		if cur, ok := tbl.Get(b.Prefix); !ok || cur != ours[i] {
 			continue
 		}
+		hit := ours[i].hits.Load() != b.Hits
 		if prev, ok := old.Get(b.Prefix); ok {
 			tbl.Insert(b.Prefix, prev)
+			if hit {
+				restore = append(restore, prev.block())
+			}
 		} else {
 			tbl.Delete(b.Prefix)
+			if hit {
+				drop = append(drop, b.Prefix)
+			}
 		}
 	}
 	e.blocks.Store(tbl)
+	var dones []<-chan error
+	if len(restore) > 0 {
+		dones = append(dones, e.wq.push(writeOp{kind: opPut, blocks: restore}))
+	}
+	if len(drop) > 0 {
+		dones = append(dones, e.wq.push(writeOp{kind: opDelete, prefixes: drop}))
+	}
+	e.mu.Unlock()
+	for _, d := range dones {
+		if err := e.wait(d); err != nil {
+			e.log.Error("undoing a failed import in the store", "err", err)
+		}
+	}
 }
 
 // Audit returns the audit log, newest first.

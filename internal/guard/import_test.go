@@ -193,3 +193,66 @@ func TestAccountKeysResolvedAsTheBackend(t *testing.T) {
 		t.Fatalf("block detail %q does not name the account as resolved", b.Detail)
 	}
 }
+
+// An import into a closed engine fails and leaves nothing enforced; it
+// does not wait for a writer that has stopped.
+func TestImportAfterClose(t *testing.T) {
+	h := newHarness(t, allTriggers, nil)
+	h.e.Close()
+	done := make(chan error, 1)
+	go func() {
+		_, err := h.e.Import(context.Background(), []store.Block{{Prefix: netip.MustParsePrefix("198.51.100.7/32"), Reason: store.ReasonRelay}}, "cli")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("import after Close: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("import after Close hangs")
+	}
+	if h.e.Admit(ip("198.51.100.7"), "smtp").Action != Allow {
+		t.Fatal("a failed import is enforced")
+	}
+}
+
+// A block of a failing import that was hit while the write was pending,
+// and so queued again by a Sweep behind it, is taken out of the store too:
+// the store never keeps a block the table dropped.
+func TestImportRollbackUndoesSweptHits(t *testing.T) {
+	imported := netip.MustParsePrefix("198.51.100.7/32")
+	st := &gatedStore{memStore: newMemStore(), gate: netip.MustParsePrefix("198.51.100.8/32"),
+		poison: netip.MustParsePrefix("198.51.100.8/32"), release: make(chan struct{})}
+	e, err := New(context.Background(), settingsFrom(t, allTriggers, nil), Options{Store: st, Clock: newClock().Now, Node: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	ctx := context.Background()
+	imp := make(chan error, 1)
+	go func() {
+		_, err := e.Import(ctx, []store.Block{{Prefix: imported, Reason: store.ReasonRelay}, {Prefix: st.gate, Reason: store.ReasonRelay}}, "cli")
+		imp <- err
+	}()
+	waitUntil(t, func() bool { st.mu.Lock(); defer st.mu.Unlock(); return len(st.batches) == 1 })
+	if e.Admit(ip("198.51.100.7"), "smtp").Action != Refuse {
+		t.Fatal("the pending import is not enforced")
+	}
+	swept := make(chan error, 1)
+	go func() { swept <- e.Sweep(ctx) }()
+	waitUntil(t, func() bool { e.wq.mu.Lock(); defer e.wq.mu.Unlock(); return len(e.wq.ops) == 1 })
+	close(st.release)
+	if err := <-imp; err == nil {
+		t.Fatal("the import did not fail")
+	}
+	if err := <-swept; err != nil {
+		t.Fatal(err)
+	}
+	if e.Admit(ip("198.51.100.7"), "smtp").Action != Allow {
+		t.Fatal("a failed import is enforced")
+	}
+	if b, ok := st.get("198.51.100.7/32"); ok {
+		t.Fatalf("the store keeps a block of the failed import: %+v", b)
+	}
+}
