@@ -72,7 +72,7 @@ func TestServeReloadRefusesSpecialFiles(t *testing.T) {
 		{"GeoIP zone file of /dev/zero", sub("path: country.mmdb", "path: /dev/zero\n      format: zone\n      country: MY"),
 			[]string{cfg + ":3:", "/dev/zero", "a character device"}},
 		{"bypass file that is a FIFO", good + "intrusion_prevention: { bypass_file: fifo }\n",
-			[]string{fifo, "a FIFO"}},
+			[]string{cfg + ":14:38:", "bypass file: open " + fifo + ": not a regular file: it is a FIFO"}},
 	}
 	n := 0
 	for _, c := range cases {

@@ -39,10 +39,11 @@ type Bypass struct {
 	hosts        []string // a: names, kept for explanations
 }
 
-// LoadBypass reads a bypass file. Host names (a:) are resolved with
-// resolve (nil: the system resolver) within ctx's deadline; a name that
-// does not resolve is an error naming its line.
-func LoadBypass(ctx context.Context, path string, resolve func(ctx context.Context, host string) ([]netip.Addr, error)) (*Bypass, error) {
+// LoadBypass reads a bypass file, named at from in the configuration (the
+// zero Pos: the file itself). Host names (a:) are resolved with resolve
+// (nil: the system resolver) within ctx's deadline; a name that does not
+// resolve is an error naming its line.
+func LoadBypass(ctx context.Context, path string, from diag.Pos, resolve func(ctx context.Context, host string) ([]netip.Addr, error)) (*Bypass, error) {
 	if resolve == nil {
 		resolve = func(ctx context.Context, host string) ([]netip.Addr, error) {
 			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
@@ -126,7 +127,10 @@ func LoadBypass(ctx context.Context, path string, resolve func(ctx context.Conte
 			errs.Add(diag.Errorf(diag.Pos{File: path, Line: line + 1}, "bypass file: %w", err))
 		}
 	}
-	read(path, 0, diag.Pos{File: path})
+	if !from.IsValid() {
+		from = diag.Pos{File: path}
+	}
+	read(path, 0, from)
 	if err := errs.Err(); err != nil {
 		return nil, err
 	}
