@@ -166,6 +166,17 @@ func TestServeReloadDeadline(t *testing.T) {
 	if len(calls) != 2 {
 		t.Fatalf("%d reloads started, want 2", len(calls))
 	}
+	// Stuck reloads do not pile up: after maxStaleReloads, new ones are
+	// refused until the stuck ones return.
+	for n := 3; n <= maxStaleReloads; n++ {
+		reload <- struct{}{}
+		waitFor(t, &logs, "not finished within 50ms", n)
+	}
+	reload <- struct{}{}
+	waitFor(t, &logs, "4 earlier reloads are still stuck reading their files", 1)
+	if len(calls) != maxStaleReloads {
+		t.Fatalf("%d reloads started, want %d", len(calls), maxStaleReloads)
+	}
 	if g.holder.Load() != first {
 		t.Fatal("a timed-out reload replaced the configuration")
 	}

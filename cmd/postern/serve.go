@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -202,6 +203,12 @@ func (g *gateway) run(ctx context.Context, reload <-chan struct{}) error {
 		stale   []*reloadJob // reloads abandoned at their deadline, still running
 	)
 	start := func() {
+		stale = slices.DeleteFunc(stale, (*reloadJob).finished)
+		if len(stale) >= maxStaleReloads {
+			g.log.Error("configuration reload failed", "err",
+				fmt.Errorf("reload rejected, the running configuration stays: %d earlier reloads are still stuck reading their files", len(stale)))
+			return
+		}
 		cur = g.startReload(ctx)
 		expired = cur.timer.C
 	}
@@ -268,11 +275,27 @@ wait:
 	return err
 }
 
+// maxStaleReloads is how many reloads abandoned at their deadline may still
+// be stuck (in a read that ignores cancellation, say on a hung network file
+// system) before further reloads are refused rather than piled up.
+const maxStaleReloads = 4
+
 // reloadJob is one reload in flight.
 type reloadJob struct {
 	result chan reloadResult // receives exactly once, buffered
 	cancel context.CancelFunc
 	timer  *time.Timer
+}
+
+// finished reports whether an abandoned job has returned (its result is
+// dropped).
+func (j *reloadJob) finished() bool {
+	select {
+	case <-j.result:
+		return true
+	default:
+		return false
+	}
 }
 
 type reloadResult struct {
