@@ -41,6 +41,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzLoadZone    -fuzztime $(FUZZTIME) ./internal/geoip
 	$(GO) test -run '^$$' -fuzz FuzzParseImport -fuzztime $(FUZZTIME) ./internal/admin
 	$(GO) test -run '^$$' -fuzz FuzzAllowPath   -fuzztime $(FUZZTIME) ./internal/policy
+	$(GO) test -run '^$$' -fuzz FuzzLoginCanon  -fuzztime $(FUZZTIME) ./internal/policy
 	$(GO) test -run '^$$' -fuzz FuzzServeHTTP   -fuzztime $(FUZZTIME) ./internal/webproxy
 	$(GO) test -run '^$$' -fuzz FuzzFormFields  -fuzztime $(FUZZTIME) ./internal/webproxy
 	$(GO) test -run '^$$' -fuzz FuzzDotScanner  -fuzztime $(FUZZTIME) ./internal/smtpproxy

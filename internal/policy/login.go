@@ -60,8 +60,10 @@ func (n LoginNames) Canon(name string) string {
 	return foldCase(name)
 }
 
-// foldCase maps every character to one representative of its case-folding
-// orbit (the lower case of its smallest member): ASCII is lower-cased.
+// foldCase maps every character to one representative of its case (the
+// lower case of the smallest member of the simple case-folding orbit of its
+// upper case, so that also 'ı' and 'İ', which fold with nothing, meet 'i'):
+// ASCII is lower-cased.
 func foldCase(s string) string {
 	for i := 0; i < len(s); i++ {
 		if s[i] >= 0x80 {
@@ -77,6 +79,7 @@ func foldCase(s string) string {
 }
 
 func foldRune(r rune) rune {
+	r = unicode.ToLower(unicode.ToUpper(r))
 	m := r
 	for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
 		m = min(m, f)
