@@ -23,7 +23,7 @@ import (
 )
 
 // maxImportFile matches the server's limit on an import body.
-const maxImportFile = 64 << 20
+const maxImportFile = 256 << 20
 
 // adminOptions are the flags every blocks subcommand takes: where the admin
 // API is and which token to use.

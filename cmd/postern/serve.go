@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -28,6 +29,16 @@ const DefaultStorePath = "/var/lib/postern/postern.db"
 
 // sweepInterval is how often the engine's housekeeping runs.
 const sweepInterval = time.Minute
+
+// reloadTimeout bounds a configuration reload (SIGHUP): reading and
+// compiling every file, GeoIP databases and bypass host names included. A
+// reload that takes longer is abandoned and the running configuration
+// stays.
+const reloadTimeout = 2 * time.Minute
+
+// reloadAbandonGrace is how long shutdown waits for an abandoned or
+// cancelled reload to return before it closes the store anyway.
+const reloadAbandonGrace = 2 * time.Second
 
 func newServeCmd() *cobra.Command {
 	var path string
@@ -92,6 +103,11 @@ type gateway struct {
 	apiLn   net.Listener
 	adminAt string
 	fronts  []*frontEnd
+
+	// load builds a snapshot for a reload (snapshot.Load); reloadTimeout
+	// bounds it. Tests replace them.
+	load          func(ctx context.Context, path string, now time.Time) (*snapshot.Snapshot, error)
+	reloadTimeout time.Duration
 }
 
 // startGateway loads everything and binds the administration listener; run
@@ -102,7 +118,8 @@ func startGateway(ctx context.Context, path string, logw io.Writer) (_ *gateway,
 		return nil, err
 	}
 	cfg := snap.Config
-	g := &gateway{path: path, log: newLogger(logw, snap), holder: snapshot.NewHolder(snap)}
+	g := &gateway{path: path, log: newLogger(logw, snap), holder: snapshot.NewHolder(snap),
+		load: snapshot.Load, reloadTimeout: reloadTimeout}
 	defer func() {
 		if err != nil {
 			g.close() // whatever was opened before the error
@@ -156,6 +173,12 @@ func startGateway(ctx context.Context, path string, logw io.Writer) (_ *gateway,
 
 // run serves until ctx is done, then shuts down in order: the API finishes
 // its requests, the engine writes what is queued, the store closes.
+//
+// A reload runs in its own goroutine under a deadline (reloadTimeout), so a
+// slow or stuck file never stops the loop: shutdown, the API and further
+// signals are served meanwhile. Signals during a reload are coalesced into
+// one more reload after it. A reload that fails or runs out of time keeps
+// the running configuration and logs why; the store is never involved.
 func (g *gateway) run(ctx context.Context, reload <-chan struct{}) error {
 	var wg sync.WaitGroup
 	apiErr := make(chan error, 1)
@@ -172,9 +195,29 @@ func (g *gateway) run(ctx context.Context, reload <-chan struct{}) error {
 		g.log.Error("front-ends", "err", err)
 		return err
 	}
-	var err error
+	var (
+		err     error
+		cur     *reloadJob // the reload in flight, nil when none
+		pending bool       // a signal arrived while cur ran
+		expired <-chan time.Time
+		stale   []*reloadJob // reloads abandoned at their deadline, still running
+	)
+	start := func() {
+		stale = slices.DeleteFunc(stale, (*reloadJob).finished)
+		if len(stale) >= maxStaleReloads {
+			g.log.Error("configuration reload failed", "err",
+				fmt.Errorf("reload rejected, the running configuration stays: %d earlier reloads are still stuck reading their files", len(stale)))
+			return
+		}
+		cur = g.startReload(ctx)
+		expired = cur.timer.C
+	}
 loop:
 	for {
+		var results <-chan reloadResult
+		if cur != nil {
+			results = cur.result
+		}
 		select {
 		case <-ctx.Done():
 			break loop
@@ -184,20 +227,115 @@ loop:
 			}
 			break loop
 		case <-reload:
-			s, rerr := g.holder.Reload(ctx, g.path, time.Now())
-			if rerr != nil {
-				g.log.Error("configuration reload failed", "err", rerr)
+			if cur != nil {
+				pending = true
 				continue
 			}
-			g.engine.Apply(s.Guard)
-			logLoaded(g.log, s)
-			g.reloadCerts()
+			start()
+		case r := <-results:
+			cur.stop()
+			cur, expired = nil, nil
+			g.finishReload(r)
+			if pending {
+				pending = false
+				start()
+			}
+		case <-expired:
+			g.log.Error("configuration reload failed", "err",
+				fmt.Errorf("reload rejected, the running configuration stays: not finished within %s", g.reloadTimeout))
+			cur.stop()
+			stale = append(stale, cur)
+			cur, expired = nil, nil
+			if pending {
+				pending = false
+				start()
+			}
 		}
 	}
 	g.log.Info("stopping")
+	if cur != nil {
+		cur.stop()
+		stale = append(stale, cur)
+	}
+	// A reload only reads files; it is cancelled above. Give it a moment
+	// to return, but never let it hold up shutdown.
+	grace := time.NewTimer(reloadAbandonGrace)
+wait:
+	for _, j := range stale {
+		select {
+		case <-j.result:
+		case <-grace.C:
+			g.log.Warn("a configuration reload is still reading its files; stopping without it")
+			break wait
+		}
+	}
+	grace.Stop()
 	wg.Wait()
 	g.close()
 	return err
+}
+
+// maxStaleReloads is how many reloads abandoned at their deadline may still
+// be stuck (in a read that ignores cancellation, say on a hung network file
+// system) before further reloads are refused rather than piled up.
+const maxStaleReloads = 4
+
+// reloadJob is one reload in flight.
+type reloadJob struct {
+	result chan reloadResult // receives exactly once, buffered
+	cancel context.CancelFunc
+	timer  *time.Timer
+}
+
+// finished reports whether an abandoned job has returned (its result is
+// dropped).
+func (j *reloadJob) finished() bool {
+	select {
+	case <-j.result:
+		return true
+	default:
+		return false
+	}
+}
+
+type reloadResult struct {
+	snap *snapshot.Snapshot
+	err  error
+}
+
+func (j *reloadJob) stop() {
+	j.cancel()
+	j.timer.Stop()
+}
+
+// startReload loads the configuration in a goroutine bounded by
+// reloadTimeout and by ctx.
+func (g *gateway) startReload(ctx context.Context) *reloadJob {
+	rctx, cancel := context.WithTimeout(ctx, g.reloadTimeout)
+	j := &reloadJob{result: make(chan reloadResult, 1), cancel: cancel, timer: time.NewTimer(g.reloadTimeout)}
+	go func() {
+		s, err := g.load(rctx, g.path, time.Now())
+		if err == nil {
+			if cerr := rctx.Err(); cerr != nil {
+				s, err = nil, cerr
+			}
+		}
+		j.result <- reloadResult{snap: s, err: err}
+	}()
+	return j
+}
+
+// finishReload puts a loaded configuration in service, or logs why the
+// running one stays.
+func (g *gateway) finishReload(r reloadResult) {
+	if r.err != nil {
+		g.log.Error("configuration reload failed", "err", fmt.Errorf("reload rejected, the running configuration stays: %w", r.err))
+		return
+	}
+	g.holder.Store(r.snap)
+	g.engine.Apply(r.snap.Guard)
+	logLoaded(g.log, r.snap)
+	g.reloadCerts()
 }
 
 // reloadCerts re-reads every service's certificate and key that changed on

@@ -1,13 +1,16 @@
 package admin
 
 import (
+	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -162,8 +165,52 @@ type record struct {
 	Level      int     `json:"level"`
 }
 
-// block validates a record; where names it in errors.
-func (r *record) block(where string) (store.Block, error) {
+// Limits on imported times. A block expires at most MaxImportAhead after
+// the engine's clock (a longer block is a permanent one: leave expires
+// empty); its first_seen and last_seen may be up to MaxImportSkew ahead of
+// the clock (another node's clock); no time is before 1970-01-01T00:00:01Z.
+const (
+	MaxImportAhead = 10 * 365 * 24 * time.Hour
+	MaxImportSkew  = 24 * time.Hour
+)
+
+// MaxImportBlocks bounds the rows of one import (memory grows with them;
+// see docs/BENCHMARKS.md).
+const MaxImportBlocks = 500_000
+
+// maxImportRow bounds one CSV line or one JSON element: a real block is a
+// few hundred bytes.
+const maxImportRow = 1 << 20
+
+// lineLimit fails a stream with a line longer than maxImportRow, so the CSV
+// reader never gathers a huge line.
+type lineLimit struct {
+	r    io.Reader
+	run  int // bytes since the last new line
+	line int
+}
+
+func (l *lineLimit) Read(p []byte) (int, error) {
+	n, err := l.r.Read(p)
+	for _, c := range p[:n] {
+		if c == '\n' {
+			l.run = 0
+			l.line++
+			continue
+		}
+		l.run++
+		if l.run > maxImportRow {
+			return 0, fmt.Errorf("line %d: longer than %d bytes", l.line+1, maxImportRow)
+		}
+	}
+	return n, err
+}
+
+var earliestImport = time.Unix(1, 0).UTC()
+
+// block validates a record at the engine's time now; where names it in
+// errors.
+func (r *record) block(where string, now time.Time) (store.Block, error) {
 	bad := func(field string, err error) error { return &rowError{where: where, field: field, err: err} }
 	var b store.Block
 	target := r.Target
@@ -201,6 +248,31 @@ func (r *record) block(where string) (store.Block, error) {
 			return b, bad("expires", err)
 		}
 	}
+	for _, f := range []struct {
+		name string
+		t    time.Time
+	}{{"first_seen", b.FirstSeen}, {"last_seen", b.LastSeen}, {"expires", b.Expires}} {
+		if !f.t.IsZero() && f.t.Before(earliestImport) {
+			return b, bad(f.name, fmt.Errorf("%s is before %s", formatTime(f.t), formatTime(earliestImport)))
+		}
+	}
+	if latest := now.Add(MaxImportSkew); b.FirstSeen.After(latest) {
+		return b, bad("first_seen", fmt.Errorf("%s is in the future (the engine's clock says %s)", formatTime(b.FirstSeen), formatTime(now)))
+	}
+	if latest := now.Add(MaxImportSkew); b.LastSeen.After(latest) {
+		return b, bad("last_seen", fmt.Errorf("%s is in the future (the engine's clock says %s)", formatTime(b.LastSeen), formatTime(now)))
+	}
+	if !b.FirstSeen.IsZero() && !b.LastSeen.IsZero() && b.LastSeen.Before(b.FirstSeen) {
+		return b, bad("last_seen", fmt.Errorf("%s is before first_seen %s", formatTime(b.LastSeen), formatTime(b.FirstSeen)))
+	}
+	if !b.Expires.IsZero() {
+		if latest := now.Add(MaxImportAhead); b.Expires.After(latest) {
+			return b, bad("expires", fmt.Errorf("%s is more than 10 years ahead (latest %s); leave expires empty for a block that never expires", formatTime(b.Expires), formatTime(latest)))
+		}
+		if !b.FirstSeen.IsZero() && b.Expires.Before(b.FirstSeen) {
+			return b, bad("expires", fmt.Errorf("%s is before first_seen %s", formatTime(b.Expires), formatTime(b.FirstSeen)))
+		}
+	}
 	if r.Hits < 0 {
 		return b, bad("hits", fmt.Errorf("%d is negative", r.Hits))
 	}
@@ -211,23 +283,97 @@ func (r *record) block(where string) (store.Block, error) {
 	return b, nil
 }
 
-// dedup refuses a second row for the same prefix.
-type dedup map[netip.Prefix]string
+// rowPos is where a row was: its element index (JSON) and line.
+type rowPos struct{ index, line int32 }
 
-func (d dedup) add(p netip.Prefix, where string) error {
-	if first, ok := d[p]; ok {
-		return &rowError{where: where, field: "target", err: fmt.Errorf("%s is already in %s", FormatTarget(p), first)}
+// collector gathers validated rows; duplicates are found at the end by
+// sorting, so a large import needs no map of every prefix.
+type collector struct {
+	json   bool
+	out    []store.Block
+	pos    []rowPos
+	intern map[string]string // repeated short values (service, node, by) share one string
+}
+
+func (c *collector) where(p rowPos) string {
+	if c.json {
+		return fmt.Sprintf("blocks[%d] (line %d)", p.index, p.line)
 	}
-	d[p] = where
+	return "line " + strconv.Itoa(int(p.line))
+}
+
+func (c *collector) add(b store.Block, p rowPos) error {
+	if len(c.out) >= MaxImportBlocks {
+		return &rowError{where: c.where(p), err: fmt.Errorf("more than %d blocks in one import: split the file", MaxImportBlocks)}
+	}
+	if c.intern == nil {
+		c.intern = make(map[string]string)
+	}
+	for _, s := range []*string{&b.Service, &b.Node, &b.By} {
+		if len(*s) > 32 {
+			continue
+		}
+		if v, ok := c.intern[*s]; ok {
+			*s = v
+		} else if len(c.intern) < 1024 {
+			c.intern[*s] = *s
+		}
+	}
+	c.out = append(c.out, b)
+	c.pos = append(c.pos, rowPos{int32(min(p.index, 1<<31-1)), p.line})
 	return nil
 }
 
-// ParseCSV reads blocks in the CSV format. The header row names the
+// finish refuses a prefix given twice, naming the first repetition in file
+// order and the row it repeats.
+func (c *collector) finish() ([]store.Block, error) {
+	idx := make([]int32, len(c.out))
+	for i := range idx {
+		idx[i] = int32(i)
+	}
+	slices.SortFunc(idx, func(a, b int32) int {
+		if d := comparePrefix(c.out[a].Prefix, c.out[b].Prefix); d != 0 {
+			return d
+		}
+		return cmp.Compare(a, b)
+	})
+	dup, first := int32(-1), int32(-1)
+	for k := 1; k < len(idx); k++ {
+		a, b := idx[k-1], idx[k]
+		if c.out[a].Prefix == c.out[b].Prefix && (dup < 0 || b < dup) {
+			dup, first = b, a
+		}
+	}
+	if dup >= 0 {
+		return nil, &rowError{where: c.where(c.pos[dup]), field: "target",
+			err: fmt.Errorf("%s is already in %s", FormatTarget(c.out[dup].Prefix), c.where(c.pos[first]))}
+	}
+	return c.out, nil
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	if d := a.Addr().Compare(b.Addr()); d != 0 {
+		return d
+	}
+	return cmp.Compare(a.Bits(), b.Bits())
+}
+
+// ParseCSV reads blocks in the CSV format, with times checked against the
+// current time; see DecodeCSV.
+func ParseCSV(data []byte) ([]store.Block, error) {
+	return DecodeCSV(bytes.NewReader(data), time.Now())
+}
+
+// DecodeCSV reads blocks in the CSV format as they stream in, with times
+// checked against now (the engine's clock). The header row names the
 // columns (any order; target and reason are required, the others may be
 // left out); errors name the line and the field.
-func ParseCSV(data []byte) ([]store.Block, error) {
-	data = bytes.TrimPrefix(data, []byte("\uFEFF"))
-	cr := csv.NewReader(bytes.NewReader(data))
+func DecodeCSV(in io.Reader, now time.Time) ([]store.Block, error) {
+	br := bufio.NewReaderSize(&lineLimit{r: in}, 64<<10)
+	if bom, err := br.Peek(3); err == nil && string(bom) == "\uFEFF" {
+		br.Discard(3)
+	}
+	cr := csv.NewReader(br)
 	cr.ReuseRecord = true
 	header, err := cr.Read()
 	if err == io.EOF {
@@ -252,12 +398,11 @@ func ParseCSV(data []byte) ([]store.Block, error) {
 			return nil, fmt.Errorf("line 1: no %q column: want the header %s", need, CSVHeader)
 		}
 	}
-	var out []store.Block
-	seen := dedup{}
+	c := &collector{}
 	for {
 		rec, err := cr.Read()
 		if err == io.EOF {
-			return out, nil
+			return c.finish()
 		}
 		if err != nil {
 			return nil, fmt.Errorf("csv: %w", err)
@@ -270,9 +415,11 @@ func ParseCSV(data []byte) ([]store.Block, error) {
 			}
 			return ""
 		}
+		// The reader's fields share one string per row; the kept ones are
+		// copied so that the rest of the row can go.
 		r := record{
-			Target: get("target"), Reason: get("reason"), Service: get("service"), Detail: get("detail"),
-			FirstSeen: get("first_seen"), LastSeen: get("last_seen"), Node: get("node"), By: get("by"), Comment: get("comment"),
+			Target: get("target"), Reason: get("reason"), Service: strings.Clone(get("service")), Detail: strings.Clone(get("detail")),
+			FirstSeen: get("first_seen"), LastSeen: get("last_seen"), Node: strings.Clone(get("node")), By: strings.Clone(get("by")), Comment: strings.Clone(get("comment")),
 		}
 		if e := get("expires"); e != "" {
 			r.Expires = &e
@@ -285,14 +432,13 @@ func ParseCSV(data []byte) ([]store.Block, error) {
 			return nil, &rowError{where: where, field: "level", err: err}
 		}
 		r.Level = int(level)
-		b, err := r.block(where)
+		b, err := r.block(where, now)
 		if err != nil {
 			return nil, err
 		}
-		if err := seen.add(b.Prefix, where); err != nil {
+		if err := c.add(b, rowPos{line: int32(min(line, 1<<31-1))}); err != nil {
 			return nil, err
 		}
-		out = append(out, b)
 	}
 }
 
@@ -318,21 +464,32 @@ func isCSVColumn(name string) bool {
 	return false
 }
 
-// ParseJSON reads blocks in the JSON format: {"blocks":[…]} as exported, or
+// ParseJSON reads blocks in the JSON format, with times checked against the
+// current time; see DecodeJSON.
+func ParseJSON(data []byte) ([]store.Block, error) {
+	return DecodeJSON(bytes.NewReader(data), time.Now())
+}
+
+// DecodeJSON reads blocks in the JSON format as they stream in, with times
+// checked against now (the engine's clock): {"blocks":[…]} as exported, or
 // a bare array of blocks. Unknown fields are errors; reason_name and expired
 // are accepted and ignored (they are derived). Errors name the element, its
 // line and the field.
-func ParseJSON(data []byte) ([]store.Block, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
+func DecodeJSON(in io.Reader, now time.Time) ([]store.Block, error) {
+	lt := &lineTracker{r: in}
+	dec := json.NewDecoder(lt)
 	fail := func(err error) error {
 		var se *json.SyntaxError
 		if errors.As(err, &se) {
-			return fmt.Errorf("line %d: %w", lineAt(data, se.Offset), err)
+			return fmt.Errorf("line %d: %w", lt.lineAt(se.Offset), err)
 		}
 		if err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) {
 			return errors.New("unexpected end of JSON")
 		}
-		return fmt.Errorf("line %d: %w", lineAt(data, dec.InputOffset()), err)
+		if lt.err != nil {
+			return lt.err // the body's own error (too large, cut off)
+		}
+		return fmt.Errorf("line %d: %w", lt.lineAt(dec.InputOffset()), err)
 	}
 	tok, err := dec.Token()
 	if err != nil {
@@ -347,7 +504,7 @@ func ParseJSON(data []byte) ([]store.Block, error) {
 				return nil, fail(err)
 			}
 			if key != "blocks" || found {
-				return nil, fmt.Errorf("line %d: unexpected key %q: want {\"blocks\": […]}", lineAt(data, dec.InputOffset()), key)
+				return nil, fmt.Errorf("line %d: unexpected key %q: want {\"blocks\": […]}", lt.lineAt(dec.InputOffset()), key)
 			}
 			found = true
 			if tok, err = dec.Token(); err != nil {
@@ -357,69 +514,82 @@ func ParseJSON(data []byte) ([]store.Block, error) {
 				continue
 			}
 			if tok != json.Delim('[') {
-				return nil, fmt.Errorf("line %d: \"blocks\" must be an array", lineAt(data, dec.InputOffset()))
+				return nil, fmt.Errorf("line %d: \"blocks\" must be an array", lt.lineAt(dec.InputOffset()))
 			}
-			if out, err = parseJSONArray(dec, data); err != nil {
+			if out, err = parseJSONArray(dec, lt, now); err != nil {
 				return nil, err
 			}
 		}
 		if _, err := dec.Token(); err != nil { // '}'
 			return nil, fail(err)
 		}
-		return out, endOfJSON(dec, data)
+		return out, endOfJSON(dec, lt)
 	}
 	if tok != json.Delim('[') {
 		return nil, errors.New("want {\"blocks\": […]} or an array of blocks")
 	}
-	out, err := parseJSONArray(dec, data)
+	out, err := parseJSONArray(dec, lt, now)
 	if err != nil {
 		return nil, err
 	}
-	return out, endOfJSON(dec, data)
+	return out, endOfJSON(dec, lt)
 }
 
 // parseJSONArray reads the elements of an array whose '[' was read, and
 // its ']'.
-func parseJSONArray(dec *json.Decoder, data []byte) ([]store.Block, error) {
-	var out []store.Block
-	seen := dedup{}
+func parseJSONArray(dec *json.Decoder, lt *lineTracker, now time.Time) ([]store.Block, error) {
+	c := &collector{json: true}
 	for i := 0; dec.More(); i++ {
-		start := dec.InputOffset()
+		base := lt.afterComma(dec.InputOffset())
 		var raw json.RawMessage
 		if err := dec.Decode(&raw); err != nil {
 			var se *json.SyntaxError
 			if errors.As(err, &se) {
-				return nil, fmt.Errorf("line %d: %w", lineAt(data, se.Offset), err)
+				// The decoder's offset leaves out the separators it
+				// consumed; find the place again in the element's bytes.
+				off := base + se.Offset
+				var se2 *json.SyntaxError
+				if err2 := json.NewDecoder(bytes.NewReader(lt.bytesFrom(base))).Decode(&raw); errors.As(err2, &se2) {
+					off = base + se2.Offset
+				}
+				return nil, fmt.Errorf("line %d: %w", lt.lineAt(off), err)
+			}
+			if lt.err != nil {
+				return nil, lt.err
 			}
 			return nil, fmt.Errorf("blocks[%d]: %w", i, err)
 		}
-		// The offset before Decode is at the separator; skip to the element.
-		for start < int64(len(data)) && (data[start] == ',' || isSpace(data[start])) {
-			start++
+		if len(raw) > maxImportRow {
+			return nil, fmt.Errorf("blocks[%d]: longer than %d bytes", i, maxImportRow)
 		}
-		where := fmt.Sprintf("blocks[%d] (line %d)", i, lineAt(data, start))
+		// RawMessage holds the element's bytes exactly, so it began
+		// len(raw) before the decoder's offset.
+		pos := rowPos{index: int32(min(i, 1<<31-1)), line: int32(min(lt.lineAt(dec.InputOffset()-int64(len(raw))), 1<<31-1))}
+		where := c.where(pos)
 		var r record
 		rd := json.NewDecoder(bytes.NewReader(raw))
 		rd.DisallowUnknownFields()
 		if err := rd.Decode(&r); err != nil {
 			return nil, &rowError{where: where, err: jsonFieldError(err)}
 		}
-		b, err := r.block(where)
+		b, err := r.block(where, now)
 		if err != nil {
 			return nil, err
 		}
-		if err := seen.add(b.Prefix, where); err != nil {
+		if err := c.add(b, pos); err != nil {
 			return nil, err
 		}
-		out = append(out, b)
 	}
 	if _, err := dec.Token(); err != nil { // ']'
 		if err == io.EOF {
 			return nil, errors.New("unexpected end of JSON")
 		}
-		return nil, fmt.Errorf("line %d: %w", lineAt(data, dec.InputOffset()), err)
+		if lt.err != nil {
+			return nil, lt.err
+		}
+		return nil, fmt.Errorf("line %d: %w", lt.lineAt(dec.InputOffset()), err)
 	}
-	return out, nil
+	return c.finish()
 }
 
 // jsonFieldError rewords the decoder's type errors to name the field.
@@ -445,17 +615,103 @@ func jsonKind(k string) string {
 }
 
 // endOfJSON refuses anything after the document but white space.
-func endOfJSON(dec *json.Decoder, data []byte) error {
+func endOfJSON(dec *json.Decoder, lt *lineTracker) error {
 	if _, err := dec.Token(); err != io.EOF {
-		return fmt.Errorf("line %d: unexpected data after the end of the JSON document", lineAt(data, dec.InputOffset()))
+		if lt.err != nil {
+			return lt.err
+		}
+		return fmt.Errorf("line %d: unexpected data after the end of the JSON document", lt.lineAt(dec.InputOffset()))
 	}
 	return nil
+}
+
+// lineTracker passes a stream to the JSON decoder and answers which line an
+// offset is on. It keeps only the bytes the decoder may still ask about:
+// offsets asked for never decrease, so everything before the last one
+// asked is reduced to a count of lines.
+type lineTracker struct {
+	r        io.Reader
+	err      error    // the first read error other than EOF
+	chunks   [][]byte // bytes read from base on
+	base     int64    // offset of chunks[0]
+	baseLine int      // new lines before base
+}
+
+func (t *lineTracker) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if n > 0 {
+		t.chunks = append(t.chunks, bytes.Clone(p[:n]))
+	}
+	if err != nil && err != io.EOF && t.err == nil {
+		t.err = err
+	}
+	return n, err
+}
+
+// byteAt returns the byte at off, if it is still kept.
+func (t *lineTracker) byteAt(off int64) (byte, bool) {
+	rest := off - t.base
+	if rest < 0 {
+		return 0, false
+	}
+	for _, c := range t.chunks {
+		if rest < int64(len(c)) {
+			return c[rest], true
+		}
+		rest -= int64(len(c))
+	}
+	return 0, false
+}
+
+// bytesFrom returns the kept bytes from off on.
+func (t *lineTracker) bytesFrom(off int64) []byte {
+	var out []byte
+	rest := off - t.base
+	for _, c := range t.chunks {
+		if rest >= int64(len(c)) {
+			rest -= int64(len(c))
+			continue
+		}
+		out = append(out, c[max(rest, 0):]...)
+		rest = 0
+	}
+	return out
+}
+
+// afterComma returns the offset after the ',' that follows off across
+// white space, or off when there is none.
+func (t *lineTracker) afterComma(off int64) int64 {
+	for i := off; ; i++ {
+		c, ok := t.byteAt(i)
+		switch {
+		case ok && isSpace(c):
+			continue
+		case ok && c == ',':
+			return i + 1
+		}
+		return off
+	}
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 // lineAt returns the 1-based line of a byte offset.
-func lineAt(data []byte, off int64) int {
-	off = min(max(off, 0), int64(len(data)))
-	return bytes.Count(data[:off], []byte("\n")) + 1
+func (t *lineTracker) lineAt(off int64) int {
+	for len(t.chunks) > 0 && t.base+int64(len(t.chunks[0])) <= off {
+		t.baseLine += bytes.Count(t.chunks[0], []byte("\n"))
+		t.base += int64(len(t.chunks[0]))
+		t.chunks[0] = nil
+		t.chunks = t.chunks[1:]
+	}
+	line := t.baseLine + 1
+	rest := off - t.base
+	for _, c := range t.chunks {
+		if rest <= 0 {
+			break
+		}
+		k := min(rest, int64(len(c)))
+		line += bytes.Count(c[:k], []byte("\n"))
+		rest -= k
+	}
+	return line
 }

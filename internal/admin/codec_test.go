@@ -1,8 +1,11 @@
 package admin_test
 
 import (
+	"fmt"
+	"io"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/postern/postern/internal/admin"
@@ -151,10 +154,75 @@ func FuzzParseImport(f *testing.F) {
 				continue
 			}
 			for _, b := range bs {
-				if !b.Prefix.IsValid() || !b.Reason.Valid() || b.Hits < 0 || b.Level < 0 {
+				if !b.Prefix.IsValid() || !b.Reason.Valid() || b.Hits < 0 || b.Level < 0 || store.CheckBlock(&b) != nil {
 					t.Fatalf("accepted an invalid block %+v", b)
 				}
 			}
 		}
 	})
+}
+
+// Imported times must make sense: no expiry more than ten years ahead (a
+// permanent block leaves expires empty), none before first_seen, no
+// first or last sighting in the future or before 1970. Each refusal names
+// the row and the field.
+func TestImportTimes(t *testing.T) {
+	now := time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)
+	row := func(first, last, expires string) string {
+		return admin.CSVHeader + "\n10.0.0.1,L,imap,,2026-05-01T10:00:00Z,2026-05-01T11:00:00Z,3,2026-12-04T00:00:00Z,gw1,engine,,0\n" +
+			"10.0.0.2,L,imap,," + first + "," + last + ",3," + expires + ",gw1,engine,,0\n"
+	}
+	for name, tc := range map[string]struct{ in, want string }{
+		"year 9999":            {row("", "", "9999-12-31T23:59:59Z"), "line 3: expires: 9999-12-31T23:59:59Z is more than 10 years ahead (latest 2036-11-30T09:00:00Z); leave expires empty for a block that never expires"},
+		"just over ten years":  {row("", "", "2036-12-01T00:00:00Z"), "line 3: expires: 2036-12-01T00:00:00Z is more than 10 years ahead"},
+		"before first_seen":    {row("2026-05-01T10:00:00Z", "", "2026-04-30T00:00:00Z"), "line 3: expires: 2026-04-30T00:00:00Z is before first_seen 2026-05-01T10:00:00Z"},
+		"first_seen in future": {row("2027-01-01T00:00:00Z", "", ""), "line 3: first_seen: 2027-01-01T00:00:00Z is in the future"},
+		"last_seen in future":  {row("", "2027-01-01T00:00:00Z", ""), "line 3: last_seen: 2027-01-01T00:00:00Z is in the future"},
+		"last before first":    {row("2026-05-01T10:00:00Z", "2026-05-01T09:00:00Z", ""), "line 3: last_seen: 2026-05-01T09:00:00Z is before first_seen"},
+		"the epoch":            {row("1970-01-01T00:00:00Z", "", ""), "line 3: first_seen: 1970-01-01T00:00:00Z is before 1970-01-01T00:00:01Z"},
+		"year 1":               {row("", "", "0001-01-01T00:00:01Z"), "line 3: expires: 0001-01-01T00:00:01Z is before 1970-01-01T00:00:01Z"},
+	} {
+		if _, err := admin.DecodeCSV(strings.NewReader(tc.in), now); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error with %q", name, err, tc.want)
+		}
+	}
+	// At the limits, and a permanent block.
+	for _, in := range []string{row("", "", "2036-11-30T09:00:00Z"), row("2026-12-03T10:00:00Z", "2026-12-03T10:00:00Z", ""), row("", "", "")} {
+		if bs, err := admin.DecodeCSV(strings.NewReader(in), now); err != nil || len(bs) != 2 {
+			t.Errorf("%q: %v", in, err)
+		}
+	}
+	js := `[{"target":"10.0.0.1","reason":"L"},
+{"target":"10.0.0.2","reason":"L","first_seen":"2026-05-01T10:00:00Z","expires":"9999-01-01T00:00:00Z"}]`
+	if _, err := admin.DecodeJSON(strings.NewReader(js), now); err == nil || !strings.Contains(err.Error(), "blocks[1] (line 2): expires: 9999-01-01T00:00:00Z is more than 10 years ahead") {
+		t.Errorf("JSON year 9999: %v", err)
+	}
+}
+
+// Streamed JSON names the right line for an element far into the body,
+// however the body arrives (here one byte a read).
+func TestDecodeJSONStreamLines(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("{\n  \"blocks\": [\n")
+	for i := range 3000 {
+		fmt.Fprintf(&b, "    {\n      \"target\": \"10.0.%d.%d\",\n      \"reason\": \"L\"\n    },\n", i/256, i%256)
+	}
+	b.WriteString("    {\n      \"target\": \"10.0.0.7\",\n      \"reason\": \"U\"\n    }\n  ]\n}\n")
+	_, err := admin.DecodeJSON(iotest.OneByteReader(strings.NewReader(b.String())), time.Now())
+	want := "blocks[3000] (line 12003): target: 10.0.0.7 is already in blocks[7] (line 31)"
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("duplicate far in: %v, want %q", err, want)
+	}
+	bad := strings.Replace(b.String(), `"reason": "U"`, `"reason": "U",,`, 1)
+	if _, err := admin.DecodeJSON(iotest.OneByteReader(strings.NewReader(bad)), time.Now()); err == nil || !strings.HasPrefix(err.Error(), "line 12005: ") {
+		t.Fatalf("syntax error far in: %v", err)
+	}
+}
+
+// A huge CSV line is refused as soon as it passes the row limit.
+func TestDecodeCSVLongLine(t *testing.T) {
+	in := io.MultiReader(strings.NewReader(admin.CSVHeader+"\n10.0.0.1,L,imap,"), strings.NewReader(strings.Repeat("x", 2<<20)))
+	if _, err := admin.DecodeCSV(in, time.Now()); err == nil || !strings.Contains(err.Error(), "line 2: longer than 1048576 bytes") {
+		t.Fatalf("long line: %v", err)
+	}
 }

@@ -427,24 +427,31 @@ func (s *Server) handleImport(w http.ResponseWriter, r *http.Request, rq *reques
 			return errorf(http.StatusBadRequest, "force: want true or false, got %q", v)
 		}
 	}
-	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || mt != "text/csv" && mt != "application/json" {
+	mt, _, merr := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if merr != nil || mt != "text/csv" && mt != "application/json" {
 		return errorf(http.StatusUnsupportedMediaType, "Content-Type must be text/csv or application/json")
 	}
-	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxImportBytes))
-	if err != nil {
-		return err
+	// Decoded as it streams in: the body is never held whole. Every row is
+	// checked before anything is enforced.
+	if r.ContentLength > maxImportBytes {
+		return &http.MaxBytesError{Limit: maxImportBytes}
 	}
+	body := http.MaxBytesReader(w, r.Body, maxImportBytes)
+	now := s.eng.Now()
 	var bs []store.Block
+	var err error
 	if mt == "text/csv" {
-		bs, err = ParseCSV(data)
+		bs, err = DecodeCSV(body, now)
 	} else {
-		bs, err = ParseJSON(data)
+		bs, err = DecodeJSON(body, now)
 	}
 	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return mbe
+		}
 		return badRequest(err)
 	}
-	now := s.eng.Now()
 	for _, b := range bs {
 		if err := checkBlockable(b.Prefix); err != nil {
 			return badRequest(err)

@@ -24,8 +24,8 @@ const (
 	maxHeaderBytes    = 16 << 10
 	shutdownTimeout   = 10 * time.Second
 
-	maxBodyBytes   = 64 << 10 // request bodies but imports
-	maxImportBytes = 64 << 20 // imports
+	maxBodyBytes   = 64 << 10  // request bodies but imports
+	maxImportBytes = 256 << 20 // imports, decoded as they stream in
 )
 
 // Server serves the administration API. Create it with NewServer; it is

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 const (
@@ -70,7 +71,7 @@ func ReadToken(path string) (string, error) {
 }
 
 func readTokenFile(path string, private bool) (string, error) {
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0) // a FIFO must not hang the open; refused below
 	if err != nil {
 		return "", fmt.Errorf("admin token: %w", err)
 	}

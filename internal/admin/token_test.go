@@ -5,7 +5,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/postern/postern/internal/admin"
 )
@@ -80,5 +82,24 @@ func TestTokenFileChecks(t *testing.T) {
 	}
 	if _, err := admin.LoadOrCreateToken(dir); err == nil {
 		t.Error("a directory was accepted as a token file")
+	}
+}
+
+// A FIFO in place of the token file is refused at once (before, opening it
+// waited for a writer and startup hung).
+func TestTokenFileFIFO(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "token")
+	if err := syscall.Mkfifo(p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := admin.LoadOrCreateToken(p); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Fatalf("FIFO token file: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a FIFO token file hangs")
 	}
 }

@@ -18,11 +18,8 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/postern/postern/internal/diag"
+	"github.com/postern/postern/internal/safefile"
 )
-
-// maxConfigBytes bounds the configuration file; pattern lists belong in
-// included files.
-const maxConfigBytes = 16 << 20
 
 // Load reads and validates the configuration file at path.
 func Load(path string) (*File, error) {
@@ -30,14 +27,10 @@ func Load(path string) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
-	fi, err := os.Stat(abs)
-	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+	data, err := safefile.ReadFile(abs, safefile.MaxConfig)
+	if errors.Is(err, safefile.ErrTooLarge) {
+		return nil, fmt.Errorf("config: %w; move long pattern lists into {include} files", err)
 	}
-	if fi.Size() > maxConfigBytes {
-		return nil, fmt.Errorf("config %s: %d bytes is more than the %d allowed; move long pattern lists into {include} files", abs, fi.Size(), maxConfigBytes)
-	}
-	data, err := os.ReadFile(abs)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -120,6 +113,7 @@ func (f *File) validate(d *decoder) {
 			d.errs.Add(diag.Errorf(lr.Pos, "bad login restriction %q: want account=patterns, @domain=patterns or *=patterns", lr.Value))
 		}
 	}
+	f.validateLogins(d)
 	f.validateIPS(d)
 	f.validateAdmin(d)
 	f.validateSMTPExtras(d)
@@ -133,6 +127,25 @@ func (f *File) validate(d *decoder) {
 	default:
 		d.errs.Add(diag.Errorf(f.Log.Format.Pos, "bad log format %q: want text or json", f.Log.Format.Value))
 	}
+}
+
+// validateLogins checks logins and stores default_domain in lower case
+// without a trailing dot.
+func (f *File) validateLogins(d *decoder) {
+	l := &f.Logins
+	dom := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(l.DefaultDomain.Value)), ".")
+	switch {
+	case !l.DefaultDomain.IsSet():
+		if l.ForceDomain {
+			d.errs.Add(diag.Errorf(diag.Pos{File: f.Path}, "logins.force_domain needs logins.default_domain"))
+		}
+		return
+	case strings.HasPrefix(dom, "@"):
+		d.errs.Add(diag.Errorf(l.DefaultDomain.Pos, "logins.default_domain %q: write the domain without '@'", l.DefaultDomain.Value))
+	case strings.ContainsAny(dom, "@ \t;,*?[]{}/\\\"'") || strings.HasPrefix(dom, ".") || strings.Contains(dom, ".."):
+		d.errs.Add(diag.Errorf(l.DefaultDomain.Pos, "logins.default_domain %q is not a domain name", l.DefaultDomain.Value))
+	}
+	l.DefaultDomain.Value = dom
 }
 
 func (f *File) validateService(d *decoder, name string, svc *Service) {

@@ -23,6 +23,7 @@ type File struct {
 	Services          Services            `yaml:"services"`
 	TrustedUpstreams  Text                `yaml:"trusted_upstreams"`
 	LoginRestrictions []Text              `yaml:"login_restrictions"`
+	Logins            Logins              `yaml:"logins"`        // how the backends resolve login names
 	LocalDomains      Text                `yaml:"local_domains"` // "example.com; example.net"
 	DNS               DNS                 `yaml:"dns"`
 	ContentRules      []ContentRuleConfig `yaml:"content_rules"`
@@ -34,6 +35,17 @@ type File struct {
 	Node                string              `yaml:"node"`   // this gateway's name in blocks; default the host name
 	RunAs               string              `yaml:"run_as"` // user to switch to after binding ports (when started as root)
 	Log                 Log                 `yaml:"log"`
+}
+
+// Logins says how the backends resolve a login name to an account, so that
+// login restrictions and account protection compare names the same way:
+// case is always folded; a name without a domain gets DefaultDomain
+// (Dovecot's auth_default_realm, Roundcube's username_domain); with
+// ForceDomain any domain given is replaced by it (Roundcube's
+// username_domain_forced).
+type Logins struct {
+	DefaultDomain Text `yaml:"default_domain"`
+	ForceDomain   bool `yaml:"force_domain"`
 }
 
 // GeoIP lists the country databases (§4).

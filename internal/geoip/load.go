@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/postern/postern/internal/diag"
+	"github.com/postern/postern/internal/safefile"
 )
 
 // ctxCheckEvery is how many records a loader reads between checks of its
@@ -22,21 +23,19 @@ func loadSource(ctx context.Context, src Source) (*source, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, src.configErr("not loaded: %w", err)
 	}
-	f, err := os.Open(src.Path)
+	// A regular file only, opened without blocking (a FIFO must not hang
+	// a reload) and checked on the open descriptor.
+	f, st, err := safefile.Open(src.Path, safefile.MaxDatabase)
 	if err != nil {
-		return nil, src.configErr("cannot open: %w", pathErrCause(err))
+		return nil, src.configErr("cannot open: %w", errors.Unwrap(err))
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, src.configErr("cannot stat: %w", pathErrCause(err))
-	}
-	if st.IsDir() {
-		return nil, src.configErr("is a directory, not a database file")
-	}
 	format, err := src.format(f, st.Size())
 	if err != nil {
 		return nil, err
+	}
+	if format != FormatMMDB && st.Size() > safefile.MaxText {
+		return nil, src.configErr("cannot open: %w: a %s file of %d bytes, more than the %d allowed for text files", safefile.ErrTooLarge, format, st.Size(), int64(safefile.MaxText))
 	}
 	s, err := loadFormat(ctx, src, format, f, st.Size())
 	if err != nil {
@@ -66,37 +65,25 @@ func (src Source) format(f io.ReaderAt, size int64) (Format, error) {
 }
 
 // loadFormat loads the open file f of src in the given format.
+// Reads are bounded by the format's limit even if the file grows after it
+// was checked.
 func loadFormat(ctx context.Context, src Source, format Format, f *os.File, size int64) (*source, error) {
 	switch format {
 	case FormatMMDB:
-		data, err := readAll(f, size)
+		data, err := safefile.ReadAll(f, src.Path, size, safefile.MaxDatabase)
 		if err != nil {
-			return nil, dataErr(src.Path, 0, "cannot read: %w", pathErrCause(err))
+			return nil, dataErr(src.Path, 0, "cannot read: %w", errors.Unwrap(err))
 		}
 		return loadMMDB(ctx, src.Path, data)
 	case FormatCSV:
-		return loadCSV(ctx, src.Path, f, size)
+		return loadCSV(ctx, src.Path, safefile.Reader(f, src.Path, safefile.MaxText), size)
 	default:
 		cc, err := src.zoneCountry()
 		if err != nil {
 			return nil, err
 		}
-		return loadZone(ctx, src.Path, cc, f)
+		return loadZone(ctx, src.Path, cc, safefile.Reader(f, src.Path, safefile.MaxText))
 	}
-}
-
-// readAll reads the whole file f of the given size.
-func readAll(f *os.File, size int64) ([]byte, error) {
-	if int64(int(size)) != size {
-		return nil, errors.New("file too large")
-	}
-	data := make([]byte, size)
-	n, err := io.ReadFull(f, data)
-	if errors.Is(err, io.ErrUnexpectedEOF) {
-		// The file shrank while we read it; take what is there.
-		return data[:n], nil
-	}
-	return data, err
 }
 
 // pathErrCause strips the operation and path from a *fs.PathError, which

@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/postern/postern/internal/diag"
 	"github.com/postern/postern/internal/patterns"
+	"github.com/postern/postern/internal/safefile"
 )
 
 // Bypass is IceWarp's bypass list (§6), loaded unchanged: one item a line,
@@ -39,10 +39,11 @@ type Bypass struct {
 	hosts        []string // a: names, kept for explanations
 }
 
-// LoadBypass reads a bypass file. Host names (a:) are resolved with
-// resolve (nil: the system resolver) within ctx's deadline; a name that
-// does not resolve is an error naming its line.
-func LoadBypass(ctx context.Context, path string, resolve func(ctx context.Context, host string) ([]netip.Addr, error)) (*Bypass, error) {
+// LoadBypass reads a bypass file, named at from in the configuration (the
+// zero Pos: the file itself). Host names (a:) are resolved with resolve
+// (nil: the system resolver) within ctx's deadline; a name that does not
+// resolve is an error naming its line.
+func LoadBypass(ctx context.Context, path string, from diag.Pos, resolve func(ctx context.Context, host string) ([]netip.Addr, error)) (*Bypass, error) {
 	if resolve == nil {
 		resolve = func(ctx context.Context, host string) ([]netip.Addr, error) {
 			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
@@ -59,9 +60,11 @@ func LoadBypass(ctx context.Context, path string, resolve func(ctx context.Conte
 			errs.Add(diag.Errorf(from, "bypass includes nested more than 8 deep"))
 			return
 		}
-		data, err := os.ReadFile(path)
+		// A regular file only, bounded, opened without blocking (a FIFO must
+		// not hang a reload).
+		data, err := safefile.ReadFile(path, safefile.MaxText)
 		if err != nil {
-			errs.Add(diag.Errorf(from, "bypass file: %w", err))
+			errs.Add(diag.Errorf(from, "bypass file: open %w", err))
 			return
 		}
 		sc := bufio.NewScanner(bytes.NewReader(data))
@@ -124,7 +127,10 @@ func LoadBypass(ctx context.Context, path string, resolve func(ctx context.Conte
 			errs.Add(diag.Errorf(diag.Pos{File: path, Line: line + 1}, "bypass file: %w", err))
 		}
 	}
-	read(path, 0, diag.Pos{File: path})
+	if !from.IsValid() {
+		from = diag.Pos{File: path}
+	}
+	read(path, 0, from)
 	if err := errs.Err(); err != nil {
 		return nil, err
 	}

@@ -89,7 +89,7 @@ func (s *Session) Addr() netip.Addr { return s.addr }
 // wrong password is counted once.
 func (s *Session) LoginFailed(account string, fp uint64) Decision {
 	st := s.e.settings.Load()
-	account = strings.ToLower(account)
+	account = st.Policy.Logins().Canon(account)
 	if st.AccountFailures > 0 {
 		s.e.accounts.fail(account, st.prefixOf(s.addr), s.e.clock(), st.BlockTime)
 	}
@@ -112,7 +112,7 @@ func (s *Session) LoginDelay(account string) time.Duration {
 	if st.AccountFailures <= 0 {
 		return 0
 	}
-	if s.e.accounts.failing(strings.ToLower(account), s.e.clock(), st.BlockTime) >= st.AccountFailures {
+	if s.e.accounts.failing(st.Policy.Logins().Canon(account), s.e.clock(), st.BlockTime) >= st.AccountFailures {
 		return st.AccountDelay
 	}
 	return 0

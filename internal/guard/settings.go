@@ -160,7 +160,7 @@ func Compile(ctx context.Context, cfg *config.File, reg *patterns.Registry, pol 
 		}
 	}
 	if ips.BypassFile.IsSet() {
-		b, err := LoadBypass(ctx, ips.BypassFile.Value, resolve)
+		b, err := LoadBypass(ctx, ips.BypassFile.Value, ips.BypassFile.Pos, resolve)
 		if err != nil {
 			errs.Add(err)
 		}

@@ -26,6 +26,8 @@ type writeOp struct {
 	blocks   []store.Block
 	prefixes []netip.Prefix
 	before   time.Time
+	timeout  time.Duration // 0: the engine's store timeout
+	alone    bool          // commit in a transaction of its own (an import)
 	done     chan error
 }
 
@@ -76,6 +78,10 @@ func (e *Engine) writer() {
 	}
 }
 
+// apply writes ops in order. Consecutive puts are committed in one
+// transaction (group commit); if that transaction fails and it held more
+// than one operation, each is retried on its own, so one bad or failing
+// operation (an import the store refuses, say) never fails the others.
 func (e *Engine) apply(ops []writeOp) {
 	for i := 0; i < len(ops); {
 		if e.st == nil {
@@ -83,20 +89,16 @@ func (e *Engine) apply(ops []writeOp) {
 			i++
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), e.timeout)
 		if ops[i].kind == opPut {
-			j := i
-			var batch []store.Block
-			for ; j < len(ops) && ops[j].kind == opPut; j++ {
-				batch = append(batch, ops[j].blocks...)
+			j := i + 1
+			for !ops[i].alone && j < len(ops) && ops[j].kind == opPut && !ops[j].alone {
+				j++
 			}
-			err := e.st.PutBlocks(ctx, batch)
-			for ; i < j; i++ {
-				ops[i].done <- err
-			}
-			cancel()
+			e.putGroup(ops[i:j])
+			i = j
 			continue
 		}
+		ctx, cancel := context.WithTimeout(context.Background(), e.opTimeout(ops[i]))
 		var err error
 		switch ops[i].kind {
 		case opDelete:
@@ -112,4 +114,44 @@ func (e *Engine) apply(ops []writeOp) {
 		ops[i].done <- err
 		i++
 	}
+}
+
+// putGroup commits consecutive put operations: all in one transaction, or,
+// should that fail, each in its own. A group that ran out of time is not
+// retried: the store is slow for all of them alike, and retrying one by one
+// would hold up the queue for each.
+func (e *Engine) putGroup(ops []writeOp) {
+	if len(ops) == 1 {
+		ops[0].done <- e.put(ops[0].blocks, e.opTimeout(ops[0]))
+		return
+	}
+	var batch []store.Block
+	var timeout time.Duration
+	for _, op := range ops {
+		batch = append(batch, op.blocks...)
+		timeout = max(timeout, e.opTimeout(op))
+	}
+	err := e.put(batch, timeout)
+	if err == nil || errors.Is(err, context.DeadlineExceeded) {
+		for _, op := range ops {
+			op.done <- err
+		}
+		return
+	}
+	for _, op := range ops {
+		op.done <- e.put(op.blocks, e.opTimeout(op))
+	}
+}
+
+func (e *Engine) put(blocks []store.Block, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return e.st.PutBlocks(ctx, blocks)
+}
+
+func (e *Engine) opTimeout(op writeOp) time.Duration {
+	if op.timeout > 0 {
+		return op.timeout
+	}
+	return e.timeout
 }

@@ -2,13 +2,17 @@ package patterns
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/postern/postern/internal/diag"
+	"github.com/postern/postern/internal/safefile"
 )
 
 // fakeGeo is a Resolver over a fixed table of country and ASN networks.
@@ -407,5 +411,42 @@ func TestUnion(t *testing.T) {
 	}
 	if Union("none", nil) != nil {
 		t.Error("empty union must be nil")
+	}
+}
+
+// An include must be a regular file under the size limit: a device, a
+// FIFO (which must not hang the read) or an oversized file is an error at
+// the item that names it.
+func TestIncludeOnlyRegularFiles(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big.txt")
+	if err := os.WriteFile(big, []byte("192.0.2.1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(big, safefile.MaxText+1); err != nil { // sparse
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{
+		"/dev/zero":    "not a regular file: it is a character device",
+		"/dev/urandom": "not a regular file: it is a character device",
+		fifo:           "not a regular file: it is a FIFO",
+		dir:            "not a regular file: it is a directory",
+		big:            fmt.Sprintf("file too large: %d bytes, more than the %d allowed", safefile.MaxText+1, safefile.MaxText),
+	} {
+		done := make(chan error, 1)
+		go func() {
+			_, err := Compile([]Source{{Name: "P", Text: "192.0.2.9; {" + path + "}", Pos: diag.Pos{File: "cfg.yaml", Line: 4, Col: 10}}}, Options{})
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			wantErr(t, err, "cfg.yaml:4:21: include {"+path+"}: "+want)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("include of %s hangs", path)
+		}
 	}
 }

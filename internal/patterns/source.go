@@ -2,12 +2,12 @@ package patterns
 
 import (
 	"bytes"
-	"fmt"
-	"os"
+	"errors"
 	"path/filepath"
 	"strings"
 
 	"github.com/postern/postern/internal/diag"
+	"github.com/postern/postern/internal/safefile"
 )
 
 // Source is the text of one pattern definition and where it was written.
@@ -22,10 +22,6 @@ type Source struct {
 
 // maxIncludeDepth bounds nested {include} files.
 const maxIncludeDepth = 16
-
-// maxIncludeBytes bounds one include file: a country list of a million
-// networks is about 20 MB.
-const maxIncludeBytes = 256 << 20
 
 // reader parses lists and include files. It holds the chain of files being
 // included, to report cycles.
@@ -167,16 +163,12 @@ func (r *reader) include(path, dir string, pos diag.Pos, emit func(t term, it It
 	}
 }
 
+// readFile reads an include file: a regular file of at most
+// safefile.MaxText bytes (a device, FIFO or directory is refused at once).
 func (r *reader) readFile(path string) ([]byte, error) {
-	fi, err := os.Stat(path)
+	data, err := safefile.ReadFile(path, safefile.MaxText)
 	if err != nil {
-		return nil, err
+		return nil, errors.Unwrap(err) // the cause alone: the caller names the path
 	}
-	if fi.IsDir() {
-		return nil, fmt.Errorf("%s is a directory", path)
-	}
-	if fi.Size() > maxIncludeBytes {
-		return nil, fmt.Errorf("%s is %d bytes, more than the %d allowed", path, fi.Size(), maxIncludeBytes)
-	}
-	return os.ReadFile(path)
+	return data, nil
 }

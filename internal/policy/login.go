@@ -3,6 +3,7 @@ package policy
 import (
 	"net/netip"
 	"strings"
+	"unicode"
 
 	"github.com/postern/postern/internal/config"
 	"github.com/postern/postern/internal/diag"
@@ -17,18 +18,80 @@ type LoginRule struct {
 }
 
 // Logins holds the login IP restrictions; the most specific rule applies:
-// the account's, else its domain's, else "*".
+// the account's, else its domain's, else "*". Names are compared as the
+// backend resolves them (see Canon).
 type Logins struct {
 	accounts map[string]*LoginRule
 	domains  map[string]*LoginRule
 	star     *LoginRule
+	names    LoginNames
 }
 
-func buildLogins(lines []config.Text, reg *patterns.Registry, errs *diag.List) Logins {
-	l := Logins{accounts: make(map[string]*LoginRule), domains: make(map[string]*LoginRule)}
+// LoginNames is how the backend resolves a login name to its account.
+type LoginNames struct {
+	// DefaultDomain (lower case, no '@') is appended to a name without '@',
+	// as Dovecot's auth_default_realm and Roundcube's username_domain do.
+	DefaultDomain string
+	// ForceDomain replaces the domain of every name with DefaultDomain, as
+	// Roundcube's username_domain_forced does.
+	ForceDomain bool
+}
+
+// Canon returns the account that the login name resolves to: white space
+// around it trimmed, the default domain applied, and case folded.
+//
+// Case folding is Unicode simple case folding, so it covers both Dovecot's
+// ASCII lower-casing (auth_username_format %Lu; its default
+// auth_username_chars admits ASCII only) and Roundcube's mb_strtolower
+// (login_lc), and also a case-insensitive user database: "BOB", "Bob" and
+// "bob" are one account, as are "ſ" and "s" or "K" (Kelvin) and "k". A name
+// that folds together with a restricted account therefore meets that
+// account's restriction; folding more than a backend does can only make a
+// restriction apply to more names, never fewer.
+func (n LoginNames) Canon(name string) string {
+	name = strings.TrimSpace(name)
+	if n.DefaultDomain != "" {
+		if at := strings.IndexByte(name, '@'); at < 0 {
+			name += "@" + n.DefaultDomain
+		} else if n.ForceDomain {
+			name = name[:at] + "@" + n.DefaultDomain
+		}
+	}
+	return foldCase(name)
+}
+
+// foldCase maps every character to one representative of its case (the
+// lower case of the smallest member of the simple case-folding orbit of its
+// upper case, so that also 'ı' and 'İ', which fold with nothing, meet 'i'):
+// ASCII is lower-cased.
+func foldCase(s string) string {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			var b strings.Builder
+			b.Grow(len(s))
+			for _, r := range s {
+				b.WriteRune(foldRune(r))
+			}
+			return b.String()
+		}
+	}
+	return strings.ToLower(s)
+}
+
+func foldRune(r rune) rune {
+	r = unicode.ToLower(unicode.ToUpper(r))
+	m := r
+	for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+		m = min(m, f)
+	}
+	return unicode.ToLower(m)
+}
+
+func buildLogins(lines []config.Text, names LoginNames, reg *patterns.Registry, errs *diag.List) Logins {
+	l := Logins{accounts: make(map[string]*LoginRule), domains: make(map[string]*LoginRule), names: names}
 	for _, line := range lines {
 		lhs, rhs, _ := strings.Cut(line.Value, "=")
-		subject := strings.ToLower(strings.TrimSpace(lhs))
+		subject := foldCase(strings.TrimSpace(lhs))
 		if err := checkSubject(subject); err != "" {
 			errs.Add(diag.Errorf(line.Pos, "bad login restriction %q: %s", line.Value, err))
 			continue
@@ -59,6 +122,10 @@ func buildLogins(lines []config.Text, reg *patterns.Registry, errs *diag.List) L
 			prev = l.domains[subject[1:]]
 			l.domains[subject[1:]] = rule
 		default:
+			// An account is written as the backend resolves it: "bob"
+			// with a default domain is bob@ that domain.
+			subject = names.Canon(subject)
+			rule.Subject = subject
 			prev = l.accounts[subject]
 			l.accounts[subject] = rule
 		}
@@ -83,10 +150,19 @@ func checkSubject(s string) string {
 	return ""
 }
 
-// Rule returns the login restriction that applies to account, or nil when
-// none does. Accounts compare case-insensitively.
+// Canon returns the account a login name resolves to (LoginNames.Canon). A
+// nil Logins folds case only.
+func (l *Logins) Canon(name string) string {
+	if l == nil {
+		return LoginNames{}.Canon(name)
+	}
+	return l.names.Canon(name)
+}
+
+// Rule returns the login restriction that applies to the login name, or nil
+// when none does. Names are compared as Canon resolves them.
 func (l *Logins) Rule(account string) *LoginRule {
-	a := strings.ToLower(strings.TrimSpace(account))
+	a := l.Canon(account)
 	if r := l.accounts[a]; r != nil {
 		return r
 	}
@@ -98,8 +174,13 @@ func (l *Logins) Rule(account string) *LoginRule {
 	return l.star
 }
 
-// Logins returns the login restrictions.
-func (p *Policy) Logins() *Logins { return &p.logins }
+// Logins returns the login restrictions (nil for a nil Policy).
+func (p *Policy) Logins() *Logins {
+	if p == nil {
+		return nil
+	}
+	return &p.logins
+}
 
 // AllowLogin reports whether account may log in from addr under the login
 // IP restrictions. With no rule for the account, every address may.
@@ -116,6 +197,9 @@ func (p *Policy) ExplainLogin(account string, addr netip.Addr) Verdict {
 	}
 	m := r.List.Set.Explain(addr)
 	c := Consulted{Rule: "login " + r.Subject, Text: r.List.Text, Pos: r.List.Pos, Match: m, Effect: "allows"}
+	if a := p.logins.Canon(account); a != account {
+		c.Rule += " (" + account + " logs in as " + a + ")"
+	}
 	if !m.In {
 		c.Effect = "refuses"
 	}

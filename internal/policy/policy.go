@@ -83,7 +83,8 @@ func Build(cfg *config.File, reg *patterns.Registry) (*Policy, []error, error) {
 	if l := list(cfg.TrustedUpstreams); l != nil {
 		p.trusted = l.Set
 	}
-	p.logins = buildLogins(cfg.LoginRestrictions, reg, &errs)
+	names := LoginNames{DefaultDomain: cfg.Logins.DefaultDomain.Value, ForceDomain: cfg.Logins.ForceDomain}
+	p.logins = buildLogins(cfg.LoginRestrictions, names, reg, &errs)
 	if err := errs.Err(); err != nil {
 		return nil, nil, err
 	}

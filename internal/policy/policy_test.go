@@ -231,3 +231,90 @@ func BenchmarkAllowPath(b *testing.B) {
 		p.AllowPath("web", "/webmail/inbox/message?id=42", sg)
 	}
 }
+
+// Login names meet a restriction as the backend resolves them: case folded
+// (ASCII as Dovecot's %Lu, Unicode as Roundcube's mb_strtolower or a
+// case-insensitive user database), and a name without a domain in the
+// default domain (Dovecot's auth_default_realm, Roundcube's
+// username_domain).
+func TestLoginNamesResolvedAsTheBackend(t *testing.T) {
+	const restricted = `
+patterns:
+  Office: "203.0.113.0/24"
+login_restrictions:
+  - "bob@example.test=[Office]"
+  - "@example.test=[Office]"
+  - "straße@example.test=[Office]"
+  - "Carol=[Office]"
+`
+	p, _ := build(t, restricted+"logins: { default_domain: Example.Test. }\n")
+	for _, name := range []string{
+		"bob@example.test", "BOB@EXAMPLE.TEST", "bob", "BOB", "Bob", " bob ", "BOB@Example.Test",
+		"carol", "CAROL@example.test", // written without the domain in the configuration
+		"STRASSE@example.test",                       // not the same account, but the domain rule holds
+		"STRAßE@EXAMPLE.TEST", "ſtraße@example.test", // long s folds with s
+		"alice",                  // the domain rule, through the default domain
+		"\u212Aarl@example.test", // Kelvin sign folds with k
+	} {
+		if p.AllowLogin(name, other) {
+			t.Errorf("%q logs in from anywhere; the restriction for its account or domain must apply", name)
+		}
+		if !p.AllowLogin(name, office) {
+			t.Errorf("%q refused from the office", name)
+		}
+		if v := p.ExplainLogin(name, other); v.Allow || len(v.Rules) != 1 {
+			t.Errorf("ExplainLogin(%q) = %+v", name, v)
+		}
+	}
+	for name, rule := range map[string]string{
+		"BOB":                  "login bob@example.test (BOB logs in as bob@example.test)",
+		"bob@example.test":     "login bob@example.test",
+		"Straße@Example.Test":  "login straße@example.test (Straße@Example.Test logs in as straße@example.test)",
+		"alice":                "login @example.test (alice logs in as alice@example.test)",
+		"CAROL":                "login carol@example.test (CAROL logs in as carol@example.test)",
+		"someone@else.example": "",
+	} {
+		v := p.ExplainLogin(name, other)
+		got := ""
+		if len(v.Rules) > 0 {
+			got = v.Rules[0].Rule
+		}
+		if got != rule {
+			t.Errorf("ExplainLogin(%q) consults %q, want %q", name, got, rule)
+		}
+	}
+	if p.Logins().Canon("BOB") != "bob@example.test" || p.Logins().Canon("x@Other.Test") != "x@other.test" {
+		t.Error("Canon")
+	}
+
+	// Without a default domain a bare name is its own account.
+	p, _ = build(t, restricted)
+	if !p.AllowLogin("bob", other) || p.AllowLogin("BOB@example.test", other) || p.AllowLogin("CAROL", other) {
+		t.Error("without default_domain: bob is not bob@example.test, BOB@example.test is, CAROL is carol")
+	}
+
+	// force_domain: any domain given is replaced.
+	p, _ = build(t, restricted+"logins: { default_domain: example.test, force_domain: true }\n")
+	if p.AllowLogin("bob@elsewhere.example", other) || p.Logins().Canon("Bob@Elsewhere.Example") != "bob@example.test" {
+		t.Error("force_domain: bob@elsewhere.example is bob@example.test")
+	}
+	var nilPolicy *Policy
+	if nilPolicy.Logins().Canon(" BOB ") != "bob" {
+		t.Error("a nil policy folds case only")
+	}
+}
+
+func TestLoginsConfigErrors(t *testing.T) {
+	for text, want := range map[string]string{
+		"logins: { default_domain: \"@example.test\" }\n": "write the domain without '@'",
+		"logins: { default_domain: \"a b\" }\n":           "is not a domain name",
+		"logins: { default_domain: \".example\" }\n":      "is not a domain name",
+		"logins: { force_domain: true }\n":                "logins.force_domain needs logins.default_domain",
+		"logins: { default: example.test }\n":             "unknown",
+	} {
+		_, err := config.Parse("p.yaml", []byte(text))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", text, err, want)
+		}
+	}
+}

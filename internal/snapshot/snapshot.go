@@ -101,6 +101,9 @@ func NewHolder(s *Snapshot) *Holder {
 // Load returns the current Snapshot.
 func (h *Holder) Load() *Snapshot { return h.cur.Load() }
 
+// Store makes s current.
+func (h *Holder) Store(s *Snapshot) { h.cur.Store(s) }
+
 // Reload builds a new Snapshot from the file at path and makes it current.
 // On error the current Snapshot stays and the error says why.
 func (h *Holder) Reload(ctx context.Context, path string, now time.Time) (*Snapshot, error) {

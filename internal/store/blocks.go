@@ -111,6 +111,23 @@ func blockArgs(b *Block) ([]any, error) {
 		b.Node, b.By, b.Comment, int64(b.Level)}, nil
 }
 
+// CheckBlock reports whether PutBlocks can store b: a valid prefix, a known
+// reason and times within 1678–2262 (and not exactly the Unix epoch).
+func CheckBlock(b *Block) error {
+	if _, err := prefixKey(b.Prefix); err != nil {
+		return err
+	}
+	if !b.Reason.Valid() {
+		return fmt.Errorf("%s: unknown reason %s", b.Prefix, b.Reason.Name())
+	}
+	for i, t := range [...]time.Time{b.FirstSeen, b.LastSeen, b.Expires} {
+		if _, err := timeToDB(t); err != nil {
+			return fmt.Errorf("%s: %s: %w", b.Prefix, [...]string{"first seen", "last seen", "expires"}[i], err)
+		}
+	}
+	return nil
+}
+
 // PutBlocks inserts or replaces blocks by prefix (the prefix is the key), all in ONE transaction:
 // the engine batches concurrent blocks into one call (group commit). Returns only after commit.
 //
@@ -128,19 +145,22 @@ func (db *DB) PutBlocks(ctx context.Context, blocks []Block) error {
 	if len(blocks) == 0 {
 		return nil
 	}
-	args := make([][]any, len(blocks))
+	// Check everything first; build each row's arguments only as it is
+	// written, so a large batch holds one row's, not all of them.
 	for i := range blocks {
-		a, err := blockArgs(&blocks[i])
-		if err != nil {
+		if _, err := blockArgs(&blocks[i]); err != nil {
 			return fmt.Errorf("store %s: put blocks: block %d: %w", db.path, i, err)
 		}
-		args[i] = a
 	}
 	op := fmt.Sprintf("put %d blocks", len(blocks))
 	return db.write(ctx, op, func(tx *sql.Tx) error {
 		st := tx.StmtContext(ctx, db.putStmt)
 		defer st.Close()
-		for _, a := range args {
+		for i := range blocks {
+			a, err := blockArgs(&blocks[i])
+			if err != nil {
+				return err
+			}
 			if _, err := st.ExecContext(ctx, a...); err != nil {
 				return fmt.Errorf("%s: %w", a[0], err)
 			}

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"syscall"
 )
 
 // maxPEMFile bounds how much of a certificate or key file is read: a real
@@ -21,7 +22,7 @@ const maxPEMFile = 1 << 20
 
 // readPEMFile reads a PEM file, naming it (as what) in every error.
 func readPEMFile(what, path string) ([]byte, fs.FileInfo, error) {
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0) // a FIFO must not hang the open; refused below
 	if err != nil {
 		return nil, nil, fileError(what, path, err)
 	}

@@ -35,6 +35,8 @@ type gwConfig struct {
 	IMAP, IMAPS string // Dovecot's PROXY ports (IMAPS: implicit TLS, backend_tls: tls)
 	POP3, POP3S string
 	CloseAll    bool // intrusion_prevention.close_all
+	// DefaultDomain is logins.default_domain ("": none).
+	DefaultDomain string
 }
 
 // gateway is one running `postern serve`.
@@ -164,6 +166,9 @@ func tryGateway(t *testing.T, bin, dir, sockDir, certFile, keyFile string, c gwC
 	b.WriteString(`trusted_upstreams: "127.0.0.1"` + "\n")
 	b.WriteString(`local_domains: "example.test; other.test"` + "\n")
 	b.WriteString("login_restrictions:\n  - \"@other.test=203.0.113.0/24\"\n")
+	if c.DefaultDomain != "" {
+		fmt.Fprintf(&b, "logins: { default_domain: %q }\n", c.DefaultDomain)
+	}
 	if c.DNS != "" {
 		fmt.Fprintf(&b, "dns: { resolver: %q, timeout: 1s }\n", c.DNS)
 	}
