@@ -43,9 +43,9 @@ type Config struct {
 	// verify with the system roots).
 	BackendTLS *tls.Config
 	LoginForms []LoginForm
-	// Trusted reports the trusted upstreams whose X-Forwarded-For,
-	// X-Forwarded-Proto and Forwarded headers are kept (and appended to);
-	// from anyone else they are replaced.
+	// Trusted reports the trusted upstreams (their PROXY header gives the
+	// client address). Forwarding headers are dropped from them as from
+	// anyone: the backend hears the client address from postern only.
 	Trusted func(netip.Addr) bool
 
 	HeaderTimeout  time.Duration // to send the request line and headers (slowloris)

@@ -145,7 +145,7 @@ func formFields(ctype string, body []byte, userField, passField string) (user, p
 // unreadableLogin refuses a request on a login form's paths that postern
 // cannot read as the application will.
 func (p *Proxy) unreadableLogin(w http.ResponseWriter, r *http.Request, cc *clientConn, u *unreadable) {
-	p.log.Info("login request refused: cannot be read with certainty", "client", cc.addr.String(),
+	p.log.Info("login request refused: cannot be read with certainty", "client", cc.addr.String(), "via_upstream", cc.trusted,
 		"path", truncate(r.URL.Path, 200), "why", u.why)
 	text := "The login request could not be read."
 	if u.status == http.StatusRequestEntityTooLarge {
