@@ -388,10 +388,9 @@ func parseBody(spec *formSpec, h http.Header, body []byte) ([]field, error) {
 	case goType == "application/json" || strings.HasSuffix(goType, "+json"):
 		return parseJSON(spec, body)
 	}
-	// No form type: PHP reads no fields, but some readers sniff. A body
-	// that reads as a form or a JSON object with a login field is
-	// refused; otherwise it is read as urlencoded, which at worst finds
-	// an account the application does not see.
+	// No form type: PHP (and Go) read no fields from the body, but an
+	// application may sniff it. A body that reads as a form or a JSON
+	// object with a login field is refused; any other gives no fields.
 	if fs, err := parseJSON(spec, body); err == nil {
 		for _, f := range fs {
 			if spec.relevant(f.name) {
@@ -399,7 +398,16 @@ func parseBody(spec *formSpec, h http.Header, body []byte) ([]field, error) {
 			}
 		}
 	}
-	return parseURLEncoded(string(body))
+	fs, err := parseURLEncoded(string(body))
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range fs {
+		if spec.relevant(f.name) {
+			return nil, refuse(415, "a login field in a body without a form Content-Type")
+		}
+	}
+	return nil, nil
 }
 
 // phpBoundary finds the multipart boundary as PHP does (the first
