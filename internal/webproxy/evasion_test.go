@@ -309,3 +309,46 @@ func blockWhileWaiting(t *testing.T, h *harness) {
 		t.Error("the backend saw a login from an address blocked while it waited")
 	}
 }
+
+// TestLongBodiesOnLoginPaths: bodies over the read limit on the login
+// form's paths are streamed when they are not logins (attachments, long
+// messages), and cut before a login field when they hide one.
+func TestLongBodiesOnLoginPaths(t *testing.T) {
+	const form = "application/x-www-form-urlencoded"
+	h := newHarness(t, harnessOpts{cfg: roundcubeCfg})
+	upload := "--up\r\nContent-Disposition: form-data; name=\"_attachments[]\"; filename=\"big.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n" +
+		strings.Repeat("0123456789\r\n--u\n", 20000) + "\r\n--up\r\nContent-Disposition: form-data; name=\"_id\"\r\n\r\n42\r\n--up--\r\n"
+	message := "_to=bob%40example.com&_subject=hi&_message=" + strings.Repeat("long+text%0D%0A", 20000) + "&_draft=0"
+	for _, c := range []struct{ name, target, ctype, body string }{
+		{"an attachment upload", "/?_task=mail&_action=upload", "multipart/form-data; boundary=up", upload},
+		{"a long message", "/?_task=mail&_action=send", form, message},
+	} {
+		if got := h.send("127.0.0.1", "POST", c.target, c.ctype, c.body); got != 200 {
+			t.Errorf("%s: %d, want the backend's 200", c.name, got)
+			continue
+		}
+		reqs := h.be.requests()
+		if last := reqs[len(reqs)-1]; last.Body != c.body {
+			t.Errorf("%s: the backend got %d bytes, want the %d sent", c.name, len(last.Body), len(c.body))
+		}
+	}
+	before := len(h.be.requests())
+	for _, c := range []struct{ name, target, ctype, body string }{
+		{"a login after a long field", "/", form, "pad=" + strings.Repeat("a", 100<<10) + "&_task=login&_action=login&_user=boss%40example.com&_pass=x"},
+		{"a user field after a long field", "/?_task=mail", form, "pad=" + strings.Repeat("a", 100<<10) + "&_user=boss%40example.com"},
+		{"a login part after a long upload", "/?_task=mail&_action=upload", "multipart/form-data; boundary=up",
+			strings.TrimSuffix(upload, "--up--\r\n") + "--up\r\nContent-Disposition: form-data; name=\"_action\"\r\n\r\nlogin\r\n--up\r\nContent-Disposition: form-data; name=\"_user\"\r\n\r\nboss@example.com\r\n--up--\r\n"},
+		{"a JSON body over the limit", "/", "application/json", `{"pad":"` + strings.Repeat("a", 100<<10) + `","_user":"boss@example.com"}`},
+		{"a bare LF boundary in a long upload", "/?_task=mail&_action=upload", "multipart/form-data; boundary=up",
+			strings.Replace(upload, "\r\n--up\r\nContent-Disposition: form-data; name=\"_id\"", "\n--up\r\nContent-Disposition: form-data; name=\"_user\"", 1)},
+	} {
+		if got := h.send("127.0.0.1", "POST", c.target, c.ctype, c.body); got != 413 && got != 400 {
+			t.Errorf("%s: %d, want 413 or 400", c.name, got)
+		}
+	}
+	for _, r := range h.be.requests()[before:] {
+		if strings.Contains(r.Body, "boss") || strings.Contains(r.Body, "_user") {
+			t.Errorf("the backend got a login field from a long body: %s %s (%d bytes)", r.Method, r.URI, len(r.Body))
+		}
+	}
+}

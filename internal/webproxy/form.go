@@ -362,30 +362,16 @@ func phpMediaType(ct string) string {
 
 // parseBody reads the fields of a request body by its Content-Type.
 func parseBody(spec *formSpec, h http.Header, body []byte) ([]field, error) {
-	if cts := h.Values("Content-Type"); len(cts) > 1 {
-		return nil, refuse(400, "more than one Content-Type")
+	kind, boundary, err := bodyKind(h)
+	if err != nil {
+		return nil, err
 	}
-	if ce := h.Values("Content-Encoding"); len(ce) > 0 && !(len(ce) == 1 && strings.EqualFold(strings.TrimSpace(ce[0]), "identity")) {
-		return nil, refuse(415, "an encoded login body (Content-Encoding)")
-	}
-	ct := h.Get("Content-Type")
-	php := phpMediaType(ct)
-	goType, params, goErr := mime.ParseMediaType(ct)
-	switch {
-	case php == typeURLEncoded:
+	switch kind {
+	case kindURLEncoded:
 		return parseURLEncoded(string(body))
-	case php == typeMultipart:
-		b, err := phpBoundary(ct)
-		if err != nil {
-			return nil, err
-		}
-		if goErr != nil || goType != typeMultipart || params["boundary"] != b {
-			return nil, refuse(400, "a multipart Content-Type read two ways")
-		}
-		return parseMultipart(spec, body, b)
-	case goType == typeURLEncoded || goType == typeMultipart:
-		return nil, refuse(415, "a form Content-Type read two ways")
-	case goType == "application/json" || strings.HasSuffix(goType, "+json"):
+	case kindMultipart:
+		return parseMultipart(spec, body, boundary)
+	case kindJSON:
 		return parseJSON(spec, body)
 	}
 	// No form type: PHP (and Go) read no fields from the body, but an
@@ -408,6 +394,46 @@ func parseBody(spec *formSpec, h http.Header, body []byte) ([]field, error) {
 		}
 	}
 	return nil, nil
+}
+
+// Body kinds.
+const (
+	kindOther = iota
+	kindURLEncoded
+	kindMultipart
+	kindJSON
+)
+
+// bodyKind tells how a body is read, from its Content-Type as PHP and Go
+// both dispatch on it; a type they read differently is refused.
+func bodyKind(h http.Header) (kind int, boundary string, err error) {
+	if cts := h.Values("Content-Type"); len(cts) > 1 {
+		return 0, "", refuse(400, "more than one Content-Type")
+	}
+	if ce := h.Values("Content-Encoding"); len(ce) > 0 && !(len(ce) == 1 && strings.EqualFold(strings.TrimSpace(ce[0]), "identity")) {
+		return 0, "", refuse(415, "an encoded login body (Content-Encoding)")
+	}
+	ct := h.Get("Content-Type")
+	php := phpMediaType(ct)
+	goType, params, goErr := mime.ParseMediaType(ct)
+	switch {
+	case php == typeURLEncoded:
+		return kindURLEncoded, "", nil
+	case php == typeMultipart:
+		b, err := phpBoundary(ct)
+		if err != nil {
+			return 0, "", err
+		}
+		if goErr != nil || goType != typeMultipart || params["boundary"] != b {
+			return 0, "", refuse(400, "a multipart Content-Type read two ways")
+		}
+		return kindMultipart, b, nil
+	case goType == typeURLEncoded || goType == typeMultipart:
+		return 0, "", refuse(415, "a form Content-Type read two ways")
+	case goType == "application/json" || strings.HasSuffix(goType, "+json"):
+		return kindJSON, "", nil
+	}
+	return kindOther, "", nil
 }
 
 // phpBoundary finds the multipart boundary as PHP does (the first

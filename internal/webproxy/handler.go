@@ -235,6 +235,15 @@ func (p *Proxy) backendError(w http.ResponseWriter, r *http.Request, err error) 
 	if errors.Is(err, context.Canceled) || r.Context().Err() != nil {
 		return // the client went away
 	}
+	if u := (*unreadable)(nil); errors.As(err, &u) {
+		// A long body on a login form's paths carried a login field:
+		// the backend got a cut request, the client this refusal.
+		if cc == nil {
+			cc = &clientConn{}
+		}
+		p.unreadableLogin(w, r, cc, u)
+		return
+	}
 	status, text := http.StatusBadGateway, "The web server is not available. Please try again later."
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {

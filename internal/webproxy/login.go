@@ -58,6 +58,13 @@ func (p *Proxy) loginForm(r *http.Request) *LoginForm {
 func (p *Proxy) checkLogin(w http.ResponseWriter, r *http.Request, cc *clientConn, f *LoginForm) (at *attempt, done bool) {
 	at = &attempt{form: f, cc: cc}
 	var user, pass string
+	spec := formSpec{user: f.UserField, pass: f.PasswordField, params: f.Params}
+	// The query and the cookies first: they alone may make it a login.
+	early, err := readForm(&spec, r.Header, r.URL.RawQuery, nil, false)
+	if err != nil {
+		p.unreadableLogin(w, r, cc, asUnreadable(err))
+		return nil, true
+	}
 	var body []byte
 	hasBody := false
 	if !strings.EqualFold(r.Method, http.MethodGet) && r.Body != nil && r.Body != http.NoBody {
@@ -65,8 +72,8 @@ func (p *Proxy) checkLogin(w http.ResponseWriter, r *http.Request, cc *clientCon
 		if limit <= 0 {
 			limit = p.cfg.MaxLoginBody
 		}
-		if r.ContentLength > limit {
-			p.unreadableLogin(w, r, cc, refuse(http.StatusRequestEntityTooLarge, "a body of %d bytes, over the login form's limit of %d", r.ContentLength, limit))
+		if r.ContentLength > limit && early.identified {
+			p.unreadableLogin(w, r, cc, refuse(http.StatusRequestEntityTooLarge, "a login of %d bytes, over the form's limit of %d", r.ContentLength, limit))
 			return nil, true
 		}
 		rc := http.NewResponseController(w)
@@ -78,24 +85,33 @@ func (p *Proxy) checkLogin(w http.ResponseWriter, r *http.Request, cc *clientCon
 			p.page(w, r, cc, http.StatusBadRequest, "The request could not be read.", true)
 			return nil, true
 		}
+		r.Header.Del("Expect") // the body has started: no need to wait for the backend's 100 Continue
 		if int64(len(buf)) > limit {
-			p.unreadableLogin(w, r, cc, refuse(http.StatusRequestEntityTooLarge, "a body over the login form's limit of %d bytes", limit))
-			return nil, true
+			// Too long to hold: a login is refused; anything else is
+			// streamed through a scanner that ends it at a login field.
+			if early.identified {
+				p.unreadableLogin(w, r, cc, refuse(http.StatusRequestEntityTooLarge, "a login over the form's limit of %d bytes", limit))
+				return nil, true
+			}
+			sc, err := newScanner(&spec, r.Header)
+			if err == nil && sc == nil {
+				err = refuse(http.StatusRequestEntityTooLarge, "a body over the form's limit of %d bytes that cannot be scanned", limit)
+			}
+			if err != nil {
+				p.unreadableLogin(w, r, cc, asUnreadable(err))
+				return nil, true
+			}
+			r.Body = newScanBody(readCloser{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}, sc)
+			return nil, false
 		}
 		r.Body = io.NopCloser(bytes.NewReader(buf))
 		r.ContentLength = int64(len(buf))
 		r.TransferEncoding = nil
-		r.Header.Del("Expect") // the body is here: no need to wait for the backend's 100 Continue
 		body, hasBody = buf, true
 	}
-	spec := formSpec{user: f.UserField, pass: f.PasswordField, params: f.Params}
 	rd, err := readForm(&spec, r.Header, r.URL.RawQuery, body, hasBody)
 	if err != nil {
-		var u *unreadable
-		if !errors.As(err, &u) {
-			u = refuse(http.StatusBadRequest, "%v", err)
-		}
-		p.unreadableLogin(w, r, cc, u)
+		p.unreadableLogin(w, r, cc, asUnreadable(err))
 		return nil, true
 	}
 	if !rd.identified {
@@ -140,6 +156,16 @@ func formFields(ctype string, body []byte, userField, passField string) (user, p
 		return "", ""
 	}
 	return rd.user, rd.pass
+}
+
+// asUnreadable returns err as an *unreadable (400 when it is another
+// error).
+func asUnreadable(err error) *unreadable {
+	var u *unreadable
+	if !errors.As(err, &u) {
+		u = refuse(http.StatusBadRequest, "%v", err)
+	}
+	return u
 }
 
 // unreadableLogin refuses a request on a login form's paths that postern
