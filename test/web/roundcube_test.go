@@ -188,6 +188,23 @@ func TestRoundcubeLoginEvasions(t *testing.T) {
 		}
 	})
 
+	t.Run("long bodies: streamed, or cut before a login field", func(t *testing.T) {
+		upload := "--up\r\nContent-Disposition: form-data; name=\"_attachments[]\"; filename=\"big.bin\"\r\n\r\n" +
+			strings.Repeat("0123456789\r\n--u\n", 20000) + "\r\n--up--\r\n"
+		if code := post(t, user, base+"/?_task=mail&_action=upload", "multipart/form-data; boundary=up", upload); code != 200 {
+			t.Errorf("a long upload: %d, want 200", code)
+		}
+		pad := "pad=" + strings.Repeat("a", 100<<10)
+		for _, body := range []string{
+			pad + "&_task=login&_action=login&_user=ceo%40example.test&_pass=guess-6",
+			pad + "&_user=ceo%40example.test&_pass=guess-7&_action=login",
+		} {
+			if code := post(t, user, base+"/", form, body); code != 413 {
+				t.Errorf("a login after 100 KiB: %d, want 413", code)
+			}
+		}
+	})
+
 	if got := rc.logins(t); strings.Contains(got, "ceo") {
 		t.Errorf("PHP performed a login for the restricted account:\n%s", got)
 	}
