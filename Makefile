@@ -43,6 +43,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzAllowPath   -fuzztime $(FUZZTIME) ./internal/policy
 	$(GO) test -run '^$$' -fuzz FuzzServeHTTP   -fuzztime $(FUZZTIME) ./internal/webproxy
 	$(GO) test -run '^$$' -fuzz FuzzFormFields  -fuzztime $(FUZZTIME) ./internal/webproxy
+	$(GO) test -run '^$$' -fuzz FuzzReadForm    -fuzztime $(FUZZTIME) ./internal/webproxy
 	$(GO) test -run '^$$' -fuzz FuzzDotScanner  -fuzztime $(FUZZTIME) ./internal/smtpproxy
 
 # The country dataset for the whole-dataset tests and benchmarks

@@ -185,7 +185,7 @@ func (s *multipartScan) feed(b []byte, eof bool) (int, error) {
 	for {
 		switch s.state {
 		case mpStart:
-			first := []byte("--" + s.boundary + "\r\n")
+			first := []byte("--" + s.boundary)
 			if len(b)-rel < len(first) {
 				if eof || !bytes.HasPrefix(first, b[rel:]) {
 					return 0, refuse(400, "a multipart body that does not start with its boundary")
@@ -196,7 +196,7 @@ func (s *multipartScan) feed(b []byte, eof bool) (int, error) {
 				return 0, refuse(400, "a multipart body that does not start with its boundary")
 			}
 			rel += len(first)
-			s.state = mpHeaders
+			s.state = mpAfterDelim
 		case mpHeaders:
 			if len(b)-rel < 2 {
 				if eof {

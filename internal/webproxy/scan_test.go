@@ -78,3 +78,43 @@ func sc0(t *testing.T, h http.Header) scanner {
 	}
 	return sc
 }
+
+// FuzzReadForm: no request makes the reader panic; an accepted account is
+// plain text without surrounding blanks, and the streaming scanner passes
+// a body unchanged only when the whole-body reader finds no login field in
+// it (and refuses it otherwise).
+func FuzzReadForm(f *testing.F) {
+	f.Add("_task=login", "application/x-www-form-urlencoded", "", "_action=login&_user=alice&_pass=pw")
+	f.Add("", "multipart/form-data; boundary=XX", "_action=login", "--XX\r\nContent-Disposition: form-data; name=\"_user\"\r\n\r\nboss\r\n--XX--\r\n")
+	f.Add("", "application/json", "", `{"_user":"a","_pass":"b"}`)
+	f.Add("_user[]=x", "", "a=b; _user=c", "_user=%00&_user=1")
+	f.Fuzz(func(t *testing.T, query, ctype, cookie, body string) {
+		h := http.Header{}
+		h.Set("Content-Type", ctype)
+		h.Set("Cookie", cookie)
+		rd, err := readForm(&roundcube, h, query, []byte(body), true)
+		if err == nil && rd.hasUser && (!plainText(rd.user) || strings.TrimSpace(rd.user) != rd.user) {
+			t.Fatalf("accepted account %q", rd.user)
+		}
+		sc, err := newScanner(&roundcube, h)
+		if err != nil || sc == nil {
+			return
+		}
+		fields, perr := parseBody(&roundcube, h, []byte(body))
+		clean := perr == nil
+		for _, fl := range fields {
+			if roundcube.relevant(fl.name) {
+				clean = false
+			}
+		}
+		out, serr := io.ReadAll(newScanBody(&chunked{data: []byte(body), n: 7}, sc))
+		switch {
+		case serr == nil && !clean:
+			t.Fatalf("the scanner passed a body the reader refuses or reads a login field in (%v)", perr)
+		case serr == nil && !bytes.Equal(out, []byte(body)):
+			t.Fatal("the scanner changed the body")
+		case clean && serr != nil:
+			t.Fatalf("the scanner refused a clean body: %v", serr)
+		}
+	})
+}
