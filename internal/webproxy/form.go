@@ -107,6 +107,12 @@ func (s *formSpec) relevant(name string) bool {
 	return s.watched(strict) || s.watched(loose)
 }
 
+// phpKeysEqual reports whether PHP could file name under key.
+func phpKeysEqual(name, key string) bool {
+	strict, loose := phpKeys(name)
+	return name == key || strict == key || loose == key
+}
+
 // phpKeys returns the key PHP files a decoded name under (up to any array
 // index) and a looser key for fail-closed matching: every " ", ".", "["
 // and "]" turned into "_" or dropped as older PHP versions did.
@@ -158,6 +164,11 @@ func readForm(spec *formSpec, h http.Header, rawQuery string, body []byte, hasBo
 	for src := range nSources {
 		seen := map[string]bool{}
 		for _, f := range srcs[src] {
+			if src == fromBody && phpKeysEqual(f.name, "_charset_") && !strings.EqualFold(f.value, "utf-8") {
+				// PHP with mbstring's encoding translation converts the
+				// fields from the charset a _charset_ field names.
+				return rd, refuse(415, "a form that names another charset than UTF-8")
+			}
 			if !spec.relevant(f.name) {
 				continue
 			}

@@ -54,6 +54,7 @@ func TestReadForm(t *testing.T) {
 			identified: true, user: "alice@example.com", pass: "pw"},
 		{name: "multipart with a file", ctype: multi, body: "--XX\r\nContent-Disposition: form-data; name=\"_attachments[]\"; filename=\"a.txt\"\r\nContent-Type: text/plain\r\n\r\nhello\r\n--XX--\r\n",
 			identified: false},
+		{name: "UTF-8 named", ctype: multi, body: mp("XX", "_charset_", "UTF-8", "_action", "login", "_user", "boss"), identified: true, user: "boss"},
 		{name: "JSON", ctype: "application/json", body: `{"_user":"alice@example.com","_pass":"pw","_action":"login"}`,
 			identified: true, user: "alice@example.com", pass: "pw"},
 
@@ -91,6 +92,7 @@ func TestReadForm(t *testing.T) {
 		{name: "JSON non-string", ctype: "application/json", body: `{"_user":["boss"]}`, refused: true},
 		{name: "JSON trailing data", ctype: "application/json", body: `{"_user":"alice"}{"_user":"boss"}`, refused: true},
 		{name: "JSON without a JSON type", ctype: "text/plain", body: `{"_user":"boss"}`, refused: true},
+		{name: "another charset", ctype: multi, body: mp("XX", "_charset_", "ISO-2022-JP", "_action", "login", "_user", "boss"), refused: true},
 		{name: "form type read two ways", ctype: "application/x-www-form-urlencoded\t", body: "_user=boss", refused: true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
