@@ -47,14 +47,13 @@ func newScanner(spec *formSpec, h http.Header) (scanner, error) {
 
 // scanBody is a request body passed through a scanner.
 type scanBody struct {
-	src    io.ReadCloser
-	sc     scanner
-	tmp    []byte
-	held   []byte // read, not yet released
-	out    []byte // released, not yet returned
-	eof    bool
-	err    error
-	closed bool
+	src  io.ReadCloser
+	sc   scanner
+	tmp  []byte
+	held []byte // read, not yet released
+	out  []byte // released, not yet returned
+	eof  bool
+	err  error
 }
 
 func newScanBody(src io.ReadCloser, sc scanner) *scanBody {
