@@ -76,7 +76,7 @@ func buildPostern(dir string) error {
 func needE2E(t *testing.T) {
 	t.Helper()
 	if os.Getenv("POSTERN_E2E") != "1" {
-		t.Skip("end-to-end: set POSTERN_E2E=1 (needs nginx, curl)")
+		t.Skip("end-to-end: set POSTERN_E2E=1 (needs nginx, curl, php-cli)")
 	}
 	if buildErr != nil {
 		t.Fatal(buildErr)
