@@ -55,6 +55,35 @@ func TestParseWeb(t *testing.T) {
 	}
 }
 
+func TestParseLoginFormRoutes(t *testing.T) {
+	f, err := Parse("c.yaml", []byte(`services:
+  web:
+    listen: ":443"
+    backend: "http://127.0.0.1:8080"
+    login_forms:
+      - paths: ["/", "/index.php", "/index.php/*"]
+        params: ["_task=login", "_action=login"]
+        user_field: _user
+        password_field: _pass
+        max_body: 128KB
+        fail_status: 401
+      - { path: "/?_task=login", user_field: _user, fail_status: 401 }
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	forms := f.Services["web"].LoginForms
+	paths, params := forms[0].FormRoutes()
+	if strings.Join(paths, " ") != "/ /index.php /index.php/*" || params.Get("_action") != "login" || params.Get("_task") != "login" ||
+		forms[0].MaxBody.Bytes != 128<<10 || forms[0].Method.Value != "POST" {
+		t.Errorf("paths %v params %v form %+v", paths, params, forms[0])
+	}
+	paths, params = forms[1].FormRoutes()
+	if strings.Join(paths, " ") != "/" || len(params) != 1 || params.Get("_task") != "login" {
+		t.Errorf("the older layout: paths %v params %v", paths, params)
+	}
+}
+
 func TestWebErrors(t *testing.T) {
 	web := func(s string) string { return "services:\n  web: { listen: \":443\", " + s + " }\n" }
 	for _, c := range []struct{ name, yaml, want string }{
@@ -73,6 +102,14 @@ func TestWebErrors(t *testing.T) {
 		{"form status", web(`backend: "http://a:1", login_forms: [{ path: /l, user_field: u, fail_status: 42 }]`), "fail_status 42 is not an HTTP status"},
 		{"form header", web(`backend: "http://a:1", login_forms: [{ path: /l, user_field: u, fail_header: "X Bad: 1" }]`), `bad fail_header "X Bad: 1"`},
 		{"unknown form key", web(`backend: "http://a:1", login_forms: [{ path: /l, user_feld: u, fail_status: 401 }]`), `unknown key "user_feld" (did you mean "user_field"?)`},
+		{"form without any path", web(`backend: "http://a:1", login_forms: [{ user_field: u, fail_status: 401 }]`), "login form needs a path"},
+		{"form paths query", web(`backend: "http://a:1", login_forms: [{ paths: ["/", "/index.php?x=1"], user_field: u, fail_status: 401 }]`), `c.yaml:2:78: login form paths: "/index.php?x=1" has a query`},
+		{"form paths relative", web(`backend: "http://a:1", login_forms: [{ paths: [index.php], user_field: u, fail_status: 401 }]`), `login form paths: "index.php" does not start with /`},
+		{"form paths star", web(`backend: "http://a:1", login_forms: [{ paths: ["/a*/b"], user_field: u, fail_status: 401 }]`), `only as a last segment`},
+		{"form params", web(`backend: "http://a:1", login_forms: [{ paths: ["/"], params: ["_action"], user_field: u, fail_status: 401 }]`), `c.yaml:2:88: login form params: want name=value`},
+		{"form params array", web(`backend: "http://a:1", login_forms: [{ paths: ["/"], params: ["a[]=1"], user_field: u, fail_status: 401 }]`), `login form params: want name=value`},
+		{"form user field array", web(`backend: "http://a:1", login_forms: [{ path: /l, user_field: "u[]", fail_status: 401 }]`), `login form user_field "u[]": want a plain field name`},
+		{"form max_body", web(`backend: "http://a:1", login_forms: [{ path: /l, user_field: u, fail_status: 401, max_body: 1GB }]`), `max_body must be at most 16MB`},
 		{"backends on imap", "services:\n  imap: { listen: \":143\", backend: \"b:1\", backends: [\"b:2\"] }\n", "backends, login_forms and timeouts.idle apply to the web service only"},
 		{"idle on imap", "services:\n  imap: { listen: \":143\", backend: \"b:1\", timeouts: { idle: 1m } }\n", "apply to the web service only"},
 	} {

@@ -43,9 +43,9 @@ type Config struct {
 	// verify with the system roots).
 	BackendTLS *tls.Config
 	LoginForms []LoginForm
-	// Trusted reports the trusted upstreams whose X-Forwarded-For,
-	// X-Forwarded-Proto and Forwarded headers are kept (and appended to);
-	// from anyone else they are replaced.
+	// Trusted reports the trusted upstreams (their PROXY header gives the
+	// client address). Forwarding headers are dropped from them as from
+	// anyone: the backend hears the client address from postern only.
 	Trusted func(netip.Addr) bool
 
 	HeaderTimeout  time.Duration // to send the request line and headers (slowloris)
@@ -81,11 +81,19 @@ func (c *Config) defaults() {
 	}
 }
 
-// LoginForm recognises one webmail login form.
+// LoginForm recognises one webmail login form: a request with Method on
+// one of Paths is read (query, cookies, body) the way the application reads
+// it; it is a login attempt when it carries one of Params (from any of
+// them), or the user field, or when Params is empty. A request on those
+// paths that cannot be read with certainty is refused.
 type LoginForm struct {
 	Method string     // POST, PUT, PATCH or GET
-	Path   string     // compared with the request's cleaned path, ignoring case
-	Query  url.Values // parameters the request's query must carry ("_task=login")
+	Path   string     // the first of Paths, for logs
+	Paths  []FormPath // compared with the request's cleaned path, ignoring case
+	Params url.Values // identifying parameters ("_action=login"); any one, from query, body or cookie
+	// MaxBody is the most of a body read (0: the service's MaxLoginBody);
+	// a request on the form's paths with a longer body is refused (413).
+	MaxBody int64
 
 	UserField     string // form field naming the account
 	PasswordField string // optional, for the wrong-password fingerprint
@@ -95,6 +103,38 @@ type LoginForm struct {
 	FailRedirect       string // prefix of Location
 	FailHeader         string // canonical header name
 	FailHeaderContains string // text the header's value must contain ("": present)
+}
+
+// FormPath is one path of a login form: a cleaned path, or with Below
+// also every path under it ("/index.php/*": PATH_INFO).
+type FormPath struct {
+	Path  string
+	Below bool
+}
+
+// matches reports whether a cleaned request path is this one.
+func (f FormPath) matches(clean string) bool {
+	if strings.EqualFold(clean, f.Path) {
+		return true
+	}
+	if !f.Below || len(clean) <= len(f.Path) {
+		return false
+	}
+	prefix := f.Path
+	if !strings.HasSuffix(prefix, "/") {
+		prefix += "/"
+	}
+	return len(clean) >= len(prefix) && strings.EqualFold(clean[:len(prefix)], prefix)
+}
+
+// newFormPath cleans a configured path; a trailing "/*" covers the paths
+// below.
+func newFormPath(p string) FormPath {
+	below := strings.HasSuffix(p, "/*")
+	if below {
+		p = strings.TrimSuffix(p, "/*")
+	}
+	return FormPath{Path: policy.CleanPath(p), Below: below}
 }
 
 // FromConfig builds the gateway configuration of a web service. serverTLS
@@ -120,14 +160,21 @@ func FromConfig(svc *config.Service, serverTLS *tls.Config) (Config, error) {
 	}
 	for i := range svc.LoginForms {
 		lf := &svc.LoginForms[i]
-		p, q := lf.FormPath()
-		p = policy.CleanPath(p)
+		paths, params := lf.FormRoutes()
+		var fps []FormPath
+		for _, p := range paths {
+			fps = append(fps, newFormPath(p))
+		}
 		name, contains := lf.FailHeaderMatch()
 		if !lf.FailHeader.IsSet() {
 			name = ""
 		}
+		first := ""
+		if len(fps) > 0 {
+			first = fps[0].Path
+		}
 		c.LoginForms = append(c.LoginForms, LoginForm{
-			Method: strings.ToUpper(lf.Method.Value), Path: p, Query: q,
+			Method: strings.ToUpper(lf.Method.Value), Path: first, Paths: fps, Params: params, MaxBody: lf.MaxBody.Bytes,
 			UserField: lf.UserField.Value, PasswordField: lf.PasswordField.Value,
 			FailStatus: lf.FailStatus, FailRedirect: lf.FailRedirect.Value,
 			FailHeader: name, FailHeaderContains: contains,
@@ -149,9 +196,18 @@ func (c *Config) check() error {
 			return fmt.Errorf("webproxy: backends must all be http or all https")
 		}
 	}
-	for _, f := range c.LoginForms {
-		if f.UserField == "" || !strings.HasPrefix(f.Path, "/") {
+	for i := range c.LoginForms {
+		f := &c.LoginForms[i]
+		if len(f.Paths) == 0 && f.Path != "" {
+			f.Paths = []FormPath{newFormPath(f.Path)}
+		}
+		if f.UserField == "" || len(f.Paths) == 0 {
 			return fmt.Errorf("webproxy: login form %q needs a path and a user field", f.Path)
+		}
+		for _, p := range f.Paths {
+			if !strings.HasPrefix(p.Path, "/") {
+				return fmt.Errorf("webproxy: login form path %q does not start with /", p.Path)
+			}
 		}
 		if f.FailStatus == 0 && f.FailRedirect == "" && f.FailHeader == "" {
 			return fmt.Errorf("webproxy: login form %s needs a failure match", f.Path)

@@ -60,6 +60,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !p.delay(r.Context(), cc.delay()) {
 		return
 	}
+	// The block table again, at the moment of forwarding: a block made
+	// while this request waited (for its body, a tarpit or account
+	// protection's delay, or while other streams of its HTTP/2 connection
+	// failed) applies to it.
+	if p.refusedNow(w, r, cc, at != nil) {
+		return
+	}
 	rc := http.NewResponseController(w)
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = &idleBody{ReadCloser: r.Body, rc: rc, d: p.cfg.BodyTimeout}
@@ -69,6 +76,27 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if at != nil && at.decision.Action == guard.Close {
 		p.closeAfter(w, r, cc)
 	}
+}
+
+// refusedNow consults the engine for a request about to be forwarded: a
+// refusal by the access policy or a refused block gets the 403 page, and
+// a login attempt from a blocked address is refused whatever
+// refuse_blocked says (a blocked address never gets a guess through).
+func (p *Proxy) refusedNow(w http.ResponseWriter, r *http.Request, cc *clientConn, login bool) bool {
+	why := ""
+	if adm := p.eng.Admit(cc.addr, p.cfg.Service); adm.Action == guard.Refuse {
+		why = refusalText(adm.Reason)
+	} else if login {
+		if b, ok := p.eng.BlockOf(cc.addr); ok {
+			why = refusalText(b.Reason)
+		}
+	}
+	if why == "" {
+		return false
+	}
+	p.log.Info("refused", "client", cc.addr.String(), "via_upstream", cc.trusted, "why", why, "login", login)
+	p.page(w, r, cc, http.StatusForbidden, why, true)
+	return true
 }
 
 // closeAfter closes the client connection once the response is out: over
@@ -98,9 +126,12 @@ func (p *Proxy) delay(ctx context.Context, d time.Duration) bool {
 }
 
 // rewrite builds the backend request: the client's Host is kept, and
-// X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host, X-Real-IP and
-// Forwarded say who the client is. Those a client sent are dropped unless
-// it is a trusted upstream, whose chain is extended.
+// X-Forwarded-For, X-Real-IP, X-Forwarded-Proto, X-Forwarded-Host and
+// Forwarded say who the client is, from postern's own knowledge: the
+// connection's address (set by a trusted upstream's PROXY header) and
+// whether postern's listener spoke TLS. Every header a client could use to
+// name an address, a scheme or a host for itself is dropped first, from
+// trusted upstreams too: what they relay is the client's word.
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	in, out := pr.In, pr.Out
 	out.URL.Scheme = p.scheme
@@ -108,9 +139,8 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	out.Host = in.Host
 	cc, _ := in.Context().Value(connKey{}).(*clientConn)
 	var addr netip.Addr
-	trusted := false
 	if cc != nil {
-		addr, trusted = cc.addr, cc.trusted
+		addr = cc.addr
 	} else if ap, err := netip.ParseAddrPort(in.RemoteAddr); err == nil {
 		addr = ap.Addr().Unmap()
 	}
@@ -120,29 +150,57 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 		proto = "https"
 	}
 	h := out.Header
-	h.Del("X-Real-Ip")
-	h.Del("Forwarded")
-	xff, fwd := ip, forwardedElem(addr, in.Host, proto)
-	if trusted {
-		if prior := strings.Join(in.Header.Values("X-Forwarded-For"), ", "); prior != "" {
-			if last := strings.TrimSpace(prior[strings.LastIndexByte(prior, ',')+1:]); last == ip {
-				xff = prior
-			} else {
-				xff = prior + ", " + ip
-			}
-		}
-		if v := in.Header.Get("X-Forwarded-Proto"); v == "http" || v == "https" {
-			proto = v
-		}
-		if prior := strings.Join(in.Header.Values("Forwarded"), ", "); prior != "" {
-			fwd = prior + ", " + fwd
-		}
-	}
-	h.Set("X-Forwarded-For", xff)
+	dropForwarding(h)
+	h.Set("X-Forwarded-For", ip)
 	h.Set("X-Forwarded-Proto", proto)
 	h.Set("X-Forwarded-Host", in.Host)
 	h.Set("X-Real-Ip", ip)
-	h.Set("Forwarded", fwd)
+	h.Set("Forwarded", forwardedElem(addr, in.Host, proto))
+}
+
+// forwardingHeaders are the request headers a backend (a web server, a
+// framework, a webmail) may take as the client's address, scheme, host or
+// port, lower case with "-" for "_" (CGI makes X_Forwarded_For and
+// X-Forwarded-For the same variable).
+var forwardingHeaders = []string{
+	"forwarded", "forwarded-for", "x-forwarded", "x-forwarded-for", "x-forwarded-proto",
+	"x-forwarded-host", "x-forwarded-port", "x-forwarded-server", "x-forwarded-scheme",
+	"x-forwarded-ssl", "x-forwarded-by", "x-real-ip", "x-client-ip", "client-ip",
+	"true-client-ip", "cf-connecting-ip", "x-cluster-client-ip", "fastly-client-ip",
+	"x-originating-ip", "x-remote-ip", "x-remote-addr", "x-proxyuser-ip", "x-url-scheme",
+	"front-end-https", "x-host", "x-original-host", "x-original-url", "x-rewrite-url",
+}
+
+// dropForwarding deletes every forwarding header, however it is spelled.
+func dropForwarding(h http.Header) {
+	for k := range h {
+		for _, f := range forwardingHeaders {
+			if headerNameIs(k, f) {
+				delete(h, k)
+				break
+			}
+		}
+	}
+}
+
+// headerNameIs compares a header name with a lower-case name, ignoring
+// case and taking "_" for "-", without allocating.
+func headerNameIs(k, lower string) bool {
+	if len(k) != len(lower) {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		} else if c == '_' {
+			c = '-'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // forwardedElem is one RFC 7239 element: for=…;host=…;proto=….
@@ -176,6 +234,15 @@ func (p *Proxy) backendError(w http.ResponseWriter, r *http.Request, err error) 
 	cc, _ := r.Context().Value(connKey{}).(*clientConn)
 	if errors.Is(err, context.Canceled) || r.Context().Err() != nil {
 		return // the client went away
+	}
+	if u := (*unreadable)(nil); errors.As(err, &u) {
+		// A long body on a login form's paths carried a login field:
+		// the backend got a cut request, the client this refusal.
+		if cc == nil {
+			cc = &clientConn{}
+		}
+		p.unreadableLogin(w, r, cc, u)
+		return
 	}
 	status, text := http.StatusBadGateway, "The web server is not available. Please try again later."
 	var ne net.Error

@@ -49,6 +49,20 @@ func startBackend(t *testing.T) *testBackend {
 	b := &testBackend{stream: make(chan string)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && (r.URL.Path == "/" || strings.HasPrefix(r.URL.Path, "/index.php")) {
+			// Roundcube's routing: a login is _action=login from the
+			// query or the body, on / or /index.php.
+			r.ParseMultipartForm(1 << 20)
+			if r.FormValue("_action") == "login" {
+				if r.PostFormValue("_user") == "alice@example.com" && r.PostFormValue("_pass") == "right-password" {
+					http.Redirect(w, r, "/?_task=mail", http.StatusFound)
+					return
+				}
+				w.WriteHeader(http.StatusUnauthorized)
+				io.WriteString(w, "login failed")
+				return
+			}
+		}
 		io.WriteString(w, "hello from the backend")
 	})
 	mux.HandleFunc("/admin/", func(w http.ResponseWriter, r *http.Request) {

@@ -2,11 +2,8 @@ package webproxy
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"io"
-	"mime"
-	"mime/multipart"
 	"net/http"
 	"net/url"
 	"strings"
@@ -27,88 +24,100 @@ type attempt struct {
 	decision guard.Decision
 }
 
-// loginForm returns the login form a request is for, if any.
+// loginForm returns the login form whose method and paths a request is
+// on, if any. Whether it is a login attempt is decided by checkLogin,
+// which reads it.
 func (p *Proxy) loginForm(r *http.Request) *LoginForm {
 	clean := ""
 	for i := range p.cfg.LoginForms {
 		f := &p.cfg.LoginForms[i]
-		if f.Method != r.Method {
+		if !strings.EqualFold(f.Method, r.Method) {
 			continue
 		}
 		if clean == "" {
 			clean = policy.CleanPath(r.URL.EscapedPath())
 		}
-		if !strings.EqualFold(clean, f.Path) {
-			continue
-		}
-		if len(f.Query) > 0 {
-			q := r.URL.Query()
-			ok := true
-			for k, vs := range f.Query {
-				if !hasAll(q[k], vs) {
-					ok = false
-					break
-				}
-			}
-			if !ok {
-				continue
+		for _, fp := range f.Paths {
+			if fp.matches(clean) {
+				return f
 			}
 		}
-		return f
 	}
 	return nil
 }
 
-func hasAll(have, want []string) bool {
-	for _, w := range want {
-		found := false
-		for _, h := range have {
-			if h == w || w == "" {
-				found = true
-				break
-			}
-		}
-		if !found {
-			return false
-		}
-	}
-	return true
-}
-
-// checkLogin reads the account from a login request, refuses it when the
-// login IP restriction does not allow the account from this address (the
-// configured failure answer, counted as L), and otherwise applies account
-// protection's delay. done is true when the request has been answered.
+// checkLogin reads a request on a login form's paths the way the
+// application will: the query, the cookies and (but for GET) up to the
+// form's limit of the body. A request it cannot read with certainty is
+// refused (400, 413 or 415) and never reaches the backend. A request that
+// is not a login attempt goes on with at nil. For a login attempt it
+// refuses the account when the login IP restriction does not allow it from
+// this address (the configured failure answer, counted as L), and
+// otherwise applies account protection's delay. done is true when the
+// request has been answered.
 func (p *Proxy) checkLogin(w http.ResponseWriter, r *http.Request, cc *clientConn, f *LoginForm) (at *attempt, done bool) {
 	at = &attempt{form: f, cc: cc}
 	var user, pass string
-	if r.Method == http.MethodGet {
-		q := r.URL.Query()
-		user, pass = q.Get(f.UserField), q.Get(f.PasswordField)
-	} else if r.Body != nil && r.Body != http.NoBody {
+	spec := formSpec{user: f.UserField, pass: f.PasswordField, params: f.Params}
+	// The query and the cookies first: they alone may make it a login.
+	early, err := readForm(&spec, r.Header, r.URL.RawQuery, nil, false)
+	if err != nil {
+		p.unreadableLogin(w, r, cc, asUnreadable(err))
+		return nil, true
+	}
+	var body []byte
+	hasBody := false
+	if !strings.EqualFold(r.Method, http.MethodGet) && r.Body != nil && r.Body != http.NoBody {
+		limit := f.MaxBody
+		if limit <= 0 {
+			limit = p.cfg.MaxLoginBody
+		}
+		if r.ContentLength > limit && early.identified {
+			p.unreadableLogin(w, r, cc, refuse(http.StatusRequestEntityTooLarge, "a login of %d bytes, over the form's limit of %d", r.ContentLength, limit))
+			return nil, true
+		}
 		rc := http.NewResponseController(w)
 		rc.SetReadDeadline(time.Now().Add(p.cfg.BodyTimeout))
-		buf, err := io.ReadAll(io.LimitReader(r.Body, p.cfg.MaxLoginBody+1))
+		buf, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 		rc.SetReadDeadline(time.Time{})
 		if err != nil {
 			p.log.Info("reading a login form failed", "client", cc.addr.String(), "err", err)
 			p.page(w, r, cc, http.StatusBadRequest, "The request could not be read.", true)
 			return nil, true
 		}
-		if int64(len(buf)) > p.cfg.MaxLoginBody {
-			r.Body = readCloser{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
-		} else {
-			r.Body = io.NopCloser(bytes.NewReader(buf))
-			r.ContentLength = int64(len(buf))
-			r.TransferEncoding = nil
-			r.Header.Del("Expect") // the body is here: no need to wait for the backend's 100 Continue
-			user, pass = formFields(r.Header.Get("Content-Type"), buf, f.UserField, f.PasswordField)
+		r.Header.Del("Expect") // the body has started: no need to wait for the backend's 100 Continue
+		if int64(len(buf)) > limit {
+			// Too long to hold: a login is refused; anything else is
+			// streamed through a scanner that ends it at a login field.
+			if early.identified {
+				p.unreadableLogin(w, r, cc, refuse(http.StatusRequestEntityTooLarge, "a login over the form's limit of %d bytes", limit))
+				return nil, true
+			}
+			sc, err := newScanner(&spec, r.Header)
+			if err == nil && sc == nil {
+				err = refuse(http.StatusRequestEntityTooLarge, "a body over the form's limit of %d bytes that cannot be scanned", limit)
+			}
+			if err != nil {
+				p.unreadableLogin(w, r, cc, asUnreadable(err))
+				return nil, true
+			}
+			r.Body = newScanBody(readCloser{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}, sc)
+			return nil, false
 		}
+		r.Body = io.NopCloser(bytes.NewReader(buf))
+		r.ContentLength = int64(len(buf))
+		r.TransferEncoding = nil
+		body, hasBody = buf, true
 	}
-	user = strings.TrimSpace(user)
-	if strings.ContainsAny(user, "\x00\r\n") || len(user) > 256 {
-		user = ""
+	rd, err := readForm(&spec, r.Header, r.URL.RawQuery, body, hasBody)
+	if err != nil {
+		p.unreadableLogin(w, r, cc, asUnreadable(err))
+		return nil, true
 	}
+	if !rd.identified {
+		return nil, false
+	}
+	user, pass = rd.user, rd.pass
 	at.account = user
 	if user == "" || cc.gs == nil {
 		return at, false
@@ -133,58 +142,42 @@ func (p *Proxy) checkLogin(w http.ResponseWriter, r *http.Request, cc *clientCon
 	return at, false
 }
 
-type readCloser struct {
-	io.Reader
-	io.Closer
-}
-
-// formFields finds the user and password fields in a form body:
-// application/x-www-form-urlencoded, multipart/form-data or a JSON object.
+// formFields reads the user and password fields of a form body
+// (urlencoded, multipart or a JSON object) the way the application will;
+// both are "" when the body cannot be read with certainty.
 func formFields(ctype string, body []byte, userField, passField string) (user, pass string) {
-	mt, params, _ := mime.ParseMediaType(ctype)
-	switch {
-	case mt == "multipart/form-data" && params["boundary"] != "":
-		mr := multipart.NewReader(bytes.NewReader(body), params["boundary"])
-		for range 64 {
-			part, err := mr.NextPart()
-			if err != nil {
-				break
-			}
-			name := part.FormName()
-			if name == userField || (passField != "" && name == passField) {
-				v, _ := io.ReadAll(io.LimitReader(part, 4096))
-				if name == userField {
-					user = string(v)
-				} else {
-					pass = string(v)
-				}
-			}
-			part.Close()
-		}
-	case mt == "application/json" || strings.HasSuffix(mt, "+json"):
-		var m map[string]json.RawMessage
-		if json.Unmarshal(body, &m) == nil {
-			user = jsonString(m[userField])
-			if passField != "" {
-				pass = jsonString(m[passField])
-			}
-		}
-	default:
-		q, _ := url.ParseQuery(string(body))
-		user = q.Get(userField)
-		if passField != "" {
-			pass = q.Get(passField)
-		}
+	spec := formSpec{user: userField, pass: passField}
+	h := http.Header{}
+	if ctype != "" {
+		h.Set("Content-Type", ctype)
 	}
-	return user, pass
+	rd, err := readForm(&spec, h, "", body, true)
+	if err != nil {
+		return "", ""
+	}
+	return rd.user, rd.pass
 }
 
-func jsonString(raw json.RawMessage) string {
-	var s string
-	if len(raw) == 0 || json.Unmarshal(raw, &s) != nil {
-		return ""
+// asUnreadable returns err as an *unreadable (400 when it is another
+// error).
+func asUnreadable(err error) *unreadable {
+	var u *unreadable
+	if !errors.As(err, &u) {
+		u = refuse(http.StatusBadRequest, "%v", err)
 	}
-	return s
+	return u
+}
+
+// unreadableLogin refuses a request on a login form's paths that postern
+// cannot read as the application will.
+func (p *Proxy) unreadableLogin(w http.ResponseWriter, r *http.Request, cc *clientConn, u *unreadable) {
+	p.log.Info("login request refused: cannot be read with certainty", "client", cc.addr.String(), "via_upstream", cc.trusted,
+		"path", truncate(r.URL.Path, 200), "why", u.why)
+	text := "The login request could not be read."
+	if u.status == http.StatusRequestEntityTooLarge {
+		text = "The login request is too large."
+	}
+	p.page(w, r, cc, u.status, text, true)
 }
 
 // loginFailedPage answers a refused login the way the site answers a

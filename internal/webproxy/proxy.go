@@ -17,6 +17,7 @@ import (
 
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/policy"
+	"github.com/postern/postern/internal/store"
 )
 
 // Engine is what the gateway needs of the intrusion prevention engine.
@@ -24,6 +25,7 @@ type Engine interface {
 	Admit(addr netip.Addr, service string) guard.Admission
 	Open(addr netip.Addr, service string, closer func()) (*guard.Session, guard.Decision)
 	PasswordFingerprint(account, password string) uint64
+	BlockOf(addr netip.Addr) (store.Block, bool)
 }
 
 // Proxy serves one web service.
@@ -146,7 +148,7 @@ type clientConn struct {
 	net.Conn
 	p    *Proxy
 	addr netip.Addr
-	// trusted: the peer is a trusted upstream (its X-Forwarded-* are kept).
+	// trusted: the peer is a trusted upstream (its PROXY header gave addr).
 	trusted bool
 	gs      *guard.Session // nil when refused at accept
 	refusal string         // why the connection was refused at accept

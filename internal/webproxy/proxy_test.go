@@ -71,26 +71,54 @@ func TestForwardedHeaders(t *testing.T) {
 		t.Errorf("Host %q, want the client's", r.Host)
 	}
 
-	// A trusted upstream (PROXY header) keeps its chain, extended by the
-	// client address it reports.
+	// A trusted upstream's PROXY header sets the client address; the
+	// forwarding headers it relays are the client's word and are dropped
+	// like anyone's, whatever their spelling.
 	c := h.dial("127.0.0.5")
 	defer c.Close()
 	io.WriteString(c, "PROXY TCP4 203.0.113.9 127.0.0.1 40000 443\r\nGET /lb HTTP/1.1\r\nHost: mail.example.com\r\n"+
-		"X-Forwarded-For: 198.51.100.1\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n")
+		"X-Forwarded-For: 198.51.100.1\r\nX-Forwarded-Proto: https\r\nForwarded: for=198.51.100.1\r\nX-Real-IP: 198.51.100.1\r\n"+
+		"X-Forwarded-Host: evil.example\r\nX-Client-IP: 198.51.100.1\r\nTrue-Client-IP: 198.51.100.1\r\nCF-Connecting-IP: 198.51.100.1\r\n"+
+		"X_Forwarded_For: 198.51.100.1\r\nx-cluster-client-ip: 198.51.100.1\r\nX-Forwarded-Port: 1\r\nConnection: close\r\n\r\n")
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if b, _ := io.ReadAll(c); statusOf(string(b)) != 200 {
 		t.Fatalf("via the load balancer: %q", b)
 	}
 	reqs := h.be.requests()
 	r = reqs[len(reqs)-1]
-	if got := r.Header.Get("X-Forwarded-For"); got != "198.51.100.1, 203.0.113.9" {
-		t.Errorf("trusted X-Forwarded-For = %q", got)
+	for k, want := range map[string]string{
+		"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "http", "X-Forwarded-Host": "mail.example.com",
+		"X-Real-Ip": "203.0.113.9", "Forwarded": `for=203.0.113.9;host="mail.example.com";proto=http`,
+		"X-Client-Ip": "", "True-Client-Ip": "", "Cf-Connecting-Ip": "", "X_forwarded_for": "", "X-Cluster-Client-Ip": "",
+		"X-Forwarded-Port": "",
+	} {
+		if got := strings.Join(r.Header.Values(k), "|"); got != want {
+			t.Errorf("via a trusted upstream: %s = %q, want %q", k, got, want)
+		}
 	}
-	if got := r.Header.Get("X-Forwarded-Proto"); got != "https" {
-		t.Errorf("trusted X-Forwarded-Proto = %q", got)
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			if strings.Contains(v, "198.51.100.1") || strings.Contains(v, "evil") {
+				t.Errorf("the backend got the client's %s: %q", k, v)
+			}
+		}
 	}
-	if got := r.Header.Get("X-Real-Ip"); got != "203.0.113.9" {
-		t.Errorf("X-Real-IP = %q", got)
+}
+
+func TestHeaderNameIs(t *testing.T) {
+	for _, c := range []struct {
+		k, lower string
+		want     bool
+	}{
+		{"X-Forwarded-For", "x-forwarded-for", true},
+		{"X_FORWARDED_FOR", "x-forwarded-for", true},
+		{"x-forwarded-fo", "x-forwarded-for", false},
+		{"X-Forwarded-Fox", "x-forwarded-for", false},
+		{"Cf-Connecting-Ip", "cf-connecting-ip", true},
+	} {
+		if got := headerNameIs(c.k, c.lower); got != c.want {
+			t.Errorf("headerNameIs(%q, %q) = %v", c.k, c.lower, got)
+		}
 	}
 }
 

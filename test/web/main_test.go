@@ -76,7 +76,7 @@ func buildPostern(dir string) error {
 func needE2E(t *testing.T) {
 	t.Helper()
 	if os.Getenv("POSTERN_E2E") != "1" {
-		t.Skip("end-to-end: set POSTERN_E2E=1 (needs nginx, curl)")
+		t.Skip("end-to-end: set POSTERN_E2E=1 (needs nginx, curl, php-cli)")
 	}
 	if buildErr != nil {
 		t.Fatal(buildErr)
@@ -289,6 +289,14 @@ type gateway struct {
 
 func startGateway(t *testing.T, backend string) *gateway {
 	t.Helper()
+	return startGatewayWith(t, backend, "      - { path: /login, user_field: username, password_field: password, fail_status: 401 }\n", "")
+}
+
+// startGatewayWith starts `postern serve` with these login_forms entries
+// (YAML list items, indented six spaces) and intrusion_prevention extras
+// (indented two spaces).
+func startGatewayWith(t *testing.T, backend, forms, ips string) *gateway {
+	t.Helper()
 	dir := t.TempDir()
 	cert, key, err := tlsconf.SelfSigned(dir, []string{"localhost", "127.0.0.1"}, 24*time.Hour)
 	if err != nil {
@@ -318,18 +326,17 @@ services:
     paths:
       - { prefix: /admin, grant: "[Admins]" }
     login_forms:
-      - { path: /login, user_field: username, password_field: password, fail_status: 401 }
-    timeouts: { command: 2s, connect: 2s, backend: 10s }
+%s    timeouts: { command: 2s, connect: 2s, backend: 10s }
 login_restrictions:
   - "ceo@example.test=[Admins]"
 intrusion_prevention:
   block_minutes: 60
-  web: { failed_logins: 5, connections_per_minute: 10000 }
+%s  web: { failed_logins: 5, connections_per_minute: 10000 }
 store: { path: %q }
 admin: { listen: "unix:%s", token_file: %q }
 node: e2e-web
 log: { level: debug }
-`, filepath.Join(moduleRoot, "test", "web", "testdata", "my.zone"), g.addr, "http://"+backend, cert, key,
+`, filepath.Join(moduleRoot, "test", "web", "testdata", "my.zone"), g.addr, "http://"+backend, cert, key, forms, ips,
 			filepath.Join(dir, "state", "postern.db"), sock, filepath.Join(dir, "state", "admin.token"))
 		if err := os.WriteFile(g.cfg, []byte(conf), 0o600); err != nil {
 			t.Fatal(err)

@@ -101,13 +101,16 @@ func TestWebGateway(t *testing.T) {
 	})
 
 	t.Run("login restriction refuses before nginx sees it", func(t *testing.T) {
-		before := countPosts(ng)
 		r := curl(t, ceoThief, base+"/login", "-d", "username=CEO%40example.test&password=whatever")
 		if r.code != 401 {
 			t.Errorf("refused login: %d, want the configured failure 401", r.code)
 		}
-		if countPosts(ng) != before {
-			t.Error("nginx saw a login the restriction refused")
+		// By the client's address: nginx logs a request when it ends, so
+		// the previous subtest's line may land late.
+		for _, l := range ng.accessLog() {
+			if strings.Contains(l, `xff="`+ceoThief+`"`) {
+				t.Errorf("nginx saw a login the restriction refused: %q", l)
+			}
 		}
 	})
 
@@ -207,16 +210,6 @@ func TestWebGateway(t *testing.T) {
 			t.Errorf("refusals go on without a backend: %d", r.code)
 		}
 	})
-}
-
-func countPosts(ng *nginx) int {
-	n := 0
-	for _, l := range ng.accessLog() {
-		if strings.Contains(l, `"POST /login`) {
-			n++
-		}
-	}
-	return n
 }
 
 // rawTLS sends text over a TLS connection from src and returns the answer
