@@ -426,6 +426,7 @@ type textDecoder struct {
 	flow   []byte // a flowed paragraph so far
 	html   bool
 	inTag  bool
+	hold   []byte // HTML text before a tag that goes on over the line end
 	out    []byte
 	buf    [1024]byte
 }
@@ -493,7 +494,12 @@ func (d *textDecoder) end(in *inspector) string {
 	if len(d.flow) > 0 {
 		f := d.flow
 		d.flow = nil
-		return d.show(in, f)
+		if r := d.show(in, f); r != "" {
+			return r
+		}
+	}
+	if len(d.hold) > 0 {
+		return in.match(false, d.hold)
 	}
 	return ""
 }
@@ -599,7 +605,10 @@ func (d *textDecoder) show(in *inspector, l []byte) string {
 	if !d.html {
 		return ""
 	}
-	v := in.view[:0]
+	// A tag may go on over the next line: the text before it is held and
+	// shown with the text after it, as a reader renders it.
+	v := append(in.view[:0], d.hold...)
+	d.hold = d.hold[:0]
 	for _, c := range l {
 		switch {
 		case d.inTag:
@@ -611,6 +620,10 @@ func (d *textDecoder) show(in *inspector, l []byte) string {
 		}
 	}
 	in.view = v
+	if d.inTag {
+		d.hold = append(d.hold, v[:min(len(v), maxInspectLine)]...)
+		return ""
+	}
 	if bytes.IndexByte(v, '&') >= 0 {
 		v = []byte(html.UnescapeString(string(v)))
 	}
