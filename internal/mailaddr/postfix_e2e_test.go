@@ -115,6 +115,8 @@ func TestPostfixReadsAddressesAlike(t *testing.T) {
 		"<alice @example.test>", "<alice@example.test (x)>", "<Alice <alice@example.test>>", `alice\@remote.test@example.test`,
 		`<"alice@remote.test"@example.test>`, "<alice@127.0.0.1>", "<alice@[127.0.0.1>", "<alice@example.test>>",
 		"<>", `<"">`, `<""@example.test>`, "<alice@exa_mple.test>", "<alice@-example.test>",
+		"<jöran@example.test>", "<alice@bücher.test>", `<"jöran"@example.test>`, "<alice@[ipv6:0:0::1]>",
+		"<@[127.0.0.1]:alice@example.test>", "<alice@example.test.>", `<"\a\l\i\c\e"@Example.Test>`,
 	)
 	type pair struct{ orig, canon string }
 	var asked []string
@@ -146,7 +148,9 @@ func TestPostfixReadsAddressesAlike(t *testing.T) {
 		switch {
 		case isLocal && (vo == relayDenied || vo == other):
 			t.Errorf("%s: mailaddr reads the local domain %q, Postfix says %q", pr.orig, p.Domain, replies[2*i])
-		case !isLocal && p.Domain != "" && vo != relayDenied:
+		case !isLocal && p.Domain != "" && vo != relayDenied && vo != badSyntax:
+			// (Refused outright is fine: with smtputf8_enable = no, as here,
+			// Postfix refuses a UTF-8 domain that mailaddr reads.)
 			t.Errorf("%s: mailaddr reads the remote domain %q, Postfix says %q", pr.orig, p.Domain, replies[2*i])
 		case isLocal && slices.Contains(users, p.Key()) && vo != accepted:
 			t.Errorf("%s: mailaddr reads the user %q, Postfix says %q", pr.orig, p.Key(), replies[2*i])
