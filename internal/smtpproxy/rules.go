@@ -3,6 +3,7 @@ package smtpproxy
 import (
 	"bytes"
 	"html"
+	"mime"
 	"regexp"
 	"strings"
 
@@ -213,13 +214,20 @@ func (in *inspector) endField() string {
 			return r
 		}
 	}
-	if colon && !in.over && bytes.Contains(value, []byte("=?")) {
-		d := decodeWords(value)
+	if !colon {
+		return ""
+	}
+	// As a reader shows it: "Subject : x" is the subject (RFC 5322's
+	// obsolete syntax), encoded-words decoded.
+	trimmed := bytes.TrimRight(name, " \t")
+	d := value
+	if !in.over && bytes.Contains(value, []byte("=?")) {
+		d = decodeWords(value)
 		in.spend(len(d))
-		if !bytes.Equal(d, value) {
-			in.view = append(append(append(in.view[:0], name...), ':'), d...)
-			return in.match(true, in.view)
-		}
+	}
+	if len(trimmed) != len(name) || !bytes.Equal(d, value) {
+		in.view = append(append(append(in.view[:0], trimmed...), ':'), d...)
+		return in.match(true, in.view)
 	}
 	return ""
 }
@@ -265,6 +273,11 @@ func (p *partHeader) note(name, value string) {
 // as readers do; ok is false when one parameter is given twice with
 // different values (readers differ on which one counts).
 func parseContentType(v string) (string, map[string]string, bool) {
+	if t, params, err := mime.ParseMediaType(v); err == nil {
+		// Well-formed, RFC 2231 continuations and charsets included
+		// (boundary*0="a"; boundary*1="b").
+		return t, params, true
+	}
 	parts := splitParams(v)
 	t := strings.ToLower(strings.TrimSpace(parts[0]))
 	if i := strings.IndexAny(t, " \t("); i >= 0 {
@@ -282,7 +295,9 @@ func parseContentType(v string) (string, map[string]string, bool) {
 		if len(val) >= 2 && val[0] == '"' {
 			val = unquote(val)
 		}
-		if old, dup := params[k]; dup && old != val {
+		if old, dup := params[k]; dup && old != val || strings.Contains(k, "*") {
+			// Readers differ on duplicates, and on RFC 2231 parameters
+			// in a malformed field.
 			ok = false
 		}
 		if _, dup := params[k]; !dup {
@@ -339,7 +354,11 @@ func (in *inspector) endHeader() string {
 	switch {
 	case strings.HasPrefix(p.ctype, "multipart/"):
 		b := p.params["boundary"]
-		if b != "" && len(b) <= maxBoundary && len(in.bounds) < maxMIMEDepth {
+		if b == "" {
+			// No reader can tell where its parts are.
+			return ambiguousMIME
+		}
+		if len(b) <= maxBoundary && len(in.bounds) < maxMIMEDepth {
 			in.bounds = append(in.bounds, b)
 		}
 	case (p.ctype == "message/rfc822" || p.ctype == "message/global") && identity && in.nested < maxMIMEDepth:
