@@ -80,6 +80,12 @@ func TestContentEvasions(t *testing.T) {
 		{"boundary in RFC 2231 pieces", "Subject: hi\r\nContent-Type: multipart/mixed; boundary*0=\"ab\"; boundary*1=\"cd\"\r\n\r\n--abcd\r\nContent-Transfer-Encoding: base64\r\n\r\n" + b64lines("buy v1agra", 76) + "--abcd--\r\n", "viagra"},
 		{"RFC 2231 in a malformed field", "Subject: hi\r\nContent-Type: multipart/mixed; boundary*0=ab; boundary*1=cd; junk\r\n\r\n--abcd\r\n\r\nx\r\n", ambiguousMIME},
 		{"multipart without boundary", "Subject: hi\r\nContent-Type: multipart/mixed\r\n\r\nx\r\n", ambiguousMIME},
+		{"base64 in one long line", "Subject: hi\r\nContent-Transfer-Encoding: base64\r\n\r\n" + b64lines(strings.Repeat("filler text\n", 2000)+"buy v1agra now\n", 1<<20), "viagra"},
+		{"base64 one long decoded line", "Subject: hi\r\nContent-Transfer-Encoding: base64\r\n\r\n" + b64lines(strings.Repeat("filler text ", 2000)+"buy v1agra now", 76), "viagra"},
+		{"quoted-printable long line", "Subject: hi\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n" + strings.Repeat("filler=20text ", 1000) + "buy =76=31agra now\r\n", "viagra"},
+		{"quoted-printable long line with line ends", "Subject: hi\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n" + strings.Repeat("filler=20text=0D=0A", 1000) + "buy =76=31agra now\r\n", "viagra"},
+		{"quoted-printable long line, soft break", "Subject: hi\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n" + strings.Repeat("filler=20text ", 1000) + "buy v1a=  \r\ngra now\r\n", "viagra"},
+		{"long line before a boundary", "Subject: hi\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n" + strings.Repeat("x", 9000) + "v1a=\r\n--b\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ngra\r\n--b--\r\n", ""},
 		{"dot-stuffed", "Subject: hi\r\n\r\n..v1agra\r\n", "viagra"},
 		{"two content types", "Subject: hi\r\nContent-Type: text/plain\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\nx\r\n", ambiguousMIME},
 		{"two encodings", "Subject: hi\r\nContent-Transfer-Encoding: base64\r\nContent-Transfer-Encoding: 7bit\r\n\r\nx\r\n", ambiguousMIME},
@@ -220,6 +226,8 @@ func FuzzContentInspector(f *testing.F) {
 	f.Add("Content-Type: text/plain; format=flowed; delsp=yes\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nbuy v1a =\r\n\r\ngra\r\n", uint8(1))
 	f.Add("Content-Type: message/rfc822\r\n\r\nContent-Type: multipart/alternative; boundary=\"x y\"\r\n\r\n--x y\r\n\r\n<a\r\nb>&amp;v1agra\r\n", uint8(7))
 	f.Add("Content-Type: text/plain; charset=iso-2022-jp\r\n\r\n\x1b$B$3$s\x1b(B v1agra\r\n", uint8(2))
+	f.Add("Content-Transfer-Encoding: quoted-printable\r\n\r\n"+strings.Repeat("ab=3D=\t ", 1200)+"=0\r\nx\r\n", uint8(9))
+	f.Add("Content-Transfer-Encoding: base64\r\n\r\n"+strings.Repeat("dj FhZ3Jh", 1200)+"\r\n", uint8(11))
 	f.Fuzz(func(t *testing.T, msg string, cut uint8) {
 		whole := &inspector{rules: testRules, budget: 1 << 16}
 		want := whole.feed([]byte(msg))

@@ -29,6 +29,9 @@ const (
 	defaultDecodeBudget = 4 << 20
 	// maxMIMEDepth bounds nested multiparts and nested messages.
 	maxMIMEDepth = 32
+	// windowOverlap is how much two windows over a long decoded line
+	// overlap.
+	windowOverlap = 1 << 10
 	// maxBoundary bounds a multipart boundary (RFC 2046 allows 70).
 	maxBoundary = 200
 )
@@ -56,16 +59,17 @@ type inspector struct {
 	budget int64 // decoded bytes; 0: defaultDecodeBudget
 	failed string
 
-	line   []byte // the current line as sent (up to maxInspectLine)
-	inBody bool   // past the header of the current entity
-	field  []byte // the header field being unfolded
-	part   partHeader
-	bounds []string // open multipart boundaries, outermost first
-	nested int      // message/rfc822 entities entered
-	dec    *textDecoder
-	used   int64 // decoded bytes so far
-	over   bool  // the budget is spent
-	view   []byte
+	line      []byte // the current line as sent (up to maxInspectLine)
+	streaming bool   // the current line is longer and goes to the decoder as it comes
+	inBody    bool   // past the header of the current entity
+	field     []byte // the header field being unfolded
+	part      partHeader
+	bounds    []string // open multipart boundaries, outermost first
+	nested    int      // message/rfc822 entities entered
+	dec       *textDecoder
+	used      int64 // decoded bytes so far
+	over      bool  // the budget is spent
+	view      []byte
 }
 
 // partHeader collects what one entity's header says about its body.
@@ -89,21 +93,51 @@ func (in *inspector) feed(p []byte) string {
 		if i >= 0 {
 			part = p[:i]
 		}
-		if room := maxInspectLine - len(in.line); room > 0 {
-			in.line = append(in.line, part[:min(len(part), room)]...)
+		room := maxInspectLine - len(in.line)
+		in.line = append(in.line, part[:min(len(part), room)]...)
+		if rest := part[min(len(part), room):]; len(rest) > 0 {
+			if r := in.longLine(rest); r != "" {
+				in.failed = r
+				return r
+			}
 		}
 		if i < 0 {
 			return ""
 		}
 		p = p[i+1:]
 		rule := in.endLine()
-		in.line = in.line[:0]
+		in.line, in.streaming = in.line[:0], false
 		if rule != "" {
 			in.failed = rule
 			return rule
 		}
 	}
 	return ""
+}
+
+// longLine takes the bytes of a line beyond the first maxInspectLine: rules
+// do not see them as sent, but a base64 or quoted-printable text part's
+// decoder does, so that a part sent as one long line is read whole.
+func (in *inspector) longLine(rest []byte) string {
+	if !in.inBody || in.dec == nil || in.dec.cte == 0 || in.over {
+		return ""
+	}
+	if !in.streaming {
+		l := in.line
+		if bytes.HasPrefix(l, []byte("..")) {
+			l = l[1:]
+		}
+		if len(in.bounds) > 0 && bytes.HasPrefix(l, []byte("--")) {
+			if _, _, ok := in.boundary(l); ok {
+				return "" // a delimiter line, however long
+			}
+		}
+		in.streaming = true
+		if r := in.dec.more(in, l); r != "" {
+			return r
+		}
+	}
+	return in.dec.more(in, rest)
 }
 
 // finish is called at the end of the message: what is still held (the
@@ -157,6 +191,10 @@ func (in *inspector) endLine() string {
 		return r
 	}
 	if in.dec != nil && !in.over {
+		if in.streaming {
+			// The start of the line went to the decoder already.
+			return in.dec.line(in, nil)
+		}
 		return in.dec.line(in, l)
 	}
 	return ""
@@ -434,7 +472,8 @@ func (in *inspector) match(header bool, l []byte) string {
 // textDecoder turns the lines of a text part as sent into the lines a
 // reader shows.
 type textDecoder struct {
-	cte    byte // 0 (as sent), 'q' (quoted-printable) or 'b' (base64)
+	cte    byte   // 0 (as sent), 'q' (quoted-printable) or 'b' (base64)
+	carry  []byte // the held end of a long quoted-printable line
 	b64    [4]byte
 	nb64   int
 	conv   transform.Transformer // nil: UTF-8 or ASCII, as sent
@@ -453,6 +492,12 @@ type textDecoder struct {
 // line takes one line of the part as sent.
 func (d *textDecoder) line(in *inspector, l []byte) string {
 	d.out = d.out[:0]
+	if len(d.carry) > 0 {
+		// The end of a long line whose start went through more.
+		d.carry = append(d.carry, l...)
+		l = bytes.TrimSuffix(d.carry, []byte("\r"))
+		defer func() { d.carry = d.carry[:0] }()
+	}
 	switch d.cte {
 	case 'q':
 		l = bytes.TrimRight(l, " \t")
@@ -460,39 +505,82 @@ func (d *textDecoder) line(in *inspector, l []byte) string {
 		if soft {
 			l = l[:len(l)-1]
 		}
-		for i := 0; i < len(l); i++ {
-			if l[i] == '=' && i+2 < len(l) && isHex(l[i+1]) && isHex(l[i+2]) {
-				d.out = append(d.out, unhex(l[i+1])<<4|unhex(l[i+2]))
-				i += 2
-				continue
-			}
-			d.out = append(d.out, l[i])
-		}
+		d.qp(l)
 		if !soft {
 			d.out = append(d.out, '\n')
 		}
 	case 'b':
-		for _, c := range l {
-			if c == '=' {
-				d.flushBase64()
-				continue
-			}
-			v := b64val[c]
-			if v == 0xff {
-				continue // readers skip what is not base64
-			}
-			d.b64[d.nb64] = v
-			d.nb64++
-			if d.nb64 == 4 {
-				d.out = append(d.out, d.b64[0]<<2|d.b64[1]>>4, d.b64[1]<<4|d.b64[2]>>2, d.b64[2]<<6|d.b64[3])
-				d.nb64 = 0
-			}
-		}
+		d.base64(l)
 	default:
 		d.out = append(append(d.out, l...), '\n')
 	}
 	in.spend(len(d.out))
 	return d.convert(in, d.out, false)
+}
+
+// more takes part of a line longer than a rule sees (a whole base64 text
+// in one line, say): it is decoded as it comes, so no text hides beyond
+// the first 8 KiB of a line. What may change meaning at the line end (the
+// last characters of a quoted-printable line) is held for line.
+func (d *textDecoder) more(in *inspector, p []byte) string {
+	d.out = d.out[:0]
+	switch d.cte {
+	case 'b':
+		d.base64(p)
+	case 'q':
+		d.carry = append(d.carry, p...)
+		cut := len(d.carry)
+		for cut > 0 && (d.carry[cut-1] == ' ' || d.carry[cut-1] == '\t' || d.carry[cut-1] == '\r') {
+			cut--
+		}
+		if i := bytes.LastIndexByte(d.carry[max(0, cut-2):cut], '='); i >= 0 {
+			cut = max(0, cut-2) + i
+		}
+		if len(d.carry)-cut > 1024 {
+			cut = len(d.carry) - 2 // a long run of white space: not all of it is held
+		}
+		d.qp(d.carry[:cut])
+		n := copy(d.carry, d.carry[cut:])
+		d.carry = d.carry[:n]
+	default:
+		return ""
+	}
+	in.spend(len(d.out))
+	return d.convert(in, d.out, false)
+}
+
+// qp decodes quoted-printable text without line ends: =XX escapes (either
+// case); an '=' that starts no escape stays, as readers keep it.
+func (d *textDecoder) qp(l []byte) {
+	for i := 0; i < len(l); i++ {
+		if l[i] == '=' && i+2 < len(l) && isHex(l[i+1]) && isHex(l[i+2]) {
+			d.out = append(d.out, unhex(l[i+1])<<4|unhex(l[i+2]))
+			i += 2
+			continue
+		}
+		d.out = append(d.out, l[i])
+	}
+}
+
+// base64 decodes base64 text; padding ends a group and decoding goes on
+// after it, characters outside the alphabet are skipped (as readers do).
+func (d *textDecoder) base64(l []byte) {
+	for _, c := range l {
+		if c == '=' {
+			d.flushBase64()
+			continue
+		}
+		v := b64val[c]
+		if v == 0xff {
+			continue
+		}
+		d.b64[d.nb64] = v
+		d.nb64++
+		if d.nb64 == 4 {
+			d.out = append(d.out, d.b64[0]<<2|d.b64[1]>>4, d.b64[1]<<4|d.b64[2]>>2, d.b64[2]<<6|d.b64[3])
+			d.nb64 = 0
+		}
+	}
 }
 
 // end flushes what is held at the end of the part.
@@ -570,9 +658,20 @@ func (d *textDecoder) addText(in *inspector, p []byte) string {
 		if i >= 0 {
 			part = p[:i]
 		}
-		if room := maxInspectLine - len(d.text); room > 0 {
-			d.text = append(d.text, part[:min(len(part), room)]...)
+		for len(d.text)+len(part) > maxInspectLine {
+			// A decoded line longer than a rule sees: matched in windows
+			// that overlap by windowOverlap bytes, so a phrase shorter
+			// than that is seen wherever it is.
+			k := maxInspectLine - len(d.text)
+			d.text = append(d.text, part[:k]...)
+			part = part[k:]
+			if r := in.match(false, d.text); r != "" {
+				return r
+			}
+			n := copy(d.text, d.text[len(d.text)-windowOverlap:])
+			d.text = d.text[:n]
 		}
+		d.text = append(d.text, part...)
 		if i < 0 {
 			return ""
 		}
@@ -728,18 +827,7 @@ func decodeWords(v []byte) []byte {
 		var raw []byte
 		if kind == 'b' || kind == 'B' {
 			d := textDecoder{}
-			for _, c := range text {
-				if c == '=' {
-					d.flushBase64()
-				} else if b := b64val[c]; b != 0xff {
-					d.b64[d.nb64] = b
-					d.nb64++
-					if d.nb64 == 4 {
-						d.out = append(d.out, d.b64[0]<<2|d.b64[1]>>4, d.b64[1]<<4|d.b64[2]>>2, d.b64[2]<<6|d.b64[3])
-						d.nb64 = 0
-					}
-				}
-			}
+			d.base64(text)
 			d.flushBase64()
 			raw = d.out
 		} else {
