@@ -6,14 +6,16 @@ import (
 	"mime"
 	"regexp"
 	"strings"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"golang.org/x/text/encoding"
-
-	"github.com/postern/postern/internal/guard"
 	"golang.org/x/text/encoding/htmlindex"
 	"golang.org/x/text/encoding/ianaindex"
 	"golang.org/x/text/encoding/unicode"
 	"golang.org/x/text/transform"
+
+	"github.com/postern/postern/internal/guard"
 )
 
 // Limits of what content rules look at. Every buffer the inspector keeps is
@@ -410,9 +412,7 @@ func (in *inspector) endHeader() string {
 		case "base64":
 			d.cte = 'b'
 		}
-		if enc := lookupCharset(p.params["charset"]); enc != nil {
-			d.conv = enc.NewDecoder()
-		}
+		d.conv = charsetDecoder(p.params["charset"])
 		if p.ctype == "text/plain" && strings.EqualFold(p.params["format"], "flowed") {
 			d.flowed = true
 			d.delsp = strings.EqualFold(p.params["delsp"], "yes")
@@ -777,6 +777,105 @@ func unhex(c byte) byte {
 	return c - 'A' + 10
 }
 
+// charsetDecoder returns a converter from charset name to UTF-8, or nil
+// when none is needed or the charset is unknown (its bytes are matched as
+// they are).
+func charsetDecoder(name string) transform.Transformer {
+	switch strings.ToLower(strings.TrimSpace(name)) {
+	case "utf-7", "unicode-1-1-utf-7", "csunicode11utf7":
+		// Not in golang.org/x/text, but decoded by mail readers.
+		return &utf7Decoder{}
+	}
+	if enc := lookupCharset(name); enc != nil {
+		return enc.NewDecoder()
+	}
+	return nil
+}
+
+// utf7Decoder converts UTF-7 (RFC 2152) to UTF-8. Its state lives in the
+// struct, so it takes every byte it is given.
+type utf7Decoder struct {
+	shift bool // inside "+...": modified base64 of UTF-16
+	first bool // just after the '+'
+	bits  uint32
+	nbits uint
+	high  rune // a high surrogate waiting for its pair
+}
+
+func (u *utf7Decoder) Reset() { *u = utf7Decoder{} }
+
+func isBase64Std(c byte) bool {
+	return 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '+' || c == '/'
+}
+
+func (u *utf7Decoder) Transform(dst, src []byte, atEOF bool) (nDst, nSrc int, err error) {
+	for nSrc < len(src) {
+		if len(dst)-nDst < 2*utf8.UTFMax {
+			return nDst, nSrc, transform.ErrShortDst
+		}
+		c := src[nSrc]
+		if u.shift {
+			if isBase64Std(c) {
+				u.bits = u.bits<<6 | uint32(b64val[c])
+				u.nbits += 6
+				u.first = false
+				if u.nbits >= 16 {
+					u.nbits -= 16
+					nDst += u.unit(dst[nDst:], rune(u.bits>>u.nbits&0xffff))
+					u.bits &= 1<<u.nbits - 1
+				}
+				nSrc++
+				continue
+			}
+			first := u.first
+			u.shift, u.first, u.bits, u.nbits = false, false, 0, 0
+			nDst += u.flushHigh(dst[nDst:])
+			if c == '-' {
+				if first {
+					dst[nDst] = '+' // "+-" is a plus sign
+					nDst++
+				}
+				nSrc++
+				continue
+			}
+		}
+		if c == '+' {
+			u.shift, u.first = true, true
+			nSrc++
+			continue
+		}
+		nDst += u.flushHigh(dst[nDst:])
+		dst[nDst] = c
+		nDst++
+		nSrc++
+	}
+	return nDst, nSrc, nil
+}
+
+// unit writes one UTF-16 code unit, pairing surrogates.
+func (u *utf7Decoder) unit(dst []byte, r rune) int {
+	switch {
+	case utf16.IsSurrogate(r) && r < 0xdc00:
+		n := u.flushHigh(dst)
+		u.high = r
+		return n
+	case utf16.IsSurrogate(r) && u.high != 0:
+		n := utf8.EncodeRune(dst, utf16.DecodeRune(u.high, r))
+		u.high = 0
+		return n
+	}
+	n := u.flushHigh(dst)
+	return n + utf8.EncodeRune(dst[n:], r)
+}
+
+func (u *utf7Decoder) flushHigh(dst []byte) int {
+	if u.high == 0 {
+		return 0
+	}
+	u.high = 0
+	return utf8.EncodeRune(dst, utf8.RuneError)
+}
+
 // lookupCharset finds a charset the way go-message's charset package does
 // (the IANA MIME names, then with a "cs" prefix, then the WHATWG names
 // browsers use); nil for UTF-8 and ASCII, which need no conversion, and for
@@ -843,8 +942,8 @@ func decodeWords(v []byte) []byte {
 				}
 			}
 		}
-		if enc := lookupCharset(cs); enc != nil {
-			if u, _, err := transform.Bytes(enc.NewDecoder(), raw); err == nil {
+		if t := charsetDecoder(cs); t != nil {
+			if u, _, err := transform.Bytes(t, raw); err == nil {
 				raw = u
 			}
 		}
