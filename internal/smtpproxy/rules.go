@@ -6,13 +6,14 @@ import (
 	"mime"
 	"regexp"
 	"strings"
+	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
 
 	"golang.org/x/text/encoding"
 	"golang.org/x/text/encoding/htmlindex"
 	"golang.org/x/text/encoding/ianaindex"
-	"golang.org/x/text/encoding/unicode"
+	xunicode "golang.org/x/text/encoding/unicode"
 	"golang.org/x/text/transform"
 
 	"github.com/postern/postern/internal/guard"
@@ -455,8 +456,46 @@ func (in *inspector) spend(n int) {
 	}
 }
 
-// match matches the header or body rules against one line or field.
+// match matches the header or body rules against one line or field, and
+// when it holds invisible formatting characters (zero-width space, soft
+// hyphen, joiners, direction marks: Unicode's Cf) also against the line
+// without them, as a reader shows it.
 func (in *inspector) match(header bool, l []byte) string {
+	if r := in.match1(header, l); r != "" {
+		return r
+	}
+	if v, ok := withoutFormatChars(l); ok {
+		return in.match1(header, v)
+	}
+	return ""
+}
+
+// withoutFormatChars returns l without its Cf characters, and whether it
+// had any.
+func withoutFormatChars(l []byte) ([]byte, bool) {
+	i := 0
+	for i < len(l) && l[i] < utf8.RuneSelf {
+		i++
+	}
+	if i == len(l) {
+		return nil, false
+	}
+	var out []byte
+	for j := i; j < len(l); {
+		r, n := utf8.DecodeRune(l[j:])
+		if unicode.Is(unicode.Cf, r) {
+			if out == nil {
+				out = append(make([]byte, 0, len(l)), l[:j]...)
+			}
+		} else if out != nil {
+			out = append(out, l[j:j+n]...)
+		}
+		j += n
+	}
+	return out, out != nil
+}
+
+func (in *inspector) match1(header bool, l []byte) string {
 	for _, r := range in.rules {
 		re := r.Body
 		if header {
@@ -896,7 +935,7 @@ func lookupCharset(name string) encoding.Encoding {
 	if enc == nil {
 		enc, _ = htmlindex.Get(name)
 	}
-	if enc == unicode.UTF8 {
+	if enc == xunicode.UTF8 {
 		return nil
 	}
 	return enc
