@@ -296,3 +296,22 @@ func BenchmarkContentInspector(b *testing.B) {
 		}
 	}
 }
+
+// TestContentTypesInTheWild: forms real mailers send are read, never
+// refused as ambiguous, and their parts are found.
+func TestContentTypesInTheWild(t *testing.T) {
+	for _, ct := range []string{
+		`multipart/alternative; boundary="----=_NextPart_000_0012_01D4"; charset=UTF-8`,
+		`multipart/mixed; boundary=----=_NextPart_000_0012_01D4`,
+		"multipart/related;\r\n\tboundary=\"----=_NextPart_000_0012_01D4\";\r\n\ttype=\"text/html\"",
+		`multipart/mixed; boundary="----=_NextPart_000_0012_01D4";`,
+		`Multipart/Mixed; Boundary="----=_NextPart_000_0012_01D4"`,
+		`multipart/mixed; boundary="----=_NextPart_000_0012_01D4" (comment)`,
+		`multipart/mixed; boundary*=utf-8''----%3D_NextPart_000_0012_01D4`,
+	} {
+		msg := "Subject: hi\r\nContent-Type: " + ct + "\r\n\r\n------=_NextPart_000_0012_01D4\r\nContent-Type: text/plain; charset=us-ascii (Plain text)\r\nContent-Transfer-Encoding: base64\r\n\r\n" + b64lines("buy v1agra", 76) + "------=_NextPart_000_0012_01D4--\r\n"
+		if got := inspect(msg, 5); got != "viagra" {
+			t.Errorf("Content-Type: %s: %q, want the base64 part read", ct, got)
+		}
+	}
+}
