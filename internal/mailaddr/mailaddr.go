@@ -89,6 +89,21 @@ func (p Path) IsNull() bool { return p.Local == "" && p.Domain == "" }
 // its domain says (percent hack, bang path, '@' inside a quoted local part).
 func (p Path) Routed() bool { return p.Flags&Routed != 0 }
 
+// InDomains reports whether p is an address in one of domains (keys in
+// lower case, as Domain is) that no backend may route elsewhere: not the
+// null path, not Routed, not an address literal. <postmaster> is local.
+// A caller applies its relay check to every recipient for which this is
+// false.
+func (p Path) InDomains(domains map[string]bool) bool {
+	switch {
+	case p.IsNull() || p.Routed() || p.Flags&AddressLiteral != 0:
+		return false
+	case p.Flags&NoDomain != 0:
+		return true
+	}
+	return domains[p.Domain]
+}
+
 // Address returns the internal form "local@domain" (Postfix's internal,
 // unquoted form); "" for the null path, the bare local part for
 // <postmaster>.

@@ -244,3 +244,22 @@ func TestParseArg(t *testing.T) {
 		}
 	}
 }
+
+func TestInDomains(t *testing.T) {
+	local := map[string]bool{"example.test": true}
+	for in, want := range map[string]bool{
+		"<bob@example.test>": true, "<Bob@EXAMPLE.test.>": true, `<"bob"@example.test>`: true,
+		"<@r.example:bob@example.test>": true, "<postmaster>": true,
+		"<bob@other.test>": false, "<>": false, "<bob%other.test@example.test>": false,
+		"<other.test!bob@example.test>": false, `<"bob@other.test"@example.test>`: false,
+		"<bob@[127.0.0.1]>": false, "<bob@example.test.other.test>": false,
+	} {
+		p, err := ParsePath(in)
+		if err != nil {
+			t.Fatalf("%q: %v", in, err)
+		}
+		if got := p.InDomains(local); got != want {
+			t.Errorf("%q: InDomains %v, want %v", in, got, want)
+		}
+	}
+}
