@@ -44,6 +44,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzServeHTTP   -fuzztime $(FUZZTIME) ./internal/webproxy
 	$(GO) test -run '^$$' -fuzz FuzzFormFields  -fuzztime $(FUZZTIME) ./internal/webproxy
 	$(GO) test -run '^$$' -fuzz FuzzDotScanner  -fuzztime $(FUZZTIME) ./internal/smtpproxy
+	$(GO) test -run '^$$' -fuzz FuzzContentInspector -fuzztime $(FUZZTIME) ./internal/smtpproxy
+	$(GO) test -run '^$$' -fuzz FuzzParsePath   -fuzztime $(FUZZTIME) ./internal/mailaddr
+	$(GO) test -run '^$$' -fuzz FuzzParseArg    -fuzztime $(FUZZTIME) ./internal/mailaddr
 
 # The country dataset for the whole-dataset tests and benchmarks
 # (ip-location-db geo-whois-asn-country, CC BY 4.0, credit NRO), from the
