@@ -247,7 +247,7 @@ func FuzzContentInspector(f *testing.F) {
 			k := min(n, len(b))
 			got = in.feed(b[:k])
 			b = b[k:]
-			if len(in.line) > maxInspectLine || len(in.field) > maxHeaderField || len(in.bounds) > maxMIMEDepth || len(in.view) > 2*maxInspectLine {
+			if len(in.line) > maxInspectLine || len(in.field) > maxHeaderField || len(in.bounds) > maxMIMEDepth || len(in.view) > 3*maxHeaderField {
 				t.Fatalf("buffers: line %d field %d bounds %d view %d", len(in.line), len(in.field), len(in.bounds), len(in.view))
 			}
 			if d := in.dec; d != nil && (len(d.text) > maxInspectLine || len(d.flow) > maxInspectLine || len(d.hold) > maxInspectLine || len(d.convIn) > maxInspectLine+64) {
