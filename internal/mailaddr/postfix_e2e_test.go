@@ -2,6 +2,7 @@ package mailaddr_test
 
 import (
 	"bufio"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"strings"
@@ -118,6 +119,8 @@ func TestPostfixReadsAddressesAlike(t *testing.T) {
 		"<jöran@example.test>", "<alice@bücher.test>", `<"jöran"@example.test>`, "<alice@[ipv6:0:0::1]>",
 		"<@[127.0.0.1]:alice@example.test>", "<alice@example.test.>", `<"\a\l\i\c\e"@Example.Test>`,
 	)
+	handWritten := len(args)
+	args = append(args, generated(400)...)
 	type pair struct{ orig, canon string }
 	var asked []string
 	var pairs []pair
@@ -171,7 +174,7 @@ func TestPostfixReadsAddressesAlike(t *testing.T) {
 	// What mailaddr refuses, Postfix often takes: the price of failing
 	// closed, logged so that it stays visible.
 	var refusedArgs []string
-	for _, a := range args {
+	for _, a := range args[:handWritten] {
 		if p, err := mailaddr.ParsePath(a); err != nil || p.IsNull() {
 			refusedArgs = append(refusedArgs, a)
 		}
@@ -181,4 +184,60 @@ func TestPostfixReadsAddressesAlike(t *testing.T) {
 		t.Logf("refused by mailaddr: %-40s Postfix: %s (%s)", a, rv[i], rr[i])
 	}
 	t.Logf("%d arguments: %d accepted by mailaddr and compared with Postfix (verdicts %v), %d refused", len(args), len(pairs), count, refused)
+}
+
+// generated returns n RCPT TO arguments built from pieces of addresses,
+// quoting, escapes, routes, case and stray characters, the same on every
+// run (a fixed seed).
+func generated(n int) []string {
+	rng := rand.New(rand.NewPCG(10, 4))
+	pick := func(xs ...string) string { return xs[rng.IntN(len(xs))] }
+	var out []string
+	for range n {
+		local := pick("alice", "bob", "carol", "ALICE", "Bob", "nobody", "x")
+		if rng.IntN(4) == 0 {
+			local += pick(".", "+", "%", "!", "-", "_", "'", "=", "/") + pick("alice", "tag", "remote.test", "x")
+		}
+		switch rng.IntN(5) {
+		case 0:
+			local = `"` + local + `"`
+		case 1:
+			var b strings.Builder
+			b.WriteByte('"')
+			for _, c := range []byte(local) {
+				if rng.IntN(2) == 0 {
+					b.WriteByte('\\')
+				}
+				b.WriteByte(c)
+			}
+			b.WriteByte('"')
+			local = b.String()
+		}
+		dom := pick("example.test", "other.test", "remote.test", "mx.example.test", "[127.0.0.1]", "[192.0.2.7]")
+		if rng.IntN(2) == 0 {
+			b := []byte(dom)
+			for i := range b {
+				if rng.IntN(2) == 0 && 'a' <= b[i] && b[i] <= 'z' {
+					b[i] -= 'a' - 'A'
+				}
+			}
+			dom = string(b)
+		}
+		if rng.IntN(5) == 0 {
+			dom += "."
+		}
+		addr := local + "@" + dom
+		if rng.IntN(6) == 0 {
+			addr = "@" + pick("relay.test", "r.example.test", "[127.0.0.1]") + ":" + addr
+		}
+		if rng.IntN(4) == 0 {
+			i := rng.IntN(len(addr) + 1)
+			addr = addr[:i] + pick(" ", "\t", "(", ")", "<", ">", ",", ";", ":", "\\", `"`, "[", "]", "@", ".", "%") + addr[i:]
+		}
+		if rng.IntN(8) != 0 {
+			addr = "<" + addr + ">"
+		}
+		out = append(out, addr)
+	}
+	return out
 }
