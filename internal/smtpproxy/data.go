@@ -145,6 +145,11 @@ func (s *session) bdat(c command) error {
 	if s.p.cfg.Scan.Scanner != nil {
 		return s.bdatScanned(m, n, last)
 	}
+	if last && n == 0 {
+		if d, text := s.checkEnd(m); text != "" {
+			return s.abortMessage(text, d)
+		}
+	}
 	cmd := "BDAT " + strconv.FormatInt(n, 10)
 	if last {
 		cmd += " LAST"
@@ -162,6 +167,12 @@ func (s *session) bdat(c command) error {
 			left -= int64(k)
 			if d, text := s.check(m, buf[:k]); text != "" {
 				return s.abortMessage(text, d)
+			}
+			if left == 0 && last {
+				// The end of the message: checked before its last bytes go.
+				if d, text := s.checkEnd(m); text != "" {
+					return s.abortMessage(text, d)
+				}
 			}
 			if m.failed == nil {
 				s.be.conn.SetWriteDeadline(time.Now().Add(s.p.cfg.Timeouts.Backend))

@@ -113,6 +113,9 @@ func (s *session) readMessage(m *msgState, sink func(chunk []byte, dots []int) e
 			}
 		}
 		if end {
+			if dec, text := s.checkEnd(m); text != "" {
+				return false, s.abortMessage(text, dec)
+			}
 			if rest := buf[n+3 : have]; len(rest) > 0 {
 				s.in.pending = append(s.in.pending[:0], rest...)
 			}

@@ -92,6 +92,10 @@ func (s *session) bdatScanned(m *msgState, n int64, last bool) error {
 	if !last {
 		return s.reply(newReply(250, fmt.Sprintf("2.0.0 %d octets received", n)))
 	}
+	if d, text := s.checkEnd(m); text != "" {
+		s.dropSpool()
+		return s.abortMessage(text, d)
+	}
 	spool := s.spool
 	s.spool, s.msg = nil, nil
 	defer spool.Close()

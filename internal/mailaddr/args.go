@@ -1,0 +1,186 @@
+package mailaddr
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Arg is the argument of a MAIL or RCPT command: its path and its ESMTP
+// parameters.
+type Arg struct {
+	// Keyword is "FROM:" or "TO:" in upper case.
+	Keyword string
+	// Path is the address.
+	Path Path
+	// Params are the ESMTP parameters (SIZE=1000, BODY=8BITMIME, ...) as
+	// given, in order.
+	Params []string
+}
+
+// Canonical returns the argument as postern relays it after the verb:
+// "FROM:<local@domain> PARAM PARAM" with single spaces.
+func (a Arg) Canonical() string {
+	var b strings.Builder
+	b.WriteString(a.Keyword)
+	b.WriteString(a.Path.Canonical())
+	for _, p := range a.Params {
+		b.WriteByte(' ')
+		b.WriteString(p)
+	}
+	return b.String()
+}
+
+// ParseMailArg reads the argument of MAIL (everything after the verb, for
+// example "FROM:<a@example.org> SIZE=100"). The null path is accepted.
+func ParseMailArg(args string) (Arg, error) { return parseArg(args, "FROM:", true) }
+
+// ParseRcptArg reads the argument of RCPT ("TO:<b@example.org>"). The null
+// path is an error.
+func ParseRcptArg(args string) (Arg, error) { return parseArg(args, "TO:", false) }
+
+func parseArg(args, keyword string, allowNull bool) (Arg, error) {
+	a := Arg{Keyword: keyword}
+	toks, err := Tokens(args)
+	if err != nil {
+		return a, err
+	}
+	if len(toks) < 2 || !strings.EqualFold(toks[0], keyword) {
+		return a, fmt.Errorf("%w: expected %s<address>", ErrSyntax, keyword)
+	}
+	if a.Path, err = ParsePath(toks[1]); err != nil {
+		return a, err
+	}
+	if a.Path.IsNull() && !allowNull {
+		return a, fmt.Errorf("%w: the null path <> is not a recipient", ErrSyntax)
+	}
+	for _, p := range toks[2:] {
+		if err := checkParam(p); err != nil {
+			return a, err
+		}
+	}
+	if len(toks) > 2 {
+		a.Params = toks[2:]
+	}
+	return a, nil
+}
+
+// checkParam accepts esmtp-keyword ["=" esmtp-value] (RFC 5321), without
+// the quoting characters Postfix's tokenizer would treat specially.
+func checkParam(p string) error {
+	kw, val, hasVal := strings.Cut(p, "=")
+	if kw == "" || !isAlnum(kw[0]) {
+		return fmt.Errorf("%w: ESMTP parameter %q", ErrSyntax, printable(p))
+	}
+	for i := 1; i < len(kw); i++ {
+		if !isAlnum(kw[i]) && kw[i] != '-' {
+			return fmt.Errorf("%w: ESMTP parameter %q", ErrSyntax, printable(p))
+		}
+	}
+	if hasVal && val == "" {
+		return fmt.Errorf("%w: ESMTP parameter %q has an empty value", ErrSyntax, printable(p))
+	}
+	for i := 0; i < len(val); i++ {
+		c := val[i]
+		if c < 33 || c > 126 || c == '=' || c == '"' || c == '<' || c == '>' || c == '\\' {
+			return fmt.Errorf("%w: ESMTP parameter %q", ErrSyntax, printable(p))
+		}
+	}
+	return nil
+}
+
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}
+
+// isSpace is C's isspace in the C locale, which Postfix's tokenizer uses.
+func isSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'
+}
+
+// Tokens splits an SMTP command's text the way Postfix's smtpd tokenizer
+// (smtpd_token.c) does: tokens are separated by white space; "<...>" and
+// "\"...\"" keep white space inside them (nesting quotes in brackets and
+// brackets in brackets, with backslash escapes); a token that reads "to:"
+// or "from:" (any case) ends at its colon. An unterminated quote or
+// bracket is an error (Postfix's SMTPD_TOK_ERROR).
+func Tokens(s string) ([]string, error) {
+	var toks []string
+	var cur strings.Builder
+	flush := func() {
+		if cur.Len() > 0 {
+			toks = append(toks, cur.String())
+			cur.Reset()
+		}
+	}
+	for i := 0; i < len(s); {
+		c := s[i]
+		i++
+		switch {
+		case isSpace(c):
+			flush()
+		case c == '<' || c == '"':
+			want := byte('>')
+			if c == '"' {
+				want = '"'
+			}
+			cur.WriteByte(c)
+			j, err := quoted(s, i, want, &cur)
+			if err != nil {
+				return nil, err
+			}
+			i = j
+		case c == ':':
+			cur.WriteByte(c)
+			if t := cur.String(); strings.EqualFold(t, "to:") || strings.EqualFold(t, "from:") {
+				flush()
+			}
+		default:
+			if c == '\\' {
+				cur.WriteByte(c)
+				if i >= len(s) {
+					break
+				}
+				c = s[i]
+				i++
+			}
+			cur.WriteByte(c)
+		}
+	}
+	flush()
+	return toks, nil
+}
+
+// quoted copies s[i:] up to the quote that closes the one before i (Postfix's
+// smtp_quoted) and returns the index after it.
+func quoted(s string, i int, last byte, cur *strings.Builder) (int, error) {
+	stack := []byte{last}
+	wanted := last
+	for i < len(s) {
+		c := s[i]
+		i++
+		cur.WriteByte(c)
+		switch {
+		case c == '\\':
+			if i >= len(s) {
+				return i, errUnterminated
+			}
+			cur.WriteByte(s[i])
+			i++
+		case c == wanted:
+			if len(stack) == 1 {
+				return i, nil
+			}
+			stack = stack[:len(stack)-1]
+			wanted = stack[len(stack)-1]
+		case c == '"':
+			stack = append(stack, '"')
+			wanted = '"'
+		case c == '<' && wanted == '>':
+			stack = append(stack, '>')
+			wanted = '>'
+		}
+	}
+	return i, errUnterminated
+}
+
+var errUnterminated = fmt.Errorf("%w: unterminated quote or angle bracket", ErrSyntax)
