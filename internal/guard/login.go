@@ -1,0 +1,266 @@
+package guard
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// MaxLoginHold bounds how long BeginLogin holds an attempt while other
+// attempts of the same address (or block prefix) are waiting for the
+// backend's answer at the failed-login threshold. An attempt held longer is
+// refused (Close), never passed.
+const MaxLoginHold = 30 * time.Second
+
+// Login is one login attempt between BeginLogin and the backend's answer.
+// While it is open it holds a pending slot of its address's block prefix
+// (or of its session, when failures are counted per session): the engine
+// counts it as a failure that may come, so that failures plus pending
+// attempts never exceed the failed-login threshold. Exactly one of Failed,
+// Succeeded or Abandon ends it and frees the slot; later calls do nothing,
+// so a front-end may defer Abandon right after BeginLogin. Its methods are
+// safe for concurrent use.
+type Login struct {
+	s       *Session
+	account string
+	g       *loginGate // nil: not gated (L off, bypassed)
+	key     netip.Prefix
+	done    atomic.Bool
+}
+
+// loginGate counts the attempts of one block prefix (or one session) that
+// are waiting for the backend's answer.
+type loginGate struct {
+	pending int
+	waiters int
+	wake    chan struct{} // closed (and replaced) when pending drops
+}
+
+// loginGates holds the gates of cross-session counting, by block prefix.
+// A gate exists only while it has pending attempts or waiters.
+type loginGates struct {
+	mu sync.Mutex
+	m  map[netip.Prefix]*loginGate
+}
+
+// BeginLogin starts a login attempt for account and must be called before
+// the credentials are sent to the backend (or refused by postern itself).
+//
+// It consults the block table at this moment: when the address is blocked
+// it returns a nil Login and a Decision with Action Close (whatever
+// close_blocked_connection and close_all say): the front-end answers with
+// its refusal and closes the connection, and the backend never sees the
+// attempt. It then waits out account protection's delay, and holds the
+// attempt while the failures counted for the address's block prefix (or
+// the session, with cross_session off) plus the attempts still waiting for
+// the backend's answer reach failed_logins; it proceeds when pending
+// attempts are answered and failures plus pending are below the threshold
+// again, so that at most failed_logins failures reach the backend whatever
+// the rate and concurrency of an attack. Attempts below the threshold are
+// not held: five parallel logins with the right password go through at
+// once with failed_logins 5.
+//
+// A nil Login always comes with Action Close: the attempt must not reach
+// the backend. Besides a block, that happens when ctx ends, the session is
+// closed by the engine, or the attempt was held longer than MaxLoginHold.
+// Decision.Blocked says whether the address is blocked.
+func (s *Session) BeginLogin(ctx context.Context, account string) (*Login, Decision) {
+	if d, blocked := s.blockedNow(); blocked {
+		return nil, d
+	}
+	st := s.e.settings.Load()
+	if st.AccountFailures > 0 {
+		if d := s.LoginDelay(account); d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return nil, Decision{Action: Close}
+			case <-s.dead:
+				t.Stop()
+				return nil, Decision{Action: Close}
+			}
+			if d, blocked := s.blockedNow(); blocked {
+				return nil, d
+			}
+		}
+	}
+	l := &Login{s: s, account: account}
+	limit := st.groups[s.group].threshold[trigL]
+	// Nothing to hold when no failure can block: L off or log only, or an
+	// address the engine never blocks (bypassed, a trusted upstream such
+	// as the webmail server's own IMAP connections).
+	if limit <= 0 || st.groups[s.group].logOnly[trigL] || !autoBlockable(st, s.addr) || s.bypassed(st, trigL) {
+		return l, Decision{}
+	}
+	var g *loginGate
+	var mu *sync.Mutex
+	if st.CrossSession {
+		l.key = st.prefixOf(s.addr)
+		mu = &s.e.gates.mu
+		mu.Lock()
+		if s.e.gates.m == nil {
+			s.e.gates.m = make(map[netip.Prefix]*loginGate)
+		}
+		g = s.e.gates.m[l.key]
+		if g == nil {
+			g = &loginGate{wake: make(chan struct{})}
+			s.e.gates.m[l.key] = g
+		}
+	} else {
+		mu = &s.mu
+		mu.Lock()
+		if s.gate == nil {
+			s.gate = &loginGate{wake: make(chan struct{})}
+		}
+		g = s.gate
+	}
+	var hold *time.Timer
+	defer func() {
+		if hold != nil {
+			hold.Stop()
+		}
+	}()
+	for {
+		// Failures so far, read under the gate's lock: a Failed call
+		// counts its failure before it frees its slot, so failures plus
+		// pending never drop below the truth.
+		n := s.loginFailures(st, l.key)
+		if g.pending == 0 || n+g.pending < limit {
+			g.pending++
+			mu.Unlock()
+			l.g = g
+			return l, Decision{}
+		}
+		if hold == nil {
+			hold = time.NewTimer(MaxLoginHold)
+		}
+		g.waiters++
+		wake := g.wake
+		mu.Unlock()
+		var stop bool
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			stop = true
+		case <-s.dead:
+			stop = true
+		case <-hold.C:
+			stop = true
+			s.e.log.Info("login attempt held too long at the failed-login threshold; refused",
+				"addr", s.addr.String(), "service", s.service)
+		}
+		mu.Lock()
+		g.waiters--
+		if stop {
+			s.dropGate(l.key, g)
+			mu.Unlock()
+			d, _ := s.blockedNow()
+			d.Action = Close
+			return nil, d
+		}
+		if d, blocked := s.blockedNow(); blocked {
+			s.dropGate(l.key, g)
+			mu.Unlock()
+			return nil, d
+		}
+	}
+}
+
+// blockedNow reports whether the session's address is blocked at this
+// moment, with the decision for a login attempt: refuse and close.
+func (s *Session) blockedNow() (Decision, bool) {
+	tbl := s.e.blocks.Load()
+	if !tbl.Contains(s.addr) {
+		return Decision{}, false
+	}
+	ent, ok := activeBlock(tbl, s.addr, s.e.clock())
+	if !ok {
+		return Decision{}, false
+	}
+	ent.hit(s.e.clock())
+	return Decision{Action: Close, Blocked: true, Reason: ent.rec.Reason}, true
+}
+
+// loginFailures returns the failed logins counted so far for key (cross
+// session) or for the session.
+func (s *Session) loginFailures(st *Settings, key netip.Prefix) int {
+	if !st.CrossSession {
+		return int(s.counts[trigL]) // s.mu is held
+	}
+	return s.e.counters.get(key, trigL, s.e.clock())
+}
+
+// dropGate forgets an idle cross-session gate; the gate's lock is held.
+func (s *Session) dropGate(key netip.Prefix, g *loginGate) {
+	if g.pending == 0 && g.waiters == 0 && key.IsValid() && s.e.gates.m[key] == g {
+		delete(s.e.gates.m, key)
+	}
+}
+
+// finish claims the attempt's single verdict; false when it had one.
+func (l *Login) finish() bool { return !l.done.Swap(true) }
+
+// release frees the attempt's pending slot and wakes the attempts held
+// behind it; finish has been claimed.
+func (l *Login) release() {
+	g := l.g
+	if g == nil {
+		return
+	}
+	mu := &l.s.mu
+	if l.key.IsValid() {
+		mu = &l.s.e.gates.mu
+	}
+	mu.Lock()
+	g.pending--
+	if g.waiters > 0 {
+		close(g.wake)
+		g.wake = make(chan struct{})
+	}
+	if l.key.IsValid() {
+		l.s.dropGate(l.key, g)
+	}
+	mu.Unlock()
+}
+
+// Failed reports that the backend (or postern's login IP restriction)
+// refused the attempt: a failed login (L) with the password's fingerprint
+// (PasswordFingerprint; 0 if unknown), counted before the slot is freed.
+// The Decision is LoginFailed's: it may block the address and ask for the
+// connection to be closed.
+func (l *Login) Failed(fp uint64) Decision {
+	if l == nil || !l.finish() {
+		return Decision{}
+	}
+	d := l.s.LoginFailed(l.account, fp)
+	l.release()
+	return d
+}
+
+// Succeeded reports that the backend accepted the login: the session is
+// authenticated (LoginSucceeded) and the slot is freed.
+func (l *Login) Succeeded() {
+	if l == nil || !l.finish() {
+		return
+	}
+	l.s.LoginSucceeded(l.account)
+	l.release()
+}
+
+// Abandon ends an attempt that got no verdict (the backend failed, the
+// client went away, postern refused it for another reason) and frees its
+// slot without counting anything. After Failed or Succeeded it does
+// nothing, so it can be deferred.
+func (l *Login) Abandon() {
+	if l == nil || !l.finish() {
+		return
+	}
+	l.release()
+}
+
+// Account returns the account the attempt is for.
+func (l *Login) Account() string { return l.account }
