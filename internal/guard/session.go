@@ -50,7 +50,7 @@ type Session struct {
 	mu          sync.Mutex
 	counts      [numTriggers]int32
 	fps         fingerprints // per-session wrong-password fingerprints
-	gate        *loginGate // pending logins, when counting per session
+	gate        *loginGate   // pending logins, when counting per session
 	authed      bool
 	whitelisted bool
 	senderOK    bool // the sender is bypassed (s:, l:)
