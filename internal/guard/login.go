@@ -129,6 +129,14 @@ func (s *Session) BeginLogin(ctx context.Context, account string) (*Login, Decis
 		// counts its failure before it frees its slot, so failures plus
 		// pending never drop below the truth.
 		n := s.loginFailures(st, l.key)
+		// Checked after reading the count: a block goes into the table
+		// before its counters are reset, so a count read after a reset
+		// always sees the block here.
+		if d, blocked := s.blockedNow(); blocked {
+			s.dropGate(l.key, g)
+			mu.Unlock()
+			return nil, d
+		}
 		if g.pending == 0 || n+g.pending < limit {
 			g.pending++
 			mu.Unlock()
@@ -160,11 +168,6 @@ func (s *Session) BeginLogin(ctx context.Context, account string) (*Login, Decis
 			mu.Unlock()
 			d, _ := s.blockedNow()
 			d.Action = Close
-			return nil, d
-		}
-		if d, blocked := s.blockedNow(); blocked {
-			s.dropGate(l.key, g)
-			mu.Unlock()
 			return nil, d
 		}
 	}
