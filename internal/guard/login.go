@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/postern/postern/internal/store"
 )
 
 // MaxLoginHold bounds how long BeginLogin holds an attempt while other
@@ -62,10 +64,10 @@ type loginGates struct {
 // not held: five parallel logins with the right password go through at
 // once with failed_logins 5.
 //
-// A nil Login always comes with Action Close: the attempt must not reach
-// the backend. Besides a block, that happens when ctx ends, the session is
-// closed by the engine, or the attempt was held longer than MaxLoginHold.
-// Decision.Blocked says whether the address is blocked.
+// A nil Login always comes with Action Close and a Reason: the attempt must
+// not reach the backend. Besides a block, that happens (Blocked false,
+// Reason L) when ctx ends, the session is closed, or the attempt was held
+// longer than MaxLoginHold.
 func (s *Session) BeginLogin(ctx context.Context, account string) (*Login, Decision) {
 	if d, blocked := s.blockedNow(); blocked {
 		return nil, d
@@ -78,10 +80,10 @@ func (s *Session) BeginLogin(ctx context.Context, account string) (*Login, Decis
 			case <-t.C:
 			case <-ctx.Done():
 				t.Stop()
-				return nil, Decision{Action: Close}
+				return nil, Decision{Action: Close, Reason: store.ReasonLogin}
 			case <-s.dead:
 				t.Stop()
-				return nil, Decision{Action: Close}
+				return nil, Decision{Action: Close, Reason: store.ReasonLogin}
 			}
 			if d, blocked := s.blockedNow(); blocked {
 				return nil, d
@@ -166,8 +168,10 @@ func (s *Session) BeginLogin(ctx context.Context, account string) (*Login, Decis
 		if stop {
 			s.dropGate(l.key, g)
 			mu.Unlock()
-			d, _ := s.blockedNow()
-			d.Action = Close
+			d, blocked := s.blockedNow()
+			if !blocked {
+				d = Decision{Action: Close, Reason: store.ReasonLogin}
+			}
 			return nil, d
 		}
 	}

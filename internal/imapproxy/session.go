@@ -468,19 +468,15 @@ func (s *session) login(tag, authz, user, pass string) (bool, error) {
 	}
 	addr := s.client.Addr().Unmap()
 	fp := s.p.eng.PasswordFingerprint(strings.ToLower(user), pass)
+	lg, d := s.gs.BeginLogin(s.ctx, user)
+	if lg == nil {
+		return s.obey(d), nil
+	}
+	defer lg.Abandon()
 	if pol := s.p.policy(); pol != nil && !pol.AllowLogin(user, addr) {
 		s.log.Info("login refused by the login IP restriction", "account", user)
 		// Look exactly like a wrong password: the backend's own wording.
-		return s.failed(tag, user, fp, tag+" "+*s.p.authFail.Load())
-	}
-	if d := s.gs.LoginDelay(user); d > 0 {
-		t := time.NewTimer(d)
-		select {
-		case <-t.C:
-		case <-s.ctx.Done():
-			t.Stop()
-			return true, nil
-		}
+		return s.failed(tag, lg, fp, tag+" "+*s.p.authFail.Load())
 	}
 	untagged, tagged, err := s.backendLogin(tag, authz, user, pass)
 	if err != nil {
@@ -493,7 +489,7 @@ func (s *session) login(tag, authz, user, pass string) (bool, error) {
 		status, _, _ = strings.Cut(rest, " ")
 	}
 	if strings.EqualFold(status, "OK") {
-		s.gs.LoginSucceeded(user)
+		lg.Succeeded()
 		s.log.Info("logged in", "account", user)
 		if err := s.send(append(untagged, tagged)...); err != nil {
 			return true, err
@@ -503,7 +499,7 @@ func (s *session) login(tag, authz, user, pass string) (bool, error) {
 	if strings.EqualFold(status, "NO") {
 		text := strings.TrimPrefix(tagged, tag+" ")
 		s.p.authFail.Store(&text)
-		return s.failed(tag, user, fp, append(untagged, tagged)...)
+		return s.failed(tag, lg, fp, append(untagged, tagged)...)
 	}
 	if strings.EqualFold(status, "BAD") {
 		return false, s.send(append(untagged, tagged)...)
@@ -516,8 +512,8 @@ func (s *session) login(tag, authz, user, pass string) (bool, error) {
 }
 
 // failed relays a failed login and reports it (L).
-func (s *session) failed(tag, user string, fp uint64, lines ...string) (bool, error) {
-	d := s.gs.LoginFailed(user, fp)
+func (s *session) failed(tag string, lg *guard.Login, fp uint64, lines ...string) (bool, error) {
+	d := lg.Failed(fp)
 	if err := s.send(lines...); err != nil {
 		return true, err
 	}

@@ -448,18 +448,14 @@ func (s *session) login(authz, user, pass string) bool {
 	}
 	addr := s.client.Addr().Unmap()
 	fp := s.p.eng.PasswordFingerprint(strings.ToLower(user), pass)
+	lg, d := s.gs.BeginLogin(s.ctx, user)
+	if lg == nil {
+		return s.obey(d)
+	}
+	defer lg.Abandon()
 	if pol := s.p.policy(); pol != nil && !pol.AllowLogin(user, addr) {
 		s.log.Info("login refused by the login IP restriction", "account", user)
-		return s.failed(user, fp, *s.p.authFail.Load())
-	}
-	if d := s.gs.LoginDelay(user); d > 0 {
-		t := time.NewTimer(d)
-		select {
-		case <-t.C:
-		case <-s.ctx.Done():
-			t.Stop()
-			return true
-		}
+		return s.failed(lg, fp, *s.p.authFail.Load())
 	}
 	reply, err := s.backendLogin(authz, user, pass)
 	if err != nil {
@@ -469,7 +465,7 @@ func (s *session) login(authz, user, pass string) bool {
 	}
 	switch {
 	case strings.HasPrefix(reply, "+OK"):
-		s.gs.LoginSucceeded(user)
+		lg.Succeeded()
 		s.log.Info("logged in", "account", user)
 		if s.send(reply) != nil {
 			return true
@@ -480,7 +476,7 @@ func (s *session) login(authz, user, pass string) bool {
 		if strings.Contains(reply, "[AUTH]") || !strings.Contains(reply, "[SYS/") && !strings.Contains(reply, "[IN-USE]") {
 			r := reply
 			s.p.authFail.Store(&r)
-			return s.failed(user, fp, reply)
+			return s.failed(lg, fp, reply)
 		}
 		return s.send(reply) != nil
 	}
@@ -491,8 +487,8 @@ func (s *session) login(authz, user, pass string) bool {
 	return true
 }
 
-func (s *session) failed(user string, fp uint64, reply string) bool {
-	d := s.gs.LoginFailed(user, fp)
+func (s *session) failed(lg *guard.Login, fp uint64, reply string) bool {
+	d := lg.Failed(fp)
 	if s.send(reply) != nil {
 		return true
 	}

@@ -55,6 +55,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if at, done = p.checkLogin(w, r, cc, f); done {
 			return
 		}
+		defer at.login.Abandon() // no verdict (backend error, client gone): free the slot
 		r = r.WithContext(context.WithValue(r.Context(), attemptKey{}, at))
 	}
 	if !p.delay(r.Context(), cc.delay()) {
