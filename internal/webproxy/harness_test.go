@@ -42,6 +42,7 @@ type testBackend struct {
 	mu     sync.Mutex
 	reqs   []seen
 	stream chan string // /stream writes each string received, until closed
+	logins loginCounter // POSTs that reached /login
 }
 
 func startBackend(t *testing.T) *testBackend {
@@ -59,6 +60,7 @@ func startBackend(t *testing.T) *testBackend {
 			io.WriteString(w, "<form method=post>")
 			return
 		}
+		b.logins.arrive()
 		r.ParseMultipartForm(1 << 20)
 		if r.FormValue("user") == "alice@example.com" && r.FormValue("pass") == "right-password" ||
 			r.FormValue("user") == "boss@example.com" && r.FormValue("pass") == "boss-password" {
