@@ -50,6 +50,17 @@ func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.A
 			conn.Close()
 		}
 	}()
+	s.setConn(conn)
+	addr := client.Addr().Unmap()
+	adm := p.eng.Admit(addr, p.cfg.Service)
+	// On implicit TLS the access policy and the block table are asked
+	// before the handshake, so a refused client costs no cryptography (and
+	// is counted toward connections per minute by Admit); it is closed
+	// without a word, as no protocol answer can reach it before TLS.
+	if adm.Action == guard.Refuse && p.cfg.ImplicitTLS {
+		s.log.Info("refused at connect, before the TLS handshake", "reason", adm.Reason.String())
+		return
+	}
 	if p.cfg.ImplicitTLS {
 		if hs, ok := conn.(interface{ Handshake(time.Duration) error }); ok {
 			if err := hs.Handshake(30 * time.Second); err != nil {
@@ -58,9 +69,6 @@ func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.A
 			}
 		}
 	}
-	s.setConn(conn)
-	addr := client.Addr().Unmap()
-	adm := p.eng.Admit(addr, p.cfg.Service)
 	switch adm.Action {
 	case guard.Refuse:
 		why := "Access denied"
