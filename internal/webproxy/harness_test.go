@@ -41,7 +41,7 @@ type testBackend struct {
 	srv    *http.Server
 	mu     sync.Mutex
 	reqs   []seen
-	stream chan string // /stream writes each string received, until closed
+	stream chan string  // /stream writes each string received, until closed
 	logins loginCounter // POSTs that reached /login
 }
 
