@@ -74,7 +74,7 @@ type Listener struct {
 	stopped bool
 	conns   map[*Conn]struct{} // holding a slot
 	perAddr map[netip.Addr]int // by limitKey
-	drained chan struct{} // closed when conns becomes empty; nil if nobody waits
+	drained chan struct{}      // closed when conns becomes empty; nil if nobody waits
 }
 
 // Listen opens a TCP listener as configured and starts accepting. ctx
