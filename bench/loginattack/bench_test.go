@@ -111,7 +111,7 @@ func attack(b *testing.B, env *testenv.Env, rate int, src string) {
 		case strings.HasPrefix(a.answer, "* BYE Blocked"):
 			kinds["refused at login"]++
 		default:
-			kinds["other"]++
+			kinds["other: "+a.answer]++
 		}
 	}
 	slices.SortFunc(failed, func(x, y attempt) int { return x.answered.Compare(y.answered) })
@@ -121,6 +121,15 @@ func attack(b *testing.B, env *testenv.Env, rate int, src string) {
 		blocked := time.Unix(0, blockedAt.Load())
 		b.ReportMetric(float64(blocked.Sub(t5.sent).Microseconds())/1000, "ms-sent-to-block")
 		b.ReportMetric(float64(t5.answered.Sub(blocked).Microseconds())/1000, "ms-block-before-answer")
+	}
+	if checked > threshold {
+		shown := 0
+		for _, l := range strings.Split(string(dovecotLog(b, env, mark)), "\n") {
+			if strings.Contains(l, src) && !strings.Contains(l, "Password mismatch") && !strings.Contains(l, "auth failed") && shown < 15 {
+				b.Logf("dovecot: %s", l)
+				shown++
+			}
+		}
 	}
 	b.Logf("rate %d/s: %d attempts in %v; Dovecot checked %d wrong passwords (threshold %d); answers %v",
 		rate, n, elapsed.Round(time.Millisecond), checked, threshold, kinds)

@@ -488,6 +488,7 @@ func (s *session) login(tag, authz, user, pass string) (bool, error) {
 	}
 	untagged, tagged, err := s.backendLogin(tag, authz, user, pass)
 	if err != nil {
+		lg.Failed(fp) // no answer, but the backend may have checked the password: count it
 		s.log.Error("backend failed during login", "err", err)
 		s.send("* BYE [UNAVAILABLE] Server temporarily unavailable, try again later")
 		return true, nil
@@ -514,6 +515,7 @@ func (s *session) login(tag, authz, user, pass string) (bool, error) {
 	}
 	// Neither OK, NO nor BAD (a continuation request, garbage): the
 	// backend is not speaking IMAP; never relay what it said.
+	lg.Failed(fp)
 	s.log.Error("backend failed during login", "err", fmt.Errorf("unexpected reply %q", truncate(tagged, 80)))
 	s.send("* BYE [UNAVAILABLE] Server temporarily unavailable, try again later")
 	return true, nil

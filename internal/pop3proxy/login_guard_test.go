@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/postern/postern/internal/store"
 )
 
 // countingBackend is a POP3 server offering SASL PLAIN that counts the
@@ -205,4 +208,23 @@ func TestParallelRightPOP3Logins(t *testing.T) {
 	be.waitLogins(t, 5)
 	close(release)
 	wg.Wait()
+}
+
+// TestUnansweredLoginCounts: a login the backend took but never answered
+// properly (Dovecot dropping a connection in its failure delay when its
+// connection queue is full) counts as a failure: the backend may have
+// checked the password, and the slot it held must not let one more guess
+// through uncounted.
+func TestUnansweredLoginCounts(t *testing.T) {
+	be := scriptedBackend(t, "Hello? This is not POP3\r\n")
+	h := newHarnessIdle(t, strings.Replace(guardCfg, "failed_logins: 5", "failed_logins: 1", 1), be, 5*time.Second)
+	c := h.dial(t, "127.0.0.44")
+	c.cmd("")
+	c.cmd("USER alice@example.test")
+	if l := c.cmd("PASS guess"); !strings.HasPrefix(l, "-ERR [SYS/TEMP]") {
+		t.Fatalf("answer %q", l)
+	}
+	if b, ok := h.eng.BlockOf(netip.MustParseAddr("127.0.0.44")); !ok || b.Reason != store.ReasonLogin {
+		t.Fatalf("the unanswered attempt was not counted: %+v", b)
+	}
 }

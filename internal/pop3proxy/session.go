@@ -467,6 +467,7 @@ func (s *session) login(authz, user, pass string) bool {
 	}
 	reply, err := s.backendLogin(authz, user, pass)
 	if err != nil {
+		lg.Failed(fp) // no answer, but the backend may have checked the password: count it
 		s.log.Error("backend failed during login", "err", err)
 		s.send("-ERR [SYS/TEMP] Server temporarily unavailable, try again later")
 		return true
@@ -490,6 +491,7 @@ func (s *session) login(authz, user, pass string) bool {
 	}
 	// Neither +OK nor -ERR: the backend is not speaking POP3; never relay
 	// what it said.
+	lg.Failed(fp)
 	s.log.Error("backend failed during login", "err", fmt.Errorf("unexpected reply %q", truncate(reply, 80)))
 	s.send("-ERR [SYS/TEMP] Server temporarily unavailable, try again later")
 	return true

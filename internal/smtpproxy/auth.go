@@ -61,6 +61,7 @@ func (s *session) auth(arg string) error {
 	blob := base64.StdEncoding.EncodeToString([]byte(authz + "\x00" + user + "\x00" + pass))
 	r, err := s.be.cmd("AUTH PLAIN " + blob)
 	if err != nil {
+		lg.Failed(fp) // no answer, but the backend may have checked the password: count it
 		return s.backendLost(err)
 	}
 	switch {
