@@ -11,10 +11,11 @@ import (
 // counter of one prefix lives in the same shard.
 const counterShards = 64
 
-// DefaultMaxCounters bounds the cross-session counters (about 60 bytes
-// each): beyond it a new counter evicts an old one, preferring expired
-// counters and then those farthest from their threshold.
-const DefaultMaxCounters = 1 << 20
+// DefaultMaxCounters bounds the cross-session counters (about 120 bytes
+// each in the maps, so about 31 MB at the cap): beyond it a new counter
+// evicts an old one, preferring expired counters and then those farthest
+// from their threshold.
+const DefaultMaxCounters = 1 << 18
 
 // evictSample is how many counters of a full shard are looked at to choose
 // the one to evict.
