@@ -3,6 +3,7 @@ package webproxy
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -168,4 +169,34 @@ func getWith(t *testing.T, c *http.Client, u string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// TestUnansweredWebLoginCounts: a login request the backend took but never
+// answered counts as a failure: the backend may have checked the password.
+func TestUnansweredWebLoginCounts(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			c.Read(make([]byte, 4096)) // the request, then hang up
+			c.Close()
+		}
+	})
+	cfg := strings.Replace(guardWebCfg, "failed_logins: 5", "failed_logins: 1", 1)
+	h := newHarness(t, harnessOpts{cfg: cfg, backends: []*url.URL{{Scheme: "http", Host: ln.Addr().String()}}})
+	if code := post(h.client("127.0.0.64"), h.url("/login"), "alice@example.com", "guess"); code != http.StatusBadGateway {
+		t.Fatalf("status %d", code)
+	}
+	if ok, reason := h.blocked("127.0.0.64"); !ok || reason != "L" {
+		t.Fatalf("the unanswered login was not counted: %v %q", ok, reason)
+	}
 }
