@@ -27,9 +27,22 @@ const MaxLoginHold = 30 * time.Second
 type Login struct {
 	s       *Session
 	account string
-	g       *loginGate // nil: not gated (L off, bypassed)
-	key     netip.Prefix
+	refs    [1 + maxSubnets]gateRef // the gates whose slots it holds
+	nref    int                     // 0: not gated (L off, bypassed)
 	done    atomic.Bool
+}
+
+// maxSubnets bounds the enclosing subnets of multi-prefix counting that
+// hold attempts too.
+const maxSubnets = 4
+
+// gateRef is one gate an attempt is counted in: its block prefix, or an
+// enclosing subnet with factor × the threshold; key is invalid for the
+// session's own gate (cross_session off).
+type gateRef struct {
+	key   netip.Prefix
+	g     *loginGate
+	limit int
 }
 
 // loginGate counts the attempts of one block prefix (or one session) that
@@ -98,28 +111,7 @@ func (s *Session) BeginLogin(ctx context.Context, account string) (*Login, Decis
 	if limit <= 0 || st.groups[s.group].logOnly[trigL] || !autoBlockable(st, s.addr) || s.bypassed(st, trigL) {
 		return l, Decision{}
 	}
-	var g *loginGate
-	var mu *sync.Mutex
-	if st.CrossSession {
-		l.key = st.prefixOf(s.addr)
-		mu = &s.e.gates.mu
-		mu.Lock()
-		if s.e.gates.m == nil {
-			s.e.gates.m = make(map[netip.Prefix]*loginGate)
-		}
-		g = s.e.gates.m[l.key]
-		if g == nil {
-			g = &loginGate{wake: make(chan struct{})}
-			s.e.gates.m[l.key] = g
-		}
-	} else {
-		mu = &s.mu
-		mu.Lock()
-		if s.gate == nil {
-			s.gate = &loginGate{wake: make(chan struct{})}
-		}
-		g = s.gate
-	}
+	mu := l.gates(st, limit)
 	var hold *time.Timer
 	defer func() {
 		if hold != nil {
@@ -130,19 +122,27 @@ func (s *Session) BeginLogin(ctx context.Context, account string) (*Login, Decis
 		// Failures so far, read under the gate's lock: a Failed call
 		// counts its failure before it frees its slot, so failures plus
 		// pending never drop below the truth.
-		n := s.loginFailures(st, l.key)
-		// Checked after reading the count: a block goes into the table
+		var g *loginGate // the gate at its threshold, if any
+		for i := range l.nref {
+			r := &l.refs[i]
+			if n := s.loginFailures(r.key); r.g.pending > 0 && n+r.g.pending >= r.limit {
+				g = r.g
+				break
+			}
+		}
+		// Checked after reading the counts: a block goes into the table
 		// before its counters are reset, so a count read after a reset
 		// always sees the block here.
 		if d, blocked := s.blockedNow(); blocked {
-			s.dropGate(l.key, g)
+			l.dropGates()
 			mu.Unlock()
 			return nil, d
 		}
-		if g.pending == 0 || n+g.pending < limit {
-			g.pending++
+		if g == nil {
+			for i := range l.nref {
+				l.refs[i].g.pending++
+			}
 			mu.Unlock()
-			l.g = g
 			return l, Decision{}
 		}
 		if hold == nil {
@@ -166,7 +166,7 @@ func (s *Session) BeginLogin(ctx context.Context, account string) (*Login, Decis
 		mu.Lock()
 		g.waiters--
 		if stop {
-			s.dropGate(l.key, g)
+			l.dropGates()
 			mu.Unlock()
 			d, blocked := s.blockedNow()
 			if !blocked {
@@ -193,18 +193,64 @@ func (s *Session) blockedNow() (Decision, bool) {
 }
 
 // loginFailures returns the failed logins counted so far for key (cross
-// session) or for the session.
-func (s *Session) loginFailures(st *Settings, key netip.Prefix) int {
-	if !st.CrossSession {
-		return int(s.counts[trigL]) // s.mu is held
+// session), or for the session when key is invalid.
+func (s *Session) loginFailures(key netip.Prefix) int {
+	if !key.IsValid() {
+		return int(s.counts[trigL]) // the session's own gate: s.mu is held
 	}
 	return s.e.counters.get(key, trigL, s.e.clock())
 }
 
-// dropGate forgets an idle cross-session gate; the gate's lock is held.
-func (s *Session) dropGate(key netip.Prefix, g *loginGate) {
-	if g.pending == 0 && g.waiters == 0 && key.IsValid() && s.e.gates.m[key] == g {
-		delete(s.e.gates.m, key)
+// gates finds (or makes) the gates the attempt is counted in and returns
+// their lock, locked: with cross-session counting the block prefix's and
+// those of the enclosing subnets of multi-prefix counting (factor × the
+// threshold), else the session's own.
+func (l *Login) gates(st *Settings, limit int) *sync.Mutex {
+	s := l.s
+	if !st.CrossSession {
+		s.mu.Lock()
+		if s.gate == nil {
+			s.gate = &loginGate{wake: make(chan struct{})}
+		}
+		l.refs[0] = gateRef{g: s.gate, limit: limit}
+		l.nref = 1
+		return &s.mu
+	}
+	l.refs[0] = gateRef{key: st.prefixOf(s.addr), limit: limit}
+	l.nref = 1
+	if len(st.SubnetV6)+st.SubnetV4 > 0 {
+		var buf [maxSubnets]netip.Prefix
+		for _, sp := range st.subnetsOf(s.addr, buf[:0]) {
+			if l.nref < len(l.refs) {
+				l.refs[l.nref] = gateRef{key: sp, limit: limit * st.SubnetFactor}
+				l.nref++
+			}
+		}
+	}
+	gs := &s.e.gates
+	gs.mu.Lock()
+	if gs.m == nil {
+		gs.m = make(map[netip.Prefix]*loginGate)
+	}
+	for i := range l.nref {
+		r := &l.refs[i]
+		r.g = gs.m[r.key]
+		if r.g == nil {
+			r.g = &loginGate{wake: make(chan struct{})}
+			gs.m[r.key] = r.g
+		}
+	}
+	return &gs.mu
+}
+
+// dropGates forgets the attempt's cross-session gates that are idle; their
+// lock is held.
+func (l *Login) dropGates() {
+	for i := range l.nref {
+		r := &l.refs[i]
+		if r.key.IsValid() && r.g.pending == 0 && r.g.waiters == 0 && l.s.e.gates.m[r.key] == r.g {
+			delete(l.s.e.gates.m, r.key)
+		}
 	}
 }
 
@@ -214,23 +260,23 @@ func (l *Login) finish() bool { return !l.done.Swap(true) }
 // release frees the attempt's pending slot and wakes the attempts held
 // behind it; finish has been claimed.
 func (l *Login) release() {
-	g := l.g
-	if g == nil {
+	if l.nref == 0 {
 		return
 	}
-	mu := &l.s.mu
-	if l.key.IsValid() {
-		mu = &l.s.e.gates.mu
+	mu := &l.s.e.gates.mu
+	if !l.refs[0].key.IsValid() {
+		mu = &l.s.mu
 	}
 	mu.Lock()
-	g.pending--
-	if g.waiters > 0 {
-		close(g.wake)
-		g.wake = make(chan struct{})
+	for i := range l.nref {
+		g := l.refs[i].g
+		g.pending--
+		if g.waiters > 0 {
+			close(g.wake)
+			g.wake = make(chan struct{})
+		}
 	}
-	if l.key.IsValid() {
-		l.s.dropGate(l.key, g)
-	}
+	l.dropGates()
 	mu.Unlock()
 }
 

@@ -362,3 +362,61 @@ intrusion_prevention:
 		t.Fatal("granted addresses are not affected")
 	}
 }
+
+// TestSubnetHoldsAttempts: with multi-prefix counting, attempts spread over
+// a /24 (one per address, each far below its own threshold) are held at
+// factor × the threshold of the /24: exactly six reach the backend.
+func TestSubnetHoldsAttempts(t *testing.T) {
+	cfg := strings.Replace(loginCfg, "block_minutes: 60", "block_minutes: 60\n  subnets: { ipv4: 24, factor: 2 }", 1)
+	cfg = strings.Replace(cfg, "imap_pop3: { failed_logins: 5 }", "imap_pop3: { failed_logins: 3 }", 1)
+	h := newHarness(t, cfg, nil)
+	answer := make(chan struct{})
+	var reached, refused atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 12 {
+		wg.Go(func() {
+			l, d := h.open(fmt.Sprintf("203.0.113.%d", i+1), "imap").BeginLogin(context.Background(), "u")
+			if l == nil {
+				if !d.Blocked {
+					t.Errorf("refused without a block: %+v", d)
+				}
+				refused.Add(1)
+				return
+			}
+			reached.Add(1)
+			<-answer
+			l.Failed(uint64(i + 1))
+		})
+	}
+	waitFor(t, "six pending and six held on the /24", func() bool { p, w := h.gateState("203.0.113.0/24"); return p == 6 && w == 6 })
+	close(answer)
+	wg.Wait()
+	if reached.Load() != 6 || refused.Load() != 6 {
+		t.Fatalf("reached %d, refused %d; want 6 and 6", reached.Load(), refused.Load())
+	}
+	if _, ok := h.st.get("203.0.113.0/24"); !ok {
+		t.Fatal("the /24 must be blocked")
+	}
+	if n := h.gateCount(); n != 0 {
+		t.Fatalf("%d gates left", n)
+	}
+}
+
+// TestBeginLoginAccountDelay: account protection's delay is waited out in
+// BeginLogin, and a context that ends during it refuses the attempt.
+func TestBeginLoginAccountDelay(t *testing.T) {
+	cfg := strings.Replace(loginCfg, "block_minutes: 60", "block_minutes: 60\n  account_protection: { failures: 2, delay: 1h }", 1)
+	h := newHarness(t, cfg, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if l, _ := h.open("198.51.100.7", "imap").BeginLogin(ctx, "ceo@example.com"); l == nil {
+		t.Fatal("an account without failures is not delayed")
+	}
+	for i := range 2 {
+		l, _ := h.open(fmt.Sprintf("192.0.2.%d", 200+i), "imap").BeginLogin(context.Background(), "CEO@example.com")
+		l.Failed(1)
+	}
+	if l, d := h.open("198.51.100.7", "imap").BeginLogin(ctx, "ceo@example.com"); l != nil || d.Action != Close {
+		t.Fatalf("an account under attack must be delayed (the context ended during the delay): %+v", d)
+	}
+}
