@@ -3,6 +3,7 @@ package imapproxy
 import (
 	"context"
 	"crypto/tls"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -38,7 +39,7 @@ func TestImplicitTLSRefusesBeforeHandshake(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "postern.yaml")
 	os.WriteFile(path, []byte(`services:
-  imap: { listen: ":993", backend: "127.0.0.1:1", grant: "127.0.0.72" }
+  imap: { listen: ":993", backend: "127.0.0.1:1", grant: "127.0.0.72; 127.0.0.73" }
 intrusion_prevention:
   imap_pop3: { connections_per_minute: 3 }
 `), 0o644)
@@ -99,5 +100,21 @@ intrusion_prevention:
 	}
 	if n := handshakes.Load(); n != 1 {
 		t.Fatalf("%d handshakes after a granted client, want 1", n)
+	}
+	// A granted client whose handshakes fail is counted too: the
+	// connection is counted before the handshake.
+	for range 3 {
+		d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.73")}}
+		c, err := d.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write([]byte("not a TLS client hello\r\n"))
+		io.ReadAll(c)
+		c.Close()
+	}
+	if b, ok := eng.BlockOf(netip.MustParseAddr("127.0.0.73")); !ok || b.Reason != store.ReasonConnections {
+		t.Fatalf("connections with failed handshakes must count toward connections per minute: %+v", b)
 	}
 }

@@ -53,21 +53,13 @@ func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.A
 	s.setConn(conn)
 	addr := client.Addr().Unmap()
 	adm := p.eng.Admit(addr, p.cfg.Service)
-	// On implicit TLS the access policy and the block table are asked
-	// before the handshake, so a refused client costs no cryptography (and
-	// is counted toward connections per minute by Admit); it is closed
-	// without a word, as no protocol answer can reach it before TLS.
+	// On implicit TLS a refused client is closed without a word and
+	// without a handshake: no protocol answer can reach it before TLS, and
+	// refusing it costs no cryptography (Admit has counted it toward
+	// connections per minute).
 	if adm.Action == guard.Refuse && p.cfg.ImplicitTLS {
 		s.log.Info("refused at connect, before the TLS handshake", "reason", adm.Reason.String())
 		return
-	}
-	if p.cfg.ImplicitTLS {
-		if hs, ok := conn.(interface{ Handshake(time.Duration) error }); ok {
-			if err := hs.Handshake(30 * time.Second); err != nil {
-				s.log.Info("TLS handshake failed", "err", err)
-				return
-			}
-		}
 	}
 	switch adm.Action {
 	case guard.Refuse:
@@ -90,6 +82,16 @@ func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.A
 	}()
 	if s.obey(d) {
 		return
+	}
+	// The handshake comes after Admit and Open: every connection is
+	// checked and counted (I) before it costs any cryptography.
+	if p.cfg.ImplicitTLS {
+		if hs, ok := conn.(interface{ Handshake(time.Duration) error }); ok {
+			if err := hs.Handshake(30 * time.Second); err != nil {
+				s.log.Info("TLS handshake failed", "err", err)
+				return
+			}
+		}
 	}
 	// Closes the backend connection also when its greeting was bad
 	// (dialBackend keeps it in s.be); splice takes it over.

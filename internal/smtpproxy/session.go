@@ -69,21 +69,13 @@ func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.A
 	s.deadline, _ = ctx.Deadline()
 	addr := client.Addr().Unmap()
 	adm := p.eng.Admit(addr, p.cfg.Service)
-	// On implicit TLS the access policy and the block table are asked
-	// before the handshake, so a refused client costs no cryptography (and
-	// is counted toward connections per minute by Admit); it is closed
-	// without a word, as no protocol answer can reach it before TLS.
+	// On implicit TLS a refused client is closed without a word and
+	// without a handshake: no protocol answer can reach it before TLS, and
+	// refusing it costs no cryptography (Admit has counted it toward
+	// connections per minute).
 	if adm.Action == guard.Refuse && p.cfg.ImplicitTLS {
 		s.log.Info("refused at connect, before the TLS handshake", "reason", adm.Reason.String())
 		return
-	}
-	if p.cfg.ImplicitTLS {
-		if hs, ok := conn.(interface{ Handshake(time.Duration) error }); ok {
-			if err := hs.Handshake(30 * time.Second); err != nil {
-				s.log.Info("TLS handshake failed", "err", err)
-				return
-			}
-		}
 	}
 	switch adm.Action {
 	case guard.Refuse:
@@ -102,6 +94,16 @@ func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.A
 	defer gs.Close()
 	if s.obey(d) {
 		return
+	}
+	// The handshake comes after Admit and Open: every connection is
+	// checked and counted (I) before it costs any cryptography.
+	if p.cfg.ImplicitTLS {
+		if hs, ok := conn.(interface{ Handshake(time.Duration) error }); ok {
+			if err := hs.Handshake(30 * time.Second); err != nil {
+				s.log.Info("TLS handshake failed", "err", err)
+				return
+			}
+		}
 	}
 	if s.dnsChecks(addr) {
 		return
