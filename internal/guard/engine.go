@@ -184,7 +184,17 @@ type Admission struct {
 	Action AdmitAction
 	Delay  time.Duration
 	Reason store.Reason // the block's reason; 0 when the access policy refused
+	// Quiet, with Refuse, says the address has been refused more than
+	// AnsweredRefusals times in the last minute: a front-end for which
+	// answering costs work (a TLS handshake on an implicit-TLS port)
+	// closes the connection without a word.
+	Quiet bool
 }
+
+// AnsweredRefusals is how many refused connections of one address (block
+// prefix) a minute get the protocol's refusal where answering costs a TLS
+// handshake; later ones are closed without it (Admission.Quiet).
+const AnsweredRefusals = 5
 
 // Admit decides at accept whether addr may use service: refused by the
 // access policy (grant/deny), refused or tarpitted while blocked, or
@@ -206,7 +216,7 @@ func (e *Engine) Admit(addr netip.Addr, service string) Admission {
 	}
 	ent.hit(now)
 	if s.RefuseBlocked {
-		return Admission{Action: Refuse, Reason: ent.rec.Reason}
+		return Admission{Action: Refuse, Reason: ent.rec.Reason, Quiet: e.quiet(s, addr, now)}
 	}
 	if s.TarpitDelay > 0 {
 		return Admission{Action: Tarpit, Delay: s.TarpitDelay, Reason: ent.rec.Reason}
@@ -224,11 +234,12 @@ func (e *Engine) refused(s *Settings, addr netip.Addr, service string) Admission
 	if !ok {
 		g = GroupSMTP
 	}
+	now := e.clock()
+	quiet := e.quiet(s, addr, now)
 	limit := s.groups[g].threshold[trigI]
 	if limit <= 0 || s.Bypass.Addr(addr) {
-		return Admission{Action: Refuse}
+		return Admission{Action: Refuse, Quiet: quiet}
 	}
-	now := e.clock()
 	p := s.prefixOf(addr)
 	if n := e.counters.add(p, trigI, now, connectionWindow, limit, 0); n >= limit {
 		if s.groups[g].logOnly[trigI] {
@@ -237,10 +248,16 @@ func (e *Engine) refused(s *Settings, addr netip.Addr, service string) Admission
 		} else if autoBlockable(s, addr) {
 			b, _ := e.block(s, offense{prefix: p, reason: store.ReasonConnections, service: service,
 				detail: "refused connections", hits: n, first: now})
-			return Admission{Action: Refuse, Reason: b.Reason}
+			return Admission{Action: Refuse, Reason: b.Reason, Quiet: quiet}
 		}
 	}
-	return Admission{Action: Refuse}
+	return Admission{Action: Refuse, Quiet: quiet}
+}
+
+// quiet counts a refusal of addr and reports whether the address has had
+// more than AnsweredRefusals in the last minute.
+func (e *Engine) quiet(s *Settings, addr netip.Addr, now time.Time) bool {
+	return e.counters.add(s.prefixOf(addr), trigRefused, now, connectionWindow, AnsweredRefusals, 0) > AnsweredRefusals
 }
 
 // BlockOf returns the active block covering addr, if any.

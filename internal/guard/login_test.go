@@ -420,3 +420,35 @@ func TestBeginLoginAccountDelay(t *testing.T) {
 		t.Fatalf("an account under attack must be delayed (the context ended during the delay): %+v", d)
 	}
 }
+
+// TestQuietRefusals: the first AnsweredRefusals refusals of an address in a
+// minute are to be answered, later ones closed quietly; blocked addresses
+// too.
+func TestQuietRefusals(t *testing.T) {
+	h := newHarness(t, `
+patterns: { Office: "203.0.113.0/24" }
+services:
+  imap: { listen: ":143", backend: "b:1", grant: "[Office]" }
+`, nil)
+	for i := range AnsweredRefusals + 2 {
+		a := h.e.Admit(ip("198.51.100.9"), "imap")
+		if a.Action != Refuse || a.Quiet != (i >= AnsweredRefusals) {
+			t.Fatalf("refusal %d: %+v", i+1, a)
+		}
+	}
+	h.clock.Advance(61 * time.Second)
+	if a := h.e.Admit(ip("198.51.100.9"), "imap"); a.Quiet {
+		t.Fatal("the budget starts afresh after a minute")
+	}
+	if _, err := h.e.BlockManual(context.Background(), netip.MustParsePrefix("203.0.113.7/32"), 0, "", "test"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range AnsweredRefusals + 1 {
+		if a := h.e.Admit(ip("203.0.113.7"), "imap"); a.Action != Refuse || a.Quiet != (i >= AnsweredRefusals) {
+			t.Fatalf("blocked, refusal %d: %+v", i+1, a)
+		}
+	}
+	if a := h.e.Admit(ip("203.0.113.8"), "imap"); a.Action != Allow || a.Quiet {
+		t.Fatalf("another address: %+v", a)
+	}
+}

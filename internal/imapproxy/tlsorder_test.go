@@ -1,6 +1,7 @@
 package imapproxy
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -32,9 +34,11 @@ func (a netlistenAcceptor) Accept() (net.Conn, netip.AddrPort, netip.AddrPort, e
 	return c, c.ClientAddr(), c.LocalAddrPort(), nil
 }
 
-// TestImplicitTLSRefusesBeforeHandshake: on an implicit-TLS port a client
-// the grant list refuses gets no TLS handshake, and its refused connections
-// count toward connections per minute until it is blocked.
+// TestImplicitTLSRefusesBeforeHandshake: on an implicit-TLS port the grant
+// and block check comes before the TLS handshake: a client refused again
+// and again gets no handshake after its first few answered refusals, and
+// its refused connections count toward connections per minute until it is
+// blocked.
 func TestImplicitTLSRefusesBeforeHandshake(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "postern.yaml")
@@ -75,31 +79,40 @@ intrusion_prevention:
 	go func() { defer close(done); p.Serve(ctx, netlistenAcceptor{ln}, time.Second) }()
 	t.Cleanup(func() { cancel(); <-done; ln.Shutdown(context.Background()) })
 
-	tlsDial := func(src string) error {
+	tlsDial := func(src string) (string, error) {
 		d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
 		c, err := tls.DialWithDialer(d, "tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true})
 		if err != nil {
-			return err
+			return "", err
 		}
-		c.Close()
-		return nil
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		return line, nil
 	}
-	for i := range 3 {
-		if err := tlsDial("127.0.0.71"); err == nil {
-			t.Fatalf("refused client %d completed a TLS handshake", i+1)
+	// The first refusals of a minute are answered over TLS; later ones are
+	// closed without a handshake.
+	for i := range guard.AnsweredRefusals + 3 {
+		line, err := tlsDial("127.0.0.71")
+		if i < guard.AnsweredRefusals {
+			if err != nil || !strings.Contains(line, "Access denied") && !strings.Contains(line, "Blocked (") {
+				t.Fatalf("refusal %d: %q, %v; want the protocol's refusal over TLS", i+1, line, err)
+			}
+		} else if err == nil {
+			t.Fatalf("refusal %d completed a TLS handshake (answered %q)", i+1, line)
 		}
 	}
-	if n := handshakes.Load(); n != 0 {
-		t.Fatalf("%d TLS handshakes for a refused client, want 0", n)
+	if n := handshakes.Load(); n != guard.AnsweredRefusals {
+		t.Fatalf("%d TLS handshakes for a refused client, want %d", n, guard.AnsweredRefusals)
 	}
 	if b, ok := eng.BlockOf(netip.MustParseAddr("127.0.0.71")); !ok || b.Reason != store.ReasonConnections {
 		t.Fatalf("refused connections must count toward connections per minute: %+v", b)
 	}
-	if err := tlsDial("127.0.0.72"); err != nil {
+	if _, err := tlsDial("127.0.0.72"); err != nil {
 		t.Fatalf("granted client: %v", err)
 	}
-	if n := handshakes.Load(); n != 1 {
-		t.Fatalf("%d handshakes after a granted client, want 1", n)
+	if n := handshakes.Load(); n != guard.AnsweredRefusals+1 {
+		t.Fatalf("%d handshakes after a granted client, want %d", n, guard.AnsweredRefusals+1)
 	}
 	// A granted client whose handshakes fail is counted too: the
 	// connection is counted before the handshake.

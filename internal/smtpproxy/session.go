@@ -69,16 +69,30 @@ func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.A
 	s.deadline, _ = ctx.Deadline()
 	addr := client.Addr().Unmap()
 	adm := p.eng.Admit(addr, p.cfg.Service)
-	// On implicit TLS a refused client is closed without a word and
-	// without a handshake: no protocol answer can reach it before TLS, and
-	// refusing it costs no cryptography (Admit has counted it toward
-	// connections per minute).
-	if adm.Action == guard.Refuse && p.cfg.ImplicitTLS {
-		s.log.Info("refused at connect, before the TLS handshake", "reason", adm.Reason.String())
-		return
+	// On implicit TLS the handshake comes after Admit and Open: every
+	// connection is checked and counted (I) before it costs any
+	// cryptography. It runs at most once.
+	handshake := func() bool {
+		if hs, ok := conn.(interface{ Handshake(time.Duration) error }); ok && p.cfg.ImplicitTLS {
+			if err := hs.Handshake(30 * time.Second); err != nil {
+				s.log.Info("TLS handshake failed", "err", err)
+				return false
+			}
+		}
+		return true
 	}
 	switch adm.Action {
 	case guard.Refuse:
+		// A client refused again and again on an implicit-TLS port is
+		// closed without a word and without a handshake: answering it
+		// would cost one each time.
+		if p.cfg.ImplicitTLS && adm.Quiet {
+			s.log.Info("refused at connect, without a TLS handshake", "reason", adm.Reason.String())
+			return
+		}
+		if !handshake() {
+			return
+		}
 		why := "Access denied"
 		if adm.Reason != 0 {
 			why = "Blocked (" + adm.Reason.Name() + ")"
@@ -92,18 +106,11 @@ func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.A
 	gs, d := p.eng.Open(addr, p.cfg.Service, func() { conn.Close() })
 	s.gs = gs
 	defer gs.Close()
-	if s.obey(d) {
+	if !handshake() {
 		return
 	}
-	// The handshake comes after Admit and Open: every connection is
-	// checked and counted (I) before it costs any cryptography.
-	if p.cfg.ImplicitTLS {
-		if hs, ok := conn.(interface{ Handshake(time.Duration) error }); ok {
-			if err := hs.Handshake(30 * time.Second); err != nil {
-				s.log.Info("TLS handshake failed", "err", err)
-				return
-			}
-		}
+	if s.obey(d) {
+		return
 	}
 	if s.dnsChecks(addr) {
 		return
