@@ -304,10 +304,15 @@ func (l *Login) Succeeded() {
 	l.release()
 }
 
-// Abandon ends an attempt that got no verdict (the backend failed, the
-// client went away, postern refused it for another reason) and frees its
-// slot without counting anything. After Failed or Succeeded it does
-// nothing, so it can be deferred.
+// Abandon ends an attempt whose credentials never reached the backend (the
+// client went away, postern refused it for another reason, the backend
+// answered neither yes nor no to a well-formed attempt, such as SMTP's 454)
+// and frees its slot without counting anything. After Failed or Succeeded
+// it does nothing, so it can be deferred. An attempt sent to the backend
+// whose answer never came (the connection broke, the answer was not the
+// protocol) is to be ended with Failed: the backend may have checked the
+// password, and freeing the slot uncounted would let one more guess
+// through.
 func (l *Login) Abandon() {
 	if l == nil || !l.finish() {
 		return
