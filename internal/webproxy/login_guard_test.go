@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/postern/postern/internal/guard"
 )
 
 // loginCounter counts the login POSTs that reach the test backend and,
@@ -198,5 +200,31 @@ func TestUnansweredWebLoginCounts(t *testing.T) {
 	}
 	if ok, reason := h.blocked("127.0.0.64"); !ok || reason != "L" {
 		t.Fatalf("the unanswered login was not counted: %v %q", ok, reason)
+	}
+}
+
+// TestQuietHTTPSRefusals: a refused client gets the 403 page over HTTPS for
+// its first few connections in a minute; later connections are closed
+// before the TLS handshake.
+func TestQuietHTTPSRefusals(t *testing.T) {
+	h := newHarness(t, harnessOpts{tls: true})
+	for i := range guard.AnsweredRefusals {
+		c := h.client("127.0.0.66")
+		resp, err := c.Get(h.url("/"))
+		if err != nil {
+			t.Fatalf("refusal %d: %v", i+1, err)
+		}
+		io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("refusal %d: status %d", i+1, resp.StatusCode)
+		}
+	}
+	if resp, err := h.client("127.0.0.66").Get(h.url("/")); err == nil {
+		resp.Body.Close()
+		t.Fatalf("a refusal beyond the budget completed a TLS handshake: %d", resp.StatusCode)
+	}
+	if code, _ := h.get("127.0.0.1", "/"); code != http.StatusOK {
+		t.Fatalf("another client: %d", code)
 	}
 }
