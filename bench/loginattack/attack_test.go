@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	"github.com/postern/postern/internal/policy"
 	"github.com/postern/postern/internal/pop3proxy"
 	"github.com/postern/postern/internal/relay"
+	"github.com/postern/postern/internal/smtpproxy"
 	"github.com/postern/postern/internal/snapshot"
 	"github.com/postern/postern/internal/testenv"
 )
@@ -38,16 +40,19 @@ const threshold = 5
 const gatewayCfg = `services:
   imap: { listen: ":143", backend: "127.0.0.1:1" }
   pop3: { listen: ":110", backend: "127.0.0.1:1" }
+  submission: { listen: ":587", backend: "127.0.0.1:1" }
 intrusion_prevention:
   block_minutes: 60
   imap_pop3: { failed_logins: 5 }
+  smtp: { failed_logins: 5 }
 `
 
-// gateway is postern's IMAP and POP3 gateways with one engine, in front of
-// Dovecot's PROXY ports.
+// gateway is postern's IMAP, POP3 and SMTP submission gateways with one
+// engine, in front of Dovecot's and Postfix's PROXY ports (Postfix checks
+// passwords with Dovecot's SASL).
 type gateway struct {
-	eng        *guard.Engine
-	imap, pop3 string
+	eng              *guard.Engine
+	imap, pop3, smtp string
 }
 
 type tcpAcceptor struct{ net.Listener }
@@ -82,13 +87,17 @@ func startGateway(t testing.TB, env *testenv.Env) *gateway {
 		PlaintextLogin: plain, PreAuthIdle: 30 * time.Second, BackendTimeout: 30 * time.Second}, eng, pol, log)
 	pp := pop3proxy.New(pop3proxy.Config{Service: "pop3", Backend: relay.Dialer{Addr: env.POP3Proxy, Proxy: "v2"},
 		PlaintextLogin: plain, PreAuthIdle: 30 * time.Second, BackendTimeout: 30 * time.Second}, eng, pol, log)
+	sp := smtpproxy.New(smtpproxy.Config{Service: "submission", Hostname: "gw.e2e.test", Backend: env.SMTPProxy, BackendProxy: "v2",
+		AllowInsecureAuth: true, Timeouts: smtpproxy.Timeouts{Command: 30 * time.Second, Data: 30 * time.Second, Session: 5 * time.Minute,
+			Connect: 5 * time.Second, Backend: 30 * time.Second}},
+		eng, func() smtpproxy.Env { return smtpproxy.Env{Policy: snap.Policy} }, nil, log)
 	g := &gateway{eng: eng}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for _, s := range []struct {
 		addr  *string
 		serve func(context.Context, relay.Acceptor, time.Duration) error
-	}{{&g.imap, ip.Serve}, {&g.pop3, pp.Serve}} {
+	}{{&g.imap, ip.Serve}, {&g.pop3, pp.Serve}, {&g.smtp, sp.Serve}} {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
@@ -141,6 +150,26 @@ func (c *conn) imapLogin(user, pass string) string {
 	return l
 }
 
+// smtpReply reads one SMTP reply and returns its last line.
+func (c *conn) smtpReply() string {
+	for {
+		l := c.line()
+		if len(l) < 4 || l[3] != '-' {
+			return l
+		}
+	}
+}
+
+// smtpLogin says EHLO and sends AUTH PLAIN; it returns the answer to AUTH.
+func (c *conn) smtpLogin(user, pass string) string {
+	io.WriteString(c.c, "EHLO attacker.example\r\n")
+	if l := c.smtpReply(); !strings.HasPrefix(l, "250") {
+		return l
+	}
+	io.WriteString(c.c, "AUTH PLAIN "+base64.StdEncoding.EncodeToString([]byte("\x00"+user+"\x00"+pass))+"\r\n")
+	return c.smtpReply()
+}
+
 func (c *conn) pop3Login(user, pass string) string {
 	if l := c.cmd("USER " + user); !strings.HasPrefix(l, "+OK") {
 		return l
@@ -172,7 +201,9 @@ func failures(t testing.TB, env *testenv.Env, mark int64, src string) int {
 	count := func() int {
 		n := 0
 		for _, l := range bytes.Split(dovecotLog(t, env, mark), []byte("\n")) {
-			if bytes.Contains(l, []byte("Password mismatch")) && bytes.Contains(l, []byte(","+src+",")) {
+			// "passwd-file(user,rip,<session>)" from IMAP and POP3,
+			// "passwd-file(user,rip)" from Postfix's SASL requests.
+			if bytes.Contains(l, []byte("Password mismatch")) && (bytes.Contains(l, []byte(","+src+",")) || bytes.Contains(l, []byte(","+src+")"))) {
 				n++
 			}
 		}
@@ -221,6 +252,10 @@ var protos = []proto{
 		func(l string) bool { return strings.HasPrefix(l, "+OK") },
 		func(l string) bool { return strings.HasPrefix(l, "-ERR [AUTH]") },
 		func(l string) bool { return strings.HasPrefix(l, "-ERR [SYS/PERM] Blocked (failed logins)") }},
+	{"SMTP", func(g *gateway) string { return g.smtp }, (*conn).smtpLogin,
+		func(l string) bool { return strings.HasPrefix(l, "235 ") },
+		func(l string) bool { return strings.HasPrefix(l, "535 ") },
+		func(l string) bool { return strings.HasPrefix(l, "421 4.7.1 gw.e2e.test Blocked (failed logins)") }},
 }
 
 // TestOpenConnectionsAfterBlock: twenty connections opened before the
