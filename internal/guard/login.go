@@ -177,6 +177,15 @@ func (s *Session) BeginLogin(ctx context.Context, account string) (*Login, Decis
 	}
 }
 
+// Blocked reports whether the session's address is blocked at this moment
+// — a block made after the connection was accepted, by any session or by
+// hand, included — with the decision for the front-end: refuse and close
+// (Action Close, whatever close_blocked_connection and close_all say). Call
+// it where an open connection starts something a block must stop: an SMTP
+// transaction (MAIL FROM), an HTTP request. BeginLogin does the same for
+// login attempts.
+func (s *Session) Blocked() (Decision, bool) { return s.blockedNow() }
+
 // blockedNow reports whether the session's address is blocked at this
 // moment, with the decision for a login attempt: refuse and close.
 func (s *Session) blockedNow() (Decision, bool) {

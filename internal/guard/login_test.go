@@ -181,13 +181,22 @@ func TestBlockReachesOpenSessions(t *testing.T) {
 			t.Fatalf("connection %d: an attempt after the block got %+v", i, d)
 		}
 	}
+	if d, ok := open[19].Blocked(); !ok || d.Action != Close || d.Reason != store.ReasonLogin {
+		t.Fatalf("Blocked on an open session: %+v %v", d, ok)
+	}
 	// A block made by hand reaches open sessions too.
 	s := h.open("198.51.100.40", "web")
+	if _, ok := s.Blocked(); ok {
+		t.Fatal("not blocked yet")
+	}
 	if _, err := h.e.BlockManual(context.Background(), netip.MustParsePrefix("198.51.100.0/24"), 0, "", "test"); err != nil {
 		t.Fatal(err)
 	}
 	if l, d := s.BeginLogin(context.Background(), "dave"); l != nil || d.Reason != store.ReasonManual {
 		t.Fatalf("after a manual block: %+v", d)
+	}
+	if d, ok := s.Blocked(); !ok || d.Reason != store.ReasonManual {
+		t.Fatalf("Blocked after a manual block: %+v", d)
 	}
 }
 
