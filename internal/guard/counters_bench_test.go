@@ -52,7 +52,7 @@ intrusion_prevention:
 	i := 0
 	for b.Loop() {
 		// A new block of a prefix that has counters, among a million.
-		p := prefix(n - 1 - i%1000)
+		p := prefix(n - 1 - i%n)
 		i++
 		if _, made := e.block(st, offense{prefix: p, reason: store.ReasonLogin, service: "imap", hits: 5}); !made {
 			b.Fatal("no block made")
