@@ -57,7 +57,7 @@ func startIMAP(t *testing.T) *testIMAP {
 			b.mu.Lock()
 			b.seen = append(b.seen, ap.Addr())
 			b.mu.Unlock()
-			return countingSession{mem.NewSession(), b}, nil, nil
+			return counting(mem.NewSession(), b), nil, nil
 		},
 		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapSASLIR: {}, imap.CapLiteralPlus: {}, imap.CapIdle: {}},
 		InsecureAuth: true,

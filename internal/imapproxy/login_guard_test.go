@@ -11,10 +11,19 @@ import (
 )
 
 // countingSession counts the logins that reach the test server and holds
-// them while the server's hold channel is set.
+// them while the server's hold channel is set. It keeps every optional
+// interface of the in-memory session (NAMESPACE, MOVE).
 type countingSession struct {
-	imapserver.Session
+	imapserver.SessionIMAP4rev2
 	b *testIMAP
+}
+
+func counting(s imapserver.Session, b *testIMAP) imapserver.Session {
+	rev2, ok := s.(imapserver.SessionIMAP4rev2)
+	if !ok {
+		return s
+	}
+	return countingSession{rev2, b}
 }
 
 func (s countingSession) Login(user, pass string) error {
@@ -25,7 +34,7 @@ func (s countingSession) Login(user, pass string) error {
 	if hold != nil {
 		<-hold
 	}
-	return s.Session.Login(user, pass)
+	return s.SessionIMAP4rev2.Login(user, pass)
 }
 
 func (b *testIMAP) holdLogins() chan struct{} {
