@@ -9,4 +9,11 @@
 // allocate. Events update sharded counters. A block is put into the
 // in-memory table first (so Admit enforces it at once), then written to the
 // store in a group commit, and only then reported to the caller and the log.
+//
+// Every login attempt goes through Session.BeginLogin before its
+// credentials reach the backend: it reads the block table at that moment
+// and counts the attempt as pending until Login.Failed, Succeeded or
+// Abandon, holding further attempts while failures plus pending attempts
+// are at the threshold, so that no more than failed_logins failures reach
+// the backend however many attempts are in flight.
 package guard

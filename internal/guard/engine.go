@@ -39,6 +39,9 @@ type Options struct {
 	// StoreTimeout bounds one store write made on behalf of an event
 	// (default 10s).
 	StoreTimeout time.Duration
+	// MaxCounters bounds the cross-session event counters (default
+	// DefaultMaxCounters).
+	MaxCounters int
 }
 
 // ErrClosed is returned by operations on a closed engine.
@@ -60,6 +63,7 @@ type Engine struct {
 	history map[netip.Prefix]offence
 
 	counters *counters
+	gates    loginGates
 	accounts accounts
 	live     liveSessions
 
@@ -88,7 +92,7 @@ func New(ctx context.Context, s *Settings, opts Options) (*Engine, error) {
 		st:       opts.Store,
 		timeout:  opts.StoreTimeout,
 		history:  make(map[netip.Prefix]offence),
-		counters: newCounters(),
+		counters: newCounters(opts.MaxCounters),
 		quit:     make(chan struct{}),
 		wdone:    make(chan struct{}),
 	}
@@ -180,7 +184,17 @@ type Admission struct {
 	Action AdmitAction
 	Delay  time.Duration
 	Reason store.Reason // the block's reason; 0 when the access policy refused
+	// Quiet, with Refuse, says the address has been refused more than
+	// AnsweredRefusals times in the last minute: a front-end for which
+	// answering costs work (a TLS handshake on an implicit-TLS port)
+	// closes the connection without a word.
+	Quiet bool
 }
+
+// AnsweredRefusals is how many refused connections of one address (block
+// prefix) a minute get the protocol's refusal where answering costs a TLS
+// handshake; later ones are closed without it (Admission.Quiet).
+const AnsweredRefusals = 5
 
 // Admit decides at accept whether addr may use service: refused by the
 // access policy (grant/deny), refused or tarpitted while blocked, or
@@ -189,7 +203,7 @@ func (e *Engine) Admit(addr netip.Addr, service string) Admission {
 	s := e.settings.Load()
 	addr = addr.Unmap()
 	if s.Policy != nil && !s.Policy.AllowService(service, addr) {
-		return Admission{Action: Refuse}
+		return e.refused(s, addr, service)
 	}
 	tbl := e.blocks.Load()
 	if !tbl.Contains(addr) {
@@ -202,12 +216,48 @@ func (e *Engine) Admit(addr netip.Addr, service string) Admission {
 	}
 	ent.hit(now)
 	if s.RefuseBlocked {
-		return Admission{Action: Refuse, Reason: ent.rec.Reason}
+		return Admission{Action: Refuse, Reason: ent.rec.Reason, Quiet: e.quiet(s, addr, now)}
 	}
 	if s.TarpitDelay > 0 {
 		return Admission{Action: Tarpit, Delay: s.TarpitDelay, Reason: ent.rec.Reason}
 	}
 	return Admission{Reason: ent.rec.Reason}
+}
+
+// refused counts a connection the access policy refused toward
+// connections per minute (I), as an admitted one is counted by Open, so an
+// address hammering a port it may not use is blocked too; it blocks the
+// address when the count reaches the threshold. Counting an address seen
+// before does not allocate.
+func (e *Engine) refused(s *Settings, addr netip.Addr, service string) Admission {
+	g, ok := GroupOf(service)
+	if !ok {
+		g = GroupSMTP
+	}
+	now := e.clock()
+	quiet := e.quiet(s, addr, now)
+	limit := s.groups[g].threshold[trigI]
+	if limit <= 0 || s.Bypass.Addr(addr) {
+		return Admission{Action: Refuse, Quiet: quiet}
+	}
+	p := s.prefixOf(addr)
+	if n := e.counters.add(p, trigI, now, connectionWindow, limit, 0); n >= limit {
+		if s.groups[g].logOnly[trigI] {
+			e.log.Info("would block (log only)", "prefix", p.String(), "reason", store.ReasonConnections.String(),
+				"why", store.ReasonConnections.Name(), "service", service, "detail", "refused connections", "count", n)
+		} else if autoBlockable(s, addr) {
+			b, _ := e.block(s, offense{prefix: p, reason: store.ReasonConnections, service: service,
+				detail: "refused connections", hits: n, first: now})
+			return Admission{Action: Refuse, Reason: b.Reason, Quiet: quiet}
+		}
+	}
+	return Admission{Action: Refuse, Quiet: quiet}
+}
+
+// quiet counts a refusal of addr and reports whether the address has had
+// more than AnsweredRefusals in the last minute.
+func (e *Engine) quiet(s *Settings, addr netip.Addr, now time.Time) bool {
+	return e.counters.add(s.prefixOf(addr), trigRefused, now, connectionWindow, AnsweredRefusals, 0) > AnsweredRefusals
 }
 
 // BlockOf returns the active block covering addr, if any.
@@ -282,7 +332,7 @@ func (e *Engine) block(s *Settings, o offense) (store.Block, bool) {
 	done := e.wq.push(writeOp{kind: opPut, blocks: []store.Block{b}})
 	e.mu.Unlock()
 
-	e.counters.reset(o.prefix)
+	e.counters.resetPrefix(o.prefix)
 	err := e.wait(done)
 	if err != nil {
 		ent.dirty.Store(true) // retried by the next Sweep
@@ -614,7 +664,7 @@ func (e *Engine) waitCtx(ctx context.Context, done <-chan error) error {
 func (e *Engine) Sweep(ctx context.Context) error {
 	s := e.settings.Load()
 	now := e.clock()
-	e.counters.sweep(now, max(s.BlockTime, connectionWindow))
+	e.counters.sweep(now)
 	e.accounts.sweep(now, s.BlockTime)
 	e.mu.Lock()
 	for p, h := range e.history {

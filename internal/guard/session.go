@@ -44,10 +44,13 @@ type Session struct {
 	group   Group
 	closer  func()
 	killed  atomic.Bool
+	dead    chan struct{} // closed when the session is closed or killed
+	dying   sync.Once
 
 	mu          sync.Mutex
 	counts      [numTriggers]int32
-	fps         counter // per-session wrong-password fingerprints
+	fps         fingerprints // per-session wrong-password fingerprints
+	gate        *loginGate   // pending logins, when counting per session
 	authed      bool
 	whitelisted bool
 	senderOK    bool // the sender is bypassed (s:, l:)
@@ -64,7 +67,7 @@ func (e *Engine) Open(addr netip.Addr, service string, closer func()) (*Session,
 	if !ok {
 		g = GroupSMTP
 	}
-	s := &Session{e: e, addr: addr.Unmap(), service: service, group: g, closer: closer}
+	s := &Session{e: e, addr: addr.Unmap(), service: service, group: g, closer: closer, dead: make(chan struct{})}
 	e.live.add(s)
 	return s, s.event(trigI, 0, "", "")
 }
@@ -72,6 +75,7 @@ func (e *Engine) Open(addr netip.Addr, service string, closer func()) (*Session,
 // Close ends the session.
 func (s *Session) Close() {
 	s.killed.Store(true)
+	s.dying.Do(func() { close(s.dead) })
 	s.e.live.remove(s)
 }
 
@@ -79,6 +83,7 @@ func (s *Session) kill() {
 	if !s.killed.Swap(true) && s.closer != nil {
 		s.closer()
 	}
+	s.dying.Do(func() { close(s.dead) })
 }
 
 // Addr returns the client address.
@@ -286,7 +291,7 @@ func (s *Session) event(t trigger, fp uint64, label, value string) Decision {
 		if t == trigI {
 			window = connectionWindow
 		}
-		n = s.e.counters.add(p, t, now, window, fp)
+		n = s.e.counters.add(p, t, now, window, limit, fp)
 		if n < limit && t != trigI && len(st.SubnetV6)+st.SubnetV4 > 0 {
 			if d, ok := s.subnetEvent(st, t, fp, label+value, now); ok {
 				return d
@@ -312,7 +317,7 @@ func (s *Session) subnetEvent(st *Settings, t trigger, fp uint64, detail string,
 	var buf [4]netip.Prefix
 	limit := st.groups[s.group].threshold[t] * st.SubnetFactor
 	for _, sp := range st.subnetsOf(s.addr, buf[:0]) {
-		if n := s.e.counters.add(sp, t, now, st.BlockTime, fp); n >= limit {
+		if n := s.e.counters.add(sp, t, now, st.BlockTime, limit, fp); n >= limit {
 			return s.trip(st, t, sp, fmt.Sprintf("%s; %d events across %s", detail, n, sp), n, now), true
 		}
 	}

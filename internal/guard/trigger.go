@@ -19,6 +19,10 @@ const (
 	trigA                // tarpit account
 	trigC                // content rule
 	numTriggers
+
+	// trigRefused counts refused connections for Admission.Quiet; it is
+	// a counter only, never a trigger.
+	trigRefused = numTriggers
 )
 
 var triggerReasons = [numTriggers]store.Reason{

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,6 +33,10 @@ type testIMAP struct {
 	addr string
 	mu   sync.Mutex
 	seen []netip.Addr
+	// logins counts the login attempts that reached the server; while hold
+	// is set, each waits in the server until hold is closed.
+	logins atomic.Int32
+	hold   chan struct{}
 }
 
 func startIMAP(t *testing.T) *testIMAP {
@@ -52,7 +57,7 @@ func startIMAP(t *testing.T) *testIMAP {
 			b.mu.Lock()
 			b.seen = append(b.seen, ap.Addr())
 			b.mu.Unlock()
-			return mem.NewSession(), nil, nil
+			return counting(mem.NewSession(), b), nil, nil
 		},
 		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapSASLIR: {}, imap.CapLiteralPlus: {}, imap.CapIdle: {}},
 		InsecureAuth: true,

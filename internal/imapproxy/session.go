@@ -50,19 +50,33 @@ func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.A
 			conn.Close()
 		}
 	}()
-	if p.cfg.ImplicitTLS {
-		if hs, ok := conn.(interface{ Handshake(time.Duration) error }); ok {
-			if err := hs.Handshake(30 * time.Second); err != nil {
-				s.log.Info("TLS handshake failed", "err", err)
-				return
-			}
-		}
-	}
 	s.setConn(conn)
 	addr := client.Addr().Unmap()
 	adm := p.eng.Admit(addr, p.cfg.Service)
+	// On implicit TLS the handshake comes after Admit and Open: every
+	// connection is checked and counted (I) before it costs any
+	// cryptography. It runs at most once.
+	handshake := func() bool {
+		if hs, ok := conn.(interface{ Handshake(time.Duration) error }); ok && p.cfg.ImplicitTLS {
+			if err := hs.Handshake(30 * time.Second); err != nil {
+				s.log.Info("TLS handshake failed", "err", err)
+				return false
+			}
+		}
+		return true
+	}
 	switch adm.Action {
 	case guard.Refuse:
+		// A client refused again and again on an implicit-TLS port is
+		// closed without a word and without a handshake: answering it
+		// would cost one each time.
+		if p.cfg.ImplicitTLS && adm.Quiet {
+			s.log.Info("refused at connect, without a TLS handshake", "reason", adm.Reason.String())
+			return
+		}
+		if !handshake() {
+			return
+		}
 		why := "Access denied"
 		if adm.Reason != 0 {
 			why = "Blocked (" + adm.Reason.Name() + ")"
@@ -80,6 +94,9 @@ func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.A
 			gs.Close()
 		}
 	}()
+	if !handshake() {
+		return
+	}
 	if s.obey(d) {
 		return
 	}
@@ -553,22 +570,19 @@ func (s *session) login(tag, authz, user, pass string) (bool, error) {
 	}
 	addr := s.client.Addr().Unmap()
 	fp := s.p.eng.PasswordFingerprint(strings.ToLower(user), pass)
+	lg, d := s.gs.BeginLogin(s.ctx, user)
+	if lg == nil {
+		return s.obey(d), nil
+	}
+	defer lg.Abandon()
 	if pol := s.p.policy(); pol != nil && !pol.AllowLogin(user, addr) {
 		s.log.Info("login refused by the login IP restriction", "account", user)
 		// Look exactly like a wrong password: the backend's own wording.
-		return s.failed(tag, user, fp, tag+" "+*s.p.authFail.Load())
-	}
-	if d := s.gs.LoginDelay(user); d > 0 {
-		t := time.NewTimer(d)
-		select {
-		case <-t.C:
-		case <-s.ctx.Done():
-			t.Stop()
-			return true, nil
-		}
+		return s.failed(tag, lg, fp, tag+" "+*s.p.authFail.Load())
 	}
 	untagged, tagged, err := s.backendLogin(tag, authz, user, pass)
 	if err != nil {
+		lg.Failed(fp) // no answer, but the backend may have checked the password: count it
 		s.log.Error("backend failed during login", "err", err)
 		s.send("* BYE [UNAVAILABLE] Server temporarily unavailable, try again later")
 		return true, nil
@@ -578,7 +592,7 @@ func (s *session) login(tag, authz, user, pass string) (bool, error) {
 		status, _, _ = strings.Cut(rest, " ")
 	}
 	if strings.EqualFold(status, "OK") {
-		s.gs.LoginSucceeded(user)
+		lg.Succeeded()
 		s.log.Info("logged in", "account", user)
 		if err := s.send(append(untagged, tagged)...); err != nil {
 			return true, err
@@ -588,21 +602,22 @@ func (s *session) login(tag, authz, user, pass string) (bool, error) {
 	if strings.EqualFold(status, "NO") {
 		text := strings.TrimPrefix(tagged, tag+" ")
 		s.p.authFail.Store(&text)
-		return s.failed(tag, user, fp, append(untagged, tagged)...)
+		return s.failed(tag, lg, fp, append(untagged, tagged)...)
 	}
 	if strings.EqualFold(status, "BAD") {
 		return false, s.send(append(untagged, tagged)...)
 	}
 	// Neither OK, NO nor BAD (a continuation request, garbage): the
 	// backend is not speaking IMAP; never relay what it said.
+	lg.Failed(fp)
 	s.log.Error("backend failed during login", "err", fmt.Errorf("unexpected reply %q", truncate(tagged, 80)))
 	s.send("* BYE [UNAVAILABLE] Server temporarily unavailable, try again later")
 	return true, nil
 }
 
 // failed relays a failed login and reports it (L).
-func (s *session) failed(tag, user string, fp uint64, lines ...string) (bool, error) {
-	d := s.gs.LoginFailed(user, fp)
+func (s *session) failed(tag string, lg *guard.Login, fp uint64, lines ...string) (bool, error) {
+	d := lg.Failed(fp)
 	if err := s.send(lines...); err != nil {
 		return true, err
 	}

@@ -26,8 +26,8 @@
 //
 // # Limits
 //
-// A connection over Config.MaxConns or Config.MaxPerAddr is not returned by
-// Accept. It is passed to the function set with SetOverLimit, which may
+// A connection over Config.MaxConns or Config.MaxPerAddr (counted per
+// address, and per /64 for IPv6) is not returned by Accept. It is passed to the function set with SetOverLimit, which may
 // write the protocol's refusal (SMTP "421 4.7.0 Too many connections from
 // your address"), and closed when that returns; with no function set it is
 // closed silently. Closing a Conn frees its slot.

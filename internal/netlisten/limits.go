@@ -2,6 +2,7 @@ package netlisten
 
 import (
 	"context"
+	"net/netip"
 	"time"
 )
 
@@ -9,8 +10,8 @@ import (
 const (
 	// ReasonMaxConns: the listener has Config.MaxConns connections.
 	ReasonMaxConns = "max-conns"
-	// ReasonMaxPerAddr: the client address has Config.MaxPerAddr
-	// connections.
+	// ReasonMaxPerAddr: the client address (for IPv6, its /64) has
+	// Config.MaxPerAddr connections.
 	ReasonMaxPerAddr = "max-per-addr"
 )
 
@@ -42,9 +43,21 @@ func (l *Listener) SetOverLimit(f func(c *Conn, reason string)) {
 	l.overLimit.Store(&fn)
 }
 
+// limitKey is what the per-address limit counts: the address itself for
+// IPv4, its /64 for IPv6, since one host or customer commonly holds a
+// whole /64 and could otherwise open MaxPerAddr connections from each of
+// its 2^64 addresses.
+func limitKey(a netip.Addr) netip.Addr {
+	if a.Is6() && !a.Is4In6() {
+		p, _ := a.Prefix(64)
+		return p.Addr()
+	}
+	return a
+}
+
 // Stats returns the number of live connections (returned by Accept or
 // about to be, not yet closed) and the highest number of live connections
-// from one client address.
+// from one client address (for IPv6, one /64).
 func (l *Listener) Stats() (live int, perAddrMax int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -65,7 +78,7 @@ func (l *Listener) admit(c *Conn) (reason string, ok bool) {
 	if l.cfg.MaxConns > 0 && len(l.conns) >= l.cfg.MaxConns {
 		return ReasonMaxConns, true
 	}
-	a := c.client.Addr()
+	a := limitKey(c.client.Addr())
 	if l.cfg.MaxPerAddr > 0 && l.perAddr[a] >= l.cfg.MaxPerAddr {
 		return ReasonMaxPerAddr, true
 	}
@@ -83,7 +96,7 @@ func (l *Listener) release(c *Conn) {
 		return
 	}
 	delete(l.conns, c)
-	a := c.client.Addr()
+	a := limitKey(c.client.Addr())
 	if l.perAddr[a] <= 1 {
 		delete(l.perAddr, a)
 	} else {

@@ -1,6 +1,7 @@
 package netlisten
 
 import (
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -147,5 +148,43 @@ func TestOverLimitSilent(t *testing.T) {
 func (l *Listener) perAddrCount(a netip.Addr) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.perAddr[a]
+	return l.perAddr[limitKey(a)]
+}
+
+// TestMaxPerAddrIPv6Slash64: the addresses of one IPv6 /64 share the
+// per-address limit; another /64 and IPv4 clients are counted apart.
+func TestMaxPerAddrIPv6Slash64(t *testing.T) {
+	s := start(t, Config{MaxPerAddr: 2, Trusted: trust("127.0.0.1")})
+	refused := refuser(s)
+	proxied := func(src string) net.Conn {
+		c := dial(t, s, "127.0.0.1")
+		writeAll(t, c, proxyHeader(t, 2, src, "[2001:db8::1]:143"))
+		return c
+	}
+	proxied("[2001:db8:1:2::a]:1000")
+	first := s.accept(t)
+	proxied("[2001:db8:1:2:ffff::b]:1000")
+	s.accept(t)
+	// A third address of the same /64 is over the limit.
+	c3 := proxied("[2001:db8:1:2::c]:1000")
+	r := nextRefusal(t, refused)
+	if r.reason != ReasonMaxPerAddr || r.client.Addr() != netip.MustParseAddr("2001:db8:1:2::c") {
+		t.Errorf("refusal %+v, want %s for 2001:db8:1:2::c", r, ReasonMaxPerAddr)
+	}
+	readLine(t, c3)
+	s.noAccept(t)
+	// The next /64 is not affected.
+	proxied("[2001:db8:1:3::a]:1000")
+	if got := s.accept(t).ClientAddr().Addr(); got != netip.MustParseAddr("2001:db8:1:3::a") {
+		t.Errorf("accepted %v", got)
+	}
+	if live, max := s.Stats(); live != 3 || max != 2 {
+		t.Errorf("Stats = %d, %d; want 3, 2", live, max)
+	}
+	// Closing one frees the /64's slot.
+	first.Close()
+	proxied("[2001:db8:1:2::d]:1000")
+	if got := s.accept(t).ClientAddr().Addr(); got != netip.MustParseAddr("2001:db8:1:2::d") {
+		t.Errorf("accepted %v", got)
+	}
 }

@@ -36,7 +36,8 @@ type Config struct {
 	// Read or Write or with Conn.Handshake.
 	TLS *tls.Config
 	// MaxPerAddr limits the concurrent connections per client address
-	// (after PROXY resolution); 0: unlimited.
+	// (after PROXY resolution), and for IPv6 per /64: the addresses of one
+	// /64 share the limit; 0: unlimited.
 	MaxPerAddr int
 	// MaxConns limits the total of concurrent connections; 0: unlimited.
 	// Counted, like MaxPerAddr, are the connections returned by Accept (or
@@ -72,8 +73,8 @@ type Listener struct {
 	mu      sync.Mutex
 	stopped bool
 	conns   map[*Conn]struct{} // holding a slot
-	perAddr map[netip.Addr]int
-	drained chan struct{} // closed when conns becomes empty; nil if nobody waits
+	perAddr map[netip.Addr]int // by limitKey
+	drained chan struct{}      // closed when conns becomes empty; nil if nobody waits
 }
 
 // Listen opens a TCP listener as configured and starts accepting. ctx

@@ -51,19 +51,33 @@ func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.A
 			conn.Close()
 		}
 	}()
-	if p.cfg.ImplicitTLS {
-		if hs, ok := conn.(interface{ Handshake(time.Duration) error }); ok {
-			if err := hs.Handshake(30 * time.Second); err != nil {
-				s.log.Info("TLS handshake failed", "err", err)
-				return
-			}
-		}
-	}
 	s.setConn(conn)
 	addr := client.Addr().Unmap()
 	adm := p.eng.Admit(addr, p.cfg.Service)
+	// On implicit TLS the handshake comes after Admit and Open: every
+	// connection is checked and counted (I) before it costs any
+	// cryptography. It runs at most once.
+	handshake := func() bool {
+		if hs, ok := conn.(interface{ Handshake(time.Duration) error }); ok && p.cfg.ImplicitTLS {
+			if err := hs.Handshake(30 * time.Second); err != nil {
+				s.log.Info("TLS handshake failed", "err", err)
+				return false
+			}
+		}
+		return true
+	}
 	switch adm.Action {
 	case guard.Refuse:
+		// A client refused again and again on an implicit-TLS port is
+		// closed without a word and without a handshake: answering it
+		// would cost one each time.
+		if p.cfg.ImplicitTLS && adm.Quiet {
+			s.log.Info("refused at connect, without a TLS handshake", "reason", adm.Reason.String())
+			return
+		}
+		if !handshake() {
+			return
+		}
 		why := "Access denied"
 		if adm.Reason != 0 {
 			why = "Blocked (" + adm.Reason.Name() + ")"
@@ -81,6 +95,9 @@ func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.A
 			gs.Close()
 		}
 	}()
+	if !handshake() {
+		return
+	}
 	if s.obey(d) {
 		return
 	}
@@ -590,28 +607,25 @@ func (s *session) login(authz, user, pass string) bool {
 	}
 	addr := s.client.Addr().Unmap()
 	fp := s.p.eng.PasswordFingerprint(strings.ToLower(user), pass)
+	lg, d := s.gs.BeginLogin(s.ctx, user)
+	if lg == nil {
+		return s.obey(d)
+	}
+	defer lg.Abandon()
 	if pol := s.p.policy(); pol != nil && !pol.AllowLogin(user, addr) {
 		s.log.Info("login refused by the login IP restriction", "account", user)
-		return s.failed(user, fp, *s.p.authFail.Load())
-	}
-	if d := s.gs.LoginDelay(user); d > 0 {
-		t := time.NewTimer(d)
-		select {
-		case <-t.C:
-		case <-s.ctx.Done():
-			t.Stop()
-			return true
-		}
+		return s.failed(lg, fp, *s.p.authFail.Load())
 	}
 	reply, err := s.backendLogin(authz, user, pass)
 	if err != nil {
+		lg.Failed(fp) // no answer, but the backend may have checked the password: count it
 		s.log.Error("backend failed during login", "err", err)
 		s.send("-ERR [SYS/TEMP] Server temporarily unavailable, try again later")
 		return true
 	}
 	switch {
 	case strings.HasPrefix(reply, "+OK"):
-		s.gs.LoginSucceeded(user)
+		lg.Succeeded()
 		s.log.Info("logged in", "account", user)
 		if s.send(reply) != nil {
 			return true
@@ -622,19 +636,20 @@ func (s *session) login(authz, user, pass string) bool {
 		if strings.Contains(reply, "[AUTH]") || !strings.Contains(reply, "[SYS/") && !strings.Contains(reply, "[IN-USE]") {
 			r := reply
 			s.p.authFail.Store(&r)
-			return s.failed(user, fp, reply)
+			return s.failed(lg, fp, reply)
 		}
 		return s.send(reply) != nil
 	}
 	// Neither +OK nor -ERR: the backend is not speaking POP3; never relay
 	// what it said.
+	lg.Failed(fp)
 	s.log.Error("backend failed during login", "err", fmt.Errorf("unexpected reply %q", truncate(reply, 80)))
 	s.send("-ERR [SYS/TEMP] Server temporarily unavailable, try again later")
 	return true
 }
 
-func (s *session) failed(user string, fp uint64, reply string) bool {
-	d := s.gs.LoginFailed(user, fp)
+func (s *session) failed(lg *guard.Login, fp uint64, reply string) bool {
+	d := lg.Failed(fp)
 	if s.send(reply) != nil {
 		return true
 	}

@@ -4,9 +4,10 @@ import (
 	"encoding/base64"
 	"errors"
 	"strings"
-	"time"
 
 	"github.com/emersion/go-sasl"
+
+	"github.com/postern/postern/internal/guard"
 )
 
 // auth handles AUTH PLAIN and LOGIN. postern reads the credentials itself,
@@ -53,40 +54,38 @@ func (s *session) auth(c command) error {
 	}
 	fp := s.p.eng.PasswordFingerprint(strings.ToLower(user), pass)
 	addr := s.client.Addr().Unmap()
+	lg, d := s.gs.BeginLogin(s.ctx, user)
+	if lg == nil {
+		s.obey(d)
+		return errClosed
+	}
+	defer lg.Abandon()
 	if pol := s.env.Policy; pol != nil && !pol.AllowLogin(user, addr) {
 		s.log.Info("login refused by the login IP restriction", "account", user)
-		return s.authFailed(user, fp, *s.p.authFail.Load())
-	}
-	if d := s.gs.LoginDelay(user); d > 0 {
-		t := time.NewTimer(d)
-		select {
-		case <-t.C:
-		case <-s.ctx.Done():
-			t.Stop()
-			return errClosed
-		}
+		return s.authFailed(lg, fp, *s.p.authFail.Load())
 	}
 	blob := base64.StdEncoding.EncodeToString([]byte(authz + "\x00" + user + "\x00" + pass))
 	r, err := s.be.cmd("AUTH PLAIN " + blob)
 	if err != nil {
+		lg.Failed(fp) // no answer, but the backend may have checked the password: count it
 		return s.backendLost(err)
 	}
 	switch {
 	case r.code == 235:
 		s.authed, s.account = true, user
-		s.gs.LoginSucceeded(user)
+		lg.Succeeded()
 		s.log.Info("authenticated", "account", user)
 		return s.reply(r)
 	case r.code == 535:
 		s.p.authFail.Store(&r)
-		return s.authFailed(user, fp, r)
+		return s.authFailed(lg, fp, r)
 	}
 	return s.reply(r)
 }
 
 // authFailed answers a failed login and reports it (L).
-func (s *session) authFailed(user string, fp uint64, r reply) error {
-	d := s.gs.LoginFailed(user, fp)
+func (s *session) authFailed(lg *guard.Login, fp uint64, r reply) error {
+	d := lg.Failed(fp)
 	if err := s.reply(r); err != nil {
 		return err
 	}

@@ -23,6 +23,7 @@ type testMTA struct {
 	msgs []testMsg
 	seen []netip.Addr // client addresses from PROXY headers
 	srv  *smtp.Server
+	auth authCounter // logins that reached the MTA
 }
 
 type testMsg struct {
@@ -89,6 +90,7 @@ type mtaSession struct {
 func (s *mtaSession) AuthMechanisms() []string { return []string{sasl.Plain} }
 func (s *mtaSession) Auth(mech string) (sasl.Server, error) {
 	return sasl.NewPlainServer(func(identity, user, pass string) error {
+		s.m.auth.arrive()
 		if p, ok := localUsers[user]; ok && p == pass {
 			s.authed = true
 			return nil

@@ -68,18 +68,32 @@ func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.A
 	s.in.conn = conn
 	s.r = bufio.NewReaderSize(&s.in, p.cfg.MaxLineLength+2)
 	s.deadline, _ = ctx.Deadline()
-	if p.cfg.ImplicitTLS {
-		if hs, ok := conn.(interface{ Handshake(time.Duration) error }); ok {
-			if err := hs.Handshake(30 * time.Second); err != nil {
-				s.log.Info("TLS handshake failed", "err", err)
-				return
-			}
-		}
-	}
 	addr := client.Addr().Unmap()
 	adm := p.eng.Admit(addr, p.cfg.Service)
+	// On implicit TLS the handshake comes after Admit and Open: every
+	// connection is checked and counted (I) before it costs any
+	// cryptography. It runs at most once.
+	handshake := func() bool {
+		if hs, ok := conn.(interface{ Handshake(time.Duration) error }); ok && p.cfg.ImplicitTLS {
+			if err := hs.Handshake(30 * time.Second); err != nil {
+				s.log.Info("TLS handshake failed", "err", err)
+				return false
+			}
+		}
+		return true
+	}
 	switch adm.Action {
 	case guard.Refuse:
+		// A client refused again and again on an implicit-TLS port is
+		// closed without a word and without a handshake: answering it
+		// would cost one each time.
+		if p.cfg.ImplicitTLS && adm.Quiet {
+			s.log.Info("refused at connect, without a TLS handshake", "reason", adm.Reason.String())
+			return
+		}
+		if !handshake() {
+			return
+		}
 		why := refusal(adm)
 		s.log.Info("refused at connect", "why", why)
 		s.reply(newReply(554, "5.7.1 "+why))
@@ -90,6 +104,9 @@ func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.A
 	gs, d := p.eng.Open(addr, p.cfg.Service, func() { conn.Close() })
 	s.gs = gs
 	defer gs.Close()
+	if !handshake() {
+		return
+	}
 	if s.obey(d) {
 		return
 	}

@@ -55,6 +55,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if at, done = p.checkLogin(w, r, cc, f); done {
 			return
 		}
+		if at != nil {
+			defer at.login.Abandon() // no verdict (backend error, client gone): free the slot
+		}
 		r = r.WithContext(context.WithValue(r.Context(), attemptKey{}, at))
 	}
 	if !p.delay(r.Context(), cc.delay()) {
@@ -232,6 +235,11 @@ func validHost(h string) bool {
 // backendError answers when no backend could serve the request.
 func (p *Proxy) backendError(w http.ResponseWriter, r *http.Request, err error) {
 	cc, _ := r.Context().Value(connKey{}).(*clientConn)
+	if at, _ := r.Context().Value(attemptKey{}).(*attempt); at != nil {
+		// A login without an answer: the backend may have checked the
+		// password, so it counts as a failure (a no-op after a verdict).
+		at.decision = at.login.Failed(at.fp)
+	}
 	if errors.Is(err, context.Canceled) || r.Context().Err() != nil {
 		return // the client went away
 	}

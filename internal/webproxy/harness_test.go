@@ -41,7 +41,8 @@ type testBackend struct {
 	srv    *http.Server
 	mu     sync.Mutex
 	reqs   []seen
-	stream chan string // /stream writes each string received, until closed
+	stream chan string  // /stream writes each string received, until closed
+	logins loginCounter // POSTs that reached /login
 }
 
 func startBackend(t *testing.T) *testBackend {
@@ -73,6 +74,7 @@ func startBackend(t *testing.T) *testBackend {
 			io.WriteString(w, "<form method=post>")
 			return
 		}
+		b.logins.arrive()
 		r.ParseMultipartForm(1 << 20)
 		if r.FormValue("user") == "alice@example.com" && r.FormValue("pass") == "right-password" ||
 			r.FormValue("user") == "boss@example.com" && r.FormValue("pass") == "boss-password" {

@@ -21,6 +21,7 @@ type attempt struct {
 	cc       *clientConn
 	account  string // "" when the form did not name it (or was too large to read)
 	fp       uint64
+	login    *guard.Login // the attempt in flight; nil without a guard session
 	decision guard.Decision
 }
 
@@ -119,7 +120,21 @@ func (p *Proxy) checkLogin(w http.ResponseWriter, r *http.Request, cc *clientCon
 	}
 	user, pass = rd.user, rd.pass
 	at.account = user
-	if user == "" || cc.gs == nil {
+	if cc.gs == nil {
+		return at, false
+	}
+	lg, d := cc.gs.BeginLogin(r.Context(), user)
+	if lg == nil {
+		at.decision = d
+		p.log.Info("login attempt refused", "client", cc.addr.String(), "account", user, "blocked", d.Blocked, "reason", d.Reason.String())
+		// As every request of a blocked address (refusedNow): the page;
+		// the connection may stay, since every later login on it is
+		// refused the same way.
+		p.page(w, r, cc, http.StatusForbidden, refusalText(d.Reason), true)
+		return at, true
+	}
+	at.login = lg
+	if user == "" {
 		return at, false
 	}
 	if f.PasswordField != "" && pass != "" {
@@ -127,17 +142,12 @@ func (p *Proxy) checkLogin(w http.ResponseWriter, r *http.Request, cc *clientCon
 	}
 	if pol := p.policy(); pol != nil && !pol.AllowLogin(user, cc.addr) {
 		p.log.Info("login refused by the login IP restriction", "client", cc.addr.String(), "account", user)
-		at.decision = cc.gs.LoginFailed(user, at.fp)
+		at.decision = lg.Failed(at.fp)
 		p.loginFailedPage(w, r, cc, f, at.decision)
 		if at.decision.Action == guard.Close {
 			p.closeAfter(w, r, cc)
 		}
 		return at, true
-	}
-	if d := cc.gs.LoginDelay(user); d > 0 {
-		if !p.delay(r.Context(), d) {
-			return at, true
-		}
 	}
 	return at, false
 }
@@ -219,11 +229,12 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	}
 	if !at.form.failed(resp) {
 		if resp.StatusCode < 400 && at.account != "" {
-			at.cc.gs.LoginSucceeded(at.account)
+			at.login.Succeeded()
 		}
+		at.login.Abandon()
 		return nil
 	}
-	at.decision = at.cc.gs.LoginFailed(at.account, at.fp)
+	at.decision = at.login.Failed(at.fp)
 	p.log.Info("webmail login failed", "client", at.cc.addr.String(), "account", at.account,
 		"status", resp.StatusCode, "blocked", at.decision.Blocked)
 	if at.decision.Delay > 0 {

@@ -201,6 +201,11 @@ func (p *Proxy) admit(c net.Conn) *clientConn {
 	switch adm.Action {
 	case guard.Refuse:
 		cc.refusal = refusalText(adm.Reason)
+		if adm.Quiet && p.cfg.TLS != nil {
+			// Refused again and again: closed before the TLS handshake,
+			// which answering with the page would cost each time.
+			cc.Close()
+		}
 		return cc
 	case guard.Tarpit:
 		cc.tarpit.Store(int64(adm.Delay))

@@ -1,0 +1,333 @@
+package guard
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/postern/postern/internal/store"
+)
+
+// MaxLoginHold bounds how long BeginLogin holds an attempt while other
+// attempts of the same address (or block prefix) are waiting for the
+// backend's answer at the failed-login threshold. An attempt held longer is
+// refused (Close), never passed.
+const MaxLoginHold = 30 * time.Second
+
+// Login is one login attempt between BeginLogin and the backend's answer.
+// While it is open it holds a pending slot of its address's block prefix
+// (or of its session, when failures are counted per session): the engine
+// counts it as a failure that may come, so that failures plus pending
+// attempts never exceed the failed-login threshold. Exactly one of Failed,
+// Succeeded or Abandon ends it and frees the slot; later calls do nothing,
+// so a front-end may defer Abandon right after BeginLogin. Its methods are
+// safe for concurrent use.
+type Login struct {
+	s       *Session
+	account string
+	refs    [1 + maxSubnets]gateRef // the gates whose slots it holds
+	nref    int                     // 0: not gated (L off, bypassed)
+	done    atomic.Bool
+}
+
+// maxSubnets bounds the enclosing subnets of multi-prefix counting that
+// hold attempts too.
+const maxSubnets = 4
+
+// gateRef is one gate an attempt is counted in: its block prefix, or an
+// enclosing subnet with factor × the threshold; key is invalid for the
+// session's own gate (cross_session off).
+type gateRef struct {
+	key   netip.Prefix
+	g     *loginGate
+	limit int
+}
+
+// loginGate counts the attempts of one block prefix (or one session) that
+// are waiting for the backend's answer.
+type loginGate struct {
+	pending int
+	waiters int
+	wake    chan struct{} // closed (and replaced) when pending drops
+}
+
+// loginGates holds the gates of cross-session counting, by block prefix.
+// A gate exists only while it has pending attempts or waiters.
+type loginGates struct {
+	mu sync.Mutex
+	m  map[netip.Prefix]*loginGate
+}
+
+// BeginLogin starts a login attempt for account and must be called before
+// the credentials are sent to the backend (or refused by postern itself).
+//
+// It consults the block table at this moment: when the address is blocked
+// it returns a nil Login and a Decision with Action Close (whatever
+// close_blocked_connection and close_all say): the front-end answers with
+// its refusal and closes the connection, and the backend never sees the
+// attempt. It then waits out account protection's delay, and holds the
+// attempt while the failures counted for the address's block prefix (or
+// the session, with cross_session off) plus the attempts still waiting for
+// the backend's answer reach failed_logins; it proceeds when pending
+// attempts are answered and failures plus pending are below the threshold
+// again, so that at most failed_logins failures reach the backend whatever
+// the rate and concurrency of an attack. Attempts below the threshold are
+// not held: five parallel logins with the right password go through at
+// once with failed_logins 5.
+//
+// A nil Login always comes with Action Close and a Reason: the attempt must
+// not reach the backend. Besides a block, that happens (Blocked false,
+// Reason L) when ctx ends, the session is closed, or the attempt was held
+// longer than MaxLoginHold.
+func (s *Session) BeginLogin(ctx context.Context, account string) (*Login, Decision) {
+	if d, blocked := s.blockedNow(); blocked {
+		return nil, d
+	}
+	st := s.e.settings.Load()
+	if st.AccountFailures > 0 {
+		if d := s.LoginDelay(account); d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return nil, Decision{Action: Close, Reason: store.ReasonLogin}
+			case <-s.dead:
+				t.Stop()
+				return nil, Decision{Action: Close, Reason: store.ReasonLogin}
+			}
+			if d, blocked := s.blockedNow(); blocked {
+				return nil, d
+			}
+		}
+	}
+	l := &Login{s: s, account: account}
+	limit := st.groups[s.group].threshold[trigL]
+	// Nothing to hold when no failure can block: L off or log only, or an
+	// address the engine never blocks (bypassed, a trusted upstream such
+	// as the webmail server's own IMAP connections).
+	if limit <= 0 || st.groups[s.group].logOnly[trigL] || !autoBlockable(st, s.addr) || s.bypassed(st, trigL) {
+		return l, Decision{}
+	}
+	mu := l.gates(st, limit)
+	var hold *time.Timer
+	defer func() {
+		if hold != nil {
+			hold.Stop()
+		}
+	}()
+	for {
+		// Failures so far, read under the gate's lock: a Failed call
+		// counts its failure before it frees its slot, so failures plus
+		// pending never drop below the truth.
+		var g *loginGate // the gate at its threshold, if any
+		for i := range l.nref {
+			r := &l.refs[i]
+			if n := s.loginFailures(r.key); r.g.pending > 0 && n+r.g.pending >= r.limit {
+				g = r.g
+				break
+			}
+		}
+		// Checked after reading the counts: a block goes into the table
+		// before its counters are reset, so a count read after a reset
+		// always sees the block here.
+		if d, blocked := s.blockedNow(); blocked {
+			l.dropGates()
+			mu.Unlock()
+			return nil, d
+		}
+		if g == nil {
+			for i := range l.nref {
+				l.refs[i].g.pending++
+			}
+			mu.Unlock()
+			return l, Decision{}
+		}
+		if hold == nil {
+			hold = time.NewTimer(MaxLoginHold)
+		}
+		g.waiters++
+		wake := g.wake
+		mu.Unlock()
+		var stop bool
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			stop = true
+		case <-s.dead:
+			stop = true
+		case <-hold.C:
+			stop = true
+			s.e.log.Info("login attempt held too long at the failed-login threshold; refused",
+				"addr", s.addr.String(), "service", s.service)
+		}
+		mu.Lock()
+		g.waiters--
+		if stop {
+			l.dropGates()
+			mu.Unlock()
+			d, blocked := s.blockedNow()
+			if !blocked {
+				d = Decision{Action: Close, Reason: store.ReasonLogin}
+			}
+			return nil, d
+		}
+	}
+}
+
+// Blocked reports whether the session's address is blocked at this moment
+// — a block made after the connection was accepted, by any session or by
+// hand, included — with the decision for the front-end: refuse and close
+// (Action Close, whatever close_blocked_connection and close_all say). Call
+// it where an open connection starts something a block must stop: an SMTP
+// transaction (MAIL FROM), an HTTP request. BeginLogin does the same for
+// login attempts.
+func (s *Session) Blocked() (Decision, bool) { return s.blockedNow() }
+
+// blockedNow reports whether the session's address is blocked at this
+// moment, with the decision for a login attempt: refuse and close.
+func (s *Session) blockedNow() (Decision, bool) {
+	tbl := s.e.blocks.Load()
+	if !tbl.Contains(s.addr) {
+		return Decision{}, false
+	}
+	ent, ok := activeBlock(tbl, s.addr, s.e.clock())
+	if !ok {
+		return Decision{}, false
+	}
+	ent.hit(s.e.clock())
+	return Decision{Action: Close, Blocked: true, Reason: ent.rec.Reason}, true
+}
+
+// loginFailures returns the failed logins counted so far for key (cross
+// session), or for the session when key is invalid.
+func (s *Session) loginFailures(key netip.Prefix) int {
+	if !key.IsValid() {
+		return int(s.counts[trigL]) // the session's own gate: s.mu is held
+	}
+	return s.e.counters.get(key, trigL, s.e.clock())
+}
+
+// gates finds (or makes) the gates the attempt is counted in and returns
+// their lock, locked: with cross-session counting the block prefix's and
+// those of the enclosing subnets of multi-prefix counting (factor × the
+// threshold), else the session's own.
+func (l *Login) gates(st *Settings, limit int) *sync.Mutex {
+	s := l.s
+	if !st.CrossSession {
+		s.mu.Lock()
+		if s.gate == nil {
+			s.gate = &loginGate{wake: make(chan struct{})}
+		}
+		l.refs[0] = gateRef{g: s.gate, limit: limit}
+		l.nref = 1
+		return &s.mu
+	}
+	l.refs[0] = gateRef{key: st.prefixOf(s.addr), limit: limit}
+	l.nref = 1
+	if len(st.SubnetV6)+st.SubnetV4 > 0 {
+		var buf [maxSubnets]netip.Prefix
+		for _, sp := range st.subnetsOf(s.addr, buf[:0]) {
+			if l.nref < len(l.refs) {
+				l.refs[l.nref] = gateRef{key: sp, limit: limit * st.SubnetFactor}
+				l.nref++
+			}
+		}
+	}
+	gs := &s.e.gates
+	gs.mu.Lock()
+	if gs.m == nil {
+		gs.m = make(map[netip.Prefix]*loginGate)
+	}
+	for i := range l.nref {
+		r := &l.refs[i]
+		r.g = gs.m[r.key]
+		if r.g == nil {
+			r.g = &loginGate{wake: make(chan struct{})}
+			gs.m[r.key] = r.g
+		}
+	}
+	return &gs.mu
+}
+
+// dropGates forgets the attempt's cross-session gates that are idle; their
+// lock is held.
+func (l *Login) dropGates() {
+	for i := range l.nref {
+		r := &l.refs[i]
+		if r.key.IsValid() && r.g.pending == 0 && r.g.waiters == 0 && l.s.e.gates.m[r.key] == r.g {
+			delete(l.s.e.gates.m, r.key)
+		}
+	}
+}
+
+// finish claims the attempt's single verdict; false when it had one.
+func (l *Login) finish() bool { return !l.done.Swap(true) }
+
+// release frees the attempt's pending slot and wakes the attempts held
+// behind it; finish has been claimed.
+func (l *Login) release() {
+	if l.nref == 0 {
+		return
+	}
+	mu := &l.s.e.gates.mu
+	if !l.refs[0].key.IsValid() {
+		mu = &l.s.mu
+	}
+	mu.Lock()
+	for i := range l.nref {
+		g := l.refs[i].g
+		g.pending--
+		if g.waiters > 0 {
+			close(g.wake)
+			g.wake = make(chan struct{})
+		}
+	}
+	l.dropGates()
+	mu.Unlock()
+}
+
+// Failed reports that the backend (or postern's login IP restriction)
+// refused the attempt: a failed login (L) with the password's fingerprint
+// (PasswordFingerprint; 0 if unknown), counted before the slot is freed.
+// The Decision is LoginFailed's: it may block the address and ask for the
+// connection to be closed.
+func (l *Login) Failed(fp uint64) Decision {
+	if l == nil || !l.finish() {
+		return Decision{}
+	}
+	d := l.s.LoginFailed(l.account, fp)
+	l.release()
+	return d
+}
+
+// Succeeded reports that the backend accepted the login: the session is
+// authenticated (LoginSucceeded) and the slot is freed.
+func (l *Login) Succeeded() {
+	if l == nil || !l.finish() {
+		return
+	}
+	l.s.LoginSucceeded(l.account)
+	l.release()
+}
+
+// Abandon ends an attempt whose credentials never reached the backend (the
+// client went away, postern refused it for another reason, the backend
+// answered neither yes nor no to a well-formed attempt, such as SMTP's 454)
+// and frees its slot without counting anything. After Failed or Succeeded
+// it does nothing, so it can be deferred. An attempt sent to the backend
+// whose answer never came (the connection broke, the answer was not the
+// protocol) is to be ended with Failed: the backend may have checked the
+// password, and freeing the slot uncounted would let one more guess
+// through.
+func (l *Login) Abandon() {
+	if l == nil || !l.finish() {
+		return
+	}
+	l.release()
+}
+
+// Account returns the account the attempt is for.
+func (l *Login) Account() string { return l.account }
