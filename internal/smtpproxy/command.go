@@ -3,6 +3,8 @@ package smtpproxy
 import (
 	"errors"
 	"strings"
+
+	"github.com/postern/postern/internal/mailaddr"
 )
 
 // How a command line is read.
@@ -75,20 +77,12 @@ type command struct {
 var errBadSyntax = errors.New("bad syntax")
 
 // parseCommand reads a command line (without its line ending, free of
-// control characters other than TAB).
+// control characters other than TAB) with Postfix's tokenizer rules
+// (mailaddr.Tokens).
 func parseCommand(line string) (command, error) {
-	var toks []string
-	rest := line
-	for {
-		tok, next, err := nextToken(rest)
-		if err != nil {
-			return command{}, err
-		}
-		if tok == "" {
-			break
-		}
-		toks = append(toks, tok)
-		rest = next
+	toks, err := mailaddr.Tokens(line)
+	if err != nil {
+		return command{}, errBadSyntax
 	}
 	if len(toks) == 0 {
 		return command{}, errBadSyntax
@@ -99,96 +93,6 @@ func parseCommand(line string) (command, error) {
 		c.verb = verbNonSMTP
 	}
 	return c, nil
-}
-
-func isSpace(c byte) bool { return c == ' ' || c == '\t' }
-
-// nextToken returns the next token of s and what follows it, as Postfix's
-// smtp_next_token does. An empty token means the end of the line.
-func nextToken(s string) (tok, rest string, err error) {
-	var b strings.Builder
-	i := 0
-	for i < len(s) {
-		c := s[i]
-		i++
-		switch {
-		case isSpace(c):
-			for i < len(s) && isSpace(s[i]) {
-				i++
-			}
-			if b.Len() > 0 {
-				return b.String(), s[i:], nil
-			}
-		case c == '<':
-			n, ok := quotedLen(s[i:], '>')
-			b.WriteByte(c)
-			b.WriteString(s[i : i+n])
-			i += n
-			if !ok {
-				return "", "", errBadSyntax
-			}
-		case c == '"':
-			n, ok := quotedLen(s[i:], '"')
-			b.WriteByte(c)
-			b.WriteString(s[i : i+n])
-			i += n
-			if !ok {
-				return "", "", errBadSyntax
-			}
-		case c == ':':
-			b.WriteByte(c)
-			if t := b.String(); prefixFold("to:", t) || prefixFold("from:", t) {
-				return t, s[i:], nil
-			}
-		case c == '\\':
-			b.WriteByte(c)
-			if i < len(s) {
-				b.WriteByte(s[i])
-				i++
-			}
-		default:
-			b.WriteByte(c)
-		}
-	}
-	return b.String(), "", nil
-}
-
-// quotedLen returns how many bytes of s, which follows an opening quote or
-// angle bracket, run up to and including the closing one (Postfix's
-// smtp_quoted: quotes nest inside angle brackets, backslash escapes), and
-// whether it was found.
-func quotedLen(s string, last byte) (int, bool) {
-	stack := []byte{last}
-	wanted := last
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '\\':
-			if i+1 >= len(s) {
-				return len(s), false
-			}
-			i++
-		case c == wanted:
-			if len(stack) == 1 {
-				return i + 1, true
-			}
-			stack = stack[:len(stack)-1]
-			wanted = stack[len(stack)-1]
-		case c == '"':
-			stack = append(stack, '"')
-			wanted = '"'
-		case c == '<' && wanted == '>':
-			stack = append(stack, '>')
-			wanted = '>'
-		}
-	}
-	return len(s), false
-}
-
-// prefixFold reports whether t is, without regard to case, a prefix of
-// word: Postfix compares strncasecmp(t, word, len(t)).
-func prefixFold(word, t string) bool {
-	return len(t) <= len(word) && strings.EqualFold(word[:len(t)], t)
 }
 
 // isHeaderName reports whether a verb looks like a mail header name

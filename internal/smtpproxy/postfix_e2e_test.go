@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postern/postern/internal/mailaddr"
 	"github.com/postern/postern/internal/testenv"
 )
 
@@ -28,19 +29,12 @@ func relayedForm(line string) (string, bool) {
 		return "", false
 	}
 	switch c.verb {
-	case verbMAIL, verbRCPT:
-		kw, verb := "FROM:", "MAIL FROM:"
-		if c.verb == verbRCPT {
-			kw, verb = "TO:", "RCPT TO:"
-		}
-		if len(c.args) < 2 || !strings.EqualFold(c.args[0], kw) || !validParams(c.args[2:]) {
-			return "", false
-		}
-		p, err := parsePath(c.args[1])
-		if err != nil || c.verb == verbRCPT && p.addr == "" {
-			return "", false
-		}
-		return pathLine(verb, p, c.args[2:]), true
+	case verbMAIL:
+		a, err := mailaddr.ParseMailArg(strings.Join(c.args, " "))
+		return "MAIL " + a.Canonical(), err == nil
+	case verbRCPT:
+		a, err := mailaddr.ParseRcptArg(strings.Join(c.args, " "))
+		return "RCPT " + a.Canonical(), err == nil
 	case verbEHLO, verbHELO:
 		return c.line(), len(c.args) > 0
 	case verbRSET, verbDATA, verbSTARTTLS:

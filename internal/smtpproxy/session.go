@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/mailaddr"
 	"github.com/postern/postern/internal/netlisten"
 	"github.com/postern/postern/internal/relay"
 	"github.com/postern/postern/internal/spamscan"
@@ -441,27 +442,26 @@ func (s *session) mail(c command) error {
 	if s.p.cfg.RequireAuth && !s.authed {
 		return s.reply(newReply(530, "5.7.0 Authentication required"))
 	}
-	if len(c.args) < 2 || !strings.EqualFold(c.args[0], "FROM:") {
-		return s.reply(newReply(501, "5.5.4 Syntax: MAIL FROM:<address>"))
-	}
 	if s.blockedNow() {
 		return errClosed
 	}
-	from, err := parsePath(c.args[1])
+	a, err := mailaddr.ParseMailArg(strings.Join(c.args, " "))
 	if err != nil {
+		s.log.Info("MAIL refused", "err", err)
+		if len(c.args) < 2 || !strings.EqualFold(c.args[0], "FROM:") {
+			return s.reply(newReply(501, "5.5.4 Syntax: MAIL FROM:<address>"))
+		}
 		return s.reply(newReply(501, "5.1.7 Bad sender address syntax"))
 	}
-	if !validParams(c.args[2:]) {
-		return s.reply(newReply(501, "5.5.4 Bad MAIL parameter syntax"))
-	}
-	r, err := s.be.cmd(pathLine("MAIL FROM:", from, c.args[2:]))
+	from := a.Path.Address()
+	r, err := s.be.cmd("MAIL " + a.Canonical())
 	if err != nil {
 		return s.backendLost(err)
 	}
 	if r.code == 250 {
 		s.inTx, s.rcpts, s.msg = true, 0, nil
-		s.from, s.rcptList = from.addr, nil
-		s.gs.Sender(from.addr)
+		s.from, s.rcptList = from, nil
+		s.gs.Sender(from)
 	}
 	return s.reply(r)
 }
@@ -492,36 +492,22 @@ func refusal(adm guard.Admission) string {
 	return "Access denied"
 }
 
-// pathLine writes MAIL FROM / RCPT TO in canonical form.
-func pathLine(verb string, p path, params []string) string {
-	var b strings.Builder
-	b.WriteString(verb)
-	b.WriteString(p.text)
-	for _, a := range params {
-		b.WriteByte(' ')
-		b.WriteString(a)
-	}
-	return b.String()
-}
-
 // rcpt relays RCPT TO and reports what the backend said of the recipient.
 func (s *session) rcpt(c command) error {
-	if len(c.args) < 2 || !strings.EqualFold(c.args[0], "TO:") {
-		return s.reply(newReply(501, "5.5.4 Syntax: RCPT TO:<address>"))
-	}
-	p, err := parsePath(c.args[1])
-	if err != nil || p.addr == "" {
+	a, err := mailaddr.ParseRcptArg(strings.Join(c.args, " "))
+	if err != nil {
+		s.log.Info("RCPT refused", "err", err)
+		if len(c.args) < 2 || !strings.EqualFold(c.args[0], "TO:") {
+			return s.reply(newReply(501, "5.5.4 Syntax: RCPT TO:<address>"))
+		}
 		return s.reply(newReply(501, "5.1.3 Bad recipient address syntax"))
 	}
-	if !validParams(c.args[2:]) {
-		return s.reply(newReply(501, "5.5.4 Bad RCPT parameter syntax"))
-	}
-	to := p.addr
+	p, to := a.Path, a.Path.Address()
 	if s.inTx && s.rcpts >= s.p.cfg.MaxRecipients {
 		return s.reply(newReply(452, "4.5.3 Error: too many recipients"))
 	}
-	if s.inTx && !s.authed && len(s.env.LocalDomains) > 0 && !s.isLocal(p) {
-		if err := s.reply(newReply(554, "5.7.1 "+p.text+": Relay access denied")); err != nil {
+	if s.inTx && !s.authed && len(s.env.LocalDomains) > 0 && !p.InDomains(s.env.LocalDomains) {
+		if err := s.reply(newReply(554, "5.7.1 "+p.Canonical()+": Relay access denied")); err != nil {
 			return err
 		}
 		return s.after(s.gs.RelayDenied(to))
@@ -529,12 +515,12 @@ func (s *session) rcpt(c command) error {
 	// A tarpit account (often an address that does not exist) is checked
 	// before the backend is asked, and never accepted.
 	if d := s.gs.Recipient(to); d.Blocked && d.Reason == store.ReasonTarpitAccount && !d.DryRun {
-		if err := s.reply(newReply(550, "5.1.1 "+p.text+": Recipient address rejected")); err != nil {
+		if err := s.reply(newReply(550, "5.1.1 "+p.Canonical()+": Recipient address rejected")); err != nil {
 			return err
 		}
 		return s.after(d)
 	}
-	r, err := s.be.cmd(pathLine("RCPT TO:", p, c.args[2:]))
+	r, err := s.be.cmd("RCPT " + a.Canonical())
 	if err != nil {
 		return s.backendLost(err)
 	}
@@ -552,16 +538,6 @@ func (s *session) rcpt(c command) error {
 		return err
 	}
 	return s.after(d)
-}
-
-// isLocal reports whether a recipient is in one of the local domains: an
-// address without a domain is the server's own; routed addresses
-// (user%host@, host!user@, address literals) never are.
-func (s *session) isLocal(p path) bool {
-	if p.routed {
-		return false
-	}
-	return p.domain == "" || s.env.LocalDomains[p.domain]
 }
 
 // after obeys a decision made after a reply went out.

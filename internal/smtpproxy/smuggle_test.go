@@ -240,7 +240,7 @@ func TestRelaysCanonicalCommands(t *testing.T) {
 		"EHLO client.example",
 		"NOOP",
 		"MAIL FROM:<alice@example.test> SIZE=10",
-		"RCPT TO:<bob@Example.TEST> NOTIFY=NEVER",
+		"RCPT TO:<bob@example.test> NOTIFY=NEVER",
 		"RCPT TO:<carol@example.test>",
 		"RSET",
 		"HELP",
