@@ -36,6 +36,9 @@ and exits 1 if there is any; warnings do not change the exit status.`,
 			for _, w := range snap.Warnings {
 				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
 			}
+			for _, w := range ipsWarnings(snap.Config) {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
+			}
 			printSummary(cmd.OutOrStdout(), snap, time.Since(start))
 			return nil
 		},
@@ -79,10 +82,30 @@ func printSummary(w io.Writer, s *snapshot.Snapshot, took time.Duration) {
 	}
 	if g := s.Guard; g != nil {
 		on := g.TriggersEnabled()
+		dead := make(map[string]string)
+		for _, d := range deadTriggers(s.Config) {
+			dead[d.group] += string(d.code)
+		}
 		for _, grp := range []string{"smtp", "imap_pop3", "web"} {
-			if on[grp] != "" {
-				fmt.Fprintf(w, "  ips       %-10s triggers %s; block %s\n", grp, on[grp], g.BlockTime)
+			if on[grp] == "" {
+				continue
 			}
+			var live, never strings.Builder
+			for _, t := range splitTriggers(on[grp]) {
+				if strings.IndexByte(dead[grp], t[0]) >= 0 {
+					never.WriteByte(t[0])
+				} else {
+					live.WriteString(t)
+				}
+			}
+			if live.Len() == 0 {
+				live.WriteString("none")
+			}
+			fmt.Fprintf(w, "  ips       %-10s triggers %s; block %s", grp, live.String(), g.BlockTime)
+			if never.Len() > 0 {
+				fmt.Fprintf(w, "; never fire: %s (see the warnings)", never.String())
+			}
+			fmt.Fprintln(w)
 		}
 		if g.Bypass != nil {
 			fmt.Fprintf(w, "  bypass    %s: which conditions can bypass which triggers\n", s.Config.IntrusionPrevention.BypassFile.Value)
