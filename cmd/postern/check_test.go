@@ -100,4 +100,25 @@ func TestCheckWarnsAboutTriggersThatCannotFire(t *testing.T) {
 	if code, _, errs := postern(t, "check", "-c", cfg); code != 0 || errs != "" {
 		t.Errorf("refuse only: exit %d\n%s", code, errs)
 	}
+
+	// Where every SMTP service takes mail only after AUTH, the message
+	// triggers never fire: an authenticated session bypasses them.
+	authOnly := `services:
+  submission: { listen: "127.0.0.1:0", backend: "127.0.0.1:10587", allow_insecure_auth: true }
+  smtp: { listen: "127.0.0.1:0", backend: "127.0.0.1:10025", require_auth: true }
+intrusion_prevention:
+  smtp: { failed_logins: 5, unknown_recipients: 5, rset_count: 5, message_size: 10MB }
+`
+	writeFile(t, cfg, authOnly)
+	code, out, errs = postern(t, "check", "-c", cfg)
+	if code != 0 || strings.Count(errs, "warning:") != 2 ||
+		!strings.Contains(errs, "smtp.unknown_recipients (P) can never fire: every smtp, submission and smtps service requires AUTH before mail") ||
+		!strings.Contains(errs, "smtp.message_size (M) can never fire: every smtp, submission and smtps service requires AUTH before mail") ||
+		!strings.Contains(out, "triggers LR; block 4h0m0s; never fire: PM") {
+		t.Errorf("AUTH everywhere: exit %d\n%s%s", code, out, errs)
+	}
+	writeFile(t, cfg, strings.Replace(authOnly, ", require_auth: true", "", 1))
+	if code, out, errs := postern(t, "check", "-c", cfg); code != 0 || errs != "" || !strings.Contains(out, "triggers LPRM; block") {
+		t.Errorf("port 25 without AUTH: exit %d\n%s%s", code, out, errs)
+	}
 }

@@ -68,9 +68,10 @@ func groupTriggers(ips *config.IntrusionPrevention, group string) *config.Trigge
 
 // deadTriggers returns the triggers that are on but can never fire: a
 // group with no service to watch, spam_score without a scanner,
-// content_rules without rules, failed logins where no login can be made
-// (SMTP AUTH and IMAP/POP3 logins need TLS or an explicit exception) or
-// recognised (webmail needs login_forms).
+// content_rules without rules, message triggers where every SMTP service
+// requires AUTH (authenticated sessions bypass them), failed logins where
+// no login can be made (SMTP AUTH and IMAP/POP3 logins need TLS or an
+// explicit exception) or recognised (webmail needs login_forms).
 func deadTriggers(f *config.File) []deadTrigger {
 	var out []deadTrigger
 	for _, g := range ipsGroups {
@@ -80,9 +81,13 @@ func deadTriggers(f *config.File) []deadTrigger {
 		}
 		on := onTriggers(t)
 		var svcs []*config.Service
+		allAuth := true // every service of the group takes mail only after AUTH
 		for _, name := range g.services {
 			if svc := f.Services[name]; svc != nil {
 				svcs = append(svcs, svc)
+				if svc.RequireAuth != nil && !*svc.RequireAuth || svc.RequireAuth == nil && name != "submission" {
+					allAuth = false
+				}
 			}
 		}
 		if len(svcs) == 0 {
@@ -98,6 +103,8 @@ func deadTriggers(f *config.File) []deadTrigger {
 				why = "no spam scanner is configured (spam.rspamd or spam.spamd)"
 			case c == 'C' && len(f.ContentRules) == 0:
 				why = "no content_rules are defined"
+			case g.name == "smtp" && allAuth && strings.IndexByte("PYSMAC", c) >= 0:
+				why = "every smtp, submission and smtps service requires AUTH before mail, and an authenticated session is never blocked for it"
 			case c == 'L' && g.name == "smtp" && !anyService(svcs, func(s *config.Service) bool { return s.TLS != nil || s.AllowInsecureAuth }):
 				why = "SMTP AUTH needs TLS and no smtp, submission or smtps service has tls: (or allow_insecure_auth)"
 			case c == 'L' && g.name == "imap_pop3" && !anyService(svcs, func(s *config.Service) bool { return s.TLS != nil || s.PlaintextLogin.IsSet() }):
