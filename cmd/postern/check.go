@@ -22,7 +22,14 @@ func newCheckCmd() *cobra.Command {
 		Short: "Validate a configuration and everything it loads",
 		Long: `check reads the configuration, its pattern and include files and its GeoIP
 databases, and compiles every rule. It prints each problem with file:line:column
-and exits 1 if there is any; warnings do not change the exit status.`,
+and exits 1 if there is any; warnings do not change the exit status.
+
+It also warns about intrusion-prevention settings that do less than they
+seem: a trigger that can never fire (no service of its group, spam_score
+without a scanner, content_rules without rules, failed_logins where no
+password is taken or no login form is known, …), which the summary lists
+under "never fire" rather than as active, and blocks that neither refuse
+nor close (refuse_blocked and close_blocked_connection both off).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			start := time.Now()
