@@ -1,10 +1,16 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"log/slog"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/postern/postern/internal/snapshot"
 )
 
 // deadConfig switches on triggers that nothing can feed: failed logins
@@ -120,5 +126,26 @@ intrusion_prevention:
 	writeFile(t, cfg, strings.Replace(authOnly, ", require_auth: true", "", 1))
 	if code, out, errs := postern(t, "check", "-c", cfg); code != 0 || errs != "" || !strings.Contains(out, "triggers LPRM; block") {
 		t.Errorf("port 25 without AUTH: exit %d\n%s%s", code, out, errs)
+	}
+}
+
+// TestServeLogsTriggersThatCannotFire: the running gateway logs the same
+// warnings as check, at start and on every reload.
+func TestServeLogsTriggersThatCannotFire(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "postern.yaml")
+	writeFile(t, cfg, deadConfig)
+	snap, err := snapshot.Load(context.Background(), cfg, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	logLoaded(slog.New(slog.NewTextHandler(&buf, nil)), snap)
+	for _, want := range []string{
+		"intrusion_prevention.smtp.spam_score (S) can never fire: no spam scanner is configured",
+		"refuse_blocked and close_blocked_connection are both off",
+	} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, buf.String())
+		}
 	}
 }
