@@ -139,14 +139,21 @@ func apiFailure(cmd *cobra.Command, err error) error {
 }
 
 func newBlocksListCmd(o *adminOptions) *cobra.Command {
-	var reason, service, search string
+	var reason, service, search, since, until, expiresBefore string
 	var active, expired, asJSON bool
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List blocks, most recently seen first",
 		Long: `list prints the blocks the filters select, most recently seen first.
 --reason takes a code (L) or a name ("failed logins"); --search an address
-(the blocks holding it) or a prefix (the blocks overlapping it).`,
+(the blocks holding it) or a prefix (the blocks overlapping it).
+
+--since and --until select the blocks seen in a window: --since keeps those
+last seen at or after it, --until those first seen at or before it.
+--expires-before keeps the blocks that expire before it (never-expiring
+blocks do not). Each takes an RFC 3339 time (2026-05-01T12:00:00Z), a date
+(2026-05-01, midnight UTC) or a span meaning that long ago (30m, 2h, 7d),
+counted on the server's clock.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var f admin.Filter
@@ -167,6 +174,17 @@ func newBlocksListCmd(o *adminOptions) *cobra.Command {
 			}
 			if active || expired {
 				f.Active = &active
+			}
+			for _, tb := range []struct {
+				flag string
+				val  string
+				dst  *admin.TimeBound
+			}{{"--since", since, &f.Since}, {"--until", until, &f.Until}, {"--expires-before", expiresBefore, &f.ExpiresBefore}} {
+				b, err := admin.ParseTimeBound(tb.val)
+				if err != nil {
+					return fmt.Errorf("%s: %w", tb.flag, err)
+				}
+				*tb.dst = b
 			}
 			c, err := o.client(cmd)
 			if err != nil {
@@ -189,6 +207,9 @@ func newBlocksListCmd(o *adminOptions) *cobra.Command {
 	fl.StringVar(&search, "search", "", "only blocks holding this address or overlapping this prefix")
 	fl.BoolVar(&active, "active", false, "only blocks in force")
 	fl.BoolVar(&expired, "expired", false, "only expired blocks")
+	fl.StringVar(&since, "since", "", "only blocks last seen at or after this time (RFC 3339, a date, or 2h meaning 2 hours ago)")
+	fl.StringVar(&until, "until", "", "only blocks first seen at or before this time (RFC 3339, a date, or 30m meaning 30 minutes ago)")
+	fl.StringVar(&expiresBefore, "expires-before", "", "only blocks that expire before this time (RFC 3339, a date, or a span ago)")
 	fl.BoolVar(&asJSON, "json", false, "print JSON as the API answers")
 	cmd.MarkFlagsMutuallyExclusive("active", "expired")
 	return cmd

@@ -103,6 +103,15 @@ func TestBlocksList(t *testing.T) {
 		{[]string{"--search", "2001:db8::/32"}, []string{"2001:db8:1::/64"}},
 		{[]string{"--active"}, []string{"198.51.100.0/24", "203.0.113.7"}},
 		{[]string{"--expired"}, []string{"2001:db8:1::/64"}},
+		// Times: --since on last seen, --until on first seen, on the
+		// server's clock (blocksNow), not this machine's.
+		{[]string{"--since", "45m"}, []string{"198.51.100.0/24", "2001:db8:1::/64"}},
+		{[]string{"--since", "2026-05-01T10:30:00Z"}, []string{"198.51.100.0/24", "2001:db8:1::/64", "203.0.113.7"}},
+		{[]string{"--until", "1h"}, []string{"2001:db8:1::/64", "203.0.113.7"}},
+		{[]string{"--since", "2h", "--until", "2026-05-01T11:00:00+00:00"}, []string{"2001:db8:1::/64", "203.0.113.7"}},
+		{[]string{"--until", "2026-04-30"}, []string{"2001:db8:1::/64"}},
+		{[]string{"--expires-before", "+4h"}, []string{"2001:db8:1::/64", "203.0.113.7"}},
+		{[]string{"--expires-before", "0", "--reason", "P"}, []string{"2001:db8:1::/64"}},
 	} {
 		code, out, errs := s.blocks(t, append([]string{"list", "--json"}, tc.args...)...)
 		var got struct{ Blocks []admin.Block }
@@ -117,6 +126,10 @@ func TestBlocksList(t *testing.T) {
 		if strings.Join(targets, " ") != strings.Join(tc.want, " ") {
 			t.Errorf("list %v: %v, want %v", tc.args, targets, tc.want)
 		}
+	}
+	code, out, errs = s.blocks(t, "list", "--since", "1h", "--until", "2h")
+	if code != 2 || out != "" || !strings.Contains(errs, "since (2026-05-01T11:00:00Z) is after until (2026-05-01T10:00:00Z)") {
+		t.Errorf("empty window: exit %d, %q %q", code, out, errs)
 	}
 	code, out, _ = s.blocks(t, "list", "--search", "10.0.0.0/8")
 	if code != 0 || out != "no blocks\n" {
@@ -140,6 +153,9 @@ func TestBlocksBadInputSendsNothing(t *testing.T) {
 		{[]string{"list", "--reason", "Q"}, `--reason: unknown reason "Q"`},
 		{[]string{"list", "--search", "x"}, `--search: bad target "x"`},
 		{[]string{"list", "--active", "--expired"}, "active expired"},
+		{[]string{"list", "--since", "yesterday"}, `--since: bad time "yesterday"`},
+		{[]string{"list", "--until", "-2h"}, `--until: bad time "-2h"`},
+		{[]string{"list", "--expires-before", "2026-05-01 12:00"}, `--expires-before: bad time "2026-05-01 12:00": want RFC 3339`},
 		{[]string{"remove-all"}, "add --yes"},
 		{[]string{"export", "--format", "xml"}, `--format "xml"`},
 		{[]string{"import", "blocks.txt"}, "use --format csv"},

@@ -22,7 +22,14 @@ func newCheckCmd() *cobra.Command {
 		Short: "Validate a configuration and everything it loads",
 		Long: `check reads the configuration, its pattern and include files and its GeoIP
 databases, and compiles every rule. It prints each problem with file:line:column
-and exits 1 if there is any; warnings do not change the exit status.`,
+and exits 1 if there is any; warnings do not change the exit status.
+
+It also warns about intrusion-prevention settings that do less than they
+seem: a trigger that can never fire (no service of its group, spam_score
+without a scanner, content_rules without rules, failed_logins where no
+password is taken or no login form is known, …), which the summary lists
+under "never fire" rather than as active, and blocks that neither refuse
+nor close (refuse_blocked and close_blocked_connection both off).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			start := time.Now()
@@ -34,6 +41,9 @@ and exits 1 if there is any; warnings do not change the exit status.`,
 				return exitCode(1)
 			}
 			for _, w := range snap.Warnings {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
+			}
+			for _, w := range ipsWarnings(snap.Config) {
 				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
 			}
 			printSummary(cmd.OutOrStdout(), snap, time.Since(start))
@@ -79,10 +89,30 @@ func printSummary(w io.Writer, s *snapshot.Snapshot, took time.Duration) {
 	}
 	if g := s.Guard; g != nil {
 		on := g.TriggersEnabled()
+		dead := make(map[string]string)
+		for _, d := range deadTriggers(s.Config) {
+			dead[d.group] += string(d.code)
+		}
 		for _, grp := range []string{"smtp", "imap_pop3", "web"} {
-			if on[grp] != "" {
-				fmt.Fprintf(w, "  ips       %-10s triggers %s; block %s\n", grp, on[grp], g.BlockTime)
+			if on[grp] == "" {
+				continue
 			}
+			var live, never strings.Builder
+			for _, t := range splitTriggers(on[grp]) {
+				if strings.IndexByte(dead[grp], t[0]) >= 0 {
+					never.WriteByte(t[0])
+				} else {
+					live.WriteString(t)
+				}
+			}
+			if live.Len() == 0 {
+				live.WriteString("none")
+			}
+			fmt.Fprintf(w, "  ips       %-10s triggers %s; block %s", grp, live.String(), g.BlockTime)
+			if never.Len() > 0 {
+				fmt.Fprintf(w, "; never fire: %s (see the warnings)", never.String())
+			}
+			fmt.Fprintln(w)
 		}
 		if g.Bypass != nil {
 			fmt.Fprintf(w, "  bypass    %s: which conditions can bypass which triggers\n", s.Config.IntrusionPrevention.BypassFile.Value)

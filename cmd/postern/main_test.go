@@ -14,6 +14,8 @@ import (
 
 	"github.com/maxmind/mmdbwriter"
 	"github.com/maxmind/mmdbwriter/mmdbtype"
+
+	"github.com/postern/postern/internal/snapshot"
 )
 
 // postern runs the command line in-process and returns its exit status and
@@ -193,6 +195,40 @@ func TestInitWritesAConfigThatPassesCheck(t *testing.T) {
 	}
 	if code, out, errs := postern(t, "check", "-c", cfg); code != 0 {
 		t.Fatalf("check of init output: %d\n%s\n%s", code, out, errs)
+	} else {
+		// The only warnings: no password is taken until a mail service
+		// has TLS, which the starter cannot ship.
+		for _, l := range strings.Split(strings.TrimSpace(errs), "\n") {
+			if !strings.Contains(l, "failed_logins (L) can never fire") || !strings.Contains(l, "TLS") {
+				t.Errorf("check of init output warns: %s", l)
+			}
+		}
+		if !strings.Contains(out, "ips       web        triggers IL;") {
+			t.Errorf("starter: webmail failed logins are not counted:\n%s", out)
+		}
+	}
+	// A fixed block time, as IceWarp's: no escalation unless uncommented.
+	snap, err := snapshot.Load(context.Background(), cfg, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := snap.Guard; g.EscalationFactor > 1 || g.BlockTime != 240*time.Minute {
+		t.Errorf("starter: block time %s, escalation factor %g; want a fixed 4h", g.BlockTime, g.EscalationFactor)
+	}
+	text, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	on := strings.Replace(string(text), "  # escalation: {", "  escalation: {", 1)
+	if on == string(text) {
+		t.Fatal("starter: no commented escalation line to turn on")
+	}
+	withEsc := filepath.Join(dir, "escalation.yaml")
+	writeFile(t, withEsc, on)
+	if snap, err := snapshot.Load(context.Background(), withEsc, time.Now()); err != nil {
+		t.Errorf("starter with escalation uncommented: %v", err)
+	} else if g := snap.Guard; g.EscalationFactor != 2 || g.EscalationCap != 7*24*time.Hour || g.Memory != 30*24*time.Hour {
+		t.Errorf("starter with escalation uncommented: factor %g, cap %s, memory %s", g.EscalationFactor, g.EscalationCap, g.Memory)
 	}
 	if code, _, errs := postern(t, "init", "-o", cfg); code != 2 || !strings.Contains(errs, "exists; use --force") {
 		t.Fatalf("init over an existing file: %d %s", code, errs)

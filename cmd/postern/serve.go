@@ -384,6 +384,9 @@ func logLoaded(log *slog.Logger, s *snapshot.Snapshot) {
 	for _, w := range s.Warnings {
 		log.Warn("configuration", "warning", w.Error())
 	}
+	for _, w := range ipsWarnings(s.Config) {
+		log.Warn("configuration", "warning", w.Error())
+	}
 	log.Info("configuration loaded", "file", s.Config.Path, "patterns", len(s.Patterns.Names()), "services", len(s.Config.Services))
 }
 

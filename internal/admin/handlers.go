@@ -259,7 +259,7 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request, _ *request
 
 func (s *Server) handleList(w http.ResponseWriter, r *http.Request, _ *request) error {
 	q := r.URL.Query()
-	if err := checkParams(q, "reason", "service", "search", "active"); err != nil {
+	if err := checkParams(q, "reason", "service", "search", "active", "since", "until", "expires_before"); err != nil {
 		return err
 	}
 	f, err := parseFilter(q)
@@ -267,6 +267,9 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request, _ *request) 
 		return badRequest(err)
 	}
 	now := s.eng.Now()
+	if err := f.check(now); err != nil {
+		return badRequest(err)
+	}
 	all := s.eng.Blocks()
 	bs := make([]store.Block, 0, len(all))
 	for i := range all {

@@ -174,6 +174,88 @@ func TestListFilters(t *testing.T) {
 	wantStatus(t, "empty", code, body, http.StatusOK, `{"blocks":[]}`)
 }
 
+// TestListTimeFilters selects blocks by the window they were seen in
+// (since: last_seen at or after; until: first_seen at or before) and by
+// expiry, with absolute and relative times, the relative ones counted on
+// the engine's clock (t0), not the client's.
+func TestListTimeFilters(t *testing.T) {
+	f := startUnix(t, options{})
+	f.eng.Put(sample()...)
+	ctx := context.Background()
+	targets := func(bs []admin.Block) []string {
+		var out []string
+		for _, b := range bs {
+			out = append(out, b.Target)
+		}
+		return out
+	}
+	// sample(), at t0 = 12:00: first/last seen, expires
+	//   198.51.100.0/24  11:50/11:50  never
+	//   2001:db8:1::/64  -2d/11:30    11:00
+	//   203.0.113.7      10:00/11:00  15:00
+	//   2001:db8::99     09:00/09:00  13:00
+	//   192.0.2.1        06:00/07:00  10:00
+	for _, tc := range []struct {
+		name string
+		f    admin.Filter
+		want []string
+	}{
+		{"since 2h ago", admin.Filter{Since: admin.Ago(2 * time.Hour)}, []string{"198.51.100.0/24", "2001:db8:1::/64", "203.0.113.7"}},
+		{"since, bound included", admin.Filter{Since: admin.At(t0.Add(-3 * time.Hour))}, []string{"198.51.100.0/24", "2001:db8:1::/64", "203.0.113.7", "2001:db8::99"}},
+		{"until 1h ago", admin.Filter{Until: admin.Ago(time.Hour)}, []string{"2001:db8:1::/64", "203.0.113.7", "2001:db8::99", "192.0.2.1"}},
+		{"window 08:00-09:30", admin.Filter{Since: admin.Ago(4 * time.Hour), Until: admin.At(t0.Add(-150 * time.Minute))}, []string{"2001:db8:1::/64", "2001:db8::99"}},
+		{"expires before +2h", admin.Filter{ExpiresBefore: admin.Ago(-2 * time.Hour)}, []string{"2001:db8:1::/64", "2001:db8::99", "192.0.2.1"}},
+		{"expires before now", admin.Filter{ExpiresBefore: admin.Ago(0)}, []string{"2001:db8:1::/64", "192.0.2.1"}},
+		{"with reason", admin.Filter{Reason: store.ReasonLogin, Since: admin.Ago(4 * time.Hour)}, []string{"203.0.113.7", "2001:db8::99"}},
+		{"nothing that late", admin.Filter{Since: admin.Ago(-time.Minute)}, nil},
+	} {
+		bs, err := f.c.ListBlocks(ctx, tc.f)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got := targets(bs); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	// The raw query: RFC 3339 in any zone, dates, spans, + for the future.
+	for q, want := range map[string][]string{
+		"since=2026-05-01T17:00:00%2B08:00": {"198.51.100.0/24", "2001:db8:1::/64", "203.0.113.7", "2001:db8::99"},
+		"since=2h":                          {"198.51.100.0/24", "2001:db8:1::/64", "203.0.113.7"},
+		"until=2026-04-30":                  {"2001:db8:1::/64"},
+		"since=1d&until=3h":                 {"2001:db8:1::/64", "2001:db8::99", "192.0.2.1"},
+		"expires_before=%2B1h30m":           {"2001:db8:1::/64", "2001:db8::99", "192.0.2.1"},
+		"expires_before=2026-05-02":         {"2001:db8:1::/64", "203.0.113.7", "2001:db8::99", "192.0.2.1"},
+		"since=0":                           nil,
+	} {
+		code, body := f.do(t, http.MethodGet, "/v1/blocks?"+q, "", "")
+		if code != http.StatusOK {
+			t.Errorf("%s: status %d %s", q, code, body)
+			continue
+		}
+		var l struct{ Blocks []admin.Block }
+		if err := json.Unmarshal([]byte(body), &l); err != nil {
+			t.Fatal(err)
+		}
+		if got := targets(l.Blocks); !slices.Equal(got, want) {
+			t.Errorf("%s: %v, want %v", q, got, want)
+		}
+	}
+	for q, want := range map[string]string{
+		"since=yesterday":                   `since: bad time \"yesterday\"`,
+		"since=-2h":                         `since: bad time \"-2h\"`,
+		"until=2026-05-01T12:00:00":         `until: bad time \"2026-05-01T12:00:00\": want RFC 3339`,
+		"until=2026-13-01":                  "until: bad time",
+		"expires_before=soon":               "expires_before: bad time",
+		"since=50000d":                      "at most 36500 days",
+		"since=1h&until=2h":                 "since (2026-05-01T11:00:00Z) is after until (2026-05-01T10:00:00Z): the window is empty",
+		"since=2026-05-02&until=2026-05-01": "is after until",
+		"expires-before=1h":                 `unknown parameter \"expires-before\"`,
+	} {
+		code, body := f.do(t, http.MethodGet, "/v1/blocks?"+q, "", "")
+		wantStatus(t, q, code, body, http.StatusBadRequest, want)
+	}
+}
+
 func TestBlockJSON(t *testing.T) {
 	f := startUnix(t, options{})
 	f.eng.Put(sample()...)
