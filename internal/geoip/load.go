@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"io/fs"
 	"os"
 
 	"github.com/postern/postern/internal/diag"
@@ -84,16 +83,6 @@ func loadFormat(ctx context.Context, src Source, format Format, f *os.File, size
 		}
 		return loadZone(ctx, src.Path, cc, safefile.Reader(f, src.Path, safefile.MaxText))
 	}
-}
-
-// pathErrCause strips the operation and path from a *fs.PathError, which
-// our messages already name, keeping the cause for errors.Is.
-func pathErrCause(err error) error {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
 }
 
 // configErr reports a problem with the source as configured (missing file,

@@ -152,22 +152,6 @@ func (p *Proxy) checkLogin(w http.ResponseWriter, r *http.Request, cc *clientCon
 	return at, false
 }
 
-// formFields reads the user and password fields of a form body
-// (urlencoded, multipart or a JSON object) the way the application will;
-// both are "" when the body cannot be read with certainty.
-func formFields(ctype string, body []byte, userField, passField string) (user, pass string) {
-	spec := formSpec{user: userField, pass: passField}
-	h := http.Header{}
-	if ctype != "" {
-		h.Set("Content-Type", ctype)
-	}
-	rd, err := readForm(&spec, h, "", body, true)
-	if err != nil {
-		return "", ""
-	}
-	return rd.user, rd.pass
-}
-
 // asUnreadable returns err as an *unreadable (400 when it is another
 // error).
 func asUnreadable(err error) *unreadable {

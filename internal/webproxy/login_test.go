@@ -71,3 +71,19 @@ func FuzzFormFields(f *testing.F) {
 		}
 	})
 }
+
+// formFields reads the user and password fields of a form body
+// (urlencoded, multipart or a JSON object) the way the application will;
+// both are "" when the body cannot be read with certainty.
+func formFields(ctype string, body []byte, userField, passField string) (user, pass string) {
+	spec := formSpec{user: userField, pass: passField}
+	h := http.Header{}
+	if ctype != "" {
+		h.Set("Content-Type", ctype)
+	}
+	rd, err := readForm(&spec, h, "", body, true)
+	if err != nil {
+		return "", ""
+	}
+	return rd.user, rd.pass
+}
