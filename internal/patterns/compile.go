@@ -95,8 +95,8 @@ type builder struct {
 	// namedPos and namedNeg collect what pos and neg do except the tables
 	// of referenced patterns with host masks; kept only if the set has some.
 	namedPos, namedNeg *bart.Lite
-	refs     []int // indexes of KindRef items
-	state    uint8 // 0 new, 1 resolving, 2 done
+	refs               []int // indexes of KindRef items
+	state              uint8 // 0 new, 1 resolving, 2 done
 }
 
 // Compile parses and compiles named pattern definitions. Every bad item,
