@@ -333,7 +333,7 @@ func expandWildcard(s string) ([]netip.Prefix, error) {
 	var lo, hi [4]int
 	what := "wildcard"
 	if !strings.ContainsAny(s, "*-") {
-		what = "address"
+		what = "item"
 	}
 	parts := strings.Split(s, ".")
 	if len(parts) > 4 {

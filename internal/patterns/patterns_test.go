@@ -284,7 +284,7 @@ func TestIncludes(t *testing.T) {
 
 	write("bad.txt", "1.2.3.4\n\n300.1.1.1\n")
 	_, err = Compile([]Source{{Name: "B", Text: "{bad.txt}", Pos: diag.Pos{File: cfg, Line: 1, Col: 1}}}, Options{})
-	wantErr(t, err, filepath.Join(dir, "bad.txt")+":3:1: bad address \"300.1.1.1\"")
+	wantErr(t, err, filepath.Join(dir, "bad.txt")+":3:1: bad item \"300.1.1.1\"")
 }
 
 func wantErr(t *testing.T, err error, substr string) {
@@ -301,11 +301,11 @@ func TestErrorsNamePositions(t *testing.T) {
 	cases := []struct {
 		text, want string
 	}{
-		{"1.2.3.4; 1.2.3", `cfg.yaml:1:19: bad address "1.2.3": it has 3 octets, not four`},
+		{"1.2.3.4; 1.2.3", `cfg.yaml:1:19: bad item "1.2.3": it has 3 octets, not four`},
 		{"10.0.0.0/33", `cfg.yaml:1:10: bad network "10.0.0.0/33"`},
 		{"10.0.0.9-10.0.0.1", "the start is after the end"},
 		{"10.0.0.1-2001:db8::1", "different address families"},
-		{"1.2.3.256", `cfg.yaml:1:10: bad address "1.2.3.256": octet 4: "256" is not a number`},
+		{"1.2.3.256", `cfg.yaml:1:10: bad item "1.2.3.256": octet 4: "256" is not a number`},
 		{"1.2.*.x", `octet 4: "x" is not a number`},
 		{"1.2.9-3.*", "runs backwards"},
 		{"[Nope]", "cfg.yaml:1:10: unknown pattern [Nope]"},
@@ -323,7 +323,7 @@ func TestErrorsNamePositions(t *testing.T) {
 		{"fe80::1%eth0", "zones (%) are not allowed"},
 		{"10.0.0.0/8 garbage", "bad network"},
 		// IceWarp forms that stay invalid, each with its position.
-		{"10.0.0.1; 10.20", `cfg.yaml:1:20: bad address "10.20": it has 2 octets`},
+		{"10.0.0.1; 10.20", `cfg.yaml:1:20: bad item "10.20": it has 2 octets`},
 		{"10.20.*.*.*", `cfg.yaml:1:10: bad wildcard "10.20.*.*.*": an IPv4 address has four octets, this has 5`},
 		{"10.*.5", "the last must be '*'"},
 		{"10.300.*", `cfg.yaml:1:10: bad wildcard "10.300.*": octet 2: "300" is not a number`},
