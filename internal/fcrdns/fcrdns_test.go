@@ -3,118 +3,22 @@ package fcrdns
 import (
 	"context"
 	"errors"
-	"net"
 	"net/netip"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/postern/postern/internal/fcrdns/fcrdnstest"
 )
 
-// zone is a test DNS server on 127.0.0.1: records by lower-case FQDN and
-// type; names in silent are never answered (the client times out); names in
-// fail are answered SERVFAIL.
-type zone struct {
-	mu      sync.Mutex
-	records map[string][]dns.RR
-	silent  map[string]bool
-	fail    map[string]bool
-	queries atomic.Int64
-	addr    string
-}
+type zone = fcrdnstest.Zone
 
-func startZone(t *testing.T) *zone {
-	t.Helper()
-	z := &zone{records: make(map[string][]dns.RR), silent: make(map[string]bool), fail: make(map[string]bool)}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	z.addr = pc.LocalAddr().String()
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(z.serve)}
-	started := make(chan struct{})
-	srv.NotifyStartedFunc = func() { close(started) }
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.ActivateAndServe()
-	}()
-	<-started
-	t.Cleanup(func() {
-		_ = srv.Shutdown()
-		<-done
-	})
-	return z
-}
+func startZone(t *testing.T) *zone { return fcrdnstest.Start(t) }
 
-func (z *zone) serve(w dns.ResponseWriter, req *dns.Msg) {
-	z.queries.Add(1)
-	q := req.Question[0]
-	name := strings.ToLower(q.Name)
-	z.mu.Lock()
-	silent, fail := z.silent[name], z.fail[name]
-	var answer []dns.RR
-	known := false
-	for _, rr := range z.records[name] {
-		known = true
-		if rr.Header().Rrtype == q.Qtype {
-			answer = append(answer, rr)
-		}
-	}
-	z.mu.Unlock()
-	if silent {
-		return
-	}
-	m := new(dns.Msg)
-	m.SetReply(req)
-	switch {
-	case fail:
-		m.Rcode = dns.RcodeServerFailure
-	case !known:
-		m.Rcode = dns.RcodeNameError
-	default:
-		m.Answer = answer
-	}
-	_ = w.WriteMsg(m)
-}
-
-func (z *zone) add(t *testing.T, rrs ...string) {
-	t.Helper()
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	for _, s := range rrs {
-		rr, err := dns.NewRR(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		name := strings.ToLower(rr.Header().Name)
-		z.records[name] = append(z.records[name], rr)
-	}
-}
-
-func (z *zone) setSilent(name string) {
-	z.mu.Lock()
-	z.silent[name] = true
-	z.mu.Unlock()
-}
-
-func (z *zone) setFail(name string) {
-	z.mu.Lock()
-	z.fail[name] = true
-	z.mu.Unlock()
-}
-
-func ptr(t *testing.T, addr, name string) string {
-	t.Helper()
-	rev, err := dns.ReverseAddr(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return rev + " 300 IN PTR " + name
-}
+func ptr(t *testing.T, addr, name string) string { return fcrdnstest.PTR(t, addr, name) }
 
 type clock struct {
 	mu sync.Mutex
@@ -130,7 +34,7 @@ func (c *clock) add(d time.Duration) {
 
 func newResolver(t *testing.T, z *zone, clk *clock, opts Options) *Resolver {
 	t.Helper()
-	opts.Server = z.addr
+	opts.Server = z.Addr
 	if opts.Timeout == 0 {
 		opts.Timeout = 2 * time.Second
 	}
@@ -146,7 +50,7 @@ func newResolver(t *testing.T, z *zone, clk *clock, opts Options) *Resolver {
 
 func TestVerifiedName(t *testing.T) {
 	z := startZone(t)
-	z.add(t,
+	z.Add(t,
 		ptr(t, "192.0.2.10", "Mail.Example.COM."), "mail.example.com. 300 IN A 192.0.2.10",
 		ptr(t, "192.0.2.11", "liar.example.com."), "liar.example.com. 300 IN A 192.0.2.99",
 		ptr(t, "192.0.2.12", "two.example.net."), ptr(t, "192.0.2.12", "a.example.net."),
@@ -183,7 +87,7 @@ func TestVerifiedName(t *testing.T) {
 
 func TestCacheAnswersWithoutQuery(t *testing.T) {
 	z := startZone(t)
-	z.add(t, ptr(t, "192.0.2.10", "mail.example.com."), "mail.example.com. 300 IN A 192.0.2.10")
+	z.Add(t, ptr(t, "192.0.2.10", "mail.example.com."), "mail.example.com. 300 IN A 192.0.2.10")
 	clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	r := newResolver(t, z, clk, Options{TTL: 10 * time.Minute, NegativeTTL: time.Minute})
 	ctx := context.Background()
@@ -195,7 +99,7 @@ func TestCacheAnswersWithoutQuery(t *testing.T) {
 	if _, err := r.VerifiedName(ctx, neg); !errors.Is(err, ErrNoPTR) {
 		t.Fatalf("negative lookup: %v", err)
 	}
-	sent := z.queries.Load()
+	sent := z.Queries()
 	if sent != 3 { // PTR + A, then PTR
 		t.Fatalf("server saw %d queries, want 3", sent)
 	}
@@ -206,19 +110,19 @@ func TestCacheAnswersWithoutQuery(t *testing.T) {
 	if _, err := r.VerifiedName(ctx, neg); !errors.Is(err, ErrNoPTR) {
 		t.Fatalf("cached negative lookup: %v", err)
 	}
-	if got := z.queries.Load(); got != sent {
+	if got := z.Queries(); got != sent {
 		t.Fatalf("cache hits sent %d queries", got-sent)
 	}
 	// The negative answer expires after a minute, the positive after ten.
 	clk.add(2 * time.Second)
 	_, _ = r.VerifiedName(ctx, neg)
 	_, _ = r.VerifiedName(ctx, pos)
-	if got := z.queries.Load(); got != sent+1 {
+	if got := z.Queries(); got != sent+1 {
 		t.Fatalf("after 61s: %d new queries, want 1 (the negative answer only)", got-sent)
 	}
 	clk.add(10 * time.Minute)
 	_, _ = r.VerifiedName(ctx, pos)
-	if got := z.queries.Load(); got != sent+3 {
+	if got := z.Queries(); got != sent+3 {
 		t.Fatalf("after the TTL: %d new queries, want 3", got-sent)
 	}
 }
@@ -233,9 +137,9 @@ func TestCacheIsBounded(t *testing.T) {
 		t.Fatalf("cache holds %d answers, want 3", n)
 	}
 	// The newest are kept.
-	before := z.queries.Load()
+	before := z.Queries()
 	_, _ = r.VerifiedName(context.Background(), netip.AddrFrom4([4]byte{192, 0, 2, 9}))
-	if z.queries.Load() != before {
+	if z.Queries() != before {
 		t.Fatal("the newest answer was evicted")
 	}
 }
@@ -243,9 +147,9 @@ func TestCacheIsBounded(t *testing.T) {
 func TestTimeout(t *testing.T) {
 	z := startZone(t)
 	rev, _ := dns.ReverseAddr("192.0.2.10")
-	z.setSilent(rev)
-	z.add(t, ptr(t, "192.0.2.11", "slow.example.com."))
-	z.setSilent("slow.example.com.")
+	z.Silent(rev)
+	z.Add(t, ptr(t, "192.0.2.11", "slow.example.com."))
+	z.Silent("slow.example.com.")
 	clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	r := newResolver(t, z, clk, Options{Timeout: 150 * time.Millisecond})
 	for _, a := range []string{"192.0.2.10", "192.0.2.11"} {
@@ -259,18 +163,18 @@ func TestTimeout(t *testing.T) {
 		}
 	}
 	// A timeout is cached as a negative answer: the next client does not wait.
-	before := z.queries.Load()
+	before := z.Queries()
 	if _, err := r.VerifiedName(context.Background(), netip.MustParseAddr("192.0.2.10")); !errors.Is(err, ErrTimeout) {
 		t.Fatalf("cached timeout: %v", err)
 	}
-	if z.queries.Load() != before {
+	if z.Queries() != before {
 		t.Fatal("a cached timeout sent a query")
 	}
 	// The caller's own deadline ends the wait too, and is not cached.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	rev2, _ := dns.ReverseAddr("192.0.2.12")
-	z.setSilent(rev2)
+	z.Silent(rev2)
 	if _, err := r.VerifiedName(ctx, netip.MustParseAddr("192.0.2.12")); !errors.Is(err, ErrTimeout) {
 		t.Fatalf("caller deadline: %v", err)
 	}
@@ -282,7 +186,7 @@ func TestTimeout(t *testing.T) {
 func TestServerFailure(t *testing.T) {
 	z := startZone(t)
 	rev, _ := dns.ReverseAddr("192.0.2.10")
-	z.setFail(rev)
+	z.Fail(rev)
 	r := newResolver(t, z, nil, Options{})
 	_, err := r.VerifiedName(context.Background(), netip.MustParseAddr("192.0.2.10"))
 	if !errors.Is(err, ErrDNS) || !strings.Contains(err.Error(), "SERVFAIL") {
@@ -292,7 +196,7 @@ func TestServerFailure(t *testing.T) {
 
 func TestConcurrentLookupsShareOneQuery(t *testing.T) {
 	z := startZone(t)
-	z.add(t, ptr(t, "192.0.2.10", "mail.example.com."), "mail.example.com. 300 IN A 192.0.2.10")
+	z.Add(t, ptr(t, "192.0.2.10", "mail.example.com."), "mail.example.com. 300 IN A 192.0.2.10")
 	r := newResolver(t, z, nil, Options{})
 	var wg sync.WaitGroup
 	for range 20 {
@@ -303,7 +207,7 @@ func TestConcurrentLookupsShareOneQuery(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if q := z.queries.Load(); q != 2 {
+	if q := z.Queries(); q != 2 {
 		t.Fatalf("20 concurrent lookups sent %d queries, want 2", q)
 	}
 }
