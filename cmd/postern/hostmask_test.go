@@ -1,0 +1,79 @@
+package main
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/postern/postern/internal/fcrdns/fcrdnstest"
+)
+
+// explain and pattern test say which host mask matched and with what name,
+// or why no name could be used, looking names up on a real DNS server.
+func TestExplainHostMasks(t *testing.T) {
+	z := fcrdnstest.Start(t,
+		fcrdnstest.PTR(t, "192.0.2.1", "mail.partner.example."), "mail.partner.example. 300 IN A 192.0.2.1",
+		fcrdnstest.PTR(t, "192.0.2.2", "spoof.partner.example."), "spoof.partner.example. 300 IN A 192.0.2.200",
+		fcrdnstest.PTR(t, "192.0.2.4", "www.other.example."), "www.other.example. 300 IN A 192.0.2.4",
+		fcrdnstest.PTR(t, "10.20.1.1", "pc.partner.example."), "pc.partner.example. 300 IN A 10.20.1.1",
+	)
+	z.Silent(fcrdnstest.Reverse(t, "192.0.2.3"))
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "postern.yaml")
+	writeFile(t, cfg, `dns: { resolver: "`+z.Addr+`", timeout: 300ms, cache: 10m }
+patterns:
+  Partners: "*.partner.example; !guest.partner.example"
+services:
+  imap: { listen: ":143", backend: "127.0.0.1:1143", grant: "10.20.*; [Partners]" }
+`)
+	cases := []struct {
+		args []string
+		code int
+		want []string
+	}{
+		{[]string{"pattern", "test", "-c", cfg, "Partners", "192.0.2.1"}, 0, []string{
+			"192.0.2.1 is in [Partners]",
+			"[Partners] item *.partner.example at " + cfg + ":3:14 (client name mail.partner.example, forward-confirmed)",
+		}},
+		{[]string{"pattern", "test", "-c", cfg, "Partners", "192.0.2.2"}, 1, []string{
+			"192.0.2.2 is not in [Partners]: no item matches",
+			"host masks matched nothing: no verified client name (not confirmed by the forward lookup: spoof.partner.example does not resolve back to 192.0.2.2)",
+		}},
+		{[]string{"pattern", "test", "-c", cfg, "Partners", "192.0.2.9"}, 1, []string{
+			"host masks matched nothing: no verified client name (no PTR record for 192.0.2.9)",
+		}},
+		{[]string{"pattern", "test", "-c", cfg, "Partners", "192.0.2.3"}, 1, []string{
+			"host masks matched nothing: no verified client name (PTR lookup of 192.0.2.3: DNS timeout",
+		}},
+		{[]string{"pattern", "test", "-c", cfg, "Partners", "192.0.2.4"}, 1, []string{
+			"client name www.other.example (forward-confirmed) decided nothing here",
+		}},
+		{[]string{"explain", "-c", cfg, "--ip", "192.0.2.1", "--service", "imap"}, 0, []string{
+			"imap grant  \"10.20.*; [Partners]\" at " + cfg + ":5:",
+			"item [Partners] at " + cfg + ":5:",
+			"[Partners] item *.partner.example at " + cfg + ":3:14 (client name mail.partner.example, forward-confirmed)",
+			"decision  allow",
+		}},
+		{[]string{"explain", "-c", cfg, "--ip", "10.20.1.1", "--service", "imap"}, 0, []string{
+			"item 10.20.* at " + cfg + ":5:",
+			"client name pc.partner.example (forward-confirmed) decided nothing here",
+			"decision  allow",
+		}},
+		{[]string{"explain", "-c", cfg, "--ip", "192.0.2.9", "--service", "imap"}, 1, []string{
+			"does not grant",
+			"host masks matched nothing: no verified client name (no PTR record for 192.0.2.9)",
+			"decision  deny",
+		}},
+	}
+	for _, c := range cases {
+		code, out, errs := postern(t, c.args...)
+		if code != c.code {
+			t.Errorf("%v: exit %d, want %d\n%s%s", c.args[:2], code, c.code, out, errs)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("%v %s: output lacks %q:\n%s", c.args[:2], c.args[len(c.args)-1], w, out)
+			}
+		}
+	}
+}
