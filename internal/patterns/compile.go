@@ -424,9 +424,14 @@ func (s *Set) Contains(addr netip.Addr) bool {
 // item excludes, nor for one an address item holds when no host mask is
 // excluded. A client whose name cannot be verified matches no host mask.
 func (s *Set) ContainsClient(ctx context.Context, addr netip.Addr) bool {
-	if s == nil || !s.hasHost {
-		return s.Contains(addr)
+	if s != nil && s.hasHost {
+		return s.containsClient(ctx, addr)
 	}
+	return s.Contains(addr)
+}
+
+// containsClient is ContainsClient for a pattern with host masks.
+func (s *Set) containsClient(ctx context.Context, addr netip.Addr) bool {
 	if !addr.IsValid() {
 		return false
 	}
