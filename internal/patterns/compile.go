@@ -32,8 +32,9 @@ type NameResolver interface {
 	VerifiedName(ctx context.Context, addr netip.Addr) (string, error)
 }
 
-// ErrNoNameResolver is the reason given when a pattern with host masks was
-// compiled without a NameResolver: its host masks match nothing.
+// ErrNoNameResolver is the reason given when a pattern with host masks has
+// no NameResolver (a Union of patterns from different registries, or a
+// Registry's Expr after Compile without one): its host masks match nothing.
 var ErrNoNameResolver = errors.New("no DNS resolver is configured for host masks")
 
 // Options control compilation.
@@ -41,7 +42,8 @@ type Options struct {
 	// Geo resolves country: and asn: items. Without it they are errors.
 	Geo Resolver
 	// Names resolves the client names that host masks match. Without it
-	// host masks are accepted but match nothing.
+	// host masks are errors: a list compiled without a resolver (such as
+	// the bypass file's) could never match them.
 	Names NameResolver
 	// ValidCountry reports whether a code is an assigned country code;
 	// nil accepts any two letters.
@@ -215,6 +217,10 @@ func (reg *Registry) read(src Source, errs *diag.List, maxErrs int) *builder {
 				named.Insert(p)
 			}
 		case KindHost:
+			if reg.names == nil {
+				errs.Add(diag.Errorf(it.Pos(), "host mask %q cannot be used here: no DNS resolver verifies client names for this list", it.String()))
+				return
+			}
 			s.hasHost = true
 			if t.neg {
 				s.hostNeg.add(t.host)

@@ -30,7 +30,7 @@ type Snapshot struct {
 	Guard    *guard.Settings // intrusion prevention settings for the engine
 	// Names verifies client names for host masks (forward-confirmed reverse
 	// DNS through dns.resolver, with its own cache); nil when no DNS server
-	// is usable, which is an error only if some list has host masks.
+	// is usable, and then a host mask anywhere is an error.
 	Names    *fcrdns.Resolver
 	Warnings []error
 	Built    time.Time
@@ -70,8 +70,8 @@ func Build(ctx context.Context, cfg *config.File, now time.Time) (*Snapshot, err
 	if s.GeoIP != nil {
 		opts.Geo = s.GeoIP
 	}
-	names, namesErr := fcrdns.New(fcrdns.Options{Server: cfg.DNS.Resolver.Value, Timeout: cfg.DNS.Timeout.D, TTL: cfg.DNS.Cache.D})
-	if namesErr == nil {
+	names, err := fcrdns.New(fcrdns.Options{Server: cfg.DNS.Resolver.Value, Timeout: cfg.DNS.Timeout.D, TTL: cfg.DNS.Cache.D})
+	if err == nil {
 		s.Names, opts.Names = names, names
 	}
 	reg, err := patterns.Compile(srcs, opts)
@@ -86,33 +86,13 @@ func Build(ctx context.Context, cfg *config.File, now time.Time) (*Snapshot, err
 	}
 	s.Policy = pol
 	s.Warnings = append(s.Warnings, warns...)
-	if namesErr != nil {
-		if pos, ok := firstHostMask(reg, pol); ok {
-			return nil, diag.Errorf(pos, "host masks need a DNS server to verify client names: %v; set dns.resolver", namesErr)
-		}
-	}
+
 	gs, err := guard.Compile(ctx, cfg, reg, pol, nil)
 	if err != nil {
 		return nil, err
 	}
 	s.Guard = gs
 	return s, nil
-}
-
-// firstHostMask returns where the first host mask of the configuration is
-// written, if there is one.
-func firstHostMask(reg *patterns.Registry, pol *policy.Policy) (diag.Pos, bool) {
-	for _, name := range reg.Names() {
-		for _, it := range reg.Lookup(name).Items() {
-			if it.Kind == patterns.KindHost {
-				return it.Pos(), true
-			}
-		}
-	}
-	if pol.HasHostMasks() {
-		return diag.Pos{}, true
-	}
-	return diag.Pos{}, false
 }
 
 // Holder holds the current Snapshot. Readers call Load on every decision
