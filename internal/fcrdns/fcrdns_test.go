@@ -221,3 +221,23 @@ func TestServerPortDefault(t *testing.T) {
 		t.Fatalf("server %q", r.Server())
 	}
 }
+
+// BenchmarkVerifiedNameCached is a lookup answered from the cache.
+func BenchmarkVerifiedNameCached(b *testing.B) {
+	z := fcrdnstest.Start(b, fcrdnstest.PTR(b, "192.0.2.10", "mail.example.com."), "mail.example.com. 300 IN A 192.0.2.10")
+	r, err := New(Options{Server: z.Addr})
+	if err != nil {
+		b.Fatal(err)
+	}
+	a := netip.MustParseAddr("192.0.2.10")
+	if name, err := r.VerifiedName(context.Background(), a); name != "mail.example.com" {
+		b.Fatalf("%q %v", name, err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		_, _ = r.VerifiedName(context.Background(), a)
+	}
+	if z.Queries() != 2 {
+		b.Fatalf("%d queries", z.Queries())
+	}
+}
