@@ -94,11 +94,8 @@ type Set struct {
 type builder struct {
 	set      *Set
 	pos, neg *bart.Lite
-	// namedPos and namedNeg collect what pos and neg do except the tables
-	// of referenced patterns with host masks; kept only if the set has some.
-	namedPos, namedNeg *bart.Lite
-	refs               []int // indexes of KindRef items
-	state              uint8 // 0 new, 1 resolving, 2 done
+	refs     []int // indexes of KindRef items
+	state    uint8 // 0 new, 1 resolving, 2 done
 }
 
 // Compile parses and compiles named pattern definitions. Every bad item,
@@ -182,18 +179,17 @@ func (reg *Registry) Warnings() []error { return reg.warnings }
 // read parses a source into a builder; references stay unresolved.
 func (reg *Registry) read(src Source, errs *diag.List, maxErrs int) *builder {
 	s := &Set{name: src.Name, pos: src.Pos, geo: reg.geo, names: reg.names}
-	b := &builder{set: s, pos: new(bart.Lite), neg: new(bart.Lite), namedPos: new(bart.Lite), namedNeg: new(bart.Lite)}
+	b := &builder{set: s, pos: new(bart.Lite), neg: new(bart.Lite)}
 	r := &reader{errs: errs, maxErrs: maxErrs}
 	r.list(src, func(t term, it Item) {
-		tbl, named := b.pos, b.namedPos
+		tbl := b.pos
 		if t.neg {
-			tbl, named = b.neg, b.namedNeg
+			tbl = b.neg
 		}
 		switch t.kind {
 		case KindAddress, KindCIDR, KindWildcard, KindRange:
 			for _, p := range t.prefixes() {
 				tbl.Insert(p)
-				named.Insert(p)
 			}
 		case KindCountry:
 			if !reg.checkCountry(t.country, it.Pos(), errs) {
@@ -201,7 +197,6 @@ func (reg *Registry) read(src Source, errs *diag.List, maxErrs int) *builder {
 			}
 			for _, p := range reg.geo.CountryPrefixes(t.country) {
 				tbl.Insert(p)
-				named.Insert(p)
 			}
 		case KindASN:
 			if reg.geo == nil || !reg.geo.HasASNData() {
@@ -214,7 +209,6 @@ func (reg *Registry) read(src Source, errs *diag.List, maxErrs int) *builder {
 			}
 			for _, p := range pfxs {
 				tbl.Insert(p)
-				named.Insert(p)
 			}
 		case KindHost:
 			if reg.names == nil {
@@ -289,9 +283,9 @@ func (reg *Registry) finish(b *builder, all map[string]*builder, path []string, 
 		}
 		t := target.set
 		it.ref = t
-		tbl, named := b.pos, b.namedPos
+		tbl := b.pos
 		if it.Negate {
-			tbl, named = b.neg, b.namedNeg
+			tbl = b.neg
 		}
 		if t.addrs != nil && t.addrs.Size() > 0 && !(len(s.items) == 1 && !it.Negate) {
 			tbl.Union(t.addrs)
@@ -303,8 +297,6 @@ func (reg *Registry) finish(b *builder, all map[string]*builder, path []string, 
 		case t.hasHost:
 			s.hasHost = true
 			s.hostPosRefs = append(s.hostPosRefs, t)
-		case t.addrs != nil && t.addrs.Size() > 0:
-			named.Union(t.addrs)
 		}
 		if t.hasMail {
 			s.hasMail = true
@@ -323,16 +315,58 @@ func (reg *Registry) finish(b *builder, all map[string]*builder, path []string, 
 		s.addrs.Aggregate()
 	}
 	if s.hasHost {
-		s.namedPos, s.namedNeg = b.namedPos, b.namedNeg
-		s.namedPos.Aggregate()
-		s.namedNeg.Aggregate()
+		reg.namedTables(s)
 		s.monotone = s.hostNeg.empty() && len(s.hostNegRefs) == 0
 		for _, r := range s.hostPosRefs {
 			s.monotone = s.monotone && r.monotone
 		}
 	}
-	b.pos, b.neg, b.namedPos, b.namedNeg = nil, nil, nil, nil
+	b.pos, b.neg = nil, nil
 	b.state = 2
+}
+
+// namedTables builds the address tables of a pattern with host masks:
+// its address, country and ASN items and the referenced patterns without
+// host masks, positive and excluded, each in its own table. They are built
+// again from the items (rather than while reading) so that patterns without
+// host masks, the large ones, pay nothing for them.
+func (reg *Registry) namedTables(s *Set) {
+	s.namedPos, s.namedNeg = new(bart.Lite), new(bart.Lite)
+	for i := range s.items {
+		it := &s.items[i]
+		tbl := s.namedPos
+		if it.Negate {
+			tbl = s.namedNeg
+		}
+		if it.Kind == KindRef {
+			if it.ref != nil && !it.ref.hasHost && it.ref.addrs != nil {
+				tbl.Union(it.ref.addrs)
+			}
+			continue
+		}
+		t, err := parseTerm(it.Text)
+		if err != nil {
+			continue
+		}
+		var pfxs []netip.Prefix
+		switch t.kind {
+		case KindAddress, KindCIDR, KindWildcard, KindRange:
+			pfxs = t.prefixes()
+		case KindCountry:
+			if reg.geo != nil {
+				pfxs = reg.geo.CountryPrefixes(t.country)
+			}
+		case KindASN:
+			if reg.geo != nil {
+				pfxs = reg.geo.ASNPrefixes(t.asn)
+			}
+		}
+		for _, p := range pfxs {
+			tbl.Insert(p)
+		}
+	}
+	s.namedPos.Aggregate()
+	s.namedNeg.Aggregate()
 }
 
 func indexFold(path []string, name string) int {

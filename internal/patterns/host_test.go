@@ -242,3 +242,28 @@ func TestHostMaskErrorsHavePositions(t *testing.T) {
 		t.Fatalf("error %v", err)
 	}
 }
+
+// A pattern with host masks keeps its country, ASN and address items, and
+// its exclusions still win over a matching name.
+func TestHostMasksWithGeoItems(t *testing.T) {
+	names := testNames()
+	names.names[netip.MustParseAddr("175.136.66.1")] = "mail.example.com"
+	names.names[netip.MustParseAddr("104.16.0.9")] = "cdn.elsewhere.example"
+	reg := compileNames(t, names,
+		[2]string{"Excl", "175.136.66.0/24"},
+		[2]string{"G", "country:MY; asn:13335; *.example.com; ![Excl]; !cdn.elsewhere.example"},
+	)
+	g := reg.Lookup("G")
+	for addr, want := range map[string]bool{
+		"175.137.1.1": true, "2001:e68::5": true, "192.0.2.1": true,
+		"175.136.66.1": false, "104.16.0.9": false, "104.17.0.1": true, "8.8.8.8": false,
+	} {
+		a := netip.MustParseAddr(addr)
+		if got := g.ContainsClient(context.Background(), a); got != want {
+			t.Errorf("%s: ContainsClient %v, want %v", addr, got, want)
+		}
+		if m := g.ExplainClient(context.Background(), a); m.In != want {
+			t.Errorf("%s: ExplainClient %v, want %v", addr, m.In, want)
+		}
+	}
+}

@@ -276,13 +276,27 @@ func looksLikeIPv4(s string) bool {
 	}
 	other, digit := 0, false
 	for _, l := range labels {
-		if l == "" || !isAddressLike(l+".") {
+		if !isOctetLike(l) {
 			other++
 			continue
 		}
 		digit = digit || strings.ContainsAny(l, "0123456789")
 	}
 	return other <= 1 && digit && len(labels)-other >= 2
+}
+
+// isOctetLike reports whether a label is made of digits, '*' and '-' only,
+// as an octet of a wildcard is.
+func isOctetLike(l string) bool {
+	if l == "" {
+		return false
+	}
+	for _, c := range []byte(l) {
+		if !(c >= '0' && c <= '9' || c == '*' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // isHostLike reports whether s is made of the characters of host names and
