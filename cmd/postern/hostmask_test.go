@@ -1,11 +1,15 @@
 package main
 
 import (
+	"context"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/postern/postern/internal/fcrdns/fcrdnstest"
+	"github.com/postern/postern/internal/guard"
 )
 
 // explain and pattern test say which host mask matched and with what name,
@@ -75,5 +79,61 @@ services:
 				t.Errorf("%v %s: output lacks %q:\n%s", c.args[:2], c.args[len(c.args)-1], w, out)
 			}
 		}
+	}
+}
+
+// The running gateway admits by host masks: its engine's Admit (unchanged)
+// asks the policy, which verifies the client's name on the configured DNS
+// server, and logins are restricted by name the same way.
+func TestGatewayAdmitsByHostMask(t *testing.T) {
+	z := fcrdnstest.Start(t,
+		fcrdnstest.PTR(t, "127.0.0.2", "client.partner.example."), "client.partner.example. 300 IN A 127.0.0.2",
+		fcrdnstest.PTR(t, "127.0.0.3", "liar.partner.example."), "liar.partner.example. 300 IN A 127.0.0.99",
+		fcrdnstest.PTR(t, "127.0.0.5", "ceo.office.example."), "ceo.office.example. 300 IN A 127.0.0.5",
+	)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "postern.yaml")
+	writeFile(t, cfg, `dns: { resolver: "`+z.Addr+`", timeout: 1s, cache: 10m }
+services:
+  imap: { listen: "127.0.0.1:0", backend: "127.0.0.1:1", grant: "*.partner.example; *.office.example" }
+login_restrictions:
+  - "ceo@example.com=*.office.example"
+`+stateConfig(t, dir))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var logs syncBuffer
+	g, err := startGateway(ctx, cfg, &logs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- g.run(ctx, nil) }()
+	defer func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("gateway did not stop")
+		}
+	}()
+	for addr, want := range map[string]guard.AdmitAction{
+		"127.0.0.2": guard.Allow,  // forward-confirmed client.partner.example
+		"127.0.0.3": guard.Refuse, // its PTR name does not resolve back
+		"127.0.0.4": guard.Refuse, // no PTR
+		"127.0.0.5": guard.Allow,
+	} {
+		if got := g.engine.Admit(netip.MustParseAddr(addr), "imap").Action; got != want {
+			t.Errorf("Admit %s = %v, want %v", addr, got, want)
+		}
+	}
+	pol := g.holder.Load().Policy
+	if !pol.AllowLogin("ceo@example.com", netip.MustParseAddr("127.0.0.5")) || pol.AllowLogin("ceo@example.com", netip.MustParseAddr("127.0.0.2")) {
+		t.Error("login restriction by host mask")
+	}
+	q := z.Queries()
+	g.engine.Admit(netip.MustParseAddr("127.0.0.2"), "imap")
+	g.engine.Admit(netip.MustParseAddr("127.0.0.4"), "imap")
+	if z.Queries() != q {
+		t.Errorf("cached names were looked up again (%d queries)", z.Queries()-q)
 	}
 }
