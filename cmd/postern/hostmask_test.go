@@ -137,3 +137,24 @@ login_restrictions:
 		t.Errorf("cached names were looked up again (%d queries)", z.Queries()-q)
 	}
 }
+
+// Access to the API never rests on DNS: a host mask in admin.grant is an
+// error at start.
+func TestAdminGrantRefusesHostMasks(t *testing.T) {
+	z := fcrdnstest.Start(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "postern.yaml")
+	writeFile(t, cfg, `dns: { resolver: "`+z.Addr+`" }
+services:
+  imap: { listen: "127.0.0.1:0", backend: "127.0.0.1:1" }
+store: { path: `+filepath.Join(dir, "state", "postern.db")+` }
+admin: { listen: "tcp:127.0.0.1:0", token_file: `+filepath.Join(dir, "state", "admin.token")+`, grant: "127.0.0.1; *.admins.example" }
+`)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var logs syncBuffer
+	_, err := startGateway(ctx, cfg, &logs)
+	if err == nil || !strings.Contains(err.Error(), "admin.grant takes addresses and networks, not host masks") {
+		t.Fatalf("error %v", err)
+	}
+}
