@@ -24,6 +24,9 @@ func newExplainCmd() *cobra.Command {
 --service (and, with --account, logging in as that account; with --path,
 requesting that web path), and prints every rule consulted with its file and
 line, the item that matched, and where the GeoIP data places the address.
+Lists with host masks look the client's name up as the gateway does (PTR,
+confirmed by A/AAAA, through dns.resolver): the output says which name was
+used, or why there is none (no PTR record, not confirmed, timeout).
 
 Exit status: 0 allow, 1 deny, 2 error.`,
 		Args: cobra.NoArgs,

@@ -155,7 +155,7 @@ func (g *gateway) mailReaderConfig(fe *frontEnd, f *config.File) (relay.Dialer, 
 		if err != nil {
 			return d, nil, err
 		}
-		plain = set.Contains
+		plain = func(a netip.Addr) bool { return set.ContainsClient(context.Background(), a) }
 	}
 	return d, plain, nil
 }

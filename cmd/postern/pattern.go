@@ -28,7 +28,9 @@ func newPatternTestCmd() *cobra.Command {
 		Short: "Say whether an address is in a pattern, and why",
 		Long: `test says whether ADDRESS (an IP address or a mail address) is in the pattern
 NAME, naming the item that holds it — or the "!" item that excludes it — with
-its file and line.
+its file and line. For a pattern with host masks it looks the client's name
+up as the gateway does (PTR, confirmed by A/AAAA, through dns.resolver) and
+says which name was used, or why there is none.
 
 Exit status: 0 in the pattern, 1 not in it, 2 error.`,
 		Args: cobra.ExactArgs(2),
@@ -46,7 +48,7 @@ Exit status: 0 in the pattern, 1 not in it, 2 error.`,
 			w := cmd.OutOrStdout()
 			var m patterns.Match
 			if addr, perr := netip.ParseAddr(args[1]); perr == nil {
-				m = set.Explain(addr)
+				m = set.ExplainClient(cmd.Context(), addr)
 				printCountry(w, snap, addr)
 			} else if strings.Contains(args[1], "@") {
 				m = set.ExplainMail(args[1])
@@ -79,12 +81,25 @@ func printMatch(w io.Writer, subject string, set *patterns.Set, m patterns.Match
 }
 
 func printSteps(w io.Writer, indent string, m patterns.Match) {
+	byName := false
 	for _, st := range m.Steps {
+		note := ""
+		if st.Item.Kind == patterns.KindHost && m.Client != nil && m.Client.Name != "" {
+			note = " (client name " + m.Client.Name + ", forward-confirmed)"
+			byName = true
+		}
 		if st.Set.Name() == "" {
-			fmt.Fprintf(w, "%sitem %s at %s\n", indent, st.Item, st.Item.Pos())
+			fmt.Fprintf(w, "%sitem %s at %s%s\n", indent, st.Item, st.Item.Pos(), note)
 			continue
 		}
-		fmt.Fprintf(w, "%s%s item %s at %s\n", indent, st.Set, st.Item, st.Item.Pos())
+		fmt.Fprintf(w, "%s%s item %s at %s%s\n", indent, st.Set, st.Item, st.Item.Pos(), note)
+	}
+	switch c := m.Client; {
+	case c == nil || byName:
+	case c.Err != nil:
+		fmt.Fprintf(w, "%shost masks matched nothing: no verified client name (%v)\n", indent, c.Err)
+	default:
+		fmt.Fprintf(w, "%sclient name %s (forward-confirmed) decided nothing here\n", indent, c.Name)
 	}
 }
 

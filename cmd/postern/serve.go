@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/postern/postern/internal/admin"
+	"github.com/postern/postern/internal/diag"
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/patterns"
 	"github.com/postern/postern/internal/snapshot"
@@ -158,6 +159,9 @@ func startGateway(ctx context.Context, path string, logw io.Writer) (_ *gateway,
 		set, err := snap.Patterns.Expr(patterns.Source{Text: cfg.Admin.Grant.Value, Pos: cfg.Admin.Grant.Pos, Quoted: cfg.Admin.Grant.Quoted})
 		if err != nil {
 			return nil, err
+		}
+		if set.HasHosts() {
+			return nil, diag.Errorf(cfg.Admin.Grant.Pos, "admin.grant takes addresses and networks, not host masks: access to the API must not rest on DNS")
 		}
 		grant = set.Contains
 	}

@@ -1,6 +1,8 @@
 package patterns
 
 import (
+	"context"
+	"errors"
 	"net/netip"
 	"slices"
 	"strings"
@@ -20,10 +22,29 @@ type Resolver interface {
 	InASN(addr netip.Addr, asn uint32) bool
 }
 
+// NameResolver finds the name host masks are matched against: the name
+// that addr's PTR record gives, confirmed by a forward lookup of that name
+// that returns addr. It returns an error saying why when there is no such
+// name (no PTR record, not confirmed, timeout, DNS failure). It must bound
+// the lookup itself (a timeout) as well as obey ctx, and be safe for
+// concurrent use. *fcrdns.Resolver implements it.
+type NameResolver interface {
+	VerifiedName(ctx context.Context, addr netip.Addr) (string, error)
+}
+
+// ErrNoNameResolver is the reason given when a pattern with host masks has
+// no NameResolver (a Union of patterns from different registries, or a
+// Registry's Expr after Compile without one): its host masks match nothing.
+var ErrNoNameResolver = errors.New("no DNS resolver is configured for host masks")
+
 // Options control compilation.
 type Options struct {
 	// Geo resolves country: and asn: items. Without it they are errors.
 	Geo Resolver
+	// Names resolves the client names that host masks match. Without it
+	// host masks are errors: a list compiled without a resolver (such as
+	// the bypass file's) could never match them.
+	Names NameResolver
 	// ValidCountry reports whether a code is an assigned country code;
 	// nil accepts any two letters.
 	ValidCountry func(cc string) bool
@@ -36,6 +57,7 @@ type Options struct {
 type Registry struct {
 	sets     map[string]*Set // by lower-case name
 	geo      Resolver
+	names    NameResolver
 	valid    func(string) bool
 	warnings []error
 }
@@ -47,8 +69,20 @@ type Set struct {
 	name  string
 	pos   diag.Pos
 	items []Item
-	addrs *bart.Lite
+	addrs *bart.Lite // the answer for a client without a verified name
 	geo   Resolver
+
+	// Host masks. A pattern without them (hasHost false) never looks a
+	// name up. With them, namedPos and namedNeg hold the address items and
+	// the referenced patterns without host masks, positive and excluded;
+	// the referenced patterns with host masks are asked in turn.
+	hasHost            bool
+	monotone           bool // no host mask is excluded, at any depth: a name can only add
+	hostPos, hostNeg   hostSet
+	hostPosRefs        []*Set
+	hostNegRefs        []*Set
+	namedPos, namedNeg *bart.Lite
+	names              NameResolver
 
 	mailPos, mailNeg mailSet
 	mailPosRefs      []*Set
@@ -71,7 +105,7 @@ func Compile(srcs []Source, opts Options) (*Registry, error) {
 	if opts.MaxErrors <= 0 {
 		opts.MaxErrors = 50
 	}
-	reg := &Registry{sets: make(map[string]*Set, len(srcs)), geo: opts.Geo, valid: opts.ValidCountry}
+	reg := &Registry{sets: make(map[string]*Set, len(srcs)), geo: opts.Geo, names: opts.Names, valid: opts.ValidCountry}
 	var errs diag.List
 	builders := make(map[string]*builder, len(srcs))
 	order := make([]*builder, 0, len(srcs))
@@ -144,7 +178,7 @@ func (reg *Registry) Warnings() []error { return reg.warnings }
 
 // read parses a source into a builder; references stay unresolved.
 func (reg *Registry) read(src Source, errs *diag.List, maxErrs int) *builder {
-	s := &Set{name: src.Name, pos: src.Pos, geo: reg.geo}
+	s := &Set{name: src.Name, pos: src.Pos, geo: reg.geo, names: reg.names}
 	b := &builder{set: s, pos: new(bart.Lite), neg: new(bart.Lite)}
 	r := &reader{errs: errs, maxErrs: maxErrs}
 	r.list(src, func(t term, it Item) {
@@ -175,6 +209,17 @@ func (reg *Registry) read(src Source, errs *diag.List, maxErrs int) *builder {
 			}
 			for _, p := range pfxs {
 				tbl.Insert(p)
+			}
+		case KindHost:
+			if reg.names == nil {
+				errs.Add(diag.Errorf(it.Pos(), "host mask %q cannot be used here: no DNS resolver verifies client names for this list", it.String()))
+				return
+			}
+			s.hasHost = true
+			if t.neg {
+				s.hostNeg.add(t.host)
+			} else {
+				s.hostPos.add(t.host)
 			}
 		case KindMail:
 			s.hasMail = true
@@ -245,6 +290,14 @@ func (reg *Registry) finish(b *builder, all map[string]*builder, path []string, 
 		if t.addrs != nil && t.addrs.Size() > 0 && !(len(s.items) == 1 && !it.Negate) {
 			tbl.Union(t.addrs)
 		}
+		switch {
+		case t.hasHost && it.Negate:
+			s.hasHost = true
+			s.hostNegRefs = append(s.hostNegRefs, t)
+		case t.hasHost:
+			s.hasHost = true
+			s.hostPosRefs = append(s.hostPosRefs, t)
+		}
 		if t.hasMail {
 			s.hasMail = true
 			if it.Negate {
@@ -261,8 +314,59 @@ func (reg *Registry) finish(b *builder, all map[string]*builder, path []string, 
 		s.addrs = subtract(b.pos, b.neg)
 		s.addrs.Aggregate()
 	}
+	if s.hasHost {
+		reg.namedTables(s)
+		s.monotone = s.hostNeg.empty() && len(s.hostNegRefs) == 0
+		for _, r := range s.hostPosRefs {
+			s.monotone = s.monotone && r.monotone
+		}
+	}
 	b.pos, b.neg = nil, nil
 	b.state = 2
+}
+
+// namedTables builds the address tables of a pattern with host masks:
+// its address, country and ASN items and the referenced patterns without
+// host masks, positive and excluded, each in its own table. They are built
+// again from the items (rather than while reading) so that patterns without
+// host masks, the large ones, pay nothing for them.
+func (reg *Registry) namedTables(s *Set) {
+	s.namedPos, s.namedNeg = new(bart.Lite), new(bart.Lite)
+	for i := range s.items {
+		it := &s.items[i]
+		tbl := s.namedPos
+		if it.Negate {
+			tbl = s.namedNeg
+		}
+		if it.Kind == KindRef {
+			if it.ref != nil && !it.ref.hasHost && it.ref.addrs != nil {
+				tbl.Union(it.ref.addrs)
+			}
+			continue
+		}
+		t, err := parseTerm(it.Text)
+		if err != nil {
+			continue
+		}
+		var pfxs []netip.Prefix
+		switch t.kind {
+		case KindAddress, KindCIDR, KindWildcard, KindRange:
+			pfxs = t.prefixes()
+		case KindCountry:
+			if reg.geo != nil {
+				pfxs = reg.geo.CountryPrefixes(t.country)
+			}
+		case KindASN:
+			if reg.geo != nil {
+				pfxs = reg.geo.ASNPrefixes(t.asn)
+			}
+		}
+		for _, p := range pfxs {
+			tbl.Insert(p)
+		}
+	}
+	s.namedPos.Aggregate()
+	s.namedNeg.Aggregate()
 }
 
 func indexFold(path []string, name string) int {
@@ -333,16 +437,95 @@ func (s *Set) Networks() int {
 	return s.addrs.Size()
 }
 
+// HasHosts reports whether the pattern has host masks, itself or through
+// references: only such a pattern looks client names up (ContainsClient).
+func (s *Set) HasHosts() bool { return s != nil && s.hasHost }
+
 // HasMail reports whether the pattern matches any mail addresses.
 func (s *Set) HasMail() bool { return s != nil && s.hasMail }
 
-// Contains reports whether addr is in the pattern. It is one table walk and
-// does not allocate. IPv4-mapped IPv6 addresses match as IPv4.
+// Contains reports whether addr is in the pattern for a client without a
+// verified name: host masks match nothing. It is one table walk, does no
+// DNS lookup and does not allocate. IPv4-mapped IPv6 addresses match as
+// IPv4. For a pattern with host masks (HasHosts), ContainsClient gives the
+// whole answer.
 func (s *Set) Contains(addr netip.Addr) bool {
 	if s == nil || s.addrs == nil || !addr.IsValid() {
 		return false
 	}
 	return s.addrs.Contains(addr.Unmap())
+}
+
+// ContainsClient reports whether the client at addr is in the pattern,
+// matching host masks against the client's verified name. A pattern
+// without host masks answers as Contains does, without a lookup. With host
+// masks, the name is looked up (through the pattern's NameResolver and its
+// cache) only when the answer depends on it: not for an address an address
+// item excludes, nor for one an address item holds when no host mask is
+// excluded. A client whose name cannot be verified matches no host mask.
+func (s *Set) ContainsClient(ctx context.Context, addr netip.Addr) bool {
+	if s != nil && s.hasHost {
+		return s.containsClient(ctx, addr)
+	}
+	return s.Contains(addr)
+}
+
+// containsClient is ContainsClient for a pattern with host masks.
+func (s *Set) containsClient(ctx context.Context, addr netip.Addr) bool {
+	if !addr.IsValid() {
+		return false
+	}
+	addr = addr.Unmap()
+	if s.namedNeg.Contains(addr) {
+		return false
+	}
+	if s.monotone && s.addrs.Contains(addr) {
+		return true
+	}
+	name, err := s.clientName(ctx, addr)
+	if err != nil {
+		return s.addrs.Contains(addr)
+	}
+	return s.containsNamed(addr, name)
+}
+
+// clientName returns addr's verified name through the pattern's resolver.
+func (s *Set) clientName(ctx context.Context, addr netip.Addr) (string, error) {
+	if s.names == nil {
+		return "", ErrNoNameResolver
+	}
+	name, err := s.names.VerifiedName(ctx, addr)
+	if err != nil {
+		return "", err
+	}
+	if name == "" {
+		return "", errors.New("the resolver returned an empty name")
+	}
+	return normalizeHost(name), nil
+}
+
+// containsNamed is membership for a client at addr whose verified name is
+// name ("" when it has none).
+func (s *Set) containsNamed(addr netip.Addr, name string) bool {
+	if !s.hasHost || name == "" {
+		return s.addrs != nil && s.addrs.Contains(addr)
+	}
+	in := s.namedPos.Contains(addr) || s.hostPos.match(name)
+	for _, r := range s.hostPosRefs {
+		if in {
+			break
+		}
+		in = r.containsNamed(addr, name)
+	}
+	if !in || s.namedNeg.Contains(addr) || s.hostNeg.match(name) {
+		return false
+	}
+	for _, r := range s.hostNegRefs {
+		if r.containsNamed(addr, name) {
+			return false
+		}
+	}
+	return true
 }
 
 // ContainsMail reports whether the mail address is in the pattern. The
@@ -411,6 +594,13 @@ func Union(name string, sets []*Set) *Set {
 		if s.addrs != nil {
 			u.addrs.Union(s.addrs)
 		}
+		if s.hasHost {
+			u.hasHost = true
+			u.hostPosRefs = append(u.hostPosRefs, s)
+			if u.names == nil {
+				u.names = s.names
+			}
+		}
 		if s.hasMail {
 			u.hasMail = true
 			u.mailPosRefs = append(u.mailPosRefs, s)
@@ -420,5 +610,17 @@ func Union(name string, sets []*Set) *Set {
 		return nil
 	}
 	u.addrs.Aggregate()
+	if u.hasHost {
+		u.namedPos, u.namedNeg = new(bart.Lite), new(bart.Lite)
+		for _, s := range sets {
+			if s != nil && !s.hasHost && s.addrs != nil {
+				u.namedPos.Union(s.addrs)
+			}
+		}
+		u.monotone = true
+		for _, r := range u.hostPosRefs {
+			u.monotone = u.monotone && r.monotone
+		}
+	}
 	return u
 }

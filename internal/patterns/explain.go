@@ -1,6 +1,7 @@
 package patterns
 
 import (
+	"context"
 	"net/netip"
 	"strings"
 )
@@ -19,6 +20,18 @@ type Step struct {
 type Match struct {
 	In    bool
 	Steps []Step
+	// Client is the name lookup made for host masks; nil when none was
+	// made (the pattern has no host masks, or Explain was asked).
+	Client *ClientName
+}
+
+// ClientName is the outcome of looking a client's name up for host masks.
+type ClientName struct {
+	// Name is the client's forward-confirmed name ("" when there is none).
+	Name string
+	// Err says why there is no name: no PTR record, not confirmed by the
+	// forward lookup, timeout, DNS failure or no resolver configured.
+	Err error
 }
 
 // Decider returns the innermost step, the item that decided, if any.
@@ -29,19 +42,40 @@ func (m Match) Decider() (Step, bool) {
 	return m.Steps[len(m.Steps)-1], true
 }
 
-// Explain says why addr is or is not in the pattern. It agrees with
-// Contains; it is meant for people and allocates.
+// Explain says why addr is or is not in the pattern for a client without
+// a verified name. It agrees with Contains; it is meant for people and
+// allocates.
 func (s *Set) Explain(addr netip.Addr) Match {
 	if s == nil || !addr.IsValid() {
 		return Match{}
 	}
+	return s.explainNamed(addr.Unmap(), "")
+}
+
+// ExplainClient says why the client at addr is or is not in the pattern,
+// as ContainsClient decides it. For a pattern with host masks it always
+// looks the client's name up and reports the outcome in Match.Client.
+func (s *Set) ExplainClient(ctx context.Context, addr netip.Addr) Match {
+	if s == nil || !addr.IsValid() {
+		return Match{}
+	}
 	addr = addr.Unmap()
+	if !s.hasHost {
+		return s.explainNamed(addr, "")
+	}
+	name, err := s.clientName(ctx, addr)
+	m := s.explainNamed(addr, name)
+	m.Client = &ClientName{Name: name, Err: err}
+	return m
+}
+
+func (s *Set) explainNamed(addr netip.Addr, name string) Match {
 	return s.explain(func(it *Item) (bool, *Set) {
 		if it.Kind == KindRef {
-			return it.ref.Contains(addr), it.ref
+			return it.ref.containsNamed(addr, name), it.ref
 		}
-		return s.itemHolds(it, addr), nil
-	}, func(ref *Set) Match { return ref.Explain(addr) })
+		return s.itemHolds(it, addr, name), nil
+	}, func(ref *Set) Match { return ref.explainNamed(addr, name) })
 }
 
 // ExplainMail says why a mail address is or is not in the pattern.
@@ -95,9 +129,10 @@ func (s *Set) explain(holds func(*Item) (bool, *Set), inner func(*Set) Match) Ma
 	return Match{}
 }
 
-// itemHolds reports whether an address item holds addr. The item's text
-// was valid when compiled, so parsing it again cannot fail.
-func (s *Set) itemHolds(it *Item, addr netip.Addr) bool {
+// itemHolds reports whether an address or host item holds the client at
+// addr with the verified name ("" for none). The item's text was valid when
+// compiled, so parsing it again cannot fail.
+func (s *Set) itemHolds(it *Item, addr netip.Addr, name string) bool {
 	t, err := parseTerm(it.Text)
 	if err != nil {
 		return false
@@ -113,6 +148,8 @@ func (s *Set) itemHolds(it *Item, addr netip.Addr) bool {
 		return s.geo != nil && s.geo.InCountry(addr, t.country)
 	case KindASN:
 		return s.geo != nil && s.geo.InASN(addr, t.asn)
+	case KindHost:
+		return name != "" && globMatch(t.host, name)
 	}
 	return false
 }

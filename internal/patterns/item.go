@@ -1,8 +1,10 @@
 package patterns
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -25,6 +27,7 @@ const (
 	KindCountry                  // country:MY
 	KindASN                      // asn:13335
 	KindMail                     // *@example.com, info@*
+	KindHost                     // *.example.com, icewarp.*, mail?.example.com: the client's verified name
 )
 
 var kindNames = [...]string{
@@ -36,6 +39,7 @@ var kindNames = [...]string{
 	KindCountry:  "country",
 	KindASN:      "asn",
 	KindMail:     "mail mask",
+	KindHost:     "host mask",
 }
 
 func (k Kind) String() string {
@@ -45,7 +49,8 @@ func (k Kind) String() string {
 	return "kind(" + strconv.Itoa(int(k)) + ")"
 }
 
-// IsAddress reports whether items of kind k match IP addresses.
+// IsAddress reports whether items of kind k match IP addresses (host masks
+// match a client through the name of its address).
 func (k Kind) IsAddress() bool { return k != KindMail }
 
 // maxWildcardPrefixes bounds how many networks one wildcard item may expand
@@ -97,6 +102,7 @@ type term struct {
 	country string // KindCountry: upper-case ISO code
 	asn     uint32 // KindASN
 	mail    string // KindMail: the mask, lower-cased
+	host    string // KindHost: the mask, lower-cased, without a trailing dot
 }
 
 // parseTerm parses one item. It never panics and reports errors without a
@@ -165,17 +171,11 @@ func (t *term) parseAddress(s string) error {
 		return fmt.Errorf("bad address %q: zones (%%) are not allowed", s)
 	}
 	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
+		p, err := parseNetwork(s)
 		if err != nil {
-			return fmt.Errorf("bad network %q: %w", s, trimNetipErr(err))
+			return err
 		}
-		if p.Addr().Is4In6() {
-			if p.Bits() < 96 {
-				return fmt.Errorf("bad network %q: an IPv4-mapped network needs at least /96", s)
-			}
-			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
-		}
-		t.kind, t.one[0] = KindCIDR, p.Masked()
+		t.kind, t.one[0] = KindCIDR, p
 		return nil
 	}
 	if a, err := netip.ParseAddr(s); err == nil {
@@ -198,7 +198,11 @@ func (t *term) parseAddress(s string) error {
 			return nil
 		}
 	}
-	if strings.ContainsAny(s, "*-") && strings.Count(s, ".") == 3 {
+	if s == "*" {
+		t.kind, t.pfxs = KindWildcard, []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
+		return nil
+	}
+	if isAddressLike(s) || looksLikeIPv4(s) {
 		pfxs, err := expandWildcard(s)
 		if err != nil {
 			return err
@@ -206,19 +210,163 @@ func (t *term) parseAddress(s string) error {
 		t.kind, t.pfxs = KindWildcard, pfxs
 		return nil
 	}
-	return fmt.Errorf("bad item %q: not an address, network, range, wildcard, [reference], {include}, country:XX, asn:N or mail mask", s)
+	if isHostLike(s) {
+		h, err := parseHostMask(s)
+		if err != nil {
+			return err
+		}
+		t.kind, t.host = KindHost, h
+		return nil
+	}
+	return fmt.Errorf("bad item %q: not an address, network, range, wildcard, host mask, [reference], {include}, country:XX, asn:N or mail mask", s)
+}
+
+// parseNetwork parses a network in CIDR notation (10.0.0.0/8, 2001:db8::/32)
+// or with a dotted IPv4 netmask (10.0.0.0/255.0.0.0).
+func parseNetwork(s string) (netip.Prefix, error) {
+	addr, mask, _ := strings.Cut(s, "/")
+	if strings.Contains(mask, ".") {
+		a, err := netip.ParseAddr(strings.TrimSpace(addr))
+		m, errM := netip.ParseAddr(strings.TrimSpace(mask))
+		if err != nil || !a.Unmap().Is4() {
+			return netip.Prefix{}, fmt.Errorf("bad network %q: a dotted netmask needs an IPv4 address before the '/'", s)
+		}
+		if errM != nil || !m.Is4() {
+			return netip.Prefix{}, fmt.Errorf("bad network %q: %q is not a netmask such as 255.255.255.0", s, mask)
+		}
+		v := binary.BigEndian.Uint32(m.AsSlice())
+		ones := bits.LeadingZeros32(^v)
+		if ones < 32 && v<<ones != 0 {
+			return netip.Prefix{}, fmt.Errorf("bad network %q: netmask %s is not contiguous; write the network in CIDR notation", s, mask)
+		}
+		return netip.PrefixFrom(a.Unmap(), ones).Masked(), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("bad network %q: %w", s, trimNetipErr(err))
+	}
+	if p.Addr().Is4In6() {
+		if p.Bits() < 96 {
+			return netip.Prefix{}, fmt.Errorf("bad network %q: an IPv4-mapped network needs at least /96", s)
+		}
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	return p.Masked(), nil
+}
+
+// isAddressLike reports whether s is made of digits, dots, '*' and '-' only
+// and has a dot or a '*': an IPv4 wildcard or a mistyped one, never a name.
+func isAddressLike(s string) bool {
+	for _, c := range []byte(s) {
+		if !(c >= '0' && c <= '9' || c == '.' || c == '*' || c == '-') {
+			return false
+		}
+	}
+	return strings.ContainsAny(s, ".*")
+}
+
+// looksLikeIPv4 reports whether s, although it has a letter, is more
+// likely a mistyped IPv4 wildcard than a host mask: at most four labels, all
+// but one made of digits, '*' and '-', and one of them with a digit, as in
+// 10.20.*.x. Such an item is reported as a bad address.
+func looksLikeIPv4(s string) bool {
+	labels := strings.Split(s, ".")
+	if len(labels) > 4 {
+		return false
+	}
+	other, digit := 0, false
+	for _, l := range labels {
+		if !isOctetLike(l) {
+			other++
+			continue
+		}
+		digit = digit || strings.ContainsAny(l, "0123456789")
+	}
+	return other <= 1 && digit && len(labels)-other >= 2
+}
+
+// isOctetLike reports whether a label is made of digits, '*' and '-' only,
+// as an octet of a wildcard is.
+func isOctetLike(l string) bool {
+	if l == "" {
+		return false
+	}
+	for _, c := range []byte(l) {
+		if !(c >= '0' && c <= '9' || c == '*' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// isHostLike reports whether s is made of the characters of host names and
+// masks (letters, digits, '-', '_', '.', '*', '?') and has a letter.
+func isHostLike(s string) bool {
+	letter := false
+	for _, c := range []byte(s) {
+		switch {
+		case c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z':
+			letter = true
+		case c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == '*' || c == '?':
+		default:
+			return false
+		}
+	}
+	return letter
+}
+
+// parseHostMask validates a host name or mask such as mail.example.com,
+// *.example.com, icewarp.* or mail?.example.com and returns it lower-cased
+// without a trailing dot. '*' matches any run of characters (dots
+// included) and '?' any one character.
+func parseHostMask(s string) (string, error) {
+	h := strings.ToLower(strings.TrimSuffix(s, "."))
+	if len(h) > 253 {
+		return "", fmt.Errorf("bad host mask %q: longer than a DNS name can be (253 characters)", s)
+	}
+	if !strings.Contains(h, ".") {
+		return "", fmt.Errorf("bad host mask %q: a host name or mask needs a dot, such as host.example.com or *.example.com", s)
+	}
+	for i, label := range strings.Split(h, ".") {
+		switch {
+		case label == "":
+			if i == 0 {
+				return "", fmt.Errorf("bad host mask %q: it starts with a dot; for every host of a domain write *.domain", s)
+			}
+			return "", fmt.Errorf("bad host mask %q: empty label (\"..\")", s)
+		case len(label) > 63 && !strings.ContainsAny(label, "*?"):
+			return "", fmt.Errorf("bad host mask %q: label %q is longer than 63 characters", s, label)
+		}
+	}
+	return h, nil
 }
 
 // expandWildcard turns an IceWarp per-octet pattern such as 192.168.*.* or
 // 192-193.*.1-5.* into networks.
 func expandWildcard(s string) ([]netip.Prefix, error) {
 	var lo, hi [4]int
+	what := "wildcard"
+	if !strings.ContainsAny(s, "*-") {
+		what = "item"
+	}
 	parts := strings.Split(s, ".")
+	if len(parts) > 4 {
+		return nil, fmt.Errorf("bad %s %q: an IPv4 address has four octets, this has %d", what, s, len(parts))
+	}
+	if n := len(parts); n < 4 {
+		// IceWarp's short forms: 10.20.* is 10.20.*.*, 10.* is 10.*.*.*.
+		if parts[n-1] != "*" {
+			return nil, fmt.Errorf("bad %s %q: it has %d octets, not four; with fewer, the last must be '*', as in 10.20.*", what, s, n)
+		}
+		for len(parts) < 4 {
+			parts = append(parts, "*")
+		}
+	}
 	for i, p := range parts {
 		var err error
 		lo[i], hi[i], err = parseOctet(p)
 		if err != nil {
-			return nil, fmt.Errorf("bad wildcard %q: octet %d: %w", s, i+1, err)
+			return nil, fmt.Errorf("bad %s %q: octet %d: %w", what, s, i+1, err)
 		}
 	}
 	// Octets after the last partial one are whole (0-255) and become the

@@ -301,11 +301,11 @@ func TestErrorsNamePositions(t *testing.T) {
 	cases := []struct {
 		text, want string
 	}{
-		{"1.2.3.4; 1.2.3", `cfg.yaml:1:19: bad item "1.2.3"`},
+		{"1.2.3.4; 1.2.3", `cfg.yaml:1:19: bad item "1.2.3": it has 3 octets, not four`},
 		{"10.0.0.0/33", `cfg.yaml:1:10: bad network "10.0.0.0/33"`},
 		{"10.0.0.9-10.0.0.1", "the start is after the end"},
 		{"10.0.0.1-2001:db8::1", "different address families"},
-		{"1.2.3.256", "bad item"},
+		{"1.2.3.256", `cfg.yaml:1:10: bad item "1.2.3.256": octet 4: "256" is not a number`},
 		{"1.2.*.x", `octet 4: "x" is not a number`},
 		{"1.2.9-3.*", "runs backwards"},
 		{"[Nope]", "cfg.yaml:1:10: unknown pattern [Nope]"},
@@ -322,6 +322,28 @@ func TestErrorsNamePositions(t *testing.T) {
 		{"!{x.txt}", "an include cannot be excluded"},
 		{"fe80::1%eth0", "zones (%) are not allowed"},
 		{"10.0.0.0/8 garbage", "bad network"},
+		// IceWarp forms that stay invalid, each with its position.
+		{"10.0.0.1; 10.20", `cfg.yaml:1:20: bad item "10.20": it has 2 octets`},
+		{"10.20.*.*.*", `cfg.yaml:1:10: bad wildcard "10.20.*.*.*": an IPv4 address has four octets, this has 5`},
+		{"10.*.5", "the last must be '*'"},
+		{"10.300.*", `cfg.yaml:1:10: bad wildcard "10.300.*": octet 2: "300" is not a number`},
+		{"10..*", `octet 2: "" is not a number`},
+		{"010.1.*", `octet 1: "010" is not a number`},
+		{"10.20-5.*", "runs backwards"},
+		{"10.0.0.0/255.0.255.0", "netmask 255.0.255.0 is not contiguous"},
+		{"10.0.0.0/255.255.0", "is not a netmask"},
+		{"2001:db8::/255.0.0.0", "a dotted netmask needs an IPv4 address"},
+		{"2001:db8::*", `bad item "2001:db8::*"`},
+		{"1.2.3.4;  localhost", `cfg.yaml:1:20: bad host mask "localhost": a host name or mask needs a dot`},
+		{".example.com", "it starts with a dot; for every host of a domain write *.domain"},
+		{"mail..example.com", `empty label ("..")`},
+		{"x" + strings.Repeat("a", 63) + ".example.com", "longer than 63 characters"},
+		{strings.Repeat("abcdefghi.", 26) + "com", "longer than a DNS name can be"},
+		{"mail.exämple.com", `bad item "mail.exämple.com"`},
+		{"mail_host!.example.com", "bad item"},
+		{"10.20.*.x", `bad wildcard "10.20.*.x": octet 4: "x" is not a number`},
+		{"1.2.x", "the last must be '*'"},
+		{"MY", `bad host mask "MY": a host name or mask needs a dot`},
 	}
 	for _, c := range cases {
 		_, err := Compile([]Source{

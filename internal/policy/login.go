@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"context"
 	"net/netip"
 	"strings"
 	"unicode"
@@ -183,10 +184,11 @@ func (p *Policy) Logins() *Logins {
 }
 
 // AllowLogin reports whether account may log in from addr under the login
-// IP restrictions. With no rule for the account, every address may.
+// IP restrictions. With no rule for the account, every address may. A rule
+// with host masks may look the client's verified name up.
 func (p *Policy) AllowLogin(account string, addr netip.Addr) bool {
 	r := p.logins.Rule(account)
-	return r == nil || r.List.Set.Contains(addr)
+	return r == nil || r.List.Set.ContainsClient(context.Background(), addr)
 }
 
 // ExplainLogin explains AllowLogin.
@@ -195,7 +197,7 @@ func (p *Policy) ExplainLogin(account string, addr netip.Addr) Verdict {
 	if r == nil {
 		return Verdict{Allow: true}
 	}
-	m := r.List.Set.Explain(addr)
+	m := r.List.Set.ExplainClient(context.Background(), addr)
 	c := Consulted{Rule: "login " + r.Subject, Text: r.List.Text, Pos: r.List.Pos, Match: m, Effect: "allows"}
 	if a := p.logins.Canon(account); a != account {
 		c.Rule += " (" + account + " logs in as " + a + ")"

@@ -6,6 +6,7 @@
 package policy
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -81,7 +82,11 @@ func Build(cfg *config.File, reg *patterns.Registry) (*Policy, []error, error) {
 		p.services[name] = s
 	}
 	if l := list(cfg.TrustedUpstreams); l != nil {
-		p.trusted = l.Set
+		if l.Set.HasHosts() {
+			errs.Add(diag.Errorf(l.Pos, "trusted_upstreams takes addresses and networks, not host masks: trust in PROXY headers must not rest on DNS"))
+		} else {
+			p.trusted = l.Set
+		}
 	}
 	names := LoginNames{DefaultDomain: cfg.Logins.DefaultDomain.Value, ForceDomain: cfg.Logins.ForceDomain}
 	p.logins = buildLogins(cfg.LoginRestrictions, names, reg, &errs)
@@ -100,12 +105,41 @@ func hasMailItems(s *patterns.Set) bool {
 	return false
 }
 
+// HasHostMasks reports whether any grant, deny or login restriction list
+// has host masks, which need client names from DNS.
+func (p *Policy) HasHostMasks() bool {
+	has := func(l *List) bool { return l != nil && l.Set.HasHosts() }
+	for _, s := range p.services {
+		if has(s.Grant) || has(s.Deny) {
+			return true
+		}
+		for i := range s.Paths {
+			if has(s.Paths[i].Grant) || has(s.Paths[i].Deny) {
+				return true
+			}
+		}
+	}
+	for _, r := range p.logins.accounts {
+		if has(&r.List) {
+			return true
+		}
+	}
+	for _, r := range p.logins.domains {
+		if has(&r.List) {
+			return true
+		}
+	}
+	return p.logins.star != nil && has(&p.logins.star.List)
+}
+
 // Service returns the rules of a configured service, or nil.
 func (p *Policy) Service(name string) *Service { return p.services[name] }
 
 // AllowService reports whether addr may connect to the service: not in its
 // deny list and, when it has a grant list, in that. An unconfigured service
-// allows no one.
+// allows no one. Lists without host masks are one table walk each, without
+// allocation; a list with host masks may look the client's verified name up
+// (cached, bounded by the resolver's timeout; see patterns.Set.ContainsClient).
 func (p *Policy) AllowService(service string, addr netip.Addr) bool {
 	s := p.services[service]
 	if s == nil {
@@ -115,10 +149,10 @@ func (p *Policy) AllowService(service string, addr netip.Addr) bool {
 }
 
 func allowed(grant, deny *List, addr netip.Addr) bool {
-	if deny != nil && deny.Set.Contains(addr) {
+	if deny != nil && deny.Set.ContainsClient(context.Background(), addr) {
 		return false
 	}
-	return grant == nil || grant.Set.Contains(addr)
+	return grant == nil || grant.Set.ContainsClient(context.Background(), addr)
 }
 
 // AllowPath reports whether addr may request path on a web service: every
@@ -181,7 +215,7 @@ func (p *Policy) ExplainPath(service, path string, addr netip.Addr) (Verdict, er
 
 func explainLists(v *Verdict, what string, grant, deny *List, addr netip.Addr) {
 	if deny != nil {
-		m := deny.Set.Explain(addr)
+		m := deny.Set.ExplainClient(context.Background(), addr)
 		c := Consulted{Rule: what + " deny", Text: deny.Text, Pos: deny.Pos, Match: m, Effect: "no match"}
 		if m.In {
 			c.Effect = "denies"
@@ -190,7 +224,7 @@ func explainLists(v *Verdict, what string, grant, deny *List, addr netip.Addr) {
 		v.Rules = append(v.Rules, c)
 	}
 	if grant != nil {
-		m := grant.Set.Explain(addr)
+		m := grant.Set.ExplainClient(context.Background(), addr)
 		c := Consulted{Rule: what + " grant", Text: grant.Text, Pos: grant.Pos, Match: m, Effect: "grants"}
 		if !m.In {
 			c.Effect = "does not grant"

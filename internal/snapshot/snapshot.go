@@ -13,6 +13,7 @@ import (
 
 	"github.com/postern/postern/internal/config"
 	"github.com/postern/postern/internal/diag"
+	"github.com/postern/postern/internal/fcrdns"
 	"github.com/postern/postern/internal/geoip"
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/patterns"
@@ -27,6 +28,10 @@ type Snapshot struct {
 	Patterns *patterns.Registry
 	Policy   *policy.Policy
 	Guard    *guard.Settings // intrusion prevention settings for the engine
+	// Names verifies client names for host masks (forward-confirmed reverse
+	// DNS through dns.resolver, with its own cache); nil when no DNS server
+	// is usable, and then a host mask anywhere is an error.
+	Names    *fcrdns.Resolver
 	Warnings []error
 	Built    time.Time
 }
@@ -65,6 +70,10 @@ func Build(ctx context.Context, cfg *config.File, now time.Time) (*Snapshot, err
 	if s.GeoIP != nil {
 		opts.Geo = s.GeoIP
 	}
+	names, err := fcrdns.New(fcrdns.Options{Server: cfg.DNS.Resolver.Value, Timeout: cfg.DNS.Timeout.D, TTL: cfg.DNS.Cache.D})
+	if err == nil {
+		s.Names, opts.Names = names, names
+	}
 	reg, err := patterns.Compile(srcs, opts)
 	if err != nil {
 		return nil, err
@@ -77,6 +86,7 @@ func Build(ctx context.Context, cfg *config.File, now time.Time) (*Snapshot, err
 	}
 	s.Policy = pol
 	s.Warnings = append(s.Warnings, warns...)
+
 	gs, err := guard.Compile(ctx, cfg, reg, pol, nil)
 	if err != nil {
 		return nil, err

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/postern/postern/internal/fcrdns/fcrdnstest"
 )
 
 func write(t *testing.T, path, body string) {
@@ -108,5 +110,38 @@ func TestGeoIPErrorsNameTheFile(t *testing.T) {
 	_, err := Load(context.Background(), cfg, time.Now())
 	if err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "bad.csv")+":2") {
 		t.Fatalf("error: %v", err)
+	}
+}
+
+// Host masks are matched through the resolver configured under dns: the
+// client's PTR name, confirmed by its A record, on a real DNS server.
+func TestHostMasksUseTheConfiguredResolver(t *testing.T) {
+	z := fcrdnstest.Start(t,
+		fcrdnstest.PTR(t, "192.0.2.1", "mail.partner.example."), "mail.partner.example. 300 IN A 192.0.2.1",
+		fcrdnstest.PTR(t, "192.0.2.2", "spoof.partner.example."), "spoof.partner.example. 300 IN A 192.0.2.200",
+	)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "postern.yaml")
+	write(t, cfg, `dns: { resolver: "`+z.Addr+`", timeout: 2s, cache: 10m }
+patterns: { Partners: "*.partner.example" }
+services:
+  imap: { listen: ":143", backend: "b:1", grant: "[Partners]; 10.20.*" }
+`)
+	s, err := Load(context.Background(), cfg, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Names == nil || s.Names.Server() != z.Addr {
+		t.Fatalf("resolver not wired: %+v", s.Names)
+	}
+	for addr, want := range map[string]bool{"192.0.2.1": true, "192.0.2.2": false, "192.0.2.3": false, "10.20.1.1": true} {
+		if got := s.Policy.AllowService("imap", netip.MustParseAddr(addr)); got != want {
+			t.Errorf("AllowService imap %s = %v, want %v", addr, got, want)
+		}
+	}
+	q := z.Queries()
+	s.Policy.AllowService("imap", netip.MustParseAddr("192.0.2.1"))
+	if z.Queries() != q {
+		t.Error("a cached name was looked up again")
 	}
 }
