@@ -100,11 +100,11 @@ func TestPerGroupKeys(t *testing.T) {
 		t.Errorf("refuse_blocked per group: web %v smtp %v", ips.Web.RefuseBlocked, ips.SMTP.RefuseBlocked)
 	}
 	for text, want := range map[string]string{
-		"intrusion_prevention:\n  failed_logins_across_groups: -2\n":                     "p.yaml:2:32: intrusion_prevention.failed_logins_across_groups cannot be negative",
-		"intrusion_prevention:\n  failed_logins_across_groups: many\n":                   `p.yaml:2:32: want a whole number, got "many"`,
-		"intrusion_prevention:\n  failed_logins_across_groups: [1]\n":                    "p.yaml:2:32: want a whole number, got a list",
+		"intrusion_prevention:\n  failed_logins_across_groups: -2\n":                        "p.yaml:2:32: intrusion_prevention.failed_logins_across_groups cannot be negative",
+		"intrusion_prevention:\n  failed_logins_across_groups: many\n":                      `p.yaml:2:32: want a whole number, got "many"`,
+		"intrusion_prevention:\n  failed_logins_across_groups: [1]\n":                       "p.yaml:2:32: want a whole number, got a list",
 		"intrusion_prevention:\n  cross_session: false\n  failed_logins_across_groups: 6\n": "p.yaml:3:32: intrusion_prevention.failed_logins_across_groups counts across connections; it needs cross_session: true",
-		"intrusion_prevention:\n  web: { refuse_blocked: maybe }\n":                      `p.yaml:2:26: want a true or false, got "maybe"`,
+		"intrusion_prevention:\n  web: { refuse_blocked: maybe }\n":                         `p.yaml:2:26: want a true or false, got "maybe"`,
 	} {
 		_, err := Parse("p.yaml", []byte(text))
 		if err == nil || !strings.Contains(err.Error(), want) {
