@@ -347,6 +347,20 @@ func TestGroupRefuseBlockedOptOut(t *testing.T) {
 	if l, d := h.open(addr, "imap").BeginLogin(context.Background(), "hal"); l != nil || d.Action != Close || !d.Blocked {
 		t.Fatalf("a login attempt on the opted-out group: %+v", d)
 	}
+
+	// The other way round: refusing off at the top, on for web alone,
+	// which then refuses a manual block too.
+	h = newHarness(t, strings.Replace(refuseCloseCfg, "block_minutes: 60",
+		"block_minutes: 60\n  refuse_blocked: false\n  close_blocked_connection: false\n  web: { refuse_blocked: true }", 1), nil)
+	if _, err := h.e.BlockManual(context.Background(), netip.MustParsePrefix("203.0.113.10/32"), time.Hour, "", "test"); err != nil {
+		t.Fatal(err)
+	}
+	if a := h.e.Admit(ip("203.0.113.10"), "web"); a.Action != Refuse || a.Reason != store.ReasonManual {
+		t.Fatalf("web with its own refuse_blocked: %+v", a)
+	}
+	if a := h.e.Admit(ip("203.0.113.10"), "smtp"); a.Action != Tarpit {
+		t.Fatalf("smtp without refusing: %+v", a)
+	}
 }
 
 func bs(b bool) string {
