@@ -187,12 +187,23 @@ func (c *counters) get(p netip.Prefix, g Group, t trigger, now time.Time) int {
 func (c *counters) resetPrefix(p netip.Prefix) {
 	s := c.shard(p)
 	s.mu.Lock()
-	for g := range groupAll + 1 {
-		for t := range numTriggers {
-			delete(s.m, keyOf(p, g, t))
-		}
+	for _, k := range countedKeys {
+		delete(s.m, keyOf(p, k.g, k.t))
 	}
 	s.mu.Unlock()
+}
+
+// countedKeys are the (group, trigger) pairs that can have a counter: every
+// trigger in smtp, connections and failed logins in imap_pop3 and web (the
+// configuration refuses the others there), failed logins across groups. A
+// new block deletes these keys only, not every pair.
+var countedKeys = [...]struct {
+	g Group
+	t trigger
+}{
+	{GroupSMTP, trigI}, {GroupSMTP, trigL}, {GroupSMTP, trigP}, {GroupSMTP, trigY}, {GroupSMTP, trigR},
+	{GroupSMTP, trigS}, {GroupSMTP, trigD}, {GroupSMTP, trigM}, {GroupSMTP, trigA}, {GroupSMTP, trigC},
+	{GroupMail, trigI}, {GroupMail, trigL}, {GroupWeb, trigI}, {GroupWeb, trigL}, {groupAll, trigL},
 }
 
 // reset forgets every counter inside prefix p (all groups and triggers); it scans

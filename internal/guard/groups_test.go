@@ -369,3 +369,34 @@ func bs(b bool) string {
 	}
 	return "false"
 }
+
+// TestBlockForgetsEveryGroupsCounters: a new block forgets the blocked
+// prefix's counters of every group and the shared ones (countedKeys
+// covers every pair that can have a counter).
+func TestBlockForgetsEveryGroupsCounters(t *testing.T) {
+	for tr := range numTriggers {
+		found := false
+		for _, k := range countedKeys {
+			found = found || k.g == GroupSMTP && k.t == tr
+		}
+		if !found {
+			t.Fatalf("countedKeys misses smtp's trigger %c", tr.reason())
+		}
+	}
+	h := newHarness(t, strings.Replace(acrossCfg, "  smtp: { failed_logins: 10 }",
+		"  smtp: { failed_logins: 10, rset_count: 5, connections_per_minute: 100 }\n  web: { connections_per_minute: 100, failed_logins: 10 }", 1), nil)
+	const addr = "198.51.100.30"
+	for _, svc := range []string{"imap", "web", "smtp"} {
+		h.open(addr, svc).LoginFailed("ivy", uint64(len(svc)))
+	}
+	h.open(addr, "smtp").Rset()
+	if n := h.e.counters.len(); n != 7 { // imap L; web I L; smtp I L R; the shared L
+		t.Fatalf("%d counters before the block", n)
+	}
+	if _, made := h.e.block(h.e.Settings(), offense{prefix: netip.MustParsePrefix(addr + "/32"), reason: store.ReasonDNSBL, service: "smtp"}); !made {
+		t.Fatal("no block")
+	}
+	if n := h.e.counters.len(); n != 0 {
+		t.Fatalf("%d counters left after the block", n)
+	}
+}
