@@ -77,9 +77,11 @@ type loginGates struct {
 // close_blocked_connection and close_all say): the front-end answers with
 // its refusal and closes the connection, and the backend never sees the
 // attempt. It then waits out account protection's delay, and holds the
-// attempt while the failures counted for the address's block prefix (or
-// the session, with cross_session off) plus the attempts still waiting for
-// the backend's answer reach failed_logins; it proceeds when pending
+// attempt while the failures counted for the address's block prefix in
+// the session's protocol group (or the session, with cross_session off)
+// plus the group's attempts still waiting for the backend's answer reach
+// the group's failed_logins — or, with failed_logins_across_groups, those
+// of every group together reach that threshold; it proceeds when pending
 // attempts are answered and failures plus pending are below the threshold
 // again, so that at most failed_logins failures reach the backend whatever
 // the rate and concurrency of an attack. Attempts below the threshold are
