@@ -89,10 +89,15 @@ func (g *gateway) explain(_ context.Context, addr netip.Addr, service, account, 
 	}
 	if b, ok := g.engine.BlockOf(addr); ok {
 		out.Block = &apiBlock{Target: b.Prefix.String(), Reason: b.Reason.String(), ReasonName: b.Reason.Name(), Detail: b.Detail, Expires: b.Expires, By: b.By}
-		if g.engine.Settings().RefuseBlocked {
+		st := g.engine.Settings()
+		refused := st.RefuseBlocked
+		if service != "" {
+			refused = st.RefusesBlock(service, b.Reason)
+		}
+		if refused {
 			deny("blocked (" + b.Reason.String() + " " + b.Reason.Name() + ") until " + b.Expires.Format(time.RFC3339))
 		} else {
-			out.Because = append(out.Because, "blocked but refuse_blocked is off: tarpitted, not refused")
+			out.Because = append(out.Because, "blocked but not refused at connect here (refuse_blocked, close_blocked_connection): tarpitted; its logins are refused")
 		}
 	}
 	return out, nil

@@ -26,6 +26,11 @@ type IntrusionPrevention struct {
 	Subnets                Subnets     `yaml:"subnets"`
 	AccountProtection      AccountProt `yaml:"account_protection"`
 	PurgeAfter             *Duration   `yaml:"purge_expired_after"` // default 7 days; 0 keeps expired blocks until purged by hand
+	// FailedLoginsAcrossGroups, when above zero, also counts the failed
+	// logins of every configured group toward one counter per block
+	// prefix, blocking at this threshold (off by default: each group
+	// counts its own).
+	FailedLoginsAcrossGroups Count `yaml:"failed_logins_across_groups"`
 
 	SMTP     *Triggers `yaml:"smtp"`
 	IMAPPOP3 *Triggers `yaml:"imap_pop3"`
@@ -45,6 +50,7 @@ type Triggers struct {
 	TarpitAccounts       Text     `yaml:"tarpit_accounts"`        // A: mail masks / [patterns]
 	ContentRules         bool     `yaml:"content_rules"`          // C: block when a content rule matches
 	LogOnly              []Text   `yaml:"log_only"`               // dry-run triggers: codes or names
+	RefuseBlocked        *bool    `yaml:"refuse_blocked"`         // per group: nil follows the top-level refuse_blocked
 	pos                  diag.Pos `yaml:"-"`
 }
 
@@ -54,6 +60,25 @@ func (t *Triggers) Pos() diag.Pos { return t.pos }
 func (t *Triggers) decodeYAML(d *decoder, n *yaml.Node) error {
 	t.pos = d.pos(n)
 	d.decodeStruct(n, reflectValue(t))
+	return nil
+}
+
+// Count is a whole number with the position it was written at.
+type Count struct {
+	N   int
+	Pos diag.Pos
+	Set bool
+}
+
+func (c *Count) decodeYAML(d *decoder, n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("want a whole number, got %s", describe(n))
+	}
+	v, err := strconv.Atoi(strings.TrimSpace(n.Value))
+	if err != nil {
+		return fmt.Errorf("want a whole number, got %q", n.Value)
+	}
+	*c = Count{N: v, Pos: d.pos(n), Set: true}
 	return nil
 }
 
@@ -200,6 +225,14 @@ func (f *File) validateIPS(d *decoder) {
 			d.errs.Add(diag.Errorf(diag.Pos{File: f.Path}, "intrusion_prevention.subnets.ipv6 lengths must be 16-127"))
 		}
 	}
+	if a := ips.FailedLoginsAcrossGroups; a.Set {
+		switch {
+		case a.N < 0:
+			d.errs.Add(diag.Errorf(a.Pos, "intrusion_prevention.failed_logins_across_groups cannot be negative (0 or absent: off)"))
+		case a.N > 0 && ips.CrossSession != nil && !*ips.CrossSession:
+			d.errs.Add(diag.Errorf(a.Pos, "intrusion_prevention.failed_logins_across_groups counts across connections; it needs cross_session: true"))
+		}
+	}
 	for name, g := range map[string]*Triggers{"smtp": ips.SMTP, "imap_pop3": ips.IMAPPOP3, "web": ips.Web} {
 		if g == nil {
 			continue
@@ -215,7 +248,7 @@ func (f *File) validateIPS(d *decoder) {
 		}
 		if name != "smtp" && (g.UnknownRecipients != 0 || g.RelayDenials != 0 || g.RsetCount != 0 || g.SpamScore != 0 ||
 			len(g.DNSBL) != 0 || g.MessageSize.Bytes != 0 || g.TarpitAccounts.IsSet() || g.ContentRules) {
-			d.errs.Add(diag.Errorf(g.pos, "intrusion_prevention.%s: only connections_per_minute, failed_logins and log_only apply outside smtp", name))
+			d.errs.Add(diag.Errorf(g.pos, "intrusion_prevention.%s: only connections_per_minute, failed_logins, log_only and refuse_blocked apply outside smtp", name))
 		}
 		for _, lo := range g.LogOnly {
 			if _, ok := TriggerCode(lo.Value); !ok {

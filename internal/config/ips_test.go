@@ -63,7 +63,7 @@ func TestIntrusionPreventionErrors(t *testing.T) {
 		"intrusion_prevention: { smtp: { message_size: 12XB } }":        `bad size "12XB"`,
 		"intrusion_prevention: { smtp: { failed_logins: -1 } }":         "cannot be negative",
 		"intrusion_prevention: { smtp: { failed_logins: five } }":       `want a whole number, got "five"`,
-		"intrusion_prevention: { imap_pop3: { rset_count: 3 } }":        "only connections_per_minute, failed_logins and log_only apply outside smtp",
+		"intrusion_prevention: { imap_pop3: { rset_count: 3 } }":        "only connections_per_minute, failed_logins, log_only and refuse_blocked apply outside smtp",
 		"intrusion_prevention: { smtp: { log_only: [Q] } }":             `unknown trigger "Q"`,
 		"intrusion_prevention: { smtp: { failed_login: 5 } }":           `unknown key "failed_login" (did you mean "failed_logins"?)`,
 		"intrusion_prevention: { escalation: { factor: 0.5 } }":         "factor must be between 1 and 100",
@@ -76,6 +76,39 @@ func TestIntrusionPreventionErrors(t *testing.T) {
 		_, err := Parse("p.yaml", []byte(text+"\n"))
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: error %v, want %q", text, err, want)
+		}
+	}
+}
+
+// TestPerGroupKeys: failed_logins_across_groups and a group's
+// refuse_blocked are read with their positions; bad values are errors at
+// their file:line:column.
+func TestPerGroupKeys(t *testing.T) {
+	f, err := Parse("/etc/postern/p.yaml", []byte(`intrusion_prevention:
+  failed_logins_across_groups: 6
+  smtp: { failed_logins: 5 }
+  web: { failed_logins: 10, refuse_blocked: false }
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ips := f.IntrusionPrevention
+	if a := ips.FailedLoginsAcrossGroups; !a.Set || a.N != 6 || a.Pos.Line != 2 || a.Pos.Col != 32 {
+		t.Errorf("failed_logins_across_groups: %+v", a)
+	}
+	if ips.Web.RefuseBlocked == nil || *ips.Web.RefuseBlocked || ips.SMTP.RefuseBlocked != nil {
+		t.Errorf("refuse_blocked per group: web %v smtp %v", ips.Web.RefuseBlocked, ips.SMTP.RefuseBlocked)
+	}
+	for text, want := range map[string]string{
+		"intrusion_prevention:\n  failed_logins_across_groups: -2\n":                        "p.yaml:2:32: intrusion_prevention.failed_logins_across_groups cannot be negative",
+		"intrusion_prevention:\n  failed_logins_across_groups: many\n":                      `p.yaml:2:32: want a whole number, got "many"`,
+		"intrusion_prevention:\n  failed_logins_across_groups: [1]\n":                       "p.yaml:2:32: want a whole number, got a list",
+		"intrusion_prevention:\n  cross_session: false\n  failed_logins_across_groups: 6\n": "p.yaml:3:32: intrusion_prevention.failed_logins_across_groups counts across connections; it needs cross_session: true",
+		"intrusion_prevention:\n  web: { refuse_blocked: maybe }\n":                         `p.yaml:2:26: want a true or false, got "maybe"`,
+	} {
+		_, err := Parse("p.yaml", []byte(text))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v, want %q", text, err, want)
 		}
 	}
 }

@@ -277,3 +277,39 @@ intrusion_prevention:
 		i++
 	}
 }
+
+// BenchmarkAdmitBlocked: Admit for blocked addresses (4,096 manual
+// blocks, defaults: refused), each refusal counted for Admission.Quiet.
+func BenchmarkAdmitBlocked(b *testing.B) {
+	dir := b.TempDir()
+	cfg := writeCfg(b, dir, "postern.yaml", `services:
+  imap: { listen: ":143", backend: "b:1" }
+intrusion_prevention:
+  imap_pop3: { failed_logins: 5 }
+`)
+	s, err := snapshot.Load(context.Background(), cfg, time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	e, err := guard.New(context.Background(), s.Guard, guard.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	addrs := make([]netip.Addr, 1<<12)
+	for i := range addrs {
+		addrs[i] = netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})
+		if _, err := e.BlockManual(context.Background(), netip.PrefixFrom(addrs[i], 32), time.Hour, "", "bench"); err != nil {
+			b.Fatal(err)
+		}
+		e.Admit(addrs[i], "imap")
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if e.Admit(addrs[i&(len(addrs)-1)], "imap").Action != guard.Refuse {
+			b.Fatal("a blocked address was admitted")
+		}
+		i++
+	}
+}

@@ -25,16 +25,19 @@ const evictSample = 8
 // counter, so a retry with the same wrong password counts once.
 const maxFingerprints = 8
 
-// counterKey is a prefix and a trigger, packed small.
+// counterKey is a prefix, a protocol group and a trigger, packed small.
+// Each group counts its own events; groupAll holds the counters shared by
+// every group (failed_logins_across_groups, refusals).
 type counterKey struct {
 	a    [16]byte
 	bits uint8
 	v4   bool
+	g    Group
 	t    trigger
 }
 
-func keyOf(p netip.Prefix, t trigger) counterKey {
-	return counterKey{a: p.Addr().As16(), bits: uint8(p.Bits()), v4: p.Addr().Is4(), t: t}
+func keyOf(p netip.Prefix, g Group, t trigger) counterKey {
+	return counterKey{a: p.Addr().As16(), bits: uint8(p.Bits()), v4: p.Addr().Is4(), g: g, t: t}
 }
 
 // counter is one window of events. Its window ends at end, its own: a
@@ -79,7 +82,7 @@ type counterShard struct {
 }
 
 // counters holds the cross-session counters: per block prefix (and per
-// enclosing subnet) and trigger, over a fixed window that starts at the
+// enclosing subnet), protocol group and trigger, over a fixed window that starts at the
 // first event. Their number is bounded (perShard per shard).
 type counters struct {
 	shards   [counterShards]counterShard
@@ -107,12 +110,12 @@ func (c *counters) shard(p netip.Prefix) *counterShard {
 	return &c.shards[h>>58]
 }
 
-// add counts one event for (p, t) within window and returns the count.
+// add counts one event for (p, g, t) within window and returns the count.
 // limit is the trigger's threshold (it ranks counters for eviction). A
 // non-zero fingerprint already seen in the window is not counted again.
-func (c *counters) add(p netip.Prefix, t trigger, now time.Time, window time.Duration, limit int, fp uint64) int {
+func (c *counters) add(p netip.Prefix, g Group, t trigger, now time.Time, window time.Duration, limit int, fp uint64) int {
 	s := c.shard(p)
-	k := keyOf(p, t)
+	k := keyOf(p, g, t)
 	ns := now.UnixNano()
 	s.mu.Lock()
 	v, ok := s.m[k]
@@ -163,11 +166,12 @@ func (s *counterShard) evict(now int64) {
 	}
 }
 
-// get returns the count of (p, t) in its current window, without counting.
-func (c *counters) get(p netip.Prefix, t trigger, now time.Time) int {
+// get returns the count of (p, g, t) in its current window, without
+// counting.
+func (c *counters) get(p netip.Prefix, g Group, t trigger, now time.Time) int {
 	s := c.shard(p)
 	s.mu.Lock()
-	v := s.m[keyOf(p, t)]
+	v := s.m[keyOf(p, g, t)]
 	s.mu.Unlock()
 	if now.UnixNano() >= v.end {
 		return 0
@@ -175,20 +179,34 @@ func (c *counters) get(p netip.Prefix, t trigger, now time.Time) int {
 	return int(v.n)
 }
 
-// resetPrefix forgets the counters of exactly prefix p (all triggers):
-// what a new block of p does, in constant time whatever the number of
-// counters. Counters of longer prefixes inside p (a block of a whole
-// subnet) are left to expire with their windows.
+// resetPrefix forgets the counters of exactly prefix p (all groups, the
+// shared ones included, and all triggers; not the refusals): what a new
+// block of p does, in constant time whatever the number of counters.
+// Counters of longer prefixes inside p (a block of a whole subnet) are
+// left to expire with their windows.
 func (c *counters) resetPrefix(p netip.Prefix) {
 	s := c.shard(p)
 	s.mu.Lock()
-	for t := range numTriggers {
-		delete(s.m, keyOf(p, t))
+	for _, k := range countedKeys {
+		delete(s.m, keyOf(p, k.g, k.t))
 	}
 	s.mu.Unlock()
 }
 
-// reset forgets every counter inside prefix p (all triggers); it scans
+// countedKeys are the (group, trigger) pairs that can have a counter: every
+// trigger in smtp, connections and failed logins in imap_pop3 and web (the
+// configuration refuses the others there), failed logins across groups. A
+// new block deletes these keys only, not every pair.
+var countedKeys = [...]struct {
+	g Group
+	t trigger
+}{
+	{GroupSMTP, trigI}, {GroupSMTP, trigL}, {GroupSMTP, trigP}, {GroupSMTP, trigY}, {GroupSMTP, trigR},
+	{GroupSMTP, trigS}, {GroupSMTP, trigD}, {GroupSMTP, trigM}, {GroupSMTP, trigA}, {GroupSMTP, trigC},
+	{GroupMail, trigI}, {GroupMail, trigL}, {GroupWeb, trigI}, {GroupWeb, trigL}, {groupAll, trigL},
+}
+
+// reset forgets every counter inside prefix p (all groups and triggers); it scans
 // every counter (for an administrator's unblock, not on the event path).
 func (c *counters) reset(p netip.Prefix) {
 	for i := range c.shards {

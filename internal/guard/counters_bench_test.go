@@ -40,7 +40,7 @@ intrusion_prevention:
 	runtime.ReadMemStats(&before)
 	now := clock.Now()
 	for i := range n {
-		e.counters.add(prefix(i), trigI, now, connectionWindow, 100, 0)
+		e.counters.add(prefix(i), GroupSMTP, trigI, now, connectionWindow, 100, 0)
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&after)

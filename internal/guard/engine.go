@@ -198,7 +198,13 @@ const AnsweredRefusals = 5
 
 // Admit decides at accept whether addr may use service: refused by the
 // access policy (grant/deny), refused or tarpitted while blocked, or
-// allowed. It takes no lock and does not allocate.
+// allowed. A blocked address is refused on every service whatever group's
+// trigger made the block (the block list is one), where the service's
+// group refuses it: refuse_blocked refuses every block;
+// close_blocked_connection alone refuses the blocks a trigger made (not
+// manual ones) for their block time; a group's own refuse_blocked: false
+// refuses none. A blocked address not refused is tarpitted when
+// tarpit_delay is set. It takes no lock and does not allocate.
 func (e *Engine) Admit(addr netip.Addr, service string) Admission {
 	s := e.settings.Load()
 	addr = addr.Unmap()
@@ -215,7 +221,11 @@ func (e *Engine) Admit(addr netip.Addr, service string) Admission {
 		return Admission{}
 	}
 	ent.hit(now)
-	if s.RefuseBlocked {
+	g, ok := GroupOf(service)
+	if !ok {
+		g = GroupSMTP
+	}
+	if s.refuses(g, ent.rec.Reason) {
 		return Admission{Action: Refuse, Reason: ent.rec.Reason, Quiet: e.quiet(s, addr, now)}
 	}
 	if s.TarpitDelay > 0 {
@@ -241,7 +251,7 @@ func (e *Engine) refused(s *Settings, addr netip.Addr, service string) Admission
 		return Admission{Action: Refuse, Quiet: quiet}
 	}
 	p := s.prefixOf(addr)
-	if n := e.counters.add(p, trigI, now, connectionWindow, limit, 0); n >= limit {
+	if n := e.counters.add(p, g, trigI, now, connectionWindow, limit, 0); n >= limit {
 		if s.groups[g].logOnly[trigI] {
 			e.log.Info("would block (log only)", "prefix", p.String(), "reason", store.ReasonConnections.String(),
 				"why", store.ReasonConnections.Name(), "service", service, "detail", "refused connections", "count", n)
@@ -257,7 +267,7 @@ func (e *Engine) refused(s *Settings, addr netip.Addr, service string) Admission
 // quiet counts a refusal of addr and reports whether the address has had
 // more than AnsweredRefusals in the last minute.
 func (e *Engine) quiet(s *Settings, addr netip.Addr, now time.Time) bool {
-	return e.counters.add(s.prefixOf(addr), trigRefused, now, connectionWindow, AnsweredRefusals, 0) > AnsweredRefusals
+	return e.counters.add(s.prefixOf(addr), groupAll, trigRefused, now, connectionWindow, AnsweredRefusals, 0) > AnsweredRefusals
 }
 
 // BlockOf returns the active block covering addr, if any.

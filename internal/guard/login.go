@@ -27,7 +27,7 @@ const MaxLoginHold = 30 * time.Second
 type Login struct {
 	s       *Session
 	account string
-	refs    [1 + maxSubnets]gateRef // the gates whose slots it holds
+	refs    [2 + maxSubnets]gateRef // the gates whose slots it holds
 	nref    int                     // 0: not gated (L off, bypassed)
 	done    atomic.Bool
 }
@@ -36,13 +36,21 @@ type Login struct {
 // hold attempts too.
 const maxSubnets = 4
 
-// gateRef is one gate an attempt is counted in: its block prefix, or an
-// enclosing subnet with factor × the threshold; key is invalid for the
-// session's own gate (cross_session off).
+// gateRef is one gate an attempt is counted in: its block prefix in its
+// protocol group, an enclosing subnet with factor × the threshold, or its
+// block prefix in the gate every group shares (failed_logins_across_groups);
+// key.p is invalid for the session's own gate (cross_session off).
 type gateRef struct {
-	key   netip.Prefix
+	key   gateKey
 	g     *loginGate
 	limit int
+}
+
+// gateKey names a cross-session gate: a prefix in a protocol group, or in
+// groupAll for failed_logins_across_groups.
+type gateKey struct {
+	p netip.Prefix
+	g Group
 }
 
 // loginGate counts the attempts of one block prefix (or one session) that
@@ -53,11 +61,12 @@ type loginGate struct {
 	wake    chan struct{} // closed (and replaced) when pending drops
 }
 
-// loginGates holds the gates of cross-session counting, by block prefix.
-// A gate exists only while it has pending attempts or waiters.
+// loginGates holds the gates of cross-session counting, by block prefix
+// and protocol group. A gate exists only while it has pending attempts or
+// waiters.
 type loginGates struct {
 	mu sync.Mutex
-	m  map[netip.Prefix]*loginGate
+	m  map[gateKey]*loginGate
 }
 
 // BeginLogin starts a login attempt for account and must be called before
@@ -68,9 +77,11 @@ type loginGates struct {
 // close_blocked_connection and close_all say): the front-end answers with
 // its refusal and closes the connection, and the backend never sees the
 // attempt. It then waits out account protection's delay, and holds the
-// attempt while the failures counted for the address's block prefix (or
-// the session, with cross_session off) plus the attempts still waiting for
-// the backend's answer reach failed_logins; it proceeds when pending
+// attempt while the failures counted for the address's block prefix in
+// the session's protocol group (or the session, with cross_session off)
+// plus the group's attempts still waiting for the backend's answer reach
+// the group's failed_logins — or, with failed_logins_across_groups, those
+// of every group together reach that threshold; it proceeds when pending
 // attempts are answered and failures plus pending are below the threshold
 // again, so that at most failed_logins failures reach the backend whatever
 // the rate and concurrency of an attack. Attempts below the threshold are
@@ -104,14 +115,22 @@ func (s *Session) BeginLogin(ctx context.Context, account string) (*Login, Decis
 		}
 	}
 	l := &Login{s: s, account: account}
+	// The group's own threshold holds attempts, and the shared one of
+	// failed_logins_across_groups; a group's attempts never wait for
+	// another group's failures.
 	limit := st.groups[s.group].threshold[trigL]
-	// Nothing to hold when no failure can block: L off or log only, or an
-	// address the engine never blocks (bypassed, a trusted upstream such
-	// as the webmail server's own IMAP connections).
-	if limit <= 0 || st.groups[s.group].logOnly[trigL] || !autoBlockable(st, s.addr) || s.bypassed(st, trigL) {
+	if st.groups[s.group].logOnly[trigL] {
+		limit = 0
+	}
+	across := st.acrossOn(s.group)
+	// Nothing to hold when no failure can block: L off or log only (and
+	// not counted across groups), or an address the engine never blocks
+	// (bypassed, a trusted upstream such as the webmail server's own IMAP
+	// connections).
+	if limit <= 0 && !across || !autoBlockable(st, s.addr) || s.bypassed(st, trigL) {
 		return l, Decision{}
 	}
-	mu := l.gates(st, limit)
+	mu := l.gates(st, limit, across)
 	var hold *time.Timer
 	defer func() {
 		if hold != nil {
@@ -202,19 +221,21 @@ func (s *Session) blockedNow() (Decision, bool) {
 }
 
 // loginFailures returns the failed logins counted so far for key (cross
-// session), or for the session when key is invalid.
-func (s *Session) loginFailures(key netip.Prefix) int {
-	if !key.IsValid() {
+// session), or for the session when key.p is invalid.
+func (s *Session) loginFailures(key gateKey) int {
+	if !key.p.IsValid() {
 		return int(s.counts[trigL]) // the session's own gate: s.mu is held
 	}
-	return s.e.counters.get(key, trigL, s.e.clock())
+	return s.e.counters.get(key.p, key.g, trigL, s.e.clock())
 }
 
 // gates finds (or makes) the gates the attempt is counted in and returns
-// their lock, locked: with cross-session counting the block prefix's and
-// those of the enclosing subnets of multi-prefix counting (factor × the
-// threshold), else the session's own.
-func (l *Login) gates(st *Settings, limit int) *sync.Mutex {
+// their lock, locked: with cross-session counting the block prefix's in the
+// session's group and those of the enclosing subnets of multi-prefix
+// counting (factor × the threshold) when limit is above zero, and the
+// block prefix's shared gate when across; else the session's own (across
+// needs cross-session counting).
+func (l *Login) gates(st *Settings, limit int, across bool) *sync.Mutex {
 	s := l.s
 	if !st.CrossSession {
 		s.mu.Lock()
@@ -225,21 +246,28 @@ func (l *Login) gates(st *Settings, limit int) *sync.Mutex {
 		l.nref = 1
 		return &s.mu
 	}
-	l.refs[0] = gateRef{key: st.prefixOf(s.addr), limit: limit}
-	l.nref = 1
-	if len(st.SubnetV6)+st.SubnetV4 > 0 {
-		var buf [maxSubnets]netip.Prefix
-		for _, sp := range st.subnetsOf(s.addr, buf[:0]) {
-			if l.nref < len(l.refs) {
-				l.refs[l.nref] = gateRef{key: sp, limit: limit * st.SubnetFactor}
-				l.nref++
+	p := st.prefixOf(s.addr)
+	if limit > 0 {
+		l.refs[0] = gateRef{key: gateKey{p, s.group}, limit: limit}
+		l.nref = 1
+		if len(st.SubnetV6)+st.SubnetV4 > 0 {
+			var buf [maxSubnets]netip.Prefix
+			for _, sp := range st.subnetsOf(s.addr, buf[:0]) {
+				if l.nref < len(l.refs)-1 {
+					l.refs[l.nref] = gateRef{key: gateKey{sp, s.group}, limit: limit * st.SubnetFactor}
+					l.nref++
+				}
 			}
 		}
+	}
+	if across {
+		l.refs[l.nref] = gateRef{key: gateKey{p, groupAll}, limit: st.AcrossLogins}
+		l.nref++
 	}
 	gs := &s.e.gates
 	gs.mu.Lock()
 	if gs.m == nil {
-		gs.m = make(map[netip.Prefix]*loginGate)
+		gs.m = make(map[gateKey]*loginGate)
 	}
 	for i := range l.nref {
 		r := &l.refs[i]
@@ -257,7 +285,7 @@ func (l *Login) gates(st *Settings, limit int) *sync.Mutex {
 func (l *Login) dropGates() {
 	for i := range l.nref {
 		r := &l.refs[i]
-		if r.key.IsValid() && r.g.pending == 0 && r.g.waiters == 0 && l.s.e.gates.m[r.key] == r.g {
+		if r.key.p.IsValid() && r.g.pending == 0 && r.g.waiters == 0 && l.s.e.gates.m[r.key] == r.g {
 			delete(l.s.e.gates.m, r.key)
 		}
 	}
@@ -273,7 +301,7 @@ func (l *Login) release() {
 		return
 	}
 	mu := &l.s.e.gates.mu
-	if !l.refs[0].key.IsValid() {
+	if !l.refs[0].key.p.IsValid() {
 		mu = &l.s.mu
 	}
 	mu.Lock()

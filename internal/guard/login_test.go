@@ -33,12 +33,23 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// gateState returns the pending and waiting attempts of prefix p.
+// gateState returns the pending and waiting attempts of prefix p, in
+// every protocol group (not the shared gate of failed_logins_across_groups).
 func (h *harness) gateState(p string) (pending, waiters int) {
+	for g := range numGroups {
+		n, w := h.gateStateIn(p, g)
+		pending, waiters = pending+n, waiters+w
+	}
+	return pending, waiters
+}
+
+// gateStateIn returns the pending and waiting attempts of prefix p in
+// group g (groupAll: the shared gate).
+func (h *harness) gateStateIn(p string, g Group) (pending, waiters int) {
 	h.e.gates.mu.Lock()
 	defer h.e.gates.mu.Unlock()
-	if g := h.e.gates.m[netip.MustParsePrefix(p)]; g != nil {
-		return g.pending, g.waiters
+	if gt := h.e.gates.m[gateKey{netip.MustParsePrefix(p), g}]; gt != nil {
+		return gt.pending, gt.waiters
 	}
 	return 0, 0
 }
@@ -319,29 +330,29 @@ func TestCounterCapKeepsNearThreshold(t *testing.T) {
 	now := time.Unix(1e9, 0)
 	hot := netip.MustParsePrefix("198.51.100.1/32")
 	for range 9 {
-		c.add(hot, trigI, now, time.Minute, 10, 0)
+		c.add(hot, GroupSMTP, trigI, now, time.Minute, 10, 0)
 	}
 	for i := range 100000 {
 		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
-		c.add(netip.PrefixFrom(a, 32), trigI, now, time.Minute, 10, 0)
+		c.add(netip.PrefixFrom(a, 32), GroupSMTP, trigI, now, time.Minute, 10, 0)
 	}
 	if n := c.len(); n > counterShards*evictSample {
 		t.Fatalf("%d counters, cap %d", n, counterShards*evictSample)
 	}
-	if n := c.get(hot, trigI, now); n != 9 {
+	if n := c.get(hot, GroupSMTP, trigI, now); n != 9 {
 		t.Fatalf("the counter near its threshold was evicted (count %d)", n)
 	}
-	if n := c.add(hot, trigI, now, time.Minute, 10, 0); n != 10 {
+	if n := c.add(hot, GroupSMTP, trigI, now, time.Minute, 10, 0); n != 10 {
 		t.Fatalf("count %d, want 10", n)
 	}
 	// Expired counters go first, whatever their count.
-	c.add(hot, trigI, now, time.Minute, 10, 0)
+	c.add(hot, GroupSMTP, trigI, now, time.Minute, 10, 0)
 	later := now.Add(2 * time.Minute)
 	for i := range 1000 {
 		a := netip.AddrFrom4([4]byte{11, 0, byte(i >> 8), byte(i)})
-		c.add(netip.PrefixFrom(a, 32), trigI, later, time.Minute, 10, 0)
+		c.add(netip.PrefixFrom(a, 32), GroupSMTP, trigI, later, time.Minute, 10, 0)
 	}
-	if n := c.get(hot, trigI, later); n != 0 {
+	if n := c.get(hot, GroupSMTP, trigI, later); n != 0 {
 		t.Fatalf("an expired counter reads %d", n)
 	}
 }

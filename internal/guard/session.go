@@ -273,42 +273,63 @@ func (s *Session) tarpitted() Decision {
 	return Decision{Delay: st.TarpitDelay, Blocked: true, Reason: ent.rec.Reason}
 }
 
-// event counts one occurrence of trigger t and blocks when it reaches its
-// threshold. fp is a wrong-password fingerprint (0 for other triggers). The
-// block's detail is label+value, joined only when a block is made.
+// event counts one occurrence of trigger t for the session's protocol
+// group and blocks when it reaches the group's threshold. A failed login
+// (L) also counts toward the counter every group shares when
+// failed_logins_across_groups is set. fp is a wrong-password fingerprint (0
+// for other triggers). The block's detail is label+value, joined only when
+// a block is made.
 func (s *Session) event(t trigger, fp uint64, label, value string) Decision {
 	st := s.e.settings.Load()
 	g := &st.groups[s.group]
 	limit := g.threshold[t]
-	if limit <= 0 || s.bypassed(st, t) {
+	across := t == trigL && st.acrossOn(s.group)
+	if limit <= 0 && !across || s.bypassed(st, t) {
 		return s.tarpitted()
 	}
 	now := s.e.clock()
 	p := st.prefixOf(s.addr)
-	var n int
-	if t == trigI || st.CrossSession {
-		window := st.BlockTime
-		if t == trigI {
-			window = connectionWindow
-		}
-		n = s.e.counters.add(p, t, now, window, limit, fp)
-		if n < limit && t != trigI && len(st.SubnetV6)+st.SubnetV4 > 0 {
-			if d, ok := s.subnetEvent(st, t, fp, label+value, now); ok {
-				return d
+	var n, nAll int
+	if across {
+		nAll = s.e.counters.add(p, groupAll, trigL, now, st.BlockTime, st.AcrossLogins, fp)
+	}
+	if limit > 0 {
+		if t == trigI || st.CrossSession {
+			window := st.BlockTime
+			if t == trigI {
+				window = connectionWindow
 			}
+			n = s.e.counters.add(p, s.group, t, now, window, limit, fp)
+			if n < limit && t != trigI && len(st.SubnetV6)+st.SubnetV4 > 0 {
+				if d, ok := s.subnetEvent(st, t, fp, label+value, now); ok {
+					return d
+				}
+			}
+		} else {
+			s.mu.Lock()
+			if fp == 0 || !s.fps.seen(fp) {
+				s.counts[t]++
+			}
+			n = int(s.counts[t])
+			s.mu.Unlock()
 		}
-	} else {
-		s.mu.Lock()
-		if fp == 0 || !s.fps.seen(fp) {
-			s.counts[t]++
-		}
-		n = int(s.counts[t])
-		s.mu.Unlock()
 	}
-	if n < limit {
-		return s.tarpitted()
+	groupHit := limit > 0 && n >= limit
+	switch {
+	case groupHit && !g.logOnly[t]:
+		return s.trip(st, t, p, label+value, n, now, false)
+	case across && nAll >= st.AcrossLogins:
+		return s.trip(st, t, p, fmt.Sprintf("%s%s; %d failed logins across protocols", label, value, nAll), nAll, now, false)
+	case groupHit:
+		return s.trip(st, t, p, label+value, n, now, true) // log only
 	}
-	return s.trip(st, t, p, label+value, n, now)
+	return s.tarpitted()
+}
+
+// acrossOn reports whether group g's failed logins count toward the
+// counter every group shares (failed_logins_across_groups).
+func (st *Settings) acrossOn(g Group) bool {
+	return st.AcrossLogins > 0 && st.groups[g].on
 }
 
 // subnetEvent counts t for the enclosing prefixes of multi-prefix counting
@@ -317,19 +338,18 @@ func (s *Session) subnetEvent(st *Settings, t trigger, fp uint64, detail string,
 	var buf [4]netip.Prefix
 	limit := st.groups[s.group].threshold[t] * st.SubnetFactor
 	for _, sp := range st.subnetsOf(s.addr, buf[:0]) {
-		if n := s.e.counters.add(sp, t, now, st.BlockTime, limit, fp); n >= limit {
-			return s.trip(st, t, sp, fmt.Sprintf("%s; %d events across %s", detail, n, sp), n, now), true
+		if n := s.e.counters.add(sp, s.group, t, now, st.BlockTime, limit, fp); n >= limit {
+			return s.trip(st, t, sp, fmt.Sprintf("%s; %d events across %s", detail, n, sp), n, now, st.groups[s.group].logOnly[t]), true
 		}
 	}
 	return Decision{}, false
 }
 
-// trip makes the block for trigger t (or logs it in dry-run mode) and says
-// what the front-end must do.
-func (s *Session) trip(st *Settings, t trigger, p netip.Prefix, detail string, n int, now time.Time) Decision {
-	g := &st.groups[s.group]
+// trip makes the block for trigger t (or logs it when logOnly, the dry
+// run) and says what the front-end must do.
+func (s *Session) trip(st *Settings, t trigger, p netip.Prefix, detail string, n int, now time.Time, logOnly bool) Decision {
 	r := t.reason()
-	if g.logOnly[t] {
+	if logOnly {
 		s.e.log.Info("would block (log only)", "prefix", p.String(), "reason", r.String(), "why", r.Name(),
 			"service", s.service, "detail", detail, "count", n)
 		return Decision{DryRun: true, Reason: r}

@@ -11,6 +11,7 @@ import (
 	"github.com/postern/postern/internal/diag"
 	"github.com/postern/postern/internal/patterns"
 	"github.com/postern/postern/internal/policy"
+	"github.com/postern/postern/internal/store"
 )
 
 // Defaults of §6 and the seed.
@@ -48,6 +49,11 @@ type Settings struct {
 	AccountDelay    time.Duration
 	PurgeAfter      time.Duration // 0: expired blocks stay until purged by hand
 
+	// AcrossLogins is failed_logins_across_groups: when above zero, the
+	// failed logins of every configured group also count toward one
+	// counter per block prefix, which blocks at this threshold.
+	AcrossLogins int
+
 	Bypass       *Bypass
 	LocalDomains map[string]bool
 
@@ -55,11 +61,17 @@ type Settings struct {
 }
 
 type groupSettings struct {
+	on          bool             // the group is configured: intrusion prevention processes it
 	threshold   [numTriggers]int // counting triggers I L P Y R; 1 for the instant ones when enabled
 	spamScore   float64
 	messageSize int64
 	tarpit      *patterns.Set
 	logOnly     [numTriggers]bool
+	// refuseAll: the group's services refuse new connections from every
+	// blocked address (refuse_blocked). refuseAuto: they refuse those of
+	// blocks a trigger made (refuse_blocked or close_blocked_connection).
+	// A group's own refuse_blocked: false turns both off.
+	refuseAll, refuseAuto bool
 }
 
 // Compile builds Settings from the configuration. reg resolves [patterns]
@@ -119,12 +131,21 @@ func Compile(ctx context.Context, cfg *config.File, reg *patterns.Registry, pol 
 			s.LocalDomains[d] = true
 		}
 	}
+	if s.CrossSession {
+		s.AcrossLogins = max(ips.FailedLoginsAcrossGroups.N, 0)
+	}
 	var errs diag.List
 	for g, tc := range [numGroups]*config.Triggers{GroupSMTP: ips.SMTP, GroupMail: ips.IMAPPOP3, GroupWeb: ips.Web} {
+		gs := &s.groups[g]
+		gs.refuseAll = s.RefuseBlocked
+		gs.refuseAuto = s.RefuseBlocked || s.CloseBlocked
 		if tc == nil {
 			continue
 		}
-		gs := &s.groups[g]
+		gs.on = true
+		if tc.RefuseBlocked != nil {
+			gs.refuseAll, gs.refuseAuto = *tc.RefuseBlocked, *tc.RefuseBlocked
+		}
 		gs.threshold[trigI] = tc.ConnectionsPerMinute
 		gs.threshold[trigL] = tc.FailedLogins
 		gs.threshold[trigP] = tc.UnknownRecipients
@@ -222,6 +243,29 @@ func (s *Settings) subnetsOf(addr netip.Addr, buf []netip.Prefix) []netip.Prefix
 		}
 	}
 	return buf
+}
+
+// refuses reports whether a new connection to a service of group g from an
+// address under block b is refused: every block with refuse_blocked, the
+// blocks a trigger made (every reason but U, manual) with
+// close_blocked_connection — "all connections just incoming from this
+// address are blocked for the block time" — and none where the group
+// opted out with its own refuse_blocked: false.
+func (s *Settings) refuses(g Group, r store.Reason) bool {
+	gs := &s.groups[g]
+	return gs.refuseAll || gs.refuseAuto && r != store.ReasonManual
+}
+
+// RefusesBlock reports whether a new connection to service from an
+// address under a block with reason r is refused at connect (else it is
+// let in, tarpitted when tarpit_delay is set; its login attempts are
+// refused whatever this says).
+func (s *Settings) RefusesBlock(service string, r store.Reason) bool {
+	g, ok := GroupOf(service)
+	if !ok {
+		g = GroupSMTP
+	}
+	return s.refuses(g, r)
 }
 
 // TriggersEnabled returns, per group, the reason codes whose triggers are

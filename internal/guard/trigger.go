@@ -51,6 +51,11 @@ const (
 	GroupMail              // imap, imaps, pop3, pop3s
 	GroupWeb               // web
 	numGroups
+
+	// groupAll keys the counters every group shares: the failed logins
+	// of failed_logins_across_groups and the refusals of
+	// Admission.Quiet. It is a counter key only, never a service's group.
+	groupAll = numGroups
 )
 
 var groupNames = [numGroups]string{"smtp", "imap_pop3", "web"}
