@@ -107,6 +107,19 @@ func TestCheckWarnsAboutTriggersThatCannotFire(t *testing.T) {
 		t.Errorf("refuse only: exit %d\n%s", code, errs)
 	}
 
+	// Both off at the top but a group refusing its blocks: no warning.
+	bothOff := strings.Replace(liveConfig, "close_blocked_connection: true", "close_blocked_connection: false", 1)
+	if code, _, errs := postern(t, "check", "-c", writeFile2(t, cfg, bothOff)); code != 0 || !strings.Contains(errs, "both off") {
+		t.Errorf("both off: exit %d, want the warning\n%s", code, errs)
+	}
+	groupRefuses := strings.Replace(bothOff, "  imap_pop3: {", "  imap_pop3: { refuse_blocked: true,", 1)
+	if groupRefuses == bothOff {
+		t.Fatal("liveConfig has no imap_pop3 group to set refuse_blocked in")
+	}
+	if code, _, errs := postern(t, "check", "-c", writeFile2(t, cfg, groupRefuses)); code != 0 || strings.Contains(errs, "both off") {
+		t.Errorf("a group refuses: exit %d, want no both-off warning\n%s", code, errs)
+	}
+
 	// Where every SMTP service takes mail only after AUTH, the message
 	// triggers never fire: an authenticated session bypasses them.
 	authOnly := `services:
@@ -147,5 +160,27 @@ func TestServeLogsTriggersThatCannotFire(t *testing.T) {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("log lacks %q:\n%s", want, buf.String())
 		}
+	}
+}
+
+// writeFile2 writes body to path and returns path.
+func writeFile2(t *testing.T, path, body string) string {
+	t.Helper()
+	writeFile(t, path, body)
+	return path
+}
+
+// A host mask in tarpit_accounts names clients, not recipients: an error,
+// never a list that silently matches nothing.
+func TestCheckTarpitAccountsHostMask(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "postern.yaml")
+	writeFile(t, cfg, `services:
+  smtp: { listen: "127.0.0.1:0", backend: "127.0.0.1:10025" }
+intrusion_prevention:
+  smtp: { tarpit_accounts: "honeypot.example.com" }
+`)
+	code, _, errs := postern(t, "check", "-c", cfg)
+	if code != 1 || !strings.Contains(errs, "tarpit_accounts holds a host mask") || !strings.Contains(errs, ":4:") {
+		t.Fatalf("exit %d\n%s", code, errs)
 	}
 }

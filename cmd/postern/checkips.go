@@ -152,7 +152,11 @@ func ipsWarnings(f *config.File) []error {
 			}
 		}
 	}
-	if ips.RefuseBlocked != nil && !*ips.RefuseBlocked && ips.CloseBlockedConnection != nil && !*ips.CloseBlockedConnection {
+	groupRefuses := false
+	for _, g := range []*config.Triggers{ips.SMTP, ips.IMAPPOP3, ips.Web} {
+		groupRefuses = groupRefuses || g != nil && g.RefuseBlocked != nil && *g.RefuseBlocked
+	}
+	if ips.RefuseBlocked != nil && !*ips.RefuseBlocked && ips.CloseBlockedConnection != nil && !*ips.CloseBlockedConnection && !groupRefuses {
 		out = append(out, diag.Errorf(diag.Pos{File: f.Path},
 			"intrusion_prevention: refuse_blocked and close_blocked_connection are both off, so a block neither refuses nor closes a connection (it only slows the address down, with tarpit_delay): turn at least one on"))
 	}

@@ -167,6 +167,8 @@ func Compile(ctx context.Context, cfg *config.File, reg *patterns.Registry, pol 
 			set, err := reg.Expr(patterns.Source{Text: tc.TarpitAccounts.Value, Pos: tc.TarpitAccounts.Pos, Quoted: tc.TarpitAccounts.Quoted})
 			if err != nil {
 				errs.Add(err)
+			} else if set.HasHosts() {
+				errs.Add(diag.Errorf(tc.TarpitAccounts.Pos, "tarpit_accounts holds a host mask, which names clients, not recipients: write a mail mask such as *@honeypot.example.com"))
 			} else if !set.HasMail() {
 				errs.Add(diag.Errorf(tc.TarpitAccounts.Pos, "tarpit_accounts lists no mail addresses (want masks such as trap@example.com or *@honeypot.example.com)"))
 			} else {
