@@ -121,6 +121,17 @@ func testRefusalProtocols(t *testing.T, env *testenv.Env, gw *gateway) {
 	}
 }
 
+// dovecotSawDecoys waits until Dovecot logged n password mismatches of
+// account from addr since mark — the refused logins, asked with decoy
+// passwords — and checks it never logged account in from addr.
+func dovecotSawDecoys(t testing.TB, env *testenv.Env, mark int64, n int, account, addr string) {
+	t.Helper()
+	waitDovecot(t, env, mark, n, "("+account+","+addr+",", "Password mismatch")
+	if l := linesWith(dovecotSince(t, env, mark), "Login: user=<"+account+">", rip(addr)); len(l) > 0 {
+		t.Fatalf("Dovecot logged %s in from %s:\n%s", account, addr, strings.Join(l, "\n"))
+	}
+}
+
 func median(d []time.Duration) time.Duration {
 	s := slices.Clone(d)
 	slices.Sort(s)
