@@ -21,7 +21,8 @@ const refusalPairs = 9
 
 // TestRefusalIndistinguishable: a login the login IP restriction refuses
 // (carol@other.test's right password from outside 203.0.113.0/24) and a
-// wrong password for the same account get byte-identical replies — the
+// wrong password of an account without a restriction (alice@example.test),
+// from the same address, get byte-identical replies — the
 // first login after postern's start included — and take the same time:
 // the medians of refusalPairs interleaved attempts each differ by less
 // than 20% (or by less than 3 ms, the scheduling noise of a loaded
@@ -74,7 +75,7 @@ func testRefusalProtocols(t *testing.T, env *testenv.Env, gw *gateway) {
 		name string
 		addr string
 		base string // first client address; the i-th pair uses base+i
-		try  func(t *testing.T, env *testenv.Env, addr string, src netip.AddrPort, pass string) (string, time.Duration)
+		try  func(t *testing.T, env *testenv.Env, addr string, src netip.AddrPort, user, pass string) (string, time.Duration)
 	}{
 		{"IMAP", gw.IMAPS, "192.0.2.200", imapFailure},
 		{"POP3", gw.POP3S, "192.0.2.220", pop3Failure},
@@ -92,8 +93,8 @@ func testRefusalProtocols(t *testing.T, env *testenv.Env, gw *gateway) {
 				// neither gets the other's place in a sequence.
 				var r, w string
 				var dr, dw time.Duration
-				refuse := func() { r, dr = tc.try(t, env, tc.addr, netip.AddrPortFrom(a, 41000), carolPass) }
-				wrongPass := func() { w, dw = tc.try(t, env, tc.addr, netip.AddrPortFrom(a, 41001), fmt.Sprintf("wrong-%d", i)) }
+				refuse := func() { r, dr = tc.try(t, env, tc.addr, netip.AddrPortFrom(a, 41000), carol, carolPass) }
+				wrongPass := func() { w, dw = tc.try(t, env, tc.addr, netip.AddrPortFrom(a, 41001), alice, fmt.Sprintf("wrong-%d", i)) }
 				if i%2 == 0 {
 					refuse()
 					wrongPass()
@@ -165,14 +166,14 @@ func write(t *testing.T, c *tls.Conn, s string) {
 	}
 }
 
-// imapFailure logs carol in with pass and returns every byte of the answer
+// imapFailure logs user in with pass and returns every byte of the answer
 // (untagged lines and the tagged line) and the time from the command's
 // last byte to the answer's.
-func imapFailure(t *testing.T, env *testenv.Env, addr string, src netip.AddrPort, pass string) (string, time.Duration) {
+func imapFailure(t *testing.T, env *testenv.Env, addr string, src netip.AddrPort, user, pass string) (string, time.Duration) {
 	c, r := gwTLS(t, env, addr, src)
 	defer c.Close()
 	readLine(t, r) // greeting
-	write(t, c, "a1 LOGIN "+carol+" "+pass+"\r\n")
+	write(t, c, "a1 LOGIN "+user+" "+pass+"\r\n")
 	start := time.Now()
 	var b strings.Builder
 	for range 10 {
@@ -188,11 +189,11 @@ func imapFailure(t *testing.T, env *testenv.Env, addr string, src netip.AddrPort
 	return "", 0
 }
 
-func pop3Failure(t *testing.T, env *testenv.Env, addr string, src netip.AddrPort, pass string) (string, time.Duration) {
+func pop3Failure(t *testing.T, env *testenv.Env, addr string, src netip.AddrPort, user, pass string) (string, time.Duration) {
 	c, r := gwTLS(t, env, addr, src)
 	defer c.Close()
 	readLine(t, r) // greeting
-	write(t, c, "USER "+carol+"\r\n")
+	write(t, c, "USER "+user+"\r\n")
 	if l := readLine(t, r); !strings.HasPrefix(l, "+OK") {
 		t.Fatalf("USER: %q", l)
 	}
@@ -204,7 +205,7 @@ func pop3Failure(t *testing.T, env *testenv.Env, addr string, src netip.AddrPort
 	return l, d
 }
 
-func smtpFailure(t *testing.T, env *testenv.Env, addr string, src netip.AddrPort, pass string) (string, time.Duration) {
+func smtpFailure(t *testing.T, env *testenv.Env, addr string, src netip.AddrPort, user, pass string) (string, time.Duration) {
 	c, r := gwTLS(t, env, addr, src)
 	defer c.Close()
 	reply := func() string {
@@ -220,7 +221,7 @@ func smtpFailure(t *testing.T, env *testenv.Env, addr string, src netip.AddrPort
 	reply() // greeting
 	write(t, c, "EHLO refusal.e2e.test\r\n")
 	reply()
-	write(t, c, "AUTH PLAIN "+base64.StdEncoding.EncodeToString([]byte("\x00"+carol+"\x00"+pass))+"\r\n")
+	write(t, c, "AUTH PLAIN "+base64.StdEncoding.EncodeToString([]byte("\x00"+user+"\x00"+pass))+"\r\n")
 	start := time.Now()
 	l := reply()
 	d := time.Since(start)
