@@ -162,7 +162,10 @@ func TestRefusalDecoyAccepted(t *testing.T) {
 	if got := c.cmd("AUTH PLAIN "+plainBlob("carol@example.test", "right-pass"), 535); got != "535 5.7.8 Error: authentication failed: (reason unavailable)" {
 		t.Fatalf("refused login, decoy accepted: %q", got)
 	}
-	c.closed()
+	c.send("MAIL FROM:<carol@example.test>\r\n")
+	if code, text := c.read(); code != 0 || !strings.HasPrefix(text, "EOF") {
+		t.Fatalf("after a refused login whose decoy the backend accepted: %d %q, want the connection closed", code, text)
+	}
 	if !strings.Contains(h.logs.String(), "accepted the decoy password") {
 		t.Fatalf("not logged:\n%s", h.logs.String())
 	}
