@@ -94,7 +94,9 @@ func testRefusalProtocols(t *testing.T, env *testenv.Env, gw *gateway) {
 				var r, w string
 				var dr, dw time.Duration
 				refuse := func() { r, dr = tc.try(t, env, tc.addr, netip.AddrPortFrom(a, 41000), carol, carolPass) }
-				wrongPass := func() { w, dw = tc.try(t, env, tc.addr, netip.AddrPortFrom(a, 41001), alice, fmt.Sprintf("wrong-%d", i)) }
+				wrongPass := func() {
+					w, dw = tc.try(t, env, tc.addr, netip.AddrPortFrom(a, 41001), alice, fmt.Sprintf("wrong-%d", i))
+				}
 				if i%2 == 0 {
 					refuse()
 					wrongPass()
