@@ -38,7 +38,10 @@ const refusalPairs = 9
 // client's address; never her password and never a success.
 func TestRefusalIndistinguishable(t *testing.T) {
 	env := testenv.Backends(t)
-	gw := startGateway(t, gwConfig{Backend: env.SMTPProxy,
+	// timeouts.backend 20 s: with Dovecot's auth penalty on
+	// (POSTERN_BACKENDS_AUTH_PENALTY=1), a second failure from an address
+	// waits 2 s of penalty plus the failure delay.
+	gw := startGateway(t, gwConfig{Backend: env.SMTPProxy, BackendWait: "20s",
 		IMAP: env.IMAPProxy, IMAPS: env.IMAPSProxy, POP3: env.POP3Proxy, POP3S: env.POP3SProxy})
 	mark := env.LogMark(t, "dovecot")
 	pmark := env.LogMark(t, "postfix")
