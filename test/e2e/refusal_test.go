@@ -32,8 +32,10 @@ const refusalPairs = 9
 //
 //	POSTERN_E2E=1 POSTERN_BACKENDS_AUTH_FAILURE_DELAY=2s go test -run TestRefusalIndistinguishable -v ./test/e2e/
 //
-// Each address carries one refusal and one wrong password (2 failures,
-// below failed_logins 3), so no block interferes. Dovecot and Postfix see
+// Every attempt comes from an address of its own (the i-th pair from
+// base+2i and base+2i+1): no block interferes, and neither does Dovecot's
+// per-address auth penalty when it is on, which delays the second failure
+// of an address by seconds, refused or not. Dovecot and Postfix see
 // the refused logins with a decoy password: a failure of carol's, from the
 // client's address; never her password and never a success.
 func TestRefusalIndistinguishable(t *testing.T) {
@@ -77,7 +79,7 @@ func testRefusalProtocols(t *testing.T, env *testenv.Env, gw *gateway) {
 	for _, tc := range []struct {
 		name string
 		addr string
-		base string // first client address; the i-th pair uses base+i
+		base string // first client address; the i-th pair uses base+2i and base+2i+1
 		try  func(t *testing.T, env *testenv.Env, addr string, src netip.AddrPort, user, pass string) (string, time.Duration)
 	}{
 		{"IMAP", gw.IMAPS, "192.0.2.200", imapFailure},
@@ -98,7 +100,7 @@ func testRefusalProtocols(t *testing.T, env *testenv.Env, gw *gateway) {
 				var dr, dw time.Duration
 				refuse := func() { r, dr = tc.try(t, env, tc.addr, netip.AddrPortFrom(a, 41000), carol, carolPass) }
 				wrongPass := func() {
-					w, dw = tc.try(t, env, tc.addr, netip.AddrPortFrom(a, 41001), alice, fmt.Sprintf("wrong-%d", i))
+					w, dw = tc.try(t, env, tc.addr, netip.AddrPortFrom(a.Next(), 41001), alice, fmt.Sprintf("wrong-%d", i))
 				}
 				if i%2 == 0 {
 					refuse()
@@ -114,7 +116,7 @@ func testRefusalProtocols(t *testing.T, env *testenv.Env, gw *gateway) {
 					t.Fatalf("pair %d from %s: refused %q, wrong password %q (first refusal %q): must be byte-identical", i, a, r, w, first)
 				}
 				refused, wrong = append(refused, dr), append(wrong, dw)
-				a = a.Next()
+				a = a.Next().Next()
 			}
 			mr, mw := median(refused), median(wrong)
 			t.Logf("%s: failure reply %q; refused median %v (min %v, max %v), wrong password median %v (min %v, max %v)",
