@@ -22,7 +22,7 @@ const refusalPairs = 9
 // TestRefusalIndistinguishable: a login the login IP restriction refuses
 // (carol@other.test's right password from outside 203.0.113.0/24) and a
 // wrong password of an account without a restriction (alice@example.test),
-// from the same address, get byte-identical replies — the
+// each from an address of its own, get byte-identical replies — the
 // first login after postern's start included — and take the same time:
 // the medians of refusalPairs interleaved attempts each differ by less
 // than 20% (or by less than 3 ms, the scheduling noise of a loaded
