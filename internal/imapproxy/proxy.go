@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/postern/postern/internal/decoy"
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/policy"
 	"github.com/postern/postern/internal/relay"
@@ -61,9 +62,12 @@ type Proxy struct {
 	log    *slog.Logger
 	conns  relay.Conns
 
-	// authFail is the backend's own failure text (after the tag), so that
-	// a refused login reads exactly like a wrong password.
+	// authFail is the backend's last failure text (after the tag), for
+	// the one refusal the backend does not answer itself: a decoy
+	// password it accepted.
 	authFail atomic.Pointer[string]
+	// decoys gives the password a refused login is replayed with.
+	decoys *decoy.Passwords
 }
 
 // New returns a Proxy; policy is read on every login, so a reload takes
@@ -73,7 +77,7 @@ func New(cfg Config, eng Engine, pol func() *policy.Policy, log *slog.Logger) *P
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	p := &Proxy{cfg: cfg, eng: eng, policy: pol, log: log.With("service", cfg.Service)}
+	p := &Proxy{cfg: cfg, eng: eng, policy: pol, log: log.With("service", cfg.Service), decoys: decoy.New()}
 	p.conns.Log = p.log
 	def := "NO [AUTHENTICATIONFAILED] Authentication failed."
 	p.authFail.Store(&def)

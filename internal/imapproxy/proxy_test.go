@@ -116,7 +116,7 @@ func TestFailedLoginsAndRestriction(t *testing.T) {
 	if !strings.HasPrefix(wrong, "NO") {
 		t.Fatalf("wrong password: %q", wrong)
 	}
-	// Outside the login restriction: the same answer, backend not asked.
+	// Outside the login restriction: the same answer, the backend asked with a decoy password.
 	c2 := h.dial("127.0.1.3")
 	c2.line()
 	c2.send("b1 LOGIN alice@example.test alice-pass-1\r\n")

@@ -575,10 +575,13 @@ func (s *session) login(tag, authz, user, pass string) (bool, error) {
 		return s.obey(d), nil
 	}
 	defer lg.Abandon()
+	refused := false
 	if pol := s.p.policy(); pol != nil && !pol.AllowLogin(user, addr) {
+		// Refused, and answered as a wrong password is: the backend is
+		// asked with a decoy password in place of the client's, fails it
+		// with its own text in its own time, and that answer is relayed.
 		s.log.Info("login refused by the login IP restriction", "account", user)
-		// Look exactly like a wrong password: the backend's own wording.
-		return s.failed(tag, lg, fp, tag+" "+*s.p.authFail.Load())
+		refused, pass = true, s.p.decoys.Password(pass)
 	}
 	untagged, tagged, err := s.backendLogin(tag, authz, user, pass)
 	if err != nil {
@@ -590,6 +593,15 @@ func (s *session) login(tag, authz, user, pass string) (bool, error) {
 	status := ""
 	if rest := strings.TrimPrefix(tagged, tag+" "); len(rest) >= 2 {
 		status, _, _ = strings.Cut(rest, " ")
+	}
+	if strings.EqualFold(status, "OK") && refused {
+		// The backend took a decoy password (a passdb that checks none):
+		// the login stays refused, and the backend's session, logged in,
+		// is never handed over.
+		lg.Failed(fp)
+		s.log.Error("the backend accepted the decoy password of a refused login; closing", "account", user)
+		s.send(tag + " " + *s.p.authFail.Load())
+		return true, nil
 	}
 	if strings.EqualFold(status, "OK") {
 		lg.Succeeded()

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/postern/postern/internal/decoy"
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/policy"
 	"github.com/postern/postern/internal/relay"
@@ -61,7 +62,8 @@ type Proxy struct {
 	log    *slog.Logger
 	conns  relay.Conns
 
-	authFail atomic.Pointer[string] // the backend's own -ERR for a failed login
+	authFail atomic.Pointer[string] // the backend's last -ERR for a failed login
+	decoys   *decoy.Passwords       // the password a refused login is replayed with
 }
 
 // New returns a Proxy; policy is read on every login.
@@ -70,7 +72,7 @@ func New(cfg Config, eng Engine, pol func() *policy.Policy, log *slog.Logger) *P
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	p := &Proxy{cfg: cfg, eng: eng, policy: pol, log: log.With("service", cfg.Service)}
+	p := &Proxy{cfg: cfg, eng: eng, policy: pol, log: log.With("service", cfg.Service), decoys: decoy.New()}
 	p.conns.Log = p.log
 	def := "-ERR [AUTH] Authentication failed."
 	p.authFail.Store(&def)

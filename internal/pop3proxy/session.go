@@ -612,9 +612,13 @@ func (s *session) login(authz, user, pass string) bool {
 		return s.obey(d)
 	}
 	defer lg.Abandon()
+	refused := false
 	if pol := s.p.policy(); pol != nil && !pol.AllowLogin(user, addr) {
+		// Refused, and answered as a wrong password is: the backend is
+		// asked with a decoy password in place of the client's, fails it
+		// with its own text in its own time, and that answer is relayed.
 		s.log.Info("login refused by the login IP restriction", "account", user)
-		return s.failed(lg, fp, *s.p.authFail.Load())
+		refused, pass = true, s.p.decoys.Password(pass)
 	}
 	reply, err := s.backendLogin(authz, user, pass)
 	if err != nil {
@@ -624,6 +628,14 @@ func (s *session) login(authz, user, pass string) bool {
 		return true
 	}
 	switch {
+	case strings.HasPrefix(reply, "+OK") && refused:
+		// The backend took a decoy password (a passdb that checks none):
+		// the login stays refused, and the backend's session, logged in,
+		// is never handed over.
+		lg.Failed(fp)
+		s.log.Error("the backend accepted the decoy password of a refused login; closing", "account", user)
+		s.send(*s.p.authFail.Load())
+		return true
 	case strings.HasPrefix(reply, "+OK"):
 		lg.Succeeded()
 		s.log.Info("logged in", "account", user)

@@ -11,10 +11,12 @@ import (
 )
 
 // auth handles AUTH PLAIN and LOGIN. postern reads the credentials itself,
-// applies the login IP restriction before the backend is asked (a refused
-// login gets the backend's own failure reply and counts as a failed login),
-// then asks the backend with AUTH PLAIN and relays its answer. The password
-// is never logged or kept.
+// applies the login IP restriction, then asks the backend with AUTH PLAIN
+// and relays its answer. A login the restriction refuses is asked with a
+// decoy password in place of the client's, so that its answer is the
+// backend's own failure reply in the backend's own time; it counts as a
+// failed login. The password is never logged or kept, and a refused one
+// never leaves postern.
 func (s *session) auth(c command) error {
 	switch {
 	case !s.greeted:
@@ -60,9 +62,13 @@ func (s *session) auth(c command) error {
 		return errClosed
 	}
 	defer lg.Abandon()
+	refused := false
 	if pol := s.env.Policy; pol != nil && !pol.AllowLogin(user, addr) {
+		// Refused, and answered as a wrong password is: the backend is
+		// asked with a decoy password in place of the client's, fails it
+		// with its own text in its own time, and that answer is relayed.
 		s.log.Info("login refused by the login IP restriction", "account", user)
-		return s.authFailed(lg, fp, *s.p.authFail.Load())
+		refused, pass = true, s.p.decoys.Password(pass)
 	}
 	blob := base64.StdEncoding.EncodeToString([]byte(authz + "\x00" + user + "\x00" + pass))
 	r, err := s.be.cmd("AUTH PLAIN " + blob)
@@ -71,6 +77,14 @@ func (s *session) auth(c command) error {
 		return s.backendLost(err)
 	}
 	switch {
+	case r.code == 235 && refused:
+		// The backend took a decoy password (a SASL set-up that checks
+		// none): the login stays refused, and the backend's session,
+		// authenticated, is never used.
+		s.log.Error("the backend accepted the decoy password of a refused login; closing", "account", user)
+		lg.Failed(fp)
+		s.reply(*s.p.authFail.Load())
+		return errClosed
 	case r.code == 235:
 		s.authed, s.account = true, user
 		lg.Succeeded()

@@ -105,7 +105,7 @@ func TestAuth(t *testing.T) {
 	c.expect(220)
 	c.cmd("EHLO x", 250)
 	wrong := c.cmd("AUTH PLAIN "+plain("alice@example.test", "nope"), 535)
-	// From outside the login restriction: the same 535, without asking the backend.
+	// From outside the login restriction: the same 535, the backend asked with a decoy password.
 	c2 := h.dial("127.0.1.9")
 	c2.expect(220)
 	c2.cmd("EHLO x", 250)

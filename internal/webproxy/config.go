@@ -31,6 +31,12 @@ const (
 	DefaultMaxLoginBody   = 64 << 10
 	DefaultBodyTimeout    = 30 * time.Second
 	DefaultWriteTimeout   = 60 * time.Second
+	// DefaultRefusalTime is how long a refused login waits before its
+	// answer until the backend has failed a login: Dovecot's default
+	// auth_failure_delay, which a webmail in front of Dovecot inherits.
+	DefaultRefusalTime = 2 * time.Second
+	// maxRefusalTime bounds how long any refused login waits.
+	maxRefusalTime = 30 * time.Second
 )
 
 // Config is one web service's configuration.
@@ -56,6 +62,12 @@ type Config struct {
 	WriteTimeout   time.Duration // a client that stops reading the response (each write)
 	MaxHeaderBytes int           // request line and headers
 	MaxLoginBody   int64         // bytes of a login request read to find the account
+	// RefusalTime is how long a login refused by the login IP
+	// restriction waits before its answer while no backend failure time
+	// is known (0: DefaultRefusalTime; negative: no wait until then).
+	// Once the backend has failed logins, a refusal waits as long as one
+	// of the recent failures took (a random draw).
+	RefusalTime time.Duration
 }
 
 func (c *Config) defaults() {
@@ -78,6 +90,9 @@ func (c *Config) defaults() {
 	}
 	if c.MaxLoginBody <= 0 {
 		c.MaxLoginBody = DefaultMaxLoginBody
+	}
+	if c.RefusalTime == 0 {
+		c.RefusalTime = DefaultRefusalTime
 	}
 }
 

@@ -83,6 +83,7 @@ func FuzzServeHTTP(f *testing.F) {
 		f.Fatal(err)
 	}
 	wcfg.Backends = []*url.URL{{Scheme: "http", Host: "127.0.0.1:1"}}
+	wcfg.RefusalTime = -1 // no wait for refusals: the backend never fails a login here
 	px, err := New(wcfg, eng, func() *policy.Policy { return snap.Policy }, nil)
 	if err != nil {
 		f.Fatal(err)

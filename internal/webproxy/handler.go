@@ -74,6 +74,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = &idleBody{ReadCloser: r.Body, rc: rc, d: p.cfg.BodyTimeout}
 	}
+	if at != nil {
+		at.sent = time.Now() // the backend's failure time starts here
+	}
 	p.rp.ServeHTTP(&streamWriter{ResponseWriter: w, rc: rc, d: p.cfg.WriteTimeout}, r)
 	rc.SetWriteDeadline(time.Time{})
 	if at != nil && at.decision.Action == guard.Close {

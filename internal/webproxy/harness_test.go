@@ -247,6 +247,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	}
 	cfg.Trusted = snap.Policy.TrustedUpstream
 	cfg.HeaderTimeout = 2 * time.Second
+	cfg.RefusalTime = -1 // refusals answer at once until a failure is timed (refusal_test.go sets it)
 	if o.mutate != nil {
 		o.mutate(&cfg)
 	}

@@ -23,6 +23,7 @@ type attempt struct {
 	fp       uint64
 	login    *guard.Login // the attempt in flight; nil without a guard session
 	decision guard.Decision
+	sent     time.Time // when the request went to the backend
 }
 
 // loginForm returns the login form whose method and paths a request is
@@ -142,6 +143,13 @@ func (p *Proxy) checkLogin(w http.ResponseWriter, r *http.Request, cc *clientCon
 	}
 	if pol := p.policy(); pol != nil && !pol.AllowLogin(user, cc.addr) {
 		p.log.Info("login refused by the login IP restriction", "client", cc.addr.String(), "account", user)
+		// As long as the backend takes to fail a login (a draw from its
+		// recent failures), the attempt held in flight meanwhile as a
+		// real one is; a client that goes away ends the wait.
+		if !p.delay(r.Context(), p.failTimes.Draw()) {
+			at.decision = lg.Failed(at.fp)
+			return at, true
+		}
 		at.decision = lg.Failed(at.fp)
 		p.loginFailedPage(w, r, cc, f, at.decision)
 		if at.decision.Action == guard.Close {
@@ -217,6 +225,9 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		}
 		at.login.Abandon()
 		return nil
+	}
+	if !at.sent.IsZero() {
+		p.failTimes.Record(time.Since(at.sent))
 	}
 	at.decision = at.login.Failed(at.fp)
 	p.log.Info("webmail login failed", "client", at.cc.addr.String(), "account", at.account,

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/mimic"
 	"github.com/postern/postern/internal/policy"
 	"github.com/postern/postern/internal/store"
 )
@@ -39,6 +40,10 @@ type Proxy struct {
 	rp     *httputil.ReverseProxy
 	scheme string // of the backends
 
+	// failTimes holds how long the backend took to answer recent failed
+	// logins; a refused login waits a draw from it.
+	failTimes *mimic.Latencies
+
 	mu    sync.Mutex
 	conns map[*clientConn]struct{}
 }
@@ -54,7 +59,8 @@ func New(cfg Config, eng Engine, pol func() *policy.Policy, lg *slog.Logger) (*P
 		lg = slog.New(slog.DiscardHandler)
 	}
 	p := &Proxy{cfg: cfg, eng: eng, policy: pol, log: lg.With("service", cfg.Service),
-		conns: make(map[*clientConn]struct{}), scheme: cfg.Backends[0].Scheme}
+		conns: make(map[*clientConn]struct{}), scheme: cfg.Backends[0].Scheme,
+		failTimes: mimic.New(cfg.RefusalTime, maxRefusalTime)}
 	p.be = newBackends(cfg.Backends, cfg.BackendTLS, cfg.ConnectTimeout)
 	p.tr = p.be.transport(cfg.BackendTimeout)
 	p.rp = &httputil.ReverseProxy{

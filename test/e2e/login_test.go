@@ -7,8 +7,8 @@ import (
 
 // Login restrictions: the gateways have "@other.test=203.0.113.0/24", so
 // carol@other.test may log in only from 203.0.113.0/24. A login from
-// elsewhere gets the same 535 5.7.8 as a wrong password, is never shown
-// to Postfix, and counts as a failed login (L).
+// elsewhere gets the same 535 5.7.8 as a wrong password (Postfix is asked
+// with a decoy password, never hers), and counts as a failed login (L).
 func testLoginRestriction(t *testing.T, s *suite) {
 	const out, in = "198.51.100.20", "203.0.113.21"
 	const carol, carolPass = "carol@other.test", "carol-pass-3"
@@ -52,14 +52,18 @@ func testLoginRestriction(t *testing.T, s *suite) {
 	}
 	s.gw.wantBlock(t, out, "L", "submission", "account "+carol)
 
-	// Postfix saw one AUTH from outside (alice's) and none of carol's.
+	// Postfix saw alice's failed AUTH from outside and carol's three
+	// refused ones as failures (decoy passwords), never her password.
 	waitPostfix(t, s.env, mark, 2, "disconnect from "+client(out))
 	log := postfixSince(t, s.env, mark)
-	if l := linesWith(log, client(out), "authentication failed"); len(l) != 1 || !strings.Contains(l[0], "sasl_username=alice@example.test") {
-		t.Fatalf("Postfix's AUTH failures of %s: want alice's only:\n%s", out, strings.Join(l, "\n"))
+	if l := linesWith(log, client(out), "authentication failed", "sasl_username=alice@example.test"); len(l) != 1 {
+		t.Fatalf("Postfix's AUTH failures of alice from %s: want one:\n%s", out, strings.Join(l, "\n"))
 	}
-	if l := linesWith(log, client(out), carol); len(l) > 0 {
-		t.Fatalf("Postfix saw carol's refused logins:\n%s", strings.Join(l, "\n"))
+	if l := linesWith(log, client(out), "authentication failed", "sasl_username="+carol); len(l) != 3 {
+		t.Fatalf("Postfix's AUTH failures of carol from %s: want the three refused logins:\n%s", out, strings.Join(l, "\n"))
+	}
+	if n, f := len(linesWith(log, client(out), carol)), len(linesWith(log, client(out), carol, "authentication failed")); n != f || strings.Contains(log, carolPass) {
+		t.Fatalf("Postfix's lines of carol from %s: want failures only, never her password:\n%s", out, strings.Join(linesWith(log, client(out), carol), "\n"))
 	}
 	if d := linesWith(log, "disconnect from "+client(in)); len(d) != 1 || !strings.Contains(d[0], " auth=1 ") {
 		t.Fatalf("Postfix's session of %s: want one successful AUTH:\n%s", in, strings.Join(d, "\n"))
