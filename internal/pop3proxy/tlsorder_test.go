@@ -1,133 +1,24 @@
 package pop3proxy
 
 import (
-	"bufio"
-	"context"
-	"crypto/tls"
-	"io"
 	"log/slog"
-	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
-	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/postern/postern/internal/guard"
-	"github.com/postern/postern/internal/netlisten"
+	"github.com/postern/postern/internal/gwtest"
 	"github.com/postern/postern/internal/policy"
 	"github.com/postern/postern/internal/relay"
 	"github.com/postern/postern/internal/snapshot"
-	"github.com/postern/postern/internal/store"
-	"github.com/postern/postern/internal/tlsconf"
 )
 
-type netlistenAcceptor struct{ *netlisten.Listener }
-
-func (a netlistenAcceptor) Accept() (net.Conn, netip.AddrPort, netip.AddrPort, error) {
-	c, err := a.Listener.Accept()
-	if err != nil {
-		return nil, netip.AddrPort{}, netip.AddrPort{}, err
-	}
-	return c, c.ClientAddr(), c.LocalAddrPort(), nil
-}
-
-// TestImplicitTLSRefusesBeforeHandshake: on an implicit-TLS port the grant
-// and block check comes before the TLS handshake: a client refused again
-// and again gets no handshake after its first few answered refusals, and
-// its refused connections count toward connections per minute until it is
-// blocked.
+// TestImplicitTLSRefusesBeforeHandshake: pop3s checks grant and blocks
+// before the TLS handshake (gwtest says how).
 func TestImplicitTLSRefusesBeforeHandshake(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "postern.yaml")
-	os.WriteFile(path, []byte(`services:
-  pop3: { listen: ":995", backend: "127.0.0.1:1", grant: "127.0.0.72; 127.0.0.73" }
-intrusion_prevention:
-  imap_pop3: { connections_per_minute: 3 }
-`), 0o644)
-	snap, err := snapshot.Load(context.Background(), path, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	eng, err := guard.New(context.Background(), snap.Guard, guard.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { eng.Close() })
-	certFile, keyFile, err := tlsconf.SelfSigned(dir, []string{"localhost"}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certs, err := tlsconf.Load(certFile, keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var handshakes atomic.Int32
-	sc := certs.ServerConfig()
-	sc.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) { handshakes.Add(1); return nil, nil }
-	ln, err := netlisten.Listen(context.Background(), netlisten.Config{Listen: "127.0.0.1:0", TLS: sc})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := New(Config{Service: "pop3", ImplicitTLS: true, Backend: relay.Dialer{Addr: "127.0.0.1:1"},
-		PlaintextLogin: func(netip.Addr) bool { return true }, PreAuthIdle: 5 * time.Second},
-		eng, func() *policy.Policy { return snap.Policy }, slog.New(slog.DiscardHandler))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); p.Serve(ctx, netlistenAcceptor{ln}, time.Second) }()
-	t.Cleanup(func() { cancel(); <-done; ln.Shutdown(context.Background()) })
-
-	tlsDial := func(src string) (string, error) {
-		d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-		c, err := tls.DialWithDialer(d, "tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true})
-		if err != nil {
-			return "", err
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		line, _ := bufio.NewReader(c).ReadString('\n')
-		return line, nil
-	}
-	// The first refusals of a minute are answered over TLS; later ones are
-	// closed without a handshake.
-	for i := range guard.AnsweredRefusals + 3 {
-		line, err := tlsDial("127.0.0.71")
-		if i < guard.AnsweredRefusals {
-			if err != nil || !strings.Contains(line, "Access denied") && !strings.Contains(line, "Blocked (") {
-				t.Fatalf("refusal %d: %q, %v; want the protocol's refusal over TLS", i+1, line, err)
-			}
-		} else if err == nil {
-			t.Fatalf("refusal %d completed a TLS handshake (answered %q)", i+1, line)
-		}
-	}
-	if n := handshakes.Load(); n != guard.AnsweredRefusals {
-		t.Fatalf("%d TLS handshakes for a refused client, want %d", n, guard.AnsweredRefusals)
-	}
-	if b, ok := eng.BlockOf(netip.MustParseAddr("127.0.0.71")); !ok || b.Reason != store.ReasonConnections {
-		t.Fatalf("refused connections must count toward connections per minute: %+v", b)
-	}
-	if _, err := tlsDial("127.0.0.72"); err != nil {
-		t.Fatalf("granted client: %v", err)
-	}
-	if n := handshakes.Load(); n != guard.AnsweredRefusals+1 {
-		t.Fatalf("%d handshakes after a granted client, want %d", n, guard.AnsweredRefusals+1)
-	}
-	// A granted client whose handshakes fail is counted too: the
-	// connection is counted before the handshake.
-	for range 3 {
-		d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.73")}}
-		c, err := d.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		c.Write([]byte("not a TLS client hello\r\n"))
-		io.ReadAll(c)
-		c.Close()
-	}
-	if b, ok := eng.BlockOf(netip.MustParseAddr("127.0.0.73")); !ok || b.Reason != store.ReasonConnections {
-		t.Fatalf("connections with failed handshakes must count toward connections per minute: %+v", b)
-	}
+	gwtest.ImplicitTLSRefusesBeforeHandshake(t, "pop3", "imap_pop3", func(snap *snapshot.Snapshot, eng *guard.Engine) gwtest.Server {
+		return New(Config{Service: "pop3", ImplicitTLS: true, Backend: relay.Dialer{Addr: "127.0.0.1:1"},
+			PlaintextLogin: func(netip.Addr) bool { return true }, PreAuthIdle: 5 * time.Second},
+			eng, func() *policy.Policy { return snap.Policy }, slog.New(slog.DiscardHandler))
+	})
 }
