@@ -19,7 +19,7 @@ import (
 
 	"github.com/postern/postern/internal/admin"
 	"github.com/postern/postern/internal/config"
-	"github.com/postern/postern/internal/store"
+	reasoncode "github.com/postern/postern/internal/reason"
 )
 
 // maxImportFile matches the server's limit on an import body.
@@ -158,7 +158,7 @@ counted on the server's clock.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var f admin.Filter
 			if reason != "" {
-				r, err := store.ParseReason(reason)
+				r, err := reasoncode.Parse(reason)
 				if err != nil {
 					return fmt.Errorf("--reason: %w", err)
 				}

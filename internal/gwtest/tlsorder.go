@@ -18,9 +18,9 @@ import (
 
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/netlisten"
+	"github.com/postern/postern/internal/reason"
 	"github.com/postern/postern/internal/relay"
 	"github.com/postern/postern/internal/snapshot"
-	"github.com/postern/postern/internal/store"
 	"github.com/postern/postern/internal/tlsconf"
 )
 
@@ -114,7 +114,7 @@ intrusion_prevention:
 	if n := handshakes.Load(); n != guard.AnsweredRefusals {
 		t.Fatalf("%d TLS handshakes for a refused client, want %d", n, guard.AnsweredRefusals)
 	}
-	if b, ok := eng.BlockOf(netip.MustParseAddr("127.0.0.71")); !ok || b.Reason != store.ReasonConnections {
+	if b, ok := eng.BlockOf(netip.MustParseAddr("127.0.0.71")); !ok || b.Reason != reason.Connections {
 		t.Fatalf("refused connections must count toward connections per minute: %+v", b)
 	}
 	if _, err := tlsDial("127.0.0.72"); err != nil {
@@ -136,7 +136,7 @@ intrusion_prevention:
 		io.ReadAll(c)
 		c.Close()
 	}
-	if b, ok := eng.BlockOf(netip.MustParseAddr("127.0.0.73")); !ok || b.Reason != store.ReasonConnections {
+	if b, ok := eng.BlockOf(netip.MustParseAddr("127.0.0.73")); !ok || b.Reason != reason.Connections {
 		t.Fatalf("connections with failed handshakes must count toward connections per minute: %+v", b)
 	}
 }

@@ -15,7 +15,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/postern/postern/internal/guard"
-	"github.com/postern/postern/internal/store"
+	"github.com/postern/postern/internal/reason"
 )
 
 func TestLoginAndFetchThroughPostern(t *testing.T) {
@@ -131,7 +131,7 @@ func TestFailedLoginsAndRestriction(t *testing.T) {
 	if l := c.line(); !strings.HasPrefix(l, "* BYE Blocked (failed logins)") {
 		t.Fatalf("after the threshold: %q", l)
 	}
-	if b, ok := h.eng.BlockOf(netip.MustParseAddr("127.0.0.3")); !ok || b.Reason != store.ReasonLogin {
+	if b, ok := h.eng.BlockOf(netip.MustParseAddr("127.0.0.3")); !ok || b.Reason != reason.Login {
 		t.Fatalf("block: %+v", b)
 	}
 	c = h.dial("127.0.0.3")

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/postern/postern/internal/store"
+	"github.com/postern/postern/internal/reason"
 )
 
 // countingBackend is a POP3 server offering SASL PLAIN that counts the
@@ -224,7 +224,7 @@ func TestUnansweredLoginCounts(t *testing.T) {
 	if l := c.cmd("PASS guess"); !strings.HasPrefix(l, "-ERR [SYS/TEMP]") {
 		t.Fatalf("answer %q", l)
 	}
-	if b, ok := h.eng.BlockOf(netip.MustParseAddr("127.0.0.44")); !ok || b.Reason != store.ReasonLogin {
+	if b, ok := h.eng.BlockOf(netip.MustParseAddr("127.0.0.44")); !ok || b.Reason != reason.Login {
 		t.Fatalf("the unanswered attempt was not counted: %+v", b)
 	}
 }

@@ -18,9 +18,9 @@ import (
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/policy"
 	"github.com/postern/postern/internal/pop3mem"
+	"github.com/postern/postern/internal/reason"
 	"github.com/postern/postern/internal/relay"
 	"github.com/postern/postern/internal/snapshot"
-	"github.com/postern/postern/internal/store"
 )
 
 const testMessage = "From: bob@example.test\r\nSubject: hi\r\n\r\n.leading dot\r\nbody\r\n"
@@ -198,7 +198,7 @@ func TestFailuresBlockAndRestriction(t *testing.T) {
 	if l := c2.cmd(""); !strings.Contains(l, "Blocked (failed logins)") {
 		t.Fatalf("after the threshold: %q", l)
 	}
-	if b, _ := h.eng.BlockOf(netip.MustParseAddr("127.0.0.5")); b.Reason != store.ReasonLogin {
+	if b, _ := h.eng.BlockOf(netip.MustParseAddr("127.0.0.5")); b.Reason != reason.Login {
 		t.Fatalf("block: %+v", b)
 	}
 	c3 := h.dial(t, "127.0.0.5")

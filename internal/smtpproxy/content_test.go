@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/postern/postern/internal/store"
+	"github.com/postern/postern/internal/reason"
 )
 
 // testRules are the rules the evasion tests try to step around.
@@ -188,7 +188,7 @@ func TestContentRulesDecodedSession(t *testing.T) {
 				}
 				c.expect(554)
 				c.closed()
-				if b, _ := h.eng.BlockOf(netip.MustParseAddr(src)); b.Reason != store.ReasonContent {
+				if b, _ := h.eng.BlockOf(netip.MustParseAddr(src)); b.Reason != reason.Content {
 					t.Errorf("scan %v, message %d, bdat %v: block %+v", scan, i, bdat, b)
 				}
 			}

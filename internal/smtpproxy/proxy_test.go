@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/postern/postern/internal/store"
+	"github.com/postern/postern/internal/reason"
 	"github.com/postern/postern/internal/tlsconf"
 )
 
@@ -131,7 +131,7 @@ func TestFailedLoginsBlock(t *testing.T) {
 	c.cmd("AUTH PLAIN "+base64.StdEncoding.EncodeToString([]byte("\x00alice@example.test\x00guess9")), 535)
 	c.expect(421) // blocked: closing
 	c.closed()
-	if b, ok := h.eng.BlockOf(netip.MustParseAddr("127.0.0.6")); !ok || b.Reason != store.ReasonLogin || b.Detail != "account alice@example.test" {
+	if b, ok := h.eng.BlockOf(netip.MustParseAddr("127.0.0.6")); !ok || b.Reason != reason.Login || b.Detail != "account alice@example.test" {
 		t.Fatalf("block: %+v", b)
 	}
 	c = h.dial("127.0.0.6")
@@ -154,7 +154,7 @@ func TestRecipientTriggers(t *testing.T) {
 		t.Errorf("the backend's 550 must be relayed: %q", text)
 	}
 	c.expect(421)
-	if b, _ := h.eng.BlockOf(netip.MustParseAddr("127.0.0.7")); b.Reason != store.ReasonUnknownRecipients {
+	if b, _ := h.eng.BlockOf(netip.MustParseAddr("127.0.0.7")); b.Reason != reason.UnknownRecipients {
 		t.Fatalf("P block: %+v", b)
 	}
 	// Y: relay denials, by local_domains (postern answers) and by the backend.
@@ -168,7 +168,7 @@ func TestRecipientTriggers(t *testing.T) {
 		}
 	}
 	c.expect(421)
-	if b, _ := h.eng.BlockOf(netip.MustParseAddr("127.0.0.8")); b.Reason != store.ReasonRelay {
+	if b, _ := h.eng.BlockOf(netip.MustParseAddr("127.0.0.8")); b.Reason != reason.Relay {
 		t.Fatalf("Y block: %+v", b)
 	}
 	// A: a tarpit account blocks at once, and the recipient is not accepted.
@@ -179,7 +179,7 @@ func TestRecipientTriggers(t *testing.T) {
 	c.cmd("RCPT TO:<alice@example.test>", 250)
 	c.cmd("RCPT TO:<trap@example.test>", 550)
 	c.expect(421)
-	if b, _ := h.eng.BlockOf(netip.MustParseAddr("127.0.0.9")); b.Reason != store.ReasonTarpitAccount {
+	if b, _ := h.eng.BlockOf(netip.MustParseAddr("127.0.0.9")); b.Reason != reason.TarpitAccount {
 		t.Fatalf("A block: %+v", b)
 	}
 	// postmaster without a domain is never a relay attempt.
@@ -202,7 +202,7 @@ func TestRsetAndSize(t *testing.T) {
 	c.cmd("RSET", 250)
 	c.cmd("RSET", 250)
 	c.expect(421)
-	if b, _ := h.eng.BlockOf(netip.MustParseAddr("127.0.0.11")); b.Reason != store.ReasonRSET {
+	if b, _ := h.eng.BlockOf(netip.MustParseAddr("127.0.0.11")); b.Reason != reason.RSET {
 		t.Fatalf("R block: %+v", b)
 	}
 	// DATA's implicit reset is not an RSET: many messages in one session.
@@ -233,7 +233,7 @@ func TestRsetAndSize(t *testing.T) {
 		t.Errorf("M reply: %q", text)
 	}
 	c.closed()
-	if b, _ := h.eng.BlockOf(netip.MustParseAddr("127.0.0.12")); b.Reason != store.ReasonSize {
+	if b, _ := h.eng.BlockOf(netip.MustParseAddr("127.0.0.12")); b.Reason != reason.Size {
 		t.Fatalf("M block: %+v", b)
 	}
 	if n := len(h.mta.messages()); n != before {
@@ -251,7 +251,7 @@ func TestContentRulesAndDNSBL(t *testing.T) {
 	if text := c.expect(554); !strings.Contains(text, "blocked using bl.example.org") {
 		t.Fatalf("DNSBL refusal: %q", text)
 	}
-	if b, _ := h.eng.BlockOf(netip.MustParseAddr("127.0.0.21")); b.Reason != store.ReasonDNSBL {
+	if b, _ := h.eng.BlockOf(netip.MustParseAddr("127.0.0.21")); b.Reason != reason.DNSBL {
 		t.Fatalf("D block: %+v", b)
 	}
 	for i, m := range []string{"Subject: Big CASINO win\r\n\r\nhi\r\n", "Subject: hi\r\n\r\nbuy v1agra now\r\n"} {
@@ -265,7 +265,7 @@ func TestContentRulesAndDNSBL(t *testing.T) {
 		c.send(m + ".\r\n")
 		c.expect(554)
 		c.closed()
-		if b, _ := h.eng.BlockOf(netip.MustParseAddr(src)); b.Reason != store.ReasonContent {
+		if b, _ := h.eng.BlockOf(netip.MustParseAddr(src)); b.Reason != reason.Content {
 			t.Fatalf("C block %d: %+v", i, b)
 		}
 	}

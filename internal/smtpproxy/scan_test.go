@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/postern/postern/internal/reason"
 	"github.com/postern/postern/internal/spamscan"
-	"github.com/postern/postern/internal/store"
 )
 
 // fakeScanner scores messages by a word in them and records what it saw.
@@ -62,7 +62,7 @@ func TestSpamScanning(t *testing.T) {
 		t.Fatalf("spam reply: %q", text)
 	}
 	c.expect(421)
-	if b, _ := h.eng.BlockOf(netip.MustParseAddr("127.0.0.60")); b.Reason != store.ReasonSpam || !strings.Contains(b.Detail, "score 20.00") {
+	if b, _ := h.eng.BlockOf(netip.MustParseAddr("127.0.0.60")); b.Reason != reason.Spam || !strings.Contains(b.Detail, "score 20.00") {
 		t.Fatalf("S block: %+v", b)
 	}
 	if n := len(h.mta.messages()); n != 1 {

@@ -16,9 +16,9 @@ import (
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/mailaddr"
 	"github.com/postern/postern/internal/netlisten"
+	"github.com/postern/postern/internal/reason"
 	"github.com/postern/postern/internal/relay"
 	"github.com/postern/postern/internal/spamscan"
-	"github.com/postern/postern/internal/store"
 )
 
 // session is one client connection.
@@ -514,7 +514,7 @@ func (s *session) rcpt(c command) error {
 	}
 	// A tarpit account (often an address that does not exist) is checked
 	// before the backend is asked, and never accepted.
-	if d := s.gs.Recipient(to); d.Blocked && d.Reason == store.ReasonTarpitAccount && !d.DryRun {
+	if d := s.gs.Recipient(to); d.Blocked && d.Reason == reason.TarpitAccount && !d.DryRun {
 		if err := s.reply(newReply(550, "5.1.1 "+p.Canonical()+": Recipient address rejected")); err != nil {
 			return err
 		}

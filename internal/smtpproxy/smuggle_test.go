@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postern/postern/internal/reason"
 	"github.com/postern/postern/internal/relay"
-	"github.com/postern/postern/internal/store"
 )
 
 // Commands that a lenient server (Postfix splits on any white space,
@@ -45,7 +45,7 @@ func TestCommandSmuggling(t *testing.T) {
 		c.cmd(" auth plain "+pw("guess-2"), 535)
 		c.cmd("AUTH\tPLAIN "+pw("guess-3")+"\t", 535)
 		c.expect(421) // failed_logins: 3
-		if b, ok := h.eng.BlockOf(netip.MustParseAddr("127.0.1.20")); !ok || b.Reason != store.ReasonLogin {
+		if b, ok := h.eng.BlockOf(netip.MustParseAddr("127.0.1.20")); !ok || b.Reason != reason.Login {
 			t.Fatalf("block: %+v %v", b, ok)
 		}
 	})
@@ -68,7 +68,7 @@ func TestCommandSmuggling(t *testing.T) {
 		c.cmd("  rcpt to: <v2@elsewhere.example>", 554)
 		c.cmd("RCPT TO:<\"v3\"@Elsewhere.Example>", 554)
 		c.expect(421)
-		if b, _ := h.eng.BlockOf(netip.MustParseAddr("127.0.0.22")); b.Reason != store.ReasonRelay {
+		if b, _ := h.eng.BlockOf(netip.MustParseAddr("127.0.0.22")); b.Reason != reason.Relay {
 			t.Fatalf("Y block: %+v", b)
 		}
 	})
@@ -93,7 +93,7 @@ func TestCommandSmuggling(t *testing.T) {
 			c.cmd("MAIL FROM:<x@example.org>", 250)
 			c.cmd("RCPT TO:"+rcpt, 550)
 			c.expect(421)
-			if b, _ := h.eng.BlockOf(netip.MustParseAddr(src)); b.Reason != store.ReasonTarpitAccount {
+			if b, _ := h.eng.BlockOf(netip.MustParseAddr(src)); b.Reason != reason.TarpitAccount {
 				t.Errorf("%s: A block: %+v", rcpt, b)
 			}
 		}
@@ -108,7 +108,7 @@ func TestCommandSmuggling(t *testing.T) {
 		c.cmd("RSET x", 501) // the server would refuse it too: not counted
 		c.cmd("\tRSET\t", 250)
 		c.expect(421)
-		if b, _ := h.eng.BlockOf(netip.MustParseAddr("127.0.0.24")); b.Reason != store.ReasonRSET {
+		if b, _ := h.eng.BlockOf(netip.MustParseAddr("127.0.0.24")); b.Reason != reason.RSET {
 			t.Fatalf("R block: %+v", b)
 		}
 	})

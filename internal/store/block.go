@@ -5,81 +5,35 @@
 package store
 
 import (
-	"fmt"
 	"net/netip"
-	"strings"
 	"time"
+
+	"github.com/postern/postern/internal/reason"
 )
 
-// Reason is an intrusion-prevention reason code (§6), as in IceWarp's
-// Blocked IPs queue.
-type Reason byte
+// Reason is a block's reason code; the vocabulary lives in package reason.
+type Reason = reason.Code
 
-// The reason codes.
+// The reason codes, as package reason names them.
 const (
-	ReasonTarpitAccount     Reason = 'A' // mail to a tarpit account
-	ReasonContent           Reason = 'C' // tarpit by content rule
-	ReasonDNSBL             Reason = 'D' // listed on a DNSBL
-	ReasonConnections       Reason = 'I' // connections in one minute
-	ReasonLogin             Reason = 'L' // failed logins
-	ReasonSize              Reason = 'M' // oversized message
-	ReasonUnknownRecipients Reason = 'P' // deliveries to unknown users
-	ReasonRSET              Reason = 'R' // RSET commands
-	ReasonSpam              Reason = 'S' // spam score
-	ReasonManual            Reason = 'U' // blocked manually
-	ReasonRelay             Reason = 'Y' // relay denials
+	ReasonTarpitAccount     = reason.TarpitAccount
+	ReasonContent           = reason.Content
+	ReasonDNSBL             = reason.DNSBL
+	ReasonConnections       = reason.Connections
+	ReasonLogin             = reason.Login
+	ReasonSize              = reason.Size
+	ReasonUnknownRecipients = reason.UnknownRecipients
+	ReasonRSET              = reason.RSET
+	ReasonSpam              = reason.Spam
+	ReasonManual            = reason.Manual
+	ReasonRelay             = reason.Relay
 )
-
-var reasonNames = map[Reason]string{
-	ReasonTarpitAccount:     "tarpit account",
-	ReasonContent:           "content rule",
-	ReasonDNSBL:             "DNSBL listing",
-	ReasonConnections:       "connections per minute",
-	ReasonLogin:             "failed logins",
-	ReasonSize:              "message size",
-	ReasonUnknownRecipients: "unknown recipients",
-	ReasonRSET:              "RSET count",
-	ReasonSpam:              "spam score",
-	ReasonManual:            "manual",
-	ReasonRelay:             "relay denials",
-}
 
 // Reasons lists every reason code in alphabetical order.
-var Reasons = []Reason{
-	ReasonTarpitAccount, ReasonContent, ReasonDNSBL, ReasonConnections, ReasonLogin,
-	ReasonSize, ReasonUnknownRecipients, ReasonRSET, ReasonSpam, ReasonManual, ReasonRelay,
-}
-
-// Valid reports whether r is a known reason code.
-func (r Reason) Valid() bool { _, ok := reasonNames[r]; return ok }
-
-// Name returns the reason's name, e.g. "failed logins" for L.
-func (r Reason) Name() string {
-	if n, ok := reasonNames[r]; ok {
-		return n
-	}
-	return fmt.Sprintf("reason(%q)", byte(r))
-}
-
-// String returns the one-letter code.
-func (r Reason) String() string { return string(rune(r)) }
+var Reasons = reason.All
 
 // ParseReason accepts a code letter (either case) or a reason name.
-func ParseReason(s string) (Reason, error) {
-	s = strings.TrimSpace(s)
-	if len(s) == 1 {
-		r := Reason(strings.ToUpper(s)[0])
-		if r.Valid() {
-			return r, nil
-		}
-	}
-	for r, n := range reasonNames {
-		if strings.EqualFold(s, n) {
-			return r, nil
-		}
-	}
-	return 0, fmt.Errorf("unknown reason %q: want one of A C D I L M P R S U Y", s)
-}
+func ParseReason(s string) (Reason, error) { return reason.Parse(s) }
 
 // Block is one entry of the blocked-address queue: an address (a /32 or
 // /128) or a whole prefix.

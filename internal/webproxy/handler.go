@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/guard"
-	"github.com/postern/postern/internal/store"
+	"github.com/postern/postern/internal/reason"
 )
 
 // ServeHTTP checks one request and forwards it to a backend.
@@ -93,8 +93,8 @@ func (p *Proxy) refusedNow(w http.ResponseWriter, r *http.Request, cc *clientCon
 	if adm := p.eng.Admit(cc.addr, p.cfg.Service); adm.Action == guard.Refuse {
 		why = refusalText(adm.Reason)
 	} else if login {
-		if b, ok := p.eng.BlockOf(cc.addr); ok {
-			why = refusalText(b.Reason)
+		if d, ok := cc.gs.Blocked(); ok {
+			why = refusalText(d.Reason)
 		}
 	}
 	if why == "" {
@@ -289,7 +289,7 @@ func (p *Proxy) page(w http.ResponseWriter, r *http.Request, cc *clientConn, sta
 	}
 }
 
-func refusalText(r store.Reason) string {
+func refusalText(r reason.Code) string {
 	if r != 0 {
 		return "Blocked (" + r.Name() + ")"
 	}

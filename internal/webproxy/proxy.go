@@ -18,7 +18,6 @@ import (
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/mimic"
 	"github.com/postern/postern/internal/policy"
-	"github.com/postern/postern/internal/store"
 )
 
 // Engine is what the gateway needs of the intrusion prevention engine.
@@ -26,7 +25,6 @@ type Engine interface {
 	Admit(addr netip.Addr, service string) guard.Admission
 	Open(addr netip.Addr, service string, closer func()) (*guard.Session, guard.Decision)
 	PasswordFingerprint(account, password string) uint64
-	BlockOf(addr netip.Addr) (store.Block, bool)
 }
 
 // Proxy serves one web service.
