@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/postern/postern/bench/internal/benchkit"
 	"github.com/postern/postern/internal/testenv"
 )
 
@@ -330,11 +331,11 @@ func window(ctx context.Context, clients int, warmup, dur time.Duration, h hooks
 			work(i, &phase, &results[i])
 		}()
 	}
-	sleepCtx(ctx, warmup)
+	benchkit.SleepCtx(ctx, warmup)
 	h.start()
 	t0 := time.Now()
 	phase.Store(measuring)
-	sleepCtx(ctx, dur)
+	benchkit.SleepCtx(ctx, dur)
 	phase.Store(stopping)
 	elapsed := time.Since(t0)
 	h.end()
@@ -372,7 +373,7 @@ func transferRun(ctx context.Context, proto string, t target, acct account, m *b
 		for phase.Load() != stopping && ctx.Err() == nil {
 			if err := transferSession(ctx, proto, t, sourceAddr(10, i), acct, m, phase, counting, res); err != nil {
 				res.fail(err)
-				sleepCtx(ctx, 100*time.Millisecond) // a failure of the benchmark: do not spin
+				benchkit.SleepCtx(ctx, 100*time.Millisecond) // a failure of the benchmark: do not spin
 			}
 		}
 	})
@@ -476,7 +477,7 @@ func loginRun(ctx context.Context, proto string, t target, acct account, authPla
 			start := time.Now()
 			if err := loginSession(ctx, proto, t, src, acct, authPlain); err != nil {
 				res.fail(err)
-				sleepCtx(ctx, 100*time.Millisecond)
+				benchkit.SleepCtx(ctx, 100*time.Millisecond)
 				continue
 			}
 			res.total++
@@ -514,13 +515,4 @@ func loginSession(ctx context.Context, proto string, t target, src netip.Addr, a
 		return err
 	}
 	return c.popCmd("QUIT", "QUIT")
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
 }

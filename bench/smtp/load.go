@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/postern/postern/bench/internal/benchkit"
 	"github.com/postern/postern/internal/testenv"
 )
 
@@ -296,11 +297,11 @@ func runTimed(ctx context.Context, t target, m *message, clients, perSession int
 			}
 		}()
 	}
-	sleepCtx(ctx, warmup)
+	benchkit.SleepCtx(ctx, warmup)
 	h.start()
 	t0 := time.Now()
 	phase.Store(measuring)
-	sleepCtx(ctx, dur)
+	benchkit.SleepCtx(ctx, dur)
 	phase.Store(stopping)
 	elapsed := time.Since(t0)
 	h.end()
@@ -369,13 +370,4 @@ func runCount(ctx context.Context, t target, m *message, clients, count int, tim
 	}
 	out.elapsed = elapsed
 	return out
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
 }
