@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/postern/postern/internal/testenv"
@@ -231,4 +232,39 @@ func StopBackends(root, dir string) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "stop.sh: %v\n%s", err, out)
 	}
+}
+
+// The phases of a load window, in the order Window sets them.
+const (
+	Warming   int32 = iota // the warm-up: work done now does not count
+	Measuring              // the measured window
+	Stopping               // after it: workers finish their operation and return
+)
+
+// Window runs clients workers, work(i, phase, &results[i]), which loop
+// until phase is Stopping or ctx is done: a warm-up, then the measured
+// window of dur, with start and end called at its edges (CPU snapshots,
+// profiles). Workers still busy at the end finish their current operation.
+// It returns every worker's result and the measured window's length.
+func Window[R any](ctx context.Context, clients int, warmup, dur time.Duration, start, end func(), work func(i int, phase *atomic.Int32, res *R)) ([]R, time.Duration) {
+	var phase atomic.Int32
+	results := make([]R, clients)
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			work(i, &phase, &results[i])
+		}()
+	}
+	SleepCtx(ctx, warmup)
+	start()
+	t0 := time.Now()
+	phase.Store(Measuring)
+	SleepCtx(ctx, dur)
+	phase.Store(Stopping)
+	elapsed := time.Since(t0)
+	end()
+	wg.Wait()
+	return results, elapsed
 }

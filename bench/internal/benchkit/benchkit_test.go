@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -139,5 +140,49 @@ func TestOnlyAndEnv(t *testing.T) {
 	}
 	if e.Int("POSTERN_BACKENDS_IMAP_PROXY_PORT") != 24143 || e.Int("POSTERN_BACKENDS_DIR") != 0 || e.Addr("POSTERN_BACKENDS_IMAP_PROXY_PORT") != "127.0.0.1:24143" {
 		t.Errorf("Int/Addr: %d %d %s", e.Int("POSTERN_BACKENDS_IMAP_PROXY_PORT"), e.Int("POSTERN_BACKENDS_DIR"), e.Addr("POSTERN_BACKENDS_IMAP_PROXY_PORT"))
+	}
+}
+
+// TestWindow: work runs in every worker through the three phases; start
+// and end mark the measured window, which lasts about dur; only work done
+// while measuring counts.
+func TestWindow(t *testing.T) {
+	var started, ended atomic.Bool
+	results, elapsed := Window(context.Background(), 3, 20*time.Millisecond, 50*time.Millisecond,
+		func() { started.Store(true) }, func() { ended.Store(true) },
+		func(i int, phase *atomic.Int32, res *[2]int) {
+			res[0] = i
+			for p := phase.Load(); p != Stopping; p = phase.Load() {
+				if p == Measuring {
+					res[1]++
+				}
+				time.Sleep(time.Millisecond)
+			}
+		})
+	if !started.Load() || !ended.Load() {
+		t.Error("start and end must run")
+	}
+	if elapsed < 50*time.Millisecond {
+		t.Errorf("window of %v, want at least 50ms", elapsed)
+	}
+	if len(results) != 3 {
+		t.Fatalf("%d results", len(results))
+	}
+	for i, r := range results {
+		if r[0] != i || r[1] == 0 {
+			t.Errorf("worker %d: %v", i, r)
+		}
+	}
+	// A cancelled context ends the window at once.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	start := time.Now()
+	Window(ctx, 2, time.Hour, time.Hour, func() {}, func() {}, func(i int, phase *atomic.Int32, res *int) {
+		for phase.Load() != Stopping && ctx.Err() == nil {
+			time.Sleep(time.Millisecond)
+		}
+	})
+	if time.Since(start) > 10*time.Second {
+		t.Error("a cancelled window must end at once")
 	}
 }
