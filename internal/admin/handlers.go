@@ -64,40 +64,28 @@ type AddRequest struct {
 	Force    bool   `json:"force,omitempty"` // block even the requesting client's own address
 }
 
-// route is one endpoint of the API: a method and an exact path.
-type route struct {
-	method, path string
-	h            handlerFunc
-}
-
-func (s *Server) routeList() []route {
-	return []route{
-		{http.MethodGet, "/v1/health", s.handleHealth},
-		{http.MethodGet, "/v1/blocks", s.handleList},
-		{http.MethodPost, "/v1/blocks", s.handleAdd},
-		{http.MethodDelete, "/v1/blocks", s.handleRemove},
-		{http.MethodPost, "/v1/blocks/purge-expired", s.handlePurge},
-		{http.MethodGet, "/v1/blocks/export", s.handleExport},
-		{http.MethodPost, "/v1/blocks/import", s.handleImport},
-		{http.MethodGet, "/v1/audit", s.handleAudit},
-		{http.MethodGet, "/v1/explain", s.handleExplain},
-	}
-}
-
 // newMux routes the API with net/http's method patterns ("GET /v1/blocks").
 // Two answers the mux would give differently are taken over: a wrong method
 // gets the API's JSON error with Allow (the mux answers plain text), and
 // HEAD, which the mux serves with a GET route, is a wrong method too (the
-// API never answers without a body). Each path's method-less pattern and a
-// HEAD pattern (HEAD would otherwise reach the GET route) answer 405; "/"
-// answers 404 in JSON.
+// API never answers without a body). So each path's method-less pattern,
+// and its HEAD pattern, answer 405; "/" answers 404 in JSON.
 func (s *Server) newMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	allow := make(map[string][]string)
-	for _, rt := range s.routeList() {
-		mux.Handle(rt.method+" "+rt.path, s.endpoint(rt.h))
-		allow[rt.path] = append(allow[rt.path], rt.method)
+	handle := func(method, path string, h handlerFunc) {
+		mux.Handle(method+" "+path, s.endpoint(h))
+		allow[path] = append(allow[path], method)
 	}
+	handle(http.MethodGet, "/v1/health", s.handleHealth)
+	handle(http.MethodGet, "/v1/blocks", s.handleList)
+	handle(http.MethodPost, "/v1/blocks", s.handleAdd)
+	handle(http.MethodDelete, "/v1/blocks", s.handleRemove)
+	handle(http.MethodPost, "/v1/blocks/purge-expired", s.handlePurge)
+	handle(http.MethodGet, "/v1/blocks/export", s.handleExport)
+	handle(http.MethodPost, "/v1/blocks/import", s.handleImport)
+	handle(http.MethodGet, "/v1/audit", s.handleAudit)
+	handle(http.MethodGet, "/v1/explain", s.handleExplain)
 	for path, methods := range allow {
 		slices.Sort(methods)
 		wrong := methodNotAllowed(methods)
@@ -106,10 +94,12 @@ func (s *Server) newMux() *http.ServeMux {
 			mux.Handle(http.MethodHead+" "+path, wrong)
 		}
 	}
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
-	})
+	mux.HandleFunc("/", notFound)
 	return mux
+}
+
+func notFound(w http.ResponseWriter, r *http.Request) {
+	writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 }
 
 // methodNotAllowed answers 405 naming the methods a path allows.
@@ -140,7 +130,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	// The mux would redirect an unclean path (/v1//blocks, /v1/x/../blocks)
 	// to its clean form; the API answers only its endpoints' exact paths.
 	if ep := r.URL.EscapedPath(); ep != path.Clean(ep) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
+		notFound(w, r)
 		return
 	}
 	s.mux.ServeHTTP(w, r)
