@@ -21,7 +21,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 	proxyproto "github.com/pires/go-proxyproto"
 
-	"github.com/postern/postern/internal/testenv"
+	"github.com/postern/postern/bench/internal/benchkit"
 )
 
 // memBackend is the in-process IMAP server of the idle test: go-imap v2's
@@ -99,87 +99,21 @@ type memLiteral struct{ *strings.Reader }
 
 func (l memLiteral) Size() int64 { return int64(l.Len()) }
 
-// minRelay is the calibration floor: the least a proxy on this machine can
-// do — accept, dial the backend, send the PROXY v2 header, then copy bytes
-// both ways (io.Copy between TCP sockets: splice(2) on Linux). The
-// benchmark runs it in a child process of its own (runChildRelay), so that
-// it is scheduled and accounted like postern serve. The gap between direct
-// and minRelay is what any same-host proxy costs here (a second loopback
-// connection per session, a second TCP path for every byte); the gap
-// between minRelay and postern is postern's own work.
-type minRelay struct {
-	ln      net.Listener
-	backend string
-	wg      sync.WaitGroup
-}
-
-func startMinRelay(backend string) (*minRelay, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	mr := &minRelay{ln: ln, backend: backend}
-	mr.wg.Add(1)
-	go func() {
-		defer mr.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mr.wg.Add(1)
-			go func() {
-				defer mr.wg.Done()
-				mr.serve(c)
-			}()
-		}
-	}()
-	return mr, nil
-}
-
-func (mr *minRelay) addr() string { return mr.ln.Addr().String() }
-
-func (mr *minRelay) serve(c net.Conn) {
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Minute))
-	b, err := net.DialTimeout("tcp", mr.backend, 5*time.Second)
-	if err != nil {
-		return
-	}
-	defer b.Close()
-	b.SetDeadline(time.Now().Add(10 * time.Minute))
-	src := c.RemoteAddr().(*net.TCPAddr).AddrPort()
-	dst := c.LocalAddr().(*net.TCPAddr).AddrPort()
-	if _, err := b.Write(testenv.ProxyV2Header(src, dst)); err != nil {
-		return
-	}
-	done := make(chan struct{}, 2)
-	go func() { io.Copy(b, c); done <- struct{}{} }()
-	go func() { io.Copy(c, b); done <- struct{}{} }()
-	<-done // either side finished: the session is over
-	c.Close()
-	b.Close()
-	<-done
-}
-
-func (mr *minRelay) close() {
-	mr.ln.Close()
-	mr.wg.Wait()
-}
-
 // runChildRelay is this program re-run as the relay floor ("-child-relay
-// BACKEND"): it prints "LISTEN addr" and relays until SIGTERM or SIGINT.
+// BACKEND"): it prints "LISTEN addr" and relays until SIGTERM or SIGINT. The
+// relay runs in a child process of its own so that it is scheduled and
+// accounted like postern serve.
 func runChildRelay(backend string) int {
-	mr, err := startMinRelay(backend)
+	mr, err := benchkit.StartRelay(backend)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child relay:", err)
 		return 1
 	}
-	fmt.Printf("LISTEN %s\n", mr.addr())
+	fmt.Printf("LISTEN %s\n", mr.Addr())
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
 	<-sig
-	mr.close()
+	mr.Close()
 	return 0
 }
 

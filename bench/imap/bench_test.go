@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postern/postern/bench/internal/benchkit"
 	"github.com/postern/postern/internal/snapshot"
 	"github.com/postern/postern/internal/testenv"
 )
@@ -89,12 +90,12 @@ func TestPOPMultiline(t *testing.T) {
 }
 
 func TestParseEnv(t *testing.T) {
-	e := parseEnv("# comment\nPOSTERN_BACKENDS_DIR=/tmp/x\nPOSTERN_BACKENDS_USERS=\"a:b c:d\"\nPOSTERN_BACKENDS_IMAP_PROXY_PORT=24143\n\n")
-	if e["POSTERN_BACKENDS_DIR"] != "/tmp/x" || e["POSTERN_BACKENDS_USERS"] != "a:b c:d" || e.int("POSTERN_BACKENDS_IMAP_PROXY_PORT") != 24143 {
+	e := benchkit.ParseEnv("# comment\nPOSTERN_BACKENDS_DIR=/tmp/x\nPOSTERN_BACKENDS_USERS=\"a:b c:d\"\nPOSTERN_BACKENDS_IMAP_PROXY_PORT=24143\n\n")
+	if e["POSTERN_BACKENDS_DIR"] != "/tmp/x" || e["POSTERN_BACKENDS_USERS"] != "a:b c:d" || e.Int("POSTERN_BACKENDS_IMAP_PROXY_PORT") != 24143 {
 		t.Fatalf("parsed %v", e)
 	}
-	if e.addr("POSTERN_BACKENDS_IMAP_PROXY_PORT") != "127.0.0.1:24143" {
-		t.Fatal(e.addr("POSTERN_BACKENDS_IMAP_PROXY_PORT"))
+	if e.Addr("POSTERN_BACKENDS_IMAP_PROXY_PORT") != "127.0.0.1:24143" {
+		t.Fatal(e.Addr("POSTERN_BACKENDS_IMAP_PROXY_PORT"))
 	}
 }
 
@@ -122,10 +123,10 @@ func TestVerdictAndMedian(t *testing.T) {
 	if _, v := verdict(0, 94, 0.95); v != "no data" {
 		t.Fatalf("%q", v)
 	}
-	if m := median([]float64{3, 1, 2}); m != 2 {
+	if m := benchkit.Median([]float64{3, 1, 2}); m != 2 {
 		t.Fatal(m)
 	}
-	if m := median([]float64{4, 1}); m != 2.5 {
+	if m := benchkit.Median([]float64{4, 1}); m != 2.5 {
 		t.Fatal(m)
 	}
 }
@@ -169,13 +170,13 @@ func TestMemBackendAndRelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer be.close()
-	mr, err := startMinRelay(be.addr())
+	mr, err := benchkit.StartRelay(be.addr())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer mr.close()
+	defer mr.Close()
 	ctx := context.Background()
-	c, err := dial(ctx, target{addr: mr.addr()}, sourceAddr(30, 0), time.Now().Add(10*time.Second))
+	c, err := dial(ctx, target{addr: mr.Addr()}, sourceAddr(30, 0), time.Now().Add(10*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/postern/postern/bench/internal/benchkit"
 	"github.com/postern/postern/bench/internal/procstat"
 )
 
@@ -104,7 +105,7 @@ func (b *bench) idleTest() error {
 		}
 		return firstErr
 	}
-	logf("idle: opening %d logged-in IMAP connections through postern serve (in-process IMAP backend)", n)
+	benchkit.Logf("idle: opening %d logged-in IMAP connections through postern serve (in-process IMAP backend)", n)
 	t0 := time.Now()
 	// A first batch tells how many descriptors postern needs per spliced
 	// connection; n is lowered to what its open-file limit (and this
@@ -117,7 +118,7 @@ func (b *bench) idleTest() error {
 	if fit := fitConnections(limitOf(pid), r.fd0, r.fdPerConn, limitOf(os.Getpid()), procstat.FDCount(os.Getpid())-probe*2, 2); fit < n {
 		r.requested, n = n, max(fit/100*100, 2*probe)
 		r.n = n
-		logf("idle: only %d connections fit in the open-file limits (postern %s at %.1f descriptors each, this program %s)",
+		benchkit.Logf("idle: only %d connections fit in the open-file limits (postern %s at %.1f descriptors each, this program %s)",
 			n, r.noFile, r.fdPerConn, procstat.OpenFilesLimit(os.Getpid()))
 	}
 	if err := open(probe, n/2); err != nil {
@@ -142,7 +143,7 @@ func (b *bench) idleTest() error {
 		}
 	}
 	b.out.idle = &r
-	logf("idle: postern RSS %d KiB -> %d KiB with %d connections: %.1f KiB each (marginal %.1f); %d -> %d open files",
+	benchkit.Logf("idle: postern RSS %d KiB -> %d KiB with %d connections: %.1f KiB each (marginal %.1f); %d -> %d open files",
 		r.rss0, r.rssN, n, r.perConn(), r.marginal(), r.fd0, r.fdN)
 	return nil
 }

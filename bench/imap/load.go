@@ -13,10 +13,10 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/postern/postern/bench/internal/benchkit"
 	"github.com/postern/postern/internal/testenv"
 )
 
@@ -310,35 +310,11 @@ type hooks struct {
 	end   func()
 }
 
-const (
-	warming = iota
-	measuring
-	stopping
-)
-
-// window runs clients workers (work(i, phase, res) until phase is stopping
-// or ctx is done): warm-up, then the measured window of dur. Workers still
-// busy at the end finish their current operation.
+// window runs clients workers (work(i, phase, res) until phase is
+// benchkit.Stopping or ctx is done): warm-up, then the measured window of
+// dur. Workers still busy at the end finish their current operation.
 func window(ctx context.Context, clients int, warmup, dur time.Duration, h hooks, work func(i int, phase *atomic.Int32, res *loadResult)) loadResult {
-	var phase atomic.Int32
-	results := make([]loadResult, clients)
-	var wg sync.WaitGroup
-	for i := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			work(i, &phase, &results[i])
-		}()
-	}
-	sleepCtx(ctx, warmup)
-	h.start()
-	t0 := time.Now()
-	phase.Store(measuring)
-	sleepCtx(ctx, dur)
-	phase.Store(stopping)
-	elapsed := time.Since(t0)
-	h.end()
-	wg.Wait()
+	results, elapsed := benchkit.Window(ctx, clients, warmup, dur, h.start, h.end, work)
 	var out loadResult
 	for _, r := range results {
 		out.add(r)
@@ -365,14 +341,14 @@ type account struct{ user, pass string }
 func transferRun(ctx context.Context, proto string, t target, acct account, m *bigMessage, clients int, warmup, dur time.Duration, h hooks) loadResult {
 	return window(ctx, clients, warmup, dur, h, func(i int, phase *atomic.Int32, res *loadResult) {
 		counting := func(n int) {
-			if phase.Load() == measuring {
+			if phase.Load() == benchkit.Measuring {
 				res.bytes += int64(n)
 			}
 		}
-		for phase.Load() != stopping && ctx.Err() == nil {
+		for phase.Load() != benchkit.Stopping && ctx.Err() == nil {
 			if err := transferSession(ctx, proto, t, sourceAddr(10, i), acct, m, phase, counting, res); err != nil {
 				res.fail(err)
-				sleepCtx(ctx, 100*time.Millisecond) // a failure of the benchmark: do not spin
+				benchkit.SleepCtx(ctx, 100*time.Millisecond) // a failure of the benchmark: do not spin
 			}
 		}
 	})
@@ -442,14 +418,14 @@ func transferSession(ctx context.Context, proto string, t target, src netip.Addr
 	default:
 		return fmt.Errorf("unknown protocol %q", proto)
 	}
-	for first := true; phase.Load() != stopping && ctx.Err() == nil; first = false {
+	for first := true; phase.Load() != benchkit.Stopping && ctx.Err() == nil; first = false {
 		start := time.Now()
 		c.c.SetDeadline(start.Add(perTransfer))
 		if err := one(first); err != nil {
 			return err
 		}
 		res.total++
-		if phase.Load() == measuring {
+		if phase.Load() == benchkit.Measuring {
 			res.ops++
 			res.lat = append(res.lat, time.Since(start))
 		}
@@ -472,15 +448,15 @@ func (w countWriter) Write(p []byte) (int, error) { w(len(p)); return len(p), ni
 func loginRun(ctx context.Context, proto string, t target, acct account, authPlain bool, clients int, warmup, dur time.Duration, h hooks) loadResult {
 	return window(ctx, clients, warmup, dur, h, func(i int, phase *atomic.Int32, res *loadResult) {
 		src := sourceAddr(11, i)
-		for phase.Load() != stopping && ctx.Err() == nil {
+		for phase.Load() != benchkit.Stopping && ctx.Err() == nil {
 			start := time.Now()
 			if err := loginSession(ctx, proto, t, src, acct, authPlain); err != nil {
 				res.fail(err)
-				sleepCtx(ctx, 100*time.Millisecond)
+				benchkit.SleepCtx(ctx, 100*time.Millisecond)
 				continue
 			}
 			res.total++
-			if phase.Load() == measuring {
+			if phase.Load() == benchkit.Measuring {
 				res.ops++
 				res.lat = append(res.lat, time.Since(start))
 			}
@@ -514,13 +490,4 @@ func loginSession(ctx context.Context, proto string, t target, src netip.Addr, a
 		return err
 	}
 	return c.popCmd("QUIT", "QUIT")
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
 }

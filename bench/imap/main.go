@@ -29,6 +29,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/postern/postern/bench/internal/benchkit"
 	"github.com/postern/postern/bench/internal/procstat"
 )
 
@@ -118,25 +119,6 @@ func (o *options) applyShort(set map[string]bool) {
 	def("floor", func() { o.floor = false })
 }
 
-// env is DIR/backends.env.
-type env map[string]string
-
-func parseEnv(text string) env {
-	e := env{}
-	for _, l := range strings.Split(text, "\n") {
-		k, v, ok := strings.Cut(strings.TrimSpace(l), "=")
-		if !ok || strings.HasPrefix(l, "#") {
-			continue
-		}
-		e[k] = strings.Trim(v, `"`)
-	}
-	return e
-}
-
-func (e env) int(k string) int { n, _ := strconv.Atoi(e[k]); return n }
-
-func (e env) addr(k string) string { return "127.0.0.1:" + e[k] }
-
 // bench is the state of one benchmark run.
 type bench struct {
 	o     options
@@ -144,7 +126,7 @@ type bench struct {
 	root  string // the module root
 	tmp   string
 	bin   string // postern binary
-	be    env
+	be    benchkit.Env
 	procs procSet
 	big   *bigMessage
 	errs  []string
@@ -158,7 +140,7 @@ func run(ctx context.Context, o options) (err error) {
 		return errors.New("must run as root: the harness starts Dovecot, the Maildir belongs to vmail (sudo)")
 	}
 	b := &bench{o: o, ctx: ctx, out: &report{}}
-	if b.root, err = moduleRoot(); err != nil {
+	if b.root, err = benchkit.ModuleRoot("go run ./bench/imap"); err != nil {
 		return err
 	}
 	b.out.noFile = raiseNoFile(o.noFile)
@@ -180,13 +162,7 @@ func run(ctx context.Context, o options) (err error) {
 		}
 	}
 	b.header()
-	only := map[string]bool{}
-	for _, s := range strings.Split(o.only, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			only[s] = true
-		}
-	}
-	want := func(s string) bool { return len(only) == 0 || only[s] }
+	want := benchkit.Only(o.only)
 
 	if want("fetch") || want("retr") || want("imaplogin") || want("pop3login") {
 		if err := b.dovecotScenarios(want); err != nil {
@@ -218,8 +194,8 @@ func (b *bench) dovecotScenarios(want func(string) bool) error {
 			return fmt.Errorf("storing the big message: %w", err)
 		}
 	}
-	imapDirect := b.be.addr("POSTERN_BACKENDS_IMAP_PROXY_PORT")
-	popDirect := b.be.addr("POSTERN_BACKENDS_POP3_PROXY_PORT")
+	imapDirect := b.be.Addr("POSTERN_BACKENDS_IMAP_PROXY_PORT")
+	popDirect := b.be.Addr("POSTERN_BACKENDS_POP3_PROXY_PORT")
 	g, err := b.startPostern("through", imapDirect, popDirect)
 	if err != nil {
 		return err
@@ -285,27 +261,6 @@ func (b *bench) fail(format string, args ...any) {
 	fmt.Fprintln(os.Stderr, "ERROR:", msg)
 }
 
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
-}
-
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.Contains(string(b), "module github.com/postern/postern\n") {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("run from inside the postern module (go run ./bench/imap)")
-		}
-		dir = parent
-	}
-}
-
 // raiseNoFile lifts this process's open-file limit (soft and hard) to at
 // least want: the idle test holds two sockets per connection here (client
 // and in-process backend) and postern serve, which inherits the limit,
@@ -334,48 +289,23 @@ func raiseNoFile(want uint64) string {
 
 // backends starts the harness (or reads the running one with -reuse).
 func (b *bench) backends() error {
-	envFile := filepath.Join(b.o.dir, "backends.env")
-	if !b.o.reuse {
-		if err := os.MkdirAll(b.o.dir, 0o755); err != nil {
-			return err
-		}
-		logf("starting the harness backends in %s (port base %d)", b.o.dir, b.o.portBase)
-		cmd := exec.CommandContext(b.ctx, filepath.Join(b.root, "test/backends/start.sh"), b.o.dir, "--fresh")
-		cmd.Env = append(os.Environ(), fmt.Sprintf("POSTERN_BACKENDS_PORT_BASE=%d", b.o.portBase))
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("test/backends/start.sh %s: %v\n%s(already running? use -reuse, or test/backends/stop.sh %s)", b.o.dir, err, out, b.o.dir)
-		}
-	}
-	text, err := os.ReadFile(envFile)
+	e, err := benchkit.StartBackends(b.ctx, b.root, b.o.dir, b.o.portBase, b.o.reuse)
 	if err != nil {
-		return fmt.Errorf("%w (start the backends, or drop -reuse)", err)
+		return err
 	}
-	b.be = parseEnv(string(text))
-	b.procs.dovecot = b.be.int("POSTERN_BACKENDS_DOVECOT_PID")
-	if b.procs.dovecot == 0 || b.be.int("POSTERN_BACKENDS_IMAP_PROXY_PORT") == 0 || b.be.int("POSTERN_BACKENDS_POP3_PROXY_PORT") == 0 {
-		return fmt.Errorf("%s: no Dovecot PID or IMAP/POP3 PROXY port", envFile)
+	b.be = e
+	b.procs.dovecot = e.Int("POSTERN_BACKENDS_DOVECOT_PID")
+	if b.procs.dovecot == 0 || e.Int("POSTERN_BACKENDS_IMAP_PROXY_PORT") == 0 || e.Int("POSTERN_BACKENDS_POP3_PROXY_PORT") == 0 {
+		return fmt.Errorf("%s: no Dovecot PID or IMAP/POP3 PROXY port", filepath.Join(b.o.dir, "backends.env"))
 	}
 	return nil
 }
 
-func (b *bench) stopBackends() {
-	logf("stopping the harness backends")
-	cmd := exec.Command(filepath.Join(b.root, "test/backends/stop.sh"), b.o.dir)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "stop.sh: %v\n%s", err, out)
-	}
-}
+func (b *bench) stopBackends() { benchkit.StopBackends(b.root, b.o.dir) }
 
-func (b *bench) buildPostern() error {
-	b.bin = filepath.Join(b.tmp, "postern")
-	logf("building postern")
-	cmd := exec.CommandContext(b.ctx, "go", "build", "-o", b.bin, "./cmd/postern")
-	cmd.Dir = b.root
-	cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build ./cmd/postern: %v\n%s", err, out)
-	}
-	return nil
+func (b *bench) buildPostern() (err error) {
+	b.bin, err = benchkit.BuildPostern(b.ctx, b.root, b.tmp)
+	return err
 }
 
 // storeBig replaces bob's Maildir by one holding only the big message, in
@@ -411,7 +341,7 @@ func (b *bench) storeBig() error {
 	if err := os.WriteFile(f, b.big.file, 0o600); err != nil {
 		return err
 	}
-	logf("stored a %d-byte message (%d with CRLF) in %s", len(b.big.file), b.big.vsize, md)
+	benchkit.Logf("stored a %d-byte message (%d with CRLF) in %s", len(b.big.file), b.big.vsize, md)
 	return os.Chown(f, uid, gid)
 }
 
@@ -583,14 +513,7 @@ func (g *gateway) stop() error {
 	}
 }
 
-func (g *gateway) logTail() string {
-	b, _ := os.ReadFile(g.logPath)
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) > 15 {
-		lines = lines[len(lines)-15:]
-	}
-	return strings.Join(lines, "\n")
-}
+func (g *gateway) logTail() string { return benchkit.LogTail(g.logPath, 15) }
 
 // ---- scenarios ------------------------------------------------------------------
 
@@ -632,7 +555,7 @@ func (b *bench) scenario(name, unit string, target float64, sides []target, fn r
 			res := fn(t, hooks{start: func() { s0 = procs.snap() }, end: func() { s1 = procs.snap() }})
 			m := measured{side: t.name, res: res, cpu: diff(s0, s1)}
 			sc.runs = append(sc.runs, m)
-			logf("%-44s %-7s %s", name, t.name, m.summary(unit))
+			benchkit.Logf("%-44s %-7s %s", name, t.name, m.summary(unit))
 			if res.errors > 0 {
 				b.fail("%s, %s, round %d: %d failed sessions; first: %v", name, t.name, r+1, res.errors, res.firstErr)
 			} else if res.ops == 0 {

@@ -4,9 +4,10 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 	"time"
+
+	"github.com/postern/postern/bench/internal/benchkit"
 )
 
 type scenarioResult struct {
@@ -21,18 +22,6 @@ type report struct {
 	posternLog                                   string
 	scenarios                                    []*scenarioResult
 	idle                                         *idleResult
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // rateOf is a run's figure of merit: bytes/s or operations/s.
@@ -51,7 +40,7 @@ func (sc *scenarioResult) side(side string) float64 {
 			all = append(all, sc.rateOf(&sc.runs[i]))
 		}
 	}
-	return median(all)
+	return benchkit.Median(all)
 }
 
 // verdict compares through with direct against the target.

@@ -29,10 +29,7 @@ import (
 	"github.com/postern/postern/internal/smtpproxy"
 	"github.com/postern/postern/internal/snapshot"
 	"github.com/postern/postern/internal/store"
-	"github.com/postern/postern/internal/testenv"
 )
-
-func proxyV2(src, dst netip.AddrPort) []byte { return testenv.ProxyV2Header(src, dst) }
 
 // runChildGateway is the in-process gateway (flag -child-gateway): the
 // smtp service wired as `postern serve` wires it (snapshot, SQLite store,
@@ -285,68 +282,4 @@ func (fb *fakeBackend) close() {
 	}
 	fb.mu.Unlock()
 	fb.wg.Wait()
-}
-
-// minRelay is the calibration "floor": the least a proxy on this machine
-// can do — accept, dial the backend, send the PROXY v2 header, then copy
-// bytes both ways (io.Copy between TCP sockets: splice(2) on Linux). It
-// runs in this process, so its CPU is counted as the generator's. The gap
-// between direct and minRelay is what any same-host proxy costs here (a
-// second loopback connection per session); the gap between minRelay and
-// postern is what postern's own work costs.
-type minRelay struct {
-	ln      net.Listener
-	backend string
-	wg      sync.WaitGroup
-}
-
-func startMinRelay(backend string) (*minRelay, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	mr := &minRelay{ln: ln, backend: backend}
-	mr.wg.Add(1)
-	go func() {
-		defer mr.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mr.wg.Add(1)
-			go func() {
-				defer mr.wg.Done()
-				mr.serve(c)
-			}()
-		}
-	}()
-	return mr, nil
-}
-
-func (mr *minRelay) addr() string { return mr.ln.Addr().String() }
-
-func (mr *minRelay) serve(c net.Conn) {
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Minute))
-	b, err := net.DialTimeout("tcp", mr.backend, 5*time.Second)
-	if err != nil {
-		return
-	}
-	defer b.Close()
-	b.SetDeadline(time.Now().Add(10 * time.Minute))
-	src := c.RemoteAddr().(*net.TCPAddr).AddrPort()
-	dst := c.LocalAddr().(*net.TCPAddr).AddrPort()
-	if _, err := b.Write(proxyV2(src, dst)); err != nil {
-		return
-	}
-	done := make(chan struct{}, 2)
-	go func() { io.Copy(b, c); done <- struct{}{} }()
-	go func() { io.Copy(c, b); done <- struct{}{} }()
-	<-done // either side finished: the session is over
-}
-
-func (mr *minRelay) close() {
-	mr.ln.Close()
-	mr.wg.Wait()
 }

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/postern/postern/bench/internal/benchkit"
 	"github.com/postern/postern/internal/testenv"
 )
 
@@ -262,49 +263,27 @@ type hooks struct {
 // warm-up, then the measured window of dur; sessions running at its end
 // finish (their messages count only if accepted inside the window).
 func runTimed(ctx context.Context, t target, m *message, clients, perSession int, warmup, dur, timeout time.Duration, h hooks) loadResult {
-	const (
-		warming = iota
-		measuring
-		stopping
-	)
-	var phase atomic.Int32
-	results := make([]loadResult, clients)
-	var wg sync.WaitGroup
-	for i := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			res := &results[i]
-			done := func(d time.Duration) {
-				res.accepted++
-				if phase.Load() == measuring {
-					res.messages++
-					res.bytes += int64(m.size)
-					res.lat = append(res.lat, d)
-				}
+	results, elapsed := benchkit.Window(ctx, clients, warmup, dur, h.start, h.end, func(i int, phase *atomic.Int32, res *loadResult) {
+		done := func(d time.Duration) {
+			res.accepted++
+			if phase.Load() == benchkit.Measuring {
+				res.messages++
+				res.bytes += int64(m.size)
+				res.lat = append(res.lat, d)
 			}
-			for phase.Load() != stopping && ctx.Err() == nil {
-				if err := session(ctx, t, m, perSession, timeout, done); err != nil {
-					res.errors++
-					if res.firstErr == nil {
-						res.firstErr = err
-					}
-					// An error is a failure of the benchmark: back off a
-					// little rather than spin.
-					time.Sleep(50 * time.Millisecond)
+		}
+		for phase.Load() != benchkit.Stopping && ctx.Err() == nil {
+			if err := session(ctx, t, m, perSession, timeout, done); err != nil {
+				res.errors++
+				if res.firstErr == nil {
+					res.firstErr = err
 				}
+				// An error is a failure of the benchmark: back off a
+				// little rather than spin.
+				time.Sleep(50 * time.Millisecond)
 			}
-		}()
-	}
-	sleepCtx(ctx, warmup)
-	h.start()
-	t0 := time.Now()
-	phase.Store(measuring)
-	sleepCtx(ctx, dur)
-	phase.Store(stopping)
-	elapsed := time.Since(t0)
-	h.end()
-	wg.Wait()
+		}
+	})
 	var out loadResult
 	for _, r := range results {
 		out.add(r)
@@ -369,13 +348,4 @@ func runCount(ctx context.Context, t target, m *message, clients, count int, tim
 	}
 	out.elapsed = elapsed
 	return out
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
 }

@@ -23,13 +23,13 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/postern/postern/bench/internal/benchkit"
 	"github.com/postern/postern/bench/internal/procstat"
 )
 
@@ -100,27 +100,6 @@ func main() {
 	}
 }
 
-// env is DIR/backends.env.
-type env map[string]string
-
-func readEnv(path string) (env, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	e := env{}
-	for _, l := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(l, "=")
-		if !ok || strings.HasPrefix(l, "#") {
-			continue
-		}
-		e[k] = strings.Trim(v, `"`)
-	}
-	return e, nil
-}
-
-func (e env) int(k string) int { n, _ := strconv.Atoi(e[k]); return n }
-
 // bench is the state of one benchmark run.
 type bench struct {
 	o       options
@@ -128,7 +107,7 @@ type bench struct {
 	root    string // the module root
 	tmp     string
 	bin     string // postern binary
-	be      env
+	be      benchkit.Env
 	maildir string
 	queue   string
 	procs   procSet
@@ -145,7 +124,7 @@ func run(o options) (err error) {
 		return errors.New("must run as root: the harness starts Postfix and Dovecot (sudo)")
 	}
 	b := &bench{o: o, ctx: ctx, out: &report{}}
-	if b.root, err = moduleRoot(); err != nil {
+	if b.root, err = benchkit.ModuleRoot("go run ./bench/smtp"); err != nil {
 		return err
 	}
 	raiseNoFile()
@@ -167,31 +146,27 @@ func run(o options) (err error) {
 		}
 	}
 	b.header()
-	only := map[string]bool{}
-	for _, s := range strings.Split(o.only, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			only[s] = true
-		}
-	}
-	want := func(s string) bool { return len(only) == 0 || only[s] }
+	want := benchkit.Only(o.only)
 
 	if want("small") || want("reuse") || want("big") {
-		pg, err := b.startPostern("through", b.be.int("POSTERN_BACKENDS_SMTP_PROXY_PORT"), "")
+		pg, err := b.startPostern("through", b.be.Int("POSTERN_BACKENDS_SMTP_PROXY_PORT"), "")
 		if err != nil {
 			return err
 		}
 		b.procs.postern = pg.pid()
 		b.out.posternNoFile = procstat.OpenFilesLimit(pg.pid())
-		direct := target{name: "direct", addr: fmt.Sprintf("127.0.0.1:%d", b.be.int("POSTERN_BACKENDS_SMTP_PROXY_PORT")), proxy: true}
+		direct := target{name: "direct", addr: fmt.Sprintf("127.0.0.1:%d", b.be.Int("POSTERN_BACKENDS_SMTP_PROXY_PORT")), proxy: true}
 		through := target{name: "through", addr: pg.addr}
 		sides := []target{direct, through}
 		if o.floor {
-			mr, err := startMinRelay(direct.addr)
+			// The relay floor runs in this process: its CPU is counted as
+			// the generator's.
+			mr, err := benchkit.StartRelay(direct.addr)
 			if err != nil {
 				return err
 			}
-			defer mr.close()
-			sides = append(sides, target{name: "relay", addr: mr.addr()})
+			defer mr.Close()
+			sides = append(sides, target{name: "relay", addr: mr.Addr()})
 		}
 		if want("small") {
 			b.scenario(fmt.Sprintf("%d B, 1 msg/session, %d clients", o.size, o.clients), "msg", sides, b.timedRun(o.size, 1))
@@ -234,27 +209,6 @@ func (b *bench) fail(format string, args ...any) {
 	fmt.Fprintln(os.Stderr, "ERROR:", msg)
 }
 
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
-}
-
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.Contains(string(b), "module github.com/postern/postern\n") {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("run from inside the postern module (go run ./bench/smtp)")
-		}
-		dir = parent
-	}
-}
-
 // raiseNoFile lifts this process's open-file limit to its hard limit: the
 // idle test holds two sockets per connection here (client and fake
 // backend). Go does this at start-up too; it is repeated for clarity.
@@ -268,51 +222,26 @@ func raiseNoFile() {
 
 // backends starts the harness (or reads the running one with -reuse).
 func (b *bench) backends() error {
-	envFile := filepath.Join(b.o.dir, "backends.env")
-	if !b.o.reuse {
-		if err := os.MkdirAll(b.o.dir, 0o755); err != nil {
-			return err
-		}
-		logf("starting the harness backends in %s (port base %d)", b.o.dir, b.o.portBase)
-		cmd := exec.CommandContext(b.ctx, filepath.Join(b.root, "test/backends/start.sh"), b.o.dir, "--fresh")
-		cmd.Env = append(os.Environ(), fmt.Sprintf("POSTERN_BACKENDS_PORT_BASE=%d", b.o.portBase))
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("test/backends/start.sh %s: %v\n%s(already running? use -reuse, or test/backends/stop.sh %s)", b.o.dir, err, out, b.o.dir)
-		}
-	}
-	e, err := readEnv(envFile)
+	e, err := benchkit.StartBackends(b.ctx, b.root, b.o.dir, b.o.portBase, b.o.reuse)
 	if err != nil {
-		return fmt.Errorf("%w (start the backends, or drop -reuse)", err)
+		return err
 	}
 	b.be = e
 	b.maildir = filepath.Join(e["POSTERN_BACKENDS_MAIL_ROOT"], "example.test", "alice", "Maildir")
 	b.queue = filepath.Join(e["POSTERN_BACKENDS_DIR"], "postfix", "queue")
-	b.procs.postfix = e.int("POSTERN_BACKENDS_POSTFIX_PID")
-	b.procs.dovecot = e.int("POSTERN_BACKENDS_DOVECOT_PID")
-	if b.procs.postfix == 0 || e.int("POSTERN_BACKENDS_SMTP_PROXY_PORT") == 0 {
-		return fmt.Errorf("%s: no Postfix PID or SMTP PROXY port", envFile)
+	b.procs.postfix = e.Int("POSTERN_BACKENDS_POSTFIX_PID")
+	b.procs.dovecot = e.Int("POSTERN_BACKENDS_DOVECOT_PID")
+	if b.procs.postfix == 0 || e.Int("POSTERN_BACKENDS_SMTP_PROXY_PORT") == 0 {
+		return fmt.Errorf("%s: no Postfix PID or SMTP PROXY port", filepath.Join(b.o.dir, "backends.env"))
 	}
 	return nil
 }
 
-func (b *bench) stopBackends() {
-	logf("stopping the harness backends")
-	cmd := exec.Command(filepath.Join(b.root, "test/backends/stop.sh"), b.o.dir)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "stop.sh: %v\n%s", err, out)
-	}
-}
+func (b *bench) stopBackends() { benchkit.StopBackends(b.root, b.o.dir) }
 
-func (b *bench) buildPostern() error {
-	b.bin = filepath.Join(b.tmp, "postern")
-	logf("building postern")
-	cmd := exec.CommandContext(b.ctx, "go", "build", "-o", b.bin, "./cmd/postern")
-	cmd.Dir = b.root
-	cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build ./cmd/postern: %v\n%s", err, out)
-	}
-	return nil
+func (b *bench) buildPostern() (err error) {
+	b.bin, err = benchkit.BuildPostern(b.ctx, b.root, b.tmp)
+	return err
 }
 
 func (b *bench) header() {
@@ -504,14 +433,7 @@ func (g *gateway) stop() error {
 	}
 }
 
-func (g *gateway) logTail() string {
-	b, _ := os.ReadFile(g.logPath)
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) > 15 {
-		lines = lines[len(lines)-15:]
-	}
-	return strings.Join(lines, "\n")
-}
+func (g *gateway) logTail() string { return benchkit.LogTail(g.logPath, 15) }
 
 // ---- mailbox and queue ---------------------------------------------------------
 
@@ -679,7 +601,7 @@ func (b *bench) scenario(name, unit string, sides []target, fn runFunc) {
 			}
 			if m != nil {
 				sc.runs = append(sc.runs, *m)
-				logf("%-40s %-7s %s", name, t.name, m.summary(unit))
+				benchkit.Logf("%-40s %-7s %s", name, t.name, m.summary(unit))
 			}
 		}
 	}
@@ -823,7 +745,7 @@ func (b *bench) idle(g *gateway, fb *fakeBackend, name string) (idleResult, erro
 		wg.Wait()
 		return firstErr
 	}
-	logf("idle: opening %d connections to %s", n, name)
+	benchkit.Logf("idle: opening %d connections to %s", n, name)
 	if err := open(n / 2); err != nil {
 		return r, err
 	}
@@ -842,7 +764,7 @@ func (b *bench) idle(g *gateway, fb *fakeBackend, name string) (idleResult, erro
 			return r, err
 		}
 	}
-	logf("idle: %s RSS %d KiB -> %d KiB with %d connections: %.1f KiB each", name, r.rss0, r.rssN, n, r.perConn())
+	benchkit.Logf("idle: %s RSS %d KiB -> %d KiB with %d connections: %.1f KiB each", name, r.rss0, r.rssN, n, r.perConn())
 	return r, nil
 }
 
@@ -852,7 +774,7 @@ func (b *bench) profileRun(want func(string) bool) error {
 	if err := os.MkdirAll(b.o.profile, 0o755); err != nil {
 		return err
 	}
-	g, err := b.startChild("child", fmt.Sprintf("127.0.0.1:%d", b.be.int("POSTERN_BACKENDS_SMTP_PROXY_PORT")))
+	g, err := b.startChild("child", fmt.Sprintf("127.0.0.1:%d", b.be.Int("POSTERN_BACKENDS_SMTP_PROXY_PORT")))
 	if err != nil {
 		return err
 	}
@@ -888,7 +810,7 @@ func (b *bench) profileRun(want func(string) bool) error {
 			b.fail("profile %s: delivery check: %v", name, err)
 		}
 		b.clean()
-		logf("%-40s %-7s %s", name, "in-proc", m.summary(unit))
+		benchkit.Logf("%-40s %-7s %s", name, "in-proc", m.summary(unit))
 		b.out.profiles = append(b.out.profiles, profileResult{name: name, unit: unit, m: m, file: path})
 	}
 	if want("small") {
@@ -966,25 +888,13 @@ type report struct {
 	profileExe                                  string
 }
 
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
 func (sc *scenarioResult) side(side string, f func(m *measured) float64) (med float64, all []float64) {
 	for i := range sc.runs {
 		if sc.runs[i].side == side {
 			all = append(all, f(&sc.runs[i]))
 		}
 	}
-	return median(all), all
+	return benchkit.Median(all), all
 }
 
 func fmtRate(unit string, v float64) string {

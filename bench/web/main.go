@@ -28,6 +28,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/postern/postern/bench/internal/benchkit"
 )
 
 // targetRatio is the target: through postern / direct, keep-alive.
@@ -162,7 +164,7 @@ func run(o options) error {
 				}
 			}
 		}
-		d, t := median(direct.rps), median(through.rps)
+		d, t := benchkit.Median(direct.rps), benchkit.Median(through.rps)
 		ratio := t / d
 		verdict := "(no target)"
 		if sc == "keepalive" {
@@ -175,11 +177,11 @@ func run(o options) error {
 		fmt.Printf("%-10s direct %9.0f req/s  through postern %9.0f req/s  ratio %.2f  %s\n", sc, d, t, ratio, verdict)
 		fmt.Printf("           best runs: direct %.0f, through %.0f, ratio %.2f; all runs: direct %v through %v\n",
 			slices.Max(direct.rps), slices.Max(through.rps), slices.Max(through.rps)/slices.Max(direct.rps), rounded(direct.rps), rounded(through.rps))
-		fmt.Printf("           CPU per request (median): %s %.1f µs, %s %.1f µs\n", direct.name, median(direct.cpu), through.name, median(through.cpu))
+		fmt.Printf("           CPU per request (median): %s %.1f µs, %s %.1f µs\n", direct.name, benchkit.Median(direct.cpu), through.name, benchkit.Median(through.cpu))
 		if ref != nil {
-			f := median(ref.rps)
+			f := benchkit.Median(ref.rps)
 			fmt.Printf("           reference, an nginx reverse proxy (1 worker, keep-alive upstream): %.0f req/s, ratio %.2f (best %.2f); postern / nginx proxy %.2f; its CPU per request %.1f µs; runs %v\n",
-				f, f/d, slices.Max(ref.rps)/slices.Max(direct.rps), t/f, median(ref.cpu), rounded(ref.rps))
+				f, f/d, slices.Max(ref.rps)/slices.Max(direct.rps), t/f, benchkit.Median(ref.cpu), rounded(ref.rps))
 		}
 	}
 	if !gw.running() {
@@ -238,12 +240,6 @@ func wrk(o options, addr string, d time.Duration, extra []string) (float64, erro
 		return 0, fmt.Errorf("wrk %v reported errors: %s\n%s", args, e, out)
 	}
 	return strconv.ParseFloat(string(m[1]), 64)
-}
-
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
 
 func rounded(v []float64) []int {

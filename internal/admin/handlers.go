@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -63,18 +64,53 @@ type AddRequest struct {
 	Force    bool   `json:"force,omitempty"` // block even the requesting client's own address
 }
 
-func (s *Server) routeTable() map[string]map[string]handlerFunc {
-	return map[string]map[string]handlerFunc{
-		"/v1/health":               {http.MethodGet: s.handleHealth},
-		"/v1/blocks":               {http.MethodGet: s.handleList, http.MethodPost: s.handleAdd, http.MethodDelete: s.handleRemove},
-		"/v1/blocks/purge-expired": {http.MethodPost: s.handlePurge},
-		"/v1/blocks/export":        {http.MethodGet: s.handleExport},
-		"/v1/blocks/import":        {http.MethodPost: s.handleImport},
-		"/v1/audit":                {http.MethodGet: s.handleAudit},
-		"/v1/explain":              {http.MethodGet: s.handleExplain},
+// newMux routes the API with net/http's method patterns ("GET /v1/blocks").
+// Two answers the mux would give differently are taken over: a wrong method
+// gets the API's JSON error with Allow (the mux answers plain text), and
+// HEAD, which the mux serves with a GET route, is a wrong method too (the
+// API never answers without a body). So each path's method-less pattern,
+// and its HEAD pattern, answer 405; "/" answers 404 in JSON.
+func (s *Server) newMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	allow := make(map[string][]string)
+	handle := func(method, path string, h handlerFunc) {
+		mux.Handle(method+" "+path, s.endpoint(h))
+		allow[path] = append(allow[path], method)
 	}
+	handle(http.MethodGet, "/v1/health", s.handleHealth)
+	handle(http.MethodGet, "/v1/blocks", s.handleList)
+	handle(http.MethodPost, "/v1/blocks", s.handleAdd)
+	handle(http.MethodDelete, "/v1/blocks", s.handleRemove)
+	handle(http.MethodPost, "/v1/blocks/purge-expired", s.handlePurge)
+	handle(http.MethodGet, "/v1/blocks/export", s.handleExport)
+	handle(http.MethodPost, "/v1/blocks/import", s.handleImport)
+	handle(http.MethodGet, "/v1/audit", s.handleAudit)
+	handle(http.MethodGet, "/v1/explain", s.handleExplain)
+	for path, methods := range allow {
+		slices.Sort(methods)
+		wrong := methodNotAllowed(methods)
+		mux.Handle(path, wrong)
+		if slices.Contains(methods, http.MethodGet) {
+			mux.Handle(http.MethodHead+" "+path, wrong)
+		}
+	}
+	mux.HandleFunc("/", notFound)
+	return mux
 }
 
+func notFound(w http.ResponseWriter, r *http.Request) {
+	writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
+}
+
+// methodNotAllowed answers 405 naming the methods a path allows.
+func methodNotAllowed(methods []string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", strings.Join(methods, ", "))
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed on %s: use %s", r.Method, r.URL.Path, strings.Join(methods, " or ")))
+	})
+}
+
+// serveHTTP checks the client's grant and token, then routes.
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
@@ -91,37 +127,36 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, "unauthorized")
 		return
 	}
-	methods, ok := s.routes[r.URL.Path]
-	if !ok {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
+	// The mux would redirect an unclean path (/v1//blocks, /v1/x/../blocks)
+	// to its clean form; the API answers only its endpoints' exact paths.
+	if ep := r.URL.EscapedPath(); ep != path.Clean(ep) {
+		notFound(w, r)
 		return
 	}
-	hf, ok := methods[r.Method]
-	if !ok {
-		allow := make([]string, 0, len(methods))
-		for m := range methods {
-			allow = append(allow, m)
+	s.mux.ServeHTTP(w, r)
+}
+
+// endpoint runs one route's handler: it answers the handler's error and
+// logs the request (mutating ones at info level).
+func (s *Server) endpoint(hf handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := requestPeer(r)
+		sw := &statusWriter{ResponseWriter: w}
+		rq := &request{peer: p}
+		if err := hf(sw, r, rq); err != nil {
+			if sw.code != 0 { // the answer was under way: the client went away
+				rq.result = "answer not delivered: " + err.Error()
+			} else {
+				s.fail(sw, r, rq, err)
+			}
 		}
-		slices.Sort(allow)
-		h.Set("Allow", strings.Join(allow, ", "))
-		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed on %s: use %s", r.Method, r.URL.Path, strings.Join(allow, " or ")))
-		return
-	}
-	sw := &statusWriter{ResponseWriter: w}
-	rq := &request{peer: p}
-	if err := hf(sw, r, rq); err != nil {
-		if sw.code != 0 { // the answer was under way: the client went away
-			rq.result = "answer not delivered: " + err.Error()
-		} else {
-			s.fail(sw, r, rq, err)
+		level := slog.LevelDebug
+		if r.Method != http.MethodGet {
+			level = slog.LevelInfo
 		}
-	}
-	level := slog.LevelDebug
-	if r.Method != http.MethodGet {
-		level = slog.LevelInfo
-	}
-	s.log.Log(r.Context(), level, "admin request", "method", r.Method, "path", r.URL.Path,
-		"actor", rq.actor(), "remote", p.String(), "status", sw.status(), "result", rq.result)
+		s.log.Log(r.Context(), level, "admin request", "method", r.Method, "path", r.URL.Path,
+			"actor", rq.actor(), "remote", p.String(), "status", sw.status(), "result", rq.result)
+	})
 }
 
 // httpError is an answer other than 200 decided by a handler.

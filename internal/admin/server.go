@@ -37,7 +37,7 @@ type Server struct {
 	hasToken  bool
 	log       *slog.Logger
 	grant     func(netip.Addr) bool
-	routes    map[string]map[string]handlerFunc
+	mux       *http.ServeMux // the routes, behind the grant and token checks
 }
 
 // NewServer returns a server for eng. explain may be nil (GET /v1/explain
@@ -59,7 +59,7 @@ func NewServer(eng Engine, explain Explainer, token string, log *slog.Logger, gr
 		log:       log,
 		grant:     grant,
 	}
-	s.routes = s.routeTable()
+	s.mux = s.newMux()
 	return s
 }
 

@@ -113,6 +113,45 @@ func TestRoutes(t *testing.T) {
 	wantStatus(t, "unknown parameter", code, body, http.StatusBadRequest, `unknown parameter \"x\"`)
 }
 
+// TestRouteEdges: the method patterns answer every wrong method (HEAD
+// included, which would otherwise reach a GET route) with the API's own 405
+// and Allow; unclean paths are not endpoints (no redirect); the token is
+// checked before any routing.
+func TestRouteEdges(t *testing.T) {
+	f := startUnix(t, options{})
+	for _, c := range []struct {
+		method, path string
+		allow        string
+	}{
+		{http.MethodHead, "/v1/blocks", "DELETE, GET, POST"},
+		{http.MethodHead, "/v1/health", "GET"},
+		{http.MethodOptions, "/v1/blocks/export", "GET"},
+		{http.MethodPut, "/v1/health", "GET"},
+		{http.MethodGet, "/v1/blocks/import", "POST"},
+		{http.MethodDelete, "/v1/audit", "GET"},
+	} {
+		code, hdr, body := f.raw(t, c.method, c.path, testToken, nil, "")
+		if code != http.StatusMethodNotAllowed || hdr.Get("Allow") != c.allow {
+			t.Errorf("%s %s: %d, Allow %q; want 405, Allow %q", c.method, c.path, code, hdr.Get("Allow"), c.allow)
+		}
+		if c.method != http.MethodHead && !strings.Contains(body, `"error":"method `+c.method+` not allowed on `+c.path) {
+			t.Errorf("%s %s: body %s", c.method, c.path, body)
+		}
+	}
+	for _, p := range []string{"/", "/v1", "/v1/", "/v1//blocks", "/v1/audit/../blocks", "/v1/./health", "/V1/health"} {
+		code, hdr, body := f.raw(t, http.MethodGet, p, testToken, nil, "")
+		if code != http.StatusNotFound || hdr.Get("Location") != "" || !strings.Contains(body, `"error":"no such endpoint`) {
+			t.Errorf("GET %s: %d, Location %q, body %s; want 404", p, code, hdr.Get("Location"), body)
+		}
+	}
+	code, _, _ := f.raw(t, http.MethodPut, "/v1/blocks", "", nil, "")
+	if code != http.StatusUnauthorized {
+		t.Errorf("PUT without a token: %d, want 401", code)
+	}
+	code, body := f.do(t, http.MethodGet, "/v1/health", "", "")
+	wantStatus(t, "GET health", code, body, http.StatusOK, `"status":"ok"`)
+}
+
 func TestListFilters(t *testing.T) {
 	f := startUnix(t, options{})
 	f.eng.Put(sample()...)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postern/postern/internal/bypass"
 	"github.com/postern/postern/internal/config"
 	"github.com/postern/postern/internal/patterns"
 	"github.com/postern/postern/internal/policy"
@@ -155,12 +156,23 @@ func tryCompile(t testing.TB, yaml string, files map[string]string) (*Settings, 
 	if err != nil {
 		return nil, err
 	}
-	return Compile(context.Background(), cfg, reg, pol, func(ctx context.Context, host string) ([]netip.Addr, error) {
-		if host == "mx.partner.example" {
-			return []netip.Addr{netip.MustParseAddr("198.51.100.25"), netip.MustParseAddr("2001:db8:25::1")}, nil
+	// The bypass list is loaded as the snapshot build loads it.
+	var byp *bypass.List
+	if bf := cfg.IntrusionPrevention.BypassFile; bf.IsSet() {
+		byp, err = bypass.Load(context.Background(), bf.Value, bf.Pos, fakeResolver)
+		if err != nil {
+			return nil, err
 		}
-		return nil, &os.PathError{Op: "lookup", Path: host, Err: os.ErrNotExist}
-	})
+	}
+	return Compile(cfg, reg, pol, byp)
+}
+
+// fakeResolver resolves mx.partner.example only.
+func fakeResolver(ctx context.Context, host string) ([]netip.Addr, error) {
+	if host == "mx.partner.example" {
+		return []netip.Addr{netip.MustParseAddr("198.51.100.25"), netip.MustParseAddr("2001:db8:25::1")}, nil
+	}
+	return nil, &os.PathError{Op: "lookup", Path: host, Err: os.ErrNotExist}
 }
 
 type harness struct {

@@ -1,12 +1,12 @@
 package guard
 
 import (
-	"context"
 	"math"
 	"net/netip"
 	"strings"
 	"time"
 
+	"github.com/postern/postern/internal/bypass"
 	"github.com/postern/postern/internal/config"
 	"github.com/postern/postern/internal/diag"
 	"github.com/postern/postern/internal/patterns"
@@ -54,7 +54,7 @@ type Settings struct {
 	// counter per block prefix, which blocks at this threshold.
 	AcrossLogins int
 
-	Bypass       *Bypass
+	Bypass       *bypass.List // compiled by the snapshot build; nil: none
 	LocalDomains map[string]bool
 
 	groups [numGroups]groupSettings
@@ -75,10 +75,9 @@ type groupSettings struct {
 }
 
 // Compile builds Settings from the configuration. reg resolves [patterns]
-// in tarpit_accounts; resolve looks up bypass host names (nil: the system
-// resolver).
-func Compile(ctx context.Context, cfg *config.File, reg *patterns.Registry, pol *policy.Policy,
-	resolve func(ctx context.Context, host string) ([]netip.Addr, error)) (*Settings, error) {
+// in tarpit_accounts; byp is the bypass list the snapshot build loaded from
+// intrusion_prevention.bypass_file (nil: none), which the engine only reads.
+func Compile(cfg *config.File, reg *patterns.Registry, pol *policy.Policy, byp *bypass.List) (*Settings, error) {
 	ips := &cfg.IntrusionPrevention
 	s := &Settings{
 		Policy:        pol,
@@ -101,6 +100,7 @@ func Compile(ctx context.Context, cfg *config.File, reg *patterns.Registry, pol 
 		AccountDelay:     DefaultAccountDelay,
 		PurgeAfter:       DefaultPurgeAfter,
 		LocalDomains:     make(map[string]bool),
+		Bypass:           byp,
 	}
 	if ips.BlockMinutes != nil {
 		s.BlockTime = time.Duration(*ips.BlockMinutes) * time.Minute
@@ -181,13 +181,6 @@ func Compile(ctx context.Context, cfg *config.File, reg *patterns.Registry, pol 
 				gs.logOnly[t] = true
 			}
 		}
-	}
-	if ips.BypassFile.IsSet() {
-		b, err := LoadBypass(ctx, ips.BypassFile.Value, ips.BypassFile.Pos, resolve)
-		if err != nil {
-			errs.Add(err)
-		}
-		s.Bypass = b
 	}
 	if err := errs.Err(); err != nil {
 		return nil, err

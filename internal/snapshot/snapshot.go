@@ -1,5 +1,6 @@
 // Package snapshot compiles a configuration into one immutable Snapshot —
-// GeoIP data, patterns and access policy together — and holds the current
+// GeoIP data, patterns, access policy, the bypass list and the engine
+// settings together — and holds the current
 // one for the running gateway. A reload builds a whole new Snapshot and
 // swaps it in atomically; a bad configuration is rejected and the running
 // Snapshot stays.
@@ -11,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/postern/postern/internal/bypass"
 	"github.com/postern/postern/internal/config"
 	"github.com/postern/postern/internal/diag"
 	"github.com/postern/postern/internal/fcrdns"
@@ -87,8 +89,20 @@ func Build(ctx context.Context, cfg *config.File, now time.Time) (*Snapshot, err
 	s.Policy = pol
 	s.Warnings = append(s.Warnings, warns...)
 
-	gs, err := guard.Compile(ctx, cfg, reg, pol, nil)
+	// The bypass list and the engine settings are both checked, so one run
+	// reports the errors of both.
+	var errs diag.List
+	var byp *bypass.List
+	if bf := cfg.IntrusionPrevention.BypassFile; bf.IsSet() {
+		if byp, err = bypass.Load(ctx, bf.Value, bf.Pos, nil); err != nil {
+			errs.Add(err)
+		}
+	}
+	gs, err := guard.Compile(cfg, reg, pol, byp)
 	if err != nil {
+		errs.Add(err)
+	}
+	if err := errs.Err(); err != nil {
 		return nil, err
 	}
 	s.Guard = gs

@@ -145,3 +145,42 @@ services:
 		t.Error("a cached name was looked up again")
 	}
 }
+
+// TestBypassBuiltIntoSnapshot: the snapshot build loads the bypass list and
+// hands it to the engine settings; an error in a file the list includes
+// with f: is reported at that file's own line, in the same run as the
+// engine settings' own errors.
+func TestBypassBuiltIntoSnapshot(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "postern.yaml")
+	write(t, filepath.Join(dir, "bypass.txt"), "# partners\n192.0.2.5\nf:more.txt\n")
+	write(t, filepath.Join(dir, "more.txt"), "s:*@partner.example\nw:list.dnswl.example\n")
+	const base = v1 + "intrusion_prevention:\n  bypass_file: bypass.txt\n"
+	write(t, cfg, base)
+	s, err := Load(context.Background(), cfg, time.Unix(1, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := s.Guard.Bypass
+	if !b.Addr(netip.MustParseAddr("192.0.2.5")) || !b.Sender("x@partner.example") || len(b.Zones) != 1 {
+		t.Fatalf("the bypass list is not in the engine settings: %+v", b)
+	}
+
+	write(t, filepath.Join(dir, "more.txt"), "s:*@partner.example\n\n  r:nomail\n")
+	write(t, cfg, base+"  smtp: { tarpit_accounts: \"192.0.2.0/24\" }\n")
+	_, err = Load(context.Background(), cfg, time.Unix(2, 0))
+	if err == nil {
+		t.Fatal("want errors")
+	}
+	for _, want := range []string{
+		filepath.Join(dir, "more.txt") + ":3:5: bypass recipients: \"nomail\" is not a mail mask",
+		cfg + ":7:28: tarpit_accounts lists no mail addresses",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in\n%v", want, err)
+		}
+	}
+	if n := ErrorCount(err); n != 2 {
+		t.Errorf("%d errors, want 2 (bypass and tarpit_accounts):\n%v", n, err)
+	}
+}

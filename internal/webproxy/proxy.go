@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -70,7 +69,7 @@ func New(cfg Config, eng Engine, pol func() *policy.Policy, lg *slog.Logger) (*P
 		ModifyResponse: p.modifyResponse,
 		BufferPool:     &bufferPool{},
 		ErrorHandler:   p.backendError,
-		ErrorLog:       log.New(slogWriter{p.log}, "", 0),
+		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 	}
 	return p, nil
 }
@@ -80,12 +79,14 @@ func New(cfg Config, eng Engine, pol func() *policy.Policy, lg *slog.Logger) (*P
 // closes every connection left (WebSockets included). ln yields the
 // connections with their real client address as RemoteAddr (netlisten).
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener, drain time.Duration) error {
+	// net/http's own errors (TLS handshakes, malformed requests) go to the
+	// structured log at debug level.
 	srv := &http.Server{
 		Handler:           p,
 		ReadHeaderTimeout: p.cfg.HeaderTimeout,
 		IdleTimeout:       p.cfg.IdleTimeout,
 		MaxHeaderBytes:    p.cfg.MaxHeaderBytes,
-		ErrorLog:          log.New(slogWriter{p.log}, "", 0),
+		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if tc, ok := c.(*tls.Conn); ok {
 				c = tc.NetConn()
@@ -223,15 +224,6 @@ func (p *Proxy) admit(c net.Conn) *clientConn {
 		cc.refusal = refusalText(d.Reason)
 	}
 	return cc
-}
-
-// slogWriter feeds net/http's error log (TLS handshake errors, malformed
-// requests) into the structured log at debug level.
-type slogWriter struct{ l *slog.Logger }
-
-func (w slogWriter) Write(b []byte) (int, error) {
-	w.l.Debug("http", "msg", string(b))
-	return len(b), nil
 }
 
 // String describes the proxy for logs.
