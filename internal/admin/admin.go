@@ -1,4 +1,4 @@
-// Package admin is postern's administration API (§8): an HTTP/1.1 + JSON
+// Package admin is postern's administration API: an HTTP/1.1 + JSON
 // API under /v1 for the Blocked IPs queue, the audit log and explanations,
 // served on a unix socket (the CLI's default) or a TCP listener, and the
 // client the `postern blocks` commands use. docs/openapi.yaml describes the

@@ -11,7 +11,7 @@ import (
 	"github.com/postern/postern/internal/diag"
 )
 
-// IntrusionPrevention configures the engine (§6). Zero thresholds disable
+// IntrusionPrevention configures the engine. Zero thresholds disable
 // their trigger.
 type IntrusionPrevention struct {
 	BlockMinutes           *int        `yaml:"block_minutes"`            // default 240
@@ -110,12 +110,12 @@ type AccountProt struct {
 	Delay    Duration `yaml:"delay"`    // added before each login of that account; default 2s
 }
 
-// Store configures the blocked-address store (§10).
+// Store configures the blocked-address store.
 type Store struct {
 	Path Text `yaml:"path"` // SQLite file; default /var/lib/postern/postern.db
 }
 
-// Admin configures the administration API (§8).
+// Admin configures the administration API.
 type Admin struct {
 	Listen    Text `yaml:"listen"`     // unix:/path or tcp:host:port; default unix:/run/postern/admin.sock
 	TokenFile Text `yaml:"token_file"` // created (0600) with a random token if missing

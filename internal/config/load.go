@@ -1,4 +1,4 @@
-// Package config reads postern's YAML configuration (§9) strictly into typed
+// Package config reads postern's YAML configuration strictly into typed
 // structs. Every unknown key, wrong type and invalid value is reported with
 // file:line:column, all of them in one run. Loading does not compile
 // patterns or open databases; see package snapshot for that.

@@ -12,7 +12,7 @@ import (
 	"github.com/postern/postern/internal/diag"
 )
 
-// File is a decoded, validated configuration file (§9). Paths in it are
+// File is a decoded, validated configuration file. Paths in it are
 // resolved relative to the file's directory. It is plain data: compiling
 // its patterns and rules is the snapshot package's job.
 type File struct {
@@ -48,7 +48,7 @@ type Logins struct {
 	ForceDomain   bool `yaml:"force_domain"`
 }
 
-// GeoIP lists the country databases (§4).
+// GeoIP lists the country databases.
 type GeoIP struct {
 	Databases []Database `yaml:"databases"`
 }
@@ -61,7 +61,7 @@ type Database struct {
 	Country Text `yaml:"country"` // zone files: the country the networks belong to
 }
 
-// Service is one protocol listener and the access rules on it (§5, §7).
+// Service is one protocol listener and the access rules on it.
 type Service struct {
 	Listen       Text       `yaml:"listen"`
 	Backend      Text       `yaml:"backend"`

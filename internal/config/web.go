@@ -11,7 +11,7 @@ import (
 	"github.com/postern/postern/internal/diag"
 )
 
-// LoginForm is a webmail login form (§7 HTTP): a request matching Method
+// LoginForm is a webmail login form (HTTP): a request matching Method
 // and Path is a login attempt for the account named by the form field
 // UserField, and the backend's answer is a failed login (L) when it matches
 // FailStatus, FailRedirect or FailHeader (any one that is set).

@@ -262,7 +262,7 @@ func (c *counters) len() int {
 }
 
 // accounts tracks, per account, the distinct block prefixes that failed to
-// log in within a window: account protection (§6).
+// log in within a window: account protection.
 type accounts struct {
 	mu sync.Mutex
 	m  map[string]*accountFailures

@@ -1,4 +1,4 @@
-// Package guard is postern's intrusion prevention engine (§6). Protocol
+// Package guard is postern's intrusion prevention engine. Protocol
 // front-ends only report what they see — a connection, a failed login, an
 // unknown recipient, an RSET, a message's size — and obey the Decision they
 // get back; all counting, thresholds, bypass rules and blocking live here,

@@ -14,7 +14,7 @@ import (
 	"github.com/postern/postern/internal/store"
 )
 
-// Defaults of §6 and the seed.
+// Defaults, as IceWarp has them.
 const (
 	DefaultBlockTime     = 240 * time.Minute
 	DefaultEscalationCap = 7 * 24 * time.Hour
@@ -221,7 +221,7 @@ func (s *Settings) prefixOf(addr netip.Addr) netip.Prefix {
 }
 
 // subnetsOf returns the enclosing prefixes counted for multi-prefix
-// counting (§12), longest first.
+// counting, longest first.
 func (s *Settings) subnetsOf(addr netip.Addr, buf []netip.Prefix) []netip.Prefix {
 	buf = buf[:0]
 	if addr.Is4() {

@@ -4,7 +4,7 @@ import (
 	"github.com/postern/postern/internal/store"
 )
 
-// trigger indexes the automatic triggers of §6.
+// trigger indexes the automatic triggers.
 type trigger uint8
 
 const (
@@ -42,7 +42,7 @@ func triggerOf(code byte) (trigger, bool) {
 	return 0, false
 }
 
-// Group is a protocol group with its own trigger settings (§6).
+// Group is a protocol group with its own trigger settings.
 type Group uint8
 
 // The protocol groups.

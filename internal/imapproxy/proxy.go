@@ -1,4 +1,4 @@
-// Package imapproxy is postern's IMAP gateway (§7 IMAP) for the imap and
+// Package imapproxy is postern's IMAP gateway (IMAP) for the imap and
 // imaps services. postern speaks the pre-authentication dialogue itself —
 // CAPABILITY, STARTTLS, ID, NOOP, LOGOUT, LOGIN and AUTHENTICATE PLAIN or
 // LOGIN with SASL-IR — checks the login against the login IP restriction

@@ -17,7 +17,7 @@ import (
 // Kind says what an item of a pattern is.
 type Kind uint8
 
-// The kinds of pattern items (§3).
+// The kinds of pattern items.
 const (
 	KindAddress  Kind = iota + 1 // 203.0.113.7, 2001:db8::1
 	KindCIDR                     // 203.0.113.0/24, 2001:db8::/32

@@ -1,4 +1,4 @@
-// Package policy is postern's access control (§5): which addresses may use
+// Package policy is postern's access control: which addresses may use
 // which service, which may reach a web path, and from where each account may
 // log in. A Policy is compiled from the configuration and immutable; its
 // Allow methods are allocation-free for the accept path, and its Explain

@@ -1,4 +1,4 @@
-// Package pop3proxy is postern's POP3 gateway (§7 POP3) for the pop3 and
+// Package pop3proxy is postern's POP3 gateway (POP3) for the pop3 and
 // pop3s services. postern speaks the authorization state itself — CAPA,
 // STLS, USER/PASS, AUTH PLAIN and LOGIN (with initial response), QUIT —
 // checks the login against the login IP restriction and the intrusion

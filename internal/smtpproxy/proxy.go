@@ -1,4 +1,4 @@
-// Package smtpproxy is postern's SMTP gateway (§7 SMTP) for the smtp,
+// Package smtpproxy is postern's SMTP gateway (SMTP) for the smtp,
 // submission and smtps services. It relays a client's session to the real
 // MTA command by command: it sees every command and reply, reports what it
 // sees to the intrusion prevention engine (package guard) and obeys its

@@ -1,5 +1,5 @@
 // Package store keeps postern's blocked addresses and the audit log of
-// administrator actions (§10). The embedded store is a SQLite file; the
+// administrator actions. The embedded store is a SQLite file; the
 // engine's in-memory block table is the source of truth for lookups, and
 // writes here before it reports a block as made.
 package store

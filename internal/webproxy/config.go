@@ -1,4 +1,4 @@
-// Package webproxy is postern's web gateway (§7 HTTP) for the web service:
+// Package webproxy is postern's web gateway (HTTP) for the web service:
 // a reverse proxy (HTTP/1.1 and, over TLS, HTTP/2) in front of one or more
 // webmail backends. Each connection is admitted by the intrusion prevention
 // engine (service grant/deny, blocked addresses, connections per minute);
