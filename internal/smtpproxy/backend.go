@@ -28,46 +28,26 @@ type backend struct {
 // returns the greeting to relay to the client.
 func (p *Proxy) dialBackend(ctx context.Context, client, local netip.AddrPort) (*backend, reply, error) {
 	cfg := &p.cfg
-	release, err := cfg.BackendLimit.Acquire(client.Addr())
+	// The shared dialer: the bound on backend connections, the PROXY
+	// header (none with XCLIENT, which follows the greeting), and TLS for
+	// a backend's implicit-TLS port.
+	d := relay.Dialer{Addr: cfg.Backend, Proxy: cfg.BackendProxy, Timeout: cfg.Timeouts.Connect, Limit: cfg.BackendLimit}
+	if d.Proxy == "xclient" {
+		d.Proxy = "none"
+	}
+	if cfg.BackendTLS == "tls" {
+		d.TLS = cfg.BackendTLSConfig
+	}
+	conn, err := d.Dial(ctx, client, local)
 	if err != nil {
 		return nil, reply{}, err
 	}
-	d := net.Dialer{Timeout: cfg.Timeouts.Connect}
-	raw, err := d.DialContext(ctx, "tcp", cfg.Backend)
-	if err != nil {
-		release()
-		return nil, reply{}, fmt.Errorf("connecting to backend %s: %w", cfg.Backend, err)
-	}
-	conn := relay.LimitConn(raw, release)
 	b := &backend{conn: conn, timeout: cfg.Timeouts.Backend}
 	fail := func(err error) (*backend, reply, error) {
 		conn.Close()
 		return nil, reply{}, err
 	}
-	if !local.IsValid() {
-		if la, ok := conn.LocalAddr().(*net.TCPAddr); ok {
-			local = la.AddrPort()
-		}
-	}
 	conn.SetDeadline(time.Now().Add(cfg.Timeouts.Backend))
-	switch cfg.BackendProxy {
-	case "v1", "v2", "":
-		version := byte(2)
-		if cfg.BackendProxy == "v1" {
-			version = 1
-		}
-		if err := relay.WriteProxyHeader(conn, version, client, local, cfg.Timeouts.Backend); err != nil {
-			return fail(err)
-		}
-	}
-	if cfg.BackendTLS == "tls" {
-		tc := tls.Client(conn, cfg.BackendTLSConfig)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			return fail(fmt.Errorf("TLS to backend %s: %w", cfg.Backend, err))
-		}
-		conn = tc
-		b.conn = conn
-	}
 	b.r = bufio.NewReaderSize(conn, 4096)
 	b.w = bufio.NewWriterSize(conn, 4096)
 	greet, err := readReply(b.r)
