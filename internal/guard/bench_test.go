@@ -279,7 +279,7 @@ intrusion_prevention:
 }
 
 // BenchmarkAdmitBlocked: Admit for blocked addresses (4,096 manual
-// blocks, defaults: refused), each refusal counted for Admission.Quiet.
+// blocks, defaults: refused), each refusal counted for Verdict.Quiet.
 func BenchmarkAdmitBlocked(b *testing.B) {
 	dir := b.TempDir()
 	cfg := writeCfg(b, dir, "postern.yaml", `services:
