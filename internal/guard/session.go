@@ -132,8 +132,8 @@ func (e *Engine) Open(addr netip.Addr, service string, closer func()) (*Session,
 // Recheck consults the gate again for an open connection, where it starts
 // something a block made since accept must stop (an SMTP transaction, an
 // HTTP request): Refuse (the access policy or a refused block), Tarpit or
-// Continue. Like Admit it opens nothing and counts the refusal only toward
-// Verdict.Quiet.
+// Continue. It is Admit for the session's address and service, and counts
+// as Admit does.
 func (s *Session) Recheck() Decision {
 	return s.e.Admit(s.addr, s.service).Decision
 }
