@@ -76,6 +76,11 @@ func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.A
 			return
 		}
 	}
+	if v.Action == guard.Refuse {
+		s.log.Info("refused at connect", "why", v.Refusal())
+		s.send("* BYE " + v.Refusal())
+		return
+	}
 	if s.obey(v.Decision) {
 		return
 	}
@@ -134,7 +139,7 @@ func (s *session) obey(d guard.Decision) bool {
 		s.tarpit = d.Delay
 	}
 	if d.Action == guard.Close || d.Action == guard.Refuse {
-		s.log.Info("closing a blocked connection", "why", d.Refusal())
+		s.log.Info("closing a blocked connection", "reason", d.Reason.String(), "why", d.Refusal())
 		s.send("* BYE " + d.Refusal())
 		return true
 	}

@@ -77,6 +77,11 @@ func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.A
 			return
 		}
 	}
+	if v.Action == guard.Refuse {
+		s.log.Info("refused at connect", "why", v.Refusal())
+		s.send("-ERR [SYS/PERM] " + v.Refusal())
+		return
+	}
 	if s.obey(v.Decision) {
 		return
 	}
@@ -133,7 +138,7 @@ func (s *session) obey(d guard.Decision) bool {
 		s.tarpit = d.Delay
 	}
 	if d.Action == guard.Close || d.Action == guard.Refuse {
-		s.log.Info("closing a blocked connection", "why", d.Refusal())
+		s.log.Info("closing a blocked connection", "reason", d.Reason.String(), "why", d.Refusal())
 		s.send("-ERR [SYS/PERM] " + d.Refusal())
 		return true
 	}

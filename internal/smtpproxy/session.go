@@ -184,7 +184,7 @@ func (s *session) obey(d guard.Decision) bool {
 		s.tarpit = d.Delay
 	}
 	if d.Action == guard.Close || d.Action == guard.Refuse {
-		s.log.Info("closing a blocked connection", "why", d.Refusal())
+		s.log.Info("closing a blocked connection", "reason", d.Reason.String(), "why", d.Refusal())
 		s.reply(newReply(421, "4.7.1 "+s.p.cfg.Hostname+" "+d.Refusal()+": closing connection"))
 		return true
 	}
