@@ -117,7 +117,7 @@ login_restrictions:
 			t.Error("gateway did not stop")
 		}
 	}()
-	for addr, want := range map[string]guard.AdmitAction{
+	for addr, want := range map[string]guard.Action{
 		"127.0.0.2": guard.Allow,  // forward-confirmed client.partner.example
 		"127.0.0.3": guard.Refuse, // its PTR name does not resolve back
 		"127.0.0.4": guard.Refuse, // no PTR

@@ -187,6 +187,27 @@ func BenchmarkEvents(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }
 
+// BenchmarkAccept: the connection gate for a clean address, the session
+// closed again (what a short connection costs the engine): Admit, the
+// session and its count toward connections per minute (I).
+func BenchmarkAccept(b *testing.B) {
+	e := eventEngine(b)
+	addrs := make([]netip.Addr, 1<<12)
+	for i := range addrs {
+		addrs[i] = netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)})
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		gs, v := e.Accept(addrs[i&(len(addrs)-1)], "imap", nil)
+		if v.Action != guard.Allow {
+			b.Fatal("a clean address was not allowed")
+		}
+		gs.Close()
+		i++
+	}
+}
+
 // BenchmarkBlockEnforcement measures how long after the event that trips a
 // block Admit refuses the address, with the real SQLite store behind the
 // engine: the block is in the in-memory table before the store write.
@@ -279,7 +300,7 @@ intrusion_prevention:
 }
 
 // BenchmarkAdmitBlocked: Admit for blocked addresses (4,096 manual
-// blocks, defaults: refused), each refusal counted for Admission.Quiet.
+// blocks, defaults: refused), each refusal counted for Verdict.Quiet.
 func BenchmarkAdmitBlocked(b *testing.B) {
 	dir := b.TempDir()
 	cfg := writeCfg(b, dir, "postern.yaml", `services:

@@ -1,10 +1,11 @@
 // Package guard is postern's intrusion prevention engine. Protocol
 // front-ends only report what they see — a connection, a failed login, an
-// unknown recipient, an RSET, a message's size — and obey the Decision they
-// get back; all counting, thresholds, bypass rules and blocking live here,
+// unknown recipient, an RSET, a message's size — and obey the action of the
+// Verdict (Engine.Accept, the one connection gate) or Decision they get
+// back; all counting, thresholds, bypass rules and blocking live here,
 // once.
 //
-// The accept path (Admit) reads an immutable Settings and a copy-on-write
+// The accept path (Admit, the first half of Accept) reads an immutable Settings and a copy-on-write
 // table of blocks through atomic pointers: it takes no lock and does not
 // allocate. Events update sharded counters. A block is put into the
 // in-memory table first (so Admit enforces it at once), then written to the

@@ -169,21 +169,11 @@ func (e *Engine) PasswordFingerprint(account, password string) uint64 {
 	return fp
 }
 
-// AdmitAction is the answer at accept.
-type AdmitAction uint8
-
-// The answers at accept.
-const (
-	Allow  AdmitAction = iota // go on
-	Refuse                    // refuse with the protocol's refusal and close
-	Tarpit                    // go on, but delay the greeting and every reply by Delay
-)
-
-// Admission is Admit's answer.
-type Admission struct {
-	Action AdmitAction
-	Delay  time.Duration
-	Reason store.Reason // the block's reason; 0 when the access policy refused
+// Verdict is the connection gate's answer (Accept, Admit): a Decision
+// whose Action is Allow, Tarpit (with Delay), Refuse (with the reason's
+// Refusal text) or Close, and whether a refusal should be quiet.
+type Verdict struct {
+	Decision
 	// Quiet, with Refuse, says the address has been refused more than
 	// AnsweredRefusals times in the last minute: a front-end for which
 	// answering costs work (a TLS handshake on an implicit-TLS port)
@@ -193,7 +183,7 @@ type Admission struct {
 
 // AnsweredRefusals is how many refused connections of one address (block
 // prefix) a minute get the protocol's refusal where answering costs a TLS
-// handshake; later ones are closed without it (Admission.Quiet).
+// handshake; later ones are closed without it (Verdict.Quiet).
 const AnsweredRefusals = 5
 
 // Admit decides at accept whether addr may use service: refused by the
@@ -205,7 +195,10 @@ const AnsweredRefusals = 5
 // manual ones) for their block time; a group's own refuse_blocked: false
 // refuses none. A blocked address not refused is tarpitted when
 // tarpit_delay is set. It takes no lock and does not allocate.
-func (e *Engine) Admit(addr netip.Addr, service string) Admission {
+//
+// Admit is the first half of Accept, the call front-ends use; it neither
+// opens a session nor counts the connection toward connections per minute.
+func (e *Engine) Admit(addr netip.Addr, service string) Verdict {
 	s := e.settings.Load()
 	addr = addr.Unmap()
 	if s.Policy != nil && !s.Policy.AllowService(service, addr) {
@@ -213,12 +206,12 @@ func (e *Engine) Admit(addr netip.Addr, service string) Admission {
 	}
 	tbl := e.blocks.Load()
 	if !tbl.Contains(addr) {
-		return Admission{}
+		return Verdict{}
 	}
 	now := e.clock()
 	ent, ok := activeBlock(tbl, addr, now)
 	if !ok {
-		return Admission{}
+		return Verdict{}
 	}
 	ent.hit(now)
 	g, ok := GroupOf(service)
@@ -226,12 +219,12 @@ func (e *Engine) Admit(addr netip.Addr, service string) Admission {
 		g = GroupSMTP
 	}
 	if s.refuses(g, ent.rec.Reason) {
-		return Admission{Action: Refuse, Reason: ent.rec.Reason, Quiet: e.quiet(s, addr, now)}
+		return Verdict{Decision: Decision{Action: Refuse, Blocked: true, Reason: ent.rec.Reason}, Quiet: e.quiet(s, addr, now)}
 	}
 	if s.TarpitDelay > 0 {
-		return Admission{Action: Tarpit, Delay: s.TarpitDelay, Reason: ent.rec.Reason}
+		return Verdict{Decision: Decision{Action: Tarpit, Delay: s.TarpitDelay, Blocked: true, Reason: ent.rec.Reason}}
 	}
-	return Admission{Reason: ent.rec.Reason}
+	return Verdict{Decision: Decision{Blocked: true, Reason: ent.rec.Reason}}
 }
 
 // refused counts a connection the access policy refused toward
@@ -239,7 +232,7 @@ func (e *Engine) Admit(addr netip.Addr, service string) Admission {
 // address hammering a port it may not use is blocked too; it blocks the
 // address when the count reaches the threshold. Counting an address seen
 // before does not allocate.
-func (e *Engine) refused(s *Settings, addr netip.Addr, service string) Admission {
+func (e *Engine) refused(s *Settings, addr netip.Addr, service string) Verdict {
 	g, ok := GroupOf(service)
 	if !ok {
 		g = GroupSMTP
@@ -248,7 +241,7 @@ func (e *Engine) refused(s *Settings, addr netip.Addr, service string) Admission
 	quiet := e.quiet(s, addr, now)
 	limit := s.groups[g].threshold[trigI]
 	if limit <= 0 || s.Bypass.Addr(addr) {
-		return Admission{Action: Refuse, Quiet: quiet}
+		return Verdict{Decision: Decision{Action: Refuse}, Quiet: quiet}
 	}
 	p := s.prefixOf(addr)
 	if n := e.counters.add(p, g, trigI, now, connectionWindow, limit, 0); n >= limit {
@@ -258,10 +251,10 @@ func (e *Engine) refused(s *Settings, addr netip.Addr, service string) Admission
 		} else if autoBlockable(s, addr) {
 			b, _ := e.block(s, offense{prefix: p, reason: store.ReasonConnections, service: service,
 				detail: "refused connections", hits: n, first: now})
-			return Admission{Action: Refuse, Reason: b.Reason, Quiet: quiet}
+			return Verdict{Decision: Decision{Action: Refuse, Blocked: true, Reason: b.Reason}, Quiet: quiet}
 		}
 	}
-	return Admission{Action: Refuse, Quiet: quiet}
+	return Verdict{Decision: Decision{Action: Refuse}, Quiet: quiet}
 }
 
 // quiet counts a refusal of addr and reports whether the address has had

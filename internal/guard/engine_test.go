@@ -354,7 +354,7 @@ func TestLogOnlyTarpitAndClose(t *testing.T) {
 	h = newHarness(t, cfg, nil)
 	s = h.open("203.0.113.61", "smtp")
 	d := s.ContentRule("r1")
-	if !d.Blocked || d.Action != Continue || d.Delay != 3*time.Second {
+	if !d.Blocked || d.Action != Tarpit || d.Delay != 3*time.Second {
 		t.Fatalf("tarpitted block: %+v", d)
 	}
 	if d := s.Recipient("alice@example.com"); !d.Blocked || d.Delay != 3*time.Second {
@@ -440,7 +440,7 @@ patterns: { Office: "203.0.113.0/24" }
 services:
   imap: { listen: ":143", backend: "b:1", grant: "[Office]", deny: "203.0.113.13" }
 `, nil)
-	for addr, want := range map[string]AdmitAction{"203.0.113.1": Allow, "203.0.113.13": Refuse, "8.8.8.8": Refuse, "::ffff:203.0.113.2": Allow} {
+	for addr, want := range map[string]Action{"203.0.113.1": Allow, "203.0.113.13": Refuse, "8.8.8.8": Refuse, "::ffff:203.0.113.2": Allow} {
 		if got := h.e.Admit(ip(addr), "imap"); got.Action != want || got.Reason != 0 {
 			t.Errorf("%s: %+v, want %v", addr, got, want)
 		}

@@ -272,7 +272,7 @@ intrusion_prevention:
 // are not.
 func TestRefuseVersusClose(t *testing.T) {
 	type want struct {
-		auto, manual AdmitAction
+		auto, manual Action
 		closeTripper bool
 	}
 	for _, c := range []struct {

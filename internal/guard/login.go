@@ -199,10 +199,10 @@ func (s *Session) BeginLogin(ctx context.Context, account string) (*Login, Decis
 // Blocked reports whether the session's address is blocked at this moment
 // — a block made after the connection was accepted, by any session or by
 // hand, included — with the decision for the front-end: refuse and close
-// (Action Close, whatever close_blocked_connection and close_all say). Call
-// it where an open connection starts something a block must stop: an SMTP
-// transaction (MAIL FROM), an HTTP request. BeginLogin does the same for
-// login attempts.
+// (Action Close, whatever close_blocked_connection, close_all and
+// refuse_blocked say). A front-end about to forward a login it reads itself
+// (a webmail form) calls it after Recheck; BeginLogin does the same for
+// the login attempts it gates.
 func (s *Session) Blocked() (Decision, bool) { return s.blockedNow() }
 
 // blockedNow reports whether the session's address is blocked at this

@@ -11,31 +11,63 @@ import (
 	"github.com/postern/postern/internal/store"
 )
 
-// Action is what a front-end must do after reporting an event.
+// Action is what a front-end must do: at accept (Accept's Verdict), when
+// it checks an open connection again (Session.Recheck) and after reporting
+// an event (Decision). Front-ends obey it and add only their own wording.
 type Action uint8
 
 // The actions.
 const (
-	Continue Action = iota // go on (after Delay, if any)
-	Close                  // answer with the protocol's error and close this connection now
+	Continue Action = iota // go on
+	Close                  // answer with the protocol's "blocked, closing" error (Refusal) and close this connection now
+	Refuse                 // answer with the protocol's refusal (Refusal) and close
+	Tarpit                 // go on, but delay the greeting and every reply by Delay from now on
 )
 
-// Decision is the engine's answer to an event.
+// Allow is Continue at accept: the connection may go on.
+const Allow = Continue
+
+// Decision is the engine's answer to an event (and, inside a Verdict, at
+// accept).
 type Decision struct {
 	Action Action
-	// Delay is how long to wait before answering: the tarpit delay for a
-	// blocked address still connected, or account protection before a login.
+	// Delay is how long to wait before every reply from now on: the tarpit
+	// delay for a blocked address still connected (Action Tarpit, or Close
+	// after the delay).
 	Delay time.Duration
+	// Reject says what reported the event is refused (a mail to a tarpit
+	// account, a message that matched a content rule, a connection from
+	// a blocked address listed on a DNSBL), whatever Action says of the
+	// connection.
+	Reject bool
 	// Blocked says the address is blocked (by this event or before); Reason
-	// is the block's reason.
+	// is the block's reason. They are for logs: Action says what to do.
 	Blocked bool
 	Reason  store.Reason
 	// DryRun says a trigger set to log only would have blocked.
 	DryRun bool
 }
 
-// Session is one client connection as the engine sees it. Front-ends open
-// it after Admit allowed the connection, report events on it, and close it
+// Refusal is the protocol-neutral text of a refusal or a close: "Blocked
+// (<reason name>)" for a block, "Access denied" for the access policy.
+// Each front-end wraps it in its own wording.
+func (d Decision) Refusal() string {
+	if d.Reason == 0 {
+		return "Access denied"
+	}
+	return "Blocked (" + d.Reason.Name() + ")"
+}
+
+// tarpit turns a decision that goes on after a delay into Action Tarpit.
+func (d Decision) tarpit() Decision {
+	if d.Action == Continue && d.Delay > 0 {
+		d.Action = Tarpit
+	}
+	return d
+}
+
+// Session is one client connection as the engine sees it. Front-ends get
+// it from Accept, report events on it, and close it
 // when the connection ends. Its methods are safe for concurrent use.
 type Session struct {
 	e       *Engine
@@ -57,11 +89,36 @@ type Session struct {
 	rcptOK      bool // a recipient of this message is bypassed (r:)
 }
 
-// Open starts a session for a connection from addr to service. closer is
-// called (once, from any goroutine) when the engine wants the connection
-// closed because its address was blocked; it must not block. Open counts
-// the connection for the connections-per-minute trigger (I) and may decide
-// to close it at once.
+// Accept is the connection gate: it decides whether a connection from
+// addr may use service (Admit) and, if so, opens its session and counts
+// the connection toward connections per minute (I), which may close it at
+// once. The Verdict says what to do: Refuse (the session is nil; Quiet
+// says to close without a word where answering costs a TLS handshake),
+// Close (blocked by this very connection; the session is nil), Tarpit
+// (with Delay) or Allow. closer is called (once, from any goroutine) when
+// the engine wants the connection closed because its address was blocked
+// later; it must not block. The caller closes a non-nil session when the
+// connection ends.
+func (e *Engine) Accept(addr netip.Addr, service string, closer func()) (*Session, Verdict) {
+	v := e.Admit(addr, service)
+	if v.Action == Refuse {
+		return nil, v
+	}
+	s, d := e.Open(addr, service, closer)
+	switch d.Action {
+	case Close:
+		s.Close()
+		return nil, Verdict{Decision: d}
+	case Tarpit:
+		v.Decision = d
+	}
+	return s, v
+}
+
+// Open starts a session for a connection from addr to service without the
+// access check of Admit; front-ends use Accept. closer is as for Accept.
+// Open counts the connection for the connections-per-minute trigger (I)
+// and may decide to close it at once.
 func (e *Engine) Open(addr netip.Addr, service string, closer func()) (*Session, Decision) {
 	g, ok := GroupOf(service)
 	if !ok {
@@ -70,6 +127,15 @@ func (e *Engine) Open(addr netip.Addr, service string, closer func()) (*Session,
 	s := &Session{e: e, addr: addr.Unmap(), service: service, group: g, closer: closer, dead: make(chan struct{})}
 	e.live.add(s)
 	return s, s.event(trigI, 0, "", "")
+}
+
+// Recheck consults the gate again for an open connection, where it starts
+// something a block made since accept must stop (an SMTP transaction, an
+// HTTP request): Refuse (the access policy or a refused block), Tarpit or
+// Continue. It is Admit for the session's address and service, and counts
+// as Admit does.
+func (s *Session) Recheck() Decision {
+	return s.e.Admit(s.addr, s.service).Decision
 }
 
 // Close ends the session.
@@ -146,8 +212,9 @@ func (s *Session) Sender(mail string) {
 	s.mu.Unlock()
 }
 
-// Recipient reports an accepted recipient: mail to a tarpit account blocks
-// the address at once (A).
+// Recipient reports a recipient before the backend is asked: mail to a
+// tarpit account blocks the address at once (A), and the decision rejects
+// the recipient (Reject) when it made or met that block.
 func (s *Session) Recipient(rcpt string) Decision {
 	st := s.e.settings.Load()
 	if st.Bypass.Recipient(rcpt) {
@@ -157,7 +224,9 @@ func (s *Session) Recipient(rcpt string) Decision {
 		return s.tarpitted()
 	}
 	if g := &st.groups[s.group]; g.tarpit != nil && g.tarpit.ContainsMail(rcpt) {
-		return s.event(trigA, 0, "recipient ", rcpt)
+		d := s.event(trigA, 0, "recipient ", rcpt)
+		d.Reject = d.Blocked && d.Reason == store.ReasonTarpitAccount && !d.DryRun
+		return d
 	}
 	return s.tarpitted()
 }
@@ -220,13 +289,22 @@ func (s *Session) SpamScore(score float64) Decision {
 }
 
 // DNSBLListed reports that the address is listed on a DNSBL zone (D).
+// When the address is blocked (and not in a dry run) the listed
+// connection is refused (Reject), whatever close_blocked_connection says.
 func (s *Session) DNSBLListed(zone string) Decision {
-	return s.event(trigD, 0, "zone ", zone)
+	d := s.event(trigD, 0, "zone ", zone)
+	d.Reject = d.Blocked && !d.DryRun
+	return d
 }
 
-// ContentRule reports that a message matched a content rule (C).
+// ContentRule reports that a message matched a content rule (C). The
+// message is refused (Reject) unless the trigger only logs (DryRun); a
+// front-end that cannot refuse a message it is streaming closes the
+// connection.
 func (s *Session) ContentRule(rule string) Decision {
-	return s.event(trigC, 0, "rule ", rule)
+	d := s.event(trigC, 0, "rule ", rule)
+	d.Reject = !d.DryRun
+	return d
 }
 
 // bypassed reports whether a bypass condition of the session covers t.
@@ -270,7 +348,7 @@ func (s *Session) tarpitted() Decision {
 	if !ok {
 		return Decision{}
 	}
-	return Decision{Delay: st.TarpitDelay, Blocked: true, Reason: ent.rec.Reason}
+	return Decision{Delay: st.TarpitDelay, Blocked: true, Reason: ent.rec.Reason}.tarpit()
 }
 
 // event counts one occurrence of trigger t for the session's protocol
@@ -366,5 +444,5 @@ func (s *Session) trip(st *Settings, t trigger, p netip.Prefix, detail string, n
 			s.e.closeLive(p, s)
 		}
 	}
-	return d
+	return d.tarpit()
 }

@@ -20,7 +20,7 @@ const (
 	trigC                // content rule
 	numTriggers
 
-	// trigRefused counts refused connections for Admission.Quiet; it is
+	// trigRefused counts refused connections for Verdict.Quiet; it is
 	// a counter only, never a trigger.
 	trigRefused = numTriggers
 )
@@ -54,7 +54,7 @@ const (
 
 	// groupAll keys the counters every group shares: the failed logins
 	// of failed_logins_across_groups and the refusals of
-	// Admission.Quiet. It is a counter key only, never a service's group.
+	// Verdict.Quiet. It is a counter key only, never a service's group.
 	groupAll = numGroups
 )
 

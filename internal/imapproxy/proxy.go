@@ -49,8 +49,7 @@ func (c *Config) defaults() {
 
 // Engine is what the gateway needs of the intrusion prevention engine.
 type Engine interface {
-	Admit(addr netip.Addr, service string) guard.Admission
-	Open(addr netip.Addr, service string, closer func()) (*guard.Session, guard.Decision)
+	Accept(addr netip.Addr, service string, closer func()) (*guard.Session, guard.Verdict)
 	PasswordFingerprint(account, password string) uint64
 }
 

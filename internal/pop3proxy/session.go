@@ -53,52 +53,36 @@ func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.A
 	}()
 	s.setConn(conn)
 	addr := client.Addr().Unmap()
-	adm := p.eng.Admit(addr, p.cfg.Service)
-	// On implicit TLS the handshake comes after Admit and Open: every
-	// connection is checked and counted (I) before it costs any
-	// cryptography. It runs at most once.
-	handshake := func() bool {
-		if hs, ok := conn.(interface{ Handshake(time.Duration) error }); ok && p.cfg.ImplicitTLS {
-			if err := hs.Handshake(30 * time.Second); err != nil {
-				s.log.Info("TLS handshake failed", "err", err)
-				return false
+	gs, v := p.eng.Accept(addr, p.cfg.Service, func() { conn.Close() })
+	if gs != nil {
+		s.gs = gs
+		defer func() {
+			if !s.handedOff {
+				gs.Close()
 			}
-		}
-		return true
+		}()
 	}
-	switch adm.Action {
-	case guard.Refuse:
-		// A client refused again and again on an implicit-TLS port is
-		// closed without a word and without a handshake: answering it
-		// would cost one each time.
-		if p.cfg.ImplicitTLS && adm.Quiet {
-			s.log.Info("refused at connect, without a TLS handshake", "reason", adm.Reason.String())
-			return
-		}
-		if !handshake() {
-			return
-		}
-		why := "Access denied"
-		if adm.Reason != 0 {
-			why = "Blocked (" + adm.Reason.Name() + ")"
-		}
-		s.log.Info("refused at connect", "why", why)
-		s.send("-ERR [SYS/PERM] " + why)
-		return
-	case guard.Tarpit:
-		s.tarpit = adm.Delay
-	}
-	gs, d := p.eng.Open(addr, p.cfg.Service, func() { conn.Close() })
-	s.gs = gs
-	defer func() {
-		if !s.handedOff {
-			gs.Close()
-		}
-	}()
-	if !handshake() {
+	// A client refused again and again on an implicit-TLS port is closed
+	// without a word and without a handshake: answering it would cost one
+	// each time. Otherwise the handshake comes after the gate: every
+	// connection is checked and counted (I) before it costs any
+	// cryptography.
+	if v.Quiet && p.cfg.ImplicitTLS {
+		s.log.Info("refused at connect, without a TLS handshake", "reason", v.Reason.String())
 		return
 	}
-	if s.obey(d) {
+	if hs, ok := conn.(interface{ Handshake(time.Duration) error }); ok && p.cfg.ImplicitTLS {
+		if err := hs.Handshake(30 * time.Second); err != nil {
+			s.log.Info("TLS handshake failed", "err", err)
+			return
+		}
+	}
+	if v.Action == guard.Refuse {
+		s.log.Info("refused at connect", "why", v.Refusal())
+		s.send("-ERR [SYS/PERM] " + v.Refusal())
+		return
+	}
+	if s.obey(v.Decision) {
 		return
 	}
 	// Closes the backend connection also when its greeting was bad
@@ -147,13 +131,15 @@ func (s *session) send(lines ...string) error {
 	return s.w.Flush()
 }
 
+// obey applies an engine decision: tarpit from now on, or refuse and
+// close; it reports true when the session ends.
 func (s *session) obey(d guard.Decision) bool {
 	if d.Delay > 0 {
 		s.tarpit = d.Delay
 	}
-	if d.Action == guard.Close {
-		s.log.Info("closing a blocked connection", "reason", d.Reason.String())
-		s.send("-ERR [SYS/PERM] Blocked (" + d.Reason.Name() + ")")
+	if d.Action == guard.Close || d.Action == guard.Refuse {
+		s.log.Info("closing a blocked connection", "reason", d.Reason.String(), "why", d.Refusal())
+		s.send("-ERR [SYS/PERM] " + d.Refusal())
 		return true
 	}
 	return false

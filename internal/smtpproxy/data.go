@@ -28,15 +28,14 @@ func (s *session) newMsg() *msgState {
 // a decision that ends the session (M or C), if any.
 func (s *session) check(m *msgState, chunk []byte) (guard.Decision, string) {
 	m.size += int64(len(chunk))
-	if d := s.gs.MessageSize(m.size); d.Blocked && d.Action == guard.Close {
+	if d := s.gs.MessageSize(m.size); d.Action == guard.Close {
 		return d, "552 5.3.4 Error: message too big; connection closed"
 	}
 	if m.insp != nil {
 		if rule := m.insp.feed(chunk); rule != "" {
 			s.log.Info("content rule matched", "rule", rule)
-			d := s.gs.ContentRule(rule)
-			if !d.DryRun {
-				d.Action = guard.Close // the message is refused and the connection closed
+			// The message is refused and, mid-stream, the connection closed.
+			if d := s.gs.ContentRule(rule); d.Reject {
 				return d, "554 5.7.1 Error: message content rejected"
 			}
 		}

@@ -1003,9 +1003,7 @@ func (s *session) checkEnd(m *msgState) (guard.Decision, string) {
 	}
 	if rule := m.insp.finish(); rule != "" {
 		s.log.Info("content rule matched", "rule", rule)
-		d := s.gs.ContentRule(rule)
-		if !d.DryRun {
-			d.Action = guard.Close
+		if d := s.gs.ContentRule(rule); d.Reject {
 			return d, "554 5.7.1 Error: message content rejected"
 		}
 	}

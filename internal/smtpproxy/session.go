@@ -16,7 +16,6 @@ import (
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/mailaddr"
 	"github.com/postern/postern/internal/netlisten"
-	"github.com/postern/postern/internal/reason"
 	"github.com/postern/postern/internal/relay"
 	"github.com/postern/postern/internal/spamscan"
 )
@@ -70,45 +69,32 @@ func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.A
 	s.r = bufio.NewReaderSize(&s.in, p.cfg.MaxLineLength+2)
 	s.deadline, _ = ctx.Deadline()
 	addr := client.Addr().Unmap()
-	adm := p.eng.Admit(addr, p.cfg.Service)
-	// On implicit TLS the handshake comes after Admit and Open: every
+	gs, v := p.eng.Accept(addr, p.cfg.Service, func() { conn.Close() })
+	if gs != nil {
+		s.gs = gs
+		defer gs.Close()
+	}
+	// A client refused again and again on an implicit-TLS port is closed
+	// without a word and without a handshake: answering it would cost one
+	// each time. Otherwise the handshake comes after the gate: every
 	// connection is checked and counted (I) before it costs any
-	// cryptography. It runs at most once.
-	handshake := func() bool {
-		if hs, ok := conn.(interface{ Handshake(time.Duration) error }); ok && p.cfg.ImplicitTLS {
-			if err := hs.Handshake(30 * time.Second); err != nil {
-				s.log.Info("TLS handshake failed", "err", err)
-				return false
-			}
-		}
-		return true
-	}
-	switch adm.Action {
-	case guard.Refuse:
-		// A client refused again and again on an implicit-TLS port is
-		// closed without a word and without a handshake: answering it
-		// would cost one each time.
-		if p.cfg.ImplicitTLS && adm.Quiet {
-			s.log.Info("refused at connect, without a TLS handshake", "reason", adm.Reason.String())
-			return
-		}
-		if !handshake() {
-			return
-		}
-		why := refusal(adm)
-		s.log.Info("refused at connect", "why", why)
-		s.reply(newReply(554, "5.7.1 "+why))
-		return
-	case guard.Tarpit:
-		s.tarpit = adm.Delay
-	}
-	gs, d := p.eng.Open(addr, p.cfg.Service, func() { conn.Close() })
-	s.gs = gs
-	defer gs.Close()
-	if !handshake() {
+	// cryptography.
+	if v.Quiet && p.cfg.ImplicitTLS {
+		s.log.Info("refused at connect, without a TLS handshake", "reason", v.Reason.String())
 		return
 	}
-	if s.obey(d) {
+	if hs, ok := conn.(interface{ Handshake(time.Duration) error }); ok && p.cfg.ImplicitTLS {
+		if err := hs.Handshake(30 * time.Second); err != nil {
+			s.log.Info("TLS handshake failed", "err", err)
+			return
+		}
+	}
+	if v.Action == guard.Refuse {
+		s.log.Info("refused at connect", "why", v.Refusal())
+		s.reply(newReply(554, "5.7.1 "+v.Refusal()))
+		return
+	}
+	if s.obey(v.Decision) {
 		return
 	}
 	if s.dnsChecks(addr) {
@@ -159,7 +145,7 @@ func (s *session) dnsChecks(addr netip.Addr) bool {
 	}
 	d := s.gs.DNSBLListed(zone)
 	s.log.Info("listed on a DNSBL", "zone", zone, "blocked", d.Blocked)
-	if d.Blocked && !d.DryRun {
+	if d.Reject {
 		s.reply(newReply(554, "5.7.1 Service unavailable; client host ["+addr.String()+"] blocked using "+zone))
 		return true
 	}
@@ -191,15 +177,15 @@ func (s *session) reply(r reply) error {
 	return nil
 }
 
-// obey applies an engine decision: tarpit from now on, or close. It
-// reports true when the session must end.
+// obey applies an engine decision: tarpit from now on, or refuse and
+// close. It reports true when the session must end.
 func (s *session) obey(d guard.Decision) bool {
 	if d.Delay > 0 {
 		s.tarpit = d.Delay
 	}
-	if d.Action == guard.Close {
-		s.log.Info("closing a blocked connection", "reason", d.Reason.String())
-		s.reply(newReply(421, "4.7.1 "+s.p.cfg.Hostname+" Blocked ("+d.Reason.Name()+"): closing connection"))
+	if d.Action == guard.Close || d.Action == guard.Refuse {
+		s.log.Info("closing a blocked connection", "reason", d.Reason.String(), "why", d.Refusal())
+		s.reply(newReply(421, "4.7.1 "+s.p.cfg.Hostname+" "+d.Refusal()+": closing connection"))
 		return true
 	}
 	return false
@@ -442,7 +428,10 @@ func (s *session) mail(c command) error {
 	if s.p.cfg.RequireAuth && !s.authed {
 		return s.reply(newReply(530, "5.7.0 Authentication required"))
 	}
-	if s.blockedNow() {
+	// The gate again at the start of a transaction: an address blocked
+	// while its connection was open sends no more mail on it, whatever
+	// close_all says.
+	if s.obey(s.gs.Recheck()) {
 		return errClosed
 	}
 	a, err := mailaddr.ParseMailArg(strings.Join(c.args, " "))
@@ -464,32 +453,6 @@ func (s *session) mail(c command) error {
 		s.gs.Sender(from)
 	}
 	return s.reply(r)
-}
-
-// blockedNow consults the block table (and the access policy) again at the
-// start of a transaction: an address blocked while its connection was
-// open sends no more mail on it, whatever close_all says. It reports true
-// when the session must end.
-func (s *session) blockedNow() bool {
-	adm := s.p.eng.Admit(s.client.Addr().Unmap(), s.p.cfg.Service)
-	switch adm.Action {
-	case guard.Refuse:
-		why := refusal(adm)
-		s.log.Info("closing: refused at MAIL", "why", why)
-		s.reply(newReply(421, "4.7.1 "+s.p.cfg.Hostname+" "+why+": closing connection"))
-		return true
-	case guard.Tarpit:
-		s.tarpit = adm.Delay
-	}
-	return false
-}
-
-// refusal says why Admit refused an address.
-func refusal(adm guard.Admission) string {
-	if adm.Reason != 0 {
-		return "Blocked (" + adm.Reason.Name() + ")"
-	}
-	return "Access denied"
 }
 
 // rcpt relays RCPT TO and reports what the backend said of the recipient.
@@ -514,7 +477,7 @@ func (s *session) rcpt(c command) error {
 	}
 	// A tarpit account (often an address that does not exist) is checked
 	// before the backend is asked, and never accepted.
-	if d := s.gs.Recipient(to); d.Blocked && d.Reason == reason.TarpitAccount && !d.DryRun {
+	if d := s.gs.Recipient(to); d.Reject {
 		if err := s.reply(newReply(550, "5.1.1 "+p.Canonical()+": Recipient address rejected")); err != nil {
 			return err
 		}

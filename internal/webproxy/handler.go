@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/guard"
-	"github.com/postern/postern/internal/reason"
 )
 
 // ServeHTTP checks one request and forwards it to a backend.
@@ -31,14 +30,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// A keep-alive connection outlives a block made after it was accepted.
-	switch adm := p.eng.Admit(cc.addr, p.cfg.Service); adm.Action {
+	switch d := cc.gs.Recheck(); d.Action {
 	case guard.Refuse:
-		why := refusalText(adm.Reason)
-		p.log.Info("refused", "client", cc.addr.String(), "why", why)
-		p.page(w, r, cc, http.StatusForbidden, why, true)
+		p.log.Info("refused", "client", cc.addr.String(), "why", d.Refusal())
+		p.page(w, r, cc, http.StatusForbidden, d.Refusal(), true)
 		return
 	case guard.Tarpit:
-		cc.tarpit.Store(int64(adm.Delay))
+		cc.tarpit.Store(int64(d.Delay))
 	}
 	if r.Method == http.MethodConnect {
 		p.page(w, r, cc, http.StatusMethodNotAllowed, "Method not allowed", false)
@@ -89,17 +87,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // a login attempt from a blocked address is refused whatever
 // refuse_blocked says (a blocked address never gets a guess through).
 func (p *Proxy) refusedNow(w http.ResponseWriter, r *http.Request, cc *clientConn, login bool) bool {
-	why := ""
-	if adm := p.eng.Admit(cc.addr, p.cfg.Service); adm.Action == guard.Refuse {
-		why = refusalText(adm.Reason)
-	} else if login {
-		if d, ok := cc.gs.Blocked(); ok {
-			why = refusalText(d.Reason)
-		}
+	d := cc.gs.Recheck()
+	if d.Action != guard.Refuse && login {
+		d, _ = cc.gs.Blocked()
 	}
-	if why == "" {
+	if d.Action != guard.Refuse && d.Action != guard.Close {
 		return false
 	}
+	why := d.Refusal()
 	p.log.Info("refused", "client", cc.addr.String(), "via_upstream", cc.trusted, "why", why, "login", login)
 	p.page(w, r, cc, http.StatusForbidden, why, true)
 	return true
@@ -287,13 +282,6 @@ func (p *Proxy) page(w http.ResponseWriter, r *http.Request, cc *clientConn, sta
 	if r.Method != http.MethodHead {
 		w.Write([]byte(body))
 	}
-}
-
-func refusalText(r reason.Code) string {
-	if r != 0 {
-		return "Blocked (" + r.Name() + ")"
-	}
-	return "Access denied"
 }
 
 func truncate(s string, n int) string {

@@ -131,7 +131,7 @@ func (p *Proxy) checkLogin(w http.ResponseWriter, r *http.Request, cc *clientCon
 		// As every request of a blocked address (refusedNow): the page;
 		// the connection may stay, since every later login on it is
 		// refused the same way.
-		p.page(w, r, cc, http.StatusForbidden, refusalText(d.Reason), true)
+		p.page(w, r, cc, http.StatusForbidden, d.Refusal(), true)
 		return at, true
 	}
 	at.login = lg

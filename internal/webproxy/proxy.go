@@ -21,8 +21,7 @@ import (
 
 // Engine is what the gateway needs of the intrusion prevention engine.
 type Engine interface {
-	Admit(addr netip.Addr, service string) guard.Admission
-	Open(addr netip.Addr, service string, closer func()) (*guard.Session, guard.Decision)
+	Accept(addr netip.Addr, service string, closer func()) (*guard.Session, guard.Verdict)
 	PasswordFingerprint(account, password string) uint64
 }
 
@@ -202,26 +201,18 @@ func (p *Proxy) admit(c net.Conn) *clientConn {
 	p.mu.Lock()
 	p.conns[cc] = struct{}{}
 	p.mu.Unlock()
-	adm := p.eng.Admit(cc.addr, p.cfg.Service)
-	switch adm.Action {
-	case guard.Refuse:
-		cc.refusal = refusalText(adm.Reason)
-		if adm.Quiet && p.cfg.TLS != nil {
+	gs, v := p.eng.Accept(cc.addr, p.cfg.Service, func() { c.Close() })
+	cc.gs = gs
+	if v.Delay > 0 {
+		cc.tarpit.Store(int64(v.Delay))
+	}
+	if v.Action == guard.Refuse || v.Action == guard.Close {
+		cc.refusal = v.Refusal()
+		if v.Quiet && p.cfg.TLS != nil {
 			// Refused again and again: closed before the TLS handshake,
 			// which answering with the page would cost each time.
 			cc.Close()
 		}
-		return cc
-	case guard.Tarpit:
-		cc.tarpit.Store(int64(adm.Delay))
-	}
-	gs, d := p.eng.Open(cc.addr, p.cfg.Service, func() { c.Close() })
-	cc.gs = gs
-	if d.Delay > 0 {
-		cc.tarpit.Store(int64(d.Delay))
-	}
-	if d.Action == guard.Close {
-		cc.refusal = refusalText(d.Reason)
 	}
 	return cc
 }
