@@ -217,6 +217,10 @@ func compile(name string, items []item, mail bool) (*patterns.Set, error) {
 		}
 		set, err := reg.Expr(patterns.Source{Text: it.text, Pos: it.pos})
 		if err != nil {
+			if !mail && strings.Contains(err.Error(), "host mask") && !strings.ContainsAny(it.text, "*?") {
+				// A plain host name: the bypass list names hosts with a:.
+				err = diag.Errorf(it.pos, "%s: %q is a host name: write a:%s to bypass the addresses it resolves to", name, it.text, it.text)
+			}
 			errs.Add(err)
 			continue
 		}

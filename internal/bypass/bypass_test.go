@@ -142,3 +142,13 @@ func TestItemsFromIncludes(t *testing.T) {
 		t.Error("a nil list bypasses nothing")
 	}
 }
+
+// A plain host name on the list gets the way to write it: a:NAME.
+func TestHostNameSuggestsA(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{"bypass.txt": "10.0.0.1\nmx.partner.example\n"})
+	_, err := Load(context.Background(), filepath.Join(dir, "bypass.txt"), diag.Pos{}, resolver)
+	if err == nil || !strings.Contains(err.Error(), `bypass.txt:2:1: `) || !strings.Contains(err.Error(), "write a:mx.partner.example") {
+		t.Fatalf("error %v, want the a: suggestion at line 2", err)
+	}
+}
