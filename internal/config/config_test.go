@@ -58,7 +58,7 @@ func TestParseGood(t *testing.T) {
 	if imap.Grant.Value != "[GeoIP_MY];[Office]" || imap.Pos().Line != 16 {
 		t.Errorf("imap: %+v at %v", imap.Grant, imap.Pos())
 	}
-	if f.Services["web"].Paths[0].Prefix.Value != "/admin" {
+	if f.Services["web"].Web.Paths[0].Prefix.Value != "/admin" {
 		t.Error("web path")
 	}
 	if f.Log.Format.Value != "json" {
@@ -85,7 +85,7 @@ func TestParseErrors(t *testing.T) {
 		{"web backend", "services:\n  web: { listen: \":443\", backend: \"127.0.0.1:80\" }\n", "bad web backend"},
 		{"implicit tls without cert", "services:\n  imaps: { listen: \":993\", backend: \"b:1\" }\n", "needs tls"},
 		{"missing cert file", "services:\n  imaps: { listen: \":993\", backend: \"b:1\", tls: { cert: nope.pem, key: nope.key } }\n", "nope.pem: no such file"},
-		{"paths on imap", "services:\n  imap: { listen: \":143\", backend: \"b:1\", paths: [{prefix: /a, grant: x}] }\n", "paths apply to the web service only"},
+		{"paths on imap", "services:\n  imap: { listen: \":143\", backend: \"b:1\", paths: [{prefix: /a, grant: x}] }\n", `c.yaml:2:43: unknown key "paths" (applies to the web service only)`},
 		{"path without slash", "services:\n  web: { listen: \":443\", backend: \"http://b\", paths: [{prefix: admin, grant: x}] }\n", "prefix starting with /"},
 		{"path without lists", "services:\n  web: { listen: \":443\", backend: \"http://b\", paths: [{prefix: /admin}] }\n", "needs grant or deny"},
 		{"duplicate pattern", "patterns:\n  Office: 1.1.1.1\n  OFFICE: 1.1.1.2\n", `c.yaml:3:3: pattern "OFFICE" is already defined at c.yaml:2:3`},
