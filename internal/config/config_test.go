@@ -164,3 +164,88 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestServiceKeysByProtocol: each service is decoded into its own
+// protocol's type, so a key of another protocol is an unknown key at its
+// own line and column, with the services it applies to.
+func TestServiceKeysByProtocol(t *testing.T) {
+	cases := []struct{ name, yaml, want string }{
+		{"max_recipients on imap", "services:\n  imap: { listen: \":143\", backend: \"b:1\", max_recipients: 5 }\n",
+			`c.yaml:2:43: unknown key "max_recipients" (applies to SMTP services only)`},
+		{"require_auth on pop3", "services:\n  pop3:\n    listen: \":110\"\n    backend: \"b:1\"\n    require_auth: true\n",
+			`c.yaml:5:5: unknown key "require_auth" (applies to SMTP services only)`},
+		{"unknown_user_codes on web", "services:\n  web: { listen: \":80\", backend: \"http://b:1\", unknown_user_codes: [5.1.1] }\n",
+			`c.yaml:2:48: unknown key "unknown_user_codes" (applies to SMTP services only)`},
+		{"plaintext_login on smtp", "services:\n  smtp: { listen: \":25\", backend: \"b:1\", plaintext_login: \"127.0.0.1\" }\n",
+			`c.yaml:2:42: unknown key "plaintext_login" (applies to IMAP and POP3 services only)`},
+		{"hostname on imap", "services:\n  imap: { listen: \":143\", backend: \"b:1\", hostname: gw.example }\n",
+			`c.yaml:2:43: unknown key "hostname" (applies to SMTP services only)`},
+		{"max_backend_connections on web", "services:\n  web: { listen: \":80\", backend: \"http://b:1\", max_backend_connections: 3 }\n",
+			`c.yaml:2:48: unknown key "max_backend_connections" (applies to SMTP, IMAP and POP3 services only)`},
+		{"first_command on imap", "services:\n  imap: { listen: \":143\", backend: \"b:1\", timeouts: { first_command: 1m } }\n",
+			`c.yaml:2:55: unknown key "first_command" (applies to SMTP services only)`},
+		{"backend_proxy on web", "services:\n  web: { listen: \":80\", backend: \"http://b:1\", backend_proxy: v2 }\n",
+			`c.yaml:2:48: unknown key "backend_proxy" (does not apply to web; the client address goes in X-Forwarded-For)`},
+		{"typo still suggests", "services:\n  smtp: { listen: \":25\", backend: \"b:1\", max_recipents: 5 }\n",
+			`c.yaml:2:42: unknown key "max_recipents" (did you mean "max_recipients"?)`},
+		{"bad backend_proxy at its value", "services:\n  smtp: { listen: \":25\", backend: \"b:1\", backend_proxy: v3 }\n",
+			`c.yaml:2:57: bad backend_proxy "v3": want v2, v1, xclient or none`},
+		{"xclient on pop3 at its value", "services:\n  pop3: { listen: \":110\", backend: \"b:1\", backend_proxy: xclient }\n",
+			`c.yaml:2:58: backend_proxy xclient is for SMTP services only`},
+		{"starttls on imap at its value", "services:\n  imap: { listen: \":143\", backend: \"b:1\", backend_tls: starttls }\n",
+			`c.yaml:2:56: backend_tls starttls is for SMTP backends`},
+		{"bad backend_tls", "services:\n  submission: { listen: \":587\", backend: \"b:1\", backend_tls: ssl }\n",
+			`c.yaml:2:62: bad backend_tls "ssl": want none, starttls or tls`},
+	}
+	dir := t.TempDir()
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse(filepath.Join(dir, "c.yaml"), []byte(c.yaml))
+			if err == nil {
+				t.Fatalf("no error, want %q", c.want)
+			}
+			msg := strings.ReplaceAll(err.Error(), dir+string(filepath.Separator), "")
+			if !strings.Contains(msg, c.want) {
+				t.Fatalf("error:\n%s\nwant it to contain:\n%s", msg, c.want)
+			}
+		})
+	}
+}
+
+// TestServiceDefaults: a key not written takes the default declared on its
+// field; a key written replaces it.
+func TestServiceDefaults(t *testing.T) {
+	f, err := Parse("c.yaml", []byte(`services:
+  smtp: { listen: ":25", backend: "b:1" }
+  submission: { listen: ":587", backend: "b:1", backend_proxy: xclient, backend_tls: starttls, backend_tls_verify: false }
+  pop3: { listen: ":110", backend: "b:1", backend_proxy: none, max_connections_per_address: 3 }
+  imap: { listen: ":143", backend: "b:1", backend_tls: tls }
+  web: { listen: ":80", backend: "http://b:1", login_forms: [{ path: /l, user_field: u, fail_status: 401 }] }
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	smtp, sub, pop, imap, web := f.Services["smtp"], f.Services["submission"], f.Services["pop3"], f.Services["imap"], f.Services["web"]
+	if smtp.SMTP == nil || smtp.Mail != nil || smtp.Web != nil || pop.Mail == nil || web.Web == nil {
+		t.Fatalf("protocol parts: smtp %+v pop3 %+v web %+v", smtp, pop, web)
+	}
+	if o := smtp.SMTP; o.BackendProxy != ProxyV2 || o.BackendTLS != TLSNone || o.RequireAuth || !smtp.BackendTLSVerify || smtp.MaxPerAddress != 20 {
+		t.Errorf("smtp defaults: %+v %+v", smtp.Common, o)
+	}
+	if o := sub.SMTP; o.BackendProxy != ProxyXClient || o.BackendTLS != TLSStartTLS || !o.RequireAuth || sub.BackendTLSVerify {
+		t.Errorf("submission: %+v %+v", sub.Common, o)
+	}
+	if o := pop.Mail; o.BackendProxy != ProxyNone || o.BackendTLS != TLSNone || pop.MaxPerAddress != 3 {
+		t.Errorf("pop3: %+v %+v", pop.Common, o)
+	}
+	if imap.Mail.BackendTLS != TLSImplicit || imap.Mail.BackendProxy != ProxyV2 {
+		t.Errorf("imap: %+v", imap.Mail)
+	}
+	if m := web.Web.LoginForms[0].Method.Value; m != "POST" {
+		t.Errorf("login form method: %q", m)
+	}
+	sub2, err := Parse("c.yaml", []byte("services:\n  submission: { listen: \":587\", backend: \"b:1\", require_auth: false }\n"))
+	if err != nil || sub2.Services["submission"].SMTP.RequireAuth {
+		t.Errorf("require_auth: false on submission: %v", err)
+	}
+}

@@ -209,9 +209,9 @@ var keyGroups = []struct {
 	timeout reflect.Type
 	label   string
 }{
-	{reflect.TypeFor[SMTPOptions](), reflect.TypeFor[SMTPTimeouts](), "SMTP services"},
-	{reflect.TypeFor[MailOptions](), reflect.TypeFor[MailTimeouts](), "IMAP and POP3 services"},
-	{reflect.TypeFor[WebOptions](), reflect.TypeFor[WebTimeouts](), "the web service"},
+	{reflect.TypeFor[SMTPOptions](), reflect.TypeFor[SMTPTimeouts](), "SMTP"},
+	{reflect.TypeFor[MailOptions](), reflect.TypeFor[MailTimeouts](), "IMAP and POP3"},
+	{reflect.TypeFor[WebOptions](), reflect.TypeFor[WebTimeouts](), "web"},
 }
 
 // hintFor names the services whose option (or timeout) types have key.
@@ -229,7 +229,10 @@ func hintFor(key string, timeouts bool) string {
 	if len(in) == 0 {
 		return ""
 	}
-	return "applies to " + strings.Join(in, " and ") + " only"
+	if len(in) == 1 && in[0] == "web" {
+		return "applies to the web service only"
+	}
+	return "applies to " + strings.Join(in, ", ") + " services only"
 }
 
 func hasKey(t reflect.Type, key string) bool {
