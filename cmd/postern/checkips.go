@@ -146,9 +146,9 @@ func ipsWarnings(f *config.File) []error {
 		}
 		on := onTriggers(t)
 		for _, lo := range t.LogOnly {
-			if c, ok := config.TriggerCode(lo.Value); ok && !strings.ContainsRune(string(on), rune(c)) {
+			if !strings.ContainsRune(string(on), rune(lo.Code)) {
 				out = append(out, diag.Errorf(lo.Pos, "intrusion_prevention.%s.log_only lists %s, which is off: nothing to log",
-					g.name, triggerNames[c]))
+					g.name, triggerNames[lo.Code]))
 			}
 		}
 	}

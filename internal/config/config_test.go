@@ -249,3 +249,38 @@ func TestServiceDefaults(t *testing.T) {
 		t.Errorf("require_auth: false on submission: %v", err)
 	}
 }
+
+// TestCompiledOnce: content rule expressions and log_only trigger names are
+// compiled when the file is decoded, and a bad one is an error at its value.
+func TestCompiledOnce(t *testing.T) {
+	f, err := Parse("c.yaml", []byte(`content_rules:
+  - { name: x, header: "^Subject: .*offer", body: "(?i)click here" }
+intrusion_prevention:
+  smtp: { unknown_recipients: 3, log_only: [P, relay_denials] }
+services:
+  web: { listen: ":80", backend: "http://b:1", login_forms: [{ path: "/?_task=login", user_field: u, fail_status: 401 }] }
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cr := f.ContentRules[0]
+	if cr.Header.Re == nil || !cr.Header.Re.MatchString("Subject: an offer") || cr.Body.Re == nil || !cr.Body.Re.MatchString("CLICK HERE") {
+		t.Errorf("content rule not compiled: %+v", cr)
+	}
+	if lo := f.IntrusionPrevention.SMTP.LogOnly; len(lo) != 2 || lo[0].Code != 'P' || lo[1].Code != 'Y' {
+		t.Errorf("log_only codes: %+v", lo)
+	}
+	lf := &f.Services["web"].Web.LoginForms[0]
+	if lf.routeParams == nil || lf.routes[0] != "/" || lf.routeParams.Get("_task") != "login" {
+		t.Errorf("login form routes not parsed at load: %v %v", lf.routes, lf.routeParams)
+	}
+	for _, c := range []struct{ yaml, want string }{
+		{"content_rules:\n  - { name: x, body: \"a(b\" }\n", "c.yaml:2:22: bad regular expression: error parsing regexp: missing closing )"},
+		{"intrusion_prevention:\n  smtp: { log_only: [L, failed_login] }\n", `c.yaml:2:25: log_only: unknown trigger "failed_login"`},
+	} {
+		_, err := Parse("c.yaml", []byte(c.yaml))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: got %v, want %q", c.yaml, err, c.want)
+		}
+	}
+}

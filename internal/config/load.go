@@ -287,13 +287,6 @@ func (f *File) validateSMTPExtras(d *decoder) {
 		if !cr.Header.IsSet() && !cr.Body.IsSet() {
 			d.errs.Add(diag.Errorf(cr.Name.Pos, "content rule %q needs header or body", cr.Name.Value))
 		}
-		for _, t := range []Text{cr.Header, cr.Body} {
-			if t.IsSet() {
-				if _, err := regexp.Compile(t.Value); err != nil {
-					d.errs.Add(diag.Errorf(t.Pos, "content rule %q: %v", cr.Name.Value, err))
-				}
-			}
-		}
 	}
 	if u := f.Spam.Rspamd; u.IsSet() && !strings.HasPrefix(u.Value, "http://") && !strings.HasPrefix(u.Value, "https://") {
 		d.errs.Add(diag.Errorf(u.Pos, "bad spam.rspamd %q: want http://host:port", u.Value))

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -269,9 +270,31 @@ type DNS struct {
 
 // ContentRuleConfig is a regular expression on message headers or body.
 type ContentRuleConfig struct {
-	Name   Text `yaml:"name"`
-	Header Text `yaml:"header"`
-	Body   Text `yaml:"body"`
+	Name   Text   `yaml:"name"`
+	Header Regexp `yaml:"header"`
+	Body   Regexp `yaml:"body"`
+}
+
+// Regexp is a regular expression as written and compiled once, when the
+// file is decoded; a bad one is an error at its position.
+type Regexp struct {
+	Text
+	Re *regexp.Regexp // nil when not written
+}
+
+func (r *Regexp) decodeYAML(d *decoder, n *yaml.Node) error {
+	if err := r.Text.decodeYAML(d, n); err != nil {
+		return err
+	}
+	if !r.IsSet() {
+		return nil
+	}
+	re, err := regexp.Compile(r.Value)
+	if err != nil {
+		return fmt.Errorf("bad regular expression: %w", err)
+	}
+	r.Re = re
+	return nil
 }
 
 // Spam configures message scanning (S).

@@ -34,6 +34,10 @@ type LoginForm struct {
 	FailStatus    int    `yaml:"fail_status"`    // e.g. 401
 	FailRedirect  Text   `yaml:"fail_redirect"`  // the Location of a failure starts with this, e.g. "/login?error"
 	FailHeader    Text   `yaml:"fail_header"`    // "X-Login-Failed" (present) or "X-Auth: failed" (value contains)
+
+	// The routes, parsed once when the file is decoded.
+	routes      []string
+	routeParams url.Values
 }
 
 // FormPath splits Path into the path and the query parameters a request
@@ -46,8 +50,15 @@ func (l *LoginForm) FormPath() (string, url.Values) {
 
 // FormRoutes returns every path of the form (Path without its query, then
 // Paths) and its identifying parameters (those written after "?" in Path,
-// then Params).
+// then Params), as parsed when the file was decoded.
 func (l *LoginForm) FormRoutes() (paths []string, params url.Values) {
+	if l.routeParams != nil {
+		return l.routes, l.routeParams
+	}
+	return l.parseRoutes()
+}
+
+func (l *LoginForm) parseRoutes() (paths []string, params url.Values) {
 	params = url.Values{}
 	if l.Path.IsSet() {
 		p, q := l.FormPath()
@@ -238,4 +249,5 @@ func validateLoginForm(d *decoder, l *LoginForm) {
 			d.errs.Add(diag.Errorf(l.FailHeader.Pos, "bad fail_header %q: want a header name, or name: text", l.FailHeader.Value))
 		}
 	}
+	l.routes, l.routeParams = l.parseRoutes()
 }

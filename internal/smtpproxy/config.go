@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
-	"regexp"
 	"strings"
 
 	"github.com/postern/postern/internal/config"
@@ -63,19 +62,8 @@ func FromConfig(name string, svc *config.Service, f *config.File, serverTLS *tls
 		c.UnknownUserCodes = append(c.UnknownUserCodes, strings.TrimSpace(u.Value))
 	}
 	for _, r := range f.ContentRules {
-		cr := ContentRule{Name: r.Name.Value}
-		var err error
-		if r.Header.IsSet() {
-			if cr.Header, err = regexp.Compile(r.Header.Value); err != nil {
-				return c, fmt.Errorf("content rule %q: %w", r.Name.Value, err)
-			}
-		}
-		if r.Body.IsSet() {
-			if cr.Body, err = regexp.Compile(r.Body.Value); err != nil {
-				return c, fmt.Errorf("content rule %q: %w", r.Name.Value, err)
-			}
-		}
-		c.ContentRules = append(c.ContentRules, cr)
+		// Compiled once, when the configuration was decoded.
+		c.ContentRules = append(c.ContentRules, ContentRule{Name: r.Name.Value, Header: r.Header.Re, Body: r.Body.Re})
 	}
 	return c, nil
 }
