@@ -198,10 +198,7 @@ func (g *gateway) runFrontEnds(ctx context.Context, wg *sync.WaitGroup) error {
 				return err
 			}
 			if sp := f.Spam; sp.Rspamd.IsSet() || sp.Spamd.IsSet() {
-				maxSize := sp.MaxSize.Bytes
-				if maxSize == 0 {
-					maxSize = 20 << 20
-				}
+				maxSize := sp.MaxSize.Bytes // default in config.Spam
 				var sc spamscan.Scanner
 				if sp.Rspamd.IsSet() {
 					sc = spamscan.NewRspamd(sp.Rspamd.Value, spamscan.RspamdOptions{Timeout: sp.Timeout.D, MaxSize: maxSize})

@@ -299,11 +299,11 @@ func (r *Regexp) decodeYAML(d *decoder, n *yaml.Node) error {
 
 // Spam configures message scanning (S).
 type Spam struct {
-	Rspamd  Text     `yaml:"rspamd"`   // e.g. http://127.0.0.1:11333
-	Spamd   Text     `yaml:"spamd"`    // SpamAssassin's spamd, host:port (used when rspamd is not set)
-	Timeout Duration `yaml:"timeout"`  // default 10s; a slow scanner is skipped, never blocks mail
-	Action  Text     `yaml:"action"`   // reject (default) | accept: what happens to a message over spam_score
-	MaxSize Size     `yaml:"max_size"` // larger messages are not scanned; default 20MB
+	Rspamd  Text     `yaml:"rspamd"`                  // e.g. http://127.0.0.1:11333
+	Spamd   Text     `yaml:"spamd"`                   // SpamAssassin's spamd, host:port (used when rspamd is not set)
+	Timeout Duration `yaml:"timeout" default:"10s"`   // a slow scanner is skipped, never blocks mail
+	Action  Text     `yaml:"action" default:"reject"` // reject | accept: what happens to a message over spam_score
+	MaxSize Size     `yaml:"max_size" default:"20MB"` // larger messages are not scanned
 }
 
 // Pos returns where the service was configured.
