@@ -84,7 +84,7 @@ func bindFrontEnds(ctx context.Context, snap *snapshot.Snapshot, holder *snapsho
 		}
 		host := "postern"
 		if svc.SMTP != nil && svc.SMTP.Hostname != "" {
-			host = svc.SMTP.Hostname
+			host = string(svc.SMTP.Hostname)
 		}
 		refusal := overLimitReply(name, host)
 		if name == "web" && svc.TLS != nil {

@@ -194,6 +194,12 @@ func TestServiceKeysByProtocol(t *testing.T) {
 			`c.yaml:2:58: backend_proxy xclient is for SMTP services only`},
 		{"starttls on imap at its value", "services:\n  imap: { listen: \":143\", backend: \"b:1\", backend_tls: starttls }\n",
 			`c.yaml:2:56: backend_tls starttls is for SMTP backends`},
+		{"negative limit at its value", "services:\n  imap: { listen: \":143\", backend: \"b:1\", max_backend_connections: -1 }\n",
+			`c.yaml:2:68: max_backend_connections cannot be less than 0, got -1`},
+		{"negative common limit", "services:\n  web: { listen: \":80\", backend: \"http://b:1\", max_connections: -5 }\n",
+			`c.yaml:2:65: max_connections cannot be less than 0, got -5`},
+		{"bad hostname at its value", "services:\n  smtp: { listen: \":25\", backend: \"b:1\", hostname: \"mx example\" }\n",
+			`c.yaml:2:52: hostname "mx example" is not a host name`},
 		{"bad backend_tls", "services:\n  submission: { listen: \":587\", backend: \"b:1\", backend_tls: ssl }\n",
 			`c.yaml:2:62: bad backend_tls "ssl": want none, starttls or tls`},
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -178,6 +179,9 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value) {
 		if allowed, ok := tags[k.Value].Lookup("enum"); ok && fv.Kind() == reflect.String {
 			d.checkEnum(k.Value, val, fv.String(), strings.Split(allowed, "|"))
 		}
+		if m, ok := tags[k.Value].Lookup("min"); ok {
+			d.checkMin(k.Value, val, fv, m)
+		}
 	}
 }
 
@@ -193,6 +197,25 @@ func (d *decoder) checkEnum(key string, n *yaml.Node, value string, allowed []st
 		return
 	}
 	d.errorf(n, "bad %s %q: want %s", key, value, want)
+}
+
+// checkMin reports a whole number below the field's `min:"n"` tag at the
+// value's position.
+func (d *decoder) checkMin(key string, n *yaml.Node, v reflect.Value, tag string) {
+	if v.Kind() == reflect.Pointer {
+		if v.IsNil() {
+			return
+		}
+		v = v.Elem()
+	}
+	lo, err := strconv.ParseInt(tag, 10, 64)
+	if err != nil || v.Kind() != reflect.Int {
+		d.errorf(n, "internal error: min tag %q on %s", tag, key)
+		return
+	}
+	if v.Int() < lo {
+		d.errorf(n, "%s cannot be less than %d, got %d", key, lo, v.Int())
+	}
 }
 
 // enumHints explain a value that is valid for other services only.

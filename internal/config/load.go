@@ -185,28 +185,7 @@ func (f *File) validateService(d *decoder, name string, svc *Service) {
 	} else if ImplicitTLS(name) {
 		d.errs.Add(diag.Errorf(svc.pos, "service %s uses implicit TLS and needs tls: { cert: ..., key: ... }", name))
 	}
-	limits := []int{svc.MaxPerAddress, svc.MaxConnections}
-	var bl *BackendLimits
-	switch {
-	case svc.SMTP != nil:
-		bl = &svc.SMTP.BackendLimits
-		limits = append(limits, svc.SMTP.MaxRecipients, svc.SMTP.MaxLineLength)
-	case svc.Mail != nil:
-		bl = &svc.Mail.BackendLimits
-	}
-	if bl != nil {
-		limits = append(limits, deref(bl.MaxBackend), deref(bl.MaxBackendPerNetwork))
-	}
-	for _, v := range limits {
-		if v < 0 {
-			d.errs.Add(diag.Errorf(svc.pos, "service %s: limits cannot be negative", name))
-			break
-		}
-	}
 	if o := svc.SMTP; o != nil {
-		if o.Hostname != "" && !validHostname(o.Hostname) {
-			d.errs.Add(diag.Errorf(svc.pos, "service %s: hostname %q is not a host name (letters, digits, '-' and '.')", name, o.Hostname))
-		}
 		if o.MaxLineLength != 0 && o.MaxLineLength < 512 {
 			d.errs.Add(diag.Errorf(svc.pos, "service %s: max_line_length must be at least 512 (RFC 5321)", name))
 		}
@@ -304,13 +283,6 @@ func (f *File) validateSMTPExtras(d *decoder) {
 	default:
 		d.errs.Add(diag.Errorf(f.Spam.Action.Pos, "bad spam.action %q: want reject or accept", f.Spam.Action.Value))
 	}
-}
-
-func deref(p *int) int {
-	if p == nil {
-		return 0
-	}
-	return *p
 }
 
 // validHostname accepts a DNS host name: postern writes it into its own

@@ -84,8 +84,8 @@ type Common struct {
 	Grant            Text `yaml:"grant"`
 	Deny             Text `yaml:"deny"`
 	BackendTLSVerify bool `yaml:"backend_tls_verify" default:"true"`
-	MaxPerAddress    int  `yaml:"max_connections_per_address" default:"20"`
-	MaxConnections   int  `yaml:"max_connections"` // 0: no bound
+	MaxPerAddress    int  `yaml:"max_connections_per_address" default:"20" min:"0"`
+	MaxConnections   int  `yaml:"max_connections" min:"0"` // 0: no bound
 }
 
 // ProxyMode is how a service hands the client's address to its backend.
@@ -113,8 +113,8 @@ const (
 // and per client network (/24, /64); absent: the protocol's default, 0: no
 // bound.
 type BackendLimits struct {
-	MaxBackend           *int `yaml:"max_backend_connections"`
-	MaxBackendPerNetwork *int `yaml:"max_backend_connections_per_network"`
+	MaxBackend           *int `yaml:"max_backend_connections" min:"0"`
+	MaxBackendPerNetwork *int `yaml:"max_backend_connections_per_network" min:"0"`
 }
 
 // SMTPOptions are the keys of the SMTP services.
@@ -122,9 +122,9 @@ type SMTPOptions struct {
 	BackendProxy  ProxyMode `yaml:"backend_proxy" default:"v2" enum:"v2|v1|xclient|none"`
 	BackendTLS    TLSMode   `yaml:"backend_tls" default:"none" enum:"none|starttls|tls"`
 	BackendLimits `yaml:",inline"`
-	Hostname      string `yaml:"hostname"` // postern's name in its own replies
-	MaxRecipients int    `yaml:"max_recipients"`
-	MaxLineLength int    `yaml:"max_line_length"`
+	Hostname      HostName `yaml:"hostname"` // postern's name in its own replies
+	MaxRecipients int      `yaml:"max_recipients" min:"0"`
+	MaxLineLength int      `yaml:"max_line_length" min:"0"` // 0: the default; else at least 512
 	// AUTH before MAIL; the default is true for submission, false
 	// otherwise (set by the services decoder from the name).
 	RequireAuth       bool         `yaml:"require_auth"`
@@ -176,6 +176,22 @@ type WebTimeouts struct {
 	Idle    Duration `yaml:"idle"`    // an idle keep-alive connection (2m)
 	Connect Duration `yaml:"connect"` // connecting to a backend (10s)
 	Backend Duration `yaml:"backend"` // waiting for response headers (60s)
+}
+
+// HostName is a DNS host name postern writes into its own replies and the
+// EHLO it sends the backend, checked when decoded: no blanks or control
+// characters.
+type HostName string
+
+func (h *HostName) decodeYAML(_ *decoder, n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("want a host name, got %s", describe(n))
+	}
+	if !validHostname(n.Value) {
+		return fmt.Errorf("hostname %q is not a host name (letters, digits, '-' and '.')", n.Value)
+	}
+	*h = HostName(n.Value)
+	return nil
 }
 
 // IsSMTP reports whether name is an SMTP service.

@@ -11,9 +11,7 @@ import (
 )
 
 // IsService reports whether name is an SMTP service.
-func IsService(name string) bool {
-	return name == "smtp" || name == "submission" || name == "smtps"
-}
+func IsService(name string) bool { return config.IsSMTP(name) }
 
 // FromConfig builds the Config of SMTP service name from the configuration
 // file. serverTLS is the service's certificate configuration (nil without
@@ -25,7 +23,7 @@ func FromConfig(name string, svc *config.Service, f *config.File, serverTLS *tls
 	}
 	c := Config{
 		Service:           name,
-		Hostname:          o.Hostname,
+		Hostname:          string(o.Hostname),
 		Backend:           svc.Backend.Value,
 		BackendProxy:      string(o.BackendProxy),
 		AllowInsecureAuth: o.AllowInsecureAuth,
