@@ -24,6 +24,10 @@ type nodeDecoder interface {
 type decoder struct {
 	file string
 	errs diag.List
+	// only, when set, is the subset of keys the next struct decoded may
+	// take (a field's `keys:"a|b"` tag), and why the others are refused.
+	only    []string
+	onlyWhy string
 }
 
 func (d *decoder) pos(n *yaml.Node) diag.Pos {
@@ -144,10 +148,19 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value) {
 		d.errorf(n, "want a mapping of keys, got %s", describe(n))
 		return
 	}
+	only, onlyWhy := d.only, d.onlyWhy
+	d.only, d.onlyWhy = nil, ""
 	d.applyDefaults(v)
 	fields := make(map[string]reflect.Value)
 	tags := make(map[string]reflect.StructTag)
 	structFields(v, fields, tags)
+	if only != nil {
+		for name := range fields {
+			if !slices.Contains(only, name) {
+				delete(fields, name)
+			}
+		}
+	}
 	known := make([]string, 0, len(fields))
 	for name := range fields {
 		known = append(known, name)
@@ -165,7 +178,9 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value) {
 		fv, ok := fields[k.Value]
 		if !ok {
 			hint := ""
-			if v.Addr().Type().Implements(keyHinterType) {
+			if only != nil && tags[k.Value] != "" {
+				hint = onlyWhy
+			} else if v.Addr().Type().Implements(keyHinterType) {
 				hint = v.Addr().Interface().(keyHinter).keyHint(k.Value)
 			}
 			if hint != "" {
@@ -175,7 +190,11 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value) {
 			}
 			continue
 		}
+		if keys, ok := tags[k.Value].Lookup("keys"); ok {
+			d.only, d.onlyWhy = strings.Split(keys, "|"), tags[k.Value].Get("keyswhy")
+		}
 		d.decode(val, fv)
+		d.only, d.onlyWhy = nil, ""
 		if allowed, ok := tags[k.Value].Lookup("enum"); ok && fv.Kind() == reflect.String {
 			d.checkEnum(k.Value, val, fv.String(), strings.Split(allowed, "|"))
 		}

@@ -32,9 +32,11 @@ type IntrusionPrevention struct {
 	// counts its own).
 	FailedLoginsAcrossGroups Count `yaml:"failed_logins_across_groups"`
 
-	SMTP     *Triggers `yaml:"smtp"`
-	IMAPPOP3 *Triggers `yaml:"imap_pop3"`
-	Web      *Triggers `yaml:"web"`
+	SMTP *Triggers `yaml:"smtp"`
+	// Outside SMTP a group takes only the triggers of connections and
+	// logins; the decoder refuses the others at their position.
+	IMAPPOP3 *Triggers `yaml:"imap_pop3" keys:"connections_per_minute|failed_logins|log_only|refuse_blocked" keyswhy:"applies to intrusion_prevention.smtp only"`
+	Web      *Triggers `yaml:"web" keys:"connections_per_minute|failed_logins|log_only|refuse_blocked" keyswhy:"applies to intrusion_prevention.smtp only"`
 }
 
 // Triggers are the thresholds of one protocol group.
@@ -245,10 +247,6 @@ func (f *File) validateIPS(d *decoder) {
 		}
 		if g.SpamScore < 0 {
 			d.errs.Add(diag.Errorf(g.pos, "intrusion_prevention.%s.spam_score cannot be negative", name))
-		}
-		if name != "smtp" && (g.UnknownRecipients != 0 || g.RelayDenials != 0 || g.RsetCount != 0 || g.SpamScore != 0 ||
-			len(g.DNSBL) != 0 || g.MessageSize.Bytes != 0 || g.TarpitAccounts.IsSet() || g.ContentRules) {
-			d.errs.Add(diag.Errorf(g.pos, "intrusion_prevention.%s: only connections_per_minute, failed_logins, log_only and refuse_blocked apply outside smtp", name))
 		}
 	}
 }
