@@ -155,7 +155,7 @@ func TestConfigIsValid(t *testing.T) {
 	}
 	for _, name := range []string{"imap", "pop3"} {
 		svc := snap.Config.Services[name]
-		if svc == nil || svc.MaxPerAddress != 1000000 || svc.BackendProxy.Value != "v2" {
+		if svc == nil || svc.MaxPerAddress != 1000000 || string(svc.Mail.BackendProxy) != "v2" {
 			t.Fatalf("service %s: %+v", name, svc)
 		}
 	}

@@ -413,7 +413,7 @@ func configText(dir, imapListen, imapBackend, popListen, popBackend string) stri
 	var s strings.Builder
 	s.WriteString("# written by bench/imap\nservices:\n")
 	svc := func(name, listen, backend string) {
-		fmt.Fprintf(&s, "  %s:\n    listen: %q\n    backend: %q\n    backend_proxy: v2\n    hostname: postern.bench.invalid\n"+
+		fmt.Fprintf(&s, "  %s:\n    listen: %q\n    backend: %q\n    backend_proxy: v2\n"+
 			"    plaintext_login: \"127.0.0.0/8\"\n    max_connections_per_address: 1000000\n", name, listen, backend)
 	}
 	svc("imap", imapListen, imapBackend)

@@ -79,7 +79,7 @@ func printSummary(w io.Writer, s *snapshot.Snapshot, took time.Duration) {
 		if svc.Deny.IsSet() {
 			rules = append(rules, "deny "+svc.Deny.Value)
 		}
-		for _, p := range svc.Paths {
+		for _, p := range svc.PathRules() {
 			rules = append(rules, "path "+p.Prefix.Value)
 		}
 		if len(rules) == 0 {

@@ -85,7 +85,7 @@ func deadTriggers(f *config.File) []deadTrigger {
 		for _, name := range g.services {
 			if svc := f.Services[name]; svc != nil {
 				svcs = append(svcs, svc)
-				if svc.RequireAuth != nil && !*svc.RequireAuth || svc.RequireAuth == nil && name != "submission" {
+				if svc.SMTP != nil && !svc.SMTP.RequireAuth {
 					allAuth = false
 				}
 			}
@@ -105,11 +105,11 @@ func deadTriggers(f *config.File) []deadTrigger {
 				why = "no content_rules are defined"
 			case g.name == "smtp" && allAuth && strings.IndexByte("PYSMAC", c) >= 0:
 				why = "every smtp, submission and smtps service requires AUTH before mail, and an authenticated session is never blocked for it"
-			case c == 'L' && g.name == "smtp" && !anyService(svcs, func(s *config.Service) bool { return s.TLS != nil || s.AllowInsecureAuth }):
+			case c == 'L' && g.name == "smtp" && !anyService(svcs, func(s *config.Service) bool { return s.TLS != nil || s.SMTP != nil && s.SMTP.AllowInsecureAuth }):
 				why = "SMTP AUTH needs TLS and no smtp, submission or smtps service has tls: (or allow_insecure_auth)"
-			case c == 'L' && g.name == "imap_pop3" && !anyService(svcs, func(s *config.Service) bool { return s.TLS != nil || s.PlaintextLogin.IsSet() }):
+			case c == 'L' && g.name == "imap_pop3" && !anyService(svcs, func(s *config.Service) bool { return s.TLS != nil || s.Mail != nil && s.Mail.PlaintextLogin.IsSet() }):
 				why = "logins need TLS and no imap, imaps, pop3 or pop3s service has tls: (or plaintext_login)"
-			case c == 'L' && g.name == "web" && !anyService(svcs, func(s *config.Service) bool { return len(s.LoginForms) > 0 }):
+			case c == 'L' && g.name == "web" && !anyService(svcs, func(s *config.Service) bool { return s.Web != nil && len(s.Web.LoginForms) > 0 }):
 				why = "the web service has no login_forms, so no failed webmail login is recognised"
 			}
 			if why != "" {
@@ -146,9 +146,9 @@ func ipsWarnings(f *config.File) []error {
 		}
 		on := onTriggers(t)
 		for _, lo := range t.LogOnly {
-			if c, ok := config.TriggerCode(lo.Value); ok && !strings.ContainsRune(string(on), rune(c)) {
+			if !strings.ContainsRune(string(on), rune(lo.Code)) {
 				out = append(out, diag.Errorf(lo.Pos, "intrusion_prevention.%s.log_only lists %s, which is off: nothing to log",
-					g.name, triggerNames[c]))
+					g.name, triggerNames[lo.Code]))
 			}
 		}
 	}

@@ -67,26 +67,26 @@ func bindFrontEnds(ctx context.Context, snap *snapshot.Snapshot, holder *snapsho
 				log.Warn("certificate", "service", name, "warning", w)
 			}
 			fe.certs = certs
-			if name == "smtps" || name == "imaps" || name == "pop3s" {
+			if config.ImplicitTLS(name) {
 				implicit = certs.ServerConfig()
 			}
-		}
-		maxPer := svc.MaxPerAddress
-		if maxPer == 0 {
-			maxPer = 20
 		}
 		ln, err := netlisten.Listen(ctx, netlisten.Config{
 			Listen:     svc.Listen.Value,
 			Trusted:    func(a netip.Addr) bool { return holder.Load().Policy.TrustedUpstream(a) },
 			TLS:        implicit,
-			MaxPerAddr: maxPer,
+			MaxPerAddr: svc.MaxPerAddress,
 			MaxConns:   svc.MaxConnections,
 			Logger:     log.With("service", name),
 		})
 		if err != nil {
 			return fail(fmt.Errorf("service %s: %w", name, err))
 		}
-		refusal := overLimitReply(name, orDefault(svc.Hostname, "postern"))
+		host := "postern"
+		if svc.SMTP != nil && svc.SMTP.Hostname != "" {
+			host = string(svc.SMTP.Hostname)
+		}
+		refusal := overLimitReply(name, host)
 		if name == "web" && svc.TLS != nil {
 			refusal = "" // HTTPS: no answer before the handshake; the connection is closed
 		}
@@ -138,20 +138,22 @@ type server interface {
 
 // mailReaderConfig builds the shared parts of the IMAP and POP3 gateways.
 func (g *gateway) mailReaderConfig(fe *frontEnd, f *config.File) (relay.Dialer, func(netip.Addr) bool, error) {
-	svc := fe.svc
-	d := relay.Dialer{Addr: svc.Backend.Value, Proxy: orDefault(svc.BackendProxy.Value, "v2"), Timeout: svc.Timeouts.Connect.D,
-		Limit: relay.NewBackendLimit(svc.MaxBackend, svc.MaxBackendPerNetwork)}
-	if svc.BackendTLS.Value == "tls" {
+	svc, o := fe.svc, fe.svc.Mail
+	if o == nil {
+		return relay.Dialer{}, nil, fmt.Errorf("service %s is not an IMAP or POP3 service", fe.name)
+	}
+	d := relay.Dialer{Addr: svc.Backend.Value, Proxy: string(o.BackendProxy), Timeout: o.Timeouts.Connect.D,
+		Limit: relay.NewBackendLimit(o.MaxBackend, o.MaxBackendPerNetwork)}
+	if o.BackendTLS == config.TLSImplicit {
 		host, _, err := net.SplitHostPort(d.Addr)
 		if err != nil {
 			return d, nil, fmt.Errorf("service %s: backend %q: %w", fe.name, d.Addr, err)
 		}
-		verify := svc.BackendTLSVerify == nil || *svc.BackendTLSVerify
-		d.TLS = &tls.Config{ServerName: host, InsecureSkipVerify: !verify, MinVersion: tls.VersionTLS12}
+		d.TLS = &tls.Config{ServerName: host, InsecureSkipVerify: !svc.BackendTLSVerify, MinVersion: tls.VersionTLS12}
 	}
 	var plain func(netip.Addr) bool
-	if svc.PlaintextLogin.IsSet() {
-		set, err := g.holder.Load().Patterns.Expr(patterns.Source{Text: svc.PlaintextLogin.Value, Pos: svc.PlaintextLogin.Pos, Quoted: svc.PlaintextLogin.Quoted})
+	if pl := o.PlaintextLogin; pl.IsSet() {
+		set, err := g.holder.Load().Patterns.Expr(patterns.Source{Text: pl.Value, Pos: pl.Pos, Quoted: pl.Quoted})
 		if err != nil {
 			return d, nil, err
 		}
@@ -196,10 +198,7 @@ func (g *gateway) runFrontEnds(ctx context.Context, wg *sync.WaitGroup) error {
 				return err
 			}
 			if sp := f.Spam; sp.Rspamd.IsSet() || sp.Spamd.IsSet() {
-				maxSize := sp.MaxSize.Bytes
-				if maxSize == 0 {
-					maxSize = 20 << 20
-				}
+				maxSize := sp.MaxSize.Bytes // default in config.Spam
 				var sc spamscan.Scanner
 				if sp.Rspamd.IsSet() {
 					sc = spamscan.NewRspamd(sp.Rspamd.Value, spamscan.RspamdOptions{Timeout: sp.Timeout.D, MaxSize: maxSize})
@@ -215,7 +214,7 @@ func (g *gateway) runFrontEnds(ctx context.Context, wg *sync.WaitGroup) error {
 				return err
 			}
 			cfg := imapproxy.Config{Service: fe.name, Backend: d, ImplicitTLS: fe.name == "imaps", PlaintextLogin: plain,
-				PreAuthIdle: fe.svc.Timeouts.Command.D, BackendTimeout: fe.svc.Timeouts.Backend.D}
+				PreAuthIdle: fe.svc.Mail.Timeouts.Command.D, BackendTimeout: fe.svc.Mail.Timeouts.Backend.D}
 			if fe.name == "imap" {
 				cfg.TLS = serverTLS
 			}
@@ -226,7 +225,7 @@ func (g *gateway) runFrontEnds(ctx context.Context, wg *sync.WaitGroup) error {
 				return err
 			}
 			cfg := pop3proxy.Config{Service: fe.name, Backend: d, ImplicitTLS: fe.name == "pop3s", PlaintextLogin: plain,
-				PreAuthIdle: fe.svc.Timeouts.Command.D, BackendTimeout: fe.svc.Timeouts.Backend.D}
+				PreAuthIdle: fe.svc.Mail.Timeouts.Command.D, BackendTimeout: fe.svc.Mail.Timeouts.Backend.D}
 			if fe.name == "pop3" {
 				cfg.TLS = serverTLS
 			}

@@ -58,7 +58,7 @@ func TestParseGood(t *testing.T) {
 	if imap.Grant.Value != "[GeoIP_MY];[Office]" || imap.Pos().Line != 16 {
 		t.Errorf("imap: %+v at %v", imap.Grant, imap.Pos())
 	}
-	if f.Services["web"].Paths[0].Prefix.Value != "/admin" {
+	if f.Services["web"].Web.Paths[0].Prefix.Value != "/admin" {
 		t.Error("web path")
 	}
 	if f.Log.Format.Value != "json" {
@@ -85,7 +85,7 @@ func TestParseErrors(t *testing.T) {
 		{"web backend", "services:\n  web: { listen: \":443\", backend: \"127.0.0.1:80\" }\n", "bad web backend"},
 		{"implicit tls without cert", "services:\n  imaps: { listen: \":993\", backend: \"b:1\" }\n", "needs tls"},
 		{"missing cert file", "services:\n  imaps: { listen: \":993\", backend: \"b:1\", tls: { cert: nope.pem, key: nope.key } }\n", "nope.pem: no such file"},
-		{"paths on imap", "services:\n  imap: { listen: \":143\", backend: \"b:1\", paths: [{prefix: /a, grant: x}] }\n", "paths apply to the web service only"},
+		{"paths on imap", "services:\n  imap: { listen: \":143\", backend: \"b:1\", paths: [{prefix: /a, grant: x}] }\n", `c.yaml:2:43: unknown key "paths" (applies to the web service only)`},
 		{"path without slash", "services:\n  web: { listen: \":443\", backend: \"http://b\", paths: [{prefix: admin, grant: x}] }\n", "prefix starting with /"},
 		{"path without lists", "services:\n  web: { listen: \":443\", backend: \"http://b\", paths: [{prefix: /admin}] }\n", "needs grant or deny"},
 		{"duplicate pattern", "patterns:\n  Office: 1.1.1.1\n  OFFICE: 1.1.1.2\n", `c.yaml:3:3: pattern "OFFICE" is already defined at c.yaml:2:3`},
@@ -163,4 +163,130 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("nil file without error")
 		}
 	})
+}
+
+// TestServiceKeysByProtocol: each service is decoded into its own
+// protocol's type, so a key of another protocol is an unknown key at its
+// own line and column, with the services it applies to.
+func TestServiceKeysByProtocol(t *testing.T) {
+	cases := []struct{ name, yaml, want string }{
+		{"max_recipients on imap", "services:\n  imap: { listen: \":143\", backend: \"b:1\", max_recipients: 5 }\n",
+			`c.yaml:2:43: unknown key "max_recipients" (applies to SMTP services only)`},
+		{"require_auth on pop3", "services:\n  pop3:\n    listen: \":110\"\n    backend: \"b:1\"\n    require_auth: true\n",
+			`c.yaml:5:5: unknown key "require_auth" (applies to SMTP services only)`},
+		{"unknown_user_codes on web", "services:\n  web: { listen: \":80\", backend: \"http://b:1\", unknown_user_codes: [5.1.1] }\n",
+			`c.yaml:2:48: unknown key "unknown_user_codes" (applies to SMTP services only)`},
+		{"plaintext_login on smtp", "services:\n  smtp: { listen: \":25\", backend: \"b:1\", plaintext_login: \"127.0.0.1\" }\n",
+			`c.yaml:2:42: unknown key "plaintext_login" (applies to IMAP and POP3 services only)`},
+		{"hostname on imap", "services:\n  imap: { listen: \":143\", backend: \"b:1\", hostname: gw.example }\n",
+			`c.yaml:2:43: unknown key "hostname" (applies to SMTP services only)`},
+		{"max_backend_connections on web", "services:\n  web: { listen: \":80\", backend: \"http://b:1\", max_backend_connections: 3 }\n",
+			`c.yaml:2:48: unknown key "max_backend_connections" (applies to SMTP, IMAP and POP3 services only)`},
+		{"first_command on imap", "services:\n  imap: { listen: \":143\", backend: \"b:1\", timeouts: { first_command: 1m } }\n",
+			`c.yaml:2:55: unknown key "first_command" (applies to SMTP services only)`},
+		{"backend_proxy on web", "services:\n  web: { listen: \":80\", backend: \"http://b:1\", backend_proxy: v2 }\n",
+			`c.yaml:2:48: unknown key "backend_proxy" (does not apply to web; the client address goes in X-Forwarded-For)`},
+		{"typo still suggests", "services:\n  smtp: { listen: \":25\", backend: \"b:1\", max_recipents: 5 }\n",
+			`c.yaml:2:42: unknown key "max_recipents" (did you mean "max_recipients"?)`},
+		{"bad backend_proxy at its value", "services:\n  smtp: { listen: \":25\", backend: \"b:1\", backend_proxy: v3 }\n",
+			`c.yaml:2:57: bad backend_proxy "v3": want v2, v1, xclient or none`},
+		{"xclient on pop3 at its value", "services:\n  pop3: { listen: \":110\", backend: \"b:1\", backend_proxy: xclient }\n",
+			`c.yaml:2:58: backend_proxy xclient is for SMTP services only`},
+		{"starttls on imap at its value", "services:\n  imap: { listen: \":143\", backend: \"b:1\", backend_tls: starttls }\n",
+			`c.yaml:2:56: backend_tls starttls is for SMTP backends`},
+		{"negative limit at its value", "services:\n  imap: { listen: \":143\", backend: \"b:1\", max_backend_connections: -1 }\n",
+			`c.yaml:2:68: max_backend_connections cannot be less than 0, got -1`},
+		{"negative common limit", "services:\n  web: { listen: \":80\", backend: \"http://b:1\", max_connections: -5 }\n",
+			`c.yaml:2:65: max_connections cannot be less than 0, got -5`},
+		{"bad hostname at its value", "services:\n  smtp: { listen: \":25\", backend: \"b:1\", hostname: \"mx example\" }\n",
+			`c.yaml:2:52: hostname "mx example" is not a host name`},
+		{"bad backend_tls", "services:\n  submission: { listen: \":587\", backend: \"b:1\", backend_tls: ssl }\n",
+			`c.yaml:2:62: bad backend_tls "ssl": want none, starttls or tls`},
+	}
+	dir := t.TempDir()
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse(filepath.Join(dir, "c.yaml"), []byte(c.yaml))
+			if err == nil {
+				t.Fatalf("no error, want %q", c.want)
+			}
+			msg := strings.ReplaceAll(err.Error(), dir+string(filepath.Separator), "")
+			if !strings.Contains(msg, c.want) {
+				t.Fatalf("error:\n%s\nwant it to contain:\n%s", msg, c.want)
+			}
+		})
+	}
+}
+
+// TestServiceDefaults: a key not written takes the default declared on its
+// field; a key written replaces it.
+func TestServiceDefaults(t *testing.T) {
+	f, err := Parse("c.yaml", []byte(`services:
+  smtp: { listen: ":25", backend: "b:1" }
+  submission: { listen: ":587", backend: "b:1", backend_proxy: xclient, backend_tls: starttls, backend_tls_verify: false }
+  pop3: { listen: ":110", backend: "b:1", backend_proxy: none, max_connections_per_address: 3 }
+  imap: { listen: ":143", backend: "b:1", backend_tls: tls }
+  web: { listen: ":80", backend: "http://b:1", login_forms: [{ path: /l, user_field: u, fail_status: 401 }] }
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	smtp, sub, pop, imap, web := f.Services["smtp"], f.Services["submission"], f.Services["pop3"], f.Services["imap"], f.Services["web"]
+	if smtp.SMTP == nil || smtp.Mail != nil || smtp.Web != nil || pop.Mail == nil || web.Web == nil {
+		t.Fatalf("protocol parts: smtp %+v pop3 %+v web %+v", smtp, pop, web)
+	}
+	if o := smtp.SMTP; o.BackendProxy != ProxyV2 || o.BackendTLS != TLSNone || o.RequireAuth || !smtp.BackendTLSVerify || smtp.MaxPerAddress != 20 {
+		t.Errorf("smtp defaults: %+v %+v", smtp.Common, o)
+	}
+	if o := sub.SMTP; o.BackendProxy != ProxyXClient || o.BackendTLS != TLSStartTLS || !o.RequireAuth || sub.BackendTLSVerify {
+		t.Errorf("submission: %+v %+v", sub.Common, o)
+	}
+	if o := pop.Mail; o.BackendProxy != ProxyNone || o.BackendTLS != TLSNone || pop.MaxPerAddress != 3 {
+		t.Errorf("pop3: %+v %+v", pop.Common, o)
+	}
+	if imap.Mail.BackendTLS != TLSImplicit || imap.Mail.BackendProxy != ProxyV2 {
+		t.Errorf("imap: %+v", imap.Mail)
+	}
+	if m := web.Web.LoginForms[0].Method.Value; m != "POST" {
+		t.Errorf("login form method: %q", m)
+	}
+	sub2, err := Parse("c.yaml", []byte("services:\n  submission: { listen: \":587\", backend: \"b:1\", require_auth: false }\n"))
+	if err != nil || sub2.Services["submission"].SMTP.RequireAuth {
+		t.Errorf("require_auth: false on submission: %v", err)
+	}
+}
+
+// TestCompiledOnce: content rule expressions and log_only trigger names are
+// compiled when the file is decoded, and a bad one is an error at its value.
+func TestCompiledOnce(t *testing.T) {
+	f, err := Parse("c.yaml", []byte(`content_rules:
+  - { name: x, header: "^Subject: .*offer", body: "(?i)click here" }
+intrusion_prevention:
+  smtp: { unknown_recipients: 3, log_only: [P, relay_denials] }
+services:
+  web: { listen: ":80", backend: "http://b:1", login_forms: [{ path: "/?_task=login", user_field: u, fail_status: 401 }] }
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cr := f.ContentRules[0]
+	if cr.Header.Re == nil || !cr.Header.Re.MatchString("Subject: an offer") || cr.Body.Re == nil || !cr.Body.Re.MatchString("CLICK HERE") {
+		t.Errorf("content rule not compiled: %+v", cr)
+	}
+	if lo := f.IntrusionPrevention.SMTP.LogOnly; len(lo) != 2 || lo[0].Code != 'P' || lo[1].Code != 'Y' {
+		t.Errorf("log_only codes: %+v", lo)
+	}
+	lf := &f.Services["web"].Web.LoginForms[0]
+	if lf.routeParams == nil || lf.routes[0] != "/" || lf.routeParams.Get("_task") != "login" {
+		t.Errorf("login form routes not parsed at load: %v %v", lf.routes, lf.routeParams)
+	}
+	for _, c := range []struct{ yaml, want string }{
+		{"content_rules:\n  - { name: x, body: \"a(b\" }\n", "c.yaml:2:22: bad regular expression: error parsing regexp: missing closing )"},
+		{"intrusion_prevention:\n  smtp: { log_only: [L, failed_login] }\n", `c.yaml:2:25: log_only: unknown trigger "failed_login"`},
+	} {
+		_, err := Parse("c.yaml", []byte(c.yaml))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: got %v, want %q", c.yaml, err, c.want)
+		}
+	}
 }

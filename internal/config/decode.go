@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -23,6 +24,10 @@ type nodeDecoder interface {
 type decoder struct {
 	file string
 	errs diag.List
+	// only, when set, is the subset of keys the next struct decoded may
+	// take (a field's `keys:"a|b"` tag), and why the others are refused.
+	only    []string
+	onlyWhy string
 }
 
 func (d *decoder) pos(n *yaml.Node) diag.Pos {
@@ -83,22 +88,84 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value) {
 	}
 }
 
+// keyHinter is implemented by config structs that know why a key is not
+// theirs (it belongs to another protocol's service, say); the hint replaces
+// the "did you mean" of an unknown key.
+type keyHinter interface {
+	keyHint(key string) string
+}
+
+var keyHinterType = reflect.TypeFor[keyHinter]()
+
+// structFields maps the YAML keys of struct v to its fields. A field tagged
+// `yaml:",inline"` (a struct, or a non-nil pointer to one) adds its own
+// keys, so a per-protocol service type is its shared part plus its own.
+func structFields(v reflect.Value, fields map[string]reflect.Value, tags map[string]reflect.StructTag) {
+	t := v.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, opt, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if opt == "inline" {
+			fv := v.Field(i)
+			if fv.Kind() == reflect.Pointer {
+				if fv.IsNil() {
+					continue
+				}
+				fv = fv.Elem()
+			}
+			structFields(fv, fields, tags)
+			continue
+		}
+		if name == "" || name == "-" {
+			continue
+		}
+		fields[name] = v.Field(i)
+		tags[name] = f.Tag
+	}
+}
+
+// applyDefaults sets every field of struct v that carries a `default:"…"`
+// tag to that value, decoded exactly as if it were written in the file, and
+// descends into nested structs. It runs before a struct's keys are decoded,
+// so a key written in the file replaces its default.
+func (d *decoder) applyDefaults(v reflect.Value) {
+	fields := make(map[string]reflect.Value)
+	tags := make(map[string]reflect.StructTag)
+	structFields(v, fields, tags)
+	for name, fv := range fields {
+		if def, ok := tags[name].Lookup("default"); ok {
+			d.decode(&yaml.Node{Kind: yaml.ScalarNode, Value: def}, fv)
+			continue
+		}
+		if fv.Kind() == reflect.Struct && !fv.Addr().Type().Implements(nodeDecoderType) {
+			d.applyDefaults(fv)
+		}
+	}
+}
+
 func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value) {
 	if n.Kind != yaml.MappingNode {
 		d.errorf(n, "want a mapping of keys, got %s", describe(n))
 		return
 	}
-	t := v.Type()
-	fields := make(map[string]int, t.NumField())
-	var known []string
-	for i := range t.NumField() {
-		name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
-		if name == "" || name == "-" {
-			continue
+	only, onlyWhy := d.only, d.onlyWhy
+	d.only, d.onlyWhy = nil, ""
+	d.applyDefaults(v)
+	fields := make(map[string]reflect.Value)
+	tags := make(map[string]reflect.StructTag)
+	structFields(v, fields, tags)
+	if only != nil {
+		for name := range fields {
+			if !slices.Contains(only, name) {
+				delete(fields, name)
+			}
 		}
-		fields[name] = i
+	}
+	known := make([]string, 0, len(fields))
+	for name := range fields {
 		known = append(known, name)
 	}
+	slices.Sort(known)
 	if !d.uniqueKeys(n) {
 		return
 	}
@@ -108,13 +175,72 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value) {
 			d.errorf(k, "merge keys (<<) are not supported; write the keys out")
 			continue
 		}
-		idx, ok := fields[k.Value]
+		fv, ok := fields[k.Value]
 		if !ok {
-			d.errorf(k, "unknown key %q%s", k.Value, suggest(k.Value, known))
+			hint := ""
+			if only != nil && tags[k.Value] != "" {
+				hint = onlyWhy
+			} else if v.Addr().Type().Implements(keyHinterType) {
+				hint = v.Addr().Interface().(keyHinter).keyHint(k.Value)
+			}
+			if hint != "" {
+				d.errorf(k, "unknown key %q (%s)", k.Value, hint)
+			} else {
+				d.errorf(k, "unknown key %q%s", k.Value, suggest(k.Value, known))
+			}
 			continue
 		}
-		d.decode(val, v.Field(idx))
+		if keys, ok := tags[k.Value].Lookup("keys"); ok {
+			d.only, d.onlyWhy = strings.Split(keys, "|"), tags[k.Value].Get("keyswhy")
+		}
+		d.decode(val, fv)
+		d.only, d.onlyWhy = nil, ""
+		if allowed, ok := tags[k.Value].Lookup("enum"); ok && fv.Kind() == reflect.String {
+			d.checkEnum(k.Value, val, fv.String(), strings.Split(allowed, "|"))
+		}
+		if m, ok := tags[k.Value].Lookup("min"); ok {
+			d.checkMin(k.Value, val, fv, m)
+		}
 	}
+}
+
+// checkEnum reports a value of a key that takes one of a fixed set of
+// words (tag `enum:"a|b|c"`), at the value's position.
+func (d *decoder) checkEnum(key string, n *yaml.Node, value string, allowed []string) {
+	if slices.Contains(allowed, value) {
+		return
+	}
+	want := strings.Join(allowed[:len(allowed)-1], ", ") + " or " + allowed[len(allowed)-1]
+	if h := enumHints[key+" "+value]; h != "" {
+		d.errorf(n, "%s %s %s", key, value, h)
+		return
+	}
+	d.errorf(n, "bad %s %q: want %s", key, value, want)
+}
+
+// checkMin reports a whole number below the field's `min:"n"` tag at the
+// value's position.
+func (d *decoder) checkMin(key string, n *yaml.Node, v reflect.Value, tag string) {
+	if v.Kind() == reflect.Pointer {
+		if v.IsNil() {
+			return
+		}
+		v = v.Elem()
+	}
+	lo, err := strconv.ParseInt(tag, 10, 64)
+	if err != nil || v.Kind() != reflect.Int {
+		d.errorf(n, "internal error: min tag %q on %s", tag, key)
+		return
+	}
+	if v.Int() < lo {
+		d.errorf(n, "%s cannot be less than %d, got %d", key, lo, v.Int())
+	}
+}
+
+// enumHints explain a value that is valid for other services only.
+var enumHints = map[string]string{
+	"backend_proxy xclient": "is for SMTP services only",
+	"backend_tls starttls":  "is for SMTP backends; use tls (the backend's imaps or pop3s port) or none",
 }
 
 func (d *decoder) decodeMap(n *yaml.Node, v reflect.Value) {

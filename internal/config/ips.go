@@ -32,26 +32,28 @@ type IntrusionPrevention struct {
 	// counts its own).
 	FailedLoginsAcrossGroups Count `yaml:"failed_logins_across_groups"`
 
-	SMTP     *Triggers `yaml:"smtp"`
-	IMAPPOP3 *Triggers `yaml:"imap_pop3"`
-	Web      *Triggers `yaml:"web"`
+	SMTP *Triggers `yaml:"smtp"`
+	// Outside SMTP a group takes only the triggers of connections and
+	// logins; the decoder refuses the others at their position.
+	IMAPPOP3 *Triggers `yaml:"imap_pop3" keys:"connections_per_minute|failed_logins|log_only|refuse_blocked" keyswhy:"applies to intrusion_prevention.smtp only"`
+	Web      *Triggers `yaml:"web" keys:"connections_per_minute|failed_logins|log_only|refuse_blocked" keyswhy:"applies to intrusion_prevention.smtp only"`
 }
 
 // Triggers are the thresholds of one protocol group.
 type Triggers struct {
-	ConnectionsPerMinute int      `yaml:"connections_per_minute"` // I
-	FailedLogins         int      `yaml:"failed_logins"`          // L
-	UnknownRecipients    int      `yaml:"unknown_recipients"`     // P
-	RelayDenials         int      `yaml:"relay_denials"`          // Y
-	RsetCount            int      `yaml:"rset_count"`             // R
-	SpamScore            float64  `yaml:"spam_score"`             // S
-	DNSBL                []Text   `yaml:"dnsbl"`                  // D: zones
-	MessageSize          Size     `yaml:"message_size"`           // M
-	TarpitAccounts       Text     `yaml:"tarpit_accounts"`        // A: mail masks / [patterns]
-	ContentRules         bool     `yaml:"content_rules"`          // C: block when a content rule matches
-	LogOnly              []Text   `yaml:"log_only"`               // dry-run triggers: codes or names
-	RefuseBlocked        *bool    `yaml:"refuse_blocked"`         // per group: nil follows the top-level refuse_blocked
-	pos                  diag.Pos `yaml:"-"`
+	ConnectionsPerMinute int           `yaml:"connections_per_minute"` // I
+	FailedLogins         int           `yaml:"failed_logins"`          // L
+	UnknownRecipients    int           `yaml:"unknown_recipients"`     // P
+	RelayDenials         int           `yaml:"relay_denials"`          // Y
+	RsetCount            int           `yaml:"rset_count"`             // R
+	SpamScore            float64       `yaml:"spam_score"`             // S
+	DNSBL                []Text        `yaml:"dnsbl"`                  // D: zones
+	MessageSize          Size          `yaml:"message_size"`           // M
+	TarpitAccounts       Text          `yaml:"tarpit_accounts"`        // A: mail masks / [patterns]
+	ContentRules         bool          `yaml:"content_rules"`          // C: block when a content rule matches
+	LogOnly              []TriggerName `yaml:"log_only"`               // dry-run triggers: codes or names
+	RefuseBlocked        *bool         `yaml:"refuse_blocked"`         // per group: nil follows the top-level refuse_blocked
+	pos                  diag.Pos      `yaml:"-"`
 }
 
 // Pos returns where the group was configured.
@@ -246,16 +248,26 @@ func (f *File) validateIPS(d *decoder) {
 		if g.SpamScore < 0 {
 			d.errs.Add(diag.Errorf(g.pos, "intrusion_prevention.%s.spam_score cannot be negative", name))
 		}
-		if name != "smtp" && (g.UnknownRecipients != 0 || g.RelayDenials != 0 || g.RsetCount != 0 || g.SpamScore != 0 ||
-			len(g.DNSBL) != 0 || g.MessageSize.Bytes != 0 || g.TarpitAccounts.IsSet() || g.ContentRules) {
-			d.errs.Add(diag.Errorf(g.pos, "intrusion_prevention.%s: only connections_per_minute, failed_logins, log_only and refuse_blocked apply outside smtp", name))
-		}
-		for _, lo := range g.LogOnly {
-			if _, ok := TriggerCode(lo.Value); !ok {
-				d.errs.Add(diag.Errorf(lo.Pos, "log_only: unknown trigger %q: want a code (I L P Y R S D M A C) or a name such as failed_logins", lo.Value))
-			}
-		}
 	}
+}
+
+// TriggerName is a trigger written as its one-letter code or its name,
+// resolved to the code once, when the file is decoded.
+type TriggerName struct {
+	Text
+	Code byte // I L P Y R S D M A C
+}
+
+func (t *TriggerName) decodeYAML(d *decoder, n *yaml.Node) error {
+	if err := t.Text.decodeYAML(d, n); err != nil {
+		return err
+	}
+	c, ok := TriggerCode(t.Value)
+	if !ok {
+		return fmt.Errorf("log_only: unknown trigger %q: want a code (I L P Y R S D M A C) or a name such as failed_logins", t.Value)
+	}
+	t.Code = c
+	return nil
 }
 
 var triggerNames = map[string]byte{

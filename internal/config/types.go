@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -61,50 +62,220 @@ type Database struct {
 	Country Text `yaml:"country"` // zone files: the country the networks belong to
 }
 
-// Service is one protocol listener and the access rules on it.
+// Service is one protocol listener: the settings every protocol shares
+// (Common) and exactly one of SMTP, Mail and Web, chosen by the service's
+// name. The decoder reads an entry's keys against that service's own type,
+// so a key of another protocol is an unknown key at its line and column.
 type Service struct {
-	Listen       Text       `yaml:"listen"`
-	Backend      Text       `yaml:"backend"`
-	BackendProxy Text       `yaml:"backend_proxy"` // v2 | v1 | xclient | none
-	TLS          *TLS       `yaml:"tls"`
-	Grant        Text       `yaml:"grant"`
-	Deny         Text       `yaml:"deny"`
-	Paths        []PathRule `yaml:"paths"`
+	Name   string `yaml:"-"` // smtp, submission, … web
+	Common `yaml:",inline"`
+	SMTP   *SMTPOptions `yaml:",inline"` // smtp, submission, smtps
+	Mail   *MailOptions `yaml:",inline"` // imap, imaps, pop3, pop3s
+	Web    *WebOptions  `yaml:",inline"` // web
+	pos    diag.Pos
+}
 
-	// Web only.
+// Common are the keys of every service. A `default` tag is the value a key
+// takes when it is not written.
+type Common struct {
+	Listen           Text `yaml:"listen"`
+	Backend          Text `yaml:"backend"` // host:port; web: a URL
+	TLS              *TLS `yaml:"tls"`
+	Grant            Text `yaml:"grant"`
+	Deny             Text `yaml:"deny"`
+	BackendTLSVerify bool `yaml:"backend_tls_verify" default:"true"`
+	MaxPerAddress    int  `yaml:"max_connections_per_address" default:"20" min:"0"`
+	MaxConnections   int  `yaml:"max_connections" min:"0"` // 0: no bound
+}
+
+// ProxyMode is how a service hands the client's address to its backend.
+type ProxyMode string
+
+// The backend_proxy values.
+const (
+	ProxyV2      ProxyMode = "v2"
+	ProxyV1      ProxyMode = "v1"
+	ProxyXClient ProxyMode = "xclient" // SMTP only
+	ProxyNone    ProxyMode = "none"
+)
+
+// TLSMode is how a service talks TLS to its backend.
+type TLSMode string
+
+// The backend_tls values.
+const (
+	TLSNone     TLSMode = "none"
+	TLSStartTLS TLSMode = "starttls" // SMTP only
+	TLSImplicit TLSMode = "tls"
+)
+
+// BackendLimits bound the connections to a mail backend at once, in all
+// and per client network (/24, /64); absent: the protocol's default, 0: no
+// bound.
+type BackendLimits struct {
+	MaxBackend           *int `yaml:"max_backend_connections" min:"0"`
+	MaxBackendPerNetwork *int `yaml:"max_backend_connections_per_network" min:"0"`
+}
+
+// SMTPOptions are the keys of the SMTP services.
+type SMTPOptions struct {
+	BackendProxy  ProxyMode `yaml:"backend_proxy" default:"v2" enum:"v2|v1|xclient|none"`
+	BackendTLS    TLSMode   `yaml:"backend_tls" default:"none" enum:"none|starttls|tls"`
+	BackendLimits `yaml:",inline"`
+	Hostname      HostName `yaml:"hostname"` // postern's name in its own replies
+	MaxRecipients int      `yaml:"max_recipients" min:"0"`
+	MaxLineLength int      `yaml:"max_line_length" min:"0"` // 0: the default; else at least 512
+	// AUTH before MAIL; the default is true for submission, false
+	// otherwise (set by the services decoder from the name).
+	RequireAuth       bool         `yaml:"require_auth"`
+	AllowInsecureAuth bool         `yaml:"allow_insecure_auth"` // SMTP AUTH without TLS
+	UnknownUserCodes  []Text       `yaml:"unknown_user_codes"`  // enhanced codes counted as unknown users; default 5.1.1
+	Timeouts          SMTPTimeouts `yaml:"timeouts"`
+}
+
+// MailOptions are the keys of the IMAP and POP3 services.
+type MailOptions struct {
+	BackendProxy   ProxyMode `yaml:"backend_proxy" default:"v2" enum:"v2|v1|none"`
+	BackendTLS     TLSMode   `yaml:"backend_tls" default:"none" enum:"none|tls"`
+	BackendLimits  `yaml:",inline"`
+	PlaintextLogin Text         `yaml:"plaintext_login"` // networks that may log in before TLS
+	Timeouts       MailTimeouts `yaml:"timeouts"`
+}
+
+// WebOptions are the keys of the web service.
+type WebOptions struct {
 	Backends   []Text      `yaml:"backends"`    // several backends: round-robin, the next one when one is down
+	Paths      []PathRule  `yaml:"paths"`       // path prefixes with their own grant lists
 	LoginForms []LoginForm `yaml:"login_forms"` // webmail login forms whose failures count as L
-
-	Hostname         string `yaml:"hostname"`           // postern's name in its own replies
-	BackendTLS       Text   `yaml:"backend_tls"`        // none (default) | starttls | tls
-	BackendTLSVerify *bool  `yaml:"backend_tls_verify"` // default true
-	MaxPerAddress    int    `yaml:"max_connections_per_address"`
-	MaxConnections   int    `yaml:"max_connections"`
-	// Connections to the backend at once, in all and per client network
-	// (/24, /64); absent: the service's default, 0: no bound.
-	MaxBackend           *int     `yaml:"max_backend_connections"`
-	MaxBackendPerNetwork *int     `yaml:"max_backend_connections_per_network"`
-	MaxRecipients        int      `yaml:"max_recipients"`
-	MaxLineLength        int      `yaml:"max_line_length"`
-	RequireAuth          *bool    `yaml:"require_auth"`        // submission: default true
-	AllowInsecureAuth    bool     `yaml:"allow_insecure_auth"` // SMTP AUTH without TLS
-	PlaintextLogin       Text     `yaml:"plaintext_login"`     // IMAP/POP3: networks that may log in before TLS
-	UnknownUserCodes     []Text   `yaml:"unknown_user_codes"`  // enhanced codes counted as unknown users; default 5.1.1
-	Timeouts             Timeouts `yaml:"timeouts"`
-	pos                  diag.Pos
+	Timeouts   WebTimeouts `yaml:"timeouts"`
 }
 
-// Timeouts of a service; zero values take the protocol's defaults.
-type Timeouts struct {
-	Command Duration `yaml:"command"` // waiting for a client command (5m)
-	// SMTP: how long a client may stay silent after the greeting (1m).
-	FirstCommand Duration `yaml:"first_command"`
-	Data         Duration `yaml:"data"`    // waiting for message data (10m)
-	Session      Duration `yaml:"session"` // a whole connection (1h)
-	Connect      Duration `yaml:"connect"` // connecting to the backend (10s)
-	Backend      Duration `yaml:"backend"` // waiting for a backend reply (5m)
-	Idle         Duration `yaml:"idle"`    // web: an idle keep-alive connection (2m)
+// SMTPTimeouts of an SMTP service; zero values take the gateway's
+// defaults (shown).
+type SMTPTimeouts struct {
+	FirstCommand Duration `yaml:"first_command"` // silence after the greeting (1m)
+	Command      Duration `yaml:"command"`       // waiting for a client command (5m)
+	Data         Duration `yaml:"data"`          // waiting for message data (10m)
+	Session      Duration `yaml:"session"`       // a whole connection (1h)
+	Connect      Duration `yaml:"connect"`       // connecting to the backend (10s)
+	Backend      Duration `yaml:"backend"`       // waiting for a backend reply (5m)
 }
+
+// MailTimeouts of an IMAP or POP3 service; zero values take the gateway's
+// defaults.
+type MailTimeouts struct {
+	Command Duration `yaml:"command"` // idle before login
+	Connect Duration `yaml:"connect"` // connecting to the backend (10s)
+	Backend Duration `yaml:"backend"` // waiting for a backend reply
+}
+
+// WebTimeouts of the web service; zero values take the gateway's defaults
+// (shown).
+type WebTimeouts struct {
+	Command Duration `yaml:"command"` // request line and headers (10s)
+	Idle    Duration `yaml:"idle"`    // an idle keep-alive connection (2m)
+	Connect Duration `yaml:"connect"` // connecting to a backend (10s)
+	Backend Duration `yaml:"backend"` // waiting for response headers (60s)
+}
+
+// HostName is a DNS host name postern writes into its own replies and the
+// EHLO it sends the backend, checked when decoded: no blanks or control
+// characters.
+type HostName string
+
+func (h *HostName) decodeYAML(_ *decoder, n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("want a host name, got %s", describe(n))
+	}
+	if !validHostname(n.Value) {
+		return fmt.Errorf("hostname %q is not a host name (letters, digits, '-' and '.')", n.Value)
+	}
+	*h = HostName(n.Value)
+	return nil
+}
+
+// IsSMTP reports whether name is an SMTP service.
+func IsSMTP(name string) bool { return name == "smtp" || name == "submission" || name == "smtps" }
+
+// IsMail reports whether name is an IMAP or POP3 service.
+func IsMail(name string) bool {
+	return name == "imap" || name == "imaps" || name == "pop3" || name == "pop3s"
+}
+
+// ImplicitTLS reports whether service name speaks TLS from the first byte.
+func ImplicitTLS(name string) bool { return name == "smtps" || name == "imaps" || name == "pop3s" }
+
+// newService returns the typed service for name with its defaults set.
+func newService(name string) *Service {
+	s := &Service{Name: name}
+	switch {
+	case IsSMTP(name):
+		s.SMTP = &SMTPOptions{RequireAuth: name == "submission"}
+	case IsMail(name):
+		s.Mail = &MailOptions{}
+	default:
+		s.Web = &WebOptions{}
+	}
+	return s
+}
+
+// keyGroups names, for each protocol's option type, the services it
+// belongs to, to explain a key written on the wrong service.
+var keyGroups = []struct {
+	t       reflect.Type
+	timeout reflect.Type
+	label   string
+}{
+	{reflect.TypeFor[SMTPOptions](), reflect.TypeFor[SMTPTimeouts](), "SMTP"},
+	{reflect.TypeFor[MailOptions](), reflect.TypeFor[MailTimeouts](), "IMAP and POP3"},
+	{reflect.TypeFor[WebOptions](), reflect.TypeFor[WebTimeouts](), "web"},
+}
+
+// hintFor names the services whose option (or timeout) types have key.
+func hintFor(key string, timeouts bool) string {
+	var in []string
+	for _, g := range keyGroups {
+		t := g.t
+		if timeouts {
+			t = g.timeout
+		}
+		if hasKey(t, key) {
+			in = append(in, g.label)
+		}
+	}
+	if len(in) == 0 {
+		return ""
+	}
+	if len(in) == 1 && in[0] == "web" {
+		return "applies to the web service only"
+	}
+	return "applies to " + strings.Join(in, ", ") + " services only"
+}
+
+func hasKey(t reflect.Type, key string) bool {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, opt, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == key || opt == "inline" && f.Type.Kind() == reflect.Struct && hasKey(f.Type, key) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Service) keyHint(key string) string {
+	switch {
+	case s.Web != nil && key == "backend_tls":
+		return "does not apply to web: write the backend as https://host:port"
+	case s.Web != nil && key == "backend_proxy":
+		return "does not apply to web; the client address goes in X-Forwarded-For"
+	}
+	return hintFor(key, false)
+}
+
+func (*SMTPTimeouts) keyHint(key string) string { return hintFor(key, true) }
+func (*MailTimeouts) keyHint(key string) string { return hintFor(key, true) }
+func (*WebTimeouts) keyHint(key string) string  { return hintFor(key, true) }
 
 // DNS configures the resolver used for DNSBL and DNSWL lookups.
 type DNS struct {
@@ -115,18 +286,40 @@ type DNS struct {
 
 // ContentRuleConfig is a regular expression on message headers or body.
 type ContentRuleConfig struct {
-	Name   Text `yaml:"name"`
-	Header Text `yaml:"header"`
-	Body   Text `yaml:"body"`
+	Name   Text   `yaml:"name"`
+	Header Regexp `yaml:"header"`
+	Body   Regexp `yaml:"body"`
+}
+
+// Regexp is a regular expression as written and compiled once, when the
+// file is decoded; a bad one is an error at its position.
+type Regexp struct {
+	Text
+	Re *regexp.Regexp // nil when not written
+}
+
+func (r *Regexp) decodeYAML(d *decoder, n *yaml.Node) error {
+	if err := r.Text.decodeYAML(d, n); err != nil {
+		return err
+	}
+	if !r.IsSet() {
+		return nil
+	}
+	re, err := regexp.Compile(r.Value)
+	if err != nil {
+		return fmt.Errorf("bad regular expression: %w", err)
+	}
+	r.Re = re
+	return nil
 }
 
 // Spam configures message scanning (S).
 type Spam struct {
-	Rspamd  Text     `yaml:"rspamd"`   // e.g. http://127.0.0.1:11333
-	Spamd   Text     `yaml:"spamd"`    // SpamAssassin's spamd, host:port (used when rspamd is not set)
-	Timeout Duration `yaml:"timeout"`  // default 10s; a slow scanner is skipped, never blocks mail
-	Action  Text     `yaml:"action"`   // reject (default) | accept: what happens to a message over spam_score
-	MaxSize Size     `yaml:"max_size"` // larger messages are not scanned; default 20MB
+	Rspamd  Text     `yaml:"rspamd"`                  // e.g. http://127.0.0.1:11333
+	Spamd   Text     `yaml:"spamd"`                   // SpamAssassin's spamd, host:port (used when rspamd is not set)
+	Timeout Duration `yaml:"timeout" default:"10s"`   // a slow scanner is skipped, never blocks mail
+	Action  Text     `yaml:"action" default:"reject"` // reject | accept: what happens to a message over spam_score
+	MaxSize Size     `yaml:"max_size" default:"20MB"` // larger messages are not scanned
 }
 
 // Pos returns where the service was configured.
@@ -149,7 +342,8 @@ func (m *Services) decodeYAML(d *decoder, n *yaml.Node) error {
 			d.errorf(k, "unknown service %q: want one of %s", k.Value, strings.Join(ServiceNames, ", "))
 			continue
 		}
-		svc := &Service{pos: d.pos(k)}
+		svc := newService(k.Value)
+		svc.pos = d.pos(k)
 		d.decode(v, reflect.ValueOf(svc).Elem())
 		(*m)[k.Value] = svc
 	}

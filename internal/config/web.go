@@ -24,7 +24,7 @@ import (
 // those paths is a login attempt when it carries one of the Params, or the
 // user field, or when no Params are given.
 type LoginForm struct {
-	Method        Text   `yaml:"method"`         // default POST
+	Method        Text   `yaml:"method" default:"POST"`
 	Path          Text   `yaml:"path"`           // "/login", or with identifying parameters: "/?_task=login"
 	Paths         []Text `yaml:"paths"`          // more paths: ["/", "/index.php", "/index.php/*"]
 	Params        []Text `yaml:"params"`         // identifying parameters: ["_action=login"]
@@ -34,6 +34,10 @@ type LoginForm struct {
 	FailStatus    int    `yaml:"fail_status"`    // e.g. 401
 	FailRedirect  Text   `yaml:"fail_redirect"`  // the Location of a failure starts with this, e.g. "/login?error"
 	FailHeader    Text   `yaml:"fail_header"`    // "X-Login-Failed" (present) or "X-Auth: failed" (value contains)
+
+	// The routes, parsed once when the file is decoded.
+	routes      []string
+	routeParams url.Values
 }
 
 // FormPath splits Path into the path and the query parameters a request
@@ -46,8 +50,15 @@ func (l *LoginForm) FormPath() (string, url.Values) {
 
 // FormRoutes returns every path of the form (Path without its query, then
 // Paths) and its identifying parameters (those written after "?" in Path,
-// then Params).
+// then Params), as parsed when the file was decoded.
 func (l *LoginForm) FormRoutes() (paths []string, params url.Values) {
+	if l.routeParams != nil {
+		return l.routes, l.routeParams
+	}
+	return l.parseRoutes()
+}
+
+func (l *LoginForm) parseRoutes() (paths []string, params url.Values) {
 	params = url.Values{}
 	if l.Path.IsSet() {
 		p, q := l.FormPath()
@@ -103,22 +114,34 @@ func (s *Service) WebBackends() []string {
 	if s.Backend.IsSet() {
 		return []string{s.Backend.Value}
 	}
-	out := make([]string, 0, len(s.Backends))
-	for _, b := range s.Backends {
+	if s.Web == nil {
+		return nil
+	}
+	out := make([]string, 0, len(s.Web.Backends))
+	for _, b := range s.Web.Backends {
 		out = append(out, b.Value)
 	}
 	return out
 }
 
+// PathRules returns the path rules of a service (web only).
+func (s *Service) PathRules() []PathRule {
+	if s.Web == nil {
+		return nil
+	}
+	return s.Web.Paths
+}
+
 func (f *File) validateWeb(d *decoder, svc *Service) {
+	w := svc.Web
 	var urls []Text
 	switch {
-	case svc.Backend.IsSet() && len(svc.Backends) > 0:
+	case svc.Backend.IsSet() && len(w.Backends) > 0:
 		d.errs.Add(diag.Errorf(svc.Backend.Pos, "service web: give backend (one) or backends (a list), not both"))
 	case svc.Backend.IsSet():
 		urls = []Text{svc.Backend}
-	case len(svc.Backends) > 0:
-		urls = svc.Backends
+	case len(w.Backends) > 0:
+		urls = w.Backends
 	default:
 		d.errs.Add(diag.Errorf(svc.pos, "service web needs a backend (backend: http://127.0.0.1:8080) or a list of backends"))
 	}
@@ -134,19 +157,16 @@ func (f *File) validateWeb(d *decoder, svc *Service) {
 		}
 		scheme = u.Scheme
 	}
-	if svc.BackendTLS.IsSet() {
-		d.errs.Add(diag.Errorf(svc.BackendTLS.Pos, "backend_tls does not apply to web: write the backend as https://host:port"))
-	}
-	for _, t := range []Duration{svc.Timeouts.Data, svc.Timeouts.Session} {
-		if t.Set {
-			d.errs.Add(diag.Errorf(t.Pos, "web takes timeouts command (request headers), idle, connect and backend"))
+	for _, p := range w.Paths {
+		if !strings.HasPrefix(p.Prefix.Value, "/") {
+			d.errs.Add(diag.Errorf(p.Prefix.Pos, "path rule needs a prefix starting with /, got %q", p.Prefix.Value))
+		}
+		if !p.Grant.IsSet() && !p.Deny.IsSet() {
+			d.errs.Add(diag.Errorf(p.Prefix.Pos, "path rule %s needs grant or deny", p.Prefix.Value))
 		}
 	}
-	if svc.MaxLineLength != 0 {
-		d.errs.Add(diag.Errorf(svc.pos, "max_line_length does not apply to web"))
-	}
-	for i := range svc.LoginForms {
-		validateLoginForm(d, &svc.LoginForms[i])
+	for i := range w.LoginForms {
+		validateLoginForm(d, &w.LoginForms[i])
 	}
 }
 
@@ -173,16 +193,11 @@ func checkWebBackend(s string) (*url.URL, error) {
 
 func validateLoginForm(d *decoder, l *LoginForm) {
 	at, name := l.pos(), l.name()
-	if l.Method.IsSet() {
-		m := strings.ToUpper(strings.TrimSpace(l.Method.Value))
-		switch m {
-		case "POST", "PUT", "PATCH", "GET":
-			l.Method.Value = m
-		default:
-			d.errs.Add(diag.Errorf(l.Method.Pos, "bad login form method %q: want POST, PUT, PATCH or GET", l.Method.Value))
-		}
-	} else {
-		l.Method.Value = "POST"
+	switch m := strings.ToUpper(strings.TrimSpace(l.Method.Value)); m {
+	case "POST", "PUT", "PATCH", "GET":
+		l.Method.Value = m
+	default:
+		d.errs.Add(diag.Errorf(l.Method.Pos, "bad login form method %q: want POST, PUT, PATCH or GET", l.Method.Value))
 	}
 	switch {
 	case !l.Path.IsSet() && len(l.Paths) == 0:
@@ -234,4 +249,5 @@ func validateLoginForm(d *decoder, l *LoginForm) {
 			d.errs.Add(diag.Errorf(l.FailHeader.Pos, "bad fail_header %q: want a header name, or name: text", l.FailHeader.Value))
 		}
 	}
+	l.routes, l.routeParams = l.parseRoutes()
 }

@@ -28,8 +28,9 @@ func TestParseWeb(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := f.Services["web"]
-	if got := w.WebBackends(); len(got) != 2 || got[1] != "http://127.0.0.1:8081" {
+	svc := f.Services["web"]
+	w := svc.Web
+	if got := svc.WebBackends(); len(got) != 2 || got[1] != "http://127.0.0.1:8081" {
 		t.Errorf("backends: %v", got)
 	}
 	if len(w.LoginForms) != 2 {
@@ -72,7 +73,7 @@ func TestParseLoginFormRoutes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	forms := f.Services["web"].LoginForms
+	forms := f.Services["web"].Web.LoginForms
 	paths, params := forms[0].FormRoutes()
 	if strings.Join(paths, " ") != "/ /index.php /index.php/*" || params.Get("_action") != "login" || params.Get("_task") != "login" ||
 		forms[0].MaxBody.Bytes != 128<<10 || forms[0].Method.Value != "POST" {
@@ -94,7 +95,7 @@ func TestWebErrors(t *testing.T) {
 		{"no scheme", web(`backends: ["a:1"]`), `bad web backend "a:1"`},
 		{"bad port", web(`backend: "http://a:99999"`), "port must be 1-65535"},
 		{"backend_tls", web(`backend: "http://a:1", backend_tls: tls`), "write the backend as https://"},
-		{"data timeout", web(`backend: "http://a:1", timeouts: { data: 1s }`), "web takes timeouts command"},
+		{"data timeout", web(`backend: "http://a:1", timeouts: { data: 1s }`), `unknown key "data" (applies to SMTP services only)`},
 		{"form without user field", web(`backend: "http://a:1", login_forms: [{ path: /login, fail_status: 401 }]`), "needs user_field"},
 		{"form without failure", web(`backend: "http://a:1", login_forms: [{ path: /login, user_field: u }]`), "needs a failure match"},
 		{"form path", web(`backend: "http://a:1", login_forms: [{ path: login, user_field: u, fail_status: 401 }]`), "path starting with /"},
@@ -110,8 +111,8 @@ func TestWebErrors(t *testing.T) {
 		{"form params array", web(`backend: "http://a:1", login_forms: [{ paths: ["/"], params: ["a[]=1"], user_field: u, fail_status: 401 }]`), `login form params: want name=value`},
 		{"form user field array", web(`backend: "http://a:1", login_forms: [{ path: /l, user_field: "u[]", fail_status: 401 }]`), `login form user_field "u[]": want a plain field name`},
 		{"form max_body", web(`backend: "http://a:1", login_forms: [{ path: /l, user_field: u, fail_status: 401, max_body: 1GB }]`), `max_body must be at most 16MB`},
-		{"backends on imap", "services:\n  imap: { listen: \":143\", backend: \"b:1\", backends: [\"b:2\"] }\n", "backends, login_forms and timeouts.idle apply to the web service only"},
-		{"idle on imap", "services:\n  imap: { listen: \":143\", backend: \"b:1\", timeouts: { idle: 1m } }\n", "apply to the web service only"},
+		{"backends on imap", "services:\n  imap: { listen: \":143\", backend: \"b:1\", backends: [\"b:2\"] }\n", `c.yaml:2:43: unknown key "backends" (applies to the web service only)`},
+		{"idle on imap", "services:\n  imap: { listen: \":143\", backend: \"b:1\", timeouts: { idle: 1m } }\n", `c.yaml:2:55: unknown key "idle" (applies to the web service only)`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()

@@ -70,7 +70,7 @@ func Build(cfg *config.File, reg *patterns.Registry) (*Policy, []error, error) {
 	}
 	for name, sc := range cfg.Services {
 		s := &Service{Name: name, Grant: list(sc.Grant), Deny: list(sc.Deny)}
-		for _, pr := range sc.Paths {
+		for _, pr := range sc.PathRules() {
 			s.Paths = append(s.Paths, PathRule{
 				Prefix: strings.ToLower(CleanPath(pr.Prefix.Value)), Pos: pr.Prefix.Pos,
 				Grant: list(pr.Grant), Deny: list(pr.Deny),

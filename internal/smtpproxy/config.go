@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
-	"regexp"
 	"strings"
 
 	"github.com/postern/postern/internal/config"
@@ -12,43 +11,41 @@ import (
 )
 
 // IsService reports whether name is an SMTP service.
-func IsService(name string) bool {
-	return name == "smtp" || name == "submission" || name == "smtps"
-}
+func IsService(name string) bool { return config.IsSMTP(name) }
 
 // FromConfig builds the Config of SMTP service name from the configuration
 // file. serverTLS is the service's certificate configuration (nil without
 // tls:); smtps needs one.
 func FromConfig(name string, svc *config.Service, f *config.File, serverTLS *tls.Config) (Config, error) {
+	o := svc.SMTP
+	if o == nil {
+		return Config{}, fmt.Errorf("service %s is not an SMTP service", name)
+	}
 	c := Config{
 		Service:           name,
-		Hostname:          svc.Hostname,
+		Hostname:          string(o.Hostname),
 		Backend:           svc.Backend.Value,
-		BackendProxy:      svc.BackendProxy.Value,
-		BackendTLS:        svc.BackendTLS.Value,
-		AllowInsecureAuth: svc.AllowInsecureAuth,
-		MaxLineLength:     svc.MaxLineLength,
-		MaxRecipients:     svc.MaxRecipients,
-		BackendLimit:      relay.NewBackendLimit(svc.MaxBackend, svc.MaxBackendPerNetwork),
+		BackendProxy:      string(o.BackendProxy),
+		AllowInsecureAuth: o.AllowInsecureAuth,
+		MaxLineLength:     o.MaxLineLength,
+		MaxRecipients:     o.MaxRecipients,
+		RequireAuth:       o.RequireAuth,
+		BackendLimit:      relay.NewBackendLimit(o.MaxBackend, o.MaxBackendPerNetwork),
 		Timeouts: Timeouts{
-			FirstCommand: svc.Timeouts.FirstCommand.D,
-			Command:      svc.Timeouts.Command.D, Data: svc.Timeouts.Data.D, Session: svc.Timeouts.Session.D,
-			Connect: svc.Timeouts.Connect.D, Backend: svc.Timeouts.Backend.D, DNSBL: f.DNS.Timeout.D,
+			FirstCommand: o.Timeouts.FirstCommand.D,
+			Command:      o.Timeouts.Command.D, Data: o.Timeouts.Data.D, Session: o.Timeouts.Session.D,
+			Connect: o.Timeouts.Connect.D, Backend: o.Timeouts.Backend.D, DNSBL: f.DNS.Timeout.D,
 		},
 	}
-	if c.BackendProxy == "" {
-		c.BackendProxy = "v2"
-	}
-	if c.BackendTLS == "none" {
-		c.BackendTLS = ""
+	if o.BackendTLS != config.TLSNone {
+		c.BackendTLS = string(o.BackendTLS)
 	}
 	if c.BackendTLS != "" {
 		host, _, err := net.SplitHostPort(c.Backend)
 		if err != nil {
 			return c, fmt.Errorf("service %s: backend %q: %w", name, c.Backend, err)
 		}
-		verify := svc.BackendTLSVerify == nil || *svc.BackendTLSVerify
-		c.BackendTLSConfig = &tls.Config{ServerName: host, InsecureSkipVerify: !verify, MinVersion: tls.VersionTLS12}
+		c.BackendTLSConfig = &tls.Config{ServerName: host, InsecureSkipVerify: !svc.BackendTLSVerify, MinVersion: tls.VersionTLS12}
 	}
 	switch name {
 	case "smtps":
@@ -59,27 +56,12 @@ func FromConfig(name string, svc *config.Service, f *config.File, serverTLS *tls
 	default:
 		c.TLS = serverTLS
 	}
-	c.RequireAuth = name == "submission"
-	if svc.RequireAuth != nil {
-		c.RequireAuth = *svc.RequireAuth
-	}
-	for _, u := range svc.UnknownUserCodes {
+	for _, u := range o.UnknownUserCodes {
 		c.UnknownUserCodes = append(c.UnknownUserCodes, strings.TrimSpace(u.Value))
 	}
 	for _, r := range f.ContentRules {
-		cr := ContentRule{Name: r.Name.Value}
-		var err error
-		if r.Header.IsSet() {
-			if cr.Header, err = regexp.Compile(r.Header.Value); err != nil {
-				return c, fmt.Errorf("content rule %q: %w", r.Name.Value, err)
-			}
-		}
-		if r.Body.IsSet() {
-			if cr.Body, err = regexp.Compile(r.Body.Value); err != nil {
-				return c, fmt.Errorf("content rule %q: %w", r.Name.Value, err)
-			}
-		}
-		c.ContentRules = append(c.ContentRules, cr)
+		// Compiled once, when the configuration was decoded.
+		c.ContentRules = append(c.ContentRules, ContentRule{Name: r.Name.Value, Header: r.Header.Re, Body: r.Body.Re})
 	}
 	return c, nil
 }

@@ -155,13 +155,17 @@ func newFormPath(p string) FormPath {
 // FromConfig builds the gateway configuration of a web service. serverTLS
 // is the listener's TLS configuration (nil for plain HTTP).
 func FromConfig(svc *config.Service, serverTLS *tls.Config) (Config, error) {
+	w := svc.Web
+	if w == nil {
+		return Config{}, fmt.Errorf("service %s is not the web service", svc.Name)
+	}
 	c := Config{
 		Service:        "web",
 		TLS:            serverTLS,
-		HeaderTimeout:  svc.Timeouts.Command.D,
-		IdleTimeout:    svc.Timeouts.Idle.D,
-		ConnectTimeout: svc.Timeouts.Connect.D,
-		BackendTimeout: svc.Timeouts.Backend.D,
+		HeaderTimeout:  w.Timeouts.Command.D,
+		IdleTimeout:    w.Timeouts.Idle.D,
+		ConnectTimeout: w.Timeouts.Connect.D,
+		BackendTimeout: w.Timeouts.Backend.D,
 	}
 	for _, b := range svc.WebBackends() {
 		u, err := url.Parse(b)
@@ -170,11 +174,11 @@ func FromConfig(svc *config.Service, serverTLS *tls.Config) (Config, error) {
 		}
 		c.Backends = append(c.Backends, u)
 	}
-	if svc.BackendTLSVerify != nil && !*svc.BackendTLSVerify {
+	if !svc.BackendTLSVerify {
 		c.BackendTLS = &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}
 	}
-	for i := range svc.LoginForms {
-		lf := &svc.LoginForms[i]
+	for i := range w.LoginForms {
+		lf := &w.LoginForms[i]
 		paths, params := lf.FormRoutes()
 		var fps []FormPath
 		for _, p := range paths {
