@@ -24,6 +24,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		cc = p.admit(&addrOnlyConn{remote: r.RemoteAddr})
 		defer cc.Close()
 	}
+	if cc.closeNext.Load() {
+		cc.Close()
+		return
+	}
 	if cc.refusal != "" {
 		p.log.Info("refused", "client", cc.addr.String(), "why", cc.refusal)
 		p.page(w, r, cc, http.StatusForbidden, cc.refusal, true)
@@ -102,13 +106,14 @@ func (p *Proxy) refusedNow(w http.ResponseWriter, r *http.Request, cc *clientCon
 
 // closeAfter closes the client connection once the response is out: over
 // HTTP/1 the "Connection: close" header has done it; HTTP/2 has no such
-// header, so the connection is closed here.
+// header, so the connection is closed when its next request comes (or its
+// idle timeout ends it): closing it now could cut this answer, still on
+// its way out of the server's writer.
 func (p *Proxy) closeAfter(w http.ResponseWriter, r *http.Request, cc *clientConn) {
 	if r.ProtoMajor < 2 {
 		return
 	}
-	http.NewResponseController(w).Flush()
-	cc.Close()
+	cc.closeNext.Store(true)
 }
 
 // delay waits out a tarpit delay; false when the client went away.
@@ -240,6 +245,12 @@ func (p *Proxy) backendError(w http.ResponseWriter, r *http.Request, err error) 
 	}
 	if errors.Is(err, context.Canceled) || r.Context().Err() != nil {
 		return // the client went away
+	}
+	if errors.Is(err, errDecoyAccepted) {
+		if at, _ := r.Context().Value(attemptKey{}).(*attempt); at != nil && cc != nil {
+			p.loginFailedPage(w, r, cc, at.form, at.decision)
+			return
+		}
 	}
 	if u := (*unreadable)(nil); errors.As(err, &u) {
 		// A long body on a login form's paths carried a login field:

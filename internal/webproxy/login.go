@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"mime"
 	"net/http"
 	"net/url"
 	"strings"
@@ -24,6 +25,10 @@ type attempt struct {
 	login    *guard.Login // the attempt in flight; nil without a guard session
 	decision guard.Decision
 	sent     time.Time // when the request went to the backend
+	// refused: the login IP restriction refused the login, and the request
+	// goes to the backend with a decoy password, so that the refusal is
+	// the webmail's own failure page in the webmail's own time.
+	refused bool
 }
 
 // loginForm returns the login form whose method and paths a request is
@@ -143,6 +148,16 @@ func (p *Proxy) checkLogin(w http.ResponseWriter, r *http.Request, cc *clientCon
 	}
 	if pol := p.policy(); pol != nil && !pol.AllowLogin(user, cc.addr) {
 		p.log.Info("login refused by the login IP restriction", "client", cc.addr.String(), "account", user)
+		if early.pass == "" && hasBody {
+			if rewritten, ok := withDecoy(r.Header, body, f.PasswordField, p.decoys.Password(pass)); ok {
+				// The webmail checks a decoy and fails it: its own page,
+				// its own time. The client's password stays here.
+				r.Body = io.NopCloser(bytes.NewReader(rewritten))
+				r.ContentLength = int64(len(rewritten))
+				at.refused = true
+				return at, false
+			}
+		}
 		// As long as the backend takes to fail a login (a draw from its
 		// recent failures), the attempt held in flight meanwhile as a
 		// real one is; a client that goes away ends the wait.
@@ -220,6 +235,12 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		return nil
 	}
 	if !at.form.failed(resp) {
+		if at.refused {
+			// The webmail took the decoy: the login stays refused, and
+			// what it answered (a session) never reaches the client.
+			p.log.Error("the webmail accepted a decoy password: login refused", "client", at.cc.addr.String(), "account", at.account)
+			return errDecoyAccepted
+		}
 		if resp.StatusCode < 400 && at.account != "" {
 			at.login.Succeeded()
 		}
@@ -245,6 +266,33 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 }
 
 var errClientGone = errors.New("the client went away")
+
+// errDecoyAccepted: the webmail logged a refused login in with its decoy.
+var errDecoyAccepted = errors.New("the webmail accepted a decoy password")
+
+// withDecoy returns an urlencoded form body with the value of field
+// replaced by pass, every other byte as it was; false when the body is not
+// urlencoded or does not hold field exactly once (the form reader has
+// refused duplicates and other spellings already).
+func withDecoy(h http.Header, body []byte, field, pass string) ([]byte, bool) {
+	mt, _, err := mime.ParseMediaType(h.Get("Content-Type"))
+	if err != nil || mt != "application/x-www-form-urlencoded" || field == "" {
+		return nil, false
+	}
+	pairs := strings.Split(string(body), "&")
+	found := 0
+	for i, pair := range pairs {
+		k, _, _ := strings.Cut(pair, "=")
+		if key, err := url.QueryUnescape(k); err == nil && key == field {
+			pairs[i] = k + "=" + url.QueryEscape(pass)
+			found++
+		}
+	}
+	if found != 1 {
+		return nil, false
+	}
+	return []byte(strings.Join(pairs, "&")), true
+}
 
 // failed reports whether a backend answer to the form is a failed login.
 func (f *LoginForm) failed(resp *http.Response) bool {

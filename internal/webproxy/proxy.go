@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/postern/postern/internal/decoy"
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/mimic"
 	"github.com/postern/postern/internal/policy"
@@ -39,6 +40,8 @@ type Proxy struct {
 	// failTimes holds how long the backend took to answer recent failed
 	// logins; a refused login waits a draw from it.
 	failTimes *mimic.Latencies
+	// decoys derives the password a refused login is forwarded with.
+	decoys *decoy.Passwords
 
 	mu    sync.Mutex
 	conns map[*clientConn]struct{}
@@ -56,7 +59,7 @@ func New(cfg Config, eng Engine, pol func() *policy.Policy, lg *slog.Logger) (*P
 	}
 	p := &Proxy{cfg: cfg, eng: eng, policy: pol, log: lg.With("service", cfg.Service),
 		conns: make(map[*clientConn]struct{}), scheme: cfg.Backends[0].Scheme,
-		failTimes: mimic.New(cfg.RefusalTime, maxRefusalTime)}
+		failTimes: mimic.New(cfg.RefusalTime, maxRefusalTime), decoys: decoy.New()}
 	p.be = newBackends(cfg.Backends, cfg.BackendTLS, cfg.ConnectTimeout)
 	p.tr = p.be.transport(cfg.BackendTimeout)
 	p.rp = &httputil.ReverseProxy{
@@ -157,7 +160,11 @@ type clientConn struct {
 	gs      *guard.Session // nil when refused at accept
 	refusal string         // why the connection was refused at accept
 	tarpit  atomic.Int64   // time.Duration: the engine's delay before each answer (HTTP/2 streams share it)
-	once    sync.Once
+	// closeNext: an HTTP/2 connection the engine wants closed, closed at
+	// its next request (closing it at once could cut the answer on its
+	// way out); every request is checked against the blocks meanwhile.
+	closeNext atomic.Bool
+	once      sync.Once
 }
 
 // Close closes the connection and ends its session.

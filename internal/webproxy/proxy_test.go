@@ -187,11 +187,7 @@ func TestLoginRestriction(t *testing.T) {
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("a login refused by the restriction: %d, want the configured failure 401", resp.StatusCode)
 	}
-	for _, r := range h.be.requests() {
-		if strings.Contains(strings.ToLower(r.Body), "boss") {
-			t.Fatalf("the backend saw a refused login: %+v", r)
-		}
-	}
+	onlyDecoys(t, h.be.requests(), "boss", "pass")
 	// Multipart and JSON bodies name the account too.
 	body := "--XX\r\nContent-Disposition: form-data; name=\"user\"\r\n\r\nboss@example.com\r\n--XX\r\nContent-Disposition: form-data; name=\"pass\"\r\n\r\nboss-password-2\r\n--XX--\r\n"
 	raw := h.raw("127.0.0.1", "POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=XX\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\nConnection: close\r\n\r\n"+body)

@@ -2,9 +2,12 @@ package webproxy
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 )
@@ -31,11 +34,24 @@ func slowFailBackend(t *testing.T, delay time.Duration) *url.URL {
 	return u
 }
 
+// timedPost posts a login as multipart/form-data: a body postern does not
+// rewrite, so a refusal is postern's own page after a mimicked wait (an
+// urlencoded one goes to the webmail with a decoy password instead).
 func timedPost(t *testing.T, h *harness, src, user, pass string) (int, time.Duration) {
 	t.Helper()
 	start := time.Now()
-	code := post(h.client(src), h.url("/login"), user, pass)
-	return code, time.Since(start)
+	resp, err := h.client(src).Post(h.url("/login"), "multipart/form-data; boundary=XX", strings.NewReader(multipartLogin(user, pass)))
+	if err != nil {
+		return 0, time.Since(start)
+	}
+	io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, time.Since(start)
+}
+
+func multipartLogin(user, pass string) string {
+	return "--XX\r\nContent-Disposition: form-data; name=\"user\"\r\n\r\n" + user +
+		"\r\n--XX\r\nContent-Disposition: form-data; name=\"pass\"\r\n\r\n" + pass + "\r\n--XX--\r\n"
 }
 
 // Before the backend has failed a login, a refused login (boss@example.com
@@ -90,7 +106,7 @@ func TestRefusalWaitEndsWithTheClient(t *testing.T) {
 	for i := range 3 {
 		c := h.client("127.0.0.73")
 		c.Timeout = 100 * time.Millisecond
-		if _, err := c.PostForm(h.url("/login"), url.Values{"user": {"boss@example.com"}, "pass": {fmt.Sprint("right-", i)}}); err == nil {
+		if _, err := c.Post(h.url("/login"), "multipart/form-data; boundary=XX", strings.NewReader(multipartLogin("boss@example.com", fmt.Sprint("right-", i)))); err == nil {
 			t.Fatal("answered before the 20 s wait")
 		}
 	}
@@ -106,5 +122,65 @@ func TestRefusalWaitEndsWithTheClient(t *testing.T) {
 			t.Fatalf("three abandoned refusals did not block within %v: the waits did not end with their clients", time.Since(start))
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+var decoyRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
+
+// onlyDecoys fails the test if a backend request naming the restricted
+// account (who) carried anything but a decoy password in passField.
+func onlyDecoys(t *testing.T, reqs []seen, who, passField string) {
+	t.Helper()
+	for _, r := range reqs {
+		if !strings.Contains(strings.ToLower(r.Body), who) {
+			continue
+		}
+		q, err := url.ParseQuery(r.Body)
+		if err != nil || len(q[passField]) != 1 || !decoyRE.MatchString(q[passField][0]) {
+			t.Errorf("the backend saw a login of the restricted account with its password: %s %s %q", r.Method, r.URI, r.Body)
+		}
+	}
+}
+
+// TestRefusalIsTheWebmailsPage: a login the restriction refuses goes to
+// the webmail with a decoy password: the client gets exactly the page of a
+// wrong password, and the webmail never sees the real one.
+func TestRefusalIsTheWebmailsPage(t *testing.T) {
+	be := slowFailBackend(t, 20*time.Millisecond)
+	h := newHarness(t, harnessOpts{backends: []*url.URL{be}})
+	answer := func(src, user, pass string) (int, string) {
+		resp, err := h.client(src).PostForm(h.url("/login"), url.Values{"user": {user}, "pass": {pass}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	wrongCode, wrongBody := answer("127.0.0.74", "alice@example.com", "wrong")
+	refCode, refBody := answer("127.0.0.75", "boss@example.com", "boss-password")
+	if wrongCode != refCode || wrongBody != refBody {
+		t.Fatalf("refused: %d %q; wrong password: %d %q — want the same", refCode, refBody, wrongCode, wrongBody)
+	}
+}
+
+// TestRefusalDecoyAcceptedStaysRefused: a webmail that takes any password
+// (and would set a session cookie) still never logs a refused login in.
+func TestRefusalDecoyAcceptedStaysRefused(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.SetCookie(w, &http.Cookie{Name: "session", Value: "logged-in"})
+		w.Write([]byte("welcome\n"))
+	}))
+	t.Cleanup(srv.Close)
+	be, _ := url.Parse(srv.URL)
+	h := newHarness(t, harnessOpts{backends: []*url.URL{be}})
+	resp, err := h.client("127.0.0.76").PostForm(h.url("/login"), url.Values{"user": {"boss@example.com"}, "pass": {"anything"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || strings.Contains(string(b), "welcome") || len(resp.Cookies()) > 0 {
+		t.Fatalf("a refused login the webmail took: %d %q cookies %v", resp.StatusCode, b, resp.Cookies())
 	}
 }

@@ -5,7 +5,8 @@
 // client without a session always has the task "login"; the action comes
 // from GET, then POST, then the cookies (the last present wins), through
 // strip_tags and asciiwords; the account is trim(strip_tags($_POST['_user'])).
-// Every login it performs is appended to the file $RC_LOG.
+// Every login it performs is appended to the file $RC_LOG (account and
+// password: the tests check that a refused login carries a decoy only).
 function gpc($name) {
     $v = null;
     if (isset($_GET[$name])) $v = $_GET[$name];
@@ -17,7 +18,7 @@ $action = preg_replace('/[^a-z0-9_.-]+/i', '', gpc('_action'));
 if ($action === 'login') {
     $user = isset($_POST['_user']) && is_string($_POST['_user']) ? trim(strip_tags($_POST['_user'])) : '';
     $pass = isset($_POST['_pass']) && is_string($_POST['_pass']) ? $_POST['_pass'] : '';
-    file_put_contents(getenv('RC_LOG'), json_encode(['user' => $user]) . "\n", FILE_APPEND | LOCK_EX);
+    file_put_contents(getenv('RC_LOG'), json_encode(['user' => $user, 'pass' => $pass]) . "\n", FILE_APPEND | LOCK_EX);
     if ($user === 'alice@example.test' && $pass === 'alice-pass-1') {
         header('Location: ./?_task=mail', true, 302);
         exit;
