@@ -5,11 +5,12 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/postern/postern/internal/mailgate"
 )
 
 // Command lines that Dovecot reads differently from a cut at the first
@@ -125,8 +126,8 @@ func fakeBackend(t *testing.T, caps []string, reply func(line string) string) (*
 			}
 		}
 	}()
-	p := &Proxy{cfg: Config{BackendTimeout: 5 * time.Second}, log: slog.New(slog.DiscardHandler)}
-	s := &session{p: p, be: a, br: bufio.NewReader(a), caps: caps}
+	p := New(Config{BackendTimeout: 5 * time.Second}, nil, nil, nil)
+	s := &session{Session: &mailgate.Session{Gate: p.g, BE: a, BR: bufio.NewReader(a)}, caps: caps}
 	return s, &got, func() { a.Close(); b.Close(); <-done }
 }
 

@@ -1,0 +1,475 @@
+// Package mailgate is what the IMAP and POP3 gateways do alike before
+// login: accept a connection through the engine's gate (quiet refusals on
+// implicit-TLS ports before any handshake), the implicit-TLS handshake,
+// the backend dial (within the backend limit), tarpitted sends, obeying
+// the engine's decisions, STARTTLS, SASL continuation steps, the login
+// gate around guard.Session.BeginLogin (the login IP restriction with its
+// decoy replay, account protection, the report of the outcome) and the
+// hand-off to the splice. A Protocol gives the wording, reads the
+// commands and replays the login.
+package mailgate
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/postern/postern/internal/decoy"
+	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/netlisten"
+	"github.com/postern/postern/internal/policy"
+	"github.com/postern/postern/internal/relay"
+)
+
+// handshakeTimeout bounds a TLS handshake, implicit or after STARTTLS.
+const handshakeTimeout = 30 * time.Second
+
+// Config is one IMAP or POP3 service's configuration.
+type Config struct {
+	Service     string // imap, imaps, pop3 or pop3s
+	Backend     relay.Dialer
+	TLS         *tls.Config // offered with STARTTLS/STLS (nil: not offered)
+	ImplicitTLS bool
+	// PlaintextLogin allows a login before TLS from an address (trusted
+	// networks); nil allows it from none.
+	PlaintextLogin func(netip.Addr) bool
+	PreAuthIdle    time.Duration // waiting for a command before login (default 1m)
+	BackendTimeout time.Duration // waiting for the backend (default 30s)
+	MaxErrors      int           // bad commands before the connection closes (default 10)
+}
+
+func (c *Config) defaults() {
+	if c.PreAuthIdle <= 0 {
+		c.PreAuthIdle = time.Minute
+	}
+	if c.BackendTimeout <= 0 {
+		c.BackendTimeout = 30 * time.Second
+	}
+	if c.MaxErrors <= 0 {
+		c.MaxErrors = 10
+	}
+}
+
+// Engine is what the gateway needs of the intrusion prevention engine.
+type Engine interface {
+	Accept(addr netip.Addr, service string, closer func()) (*guard.Session, guard.Verdict)
+	PasswordFingerprint(account, password string) uint64
+}
+
+// Wording is a protocol's fixed answers of the skeleton.
+type Wording struct {
+	// Refuse prefixes the engine's refusal text ("* BYE ", "-ERR [SYS/PERM] ").
+	Refuse string
+	// Unavailable says the backend cannot be reached or failed.
+	Unavailable string
+	// AuthFailed is the failure text (after the tag in IMAP) used until
+	// the backend has said its own.
+	AuthFailed string
+	// ReadBuffer and WriteBuffer size the client's buffers.
+	ReadBuffer, WriteBuffer int
+}
+
+// Protocol is what IMAP and POP3 do their own way.
+type Protocol interface {
+	// Greet reads the backend's greeting (and learns its capabilities)
+	// and returns the greeting to send to the client.
+	Greet(s *Session) (string, error)
+	// Serve reads the client's commands until login, the end, or an error.
+	Serve(s *Session)
+}
+
+// Gate serves one IMAP or POP3 service: the state its sessions share.
+type Gate struct {
+	Cfg    Config
+	eng    Engine
+	policy func() *policy.Policy
+	log    *slog.Logger
+	conns  relay.Conns
+	words  Wording
+
+	// authFail is the backend's last failure text, for the one refusal
+	// the backend does not answer itself: a decoy password it accepted.
+	authFail atomic.Pointer[string]
+	// decoys gives the password a refused login is replayed with.
+	decoys *decoy.Passwords
+}
+
+// New returns a Gate; policy is read on every login, so a reload takes
+// effect at once.
+func New(cfg Config, words Wording, eng Engine, pol func() *policy.Policy, log *slog.Logger) *Gate {
+	cfg.defaults()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	g := &Gate{Cfg: cfg, eng: eng, policy: pol, log: log.With("service", cfg.Service), words: words, decoys: decoy.New()}
+	g.conns.Log = g.log
+	def := words.AuthFailed
+	g.authFail.Store(&def)
+	return g
+}
+
+// Serve handles connections from ln until ctx is done, each with the
+// protocol newProto returns; live sessions get drain to finish.
+func (g *Gate) Serve(ctx context.Context, ln relay.Acceptor, drain time.Duration, handle relay.Handler) error {
+	return g.conns.Serve(ctx, ln, drain, handle)
+}
+
+// Live returns the number of connections being served.
+func (g *Gate) Live() int { return g.conns.Live() }
+
+// AuthFailed returns the backend's last login failure text.
+func (g *Gate) AuthFailed() string { return *g.authFail.Load() }
+
+// TLSConn is the listener's connection as the gateway uses it: the
+// implicit-TLS handshake and STARTTLS in place (netlisten.Conn).
+type TLSConn interface {
+	net.Conn
+	Handshake(timeout time.Duration) error
+	StartTLS(cfg *tls.Config, timeout time.Duration) error
+}
+
+// Session is one client connection before login.
+type Session struct {
+	Gate   *Gate
+	Ctx    context.Context
+	Conn   net.Conn
+	R      *bufio.Reader
+	W      *bufio.Writer
+	Client netip.AddrPort
+	Log    *slog.Logger
+	// TLS says the client connection has TLS.
+	TLS bool
+
+	// BE is the backend connection, BR its reader.
+	BE net.Conn
+	BR *bufio.Reader
+
+	gs        *guard.Session
+	tarpit    time.Duration
+	handedOff bool // spliced: the connections and the guard session belong to relay.Conns.Handoff
+}
+
+// Handle serves one client connection to its end with proto.
+func (g *Gate) Handle(ctx context.Context, conn net.Conn, client, local netip.AddrPort, proto func(*Session) Protocol) {
+	s := &Session{Gate: g, Ctx: ctx, Client: client, TLS: g.Cfg.ImplicitTLS,
+		Log: g.log.With("client", client.Addr().String())}
+	defer func() {
+		if !s.handedOff {
+			conn.Close()
+		}
+	}()
+	s.SetConn(conn)
+	pr := proto(s)
+	addr := client.Addr().Unmap()
+	gs, v := g.eng.Accept(addr, g.Cfg.Service, func() { conn.Close() })
+	if gs != nil {
+		s.gs = gs
+		defer func() {
+			if !s.handedOff {
+				gs.Close()
+			}
+		}()
+	}
+	// A client refused again and again on an implicit-TLS port is closed
+	// without a word and without a handshake: answering it would cost one
+	// each time. Otherwise the handshake comes after the gate: every
+	// connection is checked and counted (I) before it costs any
+	// cryptography.
+	if v.Quiet && g.Cfg.ImplicitTLS {
+		s.Log.Info("refused at connect, without a TLS handshake", "reason", v.Reason.String())
+		return
+	}
+	if tc, ok := conn.(TLSConn); ok && g.Cfg.ImplicitTLS {
+		if err := tc.Handshake(handshakeTimeout); err != nil {
+			s.Log.Info("TLS handshake failed", "err", err)
+			return
+		}
+	}
+	if v.Action == guard.Refuse {
+		s.Log.Info("refused at connect", "why", v.Refusal())
+		s.Send(g.words.Refuse + v.Refusal())
+		return
+	}
+	if s.Obey(v.Decision) {
+		return
+	}
+	// Closes the backend connection also when its greeting was bad;
+	// Splice takes it over.
+	defer func() {
+		if s.BE != nil {
+			s.BE.Close()
+		}
+	}()
+	greeting, err := s.dial(local, pr)
+	if err != nil {
+		s.Log.Error("backend unavailable", "err", err)
+		s.Send(g.words.Unavailable)
+		return
+	}
+	if netlisten.SpokeFirst(s.Conn, s.R) {
+		s.Log.Info("early talker: the client sent data before the greeting")
+	}
+	if err := s.Send(greeting); err != nil {
+		return
+	}
+	pr.Serve(s)
+}
+
+func (s *Session) dial(local netip.AddrPort, pr Protocol) (string, error) {
+	be, err := s.Gate.Cfg.Backend.Dial(s.Ctx, s.Client, local)
+	if err != nil {
+		return "", err
+	}
+	s.BE, s.BR = be, bufio.NewReaderSize(be, 4096)
+	return pr.Greet(s)
+}
+
+// SetConn makes c the client connection, with fresh buffers.
+func (s *Session) SetConn(c net.Conn) {
+	s.Conn = c
+	s.R = bufio.NewReaderSize(c, s.Gate.words.ReadBuffer)
+	s.W = bufio.NewWriterSize(c, s.Gate.words.WriteBuffer)
+}
+
+// Send writes lines to the client, after the tarpit delay.
+func (s *Session) Send(lines ...string) error {
+	if s.tarpit > 0 {
+		t := time.NewTimer(s.tarpit)
+		select {
+		case <-t.C:
+		case <-s.Ctx.Done():
+			t.Stop()
+			return s.Ctx.Err()
+		}
+	}
+	s.Conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	for _, l := range lines {
+		s.W.WriteString(l)
+		s.W.WriteString("\r\n")
+	}
+	return s.W.Flush()
+}
+
+// Obey applies an engine decision: tarpit from now on, or refuse and
+// close; it reports true when the session ends.
+func (s *Session) Obey(d guard.Decision) bool {
+	if d.Delay > 0 {
+		s.tarpit = d.Delay
+	}
+	if d.Action == guard.Close || d.Action == guard.Refuse {
+		s.Log.Info("closing a blocked connection", "reason", d.Reason.String(), "why", d.Refusal())
+		s.Send(s.Gate.words.Refuse + d.Refusal())
+		return true
+	}
+	return false
+}
+
+// PlaintextOK reports whether a password may be sent over this connection.
+func (s *Session) PlaintextOK() bool {
+	cfg := &s.Gate.Cfg
+	return s.TLS || cfg.PlaintextLogin != nil && cfg.PlaintextLogin(s.Client.Addr().Unmap())
+}
+
+// Idle sets the read deadline for the next command.
+func (s *Session) Idle() { s.Conn.SetReadDeadline(time.Now().Add(s.Gate.Cfg.PreAuthIdle)) }
+
+// BackendLine reads one line from the backend.
+func (s *Session) BackendLine() (string, error) {
+	s.BE.SetReadDeadline(time.Now().Add(s.Gate.Cfg.BackendTimeout))
+	l, err := s.BR.ReadSlice('\n')
+	if err != nil {
+		if errors.Is(err, bufio.ErrBufferFull) {
+			return "", errors.New("backend line too long")
+		}
+		return "", err
+	}
+	return strings.TrimRight(string(l), "\r\n"), nil
+}
+
+// BackendWrite writes one line to the backend.
+func (s *Session) BackendWrite(line string) error {
+	s.BE.SetWriteDeadline(time.Now().Add(s.Gate.Cfg.BackendTimeout))
+	if _, err := io.WriteString(s.BE, line+"\r\n"); err != nil {
+		return fmt.Errorf("writing to backend: %w", err)
+	}
+	return nil
+}
+
+// StartTLS runs the server handshake after the protocol has told the
+// client to begin it; the caller has checked that nothing was pipelined
+// after the command. The listener's connection upgrades in place; any
+// other connection (a test's plain TCP) is wrapped. The client's buffers
+// are fresh afterwards.
+func (s *Session) StartTLS() error {
+	cfg := s.Gate.Cfg.TLS
+	if tc, ok := s.Conn.(TLSConn); ok {
+		if err := tc.StartTLS(cfg, handshakeTimeout); err != nil {
+			return err
+		}
+		s.TLS = true
+		s.SetConn(tc)
+		return nil
+	}
+	tc := tls.Server(s.Conn, cfg)
+	hctx, cancel := context.WithTimeout(s.Ctx, handshakeTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		return err
+	}
+	s.TLS = true
+	s.SetConn(tc)
+	return nil
+}
+
+// ErrCancelled is a SASL exchange the client cancelled with "*".
+var ErrCancelled = errors.New("cancelled")
+
+// SASLStep sends a continuation with a base64 challenge and reads the
+// client's answer with readLine: "*" cancels (ErrCancelled), anything
+// else is decoded by decode.
+func (s *Session) SASLStep(prefix, challenge string, readLine func() (string, error), decode func(string) ([]byte, error)) ([]byte, error) {
+	if err := s.Send(prefix + challenge); err != nil {
+		return nil, err
+	}
+	s.Idle()
+	line, err := readLine()
+	if err != nil {
+		return nil, err
+	}
+	if line == "*" {
+		return nil, ErrCancelled
+	}
+	return decode(line)
+}
+
+// Outcome is what the backend answered a replayed login.
+type Outcome int
+
+// The outcomes of a replayed login.
+const (
+	// Unexpected: neither success nor failure; the backend is not
+	// speaking the protocol, and what it said is never relayed.
+	Unexpected Outcome = iota
+	// Accepted: logged in.
+	Accepted
+	// Rejected: a wrong password (counted, and the text remembered).
+	Rejected
+	// Answered: an answer that is not about the password (relayed).
+	Answered
+)
+
+// Reply is the backend's answer to a replayed login.
+type Reply struct {
+	Outcome Outcome
+	// Lines are relayed to the client as they are.
+	Lines []string
+	// FailText, with Rejected, is remembered as the failure text.
+	FailText string
+	// Raw is the line logged with Unexpected.
+	Raw string
+}
+
+// Login runs the login gate: the engine's BeginLogin (account protection,
+// delays), the login IP restriction (a refused login is replayed with a
+// decoy password and answered with the backend's own failure), the replay
+// with replay, the report to the engine, and, logged in, the splice. A
+// decoy password the backend accepts is answered with failPrefix and the
+// last failure text. It reports true when the session ends.
+func (s *Session) Login(user, pass, failPrefix string, replay func(pass string) (Reply, error)) bool {
+	g := s.Gate
+	addr := s.Client.Addr().Unmap()
+	fp := g.eng.PasswordFingerprint(strings.ToLower(user), pass)
+	lg, d := s.gs.BeginLogin(s.Ctx, user)
+	if lg == nil {
+		return s.Obey(d)
+	}
+	defer lg.Abandon()
+	refused := false
+	if pol := g.policy(); pol != nil && !pol.AllowLogin(user, addr) {
+		// Refused, and answered as a wrong password is: the backend is
+		// asked with a decoy password in place of the client's, fails it
+		// with its own text in its own time, and that answer is relayed.
+		s.Log.Info("login refused by the login IP restriction", "account", user)
+		refused, pass = true, g.decoys.Password(pass)
+	}
+	r, err := replay(pass)
+	if err != nil {
+		lg.Failed(fp) // no answer, but the backend may have checked the password: count it
+		s.Log.Error("backend failed during login", "err", err)
+		s.Send(g.words.Unavailable)
+		return true
+	}
+	switch {
+	case r.Outcome == Accepted && refused:
+		// The backend took a decoy password (a passdb that checks none):
+		// the login stays refused, and the backend's session, logged in,
+		// is never handed over.
+		lg.Failed(fp)
+		s.Log.Error("the backend accepted the decoy password of a refused login; closing", "account", user)
+		s.Send(failPrefix + g.AuthFailed())
+		return true
+	case r.Outcome == Accepted:
+		lg.Succeeded()
+		s.Log.Info("logged in", "account", user)
+		if s.Send(r.Lines...) != nil {
+			return true
+		}
+		s.splice()
+		return true
+	case r.Outcome == Rejected:
+		text := r.FailText
+		g.authFail.Store(&text)
+		d := lg.Failed(fp)
+		if s.Send(r.Lines...) != nil {
+			return true
+		}
+		return s.Obey(d)
+	case r.Outcome == Answered:
+		return s.Send(r.Lines...) != nil
+	}
+	lg.Failed(fp)
+	s.Log.Error("backend failed during login", "err", fmt.Errorf("unexpected reply %q", Truncate(r.Raw, 80)))
+	s.Send(g.words.Unavailable)
+	return true
+}
+
+// splice hands the session to the backend: bytes go both ways untouched.
+func (s *Session) splice() {
+	var pending []byte
+	if n := s.R.Buffered(); n > 0 {
+		b, _ := s.R.Peek(n)
+		pending = append([]byte(nil), b...)
+	}
+	if n := s.BR.Buffered(); n > 0 {
+		early, _ := s.BR.Peek(n)
+		if _, err := s.Conn.Write(early); err != nil {
+			return
+		}
+	}
+	client, be := s.Conn, s.BE
+	// Logged in: the backend's login process is done with this connection,
+	// which no longer counts against the bound of pre-login connections.
+	relay.ReleaseLimit(be)
+	s.R, s.W, s.BR, s.BE = nil, nil, nil, nil
+	// Handle returns and its goroutine, whose stack grew during the
+	// dialogue, ends; the splice runs on fresh goroutines.
+	s.handedOff = true
+	s.Gate.conns.Handoff(s.Ctx, client, be, pending, s.gs.Close)
+}
+
+// Truncate shortens s to n bytes for a log line.
+func Truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
