@@ -26,7 +26,7 @@ func (s *session) reset() {
 
 // Greet reads the backend's greeting, learns its capabilities and
 // returns postern's greeting.
-func (s *session) Greet(*mailgate.Session) (string, error) {
+func (s *session) Greet() (string, error) {
 	text, err := s.greet()
 	if err != nil {
 		return "", err
@@ -127,7 +127,7 @@ func (s *session) backendHas(capability string) bool {
 }
 
 // Serve reads commands until the client logs in, leaves, or misbehaves.
-func (s *session) Serve(*mailgate.Session) {
+func (s *session) Serve() {
 	for {
 		s.Idle()
 		cmd, err := s.rd.read()

@@ -82,9 +82,9 @@ type Wording struct {
 type Protocol interface {
 	// Greet reads the backend's greeting (and learns its capabilities)
 	// and returns the greeting to send to the client.
-	Greet(s *Session) (string, error)
+	Greet() (string, error)
 	// Serve reads the client's commands until login, the end, or an error.
-	Serve(s *Session)
+	Serve()
 }
 
 // Gate serves one IMAP or POP3 service: the state its sessions share.
@@ -117,8 +117,8 @@ func New(cfg Config, words Wording, eng Engine, pol func() *policy.Policy, log *
 	return g
 }
 
-// Serve handles connections from ln until ctx is done, each with the
-// protocol newProto returns; live sessions get drain to finish.
+// Serve handles connections from ln with handle until ctx is done; live
+// sessions get drain to finish.
 func (g *Gate) Serve(ctx context.Context, ln relay.Acceptor, drain time.Duration, handle relay.Handler) error {
 	return g.conns.Serve(ctx, ln, drain, handle)
 }
@@ -158,7 +158,8 @@ type Session struct {
 	handedOff bool // spliced: the connections and the guard session belong to relay.Conns.Handoff
 }
 
-// Handle serves one client connection to its end with proto.
+// Handle serves one client connection to its end, with the Protocol
+// proto makes for its Session.
 func (g *Gate) Handle(ctx context.Context, conn net.Conn, client, local netip.AddrPort, proto func(*Session) Protocol) {
 	s := &Session{Gate: g, Ctx: ctx, Client: client, TLS: g.Cfg.ImplicitTLS,
 		Log: g.log.With("client", client.Addr().String())}
@@ -221,7 +222,7 @@ func (g *Gate) Handle(ctx context.Context, conn net.Conn, client, local netip.Ad
 	if err := s.Send(greeting); err != nil {
 		return
 	}
-	pr.Serve(s)
+	pr.Serve()
 }
 
 func (s *Session) dial(local netip.AddrPort, pr Protocol) (string, error) {
@@ -230,7 +231,7 @@ func (s *Session) dial(local netip.AddrPort, pr Protocol) (string, error) {
 		return "", err
 	}
 	s.BE, s.BR = be, bufio.NewReaderSize(be, 4096)
-	return pr.Greet(s)
+	return pr.Greet()
 }
 
 // SetConn makes c the client connection, with fresh buffers.

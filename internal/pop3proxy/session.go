@@ -2,162 +2,35 @@ package pop3proxy
 
 import (
 	"bufio"
-	"context"
-	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
-	"net/netip"
 	"strings"
-	"time"
 
-	"github.com/postern/postern/internal/guard"
-	"github.com/postern/postern/internal/netlisten"
-	"github.com/postern/postern/internal/relay"
+	"github.com/postern/postern/internal/mailgate"
 )
 
 // maxLine bounds a command line (RFC 2449 allows 255 octets).
 const maxLine = 1024
 
 type session struct {
-	p      *Proxy
-	ctx    context.Context
-	conn   net.Conn
-	r      *bufio.Reader
-	w      *bufio.Writer
-	client netip.AddrPort
-	log    *slog.Logger
-	gs     *guard.Session
-	tarpit time.Duration
-
-	be     net.Conn
-	br     *bufio.Reader
+	*mailgate.Session
 	caps   []string // the backend's CAPA lines
-	tls    bool
-	user   string // from USER
+	user   string   // from USER
 	errors int
-
-	handedOff bool // spliced: the connections and the guard session belong to relay.Conns.Handoff
 }
 
-// Handle serves one client connection to its end.
-func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.AddrPort) {
-	s := &session{p: p, ctx: ctx, client: client, tls: p.cfg.ImplicitTLS, log: p.log.With("client", client.Addr().String())}
-	defer func() {
-		if !s.handedOff {
-			conn.Close()
-		}
-	}()
-	s.setConn(conn)
-	addr := client.Addr().Unmap()
-	gs, v := p.eng.Accept(addr, p.cfg.Service, func() { conn.Close() })
-	if gs != nil {
-		s.gs = gs
-		defer func() {
-			if !s.handedOff {
-				gs.Close()
-			}
-		}()
-	}
-	// A client refused again and again on an implicit-TLS port is closed
-	// without a word and without a handshake: answering it would cost one
-	// each time. Otherwise the handshake comes after the gate: every
-	// connection is checked and counted (I) before it costs any
-	// cryptography.
-	if v.Quiet && p.cfg.ImplicitTLS {
-		s.log.Info("refused at connect, without a TLS handshake", "reason", v.Reason.String())
-		return
-	}
-	if hs, ok := conn.(interface{ Handshake(time.Duration) error }); ok && p.cfg.ImplicitTLS {
-		if err := hs.Handshake(30 * time.Second); err != nil {
-			s.log.Info("TLS handshake failed", "err", err)
-			return
-		}
-	}
-	if v.Action == guard.Refuse {
-		s.log.Info("refused at connect", "why", v.Refusal())
-		s.send("-ERR [SYS/PERM] " + v.Refusal())
-		return
-	}
-	if s.obey(v.Decision) {
-		return
-	}
-	// Closes the backend connection also when its greeting was bad
-	// (dialBackend keeps it in s.be); splice takes it over.
-	defer func() {
-		if s.be != nil {
-			s.be.Close()
-		}
-	}()
-	greeting, err := s.dialBackend(local)
-	if err != nil {
-		s.log.Error("backend unavailable", "err", err)
-		s.send("-ERR [SYS/TEMP] Server temporarily unavailable, try again later")
-		return
-	}
-	if netlisten.SpokeFirst(s.conn, s.r) {
-		s.log.Info("early talker: the client sent data before the greeting")
-	}
-	if err := s.send("+OK " + greeting); err != nil {
-		return
-	}
-	s.loop()
-}
-
-func (s *session) setConn(c net.Conn) {
-	s.conn = c
-	s.r = bufio.NewReaderSize(c, maxLine+2)
-	s.w = bufio.NewWriterSize(c, 2048)
-}
-
-func (s *session) send(lines ...string) error {
-	if s.tarpit > 0 {
-		t := time.NewTimer(s.tarpit)
-		select {
-		case <-t.C:
-		case <-s.ctx.Done():
-			t.Stop()
-			return s.ctx.Err()
-		}
-	}
-	s.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
-	for _, l := range lines {
-		s.w.WriteString(l)
-		s.w.WriteString("\r\n")
-	}
-	return s.w.Flush()
-}
-
-// obey applies an engine decision: tarpit from now on, or refuse and
-// close; it reports true when the session ends.
-func (s *session) obey(d guard.Decision) bool {
-	if d.Delay > 0 {
-		s.tarpit = d.Delay
-	}
-	if d.Action == guard.Close || d.Action == guard.Refuse {
-		s.log.Info("closing a blocked connection", "reason", d.Reason.String(), "why", d.Refusal())
-		s.send("-ERR [SYS/PERM] " + d.Refusal())
-		return true
-	}
-	return false
-}
-
-// dialBackend connects, reads the greeting and the backend's CAPA.
-func (s *session) dialBackend(local netip.AddrPort) (string, error) {
-	be, err := s.p.cfg.Backend.Dial(s.ctx, s.client, local)
-	if err != nil {
-		return "", err
-	}
-	s.be, s.br = be, bufio.NewReaderSize(be, 4096)
-	g, err := s.beLine()
+// Greet reads the backend's greeting and CAPA and returns postern's
+// greeting.
+func (s *session) Greet() (string, error) {
+	g, err := s.BackendLine()
 	if err != nil {
 		return "", fmt.Errorf("backend greeting: %w", err)
 	}
 	if !strings.HasPrefix(g, "+OK") {
-		return "", fmt.Errorf("backend greeting: %q", truncate(g, 80))
+		return "", fmt.Errorf("backend greeting: %q", mailgate.Truncate(g, 80))
 	}
 	text := strings.TrimSpace(g[3:])
 	if i := strings.IndexByte(text, '<'); i >= 0 && strings.HasSuffix(text, ">") {
@@ -165,7 +38,7 @@ func (s *session) dialBackend(local netip.AddrPort) (string, error) {
 	}
 	if r, err := s.beCmd("CAPA"); err == nil && strings.HasPrefix(r, "+OK") {
 		for range 100 {
-			l, err := s.beLine()
+			l, err := s.BackendLine()
 			if err != nil {
 				return "", fmt.Errorf("backend CAPA: %w", err)
 			}
@@ -175,31 +48,14 @@ func (s *session) dialBackend(local netip.AddrPort) (string, error) {
 			s.caps = append(s.caps, l)
 		}
 	}
-	return text, nil
-}
-
-func (s *session) beLine() (string, error) {
-	s.be.SetReadDeadline(time.Now().Add(s.p.cfg.BackendTimeout))
-	l, err := s.br.ReadSlice('\n')
-	if err != nil {
-		if errors.Is(err, bufio.ErrBufferFull) {
-			return "", errors.New("backend line too long")
-		}
-		return "", err
-	}
-	return strings.TrimRight(string(l), "\r\n"), nil
+	return "+OK " + text, nil
 }
 
 func (s *session) beCmd(line string) (string, error) {
-	s.be.SetWriteDeadline(time.Now().Add(s.p.cfg.BackendTimeout))
-	if _, err := io.WriteString(s.be, line+"\r\n"); err != nil {
-		return "", fmt.Errorf("writing to backend: %w", err)
+	if err := s.BackendWrite(line); err != nil {
+		return "", err
 	}
-	return s.beLine()
-}
-
-func (s *session) plaintextOK() bool {
-	return s.tls || s.p.cfg.PlaintextLogin != nil && s.p.cfg.PlaintextLogin(s.client.Addr().Unmap())
+	return s.BackendLine()
 }
 
 // capabilities are the backend's CAPA lines with STLS, USER and SASL
@@ -213,10 +69,10 @@ func (s *session) capabilities() []string {
 		}
 		out = append(out, c)
 	}
-	if !s.tls && s.p.cfg.TLS != nil {
+	if !s.TLS && s.Gate.Cfg.TLS != nil {
 		out = append(out, "STLS")
 	}
-	if s.plaintextOK() {
+	if s.PlaintextOK() {
 		out = append(out, "USER", "SASL PLAIN LOGIN")
 	}
 	return out
@@ -238,8 +94,8 @@ func (s *session) backendSASLPlain() bool {
 
 // readLine reads one command line.
 func (s *session) readLine() (string, error) {
-	s.conn.SetReadDeadline(time.Now().Add(s.p.cfg.PreAuthIdle))
-	return readCommandLine(s.r)
+	s.Idle()
+	return readCommandLine(s.R)
 }
 
 // readCommandLine reads one line without its LF and one CR before it, as
@@ -292,23 +148,23 @@ func parseAuth(arg string) (mech, initial string, list bool) {
 }
 
 var (
-	errTooLong   = errors.New("line too long")
-	errBad       = errors.New("bad command")
-	errCancelled = errors.New("cancelled")
+	errTooLong = errors.New("line too long")
+	errBad     = errors.New("bad command")
 )
 
-func (s *session) loop() {
+// Serve reads commands until the client logs in, leaves, or misbehaves.
+func (s *session) Serve() {
 	for {
 		line, err := s.readLine()
 		switch {
 		case errors.Is(err, errTooLong):
-			s.log.Info("bad command", "err", err)
+			s.Log.Info("bad command", "err", err)
 			if s.bad("-ERR Line too long") {
 				return
 			}
 			continue
 		case errors.Is(err, errBad):
-			s.log.Info("bad command", "err", "NUL or CR inside a line")
+			s.Log.Info("bad command", "err", "NUL or CR inside a line")
 			if s.bad("-ERR Unknown command") {
 				return
 			}
@@ -316,7 +172,7 @@ func (s *session) loop() {
 		case err != nil:
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				s.send("-ERR Disconnected for inactivity.")
+				s.Send("-ERR Disconnected for inactivity.")
 			}
 			return
 		}
@@ -329,11 +185,11 @@ func (s *session) loop() {
 // bad answers an error and counts it; it reports true when the session ends.
 func (s *session) bad(text string) bool {
 	s.errors++
-	if s.errors >= s.p.cfg.MaxErrors {
-		s.send("-ERR Too many bad commands.")
+	if s.errors >= s.Gate.Cfg.MaxErrors {
+		s.Send("-ERR Too many bad commands.")
 		return true
 	}
-	return s.send(text) != nil
+	return s.Send(text) != nil
 }
 
 // command handles one line; done means the session is over (or spliced).
@@ -349,25 +205,25 @@ func (s *session) command(line string) bool {
 	name, verb, arg := parseCommand(line)
 	switch name {
 	case "CAPA":
-		return s.send(append(append([]string{"+OK"}, s.capabilities()...), ".")...) != nil
+		return s.Send(append(append([]string{"+OK"}, s.capabilities()...), ".")...) != nil
 	case "QUIT":
-		s.send("+OK Logging out.")
+		s.Send("+OK Logging out.")
 		return true
 	case "STLS":
 		return s.startTLS()
 	case "USER":
-		if !s.plaintextOK() {
-			return s.send("-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.") != nil
+		if !s.PlaintextOK() {
+			return s.Send("-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.") != nil
 		}
 		if arg == "" {
 			return s.bad("-ERR No username given.")
 		}
 		if !validUser(arg) {
-			s.log.Info("bad login: characters postern does not pass on")
+			s.Log.Info("bad login: characters postern does not pass on")
 			return s.bad("-ERR Invalid characters in the user name.")
 		}
 		s.user = arg
-		return s.send("+OK") != nil
+		return s.Send("+OK") != nil
 	case "PASS":
 		if s.user == "" {
 			return s.bad("-ERR No username given.")
@@ -378,9 +234,9 @@ func (s *session) command(line string) bool {
 	case "AUTH":
 		return s.auth(arg)
 	case "APOP":
-		return s.send("-ERR APOP is not supported.") != nil
+		return s.Send("-ERR APOP is not supported.") != nil
 	}
-	return s.bad("-ERR Unknown command: " + truncate(printable(verb), 20))
+	return s.bad("-ERR Unknown command: " + mailgate.Truncate(printable(verb), 20))
 }
 
 // printable replaces the bytes of s that are not printable ASCII, so that
@@ -442,10 +298,10 @@ func (s *session) checkedLogin(authz, user, pass string) bool {
 	}
 	switch {
 	case !validUser(user) || strings.ContainsAny(pass, "\x00\r\n"):
-		s.log.Info("bad login: characters postern does not pass on")
+		s.Log.Info("bad login: characters postern does not pass on")
 		return s.bad("-ERR Invalid characters in the user name or password.")
 	case authz != "":
-		s.log.Info("bad login: an authorization identity", "account", user)
+		s.Log.Info("bad login: an authorization identity", "account", user)
 		return s.bad("-ERR Authorization identities are not supported.")
 	case len(user)+len(pass)+2 > maxReplay:
 		return s.bad("-ERR User name or password too long.")
@@ -471,25 +327,21 @@ func decodeSASL(s string) ([]byte, error) {
 }
 
 func (s *session) startTLS() bool {
-	if s.tls || s.p.cfg.TLS == nil {
+	if s.TLS || s.Gate.Cfg.TLS == nil {
 		return s.bad("-ERR TLS is not available.")
 	}
-	if s.r.Buffered() > 0 {
-		s.send("-ERR Commands sent after STLS before the TLS handshake.")
+	if s.R.Buffered() > 0 {
+		s.Send("-ERR Commands sent after STLS before the TLS handshake.")
 		return true
 	}
-	if err := s.send("+OK Begin TLS negotiation now."); err != nil {
+	if err := s.Send("+OK Begin TLS negotiation now."); err != nil {
 		return true
 	}
-	tc := tls.Server(s.conn, s.p.cfg.TLS)
-	hctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
-	defer cancel()
-	if err := tc.HandshakeContext(hctx); err != nil {
-		s.log.Info("STLS handshake failed", "err", err)
+	if err := s.StartTLS(); err != nil {
+		s.Log.Info("STLS handshake failed", "err", err)
 		return true
 	}
-	s.tls, s.user = true, ""
-	s.setConn(tc)
+	s.user = ""
 	return false
 }
 
@@ -501,10 +353,10 @@ func (s *session) startTLS() bool {
 func (s *session) auth(arg string) bool {
 	mech, initial, list := parseAuth(arg)
 	if list {
-		return s.send("+OK", "PLAIN", "LOGIN", ".") != nil
+		return s.Send("+OK", "PLAIN", "LOGIN", ".") != nil
 	}
-	if !s.plaintextOK() {
-		return s.send("-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.") != nil
+	if !s.PlaintextOK() {
+		return s.Send("-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.") != nil
 	}
 	var authz, user, pass string
 	switch upperASCII(mech) {
@@ -548,40 +400,30 @@ func (s *session) auth(arg string) bool {
 		}
 		user, pass = string(u), string(p)
 	default:
-		return s.send("-ERR Unsupported authentication mechanism.") != nil
+		return s.Send("-ERR Unsupported authentication mechanism.") != nil
 	}
 	return s.checkedLogin(authz, user, pass)
 }
 
 func (s *session) saslStep(challenge string) ([]byte, error) {
-	if err := s.send("+ " + challenge); err != nil {
-		return nil, err
-	}
-	line, err := s.readLine()
-	if err != nil {
-		return nil, err
-	}
-	if line == "*" {
-		return nil, errCancelled
-	}
-	return decodeSASL(line)
+	return s.SASLStep("+ ", challenge, s.readLine, decodeSASL)
 }
 
 func (s *session) saslError(err error) bool {
-	if errors.Is(err, errCancelled) {
-		return s.send("-ERR Authentication aborted.") != nil
+	if errors.Is(err, mailgate.ErrCancelled) {
+		return s.Send("-ERR Authentication aborted.") != nil
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		// A client that never answers a continuation is told why, as
 		// one that never sends a command.
-		s.send("-ERR Disconnected for inactivity.")
+		s.Send("-ERR Disconnected for inactivity.")
 		return true
 	}
 	if errors.As(err, &ne) || errors.Is(err, io.EOF) {
 		return true
 	}
-	s.log.Info("bad authentication data", "err", err)
+	s.Log.Info("bad authentication data", "err", err)
 	return s.bad("-ERR Invalid base64 data.")
 }
 
@@ -589,69 +431,27 @@ func (s *session) saslError(err error) bool {
 // relays the answer; on success the session is spliced.
 func (s *session) login(authz, user, pass string) bool {
 	if strings.ContainsAny(user+pass+authz, "\x00\r\n") {
-		return s.send(*s.p.authFail.Load()) != nil
+		return s.Send(s.Gate.AuthFailed()) != nil
 	}
-	addr := s.client.Addr().Unmap()
-	fp := s.p.eng.PasswordFingerprint(strings.ToLower(user), pass)
-	lg, d := s.gs.BeginLogin(s.ctx, user)
-	if lg == nil {
-		return s.obey(d)
-	}
-	defer lg.Abandon()
-	refused := false
-	if pol := s.p.policy(); pol != nil && !pol.AllowLogin(user, addr) {
-		// Refused, and answered as a wrong password is: the backend is
-		// asked with a decoy password in place of the client's, fails it
-		// with its own text in its own time, and that answer is relayed.
-		s.log.Info("login refused by the login IP restriction", "account", user)
-		refused, pass = true, s.p.decoys.Password(pass)
-	}
-	reply, err := s.backendLogin(authz, user, pass)
-	if err != nil {
-		lg.Failed(fp) // no answer, but the backend may have checked the password: count it
-		s.log.Error("backend failed during login", "err", err)
-		s.send("-ERR [SYS/TEMP] Server temporarily unavailable, try again later")
-		return true
-	}
-	switch {
-	case strings.HasPrefix(reply, "+OK") && refused:
-		// The backend took a decoy password (a passdb that checks none):
-		// the login stays refused, and the backend's session, logged in,
-		// is never handed over.
-		lg.Failed(fp)
-		s.log.Error("the backend accepted the decoy password of a refused login; closing", "account", user)
-		s.send(*s.p.authFail.Load())
-		return true
-	case strings.HasPrefix(reply, "+OK"):
-		lg.Succeeded()
-		s.log.Info("logged in", "account", user)
-		if s.send(reply) != nil {
-			return true
+	return s.Login(user, pass, "", func(pass string) (mailgate.Reply, error) {
+		reply, err := s.backendLogin(authz, user, pass)
+		if err != nil {
+			return mailgate.Reply{}, err
 		}
-		s.splice()
-		return true
-	case strings.HasPrefix(reply, "-ERR"):
-		if strings.Contains(reply, "[AUTH]") || !strings.Contains(reply, "[SYS/") && !strings.Contains(reply, "[IN-USE]") {
-			r := reply
-			s.p.authFail.Store(&r)
-			return s.failed(lg, fp, reply)
+		r := mailgate.Reply{Lines: []string{reply}, Raw: reply}
+		switch {
+		case strings.HasPrefix(reply, "+OK"):
+			r.Outcome = mailgate.Accepted
+		case strings.HasPrefix(reply, "-ERR"):
+			r.Outcome = mailgate.Answered
+			if strings.Contains(reply, "[AUTH]") || !strings.Contains(reply, "[SYS/") && !strings.Contains(reply, "[IN-USE]") {
+				r.Outcome, r.FailText = mailgate.Rejected, reply
+			}
 		}
-		return s.send(reply) != nil
-	}
-	// Neither +OK nor -ERR: the backend is not speaking POP3; never relay
-	// what it said.
-	lg.Failed(fp)
-	s.log.Error("backend failed during login", "err", fmt.Errorf("unexpected reply %q", truncate(reply, 80)))
-	s.send("-ERR [SYS/TEMP] Server temporarily unavailable, try again later")
-	return true
-}
-
-func (s *session) failed(lg *guard.Login, fp uint64, reply string) bool {
-	d := lg.Failed(fp)
-	if s.send(reply) != nil {
-		return true
-	}
-	return s.obey(d)
+		// Neither +OK nor -ERR: the backend is not speaking POP3; never
+		// relay what it said.
+		return r, nil
+	})
 }
 
 // backendLogin replays the login in a form postern writes itself: AUTH
@@ -661,48 +461,18 @@ func (s *session) failed(lg *guard.Login, fp uint64, reply string) bool {
 // control characters or outer spaces).
 func (s *session) backendLogin(authz, user, pass string) (string, error) {
 	if strings.ContainsAny(authz+user+pass, "\x00\r\n") {
-		return *s.p.authFail.Load(), nil
+		return s.Gate.AuthFailed(), nil
 	}
 	if s.backendSASLPlain() {
 		blob := base64.StdEncoding.EncodeToString([]byte(authz + "\x00" + user + "\x00" + pass))
 		return s.beCmd("AUTH PLAIN " + blob)
 	}
 	if authz != "" {
-		return *s.p.authFail.Load(), nil
+		return s.Gate.AuthFailed(), nil
 	}
 	r, err := s.beCmd("USER " + user)
 	if err != nil || !strings.HasPrefix(r, "+OK") {
 		return r, err
 	}
 	return s.beCmd("PASS " + pass)
-}
-
-func (s *session) splice() {
-	var pending []byte
-	if n := s.r.Buffered(); n > 0 {
-		b, _ := s.r.Peek(n)
-		pending = append([]byte(nil), b...)
-	}
-	if n := s.br.Buffered(); n > 0 {
-		early, _ := s.br.Peek(n)
-		if _, err := s.conn.Write(early); err != nil {
-			return
-		}
-	}
-	client, be := s.conn, s.be
-	// Logged in: the backend's login process is done with this connection,
-	// which no longer counts against the bound of pre-login connections.
-	relay.ReleaseLimit(be)
-	s.r, s.w, s.br, s.be = nil, nil, nil, nil
-	// Handle returns and its goroutine, whose stack grew during the
-	// dialogue, ends; the splice runs on fresh goroutines.
-	s.handedOff = true
-	s.p.conns.Handoff(s.ctx, client, be, pending, s.gs.Close)
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }

@@ -4,11 +4,12 @@ import (
 	"bufio"
 	"encoding/base64"
 	"io"
-	"log/slog"
 	"net"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/postern/postern/internal/mailgate"
 )
 
 // Command lines that Dovecot reads differently from postern's first cut, or
@@ -109,10 +110,8 @@ func TestBackendLoginCanonical(t *testing.T) {
 				io.WriteString(b, "+OK\r\n")
 			}
 		}()
-		p := &Proxy{cfg: Config{BackendTimeout: 5 * time.Second}, log: slog.New(slog.DiscardHandler)}
-		fail := "-ERR [AUTH] Authentication failed."
-		p.authFail.Store(&fail)
-		s := &session{p: p, be: a, br: bufio.NewReader(a), caps: tc.caps}
+		p := New(Config{BackendTimeout: 5 * time.Second}, nil, nil, nil)
+		s := &session{Session: &mailgate.Session{Gate: p.g, BE: a, BR: bufio.NewReader(a)}, caps: tc.caps}
 		reply, err := s.backendLogin("", tc.user, tc.pass)
 		a.Close()
 		b.Close()
