@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/gwtest"
 	"github.com/postern/postern/internal/imapproxy"
 	"github.com/postern/postern/internal/policy"
 	"github.com/postern/postern/internal/pop3proxy"
@@ -53,16 +54,6 @@ intrusion_prevention:
 type gateway struct {
 	eng              *guard.Engine
 	imap, pop3, smtp string
-}
-
-type tcpAcceptor struct{ net.Listener }
-
-func (a tcpAcceptor) Accept() (net.Conn, netip.AddrPort, netip.AddrPort, error) {
-	c, err := a.Listener.Accept()
-	if err != nil {
-		return nil, netip.AddrPort{}, netip.AddrPort{}, err
-	}
-	return c, c.RemoteAddr().(*net.TCPAddr).AddrPort(), c.LocalAddr().(*net.TCPAddr).AddrPort(), nil
 }
 
 func startGateway(t testing.TB, env *testenv.Env) *gateway {
@@ -103,7 +94,7 @@ func startGateway(t testing.TB, env *testenv.Env) *gateway {
 			t.Fatal(err)
 		}
 		*s.addr = ln.Addr().String()
-		wg.Go(func() { s.serve(ctx, tcpAcceptor{ln}, time.Second) })
+		wg.Go(func() { s.serve(ctx, gwtest.Acceptor{Listener: ln}, time.Second) })
 	}
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	return g

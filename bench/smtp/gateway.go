@@ -26,6 +26,7 @@ import (
 	"github.com/postern/postern/internal/dnsbl"
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/netlisten"
+	"github.com/postern/postern/internal/relay"
 	"github.com/postern/postern/internal/smtpproxy"
 	"github.com/postern/postern/internal/snapshot"
 	"github.com/postern/postern/internal/store"
@@ -141,12 +142,12 @@ func runChildGateway(cfgPath, ctrl string) int {
 // acceptor adapts netlisten to smtpproxy as cmd/postern does.
 type acceptor struct{ ln *netlisten.Listener }
 
-func (a acceptor) Accept() (net.Conn, netip.AddrPort, netip.AddrPort, error) {
+func (a acceptor) Accept() (relay.Conn, error) {
 	c, err := a.ln.Accept()
 	if err != nil {
-		return nil, netip.AddrPort{}, netip.AddrPort{}, err
+		return nil, err
 	}
-	return c, c.ClientAddr(), c.LocalAddrPort(), nil
+	return c, nil
 }
 
 func (a acceptor) Close() error { return a.ln.Close() }

@@ -121,12 +121,12 @@ func overLimitReply(service, host string) string {
 // acceptor adapts a netlisten.Listener to the gateways.
 type acceptor struct{ ln *netlisten.Listener }
 
-func (a acceptor) Accept() (net.Conn, netip.AddrPort, netip.AddrPort, error) {
+func (a acceptor) Accept() (relay.Conn, error) {
 	c, err := a.ln.Accept()
 	if err != nil {
-		return nil, netip.AddrPort{}, netip.AddrPort{}, err
+		return nil, err
 	}
-	return c, c.ClientAddr(), c.LocalAddrPort(), nil
+	return c, nil
 }
 
 func (a acceptor) Close() error { return a.ln.Close() }

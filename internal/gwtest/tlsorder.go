@@ -32,12 +32,12 @@ type Server interface {
 // acceptor adapts a netlisten.Listener to the gateways.
 type acceptor struct{ *netlisten.Listener }
 
-func (a acceptor) Accept() (net.Conn, netip.AddrPort, netip.AddrPort, error) {
+func (a acceptor) Accept() (relay.Conn, error) {
 	c, err := a.Listener.Accept()
 	if err != nil {
-		return nil, netip.AddrPort{}, netip.AddrPort{}, err
+		return nil, err
 	}
-	return c, c.ClientAddr(), c.LocalAddrPort(), nil
+	return c, nil
 }
 
 // ImplicitTLSRefusesBeforeHandshake checks that on an implicit-TLS port

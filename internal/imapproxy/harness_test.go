@@ -18,8 +18,8 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 	proxyproto "github.com/pires/go-proxyproto"
-
 	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/gwtest"
 	"github.com/postern/postern/internal/policy"
 	"github.com/postern/postern/internal/relay"
 	"github.com/postern/postern/internal/snapshot"
@@ -91,16 +91,6 @@ func (b *testIMAP) clients() []netip.Addr {
 	return append([]netip.Addr(nil), b.seen...)
 }
 
-type tcpAcceptor struct{ net.Listener }
-
-func (a tcpAcceptor) Accept() (net.Conn, netip.AddrPort, netip.AddrPort, error) {
-	c, err := a.Listener.Accept()
-	if err != nil {
-		return nil, netip.AddrPort{}, netip.AddrPort{}, err
-	}
-	return c, c.RemoteAddr().(*net.TCPAddr).AddrPort(), c.LocalAddr().(*net.TCPAddr).AddrPort(), nil
-}
-
 type harness struct {
 	t    *testing.T
 	be   *testIMAP
@@ -164,7 +154,7 @@ func newHarness(t *testing.T, cfgYAML string, mutate func(*Config)) *harness {
 	h.addr = ln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); p.Serve(ctx, tcpAcceptor{ln}, 2*time.Second) }()
+	go func() { defer close(done); p.Serve(ctx, gwtest.Acceptor{Listener: ln}, 2*time.Second) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return h
 }

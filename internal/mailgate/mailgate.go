@@ -129,19 +129,11 @@ func (g *Gate) Live() int { return g.conns.Live() }
 // AuthFailed returns the backend's last login failure text.
 func (g *Gate) AuthFailed() string { return *g.authFail.Load() }
 
-// TLSConn is the listener's connection as the gateway uses it: the
-// implicit-TLS handshake and STARTTLS in place (netlisten.Conn).
-type TLSConn interface {
-	net.Conn
-	Handshake(timeout time.Duration) error
-	StartTLS(cfg *tls.Config, timeout time.Duration) error
-}
-
 // Session is one client connection before login.
 type Session struct {
 	Gate   *Gate
 	Ctx    context.Context
-	Conn   net.Conn
+	Conn   relay.Conn
 	R      *bufio.Reader
 	W      *bufio.Writer
 	Client netip.AddrPort
@@ -160,7 +152,8 @@ type Session struct {
 
 // Handle serves one client connection to its end, with the Protocol
 // proto makes for its Session.
-func (g *Gate) Handle(ctx context.Context, conn net.Conn, client, local netip.AddrPort, proto func(*Session) Protocol) {
+func (g *Gate) Handle(ctx context.Context, conn relay.Conn, proto func(*Session) Protocol) {
+	client, local := conn.ClientAddr(), conn.LocalAddrPort()
 	s := &Session{Gate: g, Ctx: ctx, Client: client, TLS: g.Cfg.ImplicitTLS,
 		Log: g.log.With("client", client.Addr().String())}
 	defer func() {
@@ -189,8 +182,8 @@ func (g *Gate) Handle(ctx context.Context, conn net.Conn, client, local netip.Ad
 		s.Log.Info("refused at connect, without a TLS handshake", "reason", v.Reason.String())
 		return
 	}
-	if tc, ok := conn.(TLSConn); ok && g.Cfg.ImplicitTLS {
-		if err := tc.Handshake(handshakeTimeout); err != nil {
+	if g.Cfg.ImplicitTLS {
+		if err := conn.Handshake(handshakeTimeout); err != nil {
 			s.Log.Info("TLS handshake failed", "err", err)
 			return
 		}
@@ -235,7 +228,7 @@ func (s *Session) dial(local netip.AddrPort, pr Protocol) (string, error) {
 }
 
 // SetConn makes c the client connection, with fresh buffers.
-func (s *Session) SetConn(c net.Conn) {
+func (s *Session) SetConn(c relay.Conn) {
 	s.Conn = c
 	s.R = bufio.NewReaderSize(c, s.Gate.words.ReadBuffer)
 	s.W = bufio.NewWriterSize(c, s.Gate.words.WriteBuffer)
@@ -307,27 +300,18 @@ func (s *Session) BackendWrite(line string) error {
 
 // StartTLS runs the server handshake after the protocol has told the
 // client to begin it; the caller has checked that nothing was pipelined
-// after the command. The listener's connection upgrades in place; any
-// other connection (a test's plain TCP) is wrapped. The client's buffers
-// are fresh afterwards.
+// after the command. The connection upgrades in place; the client's
+// buffers are fresh afterwards.
 func (s *Session) StartTLS() error {
-	cfg := s.Gate.Cfg.TLS
-	if tc, ok := s.Conn.(TLSConn); ok {
-		if err := tc.StartTLS(cfg, handshakeTimeout); err != nil {
-			return err
-		}
-		s.TLS = true
-		s.SetConn(tc)
-		return nil
-	}
-	tc := tls.Server(s.Conn, cfg)
-	hctx, cancel := context.WithTimeout(s.Ctx, handshakeTimeout)
-	defer cancel()
-	if err := tc.HandshakeContext(hctx); err != nil {
+	// The gateway's end interrupts the handshake.
+	stop := context.AfterFunc(s.Ctx, func() { s.Conn.Close() })
+	err := s.Conn.StartTLS(s.Gate.Cfg.TLS, handshakeTimeout)
+	stop()
+	if err != nil {
 		return err
 	}
 	s.TLS = true
-	s.SetConn(tc)
+	s.SetConn(s.Conn)
 	return nil
 }
 

@@ -10,8 +10,6 @@ package pop3proxy
 import (
 	"context"
 	"log/slog"
-	"net"
-	"net/netip"
 	"time"
 
 	"github.com/postern/postern/internal/mailgate"
@@ -42,8 +40,8 @@ func New(cfg Config, eng Engine, pol func() *policy.Policy, log *slog.Logger) *P
 }
 
 // Handle serves one client connection to its end.
-func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.AddrPort) {
-	p.g.Handle(ctx, conn, client, local, func(ms *mailgate.Session) mailgate.Protocol {
+func (p *Proxy) Handle(ctx context.Context, conn relay.Conn) {
+	p.g.Handle(ctx, conn, func(ms *mailgate.Session) mailgate.Protocol {
 		return &session{Session: ms}
 	})
 }

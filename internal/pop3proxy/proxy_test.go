@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/gwtest"
 	"github.com/postern/postern/internal/policy"
 	"github.com/postern/postern/internal/pop3mem"
 	"github.com/postern/postern/internal/reason"
@@ -24,16 +25,6 @@ import (
 )
 
 const testMessage = "From: bob@example.test\r\nSubject: hi\r\n\r\n.leading dot\r\nbody\r\n"
-
-type tcpAcceptor struct{ net.Listener }
-
-func (a tcpAcceptor) Accept() (net.Conn, netip.AddrPort, netip.AddrPort, error) {
-	c, err := a.Listener.Accept()
-	if err != nil {
-		return nil, netip.AddrPort{}, netip.AddrPort{}, err
-	}
-	return c, c.RemoteAddr().(*net.TCPAddr).AddrPort(), c.LocalAddr().(*net.TCPAddr).AddrPort(), nil
-}
 
 type harness struct {
 	be   *pop3mem.Server
@@ -104,7 +95,7 @@ func newHarnessIdle(t *testing.T, cfgYAML, backend string, idle time.Duration) *
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); p.Serve(ctx, tcpAcceptor{ln}, 2*time.Second) }()
+	go func() { defer close(done); p.Serve(ctx, gwtest.Acceptor{Listener: ln}, 2*time.Second) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return &harness{be: be, eng: eng, addr: ln.Addr().String(), logs: logs}
 }

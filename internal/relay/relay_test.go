@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -190,13 +192,23 @@ type chanAcceptor struct {
 	closed chan struct{}
 }
 
-func (a *chanAcceptor) Accept() (net.Conn, netip.AddrPort, netip.AddrPort, error) {
+func (a *chanAcceptor) Accept() (Conn, error) {
 	select {
 	case c := <-a.conns:
-		return c, netip.AddrPort{}, netip.AddrPort{}, nil
+		return plainConn{c}, nil
 	case <-a.closed:
-		return nil, netip.AddrPort{}, netip.AddrPort{}, net.ErrClosed
+		return nil, net.ErrClosed
 	}
+}
+
+// plainConn is a test's connection as a Conn, without TLS.
+type plainConn struct{ net.Conn }
+
+func (c plainConn) ClientAddr() netip.AddrPort    { return c.RemoteAddr().(*net.TCPAddr).AddrPort() }
+func (c plainConn) LocalAddrPort() netip.AddrPort { return c.LocalAddr().(*net.TCPAddr).AddrPort() }
+func (plainConn) Handshake(time.Duration) error   { return errors.New("no TLS") }
+func (plainConn) StartTLS(*tls.Config, time.Duration) error {
+	return errors.New("no TLS")
 }
 
 func (a *chanAcceptor) Close() error {
@@ -219,7 +231,7 @@ func TestHandoffIsTrackedAndDrained(t *testing.T) {
 	var backend net.Conn
 	served := make(chan error, 1)
 	go func() {
-		served <- conns.Serve(ctx, ln, 100*time.Millisecond, func(ctx context.Context, c net.Conn, _, _ netip.AddrPort) {
+		served <- conns.Serve(ctx, ln, 100*time.Millisecond, func(ctx context.Context, c Conn) {
 			pb, be := tcpPair(t)
 			backend = be
 			conns.Handoff(ctx, c, pb, nil, func() { close(ended) })
@@ -254,12 +266,12 @@ func TestHandoffIsTrackedAndDrained(t *testing.T) {
 
 type tcpAcc struct{ net.Listener }
 
-func (a tcpAcc) Accept() (net.Conn, netip.AddrPort, netip.AddrPort, error) {
+func (a tcpAcc) Accept() (Conn, error) {
 	c, err := a.Listener.Accept()
 	if err != nil {
-		return nil, netip.AddrPort{}, netip.AddrPort{}, err
+		return nil, err
 	}
-	return c, c.RemoteAddr().(*net.TCPAddr).AddrPort(), c.LocalAddr().(*net.TCPAddr).AddrPort(), nil
+	return plainConn{c}, nil
 }
 
 // A handler that panics closes its own connection only: the gateway goes
@@ -275,7 +287,7 @@ func TestPanickingHandlerClosesItsConnectionOnly(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- conns.Serve(ctx, tcpAcc{ln}, time.Second, func(ctx context.Context, c net.Conn, client, local netip.AddrPort) {
+		done <- conns.Serve(ctx, tcpAcc{ln}, time.Second, func(ctx context.Context, c Conn) {
 			buf := make([]byte, 1)
 			if _, err := c.Read(buf); err != nil {
 				return

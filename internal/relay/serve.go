@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,15 +14,34 @@ import (
 	"time"
 )
 
+// Conn is a client connection as the gateways take it: the listener's
+// (netlisten.Conn), which knows the real client and upgrades to TLS in
+// place.
+type Conn interface {
+	net.Conn
+	// ClientAddr is the real client (from a PROXY header when the peer is
+	// a trusted load balancer).
+	ClientAddr() netip.AddrPort
+	// LocalAddrPort is the address the client connected to.
+	LocalAddrPort() netip.AddrPort
+	// Handshake runs an implicit-TLS connection's handshake now, giving
+	// up after timeout.
+	Handshake(timeout time.Duration) error
+	// StartTLS upgrades a plaintext connection in place and runs the
+	// server handshake, giving up after timeout; the caller's readers
+	// must hold nothing buffered, and be fresh afterwards.
+	StartTLS(cfg *tls.Config, timeout time.Duration) error
+}
+
 // Acceptor is a listener of client connections that knows each one's real
 // client address (from a PROXY header when the peer is trusted).
 type Acceptor interface {
-	Accept() (conn net.Conn, client, local netip.AddrPort, err error)
+	Accept() (Conn, error)
 	Close() error
 }
 
 // Handler serves one connection to its end.
-type Handler func(ctx context.Context, conn net.Conn, client, local netip.AddrPort)
+type Handler func(ctx context.Context, conn Conn)
 
 // Conns runs a handler per accepted connection and keeps count of them.
 type Conns struct {
@@ -72,7 +92,7 @@ func (s *Conns) Serve(ctx context.Context, ln Acceptor, drain time.Duration, han
 	defer stop()
 	var err error
 	for {
-		conn, client, local, aerr := ln.Accept()
+		conn, aerr := ln.Accept()
 		if aerr != nil {
 			if ctx.Err() == nil && !errors.Is(aerr, net.ErrClosed) {
 				err = aerr
@@ -84,8 +104,8 @@ func (s *Conns) Serve(ctx context.Context, ln Acceptor, drain time.Duration, han
 		go func() {
 			defer s.wg.Done()
 			defer s.track(conn, false)
-			defer s.recovered(conn, client)
-			handle(ctx, conn, client, local)
+			defer s.recovered(conn, conn.ClientAddr())
+			handle(ctx, conn)
 		}()
 	}
 	done := make(chan struct{})

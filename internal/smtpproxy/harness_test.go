@@ -17,20 +17,9 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/gwtest"
 	"github.com/postern/postern/internal/snapshot"
 )
-
-// tcpAcceptor serves connections with their real loopback addresses:
-// tests simulate different clients by binding to 127.x.y.z sources.
-type tcpAcceptor struct{ net.Listener }
-
-func (a tcpAcceptor) Accept() (net.Conn, netip.AddrPort, netip.AddrPort, error) {
-	c, err := a.Listener.Accept()
-	if err != nil {
-		return nil, netip.AddrPort{}, netip.AddrPort{}, err
-	}
-	return c, c.RemoteAddr().(*net.TCPAddr).AddrPort(), c.LocalAddr().(*net.TCPAddr).AddrPort(), nil
-}
 
 type harness struct {
 	t    *testing.T
@@ -116,7 +105,7 @@ func newHarness(t *testing.T, cfgYAML string, mutate func(*Config), dnsbl DNSBL)
 	h.addr = ln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); h.p.Serve(ctx, tcpAcceptor{ln}, 2*time.Second) }()
+	go func() { defer close(done); h.p.Serve(ctx, gwtest.Acceptor{Listener: ln}, 2*time.Second) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return h
 }

@@ -3,7 +3,6 @@ package smtpproxy
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -25,7 +24,7 @@ type session struct {
 	p      *Proxy
 	ctx    context.Context
 	env    Env
-	conn   net.Conn
+	conn   relay.Conn
 	in     clientReader // what r reads from
 	r      *bufio.Reader
 	w      *bufio.Writer
@@ -55,7 +54,8 @@ type session struct {
 var errClosed = errors.New("session closed")
 
 // Handle serves one client connection to the end.
-func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.AddrPort) {
+func (p *Proxy) Handle(ctx context.Context, conn relay.Conn) {
+	client, local := conn.ClientAddr(), conn.LocalAddrPort()
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeouts.Session)
 	defer cancel()
@@ -83,8 +83,8 @@ func (p *Proxy) Handle(ctx context.Context, conn net.Conn, client, local netip.A
 		s.log.Info("refused at connect, without a TLS handshake", "reason", v.Reason.String())
 		return
 	}
-	if hs, ok := conn.(interface{ Handshake(time.Duration) error }); ok && p.cfg.ImplicitTLS {
-		if err := hs.Handshake(30 * time.Second); err != nil {
+	if p.cfg.ImplicitTLS {
+		if err := conn.Handshake(30 * time.Second); err != nil {
 			s.log.Info("TLS handshake failed", "err", err)
 			return
 		}
@@ -403,17 +403,18 @@ func (s *session) startTLS(c command) error {
 	if err := s.reply(newReply(220, "2.0.0 Ready to start TLS")); err != nil {
 		return err
 	}
-	tc := tls.Server(s.conn, s.p.cfg.TLS)
-	hctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
-	defer cancel()
-	if err := tc.HandshakeContext(hctx); err != nil {
+	// The session's end, or the gateway's, interrupts the handshake.
+	stop := context.AfterFunc(s.ctx, func() { s.conn.Close() })
+	err := s.conn.StartTLS(s.p.cfg.TLS, 30*time.Second)
+	stop()
+	if err != nil {
 		s.log.Info("STARTTLS handshake failed", "err", err)
 		return errClosed
 	}
-	s.conn, s.tls = tc, true
-	s.in = clientReader{conn: tc}
+	s.tls = true
+	s.in = clientReader{conn: s.conn}
 	s.r = bufio.NewReaderSize(&s.in, s.p.cfg.MaxLineLength+2)
-	s.w = bufio.NewWriterSize(tc, 4096)
+	s.w = bufio.NewWriterSize(s.conn, 4096)
 	// RFC 3207: the session starts afresh; the client must EHLO again.
 	s.greeted, s.inTx, s.rcpts = false, false, 0
 	s.gs.MessageDone()
