@@ -2,11 +2,12 @@ package imapproxy
 
 import (
 	"bufio"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/postern/postern/internal/mailgate"
 )
 
 // The pre-login command reader follows Dovecot 2.3's imap-login (the
@@ -117,7 +118,7 @@ func (rd *reader) read() (command, error) {
 	if err != nil {
 		return cmd, errSyntax
 	}
-	cmd.name = upperASCII(name)
+	cmd.name = mailgate.UpperASCII(name)
 	if cmd.name == "AUTHENTICATE" {
 		if !more || rest == "" || rest[0] == ' ' {
 			return cmd, errSyntax // no mechanism name
@@ -228,7 +229,7 @@ func (p *argParser) parse() ([]arg, error) {
 				return nil, errTooBig
 			}
 			a := arg{kind: argAtom, s: p.line[p.pos:j]}
-			if upperASCII(a.s) == "NIL" {
+			if mailgate.UpperASCII(a.s) == "NIL" {
 				a.kind = argNil
 			}
 			cur = append(cur, a)
@@ -339,56 +340,6 @@ func quoted(s string) (string, int, error) {
 		}
 	}
 	return "", 0, errSyntax // unterminated
-}
-
-// upperASCII upper-cases ASCII letters only, as Dovecot's strcasecmp:
-// strings.ToUpper would turn "logın" (dotless i) into "LOGIN".
-func upperASCII(s string) string {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c >= 'a' && c <= 'z' {
-			b := []byte(s)
-			for j := i; j < len(b); j++ {
-				if b[j] >= 'a' && b[j] <= 'z' {
-					b[j] -= 'a' - 'A'
-				}
-			}
-			return string(b)
-		}
-	}
-	return s
-}
-
-// decodeSASL decodes one base64 SASL response in the only form postern
-// accepts: the standard alphabet with padding, nothing else. Dovecot also
-// skips white space, CR and LF inside; postern refuses those.
-func decodeSASL(s string) ([]byte, error) {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '+' || c == '/' || c == '=') {
-			return nil, errSyntax
-		}
-	}
-	b, err := base64.StdEncoding.Strict().DecodeString(s)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errSyntax, err)
-	}
-	return b, nil
-}
-
-// validUser reports whether a login name can be passed on as it is: no
-// control characters, no leading or trailing space, not empty. Dovecot
-// would pass such names to its authentication as they are, where only its
-// username_chars setting stands in the way; postern refuses them.
-func validUser(u string) bool {
-	if u == "" || u[0] == ' ' || u[len(u)-1] == ' ' {
-		return false
-	}
-	for i := 0; i < len(u); i++ {
-		if u[i] < ' ' || u[i] == 0x7f {
-			return false
-		}
-	}
-	return true
 }
 
 // validPassword reports whether a password can be passed on: no NUL, CR or

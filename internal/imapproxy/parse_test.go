@@ -7,6 +7,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/postern/postern/internal/mailgate"
 )
 
 // readStream reads commands from input with postern's reader as the
@@ -35,7 +37,7 @@ func readStream(t testing.TB, input []byte) {
 			if res != dcResultOK {
 				t.Fatalf("postern read %q as %+v, Dovecot refuses it (%d)", at, cmd, res)
 			}
-			if cmd.tag != d.tag || !strings.EqualFold(cmd.name, d.name) || upperASCII(d.name) != cmd.name {
+			if cmd.tag != d.tag || !strings.EqualFold(cmd.name, d.name) || mailgate.UpperASCII(d.name) != cmd.name {
 				t.Fatalf("%q: postern tag %q name %q, Dovecot %q %q", at, cmd.tag, cmd.name, d.tag, d.name)
 			}
 			if cmd.name == "AUTHENTICATE" {
@@ -173,7 +175,7 @@ func TestDecodeSASL(t *testing.T) {
 		"AGJvYgBwdw==\r": false, "AGJvYgBwdx==": false /* non-zero padding bits */, "AA==AA==": false,
 		"": true, "=": false, "*": false,
 	} {
-		_, err := decodeSASL(in)
+		_, err := mailgate.DecodeSASL(in)
 		if (err == nil) != ok {
 			t.Errorf("decodeSASL(%q): %v, want ok=%v", in, err, ok)
 		}
@@ -206,7 +208,7 @@ func FuzzSASLDecode(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		b, err := decodeSASL(s)
+		b, err := mailgate.DecodeSASL(s)
 		if err != nil {
 			return
 		}

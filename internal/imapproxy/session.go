@@ -292,49 +292,12 @@ func (s *session) authenticate(c command) (bool, error) {
 	if !s.PlaintextOK() {
 		return false, s.Send(c.tag + " NO [PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.")
 	}
-	var authz, user, pass string
-	var err error
-	switch upperASCII(mech) {
-	case "PLAIN":
-		var resp []byte
-		switch initial {
-		case "":
-			resp, err = s.saslStep("")
-		case "=":
-		default:
-			resp, err = decodeSASL(initial)
-		}
-		if err != nil {
-			return s.saslError(c.tag, err)
-		}
-		// Dovecot's PLAIN: exactly two NULs, a non-empty login name.
-		parts := strings.Split(string(resp), "\x00")
-		if len(parts) != 3 || parts[1] == "" {
-			return s.saslError(c.tag, errSyntax)
-		}
-		authz, user, pass = parts[0], parts[1], parts[2]
-	case "LOGIN":
-		var u, p []byte
-		switch initial {
-		case "":
-			u, err = s.saslStep("VXNlcm5hbWU6")
-		case "=":
-			err = errSyntax // Dovecot asks for the name again; postern refuses
-		default:
-			u, err = decodeSASL(initial)
-		}
-		if err == nil {
-			p, err = s.saslStep("UGFzc3dvcmQ6")
-		}
-		if err == nil && len(u) == 0 {
-			err = errSyntax
-		}
-		if err != nil {
-			return s.saslError(c.tag, err)
-		}
-		user, pass = string(u), string(p)
-	default:
+	authz, user, pass, err := s.SASL(mech, initial, "+ ", s.rd.line)
+	if errors.Is(err, mailgate.ErrMechanism) {
 		return false, s.Send(c.tag + " NO Unsupported authentication mechanism.")
+	}
+	if err != nil {
+		return s.saslError(c.tag, err)
 	}
 	return s.checkedLogin(c.tag, authz, user, pass)
 }
@@ -354,7 +317,7 @@ func (s *session) checkedLogin(tag, authz, user, pass string) (bool, error) {
 		authz = "" // Dovecot ignores an authorization identity equal to the login name
 	}
 	switch {
-	case !validUser(user) || !validPassword(pass):
+	case !mailgate.ValidUser(user) || !validPassword(pass):
 		s.Log.Info("bad login: characters postern does not pass on")
 		return s.bad(tag, "Invalid characters in the user name or password."), nil
 	case authz != "":
@@ -364,12 +327,6 @@ func (s *session) checkedLogin(tag, authz, user, pass string) (bool, error) {
 		return s.bad(tag, "User name or password too long."), nil
 	}
 	return s.login(tag, authz, user, pass)
-}
-
-// saslStep sends a continuation with a base64 challenge and reads the
-// client's base64 answer: one line, "*" cancels.
-func (s *session) saslStep(challenge string) ([]byte, error) {
-	return s.SASLStep("+ ", challenge, s.rd.line, decodeSASL)
 }
 
 func (s *session) saslError(tag string, err error) (bool, error) {

@@ -315,27 +315,6 @@ func (s *Session) StartTLS() error {
 	return nil
 }
 
-// ErrCancelled is a SASL exchange the client cancelled with "*".
-var ErrCancelled = errors.New("cancelled")
-
-// SASLStep sends a continuation with a base64 challenge and reads the
-// client's answer with readLine: "*" cancels (ErrCancelled), anything
-// else is decoded by decode.
-func (s *Session) SASLStep(prefix, challenge string, readLine func() (string, error), decode func(string) ([]byte, error)) ([]byte, error) {
-	if err := s.Send(prefix + challenge); err != nil {
-		return nil, err
-	}
-	s.Idle()
-	line, err := readLine()
-	if err != nil {
-		return nil, err
-	}
-	if line == "*" {
-		return nil, ErrCancelled
-	}
-	return decode(line)
-}
-
 // Outcome is what the backend answered a replayed login.
 type Outcome int
 

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/postern/postern/internal/mailgate"
 )
 
 // dovecotPOP3 is a test-only model of how Dovecot 2.3's pop3-login reads one
@@ -191,7 +193,7 @@ func FuzzPOP3SASLDecode(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		b, err := decodeSASL(s)
+		b, err := mailgate.DecodeSASL(s)
 		if err != nil {
 			return
 		}

@@ -131,7 +131,7 @@ func readCommandLine(r *bufio.Reader) (string, error) {
 func parseCommand(line string) (name, verb, arg string) {
 	verb, arg, _ = strings.Cut(line, " ")
 	if len(verb) == 4 && asciiLetters(verb) {
-		name = upperASCII(verb)
+		name = mailgate.UpperASCII(verb)
 	}
 	return name, verb, arg
 }
@@ -218,7 +218,7 @@ func (s *session) command(line string) bool {
 		if arg == "" {
 			return s.bad("-ERR No username given.")
 		}
-		if !validUser(arg) {
+		if !mailgate.ValidUser(arg) {
 			s.Log.Info("bad login: characters postern does not pass on")
 			return s.bad("-ERR Invalid characters in the user name.")
 		}
@@ -260,31 +260,6 @@ func asciiLetters(s string) bool {
 	return true
 }
 
-// upperASCII upper-cases ASCII letters only, as Dovecot's i_toupper.
-func upperASCII(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if c >= 'a' && c <= 'z' {
-			b[i] = c - ('a' - 'A')
-		}
-	}
-	return string(b)
-}
-
-// validUser reports whether a login name can be passed on as it is: no
-// control characters, no leading or trailing space, not empty.
-func validUser(u string) bool {
-	if u == "" || u[0] == ' ' || u[len(u)-1] == ' ' {
-		return false
-	}
-	for i := 0; i < len(u); i++ {
-		if u[i] < ' ' || u[i] == 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
 // maxReplay bounds a login postern replays: Dovecot's pop3-login reads
 // lines of at most 1026 bytes (8192 for an AUTH initial response).
 const maxReplay = 1000
@@ -297,7 +272,7 @@ func (s *session) checkedLogin(authz, user, pass string) bool {
 		authz = "" // Dovecot ignores an authorization identity equal to the login name
 	}
 	switch {
-	case !validUser(user) || strings.ContainsAny(pass, "\x00\r\n"):
+	case !mailgate.ValidUser(user) || strings.ContainsAny(pass, "\x00\r\n"):
 		s.Log.Info("bad login: characters postern does not pass on")
 		return s.bad("-ERR Invalid characters in the user name or password.")
 	case authz != "":
@@ -307,23 +282,6 @@ func (s *session) checkedLogin(authz, user, pass string) bool {
 		return s.bad("-ERR User name or password too long.")
 	}
 	return s.login(authz, user, pass)
-}
-
-// decodeSASL decodes one base64 SASL response in the only form postern
-// accepts: the standard alphabet with padding, nothing else (Dovecot also
-// skips white space inside; postern refuses it).
-func decodeSASL(s string) ([]byte, error) {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '+' || c == '/' || c == '=') {
-			return nil, errBad
-		}
-	}
-	b, err := base64.StdEncoding.Strict().DecodeString(s)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errBad, err)
-	}
-	return b, nil
 }
 
 func (s *session) startTLS() bool {
@@ -358,55 +316,14 @@ func (s *session) auth(arg string) bool {
 	if !s.PlaintextOK() {
 		return s.Send("-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.") != nil
 	}
-	var authz, user, pass string
-	switch upperASCII(mech) {
-	case "PLAIN":
-		var resp []byte
-		var err error
-		switch initial {
-		case "":
-			resp, err = s.saslStep("")
-		case "=":
-		default:
-			resp, err = decodeSASL(initial)
-		}
-		if err != nil {
-			return s.saslError(err)
-		}
-		parts := strings.Split(string(resp), "\x00")
-		if len(parts) != 3 || parts[1] == "" {
-			return s.saslError(errBad)
-		}
-		authz, user, pass = parts[0], parts[1], parts[2]
-	case "LOGIN":
-		var u, p []byte
-		var err error
-		switch initial {
-		case "":
-			u, err = s.saslStep("VXNlcm5hbWU6")
-		case "=":
-			err = errBad // Dovecot asks for the name again; postern refuses
-		default:
-			u, err = decodeSASL(initial)
-		}
-		if err == nil {
-			p, err = s.saslStep("UGFzc3dvcmQ6")
-		}
-		if err == nil && len(u) == 0 {
-			err = errBad
-		}
-		if err != nil {
-			return s.saslError(err)
-		}
-		user, pass = string(u), string(p)
-	default:
+	authz, user, pass, err := s.SASL(mech, initial, "+ ", s.readLine)
+	if errors.Is(err, mailgate.ErrMechanism) {
 		return s.Send("-ERR Unsupported authentication mechanism.") != nil
 	}
+	if err != nil {
+		return s.saslError(err)
+	}
 	return s.checkedLogin(authz, user, pass)
-}
-
-func (s *session) saslStep(challenge string) ([]byte, error) {
-	return s.SASLStep("+ ", challenge, s.readLine, decodeSASL)
 }
 
 func (s *session) saslError(err error) bool {
