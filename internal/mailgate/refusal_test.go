@@ -1,0 +1,412 @@
+package mailgate_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	proxyproto "github.com/pires/go-proxyproto"
+
+	"github.com/postern/postern/internal/decoy"
+	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/gwtest"
+	"github.com/postern/postern/internal/imapproxy"
+	"github.com/postern/postern/internal/mailgate"
+	"github.com/postern/postern/internal/policy"
+	"github.com/postern/postern/internal/pop3proxy"
+	"github.com/postern/postern/internal/relay"
+	"github.com/postern/postern/internal/snapshot"
+)
+
+// The login gate's refusals, one table run against both protocols: IMAP
+// with LOGIN and with AUTHENTICATE PLAIN, POP3 with USER/PASS and with
+// AUTH PLAIN.
+
+// protocol is one way of logging in through one gateway.
+type protocol struct {
+	name    string
+	service string // the configuration's services line
+	imap    bool
+	sasl    bool // AUTHENTICATE/AUTH PLAIN, else LOGIN or USER/PASS
+	// fail is the backend's own failure (after the tag in IMAP), with its
+	// own wording; postern's default failure before the backend has said
+	// one is defFail.
+	fail, defFail string
+}
+
+var protocols = []protocol{
+	{name: "imap LOGIN", service: `imap: { listen: ":143", backend: "127.0.0.1:1" }`, imap: true,
+		fail: "NO [AUTHENTICATIONFAILED] Wrong credentials, says the backend", defFail: "NO [AUTHENTICATIONFAILED] Authentication failed."},
+	{name: "imap AUTHENTICATE", service: `imap: { listen: ":143", backend: "127.0.0.1:1" }`, imap: true, sasl: true,
+		fail: "NO [AUTHENTICATIONFAILED] Wrong credentials, says the backend", defFail: "NO [AUTHENTICATIONFAILED] Authentication failed."},
+	{name: "pop3 USER/PASS", service: `pop3: { listen: ":110", backend: "127.0.0.1:1" }`,
+		fail: "-ERR [AUTH] Wrong credentials, says the backend", defFail: "-ERR [AUTH] Authentication failed."},
+	{name: "pop3 AUTH", service: `pop3: { listen: ":110", backend: "127.0.0.1:1" }`, sasl: true,
+		fail: "-ERR [AUTH] Wrong credentials, says the backend", defFail: "-ERR [AUTH] Authentication failed."},
+}
+
+// authBackend is an IMAP or POP3 server behind a PROXY v2 listener whose
+// failed login has its own wording and its own delay, and which records
+// the passwords it is given. With acceptAll it accepts any password (a
+// passdb that checks none).
+type authBackend struct {
+	p         protocol
+	addr      string
+	delay     time.Duration
+	acceptAll bool
+	mu        sync.Mutex
+	passwords []string
+}
+
+func startAuthBackend(t *testing.T, p protocol, delay time.Duration, acceptAll bool) *authBackend {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl := &proxyproto.Listener{Listener: ln, ConnPolicy: func(proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) { return proxyproto.REQUIRE, nil }, ReadHeaderTimeout: 5 * time.Second}
+	b := &authBackend{p: p, addr: ln.Addr().String(), delay: delay, acceptAll: acceptAll}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := pl.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); b.serve(c) }()
+		}
+	}()
+	t.Cleanup(func() { pl.Close(); wg.Wait() })
+	return b
+}
+
+// check records a password and answers it: ok, or the failure after the
+// backend's failure delay (auth_failure_delay).
+func (b *authBackend) check(pass string) bool {
+	b.mu.Lock()
+	b.passwords = append(b.passwords, pass)
+	b.mu.Unlock()
+	if b.acceptAll || pass == "right-pass" {
+		return true
+	}
+	time.Sleep(b.delay)
+	return false
+}
+
+func plainPassword(blob string) (string, bool) {
+	raw, _ := base64.StdEncoding.DecodeString(blob)
+	parts := strings.Split(string(raw), "\x00")
+	if len(parts) != 3 {
+		return "", false
+	}
+	return parts[2], true
+}
+
+func (b *authBackend) serve(c net.Conn) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	r := bufio.NewReader(c)
+	if b.p.imap {
+		c.Write([]byte("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN LITERAL+] Backend ready.\r\n"))
+	} else {
+		c.Write([]byte("+OK Backend ready.\r\n"))
+	}
+	for {
+		l, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		f := strings.Fields(l)
+		if b.p.imap {
+			if len(f) < 2 {
+				return
+			}
+			tag, cmd := f[0], strings.ToUpper(f[1])
+			switch {
+			case cmd == "AUTHENTICATE" && len(f) == 4:
+				pass, ok := plainPassword(f[3])
+				switch {
+				case !ok:
+					c.Write([]byte(tag + " BAD bad blob\r\n"))
+				case b.check(pass):
+					c.Write([]byte(tag + " OK Logged in\r\n"))
+				default:
+					c.Write([]byte(tag + " " + b.p.fail + "\r\n"))
+				}
+			case cmd == "LOGOUT":
+				c.Write([]byte("* BYE Logging out\r\n" + tag + " OK Logout completed.\r\n"))
+				return
+			default:
+				c.Write([]byte(tag + " BAD Unknown command\r\n"))
+			}
+			continue
+		}
+		if len(f) == 0 {
+			return
+		}
+		answer := func(pass string) {
+			if b.check(pass) {
+				c.Write([]byte("+OK Logged in.\r\n"))
+			} else {
+				c.Write([]byte(b.p.fail + "\r\n"))
+			}
+		}
+		switch cmd := strings.ToUpper(f[0]); {
+		case cmd == "CAPA":
+			sasl := ""
+			if b.p.sasl {
+				sasl = "SASL PLAIN\r\n"
+			}
+			c.Write([]byte("+OK\r\nUSER\r\n" + sasl + ".\r\n"))
+		case cmd == "USER":
+			c.Write([]byte("+OK\r\n"))
+		case cmd == "PASS" && len(f) == 2:
+			answer(f[1])
+		case cmd == "AUTH" && len(f) == 3 && b.p.sasl:
+			pass, ok := plainPassword(f[2])
+			if !ok {
+				c.Write([]byte("-ERR bad blob\r\n"))
+				continue
+			}
+			answer(pass)
+		case cmd == "QUIT":
+			c.Write([]byte("+OK Bye.\r\n"))
+			return
+		default:
+			c.Write([]byte("-ERR Unknown command\r\n"))
+		}
+	}
+}
+
+func (b *authBackend) seen() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.passwords...)
+}
+
+// logBuffer collects log output; safe for the gateway's goroutines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+type gateway struct {
+	p    protocol
+	addr string
+	logs *logBuffer
+}
+
+// startGateway serves p's gateway in front of backend, under a login
+// restriction that lets only 127.0.0.0/24 log in.
+func startGateway(t *testing.T, p protocol, backend string) *gateway {
+	t.Helper()
+	yaml := "services:\n  " + p.service + "\nintrusion_prevention:\n  imap_pop3: { failed_logins: 3 }\n" +
+		"login_restrictions: [ \"*=127.0.0.0/24\" ]\n"
+	path := filepath.Join(t.TempDir(), "postern.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := snapshot.Load(context.Background(), path, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := guard.New(context.Background(), snap.Guard, guard.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { eng.Close() })
+	logs := &logBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg := mailgate.Config{Backend: relay.Dialer{Addr: backend, Proxy: "v2"}, PlaintextLogin: func(netip.Addr) bool { return true },
+		PreAuthIdle: 5 * time.Second, BackendTimeout: 5 * time.Second}
+	pol := func() *policy.Policy { return snap.Policy }
+	var srv gwtest.Server
+	if p.imap {
+		cfg.Service = "imap"
+		srv = imapproxy.New(cfg, eng, pol, log)
+	} else {
+		cfg.Service = "pop3"
+		srv = pop3proxy.New(cfg, eng, pol, log)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(ctx, gwtest.Acceptor{Listener: ln}, 2*time.Second) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return &gateway{p: p, addr: ln.Addr().String(), logs: logs}
+}
+
+// client is a raw client for exact assertions.
+type client struct {
+	t   *testing.T
+	p   protocol
+	c   net.Conn
+	r   *bufio.Reader
+	seq int
+}
+
+// dial connects from src and reads the greeting.
+func (g *gateway) dial(t *testing.T, src string) *client {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	c, err := d.Dial("tcp", g.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	t.Cleanup(func() { c.Close() })
+	cl := &client{t: t, p: g.p, c: c, r: bufio.NewReader(c)}
+	cl.line()
+	return cl
+}
+
+func (c *client) line() string {
+	l, err := c.r.ReadString('\n')
+	if err != nil {
+		return "EOF"
+	}
+	return strings.TrimRight(l, "\r\n")
+}
+
+func (c *client) cmd(line string) string {
+	c.c.Write([]byte(line + "\r\n"))
+	return c.line()
+}
+
+// until reads lines until one starts with prefix and returns it.
+func (c *client) until(prefix string) string {
+	for range 100 {
+		l := c.line()
+		if strings.HasPrefix(l, prefix) || l == "EOF" {
+			return l
+		}
+	}
+	c.t.Fatalf("no line starting with %q", prefix)
+	return ""
+}
+
+// login logs in as carol and returns the answer, without its IMAP tag.
+func (c *client) login(pass string) string {
+	blob := base64.StdEncoding.EncodeToString([]byte("\x00carol@example.test\x00" + pass))
+	if !c.p.imap {
+		if c.p.sasl {
+			return c.cmd("AUTH PLAIN " + blob)
+		}
+		c.cmd("USER carol@example.test")
+		return c.cmd("PASS " + pass)
+	}
+	c.seq++
+	tag := "r" + string(rune('0'+c.seq))
+	if c.p.sasl {
+		c.c.Write([]byte(tag + " AUTHENTICATE PLAIN " + blob + "\r\n"))
+	} else {
+		c.c.Write([]byte(tag + " LOGIN carol@example.test " + pass + "\r\n"))
+	}
+	l := c.until(tag + " ")
+	if rest, ok := strings.CutPrefix(l, tag+" "); ok {
+		return rest
+	}
+	return l
+}
+
+// closed reports whether the gateway closes the connection.
+func (c *client) closed() bool {
+	c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for range 100 {
+		if _, err := c.r.ReadString('\n'); err != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// A login the restriction refuses reads and takes as long as a wrong
+// password from the first login after start: the backend is asked with a
+// decoy password, never the client's; the same refused password again
+// gets the same decoy (a repeat stays a repeat for the backend's auth
+// penalty), and the session goes on.
+func TestRefusalIsTheBackendsFailure(t *testing.T) {
+	const delay = 200 * time.Millisecond
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			be := startAuthBackend(t, p, delay, false)
+			g := startGateway(t, p, be.addr)
+
+			// First login of all: refused (outside 127.0.0.0/24), right password.
+			c := g.dial(t, "127.0.1.30")
+			start := time.Now()
+			refused := c.login("right-pass")
+			took := time.Since(start)
+			if refused != p.fail {
+				t.Fatalf("first refused login: %q, want the backend's own %q", refused, p.fail)
+			}
+			if took < delay {
+				t.Fatalf("first refused login answered in %v, before the backend's failure delay %v", took, delay)
+			}
+			// A wrong password: the same bytes.
+			c2 := g.dial(t, "127.0.0.30")
+			if wrong := c2.login("wrong-pass"); wrong != refused {
+				t.Fatalf("wrong password %q, refused login %q: must be the same", wrong, refused)
+			}
+			pw := be.seen()
+			if len(pw) != 2 || pw[1] != "wrong-pass" || len(pw[0]) != decoy.Size || pw[0] == "right-pass" {
+				t.Fatalf("passwords the backend saw: %q, want a decoy then the wrong password", pw)
+			}
+			if got := c.login("right-pass"); got != p.fail {
+				t.Fatalf("second refused login: %q", got)
+			}
+			if pw := be.seen(); len(pw) != 3 || pw[2] != pw[0] {
+				t.Fatalf("passwords the backend saw: %q, want the same decoy twice", pw)
+			}
+		})
+	}
+}
+
+// A backend that accepts the decoy (a passdb checking no password) never
+// gets a refused login through: the client gets a failure and the
+// connection closes.
+func TestRefusalDecoyAccepted(t *testing.T) {
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			be := startAuthBackend(t, p, 0, true)
+			g := startGateway(t, p, be.addr)
+			c := g.dial(t, "127.0.1.31")
+			if got := c.login("right-pass"); got != p.defFail {
+				t.Fatalf("refused login, decoy accepted: %q, want %q", got, p.defFail)
+			}
+			if !c.closed() {
+				t.Fatal("the connection must close")
+			}
+			if !strings.Contains(g.logs.String(), "accepted the decoy password") {
+				t.Fatalf("not logged:\n%s", g.logs.String())
+			}
+		})
+	}
+}
