@@ -1,19 +1,14 @@
 package imapproxy
 
 import (
-	"bufio"
 	"encoding/base64"
 	"fmt"
-	"io"
-	"net"
 	"net/netip"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
-
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/reason"
 )
@@ -221,119 +216,6 @@ func TestBackendDownAndGarbage(t *testing.T) {
 
 // The engine satisfies the gateway's interface.
 var _ Engine = (*guard.Engine)(nil)
-
-// Found by the real-client end-to-end suite: a client that never answers
-// AUTHENTICATE's continuation was dropped without a word; it now gets the
-// same BYE as one that never sends a command.
-func TestSASLContinuationTimeout(t *testing.T) {
-	h := newHarness(t, baseCfg, func(c *Config) { c.PreAuthIdle = 300 * time.Millisecond })
-	c := h.dial("127.0.0.10")
-	c.line()
-	c.send("a1 AUTHENTICATE PLAIN\r\n")
-	if l := c.line(); l != "+ " {
-		t.Fatalf("continuation: %q", l)
-	}
-	if l := c.line(); l != "* BYE Disconnected for inactivity" {
-		t.Fatalf("after the idle timeout: %q", l)
-	}
-	if !c.closed() {
-		t.Fatal("the connection must close")
-	}
-}
-
-// scriptedBackend greets like an IMAP server offering AUTH=PLAIN and
-// SASL-IR, reads the PROXY header and the login, and answers it with reply.
-func scriptedBackend(t *testing.T, reply string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		r := bufio.NewReader(c)
-		hdr := make([]byte, 16+12)
-		if _, err := io.ReadFull(r, hdr); err != nil { // PROXY v2, TCP over IPv4
-			return
-		}
-		io.WriteString(c, "* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] ready\r\n")
-		if _, err := r.ReadString('\n'); err != nil {
-			return
-		}
-		io.WriteString(c, reply)
-		r.ReadByte() // until postern closes
-	}()
-	t.Cleanup(func() { ln.Close(); <-done })
-	return ln.Addr().String()
-}
-
-// Found by the end-to-end suite's fake backends: a login answer that is not
-// a tagged OK, NO or BAD (garbage, a continuation request) was relayed to
-// the client as it was. postern now says BYE [UNAVAILABLE] and closes.
-func TestBackendGarbageLoginReply(t *testing.T) {
-	for _, reply := range []string{"a1 WHATEVER garbage\r\n", "+ go on\r\n"} {
-		be := scriptedBackend(t, reply)
-		h := newHarness(t, baseCfg, func(c *Config) { c.Backend.Addr = be })
-		c := h.dial("127.0.0.11")
-		c.line()
-		c.send("a1 LOGIN alice@example.test alice-pass-1\r\n")
-		if l := c.line(); l != "* BYE [UNAVAILABLE] Server temporarily unavailable, try again later" {
-			t.Fatalf("backend answered %q: client got %q", reply, l)
-		}
-		if !c.closed() {
-			t.Fatal("the connection must close")
-		}
-	}
-}
-
-// badGreetingBackend greets with greeting and reports whether postern then
-// closed the connection (EOF within 3 s).
-func badGreetingBackend(t *testing.T, greeting string) (string, <-chan bool) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	closed := make(chan bool, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			closed <- false
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(3 * time.Second))
-		hdr := make([]byte, 16+12)
-		io.ReadFull(c, hdr)
-		io.WriteString(c, greeting)
-		_, err = c.Read(make([]byte, 1))
-		closed <- err == io.EOF
-	}()
-	return ln.Addr().String(), closed
-}
-
-// Found by the end-to-end suite's descriptor count: after a bad backend
-// greeting postern kept the backend connection open until the process
-// ended.
-func TestBadGreetingClosesBackend(t *testing.T) {
-	be, closed := badGreetingBackend(t, "HTTP/1.1 400 Bad Request\r\n")
-	h := newHarness(t, baseCfg, func(c *Config) { c.Backend.Addr = be })
-	c := h.dial("127.0.0.12")
-	if l := c.line(); !strings.HasPrefix(l, "* BYE [UNAVAILABLE]") {
-		t.Fatalf("bad greeting: %q", l)
-	}
-	if !<-closed {
-		t.Fatal("postern did not close the backend connection after its bad greeting")
-	}
-}
 
 // Found by the end-to-end suite: commands sent before the greeting were
 // logged as an early talker only when they had arrived together with the

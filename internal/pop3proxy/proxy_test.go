@@ -216,24 +216,6 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
-// Found by the real-client end-to-end suite: a client that never answers
-// AUTH's continuation was dropped without a word; it now gets the same
-// -ERR as one that never sends a command.
-func TestSASLContinuationTimeout(t *testing.T) {
-	h := newHarnessIdle(t, cfg, "", 300*time.Millisecond)
-	c := h.dial(t, "127.0.0.12")
-	c.cmd("")
-	if l := c.cmd("AUTH PLAIN"); l != "+ " {
-		t.Fatalf("continuation: %q", l)
-	}
-	if l := c.cmd(""); l != "-ERR Disconnected for inactivity." {
-		t.Fatalf("after the idle timeout: %q", l)
-	}
-	if l := c.cmd(""); l != "EOF" {
-		t.Fatalf("the connection must close: %q", l)
-	}
-}
-
 // scriptedBackend greets like a POP3 server offering SASL PLAIN, reads the
 // PROXY header, answers CAPA, reads the login and answers it with reply.
 func scriptedBackend(t *testing.T, reply string) string {
@@ -267,56 +249,6 @@ func scriptedBackend(t *testing.T, reply string) string {
 	}()
 	t.Cleanup(func() { ln.Close(); <-done })
 	return ln.Addr().String()
-}
-
-// Found by the end-to-end suite's fake backends: a login answer that is
-// neither +OK nor -ERR was relayed to the client as it was. postern now
-// answers -ERR [SYS/TEMP] and closes.
-func TestBackendGarbageLoginReply(t *testing.T) {
-	be := scriptedBackend(t, "Hello? This is not POP3\r\n")
-	h := newHarnessIdle(t, cfg, be, 5*time.Second)
-	c := h.dial(t, "127.0.0.13")
-	c.cmd("")
-	c.cmd("USER alice@example.test")
-	if l := c.cmd("PASS alice-pass-1"); l != "-ERR [SYS/TEMP] Server temporarily unavailable, try again later" {
-		t.Fatalf("garbage login reply: client got %q", l)
-	}
-	if l := c.cmd(""); l != "EOF" {
-		t.Fatalf("the connection must close: %q", l)
-	}
-}
-
-// Found by the end-to-end suite's descriptor count: after a bad backend
-// greeting postern kept the backend connection open until the process
-// ended.
-func TestBadGreetingClosesBackend(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	closed := make(chan bool, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			closed <- false
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(3 * time.Second))
-		io.ReadFull(c, make([]byte, 16+12))
-		io.WriteString(c, "HTTP/1.1 400 Bad Request\r\n")
-		_, err = c.Read(make([]byte, 1))
-		closed <- err == io.EOF
-	}()
-	h := newHarnessIdle(t, cfg, ln.Addr().String(), 5*time.Second)
-	c := h.dial(t, "127.0.0.14")
-	if l := c.cmd(""); !strings.HasPrefix(l, "-ERR [SYS/TEMP]") {
-		t.Fatalf("bad greeting: %q", l)
-	}
-	if !<-closed {
-		t.Fatal("postern did not close the backend connection after its bad greeting")
-	}
 }
 
 // Found by the end-to-end suite: commands sent before the greeting were

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/base64"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -27,7 +28,7 @@ import (
 	"github.com/postern/postern/internal/snapshot"
 )
 
-// The login gate's refusals, one table run against both protocols: IMAP
+// The skeleton's behaviours, one table run against both protocols: IMAP
 // with LOGIN and with AUTHENTICATE PLAIN, POP3 with USER/PASS and with
 // AUTH PLAIN.
 
@@ -41,17 +42,33 @@ type protocol struct {
 	// own wording; postern's default failure before the backend has said
 	// one is defFail.
 	fail, defFail string
+	// unavailable is postern's answer when the backend fails, idle when
+	// the client keeps silent.
+	unavailable, idle string
+	// greeting is a scripted backend's greeting (offering SASL PLAIN with
+	// an initial response), capa its answer to CAPA ("" not asked);
+	// garbage are login answers of a backend not speaking the protocol.
+	greeting, capa string
+	garbage        []string
 }
 
 var protocols = []protocol{
 	{name: "imap LOGIN", service: `imap: { listen: ":143", backend: "127.0.0.1:1" }`, imap: true,
-		fail: "NO [AUTHENTICATIONFAILED] Wrong credentials, says the backend", defFail: "NO [AUTHENTICATIONFAILED] Authentication failed."},
+		fail: "NO [AUTHENTICATIONFAILED] Wrong credentials, says the backend", defFail: "NO [AUTHENTICATIONFAILED] Authentication failed.",
+		unavailable: "* BYE [UNAVAILABLE] Server temporarily unavailable, try again later", idle: "* BYE Disconnected for inactivity",
+		greeting: "* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] ready\r\n", garbage: []string{"r1 WHATEVER garbage\r\n", "+ go on\r\n"}},
 	{name: "imap AUTHENTICATE", service: `imap: { listen: ":143", backend: "127.0.0.1:1" }`, imap: true, sasl: true,
-		fail: "NO [AUTHENTICATIONFAILED] Wrong credentials, says the backend", defFail: "NO [AUTHENTICATIONFAILED] Authentication failed."},
+		fail: "NO [AUTHENTICATIONFAILED] Wrong credentials, says the backend", defFail: "NO [AUTHENTICATIONFAILED] Authentication failed.",
+		unavailable: "* BYE [UNAVAILABLE] Server temporarily unavailable, try again later", idle: "* BYE Disconnected for inactivity",
+		greeting: "* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] ready\r\n", garbage: []string{"r1 WHATEVER garbage\r\n", "+ go on\r\n"}},
 	{name: "pop3 USER/PASS", service: `pop3: { listen: ":110", backend: "127.0.0.1:1" }`,
-		fail: "-ERR [AUTH] Wrong credentials, says the backend", defFail: "-ERR [AUTH] Authentication failed."},
+		fail: "-ERR [AUTH] Wrong credentials, says the backend", defFail: "-ERR [AUTH] Authentication failed.",
+		unavailable: "-ERR [SYS/TEMP] Server temporarily unavailable, try again later", idle: "-ERR Disconnected for inactivity.",
+		greeting: "+OK ready\r\n", capa: "+OK\r\nSASL PLAIN\r\nUSER\r\n.\r\n", garbage: []string{"Hello? This is not POP3\r\n"}},
 	{name: "pop3 AUTH", service: `pop3: { listen: ":110", backend: "127.0.0.1:1" }`, sasl: true,
-		fail: "-ERR [AUTH] Wrong credentials, says the backend", defFail: "-ERR [AUTH] Authentication failed."},
+		fail: "-ERR [AUTH] Wrong credentials, says the backend", defFail: "-ERR [AUTH] Authentication failed.",
+		unavailable: "-ERR [SYS/TEMP] Server temporarily unavailable, try again later", idle: "-ERR Disconnected for inactivity.",
+		greeting: "+OK ready\r\n", capa: "+OK\r\nSASL PLAIN\r\nUSER\r\n.\r\n", garbage: []string{"Hello? This is not POP3\r\n"}},
 }
 
 // authBackend is an IMAP or POP3 server behind a PROXY v2 listener whose
@@ -222,7 +239,7 @@ type gateway struct {
 
 // startGateway serves p's gateway in front of backend, under a login
 // restriction that lets only 127.0.0.0/24 log in.
-func startGateway(t *testing.T, p protocol, backend string) *gateway {
+func startGateway(t *testing.T, p protocol, backend string, mutate ...func(*mailgate.Config)) *gateway {
 	t.Helper()
 	yaml := "services:\n  " + p.service + "\nintrusion_prevention:\n  imap_pop3: { failed_logins: 3 }\n" +
 		"login_restrictions: [ \"*=127.0.0.0/24\" ]\n"
@@ -243,6 +260,9 @@ func startGateway(t *testing.T, p protocol, backend string) *gateway {
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg := mailgate.Config{Backend: relay.Dialer{Addr: backend, Proxy: "v2"}, PlaintextLogin: func(netip.Addr) bool { return true },
 		PreAuthIdle: 5 * time.Second, BackendTimeout: 5 * time.Second}
+	for _, m := range mutate {
+		m(&cfg)
+	}
 	pol := func() *policy.Policy { return snap.Policy }
 	var srv gwtest.Server
 	if p.imap {
@@ -275,6 +295,14 @@ type client struct {
 // dial connects from src and reads the greeting.
 func (g *gateway) dial(t *testing.T, src string) *client {
 	t.Helper()
+	cl := g.dialRaw(t, src)
+	cl.line()
+	return cl
+}
+
+// dialRaw connects from src.
+func (g *gateway) dialRaw(t *testing.T, src string) *client {
+	t.Helper()
 	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
 	c, err := d.Dial("tcp", g.addr)
 	if err != nil {
@@ -282,9 +310,7 @@ func (g *gateway) dial(t *testing.T, src string) *client {
 	}
 	c.SetDeadline(time.Now().Add(20 * time.Second))
 	t.Cleanup(func() { c.Close() })
-	cl := &client{t: t, p: g.p, c: c, r: bufio.NewReader(c)}
-	cl.line()
-	return cl
+	return &client{t: t, p: g.p, c: c, r: bufio.NewReader(c)}
 }
 
 func (c *client) line() string {
@@ -312,15 +338,18 @@ func (c *client) until(prefix string) string {
 	return ""
 }
 
-// login logs in as carol and returns the answer, without its IMAP tag.
-func (c *client) login(pass string) string {
+// sendLogin sends carol's login (for POP3's USER/PASS, USER first and
+// its answer read) and returns the IMAP tag.
+func (c *client) sendLogin(pass string) string {
 	blob := base64.StdEncoding.EncodeToString([]byte("\x00carol@example.test\x00" + pass))
 	if !c.p.imap {
 		if c.p.sasl {
-			return c.cmd("AUTH PLAIN " + blob)
+			c.c.Write([]byte("AUTH PLAIN " + blob + "\r\n"))
+		} else {
+			c.cmd("USER carol@example.test")
+			c.c.Write([]byte("PASS " + pass + "\r\n"))
 		}
-		c.cmd("USER carol@example.test")
-		return c.cmd("PASS " + pass)
+		return ""
 	}
 	c.seq++
 	tag := "r" + string(rune('0'+c.seq))
@@ -328,6 +357,15 @@ func (c *client) login(pass string) string {
 		c.c.Write([]byte(tag + " AUTHENTICATE PLAIN " + blob + "\r\n"))
 	} else {
 		c.c.Write([]byte(tag + " LOGIN carol@example.test " + pass + "\r\n"))
+	}
+	return tag
+}
+
+// login logs in as carol and returns the answer, without its IMAP tag.
+func (c *client) login(pass string) string {
+	tag := c.sendLogin(pass)
+	if tag == "" {
+		return c.line()
 	}
 	l := c.until(tag + " ")
 	if rest, ok := strings.CutPrefix(l, tag+" "); ok {
@@ -406,6 +444,139 @@ func TestRefusalDecoyAccepted(t *testing.T) {
 			}
 			if !strings.Contains(g.logs.String(), "accepted the decoy password") {
 				t.Fatalf("not logged:\n%s", g.logs.String())
+			}
+		})
+	}
+}
+
+// scriptedBackend greets like a server offering SASL PLAIN, reads the
+// PROXY header (and CAPA), reads the login and answers it with reply.
+func scriptedBackend(t *testing.T, p protocol, reply string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		r := bufio.NewReader(c)
+		hdr := make([]byte, 16+12)
+		if _, err := io.ReadFull(r, hdr); err != nil { // PROXY v2, TCP over IPv4
+			return
+		}
+		io.WriteString(c, p.greeting)
+		if p.capa != "" {
+			r.ReadString('\n') // CAPA
+			io.WriteString(c, p.capa)
+		}
+		if _, err := r.ReadString('\n'); err != nil {
+			return
+		}
+		io.WriteString(c, reply)
+		r.ReadByte() // until postern closes
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	return ln.Addr().String()
+}
+
+// Found by the end-to-end suite's fake backends: a login answer that is not
+// the protocol's (IMAP: a tagged OK, NO or BAD; POP3: +OK or -ERR) was
+// relayed to the client as it was. postern now says the backend is
+// unavailable and closes.
+func TestBackendGarbageLoginReply(t *testing.T) {
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			for _, reply := range p.garbage {
+				g := startGateway(t, p, scriptedBackend(t, p, reply))
+				c := g.dial(t, "127.0.0.11")
+				c.sendLogin("alice-pass-1")
+				if l := c.line(); l != p.unavailable {
+					t.Fatalf("backend answered %q: client got %q", reply, l)
+				}
+				if !c.closed() {
+					t.Fatal("the connection must close")
+				}
+			}
+		})
+	}
+}
+
+// badGreetingBackend greets with greeting and reports whether postern then
+// closed the connection (EOF within 3 s).
+func badGreetingBackend(t *testing.T, greeting string) (string, <-chan bool) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	closed := make(chan bool, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			closed <- false
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		io.ReadFull(c, make([]byte, 16+12))
+		io.WriteString(c, greeting)
+		_, err = c.Read(make([]byte, 1))
+		closed <- err == io.EOF
+	}()
+	return ln.Addr().String(), closed
+}
+
+// Found by the end-to-end suite's descriptor count: after a bad backend
+// greeting postern kept the backend connection open until the process
+// ended.
+func TestBadGreetingClosesBackend(t *testing.T) {
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			be, closed := badGreetingBackend(t, "HTTP/1.1 400 Bad Request\r\n")
+			g := startGateway(t, p, be)
+			c := g.dialRaw(t, "127.0.0.12")
+			if l := c.line(); l != p.unavailable {
+				t.Fatalf("bad greeting: %q", l)
+			}
+			if !<-closed {
+				t.Fatal("postern did not close the backend connection after its bad greeting")
+			}
+		})
+	}
+}
+
+// Found by the real-client end-to-end suite: a client that never answers
+// a SASL continuation was dropped without a word; it now gets the same
+// answer as one that never sends a command.
+func TestSASLContinuationTimeout(t *testing.T) {
+	for _, p := range protocols {
+		if !p.sasl {
+			continue
+		}
+		t.Run(p.name, func(t *testing.T) {
+			be := startAuthBackend(t, p, 0, false)
+			g := startGateway(t, p, be.addr, func(c *mailgate.Config) { c.PreAuthIdle = 300 * time.Millisecond })
+			c := g.dial(t, "127.0.0.10")
+			cmd := "AUTH PLAIN"
+			if p.imap {
+				cmd = "a1 AUTHENTICATE PLAIN"
+			}
+			if l := c.cmd(cmd); l != "+ " {
+				t.Fatalf("continuation: %q", l)
+			}
+			if l := c.line(); l != p.idle {
+				t.Fatalf("after the idle timeout: %q", l)
+			}
+			if !c.closed() {
+				t.Fatal("the connection must close")
 			}
 		})
 	}
