@@ -71,6 +71,16 @@ var protocols = []protocol{
 		greeting: "+OK ready\r\n", capa: "+OK\r\nSASL PLAIN\r\nUSER\r\n.\r\n", garbage: []string{"Hello? This is not POP3\r\n"}},
 }
 
+// newProxy returns p's gateway.
+func (p protocol) newProxy(cfg mailgate.Config, eng mailgate.Engine, pol func() *policy.Policy, log *slog.Logger) gwtest.Server {
+	if p.imap {
+		cfg.Service = "imap"
+		return imapproxy.New(cfg, eng, pol, log)
+	}
+	cfg.Service = "pop3"
+	return pop3proxy.New(cfg, eng, pol, log)
+}
+
 // authBackend is an IMAP or POP3 server behind a PROXY v2 listener whose
 // failed login has its own wording and its own delay, and which records
 // the passwords it is given. With acceptAll it accepts any password (a
@@ -264,14 +274,7 @@ func startGateway(t *testing.T, p protocol, backend string, mutate ...func(*mail
 		m(&cfg)
 	}
 	pol := func() *policy.Policy { return snap.Policy }
-	var srv gwtest.Server
-	if p.imap {
-		cfg.Service = "imap"
-		srv = imapproxy.New(cfg, eng, pol, log)
-	} else {
-		cfg.Service = "pop3"
-		srv = pop3proxy.New(cfg, eng, pol, log)
-	}
+	srv := p.newProxy(cfg, eng, pol, log)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -578,6 +581,27 @@ func TestSASLContinuationTimeout(t *testing.T) {
 			if !c.closed() {
 				t.Fatal("the connection must close")
 			}
+		})
+	}
+}
+
+// imaps and pop3s check grant and blocks before the TLS handshake
+// (gwtest says how).
+func TestImplicitTLSRefusesBeforeHandshake(t *testing.T) {
+	for _, p := range protocols {
+		if p.sasl {
+			continue // one row per gateway
+		}
+		t.Run(p.name, func(t *testing.T) {
+			service := "pop3"
+			if p.imap {
+				service = "imap"
+			}
+			gwtest.ImplicitTLSRefusesBeforeHandshake(t, service, "imap_pop3", func(snap *snapshot.Snapshot, eng *guard.Engine) gwtest.Server {
+				return p.newProxy(mailgate.Config{ImplicitTLS: true, Backend: relay.Dialer{Addr: "127.0.0.1:1"},
+					PlaintextLogin: func(netip.Addr) bool { return true }, PreAuthIdle: 5 * time.Second, BackendTimeout: time.Second},
+					eng, func() *policy.Policy { return snap.Policy }, slog.New(slog.DiscardHandler))
+			})
 		})
 	}
 }
