@@ -33,10 +33,8 @@ type testIMAP struct {
 	addr string
 	mu   sync.Mutex
 	seen []netip.Addr
-	// logins counts the login attempts that reached the server; while hold
-	// is set, each waits in the server until hold is closed.
+	// logins counts the login attempts that reached the server.
 	logins atomic.Int32
-	hold   chan struct{}
 }
 
 func startIMAP(t *testing.T) *testIMAP {

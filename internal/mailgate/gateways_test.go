@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"context"
 	"encoding/base64"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -24,6 +26,7 @@ import (
 	"github.com/postern/postern/internal/mailgate"
 	"github.com/postern/postern/internal/policy"
 	"github.com/postern/postern/internal/pop3proxy"
+	"github.com/postern/postern/internal/reason"
 	"github.com/postern/postern/internal/relay"
 	"github.com/postern/postern/internal/snapshot"
 )
@@ -50,25 +53,32 @@ type protocol struct {
 	// garbage are login answers of a backend not speaking the protocol.
 	greeting, capa string
 	garbage        []string
+	// refuse prefixes the engine's refusal text, ok a logged-in answer
+	// (without the IMAP tag).
+	refuse, ok string
 }
 
 var protocols = []protocol{
 	{name: "imap LOGIN", service: `imap: { listen: ":143", backend: "127.0.0.1:1" }`, imap: true,
 		fail: "NO [AUTHENTICATIONFAILED] Wrong credentials, says the backend", defFail: "NO [AUTHENTICATIONFAILED] Authentication failed.",
 		unavailable: "* BYE [UNAVAILABLE] Server temporarily unavailable, try again later", idle: "* BYE Disconnected for inactivity",
-		greeting: "* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] ready\r\n", garbage: []string{"r1 WHATEVER garbage\r\n", "+ go on\r\n"}},
+		greeting: "* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] ready\r\n", garbage: []string{"r1 WHATEVER garbage\r\n", "+ go on\r\n"},
+		refuse: "* BYE ", ok: "OK"},
 	{name: "imap AUTHENTICATE", service: `imap: { listen: ":143", backend: "127.0.0.1:1" }`, imap: true, sasl: true,
 		fail: "NO [AUTHENTICATIONFAILED] Wrong credentials, says the backend", defFail: "NO [AUTHENTICATIONFAILED] Authentication failed.",
 		unavailable: "* BYE [UNAVAILABLE] Server temporarily unavailable, try again later", idle: "* BYE Disconnected for inactivity",
-		greeting: "* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] ready\r\n", garbage: []string{"r1 WHATEVER garbage\r\n", "+ go on\r\n"}},
+		greeting: "* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] ready\r\n", garbage: []string{"r1 WHATEVER garbage\r\n", "+ go on\r\n"},
+		refuse: "* BYE ", ok: "OK"},
 	{name: "pop3 USER/PASS", service: `pop3: { listen: ":110", backend: "127.0.0.1:1" }`,
 		fail: "-ERR [AUTH] Wrong credentials, says the backend", defFail: "-ERR [AUTH] Authentication failed.",
 		unavailable: "-ERR [SYS/TEMP] Server temporarily unavailable, try again later", idle: "-ERR Disconnected for inactivity.",
-		greeting: "+OK ready\r\n", capa: "+OK\r\nSASL PLAIN\r\nUSER\r\n.\r\n", garbage: []string{"Hello? This is not POP3\r\n"}},
+		greeting: "+OK ready\r\n", capa: "+OK\r\nSASL PLAIN\r\nUSER\r\n.\r\n", garbage: []string{"Hello? This is not POP3\r\n"},
+		refuse: "-ERR [SYS/PERM] ", ok: "+OK"},
 	{name: "pop3 AUTH", service: `pop3: { listen: ":110", backend: "127.0.0.1:1" }`, sasl: true,
 		fail: "-ERR [AUTH] Wrong credentials, says the backend", defFail: "-ERR [AUTH] Authentication failed.",
 		unavailable: "-ERR [SYS/TEMP] Server temporarily unavailable, try again later", idle: "-ERR Disconnected for inactivity.",
-		greeting: "+OK ready\r\n", capa: "+OK\r\nSASL PLAIN\r\nUSER\r\n.\r\n", garbage: []string{"Hello? This is not POP3\r\n"}},
+		greeting: "+OK ready\r\n", capa: "+OK\r\nSASL PLAIN\r\nUSER\r\n.\r\n", garbage: []string{"Hello? This is not POP3\r\n"},
+		refuse: "-ERR [SYS/PERM] ", ok: "+OK"},
 }
 
 // newProxy returns p's gateway.
@@ -92,6 +102,7 @@ type authBackend struct {
 	acceptAll bool
 	mu        sync.Mutex
 	passwords []string
+	hold      chan struct{} // logins wait here once counted (nil: none)
 }
 
 func startAuthBackend(t *testing.T, p protocol, delay time.Duration, acceptAll bool) *authBackend {
@@ -124,7 +135,11 @@ func startAuthBackend(t *testing.T, p protocol, delay time.Duration, acceptAll b
 func (b *authBackend) check(pass string) bool {
 	b.mu.Lock()
 	b.passwords = append(b.passwords, pass)
+	hold := b.hold
 	b.mu.Unlock()
+	if hold != nil {
+		<-hold
+	}
 	if b.acceptAll || pass == "right-pass" {
 		return true
 	}
@@ -217,6 +232,33 @@ func (b *authBackend) serve(c net.Conn) {
 	}
 }
 
+// holdLogins makes logins wait, once counted, until the channel is closed.
+func (b *authBackend) holdLogins() chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.hold = make(chan struct{})
+	return b.hold
+}
+
+// logins is the number of logins that have reached the backend.
+func (b *authBackend) logins() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.passwords)
+}
+
+// waitLogins polls until n logins have reached the backend.
+func (b *authBackend) waitLogins(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for b.logins() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d logins reached the backend, want %d", b.logins(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func (b *authBackend) seen() []string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -245,13 +287,20 @@ type gateway struct {
 	p    protocol
 	addr string
 	logs *logBuffer
+	eng  *guard.Engine
 }
 
 // startGateway serves p's gateway in front of backend, under a login
 // restriction that lets only 127.0.0.0/24 log in.
 func startGateway(t *testing.T, p protocol, backend string, mutate ...func(*mailgate.Config)) *gateway {
 	t.Helper()
-	yaml := "services:\n  " + p.service + "\nintrusion_prevention:\n  imap_pop3: { failed_logins: 3 }\n" +
+	return startGatewayFailing(t, p, backend, 3, mutate...)
+}
+
+// startGatewayFailing is startGateway with failed_logins failed.
+func startGatewayFailing(t *testing.T, p protocol, backend string, failed int, mutate ...func(*mailgate.Config)) *gateway {
+	t.Helper()
+	yaml := "services:\n  " + p.service + "\nintrusion_prevention:\n  imap_pop3: { failed_logins: " + strconv.Itoa(failed) + " }\n" +
 		"login_restrictions: [ \"*=127.0.0.0/24\" ]\n"
 	path := filepath.Join(t.TempDir(), "postern.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
@@ -283,7 +332,7 @@ func startGateway(t *testing.T, p protocol, backend string, mutate ...func(*mail
 	done := make(chan struct{})
 	go func() { defer close(done); srv.Serve(ctx, gwtest.Acceptor{Listener: ln}, 2*time.Second) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return &gateway{p: p, addr: ln.Addr().String(), logs: logs}
+	return &gateway{p: p, addr: ln.Addr().String(), logs: logs, eng: eng}
 }
 
 // client is a raw client for exact assertions.
@@ -362,6 +411,17 @@ func (c *client) sendLogin(pass string) string {
 		c.c.Write([]byte(tag + " LOGIN carol@example.test " + pass + "\r\n"))
 	}
 	return tag
+}
+
+// answer logs in as carol and returns the first line after the login,
+// without its IMAP tag.
+func (c *client) answer(pass string) string {
+	tag := c.sendLogin(pass)
+	l := c.line()
+	if rest, ok := strings.CutPrefix(l, tag+" "); ok && tag != "" {
+		return rest
+	}
+	return l
 }
 
 // login logs in as carol and returns the answer, without its IMAP tag.
@@ -602,6 +662,117 @@ func TestImplicitTLSRefusesBeforeHandshake(t *testing.T) {
 					PlaintextLogin: func(netip.Addr) bool { return true }, PreAuthIdle: 5 * time.Second, BackendTimeout: time.Second},
 					eng, func() *policy.Policy { return snap.Policy }, slog.New(slog.DiscardHandler))
 			})
+		})
+	}
+}
+
+// Twenty connections opened before the block (close_all off): after the
+// fifth failure none of them gets a login to the backend, the right
+// password included, and each closes.
+func TestBlockReachesOpenConnections(t *testing.T) {
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			be := startAuthBackend(t, p, 0, false)
+			g := startGatewayFailing(t, p, be.addr, 5)
+			var cs []*client
+			for range 20 {
+				cs = append(cs, g.dial(t, "127.0.0.31"))
+			}
+			for i := range 5 {
+				if l := cs[i].answer(fmt.Sprintf("wrong%d", i)); l != p.fail {
+					t.Fatalf("guess %d: %q", i, l)
+				}
+			}
+			for i, c := range cs[5:] {
+				if l := c.answer("right-pass"); !strings.HasPrefix(l, p.refuse+"Blocked (failed logins)") {
+					t.Fatalf("connection %d after the block: %q", i+5, l)
+				}
+				if !c.closed() {
+					t.Fatalf("connection %d stays open after a refused attempt", i+5)
+				}
+			}
+			if n := be.logins(); n != 5 {
+				t.Fatalf("%d logins reached the backend, want 5", n)
+			}
+		})
+	}
+}
+
+// Ten wrong logins at once on ten connections, failed_logins 5: exactly
+// five reach the backend; the other five are refused as blocked.
+func TestConcurrentWrongLogins(t *testing.T) {
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			be := startAuthBackend(t, p, 0, false)
+			g := startGatewayFailing(t, p, be.addr, 5)
+			release := be.holdLogins()
+			var wg sync.WaitGroup
+			answers := make(chan string, 10)
+			for i := range 10 {
+				c := g.dial(t, "127.0.0.32")
+				wg.Go(func() { answers <- c.answer(fmt.Sprintf("wrong%d", i)) })
+			}
+			be.waitLogins(t, 5)
+			close(release)
+			wg.Wait()
+			close(answers)
+			failed, blocked := 0, 0
+			for a := range answers {
+				switch {
+				case a == p.fail:
+					failed++
+				case strings.HasPrefix(a, p.refuse+"Blocked"):
+					blocked++
+				default:
+					t.Errorf("answer %q", a)
+				}
+			}
+			if n := be.logins(); n != 5 || failed != 5 || blocked != 5 {
+				t.Fatalf("%d logins reached the backend, %d failed, %d blocked; want 5, 5, 5", n, failed, blocked)
+			}
+		})
+	}
+}
+
+// Five right logins at once with failed_logins 5 are all at the backend
+// together: none waits.
+func TestParallelRightLogins(t *testing.T) {
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			be := startAuthBackend(t, p, 0, false)
+			g := startGatewayFailing(t, p, be.addr, 5)
+			release := be.holdLogins()
+			var wg sync.WaitGroup
+			for i := range 5 {
+				c := g.dial(t, "127.0.0.33")
+				wg.Go(func() {
+					if l := c.answer("right-pass"); !strings.HasPrefix(l, p.ok) {
+						t.Errorf("login %d: %q", i, l)
+					}
+				})
+			}
+			be.waitLogins(t, 5) // all five held in the backend at once
+			close(release)
+			wg.Wait()
+		})
+	}
+}
+
+// A login the backend took but never answered properly (Dovecot dropping
+// a connection in its failure delay when its connection queue is full)
+// counts as a failure: the backend may have checked the password, and the
+// slot it held must not let one more guess through uncounted.
+func TestUnansweredLoginCounts(t *testing.T) {
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			g := startGatewayFailing(t, p, scriptedBackend(t, p, p.garbage[0]), 1)
+			c := g.dial(t, "127.0.0.44")
+			if l := c.answer("guess"); l != p.unavailable {
+				t.Fatalf("answer %q", l)
+			}
+			if b, ok := g.eng.BlockOf(netip.MustParseAddr("127.0.0.44")); !ok || b.Reason != reason.Login {
+				t.Fatalf("the unanswered attempt was not counted: %+v", b)
+			}
 		})
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/base64"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -214,41 +213,6 @@ func TestBadInput(t *testing.T) {
 	if l := c.cmd("CAPA"); l != "+OK" {
 		t.Fatalf("CAPA: %q", l)
 	}
-}
-
-// scriptedBackend greets like a POP3 server offering SASL PLAIN, reads the
-// PROXY header, answers CAPA, reads the login and answers it with reply.
-func scriptedBackend(t *testing.T, reply string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		r := bufio.NewReader(c)
-		hdr := make([]byte, 16+12)
-		if _, err := io.ReadFull(r, hdr); err != nil { // PROXY v2, TCP over IPv4
-			return
-		}
-		io.WriteString(c, "+OK ready\r\n")
-		r.ReadString('\n') // CAPA
-		io.WriteString(c, "+OK\r\nSASL PLAIN\r\nUSER\r\n.\r\n")
-		if _, err := r.ReadString('\n'); err != nil {
-			return
-		}
-		io.WriteString(c, reply)
-		r.ReadByte() // until postern closes
-	}()
-	t.Cleanup(func() { ln.Close(); <-done })
-	return ln.Addr().String()
 }
 
 // Found by the end-to-end suite: commands sent before the greeting were
