@@ -89,6 +89,7 @@ type Protocol interface {
 
 // Gate serves one IMAP or POP3 service: the state its sessions share.
 type Gate struct {
+	// Cfg is the service's configuration, defaults applied; read only.
 	Cfg    Config
 	eng    Engine
 	policy func() *policy.Policy
@@ -131,11 +132,14 @@ func (g *Gate) AuthFailed() string { return *g.authFail.Load() }
 
 // Session is one client connection before login.
 type Session struct {
-	Gate   *Gate
-	Ctx    context.Context
-	Conn   relay.Conn
-	R      *bufio.Reader
-	W      *bufio.Writer
+	Gate *Gate
+	Ctx  context.Context
+	// Conn is the client connection, R and W its buffers (fresh after
+	// StartTLS).
+	Conn relay.Conn
+	R    *bufio.Reader
+	W    *bufio.Writer
+	// Client is the real client; Log names it.
 	Client netip.AddrPort
 	Log    *slog.Logger
 	// TLS says the client connection has TLS.
