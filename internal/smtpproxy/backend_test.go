@@ -1,6 +1,7 @@
 package smtpproxy
 
 import (
+	"github.com/postern/postern/internal/gwtest"
 	"io"
 	"net"
 	"net/netip"
@@ -23,7 +24,7 @@ type testMTA struct {
 	msgs []testMsg
 	seen []netip.Addr // client addresses from PROXY headers
 	srv  *smtp.Server
-	auth authCounter // logins that reached the MTA
+	auth gwtest.Arrivals // logins that reached the MTA
 }
 
 type testMsg struct {
@@ -90,7 +91,7 @@ type mtaSession struct {
 func (s *mtaSession) AuthMechanisms() []string { return []string{sasl.Plain} }
 func (s *mtaSession) Auth(mech string) (sasl.Server, error) {
 	return sasl.NewPlainServer(func(identity, user, pass string) error {
-		s.m.auth.arrive()
+		s.m.auth.Arrive()
 		if p, ok := localUsers[user]; ok && p == pass {
 			s.authed = true
 			return nil

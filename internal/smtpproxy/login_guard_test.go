@@ -5,46 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 )
-
-// authCounter counts the logins that reach the test MTA and, while hold
-// is set, keeps each waiting until hold is closed.
-type authCounter struct {
-	n    atomic.Int32
-	mu   sync.Mutex
-	hold chan struct{}
-}
-
-func (a *authCounter) arrive() {
-	a.n.Add(1)
-	a.mu.Lock()
-	hold := a.hold
-	a.mu.Unlock()
-	if hold != nil {
-		<-hold
-	}
-}
-
-func (a *authCounter) holdLogins() chan struct{} {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.hold = make(chan struct{})
-	return a.hold
-}
-
-func (a *authCounter) wait(t *testing.T, n int32) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for a.n.Load() < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d logins reached the MTA, want %d", a.n.Load(), n)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
 
 const guardIPS = `services:
   smtp: { listen: ":25", backend: "127.0.0.1:1" }
@@ -78,7 +40,7 @@ func TestBlockReachesOpenSMTPConnections(t *testing.T) {
 		}
 		c.closed()
 	}
-	if n := h.mta.auth.n.Load(); n != 5 {
+	if n := h.mta.auth.Count(); n != 5 {
 		t.Fatalf("%d logins reached the MTA, want 5", n)
 	}
 }
@@ -87,7 +49,7 @@ func TestBlockReachesOpenSMTPConnections(t *testing.T) {
 // exactly five reach the MTA.
 func TestConcurrentWrongSMTPLogins(t *testing.T) {
 	h := newHarness(t, guardIPS, nil, nil)
-	release := h.mta.auth.holdLogins()
+	release := h.mta.auth.Hold()
 	codes := make(chan int, 10)
 	var wg sync.WaitGroup
 	for i := range 10 {
@@ -98,7 +60,7 @@ func TestConcurrentWrongSMTPLogins(t *testing.T) {
 			codes <- code
 		})
 	}
-	h.mta.auth.wait(t, 5)
+	h.mta.auth.Wait(t, 5)
 	close(release)
 	wg.Wait()
 	close(codes)
@@ -106,7 +68,7 @@ func TestConcurrentWrongSMTPLogins(t *testing.T) {
 	for c := range codes {
 		got[c]++
 	}
-	if n := h.mta.auth.n.Load(); n != 5 || got[535] != 5 || got[421] != 5 {
+	if n := h.mta.auth.Count(); n != 5 || got[535] != 5 || got[421] != 5 {
 		t.Fatalf("%d logins reached the MTA; answers %v; want 5, five 535 and five 421", n, got)
 	}
 }
@@ -115,7 +77,7 @@ func TestConcurrentWrongSMTPLogins(t *testing.T) {
 // together: none waits.
 func TestParallelRightSMTPLogins(t *testing.T) {
 	h := newHarness(t, guardIPS, nil, nil)
-	release := h.mta.auth.holdLogins()
+	release := h.mta.auth.Hold()
 	var wg sync.WaitGroup
 	for i := range 5 {
 		c := h.ehloed("127.0.0.53")
@@ -126,7 +88,7 @@ func TestParallelRightSMTPLogins(t *testing.T) {
 			}
 		})
 	}
-	h.mta.auth.wait(t, 5)
+	h.mta.auth.Wait(t, 5)
 	close(release)
 	wg.Wait()
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"github.com/postern/postern/internal/gwtest"
 	"io"
 	"net"
 	"net/http"
@@ -41,8 +42,8 @@ type testBackend struct {
 	srv    *http.Server
 	mu     sync.Mutex
 	reqs   []seen
-	stream chan string  // /stream writes each string received, until closed
-	logins loginCounter // POSTs that reached /login
+	stream chan string     // /stream writes each string received, until closed
+	logins gwtest.Arrivals // POSTs that reached /login
 }
 
 func startBackend(t *testing.T) *testBackend {
@@ -74,7 +75,7 @@ func startBackend(t *testing.T) *testBackend {
 			io.WriteString(w, "<form method=post>")
 			return
 		}
-		b.logins.arrive()
+		b.logins.Arrive()
 		r.ParseMultipartForm(1 << 20)
 		if r.FormValue("user") == "alice@example.com" && r.FormValue("pass") == "right-password" ||
 			r.FormValue("user") == "boss@example.com" && r.FormValue("pass") == "boss-password" {

@@ -8,48 +8,11 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/postern/postern/internal/guard"
 )
-
-// loginCounter counts the login POSTs that reach the test backend and,
-// while hold is set, keeps each waiting until hold is closed.
-type loginCounter struct {
-	n    atomic.Int32
-	mu   sync.Mutex
-	hold chan struct{}
-}
-
-func (a *loginCounter) arrive() {
-	a.n.Add(1)
-	a.mu.Lock()
-	hold := a.hold
-	a.mu.Unlock()
-	if hold != nil {
-		<-hold
-	}
-}
-
-func (a *loginCounter) holdLogins() chan struct{} {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.hold = make(chan struct{})
-	return a.hold
-}
-
-func (a *loginCounter) wait(t *testing.T, n int32) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for a.n.Load() < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d logins reached the backend, want %d", a.n.Load(), n)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
 
 const guardWebCfg = `services:
   web:
@@ -87,13 +50,13 @@ func TestConcurrentWrongWebLoginsOneConnection(t *testing.T) {
 	if resp.ProtoMajor != 2 {
 		t.Fatalf("want HTTP/2, got %s", resp.Proto)
 	}
-	release := h.be.logins.holdLogins()
+	release := h.be.logins.Hold()
 	codes := make(chan int, 10)
 	var wg sync.WaitGroup
 	for i := range 10 {
 		wg.Go(func() { codes <- post(c, h.url("/login"), "alice@example.com", fmt.Sprintf("wrong%d", i)) })
 	}
-	h.be.logins.wait(t, 5)
+	h.be.logins.Wait(t, 5)
 	close(release)
 	wg.Wait()
 	close(codes)
@@ -101,7 +64,7 @@ func TestConcurrentWrongWebLoginsOneConnection(t *testing.T) {
 	for code := range codes {
 		got[code]++
 	}
-	if n := h.be.logins.n.Load(); n != 5 {
+	if n := h.be.logins.Count(); n != 5 {
 		t.Fatalf("%d logins reached the backend, want 5 (answers %v)", n, got)
 	}
 	if got[http.StatusOK]+got[http.StatusFound] != 0 || got[http.StatusUnauthorized] > 5 {
@@ -137,7 +100,7 @@ func TestBlockReachesOpenWebConnections(t *testing.T) {
 			t.Fatalf("connection %d after the block: %d", i+5, code)
 		}
 	}
-	if n := h.be.logins.n.Load(); n != 5 {
+	if n := h.be.logins.Count(); n != 5 {
 		t.Fatalf("%d logins reached the backend, want 5", n)
 	}
 }
@@ -148,7 +111,7 @@ func TestParallelRightWebLogins(t *testing.T) {
 	h := newHarness(t, harnessOpts{cfg: guardWebCfg, tls: true})
 	c := h.client("127.0.0.63")
 	getWith(t, c, h.url("/"))
-	release := h.be.logins.holdLogins()
+	release := h.be.logins.Hold()
 	var wg sync.WaitGroup
 	for i := range 5 {
 		wg.Go(func() {
@@ -157,7 +120,7 @@ func TestParallelRightWebLogins(t *testing.T) {
 			}
 		})
 	}
-	h.be.logins.wait(t, 5)
+	h.be.logins.Wait(t, 5)
 	close(release)
 	wg.Wait()
 }
