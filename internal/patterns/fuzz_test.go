@@ -2,6 +2,7 @@ package patterns
 
 import (
 	"context"
+	"github.com/postern/postern/internal/fcrdns/fcrdnstest"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -17,13 +18,13 @@ var fuzzProbe = []netip.Addr{
 
 // fuzzNames gives every probe address but one a name that host masks can
 // match.
-var fuzzNames = &fakeNames{names: map[netip.Addr]string{
+var fuzzNames = fcrdnstest.NewNames(map[netip.Addr]string{
 	netip.MustParseAddr("10.0.0.1"):        "mail.example.com",
 	netip.MustParseAddr("192.168.1.1"):     "guest.example.com",
 	netip.MustParseAddr("175.137.1.1"):     "icewarp.co.uk",
 	netip.MustParseAddr("2001:db8::1"):     "example.com",
 	netip.MustParseAddr("255.255.255.255"): "mail7.example.com",
-}}
+})
 
 // FuzzCompile feeds arbitrary text as a pattern definition: it must compile
 // or fail with an error, never panic, and Explain must agree with Contains

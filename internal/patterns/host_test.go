@@ -3,41 +3,16 @@ package patterns
 import (
 	"context"
 	"errors"
+	"github.com/postern/postern/internal/fcrdns/fcrdnstest"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/postern/postern/internal/diag"
 )
 
-// fakeNames is a NameResolver over a fixed table; it counts its calls.
-type fakeNames struct {
-	mu    sync.Mutex
-	names map[netip.Addr]string
-	calls int
-}
-
-var errNoPTR = errors.New("no PTR record")
-
-func (f *fakeNames) VerifiedName(_ context.Context, a netip.Addr) (string, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls++
-	if n, ok := f.names[a]; ok {
-		return n, nil
-	}
-	return "", errNoPTR
-}
-
-func (f *fakeNames) count() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.calls
-}
-
-func testNames() *fakeNames {
-	return &fakeNames{names: map[netip.Addr]string{
+func testNames() *fcrdnstest.Names {
+	return fcrdnstest.NewNames(map[netip.Addr]string{
 		netip.MustParseAddr("192.0.2.1"):   "mail.example.com",
 		netip.MustParseAddr("192.0.2.2"):   "a.b.example.com",
 		netip.MustParseAddr("192.0.2.3"):   "example.com",
@@ -47,7 +22,7 @@ func testNames() *fakeNames {
 		netip.MustParseAddr("192.0.2.7"):   "Mail.Example.COM.",
 		netip.MustParseAddr("2001:db8::1"): "v6.example.com",
 		netip.MustParseAddr("10.1.2.3"):    "inside.example.com",
-	}}
+	})
 }
 
 func compileNames(t *testing.T, names NameResolver, defs ...[2]string) *Registry {
@@ -121,8 +96,8 @@ func TestIceWarpForms(t *testing.T) {
 				t.Errorf("%q should not hold %s", c.item, a)
 			}
 		}
-		if c.kind != KindHost && names.count() != 0 {
-			t.Errorf("%q: the name resolver was asked %d times for a pattern without host masks", c.item, names.count())
+		if c.kind != KindHost && names.Calls() != 0 {
+			t.Errorf("%q: the name resolver was asked %d times for a pattern without host masks", c.item, names.Calls())
 		}
 	}
 }
@@ -174,20 +149,20 @@ func TestHostMasksInPatterns(t *testing.T) {
 
 	// A pattern without host masks never asks; one with them asks only
 	// when the answer depends on the name.
-	names.calls = 0
+	names.Reset()
 	reg.Lookup("Plain").ContainsClient(ctx, netip.MustParseAddr("10.2.0.1"))
 	reg.Lookup("Plain").ContainsClient(ctx, netip.MustParseAddr("192.0.2.1"))
-	if names.count() != 0 {
-		t.Fatalf("a pattern without host masks looked a name up %d times", names.count())
+	if names.Calls() != 0 {
+		t.Fatalf("a pattern without host masks looked a name up %d times", names.Calls())
 	}
 	reg.Lookup("Mono").ContainsClient(ctx, netip.MustParseAddr("10.1.2.3")) // held by 10.0.0.0/8
 	reg.Lookup("Mono").ContainsClient(ctx, netip.MustParseAddr("10.9.1.1")) // excluded by address
-	if names.count() != 0 {
-		t.Fatalf("lookups whose answer did not depend on the name: %d", names.count())
+	if names.Calls() != 0 {
+		t.Fatalf("lookups whose answer did not depend on the name: %d", names.Calls())
 	}
 	reg.Lookup("Mono").ContainsClient(ctx, netip.MustParseAddr("192.0.2.1"))
-	if names.count() != 1 {
-		t.Fatalf("a host-mask decision made %d lookups, want 1", names.count())
+	if names.Calls() != 1 {
+		t.Fatalf("a host-mask decision made %d lookups, want 1", names.Calls())
 	}
 }
 
@@ -220,7 +195,7 @@ func TestExplainClientNamesItemAndName(t *testing.T) {
 		t.Fatalf("excluded by host mask: %+v", m)
 	}
 	m = reg.Lookup("Outer").ExplainClient(ctx, netip.MustParseAddr("192.0.2.99"))
-	if m.In || len(m.Steps) != 0 || m.Client == nil || !errors.Is(m.Client.Err, errNoPTR) {
+	if m.In || len(m.Steps) != 0 || m.Client == nil || !errors.Is(m.Client.Err, fcrdnstest.ErrNoPTR) {
 		t.Fatalf("no PTR: %+v", m)
 	}
 }
@@ -247,8 +222,8 @@ func TestHostMaskErrorsHavePositions(t *testing.T) {
 // its exclusions still win over a matching name.
 func TestHostMasksWithGeoItems(t *testing.T) {
 	names := testNames()
-	names.names[netip.MustParseAddr("175.136.66.1")] = "mail.example.com"
-	names.names[netip.MustParseAddr("104.16.0.9")] = "cdn.elsewhere.example"
+	names.Set(netip.MustParseAddr("175.136.66.1"), "mail.example.com")
+	names.Set(netip.MustParseAddr("104.16.0.9"), "cdn.elsewhere.example")
 	reg := compileNames(t, names,
 		[2]string{"Excl", "175.136.66.0/24"},
 		[2]string{"G", "country:MY; asn:13335; *.example.com; ![Excl]; !cdn.elsewhere.example"},

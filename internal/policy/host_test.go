@@ -1,35 +1,15 @@
 package policy
 
 import (
-	"context"
 	"errors"
+	"github.com/postern/postern/internal/fcrdns/fcrdnstest"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/postern/postern/internal/config"
 	"github.com/postern/postern/internal/patterns"
 )
-
-// countingNames is a NameResolver over a fixed table that counts lookups.
-type countingNames struct {
-	mu    sync.Mutex
-	names map[netip.Addr]string
-	calls int
-}
-
-var errNoPTR = errors.New("no PTR record")
-
-func (c *countingNames) VerifiedName(_ context.Context, a netip.Addr) (string, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.calls++
-	if n, ok := c.names[a]; ok {
-		return n, nil
-	}
-	return "", errNoPTR
-}
 
 func buildNames(t testing.TB, text string, names patterns.NameResolver) (*Policy, error) {
 	t.Helper()
@@ -73,14 +53,14 @@ var (
 	ceoOffice = netip.MustParseAddr("198.51.100.5")
 )
 
-func hostNames() *countingNames {
-	return &countingNames{names: map[netip.Addr]string{
+func hostNames() *fcrdnstest.Names {
+	return fcrdnstest.NewNames(map[netip.Addr]string{
 		partner:   "admin1.partner.example",
 		partner2:  "icewarp.co.uk",
 		evil:      "box.evil.example",
 		lan:       "pc.lan.example",
 		ceoOffice: "ceo.office.example",
-	}}
+	})
 }
 
 func TestHostMasksInServiceAndLoginLists(t *testing.T) {
@@ -132,7 +112,7 @@ func TestHostMasksInServiceAndLoginLists(t *testing.T) {
 		t.Errorf("deny explanation: %+v", deny)
 	}
 	v, _ = p.ExplainService("imap", nameless)
-	if c := v.Rules[1].Match.Client; c == nil || !errors.Is(c.Err, errNoPTR) {
+	if c := v.Rules[1].Match.Client; c == nil || !errors.Is(c.Err, fcrdnstest.ErrNoPTR) {
 		t.Errorf("grant explanation for a client without a name: %+v", v.Rules[1])
 	}
 }
@@ -157,8 +137,8 @@ func TestNoHostMasksNoLookups(t *testing.T) {
 		_, _ = p.ExplainService("imap", a)
 		p.ExplainLogin("ceo@example.com", a)
 	}
-	if names.calls != 0 {
-		t.Fatalf("%d name lookups for a policy without host masks", names.calls)
+	if names.Calls() != 0 {
+		t.Fatalf("%d name lookups for a policy without host masks", names.Calls())
 	}
 }
 
