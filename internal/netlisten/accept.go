@@ -82,7 +82,7 @@ func (l *Listener) handle(raw net.Conn) {
 		go l.serveTrusted(raw, peer, local)
 		return
 	}
-	l.dispatch(newConn(raw, raw, peer, local, false, l.cfg.TLS))
+	l.dispatch(newConn(raw, raw, peer, local, false, l.tls.Load()))
 }
 
 // dispatch takes a slot for c and hands it to Accept, or refuses it. It

@@ -2,6 +2,7 @@ package netlisten
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"time"
 )
@@ -43,6 +44,19 @@ func (l *Listener) SetOverLimit(f func(c *Conn, reason string)) {
 	l.overLimit.Store(&fn)
 }
 
+// SetLimits changes the connection limits (as Config.MaxConns and
+// Config.MaxPerAddr; 0: unlimited) for connections admitted from now on.
+// Connections already admitted stay. Negative limits are an error.
+func (l *Listener) SetLimits(maxConns, maxPerAddr int) error {
+	if maxConns < 0 || maxPerAddr < 0 {
+		return fmt.Errorf("netlisten: %s: negative connection limit (%d total, %d per address)", l.addr, maxConns, maxPerAddr)
+	}
+	l.mu.Lock()
+	l.maxConns, l.maxPerAddr = maxConns, maxPerAddr
+	l.mu.Unlock()
+	return nil
+}
+
 // limitKey is what the per-address limit counts: the address itself for
 // IPv4, its /64 for IPv6, since one host or customer commonly holds a
 // whole /64 and could otherwise open MaxPerAddr connections from each of
@@ -75,11 +89,11 @@ func (l *Listener) admit(c *Conn) (reason string, ok bool) {
 	if l.stopped {
 		return "", false
 	}
-	if l.cfg.MaxConns > 0 && len(l.conns) >= l.cfg.MaxConns {
+	if l.maxConns > 0 && len(l.conns) >= l.maxConns {
 		return ReasonMaxConns, true
 	}
 	a := limitKey(c.client.Addr())
-	if l.cfg.MaxPerAddr > 0 && l.perAddr[a] >= l.cfg.MaxPerAddr {
+	if l.maxPerAddr > 0 && l.perAddr[a] >= l.maxPerAddr {
 		return ReasonMaxPerAddr, true
 	}
 	l.conns[c] = struct{}{}

@@ -70,11 +70,17 @@ type Listener struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	mu      sync.Mutex
-	stopped bool
-	conns   map[*Conn]struct{} // holding a slot
-	perAddr map[netip.Addr]int // by limitKey
-	drained chan struct{}      // closed when conns becomes empty; nil if nobody waits
+	// tls is the implicit-TLS configuration of new connections (nil:
+	// plaintext); SetTLS replaces it.
+	tls atomic.Pointer[tls.Config]
+
+	mu         sync.Mutex
+	maxConns   int // Config.MaxConns until SetLimits
+	maxPerAddr int // Config.MaxPerAddr until SetLimits
+	stopped    bool
+	conns      map[*Conn]struct{} // holding a slot
+	perAddr    map[netip.Addr]int // by limitKey
+	drained    chan struct{}      // closed when conns becomes empty; nil if nobody waits
 }
 
 // Listen opens a TCP listener as configured and starts accepting. ctx
@@ -129,7 +135,11 @@ func serve(ln net.Listener, cfg Config) *Listener {
 		failed:  make(chan struct{}),
 		conns:   make(map[*Conn]struct{}),
 		perAddr: make(map[netip.Addr]int),
+
+		maxConns:   cfg.MaxConns,
+		maxPerAddr: cfg.MaxPerAddr,
 	}
+	l.tls.Store(cfg.TLS)
 	l.wg.Add(1)
 	go l.acceptLoop()
 	return l
@@ -144,8 +154,16 @@ func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 // permanent error (the listener should then be closed). Temporary errors
 // (too many open files, aborted connections) are retried with backoff and
 // logged, not returned.
-func (l *Listener) Accept() (*Conn, error) {
+func (l *Listener) Accept() (*Conn, error) { return l.AcceptUntil(nil) }
+
+// AcceptUntil is Accept that also returns, with an error wrapping
+// net.ErrClosed, once stop is closed; the listener goes on accepting for
+// other callers. A gateway hands a listener from one server to the next
+// this way without closing the socket.
+func (l *Listener) AcceptUntil(stop <-chan struct{}) (*Conn, error) {
 	select {
+	case <-stop:
+		return nil, fmt.Errorf("netlisten: accept on %s: handed over: %w", l.addr, net.ErrClosed)
 	case <-l.stop.Done():
 		return nil, fmt.Errorf("netlisten: accept on %s: %w", l.addr, net.ErrClosed)
 	default:
@@ -153,11 +171,27 @@ func (l *Listener) Accept() (*Conn, error) {
 	select {
 	case c := <-l.ready:
 		return c, nil
+	case <-stop:
+		return nil, fmt.Errorf("netlisten: accept on %s: handed over: %w", l.addr, net.ErrClosed)
 	case <-l.stop.Done():
 		return nil, fmt.Errorf("netlisten: accept on %s: %w", l.addr, net.ErrClosed)
 	case <-l.failed:
 		return nil, l.fail
 	}
+}
+
+// SetTLS replaces the implicit-TLS configuration for connections accepted
+// from now on (a listener opened without TLS stays plaintext: cfg must be
+// nil then, and a TLS listener cannot become plaintext).
+func (l *Listener) SetTLS(cfg *tls.Config) error {
+	if (cfg == nil) != (l.tls.Load() == nil) {
+		return fmt.Errorf("netlisten: %s: implicit TLS cannot be switched on or off on an open listener", l.addr)
+	}
+	if cfg != nil && len(cfg.Certificates) == 0 && cfg.GetCertificate == nil && cfg.GetConfigForClient == nil {
+		return fmt.Errorf("netlisten: %s: TLS configuration without a certificate", l.addr)
+	}
+	l.tls.Store(cfg)
+	return nil
 }
 
 // Close stops accepting: it closes the listening socket, and connections

@@ -340,3 +340,68 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// A server whose acceptor stops (handed over after a reload) keeps its
+// sessions: they are not drained until the gateway itself stops, and
+// Serve returns when the last one ends.
+func TestHandedOverServerKeepsItsSessions(t *testing.T) {
+	var conns Conns
+	ln := &chanAcceptor{conns: make(chan net.Conn), closed: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	release := make(chan struct{})
+	served := make(chan error, 1)
+	go func() {
+		served <- conns.Serve(ctx, ln, time.Millisecond, func(ctx context.Context, c Conn) {
+			defer c.Close()
+			<-release
+			c.Write([]byte("still here"))
+		})
+	}()
+	client, pa := tcpPair(t)
+	ln.conns <- pa
+	ln.Close() // hand-over: no more connections for this server
+	// The session goes on although the drain time (1 ms) has long passed.
+	select {
+	case <-served:
+		t.Fatal("Serve returned while its session was live")
+	case <-time.After(50 * time.Millisecond):
+	}
+	if conns.Live() != 1 {
+		t.Fatalf("Live = %d, want the session", conns.Live())
+	}
+	close(release)
+	if got := readN(t, client, 10); string(got) != "still here" {
+		t.Fatalf("client read %q", got)
+	}
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return after its last session")
+	}
+}
+
+// DrainContext ends drain after its parent, not before.
+func TestDrainContext(t *testing.T) {
+	parent, stop := context.WithCancel(context.Background())
+	dctx, cancel := DrainContext(parent, 20*time.Millisecond)
+	defer cancel()
+	select {
+	case <-dctx.Done():
+		t.Fatal("drain context ended while its parent lives")
+	case <-time.After(30 * time.Millisecond):
+	}
+	stop()
+	begin := time.Now()
+	select {
+	case <-dctx.Done():
+		if d := time.Since(begin); d < 15*time.Millisecond {
+			t.Errorf("drain context ended %v after its parent, want about 20ms", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("drain context did not end after the drain time")
+	}
+}

@@ -79,9 +79,11 @@ func (s *Conns) recovered(conn net.Conn, client netip.AddrPort) {
 		"panic", fmt.Sprint(v), "stack", string(buf))
 }
 
-// Serve handles connections from ln until ctx is done or ln fails; then it
-// closes ln and waits for the live connections, closing those still
-// running after drain.
+// Serve handles connections from ln until ctx is done or ln stops
+// accepting (closed, failed, or handed over to the next server after a
+// reload). The sessions it started go on after that; once ctx is done they
+// get drain to finish (DrainContext), then the rest are closed. Serve
+// returns when every session has ended, with ln's error if it failed.
 func (s *Conns) Serve(ctx context.Context, ln Acceptor, drain time.Duration, handle Handler) error {
 	s.mu.Lock()
 	if s.conns == nil {
@@ -110,9 +112,11 @@ func (s *Conns) Serve(ctx context.Context, ln Acceptor, drain time.Duration, han
 	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
+	dctx, cancel := DrainContext(ctx, drain)
+	defer cancel()
 	select {
 	case <-done:
-	case <-time.After(drain):
+	case <-dctx.Done():
 		s.mu.Lock()
 		for c := range s.conns {
 			c.Close()
@@ -121,6 +125,34 @@ func (s *Conns) Serve(ctx context.Context, ln Acceptor, drain time.Duration, han
 		<-done
 	}
 	return err
+}
+
+// DrainContext returns a context that ends drain after ctx ends: the
+// time live sessions get to finish once the gateway stops. Every gateway
+// (and the web gateway's HTTP server) drains by it. Call cancel when the
+// sessions have ended.
+func DrainContext(ctx context.Context, drain time.Duration) (context.Context, context.CancelFunc) {
+	dctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var (
+		mu    sync.Mutex
+		timer *time.Timer
+	)
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if dctx.Err() == nil {
+			timer = time.AfterFunc(drain, cancel)
+		}
+	})
+	return dctx, func() {
+		stop()
+		mu.Lock()
+		if timer != nil {
+			timer.Stop()
+		}
+		mu.Unlock()
+		cancel()
+	}
 }
 
 func (s *Conns) track(c net.Conn, add bool) {

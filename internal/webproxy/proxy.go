@@ -18,6 +18,7 @@ import (
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/mimic"
 	"github.com/postern/postern/internal/policy"
+	"github.com/postern/postern/internal/relay"
 )
 
 // Engine is what the gateway needs of the intrusion prevention engine.
@@ -45,6 +46,8 @@ type Proxy struct {
 
 	mu    sync.Mutex
 	conns map[*clientConn]struct{}
+	// emptied, when not nil, is closed once conns becomes empty.
+	emptied chan struct{}
 }
 
 // New returns a Proxy; policy is read on every request, so a reload takes
@@ -76,10 +79,13 @@ func New(cfg Config, eng Engine, pol func() *policy.Policy, lg *slog.Logger) (*P
 	return p, nil
 }
 
-// Serve answers HTTP (HTTPS with Config.TLS) on ln until ctx is done; then
-// it stops accepting, lets requests in flight finish for up to drain, and
-// closes every connection left (WebSockets included). ln yields the
-// connections with their real client address as RemoteAddr (netlisten).
+// Serve answers HTTP (HTTPS with Config.TLS) on ln until ctx is done or ln
+// stops accepting (closed, or handed over to the next server after a
+// reload). Then it stops accepting and lets requests in flight finish:
+// after a hand-over until they end, once ctx is done for up to drain
+// (relay.DrainContext); then it closes every connection left (WebSockets
+// included). ln yields the connections with their real client address as
+// RemoteAddr (netlisten).
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener, drain time.Duration) error {
 	// net/http's own errors (TLS handshakes, malformed requests) go to the
 	// structured log at debug level.
@@ -111,14 +117,18 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener, drain time.Duration)
 		}
 	}()
 	var err error
+	dctx, cancel := relay.DrainContext(ctx, drain)
+	defer cancel()
 	select {
-	case err = <-errc:
-	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.Background(), drain)
-		if serr := srv.Shutdown(sctx); serr != nil {
+	case err = <-errc: // ln ended: serve what is in flight to its end
+		if serr := srv.Shutdown(dctx); serr != nil {
 			srv.Close()
 		}
-		cancel()
+		p.waitHijacked(dctx)
+	case <-ctx.Done():
+		if serr := srv.Shutdown(dctx); serr != nil {
+			srv.Close()
+		}
 		err = <-errc
 	}
 	p.closeAll()
@@ -134,6 +144,28 @@ func (p *Proxy) Live() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.conns)
+}
+
+// waitHijacked waits until every client connection has closed (after
+// Shutdown only hijacked ones, WebSockets, can be left) or ctx is done.
+func (p *Proxy) waitHijacked(ctx context.Context) {
+	for {
+		p.mu.Lock()
+		if len(p.conns) == 0 {
+			p.mu.Unlock()
+			return
+		}
+		if p.emptied == nil {
+			p.emptied = make(chan struct{})
+		}
+		emptied := p.emptied
+		p.mu.Unlock()
+		select {
+		case <-emptied:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 func (p *Proxy) closeAll() {
@@ -176,6 +208,10 @@ func (c *clientConn) Close() error {
 		}
 		c.p.mu.Lock()
 		delete(c.p.conns, c)
+		if len(c.p.conns) == 0 && c.p.emptied != nil {
+			close(c.p.emptied)
+			c.p.emptied = nil
+		}
 		c.p.mu.Unlock()
 	})
 	return err
