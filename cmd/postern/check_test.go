@@ -1,16 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"log/slog"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/postern/postern/internal/snapshot"
 )
 
 // deadConfig switches on triggers that nothing can feed: failed logins
@@ -145,14 +141,21 @@ intrusion_prevention:
 // TestServeLogsTriggersThatCannotFire: the running gateway logs the same
 // warnings as check, at start and on every reload.
 func TestServeLogsTriggersThatCannotFire(t *testing.T) {
-	cfg := filepath.Join(t.TempDir(), "postern.yaml")
-	writeFile(t, cfg, deadConfig)
-	snap, err := snapshot.Load(context.Background(), cfg, time.Now())
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "postern.yaml")
+	writeFile(t, cfg, deadConfig+stateConfig(t, dir))
+	var buf syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	g, err := startGateway(ctx, cfg, &buf)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var buf bytes.Buffer
-	logLoaded(slog.New(slog.NewTextHandler(&buf, nil)), snap)
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx, nil) }()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 	for _, want := range []string{
 		"intrusion_prevention.smtp.spam_score (S) can never fire: no spam scanner is configured",
 		"refuse_blocked and close_blocked_connection are both off",

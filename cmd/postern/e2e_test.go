@@ -42,10 +42,10 @@ func childServe() int {
 		return 3
 	}
 	if os.Getenv("POSTERN_TEST_SCRIPT") == "1" {
-		scriptedSession(g.engine)
+		scriptedSession(g.Engine())
 	}
 	fmt.Println("ready")
-	if err := g.run(ctx, nil); err != nil {
+	if err := g.Run(ctx, nil); err != nil {
 		fmt.Fprintln(os.Stderr, "child:", err)
 		return 4
 	}

@@ -9,7 +9,9 @@ import (
 
 	"github.com/postern/postern/internal/admin"
 	"github.com/postern/postern/internal/config"
+	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/policy"
+	"github.com/postern/postern/internal/snapshot"
 )
 
 // apiExplanation is the administration API's answer to GET /v1/explain.
@@ -42,12 +44,17 @@ type apiBlock struct {
 	By         string    `json:"by"`
 }
 
-// explain answers the API's explain: the access policy of the running
-// configuration and the engine's blocks, for one address.
-func (g *gateway) explain(_ context.Context, addr netip.Addr, service, account, path string) (any, error) {
-	snap := g.holder.Load()
+// liveExplainer answers the API's explain: the access policy of the
+// running configuration and the engine's blocks, for one address.
+func liveExplainer(current func() *snapshot.Snapshot, eng *guard.Engine) admin.Explainer {
+	return func(ctx context.Context, addr netip.Addr, service, account, path string) (any, error) {
+		return explainLive(current(), eng, addr, service, account, path)
+	}
+}
+
+func explainLive(snap *snapshot.Snapshot, eng *guard.Engine, addr netip.Addr, service, account, path string) (any, error) {
 	addr = addr.Unmap()
-	out := apiExplanation{Address: addr.String(), Service: service, Decision: "allow", At: g.engine.Now().UTC(), Rules: []apiRule{}, Because: []string{}}
+	out := apiExplanation{Address: addr.String(), Service: service, Decision: "allow", At: eng.Now().UTC(), Rules: []apiRule{}, Because: []string{}}
 	if snap.GeoIP != nil {
 		if cc, src, ok := snap.GeoIP.Country(addr); ok {
 			out.Country, out.GeoIP = cc, fmt.Sprintf("%s (built %s)", src.Path, src.BuildTime.UTC().Format(time.DateOnly))
@@ -87,9 +94,9 @@ func (g *gateway) explain(_ context.Context, addr netip.Addr, service, account, 
 			deny("the login restriction for " + account)
 		}
 	}
-	if b, ok := g.engine.BlockOf(addr); ok {
+	if b, ok := eng.BlockOf(addr); ok {
 		out.Block = &apiBlock{Target: b.Prefix.String(), Reason: b.Reason.String(), ReasonName: b.Reason.Name(), Detail: b.Detail, Expires: b.Expires, By: b.By}
-		st := g.engine.Settings()
+		st := eng.Settings()
 		refused := st.RefuseBlocked
 		if service != "" {
 			refused = st.RefusesBlock(service, b.Reason)

@@ -10,7 +10,6 @@ import (
 
 	"github.com/postern/postern/internal/fcrdns/fcrdnstest"
 	"github.com/postern/postern/internal/guard"
-	"github.com/postern/postern/internal/snapshot"
 )
 
 // explain and pattern test say which host mask matched and with what name,
@@ -108,7 +107,7 @@ login_restrictions:
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- g.run(ctx, nil) }()
+	go func() { done <- g.Run(ctx, nil) }()
 	defer func() {
 		cancel()
 		select {
@@ -123,17 +122,17 @@ login_restrictions:
 		"127.0.0.4": guard.Refuse, // no PTR
 		"127.0.0.5": guard.Allow,
 	} {
-		if got := g.engine.Admit(netip.MustParseAddr(addr), "imap").Action; got != want {
+		if got := g.Engine().Admit(netip.MustParseAddr(addr), "imap").Action; got != want {
 			t.Errorf("Admit %s = %v, want %v", addr, got, want)
 		}
 	}
-	pol := g.holder.Load().Policy
+	pol := g.Snapshot().Policy
 	if !pol.AllowLogin("ceo@example.com", netip.MustParseAddr("127.0.0.5")) || pol.AllowLogin("ceo@example.com", netip.MustParseAddr("127.0.0.2")) {
 		t.Error("login restriction by host mask")
 	}
 	q := z.Queries()
-	g.engine.Admit(netip.MustParseAddr("127.0.0.2"), "imap")
-	g.engine.Admit(netip.MustParseAddr("127.0.0.4"), "imap")
+	g.Engine().Admit(netip.MustParseAddr("127.0.0.2"), "imap")
+	g.Engine().Admit(netip.MustParseAddr("127.0.0.4"), "imap")
 	if z.Queries() != q {
 		t.Errorf("cached names were looked up again (%d queries)", z.Queries()-q)
 	}
@@ -157,32 +156,5 @@ admin: { listen: "tcp:127.0.0.1:0", token_file: `+filepath.Join(dir, "state", "a
 	_, err := startGateway(ctx, cfg, &logs)
 	if err == nil || !strings.Contains(err.Error(), "admin.grant takes addresses and networks, not host masks") {
 		t.Fatalf("error %v", err)
-	}
-}
-
-// plaintext_login lists match host masks like the other lists.
-func TestPlaintextLoginByHostMask(t *testing.T) {
-	z := fcrdnstest.Start(t,
-		fcrdnstest.PTR(t, "127.0.0.2", "pc.lan.example."), "pc.lan.example. 300 IN A 127.0.0.2",
-	)
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "postern.yaml")
-	writeFile(t, cfg, `dns: { resolver: "`+z.Addr+`" }
-services:
-  imap: { listen: "127.0.0.1:0", backend: "127.0.0.1:1", plaintext_login: "*.lan.example; 10.0.0.0/8" }
-`)
-	snap, err := snapshot.Load(context.Background(), cfg, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := &gateway{holder: snapshot.NewHolder(snap)}
-	_, plain, err := g.mailReaderConfig(&frontEnd{name: "imap", svc: snap.Config.Services["imap"]}, snap.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for addr, want := range map[string]bool{"127.0.0.2": true, "127.0.0.3": false, "10.1.1.1": true} {
-		if got := plain(netip.MustParseAddr(addr)); got != want {
-			t.Errorf("plaintext login from %s: %v, want %v", addr, got, want)
-		}
 	}
 }

@@ -14,7 +14,9 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/admin"
+	"github.com/postern/postern/internal/gateway"
 	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/store"
 )
 
 // importBudgetMiB is the most resident memory a gateway may take on top of
@@ -146,13 +148,20 @@ func TestBlocksImportFailedEnforcesNothing(t *testing.T) {
 	writeFile(t, cfg, "services:\n  smtp: { listen: \"127.0.0.1:0\", backend: \"127.0.0.1:10025\" }\n"+stateConfig(t, dir))
 	ctx, cancel := context.WithCancel(context.Background())
 	var logs syncBuffer
-	g, err := startGateway(ctx, cfg, &logs)
+	opts := gatewayOptions(&logs)
+	var db *store.DB
+	opts.OpenStore = func(ctx context.Context, path string) (*store.DB, error) {
+		var err error
+		db, err = store.Open(ctx, path)
+		return db, err
+	}
+	g, err := gateway.Start(ctx, cfg, opts)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- g.run(ctx, nil) }()
+	go func() { done <- g.Run(ctx, nil) }()
 	defer func() {
 		cancel()
 		<-done
@@ -165,7 +174,7 @@ func TestBlocksImportFailedEnforcesNothing(t *testing.T) {
 	if code != 2 || out != "" || !strings.Contains(errs, "line 3: expires: 9999-12-31T23:59:59Z is more than 10 years ahead") {
 		t.Fatalf("import of year 9999: %d %q %q", code, out, errs)
 	}
-	if a := g.engine.Admit(netip.MustParseAddr("10.9.0.1"), "smtp"); a.Action != guard.Allow || len(g.engine.Blocks()) != 0 {
+	if a := g.Engine().Admit(netip.MustParseAddr("10.9.0.1"), "smtp"); a.Action != guard.Allow || len(g.Engine().Blocks()) != 0 {
 		t.Fatalf("a refused import is enforced: %+v", a)
 	}
 	js := filepath.Join(dir, "blocks.json")
@@ -181,14 +190,14 @@ func TestBlocksImportFailedEnforcesNothing(t *testing.T) {
 	// The store fails (here: closed under the engine): the API reports the
 	// failure and nothing is enforced.
 	writeFile(t, file, admin.CSVHeader+"\n"+good)
-	if err := g.db.Close(); err != nil {
+	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
 	code, _, errs = postern(t, "blocks", "import", "-c", cfg, file)
 	if code != 2 || errs == "" {
 		t.Fatalf("import into a closed store: %d %q", code, errs)
 	}
-	if a := g.engine.Admit(netip.MustParseAddr("10.9.0.1"), "smtp"); a.Action != guard.Allow || len(g.engine.Blocks()) != 0 {
+	if a := g.Engine().Admit(netip.MustParseAddr("10.9.0.1"), "smtp"); a.Action != guard.Allow || len(g.Engine().Blocks()) != 0 {
 		t.Fatalf("an import the store refused is enforced: %+v", a)
 	}
 	if !strings.Contains(logs.String(), "none imported") {

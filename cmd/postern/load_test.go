@@ -34,7 +34,7 @@ func TestConcurrentAdminDuringEventLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- g.run(ctx, nil) }()
+	go func() { done <- g.Run(ctx, nil) }()
 	token, err := admin.ReadToken(filepath.Join(dir, "state", "admin.token"))
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +50,7 @@ func TestConcurrentAdminDuringEventLoad(t *testing.T) {
 			defer wg.Done()
 			for i := range perWorker * 5 {
 				a := netip.AddrFrom4([4]byte{10, byte(w), byte(i >> 8), byte(i)})
-				s, _ := g.engine.Open(a, "smtp", nil)
+				s, _ := g.Engine().Open(a, "smtp", nil)
 				s.DNSBLListed("zen.example.org")
 				s.Close()
 			}
@@ -79,7 +79,7 @@ func TestConcurrentAdminDuringEventLoad(t *testing.T) {
 	wg.Wait()
 
 	want := workers*perWorker*5 + workers*perWorker/2
-	mem := g.engine.Blocks()
+	mem := g.Engine().Blocks()
 	listed, err := cl.ListBlocks(ctx, admin.Filter{})
 	if err != nil {
 		t.Fatal(err)
@@ -144,7 +144,7 @@ func TestStoreProblemsAtStartup(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- g.run(ctx, nil) }()
+	go func() { done <- g.Run(ctx, nil) }()
 	err = serve(context.Background(), cfg, &logs, nil)
 	if err == nil || !strings.Contains(err.Error(), "in use by another postern process") {
 		t.Fatalf("locked store: %v", err)

@@ -41,12 +41,15 @@ func NetworkOf(a netip.Addr) netip.Prefix {
 // a bound is reached; otherwise release must be called exactly once when
 // the connection ends (LimitConn does it on Close).
 func (l *BackendLimit) Acquire(client netip.Addr) (release func(), err error) {
-	if l == nil || l.Max <= 0 && l.PerNetwork <= 0 {
+	if l == nil {
 		return func() {}, nil
 	}
 	n := NetworkOf(client)
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.Max <= 0 && l.PerNetwork <= 0 {
+		return func() {}, nil
+	}
 	if l.Max > 0 && l.total >= l.Max || l.PerNetwork > 0 && l.per[n] >= l.PerNetwork {
 		return nil, ErrBackendLimit
 	}
@@ -109,6 +112,15 @@ func ReleaseLimit(c net.Conn) {
 	if lc, ok := c.(*limitedConn); ok {
 		lc.once.Do(lc.release)
 	}
+}
+
+// SetBounds changes the bounds (as Max and PerNetwork) for connections
+// acquired from now on; connections held stay counted, so after a reload
+// the new bounds apply to the connections already open too.
+func (l *BackendLimit) SetBounds(max, perNetwork int) {
+	l.mu.Lock()
+	l.Max, l.PerNetwork = max, perNetwork
+	l.mu.Unlock()
 }
 
 // Default bounds of backend connections for the mail services: below the

@@ -1,0 +1,350 @@
+// Package gateway runs postern: it loads the configuration into a
+// snapshot, opens the block store, starts the intrusion prevention engine,
+// the administration API and one front-end per configured service, and
+// applies a reloaded configuration (SIGHUP) to all of them while they run.
+//
+// A reload builds everything from the new snapshot before it changes
+// anything: a configuration that does not build is rejected and the
+// running one stays whole. Then it swaps the snapshot, hands each
+// listener over to a server built from the new configuration (sessions
+// in flight finish on the configuration they started with), binds the
+// listeners of new and moved services, closes those of removed ones, and
+// logs which keys changed and which wait for a restart.
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/postern/postern/internal/admin"
+	"github.com/postern/postern/internal/config"
+	"github.com/postern/postern/internal/diag"
+	"github.com/postern/postern/internal/dnsbl"
+	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/snapshot"
+	"github.com/postern/postern/internal/store"
+)
+
+// DefaultStorePath is where blocks are kept when store.path is not set.
+const DefaultStorePath = "/var/lib/postern/postern.db"
+
+// Defaults of Options.
+const (
+	// DefaultReloadTimeout bounds a configuration reload: reading and
+	// compiling every file, GeoIP databases and bypass host names
+	// included. A reload that takes longer is abandoned and the running
+	// configuration stays.
+	DefaultReloadTimeout = 2 * time.Minute
+	// DefaultDrain is how long live sessions may finish after a stop
+	// signal.
+	DefaultDrain = 30 * time.Second
+)
+
+// sweepInterval is how often the engine's housekeeping runs.
+const sweepInterval = time.Minute
+
+// reloadAbandonGrace is how long shutdown waits for an abandoned or
+// cancelled reload to return before it closes the store anyway.
+const reloadAbandonGrace = 2 * time.Second
+
+// Options are what the command line gives a gateway beyond its
+// configuration file.
+type Options struct {
+	// Log receives the structured log; nil: os.Stderr.
+	Log io.Writer
+	// Warnings lists configuration warnings beyond the snapshot's own
+	// (the ones `postern check` prints); nil: none.
+	Warnings func(*config.File) []error
+	// Explain makes the administration API's explain from the running
+	// snapshot and the engine; nil: the API's explain is not available.
+	Explain func(current func() *snapshot.Snapshot, eng *guard.Engine) admin.Explainer
+	// Load builds a snapshot (nil: snapshot.Load); tests replace it.
+	Load func(ctx context.Context, path string, now time.Time) (*snapshot.Snapshot, error)
+	// OpenStore opens the block store (nil: store.Open); tests replace it.
+	OpenStore func(ctx context.Context, path string) (*store.DB, error)
+	// ReloadTimeout bounds a reload; 0: DefaultReloadTimeout.
+	ReloadTimeout time.Duration
+	// Drain is how long sessions get to finish at shutdown; 0:
+	// DefaultDrain.
+	Drain time.Duration
+}
+
+// Gateway is a running postern: its configuration, store, engine,
+// administration API and front-ends.
+type Gateway struct {
+	path   string
+	opts   Options
+	log    *slog.Logger
+	level  *slog.LevelVar
+	holder *snapshot.Holder
+	db     *store.DB
+	engine *guard.Engine
+	api    *admin.Server
+	apiLn  net.Listener
+	grant  atomic.Pointer[func(netip.Addr) bool] // the admin grant of the running configuration
+
+	// Set when Run starts; reloads use them from Run's goroutine only.
+	ctx     context.Context
+	wg      *sync.WaitGroup
+	slots   map[string]*slot // by service name
+	order   []string         // service names in the order bound
+	checker *dnsbl.Checker
+	dns     config.DNS // the settings checker was made with
+	initial *plan      // built by Start, put in service by Run
+}
+
+// Serve starts a gateway and runs it until ctx is done, reloading the
+// configuration whenever reload delivers.
+func Serve(ctx context.Context, path string, opts Options, reload <-chan struct{}) error {
+	g, err := Start(ctx, path, opts)
+	if err != nil {
+		return err
+	}
+	return g.Run(ctx, reload)
+}
+
+// Start loads the configuration, binds every listener, drops privileges,
+// opens the store, starts the engine and binds the administration API.
+// Run serves them.
+func Start(ctx context.Context, path string, opts Options) (_ *Gateway, err error) {
+	if opts.Log == nil {
+		opts.Log = os.Stderr
+	}
+	if opts.Load == nil {
+		opts.Load = snapshot.Load
+	}
+	if opts.OpenStore == nil {
+		opts.OpenStore = store.Open
+	}
+	if opts.ReloadTimeout <= 0 {
+		opts.ReloadTimeout = DefaultReloadTimeout
+	}
+	if opts.Drain <= 0 {
+		opts.Drain = DefaultDrain
+	}
+	snap, err := opts.Load(ctx, path, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	cfg := snap.Config
+	g := &Gateway{path: path, opts: opts, holder: snapshot.NewHolder(snap), slots: map[string]*slot{}}
+	g.log, g.level = newLogger(opts.Log, snap)
+	defer func() {
+		if err != nil {
+			g.close() // whatever was opened before the error
+		}
+	}()
+	grant, err := adminGrant(snap)
+	if err != nil {
+		return nil, err
+	}
+	g.grant.Store(&grant)
+	if err := g.bindAll(ctx, snap); err != nil {
+		return nil, err
+	}
+	if err := dropPrivileges(cfg.RunAs, g.log); err != nil {
+		return nil, err
+	}
+	storePath := orDefault(cfg.Store.Path.Value, DefaultStorePath)
+	if err := os.MkdirAll(filepath.Dir(storePath), 0o750); err != nil {
+		return nil, fmt.Errorf("store directory: %w", err)
+	}
+	if g.db, err = opts.OpenStore(ctx, storePath); err != nil {
+		return nil, err
+	}
+	if g.db.Created() {
+		g.log.Info("created a new block store", "path", storePath)
+	}
+	node := cfg.Node
+	if node == "" {
+		node, _ = os.Hostname()
+	}
+	if g.engine, err = guard.New(ctx, snap.Guard, guard.Options{Store: g.db, Logger: g.log, Node: node}); err != nil {
+		return nil, err
+	}
+	if g.initial, err = g.prepare(snap); err != nil {
+		return nil, err
+	}
+	tokenFile := orDefault(cfg.Admin.TokenFile.Value, admin.DefaultTokenFile)
+	token, err := admin.LoadOrCreateToken(tokenFile)
+	if err != nil {
+		return nil, err
+	}
+	var explain admin.Explainer
+	if opts.Explain != nil {
+		explain = opts.Explain(g.holder.Load, g.engine)
+	}
+	g.api = admin.NewServer(g.engine, explain, token, g.log, func(a netip.Addr) bool { return (*g.grant.Load())(a) })
+	adminAt := orDefault(cfg.Admin.Listen.Value, admin.DefaultListen)
+	if g.apiLn, err = g.api.Listen(ctx, adminAt); err != nil {
+		return nil, err
+	}
+	g.logLoaded(snap)
+	g.log.Info("postern running", "store", storePath, "blocks", len(g.engine.Blocks()), "admin", adminAt, "token_file", tokenFile, "node", node)
+	return g, nil
+}
+
+// Engine returns the gateway's intrusion prevention engine.
+func (g *Gateway) Engine() *guard.Engine { return g.engine }
+
+// Snapshot returns the running configuration.
+func (g *Gateway) Snapshot() *snapshot.Snapshot { return g.holder.Load() }
+
+// Addr returns the address a service listens on, or nil if it has no
+// listener.
+func (g *Gateway) Addr(service string) net.Addr {
+	if sl := g.slots[service]; sl != nil {
+		return sl.ln.Addr()
+	}
+	return nil
+}
+
+// Run serves until ctx is done, then shuts down in order: the listeners
+// stop accepting, sessions get the drain time to finish, the API finishes
+// its requests, the engine writes what is queued, the store closes.
+//
+// A reload runs in its own goroutine under a deadline (ReloadTimeout), so
+// a slow or stuck file never stops the loop: shutdown, the API and
+// further signals are served meanwhile. Signals during a reload are
+// coalesced into one more reload after it. A reload that fails or runs out
+// of time keeps the running configuration and logs why; the store is never
+// involved.
+func (g *Gateway) Run(ctx context.Context, reload <-chan struct{}) error {
+	var wg sync.WaitGroup
+	g.ctx, g.wg = ctx, &wg
+	apiErr := make(chan error, 1)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		apiErr <- g.api.ServeListener(ctx, g.apiLn)
+	}()
+	go func() {
+		defer wg.Done()
+		g.engine.Run(ctx, sweepInterval)
+	}()
+	g.startAll()
+	var (
+		err     error
+		cur     *reloadJob // the reload in flight, nil when none
+		pending bool       // a signal arrived while cur ran
+		expired <-chan time.Time
+		stale   []*reloadJob // reloads abandoned at their deadline, still running
+	)
+	start := func() {
+		stale = deleteFinished(stale)
+		if len(stale) >= maxStaleReloads {
+			g.log.Error("configuration reload failed", "err",
+				fmt.Errorf("reload rejected, the running configuration stays: %d earlier reloads are still stuck reading their files", len(stale)))
+			return
+		}
+		cur = g.startReload(ctx)
+		expired = cur.timer.C
+	}
+loop:
+	for {
+		var results <-chan reloadResult
+		if cur != nil {
+			results = cur.result
+		}
+		select {
+		case <-ctx.Done():
+			break loop
+		case err = <-apiErr:
+			if err != nil {
+				err = fmt.Errorf("administration API: %w", err)
+			}
+			break loop
+		case <-reload:
+			if cur != nil {
+				pending = true
+				continue
+			}
+			start()
+		case r := <-results:
+			cur.stop()
+			cur, expired = nil, nil
+			g.finishReload(r)
+			if pending {
+				pending = false
+				start()
+			}
+		case <-expired:
+			g.log.Error("configuration reload failed", "err",
+				fmt.Errorf("reload rejected, the running configuration stays: not finished within %s", g.opts.ReloadTimeout))
+			cur.stop()
+			stale = append(stale, cur)
+			cur, expired = nil, nil
+			if pending {
+				pending = false
+				start()
+			}
+		}
+	}
+	g.log.Info("stopping")
+	g.closeListeners()
+	if cur != nil {
+		cur.stop()
+		stale = append(stale, cur)
+	}
+	// A reload only reads files; it is cancelled above. Give it a moment
+	// to return, but never let it hold up shutdown.
+	grace := time.NewTimer(reloadAbandonGrace)
+wait:
+	for _, j := range stale {
+		select {
+		case <-j.result:
+		case <-grace.C:
+			g.log.Warn("a configuration reload is still reading its files; stopping without it")
+			break wait
+		}
+	}
+	grace.Stop()
+	wg.Wait()
+	g.close()
+	return err
+}
+
+func (g *Gateway) close() {
+	g.closeListeners()
+	if g.engine != nil {
+		g.engine.Close()
+	}
+	if g.db != nil {
+		if err := g.db.Close(); err != nil {
+			g.log.Error("closing the store", "err", err)
+		}
+	}
+}
+
+// adminGrant compiles the administration API's grant: the addresses that
+// may reach it over TCP (loopback when not configured).
+func adminGrant(snap *snapshot.Snapshot) (func(netip.Addr) bool, error) {
+	gr := snap.Config.Admin.Grant
+	if !gr.IsSet() {
+		return netip.Addr.IsLoopback, nil
+	}
+	set, err := snap.Patterns.Expr(patternSource(gr))
+	if err != nil {
+		return nil, err
+	}
+	if set.HasHosts() {
+		return nil, diag.Errorf(gr.Pos, "admin.grant takes addresses and networks, not host masks: access to the API must not rest on DNS")
+	}
+	return set.Contains, nil
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
