@@ -20,8 +20,12 @@ func newServeCmd() *cobra.Command {
 		Short: "Run the gateway",
 		Long: `serve loads the configuration, opens the block store, starts the intrusion
 prevention engine and the administration API, and runs until SIGINT or
-SIGTERM. SIGHUP reloads the configuration atomically: a bad new configuration
-is rejected, logged, and the running one stays; blocks and counters survive.
+SIGTERM. SIGHUP reloads the configuration and applies all of it: backends,
+timeouts, limits, certificates, login forms, listeners (bound, moved and
+closed without dropping the sessions open on them). A configuration that does
+not build is rejected whole, logged, and the running one stays; blocks and
+counters survive. The log names the keys that changed and those that wait for
+a restart (store, admin.listen, admin.token_file, run_as, node, log.format).
 
 Every configured service is served: smtp, submission, smtps, imap, imaps,
 pop3, pop3s and web (HTTP, or HTTPS with HTTP/2 when it has tls).`,
