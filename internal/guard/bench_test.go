@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/reason"
 	"github.com/postern/postern/internal/snapshot"
 	"github.com/postern/postern/internal/store"
 )
@@ -103,7 +104,7 @@ func randomBlocks(n int, now time.Time) []store.Block {
 			continue
 		}
 		seen[p] = true
-		out = append(out, store.Block{Prefix: p, Reason: store.ReasonLogin, FirstSeen: now, LastSeen: now, Expires: now.Add(24 * time.Hour)})
+		out = append(out, store.Block{Prefix: p, Reason: reason.Login, FirstSeen: now, LastSeen: now, Expires: now.Add(24 * time.Hour)})
 	}
 	return out
 }

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/postern/postern/internal/reason"
 	"github.com/postern/postern/internal/store"
 )
 
@@ -246,10 +247,10 @@ func (e *Engine) refused(s *Settings, addr netip.Addr, service string) Verdict {
 	p := s.prefixOf(addr)
 	if n := e.counters.add(p, g, trigI, now, connectionWindow, limit, 0); n >= limit {
 		if s.groups[g].logOnly[trigI] {
-			e.log.Info("would block (log only)", "prefix", p.String(), "reason", store.ReasonConnections.String(),
-				"why", store.ReasonConnections.Name(), "service", service, "detail", "refused connections", "count", n)
+			e.log.Info("would block (log only)", "prefix", p.String(), "reason", reason.Connections.String(),
+				"why", reason.Connections.Name(), "service", service, "detail", "refused connections", "count", n)
 		} else if autoBlockable(s, addr) {
-			b, _ := e.block(s, offense{prefix: p, reason: store.ReasonConnections, service: service,
+			b, _ := e.block(s, offense{prefix: p, reason: reason.Connections, service: service,
 				detail: "refused connections", hits: n, first: now})
 			return Verdict{Decision: Decision{Action: Refuse, Blocked: true, Reason: b.Reason}, Quiet: quiet}
 		}
@@ -297,7 +298,7 @@ func autoBlockable(s *Settings, addr netip.Addr) bool {
 // offense describes a block the engine is about to make.
 type offense struct {
 	prefix  netip.Prefix
-	reason  store.Reason
+	reason  reason.Code
 	service string
 	detail  string
 	hits    int
@@ -396,7 +397,7 @@ func (e *Engine) BlockManual(ctx context.Context, p netip.Prefix, d time.Duratio
 	}
 	now := e.clock()
 	b := store.Block{
-		Prefix: p, Reason: store.ReasonManual, FirstSeen: now.UTC(), LastSeen: now.UTC(),
+		Prefix: p, Reason: reason.Manual, FirstSeen: now.UTC(), LastSeen: now.UTC(),
 		Expires: now.Add(d).UTC(), Node: e.node, By: "admin:" + actor, Comment: comment,
 	}
 	e.mu.Lock()

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postern/postern/internal/reason"
 	"github.com/postern/postern/internal/store"
 )
 
@@ -30,31 +31,31 @@ intrusion_prevention:
 // in the table and in the store, and Admit refuses the address).
 func TestEveryTrigger(t *testing.T) {
 	cases := []struct {
-		reason  store.Reason
+		reason  reason.Code
 		service string
 		below   func(s *Session) Decision // one event short of the threshold, in total
 		trip    func(s *Session) Decision
 		detail  string
 	}{
-		{store.ReasonLogin, "imap", repeat(2, func(s *Session, i int) Decision { return s.LoginFailed("alice@example.com", uint64(i+1)) }),
+		{reason.Login, "imap", repeat(2, func(s *Session, i int) Decision { return s.LoginFailed("alice@example.com", uint64(i+1)) }),
 			func(s *Session) Decision { return s.LoginFailed("alice@example.com", 99) }, "account alice@example.com"},
-		{store.ReasonLogin, "web", repeat(2, func(s *Session, i int) Decision { return s.LoginFailed("bob", uint64(i+1)) }),
+		{reason.Login, "web", repeat(2, func(s *Session, i int) Decision { return s.LoginFailed("bob", uint64(i+1)) }),
 			func(s *Session) Decision { return s.LoginFailed("bob", 99) }, "account bob"},
-		{store.ReasonUnknownRecipients, "smtp", repeat(2, func(s *Session, i int) Decision { return s.UnknownRecipient(fmt.Sprintf("u%d@example.com", i)) }),
+		{reason.UnknownRecipients, "smtp", repeat(2, func(s *Session, i int) Decision { return s.UnknownRecipient(fmt.Sprintf("u%d@example.com", i)) }),
 			func(s *Session) Decision { return s.UnknownRecipient("last@example.com") }, "recipient last@example.com"},
-		{store.ReasonRelay, "smtp", repeat(2, func(s *Session, i int) Decision { return s.RelayDenied("x@elsewhere.example") }),
+		{reason.Relay, "smtp", repeat(2, func(s *Session, i int) Decision { return s.RelayDenied("x@elsewhere.example") }),
 			func(s *Session) Decision { return s.RelayDenied("y@elsewhere.example") }, "recipient y@elsewhere.example"},
-		{store.ReasonRSET, "smtp", repeat(2, func(s *Session, i int) Decision { return s.Rset() }),
+		{reason.RSET, "smtp", repeat(2, func(s *Session, i int) Decision { return s.Rset() }),
 			func(s *Session) Decision { return s.Rset() }, ""},
-		{store.ReasonSpam, "smtp", func(s *Session) Decision { return s.SpamScore(8.5) },
+		{reason.Spam, "smtp", func(s *Session) Decision { return s.SpamScore(8.5) },
 			func(s *Session) Decision { return s.SpamScore(8.6) }, "score 8.60, limit 8.50"},
-		{store.ReasonDNSBL, "smtp", func(s *Session) Decision { return Decision{} },
+		{reason.DNSBL, "smtp", func(s *Session) Decision { return Decision{} },
 			func(s *Session) Decision { return s.DNSBLListed("zen.example.org") }, "zone zen.example.org"},
-		{store.ReasonSize, "smtp", func(s *Session) Decision { return s.MessageSize(1 << 20) },
+		{reason.Size, "smtp", func(s *Session) Decision { return s.MessageSize(1 << 20) },
 			func(s *Session) Decision { return s.MessageSize(1<<20 + 1) }, "1048577 bytes, limit 1048576"},
-		{store.ReasonTarpitAccount, "smtp", func(s *Session) Decision { return s.Recipient("alice@example.com") },
+		{reason.TarpitAccount, "smtp", func(s *Session) Decision { return s.Recipient("alice@example.com") },
 			func(s *Session) Decision { return s.Recipient("x@HONEYPOT.example.com") }, "recipient x@HONEYPOT.example.com"},
-		{store.ReasonContent, "smtp", func(s *Session) Decision { return Decision{} },
+		{reason.Content, "smtp", func(s *Session) Decision { return Decision{} },
 			func(s *Session) Decision { return s.ContentRule("viagra") }, "rule viagra"},
 	}
 	for i, c := range cases {
@@ -110,7 +111,7 @@ func TestConnectionsPerMinute(t *testing.T) {
 	// The window is one minute from the first connection: 40 s later the
 	// fourth connection is the threshold.
 	_, d := h.e.Open(ip("203.0.113.9"), "smtp", nil)
-	if !d.Blocked || d.Reason != store.ReasonConnections || d.Action != Close {
+	if !d.Blocked || d.Reason != reason.Connections || d.Action != Close {
 		t.Fatalf("fourth connection: %+v", d)
 	}
 	// Spread over more than a minute, connections never block.
@@ -360,7 +361,7 @@ func TestLogOnlyTarpitAndClose(t *testing.T) {
 	if d := s.Recipient("alice@example.com"); !d.Blocked || d.Delay != 3*time.Second {
 		t.Fatalf("later replies are tarpitted too: %+v", d)
 	}
-	if a := h.e.Admit(ip("203.0.113.61"), "smtp"); a.Action != Tarpit || a.Delay != 3*time.Second || a.Reason != store.ReasonContent {
+	if a := h.e.Admit(ip("203.0.113.61"), "smtp"); a.Action != Tarpit || a.Delay != 3*time.Second || a.Reason != reason.Content {
 		t.Fatalf("Admit of a tarpitted address: %+v", a)
 	}
 
@@ -456,13 +457,13 @@ func TestAdminOperations(t *testing.T) {
 	var closed atomic.Int32
 	h.e.Open(ip("192.0.2.99"), "smtp", func() { closed.Add(1) })
 	b, err := h.e.BlockManual(ctx, netip.MustParsePrefix("192.0.2.0/24"), 2*time.Hour, "scanner", "cli")
-	if err != nil || b.Reason != store.ReasonManual || b.By != "admin:cli" || b.Comment != "scanner" {
+	if err != nil || b.Reason != reason.Manual || b.By != "admin:cli" || b.Comment != "scanner" {
 		t.Fatalf("manual block: %+v %v", b, err)
 	}
 	if closed.Load() != 1 {
 		t.Error("a manual block closes live connections inside it")
 	}
-	if h.e.Admit(ip("192.0.2.1"), "smtp").Reason != store.ReasonManual {
+	if h.e.Admit(ip("192.0.2.1"), "smtp").Reason != reason.Manual {
 		t.Fatal("manual block not enforced")
 	}
 	for _, bad := range []netip.Prefix{{}, netip.MustParsePrefix("192.0.2.1/24")} {
@@ -494,13 +495,13 @@ func TestAdminOperations(t *testing.T) {
 		t.Fatal("unblocked address still refused")
 	}
 	imp := []store.Block{
-		{Prefix: netip.MustParsePrefix("2001:db8::/64"), Reason: store.ReasonLogin, Expires: h.clock.Now().Add(time.Hour), Detail: "imported"},
-		{Prefix: netip.MustParsePrefix("203.0.113.7/32"), Reason: store.ReasonRelay},
+		{Prefix: netip.MustParsePrefix("2001:db8::/64"), Reason: reason.Login, Expires: h.clock.Now().Add(time.Hour), Detail: "imported"},
+		{Prefix: netip.MustParsePrefix("203.0.113.7/32"), Reason: reason.Relay},
 	}
 	if n, err := h.e.Import(ctx, imp, "cli"); n != 2 || err != nil {
 		t.Fatalf("import: %d %v", n, err)
 	}
-	if h.e.Admit(ip("2001:db8::5"), "smtp").Reason != store.ReasonLogin || h.e.Admit(ip("203.0.113.7"), "smtp").Reason != store.ReasonRelay {
+	if h.e.Admit(ip("2001:db8::5"), "smtp").Reason != reason.Login || h.e.Admit(ip("203.0.113.7"), "smtp").Reason != reason.Relay {
 		t.Fatal("imported blocks (one never expiring) must be enforced")
 	}
 	if _, err := h.e.Import(ctx, []store.Block{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Reason: 'Q'}}, "cli"); err == nil {
@@ -550,7 +551,7 @@ func TestRestartRestoresBlocksAndHistory(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e2.Close()
-	if e2.Admit(ip("203.0.113.80"), "smtp").Reason != store.ReasonContent {
+	if e2.Admit(ip("203.0.113.80"), "smtp").Reason != reason.Content {
 		t.Fatal("block lost across restart")
 	}
 	clock.Advance(2 * time.Hour)

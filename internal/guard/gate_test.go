@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/postern/postern/internal/store"
+	"github.com/postern/postern/internal/reason"
 )
 
 // TestAccept: the one connection gate answers Allow with a session, Close
@@ -24,11 +24,11 @@ func TestAccept(t *testing.T) {
 		gs.Close()
 	}
 	gs, v := h.e.Accept(ip("203.0.113.1"), "smtp", nil)
-	if gs != nil || v.Action != Close || v.Reason != store.ReasonConnections || v.Refusal() != "Blocked ("+store.ReasonConnections.Name()+")" {
+	if gs != nil || v.Action != Close || v.Reason != reason.Connections || v.Refusal() != "Blocked ("+reason.Connections.Name()+")" {
 		t.Fatalf("the connection that trips I: %v %+v (%q)", gs, v, v.Refusal())
 	}
 	gs, v = h.e.Accept(ip("203.0.113.1"), "smtp", nil)
-	if gs != nil || v.Action != Refuse || v.Reason != store.ReasonConnections || v.Quiet {
+	if gs != nil || v.Action != Refuse || v.Reason != reason.Connections || v.Quiet {
 		t.Fatalf("a blocked address: %v %+v", gs, v)
 	}
 	if n := h.e.LiveSessions(); n != 0 {
@@ -73,7 +73,7 @@ func TestAcceptTarpitAndRecheck(t *testing.T) {
 	if _, err := h.e.BlockManual(context.Background(), netip.MustParsePrefix("203.0.113.6/32"), time.Hour, "", "test"); err != nil {
 		t.Fatal(err)
 	}
-	if d := gs.Recheck(); d.Action != Refuse || d.Refusal() != "Blocked ("+store.ReasonManual.Name()+")" {
+	if d := gs.Recheck(); d.Action != Refuse || d.Refusal() != "Blocked ("+reason.Manual.Name()+")" {
 		t.Fatalf("recheck after a block: %+v", d)
 	}
 }
@@ -86,7 +86,7 @@ func TestReject(t *testing.T) {
 	if d := h.open("203.0.113.20", "smtp").Recipient("alice@example.com"); d.Reject {
 		t.Fatalf("an ordinary recipient: %+v", d)
 	}
-	if d := h.open("203.0.113.21", "smtp").Recipient("trap@example.com"); !d.Reject || d.Reason != store.ReasonTarpitAccount {
+	if d := h.open("203.0.113.21", "smtp").Recipient("trap@example.com"); !d.Reject || d.Reason != reason.TarpitAccount {
 		t.Fatalf("a tarpit account: %+v", d)
 	}
 	if d := h.open("203.0.113.22", "smtp").ContentRule("r1"); !d.Reject {

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/postern/postern/internal/store"
+	"github.com/postern/postern/internal/reason"
 )
 
 // groupsCfg has the thresholds: SMTP blocks at 86 connections a
@@ -46,7 +46,7 @@ func TestGroupsCountConnectionsApart(t *testing.T) {
 			t.Fatalf("SMTP connection %d blocked", i+2)
 		}
 	}
-	if _, d := h.e.Open(ip(addr), "submission", nil); !d.Blocked || d.Reason != store.ReasonConnections {
+	if _, d := h.e.Open(ip(addr), "submission", nil); !d.Blocked || d.Reason != reason.Connections {
 		t.Fatalf("the 86th SMTP connection: %+v", d)
 	}
 }
@@ -79,7 +79,7 @@ func TestGroupsCountLoginsApart(t *testing.T) {
 			// Each group still blocks at its own threshold.
 			sm := h.open(addr, "submission")
 			sm.LoginFailed("alice", 4)
-			if d := sm.LoginFailed("alice", 5); !d.Blocked || d.Reason != store.ReasonLogin {
+			if d := sm.LoginFailed("alice", 5); !d.Blocked || d.Reason != reason.Login {
 				t.Fatalf("the third SMTP failure: %+v", d)
 			}
 		})
@@ -200,11 +200,11 @@ func TestFailedLoginsAcrossGroups(t *testing.T) {
 		}
 	}
 	d := sm.LoginFailed("erin", 5)
-	if !d.Blocked || d.Reason != store.ReasonLogin || d.Action != Close {
+	if !d.Blocked || d.Reason != reason.Login || d.Action != Close {
 		t.Fatalf("the fourth failure across groups: %+v", d)
 	}
 	b, ok := h.st.get(addr + "/32")
-	if !ok || b.Reason != store.ReasonLogin || b.Service != "smtp" || !strings.Contains(b.Detail, "4 failed logins across protocols") {
+	if !ok || b.Reason != reason.Login || b.Service != "smtp" || !strings.Contains(b.Detail, "4 failed logins across protocols") {
 		t.Fatalf("block: %+v", b)
 	}
 	// Off by default: the same events block nothing.
@@ -304,17 +304,17 @@ func TestRefuseVersusClose(t *testing.T) {
 				t.Fatal("the open session does not see the block")
 			}
 			for _, svc := range []string{"smtp", "submission", "imap", "web"} {
-				if a := h.e.Admit(ip(addr), svc); a.Action != c.auto || a.Reason != store.ReasonLogin {
+				if a := h.e.Admit(ip(addr), svc); a.Action != c.auto || a.Reason != reason.Login {
 					t.Errorf("%s after a trigger's block: %+v, want action %d", svc, a, c.auto)
 				}
 			}
 			if _, err := h.e.BlockManual(context.Background(), netip.MustParsePrefix("203.0.113.6/32"), time.Hour, "", "test"); err != nil {
 				t.Fatal(err)
 			}
-			if a := h.e.Admit(ip("203.0.113.6"), "imap"); a.Action != c.manual || a.Reason != store.ReasonManual {
+			if a := h.e.Admit(ip("203.0.113.6"), "imap"); a.Action != c.manual || a.Reason != reason.Manual {
 				t.Errorf("after a manual block: %+v, want action %d", a, c.manual)
 			}
-			if got := h.e.Settings().RefusesBlock("imap", store.ReasonLogin); got != (c.auto == Refuse) {
+			if got := h.e.Settings().RefusesBlock("imap", reason.Login); got != (c.auto == Refuse) {
 				t.Errorf("RefusesBlock(imap, L) = %v", got)
 			}
 			h.clock.Advance(time.Hour)
@@ -355,7 +355,7 @@ func TestGroupRefuseBlockedOptOut(t *testing.T) {
 	if _, err := h.e.BlockManual(context.Background(), netip.MustParsePrefix("203.0.113.10/32"), time.Hour, "", "test"); err != nil {
 		t.Fatal(err)
 	}
-	if a := h.e.Admit(ip("203.0.113.10"), "web"); a.Action != Refuse || a.Reason != store.ReasonManual {
+	if a := h.e.Admit(ip("203.0.113.10"), "web"); a.Action != Refuse || a.Reason != reason.Manual {
 		t.Fatalf("web with its own refuse_blocked: %+v", a)
 	}
 	if a := h.e.Admit(ip("203.0.113.10"), "smtp"); a.Action != Tarpit {
@@ -393,7 +393,7 @@ func TestBlockForgetsEveryGroupsCounters(t *testing.T) {
 	if n := h.e.counters.len(); n != 7 { // imap L; web I L; smtp I L R; the shared L
 		t.Fatalf("%d counters before the block", n)
 	}
-	if _, made := h.e.block(h.e.Settings(), offense{prefix: netip.MustParsePrefix(addr + "/32"), reason: store.ReasonDNSBL, service: "smtp"}); !made {
+	if _, made := h.e.block(h.e.Settings(), offense{prefix: netip.MustParsePrefix(addr + "/32"), reason: reason.DNSBL, service: "smtp"}); !made {
 		t.Fatal("no block")
 	}
 	if n := h.e.counters.len(); n != 0 {

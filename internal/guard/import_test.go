@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postern/postern/internal/reason"
 	"github.com/postern/postern/internal/store"
 )
 
@@ -24,8 +25,8 @@ func TestImportFailedStoreEnforcesNothing(t *testing.T) {
 	h.st.fail = errors.New("disk full")
 	h.st.mu.Unlock()
 	imp := []store.Block{
-		{Prefix: netip.MustParsePrefix("192.0.2.0/24"), Reason: store.ReasonLogin, Expires: h.clock.Now().Add(time.Hour)},
-		{Prefix: netip.MustParsePrefix("198.51.100.7/32"), Reason: store.ReasonRelay},
+		{Prefix: netip.MustParsePrefix("192.0.2.0/24"), Reason: reason.Login, Expires: h.clock.Now().Add(time.Hour)},
+		{Prefix: netip.MustParsePrefix("198.51.100.7/32"), Reason: reason.Relay},
 	}
 	n, err := h.e.Import(ctx, imp, "cli")
 	if err == nil || n != 0 || !strings.Contains(err.Error(), "none imported") || !strings.Contains(err.Error(), "disk full") {
@@ -34,7 +35,7 @@ func TestImportFailedStoreEnforcesNothing(t *testing.T) {
 	if a := h.e.Admit(ip("198.51.100.7"), "smtp"); a.Action != Allow {
 		t.Fatalf("a failed import is enforced: %+v", a)
 	}
-	if a := h.e.Admit(ip("192.0.2.1"), "smtp"); a.Reason != store.ReasonManual {
+	if a := h.e.Admit(ip("192.0.2.1"), "smtp"); a.Reason != reason.Manual {
 		t.Fatalf("the block a failed import replaced did not come back: %+v", a)
 	}
 	if bs := h.e.Blocks(); len(bs) != 1 || bs[0].Comment != "kept" {
@@ -53,7 +54,7 @@ func TestImportFailedStoreEnforcesNothing(t *testing.T) {
 	if n, err := h.e.Import(ctx, imp, "cli"); n != 2 || err != nil {
 		t.Fatalf("import: %d %v", n, err)
 	}
-	if h.e.Admit(ip("198.51.100.7"), "smtp").Reason != store.ReasonRelay || h.e.Admit(ip("192.0.2.1"), "smtp").Reason != store.ReasonLogin {
+	if h.e.Admit(ip("198.51.100.7"), "smtp").Reason != reason.Relay || h.e.Admit(ip("192.0.2.1"), "smtp").Reason != reason.Login {
 		t.Fatal("a stored import is not enforced")
 	}
 	if b, ok := h.st.get("198.51.100.7/32"); !ok || b.Node != "test" {
@@ -66,8 +67,8 @@ func TestImportFailedStoreEnforcesNothing(t *testing.T) {
 func TestImportRefusesTimesTheStoreCannotHold(t *testing.T) {
 	h := newHarness(t, allTriggers, nil)
 	imp := []store.Block{
-		{Prefix: netip.MustParsePrefix("198.51.100.7/32"), Reason: store.ReasonRelay},
-		{Prefix: netip.MustParsePrefix("198.51.100.8/32"), Reason: store.ReasonRelay, Expires: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)},
+		{Prefix: netip.MustParsePrefix("198.51.100.7/32"), Reason: reason.Relay},
+		{Prefix: netip.MustParsePrefix("198.51.100.8/32"), Reason: reason.Relay, Expires: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)},
 	}
 	_, err := h.e.Import(context.Background(), imp, "cli")
 	if err == nil || !strings.Contains(err.Error(), "block 2: 198.51.100.8/32: expires: time 9999-01-01T00:00:00Z out of range") {
@@ -201,7 +202,7 @@ func TestImportAfterClose(t *testing.T) {
 	h.e.Close()
 	done := make(chan error, 1)
 	go func() {
-		_, err := h.e.Import(context.Background(), []store.Block{{Prefix: netip.MustParsePrefix("198.51.100.7/32"), Reason: store.ReasonRelay}}, "cli")
+		_, err := h.e.Import(context.Background(), []store.Block{{Prefix: netip.MustParsePrefix("198.51.100.7/32"), Reason: reason.Relay}}, "cli")
 		done <- err
 	}()
 	select {
@@ -232,7 +233,7 @@ func TestImportRollbackUndoesSweptHits(t *testing.T) {
 	ctx := context.Background()
 	imp := make(chan error, 1)
 	go func() {
-		_, err := e.Import(ctx, []store.Block{{Prefix: imported, Reason: store.ReasonRelay}, {Prefix: st.gate, Reason: store.ReasonRelay}}, "cli")
+		_, err := e.Import(ctx, []store.Block{{Prefix: imported, Reason: reason.Relay}, {Prefix: st.gate, Reason: reason.Relay}}, "cli")
 		imp <- err
 	}()
 	waitUntil(t, func() bool { st.mu.Lock(); defer st.mu.Unlock(); return len(st.batches) == 1 })

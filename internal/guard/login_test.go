@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/postern/postern/internal/store"
+	"github.com/postern/postern/internal/reason"
 )
 
 const loginCfg = services + `
@@ -85,7 +85,7 @@ func TestConcurrentWrongLoginsStopAtThreshold(t *testing.T) {
 					}
 					l, d := s.BeginLogin(context.Background(), "alice")
 					if l == nil {
-						if d.Action != Close || !d.Blocked || d.Reason != store.ReasonLogin {
+						if d.Action != Close || !d.Blocked || d.Reason != reason.Login {
 							t.Errorf("held attempt refused with %+v", d)
 						}
 						refused.Add(1)
@@ -192,7 +192,7 @@ func TestBlockReachesOpenSessions(t *testing.T) {
 			t.Fatalf("connection %d: an attempt after the block got %+v", i, d)
 		}
 	}
-	if d, ok := open[19].Blocked(); !ok || d.Action != Close || d.Reason != store.ReasonLogin {
+	if d, ok := open[19].Blocked(); !ok || d.Action != Close || d.Reason != reason.Login {
 		t.Fatalf("Blocked on an open session: %+v %v", d, ok)
 	}
 	// A block made by hand reaches open sessions too.
@@ -203,10 +203,10 @@ func TestBlockReachesOpenSessions(t *testing.T) {
 	if _, err := h.e.BlockManual(context.Background(), netip.MustParsePrefix("198.51.100.0/24"), 0, "", "test"); err != nil {
 		t.Fatal(err)
 	}
-	if l, d := s.BeginLogin(context.Background(), "dave"); l != nil || d.Reason != store.ReasonManual {
+	if l, d := s.BeginLogin(context.Background(), "dave"); l != nil || d.Reason != reason.Manual {
 		t.Fatalf("after a manual block: %+v", d)
 	}
-	if d, ok := s.Blocked(); !ok || d.Reason != store.ReasonManual {
+	if d, ok := s.Blocked(); !ok || d.Reason != reason.Manual {
 		t.Fatalf("Blocked after a manual block: %+v", d)
 	}
 }
@@ -372,10 +372,10 @@ intrusion_prevention:
 			t.Fatalf("refusal %d: %+v", i+1, a)
 		}
 	}
-	if a := h.e.Admit(ip("198.51.100.9"), "imap"); a.Action != Refuse || a.Reason != store.ReasonConnections {
+	if a := h.e.Admit(ip("198.51.100.9"), "imap"); a.Action != Refuse || a.Reason != reason.Connections {
 		t.Fatalf("fourth refusal: %+v", a)
 	}
-	if b, ok := h.st.get("198.51.100.9/32"); !ok || b.Reason != store.ReasonConnections {
+	if b, ok := h.st.get("198.51.100.9/32"); !ok || b.Reason != reason.Connections {
 		t.Fatalf("no block stored: %+v", b)
 	}
 	if a := h.e.Admit(ip("203.0.113.1"), "imap"); a.Action != Allow {

@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/postern/postern/internal/store"
+	"github.com/postern/postern/internal/reason"
 )
 
 // Action is what a front-end must do: at accept (Accept's Verdict), when
@@ -43,7 +43,7 @@ type Decision struct {
 	// Blocked says the address is blocked (by this event or before); Reason
 	// is the block's reason. They are for logs: Action says what to do.
 	Blocked bool
-	Reason  store.Reason
+	Reason  reason.Code
 	// DryRun says a trigger set to log only would have blocked.
 	DryRun bool
 }
@@ -225,7 +225,7 @@ func (s *Session) Recipient(rcpt string) Decision {
 	}
 	if g := &st.groups[s.group]; g.tarpit != nil && g.tarpit.ContainsMail(rcpt) {
 		d := s.event(trigA, 0, "recipient ", rcpt)
-		d.Reject = d.Blocked && d.Reason == store.ReasonTarpitAccount && !d.DryRun
+		d.Reject = d.Blocked && d.Reason == reason.TarpitAccount && !d.DryRun
 		return d
 	}
 	return s.tarpitted()

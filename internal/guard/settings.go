@@ -11,7 +11,7 @@ import (
 	"github.com/postern/postern/internal/diag"
 	"github.com/postern/postern/internal/patterns"
 	"github.com/postern/postern/internal/policy"
-	"github.com/postern/postern/internal/store"
+	"github.com/postern/postern/internal/reason"
 )
 
 // Defaults, as IceWarp has them.
@@ -246,16 +246,16 @@ func (s *Settings) subnetsOf(addr netip.Addr, buf []netip.Prefix) []netip.Prefix
 // close_blocked_connection — "all connections just incoming from this
 // address are blocked for the block time" — and none where the group
 // opted out with its own refuse_blocked: false.
-func (s *Settings) refuses(g Group, r store.Reason) bool {
+func (s *Settings) refuses(g Group, r reason.Code) bool {
 	gs := &s.groups[g]
-	return gs.refuseAll || gs.refuseAuto && r != store.ReasonManual
+	return gs.refuseAll || gs.refuseAuto && r != reason.Manual
 }
 
 // RefusesBlock reports whether a new connection to service from an
 // address under a block with reason r is refused at connect (else it is
 // let in, tarpitted when tarpit_delay is set; its login attempts are
 // refused whatever this says).
-func (s *Settings) RefusesBlock(service string, r store.Reason) bool {
+func (s *Settings) RefusesBlock(service string, r reason.Code) bool {
 	g, ok := GroupOf(service)
 	if !ok {
 		g = GroupSMTP

@@ -1,7 +1,7 @@
 package guard
 
 import (
-	"github.com/postern/postern/internal/store"
+	"github.com/postern/postern/internal/reason"
 )
 
 // trigger indexes the automatic triggers.
@@ -25,13 +25,13 @@ const (
 	trigRefused = numTriggers
 )
 
-var triggerReasons = [numTriggers]store.Reason{
-	trigI: store.ReasonConnections, trigL: store.ReasonLogin, trigP: store.ReasonUnknownRecipients,
-	trigY: store.ReasonRelay, trigR: store.ReasonRSET, trigS: store.ReasonSpam, trigD: store.ReasonDNSBL,
-	trigM: store.ReasonSize, trigA: store.ReasonTarpitAccount, trigC: store.ReasonContent,
+var triggerReasons = [numTriggers]reason.Code{
+	trigI: reason.Connections, trigL: reason.Login, trigP: reason.UnknownRecipients,
+	trigY: reason.Relay, trigR: reason.RSET, trigS: reason.Spam, trigD: reason.DNSBL,
+	trigM: reason.Size, trigA: reason.TarpitAccount, trigC: reason.Content,
 }
 
-func (t trigger) reason() store.Reason { return triggerReasons[t] }
+func (t trigger) reason() reason.Code { return triggerReasons[t] }
 
 func triggerOf(code byte) (trigger, bool) {
 	for t, r := range triggerReasons {
