@@ -27,6 +27,7 @@ import (
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/netlisten"
 	"github.com/postern/postern/internal/relay"
+	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/smtpproxy"
 	"github.com/postern/postern/internal/snapshot"
 	"github.com/postern/postern/internal/store"
@@ -61,7 +62,7 @@ func runChildGateway(cfgPath, ctrl string) int {
 	}
 	defer eng.Close()
 	go eng.Run(ctx, time.Minute)
-	svc := snap.Config.Services["smtp"]
+	svc := snap.Config.Services[service.SMTP]
 	if svc == nil {
 		return fail(fmt.Errorf("no smtp service in %s", cfgPath))
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/postern/postern/internal/fcrdns/fcrdnstest"
 	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/snapshot"
 )
 
@@ -176,7 +177,7 @@ services:
 		t.Fatal(err)
 	}
 	g := &gateway{holder: snapshot.NewHolder(snap)}
-	_, plain, err := g.mailReaderConfig(&frontEnd{name: "imap", svc: snap.Config.Services["imap"]}, snap.Config)
+	_, plain, err := g.mailReaderConfig(&frontEnd{name: "imap", svc: snap.Config.Services[service.IMAP]}, snap.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
