@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/reason"
+	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/store"
 )
 
@@ -199,11 +200,11 @@ const AnsweredRefusals = 5
 //
 // Admit is the first half of Accept, the call front-ends use; it neither
 // opens a session nor counts the connection toward connections per minute.
-func (e *Engine) Admit(addr netip.Addr, service string) Verdict {
+func (e *Engine) Admit(addr netip.Addr, svc service.Service) Verdict {
 	s := e.settings.Load()
 	addr = addr.Unmap()
-	if s.Policy != nil && !s.Policy.AllowService(service, addr) {
-		return e.refused(s, addr, service)
+	if s.Policy != nil && !s.Policy.AllowService(svc, addr) {
+		return e.refused(s, addr, svc)
 	}
 	tbl := e.blocks.Load()
 	if !tbl.Contains(addr) {
@@ -215,7 +216,7 @@ func (e *Engine) Admit(addr netip.Addr, service string) Verdict {
 		return Verdict{}
 	}
 	ent.hit(now)
-	g, ok := GroupOf(service)
+	g, ok := GroupOf(svc)
 	if !ok {
 		g = GroupSMTP
 	}
@@ -233,8 +234,8 @@ func (e *Engine) Admit(addr netip.Addr, service string) Verdict {
 // address hammering a port it may not use is blocked too; it blocks the
 // address when the count reaches the threshold. Counting an address seen
 // before does not allocate.
-func (e *Engine) refused(s *Settings, addr netip.Addr, service string) Verdict {
-	g, ok := GroupOf(service)
+func (e *Engine) refused(s *Settings, addr netip.Addr, svc service.Service) Verdict {
+	g, ok := GroupOf(svc)
 	if !ok {
 		g = GroupSMTP
 	}
@@ -248,9 +249,9 @@ func (e *Engine) refused(s *Settings, addr netip.Addr, service string) Verdict {
 	if n := e.counters.add(p, g, trigI, now, connectionWindow, limit, 0); n >= limit {
 		if s.groups[g].logOnly[trigI] {
 			e.log.Info("would block (log only)", "prefix", p.String(), "reason", reason.Connections.String(),
-				"why", reason.Connections.Name(), "service", service, "detail", "refused connections", "count", n)
+				"why", reason.Connections.Name(), "service", svc.String(), "detail", "refused connections", "count", n)
 		} else if autoBlockable(s, addr) {
-			b, _ := e.block(s, offense{prefix: p, reason: reason.Connections, service: service,
+			b, _ := e.block(s, offense{prefix: p, reason: reason.Connections, service: svc.String(),
 				detail: "refused connections", hits: n, first: now})
 			return Verdict{Decision: Decision{Action: Refuse, Blocked: true, Reason: b.Reason}, Quiet: quiet}
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/reason"
+	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/store"
 )
 
@@ -32,10 +33,10 @@ func TestImportFailedStoreEnforcesNothing(t *testing.T) {
 	if err == nil || n != 0 || !strings.Contains(err.Error(), "none imported") || !strings.Contains(err.Error(), "disk full") {
 		t.Fatalf("import into a failing store = %d, %v", n, err)
 	}
-	if a := h.e.Admit(ip("198.51.100.7"), "smtp"); a.Action != Allow {
+	if a := h.e.Admit(ip("198.51.100.7"), service.SMTP); a.Action != Allow {
 		t.Fatalf("a failed import is enforced: %+v", a)
 	}
-	if a := h.e.Admit(ip("192.0.2.1"), "smtp"); a.Reason != reason.Manual {
+	if a := h.e.Admit(ip("192.0.2.1"), service.SMTP); a.Reason != reason.Manual {
 		t.Fatalf("the block a failed import replaced did not come back: %+v", a)
 	}
 	if bs := h.e.Blocks(); len(bs) != 1 || bs[0].Comment != "kept" {
@@ -54,7 +55,7 @@ func TestImportFailedStoreEnforcesNothing(t *testing.T) {
 	if n, err := h.e.Import(ctx, imp, "cli"); n != 2 || err != nil {
 		t.Fatalf("import: %d %v", n, err)
 	}
-	if h.e.Admit(ip("198.51.100.7"), "smtp").Reason != reason.Relay || h.e.Admit(ip("192.0.2.1"), "smtp").Reason != reason.Login {
+	if h.e.Admit(ip("198.51.100.7"), service.SMTP).Reason != reason.Relay || h.e.Admit(ip("192.0.2.1"), service.SMTP).Reason != reason.Login {
 		t.Fatal("a stored import is not enforced")
 	}
 	if b, ok := h.st.get("198.51.100.7/32"); !ok || b.Node != "test" {
@@ -74,7 +75,7 @@ func TestImportRefusesTimesTheStoreCannotHold(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "block 2: 198.51.100.8/32: expires: time 9999-01-01T00:00:00Z out of range") {
 		t.Fatalf("import of year 9999: %v", err)
 	}
-	if h.e.Admit(ip("198.51.100.7"), "smtp").Action != Allow || len(h.e.Blocks()) != 0 || h.st.puts != 0 {
+	if h.e.Admit(ip("198.51.100.7"), service.SMTP).Action != Allow || len(h.e.Blocks()) != 0 || h.st.puts != 0 {
 		t.Fatal("a refused import changed something")
 	}
 }
@@ -169,9 +170,9 @@ func TestAccountKeysResolvedAsTheBackend(t *testing.T) {
 	cfg := strings.Replace(allTriggers, "block_minutes: 60", "block_minutes: 60\n  account_protection: { failures: 3, delay: 2s }", 1) +
 		"logins: { default_domain: Example.COM }\n"
 	h := newHarness(t, cfg, nil)
-	s := h.open("198.51.100.1", "imap")
+	s := h.open("198.51.100.1", service.IMAP)
 	for i, name := range []string{"ceo", "CEO@EXAMPLE.COM", "Ceo@Example.Com"} {
-		h.open("192.0.2."+string(rune('1'+i)), "imap").LoginFailed(name, 1)
+		h.open("192.0.2."+string(rune('1'+i)), service.IMAP).LoginFailed(name, 1)
 	}
 	for _, name := range []string{"ceo@example.com", "CEO", " ceo "} {
 		if d := s.LoginDelay(name); d != 2*time.Second {
@@ -183,7 +184,7 @@ func TestAccountKeysResolvedAsTheBackend(t *testing.T) {
 	}
 	// Three failures from one address block it; the detail names the
 	// account as resolved.
-	a := h.open("203.0.113.9", "imap")
+	a := h.open("203.0.113.9", service.IMAP)
 	a.LoginFailed("Bob", 1)
 	a.LoginFailed("bob@example.com", 2)
 	if d := a.LoginFailed("BOB", 3); !d.Blocked {
@@ -213,7 +214,7 @@ func TestImportAfterClose(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("import after Close hangs")
 	}
-	if h.e.Admit(ip("198.51.100.7"), "smtp").Action != Allow {
+	if h.e.Admit(ip("198.51.100.7"), service.SMTP).Action != Allow {
 		t.Fatal("a failed import is enforced")
 	}
 }
@@ -237,7 +238,7 @@ func TestImportRollbackUndoesSweptHits(t *testing.T) {
 		imp <- err
 	}()
 	waitUntil(t, func() bool { st.mu.Lock(); defer st.mu.Unlock(); return len(st.batches) == 1 })
-	if e.Admit(ip("198.51.100.7"), "smtp").Action != Refuse {
+	if e.Admit(ip("198.51.100.7"), service.SMTP).Action != Refuse {
 		t.Fatal("the pending import is not enforced")
 	}
 	swept := make(chan error, 1)
@@ -250,7 +251,7 @@ func TestImportRollbackUndoesSweptHits(t *testing.T) {
 	if err := <-swept; err != nil {
 		t.Fatal(err)
 	}
-	if e.Admit(ip("198.51.100.7"), "smtp").Action != Allow {
+	if e.Admit(ip("198.51.100.7"), service.SMTP).Action != Allow {
 		t.Fatal("a failed import is enforced")
 	}
 	if b, ok := st.get("198.51.100.7/32"); ok {

@@ -180,7 +180,7 @@ func (s *Session) BeginLogin(ctx context.Context, account string) (*Login, Decis
 		case <-hold.C:
 			stop = true
 			s.e.log.Info("login attempt held too long at the failed-login threshold; refused",
-				"addr", s.addr.String(), "service", s.service)
+				"addr", s.addr.String(), "service", s.service.String())
 		}
 		mu.Lock()
 		g.waiters--

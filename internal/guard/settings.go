@@ -12,6 +12,7 @@ import (
 	"github.com/postern/postern/internal/patterns"
 	"github.com/postern/postern/internal/policy"
 	"github.com/postern/postern/internal/reason"
+	"github.com/postern/postern/internal/service"
 )
 
 // Defaults, as IceWarp has them.
@@ -255,8 +256,8 @@ func (s *Settings) refuses(g Group, r reason.Code) bool {
 // address under a block with reason r is refused at connect (else it is
 // let in, tarpitted when tarpit_delay is set; its login attempts are
 // refused whatever this says).
-func (s *Settings) RefusesBlock(service string, r reason.Code) bool {
-	g, ok := GroupOf(service)
+func (s *Settings) RefusesBlock(svc service.Service, r reason.Code) bool {
+	g, ok := GroupOf(svc)
 	if !ok {
 		g = GroupSMTP
 	}
@@ -284,8 +285,8 @@ func (s *Settings) TriggersEnabled() map[string]string {
 
 // SpamScore returns the spam score above which the service's group blocks
 // (S), or 0 when the trigger is off.
-func (s *Settings) SpamScore(service string) float64 {
-	g, ok := GroupOf(service)
+func (s *Settings) SpamScore(svc service.Service) float64 {
+	g, ok := GroupOf(svc)
 	if !ok {
 		return 0
 	}

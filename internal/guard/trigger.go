@@ -2,6 +2,7 @@ package guard
 
 import (
 	"github.com/postern/postern/internal/reason"
+	"github.com/postern/postern/internal/service"
 )
 
 // trigger indexes the automatic triggers.
@@ -62,14 +63,14 @@ var groupNames = [numGroups]string{"smtp", "imap_pop3", "web"}
 
 func (g Group) String() string { return groupNames[g] }
 
-// GroupOf returns the protocol group of a service name.
-func GroupOf(service string) (Group, bool) {
-	switch service {
-	case "smtp", "submission", "smtps":
+// GroupOf returns the protocol group of a service: its protocol's.
+func GroupOf(svc service.Service) (Group, bool) {
+	switch svc.Protocol() {
+	case service.ProtocolSMTP:
 		return GroupSMTP, true
-	case "imap", "imaps", "pop3", "pop3s":
+	case service.ProtocolMail:
 		return GroupMail, true
-	case "web":
+	case service.ProtocolWeb:
 		return GroupWeb, true
 	}
 	return 0, false
