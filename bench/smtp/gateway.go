@@ -77,7 +77,7 @@ func runChildGateway(cfgPath, ctrl string) int {
 		return fail(err)
 	}
 	f := snap.Config
-	cfg, err := smtpproxy.FromConfig("smtp", svc, f, nil)
+	cfg, err := smtpproxy.FromConfig(svc, f, nil)
 	if err != nil {
 		return fail(err)
 	}
