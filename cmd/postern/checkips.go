@@ -5,17 +5,18 @@ import (
 
 	"github.com/postern/postern/internal/config"
 	"github.com/postern/postern/internal/diag"
+	"github.com/postern/postern/internal/service"
 )
 
 // ipsGroups are the protocol groups of intrusion prevention and the
-// services whose events each one counts.
+// protocol of the services whose events each one counts.
 var ipsGroups = []struct {
-	name     string
-	services []string
+	name  string
+	proto service.Protocol
 }{
-	{"smtp", []string{"smtp", "submission", "smtps"}},
-	{"imap_pop3", []string{"imap", "imaps", "pop3", "pop3s"}},
-	{"web", []string{"web"}},
+	{"smtp", service.ProtocolSMTP},
+	{"imap_pop3", service.ProtocolMail},
+	{"web", service.ProtocolWeb},
 }
 
 // triggerNames are the triggers' configuration names by reason code.
@@ -81,8 +82,13 @@ func deadTriggers(f *config.File) []deadTrigger {
 		}
 		on := onTriggers(t)
 		var svcs []*config.Service
+		var names []string
 		allAuth := true // every service of the group takes mail only after AUTH
-		for _, name := range g.services {
+		for _, name := range service.All {
+			if name.Protocol() != g.proto {
+				continue
+			}
+			names = append(names, name.String())
 			if svc := f.Services[name]; svc != nil {
 				svcs = append(svcs, svc)
 				if svc.SMTP != nil && !svc.SMTP.RequireAuth {
@@ -92,7 +98,7 @@ func deadTriggers(f *config.File) []deadTrigger {
 		}
 		if len(svcs) == 0 {
 			for _, c := range on {
-				out = append(out, deadTrigger{g.name, c, "no " + strings.Join(g.services, ", ") + " service is configured", t.Pos()})
+				out = append(out, deadTrigger{g.name, c, "no " + strings.Join(names, ", ") + " service is configured", t.Pos()})
 			}
 			continue
 		}

@@ -124,7 +124,7 @@ login_restrictions:
 		"127.0.0.4": guard.Refuse, // no PTR
 		"127.0.0.5": guard.Allow,
 	} {
-		if got := g.engine.Admit(netip.MustParseAddr(addr), "imap").Action; got != want {
+		if got := g.engine.Admit(netip.MustParseAddr(addr), service.IMAP).Action; got != want {
 			t.Errorf("Admit %s = %v, want %v", addr, got, want)
 		}
 	}
@@ -133,8 +133,8 @@ login_restrictions:
 		t.Error("login restriction by host mask")
 	}
 	q := z.Queries()
-	g.engine.Admit(netip.MustParseAddr("127.0.0.2"), "imap")
-	g.engine.Admit(netip.MustParseAddr("127.0.0.4"), "imap")
+	g.engine.Admit(netip.MustParseAddr("127.0.0.2"), service.IMAP)
+	g.engine.Admit(netip.MustParseAddr("127.0.0.4"), service.IMAP)
 	if z.Queries() != q {
 		t.Errorf("cached names were looked up again (%d queries)", z.Queries()-q)
 	}
@@ -177,7 +177,7 @@ services:
 		t.Fatal(err)
 	}
 	g := &gateway{holder: snapshot.NewHolder(snap)}
-	_, plain, err := g.mailReaderConfig(&frontEnd{name: "imap", svc: snap.Config.Services[service.IMAP]}, snap.Config)
+	_, plain, err := g.mailReaderConfig(&frontEnd{name: service.IMAP, svc: snap.Config.Services[service.IMAP]}, snap.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
