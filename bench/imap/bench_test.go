@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/bench/internal/benchkit"
+	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/snapshot"
 	"github.com/postern/postern/internal/testenv"
 )
@@ -153,7 +154,7 @@ func TestConfigIsValid(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, text)
 	}
-	for _, name := range []string{"imap", "pop3"} {
+	for _, name := range []service.Service{service.IMAP, service.POP3} {
 		svc := snap.Config.Services[name]
 		if svc == nil || svc.MaxPerAddress != 1000000 || string(svc.Mail.BackendProxy) != "v2" {
 			t.Fatalf("service %s: %+v", name, svc)

@@ -23,6 +23,7 @@ import (
 	"github.com/postern/postern/internal/policy"
 	"github.com/postern/postern/internal/pop3proxy"
 	"github.com/postern/postern/internal/relay"
+	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/smtpproxy"
 	"github.com/postern/postern/internal/snapshot"
 	"github.com/postern/postern/internal/testenv"
@@ -74,11 +75,11 @@ func startGateway(t testing.TB, env *testenv.Env) *gateway {
 	pol := func() *policy.Policy { return snap.Policy }
 	plain := func(netip.Addr) bool { return true }
 	log := slog.New(slog.DiscardHandler)
-	ip := imapproxy.New(imapproxy.Config{Service: "imap", Backend: relay.Dialer{Addr: env.IMAPProxy, Proxy: "v2"},
+	ip := imapproxy.New(imapproxy.Config{Service: service.IMAP, Backend: relay.Dialer{Addr: env.IMAPProxy, Proxy: "v2"},
 		PlaintextLogin: plain, PreAuthIdle: 30 * time.Second, BackendTimeout: 30 * time.Second}, eng, pol, log)
-	pp := pop3proxy.New(pop3proxy.Config{Service: "pop3", Backend: relay.Dialer{Addr: env.POP3Proxy, Proxy: "v2"},
+	pp := pop3proxy.New(pop3proxy.Config{Service: service.POP3, Backend: relay.Dialer{Addr: env.POP3Proxy, Proxy: "v2"},
 		PlaintextLogin: plain, PreAuthIdle: 30 * time.Second, BackendTimeout: 30 * time.Second}, eng, pol, log)
-	sp := smtpproxy.New(smtpproxy.Config{Service: "submission", Hostname: "gw.e2e.test", Backend: env.SMTPProxy, BackendProxy: "v2",
+	sp := smtpproxy.New(smtpproxy.Config{Service: service.Submission, Hostname: "gw.e2e.test", Backend: env.SMTPProxy, BackendProxy: "v2",
 		AllowInsecureAuth: true, Timeouts: smtpproxy.Timeouts{Command: 30 * time.Second, Data: 30 * time.Second, Session: 5 * time.Minute,
 			Connect: 5 * time.Second, Backend: 30 * time.Second}},
 		eng, func() smtpproxy.Env { return smtpproxy.Env{Policy: snap.Policy} }, nil, log)

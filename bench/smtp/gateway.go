@@ -27,6 +27,7 @@ import (
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/netlisten"
 	"github.com/postern/postern/internal/relay"
+	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/smtpproxy"
 	"github.com/postern/postern/internal/snapshot"
 	"github.com/postern/postern/internal/store"
@@ -61,7 +62,7 @@ func runChildGateway(cfgPath, ctrl string) int {
 	}
 	defer eng.Close()
 	go eng.Run(ctx, time.Minute)
-	svc := snap.Config.Services["smtp"]
+	svc := snap.Config.Services[service.SMTP]
 	if svc == nil {
 		return fail(fmt.Errorf("no smtp service in %s", cfgPath))
 	}
@@ -76,7 +77,7 @@ func runChildGateway(cfgPath, ctrl string) int {
 		return fail(err)
 	}
 	f := snap.Config
-	cfg, err := smtpproxy.FromConfig("smtp", svc, f, nil)
+	cfg, err := smtpproxy.FromConfig(svc, f, nil)
 	if err != nil {
 		return fail(err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/postern/postern/internal/admin"
 	"github.com/postern/postern/internal/admin/admintest"
+	"github.com/postern/postern/internal/reason"
 	"github.com/postern/postern/internal/store"
 )
 
@@ -70,11 +71,11 @@ func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 
 func sampleBlocks() []store.Block {
 	return []store.Block{
-		{Prefix: pfx("203.0.113.7/32"), Reason: store.ReasonLogin, Service: "imap", Detail: "alice@example.com\x1b[31m",
+		{Prefix: pfx("203.0.113.7/32"), Reason: reason.Login, Service: "imap", Detail: "alice@example.com\x1b[31m",
 			FirstSeen: blocksNow.Add(-2 * time.Hour), LastSeen: blocksNow.Add(-time.Hour), Hits: 5, Expires: blocksNow.Add(3 * time.Hour), Node: "gw1", By: "engine"},
-		{Prefix: pfx("2001:db8:1::/64"), Reason: store.ReasonUnknownRecipients, Service: "smtp", Detail: "bob",
+		{Prefix: pfx("2001:db8:1::/64"), Reason: reason.UnknownRecipients, Service: "smtp", Detail: "bob",
 			FirstSeen: blocksNow.Add(-48 * time.Hour), LastSeen: blocksNow.Add(-30 * time.Minute), Hits: 12, Expires: blocksNow.Add(-time.Hour), Node: "gw2", By: "engine"},
-		{Prefix: pfx("198.51.100.0/24"), Reason: store.ReasonManual, Comment: "forever",
+		{Prefix: pfx("198.51.100.0/24"), Reason: reason.Manual, Comment: "forever",
 			FirstSeen: blocksNow.Add(-10 * time.Minute), LastSeen: blocksNow.Add(-10 * time.Minute), By: "admin:cli"},
 	}
 }
@@ -181,7 +182,7 @@ func TestBlocksAddRemove(t *testing.T) {
 		t.Errorf("add: %d %q %q", code, out, errs)
 	}
 	b, ok := s.eng.Get(pfx("203.0.113.9/32"))
-	if !ok || b.Reason != store.ReasonManual || b.Comment != "scanner" || b.By != "admin:cli" {
+	if !ok || b.Reason != reason.Manual || b.Comment != "scanner" || b.By != "admin:cli" {
 		t.Errorf("block %+v", b)
 	}
 	if code, out, _ := s.blocks(t, "add", "2001:db8:9::/48"); code != 0 || out != "blocked 2001:db8:9::/48 until 2026-05-01 16:00 UTC\n" {

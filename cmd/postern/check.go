@@ -10,8 +10,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/postern/postern/internal/config"
 	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/snapshot"
 )
 
@@ -67,7 +67,7 @@ func printSummary(w io.Writer, s *snapshot.Snapshot, took time.Duration) {
 		n := len(set.Items())
 		fmt.Fprintf(w, "  pattern   [%s] %d item%s, %d networks\n", name, n, plural(n), set.Networks())
 	}
-	for _, name := range config.ServiceNames {
+	for _, name := range service.All {
 		svc := s.Config.Services[name]
 		if svc == nil {
 			continue

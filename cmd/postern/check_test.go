@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-
 )
 
 // deadConfig switches on triggers that nothing can feed: failed logins
@@ -185,5 +184,33 @@ intrusion_prevention:
 	code, _, errs := postern(t, "check", "-c", cfg)
 	if code != 1 || !strings.Contains(errs, "tarpit_accounts holds a host mask") || !strings.Contains(errs, ":4:") {
 		t.Fatalf("exit %d\n%s", code, errs)
+	}
+}
+
+// TestCheckNamesAGroupsServices checks that a group with no service names
+// every service of its protocol, in the configuration's order.
+func TestCheckNamesAGroupsServices(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "postern.yaml")
+	writeFile(t, cfg, `services:
+  web: { listen: "127.0.0.1:0", backend: "http://127.0.0.1:8080" }
+intrusion_prevention:
+  smtp: { rset_count: 10 }
+  imap_pop3: { connections_per_minute: 50 }
+`)
+	code, out, errs := postern(t, "check", "-c", cfg)
+	if code != 0 {
+		t.Fatalf("check: exit %d, want 0 (warnings only)\n%s%s", code, out, errs)
+	}
+	for _, w := range []string{
+		"intrusion_prevention.smtp.rset_count (R) can never fire: no smtp, submission, smtps service is configured",
+		"intrusion_prevention.imap_pop3.connections_per_minute (I) can never fire: no imap, imaps, pop3, pop3s service is configured",
+	} {
+		if !strings.Contains(errs, w) {
+			t.Errorf("warnings lack %q:\n%s", w, errs)
+		}
+	}
+	if strings.Contains(errs, "intrusion_prevention.web.") {
+		t.Errorf("a warning for web, which has a service:\n%s", errs)
 	}
 }

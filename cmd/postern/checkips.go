@@ -5,17 +5,18 @@ import (
 
 	"github.com/postern/postern/internal/config"
 	"github.com/postern/postern/internal/diag"
+	"github.com/postern/postern/internal/service"
 )
 
 // ipsGroups are the protocol groups of intrusion prevention and the
-// services whose events each one counts.
+// protocol of the services whose events each one counts.
 var ipsGroups = []struct {
-	name     string
-	services []string
+	name  string
+	proto service.Protocol
 }{
-	{"smtp", []string{"smtp", "submission", "smtps"}},
-	{"imap_pop3", []string{"imap", "imaps", "pop3", "pop3s"}},
-	{"web", []string{"web"}},
+	{"smtp", service.ProtocolSMTP},
+	{"imap_pop3", service.ProtocolMail},
+	{"web", service.ProtocolWeb},
 }
 
 // triggerNames are the triggers' configuration names by reason code.
@@ -52,15 +53,15 @@ func onTriggers(t *config.Triggers) []byte {
 	return on
 }
 
-// groupTriggers returns the configured triggers of a group, nil when the
-// group is absent.
-func groupTriggers(ips *config.IntrusionPrevention, group string) *config.Triggers {
-	switch group {
-	case "smtp":
+// groupTriggers returns the configured triggers of the group of protocol
+// p, nil when the group is absent.
+func groupTriggers(ips *config.IntrusionPrevention, p service.Protocol) *config.Triggers {
+	switch p {
+	case service.ProtocolSMTP:
 		return ips.SMTP
-	case "imap_pop3":
+	case service.ProtocolMail:
 		return ips.IMAPPOP3
-	case "web":
+	case service.ProtocolWeb:
 		return ips.Web
 	}
 	return nil
@@ -75,14 +76,19 @@ func groupTriggers(ips *config.IntrusionPrevention, group string) *config.Trigge
 func deadTriggers(f *config.File) []deadTrigger {
 	var out []deadTrigger
 	for _, g := range ipsGroups {
-		t := groupTriggers(&f.IntrusionPrevention, g.name)
+		t := groupTriggers(&f.IntrusionPrevention, g.proto)
 		if t == nil {
 			continue
 		}
 		on := onTriggers(t)
 		var svcs []*config.Service
+		var names []string
 		allAuth := true // every service of the group takes mail only after AUTH
-		for _, name := range g.services {
+		for _, name := range service.All {
+			if name.Protocol() != g.proto {
+				continue
+			}
+			names = append(names, name.String())
 			if svc := f.Services[name]; svc != nil {
 				svcs = append(svcs, svc)
 				if svc.SMTP != nil && !svc.SMTP.RequireAuth {
@@ -92,7 +98,7 @@ func deadTriggers(f *config.File) []deadTrigger {
 		}
 		if len(svcs) == 0 {
 			for _, c := range on {
-				out = append(out, deadTrigger{g.name, c, "no " + strings.Join(g.services, ", ") + " service is configured", t.Pos()})
+				out = append(out, deadTrigger{g.name, c, "no " + strings.Join(names, ", ") + " service is configured", t.Pos()})
 			}
 			continue
 		}
@@ -103,13 +109,13 @@ func deadTriggers(f *config.File) []deadTrigger {
 				why = "no spam scanner is configured (spam.rspamd or spam.spamd)"
 			case c == 'C' && len(f.ContentRules) == 0:
 				why = "no content_rules are defined"
-			case g.name == "smtp" && allAuth && strings.IndexByte("PYSMAC", c) >= 0:
+			case g.proto == service.ProtocolSMTP && allAuth && strings.IndexByte("PYSMAC", c) >= 0:
 				why = "every smtp, submission and smtps service requires AUTH before mail, and an authenticated session is never blocked for it"
-			case c == 'L' && g.name == "smtp" && !anyService(svcs, func(s *config.Service) bool { return s.TLS != nil || s.SMTP != nil && s.SMTP.AllowInsecureAuth }):
+			case c == 'L' && g.proto == service.ProtocolSMTP && !anyService(svcs, func(s *config.Service) bool { return s.TLS != nil || s.SMTP != nil && s.SMTP.AllowInsecureAuth }):
 				why = "SMTP AUTH needs TLS and no smtp, submission or smtps service has tls: (or allow_insecure_auth)"
-			case c == 'L' && g.name == "imap_pop3" && !anyService(svcs, func(s *config.Service) bool { return s.TLS != nil || s.Mail != nil && s.Mail.PlaintextLogin.IsSet() }):
+			case c == 'L' && g.proto == service.ProtocolMail && !anyService(svcs, func(s *config.Service) bool { return s.TLS != nil || s.Mail != nil && s.Mail.PlaintextLogin.IsSet() }):
 				why = "logins need TLS and no imap, imaps, pop3 or pop3s service has tls: (or plaintext_login)"
-			case c == 'L' && g.name == "web" && !anyService(svcs, func(s *config.Service) bool { return s.Web != nil && len(s.Web.LoginForms) > 0 }):
+			case c == 'L' && g.proto == service.ProtocolWeb && !anyService(svcs, func(s *config.Service) bool { return s.Web != nil && len(s.Web.LoginForms) > 0 }):
 				why = "the web service has no login_forms, so no failed webmail login is recognised"
 			}
 			if why != "" {
@@ -140,7 +146,7 @@ func ipsWarnings(f *config.File) []error {
 			d.group, triggerNames[d.code], d.code, d.why))
 	}
 	for _, g := range ipsGroups {
-		t := groupTriggers(ips, g.name)
+		t := groupTriggers(ips, g.proto)
 		if t == nil {
 			continue
 		}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/postern/postern/internal/admin"
 	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/service"
 )
 
 // TestMain lets the test binary act as `postern serve` for the end-to-end
@@ -56,7 +57,7 @@ func childServe() int {
 // own address, exactly to its threshold (see e2eConfig).
 func scriptedSession(e *guard.Engine) {
 	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}) }
-	open := func(i int) *guard.Session { s, _ := e.Open(addr(i), "smtp", nil); return s }
+	open := func(i int) *guard.Session { s, _ := e.Open(addr(i), service.SMTP, nil); return s }
 	for range 3 {
 		open(1) // I: 3 connections in a minute
 	}

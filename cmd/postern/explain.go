@@ -9,13 +9,13 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/postern/postern/internal/config"
 	"github.com/postern/postern/internal/policy"
+	"github.com/postern/postern/internal/service"
 )
 
 func newExplainCmd() *cobra.Command {
 	var (
-		path, ip, account, service, reqPath string
+		path, ip, account, svcName, reqPath string
 	)
 	cmd := &cobra.Command{
 		Use:   "explain --ip ADDRESS --service SERVICE [--account USER] [--path /admin]",
@@ -36,11 +36,12 @@ Exit status: 0 allow, 1 deny, 2 error.`,
 				fmt.Fprintf(cmd.ErrOrStderr(), "--ip %q: not an IP address\n", ip)
 				return exitCode(exitError)
 			}
-			if !config.IsService(service) {
-				fmt.Fprintf(cmd.ErrOrStderr(), "--service %q: want one of %s\n", service, strings.Join(config.ServiceNames, ", "))
+			svc, ok := service.Parse(svcName)
+			if !ok {
+				fmt.Fprintf(cmd.ErrOrStderr(), "--service %q: want one of %s\n", svcName, service.Names)
 				return exitCode(exitError)
 			}
-			if reqPath != "" && service != "web" {
+			if reqPath != "" && svc != service.Web {
 				fmt.Fprintln(cmd.ErrOrStderr(), "--path applies to --service web only")
 				return exitCode(exitError)
 			}
@@ -51,16 +52,16 @@ Exit status: 0 allow, 1 deny, 2 error.`,
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "address   %s\n", addr)
 			printCountry(w, snap, addr)
-			v, err := snap.Policy.ExplainService(service, addr)
+			v, err := snap.Policy.ExplainService(svc, addr)
 			if err != nil {
 				fmt.Fprintf(cmd.ErrOrStderr(), "%v in %s\n", err, path)
 				return exitCode(exitError)
 			}
 			allow := v.Allow
-			fmt.Fprintf(w, "service   %s\n", service)
+			fmt.Fprintf(w, "service   %s\n", svc)
 			printVerdict(w, v, "every address may connect (no grant or deny list)")
 			if reqPath != "" {
-				pv, _ := snap.Policy.ExplainPath(service, reqPath, addr)
+				pv, _ := snap.Policy.ExplainPath(svc, reqPath, addr)
 				fmt.Fprintf(w, "path      %s (cleaned: %s)\n", reqPath, policy.CleanPath(reqPath))
 				printVerdict(w, pv, "no path rule applies")
 				allow = allow && pv.Allow
@@ -81,7 +82,7 @@ Exit status: 0 allow, 1 deny, 2 error.`,
 	}
 	configFlag(cmd, &path)
 	cmd.Flags().StringVar(&ip, "ip", "", "client IP address (required)")
-	cmd.Flags().StringVar(&service, "service", "", "service: "+strings.Join(config.ServiceNames, ", ")+" (required)")
+	cmd.Flags().StringVar(&svcName, "service", "", "service: "+service.Names+" (required)")
 	cmd.Flags().StringVar(&account, "account", "", "account logging in, e.g. alice@example.com")
 	cmd.Flags().StringVar(&reqPath, "path", "", "web request path, e.g. /admin")
 	_ = cmd.MarkFlagRequired("ip")

@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/admin"
-	"github.com/postern/postern/internal/config"
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/policy"
+	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/snapshot"
 )
 
@@ -47,14 +47,14 @@ type apiBlock struct {
 // liveExplainer answers the API's explain: the access policy of the
 // running configuration and the engine's blocks, for one address.
 func liveExplainer(current func() *snapshot.Snapshot, eng *guard.Engine) admin.Explainer {
-	return func(ctx context.Context, addr netip.Addr, service, account, path string) (any, error) {
-		return explainLive(current(), eng, addr, service, account, path)
+	return func(ctx context.Context, addr netip.Addr, svcName, account, path string) (any, error) {
+		return explainLive(current(), eng, addr, svcName, account, path)
 	}
 }
 
-func explainLive(snap *snapshot.Snapshot, eng *guard.Engine, addr netip.Addr, service, account, path string) (any, error) {
+func explainLive(snap *snapshot.Snapshot, eng *guard.Engine, addr netip.Addr, svcName, account, path string) (any, error) {
 	addr = addr.Unmap()
-	out := apiExplanation{Address: addr.String(), Service: service, Decision: "allow", At: eng.Now().UTC(), Rules: []apiRule{}, Because: []string{}}
+	out := apiExplanation{Address: addr.String(), Service: svcName, Decision: "allow", At: eng.Now().UTC(), Rules: []apiRule{}, Because: []string{}}
 	if snap.GeoIP != nil {
 		if cc, src, ok := snap.GeoIP.Country(addr); ok {
 			out.Country, out.GeoIP = cc, fmt.Sprintf("%s (built %s)", src.Path, src.BuildTime.UTC().Format(time.DateOnly))
@@ -64,21 +64,22 @@ func explainLive(snap *snapshot.Snapshot, eng *guard.Engine, addr netip.Addr, se
 		out.Decision = "deny"
 		out.Because = append(out.Because, why)
 	}
-	if service != "" {
-		if !config.IsService(service) {
-			return nil, fmt.Errorf("%w: unknown service %q", admin.ErrBadRequest, service)
+	svc, ok := service.Parse(svcName)
+	if svcName != "" {
+		if !ok {
+			return nil, fmt.Errorf("%w: unknown service %q", admin.ErrBadRequest, svcName)
 		}
-		v, err := snap.Policy.ExplainService(service, addr)
+		v, err := snap.Policy.ExplainService(svc, addr)
 		if err != nil {
-			deny(service + " is not configured")
+			deny(svcName + " is not configured")
 		} else {
 			addRules(&out, v)
 			if !v.Allow {
-				deny("the " + service + " grant/deny lists")
+				deny("the " + svcName + " grant/deny lists")
 			}
 		}
 		if path != "" {
-			pv, err := snap.Policy.ExplainPath(service, path, addr)
+			pv, err := snap.Policy.ExplainPath(svc, path, addr)
 			if err == nil {
 				addRules(&out, pv)
 				if !pv.Allow {
@@ -98,8 +99,8 @@ func explainLive(snap *snapshot.Snapshot, eng *guard.Engine, addr netip.Addr, se
 		out.Block = &apiBlock{Target: b.Prefix.String(), Reason: b.Reason.String(), ReasonName: b.Reason.Name(), Detail: b.Detail, Expires: b.Expires, By: b.By}
 		st := eng.Settings()
 		refused := st.RefuseBlocked
-		if service != "" {
-			refused = st.RefusesBlock(service, b.Reason)
+		if ok {
+			refused = st.RefusesBlock(svc, b.Reason)
 		}
 		if refused {
 			deny("blocked (" + b.Reason.String() + " " + b.Reason.Name() + ") until " + b.Expires.Format(time.RFC3339))

@@ -10,6 +10,7 @@ import (
 
 	"github.com/postern/postern/internal/fcrdns/fcrdnstest"
 	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/service"
 )
 
 // explain and pattern test say which host mask matched and with what name,
@@ -122,7 +123,7 @@ login_restrictions:
 		"127.0.0.4": guard.Refuse, // no PTR
 		"127.0.0.5": guard.Allow,
 	} {
-		if got := g.Engine().Admit(netip.MustParseAddr(addr), "imap").Action; got != want {
+		if got := g.Engine().Admit(netip.MustParseAddr(addr), service.IMAP).Action; got != want {
 			t.Errorf("Admit %s = %v, want %v", addr, got, want)
 		}
 	}
@@ -131,8 +132,8 @@ login_restrictions:
 		t.Error("login restriction by host mask")
 	}
 	q := z.Queries()
-	g.Engine().Admit(netip.MustParseAddr("127.0.0.2"), "imap")
-	g.Engine().Admit(netip.MustParseAddr("127.0.0.4"), "imap")
+	g.Engine().Admit(netip.MustParseAddr("127.0.0.2"), service.IMAP)
+	g.Engine().Admit(netip.MustParseAddr("127.0.0.4"), service.IMAP)
 	if z.Queries() != q {
 		t.Errorf("cached names were looked up again (%d queries)", z.Queries()-q)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/postern/postern/internal/admin"
 	"github.com/postern/postern/internal/gateway"
 	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/store"
 )
 
@@ -174,7 +175,7 @@ func TestBlocksImportFailedEnforcesNothing(t *testing.T) {
 	if code != 2 || out != "" || !strings.Contains(errs, "line 3: expires: 9999-12-31T23:59:59Z is more than 10 years ahead") {
 		t.Fatalf("import of year 9999: %d %q %q", code, out, errs)
 	}
-	if a := g.Engine().Admit(netip.MustParseAddr("10.9.0.1"), "smtp"); a.Action != guard.Allow || len(g.Engine().Blocks()) != 0 {
+	if a := g.Engine().Admit(netip.MustParseAddr("10.9.0.1"), service.SMTP); a.Action != guard.Allow || len(g.Engine().Blocks()) != 0 {
 		t.Fatalf("a refused import is enforced: %+v", a)
 	}
 	js := filepath.Join(dir, "blocks.json")
@@ -197,7 +198,7 @@ func TestBlocksImportFailedEnforcesNothing(t *testing.T) {
 	if code != 2 || errs == "" {
 		t.Fatalf("import into a closed store: %d %q", code, errs)
 	}
-	if a := g.Engine().Admit(netip.MustParseAddr("10.9.0.1"), "smtp"); a.Action != guard.Allow || len(g.Engine().Blocks()) != 0 {
+	if a := g.Engine().Admit(netip.MustParseAddr("10.9.0.1"), service.SMTP); a.Action != guard.Allow || len(g.Engine().Blocks()) != 0 {
 		t.Fatalf("an import the store refused is enforced: %+v", a)
 	}
 	if !strings.Contains(logs.String(), "none imported") {

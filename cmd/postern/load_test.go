@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/admin"
+	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/store"
 )
 
@@ -50,7 +51,7 @@ func TestConcurrentAdminDuringEventLoad(t *testing.T) {
 			defer wg.Done()
 			for i := range perWorker * 5 {
 				a := netip.AddrFrom4([4]byte{10, byte(w), byte(i >> 8), byte(i)})
-				s, _ := g.Engine().Open(a, "smtp", nil)
+				s, _ := g.Engine().Open(a, service.SMTP, nil)
 				s.DNSBLListed("zen.example.org")
 				s.Close()
 			}

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/postern/postern/internal/reason"
 	"github.com/postern/postern/internal/store"
 )
 
@@ -234,7 +235,7 @@ func (r *record) block(where string, now time.Time) (store.Block, error) {
 	if strings.TrimSpace(r.Reason) == "" {
 		return b, bad("reason", errors.New("missing: want a code such as L or U"))
 	}
-	if b.Reason, err = store.ParseReason(r.Reason); err != nil {
+	if b.Reason, err = reason.Parse(r.Reason); err != nil {
 		return b, bad("reason", err)
 	}
 	if b.FirstSeen, err = parseTime(r.FirstSeen); err != nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/admin"
+	"github.com/postern/postern/internal/reason"
 	"github.com/postern/postern/internal/store"
 )
 
@@ -64,8 +65,8 @@ func TestParseCSV(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []store.Block{
-		{Prefix: pfx("203.0.113.7/32"), Reason: store.ReasonLogin, Detail: "two\nlines", Hits: 3, Expires: time.Date(2026, 5, 1, 7, 0, 0, 5e8, time.UTC)},
-		{Prefix: pfx("2001:db8::/48"), Reason: store.ReasonManual},
+		{Prefix: pfx("203.0.113.7/32"), Reason: reason.Login, Detail: "two\nlines", Hits: 3, Expires: time.Date(2026, 5, 1, 7, 0, 0, 5e8, time.UTC)},
+		{Prefix: pfx("2001:db8::/48"), Reason: reason.Manual},
 	}
 	if len(bs) != len(want) {
 		t.Fatalf("got %d blocks: %+v", len(bs), bs)
@@ -114,7 +115,7 @@ func TestParseJSON(t *testing.T) {
 	bare := `[{"target":"203.0.113.7","reason":"L","expires":null},{"prefix":"2001:db8::/48","reason":"manual","expires":"2026-05-01T15:00:00Z"}]`
 	bs, err := admin.ParseJSON([]byte(bare))
 	if err != nil || len(bs) != 2 || bs[0].Prefix != pfx("203.0.113.7/32") || !bs[0].Expires.IsZero() ||
-		bs[1].Reason != store.ReasonManual || !bs[1].Expires.Equal(t0.Add(3*time.Hour)) {
+		bs[1].Reason != reason.Manual || !bs[1].Expires.Equal(t0.Add(3*time.Hour)) {
 		t.Fatalf("bare array: %+v, %v", bs, err)
 	}
 	for _, in := range []string{`{"blocks":[]}`, `{"blocks":null}`, `{}`, ` [ ] `} {

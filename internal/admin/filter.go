@@ -11,12 +11,13 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/config"
+	"github.com/postern/postern/internal/reason"
 	"github.com/postern/postern/internal/store"
 )
 
 // Filter selects blocks for ListBlocks. The zero Filter selects every block.
 type Filter struct {
-	Reason  store.Reason // 0: any reason
+	Reason  reason.Code  // 0: any reason
 	Service string       // "": any service; else compared without case
 	Search  netip.Prefix // invalid: anywhere; else blocks overlapping it (an address is a /32 or /128)
 	Active  *bool        // nil: all; true: not expired; false: expired
@@ -139,7 +140,7 @@ func (f Filter) values() url.Values {
 func parseFilter(q url.Values) (Filter, error) {
 	var f Filter
 	if s := q.Get("reason"); s != "" {
-		r, err := store.ParseReason(s)
+		r, err := reason.Parse(s)
 		if err != nil {
 			return f, fmt.Errorf("reason: %w", err)
 		}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/postern/postern/internal/admin"
 	"github.com/postern/postern/internal/admin/admintest"
+	"github.com/postern/postern/internal/reason"
 	"github.com/postern/postern/internal/store"
 )
 
@@ -32,16 +33,16 @@ func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 func sample() []store.Block {
 	kl := time.FixedZone("MYT", 8*3600)
 	return []store.Block{
-		{Prefix: pfx("203.0.113.7/32"), Reason: store.ReasonLogin, Service: "imap", Detail: "alice@example.com",
+		{Prefix: pfx("203.0.113.7/32"), Reason: reason.Login, Service: "imap", Detail: "alice@example.com",
 			FirstSeen: t0.Add(-2 * time.Hour), LastSeen: t0.Add(-time.Hour), Hits: 5, Expires: t0.Add(3 * time.Hour), Node: "gw1", By: "engine"},
-		{Prefix: pfx("2001:db8:1::/64"), Reason: store.ReasonUnknownRecipients, Service: "smtp", Detail: "bob, \"carol\"\nand =dave",
+		{Prefix: pfx("2001:db8:1::/64"), Reason: reason.UnknownRecipients, Service: "smtp", Detail: "bob, \"carol\"\nand =dave",
 			FirstSeen: t0.Add(-48 * time.Hour).In(kl), LastSeen: t0.Add(-30*time.Minute + 123456789).In(kl), Hits: 12,
 			Expires: t0.Add(-time.Hour), Node: "gw2", By: "engine", Level: 2},
-		{Prefix: pfx("198.51.100.0/24"), Reason: store.ReasonManual, Comment: "office scanner, forever",
+		{Prefix: pfx("198.51.100.0/24"), Reason: reason.Manual, Comment: "office scanner, forever",
 			FirstSeen: t0.Add(-10 * time.Minute), LastSeen: t0.Add(-10 * time.Minute), Node: "gw1", By: "admin:cli"},
-		{Prefix: pfx("192.0.2.1/32"), Reason: store.ReasonDNSBL, Service: "smtp", Detail: "zen.example.org",
+		{Prefix: pfx("192.0.2.1/32"), Reason: reason.DNSBL, Service: "smtp", Detail: "zen.example.org",
 			FirstSeen: t0.Add(-6 * time.Hour), LastSeen: t0.Add(-5 * time.Hour), Hits: 1, Expires: t0.Add(-2 * time.Hour), Node: "gw1", By: "engine"},
-		{Prefix: pfx("2001:db8::99/128"), Reason: store.ReasonLogin, Service: "pop3", Detail: "ünïcödé@example.com",
+		{Prefix: pfx("2001:db8::99/128"), Reason: reason.Login, Service: "pop3", Detail: "ünïcödé@example.com",
 			FirstSeen: t0.Add(-3 * time.Hour), LastSeen: t0.Add(-3 * time.Hour), Hits: 7, Expires: t0.Add(time.Hour), Node: "gw3", By: "engine", Level: 1},
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/postern/postern/internal/admin"
 	"github.com/postern/postern/internal/admin/admintest"
+	"github.com/postern/postern/internal/reason"
 	"github.com/postern/postern/internal/store"
 )
 
@@ -170,7 +171,7 @@ func TestListFilters(t *testing.T) {
 		want []string
 	}{
 		{"all, last seen first", admin.Filter{}, []string{"198.51.100.0/24", "2001:db8:1::/64", "203.0.113.7", "2001:db8::99", "192.0.2.1"}},
-		{"reason L", admin.Filter{Reason: store.ReasonLogin}, []string{"203.0.113.7", "2001:db8::99"}},
+		{"reason L", admin.Filter{Reason: reason.Login}, []string{"203.0.113.7", "2001:db8::99"}},
 		{"service smtp", admin.Filter{Service: "SMTP"}, []string{"2001:db8:1::/64", "192.0.2.1"}},
 		{"search an address", admin.Filter{Search: pfx("203.0.113.7/32")}, []string{"203.0.113.7"}},
 		{"search an address inside a prefix", admin.Filter{Search: pfx("198.51.100.77/32")}, []string{"198.51.100.0/24"}},
@@ -178,7 +179,7 @@ func TestListFilters(t *testing.T) {
 		{"search nothing there", admin.Filter{Search: pfx("10.0.0.0/8")}, nil},
 		{"active", admin.Filter{Active: &yes}, []string{"198.51.100.0/24", "203.0.113.7", "2001:db8::99"}},
 		{"expired", admin.Filter{Active: &no}, []string{"2001:db8:1::/64", "192.0.2.1"}},
-		{"combined", admin.Filter{Reason: store.ReasonLogin, Active: &yes, Search: pfx("2001:db8::/32")}, []string{"2001:db8::99"}},
+		{"combined", admin.Filter{Reason: reason.Login, Active: &yes, Search: pfx("2001:db8::/32")}, []string{"2001:db8::99"}},
 	} {
 		bs, err := f.c.ListBlocks(ctx, tc.f)
 		if err != nil {
@@ -245,7 +246,7 @@ func TestListTimeFilters(t *testing.T) {
 		{"window 08:00-09:30", admin.Filter{Since: admin.Ago(4 * time.Hour), Until: admin.At(t0.Add(-150 * time.Minute))}, []string{"2001:db8:1::/64", "2001:db8::99"}},
 		{"expires before +2h", admin.Filter{ExpiresBefore: admin.Ago(-2 * time.Hour)}, []string{"2001:db8:1::/64", "2001:db8::99", "192.0.2.1"}},
 		{"expires before now", admin.Filter{ExpiresBefore: admin.Ago(0)}, []string{"2001:db8:1::/64", "192.0.2.1"}},
-		{"with reason", admin.Filter{Reason: store.ReasonLogin, Since: admin.Ago(4 * time.Hour)}, []string{"203.0.113.7", "2001:db8::99"}},
+		{"with reason", admin.Filter{Reason: reason.Login, Since: admin.Ago(4 * time.Hour)}, []string{"203.0.113.7", "2001:db8::99"}},
 		{"nothing that late", admin.Filter{Since: admin.Ago(-time.Minute)}, nil},
 	} {
 		bs, err := f.c.ListBlocks(ctx, tc.f)

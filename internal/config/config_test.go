@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/postern/postern/internal/service"
 )
 
 const good = `
@@ -54,11 +56,11 @@ func TestParseGood(t *testing.T) {
 	if f.Patterns[2].Text.Value != "10.0.0.1\n10.0.0.2" || f.Patterns[2].Text.Pos.Line != 12 {
 		t.Errorf("list pattern: %+v", f.Patterns[2].Text)
 	}
-	imap := f.Services["imap"]
+	imap := f.Services[service.IMAP]
 	if imap.Grant.Value != "[GeoIP_MY];[Office]" || imap.Pos().Line != 16 {
 		t.Errorf("imap: %+v at %v", imap.Grant, imap.Pos())
 	}
-	if f.Services["web"].Web.Paths[0].Prefix.Value != "/admin" {
+	if f.Services[service.Web].Web.Paths[0].Prefix.Value != "/admin" {
 		t.Error("web path")
 	}
 	if f.Log.Format.Value != "json" {
@@ -137,8 +139,8 @@ func TestLoadFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.Services["imaps"].TLS.Cert.Value != cert {
-		t.Errorf("cert path: %s", f.Services["imaps"].TLS.Cert.Value)
+	if f.Services[service.IMAPS].TLS.Cert.Value != cert {
+		t.Errorf("cert path: %s", f.Services[service.IMAPS].TLS.Cert.Value)
 	}
 	if _, err := Load(filepath.Join(dir, "missing.yaml")); err == nil || !strings.Contains(err.Error(), "no such file") {
 		t.Errorf("missing file: %v", err)
@@ -231,7 +233,7 @@ func TestServiceDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	smtp, sub, pop, imap, web := f.Services["smtp"], f.Services["submission"], f.Services["pop3"], f.Services["imap"], f.Services["web"]
+	smtp, sub, pop, imap, web := f.Services[service.SMTP], f.Services[service.Submission], f.Services[service.POP3], f.Services[service.IMAP], f.Services[service.Web]
 	if smtp.SMTP == nil || smtp.Mail != nil || smtp.Web != nil || pop.Mail == nil || web.Web == nil {
 		t.Fatalf("protocol parts: smtp %+v pop3 %+v web %+v", smtp, pop, web)
 	}
@@ -251,7 +253,7 @@ func TestServiceDefaults(t *testing.T) {
 		t.Errorf("login form method: %q", m)
 	}
 	sub2, err := Parse("c.yaml", []byte("services:\n  submission: { listen: \":587\", backend: \"b:1\", require_auth: false }\n"))
-	if err != nil || sub2.Services["submission"].SMTP.RequireAuth {
+	if err != nil || sub2.Services[service.Submission].SMTP.RequireAuth {
 		t.Errorf("require_auth: false on submission: %v", err)
 	}
 }
@@ -276,7 +278,7 @@ services:
 	if lo := f.IntrusionPrevention.SMTP.LogOnly; len(lo) != 2 || lo[0].Code != 'P' || lo[1].Code != 'Y' {
 		t.Errorf("log_only codes: %+v", lo)
 	}
-	lf := &f.Services["web"].Web.LoginForms[0]
+	lf := &f.Services[service.Web].Web.LoginForms[0]
 	if lf.routeParams == nil || lf.routes[0] != "/" || lf.routeParams.Get("_task") != "login" {
 		t.Errorf("login form routes not parsed at load: %v %v", lf.routes, lf.routeParams)
 	}

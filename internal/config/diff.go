@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
@@ -40,12 +41,9 @@ func diffValue(out *[]string, path string, a, b reflect.Value) {
 		diffPatterns(out, path, a.Interface().(Patterns), b.Interface().(Patterns))
 		return
 	case t.Kind() == reflect.Map:
-		keys := map[string]bool{}
-		for _, k := range a.MapKeys() {
-			keys[k.String()] = true
-		}
-		for _, k := range b.MapKeys() {
-			keys[k.String()] = true
+		keys := map[string]reflect.Value{}
+		for _, k := range append(a.MapKeys(), b.MapKeys()...) {
+			keys[fmt.Sprint(k.Interface())] = k
 		}
 		names := make([]string, 0, len(keys))
 		for k := range keys {
@@ -53,7 +51,7 @@ func diffValue(out *[]string, path string, a, b reflect.Value) {
 		}
 		slices.Sort(names)
 		for _, k := range names {
-			kv := reflect.ValueOf(k).Convert(t.Key())
+			kv := keys[k]
 			av, bv := a.MapIndex(kv), b.MapIndex(kv)
 			if !av.IsValid() || !bv.IsValid() {
 				*out = append(*out, join(path, k))

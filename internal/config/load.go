@@ -19,6 +19,7 @@ import (
 
 	"github.com/postern/postern/internal/diag"
 	"github.com/postern/postern/internal/safefile"
+	"github.com/postern/postern/internal/service"
 )
 
 // Load reads and validates the configuration file at path.
@@ -151,12 +152,12 @@ func (f *File) validateLogins(d *decoder) {
 // validateService checks what the decoder cannot: values that depend on
 // each other or on files. Keys of another protocol and the backend_proxy
 // and backend_tls words were already refused by the decoder.
-func (f *File) validateService(d *decoder, name string, svc *Service) {
+func (f *File) validateService(d *decoder, name service.Service, svc *Service) {
 	if svc == nil {
 		return
 	}
 	if !svc.Listen.IsSet() {
-		d.errs.Add(diag.Errorf(svc.pos, "service %s needs listen (e.g. \":%d\")", name, defaultPorts[name]))
+		d.errs.Add(diag.Errorf(svc.pos, "service %s needs listen (e.g. \":%d\")", name, name.DefaultPort()))
 	} else if err := parseListen(svc.Listen.Value); err != nil {
 		d.errs.Add(diag.Errorf(svc.Listen.Pos, "%v", err))
 	}
@@ -166,7 +167,7 @@ func (f *File) validateService(d *decoder, name string, svc *Service) {
 	case !svc.Backend.IsSet():
 		d.errs.Add(diag.Errorf(svc.pos, "service %s needs a backend", name))
 	default:
-		if err := checkBackend(name, svc.Backend.Value); err != nil {
+		if err := checkBackend(svc.Backend.Value); err != nil {
 			d.errs.Add(diag.Errorf(svc.Backend.Pos, "%v", err))
 		}
 	}
@@ -182,7 +183,7 @@ func (f *File) validateService(d *decoder, name string, svc *Service) {
 				}
 			}
 		}
-	} else if ImplicitTLS(name) {
+	} else if name.ImplicitTLS() {
 		d.errs.Add(diag.Errorf(svc.pos, "service %s uses implicit TLS and needs tls: { cert: ..., key: ... }", name))
 	}
 	if o := svc.SMTP; o != nil {
@@ -197,15 +198,7 @@ func (f *File) validateService(d *decoder, name string, svc *Service) {
 	}
 }
 
-var defaultPorts = map[string]int{
-	"smtp": 25, "submission": 587, "smtps": 465, "imap": 143, "imaps": 993,
-	"pop3": 110, "pop3s": 995, "web": 443,
-}
-
-// DefaultPort returns the standard port of a service.
-func DefaultPort(service string) int { return defaultPorts[service] }
-
-func checkBackend(_, s string) error {
+func checkBackend(s string) error {
 	i := strings.LastIndexByte(s, ':')
 	if i <= 0 {
 		return fmt.Errorf("bad backend %q: want host:port", s)

@@ -11,6 +11,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/postern/postern/internal/diag"
+	"github.com/postern/postern/internal/service"
 )
 
 // File is a decoded, validated configuration file. Paths in it are
@@ -67,7 +68,7 @@ type Database struct {
 // name. The decoder reads an entry's keys against that service's own type,
 // so a key of another protocol is an unknown key at its line and column.
 type Service struct {
-	Name   string `yaml:"-"` // smtp, submission, … web
+	Name   service.Service `yaml:"-"` // which service: smtp, submission, … web
 	Common `yaml:",inline"`
 	SMTP   *SMTPOptions `yaml:",inline"` // smtp, submission, smtps
 	Mail   *MailOptions `yaml:",inline"` // imap, imaps, pop3, pop3s
@@ -194,24 +195,13 @@ func (h *HostName) decodeYAML(_ *decoder, n *yaml.Node) error {
 	return nil
 }
 
-// IsSMTP reports whether name is an SMTP service.
-func IsSMTP(name string) bool { return name == "smtp" || name == "submission" || name == "smtps" }
-
-// IsMail reports whether name is an IMAP or POP3 service.
-func IsMail(name string) bool {
-	return name == "imap" || name == "imaps" || name == "pop3" || name == "pop3s"
-}
-
-// ImplicitTLS reports whether service name speaks TLS from the first byte.
-func ImplicitTLS(name string) bool { return name == "smtps" || name == "imaps" || name == "pop3s" }
-
 // newService returns the typed service for name with its defaults set.
-func newService(name string) *Service {
+func newService(name service.Service) *Service {
 	s := &Service{Name: name}
-	switch {
-	case IsSMTP(name):
-		s.SMTP = &SMTPOptions{RequireAuth: name == "submission"}
-	case IsMail(name):
+	switch name.Protocol() {
+	case service.ProtocolSMTP:
+		s.SMTP = &SMTPOptions{RequireAuth: name == service.Submission}
+	case service.ProtocolMail:
 		s.Mail = &MailOptions{}
 	default:
 		s.Web = &WebOptions{}
@@ -325,8 +315,9 @@ type Spam struct {
 // Pos returns where the service was configured.
 func (s *Service) Pos() diag.Pos { return s.pos }
 
-// Services maps service names (smtp, imap, …) to their settings.
-type Services map[string]*Service
+// Services maps the services configured (written by name: smtp, imap, …)
+// to their settings.
+type Services map[service.Service]*Service
 
 func (m *Services) decodeYAML(d *decoder, n *yaml.Node) error {
 	if n.Kind != yaml.MappingNode {
@@ -338,14 +329,15 @@ func (m *Services) decodeYAML(d *decoder, n *yaml.Node) error {
 	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
-		if !IsService(k.Value) {
-			d.errorf(k, "unknown service %q: want one of %s", k.Value, strings.Join(ServiceNames, ", "))
+		name, ok := service.Parse(k.Value)
+		if !ok {
+			d.errorf(k, "unknown service %q: want one of %s", k.Value, service.Names)
 			continue
 		}
-		svc := newService(k.Value)
+		svc := newService(name)
 		svc.pos = d.pos(k)
 		d.decode(v, reflect.ValueOf(svc).Elem())
-		(*m)[k.Value] = svc
+		(*m)[name] = svc
 	}
 	return nil
 }
@@ -440,19 +432,6 @@ func (p *Patterns) decodeYAML(d *decoder, n *yaml.Node) error {
 		*p = append(*p, def)
 	}
 	return nil
-}
-
-// ServiceNames are the services postern knows, in the order they are shown.
-var ServiceNames = []string{"smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s", "web"}
-
-// IsService reports whether name is a service postern knows.
-func IsService(name string) bool {
-	for _, s := range ServiceNames {
-		if s == name {
-			return true
-		}
-	}
-	return false
 }
 
 // parseListen checks a listen address: ":25", "127.0.0.1:2525", "[::1]:143".

@@ -4,6 +4,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/postern/postern/internal/service"
 )
 
 const goodWeb = `services:
@@ -28,7 +30,7 @@ func TestParseWeb(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := f.Services["web"]
+	svc := f.Services[service.Web]
 	w := svc.Web
 	if got := svc.WebBackends(); len(got) != 2 || got[1] != "http://127.0.0.1:8081" {
 		t.Errorf("backends: %v", got)
@@ -51,7 +53,7 @@ func TestParseWeb(t *testing.T) {
 		t.Errorf("timeouts: %+v", w.Timeouts)
 	}
 	one, err := Parse("c.yaml", []byte("services:\n  web: { listen: \":80\", backend: \"https://mail.example.com\" }\n"))
-	if err != nil || one.Services["web"].WebBackends()[0] != "https://mail.example.com" {
+	if err != nil || one.Services[service.Web].WebBackends()[0] != "https://mail.example.com" {
 		t.Errorf("one backend: %v", err)
 	}
 }
@@ -73,7 +75,7 @@ func TestParseLoginFormRoutes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	forms := f.Services["web"].Web.LoginForms
+	forms := f.Services[service.Web].Web.LoginForms
 	paths, params := forms[0].FormRoutes()
 	if strings.Join(paths, " ") != "/ /index.php /index.php/*" || params.Get("_action") != "login" || params.Get("_task") != "login" ||
 		forms[0].MaxBody.Bytes != 128<<10 || forms[0].Method.Value != "POST" {

@@ -23,6 +23,7 @@ import (
 	"github.com/emersion/go-smtp"
 	proxyproto "github.com/pires/go-proxyproto"
 
+	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/snapshot"
 )
 
@@ -321,15 +322,15 @@ func TestConfigLoadsAndMeansWhatItSays(t *testing.T) {
 		t.Errorf("warning: %v", w)
 	}
 	p := snap.Policy
-	for _, svc := range []string{"imap", "pop3", "web"} {
+	for _, svc := range []service.Service{service.IMAP, service.POP3, service.Web} {
 		if !p.AllowService(svc, You) || !p.AllowService(svc, Guesser) || p.AllowService(svc, Abroad) {
 			t.Errorf("%s: the demo GeoIP grant must admit 127.0.0.x and refuse %s", svc, Abroad)
 		}
 	}
-	if !p.AllowService("smtp", Abroad) {
+	if !p.AllowService(service.SMTP, Abroad) {
 		t.Error("smtp must stay open to everyone")
 	}
-	if !p.AllowPath("web", "/admin", You) || p.AllowPath("web", "/admin", Colleague) || p.AllowPath("web", "/%61dmin", Colleague) {
+	if !p.AllowPath(service.Web, "/admin", You) || p.AllowPath(service.Web, "/admin", Colleague) || p.AllowPath(service.Web, "/%61dmin", Colleague) {
 		t.Error("/admin must be for Admins only")
 	}
 	alice, bob := Users()[0], Users()[1]

@@ -30,6 +30,7 @@ import (
 	"github.com/postern/postern/internal/diag"
 	"github.com/postern/postern/internal/dnsbl"
 	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/snapshot"
 	"github.com/postern/postern/internal/store"
 )
@@ -95,8 +96,7 @@ type Gateway struct {
 	// Set when Run starts; reloads use them from Run's goroutine only.
 	ctx     context.Context
 	wg      *sync.WaitGroup
-	slots   map[string]*slot // by service name
-	order   []string         // service names in the order bound
+	slots   map[service.Service]*slot
 	checker *dnsbl.Checker
 	dns     config.DNS // the settings checker was made with
 	initial *plan      // built by Start, put in service by Run
@@ -136,7 +136,7 @@ func Start(ctx context.Context, path string, opts Options) (_ *Gateway, err erro
 		return nil, err
 	}
 	cfg := snap.Config
-	g := &Gateway{path: path, opts: opts, holder: snapshot.NewHolder(snap), slots: map[string]*slot{}}
+	g := &Gateway{path: path, opts: opts, holder: snapshot.NewHolder(snap), slots: map[service.Service]*slot{}}
 	g.log, g.level = newLogger(opts.Log, snap)
 	defer func() {
 		if err != nil {
@@ -201,8 +201,8 @@ func (g *Gateway) Snapshot() *snapshot.Snapshot { return g.holder.Load() }
 
 // Addr returns the address a service listens on, or nil if it has no
 // listener.
-func (g *Gateway) Addr(service string) net.Addr {
-	if sl := g.slots[service]; sl != nil {
+func (g *Gateway) Addr(svc service.Service) net.Addr {
+	if sl := g.slots[svc]; sl != nil {
 		return sl.ln.Addr()
 	}
 	return nil

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/pop3mem"
+	"github.com/postern/postern/internal/service"
 )
 
 // syncBuffer is a log written by the gateway and read by the test.
@@ -147,7 +148,7 @@ services:
 	done := make(chan error, 1)
 	go func() { done <- g.Run(ctx, reload) }()
 	logs.waitLog(t, "listening", 1)
-	oldAddr := g.Addr("pop3")
+	oldAddr := g.Addr(service.POP3)
 
 	// A session logged in to backend A before the reload.
 	live := dialPOP(t, oldAddr)
@@ -160,7 +161,7 @@ admin_unused: x
 `)
 	reload <- struct{}{}
 	logs.waitLog(t, "configuration reload failed", 1)
-	if g.Addr("pop3").String() != oldAddr.String() {
+	if g.Addr(service.POP3).String() != oldAddr.String() {
 		t.Fatal("a rejected reload moved the service")
 	}
 
@@ -199,7 +200,7 @@ services:
 		t.Errorf("the old listen address %s still accepts", oldAddr)
 	}
 	// New sessions reach backend B at the new address.
-	newAddr := g.Addr("pop3")
+	newAddr := g.Addr(service.POP3)
 	if !strings.HasPrefix(newAddr.String(), "127.0.0.2:") {
 		t.Fatalf("pop3 listens on %s after the reload", newAddr)
 	}
@@ -244,7 +245,7 @@ services:
 	}
 
 	// The added web service answers.
-	resp, err := http.Get("http://" + g.Addr("web").String() + "/")
+	resp, err := http.Get("http://" + g.Addr(service.Web).String() + "/")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +260,7 @@ services:
 	}
 
 	// Removing the web service closes its listener.
-	webAddr := g.Addr("web")
+	webAddr := g.Addr(service.Web)
 	writeConfig(t, cfg, state+`node: gw2
 services:
   pop3: { listen: "127.0.0.2:0", backend: "`+addrB+`", plaintext_login: "127.0.0.0/8" }

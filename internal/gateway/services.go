@@ -19,6 +19,7 @@ import (
 	"github.com/postern/postern/internal/policy"
 	"github.com/postern/postern/internal/pop3proxy"
 	"github.com/postern/postern/internal/relay"
+	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/smtpproxy"
 	"github.com/postern/postern/internal/snapshot"
 	"github.com/postern/postern/internal/spamscan"
@@ -29,7 +30,7 @@ import (
 // slot is one configured service's place in the gateway: its listener,
 // which outlives reloads, and the server generation accepting on it.
 type slot struct {
-	name   string
+	name   service.Service
 	listen string // the address as configured
 	ln     *netlisten.Listener
 	certs  *tlsconf.Certs      // the certificates served; nil without tls
@@ -85,7 +86,7 @@ func (l genNetListener) Addr() net.Addr { return l.a.ln.Addr() }
 
 // built is one service's front-end built from a snapshot, not yet serving.
 type built struct {
-	name    string
+	name    service.Service
 	svc     *config.Service
 	serve   func(ctx context.Context, acc genAcceptor, drain time.Duration) error
 	certs   *tlsconf.Certs // the certificates it serves; nil without tls
@@ -110,7 +111,7 @@ func (g *Gateway) prepare(snap *snapshot.Snapshot) (*plan, error) {
 	if g.checker == nil || !sameDNS(g.dns, f.DNS) {
 		p.checker = dnsbl.New(dnsbl.Options{Resolver: f.DNS.Resolver.Value, Timeout: f.DNS.Timeout.D, CacheTTL: f.DNS.Cache.D})
 	}
-	for _, name := range config.ServiceNames {
+	for _, name := range service.All {
 		svc := f.Services[name]
 		if svc == nil {
 			continue
@@ -129,7 +130,7 @@ func sameDNS(a, b config.DNS) bool {
 }
 
 // build makes one service's front-end from snap.
-func (g *Gateway) build(snap *snapshot.Snapshot, checker *dnsbl.Checker, name string, svc *config.Service) (*built, error) {
+func (g *Gateway) build(snap *snapshot.Snapshot, checker *dnsbl.Checker, name service.Service, svc *config.Service) (*built, error) {
 	f := snap.Config
 	b := &built{name: name, svc: svc, limit: &relay.BackendLimit{}}
 	sl := g.slots[name]
@@ -154,12 +155,12 @@ func (g *Gateway) build(snap *snapshot.Snapshot, checker *dnsbl.Checker, name st
 		host = string(svc.SMTP.Hostname)
 	}
 	b.refusal = overLimitReply(name, host)
-	if name == "web" && svc.TLS != nil {
+	if name == service.Web && svc.TLS != nil {
 		b.refusal = "" // HTTPS: no answer before the handshake; the connection is closed
 	}
 	switch {
-	case config.IsSMTP(name):
-		cfg, err := smtpproxy.FromConfig(name, svc, f, serverTLS)
+	case name.Protocol() == service.ProtocolSMTP:
+		cfg, err := smtpproxy.FromConfig(svc, f, serverTLS)
 		if err != nil {
 			return nil, err
 		}
@@ -182,7 +183,7 @@ func (g *Gateway) build(snap *snapshot.Snapshot, checker *dnsbl.Checker, name st
 			return srv.Serve(ctx, acc, drain)
 		}
 	case svc.Mail != nil:
-		d, plain, err := mailDialer(snap, name, svc)
+		d, plain, err := mailDialer(snap, svc)
 		if err != nil {
 			return nil, err
 		}
@@ -191,10 +192,10 @@ func (g *Gateway) build(snap *snapshot.Snapshot, checker *dnsbl.Checker, name st
 		d.Limit = b.limit
 		idle, backend := svc.Mail.Timeouts.Command.D, svc.Mail.Timeouts.Backend.D
 		switch name {
-		case "imap", "imaps":
-			cfg := imapproxy.Config{Service: name, Backend: d, ImplicitTLS: name == "imaps", PlaintextLogin: plain,
+		case service.IMAP, service.IMAPS:
+			cfg := imapproxy.Config{Service: name, Backend: d, ImplicitTLS: name.ImplicitTLS(), PlaintextLogin: plain,
 				PreAuthIdle: idle, BackendTimeout: backend}
-			if name == "imap" {
+			if !name.ImplicitTLS() {
 				cfg.TLS = serverTLS
 			}
 			srv := imapproxy.New(cfg, g.engine, g.currentPolicy, g.log)
@@ -202,9 +203,9 @@ func (g *Gateway) build(snap *snapshot.Snapshot, checker *dnsbl.Checker, name st
 				return srv.Serve(ctx, acc, drain)
 			}
 		default:
-			cfg := pop3proxy.Config{Service: name, Backend: d, ImplicitTLS: name == "pop3s", PlaintextLogin: plain,
+			cfg := pop3proxy.Config{Service: name, Backend: d, ImplicitTLS: name.ImplicitTLS(), PlaintextLogin: plain,
 				PreAuthIdle: idle, BackendTimeout: backend}
-			if name == "pop3" {
+			if !name.ImplicitTLS() {
 				cfg.TLS = serverTLS
 			}
 			srv := pop3proxy.New(cfg, g.engine, g.currentPolicy, g.log)
@@ -233,7 +234,7 @@ func (g *Gateway) build(snap *snapshot.Snapshot, checker *dnsbl.Checker, name st
 
 // mailDialer builds the backend dialer and the plaintext-login rule of an
 // IMAP or POP3 service.
-func mailDialer(snap *snapshot.Snapshot, name string, svc *config.Service) (relay.Dialer, func(netip.Addr) bool, error) {
+func mailDialer(snap *snapshot.Snapshot, svc *config.Service) (relay.Dialer, func(netip.Addr) bool, error) {
 	o := svc.Mail
 	d := relay.Dialer{Addr: svc.Backend.Value, Proxy: string(o.BackendProxy), Timeout: o.Timeouts.Connect.D}
 	if o.BackendTLS == config.TLSImplicit {
@@ -284,9 +285,9 @@ func (g *Gateway) trustedUpstream(a netip.Addr) bool {
 
 // bind opens a service's listener. It runs before privileges are dropped
 // at start; on a reload it can bind what the running user may.
-func (g *Gateway) bind(ctx context.Context, name string, svc *config.Service, certs *tlsconf.Certs) (*slot, error) {
+func (g *Gateway) bind(ctx context.Context, name service.Service, svc *config.Service, certs *tlsconf.Certs) (*slot, error) {
 	var implicit *tls.Config
-	if certs != nil && config.ImplicitTLS(name) {
+	if certs != nil && name.ImplicitTLS() {
 		implicit = certs.ServerConfig()
 	}
 	ln, err := netlisten.Listen(ctx, netlisten.Config{
@@ -307,7 +308,7 @@ func (g *Gateway) bind(ctx context.Context, name string, svc *config.Service, ce
 // bindAll binds the listener of every service at start, with its
 // certificates.
 func (g *Gateway) bindAll(ctx context.Context, snap *snapshot.Snapshot) error {
-	for _, name := range config.ServiceNames {
+	for _, name := range service.All {
 		svc := snap.Config.Services[name]
 		if svc == nil {
 			continue
@@ -337,7 +338,7 @@ func (g *Gateway) bindAll(ctx context.Context, snap *snapshot.Snapshot) error {
 func (g *Gateway) commit(p *plan) []error {
 	var problems []error
 	g.checker, g.dns = p.checker, p.dns
-	keep := make(map[string]bool, len(p.services))
+	keep := make(map[service.Service]bool, len(p.services))
 	for _, b := range p.services {
 		keep[b.name] = true
 		sl := g.slots[b.name]
@@ -369,7 +370,7 @@ func (g *Gateway) commit(p *plan) []error {
 		}
 		g.startGen(sl, b)
 	}
-	for _, name := range config.ServiceNames {
+	for _, name := range service.All {
 		if sl := g.slots[name]; sl != nil && !keep[name] {
 			sl.retire()
 			delete(g.slots, name)
@@ -393,7 +394,7 @@ func (g *Gateway) configure(sl *slot, b *built) error {
 		}
 	})
 	sl.limit.SetBounds(b.bounds[0], b.bounds[1])
-	if b.certs != sl.certs && b.certs != nil && config.ImplicitTLS(sl.name) {
+	if b.certs != sl.certs && b.certs != nil && sl.name.ImplicitTLS() {
 		if err := sl.ln.SetTLS(b.certs.ServerConfig()); err != nil {
 			problem = err
 		}
@@ -476,13 +477,14 @@ func (g *Gateway) closeListeners() {
 }
 
 // overLimitReply is the protocol's refusal for a connection over a limit.
-func overLimitReply(service, host string) string {
-	switch service {
-	case "imap", "imaps":
-		return "* BYE Too many connections from your address\r\n"
-	case "pop3", "pop3s":
+func overLimitReply(svc service.Service, host string) string {
+	switch svc.Protocol() {
+	case service.ProtocolMail:
+		if svc == service.IMAP || svc == service.IMAPS {
+			return "* BYE Too many connections from your address\r\n"
+		}
 		return "-ERR [SYS/TEMP] Too many connections from your address\r\n"
-	case "web":
+	case service.ProtocolWeb:
 		const body = "Too many connections from your address.\n"
 		return "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nRetry-After: 60\r\nConnection: close\r\nContent-Length: " +
 			strconv.Itoa(len(body)) + "\r\n\r\n" + body

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/fcrdns/fcrdnstest"
+	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/snapshot"
 )
 
@@ -28,7 +29,7 @@ services:
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, plain, err := mailDialer(snap, "imap", snap.Config.Services["imap"])
+	_, plain, err := mailDialer(snap, snap.Config.Services[service.IMAP])
 	if err != nil {
 		t.Fatal(err)
 	}

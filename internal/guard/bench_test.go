@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/reason"
+	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/snapshot"
 	"github.com/postern/postern/internal/store"
 )
@@ -103,7 +105,7 @@ func randomBlocks(n int, now time.Time) []store.Block {
 			continue
 		}
 		seen[p] = true
-		out = append(out, store.Block{Prefix: p, Reason: store.ReasonLogin, FirstSeen: now, LastSeen: now, Expires: now.Add(24 * time.Hour)})
+		out = append(out, store.Block{Prefix: p, Reason: reason.Login, FirstSeen: now, LastSeen: now, Expires: now.Add(24 * time.Hour)})
 	}
 	return out
 }
@@ -138,7 +140,7 @@ func BenchmarkAdmitClean(b *testing.B) {
 			b.ReportAllocs()
 			i := 0
 			for b.Loop() {
-				if e.Admit(addrs[i&(len(addrs)-1)], "imap").Action != guard.Allow {
+				if e.Admit(addrs[i&(len(addrs)-1)], service.IMAP).Action != guard.Allow {
 					b.Fatal("a clean, granted address was refused")
 				}
 				i++
@@ -172,7 +174,7 @@ func BenchmarkEvents(b *testing.B) {
 	e := eventEngine(b)
 	sessions := make([]*guard.Session, 1<<16)
 	for i := range sessions {
-		sessions[i], _ = e.Open(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 1}), "imap", nil)
+		sessions[i], _ = e.Open(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 1}), service.IMAP, nil)
 	}
 	var next atomic.Uint64
 	b.ReportAllocs()
@@ -199,7 +201,7 @@ func BenchmarkAccept(b *testing.B) {
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		gs, v := e.Accept(addrs[i&(len(addrs)-1)], "imap", nil)
+		gs, v := e.Accept(addrs[i&(len(addrs)-1)], service.IMAP, nil)
 		if v.Action != guard.Allow {
 			b.Fatal("a clean address was not allowed")
 		}
@@ -237,7 +239,7 @@ intrusion_prevention:
 	for b.Loop() {
 		i++
 		addr := netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})
-		ses, _ := e.Open(addr, "smtp", nil)
+		ses, _ := e.Open(addr, service.SMTP, nil)
 		seen := make(chan time.Duration, 1)
 		ready := make(chan struct{})
 		var start atomic.Int64
@@ -245,7 +247,7 @@ intrusion_prevention:
 			close(ready)
 			deadline := time.Now().Add(time.Second)
 			for time.Now().Before(deadline) {
-				if e.Admit(addr, "smtp").Action == guard.Refuse {
+				if e.Admit(addr, service.SMTP).Action == guard.Refuse {
 					seen <- time.Duration(time.Now().UnixNano() - start.Load())
 					return
 				}
@@ -287,12 +289,12 @@ intrusion_prevention:
 	addrs := make([]netip.Addr, 1<<12)
 	for i := range addrs {
 		addrs[i] = netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})
-		e.Admit(addrs[i], "imap")
+		e.Admit(addrs[i], service.IMAP)
 	}
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		if e.Admit(addrs[i&(len(addrs)-1)], "imap").Action != guard.Refuse {
+		if e.Admit(addrs[i&(len(addrs)-1)], service.IMAP).Action != guard.Refuse {
 			b.Fatal("an address outside the grant list was admitted")
 		}
 		i++
@@ -323,12 +325,12 @@ intrusion_prevention:
 		if _, err := e.BlockManual(context.Background(), netip.PrefixFrom(addrs[i], 32), time.Hour, "", "bench"); err != nil {
 			b.Fatal(err)
 		}
-		e.Admit(addrs[i], "imap")
+		e.Admit(addrs[i], service.IMAP)
 	}
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		if e.Admit(addrs[i&(len(addrs)-1)], "imap").Action != guard.Refuse {
+		if e.Admit(addrs[i&(len(addrs)-1)], service.IMAP).Action != guard.Refuse {
 			b.Fatal("a blocked address was admitted")
 		}
 		i++

@@ -6,7 +6,7 @@ import (
 	"runtime"
 	"testing"
 
-	"github.com/postern/postern/internal/store"
+	"github.com/postern/postern/internal/reason"
 )
 
 // BenchmarkCounters1M counts one connection for each of 1,000,000 distinct
@@ -54,7 +54,7 @@ intrusion_prevention:
 		// A new block of a prefix that has counters, among a million.
 		p := prefix(n - 1 - i%n)
 		i++
-		if _, made := e.block(st, offense{prefix: p, reason: store.ReasonLogin, service: "imap", hits: 5}); !made {
+		if _, made := e.block(st, offense{prefix: p, reason: reason.Login, service: "imap", hits: 5}); !made {
 			b.Fatal("no block made")
 		}
 	}

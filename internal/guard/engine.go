@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/postern/postern/internal/reason"
+	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/store"
 )
 
@@ -198,11 +200,11 @@ const AnsweredRefusals = 5
 //
 // Admit is the first half of Accept, the call front-ends use; it neither
 // opens a session nor counts the connection toward connections per minute.
-func (e *Engine) Admit(addr netip.Addr, service string) Verdict {
+func (e *Engine) Admit(addr netip.Addr, svc service.Service) Verdict {
 	s := e.settings.Load()
 	addr = addr.Unmap()
-	if s.Policy != nil && !s.Policy.AllowService(service, addr) {
-		return e.refused(s, addr, service)
+	if s.Policy != nil && !s.Policy.AllowService(svc, addr) {
+		return e.refused(s, addr, svc)
 	}
 	tbl := e.blocks.Load()
 	if !tbl.Contains(addr) {
@@ -214,7 +216,7 @@ func (e *Engine) Admit(addr netip.Addr, service string) Verdict {
 		return Verdict{}
 	}
 	ent.hit(now)
-	g, ok := GroupOf(service)
+	g, ok := GroupOf(svc)
 	if !ok {
 		g = GroupSMTP
 	}
@@ -232,8 +234,8 @@ func (e *Engine) Admit(addr netip.Addr, service string) Verdict {
 // address hammering a port it may not use is blocked too; it blocks the
 // address when the count reaches the threshold. Counting an address seen
 // before does not allocate.
-func (e *Engine) refused(s *Settings, addr netip.Addr, service string) Verdict {
-	g, ok := GroupOf(service)
+func (e *Engine) refused(s *Settings, addr netip.Addr, svc service.Service) Verdict {
+	g, ok := GroupOf(svc)
 	if !ok {
 		g = GroupSMTP
 	}
@@ -246,10 +248,10 @@ func (e *Engine) refused(s *Settings, addr netip.Addr, service string) Verdict {
 	p := s.prefixOf(addr)
 	if n := e.counters.add(p, g, trigI, now, connectionWindow, limit, 0); n >= limit {
 		if s.groups[g].logOnly[trigI] {
-			e.log.Info("would block (log only)", "prefix", p.String(), "reason", store.ReasonConnections.String(),
-				"why", store.ReasonConnections.Name(), "service", service, "detail", "refused connections", "count", n)
+			e.log.Info("would block (log only)", "prefix", p.String(), "reason", reason.Connections.String(),
+				"why", reason.Connections.Name(), "service", svc.String(), "detail", "refused connections", "count", n)
 		} else if autoBlockable(s, addr) {
-			b, _ := e.block(s, offense{prefix: p, reason: store.ReasonConnections, service: service,
+			b, _ := e.block(s, offense{prefix: p, reason: reason.Connections, service: svc.String(),
 				detail: "refused connections", hits: n, first: now})
 			return Verdict{Decision: Decision{Action: Refuse, Blocked: true, Reason: b.Reason}, Quiet: quiet}
 		}
@@ -297,7 +299,7 @@ func autoBlockable(s *Settings, addr netip.Addr) bool {
 // offense describes a block the engine is about to make.
 type offense struct {
 	prefix  netip.Prefix
-	reason  store.Reason
+	reason  reason.Code
 	service string
 	detail  string
 	hits    int
@@ -396,7 +398,7 @@ func (e *Engine) BlockManual(ctx context.Context, p netip.Prefix, d time.Duratio
 	}
 	now := e.clock()
 	b := store.Block{
-		Prefix: p, Reason: store.ReasonManual, FirstSeen: now.UTC(), LastSeen: now.UTC(),
+		Prefix: p, Reason: reason.Manual, FirstSeen: now.UTC(), LastSeen: now.UTC(),
 		Expires: now.Add(d).UTC(), Node: e.node, By: "admin:" + actor, Comment: comment,
 	}
 	e.mu.Lock()

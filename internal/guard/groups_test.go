@@ -8,7 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/postern/postern/internal/store"
+	"github.com/postern/postern/internal/reason"
+	"github.com/postern/postern/internal/service"
 )
 
 // groupsCfg has the issue's thresholds: SMTP blocks at 86 connections a
@@ -29,24 +30,24 @@ func TestGroupsCountConnectionsApart(t *testing.T) {
 	h := newHarness(t, groupsCfg, nil)
 	const addr = "198.51.100.7"
 	for i := range 86 {
-		if _, d := h.e.Open(ip(addr), "web", nil); d.Blocked {
+		if _, d := h.e.Open(ip(addr), service.Web, nil); d.Blocked {
 			t.Fatalf("web connection %d blocked: %+v", i+1, d)
 		}
 	}
-	if _, d := h.e.Open(ip(addr), "smtp", nil); d.Blocked || d.Action != Continue {
+	if _, d := h.e.Open(ip(addr), service.SMTP, nil); d.Blocked || d.Action != Continue {
 		t.Fatalf("one SMTP connection after 86 web connections: %+v", d)
 	}
-	if a := h.e.Admit(ip(addr), "submission"); a.Action != Allow || h.st.len() != 0 {
+	if a := h.e.Admit(ip(addr), service.Submission); a.Action != Allow || h.st.len() != 0 {
 		t.Fatalf("blocked after 86 web connections and one SMTP connection: %+v", a)
 	}
 	// SMTP's own count: 84 more connections are fine (86 in all with
 	// the submission one below), the 86th blocks.
 	for i := range 84 {
-		if _, d := h.e.Open(ip(addr), "smtps", nil); d.Blocked {
+		if _, d := h.e.Open(ip(addr), service.SMTPS, nil); d.Blocked {
 			t.Fatalf("SMTP connection %d blocked", i+2)
 		}
 	}
-	if _, d := h.e.Open(ip(addr), "submission", nil); !d.Blocked || d.Reason != store.ReasonConnections {
+	if _, d := h.e.Open(ip(addr), service.Submission, nil); !d.Blocked || d.Reason != reason.Connections {
 		t.Fatalf("the 86th SMTP connection: %+v", d)
 	}
 }
@@ -64,30 +65,30 @@ func TestGroupsCountLoginsApart(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			h := newHarness(t, groupsCfg+imap, nil)
 			const addr = "198.51.100.8"
-			im := h.open(addr, "imap")
+			im := h.open(addr, service.IMAP)
 			for i := range 2 {
 				if d := im.LoginFailed("alice", uint64(i+1)); d.Blocked || d.DryRun {
 					t.Fatalf("IMAP failure %d: %+v", i+1, d)
 				}
 			}
-			if d := h.open(addr, "smtp").LoginFailed("alice", 3); d.Blocked || d.DryRun {
+			if d := h.open(addr, service.SMTP).LoginFailed("alice", 3); d.Blocked || d.DryRun {
 				t.Fatalf("2 IMAP failures + 1 SMTP AUTH failure: %+v", d)
 			}
-			if a := h.e.Admit(ip(addr), "smtp"); a.Action != Allow || h.st.len() != 0 {
+			if a := h.e.Admit(ip(addr), service.SMTP); a.Action != Allow || h.st.len() != 0 {
 				t.Fatalf("blocked: %+v", a)
 			}
 			// Each group still blocks at its own threshold.
-			sm := h.open(addr, "submission")
+			sm := h.open(addr, service.Submission)
 			sm.LoginFailed("alice", 4)
-			if d := sm.LoginFailed("alice", 5); !d.Blocked || d.Reason != store.ReasonLogin {
+			if d := sm.LoginFailed("alice", 5); !d.Blocked || d.Reason != reason.Login {
 				t.Fatalf("the third SMTP failure: %+v", d)
 			}
 		})
 	}
 	// imap_pop3 on: its own threshold, its own count.
 	h := newHarness(t, groupsCfg+"  imap_pop3: { failed_logins: 5 }\n", nil)
-	h.open("198.51.100.9", "smtp").LoginFailed("bob", 1)
-	im := h.open("198.51.100.9", "pop3")
+	h.open("198.51.100.9", service.SMTP).LoginFailed("bob", 1)
+	im := h.open("198.51.100.9", service.POP3)
 	for i := range 4 {
 		if d := im.LoginFailed("bob", uint64(10+i)); d.Blocked {
 			t.Fatalf("POP3 failure %d blocked", i+1)
@@ -104,19 +105,19 @@ func TestGroupsCountLoginsApart(t *testing.T) {
 func TestGroupsHoldLoginsApart(t *testing.T) {
 	h := newHarness(t, groupsCfg+"  imap_pop3: { failed_logins: 5 }\n", nil)
 	const addr = "198.51.100.10"
-	h.open(addr, "smtp").LoginFailed("carol", 1)
+	h.open(addr, service.SMTP).LoginFailed("carol", 1)
 	for i := range 3 {
-		if l, _ := h.open(addr, "imap").BeginLogin(context.Background(), "carol"); l == nil {
+		if l, _ := h.open(addr, service.IMAP).BeginLogin(context.Background(), "carol"); l == nil {
 			t.Fatalf("IMAP attempt %d refused", i+1)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	l, d := h.open(addr, "smtp").BeginLogin(ctx, "carol")
+	l, d := h.open(addr, service.SMTP).BeginLogin(ctx, "carol")
 	if l == nil {
 		t.Fatalf("an SMTP attempt was held behind IMAP attempts in flight: %+v", d)
 	}
-	l2, d := h.open(addr, "submission").BeginLogin(ctx, "carol")
+	l2, d := h.open(addr, service.Submission).BeginLogin(ctx, "carol")
 	if l2 == nil {
 		t.Fatalf("a second SMTP attempt was held: %+v", d)
 	}
@@ -130,7 +131,7 @@ func TestGroupsHoldLoginsApart(t *testing.T) {
 	// 1 SMTP failure + 2 SMTP attempts in flight = SMTP's threshold: the
 	// next SMTP attempt is held.
 	done := make(chan *Login)
-	go func() { l, _ := h.open(addr, "smtps").BeginLogin(context.Background(), "carol"); done <- l }()
+	go func() { l, _ := h.open(addr, service.SMTPS).BeginLogin(context.Background(), "carol"); done <- l }()
 	waitFor(t, "the SMTP attempt held at SMTP's threshold", func() bool { _, w := h.gateStateIn(addr+"/32", GroupSMTP); return w == 1 })
 	l.Succeeded()
 	if l := <-done; l == nil {
@@ -149,7 +150,7 @@ intrusion_prevention:
   smtp: { connections_per_minute: 5, failed_logins: 2 }
 `, nil)
 	for i := range 50 {
-		s, d := h.e.Open(ip("198.51.100.11"), "web", nil)
+		s, d := h.e.Open(ip("198.51.100.11"), service.Web, nil)
 		if d.Blocked {
 			t.Fatalf("web connection %d blocked", i+1)
 		}
@@ -157,7 +158,7 @@ intrusion_prevention:
 			t.Fatalf("web failure %d blocked", i+1)
 		}
 	}
-	s, d := h.e.Open(ip("198.51.100.11"), "smtp", nil)
+	s, d := h.e.Open(ip("198.51.100.11"), service.SMTP, nil)
 	if d.Blocked {
 		t.Fatal("SMTP connection blocked after web traffic")
 	}
@@ -187,12 +188,12 @@ intrusion_prevention:
 func TestFailedLoginsAcrossGroups(t *testing.T) {
 	h := newHarness(t, acrossCfg, nil)
 	const addr = "198.51.100.20"
-	im, sm := h.open(addr, "imap"), h.open(addr, "smtp")
+	im, sm := h.open(addr, service.IMAP), h.open(addr, service.SMTP)
 	for i, d := range []Decision{
 		im.LoginFailed("erin", 1),
 		sm.LoginFailed("erin", 1), // the same wrong password: counted once
 		sm.LoginFailed("erin", 2),
-		h.open(addr, "web").LoginFailed("erin", 3), // no web group
+		h.open(addr, service.Web).LoginFailed("erin", 3), // no web group
 		im.LoginFailed("erin", 4),
 	} {
 		if d.Blocked || d.DryRun {
@@ -200,17 +201,17 @@ func TestFailedLoginsAcrossGroups(t *testing.T) {
 		}
 	}
 	d := sm.LoginFailed("erin", 5)
-	if !d.Blocked || d.Reason != store.ReasonLogin || d.Action != Close {
+	if !d.Blocked || d.Reason != reason.Login || d.Action != Close {
 		t.Fatalf("the fourth failure across groups: %+v", d)
 	}
 	b, ok := h.st.get(addr + "/32")
-	if !ok || b.Reason != store.ReasonLogin || b.Service != "smtp" || !strings.Contains(b.Detail, "4 failed logins across protocols") {
+	if !ok || b.Reason != reason.Login || b.Service != "smtp" || !strings.Contains(b.Detail, "4 failed logins across protocols") {
 		t.Fatalf("block: %+v", b)
 	}
 	// Off by default: the same events block nothing.
 	h = newHarness(t, strings.Replace(acrossCfg, "  failed_logins_across_groups: 4\n", "", 1), nil)
 	for i := range 9 {
-		svc := []string{"imap", "smtp", "pop3"}[i%3]
+		svc := []service.Service{service.IMAP, service.SMTP, service.POP3}[i%3]
 		if d := h.open("198.51.100.21", svc).LoginFailed("erin", uint64(i+1)); d.Blocked {
 			t.Fatalf("blocked without failed_logins_across_groups: failure %d on %s", i+1, svc)
 		}
@@ -223,9 +224,9 @@ func TestFailedLoginsAcrossGroups(t *testing.T) {
 func TestAcrossGroupsHoldsAttempts(t *testing.T) {
 	h := newHarness(t, acrossCfg, nil)
 	const addr = "198.51.100.22"
-	h.open(addr, "imap").LoginFailed("frank", 1)
+	h.open(addr, service.IMAP).LoginFailed("frank", 1)
 	var ls []*Login
-	for _, svc := range []string{"smtp", "imap", "submission"} {
+	for _, svc := range []service.Service{service.SMTP, service.IMAP, service.Submission} {
 		l, d := h.open(addr, svc).BeginLogin(context.Background(), "frank")
 		if l == nil {
 			t.Fatalf("%s attempt refused: %+v", svc, d)
@@ -236,7 +237,7 @@ func TestAcrossGroupsHoldsAttempts(t *testing.T) {
 		t.Fatalf("shared pending %d, want 3", p)
 	}
 	done := make(chan *Login)
-	go func() { l, _ := h.open(addr, "pop3").BeginLogin(context.Background(), "frank"); done <- l }()
+	go func() { l, _ := h.open(addr, service.POP3).BeginLogin(context.Background(), "frank"); done <- l }()
 	waitFor(t, "the fifth attempt held at the shared threshold", func() bool { _, w := h.gateStateIn(addr+"/32", groupAll); return w == 1 })
 	if d := ls[0].Failed(2); d.Blocked {
 		t.Fatalf("2 failures blocked: %+v", d)
@@ -289,8 +290,8 @@ func TestRefuseVersusClose(t *testing.T) {
 			h := newHarness(t, cfg, nil)
 			const addr = "203.0.113.5"
 			var closed atomic.Int32
-			other, _ := h.e.Open(ip(addr), "imap", func() { closed.Add(1) })
-			s := h.open(addr, "smtp")
+			other, _ := h.e.Open(ip(addr), service.IMAP, func() { closed.Add(1) })
+			s := h.open(addr, service.SMTP)
 			s.LoginFailed("gina", 1)
 			s.LoginFailed("gina", 2)
 			d := s.LoginFailed("gina", 3)
@@ -303,22 +304,22 @@ func TestRefuseVersusClose(t *testing.T) {
 			if _, ok := other.Blocked(); !ok {
 				t.Fatal("the open session does not see the block")
 			}
-			for _, svc := range []string{"smtp", "submission", "imap", "web"} {
-				if a := h.e.Admit(ip(addr), svc); a.Action != c.auto || a.Reason != store.ReasonLogin {
+			for _, svc := range []service.Service{service.SMTP, service.Submission, service.IMAP, service.Web} {
+				if a := h.e.Admit(ip(addr), svc); a.Action != c.auto || a.Reason != reason.Login {
 					t.Errorf("%s after a trigger's block: %+v, want action %d", svc, a, c.auto)
 				}
 			}
 			if _, err := h.e.BlockManual(context.Background(), netip.MustParsePrefix("203.0.113.6/32"), time.Hour, "", "test"); err != nil {
 				t.Fatal(err)
 			}
-			if a := h.e.Admit(ip("203.0.113.6"), "imap"); a.Action != c.manual || a.Reason != store.ReasonManual {
+			if a := h.e.Admit(ip("203.0.113.6"), service.IMAP); a.Action != c.manual || a.Reason != reason.Manual {
 				t.Errorf("after a manual block: %+v, want action %d", a, c.manual)
 			}
-			if got := h.e.Settings().RefusesBlock("imap", store.ReasonLogin); got != (c.auto == Refuse) {
+			if got := h.e.Settings().RefusesBlock(service.IMAP, reason.Login); got != (c.auto == Refuse) {
 				t.Errorf("RefusesBlock(imap, L) = %v", got)
 			}
 			h.clock.Advance(time.Hour)
-			if a := h.e.Admit(ip(addr), "smtp"); a.Action != Allow {
+			if a := h.e.Admit(ip(addr), service.SMTP); a.Action != Allow {
 				t.Errorf("after the block time: %+v", a)
 			}
 		})
@@ -332,19 +333,19 @@ func TestGroupRefuseBlockedOptOut(t *testing.T) {
 	h := newHarness(t, strings.Replace(refuseCloseCfg, "imap_pop3: { failed_logins: 3 }",
 		"imap_pop3: { failed_logins: 3, refuse_blocked: false }\n  web: { refuse_blocked: true }", 1), nil)
 	const addr = "203.0.113.9"
-	s := h.open(addr, "smtp")
+	s := h.open(addr, service.SMTP)
 	for i := range 3 {
 		s.LoginFailed("hal", uint64(i+1))
 	}
-	if a := h.e.Admit(ip(addr), "imap"); a.Action != Tarpit || a.Delay != 2*time.Second {
+	if a := h.e.Admit(ip(addr), service.IMAP); a.Action != Tarpit || a.Delay != 2*time.Second {
 		t.Fatalf("imap opted out: %+v", a)
 	}
-	for _, svc := range []string{"smtp", "web"} {
+	for _, svc := range []service.Service{service.SMTP, service.Web} {
 		if a := h.e.Admit(ip(addr), svc); a.Action != Refuse {
 			t.Fatalf("%s: %+v", svc, a)
 		}
 	}
-	if l, d := h.open(addr, "imap").BeginLogin(context.Background(), "hal"); l != nil || d.Action != Close || !d.Blocked {
+	if l, d := h.open(addr, service.IMAP).BeginLogin(context.Background(), "hal"); l != nil || d.Action != Close || !d.Blocked {
 		t.Fatalf("a login attempt on the opted-out group: %+v", d)
 	}
 
@@ -355,10 +356,10 @@ func TestGroupRefuseBlockedOptOut(t *testing.T) {
 	if _, err := h.e.BlockManual(context.Background(), netip.MustParsePrefix("203.0.113.10/32"), time.Hour, "", "test"); err != nil {
 		t.Fatal(err)
 	}
-	if a := h.e.Admit(ip("203.0.113.10"), "web"); a.Action != Refuse || a.Reason != store.ReasonManual {
+	if a := h.e.Admit(ip("203.0.113.10"), service.Web); a.Action != Refuse || a.Reason != reason.Manual {
 		t.Fatalf("web with its own refuse_blocked: %+v", a)
 	}
-	if a := h.e.Admit(ip("203.0.113.10"), "smtp"); a.Action != Tarpit {
+	if a := h.e.Admit(ip("203.0.113.10"), service.SMTP); a.Action != Tarpit {
 		t.Fatalf("smtp without refusing: %+v", a)
 	}
 }
@@ -386,14 +387,14 @@ func TestBlockForgetsEveryGroupsCounters(t *testing.T) {
 	h := newHarness(t, strings.Replace(acrossCfg, "  smtp: { failed_logins: 10 }",
 		"  smtp: { failed_logins: 10, rset_count: 5, connections_per_minute: 100 }\n  web: { connections_per_minute: 100, failed_logins: 10 }", 1), nil)
 	const addr = "198.51.100.30"
-	for _, svc := range []string{"imap", "web", "smtp"} {
-		h.open(addr, svc).LoginFailed("ivy", uint64(len(svc)))
+	for _, svc := range []service.Service{service.IMAP, service.Web, service.SMTP} {
+		h.open(addr, svc).LoginFailed("ivy", uint64(len(svc.String())))
 	}
-	h.open(addr, "smtp").Rset()
+	h.open(addr, service.SMTP).Rset()
 	if n := h.e.counters.len(); n != 7 { // imap L; web I L; smtp I L R; the shared L
 		t.Fatalf("%d counters before the block", n)
 	}
-	if _, made := h.e.block(h.e.Settings(), offense{prefix: netip.MustParsePrefix(addr + "/32"), reason: store.ReasonDNSBL, service: "smtp"}); !made {
+	if _, made := h.e.block(h.e.Settings(), offense{prefix: netip.MustParsePrefix(addr + "/32"), reason: reason.DNSBL, service: "smtp"}); !made {
 		t.Fatal("no block")
 	}
 	if n := h.e.counters.len(); n != 0 {

@@ -15,6 +15,7 @@ import (
 	"github.com/postern/postern/internal/config"
 	"github.com/postern/postern/internal/patterns"
 	"github.com/postern/postern/internal/policy"
+	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/store"
 )
 
@@ -196,8 +197,8 @@ func newHarness(t testing.TB, yaml string, files map[string]string) *harness {
 func ip(s string) netip.Addr { return netip.MustParseAddr(s) }
 
 // open opens a session on service from addr.
-func (h *harness) open(addr, service string) *Session {
-	s, _ := h.e.Open(ip(addr), service, nil)
+func (h *harness) open(addr string, svc service.Service) *Session {
+	s, _ := h.e.Open(ip(addr), svc, nil)
 	return s
 }
 

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postern/postern/internal/reason"
+	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/store"
 )
 
@@ -24,17 +26,17 @@ func TestImportFailedStoreEnforcesNothing(t *testing.T) {
 	h.st.fail = errors.New("disk full")
 	h.st.mu.Unlock()
 	imp := []store.Block{
-		{Prefix: netip.MustParsePrefix("192.0.2.0/24"), Reason: store.ReasonLogin, Expires: h.clock.Now().Add(time.Hour)},
-		{Prefix: netip.MustParsePrefix("198.51.100.7/32"), Reason: store.ReasonRelay},
+		{Prefix: netip.MustParsePrefix("192.0.2.0/24"), Reason: reason.Login, Expires: h.clock.Now().Add(time.Hour)},
+		{Prefix: netip.MustParsePrefix("198.51.100.7/32"), Reason: reason.Relay},
 	}
 	n, err := h.e.Import(ctx, imp, "cli")
 	if err == nil || n != 0 || !strings.Contains(err.Error(), "none imported") || !strings.Contains(err.Error(), "disk full") {
 		t.Fatalf("import into a failing store = %d, %v", n, err)
 	}
-	if a := h.e.Admit(ip("198.51.100.7"), "smtp"); a.Action != Allow {
+	if a := h.e.Admit(ip("198.51.100.7"), service.SMTP); a.Action != Allow {
 		t.Fatalf("a failed import is enforced: %+v", a)
 	}
-	if a := h.e.Admit(ip("192.0.2.1"), "smtp"); a.Reason != store.ReasonManual {
+	if a := h.e.Admit(ip("192.0.2.1"), service.SMTP); a.Reason != reason.Manual {
 		t.Fatalf("the block a failed import replaced did not come back: %+v", a)
 	}
 	if bs := h.e.Blocks(); len(bs) != 1 || bs[0].Comment != "kept" {
@@ -53,7 +55,7 @@ func TestImportFailedStoreEnforcesNothing(t *testing.T) {
 	if n, err := h.e.Import(ctx, imp, "cli"); n != 2 || err != nil {
 		t.Fatalf("import: %d %v", n, err)
 	}
-	if h.e.Admit(ip("198.51.100.7"), "smtp").Reason != store.ReasonRelay || h.e.Admit(ip("192.0.2.1"), "smtp").Reason != store.ReasonLogin {
+	if h.e.Admit(ip("198.51.100.7"), service.SMTP).Reason != reason.Relay || h.e.Admit(ip("192.0.2.1"), service.SMTP).Reason != reason.Login {
 		t.Fatal("a stored import is not enforced")
 	}
 	if b, ok := h.st.get("198.51.100.7/32"); !ok || b.Node != "test" {
@@ -66,14 +68,14 @@ func TestImportFailedStoreEnforcesNothing(t *testing.T) {
 func TestImportRefusesTimesTheStoreCannotHold(t *testing.T) {
 	h := newHarness(t, allTriggers, nil)
 	imp := []store.Block{
-		{Prefix: netip.MustParsePrefix("198.51.100.7/32"), Reason: store.ReasonRelay},
-		{Prefix: netip.MustParsePrefix("198.51.100.8/32"), Reason: store.ReasonRelay, Expires: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)},
+		{Prefix: netip.MustParsePrefix("198.51.100.7/32"), Reason: reason.Relay},
+		{Prefix: netip.MustParsePrefix("198.51.100.8/32"), Reason: reason.Relay, Expires: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)},
 	}
 	_, err := h.e.Import(context.Background(), imp, "cli")
 	if err == nil || !strings.Contains(err.Error(), "block 2: 198.51.100.8/32: expires: time 9999-01-01T00:00:00Z out of range") {
 		t.Fatalf("import of year 9999: %v", err)
 	}
-	if h.e.Admit(ip("198.51.100.7"), "smtp").Action != Allow || len(h.e.Blocks()) != 0 || h.st.puts != 0 {
+	if h.e.Admit(ip("198.51.100.7"), service.SMTP).Action != Allow || len(h.e.Blocks()) != 0 || h.st.puts != 0 {
 		t.Fatal("a refused import changed something")
 	}
 }
@@ -168,9 +170,9 @@ func TestAccountKeysResolvedAsTheBackend(t *testing.T) {
 	cfg := strings.Replace(allTriggers, "block_minutes: 60", "block_minutes: 60\n  account_protection: { failures: 3, delay: 2s }", 1) +
 		"logins: { default_domain: Example.COM }\n"
 	h := newHarness(t, cfg, nil)
-	s := h.open("198.51.100.1", "imap")
+	s := h.open("198.51.100.1", service.IMAP)
 	for i, name := range []string{"ceo", "CEO@EXAMPLE.COM", "Ceo@Example.Com"} {
-		h.open("192.0.2."+string(rune('1'+i)), "imap").LoginFailed(name, 1)
+		h.open("192.0.2."+string(rune('1'+i)), service.IMAP).LoginFailed(name, 1)
 	}
 	for _, name := range []string{"ceo@example.com", "CEO", " ceo "} {
 		if d := s.LoginDelay(name); d != 2*time.Second {
@@ -182,7 +184,7 @@ func TestAccountKeysResolvedAsTheBackend(t *testing.T) {
 	}
 	// Three failures from one address block it; the detail names the
 	// account as resolved.
-	a := h.open("203.0.113.9", "imap")
+	a := h.open("203.0.113.9", service.IMAP)
 	a.LoginFailed("Bob", 1)
 	a.LoginFailed("bob@example.com", 2)
 	if d := a.LoginFailed("BOB", 3); !d.Blocked {
@@ -201,7 +203,7 @@ func TestImportAfterClose(t *testing.T) {
 	h.e.Close()
 	done := make(chan error, 1)
 	go func() {
-		_, err := h.e.Import(context.Background(), []store.Block{{Prefix: netip.MustParsePrefix("198.51.100.7/32"), Reason: store.ReasonRelay}}, "cli")
+		_, err := h.e.Import(context.Background(), []store.Block{{Prefix: netip.MustParsePrefix("198.51.100.7/32"), Reason: reason.Relay}}, "cli")
 		done <- err
 	}()
 	select {
@@ -212,7 +214,7 @@ func TestImportAfterClose(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("import after Close hangs")
 	}
-	if h.e.Admit(ip("198.51.100.7"), "smtp").Action != Allow {
+	if h.e.Admit(ip("198.51.100.7"), service.SMTP).Action != Allow {
 		t.Fatal("a failed import is enforced")
 	}
 }
@@ -232,11 +234,11 @@ func TestImportRollbackUndoesSweptHits(t *testing.T) {
 	ctx := context.Background()
 	imp := make(chan error, 1)
 	go func() {
-		_, err := e.Import(ctx, []store.Block{{Prefix: imported, Reason: store.ReasonRelay}, {Prefix: st.gate, Reason: store.ReasonRelay}}, "cli")
+		_, err := e.Import(ctx, []store.Block{{Prefix: imported, Reason: reason.Relay}, {Prefix: st.gate, Reason: reason.Relay}}, "cli")
 		imp <- err
 	}()
 	waitUntil(t, func() bool { st.mu.Lock(); defer st.mu.Unlock(); return len(st.batches) == 1 })
-	if e.Admit(ip("198.51.100.7"), "smtp").Action != Refuse {
+	if e.Admit(ip("198.51.100.7"), service.SMTP).Action != Refuse {
 		t.Fatal("the pending import is not enforced")
 	}
 	swept := make(chan error, 1)
@@ -249,7 +251,7 @@ func TestImportRollbackUndoesSweptHits(t *testing.T) {
 	if err := <-swept; err != nil {
 		t.Fatal(err)
 	}
-	if e.Admit(ip("198.51.100.7"), "smtp").Action != Allow {
+	if e.Admit(ip("198.51.100.7"), service.SMTP).Action != Allow {
 		t.Fatal("a failed import is enforced")
 	}
 	if b, ok := st.get("198.51.100.7/32"); ok {

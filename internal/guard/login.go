@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/postern/postern/internal/store"
+	"github.com/postern/postern/internal/reason"
 )
 
 // MaxLoginHold bounds how long BeginLogin holds an attempt while other
@@ -104,10 +104,10 @@ func (s *Session) BeginLogin(ctx context.Context, account string) (*Login, Decis
 			case <-t.C:
 			case <-ctx.Done():
 				t.Stop()
-				return nil, Decision{Action: Close, Reason: store.ReasonLogin}
+				return nil, Decision{Action: Close, Reason: reason.Login}
 			case <-s.dead:
 				t.Stop()
-				return nil, Decision{Action: Close, Reason: store.ReasonLogin}
+				return nil, Decision{Action: Close, Reason: reason.Login}
 			}
 			if d, blocked := s.blockedNow(); blocked {
 				return nil, d
@@ -180,7 +180,7 @@ func (s *Session) BeginLogin(ctx context.Context, account string) (*Login, Decis
 		case <-hold.C:
 			stop = true
 			s.e.log.Info("login attempt held too long at the failed-login threshold; refused",
-				"addr", s.addr.String(), "service", s.service)
+				"addr", s.addr.String(), "service", s.service.String())
 		}
 		mu.Lock()
 		g.waiters--
@@ -189,7 +189,7 @@ func (s *Session) BeginLogin(ctx context.Context, account string) (*Login, Decis
 			mu.Unlock()
 			d, blocked := s.blockedNow()
 			if !blocked {
-				d = Decision{Action: Close, Reason: store.ReasonLogin}
+				d = Decision{Action: Close, Reason: reason.Login}
 			}
 			return nil, d
 		}

@@ -11,7 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/postern/postern/internal/store"
+	"github.com/postern/postern/internal/reason"
+	"github.com/postern/postern/internal/service"
 )
 
 const loginCfg = services + `
@@ -73,7 +74,7 @@ func TestConcurrentWrongLoginsStopAtThreshold(t *testing.T) {
 			h := newHarness(t, cfg, nil)
 			// With cross-session counting, ten connections; per session,
 			// ten requests on one connection (HTTP/2).
-			shared := h.open("192.0.2.10", "web")
+			shared := h.open("192.0.2.10", service.Web)
 			answer := make(chan struct{})
 			var reached, refused atomic.Int32
 			var wg sync.WaitGroup
@@ -81,11 +82,11 @@ func TestConcurrentWrongLoginsStopAtThreshold(t *testing.T) {
 				wg.Go(func() {
 					s := shared
 					if cross {
-						s = h.open("192.0.2.10", "web")
+						s = h.open("192.0.2.10", service.Web)
 					}
 					l, d := s.BeginLogin(context.Background(), "alice")
 					if l == nil {
-						if d.Action != Close || !d.Blocked || d.Reason != store.ReasonLogin {
+						if d.Action != Close || !d.Blocked || d.Reason != reason.Login {
 							t.Errorf("held attempt refused with %+v", d)
 						}
 						refused.Add(1)
@@ -130,7 +131,7 @@ func TestParallelRightLoginsNotHeld(t *testing.T) {
 	var logins []*Login
 	for range 5 {
 		// Sequential calls, none answered yet: each must return at once.
-		l, d := h.open("192.0.2.20", "imap").BeginLogin(context.Background(), "bob")
+		l, d := h.open("192.0.2.20", service.IMAP).BeginLogin(context.Background(), "bob")
 		if l == nil || d.Action != Continue {
 			t.Fatalf("a right login was held or refused: %+v", d)
 		}
@@ -148,17 +149,17 @@ func TestParallelRightLoginsNotHeld(t *testing.T) {
 		t.Fatalf("%d gates left after every attempt succeeded", n)
 	}
 	// One earlier failure leaves room for four in flight.
-	s := h.open("192.0.2.21", "imap")
+	s := h.open("192.0.2.21", service.IMAP)
 	l, _ := s.BeginLogin(context.Background(), "bob")
 	l.Failed(1)
 	for i := range 4 {
-		if l, _ := h.open("192.0.2.21", "imap").BeginLogin(context.Background(), "bob"); l == nil {
+		if l, _ := h.open("192.0.2.21", service.IMAP).BeginLogin(context.Background(), "bob"); l == nil {
 			t.Fatalf("attempt %d refused", i)
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan *Login)
-	go func() { l, _ := h.open("192.0.2.21", "imap").BeginLogin(ctx, "bob"); done <- l }()
+	go func() { l, _ := h.open("192.0.2.21", service.IMAP).BeginLogin(ctx, "bob"); done <- l }()
 	waitFor(t, "the fifth attempt held", func() bool { _, w := h.gateState("192.0.2.21/32"); return w == 1 })
 	cancel()
 	if l := <-done; l != nil {
@@ -177,7 +178,7 @@ func TestBlockReachesOpenSessions(t *testing.T) {
 	h := newHarness(t, cfg, nil)
 	var open []*Session
 	for range 20 {
-		open = append(open, h.open("192.0.2.30", "imap"))
+		open = append(open, h.open("192.0.2.30", service.IMAP))
 	}
 	for i := range 5 {
 		l, _ := open[i].BeginLogin(context.Background(), "carol")
@@ -192,21 +193,21 @@ func TestBlockReachesOpenSessions(t *testing.T) {
 			t.Fatalf("connection %d: an attempt after the block got %+v", i, d)
 		}
 	}
-	if d, ok := open[19].Blocked(); !ok || d.Action != Close || d.Reason != store.ReasonLogin {
+	if d, ok := open[19].Blocked(); !ok || d.Action != Close || d.Reason != reason.Login {
 		t.Fatalf("Blocked on an open session: %+v %v", d, ok)
 	}
 	// A block made by hand reaches open sessions too.
-	s := h.open("198.51.100.40", "web")
+	s := h.open("198.51.100.40", service.Web)
 	if _, ok := s.Blocked(); ok {
 		t.Fatal("not blocked yet")
 	}
 	if _, err := h.e.BlockManual(context.Background(), netip.MustParsePrefix("198.51.100.0/24"), 0, "", "test"); err != nil {
 		t.Fatal(err)
 	}
-	if l, d := s.BeginLogin(context.Background(), "dave"); l != nil || d.Reason != store.ReasonManual {
+	if l, d := s.BeginLogin(context.Background(), "dave"); l != nil || d.Reason != reason.Manual {
 		t.Fatalf("after a manual block: %+v", d)
 	}
-	if d, ok := s.Blocked(); !ok || d.Reason != store.ReasonManual {
+	if d, ok := s.Blocked(); !ok || d.Reason != reason.Manual {
 		t.Fatalf("Blocked after a manual block: %+v", d)
 	}
 }
@@ -217,14 +218,14 @@ func TestLoginNotGated(t *testing.T) {
 	cfg := loginCfg + "trusted_upstreams: \"10.0.0.5\"\n"
 	h := newHarness(t, cfg, nil)
 	for i := range 20 {
-		l, _ := h.open("10.0.0.5", "imap").BeginLogin(context.Background(), "u")
+		l, _ := h.open("10.0.0.5", service.IMAP).BeginLogin(context.Background(), "u")
 		if l == nil {
 			t.Fatalf("attempt %d of a trusted upstream refused", i)
 		}
 		l.Failed(uint64(i + 1))
 	}
 	for i := range 20 {
-		if l, _ := h.open("192.0.2.50", "smtp").BeginLogin(context.Background(), "u"); l == nil {
+		if l, _ := h.open("192.0.2.50", service.SMTP).BeginLogin(context.Background(), "u"); l == nil {
 			t.Fatalf("attempt %d refused with L off", i)
 		}
 	}
@@ -238,11 +239,11 @@ func TestLoginNotGated(t *testing.T) {
 func TestSessionCloseWakesHeldLogin(t *testing.T) {
 	h := newHarness(t, loginCfg, nil)
 	for range 5 {
-		if l, _ := h.open("192.0.2.60", "imap").BeginLogin(context.Background(), "u"); l == nil {
+		if l, _ := h.open("192.0.2.60", service.IMAP).BeginLogin(context.Background(), "u"); l == nil {
 			t.Fatal("refused")
 		}
 	}
-	s := h.open("192.0.2.60", "imap")
+	s := h.open("192.0.2.60", service.IMAP)
 	done := make(chan *Login)
 	go func() { l, _ := s.BeginLogin(context.Background(), "u"); done <- l }()
 	waitFor(t, "the attempt held", func() bool { _, w := h.gateState("192.0.2.60/32"); return w == 1 })
@@ -265,7 +266,7 @@ func TestLoginStress(t *testing.T) {
 			r := rand.New(rand.NewPCG(uint64(w), 7))
 			for i := range perWorker {
 				a := r.IntN(addrs)
-				s := h.open(fmt.Sprintf("203.0.113.%d", a+1), "imap")
+				s := h.open(fmt.Sprintf("203.0.113.%d", a+1), service.IMAP)
 				l, _ := s.BeginLogin(context.Background(), "victim")
 				if l != nil {
 					switch r.IntN(4) {
@@ -302,8 +303,8 @@ func TestLoginStress(t *testing.T) {
 // time.
 func TestCounterWindows(t *testing.T) {
 	h := newHarness(t, allTriggers, nil)
-	h.open("192.0.2.70", "smtp")
-	s := h.open("192.0.2.71", "smtp")
+	h.open("192.0.2.70", service.SMTP)
+	s := h.open("192.0.2.71", service.SMTP)
 	s.LoginFailed("u", 1)
 	if n := h.e.counters.len(); n != 3 {
 		t.Fatalf("%d counters, want 3 (two I, one L)", n)
@@ -368,17 +369,17 @@ intrusion_prevention:
   imap_pop3: { connections_per_minute: 4 }
 `, nil)
 	for i := range 3 {
-		if a := h.e.Admit(ip("198.51.100.9"), "imap"); a.Action != Refuse || a.Reason != 0 {
+		if a := h.e.Admit(ip("198.51.100.9"), service.IMAP); a.Action != Refuse || a.Reason != 0 {
 			t.Fatalf("refusal %d: %+v", i+1, a)
 		}
 	}
-	if a := h.e.Admit(ip("198.51.100.9"), "imap"); a.Action != Refuse || a.Reason != store.ReasonConnections {
+	if a := h.e.Admit(ip("198.51.100.9"), service.IMAP); a.Action != Refuse || a.Reason != reason.Connections {
 		t.Fatalf("fourth refusal: %+v", a)
 	}
-	if b, ok := h.st.get("198.51.100.9/32"); !ok || b.Reason != store.ReasonConnections {
+	if b, ok := h.st.get("198.51.100.9/32"); !ok || b.Reason != reason.Connections {
 		t.Fatalf("no block stored: %+v", b)
 	}
-	if a := h.e.Admit(ip("203.0.113.1"), "imap"); a.Action != Allow {
+	if a := h.e.Admit(ip("203.0.113.1"), service.IMAP); a.Action != Allow {
 		t.Fatal("granted addresses are not affected")
 	}
 }
@@ -395,7 +396,7 @@ func TestSubnetHoldsAttempts(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 12 {
 		wg.Go(func() {
-			l, d := h.open(fmt.Sprintf("203.0.113.%d", i+1), "imap").BeginLogin(context.Background(), "u")
+			l, d := h.open(fmt.Sprintf("203.0.113.%d", i+1), service.IMAP).BeginLogin(context.Background(), "u")
 			if l == nil {
 				if !d.Blocked {
 					t.Errorf("refused without a block: %+v", d)
@@ -429,14 +430,14 @@ func TestBeginLoginAccountDelay(t *testing.T) {
 	h := newHarness(t, cfg, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if l, _ := h.open("198.51.100.7", "imap").BeginLogin(ctx, "ceo@example.com"); l == nil {
+	if l, _ := h.open("198.51.100.7", service.IMAP).BeginLogin(ctx, "ceo@example.com"); l == nil {
 		t.Fatal("an account without failures is not delayed")
 	}
 	for i := range 2 {
-		l, _ := h.open(fmt.Sprintf("192.0.2.%d", 200+i), "imap").BeginLogin(context.Background(), "CEO@example.com")
+		l, _ := h.open(fmt.Sprintf("192.0.2.%d", 200+i), service.IMAP).BeginLogin(context.Background(), "CEO@example.com")
 		l.Failed(1)
 	}
-	if l, d := h.open("198.51.100.7", "imap").BeginLogin(ctx, "ceo@example.com"); l != nil || d.Action != Close {
+	if l, d := h.open("198.51.100.7", service.IMAP).BeginLogin(ctx, "ceo@example.com"); l != nil || d.Action != Close {
 		t.Fatalf("an account under attack must be delayed (the context ended during the delay): %+v", d)
 	}
 }
@@ -451,24 +452,24 @@ services:
   imap: { listen: ":143", backend: "b:1", grant: "[Office]" }
 `, nil)
 	for i := range AnsweredRefusals + 2 {
-		a := h.e.Admit(ip("198.51.100.9"), "imap")
+		a := h.e.Admit(ip("198.51.100.9"), service.IMAP)
 		if a.Action != Refuse || a.Quiet != (i >= AnsweredRefusals) {
 			t.Fatalf("refusal %d: %+v", i+1, a)
 		}
 	}
 	h.clock.Advance(61 * time.Second)
-	if a := h.e.Admit(ip("198.51.100.9"), "imap"); a.Quiet {
+	if a := h.e.Admit(ip("198.51.100.9"), service.IMAP); a.Quiet {
 		t.Fatal("the budget starts afresh after a minute")
 	}
 	if _, err := h.e.BlockManual(context.Background(), netip.MustParsePrefix("203.0.113.7/32"), 0, "", "test"); err != nil {
 		t.Fatal(err)
 	}
 	for i := range AnsweredRefusals + 1 {
-		if a := h.e.Admit(ip("203.0.113.7"), "imap"); a.Action != Refuse || a.Quiet != (i >= AnsweredRefusals) {
+		if a := h.e.Admit(ip("203.0.113.7"), service.IMAP); a.Action != Refuse || a.Quiet != (i >= AnsweredRefusals) {
 			t.Fatalf("blocked, refusal %d: %+v", i+1, a)
 		}
 	}
-	if a := h.e.Admit(ip("203.0.113.8"), "imap"); a.Action != Allow || a.Quiet {
+	if a := h.e.Admit(ip("203.0.113.8"), service.IMAP); a.Action != Allow || a.Quiet {
 		t.Fatalf("another address: %+v", a)
 	}
 }

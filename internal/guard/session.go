@@ -8,7 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/postern/postern/internal/store"
+	"github.com/postern/postern/internal/reason"
+	"github.com/postern/postern/internal/service"
 )
 
 // Action is what a front-end must do: at accept (Accept's Verdict), when
@@ -43,7 +44,7 @@ type Decision struct {
 	// Blocked says the address is blocked (by this event or before); Reason
 	// is the block's reason. They are for logs: Action says what to do.
 	Blocked bool
-	Reason  store.Reason
+	Reason  reason.Code
 	// DryRun says a trigger set to log only would have blocked.
 	DryRun bool
 }
@@ -72,7 +73,7 @@ func (d Decision) tarpit() Decision {
 type Session struct {
 	e       *Engine
 	addr    netip.Addr
-	service string
+	service service.Service
 	group   Group
 	closer  func()
 	killed  atomic.Bool
@@ -99,12 +100,12 @@ type Session struct {
 // the engine wants the connection closed because its address was blocked
 // later; it must not block. The caller closes a non-nil session when the
 // connection ends.
-func (e *Engine) Accept(addr netip.Addr, service string, closer func()) (*Session, Verdict) {
-	v := e.Admit(addr, service)
+func (e *Engine) Accept(addr netip.Addr, svc service.Service, closer func()) (*Session, Verdict) {
+	v := e.Admit(addr, svc)
 	if v.Action == Refuse {
 		return nil, v
 	}
-	s, d := e.Open(addr, service, closer)
+	s, d := e.Open(addr, svc, closer)
 	switch d.Action {
 	case Close:
 		s.Close()
@@ -119,12 +120,12 @@ func (e *Engine) Accept(addr netip.Addr, service string, closer func()) (*Sessio
 // access check of Admit; front-ends use Accept. closer is as for Accept.
 // Open counts the connection for the connections-per-minute trigger (I)
 // and may decide to close it at once.
-func (e *Engine) Open(addr netip.Addr, service string, closer func()) (*Session, Decision) {
-	g, ok := GroupOf(service)
+func (e *Engine) Open(addr netip.Addr, svc service.Service, closer func()) (*Session, Decision) {
+	g, ok := GroupOf(svc)
 	if !ok {
 		g = GroupSMTP
 	}
-	s := &Session{e: e, addr: addr.Unmap(), service: service, group: g, closer: closer, dead: make(chan struct{})}
+	s := &Session{e: e, addr: addr.Unmap(), service: svc, group: g, closer: closer, dead: make(chan struct{})}
 	e.live.add(s)
 	return s, s.event(trigI, 0, "", "")
 }
@@ -225,7 +226,7 @@ func (s *Session) Recipient(rcpt string) Decision {
 	}
 	if g := &st.groups[s.group]; g.tarpit != nil && g.tarpit.ContainsMail(rcpt) {
 		d := s.event(trigA, 0, "recipient ", rcpt)
-		d.Reject = d.Blocked && d.Reason == store.ReasonTarpitAccount && !d.DryRun
+		d.Reject = d.Blocked && d.Reason == reason.TarpitAccount && !d.DryRun
 		return d
 	}
 	return s.tarpitted()
@@ -429,14 +430,14 @@ func (s *Session) trip(st *Settings, t trigger, p netip.Prefix, detail string, n
 	r := t.reason()
 	if logOnly {
 		s.e.log.Info("would block (log only)", "prefix", p.String(), "reason", r.String(), "why", r.Name(),
-			"service", s.service, "detail", detail, "count", n)
+			"service", s.service.String(), "detail", detail, "count", n)
 		return Decision{DryRun: true, Reason: r}
 	}
 	if !autoBlockable(st, s.addr) {
 		s.e.log.Info("not blocking a trusted or bypassed address", "addr", s.addr.String(), "reason", r.String(), "detail", detail)
 		return Decision{}
 	}
-	s.e.block(st, offense{prefix: p, reason: r, service: s.service, detail: detail, hits: n, first: now})
+	s.e.block(st, offense{prefix: p, reason: r, service: s.service.String(), detail: detail, hits: n, first: now})
 	d := Decision{Blocked: true, Reason: r, Delay: st.TarpitDelay}
 	if st.CloseBlocked {
 		d.Action = Close

@@ -11,7 +11,8 @@ import (
 	"github.com/postern/postern/internal/diag"
 	"github.com/postern/postern/internal/patterns"
 	"github.com/postern/postern/internal/policy"
-	"github.com/postern/postern/internal/store"
+	"github.com/postern/postern/internal/reason"
+	"github.com/postern/postern/internal/service"
 )
 
 // Defaults, as IceWarp has them.
@@ -246,17 +247,17 @@ func (s *Settings) subnetsOf(addr netip.Addr, buf []netip.Prefix) []netip.Prefix
 // close_blocked_connection — "all connections just incoming from this
 // address are blocked for the block time" — and none where the group
 // opted out with its own refuse_blocked: false.
-func (s *Settings) refuses(g Group, r store.Reason) bool {
+func (s *Settings) refuses(g Group, r reason.Code) bool {
 	gs := &s.groups[g]
-	return gs.refuseAll || gs.refuseAuto && r != store.ReasonManual
+	return gs.refuseAll || gs.refuseAuto && r != reason.Manual
 }
 
 // RefusesBlock reports whether a new connection to service from an
 // address under a block with reason r is refused at connect (else it is
 // let in, tarpitted when tarpit_delay is set; its login attempts are
 // refused whatever this says).
-func (s *Settings) RefusesBlock(service string, r store.Reason) bool {
-	g, ok := GroupOf(service)
+func (s *Settings) RefusesBlock(svc service.Service, r reason.Code) bool {
+	g, ok := GroupOf(svc)
 	if !ok {
 		g = GroupSMTP
 	}
@@ -284,8 +285,8 @@ func (s *Settings) TriggersEnabled() map[string]string {
 
 // SpamScore returns the spam score above which the service's group blocks
 // (S), or 0 when the trigger is off.
-func (s *Settings) SpamScore(service string) float64 {
-	g, ok := GroupOf(service)
+func (s *Settings) SpamScore(svc service.Service) float64 {
+	g, ok := GroupOf(svc)
 	if !ok {
 		return 0
 	}

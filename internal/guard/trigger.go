@@ -1,7 +1,8 @@
 package guard
 
 import (
-	"github.com/postern/postern/internal/store"
+	"github.com/postern/postern/internal/reason"
+	"github.com/postern/postern/internal/service"
 )
 
 // trigger indexes the automatic triggers.
@@ -25,13 +26,13 @@ const (
 	trigRefused = numTriggers
 )
 
-var triggerReasons = [numTriggers]store.Reason{
-	trigI: store.ReasonConnections, trigL: store.ReasonLogin, trigP: store.ReasonUnknownRecipients,
-	trigY: store.ReasonRelay, trigR: store.ReasonRSET, trigS: store.ReasonSpam, trigD: store.ReasonDNSBL,
-	trigM: store.ReasonSize, trigA: store.ReasonTarpitAccount, trigC: store.ReasonContent,
+var triggerReasons = [numTriggers]reason.Code{
+	trigI: reason.Connections, trigL: reason.Login, trigP: reason.UnknownRecipients,
+	trigY: reason.Relay, trigR: reason.RSET, trigS: reason.Spam, trigD: reason.DNSBL,
+	trigM: reason.Size, trigA: reason.TarpitAccount, trigC: reason.Content,
 }
 
-func (t trigger) reason() store.Reason { return triggerReasons[t] }
+func (t trigger) reason() reason.Code { return triggerReasons[t] }
 
 func triggerOf(code byte) (trigger, bool) {
 	for t, r := range triggerReasons {
@@ -62,14 +63,14 @@ var groupNames = [numGroups]string{"smtp", "imap_pop3", "web"}
 
 func (g Group) String() string { return groupNames[g] }
 
-// GroupOf returns the protocol group of a service name.
-func GroupOf(service string) (Group, bool) {
-	switch service {
-	case "smtp", "submission", "smtps":
+// GroupOf returns the protocol group of a service: its protocol's.
+func GroupOf(svc service.Service) (Group, bool) {
+	switch svc.Protocol() {
+	case service.ProtocolSMTP:
 		return GroupSMTP, true
-	case "imap", "imaps", "pop3", "pop3s":
+	case service.ProtocolMail:
 		return GroupMail, true
-	case "web":
+	case service.ProtocolWeb:
 		return GroupWeb, true
 	}
 	return 0, false

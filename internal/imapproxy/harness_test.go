@@ -22,6 +22,7 @@ import (
 	"github.com/postern/postern/internal/gwtest"
 	"github.com/postern/postern/internal/policy"
 	"github.com/postern/postern/internal/relay"
+	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/snapshot"
 )
 
@@ -138,7 +139,7 @@ func newHarness(t *testing.T, cfgYAML string, mutate func(*Config)) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.eng.Close() })
-	cfg := Config{Service: "imap", Backend: relay.Dialer{Addr: h.be.addr, Proxy: "v2"}, PlaintextLogin: func(netip.Addr) bool { return true },
+	cfg := Config{Service: service.IMAP, Backend: relay.Dialer{Addr: h.be.addr, Proxy: "v2"}, PlaintextLogin: func(netip.Addr) bool { return true },
 		PreAuthIdle: 5 * time.Second, BackendTimeout: 5 * time.Second}
 	if mutate != nil {
 		mutate(&cfg)

@@ -28,6 +28,7 @@ import (
 	"github.com/postern/postern/internal/pop3proxy"
 	"github.com/postern/postern/internal/reason"
 	"github.com/postern/postern/internal/relay"
+	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/snapshot"
 )
 
@@ -84,10 +85,10 @@ var protocols = []protocol{
 // newProxy returns p's gateway.
 func (p protocol) newProxy(cfg mailgate.Config, eng mailgate.Engine, pol func() *policy.Policy, log *slog.Logger) gwtest.Server {
 	if p.imap {
-		cfg.Service = "imap"
+		cfg.Service = service.IMAP
 		return imapproxy.New(cfg, eng, pol, log)
 	}
-	cfg.Service = "pop3"
+	cfg.Service = service.POP3
 	return pop3proxy.New(cfg, eng, pol, log)
 }
 

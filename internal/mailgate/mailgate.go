@@ -28,6 +28,7 @@ import (
 	"github.com/postern/postern/internal/netlisten"
 	"github.com/postern/postern/internal/policy"
 	"github.com/postern/postern/internal/relay"
+	"github.com/postern/postern/internal/service"
 )
 
 // handshakeTimeout bounds a TLS handshake, implicit or after STARTTLS.
@@ -35,7 +36,7 @@ const handshakeTimeout = 30 * time.Second
 
 // Config is one IMAP or POP3 service's configuration.
 type Config struct {
-	Service     string // imap, imaps, pop3 or pop3s
+	Service     service.Service // imap, imaps, pop3 or pop3s
 	Backend     relay.Dialer
 	TLS         *tls.Config // offered with STARTTLS/STLS (nil: not offered)
 	ImplicitTLS bool
@@ -61,7 +62,7 @@ func (c *Config) defaults() {
 
 // Engine is what the gateway needs of the intrusion prevention engine.
 type Engine interface {
-	Accept(addr netip.Addr, service string, closer func()) (*guard.Session, guard.Verdict)
+	Accept(addr netip.Addr, svc service.Service, closer func()) (*guard.Session, guard.Verdict)
 	PasswordFingerprint(account, password string) uint64
 }
 
@@ -111,7 +112,7 @@ func New(cfg Config, words Wording, eng Engine, pol func() *policy.Policy, log *
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	g := &Gate{Cfg: cfg, eng: eng, policy: pol, log: log.With("service", cfg.Service), words: words, decoys: decoy.New()}
+	g := &Gate{Cfg: cfg, eng: eng, policy: pol, log: log.With("service", cfg.Service.String()), words: words, decoys: decoy.New()}
 	g.conns.Log = g.log
 	def := words.AuthFailed
 	g.authFail.Store(&def)

@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"github.com/postern/postern/internal/fcrdns/fcrdnstest"
+	"github.com/postern/postern/internal/service"
 	"net/netip"
 	"strings"
 	"testing"
@@ -73,16 +74,16 @@ func TestHostMasksInServiceAndLoginLists(t *testing.T) {
 		t.Fatal("HasHostMasks is false")
 	}
 	svc := []struct {
-		svc  string
+		svc  service.Service
 		addr netip.Addr
 		want bool
 	}{
-		{"imap", partner, true},   // *.partner.example
-		{"imap", partner2, true},  // icewarp.*
-		{"imap", evil, false},     // in 10.20.*, but its name is denied
-		{"imap", lan, true},       // 10.20.*
-		{"imap", nameless, false}, // no name: only the addresses count
-		{"pop3", partner, false},
+		{service.IMAP, partner, true},   // *.partner.example
+		{service.IMAP, partner2, true},  // icewarp.*
+		{service.IMAP, evil, false},     // in 10.20.*, but its name is denied
+		{service.IMAP, lan, true},       // 10.20.*
+		{service.IMAP, nameless, false}, // no name: only the addresses count
+		{service.POP3, partner, false},
 	}
 	for _, c := range svc {
 		if got := p.AllowService(c.svc, c.addr); got != c.want {
@@ -93,7 +94,7 @@ func TestHostMasksInServiceAndLoginLists(t *testing.T) {
 			t.Errorf("ExplainService %s %s = %v, want %v", c.svc, c.addr, v.Allow, c.want)
 		}
 	}
-	if !p.AllowPath("web", "/admin/x", partner) || p.AllowPath("web", "/admin/x", partner2) {
+	if !p.AllowPath(service.Web, "/admin/x", partner) || p.AllowPath(service.Web, "/admin/x", partner2) {
 		t.Error("path rule with a host mask")
 	}
 	for addr, want := range map[netip.Addr]bool{ceoOffice: true, netip.MustParseAddr("10.20.30.4"): true, partner: false, nameless: false} {
@@ -105,13 +106,13 @@ func TestHostMasksInServiceAndLoginLists(t *testing.T) {
 		}
 	}
 
-	v, _ := p.ExplainService("imap", evil)
+	v, _ := p.ExplainService(service.IMAP, evil)
 	deny := v.Rules[0]
 	if d, ok := deny.Match.Decider(); deny.Effect != "denies" || !ok || d.Item.Text != "*.evil.example" ||
 		deny.Match.Client == nil || deny.Match.Client.Name != "box.evil.example" {
 		t.Errorf("deny explanation: %+v", deny)
 	}
-	v, _ = p.ExplainService("imap", nameless)
+	v, _ = p.ExplainService(service.IMAP, nameless)
 	if c := v.Rules[1].Match.Client; c == nil || !errors.Is(c.Err, fcrdnstest.ErrNoPTR) {
 		t.Errorf("grant explanation for a client without a name: %+v", v.Rules[1])
 	}
@@ -129,12 +130,12 @@ func TestNoHostMasksNoLookups(t *testing.T) {
 		t.Fatal("HasHostMasks is true")
 	}
 	for _, a := range []netip.Addr{my, myBad, sg, office, admin, other, partner, evil} {
-		p.AllowService("imap", a)
-		p.AllowService("web", a)
-		p.AllowPath("web", "/admin", a)
+		p.AllowService(service.IMAP, a)
+		p.AllowService(service.Web, a)
+		p.AllowPath(service.Web, "/admin", a)
 		p.AllowLogin("ceo@example.com", a)
 		p.AllowLogin("someone@else.example", a)
-		_, _ = p.ExplainService("imap", a)
+		_, _ = p.ExplainService(service.IMAP, a)
 		p.ExplainLogin("ceo@example.com", a)
 	}
 	if names.Calls() != 0 {
@@ -159,6 +160,6 @@ func BenchmarkAllowServiceHostMask(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		p.AllowService("imap", partner)
+		p.AllowService(service.IMAP, partner)
 	}
 }

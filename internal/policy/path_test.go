@@ -8,6 +8,7 @@ import (
 
 	"github.com/postern/postern/internal/config"
 	"github.com/postern/postern/internal/patterns"
+	"github.com/postern/postern/internal/service"
 )
 
 // TestPathTricks: every spelling a backend could read as /admin meets the
@@ -21,14 +22,14 @@ func TestPathTricks(t *testing.T) {
 		"/%252e%252e/admin", "/.%2e/admin", "/%5cadmin", "/x\\..\\admin", "/AdMiN/", "/admin/.",
 		"/%41%44%4d%49%4e", "/;x/admin", "/admin;", "///admin", deep,
 	} {
-		if p.AllowPath("web", tr, sg) {
+		if p.AllowPath(service.Web, tr, sg) {
 			t.Errorf("%q slipped past the /admin rule", tr)
 		}
-		if !p.AllowPath("web", tr, admin) {
+		if !p.AllowPath(service.Web, tr, admin) {
 			t.Errorf("%q refused for the admin address", tr)
 		}
 	}
-	v, err := p.ExplainPath("web", deep, sg)
+	v, err := p.ExplainPath(service.Web, deep, sg)
 	if err != nil || v.Allow || len(v.Rules) != 2 {
 		t.Errorf("an unclean path must meet every rule: %+v %v", v, err)
 	}
@@ -93,7 +94,7 @@ func FuzzAllowPath(f *testing.F) {
 			return
 		}
 		seen := strings.ToLower(path.Clean("/" + dec))
-		if (seen == "/admin" || strings.HasPrefix(seen, "/admin/")) && p.AllowPath("web", in, sg) {
+		if (seen == "/admin" || strings.HasPrefix(seen, "/admin/")) && p.AllowPath(service.Web, in, sg) {
 			t.Fatalf("%q reaches %q at the backend but passed the /admin rule", in, seen)
 		}
 	})
@@ -103,7 +104,7 @@ func BenchmarkAllowPathUnclean(b *testing.B) {
 	p, _ := buildF(b, cfgText)
 	b.ReportAllocs()
 	for b.Loop() {
-		p.AllowPath("web", "/webmail//inbox/%6dessage;x=1?id=42", sg)
+		p.AllowPath(service.Web, "/webmail//inbox/%6dessage;x=1?id=42", sg)
 	}
 }
 

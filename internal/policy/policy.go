@@ -14,11 +14,12 @@ import (
 	"github.com/postern/postern/internal/config"
 	"github.com/postern/postern/internal/diag"
 	"github.com/postern/postern/internal/patterns"
+	"github.com/postern/postern/internal/service"
 )
 
 // Policy is the compiled access policy of one configuration.
 type Policy struct {
-	services map[string]*Service
+	services [service.Count]*Service // nil: not configured
 	logins   Logins
 	trusted  *patterns.Set
 }
@@ -32,7 +33,7 @@ type List struct {
 
 // Service holds the rules of one service.
 type Service struct {
-	Name  string
+	Name  service.Service
 	Grant *List // nil: every address may connect
 	Deny  *List // nil: no address is denied
 	Paths []PathRule
@@ -50,7 +51,7 @@ type PathRule struct {
 // Build compiles the access rules of cfg against the compiled patterns.
 // It returns warnings for legal but doubtful settings.
 func Build(cfg *config.File, reg *patterns.Registry) (*Policy, []error, error) {
-	p := &Policy{services: make(map[string]*Service)}
+	p := &Policy{}
 	var errs diag.List
 	var warns []error
 	list := func(t config.Text) *List {
@@ -76,7 +77,7 @@ func Build(cfg *config.File, reg *patterns.Registry) (*Policy, []error, error) {
 				Grant: list(pr.Grant), Deny: list(pr.Deny),
 			})
 		}
-		if name == "smtp" && s.Grant != nil {
+		if name == service.SMTP && s.Grant != nil {
 			warns = append(warns, diag.Errorf(s.Grant.Pos, "smtp has a grant list: port 25 must take mail from any address on the Internet; restrict where accounts log in from with login_restrictions instead"))
 		}
 		p.services[name] = s
@@ -110,6 +111,9 @@ func hasMailItems(s *patterns.Set) bool {
 func (p *Policy) HasHostMasks() bool {
 	has := func(l *List) bool { return l != nil && l.Set.HasHosts() }
 	for _, s := range p.services {
+		if s == nil {
+			continue
+		}
 		if has(s.Grant) || has(s.Deny) {
 			return true
 		}
@@ -133,15 +137,20 @@ func (p *Policy) HasHostMasks() bool {
 }
 
 // Service returns the rules of a configured service, or nil.
-func (p *Policy) Service(name string) *Service { return p.services[name] }
+func (p *Policy) Service(svc service.Service) *Service {
+	if int(svc) >= len(p.services) {
+		return nil
+	}
+	return p.services[svc]
+}
 
 // AllowService reports whether addr may connect to the service: not in its
 // deny list and, when it has a grant list, in that. An unconfigured service
 // allows no one. Lists without host masks are one table walk each, without
 // allocation; a list with host masks may look the client's verified name up
 // (cached, bounded by the resolver's timeout; see patterns.Set.ContainsClient).
-func (p *Policy) AllowService(service string, addr netip.Addr) bool {
-	s := p.services[service]
+func (p *Policy) AllowService(svc service.Service, addr netip.Addr) bool {
+	s := p.Service(svc)
 	if s == nil {
 		return false
 	}
@@ -158,8 +167,8 @@ func allowed(grant, deny *List, addr netip.Addr) bool {
 // AllowPath reports whether addr may request path on a web service: every
 // path rule whose prefix the cleaned path starts with must allow it. The
 // service's own lists are not consulted; see AllowService.
-func (p *Policy) AllowPath(service, path string, addr netip.Addr) bool {
-	s := p.services[service]
+func (p *Policy) AllowPath(svc service.Service, path string, addr netip.Addr) bool {
+	s := p.Service(svc)
 	if s == nil {
 		return false
 	}
@@ -186,28 +195,28 @@ type Consulted struct {
 }
 
 // ExplainService explains AllowService.
-func (p *Policy) ExplainService(service string, addr netip.Addr) (Verdict, error) {
-	s := p.services[service]
+func (p *Policy) ExplainService(svc service.Service, addr netip.Addr) (Verdict, error) {
+	s := p.Service(svc)
 	if s == nil {
-		return Verdict{}, fmt.Errorf("service %q is not configured", service)
+		return Verdict{}, fmt.Errorf("service %q is not configured", svc)
 	}
 	v := Verdict{Allow: true}
-	explainLists(&v, service, s.Grant, s.Deny, addr)
+	explainLists(&v, svc.String(), s.Grant, s.Deny, addr)
 	return v, nil
 }
 
 // ExplainPath explains AllowPath.
-func (p *Policy) ExplainPath(service, path string, addr netip.Addr) (Verdict, error) {
-	s := p.services[service]
+func (p *Policy) ExplainPath(svc service.Service, path string, addr netip.Addr) (Verdict, error) {
+	s := p.Service(svc)
 	if s == nil {
-		return Verdict{}, fmt.Errorf("service %q is not configured", service)
+		return Verdict{}, fmt.Errorf("service %q is not configured", svc)
 	}
 	v := Verdict{Allow: true}
 	clean, all := pathKey(path)
 	for i := range s.Paths {
 		r := &s.Paths[i]
 		if all || hasFoldPrefix(clean, r.Prefix) {
-			explainLists(&v, service+" path "+r.Prefix, r.Grant, r.Deny, addr)
+			explainLists(&v, svc.String()+" path "+r.Prefix, r.Grant, r.Deny, addr)
 		}
 	}
 	return v, nil

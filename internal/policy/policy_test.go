@@ -7,6 +7,7 @@ import (
 
 	"github.com/postern/postern/internal/config"
 	"github.com/postern/postern/internal/patterns"
+	"github.com/postern/postern/internal/service"
 )
 
 const cfgText = `
@@ -66,32 +67,32 @@ var (
 func TestAllowService(t *testing.T) {
 	p, _ := build(t, cfgText)
 	cases := []struct {
-		svc  string
+		svc  service.Service
 		addr netip.Addr
 		want bool
 	}{
-		{"imap", my, true}, {"imap", sg, true}, {"imap", office, true}, {"imap", other, false},
-		{"imap", myBad, false}, // deny wins over grant
-		{"smtp", other, true},  // no lists: open
-		{"pop3", my, false},    // not configured: closed
-		{"web", sg, true}, {"web", office, false},
+		{service.IMAP, my, true}, {service.IMAP, sg, true}, {service.IMAP, office, true}, {service.IMAP, other, false},
+		{service.IMAP, myBad, false}, // deny wins over grant
+		{service.SMTP, other, true},  // no lists: open
+		{service.POP3, my, false},    // not configured: closed
+		{service.Web, sg, true}, {service.Web, office, false},
 	}
 	for _, c := range cases {
 		if got := p.AllowService(c.svc, c.addr); got != c.want {
 			t.Errorf("%s %s: got %v want %v", c.svc, c.addr, got, c.want)
 		}
-		if c.svc != "pop3" {
+		if c.svc != service.POP3 {
 			v, err := p.ExplainService(c.svc, c.addr)
 			if err != nil || v.Allow != c.want {
 				t.Errorf("explain %s %s: %+v %v", c.svc, c.addr, v, err)
 			}
 		}
 	}
-	v, _ := p.ExplainService("imap", myBad)
+	v, _ := p.ExplainService(service.IMAP, myBad)
 	if len(v.Rules) != 2 || v.Rules[0].Rule != "imap deny" || v.Rules[0].Effect != "denies" || v.Rules[0].Pos.Line != 10 {
 		t.Errorf("deny explanation: %+v", v.Rules)
 	}
-	if _, err := p.ExplainService("pop3", my); err == nil {
+	if _, err := p.ExplainService(service.POP3, my); err == nil {
 		t.Error("explaining an unconfigured service must fail")
 	}
 }
@@ -100,22 +101,22 @@ func TestAllowPath(t *testing.T) {
 	p, _ := build(t, cfgText)
 	for _, path := range []string{"/admin", "/ADMIN/", "/admin/users", "/%61dmin", "//admin", "/x/../admin",
 		"/admin;jsessionid=1", "/%2561dmin", "/./admin", "\\admin", "/admin?x=1", "/admin.php", "/x/%2e%2e/admin"} {
-		if p.AllowPath("web", path, sg) {
+		if p.AllowPath(service.Web, path, sg) {
 			t.Errorf("%q from a non-admin address must be refused", path)
 		}
-		if !p.AllowPath("web", path, admin) {
+		if !p.AllowPath(service.Web, path, admin) {
 			t.Errorf("%q from the admin address must be allowed", path)
 		}
 	}
 	for _, path := range []string{"/", "/webmail/", "/adm", "/x/admin"} {
-		if !p.AllowPath("web", path, sg) {
+		if !p.AllowPath(service.Web, path, sg) {
 			t.Errorf("%q must be allowed", path)
 		}
 	}
-	if p.AllowPath("web", "/webmail/private/inbox", sg) || !p.AllowPath("web", "/webmail/private/inbox", my) {
+	if p.AllowPath(service.Web, "/webmail/private/inbox", sg) || !p.AllowPath(service.Web, "/webmail/private/inbox", my) {
 		t.Error("deny path rule")
 	}
-	v, _ := p.ExplainPath("web", "/%61dmin/x", sg)
+	v, _ := p.ExplainPath(service.Web, "/%61dmin/x", sg)
 	if v.Allow || len(v.Rules) != 1 || v.Rules[0].Effect != "does not grant" {
 		t.Errorf("path explanation: %+v", v)
 	}
@@ -214,7 +215,7 @@ func BenchmarkAllowService(b *testing.B) {
 	p, _, _ := Build(cfg, reg)
 	b.ReportAllocs()
 	for b.Loop() {
-		p.AllowService("imap", my)
+		p.AllowService(service.IMAP, my)
 	}
 }
 
@@ -228,7 +229,7 @@ func BenchmarkAllowPath(b *testing.B) {
 	p, _, _ := Build(cfg, reg)
 	b.ReportAllocs()
 	for b.Loop() {
-		p.AllowPath("web", "/webmail/inbox/message?id=42", sg)
+		p.AllowPath(service.Web, "/webmail/inbox/message?id=42", sg)
 	}
 }
 

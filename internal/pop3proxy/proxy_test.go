@@ -20,6 +20,7 @@ import (
 	"github.com/postern/postern/internal/pop3mem"
 	"github.com/postern/postern/internal/reason"
 	"github.com/postern/postern/internal/relay"
+	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/snapshot"
 )
 
@@ -85,7 +86,7 @@ func newHarnessIdle(t *testing.T, cfgYAML, backend string, idle time.Duration) *
 		backend = bl.Addr().String()
 	}
 	logs := &logBuffer{}
-	p := New(Config{Service: "pop3", Backend: relay.Dialer{Addr: backend, Proxy: "v2"},
+	p := New(Config{Service: service.POP3, Backend: relay.Dialer{Addr: backend, Proxy: "v2"},
 		PlaintextLogin: func(netip.Addr) bool { return true }, PreAuthIdle: idle},
 		eng, func() *policy.Policy { return snap.Policy }, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

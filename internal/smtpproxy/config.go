@@ -10,19 +10,16 @@ import (
 	"github.com/postern/postern/internal/relay"
 )
 
-// IsService reports whether name is an SMTP service.
-func IsService(name string) bool { return config.IsSMTP(name) }
-
-// FromConfig builds the Config of SMTP service name from the configuration
+// FromConfig builds the Config of SMTP service svc from the configuration
 // file. serverTLS is the service's certificate configuration (nil without
 // tls:); smtps needs one.
-func FromConfig(name string, svc *config.Service, f *config.File, serverTLS *tls.Config) (Config, error) {
+func FromConfig(svc *config.Service, f *config.File, serverTLS *tls.Config) (Config, error) {
 	o := svc.SMTP
 	if o == nil {
-		return Config{}, fmt.Errorf("service %s is not an SMTP service", name)
+		return Config{}, fmt.Errorf("service %s is not an SMTP service", svc.Name)
 	}
 	c := Config{
-		Service:           name,
+		Service:           svc.Name,
 		Hostname:          string(o.Hostname),
 		Backend:           svc.Backend.Value,
 		BackendProxy:      string(o.BackendProxy),
@@ -43,17 +40,16 @@ func FromConfig(name string, svc *config.Service, f *config.File, serverTLS *tls
 	if c.BackendTLS != "" {
 		host, _, err := net.SplitHostPort(c.Backend)
 		if err != nil {
-			return c, fmt.Errorf("service %s: backend %q: %w", name, c.Backend, err)
+			return c, fmt.Errorf("service %s: backend %q: %w", svc.Name, c.Backend, err)
 		}
 		c.BackendTLSConfig = &tls.Config{ServerName: host, InsecureSkipVerify: !svc.BackendTLSVerify, MinVersion: tls.VersionTLS12}
 	}
-	switch name {
-	case "smtps":
+	if svc.Name.ImplicitTLS() {
 		if serverTLS == nil {
-			return c, fmt.Errorf("service smtps needs tls: { cert, key }")
+			return c, fmt.Errorf("service %s needs tls: { cert, key }", svc.Name)
 		}
 		c.ImplicitTLS = true
-	default:
+	} else {
 		c.TLS = serverTLS
 	}
 	for _, u := range o.UnknownUserCodes {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/gwtest"
+	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/snapshot"
 )
 
@@ -88,7 +89,7 @@ func newHarness(t *testing.T, cfgYAML string, mutate func(*Config), dnsbl DNSBL)
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.eng.Close() })
-	cfg := Config{Service: "smtp", Hostname: "gw.example.test", Backend: h.mta.addr, BackendProxy: "v2",
+	cfg := Config{Service: service.SMTP, Hostname: "gw.example.test", Backend: h.mta.addr, BackendProxy: "v2",
 		AllowInsecureAuth: true, Timeouts: Timeouts{Command: 5 * time.Second, Data: 5 * time.Second, Backend: 5 * time.Second}}
 	if mutate != nil {
 		mutate(&cfg)

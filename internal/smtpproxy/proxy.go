@@ -25,6 +25,7 @@ import (
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/policy"
 	"github.com/postern/postern/internal/relay"
+	"github.com/postern/postern/internal/service"
 )
 
 // Timeouts of one SMTP service.
@@ -49,8 +50,8 @@ type ContentRule struct {
 
 // Config is one SMTP service's configuration.
 type Config struct {
-	Service  string // smtp, submission or smtps
-	Hostname string // postern's name in its own replies
+	Service  service.Service // smtp, submission or smtps
+	Hostname string          // postern's name in its own replies
 
 	Backend          string              // host:port
 	BackendLimit     *relay.BackendLimit // connections to the backend at once, in all and per client network; nil: no bound
@@ -105,7 +106,7 @@ func (c *Config) defaults() {
 
 // Engine is what the gateway needs of the intrusion prevention engine.
 type Engine interface {
-	Accept(addr netip.Addr, service string, closer func()) (*guard.Session, guard.Verdict)
+	Accept(addr netip.Addr, svc service.Service, closer func()) (*guard.Session, guard.Verdict)
 	PasswordFingerprint(account, password string) uint64
 	Settings() *guard.Settings
 }
@@ -145,7 +146,7 @@ func New(cfg Config, eng Engine, env func() Env, dnsbl DNSBL, log *slog.Logger) 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	p := &Proxy{cfg: cfg, eng: eng, env: env, dnsbl: dnsbl, log: log.With("service", cfg.Service), decoys: decoy.New()}
+	p := &Proxy{cfg: cfg, eng: eng, env: env, dnsbl: dnsbl, log: log.With("service", cfg.Service.String()), decoys: decoy.New()}
 	p.conns.Log = p.log
 	def := newReply(535, "5.7.8 Error: authentication failed: (reason unavailable)") // Postfix's wording until the backend says its own
 	p.authFail.Store(&def)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/reason"
+	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/tlsconf"
 )
 
@@ -423,7 +424,7 @@ func TestXCLIENTBackend(t *testing.T) {
 }
 
 func TestSubmissionRequiresAuth(t *testing.T) {
-	h := newHarness(t, baseIPS, func(c *Config) { c.Service, c.RequireAuth = "submission", true }, nil)
+	h := newHarness(t, baseIPS, func(c *Config) { c.Service, c.RequireAuth = service.Submission, true }, nil)
 	c := h.dial("127.0.0.43")
 	c.expect(220)
 	c.cmd("EHLO x", 250)

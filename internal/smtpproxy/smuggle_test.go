@@ -13,6 +13,7 @@ import (
 
 	"github.com/postern/postern/internal/reason"
 	"github.com/postern/postern/internal/relay"
+	"github.com/postern/postern/internal/service"
 )
 
 // Commands that a lenient server (Postfix splits on any white space,
@@ -122,7 +123,7 @@ func TestCommandSmuggling(t *testing.T) {
 		c.cmd("EXPN\tstaff", 502)
 	})
 	t.Run("MAIL with a TAB needs AUTH on submission", func(t *testing.T) {
-		h := newHarness(t, cfg, func(c *Config) { c.Service, c.RequireAuth = "submission", true }, nil)
+		h := newHarness(t, cfg, func(c *Config) { c.Service, c.RequireAuth = service.Submission, true }, nil)
 		c := h.dial("127.0.0.26")
 		c.expect(220)
 		c.cmd("EHLO x", 250)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/fcrdns/fcrdnstest"
+	"github.com/postern/postern/internal/service"
 )
 
 func write(t *testing.T, path, body string) {
@@ -38,7 +39,7 @@ func TestLoadBuildsEverything(t *testing.T) {
 	if !s.Built.Equal(now) || s.GeoIP != nil || s.Patterns.Lookup("office") == nil {
 		t.Fatalf("snapshot: %+v", s)
 	}
-	if !s.Policy.AllowService("imap", netip.MustParseAddr("203.0.113.5")) || s.Policy.AllowService("imap", netip.MustParseAddr("8.8.8.8")) {
+	if !s.Policy.AllowService(service.IMAP, netip.MustParseAddr("203.0.113.5")) || s.Policy.AllowService(service.IMAP, netip.MustParseAddr("8.8.8.8")) {
 		t.Error("policy not compiled from the file")
 	}
 	if len(s.Warnings) != 1 || !strings.Contains(s.Warnings[0].Error(), "smtp has a grant list") {
@@ -74,7 +75,7 @@ func TestReloadKeepsRunningSnapshotOnError(t *testing.T) {
 				default:
 				}
 				s := h.Load()
-				if s.Policy.AllowService("imap", office) == s.Policy.AllowService("imap", other) {
+				if s.Policy.AllowService(service.IMAP, office) == s.Policy.AllowService(service.IMAP, other) {
 					t.Error("a reader saw a half-built snapshot")
 					return
 				}
@@ -87,7 +88,7 @@ func TestReloadKeepsRunningSnapshotOnError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.Load() != second || !second.Policy.AllowService("imap", other) {
+	if h.Load() != second || !second.Policy.AllowService(service.IMAP, other) {
 		t.Fatal("reload did not swap in the new snapshot")
 	}
 
@@ -135,12 +136,12 @@ services:
 		t.Fatalf("resolver not wired: %+v", s.Names)
 	}
 	for addr, want := range map[string]bool{"192.0.2.1": true, "192.0.2.2": false, "192.0.2.3": false, "10.20.1.1": true} {
-		if got := s.Policy.AllowService("imap", netip.MustParseAddr(addr)); got != want {
+		if got := s.Policy.AllowService(service.IMAP, netip.MustParseAddr(addr)); got != want {
 			t.Errorf("AllowService imap %s = %v, want %v", addr, got, want)
 		}
 	}
 	q := z.Queries()
-	s.Policy.AllowService("imap", netip.MustParseAddr("192.0.2.1"))
+	s.Policy.AllowService(service.IMAP, netip.MustParseAddr("192.0.2.1"))
 	if z.Queries() != q {
 		t.Error("a cached name was looked up again")
 	}

@@ -11,35 +11,11 @@ import (
 	"github.com/postern/postern/internal/reason"
 )
 
-// Reason is a block's reason code; the vocabulary lives in package reason.
-type Reason = reason.Code
-
-// The reason codes, as package reason names them.
-const (
-	ReasonTarpitAccount     = reason.TarpitAccount
-	ReasonContent           = reason.Content
-	ReasonDNSBL             = reason.DNSBL
-	ReasonConnections       = reason.Connections
-	ReasonLogin             = reason.Login
-	ReasonSize              = reason.Size
-	ReasonUnknownRecipients = reason.UnknownRecipients
-	ReasonRSET              = reason.RSET
-	ReasonSpam              = reason.Spam
-	ReasonManual            = reason.Manual
-	ReasonRelay             = reason.Relay
-)
-
-// Reasons lists every reason code in alphabetical order.
-var Reasons = reason.All
-
-// ParseReason accepts a code letter (either case) or a reason name.
-func ParseReason(s string) (Reason, error) { return reason.Parse(s) }
-
 // Block is one entry of the blocked-address queue: an address (a /32 or
 // /128) or a whole prefix.
 type Block struct {
 	Prefix    netip.Prefix
-	Reason    Reason
+	Reason    reason.Code
 	Service   string    // the service it was seen on ("smtp", "imap", …; "" for manual blocks)
 	Detail    string    // what was seen: the account tried, the size, the DNSBL zone, …
 	FirstSeen time.Time // first event of the offence

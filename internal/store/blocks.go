@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/postern/postern/internal/reason"
 )
 
 const (
@@ -294,27 +296,27 @@ func (db *DB) LoadBlocks(ctx context.Context) ([]Block, error) {
 	out := make([]Block, 0, count)
 	// Scan's destinations escape; declared once, they are allocated once.
 	var (
-		prefix, reason     string
+		prefix, code       string
 		b                  Block
 		first, last, until int64
 		level              int64
 	)
 	for n := 1; rows.Next(); n++ {
-		prefix, reason, b = "", "", Block{}
-		if err := rows.Scan(&prefix, &reason, &b.Service, &b.Detail, &first, &last, &b.Hits, &until,
+		prefix, code, b = "", "", Block{}
+		if err := rows.Scan(&prefix, &code, &b.Service, &b.Detail, &first, &last, &b.Hits, &until,
 			&b.Node, &b.By, &b.Comment, &level); err != nil {
 			return nil, db.fail(fmt.Sprintf("load blocks: row %d (prefix %q)", n, prefix), err)
 		}
 		if b.Prefix, err = parsePrefixKey(prefix); err != nil {
 			return nil, db.badRow(prefix, "bad prefix", err)
 		}
-		if len(reason) != 1 || !Reason(reason[0]).Valid() {
-			return nil, db.badRow(prefix, "bad reason", fmt.Errorf("%q is not a reason code", reason))
+		if len(code) != 1 || !reason.Code(code[0]).Valid() {
+			return nil, db.badRow(prefix, "bad reason", fmt.Errorf("%q is not a reason code", code))
 		}
 		if int64(int(level)) != level {
 			return nil, db.badRow(prefix, "bad level", fmt.Errorf("%d out of range", level))
 		}
-		b.Reason = Reason(reason[0])
+		b.Reason = reason.Code(code[0])
 		b.FirstSeen, b.LastSeen, b.Expires = timeFromDB(first), timeFromDB(last), timeFromDB(until)
 		b.Level = int(level)
 		out = append(out, b)

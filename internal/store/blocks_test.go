@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/postern/postern/internal/reason"
 )
 
 // normalized is b as LoadBlocks returns it: prefix masked, times in UTC.
@@ -30,7 +32,7 @@ func TestBlocksRoundTrip(t *testing.T) {
 	pacific := time.FixedZone("PDT", -7*3600)
 	in := []Block{
 		{ // IPv6 /64, every field, non-UTC times with nanoseconds
-			Prefix: netip.MustParsePrefix("2001:db8:1:2::/64"), Reason: ReasonUnknownRecipients,
+			Prefix: netip.MustParsePrefix("2001:db8:1:2::/64"), Reason: reason.UnknownRecipients,
 			Service: "smtp", Detail: "harvest: 40 unknown users — ünïcode",
 			FirstSeen: time.Date(2026, 1, 2, 3, 4, 5, 123456789, kathmandu),
 			LastSeen:  time.Date(2026, 1, 2, 3, 9, 5, 987654321, pacific),
@@ -38,25 +40,25 @@ func TestBlocksRoundTrip(t *testing.T) {
 			Node: "mx2.example.net", By: "engine", Comment: "escalated", Level: 4,
 		},
 		{ // IPv4 /32, zero Expires (never), manual
-			Prefix: netip.MustParsePrefix("203.0.113.9/32"), Reason: ReasonManual,
+			Prefix: netip.MustParsePrefix("203.0.113.9/32"), Reason: reason.Manual,
 			FirstSeen: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC), LastSeen: time.Now(),
 			By: "admin:alice", Comment: "abuse report #4711",
 		},
 		{ // IPv6 /128
-			Prefix: netip.MustParsePrefix("2001:db8::dead:beef/128"), Reason: ReasonSpam,
+			Prefix: netip.MustParsePrefix("2001:db8::dead:beef/128"), Reason: reason.Spam,
 			Service: "smtp", Detail: "score 17.3", FirstSeen: time.Now(), LastSeen: time.Now(),
 			Hits: 1, Expires: time.Now().Add(time.Hour), Node: "mx1", By: "engine",
 		},
 		{ // IPv4 /24 given with host bits: stored masked
-			Prefix: netip.MustParsePrefix("198.51.100.77/24"), Reason: ReasonDNSBL,
+			Prefix: netip.MustParsePrefix("198.51.100.77/24"), Reason: reason.DNSBL,
 			Service: "smtp", Detail: "zen.spamhaus.org", Hits: 3, Level: 1,
 			FirstSeen: time.Unix(1, 0), LastSeen: time.Unix(2, 0), Expires: time.Unix(1e9, 5),
 		},
 		{ // all zero but the key and reason
-			Prefix: netip.MustParsePrefix("::ffff:192.0.2.1/128"), Reason: ReasonRelay,
+			Prefix: netip.MustParsePrefix("::ffff:192.0.2.1/128"), Reason: reason.Relay,
 		},
 	}
-	for _, r := range Reasons {
+	for _, r := range reason.All {
 		in = append(in, Block{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(r)}), 32), Reason: r})
 	}
 	if err := db.PutBlocks(ctx, in); err != nil {
@@ -158,7 +160,7 @@ func TestPutBlocksUpsert(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := block(p, 9)
-	b.Reason, b.Service, b.Detail, b.Comment, b.Expires = ReasonRSET, "smtp", "12 RSET", "again", time.Time{}
+	b.Reason, b.Service, b.Detail, b.Comment, b.Expires = reason.RSET, "smtp", "12 RSET", "again", time.Time{}
 	if err := db.PutBlocks(ctx, []Block{b}); err != nil {
 		t.Fatal(err)
 	}
@@ -186,10 +188,10 @@ func TestPutBlocksRejectsInvalid(t *testing.T) {
 	db := openTest(t)
 	good := block(addr(1), 1)
 	cases := map[string]Block{
-		"invalid prefix": {Reason: ReasonLogin},
+		"invalid prefix": {Reason: reason.Login},
 		"unknown reason": {Prefix: addr(2), Reason: 'Q'},
-		"out of range":   {Prefix: addr(3), Reason: ReasonLogin, Expires: time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)},
-		"epoch":          {Prefix: addr(4), Reason: ReasonLogin, FirstSeen: time.Unix(0, 0)},
+		"out of range":   {Prefix: addr(3), Reason: reason.Login, Expires: time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)},
+		"epoch":          {Prefix: addr(4), Reason: reason.Login, FirstSeen: time.Unix(0, 0)},
 	}
 	for name, bad := range cases {
 		err := db.PutBlocks(ctx, []Block{good, bad})

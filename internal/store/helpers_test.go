@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/postern/postern/internal/reason"
 )
 
 // openTest opens a new store in a temporary directory and closes it when
@@ -42,7 +44,7 @@ func addr(i int) netip.Prefix {
 func block(p netip.Prefix, seq int) Block {
 	t0 := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC).Add(time.Duration(seq) * time.Millisecond)
 	return Block{
-		Prefix: p, Reason: ReasonLogin, Service: "imap", Detail: "alice@example.com",
+		Prefix: p, Reason: reason.Login, Service: "imap", Detail: "alice@example.com",
 		FirstSeen: t0, LastSeen: t0.Add(time.Minute), Hits: int64(seq + 1),
 		Expires: t0.Add(time.Hour), Node: "mx1", By: "engine", Level: seq % 3,
 	}

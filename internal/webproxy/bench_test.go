@@ -15,6 +15,7 @@ import (
 
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/policy"
+	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/snapshot"
 )
 
@@ -44,7 +45,7 @@ func BenchmarkProxy(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer eng.Close()
-	cfg, err := FromConfig(snap.Config.Services["web"], nil)
+	cfg, err := FromConfig(snap.Config.Services[service.Web], nil)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/postern/postern/internal/config"
 	"github.com/postern/postern/internal/policy"
+	"github.com/postern/postern/internal/service"
 )
 
 // Defaults for the zero values of Config.
@@ -41,8 +42,8 @@ const (
 
 // Config is one web service's configuration.
 type Config struct {
-	Service  string     // "web"
-	Backends []*url.URL // all http or all https; round-robin, failing over when one is down
+	Service  service.Service // service.Web
+	Backends []*url.URL      // all http or all https; round-robin, failing over when one is down
 	// TLS, when set, makes the listener HTTPS (HTTP/2 offered by ALPN).
 	TLS *tls.Config
 	// BackendTLS is the client configuration for https backends (nil:
@@ -71,8 +72,8 @@ type Config struct {
 }
 
 func (c *Config) defaults() {
-	if c.Service == "" {
-		c.Service = "web"
+	if c.Service == 0 {
+		c.Service = service.Web
 	}
 	set := func(d *time.Duration, def time.Duration) {
 		if *d <= 0 {
@@ -160,7 +161,7 @@ func FromConfig(svc *config.Service, serverTLS *tls.Config) (Config, error) {
 		return Config{}, fmt.Errorf("service %s is not the web service", svc.Name)
 	}
 	c := Config{
-		Service:        "web",
+		Service:        service.Web,
 		TLS:            serverTLS,
 		HeaderTimeout:  w.Timeouts.Command.D,
 		IdleTimeout:    w.Timeouts.Idle.D,

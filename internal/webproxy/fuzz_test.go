@@ -17,6 +17,7 @@ import (
 
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/policy"
+	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/snapshot"
 )
 
@@ -79,7 +80,7 @@ func FuzzServeHTTP(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { eng.Close() })
-	wcfg, err := FromConfig(snap.Config.Services["web"], nil)
+	wcfg, err := FromConfig(snap.Config.Services[service.Web], nil)
 	if err != nil {
 		f.Fatal(err)
 	}

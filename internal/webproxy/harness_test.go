@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"github.com/postern/postern/internal/gwtest"
+	"github.com/postern/postern/internal/service"
 	"io"
 	"net"
 	"net/http"
@@ -225,7 +226,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.eng.Close() })
-	svc := snap.Config.Services["web"]
+	svc := snap.Config.Services[service.Web]
 	var serverTLS *tls.Config
 	if o.tls {
 		cert, key, err := tlsconf.SelfSigned(dir, []string{"localhost", "127.0.0.1"}, time.Hour)

@@ -19,11 +19,12 @@ import (
 	"github.com/postern/postern/internal/mimic"
 	"github.com/postern/postern/internal/policy"
 	"github.com/postern/postern/internal/relay"
+	"github.com/postern/postern/internal/service"
 )
 
 // Engine is what the gateway needs of the intrusion prevention engine.
 type Engine interface {
-	Accept(addr netip.Addr, service string, closer func()) (*guard.Session, guard.Verdict)
+	Accept(addr netip.Addr, svc service.Service, closer func()) (*guard.Session, guard.Verdict)
 	PasswordFingerprint(account, password string) uint64
 }
 
@@ -60,7 +61,7 @@ func New(cfg Config, eng Engine, pol func() *policy.Policy, lg *slog.Logger) (*P
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
-	p := &Proxy{cfg: cfg, eng: eng, policy: pol, log: lg.With("service", cfg.Service),
+	p := &Proxy{cfg: cfg, eng: eng, policy: pol, log: lg.With("service", cfg.Service.String()),
 		conns: make(map[*clientConn]struct{}), scheme: cfg.Backends[0].Scheme,
 		failTimes: mimic.New(cfg.RefusalTime, maxRefusalTime), decoys: decoy.New()}
 	p.be = newBackends(cfg.Backends, cfg.BackendTLS, cfg.ConnectTimeout)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/admin"
+	"github.com/postern/postern/internal/reason"
 	"github.com/postern/postern/internal/store"
 )
 
@@ -125,7 +126,7 @@ func (e *Engine) BlockManual(_ context.Context, p netip.Prefix, d time.Duration,
 	if !ok {
 		b = store.Block{Prefix: p, FirstSeen: e.now, Node: "test"}
 	}
-	b.Reason, b.LastSeen, b.Expires = store.ReasonManual, e.now, e.now.Add(d)
+	b.Reason, b.LastSeen, b.Expires = reason.Manual, e.now, e.now.Add(d)
 	b.By, b.Comment = "admin:"+actor, comment
 	e.blocks[p] = b
 	e.record(actor, "block", p.String(), fmt.Sprintf("for %s: %s", d, comment))
