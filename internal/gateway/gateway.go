@@ -156,10 +156,10 @@ func Start(ctx context.Context, path string, opts Options) (_ *Gateway, err erro
 	}
 	storePath := orDefault(cfg.Store.Path.Value, DefaultStorePath)
 	if err := os.MkdirAll(filepath.Dir(storePath), 0o750); err != nil {
-		return nil, fmt.Errorf("store directory: %w", err)
+		return nil, storeError(storePath, err)
 	}
 	if g.db, err = opts.OpenStore(ctx, storePath); err != nil {
-		return nil, err
+		return nil, storeError(storePath, err)
 	}
 	if g.db.Created() {
 		g.log.Info("created a new block store", "path", storePath)

@@ -19,7 +19,7 @@ func dropPrivileges(name string, log *slog.Logger) error {
 	}
 	u, err := user.Lookup(name)
 	if err != nil {
-		return fmt.Errorf("run_as: %w", err)
+		return runAsError(name, err)
 	}
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
@@ -27,13 +27,13 @@ func dropPrivileges(name string, log *slog.Logger) error {
 		return nil
 	}
 	if err := syscall.Setgroups([]int{gid}); err != nil {
-		return fmt.Errorf("run_as %s: setgroups: %w", name, err)
+		return runAsError(name, fmt.Errorf("setgroups: %w", err))
 	}
 	if err := syscall.Setgid(gid); err != nil {
-		return fmt.Errorf("run_as %s: setgid: %w", name, err)
+		return runAsError(name, fmt.Errorf("setgid: %w", err))
 	}
 	if err := syscall.Setuid(uid); err != nil {
-		return fmt.Errorf("run_as %s: setuid: %w", name, err)
+		return runAsError(name, fmt.Errorf("setuid: %w", err))
 	}
 	log.Info("dropped privileges", "user", name, "uid", uid, "gid", gid)
 	return nil

@@ -323,7 +323,7 @@ func (g *Gateway) bindAll(ctx context.Context, snap *snapshot.Snapshot) error {
 		}
 		sl, err := g.bind(ctx, name, svc, certs)
 		if err != nil {
-			return fmt.Errorf("service %s: %w", name, err)
+			return listenError(name.String(), svc.Listen.Value, err)
 		}
 		g.slots[name] = sl
 	}
@@ -346,7 +346,7 @@ func (g *Gateway) commit(p *plan) []error {
 		case sl == nil:
 			nsl, err := g.bind(g.ctx, b.name, b.svc, b.certs)
 			if err != nil {
-				problems = append(problems, fmt.Errorf("service %s is configured but not started: %w (binding a port below 1024 after start needs CAP_NET_BIND_SERVICE; restart postern to start it)", b.name, err))
+				problems = append(problems, fmt.Errorf("service %s is configured but not started (a restart starts it): %w", b.name, listenError(b.name.String(), b.svc.Listen.Value, err)))
 				continue
 			}
 			nsl.limit = b.limit
@@ -355,7 +355,7 @@ func (g *Gateway) commit(p *plan) []error {
 		case sl.listen != b.svc.Listen.Value:
 			nsl, err := g.bind(g.ctx, b.name, b.svc, b.certs)
 			if err != nil {
-				problems = append(problems, fmt.Errorf("service %s stays on %s: the new listen address %s: %w (restart postern to move it)", b.name, sl.ln.Addr(), b.svc.Listen.Value, err))
+				problems = append(problems, fmt.Errorf("service %s stays on %s until a restart: %w", b.name, sl.ln.Addr(), listenError(b.name.String(), b.svc.Listen.Value, err)))
 				break
 			}
 			g.log.Info("service moved", "service", b.name, "from", sl.ln.Addr().String(), "to", nsl.ln.Addr().String())

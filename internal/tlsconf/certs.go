@@ -141,10 +141,10 @@ func warnings(l *loaded, certFile string, now time.Time) []string {
 	leaf := l.cert.Leaf
 	var w []string
 	if now.After(leaf.NotAfter) {
-		w = append(w, fmt.Sprintf("tlsconf: certificate file %s: expired on %s (%s)", certFile, leaf.NotAfter.UTC().Format(time.RFC3339), describe(leaf)))
+		w = append(w, fmt.Sprintf("certificate file %s: expired on %s (%s)", certFile, leaf.NotAfter.UTC().Format(time.RFC3339), describe(leaf)))
 	}
 	if now.Before(leaf.NotBefore) {
-		w = append(w, fmt.Sprintf("tlsconf: certificate file %s: not valid before %s (%s)", certFile, leaf.NotBefore.UTC().Format(time.RFC3339), describe(leaf)))
+		w = append(w, fmt.Sprintf("certificate file %s: not valid before %s (%s)", certFile, leaf.NotBefore.UTC().Format(time.RFC3339), describe(leaf)))
 	}
 	return w
 }

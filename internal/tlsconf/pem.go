@@ -32,10 +32,10 @@ func readPEMFile(what, path string) ([]byte, fs.FileInfo, error) {
 		return nil, nil, fileError(what, path, err)
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, nil, fmt.Errorf("tlsconf: %s file %s: not a regular file", what, path)
+		return nil, nil, fmt.Errorf("%s file %s: not a regular file", what, path)
 	}
 	if fi.Size() > maxPEMFile {
-		return nil, nil, fmt.Errorf("tlsconf: %s file %s: %d bytes is too large for a PEM file (limit %d)", what, path, fi.Size(), maxPEMFile)
+		return nil, nil, fmt.Errorf("%s file %s: %d bytes is too large for a PEM file (limit %d)", what, path, fi.Size(), maxPEMFile)
 	}
 	data := make([]byte, 0, fi.Size())
 	buf := bytes.NewBuffer(data)
@@ -54,11 +54,11 @@ func fileError(what, path string, err error) error {
 	}
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("tlsconf: %s file %s: not found: %w", what, path, err)
+		return fmt.Errorf("%s file %s: not found: %w", what, path, err)
 	case errors.Is(err, fs.ErrPermission):
-		return fmt.Errorf("tlsconf: %s file %s: not readable: %w", what, path, err)
+		return fmt.Errorf("%s file %s: not readable: %w", what, path, err)
 	}
-	return fmt.Errorf("tlsconf: %s file %s: %w", what, path, err)
+	return fmt.Errorf("%s file %s: %w", what, path, err)
 }
 
 // parseChain decodes every CERTIFICATE block of a certificate file, leaf
@@ -81,13 +81,13 @@ func parseChain(path string, data []byte) ([][]byte, *x509.Certificate, error) {
 	}
 	if len(ders) == 0 {
 		if len(other) > 0 {
-			return nil, nil, fmt.Errorf("tlsconf: certificate file %s: no CERTIFICATE block (found %q: is this the key file?)", path, other[0])
+			return nil, nil, fmt.Errorf("certificate file %s: no CERTIFICATE block (found %q: is this the key file?)", path, other[0])
 		}
-		return nil, nil, fmt.Errorf("tlsconf: certificate file %s: not PEM: no CERTIFICATE block found", path)
+		return nil, nil, fmt.Errorf("certificate file %s: not PEM: no CERTIFICATE block found", path)
 	}
 	for i, der := range ders {
 		if _, err := x509.ParseCertificate(der); err != nil {
-			return nil, nil, fmt.Errorf("tlsconf: certificate file %s: certificate %d of %d: %w", path, i+1, len(ders), err)
+			return nil, nil, fmt.Errorf("certificate file %s: certificate %d of %d: %w", path, i+1, len(ders), err)
 		}
 	}
 	leaf, _ := x509.ParseCertificate(ders[0]) // parsed above
@@ -113,34 +113,34 @@ func parseKey(path string, data []byte) (crypto.Signer, error) {
 			key, err = x509.ParsePKCS8PrivateKey(b.Bytes)
 		case "RSA PRIVATE KEY":
 			if _, ok := b.Headers["DEK-Info"]; ok {
-				return nil, fmt.Errorf("tlsconf: key file %s: the private key is encrypted; store it unencrypted (mode 0600)", path)
+				return nil, fmt.Errorf("key file %s: the private key is encrypted; store it unencrypted (mode 0600)", path)
 			}
 			key, err = x509.ParsePKCS1PrivateKey(b.Bytes)
 		case "EC PRIVATE KEY":
 			if _, ok := b.Headers["DEK-Info"]; ok {
-				return nil, fmt.Errorf("tlsconf: key file %s: the private key is encrypted; store it unencrypted (mode 0600)", path)
+				return nil, fmt.Errorf("key file %s: the private key is encrypted; store it unencrypted (mode 0600)", path)
 			}
 			key, err = x509.ParseECPrivateKey(b.Bytes)
 		case "ENCRYPTED PRIVATE KEY":
-			return nil, fmt.Errorf("tlsconf: key file %s: the private key is encrypted; store it unencrypted (mode 0600)", path)
+			return nil, fmt.Errorf("key file %s: the private key is encrypted; store it unencrypted (mode 0600)", path)
 		default:
 			types = append(types, b.Type)
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("tlsconf: key file %s: %s block: %w", path, b.Type, err)
+			return nil, fmt.Errorf("key file %s: %s block: %w", path, b.Type, err)
 		}
 		switch k := key.(type) {
 		case *rsa.PrivateKey, *ecdsa.PrivateKey, ed25519.PrivateKey:
 			return k.(crypto.Signer), nil
 		default:
-			return nil, fmt.Errorf("tlsconf: key file %s: unsupported private key type %T", path, key)
+			return nil, fmt.Errorf("key file %s: unsupported private key type %T", path, key)
 		}
 	}
 	if len(types) > 0 {
-		return nil, fmt.Errorf("tlsconf: key file %s: no private key block (found %q: is this the certificate file?)", path, types[0])
+		return nil, fmt.Errorf("key file %s: no private key block (found %q: is this the certificate file?)", path, types[0])
 	}
-	return nil, fmt.Errorf("tlsconf: key file %s: not PEM: no private key block found", path)
+	return nil, fmt.Errorf("key file %s: not PEM: no private key block found", path)
 }
 
 // loadPair reads and checks a certificate file and its key file.
@@ -166,7 +166,7 @@ func loadPair(certFile, keyFile string) (*loaded, error) {
 	}
 	pub, ok := leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
 	if !ok || !pub.Equal(key.Public()) {
-		return nil, fmt.Errorf("tlsconf: key file %s does not match certificate file %s (%s)", keyFile, certFile, describe(leaf))
+		return nil, fmt.Errorf("key file %s does not match certificate file %s (%s)", keyFile, certFile, describe(leaf))
 	}
 	return &loaded{
 		cert: &tls.Certificate{

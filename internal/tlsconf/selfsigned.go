@@ -36,18 +36,18 @@ const (
 // told to (for example with an x509.CertPool holding it).
 func SelfSigned(dir string, hosts []string, validFor time.Duration) (certFile, keyFile string, err error) {
 	if len(hosts) == 0 {
-		return "", "", errors.New("tlsconf: self-signed certificate: no host names or addresses given")
+		return "", "", errors.New("self-signed certificate: no host names or addresses given")
 	}
 	if validFor <= 0 {
-		return "", "", fmt.Errorf("tlsconf: self-signed certificate: validity %v is not positive", validFor)
+		return "", "", fmt.Errorf("self-signed certificate: validity %v is not positive", validFor)
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return "", "", fmt.Errorf("tlsconf: self-signed certificate: generating key: %w", err)
+		return "", "", fmt.Errorf("self-signed certificate: generating key: %w", err)
 	}
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
 	if err != nil {
-		return "", "", fmt.Errorf("tlsconf: self-signed certificate: serial number: %w", err)
+		return "", "", fmt.Errorf("self-signed certificate: serial number: %w", err)
 	}
 	now := time.Now()
 	tmpl := &x509.Certificate{
@@ -63,7 +63,7 @@ func SelfSigned(dir string, hosts []string, validFor time.Duration) (certFile, k
 	for _, h := range hosts {
 		h = strings.TrimSpace(h)
 		if h == "" {
-			return "", "", errors.New("tlsconf: self-signed certificate: empty host name")
+			return "", "", errors.New("self-signed certificate: empty host name")
 		}
 		if a, err := netip.ParseAddr(h); err == nil {
 			tmpl.IPAddresses = append(tmpl.IPAddresses, net.IP(a.Unmap().WithZone("").AsSlice()))
@@ -73,11 +73,11 @@ func SelfSigned(dir string, hosts []string, validFor time.Duration) (certFile, k
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		return "", "", fmt.Errorf("tlsconf: self-signed certificate: %w", err)
+		return "", "", fmt.Errorf("self-signed certificate: %w", err)
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		return "", "", fmt.Errorf("tlsconf: self-signed certificate: encoding key: %w", err)
+		return "", "", fmt.Errorf("self-signed certificate: encoding key: %w", err)
 	}
 	certFile = filepath.Join(dir, SelfSignedCertName)
 	keyFile = filepath.Join(dir, SelfSignedKeyName)
@@ -97,13 +97,13 @@ func SelfSigned(dir string, hosts []string, validFor time.Duration) (certFile, k
 func writeAtomic(path string, data []byte, mode os.FileMode) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
-		return fmt.Errorf("tlsconf: writing %s: %w", path, err)
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	tmp := f.Name()
 	fail := func(err error) error {
 		f.Close()
 		os.Remove(tmp)
-		return fmt.Errorf("tlsconf: writing %s: %w", path, err)
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	if err := f.Chmod(mode); err != nil {
 		return fail(err)
@@ -116,11 +116,11 @@ func writeAtomic(path string, data []byte, mode os.FileMode) error {
 	}
 	if err := f.Close(); err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("tlsconf: writing %s: %w", path, err)
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("tlsconf: writing %s: %w", path, err)
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return nil
 }

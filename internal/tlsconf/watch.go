@@ -38,14 +38,14 @@ func (c *Certs) Watch(ctx context.Context, interval time.Duration, logf func(msg
 		if err != nil {
 			if msg := err.Error(); msg != lastErr {
 				lastErr = msg
-				logf("tlsconf: certificate reload failed; keeping the old certificate", "cert", c.certFile, "key", c.keyFile, "err", err)
+				logf("certificate reload failed; keeping the old certificate", "cert", c.certFile, "key", c.keyFile, "err", err)
 			}
 			continue
 		}
 		lastErr = ""
 		if changed {
 			l := c.cur.Load()
-			logf("tlsconf: certificate reloaded", "cert", c.certFile, "key", c.keyFile, "certificate", describe(l.cert.Leaf))
+			logf("certificate reloaded", "cert", c.certFile, "key", c.keyFile, "certificate", describe(l.cert.Leaf))
 			for _, w := range warnings(l, c.certFile, time.Now()) {
 				logf(w)
 			}
