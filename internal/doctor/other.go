@@ -122,9 +122,9 @@ func checkSpamd(ctx context.Context, addr string, o Options) Result {
 	return r
 }
 
-// checkDNS asks the configured resolver for the root's name servers: any
-// answer, even a refusal, shows that it is reachable; a refusal is
-// reported because DNSBL lookups would fail too.
+// checkDNS asks the configured resolver for the root's name servers. An
+// answer shows it reachable; REFUSED and SERVFAIL fail the check, since
+// DNSBL lookups would fail the same way.
 func checkDNS(ctx context.Context, resolver string, o Options) Result {
 	r := Result{Check: "dns", Server: "DNS resolver", Target: resolver}
 	m := new(dns.Msg)
@@ -139,8 +139,11 @@ func checkDNS(ctx context.Context, resolver string, o Options) Result {
 		return r.fail(fmt.Sprintf("the DNS resolver at %s does not answer: DNSBL and host-mask lookups will fail; correct dns.resolver or leave it out for the system resolver", resolver), err)
 	}
 	rc := dns.RcodeToString[in.Rcode]
-	if in.Rcode != dns.RcodeSuccess {
-		return r.fail(fmt.Sprintf("the DNS resolver at %s answers %s: it does not resolve for postern (allow postern's address in its access list)", resolver, rc), nil)
+	switch in.Rcode {
+	case dns.RcodeRefused:
+		return r.fail(fmt.Sprintf("the DNS resolver at %s refuses postern's queries: allow postern's address in its access list (DNSBL and host-mask lookups need it)", resolver), nil)
+	case dns.RcodeServerFailure:
+		return r.fail(fmt.Sprintf("the DNS resolver at %s answers SERVFAIL for the root zone: it cannot resolve (no upstream, or DNSSEC failing)", resolver), nil)
 	}
 	r.Notes = append(r.Notes, "answers queries ("+rc+")")
 	r.OK = true
