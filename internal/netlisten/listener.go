@@ -70,6 +70,9 @@ type Listener struct {
 	closeOnce sync.Once
 	closeErr  error
 
+	warnMu sync.Mutex
+	warned map[netip.Addr]struct{} // trusted peers whose header failure was logged (firstWarning)
+
 	mu      sync.Mutex
 	stopped bool
 	conns   map[*Conn]struct{} // holding a slot
