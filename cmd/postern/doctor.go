@@ -43,7 +43,7 @@ could not be read or the command line is wrong.`,
 				if err != nil {
 					return fmt.Errorf("--client %q: %w", client, err)
 				}
-				o.Client = netip.AddrPortFrom(a, 0)
+				o.Client = netip.AddrPortFrom(a, doctor.ClientPort)
 			}
 			f, err := config.Load(path)
 			if err != nil {

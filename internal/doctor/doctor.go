@@ -25,12 +25,17 @@ import (
 // header that never comes shows its own reaction.
 const DefaultTimeout = 10 * time.Second
 
+// ClientPort is the made-up client port of the doctor's PROXY headers and
+// XCLIENT.
+const ClientPort = 40000
+
 // Options tune a run.
 type Options struct {
 	// Timeout bounds each check (default DefaultTimeout).
 	Timeout time.Duration
 	// Client is the client address written into the PROXY header and
-	// XCLIENT (default 127.0.0.1, port 0: the backends log it).
+	// XCLIENT (default 127.0.0.1 port ClientPort: the backends log it).
+	// Its port must not be 0: Dovecot refuses a v1 header with port 0.
 	Client netip.AddrPort
 	// AdminToken reads the administration API's token from a file
 	// (nil: admin.ReadToken). Tests replace it.
@@ -70,7 +75,7 @@ func Run(ctx context.Context, f *config.File, o Options) Report {
 		o.Timeout = DefaultTimeout
 	}
 	if !o.Client.IsValid() {
-		o.Client = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), 0)
+		o.Client = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), ClientPort)
 	}
 	var checks []func(context.Context) Result
 	for _, name := range config.ServiceNames {

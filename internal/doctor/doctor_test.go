@@ -78,7 +78,7 @@ func (h *headers) sources() []string {
 	var out []string
 	for _, hd := range h.got {
 		src, _, _ := hd.TCPAddrs()
-		out = append(out, src.AddrPort().Addr().String())
+		out = append(out, src.AddrPort().String())
 	}
 	return out
 }
@@ -208,9 +208,16 @@ func adminSocket(t *testing.T) string {
 
 func run(t *testing.T, text string) Report {
 	t.Helper()
+	return runTimeout(t, 5*time.Second, text)
+}
+
+// runTimeout runs the doctor on text, with a reachable admin socket and no
+// token.
+func runTimeout(t *testing.T, timeout time.Duration, text string) Report {
+	t.Helper()
 	text += fmt.Sprintf("admin:\n  listen: unix:%s\n  token_file: /nonexistent/token\n", adminSocket(t))
 	noToken := func(string) (string, error) { return "", errors.New("no token in tests") }
-	return Run(context.Background(), parse(t, text), Options{Timeout: 5 * time.Second, AdminToken: noToken})
+	return Run(context.Background(), parse(t, text), Options{Timeout: timeout, AdminToken: noToken})
 }
 
 func result(t *testing.T, rep Report, check string) Result {
@@ -263,7 +270,7 @@ func TestGoodBackends(t *testing.T) {
 		t.Errorf("admin: %+v", a)
 	}
 	// Two headers (imap v2, smtp v1), both with the doctor's client address.
-	if got := h.sources(); len(got) != 2 || got[0] != "127.0.0.1" || got[1] != "127.0.0.1" {
+	if got := h.sources(); len(got) != 2 || got[0] != "127.0.0.1:40000" || got[1] != "127.0.0.1:40000" {
 		t.Errorf("PROXY header sources %v", got)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 
@@ -75,8 +76,12 @@ func (l *lineConn) reply() (int, []string, error) {
 
 // firstRead waits for the first byte of the greeting and, when none comes,
 // returns the problem in plain words.
-func firstRead(l *lineConn, hop relay.Hop) (problem string, err error) {
+func firstRead(ctx context.Context, l *lineConn, hop relay.Hop) (problem string, err error) {
 	if _, err := l.r.Peek(1); err != nil {
+		if errors.Is(err, net.ErrClosed) && ctx.Err() != nil {
+			// The check's time ran out: closed by the context.
+			err = fmt.Errorf("%w (%w)", os.ErrDeadlineExceeded, ctx.Err())
+		}
 		var ae *relay.AdviceError
 		if e := hop.ExplainFirstRead(err); errors.As(e, &ae) {
 			return ae.Advice, err
@@ -100,7 +105,7 @@ func dial(ctx context.Context, b Backend, o Options, r *Result, example string) 
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	l := newLineConn(ctx, conn)
 	hop := b.Hop(conn)
-	if p, err := firstRead(l, hop); p != "" {
+	if p, err := firstRead(ctx, l, hop); p != "" {
 		stop()
 		conn.Close()
 		*r = r.fail(p, err)
