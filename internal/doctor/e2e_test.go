@@ -61,10 +61,11 @@ func TestE2EWrongSettings(t *testing.T) {
   submission: { listen: ":1587", backend: %q }
   smtps: { listen: ":1465", backend: %q, backend_proxy: xclient, tls: { cert: %q, key: %q } }
   imap: { listen: ":1143", backend: %q, backend_proxy: none }
-  imaps: { listen: ":1993", backend: %q, backend_proxy: v1, tls: { cert: %q, key: %q } }
+  imaps: { listen: ":1993", backend: %q, tls: { cert: %q, key: %q } }
   pop3: { listen: ":1110", backend: %q }
+  pop3s: { listen: ":1995", backend: %q, backend_proxy: v1, tls: { cert: %q, key: %q } }
 `, env.SMTPProxy, env.SMTPPlain, env.SMTPProxy, env.CertFile, env.CertFile,
-		env.IMAPProxy, env.IMAPPlain, env.CertFile, env.CertFile, env.POP3Plain))
+		env.IMAPProxy, env.IMAPPlain, env.CertFile, env.CertFile, env.POP3Plain, env.POP3Plain, env.CertFile, env.CertFile))
 	b, _ := json.MarshalIndent(rep, "", "  ")
 	t.Logf("%s", b)
 	for _, c := range []struct{ check, want string }{
@@ -75,8 +76,9 @@ func TestE2EWrongSettings(t *testing.T) {
 		{"imap", "Dovecot at " + env.IMAPProxy + " closed the connection before its greeting and postern sends no PROXY header (backend_proxy: none)"},
 		// A header where none is expected: read as commands.
 		{"submission", "Postfix at " + env.SMTPPlain + " read postern's PROXY v2 header as commands"},
-		{"imaps", "Dovecot at " + env.IMAPPlain + " read postern's PROXY v1 header as commands"},
+		{"imaps", "Dovecot at " + env.IMAPPlain + " read postern's PROXY v2 header as commands"},
 		{"pop3", "Dovecot at " + env.POP3Plain + " read postern's PROXY v2 header as commands"},
+		{"pop3s", "Dovecot at " + env.POP3Plain + " read postern's PROXY v1 header as commands"},
 	} {
 		r := result(t, rep, c.check)
 		if r.OK || !strings.Contains(r.Problem, c.want) {
