@@ -12,6 +12,7 @@ import (
 	proxyproto "github.com/pires/go-proxyproto"
 
 	"github.com/postern/postern/internal/relay"
+	"github.com/postern/postern/internal/testenv"
 )
 
 // fakePostfix serves each connection with handle until the test ends.
@@ -68,5 +69,24 @@ func TestBackendHeaderMistakesLogAdvice(t *testing.T) {
 				t.Fatalf("log without %q:\n%s", tc.want, h.logs.String())
 			}
 		})
+	}
+}
+
+// Against the real Postfix (POSTERN_E2E=1): a gateway that sends no PROXY
+// header to a port that requires one logs the doctor's advice.
+func TestPostfixAwaitingHeaderLogsAdvice(t *testing.T) {
+	env := testenv.Backends(t)
+	h := newHarness(t, baseIPS, func(c *Config) {
+		// Longer than Postfix's smtpd_upstream_proxy_timeout (5 s), as
+		// the gateway's default (5 min) is.
+		c.Backend, c.BackendProxy, c.Timeouts.Backend = env.SMTPProxy, "none", 10*time.Second
+	}, nil)
+	c := h.dial("127.0.0.15")
+	if code, _ := c.read(); code != 421 {
+		t.Fatalf("answer %d, want 421", code)
+	}
+	want := "Postfix at " + env.SMTPProxy + ` answered \"421 4.3.0 mx.example.test Server local error\" and postern sends no PROXY header (backend_proxy: none)`
+	if !strings.Contains(h.logs.String(), want) {
+		t.Fatalf("log without %s:\n%s", want, h.logs.String())
 	}
 }
