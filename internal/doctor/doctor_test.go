@@ -435,3 +435,55 @@ func TestDNSResolver(t *testing.T) {
 		t.Errorf("dns silent: %+v", d)
 	}
 }
+
+func TestWebBackendFailing(t *testing.T) {
+	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "php-fpm is down", http.StatusBadGateway)
+	}))
+	defer web.Close()
+	rep := run(t, fmt.Sprintf("services:\n  web: { listen: \":1080\", backend: %q }\n", web.URL))
+	w := result(t, rep, "web")
+	if w.OK || rep.OK || w.HTTPStatus != "HTTP/1.1 502 Bad Gateway" || !strings.Contains(w.Problem, "answers 502 Bad Gateway") {
+		t.Errorf("web: %+v", w)
+	}
+}
+
+func TestSMTPOptionsNotOffered(t *testing.T) {
+	// A Postfix port that offers neither XCLIENT nor STARTTLS to postern.
+	var h headers
+	serve := func(header bool) func(net.Conn, *bufio.Reader) {
+		return func(c net.Conn, r *bufio.Reader) {
+			if header {
+				h.read(r)
+			}
+			postfixNoOptions(c, r)
+		}
+	}
+	xclient, starttls := fakeBackend(t, serve(false)), fakeBackend(t, serve(true))
+	rep := run(t, fmt.Sprintf(`services:
+  smtp: { listen: ":1025", backend: %q, backend_proxy: xclient }
+  submission: { listen: ":1587", backend: %q, backend_tls: starttls }
+`, xclient, starttls))
+	if s := result(t, rep, "smtp"); s.OK || !strings.Contains(s.Problem, "does not offer XCLIENT to postern: set `smtpd_authorized_xclient_hosts = 127.0.0.1`") {
+		t.Errorf("smtp: %+v", s)
+	}
+	if s := result(t, rep, "submission"); s.OK || !strings.Contains(s.Problem, "does not offer STARTTLS but services.submission has `backend_tls: starttls`") {
+		t.Errorf("submission: %+v", s)
+	}
+}
+
+// postfixNoOptions greets and answers EHLO without XCLIENT or STARTTLS.
+func postfixNoOptions(c net.Conn, r *bufio.Reader) {
+	fmt.Fprint(c, "220 mx.example.test ESMTP Postfix\r\n")
+	for {
+		s := line(r)
+		switch {
+		case strings.HasPrefix(s, "EHLO "):
+			fmt.Fprint(c, "250-mx.example.test\r\n250 PIPELINING\r\n")
+		case s == "QUIT", s == "":
+			return
+		default:
+			fmt.Fprint(c, "502 5.5.2 Error: command not recognized\r\n")
+		}
+	}
+}
