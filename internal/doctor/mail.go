@@ -46,7 +46,8 @@ func (l *lineConn) line() (string, error) {
 
 func (l *lineConn) send(s string) error {
 	if _, err := l.c.Write([]byte(s + "\r\n")); err != nil {
-		return fmt.Errorf("writing %q: %w", strings.Fields(s + " ")[0], err)
+		verb, _, _ := strings.Cut(s, " ")
+		return fmt.Errorf("writing %s: %w", verb, err)
 	}
 	return nil
 }
