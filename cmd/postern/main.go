@@ -73,6 +73,7 @@ Start with 'postern init -o postern.yaml', edit it, then 'postern check -c poste
 		newServeCmd(),
 		newBlocksCmd(),
 		newDemoCmd(),
+		newDoctorCmd(),
 	)
 	return root
 }

@@ -224,11 +224,21 @@ func (g *Gate) Handle(ctx context.Context, conn relay.Conn, proto func(*Session)
 }
 
 func (s *Session) dial(local netip.AddrPort, pr Protocol) (string, error) {
-	be, err := s.Gate.Cfg.Backend.Dial(s.Ctx, s.Client, local)
+	d := s.Gate.Cfg.Backend
+	if d.Service == "" {
+		d.Service = s.Gate.Cfg.Service.String()
+	}
+	be, err := d.Dial(s.Ctx, s.Client, local)
 	if err != nil {
 		return "", err
 	}
 	s.BE, s.BR = be, bufio.NewReaderSize(be, 4096)
+	// The first byte of the greeting: a backend that closes the connection
+	// before it usually refused the PROXY header (or waited for one).
+	s.BE.SetReadDeadline(time.Now().Add(s.Gate.Cfg.BackendTimeout))
+	if _, err := s.BR.Peek(1); err != nil {
+		return "", fmt.Errorf("backend greeting: %w", d.Hop(be).ExplainFirstRead(err))
+	}
 	return pr.Greet()
 }
 

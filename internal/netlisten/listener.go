@@ -74,6 +74,9 @@ type Listener struct {
 	// plaintext); SetTLS replaces it.
 	tls atomic.Pointer[tls.Config]
 
+	warnMu sync.Mutex
+	warned map[netip.Addr]struct{} // trusted peers whose header failure was logged (firstWarning)
+
 	mu         sync.Mutex
 	maxConns   int // Config.MaxConns until SetLimits
 	maxPerAddr int // Config.MaxPerAddr until SetLimits

@@ -44,8 +44,19 @@ func (l *Listener) serveTrusted(raw net.Conn, peer, local netip.AddrPort) {
 		if errors.Is(err, proxyproto.ErrNoProxyProtocol) {
 			err = fmt.Errorf("%w (waited %v)", err, time.Since(start).Round(time.Millisecond))
 		}
-		l.log.Warn("netlisten: closing connection from trusted peer: missing or bad PROXY header",
-			"listen", l.addr, "peer", peer, "err", err)
+		why := "its PROXY header was not valid"
+		if errors.Is(err, proxyproto.ErrNoProxyProtocol) {
+			why = "it sent no PROXY header: it is in trusted_upstreams, so postern reads one first; make it send one " +
+				"(HAProxy: send-proxy-v2; nginx stream: proxy_protocol on) or remove it from trusted_upstreams " +
+				"(a client connecting directly from a trusted address gets the same)"
+		}
+		msg := "netlisten: closing connection from trusted peer: missing or bad PROXY header"
+		if l.firstWarning(peer.Addr()) {
+			l.log.Warn(msg, "listen", l.addr, "peer", peer, "why", why, "err", err,
+				"note", "logged once for this peer; its next such connections at debug level")
+		} else {
+			l.log.Debug(msg, "listen", l.addr, "peer", peer, "err", err)
+		}
 		raw.Close()
 		return
 	}
@@ -95,4 +106,25 @@ func tcpAddrPort(a net.Addr) (netip.AddrPort, bool) {
 	}
 	ap := unmap(ta.AddrPort())
 	return ap, ap.Addr().IsValid()
+}
+
+// maxWarnedPeers bounds the peers remembered by firstWarning; when full,
+// the set starts again (a peer may then be warned about once more).
+const maxWarnedPeers = 1024
+
+// firstWarning reports whether a header failure of peer is the first one
+// since the listener started: trusted peers are few, and one that never
+// sends a header would otherwise fill the log with one warning per
+// connection.
+func (l *Listener) firstWarning(peer netip.Addr) bool {
+	l.warnMu.Lock()
+	defer l.warnMu.Unlock()
+	if _, seen := l.warned[peer]; seen {
+		return false
+	}
+	if l.warned == nil || len(l.warned) >= maxWarnedPeers {
+		l.warned = make(map[netip.Addr]struct{})
+	}
+	l.warned[peer] = struct{}{}
+	return true
 }

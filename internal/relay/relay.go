@@ -24,6 +24,22 @@ type Dialer struct {
 	TLS     *tls.Config // non-nil: TLS right after the PROXY header (imaps, pop3s backends)
 	Timeout time.Duration
 	Limit   *BackendLimit // bounds the connections open at once; nil: none
+	Service string        // the service it serves (smtp, imap, …), named in advice; may be empty
+}
+
+// Hop describes a connection made by d, for advice on its failures; conn
+// may be nil when there is none yet.
+func (d Dialer) Hop(conn net.Conn) Hop {
+	h := Hop{Service: d.Service, Addr: d.Addr, Proxy: d.Proxy}
+	if h.Proxy == "" {
+		h.Proxy = "v2"
+	}
+	if conn != nil {
+		if la, ok := conn.LocalAddr().(*net.TCPAddr); ok {
+			h.From = la.AddrPort().Addr().Unmap()
+		}
+	}
+	return h
 }
 
 // Dial connects so that the backend sees client as the connection's source
@@ -65,7 +81,7 @@ func (d Dialer) Dial(ctx context.Context, client, local netip.AddrPort) (net.Con
 		defer cancel()
 		if err := tc.HandshakeContext(hctx); err != nil {
 			conn.Close()
-			return nil, fmt.Errorf("TLS to backend %s: %w", d.Addr, err)
+			return nil, fmt.Errorf("TLS to backend %s: %w", d.Addr, d.Hop(conn).ExplainTLS(err))
 		}
 		return tc, nil
 	}

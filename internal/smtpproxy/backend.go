@@ -31,7 +31,7 @@ func (p *Proxy) dialBackend(ctx context.Context, client, local netip.AddrPort) (
 	// The shared dialer: the bound on backend connections, the PROXY
 	// header (none with XCLIENT, which follows the greeting), and TLS for
 	// a backend's implicit-TLS port.
-	d := relay.Dialer{Addr: cfg.Backend, Proxy: cfg.BackendProxy, Timeout: cfg.Timeouts.Connect, Limit: cfg.BackendLimit}
+	d := relay.Dialer{Addr: cfg.Backend, Proxy: cfg.BackendProxy, Timeout: cfg.Timeouts.Connect, Limit: cfg.BackendLimit, Service: cfg.Service.String()}
 	if d.Proxy == "xclient" {
 		d.Proxy = "none"
 	}
@@ -50,12 +50,26 @@ func (p *Proxy) dialBackend(ctx context.Context, client, local netip.AddrPort) (
 	conn.SetDeadline(time.Now().Add(cfg.Timeouts.Backend))
 	b.r = bufio.NewReaderSize(conn, 4096)
 	b.w = bufio.NewWriterSize(conn, 4096)
+	// A backend that closes the connection before the first byte of its
+	// greeting usually refused the PROXY header (or waited for one); a 421
+	// greeting without a header is Postfix waiting for one.
+	hop := d.Hop(conn)
+	hop.Proxy = cfg.BackendProxy
+	if hop.Proxy == "" {
+		hop.Proxy = "v2"
+	}
+	if _, err := b.r.Peek(1); err != nil {
+		return fail(fmt.Errorf("backend greeting: %w", hop.ExplainFirstRead(err)))
+	}
 	greet, err := readReply(b.r)
 	if err != nil {
 		return fail(fmt.Errorf("backend greeting: %w", err))
 	}
 	if greet.code != 220 {
 		conn.Close()
+		if a := hop.ExplainGreeting(greet.code, greet.text()); a != "" {
+			return nil, greet, fmt.Errorf("backend greeting: %s", a)
+		}
 		return nil, greet, fmt.Errorf("backend greeting: %s", truncate(greet.text(), 120))
 	}
 	if cfg.BackendTLS == "starttls" {
