@@ -181,7 +181,7 @@ func TestBlocksAddRemove(t *testing.T) {
 		t.Errorf("add: %d %q %q", code, out, errs)
 	}
 	b, ok := s.eng.Get(pfx("203.0.113.9/32"))
-	if !ok || b.Reason != store.ReasonManual || b.Comment != "scanner" || b.By != "admin:cli" {
+	if !ok || b.Reason != store.ReasonManual || b.Comment != "scanner" || b.By != "admin:"+osUser(t) {
 		t.Errorf("block %+v", b)
 	}
 	if code, out, _ := s.blocks(t, "add", "2001:db8:9::/48"); code != 0 || out != "blocked 2001:db8:9::/48 until 2026-05-01 16:00 UTC\n" {
@@ -192,11 +192,11 @@ func TestBlocksAddRemove(t *testing.T) {
 		t.Errorf("remove: %d %q %q", code, out, errs)
 	}
 	code, out, errs = s.blocks(t, "remove", "203.0.113.9")
-	if code != 1 || out != "" || errs != "postern: no block for 203.0.113.9\n" {
+	if code != 1 || out != "" || errs != "postern: not blocked: 203.0.113.9\n" {
 		t.Errorf("remove again: %d %q %q", code, out, errs)
 	}
 	log := s.eng.AuditLog()
-	if len(log) != 4 || log[0].Actor != "cli" {
+	if len(log) != 4 || log[0].Actor != osUser(t) {
 		t.Errorf("audit %+v", log)
 	}
 }
@@ -226,7 +226,7 @@ func TestBlocksSelfLockoutOverTCP(t *testing.T) {
 	if code != 0 || !strings.HasPrefix(out, "blocked 127.0.0.0/8") {
 		t.Errorf("forced: %d %q %q", code, out, errs)
 	}
-	if log := s.eng.AuditLog(); len(log) != 1 || log[0].Actor != "api" {
+	if log := s.eng.AuditLog(); len(log) != 1 || log[0].Actor != admin.ActorTCP {
 		t.Errorf("audit %+v", log)
 	}
 }
