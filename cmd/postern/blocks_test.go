@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -297,7 +300,10 @@ func TestBlocksAudit(t *testing.T) {
 	s := startAdmin(t)
 	s.blocks(t, "add", "203.0.113.9", "--comment", "x")
 	code, out, errs := s.blocks(t, "audit", "--since", "2026-05-01T00:00:00Z", "--limit", "5")
-	want := "TIME                 ACTOR  ACTION  TARGET          DETAIL\n2026-05-01 12:00:00  cli    block   203.0.113.9/32  for 4h0m0s: x\n"
+	// The actor is the OS user at the other end of the unix socket.
+	actor := osUser(t)
+	w := max(len("ACTOR"), len(actor))
+	want := fmt.Sprintf("TIME                 %-*s  ACTION  TARGET          DETAIL\n2026-05-01 12:00:00  %-*s  block   203.0.113.9/32  for 4h0m0s: x\n", w, "ACTOR", w, actor)
 	if code != 0 || out != want {
 		t.Errorf("audit: %d %q\n%s\nwant\n%s", code, errs, out, want)
 	}
@@ -361,4 +367,15 @@ func TestBlocksHelpDocumentsExitStatus(t *testing.T) {
 	if code != 0 {
 		t.Errorf("exit %d", code)
 	}
+}
+
+// osUser is the actor the admin API records for this process over the
+// unix socket: its user's name from the peer credentials.
+func osUser(t *testing.T) string {
+	t.Helper()
+	u, err := user.Current()
+	if err != nil || u.Username == "" {
+		return "uid " + strconv.Itoa(os.Getuid())
+	}
+	return u.Username
 }

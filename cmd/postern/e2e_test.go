@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/admin"
+	"github.com/postern/postern/internal/explain"
 	"github.com/postern/postern/internal/guard"
 )
 
@@ -244,16 +246,12 @@ func TestEndToEndBlocksSurviveSIGKILL(t *testing.T) {
 		t.Fatal(err)
 	}
 	cl := admin.NewClient(adminListen(t, cfg), token)
-	raw, err := cl.Explain(context.Background(), netip.MustParseAddr("198.51.100.2"), "smtp", "", "")
+	ex, err := cl.Explain(context.Background(), explain.Query{Addr: netip.MustParseAddr("198.51.100.2"), Service: "smtp"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ex apiExplanation
-	if err := json.Unmarshal(raw, &ex); err != nil {
-		t.Fatal(err)
-	}
-	if ex.Decision != "deny" || ex.Block == nil || ex.Block.Reason != "L" {
-		t.Fatalf("explain after restart: %s", raw)
+	if i := slices.IndexFunc(ex.Steps, func(s explain.Step) bool { return s.Kind == explain.KindBlock }); ex.Verdict != explain.Deny || i < 0 || ex.Steps[i].Block.Reason != "L" {
+		t.Fatalf("explain after restart: %+v", ex)
 	}
 
 	// Administration from the CLI against the real engine.

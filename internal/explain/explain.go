@@ -201,6 +201,19 @@ type Block struct {
 	Refused bool `json:"refused"`
 }
 
+// Country says where the GeoIP data of snap places addr; nil when no
+// GeoIP database is configured.
+func Country(snap *snapshot.Snapshot, addr netip.Addr) *GeoIP {
+	if snap.GeoIP == nil {
+		return nil
+	}
+	g := &GeoIP{}
+	if cc, src, ok := snap.GeoIP.Country(addr.Unmap()); ok {
+		g.Country, g.Database, g.Built = cc, src.Path, src.BuildTime.UTC()
+	}
+	return g
+}
+
 // Items converts the chain of a pattern explanation, with the client name
 // lookup it made (nil when none).
 func Items(m patterns.Match) ([]Item, *ClientName) {
@@ -243,12 +256,7 @@ func Explain(snap *snapshot.Snapshot, live Live, q Query) (Answer, error) {
 	} else {
 		a.At = time.Now().UTC()
 	}
-	if snap.GeoIP != nil {
-		a.GeoIP = &GeoIP{}
-		if cc, src, ok := snap.GeoIP.Country(addr); ok {
-			a.GeoIP.Country, a.GeoIP.Database, a.GeoIP.Built = cc, src.Path, src.BuildTime.UTC()
-		}
-	}
+	a.GeoIP = Country(snap, addr)
 	if q.Service != "" {
 		v, err := snap.Policy.ExplainService(q.Service, addr)
 		if err != nil {
