@@ -281,7 +281,13 @@ func Explain(snap *snapshot.Snapshot, live Live, q Query) (Answer, error) {
 		}
 	}
 	if snap.Guard != nil && snap.Guard.Bypass.Addr(addr) {
-		items, _ := Items(snap.Guard.Bypass.ExplainAddr(addr))
+		m := snap.Guard.Bypass.ExplainAddr(addr)
+		if len(m.Steps) > 1 {
+			// The first step is the list's union of its files' items, as
+			// one reference holding them all; the item is what matters.
+			m.Steps = m.Steps[1:]
+		}
+		items, _ := Items(m)
 		a.Steps = append(a.Steps, Step{
 			Kind: KindBypass, Rule: "bypass list", Items: items,
 			Effect: "on the bypass list: no trigger blocks it (" + guard.BypassTable()[0].Triggers + "); a block made by hand or imported still applies",
