@@ -226,3 +226,47 @@ func TestAuditRecordsChangesWithTheUser(t *testing.T) {
 		t.Errorf("audit rows:\n%s\nwant\n%s", strings.Join(rows, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// check and pattern test print JSON with --json, with the same exit
+// statuses as their text.
+func TestCheckAndPatternTestJSON(t *testing.T) {
+	dir := explainDir(t)
+	cfg := filepath.Join(dir, "postern.yaml")
+	writeFile(t, cfg, explainConf)
+	code, out, errs := postern(t, "check", "-c", cfg, "--json")
+	var ca checkAnswer
+	if err := json.Unmarshal([]byte(out), &ca); err != nil || code != 0 {
+		t.Fatalf("check --json: exit %d, %v\n%s%s", code, err, out, errs)
+	}
+	if !ca.OK || len(ca.Errors) != 0 || len(ca.Patterns) != 2 || ca.Patterns[0].Name != "GeoIP_MY" || ca.Patterns[0].Networks == 0 ||
+		len(ca.Services) != 2 || ca.Services[0].Name != "smtp" || ca.Services[1].Grant != "[GeoIP_MY];[GeoIP_SG]" ||
+		ca.BypassFile != filepath.Join(dir, "bypass.txt") || len(ca.LoginRestrictions) != 1 {
+		t.Errorf("check --json: %+v", ca)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	writeFile(t, bad, "services:\n  imap: { listen: \":143\", backend: \"127.0.0.1:1\", grant: \"[Nope]\" }\n")
+	code, out, _ = postern(t, "check", "-c", bad, "--json")
+	ca = checkAnswer{}
+	if err := json.Unmarshal([]byte(out), &ca); err != nil || code != 1 {
+		t.Fatalf("check --json, bad: exit %d, %v\n%s", code, err, out)
+	}
+	if ca.OK || len(ca.Errors) != 1 || ca.Errors[0].Pos == nil || ca.Errors[0].Pos.File != bad || ca.Errors[0].Pos.Line != 2 ||
+		!strings.Contains(ca.Errors[0].Message, "Nope") {
+		t.Errorf("check --json, bad: %+v", ca)
+	}
+
+	for _, c := range []struct {
+		addr string
+		code int
+		in   bool
+	}{{"175.136.1.1", 0, true}, {"8.8.8.8", 1, false}} {
+		code, out, errs = postern(t, "pattern", "test", "-c", cfg, "GeoIP_MY", c.addr, "--json")
+		var pa patternAnswer
+		if err := json.Unmarshal([]byte(out), &pa); err != nil || code != c.code {
+			t.Fatalf("pattern test --json %s: exit %d, %v\n%s%s", c.addr, code, err, out, errs)
+		}
+		if pa.In != c.in || pa.Pattern != "[GeoIP_MY]" || pa.GeoIP == nil || (c.in && (len(pa.Items) != 1 || pa.Items[0].Text != "country:MY")) {
+			t.Errorf("pattern test --json %s: %+v", c.addr, pa)
+		}
+	}
+}
