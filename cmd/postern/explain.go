@@ -150,6 +150,11 @@ func askGateway(cmd *cobra.Command, o *adminOptions, q explain.Query, offline bo
 
 // printAnswer writes an explanation for people.
 func printAnswer(w io.Writer, a *explain.Answer) {
+	if a.Source == explain.SourceGateway {
+		fmt.Fprintln(w, "source    the running gateway: its running configuration and live blocks")
+	} else {
+		fmt.Fprintln(w, "source    the configuration file alone")
+	}
 	fmt.Fprintf(w, "address   %s\n", a.Address)
 	printCountry(w, a.Address, a.GeoIP)
 	if a.Service != "" {

@@ -104,6 +104,7 @@ func TestExplainAsksTheRunningGateway(t *testing.T) {
 
 	code, out, errs := postern(t, args...)
 	if code != 0 || errs != "" || !strings.Contains(out, "blocks    none holds this address on the running gateway") ||
+		!strings.HasPrefix(out, "source    the running gateway") ||
 		!strings.Contains(out, "decision  allow") {
 		t.Fatalf("before the block: exit %d\n%s%s", code, out, errs)
 	}
