@@ -66,8 +66,9 @@ func NewServer(eng Engine, explain Explainer, token string, log *slog.Logger, gr
 }
 
 // Handler returns the API's HTTP handler. Mounted elsewhere than through
-// Serve, it tells TCP clients (actor "api", self-lockout guard, grant
-// check) from unix-socket ones (actor "cli") by the request's RemoteAddr.
+// Serve, it tells TCP clients (actor ActorTCP, self-lockout guard, grant
+// check) from unix-socket ones by the request's RemoteAddr; without the
+// connection it cannot read peer credentials, so their actor is ActorUnix.
 func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 
 // Serve listens on listen ("unix:/path" or "tcp:host:port", see Listen)

@@ -16,6 +16,7 @@ import (
 	"github.com/postern/postern/internal/admin"
 	"github.com/postern/postern/internal/admin/admintest"
 	"github.com/postern/postern/internal/explain"
+	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/snapshot"
 	"github.com/postern/postern/internal/store"
 )
@@ -75,7 +76,10 @@ func (l *live) BlockOf(addr netip.Addr) (store.Block, bool) {
 
 func (l *live) Now() time.Time { return now }
 
-var _ explain.Live = (*live)(nil)
+var (
+	_ explain.Live = (*live)(nil)
+	_ explain.Live = (*guard.Engine)(nil) // the running engine is what the API explains with
+)
 
 func q(addr, service, account string) explain.Query {
 	return explain.Query{Addr: netip.MustParseAddr(addr), Service: service, Account: account}
