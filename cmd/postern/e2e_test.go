@@ -253,6 +253,11 @@ func TestEndToEndBlocksSurviveSIGKILL(t *testing.T) {
 	if i := slices.IndexFunc(ex.Steps, func(s explain.Step) bool { return s.Kind == explain.KindBlock }); ex.Verdict != explain.Deny || i < 0 || ex.Steps[i].Block.Reason != "L" {
 		t.Fatalf("explain after restart: %+v", ex)
 	}
+	// postern explain asks the running process: the block counts.
+	code, out, errs = postern(t, "explain", "-c", cfg, "--ip", "198.51.100.2", "--service", "smtp")
+	if code != exitNo || errs != "" || !strings.Contains(out, "source    the running gateway") || !strings.Contains(out, "block     198.51.100.2: L failed logins") {
+		t.Fatalf("postern explain after restart: exit %d\n%s%s", code, out, errs)
+	}
 
 	// Administration from the CLI against the real engine.
 	exported := filepath.Join(dir, "blocks.json")

@@ -189,6 +189,7 @@ type ClientName struct {
 
 // Block is an active block holding the address.
 type Block struct {
+	// Target is the blocked address, or prefix ("203.0.113.0/24").
 	Target     string    `json:"target"`
 	Reason     string    `json:"reason"`
 	ReasonName string    `json:"reason_name"`
@@ -325,8 +326,12 @@ func (a *Answer) block(st *guard.Settings, b store.Block, q Query) {
 			refused = st.RefusesBlock(q.Service, b.Reason)
 		}
 	}
-	s := Step{Kind: KindBlock, Rule: "block " + b.Prefix.String(), Block: &Block{
-		Target: b.Prefix.String(), Reason: b.Reason.String(), ReasonName: b.Reason.Name(), Detail: b.Detail,
+	target := b.Prefix.String()
+	if b.Prefix.IsSingleIP() { // as the admin API writes targets
+		target = b.Prefix.Addr().String()
+	}
+	s := Step{Kind: KindBlock, Rule: "block " + target, Block: &Block{
+		Target: target, Reason: b.Reason.String(), ReasonName: b.Reason.Name(), Detail: b.Detail,
 		Expires: b.Expires.UTC(), By: b.By, Refused: refused,
 	}}
 	if b.Expires.IsZero() {

@@ -192,7 +192,8 @@ func TestLiveBlockNotRefusedAtConnect(t *testing.T) {
 	l := &live{block: store.Block{Prefix: netip.MustParsePrefix("175.136.1.1/32"), Reason: store.ReasonManual, By: "admin:root"}}
 	a := ex(t, snap, l, q("175.136.1.1", "imap", ""))
 	blk := stepsOf(a, explain.KindBlock)
-	if a.Verdict != explain.Allow || len(blk) != 1 || blk[0].Block.Refused || blk[0].Denies || !blk[0].Block.Expires.IsZero() {
+	if a.Verdict != explain.Allow || len(blk) != 1 || blk[0].Block.Refused || blk[0].Denies || !blk[0].Block.Expires.IsZero() ||
+		blk[0].Block.Target != "175.136.1.1" || blk[0].Rule != "block 175.136.1.1" {
 		t.Fatalf("connect only: %+v", a)
 	}
 	a = ex(t, snap, l, q("175.136.1.1", "imap", "staff@example.com"))
