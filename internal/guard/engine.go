@@ -435,7 +435,7 @@ func (e *Engine) Unblock(ctx context.Context, prefixes []netip.Prefix, actor str
 	tbl := e.blocks.Load()
 	var removed []netip.Prefix
 	for _, p := range prefixes {
-		if _, ok := tbl.Get(p); ok && !slices.Contains(removed, p) {
+		if _, ok := tbl.Get(p); ok { // a repeated prefix is gone by its second turn
 			tbl = tbl.DeletePersist(p)
 			removed = append(removed, p)
 		}
