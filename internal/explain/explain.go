@@ -289,6 +289,7 @@ func Explain(snap *snapshot.Snapshot, live Live, q Query) (Answer, error) {
 			m.Steps = m.Steps[1:]
 		}
 		items, _ := Items(m)
+		// BypassTable's first row is the address condition (i:, a:).
 		a.Steps = append(a.Steps, Step{
 			Kind: KindBypass, Rule: "bypass list", Items: items,
 			Effect: "on the bypass list: no trigger blocks it (" + guard.BypassTable()[0].Triggers + "); a block made by hand or imported still applies",
