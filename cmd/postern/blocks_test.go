@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -182,7 +185,7 @@ func TestBlocksAddRemove(t *testing.T) {
 		t.Errorf("add: %d %q %q", code, out, errs)
 	}
 	b, ok := s.eng.Get(pfx("203.0.113.9/32"))
-	if !ok || b.Reason != reason.Manual || b.Comment != "scanner" || b.By != "admin:cli" {
+	if !ok || b.Reason != reason.Manual || b.Comment != "scanner" || b.By != "admin:"+osUser(t) {
 		t.Errorf("block %+v", b)
 	}
 	if code, out, _ := s.blocks(t, "add", "2001:db8:9::/48"); code != 0 || out != "blocked 2001:db8:9::/48 until 2026-05-01 16:00 UTC\n" {
@@ -193,11 +196,11 @@ func TestBlocksAddRemove(t *testing.T) {
 		t.Errorf("remove: %d %q %q", code, out, errs)
 	}
 	code, out, errs = s.blocks(t, "remove", "203.0.113.9")
-	if code != 1 || out != "" || errs != "postern: no block for 203.0.113.9\n" {
+	if code != 1 || out != "" || errs != "postern: not blocked: 203.0.113.9\n" {
 		t.Errorf("remove again: %d %q %q", code, out, errs)
 	}
 	log := s.eng.AuditLog()
-	if len(log) != 4 || log[0].Actor != "cli" {
+	if len(log) != 4 || log[0].Actor != osUser(t) {
 		t.Errorf("audit %+v", log)
 	}
 }
@@ -227,7 +230,7 @@ func TestBlocksSelfLockoutOverTCP(t *testing.T) {
 	if code != 0 || !strings.HasPrefix(out, "blocked 127.0.0.0/8") {
 		t.Errorf("forced: %d %q %q", code, out, errs)
 	}
-	if log := s.eng.AuditLog(); len(log) != 1 || log[0].Actor != "api" {
+	if log := s.eng.AuditLog(); len(log) != 1 || log[0].Actor != admin.ActorTCP {
 		t.Errorf("audit %+v", log)
 	}
 }
@@ -298,7 +301,10 @@ func TestBlocksAudit(t *testing.T) {
 	s := startAdmin(t)
 	s.blocks(t, "add", "203.0.113.9", "--comment", "x")
 	code, out, errs := s.blocks(t, "audit", "--since", "2026-05-01T00:00:00Z", "--limit", "5")
-	want := "TIME                 ACTOR  ACTION  TARGET          DETAIL\n2026-05-01 12:00:00  cli    block   203.0.113.9/32  for 4h0m0s: x\n"
+	// The actor is the OS user at the other end of the unix socket.
+	actor := osUser(t)
+	w := max(len("ACTOR"), len(actor))
+	want := fmt.Sprintf("TIME                 %-*s  ACTION  TARGET          DETAIL\n2026-05-01 12:00:00  %-*s  block   203.0.113.9/32  for 4h0m0s: x\n", w, "ACTOR", w, actor)
 	if code != 0 || out != want {
 		t.Errorf("audit: %d %q\n%s\nwant\n%s", code, errs, out, want)
 	}
@@ -362,4 +368,15 @@ func TestBlocksHelpDocumentsExitStatus(t *testing.T) {
 	if code != 0 {
 		t.Errorf("exit %d", code)
 	}
+}
+
+// osUser is the actor the admin API records for this process over the
+// unix socket: its user's name from the peer credentials.
+func osUser(t *testing.T) string {
+	t.Helper()
+	u, err := user.Current()
+	if err != nil || u.Username == "" {
+		return "uid " + strconv.Itoa(os.Getuid())
+	}
+	return u.Username
 }

@@ -17,6 +17,7 @@ import (
 
 func newCheckCmd() *cobra.Command {
 	var path string
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "check",
 		Short: "Validate a configuration and everything it loads",
@@ -34,6 +35,9 @@ nor close (refuse_blocked and close_blocked_connection both off).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			start := time.Now()
 			snap, err := snapshot.Load(cmd.Context(), path, time.Now())
+			if asJSON {
+				return checkJSON(cmd, path, snap, err, time.Since(start))
+			}
 			if err != nil {
 				fmt.Fprintln(cmd.ErrOrStderr(), err)
 				n := snapshot.ErrorCount(err)
@@ -51,6 +55,7 @@ nor close (refuse_blocked and close_blocked_connection both off).`,
 		},
 	}
 	configFlag(cmd, &path)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the outcome as JSON (errors and warnings with their positions, and the summary)")
 	return cmd
 }
 

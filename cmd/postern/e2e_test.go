@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/admin"
+	"github.com/postern/postern/internal/explain"
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/service"
 )
@@ -245,16 +247,17 @@ func TestEndToEndBlocksSurviveSIGKILL(t *testing.T) {
 		t.Fatal(err)
 	}
 	cl := admin.NewClient(adminListen(t, cfg), token)
-	raw, err := cl.Explain(context.Background(), netip.MustParseAddr("198.51.100.2"), "smtp", "", "")
+	ex, err := cl.Explain(context.Background(), explain.Query{Addr: netip.MustParseAddr("198.51.100.2"), Service: "smtp"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ex apiExplanation
-	if err := json.Unmarshal(raw, &ex); err != nil {
-		t.Fatal(err)
+	if i := slices.IndexFunc(ex.Steps, func(s explain.Step) bool { return s.Kind == explain.KindBlock }); ex.Verdict != explain.Deny || i < 0 || ex.Steps[i].Block.Reason != "L" {
+		t.Fatalf("explain after restart: %+v", ex)
 	}
-	if ex.Decision != "deny" || ex.Block == nil || ex.Block.Reason != "L" {
-		t.Fatalf("explain after restart: %s", raw)
+	// postern explain asks the running process: the block counts.
+	code, out, errs = postern(t, "explain", "-c", cfg, "--ip", "198.51.100.2", "--service", "smtp")
+	if code != exitNo || errs != "" || !strings.Contains(out, "source    the running gateway") || !strings.Contains(out, "block     198.51.100.2: L failed logins") {
+		t.Fatalf("postern explain after restart: exit %d\n%s%s", code, out, errs)
 	}
 
 	// Administration from the CLI against the real engine.

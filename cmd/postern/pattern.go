@@ -8,8 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/postern/postern/internal/explain"
 	"github.com/postern/postern/internal/patterns"
-	"github.com/postern/postern/internal/snapshot"
 )
 
 func newPatternCmd() *cobra.Command {
@@ -23,6 +23,7 @@ func newPatternCmd() *cobra.Command {
 
 func newPatternTestCmd() *cobra.Command {
 	var path string
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "test NAME ADDRESS",
 		Short: "Say whether an address is in a pattern, and why",
@@ -30,7 +31,8 @@ func newPatternTestCmd() *cobra.Command {
 NAME, naming the item that holds it — or the "!" item that excludes it — with
 its file and line. For a pattern with host masks it looks the client's name
 up as the gateway does (PTR, confirmed by A/AAAA, through dns.resolver) and
-says which name was used, or why there is none.
+says which name was used, or why there is none. --json prints the same as
+JSON.
 
 Exit status: 0 in the pattern, 1 not in it, 2 error.`,
 		Args: cobra.ExactArgs(2),
@@ -46,17 +48,27 @@ Exit status: 0 in the pattern, 1 not in it, 2 error.`,
 				return exitCode(exitError)
 			}
 			w := cmd.OutOrStdout()
+			ans := patternAnswer{Subject: args[1], Pattern: set.String()}
 			var m patterns.Match
 			if addr, perr := netip.ParseAddr(args[1]); perr == nil {
 				m = set.ExplainClient(cmd.Context(), addr)
-				printCountry(w, snap, addr)
+				ans.GeoIP = explain.Country(snap, addr)
 			} else if strings.Contains(args[1], "@") {
 				m = set.ExplainMail(args[1])
 			} else {
 				fmt.Fprintf(cmd.ErrOrStderr(), "%q is neither an IP address nor a mail address\n", args[1])
 				return exitCode(exitError)
 			}
-			printMatch(w, args[1], set, m)
+			ans.In = m.In
+			ans.Items, ans.ClientName = explain.Items(m)
+			if asJSON {
+				if err := printJSON(w, ans); err != nil {
+					return err
+				}
+			} else {
+				printCountry(w, args[1], ans.GeoIP)
+				printMatch(w, &ans)
+			}
 			if !m.In {
 				return exitCode(exitNo)
 			}
@@ -64,53 +76,43 @@ Exit status: 0 in the pattern, 1 not in it, 2 error.`,
 		},
 	}
 	configFlag(cmd, &path)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the answer as JSON")
 	return cmd
 }
 
+// patternAnswer is what `postern pattern test` finds, as --json prints it.
+type patternAnswer struct {
+	Subject string `json:"subject"`
+	Pattern string `json:"pattern"`
+	In      bool   `json:"in"`
+	// Items are the items that decided, outermost pattern first: the item
+	// holding the subject, or the exclusion that removed it.
+	Items      []explain.Item      `json:"items"`
+	ClientName *explain.ClientName `json:"client_name,omitempty"`
+	GeoIP      *explain.GeoIP      `json:"geoip,omitempty"`
+}
+
 // printMatch prints a membership answer and the chain of items behind it.
-func printMatch(w io.Writer, subject string, set *patterns.Set, m patterns.Match) {
+func printMatch(w io.Writer, a *patternAnswer) {
 	switch {
-	case m.In:
-		fmt.Fprintf(w, "%s is in %s\n", subject, set)
-	case len(m.Steps) > 0:
-		fmt.Fprintf(w, "%s is not in %s: excluded\n", subject, set)
+	case a.In:
+		fmt.Fprintf(w, "%s is in %s\n", a.Subject, a.Pattern)
+	case len(a.Items) > 0:
+		fmt.Fprintf(w, "%s is not in %s: excluded\n", a.Subject, a.Pattern)
 	default:
-		fmt.Fprintf(w, "%s is not in %s: no item matches\n", subject, set)
+		fmt.Fprintf(w, "%s is not in %s: no item matches\n", a.Subject, a.Pattern)
 	}
-	printSteps(w, "  ", m)
+	printItems(w, "  ", a.Items, a.ClientName)
 }
 
-func printSteps(w io.Writer, indent string, m patterns.Match) {
-	byName := false
-	for _, st := range m.Steps {
-		note := ""
-		if st.Item.Kind == patterns.KindHost && m.Client != nil && m.Client.Name != "" {
-			note = " (client name " + m.Client.Name + ", forward-confirmed)"
-			byName = true
-		}
-		if st.Set.Name() == "" {
-			fmt.Fprintf(w, "%sitem %s at %s%s\n", indent, st.Item, st.Item.Pos(), note)
-			continue
-		}
-		fmt.Fprintf(w, "%s%s item %s at %s%s\n", indent, st.Set, st.Item, st.Item.Pos(), note)
-	}
-	switch c := m.Client; {
-	case c == nil || byName:
-	case c.Err != nil:
-		fmt.Fprintf(w, "%shost masks matched nothing: no verified client name (%v)\n", indent, c.Err)
+// printCountry says where the GeoIP data places addr (nothing without a
+// GeoIP database).
+func printCountry(w io.Writer, addr string, g *explain.GeoIP) {
+	switch {
+	case g == nil:
+	case g.Country != "":
+		fmt.Fprintf(w, "geoip: %s is in %s (%s, built %s)\n", addr, g.Country, g.Database, g.Built.Format("2006-01-02"))
 	default:
-		fmt.Fprintf(w, "%sclient name %s (forward-confirmed) decided nothing here\n", indent, c.Name)
-	}
-}
-
-// printCountry says where the GeoIP data places addr.
-func printCountry(w io.Writer, snap *snapshot.Snapshot, addr netip.Addr) {
-	if snap.GeoIP == nil {
-		return
-	}
-	if cc, src, ok := snap.GeoIP.Country(addr); ok {
-		fmt.Fprintf(w, "geoip: %s is in %s (%s, built %s)\n", addr, cc, src.Path, src.BuildTime.UTC().Format("2006-01-02"))
-	} else {
 		fmt.Fprintf(w, "geoip: %s is in no country of the configured databases\n", addr)
 	}
 }

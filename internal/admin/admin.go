@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/postern/postern/internal/explain"
 	"github.com/postern/postern/internal/store"
 )
 
@@ -24,10 +25,13 @@ const (
 	DefaultTokenFile = "/var/lib/postern/admin.token"
 )
 
-// Actors recorded in the audit log for API calls, by listener kind.
+// Actors recorded in the audit log for API calls. A call over the unix
+// socket is recorded under the name of the OS user at the other end (from
+// the socket's peer credentials), or "uid N" when the user has no name;
+// ActorUnix only when the credentials cannot be read.
 const (
-	ActorTCP  = "api" // a TCP listener
-	ActorUnix = "cli" // the unix socket
+	ActorTCP  = "token" // a TCP listener: whoever holds the token
+	ActorUnix = "cli"   // the unix socket, peer credentials unknown
 )
 
 // ErrBadRequest marks an engine error that is the caller's fault (a bad
@@ -58,7 +62,8 @@ type Engine interface {
 	Now() time.Time
 }
 
-// Explainer answers "why is this address allowed or not" (wired to the
-// policy and the engine); its result is JSON-encoded as is. Errors wrapping
-// ErrBadRequest (an unknown service, say) are answered with 400.
-type Explainer func(ctx context.Context, addr netip.Addr, service, account, path string) (any, error)
+// Explainer answers "why is this address allowed or not" from the running
+// configuration and the engine's live blocks (explain.Func makes one).
+// Errors wrapping explain.ErrQuery or ErrBadRequest (an unknown service,
+// say) are answered with 400.
+type Explainer func(ctx context.Context, q explain.Query) (explain.Answer, error)

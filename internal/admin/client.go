@@ -13,6 +13,8 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/postern/postern/internal/explain"
 )
 
 // Client timeouts.
@@ -169,18 +171,19 @@ func (c *Client) Audit(ctx context.Context, since time.Time, limit int) ([]Audit
 	return l.Entries, err
 }
 
-// Explain asks why ip may or may not use service (and log in as account,
-// and request path); the answer is the server's JSON as is.
-func (c *Client) Explain(ctx context.Context, ip netip.Addr, service, account, path string) (json.RawMessage, error) {
-	q := url.Values{"ip": {ip.String()}}
-	for k, v := range map[string]string{"service": service, "account": account, "path": path} {
-		if v != "" {
-			q.Set(k, v)
+// Explain asks the running gateway why q.Addr may or may not use
+// q.Service (request q.Path, log in as q.Account): its running
+// configuration and its live blocks answer.
+func (c *Client) Explain(ctx context.Context, q explain.Query) (explain.Answer, error) {
+	v := url.Values{"ip": {q.Addr.String()}}
+	for k, s := range map[string]string{"service": q.Service, "account": q.Account, "path": q.Path} {
+		if s != "" {
+			v.Set(k, s)
 		}
 	}
-	var raw json.RawMessage
-	err := c.do(ctx, http.MethodGet, "/v1/explain", q, nil, "", &raw)
-	return raw, err
+	var a explain.Answer
+	err := c.do(ctx, http.MethodGet, "/v1/explain", v, nil, "", &a)
+	return a, err
 }
 
 // do sends one request and decodes a 2xx answer into out (a

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/postern/postern/internal/explain"
 	"github.com/postern/postern/internal/store"
 )
 
@@ -406,7 +407,7 @@ func (s *Server) handleRemove(w http.ResponseWriter, r *http.Request, rq *reques
 		names[i] = FormatTarget(p)
 	}
 	if n == 0 {
-		return errorf(http.StatusNotFound, "no block for %s", strings.Join(names, ", "))
+		return errorf(http.StatusNotFound, "not blocked: %s", strings.Join(names, ", "))
 	}
 	rq.result = fmt.Sprintf("removed %d of %s", n, strings.Join(names, ", "))
 	return writeJSON(w, http.StatusOK, map[string]int{"removed": n})
@@ -550,7 +551,10 @@ func (s *Server) handleExplain(w http.ResponseWriter, r *http.Request, _ *reques
 	if err != nil || a.Zone() != "" {
 		return errorf(http.StatusBadRequest, "ip: want an IP address, got %q", q.Get("ip"))
 	}
-	res, err := s.explain(r.Context(), a.Unmap(), q.Get("service"), q.Get("account"), q.Get("path"))
+	res, err := s.explain(r.Context(), explain.Query{Addr: a.Unmap(), Service: q.Get("service"), Account: q.Get("account"), Path: q.Get("path")})
+	if errors.Is(err, explain.ErrQuery) {
+		return badRequest(err)
+	}
 	if err != nil {
 		return fmt.Errorf("explain: %w", err)
 	}

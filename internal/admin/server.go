@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os/user"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -64,8 +66,9 @@ func NewServer(eng Engine, explain Explainer, token string, log *slog.Logger, gr
 }
 
 // Handler returns the API's HTTP handler. Mounted elsewhere than through
-// Serve, it tells TCP clients (actor "api", self-lockout guard, grant
-// check) from unix-socket ones (actor "cli") by the request's RemoteAddr.
+// Serve, it tells TCP clients (actor ActorTCP, self-lockout guard, grant
+// check) from unix-socket ones by the request's RemoteAddr; without the
+// connection it cannot read peer credentials, so their actor is ActorUnix.
 func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 
 // Serve listens on listen ("unix:/path" or "tcp:host:port", see Listen)
@@ -96,7 +99,7 @@ func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 		// written is finished, not cancelled.
 		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			return context.WithValue(ctx, connKey{}, peerOf(c.RemoteAddr()))
+			return context.WithValue(ctx, connKey{}, peerOfConn(c))
 		},
 	}
 	s.log.Info("admin API listening", "addr", ln.Addr().Network()+":"+ln.Addr().String())
@@ -159,6 +162,7 @@ func (t *inflight) wait() {
 type peer struct {
 	tcp  bool
 	addr netip.Addr // TCP only
+	user string     // unix socket only: the OS user, from the peer credentials
 }
 
 type connKey struct{}
@@ -168,6 +172,25 @@ func peerOf(a net.Addr) peer {
 		return peer{tcp: true, addr: ip}
 	}
 	return peer{}
+}
+
+// peerOfConn is peerOf with, for a unix socket, the OS user at the other
+// end as the kernel recorded it when the client connected.
+func peerOfConn(c net.Conn) peer {
+	p := peerOf(c.RemoteAddr())
+	if uc, ok := c.(*net.UnixConn); ok {
+		p.user = peerUser(uc)
+	}
+	return p
+}
+
+// userName names the user with this uid: its login name, else "uid N".
+func userName(uid uint32) string {
+	id := strconv.FormatUint(uint64(uid), 10)
+	if u, err := user.LookupId(id); err == nil && u.Username != "" {
+		return u.Username
+	}
+	return "uid " + id
 }
 
 // requestPeer finds the peer of a request: from the connection when the
@@ -183,8 +206,11 @@ func requestPeer(r *http.Request) peer {
 }
 
 func (p peer) actor() string {
-	if p.tcp {
+	switch {
+	case p.tcp:
 		return ActorTCP
+	case p.user != "":
+		return p.user
 	}
 	return ActorUnix
 }

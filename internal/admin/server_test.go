@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/postern/postern/internal/admin"
 	"github.com/postern/postern/internal/admin/admintest"
+	"github.com/postern/postern/internal/explain"
 	"github.com/postern/postern/internal/reason"
 	"github.com/postern/postern/internal/store"
 )
@@ -331,7 +334,7 @@ func TestAddBlock(t *testing.T) {
 		t.Fatal(err)
 	}
 	if b.Target != "203.0.113.9" || b.Reason != "U" || b.ReasonName != "manual" || b.Expires == nil ||
-		!b.Expires.Equal(t0.Add(4*time.Hour)) || b.Comment != "seen in the logs" || b.By != "admin:cli" || b.Expired {
+		!b.Expires.Equal(t0.Add(4*time.Hour)) || b.Comment != "seen in the logs" || b.By != "admin:"+osUser(t) || b.Expired {
 		t.Errorf("added %+v", b)
 	}
 	code, body := f.do(t, http.MethodPost, "/v1/blocks", `{"target":"2001:db8:5::/48","duration":"7d","comment":"x"}`, "application/json")
@@ -342,7 +345,7 @@ func TestAddBlock(t *testing.T) {
 		t.Error("mapped address not blocked as IPv4")
 	}
 	audit := f.eng.AuditLog()
-	if len(audit) != 3 || audit[0].Actor != admin.ActorUnix || audit[0].Action != "block" {
+	if len(audit) != 3 || audit[0].Actor != osUser(t) || audit[0].Action != "block" {
 		t.Errorf("audit %+v", audit)
 	}
 
@@ -398,7 +401,7 @@ func TestSelfLockoutGuard(t *testing.T) {
 		t.Fatal("a refused block was made")
 	}
 	b, err := f.c.AddBlock(ctx, pfx("127.0.0.0/8"), time.Hour, "really", true)
-	if err != nil || b.Target != "127.0.0.0/8" || b.By != "admin:api" {
+	if err != nil || b.Target != "127.0.0.0/8" || b.By != "admin:"+admin.ActorTCP {
 		t.Fatalf("forced: %+v, %v", b, err)
 	}
 	if _, err := f.c.AddBlock(ctx, pfx("203.0.113.9/32"), 0, "", false); err != nil {
@@ -440,10 +443,14 @@ func TestRemove(t *testing.T) {
 	if err != nil || n != 1 {
 		t.Errorf("remove one of two: %d, %v", n, err)
 	}
+	audited := len(f.eng.AuditLog())
 	_, err = f.c.RemoveBlocks(ctx, []netip.Prefix{pfx("203.0.113.7/32")})
 	var ae *admin.APIError
-	if !errors.As(err, &ae) || ae.Status != http.StatusNotFound || ae.Message != "no block for 203.0.113.7" {
+	if !errors.As(err, &ae) || ae.Status != http.StatusNotFound || ae.Message != "not blocked: 203.0.113.7" {
 		t.Errorf("remove missing: %v", err)
+	}
+	if log := f.eng.AuditLog(); len(log) != audited {
+		t.Errorf("removing what was not blocked wrote the audit log: %+v", log[audited:])
 	}
 	code, body := f.do(t, http.MethodDelete, "/v1/blocks?target=2001:db8:1::/64&target=192.0.2.1", "", "")
 	wantStatus(t, "remove two", code, body, http.StatusOK, `{"removed":2}`)
@@ -469,7 +476,7 @@ func TestRemove(t *testing.T) {
 		t.Errorf("remove all: %d, %v; %d left", n, err, f.eng.Len())
 	}
 	log := f.eng.AuditLog()
-	if last := log[len(log)-1]; last.Action != "unblock-all" || last.Actor != "cli" {
+	if last := log[len(log)-1]; last.Action != "unblock-all" || last.Actor != osUser(t) {
 		t.Errorf("last audit entry %+v", last)
 	}
 }
@@ -624,7 +631,7 @@ func TestAudit(t *testing.T) {
 		}
 	}
 	es, err := f.c.Audit(ctx, time.Time{}, 0)
-	if err != nil || len(es) != 5 || es[0].Actor != "cli" || es[0].Action != "block" || es[0].Target != "192.0.2.5/32" {
+	if err != nil || len(es) != 5 || es[0].Actor != osUser(t) || es[0].Action != "block" || es[0].Target != "192.0.2.5/32" {
 		t.Fatalf("audit: %+v, %v", es, err)
 	}
 	es, err = f.c.Audit(ctx, t0.Add(3*time.Minute), 0)
@@ -636,7 +643,7 @@ func TestAudit(t *testing.T) {
 		t.Errorf("limit: %+v, %v", es, err)
 	}
 	code, body := f.do(t, http.MethodGet, "/v1/audit?since=2026-05-01T12:03:00Z", "", "")
-	wantStatus(t, "raw", code, body, http.StatusOK, `{"entries":[{"time":"2026-05-01T12:04:00Z","actor":"cli","action":"block","target":"192.0.2.5/32"`)
+	wantStatus(t, "raw", code, body, http.StatusOK, `{"entries":[{"time":"2026-05-01T12:04:00Z","actor":"`+osUser(t)+`","action":"block","target":"192.0.2.5/32"`)
 	for q, want := range map[string]string{
 		"since=yesterday": "since: want an RFC 3339 time",
 		"limit=0":         "limit: want a number from 1 to 10000",
@@ -651,30 +658,32 @@ func TestAudit(t *testing.T) {
 func TestExplain(t *testing.T) {
 	ctx := context.Background()
 	f := startUnix(t, options{})
-	if _, err := f.c.Explain(ctx, netip.MustParseAddr("192.0.2.1"), "imap", "", ""); statusOf(err) != http.StatusNotImplemented {
+	if _, err := f.c.Explain(ctx, explain.Query{Addr: netip.MustParseAddr("192.0.2.1"), Service: "imap"}); statusOf(err) != http.StatusNotImplemented {
 		t.Errorf("no explainer: %v, want 501", err)
 	}
-	type call struct {
-		addr                   netip.Addr
-		service, account, path string
+	var got explain.Query
+	want := explain.Answer{
+		Address: "192.0.2.1", Service: "web", Account: "alice@example.com", Path: "/admin", CleanPath: "/admin",
+		Verdict: explain.Deny, Source: explain.SourceGateway, Because: []string{"blocked"}, At: t0,
+		Steps: []explain.Step{{Kind: explain.KindBlock, Rule: "block 192.0.2.0/24", Effect: "refuses new connections", Denies: true,
+			Block: &explain.Block{Target: "192.0.2.0/24", Reason: "L", ReasonName: "failed logins", Expires: t0.Add(time.Hour), Refused: true}}},
 	}
-	var got call
-	f = startUnix(t, options{explain: func(_ context.Context, a netip.Addr, service, account, path string) (any, error) {
-		got = call{a, service, account, path}
-		switch service {
+	f = startUnix(t, options{explain: func(_ context.Context, q explain.Query) (explain.Answer, error) {
+		got = q
+		switch q.Service {
 		case "nope":
-			return nil, fmt.Errorf("%w: unknown service %q", admin.ErrBadRequest, service)
+			return explain.Answer{}, fmt.Errorf("%w: unknown service %q", explain.ErrQuery, q.Service)
 		case "boom":
-			return nil, errors.New("policy exploded at 0xdeadbeef")
+			return explain.Answer{}, errors.New("policy exploded at 0xdeadbeef")
 		}
-		return map[string]any{"decision": "allow", "rules": []string{"grant [Office]"}}, nil
+		return want, nil
 	}})
-	raw, err := f.c.Explain(ctx, netip.MustParseAddr("::ffff:192.0.2.1"), "web", "alice@example.com", "/admin")
-	if err != nil || strings.TrimSpace(string(raw)) != `{"decision":"allow","rules":["grant [Office]"]}` {
-		t.Errorf("explain: %s, %v", raw, err)
+	ans, err := f.c.Explain(ctx, explain.Query{Addr: netip.MustParseAddr("::ffff:192.0.2.1"), Service: "web", Account: "alice@example.com", Path: "/admin"})
+	if err != nil || !reflect.DeepEqual(ans, want) {
+		t.Errorf("explain: %+v, %v; want %+v", ans, err, want)
 	}
-	if want := (call{netip.MustParseAddr("192.0.2.1"), "web", "alice@example.com", "/admin"}); got != want {
-		t.Errorf("explainer called with %+v, want %+v", got, want)
+	if wantQ := (explain.Query{Addr: netip.MustParseAddr("192.0.2.1"), Service: "web", Account: "alice@example.com", Path: "/admin"}); got != wantQ {
+		t.Errorf("explainer called with %+v, want %+v", got, wantQ)
 	}
 	code, body := f.do(t, http.MethodGet, "/v1/explain?ip=192.0.2.300&service=imap", "", "")
 	wantStatus(t, "bad ip", code, body, http.StatusBadRequest, "ip: want an IP address")
@@ -715,9 +724,13 @@ func TestMutatingRequestsAreLogged(t *testing.T) {
 	f.c.ListBlocks(ctx, admin.Filter{})
 	f.stop()
 	log := f.log.String()
+	actor := slog.StringValue(osUser(t)).String()
+	if strings.Contains(actor, " ") {
+		actor = strconv.Quote(actor)
+	}
 	for _, want := range []string{
-		`msg="admin request" method=POST path=/v1/blocks actor=cli remote=unix status=201 result="blocked 192.0.2.1"`,
-		`msg="admin request" method=DELETE path=/v1/blocks actor=cli remote=unix status=200 result="removed 1 of 192.0.2.1"`,
+		`msg="admin request" method=POST path=/v1/blocks actor=` + actor + ` remote=unix status=201 result="blocked 192.0.2.1"`,
+		`msg="admin request" method=DELETE path=/v1/blocks actor=` + actor + ` remote=unix status=200 result="removed 1 of 192.0.2.1"`,
 		`level=DEBUG msg="admin request" method=GET path=/v1/blocks`,
 	} {
 		if !strings.Contains(log, want) {
@@ -811,7 +824,7 @@ func TestHandlerOutsideServe(t *testing.T) {
 	if code := post("@"); code != http.StatusCreated {
 		t.Errorf("unix peer: %d, want 201", code)
 	}
-	if log := eng.AuditLog(); len(log) != 2 || log[0].Actor != "api" || log[1].Actor != "cli" {
+	if log := eng.AuditLog(); len(log) != 2 || log[0].Actor != admin.ActorTCP || log[1].Actor != admin.ActorUnix {
 		t.Errorf("actors %+v", log)
 	}
 }

@@ -243,3 +243,12 @@ func (b *List) Recipient(mail string) bool { return b != nil && b.recipients.Con
 
 // LocalSenders reports whether local senders (l:) are bypassed.
 func (b *List) LocalSenders() bool { return b != nil && b.localSenders }
+
+// ExplainAddr says which address item (i:, a:, or a bare item) puts addr
+// on the list, for explanations; it agrees with Addr.
+func (b *List) ExplainAddr(addr netip.Addr) patterns.Match {
+	if b == nil {
+		return patterns.Match{}
+	}
+	return b.addrs.Explain(addr)
+}

@@ -152,3 +152,41 @@ func TestHostNameSuggestsA(t *testing.T) {
 		t.Fatalf("error %v, want the a: suggestion at line 2", err)
 	}
 }
+
+// ExplainAddr names the item that puts an address on the list, at its own
+// file and line (an included file's, an a: line's), and agrees with Addr.
+func TestExplainAddrNamesTheItem(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"bypass.txt":   "192.0.2.5\nf:sub/more.txt\n",
+		"sub/more.txt": "# partners\ni:2001:db8:1::/48\n  a:mx.partner.example\n",
+	})
+	b, err := Load(context.Background(), filepath.Join(dir, "bypass.txt"), diag.Pos{}, resolver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	more := filepath.Join(dir, "sub", "more.txt")
+	for addr, want := range map[string]string{
+		"192.0.2.5":       "192.0.2.5 at " + filepath.Join(dir, "bypass.txt") + ":1:1",
+		"2001:db8:1:2::9": "2001:db8:1::/48 at " + more + ":2:3",
+		"198.51.100.26":   "198.51.100.26 at " + more + ":3:5",
+		"192.0.2.6":       "",
+	} {
+		a := netip.MustParseAddr(addr)
+		m := b.ExplainAddr(a)
+		if m.In != b.Addr(a) {
+			t.Errorf("%s: ExplainAddr says %v, Addr %v", addr, m.In, b.Addr(a))
+		}
+		got := ""
+		if st, ok := m.Decider(); ok {
+			got = st.Item.String() + " at " + st.Item.Pos().String()
+		}
+		if got != want {
+			t.Errorf("%s: decided by %q, want %q", addr, got, want)
+		}
+	}
+	var none *List
+	if m := none.ExplainAddr(netip.MustParseAddr("192.0.2.5")); m.In || len(m.Steps) != 0 {
+		t.Errorf("a nil list explains %+v", m)
+	}
+}

@@ -29,6 +29,7 @@ import (
 	"github.com/postern/postern/internal/config"
 	"github.com/postern/postern/internal/diag"
 	"github.com/postern/postern/internal/dnsbl"
+	"github.com/postern/postern/internal/explain"
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/snapshot"
@@ -65,9 +66,6 @@ type Options struct {
 	// Warnings lists configuration warnings beyond the snapshot's own
 	// (the ones `postern check` prints); nil: none.
 	Warnings func(*config.File) []error
-	// Explain makes the administration API's explain from the running
-	// snapshot and the engine; nil: the API's explain is not available.
-	Explain func(current func() *snapshot.Snapshot, eng *guard.Engine) admin.Explainer
 	// Load builds a snapshot (nil: snapshot.Load); tests replace it.
 	Load func(ctx context.Context, path string, now time.Time) (*snapshot.Snapshot, error)
 	// OpenStore opens the block store (nil: store.Open); tests replace it.
@@ -179,11 +177,7 @@ func Start(ctx context.Context, path string, opts Options) (_ *Gateway, err erro
 	if err != nil {
 		return nil, err
 	}
-	var explain admin.Explainer
-	if opts.Explain != nil {
-		explain = opts.Explain(g.holder.Load, g.engine)
-	}
-	g.api = admin.NewServer(g.engine, explain, token, g.log, func(a netip.Addr) bool { return (*g.grant.Load())(a) })
+	g.api = admin.NewServer(g.engine, explain.Func(g.holder.Load, g.engine), token, g.log, func(a netip.Addr) bool { return (*g.grant.Load())(a) })
 	adminAt := orDefault(cfg.Admin.Listen.Value, admin.DefaultListen)
 	if g.apiLn, err = g.api.Listen(ctx, adminAt); err != nil {
 		return nil, err

@@ -424,7 +424,9 @@ func (e *Engine) BlockManual(ctx context.Context, p netip.Prefix, d time.Duratio
 }
 
 // Unblock removes the blocks of exactly these prefixes and forgets their
-// counters. It returns how many blocks existed.
+// counters. It returns how many blocks existed; only those are recorded
+// in the audit log. UnblockAll and PurgeExpired record nothing when they
+// remove nothing.
 func (e *Engine) Unblock(ctx context.Context, prefixes []netip.Prefix, actor string) (int, error) {
 	for _, p := range prefixes {
 		if err := validPrefix(p); err != nil {
@@ -433,13 +435,14 @@ func (e *Engine) Unblock(ctx context.Context, prefixes []netip.Prefix, actor str
 	}
 	e.mu.Lock()
 	tbl := e.blocks.Load()
-	n := 0
+	var removed []netip.Prefix
 	for _, p := range prefixes {
-		if _, ok := tbl.Get(p); ok {
+		if _, ok := tbl.Get(p); ok { // a repeated prefix is gone by its second turn
 			tbl = tbl.DeletePersist(p)
-			n++
+			removed = append(removed, p)
 		}
 	}
+	n := len(removed)
 	e.blocks.Store(tbl)
 	done := e.wq.push(writeOp{kind: opDelete, prefixes: slices.Clone(prefixes)})
 	e.mu.Unlock()
@@ -449,7 +452,9 @@ func (e *Engine) Unblock(ctx context.Context, prefixes []netip.Prefix, actor str
 	if err := e.waitCtx(ctx, done); err != nil {
 		return n, fmt.Errorf("removing blocks from the store: %w", err)
 	}
-	for _, p := range prefixes {
+	// The audit log records what changed: a prefix that was not blocked
+	// was not unblocked.
+	for _, p := range removed {
 		e.audit(ctx, store.AuditEntry{Time: e.clock(), Actor: actor, Action: "unblock", Target: p.String()})
 	}
 	return n, nil
@@ -466,7 +471,9 @@ func (e *Engine) UnblockAll(ctx context.Context, actor string) (int, error) {
 	if err := e.waitCtx(ctx, done); err != nil {
 		return n, fmt.Errorf("removing all blocks from the store: %w", err)
 	}
-	e.audit(ctx, store.AuditEntry{Time: e.clock(), Actor: actor, Action: "unblock-all", Detail: fmt.Sprintf("%d blocks", n)})
+	if n > 0 {
+		e.audit(ctx, store.AuditEntry{Time: e.clock(), Actor: actor, Action: "unblock-all", Detail: fmt.Sprintf("%d blocks", n)})
+	}
 	return n, nil
 }
 
@@ -486,7 +493,9 @@ func (e *Engine) PurgeExpired(ctx context.Context, actor string) (int, error) {
 	if err != nil {
 		return n, err
 	}
-	e.audit(ctx, store.AuditEntry{Time: e.clock(), Actor: actor, Action: "purge-expired", Detail: fmt.Sprintf("%d blocks", n)})
+	if n > 0 {
+		e.audit(ctx, store.AuditEntry{Time: e.clock(), Actor: actor, Action: "purge-expired", Detail: fmt.Sprintf("%d blocks", n)})
+	}
 	return n, nil
 }
 

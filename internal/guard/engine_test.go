@@ -511,11 +511,22 @@ func TestAdminOperations(t *testing.T) {
 	if n, _ := h.e.UnblockAll(ctx, "cli"); n != 2 || h.st.len() != 0 || len(h.e.Blocks()) != 0 {
 		t.Fatalf("unblock all: %d", n)
 	}
+	// Nothing left to remove: nothing changes, and the audit log records
+	// only what changed (10.9.9.9 above was never blocked).
+	if n, _ := h.e.PurgeExpired(ctx, "cli"); n != 0 {
+		t.Fatalf("purge again: %d", n)
+	}
+	if n, _ := h.e.UnblockAll(ctx, "cli"); n != 0 {
+		t.Fatalf("unblock all again: %d", n)
+	}
+	if n, _ := h.e.Unblock(ctx, []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}, "cli"); n != 0 {
+		t.Fatalf("unblock again: %d", n)
+	}
 	var actions []string
 	for _, a := range h.st.audit {
-		actions = append(actions, a.Action)
+		actions = append(actions, a.Action+" "+a.Target)
 	}
-	if got := strings.Join(actions, " "); got != "block purge-expired unblock unblock import unblock-all" {
+	if got := strings.Join(actions, ", "); got != "block 192.0.2.0/24, purge-expired , unblock 192.0.2.0/24, import , unblock-all " {
 		t.Errorf("audit: %s", got)
 	}
 }

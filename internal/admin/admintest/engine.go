@@ -167,7 +167,9 @@ func (e *Engine) PurgeExpired(_ context.Context, actor string) (int, error) {
 			n++
 		}
 	}
-	e.record(actor, "purge-expired", "", fmt.Sprintf("%d blocks", n))
+	if n > 0 {
+		e.record(actor, "purge-expired", "", fmt.Sprintf("%d blocks", n))
+	}
 	return n, nil
 }
 
@@ -181,7 +183,9 @@ func (e *Engine) UnblockAll(_ context.Context, actor string) (int, error) {
 	}
 	n := len(e.blocks)
 	clear(e.blocks)
-	e.record(actor, "unblock-all", "", fmt.Sprintf("%d blocks", n))
+	if n > 0 {
+		e.record(actor, "unblock-all", "", fmt.Sprintf("%d blocks", n))
+	}
 	return n, nil
 }
 
