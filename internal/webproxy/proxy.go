@@ -14,7 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/postern/postern/internal/decoy"
+	"github.com/postern/postern/internal/gate"
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/mimic"
 	"github.com/postern/postern/internal/policy"
@@ -40,8 +40,8 @@ type Proxy struct {
 	// failTimes holds how long the backend took to answer recent failed
 	// logins; a refused login waits a draw from it.
 	failTimes *mimic.Latencies
-	// decoys derives the password a refused login is forwarded with.
-	decoys *decoy.Passwords
+	// logins is the service's login gate.
+	logins *gate.Logins
 
 	mu    sync.Mutex
 	conns map[*clientConn]struct{}
@@ -59,7 +59,7 @@ func New(cfg Config, eng Engine, pol func() *policy.Policy, lg *slog.Logger) (*P
 	}
 	p := &Proxy{cfg: cfg, eng: eng, policy: pol, log: lg.With("service", cfg.Service),
 		conns: make(map[*clientConn]struct{}), scheme: cfg.Backends[0].Scheme,
-		failTimes: mimic.New(cfg.RefusalTime, maxRefusalTime), decoys: decoy.New()}
+		failTimes: mimic.New(cfg.RefusalTime, maxRefusalTime), logins: gate.NewLogins(eng)}
 	p.be = newBackends(cfg.Backends, cfg.BackendTLS, cfg.ConnectTimeout)
 	p.tr = p.be.transport(cfg.BackendTimeout)
 	p.rp = &httputil.ReverseProxy{
