@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/postern/postern/internal/gate"
 	"github.com/postern/postern/internal/guard"
 )
 
@@ -95,7 +96,7 @@ func (p *Proxy) refusedNow(w http.ResponseWriter, r *http.Request, cc *clientCon
 	if d.Action != guard.Refuse && login {
 		d, _ = cc.gs.Blocked()
 	}
-	if d.Action != guard.Refuse && d.Action != guard.Close {
+	if !gate.Ends(d) {
 		return false
 	}
 	why := d.Refusal()

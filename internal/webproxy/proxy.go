@@ -213,7 +213,7 @@ func (p *Proxy) admit(c net.Conn) *clientConn {
 	if v.Delay > 0 {
 		cc.tarpit.Store(int64(v.Delay))
 	}
-	if v.Action == guard.Refuse || v.Action == guard.Close {
+	if gate.Ends(v.Decision) {
 		cc.refusal = v.Refusal()
 		if v.Quiet && p.cfg.TLS != nil {
 			// Refused again and again: closed before the TLS handshake,
