@@ -291,25 +291,13 @@ func (s *Session) StartTLS() error {
 	return nil
 }
 
-// Outcome is what the backend answered a replayed login (gate.Outcome).
-type Outcome = gate.Outcome
-
-// The outcomes of a replayed login.
-const (
-	// Unexpected: neither success nor failure; the backend is not
-	// speaking the protocol, and what it said is never relayed.
-	Unexpected = gate.Unexpected
-	// Accepted: logged in.
-	Accepted = gate.Accepted
-	// Rejected: a wrong password (counted, and the text remembered).
-	Rejected = gate.Rejected
-	// Answered: an answer that is not about the password (relayed).
-	Answered = gate.Answered
-)
-
 // Reply is the backend's answer to a replayed login.
 type Reply struct {
-	Outcome Outcome
+	// Outcome is what the answer means: gate.Accepted, gate.Rejected (a
+	// wrong password: counted, and the text remembered), gate.Answered
+	// (not about the password: relayed) or gate.Unexpected (not the
+	// protocol: never relayed).
+	Outcome gate.Outcome
 	// Lines are relayed to the client as they are.
 	Lines []string
 	// FailText, with Rejected, is remembered as the failure text.

@@ -2,19 +2,9 @@ package mailgate
 
 import "github.com/postern/postern/internal/gate"
 
-// The errors of a SASL exchange (gate's).
-var (
-	// ErrCancelled is a SASL exchange the client cancelled with "*".
-	ErrCancelled = gate.ErrCancelled
-	// ErrBadSASL is a SASL response postern does not take.
-	ErrBadSASL = gate.ErrBadSASL
-	// ErrMechanism is a mechanism postern does not offer.
-	ErrMechanism = gate.ErrMechanism
-)
-
-// SASLStep sends a continuation (prefix, then a base64 challenge) and
+// saslStep sends a continuation (prefix, then a base64 challenge) and
 // reads the client's answer with readLine, as gate.SASLResponse reads it.
-func (s *Session) SASLStep(prefix, challenge string, readLine func() (string, error)) ([]byte, error) {
+func (s *Session) saslStep(prefix, challenge string, readLine func() (string, error)) ([]byte, error) {
 	if err := s.Send(prefix + challenge); err != nil {
 		return nil, err
 	}
@@ -27,9 +17,10 @@ func (s *Session) SASLStep(prefix, challenge string, readLine func() (string, er
 }
 
 // SASL runs a PLAIN or LOGIN exchange (gate.SASL); continuations are sent
-// with prefix and answered through readLine.
+// with prefix and answered through readLine. The error is one of gate's
+// (ErrMechanism, ErrBadSASL, ErrCancelled) or the connection's.
 func (s *Session) SASL(mech, initial, prefix string, readLine func() (string, error)) (authz, user, pass string, err error) {
-	return gate.SASL(mech, initial, func(challenge string) ([]byte, error) { return s.SASLStep(prefix, challenge, readLine) })
+	return gate.SASL(mech, initial, func(challenge string) ([]byte, error) { return s.saslStep(prefix, challenge, readLine) })
 }
 
 // DecodeSASL decodes one base64 SASL response strictly (gate.DecodeSASL).
