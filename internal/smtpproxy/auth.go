@@ -9,13 +9,14 @@ import (
 )
 
 // auth handles AUTH PLAIN and LOGIN. postern reads the credentials itself
-// (gate.SASL, as the Dovecot authentication behind Postfix reads them),
-// takes the login through the login gate (gate.Logins.Run), then asks the
-// backend with AUTH PLAIN and relays its answer. A login the restriction refuses is asked with a
-// decoy password in place of the client's, so that its answer is the
-// backend's own failure reply in the backend's own time; it counts as a
-// failed login. The password is never logged or kept, and a refused one
-// never leaves postern.
+// (gate.SASL, as the Dovecot authentication behind Postfix reads them;
+// names and passwords with NUL, CR or LF are refused), takes the login
+// through the login gate (gate.Logins.Run), asks the backend with AUTH
+// PLAIN and relays its answer. A login the login IP restriction refuses is
+// asked with a decoy password in place of the client's, so that its answer
+// is the backend's own failure reply in the backend's own time; it counts
+// as a failed login. The password is never logged or kept, and a refused
+// one never leaves postern.
 func (s *session) auth(c command) error {
 	switch {
 	case !s.greeted:
