@@ -95,13 +95,22 @@ type Attempt struct {
 // then the login IP restriction of pol (nil: none) for the client. A nil
 // Attempt comes with the decision that refused it.
 func (l *Logins) Begin(ctx context.Context, gs *guard.Session, pol *policy.Policy, client netip.Addr, c Credentials, log *slog.Logger) (*Attempt, guard.Decision) {
-	lg, d := gs.BeginLogin(ctx, c.User)
-	if lg == nil {
+	a := new(Attempt)
+	if d, ok := l.begin(a, ctx, gs, pol, client, c, log); !ok {
 		return nil, d
 	}
-	a := &Attempt{Pass: c.Pass, login: lg, user: c.User, log: log}
+	return a, guard.Decision{}
+}
+
+// begin is Begin filling a; false with the decision that refused it.
+func (l *Logins) begin(a *Attempt, ctx context.Context, gs *guard.Session, pol *policy.Policy, client netip.Addr, c Credentials, log *slog.Logger) (guard.Decision, bool) {
+	lg, d := gs.BeginLogin(ctx, c.User)
+	if lg == nil {
+		return d, false
+	}
+	*a = Attempt{Pass: c.Pass, login: lg, user: c.User, log: log}
 	if c.User == "" {
-		return a, guard.Decision{}
+		return guard.Decision{}, true
 	}
 	if !c.NoPassword {
 		a.fp = l.eng.PasswordFingerprint(strings.ToLower(c.User), c.Pass)
@@ -110,7 +119,7 @@ func (l *Logins) Begin(ctx context.Context, gs *guard.Session, pol *policy.Polic
 		log.Info("login refused by the login IP restriction", "account", c.User)
 		a.Refused, a.Pass = true, l.decoys.Password(c.Pass)
 	}
-	return a, guard.Decision{}
+	return guard.Decision{}, true
 }
 
 // Report reports the backend's answer to the engine and returns what the
@@ -163,8 +172,8 @@ func (a *Attempt) Abandon() {
 // client's or a decoy), the report. A replay error is returned with
 // Unexpected, counted as a failed login.
 func (l *Logins) Run(ctx context.Context, gs *guard.Session, pol *policy.Policy, client netip.Addr, c Credentials, log *slog.Logger, replay func(pass string) (Outcome, error)) (Outcome, guard.Decision, error) {
-	a, d := l.Begin(ctx, gs, pol, client, c, log)
-	if a == nil {
+	var a Attempt // on the stack: a login costs no more than its steps
+	if d, ok := l.begin(&a, ctx, gs, pol, client, c, log); !ok {
 		return Blocked, d, nil
 	}
 	defer a.Abandon()
@@ -172,6 +181,6 @@ func (l *Logins) Run(ctx context.Context, gs *guard.Session, pol *policy.Policy,
 	if err != nil {
 		return Unexpected, a.Failed(), err
 	}
-	o, d = a.Report(o)
+	o, d := a.Report(o)
 	return o, d, nil
 }

@@ -30,7 +30,7 @@ type world struct {
 // services are one service of each gateway: the login gate is one for all.
 var services = []string{"smtp", "imap", "pop3", "web"}
 
-func newWorld(t *testing.T, failed int) *world {
+func newWorld(t testing.TB, failed int) *world {
 	t.Helper()
 	n := strconv.Itoa(failed)
 	yaml := `services:
@@ -60,7 +60,7 @@ login_restrictions: [ "*=127.0.0.0/24" ]
 	return &world{eng: eng, pol: snap.Policy}
 }
 
-func (w *world) session(t *testing.T, service, addr string) (*guard.Session, netip.Addr) {
+func (w *world) session(t testing.TB, service, addr string) (*guard.Session, netip.Addr) {
 	t.Helper()
 	a := netip.MustParseAddr(addr)
 	gs, v := w.eng.Accept(a, service, func() {})
