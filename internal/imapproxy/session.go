@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 
+	"github.com/postern/postern/internal/gate"
 	"github.com/postern/postern/internal/mailgate"
 )
 
@@ -293,7 +294,7 @@ func (s *session) authenticate(c command) (bool, error) {
 		return false, s.Send(c.tag + " NO [PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.")
 	}
 	authz, user, pass, err := s.SASL(mech, initial, "+ ", s.rd.line)
-	if errors.Is(err, mailgate.ErrMechanism) {
+	if errors.Is(err, gate.ErrMechanism) {
 		return false, s.Send(c.tag + " NO Unsupported authentication mechanism.")
 	}
 	if err != nil {
@@ -330,7 +331,7 @@ func (s *session) checkedLogin(tag, authz, user, pass string) (bool, error) {
 }
 
 func (s *session) saslError(tag string, err error) (bool, error) {
-	if errors.Is(err, mailgate.ErrCancelled) {
+	if errors.Is(err, gate.ErrCancelled) {
 		return false, s.Send(tag + " BAD Authentication aborted by client.")
 	}
 	var ne net.Error
@@ -368,11 +369,11 @@ func (s *session) login(tag, authz, user, pass string) (bool, error) {
 		}
 		switch {
 		case strings.EqualFold(status, "OK"):
-			r.Outcome = mailgate.Accepted
+			r.Outcome = gate.Accepted
 		case strings.EqualFold(status, "NO"):
-			r.Outcome, r.FailText = mailgate.Rejected, strings.TrimPrefix(tagged, tag+" ")
+			r.Outcome, r.FailText = gate.Rejected, strings.TrimPrefix(tagged, tag+" ")
 		case strings.EqualFold(status, "BAD"):
-			r.Outcome = mailgate.Answered
+			r.Outcome = gate.Answered
 		}
 		// Neither OK, NO nor BAD (a continuation request, garbage): the
 		// backend is not speaking IMAP; never relay what it said.

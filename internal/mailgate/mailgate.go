@@ -1,10 +1,10 @@
 // Package mailgate is what the IMAP and POP3 gateways do alike before
-// login: accept a connection through the engine's gate (quiet refusals on
-// implicit-TLS ports before any handshake), the implicit-TLS handshake,
-// the backend dial (within the backend limit), tarpitted sends, obeying
-// the engine's decisions, STARTTLS, SASL continuation steps, the login
-// gate around guard.Session.BeginLogin (the login IP restriction with its
-// decoy replay, account protection, the report of the outcome) and the
+// login: accept a connection through the engine's gate and the door that
+// package gate shares with SMTP (quiet refusals on implicit-TLS ports
+// before any handshake, the implicit-TLS handshake), the backend dial
+// (within the backend limit), tarpitted sends, STARTTLS, SASL
+// continuation steps, a login through gate's login gate with the
+// backend's failure text remembered for a decoy it accepts, and the
 // hand-off to the splice. A Protocol gives the wording, reads the
 // commands and replays the login.
 package mailgate
@@ -23,16 +23,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/postern/postern/internal/decoy"
+	"github.com/postern/postern/internal/gate"
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/netlisten"
 	"github.com/postern/postern/internal/policy"
 	"github.com/postern/postern/internal/relay"
 	"github.com/postern/postern/internal/service"
 )
-
-// handshakeTimeout bounds a TLS handshake, implicit or after STARTTLS.
-const handshakeTimeout = 30 * time.Second
 
 // Config is one IMAP or POP3 service's configuration.
 type Config struct {
@@ -101,8 +98,8 @@ type Gate struct {
 	// authFail is the backend's last failure text, for the one refusal
 	// the backend does not answer itself: a decoy password it accepted.
 	authFail atomic.Pointer[string]
-	// decoys gives the password a refused login is replayed with.
-	decoys *decoy.Passwords
+	// logins is the service's login gate.
+	logins *gate.Logins
 }
 
 // New returns a Gate; policy is read on every login, so a reload takes
@@ -112,7 +109,7 @@ func New(cfg Config, words Wording, eng Engine, pol func() *policy.Policy, log *
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	g := &Gate{Cfg: cfg, eng: eng, policy: pol, log: log.With("service", cfg.Service.String()), words: words, decoys: decoy.New()}
+	g := &Gate{Cfg: cfg, eng: eng, policy: pol, log: log.With("service", cfg.Service.String()), words: words, logins: gate.NewLogins(eng)}
 	g.conns.Log = g.log
 	def := words.AuthFailed
 	g.authFail.Store(&def)
@@ -178,27 +175,7 @@ func (g *Gate) Handle(ctx context.Context, conn relay.Conn, proto func(*Session)
 			}
 		}()
 	}
-	// A client refused again and again on an implicit-TLS port is closed
-	// without a word and without a handshake: answering it would cost one
-	// each time. Otherwise the handshake comes after the gate: every
-	// connection is checked and counted (I) before it costs any
-	// cryptography.
-	if v.Quiet && g.Cfg.ImplicitTLS {
-		s.Log.Info("refused at connect, without a TLS handshake", "reason", v.Reason.String())
-		return
-	}
-	if g.Cfg.ImplicitTLS {
-		if err := conn.Handshake(handshakeTimeout); err != nil {
-			s.Log.Info("TLS handshake failed", "err", err)
-			return
-		}
-	}
-	if v.Action == guard.Refuse {
-		s.Log.Info("refused at connect", "why", v.Refusal())
-		s.Send(g.words.Refuse + v.Refusal())
-		return
-	}
-	if s.Obey(v.Decision) {
+	if gate.Door(v, conn, g.Cfg.ImplicitTLS, &s.tarpit, s.Log, s.refuse, s.refuse) {
 		return
 	}
 	// Closes the backend connection also when its greeting was bad;
@@ -268,19 +245,14 @@ func (s *Session) Send(lines ...string) error {
 	return s.W.Flush()
 }
 
-// Obey applies an engine decision: tarpit from now on, or refuse and
-// close; it reports true when the session ends.
+// Obey applies an engine decision as gate.Obey does: tarpit from now on,
+// or refuse and close; it reports true when the session ends.
 func (s *Session) Obey(d guard.Decision) bool {
-	if d.Delay > 0 {
-		s.tarpit = d.Delay
-	}
-	if d.Action == guard.Close || d.Action == guard.Refuse {
-		s.Log.Info("closing a blocked connection", "reason", d.Reason.String(), "why", d.Refusal())
-		s.Send(s.Gate.words.Refuse + d.Refusal())
-		return true
-	}
-	return false
+	return gate.Obey(d, &s.tarpit, s.Log, s.refuse)
 }
+
+// refuse says the engine's refusal text, the session's last answer.
+func (s *Session) refuse(why string) { s.Send(s.Gate.words.Refuse + why) }
 
 // PlaintextOK reports whether a password may be sent over this connection.
 func (s *Session) PlaintextOK() bool {
@@ -320,7 +292,7 @@ func (s *Session) BackendWrite(line string) error {
 func (s *Session) StartTLS() error {
 	// The gateway's end interrupts the handshake.
 	stop := context.AfterFunc(s.Ctx, func() { s.Conn.Close() })
-	err := s.Conn.StartTLS(s.Gate.Cfg.TLS, handshakeTimeout)
+	err := s.Conn.StartTLS(s.Gate.Cfg.TLS, gate.HandshakeTimeout)
 	stop()
 	if err != nil {
 		return err
@@ -330,25 +302,13 @@ func (s *Session) StartTLS() error {
 	return nil
 }
 
-// Outcome is what the backend answered a replayed login.
-type Outcome int
-
-// The outcomes of a replayed login.
-const (
-	// Unexpected: neither success nor failure; the backend is not
-	// speaking the protocol, and what it said is never relayed.
-	Unexpected Outcome = iota
-	// Accepted: logged in.
-	Accepted
-	// Rejected: a wrong password (counted, and the text remembered).
-	Rejected
-	// Answered: an answer that is not about the password (relayed).
-	Answered
-)
-
 // Reply is the backend's answer to a replayed login.
 type Reply struct {
-	Outcome Outcome
+	// Outcome is what the answer means: gate.Accepted, gate.Rejected (a
+	// wrong password: counted, and the text remembered), gate.Answered
+	// (not about the password: relayed) or gate.Unexpected (not the
+	// protocol: never relayed).
+	Outcome gate.Outcome
 	// Lines are relayed to the client as they are.
 	Lines []string
 	// FailText, with Rejected, is remembered as the failure text.
@@ -357,66 +317,46 @@ type Reply struct {
 	Raw string
 }
 
-// Login runs the login gate: the engine's BeginLogin (account protection,
-// delays), the login IP restriction (a refused login is replayed with a
-// decoy password and answered with the backend's own failure), the replay
-// with replay, the report to the engine, and, logged in, the splice. A
-// decoy password the backend accepts is answered with failPrefix and the
-// last failure text. It reports true when the session ends.
+// Login takes a login through the login gate (gate.Logins.Run: account
+// protection and its delays, the login IP restriction with its decoy
+// replay, the report to the engine) with replay, relays the backend's
+// answer and, logged in, splices. A decoy password the backend accepts is
+// answered with failPrefix and the last failure text. It reports true
+// when the session ends.
 func (s *Session) Login(user, pass, failPrefix string, replay func(pass string) (Reply, error)) bool {
 	g := s.Gate
-	addr := s.Client.Addr().Unmap()
-	fp := g.eng.PasswordFingerprint(strings.ToLower(user), pass)
-	lg, d := s.gs.BeginLogin(s.Ctx, user)
-	if lg == nil {
+	var r Reply
+	o, d, err := g.logins.Run(s.Ctx, s.gs, g.policy(), s.Client.Addr().Unmap(), gate.Credentials{User: user, Pass: pass}, s.Log,
+		func(pass string) (gate.Outcome, error) {
+			var err error
+			r, err = replay(pass)
+			return r.Outcome, err
+		})
+	switch o {
+	case gate.Blocked:
 		return s.Obey(d)
-	}
-	defer lg.Abandon()
-	refused := false
-	if pol := g.policy(); pol != nil && !pol.AllowLogin(user, addr) {
-		// Refused, and answered as a wrong password is: the backend is
-		// asked with a decoy password in place of the client's, fails it
-		// with its own text in its own time, and that answer is relayed.
-		s.Log.Info("login refused by the login IP restriction", "account", user)
-		refused, pass = true, g.decoys.Password(pass)
-	}
-	r, err := replay(pass)
-	if err != nil {
-		lg.Failed(fp) // no answer, but the backend may have checked the password: count it
-		s.Log.Error("backend failed during login", "err", err)
-		s.Send(g.words.Unavailable)
-		return true
-	}
-	switch {
-	case r.Outcome == Accepted && refused:
-		// The backend took a decoy password (a passdb that checks none):
-		// the login stays refused, and the backend's session, logged in,
-		// is never handed over.
-		lg.Failed(fp)
-		s.Log.Error("the backend accepted the decoy password of a refused login; closing", "account", user)
+	case gate.DecoyAccepted:
 		s.Send(failPrefix + g.AuthFailed())
 		return true
-	case r.Outcome == Accepted:
-		lg.Succeeded()
-		s.Log.Info("logged in", "account", user)
-		if s.Send(r.Lines...) != nil {
-			return true
+	case gate.Accepted:
+		if s.Send(r.Lines...) == nil {
+			s.splice()
 		}
-		s.splice()
 		return true
-	case r.Outcome == Rejected:
+	case gate.Rejected:
 		text := r.FailText
 		g.authFail.Store(&text)
-		d := lg.Failed(fp)
 		if s.Send(r.Lines...) != nil {
 			return true
 		}
 		return s.Obey(d)
-	case r.Outcome == Answered:
+	case gate.Answered:
 		return s.Send(r.Lines...) != nil
 	}
-	lg.Failed(fp)
-	s.Log.Error("backend failed during login", "err", fmt.Errorf("unexpected reply %q", Truncate(r.Raw, 80)))
+	if err == nil {
+		err = fmt.Errorf("unexpected reply %q", Truncate(r.Raw, 80))
+	}
+	s.Log.Error("backend failed during login", "err", err)
 	s.Send(g.words.Unavailable)
 	return true
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"strings"
 
+	"github.com/postern/postern/internal/gate"
 	"github.com/postern/postern/internal/mailgate"
 )
 
@@ -317,7 +318,7 @@ func (s *session) auth(arg string) bool {
 		return s.Send("-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.") != nil
 	}
 	authz, user, pass, err := s.SASL(mech, initial, "+ ", s.readLine)
-	if errors.Is(err, mailgate.ErrMechanism) {
+	if errors.Is(err, gate.ErrMechanism) {
 		return s.Send("-ERR Unsupported authentication mechanism.") != nil
 	}
 	if err != nil {
@@ -327,7 +328,7 @@ func (s *session) auth(arg string) bool {
 }
 
 func (s *session) saslError(err error) bool {
-	if errors.Is(err, mailgate.ErrCancelled) {
+	if errors.Is(err, gate.ErrCancelled) {
 		return s.Send("-ERR Authentication aborted.") != nil
 	}
 	var ne net.Error
@@ -358,11 +359,11 @@ func (s *session) login(authz, user, pass string) bool {
 		r := mailgate.Reply{Lines: []string{reply}, Raw: reply}
 		switch {
 		case strings.HasPrefix(reply, "+OK"):
-			r.Outcome = mailgate.Accepted
+			r.Outcome = gate.Accepted
 		case strings.HasPrefix(reply, "-ERR"):
-			r.Outcome = mailgate.Answered
+			r.Outcome = gate.Answered
 			if strings.Contains(reply, "[AUTH]") || !strings.Contains(reply, "[SYS/") && !strings.Contains(reply, "[IN-USE]") {
-				r.Outcome, r.FailText = mailgate.Rejected, reply
+				r.Outcome, r.FailText = gate.Rejected, reply
 			}
 		}
 		// Neither +OK nor -ERR: the backend is not speaking POP3; never

@@ -21,7 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/postern/postern/internal/decoy"
+	"github.com/postern/postern/internal/gate"
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/policy"
 	"github.com/postern/postern/internal/relay"
@@ -135,7 +135,7 @@ type Proxy struct {
 	log   *slog.Logger
 
 	authFail atomic.Pointer[reply] // the backend's last 535 reply, for a refused login whose decoy the backend accepted
-	decoys   *decoy.Passwords      // the password a refused login is replayed with
+	logins   *gate.Logins          // the service's login gate
 
 	conns relay.Conns
 }
@@ -146,7 +146,7 @@ func New(cfg Config, eng Engine, env func() Env, dnsbl DNSBL, log *slog.Logger) 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	p := &Proxy{cfg: cfg, eng: eng, env: env, dnsbl: dnsbl, log: log.With("service", cfg.Service.String()), decoys: decoy.New()}
+	p := &Proxy{cfg: cfg, eng: eng, env: env, dnsbl: dnsbl, log: log.With("service", cfg.Service.String()), logins: gate.NewLogins(eng)}
 	p.conns.Log = p.log
 	def := newReply(535, "5.7.8 Error: authentication failed: (reason unavailable)") // Postfix's wording until the backend says its own
 	p.authFail.Store(&def)

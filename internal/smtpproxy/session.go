@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/postern/postern/internal/gate"
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/mailaddr"
 	"github.com/postern/postern/internal/netlisten"
@@ -74,27 +75,7 @@ func (p *Proxy) Handle(ctx context.Context, conn relay.Conn) {
 		s.gs = gs
 		defer gs.Close()
 	}
-	// A client refused again and again on an implicit-TLS port is closed
-	// without a word and without a handshake: answering it would cost one
-	// each time. Otherwise the handshake comes after the gate: every
-	// connection is checked and counted (I) before it costs any
-	// cryptography.
-	if v.Quiet && p.cfg.ImplicitTLS {
-		s.log.Info("refused at connect, without a TLS handshake", "reason", v.Reason.String())
-		return
-	}
-	if p.cfg.ImplicitTLS {
-		if err := conn.Handshake(30 * time.Second); err != nil {
-			s.log.Info("TLS handshake failed", "err", err)
-			return
-		}
-	}
-	if v.Action == guard.Refuse {
-		s.log.Info("refused at connect", "why", v.Refusal())
-		s.reply(newReply(554, "5.7.1 "+v.Refusal()))
-		return
-	}
-	if s.obey(v.Decision) {
+	if gate.Door(v, conn, p.cfg.ImplicitTLS, &s.tarpit, s.log, s.refuseAtConnect, s.refuse) {
 		return
 	}
 	if s.dnsChecks(addr) {
@@ -177,19 +158,17 @@ func (s *session) reply(r reply) error {
 	return nil
 }
 
-// obey applies an engine decision: tarpit from now on, or refuse and
-// close. It reports true when the session must end.
-func (s *session) obey(d guard.Decision) bool {
-	if d.Delay > 0 {
-		s.tarpit = d.Delay
-	}
-	if d.Action == guard.Close || d.Action == guard.Refuse {
-		s.log.Info("closing a blocked connection", "reason", d.Reason.String(), "why", d.Refusal())
-		s.reply(newReply(421, "4.7.1 "+s.p.cfg.Hostname+" "+d.Refusal()+": closing connection"))
-		return true
-	}
-	return false
+// obey applies an engine decision as gate.Obey does: tarpit from now on,
+// or refuse and close. It reports true when the session must end.
+func (s *session) obey(d guard.Decision) bool { return gate.Obey(d, &s.tarpit, s.log, s.refuse) }
+
+// refuse says the engine's refusal text before the session closes.
+func (s *session) refuse(why string) {
+	s.reply(newReply(421, "4.7.1 "+s.p.cfg.Hostname+" "+why+": closing connection"))
 }
+
+// refuseAtConnect says the engine's refusal text in place of the greeting.
+func (s *session) refuseAtConnect(why string) { s.reply(newReply(554, "5.7.1 "+why)) }
 
 // readLine reads one command line from the client, without its line ending.
 func (s *session) readLine(timeout time.Duration) (string, error) {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/postern/postern/internal/gate"
 	"github.com/postern/postern/internal/guard"
 )
 
@@ -95,7 +96,7 @@ func (p *Proxy) refusedNow(w http.ResponseWriter, r *http.Request, cc *clientCon
 	if d.Action != guard.Refuse && login {
 		d, _ = cc.gs.Blocked()
 	}
-	if d.Action != guard.Refuse && d.Action != guard.Close {
+	if !gate.Ends(d) {
 		return false
 	}
 	why := d.Refusal()
@@ -238,10 +239,10 @@ func validHost(h string) bool {
 // backendError answers when no backend could serve the request.
 func (p *Proxy) backendError(w http.ResponseWriter, r *http.Request, err error) {
 	cc, _ := r.Context().Value(connKey{}).(*clientConn)
-	if at, _ := r.Context().Value(attemptKey{}).(*attempt); at != nil {
+	if at, _ := r.Context().Value(attemptKey{}).(*attempt); at != nil && !errors.Is(err, errDecoyAccepted) {
 		// A login without an answer: the backend may have checked the
 		// password, so it counts as a failure (a no-op after a verdict).
-		at.decision = at.login.Failed(at.fp)
+		at.decision = at.login.Failed()
 	}
 	if errors.Is(err, context.Canceled) || r.Context().Err() != nil {
 		return // the client went away

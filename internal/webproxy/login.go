@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/postern/postern/internal/gate"
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/policy"
 )
@@ -18,17 +19,16 @@ type attemptKey struct{}
 
 // attempt is one recognised login request on its way to the backend.
 type attempt struct {
-	form     *LoginForm
-	cc       *clientConn
-	account  string // "" when the form did not name it (or was too large to read)
-	fp       uint64
-	login    *guard.Login // the attempt in flight; nil without a guard session
+	form    *LoginForm
+	cc      *clientConn
+	account string // "" when the form did not name it (or was too large to read)
+	// login is the attempt in the login gate; nil without a guard
+	// session. With login.Refused (the login IP restriction refused it)
+	// the request goes to the backend with a decoy password, so that the
+	// refusal is the webmail's own failure page in the webmail's own time.
+	login    *gate.Attempt
 	decision guard.Decision
 	sent     time.Time // when the request went to the backend
-	// refused: the login IP restriction refused the login, and the request
-	// goes to the backend with a decoy password, so that the refusal is
-	// the webmail's own failure page in the webmail's own time.
-	refused bool
 }
 
 // loginForm returns the login form whose method and paths a request is
@@ -129,7 +129,9 @@ func (p *Proxy) checkLogin(w http.ResponseWriter, r *http.Request, cc *clientCon
 	if cc.gs == nil {
 		return at, false
 	}
-	lg, d := cc.gs.BeginLogin(r.Context(), user)
+	lg, d := p.logins.Begin(r.Context(), cc.gs, p.policy(), cc.addr,
+		gate.Credentials{User: user, Pass: pass, NoPassword: f.PasswordField == "" || pass == ""},
+		p.log.With("client", cc.addr.String()))
 	if lg == nil {
 		at.decision = d
 		p.log.Info("login attempt refused", "client", cc.addr.String(), "account", user, "blocked", d.Blocked, "reason", d.Reason.String())
@@ -140,39 +142,32 @@ func (p *Proxy) checkLogin(w http.ResponseWriter, r *http.Request, cc *clientCon
 		return at, true
 	}
 	at.login = lg
-	if user == "" {
+	if !lg.Refused {
 		return at, false
 	}
-	if f.PasswordField != "" && pass != "" {
-		at.fp = p.eng.PasswordFingerprint(strings.ToLower(user), pass)
+	if early.pass == "" && hasBody {
+		if rewritten, ok := withDecoy(r.Header, body, f.PasswordField, lg.Pass); ok {
+			// The webmail checks a decoy and fails it: its own page,
+			// its own time. The client's password stays here.
+			r.Body = io.NopCloser(bytes.NewReader(rewritten))
+			r.ContentLength = int64(len(rewritten))
+			return at, false
+		}
 	}
-	if pol := p.policy(); pol != nil && !pol.AllowLogin(user, cc.addr) {
-		p.log.Info("login refused by the login IP restriction", "client", cc.addr.String(), "account", user)
-		if early.pass == "" && hasBody {
-			if rewritten, ok := withDecoy(r.Header, body, f.PasswordField, p.decoys.Password(pass)); ok {
-				// The webmail checks a decoy and fails it: its own page,
-				// its own time. The client's password stays here.
-				r.Body = io.NopCloser(bytes.NewReader(rewritten))
-				r.ContentLength = int64(len(rewritten))
-				at.refused = true
-				return at, false
-			}
-		}
-		// As long as the backend takes to fail a login (a draw from its
-		// recent failures), the attempt held in flight meanwhile as a
-		// real one is; a client that goes away ends the wait.
-		if !p.delay(r.Context(), p.failTimes.Draw()) {
-			at.decision = lg.Failed(at.fp)
-			return at, true
-		}
-		at.decision = lg.Failed(at.fp)
-		p.loginFailedPage(w, r, cc, f, at.decision)
-		if at.decision.Action == guard.Close {
-			p.closeAfter(w, r, cc)
-		}
+	// No decoy can be put in this request: it is refused here, after as
+	// long as the backend takes to fail a login (a draw from its recent
+	// failures), the attempt held in flight meanwhile as a real one is; a
+	// client that goes away ends the wait.
+	if !p.delay(r.Context(), p.failTimes.Draw()) {
+		at.decision = lg.Failed()
 		return at, true
 	}
-	return at, false
+	at.decision = lg.Failed()
+	p.loginFailedPage(w, r, cc, f, at.decision)
+	if at.decision.Action == guard.Close {
+		p.closeAfter(w, r, cc)
+	}
+	return at, true
 }
 
 // asUnreadable returns err as an *unreadable (400 when it is another
@@ -234,23 +229,27 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	if at == nil || at.cc == nil || at.cc.gs == nil {
 		return nil
 	}
-	if !at.form.failed(resp) {
-		if at.refused {
-			// The webmail took the decoy: the login stays refused, and
-			// what it answered (a session) never reaches the client.
-			p.log.Error("the webmail accepted a decoy password: login refused", "client", at.cc.addr.String(), "account", at.account)
-			return errDecoyAccepted
-		}
-		if resp.StatusCode < 400 && at.account != "" {
-			at.login.Succeeded()
-		}
-		at.login.Abandon()
-		return nil
-	}
-	if !at.sent.IsZero() {
+	failed := at.form.failed(resp)
+	if failed && !at.sent.IsZero() {
 		p.failTimes.Record(time.Since(at.sent))
 	}
-	at.decision = at.login.Failed(at.fp)
+	o := gate.Rejected
+	if !failed {
+		// What is no failure is a login when it is no error, and always
+		// for a decoy: what the webmail answered a refused login (a
+		// session) never reaches the client.
+		o = gate.Answered
+		if resp.StatusCode < 400 || at.login.Refused {
+			o = gate.Accepted
+		}
+	}
+	o, at.decision = at.login.Report(o)
+	switch o {
+	case gate.DecoyAccepted:
+		return errDecoyAccepted
+	case gate.Accepted, gate.Answered:
+		return nil
+	}
 	p.log.Info("webmail login failed", "client", at.cc.addr.String(), "account", at.account,
 		"status", resp.StatusCode, "blocked", at.decision.Blocked)
 	if at.decision.Delay > 0 {

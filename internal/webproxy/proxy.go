@@ -14,7 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/postern/postern/internal/decoy"
+	"github.com/postern/postern/internal/gate"
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/mimic"
 	"github.com/postern/postern/internal/policy"
@@ -42,8 +42,8 @@ type Proxy struct {
 	// failTimes holds how long the backend took to answer recent failed
 	// logins; a refused login waits a draw from it.
 	failTimes *mimic.Latencies
-	// decoys derives the password a refused login is forwarded with.
-	decoys *decoy.Passwords
+	// logins is the service's login gate.
+	logins *gate.Logins
 
 	mu    sync.Mutex
 	conns map[*clientConn]struct{}
@@ -63,7 +63,7 @@ func New(cfg Config, eng Engine, pol func() *policy.Policy, lg *slog.Logger) (*P
 	}
 	p := &Proxy{cfg: cfg, eng: eng, policy: pol, log: lg.With("service", cfg.Service.String()),
 		conns: make(map[*clientConn]struct{}), scheme: cfg.Backends[0].Scheme,
-		failTimes: mimic.New(cfg.RefusalTime, maxRefusalTime), decoys: decoy.New()}
+		failTimes: mimic.New(cfg.RefusalTime, maxRefusalTime), logins: gate.NewLogins(eng)}
 	p.be = newBackends(cfg.Backends, cfg.BackendTLS, cfg.ConnectTimeout)
 	p.tr = p.be.transport(cfg.BackendTimeout)
 	p.rp = &httputil.ReverseProxy{
@@ -250,7 +250,7 @@ func (p *Proxy) admit(c net.Conn) *clientConn {
 	if v.Delay > 0 {
 		cc.tarpit.Store(int64(v.Delay))
 	}
-	if v.Action == guard.Refuse || v.Action == guard.Close {
+	if gate.Ends(v.Decision) {
 		cc.refusal = v.Refusal()
 		if v.Quiet && p.cfg.TLS != nil {
 			// Refused again and again: closed before the TLS handshake,

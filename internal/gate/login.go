@@ -1,0 +1,186 @@
+package gate
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"strings"
+
+	"github.com/postern/postern/internal/decoy"
+	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/policy"
+)
+
+// Fingerprinter gives a password's fingerprint for the failed-login
+// counters (*guard.Engine is one).
+type Fingerprinter interface {
+	PasswordFingerprint(account, password string) uint64
+}
+
+// Logins is one service's login gate: what its sessions' logins share.
+// It is safe for concurrent use.
+type Logins struct {
+	eng    Fingerprinter
+	decoys *decoy.Passwords
+}
+
+// NewLogins returns a service's login gate, with a fresh decoy key.
+func NewLogins(eng Fingerprinter) *Logins {
+	return &Logins{eng: eng, decoys: decoy.New()}
+}
+
+// Credentials are what a client logs in with.
+type Credentials struct {
+	// User is the account; "" when the request named none (a web form
+	// without the field): then nothing is checked or fingerprinted.
+	User string
+	// Pass is the password.
+	Pass string
+	// NoPassword says Pass was not read (a web form without a password
+	// field, or an empty one): a failure counts without a fingerprint.
+	NoPassword bool
+}
+
+// Outcome is what the backend answered a replayed login, and, from
+// Report and Run, what the session is to do.
+type Outcome int
+
+// The outcomes of a login.
+const (
+	// Unexpected: neither success nor failure; the backend is not
+	// speaking the protocol (or gave no answer), and what it said is
+	// never relayed. It counts as a failed login: the backend may have
+	// checked the password.
+	Unexpected Outcome = iota
+	// Accepted: logged in.
+	Accepted
+	// Rejected: a wrong password, counted as a failed login.
+	Rejected
+	// Answered: an answer that is not about the password (relayed);
+	// nothing is counted.
+	Answered
+	// DecoyAccepted: the backend accepted the decoy password of a login
+	// the login IP restriction refused (a passdb that checks none). The
+	// login stays refused and counts as failed; the backend's session is
+	// never handed over, and the client is answered as a wrong password
+	// is.
+	DecoyAccepted
+	// Blocked: the gate let no attempt through (a blocked address, or
+	// the session ended during account protection's delay); the decision
+	// refuses or closes.
+	Blocked
+)
+
+// Attempt is one login let through the gate, until its outcome is
+// reported. A nil *Attempt (no engine session) reports nothing.
+type Attempt struct {
+	// Pass is the password to replay to the backend: the client's, or a
+	// decoy when Refused.
+	Pass string
+	// Refused says the login IP restriction refused the login: the
+	// backend is asked with a decoy in place of the client's password,
+	// fails it with its own text in its own time, and that answer is
+	// relayed; the client's password never leaves postern.
+	Refused bool
+
+	login *guard.Login
+	user  string
+	fp    uint64
+	log   *slog.Logger
+}
+
+// Begin takes a login through the gate before any credentials leave
+// postern: the engine's BeginLogin (a blocked address gets no attempt,
+// account protection's delay, attempts in flight held at the threshold),
+// then the login IP restriction of pol (nil: none) for the client. A nil
+// Attempt comes with the decision that refused it.
+func (l *Logins) Begin(ctx context.Context, gs *guard.Session, pol *policy.Policy, client netip.Addr, c Credentials, log *slog.Logger) (*Attempt, guard.Decision) {
+	a := new(Attempt)
+	if d, ok := l.begin(a, ctx, gs, pol, client, c, log); !ok {
+		return nil, d
+	}
+	return a, guard.Decision{}
+}
+
+// begin is Begin filling a; false with the decision that refused it.
+func (l *Logins) begin(a *Attempt, ctx context.Context, gs *guard.Session, pol *policy.Policy, client netip.Addr, c Credentials, log *slog.Logger) (guard.Decision, bool) {
+	lg, d := gs.BeginLogin(ctx, c.User)
+	if lg == nil {
+		return d, false
+	}
+	*a = Attempt{Pass: c.Pass, login: lg, user: c.User, log: log}
+	if c.User == "" {
+		return guard.Decision{}, true
+	}
+	if !c.NoPassword {
+		a.fp = l.eng.PasswordFingerprint(strings.ToLower(c.User), c.Pass)
+	}
+	if pol != nil && !pol.AllowLogin(c.User, client) {
+		log.Info("login refused by the login IP restriction", "account", c.User)
+		a.Refused, a.Pass = true, l.decoys.Password(c.Pass)
+	}
+	return guard.Decision{}, true
+}
+
+// Report reports the backend's answer to the engine and returns what the
+// session is to do: o, but DecoyAccepted when a refused login's decoy was
+// accepted. Accepted, for a login that named no account, is no account's
+// success and counts nothing. The decision is the engine's after a
+// failure (it may tarpit, block, close).
+func (a *Attempt) Report(o Outcome) (Outcome, guard.Decision) {
+	if a == nil {
+		return o, guard.Decision{}
+	}
+	switch {
+	case o == Accepted && a.Refused:
+		a.log.Error("the backend accepted the decoy password of a refused login; the login stays refused", "account", a.user)
+		return DecoyAccepted, a.login.Failed(a.fp)
+	case o == Accepted && a.user == "":
+		a.login.Abandon()
+	case o == Accepted:
+		a.login.Succeeded()
+		a.log.Info("logged in", "account", a.user)
+	case o == Answered:
+		a.login.Abandon()
+	default:
+		return o, a.login.Failed(a.fp)
+	}
+	return o, guard.Decision{}
+}
+
+// Failed reports a failed login without an answer to read: postern
+// refused it itself, or the backend, asked, never answered (it may have
+// checked the password, so it counts). It does nothing after a report.
+func (a *Attempt) Failed() guard.Decision {
+	if a == nil {
+		return guard.Decision{}
+	}
+	return a.login.Failed(a.fp)
+}
+
+// Abandon ends an attempt whose credentials never reached the backend,
+// counting nothing; after a report it does nothing, so it can be
+// deferred.
+func (a *Attempt) Abandon() {
+	if a != nil {
+		a.login.Abandon()
+	}
+}
+
+// Run takes a login through the gate in one go, for a session that asks
+// the backend itself: Begin, the replay (given the password to send: the
+// client's or a decoy), the report. A replay error is returned with
+// Unexpected, counted as a failed login.
+func (l *Logins) Run(ctx context.Context, gs *guard.Session, pol *policy.Policy, client netip.Addr, c Credentials, log *slog.Logger, replay func(pass string) (Outcome, error)) (Outcome, guard.Decision, error) {
+	var a Attempt // on the stack: a login costs no more than its steps
+	if d, ok := l.begin(&a, ctx, gs, pol, client, c, log); !ok {
+		return Blocked, d, nil
+	}
+	defer a.Abandon()
+	o, err := replay(a.Pass)
+	if err != nil {
+		return Unexpected, a.Failed(), err
+	}
+	o, d := a.Report(o)
+	return o, d, nil
+}
