@@ -220,6 +220,9 @@ func (c *checker) certs() {
 
 func days(d time.Duration) string {
 	n := int(d / (24 * time.Hour))
+	if n == 0 {
+		return "less than a day"
+	}
 	if n == 1 {
 		return "1 day"
 	}
