@@ -93,6 +93,7 @@ func TestNoLoginPossible(t *testing.T) {
 	s := load(t, dir, `services:
   imap:       { listen: "127.0.0.1:0", backend: "127.0.0.1:10143" }
   pop3:       { listen: "127.0.0.1:0", backend: "127.0.0.1:10110", plaintext_login: "10.0.0.0/8" }
+  pop3s:      { listen: "127.0.0.1:0", backend: "127.0.0.1:10110", tls: { cert: `+cert+`, key: `+key+` } }
   imaps:      { listen: "127.0.0.1:0", backend: "127.0.0.1:10143", tls: { cert: `+cert+`, key: `+key+` } }
   submission: { listen: "127.0.0.1:0", backend: "127.0.0.1:10587" }
   smtp:       { listen: "127.0.0.1:0", backend: "127.0.0.1:10025" }
@@ -103,10 +104,10 @@ func TestNoLoginPossible(t *testing.T) {
 		t.Errorf("imap: %v", imap)
 	}
 	sub := want1(t, ds, Error, "service submission: no client can ever send mail")
-	if sub.Pos.Line != 5 || !strings.Contains(sub.Msg, "530") {
+	if sub.Pos.Line != 6 || !strings.Contains(sub.Msg, "530") {
 		t.Errorf("submission: %v", sub)
 	}
-	if len(find(ds, "pop3")) != 0 || len(find(ds, "imaps")) != 0 || len(find(ds, "service smtp")) != 0 {
+	if len(find(ds, "service pop3")) != 0 || len(find(ds, "imaps")) != 0 || len(find(ds, "service smtp")) != 0 {
 		t.Errorf("pop3 (plaintext_login), imaps (TLS) and smtp (no AUTH needed) take logins or mail:\n%s", dump(ds))
 	}
 	// serve runs what it can: the same findings are warnings there.
@@ -115,6 +116,8 @@ func TestNoLoginPossible(t *testing.T) {
 	if Err(ds) != nil {
 		t.Errorf("serve: %v", Err(ds))
 	}
+	s = load(t, dir, "services:\n  pop3: { listen: \"127.0.0.1:0\", backend: \"127.0.0.1:10110\" }\n")
+	want1(t, run(s, Options{}), Error, "service pop3: no client can ever log in: it has no tls: (so no STARTTLS) and no plaintext_login, so it offers neither USER nor SASL")
 	// With TLS (or allow_insecure_auth) every service takes logins.
 	s = load(t, dir, `services:
   imap:       { listen: "127.0.0.1:0", backend: "127.0.0.1:10143", tls: { cert: `+cert+`, key: `+key+` } }

@@ -27,9 +27,13 @@ func (c *checker) logins() {
 		}
 		switch {
 		case svc.Mail != nil && svc.TLS == nil && !svc.Mail.PlaintextLogin.IsSet():
+			shows := "announces LOGINDISABLED"
+			if strings.HasPrefix(name, "pop3") {
+				shows = "offers neither USER nor SASL"
+			}
 			c.add("", sev, svc.Pos(),
-				"service %s: no client can ever log in: it has no tls: (so no STARTTLS) and no plaintext_login, so it announces LOGINDISABLED and refuses every login; give it tls: { cert, key } (postern init writes a self-signed pair), or plaintext_login for networks you trust",
-				name)
+				"service %s: no client can ever log in: it has no tls: (so no STARTTLS) and no plaintext_login, so it %s and refuses every login; give it tls: { cert, key } (postern init writes a self-signed pair), or plaintext_login for networks you trust",
+				name, shows)
 		case svc.SMTP != nil && svc.SMTP.RequireAuth && svc.TLS == nil && !svc.SMTP.AllowInsecureAuth:
 			c.add("", sev, svc.Pos(),
 				"service %s: no client can ever send mail: it requires AUTH, but AUTH is offered only after STARTTLS and it has no tls:, so every MAIL gets 530 without AUTH being offered; give it tls: { cert, key }, or allow_insecure_auth: true on a network you trust",
