@@ -3,13 +3,16 @@ package preflight
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -464,5 +467,76 @@ func TestErrAndWarnings(t *testing.T) {
 	}
 	if Err(Warnings(ds)) != nil {
 		t.Error("warnings are no error")
+	}
+}
+
+// envProbeChild makes the test binary a child that checks the
+// configuration at this path with bind probes and prints its findings
+// (TestPrivilegedPortsAsUser runs it as an unprivileged user).
+const envProbeChild = "POSTERN_PREFLIGHT_CHILD"
+
+func TestMain(m *testing.M) {
+	if path := os.Getenv(envProbeChild); path != "" {
+		s, err := snapshot.Load(context.Background(), path, time.Now())
+		if err != nil {
+			fmt.Println("load:", err)
+			os.Exit(1)
+		}
+		fmt.Print("check\n", dump(Check(context.Background(), s, Options{Bind: true})))
+		fmt.Print("serve\n", dump(Check(context.Background(), s, Options{Bind: true, Mode: ModeServe})))
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestPrivilegedPortsAsUser: run by a user that may not bind ports below
+// 1024, check says so as a warning (serve may run as root) naming every
+// such port, and serve's preflight refuses.
+func TestPrivilegedPortsAsUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run the check as another user")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bin, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	child := filepath.Join(dir, "preflight.test")
+	if err := os.WriteFile(child, bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "postern.yaml")
+	if err := os.WriteFile(cfg, []byte(`services:
+  smtp: { listen: "127.0.0.1:25", backend: "127.0.0.1:10025" }
+  web:  { listen: "127.0.0.1:81", backend: "http://127.0.0.1:8080" }
+  imap: { listen: "127.0.0.1:0", backend: "127.0.0.1:10143", plaintext_login: "127.0.0.1" }
+store: { path: /tmp/postern-preflight-unused/postern.db }
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, child, "-test.run=^$")
+	cmd.Env = append(os.Environ(), envProbeChild+"="+cfg)
+	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	checkPart, servePart, ok := strings.Cut(string(out), "serve\n")
+	want := "smtp 127.0.0.1:25 and web 127.0.0.1:81: ports below 1024 are privileged and this process (uid 65534) may not bind them; start serve as root"
+	if !ok || !strings.Contains(checkPart, "warning: "+cfg+":2:19: "+want) || !strings.Contains(servePart, "error: "+cfg+":2:19: "+want) ||
+		strings.Count(string(out), "privileged") != 2 {
+		t.Errorf("child's findings:\n%s", out)
 	}
 }
