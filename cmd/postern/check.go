@@ -11,19 +11,33 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/preflight"
 	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/snapshot"
 )
 
 func newCheckCmd() *cobra.Command {
-	var path string
-	var asJSON bool
+	var (
+		path   string
+		asJSON bool
+		bind   bool
+	)
 	cmd := &cobra.Command{
 		Use:   "check",
 		Short: "Validate a configuration and everything it loads",
 		Long: `check reads the configuration, its pattern and include files and its GeoIP
-databases, and compiles every rule. It prints each problem with file:line:column
-and exits 1 if there is any; warnings do not change the exit status.
+databases, and compiles every rule. It then checks what would bite once
+postern runs (the preflight checks serve also runs before it binds): a
+service no client can log in through, networks written with host bits,
+trusted upstreams that take in ordinary clients, a run_as user that does
+not exist or cannot read the files a reload reads, two services on one
+port, addresses that cannot be bound (privileged ports without root or
+CAP_NET_BIND_SERVICE, addresses in use or not on this machine),
+certificates that do not load, have expired or expire soon, and GeoIP data
+older than 30 days.
+
+It prints each problem with file:line:column. Exit status: 0 when there
+are no errors (warnings do not count), 2 when there is any.
 
 It also warns about intrusion-prevention settings that do less than they
 seem: a trigger that can never fire (no service of its group, spam_score
@@ -42,7 +56,7 @@ nor close (refuse_blocked and close_blocked_connection both off).`,
 				fmt.Fprintln(cmd.ErrOrStderr(), err)
 				n := snapshot.ErrorCount(err)
 				fmt.Fprintf(cmd.ErrOrStderr(), "%s: %d error%s\n", path, n, plural(n))
-				return exitCode(1)
+				return exitCode(exitError)
 			}
 			for _, w := range snap.Warnings {
 				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
@@ -50,12 +64,27 @@ nor close (refuse_blocked and close_blocked_connection both off).`,
 			for _, w := range ipsWarnings(snap.Config) {
 				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
 			}
+			diags := preflight.Check(cmd.Context(), snap, preflight.Options{Mode: preflight.ModeCheck, Bind: bind})
+			errs := 0
+			for _, d := range diags {
+				if d.Severity == preflight.Error {
+					errs++
+					fmt.Fprintln(cmd.ErrOrStderr(), d.Error())
+				} else {
+					fmt.Fprintln(cmd.ErrOrStderr(), "warning:", d.Error())
+				}
+			}
+			if errs > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "%s: %d error%s\n", path, errs, plural(errs))
+				return exitCode(exitError)
+			}
 			printSummary(cmd.OutOrStdout(), snap, time.Since(start))
 			return nil
 		},
 	}
 	configFlag(cmd, &path)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the outcome as JSON (errors and warnings with their positions, and the summary)")
+	cmd.Flags().BoolVar(&bind, "bind", true, "try to bind every listen address (without listening); --bind=false on a machine that will not serve it")
 	return cmd
 }
 

@@ -48,10 +48,14 @@ func TestCheckWarnsAboutTriggersThatCannotFire(t *testing.T) {
 	cfg := filepath.Join(dir, "postern.yaml")
 	writeFile(t, cfg, deadConfig)
 	code, out, errs := postern(t, "check", "-c", cfg)
-	if code != 0 {
-		t.Fatalf("check: exit %d, want 0 (warnings only)\n%s%s", code, out, errs)
+	// imap without TLS or plaintext_login takes no login: an error of
+	// its own; the triggers' warnings come with it.
+	if code != exitError {
+		t.Fatalf("check: exit %d, want %d\n%s%s", code, exitError, out, errs)
 	}
 	want := []string{
+		cfg + ":3:3: service imap: no client can ever log in: it has no tls: (so no STARTTLS) and no plaintext_login, so it announces LOGINDISABLED and refuses every login; give it tls: { cert, key } (postern init writes a self-signed pair), or plaintext_login for networks you trust",
+		cfg + ": 1 error",
 		cfg + ":7:9: intrusion_prevention.smtp.failed_logins (L) can never fire: SMTP AUTH needs TLS and no smtp, submission or smtps service has tls: (or allow_insecure_auth)",
 		cfg + ":7:9: intrusion_prevention.smtp.spam_score (S) can never fire: no spam scanner is configured (spam.rspamd or spam.spamd)",
 		cfg + ":7:9: intrusion_prevention.smtp.content_rules (C) can never fire: no content_rules are defined",
@@ -71,9 +75,13 @@ func TestCheckWarnsAboutTriggersThatCannotFire(t *testing.T) {
 		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	// The summary does not list a dead trigger as active.
+	writeFile(t, cfg, strings.Replace(deadConfig, `imap: { listen: "127.0.0.1:0", backend: "127.0.0.1:10143" }`, `pop3: { listen: "127.0.0.1:0", backend: "127.0.0.1:10110", plaintext_login: "192.0.2.0/24" }`, 1))
+	if code, out, errs = postern(t, "check", "-c", cfg); code != 0 {
+		t.Fatalf("check: exit %d\n%s%s", code, out, errs)
+	}
 	for _, line := range []string{
 		"  ips       smtp       triggers I; block 4h0m0s; never fire: LSC (see the warnings)\n",
-		"  ips       imap_pop3  triggers none; block 4h0m0s; never fire: L (see the warnings)\n",
+		"  ips       imap_pop3  triggers L; block 4h0m0s\n",
 		"  ips       web        triggers none; block 4h0m0s; never fire: IL (see the warnings)\n",
 	} {
 		if !strings.Contains(out, line) {
@@ -119,7 +127,7 @@ func TestCheckWarnsAboutTriggersThatCannotFire(t *testing.T) {
 	// triggers never fire: an authenticated session bypasses them.
 	authOnly := `services:
   submission: { listen: "127.0.0.1:0", backend: "127.0.0.1:10587", allow_insecure_auth: true }
-  smtp: { listen: "127.0.0.1:0", backend: "127.0.0.1:10025", require_auth: true }
+  smtp: { listen: "127.0.0.1:0", backend: "127.0.0.1:10025", require_auth: true, allow_insecure_auth: true }
 intrusion_prevention:
   smtp: { failed_logins: 5, unknown_recipients: 5, rset_count: 5, message_size: 10MB }
 `
@@ -131,7 +139,7 @@ intrusion_prevention:
 		!strings.Contains(out, "triggers LR; block 4h0m0s; never fire: PM") {
 		t.Errorf("AUTH everywhere: exit %d\n%s%s", code, out, errs)
 	}
-	writeFile(t, cfg, strings.Replace(authOnly, ", require_auth: true", "", 1))
+	writeFile(t, cfg, strings.Replace(authOnly, ", require_auth: true, allow_insecure_auth: true", "", 1))
 	if code, out, errs := postern(t, "check", "-c", cfg); code != 0 || errs != "" || !strings.Contains(out, "triggers LPRM; block") {
 		t.Errorf("port 25 without AUTH: exit %d\n%s%s", code, out, errs)
 	}
@@ -182,7 +190,7 @@ intrusion_prevention:
   smtp: { tarpit_accounts: "honeypot.example.com" }
 `)
 	code, _, errs := postern(t, "check", "-c", cfg)
-	if code != 1 || !strings.Contains(errs, "tarpit_accounts holds a host mask") || !strings.Contains(errs, ":4:") {
+	if code != exitError || !strings.Contains(errs, "tarpit_accounts holds a host mask") || !strings.Contains(errs, ":4:") {
 		t.Fatalf("exit %d\n%s", code, errs)
 	}
 }

@@ -7,8 +7,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/postern/postern/internal/geoip"
+	"github.com/postern/postern/internal/tlsconf"
 )
 
 // TestScenarioRealDataset runs the new user's scenario against the real
@@ -32,6 +34,9 @@ func TestScenarioRealDataset(t *testing.T) {
 		fmt.Fprintln(&zone, p)
 	}
 	writeFile(t, filepath.Join(dir, "sg.zone"), zone.String())
+	if _, _, err := tlsconf.SelfSigned(dir, []string{"mail.example.com"}, 30*24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
 	cfg := filepath.Join(dir, "postern.yaml")
 	writeFile(t, cfg, strings.Replace(scenario, "path: country.mmdb", "path: "+filepath.Join(geo, "geo-whois-asn-country.mmdb"), 1))
 

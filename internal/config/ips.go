@@ -181,8 +181,32 @@ func (v *Size) decodeYAML(d *decoder, n *yaml.Node) error {
 	if err != nil {
 		return err
 	}
+	if b > 0 && b < MinBareSize && isBareNumber(n.Value) {
+		return fmt.Errorf("size %s has no unit, so it means %d bytes: write the unit (%sKB, %sMB, or %sB if bytes are meant)",
+			strings.TrimSpace(n.Value), b, strings.TrimSpace(n.Value), strings.TrimSpace(n.Value), strings.TrimSpace(n.Value))
+	}
 	*v = Size{Bytes: b, Pos: d.pos(n)}
 	return nil
+}
+
+// MinBareSize is the smallest size that may be written without a unit: a
+// plain number below it (message_size: 100) is almost always meant in KB
+// or MB, and as bytes it would refuse every message, so it is an error;
+// 0 (off) and sizes with a unit (100B) are accepted.
+const MinBareSize = 1024
+
+// isBareNumber reports whether s is digits only (after trimming blanks).
+func isBareNumber(s string) bool {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // ParseSize parses "100MB", "512k", "1G" or a plain byte count.

@@ -127,3 +127,33 @@ func TestParseSizeAndDuration(t *testing.T) {
 		}
 	}
 }
+
+// A size written without a unit below 1 KB is refused: message_size: 100
+// would otherwise mean 100 bytes and refuse (and block) every sender.
+func TestSizeWithoutUnitBelowFloor(t *testing.T) {
+	for text, want := range map[string]string{
+		"intrusion_prevention: { smtp: { message_size: 100 } }":  "p.yaml:1:47: size 100 has no unit, so it means 100 bytes: write the unit (100KB, 100MB, or 100B if bytes are meant)",
+		"intrusion_prevention: { smtp: { message_size: 1023 } }": "size 1023 has no unit",
+		"spam: { max_size: 20 }":                                 "p.yaml:1:19: size 20 has no unit",
+	} {
+		_, err := Parse("p.yaml", []byte(text))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want %q", text, err, want)
+		}
+	}
+	for text, bytes := range map[string]int64{
+		"intrusion_prevention: { smtp: { message_size: 100B } }":  100,
+		"intrusion_prevention: { smtp: { message_size: 1024 } }":  1024,
+		"intrusion_prevention: { smtp: { message_size: 0 } }":     0,
+		"intrusion_prevention: { smtp: { message_size: 100KB } }": 100 << 10,
+	} {
+		f, err := Parse("p.yaml", []byte(text))
+		if err != nil {
+			t.Errorf("%s: %v", text, err)
+			continue
+		}
+		if got := f.IntrusionPrevention.SMTP.MessageSize.Bytes; got != bytes {
+			t.Errorf("%s: %d bytes, want %d", text, got, bytes)
+		}
+	}
+}

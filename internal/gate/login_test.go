@@ -14,9 +14,9 @@ import (
 	"github.com/postern/postern/internal/decoy"
 	"github.com/postern/postern/internal/gate"
 	"github.com/postern/postern/internal/guard"
-	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/policy"
 	"github.com/postern/postern/internal/reason"
+	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/snapshot"
 )
 

@@ -31,7 +31,7 @@ func TestStartErrorsSayHowToFix(t *testing.T) {
 			[]string{"service smtp cannot listen on " + busy.Addr().String(), "address already in use", "Fix: another program listens there", "ss -ltnp"}},
 		{"no such user", `run_as: no-such-user-postern
 services: { smtp: { listen: "127.0.0.1:0", backend: "127.0.0.1:10025" } }`,
-			[]string{`run_as: user "no-such-user-postern" does not exist`, "useradd --system"}},
+			[]string{"run_as no-such-user-postern: no such user on this machine", "useradd --system"}},
 		{"address not here", `services: { smtp: { listen: "192.0.2.1:2525", backend: "127.0.0.1:10025" } }`,
 			[]string{"cannot listen on 192.0.2.1:2525", "Fix: no interface of this host has that address"}},
 	} {

@@ -31,6 +31,7 @@ import (
 	"github.com/postern/postern/internal/dnsbl"
 	"github.com/postern/postern/internal/explain"
 	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/preflight"
 	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/snapshot"
 	"github.com/postern/postern/internal/store"
@@ -146,6 +147,9 @@ func Start(ctx context.Context, path string, opts Options) (_ *Gateway, err erro
 		return nil, err
 	}
 	g.grant.Store(&grant)
+	if err := g.preflight(ctx, snap, true); err != nil {
+		return nil, err
+	}
 	if err := g.bindAll(ctx, snap); err != nil {
 		return nil, err
 	}
@@ -317,6 +321,28 @@ func (g *Gateway) close() {
 			g.log.Error("closing the store", "err", err)
 		}
 	}
+}
+
+// preflight runs the checks `postern check` shares with serve: what would
+// fail once serving (files the run_as user cannot read, two services on one
+// port, a certificate that does not load, …). Its warnings are logged. At
+// start its errors refuse the configuration; on a reload they are logged
+// (what cannot be built is refused by the build itself: a certificate that
+// does not load keeps the old one in service). Ports are not probed: the
+// bind says why it fails, with the fix (listenError).
+func (g *Gateway) preflight(ctx context.Context, snap *snapshot.Snapshot, start bool) error {
+	diags := preflight.Check(ctx, snap, preflight.Options{Mode: preflight.ModeServe})
+	for _, d := range diags {
+		if d.Severity == preflight.Warning {
+			g.log.Warn("configuration", "warning", d.Error())
+		} else if !start {
+			g.log.Error("configuration", "problem", d.Error())
+		}
+	}
+	if start {
+		return preflight.Err(diags)
+	}
+	return nil
 }
 
 // adminGrant compiles the administration API's grant: the addresses that

@@ -97,6 +97,9 @@ func (g *Gateway) finishReload(r reloadResult) {
 // something does not build.
 func (g *Gateway) apply(snap *snapshot.Snapshot) error {
 	old := g.holder.Load()
+	if err := g.preflight(g.ctx, snap, false); err != nil {
+		return err
+	}
 	grant, err := adminGrant(snap)
 	if err != nil {
 		return err
