@@ -10,12 +10,12 @@ import (
 )
 
 // Set at build time with -ldflags "-X main.version=… -X main.revision=…
-// -X main.buildTime=…" (the Makefile and the packages do). Empty values fall
+// -X main.commitTime=…" (the Makefile and the packages do). Empty values fall
 // back to what the Go toolchain recorded in the binary.
 var (
 	version   string
 	revision  string
-	buildTime string
+	commitTime string
 )
 
 // buildInfo describes the binary: which source it was built from and how.
@@ -96,7 +96,7 @@ func (b buildInfo) String() string {
 // currentBuildInfo is the build information of the running binary.
 func currentBuildInfo() buildInfo {
 	bi, ok := debug.ReadBuildInfo()
-	return readBuildInfo(version, revision, buildTime, bi, ok)
+	return readBuildInfo(version, revision, commitTime, bi, ok)
 }
 
 // setVersion wires 'postern version' and 'postern --version' to the same
