@@ -49,7 +49,9 @@ grep -qx /etc/postern/postern.yaml /var/lib/dpkg/info/postern.conffiles || fail 
 zcat /usr/share/man/man1/postern-serve.1.gz | grep -q '^\.TH "POSTERN-SERVE" "1"' || fail "man page postern-serve(1)"
 grep -q 'complete -o default -F __start_postern postern' /usr/share/bash-completion/completions/postern || fail "bash completion"
 if command -v systemd-analyze >/dev/null; then
-	systemd-analyze verify /usr/lib/systemd/system/postern.service || fail "systemd-analyze verify postern.service"
+	# Warnings (an unknown key, a bad value) exit 0: fail on any about postern.
+	verify=$(systemd-analyze verify /usr/lib/systemd/system/postern.service 2>&1) || fail "systemd-analyze verify: $verify"
+	if grep -i postern <<<"$verify"; then fail "systemd-analyze verify warns about postern.service"; fi
 fi
 
 # Serve with the packaged paths as the service user (the unit's User= and

@@ -13,8 +13,8 @@ import (
 // -X main.commitTime=…" (the Makefile and the packages do). Empty values fall
 // back to what the Go toolchain recorded in the binary.
 var (
-	version   string
-	revision  string
+	version    string
+	revision   string
 	commitTime string
 )
 
