@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Build the .deb, install it with dpkg, check what it installed and that
-# the packaged layout serves (as the postern user, state in /var/lib/postern,
-# admin socket in /run/postern), then remove and purge it. Root on Debian;
+# Build the .deb and the .rpm; query the .rpm (where rpm is installed);
+# install the .deb with dpkg, check what it installed and that the packaged
+# layout serves (as the postern user, state in /var/lib/postern, admin
+# socket in /run/postern), then remove and purge it. Root on Debian;
 # .ci/run runs it. Refuses to run where postern is installed already.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,10 +23,23 @@ cleanup() {
 }
 trap cleanup EXIT
 
-make --no-print-directory package PKG_FORMATS=deb >"$work/make.log" 2>&1 || { cat "$work/make.log"; fail "make package"; }
+make --no-print-directory package >"$work/make.log" 2>&1 || { cat "$work/make.log"; fail "make package"; }
 debs=(build/postern_*.deb)
-[ ${#debs[@]} = 1 ] || fail "expected one .deb, got: ${debs[*]}"
-echo "built ${debs[0]} ($(du -h "${debs[0]}" | cut -f1))"
+rpms=(build/postern-*.rpm)
+[ ${#debs[@]} = 1 ] && [ ${#rpms[@]} = 1 ] || fail "expected one .deb and one .rpm, got: ${debs[*]} ${rpms[*]}"
+echo "built ${debs[0]} ($(du -h "${debs[0]}" | cut -f1)), ${rpms[0]} ($(du -h "${rpms[0]}" | cut -f1))"
+
+if command -v rpm >/dev/null; then
+	rpm -qp "${rpms[0]}" >/dev/null
+	want=$(dpkg-deb -f "${debs[0]}" Version)
+	[ "$(rpm -qp --qf '%{VERSION}-%{RELEASE}' "${rpms[0]}")" = "$want" ] || fail "the .rpm's version is not $want"
+	rpm -qplv "${rpms[0]}" | grep -Eq '^drwxr-x--- +[0-9]+ +postern +postern .* /var/lib/postern$' || fail "/var/lib/postern in the .rpm"
+	[ "$(rpm -qp --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' "${rpms[0]}" | grep ' /etc/postern/postern.yaml$')" = "cn /etc/postern/postern.yaml" ] ||
+		fail "postern.yaml is not %config(noreplace) in the .rpm"
+	for s in preinstall postinstall preuninstall postuninstall; do
+		rpm -qp --scripts "${rpms[0]}" | grep -q "^$s scriptlet" || fail "the .rpm has no $s scriptlet"
+	done
+fi
 
 dpkg -i "${debs[0]}"
 
@@ -53,6 +67,12 @@ if command -v systemd-analyze >/dev/null; then
 	verify=$(systemd-analyze verify /usr/lib/systemd/system/postern.service 2>&1) || fail "systemd-analyze verify: $verify"
 	if grep -i postern <<<"$verify"; then fail "systemd-analyze verify warns about postern.service"; fi
 fi
+
+# Reinstalling (as an upgrade does) keeps an edited configuration.
+echo "# edited by the package test" >>/etc/postern/postern.yaml
+dpkg -i "${debs[0]}" >/dev/null
+tail -1 /etc/postern/postern.yaml | grep -qx '# edited by the package test' || fail "reinstalling replaced the edited configuration"
+[ "$(stat -c '%U:%G %a' /etc/postern/postern.yaml)" = "root:postern 640" ] || fail "postern.yaml after reinstall: $(stat -c '%U:%G %a' /etc/postern/postern.yaml)"
 
 # Serve with the packaged paths as the service user (the unit's User= and
 # RuntimeDirectory=), on loopback ports of its own: the store and the token
