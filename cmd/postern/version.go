@@ -29,9 +29,10 @@ type buildInfo struct {
 }
 
 // readBuildInfo combines the -ldflags values (which win) with the module
-// version and VCS settings the toolchain embedded. go build in a checkout
-// records the commit; go run, go test and -buildvcs=false record none, and
-// the version is then "devel".
+// version and VCS settings the toolchain embedded. go build in a git clone
+// records the commit; go run, go test, -buildvcs=false and a git worktree
+// (its .git is a file, which the go command does not take for a
+// repository) record none, and the version is then "devel".
 func readBuildInfo(ldVersion, ldRevision, ldTime string, bi *debug.BuildInfo, ok bool) buildInfo {
 	info := buildInfo{
 		Version:   "devel",
@@ -84,7 +85,7 @@ func (b buildInfo) String() string {
 		}
 		fmt.Fprintf(&s, "  revision  %s\n", rev)
 	} else {
-		fmt.Fprintf(&s, "  revision  unknown (built without VCS information: go run, go test or -buildvcs=false)\n")
+		fmt.Fprintf(&s, "  revision  unknown (no VCS information in the build: go run, go test, -buildvcs=false or a git worktree)\n")
 	}
 	if b.Time != "" {
 		fmt.Fprintf(&s, "  time      %s\n", b.Time)
