@@ -23,6 +23,23 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# dpkg, retried for up to 2 minutes while another dpkg or apt holds its lock
+# (the end-to-end harness installs Postfix and Dovecot with apt).
+dpkg_() {
+	local deadline=$((SECONDS + 120))
+	while :; do
+		if dpkg "$@" 2>"$work/dpkg.err"; then
+			cat "$work/dpkg.err" >&2
+			return 0
+		fi
+		if ! grep -qi 'lock' "$work/dpkg.err" || [ $SECONDS -ge $deadline ]; then
+			cat "$work/dpkg.err" >&2
+			return 1
+		fi
+		sleep 1
+	done
+}
+
 make --no-print-directory package >"$work/make.log" 2>&1 || { cat "$work/make.log"; fail "make package"; }
 debs=(build/postern_*.deb)
 rpms=(build/postern-*.rpm)
@@ -41,7 +58,7 @@ if command -v rpm >/dev/null; then
 	done
 fi
 
-dpkg -i "${debs[0]}"
+dpkg_ -i "${debs[0]}"
 
 # postern version: the package's version, a full revision, both spellings.
 pkgver=$(dpkg-query -W -f='${Version}' postern)
@@ -70,7 +87,7 @@ fi
 
 # Reinstalling (as an upgrade does) keeps an edited configuration.
 echo "# edited by the package test" >>/etc/postern/postern.yaml
-dpkg -i "${debs[0]}" >/dev/null
+dpkg_ -i "${debs[0]}" >/dev/null
 tail -1 /etc/postern/postern.yaml | grep -qx '# edited by the package test' || fail "reinstalling replaced the edited configuration"
 [ "$(stat -c '%U:%G %a' /etc/postern/postern.yaml)" = "root:postern 640" ] || fail "postern.yaml after reinstall: $(stat -c '%U:%G %a' /etc/postern/postern.yaml)"
 
@@ -98,11 +115,11 @@ wait "$serve_pid" || true
 serve_pid=
 
 # Remove keeps the configuration and the data; purge deletes them.
-dpkg -r postern
+dpkg_ -r postern
 [ ! -e /usr/bin/postern ] || fail "/usr/bin/postern left after remove"
 [ -f /etc/postern/postern.yaml ] || fail "remove deleted the configuration"
 [ -f /var/lib/postern/postern.db ] || fail "remove deleted the block store"
-dpkg --purge postern
+dpkg_ --purge postern
 [ ! -e /etc/postern ] || fail "/etc/postern left after purge: $(ls -la /etc/postern)"
 [ ! -e /var/lib/postern ] || fail "/var/lib/postern left after purge"
 [ ! -e /run/postern ] || fail "/run/postern left after purge"
