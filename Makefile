@@ -8,10 +8,62 @@ GEO_VER   ?= 2.3.2026061719
 FUZZTIME  ?= 30s
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: build test test-short test-all bench lint fuzz testdata clean
+# What 'postern version' reports, from git in a checkout; set them by hand
+# to build from a source tarball. Without them the binary reports what the
+# Go toolchain recorded (nothing for go run and go test).
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+REVISION    ?= $(shell git rev-parse -q --verify HEAD >/dev/null 2>&1 && { git rev-parse HEAD | tr -d '\n'; git diff --quiet HEAD -- || printf -- -dirty; })
+COMMIT_TIME ?= $(shell TZ=UTC git log -1 --date=format-local:%Y-%m-%dT%H:%M:%SZ --format=%cd 2>/dev/null)
+LDFLAGS      = -X main.version=$(VERSION) -X main.revision=$(REVISION) -X main.commitTime=$(COMMIT_TIME)
+
+# Packages: see packaging/nfpm.yaml and docs/INSTALL.md. nfpm is pinned in
+# tools/go.mod, a module of its own, so postern's go.mod lists none of it.
+PKG_DIR        ?= build/pkg
+PKG_ARCH       ?= $(shell $(GO) env GOARCH)
+PKG_VERSION    ?= $(shell packaging/version.sh)
+PKG_MAINTAINER ?= postern maintainers <postern@example.org>
+PKG_FORMATS    ?= deb rpm
+NFPM           ?= $(GO) tool -modfile=tools/go.mod nfpm
+# Man pages and packages carry the commit's date, not today's.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null)
+export SOURCE_DATE_EPOCH
+
+.PHONY: build man completion package test test-short test-all bench lint fuzz testdata clean
 
 build:
-	$(GO) build -trimpath -ldflags "-X main.version=$$(git describe --always --dirty 2>/dev/null || echo dev)" -o bin/postern ./cmd/postern
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/postern ./cmd/postern
+
+# One page per command, generated from the command tree by the hidden
+# 'postern gen-man' (not committed: they cannot drift from the flags).
+man: build
+	rm -rf build/man
+	bin/postern gen-man build/man
+
+# Shell completion scripts (cobra's 'postern completion bash|zsh|fish').
+completion: build
+	mkdir -p build/completion
+	for sh in bash zsh fish; do bin/postern completion $$sh >build/completion/postern.$$sh; done
+
+# build/postern_<version>-1_<arch>.deb and build/postern-<version>-1.<arch>.rpm:
+# a static binary for linux/PKG_ARCH at /usr/bin/postern, the configuration
+# 'postern init' writes (state moved to /var/lib/postern), a hardened systemd
+# unit, the man pages and completions.
+# The packaged binary reports the package's version.
+package: VERSION = $(PKG_VERSION)
+package:
+	@test -n "$(PKG_VERSION)" || { echo "PKG_VERSION is empty: build in a git checkout or set it"; exit 1; }
+	rm -rf $(PKG_DIR) build/postern_*.deb build/postern-*.rpm && mkdir -p $(PKG_DIR)/man $(PKG_DIR)/completion
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(PKG_ARCH) $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(PKG_DIR)/postern ./cmd/postern
+	@# The pages, completions and configuration come from a binary of this machine.
+	gen=$(PKG_DIR)/postern; [ "$(PKG_ARCH)" = "$$($(GO) env GOARCH)" ] || { gen=bin/postern; \
+	  $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $$gen ./cmd/postern || exit 1; }; \
+	  $$gen gen-man $(PKG_DIR)/man && gzip -9n $(PKG_DIR)/man/*.1 && \
+	  for sh in bash zsh fish; do $$gen completion $$sh >$(PKG_DIR)/completion/postern.$$sh || exit 1; done && \
+	  packaging/mkconfig.sh $$gen $(PKG_DIR)/postern.yaml
+	for f in $(PKG_FORMATS); do \
+	  PKG_VERSION='$(PKG_VERSION)' PKG_ARCH='$(PKG_ARCH)' PKG_MAINTAINER='$(PKG_MAINTAINER)' \
+	    $(NFPM) package --config packaging/nfpm.yaml --packager $$f --target build/ || exit 1; \
+	done
 
 # The README's test command: unit tests, plus the whole-dataset tests when
 # POSTERN_GEO_DIR points at the GeoIP dataset (see 'make testdata').
@@ -54,4 +106,4 @@ $(GEO_DIR)/geo-whois-asn-country-ipv4.csv:
 		&& rm -f geo-whois-asn-country-$(GEO_VER).tgz
 
 clean:
-	rm -rf bin
+	rm -rf bin build

@@ -12,9 +12,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
-
 // Exit codes shared by the commands that answer a yes/no question
 // (pattern test, explain): yes, no, or could not tell.
 const (
@@ -64,8 +61,8 @@ Start with 'postern init -o postern.yaml', edit it, then 'postern check -c poste
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
+	setVersion(root)
 	root.AddCommand(
-		newVersionCmd(),
 		newInitCmd(),
 		newCheckCmd(),
 		newPatternCmd(),
@@ -74,20 +71,9 @@ Start with 'postern init -o postern.yaml', edit it, then 'postern check -c poste
 		newBlocksCmd(),
 		newDemoCmd(),
 		newDoctorCmd(),
+		newGenManCmd(),
 	)
 	return root
-}
-
-func newVersionCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "version",
-		Short: "Print the version",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			fmt.Fprintf(cmd.OutOrStdout(), "postern %s\n", version)
-			return nil
-		},
-	}
 }
 
 // configFlag adds the -c/--config flag every configuration command takes.

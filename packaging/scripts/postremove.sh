@@ -1,0 +1,24 @@
+#!/bin/sh
+# After removing the files (deb postrm, rpm %postun). Remove keeps the data
+# (/var/lib/postern: blocks, audit log, admin token, GeoIP files) and the
+# configuration; dpkg --purge deletes them. RPM has no purge: after
+# 'rpm -e' delete /var/lib/postern by hand if it is no longer wanted.
+# The postern user stays, as Debian does for system users, so that no file
+# left behind is ever owned by a reused id.
+set -e
+
+case "$1" in
+purge)
+	rm -rf /var/lib/postern /run/postern
+	# dpkg has deleted postern.yaml; certificates an admin put here stay.
+	rmdir /etc/postern/tls /etc/postern 2>/dev/null || true
+	;;
+esac
+case "$1" in
+remove | purge | 0)
+	if [ -d /run/systemd/system ]; then
+		systemctl daemon-reload || true
+	fi
+	;;
+esac
+exit 0
