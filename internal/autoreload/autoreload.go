@@ -97,8 +97,12 @@ func New(s *snapshot.Snapshot, opts Options) *Refresher {
 }
 
 // Apply tells the Refresher that s is now in service: its files are
-// watched and its databases downloaded from then on. It never blocks.
+// watched and its databases downloaded from then on. It never blocks; on
+// a nil Refresher it does nothing.
 func (r *Refresher) Apply(s *snapshot.Snapshot) {
+	if r == nil {
+		return
+	}
 	r.mu.Lock()
 	r.snap = s
 	r.mu.Unlock()
@@ -120,8 +124,11 @@ func (r *Refresher) current() *snapshot.Snapshot {
 // Run's goroutines, with the reason whenever a download put a new good
 // file in place or a watched file changed; it must not block for long
 // (hand the request to the reload loop and return). Failures are logged
-// and never end Run.
+// and never end Run. On a nil Refresher it returns at once.
 func (r *Refresher) Run(ctx context.Context, reload func(why string)) {
+	if r == nil {
+		return
+	}
 	var wg sync.WaitGroup
 	wg.Go(func() { r.watchLoop(ctx, reload) })
 	wg.Go(func() { r.downloadLoop(ctx, reload) })
@@ -192,6 +199,7 @@ func (r *Refresher) watchLoop(ctx context.Context, reload func(string)) {
 		changed = map[string]bool{}
 		timer   *time.Timer
 		fire    <-chan time.Time
+		first   = true
 	)
 	defer func() {
 		if timer != nil {
@@ -227,9 +235,11 @@ func (r *Refresher) watchLoop(ctx context.Context, reload func(string)) {
 			}
 			dirs[d] = true
 		}
-		if len(files) > 0 {
-			r.log.Debug("watching files for changes", "files", len(files), "directories", len(dirs))
+		level := slog.LevelDebug
+		if first {
+			level, first = slog.LevelInfo, false
 		}
+		r.log.Log(ctx, level, "watching files for changes", "files", len(files), "directories", len(dirs))
 		if r.synced != nil {
 			r.synced()
 		}
