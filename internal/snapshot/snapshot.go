@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/url"
 	"os"
 	"slices"
 	"sync/atomic"
@@ -21,7 +22,6 @@ import (
 	"github.com/postern/postern/internal/diag"
 	"github.com/postern/postern/internal/fcrdns"
 	"github.com/postern/postern/internal/geoip"
-	"github.com/postern/postern/internal/geoupdate"
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/patterns"
 	"github.com/postern/postern/internal/policy"
@@ -63,7 +63,7 @@ func Build(ctx context.Context, cfg *config.File, now time.Time) (*Snapshot, err
 		for i, d := range cfg.GeoIP.Databases {
 			srcs[i] = geoip.Source{Path: d.Path.Value, Format: geoip.Format(d.Format.Value), Country: d.Country.Value, Pos: d.Path.Pos}
 			if _, err := os.Stat(d.Path.Value); d.URL.IsSet() && errors.Is(err, fs.ErrNotExist) {
-				missing.Add(diag.Errorf(d.URL.Pos, "geoip database %s is not downloaded yet from %s (postern serve downloads it before it starts)", d.Path.Value, geoupdate.Redact(d.URL.Value)))
+				missing.Add(diag.Errorf(d.URL.Pos, "geoip database %s is not downloaded yet from %s (postern serve downloads it before it starts)", d.Path.Value, redact(d.URL.Value)))
 			}
 		}
 		if err := missing.Err(); err != nil {
@@ -149,6 +149,15 @@ func (s *Snapshot) Files() []string {
 		add(p)
 	}
 	return files
+}
+
+// redact hides the password of a url for messages.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(bad url)"
+	}
+	return u.Redacted()
 }
 
 // Holder holds the current Snapshot. Readers call Load on every decision
