@@ -281,6 +281,9 @@ func (u *Updater) install(ctx context.Context, src Source, body io.Reader, previ
 	// A directory of its own beside the file, so the new file has the
 	// same name (format detection and zone countries go by it) and the
 	// rename stays on one file system.
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return 0, fmt.Errorf("directory: %w", err)
+	}
 	removeLeftovers(dir, base)
 	tmpDir, err := os.MkdirTemp(dir, "."+base+".new-")
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -417,4 +418,58 @@ func TestUpdateStateAndSecrets(t *testing.T) {
 	if bytes.Contains(data, []byte("s3cr3t")) {
 		t.Error("the password is in the state file")
 	}
+}
+
+// The directory of a database is created for its first download, and
+// what an update cut short left there is cleared by the next one.
+func TestUpdateCreatesDirectoryAndClearsLeftovers(t *testing.T) {
+	srv := newServer(t)
+	srv.publish(csvOf(3))
+	dir := filepath.Join(t.TempDir(), "geoip")
+	path := filepath.Join(dir, "ranges.csv")
+	u := New(Options{})
+	if _, err := u.Update(context.Background(), Source{URL: srv.URL, Path: path}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, ".ranges.csv.new-123"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	write := func(name string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(".ranges.csv.new-123/ranges.csv")
+	write(".ranges.csv.download.new-456")
+	write("keep.txt")
+	srv.publish(csvOf(4))
+	if _, err := u.Update(context.Background(), Source{URL: srv.URL, Path: path}); err != nil {
+		t.Fatal(err)
+	}
+	if names := dirNames(t, dir); !slices.Equal(names, []string{"keep.txt", "ranges.csv", "ranges.csv.download"}) {
+		t.Errorf("directory: %v", names)
+	}
+}
+
+// FuzzUnpack feeds unpack what a server might send: it never panics and
+// never gives more than the limit.
+func FuzzUnpack(f *testing.F) {
+	csv := csvOf(3)
+	f.Add(csv)
+	f.Add(gz(f, csv))
+	f.Add(tarOf(f, "a/ranges.csv", csv, "LICENSE.txt", []byte("l")))
+	f.Add(gz(f, tarOf(f, "x.csv", csv, "y.csv", csv)))
+	f.Add([]byte{0x1f, 0x8b})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		const limit = 1 << 16
+		r, err := unpack(bytes.NewReader(data), Source{Path: "ranges.csv"}, limit)
+		if err != nil {
+			return
+		}
+		n, _ := io.Copy(io.Discard, r)
+		if n > limit+1 {
+			t.Fatalf("unpacked %d bytes past the limit %d", n, limit)
+		}
+		_ = r.finish()
+	})
 }
