@@ -347,3 +347,31 @@ func TestStartWithPublisherDown(t *testing.T) {
 		t.Errorf("the last good file does not start: %v", err)
 	}
 }
+
+// A file named through a symbolic link is watched at its target too: a
+// change written to the target asks for a reload naming the file as
+// configured.
+func TestWatchFollowsSymlink(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	if err := os.Mkdir(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(data, "office-v1.txt")
+	write(t, target, "198.51.100.0/24\n")
+	link := filepath.Join(dir, "office.txt")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "postern.yaml")
+	write(t, cfg, "patterns:\n  Office: \"{office.txt}\"\n")
+	s, err := snapshot.Load(context.Background(), cfg, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := start(t, s, Options{})
+	write(t, target, "198.51.100.0/25\n")
+	if why := h.next(t); why != "changed: "+link {
+		t.Errorf("reload: %q", why)
+	}
+}
