@@ -130,7 +130,19 @@ func defaultClient() *http.Client {
 		IdleConnTimeout:       30 * time.Second,
 		MaxIdleConns:          4,
 		ForceAttemptHTTP2:     true,
-	}}
+	}, CheckRedirect: checkRedirect}
+}
+
+// checkRedirect follows at most 10 redirects and never from https to
+// plain http, where anyone on the path could change the file.
+func checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	if via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
+		return fmt.Errorf("refusing a redirect from https to %s", req.URL.Redacted())
+	}
+	return nil
 }
 
 // Result says what an Update did.

@@ -473,3 +473,24 @@ func FuzzUnpack(f *testing.F) {
 		_ = r.finish()
 	})
 }
+
+// An https URL is never followed to plain http.
+func TestUpdateRefusesDowngradeRedirect(t *testing.T) {
+	plain := newServer(t)
+	plain.publish(csvOf(3))
+	tlsSrv := httptest.NewTLSServer(http.RedirectHandler(plain.URL+"/ranges.csv", http.StatusFound))
+	t.Cleanup(tlsSrv.Close)
+	u := New(Options{})
+	u.client.Transport = tlsSrv.Client().Transport // trusts the test certificate
+	path := filepath.Join(t.TempDir(), "ranges.csv")
+	_, err := u.Update(context.Background(), Source{URL: tlsSrv.URL + "/db", Path: path})
+	if err == nil || !strings.Contains(err.Error(), "refusing a redirect from https to http://127.0.0.1") {
+		t.Errorf("redirect to http: %v", err)
+	}
+	if gets, _, _ := plain.counts(); gets != 0 {
+		t.Errorf("the plain http server was asked %d times", gets)
+	}
+	if _, err := os.Stat(path); err == nil {
+		t.Error("a file was put in place")
+	}
+}
