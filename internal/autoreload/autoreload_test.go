@@ -375,3 +375,31 @@ func TestWatchFollowsSymlink(t *testing.T) {
 		t.Errorf("reload: %q", why)
 	}
 }
+
+// A database given a url by the next snapshot is checked at once (it has
+// no download state yet), and a new file asks for a reload.
+func TestApplyStartsDownloads(t *testing.T) {
+	pub := newPublisher(t, ranges(6))
+	dir := t.TempDir()
+	data := filepath.Join(dir, "ranges.csv")
+	write(t, data, ranges(5))
+	cfg := filepath.Join(dir, "postern.yaml")
+	write(t, cfg, "geoip:\n  databases:\n    - path: ranges.csv\n")
+	s1, err := snapshot.Load(context.Background(), cfg, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := start(t, s1, Options{})
+	write(t, cfg, fmt.Sprintf("geoip:\n  databases:\n    - { path: ranges.csv, url: %q }\n", pub.URL+"/r.csv"))
+	s2, err := snapshot.Load(context.Background(), cfg, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.r.Apply(s2)
+	if why := h.next(t); why != "geoip database "+data+" updated" {
+		t.Errorf("reload: %q", why)
+	}
+	if got, _ := os.ReadFile(data); string(got) != ranges(6) {
+		t.Error("the downloaded file is not in place")
+	}
+}
