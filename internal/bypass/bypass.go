@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -49,6 +50,7 @@ type List struct {
 	Zones        []string // w: DNS whitelist zones, for the SMTP gateway to look up
 	localSenders bool     // l:
 	Hosts        []string // a: names, kept for explanations
+	files        []string // the bypass file and every file it pulls in
 }
 
 // Resolver looks up the addresses of an a: host name.
@@ -88,11 +90,11 @@ func Load(ctx context.Context, path string, from diag.Pos, resolve Resolver) (*L
 	l.read(path, 0, from)
 	b := l.list
 	var err error
-	b.addrs, err = compile("bypass addresses", l.addrs, false)
+	b.addrs, err = compile("bypass addresses", l.addrs, false, &b.files)
 	l.errs.Add(err)
-	b.senders, err = compile("bypass senders", l.senders, true)
+	b.senders, err = compile("bypass senders", l.senders, true, &b.files)
 	l.errs.Add(err)
-	b.recipients, err = compile("bypass recipients", l.recipients, true)
+	b.recipients, err = compile("bypass recipients", l.recipients, true, &b.files)
 	l.errs.Add(err)
 	if err := l.errs.Err(); err != nil {
 		return nil, err
@@ -113,6 +115,7 @@ func (l *loader) read(path string, depth int, from diag.Pos) {
 		l.errs.Add(diag.Errorf(from, "bypass file: open %w", err))
 		return
 	}
+	l.list.files = append(l.list.files, path)
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 64<<10), 64<<10)
 	line := 0
@@ -199,8 +202,9 @@ func isIPv6ish(s string) bool {
 }
 
 // compile compiles items into one anonymous pattern, each item parsed at
-// its own position. mail items must be mail masks.
-func compile(name string, items []item, mail bool) (*patterns.Set, error) {
+// its own position. mail items must be mail masks. Include files the
+// items read are added to files.
+func compile(name string, items []item, mail bool, files *[]string) (*patterns.Set, error) {
 	if len(items) == 0 {
 		return nil, nil
 	}
@@ -226,10 +230,20 @@ func compile(name string, items []item, mail bool) (*patterns.Set, error) {
 		}
 		parts = append(parts, set)
 	}
+	*files = append(*files, reg.Files()...)
 	if err := errs.Err(); err != nil {
 		return nil, err
 	}
 	return patterns.Union(name, parts), nil
+}
+
+// Files returns the bypass file and every file it pulls in (f: lines and
+// {include} items), for watching; nil for a nil List.
+func (b *List) Files() []string {
+	if b == nil {
+		return nil
+	}
+	return slices.Clone(b.files)
 }
 
 // Addr reports whether addr is on the list itself (i:, a:).

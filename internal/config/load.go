@@ -8,12 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -97,7 +99,11 @@ func (f *File) validate(d *decoder) {
 				d.errs.Add(diag.Errorf(db.Country.Pos, "country applies to zone files only"))
 			}
 		}
+		if db.URL.IsSet() {
+			validateDownload(d, db)
+		}
 	}
+	f.validateDownloadPaths(d)
 	seen := make(map[string]diag.Pos)
 	for _, p := range f.Patterns {
 		k := strings.ToLower(p.Name)
@@ -127,6 +133,55 @@ func (f *File) validate(d *decoder) {
 	case "", "text", "json":
 	default:
 		d.errs.Add(diag.Errorf(f.Log.Format.Pos, "bad log format %q: want text or json", f.Log.Format.Value))
+	}
+}
+
+// minRefresh is the shortest refresh of a downloaded database: a data
+// publisher is not asked more often than this.
+const minRefresh = time.Minute
+
+// validateDownload checks the url and refresh of a database postern
+// downloads.
+func validateDownload(d *decoder, db *Database) {
+	u, err := url.Parse(strings.TrimSpace(db.URL.Value))
+	switch {
+	case err != nil:
+		d.errs.Add(diag.Errorf(db.URL.Pos, "bad geoip url: %v", redactURLError(err)))
+	case u.Scheme != "http" && u.Scheme != "https":
+		d.errs.Add(diag.Errorf(db.URL.Pos, "bad geoip url %q: want http:// or https://", u.Redacted()))
+	case u.Host == "":
+		d.errs.Add(diag.Errorf(db.URL.Pos, "bad geoip url %q: no host", u.Redacted()))
+	default:
+		db.URL.Value = u.String()
+	}
+	if db.Refresh.D < minRefresh {
+		d.errs.Add(diag.Errorf(db.Refresh.Pos, "geoip refresh %s is too short: at least %s", db.Refresh.D, minRefresh))
+	}
+}
+
+// redactURLError keeps a password written in a URL out of an error.
+func redactURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// validateDownloadPaths refuses two databases on one path when one of
+// them is downloaded: the download would replace the other's file.
+func (f *File) validateDownloadPaths(d *decoder) {
+	seen := make(map[string]*Database)
+	for i := range f.GeoIP.Databases {
+		db := &f.GeoIP.Databases[i]
+		if !db.Path.IsSet() {
+			continue
+		}
+		if prev, ok := seen[db.Path.Value]; ok && (prev.URL.IsSet() || db.URL.IsSet()) {
+			d.errs.Add(diag.Errorf(db.Path.Pos, "geoip database %s is already named at %s; a downloaded database needs a path of its own", db.Path.Value, prev.Path.Pos))
+			continue
+		}
+		seen[db.Path.Value] = db
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -56,11 +57,66 @@ type GeoIP struct {
 }
 
 // Database is one GeoIP source: an MMDB file, a CSV range list or a zone
-// file of one country's networks.
+// file of one country's networks. With URL set, postern downloads the file
+// to Path itself, every Refresh, and keeps the last good one; the other
+// download keys apply only then.
 type Database struct {
 	Path    Text `yaml:"path"`
 	Format  Text `yaml:"format"`  // mmdb | csv | zone; detected when empty
 	Country Text `yaml:"country"` // zone files: the country the networks belong to
+
+	URL         Text     `yaml:"url"`                              // http:// or https://; plain, gzip or tar.gz
+	Refresh     Duration `yaml:"refresh" default:"24h"`            // how often the URL is asked (conditional GET)
+	MaxDrop     Percent  `yaml:"max_drop" default:"20%"`           // refuse a new file with this much fewer networks than the last good one
+	MinNetworks int      `yaml:"min_networks" default:"1" min:"1"` // refuse a new file with fewer networks
+}
+
+// downloadKeys are the keys of a database that take effect with url only.
+var downloadKeys = []string{"refresh", "max_drop", "min_networks"}
+
+// decodeYAML reads a database entry with the walker and refuses the
+// download keys on an entry without url, each at its key.
+func (db *Database) decodeYAML(d *decoder, n *yaml.Node) error {
+	d.decodeStruct(n, reflect.ValueOf(db).Elem())
+	if n.Kind != yaml.MappingNode {
+		return nil // decodeStruct reported it
+	}
+	hasURL := false
+	var download []*yaml.Node
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		switch {
+		case k.Value == "url":
+			hasURL = v.Kind != yaml.ScalarNode || strings.TrimSpace(v.Value) != ""
+		case slices.Contains(downloadKeys, k.Value):
+			download = append(download, k)
+		}
+	}
+	if !hasURL {
+		for _, k := range download {
+			d.errorf(k, "%s applies to a database with a url only", k.Value)
+		}
+	}
+	return nil
+}
+
+// Percent is a share written as "20%" or "20", from 0 to 100.
+type Percent struct {
+	Value float64 // 0–100
+	Pos   diag.Pos
+}
+
+func (p *Percent) decodeYAML(d *decoder, n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("want a percentage such as 20%%, got %s", describe(n))
+	}
+	s := strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(n.Value), "%"))
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || v < 0 || v > 100 || v != v {
+		return fmt.Errorf("bad percentage %q: want 0%% to 100%%, e.g. 20%%", n.Value)
+	}
+	*p = Percent{Value: v, Pos: d.pos(n)}
+	return nil
 }
 
 // Service is one protocol listener: the settings every protocol shares

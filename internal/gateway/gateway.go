@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/admin"
+	"github.com/postern/postern/internal/autoreload"
 	"github.com/postern/postern/internal/config"
 	"github.com/postern/postern/internal/diag"
 	"github.com/postern/postern/internal/dnsbl"
@@ -99,6 +100,9 @@ type Gateway struct {
 	checker *dnsbl.Checker
 	dns     config.DNS // the settings checker was made with
 	initial *plan      // built by Start, put in service by Run
+
+	fresh *autoreload.Refresher // watches the files, downloads GeoIP databases
+	auto  chan string           // the reloads fresh asks for
 }
 
 // Serve starts a gateway and runs it until ctx is done, reloading the
@@ -130,6 +134,12 @@ func Start(ctx context.Context, path string, opts Options) (_ *Gateway, err erro
 	if opts.Drain <= 0 {
 		opts.Drain = DefaultDrain
 	}
+	if cfg, err := config.Load(path); err == nil {
+		// GeoIP databases with a url that are not on disk yet: download
+		// them before the snapshot needs them.
+		log, _ := newLogger(opts.Log, &snapshot.Snapshot{Config: cfg})
+		autoreload.FetchMissing(ctx, cfg, nil, log)
+	}
 	snap, err := opts.Load(ctx, path, time.Now())
 	if err != nil {
 		return nil, err
@@ -137,6 +147,8 @@ func Start(ctx context.Context, path string, opts Options) (_ *Gateway, err erro
 	cfg := snap.Config
 	g := &Gateway{path: path, opts: opts, holder: snapshot.NewHolder(snap), slots: map[service.Service]*slot{}}
 	g.log, g.level = newLogger(opts.Log, snap)
+	g.fresh = autoreload.New(snap, autoreload.Options{Logger: g.log})
+	g.auto = make(chan string, 1)
 	defer func() {
 		if err != nil {
 			g.close() // whatever was opened before the error
@@ -230,6 +242,14 @@ func (g *Gateway) Run(ctx context.Context, reload <-chan struct{}) error {
 		g.engine.Run(ctx, sweepInterval)
 	}()
 	g.startAll()
+	wg.Go(func() {
+		g.fresh.Run(ctx, func(why string) {
+			select {
+			case g.auto <- why:
+			default: // a reload is asked for already
+			}
+		})
+	})
 	var (
 		err     error
 		cur     *reloadJob // the reload in flight, nil when none
@@ -261,6 +281,13 @@ loop:
 				err = fmt.Errorf("administration API: %w", err)
 			}
 			break loop
+		case why := <-g.auto:
+			g.log.Info("configuration reload", "why", why)
+			if cur != nil {
+				pending = true
+				continue
+			}
+			start()
 		case <-reload:
 			if cur != nil {
 				pending = true

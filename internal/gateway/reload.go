@@ -109,6 +109,7 @@ func (g *Gateway) apply(snap *snapshot.Snapshot) error {
 		return err
 	}
 	g.holder.Store(snap)
+	g.fresh.Apply(snap)
 	g.engine.Apply(snap.Guard)
 	g.grant.Store(&grant)
 	g.level.Set(logLevel(snap.Config))

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/gaissmai/bart"
 
@@ -60,6 +61,9 @@ type Registry struct {
 	names    NameResolver
 	valid    func(string) bool
 	warnings []error
+
+	filesMu sync.Mutex
+	files   []string // include files read, in the order first read
 }
 
 // Set is a compiled pattern: a set of IP addresses (one longest-prefix-match
@@ -172,6 +176,26 @@ func (reg *Registry) Names() []string {
 	return names
 }
 
+// Files returns every include file the registry's patterns, and the lists
+// compiled with Expr so far, were read from, in the order first read.
+func (reg *Registry) Files() []string {
+	if reg == nil {
+		return nil
+	}
+	reg.filesMu.Lock()
+	defer reg.filesMu.Unlock()
+	return slices.Clone(reg.files)
+}
+
+// opened notes an include file read.
+func (reg *Registry) opened(path string) {
+	reg.filesMu.Lock()
+	defer reg.filesMu.Unlock()
+	if !slices.Contains(reg.files, path) {
+		reg.files = append(reg.files, path)
+	}
+}
+
 // Warnings returns problems that do not stop the configuration from loading,
 // such as a country for which the GeoIP data has no networks.
 func (reg *Registry) Warnings() []error { return reg.warnings }
@@ -180,7 +204,7 @@ func (reg *Registry) Warnings() []error { return reg.warnings }
 func (reg *Registry) read(src Source, errs *diag.List, maxErrs int) *builder {
 	s := &Set{name: src.Name, pos: src.Pos, geo: reg.geo, names: reg.names}
 	b := &builder{set: s, pos: new(bart.Lite), neg: new(bart.Lite)}
-	r := &reader{errs: errs, maxErrs: maxErrs}
+	r := &reader{errs: errs, maxErrs: maxErrs, opened: reg.opened}
 	r.list(src, func(t term, it Item) {
 		tbl := b.pos
 		if t.neg {

@@ -29,6 +29,7 @@ type reader struct {
 	stack   []string
 	errs    *diag.List
 	maxErrs int
+	opened  func(path string) // told of each include file read; may be nil
 }
 
 func (r *reader) errorf(pos diag.Pos, format string, args ...any) {
@@ -121,6 +122,9 @@ func (r *reader) include(path, dir string, pos diag.Pos, emit func(t term, it It
 	if err != nil {
 		r.errorf(pos, "include {%s}: %w", path, err)
 		return
+	}
+	if r.opened != nil {
+		r.opened(path)
 	}
 	r.stack = append(r.stack, path)
 	defer func() { r.stack = r.stack[:len(r.stack)-1] }()

@@ -8,7 +8,12 @@ package snapshot
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -36,6 +41,8 @@ type Snapshot struct {
 	Names    *fcrdns.Resolver
 	Warnings []error
 	Built    time.Time
+
+	bypass *bypass.List // the compiled bypass list, for Files
 }
 
 // Load reads the configuration file at path and builds a Snapshot.
@@ -52,8 +59,15 @@ func Build(ctx context.Context, cfg *config.File, now time.Time) (*Snapshot, err
 	s := &Snapshot{Config: cfg, Built: now}
 	if len(cfg.GeoIP.Databases) > 0 {
 		srcs := make([]geoip.Source, len(cfg.GeoIP.Databases))
+		var missing diag.List
 		for i, d := range cfg.GeoIP.Databases {
 			srcs[i] = geoip.Source{Path: d.Path.Value, Format: geoip.Format(d.Format.Value), Country: d.Country.Value, Pos: d.Path.Pos}
+			if _, err := os.Stat(d.Path.Value); d.URL.IsSet() && errors.Is(err, fs.ErrNotExist) {
+				missing.Add(diag.Errorf(d.URL.Pos, "geoip database %s is not downloaded yet from %s (postern serve downloads it before it starts)", d.Path.Value, redact(d.URL.Value)))
+			}
+		}
+		if err := missing.Err(); err != nil {
+			return nil, err
 		}
 		db, err := geoip.Load(ctx, srcs)
 		if err != nil {
@@ -106,7 +120,44 @@ func Build(ctx context.Context, cfg *config.File, now time.Time) (*Snapshot, err
 		return nil, err
 	}
 	s.Guard = gs
+	s.bypass = byp
 	return s, nil
+}
+
+// Files returns every file the snapshot was built from: the configuration
+// file, the GeoIP databases, the include files of patterns and lists, and
+// the bypass file with the files it pulls in; each once, in that order.
+// Certificates and keys are not among them: they are reloaded on their
+// own (package tlsconf).
+func (s *Snapshot) Files() []string {
+	var files []string
+	add := func(p string) {
+		if p != "" && !slices.Contains(files, p) {
+			files = append(files, p)
+		}
+	}
+	if s.Config != nil {
+		add(s.Config.Path)
+		for _, d := range s.Config.GeoIP.Databases {
+			add(d.Path.Value)
+		}
+	}
+	for _, p := range s.Patterns.Files() {
+		add(p)
+	}
+	for _, p := range s.bypass.Files() {
+		add(p)
+	}
+	return files
+}
+
+// redact hides the password of a url for messages.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(bad url)"
+	}
+	return u.Redacted()
 }
 
 // Holder holds the current Snapshot. Readers call Load on every decision
