@@ -453,6 +453,29 @@ func TestExampleServerConfigs(t *testing.T) {
 		return string(b)
 	}
 	master, dovecot, roundcube := read("postfix/master.cf.snippet"), read("dovecot/conf.d/99-postern.conf"), read("roundcube/config.inc.php.snippet")
+	// The Dovecot 2.4 file is the 2.3 one in 2.4's names: same listeners
+	// and ports, auth_allow_cleartext for disable_plaintext_auth, listen
+	// for address.
+	dovecot24 := read("dovecot/conf.d/99-postern-2.4.conf")
+	for _, want := range []string{"haproxy_trusted_networks = 127.0.0.1/32 ::1/128", "auth_allow_cleartext = yes",
+		"inet_listener imap_postern {\n    listen = 127.0.0.1\n    port = 10143\n    haproxy = yes",
+		"inet_listener pop3_postern {\n    listen = 127.0.0.1\n    port = 10110\n    haproxy = yes",
+		"inet_listener imap_roundcube {\n    listen = 127.0.0.1\n    port = 10144", "unix_listener /var/spool/postfix/private/auth"} {
+		if !strings.Contains(dovecot24, want) {
+			t.Errorf("99-postern-2.4.conf lacks %q", want)
+		}
+	}
+	var settings24 strings.Builder // without comments
+	for _, l := range strings.Split(dovecot24, "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(l), "#") {
+			settings24.WriteString(l + "\n")
+		}
+	}
+	for _, old := range []string{"disable_plaintext_auth", "address ="} {
+		if strings.Contains(settings24.String(), old) {
+			t.Errorf("99-postern-2.4.conf uses the 2.3 setting %q", old)
+		}
+	}
 	for _, c := range []struct{ backend, where, text string }{
 		{"127.0.0.1:10025", "master.cf", master},
 		{"127.0.0.1:10587", "master.cf", master},

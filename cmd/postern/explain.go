@@ -190,6 +190,8 @@ func printAnswer(w io.Writer, a *explain.Answer) {
 		case s.Kind == explain.KindBypass:
 			fmt.Fprintf(w, "bypass    %s\n", s.Effect)
 			printItems(w, "  ", s.Items, nil)
+		case s.Kind == explain.KindUpstream:
+			fmt.Fprintf(w, "upstream  %s (trusted_upstreams at %s)\n", s.Effect, s.Pos)
 		}
 	}
 	switch {

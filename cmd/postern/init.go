@@ -50,6 +50,7 @@ func newInitCmd() *cobra.Command {
 		force              bool
 		hostname, backend  string
 		tlsCert, tlsKey    string
+		certOnly           bool
 		defaultHostname, _ = os.Hostname()
 	)
 	if !strings.Contains(defaultHostname, ".") {
@@ -81,6 +82,17 @@ into the current directory. Existing files are never overwritten unless
 				return fmt.Errorf("init: --backend-host %q: want a host name or an IP address", backend)
 			}
 			dir := "."
+			if certOnly {
+				if out == "-" {
+					return errors.New("init: --certificate-only writes files: give -o a path in the directory they belong in")
+				}
+				cert, key, err := writeStarterCert(filepath.Dir(out), hostname, force)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (0644), %s (0600)\n", cert, key)
+				return nil
+			}
 			if out != "-" {
 				dir = filepath.Dir(out)
 				if _, err := os.Lstat(out); err == nil && !force {
@@ -127,6 +139,7 @@ into the current directory. Existing files are never overwritten unless
 	cmd.Flags().StringVar(&backend, "backend-host", "127.0.0.1", "the host of the mail and web servers behind postern")
 	cmd.Flags().StringVar(&tlsCert, "tls-cert", "", "a certificate (PEM, full chain) to use instead of a self-signed one")
 	cmd.Flags().StringVar(&tlsKey, "tls-key", "", "the certificate's key (PEM)")
+	cmd.Flags().BoolVar(&certOnly, "certificate-only", false, "write only the self-signed cert.pem and key.pem, into the directory of --output (packages use it at install time)")
 	return cmd
 }
 

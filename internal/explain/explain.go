@@ -102,6 +102,9 @@ const (
 	KindLogin   Kind = "login"   // the login IP restriction of the account
 	KindBlock   Kind = "block"   // an active block in the live block table
 	KindBypass  Kind = "bypass"  // an address item of the bypass list
+	// KindUpstream: the address is a trusted upstream, whose connections
+	// must begin with a PROXY header.
+	KindUpstream Kind = "upstream"
 )
 
 // Answer is one explanation, as `postern explain --json` prints it and GET
@@ -281,6 +284,16 @@ func Explain(snap *snapshot.Snapshot, live Live, q Query) (Answer, error) {
 	}
 	if q.Account != "" {
 		a.add(KindLogin, snap.Policy.ExplainLogin(q.Account, addr), "the login restriction for "+q.Account)
+	}
+	if snap.Policy.TrustedUpstream(addr) {
+		// A client at this address is taken for the load balancer: every
+		// connection from it must begin with a PROXY header, and one that
+		// does not is dropped without a greeting.
+		pos := Pos(snap.Config.TrustedUpstreams.Pos)
+		a.Steps = append(a.Steps, Step{Kind: KindUpstream, Rule: "trusted_upstreams", Text: snap.Config.TrustedUpstreams.Value,
+			Pos: &pos, Denies: true,
+			Effect: "a trusted upstream: its connections must begin with a PROXY header naming the real client; without one they are dropped after the header timeout (5s), so a client cannot connect from this address directly"})
+		a.deny("a client at a trusted upstream's address (trusted_upstreams): served only behind a PROXY header")
 	}
 	if live != nil {
 		if b, ok := live.BlockOf(addr); ok {

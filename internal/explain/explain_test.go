@@ -298,3 +298,18 @@ func TestAnswerJSON(t *testing.T) {
 		}
 	}
 }
+
+// A client at a trusted upstream's address is dropped without a PROXY
+// header: explain says so instead of "allow".
+func TestTrustedUpstreamAddress(t *testing.T) {
+	snap, _ := load(t, "trusted_upstreams: \"192.0.2.10\"\n")
+	a := ex(t, snap, nil, q("192.0.2.10", "imap", ""))
+	up := stepsOf(a, explain.KindUpstream)
+	if a.Verdict != explain.Deny || len(up) != 1 || !up[0].Denies || up[0].Pos == nil || up[0].Pos.Line == 0 ||
+		!strings.Contains(up[0].Effect, "must begin with a PROXY header") {
+		t.Fatalf("a trusted upstream's address: %+v", a)
+	}
+	if a = ex(t, snap, nil, q("192.0.2.11", "imap", "")); len(stepsOf(a, explain.KindUpstream)) != 0 {
+		t.Errorf("another address is taken for the upstream: %+v", a)
+	}
+}

@@ -20,6 +20,16 @@ getent passwd postern >/dev/null || {
 chown postern:postern /var/lib/postern
 chmod 0750 /var/lib/postern
 chown root:postern /etc/postern /etc/postern/tls
+# A self-signed certificate for this machine, made here so that no two
+# installations share a private key. Replace it with a real one (see
+# /etc/postern/postern.yaml); an existing pair is never touched.
+if [ ! -e /etc/postern/tls/cert.pem ] && [ ! -e /etc/postern/tls/key.pem ]; then
+	host=$(hostname -f 2>/dev/null || hostname)
+	case "$host" in *.*) ;; *) host=mail.example.com ;; esac
+	/usr/bin/postern init --certificate-only --hostname "$host" -o /etc/postern/tls/postern.yaml >/dev/null
+	chown root:postern /etc/postern/tls/key.pem
+	chmod 0640 /etc/postern/tls/key.pem
+fi
 [ ! -e /etc/postern/postern.yaml ] || chgrp postern /etc/postern/postern.yaml
 
 upgrade=
