@@ -45,11 +45,11 @@ fi
 # Checked with this build's pair in place (no ports probed: this is not the
 # machine that will serve it), then pointed at /etc/postern/tls.
 (cd "$tmp" && "$postern" check --bind=false -c postern.yaml >/dev/null)
-grep -q 'cert: cert\.pem, key: key\.pem' "$tmp/postern.yaml" || {
-	echo "mkconfig.sh: the starter configuration has no 'cert: cert.pem, key: key.pem' to rewrite; update packaging/mkconfig.sh" >&2
+grep -q 'cert: "cert\.pem", key: "key\.pem"' "$tmp/postern.yaml" || {
+	echo "mkconfig.sh: the starter configuration has no 'cert: \"cert.pem\", key: \"key.pem\"' to rewrite; update packaging/mkconfig.sh" >&2
 	exit 1
 }
-sed -i -e 's|cert: cert\.pem, key: key\.pem|cert: /etc/postern/tls/cert.pem, key: /etc/postern/tls/key.pem|' "$tmp/postern.yaml"
+sed -i -e 's|cert: "cert\.pem", key: "key\.pem"|cert: "/etc/postern/tls/cert.pem", key: "/etc/postern/tls/key.pem"|' "$tmp/postern.yaml"
 grep -q '^run_as:' "$tmp/postern.yaml" || cat >>"$tmp/postern.yaml" <<'YAML'
 
 # The systemd unit starts postern as this user with CAP_NET_BIND_SERVICE;
