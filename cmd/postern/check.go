@@ -122,29 +122,14 @@ func printSummary(w io.Writer, s *snapshot.Snapshot, took time.Duration) {
 		fmt.Fprintf(w, "  service   %-10s %s -> %s; %s\n", name, svc.Listen.Value, strings.Join(svc.WebBackends(), ", "), strings.Join(rules, "; "))
 	}
 	if g := s.Guard; g != nil {
-		on := g.TriggersEnabled()
-		dead := make(map[string]string)
-		for _, d := range deadTriggers(s.Config) {
-			dead[d.group] += string(d.code)
-		}
-		for _, grp := range []string{"smtp", "imap_pop3", "web"} {
-			if on[grp] == "" {
-				continue
+		for _, t := range triggersOn(s) {
+			live := t.On
+			if live == "" {
+				live = "none"
 			}
-			var live, never strings.Builder
-			for _, t := range splitTriggers(on[grp]) {
-				if strings.IndexByte(dead[grp], t[0]) >= 0 {
-					never.WriteByte(t[0])
-				} else {
-					live.WriteString(t)
-				}
-			}
-			if live.Len() == 0 {
-				live.WriteString("none")
-			}
-			fmt.Fprintf(w, "  ips       %-10s triggers %s; block %s", grp, live.String(), g.BlockTime)
-			if never.Len() > 0 {
-				fmt.Fprintf(w, "; never fire: %s (see the warnings)", never.String())
+			fmt.Fprintf(w, "  ips       %-10s triggers %s; block %s", t.Group, live, g.BlockTime)
+			if t.NeverFire != "" {
+				fmt.Fprintf(w, "; never fire: %s (see the warnings)", t.NeverFire)
 			}
 			fmt.Fprintln(w)
 		}

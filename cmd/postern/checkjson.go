@@ -149,26 +149,7 @@ func printCheckJSON(w io.Writer, path string, snap *snapshot.Snapshot, warns []e
 		a.Services = append(a.Services, cs)
 	}
 	if g := snap.Guard; g != nil {
-		on := g.TriggersEnabled()
-		dead := make(map[string]string)
-		for _, d := range deadTriggers(snap.Config) {
-			dead[d.group] += string(d.code)
-		}
-		for _, grp := range []string{"smtp", "imap_pop3", "web"} {
-			if on[grp] == "" {
-				continue
-			}
-			var live, never strings.Builder
-			for _, t := range splitTriggers(on[grp]) {
-				if strings.IndexByte(dead[grp], t[0]) >= 0 {
-					never.WriteByte(t[0])
-				} else {
-					live.WriteString(t)
-				}
-			}
-			a.Triggers = append(a.Triggers, checkTriggers{Group: grp, On: live.String(), NeverFire: never.String(),
-				BlockTime: g.BlockTime.String(), BlockTimeS: int64(g.BlockTime / time.Second)})
-		}
+		a.Triggers = triggersOn(snap)
 		if g.Bypass != nil {
 			a.BypassFile = snap.Config.IntrusionPrevention.BypassFile.Value
 		}
@@ -178,4 +159,33 @@ func printCheckJSON(w io.Writer, path string, snap *snapshot.Snapshot, warns []e
 	}
 	sort.Strings(a.LoginRestrictions)
 	return printJSON(w, a)
+}
+
+// triggersOn are the triggers each intrusion-prevention group has on:
+// those that can fire and those configured that never can (see the
+// warnings).
+func triggersOn(snap *snapshot.Snapshot) []checkTriggers {
+	g := snap.Guard
+	on := g.TriggersEnabled()
+	dead := make(map[string]string)
+	for _, d := range deadTriggers(snap.Config) {
+		dead[d.group] += string(d.code)
+	}
+	var out []checkTriggers
+	for _, grp := range []string{"smtp", "imap_pop3", "web"} {
+		if on[grp] == "" {
+			continue
+		}
+		var live, never strings.Builder
+		for _, t := range splitTriggers(on[grp]) {
+			if strings.IndexByte(dead[grp], t[0]) >= 0 {
+				never.WriteByte(t[0])
+			} else {
+				live.WriteString(t)
+			}
+		}
+		out = append(out, checkTriggers{Group: grp, On: live.String(), NeverFire: never.String(),
+			BlockTime: g.BlockTime.String(), BlockTimeS: int64(g.BlockTime / time.Second)})
+	}
+	return out
 }

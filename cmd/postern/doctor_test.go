@@ -15,37 +15,23 @@ import (
 	proxyproto "github.com/pires/go-proxyproto"
 
 	"github.com/postern/postern/internal/doctor"
+	"github.com/postern/postern/internal/testserver"
 )
 
 // doctorPOP3 is Dovecot's POP3 behind a PROXY header, on 127.0.0.1.
 func doctorPOP3(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	t.Cleanup(func() { ln.Close(); <-done })
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
+	addr := testserver.TCP(t, func(c net.Conn) {
+		r := bufio.NewReader(c)
+		if _, err := proxyproto.Read(r); err == nil {
+			fmt.Fprint(c, "+OK Dovecot ready.\r\n")
+			if l, _ := r.ReadString('\n'); strings.TrimSpace(l) == "CAPA" {
+				fmt.Fprint(c, "+OK\r\nCAPA\r\nTOP\r\nSTLS\r\nUSER\r\nSASL PLAIN LOGIN\r\n.\r\n")
 			}
-			c.SetDeadline(time.Now().Add(5 * time.Second))
-			r := bufio.NewReader(c)
-			if _, err := proxyproto.Read(r); err == nil {
-				fmt.Fprint(c, "+OK Dovecot ready.\r\n")
-				if l, _ := r.ReadString('\n'); strings.TrimSpace(l) == "CAPA" {
-					fmt.Fprint(c, "+OK\r\nCAPA\r\nTOP\r\nSTLS\r\nUSER\r\nSASL PLAIN LOGIN\r\n.\r\n")
-				}
-				r.ReadString('\n')
-			}
-			c.Close()
+			r.ReadString('\n')
 		}
-	}()
-	return ln.Addr().String()
+	})
+	return addr
 }
 
 // doctorConfig writes a configuration with pop3 in front of backend and an
@@ -58,22 +44,7 @@ func doctorConfig(t *testing.T, backend string) string {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	sock := filepath.Join(dir, "a.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	t.Cleanup(func() { ln.Close(); <-done })
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	testserver.Unix(t, sock, nil) // reachable, says nothing
 	path := filepath.Join(dir, "postern.yaml")
 	text := fmt.Sprintf("services:\n  pop3: { listen: \":1110\", backend: %q }\nadmin:\n  listen: unix:%s\n  token_file: %s\n",
 		backend, sock, filepath.Join(dir, "no-token"))

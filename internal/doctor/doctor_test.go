@@ -20,6 +20,7 @@ import (
 
 	"github.com/postern/postern/internal/config"
 	"github.com/postern/postern/internal/fcrdns/fcrdnstest"
+	"github.com/postern/postern/internal/testserver"
 )
 
 // fakeBackend serves each connection with handle on 127.0.0.1 until the
@@ -187,22 +188,7 @@ func adminSocket(t *testing.T) string {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	p := filepath.Join(dir, "a.sock")
-	ln, err := net.Listen("unix", p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	t.Cleanup(func() { ln.Close(); <-done })
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	testserver.Unix(t, p, nil) // reachable, says nothing
 	return p
 }
 

@@ -84,6 +84,11 @@ func (l genNetListener) Accept() (net.Conn, error) {
 func (l genNetListener) Close() error   { return l.a.Close() }
 func (l genNetListener) Addr() net.Addr { return l.a.ln.Addr() }
 
+// server is what the SMTP, IMAP and POP3 gateways offer the gateway.
+type server interface {
+	Serve(ctx context.Context, ln relay.Acceptor, drain time.Duration) error
+}
+
 // built is one service's front-end built from a snapshot, not yet serving.
 type built struct {
 	name    service.Service
@@ -190,28 +195,20 @@ func (g *Gateway) build(snap *snapshot.Snapshot, checker *dnsbl.Checker, name se
 		lim := relay.NewBackendLimit(svc.Mail.MaxBackend, svc.Mail.MaxBackendPerNetwork)
 		b.bounds = [2]int{lim.Max, lim.PerNetwork}
 		d.Limit = b.limit
-		idle, backend := svc.Mail.Timeouts.Command.D, svc.Mail.Timeouts.Backend.D
-		switch name {
-		case service.IMAP, service.IMAPS:
-			cfg := imapproxy.Config{Service: name, Backend: d, ImplicitTLS: name.ImplicitTLS(), PlaintextLogin: plain,
-				PreAuthIdle: idle, BackendTimeout: backend}
-			if !name.ImplicitTLS() {
-				cfg.TLS = serverTLS
-			}
-			srv := imapproxy.New(cfg, g.engine, g.currentPolicy, g.log)
-			b.serve = func(ctx context.Context, acc genAcceptor, drain time.Duration) error {
-				return srv.Serve(ctx, acc, drain)
-			}
-		default:
-			cfg := pop3proxy.Config{Service: name, Backend: d, ImplicitTLS: name.ImplicitTLS(), PlaintextLogin: plain,
-				PreAuthIdle: idle, BackendTimeout: backend}
-			if !name.ImplicitTLS() {
-				cfg.TLS = serverTLS
-			}
-			srv := pop3proxy.New(cfg, g.engine, g.currentPolicy, g.log)
-			b.serve = func(ctx context.Context, acc genAcceptor, drain time.Duration) error {
-				return srv.Serve(ctx, acc, drain)
-			}
+		// imapproxy.Config and pop3proxy.Config are the one mailgate.Config.
+		cfg := imapproxy.Config{Service: name, Backend: d, ImplicitTLS: name.ImplicitTLS(), PlaintextLogin: plain,
+			PreAuthIdle: svc.Mail.Timeouts.Command.D, BackendTimeout: svc.Mail.Timeouts.Backend.D}
+		if !name.ImplicitTLS() {
+			cfg.TLS = serverTLS // STARTTLS, STLS
+		}
+		var srv server
+		if name == service.IMAP || name == service.IMAPS {
+			srv = imapproxy.New(cfg, g.engine, g.currentPolicy, g.log)
+		} else {
+			srv = pop3proxy.New(cfg, g.engine, g.currentPolicy, g.log)
+		}
+		b.serve = func(ctx context.Context, acc genAcceptor, drain time.Duration) error {
+			return srv.Serve(ctx, acc, drain)
 		}
 	case svc.Web != nil:
 		cfg, err := webproxy.FromConfig(svc, serverTLS)

@@ -6,11 +6,11 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
-	"time"
 
 	proxyproto "github.com/pires/go-proxyproto"
 
 	"github.com/postern/postern/internal/relay"
+	"github.com/postern/postern/internal/testserver"
 )
 
 // A backend that closes the connection right after postern's PROXY header
@@ -39,23 +39,8 @@ func TestBackendClosedAfterHeaderLogsAdvice(t *testing.T) {
 // connection.
 func closesAfterHeader(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	t.Cleanup(func() { ln.Close(); <-done })
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.SetDeadline(time.Now().Add(5 * time.Second))
-			proxyproto.Read(bufio.NewReader(c))
-			c.Close()
-		}
-	}()
-	return ln.Addr().String()
+	addr := testserver.TCP(t, func(c net.Conn) {
+		proxyproto.Read(bufio.NewReader(c))
+	})
+	return addr
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	proxyproto "github.com/pires/go-proxyproto"
+	"github.com/postern/postern/internal/testserver"
 )
 
 // closesAfterHeader is a backend that reads postern's PROXY header and
@@ -23,27 +24,12 @@ import (
 // reports each header read.
 func closesAfterHeader(t *testing.T) (string, <-chan bool) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	got := make(chan bool, 4)
-	done := make(chan struct{})
-	t.Cleanup(func() { ln.Close(); <-done })
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.SetDeadline(time.Now().Add(5 * time.Second))
-			_, err = proxyproto.Read(bufio.NewReader(c))
-			got <- err == nil
-			c.Close()
-		}
-	}()
-	return ln.Addr().String(), got
+	addr := testserver.TCP(t, func(c net.Conn) {
+		_, err := proxyproto.Read(bufio.NewReader(c))
+		got <- err == nil
+	})
+	return addr, got
 }
 
 var testClient = netip.MustParseAddrPort("203.0.113.7:40000")

@@ -13,30 +13,16 @@ import (
 
 	"github.com/postern/postern/internal/relay"
 	"github.com/postern/postern/internal/testenv"
+	"github.com/postern/postern/internal/testserver"
 )
 
 // fakePostfix serves each connection with handle until the test ends.
 func fakePostfix(t *testing.T, handle func(net.Conn)) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	t.Cleanup(func() { ln.Close(); <-done })
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.SetDeadline(time.Now().Add(5 * time.Second))
-			handle(c)
-			c.Close()
-		}
-	}()
-	return ln.Addr().String()
+	addr := testserver.TCP(t, func(c net.Conn) {
+		handle(c)
+	})
+	return addr
 }
 
 // The backend's PROXY header mistakes are logged with the advice

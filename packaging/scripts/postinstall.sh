@@ -19,6 +19,13 @@ getent passwd postern >/dev/null || {
 }
 chown postern:postern /var/lib/postern
 chmod 0750 /var/lib/postern
+# The admin socket's directory (also made at boot: /usr/lib/tmpfiles.d/postern.conf).
+if command -v systemd-tmpfiles >/dev/null 2>&1; then
+	systemd-tmpfiles --create /usr/lib/tmpfiles.d/postern.conf || true
+fi
+mkdir -p /run/postern
+chown postern:postern /run/postern
+chmod 0750 /run/postern
 chown root:postern /etc/postern /etc/postern/tls
 # A self-signed certificate for this machine, made here so that no two
 # installations share a private key. Replace it with a real one (see
