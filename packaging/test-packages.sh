@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "test-deb.sh: run as root" >&2; exit 1; }
-if dpkg-query -W -f='${Status}' postern 2>/dev/null | grep -q 'install ok\|config-files'; then
+if dpkg-query -W -f='${Status}' postern 2>/dev/null | grep 'install ok\|config-files' >/dev/null; then
 	echo "test-deb.sh: a postern package is installed here already; not touching it" >&2
 	exit 1
 fi
@@ -50,11 +50,11 @@ if command -v rpm >/dev/null; then
 	rpm -qp "${rpms[0]}" >/dev/null
 	want=$(dpkg-deb -f "${debs[0]}" Version)
 	[ "$(rpm -qp --qf '%{VERSION}-%{RELEASE}' "${rpms[0]}")" = "$want" ] || fail "the .rpm's version is not $want"
-	rpm -qplv "${rpms[0]}" | grep -Eq '^drwxr-x--- +[0-9]+ +postern +postern .* /var/lib/postern$' || fail "/var/lib/postern in the .rpm"
+	rpm -qplv "${rpms[0]}" | grep -E '^drwxr-x--- +[0-9]+ +postern +postern .* /var/lib/postern$' >/dev/null || fail "/var/lib/postern in the .rpm"
 	[ "$(rpm -qp --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' "${rpms[0]}" | grep ' /etc/postern/postern.yaml$')" = "cn /etc/postern/postern.yaml" ] ||
 		fail "postern.yaml is not %config(noreplace) in the .rpm"
 	for s in preinstall postinstall preuninstall postuninstall; do
-		rpm -qp --scripts "${rpms[0]}" | grep -q "^$s scriptlet" || fail "the .rpm has no $s scriptlet"
+		rpm -qp --scripts "${rpms[0]}" | grep "^$s scriptlet" >/dev/null || fail "the .rpm has no $s scriptlet"
 	done
 fi
 
@@ -64,7 +64,7 @@ dpkg_ -i "${debs[0]}"
 pkgver=$(dpkg-query -W -f='${Version}' postern)
 postern version
 [ "$(postern version | head -1)" = "postern ${pkgver%-1}" ] || fail "postern version does not say ${pkgver%-1}"
-postern version | grep -Eq '^  revision  [0-9a-f]{40}( \(modified\)|-dirty)?$' || fail "no revision in postern version"
+postern version | grep -E '^  revision  [0-9a-f]{40}( \(modified\)|-dirty)?$' >/dev/null || fail "no revision in postern version"
 [ "$(postern --version)" = "$(postern version)" ] || fail "postern --version differs from postern version"
 
 # The packaged configuration passes check, as root and as the service user.
@@ -72,12 +72,12 @@ postern check -c /etc/postern/postern.yaml
 runuser -u postern -- postern check -c /etc/postern/postern.yaml >/dev/null 2>&1 || fail "the postern user cannot check /etc/postern/postern.yaml"
 
 # Users, owners, modes; man pages, completion, unit.
-getent passwd postern | grep -q ':/var/lib/postern:/usr/sbin/nologin$' || fail "postern user: $(getent passwd postern)"
+getent passwd postern | grep ':/var/lib/postern:/usr/sbin/nologin$' >/dev/null || fail "postern user: $(getent passwd postern)"
 [ "$(stat -c '%U:%G %a' /var/lib/postern)" = "postern:postern 750" ] || fail "/var/lib/postern: $(stat -c '%U:%G %a' /var/lib/postern)"
 [ "$(stat -c '%U:%G %a' /etc/postern)" = "root:postern 750" ] || fail "/etc/postern: $(stat -c '%U:%G %a' /etc/postern)"
 [ "$(stat -c '%U:%G %a' /etc/postern/postern.yaml)" = "root:postern 640" ] || fail "postern.yaml: $(stat -c '%U:%G %a' /etc/postern/postern.yaml)"
 grep -qx /etc/postern/postern.yaml /var/lib/dpkg/info/postern.conffiles || fail "postern.yaml is not a conffile"
-zcat /usr/share/man/man1/postern-serve.1.gz | grep -q '^\.TH "POSTERN-SERVE" "1"' || fail "man page postern-serve(1)"
+zcat /usr/share/man/man1/postern-serve.1.gz | grep '^\.TH "POSTERN-SERVE" "1"' >/dev/null || fail "man page postern-serve(1)"
 grep -q 'complete -o default -F __start_postern postern' /usr/share/bash-completion/completions/postern || fail "bash completion"
 if command -v systemd-analyze >/dev/null; then
 	# Warnings (an unknown key, a bad value) exit 0: fail on any about postern.
@@ -88,7 +88,7 @@ fi
 # Reinstalling (as an upgrade does) keeps an edited configuration.
 echo "# edited by the package test" >>/etc/postern/postern.yaml
 dpkg_ -i "${debs[0]}" >/dev/null
-tail -1 /etc/postern/postern.yaml | grep -qx '# edited by the package test' || fail "reinstalling replaced the edited configuration"
+tail -1 /etc/postern/postern.yaml | grep -x '# edited by the package test' >/dev/null || fail "reinstalling replaced the edited configuration"
 [ "$(stat -c '%U:%G %a' /etc/postern/postern.yaml)" = "root:postern 640" ] || fail "postern.yaml after reinstall: $(stat -c '%U:%G %a' /etc/postern/postern.yaml)"
 
 # Serve with the packaged paths as the service user (the unit's User= and
@@ -107,7 +107,7 @@ for _ in $(seq 100); do
 done
 [ -S /run/postern/admin.sock ] || { cat "$work/serve.log"; fail "no admin socket after 10 s"; }
 postern blocks add -c "$work/serve.yaml" 203.0.113.66 --for 1h --comment "package test"
-postern blocks list -c "$work/serve.yaml" | grep -q '^203\.0\.113\.66 ' || fail "the manual block is not listed"
+postern blocks list -c "$work/serve.yaml" | grep '^203\.0\.113\.66 ' >/dev/null || fail "the manual block is not listed"
 [ "$(stat -c '%U' /var/lib/postern/postern.db)" = postern ] || fail "store not owned by postern"
 [ "$(stat -c '%U %a' /var/lib/postern/admin.token)" = "postern 600" ] || fail "token: $(stat -c '%U %a' /var/lib/postern/admin.token)"
 kill "$serve_pid"

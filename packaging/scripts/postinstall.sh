@@ -36,6 +36,8 @@ if [ ! -e /etc/postern/tls/cert.pem ] && [ ! -e /etc/postern/tls/key.pem ]; then
 	/usr/bin/postern init --certificate-only --hostname "$host" -o /etc/postern/tls/postern.yaml >/dev/null
 	chown root:postern /etc/postern/tls/key.pem
 	chmod 0640 /etc/postern/tls/key.pem
+	# Purge removes the pair only while it is still this one.
+	cat /etc/postern/tls/cert.pem /etc/postern/tls/key.pem | sha256sum | cut -d' ' -f1 >/etc/postern/tls/.made-by-package
 fi
 [ ! -e /etc/postern/postern.yaml ] || chgrp postern /etc/postern/postern.yaml
 

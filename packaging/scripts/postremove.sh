@@ -10,7 +10,16 @@ set -e
 case "$1" in
 purge)
 	rm -rf /var/lib/postern /run/postern
-	# dpkg has deleted postern.yaml; certificates an admin put here stay.
+	# dpkg has deleted postern.yaml. The self-signed pair the package made
+	# goes if it is still the one it made; certificates an admin put here
+	# stay.
+	if [ -f /etc/postern/tls/.made-by-package ]; then
+		sum=$(cat /etc/postern/tls/cert.pem /etc/postern/tls/key.pem 2>/dev/null | sha256sum | cut -d' ' -f1)
+		if [ "$sum" = "$(cat /etc/postern/tls/.made-by-package)" ]; then
+			rm -f /etc/postern/tls/cert.pem /etc/postern/tls/key.pem
+		fi
+		rm -f /etc/postern/tls/.made-by-package
+	fi
 	rmdir /etc/postern/tls /etc/postern 2>/dev/null || true
 	;;
 esac
