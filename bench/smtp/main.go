@@ -322,6 +322,10 @@ services:
     backend_proxy: v2
     hostname: postern.bench.invalid
     max_connections_per_address: 1000000
+    # The load comes from one /24 (loopback): no per-network bound on
+    # backend connections (the bench's Postfix is configured for it).
+    max_backend_connections: 0
+    max_backend_connections_per_network: 0
 local_domains: "example.test; other.test"
 intrusion_prevention:
   block_minutes: 240
