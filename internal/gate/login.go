@@ -150,7 +150,7 @@ func (l *Logins) begin(a *Attempt, ctx context.Context, gs *guard.Session, pol *
 		a.fp = l.eng.PasswordFingerprint(strings.ToLower(c.User), c.Pass)
 	}
 	if pol != nil && !pol.AllowLogin(c.User, client) {
-		log.Debug("login refused by the login IP restriction: asking the backend with a decoy password", "account", c.User)
+		log.Info("login refused by the login IP restriction", "account", c.User)
 		a.Refused, a.Pass = true, l.decoys.Password(c.Pass)
 	}
 	return guard.Decision{}, true
