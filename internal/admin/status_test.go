@@ -72,7 +72,7 @@ func TestJudge(t *testing.T) {
 	}{
 		{name: "all well", st: admin.Status{Store: admin.StoreStatus{LastWriteOK: true},
 			LastReload: &admin.ReloadStatus{OK: true},
-			Services: []admin.ServiceStatus{{Name: "smtp", Bound: "[::]:25", Backends: []admin.BackendStatus{{Address: "a:25", Reachable: true}}}}}},
+			Services:   []admin.ServiceStatus{{Name: "smtp", Bound: "[::]:25", Backends: []admin.BackendStatus{{Address: "a:25", Reachable: true}}}}}},
 		{name: "backend down", st: admin.Status{Store: admin.StoreStatus{LastWriteOK: true},
 			Services: []admin.ServiceStatus{{Name: "web", Bound: "[::]:443", Backends: []admin.BackendStatus{
 				{Address: "a:80", Reachable: true}, {Address: "b:80", Error: "i/o timeout"}}}}},
