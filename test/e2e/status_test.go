@@ -14,7 +14,8 @@ import (
 
 // The running gateway in front of the real Postfix and rspamd: a message
 // relayed leaves exactly one info line naming the client, the sender, the
-// recipients, the size and Postfix's own reply with its queue id; and
+// recipients, the size and Postfix's own reply with its queue id; a login
+// over submission one login line, and no password anywhere; and
 // `postern status --json` (the real binary against the gateway's socket)
 // reports each SMTP service bound where it listens, Postfix reachable, and
 // health.
@@ -41,6 +42,26 @@ func testStatusAndMessageLog(t *testing.T, s *suite) {
 		if !strings.Contains(lines[0], w) {
 			t.Errorf("message line lacks %q:\n%s", w, lines[0])
 		}
+	}
+
+	// A login over submission (Postfix asks Dovecot): one login line, and
+	// the message line names the account; the password is in neither.
+	const b = "198.51.100.61"
+	pass := s.env.Users[alice]
+	r = swaks(t, s.gw.Submission, ap(b, 40001), "-tls", "--auth", "PLAIN", "--auth-user", alice, "--auth-password", pass,
+		"--from", alice, "--to", alice, "--data", "@"+file)
+	mustQueue(t, "postern submission", r)
+	poll(5*time.Second, func() bool { return len(linesWith(s.gw.logTail(0), "msg=message ", "client="+b+" ")) > 0 })
+	logins := linesWith(s.gw.logTail(0), "msg=login ", "client="+b+" ")
+	msgs := linesWith(s.gw.logTail(0), "msg=message ", "client="+b+" ")
+	if len(logins) != 1 || !strings.Contains(logins[0], "service=submission") || !strings.Contains(logins[0], "account="+alice+" result=ok") {
+		t.Errorf("login lines for %s, want one ok:\n%s", b, strings.Join(logins, "\n"))
+	}
+	if len(msgs) != 1 || !strings.Contains(msgs[0], "account="+alice) || !strings.Contains(msgs[0], "reply=250") {
+		t.Errorf("message lines for %s:\n%s", b, strings.Join(msgs, "\n"))
+	}
+	if strings.Contains(s.gw.logTail(0), pass) {
+		t.Error("postern's log holds alice's password")
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
