@@ -18,8 +18,9 @@ import (
 )
 
 // What a status request does to check the backends: a TCP connect to
-// each distinct backend address, closed at once, at most
-// statusDialParallel at a time, each within statusDialTimeout.
+// each distinct backend address, closed at once, each within
+// statusDialTimeout; at most statusDialParallel dials at a time, whatever
+// the number of requests asking.
 const (
 	statusDialTimeout  = 2 * time.Second
 	statusDialParallel = 8
@@ -38,6 +39,7 @@ type statusState struct {
 	reload   *admin.ReloadStatus
 	reloads  int
 	services []serviceState // in configuration order
+	dials    chan struct{}  // places for backend dials, shared by the requests
 }
 
 // serviceState is one configured service as the last commit left it.
@@ -58,6 +60,7 @@ func (g *Gateway) noteStarted(node string) {
 	g.status.mu.Lock()
 	defer g.status.mu.Unlock()
 	g.status.node, g.status.build = node, b
+	g.status.dials = make(chan struct{}, statusDialParallel)
 }
 
 // noteLoaded records a configuration put in service (at start or by a
@@ -160,6 +163,7 @@ func (g *Gateway) Status(ctx context.Context) admin.Status {
 		st.LastReload = &c
 	}
 	services := slices.Clone(g.status.services)
+	sem := g.status.dials
 	g.status.mu.Unlock()
 	st.Uptime = int64(time.Since(st.Started).Seconds())
 
@@ -171,7 +175,7 @@ func (g *Gateway) Status(ctx context.Context) admin.Status {
 			}
 		}
 	}
-	dials := dialAll(ctx, addrs)
+	dials := dialAll(ctx, addrs, sem)
 	st.Services = make([]admin.ServiceStatus, 0, len(services))
 	for _, s := range services {
 		ss := admin.ServiceStatus{Name: s.name.String(), Listen: s.listen, Problem: s.problem, Backends: []admin.BackendStatus{}}
@@ -188,18 +192,26 @@ func (g *Gateway) Status(ctx context.Context) admin.Status {
 	return st
 }
 
-// dialAll connects to each address (a TCP connect, closed at once),
-// statusDialParallel at a time.
-func dialAll(ctx context.Context, addrs []string) map[string]admin.BackendStatus {
+// dialAll connects to each address (a TCP connect, closed at once), as
+// many at a time as sem has places (nil: statusDialParallel). A dial that
+// waits for a place past ctx's end fails with ctx's error.
+func dialAll(ctx context.Context, addrs []string, sem chan struct{}) map[string]admin.BackendStatus {
+	if sem == nil {
+		sem = make(chan struct{}, statusDialParallel)
+	}
 	out := make(map[string]admin.BackendStatus, len(addrs))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, statusDialParallel)
 	for _, a := range addrs {
 		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			r := dialBackend(ctx, a)
+			var r admin.BackendStatus
+			select {
+			case sem <- struct{}{}:
+				r = dialBackend(ctx, a)
+				<-sem
+			case <-ctx.Done():
+				r = admin.BackendStatus{Address: a, Error: "not dialed: " + ctx.Err().Error()}
+			}
 			mu.Lock()
 			out[a] = r
 			mu.Unlock()

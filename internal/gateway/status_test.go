@@ -310,3 +310,32 @@ func TestLogLevelFollowsReload(t *testing.T) {
 }
 
 func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+// Backend dials take a place of the gateway's shared bound: while every
+// place is taken no dial starts, and a request that ends first says its
+// backends were not dialed.
+func TestStatusDialsBounded(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	addr := ln.Addr().String()
+	sem := make(chan struct{}, 1)
+	got := dialAll(context.Background(), []string{addr}, sem)
+	if r := got[addr]; !r.Reachable || r.Address != addr {
+		t.Fatalf("with a free place: %+v", r)
+	}
+	sem <- struct{}{} // the one place taken
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	got = dialAll(ctx, []string{addr, freePort(t)}, sem)
+	for a, r := range got {
+		if r.Reachable || !strings.HasPrefix(r.Error, "not dialed: context deadline exceeded") {
+			t.Errorf("%s with no place free: %+v", a, r)
+		}
+	}
+	if len(got) != 2 {
+		t.Errorf("results: %v", got)
+	}
+}
