@@ -339,3 +339,65 @@ func TestStatusDialsBounded(t *testing.T) {
 		t.Errorf("results: %v", got)
 	}
 }
+
+// A service a reload could not move stays where it was, and the status
+// says so (not healthy); a web service's backends are each dialed at the
+// host and port of their URL.
+func TestStatusServiceNotMoved(t *testing.T) {
+	_, up := popBackend(t, "backend-up")
+	web, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer web.Close()
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	down := freePort(t)
+	svcs := func(popListen string) string {
+		return `services:
+  pop3: { listen: "` + popListen + `", backend: "` + up + `", plaintext_login: "127.0.0.0/8" }
+  web: { listen: "127.0.0.1:0", backends: ["http://` + web.Addr().String() + `/", "http://` + down + `"] }
+`
+	}
+	r := startStatusRig(t, svcs("127.0.0.1:0"))
+	st := r.status(t)
+	if len(st.Services) != 2 || st.Services[1].Name != "web" || len(st.Services[1].Backends) != 2 {
+		t.Fatalf("services: %+v", st.Services)
+	}
+	wb := st.Services[1].Backends
+	if wb[0].Address != web.Addr().String() || !wb[0].Reachable || wb[1].Address != down || wb[1].Reachable {
+		t.Errorf("web backends: %+v", wb)
+	}
+	old := r.g.Addr(service.POP3).String()
+
+	writeConfig(t, r.cfg, r.head+svcs(taken.Addr().String()))
+	r.reload <- struct{}{}
+	st = r.waitReloads(t, 1)
+	pop := st.Services[0]
+	if !st.LastReload.OK || len(st.LastReload.Problems) != 1 || !strings.Contains(st.LastReload.Problems[0], "service pop3 stays on") {
+		t.Errorf("reload: %+v", st.LastReload)
+	}
+	if pop.Bound != old || pop.Listen != taken.Addr().String() || !strings.HasPrefix(pop.Problem, "still on "+old) {
+		t.Errorf("pop3 after a move that failed: %+v", pop)
+	}
+	if st.Healthy || !slices.Contains(st.Problems, "service pop3: "+pop.Problem) {
+		t.Errorf("problems: %q", st.Problems)
+	}
+}
+
+func TestWebBackendAddr(t *testing.T) {
+	for in, want := range map[string]string{
+		"http://10.0.0.5/":          "10.0.0.5:80",
+		"https://mail.example.com":  "mail.example.com:443",
+		"http://10.0.0.5:8080/rc/":  "10.0.0.5:8080",
+		"https://[2001:db8::1]/":    "[2001:db8::1]:443",
+		"http://[2001:db8::1]:81/x": "[2001:db8::1]:81",
+	} {
+		if got := webBackendAddr(in); got != want {
+			t.Errorf("webBackendAddr(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
