@@ -164,8 +164,9 @@ func (g *Gateway) Status(ctx context.Context) admin.Status {
 	}
 	services := slices.Clone(g.status.services)
 	sem := g.status.dials
+	started := g.status.started // with its monotonic reading
 	g.status.mu.Unlock()
-	st.Uptime = int64(time.Since(st.Started).Seconds())
+	st.Uptime = int64(time.Since(started).Seconds())
 
 	var addrs []string
 	for _, s := range services {
