@@ -2,11 +2,16 @@ package admin_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 
 	"github.com/postern/postern/internal/admin"
 )
@@ -90,4 +95,53 @@ func TestJudge(t *testing.T) {
 			t.Errorf("%s: healthy %v, problems %q; want %q", tc.name, tc.st.Healthy, tc.st.Problems, tc.problems)
 		}
 	}
+}
+
+// The status JSON holds every property docs/openapi.yaml requires, and
+// nothing it does not describe.
+func TestStatusJSONMatchesOpenAPI(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "..", "docs", "openapi.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Components struct {
+			Schemas map[string]struct {
+				Required   []string       `yaml:"required"`
+				Properties map[string]any `yaml:"properties"`
+			} `yaml:"schemas"`
+		} `yaml:"components"`
+	}
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	wrote := t0
+	st := admin.Status{Version: "v1", Revision: "abc", Problems: []string{},
+		LastReload: &admin.ReloadStatus{Error: "x", Applied: []string{}, Restart: []string{}, Problems: []string{}},
+		Services:   []admin.ServiceStatus{{Name: "imap", Problem: "p", Backends: []admin.BackendStatus{{Address: "a:1", Error: "e"}}}},
+		Store:      admin.StoreStatus{LastWrite: &wrote, LastWriteError: "e"}}
+	b, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	json.Unmarshal(b, &m)
+	check := func(schema string, obj map[string]any) {
+		s, ok := doc.Components.Schemas[schema]
+		if !ok {
+			t.Fatalf("openapi.yaml has no schema %s", schema)
+		}
+		for _, k := range s.Required {
+			if _, ok := obj[k]; !ok {
+				t.Errorf("%s: the JSON lacks required %q", schema, k)
+			}
+		}
+		for k := range obj {
+			if _, ok := s.Properties[k]; !ok {
+				t.Errorf("%s: %q is not described in openapi.yaml", schema, k)
+			}
+		}
+	}
+	check("Status", m)
+	check("ServiceStatus", m["services"].([]any)[0].(map[string]any))
 }
