@@ -60,7 +60,7 @@ pop3, pop3s and web (HTTP, or HTTPS with HTTP/2 when it has tls).`,
 
 // gatewayOptions are the gateway's options from the command line.
 func gatewayOptions(logw io.Writer) gateway.Options {
-	return gateway.Options{Log: logw, Warnings: ipsWarnings}
+	return gateway.Options{Log: logw, Warnings: ipsWarnings, Build: currentBuildInfo()}
 }
 
 // serve runs the gateway until ctx is done, reloading the configuration

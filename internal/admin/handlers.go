@@ -87,6 +87,7 @@ func (s *Server) newMux() *http.ServeMux {
 	handle(http.MethodPost, "/v1/blocks/import", s.handleImport)
 	handle(http.MethodGet, "/v1/audit", s.handleAudit)
 	handle(http.MethodGet, "/v1/explain", s.handleExplain)
+	handle(http.MethodGet, "/v1/status", s.handleStatus)
 	for path, methods := range allow {
 		slices.Sort(methods)
 		wrong := methodNotAllowed(methods)

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -40,6 +41,7 @@ type Server struct {
 	log       *slog.Logger
 	grant     func(netip.Addr) bool
 	mux       *http.ServeMux // the routes, behind the grant and token checks
+	status    atomic.Pointer[StatusSource]
 }
 
 // NewServer returns a server for eng. explain may be nil (GET /v1/explain

@@ -83,10 +83,43 @@ type Attempt struct {
 	// relayed; the client's password never leaves postern.
 	Refused bool
 
-	login *guard.Login
-	user  string
-	fp    uint64
-	log   *slog.Logger
+	login  *guard.Login
+	user   string
+	fp     uint64
+	log    *slog.Logger
+	logged bool // the login line is written
+}
+
+// The results a login line names.
+const (
+	ResultOK         = "ok"         // the backend accepted the password
+	ResultFailed     = "failed"     // the backend refused the password
+	ResultRestricted = "restricted" // the login IP restriction refused it; the password never left postern
+	ResultBlocked    = "blocked"    // no attempt: the address is blocked (or the session ended while held)
+	ResultNoAnswer   = "no_answer"  // the backend gave no answer postern could read; counted as failed
+	ResultNotJudged  = "not_judged" // the backend answered neither yes nor no (a temporary failure); nothing counted
+)
+
+// logResult writes the one info line of a login: its account, result
+// and, when the failure made one, the block. The logger carries the
+// service and the client. Never a password.
+func (a *Attempt) logResult(result string, d guard.Decision) {
+	if a.logged {
+		return
+	}
+	a.logged = true
+	logLogin(a.log, a.user, result, d)
+}
+
+func logLogin(log *slog.Logger, account, result string, d guard.Decision) {
+	if !log.Enabled(context.Background(), slog.LevelInfo) {
+		return
+	}
+	if d.Blocked {
+		log.Info("login", "account", account, "result", result, "blocked", true, "reason", d.Reason.String())
+		return
+	}
+	log.Info("login", "account", account, "result", result)
 }
 
 // Begin takes a login through the gate before any credentials leave
@@ -106,6 +139,7 @@ func (l *Logins) Begin(ctx context.Context, gs *guard.Session, pol *policy.Polic
 func (l *Logins) begin(a *Attempt, ctx context.Context, gs *guard.Session, pol *policy.Policy, client netip.Addr, c Credentials, log *slog.Logger) (guard.Decision, bool) {
 	lg, d := gs.BeginLogin(ctx, c.User)
 	if lg == nil {
+		logLogin(log, c.User, ResultBlocked, d)
 		return d, false
 	}
 	*a = Attempt{Pass: c.Pass, login: lg, user: c.User, log: log}
@@ -134,16 +168,29 @@ func (a *Attempt) Report(o Outcome) (Outcome, guard.Decision) {
 	switch {
 	case o == Accepted && a.Refused:
 		a.log.Error("the backend accepted the decoy password of a refused login; the login stays refused", "account", a.user)
-		return DecoyAccepted, a.login.Failed(a.fp)
+		d := a.login.Failed(a.fp)
+		a.logResult(ResultRestricted, d)
+		return DecoyAccepted, d
 	case o == Accepted && a.user == "":
 		a.login.Abandon()
+		a.logResult(ResultOK, guard.Decision{})
 	case o == Accepted:
 		a.login.Succeeded()
-		a.log.Info("logged in", "account", a.user)
+		a.logResult(ResultOK, guard.Decision{})
 	case o == Answered:
 		a.login.Abandon()
+		a.logResult(ResultNotJudged, guard.Decision{})
 	default:
-		return o, a.login.Failed(a.fp)
+		d := a.login.Failed(a.fp)
+		switch {
+		case a.Refused:
+			a.logResult(ResultRestricted, d)
+		case o == Rejected:
+			a.logResult(ResultFailed, d)
+		default:
+			a.logResult(ResultNoAnswer, d)
+		}
+		return o, d
 	}
 	return o, guard.Decision{}
 }
@@ -155,7 +202,13 @@ func (a *Attempt) Failed() guard.Decision {
 	if a == nil {
 		return guard.Decision{}
 	}
-	return a.login.Failed(a.fp)
+	d := a.login.Failed(a.fp)
+	if a.Refused {
+		a.logResult(ResultRestricted, d)
+	} else {
+		a.logResult(ResultNoAnswer, d)
+	}
+	return d
 }
 
 // Abandon ends an attempt whose credentials never reached the backend,

@@ -27,6 +27,7 @@ import (
 
 	"github.com/postern/postern/internal/admin"
 	"github.com/postern/postern/internal/autoreload"
+	"github.com/postern/postern/internal/buildinfo"
 	"github.com/postern/postern/internal/config"
 	"github.com/postern/postern/internal/diag"
 	"github.com/postern/postern/internal/dnsbl"
@@ -77,6 +78,9 @@ type Options struct {
 	// Drain is how long sessions get to finish at shutdown; 0:
 	// DefaultDrain.
 	Drain time.Duration
+	// Build is the binary's build, for the status; zero: what the
+	// toolchain recorded.
+	Build buildinfo.Info
 }
 
 // Gateway is a running postern: its configuration, store, engine,
@@ -103,6 +107,8 @@ type Gateway struct {
 
 	fresh *autoreload.Refresher // watches the files, downloads GeoIP databases
 	auto  chan string           // the reloads fresh asks for
+
+	status statusState // what Status reports (status.go)
 }
 
 // Serve starts a gateway and runs it until ctx is done, reloading the
@@ -194,6 +200,8 @@ func Start(ctx context.Context, path string, opts Options) (_ *Gateway, err erro
 		return nil, err
 	}
 	g.api = admin.NewServer(g.engine, explain.Func(g.holder.Load, g.engine), token, g.log, func(a netip.Addr) bool { return (*g.grant.Load())(a) })
+	g.noteStarted(node)
+	g.api.SetStatus(g)
 	adminAt := orDefault(cfg.Admin.Listen.Value, admin.DefaultListen)
 	if g.apiLn, err = g.api.Listen(ctx, adminAt); err != nil {
 		return nil, err
@@ -260,8 +268,9 @@ func (g *Gateway) Run(ctx context.Context, reload <-chan struct{}) error {
 	start := func() {
 		stale = deleteFinished(stale)
 		if len(stale) >= maxStaleReloads {
-			g.log.Error("configuration reload failed", "err",
-				fmt.Errorf("reload rejected, the running configuration stays: %d earlier reloads are still stuck reading their files", len(stale)))
+			err := fmt.Errorf("reload rejected, the running configuration stays: %d earlier reloads are still stuck reading their files", len(stale))
+			g.log.Error("configuration reload failed", "err", err)
+			g.noteReloadFailed(err)
 			return
 		}
 		cur = g.startReload(ctx)
@@ -303,8 +312,9 @@ loop:
 				start()
 			}
 		case <-expired:
-			g.log.Error("configuration reload failed", "err",
-				fmt.Errorf("reload rejected, the running configuration stays: not finished within %s", g.opts.ReloadTimeout))
+			err := fmt.Errorf("reload rejected, the running configuration stays: not finished within %s", g.opts.ReloadTimeout)
+			g.log.Error("configuration reload failed", "err", err)
+			g.noteReloadFailed(err)
 			cur.stop()
 			stale = append(stale, cur)
 			cur, expired = nil, nil

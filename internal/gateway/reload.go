@@ -83,12 +83,14 @@ func needsRestart(key string) bool {
 // finishReload puts a loaded configuration in service — every part of it
 // — or logs why the running one stays.
 func (g *Gateway) finishReload(r reloadResult) {
-	if r.err != nil {
-		g.log.Error("configuration reload failed", "err", fmt.Errorf("reload rejected, the running configuration stays: %w", r.err))
-		return
+	err := r.err
+	if err == nil {
+		err = g.apply(r.snap)
 	}
-	if err := g.apply(r.snap); err != nil {
-		g.log.Error("configuration reload failed", "err", fmt.Errorf("reload rejected, the running configuration stays: %w", err))
+	if err != nil {
+		err = fmt.Errorf("reload rejected, the running configuration stays: %w", err)
+		g.log.Error("configuration reload failed", "err", err)
+		g.noteReloadFailed(err)
 	}
 }
 
@@ -125,6 +127,7 @@ func (g *Gateway) apply(snap *snapshot.Snapshot) error {
 		}
 	}
 	g.logLoaded(snap)
+	g.noteReloaded(applied, later, problems)
 	attrs := []any{"applied", applied}
 	if len(applied) == 0 {
 		attrs = []any{"applied", "no settings changed; files re-read"}
@@ -148,6 +151,7 @@ func (g *Gateway) logLoaded(s *snapshot.Snapshot) {
 			g.log.Warn("configuration", "warning", w.Error())
 		}
 	}
+	g.noteLoaded(s)
 	g.log.Info("configuration loaded", "file", s.Config.Path, "patterns", len(s.Patterns.Names()), "services", len(s.Config.Services))
 }
 

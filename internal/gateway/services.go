@@ -374,6 +374,7 @@ func (g *Gateway) commit(p *plan) []error {
 			g.log.Info("service removed: its listener is closed, its sessions go on", "service", name, "addr", sl.ln.Addr().String())
 		}
 	}
+	g.noteServices(p)
 	return problems
 }
 

@@ -86,6 +86,7 @@ func (s *session) data(c command) error {
 		s.be.close()
 		return err
 	}
+	rcpts := s.rcpts
 	s.inTx, s.rcpts = false, 0
 	s.gs.MessageDone()
 	if bareLF {
@@ -104,7 +105,7 @@ func (s *session) data(c command) error {
 	if err != nil {
 		return s.tempFail(err)
 	}
-	s.log.Debug("message relayed", "bytes", m.size, "reply", final.code)
+	s.logMessage(m.size, rcpts, final)
 	return s.reply(final)
 }
 
@@ -198,6 +199,7 @@ func (s *session) bdat(c command) error {
 		return s.tempFail(err)
 	}
 	if last || r.code >= 400 {
+		s.logMessage(m.size, s.rcpts, r)
 		s.msg = nil
 		if last {
 			s.inTx, s.rcpts = false, 0

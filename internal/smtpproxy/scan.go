@@ -167,6 +167,7 @@ func (s *session) forwardSpool(spool *spamscan.Spool) error {
 	if err != nil {
 		return s.tempFail(err)
 	}
+	rcpts := s.rcpts
 	s.inTx, s.rcpts = false, 0
 	if r.code != 354 {
 		return s.reply(r)
@@ -209,5 +210,6 @@ func (s *session) forwardSpool(spool *spamscan.Spool) error {
 	if err != nil {
 		return s.tempFail(err)
 	}
+	s.logMessage(spool.Size(), rcpts, final)
 	return s.reply(final)
 }

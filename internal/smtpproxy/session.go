@@ -49,6 +49,7 @@ type session struct {
 	helo      string          // the EHLO/HELO name
 	from      string          // the transaction's sender
 	rcptList  []string        // its accepted recipients
+	txStart   time.Time       // when MAIL was accepted
 }
 
 // errClosed ends a session after its last reply was sent.
@@ -429,7 +430,7 @@ func (s *session) mail(c command) error {
 	}
 	if r.code == 250 {
 		s.inTx, s.rcpts, s.msg = true, 0, nil
-		s.from, s.rcptList = from, nil
+		s.from, s.rcptList, s.txStart = from, nil, time.Now()
 		s.gs.Sender(from)
 	}
 	return s.reply(r)

@@ -336,6 +336,10 @@ func (db *DB) badRow(prefix, what string, err error) error {
 
 // write runs fn in one transaction on the writer connection and commits.
 func (db *DB) write(ctx context.Context, op string, fn func(*sql.Tx) error) error {
+	return db.noteWrite(op, db.writeTx(ctx, op, fn))
+}
+
+func (db *DB) writeTx(ctx context.Context, op string, fn func(*sql.Tx) error) error {
 	tx, err := db.w.BeginTx(ctx, nil)
 	if err != nil {
 		return db.fail(op, err)

@@ -41,6 +41,7 @@ type DB struct {
 	auditStmt *sql.Stmt // on r
 
 	closed    atomic.Bool
+	lastWrite atomic.Pointer[WriteResult] // the outcome of the last write transaction
 	closeOnce sync.Once
 	closeErr  error
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/postern/postern/internal/gwtest"
 	"github.com/postern/postern/internal/service"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -204,6 +205,7 @@ type harnessOpts struct {
 	maxPer   int
 	mutate   func(*Config)
 	backends []*url.URL
+	logw     io.Writer // the gateway's log (text, info); nil: none
 }
 
 func newHarness(t *testing.T, o harnessOpts) *harness {
@@ -253,7 +255,11 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	if o.mutate != nil {
 		o.mutate(&cfg)
 	}
-	h.p, err = New(cfg, h.eng, func() *policy.Policy { return snap.Policy }, nil)
+	var log *slog.Logger
+	if o.logw != nil {
+		log = slog.New(slog.NewTextHandler(o.logw, nil))
+	}
+	h.p, err = New(cfg, h.eng, func() *policy.Policy { return snap.Policy }, log)
 	if err != nil {
 		t.Fatal(err)
 	}

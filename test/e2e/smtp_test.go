@@ -66,6 +66,8 @@ func TestSMTP(t *testing.T) {
 		{"Deliver_UTF8", testDeliverUTF8},
 		{"Deliver_DSN", testDeliverDSN},
 		{"Deliver_BDAT", testDeliverBDAT},
+		// The message log line and postern status against the real chain.
+		{"Status_MessageLog", testStatusAndMessageLog},
 		// Bad input against the real chain.
 		{"Bad_LongCommandLine", testBadLongLine},
 		{"Bad_BareLF", testBadBareLF},
