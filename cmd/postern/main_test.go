@@ -73,7 +73,7 @@ patterns:
   GeoIP_MY: "country:MY"
   GeoIP_SG: "{sg.zone}"
 services:
-  imap: { listen: ":143", backend: "127.0.0.1:10143", grant: "[GeoIP_MY];[GeoIP_SG]", tls: { cert: cert.pem, key: key.pem } }
+  imap: { listen: "127.0.0.1:0", backend: "127.0.0.1:10143", grant: "[GeoIP_MY];[GeoIP_SG]", tls: { cert: cert.pem, key: key.pem } }
   smtp: { listen: "127.0.0.1:0", backend: "127.0.0.1:10025" }
 login_restrictions:
   - "*=[GeoIP_MY];[GeoIP_SG]"
