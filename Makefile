@@ -95,15 +95,15 @@ testdata: $(GEO_DIR)/geo-whois-asn-country.mmdb $(GEO_DIR)/geo-whois-asn-country
 $(GEO_DIR)/geo-whois-asn-country.mmdb:
 	mkdir -p $(GEO_DIR)
 	cd $(GEO_DIR) && npm pack --silent @ip-location-db/geo-whois-asn-country-mmdb@$(GEO_VER) >/dev/null \
-		&& tar -xzf geo-whois-asn-country-mmdb-$(GEO_VER).tgz --strip-components=1 package/geo-whois-asn-country.mmdb \
-		&& rm -f geo-whois-asn-country-mmdb-$(GEO_VER).tgz
+		&& tar -xzf ip-location-db-geo-whois-asn-country-mmdb-$(GEO_VER).tgz --strip-components=1 package/geo-whois-asn-country.mmdb \
+		&& rm -f ip-location-db-geo-whois-asn-country-mmdb-$(GEO_VER).tgz
 
 $(GEO_DIR)/geo-whois-asn-country-ipv4.csv:
 	mkdir -p $(GEO_DIR)
 	cd $(GEO_DIR) && npm pack --silent @ip-location-db/geo-whois-asn-country@$(GEO_VER) >/dev/null \
-		&& tar -xzf geo-whois-asn-country-$(GEO_VER).tgz --strip-components=1 \
+		&& tar -xzf ip-location-db-geo-whois-asn-country-$(GEO_VER).tgz --strip-components=1 \
 			package/geo-whois-asn-country-ipv4.csv package/geo-whois-asn-country-ipv6.csv \
-		&& rm -f geo-whois-asn-country-$(GEO_VER).tgz
+		&& rm -f ip-location-db-geo-whois-asn-country-$(GEO_VER).tgz
 
 clean:
 	rm -rf bin build
