@@ -71,6 +71,7 @@ Start with 'postern init -o postern.yaml', edit it, then 'postern check -c poste
 		newBlocksCmd(),
 		newDemoCmd(),
 		newDoctorCmd(),
+		newConsoleCmd(),
 		newGenManCmd(),
 	)
 	return root
