@@ -456,32 +456,13 @@ func (s *Server) handleImport(w http.ResponseWriter, r *http.Request, rq *reques
 		return &http.MaxBytesError{Limit: maxImportBytes}
 	}
 	body := http.MaxBytesReader(w, r.Body, maxImportBytes)
-	now := s.eng.Now()
-	var bs []store.Block
-	var err error
-	if mt == "text/csv" {
-		bs, err = DecodeCSV(body, now)
-	} else {
-		bs, err = DecodeJSON(body, now)
+	var client netip.Addr
+	if rq.tcp {
+		client = rq.addr
 	}
+	n, err := ImportBlocks(r.Context(), s.eng, body, mt, force, client, rq.actor())
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return mbe
-		}
-		return badRequest(err)
-	}
-	for _, b := range bs {
-		if err := checkBlockable(b.Prefix); err != nil {
-			return badRequest(err)
-		}
-		if rq.tcp && !force && !b.Expired(now) && b.Prefix.Contains(rq.addr) {
-			return errorf(http.StatusConflict, "the import blocks %s, which holds your own address %s; send force=true to do it anyway", FormatTarget(b.Prefix), rq.addr)
-		}
-	}
-	n, err := s.eng.Import(r.Context(), bs, rq.actor())
-	if err != nil {
-		return fmt.Errorf("import: %w", err)
+		return err
 	}
 	rq.result = fmt.Sprintf("imported %d", n)
 	return writeJSON(w, http.StatusOK, map[string]int{"imported": n})

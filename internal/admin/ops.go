@@ -170,3 +170,43 @@ func (e *httpError) Is(target error) bool {
 	return target == ErrBadRequest && e.status == http.StatusBadRequest ||
 		target == ErrLockout && e.status == http.StatusConflict
 }
+
+// ImportBlocks reads blocks in the CSV (mediaType "text/csv") or JSON
+// ("application/json") export format from in, checks every row, and
+// imports them all or none for actor. Without force, a block that holds
+// client's own address is refused (ErrLockout). Errors in the data match
+// ErrBadRequest; a body over a http.MaxBytesReader limit is returned as
+// its *http.MaxBytesError.
+func ImportBlocks(ctx context.Context, eng Engine, in io.Reader, mediaType string, force bool, client netip.Addr, actor string) (int, error) {
+	now := eng.Now()
+	var bs []store.Block
+	var err error
+	switch mediaType {
+	case "text/csv":
+		bs, err = DecodeCSV(in, now)
+	case "application/json":
+		bs, err = DecodeJSON(in, now)
+	default:
+		return 0, errorf(http.StatusUnsupportedMediaType, "Content-Type must be text/csv or application/json")
+	}
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return 0, mbe
+		}
+		return 0, badRequest(err)
+	}
+	for _, b := range bs {
+		if err := checkBlockable(b.Prefix); err != nil {
+			return 0, badRequest(err)
+		}
+		if client.IsValid() && !force && !b.Expired(now) && b.Prefix.Contains(client) {
+			return 0, errorf(http.StatusConflict, "the import blocks %s, which holds your own address %s; send force=true to do it anyway", FormatTarget(b.Prefix), client)
+		}
+	}
+	n, err := eng.Import(ctx, bs, actor)
+	if err != nil {
+		return 0, fmt.Errorf("import: %w", err)
+	}
+	return n, nil
+}

@@ -44,6 +44,7 @@ const (
 	shutdownTimeout    = 5 * time.Second
 	maxHeaderBytes     = 16 << 10
 	maxFormBytes       = 64 << 10
+	maxImportBytes     = 16 << 20
 	DefaultIdleTimeout = 30 * time.Minute // a session unused this long is signed out
 	maxSessions        = 1000
 	eventPoll          = time.Second // how often the live feed looks for new blocks

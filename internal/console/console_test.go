@@ -2,7 +2,10 @@ package console
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"io"
+	"mime/multipart"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -83,8 +86,8 @@ func TestChangeWithoutCSRFRefused(t *testing.T) {
 	if w.refuses("198.51.100.7") {
 		t.Fatal("a change without the CSRF token was made")
 	}
-	if code, _ := c.post("/config/reload", url.Values{}); code != http.StatusForbidden || w.reloads != 0 {
-		t.Fatalf("reload without the CSRF token: %d, %d reloads", code, w.reloads)
+	if code, _ := c.post("/config/reload", url.Values{}); code != http.StatusForbidden || w.reloads.Load() != 0 {
+		t.Fatalf("reload without the CSRF token: %d, %d reloads", code, w.reloads.Load())
 	}
 }
 
@@ -308,8 +311,8 @@ func TestPagesRender(t *testing.T) {
 		}
 	}
 	tok := c.csrf("/config")
-	if _, body := c.post("/config/reload", url.Values{"csrf": {tok}}); !strings.Contains(body, "Reloaded.") || w.reloads != 1 {
-		t.Fatalf("reload: %d reloads\n%s", w.reloads, body)
+	if _, body := c.post("/config/reload", url.Values{"csrf": {tok}}); !strings.Contains(body, "Reloaded.") || w.reloads.Load() != 1 {
+		t.Fatalf("reload: %d reloads\n%s", w.reloads.Load(), body)
 	}
 }
 
@@ -382,3 +385,53 @@ func (r *recorder) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 func (r *recorder) WriteHeader(c int) { r.code = c }
+
+func TestImportRoundTrip(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	if _, err := w.eng.BlockManual(ctx, netip.MustParsePrefix("198.51.100.0/24"), time.Hour, "net", "test"); err != nil {
+		t.Fatal(err)
+	}
+	c := w.client(t, "")
+	c.mustSignIn()
+	_, csv := c.get("/blocks/export?format=csv")
+	if _, err := w.eng.UnblockAll(ctx, "test"); err != nil {
+		t.Fatal(err)
+	}
+	upload := func(name, content string, extra url.Values) string {
+		t.Helper()
+		var buf bytes.Buffer
+		mw := multipart.NewWriter(&buf)
+		mw.WriteField("csrf", c.csrf("/blocks"))
+		for k, v := range extra {
+			mw.WriteField(k, v[0])
+		}
+		fw, _ := mw.CreateFormFile("file", name)
+		io.WriteString(fw, content)
+		mw.Close()
+		resp, err := c.http.Post(w.url+"/blocks/import", mw.FormDataContentType(), &buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	if body := upload("blocks.csv", csv, nil); !strings.Contains(body, "Imported 1.") {
+		t.Fatalf("import:\n%s", body)
+	}
+	if !w.refuses("198.51.100.9") {
+		t.Fatal("the imported block is not enforced")
+	}
+	// a row holding the user's own address is refused without "I know"
+	own := "target,reason,expires\n127.0.0.0/8,U,\n"
+	if body := upload("own.csv", own, nil); !strings.Contains(body, "would block your own address") {
+		t.Fatalf("self-lockout on import:\n%s", body)
+	}
+	if w.refuses("127.0.0.1") {
+		t.Fatal("an import blocked the console user")
+	}
+	if body := upload("bad.json", `[{"target":"nonsense"}]`, nil); !strings.Contains(body, "Import: ") {
+		t.Fatalf("bad import:\n%s", body)
+	}
+}

@@ -52,6 +52,7 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("POST /blocks/action", s.auth(s.blockAction))
 	mux.HandleFunc("POST /blocks/purge", s.auth(s.purge))
 	mux.HandleFunc("GET /blocks/export", s.auth(s.export))
+	mux.HandleFunc("POST /blocks/import", s.auth(s.importBlocks))
 	mux.HandleFunc("GET /events", s.auth(s.events))
 	mux.HandleFunc("GET /explain", s.auth(s.explainPage))
 	mux.HandleFunc("GET /audit", s.auth(s.auditPage))
@@ -86,7 +87,11 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method == http.MethodPost {
-		r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+		limit := int64(maxFormBytes)
+		if r.URL.Path == "/blocks/import" {
+			limit = maxImportBytes
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
 	}
 	s.mux.ServeHTTP(w, r)
 }
@@ -317,6 +322,10 @@ func (s *Server) failMsg(what string, err error) string {
 	case errors.Is(err, admin.ErrBadRequest):
 		return what + ": " + err.Error()
 	}
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return fmt.Sprintf("%s: larger than %d bytes.", what, mbe.Limit)
+	}
 	s.log.Error("console: "+what+" failed", "err", err)
 	return what + ": failed (details in the postern log)."
 }
@@ -402,6 +411,34 @@ func (s *Server) purge(w http.ResponseWriter, r *http.Request, ss *session) {
 		return
 	}
 	s.done(w, r, ss, fmt.Sprintf("Purged %d expired blocks.", n))
+}
+
+// importBlocks imports an uploaded export (CSV or JSON), all or nothing,
+// through the API's import with its checks.
+func (s *Server) importBlocks(w http.ResponseWriter, r *http.Request, ss *session) {
+	addr, _ := clientAddr(r)
+	f, hdr, err := r.FormFile("file")
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			s.done(w, r, ss, fmt.Sprintf("Import: the file is larger than %d MiB.", maxImportBytes>>20))
+			return
+		}
+		s.done(w, r, ss, "Import: choose a CSV or JSON file exported by postern.")
+		return
+	}
+	defer f.Close()
+	mt := "text/csv"
+	if strings.HasSuffix(strings.ToLower(hdr.Filename), ".json") {
+		mt = "application/json"
+	}
+	n, err := admin.ImportBlocks(r.Context(), s.opts.Engine, f, mt, r.PostFormValue("force") == "on", addr, actor(ss))
+	if err != nil {
+		s.done(w, r, ss, s.failMsg("Import", err))
+		return
+	}
+	s.log.Info("console request", "user", ss.user, "remote", addr, "result", fmt.Sprintf("imported %d", n))
+	s.done(w, r, ss, fmt.Sprintf("Imported %d.", n))
 }
 
 func (s *Server) export(w http.ResponseWriter, r *http.Request, ss *session) {

@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -54,7 +55,7 @@ type world struct {
 	url     string
 	clock   *clock
 	snap    *snapshot.Snapshot
-	reloads int
+	reloads atomic.Int32
 }
 
 // newWorld starts a console granting loopback but 127.0.0.2, with web
@@ -103,7 +104,7 @@ intrusion_prevention:
 			return a.IsLoopback() && a != netip.MustParseAddr("127.0.0.2")
 		},
 		IdleTimeout: 10 * time.Minute,
-		Reload:      func() error { w.reloads++; return nil },
+		Reload:      func() error { w.reloads.Add(1); return nil },
 		Config: func() ConfigInfo {
 			return ConfigInfo{Path: cfgPath, LoadedAt: clk.now(), Text: yaml}
 		},
