@@ -40,6 +40,7 @@ var assetFS embed.FS
 const (
 	readHeaderTimeout  = 10 * time.Second
 	readTimeout        = 30 * time.Second
+	writeTimeout       = time.Minute // each answer but the live feed
 	idleTimeout        = 2 * time.Minute
 	shutdownTimeout    = 5 * time.Second
 	maxHeaderBytes     = 16 << 10
@@ -113,7 +114,10 @@ type Options struct {
 	// Config describes the running configuration; nil: not shown.
 	Config func() ConfigInfo
 	Stats  Stats // nil: no listener states
-	Log    *slog.Logger
+	// Country names the country of an address from the GeoIP databases
+	// (two letters; "" unknown); nil: no countries shown.
+	Country func(netip.Addr) string
+	Log     *slog.Logger
 }
 
 // Server is the web console. It is safe for concurrent use.

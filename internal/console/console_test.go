@@ -167,6 +167,16 @@ func TestFilterSearchAndExport(t *testing.T) {
 	if !strings.Contains(body, "192.0.2.44") || strings.Contains(body, "198.51.100.7") {
 		t.Fatalf("filter by service:\n%s", body)
 	}
+	_, body = c.get("/blocks/rows?country=my")
+	if !strings.Contains(body, "192.0.2.44") || strings.Contains(body, "198.51.100.7") {
+		t.Fatalf("filter by country:\n%s", body)
+	}
+	_, body = c.get("/")
+	for _, want := range []string{`href="/blocks?search=192.0.2.0%2f24"`, `href="/blocks?country=MY"`, "198.51.100.0/24"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("dashboard lacks %s", want)
+		}
+	}
 	if code, _ := c.get("/blocks?search=nonsense"); code != http.StatusBadRequest {
 		t.Fatalf("bad search: want 400, got %d", code)
 	}

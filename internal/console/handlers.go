@@ -86,6 +86,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "forbidden: your address is blocked", http.StatusForbidden)
 		return
 	}
+	if r.URL.Path != "/events" { // the live feed sets a deadline per write
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(writeTimeout))
+	}
 	if r.Method == http.MethodPost {
 		limit := int64(maxFormBytes)
 		if r.URL.Path == "/blocks/import" {
@@ -244,17 +247,18 @@ func (s *Server) signout(w http.ResponseWriter, r *http.Request, ss *session) {
 
 // blocksView is the Blocked IPs page.
 type blocksView struct {
-	Q        url.Values
-	Query    string // the filter as a query string, for the live feed and export
-	Rows     []admin.Block
-	Reasons  []reason.Code
-	Services []string
-	Now      time.Time
+	Q         url.Values
+	Query     string // the filter as a query string, for the live feed and export
+	Rows      []row
+	Countries bool // the Country filter is offered
+	Reasons   []reason.Code
+	Services  []string
+	Now       time.Time
 }
 
 func (s *Server) filtered(r *http.Request) (blocksView, error) {
 	q := url.Values{}
-	for _, k := range []string{"reason", "service", "search", "since", "active"} {
+	for _, k := range []string{"reason", "service", "search", "since", "active", "country"} {
 		if v := strings.TrimSpace(r.URL.Query().Get(k)); v != "" {
 			q.Set(k, v)
 		}
@@ -263,12 +267,37 @@ func (s *Server) filtered(r *http.Request) (blocksView, error) {
 	for _, sv := range service.All {
 		v.Services = append(v.Services, sv.String())
 	}
-	f, err := admin.ParseFilter(q, v.Now)
+	v.Countries = s.opts.Country != nil
+	aq := url.Values{}
+	for k, vs := range q {
+		if k != "country" {
+			aq[k] = vs
+		}
+	}
+	f, err := admin.ParseFilter(aq, v.Now)
 	if err != nil {
 		return v, err
 	}
-	v.Rows = admin.Blocks(s.opts.Engine, f)
+	cc := strings.ToUpper(q.Get("country"))
+	if cc != "" && s.opts.Country == nil {
+		return v, errors.New("country: no GeoIP database is configured")
+	}
+	for _, b := range admin.Blocks(s.opts.Engine, f) {
+		r := row{Block: b}
+		if s.opts.Country != nil {
+			r.Country = s.opts.Country(b.Prefix.Addr())
+		}
+		if cc == "" || r.Country == cc {
+			v.Rows = append(v.Rows, r)
+		}
+	}
 	return v, nil
+}
+
+// row is a block as the queue shows it.
+type row struct {
+	admin.Block
+	Country string
 }
 
 func (s *Server) blocksPage(w http.ResponseWriter, r *http.Request, ss *session) {
@@ -611,12 +640,49 @@ type reasonCount struct {
 }
 
 type dashView struct {
+	Networks  []topCount
+	Countries []topCount
 	Reasons   []reasonCount
 	Services  []serviceCount
 	Listeners []Listener
 	Total     int
 	Active    int
 	Now       time.Time
+}
+
+// topCount is one line of a top list.
+type topCount struct {
+	Name  string
+	Count int
+}
+
+// top returns the n largest counts, largest first, then by name.
+func top(m map[string]int, n int) []topCount {
+	out := make([]topCount, 0, len(m))
+	for k, v := range m {
+		out = append(out, topCount{k, v})
+	}
+	slices.SortFunc(out, func(a, b topCount) int {
+		if a.Count != b.Count {
+			return b.Count - a.Count
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	return out[:min(n, len(out))]
+}
+
+// networkOf is the network a block is counted in on the dashboard: its
+// IPv4 /24 or IPv6 /48 (the block itself when wider).
+func networkOf(p netip.Prefix) string {
+	bits := 24
+	if p.Addr().Is6() {
+		bits = 48
+	}
+	if p.Bits() < bits {
+		return p.String()
+	}
+	n, _ := p.Addr().Prefix(bits)
+	return n.String()
 }
 
 type serviceCount struct {
@@ -629,6 +695,8 @@ func (s *Server) dashboard(w http.ResponseWriter, r *http.Request, ss *session) 
 	v := dashView{Now: now}
 	byReason := map[reason.Code]*reasonCount{}
 	bySvc := map[string]int{}
+	byNet := map[string]int{}
+	byCountry := map[string]int{}
 	maxDay := 0
 	for _, rc := range reason.All {
 		byReason[rc] = &reasonCount{Code: rc.String(), Name: rc.Name()}
@@ -647,6 +715,12 @@ func (s *Server) dashboard(w http.ResponseWriter, r *http.Request, ss *session) 
 				svc = "(by hand)"
 			}
 			bySvc[svc]++
+			byNet[networkOf(b.Prefix)]++
+			if s.opts.Country != nil {
+				if cc := s.opts.Country(b.Prefix.Addr()); cc != "" {
+					byCountry[cc]++
+				}
+			}
 		}
 		if !b.FirstSeen.Before(now.Add(-time.Hour)) {
 			c.Hour++
@@ -665,6 +739,8 @@ func (s *Server) dashboard(w http.ResponseWriter, r *http.Request, ss *session) 
 		v.Services = append(v.Services, serviceCount{Service: svc, Active: n})
 	}
 	slices.SortFunc(v.Services, func(a, b serviceCount) int { return b.Active - a.Active })
+	v.Networks = top(byNet, 10)
+	v.Countries = top(byCountry, 10)
 	if s.opts.Stats != nil {
 		v.Listeners = s.opts.Stats.Listeners()
 	}

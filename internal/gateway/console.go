@@ -82,6 +82,7 @@ func (g *Gateway) newConsole(token string) error {
 		Reload:      g.consoleReload,
 		Config:      g.consoleConfig,
 		Stats:       cs,
+		Country:     g.consoleCountry,
 		Log:         g.log,
 	}
 	if cs.certs != nil {
@@ -172,6 +173,15 @@ func (g *Gateway) consoleReload() error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("the new configuration was not put in service within %s; the log says why", consoleReloadWait)
+}
+
+// consoleCountry names an address's country from the running
+// configuration's GeoIP databases; "" when it has none or none holds it.
+func (g *Gateway) consoleCountry(a netip.Addr) string {
+	if c := explain.Country(g.holder.Load(), a); c != nil {
+		return c.Country
+	}
+	return ""
 }
 
 // consoleConfig shows the running configuration file.
