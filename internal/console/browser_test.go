@@ -89,6 +89,11 @@ func TestBrowserQueue(t *testing.T) {
 	failLogins(t, w, "192.0.2.44", 3)
 	shotSignin(t, ctx, w)
 	signInBrowser(t, ctx, w)
+	// the dashboard follows new blocks: two L blocks in the last hour
+	failLogins(t, w, "192.0.2.45", 3)
+	if err := chromedp.Do(ctx, void(chromedp.Poll[bool](`document.getElementById("dash").textContent.includes("4 active blocks")`, chromedp.WithPollingTimeout(10*time.Second)))); err != nil {
+		t.Fatalf("the dashboard did not follow a new block: %v", err)
+	}
 	shot(t, ctx, "dashboard")
 
 	// the queue, then a block made by the engine appears by itself

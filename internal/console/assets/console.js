@@ -9,6 +9,20 @@
       rows.querySelectorAll("input[name=target]").forEach(function (i) { i.checked = all.checked; });
     });
   }
+  var dash = document.getElementById("dash");
+  if (dash && window.EventSource) {
+    // the dashboard: fetched again, whole, when the block table changes
+    var des = new EventSource("/events");
+    des.addEventListener("blocks", function () {
+      fetch("/", { credentials: "same-origin" }).then(function (r) {
+        if (!r.ok) throw new Error(r.status);
+        return r.text();
+      }).then(function (html) {
+        var next = new DOMParser().parseFromString(html, "text/html").getElementById("dash");
+        if (next) dash.innerHTML = next.innerHTML;
+      }).catch(function () {});
+    });
+  }
   var live = document.getElementById("live");
   if (!rows || !live || !window.EventSource) return;
   var query = live.getAttribute("data-query") || "";
