@@ -48,7 +48,8 @@ const (
 	maxImportBytes     = 16 << 20
 	DefaultIdleTimeout = 30 * time.Minute // a session unused this long is signed out
 	maxSessions        = 1000
-	eventPoll          = time.Second // how often the live feed looks for new blocks
+	eventPoll          = time.Second      // how often the live feed looks for new blocks
+	pingEvery          = 30 * time.Second // a comment line keeps idle feeds open through proxies
 	eventLifetime      = 10 * time.Minute
 )
 
@@ -129,6 +130,7 @@ type Server struct {
 	mu    sync.Mutex
 	sess  map[string]*session
 	reqWG sync.WaitGroup
+	feed  feed
 }
 
 // New returns a console for opts.
@@ -150,6 +152,7 @@ func New(opts Options) (*Server, error) {
 	if s.tmpl, err = parseTemplates(); err != nil {
 		return nil, err
 	}
+	s.feed = feed{version: s.version, every: eventPoll}
 	s.mux = s.routes()
 	return s, nil
 }
@@ -224,6 +227,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	err = <-done
 	s.reqWG.Wait()
+	s.feed.wait()
 	if !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("console: %w", err)
 	}

@@ -516,30 +516,28 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, ss *session) {
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.WriteHeader(http.StatusOK)
-	last := s.version()
-	if _, err := fmt.Fprintf(w, "retry: 2000\nevent: hello\ndata: %x\n\n", last); err != nil {
+	updates, leave := s.feed.subscribe()
+	defer leave()
+	if _, err := fmt.Fprint(w, "retry: 2000\nevent: hello\ndata: \n\n"); err != nil {
 		return
 	}
 	if rc.Flush() != nil {
 		return
 	}
-	t := time.NewTicker(eventPoll)
-	defer t.Stop()
+	ping := time.NewTicker(pingEvery)
+	defer ping.Stop()
 	end := time.NewTimer(eventLifetime)
 	defer end.Stop()
 	for {
+		msg := ": ping\n\n"
 		select {
 		case <-r.Context().Done():
 			return
 		case <-end.C:
 			return
-		case <-t.C:
-		}
-		v := s.version()
-		msg := ": ping\n\n"
-		if v != last {
-			last = v
+		case v := <-updates:
 			msg = fmt.Sprintf("event: blocks\ndata: %x\n\n", v)
+		case <-ping.C:
 		}
 		_ = rc.SetWriteDeadline(time.Now().Add(10 * time.Second))
 		if _, err := fmt.Fprint(w, msg); err != nil {
