@@ -32,7 +32,7 @@ func (f *feed) subscribe() (<-chan uint64, func()) {
 	if !f.running {
 		f.running = true
 		f.wg.Add(1)
-		go f.poll()
+		go f.poll(f.version()) // the baseline is the table as the subscriber saw it
 	}
 	f.mu.Unlock()
 	return ch, func() {
@@ -42,11 +42,10 @@ func (f *feed) subscribe() (<-chan uint64, func()) {
 	}
 }
 
-func (f *feed) poll() {
+func (f *feed) poll(last uint64) {
 	defer f.wg.Done()
 	t := time.NewTicker(f.every)
 	defer t.Stop()
-	last := f.version()
 	for range t.C {
 		f.mu.Lock()
 		if len(f.subs) == 0 {

@@ -53,6 +53,10 @@
   }
   var es = new EventSource("/events");
   es.addEventListener("blocks", refresh);
-  es.addEventListener("hello", function () { live.textContent = "live"; });
+  var first = true;
+  es.addEventListener("hello", function () {
+    // a block made between the page and the feed: fetch once on (re)connect
+    if (first) { first = false; live.textContent = "live"; } else { refresh(); }
+  });
   es.onerror = function () { live.textContent = "live updates reconnecting"; };
 })();
