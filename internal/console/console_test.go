@@ -142,6 +142,9 @@ func TestManualBlockUnblockAndLockout(t *testing.T) {
 			t.Errorf("audit page lacks %q", want)
 		}
 	}
+	if u, b := strings.Index(body, "<td>unblock</td>"), strings.Index(body, "<td>block</td>"); u < 0 || b < 0 || u > b {
+		t.Errorf("audit page not newest first: unblock at %d, block at %d", u, b)
+	}
 }
 
 func TestFilterSearchAndExport(t *testing.T) {
@@ -349,6 +352,19 @@ func TestSetPasswordReplacesLine(t *testing.T) {
 	}
 	if st, _ := os.Stat(p); st.Mode().Perm() != 0o600 {
 		t.Fatalf("mode %v", st.Mode())
+	}
+	// the mode of an existing file is kept, less any right for others
+	if err := os.Chmod(p, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readUsers(p); err == nil || !strings.Contains(err.Error(), "readable by others") {
+		t.Fatalf("a users file readable by others: %v", err)
+	}
+	if err := SetPassword(p, "carol", "three", testParams); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(p); st.Mode().Perm() != 0o640 {
+		t.Fatalf("mode after passwd on a 0644 file: %v, want 0640", st.Mode())
 	}
 	for _, bad := range []string{"", "a:b", "a b", "#x"} {
 		if SetPassword(p, bad, "pw", testParams) == nil {

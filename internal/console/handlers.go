@@ -599,7 +599,7 @@ func (s *Server) auditPage(w http.ResponseWriter, r *http.Request, ss *session) 
 	}
 	out := make([]admin.AuditEntry, len(es))
 	for i, e := range es {
-		out[len(es)-1-i] = admin.NewAuditEntry(e) // newest first
+		out[i] = admin.NewAuditEntry(e) // the engine answers newest first
 	}
 	p.Data = out
 	s.render(w, http.StatusOK, "audit", p)

@@ -8,13 +8,14 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 
 	"golang.org/x/crypto/argon2"
+
+	"github.com/postern/postern/internal/safefile"
 )
 
 // HashParams are the argon2id parameters of a password hash.
@@ -115,17 +116,17 @@ var dummy = phc{p: DefaultHashParams, salt: make([]byte, saltLen), key: make([]b
 // readUsers reads a users file: "name:hash" lines; blank lines and lines
 // starting with # are skipped.
 func readUsers(path string) (map[string]phc, error) {
-	f, err := os.Open(path)
+	f, fi, err := safefile.Open(path, maxUsersFile)
 	if err != nil {
 		return nil, fmt.Errorf("console users file: %w", err)
 	}
 	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxUsersFile+1))
-	if err != nil {
-		return nil, fmt.Errorf("console users file %s: %w", path, err)
+	if fi.Mode().Perm()&0o007 != 0 {
+		return nil, fmt.Errorf("console users file %s is readable by others (mode %04o): chmod o-rwx it", path, fi.Mode().Perm())
 	}
-	if len(data) > maxUsersFile {
-		return nil, fmt.Errorf("console users file %s: larger than %d bytes", path, maxUsersFile)
+	data, err := safefile.ReadAll(f, path, fi.Size(), maxUsersFile)
+	if err != nil {
+		return nil, fmt.Errorf("console users file: %w", err)
 	}
 	users := map[string]phc{}
 	sc := bufio.NewScanner(bytes.NewReader(data))
@@ -163,7 +164,9 @@ func checkName(name string) error {
 
 // SetPassword writes user's password hash into the users file at path:
 // the user's line is replaced, or added; other lines stay as they are. The
-// file is written anew (mode 0600) and renamed over the old one.
+// file is written anew and renamed over the old one, with the old file's
+// owner, group and mode (less any permission for others); a new file is
+// 0600.
 func SetPassword(path, user, password string, p HashParams) error {
 	if err := checkName(user); err != nil {
 		return err
@@ -178,6 +181,11 @@ func SetPassword(path, user, password string, p HashParams) error {
 	old, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("console users file: %w", err)
+	}
+	mode, owner := os.FileMode(0o600), (*ownership)(nil)
+	if st, err := os.Stat(path); err == nil {
+		mode = st.Mode().Perm() &^ 0o007 // never readable by others
+		owner = ownerOf(st)
 	}
 	var out bytes.Buffer
 	done := false
@@ -205,9 +213,15 @@ func SetPassword(path, user, password string, p HashParams) error {
 		return fmt.Errorf("console users file: %w", err)
 	}
 	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
+	if err := tmp.Chmod(mode); err != nil {
 		tmp.Close()
 		return fmt.Errorf("console users file: %w", err)
+	}
+	if owner != nil { // keep the file readable by the user postern runs as
+		if err := tmp.Chown(owner.uid, owner.gid); err != nil {
+			tmp.Close()
+			return fmt.Errorf("console users file: keep its owner: %w", err)
+		}
 	}
 	if _, err := tmp.Write(out.Bytes()); err != nil {
 		tmp.Close()
