@@ -2,10 +2,12 @@ package console
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -118,7 +120,7 @@ func TestBrowserQueue(t *testing.T) {
 	if err := chromedp.Do(ctx,
 		chromedp.SetValue(chromedp.CSS(`#f-reason`), "L"),
 		chromedp.Click(chromedp.CSS(`.filters button[type=submit]`)),
-		chromedp.WaitVisible(chromedp.CSS(`#rows`)),
+		loaded("reason=L"),
 	); err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +131,7 @@ func TestBrowserQueue(t *testing.T) {
 	if err := chromedp.Do(ctx,
 		chromedp.Navigate(w.url+"/blocks"),
 		chromedp.SendKeys(chromedp.CSS(`#f-search`), "203.0.113.0/24\n"),
-		chromedp.WaitVisible(chromedp.CSS(`#rows`)),
+		loaded("search=203.0.113.0"),
 	); err != nil {
 		t.Fatal(err)
 	}
@@ -261,5 +263,29 @@ func void[T any](a chromedp.Action[T]) chromedp.Action[chromedp.Void] {
 	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
 		_, err := a(ctx, t)
 		return chromedp.Void{}, err
+	}
+}
+
+// loaded waits until the page at a URL holding query has loaded (after a
+// form was sent, the old page is still there for a moment). It asks the
+// page again while it navigates, up to 10 s.
+func loaded(query string) chromedp.Action[chromedp.Void] {
+	expr := `location.search.includes(` + strconv.Quote(query) + `) && document.readyState === "complete" && document.getElementById("rows") !== null`
+	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			ok, err := chromedp.Evaluate[bool](expr)(ctx, t)
+			if err == nil && ok {
+				return chromedp.Void{}, nil
+			}
+			if time.Now().After(deadline) {
+				return chromedp.Void{}, fmt.Errorf("page with %q not loaded: %v", query, err)
+			}
+			select {
+			case <-ctx.Done():
+				return chromedp.Void{}, ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
 	}
 }
