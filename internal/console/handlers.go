@@ -645,6 +645,7 @@ type dashView struct {
 	Listeners []Listener
 	Total     int
 	Active    int
+	Sessions  int // live sessions in the engine; -1 unknown
 	Now       time.Time
 }
 
@@ -690,7 +691,10 @@ type serviceCount struct {
 
 func (s *Server) dashboard(w http.ResponseWriter, r *http.Request, ss *session) {
 	now := s.opts.Engine.Now()
-	v := dashView{Now: now}
+	v := dashView{Now: now, Sessions: -1}
+	if ls, ok := s.opts.Engine.(interface{ LiveSessions() int }); ok {
+		v.Sessions = ls.LiveSessions()
+	}
 	byReason := map[reason.Code]*reasonCount{}
 	bySvc := map[string]int{}
 	byNet := map[string]int{}

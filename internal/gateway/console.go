@@ -203,8 +203,12 @@ func (g *Gateway) noteListeners() {
 		return
 	}
 	out := make([]console.Listener, 0, len(g.slots))
+	cfg := g.holder.Load().Config
 	for name, sl := range g.slots {
 		l := console.Listener{Service: name.String(), Listen: sl.listen, Up: sl.gen != nil}
+		if svc := cfg.Services[name]; svc != nil && svc.Backend.IsSet() {
+			l.Detail = "backend " + svc.Backend.Value
+		}
 		if sl.ln != nil {
 			l.Listen = sl.ln.Addr().String()
 		}

@@ -104,7 +104,7 @@ services:
 	if body := post("/signin", url.Values{"user": {"alice"}, "password": {"alice console pw"}}); !strings.Contains(body, "Blocks made, by reason") {
 		t.Fatalf("sign-in:\n%s", body)
 	}
-	if body := get("/"); !strings.Contains(body, "listening") || !strings.Contains(body, "pop3") {
+	if body := get("/"); !strings.Contains(body, "listening") || !strings.Contains(body, "pop3") || !strings.Contains(body, "backend "+backend) {
 		t.Fatalf("dashboard lacks the pop3 listener:\n%s", body)
 	}
 
