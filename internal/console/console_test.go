@@ -311,7 +311,7 @@ func TestPagesRender(t *testing.T) {
 	c := w.client(t, "")
 	c.mustSignIn()
 	for path, want := range map[string]string{
-		"/":                                   "failed logins",
+		"/":                                   "backend 127.0.0.1:10143",
 		"/explain?ip=192.0.2.60&service=imap": "192.0.2.60",
 		"/audit":                              "Audit log",
 		"/config":                             "failed_logins: 3",
