@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -133,6 +134,28 @@ services:
 	// the reload button
 	if body := post("/config/reload", url.Values{}); !strings.Contains(body, "Reloaded.") {
 		t.Fatalf("reload:\n%s", body)
+	}
+	// a configuration that does not load is reported, and changes nothing
+	good, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeConfig(t, cfg, string(good)+"no_such_key: 1\n")
+	if body := post("/config/reload", url.Values{}); !strings.Contains(body, "Reload failed") || !strings.Contains(body, "no_such_key") {
+		t.Fatalf("bad reload:\n%s", body)
+	}
+	// console.grant follows a reload: 127.0.0.1 is no longer let in
+	writeConfig(t, cfg, strings.Replace(string(good), `grant: "127.0.0.1"`, `grant: "127.0.0.9"`, 1))
+	tok := consoleCSRF.FindStringSubmatch(get("/blocks"))
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, err := hc.PostForm(base+"/config/reload", url.Values{"csrf": {tok[1]}})
+	if err != nil || resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("reload with a new grant: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if resp, err := hc.Get(base + "/"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("after the grant changed, 127.0.0.1 was answered: %d", resp.StatusCode)
 	}
 
 	// a client outside console.grant is not answered
