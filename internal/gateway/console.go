@@ -111,9 +111,10 @@ func (g *Gateway) serveConsole(ctx context.Context) {
 	}
 }
 
-// closeConsole closes a console listener that was never served.
+// closeConsole closes the console's listener (a second close, after
+// Serve closed it, does nothing).
 func (g *Gateway) closeConsole() {
-	if g.con != nil && g.con.srv == nil {
+	if g.con != nil {
 		g.con.ln.Close()
 	}
 }
