@@ -72,6 +72,7 @@ Start with 'postern init -o postern.yaml', edit it, then 'postern check -c poste
 		newStatusCmd(),
 		newDemoCmd(),
 		newDoctorCmd(),
+		newConsoleCmd(),
 		newGenManCmd(),
 	)
 	return root

@@ -335,35 +335,15 @@ func (s *Server) handleAdd(w http.ResponseWriter, r *http.Request, rq *request) 
 	if err := readJSON(w, r, maxBodyBytes, &req); err != nil {
 		return err
 	}
-	if strings.TrimSpace(req.Target) == "" {
-		return errorf(http.StatusBadRequest, "target: missing: want an address or a prefix such as 203.0.113.7 or 2001:db8::/64")
+	var client netip.Addr
+	if rq.tcp {
+		client = rq.addr
 	}
-	p, err := ParseTarget(req.Target)
+	b, result, err := AddBlock(r.Context(), s.eng, req, client, rq.actor())
 	if err != nil {
-		return errorf(http.StatusBadRequest, "target: %v", err)
+		return err
 	}
-	if err := checkBlockable(p); err != nil {
-		return errorf(http.StatusBadRequest, "target: %v", err)
-	}
-	d, err := ParseBlockDuration(req.Duration)
-	if err != nil {
-		return errorf(http.StatusBadRequest, "duration: %v", err)
-	}
-	if len(req.Comment) > maxCommentBytes {
-		return errorf(http.StatusBadRequest, "comment: longer than %d bytes", maxCommentBytes)
-	}
-	forced := ""
-	if rq.tcp && p.Contains(rq.addr) {
-		if !req.Force {
-			return errorf(http.StatusConflict, "%s", LockoutMessage)
-		}
-		forced = " (forced: holds the client's own address)"
-	}
-	b, err := s.eng.BlockManual(r.Context(), p, d, req.Comment, rq.actor())
-	if err != nil {
-		return fmt.Errorf("block %s: %w", FormatTarget(p), err)
-	}
-	rq.result = "blocked " + FormatTarget(p) + forced
+	rq.result = result
 	return writeJSON(w, http.StatusCreated, newBlock(b, s.eng.Now()))
 }
 
@@ -477,32 +457,13 @@ func (s *Server) handleImport(w http.ResponseWriter, r *http.Request, rq *reques
 		return &http.MaxBytesError{Limit: maxImportBytes}
 	}
 	body := http.MaxBytesReader(w, r.Body, maxImportBytes)
-	now := s.eng.Now()
-	var bs []store.Block
-	var err error
-	if mt == "text/csv" {
-		bs, err = DecodeCSV(body, now)
-	} else {
-		bs, err = DecodeJSON(body, now)
+	var client netip.Addr
+	if rq.tcp {
+		client = rq.addr
 	}
+	n, err := ImportBlocks(r.Context(), s.eng, body, mt, force, client, rq.actor())
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return mbe
-		}
-		return badRequest(err)
-	}
-	for _, b := range bs {
-		if err := checkBlockable(b.Prefix); err != nil {
-			return badRequest(err)
-		}
-		if rq.tcp && !force && !b.Expired(now) && b.Prefix.Contains(rq.addr) {
-			return errorf(http.StatusConflict, "the import blocks %s, which holds your own address %s; send force=true to do it anyway", FormatTarget(b.Prefix), rq.addr)
-		}
-	}
-	n, err := s.eng.Import(r.Context(), bs, rq.actor())
-	if err != nil {
-		return fmt.Errorf("import: %w", err)
+		return err
 	}
 	rq.result = fmt.Sprintf("imported %d", n)
 	return writeJSON(w, http.StatusOK, map[string]int{"imported": n})

@@ -96,6 +96,7 @@ type Gateway struct {
 	api    *admin.Server
 	apiLn  net.Listener
 	grant  atomic.Pointer[func(netip.Addr) bool] // the admin grant of the running configuration
+	con    *consoleSide                          // the web console; nil when not configured
 
 	// Set when Run starts; reloads use them from Run's goroutine only.
 	ctx     context.Context
@@ -171,6 +172,9 @@ func Start(ctx context.Context, path string, opts Options) (_ *Gateway, err erro
 	if err := g.bindAll(ctx, snap); err != nil {
 		return nil, err
 	}
+	if err := g.bindConsole(ctx, snap); err != nil {
+		return nil, err
+	}
 	if err := dropPrivileges(cfg.RunAs, g.log); err != nil {
 		return nil, err
 	}
@@ -204,6 +208,9 @@ func Start(ctx context.Context, path string, opts Options) (_ *Gateway, err erro
 	g.api.SetStatus(g)
 	adminAt := orDefault(cfg.Admin.Listen.Value, admin.DefaultListen)
 	if g.apiLn, err = g.api.Listen(ctx, adminAt); err != nil {
+		return nil, err
+	}
+	if err := g.newConsole(token); err != nil {
 		return nil, err
 	}
 	g.logLoaded(snap)
@@ -250,6 +257,10 @@ func (g *Gateway) Run(ctx context.Context, reload <-chan struct{}) error {
 		g.engine.Run(ctx, sweepInterval)
 	}()
 	g.startAll()
+	if g.con != nil {
+		g.noteListeners()
+		wg.Go(func() { g.serveConsole(ctx) })
+	}
 	wg.Go(func() {
 		g.fresh.Run(ctx, func(why string) {
 			select {
@@ -350,6 +361,7 @@ wait:
 
 func (g *Gateway) close() {
 	g.closeListeners()
+	g.closeConsole()
 	if g.engine != nil {
 		g.engine.Close()
 	}

@@ -69,7 +69,8 @@ func (g *Gateway) startReload(ctx context.Context) *reloadJob {
 // restartKeys are the settings a running gateway cannot change: they are
 // read once at start (the store, the administration listener and token,
 // the user to run as, the node name, the log format).
-var restartKeys = []string{"store", "admin.listen", "admin.token_file", "run_as", "node", "log.format"}
+var restartKeys = []string{"store", "admin.listen", "admin.token_file", "run_as", "node", "log.format",
+	"console.listen", "console.tls", "console.idle_timeout", "console.users_file"}
 
 func needsRestart(key string) bool {
 	for _, k := range restartKeys {
@@ -116,6 +117,7 @@ func (g *Gateway) apply(snap *snapshot.Snapshot) error {
 	g.grant.Store(&grant)
 	g.level.Set(logLevel(snap.Config))
 	problems := g.commit(plan)
+	g.noteListeners()
 
 	changed := config.Changed(old.Config, snap.Config)
 	var applied, later []string

@@ -1,0 +1,168 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/postern/postern/internal/console"
+	"github.com/postern/postern/internal/service"
+)
+
+// dialPOPFrom dials the POP3 gateway from the loopback address src.
+func dialPOPFrom(t *testing.T, addr net.Addr, src string) *popClient {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	c, err := d.Dial("tcp", addr.String())
+	if err != nil {
+		t.Fatalf("dial %s from %s: %v", addr, src, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return &popClient{t: t, c: c, r: bufio.NewReader(c)}
+}
+
+var consoleCSRF = regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`)
+
+// The console runs in the gateway: a user signs in, sees a block the POP3
+// gateway made from failed logins, blocks an address by hand and the POP3
+// gateway refuses its login, and reloads the configuration.
+func TestConsoleInGateway(t *testing.T) {
+	_, backend := popBackend(t, "backend")
+	dir := t.TempDir()
+	users := filepath.Join(dir, "console-users")
+	if err := console.SetPassword(users, "alice", "alice console pw", console.HashParams{Time: 1, Memory: 64, Threads: 1}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "postern.yaml")
+	writeConfig(t, cfg, fmt.Sprintf(`store: { path: %s }
+admin: { listen: "tcp:127.0.0.1:0", token_file: %s }
+console: { listen: "127.0.0.1:0", grant: "127.0.0.1", users_file: console-users }
+intrusion_prevention:
+  imap_pop3: { failed_logins: 3 }
+services:
+  pop3: { listen: "127.0.0.1:0", backend: "%s", plaintext_login: "127.0.0.0/8" }
+`, filepath.Join(dir, "postern.db"), filepath.Join(dir, "admin.token"), backend))
+	var logs syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	g, err := Start(ctx, cfg, Options{Log: &logs, Drain: time.Second})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx, make(chan struct{})) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	logs.waitLog(t, "console listening", 1)
+	base := "http://" + g.ConsoleAddr().String()
+	jar, _ := cookiejar.New(nil)
+	hc := &http.Client{Jar: jar, Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	get := func(path string) string {
+		t.Helper()
+		resp, err := hc.Get(base + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	post := func(path string, form url.Values) string {
+		t.Helper()
+		from := "/blocks"
+		if path == "/signin" {
+			from = "/signin"
+		}
+		m := consoleCSRF.FindStringSubmatch(get(from))
+		if m == nil {
+			t.Fatalf("no CSRF token for %s", path)
+		}
+		form.Set("csrf", m[1])
+		resp, err := hc.PostForm(base+path, form)
+		if err != nil {
+			t.Fatalf("POST %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	if body := post("/signin", url.Values{"user": {"alice"}, "password": {"alice console pw"}}); !strings.Contains(body, "Blocks made, by reason") {
+		t.Fatalf("sign-in:\n%s", body)
+	}
+	if body := get("/"); !strings.Contains(body, "listening") || !strings.Contains(body, "pop3") || !strings.Contains(body, "backend "+backend) {
+		t.Fatalf("dashboard lacks the pop3 listener:\n%s", body)
+	}
+
+	// three wrong passwords on the POP3 gateway make an L block
+	pop := g.Addr(service.POP3)
+	for i := range 3 {
+		p := dialPOPFrom(t, pop, "127.0.0.5")
+		p.line()
+		p.cmd("USER alice@example.test", "+OK")
+		p.cmd(fmt.Sprintf("PASS wrong-%d", i), "-ERR")
+		p.c.Close()
+	}
+	if body := get("/blocks/rows?reason=L"); !strings.Contains(body, "127.0.0.5") || !strings.Contains(body, "pop3") {
+		t.Fatalf("the L block is not in the queue:\n%s", body)
+	}
+
+	// a manual block in the console: the POP3 gateway refuses that login
+	if body := post("/blocks/add", url.Values{"target": {"127.0.0.6"}, "comment": {"by hand"}}); !strings.Contains(body, "Blocked 127.0.0.6.") {
+		t.Fatalf("manual block:\n%s", body)
+	}
+	p := dialPOPFrom(t, pop, "127.0.0.6")
+	if l, err := p.r.ReadString('\n'); err != nil || !strings.HasPrefix(l, "-ERR") || !strings.Contains(l, "Blocked") {
+		t.Fatalf("the POP3 gateway did not refuse an address blocked in the console: %q, %v", l, err)
+	}
+
+	// the reload button
+	if body := post("/config/reload", url.Values{}); !strings.Contains(body, "Reloaded.") {
+		t.Fatalf("reload:\n%s", body)
+	}
+	// a configuration that does not load is reported, and changes nothing
+	good, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeConfig(t, cfg, string(good)+"no_such_key: 1\n")
+	if body := post("/config/reload", url.Values{}); !strings.Contains(body, "Reload failed") || !strings.Contains(body, "no_such_key") {
+		t.Fatalf("bad reload:\n%s", body)
+	}
+	// console.grant follows a reload: 127.0.0.1 is no longer let in
+	writeConfig(t, cfg, strings.Replace(string(good), `grant: "127.0.0.1"`, `grant: "127.0.0.9"`, 1))
+	tok := consoleCSRF.FindStringSubmatch(get("/blocks"))
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, err := hc.PostForm(base+"/config/reload", url.Values{"csrf": {tok[1]}})
+	if err != nil || resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("reload with a new grant: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if resp, err := hc.Get(base + "/"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("after the grant changed, 127.0.0.1 was answered: %d", resp.StatusCode)
+	}
+
+	// a client outside console.grant is not answered
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.7")}}
+	c7 := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: d.DialContext}}
+	if resp, err := c7.Get(base + "/signin"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("a client outside console.grant was answered: %d", resp.StatusCode)
+	}
+}
