@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -146,9 +147,9 @@ func TestServeReloadDeadline(t *testing.T) {
 	calls := make(chan struct{}, 10)
 	opts := gatewayOptions(&logs)
 	opts.ReloadTimeout = 50 * time.Millisecond
-	loads := 0
+	var loads atomic.Int32 // stuck reloads run at once
 	opts.Load = func(ctx context.Context, path string, now time.Time) (*snapshot.Snapshot, error) {
-		if loads++; loads == 1 {
+		if loads.Add(1) == 1 {
 			return snapshot.Load(ctx, path, now) // at start
 		}
 		calls <- struct{}{}
