@@ -23,9 +23,6 @@ import (
 	"github.com/postern/postern/internal/service"
 )
 
-// ctxKey carries the request's session to the handlers.
-type ctxKey struct{}
-
 // page is what every template gets.
 type page struct {
 	Title  string

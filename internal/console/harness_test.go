@@ -2,7 +2,6 @@ package console
 
 import (
 	"context"
-	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -213,20 +212,6 @@ func (c *client) mustSignIn() {
 // to the IMAP gateway.
 func (w *world) refuses(addr string) bool {
 	return w.eng.Admit(netip.MustParseAddr(addr), service.IMAP).Blocked
-}
-
-var errTimeout = errors.New("timed out")
-
-// poll waits up to 5 s for cond.
-func poll(cond func() bool) error {
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return nil
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return errTimeout
 }
 
 // fixedStats gives the dashboard a fixed set of listeners.
