@@ -88,7 +88,7 @@ type Cluster struct {
 
 	evDropped atomic.Int64
 	pending   atomic.Int64 // announcements and events queued or being sent
-	loaded    atomic.Bool // the scripts are in Redis's script cache
+	loaded    atomic.Bool  // the scripts are in Redis's script cache
 	down      atomic.Bool
 	downMu    sync.Mutex
 	resync    chan struct{}

@@ -207,7 +207,7 @@ func TestPoisonedDataSkipped(t *testing.T) {
 	stream := "postern:{b}:stream"
 	poison := []map[string]any{
 		{"op": "put", "node": "evil", "data": "not json"},
-		{"op": "put", "node": "evil", "data": `[{"p":"10.0.0.1/8","r":"U","f":1,"l":1,"x":0,"n":"evil","b":"x"}]`},   // host bits
+		{"op": "put", "node": "evil", "data": `[{"p":"10.0.0.1/8","r":"U","f":1,"l":1,"x":0,"n":"evil","b":"x"}]`},    // host bits
 		{"op": "put", "node": "evil", "data": `[{"p":"::ffff:10.0.0.1/128","r":"U","f":1,"l":1,"n":"evil","b":"x"}]`}, // mapped
 		{"op": "put", "node": "evil", "data": `[{"p":"10.0.0.1/32","r":"?","f":1,"l":1,"n":"evil","b":"x"}]`},         // reason
 		{"op": "put", "node": "evil", "data": `[{"p":"10.0.0.1/32","r":"U","f":1,"l":1,"v":-3,"n":"evil","b":"x"}]`},  // level
