@@ -27,6 +27,7 @@ import (
 
 	"github.com/postern/postern/internal/admin"
 	"github.com/postern/postern/internal/autoreload"
+	"github.com/postern/postern/internal/cluster"
 	"github.com/postern/postern/internal/config"
 	"github.com/postern/postern/internal/diag"
 	"github.com/postern/postern/internal/dnsbl"
@@ -89,6 +90,8 @@ type Gateway struct {
 	holder *snapshot.Holder
 	db     *store.DB
 	engine *guard.Engine
+	// cluster links the engine to the other gateways (cluster mode).
+	cluster *cluster.Cluster
 	api    *admin.Server
 	apiLn  net.Listener
 	grant  atomic.Pointer[func(netip.Addr) bool] // the admin grant of the running configuration
@@ -182,9 +185,15 @@ func Start(ctx context.Context, path string, opts Options) (_ *Gateway, err erro
 	if node == "" {
 		node, _ = os.Hostname()
 	}
-	if g.engine, err = guard.New(ctx, snap.Guard, guard.Options{Store: g.db, Logger: g.log, Node: node}); err != nil {
+	shared, peers, err := g.openCluster(cfg, node, storePath)
+	if err != nil {
 		return nil, err
 	}
+	if g.engine, err = guard.New(ctx, snap.Guard, guard.Options{Store: g.db, Logger: g.log, Node: node, Cluster: shared, Peers: peers}); err != nil {
+		g.closeCluster()
+		return nil, err
+	}
+	g.startCluster()
 	if g.initial, err = g.prepare(snap); err != nil {
 		return nil, err
 	}
@@ -340,6 +349,7 @@ wait:
 
 func (g *Gateway) close() {
 	g.closeListeners()
+	g.closeCluster()
 	if g.engine != nil {
 		g.engine.Close()
 	}

@@ -68,8 +68,8 @@ func (g *Gateway) startReload(ctx context.Context) *reloadJob {
 
 // restartKeys are the settings a running gateway cannot change: they are
 // read once at start (the store, the administration listener and token,
-// the user to run as, the node name, the log format).
-var restartKeys = []string{"store", "admin.listen", "admin.token_file", "run_as", "node", "log.format"}
+// the user to run as, the node name, the log format, the cluster link).
+var restartKeys = []string{"store", "admin.listen", "admin.token_file", "run_as", "node", "log.format", "cluster"}
 
 func needsRestart(key string) bool {
 	for _, k := range restartKeys {
