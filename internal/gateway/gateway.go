@@ -92,9 +92,9 @@ type Gateway struct {
 	engine *guard.Engine
 	// cluster links the engine to the other gateways (cluster mode).
 	cluster *cluster.Cluster
-	api    *admin.Server
-	apiLn  net.Listener
-	grant  atomic.Pointer[func(netip.Addr) bool] // the admin grant of the running configuration
+	api     *admin.Server
+	apiLn   net.Listener
+	grant   atomic.Pointer[func(netip.Addr) bool] // the admin grant of the running configuration
 
 	// Set when Run starts; reloads use them from Run's goroutine only.
 	ctx     context.Context
