@@ -90,11 +90,9 @@ type Gateway struct {
 	holder *snapshot.Holder
 	db     *store.DB
 	engine *guard.Engine
-	// cluster links the engine to the other gateways (cluster mode).
-	cluster *cluster.Cluster
-	api     *admin.Server
-	apiLn   net.Listener
-	grant   atomic.Pointer[func(netip.Addr) bool] // the admin grant of the running configuration
+	api    *admin.Server
+	apiLn  net.Listener
+	grant  atomic.Pointer[func(netip.Addr) bool] // the admin grant of the running configuration
 
 	// Set when Run starts; reloads use them from Run's goroutine only.
 	ctx     context.Context
@@ -106,6 +104,8 @@ type Gateway struct {
 
 	fresh *autoreload.Refresher // watches the files, downloads GeoIP databases
 	auto  chan string           // the reloads fresh asks for
+
+	cluster *cluster.Cluster // links the engine to the other gateways (cluster mode)
 }
 
 // Serve starts a gateway and runs it until ctx is done, reloading the
