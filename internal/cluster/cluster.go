@@ -31,6 +31,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -144,7 +145,7 @@ func New(opts Options) (*Cluster, error) {
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
-	c.events = make(chan guard.Event, 4*c.batch)
+	c.events = make(chan guard.Event, 16*c.batch)
 	return c, nil
 }
 
@@ -162,12 +163,28 @@ func (c *Cluster) Node() string { return c.node }
 // queue is full (a long outage) the change is dropped and counted: the
 // reconcile pass after the outage announces this node's blocks again.
 func (c *Cluster) Publish(ch guard.Change) {
-	n := max(1, len(ch.Blocks)+len(ch.Prefixes))
+	n := weight(ch)
 	c.mu.Lock()
 	if c.queued+n > c.qmax {
 		c.dropped++
 		c.mu.Unlock()
 		return
+	}
+	// A large change (an import) goes as parts of at most chunk blocks,
+	// each its own stream entry and its own share of a pipeline.
+	for len(ch.Blocks) > chunk {
+		part := ch
+		part.Blocks = ch.Blocks[:chunk:chunk]
+		ch.Blocks = ch.Blocks[chunk:]
+		c.pubs = append(c.pubs, part)
+		c.pending.Add(1)
+	}
+	for len(ch.Prefixes) > chunk {
+		part := ch
+		part.Prefixes = ch.Prefixes[:chunk:chunk]
+		ch.Prefixes = ch.Prefixes[chunk:]
+		c.pubs = append(c.pubs, part)
+		c.pending.Add(1)
 	}
 	c.pubs = append(c.pubs, ch)
 	c.queued += n
@@ -175,6 +192,10 @@ func (c *Cluster) Publish(ch guard.Change) {
 	c.mu.Unlock()
 	c.wake()
 }
+
+// weight is what a change counts for in the queue's bound and a
+// pipeline's share: its blocks or prefixes, at least 1.
+func weight(ch guard.Change) int { return max(1, len(ch.Blocks)+len(ch.Prefixes)) }
 
 // Count queues one event to be counted cluster-wide; it never blocks.
 // While Redis is away, or when the queue is full, the event is counted
@@ -265,7 +286,7 @@ func (c *Cluster) reachable() {
 
 // budget is the time allowed for a pipeline of n commands.
 func (c *Cluster) budget(n int) time.Duration {
-	return c.timeout + time.Duration(n)*20*time.Microsecond
+	return c.timeout + time.Duration(n)*50*time.Microsecond
 }
 
 // backoff waits d or until ctx is done; it reports whether ctx is done.
@@ -300,8 +321,14 @@ func (c *Cluster) sender(ctx context.Context) {
 func (c *Cluster) flush(ctx context.Context) {
 	for {
 		c.mu.Lock()
-		pubs := c.pubs
-		c.pubs, c.queued = nil, 0
+		k, w := 0, 0
+		for k < len(c.pubs) && (k == 0 || w+weight(c.pubs[k]) <= 4*c.batch) {
+			w += weight(c.pubs[k])
+			k++
+		}
+		pubs := slices.Clone(c.pubs[:k])
+		c.pubs = c.pubs[k:]
+		c.queued -= w
 		c.mu.Unlock()
 		var evs []guard.Event
 	drain:
@@ -338,7 +365,7 @@ func (c *Cluster) requeue(pubs []guard.Change) {
 	n := 0
 	keep := pubs[:0:0]
 	for _, p := range pubs {
-		m := max(1, len(p.Blocks)+len(p.Prefixes))
+		m := weight(p)
 		if n+m > c.qmax {
 			c.dropped++
 			c.pending.Add(-1)
@@ -348,7 +375,7 @@ func (c *Cluster) requeue(pubs []guard.Change) {
 		n += m
 	}
 	for _, p := range c.pubs {
-		m := max(1, len(p.Blocks)+len(p.Prefixes))
+		m := weight(p)
 		if n+m > c.qmax {
 			c.dropped++
 			c.pending.Add(-1)
@@ -370,14 +397,36 @@ func (c *Cluster) send(ctx context.Context, pubs []guard.Change, evs []guard.Eve
 				return err
 			}
 		}
-		tctx, cancel := context.WithTimeout(ctx, c.budget(len(pubs)+len(evs)))
+		n := len(evs)
+		for _, p := range pubs {
+			n += weight(p)
+		}
+		tctx, cancel := context.WithTimeout(ctx, c.budget(n))
 		pipe := c.rdb.Pipeline()
 		for _, p := range pubs {
 			c.queuePublish(tctx, pipe, p)
 		}
-		counts := make([]*redis.Cmd, len(evs))
-		for i, ev := range evs {
-			counts[i] = scriptCount.EvalSha(tctx, pipe, []string{c.k.counter + ev.Key()}, ev.Window.Milliseconds())
+		// Events of one key in this batch are one increment by their number.
+		type tally struct {
+			ev  guard.Event
+			n   int64
+			cmd *redis.Cmd
+		}
+		byKey := make(map[string]*tally, len(evs))
+		order := make([]*tally, 0, len(evs))
+		for _, ev := range evs {
+			k := ev.Key()
+			if t := byKey[k]; t != nil {
+				t.n++
+				t.ev.Limit = ev.Limit
+				continue
+			}
+			t := &tally{ev: ev, n: 1}
+			byKey[k] = t
+			order = append(order, t)
+		}
+		for _, t := range order {
+			t.cmd = scriptCount.EvalSha(tctx, pipe, []string{c.k.counter + t.ev.Key()}, t.ev.Window.Milliseconds(), t.n)
 		}
 		cmds, err := pipe.Exec(tctx)
 		cancel()
@@ -399,10 +448,12 @@ func (c *Cluster) send(ctx context.Context, pubs []guard.Change, evs []guard.Eve
 				c.log.Warn("cluster: Redis refused a command; skipped", "cmd", cmdName(cmd), "err", e)
 			}
 		}
-		for i, cmd := range counts {
-			n, err := cmd.Int64()
-			if err == nil && n == int64(evs[i].Limit) {
-				c.eng.Crossed(evs[i])
+		for _, t := range order {
+			// The increment that takes the count from below the threshold to
+			// it or above is the crossing: exactly one per window.
+			n, err := t.cmd.Int64()
+			if lim := int64(t.ev.Limit); err == nil && lim > 0 && n-t.n < lim && n >= lim {
+				c.eng.Crossed(t.ev)
 			}
 		}
 		return nil

@@ -2,12 +2,14 @@ package cluster
 
 import "github.com/redis/go-redis/v9"
 
-// scriptCount counts one event: INCR, and the window's expiry set at the
-// first event (or on a key found without one). It returns the count; the
-// caller whose increment returns exactly the threshold makes the block.
+// scriptCount counts events of one key: INCRBY their number (ARGV[2]),
+// and the window's expiry (ARGV[1], ms) set at the first event (or on a
+// key found without one). It returns the count; the caller whose
+// increment takes the count from below the threshold to it or above makes
+// the block.
 var scriptCount = redis.NewScript(`
-local n = redis.call('INCR', KEYS[1])
-if n == 1 or redis.call('PTTL', KEYS[1]) == -1 then
+local n = redis.call('INCRBY', KEYS[1], ARGV[2])
+if n == tonumber(ARGV[2]) or redis.call('PTTL', KEYS[1]) == -1 then
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
 end
 return n
