@@ -111,19 +111,9 @@ func FromConfig(c *config.Cluster, node, statePath string, log *slog.Logger) (*C
 	if !c.Enabled() {
 		return nil, nil, nil
 	}
-	var peers []netip.Prefix
-	if c.Peers.IsSet() {
-		for _, f := range strings.FieldsFunc(c.Peers.Value, func(r rune) bool { return r == ';' || r == ',' || r == ' ' }) {
-			p, err := netip.ParsePrefix(f)
-			if err != nil {
-				a, err2 := netip.ParseAddr(f)
-				if err2 != nil {
-					return nil, nil, fmt.Errorf("cluster.peers: %q is not an address or prefix", f)
-				}
-				p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
-			}
-			peers = append(peers, p.Masked())
-		}
+	peers, err := c.PeerPrefixes()
+	if err != nil {
+		return nil, nil, fmt.Errorf("cluster.peers: %w", err)
 	}
 	rdb, err := Client(c)
 	if err != nil {

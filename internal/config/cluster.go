@@ -1,6 +1,8 @@
 package config
 
 import (
+	"fmt"
+	"net/netip"
 	"net/url"
 	"strings"
 
@@ -94,9 +96,33 @@ func (f *File) validateCluster(d *decoder) {
 	for _, t := range []*Text{&c.PasswordFile, &c.CAFile, &c.Sentinel.PasswordFile} {
 		f.resolve(t)
 	}
+	if c.Peers.IsSet() {
+		if _, err := c.PeerPrefixes(); err != nil {
+			d.errs.Add(diag.Errorf(c.Peers.Pos, "cluster.peers: %v", err))
+		}
+	}
 	if c.Timeout.D <= 0 {
 		d.errs.Add(diag.Errorf(c.Timeout.Pos, "cluster.timeout must be positive"))
 	}
+}
+
+// PeerPrefixes returns the prefixes Peers lists (addresses as single-address
+// prefixes).
+func (c *Cluster) PeerPrefixes() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.FieldsFunc(c.Peers.Value, func(r rune) bool { return r == ';' || r == ',' || r == ' ' }) {
+		if p, err := netip.ParsePrefix(f); err == nil && !p.Addr().Is4In6() {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(f)
+		if err != nil || a.Zone() != "" {
+			return nil, fmt.Errorf("%q is not an address or prefix", f)
+		}
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
 }
 
 func slicesClone(t []Text) []Text { return append([]Text(nil), t...) }
