@@ -57,3 +57,19 @@ cluster:
 		}
 	}
 }
+
+// TestClusterExamples: the two gateways of examples/cluster load.
+func TestClusterExamples(t *testing.T) {
+	for _, n := range []string{"mx1", "mx2"} {
+		f, err := Load("../../examples/cluster/" + n + ".yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Node != n || !f.Cluster.Enabled() || f.Cluster.CAFile.Value != "/etc/postern/redis-ca.pem" {
+			t.Errorf("%s: %+v", n, f.Cluster)
+		}
+		if ps, err := f.Cluster.PeerPrefixes(); err != nil || len(ps) != 1 {
+			t.Errorf("%s: peers %v %v", n, ps, err)
+		}
+	}
+}
