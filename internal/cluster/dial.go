@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -127,3 +128,17 @@ func FromConfig(c *config.Cluster, node, statePath string, log *slog.Logger) (*C
 	}
 	return cl, peers, nil
 }
+
+// redisLog hands go-redis's own messages (a dial that failed, a Sentinel
+// switching masters) to a logger at debug level: the cluster logs an
+// outage once itself, with what it means for postern.
+type redisLog struct{ log *slog.Logger }
+
+func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.Debug("redis client: " + fmt.Sprintf(format, v...))
+}
+
+// RouteClientLog sends the Redis client library's messages to log at
+// debug level instead of standard error. The library keeps one logger per
+// process: the gateway calls this once, at start.
+func RouteClientLog(log *slog.Logger) { redis.SetLogger(redisLog{log}) }

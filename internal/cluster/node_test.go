@@ -57,6 +57,15 @@ func settings(t testing.TB, dir string) *guard.Settings {
 // reused when a node restarts).
 func startNode(t testing.TB, name, addr, dir string, peers ...netip.Prefix) *node {
 	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: 200 * time.Millisecond,
+		ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond, MaxRetries: 1, ContextTimeoutEnabled: true})
+	return startNodeWith(t, name, rdb, dir, peers...)
+}
+
+// startNodeWith starts node name with the Redis client rdb.
+func startNodeWith(t testing.TB, name string, rdb redis.UniversalClient, dir string, peers ...netip.Prefix) *node {
+	t.Helper()
+	addr := ""
 	if dir == "" {
 		dir = t.TempDir()
 	}
@@ -67,8 +76,6 @@ func startNode(t testing.TB, name, addr, dir string, peers ...netip.Prefix) *nod
 		t.Fatal(err)
 	}
 	n.db = db
-	rdb := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: 200 * time.Millisecond,
-		ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond, MaxRetries: 1, ContextTimeoutEnabled: true})
 	n.c, err = New(Options{Client: rdb, Node: name, Timeout: 300 * time.Millisecond, StatePath: filepath.Join(dir, "cluster.state"),
 		Logger: n.log.logger().With("node", name)})
 	if err != nil {

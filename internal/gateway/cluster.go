@@ -24,6 +24,7 @@ func (g *Gateway) openCluster(cfg *config.File, node, storePath string) (guard.C
 		return nil, nil, nil
 	}
 	g.cluster = cl
+	cluster.RouteClientLog(g.log)
 	g.log.Info("cluster mode: sharing blocks and counters", "node", node, "key_prefix", cfg.Cluster.KeyPrefix)
 	return cl, peers, nil
 }

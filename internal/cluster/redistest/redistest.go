@@ -23,6 +23,8 @@ type Server struct {
 	bin  string
 	dir  string
 	port int
+	args []string // more arguments (a replica's --replicaof, a sentinel's)
+	conf string   // a configuration file (a sentinel's)
 	cmd  *exec.Cmd
 	done chan struct{}
 }
@@ -31,6 +33,15 @@ type Server struct {
 // (with POSTERN_E2E=1 that is a failure) or in -short mode. It is killed
 // when the test ends.
 func Start(t testing.TB) *Server {
+	t.Helper()
+	r := prepare(t)
+	r.Restart()
+	t.Cleanup(r.Kill)
+	return r
+}
+
+// prepare finds redis-server and a free port (or skips the test).
+func prepare(t testing.TB) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -48,10 +59,64 @@ func Start(t testing.TB) *Server {
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	r := &Server{t: t, bin: bin, dir: t.TempDir(), port: port}
-	r.Restart()
-	t.Cleanup(r.Kill)
-	return r
+	return &Server{t: t, bin: bin, dir: t.TempDir(), port: port}
+}
+
+// Failover is a master, a replica and one Sentinel (quorum 1) watching
+// them as "mymaster", with a short down-after time for tests.
+type Failover struct {
+	Master, Replica, Sentinel *Server
+}
+
+// MasterName is the name the Sentinel knows the master by.
+const MasterName = "mymaster"
+
+// StartFailover starts a master, its replica and a Sentinel.
+func StartFailover(t testing.TB) *Failover {
+	t.Helper()
+	f := &Failover{Master: prepare(t), Replica: prepare(t), Sentinel: prepare(t)}
+	f.Master.Restart()
+	t.Cleanup(f.Master.Kill)
+	f.Replica.args = []string{"--replicaof", "127.0.0.1", strconv.Itoa(f.Master.port)}
+	f.Replica.Restart()
+	t.Cleanup(f.Replica.Kill)
+	conf := filepath.Join(f.Sentinel.dir, "sentinel.conf")
+	body := "port " + strconv.Itoa(f.Sentinel.port) + "\nbind 127.0.0.1\ndir " + f.Sentinel.dir + "\n" +
+		"sentinel monitor " + MasterName + " 127.0.0.1 " + strconv.Itoa(f.Master.port) + " 1\n" +
+		"sentinel down-after-milliseconds " + MasterName + " 400\n" +
+		"sentinel failover-timeout " + MasterName + " 4000\n"
+	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f.Sentinel.args = []string{"--sentinel"}
+	f.Sentinel.conf = conf
+	f.Sentinel.Restart()
+	t.Cleanup(f.Sentinel.Kill)
+	// Wait until the Sentinel knows the replica, so it can fail over.
+	c := redis.NewSentinelClient(&redis.Options{Addr: f.Sentinel.Addr()})
+	defer c.Close()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		rs, err := c.Replicas(context.Background(), MasterName).Result()
+		if err == nil && len(rs) > 0 {
+			return f
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the sentinel never saw the replica: %v %v", rs, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// MasterAddr asks the Sentinel for the master's address.
+func (f *Failover) MasterAddr() string {
+	c := redis.NewSentinelClient(&redis.Options{Addr: f.Sentinel.Addr()})
+	defer c.Close()
+	a, err := c.GetMasterAddrByName(context.Background(), MasterName).Result()
+	if err != nil || len(a) != 2 {
+		return ""
+	}
+	return a[0] + ":" + a[1]
 }
 
 // Addr is the server's host:port.
@@ -60,9 +125,16 @@ func (r *Server) Addr() string { return "127.0.0.1:" + strconv.Itoa(r.port) }
 // Restart starts the server again (empty) on the same port.
 func (r *Server) Restart() {
 	r.t.Helper()
-	r.cmd = exec.Command(r.bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--dir", r.dir,
-		"--save", "", "--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no",
-		"--logfile", filepath.Join(r.dir, "redis.log"))
+	var args []string
+	if r.conf != "" {
+		args = append(args, r.conf)
+	}
+	args = append(args, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--dir", r.dir,
+		"--protected-mode", "yes", "--daemonize", "no", "--logfile", filepath.Join(r.dir, "redis.log"))
+	if r.conf == "" {
+		args = append(args, "--save", "", "--appendonly", "no")
+	}
+	r.cmd = exec.Command(r.bin, append(args, r.args...)...)
 	if err := r.cmd.Start(); err != nil {
 		r.t.Fatalf("starting redis-server: %v", err)
 	}
