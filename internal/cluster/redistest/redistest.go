@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -176,4 +177,45 @@ func (r *Server) Client(t testing.TB) *redis.Client {
 	c := redis.NewClient(&redis.Options{Addr: r.Addr()})
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// StartCluster starts a Redis Cluster of three masters (no replicas) and
+// returns them; redis-cli --cluster create assigns the slots. It skips
+// the test when redis-cli is missing.
+func StartCluster(t testing.TB) []*Server {
+	t.Helper()
+	cli, err := exec.LookPath("redis-cli")
+	if err != nil {
+		if os.Getenv("POSTERN_E2E") == "1" {
+			t.Fatal("redis-cli not installed (apt-get install -y redis-tools)")
+		}
+		t.Skip("redis-cli not installed")
+	}
+	var ss []*Server
+	args := []string{"--cluster", "create"}
+	for range 3 {
+		s := prepare(t)
+		s.args = []string{"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(s.dir, "nodes.conf"), "--cluster-node-timeout", "2000"}
+		s.Restart()
+		t.Cleanup(s.Kill)
+		ss = append(ss, s)
+		args = append(args, s.Addr())
+	}
+	out, err := exec.Command(cli, append(args, "--cluster-yes")...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{ss[0].Addr()}})
+	defer c.Close()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		info, err := c.ClusterInfo(context.Background()).Result()
+		if err == nil && strings.Contains(info, "cluster_state:ok") {
+			return ss
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the cluster never became ok: %v\n%s", err, info)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
