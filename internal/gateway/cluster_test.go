@@ -118,3 +118,23 @@ func TestClusterGateways(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestClusterGatewayStartsWithoutRedis: a gateway whose Redis does not
+// answer starts, serves, and logs the outage once.
+func TestClusterGatewayStartsWithoutRedis(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	l.Close() // nothing listens there now
+	_, backend := popBackend(t, "backend")
+	g, _, logs := clusterGateway(t, "gw-alone", backend, dead)
+	if greeting := popFrom(t, "127.0.0.56", g.Addr(service.POP3)); !strings.HasPrefix(greeting, "+OK") {
+		t.Fatalf("greeting %q", greeting)
+	}
+	logs.waitLog(t, "Redis unreachable", 1)
+	if n := strings.Count(logs.String(), "Redis unreachable"); n != 1 {
+		t.Errorf("outage logged %d times", n)
+	}
+}
