@@ -92,6 +92,7 @@ type Cluster struct {
 	loaded    atomic.Bool  // the scripts are in Redis's script cache
 	down      atomic.Bool
 	downMu    sync.Mutex
+	lastUp    time.Time // when the last outage ended (under downMu)
 	resync    chan struct{}
 
 	eng    Engine
@@ -256,7 +257,11 @@ func (c *Cluster) outage(err error) {
 	c.downMu.Lock()
 	defer c.downMu.Unlock()
 	if !c.down.Swap(true) {
-		c.log.Error("cluster: Redis unreachable; enforcing and counting locally, announcements queued", "node", c.node, "err", err)
+		lvl := slog.LevelError
+		if time.Since(c.lastUp) < time.Minute {
+			lvl = slog.LevelDebug // a flapping Redis: one line a minute at most
+		}
+		c.log.Log(context.Background(), lvl, "cluster: Redis unreachable; enforcing and counting locally, announcements queued", "node", c.node, "err", err)
 	}
 }
 
@@ -273,7 +278,12 @@ func (c *Cluster) reachable() {
 		q, d := len(c.pubs), c.dropped
 		c.dropped = 0
 		c.mu.Unlock()
-		c.log.Warn("cluster: Redis reachable again; replaying queued announcements and reconciling", "node", c.node,
+		lvl := slog.LevelWarn
+		if time.Since(c.lastUp) < time.Minute {
+			lvl = slog.LevelDebug
+		}
+		c.lastUp = time.Now()
+		c.log.Log(context.Background(), lvl, "cluster: Redis reachable again; replaying queued announcements and reconciling", "node", c.node,
 			"queued", q, "dropped", d, "events_counted_locally_only", c.evDropped.Swap(0))
 		c.loaded.Store(false)
 		select {
@@ -281,6 +291,18 @@ func (c *Cluster) reachable() {
 		default:
 		}
 		c.wake()
+	}
+}
+
+// probe pings Redis during an outage; an answer ends it. An outage ends
+// when the sender's pipeline goes through, on this ping, or when the
+// reader gets an answer while nothing waits to be sent: a reader that gets
+// answers while writes time out does not make the state flap.
+func (c *Cluster) probe(ctx context.Context) {
+	tctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	if err := c.rdb.Ping(tctx).Err(); err == nil {
+		c.reachable()
 	}
 }
 
@@ -312,6 +334,9 @@ func (c *Cluster) sender(ctx context.Context) {
 			return
 		case <-c.signal:
 		case <-retry.C:
+			if c.down.Load() && c.Pending() == 0 {
+				c.probe(ctx) // nothing to send: ask Redis whether it is back
+			}
 		}
 		c.flush(ctx)
 	}
@@ -587,7 +612,6 @@ func (c *Cluster) reader(ctx context.Context) {
 			}
 			last, need, wait = id, false, 50*time.Millisecond
 			c.saveState(last)
-			c.reachable()
 		}
 		res, err := c.rdb.XRead(ctx, &redis.XReadArgs{Streams: []string{c.k.stream, last}, Count: 500, Block: time.Second}).Result()
 		if errors.Is(err, redis.Nil) {
@@ -605,7 +629,9 @@ func (c *Cluster) reader(ctx context.Context) {
 			wait = min(2*wait, 2*time.Second)
 			continue
 		}
-		c.reachable()
+		if c.Pending() == 0 {
+			c.reachable() // nothing waits to be sent that could say otherwise
+		}
 		for _, s := range res {
 			if len(s.Messages) > 0 {
 				c.apply(ctx, s.Messages)
