@@ -18,7 +18,7 @@ import (
 // only the commands postern sends (and those its scripts call), only its
 // key prefix.
 const aclRules = "~postern:* -@all +evalsha +eval +script|load +xread +xrange +xrevrange +zrangebyscore +zremrangebyscore +mget +unlink +hello " +
-	"+set +del +exists +incrby +pexpire +pttl +zadd +zrem +zrange +xadd"
+	"+set +del +exists +incrby +pexpire +pttl +zadd +zrem +zrange +xadd +sadd"
 
 // TestACLUserWithOnlyNeededCommands: two nodes logged in as an ACL user
 // with only aclRules share blocks, counts and unblocks; nothing is refused.

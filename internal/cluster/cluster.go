@@ -108,6 +108,10 @@ type keys struct {
 	stream, index, block, counter string
 }
 
+// counterKey names the counter of ev; its fingerprint set is the same name
+// with ":f", in the same hash slot.
+func (k keys) counterKey(ev guard.Event) string { return k.counter + "{" + ev.Key() + "}" }
+
 func newKeys(prefix string) keys {
 	return keys{
 		stream:  prefix + "{b}:stream",
@@ -439,10 +443,17 @@ func (c *Cluster) send(ctx context.Context, pubs []guard.Change, evs []guard.Eve
 		}
 		byKey := make(map[string]*tally, len(evs))
 		order := make([]*tally, 0, len(evs))
+		// A fingerprinted event is its own increment (a repeat of the same
+		// fingerprint in the batch is dropped: Redis would not count it).
 		for _, ev := range evs {
 			k := ev.Key()
+			if ev.Fingerprint != 0 {
+				k += "#" + strconv.FormatUint(ev.Fingerprint, 16)
+			}
 			if t := byKey[k]; t != nil {
-				t.n++
+				if ev.Fingerprint == 0 {
+					t.n++
+				}
 				t.ev.Limit = ev.Limit
 				continue
 			}
@@ -451,7 +462,9 @@ func (c *Cluster) send(ctx context.Context, pubs []guard.Change, evs []guard.Eve
 			order = append(order, t)
 		}
 		for _, t := range order {
-			t.cmd = scriptCount.EvalSha(tctx, pipe, []string{c.k.counter + t.ev.Key()}, t.ev.Window.Milliseconds(), t.n)
+			ck := c.k.counterKey(t.ev)
+			t.cmd = scriptCount.EvalSha(tctx, pipe, []string{ck, ck + ":f"}, t.ev.Window.Milliseconds(), t.n,
+				strconv.FormatUint(t.ev.Fingerprint, 10))
 		}
 		cmds, err := pipe.Exec(tctx)
 		cancel()
@@ -503,7 +516,8 @@ func isRedisError(err error) bool {
 func isNetwork(err error) bool {
 	s := err.Error()
 	return strings.Contains(s, "connection") || strings.Contains(s, "i/o timeout") || strings.Contains(s, "EOF") ||
-		strings.HasPrefix(s, "LOADING") || strings.HasPrefix(s, "MASTERDOWN") || strings.HasPrefix(s, "READONLY")
+		strings.HasPrefix(s, "LOADING") || strings.HasPrefix(s, "MASTERDOWN") || strings.HasPrefix(s, "READONLY") ||
+		strings.HasPrefix(s, "CLUSTERDOWN") || strings.HasPrefix(s, "TRYAGAIN")
 }
 
 func (c *Cluster) loadScripts(ctx context.Context) error {
@@ -558,7 +572,8 @@ func (c *Cluster) queuePublish(ctx context.Context, pipe redis.Pipeliner, ch gua
 			scriptDel.EvalSha(ctx, pipe, ks, args...)
 			for _, p := range part {
 				for _, k := range counterKeys(p) {
-					pipe.Unlink(ctx, c.k.counter+k)
+					ck := c.k.counter + "{" + k + "}"
+					pipe.Unlink(ctx, ck, ck+":f")
 				}
 			}
 		}

@@ -243,7 +243,7 @@ func TestPoisonedDataSkipped(t *testing.T) {
 	// A poisoned block key and a poisoned counter key at reconcile and count time.
 	rc.Set(ctx, "postern:{b}:k:10.1.1.1/32", "{bad", 0)
 	rc.ZAdd(ctx, "postern:{b}:index", redisZ(float64(time.Now().Add(time.Hour).UnixMilli()), "10.1.1.1/32"))
-	rc.Set(ctx, "postern:c:imap_pop3:L:203.0.113.99/32", "not a number", 0)
+	rc.Set(ctx, "postern:c:{imap_pop3:L:203.0.113.99/32}", "not a number", 0)
 	b := startNode(t, "mx2", r.addr(), "")
 	eventually(t, propagate, "mx2 reconciled", func() bool { return strings.Contains(b.log.String(), "malformed block key") })
 	if b.refuses("10.1.1.1") {

@@ -58,7 +58,7 @@ func settings(t testing.TB, dir string) *guard.Settings {
 func startNode(t testing.TB, name, addr, dir string, peers ...netip.Prefix) *node {
 	t.Helper()
 	rdb := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: 200 * time.Millisecond,
-		ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond, MaxRetries: 1, ContextTimeoutEnabled: true})
+		ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: 1, ContextTimeoutEnabled: true})
 	return startNodeWith(t, name, rdb, dir, peers...)
 }
 
@@ -76,7 +76,7 @@ func startNodeWith(t testing.TB, name string, rdb redis.UniversalClient, dir str
 		t.Fatal(err)
 	}
 	n.db = db
-	n.c, err = New(Options{Client: rdb, Node: name, Timeout: 300 * time.Millisecond, StatePath: filepath.Join(dir, "cluster.state"),
+	n.c, err = New(Options{Client: rdb, Node: name, Timeout: time.Second, StatePath: filepath.Join(dir, "cluster.state"),
 		Logger: n.log.logger().With("node", name)})
 	if err != nil {
 		t.Fatal(err)
@@ -87,6 +87,11 @@ func startNodeWith(t testing.TB, name string, rdb redis.UniversalClient, dir str
 	}
 	n.c.Start(n.e)
 	t.Cleanup(n.stop)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s's log:\n%s", name, n.log.String())
+		}
+	})
 	return n
 }
 

@@ -19,7 +19,7 @@ func TestRedisCluster(t *testing.T) {
 	ss := redistest.StartCluster(t)
 	client := func() redis.UniversalClient {
 		return redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{ss[0].Addr(), ss[1].Addr()}, IsClusterMode: true,
-			DialTimeout: 200 * time.Millisecond, ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond,
+			DialTimeout: 200 * time.Millisecond, ReadTimeout: time.Second, WriteTimeout: time.Second,
 			MaxRetries: 1, ContextTimeoutEnabled: true})
 	}
 	a := startNodeWith(t, "mx1", client(), "")

@@ -2,15 +2,23 @@ package cluster
 
 import "github.com/redis/go-redis/v9"
 
-// scriptCount counts events of one key: INCRBY their number (ARGV[2]),
-// and the window's expiry (ARGV[1], ms) set at the first event (or on a
-// key found without one). It returns the count; the caller whose
-// increment takes the count from below the threshold to it or above makes
-// the block.
+// scriptCount counts events of one counter: INCRBY their number
+// (ARGV[2]), and the window's expiry (ARGV[1], ms) set at the first event
+// (or on a key found without one). A wrong password's fingerprint
+// (ARGV[3], "0" for none) already in the counter's set (KEYS[2], expiring
+// with the counter) is not counted again: -1. It returns the count; the
+// caller whose increment takes the count from below the threshold to it or
+// above makes the block.
 var scriptCount = redis.NewScript(`
+if ARGV[3] ~= '0' and redis.call('SADD', KEYS[2], ARGV[3]) == 0 then
+  return -1
+end
 local n = redis.call('INCRBY', KEYS[1], ARGV[2])
 if n == tonumber(ARGV[2]) or redis.call('PTTL', KEYS[1]) == -1 then
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+if ARGV[3] ~= '0' then
+  redis.call('PEXPIRE', KEYS[2], redis.call('PTTL', KEYS[1]))
 end
 return n
 `)

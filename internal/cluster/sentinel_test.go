@@ -19,7 +19,7 @@ func TestSentinelFailover(t *testing.T) {
 	f := redistest.StartFailover(t)
 	client := func() redis.UniversalClient {
 		return redis.NewFailoverClient(&redis.FailoverOptions{MasterName: redistest.MasterName, SentinelAddrs: []string{f.Sentinel.Addr()},
-			DialTimeout: 200 * time.Millisecond, ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond,
+			DialTimeout: 200 * time.Millisecond, ReadTimeout: time.Second, WriteTimeout: time.Second,
 			MaxRetries: 1, ContextTimeoutEnabled: true})
 	}
 	a := startNodeWith(t, "mx1", client(), "")

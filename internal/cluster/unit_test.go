@@ -68,7 +68,7 @@ func TestOneCrossingPerThreshold(t *testing.T) {
 		}
 		return true
 	})
-	key := "postern:c:" + ev.Key()
+	key := "postern:c:{" + ev.Key() + "}"
 	if v, _ := mr.Get(key); v != "100" {
 		t.Errorf("count %q, want 100", v)
 	}

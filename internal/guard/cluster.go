@@ -63,6 +63,10 @@ type Event struct {
 	Addr    netip.Addr    // the address that caused it
 	Service string        // the service it was seen on
 	Detail  string        // what was seen
+	// Fingerprint is the wrong password's fingerprint, when the cluster
+	// shares the fingerprint key (0 otherwise): the cluster counts a
+	// fingerprint once per counter window.
+	Fingerprint uint64
 }
 
 // Key names the counter the event increments: prefix, group and trigger.

@@ -52,6 +52,10 @@ type Options struct {
 	// Peers are the other gateways' addresses, never blocked
 	// automatically.
 	Peers []netip.Prefix
+	// FingerprintKey, when set, keys password fingerprints instead of a
+	// random key of this process: gateways of a cluster that share it
+	// count a retry of the same wrong password once, whichever sees it.
+	FingerprintKey *[32]byte
 }
 
 // ErrClosed is returned by operations on a closed engine.
@@ -77,8 +81,9 @@ type Engine struct {
 	accounts accounts
 	live     liveSessions
 
-	cluster Cluster
-	peers   *bart.Lite
+	cluster  Cluster
+	peers    *bart.Lite
+	sharedFP bool // fingerprints keyed with the cluster's key: sent with counts
 
 	wq     writeQueue
 	quit   chan struct{}
@@ -120,7 +125,9 @@ func New(ctx context.Context, s *Settings, opts Options) (*Engine, error) {
 	if e.timeout <= 0 {
 		e.timeout = 10 * time.Second
 	}
-	if _, err := rand.Read(e.key[:]); err != nil {
+	if opts.FingerprintKey != nil {
+		e.key, e.sharedFP = *opts.FingerprintKey, true
+	} else if _, err := rand.Read(e.key[:]); err != nil {
 		return nil, fmt.Errorf("guard: password fingerprint key: %w", err)
 	}
 	e.live.init()

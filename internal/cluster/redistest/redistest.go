@@ -93,10 +93,23 @@ func StartFailover(t testing.TB) *Failover {
 	f.Sentinel.conf = conf
 	f.Sentinel.Restart()
 	t.Cleanup(f.Sentinel.Kill)
-	// Wait until the Sentinel knows the replica, so it can fail over.
+	// Wait until the replica is in sync with the master and the Sentinel
+	// knows it, so it can fail over.
+	rc := redis.NewClient(&redis.Options{Addr: f.Replica.Addr()})
+	defer rc.Close()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		info, err := rc.Info(context.Background(), "replication").Result()
+		if err == nil && strings.Contains(info, "master_link_status:up") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the replica never synced: %v\n%s", err, info)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	c := redis.NewSentinelClient(&redis.Options{Addr: f.Sentinel.Addr()})
 	defer c.Close()
-	deadline := time.Now().Add(15 * time.Second)
 	for {
 		rs, err := c.Replicas(context.Background(), MasterName).Result()
 		if err == nil && len(rs) > 0 {
@@ -205,17 +218,23 @@ func StartCluster(t testing.TB) []*Server {
 	if err != nil {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
-	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{ss[0].Addr()}})
-	defer c.Close()
+	// Every master must see the cluster as ok (they agree one after the
+	// other after the slots are assigned).
 	deadline := time.Now().Add(15 * time.Second)
-	for {
-		info, err := c.ClusterInfo(context.Background()).Result()
-		if err == nil && strings.Contains(info, "cluster_state:ok") {
-			return ss
+	for _, srv := range ss {
+		c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+		for {
+			info, err := c.ClusterInfo(context.Background()).Result()
+			if err == nil && strings.Contains(info, "cluster_state:ok") {
+				break
+			}
+			if time.Now().After(deadline) {
+				c.Close()
+				t.Fatalf("%s never saw the cluster ok: %v\n%s", srv.Addr(), err, info)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the cluster never became ok: %v\n%s", err, info)
-		}
-		time.Sleep(50 * time.Millisecond)
+		c.Close()
 	}
+	return ss
 }
