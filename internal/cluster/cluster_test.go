@@ -7,8 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/reason"
+	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/store"
 )
 
@@ -280,4 +283,38 @@ func TestPeersNeverBlockedAutomatically(t *testing.T) {
 		t.Error("mx1 blocked a peer")
 	}
 	_ = guard.Refuse
+}
+
+// TestSharedFingerprints: with a shared fingerprint key, a wrong password
+// tried on one node and retried on another counts once cluster-wide.
+func TestSharedFingerprints(t *testing.T) {
+	r := startRedis(t)
+	key := &[32]byte{1, 2, 3}
+	client := func() redis.UniversalClient {
+		return redis.NewClient(&redis.Options{Addr: r.addr(), ContextTimeoutEnabled: true, ReadTimeout: time.Second})
+	}
+	a := startNodeOpts(t, "mx1", client(), "", guard.Options{FingerprintKey: key})
+	b := startNodeOpts(t, "mx2", client(), "", guard.Options{FingerprintKey: key})
+	const attacker = "203.0.113.40"
+	fail := func(n *node, password string) {
+		s, _ := n.e.Accept(netip.MustParseAddr(attacker), service.IMAP, func() {})
+		if s == nil {
+			t.Fatalf("%s refused %s before the password %q", n.name, attacker, password)
+		}
+		s.LoginFailed("user@example.com", n.e.PasswordFingerprint("user@example.com", password))
+		s.Close()
+		eventually(t, propagate, "counted", n.idle)
+	}
+	fail(a, "one")
+	fail(a, "two")
+	fail(b, "one") // the same wrong password on the other node: not counted again
+	fail(b, "two")
+	fail(b, "three")
+	fail(a, "three")
+	fail(a, "four") // 4 distinct wrong passwords
+	if a.refuses(attacker) || b.refuses(attacker) {
+		t.Fatal("blocked after 4 distinct wrong passwords")
+	}
+	fail(b, "five")
+	eventually(t, propagate, "both refusing after the fifth distinct password", func() bool { return a.refuses(attacker) && b.refuses(attacker) })
 }

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -103,6 +104,32 @@ func readSecret(path string) (string, error) {
 	}
 	s, _, _ := strings.Cut(string(b), "\n")
 	return strings.TrimRight(s, "\r"), nil
+}
+
+// FingerprintKey reads the shared fingerprint key file (nil when none is
+// configured): the SHA-256 of its content, which must be at least 32 bytes
+// and readable by no one but its owner.
+func FingerprintKey(c *config.Cluster) (*[32]byte, error) {
+	path := c.FingerprintKeyFile.Value
+	if path == "" {
+		return nil, nil
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("cluster.fingerprint_key_file: %w", err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("cluster.fingerprint_key_file %s is readable by others (mode %04o); chmod 600 it", path, st.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cluster.fingerprint_key_file: %w", err)
+	}
+	if len(b) < 32 {
+		return nil, fmt.Errorf("cluster.fingerprint_key_file %s holds %d bytes; want at least 32 (head -c 32 /dev/urandom > %s)", path, len(b), path)
+	}
+	k := sha256.Sum256(b)
+	return &k, nil
 }
 
 // FromConfig makes the cluster link a configuration asks for; it is nil

@@ -65,6 +65,13 @@ func startNode(t testing.TB, name, addr, dir string, peers ...netip.Prefix) *nod
 // startNodeWith starts node name with the Redis client rdb.
 func startNodeWith(t testing.TB, name string, rdb redis.UniversalClient, dir string, peers ...netip.Prefix) *node {
 	t.Helper()
+	return startNodeOpts(t, name, rdb, dir, guard.Options{Peers: peers})
+}
+
+// startNodeOpts starts node name with the Redis client rdb and engine
+// options (store, node, cluster and logger are set here).
+func startNodeOpts(t testing.TB, name string, rdb redis.UniversalClient, dir string, opts guard.Options) *node {
+	t.Helper()
 	addr := ""
 	if dir == "" {
 		dir = t.TempDir()
@@ -81,7 +88,8 @@ func startNodeWith(t testing.TB, name string, rdb redis.UniversalClient, dir str
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.e, err = guard.New(ctx, settings(t, dir), guard.Options{Store: db, Node: name, Cluster: n.c, Peers: peers, Logger: n.log.logger()})
+	opts.Store, opts.Node, opts.Cluster, opts.Logger = db, name, n.c, n.log.logger()
+	n.e, err = guard.New(ctx, settings(t, dir), opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,6 +39,11 @@ type Cluster struct {
 	StreamLength int `yaml:"stream_length" default:"100000" min:"1000"`
 	// Queue bounds the writes kept while Redis cannot be reached.
 	Queue int `yaml:"queue" default:"100000" min:"100"`
+	// FingerprintKeyFile holds a secret (at least 32 bytes) every gateway
+	// of the cluster shares: it keys the wrong-password fingerprints, so a
+	// retry of the same wrong password counts once cluster-wide. Without
+	// it each gateway keys them with a random key of its own.
+	FingerprintKeyFile Text `yaml:"fingerprint_key_file"`
 	// Peers are the other gateways' addresses (a pattern: addresses and
 	// prefixes separated by ";" or ","), never blocked automatically.
 	Peers Text `yaml:"peers"`
@@ -93,7 +98,7 @@ func (f *File) validateCluster(d *decoder) {
 	if c.KeyPrefix == "" || strings.ContainsAny(c.KeyPrefix, " \t\r\n{}") {
 		d.errs.Add(diag.Errorf(pos, "cluster.key_prefix must be non-empty, without spaces or braces"))
 	}
-	for _, t := range []*Text{&c.PasswordFile, &c.CAFile, &c.Sentinel.PasswordFile} {
+	for _, t := range []*Text{&c.PasswordFile, &c.CAFile, &c.Sentinel.PasswordFile, &c.FingerprintKeyFile} {
 		f.resolve(t)
 	}
 	if c.Peers.IsSet() {

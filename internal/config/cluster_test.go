@@ -73,3 +73,10 @@ func TestClusterExamples(t *testing.T) {
 		}
 	}
 }
+
+func TestClusterFingerprintKeyFileResolved(t *testing.T) {
+	f, err := Parse("/etc/postern/postern.yaml", []byte("cluster: { redis: \"redis://h:6379\", fingerprint_key_file: fp.key }\n"))
+	if err != nil || f.Cluster.FingerprintKeyFile.Value != "/etc/postern/fp.key" {
+		t.Fatalf("%v %+v", err, f.Cluster.FingerprintKeyFile)
+	}
+}

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"fmt"
-	"net/netip"
 	"path/filepath"
 
 	"github.com/postern/postern/internal/cluster"
@@ -10,23 +9,30 @@ import (
 	"github.com/postern/postern/internal/guard"
 )
 
-// openCluster makes the link to the other gateways when the configuration
-// asks for cluster mode (nil otherwise). The stream position is kept next
-// to the block store. Nothing is asked of Redis here: the link connects
-// when it starts, and a gateway starts (and enforces its stored blocks)
-// whether Redis answers or not.
-func (g *Gateway) openCluster(cfg *config.File, node, storePath string) (guard.Cluster, []netip.Prefix, error) {
+// clusterOptions sets the engine options of cluster mode: the link to the
+// other gateways, their addresses and the shared fingerprint key (opts is
+// unchanged when cluster mode is off). The stream position is kept next to
+// the block store. Nothing is asked of Redis here: the link connects when
+// it starts, and a gateway starts (and enforces its stored blocks) whether
+// Redis answers or not.
+func (g *Gateway) clusterOptions(cfg *config.File, node, storePath string, opts *guard.Options) error {
+	key, err := cluster.FingerprintKey(&cfg.Cluster)
+	if err != nil {
+		return err
+	}
 	cl, peers, err := cluster.FromConfig(&cfg.Cluster, node, filepath.Join(filepath.Dir(storePath), "cluster.state"), g.log)
 	if err != nil {
-		return nil, nil, fmt.Errorf("cluster: %w", err)
+		return fmt.Errorf("cluster: %w", err)
 	}
 	if cl == nil {
-		return nil, nil, nil
+		return nil
 	}
 	g.cluster = cl
 	cluster.RouteClientLog(g.log)
-	g.log.Info("cluster mode: sharing blocks and counters", "node", node, "key_prefix", cfg.Cluster.KeyPrefix)
-	return cl, peers, nil
+	opts.Cluster, opts.Peers, opts.FingerprintKey = cl, peers, key
+	g.log.Info("cluster mode: sharing blocks and counters", "node", node, "key_prefix", cfg.Cluster.KeyPrefix,
+		"shared_fingerprints", key != nil)
+	return nil
 }
 
 // startCluster starts the link once the engine runs.

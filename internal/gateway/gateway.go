@@ -185,11 +185,11 @@ func Start(ctx context.Context, path string, opts Options) (_ *Gateway, err erro
 	if node == "" {
 		node, _ = os.Hostname()
 	}
-	shared, peers, err := g.openCluster(cfg, node, storePath)
-	if err != nil {
+	gopts := guard.Options{Store: g.db, Logger: g.log, Node: node}
+	if err := g.clusterOptions(cfg, node, storePath, &gopts); err != nil {
 		return nil, err
 	}
-	if g.engine, err = guard.New(ctx, snap.Guard, guard.Options{Store: g.db, Logger: g.log, Node: node, Cluster: shared, Peers: peers}); err != nil {
+	if g.engine, err = guard.New(ctx, snap.Guard, gopts); err != nil {
 		g.closeCluster()
 		return nil, err
 	}
