@@ -594,8 +594,6 @@ func (e *Engine) Import(ctx context.Context, blocks []store.Block, actor string)
 	e.blocks.Store(tbl)
 	done := e.wq.push(writeOp{kind: opPut, blocks: blocks, timeout: importTimeout(e.timeout, len(blocks)), alone: true})
 	e.mu.Unlock()
-	// An import is announced once stored (below): a failed one is rolled
-	// back here and must not reach the other nodes.
 	// Wait for the outcome whatever ctx says: the writer bounds it, and only
 	// the outcome tells whether the blocks must come out again. A write
 	// queued after the writer stopped is never made.
@@ -617,6 +615,8 @@ func (e *Engine) Import(ctx context.Context, blocks []store.Block, actor string)
 	for _, b := range blocks {
 		e.remember(b)
 	}
+	// Announced once stored: a failed import is rolled back and must not
+	// reach the other nodes.
 	e.publish(Change{Kind: ChangePut, Blocks: slices.Clone(blocks), Actor: actor})
 	e.mu.Unlock()
 	e.audit(ctx, store.AuditEntry{Time: e.clock(), Actor: actor, Action: "import", Detail: fmt.Sprintf("%d blocks", len(blocks))})
