@@ -161,15 +161,7 @@ func BenchmarkRedisMemory(b *testing.B) {
 	if _, err := n.e.Import(ctx, bs, "bench"); err != nil {
 		b.Fatal(err)
 	}
-	eventually(b, 20*time.Second, "blocks announced", func() bool {
-		if n.c.Pending() == 0 {
-			return true
-		}
-		return false
-	})
-	if l := n.log.String(); strings.Contains(l, "level=ERROR") || strings.Contains(l, "level=WARN") {
-		b.Log(l[:min(len(l), 3000)])
-	}
+	eventually(b, time.Minute, "blocks announced", n.idle)
 	b.StopTimer()
 	used := mem() - before
 	b.ReportMetric(float64(used)/float64(b.N), "bytes/block")
