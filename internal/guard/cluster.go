@@ -8,8 +8,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/gaissmai/bart"
-
 	"github.com/postern/postern/internal/reason"
 	"github.com/postern/postern/internal/store"
 )
@@ -78,24 +76,27 @@ func (ev Event) Key() string {
 	return fmt.Sprintf("%s:%c:%s", g, rune(ev.Reason), ev.Prefix)
 }
 
-// peersTable is the other gateways' addresses: never blocked automatically.
-func newPeers(ps []netip.Prefix) *bart.Lite {
-	if len(ps) == 0 {
-		return nil
-	}
-	t := new(bart.Lite)
+// newPeers returns the other gateways' prefixes, masked: never blocked
+// automatically.
+func newPeers(ps []netip.Prefix) []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(ps))
 	for _, p := range ps {
-		t.Insert(p.Masked())
+		if p.IsValid() {
+			out = append(out, p.Masked())
+		}
 	}
-	return t
+	return out
 }
 
-// autoBlockable reports whether the engine may block addr by itself: never
-// a trusted upstream, an address on the bypass list (self-lockout guard),
-// nor another gateway of the cluster.
-func (e *Engine) autoBlockable(s *Settings, addr netip.Addr) bool {
-	if e.peers != nil && e.peers.Contains(addr) {
-		return false
+// autoBlockable reports whether the engine may block prefix p for an
+// event of addr by itself: never a trusted upstream or an address on the
+// bypass list (self-lockout guard), and never a prefix that holds another
+// gateway of the cluster.
+func (e *Engine) autoBlockable(s *Settings, addr netip.Addr, p netip.Prefix) bool {
+	for _, q := range e.peers {
+		if q.Contains(addr) || q.Overlaps(p) {
+			return false
+		}
 	}
 	return autoBlockable(s, addr)
 }
@@ -137,7 +138,7 @@ func (e *Engine) Crossed(ev Event) {
 			"why", ev.Reason.Name(), "service", ev.Service, "detail", ev.Detail, "count", ev.Limit, "counted", "cluster")
 		return
 	}
-	if !e.autoBlockable(s, ev.Addr) || !e.autoBlockable(s, ev.Prefix.Addr()) {
+	if !e.autoBlockable(s, ev.Addr, ev.Prefix) || !e.autoBlockable(s, ev.Prefix.Addr(), ev.Prefix) {
 		e.log.Info("not blocking a trusted, bypassed or peer address", "addr", ev.Addr.String(), "reason", ev.Reason.String(), "detail", ev.Detail)
 		return
 	}
@@ -177,7 +178,7 @@ func (e *Engine) ApplyRemote(ctx context.Context, c Change) error {
 				errs = append(errs, err)
 				continue
 			}
-			if b.By == "engine" && !e.autoBlockable(s, b.Prefix.Addr()) {
+			if b.By == "engine" && !e.autoBlockable(s, b.Prefix.Addr(), b.Prefix) {
 				errs = append(errs, fmt.Errorf("%s: an automatic block of a trusted, bypassed or peer address", b.Prefix))
 				continue
 			}

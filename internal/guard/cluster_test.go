@@ -113,6 +113,12 @@ func TestCrossedBlocksOnce(t *testing.T) {
 	if h.e.Admit(peer.Addr(), service.IMAP).Action == Refuse {
 		t.Error("a peer was blocked")
 	}
+	// Nor a wider prefix that holds a peer, for another address in it.
+	ev.Prefix, ev.Addr = netip.MustParsePrefix("192.0.2.0/24"), ip("192.0.2.99")
+	h.e.Crossed(ev)
+	if h.e.Admit(ip("192.0.2.99"), service.IMAP).Action == Refuse {
+		t.Error("a prefix holding a peer was blocked")
+	}
 	// A bad event is ignored.
 	h.e.Crossed(Event{Reason: 'x'})
 	h.e.Crossed(Event{Reason: reason.Login})
@@ -132,7 +138,7 @@ func TestApplyRemote(t *testing.T) {
 	bad := good
 	bad.Prefix = netip.MustParsePrefix("10.0.0.1/8")
 	peerBlock := good
-	peerBlock.Prefix, peerBlock.By, peerBlock.Reason = peer, "engine", reason.Login
+	peerBlock.Prefix, peerBlock.By, peerBlock.Reason = netip.MustParsePrefix("192.0.2.0/24"), "engine", reason.Login
 	err := h.e.ApplyRemote(ctx, Change{Kind: ChangePut, Blocks: []store.Block{good, bad, peerBlock}, Node: "mx2", Actor: "cli"})
 	if err == nil {
 		t.Error("no error for the skipped blocks")

@@ -16,8 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gaissmai/bart"
-
 	"github.com/postern/postern/internal/reason"
 	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/store"
@@ -82,7 +80,7 @@ type Engine struct {
 	live     liveSessions
 
 	cluster  Cluster
-	peers    *bart.Lite
+	peers    []netip.Prefix
 	sharedFP bool // fingerprints keyed with the cluster's key: sent with counts
 
 	wq     writeQueue
@@ -273,7 +271,7 @@ func (e *Engine) refused(s *Settings, addr netip.Addr, svc service.Service) Verd
 		if s.groups[g].logOnly[trigI] {
 			e.log.Info("would block (log only)", "prefix", p.String(), "reason", reason.Connections.String(),
 				"why", reason.Connections.Name(), "service", svc.String(), "detail", "refused connections", "count", n)
-		} else if e.autoBlockable(s, addr) {
+		} else if e.autoBlockable(s, addr, p) {
 			b, _ := e.block(s, offense{prefix: p, reason: reason.Connections, service: svc.String(),
 				detail: "refused connections", hits: n, first: now})
 			return Verdict{Decision: Decision{Action: Refuse, Blocked: true, Reason: b.Reason}, Quiet: quiet}

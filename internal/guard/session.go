@@ -445,7 +445,7 @@ func (s *Session) trip(st *Settings, t trigger, p netip.Prefix, detail string, n
 			"service", s.service.String(), "detail", detail, "count", n)
 		return Decision{DryRun: true, Reason: r}
 	}
-	if !s.e.autoBlockable(st, s.addr) {
+	if !s.e.autoBlockable(st, s.addr, p) {
 		s.e.log.Info("not blocking a trusted or bypassed address", "addr", s.addr.String(), "reason", r.String(), "detail", detail)
 		return Decision{}
 	}
