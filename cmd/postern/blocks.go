@@ -222,7 +222,7 @@ func printBlocks(w io.Writer, bs []admin.Block) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "TARGET\tREASON\tSERVICE\tDETAIL\tHITS\tFIRST SEEN\tLAST SEEN\tEXPIRES\tBY")
+	fmt.Fprintln(tw, "TARGET\tREASON\tSERVICE\tDETAIL\tHITS\tFIRST SEEN\tLAST SEEN\tEXPIRES\tBY\tNODE")
 	nExpired := 0
 	for _, b := range bs {
 		expires := "never"
@@ -233,9 +233,9 @@ func printBlocks(w io.Writer, bs []admin.Block) {
 			expires += " expired"
 			nExpired++
 		}
-		fmt.Fprintf(tw, "%s\t%s %s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n",
+		fmt.Fprintf(tw, "%s\t%s %s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n",
 			b.Target, cell(b.Reason, 1), cell(b.ReasonName, 30), cell(b.Service, 12), cell(b.Detail, 40), b.Hits,
-			shortTime(b.FirstSeen), shortTime(b.LastSeen), expires, cell(b.By, 20))
+			shortTime(b.FirstSeen), shortTime(b.LastSeen), expires, cell(b.By, 20), cell(b.Node, 20))
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "%d block%s, %d expired; times UTC\n", len(bs), plural(len(bs)), nExpired)

@@ -87,10 +87,10 @@ func TestBlocksList(t *testing.T) {
 	s := startAdmin(t)
 	s.eng.Put(sampleBlocks()...)
 	code, out, errs := s.blocks(t, "list")
-	want := `TARGET           REASON                SERVICE  DETAIL                  HITS  FIRST SEEN        LAST SEEN         EXPIRES                   BY
-198.51.100.0/24  U manual              -        -                       0     2026-05-01 11:50  2026-05-01 11:50  never                     admin:cli
-2001:db8:1::/64  P unknown recipients  smtp     bob                     12    2026-04-29 12:00  2026-05-01 11:30  2026-05-01 11:00 expired  engine
-203.0.113.7      L failed logins       imap     alice@example.com?[31m  5     2026-05-01 10:00  2026-05-01 11:00  2026-05-01 15:00          engine
+	want := `TARGET           REASON                SERVICE  DETAIL                  HITS  FIRST SEEN        LAST SEEN         EXPIRES                   BY         NODE
+198.51.100.0/24  U manual              -        -                       0     2026-05-01 11:50  2026-05-01 11:50  never                     admin:cli  -
+2001:db8:1::/64  P unknown recipients  smtp     bob                     12    2026-04-29 12:00  2026-05-01 11:30  2026-05-01 11:00 expired  engine     gw2
+203.0.113.7      L failed logins       imap     alice@example.com?[31m  5     2026-05-01 10:00  2026-05-01 11:00  2026-05-01 15:00          engine     gw1
 3 blocks, 1 expired; times UTC
 `
 	if code != 0 || out != want {

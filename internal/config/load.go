@@ -104,6 +104,7 @@ func (f *File) validate(d *decoder) {
 		}
 	}
 	f.validateDownloadPaths(d)
+	f.validateCluster(d)
 	seen := make(map[string]diag.Pos)
 	for _, p := range f.Patterns {
 		k := strings.ToLower(p.Name)

@@ -39,6 +39,7 @@ type File struct {
 	Node                string              `yaml:"node"`    // this gateway's name in blocks; default the host name
 	RunAs               string              `yaml:"run_as"`  // user to switch to after binding ports (when started as root)
 	Log                 Log                 `yaml:"log"`
+	Cluster             Cluster             `yaml:"cluster"` // shared blocks and counters; off unless redis, addresses or sentinel is set
 }
 
 // Logins says how the backends resolve a login name to an account, so that

@@ -28,6 +28,7 @@ import (
 	"github.com/postern/postern/internal/admin"
 	"github.com/postern/postern/internal/autoreload"
 	"github.com/postern/postern/internal/buildinfo"
+	"github.com/postern/postern/internal/cluster"
 	"github.com/postern/postern/internal/config"
 	"github.com/postern/postern/internal/diag"
 	"github.com/postern/postern/internal/dnsbl"
@@ -109,7 +110,8 @@ type Gateway struct {
 	fresh *autoreload.Refresher // watches the files, downloads GeoIP databases
 	auto  chan string           // the reloads fresh asks for
 
-	status statusState // what Status reports (status.go)
+	status  statusState      // what Status reports (status.go)
+	cluster *cluster.Cluster // links the engine to the other gateways (cluster mode)
 }
 
 // Serve starts a gateway and runs it until ctx is done, reloading the
@@ -192,9 +194,15 @@ func Start(ctx context.Context, path string, opts Options) (_ *Gateway, err erro
 	if node == "" {
 		node, _ = os.Hostname()
 	}
-	if g.engine, err = guard.New(ctx, snap.Guard, guard.Options{Store: g.db, Logger: g.log, Node: node}); err != nil {
+	gopts := guard.Options{Store: g.db, Logger: g.log, Node: node}
+	if err := g.clusterOptions(cfg, node, storePath, &gopts); err != nil {
 		return nil, err
 	}
+	if g.engine, err = guard.New(ctx, snap.Guard, gopts); err != nil {
+		g.closeCluster()
+		return nil, err
+	}
+	g.startCluster()
 	if g.initial, err = g.prepare(snap); err != nil {
 		return nil, err
 	}
@@ -362,6 +370,7 @@ wait:
 func (g *Gateway) close() {
 	g.closeListeners()
 	g.closeConsole()
+	g.closeCluster()
 	if g.engine != nil {
 		g.engine.Close()
 	}

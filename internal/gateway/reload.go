@@ -68,9 +68,10 @@ func (g *Gateway) startReload(ctx context.Context) *reloadJob {
 
 // restartKeys are the settings a running gateway cannot change: they are
 // read once at start (the store, the administration listener and token,
-// the user to run as, the node name, the log format).
+// the user to run as, the node name, the log format, the console's
+// listener, the cluster link).
 var restartKeys = []string{"store", "admin.listen", "admin.token_file", "run_as", "node", "log.format",
-	"console.listen", "console.tls", "console.idle_timeout", "console.users_file"}
+	"console.listen", "console.tls", "console.idle_timeout", "console.users_file", "cluster"}
 
 func needsRestart(key string) bool {
 	for _, k := range restartKeys {

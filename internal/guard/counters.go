@@ -114,6 +114,13 @@ func (c *counters) shard(p netip.Prefix) *counterShard {
 // limit is the trigger's threshold (it ranks counters for eviction). A
 // non-zero fingerprint already seen in the window is not counted again.
 func (c *counters) add(p netip.Prefix, g Group, t trigger, now time.Time, window time.Duration, limit int, fp uint64) int {
+	n, _ := c.count(p, g, t, now, window, limit, fp)
+	return n
+}
+
+// count is add that also reports whether the event was counted (a
+// fingerprint seen before is not).
+func (c *counters) count(p netip.Prefix, g Group, t trigger, now time.Time, window time.Duration, limit int, fp uint64) (int, bool) {
 	s := c.shard(p)
 	k := keyOf(p, g, t)
 	ns := now.UnixNano()
@@ -131,14 +138,15 @@ func (c *counters) add(p netip.Prefix, g Group, t trigger, now time.Time, window
 	if fp != 0 && v.fps == nil {
 		v.fps = new(fingerprints)
 	}
-	if fp == 0 || !v.fps.seen(fp) {
+	counted := fp == 0 || !v.fps.seen(fp)
+	if counted {
 		v.n++
 	}
 	v.limit = int32(min(limit, 1<<30))
 	s.m[k] = v
 	n := int(v.n)
 	s.mu.Unlock()
-	return n
+	return n, counted
 }
 
 // evict drops one counter of a full shard: an expired one if the sample

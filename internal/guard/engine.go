@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +45,15 @@ type Options struct {
 	// MaxCounters bounds the cross-session event counters (default
 	// DefaultMaxCounters).
 	MaxCounters int
+	// Cluster shares blocks and counts with other gateways (nil: none).
+	Cluster Cluster
+	// Peers are the other gateways' addresses, never blocked
+	// automatically.
+	Peers []netip.Prefix
+	// FingerprintKey, when set, keys password fingerprints instead of a
+	// random key of this process: gateways of a cluster that share it
+	// count a retry of the same wrong password once, whichever sees it.
+	FingerprintKey *[32]byte
 }
 
 // ErrClosed is returned by operations on a closed engine.
@@ -68,6 +78,10 @@ type Engine struct {
 	gates    loginGates
 	accounts accounts
 	live     liveSessions
+
+	cluster  Cluster
+	peers    []netip.Prefix
+	sharedFP bool // fingerprints keyed with the cluster's key: sent with counts
 
 	wq     writeQueue
 	quit   chan struct{}
@@ -97,6 +111,8 @@ func New(ctx context.Context, s *Settings, opts Options) (*Engine, error) {
 		counters: newCounters(opts.MaxCounters),
 		quit:     make(chan struct{}),
 		wdone:    make(chan struct{}),
+		cluster:  opts.Cluster,
+		peers:    newPeers(opts.Peers),
 	}
 	if e.clock == nil {
 		e.clock = time.Now
@@ -107,7 +123,9 @@ func New(ctx context.Context, s *Settings, opts Options) (*Engine, error) {
 	if e.timeout <= 0 {
 		e.timeout = 10 * time.Second
 	}
-	if _, err := rand.Read(e.key[:]); err != nil {
+	if opts.FingerprintKey != nil {
+		e.key, e.sharedFP = *opts.FingerprintKey, true
+	} else if _, err := rand.Read(e.key[:]); err != nil {
 		return nil, fmt.Errorf("guard: password fingerprint key: %w", err)
 	}
 	e.live.init()
@@ -246,11 +264,14 @@ func (e *Engine) refused(s *Settings, addr netip.Addr, svc service.Service) Verd
 		return Verdict{Decision: Decision{Action: Refuse}, Quiet: quiet}
 	}
 	p := s.prefixOf(addr)
-	if n := e.counters.add(p, g, trigI, now, connectionWindow, limit, 0); n >= limit {
+	n := e.counters.add(p, g, trigI, now, connectionWindow, limit, 0)
+	e.clusterCount(Event{Prefix: p, Group: g, Reason: reason.Connections, Window: connectionWindow, Limit: limit,
+		Addr: addr, Service: svc.String(), Detail: "refused connections"})
+	if n >= limit {
 		if s.groups[g].logOnly[trigI] {
 			e.log.Info("would block (log only)", "prefix", p.String(), "reason", reason.Connections.String(),
 				"why", reason.Connections.Name(), "service", svc.String(), "detail", "refused connections", "count", n)
-		} else if autoBlockable(s, addr) {
+		} else if e.autoBlockable(s, addr, p) {
 			b, _ := e.block(s, offense{prefix: p, reason: reason.Connections, service: svc.String(),
 				detail: "refused connections", hits: n, first: now})
 			return Verdict{Decision: Decision{Action: Refuse, Blocked: true, Reason: b.Reason}, Quiet: quiet}
@@ -335,6 +356,7 @@ func (e *Engine) block(s *Settings, o offense) (store.Block, bool) {
 	e.blocks.Store(tbl.InsertPersist(o.prefix, ent))
 	e.history[o.prefix] = offence{level: level, last: now}
 	done := e.wq.push(writeOp{kind: opPut, blocks: []store.Block{b}})
+	e.publish(Change{Kind: ChangePut, Blocks: []store.Block{b}, Auto: true})
 	e.mu.Unlock()
 
 	e.counters.resetPrefix(o.prefix)
@@ -407,6 +429,7 @@ func (e *Engine) BlockManual(ctx context.Context, p netip.Prefix, d time.Duratio
 	}
 	e.blocks.Store(e.blocks.Load().InsertPersist(p, newEntry(b)))
 	done := e.wq.push(writeOp{kind: opPut, blocks: []store.Block{b}})
+	e.publish(Change{Kind: ChangePut, Blocks: []store.Block{b}, Actor: actor})
 	e.mu.Unlock()
 	if err := e.waitCtx(ctx, done); err != nil {
 		return store.Block{}, fmt.Errorf("storing block %s: %w", p, err)
@@ -445,6 +468,7 @@ func (e *Engine) Unblock(ctx context.Context, prefixes []netip.Prefix, actor str
 	n := len(removed)
 	e.blocks.Store(tbl)
 	done := e.wq.push(writeOp{kind: opDelete, prefixes: slices.Clone(prefixes)})
+	e.publish(Change{Kind: ChangeDelete, Prefixes: slices.Clone(prefixes), Actor: actor})
 	e.mu.Unlock()
 	for _, p := range prefixes {
 		e.counters.reset(p)
@@ -466,6 +490,7 @@ func (e *Engine) UnblockAll(ctx context.Context, actor string) (int, error) {
 	n := e.blocks.Load().Size()
 	e.blocks.Store(new(blockTable))
 	done := e.wq.push(writeOp{kind: opDeleteAll})
+	e.publish(Change{Kind: ChangeDeleteAll, Actor: actor})
 	e.mu.Unlock()
 	e.resetAllCounters()
 	if err := e.waitCtx(ctx, done); err != nil {
@@ -489,7 +514,13 @@ func (e *Engine) resetAllCounters() {
 // PurgeExpired removes every block that has expired by now (IceWarp's
 // "Remove All Expired").
 func (e *Engine) PurgeExpired(ctx context.Context, actor string) (int, error) {
-	n, err := e.purge(ctx, e.clock())
+	now := e.clock()
+	n, err := e.purge(ctx, now)
+	if e.cluster != nil {
+		e.mu.Lock()
+		e.publish(Change{Kind: ChangePurge, Before: now, Actor: actor})
+		e.mu.Unlock()
+	}
 	if err != nil {
 		return n, err
 	}
@@ -582,6 +613,9 @@ func (e *Engine) Import(ctx context.Context, blocks []store.Block, actor string)
 	for _, b := range blocks {
 		e.remember(b)
 	}
+	// Announced once stored: a failed import is rolled back and must not
+	// reach the other nodes.
+	e.publish(Change{Kind: ChangePut, Blocks: slices.Clone(blocks), Actor: actor})
 	e.mu.Unlock()
 	e.audit(ctx, store.AuditEntry{Time: e.clock(), Actor: actor, Action: "import", Detail: fmt.Sprintf("%d blocks", len(blocks))})
 	return len(blocks), nil
@@ -655,6 +689,9 @@ func (e *Engine) audit(ctx context.Context, a store.AuditEntry) {
 		return
 	}
 	a.Time = a.Time.UTC()
+	if e.cluster != nil && e.node != "" && !strings.Contains(a.Actor, "@") {
+		a.Actor += "@" + e.node // cluster mode: the audit names the node
+	}
 	if err := e.st.AppendAudit(ctx, a); err != nil {
 		e.log.Error("audit log write failed", "action", a.Action, "err", err)
 	}

@@ -370,7 +370,11 @@ func (s *Session) event(t trigger, fp uint64, label, value string) Decision {
 	p := st.prefixOf(s.addr)
 	var n, nAll int
 	if across {
-		nAll = s.e.counters.add(p, groupAll, trigL, now, st.BlockTime, st.AcrossLogins, fp)
+		var counted bool
+		nAll, counted = s.e.counters.count(p, groupAll, trigL, now, st.BlockTime, st.AcrossLogins, fp)
+		if counted {
+			s.clusterCount(p, groupAll, t, st.BlockTime, st.AcrossLogins, fp, label, value)
+		}
 	}
 	if limit > 0 {
 		if t == trigI || st.CrossSession {
@@ -378,7 +382,11 @@ func (s *Session) event(t trigger, fp uint64, label, value string) Decision {
 			if t == trigI {
 				window = connectionWindow
 			}
-			n = s.e.counters.add(p, s.group, t, now, window, limit, fp)
+			var counted bool
+			n, counted = s.e.counters.count(p, s.group, t, now, window, limit, fp)
+			if counted && !g.logOnly[t] {
+				s.clusterCount(p, s.group, t, window, limit, fp, label, value)
+			}
 			if n < limit && t != trigI && len(st.SubnetV6)+st.SubnetV4 > 0 {
 				if d, ok := s.subnetEvent(st, t, fp, label+value, now); ok {
 					return d
@@ -417,7 +425,11 @@ func (s *Session) subnetEvent(st *Settings, t trigger, fp uint64, detail string,
 	var buf [4]netip.Prefix
 	limit := st.groups[s.group].threshold[t] * st.SubnetFactor
 	for _, sp := range st.subnetsOf(s.addr, buf[:0]) {
-		if n := s.e.counters.add(sp, s.group, t, now, st.BlockTime, limit, fp); n >= limit {
+		n, counted := s.e.counters.count(sp, s.group, t, now, st.BlockTime, limit, fp)
+		if counted && !st.groups[s.group].logOnly[t] {
+			s.clusterCount(sp, s.group, t, st.BlockTime, limit, fp, detail, "")
+		}
+		if n >= limit {
 			return s.trip(st, t, sp, fmt.Sprintf("%s; %d events across %s", detail, n, sp), n, now, st.groups[s.group].logOnly[t]), true
 		}
 	}
@@ -433,7 +445,7 @@ func (s *Session) trip(st *Settings, t trigger, p netip.Prefix, detail string, n
 			"service", s.service.String(), "detail", detail, "count", n)
 		return Decision{DryRun: true, Reason: r}
 	}
-	if !autoBlockable(st, s.addr) {
+	if !s.e.autoBlockable(st, s.addr, p) {
 		s.e.log.Info("not blocking a trusted or bypassed address", "addr", s.addr.String(), "reason", r.String(), "detail", detail)
 		return Decision{}
 	}
@@ -446,4 +458,17 @@ func (s *Session) trip(st *Settings, t trigger, p netip.Prefix, detail string, n
 		}
 	}
 	return d.tarpit()
+}
+
+// clusterCount counts the event cluster-wide when the engine has a
+// cluster (the detail string is built only then).
+func (s *Session) clusterCount(p netip.Prefix, g Group, t trigger, window time.Duration, limit int, fp uint64, label, value string) {
+	if s.e.cluster == nil {
+		return
+	}
+	if !s.e.sharedFP {
+		fp = 0 // another gateway's fingerprint of the same password differs
+	}
+	s.e.clusterCount(Event{Prefix: p, Group: g, Reason: t.reason(), Window: window, Limit: limit,
+		Addr: s.addr, Service: s.service.String(), Detail: label + value, Fingerprint: fp})
 }
