@@ -181,13 +181,21 @@ type rawConn struct {
 
 func dialRaw(t testing.TB, addr string, src netip.AddrPort) *rawConn {
 	t.Helper()
+	return dialRawSaying(t, addr, src, "")
+}
+
+// dialRawSaying is dialRaw that sends first in the same write as the PROXY
+// header: bytes a client sends before the greeting, there however busy the
+// machine running the test is.
+func dialRawSaying(t testing.TB, addr string, src netip.AddrPort, first string) *rawConn {
+	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
 	}
 	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(30 * time.Second))
-	if _, err := c.Write(testenv.ProxyV2Header(src, c.RemoteAddr().(*net.TCPAddr).AddrPort())); err != nil {
+	if _, err := c.Write(append(testenv.ProxyV2Header(src, c.RemoteAddr().(*net.TCPAddr).AddrPort()), first...)); err != nil {
 		t.Fatal(err)
 	}
 	return &rawConn{t: t, Conn: c, r: bufio.NewReader(c)}

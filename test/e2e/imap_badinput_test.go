@@ -127,8 +127,7 @@ func badIMAPNUL(t *testing.T, gw *gateway) {
 // Commands pipelined before the greeting: postern logs the early talker,
 // then answers them in order after the greeting.
 func badIMAPEarly(t *testing.T, gw *gateway) {
-	c := dialRaw(t, gw.IMAP, ap("192.0.2.64", 40000))
-	c.send("a CAPABILITY\r\nb NOOP\r\nc LOGOUT\r\n")
+	c := dialRawSaying(t, gw.IMAP, ap("192.0.2.64", 40000), "a CAPABILITY\r\nb NOOP\r\nc LOGOUT\r\n")
 	c.line("* OK [CAPABILITY ")
 	c.line("* CAPABILITY ")
 	c.line("a OK ")
@@ -205,8 +204,7 @@ func badPOP3NUL(t *testing.T, gw *gateway) {
 }
 
 func badPOP3Early(t *testing.T, gw *gateway) {
-	c := dialRaw(t, gw.POP3, ap("192.0.2.72", 40000))
-	c.send("CAPA\r\nQUIT\r\n")
+	c := dialRawSaying(t, gw.POP3, ap("192.0.2.72", 40000), "CAPA\r\nQUIT\r\n")
 	c.line("+OK Dovecot (Debian) ready.")
 	c.line("+OK")
 	c.untilLine(".")
