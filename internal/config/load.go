@@ -123,6 +123,7 @@ func (f *File) validate(d *decoder) {
 	f.validateLogins(d)
 	f.validateIPS(d)
 	f.validateAdmin(d)
+	f.validateMetrics(d)
 	f.validateSMTPExtras(d)
 	switch f.Log.Level.Value {
 	case "", "debug", "info", "warn", "error":

@@ -35,6 +35,7 @@ type File struct {
 	IntrusionPrevention IntrusionPrevention `yaml:"intrusion_prevention"`
 	Store               Store               `yaml:"store"`
 	Admin               Admin               `yaml:"admin"`
+	Metrics             Metrics             `yaml:"metrics"`
 	Node                string              `yaml:"node"`   // this gateway's name in blocks; default the host name
 	RunAs               string              `yaml:"run_as"` // user to switch to after binding ports (when started as root)
 	Log                 Log                 `yaml:"log"`

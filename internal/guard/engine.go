@@ -44,6 +44,9 @@ type Options struct {
 	// MaxCounters bounds the cross-session event counters (default
 	// DefaultMaxCounters).
 	MaxCounters int
+	// Observer is told connections, events, blocks, logins and store
+	// commits (for metrics); nil: none.
+	Observer Observer
 }
 
 // ErrClosed is returned by operations on a closed engine.
@@ -68,6 +71,9 @@ type Engine struct {
 	gates    loginGates
 	accounts accounts
 	live     liveSessions
+
+	obs    Observer
+	sample atomic.Uint32 // Accept calls, for AdmitSample
 
 	wq     writeQueue
 	quit   chan struct{}
@@ -95,6 +101,7 @@ func New(ctx context.Context, s *Settings, opts Options) (*Engine, error) {
 		timeout:  opts.StoreTimeout,
 		history:  make(map[netip.Prefix]offence),
 		counters: newCounters(opts.MaxCounters),
+		obs:      opts.Observer,
 		quit:     make(chan struct{}),
 		wdone:    make(chan struct{}),
 	}
@@ -338,6 +345,9 @@ func (e *Engine) block(s *Settings, o offense) (store.Block, bool) {
 	e.mu.Unlock()
 
 	e.counters.resetPrefix(o.prefix)
+	if e.obs != nil {
+		e.obs.Blocked(o.reason)
+	}
 	err := e.wait(done)
 	if err != nil {
 		ent.dirty.Store(true) // retried by the next Sweep
@@ -408,6 +418,9 @@ func (e *Engine) BlockManual(ctx context.Context, p netip.Prefix, d time.Duratio
 	e.blocks.Store(e.blocks.Load().InsertPersist(p, newEntry(b)))
 	done := e.wq.push(writeOp{kind: opPut, blocks: []store.Block{b}})
 	e.mu.Unlock()
+	if e.obs != nil {
+		e.obs.Blocked(reason.Manual)
+	}
 	if err := e.waitCtx(ctx, done); err != nil {
 		return store.Block{}, fmt.Errorf("storing block %s: %w", p, err)
 	}
