@@ -103,6 +103,8 @@ type Gateway struct {
 
 	fresh *autoreload.Refresher // watches the files, downloads GeoIP databases
 	auto  chan string           // the reloads fresh asks for
+
+	obs observe // metrics and service manager notifications (metrics.go)
 }
 
 // Serve starts a gateway and runs it until ctx is done, reloading the
@@ -162,6 +164,9 @@ func Start(ctx context.Context, path string, opts Options) (_ *Gateway, err erro
 	if err := g.preflight(ctx, snap, true); err != nil {
 		return nil, err
 	}
+	if err := g.startMetrics(ctx, snap); err != nil {
+		return nil, err
+	}
 	if err := g.bindAll(ctx, snap); err != nil {
 		return nil, err
 	}
@@ -182,7 +187,7 @@ func Start(ctx context.Context, path string, opts Options) (_ *Gateway, err erro
 	if node == "" {
 		node, _ = os.Hostname()
 	}
-	if g.engine, err = guard.New(ctx, snap.Guard, guard.Options{Store: g.db, Logger: g.log, Node: node}); err != nil {
+	if g.engine, err = guard.New(ctx, snap.Guard, guard.Options{Store: g.db, Logger: g.log, Node: node, Observer: g.observer()}); err != nil {
 		return nil, err
 	}
 	if g.initial, err = g.prepare(snap); err != nil {
@@ -242,6 +247,7 @@ func (g *Gateway) Run(ctx context.Context, reload <-chan struct{}) error {
 		g.engine.Run(ctx, sweepInterval)
 	}()
 	g.startAll()
+	g.runMetrics(ctx, &wg)
 	wg.Go(func() {
 		g.fresh.Run(ctx, func(why string) {
 			select {
@@ -287,12 +293,14 @@ loop:
 				pending = true
 				continue
 			}
+			g.reloadStarted()
 			start()
 		case <-reload:
 			if cur != nil {
 				pending = true
 				continue
 			}
+			g.reloadStarted()
 			start()
 		case r := <-results:
 			cur.stop()
@@ -315,6 +323,7 @@ loop:
 		}
 	}
 	g.log.Info("stopping")
+	g.stopping()
 	g.closeListeners()
 	if cur != nil {
 		cur.stop()
@@ -340,6 +349,7 @@ wait:
 
 func (g *Gateway) close() {
 	g.closeListeners()
+	g.closeMetrics()
 	if g.engine != nil {
 		g.engine.Close()
 	}

@@ -69,7 +69,7 @@ func (g *Gateway) startReload(ctx context.Context) *reloadJob {
 // restartKeys are the settings a running gateway cannot change: they are
 // read once at start (the store, the administration listener and token,
 // the user to run as, the node name, the log format).
-var restartKeys = []string{"store", "admin.listen", "admin.token_file", "run_as", "node", "log.format"}
+var restartKeys = []string{"store", "admin.listen", "admin.token_file", "run_as", "node", "log.format", "metrics.listen"}
 
 func needsRestart(key string) bool {
 	for _, k := range restartKeys {
@@ -83,13 +83,14 @@ func needsRestart(key string) bool {
 // finishReload puts a loaded configuration in service — every part of it
 // — or logs why the running one stays.
 func (g *Gateway) finishReload(r reloadResult) {
-	if r.err != nil {
-		g.log.Error("configuration reload failed", "err", fmt.Errorf("reload rejected, the running configuration stays: %w", r.err))
-		return
+	err := r.err
+	if err == nil {
+		err = g.apply(r.snap)
 	}
-	if err := g.apply(r.snap); err != nil {
+	if err != nil {
 		g.log.Error("configuration reload failed", "err", fmt.Errorf("reload rejected, the running configuration stays: %w", err))
 	}
+	g.reloadDone(err)
 }
 
 // apply builds the gateway's parts from snap and, if all of them build,
@@ -102,6 +103,9 @@ func (g *Gateway) apply(snap *snapshot.Snapshot) error {
 	}
 	grant, err := adminGrant(snap)
 	if err != nil {
+		return err
+	}
+	if _, err := metricsGrant(snap); err != nil {
 		return err
 	}
 	plan, err := g.prepare(snap)

@@ -34,11 +34,10 @@ const (
 	WhyBlock                  // a block
 	WhyRate                   // this connection tripped connections per minute (I)
 	WhyLimit                  // a listener limit (max connections, per address)
-	WhyEarlyTalker            // the client spoke before the greeting
 	numWhy
 )
 
-var whyNames = [numWhy]string{"grant", "block", "rate", "limit", "early_talker"}
+var whyNames = [numWhy]string{"grant", "block", "rate", "limit"}
 
 func (w Why) String() string { return whyNames[w] }
 
@@ -101,7 +100,7 @@ func New() *Metrics {
 	f := factory{m.reg}
 
 	acc := f.counterVec("postern_connections_accepted_total", "Connections the gate admitted (allowed or tarpitted), by service.", "service")
-	ref := f.counterVec("postern_connections_refused_total", "Connections refused or closed at connect, by service and why (grant, block, rate, limit, early_talker).", "service", "why")
+	ref := f.counterVec("postern_connections_refused_total", "Connections refused or closed at connect, by service and why (grant, block, rate, limit).", "service", "why")
 	lg := f.counterVec("postern_logins_total", "Login attempts taken through the login gate, by service and result (ok, failed, restricted).", "service", "result")
 	by := f.counterVec("postern_relayed_bytes_total", "Bytes relayed after a login, by service and direction (to_backend, to_client).", "service", "direction")
 	msg := f.counterVec("postern_smtp_messages_total", "SMTP messages, by service and result (relayed, refused).", "service", "result")
@@ -183,7 +182,7 @@ func (m *Metrics) Connection(svc service.Service, o guard.ConnOutcome) {
 }
 
 // Refused counts a connection refused outside the engine: over a
-// listener limit, or an early talker.
+// listener limit.
 func (m *Metrics) Refused(svc service.Service, why Why) {
 	if svc.Valid() && why < numWhy {
 		m.refused[svc][why].Inc()
