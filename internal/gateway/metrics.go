@@ -53,16 +53,20 @@ func (g *Gateway) startMetrics(ctx context.Context, snap *snapshot.Snapshot) err
 	}
 	g.obs.grant.Store(&grant)
 	g.obs.m = metrics.New()
-	g.obs.srv, err = g.obs.m.Listen(ctx, mc.Listen.Value, metrics.ServerOptions{
-		Grant: func(a netip.Addr) bool { return (*g.obs.grant.Load())(a) },
-		Ready: g.ready,
-		Log:   g.log,
-	})
+	g.obs.srv, err = g.obs.m.Listen(ctx, mc.Listen.Value, metricsServerOptions(g))
 	if err != nil {
 		return listenError("metrics", mc.Listen.Value, err)
 	}
 	g.log.Info("listening", "service", "metrics", "addr", g.obs.srv.Addr().String())
 	return nil
+}
+
+func metricsServerOptions(g *Gateway) metrics.ServerOptions {
+	return metrics.ServerOptions{
+		Grant: func(a netip.Addr) bool { return (*g.obs.grant.Load())(a) },
+		Ready: g.ready,
+		Log:   g.log,
+	}
 }
 
 // metricsGrant compiles metrics.grant (loopback when not set): addresses
