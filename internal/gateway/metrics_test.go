@@ -54,11 +54,15 @@ intrusion_prevention:
 		t.Fatal(err)
 	}
 	reload := make(chan struct{})
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx, reload) }()
+	done := make(chan error, 1)  // Run's result, for the test
+	ended := make(chan struct{}) // closed when Run has returned
+	go func() {
+		defer close(ended)
+		done <- g.Run(ctx, reload)
+	}()
 	t.Cleanup(func() {
 		cancel()
-		<-done
+		<-ended
 	})
 	return g, cfg, logs, reload, cancel, done
 }
@@ -450,5 +454,48 @@ services:
 	defer g.close()
 	if g.MetricsAddr() != nil || g.observer() != nil {
 		t.Error("metrics on without metrics.listen")
+	}
+}
+
+// The service manager hears READY when the gateway serves, RELOADING then
+// READY around a reload (Type=notify-reload), and STOPPING at shutdown.
+func TestServiceManagerNotifications(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "notify.sock")
+	mgr, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Net: "unixgram", Name: sock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mgr.Close()
+	t.Setenv("NOTIFY_SOCKET", sock)
+	t.Setenv("WATCHDOG_USEC", "")
+	next := func() string {
+		t.Helper()
+		buf := make([]byte, 4096)
+		mgr.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, err := mgr.Read(buf)
+		if err != nil {
+			t.Fatalf("no notification: %v", err)
+		}
+		return string(buf[:n])
+	}
+	g, _, logs, reload, cancel, done := metricsGateway(t, "")
+	if m := next(); !strings.HasPrefix(m, "READY=1\n") || !strings.Contains(m, "STATUS=serving 2 services") {
+		t.Fatalf("at start: %q", m)
+	}
+	reload <- struct{}{}
+	if m := next(); !strings.HasPrefix(m, "RELOADING=1\nMONOTONIC_USEC=") {
+		t.Fatalf("at reload: %q", m)
+	}
+	if m := next(); !strings.HasPrefix(m, "READY=1\n") {
+		t.Fatalf("after reload: %q", m)
+	}
+	logs.waitLog(t, "configuration reloaded", 1)
+	_ = g
+	cancel()
+	if m := next(); !strings.HasPrefix(m, "STOPPING=1\n") {
+		t.Fatalf("at stop: %q", m)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
