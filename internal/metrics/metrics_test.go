@@ -368,3 +368,33 @@ func BenchmarkObserverCalls(b *testing.B) {
 		}
 	})
 }
+
+// docs/ADMIN.md documents every postern_ metric.
+func TestEveryMetricDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/ADMIN.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := metrics.New()
+	engine(t, m, 1)
+	m.BackendDial(service.IMAP, "b:1", time.Millisecond, nil)
+	m.BackendDial(service.IMAP, "b:1", time.Millisecond, io.EOF)
+	m.DNSBL("zone.example", time.Millisecond)
+	m.SpamScan(metrics.SpamHam, time.Millisecond)
+	mfs, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, mf := range mfs {
+		if name := mf.GetName(); strings.HasPrefix(name, "postern_") {
+			n++
+			if !strings.Contains(string(doc), "`"+name+"`") {
+				t.Errorf("docs/ADMIN.md does not document %s", name)
+			}
+		}
+	}
+	if n < 23 {
+		t.Errorf("only %d postern_ metrics gathered", n)
+	}
+}
