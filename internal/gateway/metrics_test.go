@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -498,4 +499,45 @@ func TestServiceManagerNotifications(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// metrics.grant takes addresses and networks only: a host mask is refused
+// at start and on a reload (the running grant stays).
+func TestMetricsGrantNoHostMasks(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "postern.yaml")
+	writeConfig(t, cfg, fmt.Sprintf(`store: { path: %s }
+admin: { listen: "tcp:127.0.0.1:0", token_file: %s }
+metrics: { listen: "127.0.0.1:0", grant: "*.example.com" }
+services:
+  pop3: { listen: "127.0.0.1:0", backend: "127.0.0.1:1" }
+`, filepath.Join(dir, "postern.db"), filepath.Join(dir, "admin.token")))
+	_, err := Start(ctx, cfg, Options{Log: io.Discard})
+	if err == nil || !strings.Contains(err.Error(), "metrics.grant takes addresses and networks") {
+		t.Fatalf("Start: %v", err)
+	}
+
+	g, cfg2, logs, reload, _, _ := metricsGateway(t, "")
+	waitReady(t, "http://"+g.MetricsAddr().String())
+	body := strings.Replace(readFile(t, cfg2), `grant: "127.0.0.1"`, `grant: "*.example.com"`, 1)
+	writeConfig(t, cfg2, body)
+	reload <- struct{}{}
+	logs.waitLog(t, "configuration reload failed", 1)
+	if !strings.Contains(logs.String(), "metrics.grant takes addresses and networks") {
+		t.Errorf("reload log: %s", logs.String())
+	}
+	if code, _ := httpGetFrom(t, "127.0.0.1", "http://"+g.MetricsAddr().String()+"/healthz"); code != http.StatusOK {
+		t.Errorf("the running grant changed: %d", code)
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
