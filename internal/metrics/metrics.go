@@ -30,10 +30,10 @@ type Why uint8
 
 // The reasons a connection is refused.
 const (
-	WhyGrant       Why = iota // the access policy (grant/deny)
-	WhyBlock                  // a block
-	WhyRate                   // this connection tripped connections per minute (I)
-	WhyLimit                  // a listener limit (max connections, per address)
+	WhyGrant Why = iota // the access policy (grant/deny)
+	WhyBlock            // a block
+	WhyRate             // this connection tripped connections per minute (I)
+	WhyLimit            // a listener limit (max connections, per address)
 	numWhy
 )
 
