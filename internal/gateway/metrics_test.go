@@ -17,13 +17,16 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/postern/postern/internal/demo"
+	"github.com/postern/postern/internal/metrics"
 	"github.com/postern/postern/internal/service"
+	"github.com/postern/postern/internal/spamscan"
+	"github.com/postern/postern/internal/tlsconf"
 )
 
 // metricsGateway runs a gateway with the metrics listener in front of the
 // demo's IMAP and SMTP backends. The metrics grant is 127.0.0.1 only;
 // clients come from other 127.x addresses.
-func metricsGateway(t *testing.T, extra string) (*Gateway, string, *syncBuffer, chan struct{}, context.CancelFunc, <-chan error) {
+func metricsGateway(t *testing.T, extra string, imapExtra ...string) (*Gateway, string, *syncBuffer, chan struct{}, context.CancelFunc, <-chan error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -41,14 +44,14 @@ local_domains: "example.com"
 login_restrictions:
   - "bob@example.com=127.0.0.1"
 services:
-  imap: { listen: "127.0.0.1:0", backend: %q, backend_proxy: v2, plaintext_login: "127.0.0.0/8" }
+  imap: { listen: "127.0.0.1:0", backend: %q, backend_proxy: v2, plaintext_login: "127.0.0.0/8"%s }
   smtp: { listen: "127.0.0.1:0", backend: %q, backend_proxy: v2 }
 intrusion_prevention:
   block_minutes: 10
   refuse_blocked: true
   cross_session: true
   imap_pop3: { failed_logins: 3 }
-%s`, filepath.Join(dir, "postern.db"), filepath.Join(dir, "admin.token"), be.IMAP(), be.SMTP(), extra))
+%s`, filepath.Join(dir, "postern.db"), filepath.Join(dir, "admin.token"), be.IMAP(), strings.Join(imapExtra, ""), be.SMTP(), extra))
 	logs := new(syncBuffer)
 	g, err := Start(ctx, cfg, Options{Log: logs, Drain: time.Second})
 	if err != nil {
@@ -540,4 +543,103 @@ func readFile(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// A connection over max_connections_per_address is counted as refused
+// (why="limit"), and a failed STARTTLS handshake as a TLS handshake
+// failure of its service.
+func TestMetricsLimitAndHandshake(t *testing.T) {
+	dir := t.TempDir()
+	cert, key, err := tlsconf.SelfSigned(dir, []string{"localhost"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, _, _, _, _, _ := metricsGateway(t, "", fmt.Sprintf(", max_connections_per_address: 1, tls: { cert: %q, key: %q }", cert, key))
+	waitReady(t, "http://"+g.MetricsAddr().String())
+
+	first, r := dialFrom(t, "127.0.0.6", g.Addr(service.IMAP))
+	if l := readLine(t, r); !strings.HasPrefix(l, "* OK") {
+		t.Fatalf("greeting %q", l)
+	}
+	second, r2 := dialFrom(t, "127.0.0.6", g.Addr(service.IMAP))
+	if l := readLine(t, r2); !strings.HasPrefix(l, "* BYE") {
+		t.Fatalf("over the limit: %q", l)
+	}
+	second.Close()
+	waitMetric(t, g, 1, "postern_connections_refused_total", "service", "imap", "why", "limit")
+
+	// STARTTLS, then bytes that are no TLS handshake.
+	fmt.Fprintf(first, "s STARTTLS\r\n")
+	if l := readLine(t, r); !strings.HasPrefix(l, "s OK") {
+		t.Fatalf("STARTTLS: %q", l)
+	}
+	fmt.Fprintf(first, "this is not a TLS ClientHello\r\n\r\n")
+	io.Copy(io.Discard, first)
+	waitMetric(t, g, 1, "postern_tls_handshake_failures_total", "service", "imap")
+	if v := metricValue(t, g, "postern_certificate_expiry_timestamp_seconds", "service", "imap"); v < float64(time.Now().Unix()) {
+		t.Errorf("certificate expiry %v", v)
+	}
+}
+
+// The spam scanner and DNSBL wrappers count results and keep the answers.
+func TestMeasuredScannerAndDNSBL(t *testing.T) {
+	g := &Gateway{}
+	g.obs.m = metrics.New()
+	for _, c := range []struct {
+		v      spamscan.Verdict
+		err    error
+		result string
+	}{
+		{spamscan.Verdict{Score: 1, Threshold: 15}, nil, "ham"},
+		{spamscan.Verdict{Score: 20, Threshold: 15}, nil, "spam"},
+		{spamscan.Verdict{Score: 3, Action: "reject"}, nil, "spam"},
+		{spamscan.Verdict{}, io.ErrUnexpectedEOF, "error"},
+	} {
+		before := metricValue(t, g, "postern_spam_scans_total", "result", c.result)
+		v, err := g.scanner(fakeScanner{c.v, c.err}).Scan(context.Background(), spamscan.Message{})
+		if v.Score != c.v.Score || err != c.err {
+			t.Errorf("the wrapper changed the answer: %v %v", v, err)
+		}
+		if after := metricValue(t, g, "postern_spam_scans_total", "result", c.result); after != max(before, 0)+1 {
+			t.Errorf("%+v: %s %v → %v", c.v, c.result, before, after)
+		}
+	}
+	d := g.dnsbl(fakeDNSBL{})
+	if zone, _ := d.Listed(context.Background(), netip.MustParseAddr("192.0.2.1"), []string{"zen.example"}); zone != "zen.example" {
+		t.Fatalf("zone %q", zone)
+	}
+	d.Listed(context.Background(), netip.MustParseAddr("192.0.2.2"), []string{"zen.example"})
+	d.Listed(context.Background(), netip.MustParseAddr("192.0.2.2"), nil) // no zones: no lookup
+	if v := metricValue(t, g, "postern_dnsbl_listings_total", "zone", "zen.example"); v != 1 {
+		t.Errorf("listings %v", v)
+	}
+	if v := metricValue(t, g, "postern_dnsbl_lookups_total", "result", "clean"); v != 1 {
+		t.Errorf("clean lookups %v", v)
+	}
+	if v := metricValue(t, g, "postern_dnsbl_lookup_duration_seconds"); v != 2 {
+		t.Errorf("timed lookups %v", v)
+	}
+	if (&Gateway{}).dnsbl(nil) != nil {
+		t.Error("a nil DNSBL became one")
+	}
+}
+
+type fakeScanner struct {
+	v   spamscan.Verdict
+	err error
+}
+
+func (f fakeScanner) Scan(context.Context, spamscan.Message) (spamscan.Verdict, error) {
+	return f.v, f.err
+}
+func (f fakeScanner) Name() string { return "fake" }
+
+// fakeDNSBL lists 192.0.2.1 only.
+type fakeDNSBL struct{}
+
+func (fakeDNSBL) Listed(_ context.Context, a netip.Addr, zones []string) (string, string) {
+	if a == netip.MustParseAddr("192.0.2.1") && len(zones) > 0 {
+		return zones[0], "127.0.0.2"
+	}
+	return "", ""
 }
