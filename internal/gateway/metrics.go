@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -287,12 +288,21 @@ func (g *Gateway) dnsbl(d smtpproxy.DNSBL) smtpproxy.DNSBL {
 	if g.obs.m == nil || d == nil {
 		return d
 	}
-	return measuredDNSBL{d, g.obs.m}
+	return measuredDNSBL{d, g.obs.m, g.dnswlZones}
+}
+
+// dnswlZones are the whitelist zones of the running configuration.
+func (g *Gateway) dnswlZones() []string {
+	if b := g.holder.Load().Guard.Bypass; b != nil {
+		return b.Zones
+	}
+	return nil
 }
 
 type measuredDNSBL struct {
 	smtpproxy.DNSBL
-	m *metrics.Metrics
+	m     *metrics.Metrics
+	allow func() []string // the whitelist zones, to tell them from the blocklists
 }
 
 func (d measuredDNSBL) Listed(ctx context.Context, addr netip.Addr, zones []string) (string, string) {
@@ -301,6 +311,10 @@ func (d measuredDNSBL) Listed(ctx context.Context, addr netip.Addr, zones []stri
 	}
 	start := time.Now()
 	zone, why := d.DNSBL.Listed(ctx, addr, zones)
-	d.m.DNSBL(zone, time.Since(start))
+	list := metrics.ListBlock
+	if d.allow != nil && slices.Contains(d.allow(), zones[0]) {
+		list = metrics.ListAllow
+	}
+	d.m.DNSBL(list, zone, time.Since(start))
 	return zone, why
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/postern/postern/internal/demo"
 	"github.com/postern/postern/internal/metrics"
 	"github.com/postern/postern/internal/service"
+	"github.com/postern/postern/internal/smtpproxy"
 	"github.com/postern/postern/internal/spamscan"
 	"github.com/postern/postern/internal/tlsconf"
 )
@@ -285,7 +286,7 @@ func TestMetricsFromRealSessions(t *testing.T) {
 // allowedLabels are the only label names postern's metrics use.
 var allowedLabels = map[string]bool{
 	"service": true, "group": true, "reason": true, "result": true, "why": true,
-	"direction": true, "backend": true, "zone": true, "database": true,
+	"direction": true, "backend": true, "zone": true, "database": true, "list": true,
 }
 
 // checkLabels fails if a postern_ metric has a label outside the bounded
@@ -604,19 +605,23 @@ func TestMeasuredScannerAndDNSBL(t *testing.T) {
 			t.Errorf("%+v: %s %v → %v", c.v, c.result, before, after)
 		}
 	}
-	d := g.dnsbl(fakeDNSBL{})
+	var d smtpproxy.DNSBL = measuredDNSBL{fakeDNSBL{}, g.obs.m, func() []string { return []string{"list.dnswl.example"} }}
 	if zone, _ := d.Listed(context.Background(), netip.MustParseAddr("192.0.2.1"), []string{"zen.example"}); zone != "zen.example" {
 		t.Fatalf("zone %q", zone)
 	}
 	d.Listed(context.Background(), netip.MustParseAddr("192.0.2.2"), []string{"zen.example"})
 	d.Listed(context.Background(), netip.MustParseAddr("192.0.2.2"), nil) // no zones: no lookup
-	if v := metricValue(t, g, "postern_dnsbl_listings_total", "zone", "zen.example"); v != 1 {
+	d.Listed(context.Background(), netip.MustParseAddr("192.0.2.1"), []string{"list.dnswl.example"})
+	if v := metricValue(t, g, "postern_dnsbl_listings_total", "list", "block", "zone", "zen.example"); v != 1 {
 		t.Errorf("listings %v", v)
 	}
-	if v := metricValue(t, g, "postern_dnsbl_lookups_total", "result", "clean"); v != 1 {
+	if v := metricValue(t, g, "postern_dnsbl_lookups_total", "list", "block", "result", "clean"); v != 1 {
 		t.Errorf("clean lookups %v", v)
 	}
-	if v := metricValue(t, g, "postern_dnsbl_lookup_duration_seconds"); v != 2 {
+	if v := metricValue(t, g, "postern_dnsbl_listings_total", "list", "allow", "zone", "list.dnswl.example"); v != 1 {
+		t.Errorf("whitelist listings %v", v)
+	}
+	if v := metricValue(t, g, "postern_dnsbl_lookup_duration_seconds"); v != 3 {
 		t.Errorf("timed lookups %v", v)
 	}
 	if (&Gateway{}).dnsbl(nil) != nil {

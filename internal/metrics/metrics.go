@@ -146,9 +146,9 @@ func New() *Metrics {
 	m.dialErrors = f.counterVec("postern_backend_dial_errors_total", "Backend connections that failed, by service and backend.", "service", "backend")
 	m.dialLatency = f.histogramVec("postern_backend_dial_duration_seconds", "Time to connect to a backend (with PROXY header and TLS), by service and backend.",
 		prometheus.ExponentialBuckets(0.0005, 2, 14), "service", "backend")
-	m.dnsbl = f.counterVec("postern_dnsbl_lookups_total", "DNSBL lookups of a connection, by result (listed, clean).", "result")
+	m.dnsbl = f.counterVec("postern_dnsbl_lookups_total", "DNS list lookups of a connection, by list (block: DNSBL, allow: DNSWL) and result (listed, clean).", "list", "result")
 	m.dnsblTime = f.histogram("postern_dnsbl_lookup_duration_seconds", "Time the DNSBL lookups of a connection took.", prometheus.ExponentialBuckets(0.001, 2, 14))
-	m.listings = f.counterVec("postern_dnsbl_listings_total", "Connections listed on a DNSBL, by zone (as configured).", "zone")
+	m.listings = f.counterVec("postern_dnsbl_listings_total", "Connections listed on a DNS list, by list (block, allow) and zone (as configured).", "list", "zone")
 	m.spam = f.counterVec("postern_spam_scans_total", "Spam scans, by result (ham, spam, error).", "result")
 	m.spamTime = f.histogram("postern_spam_scan_duration_seconds", "Time a spam scan took.", prometheus.ExponentialBuckets(0.005, 2, 12))
 	rl := f.counterVec("postern_config_reloads_total", "Configuration reloads, by result (ok, failed).", "result")
@@ -255,16 +255,23 @@ func (m *Metrics) SMTPMessage(svc service.Service, relayed bool, size int64) {
 	}
 }
 
-// DNSBL records the DNSBL lookups of one connection: how long they took
-// and the zone that lists it ("" when none does).
-func (m *Metrics) DNSBL(zone string, d time.Duration) {
+// The DNS lists of DNSBL.
+const (
+	ListBlock = "block" // DNSBL zones
+	ListAllow = "allow" // DNSWL zones
+)
+
+// DNSBL records the lookups of one connection on one kind of list
+// (ListBlock, ListAllow): how long they took and the zone that lists it
+// ("" when none does).
+func (m *Metrics) DNSBL(list, zone string, d time.Duration) {
 	m.dnsblTime.Observe(d.Seconds())
 	if zone == "" {
-		m.dnsbl.WithLabelValues("clean").Inc()
+		m.dnsbl.WithLabelValues(list, "clean").Inc()
 		return
 	}
-	m.dnsbl.WithLabelValues("listed").Inc()
-	m.listings.WithLabelValues(zone).Inc()
+	m.dnsbl.WithLabelValues(list, "listed").Inc()
+	m.listings.WithLabelValues(list, zone).Inc()
 }
 
 // Spam results.

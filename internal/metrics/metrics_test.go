@@ -94,7 +94,7 @@ func TestNamingRules(t *testing.T) {
 	gs.LoginFailed("a@example.com", 1)
 	gs.Close()
 	m.BackendDial(service.IMAP, "127.0.0.1:143", time.Millisecond, nil)
-	m.DNSBL("zen.example", time.Millisecond)
+	m.DNSBL(metrics.ListBlock, "zen.example", time.Millisecond)
 	m.SpamScan(metrics.SpamHam, time.Millisecond)
 	mfs, err := m.Registry().Gather()
 	if err != nil {
@@ -379,7 +379,7 @@ func TestEveryMetricDocumented(t *testing.T) {
 	engine(t, m, 1)
 	m.BackendDial(service.IMAP, "b:1", time.Millisecond, nil)
 	m.BackendDial(service.IMAP, "b:1", time.Millisecond, io.EOF)
-	m.DNSBL("zone.example", time.Millisecond)
+	m.DNSBL(metrics.ListBlock, "zone.example", time.Millisecond)
 	m.SpamScan(metrics.SpamHam, time.Millisecond)
 	mfs, err := m.Registry().Gather()
 	if err != nil {
