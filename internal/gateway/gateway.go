@@ -264,10 +264,12 @@ func (g *Gateway) Run(ctx context.Context, reload <-chan struct{}) error {
 		stale   []*reloadJob // reloads abandoned at their deadline, still running
 	)
 	start := func() {
+		g.reloadStarted()
 		stale = deleteFinished(stale)
 		if len(stale) >= maxStaleReloads {
-			g.log.Error("configuration reload failed", "err",
-				fmt.Errorf("reload rejected, the running configuration stays: %d earlier reloads are still stuck reading their files", len(stale)))
+			err := fmt.Errorf("reload rejected, the running configuration stays: %d earlier reloads are still stuck reading their files", len(stale))
+			g.log.Error("configuration reload failed", "err", err)
+			g.reloadDone(err)
 			return
 		}
 		cur = g.startReload(ctx)
@@ -293,14 +295,12 @@ loop:
 				pending = true
 				continue
 			}
-			g.reloadStarted()
 			start()
 		case <-reload:
 			if cur != nil {
 				pending = true
 				continue
 			}
-			g.reloadStarted()
 			start()
 		case r := <-results:
 			cur.stop()
@@ -311,8 +311,9 @@ loop:
 				start()
 			}
 		case <-expired:
-			g.log.Error("configuration reload failed", "err",
-				fmt.Errorf("reload rejected, the running configuration stays: not finished within %s", g.opts.ReloadTimeout))
+			err := fmt.Errorf("reload rejected, the running configuration stays: not finished within %s", g.opts.ReloadTimeout)
+			g.log.Error("configuration reload failed", "err", err)
+			g.reloadDone(err)
 			cur.stop()
 			stale = append(stale, cur)
 			cur, expired = nil, nil
