@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/postern/postern/internal/metrics"
 	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/smtpproxy"
+	"github.com/postern/postern/internal/snapshot"
 	"github.com/postern/postern/internal/spamscan"
 	"github.com/postern/postern/internal/tlsconf"
 )
@@ -647,4 +649,41 @@ func (fakeDNSBL) Listed(_ context.Context, a netip.Addr, zones []string) (string
 		return zones[0], "127.0.0.2"
 	}
 	return "", ""
+}
+
+// A reload abandoned at its deadline is counted as failed.
+func TestMetricsReloadTimeout(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "postern.yaml")
+	writeConfig(t, cfg, fmt.Sprintf(`store: { path: %s }
+admin: { listen: "tcp:127.0.0.1:0", token_file: %s }
+metrics: { listen: "127.0.0.1:0" }
+services:
+  pop3: { listen: "127.0.0.1:0", backend: "127.0.0.1:1" }
+`, filepath.Join(dir, "postern.db"), filepath.Join(dir, "admin.token")))
+	var calls atomic.Int32
+	logs := new(syncBuffer)
+	g, err := Start(ctx, cfg, Options{Log: logs, ReloadTimeout: 50 * time.Millisecond,
+		Load: func(ctx context.Context, path string, now time.Time) (*snapshot.Snapshot, error) {
+			if calls.Add(1) == 1 {
+				return snapshot.Load(ctx, path, now)
+			}
+			<-ctx.Done() // a reload stuck on its files
+			return nil, ctx.Err()
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reload := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx, reload) }()
+	reload <- struct{}{}
+	logs.waitLog(t, "not finished within", 1)
+	waitMetric(t, g, 1, "postern_config_reloads_total", "result", "failed")
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 }
