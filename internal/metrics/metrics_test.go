@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -396,5 +397,50 @@ func TestEveryMetricDocumented(t *testing.T) {
 	}
 	if n < 23 {
 		t.Errorf("only %d postern_ metrics gathered", n)
+	}
+}
+
+// The Grafana dashboard and the alert rules use only metrics that exist.
+func TestExamplesUseRealMetrics(t *testing.T) {
+	m := metrics.New()
+	engine(t, m, 1)
+	m.BackendDial(service.IMAP, "b:1", time.Millisecond, nil)
+	m.BackendDial(service.IMAP, "b:1", time.Millisecond, io.EOF)
+	m.DNSBL(metrics.ListBlock, "zone.example", time.Millisecond)
+	m.SpamScan(metrics.SpamHam, time.Millisecond)
+	mfs, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := map[string]bool{
+		// read from the gateway's state, absent with the test's stub
+		"postern_certificate_expiry_timestamp_seconds": true,
+		"postern_geoip_build_timestamp_seconds":        true,
+	}
+	for _, mf := range mfs {
+		known[mf.GetName()] = true
+	}
+	name := regexp.MustCompile(`postern_[a-z_]+`)
+	for _, f := range []string{"../../examples/grafana/postern-dashboard.json", "../../examples/prometheus/postern-alerts.yml"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		used := 0
+		for _, n := range name.FindAllString(string(b), -1) {
+			base := n
+			for _, suf := range []string{"_bucket", "_count", "_sum"} {
+				if s, ok := strings.CutSuffix(n, suf); ok && known[s] {
+					base = s
+				}
+			}
+			if !known[base] {
+				t.Errorf("%s uses %s, which postern does not export", f, n)
+			}
+			used++
+		}
+		if used < 5 {
+			t.Errorf("%s: only %d metric references", f, used)
+		}
 	}
 }
