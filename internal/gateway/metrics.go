@@ -232,6 +232,15 @@ func (g *Gateway) handshakeFailed(svc service.Service) func() {
 	return func() { m.HandshakeFailed(svc) }
 }
 
+// earlyTalker counts a service's early talkers; nil when metrics are off.
+func (g *Gateway) earlyTalker(svc service.Service) func() {
+	if g.obs.m == nil {
+		return nil
+	}
+	m := g.obs.m
+	return func() { m.EarlyTalker(svc) }
+}
+
 // smtpObserver is the SMTP gateways' observer: the metrics, or none.
 func (g *Gateway) smtpObserver() smtpproxy.Observer {
 	if g.obs.m == nil {

@@ -687,3 +687,21 @@ services:
 		t.Fatal(err)
 	}
 }
+
+// A client that speaks before the greeting is counted as an early talker
+// (postern logs it and goes on). Its bytes come in the same segment as a
+// trusted load balancer's PROXY header, so they are there before the
+// gateway looks.
+func TestMetricsEarlyTalker(t *testing.T) {
+	g, _, logs, _, _, _ := metricsGateway(t, "trusted_upstreams: \"127.0.0.8\"\n")
+	waitReady(t, "http://"+g.MetricsAddr().String())
+	c, r := dialFrom(t, "127.0.0.8", g.Addr(service.IMAP))
+	local := g.Addr(service.IMAP).(*net.TCPAddr)
+	fmt.Fprintf(c, "PROXY TCP4 192.0.2.50 %s 40000 %d\r\na NOOP\r\n", local.IP, local.Port)
+	if l := readLine(t, r); !strings.HasPrefix(l, "* OK") {
+		t.Fatalf("greeting %q", l)
+	}
+	waitMetric(t, g, 1, "postern_early_talkers_total", "service", "imap")
+	logs.waitLog(t, "early talker", 1)
+	checkLabels(t, g, "192.0.2.50")
+}

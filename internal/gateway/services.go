@@ -302,6 +302,7 @@ func (g *Gateway) bind(ctx context.Context, name service.Service, svc *config.Se
 		Logger:     g.log.With("service", name),
 
 		HandshakeFailed: g.handshakeFailed(name),
+		EarlyTalker:     g.earlyTalker(name),
 	})
 	if err != nil {
 		return nil, err

@@ -82,6 +82,7 @@ type Metrics struct {
 	spam        *prometheus.CounterVec
 	spamTime    prometheus.Histogram
 	handshakes  [service.Count]prometheus.Counter
+	early       [service.Count]prometheus.Counter
 	reloads     [2]prometheus.Counter
 	lastReload  prometheus.Gauge
 }
@@ -106,6 +107,7 @@ func New() *Metrics {
 	msg := f.counterVec("postern_smtp_messages_total", "SMTP messages, by service and result (relayed, refused).", "service", "result")
 	size := f.histogramVec("postern_smtp_message_size_bytes", "Size of the SMTP messages relayed, by service.",
 		prometheus.ExponentialBuckets(1024, 4, 9), "service")
+	et := f.counterVec("postern_early_talkers_total", "Clients that sent data before the greeting (a mark of spam software; logged, not refused), by service.", "service")
 	hs := f.counterVec("postern_tls_handshake_failures_total", "TLS handshakes with clients that failed (implicit TLS and STARTTLS), by service.", "service")
 	for _, s := range service.All {
 		name := s.String()
@@ -124,6 +126,7 @@ func New() *Metrics {
 			m.msgSize[s] = size.WithLabelValues(name)
 		}
 		m.handshakes[s] = hs.WithLabelValues(name)
+		m.early[s] = et.WithLabelValues(name)
 	}
 	ev := f.counterVec("postern_trigger_events_total", "Trigger events counted by the engine, by protocol group and reason code.", "group", "reason")
 	for _, g := range guard.Groups() {
@@ -291,6 +294,13 @@ func (m *Metrics) SpamScan(result string, d time.Duration) {
 func (m *Metrics) HandshakeFailed(svc service.Service) {
 	if svc.Valid() {
 		m.handshakes[svc].Inc()
+	}
+}
+
+// EarlyTalker counts a client that spoke before the greeting.
+func (m *Metrics) EarlyTalker(svc service.Service) {
+	if svc.Valid() {
+		m.early[svc].Inc()
 	}
 }
 
