@@ -705,3 +705,44 @@ func TestMetricsEarlyTalker(t *testing.T) {
 	logs.waitLog(t, "early talker", 1)
 	checkLabels(t, g, "192.0.2.50")
 }
+
+// A backend that refuses connections shows in
+// postern_backend_dial_errors_total for its service and address.
+func TestMetricsBackendDialErrors(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir := t.TempDir()
+	dead, err := net.Listen("tcp", "127.0.0.1:0") // a port nobody answers on once closed
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	cfg := filepath.Join(dir, "postern.yaml")
+	writeConfig(t, cfg, fmt.Sprintf(`store: { path: %s }
+admin: { listen: "tcp:127.0.0.1:0", token_file: %s }
+metrics: { listen: "127.0.0.1:0" }
+services:
+  pop3: { listen: "127.0.0.1:0", backend: %q }
+`, filepath.Join(dir, "postern.db"), filepath.Join(dir, "admin.token"), deadAddr))
+	g, err := Start(ctx, cfg, Options{Log: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx, nil) }()
+	waitReady(t, "http://"+g.MetricsAddr().String())
+	c, r := dialFrom(t, "127.0.0.9", g.Addr(service.POP3))
+	if l := readLine(t, r); !strings.HasPrefix(l, "-ERR") {
+		t.Fatalf("with the backend down: %q", l)
+	}
+	c.Close()
+	waitMetric(t, g, 1, "postern_backend_dial_errors_total", "service", "pop3", "backend", deadAddr)
+	if v := metricValue(t, g, "postern_backend_dial_duration_seconds", "service", "pop3"); v > 0 {
+		t.Errorf("a failed dial was timed as a connection: %v", v)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
