@@ -72,8 +72,7 @@ type Engine struct {
 	accounts accounts
 	live     liveSessions
 
-	obs    Observer
-	sample atomic.Uint32 // Accept calls, for AdmitSample
+	obs Observer
 
 	wq     writeQueue
 	quit   chan struct{}

@@ -61,10 +61,10 @@ type Metrics struct {
 	reg   *prometheus.Registry
 	state atomic.Pointer[State]
 
-	accepted [service.Count]prometheus.Counter
-	refused  [service.Count][numWhy]prometheus.Counter
-	logins   [service.Count][guard.NumLoginResults]prometheus.Counter
-	events   [3][256]prometheus.Counter // by group, by reason code
+	accepted [service.Count]*shardedCounter
+	refused  [service.Count][numWhy]*shardedCounter
+	logins   [service.Count][guard.NumLoginResults]*shardedCounter
+	events   [3][256]*shardedCounter // by group, by reason code
 	blocks   [256]prometheus.Counter
 
 	admit       prometheus.Histogram
@@ -100,9 +100,9 @@ func New() *Metrics {
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	f := factory{m.reg}
 
-	acc := f.counterVec("postern_connections_accepted_total", "Connections the gate admitted (allowed or tarpitted), by service.", "service")
-	ref := f.counterVec("postern_connections_refused_total", "Connections refused or closed at connect, by service and why (grant, block, rate, limit).", "service", "why")
-	lg := f.counterVec("postern_logins_total", "Login attempts taken through the login gate, by service and result (ok, failed, restricted).", "service", "result")
+	acc := newCounterFamily("postern_connections_accepted_total", "Connections the gate admitted (allowed or tarpitted), by service.", "service")
+	ref := newCounterFamily("postern_connections_refused_total", "Connections refused or closed at connect, by service and why (grant, block, rate, limit).", "service", "why")
+	lg := newCounterFamily("postern_logins_total", "Login attempts taken through the login gate, by service and result (ok, failed, restricted).", "service", "result")
 	by := f.counterVec("postern_relayed_bytes_total", "Bytes relayed after a login, by service and direction (to_backend, to_client).", "service", "direction")
 	msg := f.counterVec("postern_smtp_messages_total", "SMTP messages, by service and result (relayed, refused).", "service", "result")
 	size := f.histogramVec("postern_smtp_message_size_bytes", "Size of the SMTP messages relayed, by service.",
@@ -111,12 +111,12 @@ func New() *Metrics {
 	hs := f.counterVec("postern_tls_handshake_failures_total", "TLS handshakes with clients that failed (implicit TLS and STARTTLS), by service.", "service")
 	for _, s := range service.All {
 		name := s.String()
-		m.accepted[s] = acc.WithLabelValues(name)
+		m.accepted[s] = acc.with(name)
 		for w := range numWhy {
-			m.refused[s][w] = ref.WithLabelValues(name, w.String())
+			m.refused[s][w] = ref.with(name, w.String())
 		}
 		for r := range guard.NumLoginResults {
-			m.logins[s][r] = lg.WithLabelValues(name, loginResults[r])
+			m.logins[s][r] = lg.with(name, loginResults[r])
 		}
 		m.bytes[s][DirToBackend] = by.WithLabelValues(name, "to_backend")
 		m.bytes[s][DirToClient] = by.WithLabelValues(name, "to_client")
@@ -128,20 +128,21 @@ func New() *Metrics {
 		m.handshakes[s] = hs.WithLabelValues(name)
 		m.early[s] = et.WithLabelValues(name)
 	}
-	ev := f.counterVec("postern_trigger_events_total", "Trigger events counted by the engine, by protocol group and reason code.", "group", "reason")
+	ev := newCounterFamily("postern_trigger_events_total", "Trigger events counted by the engine, by protocol group and reason code.", "group", "reason")
 	for _, g := range guard.Groups() {
 		for _, r := range reason.All {
 			if r != reason.Manual {
-				m.events[g][byte(r)] = ev.WithLabelValues(g.String(), r.String())
+				m.events[g][byte(r)] = ev.with(g.String(), r.String())
 			}
 		}
 	}
+	m.reg.MustRegister(acc, ref, lg, ev)
 	bl := f.counterVec("postern_blocks_total", "Blocks made, by reason code (U: manual).", "reason")
 	for _, r := range reason.All {
 		m.blocks[byte(r)] = bl.WithLabelValues(r.String())
 	}
 	m.admit = f.histogram("postern_admit_duration_seconds",
-		"Time the connection gate (Admit) took, sampled: one connection in 64 is timed.",
+		"Time the connection gate (Admit) took, sampled: one connection in 64 on average is timed.",
 		[]float64{25e-9, 50e-9, 100e-9, 250e-9, 500e-9, 1e-6, 2.5e-6, 10e-6, 100e-6})
 	m.storeCommit = f.histogram("postern_store_commit_duration_seconds", "Time a block store transaction writing blocks took (group commit).",
 		prometheus.ExponentialBuckets(0.0005, 2, 14))
