@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -664,14 +665,15 @@ services:
   pop3: { listen: "127.0.0.1:0", backend: "127.0.0.1:1" }
 `, filepath.Join(dir, "postern.db"), filepath.Join(dir, "admin.token")))
 	var calls atomic.Int32
+	release := make(chan struct{}) // the stuck read ends when the test says
 	logs := new(syncBuffer)
 	g, err := Start(ctx, cfg, Options{Log: logs, ReloadTimeout: 50 * time.Millisecond,
 		Load: func(ctx context.Context, path string, now time.Time) (*snapshot.Snapshot, error) {
 			if calls.Add(1) == 1 {
 				return snapshot.Load(ctx, path, now)
 			}
-			<-ctx.Done() // a reload stuck on its files
-			return nil, ctx.Err()
+			<-release // a reload stuck in a read that ignores cancellation
+			return nil, errors.New("released")
 		}})
 	if err != nil {
 		t.Fatal(err)
@@ -682,6 +684,7 @@ services:
 	reload <- struct{}{}
 	logs.waitLog(t, "not finished within", 1)
 	waitMetric(t, g, 1, "postern_config_reloads_total", "result", "failed")
+	close(release)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
