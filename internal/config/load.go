@@ -125,6 +125,7 @@ func (f *File) validate(d *decoder) {
 	f.validateIPS(d)
 	f.validateAdmin(d)
 	f.validateConsole(d)
+	f.validateMetrics(d)
 	f.validateSMTPExtras(d)
 	switch f.Log.Level.Value {
 	case "", "debug", "info", "warn", "error":

@@ -36,6 +36,7 @@ type File struct {
 	Store               Store               `yaml:"store"`
 	Admin               Admin               `yaml:"admin"`
 	Console             Console             `yaml:"console"` // the web console; off without listen
+	Metrics             Metrics             `yaml:"metrics"` // Prometheus metrics and health; off without listen
 	Node                string              `yaml:"node"`    // this gateway's name in blocks; default the host name
 	RunAs               string              `yaml:"run_as"`  // user to switch to after binding ports (when started as root)
 	Log                 Log                 `yaml:"log"`

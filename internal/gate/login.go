@@ -152,6 +152,7 @@ func (l *Logins) begin(a *Attempt, ctx context.Context, gs *guard.Session, pol *
 	if pol != nil && !pol.AllowLogin(c.User, client) {
 		log.Info("login refused by the login IP restriction", "account", c.User)
 		a.Refused, a.Pass = true, l.decoys.Password(c.Pass)
+		lg.Restricted()
 	}
 	return guard.Decision{}, true
 }

@@ -112,6 +112,7 @@ type Gateway struct {
 
 	status  statusState      // what Status reports (status.go)
 	cluster *cluster.Cluster // links the engine to the other gateways (cluster mode)
+	obs     observe          // metrics and service manager notifications (metrics.go)
 }
 
 // Serve starts a gateway and runs it until ctx is done, reloading the
@@ -171,6 +172,9 @@ func Start(ctx context.Context, path string, opts Options) (_ *Gateway, err erro
 	if err := g.preflight(ctx, snap, true); err != nil {
 		return nil, err
 	}
+	if err := g.startMetrics(ctx, snap); err != nil {
+		return nil, err
+	}
 	if err := g.bindAll(ctx, snap); err != nil {
 		return nil, err
 	}
@@ -194,7 +198,7 @@ func Start(ctx context.Context, path string, opts Options) (_ *Gateway, err erro
 	if node == "" {
 		node, _ = os.Hostname()
 	}
-	gopts := guard.Options{Store: g.db, Logger: g.log, Node: node}
+	gopts := guard.Options{Store: g.db, Logger: g.log, Node: node, Observer: g.observer()}
 	if err := g.clusterOptions(cfg, node, storePath, &gopts); err != nil {
 		return nil, err
 	}
@@ -269,6 +273,7 @@ func (g *Gateway) Run(ctx context.Context, reload <-chan struct{}) error {
 		g.noteListeners()
 		wg.Go(func() { g.serveConsole(ctx) })
 	}
+	g.runMetrics(ctx, &wg)
 	wg.Go(func() {
 		g.fresh.Run(ctx, func(why string) {
 			select {
@@ -285,11 +290,13 @@ func (g *Gateway) Run(ctx context.Context, reload <-chan struct{}) error {
 		stale   []*reloadJob // reloads abandoned at their deadline, still running
 	)
 	start := func() {
+		g.reloadStarted()
 		stale = deleteFinished(stale)
 		if len(stale) >= maxStaleReloads {
 			err := fmt.Errorf("reload rejected, the running configuration stays: %d earlier reloads are still stuck reading their files", len(stale))
 			g.log.Error("configuration reload failed", "err", err)
 			g.noteReloadFailed(err)
+			g.reloadDone(err)
 			return
 		}
 		cur = g.startReload(ctx)
@@ -334,6 +341,7 @@ loop:
 			err := fmt.Errorf("reload rejected, the running configuration stays: not finished within %s", g.opts.ReloadTimeout)
 			g.log.Error("configuration reload failed", "err", err)
 			g.noteReloadFailed(err)
+			g.reloadDone(err)
 			cur.stop()
 			stale = append(stale, cur)
 			cur, expired = nil, nil
@@ -344,6 +352,7 @@ loop:
 		}
 	}
 	g.log.Info("stopping")
+	g.stopping()
 	g.closeListeners()
 	if cur != nil {
 		cur.stop()
@@ -371,6 +380,7 @@ func (g *Gateway) close() {
 	g.closeListeners()
 	g.closeConsole()
 	g.closeCluster()
+	g.closeMetrics()
 	if g.engine != nil {
 		g.engine.Close()
 	}

@@ -68,10 +68,10 @@ func (g *Gateway) startReload(ctx context.Context) *reloadJob {
 
 // restartKeys are the settings a running gateway cannot change: they are
 // read once at start (the store, the administration listener and token,
-// the user to run as, the node name, the log format, the console's
-// listener, the cluster link).
+// the user to run as, the node name, the log format, the listeners of the
+// console and the metrics, the cluster link).
 var restartKeys = []string{"store", "admin.listen", "admin.token_file", "run_as", "node", "log.format",
-	"console.listen", "console.tls", "console.idle_timeout", "console.users_file", "cluster"}
+	"console.listen", "console.tls", "console.idle_timeout", "console.users_file", "cluster", "metrics.listen"}
 
 func needsRestart(key string) bool {
 	for _, k := range restartKeys {
@@ -94,6 +94,7 @@ func (g *Gateway) finishReload(r reloadResult) {
 		g.log.Error("configuration reload failed", "err", err)
 		g.noteReloadFailed(err)
 	}
+	g.reloadDone(err)
 }
 
 // apply builds the gateway's parts from snap and, if all of them build,
@@ -106,6 +107,9 @@ func (g *Gateway) apply(snap *snapshot.Snapshot) error {
 	}
 	grant, err := adminGrant(snap)
 	if err != nil {
+		return err
+	}
+	if _, err := metricsGrant(snap); err != nil {
 		return err
 	}
 	plan, err := g.prepare(snap)

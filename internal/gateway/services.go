@@ -14,6 +14,7 @@ import (
 	"github.com/postern/postern/internal/config"
 	"github.com/postern/postern/internal/dnsbl"
 	"github.com/postern/postern/internal/imapproxy"
+	"github.com/postern/postern/internal/metrics"
 	"github.com/postern/postern/internal/netlisten"
 	"github.com/postern/postern/internal/patterns"
 	"github.com/postern/postern/internal/policy"
@@ -173,6 +174,7 @@ func (g *Gateway) build(snap *snapshot.Snapshot, checker *dnsbl.Checker, name se
 			b.bounds = [2]int{cfg.BackendLimit.Max, cfg.BackendLimit.PerNetwork}
 		}
 		cfg.BackendLimit = b.limit
+		cfg.Observer = g.smtpObserver()
 		if sp := f.Spam; sp.Rspamd.IsSet() || sp.Spamd.IsSet() {
 			maxSize := sp.MaxSize.Bytes
 			var sc spamscan.Scanner
@@ -181,9 +183,9 @@ func (g *Gateway) build(snap *snapshot.Snapshot, checker *dnsbl.Checker, name se
 			} else {
 				sc = spamscan.NewSpamd(sp.Spamd.Value, sp.Timeout.D)
 			}
-			cfg.Scan = smtpproxy.Scanning{Scanner: sc, Reject: sp.Action.Value != "accept", Timeout: sp.Timeout.D, MaxSize: maxSize}
+			cfg.Scan = smtpproxy.Scanning{Scanner: g.scanner(sc), Reject: sp.Action.Value != "accept", Timeout: sp.Timeout.D, MaxSize: maxSize}
 		}
-		srv := smtpproxy.New(cfg, g.engine, g.smtpEnv, checker, g.log)
+		srv := smtpproxy.New(cfg, g.engine, g.smtpEnv, g.dnsbl(checker), g.log)
 		b.serve = func(ctx context.Context, acc genAcceptor, drain time.Duration) error {
 			return srv.Serve(ctx, acc, drain)
 		}
@@ -195,6 +197,7 @@ func (g *Gateway) build(snap *snapshot.Snapshot, checker *dnsbl.Checker, name se
 		lim := relay.NewBackendLimit(svc.Mail.MaxBackend, svc.Mail.MaxBackendPerNetwork)
 		b.bounds = [2]int{lim.Max, lim.PerNetwork}
 		d.Limit = b.limit
+		g.measureDialer(&d, name)
 		// imapproxy.Config and pop3proxy.Config are the one mailgate.Config.
 		cfg := imapproxy.Config{Service: name, Backend: d, ImplicitTLS: name.ImplicitTLS(), PlaintextLogin: plain,
 			PreAuthIdle: svc.Mail.Timeouts.Command.D, BackendTimeout: svc.Mail.Timeouts.Backend.D}
@@ -294,6 +297,9 @@ func (g *Gateway) bind(ctx context.Context, name service.Service, svc *config.Se
 		MaxPerAddr: svc.MaxPerAddress,
 		MaxConns:   svc.MaxConnections,
 		Logger:     g.log.With("service", name),
+
+		HandshakeFailed: g.handshakeFailed(name),
+		EarlyTalker:     g.earlyTalker(name),
 	})
 	if err != nil {
 		return nil, err
@@ -386,6 +392,7 @@ func (g *Gateway) configure(sl *slot, b *built) error {
 	}
 	refusal := b.refusal
 	sl.ln.SetOverLimit(func(c *netlisten.Conn, reason string) {
+		g.refused(sl.name, metrics.WhyLimit)
 		if refusal != "" {
 			c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 			io.WriteString(c, refusal)

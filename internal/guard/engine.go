@@ -54,6 +54,9 @@ type Options struct {
 	// random key of this process: gateways of a cluster that share it
 	// count a retry of the same wrong password once, whichever sees it.
 	FingerprintKey *[32]byte
+	// Observer is told connections, events, blocks, logins and store
+	// commits (for metrics); nil: none.
+	Observer Observer
 }
 
 // ErrClosed is returned by operations on a closed engine.
@@ -82,6 +85,7 @@ type Engine struct {
 	cluster  Cluster
 	peers    []netip.Prefix
 	sharedFP bool // fingerprints keyed with the cluster's key: sent with counts
+	obs      Observer
 
 	wq     writeQueue
 	quit   chan struct{}
@@ -109,6 +113,7 @@ func New(ctx context.Context, s *Settings, opts Options) (*Engine, error) {
 		timeout:  opts.StoreTimeout,
 		history:  make(map[netip.Prefix]offence),
 		counters: newCounters(opts.MaxCounters),
+		obs:      opts.Observer,
 		quit:     make(chan struct{}),
 		wdone:    make(chan struct{}),
 		cluster:  opts.Cluster,
@@ -360,6 +365,9 @@ func (e *Engine) block(s *Settings, o offense) (store.Block, bool) {
 	e.mu.Unlock()
 
 	e.counters.resetPrefix(o.prefix)
+	if e.obs != nil {
+		e.obs.Blocked(o.reason)
+	}
 	err := e.wait(done)
 	if err != nil {
 		ent.dirty.Store(true) // retried by the next Sweep
@@ -431,6 +439,9 @@ func (e *Engine) BlockManual(ctx context.Context, p netip.Prefix, d time.Duratio
 	done := e.wq.push(writeOp{kind: opPut, blocks: []store.Block{b}})
 	e.publish(Change{Kind: ChangePut, Blocks: []store.Block{b}, Actor: actor})
 	e.mu.Unlock()
+	if e.obs != nil {
+		e.obs.Blocked(reason.Manual)
+	}
 	if err := e.waitCtx(ctx, done); err != nil {
 		return store.Block{}, fmt.Errorf("storing block %s: %w", p, err)
 	}

@@ -30,6 +30,8 @@ type Login struct {
 	refs    [2 + maxSubnets]gateRef // the gates whose slots it holds
 	nref    int                     // 0: not gated (L off, bypassed)
 	done    atomic.Bool
+
+	restricted bool // refused by the login IP restriction (Restricted)
 }
 
 // maxSubnets bounds the enclosing subnets of multi-prefix counting that
@@ -327,6 +329,7 @@ func (l *Login) Failed(fp uint64) Decision {
 		return Decision{}
 	}
 	d := l.s.LoginFailed(l.account, fp)
+	l.observe(LoginFailed)
 	l.release()
 	return d
 }
@@ -338,6 +341,7 @@ func (l *Login) Succeeded() {
 		return
 	}
 	l.s.LoginSucceeded(l.account)
+	l.observe(LoginOK)
 	l.release()
 }
 

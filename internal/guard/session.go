@@ -101,11 +101,12 @@ type Session struct {
 // later; it must not block. The caller closes a non-nil session when the
 // connection ends.
 func (e *Engine) Accept(addr netip.Addr, svc service.Service, closer func()) (*Session, Verdict) {
-	v := e.Admit(addr, svc)
+	v := e.admitObserved(addr, svc)
 	if v.Action == Refuse {
 		return nil, v
 	}
 	s, d := e.Open(addr, svc, closer)
+	e.observeAccepted(svc, d.Action)
 	switch d.Action {
 	case Close:
 		s.Close()
@@ -365,6 +366,9 @@ func (s *Session) event(t trigger, fp uint64, label, value string) Decision {
 	across := t == trigL && st.acrossOn(s.group)
 	if limit <= 0 && !across || s.bypassed(st, t) {
 		return s.tarpitted()
+	}
+	if o := s.e.obs; o != nil {
+		o.Event(s.group, t.reason())
 	}
 	now := s.e.clock()
 	p := st.prefixOf(s.addr)

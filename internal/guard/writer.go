@@ -146,7 +146,12 @@ func (e *Engine) putGroup(ops []writeOp) {
 func (e *Engine) put(blocks []store.Block, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	return e.st.PutBlocks(ctx, blocks)
+	start := time.Now()
+	err := e.st.PutBlocks(ctx, blocks)
+	if e.obs != nil {
+		e.obs.StoreCommit(time.Since(start), err)
+	}
+	return err
 }
 
 func (e *Engine) opTimeout(op writeOp) time.Duration {

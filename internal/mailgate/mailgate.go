@@ -193,6 +193,7 @@ func (g *Gate) Handle(ctx context.Context, conn relay.Conn, proto func(*Session)
 	}
 	if netlisten.SpokeFirst(s.Conn, s.R) {
 		s.Log.Info("early talker: the client sent data before the greeting")
+		netlisten.NoteEarlyTalker(s.Conn)
 	}
 	if err := s.Send(greeting); err != nil {
 		return

@@ -146,7 +146,7 @@ func (c *Conn) Handshake(timeout time.Duration) error {
 	if t == nil {
 		return errors.New("netlisten: TLS handshake on a connection without TLS")
 	}
-	return handshake(t, timeout)
+	return c.observed(handshake(t, timeout))
 }
 
 // StartTLS upgrades a plaintext connection in place (SMTP STARTTLS, IMAP
@@ -182,7 +182,7 @@ func (c *Conn) StartTLS(cfg *tls.Config, timeout time.Duration) error {
 	if !c.cur.CompareAndSwap(cur, &layer{rw: t, tls: t}) {
 		return errors.New("netlisten: StartTLS ran concurrently with another StartTLS")
 	}
-	return handshake(t, timeout)
+	return c.observed(handshake(t, timeout))
 }
 
 // handshake runs t's handshake with a timeout. On timeout crypto/tls closes

@@ -46,6 +46,12 @@ type Config struct {
 	MaxConns int
 	// Logger receives header failures and accept errors; nil: discard.
 	Logger *slog.Logger
+	// HandshakeFailed, when set, is called after each failed TLS
+	// handshake (Conn.Handshake, Conn.StartTLS), for metrics.
+	HandshakeFailed func()
+	// EarlyTalker, when set, is called for each connection a gateway
+	// reports with NoteEarlyTalker, for metrics.
+	EarlyTalker func()
 }
 
 // Listener accepts connections whose RemoteAddr is the real client (from

@@ -540,3 +540,13 @@ store: { path: /tmp/postern-preflight-unused/postern.db }
 		t.Errorf("child's findings:\n%s", out)
 	}
 }
+
+// metrics.grant gets the checks of every address list.
+func TestMetricsGrantHostBits(t *testing.T) {
+	s := load(t, t.TempDir(), `metrics: { listen: "127.0.0.1:0", grant: "10.9.8.7/16" }
+`)
+	d := want1(t, run(s, Options{}), Error, "10.9.8.7/16 has host bits set")
+	if d.Pos.Line != 1 || d.Pos.Col != 43 {
+		t.Errorf("at %s", d.Pos)
+	}
+}

@@ -57,7 +57,7 @@ type list struct {
 
 // lists returns every anonymous address list of the configuration: grant
 // and deny lists, path rules, plaintext_login, trusted_upstreams,
-// admin.grant and the right-hand sides of login restrictions.
+// admin.grant, metrics.grant and the right-hand sides of login restrictions.
 func (c *checker) lists() []list {
 	f := c.s.Config
 	var out []list
@@ -75,7 +75,7 @@ func (c *checker) lists() []list {
 			out = append(out, list{"services." + name + ".plaintext_login", svc.Mail.PlaintextLogin})
 		}
 	}
-	out = append(out, list{"trusted_upstreams", f.TrustedUpstreams}, list{"admin.grant", f.Admin.Grant})
+	out = append(out, list{"trusted_upstreams", f.TrustedUpstreams}, list{"admin.grant", f.Admin.Grant}, list{"metrics.grant", f.Metrics.Grant})
 	for _, lr := range f.LoginRestrictions {
 		subject, items, ok := strings.Cut(lr.Value, "=")
 		if !ok || strings.Contains(subject, "\n") {

@@ -91,6 +91,17 @@ type limitedConn struct {
 	net.Conn
 	release func()
 	once    sync.Once
+	relayed func(up, down int64) // Dialer.Relayed
+}
+
+// reportRelayed tells the Dialer's Relayed what a splice over c moved.
+func reportRelayed(c net.Conn, up, down int64) {
+	if tc, ok := c.(interface{ NetConn() net.Conn }); ok {
+		c = tc.NetConn()
+	}
+	if lc, ok := c.(*limitedConn); ok && lc.relayed != nil {
+		lc.relayed(up, down)
+	}
 }
 
 func (c *limitedConn) Close() error {

@@ -25,6 +25,13 @@ type Dialer struct {
 	Timeout time.Duration
 	Limit   *BackendLimit // bounds the connections open at once; nil: none
 	Service string        // the service it serves (smtp, imap, …), named in advice; may be empty
+	// Observe, when set, is told each connection attempt's time and
+	// error (not those refused by Limit), for metrics.
+	Observe func(d time.Duration, err error)
+	// Relayed, when set, is told the bytes a session handed off with
+	// Conns.Handoff moved over a connection from Dial (client to backend,
+	// backend to client), when the session ends.
+	Relayed func(up, down int64)
 }
 
 // Hop describes a connection made by d, for advice on its failures; conn
@@ -45,6 +52,18 @@ func (d Dialer) Hop(conn net.Conn) Hop {
 // Dial connects so that the backend sees client as the connection's source
 // and local as its destination.
 func (d Dialer) Dial(ctx context.Context, client, local netip.AddrPort) (net.Conn, error) {
+	if d.Observe == nil {
+		return d.dial(ctx, client, local)
+	}
+	start := time.Now()
+	c, err := d.dial(ctx, client, local)
+	if !errors.Is(err, ErrBackendLimit) {
+		d.Observe(time.Since(start), err)
+	}
+	return c, err
+}
+
+func (d Dialer) dial(ctx context.Context, client, local netip.AddrPort) (net.Conn, error) {
 	timeout := d.Timeout
 	if timeout <= 0 {
 		timeout = 10 * time.Second
@@ -59,7 +78,7 @@ func (d Dialer) Dial(ctx context.Context, client, local netip.AddrPort) (net.Con
 		release()
 		return nil, fmt.Errorf("connecting to backend %s: %w", d.Addr, err)
 	}
-	conn := LimitConn(raw, release)
+	conn := &limitedConn{Conn: raw, release: release, relayed: d.Relayed}
 	if !local.IsValid() {
 		if la, ok := conn.LocalAddr().(*net.TCPAddr); ok {
 			local = la.AddrPort()

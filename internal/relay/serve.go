@@ -184,7 +184,8 @@ func (s *Conns) Handoff(ctx context.Context, client, backend net.Conn, buffered 
 		}
 		defer backend.Close()
 		defer s.recovered(client, netip.AddrPort{})
-		Splice(ctx, client, backend, buffered)
+		up, down, _ := Splice(ctx, client, backend, buffered)
+		reportRelayed(backend, up, down)
 	}()
 }
 

@@ -38,6 +38,9 @@ func (p *Proxy) dialBackend(ctx context.Context, client, local netip.AddrPort) (
 	if cfg.BackendTLS == "tls" {
 		d.TLS = cfg.BackendTLSConfig
 	}
+	if o := cfg.Observer; o != nil {
+		d.Observe = func(t time.Duration, err error) { o.BackendDial(cfg.Service, cfg.Backend, t, err) }
+	}
 	conn, err := d.Dial(ctx, client, local)
 	if err != nil {
 		return nil, reply{}, err

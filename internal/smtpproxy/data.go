@@ -47,6 +47,7 @@ func (s *session) check(m *msgState, chunk []byte) (guard.Decision, string) {
 // closed (so it discards the partial message), the client gets text and is
 // closed.
 func (s *session) abortMessage(text string, d guard.Decision) error {
+	s.p.message(false, 0)
 	s.be.close()
 	if d.Blocked {
 		s.log.Info("message stopped and connection closed", "reason", d.Reason.String(), "reply", text)
@@ -106,12 +107,14 @@ func (s *session) data(c command) error {
 		return s.tempFail(err)
 	}
 	s.logMessage(m.size, rcpts, final)
+	s.p.message(final.code < 400, m.size)
 	return s.reply(final)
 }
 
 // tempFail answers a message the backend failed to take with a temporary
 // error, so the client keeps it and retries, and ends the session.
 func (s *session) tempFail(err error) error {
+	s.p.message(false, 0)
 	s.log.Error("backend failed during the message; the client will retry", "err", err)
 	s.be.close()
 	s.reply(newReply(451, "4.3.0 Error: the mail server failed, message not accepted; try again later"))
@@ -200,6 +203,7 @@ func (s *session) bdat(c command) error {
 	}
 	if last || r.code >= 400 {
 		s.logMessage(m.size, s.rcpts, r)
+		s.p.message(r.code < 400, m.size)
 		s.msg = nil
 		if last {
 			s.inTx, s.rcpts = false, 0

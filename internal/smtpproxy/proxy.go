@@ -51,6 +51,7 @@ type ContentRule struct {
 // Config is one SMTP service's configuration.
 type Config struct {
 	Service  service.Service // smtp, submission or smtps
+	Observer Observer        // told messages and backend connections (metrics); nil: none
 	Hostname string          // postern's name in its own replies
 
 	Backend          string              // host:port

@@ -139,6 +139,7 @@ func (s *session) finishScanned(spool *spamscan.Spool, m *msgState) error {
 			s.log.Info("scanned", "score", v.Score, "action", v.Action)
 			d = s.gs.SpamScore(v.Score)
 			if sc.Reject && s.overThreshold(v.Score) {
+				s.p.message(false, 0)
 				if err := s.reply(newReply(554, "5.7.1 Error: message rejected as spam")); err != nil {
 					return err
 				}
@@ -211,5 +212,6 @@ func (s *session) forwardSpool(spool *spamscan.Spool) error {
 		return s.tempFail(err)
 	}
 	s.logMessage(spool.Size(), rcpts, final)
+	s.p.message(final.code < 400, spool.Size())
 	return s.reply(final)
 }

@@ -138,6 +138,7 @@ func (s *session) dnsChecks(addr netip.Addr) bool {
 func (s *session) earlyTalker() {
 	if len(s.in.pending) > 0 || netlisten.SpokeFirst(s.conn, s.r) {
 		s.log.Info("early talker: the client sent data before the greeting")
+		netlisten.NoteEarlyTalker(s.conn)
 	}
 }
 

@@ -37,6 +37,10 @@ type gwConfig struct {
 	CloseAll    bool // intrusion_prevention.close_all
 	// DefaultDomain is logins.default_domain ("": none).
 	DefaultDomain string
+	// Metrics turns the metrics listener on (gateway.Metrics); Env is
+	// added to postern's environment (NOTIFY_SOCKET).
+	Metrics bool
+	Env     []string
 }
 
 // gateway is one running `postern serve`.
@@ -46,6 +50,7 @@ type gateway struct {
 	SMTPS             string // implicit TLS
 	IMAP, POP3        string // STARTTLS / STLS; "" when not configured
 	IMAPS, POP3S      string // implicit TLS
+	Metrics           string // the metrics listener; "" when off
 	CertFile          string
 	cmd               *exec.Cmd
 	exited            chan struct{}
@@ -109,7 +114,7 @@ func startGateway(t *testing.T, c gwConfig) *gateway {
 
 func tryGateway(t *testing.T, bin, dir, sockDir, certFile, keyFile string, c gwConfig, attempt int) (*gateway, error) {
 	mail := c.IMAP != "" || c.POP3 != ""
-	ports := freePorts(t, 3+4*btoi(mail))
+	ports := freePorts(t, 3+4*btoi(mail)+btoi(c.Metrics))
 	g := &gateway{
 		dir:        dir,
 		cfg:        filepath.Join(dir, fmt.Sprintf("postern-%d.yaml", attempt)),
@@ -184,6 +189,10 @@ func tryGateway(t *testing.T, bin, dir, sockDir, certFile, keyFile string, c gwC
 	fmt.Fprintf(&b, "admin: { listen: \"unix:%s\", token_file: %q }\n",
 		filepath.Join(sockDir, fmt.Sprintf("admin-%d.sock", attempt)), filepath.Join(dir, "state", "admin.token"))
 	b.WriteString("node: e2e-node\nlog: { level: debug }\n")
+	if c.Metrics {
+		g.Metrics = ports[len(ports)-1]
+		fmt.Fprintf(&b, "metrics: { listen: %q }\n", g.Metrics)
+	}
 	if err := os.WriteFile(g.cfg, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -194,6 +203,9 @@ func tryGateway(t *testing.T, bin, dir, sockDir, certFile, keyFile string, c gwC
 	defer logf.Close() // the child has its own descriptor
 	g.cmd = exec.Command(bin, "serve", "-c", g.cfg)
 	g.cmd.Stdout, g.cmd.Stderr = logf, logf
+	if len(c.Env) > 0 {
+		g.cmd.Env = append(os.Environ(), c.Env...)
+	}
 	g.cmd.Dir = dir
 	if err := g.cmd.Start(); err != nil {
 		t.Fatal(err)
