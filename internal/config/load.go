@@ -124,6 +124,7 @@ func (f *File) validate(d *decoder) {
 	f.validateIPS(d)
 	f.validateAdmin(d)
 	f.validateSMTPExtras(d)
+	f.validatePolicy(d)
 	switch f.Log.Level.Value {
 	case "", "debug", "info", "warn", "error":
 	default:

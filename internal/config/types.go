@@ -38,6 +38,7 @@ type File struct {
 	Node                string              `yaml:"node"`   // this gateway's name in blocks; default the host name
 	RunAs               string              `yaml:"run_as"` // user to switch to after binding ports (when started as root)
 	Log                 Log                 `yaml:"log"`
+	Policy              PolicyServices      `yaml:"policy"` // policy-service mode (Postfix, Dovecot)
 }
 
 // Logins says how the backends resolve a login name to an account, so that
