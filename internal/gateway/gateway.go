@@ -109,6 +109,7 @@ type Gateway struct {
 	auto  chan string           // the reloads fresh asks for
 
 	status statusState // what Status reports (status.go)
+	policy policyState // the policy servers (policyd.go)
 }
 
 // Serve starts a gateway and runs it until ctx is done, reloading the
@@ -169,6 +170,9 @@ func Start(ctx context.Context, path string, opts Options) (_ *Gateway, err erro
 		return nil, err
 	}
 	if err := g.bindAll(ctx, snap); err != nil {
+		return nil, err
+	}
+	if err := g.bindPolicy(snap); err != nil {
 		return nil, err
 	}
 	if err := dropPrivileges(cfg.RunAs, g.log); err != nil {
@@ -250,6 +254,7 @@ func (g *Gateway) Run(ctx context.Context, reload <-chan struct{}) error {
 		g.engine.Run(ctx, sweepInterval)
 	}()
 	g.startAll()
+	g.servePolicy(ctx, &wg)
 	wg.Go(func() {
 		g.fresh.Run(ctx, func(why string) {
 			select {
@@ -350,6 +355,7 @@ wait:
 
 func (g *Gateway) close() {
 	g.closeListeners()
+	g.closePolicy()
 	if g.engine != nil {
 		g.engine.Close()
 	}

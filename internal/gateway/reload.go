@@ -72,7 +72,7 @@ func (g *Gateway) startReload(ctx context.Context) *reloadJob {
 var restartKeys = []string{"store", "admin.listen", "admin.token_file", "run_as", "node", "log.format"}
 
 func needsRestart(key string) bool {
-	for _, k := range restartKeys {
+	for _, k := range append(restartKeys, policyKeys...) {
 		if key == k || strings.HasPrefix(key, k+".") {
 			return true
 		}
@@ -106,6 +106,10 @@ func (g *Gateway) apply(snap *snapshot.Snapshot) error {
 	if err != nil {
 		return err
 	}
+	policyGrants, err := g.policyGrants(snap)
+	if err != nil {
+		return err
+	}
 	plan, err := g.prepare(snap)
 	if err != nil {
 		return err
@@ -114,6 +118,7 @@ func (g *Gateway) apply(snap *snapshot.Snapshot) error {
 	g.fresh.Apply(snap)
 	g.engine.Apply(snap.Guard)
 	g.grant.Store(&grant)
+	policyGrants()
 	g.level.Set(logLevel(snap.Config))
 	problems := g.commit(plan)
 
