@@ -163,9 +163,11 @@ func (p *Postfix) Serve(ctx context.Context, ln net.Listener) error {
 // pfConn is the state of one policy connection: the SMTP session Postfix
 // is asking about.
 type pfConn struct {
-	mu  sync.Mutex
-	key string // client_address and client_port of the session
-	s   *guard.Session
+	mu   sync.Mutex
+	key  string // client_address and client_port of the session
+	s    *guard.Session
+	last pfRequest // the session's last request and its answer: Postfix
+	ans  string    // asks again for each restriction list that names postern
 }
 
 func (c *pfConn) close() {
@@ -254,7 +256,21 @@ func (p *Postfix) decide(c *pfConn, req *pfRequest) string {
 			c.s = nil
 		}
 		c.key = key
+		c.last, c.ans = pfRequest{}, ""
 	}
+	// The same question again (check_policy_service in more than one
+	// restriction list, e.g. client and relay restrictions both evaluated
+	// at RCPT) gets the same answer and counts nothing twice.
+	if c.ans != "" && *req == c.last {
+		return c.ans
+	}
+	c.last = *req
+	c.ans = p.judge(c, req, addr, svc)
+	return c.ans
+}
+
+// judge decides a request the session has not asked before.
+func (p *Postfix) judge(c *pfConn, req *pfRequest, addr netip.Addr, svc service.Service) string {
 	st := p.eng.Settings()
 	var v guard.Verdict
 	if st.Policy != nil && st.Policy.Service(svc) != nil {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -61,6 +62,11 @@ func TestPostfixRelay(t *testing.T) {
 	if blocked(eng, "198.51.100.7") {
 		t.Fatal("blocked after one relay attempt")
 	}
+	// The same question again (another restriction list) counts once.
+	c.ask(with(s, "protocol_state=RCPT", "sender=a@b.org", "recipient=victim@elsewhere.invalid")...)
+	if blocked(eng, "198.51.100.7") {
+		t.Fatal("a repeated question counted twice")
+	}
 	c.ask(with(s, "protocol_state=RCPT", "sender=a@b.org", "recipient=victim@Elsewhere.invalid")...)
 	if !blocked(eng, "198.51.100.7") {
 		t.Fatal("not blocked after two relay attempts")
@@ -95,7 +101,7 @@ func TestPostfixTriggers(t *testing.T) {
 	// alice may log in from 127.0.0.0/16 only.
 	s := session("203.0.113.2", "1")
 	for i := range 3 {
-		a := c.ask(with(s, "protocol_state=RCPT", "sasl_username=Alice@example.com", "recipient=x@elsewhere.invalid")...)
+		a := c.ask(with(s, "protocol_state=RCPT", "sasl_username=Alice@example.com", "recipient=x"+strconv.Itoa(i)+"@elsewhere.invalid")...)
 		want := "554 5.7.1 Access denied"
 		if i == 2 {
 			want = "421 4.7.1 Blocked (failed logins): closing connection"
