@@ -36,6 +36,15 @@ func newEngine(t testing.TB, yaml string) *guard.Engine {
 	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	eng := newEngineAt(t, path)
+	t.Cleanup(func() { eng.Close() })
+	return eng
+}
+
+// newEngineAt builds an engine from the configuration file at path; the
+// engine is never closed (the end-to-end tests share one per binary).
+func newEngineAt(t testing.TB, path string) *guard.Engine {
+	t.Helper()
 	snap, err := snapshot.Load(context.Background(), path, time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -44,7 +53,6 @@ func newEngine(t testing.TB, yaml string) *guard.Engine {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { eng.Close() })
 	return eng
 }
 

@@ -332,14 +332,14 @@ func (p *Postfix) rcpt(s *guard.Session, st *guard.Settings, addr netip.Addr, re
 		if d := s.RelayDenied(req.rcpt); d.Action == guard.Close {
 			return close421(d)
 		}
-		return "554 5.7.1 <" + req.rcpt + ">: Relay access denied"
+		return "554 5.7.1 Relay access denied" // Postfix adds "<rcpt>: Recipient address rejected: "
 	}
 	d := s.Recipient(req.rcpt)
 	switch {
 	case d.Action == guard.Close:
 		return close421(d)
 	case d.Reject:
-		return "550 5.1.1 <" + req.rcpt + ">: Recipient address rejected"
+		return "550 5.1.1 Recipient address rejected"
 	}
 	return "DUNNO"
 }

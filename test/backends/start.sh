@@ -222,13 +222,12 @@ if [ -n "${POSTERN_BACKENDS_POSTFIX_POLICY:-}" ]; then
   cat >> "$DIR/postfix/conf/main.cf" <<EOF2
 
 # ---- postern's policy service (POSTERN_BACKENDS_POSTFIX_POLICY)
-smtpd_client_restrictions = check_policy_service $POSTERN_BACKENDS_POSTFIX_POLICY
 smtpd_relay_restrictions = check_policy_service $POSTERN_BACKENDS_POSTFIX_POLICY, permit_sasl_authenticated, reject_unauth_destination
 smtpd_end_of_data_restrictions = check_policy_service $POSTERN_BACKENDS_POSTFIX_POLICY
 smtpd_policy_service_default_action = DUNNO
 smtpd_policy_service_timeout = 5s
 smtpd_policy_service_try_limit = 1
-smtpd_policy_service_retry_delay = 0s
+smtpd_policy_service_retry_delay = 1s
 EOF2
 fi
 if [ -n "${POSTERN_BACKENDS_DOVECOT_POLICY_URL:-}" ]; then
