@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -225,7 +226,10 @@ func FuzzDovecotRequest(f *testing.F) {
 	eng := newEngine(f, "")
 	d := NewDovecot(eng, Options{})
 	f.Fuzz(func(t *testing.T, cmd, body string) {
-		req, _ := http.NewRequest("POST", "/?command="+cmd, strings.NewReader(body))
+		req, err := http.NewRequest("POST", "/?command="+url.QueryEscape(cmd), strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
 		w := &discardWriter{h: http.Header{}}
 		d.ServeHTTP(w, req)
 	})
