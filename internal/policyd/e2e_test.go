@@ -3,6 +3,7 @@ package policyd
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"net"
 	"net/netip"
@@ -22,8 +23,9 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 // e2eYAML is the engine of the end-to-end tests: policy mode only, the
 // test backends' domains local.
 const e2eYAML = `local_domains: "example.test; other.test"
+login_restrictions: [ "carol@other.test=198.51.100.0/24" ]
 intrusion_prevention:
-  smtp: { relay_denials: 2, failed_logins: 5 }
+  smtp: { relay_denials: 2, failed_logins: 5, tarpit_accounts: "trap@example.test" }
   imap_pop3: { failed_logins: 5 }
 `
 
@@ -272,5 +274,76 @@ func TestE2EPosternDown(t *testing.T) {
 	}
 	if r := w.imapLogin(t, "203.0.113.91:4000", "bob@example.test", w.env.Users["bob@example.test"]); !strings.HasPrefix(r, "a OK") {
 		t.Fatalf("Dovecot with postern down: %q", r)
+	}
+}
+
+// The same through POP3: five wrong passwords block the address; and a
+// restricted account is refused by Dovecot with the right password from
+// an address its login restriction does not grant.
+func TestE2EDovecotPOP3AndRestriction(t *testing.T) {
+	w := world(t)
+	const src = "203.0.113.72"
+	pop := func(src, user, pass string) string {
+		l := w.dial(t, w.env.POP3Proxy, src)
+		defer l.c.Close()
+		if g := l.read(); !strings.HasPrefix(g, "+OK") {
+			t.Fatalf("greeting %q", g)
+		}
+		l.send("USER " + user)
+		l.read()
+		l.send("PASS " + pass)
+		return l.read()
+	}
+	for i := range 5 {
+		if r := pop(src+":4000", "bob@example.test", fmt.Sprintf("wrong-%d", i)); !strings.HasPrefix(r, "-ERR") {
+			t.Fatalf("wrong password %d: %q", i+1, r)
+		}
+	}
+	waitBlocked(t, w.eng, src)
+	if r := pop(src+":4001", "bob@example.test", w.env.Users["bob@example.test"]); !strings.HasPrefix(r, "-ERR") {
+		t.Fatalf("right password from the blocked address: %q", r)
+	}
+	carol := w.env.Users["carol@other.test"]
+	if r := w.imapLogin(t, "203.0.113.73:4000", "carol@other.test", carol); !strings.HasPrefix(r, "a NO") {
+		t.Fatalf("restricted account from a non-granted address: %q", r)
+	}
+	if r := w.imapLogin(t, "198.51.100.73:4000", "carol@other.test", carol); !strings.HasPrefix(r, "a OK") {
+		t.Fatalf("restricted account from its network: %q", r)
+	}
+}
+
+// Postfix SMTP AUTH through Dovecot SASL: Dovecot reports the failures
+// (protocol smtp) and five block the address, which Postfix's policy
+// then refuses too; mail to a tarpit account blocks at once.
+func TestE2EPostfixAuthAndTarpit(t *testing.T) {
+	w := world(t)
+	const src = "203.0.113.85"
+	l := w.dial(t, w.env.SMTPProxy, src+":4000")
+	l.smtp("")
+	l.smtp("EHLO client.example")
+	for i := range 5 {
+		blob := base64.StdEncoding.EncodeToString([]byte("\x00alice@example.test\x00wrong-" + fmt.Sprint(i)))
+		if r := l.smtp("AUTH PLAIN " + blob); !strings.HasPrefix(r, "535") {
+			t.Fatalf("wrong password %d: %q", i+1, r)
+		}
+	}
+	waitBlocked(t, w.eng, src)
+	l = w.dial(t, w.env.SMTPProxy, src+":4001")
+	l.smtp("")
+	l.smtp("EHLO client.example")
+	l.smtp("MAIL FROM:<a@b.example>")
+	if r := l.smtp("RCPT TO:<alice@example.test>"); !strings.Contains(r, "Blocked (failed logins)") {
+		t.Fatalf("after failed SMTP AUTH: %q", r)
+	}
+
+	l = w.dial(t, w.env.SMTPProxy, "203.0.113.86:4000")
+	l.smtp("")
+	l.smtp("EHLO client.example")
+	l.smtp("MAIL FROM:<a@b.example>")
+	if r := l.smtp("RCPT TO:<trap@example.test>"); !strings.Contains(r, "Blocked (tarpit account)") {
+		t.Fatalf("tarpit account: %q", r)
+	}
+	if !blocked(w.eng, "203.0.113.86") {
+		t.Fatal("tarpit account: not blocked")
 	}
 }
