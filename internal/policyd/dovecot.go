@@ -32,9 +32,10 @@ const maxDovecotBody = 16 << 10
 // answer is what weakforced answers, {"status":N,"msg":"…"}: N < 0
 // rejects the login, 0 allows it, N > 0 delays it N seconds.
 type Dovecot struct {
-	eng   Engine
-	opts  Options
-	stats Stats
+	eng     Engine
+	opts    Options
+	stats   Stats
+	pending inflight
 }
 
 // NewDovecot returns a Dovecot policy server on eng.
@@ -53,6 +54,7 @@ type dcRequest struct {
 	PwHash       string `json:"pwhash"`
 	Remote       string `json:"remote"`
 	Protocol     string `json:"protocol"`
+	SessionID    string `json:"session_id"`
 	Success      *bool  `json:"success"`
 	PolicyReject bool   `json:"policy_reject"`
 }
@@ -98,6 +100,28 @@ func (d *Dovecot) Serve(ctx context.Context, ln net.Listener) error {
 		}
 	})
 	defer stop()
+	sweepDone := make(chan struct{})
+	sweepCtx, stopSweep := context.WithCancel(ctx)
+	go func() {
+		defer close(sweepDone)
+		t := time.NewTicker(pendingTTL / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-sweepCtx.Done():
+				return
+			case now := <-t.C:
+				if n := d.pending.sweep(now.Add(-pendingTTL)); n > 0 {
+					d.opts.Log.Warn("dovecot never reported logins; their slots are freed uncounted", "logins", n)
+				}
+			}
+		}
+	}()
+	defer func() {
+		stopSweep()
+		<-sweepDone
+		d.pending.closeAll()
+	}()
 	err := srv.Serve(l)
 	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, errClosed) {
 		return nil
@@ -157,8 +181,21 @@ func (d *Dovecot) decide(cmd string, req *dcRequest) dcAnswer {
 	if req.PwHash != "" {
 		fp = d.eng.PasswordFingerprint(req.Login, "dovecot pwhash\x00"+req.PwHash)
 	}
+	failed := req.Success != nil && !*req.Success && !req.PolicyReject
 	if cmd == "report" {
-		if req.Success != nil && !*req.Success && !req.PolicyReject && req.Login != "" {
+		if p, ok := d.pending.take(req.SessionID); req.SessionID != "" && ok {
+			defer p.s.Close()
+			switch {
+			case req.Success != nil && *req.Success:
+				p.l.Succeeded()
+			case failed:
+				p.l.Failed(fp)
+			default:
+				p.l.Abandon()
+			}
+			return dcAnswer{}
+		}
+		if failed && req.Login != "" {
 			s := d.eng.Attach(addr, svc)
 			defer s.Close()
 			s.LoginFailed(req.Login, fp)
@@ -193,7 +230,34 @@ func (d *Dovecot) decide(cmd string, req *dcRequest) dcAnswer {
 	if delay > 0 {
 		return dcAnswer{Status: int((delay + time.Second - 1) / time.Second)}
 	}
+	if req.SessionID != "" && req.Login != "" && !d.pending.has(req.SessionID) {
+		if a, held := d.hold(addr, svc, req); held {
+			return a
+		}
+	}
 	return dcAnswer{}
+}
+
+// hold begins the login as the inline login gate does (BeginLogin) and
+// keeps it until Dovecot reports its result: while an address's failures
+// plus its logins in flight reach failed_logins, a further login waits
+// for them, and is refused when it cannot go on before the decision
+// deadline. held is false when the login is not held (the table is full).
+func (d *Dovecot) hold(addr netip.Addr, svc service.Service, req *dcRequest) (dcAnswer, bool) {
+	s := d.eng.Attach(addr, svc)
+	ctx, cancel := context.WithTimeout(context.Background(), d.opts.DecisionTimeout*3/4)
+	defer cancel()
+	l, bd := s.BeginLogin(ctx, req.Login)
+	if l == nil {
+		s.Close()
+		return dcAnswer{Status: -1, Msg: bd.Refusal()}, true
+	}
+	if !d.pending.add(req.SessionID, pending{s: s, l: l, begun: time.Now()}) {
+		l.Abandon()
+		s.Close()
+		return dcAnswer{}, false
+	}
+	return dcAnswer{}, true
 }
 
 // EnsureNonce makes sure the file at path holds a hash nonce for Dovecot's

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -243,3 +244,61 @@ type discardWriter struct {
 func (w *discardWriter) Header() http.Header         { return w.h }
 func (w *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
 func (w *discardWriter) WriteHeader(c int)           { w.code = c }
+
+func dcSession(login, pwhash, remote, session string) string {
+	return `{"login":"` + login + `","pwhash":"` + pwhash + `","remote":"` + remote + `","protocol":"pop3","session_id":"` + session + `"}`
+}
+
+func dcSessionReport(login, pwhash, remote, session string, success bool) string {
+	return strings.TrimSuffix(dcSession(login, pwhash, remote, session), "}") + `,"success":` + boolText(success) + `,"policy_reject":false}`
+}
+
+// Logins in flight are held as the inline login gate holds them: with
+// failed_logins 5 and five logins asked about but not reported, a sixth
+// waits and is refused at the decision deadline; a reported success frees
+// a place; five reported failures block. A login Dovecot never reports is
+// abandoned uncounted.
+func TestDovecotLoginsInFlight(t *testing.T) {
+	eng := newEngine(t, "")
+	d := NewDovecot(eng, Options{DecisionTimeout: 400 * time.Millisecond})
+	url := serveDovecot(t, d)
+	const ip = "192.0.2.60"
+	for i := range 5 {
+		if a := ask(t, url, "allow", dcSession("bob@example.com", "p", ip, "s"+strconv.Itoa(i))); a.Status != 0 {
+			t.Fatalf("login %d in flight: %+v", i+1, a)
+		}
+	}
+	if a := ask(t, url, "allow", dcSession("bob@example.com", "p", ip, "s5")); a.Status != -1 {
+		t.Fatalf("sixth login with five in flight: %+v", a)
+	}
+	// The same session asked again (auth_policy_check_after_auth) is not
+	// held behind itself.
+	if a := ask(t, url, "allow", dcSession("bob@example.com", "p", ip, "s0")); a.Status != 0 {
+		t.Fatalf("the check after authentication: %+v", a)
+	}
+	ask(t, url, "report", dcSessionReport("bob@example.com", "p", ip, "s0", true))
+	if a := ask(t, url, "allow", dcSession("bob@example.com", "p", ip, "s6")); a.Status != 0 {
+		t.Fatalf("a login after a success freed a place: %+v", a)
+	}
+	for i, s := range []string{"s1", "s2", "s3", "s4"} {
+		ask(t, url, "report", dcSessionReport("bob@example.com", "w"+strconv.Itoa(i), ip, s, false))
+	}
+	if blocked(eng, ip) {
+		t.Fatal("blocked after four failures")
+	}
+	ask(t, url, "report", dcSessionReport("bob@example.com", "w9", ip, "s6", false))
+	if !blocked(eng, ip) {
+		t.Fatal("not blocked after five failures")
+	}
+	// Never reported: freed uncounted by the sweep.
+	const ip2 = "192.0.2.61"
+	for i := range 5 {
+		ask(t, url, "allow", dcSession("bob@example.com", "p", ip2, "t"+strconv.Itoa(i)))
+	}
+	if n := d.pending.sweep(time.Now().Add(time.Second)); n != 5 {
+		t.Fatalf("swept %d", n)
+	}
+	if a := ask(t, url, "allow", dcSession("bob@example.com", "p", ip2, "t5")); a.Status != 0 || blocked(eng, ip2) {
+		t.Fatalf("after the sweep: %+v", a)
+	}
+}
