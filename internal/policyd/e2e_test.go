@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -346,4 +347,48 @@ func TestE2EPostfixAuthAndTarpit(t *testing.T) {
 	if !blocked(w.eng, "203.0.113.86") {
 		t.Fatal("tarpit account: not blocked")
 	}
+}
+
+// The latency a Dovecot login sees with postern's policy: IMAP logins
+// (right password) timed from LOGIN to the tagged OK, with the policy
+// server up, then down. Down is not "off": Dovecot's HTTP client retries
+// the refused connection until auth_policy_server_timeout_msecs, for the
+// check before and the one after authentication (2 × 2 s here), and only
+// then lets the login through. The figures are logged; BENCHMARKS.md
+// records them.
+func TestE2EDovecotLoginLatency(t *testing.T) {
+	w := world(t)
+	measure := func(prefix string, n int) (p50, p99 time.Duration) {
+		lat := make([]time.Duration, 0, n)
+		for i := range n {
+			l := w.dial(t, w.env.IMAPProxy, fmt.Sprintf("%s.%d:4000", prefix, i+1))
+			if g := l.read(); !strings.HasPrefix(g, "* OK") {
+				t.Fatalf("greeting %q", g)
+			}
+			t0 := time.Now()
+			l.send(`a LOGIN "alice@example.test" "` + w.env.Users["alice@example.test"] + `"`)
+			for {
+				s := l.read()
+				if strings.HasPrefix(s, "a ") {
+					if !strings.HasPrefix(s, "a OK") {
+						t.Fatalf("login: %q", s)
+					}
+					break
+				}
+			}
+			lat = append(lat, time.Since(t0))
+			l.send("b LOGOUT")
+			l.c.Close()
+		}
+		slices.Sort(lat)
+		return lat[n/2], lat[n*99/100]
+	}
+	on50, on99 := measure("198.51.100", 100)
+	if on50 > time.Second {
+		t.Errorf("a login with the policy takes %v (p50)", on50)
+	}
+	w.stop()
+	defer w.start(t)
+	off50, off99 := measure("192.0.2", 3)
+	t.Logf("Dovecot IMAP login: policy on (100 logins) p50 %v p99 %v; postern down (3 logins) p50 %v p99 %v", on50, on99, off50, off99)
 }
