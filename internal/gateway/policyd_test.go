@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -27,7 +28,7 @@ func TestPolicyServers(t *testing.T) {
 	cfg := filepath.Join(dir, "postern.yaml")
 	body := func(grant string) string {
 		return state + `policy:
-  postfix: { listen: "127.0.0.1:0", grant: "` + grant + `" }
+  postfix: { listen: "127.0.0.1:0", grant: "` + grant + `", max_connections: ` + strconv.Itoa(len(grant)) + ` }
   dovecot: { listen: "127.0.0.1:0", grant: "127.0.0.1", hash_nonce_file: dovecot-nonce }
 `
 	}
@@ -84,5 +85,17 @@ func TestPolicyServers(t *testing.T) {
 	logs.waitLog(t, "configuration reloaded", 1)
 	if a, err := ask(); err == nil && a != "" {
 		t.Fatalf("postfix policy after the grant moved away: %q", a)
+	}
+	if log := logs.String(); !strings.Contains(log, "policy.postfix.max_connections") || !strings.Contains(log, "these settings take effect at the next restart") {
+		t.Errorf("the reload log does not name the policy key that waits for a restart:\n%s", log)
+	}
+
+	// A grant with a host mask does not build: the reload is refused and
+	// the running grant stays.
+	writeConfig(t, cfg, body("*.example.com"))
+	reload <- struct{}{}
+	logs.waitLog(t, "configuration reload failed", 1)
+	if !strings.Contains(logs.String(), "policy.postfix.grant takes addresses and networks") {
+		t.Errorf("reload log:\n%s", logs.String())
 	}
 }
