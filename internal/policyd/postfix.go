@@ -195,7 +195,10 @@ func (p *Postfix) serveConn(nc net.Conn) {
 			}
 			return
 		}
-		action, ok := within(p.opts.DecisionTimeout, func() string { return p.decide(st, &req) })
+		// The decision gets its own copy: one that runs late must not see
+		// the next request read into req.
+		q := req
+		action, ok := within(p.opts.DecisionTimeout, func() string { return p.decide(st, &q) })
 		if !ok {
 			p.stats.NoOpinion.Add(1)
 			p.opts.Log.Warn("postfix policy decision took too long; answered DUNNO", "client", req.client, "state", req.state)
