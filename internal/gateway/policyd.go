@@ -158,3 +158,16 @@ func (g *Gateway) PolicyAddr(name string) net.Addr {
 	}
 	return ln.Addr()
 }
+
+// PolicyStats returns the counters of the named policy server ("postfix",
+// "dovecot") — requests, "no opinion" answers, refused and bad
+// connections — or nil when it does not run.
+func (g *Gateway) PolicyStats(name string) *policyd.Stats {
+	switch {
+	case name == "postfix" && g.policy.postfix != nil:
+		return g.policy.postfix.Stats()
+	case name == "dovecot" && g.policy.dovecot != nil:
+		return g.policy.dovecot.Stats()
+	}
+	return nil
+}

@@ -183,7 +183,7 @@ func (d *Dovecot) decide(cmd string, req *dcRequest) dcAnswer {
 	}
 	failed := req.Success != nil && !*req.Success && !req.PolicyReject
 	if cmd == "report" {
-		if p, ok := d.pending.take(req.SessionID); req.SessionID != "" && ok {
+		if p, ok := d.pending.take(req.SessionID); req.SessionID != "" && ok && p.l != nil {
 			defer p.s.Close()
 			switch {
 			case req.Success != nil && *req.Success:
@@ -223,14 +223,24 @@ func (d *Dovecot) decide(cmd string, req *dcRequest) dcAnswer {
 		}
 		return dcAnswer{Status: -1, Msg: "Access denied"}
 	}
+	// The check after authentication (auth_policy_check_after_auth) asks
+	// again about a login in flight: it was delayed and held already.
+	if req.SessionID != "" && d.pending.has(req.SessionID) {
+		return dcAnswer{}
+	}
 	delay := s.LoginDelay(req.Login)
 	if v.Action == guard.Tarpit {
 		delay += v.Delay
 	}
 	if delay > 0 {
+		if req.SessionID != "" {
+			// Remembered without a place in the login gate, so the check
+			// after authentication does not delay the login again.
+			d.pending.add(req.SessionID, pending{begun: time.Now()})
+		}
 		return dcAnswer{Status: int((delay + time.Second - 1) / time.Second)}
 	}
-	if req.SessionID != "" && req.Login != "" && !d.pending.has(req.SessionID) {
+	if req.SessionID != "" && req.Login != "" {
 		if a, held := d.hold(addr, svc, req); held {
 			return a
 		}

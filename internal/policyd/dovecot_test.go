@@ -154,6 +154,11 @@ func TestDovecotAccountDelay(t *testing.T) {
 	if a := ask(t, url, "allow", dcBody("dave@example.com", "h", "198.51.100.9", "pop3")); a.Status != 2 {
 		t.Fatalf("account protection: %+v, want a delay of 2 seconds", a)
 	}
+	// The check after authentication of the same login (same session_id)
+	// is not delayed again.
+	if a := ask(t, url, "allow", dcBody("dave@example.com", "h", "198.51.100.9", "pop3")); a.Status != 0 {
+		t.Fatalf("check after authentication: %+v", a)
+	}
 	if a := ask(t, url, "allow", dcBody("erin@example.com", "h", "198.51.100.9", "pop3")); a.Status != 0 {
 		t.Fatalf("another account: %+v", a)
 	}

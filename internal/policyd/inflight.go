@@ -14,11 +14,20 @@ const (
 )
 
 // pending is a login between Dovecot's allow and its report: the engine's
-// Login (BeginLogin, as the inline login gate holds it) and its session.
+// Login (BeginLogin, as the inline login gate holds it) and its session;
+// both nil for a login answered with a delay, which holds no place.
 type pending struct {
 	s     *guard.Session
 	l     *guard.Login
 	begun time.Time
+}
+
+// end frees the login's place uncounted and closes its session.
+func (p pending) end() {
+	if p.l != nil {
+		p.l.Abandon()
+		p.s.Close()
+	}
 }
 
 // inflight holds the logins Dovecot asked about and has not reported,
@@ -41,8 +50,7 @@ func (f *inflight) add(id string, p pending) bool {
 		return false
 	}
 	if old, ok := f.m[id]; ok {
-		old.l.Abandon()
-		old.s.Close()
+		old.end()
 	}
 	f.m[id] = p
 	return true
@@ -81,8 +89,7 @@ func (f *inflight) sweep(cut time.Time) int {
 	}
 	f.mu.Unlock()
 	for _, p := range old {
-		p.l.Abandon()
-		p.s.Close()
+		p.end()
 	}
 	return len(old)
 }
