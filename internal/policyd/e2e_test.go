@@ -337,6 +337,28 @@ func TestE2EPostfixAuthAndTarpit(t *testing.T) {
 		t.Fatalf("after failed SMTP AUTH: %q", r)
 	}
 
+	// A restricted account: its SMTP AUTH is refused (by Dovecot's policy,
+	// which Postfix's SASL asks) from an address its restriction does not
+	// grant, with the right password; from its network it logs in and
+	// relays.
+	carol := base64.StdEncoding.EncodeToString([]byte("\x00carol@other.test\x00" + w.env.Users["carol@other.test"]))
+	l = w.dial(t, w.env.SMTPProxy, "203.0.113.87:4000")
+	l.smtp("")
+	l.smtp("EHLO client.example")
+	if r := l.smtp("AUTH PLAIN " + carol); !strings.HasPrefix(r, "535") {
+		t.Fatalf("restricted account from a non-granted address: %q", r)
+	}
+	l = w.dial(t, w.env.SMTPProxy, "198.51.100.87:4000")
+	l.smtp("")
+	l.smtp("EHLO client.example")
+	if r := l.smtp("AUTH PLAIN " + carol); !strings.HasPrefix(r, "235") {
+		t.Fatalf("restricted account from its network: %q", r)
+	}
+	l.smtp("MAIL FROM:<carol@other.test>")
+	if r := l.smtp("RCPT TO:<someone@elsewhere.invalid>"); !strings.HasPrefix(r, "250") {
+		t.Fatalf("authenticated relay: %q", r)
+	}
+
 	l = w.dial(t, w.env.SMTPProxy, "203.0.113.86:4000")
 	l.smtp("")
 	l.smtp("EHLO client.example")
