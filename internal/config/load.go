@@ -127,6 +127,7 @@ func (f *File) validate(d *decoder) {
 	f.validateConsole(d)
 	f.validateMetrics(d)
 	f.validateSMTPExtras(d)
+	f.validatePolicy(d)
 	switch f.Log.Level.Value {
 	case "", "debug", "info", "warn", "error":
 	default:

@@ -41,6 +41,7 @@ type File struct {
 	RunAs               string              `yaml:"run_as"`  // user to switch to after binding ports (when started as root)
 	Log                 Log                 `yaml:"log"`
 	Cluster             Cluster             `yaml:"cluster"` // shared blocks and counters; off unless redis, addresses or sentinel is set
+	Policy              PolicyServices      `yaml:"policy"`  // policy-service mode (Postfix, Dovecot)
 }
 
 // Logins says how the backends resolve a login name to an account, so that

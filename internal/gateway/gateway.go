@@ -113,6 +113,7 @@ type Gateway struct {
 	status  statusState      // what Status reports (status.go)
 	cluster *cluster.Cluster // links the engine to the other gateways (cluster mode)
 	obs     observe          // metrics and service manager notifications (metrics.go)
+	policy  policyState      // the policy servers (policyd.go)
 }
 
 // Serve starts a gateway and runs it until ctx is done, reloading the
@@ -179,6 +180,9 @@ func Start(ctx context.Context, path string, opts Options) (_ *Gateway, err erro
 		return nil, err
 	}
 	if err := g.bindConsole(ctx, snap); err != nil {
+		return nil, err
+	}
+	if err := g.bindPolicy(snap); err != nil {
 		return nil, err
 	}
 	if err := dropPrivileges(cfg.RunAs, g.log); err != nil {
@@ -274,6 +278,7 @@ func (g *Gateway) Run(ctx context.Context, reload <-chan struct{}) error {
 		wg.Go(func() { g.serveConsole(ctx) })
 	}
 	g.runMetrics(ctx, &wg)
+	g.servePolicy(ctx, &wg)
 	wg.Go(func() {
 		g.fresh.Run(ctx, func(why string) {
 			select {
@@ -381,6 +386,7 @@ func (g *Gateway) close() {
 	g.closeConsole()
 	g.closeCluster()
 	g.closeMetrics()
+	g.closePolicy()
 	if g.engine != nil {
 		g.engine.Close()
 	}

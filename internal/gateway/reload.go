@@ -74,7 +74,7 @@ var restartKeys = []string{"store", "admin.listen", "admin.token_file", "run_as"
 	"console.listen", "console.tls", "console.idle_timeout", "console.users_file", "cluster", "metrics.listen"}
 
 func needsRestart(key string) bool {
-	for _, k := range restartKeys {
+	for _, k := range append(restartKeys, policyKeys...) {
 		if key == k || strings.HasPrefix(key, k+".") {
 			return true
 		}
@@ -112,6 +112,10 @@ func (g *Gateway) apply(snap *snapshot.Snapshot) error {
 	if _, err := metricsGrant(snap); err != nil {
 		return err
 	}
+	policyGrants, err := g.policyGrants(snap)
+	if err != nil {
+		return err
+	}
 	plan, err := g.prepare(snap)
 	if err != nil {
 		return err
@@ -120,6 +124,7 @@ func (g *Gateway) apply(snap *snapshot.Snapshot) error {
 	g.fresh.Apply(snap)
 	g.engine.Apply(snap.Guard)
 	g.grant.Store(&grant)
+	policyGrants()
 	g.level.Set(logLevel(snap.Config))
 	problems := g.commit(plan)
 	g.noteListeners()

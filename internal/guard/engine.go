@@ -229,6 +229,11 @@ func (e *Engine) Admit(addr netip.Addr, svc service.Service) Verdict {
 	if s.Policy != nil && !s.Policy.AllowService(svc, addr) {
 		return e.refused(s, addr, svc)
 	}
+	return e.admitBlocks(s, addr, svc)
+}
+
+// admitBlocks is the block table's half of Admit.
+func (e *Engine) admitBlocks(s *Settings, addr netip.Addr, svc service.Service) Verdict {
 	tbl := e.blocks.Load()
 	if !tbl.Contains(addr) {
 		return Verdict{}

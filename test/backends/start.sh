@@ -211,6 +211,37 @@ render dovecot.conf.in "$DIR/dovecot/dovecot.conf"
 render main.cf.in "$DIR/postfix/conf/main.cf"
 render master.cf.in "$DIR/postfix/conf/master.cf"
 
+# Policy services (postern's policy-service mode tests), off unless asked:
+#   POSTERN_BACKENDS_POSTFIX_POLICY=inet:127.0.0.1:PORT     check_policy_service
+#   POSTERN_BACKENDS_DOVECOT_POLICY_URL=http://127.0.0.1:PORT/  auth_policy_server_url
+#   POSTERN_BACKENDS_DOVECOT_POLICY_NONCE_FILE=/path         auth_policy_hash_nonce = </path
+# Both fail open when the policy server is down (DUNNO; Dovecot's default
+# auth_policy_reject_on_fail = no).
+if [ -n "${POSTERN_BACKENDS_POSTFIX_POLICY:-}" ]; then
+  [[ $POSTERN_BACKENDS_POSTFIX_POLICY =~ ^inet:[0-9.]+:[0-9]+$ ]] || be_die "POSTERN_BACKENDS_POSTFIX_POLICY must be inet:ADDR:PORT"
+  cat >> "$DIR/postfix/conf/main.cf" <<EOF2
+
+# ---- postern's policy service (POSTERN_BACKENDS_POSTFIX_POLICY)
+smtpd_relay_restrictions = check_policy_service $POSTERN_BACKENDS_POSTFIX_POLICY, permit_sasl_authenticated, reject_unauth_destination
+smtpd_end_of_data_restrictions = check_policy_service $POSTERN_BACKENDS_POSTFIX_POLICY
+smtpd_policy_service_default_action = DUNNO
+smtpd_policy_service_timeout = 5s
+smtpd_policy_service_try_limit = 1
+smtpd_policy_service_retry_delay = 1s
+EOF2
+fi
+if [ -n "${POSTERN_BACKENDS_DOVECOT_POLICY_URL:-}" ]; then
+  [[ $POSTERN_BACKENDS_DOVECOT_POLICY_URL =~ ^http://[0-9.]+:[0-9]+/$ ]] || be_die "POSTERN_BACKENDS_DOVECOT_POLICY_URL must be http://ADDR:PORT/"
+  [ -f "${POSTERN_BACKENDS_DOVECOT_POLICY_NONCE_FILE:-}" ] || be_die "POSTERN_BACKENDS_DOVECOT_POLICY_NONCE_FILE must name the nonce file"
+  cat >> "$DIR/dovecot/dovecot.conf" <<EOF2
+
+# ---- postern's authentication policy (POSTERN_BACKENDS_DOVECOT_POLICY_URL)
+auth_policy_server_url = $POSTERN_BACKENDS_DOVECOT_POLICY_URL
+auth_policy_hash_nonce = <$POSTERN_BACKENDS_DOVECOT_POLICY_NONCE_FILE
+auth_policy_server_timeout_msecs = 2000
+EOF2
+fi
+
 # conf/users -> Dovecot's passwd-file and Postfix's recipient table.
 USERS=$(awk '!/^[[:space:]]*(#|$)/ { print $1, $2 }' "$BE_HOME/conf/users")
 [ -n "$USERS" ] || be_die "conf/users lists no users"

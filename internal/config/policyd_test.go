@@ -1,0 +1,48 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestPolicyConfig(t *testing.T) {
+	f, err := Parse("/etc/postern/p.yaml", []byte(`
+policy:
+  postfix: { listen: "127.0.0.1:10040", grant: "127.0.0.1" }
+  dovecot: { listen: "127.0.0.1:8084", grant: "127.0.0.1; ::1", hash_nonce_file: dovecot-nonce, max_connections: 10 }
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, d := f.Policy.Postfix, f.Policy.Dovecot
+	if !p.On() || p.Listen.Value != "127.0.0.1:10040" || p.Grant.Value != "127.0.0.1" || p.DecisionTime.D != 2*time.Second || p.MaxConnections != 200 || p.IdleTimeout.D != 330*time.Second {
+		t.Errorf("postfix: %+v", p)
+	}
+	if !d.On() || d.HashNonceFile.Value != "/etc/postern/dovecot-nonce" || d.MaxConnections != 10 {
+		t.Errorf("dovecot: %+v", d)
+	}
+	f, err = Parse("/etc/postern/p.yaml", []byte("services: {}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Policy.Postfix.On() || f.Policy.Dovecot.On() {
+		t.Error("policy servers on without listen")
+	}
+}
+
+func TestPolicyConfigErrors(t *testing.T) {
+	for _, tc := range []struct{ yaml, want string }{
+		{"policy: { postfix: { listen: \"127.0.0.1:x\" } }", "policy.postfix.listen"},
+		{"policy: { postfix: { grant: \"127.0.0.1\" } }", "policy.postfix needs listen"},
+		{"policy: { postfix: { listen: \":1\", hash_nonce_file: x } }", "hash_nonce_file"},
+		{"policy: { dovecot: { listen: \":1\", decision_timeout: 0s } }", "decision_timeout must be positive"},
+		{"policy: { dovecot: { listen: \":1\", max_connections: 0 } }", "max_connections"},
+		{"policy: { exim: {} }", "exim"},
+	} {
+		_, err := Parse("/etc/postern/p.yaml", []byte(tc.yaml))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err %v, want %q", tc.yaml, err, tc.want)
+		}
+	}
+}
