@@ -136,12 +136,11 @@ func TestPostfixConnections(t *testing.T) {
 	eng := newEngine(t, "")
 	c := dialPostfix(t, servePostfix(t, NewPostfix(eng, Options{})))
 	for i := range 60 {
-		s := session("192.0.2.50", "1")
+		port := "3"
 		if i%2 == 1 {
-			s = session("192.0.2.50", "2") // a new session each time
-		} else {
-			s = session("192.0.2.50", "3")
+			port = "2" // alternating ports: a new session each time
 		}
+		s := session("192.0.2.50", port)
 		c.ask(with(s, "protocol_state=CONNECT")...)
 		c.ask(with(s, "protocol_state=RCPT", "recipient=bob@example.com")...)
 	}
