@@ -13,5 +13,5 @@ func groupName(gid uint32) string                  { return "" }
 
 var errInUse, errDenied, errNotLocal error
 
-// probeBind is not implemented off unix: nothing is reported.
+// probeBind has no probe off unix: it reports nothing.
 func probeBind(netip.AddrPort) error { return nil }
