@@ -106,6 +106,10 @@ type Cluster struct {
 // Redis Cluster; counter keys spread over the slots.
 type keys struct {
 	stream, index, block, counter string
+	// esc+prefix holds a prefix's escalation memory ("level ms": the level
+	// of its last automatic block and when it was made), escIndex lists
+	// them by expiry.
+	esc, escIndex string
 }
 
 // counterKey names the counter of ev; its fingerprint set is the same name
@@ -114,10 +118,12 @@ func (k keys) counterKey(ev guard.Event) string { return k.counter + "{" + ev.Ke
 
 func newKeys(prefix string) keys {
 	return keys{
-		stream:  prefix + "{b}:stream",
-		index:   prefix + "{b}:index",
-		block:   prefix + "{b}:k:",
-		counter: prefix + "c:",
+		stream:   prefix + "{b}:stream",
+		index:    prefix + "{b}:index",
+		block:    prefix + "{b}:k:",
+		counter:  prefix + "c:",
+		esc:      prefix + "{b}:e:",
+		escIndex: prefix + "{b}:eindex",
 	}
 }
 
@@ -549,8 +555,17 @@ func (c *Cluster) queuePublish(ctx context.Context, pipe redis.Pipeliner, ch gua
 			part := ch.Blocks[:min(chunk, len(ch.Blocks))]
 			ch.Blocks = ch.Blocks[len(part):]
 			_, data := changeData(guard.Change{Kind: guard.ChangePut, Blocks: part})
-			ks := []string{c.k.stream, c.k.index}
-			args := append(append([]any(nil), base...), now, data)
+			memVal, memExp := "", int64(0)
+			if ch.Auto && len(part) == 1 && ch.Memory > 0 {
+				last := part[0].LastSeen
+				if last.IsZero() {
+					last = part[0].FirstSeen
+				}
+				memVal = fmt.Sprintf("%d %d", part[0].Level, msOf(last))
+				memExp = last.Add(ch.Memory).UnixMilli()
+			}
+			ks := []string{c.k.stream, c.k.index, c.k.escIndex, c.k.esc + part[0].Prefix.String()}
+			args := append(append([]any(nil), base...), now, data, memVal, memExp)
 			for _, b := range part {
 				p := b.Prefix.String()
 				ks = append(ks, c.k.block+p)
@@ -805,6 +820,60 @@ func (c *Cluster) reconcile(ctx context.Context, pull bool) error {
 	}
 	// Index members of blocks long expired are dropped.
 	c.rdb.ZRemRangeByScore(tctx, c.k.index, "-inf", strconv.FormatInt(now.Add(-time.Hour).UnixMilli(), 10))
+	return c.pullMemory(tctx, now)
+}
+
+// memoryEngine is an engine that takes the cluster's escalation memory
+// (*guard.Engine does).
+type memoryEngine interface {
+	RememberOffence(p netip.Prefix, level int, last time.Time)
+}
+
+// pullMemory hands the cluster's escalation memory to the engine: the
+// level and time of every prefix's last automatic block within the
+// memory, whichever node made it, so this node's next block of the prefix
+// escalates from it even when it never applied that block (it was away,
+// joined later, or its store purged the block). Malformed records are
+// logged and skipped.
+func (c *Cluster) pullMemory(ctx context.Context, now time.Time) error {
+	me, ok := c.eng.(memoryEngine)
+	if !ok {
+		return nil
+	}
+	members, err := c.rdb.ZRangeByScore(ctx, c.k.escIndex, &redis.ZRangeBy{Min: strconv.FormatInt(now.UnixMilli(), 10), Max: "+inf"}).Result()
+	if err != nil {
+		return fmt.Errorf("cluster: reading the escalation index: %w", err)
+	}
+	n := 0
+	for len(members) > 0 {
+		part := members[:min(chunk, len(members))]
+		members = members[len(part):]
+		ks := make([]string, len(part))
+		for i, m := range part {
+			ks[i] = c.k.esc + m
+		}
+		vals, err := c.mget(ctx, ks)
+		if err != nil {
+			return fmt.Errorf("cluster: reading escalation memory: %w", err)
+		}
+		for i, v := range vals {
+			s, ok := v.(string)
+			if !ok {
+				continue // expired since
+			}
+			p, level, last, err := decodeMemory(part[i], s)
+			if err != nil {
+				c.log.Warn("cluster: skipping a malformed escalation key", "key", ks[i], "err", err)
+				continue
+			}
+			me.RememberOffence(p, level, last)
+			n++
+		}
+	}
+	c.rdb.ZRemRangeByScore(ctx, c.k.escIndex, "-inf", strconv.FormatInt(now.UnixMilli(), 10))
+	if n > 0 {
+		c.log.Debug("cluster: escalation memory read", "node", c.node, "prefixes", n)
+	}
 	return nil
 }
 

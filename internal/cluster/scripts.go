@@ -24,28 +24,38 @@ return n
 `)
 
 // scriptPut stores blocks and announces them.
-// KEYS: stream, index, one block key per block.
-// ARGV: maxlen, node, actor, auto, now (ms), data, then per block: value,
-// expires (ms, 0: never), index member.
+// KEYS: stream, index, escalation index, escalation key (of the first
+// block), one block key per block.
+// ARGV: maxlen, node, actor, auto, now (ms), data, escalation value,
+// escalation expiry (ms, 0: none), then per block: value, expires (ms, 0:
+// never), index member.
 // An automatic block (auto = 1, one block) whose key already exists (an
 // active block of the prefix made by any node) is neither stored nor
-// announced: one crossing makes one block. It returns 1 if announced.
+// announced: one crossing makes one block. An automatic block that is
+// stored also sets the prefix's escalation memory (its level and time,
+// "level ms"), kept until the escalation expiry and listed in the
+// escalation index by it. It returns 1 if announced.
 var scriptPut = redis.NewScript(`
-local n = #KEYS - 2
-if ARGV[4] == '1' and n == 1 and redis.call('EXISTS', KEYS[3]) == 1 then
+local n = #KEYS - 4
+if ARGV[4] == '1' and n == 1 and redis.call('EXISTS', KEYS[5]) == 1 then
   return 0
 end
 local now = tonumber(ARGV[5])
 for i = 1, n do
-  local j = 6 + (i - 1) * 3
+  local j = 8 + (i - 1) * 3
   local x = tonumber(ARGV[j + 2])
   if x == 0 then
-    redis.call('SET', KEYS[2 + i], ARGV[j + 1])
+    redis.call('SET', KEYS[4 + i], ARGV[j + 1])
     redis.call('ZADD', KEYS[2], '+inf', ARGV[j + 3])
   elseif x > now then
-    redis.call('SET', KEYS[2 + i], ARGV[j + 1], 'PXAT', x)
+    redis.call('SET', KEYS[4 + i], ARGV[j + 1], 'PXAT', x)
     redis.call('ZADD', KEYS[2], x, ARGV[j + 3])
   end
+end
+local m = tonumber(ARGV[8])
+if ARGV[4] == '1' and n == 1 and m > now then
+  redis.call('SET', KEYS[4], ARGV[7], 'PXAT', m)
+  redis.call('ZADD', KEYS[3], m, ARGV[11])
 end
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'op', 'put', 'node', ARGV[2], 'actor', ARGV[3], 'auto', ARGV[4], 'data', ARGV[6])
 return 1
