@@ -2,7 +2,9 @@ package cluster
 
 import (
 	"context"
+	"maps"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -144,5 +146,76 @@ func FuzzDecodeEntry(f *testing.F) {
 				t.Fatalf("accepted an invalid block %+v: %v", ch.Blocks[i], err)
 			}
 		}
+	})
+}
+
+// rememberingEngine records the escalation memory it is handed.
+type rememberingEngine struct {
+	countingEngine
+	mu2  sync.Mutex
+	mem  map[netip.Prefix]int
+	last map[netip.Prefix]time.Time
+}
+
+func (r *rememberingEngine) RememberOffence(p netip.Prefix, level int, last time.Time) {
+	r.mu2.Lock()
+	defer r.mu2.Unlock()
+	r.mem[p], r.last[p] = level, last
+}
+
+func (r *rememberingEngine) remembered() map[netip.Prefix]int {
+	r.mu2.Lock()
+	defer r.mu2.Unlock()
+	return maps.Clone(r.mem)
+}
+
+// TestEscalationMemoryKeys: an automatic block sets its prefix's
+// escalation memory for the engine's memory (a manual block or an import
+// does not); a link starting later hands it to its engine at reconcile,
+// with the block's level and time, and skips a malformed record.
+func TestEscalationMemoryKeys(t *testing.T) {
+	mr := miniredis.RunT(t)
+	lb := new(logBuffer)
+	link := func(name string, e Engine) *Cluster {
+		c, err := New(Options{Client: redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true}), Node: name, Logger: lb.logger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Start(e)
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	a := link("mx1", new(countingEngine))
+	made := time.Now().Add(-time.Minute).UTC().Truncate(time.Millisecond)
+	auto := store.Block{Prefix: netip.MustParsePrefix("203.0.113.9/32"), Reason: reason.Login, FirstSeen: made, LastSeen: made,
+		Expires: made.Add(time.Hour), Node: "mx1", By: "engine", Level: 3}
+	manual := store.Block{Prefix: netip.MustParsePrefix("192.0.2.0/24"), Reason: reason.Manual, FirstSeen: made, LastSeen: made,
+		Expires: made.Add(time.Hour), Node: "mx1", By: "admin:cli"}
+	a.Publish(guard.Change{Kind: guard.ChangePut, Blocks: []store.Block{auto}, Auto: true, Memory: 24 * time.Hour})
+	a.Publish(guard.Change{Kind: guard.ChangePut, Blocks: []store.Block{manual}, Actor: "cli"})
+	eventually(t, 5*time.Second, "the blocks sent", func() bool { return a.Pending() == 0 })
+	key := "postern:{b}:e:203.0.113.9/32"
+	if v, _ := mr.Get(key); v != "3 "+itoa(made.UnixMilli()) {
+		t.Fatalf("escalation key %q", v)
+	}
+	if ttl := mr.TTL(key); ttl < 23*time.Hour || ttl > 24*time.Hour {
+		t.Errorf("escalation memory kept %s, want the day from the block", ttl)
+	}
+	if mr.Exists("postern:{b}:e:192.0.2.0/24") {
+		t.Error("a manual block set escalation memory")
+	}
+	// A poisoned record next to it.
+	mr.Set("postern:{b}:e:198.51.100.1/32", "many 12")
+	mr.ZAdd("postern:{b}:eindex", float64(time.Now().Add(time.Hour).UnixMilli()), "198.51.100.1/32")
+
+	r := &rememberingEngine{mem: map[netip.Prefix]int{}, last: map[netip.Prefix]time.Time{}}
+	link("mx2", r)
+	eventually(t, 5*time.Second, "the memory handed over", func() bool { return len(r.remembered()) > 0 })
+	got := r.remembered()
+	if len(got) != 1 || got[auto.Prefix] != 3 || !r.last[auto.Prefix].Equal(made) {
+		t.Errorf("remembered %v %v, want level 3 at %s for %s", got, r.last, made, auto.Prefix)
+	}
+	eventually(t, 5*time.Second, "the poisoned record logged", func() bool {
+		return strings.Contains(lb.String(), "malformed escalation key")
 	})
 }
