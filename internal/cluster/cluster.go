@@ -110,6 +110,9 @@ type keys struct {
 	// of its last automatic block and when it was made), escIndex lists
 	// them by expiry.
 	esc, escIndex string
+	// tomb+prefix is an unblocked block's tombstone (the unblock's time in
+	// ms), tombAll unblock-all's.
+	tomb, tombAll string
 }
 
 // counterKey names the counter of ev; its fingerprint set is the same name
@@ -124,6 +127,8 @@ func newKeys(prefix string) keys {
 		counter:  prefix + "c:",
 		esc:      prefix + "{b}:e:",
 		escIndex: prefix + "{b}:eindex",
+		tomb:     prefix + "{b}:t:",
+		tombAll:  prefix + "{b}:tall",
 	}
 }
 
@@ -538,6 +543,11 @@ func (c *Cluster) loadScripts(ctx context.Context) error {
 	return nil
 }
 
+// tombstoneTTL is how long an unblock's tombstone lasts when the block
+// it removed had no expiry in Redis (a permanent block, or one Redis no
+// longer held), and how long unblock-all's does.
+const tombstoneTTL = 30 * 24 * time.Hour
+
 // chunk bounds the blocks or prefixes of one stream entry.
 const chunk = 1000
 
@@ -579,10 +589,13 @@ func (c *Cluster) queuePublish(ctx context.Context, pipe redis.Pipeliner, ch gua
 			ch.Prefixes = ch.Prefixes[len(part):]
 			_, data := changeData(guard.Change{Kind: guard.ChangeDelete, Prefixes: part})
 			ks := []string{c.k.stream, c.k.index}
-			args := append(append([]any(nil), base...), data)
+			args := append(append([]any(nil), base...), data, time.Now().UnixMilli(), tombstoneTTL.Milliseconds())
 			for _, p := range part {
 				ks = append(ks, c.k.block+p.String())
 				args = append(args, p.String())
+			}
+			for _, p := range part {
+				ks = append(ks, c.k.tomb+p.String())
 			}
 			scriptDel.EvalSha(ctx, pipe, ks, args...)
 			for _, p := range part {
@@ -593,7 +606,8 @@ func (c *Cluster) queuePublish(ctx context.Context, pipe redis.Pipeliner, ch gua
 			}
 		}
 	case guard.ChangeDeleteAll:
-		scriptDelAll.EvalSha(ctx, pipe, []string{c.k.stream, c.k.index}, append(base, c.k.block)...)
+		scriptDelAll.EvalSha(ctx, pipe, []string{c.k.stream, c.k.index, c.k.tombAll},
+			append(base, c.k.block, c.k.tomb, time.Now().UnixMilli(), tombstoneTTL.Milliseconds())...)
 	case guard.ChangePurge:
 		_, data := changeData(ch)
 		scriptPurge.EvalSha(ctx, pipe, []string{c.k.stream, c.k.index}, append(base, data, c.k.block)...)
@@ -754,7 +768,8 @@ func splitID(id string) (uint64, uint64) {
 // reconcile compares the cluster's active blocks with the engine's: a
 // block the engine lacks (or holds in another version) is applied when
 // pull is set; an active block this node made that the cluster lacks is
-// announced again. Blocks other nodes made that the cluster lacks are
+// announced again, unless another node unblocked it since it was made
+// (see buried). Blocks other nodes made that the cluster lacks are
 // left to expire: the cluster may have lost them with a Redis that kept
 // no data, and their own node announces them again.
 func (c *Cluster) reconcile(ctx context.Context, pull bool) error {
@@ -799,6 +814,16 @@ func (c *Cluster) reconcile(ctx context.Context, pull bool) error {
 			ours = append(ours, b)
 		}
 	}
+	ours, unblocked, err := c.buried(tctx, ours)
+	if err != nil {
+		return err
+	}
+	if len(unblocked) > 0 {
+		c.log.Info("cluster: reconcile: dropping blocks of this node unblocked elsewhere", "node", c.node, "blocks", len(unblocked))
+		if err := c.eng.ApplyRemote(ctx, guard.Change{Kind: guard.ChangeDelete, Prefixes: unblocked, Node: "cluster"}); err != nil {
+			c.log.Warn("cluster: reconcile: removing unblocked blocks", "err", err)
+		}
+	}
 	var pulls []store.Block
 	if pull {
 		for p, b := range remote {
@@ -821,6 +846,53 @@ func (c *Cluster) reconcile(ctx context.Context, pull bool) error {
 	// Index members of blocks long expired are dropped.
 	c.rdb.ZRemRangeByScore(tctx, c.k.index, "-inf", strconv.FormatInt(now.Add(-time.Hour).UnixMilli(), 10))
 	return c.pullMemory(tctx, now)
+}
+
+// buried splits this node's blocks the cluster lacks into those to
+// announce again and those an unblock on another node removed after they
+// were made (a tombstone, of the prefix or of unblock-all, newer than the
+// block's first-seen time): this node missed that unblock (its stream
+// entry trimmed, or not read yet) and drops them instead.
+func (c *Cluster) buried(ctx context.Context, ours []store.Block) (keep []store.Block, gone []netip.Prefix, err error) {
+	if len(ours) == 0 {
+		return nil, nil, nil
+	}
+	for len(ours) > 0 {
+		part := ours[:min(chunk, len(ours))]
+		ours = ours[len(part):]
+		ks := make([]string, 0, len(part)+1)
+		for _, b := range part {
+			ks = append(ks, c.k.tomb+b.Prefix.String())
+		}
+		ks = append(ks, c.k.tombAll)
+		vals, err := c.mget(ctx, ks)
+		if err != nil {
+			return nil, nil, fmt.Errorf("cluster: reading tombstones: %w", err)
+		}
+		all := tombTime(vals[len(part)])
+		for i, b := range part {
+			t := max(all, tombTime(vals[i]))
+			if t > 0 && t >= msOf(b.FirstSeen) {
+				gone = append(gone, b.Prefix)
+			} else {
+				keep = append(keep, b)
+			}
+		}
+	}
+	return keep, gone, nil
+}
+
+// tombTime reads a tombstone's time (0: none or malformed).
+func tombTime(v any) int64 {
+	s, ok := v.(string)
+	if !ok || len(s) > 20 {
+		return 0
+	}
+	ms, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || ms < 0 {
+		return 0
+	}
+	return ms
 }
 
 // memoryEngine is an engine that takes the cluster's escalation memory

@@ -61,25 +61,42 @@ redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'op', 'put', 'node', AR
 return 1
 `)
 
-// scriptDel removes blocks and announces it.
-// KEYS: stream, index, one block key per prefix.
-// ARGV: maxlen, node, actor, auto, data, then the index members.
+// scriptDel removes blocks and announces it, leaving a tombstone for
+// each: "ms" (the time of the unblock), kept as long as the block would
+// have lasted (the fallback, ms, for a block Redis did not hold or one
+// that never expires), so a node that made the block and missed this
+// entry drops its copy at reconcile instead of announcing it again.
+// KEYS: stream, index, one block key per prefix, then one tombstone key
+// per prefix.
+// ARGV: maxlen, node, actor, auto, data, now (ms), fallback (ms), then
+// the index members.
 var scriptDel = redis.NewScript(`
-for i = 3, #KEYS do
-  redis.call('DEL', KEYS[i])
-  redis.call('ZREM', KEYS[2], ARGV[i + 3])
+local n = (#KEYS - 2) / 2
+for i = 1, n do
+  local ttl = redis.call('PTTL', KEYS[2 + i])
+  if ttl <= 0 then ttl = tonumber(ARGV[7]) end
+  redis.call('SET', KEYS[2 + n + i], ARGV[6], 'PX', ttl)
+  redis.call('DEL', KEYS[2 + i])
+  redis.call('ZREM', KEYS[2], ARGV[7 + i])
 end
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'op', 'del', 'node', ARGV[2], 'actor', ARGV[3], 'data', ARGV[5])
 return 1
 `)
 
-// scriptDelAll removes every block and announces it.
-// KEYS: stream, index. ARGV: maxlen, node, actor, auto, block key prefix.
+// scriptDelAll removes every block and announces it, leaving a tombstone
+// for each block in the index (as scriptDel) and one for all blocks
+// (KEYS[3], for the fallback).
+// KEYS: stream, index, all-blocks tombstone. ARGV: maxlen, node, actor,
+// auto, block key prefix, tombstone key prefix, now (ms), fallback (ms).
 var scriptDelAll = redis.NewScript(`
 local m = redis.call('ZRANGE', KEYS[2], 0, -1)
 for _, p in ipairs(m) do
+  local ttl = redis.call('PTTL', ARGV[5] .. p)
+  if ttl <= 0 then ttl = tonumber(ARGV[8]) end
+  redis.call('SET', ARGV[6] .. p, ARGV[7], 'PX', ttl)
   redis.call('DEL', ARGV[5] .. p)
 end
+redis.call('SET', KEYS[3], ARGV[7], 'PX', ARGV[8])
 redis.call('DEL', KEYS[2])
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'op', 'delall', 'node', ARGV[2], 'actor', ARGV[3])
 return #m
