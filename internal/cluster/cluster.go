@@ -767,11 +767,11 @@ func splitID(id string) (uint64, uint64) {
 
 // reconcile compares the cluster's active blocks with the engine's: a
 // block the engine lacks (or holds in another version) is applied when
-// pull is set; an active block this node made that the cluster lacks is
-// announced again, unless another node unblocked it since it was made
-// (see buried). Blocks other nodes made that the cluster lacks are
-// left to expire: the cluster may have lost them with a Redis that kept
-// no data, and their own node announces them again.
+// pull is set. An active block the cluster lacks that a node unblocked
+// since it was made (see buried) is dropped; otherwise this node's own is
+// announced again, and other nodes' are left to expire: the cluster may
+// have lost them with a Redis that kept no data, and their own node
+// announces them again.
 func (c *Cluster) reconcile(ctx context.Context, pull bool) error {
 	now := time.Now()
 	tctx, cancel := context.WithTimeout(ctx, c.timeout*4)
@@ -807,19 +807,25 @@ func (c *Cluster) reconcile(ctx context.Context, pull bool) error {
 	}
 	local := c.eng.ActiveBlocks()
 	have := make(map[netip.Prefix]store.Block, len(local))
-	var ours []store.Block
+	var missing []store.Block
 	for _, b := range local {
 		have[b.Prefix] = b
-		if _, ok := remote[b.Prefix]; !ok && b.Node == c.node {
-			ours = append(ours, b)
+		if _, ok := remote[b.Prefix]; !ok {
+			missing = append(missing, b)
 		}
 	}
-	ours, unblocked, err := c.buried(tctx, ours)
+	missing, unblocked, err := c.buried(tctx, missing)
 	if err != nil {
 		return err
 	}
+	var ours []store.Block
+	for _, b := range missing {
+		if b.Node == c.node {
+			ours = append(ours, b)
+		}
+	}
 	if len(unblocked) > 0 {
-		c.log.Info("cluster: reconcile: dropping blocks of this node unblocked elsewhere", "node", c.node, "blocks", len(unblocked))
+		c.log.Info("cluster: reconcile: dropping blocks unblocked while this node was away", "node", c.node, "blocks", len(unblocked))
 		if err := c.eng.ApplyRemote(ctx, guard.Change{Kind: guard.ChangeDelete, Prefixes: unblocked, Node: "cluster"}); err != nil {
 			c.log.Warn("cluster: reconcile: removing unblocked blocks", "err", err)
 		}
@@ -848,11 +854,10 @@ func (c *Cluster) reconcile(ctx context.Context, pull bool) error {
 	return c.pullMemory(tctx, now)
 }
 
-// buried splits this node's blocks the cluster lacks into those to
-// announce again and those an unblock on another node removed after they
-// were made (a tombstone, of the prefix or of unblock-all, newer than the
-// block's first-seen time): this node missed that unblock (its stream
-// entry trimmed, or not read yet) and drops them instead.
+// buried splits blocks the cluster lacks into those an unblock removed
+// after they were made (a tombstone, of the prefix or of unblock-all, at
+// or after the block's first-seen time), which this node missed (the
+// stream entry trimmed, or not read yet) and drops, and the others.
 func (c *Cluster) buried(ctx context.Context, ours []store.Block) (keep []store.Block, gone []netip.Prefix, err error) {
 	if len(ours) == 0 {
 		return nil, nil, nil
