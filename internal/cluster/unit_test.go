@@ -219,3 +219,27 @@ func TestEscalationMemoryKeys(t *testing.T) {
 		return strings.Contains(lb.String(), "malformed escalation key")
 	})
 }
+
+// TestDecodeMemory: escalation records are read only in the form postern
+// writes.
+func TestDecodeMemory(t *testing.T) {
+	p, level, last, err := decodeMemory("203.0.113.0/24", "2 1764770000000")
+	if err != nil || p.String() != "203.0.113.0/24" || level != 2 || last.UnixMilli() != 1764770000000 {
+		t.Fatalf("good record: %v %d %v %v", p, level, last, err)
+	}
+	for _, bad := range [][2]string{
+		{"203.0.113.1/24", "1 1764770000000"},     // not masked
+		{"::ffff:1.2.3.4/128", "1 1764770000000"}, // IPv4 in IPv6
+		{"203.0.113.1/32", "-1 1764770000000"},
+		{"203.0.113.1/32", "65 1764770000000"},
+		{"203.0.113.1/32", "1 0"},
+		{"203.0.113.1/32", "1"},
+		{"203.0.113.1/32", "1 17647700000x"},
+		{"203.0.113.1/32", "1  1764770000000"},
+		{"203.0.113.1/32", strings.Repeat("1", 70) + " 1"},
+	} {
+		if _, _, _, err := decodeMemory(bad[0], bad[1]); err == nil {
+			t.Errorf("accepted %q %q", bad[0], bad[1])
+		}
+	}
+}
