@@ -106,6 +106,13 @@ type Cluster struct {
 // Redis Cluster; counter keys spread over the slots.
 type keys struct {
 	stream, index, block, counter string
+	// esc+prefix holds a prefix's escalation memory ("level ms": the level
+	// of its last automatic block and when it was made), escIndex lists
+	// them by expiry.
+	esc, escIndex string
+	// tomb+prefix is an unblocked block's tombstone (the unblock's time in
+	// ms), tombAll unblock-all's.
+	tomb, tombAll string
 }
 
 // counterKey names the counter of ev; its fingerprint set is the same name
@@ -114,10 +121,14 @@ func (k keys) counterKey(ev guard.Event) string { return k.counter + "{" + ev.Ke
 
 func newKeys(prefix string) keys {
 	return keys{
-		stream:  prefix + "{b}:stream",
-		index:   prefix + "{b}:index",
-		block:   prefix + "{b}:k:",
-		counter: prefix + "c:",
+		stream:   prefix + "{b}:stream",
+		index:    prefix + "{b}:index",
+		block:    prefix + "{b}:k:",
+		counter:  prefix + "c:",
+		esc:      prefix + "{b}:e:",
+		escIndex: prefix + "{b}:eindex",
+		tomb:     prefix + "{b}:t:",
+		tombAll:  prefix + "{b}:tall",
 	}
 }
 
@@ -532,6 +543,11 @@ func (c *Cluster) loadScripts(ctx context.Context) error {
 	return nil
 }
 
+// tombstoneTTL is how long an unblock's tombstone lasts when the block
+// it removed had no expiry in Redis (a permanent block, or one Redis no
+// longer held), and how long unblock-all's does.
+const tombstoneTTL = 30 * 24 * time.Hour
+
 // chunk bounds the blocks or prefixes of one stream entry.
 const chunk = 1000
 
@@ -549,8 +565,17 @@ func (c *Cluster) queuePublish(ctx context.Context, pipe redis.Pipeliner, ch gua
 			part := ch.Blocks[:min(chunk, len(ch.Blocks))]
 			ch.Blocks = ch.Blocks[len(part):]
 			_, data := changeData(guard.Change{Kind: guard.ChangePut, Blocks: part})
-			ks := []string{c.k.stream, c.k.index}
-			args := append(append([]any(nil), base...), now, data)
+			memVal, memExp := "", int64(0)
+			if ch.Auto && len(part) == 1 && ch.Memory > 0 {
+				last := part[0].LastSeen
+				if last.IsZero() {
+					last = part[0].FirstSeen
+				}
+				memVal = fmt.Sprintf("%d %d", part[0].Level, msOf(last))
+				memExp = last.Add(ch.Memory).UnixMilli()
+			}
+			ks := []string{c.k.stream, c.k.index, c.k.escIndex, c.k.esc + part[0].Prefix.String()}
+			args := append(append([]any(nil), base...), now, data, memVal, memExp)
 			for _, b := range part {
 				p := b.Prefix.String()
 				ks = append(ks, c.k.block+p)
@@ -564,10 +589,13 @@ func (c *Cluster) queuePublish(ctx context.Context, pipe redis.Pipeliner, ch gua
 			ch.Prefixes = ch.Prefixes[len(part):]
 			_, data := changeData(guard.Change{Kind: guard.ChangeDelete, Prefixes: part})
 			ks := []string{c.k.stream, c.k.index}
-			args := append(append([]any(nil), base...), data)
+			args := append(append([]any(nil), base...), data, time.Now().UnixMilli(), tombstoneTTL.Milliseconds())
 			for _, p := range part {
 				ks = append(ks, c.k.block+p.String())
 				args = append(args, p.String())
+			}
+			for _, p := range part {
+				ks = append(ks, c.k.tomb+p.String())
 			}
 			scriptDel.EvalSha(ctx, pipe, ks, args...)
 			for _, p := range part {
@@ -578,7 +606,8 @@ func (c *Cluster) queuePublish(ctx context.Context, pipe redis.Pipeliner, ch gua
 			}
 		}
 	case guard.ChangeDeleteAll:
-		scriptDelAll.EvalSha(ctx, pipe, []string{c.k.stream, c.k.index}, append(base, c.k.block)...)
+		scriptDelAll.EvalSha(ctx, pipe, []string{c.k.stream, c.k.index, c.k.tombAll},
+			append(base, c.k.block, c.k.tomb, time.Now().UnixMilli(), tombstoneTTL.Milliseconds())...)
 	case guard.ChangePurge:
 		_, data := changeData(ch)
 		scriptPurge.EvalSha(ctx, pipe, []string{c.k.stream, c.k.index}, append(base, data, c.k.block)...)
@@ -738,10 +767,11 @@ func splitID(id string) (uint64, uint64) {
 
 // reconcile compares the cluster's active blocks with the engine's: a
 // block the engine lacks (or holds in another version) is applied when
-// pull is set; an active block this node made that the cluster lacks is
-// announced again. Blocks other nodes made that the cluster lacks are
-// left to expire: the cluster may have lost them with a Redis that kept
-// no data, and their own node announces them again.
+// pull is set. An active block the cluster lacks that a node unblocked
+// since it was made (see buried) is dropped; otherwise this node's own is
+// announced again, and other nodes' are left to expire: the cluster may
+// have lost them with a Redis that kept no data, and their own node
+// announces them again.
 func (c *Cluster) reconcile(ctx context.Context, pull bool) error {
 	now := time.Now()
 	tctx, cancel := context.WithTimeout(ctx, c.timeout*4)
@@ -777,11 +807,27 @@ func (c *Cluster) reconcile(ctx context.Context, pull bool) error {
 	}
 	local := c.eng.ActiveBlocks()
 	have := make(map[netip.Prefix]store.Block, len(local))
-	var ours []store.Block
+	var missing []store.Block
 	for _, b := range local {
 		have[b.Prefix] = b
-		if _, ok := remote[b.Prefix]; !ok && b.Node == c.node {
+		if _, ok := remote[b.Prefix]; !ok {
+			missing = append(missing, b)
+		}
+	}
+	missing, unblocked, err := c.buried(tctx, missing)
+	if err != nil {
+		return err
+	}
+	var ours []store.Block
+	for _, b := range missing {
+		if b.Node == c.node {
 			ours = append(ours, b)
+		}
+	}
+	if len(unblocked) > 0 {
+		c.log.Info("cluster: reconcile: dropping blocks unblocked while this node was away", "node", c.node, "blocks", len(unblocked))
+		if err := c.eng.ApplyRemote(ctx, guard.Change{Kind: guard.ChangeDelete, Prefixes: unblocked, Node: "cluster"}); err != nil {
+			c.log.Warn("cluster: reconcile: removing unblocked blocks", "err", err)
 		}
 	}
 	var pulls []store.Block
@@ -805,6 +851,106 @@ func (c *Cluster) reconcile(ctx context.Context, pull bool) error {
 	}
 	// Index members of blocks long expired are dropped.
 	c.rdb.ZRemRangeByScore(tctx, c.k.index, "-inf", strconv.FormatInt(now.Add(-time.Hour).UnixMilli(), 10))
+	return c.pullMemory(tctx, now)
+}
+
+// buried splits blocks the cluster lacks into those an unblock removed
+// after they were made (a tombstone, of the prefix or of unblock-all, at
+// or after the block's first-seen time), which this node missed (the
+// stream entry trimmed, or not read yet) and drops, and the others.
+func (c *Cluster) buried(ctx context.Context, ours []store.Block) (keep []store.Block, gone []netip.Prefix, err error) {
+	if len(ours) == 0 {
+		return nil, nil, nil
+	}
+	for len(ours) > 0 {
+		part := ours[:min(chunk, len(ours))]
+		ours = ours[len(part):]
+		ks := make([]string, 0, len(part)+1)
+		for _, b := range part {
+			ks = append(ks, c.k.tomb+b.Prefix.String())
+		}
+		ks = append(ks, c.k.tombAll)
+		vals, err := c.mget(ctx, ks)
+		if err != nil {
+			return nil, nil, fmt.Errorf("cluster: reading tombstones: %w", err)
+		}
+		all := tombTime(vals[len(part)])
+		for i, b := range part {
+			t := max(all, tombTime(vals[i]))
+			if t > 0 && t >= msOf(b.FirstSeen) {
+				gone = append(gone, b.Prefix)
+			} else {
+				keep = append(keep, b)
+			}
+		}
+	}
+	return keep, gone, nil
+}
+
+// tombTime reads a tombstone's time (0: none or malformed).
+func tombTime(v any) int64 {
+	s, ok := v.(string)
+	if !ok || len(s) > 20 {
+		return 0
+	}
+	ms, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || ms < 0 {
+		return 0
+	}
+	return ms
+}
+
+// memoryEngine is an engine that takes the cluster's escalation memory
+// (*guard.Engine does).
+type memoryEngine interface {
+	RememberOffence(p netip.Prefix, level int, last time.Time)
+}
+
+// pullMemory hands the cluster's escalation memory to the engine: the
+// level and time of every prefix's last automatic block within the
+// memory, whichever node made it, so this node's next block of the prefix
+// escalates from it even when it never applied that block (it was away,
+// joined later, or its store purged the block). Malformed records are
+// logged and skipped.
+func (c *Cluster) pullMemory(ctx context.Context, now time.Time) error {
+	me, ok := c.eng.(memoryEngine)
+	if !ok {
+		return nil
+	}
+	members, err := c.rdb.ZRangeByScore(ctx, c.k.escIndex, &redis.ZRangeBy{Min: strconv.FormatInt(now.UnixMilli(), 10), Max: "+inf"}).Result()
+	if err != nil {
+		return fmt.Errorf("cluster: reading the escalation index: %w", err)
+	}
+	n := 0
+	for len(members) > 0 {
+		part := members[:min(chunk, len(members))]
+		members = members[len(part):]
+		ks := make([]string, len(part))
+		for i, m := range part {
+			ks[i] = c.k.esc + m
+		}
+		vals, err := c.mget(ctx, ks)
+		if err != nil {
+			return fmt.Errorf("cluster: reading escalation memory: %w", err)
+		}
+		for i, v := range vals {
+			s, ok := v.(string)
+			if !ok {
+				continue // expired since
+			}
+			p, level, last, err := decodeMemory(part[i], s)
+			if err != nil {
+				c.log.Warn("cluster: skipping a malformed escalation key", "key", ks[i], "err", err)
+				continue
+			}
+			me.RememberOffence(p, level, last)
+			n++
+		}
+	}
+	c.rdb.ZRemRangeByScore(ctx, c.k.escIndex, "-inf", strconv.FormatInt(now.UnixMilli(), 10))
+	if n > 0 {
+		c.log.Debug("cluster: escalation memory read", "node", c.node, "prefixes", n)
+	}
 	return nil
 }
 

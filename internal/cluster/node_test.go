@@ -42,7 +42,13 @@ type node struct {
 
 func settings(t testing.TB, dir string) *guard.Settings {
 	t.Helper()
-	cfg, err := config.Parse(filepath.Join(dir, "postern.yaml"), []byte(nodeConfig))
+	return settingsFrom(t, dir, nodeConfig)
+}
+
+// settingsFrom returns the engine settings of configuration text yaml.
+func settingsFrom(t testing.TB, dir, yaml string) *guard.Settings {
+	t.Helper()
+	cfg, err := config.Parse(filepath.Join(dir, "postern.yaml"), []byte(yaml))
 	if err != nil {
 		t.Fatal(err)
 	}

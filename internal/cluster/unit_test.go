@@ -2,7 +2,9 @@ package cluster
 
 import (
 	"context"
+	"maps"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -145,4 +147,99 @@ func FuzzDecodeEntry(f *testing.F) {
 			}
 		}
 	})
+}
+
+// rememberingEngine records the escalation memory it is handed.
+type rememberingEngine struct {
+	countingEngine
+	mu2  sync.Mutex
+	mem  map[netip.Prefix]int
+	last map[netip.Prefix]time.Time
+}
+
+func (r *rememberingEngine) RememberOffence(p netip.Prefix, level int, last time.Time) {
+	r.mu2.Lock()
+	defer r.mu2.Unlock()
+	r.mem[p], r.last[p] = level, last
+}
+
+func (r *rememberingEngine) remembered() map[netip.Prefix]int {
+	r.mu2.Lock()
+	defer r.mu2.Unlock()
+	return maps.Clone(r.mem)
+}
+
+// TestEscalationMemoryKeys: an automatic block sets its prefix's
+// escalation memory for the engine's memory (a manual block or an import
+// does not); a link starting later hands it to its engine at reconcile,
+// with the block's level and time, and skips a malformed record.
+func TestEscalationMemoryKeys(t *testing.T) {
+	mr := miniredis.RunT(t)
+	lb := new(logBuffer)
+	link := func(name string, e Engine) *Cluster {
+		c, err := New(Options{Client: redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true}), Node: name, Logger: lb.logger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Start(e)
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	a := link("mx1", new(countingEngine))
+	made := time.Now().Add(-time.Minute).UTC().Truncate(time.Millisecond)
+	auto := store.Block{Prefix: netip.MustParsePrefix("203.0.113.9/32"), Reason: reason.Login, FirstSeen: made, LastSeen: made,
+		Expires: made.Add(time.Hour), Node: "mx1", By: "engine", Level: 3}
+	manual := store.Block{Prefix: netip.MustParsePrefix("192.0.2.0/24"), Reason: reason.Manual, FirstSeen: made, LastSeen: made,
+		Expires: made.Add(time.Hour), Node: "mx1", By: "admin:cli"}
+	a.Publish(guard.Change{Kind: guard.ChangePut, Blocks: []store.Block{auto}, Auto: true, Memory: 24 * time.Hour})
+	a.Publish(guard.Change{Kind: guard.ChangePut, Blocks: []store.Block{manual}, Actor: "cli"})
+	eventually(t, 5*time.Second, "the blocks sent", func() bool { return a.Pending() == 0 })
+	key := "postern:{b}:e:203.0.113.9/32"
+	if v, _ := mr.Get(key); v != "3 "+itoa(made.UnixMilli()) {
+		t.Fatalf("escalation key %q", v)
+	}
+	if ttl := mr.TTL(key); ttl < 23*time.Hour || ttl > 24*time.Hour {
+		t.Errorf("escalation memory kept %s, want the day from the block", ttl)
+	}
+	if mr.Exists("postern:{b}:e:192.0.2.0/24") {
+		t.Error("a manual block set escalation memory")
+	}
+	// A poisoned record next to it.
+	mr.Set("postern:{b}:e:198.51.100.1/32", "many 12")
+	mr.ZAdd("postern:{b}:eindex", float64(time.Now().Add(time.Hour).UnixMilli()), "198.51.100.1/32")
+
+	r := &rememberingEngine{mem: map[netip.Prefix]int{}, last: map[netip.Prefix]time.Time{}}
+	link("mx2", r)
+	eventually(t, 5*time.Second, "the memory handed over", func() bool { return len(r.remembered()) > 0 })
+	got := r.remembered()
+	if len(got) != 1 || got[auto.Prefix] != 3 || !r.last[auto.Prefix].Equal(made) {
+		t.Errorf("remembered %v %v, want level 3 at %s for %s", got, r.last, made, auto.Prefix)
+	}
+	eventually(t, 5*time.Second, "the poisoned record logged", func() bool {
+		return strings.Contains(lb.String(), "malformed escalation key")
+	})
+}
+
+// TestDecodeMemory: escalation records are read only in the form postern
+// writes.
+func TestDecodeMemory(t *testing.T) {
+	p, level, last, err := decodeMemory("203.0.113.0/24", "2 1764770000000")
+	if err != nil || p.String() != "203.0.113.0/24" || level != 2 || last.UnixMilli() != 1764770000000 {
+		t.Fatalf("good record: %v %d %v %v", p, level, last, err)
+	}
+	for _, bad := range [][2]string{
+		{"203.0.113.1/24", "1 1764770000000"},     // not masked
+		{"::ffff:1.2.3.4/128", "1 1764770000000"}, // IPv4 in IPv6
+		{"203.0.113.1/32", "-1 1764770000000"},
+		{"203.0.113.1/32", "65 1764770000000"},
+		{"203.0.113.1/32", "1 0"},
+		{"203.0.113.1/32", "1"},
+		{"203.0.113.1/32", "1 17647700000x"},
+		{"203.0.113.1/32", "1  1764770000000"},
+		{"203.0.113.1/32", strings.Repeat("1", 70) + " 1"},
+	} {
+		if _, _, _, err := decodeMemory(bad[0], bad[1]); err == nil {
+			t.Errorf("accepted %q %q", bad[0], bad[1])
+		}
+	}
 }

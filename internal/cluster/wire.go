@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -229,4 +231,21 @@ func decodeBlock(s string) (store.Block, error) {
 		return store.Block{}, err
 	}
 	return fromWire(w)
+}
+
+// decodeMemory reads and checks an escalation key of prefix member: its
+// value is "level ms", the level of the prefix's last automatic block and
+// when it was made.
+func decodeMemory(member, v string) (netip.Prefix, int, time.Time, error) {
+	p, err := parsePrefix(member)
+	if err != nil {
+		return netip.Prefix{}, 0, time.Time{}, err
+	}
+	ls, ms, ok := strings.Cut(v, " ")
+	level, err1 := strconv.Atoi(ls)
+	t, err2 := strconv.ParseInt(ms, 10, 64)
+	if !ok || len(v) > 64 || err1 != nil || err2 != nil || level < 0 || level > maxLevel || t <= 0 {
+		return netip.Prefix{}, 0, time.Time{}, fmt.Errorf("%s: bad escalation memory %.64q", p, v)
+	}
+	return p, level, timeOf(t), nil
 }

@@ -49,6 +49,10 @@ type Change struct {
 	Auto  bool
 	Node  string // the node that made the change
 	Actor string // who asked for it ("" for the engine)
+	// Memory is how long an automatic block counts for escalation (the
+	// engine's escalation memory): the cluster keeps the block's level
+	// that long, for every node (see RememberOffence).
+	Memory time.Duration
 }
 
 // Event is one occurrence of a trigger counted cluster-wide.
@@ -108,6 +112,9 @@ func (e *Engine) publish(c Change) {
 		return
 	}
 	c.Node = e.node
+	if c.Auto {
+		c.Memory = e.settings.Load().Memory
+	}
 	e.cluster.Publish(c)
 }
 
@@ -288,6 +295,26 @@ func (e *Engine) ApplyRemote(ctx context.Context, c Change) error {
 		e.audit(ctx, a)
 	}
 	return errors.Join(errs...)
+}
+
+// RememberOffence records in the escalation memory that prefix p was
+// blocked automatically at level at time last, as the cluster remembers it
+// (a node that missed the block, or restarted after its store purged it,
+// learns it at reconcile): the next automatic block of p escalates from
+// it as from a block this engine made. The newer record wins (at equal
+// times, the higher level); a record older than the memory, or more than
+// a minute in the future (a clock that far off, or hostile data), is
+// ignored.
+func (e *Engine) RememberOffence(p netip.Prefix, level int, last time.Time) {
+	now := e.clock()
+	if validPrefix(p) != nil || level < 0 || now.Sub(last) >= e.settings.Load().Memory || last.After(now.Add(time.Minute)) {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if h, ok := e.history[p]; !ok || last.After(h.last) || last.Equal(h.last) && level > h.level {
+		e.history[p] = offence{level: level, last: last}
+	}
 }
 
 // ActiveBlocks returns the active blocks (for a cluster's reconcile pass).

@@ -190,3 +190,45 @@ func TestAdmitWithClusterDoesNotAllocate(t *testing.T) {
 		t.Errorf("Admit allocates %.1f times with a cluster", n)
 	}
 }
+
+// TestRememberOffence: the cluster's escalation memory makes the next
+// automatic block of the prefix escalate from it; a newer record wins, and
+// a record past the memory, in the future, or of a bad prefix is ignored.
+// An automatic block's announcement carries the memory.
+func TestRememberOffence(t *testing.T) {
+	rc := new(recCluster)
+	h := clusterHarness(t, rc)
+	now := h.clock.Now()
+	p := netip.MustParsePrefix("203.0.113.5/32")
+	h.e.RememberOffence(p, 4, now.Add(-time.Hour))
+	h.e.RememberOffence(p, 6, now.Add(-2*time.Hour))                     // older: ignored
+	h.e.RememberOffence(netip.MustParsePrefix("203.0.113.5/24"), 9, now) // not masked: ignored
+	q := netip.MustParsePrefix("203.0.113.6/32")
+	h.e.RememberOffence(q, 5, now.Add(-31*24*time.Hour)) // past the 30 days' memory
+	r := netip.MustParsePrefix("203.0.113.7/32")
+	h.e.RememberOffence(r, 5, now.Add(time.Hour)) // in the future
+	for addr, want := range map[string]int{"203.0.113.5": 5, "203.0.113.6": 0, "203.0.113.7": 0} {
+		s := h.open(addr, service.IMAP)
+		for i := range 5 {
+			s.LoginFailed("u", h.e.PasswordFingerprint("u", string(rune('a'+i))))
+		}
+		b, ok := h.e.BlockOf(ip(addr))
+		if !ok || b.Level != want {
+			t.Errorf("%s: block %v at level %d, want %d", addr, ok, b.Level, want)
+		}
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	autos := 0
+	for _, c := range rc.changes {
+		if c.Auto {
+			autos++
+			if c.Memory != 30*24*time.Hour {
+				t.Errorf("automatic block announced with memory %s", c.Memory)
+			}
+		}
+	}
+	if autos != 3 {
+		t.Errorf("%d automatic blocks announced, want 3", autos)
+	}
+}
