@@ -1,0 +1,37 @@
+package imapproxy
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/postern/postern/internal/gate"
+	"github.com/postern/postern/internal/mailgate"
+)
+
+// CheckLogin logs in once over be, a fresh connection to the IMAP backend
+// (its PROXY header written), exactly as the gateway replays a client's
+// login: it reads the greeting and the capabilities, replays user and
+// pass (AUTHENTICATE PLAIN with SASL-IR when offered, else LOGIN) and
+// reads the answer as the gateway does. Logged in, it logs out. timeout
+// bounds each backend read and write; be is the caller's to close. It is
+// for servers that check a password for a proxy that does not (nginx's
+// mail auth_http).
+func CheckLogin(be net.Conn, timeout time.Duration, user, pass string) (gate.Outcome, error) {
+	g := mailgate.New(mailgate.Config{BackendTimeout: timeout}, wording, nil, nil, nil)
+	s := &session{Session: &mailgate.Session{Gate: g, BE: be, BR: bufio.NewReaderSize(be, 4096)}}
+	if _, err := s.greet(); err != nil {
+		return gate.Unexpected, err
+	}
+	const tag = "P0"
+	untagged, tagged, err := s.backendLogin(tag, "", user, pass)
+	if err != nil {
+		return gate.Unexpected, fmt.Errorf("imap login: %w", err)
+	}
+	r := loginReply(tag, untagged, tagged)
+	if r.Outcome == gate.Accepted {
+		s.beCommand("LOGOUT")
+	}
+	return r.Outcome, nil
+}

@@ -1,0 +1,35 @@
+package pop3proxy
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/postern/postern/internal/gate"
+	"github.com/postern/postern/internal/mailgate"
+)
+
+// CheckLogin logs in once over be, a fresh connection to the POP3 backend
+// (its PROXY header written), exactly as the gateway replays a client's
+// login: it reads the greeting and CAPA, replays user and pass (AUTH
+// PLAIN when offered, else USER and PASS) and reads the answer as the
+// gateway does. Logged in, it quits. timeout bounds each backend read and
+// write; be is the caller's to close. It is for servers that check a
+// password for a proxy that does not (nginx's mail auth_http).
+func CheckLogin(be net.Conn, timeout time.Duration, user, pass string) (gate.Outcome, error) {
+	g := mailgate.New(mailgate.Config{BackendTimeout: timeout}, wording, nil, nil, nil)
+	s := &session{Session: &mailgate.Session{Gate: g, BE: be, BR: bufio.NewReaderSize(be, 4096)}}
+	if _, err := s.Greet(); err != nil {
+		return gate.Unexpected, err
+	}
+	reply, err := s.backendLogin("", user, pass)
+	if err != nil {
+		return gate.Unexpected, fmt.Errorf("pop3 login: %w", err)
+	}
+	r := loginReply(reply)
+	if r.Outcome == gate.Accepted {
+		s.beCmd("QUIT")
+	}
+	return r.Outcome, nil
+}
