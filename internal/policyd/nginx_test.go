@@ -267,19 +267,22 @@ func TestNginxBadRequests(t *testing.T) {
 		return req
 	}
 	for name, mod := range map[string]func(*http.Request){
-		"POST":           func(r *http.Request) { r.Method = http.MethodPost },
-		"no user":        func(r *http.Request) { r.Header.Del("Auth-User") },
-		"empty user":     func(r *http.Request) { r.Header.Set("Auth-User", "") },
-		"no password":    func(r *http.Request) { r.Header.Del("Auth-Pass") },
-		"two users":      func(r *http.Request) { r.Header.Add("Auth-User", "eve") },
-		"cram-md5":       func(r *http.Request) { r.Header.Set("Auth-Method", "cram-md5") },
-		"bad escape":     func(r *http.Request) { r.Header.Set("Auth-Pass", "a%zz") },
-		"no client":      func(r *http.Request) { r.Header.Del("Client-IP") },
-		"client host":    func(r *http.Request) { r.Header.Set("Client-IP", "client.example") },
-		"bad attempt":    func(r *http.Request) { r.Header.Set("Auth-Login-Attempt", "-1") },
-		"no protocol":    func(r *http.Request) { r.Header.Del("Auth-Protocol") },
-		"zoned client":   func(r *http.Request) { r.Header.Set("Client-IP", "fe80::1%eth0") },
-		"two attempts":   func(r *http.Request) { r.Header.Add("Auth-Login-Attempt", "1"); r.Header.Add("Auth-Login-Attempt", "2") },
+		"POST":         func(r *http.Request) { r.Method = http.MethodPost },
+		"no user":      func(r *http.Request) { r.Header.Del("Auth-User") },
+		"empty user":   func(r *http.Request) { r.Header.Set("Auth-User", "") },
+		"no password":  func(r *http.Request) { r.Header.Del("Auth-Pass") },
+		"two users":    func(r *http.Request) { r.Header.Add("Auth-User", "eve") },
+		"cram-md5":     func(r *http.Request) { r.Header.Set("Auth-Method", "cram-md5") },
+		"bad escape":   func(r *http.Request) { r.Header.Set("Auth-Pass", "a%zz") },
+		"no client":    func(r *http.Request) { r.Header.Del("Client-IP") },
+		"client host":  func(r *http.Request) { r.Header.Set("Client-IP", "client.example") },
+		"bad attempt":  func(r *http.Request) { r.Header.Set("Auth-Login-Attempt", "-1") },
+		"no protocol":  func(r *http.Request) { r.Header.Del("Auth-Protocol") },
+		"zoned client": func(r *http.Request) { r.Header.Set("Client-IP", "fe80::1%eth0") },
+		"two attempts": func(r *http.Request) {
+			r.Header.Add("Auth-Login-Attempt", "1")
+			r.Header.Add("Auth-Login-Attempt", "2")
+		},
 		"no auth method": func(r *http.Request) { r.Header.Del("Auth-Method") },
 	} {
 		req := good()
