@@ -28,8 +28,8 @@ intrusion_prevention:
 // nginx mail proxy (Debian's libnginx-mod-mail) asking it, in front of
 // the test backends' Dovecot; nginx reads the client's address from a
 // PROXY header and hands it to Dovecot in one. It returns nginx's IMAP
-// address and the engine.
-func nginxMail(t *testing.T, w *e2eWorld) (string, *guard.Engine) {
+// and POP3 addresses and the engine.
+func nginxMail(t *testing.T, w *e2eWorld) (imap, pop3 string, eng *guard.Engine) {
 	t.Helper()
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
@@ -39,7 +39,7 @@ func nginxMail(t *testing.T, w *e2eWorld) (string, *guard.Engine) {
 	if _, err := os.Stat(module); err != nil {
 		t.Fatal("nginx's mail module is not installed (apt-get install libnginx-mod-mail)")
 	}
-	eng := newEngine(t, nginxE2EYAML)
+	eng = newEngine(t, nginxE2EYAML)
 	n := NewNginx(eng, NginxOptions{
 		IMAP:           netip.MustParseAddrPort(w.env.IMAPProxy),
 		POP3:           netip.MustParseAddrPort(w.env.POP3Proxy),
@@ -56,12 +56,15 @@ func nginxMail(t *testing.T, w *e2eWorld) (string, *guard.Engine) {
 		}
 	})
 
-	free, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	free := func() string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		return l.Addr().String()
 	}
-	imap := free.Addr().String()
-	free.Close()
+	imap, pop3 = free(), free()
 	dir := t.TempDir()
 	conf := fmt.Sprintf(`load_module %s;
 pid %s/nginx.pid;
@@ -76,8 +79,9 @@ mail {
     proxy_protocol on;
     set_real_ip_from 127.0.0.0/8;
     server { listen %s proxy_protocol; protocol imap; }
+    server { listen %s proxy_protocol; protocol pop3; }
 }
-`, module, dir, dir, ln.Addr().String(), imap)
+`, module, dir, dir, ln.Addr().String(), imap, pop3)
 	path := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
@@ -103,7 +107,7 @@ mail {
 		}
 	})
 	for end := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		c, err := net.DialTimeout("tcp", imap, time.Second)
+		c, err := net.DialTimeout("tcp", pop3, time.Second)
 		if err == nil {
 			c.Close()
 			break
@@ -114,10 +118,10 @@ mail {
 		default:
 		}
 		if time.Now().After(end) {
-			t.Fatalf("nginx does not listen on %s: %v", imap, err)
+			t.Fatalf("nginx does not listen on %s: %v", pop3, err)
 		}
 	}
-	return imap, eng
+	return imap, pop3, eng
 }
 
 // loginVia logs in over IMAP at addr from src and returns the tagged reply.
@@ -145,10 +149,10 @@ func (w *e2eWorld) loginVia(t *testing.T, addr, src, user, pass string) string {
 // real Dovecot: a right login goes through; five wrong passwords block
 // the address, and the right one is then refused with postern's text;
 // a restricted account is refused with its right password from outside
-// its network and logs in from inside it.
+// its network and logs in from inside it. POP3 logs in too.
 func TestE2ENginxAuthHTTP(t *testing.T) {
 	w := world(t)
-	imap, eng := nginxMail(t, w)
+	imap, pop3, eng := nginxMail(t, w)
 	alice := w.env.Users["alice@example.test"]
 	if r := w.loginVia(t, imap, "203.0.113.110:4000", "alice@example.test", alice); !strings.HasPrefix(r, "a OK") {
 		t.Fatalf("right password through nginx: %q", r)
@@ -176,4 +180,22 @@ func TestE2ENginxAuthHTTP(t *testing.T) {
 	if r := w.loginVia(t, imap, "203.0.113.130:4000", "bob@example.test", bob); !strings.HasPrefix(r, "a OK") {
 		t.Fatalf("restricted account from its network: %q", r)
 	}
+
+	l := w.dial(t, pop3, "203.0.113.113:4000")
+	if g := l.read(); !strings.HasPrefix(g, "+OK") {
+		t.Fatalf("POP3 greeting %q", g)
+	}
+	l.send("USER alice@example.test")
+	if r := l.read(); !strings.HasPrefix(r, "+OK") {
+		t.Fatalf("USER: %q", r)
+	}
+	l.send("PASS " + alice)
+	if r := l.read(); !strings.HasPrefix(r, "+OK") {
+		t.Fatalf("POP3 right password through nginx: %q", r)
+	}
+	l.send("STAT")
+	if r := l.read(); !strings.HasPrefix(r, "+OK") {
+		t.Fatalf("STAT after the login: %q", r)
+	}
+	l.send("QUIT")
 }
