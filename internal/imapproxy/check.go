@@ -12,12 +12,12 @@ import (
 
 // CheckLogin logs in once over be, a fresh connection to the IMAP backend
 // (its PROXY header written), exactly as the gateway replays a client's
-// login: it reads the greeting and the capabilities, replays user and
-// pass (AUTHENTICATE PLAIN with SASL-IR when offered, else LOGIN) and
-// reads the answer as the gateway does. Logged in, it logs out. timeout
-// bounds each backend read and write; be is the caller's to close. It is
-// for servers that check a password for a proxy that does not (nginx's
-// mail auth_http).
+// login: it reads the greeting and the capabilities, replays user and pass
+// (AUTHENTICATE PLAIN with SASL-IR when offered, else LOGIN) and reads the
+// answer as the gateway does. Logged in, it sends a logout and does not
+// wait for its answer. timeout bounds each backend read and write; be is
+// the caller's to close. It is for servers that check a password for a
+// proxy that does not (nginx's mail auth_http).
 func CheckLogin(be net.Conn, timeout time.Duration, user, pass string) (gate.Outcome, error) {
 	g := mailgate.New(mailgate.Config{BackendTimeout: timeout}, wording, nil, nil, nil)
 	s := &session{Session: &mailgate.Session{Gate: g, BE: be, BR: bufio.NewReaderSize(be, 4096)}}
@@ -31,7 +31,9 @@ func CheckLogin(be net.Conn, timeout time.Duration, user, pass string) (gate.Out
 	}
 	r := loginReply(tag, untagged, tagged)
 	if r.Outcome == gate.Accepted {
-		s.beCommand("LOGOUT")
+		// Not waited for: Dovecot answers LOGOUT from the mail process it
+		// starts after the login, milliseconds later.
+		s.BackendWrite("P1 LOGOUT")
 	}
 	return r.Outcome, nil
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -198,4 +199,68 @@ func TestE2ENginxAuthHTTP(t *testing.T) {
 		t.Fatalf("STAT after the login: %q", r)
 	}
 	l.send("QUIT")
+}
+
+// The cost of postern as nginx's auth_http server: IMAP logins (right
+// password) timed from LOGIN to the tagged OK, straight to Dovecot and
+// through nginx (nginx asks postern, postern logs in to Dovecot once to
+// check the password, nginx logs in again for the session). The figures
+// are logged; BENCHMARKS.md records them.
+func TestE2ENginxLoginLatency(t *testing.T) {
+	w := world(t)
+	imap, _, _ := nginxMail(t, w)
+	pass := w.env.Users["alice@example.test"]
+	measure := func(addr, prefix string, n int) (p50, p99 time.Duration) {
+		lat := make([]time.Duration, 0, n)
+		for i := range n {
+			l := w.dial(t, addr, fmt.Sprintf("%s.%d:4000", prefix, i+1))
+			if g := l.read(); !strings.HasPrefix(g, "* OK") {
+				t.Fatalf("greeting %q", g)
+			}
+			t0 := time.Now()
+			l.send(`a LOGIN "alice@example.test" "` + pass + `"`)
+			for {
+				s := l.read()
+				if strings.HasPrefix(s, "a ") {
+					if !strings.HasPrefix(s, "a OK") {
+						t.Fatalf("login: %q", s)
+					}
+					break
+				}
+			}
+			lat = append(lat, time.Since(t0))
+			l.send("b LOGOUT")
+			l.c.Close()
+		}
+		slices.Sort(lat)
+		return lat[n/2], lat[n*99/100]
+	}
+	// postern's answer alone: nginx's request to a server like nginx's.
+	srv := NewNginx(newEngine(t, nginxE2EYAML), NginxOptions{IMAP: netip.MustParseAddrPort(w.env.IMAPProxy), BackendTimeout: 10 * time.Second})
+	ln := listen(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, ln) }()
+	defer func() { cancel(); <-served }()
+	ask := func(n int) (p50, p99 time.Duration) {
+		lat := make([]time.Duration, 0, n)
+		for i := range n {
+			t0 := time.Now()
+			if _, h := ngxAsk(t, "http://"+ln.Addr().String()+"/auth", "imap", "alice@example.test", pass, fmt.Sprintf("198.18.2.%d", i+1), "1"); h.Get("Auth-Status") != "OK" {
+				t.Fatalf("auth_http: %v", h)
+			}
+			lat = append(lat, time.Since(t0))
+		}
+		slices.Sort(lat)
+		return lat[n/2], lat[n*99/100]
+	}
+	const n = 100
+	d50, d99 := measure(w.env.IMAPProxy, "198.18.0", n)
+	n50, n99 := measure(imap, "198.18.1", n)
+	a50, a99 := ask(n)
+	t.Logf("IMAP login, %d each: straight to Dovecot p50 %v p99 %v; through nginx with postern's auth_http p50 %v p99 %v; postern's auth_http answer alone p50 %v p99 %v",
+		n, d50, d99, n50, n99, a50, a99)
+	if n50 > 2*time.Second {
+		t.Errorf("a login through nginx takes %v (p50)", n50)
+	}
 }

@@ -12,11 +12,12 @@ import (
 
 // CheckLogin logs in once over be, a fresh connection to the POP3 backend
 // (its PROXY header written), exactly as the gateway replays a client's
-// login: it reads the greeting and CAPA, replays user and pass (AUTH
-// PLAIN when offered, else USER and PASS) and reads the answer as the
-// gateway does. Logged in, it quits. timeout bounds each backend read and
-// write; be is the caller's to close. It is for servers that check a
-// password for a proxy that does not (nginx's mail auth_http).
+// login: it reads the greeting and CAPA, replays user and pass (AUTH PLAIN
+// when offered, else USER and PASS) and reads the answer as the gateway
+// does. Logged in, it sends QUIT and does not wait for its answer. timeout
+// bounds each backend read and write; be is the caller's to close. It is
+// for servers that check a password for a proxy that does not (nginx's
+// mail auth_http).
 func CheckLogin(be net.Conn, timeout time.Duration, user, pass string) (gate.Outcome, error) {
 	g := mailgate.New(mailgate.Config{BackendTimeout: timeout}, wording, nil, nil, nil)
 	s := &session{Session: &mailgate.Session{Gate: g, BE: be, BR: bufio.NewReaderSize(be, 4096)}}
@@ -29,7 +30,9 @@ func CheckLogin(be net.Conn, timeout time.Duration, user, pass string) (gate.Out
 	}
 	r := loginReply(reply)
 	if r.Outcome == gate.Accepted {
-		s.beCmd("QUIT")
+		// Not waited for: Dovecot answers QUIT from the mail process it
+		// starts after the login, milliseconds later.
+		s.BackendWrite("QUIT")
 	}
 	return r.Outcome, nil
 }
