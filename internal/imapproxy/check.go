@@ -2,6 +2,7 @@ package imapproxy
 
 import (
 	"bufio"
+	"encoding/base64"
 	"fmt"
 	"net"
 	"time"
@@ -36,4 +37,12 @@ func CheckLogin(be net.Conn, timeout time.Duration, user, pass string) (gate.Out
 		s.BackendWrite("P1 LOGOUT")
 	}
 	return r.Outcome, nil
+}
+
+// Replayable reports whether the gateway replays a login of user and pass
+// (no authorization identity) to the backend: what checkedLogin lets
+// through. A login it does not replay is refused as a bad command,
+// uncounted.
+func Replayable(user, pass string) bool {
+	return mailgate.ValidUser(user) && validPassword(pass) && base64.StdEncoding.EncodedLen(len(user)+len(pass)+2) <= maxSASL
 }

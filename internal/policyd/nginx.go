@@ -75,6 +75,8 @@ type ngxBackend struct {
 	addr  netip.AddrPort
 	dial  relay.Dialer
 	check func(be net.Conn, timeout time.Duration, user, pass string) (gate.Outcome, error)
+	// replayable says whether the inline gateway would replay the login.
+	replayable func(user, pass string) bool
 }
 
 // NewNginx returns an nginx auth_http server on eng.
@@ -90,12 +92,12 @@ func NewNginx(eng Engine, opts NginxOptions) *Nginx {
 		service.IMAP: gate.NewLogins(eng),
 		service.POP3: gate.NewLogins(eng),
 	}}
-	mk := func(addr netip.AddrPort, svc string, check func(net.Conn, time.Duration, string, string) (gate.Outcome, error)) ngxBackend {
-		return ngxBackend{addr: addr, check: check,
+	mk := func(addr netip.AddrPort, svc string, check func(net.Conn, time.Duration, string, string) (gate.Outcome, error), replayable func(string, string) bool) ngxBackend {
+		return ngxBackend{addr: addr, check: check, replayable: replayable,
 			dial: relay.Dialer{Addr: addr.String(), Proxy: opts.BackendProxy, Timeout: opts.BackendTimeout, Service: svc}}
 	}
-	n.imap = mk(opts.IMAP, "imap", imapproxy.CheckLogin)
-	n.pop3 = mk(opts.POP3, "pop3", pop3proxy.CheckLogin)
+	n.imap = mk(opts.IMAP, "imap", imapproxy.CheckLogin, imapproxy.Replayable)
+	n.pop3 = mk(opts.POP3, "pop3", pop3proxy.CheckLogin, pop3proxy.Replayable)
 	return n
 }
 
@@ -259,9 +261,15 @@ func (n *Nginx) decide(ctx context.Context, q *ngxRequest) ngxAnswer {
 	if v.Action == guard.Refuse {
 		return ngxAnswer{status: v.Refusal()}
 	}
+	log := n.opts.Log.With("service", svc.String(), "client", q.client.String())
+	if !be.replayable(q.user, q.pass) {
+		// As the inline gateway refuses a bad command: uncounted, the
+		// backend not asked.
+		log.Info("bad login: characters postern does not pass on, or too long")
+		return ngxAnswer{status: ngxInvalid, wait: ngxWait}
+	}
 	gs := n.eng.Attach(q.client, svc)
 	defer gs.Close()
-	log := n.opts.Log.With("service", svc.String(), "client", q.client.String())
 	gctx, cancel := context.WithTimeout(ctx, n.opts.DecisionTimeout)
 	defer cancel()
 	o, d, err := n.logins[svc].Run(gctx, gs, st.Policy, q.client, gate.Credentials{User: q.user, Pass: q.pass}, log,

@@ -298,6 +298,19 @@ func TestNginxBadRequests(t *testing.T) {
 	if len(s.imap.asked())+len(s.pop3.asked()) != 0 {
 		t.Error("a bad request reached a backend")
 	}
+	// A login the inline gateway would not replay (a CR in the password, a
+	// name with a control character, too long) is refused uncounted,
+	// without asking the backend.
+	for _, c := range [][2]string{{"bob@example.com", "a\rb"}, {"bob@example.com", "c\nd"}, {"bob@example.com", "a\x00b"}, {"bob\tx", "p"}, {"bob@example.com", strings.Repeat("p", 9000)}} {
+		for _, proto := range []string{"imap", "pop3"} {
+			if _, h := ngxAsk(t, s.url, proto, c[0], c[1], "127.0.0.3", "1"); h.Get("Auth-Status") != ngxInvalid {
+				t.Errorf("%s %q: %v", proto, c[0], h)
+			}
+		}
+	}
+	if len(s.imap.asked())+len(s.pop3.asked()) != 0 || blocked(s.eng, "127.0.0.3") {
+		t.Error("a login not replayable reached a backend or was counted")
+	}
 	// A password with bytes nginx escapes arrives as the client typed it.
 	s.imap.mu.Lock()
 	s.imap.users["carol@example.com"] = "a b%c\"d"

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/postern/postern/internal/gate"
@@ -35,4 +36,12 @@ func CheckLogin(be net.Conn, timeout time.Duration, user, pass string) (gate.Out
 		s.BackendWrite("QUIT")
 	}
 	return r.Outcome, nil
+}
+
+// Replayable reports whether the gateway replays a login of user and pass
+// (no authorization identity) to the backend: what checkedLogin lets
+// through. A login it does not replay is refused as a bad command,
+// uncounted.
+func Replayable(user, pass string) bool {
+	return mailgate.ValidUser(user) && !strings.ContainsAny(pass, "\x00\r\n") && len(user)+len(pass)+2 <= maxReplay
 }
