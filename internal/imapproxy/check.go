@@ -17,13 +17,14 @@ import (
 // (AUTHENTICATE PLAIN with SASL-IR when offered, else LOGIN) and reads the
 // answer as the gateway does. Logged in, it sends a logout and does not
 // wait for its answer. timeout bounds each backend read and write; be is
-// the caller's to close. It is for servers that check a password for a
+// the caller's to close. An error before the login was sent comes with
+// gate.Answered (nothing to count), after it with gate.Unexpected. It is for servers that check a password for a
 // proxy that does not (nginx's mail auth_http).
 func CheckLogin(be net.Conn, timeout time.Duration, user, pass string) (gate.Outcome, error) {
 	g := mailgate.New(mailgate.Config{BackendTimeout: timeout}, wording, nil, nil, nil)
 	s := &session{Session: &mailgate.Session{Gate: g, BE: be, BR: bufio.NewReaderSize(be, 4096)}}
 	if _, err := s.greet(); err != nil {
-		return gate.Unexpected, err
+		return gate.Answered, err // the password was not sent
 	}
 	const tag = "P0"
 	untagged, tagged, err := s.backendLogin(tag, "", user, pass)

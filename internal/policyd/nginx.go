@@ -309,10 +309,16 @@ func (n *Nginx) check(ctx context.Context, be *ngxBackend, q *ngxRequest, pass s
 	defer cancel()
 	conn, err := be.dial.Dial(ctx, netip.AddrPortFrom(q.client, 0), be.addr)
 	if err != nil {
-		return gate.Unexpected, err
+		n.opts.Log.Error("the backend cannot be reached to check a login", "backend", be.addr.String(), "err", err)
+		return gate.Answered, nil // the password was not sent: nothing to count
 	}
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	return be.check(conn, n.opts.BackendTimeout, q.user, pass)
+	o, err := be.check(conn, n.opts.BackendTimeout, q.user, pass)
+	if err != nil && o == gate.Answered {
+		n.opts.Log.Error("the backend failed before the login was sent", "backend", be.addr.String(), "err", err)
+		return gate.Answered, nil
+	}
+	return o, err
 }

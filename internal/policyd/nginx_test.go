@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -35,7 +36,7 @@ func (f *fakeMail) record(client, user, pass string) bool {
 	defer f.mu.Unlock()
 	f.logins = append(f.logins, fakeLogin{client, user, pass})
 	want, ok := f.users[user]
-	return ok && want == pass
+	return ok && (want == pass || want == "*") // "*": a passdb that checks no password
 }
 
 func (f *fakeMail) asked() []fakeLogin {
@@ -254,6 +255,65 @@ func TestNginxRestricted(t *testing.T) {
 	}
 	if !blocked(s.eng, "127.9.9.9") {
 		t.Error("the restricted login did not count as a failed login")
+	}
+}
+
+// A backend that accepts the decoy of a restricted login (a passdb that
+// checks no password) does not let it in: the answer is a failure.
+func TestNginxDecoyAccepted(t *testing.T) {
+	s := newNginxSetup(t)
+	s.imap.mu.Lock()
+	s.imap.users["alice@example.com"] = "*"
+	s.imap.mu.Unlock()
+	_, h := ngxAsk(t, s.url, "imap", "alice@example.com", "alice pw", "127.9.9.9", "1")
+	if h.Get("Auth-Status") != ngxInvalid || h.Get("Auth-Server") != "" {
+		t.Errorf("a restricted login whose decoy the backend accepted: %v", h)
+	}
+	if a := s.imap.asked(); len(a) != 1 || a[0].pass == "alice pw" {
+		t.Errorf("the backend was asked %v, want the decoy once", a)
+	}
+}
+
+// A backend that cannot be reached, or fails before the login is sent,
+// is a temporary failure, uncounted; one that fails after the login was
+// sent counts as a failed login, as inline (it may have checked it).
+func TestNginxBackendDown(t *testing.T) {
+	eng := newEngine(t, "")
+	closed := listen(t)
+	down := netip.MustParseAddrPort(closed.Addr().String())
+	closed.Close()
+	mute := netip.MustParseAddrPort(testserver.TCP(t, func(c net.Conn) {
+		proxyClient(bufio.NewReader(c)) // reads the header, says nothing
+	}))
+	hangup := netip.MustParseAddrPort(testserver.TCP(t, func(c net.Conn) {
+		r := bufio.NewReader(c)
+		proxyClient(r)
+		c.Write([]byte("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] ready\r\n"))
+		r.ReadString('\n') // the login, then nothing
+	}))
+	for k, tc := range []struct {
+		name    string
+		backend netip.AddrPort
+		counted bool
+	}{{"down", down, false}, {"mute", mute, false}, {"hangs up after the login", hangup, true}} {
+		src := "127.5.0." + strconv.Itoa(k+1)
+		n := NewNginx(eng, NginxOptions{IMAP: tc.backend, BackendProxy: "v1", BackendTimeout: time.Second})
+		ln := listen(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- n.Serve(ctx, ln) }()
+		for i := range 5 {
+			if _, h := ngxAsk(t, "http://"+ln.Addr().String()+"/", "imap", "bob@example.com", "pw"+strconv.Itoa(i), src, "1"); i < 4 && (h.Get("Auth-Status") != ngxTemporary || h.Get("Auth-Wait") == "") {
+				t.Errorf("%s: %v", tc.name, h)
+			}
+		}
+		if blocked(eng, src) != tc.counted {
+			t.Errorf("%s: blocked after 5 tries %v, want %v", tc.name, blocked(eng, src), tc.counted)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
 	}
 }
 

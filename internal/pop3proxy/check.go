@@ -23,7 +23,7 @@ func CheckLogin(be net.Conn, timeout time.Duration, user, pass string) (gate.Out
 	g := mailgate.New(mailgate.Config{BackendTimeout: timeout}, wording, nil, nil, nil)
 	s := &session{Session: &mailgate.Session{Gate: g, BE: be, BR: bufio.NewReaderSize(be, 4096)}}
 	if _, err := s.Greet(); err != nil {
-		return gate.Unexpected, err
+		return gate.Answered, err // the password was not sent
 	}
 	reply, err := s.backendLogin("", user, pass)
 	if err != nil {
