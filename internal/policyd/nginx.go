@@ -280,15 +280,20 @@ func (n *Nginx) decide(ctx context.Context, q *ngxRequest) ngxAnswer {
 	if o == gate.Accepted {
 		return ngxAnswer{status: "OK", server: be.addr}
 	}
-	if d.Blocked || gate.Ends(d) {
-		return ngxAnswer{status: d.Refusal()}
-	}
 	a := ngxAnswer{status: ngxInvalid, wait: ngxWait}
-	switch o {
-	case gate.Unexpected, gate.Answered:
+	switch {
+	case o == gate.Blocked && !d.Blocked:
+		// Not attempted: held in the login gate (account protection's
+		// delay, logins in flight at the threshold) past decision_timeout.
+		// The client may try again after the delay.
 		a.status = ngxTemporary
-	case gate.Blocked:
+		if w := gs.LoginDelay(q.user); w > a.wait {
+			a.wait = w
+		}
+	case d.Blocked || gate.Ends(d):
 		return ngxAnswer{status: d.Refusal()}
+	case o == gate.Unexpected || o == gate.Answered:
+		a.status = ngxTemporary
 	}
 	if v.Action == guard.Tarpit && v.Delay > a.wait {
 		a.wait = v.Delay

@@ -117,11 +117,18 @@ type nginxSetup struct {
 
 func newNginxSetup(t *testing.T) *nginxSetup {
 	t.Helper()
+	return newNginxSetupWith(t, "", 0)
+}
+
+// newNginxSetupWith is newNginxSetup with an engine from yaml and a
+// decision timeout.
+func newNginxSetupWith(t *testing.T, yaml string, decision time.Duration) *nginxSetup {
+	t.Helper()
 	users := map[string]string{"bob@example.com": "right pw", "alice@example.com": "alice pw"}
-	s := &nginxSetup{eng: newEngine(t, ""), imap: &fakeMail{users: users}, pop3: &fakeMail{users: users}}
+	s := &nginxSetup{eng: newEngine(t, yaml), imap: &fakeMail{users: users}, pop3: &fakeMail{users: users}}
 	s.imapAddr = netip.MustParseAddrPort(testserver.TCP(t, s.imap.imap))
 	pop3Addr := netip.MustParseAddrPort(testserver.TCP(t, s.pop3.pop3))
-	n := NewNginx(s.eng, NginxOptions{IMAP: s.imapAddr, POP3: pop3Addr, BackendProxy: "v1", BackendTimeout: 5 * time.Second})
+	n := NewNginx(s.eng, NginxOptions{Options: Options{DecisionTimeout: decision}, IMAP: s.imapAddr, POP3: pop3Addr, BackendProxy: "v1", BackendTimeout: 5 * time.Second})
 	ln := listen(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -271,6 +278,29 @@ func TestNginxDecoyAccepted(t *testing.T) {
 	}
 	if a := s.imap.asked(); len(a) != 1 || a[0].pass == "alice pw" {
 		t.Errorf("the backend was asked %v, want the decoy once", a)
+	}
+}
+
+// Account protection's delay longer than decision_timeout: the login is
+// not attempted, and nginx is told to let the client try again after the
+// delay.
+func TestNginxAccountProtection(t *testing.T) {
+	s := newNginxSetupWith(t, baseYAML+"  account_protection: { failures: 3, delay: 7s }\n", 200*time.Millisecond)
+	for i := range 3 {
+		if _, h := ngxAsk(t, s.url, "imap", "bob@example.com", "wrong", "127.6.0."+strconv.Itoa(i+1), "1"); h.Get("Auth-Status") != ngxInvalid {
+			t.Fatalf("wrong password %d: %v", i, h)
+		}
+	}
+	t0 := time.Now()
+	_, h := ngxAsk(t, s.url, "imap", "bob@example.com", "right pw", "127.6.0.9", "1")
+	if h.Get("Auth-Status") != ngxTemporary || h.Get("Auth-Wait") != "7" {
+		t.Errorf("a login of the protected account: %v, want %q with Auth-Wait 7", h, ngxTemporary)
+	}
+	if e := time.Since(t0); e > 5*time.Second {
+		t.Errorf("answered after %v, past decision_timeout", e)
+	}
+	if n := len(s.imap.asked()); n != 3 {
+		t.Errorf("the backend was asked %d logins, want 3", n)
 	}
 }
 
