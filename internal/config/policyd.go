@@ -1,6 +1,8 @@
 package config
 
 import (
+	"net/netip"
+
 	"github.com/postern/postern/internal/diag"
 )
 
@@ -11,6 +13,7 @@ import (
 type PolicyServices struct {
 	Postfix PolicyPostfix `yaml:"postfix"`
 	Dovecot PolicyDovecot `yaml:"dovecot"`
+	Nginx   PolicyNginx   `yaml:"nginx"`
 }
 
 // PolicyListener is what every policy server has: where it listens, which
@@ -38,6 +41,28 @@ type PolicyDovecot struct {
 	HashNonceFile  Text `yaml:"hash_nonce_file"`
 }
 
+// PolicyNginx is nginx's mail auth_http server. nginx leaves the password
+// check to it: postern logs in once to the protocol's backend, behind a
+// PROXY header naming the client, and answers nginx with that backend.
+type PolicyNginx struct {
+	PolicyListener `yaml:",inline"`
+	Backends       NginxBackends `yaml:"backends"`
+	// BackendProxy is the PROXY header of the check's login: v2 or v1.
+	BackendProxy Text `yaml:"backend_proxy"`
+	// BackendTimeout bounds the check's connection and each of its reads
+	// and writes.
+	BackendTimeout Duration `yaml:"backend_timeout" default:"10s"`
+}
+
+// NginxBackends are the backends nginx is sent to, per protocol: an IP
+// address and port (nginx's Auth-Server takes no host name). A protocol
+// without a backend is refused.
+type NginxBackends struct {
+	IMAP Text `yaml:"imap"`
+	POP3 Text `yaml:"pop3"`
+	SMTP Text `yaml:"smtp"`
+}
+
 // On reports whether the server is configured.
 func (l *PolicyListener) On() bool { return l.Listen.IsSet() }
 
@@ -61,7 +86,43 @@ func (f *File) validatePolicy(d *decoder) {
 	}
 	check("postfix", &f.Policy.Postfix.PolicyListener)
 	check("dovecot", &f.Policy.Dovecot.PolicyListener)
+	check("nginx", &f.Policy.Nginx.PolicyListener)
+	f.validateNginx(d)
 	if f.Policy.Dovecot.HashNonceFile.IsSet() {
 		f.resolve(&f.Policy.Dovecot.HashNonceFile)
+	}
+}
+
+func (f *File) validateNginx(d *decoder) {
+	n := &f.Policy.Nginx
+	b := &n.Backends
+	if !n.On() {
+		for _, t := range []*Text{&b.IMAP, &b.POP3, &b.SMTP, &n.BackendProxy} {
+			if t.IsSet() {
+				d.errs.Add(diag.Errorf(t.Pos, "policy.nginx needs listen"))
+				return
+			}
+		}
+		return
+	}
+	if b.SMTP.IsSet() {
+		d.errs.Add(diag.Errorf(b.SMTP.Pos, "policy.nginx.backends.smtp: not supported yet (postern checks IMAP and POP3 logins for nginx)"))
+	}
+	if !b.IMAP.IsSet() && !b.POP3.IsSet() {
+		d.errs.Add(diag.Errorf(n.Listen.Pos, "policy.nginx needs backends (imap, pop3)"))
+	}
+	for name, t := range map[string]*Text{"imap": &b.IMAP, "pop3": &b.POP3} {
+		if !t.IsSet() {
+			continue
+		}
+		if ap, err := netip.ParseAddrPort(t.Value); err != nil || ap.Port() == 0 {
+			d.errs.Add(diag.Errorf(t.Pos, "policy.nginx.backends.%s: %q: want an IP address and port (nginx's Auth-Server takes no host name)", name, t.Value))
+		}
+	}
+	if n.BackendProxy.IsSet() && n.BackendProxy.Value != string(ProxyV2) && n.BackendProxy.Value != string(ProxyV1) {
+		d.errs.Add(diag.Errorf(n.BackendProxy.Pos, "policy.nginx.backend_proxy: %q: want v2 or v1", n.BackendProxy.Value))
+	}
+	if n.BackendTimeout.D <= 0 {
+		d.errs.Add(diag.Errorf(n.BackendTimeout.Pos, "policy.nginx.backend_timeout must be positive"))
 	}
 }

@@ -22,6 +22,16 @@ policy:
 	if !d.On() || d.HashNonceFile.Value != "/etc/postern/dovecot-nonce" || d.MaxConnections != 10 {
 		t.Errorf("dovecot: %+v", d)
 	}
+	f, err = Parse("/etc/postern/p.yaml", []byte(`
+policy:
+  nginx: { listen: "127.0.0.1:8085", backends: { imap: "127.0.0.1:10143", pop3: "[::1]:10110" }, decision_timeout: 5s }
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := f.Policy.Nginx; !n.On() || n.Backends.IMAP.Value != "127.0.0.1:10143" || n.Backends.POP3.Value != "[::1]:10110" || n.DecisionTime.D != 5*time.Second || n.BackendTimeout.D != 10*time.Second || n.BackendProxy.IsSet() {
+		t.Errorf("nginx: %+v", n)
+	}
 	f, err = Parse("/etc/postern/p.yaml", []byte("services: {}\n"))
 	if err != nil {
 		t.Fatal(err)
@@ -39,6 +49,13 @@ func TestPolicyConfigErrors(t *testing.T) {
 		{"policy: { dovecot: { listen: \":1\", decision_timeout: 0s } }", "decision_timeout must be positive"},
 		{"policy: { dovecot: { listen: \":1\", max_connections: 0 } }", "max_connections"},
 		{"policy: { exim: {} }", "exim"},
+		{"policy: { nginx: { listen: \":1\" } }", "policy.nginx needs backends"},
+		{"policy: { nginx: { backends: { imap: \"127.0.0.1:143\" } } }", "policy.nginx needs listen"},
+		{"policy: { nginx: { listen: \":1\", backends: { imap: \"mail.example:143\" } } }", "policy.nginx.backends.imap"},
+		{"policy: { nginx: { listen: \":1\", backends: { pop3: \"127.0.0.1\" } } }", "policy.nginx.backends.pop3"},
+		{"policy: { nginx: { listen: \":1\", backends: { imap: \"127.0.0.1:143\", smtp: \"127.0.0.1:587\" } } }", "not supported yet"},
+		{"policy: { nginx: { listen: \":1\", backends: { imap: \"127.0.0.1:143\", lmtp: \"127.0.0.1:24\" } } }", "lmtp"},
+		{"policy: { nginx: { listen: \":1\", backends: { imap: \"127.0.0.1:143\" }, backend_proxy: xclient } }", "backend_proxy"},
 	} {
 		_, err := Parse("/etc/postern/p.yaml", []byte(tc.yaml))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -21,16 +21,19 @@ var policyKeys = []string{
 	"policy.postfix.listen", "policy.postfix.decision_timeout", "policy.postfix.idle_timeout", "policy.postfix.max_connections",
 	"policy.dovecot.listen", "policy.dovecot.decision_timeout", "policy.dovecot.idle_timeout", "policy.dovecot.max_connections",
 	"policy.dovecot.hash_nonce_file",
+	"policy.nginx.listen", "policy.nginx.decision_timeout", "policy.nginx.idle_timeout", "policy.nginx.max_connections",
+	"policy.nginx.backends.imap", "policy.nginx.backends.pop3", "policy.nginx.backend_proxy", "policy.nginx.backend_timeout",
 }
 
 // policyState is the gateway's policy servers (policy-service mode): their
 // listeners, bound at start before privileges drop, and their grants,
 // swapped on reload.
 type policyState struct {
-	postfixLn, dovecotLn       net.Listener
-	postfixGrant, dovecotGrant atomic.Pointer[func(netip.Addr) bool]
-	postfix                    *policyd.Postfix
-	dovecot                    *policyd.Dovecot
+	postfixLn, dovecotLn, nginxLn          net.Listener
+	postfixGrant, dovecotGrant, nginxGrant atomic.Pointer[func(netip.Addr) bool]
+	postfix                                *policyd.Postfix
+	dovecot                                *policyd.Dovecot
+	nginx                                  *policyd.Nginx
 }
 
 // policyGrant compiles a policy server's grant: addresses and networks
@@ -81,6 +84,9 @@ func (g *Gateway) bindPolicy(snap *snapshot.Snapshot) error {
 	if g.policy.dovecotLn, err = bind("dovecot", &p.Dovecot.PolicyListener); err != nil {
 		return err
 	}
+	if g.policy.nginxLn, err = bind("nginx", &p.Nginx.PolicyListener); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -95,9 +101,14 @@ func (g *Gateway) policyGrants(snap *snapshot.Snapshot) (commit func(), err erro
 	if err != nil {
 		return nil, err
 	}
+	ng, err := policyGrant(snap, "nginx", p.Nginx.Grant)
+	if err != nil {
+		return nil, err
+	}
 	return func() {
 		g.policy.postfixGrant.Store(&pf)
 		g.policy.dovecotGrant.Store(&dc)
+		g.policy.nginxGrant.Store(&ng)
 	}, nil
 }
 
@@ -131,20 +142,38 @@ func (g *Gateway) servePolicy(ctx context.Context, wg *sync.WaitGroup) {
 		g.policy.dovecot = policyd.NewDovecot(g.engine, g.policyOptions(&p.Dovecot.PolicyListener, &g.policy.dovecotGrant, "dovecot"))
 		serve("dovecot", ln, g.policy.dovecot.Serve)
 	}
+	if ln := g.policy.nginxLn; ln != nil {
+		g.policy.nginx = policyd.NewNginx(g.engine, nginxOptions(&p.Nginx, g.policyOptions(&p.Nginx.PolicyListener, &g.policy.nginxGrant, "nginx")))
+		serve("nginx", ln, g.policy.nginx.Serve)
+	}
+}
+
+// nginxOptions are the nginx auth_http server's options from its
+// configuration (validated: the backends are IP addresses and ports).
+func nginxOptions(c *config.PolicyNginx, o policyd.Options) policyd.NginxOptions {
+	addr := func(t config.Text) netip.AddrPort {
+		if !t.IsSet() {
+			return netip.AddrPort{}
+		}
+		ap, _ := netip.ParseAddrPort(t.Value)
+		return ap
+	}
+	return policyd.NginxOptions{Options: o, IMAP: addr(c.Backends.IMAP), POP3: addr(c.Backends.POP3),
+		BackendProxy: c.BackendProxy.Value, BackendTimeout: c.BackendTimeout.D}
 }
 
 // closePolicy closes the policy listeners (Serve closes them too when its
 // context ends; this covers a Start that failed before Run).
 func (g *Gateway) closePolicy() {
-	for _, ln := range []net.Listener{g.policy.postfixLn, g.policy.dovecotLn} {
+	for _, ln := range []net.Listener{g.policy.postfixLn, g.policy.dovecotLn, g.policy.nginxLn} {
 		if ln != nil {
 			ln.Close()
 		}
 	}
 }
 
-// PolicyAddr returns the address the named policy server ("postfix",
-// "dovecot") listens on, or nil.
+// PolicyAddr returns the address the named policy server ("postfix", "nginx",
+// "dovecot", "nginx") listens on, or nil.
 func (g *Gateway) PolicyAddr(name string) net.Addr {
 	var ln net.Listener
 	switch name {
@@ -152,6 +181,8 @@ func (g *Gateway) PolicyAddr(name string) net.Addr {
 		ln = g.policy.postfixLn
 	case "dovecot":
 		ln = g.policy.dovecotLn
+	case "nginx":
+		ln = g.policy.nginxLn
 	}
 	if ln == nil {
 		return nil
@@ -159,8 +190,8 @@ func (g *Gateway) PolicyAddr(name string) net.Addr {
 	return ln.Addr()
 }
 
-// PolicyStats returns the counters of the named policy server ("postfix",
-// "dovecot") — requests, "no opinion" answers, refused and bad
+// PolicyStats returns the counters of the named policy server ("postfix", "nginx",
+// "dovecot", "nginx") — requests, "no opinion" answers, refused and bad
 // connections — or nil when it does not run.
 func (g *Gateway) PolicyStats(name string) *policyd.Stats {
 	switch {
@@ -168,6 +199,8 @@ func (g *Gateway) PolicyStats(name string) *policyd.Stats {
 		return g.policy.postfix.Stats()
 	case name == "dovecot" && g.policy.dovecot != nil:
 		return g.policy.dovecot.Stats()
+	case name == "nginx" && g.policy.nginx != nil:
+		return g.policy.nginx.Stats()
 	}
 	return nil
 }

@@ -18,7 +18,7 @@ import (
 
 // The gateway serves the policy servers of its configuration on the
 // engine it shares with the inline gateways: a manual block is refused by
-// Postfix's and Dovecot's policy; Dovecot's nonce file is created; a
+// Postfix's and Dovecot's policy and nginx's auth_http; Dovecot's nonce file is created; a
 // reload applies a new grant to the next connection.
 func TestPolicyServers(t *testing.T) {
 	dir := t.TempDir()
@@ -30,6 +30,7 @@ func TestPolicyServers(t *testing.T) {
 		return state + `policy:
   postfix: { listen: "127.0.0.1:0", grant: "` + grant + `", max_connections: ` + strconv.Itoa(len(grant)) + ` }
   dovecot: { listen: "127.0.0.1:0", grant: "127.0.0.1", hash_nonce_file: dovecot-nonce }
+  nginx: { listen: "127.0.0.1:0", backends: { imap: "127.0.0.1:1" } }
 `
 	}
 	writeConfig(t, cfg, body("127.0.0.1"))
@@ -78,6 +79,18 @@ func TestPolicyServers(t *testing.T) {
 	resp.Body.Close()
 	if strings.TrimSpace(string(b)) != `{"status":-1,"msg":"Blocked (manual)"}` {
 		t.Fatalf("dovecot policy: %s", b)
+	}
+	req, _ := http.NewRequest(http.MethodGet, "http://"+g.PolicyAddr("nginx").String()+"/auth", nil)
+	for k, v := range map[string]string{"Auth-Method": "plain", "Auth-User": "bob", "Auth-Pass": "x", "Auth-Protocol": "imap", "Client-IP": "192.0.2.1"} {
+		req.Header.Set(k, v)
+	}
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if st := resp.Header.Get("Auth-Status"); st != "Blocked (manual)" || g.PolicyStats("nginx").Requests.Load() != 1 {
+		t.Fatalf("nginx auth_http: %q", st)
 	}
 
 	writeConfig(t, cfg, body("192.0.2.99"))

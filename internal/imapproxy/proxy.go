@@ -23,6 +23,15 @@ type Config = mailgate.Config
 // Engine is what the gateway needs of the intrusion prevention engine.
 type Engine = mailgate.Engine
 
+// wording is the gateway's fixed answers.
+var wording = mailgate.Wording{
+	Refuse:      "* BYE ",
+	Unavailable: "* BYE [UNAVAILABLE] Server temporarily unavailable, try again later",
+	AuthFailed:  "NO [AUTHENTICATIONFAILED] Authentication failed.",
+	ReadBuffer:  maxLine + 2,
+	WriteBuffer: 4096,
+}
+
 // Proxy serves one IMAP service.
 type Proxy struct {
 	g *mailgate.Gate
@@ -31,13 +40,7 @@ type Proxy struct {
 // New returns a Proxy; policy is read on every login, so a reload takes
 // effect at once.
 func New(cfg Config, eng Engine, pol func() *policy.Policy, log *slog.Logger) *Proxy {
-	return &Proxy{g: mailgate.New(cfg, mailgate.Wording{
-		Refuse:      "* BYE ",
-		Unavailable: "* BYE [UNAVAILABLE] Server temporarily unavailable, try again later",
-		AuthFailed:  "NO [AUTHENTICATIONFAILED] Authentication failed.",
-		ReadBuffer:  maxLine + 2,
-		WriteBuffer: 4096,
-	}, eng, pol, log)}
+	return &Proxy{g: mailgate.New(cfg, wording, eng, pol, log)}
 }
 
 // Handle serves one client connection to its end.

@@ -362,24 +362,29 @@ func (s *session) login(tag, authz, user, pass string) (bool, error) {
 		if err != nil {
 			return mailgate.Reply{}, err
 		}
-		r := mailgate.Reply{Lines: append(untagged, tagged), Raw: tagged}
-		status := ""
-		if rest := strings.TrimPrefix(tagged, tag+" "); len(rest) >= 2 {
-			status, _, _ = strings.Cut(rest, " ")
-		}
-		switch {
-		case strings.EqualFold(status, "OK"):
-			r.Outcome = gate.Accepted
-		case strings.EqualFold(status, "NO"):
-			r.Outcome, r.FailText = gate.Rejected, strings.TrimPrefix(tagged, tag+" ")
-		case strings.EqualFold(status, "BAD"):
-			r.Outcome = gate.Answered
-		}
-		// Neither OK, NO nor BAD (a continuation request, garbage): the
-		// backend is not speaking IMAP; never relay what it said.
-		return r, nil
+		return loginReply(tag, untagged, tagged), nil
 	})
 	return done, nil
+}
+
+// loginReply reads the backend's answer to a replayed login.
+func loginReply(tag string, untagged []string, tagged string) mailgate.Reply {
+	r := mailgate.Reply{Lines: append(untagged, tagged), Raw: tagged}
+	status := ""
+	if rest := strings.TrimPrefix(tagged, tag+" "); len(rest) >= 2 {
+		status, _, _ = strings.Cut(rest, " ")
+	}
+	switch {
+	case strings.EqualFold(status, "OK"):
+		r.Outcome = gate.Accepted
+	case strings.EqualFold(status, "NO"):
+		r.Outcome, r.FailText = gate.Rejected, strings.TrimPrefix(tagged, tag+" ")
+	case strings.EqualFold(status, "BAD"):
+		r.Outcome = gate.Answered
+	}
+	// Neither OK, NO nor BAD (a continuation request, garbage): the
+	// backend is not speaking IMAP; never relay what it said.
+	return r
 }
 
 // backendLogin replays a login in a form postern writes itself: the

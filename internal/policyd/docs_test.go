@@ -81,3 +81,43 @@ func TestPolicyDocSnippets(t *testing.T) {
 		}
 	})
 }
+
+// The nginx snippet of docs/POLICY.md points at postern's auth_http
+// listener and is what nginx (with Debian's libnginx-mod-mail) reads
+// without a complaint (nginx -t, with a certificate made for the test).
+func TestPolicyDocNginxSnippet(t *testing.T) {
+	blocks := docBlocks(t)
+	conf, yaml := blocks["# nginx.conf (nginx)"], blocks["# postern.yaml"]
+	if conf == "" {
+		t.Fatal("POLICY.md lacks the nginx snippet")
+	}
+	f, err := config.Parse("/etc/postern/postern.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := f.Policy.Nginx; n.Listen.Value != "127.0.0.1:8085" || !strings.Contains(conf, "auth_http "+n.Listen.Value+"/auth;") {
+		t.Fatalf("the nginx snippet does not point at policy.nginx.listen %q", n.Listen.Value)
+	}
+	if _, err := exec.LookPath("nginx"); err != nil {
+		t.Skip("nginx not installed")
+	}
+	if _, err := os.Stat("/usr/lib/nginx/modules/ngx_mail_module.so"); err != nil {
+		t.Skip("nginx's mail module not installed (libnginx-mod-mail)")
+	}
+	dir := t.TempDir()
+	cert, key := filepath.Join(dir, "mail.pem"), filepath.Join(dir, "mail.key")
+	if out, err := exec.Command("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+		"-subj", "/CN=mail.example.com", "-days", "1", "-keyout", key, "-out", cert).CombinedOutput(); err != nil {
+		t.Fatalf("openssl: %v\n%s", err, out)
+	}
+	conf = strings.NewReplacer("/etc/ssl/mail.pem", cert, "/etc/ssl/mail.key", key).Replace(conf)
+	path := filepath.Join(dir, "nginx.conf")
+	head := "pid " + filepath.Join(dir, "nginx.pid") + ";\nerror_log " + filepath.Join(dir, "error.log") + ";\n"
+	if err := os.WriteFile(path, []byte(head+conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("nginx", "-t", "-p", dir, "-c", path).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "test is successful") || strings.Contains(string(out), "[warn]") {
+		t.Fatalf("nginx -t: %v\n%s", err, out)
+	}
+}

@@ -23,6 +23,15 @@ type Config = mailgate.Config
 // Engine is what the gateway needs of the intrusion prevention engine.
 type Engine = mailgate.Engine
 
+// wording is the gateway's fixed answers.
+var wording = mailgate.Wording{
+	Refuse:      "-ERR [SYS/PERM] ",
+	Unavailable: "-ERR [SYS/TEMP] Server temporarily unavailable, try again later",
+	AuthFailed:  "-ERR [AUTH] Authentication failed.",
+	ReadBuffer:  maxLine + 2,
+	WriteBuffer: 2048,
+}
+
 // Proxy serves one POP3 service.
 type Proxy struct {
 	g *mailgate.Gate
@@ -30,13 +39,7 @@ type Proxy struct {
 
 // New returns a Proxy; policy is read on every login.
 func New(cfg Config, eng Engine, pol func() *policy.Policy, log *slog.Logger) *Proxy {
-	return &Proxy{g: mailgate.New(cfg, mailgate.Wording{
-		Refuse:      "-ERR [SYS/PERM] ",
-		Unavailable: "-ERR [SYS/TEMP] Server temporarily unavailable, try again later",
-		AuthFailed:  "-ERR [AUTH] Authentication failed.",
-		ReadBuffer:  maxLine + 2,
-		WriteBuffer: 2048,
-	}, eng, pol, log)}
+	return &Proxy{g: mailgate.New(cfg, wording, eng, pol, log)}
 }
 
 // Handle serves one client connection to its end.

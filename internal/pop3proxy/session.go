@@ -356,20 +356,25 @@ func (s *session) login(authz, user, pass string) bool {
 		if err != nil {
 			return mailgate.Reply{}, err
 		}
-		r := mailgate.Reply{Lines: []string{reply}, Raw: reply}
-		switch {
-		case strings.HasPrefix(reply, "+OK"):
-			r.Outcome = gate.Accepted
-		case strings.HasPrefix(reply, "-ERR"):
-			r.Outcome = gate.Answered
-			if strings.Contains(reply, "[AUTH]") || !strings.Contains(reply, "[SYS/") && !strings.Contains(reply, "[IN-USE]") {
-				r.Outcome, r.FailText = gate.Rejected, reply
-			}
-		}
-		// Neither +OK nor -ERR: the backend is not speaking POP3; never
-		// relay what it said.
-		return r, nil
+		return loginReply(reply), nil
 	})
+}
+
+// loginReply reads the backend's answer to a replayed login.
+func loginReply(reply string) mailgate.Reply {
+	r := mailgate.Reply{Lines: []string{reply}, Raw: reply}
+	switch {
+	case strings.HasPrefix(reply, "+OK"):
+		r.Outcome = gate.Accepted
+	case strings.HasPrefix(reply, "-ERR"):
+		r.Outcome = gate.Answered
+		if strings.Contains(reply, "[AUTH]") || !strings.Contains(reply, "[SYS/") && !strings.Contains(reply, "[IN-USE]") {
+			r.Outcome, r.FailText = gate.Rejected, reply
+		}
+	}
+	// Neither +OK nor -ERR: the backend is not speaking POP3; never
+	// relay what it said.
+	return r
 }
 
 // backendLogin replays the login in a form postern writes itself: AUTH
