@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -121,6 +122,17 @@ services:
 	if body := get("/blocks/rows?reason=L"); !strings.Contains(body, "127.0.0.5") || !strings.Contains(body, "pop3") {
 		t.Fatalf("the L block is not in the queue:\n%s", body)
 	}
+	// the dashboard counts them live (metrics are off: the console has
+	// the counters to itself), and a good login beside them
+	ok := dialPOPFrom(t, pop, "127.0.0.8")
+	ok.login()
+	ok.c.Close()
+	waitTraffic(t, get, "pop3", func(tr console.ServiceTraffic) bool {
+		return tr.LoginsFailed == 3 && tr.LoginsOK == 1 && tr.Connections >= 4 && tr.LoginsFailedPerS > 0 && tr.ConnectionsPerS > 0
+	})
+	if body := get("/"); !strings.Contains(body, "Traffic, last minute") || !regexp.MustCompile(`<td>pop3</td><td class="num" title="[45] in`).MatchString(body) {
+		t.Fatalf("the dashboard lacks the pop3 traffic:\n%s", body)
+	}
 
 	// a manual block in the console: the POP3 gateway refuses that login
 	if body := post("/blocks/add", url.Values{"target": {"127.0.0.6"}, "comment": {"by hand"}}); !strings.Contains(body, "Blocked 127.0.0.6.") {
@@ -165,4 +177,23 @@ services:
 		resp.Body.Close()
 		t.Fatalf("a client outside console.grant was answered: %d", resp.StatusCode)
 	}
+}
+
+// waitTraffic polls the console's /traffic until svc's line satisfies ok.
+func waitTraffic(t *testing.T, get func(string) string, svc string, ok func(console.ServiceTraffic) bool) {
+	t.Helper()
+	var last string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		last = get("/traffic")
+		var trs []console.ServiceTraffic
+		if err := json.Unmarshal([]byte(last), &trs); err != nil {
+			t.Fatalf("/traffic: %v\n%s", err, last)
+		}
+		for _, tr := range trs {
+			if tr.Service == svc && ok(tr) {
+				return
+			}
+		}
+	}
+	t.Fatalf("/traffic never showed what was wanted of %s: %s", svc, last)
 }

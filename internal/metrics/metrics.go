@@ -400,3 +400,15 @@ func (f factory) histogramVec(name, help string, buckets []float64, labels ...st
 func addrOK(grant func(netip.Addr) bool, a netip.Addr) bool {
 	return grant != nil && grant(a.Unmap())
 }
+
+// Counts returns the totals since start of one service: connections the
+// gate admitted, logins that succeeded and logins that failed (refused by
+// the backend or by the login IP restriction). The console's dashboard
+// turns them into rates.
+func (m *Metrics) Counts(svc service.Service) (accepted, loginsOK, loginsFailed uint64) {
+	if !svc.Valid() {
+		return 0, 0, 0
+	}
+	return m.accepted[svc].value(), m.logins[svc][guard.LoginOK].value(),
+		m.logins[svc][guard.LoginFailed].value() + m.logins[svc][guard.LoginRestricted].value()
+}
