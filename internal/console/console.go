@@ -54,9 +54,10 @@ const (
 )
 
 // LoginService is the service a console sign-in is counted on by the
-// engine: the console is a web application, so its failed sign-ins are
-// failed logins (L) of the web group, with the account "console:USER".
-const LoginService = service.Web
+// engine: service "console", of the web protocol group, so its failed
+// sign-ins are failed logins (L) under intrusion_prevention.web, with the
+// account "console:USER", and a block made from them names the console.
+const LoginService = service.Console
 
 // Engine is what the console needs of the intrusion-prevention engine:
 // the administration API's operations, and sessions to count sign-ins as

@@ -238,7 +238,7 @@ func TestWrongPasswordsBlockTheAddress(t *testing.T) {
 		}
 	}
 	b, ok := w.eng.BlockOf(netip.MustParseAddr("127.0.0.3"))
-	if !ok || b.Reason != reason.Login || b.Service != LoginService.String() || !strings.Contains(b.Detail, "console:alice") {
+	if !ok || b.Reason != reason.Login || b.Service != "console" || !strings.Contains(b.Detail, "console:alice") {
 		t.Fatalf("after 3 wrong passwords: block %+v, %v", b, ok)
 	}
 	// now even the right password is refused

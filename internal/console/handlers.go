@@ -266,6 +266,7 @@ func (s *Server) filtered(r *http.Request) (blocksView, error) {
 	for _, sv := range service.All {
 		v.Services = append(v.Services, sv.String())
 	}
+	v.Services = append(v.Services, service.Console.String()) // blocks from console sign-ins
 	v.Countries = s.opts.Country != nil
 	aq := url.Values{}
 	for k, vs := range q {

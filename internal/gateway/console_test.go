@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/cookiejar"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/console"
+	"github.com/postern/postern/internal/reason"
 	"github.com/postern/postern/internal/service"
 )
 
@@ -196,4 +198,75 @@ func waitTraffic(t *testing.T, get func(string) string, svc string, ok func(cons
 		}
 	}
 	t.Fatalf("/traffic never showed what was wanted of %s: %s", svc, last)
+}
+
+// Wrong console passwords are failed logins of service console: they
+// block the address with service console, and the metrics and the
+// dashboard count them as the console's.
+func TestConsoleSignInsAreServiceConsole(t *testing.T) {
+	dir := t.TempDir()
+	users := filepath.Join(dir, "console-users")
+	if err := console.SetPassword(users, "alice", "alice console pw", console.HashParams{Time: 1, Memory: 64, Threads: 1}); err != nil {
+		t.Fatal(err)
+	}
+	g, _, logs, _, _, _ := metricsGateway(t, fmt.Sprintf(`  web: { failed_logins: 2 }
+console: { listen: "127.0.0.1:0", grant: "127.0.0.0/8", users_file: %s }
+`, users))
+	logs.waitLog(t, "console listening", 1)
+	base := "http://" + g.ConsoleAddr().String()
+	from := func(src string) *http.Client {
+		d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		jar, _ := cookiejar.New(nil)
+		return &http.Client{Jar: jar, Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}}
+	}
+	signIn := func(hc *http.Client, password string) int {
+		t.Helper()
+		resp, err := hc.Get(base + "/signin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		m := consoleCSRF.FindSubmatch(b)
+		if m == nil {
+			t.Fatalf("no CSRF token on the sign-in page:\n%s", b)
+		}
+		resp, err = hc.PostForm(base+"/signin", url.Values{"csrf": {string(m[1])}, "user": {"alice"}, "password": {password}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	bad := from("127.0.0.33")
+	for i := range 2 {
+		if code := signIn(bad, fmt.Sprintf("wrong %d", i)); code != http.StatusUnauthorized {
+			t.Fatalf("wrong password %d: %d", i, code)
+		}
+	}
+	b, ok := g.Engine().BlockOf(netip.MustParseAddr("127.0.0.33"))
+	if !ok || b.Reason != reason.Login || b.Service != "console" || !strings.Contains(b.Detail, "console:alice") {
+		t.Fatalf("after 2 wrong console passwords: %+v, %v", b, ok)
+	}
+	if v := metricValue(t, g, "postern_logins_total", "service", "console", "result", "failed"); v != 2 {
+		t.Errorf("console failed logins in the metrics: %v", v)
+	}
+	if v := metricValue(t, g, "postern_logins_total", "service", "web", "result", "failed"); v != 0 {
+		t.Errorf("console sign-ins counted as web's: %v", v)
+	}
+	good := from("127.0.0.34")
+	if code := signIn(good, "alice console pw"); code != http.StatusOK {
+		t.Fatalf("sign-in: %d", code)
+	}
+	get := func(path string) string {
+		t.Helper()
+		resp, err := good.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	waitTraffic(t, get, "console", func(tr console.ServiceTraffic) bool { return tr.LoginsFailed == 2 && tr.LoginsOK == 1 })
 }

@@ -45,7 +45,7 @@ func newTraffic(m *metrics.Metrics, now func() time.Time, services func() []serv
 
 func (t *traffic) read() trafficTotals {
 	s := trafficTotals{at: t.now()}
-	for _, svc := range service.All {
+	for svc := service.SMTP; int(svc) < service.Count; svc++ {
 		a, ok, f := t.m.Counts(svc)
 		s.counts[svc] = [3]uint64{a, ok, f}
 	}
@@ -118,7 +118,7 @@ func (g *Gateway) ensureMetrics() {
 }
 
 // trafficServices is the services of the running configuration, in the
-// order of service.All.
+// order of service.All, and the console's sign-ins.
 func (g *Gateway) trafficServices() []service.Service {
 	cfg := g.holder.Load().Config
 	var out []service.Service
@@ -127,5 +127,5 @@ func (g *Gateway) trafficServices() []service.Service {
 			out = append(out, svc)
 		}
 	}
-	return out
+	return append(out, service.Console)
 }

@@ -109,6 +109,9 @@ func New() *Metrics {
 		prometheus.ExponentialBuckets(1024, 4, 9), "service")
 	et := f.counterVec("postern_early_talkers_total", "Clients that sent data before the greeting (a mark of spam software; logged, not refused), by service.", "service")
 	hs := f.counterVec("postern_tls_handshake_failures_total", "TLS handshakes with clients that failed (implicit TLS and STARTTLS), by service.", "service")
+	for r := range guard.NumLoginResults { // the console's sign-ins
+		m.logins[service.Console][r] = lg.with(service.Console.String(), loginResults[r])
+	}
 	for _, s := range service.All {
 		name := s.String()
 		m.accepted[s] = acc.with(name)
@@ -170,7 +173,7 @@ func (m *Metrics) SetState(s State) { m.state.Store(&s) }
 
 // Connection implements guard.Observer.
 func (m *Metrics) Connection(svc service.Service, o guard.ConnOutcome) {
-	if !svc.Valid() {
+	if !svc.Valid() || m.accepted[svc] == nil {
 		return
 	}
 	switch o {
@@ -188,7 +191,7 @@ func (m *Metrics) Connection(svc service.Service, o guard.ConnOutcome) {
 // Refused counts a connection refused outside the engine: over a
 // listener limit.
 func (m *Metrics) Refused(svc service.Service, why Why) {
-	if svc.Valid() && why < numWhy {
+	if svc.Valid() && why < numWhy && m.accepted[svc] != nil {
 		m.refused[svc][why].Inc()
 	}
 }
@@ -240,7 +243,7 @@ func (m *Metrics) BackendDial(svc service.Service, backend string, d time.Durati
 // Relayed counts bytes relayed in one direction (DirToBackend,
 // DirToClient).
 func (m *Metrics) Relayed(svc service.Service, dir int, n int64) {
-	if svc.Valid() && (dir == DirToBackend || dir == DirToClient) && n > 0 {
+	if svc.Valid() && (dir == DirToBackend || dir == DirToClient) && n > 0 && m.bytes[svc][dir] != nil {
 		m.bytes[svc][dir].Add(float64(n))
 	}
 }
@@ -293,14 +296,14 @@ func (m *Metrics) SpamScan(result string, d time.Duration) {
 
 // HandshakeFailed counts a failed TLS handshake with a client.
 func (m *Metrics) HandshakeFailed(svc service.Service) {
-	if svc.Valid() {
+	if svc.Valid() && m.handshakes[svc] != nil {
 		m.handshakes[svc].Inc()
 	}
 }
 
 // EarlyTalker counts a client that spoke before the greeting.
 func (m *Metrics) EarlyTalker(svc service.Service) {
-	if svc.Valid() {
+	if svc.Valid() && m.early[svc] != nil {
 		m.early[svc].Inc()
 	}
 }
@@ -409,6 +412,9 @@ func (m *Metrics) Counts(svc service.Service) (accepted, loginsOK, loginsFailed 
 	if !svc.Valid() {
 		return 0, 0, 0
 	}
-	return m.accepted[svc].value(), m.logins[svc][guard.LoginOK].value(),
+	if m.accepted[svc] != nil {
+		accepted = m.accepted[svc].value()
+	}
+	return accepted, m.logins[svc][guard.LoginOK].value(),
 		m.logins[svc][guard.LoginFailed].value() + m.logins[svc][guard.LoginRestricted].value()
 }
