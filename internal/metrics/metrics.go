@@ -248,6 +248,13 @@ func (m *Metrics) Relayed(svc service.Service, dir int, n int64) {
 	}
 }
 
+// SMTPRelayed implements smtpproxy.Observer: the bytes an SMTP backend
+// connection carried.
+func (m *Metrics) SMTPRelayed(svc service.Service, toBackend, toClient int64) {
+	m.Relayed(svc, DirToBackend, toBackend)
+	m.Relayed(svc, DirToClient, toClient)
+}
+
 // SMTPMessage counts one SMTP message: relayed (the backend accepted it,
 // with its size) or refused.
 func (m *Metrics) SMTPMessage(svc service.Service, relayed bool, size int64) {
