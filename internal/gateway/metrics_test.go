@@ -280,7 +280,7 @@ func TestMetricsFromRealSessions(t *testing.T) {
 	for _, want := range []string{
 		`postern_logins_total{result="failed",service="imap"} 4`,
 		`postern_blocks_active{reason="L"} 1`,
-		`postern_sessions_active `,
+		`postern_sessions_active{service="imap"} `,
 		`postern_config_last_reload_success_timestamp_seconds `,
 		"go_goroutines ", "process_open_fds ",
 	} {

@@ -45,8 +45,9 @@ var loginResults = [guard.NumLoginResults]string{"ok", "failed", "restricted"}
 
 // State is what a scrape reads from the running gateway.
 type State interface {
-	// LiveSessions is the number of open sessions.
-	LiveSessions() int
+	// LiveSessionsByService is the number of open sessions of each
+	// service.
+	LiveSessionsByService() [service.Count]int
 	// ActiveBlocks calls fn with the active blocks of each reason.
 	ActiveBlocksByReason(fn func(r reason.Code, n int))
 	// Certificates calls fn with each service's certificate expiry.
@@ -335,7 +336,7 @@ var _ guard.Observer = (*Metrics)(nil)
 type stateCollector struct{ m *Metrics }
 
 var (
-	descSessions = prometheus.NewDesc("postern_sessions_active", "Open client sessions (connections the gate admitted and not yet closed).", nil, nil)
+	descSessions = prometheus.NewDesc("postern_sessions_active", "Open client sessions (connections the gate admitted and not yet closed), by service.", []string{"service"}, nil)
 	descBlocks   = prometheus.NewDesc("postern_blocks_active", "Active (not expired) blocks, by reason code.", []string{"reason"}, nil)
 	descCert     = prometheus.NewDesc("postern_certificate_expiry_timestamp_seconds", "When the certificate a service serves expires, in Unix seconds.", []string{"service"}, nil)
 	descGeoIP    = prometheus.NewDesc("postern_geoip_build_timestamp_seconds", "When a GeoIP database was built (MMDB build epoch, else the file's modification time), in Unix seconds, by database file name.", []string{"database"}, nil)
@@ -354,7 +355,11 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	s := *sp
-	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(s.LiveSessions()))
+	live := s.LiveSessionsByService()
+	for _, svc := range service.All { // every service, so a sum or an alert sees 0, not nothing
+		ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(live[svc]), svc.String())
+	}
+	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(live[service.Console]), service.Console.String())
 	var seen [256]bool
 	s.ActiveBlocksByReason(func(r reason.Code, n int) {
 		seen[byte(r)] = true
