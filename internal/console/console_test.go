@@ -461,3 +461,20 @@ func TestImportRoundTrip(t *testing.T) {
 		t.Fatalf("bad import:\n%s", body)
 	}
 }
+
+// The traffic rates are for signed-in users only; without a source the
+// list is empty and the dashboard says they are not counted.
+func TestTrafficNeedsSignIn(t *testing.T) {
+	w := newWorld(t)
+	c := w.client(t, "")
+	if _, body := c.get("/traffic"); strings.HasPrefix(body, "[") || !strings.Contains(body, `name="password"`) {
+		t.Fatalf("signed out, /traffic answered:\n%s", body)
+	}
+	c.mustSignIn()
+	if code, body := c.get("/traffic"); code != http.StatusOK || body != "[]\n" {
+		t.Fatalf("/traffic without a source: %d %q", code, body)
+	}
+	if _, body := c.get("/"); !strings.Contains(body, "Not counted here.") {
+		t.Fatalf("dashboard without traffic:\n%s", body)
+	}
+}
