@@ -55,7 +55,8 @@ const (
 
 // LoginService is the service a console sign-in is counted on by the
 // engine: service "console", of the web protocol group, so its failed
-// sign-ins are failed logins (L) under intrusion_prevention.web, with the
+// sign-ins are failed logins (L) under intrusion_prevention.web (or, with
+// that off, guard.DefaultConsoleFailedLogins of them block), with the
 // account "console:USER", and a block made from them names the console.
 const LoginService = service.Console
 

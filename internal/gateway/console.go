@@ -64,9 +64,6 @@ func (g *Gateway) bindConsole(ctx context.Context, snap *snapshot.Snapshot) erro
 	cs.ln = ln
 	g.con = cs
 	g.ensureMetrics() // the dashboard's rates are read from the metrics' counters
-	if w := snap.Config.IntrusionPrevention.Web; w == nil || w.FailedLogins <= 0 {
-		g.log.Warn("console: intrusion_prevention.web.failed_logins is off, so wrong console passwords never block an address; set it (e.g. 5)")
-	}
 	return nil
 }
 

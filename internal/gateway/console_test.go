@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/console"
+	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/reason"
 	"github.com/postern/postern/internal/service"
 )
@@ -201,17 +202,22 @@ func waitTraffic(t *testing.T, get func(string) string, svc string, ok func(cons
 }
 
 // Wrong console passwords are failed logins of service console: they
-// block the address with service console, and the metrics and the
-// dashboard count them as the console's.
+// block the address with service console (after the web group's
+// failed_logins, or DefaultConsoleFailedLogins when that is off), and the
+// metrics and the dashboard count them as the console's.
 func TestConsoleSignInsAreServiceConsole(t *testing.T) {
+	t.Run("web failed_logins", func(t *testing.T) { consoleSignIns(t, "  web: { failed_logins: 2 }\n", 2) })
+	t.Run("web off", func(t *testing.T) { consoleSignIns(t, "", guard.DefaultConsoleFailedLogins) })
+}
+
+func consoleSignIns(t *testing.T, web string, n int) {
 	dir := t.TempDir()
 	users := filepath.Join(dir, "console-users")
 	if err := console.SetPassword(users, "alice", "alice console pw", console.HashParams{Time: 1, Memory: 64, Threads: 1}); err != nil {
 		t.Fatal(err)
 	}
-	g, _, logs, _, _, _ := metricsGateway(t, fmt.Sprintf(`  web: { failed_logins: 2 }
-console: { listen: "127.0.0.1:0", grant: "127.0.0.0/8", users_file: %s }
-`, users))
+	g, _, logs, _, _, _ := metricsGateway(t, fmt.Sprintf(`%sconsole: { listen: "127.0.0.1:0", grant: "127.0.0.0/8", users_file: %s }
+`, web, users))
 	logs.waitLog(t, "console listening", 1)
 	base := "http://" + g.ConsoleAddr().String()
 	from := func(src string) *http.Client {
@@ -239,16 +245,19 @@ console: { listen: "127.0.0.1:0", grant: "127.0.0.0/8", users_file: %s }
 		return resp.StatusCode
 	}
 	bad := from("127.0.0.33")
-	for i := range 2 {
+	for i := range n {
+		if _, ok := g.Engine().BlockOf(netip.MustParseAddr("127.0.0.33")); ok {
+			t.Fatalf("blocked after %d wrong console passwords", i)
+		}
 		if code := signIn(bad, fmt.Sprintf("wrong %d", i)); code != http.StatusUnauthorized {
 			t.Fatalf("wrong password %d: %d", i, code)
 		}
 	}
 	b, ok := g.Engine().BlockOf(netip.MustParseAddr("127.0.0.33"))
 	if !ok || b.Reason != reason.Login || b.Service != "console" || !strings.Contains(b.Detail, "console:alice") {
-		t.Fatalf("after 2 wrong console passwords: %+v, %v", b, ok)
+		t.Fatalf("after %d wrong console passwords: %+v, %v", n, b, ok)
 	}
-	if v := metricValue(t, g, "postern_logins_total", "service", "console", "result", "failed"); v != 2 {
+	if v := metricValue(t, g, "postern_logins_total", "service", "console", "result", "failed"); v != float64(n) {
 		t.Errorf("console failed logins in the metrics: %v", v)
 	}
 	if v := metricValue(t, g, "postern_logins_total", "service", "web", "result", "failed"); v != 0 {
@@ -268,5 +277,5 @@ console: { listen: "127.0.0.1:0", grant: "127.0.0.0/8", users_file: %s }
 		b, _ := io.ReadAll(resp.Body)
 		return string(b)
 	}
-	waitTraffic(t, get, "console", func(tr console.ServiceTraffic) bool { return tr.LoginsFailed == 2 && tr.LoginsOK == 1 })
+	waitTraffic(t, get, "console", func(tr console.ServiceTraffic) bool { return tr.LoginsFailed == uint64(n) && tr.LoginsOK == 1 })
 }
