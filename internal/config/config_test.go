@@ -73,6 +73,7 @@ func TestParseErrors(t *testing.T) {
 		{"unknown top key", "servics: {}\n", `c.yaml:1:1: unknown key "servics" (did you mean "services"?)`},
 		{"unknown nested key", "services:\n  imap: { listen: \":143\", backend: \"b:1\", grnt: \"x\" }\n", `c.yaml:2:43: unknown key "grnt" (did you mean "grant"?)`},
 		{"unknown service", "services:\n  imap4: { listen: \":143\" }\n", `c.yaml:2:3: unknown service "imap4"`},
+		{"console is no service of the configuration", "services:\n  console: { listen: \":8444\" }\n", `c.yaml:2:3: unknown service "console": want one of smtp, submission, smtps, imap, imaps, pop3, pop3s, web`},
 		{"wrong type", "services: [a, b]\n", "c.yaml:1:11: want a mapping of service names, got a list"},
 		{"wrong scalar type", "geoip: { databases: x }\n", `c.yaml:1:21: want a list, got "x"`},
 		{"string wanted", "trusted_upstreams: [1, 2]\n", "c.yaml:1:20: want a string, got a list"},

@@ -54,9 +54,11 @@ const (
 )
 
 // LoginService is the service a console sign-in is counted on by the
-// engine: the console is a web application, so its failed sign-ins are
-// failed logins (L) of the web group, with the account "console:USER".
-const LoginService = service.Web
+// engine: service "console", of the web protocol group, so its failed
+// sign-ins are failed logins (L) under intrusion_prevention.web (or, with
+// that off, guard.DefaultConsoleFailedLogins of them block), with the
+// account "console:USER", and a block made from them names the console.
+const LoginService = service.Console
 
 // Engine is what the console needs of the intrusion-prevention engine:
 // the administration API's operations, and sessions to count sign-ins as
@@ -84,6 +86,26 @@ type Listener struct {
 // Stats gives the dashboard what the gateway knows beyond the engine.
 type Stats interface {
 	Listeners() []Listener
+}
+
+// ServiceTraffic is one service's traffic over the last minute (or since
+// start, when that is shorter): the counts in the window and their rates
+// per second.
+type ServiceTraffic struct {
+	Service          string  `json:"service"`
+	Window           float64 `json:"window_seconds"` // the span counted
+	Connections      uint64  `json:"connections"`    // admitted by the gate
+	LoginsOK         uint64  `json:"logins_ok"`
+	LoginsFailed     uint64  `json:"logins_failed"` // refused by the backend or the login IP restriction
+	ConnectionsPerS  float64 `json:"connections_per_second"`
+	LoginsOKPerS     float64 `json:"logins_ok_per_second"`
+	LoginsFailedPerS float64 `json:"logins_failed_per_second"`
+}
+
+// Traffic gives the dashboard each service's connections and logins per
+// second.
+type Traffic interface {
+	Traffic() []ServiceTraffic
 }
 
 // ConfigInfo is the running configuration as the Configuration page shows
@@ -115,6 +137,9 @@ type Options struct {
 	// Config describes the running configuration; nil: not shown.
 	Config func() ConfigInfo
 	Stats  Stats // nil: no listener states
+	// Traffic is each service's connections and logins per second; nil:
+	// not shown.
+	Traffic Traffic
 	// Country names the country of an address from the GeoIP databases
 	// (two letters; "" unknown); nil: no countries shown.
 	Country func(netip.Addr) string

@@ -238,7 +238,7 @@ func TestWrongPasswordsBlockTheAddress(t *testing.T) {
 		}
 	}
 	b, ok := w.eng.BlockOf(netip.MustParseAddr("127.0.0.3"))
-	if !ok || b.Reason != reason.Login || b.Service != LoginService.String() || !strings.Contains(b.Detail, "console:alice") {
+	if !ok || b.Reason != reason.Login || b.Service != "console" || !strings.Contains(b.Detail, "console:alice") {
 		t.Fatalf("after 3 wrong passwords: block %+v, %v", b, ok)
 	}
 	// now even the right password is refused
@@ -459,5 +459,22 @@ func TestImportRoundTrip(t *testing.T) {
 	}
 	if body := upload("bad.json", `[{"target":"nonsense"}]`, nil); !strings.Contains(body, "Import: ") {
 		t.Fatalf("bad import:\n%s", body)
+	}
+}
+
+// The traffic rates are for signed-in users only; without a source the
+// list is empty and the dashboard says they are not counted.
+func TestTrafficNeedsSignIn(t *testing.T) {
+	w := newWorld(t)
+	c := w.client(t, "")
+	if _, body := c.get("/traffic"); strings.HasPrefix(body, "[") || !strings.Contains(body, `name="password"`) {
+		t.Fatalf("signed out, /traffic answered:\n%s", body)
+	}
+	c.mustSignIn()
+	if code, body := c.get("/traffic"); code != http.StatusOK || body != "[]\n" {
+		t.Fatalf("/traffic without a source: %d %q", code, body)
+	}
+	if _, body := c.get("/"); !strings.Contains(body, "Not counted here.") {
+		t.Fatalf("dashboard without traffic:\n%s", body)
 	}
 }

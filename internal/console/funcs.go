@@ -2,10 +2,12 @@ package console
 
 import (
 	"html/template"
+	"strconv"
 	"time"
 )
 
 var funcs = template.FuncMap{
+	"rate": func(f float64) string { return strconv.FormatFloat(f, 'f', 2, 64) },
 	"ts": func(t time.Time) string {
 		if t.IsZero() {
 			return "—"

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -43,6 +44,7 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("POST /signin", s.signin)
 	mux.HandleFunc("POST /signout", s.auth(s.signout))
 	mux.HandleFunc("GET /{$}", s.auth(s.dashboard))
+	mux.HandleFunc("GET /traffic", s.auth(s.traffic))
 	mux.HandleFunc("GET /blocks", s.auth(s.blocksPage))
 	mux.HandleFunc("GET /blocks/rows", s.auth(s.blockRows))
 	mux.HandleFunc("POST /blocks/add", s.auth(s.addBlock))
@@ -264,6 +266,7 @@ func (s *Server) filtered(r *http.Request) (blocksView, error) {
 	for _, sv := range service.All {
 		v.Services = append(v.Services, sv.String())
 	}
+	v.Services = append(v.Services, service.Console.String()) // blocks from console sign-ins
 	v.Countries = s.opts.Country != nil
 	aq := url.Values{}
 	for k, vs := range q {
@@ -640,6 +643,7 @@ type dashView struct {
 	Reasons   []reasonCount
 	Services  []serviceCount
 	Listeners []Listener
+	Traffic   []ServiceTraffic
 	Total     int
 	Active    int
 	Sessions  int // live sessions in the engine; -1 unknown
@@ -743,7 +747,24 @@ func (s *Server) dashboard(w http.ResponseWriter, r *http.Request, ss *session) 
 	if s.opts.Stats != nil {
 		v.Listeners = s.opts.Stats.Listeners()
 	}
+	if s.opts.Traffic != nil {
+		v.Traffic = s.opts.Traffic.Traffic()
+	}
 	p := s.pageFor(ss, "dashboard", "Dashboard")
 	p.Data = &v
 	s.render(w, http.StatusOK, "dashboard", p)
+}
+
+// traffic answers each service's connections and logins per second over
+// the last minute, in JSON (an empty list when the gateway does not
+// count them).
+func (s *Server) traffic(w http.ResponseWriter, r *http.Request, ss *session) {
+	out := []ServiceTraffic{}
+	if s.opts.Traffic != nil {
+		out = append(out, s.opts.Traffic.Traffic()...)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if err := json.NewEncoder(w).Encode(out); err != nil {
+		s.log.Debug("console: traffic: write", "err", err)
+	}
 }

@@ -26,6 +26,7 @@ type consoleSide struct {
 	ln    net.Listener
 	certs *tlsconf.Certs // nil: plain HTTP
 	srv   *console.Server
+	rates *traffic // the dashboard's connections and logins per second
 
 	listeners atomic.Pointer[[]console.Listener] // noted by Run's goroutine
 
@@ -62,9 +63,7 @@ func (g *Gateway) bindConsole(ctx context.Context, snap *snapshot.Snapshot) erro
 	}
 	cs.ln = ln
 	g.con = cs
-	if w := snap.Config.IntrusionPrevention.Web; w == nil || w.FailedLogins <= 0 {
-		g.log.Warn("console: intrusion_prevention.web.failed_logins is off, so wrong console passwords never block an address; set it (e.g. 5)")
-	}
+	g.ensureMetrics() // the dashboard's rates are read from the metrics' counters
 	return nil
 }
 
@@ -75,6 +74,7 @@ func (g *Gateway) newConsole(token string) error {
 		return nil
 	}
 	c := g.holder.Load().Config.Console
+	cs.rates = newTraffic(g.obs.m, time.Now, g.trafficServices)
 	opts := console.Options{
 		Engine:      g.engine,
 		Explain:     explain.Func(g.holder.Load, g.engine),
@@ -85,6 +85,7 @@ func (g *Gateway) newConsole(token string) error {
 		Reload:      g.consoleReload,
 		Config:      g.consoleConfig,
 		Stats:       cs,
+		Traffic:     cs.rates,
 		Country:     g.consoleCountry,
 		Log:         g.log,
 	}
@@ -103,6 +104,7 @@ func (g *Gateway) newConsole(token string) error {
 // calls it in its own goroutine.
 func (g *Gateway) serveConsole(ctx context.Context) {
 	cs := g.con
+	go cs.rates.run(ctx)
 	if cs.certs != nil {
 		go cs.certs.Watch(ctx, time.Minute, func(msg string, args ...any) { g.log.Warn("console: "+msg, args...) })
 	}

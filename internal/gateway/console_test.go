@@ -3,11 +3,13 @@ package gateway
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -17,6 +19,8 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/console"
+	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/reason"
 	"github.com/postern/postern/internal/service"
 )
 
@@ -121,6 +125,17 @@ services:
 	if body := get("/blocks/rows?reason=L"); !strings.Contains(body, "127.0.0.5") || !strings.Contains(body, "pop3") {
 		t.Fatalf("the L block is not in the queue:\n%s", body)
 	}
+	// the dashboard counts them live (metrics are off: the console has
+	// the counters to itself), and a good login beside them
+	ok := dialPOPFrom(t, pop, "127.0.0.8")
+	ok.login()
+	ok.c.Close()
+	waitTraffic(t, get, "pop3", func(tr console.ServiceTraffic) bool {
+		return tr.LoginsFailed == 3 && tr.LoginsOK == 1 && tr.Connections >= 4 && tr.LoginsFailedPerS > 0 && tr.ConnectionsPerS > 0
+	})
+	if body := get("/"); !strings.Contains(body, "Traffic, last minute") || !regexp.MustCompile(`<td>pop3</td><td class="num" title="[45] in`).MatchString(body) {
+		t.Fatalf("the dashboard lacks the pop3 traffic:\n%s", body)
+	}
 
 	// a manual block in the console: the POP3 gateway refuses that login
 	if body := post("/blocks/add", url.Values{"target": {"127.0.0.6"}, "comment": {"by hand"}}); !strings.Contains(body, "Blocked 127.0.0.6.") {
@@ -165,4 +180,102 @@ services:
 		resp.Body.Close()
 		t.Fatalf("a client outside console.grant was answered: %d", resp.StatusCode)
 	}
+}
+
+// waitTraffic polls the console's /traffic until svc's line satisfies ok.
+func waitTraffic(t *testing.T, get func(string) string, svc string, ok func(console.ServiceTraffic) bool) {
+	t.Helper()
+	var last string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		last = get("/traffic")
+		var trs []console.ServiceTraffic
+		if err := json.Unmarshal([]byte(last), &trs); err != nil {
+			t.Fatalf("/traffic: %v\n%s", err, last)
+		}
+		for _, tr := range trs {
+			if tr.Service == svc && ok(tr) {
+				return
+			}
+		}
+	}
+	t.Fatalf("/traffic never showed what was wanted of %s: %s", svc, last)
+}
+
+// Wrong console passwords are failed logins of service console: they
+// block the address with service console (after the web group's
+// failed_logins, or DefaultConsoleFailedLogins when that is off), and the
+// metrics and the dashboard count them as the console's.
+func TestConsoleSignInsAreServiceConsole(t *testing.T) {
+	t.Run("web failed_logins", func(t *testing.T) { consoleSignIns(t, "  web: { failed_logins: 2 }\n", 2) })
+	t.Run("web off", func(t *testing.T) { consoleSignIns(t, "", guard.DefaultConsoleFailedLogins) })
+}
+
+func consoleSignIns(t *testing.T, web string, n int) {
+	dir := t.TempDir()
+	users := filepath.Join(dir, "console-users")
+	if err := console.SetPassword(users, "alice", "alice console pw", console.HashParams{Time: 1, Memory: 64, Threads: 1}); err != nil {
+		t.Fatal(err)
+	}
+	g, _, logs, _, _, _ := metricsGateway(t, fmt.Sprintf(`%sconsole: { listen: "127.0.0.1:0", grant: "127.0.0.0/8", users_file: %s }
+`, web, users))
+	logs.waitLog(t, "console listening", 1)
+	base := "http://" + g.ConsoleAddr().String()
+	from := func(src string) *http.Client {
+		d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		jar, _ := cookiejar.New(nil)
+		return &http.Client{Jar: jar, Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}}
+	}
+	signIn := func(hc *http.Client, password string) int {
+		t.Helper()
+		resp, err := hc.Get(base + "/signin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		m := consoleCSRF.FindSubmatch(b)
+		if m == nil {
+			t.Fatalf("no CSRF token on the sign-in page:\n%s", b)
+		}
+		resp, err = hc.PostForm(base+"/signin", url.Values{"csrf": {string(m[1])}, "user": {"alice"}, "password": {password}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	bad := from("127.0.0.33")
+	for i := range n {
+		if _, ok := g.Engine().BlockOf(netip.MustParseAddr("127.0.0.33")); ok {
+			t.Fatalf("blocked after %d wrong console passwords", i)
+		}
+		if code := signIn(bad, fmt.Sprintf("wrong %d", i)); code != http.StatusUnauthorized {
+			t.Fatalf("wrong password %d: %d", i, code)
+		}
+	}
+	b, ok := g.Engine().BlockOf(netip.MustParseAddr("127.0.0.33"))
+	if !ok || b.Reason != reason.Login || b.Service != "console" || !strings.Contains(b.Detail, "console:alice") {
+		t.Fatalf("after %d wrong console passwords: %+v, %v", n, b, ok)
+	}
+	if v := metricValue(t, g, "postern_logins_total", "service", "console", "result", "failed"); v != float64(n) {
+		t.Errorf("console failed logins in the metrics: %v", v)
+	}
+	if v := metricValue(t, g, "postern_logins_total", "service", "web", "result", "failed"); v != 0 {
+		t.Errorf("console sign-ins counted as web's: %v", v)
+	}
+	good := from("127.0.0.34")
+	if code := signIn(good, "alice console pw"); code != http.StatusOK {
+		t.Fatalf("sign-in: %d", code)
+	}
+	get := func(path string) string {
+		t.Helper()
+		resp, err := good.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	waitTraffic(t, get, "console", func(tr console.ServiceTraffic) bool { return tr.LoginsFailed == uint64(n) && tr.LoginsOK == 1 })
 }

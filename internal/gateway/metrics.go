@@ -202,7 +202,9 @@ func (g *Gateway) publishCerts() {
 // gatewayState is the running gateway as a scrape reads it.
 type gatewayState struct{ g *Gateway }
 
-func (s gatewayState) LiveSessions() int { return s.g.engine.LiveSessions() }
+func (s gatewayState) LiveSessionsByService() [service.Count]int {
+	return s.g.engine.LiveSessionsByService()
+}
 
 func (s gatewayState) ActiveBlocksByReason(fn func(reason.Code, int)) {
 	s.g.engine.ActiveBlocksByReason(fn)

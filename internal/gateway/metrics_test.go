@@ -266,6 +266,11 @@ func TestMetricsFromRealSessions(t *testing.T) {
 	waitMetric(t, g, 1, "postern_smtp_messages_total", "service", "smtp", "result", "relayed")
 	waitMetric(t, g, 1, "postern_smtp_message_size_bytes", "service", "smtp")
 	waitMetric(t, g, 1, "postern_backend_dial_duration_seconds", "service", "smtp")
+	// its bytes, when the backend connection closes: at least the
+	// commands and the message one way, the replies the other
+	msg := len("EHLO client.example.org\r\nMAIL FROM:<someone@example.org>\r\nRCPT TO:<" + alice.Name + ">\r\nDATA\r\nSubject: hello\r\n\r\nHello Alice.\r\n.\r\n")
+	waitMetric(t, g, float64(msg), "postern_relayed_bytes_total", "service", "smtp", "direction", "to_backend")
+	waitMetric(t, g, float64(len("250 \r\n250 \r\n250 \r\n354 \r\n250 \r\n")), "postern_relayed_bytes_total", "service", "smtp", "direction", "to_client")
 
 	// The scrape over HTTP, from the granted address.
 	code, body := httpGetFrom(t, "127.0.0.1", base+"/metrics")
@@ -275,7 +280,7 @@ func TestMetricsFromRealSessions(t *testing.T) {
 	for _, want := range []string{
 		`postern_logins_total{result="failed",service="imap"} 4`,
 		`postern_blocks_active{reason="L"} 1`,
-		`postern_sessions_active `,
+		`postern_sessions_active{service="imap"} `,
 		`postern_config_last_reload_success_timestamp_seconds `,
 		"go_goroutines ", "process_open_fds ",
 	} {

@@ -219,6 +219,7 @@ func (g *Gateway) build(snap *snapshot.Snapshot, checker *dnsbl.Checker, name se
 			return nil, err
 		}
 		cfg.Trusted = g.trustedUpstream
+		g.measureWeb(&cfg)
 		wp, err := webproxy.New(cfg, g.engine, g.currentPolicy, g.log)
 		if err != nil {
 			return nil, err

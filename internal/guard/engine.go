@@ -308,6 +308,14 @@ func (e *Engine) BlockOf(addr netip.Addr) (store.Block, bool) {
 // LiveSessions returns the number of open sessions.
 func (e *Engine) LiveSessions() int { return e.live.count() }
 
+// LiveSessionsByService returns the number of open sessions of each
+// service (indexed by service.Service), for a metrics scrape.
+func (e *Engine) LiveSessionsByService() [service.Count]int {
+	var n [service.Count]int
+	e.live.countByService(&n)
+	return n
+}
+
 // Blocks returns every block, expired ones included, with current counters.
 func (e *Engine) Blocks() []store.Block {
 	tbl := e.blocks.Load()

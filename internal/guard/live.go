@@ -3,6 +3,8 @@ package guard
 import (
 	"net/netip"
 	"sync"
+
+	"github.com/postern/postern/internal/service"
 )
 
 const liveShards = 32
@@ -77,6 +79,22 @@ func (l *liveSessions) closeIn(p netip.Prefix, skip *Session) int {
 }
 
 // count returns the number of live sessions.
+// countByService adds each open session to its service's count.
+func (l *liveSessions) countByService(n *[service.Count]int) {
+	for i := range l.shards {
+		sh := &l.shards[i]
+		sh.mu.Lock()
+		for _, m := range sh.m {
+			for s := range m {
+				if s.service.Valid() {
+					n[s.service]++
+				}
+			}
+		}
+		sh.mu.Unlock()
+	}
+}
+
 func (l *liveSessions) count() int {
 	n := 0
 	for i := range l.shards {

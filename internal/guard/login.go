@@ -120,7 +120,7 @@ func (s *Session) BeginLogin(ctx context.Context, account string) (*Login, Decis
 	// The group's own threshold holds attempts, and the shared one of
 	// failed_logins_across_groups; a group's attempts never wait for
 	// another group's failures.
-	limit := st.groups[s.group].threshold[trigL]
+	limit := st.limit(s.group, s.service, trigL)
 	if st.groups[s.group].logOnly[trigL] {
 		limit = 0
 	}

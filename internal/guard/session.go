@@ -362,7 +362,7 @@ func (s *Session) tarpitted() Decision {
 func (s *Session) event(t trigger, fp uint64, label, value string) Decision {
 	st := s.e.settings.Load()
 	g := &st.groups[s.group]
-	limit := g.threshold[t]
+	limit := st.limit(s.group, s.service, t)
 	across := t == trigL && st.acrossOn(s.group)
 	if limit <= 0 && !across || s.bypassed(st, t) {
 		return s.tarpitted()
@@ -427,7 +427,7 @@ func (st *Settings) acrossOn(g Group) bool {
 // and blocks a prefix that reaches factor × the threshold.
 func (s *Session) subnetEvent(st *Settings, t trigger, fp uint64, detail string, now time.Time) (Decision, bool) {
 	var buf [4]netip.Prefix
-	limit := st.groups[s.group].threshold[t] * st.SubnetFactor
+	limit := st.limit(s.group, s.service, t) * st.SubnetFactor
 	for _, sp := range st.subnetsOf(s.addr, buf[:0]) {
 		n, counted := s.e.counters.count(sp, s.group, t, now, st.BlockTime, limit, fp)
 		if counted && !st.groups[s.group].logOnly[t] {

@@ -189,6 +189,23 @@ func Compile(cfg *config.File, reg *patterns.Registry, pol *policy.Policy, byp *
 	return s, nil
 }
 
+// DefaultConsoleFailedLogins is how many failed sign-ins to the web
+// console (service console) block the address while the web group's
+// failed_logins is off: postern guards its own console whatever the
+// webmail's settings.
+const DefaultConsoleFailedLogins = 5
+
+// limit is trigger t's threshold for a session of svc in group g: the
+// group's, except that failed console sign-ins always count
+// (DefaultConsoleFailedLogins when the group's failed_logins is off).
+func (st *Settings) limit(g Group, svc service.Service, t trigger) int {
+	n := st.groups[g].threshold[t]
+	if n <= 0 && t == trigL && svc == service.Console {
+		return DefaultConsoleFailedLogins
+	}
+	return n
+}
+
 func boolOr(b *bool, def bool) bool {
 	if b == nil {
 		return def

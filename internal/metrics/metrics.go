@@ -45,8 +45,9 @@ var loginResults = [guard.NumLoginResults]string{"ok", "failed", "restricted"}
 
 // State is what a scrape reads from the running gateway.
 type State interface {
-	// LiveSessions is the number of open sessions.
-	LiveSessions() int
+	// LiveSessionsByService is the number of open sessions of each
+	// service.
+	LiveSessionsByService() [service.Count]int
 	// ActiveBlocks calls fn with the active blocks of each reason.
 	ActiveBlocksByReason(fn func(r reason.Code, n int))
 	// Certificates calls fn with each service's certificate expiry.
@@ -109,6 +110,9 @@ func New() *Metrics {
 		prometheus.ExponentialBuckets(1024, 4, 9), "service")
 	et := f.counterVec("postern_early_talkers_total", "Clients that sent data before the greeting (a mark of spam software; logged, not refused), by service.", "service")
 	hs := f.counterVec("postern_tls_handshake_failures_total", "TLS handshakes with clients that failed (implicit TLS and STARTTLS), by service.", "service")
+	for r := range guard.NumLoginResults { // the console's sign-ins
+		m.logins[service.Console][r] = lg.with(service.Console.String(), loginResults[r])
+	}
 	for _, s := range service.All {
 		name := s.String()
 		m.accepted[s] = acc.with(name)
@@ -170,7 +174,7 @@ func (m *Metrics) SetState(s State) { m.state.Store(&s) }
 
 // Connection implements guard.Observer.
 func (m *Metrics) Connection(svc service.Service, o guard.ConnOutcome) {
-	if !svc.Valid() {
+	if !svc.Valid() || m.accepted[svc] == nil {
 		return
 	}
 	switch o {
@@ -188,7 +192,7 @@ func (m *Metrics) Connection(svc service.Service, o guard.ConnOutcome) {
 // Refused counts a connection refused outside the engine: over a
 // listener limit.
 func (m *Metrics) Refused(svc service.Service, why Why) {
-	if svc.Valid() && why < numWhy {
+	if svc.Valid() && why < numWhy && m.accepted[svc] != nil {
 		m.refused[svc][why].Inc()
 	}
 }
@@ -240,9 +244,16 @@ func (m *Metrics) BackendDial(svc service.Service, backend string, d time.Durati
 // Relayed counts bytes relayed in one direction (DirToBackend,
 // DirToClient).
 func (m *Metrics) Relayed(svc service.Service, dir int, n int64) {
-	if svc.Valid() && (dir == DirToBackend || dir == DirToClient) && n > 0 {
+	if svc.Valid() && (dir == DirToBackend || dir == DirToClient) && n > 0 && m.bytes[svc][dir] != nil {
 		m.bytes[svc][dir].Add(float64(n))
 	}
+}
+
+// SMTPRelayed implements smtpproxy.Observer: the bytes an SMTP backend
+// connection carried.
+func (m *Metrics) SMTPRelayed(svc service.Service, toBackend, toClient int64) {
+	m.Relayed(svc, DirToBackend, toBackend)
+	m.Relayed(svc, DirToClient, toClient)
 }
 
 // SMTPMessage counts one SMTP message: relayed (the backend accepted it,
@@ -293,14 +304,14 @@ func (m *Metrics) SpamScan(result string, d time.Duration) {
 
 // HandshakeFailed counts a failed TLS handshake with a client.
 func (m *Metrics) HandshakeFailed(svc service.Service) {
-	if svc.Valid() {
+	if svc.Valid() && m.handshakes[svc] != nil {
 		m.handshakes[svc].Inc()
 	}
 }
 
 // EarlyTalker counts a client that spoke before the greeting.
 func (m *Metrics) EarlyTalker(svc service.Service) {
-	if svc.Valid() {
+	if svc.Valid() && m.early[svc] != nil {
 		m.early[svc].Inc()
 	}
 }
@@ -325,7 +336,7 @@ var _ guard.Observer = (*Metrics)(nil)
 type stateCollector struct{ m *Metrics }
 
 var (
-	descSessions = prometheus.NewDesc("postern_sessions_active", "Open client sessions (connections the gate admitted and not yet closed).", nil, nil)
+	descSessions = prometheus.NewDesc("postern_sessions_active", "Open client sessions (connections the gate admitted and not yet closed), by service.", []string{"service"}, nil)
 	descBlocks   = prometheus.NewDesc("postern_blocks_active", "Active (not expired) blocks, by reason code.", []string{"reason"}, nil)
 	descCert     = prometheus.NewDesc("postern_certificate_expiry_timestamp_seconds", "When the certificate a service serves expires, in Unix seconds.", []string{"service"}, nil)
 	descGeoIP    = prometheus.NewDesc("postern_geoip_build_timestamp_seconds", "When a GeoIP database was built (MMDB build epoch, else the file's modification time), in Unix seconds, by database file name.", []string{"database"}, nil)
@@ -344,7 +355,11 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	s := *sp
-	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(s.LiveSessions()))
+	live := s.LiveSessionsByService()
+	for _, svc := range service.All { // every service, so a sum or an alert sees 0, not nothing
+		ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(live[svc]), svc.String())
+	}
+	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(live[service.Console]), service.Console.String())
 	var seen [256]bool
 	s.ActiveBlocksByReason(func(r reason.Code, n int) {
 		seen[byte(r)] = true
@@ -399,4 +414,19 @@ func (f factory) histogramVec(name, help string, buckets []float64, labels ...st
 // addrOK is used by the server's grant: the peer's address, unmapped.
 func addrOK(grant func(netip.Addr) bool, a netip.Addr) bool {
 	return grant != nil && grant(a.Unmap())
+}
+
+// Counts returns the totals since start of one service: connections the
+// gate admitted, logins that succeeded and logins that failed (refused by
+// the backend or by the login IP restriction). The console's dashboard
+// turns them into rates.
+func (m *Metrics) Counts(svc service.Service) (accepted, loginsOK, loginsFailed uint64) {
+	if !svc.Valid() {
+		return 0, 0, 0
+	}
+	if m.accepted[svc] != nil {
+		accepted = m.accepted[svc].value()
+	}
+	return accepted, m.logins[svc][guard.LoginOK].value(),
+		m.logins[svc][guard.LoginFailed].value() + m.logins[svc][guard.LoginRestricted].value()
 }

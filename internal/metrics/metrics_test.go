@@ -69,7 +69,7 @@ intrusion_prevention:
 
 type state struct{ e *guard.Engine }
 
-func (s state) LiveSessions() int                                { return s.e.LiveSessions() }
+func (s state) LiveSessionsByService() [service.Count]int        { return s.e.LiveSessionsByService() }
 func (s state) ActiveBlocksByReason(fn func(reason.Code, int))   { s.e.ActiveBlocksByReason(fn) }
 func (s state) Certificates(fn func(service.Service, time.Time)) {}
 func (s state) GeoIPBuilds(fn func(string, time.Time))           {}
@@ -142,17 +142,24 @@ func TestEngineObserved(t *testing.T) {
 	if _, v := e.Accept(a, service.IMAP, nil); v.Action != guard.Refuse {
 		t.Fatalf("blocked address: %v", v)
 	}
+	open, v := e.Accept(netip.MustParseAddr("198.51.100.9"), service.IMAP, nil)
+	if v.Action != guard.Allow {
+		t.Fatal(v)
+	}
+	defer open.Close()
 	body := scrape(t, m.Handler(metrics.ServerOptions{}))
 	for _, want := range []string{
-		`postern_connections_accepted_total{service="imap"} 1`,
+		`postern_connections_accepted_total{service="imap"} 2`, // with the open session
 		`postern_connections_refused_total{service="imap",why="block"} 1`,
 		`postern_trigger_events_total{group="imap_pop3",reason="L"} 1`,
-		`postern_trigger_events_total{group="imap_pop3",reason="I"} 1`,
+		`postern_trigger_events_total{group="imap_pop3",reason="I"} 2`,
 		`postern_blocks_total{reason="U"} 1`,
 		`postern_blocks_active{reason="L"} 3`,
 		`postern_blocks_active{reason="U"} 1`,
 		`postern_blocks_active{reason="D"} 0`,
-		`postern_sessions_active 0`,
+		`postern_sessions_active{service="imap"} 1`,
+		`postern_sessions_active{service="web"} 0`,
+		`postern_sessions_active{service="console"} 0`,
 	} {
 		if !strings.Contains(body, want+"\n") {
 			t.Errorf("scrape lacks %q", want)

@@ -1,5 +1,6 @@
 // Package service names the services postern fronts (smtp, submission,
-// smtps, imap, imaps, pop3, pop3s, web) and what follows from the name:
+// smtps, imap, imaps, pop3, pop3s, web), and postern's own web console,
+// and what follows from the name:
 // the protocol spoken, implicit TLS and the standard port. The
 // configuration, the access policy, the engine, the gateways and the CLI
 // share it; it imports nothing of postern.
@@ -24,24 +25,33 @@ const (
 	POP3                          // pop3: port 110
 	POP3S                         // pop3s: POP3 over implicit TLS, port 995
 	Web                           // web: the webmail gateway, port 443
+	// Console is postern's own web console: its sign-ins are logins the
+	// engine counts (in the web protocol group), so wrong console
+	// passwords block an address with service "console". It is not a
+	// service of the configuration: it has no entry under services, no
+	// grant list of the access policy (console.grant is its own) and no
+	// standard port, and is not in All.
+	Console
 
 	// Count is one more than the last service: an array of Count
 	// elements is indexed by every Service.
-	Count = int(Web) + 1
+	Count = int(Console) + 1
 )
 
-// All lists every service in the order the configuration shows them.
+// All lists every service of the configuration in the order it shows
+// them (Console is not one).
 var All = []Service{SMTP, Submission, SMTPS, IMAP, IMAPS, POP3, POP3S, Web}
 
-var names = [Count]string{"", "smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s", "web"}
+var names = [Count]string{"", "smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s", "web", "console"}
 
-var ports = [Count]int{0, 25, 587, 465, 143, 993, 110, 995, 443}
+var ports = [Count]int{0, 25, 587, 465, 143, 993, 110, 995, 443, 0}
 
 // Names is every service's name in the order of All, separated by ", ",
 // for messages.
-var Names = strings.Join(names[1:], ", ")
+var Names = strings.Join(names[SMTP:Console], ", ")
 
-// Parse returns the service named name (exactly, in lower case).
+// Parse returns the service of the configuration named name (exactly, in
+// lower case); "console" is not one.
 func Parse(name string) (Service, bool) {
 	for _, s := range All {
 		if names[s] == name {
@@ -51,8 +61,8 @@ func Parse(name string) (Service, bool) {
 	return 0, false
 }
 
-// Valid reports whether s is one of the services.
-func (s Service) Valid() bool { return s >= SMTP && s <= Web }
+// Valid reports whether s is one of the services, Console included.
+func (s Service) Valid() bool { return s >= SMTP && s <= Console }
 
 // String returns the service's name as the configuration writes it,
 // e.g. "submission".
@@ -93,7 +103,7 @@ func (s Service) Protocol() Protocol {
 		return ProtocolSMTP
 	case IMAP, IMAPS, POP3, POP3S:
 		return ProtocolMail
-	case Web:
+	case Web, Console:
 		return ProtocolWeb
 	}
 	return 0
@@ -103,7 +113,8 @@ func (s Service) Protocol() Protocol {
 // imaps, pop3s).
 func (s Service) ImplicitTLS() bool { return s == SMTPS || s == IMAPS || s == POP3S }
 
-// DefaultPort returns the standard port of s; 0 when s is not valid.
+// DefaultPort returns the standard port of s; 0 when s is not valid or
+// has none (Console).
 func (s Service) DefaultPort() int {
 	if s.Valid() {
 		return ports[s]
@@ -119,9 +130,12 @@ func (s Service) MarshalText() ([]byte, error) {
 	return []byte(names[s]), nil
 }
 
-// UnmarshalText reads a service's name as Parse does.
+// UnmarshalText reads a service's name as Parse does, and "console".
 func (s *Service) UnmarshalText(b []byte) error {
 	v, ok := Parse(string(b))
+	if !ok && string(b) == names[Console] {
+		v, ok = Console, true
+	}
 	if !ok {
 		return fmt.Errorf("unknown service %q: want one of %s", b, Names)
 	}

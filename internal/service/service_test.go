@@ -2,12 +2,13 @@ package service
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 )
 
 func TestParseRoundTrip(t *testing.T) {
 	want := []string{"smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s", "web"}
-	if len(All) != len(want) || len(All) != Count-1 {
+	if len(All) != len(want) || len(All) != Count-2 { // all but Console
 		t.Fatalf("All has %d services, want %d", len(All), len(want))
 	}
 	for i, s := range All {
@@ -98,5 +99,31 @@ func TestNoAllocs(t *testing.T) {
 	})
 	if n != 0 {
 		t.Errorf("%v allocations", n)
+	}
+}
+
+// Console is a service of the engine but not of the configuration: it
+// is valid, speaks web and has a name, yet Parse and All do not know it.
+func TestConsole(t *testing.T) {
+	if !Console.Valid() || Console.String() != "console" || Console.Protocol() != ProtocolWeb || Console.DefaultPort() != 0 || Console.ImplicitTLS() {
+		t.Fatalf("console: valid %v, %q, %v, port %d", Console.Valid(), Console, Console.Protocol(), Console.DefaultPort())
+	}
+	if _, ok := Parse("console"); ok {
+		t.Error("Parse knows console: the configuration would take a services.console key")
+	}
+	for _, s := range All {
+		if s == Console {
+			t.Error("All holds console")
+		}
+	}
+	if strings.Contains(Names, "console") {
+		t.Errorf("Names: %q", Names)
+	}
+	var s Service
+	if b, err := Console.MarshalText(); err != nil || json.Unmarshal([]byte(`"`+string(b)+`"`), &s) != nil || s != Console {
+		t.Fatalf("console round trip: %q, %v, %v", b, err, s)
+	}
+	if Service(Count).Valid() {
+		t.Error("one past console is valid")
 	}
 }

@@ -21,6 +21,36 @@ type backend struct {
 	w       *bufio.Writer
 	timeout time.Duration
 	quitted bool // the client's QUIT went through: only close
+
+	// The bytes written to and read from the backend after the
+	// connection was set up (TLS and XCLIENT done), above TLS; reported
+	// once, when the connection closes.
+	up, down int64
+	relayed  func(up, down int64) // nil: not reported
+}
+
+// backendIO reads and writes the backend's connection (whichever it is
+// now: plain, or TLS after STARTTLS) and counts the bytes.
+type backendIO struct{ b *backend }
+
+func (x backendIO) Read(p []byte) (int, error) {
+	n, err := x.b.conn.Read(p)
+	x.b.down += int64(n)
+	return n, err
+}
+
+func (x backendIO) Write(p []byte) (int, error) {
+	n, err := x.b.conn.Write(p)
+	x.b.up += int64(n)
+	return n, err
+}
+
+// report tells the observer the bytes relayed, once.
+func (b *backend) report() {
+	if b.relayed != nil {
+		b.relayed(b.up, b.down)
+		b.relayed = nil
+	}
 }
 
 // dialBackend connects to the backend so that it sees the client's address
@@ -51,8 +81,8 @@ func (p *Proxy) dialBackend(ctx context.Context, client, local netip.AddrPort) (
 		return nil, reply{}, err
 	}
 	conn.SetDeadline(time.Now().Add(cfg.Timeouts.Backend))
-	b.r = bufio.NewReaderSize(conn, 4096)
-	b.w = bufio.NewWriterSize(conn, 4096)
+	b.r = bufio.NewReaderSize(backendIO{b}, 4096)
+	b.w = bufio.NewWriterSize(backendIO{b}, 4096)
 	// A backend that closes the connection before the first byte of its
 	// greeting usually refused the PROXY header (or waited for one); a 421
 	// greeting without a header is Postfix waiting for one.
@@ -86,6 +116,10 @@ func (p *Proxy) dialBackend(ctx context.Context, client, local netip.AddrPort) (
 		}
 	}
 	conn.SetDeadline(time.Time{})
+	b.up, b.down = 0, 0 // from here on, what is relayed
+	if o := cfg.Observer; o != nil {
+		b.relayed = func(up, down int64) { o.SMTPRelayed(cfg.Service, up, down) }
+	}
 	return b, greet, nil
 }
 
@@ -104,8 +138,8 @@ func (b *backend) startTLS(ctx context.Context, cfg *tls.Config, helo string) er
 		return fmt.Errorf("TLS to backend: %w", err)
 	}
 	b.conn = tc
-	b.r = bufio.NewReaderSize(tc, 4096)
-	b.w = bufio.NewWriterSize(tc, 4096)
+	b.r = bufio.NewReaderSize(backendIO{b}, 4096)
+	b.w = bufio.NewWriterSize(backendIO{b}, 4096)
 	return nil
 }
 
@@ -159,6 +193,7 @@ func (b *backend) read() (reply, error) {
 func (b *backend) close() {
 	if b != nil && b.conn != nil {
 		b.conn.Close()
+		b.report()
 	}
 }
 
@@ -167,6 +202,7 @@ func (b *backend) quit() {
 	if b == nil || b.conn == nil {
 		return
 	}
+	defer b.report()
 	if b.quitted {
 		b.conn.Close()
 		return

@@ -17,6 +17,11 @@ type Observer interface {
 	// final reply accepted it; size in bytes) or refused (by the backend
 	// or by postern).
 	SMTPMessage(svc service.Service, relayed bool, size int64)
+	// SMTPRelayed reports, when a backend connection closes, the bytes
+	// written to the backend (the client's commands and messages, as
+	// postern relays them) and read from it (its replies), after the
+	// connection was set up and above TLS.
+	SMTPRelayed(svc service.Service, toBackend, toClient int64)
 }
 
 // message reports a message's end to the observer.

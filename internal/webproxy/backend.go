@@ -27,6 +27,7 @@ type backends struct {
 	names   []string // host names for TLS
 	tls     *tls.Config
 	timeout time.Duration
+	relayed func(toBackend, toClient int64) // Config.Relayed; nil: not counted
 	next    atomic.Uint32
 	down    []atomic.Int64 // unix nanoseconds until which a backend is passed over
 }
@@ -83,8 +84,14 @@ func (b *backends) dial(ctx context.Context, useTLS bool) (net.Conn, error) {
 func (b *backends) dialOne(ctx context.Context, k int, useTLS bool) (net.Conn, error) {
 	d := net.Dialer{Timeout: b.timeout, KeepAlive: 30 * time.Second}
 	c, err := d.DialContext(ctx, "tcp", b.addrs[k])
-	if err != nil || !useTLS {
-		return c, err
+	if err != nil {
+		return nil, err
+	}
+	if b.relayed != nil { // beneath TLS: the transport still sees its *tls.Conn
+		c = &countedConn{Conn: c, relayed: b.relayed}
+	}
+	if !useTLS {
+		return c, nil
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if b.tls != nil {
@@ -102,6 +109,29 @@ func (b *backends) dialOne(ctx context.Context, k int, useTLS bool) (net.Conn, e
 		return nil, fmt.Errorf("TLS to backend %s: %w", b.addrs[k], err)
 	}
 	return tc, nil
+}
+
+// countedConn counts the bytes of a backend connection (one per
+// connection, kept alive across requests: nothing per request).
+type countedConn struct {
+	net.Conn
+	relayed func(toBackend, toClient int64)
+}
+
+func (c *countedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.relayed(0, int64(n))
+	}
+	return n, err
+}
+
+func (c *countedConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if n > 0 {
+		c.relayed(int64(n), 0)
+	}
+	return n, err
 }
 
 // transport returns the round tripper to the backends.

@@ -69,6 +69,15 @@ type Config struct {
 	// Once the backend has failed logins, a refusal waits as long as one
 	// of the recent failures took (a random draw).
 	RefusalTime time.Duration
+
+	// Relayed, when set, is told the bytes written to (toBackend) and
+	// read from (toClient) the backend connections, as they move: the
+	// requests and responses the proxy relays (with an https backend, as
+	// TLS records). It must be cheap and must not block.
+	Relayed func(toBackend, toClient int64)
+	// HandshakeFailed, when set, is told each TLS handshake with a client
+	// that failed (one net/http logs as "TLS handshake error").
+	HandshakeFailed func()
 }
 
 func (c *Config) defaults() {

@@ -1,10 +1,13 @@
 package webproxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -65,6 +68,7 @@ func New(cfg Config, eng Engine, pol func() *policy.Policy, lg *slog.Logger) (*P
 		conns: make(map[*clientConn]struct{}), scheme: cfg.Backends[0].Scheme,
 		failTimes: mimic.New(cfg.RefusalTime, maxRefusalTime), logins: gate.NewLogins(eng)}
 	p.be = newBackends(cfg.Backends, cfg.BackendTLS, cfg.ConnectTimeout)
+	p.be.relayed = cfg.Relayed
 	p.tr = p.be.transport(cfg.BackendTimeout)
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:   p.rewrite,
@@ -80,6 +84,25 @@ func New(cfg Config, eng Engine, pol func() *policy.Policy, lg *slog.Logger) (*P
 	return p, nil
 }
 
+// handshakeCounter passes net/http's error log on and counts the failed
+// TLS handshakes with clients in it: net/http reports them nowhere else
+// (the handshake runs inside the server, on a *tls.Conn it needs
+// unwrapped).
+type handshakeCounter struct {
+	io.Writer
+	failed func()
+}
+
+// handshakeError starts the line net/http logs for a failed handshake.
+var handshakeError = []byte("http: TLS handshake error ")
+
+func (h handshakeCounter) Write(p []byte) (int, error) {
+	if bytes.HasPrefix(p, handshakeError) {
+		h.failed()
+	}
+	return h.Writer.Write(p)
+}
+
 // Serve answers HTTP (HTTPS with Config.TLS) on ln until ctx is done or ln
 // stops accepting (closed, or handed over to the next server after a
 // reload). Then it stops accepting and lets requests in flight finish:
@@ -90,12 +113,16 @@ func New(cfg Config, eng Engine, pol func() *policy.Policy, lg *slog.Logger) (*P
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener, drain time.Duration) error {
 	// net/http's own errors (TLS handshakes, malformed requests) go to the
 	// structured log at debug level.
+	errorLog := slog.NewLogLogger(p.log.Handler(), slog.LevelDebug)
+	if p.cfg.HandshakeFailed != nil {
+		errorLog = log.New(handshakeCounter{errorLog.Writer(), p.cfg.HandshakeFailed}, "", 0)
+	}
 	srv := &http.Server{
 		Handler:           p,
 		ReadHeaderTimeout: p.cfg.HeaderTimeout,
 		IdleTimeout:       p.cfg.IdleTimeout,
 		MaxHeaderBytes:    p.cfg.MaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+		ErrorLog:          errorLog,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if tc, ok := c.(*tls.Conn); ok {
 				c = tc.NetConn()

@@ -11,17 +11,23 @@
   }
   var dash = document.getElementById("dash");
   if (dash && window.EventSource) {
-    // the dashboard: fetched again, whole, when the block table changes
-    var des = new EventSource("/events");
-    des.addEventListener("blocks", function () {
+    // the dashboard: fetched again, whole, when the block table changes,
+    // and every few seconds for the traffic rates
+    var dbusy = false;
+    var redraw = function () {
+      if (dbusy || document.hidden) return;
+      dbusy = true;
       fetch("/", { credentials: "same-origin" }).then(function (r) {
         if (!r.ok) throw new Error(r.status);
         return r.text();
       }).then(function (html) {
         var next = new DOMParser().parseFromString(html, "text/html").getElementById("dash");
         if (next) dash.innerHTML = next.innerHTML;
-      }).catch(function () {});
-    });
+      }).catch(function () {}).finally(function () { dbusy = false; });
+    };
+    var des = new EventSource("/events");
+    des.addEventListener("blocks", redraw);
+    window.setInterval(redraw, 5000);
   }
   var live = document.getElementById("live");
   if (!rows || !live || !window.EventSource) return;
