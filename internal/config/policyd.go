@@ -56,7 +56,8 @@ type PolicyNginx struct {
 
 // NginxBackends are the backends nginx is sent to, per protocol: an IP
 // address and port (nginx's Auth-Server takes no host name). A protocol
-// without a backend is refused.
+// without a backend is refused. The SMTP backend is a submission port
+// that offers AUTH to postern without TLS (PROXY header, no STARTTLS).
 type NginxBackends struct {
 	IMAP Text `yaml:"imap"`
 	POP3 Text `yaml:"pop3"`
@@ -105,13 +106,10 @@ func (f *File) validateNginx(d *decoder) {
 		}
 		return
 	}
-	if b.SMTP.IsSet() {
-		d.errs.Add(diag.Errorf(b.SMTP.Pos, "policy.nginx.backends.smtp: not supported yet (postern checks IMAP and POP3 logins for nginx)"))
+	if !b.IMAP.IsSet() && !b.POP3.IsSet() && !b.SMTP.IsSet() {
+		d.errs.Add(diag.Errorf(n.Listen.Pos, "policy.nginx needs backends (imap, pop3, smtp)"))
 	}
-	if !b.IMAP.IsSet() && !b.POP3.IsSet() {
-		d.errs.Add(diag.Errorf(n.Listen.Pos, "policy.nginx needs backends (imap, pop3)"))
-	}
-	for name, t := range map[string]*Text{"imap": &b.IMAP, "pop3": &b.POP3} {
+	for name, t := range map[string]*Text{"imap": &b.IMAP, "pop3": &b.POP3, "smtp": &b.SMTP} {
 		if !t.IsSet() {
 			continue
 		}

@@ -53,7 +53,7 @@ func TestPolicyConfigErrors(t *testing.T) {
 		{"policy: { nginx: { backends: { imap: \"127.0.0.1:143\" } } }", "policy.nginx needs listen"},
 		{"policy: { nginx: { listen: \":1\", backends: { imap: \"mail.example:143\" } } }", "policy.nginx.backends.imap"},
 		{"policy: { nginx: { listen: \":1\", backends: { pop3: \"127.0.0.1\" } } }", "policy.nginx.backends.pop3"},
-		{"policy: { nginx: { listen: \":1\", backends: { imap: \"127.0.0.1:143\", smtp: \"127.0.0.1:587\" } } }", "not supported yet"},
+		{"policy: { nginx: { listen: \":1\", backends: { smtp: \"localhost:587\" } } }", "policy.nginx.backends.smtp"},
 		{"policy: { nginx: { listen: \":1\", backends: { imap: \"127.0.0.1:143\", lmtp: \"127.0.0.1:24\" } } }", "lmtp"},
 		{"policy: { nginx: { listen: \":1\", backends: { imap: \"127.0.0.1:143\" }, backend_proxy: xclient } }", "backend_proxy"},
 	} {

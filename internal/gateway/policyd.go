@@ -158,7 +158,7 @@ func nginxOptions(c *config.PolicyNginx, o policyd.Options) policyd.NginxOptions
 		ap, _ := netip.ParseAddrPort(t.Value)
 		return ap
 	}
-	return policyd.NginxOptions{Options: o, IMAP: addr(c.Backends.IMAP), POP3: addr(c.Backends.POP3),
+	return policyd.NginxOptions{Options: o, IMAP: addr(c.Backends.IMAP), POP3: addr(c.Backends.POP3), SMTP: addr(c.Backends.SMTP),
 		BackendProxy: c.BackendProxy.Value, BackendTimeout: c.BackendTimeout.D}
 }
 

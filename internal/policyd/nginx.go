@@ -18,6 +18,7 @@ import (
 	"github.com/postern/postern/internal/pop3proxy"
 	"github.com/postern/postern/internal/relay"
 	"github.com/postern/postern/internal/service"
+	"github.com/postern/postern/internal/smtpproxy"
 )
 
 // The Auth-Status texts nginx relays to the client (as "NO …" in IMAP,
@@ -40,9 +41,12 @@ const ngxMaxAttempts = 10
 // NginxOptions configure the nginx auth_http server.
 type NginxOptions struct {
 	Options
-	// IMAP and POP3 are the backends nginx is sent to and postern checks
-	// the logins against; a zero one is not served.
-	IMAP, POP3 netip.AddrPort
+	// IMAP, POP3 and SMTP are the backends nginx is sent to and postern
+	// checks the logins against (SMTP: a submission port offering AUTH
+	// without TLS to postern); a zero one is not served.
+	IMAP, POP3, SMTP netip.AddrPort
+	// Hostname is the EHLO name of the SMTP check. Default "localhost".
+	Hostname string
 	// BackendProxy is the PROXY header of the check's login: "v2"
 	// (default) or "v1".
 	BackendProxy string
@@ -67,6 +71,7 @@ type Nginx struct {
 	stats  Stats
 	imap   ngxBackend
 	pop3   ngxBackend
+	smtp   ngxBackend
 	logins map[service.Service]*gate.Logins
 }
 
@@ -89,8 +94,9 @@ func NewNginx(eng Engine, opts NginxOptions) *Nginx {
 		opts.BackendProxy = "v2"
 	}
 	n := &Nginx{eng: eng, opts: opts, logins: map[service.Service]*gate.Logins{
-		service.IMAP: gate.NewLogins(eng),
-		service.POP3: gate.NewLogins(eng),
+		service.IMAP:       gate.NewLogins(eng),
+		service.POP3:       gate.NewLogins(eng),
+		service.Submission: gate.NewLogins(eng),
 	}}
 	mk := func(addr netip.AddrPort, svc string, check func(net.Conn, time.Duration, string, string) (gate.Outcome, error), replayable func(string, string) bool) ngxBackend {
 		return ngxBackend{addr: addr, check: check, replayable: replayable,
@@ -98,6 +104,13 @@ func NewNginx(eng Engine, opts NginxOptions) *Nginx {
 	}
 	n.imap = mk(opts.IMAP, "imap", imapproxy.CheckLogin, imapproxy.Replayable)
 	n.pop3 = mk(opts.POP3, "pop3", pop3proxy.CheckLogin, pop3proxy.Replayable)
+	if opts.Hostname == "" {
+		opts.Hostname = "localhost"
+	}
+	helo := opts.Hostname
+	n.smtp = mk(opts.SMTP, "submission", func(be net.Conn, t time.Duration, user, pass string) (gate.Outcome, error) {
+		return smtpproxy.CheckLogin(be, t, helo, user, pass)
+	}, smtpproxy.Replayable)
 	return n
 }
 
@@ -246,6 +259,8 @@ func (n *Nginx) decide(ctx context.Context, q *ngxRequest) ngxAnswer {
 		svc, be = service.IMAP, &n.imap
 	case "pop3":
 		svc, be = service.POP3, &n.pop3
+	case "smtp":
+		svc, be = service.Submission, &n.smtp
 	}
 	if be == nil || !be.addr.IsValid() {
 		n.opts.Log.Warn("nginx asked about a protocol without a backend", "protocol", q.protocol)

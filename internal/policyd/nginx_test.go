@@ -24,6 +24,7 @@ type fakeMail struct {
 	mu     sync.Mutex
 	users  map[string]string
 	logins []fakeLogin
+	noAuth bool // submission: no AUTH offered
 }
 
 // fakeLogin is one login a fake backend was asked.
@@ -112,7 +113,9 @@ type nginxSetup struct {
 	eng        *guard.Engine
 	url        string
 	imap, pop3 *fakeMail
+	smtp       *fakeMail
 	imapAddr   netip.AddrPort
+	smtpAddr   netip.AddrPort
 }
 
 func newNginxSetup(t *testing.T) *nginxSetup {
@@ -125,10 +128,11 @@ func newNginxSetup(t *testing.T) *nginxSetup {
 func newNginxSetupWith(t *testing.T, yaml string, decision time.Duration) *nginxSetup {
 	t.Helper()
 	users := map[string]string{"bob@example.com": "right pw", "alice@example.com": "alice pw"}
-	s := &nginxSetup{eng: newEngine(t, yaml), imap: &fakeMail{users: users}, pop3: &fakeMail{users: users}}
+	s := &nginxSetup{eng: newEngine(t, yaml), imap: &fakeMail{users: users}, pop3: &fakeMail{users: users}, smtp: &fakeMail{users: users}}
 	s.imapAddr = netip.MustParseAddrPort(testserver.TCP(t, s.imap.imap))
 	pop3Addr := netip.MustParseAddrPort(testserver.TCP(t, s.pop3.pop3))
-	n := NewNginx(s.eng, NginxOptions{Options: Options{DecisionTimeout: decision}, IMAP: s.imapAddr, POP3: pop3Addr, BackendProxy: "v1", BackendTimeout: 5 * time.Second})
+	s.smtpAddr = netip.MustParseAddrPort(testserver.TCP(t, s.smtp.submission))
+	n := NewNginx(s.eng, NginxOptions{Options: Options{DecisionTimeout: decision}, IMAP: s.imapAddr, POP3: pop3Addr, SMTP: s.smtpAddr, BackendProxy: "v1", BackendTimeout: 5 * time.Second})
 	ln := listen(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -382,23 +386,23 @@ func TestNginxBadRequests(t *testing.T) {
 		}
 	}
 	// A protocol postern checks no logins for is refused.
-	if code, h := ngxAsk(t, s.url, "smtp", "bob@example.com", "right pw", "127.0.0.2", "1"); code != 200 || h.Get("Auth-Status") != ngxProtocol || h.Get("Auth-Wait") != "" {
-		t.Errorf("smtp: %d %v", code, h)
+	if code, h := ngxAsk(t, s.url, "sieve", "bob@example.com", "right pw", "127.0.0.2", "1"); code != 200 || h.Get("Auth-Status") != ngxProtocol || h.Get("Auth-Wait") != "" {
+		t.Errorf("sieve: %d %v", code, h)
 	}
-	if len(s.imap.asked())+len(s.pop3.asked()) != 0 {
+	if len(s.imap.asked())+len(s.pop3.asked())+len(s.smtp.asked()) != 0 {
 		t.Error("a bad request reached a backend")
 	}
 	// A login the inline gateway would not replay (a CR in the password, a
 	// name with a control character, too long) is refused uncounted,
 	// without asking the backend.
 	for _, c := range [][2]string{{"bob@example.com", "a\rb"}, {"bob@example.com", "c\nd"}, {"bob@example.com", "a\x00b"}, {"bob\tx", "p"}, {"bob@example.com", strings.Repeat("p", 9000)}} {
-		for _, proto := range []string{"imap", "pop3"} {
+		for _, proto := range []string{"imap", "pop3", "smtp"} {
 			if _, h := ngxAsk(t, s.url, proto, c[0], c[1], "127.0.0.3", "1"); h.Get("Auth-Status") != ngxInvalid {
 				t.Errorf("%s %q: %v", proto, c[0], h)
 			}
 		}
 	}
-	if len(s.imap.asked())+len(s.pop3.asked()) != 0 || blocked(s.eng, "127.0.0.3") {
+	if len(s.imap.asked())+len(s.pop3.asked())+len(s.smtp.asked()) != 0 || blocked(s.eng, "127.0.0.3") {
 		t.Error("a login not replayable reached a backend or was counted")
 	}
 	// A password with bytes nginx escapes arrives as the client typed it.
