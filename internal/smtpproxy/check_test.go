@@ -1,0 +1,90 @@
+package smtpproxy
+
+import (
+	"bufio"
+	"encoding/base64"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/postern/postern/internal/gate"
+)
+
+// checkWith runs CheckLogin against a scripted backend that answers the
+// greeting, EHLO and AUTH with the given replies, and returns the outcome,
+// the error and the lines the backend read.
+func checkWith(t *testing.T, greet, ehlo, auth string) (gate.Outcome, error, []string) {
+	t.Helper()
+	c, be := net.Pipe()
+	lines := make(chan []string, 1)
+	go func() {
+		defer be.Close()
+		be.SetDeadline(time.Now().Add(5 * time.Second))
+		r := bufio.NewReader(be)
+		var got []string
+		defer func() { lines <- got }()
+		for _, answer := range []string{greet, ehlo, auth, ""} {
+			if answer != "" {
+				if _, err := be.Write([]byte(answer)); err != nil {
+					return
+				}
+			}
+			l, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			got = append(got, l)
+		}
+	}()
+	o, err := CheckLogin(c, 2*time.Second, "gw.example", "bob@example.com", "pw")
+	c.Close()
+	return o, err, <-lines
+}
+
+func TestCheckLogin(t *testing.T) {
+	const ehlo = "250-mx\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n"
+	blob := base64.StdEncoding.EncodeToString([]byte("\x00bob@example.com\x00pw"))
+	for _, tc := range []struct {
+		name              string
+		greet, ehlo, auth string
+		want              gate.Outcome
+		wantErr           bool
+		sent              int // lines the backend read
+	}{
+		{"accepted", "220 mx\r\n", ehlo, "235 2.7.0 ok\r\n", gate.Accepted, false, 3},
+		{"rejected", "220 mx\r\n", ehlo, "535 5.7.8 failed\r\n", gate.Rejected, false, 3},
+		{"temporary", "220 mx\r\n", ehlo, "454 4.7.0 try later\r\n", gate.Answered, false, 3},
+		{"garbage after the password", "220 mx\r\n", ehlo, "HTTP/1.1 200\r\n", gate.Unexpected, true, 2},
+		{"no AUTH offered", "220 mx\r\n", "250-mx\r\n250 8BITMIME\r\n", "", gate.Answered, true, 1},
+		{"greeting refused", "554 no\r\n", "", "", gate.Answered, true, 0},
+	} {
+		o, err, lines := checkWith(t, tc.greet, tc.ehlo, tc.auth)
+		if o != tc.want || (err != nil) != tc.wantErr {
+			t.Errorf("%s: %v %v, want %v (error %v)", tc.name, o, err, tc.want, tc.wantErr)
+		}
+		if len(lines) < tc.sent {
+			t.Errorf("%s: the backend read %q", tc.name, lines)
+			continue
+		}
+		if tc.sent >= 1 && lines[0] != "EHLO gw.example\r\n" {
+			t.Errorf("%s: first line %q", tc.name, lines[0])
+		}
+		if tc.sent >= 2 && lines[1] != "AUTH PLAIN "+blob+"\r\n" {
+			t.Errorf("%s: AUTH line %q", tc.name, lines[1])
+		}
+		if tc.sent >= 3 && lines[2] != "QUIT\r\n" {
+			t.Errorf("%s: after AUTH %q, want QUIT", tc.name, lines[2])
+		}
+		if tc.sent < 2 {
+			for _, l := range lines {
+				if strings.HasPrefix(l, "AUTH") {
+					t.Errorf("%s: the password was sent", tc.name)
+				}
+			}
+		}
+	}
+	if Replayable("bob@example.com", "a\rb") || Replayable("bob\x01", "p") || Replayable("bob@example.com", strings.Repeat("p", 1500)) || !Replayable("bob@example.com", "p w") {
+		t.Error("Replayable")
+	}
+}
