@@ -49,6 +49,9 @@ type PolicyNginx struct {
 	Backends       NginxBackends `yaml:"backends"`
 	// BackendProxy is the PROXY header of the check's login: v2 or v1.
 	BackendProxy Text `yaml:"backend_proxy"`
+	// SMTPBackendProxy is how the SMTP check names the client: v2, v1 or
+	// xclient. Default: BackendProxy.
+	SMTPBackendProxy Text `yaml:"smtp_backend_proxy"`
 	// BackendTimeout bounds the check's connection and each of its reads
 	// and writes.
 	BackendTimeout Duration `yaml:"backend_timeout" default:"10s"`
@@ -98,7 +101,7 @@ func (f *File) validateNginx(d *decoder) {
 	n := &f.Policy.Nginx
 	b := &n.Backends
 	if !n.On() {
-		for _, t := range []*Text{&b.IMAP, &b.POP3, &b.SMTP, &n.BackendProxy} {
+		for _, t := range []*Text{&b.IMAP, &b.POP3, &b.SMTP, &n.BackendProxy, &n.SMTPBackendProxy} {
 			if t.IsSet() {
 				d.errs.Add(diag.Errorf(t.Pos, "policy.nginx needs listen"))
 				return
@@ -119,6 +122,11 @@ func (f *File) validateNginx(d *decoder) {
 	}
 	if n.BackendProxy.IsSet() && n.BackendProxy.Value != string(ProxyV2) && n.BackendProxy.Value != string(ProxyV1) {
 		d.errs.Add(diag.Errorf(n.BackendProxy.Pos, "policy.nginx.backend_proxy: %q: want v2 or v1", n.BackendProxy.Value))
+	}
+	if p := n.SMTPBackendProxy; p.IsSet() && p.Value != string(ProxyV2) && p.Value != string(ProxyV1) && p.Value != string(ProxyXClient) {
+		d.errs.Add(diag.Errorf(p.Pos, "policy.nginx.smtp_backend_proxy: %q: want v2, v1 or xclient", p.Value))
+	} else if p.IsSet() && !b.SMTP.IsSet() {
+		d.errs.Add(diag.Errorf(p.Pos, "policy.nginx.smtp_backend_proxy needs backends.smtp"))
 	}
 	if n.BackendTimeout.D <= 0 {
 		d.errs.Add(diag.Errorf(n.BackendTimeout.Pos, "policy.nginx.backend_timeout must be positive"))

@@ -32,6 +32,16 @@ policy:
 	if n := f.Policy.Nginx; !n.On() || n.Backends.IMAP.Value != "127.0.0.1:10143" || n.Backends.POP3.Value != "[::1]:10110" || n.DecisionTime.D != 5*time.Second || n.BackendTimeout.D != 10*time.Second || n.BackendProxy.IsSet() {
 		t.Errorf("nginx: %+v", n)
 	}
+	f, err = Parse("/etc/postern/p.yaml", []byte(`
+policy:
+  nginx: { listen: "127.0.0.1:8085", backends: { smtp: "127.0.0.1:10587" }, smtp_backend_proxy: xclient }
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := f.Policy.Nginx; n.Backends.SMTP.Value != "127.0.0.1:10587" || n.SMTPBackendProxy.Value != "xclient" {
+		t.Errorf("nginx smtp: %+v", n)
+	}
 	f, err = Parse("/etc/postern/p.yaml", []byte("services: {}\n"))
 	if err != nil {
 		t.Fatal(err)
@@ -54,6 +64,8 @@ func TestPolicyConfigErrors(t *testing.T) {
 		{"policy: { nginx: { listen: \":1\", backends: { imap: \"mail.example:143\" } } }", "policy.nginx.backends.imap"},
 		{"policy: { nginx: { listen: \":1\", backends: { pop3: \"127.0.0.1\" } } }", "policy.nginx.backends.pop3"},
 		{"policy: { nginx: { listen: \":1\", backends: { smtp: \"localhost:587\" } } }", "policy.nginx.backends.smtp"},
+		{"policy: { nginx: { listen: \":1\", backends: { smtp: \"127.0.0.1:587\" }, smtp_backend_proxy: none } }", "smtp_backend_proxy"},
+		{"policy: { nginx: { listen: \":1\", backends: { imap: \"127.0.0.1:143\" }, smtp_backend_proxy: xclient } }", "needs backends.smtp"},
 		{"policy: { nginx: { listen: \":1\", backends: { imap: \"127.0.0.1:143\", lmtp: \"127.0.0.1:24\" } } }", "lmtp"},
 		{"policy: { nginx: { listen: \":1\", backends: { imap: \"127.0.0.1:143\" }, backend_proxy: xclient } }", "backend_proxy"},
 	} {

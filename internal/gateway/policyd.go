@@ -159,7 +159,7 @@ func nginxOptions(c *config.PolicyNginx, o policyd.Options) policyd.NginxOptions
 		return ap
 	}
 	return policyd.NginxOptions{Options: o, IMAP: addr(c.Backends.IMAP), POP3: addr(c.Backends.POP3), SMTP: addr(c.Backends.SMTP),
-		BackendProxy: c.BackendProxy.Value, BackendTimeout: c.BackendTimeout.D}
+		BackendProxy: c.BackendProxy.Value, SMTPBackendProxy: c.SMTPBackendProxy.Value, BackendTimeout: c.BackendTimeout.D}
 }
 
 // closePolicy closes the policy listeners (Serve closes them too when its

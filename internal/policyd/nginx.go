@@ -45,6 +45,10 @@ type NginxOptions struct {
 	// checks the logins against (SMTP: a submission port offering AUTH
 	// without TLS to postern); a zero one is not served.
 	IMAP, POP3, SMTP netip.AddrPort
+	// SMTPBackendProxy is how the SMTP check names the client: "v2",
+	// "v1" (a PROXY header) or "xclient" (Postfix's XCLIENT after the
+	// greeting). Default: BackendProxy.
+	SMTPBackendProxy string
 	// Hostname is the EHLO name of the SMTP check. Default "localhost".
 	Hostname string
 	// BackendProxy is the PROXY header of the check's login: "v2"
@@ -79,7 +83,7 @@ type Nginx struct {
 type ngxBackend struct {
 	addr  netip.AddrPort
 	dial  relay.Dialer
-	check func(be net.Conn, timeout time.Duration, user, pass string) (gate.Outcome, error)
+	check func(be net.Conn, timeout time.Duration, client netip.Addr, user, pass string) (gate.Outcome, error)
 	// replayable says whether the inline gateway would replay the login.
 	replayable func(user, pass string) bool
 }
@@ -98,18 +102,33 @@ func NewNginx(eng Engine, opts NginxOptions) *Nginx {
 		service.POP3:       gate.NewLogins(eng),
 		service.Submission: gate.NewLogins(eng),
 	}}
-	mk := func(addr netip.AddrPort, svc string, check func(net.Conn, time.Duration, string, string) (gate.Outcome, error), replayable func(string, string) bool) ngxBackend {
+	mk := func(addr netip.AddrPort, svc, proxy string, check func(net.Conn, time.Duration, netip.Addr, string, string) (gate.Outcome, error), replayable func(string, string) bool) ngxBackend {
 		return ngxBackend{addr: addr, check: check, replayable: replayable,
-			dial: relay.Dialer{Addr: addr.String(), Proxy: opts.BackendProxy, Timeout: opts.BackendTimeout, Service: svc}}
+			dial: relay.Dialer{Addr: addr.String(), Proxy: proxy, Timeout: opts.BackendTimeout, Service: svc}}
 	}
-	n.imap = mk(opts.IMAP, "imap", imapproxy.CheckLogin, imapproxy.Replayable)
-	n.pop3 = mk(opts.POP3, "pop3", pop3proxy.CheckLogin, pop3proxy.Replayable)
+	// IMAP and POP3 name the client with the PROXY header only.
+	plain := func(f func(net.Conn, time.Duration, string, string) (gate.Outcome, error)) func(net.Conn, time.Duration, netip.Addr, string, string) (gate.Outcome, error) {
+		return func(be net.Conn, t time.Duration, _ netip.Addr, user, pass string) (gate.Outcome, error) {
+			return f(be, t, user, pass)
+		}
+	}
+	n.imap = mk(opts.IMAP, "imap", opts.BackendProxy, plain(imapproxy.CheckLogin), imapproxy.Replayable)
+	n.pop3 = mk(opts.POP3, "pop3", opts.BackendProxy, plain(pop3proxy.CheckLogin), pop3proxy.Replayable)
 	if opts.Hostname == "" {
 		opts.Hostname = "localhost"
 	}
-	helo := opts.Hostname
-	n.smtp = mk(opts.SMTP, "submission", func(be net.Conn, t time.Duration, user, pass string) (gate.Outcome, error) {
-		return smtpproxy.CheckLogin(be, t, helo, user, pass)
+	helo, proxy, xclient := opts.Hostname, opts.SMTPBackendProxy, false
+	if proxy == "" {
+		proxy = opts.BackendProxy
+	}
+	if proxy == "xclient" {
+		proxy, xclient = "none", true
+	}
+	n.smtp = mk(opts.SMTP, "submission", proxy, func(be net.Conn, t time.Duration, client netip.Addr, user, pass string) (gate.Outcome, error) {
+		if !xclient {
+			client = netip.Addr{}
+		}
+		return smtpproxy.CheckLogin(be, t, helo, client, user, pass)
 	}, smtpproxy.Replayable)
 	return n
 }
@@ -335,7 +354,7 @@ func (n *Nginx) check(ctx context.Context, be *ngxBackend, q *ngxRequest, pass s
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	o, err := be.check(conn, n.opts.BackendTimeout, q.user, pass)
+	o, err := be.check(conn, n.opts.BackendTimeout, q.client, q.user, pass)
 	if err != nil && o == gate.Answered {
 		n.opts.Log.Error("the backend failed before the login was sent", "backend", be.addr.String(), "err", err)
 		return gate.Answered, nil

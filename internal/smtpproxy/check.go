@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -18,8 +19,10 @@ import (
 const maxCheckLine = 2000
 
 // CheckLogin logs in once over be, a fresh connection to the SMTP
-// submission backend (its PROXY header written), as the gateway asks the
-// backend for a client's login: it reads the greeting, sends EHLO helo,
+// submission backend (its PROXY header written, or none when xclient is
+// valid), as the gateway asks the backend for a client's login: it reads
+// the greeting, names the client xclient with XCLIENT when it is valid
+// (as the gateway does with backend_proxy xclient), sends EHLO helo,
 // AUTH PLAIN with user and pass (no authorization identity) and reads the
 // answer as the gateway does (235 accepted, 535 rejected, any other reply
 // answered). It then sends QUIT and does not wait for its answer. timeout
@@ -27,7 +30,7 @@ const maxCheckLine = 2000
 // error before the password was sent comes with gate.Answered (nothing to
 // count), after it with gate.Unexpected. It is for servers that check a
 // password for a proxy that does not (nginx's mail auth_http).
-func CheckLogin(be net.Conn, timeout time.Duration, helo, user, pass string) (gate.Outcome, error) {
+func CheckLogin(be net.Conn, timeout time.Duration, helo string, xclient netip.Addr, user, pass string) (gate.Outcome, error) {
 	b := &backend{conn: be, timeout: timeout}
 	b.r = bufio.NewReaderSize(backendIO{b}, 4096)
 	b.w = bufio.NewWriterSize(backendIO{b}, 4096)
@@ -37,6 +40,11 @@ func CheckLogin(be net.Conn, timeout time.Duration, helo, user, pass string) (ga
 	}
 	if greet.code != 220 {
 		return gate.Answered, fmt.Errorf("smtp greeting: %s", truncate(greet.text(), 120))
+	}
+	if xclient.IsValid() {
+		if _, err := b.xclient(netip.AddrPortFrom(xclient, 0), helo); err != nil {
+			return gate.Answered, fmt.Errorf("smtp: %w", err)
+		}
 	}
 	r, err := b.cmd("EHLO " + helo)
 	if err != nil {

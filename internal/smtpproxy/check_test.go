@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/base64"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +15,7 @@ import (
 // checkWith runs CheckLogin against a scripted backend that answers the
 // greeting, EHLO and AUTH with the given replies, and returns the outcome,
 // the error and the lines the backend read.
-func checkWith(t *testing.T, greet, ehlo, auth string) (gate.Outcome, error, []string) {
+func checkWith(t *testing.T, xclient netip.Addr, answers ...string) (gate.Outcome, error, []string) {
 	t.Helper()
 	c, be := net.Pipe()
 	lines := make(chan []string, 1)
@@ -24,7 +25,7 @@ func checkWith(t *testing.T, greet, ehlo, auth string) (gate.Outcome, error, []s
 		r := bufio.NewReader(be)
 		var got []string
 		defer func() { lines <- got }()
-		for _, answer := range []string{greet, ehlo, auth, ""} {
+		for _, answer := range append(answers, "") {
 			if answer != "" {
 				if _, err := be.Write([]byte(answer)); err != nil {
 					return
@@ -37,7 +38,7 @@ func checkWith(t *testing.T, greet, ehlo, auth string) (gate.Outcome, error, []s
 			got = append(got, l)
 		}
 	}()
-	o, err := CheckLogin(c, 2*time.Second, "gw.example", "bob@example.com", "pw")
+	o, err := CheckLogin(c, 2*time.Second, "gw.example", xclient, "bob@example.com", "pw")
 	c.Close()
 	return o, err, <-lines
 }
@@ -59,7 +60,7 @@ func TestCheckLogin(t *testing.T) {
 		{"no AUTH offered", "220 mx\r\n", "250-mx\r\n250 8BITMIME\r\n", "", gate.Answered, true, 1},
 		{"greeting refused", "554 no\r\n", "", "", gate.Answered, true, 0},
 	} {
-		o, err, lines := checkWith(t, tc.greet, tc.ehlo, tc.auth)
+		o, err, lines := checkWith(t, netip.Addr{}, tc.greet, tc.ehlo, tc.auth)
 		if o != tc.want || (err != nil) != tc.wantErr {
 			t.Errorf("%s: %v %v, want %v (error %v)", tc.name, o, err, tc.want, tc.wantErr)
 		}
@@ -83,6 +84,17 @@ func TestCheckLogin(t *testing.T) {
 				}
 			}
 		}
+	}
+	// XCLIENT names the client before the login; the backend greets anew.
+	o, err, lines := checkWith(t, netip.MustParseAddr("192.0.2.7"), "220 mx\r\n", "250-mx\r\n250 XCLIENT ADDR PORT NAME\r\n", "220 mx again\r\n", ehlo, "235 2.7.0 ok\r\n")
+	want := []string{"EHLO gw.example\r\n", "XCLIENT ADDR=192.0.2.7 PORT=0 NAME=[UNAVAILABLE]\r\n", "EHLO gw.example\r\n", "AUTH PLAIN " + blob + "\r\n", "QUIT\r\n"}
+	if o != gate.Accepted || err != nil || strings.Join(lines, "") != strings.Join(want, "") {
+		t.Errorf("xclient: %v %v, backend read %q", o, err, lines)
+	}
+	// A backend that does not offer XCLIENT is not sent the password.
+	o, err, lines = checkWith(t, netip.MustParseAddr("192.0.2.7"), "220 mx\r\n", ehlo)
+	if o != gate.Answered || err == nil || len(lines) != 1 {
+		t.Errorf("no XCLIENT: %v %v, backend read %q", o, err, lines)
 	}
 	if Replayable("bob@example.com", "a\rb") || Replayable("bob\x01", "p") || Replayable("bob@example.com", strings.Repeat("p", 1500)) || !Replayable("bob@example.com", "p w") {
 		t.Error("Replayable")
