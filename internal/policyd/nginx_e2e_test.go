@@ -2,6 +2,7 @@ package policyd
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"net"
 	"net/netip"
@@ -23,14 +24,17 @@ const nginxE2EYAML = `local_domains: "example.test; other.test"
 login_restrictions: [ "bob@example.test=203.0.113.128/25" ]
 intrusion_prevention:
   imap_pop3: { failed_logins: 5 }
+  smtp: { failed_logins: 3 }
 `
 
 // nginxMail runs postern's auth_http server on its own engine and a real
 // nginx mail proxy (Debian's libnginx-mod-mail) asking it, in front of
 // the test backends' Dovecot; nginx reads the client's address from a
-// PROXY header and hands it to Dovecot in one. It returns nginx's IMAP
-// and POP3 addresses and the engine.
-func nginxMail(t *testing.T, w *e2eWorld) (imap, pop3 string, eng *guard.Engine) {
+// PROXY header and hands it to Dovecot in one. nginx's SMTP proxy hands
+// a login to Postfix's plain port with XCLIENT (ADDR and LOGIN), where
+// postern checks the password with XCLIENT and AUTH too (Dovecot SASL).
+// It returns nginx's IMAP, POP3 and SMTP addresses and the engine.
+func nginxMail(t *testing.T, w *e2eWorld) (imap, pop3, smtp string, eng *guard.Engine) {
 	t.Helper()
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
@@ -42,9 +46,11 @@ func nginxMail(t *testing.T, w *e2eWorld) (imap, pop3 string, eng *guard.Engine)
 	}
 	eng = newEngine(t, nginxE2EYAML)
 	n := NewNginx(eng, NginxOptions{
-		IMAP:           netip.MustParseAddrPort(w.env.IMAPProxy),
-		POP3:           netip.MustParseAddrPort(w.env.POP3Proxy),
-		BackendTimeout: 10 * time.Second,
+		IMAP:             netip.MustParseAddrPort(w.env.IMAPProxy),
+		POP3:             netip.MustParseAddrPort(w.env.POP3Proxy),
+		SMTP:             netip.MustParseAddrPort(w.env.SMTPPlain),
+		SMTPBackendProxy: "xclient",
+		BackendTimeout:   10 * time.Second,
 	})
 	ln := listen(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -65,7 +71,7 @@ func nginxMail(t *testing.T, w *e2eWorld) (imap, pop3 string, eng *guard.Engine)
 		defer l.Close()
 		return l.Addr().String()
 	}
-	imap, pop3 = free(), free()
+	imap, pop3, smtp = free(), free(), free()
 	dir := t.TempDir()
 	conf := fmt.Sprintf(`load_module %s;
 pid %s/nginx.pid;
@@ -81,8 +87,13 @@ mail {
     set_real_ip_from 127.0.0.0/8;
     server { listen %s proxy_protocol; protocol imap; }
     server { listen %s proxy_protocol; protocol pop3; }
+    server {
+        listen %s proxy_protocol; protocol smtp;
+        proxy_protocol off; xclient on;
+        smtp_auth plain login;
+    }
 }
-`, module, dir, dir, ln.Addr().String(), imap, pop3)
+`, module, dir, dir, ln.Addr().String(), imap, pop3, smtp)
 	path := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
@@ -122,7 +133,7 @@ mail {
 			t.Fatalf("nginx does not listen on %s: %v", pop3, err)
 		}
 	}
-	return imap, pop3, eng
+	return imap, pop3, smtp, eng
 }
 
 // loginVia logs in over IMAP at addr from src and returns the tagged reply.
@@ -153,7 +164,7 @@ func (w *e2eWorld) loginVia(t *testing.T, addr, src, user, pass string) string {
 // its network and logs in from inside it. POP3 logs in too.
 func TestE2ENginxAuthHTTP(t *testing.T) {
 	w := world(t)
-	imap, pop3, eng := nginxMail(t, w)
+	imap, pop3, _, eng := nginxMail(t, w)
 	alice := w.env.Users["alice@example.test"]
 	if r := w.loginVia(t, imap, "203.0.113.110:4000", "alice@example.test", alice); !strings.HasPrefix(r, "a OK") {
 		t.Fatalf("right password through nginx: %q", r)
@@ -208,7 +219,7 @@ func TestE2ENginxAuthHTTP(t *testing.T) {
 // are logged; BENCHMARKS.md records them.
 func TestE2ENginxLoginLatency(t *testing.T) {
 	w := world(t)
-	imap, _, _ := nginxMail(t, w)
+	imap, _, _, _ := nginxMail(t, w)
 	pass := w.env.Users["alice@example.test"]
 	measure := func(addr, prefix string, n int) (p50, p99 time.Duration) {
 		lat := make([]time.Duration, 0, n)
@@ -262,5 +273,72 @@ func TestE2ENginxLoginLatency(t *testing.T) {
 		n, d50, d99, n50, n99, a50, a99)
 	if n50 > 2*time.Second {
 		t.Errorf("a login through nginx takes %v (p50)", n50)
+	}
+}
+
+// smtpAuthVia logs in over SMTP at addr from src with AUTH PLAIN and
+// returns the AUTH reply's last line; logged in, it asks for a
+// recipient elsewhere (relaying, which Postfix allows authenticated
+// clients only) and returns that reply too.
+func (w *e2eWorld) smtpAuthVia(t *testing.T, addr, src, user, pass string) (auth, rcpt string) {
+	t.Helper()
+	l := w.dial(t, addr, src)
+	defer l.c.Close()
+	if g := l.smtp(""); !strings.HasPrefix(g, "220") {
+		t.Fatalf("SMTP greeting %q", g)
+	}
+	if r := l.smtp("EHLO client.test"); !strings.HasPrefix(r, "250") {
+		t.Fatalf("EHLO: %q", r)
+	}
+	auth = l.smtp("AUTH PLAIN " + base64.StdEncoding.EncodeToString([]byte("\x00"+user+"\x00"+pass)))
+	if strings.HasPrefix(auth, "235") {
+		if r := l.smtp("MAIL FROM:<" + user + ">"); !strings.HasPrefix(r, "250") {
+			t.Fatalf("MAIL after the login: %q", r)
+		}
+		rcpt = l.smtp("RCPT TO:<someone@relay.example.net>")
+	}
+	l.send("QUIT")
+	return auth, rcpt
+}
+
+// nginx's SMTP proxy with postern as its auth_http server, in front of
+// real Postfix with Dovecot SASL: a right login is accepted and may relay
+// (nginx hands the login to Postfix with XCLIENT LOGIN); three wrong
+// passwords block the address, and the right one is then refused; a
+// restricted account is refused with its right password from outside its
+// network, and the wrong one counted.
+func TestE2ENginxAuthHTTPSMTP(t *testing.T) {
+	w := world(t)
+	_, _, smtp, eng := nginxMail(t, w)
+	alice := w.env.Users["alice@example.test"]
+	auth, rcpt := w.smtpAuthVia(t, smtp, "203.0.113.120:4000", "alice@example.test", alice)
+	if !strings.HasPrefix(auth, "235") {
+		t.Fatalf("right password through nginx: %q", auth)
+	}
+	if !strings.HasPrefix(rcpt, "250") {
+		t.Errorf("relaying after the login: %q, want 250 (Postfix did not take nginx's XCLIENT LOGIN)", rcpt)
+	}
+
+	const src = "203.0.113.121"
+	for i := range 3 {
+		auth, _ := w.smtpAuthVia(t, smtp, src+":4000", "alice@example.test", fmt.Sprintf("wrong-%d", i))
+		if !strings.HasPrefix(auth, "5") {
+			t.Fatalf("wrong password %d: %q", i+1, auth)
+		}
+		if i < 2 && !strings.Contains(auth, ngxInvalid) {
+			t.Errorf("wrong password %d: %q, want %q", i+1, auth, ngxInvalid)
+		}
+	}
+	waitBlocked(t, eng, src)
+	if auth, _ := w.smtpAuthVia(t, smtp, src+":4001", "alice@example.test", alice); strings.HasPrefix(auth, "235") || !strings.Contains(auth, "Blocked (") {
+		t.Fatalf("right password from the blocked address: %q", auth)
+	}
+
+	bob := w.env.Users["bob@example.test"]
+	if auth, _ := w.smtpAuthVia(t, smtp, "203.0.113.122:4000", "bob@example.test", bob); strings.HasPrefix(auth, "235") || !strings.Contains(auth, ngxInvalid) {
+		t.Fatalf("restricted account from outside its network: %q", auth)
+	}
+	if auth, _ := w.smtpAuthVia(t, smtp, "203.0.113.131:4000", "bob@example.test", bob); !strings.HasPrefix(auth, "235") {
+		t.Fatalf("restricted account from its network: %q", auth)
 	}
 }
