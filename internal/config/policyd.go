@@ -2,6 +2,7 @@ package config
 
 import (
 	"net/netip"
+	"strings"
 
 	"github.com/postern/postern/internal/diag"
 )
@@ -55,6 +56,10 @@ type PolicyNginx struct {
 	// BackendTimeout bounds the check's connection and each of its reads
 	// and writes.
 	BackendTimeout Duration `yaml:"backend_timeout" default:"10s"`
+	// SecretFile holds a shared secret every request must carry in the
+	// header SecretHeader (nginx: auth_http_header).
+	SecretFile   Text `yaml:"secret_file"`
+	SecretHeader Text `yaml:"secret_header"`
 }
 
 // NginxBackends are the backends nginx is sent to, per protocol: an IP
@@ -101,7 +106,7 @@ func (f *File) validateNginx(d *decoder) {
 	n := &f.Policy.Nginx
 	b := &n.Backends
 	if !n.On() {
-		for _, t := range []*Text{&b.IMAP, &b.POP3, &b.SMTP, &n.BackendProxy, &n.SMTPBackendProxy} {
+		for _, t := range []*Text{&b.IMAP, &b.POP3, &b.SMTP, &n.BackendProxy, &n.SMTPBackendProxy, &n.SecretFile, &n.SecretHeader} {
 			if t.IsSet() {
 				d.errs.Add(diag.Errorf(t.Pos, "policy.nginx needs listen"))
 				return
@@ -131,4 +136,27 @@ func (f *File) validateNginx(d *decoder) {
 	if n.BackendTimeout.D <= 0 {
 		d.errs.Add(diag.Errorf(n.BackendTimeout.Pos, "policy.nginx.backend_timeout must be positive"))
 	}
+	if h := n.SecretHeader; h.IsSet() {
+		if !n.SecretFile.IsSet() {
+			d.errs.Add(diag.Errorf(h.Pos, "policy.nginx.secret_header needs secret_file"))
+		} else if !validHeaderName(h.Value) || strings.HasPrefix(strings.ToLower(h.Value), "auth-") || strings.EqualFold(h.Value, "client-ip") || strings.EqualFold(h.Value, "client-host") {
+			d.errs.Add(diag.Errorf(h.Pos, "policy.nginx.secret_header: %q: want a header name of letters, digits and '-' that nginx does not send itself", h.Value))
+		}
+	}
+	f.resolve(&n.SecretFile)
+}
+
+// validHeaderName reports whether s is a plain HTTP header name: letters,
+// digits and '-', not starting with '-'.
+func validHeaderName(s string) bool {
+	if s == "" || s[0] == '-' || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
 }

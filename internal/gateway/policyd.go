@@ -23,6 +23,7 @@ var policyKeys = []string{
 	"policy.dovecot.hash_nonce_file",
 	"policy.nginx.listen", "policy.nginx.decision_timeout", "policy.nginx.idle_timeout", "policy.nginx.max_connections",
 	"policy.nginx.backends.imap", "policy.nginx.backends.pop3", "policy.nginx.backend_proxy", "policy.nginx.backend_timeout",
+	"policy.nginx.backends.smtp", "policy.nginx.smtp_backend_proxy", "policy.nginx.secret_file", "policy.nginx.secret_header",
 }
 
 // policyState is the gateway's policy servers (policy-service mode): their
@@ -34,6 +35,7 @@ type policyState struct {
 	postfix                                *policyd.Postfix
 	dovecot                                *policyd.Dovecot
 	nginx                                  *policyd.Nginx
+	nginxSecret                            []byte // read at start
 }
 
 // policyGrant compiles a policy server's grant: addresses and networks
@@ -83,6 +85,11 @@ func (g *Gateway) bindPolicy(snap *snapshot.Snapshot) error {
 	}
 	if g.policy.dovecotLn, err = bind("dovecot", &p.Dovecot.PolicyListener); err != nil {
 		return err
+	}
+	if p.Nginx.On() && p.Nginx.SecretFile.IsSet() {
+		if g.policy.nginxSecret, err = policyd.ReadNginxSecret(p.Nginx.SecretFile.Value); err != nil {
+			return err
+		}
 	}
 	if g.policy.nginxLn, err = bind("nginx", &p.Nginx.PolicyListener); err != nil {
 		return err
@@ -143,7 +150,9 @@ func (g *Gateway) servePolicy(ctx context.Context, wg *sync.WaitGroup) {
 		serve("dovecot", ln, g.policy.dovecot.Serve)
 	}
 	if ln := g.policy.nginxLn; ln != nil {
-		g.policy.nginx = policyd.NewNginx(g.engine, nginxOptions(&p.Nginx, g.policyOptions(&p.Nginx.PolicyListener, &g.policy.nginxGrant, "nginx")))
+		o := nginxOptions(&p.Nginx, g.policyOptions(&p.Nginx.PolicyListener, &g.policy.nginxGrant, "nginx"))
+		o.Secret = g.policy.nginxSecret
+		g.policy.nginx = policyd.NewNginx(g.engine, o)
 		serve("nginx", ln, g.policy.nginx.Serve)
 	}
 }
@@ -159,7 +168,8 @@ func nginxOptions(c *config.PolicyNginx, o policyd.Options) policyd.NginxOptions
 		return ap
 	}
 	return policyd.NginxOptions{Options: o, IMAP: addr(c.Backends.IMAP), POP3: addr(c.Backends.POP3), SMTP: addr(c.Backends.SMTP),
-		BackendProxy: c.BackendProxy.Value, SMTPBackendProxy: c.SMTPBackendProxy.Value, BackendTimeout: c.BackendTimeout.D}
+		BackendProxy: c.BackendProxy.Value, SMTPBackendProxy: c.SMTPBackendProxy.Value, BackendTimeout: c.BackendTimeout.D,
+		SecretHeader: c.SecretHeader.Value}
 }
 
 // closePolicy closes the policy listeners (Serve closes them too when its

@@ -49,6 +49,11 @@ type NginxOptions struct {
 	// "v1" (a PROXY header) or "xclient" (Postfix's XCLIENT after the
 	// greeting). Default: BackendProxy.
 	SMTPBackendProxy string
+	// Secret, when set, is the shared secret every request must carry in
+	// the header SecretHeader (default DefaultNginxSecretHeader); a
+	// request without it is answered HTTP 403.
+	Secret       []byte
+	SecretHeader string
 	// Hostname is the EHLO name of the SMTP check. Default "localhost".
 	Hostname string
 	// BackendProxy is the PROXY header of the check's login: "v2"
@@ -96,6 +101,9 @@ func NewNginx(eng Engine, opts NginxOptions) *Nginx {
 	}
 	if opts.BackendProxy == "" {
 		opts.BackendProxy = "v2"
+	}
+	if opts.SecretHeader == "" {
+		opts.SecretHeader = DefaultNginxSecretHeader
 	}
 	n := &Nginx{eng: eng, opts: opts, logins: map[service.Service]*gate.Logins{
 		service.IMAP:       gate.NewLogins(eng),
@@ -181,8 +189,15 @@ type ngxAnswer struct {
 
 // ServeHTTP answers one auth_http request. A request postern cannot read
 // with certainty is answered HTTP 400, which nginx takes as a temporary
-// failure of the authentication server and closes the client session.
+// failure of the authentication server and closes the client session; a
+// request without the configured shared secret is answered HTTP 403.
 func (n *Nginx) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if err := n.checkSecret(r); err != nil {
+		n.stats.Bad.Add(1)
+		n.opts.Log.Warn("nginx auth request refused", "peer", r.RemoteAddr, "err", err)
+		http.Error(w, "forbidden", http.StatusForbidden)
+		return
+	}
 	req, err := readNginx(r)
 	if err != nil {
 		n.stats.Bad.Add(1)
