@@ -27,6 +27,10 @@ intrusion_prevention:
   smtp: { failed_logins: 3 }
 `
 
+// nginxE2ESecret is the shared secret nginx sends postern
+// (auth_http_header); postern refuses requests without it.
+const nginxE2ESecret = "e2e-secret-6f1d0c2a9b"
+
 // nginxMail runs postern's auth_http server on its own engine and a real
 // nginx mail proxy (Debian's libnginx-mod-mail) asking it, in front of
 // the test backends' Dovecot; nginx reads the client's address from a
@@ -50,6 +54,7 @@ func nginxMail(t *testing.T, w *e2eWorld) (imap, pop3, smtp string, eng *guard.E
 		POP3:             netip.MustParseAddrPort(w.env.POP3Proxy),
 		SMTP:             netip.MustParseAddrPort(w.env.SMTPPlain),
 		SMTPBackendProxy: "xclient",
+		Secret:           []byte(nginxE2ESecret),
 		BackendTimeout:   10 * time.Second,
 	})
 	ln := listen(t)
@@ -82,6 +87,7 @@ mail {
     server_name mail.example.test;
     auth_http %s/auth;
     auth_http_timeout 30s;
+    auth_http_header X-Postern-Key %s;
     proxy_pass_error_message on;
     proxy_protocol on;
     set_real_ip_from 127.0.0.0/8;
@@ -93,7 +99,7 @@ mail {
         smtp_auth plain login;
     }
 }
-`, module, dir, dir, ln.Addr().String(), imap, pop3, smtp)
+`, module, dir, dir, ln.Addr().String(), nginxE2ESecret, imap, pop3, smtp)
 	path := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
