@@ -30,8 +30,12 @@ func TestPolicyServers(t *testing.T) {
 		return state + `policy:
   postfix: { listen: "127.0.0.1:0", grant: "` + grant + `", max_connections: ` + strconv.Itoa(len(grant)) + ` }
   dovecot: { listen: "127.0.0.1:0", grant: "127.0.0.1", hash_nonce_file: dovecot-nonce }
-  nginx: { listen: "127.0.0.1:0", backends: { imap: "127.0.0.1:1" } }
+  nginx: { listen: "127.0.0.1:0", backends: { imap: "127.0.0.1:1" }, secret_file: nginx.key, secret_header: X-Mail-Key }
 `
+	}
+	const secret = "gateway-test-secret-42"
+	if err := os.WriteFile(filepath.Join(dir, "nginx.key"), []byte(secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
 	}
 	writeConfig(t, cfg, body("127.0.0.1"))
 	var logs syncBuffer
@@ -84,6 +88,16 @@ func TestPolicyServers(t *testing.T) {
 	for k, v := range map[string]string{"Auth-Method": "plain", "Auth-User": "bob", "Auth-Pass": "x", "Auth-Protocol": "imap", "Client-IP": "192.0.2.1"} {
 		req.Header.Set(k, v)
 	}
+	// Without the shared secret of secret_file: 403.
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("nginx auth_http without the secret: HTTP %d", resp.StatusCode)
+	}
+	req.Header.Set("X-Mail-Key", secret)
 	resp, err = http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
