@@ -2,6 +2,7 @@ package policyd
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -54,6 +55,9 @@ type NginxOptions struct {
 	// request without it is answered HTTP 403.
 	Secret       []byte
 	SecretHeader string
+	// SMTPBackendTLS, when set, is the TLS configuration of the SMTP
+	// check's STARTTLS, before the login.
+	SMTPBackendTLS *tls.Config
 	// Hostname is the EHLO name of the SMTP check. Default "localhost".
 	Hostname string
 	// BackendProxy is the PROXY header of the check's login: "v2"
@@ -125,7 +129,7 @@ func NewNginx(eng Engine, opts NginxOptions) *Nginx {
 	if opts.Hostname == "" {
 		opts.Hostname = "localhost"
 	}
-	helo, proxy, xclient := opts.Hostname, opts.SMTPBackendProxy, false
+	helo, proxy, xclient, smtpTLS := opts.Hostname, opts.SMTPBackendProxy, false, opts.SMTPBackendTLS
 	if proxy == "" {
 		proxy = opts.BackendProxy
 	}
@@ -133,10 +137,11 @@ func NewNginx(eng Engine, opts NginxOptions) *Nginx {
 		proxy, xclient = "none", true
 	}
 	n.smtp = mk(opts.SMTP, "submission", proxy, func(be net.Conn, t time.Duration, client netip.Addr, user, pass string) (gate.Outcome, error) {
-		if !xclient {
-			client = netip.Addr{}
+		o := smtpproxy.CheckOptions{Timeout: t, Helo: helo, TLS: smtpTLS}
+		if xclient {
+			o.XClient = client
 		}
-		return smtpproxy.CheckLogin(be, t, helo, client, user, pass)
+		return smtpproxy.CheckLogin(be, o, user, pass)
 	}, smtpproxy.Replayable)
 	return n
 }

@@ -2,6 +2,8 @@ package smtpproxy
 
 import (
 	"bufio"
+	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"fmt"
 	"net"
@@ -18,20 +20,33 @@ import (
 // longer one.
 const maxCheckLine = 2000
 
+// CheckOptions are the ways of a CheckLogin.
+type CheckOptions struct {
+	// Timeout bounds each backend read and write and the TLS handshake.
+	Timeout time.Duration
+	// Helo is the EHLO name.
+	Helo string
+	// XClient, when valid, is the client named with XCLIENT.
+	XClient netip.Addr
+	// TLS, when set, is the configuration of STARTTLS before the login.
+	TLS *tls.Config
+}
+
 // CheckLogin logs in once over be, a fresh connection to the SMTP
 // submission backend (its PROXY header written, or none when xclient is
 // valid), as the gateway asks the backend for a client's login: it reads
-// the greeting, names the client xclient with XCLIENT when it is valid
-// (as the gateway does with backend_proxy xclient), sends EHLO helo,
+// the greeting, starts TLS with STARTTLS when o.TLS is set, names the
+// client o.XClient with XCLIENT when it is valid (as the gateway does with
+// backend_tls starttls and backend_proxy xclient), sends EHLO,
 // AUTH PLAIN with user and pass (no authorization identity) and reads the
 // answer as the gateway does (235 accepted, 535 rejected, any other reply
-// answered). It then sends QUIT and does not wait for its answer. timeout
-// bounds each backend read and write; be is the caller's to close. An
+// answered). It then sends QUIT and does not wait for its answer. be is
+// the caller's to close. An
 // error before the password was sent comes with gate.Answered (nothing to
 // count), after it with gate.Unexpected. It is for servers that check a
 // password for a proxy that does not (nginx's mail auth_http).
-func CheckLogin(be net.Conn, timeout time.Duration, helo string, xclient netip.Addr, user, pass string) (gate.Outcome, error) {
-	b := &backend{conn: be, timeout: timeout}
+func CheckLogin(be net.Conn, o CheckOptions, user, pass string) (gate.Outcome, error) {
+	b := &backend{conn: be, timeout: o.Timeout}
 	b.r = bufio.NewReaderSize(backendIO{b}, 4096)
 	b.w = bufio.NewWriterSize(backendIO{b}, 4096)
 	greet, err := b.read()
@@ -41,12 +56,20 @@ func CheckLogin(be net.Conn, timeout time.Duration, helo string, xclient netip.A
 	if greet.code != 220 {
 		return gate.Answered, fmt.Errorf("smtp greeting: %s", truncate(greet.text(), 120))
 	}
-	if xclient.IsValid() {
-		if _, err := b.xclient(netip.AddrPortFrom(xclient, 0), helo); err != nil {
+	if o.TLS != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), o.Timeout)
+		err := b.startTLS(ctx, o.TLS, o.Helo)
+		cancel()
+		if err != nil {
 			return gate.Answered, fmt.Errorf("smtp: %w", err)
 		}
 	}
-	r, err := b.cmd("EHLO " + helo)
+	if o.XClient.IsValid() {
+		if _, err := b.xclient(netip.AddrPortFrom(o.XClient, 0), o.Helo); err != nil {
+			return gate.Answered, fmt.Errorf("smtp: %w", err)
+		}
+	}
+	r, err := b.cmd("EHLO " + o.Helo)
 	if err != nil {
 		return gate.Answered, fmt.Errorf("smtp EHLO: %w", err)
 	}

@@ -2,14 +2,18 @@ package smtpproxy
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/postern/postern/internal/gate"
+	"github.com/postern/postern/internal/tlsconf"
 )
 
 // checkWith runs CheckLogin against a scripted backend that answers the
@@ -38,7 +42,7 @@ func checkWith(t *testing.T, xclient netip.Addr, answers ...string) (gate.Outcom
 			got = append(got, l)
 		}
 	}()
-	o, err := CheckLogin(c, 2*time.Second, "gw.example", xclient, "bob@example.com", "pw")
+	o, err := CheckLogin(c, CheckOptions{Timeout: 2 * time.Second, Helo: "gw.example", XClient: xclient}, "bob@example.com", "pw")
 	c.Close()
 	return o, err, <-lines
 }
@@ -98,5 +102,82 @@ func TestCheckLogin(t *testing.T) {
 	}
 	if Replayable("bob@example.com", "a\rb") || Replayable("bob\x01", "p") || Replayable("bob@example.com", strings.Repeat("p", 1500)) || !Replayable("bob@example.com", "p w") {
 		t.Error("Replayable")
+	}
+}
+
+// With TLS, CheckLogin starts TLS with STARTTLS first and sends the
+// password only over it.
+func TestCheckLoginSTARTTLS(t *testing.T) {
+	certFile, keyFile, err := tlsconf.SelfSigned(t.TempDir(), []string{"mx.example.test"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs, err := tlsconf.Load(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pem, _ := os.ReadFile(certFile)
+	pool.AppendCertsFromPEM(pem)
+	c, be := net.Pipe()
+	got := make(chan []string, 1)
+	go func() {
+		defer be.Close()
+		be.SetDeadline(time.Now().Add(5 * time.Second))
+		var lines []string
+		defer func() { got <- lines }()
+		var conn net.Conn = be
+		r := bufio.NewReader(conn)
+		step := func(answer string) bool {
+			l, err := r.ReadString('\n')
+			if err != nil {
+				return false
+			}
+			lines = append(lines, l)
+			if answer != "" {
+				_, err = conn.Write([]byte(answer))
+			}
+			return err == nil
+		}
+		be.Write([]byte("220 mx\r\n"))
+		if !step("250-mx\r\n250 STARTTLS\r\n") || !step("220 2.0.0 Ready to start TLS\r\n") {
+			return
+		}
+		tc := tls.Server(be, certs.ServerConfig())
+		if tc.Handshake() != nil {
+			return
+		}
+		conn, r = tc, bufio.NewReader(tc)
+		lines = append(lines, "(TLS)\r\n")
+		if step("250-mx\r\n250 AUTH PLAIN\r\n") && step("235 2.7.0 ok\r\n") {
+			step("")
+		}
+	}()
+	o, err := CheckLogin(c, CheckOptions{Timeout: 2 * time.Second, Helo: "gw.example", TLS: &tls.Config{ServerName: "mx.example.test", RootCAs: pool}}, "bob@example.com", "pw")
+	c.Close()
+	lines := <-got
+	blob := base64.StdEncoding.EncodeToString([]byte("\x00bob@example.com\x00pw"))
+	want := "EHLO gw.example\r\nSTARTTLS\r\n(TLS)\r\nEHLO gw.example\r\nAUTH PLAIN " + blob + "\r\nQUIT\r\n"
+	if o != gate.Accepted || err != nil || strings.Join(lines, "") != want {
+		t.Errorf("STARTTLS: %v %v, backend read %q", o, err, lines)
+	}
+
+	// A certificate the configuration does not trust: the password is not sent.
+	c, be = net.Pipe()
+	go func() {
+		defer be.Close()
+		be.SetDeadline(time.Now().Add(5 * time.Second))
+		r := bufio.NewReader(be)
+		be.Write([]byte("220 mx\r\n"))
+		r.ReadString('\n')
+		be.Write([]byte("250-mx\r\n250 STARTTLS\r\n"))
+		r.ReadString('\n')
+		be.Write([]byte("220 2.0.0 Ready to start TLS\r\n"))
+		tls.Server(be, certs.ServerConfig()).Handshake()
+	}()
+	o, err = CheckLogin(c, CheckOptions{Timeout: 2 * time.Second, Helo: "gw.example", TLS: &tls.Config{ServerName: "mx.example.test"}}, "bob@example.com", "pw")
+	c.Close()
+	if o != gate.Answered || err == nil {
+		t.Errorf("untrusted certificate: %v %v", o, err)
 	}
 }
