@@ -53,6 +53,11 @@ type PolicyNginx struct {
 	// SMTPBackendProxy is how the SMTP check names the client: v2, v1 or
 	// xclient. Default: BackendProxy.
 	SMTPBackendProxy Text `yaml:"smtp_backend_proxy"`
+	// SMTPBackendTLS is whether the SMTP check starts TLS (STARTTLS)
+	// before the login: none or starttls; SMTPBackendTLSVerify whether
+	// it verifies the backend's certificate (for its IP address).
+	SMTPBackendTLS       Text `yaml:"smtp_backend_tls"`
+	SMTPBackendTLSVerify bool `yaml:"smtp_backend_tls_verify" default:"true"`
 	// BackendTimeout bounds the check's connection and each of its reads
 	// and writes.
 	BackendTimeout Duration `yaml:"backend_timeout" default:"10s"`
@@ -65,7 +70,7 @@ type PolicyNginx struct {
 // NginxBackends are the backends nginx is sent to, per protocol: an IP
 // address and port (nginx's Auth-Server takes no host name). A protocol
 // without a backend is refused. The SMTP backend is a submission port
-// that offers AUTH to postern without TLS (PROXY header, no STARTTLS).
+// that offers AUTH to postern (after STARTTLS with smtp_backend_tls).
 type NginxBackends struct {
 	IMAP Text `yaml:"imap"`
 	POP3 Text `yaml:"pop3"`
@@ -106,7 +111,7 @@ func (f *File) validateNginx(d *decoder) {
 	n := &f.Policy.Nginx
 	b := &n.Backends
 	if !n.On() {
-		for _, t := range []*Text{&b.IMAP, &b.POP3, &b.SMTP, &n.BackendProxy, &n.SMTPBackendProxy, &n.SecretFile, &n.SecretHeader} {
+		for _, t := range []*Text{&b.IMAP, &b.POP3, &b.SMTP, &n.BackendProxy, &n.SMTPBackendProxy, &n.SMTPBackendTLS, &n.SecretFile, &n.SecretHeader} {
 			if t.IsSet() {
 				d.errs.Add(diag.Errorf(t.Pos, "policy.nginx needs listen"))
 				return
@@ -132,6 +137,11 @@ func (f *File) validateNginx(d *decoder) {
 		d.errs.Add(diag.Errorf(p.Pos, "policy.nginx.smtp_backend_proxy: %q: want v2, v1 or xclient", p.Value))
 	} else if p.IsSet() && !b.SMTP.IsSet() {
 		d.errs.Add(diag.Errorf(p.Pos, "policy.nginx.smtp_backend_proxy needs backends.smtp"))
+	}
+	if t := n.SMTPBackendTLS; t.IsSet() && t.Value != string(TLSNone) && t.Value != string(TLSStartTLS) {
+		d.errs.Add(diag.Errorf(t.Pos, "policy.nginx.smtp_backend_tls: %q: want none or starttls", t.Value))
+	} else if t.IsSet() && !b.SMTP.IsSet() {
+		d.errs.Add(diag.Errorf(t.Pos, "policy.nginx.smtp_backend_tls needs backends.smtp"))
 	}
 	if n.BackendTimeout.D <= 0 {
 		d.errs.Add(diag.Errorf(n.BackendTimeout.Pos, "policy.nginx.backend_timeout must be positive"))

@@ -34,12 +34,12 @@ policy:
 	}
 	f, err = Parse("/etc/postern/p.yaml", []byte(`
 policy:
-  nginx: { listen: "127.0.0.1:8085", backends: { smtp: "127.0.0.1:10587" }, smtp_backend_proxy: xclient, secret_file: nginx.key, secret_header: X-Mail-Key }
+  nginx: { listen: "127.0.0.1:8085", backends: { smtp: "127.0.0.1:10587" }, smtp_backend_proxy: xclient, smtp_backend_tls: starttls, secret_file: nginx.key, secret_header: X-Mail-Key }
 `))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := f.Policy.Nginx; n.Backends.SMTP.Value != "127.0.0.1:10587" || n.SMTPBackendProxy.Value != "xclient" || n.SecretFile.Value != "/etc/postern/nginx.key" || n.SecretHeader.Value != "X-Mail-Key" {
+	if n := f.Policy.Nginx; n.Backends.SMTP.Value != "127.0.0.1:10587" || n.SMTPBackendProxy.Value != "xclient" || n.SecretFile.Value != "/etc/postern/nginx.key" || n.SecretHeader.Value != "X-Mail-Key" || n.SMTPBackendTLS.Value != "starttls" || !n.SMTPBackendTLSVerify {
 		t.Errorf("nginx smtp: %+v", n)
 	}
 	f, err = Parse("/etc/postern/p.yaml", []byte("services: {}\n"))
@@ -70,6 +70,8 @@ func TestPolicyConfigErrors(t *testing.T) {
 		{"policy: { nginx: { listen: \":1\", backends: { imap: \"127.0.0.1:143\" }, secret_file: k, secret_header: \"X Key\" } }", "policy.nginx.secret_header"},
 		{"policy: { nginx: { listen: \":1\", backends: { imap: \"127.0.0.1:143\" }, secret_file: k, secret_header: Auth-Pass } }", "policy.nginx.secret_header"},
 		{"policy: { nginx: { secret_file: k } }", "policy.nginx needs listen"},
+		{"policy: { nginx: { listen: \":1\", backends: { smtp: \"127.0.0.1:587\" }, smtp_backend_tls: tls } }", "policy.nginx.smtp_backend_tls"},
+		{"policy: { nginx: { listen: \":1\", backends: { imap: \"127.0.0.1:143\" }, smtp_backend_tls: starttls } }", "smtp_backend_tls needs backends.smtp"},
 		{"policy: { nginx: { listen: \":1\", backends: { imap: \"127.0.0.1:143\", lmtp: \"127.0.0.1:24\" } } }", "lmtp"},
 		{"policy: { nginx: { listen: \":1\", backends: { imap: \"127.0.0.1:143\" }, backend_proxy: xclient } }", "backend_proxy"},
 	} {

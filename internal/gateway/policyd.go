@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/netip"
@@ -23,7 +24,7 @@ var policyKeys = []string{
 	"policy.dovecot.hash_nonce_file",
 	"policy.nginx.listen", "policy.nginx.decision_timeout", "policy.nginx.idle_timeout", "policy.nginx.max_connections",
 	"policy.nginx.backends.imap", "policy.nginx.backends.pop3", "policy.nginx.backend_proxy", "policy.nginx.backend_timeout",
-	"policy.nginx.backends.smtp", "policy.nginx.smtp_backend_proxy", "policy.nginx.secret_file", "policy.nginx.secret_header",
+	"policy.nginx.backends.smtp", "policy.nginx.smtp_backend_proxy", "policy.nginx.smtp_backend_tls", "policy.nginx.smtp_backend_tls_verify", "policy.nginx.secret_file", "policy.nginx.secret_header",
 }
 
 // policyState is the gateway's policy servers (policy-service mode): their
@@ -167,7 +168,12 @@ func nginxOptions(c *config.PolicyNginx, o policyd.Options) policyd.NginxOptions
 		ap, _ := netip.ParseAddrPort(t.Value)
 		return ap
 	}
-	return policyd.NginxOptions{Options: o, IMAP: addr(c.Backends.IMAP), POP3: addr(c.Backends.POP3), SMTP: addr(c.Backends.SMTP),
+	smtp := addr(c.Backends.SMTP)
+	var smtpTLS *tls.Config
+	if c.SMTPBackendTLS.Value == string(config.TLSStartTLS) {
+		smtpTLS = &tls.Config{ServerName: smtp.Addr().String(), InsecureSkipVerify: !c.SMTPBackendTLSVerify, MinVersion: tls.VersionTLS12}
+	}
+	return policyd.NginxOptions{Options: o, SMTPBackendTLS: smtpTLS, IMAP: addr(c.Backends.IMAP), POP3: addr(c.Backends.POP3), SMTP: smtp,
 		BackendProxy: c.BackendProxy.Value, SMTPBackendProxy: c.SMTPBackendProxy.Value, BackendTimeout: c.BackendTimeout.D,
 		SecretHeader: c.SecretHeader.Value}
 }

@@ -43,8 +43,9 @@ const ngxMaxAttempts = 10
 type NginxOptions struct {
 	Options
 	// IMAP, POP3 and SMTP are the backends nginx is sent to and postern
-	// checks the logins against (SMTP: a submission port offering AUTH
-	// without TLS to postern); a zero one is not served.
+	// checks the logins against (SMTP: a submission port offering AUTH to
+	// postern, after STARTTLS with SMTPBackendTLS); a zero one is not
+	// served.
 	IMAP, POP3, SMTP netip.AddrPort
 	// SMTPBackendProxy is how the SMTP check names the client: "v2",
 	// "v1" (a PROXY header) or "xclient" (Postfix's XCLIENT after the

@@ -36,7 +36,8 @@ const nginxE2ESecret = "e2e-secret-6f1d0c2a9b"
 // the test backends' Dovecot; nginx reads the client's address from a
 // PROXY header and hands it to Dovecot in one. nginx's SMTP proxy hands
 // a login to Postfix's plain port with XCLIENT (ADDR and LOGIN), where
-// postern checks the password with XCLIENT and AUTH too (Dovecot SASL).
+// postern checks the password with STARTTLS, XCLIENT and AUTH (Dovecot
+// SASL), verifying the backend's certificate.
 // It returns nginx's IMAP, POP3 and SMTP addresses and the engine.
 func nginxMail(t *testing.T, w *e2eWorld) (imap, pop3, smtp string, eng *guard.Engine) {
 	t.Helper()
@@ -54,6 +55,7 @@ func nginxMail(t *testing.T, w *e2eWorld) (imap, pop3, smtp string, eng *guard.E
 		POP3:             netip.MustParseAddrPort(w.env.POP3Proxy),
 		SMTP:             netip.MustParseAddrPort(w.env.SMTPPlain),
 		SMTPBackendProxy: "xclient",
+		SMTPBackendTLS:   w.env.ClientTLS("127.0.0.1"),
 		Secret:           []byte(nginxE2ESecret),
 		BackendTimeout:   10 * time.Second,
 	})
