@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/gate"
+	"github.com/postern/postern/internal/testserver"
 	"github.com/postern/postern/internal/tlsconf"
 )
 
@@ -162,10 +163,10 @@ func TestCheckLoginSTARTTLS(t *testing.T) {
 		t.Errorf("STARTTLS: %v %v, backend read %q", o, err, lines)
 	}
 
-	// A certificate the configuration does not trust: the password is not sent.
-	c, be = net.Pipe()
-	go func() {
-		defer be.Close()
+	// A certificate the configuration does not trust: the password is not
+	// sent. Over TCP: on a synchronous pipe the client's alert and the
+	// server's unread flight would wait for each other.
+	addr := testserver.TCP(t, func(be net.Conn) {
 		be.SetDeadline(time.Now().Add(5 * time.Second))
 		r := bufio.NewReader(be)
 		be.Write([]byte("220 mx\r\n"))
@@ -173,11 +174,19 @@ func TestCheckLoginSTARTTLS(t *testing.T) {
 		be.Write([]byte("250-mx\r\n250 STARTTLS\r\n"))
 		r.ReadString('\n')
 		be.Write([]byte("220 2.0.0 Ready to start TLS\r\n"))
-		tls.Server(be, certs.ServerConfig()).Handshake()
-	}()
+		tc := tls.Server(be, certs.ServerConfig())
+		tc.Handshake()
+		if l, _ := bufio.NewReader(tc).ReadString('\n'); l != "" {
+			t.Errorf("the backend read %q over an untrusted TLS session", l)
+		}
+	})
+	c, err = net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
 	o, err = CheckLogin(c, CheckOptions{Timeout: 2 * time.Second, Helo: "gw.example", TLS: &tls.Config{ServerName: "mx.example.test"}}, "bob@example.com", "pw")
 	c.Close()
-	if o != gate.Answered || err == nil {
+	if o != gate.Answered || err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Errorf("untrusted certificate: %v %v", o, err)
 	}
 }
