@@ -19,8 +19,8 @@ import (
 
 // checkWith runs CheckLogin against a scripted backend that answers the
 // greeting, EHLO and AUTH with the given replies, and returns the outcome,
-// the error and the lines the backend read.
-func checkWith(t *testing.T, xclient netip.Addr, answers ...string) (gate.Outcome, error, []string) {
+// the lines the backend read and the error.
+func checkWith(t *testing.T, xclient netip.Addr, answers ...string) (gate.Outcome, []string, error) {
 	t.Helper()
 	c, be := net.Pipe()
 	lines := make(chan []string, 1)
@@ -45,7 +45,7 @@ func checkWith(t *testing.T, xclient netip.Addr, answers ...string) (gate.Outcom
 	}()
 	o, err := CheckLogin(c, CheckOptions{Timeout: 2 * time.Second, Helo: "gw.example", XClient: xclient}, "bob@example.com", "pw")
 	c.Close()
-	return o, err, <-lines
+	return o, <-lines, err
 }
 
 func TestCheckLogin(t *testing.T) {
@@ -65,7 +65,7 @@ func TestCheckLogin(t *testing.T) {
 		{"no AUTH offered", "220 mx\r\n", "250-mx\r\n250 8BITMIME\r\n", "", gate.Answered, true, 1},
 		{"greeting refused", "554 no\r\n", "", "", gate.Answered, true, 0},
 	} {
-		o, err, lines := checkWith(t, netip.Addr{}, tc.greet, tc.ehlo, tc.auth)
+		o, lines, err := checkWith(t, netip.Addr{}, tc.greet, tc.ehlo, tc.auth)
 		if o != tc.want || (err != nil) != tc.wantErr {
 			t.Errorf("%s: %v %v, want %v (error %v)", tc.name, o, err, tc.want, tc.wantErr)
 		}
@@ -91,13 +91,13 @@ func TestCheckLogin(t *testing.T) {
 		}
 	}
 	// XCLIENT names the client before the login; the backend greets anew.
-	o, err, lines := checkWith(t, netip.MustParseAddr("192.0.2.7"), "220 mx\r\n", "250-mx\r\n250 XCLIENT ADDR PORT NAME\r\n", "220 mx again\r\n", ehlo, "235 2.7.0 ok\r\n")
+	o, lines, err := checkWith(t, netip.MustParseAddr("192.0.2.7"), "220 mx\r\n", "250-mx\r\n250 XCLIENT ADDR PORT NAME\r\n", "220 mx again\r\n", ehlo, "235 2.7.0 ok\r\n")
 	want := []string{"EHLO gw.example\r\n", "XCLIENT ADDR=192.0.2.7 PORT=0 NAME=[UNAVAILABLE]\r\n", "EHLO gw.example\r\n", "AUTH PLAIN " + blob + "\r\n", "QUIT\r\n"}
 	if o != gate.Accepted || err != nil || strings.Join(lines, "") != strings.Join(want, "") {
 		t.Errorf("xclient: %v %v, backend read %q", o, err, lines)
 	}
 	// A backend that does not offer XCLIENT is not sent the password.
-	o, err, lines = checkWith(t, netip.MustParseAddr("192.0.2.7"), "220 mx\r\n", ehlo)
+	o, lines, err = checkWith(t, netip.MustParseAddr("192.0.2.7"), "220 mx\r\n", ehlo)
 	if o != gate.Answered || err == nil || len(lines) != 1 {
 		t.Errorf("no XCLIENT: %v %v, backend read %q", o, err, lines)
 	}
