@@ -776,34 +776,17 @@ func (c *Cluster) reconcile(ctx context.Context, pull bool) error {
 	now := time.Now()
 	tctx, cancel := context.WithTimeout(ctx, c.timeout*4)
 	defer cancel()
-	members, err := c.rdb.ZRangeByScore(tctx, c.k.index, &redis.ZRangeBy{Min: strconv.FormatInt(now.UnixMilli(), 10), Max: "+inf"}).Result()
+	remote := make(map[netip.Prefix]store.Block)
+	err := c.indexed(tctx, c.k.index, c.k.block, now, "blocks", func(key, member, value string) {
+		b, err := decodeBlock(value)
+		if err != nil || b.Prefix.String() != member {
+			c.log.Warn("cluster: skipping a malformed block key", "key", key, "err", err)
+			return
+		}
+		remote[b.Prefix] = b
+	})
 	if err != nil {
-		return fmt.Errorf("cluster: reading the block index: %w", err)
-	}
-	remote := make(map[netip.Prefix]store.Block, len(members))
-	for len(members) > 0 {
-		part := members[:min(chunk, len(members))]
-		members = members[len(part):]
-		ks := make([]string, len(part))
-		for i, m := range part {
-			ks[i] = c.k.block + m
-		}
-		vals, err := c.mget(tctx, ks)
-		if err != nil {
-			return fmt.Errorf("cluster: reading blocks: %w", err)
-		}
-		for i, v := range vals {
-			s, ok := v.(string)
-			if !ok {
-				continue // expired since
-			}
-			b, err := decodeBlock(s)
-			if err != nil || b.Prefix.String() != part[i] {
-				c.log.Warn("cluster: skipping a malformed block key", "key", ks[i], "err", err)
-				continue
-			}
-			remote[b.Prefix] = b
-		}
+		return err
 	}
 	local := c.eng.ActiveBlocks()
 	have := make(map[netip.Prefix]store.Block, len(local))
@@ -917,39 +900,50 @@ func (c *Cluster) pullMemory(ctx context.Context, now time.Time) error {
 	if !ok {
 		return nil
 	}
-	members, err := c.rdb.ZRangeByScore(ctx, c.k.escIndex, &redis.ZRangeBy{Min: strconv.FormatInt(now.UnixMilli(), 10), Max: "+inf"}).Result()
-	if err != nil {
-		return fmt.Errorf("cluster: reading the escalation index: %w", err)
-	}
 	n := 0
+	err := c.indexed(ctx, c.k.escIndex, c.k.esc, now, "escalation memory", func(key, member, value string) {
+		p, level, last, err := decodeMemory(member, value)
+		if err != nil {
+			c.log.Warn("cluster: skipping a malformed escalation key", "key", key, "err", err)
+			return
+		}
+		me.RememberOffence(p, level, last)
+		n++
+	})
+	if err != nil {
+		return err
+	}
+	c.rdb.ZRemRangeByScore(ctx, c.k.escIndex, "-inf", strconv.FormatInt(now.UnixMilli(), 10))
+	if n > 0 {
+		c.log.Debug("cluster: escalation memory read", "node", c.node, "prefixes", n)
+	}
+	return nil
+}
+
+// indexed reads the keys an index (a sorted set scored by expiry) lists as
+// not expired at now, in parts of chunk keys, and calls fn with each key
+// still present, its index member and its value. what names them in errors.
+func (c *Cluster) indexed(ctx context.Context, index, keyPrefix string, now time.Time, what string, fn func(key, member, value string)) error {
+	members, err := c.rdb.ZRangeByScore(ctx, index, &redis.ZRangeBy{Min: strconv.FormatInt(now.UnixMilli(), 10), Max: "+inf"}).Result()
+	if err != nil {
+		return fmt.Errorf("cluster: reading the index of %s: %w", what, err)
+	}
 	for len(members) > 0 {
 		part := members[:min(chunk, len(members))]
 		members = members[len(part):]
 		ks := make([]string, len(part))
 		for i, m := range part {
-			ks[i] = c.k.esc + m
+			ks[i] = keyPrefix + m
 		}
 		vals, err := c.mget(ctx, ks)
 		if err != nil {
-			return fmt.Errorf("cluster: reading escalation memory: %w", err)
+			return fmt.Errorf("cluster: reading %s: %w", what, err)
 		}
 		for i, v := range vals {
-			s, ok := v.(string)
-			if !ok {
-				continue // expired since
+			if s, ok := v.(string); ok { // nil: expired since
+				fn(ks[i], part[i], s)
 			}
-			p, level, last, err := decodeMemory(part[i], s)
-			if err != nil {
-				c.log.Warn("cluster: skipping a malformed escalation key", "key", ks[i], "err", err)
-				continue
-			}
-			me.RememberOffence(p, level, last)
-			n++
 		}
-	}
-	c.rdb.ZRemRangeByScore(ctx, c.k.escIndex, "-inf", strconv.FormatInt(now.UnixMilli(), 10))
-	if n > 0 {
-		c.log.Debug("cluster: escalation memory read", "node", c.node, "prefixes", n)
 	}
 	return nil
 }

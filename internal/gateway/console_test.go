@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -59,20 +58,7 @@ services:
   pop3: { listen: "127.0.0.1:0", backend: "%s", plaintext_login: "127.0.0.0/8" }
 `, filepath.Join(dir, "postern.db"), filepath.Join(dir, "admin.token"), backend))
 	var logs syncBuffer
-	ctx, cancel := context.WithCancel(context.Background())
-	g, err := Start(ctx, cfg, Options{Log: &logs, Drain: time.Second})
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx, make(chan struct{})) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+	g, _ := runGateway(t, cfg, Options{Log: &logs, Drain: time.Second})
 	logs.waitLog(t, "console listening", 1)
 	base := "http://" + g.ConsoleAddr().String()
 	jar, _ := cookiejar.New(nil)

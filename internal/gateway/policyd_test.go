@@ -39,21 +39,8 @@ func TestPolicyServers(t *testing.T) {
 	}
 	writeConfig(t, cfg, body("127.0.0.1"))
 	var logs syncBuffer
-	ctx, cancel := context.WithCancel(context.Background())
-	g, err := Start(ctx, cfg, Options{Log: &logs, Drain: time.Second})
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	reload := make(chan struct{})
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx, reload) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+	g, reload := runGateway(t, cfg, Options{Log: &logs, Drain: time.Second})
+	ctx := context.Background()
 	if b, err := os.ReadFile(nonce); err != nil || len(b) != 64 {
 		t.Fatalf("nonce file: %q %v", b, err)
 	}

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -138,15 +137,7 @@ services:
   pop3: { listen: "127.0.0.1:0", backend: "`+addrA+`", plaintext_login: "127.0.0.0/8" }
 `)
 	var logs syncBuffer
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	g, err := Start(ctx, cfg, Options{Log: &logs, Drain: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reload := make(chan struct{})
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx, reload) }()
+	g, reload := runGateway(t, cfg, Options{Log: &logs, Drain: time.Second}) // Run must end without error
 	logs.waitLog(t, "listening", 1)
 	oldAddr := g.Addr(service.POP3)
 
@@ -272,9 +263,4 @@ services:
 		t.Errorf("the removed web service still accepts on %s", webAddr)
 	}
 	live.cmd("STAT", "+OK") // still there after two reloads
-
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
 }
