@@ -210,7 +210,7 @@ func (f *fakeBackend) handle(c net.Conn) {
 
 func testBackendFaults(t *testing.T, s *suite) {
 	fake := startFake(t)
-	closed := freePorts(t, 1)[0] // nothing listens there
+	closed := refusingAddr(t) // connections there are refused
 	gw := startGateway(t, gwConfig{Backend: fake.ln.Addr().String(), Submission: closed, Rspamd: s.rspamd, BackendWait: "2s"})
 	src := func(n int) netip.AddrPort { return ap(fmt.Sprintf("192.0.2.%d", n), 40000) }
 	msg := richMessage(uniq("fake"))

@@ -124,7 +124,7 @@ func (f *fakeMail) handle(c net.Conn) {
 
 func testMailBackendFaults(t *testing.T, s *mailSuite) {
 	imapFake, pop3Fake := startFakeMail(t, false), startFakeMail(t, true)
-	closed := freePorts(t, 1)[0] // nothing listens there
+	closed := refusingAddr(t) // connections there are refused
 	gw := startGateway(t, gwConfig{Backend: s.env.SMTPProxy, BackendWait: "2s",
 		IMAP: imapFake.ln.Addr().String(), IMAPS: closed, POP3: pop3Fake.ln.Addr().String(), POP3S: closed})
 	base := gw.fds(t)
