@@ -100,6 +100,7 @@ func Load(o Options) (*Kernel, error) {
 // verdict is the stream verdict program:
 //
 //	v = peers[cookie(skb)]; if v == NULL return SK_PASS
+//	if skb.len == 0 return SK_DROP   // a bare FIN: the waiter passes it on
 //	v.bytes += skb.len (atomic)
 //	r = sk_redirect_hash(skb, socks, &v.peer, 0)   // to the peer's egress
 //	return r == SK_DROP ? SK_PASS : r
@@ -119,6 +120,7 @@ func verdict(socks, peers int) asm.Instructions {
 		asm.FnMapLookupElem.Call(),
 		asm.JEq.Imm(asm.R0, 0, "pass"),
 		asm.LoadMem(asm.R1, asm.R6, 0, asm.Word), // __sk_buff.len
+		asm.JEq.Imm(asm.R1, 0, "drop"),
 		asm.StoreXAdd(asm.R0, asm.R1, asm.DWord),
 		asm.LoadMem(asm.R1, asm.R0, valuePeer, asm.DWord),
 		asm.StoreMem(asm.RFP, -16, asm.R1, asm.DWord),
@@ -131,6 +133,8 @@ func verdict(socks, peers int) asm.Instructions {
 		asm.JEq.Imm(asm.R0, skDrop, "pass"),
 		asm.Return(),
 		asm.Mov.Imm(asm.R0, skPass).WithSymbol("pass"),
+		asm.Return(),
+		asm.Mov.Imm(asm.R0, skDrop).WithSymbol("drop"),
 		asm.Return(),
 	}
 }
@@ -410,6 +414,7 @@ func (k *Kernel) direction(ctx context.Context, src, dst *side) error {
 func (k *Kernel) flushed(ctx context.Context, src, dst *side) error {
 	delay := 50 * time.Microsecond
 	deadline := time.Now().Add(FlushTimeout)
+	last := uint64(0)
 	for {
 		want, err := k.moved(src.cookie)
 		if err != nil {
@@ -426,6 +431,10 @@ func (k *Kernel) flushed(ctx context.Context, src, dst *side) error {
 		if got-dst.base >= want {
 			return nil
 		}
+		if got != last { // progress: the peer reads, keep waiting
+			last = got
+			deadline = time.Now().Add(FlushTimeout)
+		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("sockmap: %d of %d bytes passed on after %v", got-dst.base, want, FlushTimeout)
 		}
@@ -440,8 +449,9 @@ func (k *Kernel) flushed(ctx context.Context, src, dst *side) error {
 	}
 }
 
-// FlushTimeout bounds the wait for redirected bytes to go out before an
-// end of stream is passed on (a peer that stopped reading holds them).
+// FlushTimeout bounds the wait, without progress, for redirected bytes to
+// go out before an end of stream is passed on (a peer that stopped
+// reading holds them).
 const FlushTimeout = 30 * time.Second
 
 // quiet drops the errors of a connection closed on purpose.
