@@ -263,7 +263,6 @@ func (k *Kernel) count(t testing.TB) int {
 	return n
 }
 
-
 // TestBackpressure: a client that does not read stops the server: the
 // kernel does not buffer without bound between the two sockets.
 func TestBackpressure(t *testing.T) {
