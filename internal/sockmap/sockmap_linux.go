@@ -226,14 +226,23 @@ func newSide(c *net.TCPConn) (*side, error) {
 	return s, serr
 }
 
-// ErrBusy is returned by Relay before anything moved when the backend
-// already has bytes queued for the client: moving the session into the
-// kernel then could reorder them, so the caller relays it in user space.
-var ErrBusy = errors.New("sockmap: backend bytes queued at hand-off")
+// ErrFallback is wrapped by the errors of a Relay that did not move the
+// session into the kernel: both connections are open and no byte went
+// through the kernel path; up is the count of buffered bytes already
+// written to the backend, and the caller relays the rest in user space.
+var ErrFallback = errors.New("sockmap: session left to user space")
 
-// ErrFull is returned by Relay before anything moved when the maps hold
-// MaxSessions sessions.
-var ErrFull = errors.New("sockmap: kernel relay full")
+var (
+	// ErrBusy: the backend already had bytes queued for the client at
+	// hand-off; in the kernel they could be overtaken by later ones.
+	ErrBusy = fmt.Errorf("%w: backend bytes queued at hand-off", ErrFallback)
+	// ErrFull: the maps hold Options.MaxSessions sessions.
+	ErrFull = fmt.Errorf("%w: kernel relay full", ErrFallback)
+	// ErrState: a socket left the established state (its peer sent its
+	// FIN) before it could enter the SOCKHASH, which takes only
+	// established sockets.
+	ErrState = fmt.Errorf("%w: socket no longer established", ErrFallback)
+)
 
 // Relay moves bytes between client and backend in the kernel until both
 // directions ended (end of stream on one side is passed on as a
@@ -241,17 +250,16 @@ var ErrFull = errors.New("sockmap: kernel relay full")
 // fails or ctx is done; then it closes both. buffered holds bytes already
 // read from the client and is written to the backend first.
 //
-// Before anything moved it may return ErrBusy or ErrFull with both
-// connections open and untouched (except buffered, which then is not yet
-// written either): the caller relays in user space.
+// An error wrapping ErrFallback means the session did not enter the
+// kernel (see ErrFallback).
 func (k *Kernel) Relay(ctx context.Context, client, backend *net.TCPConn, buffered []byte) (up, down int64, err error) {
 	cs, err := newSide(client)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, errors.Join(ErrFallback, err)
 	}
 	bs, err := newSide(backend)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, errors.Join(ErrFallback, err)
 	}
 	if n, err := queued(bs.fd); err != nil || n > 0 {
 		return 0, 0, errors.Join(ErrBusy, err)
@@ -265,10 +273,11 @@ func (k *Kernel) Relay(ctx context.Context, client, backend *net.TCPConn, buffer
 			return 0, 0, fmt.Errorf("writing to backend: %w", err)
 		}
 		if bs.base, err = written(bs.fd); err != nil {
-			client.Close()
-			backend.Close()
-			return 0, 0, err
+			return int64(len(buffered)), 0, errors.Join(ErrFallback, err)
 		}
+	}
+	if err := k.enter(cs, bs); err != nil {
+		return int64(len(buffered)), 0, err
 	}
 	var once sync.Once
 	closeBoth := func() {
@@ -278,31 +287,27 @@ func (k *Kernel) Relay(ctx context.Context, client, backend *net.TCPConn, buffer
 		})
 	}
 	defer closeBoth()
-	if err := k.enter(cs, bs); err != nil {
-		if errors.Is(err, ErrFull) && len(buffered) == 0 {
-			return 0, 0, err
-		}
-		return int64(len(buffered)), 0, err
-	}
 	defer k.leave(cs, bs)
 	stop := context.AfterFunc(ctx, closeBoth)
 	defer stop()
 
 	// One waiter per socket: each sees its side's end of stream or error
-	// (the bytes themselves never reach user space) and passes it on.
-	errs := make(chan error, 2)
-	for _, d := range [2][2]*side{{cs, bs}, {bs, cs}} {
-		go func(src, dst *side) {
-			errs <- k.direction(ctx, src, dst)
-		}(d[0], d[1])
-	}
-	for range 2 {
-		if e := <-errs; e != nil {
-			if err == nil {
-				err = e
-			}
+	// (the bytes themselves never reach user space) and passes it on. The
+	// backend's waiter runs here, the client's in one goroutine: an idle
+	// session costs what relay.Splice's does.
+	errs := make(chan error, 1)
+	go func() {
+		e := k.direction(ctx, cs, bs)
+		if e != nil {
 			closeBoth()
 		}
+		errs <- e
+	}()
+	if err = k.direction(ctx, bs, cs); err != nil {
+		closeBoth()
+	}
+	if e := <-errs; err == nil {
+		err = e
 	}
 	u, _ := k.moved(cs.cookie)
 	d, _ := k.moved(bs.cookie)
@@ -311,39 +316,46 @@ func (k *Kernel) Relay(ctx context.Context, client, backend *net.TCPConn, buffer
 
 // enter puts the pair into the maps: peer entries first, then the
 // backend socket, then the client socket. Until the client socket is in,
-// client bytes stay in its receive queue; once it is in, a zero-length
-// SO_RCVLOWAT update makes the kernel run the verdict over what queued
-// before, ahead of anything newer.
+// client bytes stay in its receive queue; once it is in, a SO_RCVLOWAT
+// update makes the kernel run the verdict over what queued before, ahead
+// of anything newer. Its errors wrap ErrFallback: the pair is out of the
+// maps again.
 func (k *Kernel) enter(cs, bs *side) error {
 	if err := k.peers.Update(cs.cookie, value(0, bs.cookie), ebpf.UpdateNoExist); err != nil {
-		return full(fmt.Errorf("adding peer entry: %w", err))
+		return fallback("adding peer entry", err)
 	}
 	if err := k.peers.Update(bs.cookie, value(0, cs.cookie), ebpf.UpdateNoExist); err != nil {
 		k.peers.Delete(cs.cookie)
-		return full(fmt.Errorf("adding peer entry: %w", err))
+		return fallback("adding peer entry", err)
 	}
 	if err := k.socks.Update(bs.cookie, uint64(bs.fd), ebpf.UpdateNoExist); err != nil {
 		k.peers.Delete(cs.cookie)
 		k.peers.Delete(bs.cookie)
-		return full(fmt.Errorf("adding backend socket to SOCKHASH: %w", err))
+		return fallback("adding backend socket to SOCKHASH", err)
 	}
 	if err := k.socks.Update(cs.cookie, uint64(cs.fd), ebpf.UpdateNoExist); err != nil {
+		// The backend socket leaves the SOCKHASH again. It is quiet at
+		// hand-off (checked before): a byte it received in these few
+		// microseconds would be lost with its psock; none was seen in
+		// the tests.
 		k.leave(cs, bs)
-		return full(fmt.Errorf("adding client socket to SOCKHASH: %w", err))
+		return fallback("adding client socket to SOCKHASH", err)
 	}
 	for _, s := range [2]*side{cs, bs} {
-		if err := unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 1); err != nil {
-			return fmt.Errorf("kicking the receive queue: %w", err)
-		}
+		// cannot fail for a TCP socket; the waiters' reads kick too
+		unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 1)
 	}
 	return nil
 }
 
-func full(err error) error {
-	if errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ENOMEM) || errors.Is(err, unix.ENOSPC) {
-		return errors.Join(ErrFull, err)
+func fallback(what string, err error) error {
+	switch {
+	case errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ENOMEM) || errors.Is(err, unix.ENOSPC):
+		return fmt.Errorf("%s: %w (%w)", what, ErrFull, err)
+	case errors.Is(err, unix.EOPNOTSUPP):
+		return fmt.Errorf("%s: %w (%w)", what, ErrState, err)
 	}
-	return err
+	return fmt.Errorf("%s: %w (%w)", what, ErrFallback, err)
 }
 
 // leave removes the pair from the maps (closing a socket also removes it

@@ -8,6 +8,10 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -235,12 +239,19 @@ func TestResetPassedOn(t *testing.T) {
 	k := load(t)
 	s := newSession(t)
 	ch := k.start(context.Background(), s, nil)
+	// the session is in the kernel once a byte went through
+	if _, err := s.user.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	s.server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(s.server, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
 	s.server.SetLinger(0)
 	s.server.Close()
 	r := wait(t, ch)
-	if r.err == nil {
-		// a reset seen as end of stream is acceptable only if the client was closed
-		t.Log("reset seen as end of stream")
+	if !errors.Is(r.err, syscall.ECONNRESET) {
+		t.Errorf("Relay = %d, %d, %v; want the reset", r.up, r.down, r.err)
 	}
 	s.user.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := s.user.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
@@ -263,19 +274,194 @@ func (k *Kernel) count(t testing.TB) int {
 	return n
 }
 
-// TestBackpressure: a client that does not read stops the server: the
-// kernel does not buffer without bound between the two sockets.
-func TestBackpressure(t *testing.T) {
+// TestSlowReader: the server writes while the client reads nothing, then
+// the client reads: every byte should arrive in order. It logs how much
+// the kernel took in meanwhile. On Linux 6.18 it shows one of two faults
+// from run to run (see docs/benchmarks/issue17-bpf.md): the whole payload
+// taken in (a redirect to a peer's egress has no backpressure: kernel
+// memory that no socket buffer limit bounds), or about 4 MB taken in and
+// the session stalled once the client reads.
+// POSTERN_SOCKMAP_HOLD_MB sets the payload (default 32).
+func TestSlowReader(t *testing.T) {
+	if os.Getenv("POSTERN_SOCKMAP_SLOW") != "1" {
+		t.Skip("shows a kernel limitation that rules the kernel relay out (no backpressure, or a stall): POSTERN_SOCKMAP_SLOW=1 runs it")
+	}
 	k := load(t)
 	s := newSession(t)
-	ch := k.start(context.Background(), s, nil)
-	s.server.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
-	n, err := s.server.Write(make([]byte, 256<<20))
-	if !errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("server wrote %d bytes to a client that reads nothing: %v", n, err)
+	size := 32
+	if v, err := strconv.Atoi(os.Getenv("POSTERN_SOCKMAP_HOLD_MB")); err == nil && v > 0 {
+		size = v
 	}
-	t.Logf("held between the sockets with the client not reading: %d bytes", n)
+	p := payload(size<<20, 3)
+	ch := k.start(context.Background(), s, nil)
+	avail := memAvailable(t)
+	s.server.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	n, err := s.server.Write(p)
+	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatal(err)
+	}
+	t.Logf("taken in with the client not reading: %d of %d bytes, MemAvailable fell by %d MB",
+		n, len(p), (avail-memAvailable(t))>>20)
+	s.server.SetWriteDeadline(time.Time{})
+	go func() {
+		if n < len(p) {
+			s.server.Write(p[n:])
+		}
+		s.server.Close()
+	}()
+	got := readAll(t, s.user)
+	if sha256.Sum256(got) != sha256.Sum256(p) {
+		t.Fatalf("client got %d bytes, checksum differs from the %d sent", len(got), len(p))
+	}
 	s.user.Close()
-	s.server.Close()
 	wait(t, ch)
+}
+
+func memAvailable(t testing.TB) int {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "MemAvailable:" {
+			kb, _ := strconv.Atoi(f[1])
+			return kb << 10
+		}
+	}
+	t.Fatal("no MemAvailable")
+	return 0
+}
+
+// TestBusyBackend: bytes already queued from the backend at hand-off
+// could be overtaken by later ones in the kernel: Relay refuses before
+// touching anything and the caller relays in user space.
+func TestBusyBackend(t *testing.T) {
+	k := load(t)
+	s := newSession(t)
+	if _, err := s.server.Write([]byte("* 3 EXISTS\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	rc, _ := s.backend.SyscallConn()
+	deadline := time.Now().Add(5 * time.Second)
+	for n := 0; n == 0; {
+		rc.Control(func(fd uintptr) { n, _ = queued(int(fd)) })
+		if time.Now().After(deadline) {
+			t.Fatal("bytes never queued")
+		}
+	}
+	_, _, err := k.Relay(context.Background(), s.client, s.backend, []byte("x"))
+	if !errors.Is(err, ErrBusy) {
+		t.Fatalf("Relay = %v, want ErrBusy", err)
+	}
+	if n := k.count(t); n != 0 {
+		t.Fatalf("%d peer entries left", n)
+	}
+	// both connections still work and nothing was written
+	b := make([]byte, 12)
+	s.backend.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(s.backend, b); err != nil || string(b) != "* 3 EXISTS\r\n" {
+		t.Fatalf("backend bytes: %q, %v", b, err)
+	}
+}
+
+// TestAfterPrivilegeDrop: the maps and program are made as root, then the
+// process becomes nobody (no capability left) and still relays sessions:
+// updating the SOCKHASH through a held descriptor needs no privilege.
+func TestAfterPrivilegeDrop(t *testing.T) {
+	if os.Getenv("POSTERN_SOCKMAP_DROPPED") == "1" {
+		k := load(t)
+		if err := syscall.Setgid(65534); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Setuid(65534); err != nil {
+			t.Fatal(err)
+		}
+		s := newSession(t)
+		ch := k.start(context.Background(), s, []byte("hello "))
+		// the session is in the kernel once a byte went through
+		if _, err := s.user.Write([]byte("w")); err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, 7)
+		s.server.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(s.server, b); err != nil || string(b) != "hello w" {
+			t.Fatalf("got %q, %v", b, err)
+		}
+		go sendAll(s.user, []byte("orld"))
+		if got := readAll(t, s.server); string(got) != "orld" {
+			t.Fatalf("got %q", got)
+		}
+		s.server.Close()
+		if r := wait(t, ch); r.err != nil || r.up != 11 {
+			t.Fatalf("Relay = %d, %d, %v", r.up, r.down, r.err)
+		}
+		return
+	}
+	load(t) // skips where BPF is unavailable
+	cmd := exec.Command(os.Args[0], "-test.run=^TestAfterPrivilegeDrop$", "-test.v")
+	cmd.Env = append(os.Environ(), "POSTERN_SOCKMAP_DROPPED=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS") {
+		t.Fatalf("relay after dropping privileges: %v\n%s", err, out)
+	}
+}
+
+// TestHandoffRace: the client sends and closes while its session enters
+// the kernel; every byte still arrives, in order, after the buffered ones,
+// through the kernel or, when the client's FIN came first (the SOCKHASH
+// takes only established sockets), through the user-space fallback.
+func TestHandoffRace(t *testing.T) {
+	k := load(t)
+	rounds := 200
+	if testing.Short() {
+		rounds = 20
+	}
+	kernel := 0
+	for i := range rounds {
+		s := newSession(t)
+		go sendAll(s.user, []byte("world"))
+		ch := make(chan result, 1)
+		go func() {
+			buffered := []byte("hello ")
+			up, down, err := k.Relay(context.Background(), s.client, s.backend, buffered)
+			if errors.Is(err, ErrFallback) {
+				var u int64
+				u, down, err = userRelay(s.client, s.backend, buffered[up:])
+				up += u
+			} else {
+				kernel++
+			}
+			ch <- result{up, down, err}
+		}()
+		if got := readAll(t, s.server); string(got) != "hello world" {
+			r := wait(t, ch)
+			t.Fatalf("round %d: got %q; Relay = %d, %d, %v", i, got, r.up, r.down, r.err)
+		}
+		s.server.Close()
+		if r := wait(t, ch); r.err != nil || r.up != 11 {
+			t.Fatalf("round %d: Relay = %d, %d, %v", i, r.up, r.down, r.err)
+		}
+		s.user.Close()
+	}
+	t.Logf("%d of %d sessions went through the kernel", kernel, rounds)
+}
+
+// userRelay is the user-space fallback of the tests: copy both ways,
+// passing on half-closes.
+func userRelay(client, backend *net.TCPConn, buffered []byte) (int64, int64, error) {
+	if _, err := backend.Write(buffered); err != nil {
+		return 0, 0, err
+	}
+	done := make(chan int64)
+	go func() {
+		n, _ := io.Copy(backend, client)
+		backend.CloseWrite()
+		done <- n
+	}()
+	down, _ := io.Copy(client, backend)
+	client.CloseWrite()
+	up := <-done
+	client.Close()
+	backend.Close()
+	return up + int64(len(buffered)), down, nil
 }

@@ -11,11 +11,9 @@ import (
 // ErrUnsupported is returned by Load where the platform has no BPF sockmap.
 var ErrUnsupported = errors.New("sockmap: BPF sockmap needs Linux")
 
-// ErrBusy: see the Linux build.
-var ErrBusy = errors.New("sockmap: backend bytes queued at hand-off")
-
-// ErrFull: see the Linux build.
-var ErrFull = errors.New("sockmap: kernel relay full")
+// ErrFallback is wrapped by the errors of a Relay that did not move the
+// session into the kernel.
+var ErrFallback = errors.New("sockmap: session left to user space")
 
 // Options size a Kernel.
 type Options struct {
@@ -33,5 +31,5 @@ func (k *Kernel) Close() error { return nil }
 
 // Relay always fails on this platform, before anything moved.
 func (k *Kernel) Relay(context.Context, *net.TCPConn, *net.TCPConn, []byte) (int64, int64, error) {
-	return 0, 0, ErrUnsupported
+	return 0, 0, errors.Join(ErrFallback, ErrUnsupported)
 }
