@@ -28,6 +28,8 @@ import (
 //   kthread-ms/GB  every kernel thread (the sockmap work queue runs there)
 //   machine-ms/GB  busy time of the whole machine from /proc/stat (noisy
 //                  on a shared machine)
+//   softirq-ms/GB  the part of it spent in softirqs and charged to no
+//                  thread
 // The relay's own cost is a mode's figure minus the direct one's.
 
 const benchPayload = 200 << 20
@@ -89,7 +91,7 @@ func open(b testing.TB, mode string, k *sockmap.Kernel) path {
 	return path{u, s, func() { u.Close(); s.Close(); <-done }}
 }
 
-type cpu struct{ proc, kthread, machine time.Duration }
+type cpu struct{ proc, kthread, machine, softirq time.Duration }
 
 // sample reads the three clocks; the process clock is read last when
 // starting and first when ending, so that reading /proc is not counted.
@@ -104,7 +106,7 @@ func sample(b *testing.B, end bool) cpu {
 		proc()
 	}
 	c.kthread = kthreads()
-	c.machine = machineBusy(b)
+	c.machine, c.softirq = machineBusy(b)
 	if !end {
 		proc()
 	}
@@ -141,7 +143,9 @@ func kthreads() time.Duration {
 	return time.Duration(t) * tick
 }
 
-func machineBusy(b *testing.B) time.Duration {
+// machineBusy returns the whole machine's busy time and, within it, the
+// softirq time no thread was charged for (/proc/stat).
+func machineBusy(b *testing.B) (busy, softirq time.Duration) {
 	f, err := os.Open("/proc/stat")
 	if err != nil {
 		b.Fatal(err)
@@ -150,21 +154,25 @@ func machineBusy(b *testing.B) time.Duration {
 	sc := bufio.NewScanner(f)
 	sc.Scan()
 	fs := strings.Fields(sc.Text())[1:]
-	var busy int64
+	var all, soft int64
 	for i, v := range fs {
 		n, _ := strconv.ParseInt(v, 10, 64)
 		if i == 3 || i == 4 || i >= 8 { // idle, iowait, guest (counted in user)
 			continue
 		}
-		busy += n
+		all += n
+		if i == 6 {
+			soft = n
+		}
 	}
-	return time.Duration(busy) * tick
+	return time.Duration(all) * tick, time.Duration(soft) * tick
 }
 
 func (c cpu) report(b *testing.B, since cpu, gb float64) {
 	b.ReportMetric(float64((c.proc-since.proc).Milliseconds())/gb, "proc-ms/GB")
 	b.ReportMetric(float64((c.kthread-since.kthread).Milliseconds())/gb, "kthread-ms/GB")
 	b.ReportMetric(float64((c.machine-since.machine).Milliseconds())/gb, "machine-ms/GB")
+	b.ReportMetric(float64((c.softirq-since.softirq).Milliseconds())/gb, "softirq-ms/GB")
 }
 
 var modes = []string{"direct", "splice", "sockmap"}
@@ -211,6 +219,7 @@ func benchStream(b *testing.B, fetch bool) {
 				end := sample(b, true)
 				before.proc, before.kthread, before.machine = before.proc+start.proc, before.kthread+start.kthread, before.machine+start.machine
 				after.proc, after.kthread, after.machine = after.proc+end.proc, after.kthread+end.kthread, after.machine+end.machine
+				before.softirq, after.softirq = before.softirq+start.softirq, after.softirq+end.softirq
 				b.StopTimer()
 				p.stop()
 				b.StartTimer()
