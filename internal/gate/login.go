@@ -83,11 +83,26 @@ type Attempt struct {
 	// relayed; the client's password never leaves postern.
 	Refused bool
 
-	login  *guard.Login
-	user   string
-	fp     uint64
+	login *guard.Login
+	user  string
+	// eng and pass give the password's fingerprint, computed only when
+	// a failure is reported (a successful login needs none); noPass says
+	// there is no password to fingerprint.
+	eng    Fingerprinter
+	pass   string
+	noPass bool
 	log    *slog.Logger
 	logged bool // the login line is written
+}
+
+// failed reports the attempt's failure to the engine with the password's
+// fingerprint (none when no password was read or no account named).
+func (a *Attempt) failed() guard.Decision {
+	var fp uint64
+	if !a.noPass && a.user != "" {
+		fp = a.eng.PasswordFingerprint(strings.ToLower(a.user), a.pass)
+	}
+	return a.login.Failed(fp)
 }
 
 // The results a login line names.
@@ -142,12 +157,9 @@ func (l *Logins) begin(a *Attempt, ctx context.Context, gs *guard.Session, pol *
 		logLogin(log, c.User, ResultBlocked, d)
 		return d, false
 	}
-	*a = Attempt{Pass: c.Pass, login: lg, user: c.User, log: log}
+	*a = Attempt{Pass: c.Pass, login: lg, user: c.User, eng: l.eng, pass: c.Pass, noPass: c.NoPassword, log: log}
 	if c.User == "" {
 		return guard.Decision{}, true
-	}
-	if !c.NoPassword {
-		a.fp = l.eng.PasswordFingerprint(strings.ToLower(c.User), c.Pass)
 	}
 	if pol != nil && !pol.AllowLogin(c.User, client) {
 		log.Info("login refused by the login IP restriction", "account", c.User)
@@ -169,7 +181,7 @@ func (a *Attempt) Report(o Outcome) (Outcome, guard.Decision) {
 	switch {
 	case o == Accepted && a.Refused:
 		a.log.Error("the backend accepted the decoy password of a refused login; the login stays refused", "account", a.user)
-		d := a.login.Failed(a.fp)
+		d := a.failed()
 		a.logResult(ResultRestricted, d)
 		return DecoyAccepted, d
 	case o == Accepted && a.user == "":
@@ -182,7 +194,7 @@ func (a *Attempt) Report(o Outcome) (Outcome, guard.Decision) {
 		a.login.Abandon()
 		a.logResult(ResultNotJudged, guard.Decision{})
 	default:
-		d := a.login.Failed(a.fp)
+		d := a.failed()
 		switch {
 		case a.Refused:
 			a.logResult(ResultRestricted, d)
@@ -203,7 +215,7 @@ func (a *Attempt) Failed() guard.Decision {
 	if a == nil {
 		return guard.Decision{}
 	}
-	d := a.login.Failed(a.fp)
+	d := a.failed()
 	if a.Refused {
 		a.logResult(ResultRestricted, d)
 	} else {

@@ -225,3 +225,33 @@ func TestReportOnce(t *testing.T) {
 		t.Fatalf("nil attempt: %v %+v", o, d)
 	}
 }
+
+// countingFP counts the fingerprints asked of the engine.
+type countingFP struct {
+	gate.Fingerprinter
+	n int
+}
+
+func (c *countingFP) PasswordFingerprint(account, password string) uint64 {
+	c.n++
+	return c.Fingerprinter.PasswordFingerprint(account, password)
+}
+
+// A password's fingerprint (an HMAC) is computed only for a failure, where
+// the engine uses it: a successful login, the most common, needs none.
+func TestFingerprintOnlyOnFailure(t *testing.T) {
+	w := newWorld(t, 5)
+	fp := &countingFP{Fingerprinter: w.eng}
+	l := gate.NewLogins(fp)
+	gs, a := w.session(t, service.IMAP, "127.0.0.50")
+	at, _ := l.Begin(context.Background(), gs, w.pol, a, gate.Credentials{User: "bob@example.test", Pass: "right"}, discard)
+	at.Report(gate.Accepted)
+	if fp.n != 0 {
+		t.Fatalf("a successful login computed %d fingerprints, want 0", fp.n)
+	}
+	at, _ = l.Begin(context.Background(), gs, w.pol, a, gate.Credentials{User: "bob@example.test", Pass: "wrong"}, discard)
+	at.Report(gate.Rejected)
+	if fp.n != 1 {
+		t.Fatalf("a failed login computed %d fingerprints, want 1", fp.n)
+	}
+}

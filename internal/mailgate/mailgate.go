@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -100,6 +101,12 @@ type Gate struct {
 	authFail atomic.Pointer[string]
 	// logins is the service's login gate.
 	logins *gate.Logins
+
+	// The buffers of sessions before login, reused: a login would
+	// otherwise allocate (and the collector clear) some 16 KiB that
+	// serve for a few lines. A session takes them in Handle and gives
+	// them back when it ends or hands off to the splice.
+	readers, writers, beReaders sync.Pool
 }
 
 // New returns a Gate; policy is read on every login, so a reload takes
@@ -111,6 +118,9 @@ func New(cfg Config, words Wording, eng Engine, pol func() *policy.Policy, log *
 	}
 	g := &Gate{Cfg: cfg, eng: eng, policy: pol, log: log.With("service", cfg.Service.String()), words: words, logins: gate.NewLogins(eng)}
 	g.conns.Log = g.log
+	g.readers.New = func() any { return bufio.NewReaderSize(nil, words.ReadBuffer) }
+	g.writers.New = func() any { return bufio.NewWriterSize(nil, words.WriteBuffer) }
+	g.beReaders.New = func() any { return bufio.NewReaderSize(nil, beReadBuffer) }
 	def := words.AuthFailed
 	g.authFail.Store(&def)
 	return g
@@ -162,6 +172,7 @@ func (g *Gate) Handle(ctx context.Context, conn relay.Conn, proto func(*Session)
 		if !s.handedOff {
 			conn.Close()
 		}
+		s.putBuffers()
 	}()
 	s.SetConn(conn)
 	pr := proto(s)
@@ -210,7 +221,9 @@ func (s *Session) dial(local netip.AddrPort, pr Protocol) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	s.BE, s.BR = be, bufio.NewReaderSize(be, 4096)
+	s.BE = be
+	s.BR = s.Gate.beReaders.Get().(*bufio.Reader)
+	s.BR.Reset(be)
 	// The first byte of the greeting: a backend that closes the connection
 	// before it usually refused the PROXY header (or waited for one).
 	s.BE.SetReadDeadline(time.Now().Add(s.Gate.Cfg.BackendTimeout))
@@ -220,11 +233,36 @@ func (s *Session) dial(local netip.AddrPort, pr Protocol) (string, error) {
 	return pr.Greet()
 }
 
-// SetConn makes c the client connection, with fresh buffers.
+// beReadBuffer sizes the reader of the backend connection: the longest
+// line postern reads from the backend before login.
+const beReadBuffer = 4096
+
+// SetConn makes c the client connection, with fresh buffers: empty ones,
+// reused when the session has them (after STARTTLS).
 func (s *Session) SetConn(c relay.Conn) {
 	s.Conn = c
-	s.R = bufio.NewReaderSize(c, s.Gate.words.ReadBuffer)
-	s.W = bufio.NewWriterSize(c, s.Gate.words.WriteBuffer)
+	if s.R == nil {
+		s.R = s.Gate.readers.Get().(*bufio.Reader)
+		s.W = s.Gate.writers.Get().(*bufio.Writer)
+	}
+	s.R.Reset(c)
+	s.W.Reset(c)
+}
+
+// putBuffers gives the session's buffers back to the gate's pools, holding
+// nothing of the connections; the session uses them no more.
+func (s *Session) putBuffers() {
+	if s.R != nil {
+		s.R.Reset(nil)
+		s.Gate.readers.Put(s.R)
+		s.W.Reset(nil)
+		s.Gate.writers.Put(s.W)
+	}
+	if s.BR != nil {
+		s.BR.Reset(nil)
+		s.Gate.beReaders.Put(s.BR)
+	}
+	s.R, s.W, s.BR = nil, nil, nil
 }
 
 // Send writes lines to the client, after the tarpit delay.
@@ -379,7 +417,8 @@ func (s *Session) splice() {
 	// Logged in: the backend's login process is done with this connection,
 	// which no longer counts against the bound of pre-login connections.
 	relay.ReleaseLimit(be)
-	s.R, s.W, s.BR, s.BE = nil, nil, nil, nil
+	s.putBuffers()
+	s.BE = nil
 	// Handle returns and its goroutine, whose stack grew during the
 	// dialogue, ends; the splice runs on fresh goroutines.
 	s.handedOff = true
