@@ -69,16 +69,32 @@ func rsaPair(b testing.TB, dir string) (certFile, keyFile string) {
 // ticket); TLS 1.3 or 1.2.
 func BenchmarkHandshake(b *testing.B) {
 	dir := b.TempDir()
-	ecCert, ecKey, err := SelfSigned(dir, []string{"localhost"}, time.Hour)
-	if err != nil {
-		b.Fatal(err)
+	// Each pair is made only when a benchmark of it runs, so a run of
+	// one benchmark does the same work every time (for instruction
+	// counts under callgrind).
+	var (
+		once  [2]sync.Once
+		pairs [2]*Certs
+	)
+	pairOf := func(b *testing.B, i int) *Certs {
+		once[i].Do(func() {
+			var certFile, keyFile string
+			var err error
+			if i == 0 {
+				certFile, keyFile, err = SelfSigned(dir, []string{"localhost"}, time.Hour)
+			} else {
+				certFile, keyFile = rsaPair(b, dir)
+			}
+			if err == nil {
+				pairs[i], err = Load(certFile, keyFile)
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+		})
+		return pairs[i]
 	}
-	rsaCert, rsaKey := rsaPair(b, dir)
-	for _, pair := range []struct{ name, cert, key string }{{"ecdsa-p256", ecCert, ecKey}, {"rsa-2048", rsaCert, rsaKey}} {
-		certs, err := Load(pair.cert, pair.key)
-		if err != nil {
-			b.Fatal(err)
-		}
+	for pi, pairName := range []string{"ecdsa-p256", "rsa-2048"} {
 		for _, v := range []struct {
 			name string
 			max  uint16
@@ -92,7 +108,8 @@ func BenchmarkHandshake(b *testing.B) {
 					if resumed {
 						mode = "resumed"
 					}
-					b.Run(pair.name+"/"+v.name+"/"+kex+"/"+mode, func(b *testing.B) {
+					b.Run(pairName+"/"+v.name+"/"+kex+"/"+mode, func(b *testing.B) {
+						certs := pairOf(b, pi)
 						keys, err := NewTicketKeys(TicketOptions{})
 						if err != nil {
 							b.Fatal(err)
