@@ -2,13 +2,9 @@
 
 package relay
 
-import (
-	"io"
-	"net"
-)
+import "net"
 
-// pumpFromTCP is a buffered copy where the kernel's queue cannot be
-// measured.
+// pumpFromTCP is a buffered copy where the socket cannot be read directly.
 func pumpFromTCP(dst net.Conn, src *net.TCPConn) (int64, error) {
-	return io.CopyBuffer(writerOnly{dst}, readerOnly{src}, make([]byte, tcpReadBuf))
+	return copyBuffered(dst, src)
 }
