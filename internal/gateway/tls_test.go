@@ -124,9 +124,13 @@ func TestTLSResumptionAcrossReload(t *testing.T) {
 	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(pem)
+	var confWith func(level, tlsLine string) string
 	tlsLine := fmt.Sprintf("tls: { cert: %q, key: %q }", cert, key)
 	cfg := filepath.Join(dir, "postern.yaml")
 	conf := func(level string) string {
+		return confWith(level, tlsLine)
+	}
+	confWith = func(level, tlsLine string) string {
 		return fmt.Sprintf(`store: { path: %s }
 admin: { listen: "tcp:127.0.0.1:0", token_file: %s }
 log: { level: %s }
@@ -185,6 +189,32 @@ services:
 			}
 		}
 	}
+	// The same pair under other file names: every service loads it anew
+	// (a new certificate source, a new config on the implicit-TLS
+	// listeners too); sessions still resume.
+	dir2 := t.TempDir()
+	cert2, key2 := filepath.Join(dir2, "c.pem"), filepath.Join(dir2, "k.pem")
+	for _, f := range [][2]string{{cert, cert2}, {key, key2}} {
+		b, err := os.ReadFile(f[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f[1], b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeConfig(t, cfg, confWith("info", fmt.Sprintf("tls: { cert: %q, key: %q }", cert2, key2)))
+	reload <- struct{}{}
+	logs.waitLog(t, "configuration reloaded", 2)
+	for _, s := range services {
+		for _, v := range versions {
+			name := fmt.Sprintf("%s/%s", s.svc, tls.VersionName(v))
+			if !s.dial(t, g.Addr(s.svc).String(), clients[name]) {
+				t.Errorf("%s: no resumption after the certificate files changed names", name)
+			}
+		}
+	}
+
 	// A ticket of one service does not resume on another.
 	if implicitTLSGreeting(t, g.Addr(service.SMTPS).String(), clients["imaps/TLS 1.3"]) {
 		t.Error("an IMAPS ticket resumed on SMTPS")
