@@ -111,10 +111,11 @@ type Gateway struct {
 	fresh *autoreload.Refresher // watches the files, downloads GeoIP databases
 	auto  chan string           // the reloads fresh asks for
 
-	status  statusState         // what Status reports (status.go)
-	cluster *cluster.Cluster    // links the engine to the other gateways (cluster mode)
-	obs     observe             // metrics and service manager notifications (metrics.go)
-	policy  policyState         // the policy servers (policyd.go)
+	status  statusState      // what Status reports (status.go)
+	cluster *cluster.Cluster // links the engine to the other gateways (cluster mode)
+	obs     observe          // metrics and service manager notifications (metrics.go)
+	policy  policyState      // the policy servers (policyd.go)
+
 	tickets tlsconf.TicketStore // session ticket keys per service, kept across reloads (tls.go)
 }
 

@@ -147,7 +147,7 @@ func (k *TicketKeys) wrap(cs tls.ConnectionState, ss *tls.SessionState) ([]byte,
 // (nil, nil), a full handshake.
 func (k *TicketKeys) unwrap(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
 	if err := k.maybeRotate(); err != nil {
-		return nil, nil //nolint:nilerr // a full handshake, not a failed one
+		return nil, nil // a full handshake, not a failed one
 	}
 	return k.holder.DecryptTicket(identity, cs)
 }
