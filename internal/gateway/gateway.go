@@ -38,6 +38,7 @@ import (
 	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/snapshot"
 	"github.com/postern/postern/internal/store"
+	"github.com/postern/postern/internal/tlsconf"
 )
 
 // DefaultStorePath is where blocks are kept when store.path is not set.
@@ -114,6 +115,8 @@ type Gateway struct {
 	cluster *cluster.Cluster // links the engine to the other gateways (cluster mode)
 	obs     observe          // metrics and service manager notifications (metrics.go)
 	policy  policyState      // the policy servers (policyd.go)
+
+	tickets tlsconf.TicketStore // session ticket keys per service, kept across reloads (tls.go)
 }
 
 // Serve starts a gateway and runs it until ctx is done, reloading the

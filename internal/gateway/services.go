@@ -154,7 +154,7 @@ func (g *Gateway) build(snap *snapshot.Snapshot, checker *dnsbl.Checker, name se
 			}
 			b.certs = certs
 		}
-		serverTLS = b.certs.ServerConfig()
+		serverTLS = g.serverTLS(name, b.certs)
 	}
 	host := "postern"
 	if svc.SMTP != nil && svc.SMTP.Hostname != "" {
@@ -289,7 +289,7 @@ func (g *Gateway) trustedUpstream(a netip.Addr) bool {
 func (g *Gateway) bind(ctx context.Context, name service.Service, svc *config.Service, certs *tlsconf.Certs) (*slot, error) {
 	var implicit *tls.Config
 	if certs != nil && name.ImplicitTLS() {
-		implicit = certs.ServerConfig()
+		implicit = g.serverTLS(name, certs)
 	}
 	ln, err := netlisten.Listen(ctx, netlisten.Config{
 		Listen:     svc.Listen.Value,
@@ -401,7 +401,7 @@ func (g *Gateway) configure(sl *slot, b *built) error {
 	})
 	sl.limit.SetBounds(b.bounds[0], b.bounds[1])
 	if b.certs != sl.certs && b.certs != nil && sl.name.ImplicitTLS() {
-		if err := sl.ln.SetTLS(b.certs.ServerConfig()); err != nil {
+		if err := sl.ln.SetTLS(g.serverTLS(sl.name, b.certs)); err != nil {
 			problem = err
 		}
 	}

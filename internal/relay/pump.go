@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"io"
 	"net"
 )
 
@@ -24,12 +23,12 @@ func tcpOf(c net.Conn) (*net.TCPConn, bool) {
 
 // pump copies src to dst until src ends or either fails. Between two
 // plain TCP sockets it holds nothing while src is idle (see pumpTCP);
-// otherwise (TLS on either side) it is io.Copy.
+// otherwise (TLS on either side) it is a buffered copy (see pumpTLS).
 func pump(dst, src net.Conn) (int64, error) {
 	if d, ok := tcpOf(dst); ok {
 		if s, ok := tcpOf(src); ok {
 			return pumpTCP(d, s)
 		}
 	}
-	return io.Copy(dst, src)
+	return pumpTLS(dst, src)
 }
