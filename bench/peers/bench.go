@@ -160,20 +160,13 @@ func (b *bench) startServers() (err error) {
 	if b.cert, err = makeCert(b.tmp); err != nil {
 		return err
 	}
-	for _, p := range []*string{&b.a.static, &b.a.dynamic, &b.a.auth} {
-		if *p, err = freeAddr(); err != nil {
-			return err
-		}
-	}
-	if b.a.ngx, err = newFrontends(); err != nil {
+	free, err := freeAddrs(3 + 3*7)
+	if err != nil {
 		return err
 	}
-	if b.a.hap, err = newFrontends(); err != nil {
-		return err
-	}
-	if b.a.pt, err = newFrontends(); err != nil {
-		return err
-	}
+	next := func() string { a := free[0]; free = free[1:]; return a }
+	b.a.static, b.a.dynamic, b.a.auth = next(), next(), next()
+	b.a.ngx, b.a.hap, b.a.pt = newFrontends(next), newFrontends(next), newFrontends(next)
 	if err := writePage(b.tmp, b.o.pageBytes); err != nil {
 		return err
 	}
@@ -452,7 +445,7 @@ func parseWrk(out string) (reqs int, rps float64, err error) {
 // thread, keep-alive connections).
 func (b *bench) wrkRun(url string, h hooks) (loadResult, error) {
 	one := func(d time.Duration, measured bool) (loadResult, error) {
-		args := []string{"-t", "1", "-c", strconv.Itoa(b.o.httpConns), "-d", fmt.Sprintf("%dms", d.Milliseconds()), url}
+		args := []string{"-t", "1", "-c", strconv.Itoa(b.o.httpConns), "-d", fmt.Sprintf("%ds", max(1, int(d.Round(time.Second).Seconds()))), url}
 		ctx, cancel := context.WithTimeout(b.ctx, d+30*time.Second)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, b.o.wrk, args...)

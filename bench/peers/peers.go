@@ -15,10 +15,7 @@ type addrs struct {
 	static, dynamic        string // the web backends: nginx serving the page, the dynamic child
 	auth                   string // nginx's auth_http server (a child)
 	// The proxies, one listener per scenario family.
-	ngx, hap, pt  frontends
-	ptWebDyn      string // postern's second web service (dynamic backend)
-	ptWebTLS      string // postern's third (HTTPS in front of the static page)
-	hapWebTLSFree string // unused spare
+	ngx, hap, pt frontends
 }
 
 // frontends are one proxy's listeners.
@@ -27,16 +24,9 @@ type frontends struct {
 	web, webDyn, webTLS      string
 }
 
-func newFrontends() (frontends, error) {
-	var f frontends
-	for _, p := range []*string{&f.imap, &f.imaps, &f.smtp, &f.smtps, &f.web, &f.webDyn, &f.webTLS} {
-		a, err := freeAddr()
-		if err != nil {
-			return f, err
-		}
-		*p = a
-	}
-	return f, nil
+// newFrontends picks the listen addresses of one proxy from free.
+func newFrontends(free func() string) frontends {
+	return frontends{imap: free(), imaps: free(), smtp: free(), smtps: free(), web: free(), webDyn: free(), webTLS: free()}
 }
 
 // ---- nginx ----------------------------------------------------------------------
