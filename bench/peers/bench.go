@@ -58,8 +58,8 @@ func (b *bench) run() (err error) {
 		benchkit.Logf("temporary folder: %s", b.tmp)
 	} else {
 		defer func() {
-			if b.o.out == "" && !b.o.docs {
-				benchkit.Logf("report kept in %s", b.tmp)
+			if b.o.out == "" {
+				benchkit.Logf("table, data and charts kept in %s", b.tmp)
 				return
 			}
 			os.RemoveAll(b.tmp)

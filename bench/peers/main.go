@@ -21,7 +21,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -84,7 +83,7 @@ func main() {
 	flag.BoolVar(&o.short, "short", false, "CI smoke: one round, 2 s windows, a 2 MB message, 300 idle connections")
 	flag.StringVar(&o.postern, "postern", "", "postern binary (default: go build ./cmd/postern into the temporary folder)")
 	flag.StringVar(&o.only, "only", "", "comma-separated subset of: "+strings.Join(allScenarios, ","))
-	flag.StringVar(&o.out, "out", "", "folder for the table (bench-peers.md), the data and the charts (default: the temporary folder; with -docs: docs/img for the chart)")
+	flag.StringVar(&o.out, "out", "", "folder for the table (bench-peers.md), the data (JSON, gnuplot) and the charts (default: the temporary folder, kept)")
 	flag.BoolVar(&o.docs, "docs", false, "write the table between the bench-peers markers of docs/BENCHMARKS.md and README.md, and the chart to docs/img/bench-peers.png")
 	flag.IntVar(&o.bigSize, "big-size", o.bigSize, "size in bytes of the large message (as stored, LF line ends)")
 	flag.IntVar(&o.bigClients, "big-clients", o.bigClients, "concurrent clients fetching the large message")
@@ -158,13 +157,11 @@ func (b *bench) fail(format string, args ...any) {
 	fmt.Fprintln(os.Stderr, "ERROR:", msg)
 }
 
-// outDir returns the folder of the table and the chart.
+// outDir returns the folder of the table, the data and the charts: -out,
+// or the temporary folder (then kept).
 func (b *bench) outDir() string {
 	if b.o.out != "" {
 		return b.o.out
-	}
-	if b.o.docs {
-		return filepath.Join(b.root, "docs", "img")
 	}
 	return b.tmp
 }

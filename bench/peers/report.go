@@ -280,8 +280,22 @@ func (r *report) chartData() string {
 	return b.String()
 }
 
+// maxRatio returns the highest ratio to direct in the report (at least 1).
+func (r *report) maxRatio() float64 {
+	m := 1.0
+	for _, s := range r.Scenarios {
+		d := s.stat("direct")
+		for _, side := range sideNames[1:] {
+			if d.rate > 0 {
+				m = max(m, s.stat(side).rate/d.rate)
+			}
+		}
+	}
+	return m
+}
+
 // gnuplotScript draws the ratio chart (and the CPU chart) from data.
-func gnuplotScript(data, ratioPNG, cpuPNG, title string) string {
+func gnuplotScript(data, ratioPNG, cpuPNG, title string, top float64) string {
 	return fmt.Sprintf(`set terminal pngcairo size 1100,480 noenhanced font "sans,10"
 set datafile separator whitespace
 set style data histogram
@@ -291,7 +305,7 @@ set boxwidth 0.9
 set key top right
 set grid ytics
 set xtics rotate by -30 scale 0
-set yrange [0:*]
+set yrange [0:%.2f]
 set output %q
 set title %q
 set ylabel "rate / direct (higher is better)"
@@ -302,7 +316,7 @@ set ylabel "µs (log scale, lower is better)"
 set logscale y
 set yrange [*:*]
 plot %q using 5:xtic(1) title "nginx" lc rgb "#4e79a7", '' using 6 title "haproxy" lc rgb "#f28e2b", '' using 7 title "postern" lc rgb "#59a14f"
-`, ratioPNG, title, data, cpuPNG, data)
+`, top, ratioPNG, title, data, cpuPNG, data)
 }
 
 // ---- output ----------------------------------------------------------------------
@@ -354,17 +368,14 @@ func (b *bench) write() error {
 	table := r.markdown()
 	fmt.Println(table)
 	js, _ := json.MarshalIndent(r, "", " ")
-	files := map[string][]byte{"bench-peers.json": js, "bench-peers.dat": []byte(r.chartData())}
-	if !b.o.docs {
-		files["bench-peers.md"] = []byte(table)
-	}
+	files := map[string][]byte{"bench-peers.json": js, "bench-peers.dat": []byte(r.chartData()), "bench-peers.md": []byte(table)}
 	for name, data := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
 			return err
 		}
 	}
 	ratio, cpu := filepath.Join(dir, "bench-peers.png"), filepath.Join(dir, "bench-peers-cpu.png")
-	script := gnuplotScript(filepath.Join(dir, "bench-peers.dat"), ratio, cpu, fmt.Sprintf("rate relative to a direct connection, %s, commit %s", r.Date, r.Commit))
+	script := gnuplotScript(filepath.Join(dir, "bench-peers.dat"), ratio, cpu, fmt.Sprintf("rate relative to a direct connection, %s, commit %s", r.Date, r.Commit), r.maxRatio()*1.15)
 	if err := os.WriteFile(filepath.Join(dir, "bench-peers.gp"), []byte(script), 0o644); err != nil {
 		return err
 	}
@@ -377,6 +388,18 @@ func (b *bench) write() error {
 	benchkit.Logf("table, data and charts in %s", dir)
 	if !b.o.docs {
 		return nil
+	}
+	if err := os.MkdirAll(filepath.Join(b.root, "docs", "img"), 0o755); err != nil {
+		return err
+	}
+	for _, f := range []string{"bench-peers.png", "bench-peers-cpu.png"} {
+		png, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(b.root, "docs", "img", f), png, 0o644); err != nil {
+			return err
+		}
 	}
 	cmd := "`sudo make bench-peers`"
 	doc := table + "\n![ratio to direct per scenario](img/bench-peers.png)\n\n![proxy CPU per operation](img/bench-peers-cpu.png)\n\nWritten by " + cmd + ".\n"
