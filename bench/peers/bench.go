@@ -83,10 +83,12 @@ func (b *bench) run() (err error) {
 			return err
 		}
 	}
-	if err := b.startServers(); err != nil {
-		return err
+	if slices.ContainsFunc(allScenarios, func(s string) bool { return s != "idle" && b.want(s) }) {
+		if err := b.startServers(); err != nil {
+			return err
+		}
+		defer b.stopServers()
 	}
-	defer b.stopServers()
 	for _, sc := range allScenarios {
 		if !b.want(sc) || b.ctx.Err() != nil || sc == "idle" {
 			continue

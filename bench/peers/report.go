@@ -380,7 +380,8 @@ func (b *bench) write() error {
 		return err
 	}
 	if strings.Count(r.chartData(), "\n") < 2 {
-		return errors.New("no scenario with a direct rate: no chart")
+		benchkit.Logf("no scenario with a direct rate: no chart")
+		return nil
 	}
 	if out, err := exec.Command("gnuplot", filepath.Join(dir, "bench-peers.gp")).CombinedOutput(); err != nil {
 		return fmt.Errorf("gnuplot: %w\n%s", err, out)
