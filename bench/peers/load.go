@@ -315,6 +315,7 @@ var (
 // window, every literal's size is checked.
 func fetchRun(ctx context.Context, t target, size int64, clients int, warmup, dur time.Duration, h hooks) loadResult {
 	return window(ctx, clients, warmup, dur, h, func(i int, phase *atomic.Int32, res *loadResult) {
+		t := ownCache(t)
 		for phase.Load() != benchkit.Stopping && ctx.Err() == nil {
 			if err := fetchSession(ctx, t, sourceAddr(10, i), size, phase, res); err != nil {
 				res.fail(err)
@@ -373,11 +374,22 @@ func fetchSession(ctx context.Context, t target, src netip.Addr, size int64, pha
 	return c.imapCmd("LOGOUT", nil)
 }
 
+// ownCache returns t with a TLS session cache of its own when t resumes
+// sessions: each load client keeps its own sessions, as a mail client does.
+func ownCache(t target) target {
+	if t.tls != nil && t.tls.ClientSessionCache != nil {
+		t.tls = t.tls.Clone()
+		t.tls.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	}
+	return t
+}
+
 // loginRun: closed-loop sessions of connect (TLS handshake), greeting,
 // LOGIN, LOGOUT; a session counts when its last reply arrives inside the
 // window.
 func loginRun(ctx context.Context, t target, clients int, warmup, dur time.Duration, h hooks) loadResult {
 	return window(ctx, clients, warmup, dur, h, func(i int, phase *atomic.Int32, res *loadResult) {
+		t := ownCache(t)
 		src := sourceAddr(11, i)
 		for phase.Load() != benchkit.Stopping && ctx.Err() == nil {
 			resumed, err := loginSession(ctx, t, src)
@@ -419,6 +431,7 @@ func loginSession(ctx context.Context, t target, src netip.Addr) (bool, error) {
 // counts when its final 250 arrives inside the window.
 func smtpRun(ctx context.Context, t target, body []byte, clients int, warmup, dur time.Duration, h hooks) loadResult {
 	return window(ctx, clients, warmup, dur, h, func(i int, phase *atomic.Int32, res *loadResult) {
+		t := ownCache(t)
 		src := sourceAddr(12, i)
 		for phase.Load() != benchkit.Stopping && ctx.Err() == nil {
 			resumed, err := smtpSession(ctx, t, src, body)

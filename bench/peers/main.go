@@ -45,6 +45,7 @@ type options struct {
 	rounds                  int
 	idle                    int
 	wrk                     string
+	args                    string // the command line, for the report
 }
 
 func defaultOptions() options {
@@ -104,6 +105,7 @@ func main() {
 		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		o.applyShort(set)
 	}
+	o.args = strings.Join(os.Args[1:], " ")
 	if err := run(context.Background(), o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/peers: error:", err)
 		os.Exit(1)

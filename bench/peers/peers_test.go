@@ -270,6 +270,7 @@ func TestShortRun(t *testing.T) {
 	o.applyShort(map[string]bool{})
 	o.dir, o.reuse, o.out = env.Dir, true, t.TempDir()
 	o.only = "login,smtp,http,imaps-resume,idle"
+	o.args = "-short -only " + o.only
 	o.warmup, o.duration, o.idle, o.loginClients, o.smtpClients, o.httpConns = 300*time.Millisecond, time.Second, 200, 8, 8, 8
 	if err := run(context.Background(), o); err != nil {
 		t.Fatal(err)
@@ -325,4 +326,14 @@ func TestShortRun(t *testing.T) {
 	}
 	checkPNG(t, filepath.Join(o.out, "bench-peers.png"))
 	checkPNG(t, filepath.Join(o.out, "bench-peers-cpu.png"))
+}
+
+// TestMain also serves the child modes: the bench re-runs its own binary
+// (here the test binary) as nginx's auth server, the dynamic web backend
+// and the idle test's IMAP backend.
+func TestMain(m *testing.M) {
+	if st, ok := runChild(os.Args[1:]); ok {
+		os.Exit(st)
+	}
+	testenv.Main(m)
 }

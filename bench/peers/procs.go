@@ -184,8 +184,9 @@ func makeCert(dir string) (*certFiles, error) {
 }
 
 // clientTLS returns the load generator's TLS configuration: the bench's
-// certificate trusted, and a session cache when resume is set (a cache
-// per side, so that no side resumes another's session).
+// certificate trusted, and a session cache when resume is set (each load
+// client then takes a cache of its own: no side or client resumes
+// another's session).
 func (c *certFiles) clientTLS(resume bool) *tls.Config {
 	t := &tls.Config{RootCAs: c.pool, ServerName: "localhost", MinVersion: tls.VersionTLS12}
 	if resume {

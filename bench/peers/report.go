@@ -24,7 +24,7 @@ type report struct {
 }
 
 func newReport(o options) *report {
-	return &report{Flags: strings.Join(os.Args[1:], " ")}
+	return &report{Flags: o.args}
 }
 
 // scenarioResult is one scenario's runs.
