@@ -227,16 +227,15 @@ func (b *bench) stopServers() {
 
 // The CPU components of a run.
 const (
-	cNginx    = "nginx"      // master and workers
-	cAuth     = "nginx auth" // its auth_http server
-	cHAProxy  = "haproxy"
-	cPostern  = "postern"
-	cDovecot  = "dovecot"
-	cPostfix  = "postfix"
-	cWeb      = "web backend"
-	cGen      = "gen" // this program and wrk
-	cOther    = "other"
-	cPosternM = "postern-mail"
+	cNginx   = "nginx"      // master and workers
+	cAuth    = "nginx auth" // its auth_http server
+	cHAProxy = "haproxy"
+	cPostern = "postern"
+	cDovecot = "dovecot"
+	cPostfix = "postfix"
+	cWeb     = "web backend"
+	cGen     = "gen" // this program and wrk
+	cOther   = "other"
 )
 
 // snap is a reading of every CPU counter, in seconds.

@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -452,11 +451,4 @@ func smtpRun(ctx context.Context, t target, body []byte, clients int, warmup, du
 			}
 		}
 	})
-}
-
-// sortedCopy returns v sorted (v unchanged).
-func sortedCopy(v []float64) []float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	return s
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -12,16 +11,13 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"math/big"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -314,18 +310,6 @@ func startChild(dir, mode, addr string, args ...string) (*proc, error) {
 	return p, nil
 }
 
-// ---- process trees ---------------------------------------------------------------
-
-// readLines returns the lines of r (at most max).
-func readLines(r io.Reader, max int) []string {
-	var out []string
-	s := bufio.NewScanner(r)
-	for s.Scan() && len(out) < max {
-		out = append(out, s.Text())
-	}
-	return out
-}
-
 // loadAverage returns /proc/loadavg's first three fields.
 func loadAverage() string {
 	b, err := os.ReadFile("/proc/loadavg")
@@ -338,14 +322,3 @@ func loadAverage() string {
 	}
 	return strings.Join(f[:3], " ")
 }
-
-// mustAddr parses a loopback address (for configurations).
-func mustAddr(s string) netip.AddrPort {
-	a, err := netip.ParseAddrPort(s)
-	if err != nil {
-		return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), 0)
-	}
-	return a
-}
-
-func itoa(n int) string { return strconv.Itoa(n) }
