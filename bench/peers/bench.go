@@ -599,7 +599,7 @@ func (b *bench) drain() error {
 	deadline := time.Now().Add(2 * time.Minute)
 	for b.queued() > 0 {
 		if time.Now().After(deadline) || b.ctx.Err() != nil {
-			return fmt.Errorf("Postfix's queue still holds %d messages after 2 minutes", b.queued())
+			return fmt.Errorf("after 2 minutes, %d messages are still in Postfix's queue", b.queued())
 		}
 		b.reap()
 		benchkit.SleepCtx(b.ctx, 100*time.Millisecond)
