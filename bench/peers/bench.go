@@ -84,10 +84,10 @@ func (b *bench) run() (err error) {
 		}
 	}
 	if slices.ContainsFunc(allScenarios, func(s string) bool { return s != "idle" && b.want(s) }) {
+		defer b.stopServers() // also those started before a failure
 		if err := b.startServers(); err != nil {
 			return err
 		}
-		defer b.stopServers()
 	}
 	for _, sc := range allScenarios {
 		if !b.want(sc) || b.ctx.Err() != nil || sc == "idle" {
