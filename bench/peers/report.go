@@ -119,7 +119,7 @@ func (r runResult) summary(s *scenarioResult) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%10.1f %-10s", r.Rate, s.Unit)
 	for _, c := range proxyComponents[r.Side] {
-		if c == cAuth && s.Op == "request" {
+		if c == cAuth && (s.Op == "request" || s.Op == "MB") {
 			continue
 		}
 		fmt.Fprintf(&b, " %s %.3f %s/%s", c, s.perOp(r, c), s.CPUUnit, s.Op)
@@ -215,7 +215,7 @@ func (r *report) markdown() string {
 			fmt.Fprintf(&b, " %s (%s)", ratio, fmtNum(st.rate))
 			if side != "direct" {
 				fmt.Fprintf(&b, "<br>%s %s/%s", fmtNum(st.cpu), s.CPUUnit, s.Op)
-				if side == "nginx" && s.Op != "request" {
+				if side == "nginx" && s.Op != "request" && s.Op != "MB" { // one auth request per session, not per MB
 					fmt.Fprintf(&b, " + %s auth", fmtNum(st.auth))
 				}
 			}
