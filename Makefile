@@ -28,7 +28,7 @@ NFPM           ?= $(GO) tool -modfile=tools/go.mod nfpm
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null)
 export SOURCE_DATE_EPOCH
 
-.PHONY: build man completion package test test-short test-all bench lint fuzz testdata clean
+.PHONY: build man completion package test test-short test-all bench bench-peers lint fuzz testdata clean
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/postern ./cmd/postern
@@ -79,6 +79,14 @@ test-all: testdata
 
 bench: testdata
 	POSTERN_GEO_DIR=$(GEO_DIR) $(GO) test -run '^$$' -bench . -benchmem ./...
+
+# postern side by side with nginx and haproxy in front of the harness's
+# Dovecot and Postfix (root; bench/README.md): writes the table between the
+# bench-peers markers of docs/BENCHMARKS.md and README.md, and the charts
+# docs/img/bench-peers.png and bench-peers-cpu.png. PEERS_FLAGS adds flags
+# (e.g. PEERS_FLAGS="-rounds 3").
+bench-peers:
+	bench/peers.sh -docs $(PEERS_FLAGS)
 
 lint:
 	$(GO) vet ./...
