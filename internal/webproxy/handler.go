@@ -80,7 +80,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if at != nil {
 		at.sent = time.Now() // the backend's failure time starts here
 	}
-	p.rp.ServeHTTP(&streamWriter{ResponseWriter: w, rc: rc, d: p.cfg.WriteTimeout}, r)
+	sw := &streamWriter{ResponseWriter: w, rc: rc, d: p.cfg.WriteTimeout}
+	if at == nil && p.direct(r) {
+		p.serveDirect(sw, r)
+	} else {
+		p.rp.ServeHTTP(sw, r)
+	}
 	rc.SetWriteDeadline(time.Time{})
 	if at != nil && at.decision.Action == guard.Close {
 		p.closeAfter(w, r, cc)
@@ -144,6 +149,12 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	out.URL.Scheme = p.scheme
 	out.URL.Host = backendHost
 	out.Host = in.Host
+	p.forwarding(in, out)
+}
+
+// forwarding drops the forwarding headers of out and sets postern's own
+// for the client of in.
+func (p *Proxy) forwarding(in, out *http.Request) {
 	cc, _ := in.Context().Value(connKey{}).(*clientConn)
 	var addr netip.Addr
 	if cc != nil {
