@@ -135,37 +135,7 @@ func BenchmarkProxyRaw(b *testing.B) {
 			go serveRaw(c)
 		}
 	}()
-	dir := b.TempDir()
-	path := filepath.Join(dir, "postern.yaml")
-	if err := os.WriteFile(path, []byte(baseCfg), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	snap, err := snapshot.Load(context.Background(), path, time.Now())
-	if err != nil {
-		b.Fatal(err)
-	}
-	eng, err := guard.New(context.Background(), snap.Guard, guard.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer eng.Close()
-	cfg, err := FromConfig(snap.Config.Services[service.Web], nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg.Backends = []*url.URL{{Scheme: "http", Host: beLn.Addr().String()}}
-	p, err := New(cfg, eng, func() *policy.Policy { return snap.Policy }, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); p.Serve(ctx, ln, time.Second) }()
-	defer func() { cancel(); <-done }()
+	addr, _ := startProxy(b, beLn.Addr().String(), true)
 	req := []byte("GET /webmail/inbox HTTP/1.1\r\nHost: mail.example.com\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
 	b.ReportAllocs()
 	b.SetParallelism(4)
@@ -173,7 +143,7 @@ func BenchmarkProxyRaw(b *testing.B) {
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
-		c, err := net.Dial("tcp", ln.Addr().String())
+		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			b.Error(err)
 			return
@@ -229,4 +199,47 @@ func readRawResponse(br *bufio.Reader) (int, error) {
 	}
 	_, err = br.Discard(n)
 	return n, err
+}
+
+// startProxy serves a web gateway (baseCfg) in front of backend until the
+// test ends; direct false keeps every request on the ReverseProxy path.
+func startProxy(tb testing.TB, backend string, direct bool) (string, *Proxy) {
+	tb.Helper()
+	dir := tb.TempDir()
+	path := filepath.Join(dir, "postern.yaml")
+	if err := os.WriteFile(path, []byte(baseCfg), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	snap, err := snapshot.Load(context.Background(), path, time.Now())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	eng, err := guard.New(context.Background(), snap.Guard, guard.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg, err := FromConfig(snap.Config.Services[service.Web], nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg.Backends = []*url.URL{{Scheme: "http", Host: backend}}
+	cfg.BackendTimeout = 5 * time.Second
+	p, err := New(cfg, eng, func() *policy.Policy { return snap.Policy }, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if !direct {
+		p.dc = nil
+	} else if p.dc == nil {
+		tb.Skip("no direct path on this platform")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); p.Serve(ctx, ln, time.Second) }()
+	tb.Cleanup(func() { cancel(); <-done; eng.Close() })
+	return ln.Addr().String(), p
 }

@@ -46,16 +46,11 @@ const directIdleTimeout = 90 * time.Second
 // (1xx answers each count anew).
 const maxResponseHeaderBytes = 1 << 20
 
-// max1xx is how many informational answers may come before the final one
-// (http.Transport's limit).
-const max1xx = 5
-
 // aLongTimeAgo is a deadline in the past: it wakes a blocked read.
 var aLongTimeAgo = time.Unix(1, 0)
 
 var (
 	errSwitchWithoutUpgrade = errors.New("backend switched protocols without an upgrade request")
-	errTooMany1xx           = errors.New("backend sent too many informational (1xx) answers")
 	errResponseHeaderLimit  = errors.New("backend answer's headers exceed the limit")
 )
 
@@ -250,7 +245,10 @@ func (d *directClient) exchange(bc *backendConn, w http.ResponseWriter, out *htt
 	if err := bc.bw.Flush(); err != nil {
 		return nil, fmt.Errorf("writing the request to the backend: %w", err)
 	}
-	for n1xx := 0; ; {
+	// Informational answers are passed on as they come (each with the
+	// header limit anew, as http.Transport does under
+	// httputil.ReverseProxy); the deadline bounds them all.
+	for {
 		resp, err := http.ReadResponse(bc.br, out)
 		if err != nil {
 			return nil, fmt.Errorf("reading the backend's answer: %w", err)
@@ -260,9 +258,6 @@ func (d *directClient) exchange(bc *backendConn, w http.ResponseWriter, out *htt
 			return nil, errSwitchWithoutUpgrade
 		}
 		if code >= 100 && code <= 199 {
-			if n1xx++; n1xx > max1xx {
-				return nil, errTooMany1xx
-			}
 			// As httputil.ReverseProxy: the client gets it too.
 			h := w.Header()
 			copyHeader(h, resp.Header)
@@ -317,8 +312,12 @@ func (p *Proxy) serveDirect(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(resp.StatusCode)
 	if body != http.NoBody {
 		// As httputil.ReverseProxy with FlushInterval 0: an answer of
-		// unknown length is flushed after every write.
+		// unknown length has its headers sent at once and is flushed
+		// after every write.
 		flush := resp.ContentLength == -1
+		if flush {
+			http.NewResponseController(w).Flush()
+		}
 		buf := p.bufs.Get()
 		err := copyBody(w, body, buf, flush)
 		p.bufs.Put(buf)
