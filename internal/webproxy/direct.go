@@ -179,12 +179,23 @@ func (p *Proxy) direct(r *http.Request) bool {
 // the client's headers less the hop-by-hop ones and every forwarding
 // header, postern's forwarding headers, the client's Host, its target
 // with the query cleaned as httputil.ReverseProxy cleans it.
-func (p *Proxy) directRequest(in *http.Request) *http.Request {
+//
+// Header names and values are checked as http.Transport checks them: one
+// it would refuse is an error here too.
+func (p *Proxy) directRequest(in *http.Request) (*http.Request, error) {
 	u := *in.URL
 	u.Scheme, u.Host = p.scheme, backendHost
 	u.RawQuery = cleanQueryParams(u.RawQuery)
 	h := make(http.Header, len(in.Header)+6)
 	for k, vv := range in.Header {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return nil, fmt.Errorf("net/http: invalid header field name %q", k)
+		}
+		for _, v := range vv {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return nil, fmt.Errorf("net/http: invalid header field value for %q", k)
+			}
+		}
 		h[k] = vv // not modified in place: only keys are replaced or deleted
 	}
 	removeHopByHop(h)
@@ -197,29 +208,36 @@ func (p *Proxy) directRequest(in *http.Request) *http.Request {
 	out := &http.Request{Method: in.Method, URL: &u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: h, Host: in.Host}
 	p.forwarding(in, out)
-	return out
+	return out, nil
 }
 
 // roundTrip sends out and reads the final answer's headers; informational
 // answers go to w as they come. A request sent on a reused connection
 // that failed before a byte of an answer came is sent again once on a new
 // connection when its method is idempotent (as http.Transport does).
-func (d *directClient) roundTrip(ctx context.Context, w http.ResponseWriter, out *http.Request) (*http.Response, *backendConn, error) {
+//
+// The request's context ending (the client went away) ends a read or
+// write on the connection at once; stop, which roundTrip returns with the
+// answer, undoes that (false: too late, the connection is spent).
+func (d *directClient) roundTrip(ctx context.Context, w http.ResponseWriter, out *http.Request) (resp *http.Response, bc *backendConn, stop func() bool, err error) {
 	for try := 0; ; try++ {
-		bc, reused, err := d.get(ctx)
+		var reused bool
+		bc, reused, err = d.get(ctx)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		resp, err := d.exchange(bc, w, out)
+		stop = context.AfterFunc(ctx, func() { bc.c.SetDeadline(aLongTimeAgo) })
+		resp, err = d.exchange(bc, w, out)
 		if err == nil {
-			return resp, bc, nil
+			return resp, bc, stop, nil
 		}
+		stop()
 		bc.close()
 		if ctx.Err() != nil {
-			return nil, nil, ctx.Err()
+			return nil, nil, nil, ctx.Err()
 		}
 		if !reused || bc.lr.n > 0 || try > 0 || !idempotent(out.Method) {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	}
 }
@@ -232,11 +250,13 @@ func idempotent(m string) bool {
 	return false
 }
 
-// exchange writes out on bc and reads the answer's headers.
+// exchange writes out on bc and reads the answer's headers. As with
+// http.Transport's ResponseHeaderTimeout, the backend has the timeout to
+// answer; writing the request is bounded by the request's context.
 func (d *directClient) exchange(bc *backendConn, w http.ResponseWriter, out *http.Request) (*http.Response, error) {
 	bc.lr.n = 0
 	bc.lr.limit = maxResponseHeaderBytes
-	if err := bc.c.SetDeadline(d.now().Add(d.timeout)); err != nil {
+	if err := bc.c.SetReadDeadline(d.now().Add(d.timeout)); err != nil {
 		return nil, err
 	}
 	if err := out.Write(bc.bw); err != nil {
@@ -269,7 +289,7 @@ func (d *directClient) exchange(bc *backendConn, w http.ResponseWriter, out *htt
 		// The body is read with no deadline (a long poll, a download);
 		// the request's context ends it when the client goes away.
 		bc.lr.limit = math.MaxInt64
-		if err := bc.c.SetDeadline(time.Time{}); err != nil {
+		if err := bc.c.SetReadDeadline(time.Time{}); err != nil {
 			return nil, err
 		}
 		return resp, nil
@@ -278,15 +298,16 @@ func (d *directClient) exchange(bc *backendConn, w http.ResponseWriter, out *htt
 
 // serveDirect forwards r on the direct path; w is the handler's writer.
 func (p *Proxy) serveDirect(w http.ResponseWriter, r *http.Request) {
-	out := p.directRequest(r)
-	ctx := r.Context()
-	resp, bc, err := p.dc.roundTrip(ctx, w, out)
+	out, err := p.directRequest(r)
 	if err != nil {
 		p.backendError(w, r, err)
 		return
 	}
-	// The client going away ends the body's read at once.
-	stop := context.AfterFunc(ctx, func() { bc.c.SetReadDeadline(aLongTimeAgo) })
+	resp, bc, stop, err := p.dc.roundTrip(r.Context(), w, out)
+	if err != nil {
+		p.backendError(w, r, err)
+		return
+	}
 	keep := !resp.Close && resp.Body == http.NoBody
 	body := resp.Body
 	defer func() {
