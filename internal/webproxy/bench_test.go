@@ -203,7 +203,7 @@ func readRawResponse(br *bufio.Reader) (int, error) {
 
 // startProxy serves a web gateway (baseCfg) in front of backend until the
 // test ends; direct false keeps every request on the ReverseProxy path.
-func startProxy(tb testing.TB, backend string, direct bool) (string, *Proxy) {
+func startProxy(tb testing.TB, backend string, direct bool, opts ...func(*Config)) (string, *Proxy) {
 	tb.Helper()
 	dir := tb.TempDir()
 	path := filepath.Join(dir, "postern.yaml")
@@ -224,6 +224,9 @@ func startProxy(tb testing.TB, backend string, direct bool) (string, *Proxy) {
 	}
 	cfg.Backends = []*url.URL{{Scheme: "http", Host: backend}}
 	cfg.BackendTimeout = 5 * time.Second
+	for _, o := range opts {
+		o(&cfg)
+	}
 	p, err := New(cfg, eng, func() *policy.Policy { return snap.Policy }, nil)
 	if err != nil {
 		tb.Fatal(err)

@@ -363,3 +363,75 @@ func FuzzDirectResponse(f *testing.F) {
 		}
 	})
 }
+
+// silentBackend reads requests and never answers; got receives when a
+// connection brought its first bytes, gone when postern closed it.
+func silentBackend(t *testing.T) (addr string, got, gone chan struct{}) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, gone = make(chan struct{}, 16), make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(20 * time.Second))
+				var b [1]byte
+				if _, err := c.Read(b[:]); err == nil {
+					got <- struct{}{}
+				}
+				io.Copy(io.Discard, c) // until postern closes it
+				gone <- struct{}{}
+			}()
+		}
+	}()
+	return ln.Addr().String(), got, gone
+}
+
+// TestDirectBackendTimeout: a backend that does not answer in time gets
+// the client a 504 on both paths.
+func TestDirectBackendTimeout(t *testing.T) {
+	addr, _, _ := silentBackend(t)
+	var got [2]string
+	for i, direct := range []bool{false, true} {
+		paddr, _ := startProxy(t, addr, direct, func(c *Config) { c.BackendTimeout = 200 * time.Millisecond })
+		got[i] = clientExchange(t, paddr, "GET", "/page")
+	}
+	if got[0] != got[1] || !strings.Contains(got[1], " 504 ") {
+		t.Fatalf("ReverseProxy: %s\ndirect:       %s", got[0], got[1])
+	}
+}
+
+// TestDirectClientGone: a client that goes away while the backend has not
+// answered ends the backend connection at once, not at the timeout.
+func TestDirectClientGone(t *testing.T) {
+	addr, got, gone := silentBackend(t)
+	paddr, _ := startProxy(t, addr, true, func(c *Config) { c.BackendTimeout = time.Minute })
+	c, err := net.Dial("tcp", paddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, "GET /page HTTP/1.1\r\nHost: x\r\n\r\n")
+	select {
+	case <-got: // the request is at the backend
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request never reached the backend")
+	}
+	c.Close()
+	select {
+	case <-gone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the backend connection outlived the client")
+	}
+}
