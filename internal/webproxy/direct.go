@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -142,9 +143,13 @@ func (d *directClient) get(ctx context.Context) (bc *backendConn, reused bool, e
 	return bc, false, nil
 }
 
-// put keeps a connection whose exchange ended cleanly for the next request.
+// put keeps a connection whose exchange ended cleanly for the next request,
+// and closes those idle longer than directIdleTimeout (the oldest are
+// first in the pool; get takes the newest, so after a burst the old ones
+// would otherwise stay).
 func (d *directClient) put(bc *backendConn) {
-	bc.idleAt = d.now()
+	now := d.now()
+	bc.idleAt = now
 	d.mu.Lock()
 	if d.closed || len(d.idle) >= maxDirectIdle {
 		d.mu.Unlock()
@@ -152,7 +157,21 @@ func (d *directClient) put(bc *backendConn) {
 		return
 	}
 	d.idle = append(d.idle, bc)
+	n := 0
+	for n < len(d.idle) && now.Sub(d.idle[n].idleAt) >= directIdleTimeout {
+		n++
+	}
+	var expired []*backendConn
+	if n > 0 {
+		expired = slices.Clone(d.idle[:n])
+		k := copy(d.idle, d.idle[n:])
+		clear(d.idle[k:])
+		d.idle = d.idle[:k]
+	}
 	d.mu.Unlock()
+	for _, old := range expired {
+		old.close()
+	}
 }
 
 // closeIdle closes the idle connections and keeps none from now on.

@@ -435,3 +435,32 @@ func TestDirectClientGone(t *testing.T) {
 		t.Fatal("the backend connection outlived the client")
 	}
 }
+
+// TestDirectIdleExpiry: connections idle longer than the idle timeout are
+// closed when another goes back to the pool, and never taken again.
+func TestDirectIdleExpiry(t *testing.T) {
+	now := time.Unix(1000, 0)
+	d := &directClient{now: func() time.Time { return now }}
+	var peers []net.Conn
+	conn := func() *backendConn {
+		a, b := net.Pipe()
+		peers = append(peers, b)
+		t.Cleanup(func() { a.Close(); b.Close() })
+		return &backendConn{c: a}
+	}
+	old1, old2 := conn(), conn()
+	d.put(old1)
+	d.put(old2)
+	now = now.Add(directIdleTimeout)
+	fresh := conn()
+	d.put(fresh)
+	if len(d.idle) != 1 || d.idle[0] != fresh {
+		t.Fatalf("pool after expiry: %d connections", len(d.idle))
+	}
+	for i, p := range peers[:2] {
+		p.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := p.Read(make([]byte, 1)); err != io.EOF {
+			t.Errorf("expired connection %d: read %v, want EOF (closed)", i, err)
+		}
+	}
+}
