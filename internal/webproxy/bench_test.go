@@ -203,7 +203,9 @@ func readRawResponse(br *bufio.Reader) (int, error) {
 
 // startProxy serves a web gateway (baseCfg) in front of backend until the
 // test ends; direct false keeps every request on the ReverseProxy path.
-func startProxy(tb testing.TB, backend string, direct bool, opts ...func(*Config)) (string, *Proxy) {
+// Each opt is called with the configuration before New (p nil) and with
+// the Proxy before it serves (c nil).
+func startProxy(tb testing.TB, backend string, direct bool, opts ...func(c *Config, p *Proxy)) (string, *Proxy) {
 	tb.Helper()
 	dir := tb.TempDir()
 	path := filepath.Join(dir, "postern.yaml")
@@ -225,7 +227,7 @@ func startProxy(tb testing.TB, backend string, direct bool, opts ...func(*Config
 	cfg.Backends = []*url.URL{{Scheme: "http", Host: backend}}
 	cfg.BackendTimeout = 5 * time.Second
 	for _, o := range opts {
-		o(&cfg)
+		o(&cfg, nil)
 	}
 	p, err := New(cfg, eng, func() *policy.Policy { return snap.Policy }, nil)
 	if err != nil {
@@ -235,6 +237,9 @@ func startProxy(tb testing.TB, backend string, direct bool, opts ...func(*Config
 		p.dc = nil
 	} else if p.dc == nil {
 		tb.Skip("no direct path on this platform")
+	}
+	for _, o := range opts {
+		o(nil, p)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
