@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"mime"
 	"net"
 	"net/http"
 	"net/textproto"
@@ -352,9 +353,9 @@ func (p *Proxy) serveDirect(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(resp.StatusCode)
 	if body != http.NoBody {
 		// As httputil.ReverseProxy with FlushInterval 0: an answer of
-		// unknown length has its headers sent at once and is flushed
-		// after every write.
-		flush := resp.ContentLength == -1
+		// unknown length or an event stream has its headers sent at once
+		// and is flushed after every write.
+		flush := resp.ContentLength == -1 || eventStream(resp.Header.Get("Content-Type"))
 		if flush {
 			http.NewResponseController(w).Flush()
 		}
@@ -381,6 +382,16 @@ func (p *Proxy) serveDirect(w http.ResponseWriter, r *http.Request) {
 			w.Header().Add(k, v)
 		}
 	}
+}
+
+// eventStream reports whether a Content-Type is text/event-stream.
+func eventStream(ct string) bool {
+	const es = "text/event-stream"
+	if len(ct) < len(es) || !strings.EqualFold(ct[:len(es)], es) {
+		return false
+	}
+	base, _, _ := mime.ParseMediaType(ct)
+	return base == es
 }
 
 // copyBody copies an answer's body to the client to its end.

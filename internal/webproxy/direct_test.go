@@ -173,6 +173,7 @@ var backendAnswers = []struct{ name, method, script string }{
 	{"204 with body", "GET", "HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nSMUGGLED"},
 	{"304 with length", "GET", "HTTP/1.1 304 Not Modified\r\nContent-Length: 8\r\n\r\nSMUGGLED"},
 	{"HEAD with body", "HEAD", "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nSMUGGLED"},
+	{"event stream", "GET", "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nContent-Length: 9\r\n\r\ndata: x\n\n"},
 	{"close", "GET", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"},
 	{"hop-by-hop", "GET", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: X-Secret\r\nX-Secret: s\r\nKeep-Alive: 5\r\n\r\nhello"},
 	{"pipelined extra answer", "GET", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nSMUGGLED"},
@@ -485,5 +486,61 @@ func referenceFresh(direct bool) func(*Config, *Proxy) {
 		if p != nil && !direct {
 			p.tr.DisableKeepAlives = true
 		}
+	}
+}
+
+// TestDirectEventStream: an event stream reaches the client event by event
+// on the direct path, even with a Content-Length (as ReverseProxy flushes
+// it).
+func TestDirectEventStream(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	done := make(chan struct{})
+	t.Cleanup(func() { ln.Close(); <-done })
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		br := bufio.NewReader(c)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil || line == "\r\n" {
+				break
+			}
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 18\r\n\r\ndata: a\n\n")
+		select {
+		case <-release:
+		case <-time.After(15 * time.Second):
+		}
+		io.WriteString(c, "data: b\n\n")
+	}()
+	addr, _ := startProxy(t, ln.Addr().String(), true)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := make([]byte, 9)
+	if _, err := io.ReadFull(resp.Body, first); err != nil || string(first) != "data: a\n\n" {
+		t.Fatalf("first event: %q, %v (not flushed?)", first, err)
+	}
+	close(release)
+	rest, err := io.ReadAll(resp.Body)
+	if err != nil || string(rest) != "data: b\n\n" {
+		t.Fatalf("second event: %q, %v", rest, err)
 	}
 }
