@@ -37,6 +37,7 @@ const targetRatio = 0.8
 
 type options struct {
 	postern, wrk     string
+	old              string
 	short, keep      bool
 	duration, warmup time.Duration
 	rounds           int
@@ -52,6 +53,7 @@ func main() {
 	var o options
 	flag.StringVar(&o.postern, "postern", "", "postern binary (default: go build ./cmd/postern into the temporary folder)")
 	flag.StringVar(&o.wrk, "wrk", "wrk", "wrk binary")
+	flag.StringVar(&o.old, "compare", "", "a second postern binary (an older build) measured interleaved with the first, for before/after in one run")
 	flag.BoolVar(&o.short, "short", false, "CI smoke: one round of 3 s windows")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary folder (configurations, logs)")
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "measured window of each wrk run")
@@ -108,6 +110,17 @@ func run(o options) error {
 		return err
 	}
 	defer gw.stop()
+	var gwOld *server
+	if o.old != "" {
+		sub := filepath.Join(dir, "compare")
+		if err := os.MkdirAll(sub, 0o755); err != nil {
+			return err
+		}
+		if gwOld, err = startPostern(sub, o.old, ng.addr, o.gogc); err != nil {
+			return err
+		}
+		defer gwOld.stop()
+	}
 	var floor *server
 	if o.floor {
 		if floor, err = startNginxProxy(dir, ng.addr); err != nil {
@@ -126,7 +139,10 @@ func run(o options) error {
 		direct := side{name: "nginx serving the page", addr: ng.addr, pid: ng.cmd.Process.Pid}
 		through := side{name: "postern proxying it", addr: gw.addr, pid: gw.cmd.Process.Pid}
 		sides := []*side{&direct, &through}
-		var ref *side
+		var ref, old *side
+		if gwOld != nil {
+			old = &side{name: "postern (-compare binary)", addr: gwOld.addr, pid: gwOld.cmd.Process.Pid}
+		}
 		switch sc {
 		case "keepalive":
 		case "close":
@@ -150,12 +166,27 @@ func run(o options) error {
 			defer gw2.stop()
 			direct = side{name: "the Go backend (this process)", addr: dyn.Addr, pid: os.Getpid()}
 			through = side{name: "postern proxying it", addr: gw2.addr, pid: gw2.cmd.Process.Pid}
+			if o.old != "" {
+				sub := filepath.Join(dir, "dynamic-old")
+				if err := os.MkdirAll(sub, 0o755); err != nil {
+					return err
+				}
+				gw3, err := startPostern(sub, o.old, dyn.Addr, o.gogc)
+				if err != nil {
+					return err
+				}
+				defer gw3.stop()
+				old = &side{name: "postern (-compare binary)", addr: gw3.addr, pid: gw3.cmd.Process.Pid}
+			}
 		default:
 			return fmt.Errorf("unknown scenario %q", sc)
 		}
 		if floor != nil && sc != "dynamic" {
 			ref = &side{name: "nginx proxying it", addr: floor.addr, pid: floor.cmd.Process.Pid}
 			sides = append(sides, ref)
+		}
+		if old != nil {
+			sides = append(sides, old)
 		}
 		for r := 0; r < o.rounds; r++ {
 			for _, sd := range sides {
@@ -178,10 +209,15 @@ func run(o options) error {
 		fmt.Printf("           best runs: direct %.0f, through %.0f, ratio %.2f; all runs: direct %v through %v\n",
 			slices.Max(direct.rps), slices.Max(through.rps), slices.Max(through.rps)/slices.Max(direct.rps), rounded(direct.rps), rounded(through.rps))
 		fmt.Printf("           CPU per request (median): %s %.1f µs, %s %.1f µs\n", direct.name, benchkit.Median(direct.cpu), through.name, benchkit.Median(through.cpu))
+		fmt.Printf("           read+write system calls per request (median, /proc/PID/io): %s %.2f, %s %.2f\n", direct.name, benchkit.Median(direct.sys), through.name, benchkit.Median(through.sys))
+		if old != nil {
+			fmt.Printf("           %s: %.0f req/s, ratio %.2f, CPU per request %.1f µs, system calls per request %.2f; runs %v\n",
+				old.name, benchkit.Median(old.rps), benchkit.Median(old.rps)/d, benchkit.Median(old.cpu), benchkit.Median(old.sys), rounded(old.rps))
+		}
 		if ref != nil {
 			f := benchkit.Median(ref.rps)
-			fmt.Printf("           reference, an nginx reverse proxy (1 worker, keep-alive upstream): %.0f req/s, ratio %.2f (best %.2f); postern / nginx proxy %.2f; its CPU per request %.1f µs; runs %v\n",
-				f, f/d, slices.Max(ref.rps)/slices.Max(direct.rps), t/f, benchkit.Median(ref.cpu), rounded(ref.rps))
+			fmt.Printf("           reference, an nginx reverse proxy (1 worker, keep-alive upstream): %.0f req/s, ratio %.2f (best %.2f); postern / nginx proxy %.2f; its CPU per request %.1f µs, system calls per request %.2f; runs %v\n",
+				f, f/d, slices.Max(ref.rps)/slices.Max(direct.rps), t/f, benchkit.Median(ref.cpu), benchkit.Median(ref.sys), rounded(ref.rps))
 		}
 	}
 	if !gw.running() {
@@ -204,6 +240,7 @@ type side struct {
 	addr     string
 	pid      int // the process whose CPU time per request is reported
 	rps, cpu []float64
+	sys      []float64 // read+write system calls per request
 }
 
 // run does a warm-up and a measured wrk window.
@@ -211,14 +248,15 @@ func (sd *side) run(o options, extra []string) error {
 	if _, err := wrk(o, sd.addr, o.warmup, extra); err != nil {
 		return err
 	}
-	c0 := cpuSeconds(sd.pid)
+	c0, s0 := cpuSeconds(sd.pid), syscalls(sd.pid)
 	rps, err := wrk(o, sd.addr, o.duration, extra)
 	if err != nil {
 		return err
 	}
-	c1 := cpuSeconds(sd.pid)
+	c1, s1 := cpuSeconds(sd.pid), syscalls(sd.pid)
 	sd.rps = append(sd.rps, rps)
 	sd.cpu = append(sd.cpu, (c1-c0)/(rps*o.duration.Seconds())*1e6)
+	sd.sys = append(sd.sys, float64(s1-s0)/(rps*o.duration.Seconds()))
 	return nil
 }
 
@@ -479,6 +517,24 @@ func startNginxProxy(dir, backend string) (*server, error) {
 
 // cpuSeconds returns the user+system CPU time of a process so far, from
 // /proc/PID/stat (clock ticks of 1/100 s on Linux).
+// syscalls returns the read and write system calls of a process so far
+// (syscr + syscw of /proc/PID/io: every read, write, recv and send family
+// call, whatever it moved).
+func syscalls(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0
+	}
+	var n int64
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ": "); ok && (k == "syscr" || k == "syscw") {
+			x, _ := strconv.ParseInt(v, 10, 64)
+			n += x
+		}
+	}
+	return n
+}
+
 func cpuSeconds(pid int) float64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {

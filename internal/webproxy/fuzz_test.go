@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -84,14 +85,34 @@ func FuzzServeHTTP(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	wcfg.Backends = []*url.URL{{Scheme: "http", Host: "127.0.0.1:1"}}
+	// The direct path (body-less requests) reaches this loopback backend,
+	// which records what it gets as rt does for the ReverseProxy path.
+	rt := &recordingTransport{}
+	wcfg.Backends = []*url.URL{{Scheme: "http", Host: recordingBackend(f, rt)}}
 	wcfg.RefusalTime = -1 // no wait for refusals: the backend never fails a login here
 	px, err := New(wcfg, eng, func() *policy.Policy { return snap.Policy }, nil)
 	if err != nil {
 		f.Fatal(err)
 	}
-	rt := &recordingTransport{}
 	px.rp.Transport = rt
+	if px.dc != nil {
+		f.Cleanup(px.dc.closeIdle) // before the backend's cleanup waits for its connections
+	}
+	// Both paths record: a GET (direct path where there is one) and a
+	// POST with a body (ReverseProxy path).
+	for _, probe := range []*http.Request{httptest.NewRequest("GET", "/probe", nil),
+		httptest.NewRequest("POST", "/probe", strings.NewReader("x=1"))} {
+		rt.mu.Lock()
+		rt.last = nil
+		rt.mu.Unlock()
+		px.ServeHTTP(httptest.NewRecorder(), probe)
+		rt.mu.Lock()
+		got := rt.last
+		rt.mu.Unlock()
+		if got == nil || got.URL.Path != "/probe" {
+			f.Fatalf("%s /probe did not reach the recording backend", probe.Method)
+		}
+	}
 	f.Fuzz(func(t *testing.T, raw string) {
 		req, err := http.ReadRequest(bufio.NewReader(strings.NewReader(raw)))
 		if err != nil {
@@ -138,4 +159,49 @@ func onceDecoded(p string) string {
 		return ""
 	}
 	return path.Clean("/" + strings.ReplaceAll(d, "\\", "/"))
+}
+
+// recordingBackend serves HTTP/1.1 on loopback until the test ends,
+// recording each request into rt and answering 200.
+func recordingBackend(f *testing.F, rt *recordingTransport) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		f.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	f.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					c.SetDeadline(time.Now().Add(time.Minute))
+					r, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+					if err != nil {
+						return
+					}
+					rt.mu.Lock()
+					rt.last, rt.lastBody = r, body
+					rt.mu.Unlock()
+					if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }

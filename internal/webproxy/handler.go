@@ -80,7 +80,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if at != nil {
 		at.sent = time.Now() // the backend's failure time starts here
 	}
-	p.rp.ServeHTTP(&streamWriter{ResponseWriter: w, rc: rc, d: p.cfg.WriteTimeout}, r)
+	sw := &streamWriter{ResponseWriter: w, rc: rc, d: p.cfg.WriteTimeout}
+	if at == nil && p.direct(r) {
+		p.serveDirect(sw, r)
+	} else {
+		p.rp.ServeHTTP(sw, r)
+	}
 	rc.SetWriteDeadline(time.Time{})
 	if at != nil && at.decision.Action == guard.Close {
 		p.closeAfter(w, r, cc)
@@ -144,6 +149,12 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	out.URL.Scheme = p.scheme
 	out.URL.Host = backendHost
 	out.Host = in.Host
+	p.forwarding(in, out)
+}
+
+// forwarding drops the forwarding headers of out and sets postern's own
+// for the client of in.
+func (p *Proxy) forwarding(in, out *http.Request) {
 	cc, _ := in.Context().Value(connKey{}).(*clientConn)
 	var addr netip.Addr
 	if cc != nil {
@@ -158,11 +169,14 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	}
 	h := out.Header
 	dropForwarding(h)
-	h.Set("X-Forwarded-For", ip)
-	h.Set("X-Forwarded-Proto", proto)
-	h.Set("X-Forwarded-Host", in.Host)
-	h.Set("X-Real-Ip", ip)
-	h.Set("Forwarded", forwardedElem(addr, in.Host, proto))
+	// One backing array for the five values (the keys are canonical).
+	v := [...]string{ip, proto, in.Host, ip, forwardedElem(addr, ip, in.Host, proto)}
+	vs := v[:]
+	h["X-Forwarded-For"] = vs[0:1:1]
+	h["X-Forwarded-Proto"] = vs[1:2:2]
+	h["X-Forwarded-Host"] = vs[2:3:3]
+	h["X-Real-Ip"] = vs[3:4:4]
+	h["Forwarded"] = vs[4:5:5]
 }
 
 // forwardingHeaders are the request headers a backend (a web server, a
@@ -210,20 +224,16 @@ func headerNameIs(k, lower string) bool {
 	return true
 }
 
-// forwardedElem is one RFC 7239 element: for=…;host=…;proto=….
-func forwardedElem(addr netip.Addr, host, proto string) string {
-	var b strings.Builder
-	b.WriteString("for=")
+// forwardedElem is one RFC 7239 element: for=…;host=…;proto=…; ip is
+// addr's text.
+func forwardedElem(addr netip.Addr, ip, host, proto string) string {
 	if addr.Is6() {
-		b.WriteString(`"[` + addr.String() + `]"`)
-	} else {
-		b.WriteString(addr.String())
+		ip = `"[` + ip + `]"`
 	}
 	if host != "" && validHost(host) {
-		b.WriteString(`;host="` + host + `"`)
+		return "for=" + ip + `;host="` + host + `";proto=` + proto
 	}
-	b.WriteString(";proto=" + proto)
-	return b.String()
+	return "for=" + ip + ";proto=" + proto
 }
 
 // validHost reports whether a Host value can be put in a quoted string.

@@ -40,7 +40,9 @@ type Proxy struct {
 	be     *backends
 	tr     *http.Transport
 	rp     *httputil.ReverseProxy
-	scheme string // of the backends
+	dc     *directClient // the direct path; nil: every request takes rp
+	bufs   *bufferPool   // copy buffers of both paths
+	scheme string        // of the backends
 
 	// failTimes holds how long the backend took to answer recent failed
 	// logins; a refused login waits a draw from it.
@@ -70,6 +72,10 @@ func New(cfg Config, eng Engine, pol func() *policy.Policy, lg *slog.Logger) (*P
 	p.be = newBackends(cfg.Backends, cfg.BackendTLS, cfg.ConnectTimeout)
 	p.be.relayed = cfg.Relayed
 	p.tr = p.be.transport(cfg.BackendTimeout)
+	p.bufs = &bufferPool{}
+	if p.scheme == "http" && directPeek {
+		p.dc = &directClient{be: p.be, timeout: cfg.BackendTimeout, now: time.Now}
+	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:   p.rewrite,
 		Transport: p.tr,
@@ -77,7 +83,7 @@ func New(cfg Config, eng Engine, pol func() *policy.Policy, lg *slog.Logger) (*P
 		// length (chunked) or an event stream is flushed after every write.
 		FlushInterval:  0,
 		ModifyResponse: p.modifyResponse,
-		BufferPool:     &bufferPool{},
+		BufferPool:     p.bufs,
 		ErrorHandler:   p.backendError,
 		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 	}
@@ -161,6 +167,9 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener, drain time.Duration)
 	}
 	p.closeAll()
 	p.tr.CloseIdleConnections()
+	if p.dc != nil {
+		p.dc.closeIdle()
+	}
 	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
 		err = nil
 	}

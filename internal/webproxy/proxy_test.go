@@ -360,6 +360,9 @@ func TestBackendDownAndFailover(t *testing.T) {
 	h2.p.be = newBackends([]*url.URL{deadURL, h2.be.url}, nil, time.Second)
 	h2.p.tr = h2.p.be.transport(5 * time.Second)
 	h2.p.rp.Transport = h2.p.tr
+	if h2.p.dc != nil {
+		h2.p.dc.be = h2.p.be // the direct path dials through the same backends
+	}
 	for i := range 4 {
 		if code, _ := h2.get("127.0.0.1", "/"); code != 200 {
 			t.Errorf("request %d with one backend down: %d", i, code)

@@ -1,0 +1,487 @@
+package webproxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"mime"
+	"net"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// The direct path forwards the common request — one without a body, an
+// upgrade or a login — to a plain-HTTP backend on the handler's own
+// goroutine: postern writes the request in canonical form (net/http's
+// Request.Write, as http.Transport does), reads the answer with net/http's
+// own parser (http.ReadResponse, as http.Transport does) and copies it to
+// the client. What it saves against httputil.ReverseProxy over
+// http.Transport is the Transport's two goroutines per backend connection
+// and the channel hand-offs between them and the handler, and the
+// request's deep clone. Everything else (bodies, WebSockets, login forms,
+// HTTPS backends) keeps the ReverseProxy path.
+//
+// A backend connection is used again only after its answer was read to
+// its end with nothing after it, and only when a peek at the socket when
+// it is taken from the pool finds nothing waiting (an answer the backend
+// sent unasked is never read as the next request's) and the backend has
+// not closed it.
+
+// maxDirectIdle is how many idle backend connections the direct path keeps.
+const maxDirectIdle = 256
+
+// directIdleTimeout is how long an idle backend connection is kept.
+const directIdleTimeout = 90 * time.Second
+
+// maxResponseHeaderBytes limits a backend answer's status line and headers
+// (1xx answers each count anew).
+const maxResponseHeaderBytes = 1 << 20
+
+// aLongTimeAgo is a deadline in the past: it wakes a blocked read.
+var aLongTimeAgo = time.Unix(1, 0)
+
+var (
+	errSwitchWithoutUpgrade = errors.New("backend switched protocols without an upgrade request")
+	errResponseHeaderLimit  = errors.New("backend answer's headers exceed the limit")
+)
+
+// directClient holds the idle backend connections of the direct path.
+type directClient struct {
+	be      *backends
+	timeout time.Duration // for the answer's headers
+	now     func() time.Time
+
+	mu     sync.Mutex
+	idle   []*backendConn // most recently used last
+	closed bool
+}
+
+// backendConn is one backend connection of the direct path.
+type backendConn struct {
+	c      net.Conn
+	raw    syscall.RawConn // the TCP socket, for the idle peek
+	lr     limitReader     // beneath br: counts, and limits headers
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	idleAt time.Time
+}
+
+// limitReader counts the bytes read from a backend connection and fails
+// a read beyond limit.
+type limitReader struct {
+	r     io.Reader
+	n     int64 // bytes read in this exchange
+	limit int64 // bytes left before errResponseHeaderLimit
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if l.limit <= 0 {
+		return 0, errResponseHeaderLimit
+	}
+	if int64(len(p)) > l.limit {
+		p = p[:l.limit]
+	}
+	n, err := l.r.Read(p)
+	l.n += int64(n)
+	l.limit -= int64(n)
+	return n, err
+}
+
+func (bc *backendConn) close() { bc.c.Close() }
+
+// get returns an idle connection that passes the peek, or a new one;
+// reused tells which.
+func (d *directClient) get(ctx context.Context) (bc *backendConn, reused bool, err error) {
+	now := d.now()
+	for {
+		d.mu.Lock()
+		n := len(d.idle)
+		if n == 0 {
+			d.mu.Unlock()
+			break
+		}
+		bc = d.idle[n-1]
+		d.idle[n-1] = nil
+		d.idle = d.idle[:n-1]
+		d.mu.Unlock()
+		if now.Sub(bc.idleAt) < directIdleTimeout && idleClean(bc.raw) {
+			return bc, true, nil
+		}
+		bc.close()
+	}
+	c, err := d.be.dial(ctx, false)
+	if err != nil {
+		return nil, false, err
+	}
+	bc = &backendConn{c: c}
+	tc := c
+	if cc, ok := tc.(*countedConn); ok {
+		tc = cc.Conn
+	}
+	sc, ok := tc.(syscall.Conn)
+	if !ok {
+		c.Close()
+		return nil, false, fmt.Errorf("backend connection %T has no socket", tc)
+	}
+	if bc.raw, err = sc.SyscallConn(); err != nil {
+		c.Close()
+		return nil, false, fmt.Errorf("backend socket: %w", err)
+	}
+	bc.lr.r = c
+	bc.br = bufio.NewReaderSize(&bc.lr, 16<<10)
+	bc.bw = bufio.NewWriterSize(c, 4<<10)
+	return bc, false, nil
+}
+
+// put keeps a connection whose exchange ended cleanly for the next request,
+// and closes those idle longer than directIdleTimeout (the oldest are
+// first in the pool; get takes the newest, so after a burst the old ones
+// would otherwise stay).
+func (d *directClient) put(bc *backendConn) {
+	now := d.now()
+	bc.idleAt = now
+	d.mu.Lock()
+	if d.closed || len(d.idle) >= maxDirectIdle {
+		d.mu.Unlock()
+		bc.close()
+		return
+	}
+	d.idle = append(d.idle, bc)
+	n := 0
+	for n < len(d.idle) && now.Sub(d.idle[n].idleAt) >= directIdleTimeout {
+		n++
+	}
+	var expired []*backendConn
+	if n > 0 {
+		expired = slices.Clone(d.idle[:n])
+		k := copy(d.idle, d.idle[n:])
+		clear(d.idle[k:])
+		d.idle = d.idle[:k]
+	}
+	d.mu.Unlock()
+	for _, old := range expired {
+		old.close()
+	}
+}
+
+// closeIdle closes the idle connections and keeps none from now on.
+func (d *directClient) closeIdle() {
+	d.mu.Lock()
+	idle := d.idle
+	d.idle, d.closed = nil, true
+	d.mu.Unlock()
+	for _, bc := range idle {
+		bc.close()
+	}
+}
+
+// direct reports whether r can take the direct path.
+func (p *Proxy) direct(r *http.Request) bool {
+	return p.dc != nil &&
+		(r.Body == nil || r.Body == http.NoBody) && r.ContentLength == 0 &&
+		len(r.TransferEncoding) == 0 &&
+		len(r.Header["Upgrade"]) == 0 &&
+		!httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade")
+}
+
+// directRequest builds the backend request as the ReverseProxy path does:
+// the client's headers less the hop-by-hop ones and every forwarding
+// header, postern's forwarding headers, the client's Host, its target
+// with the query cleaned as httputil.ReverseProxy cleans it.
+//
+// Header names and values are checked as http.Transport checks them: one
+// it would refuse is an error here too.
+func (p *Proxy) directRequest(in *http.Request) (*http.Request, error) {
+	u := *in.URL
+	u.Scheme, u.Host = p.scheme, backendHost
+	u.RawQuery = cleanQueryParams(u.RawQuery)
+	h := make(http.Header, len(in.Header)+6)
+	for k, vv := range in.Header {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return nil, fmt.Errorf("net/http: invalid header field name %q", k)
+		}
+		for _, v := range vv {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return nil, fmt.Errorf("net/http: invalid header field value for %q", k)
+			}
+		}
+		h[k] = vv // not modified in place: only keys are replaced or deleted
+	}
+	removeHopByHop(h)
+	if httpguts.HeaderValuesContainsToken(in.Header["Te"], "trailers") {
+		h["Te"] = []string{"trailers"}
+	}
+	if _, ok := h["User-Agent"]; !ok {
+		h["User-Agent"] = []string{""} // none, rather than Go's
+	}
+	out := &http.Request{Method: in.Method, URL: &u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: h, Host: in.Host}
+	p.forwarding(in, out)
+	return out, nil
+}
+
+// roundTrip sends out and reads the final answer's headers; informational
+// answers go to w as they come. A request sent on a reused connection
+// that failed before a byte of an answer came is sent again once on a new
+// connection when its method is idempotent (as http.Transport does).
+//
+// The request's context ending (the client went away) ends a read or
+// write on the connection at once; stop, which roundTrip returns with the
+// answer, undoes that (false: too late, the connection is spent).
+func (d *directClient) roundTrip(ctx context.Context, w http.ResponseWriter, out *http.Request) (resp *http.Response, bc *backendConn, stop func() bool, err error) {
+	for try := 0; ; try++ {
+		var reused bool
+		bc, reused, err = d.get(ctx)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		stop = context.AfterFunc(ctx, func() { bc.c.SetDeadline(aLongTimeAgo) })
+		resp, err = d.exchange(bc, w, out)
+		if err == nil {
+			return resp, bc, stop, nil
+		}
+		stop()
+		bc.close()
+		if ctx.Err() != nil {
+			return nil, nil, nil, ctx.Err()
+		}
+		if !reused || bc.lr.n > 0 || try > 0 || !idempotent(out.Method) {
+			return nil, nil, nil, err
+		}
+	}
+}
+
+func idempotent(m string) bool {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return false
+}
+
+// exchange writes out on bc and reads the answer's headers. As with
+// http.Transport's ResponseHeaderTimeout, the backend has the timeout to
+// answer; writing the request is bounded by the request's context.
+func (d *directClient) exchange(bc *backendConn, w http.ResponseWriter, out *http.Request) (*http.Response, error) {
+	bc.lr.n = 0
+	bc.lr.limit = maxResponseHeaderBytes
+	if err := bc.c.SetReadDeadline(d.now().Add(d.timeout)); err != nil {
+		return nil, err
+	}
+	if err := out.Write(bc.bw); err != nil {
+		return nil, fmt.Errorf("writing the request to the backend: %w", err)
+	}
+	if err := bc.bw.Flush(); err != nil {
+		return nil, fmt.Errorf("writing the request to the backend: %w", err)
+	}
+	// Informational answers are passed on as they come (each with the
+	// header limit anew, as http.Transport does under
+	// httputil.ReverseProxy); the deadline bounds them all.
+	for {
+		resp, err := http.ReadResponse(bc.br, out)
+		if err != nil {
+			return nil, fmt.Errorf("reading the backend's answer: %w", err)
+		}
+		code := resp.StatusCode
+		if code == http.StatusSwitchingProtocols {
+			return nil, errSwitchWithoutUpgrade
+		}
+		if code >= 100 && code <= 199 {
+			// As httputil.ReverseProxy: the client gets it too.
+			h := w.Header()
+			copyHeader(h, resp.Header)
+			w.WriteHeader(code)
+			clear(h)
+			bc.lr.limit = maxResponseHeaderBytes
+			continue
+		}
+		// The body is read with no deadline (a long poll, a download);
+		// the request's context ends it when the client goes away.
+		bc.lr.limit = math.MaxInt64
+		if err := bc.c.SetReadDeadline(time.Time{}); err != nil {
+			return nil, err
+		}
+		return resp, nil
+	}
+}
+
+// serveDirect forwards r on the direct path; w is the handler's writer.
+func (p *Proxy) serveDirect(w http.ResponseWriter, r *http.Request) {
+	out, err := p.directRequest(r)
+	if err != nil {
+		p.backendError(w, r, err)
+		return
+	}
+	resp, bc, stop, err := p.dc.roundTrip(r.Context(), w, out)
+	if err != nil {
+		p.backendError(w, r, err)
+		return
+	}
+	keep := !resp.Close && resp.Body == http.NoBody
+	body := resp.Body
+	defer func() {
+		if stop() && keep && !resp.Close && bc.br.Buffered() == 0 {
+			body.Close()
+			p.dc.put(bc)
+			return
+		}
+		// Closed first: Close would read the rest of an unfinished body.
+		bc.close()
+		body.Close()
+	}()
+	removeHopByHop(resp.Header)
+	copyHeader(w.Header(), resp.Header)
+	announced := len(resp.Trailer)
+	if announced > 0 {
+		keys := make([]string, 0, len(resp.Trailer))
+		for k := range resp.Trailer {
+			keys = append(keys, k)
+		}
+		w.Header().Add("Trailer", strings.Join(keys, ", "))
+	}
+	w.WriteHeader(resp.StatusCode)
+	if body != http.NoBody {
+		// As httputil.ReverseProxy with FlushInterval 0: an answer of
+		// unknown length or an event stream has its headers sent at once
+		// and is flushed after every write.
+		flush := resp.ContentLength == -1 || eventStream(resp.Header.Get("Content-Type"))
+		if flush {
+			http.NewResponseController(w).Flush()
+		}
+		buf := p.bufs.Get()
+		err := copyBody(w, body, buf, flush)
+		p.bufs.Put(buf)
+		if err != nil {
+			// The client has part of an answer: end its connection (as
+			// httputil.ReverseProxy does).
+			panic(http.ErrAbortHandler)
+		}
+		keep = true // the body was read to its end
+	}
+	if len(resp.Trailer) > 0 {
+		http.NewResponseController(w).Flush()
+	}
+	if len(resp.Trailer) == announced {
+		copyHeader(w.Header(), resp.Trailer)
+		return
+	}
+	for k, vv := range resp.Trailer {
+		k = http.TrailerPrefix + k
+		for _, v := range vv {
+			w.Header().Add(k, v)
+		}
+	}
+}
+
+// eventStream reports whether a Content-Type is text/event-stream.
+func eventStream(ct string) bool {
+	const es = "text/event-stream"
+	if len(ct) < len(es) || !strings.EqualFold(ct[:len(es)], es) {
+		return false
+	}
+	base, _, _ := mime.ParseMediaType(ct)
+	return base == es
+}
+
+// copyBody copies an answer's body to the client to its end.
+func copyBody(w http.ResponseWriter, body io.Reader, buf []byte, flush bool) error {
+	var rc *http.ResponseController
+	if flush {
+		rc = http.NewResponseController(w)
+	}
+	for {
+		n, rerr := body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return werr
+			}
+			if flush {
+				if err := rc.Flush(); err != nil {
+					return err
+				}
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}
+
+// copyHeader adds every value of src to dst.
+func copyHeader(dst, src http.Header) {
+	for k, vv := range src {
+		if _, ok := dst[k]; !ok {
+			dst[k] = vv
+			continue
+		}
+		for _, v := range vv {
+			dst.Add(k, v)
+		}
+	}
+}
+
+// hopHeaders are the hop-by-hop headers httputil.ReverseProxy removes.
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+// removeHopByHop removes the headers named in Connection and the
+// hop-by-hop headers, as httputil.ReverseProxy does.
+func removeHopByHop(h http.Header) {
+	for _, f := range h["Connection"] {
+		for sf := range strings.SplitSeq(f, ",") {
+			if sf = textproto.TrimString(sf); sf != "" {
+				h.Del(sf)
+			}
+		}
+	}
+	for _, f := range hopHeaders {
+		delete(h, f)
+	}
+}
+
+// cleanQueryParams is httputil.ReverseProxy's: a query a Go backend would
+// read differently (";" separators, bad escapes, too many parameters) is
+// re-encoded.
+func cleanQueryParams(s string) string {
+	reencode := func(s string) string {
+		v, _ := url.ParseQuery(s)
+		return v.Encode()
+	}
+	if strings.Count(s, "&")+1 > 10000 {
+		return reencode(s)
+	}
+	for i := 0; i < len(s); {
+		switch s[i] {
+		case ';':
+			return reencode(s)
+		case '%':
+			if i+2 >= len(s) || !ishex(s[i+1]) || !ishex(s[i+2]) {
+				return reencode(s)
+			}
+			i += 3
+		default:
+			i++
+		}
+	}
+	return s
+}
+
+func ishex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
