@@ -180,11 +180,18 @@ func (s *Conns) track(c io.Closer, add bool) {
 	}
 }
 
-// Handoff runs a logged-in session's splice (see Splice) on fresh
-// goroutines that s tracks like a handled connection — drain closes it,
-// Live counts it — so that the handler can return and free its goroutine,
-// whose stack grew during the pre-login dialogue. done, if not nil, runs
-// when the session has ended. Call it only from a handler s is serving.
+// Handoff runs a logged-in session's splice (see Splice) that s tracks
+// like a handled connection — drain closes it, Live counts it, it ends
+// with ctx — so that the handler can return and free its goroutine, whose
+// stack grew during the pre-login dialogue. done, if not nil, runs when
+// the session has ended. Call it only from a handler s is serving.
+//
+// On Linux, between two plain TCP sockets and a client that reports its
+// closing (netlisten.Conn: the engine's close_all closes it), the session
+// holds no goroutine while idle: its sockets wait in an epoll set that s
+// shares among its sessions, and bytes move with splice(2) on a goroutine
+// that lives while they do. Otherwise (TLS on either side) Splice runs on
+// two goroutines.
 func (s *Conns) Handoff(ctx context.Context, client, backend net.Conn, buffered []byte, done func()) {
 	if s.handoffIdle(ctx, client, backend, buffered, done) {
 		return
