@@ -187,6 +187,9 @@ func (s *Conns) handoffIdle(ctx context.Context, client, backend net.Conn, buffe
 	cn.AfterClose(x.close)
 	if ctx != s.ctx {
 		x.stop = context.AfterFunc(ctx, x.close)
+	} else if ctx.Err() != nil {
+		x.close() // Serve's context ended before x was registered
+		return true
 	}
 	if len(buffered) > 0 {
 		n, err := backend.Write(buffered)
