@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -78,10 +79,10 @@ func (p *idlePoller) run() {
 		}
 		for _, ev := range events[:n] {
 			p.mu.Lock()
-			x := p.sessions[uint32(ev.Fd)]
+			x := p.sessions[uint32(ev.Fd)>>1]
 			p.mu.Unlock()
 			if x != nil {
-				x.wake()
+				x.wake(int(ev.Fd & 1))
 			}
 		}
 	}
@@ -98,7 +99,7 @@ func (p *idlePoller) add(x *idleSession) uint32 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for {
-		p.next++
+		p.next = (p.next + 1) & (1<<31 - 1) // the event's data is key<<1 | direction
 		if _, used := p.sessions[p.next]; !used {
 			p.sessions[p.next] = x
 			return p.next
@@ -144,9 +145,10 @@ type idleSession struct {
 	done            func()
 	stop            func() bool // the context's AfterFunc, when the session has its own
 
-	mu                       sync.Mutex
-	moving, closed, finished bool
-	up, down                 int64
+	mu               sync.Mutex
+	busy             [2]bool // a goroutine moves bytes up (0), down (1)
+	closed, finished bool
+	up, down         int64
 }
 
 // handoffIdle starts a session between client and backend under s's
@@ -201,8 +203,11 @@ func (s *Conns) handoffIdle(ctx context.Context, client, backend net.Conn, buffe
 	}
 	x.mu.Lock()
 	if !x.closed {
-		if err := x.arm(unix.EPOLL_CTL_ADD); err != nil {
-			x.closed = true // closed below, outside the lock
+		for dir := range 2 {
+			if err := x.arm(dir, unix.EPOLL_CTL_ADD); err != nil {
+				x.closed = true // closed below, outside the lock
+				break
+			}
 		}
 	}
 	failed := x.closed
@@ -250,53 +255,94 @@ func (s *Conns) stopIdle() {
 	}
 }
 
-// arm (re-)registers both sockets for one readability event each; x.mu is
+// arm (re-)registers the source socket of direction dir (0: the client's,
+// bytes going up; 1: the backend's) for one readability event; x.mu is
 // held. A socket closed meanwhile fails.
-func (x *idleSession) arm(op int) error {
+func (x *idleSession) arm(dir, op int) error {
 	epfd := -1
 	if err := x.poller.rc.Control(func(fd uintptr) { epfd = int(fd) }); err != nil {
 		return err
 	}
-	for _, rc := range [2]syscall.RawConn{x.crc, x.brc} {
-		var cerr error
-		ev := unix.EpollEvent{Events: idleEvents, Fd: int32(x.key)}
-		err := rc.Control(func(fd uintptr) {
-			cerr = unix.EpollCtl(epfd, op, int(fd), &ev)
-		})
-		if err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return fmt.Errorf("relay: watching a socket: %w", err)
-		}
+	rc := x.crc
+	if dir == 1 {
+		rc = x.brc
+	}
+	var cerr error
+	ev := unix.EpollEvent{Events: idleEvents, Fd: int32(x.key<<1 | uint32(dir))}
+	err := rc.Control(func(fd uintptr) {
+		cerr = unix.EpollCtl(epfd, op, int(fd), &ev)
+	})
+	if err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("relay: watching a socket: %w", err)
 	}
 	return nil
 }
 
-// wake starts moving bytes unless the session is already at it or over.
-func (x *idleSession) wake() {
+// wake starts moving bytes in direction dir unless a goroutine is already
+// at it or the session is over.
+func (x *idleSession) wake(dir int) {
 	x.mu.Lock()
-	if x.moving || x.closed {
+	if x.busy[dir] || x.closed {
 		x.mu.Unlock()
 		return
 	}
-	x.moving = true
+	x.busy[dir] = true
 	x.mu.Unlock()
-	go x.move()
+	go x.move(dir)
 }
 
-// move moves the bytes queued in both directions, then goes back to sleep
-// (re-arms), or ends the session at an end of stream or an error.
-func (x *idleSession) move() {
-	up, upEnd := moveQueued(x.b, x.c, x.crc)
-	down, downEnd := moveQueued(x.c, x.b, x.brc)
-	end := upEnd || downEnd
+// activeGrace is how long a direction that just moved bytes waits for more
+// on its goroutine (in Go's poller, as pumpTCP) before it goes back to the
+// shared poller: a transfer in progress (a FETCH) does not pay a wake-up
+// per chunk, and an idle session holds no goroutine once it has passed.
+const activeGrace = 100 * time.Millisecond
+
+// move moves the bytes queued in direction dir, and more as they come
+// within activeGrace, then goes back to sleep (re-arms), or ends the
+// session at an end of stream or an error.
+func (x *idleSession) move(dir int) {
+	dst, src, rc := x.b, x.c, x.crc
+	if dir == 1 {
+		dst, src, rc = x.c, x.b, x.brc
+	}
+	var moved int64
+	end := false
+	for first := true; ; first = false {
+		queued, err := peekQueued(rc)
+		if err == nil && queued < 0 && !first {
+			src.SetReadDeadline(time.Now().Add(activeGrace))
+			queued, err = waitQueued(rc)
+			src.SetReadDeadline(time.Time{})
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				break // quiet again
+			}
+		}
+		if err != nil || queued == 0 {
+			end = true // a failure, or the end of the stream
+			break
+		}
+		if queued < 0 {
+			break // woken for nothing
+		}
+		n, err := io.Copy(dst, io.LimitReader(src, int64(queued)))
+		moved += n
+		if err != nil || n < int64(queued) {
+			end = true
+			break
+		}
+	}
 	x.mu.Lock()
-	x.up += up
-	x.down += down
-	x.moving = false
+	if dir == 0 {
+		x.up += moved
+	} else {
+		x.down += moved
+	}
+	x.busy[dir] = false
 	if !x.closed && !end {
-		if err := x.arm(unix.EPOLL_CTL_MOD); err != nil {
+		if err := x.arm(dir, unix.EPOLL_CTL_MOD); err != nil {
 			end = true
 		}
 	}
@@ -305,23 +351,6 @@ func (x *idleSession) move() {
 	if end {
 		x.close()
 	}
-}
-
-// moveQueued moves the bytes queued on src to dst, without waiting for
-// more. end reports an end of stream on src or a failure either side.
-func moveQueued(dst, src *net.TCPConn, rc syscall.RawConn) (n int64, end bool) {
-	queued, err := peekQueued(rc)
-	if err != nil {
-		return 0, true
-	}
-	if queued < 0 {
-		return 0, false // nothing yet
-	}
-	if queued == 0 {
-		return 0, true // end of stream
-	}
-	n, err = io.Copy(dst, io.LimitReader(src, int64(queued)))
-	return n, err != nil || n < int64(queued)
 }
 
 // peekQueued returns the number of bytes queued on a socket without
@@ -362,7 +391,7 @@ func (x *idleSession) close() {
 	x.mu.Lock()
 	first := !x.closed
 	x.closed = true
-	fin := !x.moving && !x.finished
+	fin := !x.busy[0] && !x.busy[1] && !x.finished
 	if fin {
 		x.finished = true
 	}
