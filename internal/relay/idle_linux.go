@@ -294,15 +294,16 @@ func (x *idleSession) wake(dir int) {
 	go x.move(dir)
 }
 
-// activeGrace is how long a direction that just moved bytes waits for more
-// on its goroutine (in Go's poller, as pumpTCP) before it goes back to the
-// shared poller: a transfer in progress (a FETCH) does not pay a wake-up
-// per chunk, and an idle session holds no goroutine once it has passed.
+// activeGrace is how long a goroutine woken to move bytes goes on moving
+// them as they come (waiting in Go's poller, as pumpTCP) before it goes
+// back to the shared poller: a transfer in progress (a FETCH) does not pay
+// a wake-up per chunk, only one each activeGrace; an idle session holds no
+// goroutine once it has passed.
 const activeGrace = 100 * time.Millisecond
 
 // move moves the bytes queued in direction dir, and more as they come
-// within activeGrace, then goes back to sleep (re-arms), or ends the
-// session at an end of stream or an error.
+// until activeGrace has passed, then goes back to sleep (re-arms), or ends
+// the session at an end of stream or an error.
 func (x *idleSession) move(dir int) {
 	dst, src, rc := x.b, x.c, x.crc
 	if dir == 1 {
@@ -310,15 +311,21 @@ func (x *idleSession) move(dir int) {
 	}
 	var moved int64
 	end := false
+	// One read deadline for the whole turn, not two timer updates per
+	// chunk; reaching it (while waiting, or as a copy starts: the copy then
+	// moves nothing more, the bytes stay queued and wake the next turn) is
+	// not an end.
+	src.SetReadDeadline(time.Now().Add(activeGrace))
 	for first := true; ; first = false {
-		queued, err := peekQueued(rc)
-		if err == nil && queued < 0 && !first {
-			src.SetReadDeadline(time.Now().Add(activeGrace))
-			queued, err = waitQueued(rc)
-			src.SetReadDeadline(time.Time{})
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				break // quiet again
-			}
+		var queued int
+		var err error
+		if first {
+			queued, err = peekQueued(rc)
+		} else {
+			queued, err = waitQueued(rc) // it looks before it waits
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			break
 		}
 		if err != nil || queued == 0 {
 			end = true // a failure, or the end of the stream
@@ -329,11 +336,15 @@ func (x *idleSession) move(dir int) {
 		}
 		n, err := io.Copy(dst, io.LimitReader(src, int64(queued)))
 		moved += n
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			break
+		}
 		if err != nil || n < int64(queued) {
 			end = true
 			break
 		}
 	}
+	src.SetReadDeadline(time.Time{})
 	x.mu.Lock()
 	if dir == 0 {
 		x.up += moved
