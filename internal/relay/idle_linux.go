@@ -193,27 +193,21 @@ func (s *Conns) handoffIdle(ctx context.Context, client, backend net.Conn, buffe
 		x.close() // Serve's context ended before x was registered
 		return true
 	}
+	var failed bool
 	if len(buffered) > 0 {
 		n, err := backend.Write(buffered)
+		x.mu.Lock()
 		x.up = int64(n)
-		if err != nil {
-			x.close()
-			return true
-		}
+		x.mu.Unlock()
+		failed = err != nil
 	}
 	x.mu.Lock()
-	if !x.closed {
-		for dir := range 2 {
-			if err := x.arm(dir, unix.EPOLL_CTL_ADD); err != nil {
-				x.closed = true // closed below, outside the lock
-				break
-			}
-		}
+	for dir := 0; dir < 2 && !failed && !x.closed; dir++ {
+		failed = x.arm(dir, unix.EPOLL_CTL_ADD) != nil
 	}
-	failed := x.closed
 	x.mu.Unlock()
 	if failed {
-		x.close()
+		x.close() // closes both connections, outside the lock
 	}
 	return true
 }
@@ -429,7 +423,10 @@ func (x *idleSession) finish() {
 	if x.stop != nil {
 		x.stop()
 	}
-	reportRelayed(x.backend, x.up, x.down)
+	x.mu.Lock()
+	up, down := x.up, x.down
+	x.mu.Unlock()
+	reportRelayed(x.backend, up, down)
 	if x.done != nil {
 		x.done()
 	}

@@ -383,3 +383,46 @@ func cpuTime(tb testing.TB) time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// A client closed before the hand-off (blocked between the login and the
+// splice) ends the session at once: the backend is closed, done runs.
+func TestIdleHandoffOfClosedClient(t *testing.T) {
+	var conns Conns
+	ln := &chanAcceptor{conns: make(chan net.Conn), closed: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	defer func() { cancel(); <-served }()
+	ended := make(chan struct{})
+	backends := make(chan net.Conn, 1)
+	go func() {
+		served <- conns.Serve(ctx, notifyAcceptor{ln}, time.Second, handleClosed(t, &conns, backends, ended))
+	}()
+	_, pa := tcpPair(t)
+	ln.conns <- pa
+	be := <-backends
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session of a closed client did not end")
+	}
+	be.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(be); err != nil {
+		t.Errorf("backend: %v, want an end of stream", err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); conns.Live() != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("Live = %d", conns.Live())
+		}
+		time.Sleep(time.Millisecond) // polling interval
+	}
+}
+
+// handleClosed closes its client, then hands the session off.
+func handleClosed(t *testing.T, conns *Conns, backends chan<- net.Conn, ended chan struct{}) Handler {
+	return func(ctx context.Context, c Conn) {
+		pb, be := tcpPair(t)
+		backends <- be
+		c.Close()
+		conns.Handoff(ctx, c, pb, []byte("a1 NOOP\r\n"), func() { close(ended) })
+	}
+}
