@@ -192,18 +192,14 @@ func TestIdleHandoffMovesBytesBothWays(t *testing.T) {
 			t.Fatalf("reply %d: %q", i, got)
 		}
 	}
-	if n := r.conns.Live(); n != 1 {
-		t.Errorf("Live = %d with one handed-off session", n)
-	}
+	waitLive(t, &r.conns, 1)
 	e.client.Close()
 	waitEnded(t, e, "the client left")
 	if up, down := e.up.Load(), e.down.Load(); up != 9+3<<20+200*2 || down != 8<<20+200*2 {
 		t.Errorf("counted up %d down %d", up, down)
 	}
 	expectEOF(t, e.backend, "backend after the client left")
-	if n := r.conns.Live(); n != 0 {
-		t.Errorf("Live = %d after the session ended", n)
-	}
+	waitLive(t, &r.conns, 0)
 }
 
 // The backend closing (an IMAP LOGOUT) ends the session too; so does the
@@ -238,9 +234,7 @@ func TestIdleHandoffEndsWhenClientClosedElsewhere(t *testing.T) {
 	waitEnded(t, e, "its client connection was closed")
 	expectEOF(t, e.backend, "backend")
 	expectEOF(t, e.client, "client")
-	if n := r.conns.Live(); n != 0 {
-		t.Errorf("Live = %d", n)
-	}
+	waitLive(t, &r.conns, 0)
 }
 
 // Sessions end with the context their Handoff got: Serve's (the gateway
@@ -409,12 +403,7 @@ func TestIdleHandoffOfClosedClient(t *testing.T) {
 	if _, err := io.ReadAll(be); err != nil {
 		t.Errorf("backend: %v, want an end of stream", err)
 	}
-	for deadline := time.Now().Add(5 * time.Second); conns.Live() != 0; {
-		if time.Now().After(deadline) {
-			t.Fatalf("Live = %d", conns.Live())
-		}
-		time.Sleep(time.Millisecond) // polling interval
-	}
+	waitLive(t, &conns, 0)
 }
 
 // handleClosed closes its client, then hands the session off.
@@ -424,5 +413,17 @@ func handleClosed(t *testing.T, conns *Conns, backends chan<- net.Conn, ended ch
 		backends <- be
 		c.Close()
 		conns.Handoff(ctx, c, pb, []byte("a1 NOOP\r\n"), func() { close(ended) })
+	}
+}
+
+// waitLive waits until conns counts n live connections: a handler's
+// connection stops counting only once the handler has returned.
+func waitLive(t *testing.T, conns *Conns, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); conns.Live() != n; {
+		if time.Now().After(deadline) {
+			t.Fatalf("Live = %d, want %d", conns.Live(), n)
+		}
+		time.Sleep(time.Millisecond) // polling interval
 	}
 }
