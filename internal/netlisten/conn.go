@@ -35,6 +35,8 @@ type Conn struct {
 	// connection over a limit. Set before the Conn is shared.
 	owner  *Listener
 	closed atomic.Bool
+	// onClose runs once after the connection is closed (AfterClose).
+	onClose atomic.Pointer[func()]
 }
 
 // layer is what Reads and Writes go through.
@@ -69,7 +71,26 @@ func (c *Conn) Close() error {
 	}
 	err := c.cur.Load().rw.Close()
 	c.release()
+	c.closeHook()
 	return err
+}
+
+// AfterClose makes f run once after the connection is closed, by Close or
+// by the listener (a gateway that stops), on the goroutine that closed it;
+// at once when it is closed already. A relay that watches the socket
+// without a goroutine of its own learns this way that its session ended. A
+// later call replaces an f that has not run.
+func (c *Conn) AfterClose(f func()) {
+	c.onClose.Store(&f)
+	if c.closed.Load() {
+		c.closeHook()
+	}
+}
+
+func (c *Conn) closeHook() {
+	if f := c.onClose.Swap(nil); f != nil {
+		(*f)()
+	}
 }
 
 // forceClose closes the socket without a TLS close_notify (which could
@@ -80,6 +101,7 @@ func (c *Conn) forceClose() bool {
 	c.raw.Close()
 	if first {
 		c.release()
+		c.closeHook()
 	}
 	return first
 }

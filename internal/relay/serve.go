@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -50,9 +51,15 @@ type Conns struct {
 	Log *slog.Logger
 
 	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
+	conns  map[io.Closer]struct{} // connections and handed-off sessions
 	wg     sync.WaitGroup
 	panics atomic.Int64
+	// ctx is Serve's context, which ends every handed-off session.
+	ctx context.Context
+	// idle watches the handed-off sessions between plain TCP sockets
+	// (Linux); idleFailed: it could not start, sessions use goroutines.
+	idle       *idlePoller
+	idleFailed bool
 }
 
 // Panics returns how many handlers have panicked. Each panic closed its
@@ -87,11 +94,16 @@ func (s *Conns) recovered(conn net.Conn, client netip.AddrPort) {
 func (s *Conns) Serve(ctx context.Context, ln Acceptor, drain time.Duration, handle Handler) error {
 	s.mu.Lock()
 	if s.conns == nil {
-		s.conns = make(map[net.Conn]struct{})
+		s.conns = make(map[io.Closer]struct{})
 	}
+	s.ctx = ctx
 	s.mu.Unlock()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
+	// Handed-off sessions end with ctx, as Splice's do.
+	stopIdle := context.AfterFunc(ctx, s.closeIdle)
+	defer stopIdle()
+	defer s.stopIdle()
 	var err error
 	for {
 		conn, aerr := ln.Accept()
@@ -155,11 +167,11 @@ func DrainContext(ctx context.Context, drain time.Duration) (context.Context, co
 	}
 }
 
-func (s *Conns) track(c net.Conn, add bool) {
+func (s *Conns) track(c io.Closer, add bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.conns == nil {
-		s.conns = make(map[net.Conn]struct{})
+		s.conns = make(map[io.Closer]struct{})
 	}
 	if add {
 		s.conns[c] = struct{}{}
@@ -168,12 +180,22 @@ func (s *Conns) track(c net.Conn, add bool) {
 	}
 }
 
-// Handoff runs a logged-in session's splice (see Splice) on fresh
-// goroutines that s tracks like a handled connection — drain closes it,
-// Live counts it — so that the handler can return and free its goroutine,
-// whose stack grew during the pre-login dialogue. done, if not nil, runs
-// when the session has ended. Call it only from a handler s is serving.
+// Handoff runs a logged-in session's splice (see Splice) that s tracks
+// like a handled connection — drain closes it, Live counts it, it ends
+// with ctx — so that the handler can return and free its goroutine, whose
+// stack grew during the pre-login dialogue. done, if not nil, runs when
+// the session has ended. Call it only from a handler s is serving.
+//
+// On Linux, between two plain TCP sockets and a client that reports its
+// closing (netlisten.Conn: the engine's close_all closes it), the session
+// holds no goroutine while idle: its sockets wait in an epoll set that s
+// shares among its sessions, and bytes move with splice(2) on a goroutine
+// that lives while they do. Otherwise (TLS on either side) Splice runs on
+// two goroutines.
 func (s *Conns) Handoff(ctx context.Context, client, backend net.Conn, buffered []byte, done func()) {
+	if s.handoffIdle(ctx, client, backend, buffered, done) {
+		return
+	}
 	s.track(backend, true)
 	s.wg.Add(1)
 	go func() {
