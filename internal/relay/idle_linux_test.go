@@ -13,7 +13,6 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -367,15 +366,6 @@ func acceptorFor(mode string, ln *chanAcceptor) Acceptor {
 		return notifyAcceptor{ln}
 	}
 	return ln
-}
-
-// cpuTime returns the process's user and system CPU time.
-func cpuTime(tb testing.TB) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		tb.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // A client closed before the hand-off (blocked between the login and the
