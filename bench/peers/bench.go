@@ -162,6 +162,7 @@ func (b *bench) startServers() (err error) {
 	if b.cert, err = makeCert(b.tmp); err != nil {
 		return err
 	}
+	b.cert.postQuantum = b.o.postQuantum
 	free, err := freeAddrs(3 + 3*7)
 	if err != nil {
 		return err

@@ -45,6 +45,7 @@ type options struct {
 	rounds                  int
 	idle                    int
 	wrk                     string
+	postQuantum             bool
 	args                    string // the command line, for the report
 }
 
@@ -99,6 +100,7 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", o.rounds, "runs of each side per scenario, interleaved D N H P, P H N D (the table shows the median)")
 	flag.IntVar(&o.idle, "idle", o.idle, "idle logged-in IMAP connections asked for in the memory test")
 	flag.StringVar(&o.wrk, "wrk", o.wrk, "wrk binary (HTTP scenarios)")
+	flag.BoolVar(&o.postQuantum, "post-quantum", false, "let the Go TLS clients offer X25519MLKEM768 (postern then negotiates it; nginx and haproxy with OpenSSL 3.0 cannot): without it every side does an X25519 exchange")
 	flag.Parse()
 	if o.short {
 		set := map[string]bool{}
