@@ -60,6 +60,7 @@ var errClosed = errors.New("session closed")
 
 // Handle serves one client connection to the end.
 func (p *Proxy) Handle(ctx context.Context, conn relay.Conn) {
+	growStack(int(p.cfg.Service))
 	client, local := conn.ClientAddr(), conn.LocalAddrPort()
 	defer conn.Close()
 	s := &session{
