@@ -205,3 +205,31 @@ func TestPooledBuffersComeBackEmpty(t *testing.T) {
 		p.put(r2, nil, w2)
 	}
 }
+
+// A reply's lines come back exactly as received, whatever their number,
+// in two allocations.
+func TestReadReplyLinesAndAllocations(t *testing.T) {
+	ehlo := "250-mx.example.test\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-ETRN\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250 CHUNKING\r\n"
+	sr := strings.NewReader(ehlo)
+	br := bufio.NewReader(sr)
+	r, err := readReply(br)
+	want := strings.Split(strings.TrimSuffix(ehlo, "\r\n"), "\r\n")
+	if err != nil || r.code != 250 || strings.Join(r.lines, "|") != strings.Join(want, "|") {
+		t.Fatalf("readReply = %d %q, %v; want 250 %q", r.code, r.lines, err, want)
+	}
+	n := testing.AllocsPerRun(100, func() {
+		sr.Reset(ehlo)
+		br.Reset(sr)
+		if _, err := readReply(br); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if n > 2 {
+		t.Errorf("readReply of a %d-line reply: %v allocations, want 2", len(want), n)
+	}
+	long := "250-" + strings.Repeat("x", 2000) + "\r\n250 " + strings.Repeat("y", 1000) + "\r\n" // more than the array on the stack
+	br.Reset(strings.NewReader(long))
+	if r, err := readReply(br); err != nil || len(r.lines) != 2 || len(r.lines[0]) != 2004 || len(r.lines[1]) != 1004 {
+		t.Fatalf("long reply: %v, %d lines", err, len(r.lines))
+	}
+}
