@@ -65,18 +65,16 @@ func (b *bufPools) put(line, reply *bufio.Reader, ws ...*bufio.Writer) {
 	}
 }
 
-// sessionStack is about the stack a session reaches: dialing the backend
-// (the net package's dialer), the engine and a log line go deep.
-const sessionStack = 12 << 10
+// sessionStack makes growStack's frame need an 8 KiB stack: what a session
+// reaches while dialing the backend and relaying EHLO, and what an idle
+// session keeps (a larger one would cost every idle connection memory).
+const sessionStack = 5 << 10
 
 // growStack grows a new session goroutine's stack at once to about what
 // the session will use. A goroutine starts with a small stack that the
 // runtime doubles, copying it, each time a call needs more; a session
-// otherwise grows it three or four times, deep inside the dialer where
-// each copy has many frames to adjust, which cost about as much CPU as
-// parsing all of the session's commands. Here the stack is shallow and
-// one copy suffices. An idle session's stack shrinks again at garbage
-// collection.
+// otherwise grows it twice deep inside the dialer, where each copy has
+// many frames to adjust. Here the stack is shallow and one copy suffices.
 //
 //go:noinline
 func growStack(i int) byte {
