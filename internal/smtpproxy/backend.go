@@ -211,12 +211,21 @@ func (b *backend) quit() {
 		b.conn.Close()
 		return
 	}
-	b.conn.SetDeadline(time.Now().Add(2 * time.Second))
+	// Bounded by quitTimeout, not the backend timeout: send and read set
+	// their deadlines from b.timeout (a deadline set here directly was
+	// replaced by theirs).
+	b.timeout = quitTimeout
+	b.rd.forget()
+	b.wd.forget()
 	if b.send("QUIT") == nil {
 		b.read()
 	}
 	b.conn.Close()
 }
+
+// quitTimeout bounds the QUIT postern says to the backend itself when a
+// session ends without the client's.
+const quitTimeout = 2 * time.Second
 
 func hasCap(r reply, name string) bool {
 	for _, l := range r.lines[min(1, len(r.lines)):] {

@@ -233,3 +233,64 @@ func TestReadReplyLinesAndAllocations(t *testing.T) {
 		t.Fatalf("long reply: %v, %d lines", err, len(r.lines))
 	}
 }
+
+// When a client leaves without QUIT, postern says QUIT to the backend
+// itself and waits at most quitTimeout for the answer, not the backend
+// timeout (the deadline it set for that was replaced by the ones send and
+// read set).
+func TestBackendQuitBounded(t *testing.T) {
+	quitSeen, closed := make(chan time.Time, 1), make(chan time.Time, 1)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { ln.Close(); <-done })
+	go func() { // a backend that never answers QUIT
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		r := bufio.NewReader(c)
+		var hdr [16]byte
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			return
+		}
+		r.Discard(int(hdr[14])<<8 | int(hdr[15]))
+		io.WriteString(c, "220 mx.example.test ESMTP\r\n")
+		for {
+			l, err := r.ReadString('\n')
+			if err != nil {
+				closed <- time.Now()
+				return
+			}
+			if l == "QUIT\r\n" {
+				quitSeen <- time.Now()
+				continue
+			}
+			io.WriteString(c, "250 mx.example.test\r\n")
+		}
+	}()
+	h := newHarness(t, baseIPS, func(c *Config) { c.Backend = ln.Addr().String(); c.Timeouts.Backend = time.Minute }, nil)
+	cl := h.dial("127.0.0.31")
+	cl.expect(220)
+	cl.cmd("EHLO client.example.test", 250)
+	cl.c.Close()
+	var q time.Time
+	select {
+	case q = <-quitSeen:
+	case <-time.After(10 * time.Second):
+		t.Fatal("postern did not say QUIT to the backend")
+	}
+	select {
+	case c := <-closed:
+		if d := c.Sub(q); d > quitTimeout+3*time.Second {
+			t.Fatalf("postern held the backend connection %v after its unanswered QUIT", d)
+		}
+	case <-time.After(quitTimeout + 8*time.Second):
+		t.Fatal("postern still holds the backend connection long after its unanswered QUIT (backend timeout 1 m)")
+	}
+}
