@@ -104,67 +104,67 @@ func isSpace(c byte) bool {
 // or "from:" (any case) ends at its colon. An unterminated quote or
 // bracket is an error (Postfix's SMTPD_TOK_ERROR).
 func Tokens(s string) ([]string, error) {
+	// Every byte of a token is a byte of s, in order (quotes and escapes
+	// are kept, white space outside them ends the token), so a token is
+	// the substring between where it begins and where it ends: no copy.
 	var toks []string
-	var cur strings.Builder
-	flush := func() {
-		if cur.Len() > 0 {
-			toks = append(toks, cur.String())
-			cur.Reset()
-		}
-	}
+	start := -1 // where the current token began; -1: between tokens
 	for i := 0; i < len(s); {
 		c := s[i]
+		if isSpace(c) {
+			if start >= 0 {
+				toks = append(toks, s[start:i])
+				start = -1
+			}
+			i++
+			continue
+		}
+		if start < 0 {
+			start = i
+		}
 		i++
-		switch {
-		case isSpace(c):
-			flush()
-		case c == '<' || c == '"':
+		switch c {
+		case '<', '"':
 			want := byte('>')
 			if c == '"' {
 				want = '"'
 			}
-			cur.WriteByte(c)
-			j, err := quoted(s, i, want, &cur)
+			j, err := quoted(s, i, want)
 			if err != nil {
 				return nil, err
 			}
 			i = j
-		case c == ':':
-			cur.WriteByte(c)
-			if t := cur.String(); strings.EqualFold(t, "to:") || strings.EqualFold(t, "from:") {
-				flush()
+		case ':':
+			if t := s[start:i]; strings.EqualFold(t, "to:") || strings.EqualFold(t, "from:") {
+				toks = append(toks, t)
+				start = -1
 			}
-		default:
-			if c == '\\' {
-				cur.WriteByte(c)
-				if i >= len(s) {
-					break
-				}
-				c = s[i]
-				i++
+		case '\\':
+			if i < len(s) {
+				i++ // the escaped byte belongs to the token, white space or not
 			}
-			cur.WriteByte(c)
 		}
 	}
-	flush()
+	if start >= 0 {
+		toks = append(toks, s[start:])
+	}
 	return toks, nil
 }
 
-// quoted copies s[i:] up to the quote that closes the one before i (Postfix's
-// smtp_quoted) and returns the index after it.
-func quoted(s string, i int, last byte, cur *strings.Builder) (int, error) {
-	stack := []byte{last}
+// quoted finds, in s[i:], the quote that closes the one before i
+// (Postfix's smtp_quoted) and returns the index after it.
+func quoted(s string, i int, last byte) (int, error) {
+	var st [8]byte // nesting rarely goes deeper; append grows it if it does
+	stack := append(st[:0], last)
 	wanted := last
 	for i < len(s) {
 		c := s[i]
 		i++
-		cur.WriteByte(c)
 		switch {
 		case c == '\\':
 			if i >= len(s) {
 				return i, errUnterminated
 			}
-			cur.WriteByte(s[i])
 			i++
 		case c == wanted:
 			if len(stack) == 1 {

@@ -47,7 +47,7 @@ func (s *session) auth(c command) error {
 		return s.reply(newReply(501, "5.5.2 Cannot decode response"))
 	}
 	var r reply
-	o, d, err := s.p.logins.Run(s.ctx, s.gs, s.env.Policy, s.client.Addr().Unmap(), gate.Credentials{User: user, Pass: pass}, s.log,
+	o, d, err := s.p.logins.Run(s.sessionCtx(), s.gs, s.env.Policy, s.client.Addr().Unmap(), gate.Credentials{User: user, Pass: pass}, s.log,
 		func(pass string) (gate.Outcome, error) {
 			blob := base64.StdEncoding.EncodeToString([]byte(authz + "\x00" + user + "\x00" + pass))
 			var err error

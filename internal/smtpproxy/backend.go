@@ -27,6 +27,8 @@ type backend struct {
 	// once, when the connection closes.
 	up, down int64
 	relayed  func(up, down int64) // nil: not reported
+
+	rd, wd deadline // the deadlines set on conn
 }
 
 // backendIO reads and writes the backend's connection (whichever it is
@@ -81,8 +83,7 @@ func (p *Proxy) dialBackend(ctx context.Context, client, local netip.AddrPort) (
 		return nil, reply{}, err
 	}
 	conn.SetDeadline(time.Now().Add(cfg.Timeouts.Backend))
-	b.r = bufio.NewReaderSize(backendIO{b}, 4096)
-	b.w = bufio.NewWriterSize(backendIO{b}, 4096)
+	b.r, b.w = p.bufs.replyReader(backendIO{b}), p.bufs.writer(backendIO{b})
 	// A backend that closes the connection before the first byte of its
 	// greeting usually refused the PROXY header (or waited for one); a 421
 	// greeting without a header is Postfix waiting for one.
@@ -116,6 +117,8 @@ func (p *Proxy) dialBackend(ctx context.Context, client, local netip.AddrPort) (
 		}
 	}
 	conn.SetDeadline(time.Time{})
+	b.rd.forget()
+	b.wd.forget()
 	b.up, b.down = 0, 0 // from here on, what is relayed
 	if o := cfg.Observer; o != nil {
 		b.relayed = func(up, down int64) { o.SMTPRelayed(cfg.Service, up, down) }
@@ -138,8 +141,9 @@ func (b *backend) startTLS(ctx context.Context, cfg *tls.Config, helo string) er
 		return fmt.Errorf("TLS to backend: %w", err)
 	}
 	b.conn = tc
-	b.r = bufio.NewReaderSize(backendIO{b}, 4096)
-	b.w = bufio.NewWriterSize(backendIO{b}, 4096)
+	// Whatever the backend sent after its 220 in plain text is dropped.
+	b.r.Reset(backendIO{b})
+	b.w.Reset(backendIO{b})
 	return nil
 }
 
@@ -176,7 +180,7 @@ func (b *backend) cmd(line string) (reply, error) {
 }
 
 func (b *backend) send(line string) error {
-	b.conn.SetWriteDeadline(time.Now().Add(b.timeout))
+	b.armWrite()
 	b.w.WriteString(line)
 	b.w.WriteString("\r\n")
 	if err := b.w.Flush(); err != nil {
@@ -186,7 +190,7 @@ func (b *backend) send(line string) error {
 }
 
 func (b *backend) read() (reply, error) {
-	b.conn.SetReadDeadline(time.Now().Add(b.timeout))
+	b.armRead()
 	return readReply(b.r)
 }
 
@@ -207,12 +211,21 @@ func (b *backend) quit() {
 		b.conn.Close()
 		return
 	}
-	b.conn.SetDeadline(time.Now().Add(2 * time.Second))
+	// Bounded by quitTimeout, not the backend timeout: send and read set
+	// their deadlines from b.timeout (a deadline set here directly was
+	// replaced by theirs).
+	b.timeout = quitTimeout
+	b.rd.forget()
+	b.wd.forget()
 	if b.send("QUIT") == nil {
 		b.read()
 	}
 	b.conn.Close()
 }
+
+// quitTimeout bounds the QUIT postern says to the backend itself when a
+// session ends without the client's.
+const quitTimeout = 2 * time.Second
 
 func hasCap(r reply, name string) bool {
 	for _, l := range r.lines[min(1, len(r.lines)):] {

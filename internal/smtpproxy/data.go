@@ -53,6 +53,7 @@ func (s *session) abortMessage(text string, d guard.Decision) error {
 		s.log.Info("message stopped and connection closed", "reason", d.Reason.String(), "reply", text)
 	}
 	s.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	s.wd.forget()
 	s.w.WriteString(text + "\r\n")
 	s.w.Flush()
 	return errClosed
@@ -78,8 +79,8 @@ func (s *session) data(c command) error {
 		return err
 	}
 	m := s.newMsg()
-	bareLF, err := s.readMessage(m, func(chunk []byte, _ []int) error {
-		s.be.conn.SetWriteDeadline(time.Now().Add(s.p.cfg.Timeouts.Backend))
+	bareLF, err := s.readMessage(m, true, func(chunk []byte, _ []int) error {
+		s.be.armWrite()
 		_, err := s.be.w.Write(chunk)
 		return err
 	})
@@ -94,7 +95,7 @@ func (s *session) data(c command) error {
 		return s.abortMessage("554 5.5.2 Error: bare <LF> received; lines must end with <CR><LF>", guard.Decision{})
 	}
 	if m.failed == nil {
-		s.be.w.WriteString(".\r\n")
+		// The end line went with the last chunk.
 		if err := s.be.w.Flush(); err != nil {
 			m.failed = err
 		}
@@ -164,7 +165,7 @@ func (s *session) bdat(c command) error {
 	defer dataBufs.Put(bufp)
 	buf := *bufp
 	for left := n; left > 0; {
-		s.conn.SetReadDeadline(minTime(time.Now().Add(s.p.cfg.Timeouts.Data), s.deadline))
+		s.armRead(s.p.cfg.Timeouts.Data)
 		k, err := s.r.Read(buf[:min(int64(len(buf)), left)])
 		if k > 0 {
 			left -= int64(k)
@@ -178,7 +179,7 @@ func (s *session) bdat(c command) error {
 				}
 			}
 			if m.failed == nil {
-				s.be.conn.SetWriteDeadline(time.Now().Add(s.p.cfg.Timeouts.Backend))
+				s.be.armWrite()
 				if _, err := s.be.w.Write(buf[:k]); err != nil {
 					m.failed = err
 				}

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"sync"
-	"time"
 )
 
 // dataBufSize is the buffer a message streams through: large reads and
@@ -88,10 +87,13 @@ func (s *session) buffered() int { return s.r.Buffered() + len(s.in.pending) }
 // passes it on in large chunks, still dot-stuffed, to sink (with the
 // offsets of the stuffed dots in the chunk). The size limit (M) and content
 // rules (C) are checked as it streams; a chunk with a bare LF and
-// everything after it are not passed on. Bytes after the end line stay for
-// the command reader. A non-nil error ends the session: the client has
-// been answered or is gone.
-func (s *session) readMessage(m *msgState, sink func(chunk []byte, dots []int) error) (bareLF bool, err error) {
+// everything after it are not passed on. With withEnd, the last chunk
+// ends with the end line ".\r\n" itself, so that a message that arrived in
+// one read leaves in one write; it is passed on only once the whole
+// message passed every check. Bytes after the end line stay for the
+// command reader. A non-nil error ends the session: the client has been
+// answered or is gone.
+func (s *session) readMessage(m *msgState, withEnd bool, sink func(chunk []byte, dots []int) error) (bareLF bool, err error) {
 	bufp := dataBufs.Get().(*[]byte)
 	defer dataBufs.Put(bufp)
 	buf := *bufp
@@ -108,21 +110,28 @@ func (s *session) readMessage(m *msgState, sink func(chunk []byte, dots []int) e
 			if dec, text := s.check(m, buf[:n]); text != "" {
 				return false, s.abortMessage(text, dec)
 			}
-			if m.failed == nil && !d.bareLF {
-				m.failed = sink(buf[:n], d.dots)
-			}
 		}
 		if end {
+			// The end of the message: checked before its last bytes go.
 			if dec, text := s.checkEnd(m); text != "" {
 				return false, s.abortMessage(text, dec)
 			}
+		}
+		chunk := buf[:n]
+		if end && withEnd {
+			chunk = buf[:n+3] // the end line ".\r\n", as scan found it
+		}
+		if len(chunk) > 0 && m.failed == nil && !d.bareLF {
+			m.failed = sink(chunk, d.dots)
+		}
+		if end {
 			if rest := buf[n+3 : have]; len(rest) > 0 {
 				s.in.pending = append(s.in.pending[:0], rest...)
 			}
 			return d.bareLF, nil
 		}
 		have = copy(buf, buf[n:have])
-		s.conn.SetReadDeadline(minTime(time.Now().Add(s.p.cfg.Timeouts.Data), s.deadline))
+		s.armRead(s.p.cfg.Timeouts.Data)
 		k, err := s.in.Read(buf[have:])
 		have += k
 		if err != nil {

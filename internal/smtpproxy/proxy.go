@@ -139,6 +139,7 @@ type Proxy struct {
 	logins   *gate.Logins          // the service's login gate
 
 	conns relay.Conns
+	bufs  bufPools // the sessions' buffers, reused from one session to the next
 }
 
 // New returns a Proxy. env is called once per connection; dnsbl may be nil.
@@ -149,6 +150,7 @@ func New(cfg Config, eng Engine, env func() Env, dnsbl DNSBL, log *slog.Logger) 
 	}
 	p := &Proxy{cfg: cfg, eng: eng, env: env, dnsbl: dnsbl, log: log.With("service", cfg.Service.String()), logins: gate.NewLogins(eng)}
 	p.conns.Log = p.log
+	p.bufs.lineSize = cfg.MaxLineLength + 2
 	def := newReply(535, "5.7.8 Error: authentication failed: (reason unavailable)") // Postfix's wording until the backend says its own
 	p.authFail.Store(&def)
 	return p

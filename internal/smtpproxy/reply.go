@@ -2,6 +2,7 @@ package smtpproxy
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -52,9 +53,13 @@ func (r reply) enhanced() string {
 	return ""
 }
 
-// readReply reads one (possibly multi-line) reply.
+// readReply reads one (possibly multi-line) reply. Its lines are
+// substrings of one string: two allocations per reply, not one per line.
 func readReply(r *bufio.Reader) (reply, error) {
 	var rep reply
+	var buf [1024]byte
+	raw := buf[:0]              // the lines, without their line ends
+	var ends [maxReplyLines]int // where each line ends in raw
 	for i := 0; ; i++ {
 		if i >= maxReplyLines {
 			return rep, fmt.Errorf("%w: more than %d lines", errGarbage, maxReplyLines)
@@ -69,11 +74,11 @@ func readReply(r *bufio.Reader) (reply, error) {
 			}
 			return rep, fmt.Errorf("reading backend reply: %w", err)
 		}
-		s := strings.TrimRight(string(line), "\r\n")
-		if len(s) < 3 || !isDigit(s[0]) || !isDigit(s[1]) || !isDigit(s[2]) || (len(s) > 3 && s[3] != ' ' && s[3] != '-') {
-			return rep, fmt.Errorf("%w: %q", errGarbage, truncate(s, 60))
+		l := bytes.TrimRight(line, "\r\n")
+		if len(l) < 3 || !isDigit(l[0]) || !isDigit(l[1]) || !isDigit(l[2]) || (len(l) > 3 && l[3] != ' ' && l[3] != '-') {
+			return rep, fmt.Errorf("%w: %q", errGarbage, truncate(string(l), 60))
 		}
-		code := int(s[0]-'0')*100 + int(s[1]-'0')*10 + int(s[2]-'0')
+		code := int(l[0]-'0')*100 + int(l[1]-'0')*10 + int(l[2]-'0')
 		if code < 200 || code > 599 {
 			return rep, fmt.Errorf("%w: code %d", errGarbage, code)
 		}
@@ -81,8 +86,16 @@ func readReply(r *bufio.Reader) (reply, error) {
 			return rep, fmt.Errorf("%w: code changed from %d to %d within one reply", errGarbage, rep.code, code)
 		}
 		rep.code = code
-		rep.lines = append(rep.lines, s)
-		if len(s) == 3 || s[3] == ' ' {
+		raw = append(raw, l...)
+		ends[i] = len(raw)
+		if len(l) == 3 || l[3] == ' ' {
+			all := string(raw)
+			rep.lines = make([]string, i+1)
+			start := 0
+			for k := range rep.lines {
+				rep.lines[k] = all[start:ends[k]]
+				start = ends[k]
+			}
 			return rep, nil
 		}
 	}

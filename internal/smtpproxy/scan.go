@@ -35,7 +35,7 @@ func (s *session) dataScanned() error {
 	spool := spamscan.NewSpool(sc.SpoolDir, sc.MemLimit)
 	defer spool.Close()
 	m := s.newMsg()
-	bareLF, err := s.readMessage(m, func(chunk []byte, dots []int) error {
+	bareLF, err := s.readMessage(m, false, func(chunk []byte, dots []int) error {
 		// Dot-unstuff for the scanner: drop the dot that starts a line
 		// beginning with a dot.
 		from := 0
@@ -70,7 +70,7 @@ func (s *session) bdatScanned(m *msgState, n int64, last bool) error {
 	defer dataBufs.Put(bufp)
 	buf := *bufp
 	for left := n; left > 0; {
-		s.conn.SetReadDeadline(minTime(time.Now().Add(s.p.cfg.Timeouts.Data), s.deadline))
+		s.armRead(s.p.cfg.Timeouts.Data)
 		k, err := s.r.Read(buf[:min(int64(len(buf)), left)])
 		if k > 0 {
 			left -= int64(k)
@@ -129,7 +129,7 @@ func (s *session) finishScanned(spool *spamscan.Spool, m *msgState) error {
 	}
 	var d guard.Decision
 	if spool.Size() <= sc.MaxSize || sc.MaxSize <= 0 {
-		ctx, cancel := context.WithTimeout(s.ctx, sc.Timeout)
+		ctx, cancel := context.WithTimeout(s.sessionCtx(), sc.Timeout)
 		v, err := sc.Scanner.Scan(ctx, spamscan.Message{Body: spool, Size: spool.Size(), From: s.from, Rcpt: s.rcptList,
 			IP: s.client.Addr().Unmap(), Helo: s.helo, User: s.account})
 		cancel()
@@ -173,7 +173,7 @@ func (s *session) forwardSpool(spool *spamscan.Spool) error {
 	if r.code != 354 {
 		return s.reply(r)
 	}
-	s.be.conn.SetWriteDeadline(time.Now().Add(s.p.cfg.Timeouts.Backend))
+	s.be.armWrite()
 	br := bufio.NewReader(io.NewSectionReader(spool, 0, spool.Size()))
 	for {
 		line, err := br.ReadSlice('\n')

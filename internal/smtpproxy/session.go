@@ -23,7 +23,7 @@ import (
 // session is one client connection.
 type session struct {
 	p      *Proxy
-	ctx    context.Context
+	ctx    context.Context // the gateway's: ends when it stops serving
 	env    Env
 	conn   relay.Conn
 	in     clientReader // what r reads from
@@ -50,6 +50,9 @@ type session struct {
 	from      string          // the transaction's sender
 	rcptList  []string        // its accepted recipients
 	txStart   time.Time       // when MAIL was accepted
+	rd, wd    deadline        // the deadlines set on conn
+	cctx      context.Context // ctx ending at deadline, made when first needed (sessionCtx)
+	cancel    context.CancelFunc
 }
 
 // errClosed ends a session after its last reply was sent.
@@ -57,19 +60,19 @@ var errClosed = errors.New("session closed")
 
 // Handle serves one client connection to the end.
 func (p *Proxy) Handle(ctx context.Context, conn relay.Conn) {
+	growStack(int(p.cfg.Service))
 	client, local := conn.ClientAddr(), conn.LocalAddrPort()
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeouts.Session)
-	defer cancel()
 	s := &session{
 		p: p, ctx: ctx, env: p.env(), conn: conn, client: client,
-		w:   bufio.NewWriterSize(conn, 4096),
 		log: p.log.With("client", client.Addr().String()),
 		tls: p.cfg.ImplicitTLS,
 	}
 	s.in.conn = conn
-	s.r = bufio.NewReaderSize(&s.in, p.cfg.MaxLineLength+2)
-	s.deadline, _ = ctx.Deadline()
+	s.r, s.w = p.bufs.lineReader(&s.in), p.bufs.writer(conn)
+	defer s.releaseBufs() // after the backend's QUIT and the other deferred calls below
+	s.deadline = time.Now().Add(p.cfg.Timeouts.Session)
+	defer s.endCtx()
 	addr := client.Addr().Unmap()
 	gs, v := p.eng.Accept(addr, p.cfg.Service, func() { conn.Close() })
 	if gs != nil {
@@ -102,6 +105,36 @@ func (p *Proxy) Handle(ctx context.Context, conn relay.Conn) {
 		return
 	}
 	s.loop()
+}
+
+// sessionCtx returns a context that ends with the gateway's or at the
+// session's deadline. It is made on first use: most sessions never wait
+// on one, and every context derived from the gateway's costs a timer and
+// a registration with the parent that all sessions contend for.
+func (s *session) sessionCtx() context.Context {
+	if s.cctx == nil {
+		s.cctx, s.cancel = context.WithDeadline(s.ctx, s.deadline)
+	}
+	return s.cctx
+}
+
+func (s *session) endCtx() {
+	if s.cancel != nil {
+		s.cancel()
+	}
+}
+
+// releaseBufs returns the session's buffers, and its backend's, to the
+// pools when the session has ended.
+func (s *session) releaseBufs() {
+	var br *bufio.Reader
+	var bw *bufio.Writer
+	if s.be != nil {
+		br, bw = s.be.r, s.be.w
+		s.be.r, s.be.w = nil, nil
+	}
+	s.p.bufs.put(s.r, br, s.w, bw)
+	s.r, s.w = nil, nil
 }
 
 // dnsChecks looks the client up on DNS whitelists and blocklists. It
@@ -148,12 +181,12 @@ func (s *session) reply(r reply) error {
 		t := time.NewTimer(s.tarpit)
 		select {
 		case <-t.C:
-		case <-s.ctx.Done():
+		case <-s.sessionCtx().Done():
 			t.Stop()
-			return s.ctx.Err()
+			return s.sessionCtx().Err()
 		}
 	}
-	s.conn.SetWriteDeadline(time.Now().Add(s.p.cfg.Timeouts.Command))
+	s.armWrite()
 	if err := r.write(s.w); err != nil {
 		return fmt.Errorf("writing to client: %w", err)
 	}
@@ -174,7 +207,7 @@ func (s *session) refuseAtConnect(why string) { s.reply(newReply(554, "5.7.1 "+w
 
 // readLine reads one command line from the client, without its line ending.
 func (s *session) readLine(timeout time.Duration) (string, error) {
-	s.conn.SetReadDeadline(minTime(time.Now().Add(timeout), s.deadline))
+	s.armRead(timeout)
 	line, err := s.r.ReadSlice('\n')
 	if errors.Is(err, bufio.ErrBufferFull) {
 		// Too long: drop the rest of the line, bounded by the reader's deadline.
@@ -385,17 +418,19 @@ func (s *session) startTLS(c command) error {
 		return err
 	}
 	// The session's end, or the gateway's, interrupts the handshake.
-	stop := context.AfterFunc(s.ctx, func() { s.conn.Close() })
+	stop := context.AfterFunc(s.sessionCtx(), func() { s.conn.Close() })
 	err := s.conn.StartTLS(s.p.cfg.TLS, 30*time.Second)
 	stop()
+	s.rd.forget() // the handshake set and cleared the connection's deadlines
+	s.wd.forget()
 	if err != nil {
 		s.log.Info("STARTTLS handshake failed", "err", err)
 		return errClosed
 	}
 	s.tls = true
 	s.in = clientReader{conn: s.conn}
-	s.r = bufio.NewReaderSize(&s.in, s.p.cfg.MaxLineLength+2)
-	s.w = bufio.NewWriterSize(s.conn, 4096)
+	s.r.Reset(&s.in) // empty: nothing was pipelined behind STARTTLS
+	s.w.Reset(s.conn)
 	// RFC 3207: the session starts afresh; the client must EHLO again.
 	s.greeted, s.inTx, s.rcpts = false, false, 0
 	s.gs.MessageDone()

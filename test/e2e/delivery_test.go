@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"fmt"
 	"net/netip"
 	"os"
 	"regexp"
@@ -39,6 +40,24 @@ func testDeliverPlain(t *testing.T, s *suite) {
 	const a = "198.51.100.50"
 	tok := uniq("plain")
 	file := writeFile(t, "m.eml", richMessage(tok))
+	args := []string{"--from", "bob@example.test", "--to", alice, "--data", "@" + file}
+	deliverBoth(t, s.env, alice, tok, a,
+		func() { mustQueue(t, "direct", swaks(t, s.env.SMTPProxy, ap(a, 40001), args...)) },
+		func() { mustQueue(t, "postern smtp", swaks(t, s.gw.SMTP, ap(a, 40002), args...)) })
+}
+
+// testDeliverLarge: a message larger than postern's write buffer, with
+// dot-stuffed lines all through it, leaves postern in large writes, its end
+// line in the same write as its last bytes; Postfix must store it exactly
+// as when sent directly.
+func testDeliverLarge(t *testing.T, s *suite) {
+	const a = "198.51.100.59"
+	tok := uniq("large")
+	var body strings.Builder
+	for i := range 600 {
+		fmt.Fprintf(&body, ".line %d of a large message, dot-stuffed on the wire\n", i)
+	}
+	file := writeFile(t, "m.eml", append(richMessage(tok), crlf(body.String())...))
 	args := []string{"--from", "bob@example.test", "--to", alice, "--data", "@" + file}
 	deliverBoth(t, s.env, alice, tok, a,
 		func() { mustQueue(t, "direct", swaks(t, s.env.SMTPProxy, ap(a, 40001), args...)) },

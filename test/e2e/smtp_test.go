@@ -57,6 +57,7 @@ func TestSMTP(t *testing.T) {
 		{"LoginRestriction_FirstRefusalLooksLikeWrongPassword", testLoginRestrictionFirst},
 		// Legitimate mail, byte-identical to direct delivery.
 		{"Deliver_Plain", testDeliverPlain},
+		{"Deliver_Large", testDeliverLarge},
 		{"Deliver_STARTTLS", testDeliverSTARTTLS},
 		{"Deliver_ImplicitTLS", testDeliverImplicitTLS},
 		{"Deliver_Submission_AuthPlain", testDeliverAuthPlain},
