@@ -136,9 +136,10 @@ type certFiles struct {
 	cert, key, combined string
 	pool                *x509.CertPool
 	// postQuantum lets the load clients offer X25519MLKEM768 as Go does by
-	// default. Off, they offer X25519 only, the key exchange Debian's nginx
-	// and haproxy (OpenSSL 3.0) can negotiate, so every side does the same
-	// work per handshake.
+	// default. Off, they offer X25519, the key exchange Debian's nginx and
+	// haproxy (OpenSSL 3.0) negotiate, so every side does the same work per
+	// handshake; P-256 is listed too (no key share), as OpenSSL refuses an
+	// ECDSA P-256 certificate to a client that does not list its curve.
 	postQuantum bool
 }
 
@@ -191,7 +192,7 @@ func makeCert(dir string) (*certFiles, error) {
 func (c *certFiles) clientTLS(resume bool) *tls.Config {
 	t := &tls.Config{RootCAs: c.pool, ServerName: "localhost", MinVersion: tls.VersionTLS12}
 	if !c.postQuantum {
-		t.CurvePreferences = []tls.CurveID{tls.X25519}
+		t.CurvePreferences = []tls.CurveID{tls.X25519, tls.CurveP256}
 	}
 	if resume {
 		t.ClientSessionCache = tls.NewLRUClientSessionCache(256)

@@ -194,7 +194,7 @@ func (r *report) markdown() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Measured %s at commit `%s`, load average before %s, after %s; %s; %s. ",
 		r.Date, r.Commit, r.LoadBefore, r.LoadAfter, r.CPU, r.Versions)
-	fmt.Fprintf(&b, "Flags: `%s`; run time %s. Each cell: ratio to direct (rate), and the proxy's CPU per operation; medians of the runs. TLS: one ECDSA P-256 certificate for every side; the IMAPS and SMTPS clients (Go) offer X25519 only unless the flags say `-post-quantum`, HTTPS is wrk (OpenSSL).\n\n",
+	fmt.Fprintf(&b, "Flags: `%s`; run time %s. Each cell: ratio to direct (rate), and the proxy's CPU per operation; medians of the runs. TLS: one ECDSA P-256 certificate for every side; the IMAPS and SMTPS clients (Go) offer X25519 and P-256, not X25519MLKEM768, unless the flags say `-post-quantum`, HTTPS is wrk (OpenSSL).\n\n",
 		strings.TrimSpace("bench/peers.sh "+r.Flags), r.Duration)
 	b.WriteString("| scenario | direct | nginx | haproxy | postern | machine |\n|---|---|---|---|---|---|\n")
 	for _, s := range r.Scenarios {
