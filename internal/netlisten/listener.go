@@ -99,7 +99,7 @@ func Listen(ctx context.Context, cfg Config) (*Listener, error) {
 	if err := checkConfig(&cfg); err != nil {
 		return nil, err
 	}
-	var lc net.ListenConfig
+	lc := listenConfig()
 	ln, err := lc.Listen(ctx, "tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("netlisten: listen on %s: %w", cfg.Listen, err)
