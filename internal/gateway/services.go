@@ -69,6 +69,12 @@ func (a genAcceptor) Accept() (relay.Conn, error) {
 
 func (a genAcceptor) Close() error { a.gen.handOver(); return nil }
 
+// Dispatch starts the generation's handlers on the listener's goroutines
+// until the generation is handed over (relay.Dispatcher).
+func (a genAcceptor) Dispatch(start func(relay.Conn)) error {
+	return a.ln.ServeUntil(a.gen.stop, func(c *netlisten.Conn) { start(c) })
+}
+
 // netListener is the acceptor as a net.Listener, for the web gateway's
 // HTTP server.
 func (a genAcceptor) netListener() net.Listener { return genNetListener{a} }
