@@ -4,16 +4,27 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"syscall"
 	"time"
 )
 
-// backendDialer returns the net.Dialer of backend connections: Go's
+// backendDialer returns the net.Dialer of backend connections to addr
+// (host:port). For an IP address the choice is made here: none for
+// loopback, else Go's keep-alive setup. For a host name Go's
 // per-connection keep-alive setup is off, and control sets the probes on
 // the socket before it connects when the resolved address is not loopback
 // (the kernel starts the keep-alive timer once the connection is
 // established).
-func backendDialer(timeout time.Duration) net.Dialer {
+func backendDialer(addr string, timeout time.Duration) net.Dialer {
+	if ap, err := netip.ParseAddrPort(addr); err == nil {
+		if ap.Addr().Unmap().IsLoopback() {
+			return net.Dialer{Timeout: timeout, KeepAlive: -1}
+		}
+		return net.Dialer{Timeout: timeout, KeepAliveConfig: net.KeepAliveConfig{
+			Enable: true, Idle: backendKeepAliveIdle, Interval: backendKeepAliveInterval, Count: backendKeepAliveCount,
+		}}
+	}
 	return net.Dialer{Timeout: timeout, KeepAlive: -1, ControlContext: keepAliveControl}
 }
 

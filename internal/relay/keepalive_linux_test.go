@@ -55,7 +55,7 @@ func TestRemoteBackendKeepAlive(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	nd := backendDialer(5 * time.Second)
+	nd := backendDialer("backend.example.test:143", 5*time.Second)
 	nd.ControlContext = func(ctx context.Context, network, _ string, c syscall.RawConn) error {
 		return keepAliveControl(ctx, network, "192.0.2.1:143", c)
 	}
@@ -77,6 +77,19 @@ func TestRemoteBackendKeepAlive(t *testing.T) {
 		if v := sockopt(t, c, o.level, o.name); v != o.want {
 			t.Errorf("%s = %d, want %d", o.what, v, o.want)
 		}
+	}
+}
+
+// TestLiteralBackendKeepAlive checks the choice made for a backend given
+// as an IP address: none for loopback, Go's probes otherwise, and no
+// control function (it costs allocations on every dial).
+func TestLiteralBackendKeepAlive(t *testing.T) {
+	if nd := backendDialer("127.0.0.1:143", time.Second); nd.KeepAlive >= 0 || nd.KeepAliveConfig.Enable || nd.ControlContext != nil {
+		t.Errorf("loopback backend: %+v, want no keep-alive and no control", nd)
+	}
+	nd := backendDialer("[2001:db8::1]:143", time.Second)
+	if want := (net.KeepAliveConfig{Enable: true, Idle: 15 * time.Second, Interval: 15 * time.Second, Count: 9}); nd.KeepAliveConfig != want || nd.ControlContext != nil {
+		t.Errorf("remote backend: %+v, want %+v and no control", nd, want)
 	}
 }
 

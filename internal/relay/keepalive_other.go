@@ -9,7 +9,7 @@ import (
 
 // backendDialer returns the net.Dialer of backend connections, with Go's
 // keep-alive probes.
-func backendDialer(timeout time.Duration) net.Dialer {
+func backendDialer(_ string, timeout time.Duration) net.Dialer {
 	return net.Dialer{Timeout: timeout, KeepAliveConfig: net.KeepAliveConfig{
 		Enable: true, Idle: backendKeepAliveIdle, Interval: backendKeepAliveInterval, Count: backendKeepAliveCount,
 	}}

@@ -72,7 +72,7 @@ func (d Dialer) dial(ctx context.Context, client, local netip.AddrPort) (net.Con
 	if err != nil {
 		return nil, err
 	}
-	nd := backendDialer(timeout)
+	nd := backendDialer(d.Addr, timeout)
 	raw, err := nd.DialContext(ctx, "tcp", d.Addr)
 	if err != nil {
 		release()
