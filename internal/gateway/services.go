@@ -203,6 +203,7 @@ func (g *Gateway) build(snap *snapshot.Snapshot, checker *dnsbl.Checker, name se
 		lim := relay.NewBackendLimit(svc.Mail.MaxBackend, svc.Mail.MaxBackendPerNetwork)
 		b.bounds = [2]int{lim.Max, lim.PerNetwork}
 		d.Limit = b.limit
+		d.Names = &relay.Names{} // backend host names looked up at most every DefaultNameTTL
 		g.measureDialer(&d, name)
 		// imapproxy.Config and pop3proxy.Config are the one mailgate.Config.
 		cfg := imapproxy.Config{Service: name, Backend: d, ImplicitTLS: name.ImplicitTLS(), PlaintextLogin: plain,
