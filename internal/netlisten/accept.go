@@ -87,9 +87,9 @@ func (l *Listener) handle(raw net.Conn) {
 
 // dispatch takes a slot for c and hands it to ServeUntil or Accept, or
 // refuses it. It blocks until Accept takes c (ServeUntil takes it at once)
-// or the listener stops: for direct clients
-// this runs in the accept loop, so an application that stops calling
-// Accept leaves new connections in the kernel's backlog.
+// or the listener stops: for direct clients this runs in the accept loop,
+// so an application that stops calling Accept leaves new connections in
+// the kernel's backlog.
 func (l *Listener) dispatch(c *Conn) {
 	reason, ok := l.admit(c)
 	if !ok {

@@ -99,8 +99,9 @@ func (s *Conns) recovered(conn net.Conn, client netip.AddrPort) {
 
 // Serve handles connections from ln until ctx is done or ln stops
 // accepting (closed, failed, or handed over to the next server after a
-// reload). If ln is a Dispatcher, the handlers start on its goroutines. The sessions it started go on after that; once ctx is done they
-// get drain to finish (DrainContext), then the rest are closed. Serve
+// reload); if ln is a Dispatcher, the handlers start on its goroutines.
+// The sessions it started go on after that; once ctx is done they get
+// drain to finish (DrainContext), then the rest are closed. Serve
 // returns when every session has ended, with ln's error if it failed.
 func (s *Conns) Serve(ctx context.Context, ln Acceptor, drain time.Duration, handle Handler) error {
 	s.mu.Lock()
