@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -117,5 +118,66 @@ func TestServeUntilWaitingAndProxied(t *testing.T) {
 	}
 	if err := l.ServeUntil(nil, func(*Conn) { t.Error("start called on a closed listener") }); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("ServeUntil on a closed listener: %v", err)
+	}
+}
+
+// Hand-overs while connections arrive: every connection reaches exactly
+// one ServeUntil, and none after that ServeUntil returned.
+func TestServeUntilHandOverUnderLoad(t *testing.T) {
+	l, err := Listen(context.Background(), Config{Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	const generations, each = 12, 5
+	dialed := make(chan error, 1)
+	go func() {
+		for range generations * each {
+			c, err := net.DialTimeout("tcp", l.Addr().String(), testTimeout)
+			if err != nil {
+				dialed <- err
+				return
+			}
+			defer c.Close()
+		}
+		dialed <- nil
+	}()
+	got := make(chan *Conn, generations*each)
+	for range generations {
+		stop := make(chan struct{})
+		var over atomic.Bool
+		done := make(chan error, 1)
+		go func() {
+			done <- l.ServeUntil(stop, func(c *Conn) {
+				if over.Load() {
+					t.Error("start called after ServeUntil returned")
+				}
+				got <- c
+			})
+		}()
+		// Each generation serves a few connections, then is handed over
+		// while the dialer goes on.
+		for i := range each {
+			select {
+			case c := <-got:
+				c.Close()
+			case <-time.After(testTimeout):
+				t.Fatalf("generation got %d of %d connections", i, each)
+			}
+		}
+		close(stop)
+		err := returned(t, done, "ServeUntil")
+		over.Store(true)
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("ServeUntil: %v", err)
+		}
+	}
+	if err := <-dialed; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case c := <-got:
+		t.Fatalf("a connection delivered twice or after the last hand-over: %v", c.ClientAddr())
+	default:
 	}
 }
