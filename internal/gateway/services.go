@@ -69,6 +69,12 @@ func (a genAcceptor) Accept() (relay.Conn, error) {
 
 func (a genAcceptor) Close() error { a.gen.handOver(); return nil }
 
+// Dispatch starts the generation's handlers on the listener's goroutines
+// until the generation is handed over (relay.Dispatcher).
+func (a genAcceptor) Dispatch(start func(relay.Conn)) error {
+	return a.ln.ServeUntil(a.gen.stop, func(c *netlisten.Conn) { start(c) })
+}
+
 // netListener is the acceptor as a net.Listener, for the web gateway's
 // HTTP server.
 func (a genAcceptor) netListener() net.Listener { return genNetListener{a} }
@@ -197,6 +203,7 @@ func (g *Gateway) build(snap *snapshot.Snapshot, checker *dnsbl.Checker, name se
 		lim := relay.NewBackendLimit(svc.Mail.MaxBackend, svc.Mail.MaxBackendPerNetwork)
 		b.bounds = [2]int{lim.Max, lim.PerNetwork}
 		d.Limit = b.limit
+		d.Names = &relay.Names{} // backend host names looked up at most every DefaultNameTTL
 		g.measureDialer(&d, name)
 		// imapproxy.Config and pop3proxy.Config are the one mailgate.Config.
 		cfg := imapproxy.Config{Service: name, Backend: d, ImplicitTLS: name.ImplicitTLS(), PlaintextLogin: plain,

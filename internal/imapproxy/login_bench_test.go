@@ -90,6 +90,12 @@ type acceptor struct{ *netlisten.Listener }
 
 func (a acceptor) Accept() (relay.Conn, error) { return a.Listener.Accept() }
 
+// Dispatch starts the handlers on the listener's goroutines, as postern
+// serve's acceptor does.
+func (a acceptor) Dispatch(start func(relay.Conn)) error {
+	return a.ServeUntil(nil, func(c *netlisten.Conn) { start(c) })
+}
+
 // startBenchProxy runs the imap service as postern serve wires it, with
 // bench/imap's configuration: the real listener, the engine with the
 // IMAP/POP3 triggers on, log lines at info to a file.

@@ -85,10 +85,11 @@ func (l *Listener) handle(raw net.Conn) {
 	l.dispatch(newConn(raw, raw, peer, local, false, l.tls.Load()))
 }
 
-// dispatch takes a slot for c and hands it to Accept, or refuses it. It
-// blocks until Accept takes c or the listener stops: for direct clients
-// this runs in the accept loop, so an application that stops calling
-// Accept leaves new connections in the kernel's backlog.
+// dispatch takes a slot for c and hands it to ServeUntil or Accept, or
+// refuses it. It blocks until Accept takes c (ServeUntil takes it at once)
+// or the listener stops: for direct clients this runs in the accept loop,
+// so an application that stops calling Accept leaves new connections in
+// the kernel's backlog.
 func (l *Listener) dispatch(c *Conn) {
 	reason, ok := l.admit(c)
 	if !ok {
@@ -99,9 +100,5 @@ func (l *Listener) dispatch(c *Conn) {
 		l.refuse(c, reason)
 		return
 	}
-	select {
-	case l.ready <- c:
-	case <-l.stop.Done():
-		c.forceClose()
-	}
+	l.deliver(c)
 }

@@ -65,9 +65,18 @@ type Listener struct {
 
 	stop   context.Context // done once the listener stops accepting
 	cancel context.CancelFunc
-	ready  chan *Conn    // connections for Accept
-	failed chan struct{} // closed when the accept loop ends on a permanent error
-	fail   error         // that error; written before failed is closed
+	ready  chan *Conn // connections for Accept
+
+	// start is the running ServeUntil's function (nil: none); startSet is
+	// closed when one is set, startFree when it is unset. startMu is held
+	// while start runs, so that ServeUntil returns only once no call is
+	// under way.
+	startMu   sync.Mutex
+	start     func(*Conn)
+	startSet  chan struct{}
+	startFree chan struct{}
+	failed    chan struct{} // closed when the accept loop ends on a permanent error
+	fail      error         // that error; written before failed is closed
 
 	// wg counts the accept loop, header readers and over-limit functions.
 	wg        sync.WaitGroup
@@ -99,7 +108,7 @@ func Listen(ctx context.Context, cfg Config) (*Listener, error) {
 	if err := checkConfig(&cfg); err != nil {
 		return nil, err
 	}
-	var lc net.ListenConfig
+	lc := listenConfig()
 	ln, err := lc.Listen(ctx, "tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("netlisten: listen on %s: %w", cfg.Listen, err)
@@ -134,16 +143,18 @@ func checkConfig(cfg *Config) error {
 func serve(ln net.Listener, cfg Config) *Listener {
 	stop, cancel := context.WithCancel(context.Background())
 	l := &Listener{
-		ln:      ln,
-		cfg:     cfg,
-		log:     cfg.Logger,
-		addr:    ln.Addr().String(),
-		stop:    stop,
-		cancel:  cancel,
-		ready:   make(chan *Conn),
-		failed:  make(chan struct{}),
-		conns:   make(map[*Conn]struct{}),
-		perAddr: make(map[netip.Addr]int),
+		ln:     ln,
+		cfg:    cfg,
+		log:    cfg.Logger,
+		addr:   ln.Addr().String(),
+		stop:   stop,
+		cancel: cancel,
+		ready:  make(chan *Conn),
+
+		startSet: make(chan struct{}),
+		failed:   make(chan struct{}),
+		conns:    make(map[*Conn]struct{}),
+		perAddr:  make(map[netip.Addr]int),
 
 		maxConns:   cfg.MaxConns,
 		maxPerAddr: cfg.MaxPerAddr,

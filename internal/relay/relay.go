@@ -28,6 +28,9 @@ type Dialer struct {
 	// Observe, when set, is told each connection attempt's time and
 	// error (not those refused by Limit), for metrics.
 	Observe func(d time.Duration, err error)
+	// Names, when set, resolves Addr's host name and keeps the answer
+	// for a while; nil: resolved on every dial (an IP address never is).
+	Names *Names
 	// Relayed, when set, is told the bytes a session handed off with
 	// Conns.Handoff moved over a connection from Dial (client to backend,
 	// backend to client), when the session ends.
@@ -72,8 +75,7 @@ func (d Dialer) dial(ctx context.Context, client, local netip.AddrPort) (net.Con
 	if err != nil {
 		return nil, err
 	}
-	nd := net.Dialer{Timeout: timeout}
-	raw, err := nd.DialContext(ctx, "tcp", d.Addr)
+	raw, err := dialTCP(ctx, d.Names, d.Addr, timeout)
 	if err != nil {
 		release()
 		return nil, fmt.Errorf("connecting to backend %s: %w", d.Addr, err)

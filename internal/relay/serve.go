@@ -41,6 +41,17 @@ type Acceptor interface {
 	Close() error
 }
 
+// Dispatcher is an Acceptor that can start the handlers itself, on the
+// goroutine that accepted each connection, saving Serve's goroutine the
+// wake-up per connection that Accept costs.
+type Dispatcher interface {
+	// Dispatch calls start for each accepted connection until the
+	// acceptor stops (when Accept would return an error, and with that
+	// error); start does not block. When Dispatch returns, no call of
+	// start is running or will be made.
+	Dispatch(start func(Conn)) error
+}
+
 // Handler serves one connection to its end.
 type Handler func(ctx context.Context, conn Conn)
 
@@ -88,8 +99,9 @@ func (s *Conns) recovered(conn net.Conn, client netip.AddrPort) {
 
 // Serve handles connections from ln until ctx is done or ln stops
 // accepting (closed, failed, or handed over to the next server after a
-// reload). The sessions it started go on after that; once ctx is done they
-// get drain to finish (DrainContext), then the rest are closed. Serve
+// reload); if ln is a Dispatcher, the handlers start on its goroutines.
+// The sessions it started go on after that; once ctx is done they get
+// drain to finish (DrainContext), then the rest are closed. Serve
 // returns when every session has ended, with ln's error if it failed.
 func (s *Conns) Serve(ctx context.Context, ln Acceptor, drain time.Duration, handle Handler) error {
 	s.mu.Lock()
@@ -104,15 +116,7 @@ func (s *Conns) Serve(ctx context.Context, ln Acceptor, drain time.Duration, han
 	stopIdle := context.AfterFunc(ctx, s.closeIdle)
 	defer stopIdle()
 	defer s.stopIdle()
-	var err error
-	for {
-		conn, aerr := ln.Accept()
-		if aerr != nil {
-			if ctx.Err() == nil && !errors.Is(aerr, net.ErrClosed) {
-				err = aerr
-			}
-			break
-		}
+	start := func(conn Conn) {
 		s.track(conn, true)
 		s.wg.Add(1)
 		go func() {
@@ -121,6 +125,23 @@ func (s *Conns) Serve(ctx context.Context, ln Acceptor, drain time.Duration, han
 			defer s.recovered(conn, conn.ClientAddr())
 			handle(ctx, conn)
 		}()
+	}
+	var aerr error
+	if d, ok := ln.(Dispatcher); ok {
+		aerr = d.Dispatch(start)
+	} else {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				aerr = err
+				break
+			}
+			start(conn)
+		}
+	}
+	var err error
+	if ctx.Err() == nil && !errors.Is(aerr, net.ErrClosed) {
+		err = aerr
 	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
