@@ -63,7 +63,7 @@ func (p *Proxy) dialBackend(ctx context.Context, client, local netip.AddrPort) (
 	// The shared dialer: the bound on backend connections, the PROXY
 	// header (none with XCLIENT, which follows the greeting), and TLS for
 	// a backend's implicit-TLS port.
-	d := relay.Dialer{Addr: cfg.Backend, Proxy: cfg.BackendProxy, Timeout: cfg.Timeouts.Connect, Limit: cfg.BackendLimit, Service: cfg.Service.String()}
+	d := relay.Dialer{Addr: cfg.Backend, Proxy: cfg.BackendProxy, Timeout: cfg.Timeouts.Connect, Limit: cfg.BackendLimit, Names: cfg.BackendNames, Service: cfg.Service.String()}
 	if d.Proxy == "xclient" {
 		d.Proxy = "none"
 	}

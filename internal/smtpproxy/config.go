@@ -28,6 +28,7 @@ func FromConfig(svc *config.Service, f *config.File, serverTLS *tls.Config) (Con
 		MaxRecipients:     o.MaxRecipients,
 		RequireAuth:       o.RequireAuth,
 		BackendLimit:      relay.NewBackendLimit(o.MaxBackend, o.MaxBackendPerNetwork),
+		BackendNames:      &relay.Names{},
 		Timeouts: Timeouts{
 			FirstCommand: o.Timeouts.FirstCommand.D,
 			Command:      o.Timeouts.Command.D, Data: o.Timeouts.Data.D, Session: o.Timeouts.Session.D,

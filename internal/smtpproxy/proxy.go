@@ -56,6 +56,7 @@ type Config struct {
 
 	Backend          string              // host:port
 	BackendLimit     *relay.BackendLimit // connections to the backend at once, in all and per client network; nil: no bound
+	BackendNames     *relay.Names        // the backend host name's addresses, kept for a bounded time; nil: looked up on every dial
 	BackendProxy     string              // v2 (default), v1, xclient or none
 	BackendTLS       string              // none (default), starttls or tls
 	BackendTLSConfig *tls.Config         // for BackendTLS
