@@ -297,6 +297,7 @@ var proxyComponents = map[string][]string{"direct": nil, "nginx": {cNginx, cAuth
 // scenario runs one scenario: every side rounds times, interleaved D N H P,
 // P H N D, …
 func (b *bench) scenario(key string) error {
+	b.settle()
 	sc := newScenario(key, b.o)
 	b.rep.Scenarios = append(b.rep.Scenarios, sc)
 	o := b.o
@@ -590,6 +591,20 @@ func (b *bench) reaper() (stop func()) {
 		}
 	}()
 	return func() { close(done); wg.Wait() }
+}
+
+// settle waits (1 minute at most) until Postfix and Dovecot are idle (under
+// 0.05 cores over half a second), so that no scenario's first run pays for
+// work a previous scenario left behind (deliveries, index updates).
+func (b *bench) settle() {
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) && b.ctx.Err() == nil {
+		before := procstat.TreeCPU(b.dovecot) + procstat.TreeCPU(b.postfix)
+		benchkit.SleepCtx(b.ctx, 500*time.Millisecond)
+		if procstat.TreeCPU(b.dovecot)+procstat.TreeCPU(b.postfix)-before < 0.025 {
+			return
+		}
+	}
 }
 
 // drain waits (2 minutes at most) until Postfix's queue is empty, then
