@@ -319,11 +319,16 @@ func Listen(addr string, z *Zone) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dnsbl zone: %w", err)
 	}
+	return NewServer(pc, ln, z), nil
+}
+
+// NewServer serves z on sockets bound by the caller (on the same address).
+func NewServer(pc net.PacketConn, ln net.Listener, z *Zone) *Server {
 	s := &Server{pc: pc, ln: ln}
 	s.udp = &dns.Server{PacketConn: pc, Handler: z, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second}
 	s.tcp = &dns.Server{Listener: ln, Handler: z, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second,
 		IdleTimeout: func() time.Duration { return 10 * time.Second }, MaxTCPQueries: 64}
-	return s, nil
+	return s
 }
 
 // Addr returns the bound address (the same port on UDP and TCP).
