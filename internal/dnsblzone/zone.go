@@ -45,8 +45,9 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Listed is the A record of a listed address (RFC 5782: 127.0.0.2).
-var Listed = netip.AddrFrom4([4]byte{127, 0, 0, 2})
+// listedA is the A record of a listed address (RFC 5782: 127.0.0.2), and
+// the IPv4 test entry.
+var listedA = netip.AddrFrom4([4]byte{127, 0, 0, 2})
 
 // Zone answers DNS queries for one zone.
 type Zone struct {
@@ -162,7 +163,7 @@ func (z *Zone) Answer(client netip.Addr, req *dns.Msg) *dns.Msg {
 		return dns.RR_Header{Name: q.Name, Rrtype: t, Class: dns.ClassINET, Ttl: z.ttl}
 	}
 	if q.Qtype == dns.TypeA || q.Qtype == dns.TypeANY {
-		m.Answer = append(m.Answer, &dns.A{Hdr: hdr(dns.TypeA), A: Listed.AsSlice()})
+		m.Answer = append(m.Answer, &dns.A{Hdr: hdr(dns.TypeA), A: listedA.AsSlice()})
 	}
 	if q.Qtype == dns.TypeTXT || q.Qtype == dns.TypeANY {
 		m.Answer = append(m.Answer, &dns.TXT{Hdr: hdr(dns.TypeTXT), Txt: []string{text}})
@@ -179,7 +180,7 @@ var testV6 = netip.MustParseAddr("::ffff:7f00:2")
 
 // lookup returns the TXT of a listed address.
 func (z *Zone) lookup(addr netip.Addr) (string, bool) {
-	if addr == Listed || addr == testV6 {
+	if addr == listedA || addr == testV6 {
 		return "postern: test entry", true
 	}
 	b, ok := z.look.BlockOf(addr)

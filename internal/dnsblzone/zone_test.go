@@ -160,9 +160,11 @@ func TestZoneFollowsTable(t *testing.T) {
 func TestZoneGrant(t *testing.T) {
 	// only 127.0.0.9 may query: the client bound to 127.0.0.1 is refused.
 	server, _ := startZone(t, func(a netip.Addr) bool { return a == netip.MustParseAddr("127.0.0.9") })
-	r := query(t, "udp", server, "2.0.0.127.bl.example", dns.TypeA)
-	if r.Rcode != dns.RcodeRefused || len(r.Answer) != 0 {
-		t.Fatalf("ungranted client: %s %v", dns.RcodeToString[r.Rcode], r.Answer)
+	for _, netw := range []string{"udp", "tcp"} {
+		r := query(t, netw, server, "2.0.0.127.bl.example", dns.TypeA)
+		if r.Rcode != dns.RcodeRefused || len(r.Answer) != 0 || len(r.Ns) != 0 {
+			t.Fatalf("%s ungranted client: %s %v %v", netw, dns.RcodeToString[r.Rcode], r.Answer, r.Ns)
+		}
 	}
 	for _, netw := range []string{"udp", "tcp"} {
 		c := &dns.Client{Net: netw, Timeout: 5 * time.Second}
