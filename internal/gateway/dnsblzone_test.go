@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -97,4 +98,32 @@ decision_stream: { listen: "127.0.0.1:0", keys_file: %s }
 	if !strings.Contains(logs.String(), "dnsbl-zone") {
 		t.Errorf("no listening line in the log:\n%s", logs.String())
 	}
+}
+
+// A keys file that cannot be read stops the start with its name, and the
+// DNSBL zone bound before it is closed again (its port can be bound).
+func TestExportsBadKeys(t *testing.T) {
+	dir := t.TempDir()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+	pc.Close()
+	cfg := filepath.Join(dir, "postern.yaml")
+	keys := filepath.Join(dir, "missing.keys")
+	writeConfig(t, cfg, fmt.Sprintf(`store: { path: %s }
+admin: { listen: "tcp:127.0.0.1:0", token_file: %s }
+dnsbl_zone: { listen: "127.0.0.1:%d", zone: bl.postern.test }
+decision_stream: { listen: "127.0.0.1:0", keys_file: %s }
+`, filepath.Join(dir, "postern.db"), filepath.Join(dir, "admin.token"), port, keys))
+	_, err = Start(context.Background(), cfg, Options{Log: io.Discard, Drain: time.Second})
+	if err == nil || !strings.Contains(err.Error(), keys) {
+		t.Fatalf("start: %v, want an error naming %s", err, keys)
+	}
+	again, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatalf("the zone's port stayed bound: %v", err)
+	}
+	again.Close()
 }
