@@ -128,6 +128,8 @@ func (f *File) validate(d *decoder) {
 	f.validateMetrics(d)
 	f.validateSMTPExtras(d)
 	f.validatePolicy(d)
+	f.validateDNSBLZone(d)
+	f.validateDecisionStream(d)
 	switch f.Log.Level.Value {
 	case "", "debug", "info", "warn", "error":
 	default:

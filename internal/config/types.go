@@ -42,6 +42,9 @@ type File struct {
 	Log                 Log                 `yaml:"log"`
 	Cluster             Cluster             `yaml:"cluster"` // shared blocks and counters; off unless redis, addresses or sentinel is set
 	Policy              PolicyServices      `yaml:"policy"`  // policy-service mode (Postfix, Dovecot)
+
+	DNSBLZone      DNSBLZone      `yaml:"dnsbl_zone"`      // blocks served as a DNSBL zone; off without listen
+	DecisionStream DecisionStream `yaml:"decision_stream"` // blocks for CrowdSec bouncers; off without listen
 }
 
 // Logins says how the backends resolve a login name to an account, so that

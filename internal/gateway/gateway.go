@@ -115,6 +115,7 @@ type Gateway struct {
 	cluster *cluster.Cluster // links the engine to the other gateways (cluster mode)
 	obs     observe          // metrics and service manager notifications (metrics.go)
 	policy  policyState      // the policy servers (policyd.go)
+	exp     exports          // the DNSBL zone and the decision stream (dnsblzone.go)
 
 	tickets tlsconf.TicketStore // session ticket keys per service, kept across reloads (tls.go)
 }
@@ -186,6 +187,9 @@ func Start(ctx context.Context, path string, opts Options) (_ *Gateway, err erro
 		return nil, err
 	}
 	if err := g.bindPolicy(snap); err != nil {
+		return nil, err
+	}
+	if err := g.bindExports(snap); err != nil {
 		return nil, err
 	}
 	if err := dropPrivileges(cfg.RunAs, g.log); err != nil {
@@ -282,6 +286,7 @@ func (g *Gateway) Run(ctx context.Context, reload <-chan struct{}) error {
 	}
 	g.runMetrics(ctx, &wg)
 	g.servePolicy(ctx, &wg)
+	g.serveExports(ctx, &wg)
 	wg.Go(func() {
 		g.fresh.Run(ctx, func(why string) {
 			select {
@@ -390,6 +395,7 @@ func (g *Gateway) close() {
 	g.closeCluster()
 	g.closeMetrics()
 	g.closePolicy()
+	g.closeExports()
 	if g.engine != nil {
 		g.engine.Close()
 	}

@@ -74,7 +74,7 @@ var restartKeys = []string{"store", "admin.listen", "admin.token_file", "run_as"
 	"console.listen", "console.tls", "console.idle_timeout", "console.users_file", "cluster", "metrics.listen"}
 
 func needsRestart(key string) bool {
-	for _, k := range append(restartKeys, policyKeys...) {
+	for _, k := range slices.Concat(restartKeys, policyKeys, exportKeys) {
 		if key == k || strings.HasPrefix(key, k+".") {
 			return true
 		}
