@@ -1,0 +1,221 @@
+package nftexport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/postern/postern/internal/store"
+	"golang.org/x/sys/unix"
+)
+
+// netns is a network namespace made by the test.
+type netns struct {
+	name string
+	fd   int
+}
+
+// needNetns skips the test unless it can make network namespaces.
+func needNetns(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("nftables in a network namespace: not with -short")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("nftables in a network namespace: needs root (network namespaces, veth and nftables need CAP_SYS_ADMIN and CAP_NET_ADMIN)")
+	}
+	for _, c := range []string{"ip", "nft"} {
+		if _, err := exec.LookPath(c); err != nil {
+			t.Skipf("nftables in a network namespace: %s is not installed (Debian packages iproute2, nftables)", c)
+		}
+	}
+}
+
+func run(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func newNetns(t *testing.T, name string) *netns {
+	t.Helper()
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Skipf("nftables in a network namespace: cannot make one (%v: %s)", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	fd, err := unix.Open("/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	run(t, "ip", "-n", name, "link", "set", "lo", "up")
+	return &netns{name: name, fd: fd}
+}
+
+// do runs f on a thread inside ns: sockets f makes belong to ns.
+func (ns *netns) do(t *testing.T, f func()) {
+	t.Helper()
+	runtime.LockOSThread()
+	self, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		runtime.UnlockOSThread()
+		t.Fatal(err)
+	}
+	defer unix.Close(self)
+	if err := unix.Setns(ns.fd, unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		t.Fatalf("setns %s: %v", ns.name, err)
+	}
+	defer func() {
+		if err := unix.Setns(self, unix.CLONE_NEWNET); err == nil {
+			runtime.UnlockOSThread() // else the thread ends with the goroutine
+		}
+	}()
+	f()
+}
+
+// TestNetnsDropsBlocked runs the exporter against the nftables of a network
+// namespace "srv" reached from a namespace "cli" through a veth pair: a
+// blocked client's connections to a port in srv time out, unblocking
+// restores them, and elements changed by hand are put right by Reconcile.
+func TestNetnsDropsBlocked(t *testing.T) {
+	needNetns(t)
+	tag := fmt.Sprintf("%d", os.Getpid()%100000)
+	srv, cli := newNetns(t, "pnft-s"+tag), newNetns(t, "pnft-c"+tag)
+	run(t, "ip", "link", "add", "pnfs"+tag, "netns", srv.name, "type", "veth", "peer", "name", "pnfc"+tag, "netns", cli.name)
+	for _, c := range [][]string{
+		{"-n", srv.name, "addr", "add", "10.231.0.1/24", "dev", "pnfs" + tag},
+		{"-n", srv.name, "addr", "add", "fd00:231::1/64", "dev", "pnfs" + tag, "nodad"},
+		{"-n", srv.name, "link", "set", "pnfs" + tag, "up"},
+		{"-n", cli.name, "addr", "add", "10.231.0.2/24", "dev", "pnfc" + tag},
+		{"-n", cli.name, "addr", "add", "fd00:231::2/64", "dev", "pnfc" + tag, "nodad"},
+		{"-n", cli.name, "link", "set", "pnfc" + tag, "up"},
+	} {
+		run(t, append([]string{"ip"}, c...)...)
+	}
+
+	// without create, missing table and sets are named
+	cfg := Config{Family: "inet", Table: "postern", Set4: "blocked4", Set6: "blocked6", Chain: "input"}
+	if _, err := Open(cfg, nftables.WithNetNSFd(srv.fd)); err == nil || !strings.Contains(err.Error(), "table inet postern does not exist") {
+		t.Fatalf("Open without create = %v, want a missing table", err)
+	}
+	cfg.Create = true
+	tgt, err := Open(cfg, nftables.WithNetNSFd(srv.fd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tgt.Close()
+	// opened again (a restart): the table and sets are found, the chain
+	// rewritten, not doubled
+	tgt2, err := Open(cfg, nftables.WithNetNSFd(srv.fd))
+	if err != nil {
+		t.Fatalf("second Open: %v", err)
+	}
+	tgt2.Close()
+	cfg.Create = false
+	tgt3, err := Open(cfg, nftables.WithNetNSFd(srv.fd))
+	if err != nil {
+		t.Fatalf("Open of existing sets without create: %v", err)
+	}
+	tgt3.Close()
+	if rules := run(t, "ip", "netns", "exec", srv.name, "nft", "list", "chain", "inet", "postern", "input"); strings.Count(rules, "drop") != 2 {
+		t.Fatalf("chain after two opens:\n%s", rules)
+	}
+
+	var ln4, ln6 net.Listener
+	srv.do(t, func() {
+		if ln4, err = net.Listen("tcp4", "10.231.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		if ln6, err = net.Listen("tcp6", "[fd00:231::1]:0"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	defer ln4.Close()
+	defer ln6.Close()
+	for _, ln := range []net.Listener{ln4, ln6} {
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+	}
+	reach := func(ln net.Listener) bool {
+		t.Helper()
+		var ok bool
+		cli.do(t, func() {
+			d := net.Dialer{Timeout: 700 * time.Millisecond}
+			c, err := d.DialContext(context.Background(), "tcp", ln.Addr().String())
+			if err == nil {
+				c.Close()
+				ok = true
+				return
+			}
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				t.Fatalf("dial %s: %v (want a connection or a timeout)", ln.Addr(), err)
+			}
+		})
+		return ok
+	}
+	if !reach(ln4) || !reach(ln6) {
+		t.Fatal("client cannot connect before any block")
+	}
+
+	var blocks []store.Block
+	x := New(Options{Blocks: func() []store.Block { return blocks }, Target: tgt})
+	if err := x.Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	blocks = []store.Block{
+		{Prefix: netip.MustParsePrefix("10.231.0.2/32"), Expires: time.Now().Add(time.Hour)},
+		{Prefix: netip.MustParsePrefix("fd00:231::/120")},
+	}
+	if err := x.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	list := run(t, "ip", "netns", "exec", srv.name, "nft", "list", "table", "inet", "postern")
+	if !strings.Contains(list, "10.231.0.2 timeout 1h") || !strings.Contains(list, "fd00:231::/120") {
+		t.Fatalf("sets after the block:\n%s", list)
+	}
+	if reach(ln4) || reach(ln6) {
+		t.Fatalf("blocked client still connects:\n%s", list)
+	}
+
+	blocks = blocks[1:]
+	if err := x.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if !reach(ln4) {
+		t.Fatal("unblocked client cannot connect")
+	}
+
+	// drift by hand: the IPv4 client added, the IPv6 block removed
+	run(t, "ip", "netns", "exec", srv.name, "nft", "add", "element", "inet", "postern", "blocked4", "{ 10.231.0.0/30 }")
+	run(t, "ip", "netns", "exec", srv.name, "nft", "delete", "element", "inet", "postern", "blocked6", "{ fd00:231::/120 }")
+	if reach(ln4) || !reach(ln6) {
+		t.Fatal("hand-made drift did not take effect")
+	}
+	if err := x.Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	if !reach(ln4) || reach(ln6) {
+		t.Fatalf("drift not corrected:\n%s", run(t, "ip", "netns", "exec", srv.name, "nft", "list", "table", "inet", "postern"))
+	}
+}
