@@ -42,6 +42,8 @@ type File struct {
 	Log                 Log                 `yaml:"log"`
 	Cluster             Cluster             `yaml:"cluster"` // shared blocks and counters; off unless redis, addresses or sentinel is set
 	Policy              PolicyServices      `yaml:"policy"`  // policy-service mode (Postfix, Dovecot)
+	// Nftables is the block export to nftables sets; off unless enabled.
+	Nftables Nftables `yaml:"nftables"`
 }
 
 // Logins says how the backends resolve a login name to an account, so that
