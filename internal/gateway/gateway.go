@@ -115,6 +115,7 @@ type Gateway struct {
 	cluster *cluster.Cluster // links the engine to the other gateways (cluster mode)
 	obs     observe          // metrics and service manager notifications (metrics.go)
 	policy  policyState      // the policy servers (policyd.go)
+	nft     nftState         // the nftables export (nftables.go)
 
 	tickets tlsconf.TicketStore // session ticket keys per service, kept across reloads (tls.go)
 }
@@ -188,6 +189,9 @@ func Start(ctx context.Context, path string, opts Options) (_ *Gateway, err erro
 	if err := g.bindPolicy(snap); err != nil {
 		return nil, err
 	}
+	if err := g.openNftables(snap); err != nil {
+		return nil, err
+	}
 	if err := dropPrivileges(cfg.RunAs, g.log); err != nil {
 		return nil, err
 	}
@@ -214,6 +218,9 @@ func Start(ctx context.Context, path string, opts Options) (_ *Gateway, err erro
 		return nil, err
 	}
 	g.startCluster()
+	if err := g.startNftables(snap); err != nil {
+		return nil, err
+	}
 	if g.initial, err = g.prepare(snap); err != nil {
 		return nil, err
 	}
@@ -282,6 +289,7 @@ func (g *Gateway) Run(ctx context.Context, reload <-chan struct{}) error {
 	}
 	g.runMetrics(ctx, &wg)
 	g.servePolicy(ctx, &wg)
+	g.runNftables(ctx, &wg)
 	wg.Go(func() {
 		g.fresh.Run(ctx, func(why string) {
 			select {
@@ -390,6 +398,7 @@ func (g *Gateway) close() {
 	g.closeCluster()
 	g.closeMetrics()
 	g.closePolicy()
+	g.closeNftables()
 	if g.engine != nil {
 		g.engine.Close()
 	}
