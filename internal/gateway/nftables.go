@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/netip"
 	"sync"
 
@@ -53,7 +55,11 @@ func (g *Gateway) startNftables(snap *snapshot.Snapshot) error {
 		Poll:    n.Poll.D,
 		Resync:  n.Resync.D,
 	})
-	return g.nft.x.Reconcile()
+	err := g.nft.x.Reconcile()
+	if errors.Is(err, nftexport.ErrPermission) && snap.Config.RunAs != "" {
+		return fmt.Errorf("%w; run_as %q dropped it: the kernel checks the capability at every write, even on a netlink socket opened before; run postern as that user with systemd's User= and AmbientCapabilities=CAP_NET_ADMIN CAP_NET_BIND_SERVICE instead of run_as", err, snap.Config.RunAs)
+	}
+	return err
 }
 
 // nftExcluded keeps out of the sets what must never be refused by the

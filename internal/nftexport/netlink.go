@@ -48,7 +48,9 @@ var ErrPermission = errors.New("the kernel refused netlink: postern needs CAP_NE
 
 // wrapNL adds what is wrong to a netlink error.
 func wrapNL(what string, err error) error {
-	if errors.Is(err, os.ErrPermission) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+	// the library does not always wrap the errno: its text too
+	if errors.Is(err, os.ErrPermission) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) ||
+		strings.Contains(err.Error(), unix.EPERM.Error()) {
 		return fmt.Errorf("nftables export: %s: %w (%v)", what, ErrPermission, err)
 	}
 	return fmt.Errorf("nftables export: %s: %w", what, err)
