@@ -82,7 +82,9 @@ type Options struct {
 	Drain time.Duration
 	// Build is the binary's build, for the status; zero: what the
 	// toolchain recorded.
-	Build buildinfo.Info
+	Build buildinfo.Info	// NftablesNetNS is an open network namespace file whose nftables
+	// the nftables export writes; 0: postern's own. Tests set it.
+	NftablesNetNS int
 }
 
 // Gateway is a running postern: its configuration, store, engine,
