@@ -82,7 +82,8 @@ type Options struct {
 	Drain time.Duration
 	// Build is the binary's build, for the status; zero: what the
 	// toolchain recorded.
-	Build buildinfo.Info	// NftablesNetNS is an open network namespace file whose nftables
+	Build buildinfo.Info
+	// NftablesNetNS is an open network namespace file whose nftables
 	// the nftables export writes; 0: postern's own. Tests set it.
 	NftablesNetNS int
 }

@@ -106,7 +106,9 @@ func TestNftablesExportFollowsBlocks(t *testing.T) {
 	if _, err := g.Engine().Unblock(ctx, []netip.Prefix{netip.MustParsePrefix("198.51.100.7/32")}, "test"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor("unblock exported", func(l string) bool { return !strings.Contains(l, "198.51.100.7") && strings.Contains(l, "2001:db8:7::/48") })
+	waitFor("unblock exported", func(l string) bool {
+		return !strings.Contains(l, "198.51.100.7") && strings.Contains(l, "2001:db8:7::/48")
+	})
 }
 
 // Without create, a missing table stops the start and says what to make.
