@@ -37,6 +37,8 @@ var Families = map[string]nftables.TableFamily{
 
 // Netlink is the Target of the kernel's nftables, through netlink.
 type Netlink struct {
+	cfg        Config
+	fam        nftables.TableFamily
 	conn       *nftables.Conn
 	table      *nftables.Table
 	set4, set6 *nftables.Set
@@ -68,7 +70,7 @@ func Open(c Config, opts ...nftables.ConnOption) (*Netlink, error) {
 	if err != nil {
 		return nil, wrapNL("opening netlink", err)
 	}
-	n := &Netlink{conn: conn}
+	n := &Netlink{cfg: c, fam: fam, conn: conn}
 	if err := n.prepare(c, fam); err != nil {
 		_ = conn.CloseLasting()
 		return nil, err
@@ -80,6 +82,7 @@ func Open(c Config, opts ...nftables.ConnOption) (*Netlink, error) {
 func (n *Netlink) Close() error { return n.conn.CloseLasting() }
 
 func (n *Netlink) prepare(c Config, fam nftables.TableFamily) error {
+	n.table, n.set4, n.set6 = nil, nil, nil
 	where := fmt.Sprintf("table %s %s", c.Family, c.Table)
 	tables, err := n.conn.ListTablesOfFamily(fam)
 	if err != nil {
@@ -181,8 +184,20 @@ func (n *Netlink) dropChain(name string, fam nftables.TableFamily) {
 	}
 }
 
-// List implements Target.
+// List implements Target. With Create, a table or set deleted by hand
+// is made again (and the chain rewritten).
 func (n *Netlink) List() ([]Elem, error) {
+	out, err := n.list()
+	if err != nil && n.cfg.Create {
+		if perr := n.prepare(n.cfg, n.fam); perr != nil {
+			return nil, fmt.Errorf("%w (and making the sets again: %v)", err, perr)
+		}
+		return n.list()
+	}
+	return out, err
+}
+
+func (n *Netlink) list() ([]Elem, error) {
 	var out []Elem
 	for _, s := range []*nftables.Set{n.set4, n.set6} {
 		els, err := n.conn.GetSetElements(s)

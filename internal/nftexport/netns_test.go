@@ -218,4 +218,15 @@ func TestNetnsDropsBlocked(t *testing.T) {
 	if !reach(ln4) || reach(ln6) {
 		t.Fatalf("drift not corrected:\n%s", run(t, "ip", "netns", "exec", srv.name, "nft", "list", "table", "inet", "postern"))
 	}
+	// the whole table deleted by hand: made again, with its elements
+	run(t, "ip", "netns", "exec", srv.name, "nft", "delete", "table", "inet", "postern")
+	if !reach(ln6) {
+		t.Fatal("IPv6 client still refused without the table")
+	}
+	if err := x.Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	if !reach(ln4) || reach(ln6) {
+		t.Fatalf("table not made again:\n%s", run(t, "ip", "netns", "exec", srv.name, "nft", "list", "table", "inet", "postern"))
+	}
 }
