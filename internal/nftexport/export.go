@@ -132,6 +132,9 @@ func (x *Exporter) desired(now time.Time) []want {
 			continue
 		}
 		b.Prefix = netip.PrefixFrom(b.Prefix.Addr().Unmap(), b.Prefix.Bits()-unmapBits(b.Prefix)).Masked()
+		if !b.Prefix.IsValid() { // an IPv4-mapped network wider than IPv4
+			continue
+		}
 		if x.o.Exclude != nil && x.o.Exclude(b.Prefix) {
 			continue
 		}
@@ -302,6 +305,7 @@ func (x *Exporter) Run(ctx context.Context) {
 	defer poll.Stop()
 	resync := time.NewTicker(x.o.Resync)
 	defer resync.Stop()
+	var last string // the error last logged, so a lasting one is logged once
 	for {
 		var err error
 		select {
@@ -312,8 +316,15 @@ func (x *Exporter) Run(ctx context.Context) {
 		case <-resync.C:
 			err = x.Reconcile()
 		}
-		if err != nil {
+		switch {
+		case err != nil && err.Error() != last:
 			x.o.Log.Error(err.Error())
+			last = err.Error()
+		case err != nil:
+			x.o.Log.Debug(err.Error())
+		case last != "":
+			x.o.Log.Info("nftables export: the sets are written again")
+			last = ""
 		}
 	}
 }

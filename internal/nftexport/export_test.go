@@ -155,6 +155,7 @@ func TestNestedAndExpiry(t *testing.T) {
 	w.block("198.51.100.7/32", 2*time.Hour)
 	w.block("198.51.100.0/24", time.Hour)
 	w.block("::ffff:203.0.113.9/128", time.Minute) // IPv4-mapped: exported as IPv4
+	w.block("::ffff:0:0/80", time.Minute)          // IPv4-mapped but wider than IPv4: left out
 	check(t, "nested", w.x.Reconcile(), w.set, "198.51.100.0/24=1h0m0s 203.0.113.9/32=1m0s")
 
 	// the kernel lapses the outer block itself; the inner one, which
