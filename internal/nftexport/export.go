@@ -24,8 +24,12 @@ type Range struct {
 	From, To netip.Addr
 }
 
-// RangeOf returns the range of the addresses of p.
+// RangeOf returns the range of the addresses of p (the zero Range for an
+// invalid prefix).
 func RangeOf(p netip.Prefix) Range {
+	if !p.IsValid() {
+		return Range{}
+	}
 	p = p.Masked()
 	return Range{From: p.Addr(), To: lastAddr(p)}
 }
