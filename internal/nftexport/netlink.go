@@ -120,7 +120,7 @@ func (n *Netlink) prepare(c Config, fam nftables.TableFamily) error {
 		}
 		s := sets[i]
 		var bad []string
-		if s.KeyType.Name != kt.Name && s.KeyType.GetNFTMagic() != kt.GetNFTMagic() {
+		if s.KeyType.GetNFTMagic() != kt.GetNFTMagic() {
 			bad = append(bad, "type "+typ)
 		}
 		if !s.Interval {

@@ -130,6 +130,19 @@ func TestNetnsDropsBlocked(t *testing.T) {
 		t.Fatalf("Open of existing sets without create: %v", err)
 	}
 	tgt3.Close()
+	// sets made by hand that do not fit are named with what they lack
+	run(t, "ip", "netns", "exec", srv.name, "nft", "add", "set", "inet", "postern", "bad4", "{ type ipv4_addr; flags interval; }")
+	run(t, "ip", "netns", "exec", srv.name, "nft", "add", "set", "inet", "postern", "bad6", "{ type ipv4_addr; flags interval, timeout; }")
+	for _, c := range []struct{ set4, set6, want string }{
+		{"bad4", "blocked6", "set bad4 of table inet postern lacks flags timeout"},
+		{"blocked4", "bad6", "set bad6 of table inet postern lacks type ipv6_addr"},
+	} {
+		bad := cfg
+		bad.Set4, bad.Set6 = c.set4, c.set6
+		if _, err := Open(bad, nftables.WithNetNSFd(srv.fd)); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Fatalf("Open with %s, %s = %v, want %q", c.set4, c.set6, err, c.want)
+		}
+	}
 	if rules := run(t, "ip", "netns", "exec", srv.name, "nft", "list", "chain", "inet", "postern", "input"); strings.Count(rules, "drop") != 2 {
 		t.Fatalf("chain after two opens:\n%s", rules)
 	}
