@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -241,5 +242,50 @@ func TestNetnsDropsBlocked(t *testing.T) {
 	}
 	if !reach(ln4) || reach(ln6) {
 		t.Fatalf("table not made again:\n%s", run(t, "ip", "netns", "exec", srv.name, "nft", "list", "table", "inet", "postern"))
+	}
+}
+
+// TestNetnsRefusedAfterPrivilegeDrop shows why the export needs
+// CAP_NET_ADMIN kept rather than a netlink socket opened before the drop:
+// a child process opens the target as root, switches to nobody as run_as
+// does, and its first write is refused with ErrPermission's advice.
+func TestNetnsRefusedAfterPrivilegeDrop(t *testing.T) {
+	if path := os.Getenv("POSTERN_NFT_DROP_CHILD"); path != "" {
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			fmt.Println("CHILD:", err)
+			return
+		}
+		tgt, err := Open(Config{Family: "inet", Table: "postern", Set4: "blocked4", Set6: "blocked6", Create: true}, nftables.WithNetNSFd(fd))
+		if err != nil {
+			fmt.Println("CHILD open:", err)
+			return
+		}
+		if err := syscall.Setgid(65534); err != nil {
+			fmt.Println("CHILD setgid:", err)
+			return
+		}
+		if err := syscall.Setuid(65534); err != nil {
+			fmt.Println("CHILD setuid:", err)
+			return
+		}
+		x := New(Options{Blocks: func() []store.Block {
+			return []store.Block{{Prefix: netip.MustParsePrefix("192.0.2.1/32")}}
+		}, Target: tgt})
+		err = x.Reconcile()
+		fmt.Printf("CHILD reconcile: permission=%v: %v\n", errors.Is(err, ErrPermission), err)
+		return
+	}
+	needNetns(t)
+	ns := newNetns(t, fmt.Sprintf("pnft-d%d", os.Getpid()%100000))
+	cmd := exec.Command(os.Args[0], "-test.run=^TestNetnsRefusedAfterPrivilegeDrop$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "POSTERN_NFT_DROP_CHILD=/run/netns/"+ns.name)
+	out, _ := cmd.CombinedOutput()
+	if !strings.Contains(string(out), "CHILD reconcile: permission=true") || !strings.Contains(string(out), "CAP_NET_ADMIN") {
+		t.Fatalf("child after the privilege drop:\n%s", out)
+	}
+	// the sets were made before the drop, and stay empty
+	if l := run(t, "ip", "netns", "exec", ns.name, "nft", "list", "set", "inet", "postern", "blocked4"); strings.Contains(l, "192.0.2.1") {
+		t.Fatalf("written after the drop:\n%s", l)
 	}
 }
