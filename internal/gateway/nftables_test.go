@@ -47,18 +47,20 @@ func nftConfig(t *testing.T, nft string) string {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "postern.yaml")
+	writeConfig(t, filepath.Join(dir, "bypass"), "198.51.100.99\n")
 	writeConfig(t, cfg, fmt.Sprintf(`store: { path: %s }
 admin: { listen: "tcp:127.0.0.1:0", token_file: %s }
 services:
   pop3: { listen: "127.0.0.1:0", backend: "127.0.0.1:1" }
+intrusion_prevention: { bypass_file: %s }
 nftables: %s
-`, filepath.Join(dir, "postern.db"), filepath.Join(dir, "admin.token"), nft))
+`, filepath.Join(dir, "postern.db"), filepath.Join(dir, "admin.token"), filepath.Join(dir, "bypass"), nft))
 	return cfg
 }
 
 // The running gateway writes its blocks into the sets of the namespace:
 // a manual block shows in the set within a poll, with its timeout, a
-// loopback block never does, and an unblock removes the element.
+// loopback or bypassed block never does, and an unblock removes the element.
 func TestNftablesExportFollowsBlocks(t *testing.T) {
 	ns, fd := nftNetns(t)
 	cfg := nftConfig(t, "{ enabled: true, create: true, drop_chain: input, poll: 1s }")
@@ -88,8 +90,10 @@ func TestNftablesExportFollowsBlocks(t *testing.T) {
 	if l := list(); !strings.Contains(l, "ip saddr @blocked4") || !strings.Contains(l, "ip6 saddr @blocked6") {
 		t.Fatalf("drop chain not made:\n%s", l)
 	}
-	if _, err := g.Engine().BlockManual(ctx, netip.MustParsePrefix("127.0.0.9/32"), time.Hour, "test", "test"); err != nil {
-		t.Fatal(err)
+	for _, p := range []string{"127.0.0.9/32", "198.51.100.99/32"} { // loopback, bypassed
+		if _, err := g.Engine().BlockManual(ctx, netip.MustParsePrefix(p), time.Hour, "test", "test"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if _, err := g.Engine().BlockManual(ctx, netip.MustParsePrefix("198.51.100.7/32"), time.Hour, "test", "test"); err != nil {
 		t.Fatal(err)
@@ -100,8 +104,11 @@ func TestNftablesExportFollowsBlocks(t *testing.T) {
 	l := waitFor("blocks exported", func(l string) bool {
 		return strings.Contains(l, "198.51.100.7 timeout 1h") && strings.Contains(l, "2001:db8:7::/48")
 	})
-	if strings.Contains(l, "127.0.0.9") {
-		t.Fatalf("a loopback block was exported:\n%s", l)
+	if strings.Contains(l, "127.0.0.9") || strings.Contains(l, "198.51.100.99") {
+		t.Fatalf("a loopback or bypassed block was exported:\n%s", l)
+	}
+	if n := len(g.Engine().Blocks()); n != 4 {
+		t.Fatalf("engine has %d blocks, want 4", n)
 	}
 	if _, err := g.Engine().Unblock(ctx, []netip.Prefix{netip.MustParsePrefix("198.51.100.7/32")}, "test"); err != nil {
 		t.Fatal(err)
