@@ -130,6 +130,7 @@ func (f *File) validate(d *decoder) {
 	f.validatePolicy(d)
 	f.validateDNSBLZone(d)
 	f.validateDecisionStream(d)
+	f.validateNftables(d)
 	switch f.Log.Level.Value {
 	case "", "debug", "info", "warn", "error":
 	default:

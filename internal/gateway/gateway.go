@@ -83,6 +83,9 @@ type Options struct {
 	// Build is the binary's build, for the status; zero: what the
 	// toolchain recorded.
 	Build buildinfo.Info
+	// NftablesNetNS is an open network namespace file whose nftables
+	// the nftables export writes; 0: postern's own. Tests set it.
+	NftablesNetNS int
 }
 
 // Gateway is a running postern: its configuration, store, engine,
@@ -116,6 +119,7 @@ type Gateway struct {
 	obs     observe          // metrics and service manager notifications (metrics.go)
 	policy  policyState      // the policy servers (policyd.go)
 	exp     exports          // the DNSBL zone and the decision stream (dnsblzone.go)
+	nft     nftState         // the nftables export (nftables.go)
 
 	tickets tlsconf.TicketStore // session ticket keys per service, kept across reloads (tls.go)
 }
@@ -192,6 +196,9 @@ func Start(ctx context.Context, path string, opts Options) (_ *Gateway, err erro
 	if err := g.bindExports(snap); err != nil {
 		return nil, err
 	}
+	if err := g.openNftables(snap); err != nil {
+		return nil, err
+	}
 	if err := dropPrivileges(cfg.RunAs, g.log); err != nil {
 		return nil, err
 	}
@@ -218,6 +225,9 @@ func Start(ctx context.Context, path string, opts Options) (_ *Gateway, err erro
 		return nil, err
 	}
 	g.startCluster()
+	if err := g.startNftables(snap); err != nil {
+		return nil, err
+	}
 	if g.initial, err = g.prepare(snap); err != nil {
 		return nil, err
 	}
@@ -287,6 +297,7 @@ func (g *Gateway) Run(ctx context.Context, reload <-chan struct{}) error {
 	g.runMetrics(ctx, &wg)
 	g.servePolicy(ctx, &wg)
 	g.serveExports(ctx, &wg)
+	g.runNftables(ctx, &wg)
 	wg.Go(func() {
 		g.fresh.Run(ctx, func(why string) {
 			select {
@@ -396,6 +407,7 @@ func (g *Gateway) close() {
 	g.closeMetrics()
 	g.closePolicy()
 	g.closeExports()
+	g.closeNftables()
 	if g.engine != nil {
 		g.engine.Close()
 	}

@@ -71,7 +71,7 @@ func (g *Gateway) startReload(ctx context.Context) *reloadJob {
 // the user to run as, the node name, the log format, the listeners of the
 // console and the metrics, the cluster link).
 var restartKeys = []string{"store", "admin.listen", "admin.token_file", "run_as", "node", "log.format",
-	"console.listen", "console.tls", "console.idle_timeout", "console.users_file", "cluster", "metrics.listen"}
+	"console.listen", "console.tls", "console.idle_timeout", "console.users_file", "cluster", "metrics.listen", "nftables"}
 
 func needsRestart(key string) bool {
 	for _, k := range slices.Concat(restartKeys, policyKeys, exportKeys) {
