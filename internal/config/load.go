@@ -128,6 +128,7 @@ func (f *File) validate(d *decoder) {
 	f.validateMetrics(d)
 	f.validateSMTPExtras(d)
 	f.validatePolicy(d)
+	f.validateWebhooks(d)
 	switch f.Log.Level.Value {
 	case "", "debug", "info", "warn", "error":
 	default:

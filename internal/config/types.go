@@ -42,6 +42,8 @@ type File struct {
 	Log                 Log                 `yaml:"log"`
 	Cluster             Cluster             `yaml:"cluster"` // shared blocks and counters; off unless redis, addresses or sentinel is set
 	Policy              PolicyServices      `yaml:"policy"`  // policy-service mode (Postfix, Dovecot)
+
+	Webhooks []Webhook `yaml:"webhooks"` // signed JSON notifications (webhooks.go)
 }
 
 // Logins says how the backends resolve a login name to an account, so that
