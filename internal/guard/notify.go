@@ -69,10 +69,10 @@ func (ns Notifiers) Notify(n Notice) {
 	}
 }
 
-// noticeOf is the notice of block b made.
+// noticeOf is the notice of block b made (at b.LastSeen).
 func (e *Engine) noticeOf(k NoticeKind, b store.Block, auto bool) Notice {
 	return Notice{
-		Kind: k, Time: e.clock(), Prefix: b.Prefix, Reason: b.Reason, Service: b.Service, Detail: b.Detail,
+		Kind: k, Time: b.LastSeen, Prefix: b.Prefix, Reason: b.Reason, Service: b.Service, Detail: b.Detail,
 		Expires: b.Expires, Level: b.Level, Node: b.Node, Actor: b.By, Auto: auto,
 	}
 }

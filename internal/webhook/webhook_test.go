@@ -322,3 +322,44 @@ func TestReconfigureAndClose(t *testing.T) {
 	default:
 	}
 }
+
+// TestEngineBlocks wires a dispatcher to a real engine: a block made and
+// removed by an administrator reaches the receiver, and the engine's calls
+// return while the receiver is stuck.
+func TestEngineBlocks(t *testing.T) {
+	got := make(chan Event, 4)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if err := Verify(secret, r.Header.Get(SignatureHeader), b, time.Now(), 0); err != nil {
+			t.Error(err)
+		}
+		var ev Event
+		if err := json.Unmarshal(b, &ev); err != nil {
+			t.Error(err)
+		}
+		got <- ev
+	}))
+	defer srv.Close()
+	d := newDispatcher(t, newCounts(), target(srv.URL, EventBlock, EventUnblock))
+	e, err := guard.New(t.Context(), &guard.Settings{BlockTime: time.Hour}, guard.Options{Node: "mx1", Notifier: d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	p := netip.MustParsePrefix("198.51.100.0/24")
+	if _, err := e.BlockManual(t.Context(), p, 2*time.Hour, "scanner", "cli"); err != nil {
+		t.Fatal(err)
+	}
+	ev := <-got
+	if ev.Type != "block" || ev.Block.Prefix != p.String() || ev.Block.Reason != "U" || ev.Block.Actor != "admin:cli" || ev.Block.Auto ||
+		ev.Block.Expires == nil || ev.Block.Expires.Sub(ev.Time) != 2*time.Hour || !strings.Contains(ev.Text, "by admin:cli") {
+		t.Fatalf("block: %+v %+v", ev, ev.Block)
+	}
+	if _, err := e.Unblock(t.Context(), []netip.Prefix{p}, "api:ops"); err != nil {
+		t.Fatal(err)
+	}
+	ev = <-got
+	if ev.Type != "unblock" || ev.Block.Prefix != p.String() || ev.Block.Actor != "api:ops" || ev.Text != "postern mx1: unblocked 198.51.100.0/24 by api:ops" {
+		t.Fatalf("unblock: %+v %+v", ev, ev.Block)
+	}
+}
