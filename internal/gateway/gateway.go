@@ -115,6 +115,7 @@ type Gateway struct {
 	cluster *cluster.Cluster // links the engine to the other gateways (cluster mode)
 	obs     observe          // metrics and service manager notifications (metrics.go)
 	policy  policyState      // the policy servers (policyd.go)
+	hooks   webhookState     // webhooks (webhooks.go)
 
 	tickets tlsconf.TicketStore // session ticket keys per service, kept across reloads (tls.go)
 }
@@ -206,6 +207,9 @@ func Start(ctx context.Context, path string, opts Options) (_ *Gateway, err erro
 		node, _ = os.Hostname()
 	}
 	gopts := guard.Options{Store: g.db, Logger: g.log, Node: node, Observer: g.observer()}
+	if gopts.Notifier, err = g.startWebhooks(cfg, node); err != nil {
+		return nil, err
+	}
 	if err := g.clusterOptions(cfg, node, storePath, &gopts); err != nil {
 		return nil, err
 	}
@@ -393,6 +397,7 @@ func (g *Gateway) close() {
 	if g.engine != nil {
 		g.engine.Close()
 	}
+	g.closeWebhooks()
 	if g.db != nil {
 		if err := g.db.Close(); err != nil {
 			g.log.Error("closing the store", "err", err)
