@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +18,8 @@ import (
 
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/reason"
+	"github.com/postern/postern/internal/service"
+	"github.com/postern/postern/internal/snapshot"
 )
 
 var secret = []byte("0123456789abcdef-test-secret")
@@ -361,5 +365,77 @@ func TestEngineBlocks(t *testing.T) {
 	ev = <-got
 	if ev.Type != "unblock" || ev.Block.Prefix != p.String() || ev.Block.Actor != "api:ops" || ev.Text != "postern mx1: unblocked 198.51.100.0/24 by api:ops" {
 		t.Fatalf("unblock: %+v %+v", ev, ev.Block)
+	}
+}
+
+// TestEngineAutomaticBlockAndEscalation: a DNSBL listing seen by a real
+// engine (settings loaded from a configuration file as the gateway loads
+// them) blocks the address; the second offence escalates. Both reach the
+// receiver with the engine's node, reason, service and expiry.
+func TestEngineAutomaticBlockAndEscalation(t *testing.T) {
+	got := make(chan Event, 8)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		var ev Event
+		if err := json.Unmarshal(b, &ev); err != nil {
+			t.Error(err)
+		}
+		got <- ev
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "postern.yaml")
+	if err := os.WriteFile(path, []byte(`
+services:
+  smtp: { listen: "127.0.0.1:0", backend: "127.0.0.1:10025" }
+intrusion_prevention:
+  block_minutes: 60
+  escalation: { factor: 3, max_minutes: 400 }
+  smtp: { dnsbl: [zen.example.org] }
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := snapshot.Load(t.Context(), path, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var now atomic.Int64
+	now.Store(time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC).UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()).UTC() }
+	d := newDispatcher(t, newCounts(), target(srv.URL, EventBlock, EventEscalation))
+	e, err := guard.New(t.Context(), snap.Guard, guard.Options{Node: "mx1", Notifier: d, Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	offend := func() {
+		s, _ := e.Open(netip.MustParseAddr("203.0.113.9"), service.SMTP, nil)
+		if dec := s.DNSBLListed("zen.example.org"); !dec.Blocked {
+			t.Fatalf("not blocked: %+v", dec)
+		}
+	}
+	offend()
+	ev := next(t, got)
+	if ev.Type != "block" || ev.Block.Prefix != "203.0.113.9/32" || ev.Block.Reason != "D" || ev.Block.Service != "smtp" ||
+		!ev.Block.Auto || ev.Block.Actor != "engine" || ev.Block.Node != "mx1" || ev.Block.Level != 0 || ev.Block.Expires.Sub(ev.Time) != time.Hour {
+		t.Fatalf("block: %+v %+v", ev, ev.Block)
+	}
+	now.Add(int64(time.Hour + time.Second))
+	offend()
+	ev, esc := next(t, got), next(t, got)
+	if ev.Type != "block" || esc.Type != "escalation" || esc.Block.Level != 1 || esc.Block.Expires.Sub(esc.Time) != 3*time.Hour ||
+		!strings.Contains(esc.Text, "escalation level 1, for 3h0m0s") {
+		t.Fatalf("escalation: %+v / %+v %+v", ev, esc, esc.Block)
+	}
+}
+
+func next(t *testing.T, ch <-chan Event) Event {
+	t.Helper()
+	select {
+	case ev := <-ch:
+		return ev
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event")
+		return Event{}
 	}
 }
