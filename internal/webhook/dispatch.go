@@ -238,8 +238,14 @@ func newHook(d *Dispatcher, t Target) *hook {
 	return h
 }
 
-// push queues q, dropping the oldest event when the queue is full.
+// push queues q, dropping the oldest event when the queue is full. An
+// event for a hook stopped meanwhile (a reconfiguration raced with it) is
+// dropped.
 func (h *hook) push(q queued) {
+	if h.ctx.Err() != nil {
+		h.outcome(Dropped)
+		return
+	}
 	h.mu.Lock()
 	dropped := false
 	if h.n == len(h.queue) {
