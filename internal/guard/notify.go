@@ -51,7 +51,9 @@ type Notice struct {
 	Auto    bool        // made by the engine, not by an administrator
 }
 
-// Notifier is told of blocks made and removed and of escalations. Notify
+// Notifier is told of blocks made and removed and of escalations
+// (blocks added by Import and changes learned from a cluster are not
+// announced: the node that made a block announces it). Notify
 // runs on the goroutine that changed the block table, after the change,
 // outside the engine's lock and never on Admit's path; it must not block
 // or wait (hand the notice to a bounded queue and return).
