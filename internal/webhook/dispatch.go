@@ -81,12 +81,20 @@ type Options struct {
 // Dispatcher fans events out to the webhooks. It implements
 // guard.Notifier. It is safe for concurrent use.
 type Dispatcher struct {
-	opts  Options
-	hooks atomic.Pointer[[]*hook]
-	mu    sync.Mutex // serializes Configure and Close
-	wg    sync.WaitGroup
-	done  bool
+	opts   Options
+	hooks  atomic.Pointer[[]*hook]
+	intake chan guard.Notice // from the engine to the pump
+	quit   chan struct{}     // closed by Close: the pump stops
+	mu     sync.Mutex        // serializes Configure and Close
+	wg     sync.WaitGroup
+	done   bool
 }
+
+// IntakeSize is how many engine notices wait for the dispatcher's pump
+// (which turns them into events and queues them per webhook). A notice
+// that finds the intake full is dropped and counted for every webhook that
+// wanted it.
+const IntakeSize = 4096
 
 // New returns a dispatcher without webhooks; Configure gives it some.
 func New(opts Options) *Dispatcher {
@@ -110,9 +118,26 @@ func New(opts Options) *Dispatcher {
 			},
 		}
 	}
-	d := &Dispatcher{opts: opts}
+	d := &Dispatcher{opts: opts, intake: make(chan guard.Notice, IntakeSize), quit: make(chan struct{})}
 	d.hooks.Store(new([]*hook))
+	d.wg.Go(d.pump)
 	return d
+}
+
+// pump turns the engine's notices into events, off the engine's
+// goroutines, until Close.
+func (d *Dispatcher) pump() {
+	for {
+		select {
+		case n := <-d.intake:
+			hs := *d.hooks.Load()
+			if wanted(hs, n.Kind.String()) {
+				d.send(hs, FromNotice(n, d.opts.Node))
+			}
+		case <-d.quit:
+			return
+		}
+	}
 }
 
 // Configure replaces the webhooks by targets. The old webhooks stop:
@@ -141,6 +166,9 @@ func (d *Dispatcher) Configure(targets []Target) {
 // Close stops every webhook and waits for their goroutines.
 func (d *Dispatcher) Close() {
 	d.mu.Lock()
+	if !d.done {
+		close(d.quit)
+	}
 	d.done = true
 	old := d.hooks.Swap(new([]*hook))
 	d.mu.Unlock()
@@ -150,14 +178,24 @@ func (d *Dispatcher) Close() {
 	d.wg.Wait()
 }
 
-// Notify queues the event of an engine notice for the webhooks that want
-// it. It never waits for a delivery.
+// Notify hands an engine notice to the dispatcher: a send on a buffered
+// channel that never waits (the notice is dropped, and counted, when the
+// channel is full). Encoding and queueing happen on the dispatcher's own
+// goroutine.
 func (d *Dispatcher) Notify(n guard.Notice) {
 	hs := *d.hooks.Load()
 	if !wanted(hs, n.Kind.String()) {
 		return
 	}
-	d.send(hs, FromNotice(n, d.opts.Node))
+	select {
+	case d.intake <- n:
+	default:
+		for _, h := range hs {
+			if h.wants[n.Kind.String()] {
+				h.outcome(Dropped)
+			}
+		}
+	}
 }
 
 // Send queues ev for the webhooks that want its type. It never waits for
