@@ -439,3 +439,19 @@ func next(t *testing.T, ch <-chan Event) Event {
 		return Event{}
 	}
 }
+
+// TestIntakeFullDrops: Notify never waits; with the intake full (its pump
+// held up) further notices are dropped and counted per webhook.
+func TestIntakeFullDrops(t *testing.T) {
+	c := newCounts()
+	d := &Dispatcher{opts: Options{Observer: c, Clock: time.Now}, intake: make(chan guard.Notice, 2), quit: make(chan struct{})}
+	h := newHook(d, target("http://127.0.0.1:9/", EventBlock))
+	defer h.stop()
+	d.hooks.Store(&[]*hook{h}) // no pump: nothing leaves the intake
+	for range 5 {
+		d.Notify(blockNotice())
+	}
+	if len(d.intake) != 2 || c.outcomes[Dropped] != 3 {
+		t.Fatalf("intake %d, outcomes %v", len(d.intake), c.outcomes)
+	}
+}
