@@ -131,6 +131,7 @@ func (f *File) validate(d *decoder) {
 	f.validateDNSBLZone(d)
 	f.validateDecisionStream(d)
 	f.validateNftables(d)
+	f.validateWebhooks(d)
 	switch f.Log.Level.Value {
 	case "", "debug", "info", "warn", "error":
 	default:

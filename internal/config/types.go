@@ -46,7 +46,8 @@ type File struct {
 	DNSBLZone      DNSBLZone      `yaml:"dnsbl_zone"`      // blocks served as a DNSBL zone; off without listen
 	DecisionStream DecisionStream `yaml:"decision_stream"` // blocks for CrowdSec bouncers; off without listen
 	// Nftables is the block export to nftables sets; off unless enabled.
-	Nftables Nftables `yaml:"nftables"`
+	Nftables Nftables  `yaml:"nftables"`
+	Webhooks []Webhook `yaml:"webhooks"` // signed JSON notifications (webhooks.go)
 }
 
 // Logins says how the backends resolve a login name to an account, so that

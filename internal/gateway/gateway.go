@@ -120,6 +120,7 @@ type Gateway struct {
 	policy  policyState      // the policy servers (policyd.go)
 	exp     exports          // the DNSBL zone and the decision stream (dnsblzone.go)
 	nft     nftState         // the nftables export (nftables.go)
+	hooks   webhookState     // webhooks (webhooks.go)
 
 	tickets tlsconf.TicketStore // session ticket keys per service, kept across reloads (tls.go)
 }
@@ -217,6 +218,9 @@ func Start(ctx context.Context, path string, opts Options) (_ *Gateway, err erro
 		node, _ = os.Hostname()
 	}
 	gopts := guard.Options{Store: g.db, Logger: g.log, Node: node, Observer: g.observer()}
+	if gopts.Notifier, err = g.startWebhooks(cfg, node); err != nil {
+		return nil, err
+	}
 	if err := g.clusterOptions(cfg, node, storePath, &gopts); err != nil {
 		return nil, err
 	}
@@ -411,6 +415,7 @@ func (g *Gateway) close() {
 	if g.engine != nil {
 		g.engine.Close()
 	}
+	g.closeWebhooks()
 	if g.db != nil {
 		if err := g.db.Close(); err != nil {
 			g.log.Error("closing the store", "err", err)

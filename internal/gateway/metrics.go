@@ -152,6 +152,7 @@ func (g *Gateway) reloadDone(err error) {
 	if g.obs.m != nil {
 		g.obs.m.Reload(err == nil, time.Now())
 	}
+	g.webhooksReloaded(err)
 	status := fmt.Sprintf("serving %d services", len(g.slots))
 	if err == nil {
 		g.publishCerts()

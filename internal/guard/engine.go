@@ -57,6 +57,9 @@ type Options struct {
 	// Observer is told connections, events, blocks, logins and store
 	// commits (for metrics); nil: none.
 	Observer Observer
+	// Notifier is told of blocks made and removed and of escalations
+	// (webhooks, exports); nil: none.
+	Notifier Notifier
 }
 
 // ErrClosed is returned by operations on a closed engine.
@@ -86,6 +89,7 @@ type Engine struct {
 	peers    []netip.Prefix
 	sharedFP bool // fingerprints keyed with the cluster's key: sent with counts
 	obs      Observer
+	notify   Notifier
 
 	wq     writeQueue
 	quit   chan struct{}
@@ -114,6 +118,7 @@ func New(ctx context.Context, s *Settings, opts Options) (*Engine, error) {
 		history:  make(map[netip.Prefix]offence),
 		counters: newCounters(opts.MaxCounters),
 		obs:      opts.Observer,
+		notify:   opts.Notifier,
 		quit:     make(chan struct{}),
 		wdone:    make(chan struct{}),
 		cluster:  opts.Cluster,
@@ -381,6 +386,7 @@ func (e *Engine) block(s *Settings, o offense) (store.Block, bool) {
 	if e.obs != nil {
 		e.obs.Blocked(o.reason)
 	}
+	e.notifyBlock(b, true)
 	err := e.wait(done)
 	if err != nil {
 		ent.dirty.Store(true) // retried by the next Sweep
@@ -455,6 +461,7 @@ func (e *Engine) BlockManual(ctx context.Context, p netip.Prefix, d time.Duratio
 	if e.obs != nil {
 		e.obs.Blocked(reason.Manual)
 	}
+	e.notifyBlock(b, false)
 	if err := e.waitCtx(ctx, done); err != nil {
 		return store.Block{}, fmt.Errorf("storing block %s: %w", p, err)
 	}
@@ -483,10 +490,14 @@ func (e *Engine) Unblock(ctx context.Context, prefixes []netip.Prefix, actor str
 	e.mu.Lock()
 	tbl := e.blocks.Load()
 	var removed []netip.Prefix
+	var gone []store.Block // for the notifier
 	for _, p := range prefixes {
-		if _, ok := tbl.Get(p); ok { // a repeated prefix is gone by its second turn
+		if ent, ok := tbl.Get(p); ok { // a repeated prefix is gone by its second turn
 			tbl = tbl.DeletePersist(p)
 			removed = append(removed, p)
+			if e.notify != nil {
+				gone = append(gone, ent.rec)
+			}
 		}
 	}
 	n := len(removed)
@@ -497,6 +508,7 @@ func (e *Engine) Unblock(ctx context.Context, prefixes []netip.Prefix, actor str
 	for _, p := range prefixes {
 		e.counters.reset(p)
 	}
+	e.notifyUnblock(gone, actor)
 	if err := e.waitCtx(ctx, done); err != nil {
 		return n, fmt.Errorf("removing blocks from the store: %w", err)
 	}
@@ -512,11 +524,18 @@ func (e *Engine) Unblock(ctx context.Context, prefixes []netip.Prefix, actor str
 func (e *Engine) UnblockAll(ctx context.Context, actor string) (int, error) {
 	e.mu.Lock()
 	n := e.blocks.Load().Size()
+	var gone []store.Block // for the notifier
+	if e.notify != nil {
+		for _, ent := range e.blocks.Load().All() {
+			gone = append(gone, ent.rec)
+		}
+	}
 	e.blocks.Store(new(blockTable))
 	done := e.wq.push(writeOp{kind: opDeleteAll})
 	e.publish(Change{Kind: ChangeDeleteAll, Actor: actor})
 	e.mu.Unlock()
 	e.resetAllCounters()
+	e.notifyUnblock(gone, actor)
 	if err := e.waitCtx(ctx, done); err != nil {
 		return n, fmt.Errorf("removing all blocks from the store: %w", err)
 	}
@@ -559,9 +578,13 @@ func (e *Engine) purge(ctx context.Context, cut time.Time) (int, error) {
 	e.mu.Lock()
 	tbl := e.blocks.Load()
 	var gone []netip.Prefix
+	var recs []store.Block // for the notifier
 	for p, ent := range tbl.All() {
 		if !ent.rec.Expires.IsZero() && !cut.Before(ent.rec.Expires) {
 			gone = append(gone, p)
+			if e.notify != nil {
+				recs = append(recs, ent.rec)
+			}
 		}
 	}
 	for _, p := range gone {
@@ -570,6 +593,7 @@ func (e *Engine) purge(ctx context.Context, cut time.Time) (int, error) {
 	e.blocks.Store(tbl)
 	done := e.wq.push(writeOp{kind: opPurge, before: cut})
 	e.mu.Unlock()
+	e.notifyUnblock(recs, "expired")
 	if err := e.waitCtx(ctx, done); err != nil {
 		return len(gone), fmt.Errorf("purging expired blocks from the store: %w", err)
 	}
