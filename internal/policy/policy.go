@@ -22,6 +22,7 @@ type Policy struct {
 	services [service.Count]*Service // nil: not configured
 	logins   Logins
 	trusted  *patterns.Set
+	reg      *patterns.Registry // compiles travel passes' lists
 }
 
 // List is a grant or deny list as written and compiled.
@@ -51,7 +52,7 @@ type PathRule struct {
 // Build compiles the access rules of cfg against the compiled patterns.
 // It returns warnings for legal but doubtful settings.
 func Build(cfg *config.File, reg *patterns.Registry) (*Policy, []error, error) {
-	p := &Policy{}
+	p := &Policy{reg: reg}
 	var errs diag.List
 	var warns []error
 	list := func(t config.Text) *List {
