@@ -62,7 +62,7 @@ CREATE TABLE passes (
 var wantColumns = map[string][]string{
 	"blocks": {"prefix", "reason", "service", "detail", "first_seen", "last_seen", "hits",
 		"expires", "node", "by_who", "comment", "level"},
-	"audit": {"id", "time", "actor", "action", "target", "detail"},
+	"audit":  {"id", "time", "actor", "action", "target", "detail"},
 	"passes": {"id", "account", "from_list", "created", "until", "by_who", "comment"},
 }
 
