@@ -85,6 +85,7 @@ func TestPassCommands(t *testing.T) {
 		{[]string{"add", "alice@example.com", "--from", "country:TH", "--for", "1d", "--until", "2026-06-01"}, 2, "not both"},
 		{[]string{"add", "alice@example.com", "--for", "1d"}, 2, "--from"},
 		{[]string{"add", "alice@example.com", "--from", "country:QQ", "--for", "1d"}, 2, "QQ"},
+		{[]string{"add", "alice@example.com", "--from", "country:SG", "--for", "1d"}, 2, "no networks for this country"},
 		{[]string{"add", "alice@example.com", "--from", "country:TH", "--until", "next week"}, 2, "--until"},
 		{[]string{"add", "alice@example.com", "--from", "country:TH", "--until", "2026-04-01"}, 2, "not in the future"},
 		{[]string{"add", "bob@example.com", "--from", "country:TH", "--for", "1d"}, 2, "no login IP restriction applies to bob@example.com"},

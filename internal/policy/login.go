@@ -216,9 +216,19 @@ func (p *Policy) CompileLoginList(text string) (*patterns.Set, error) {
 	if p == nil || p.reg == nil {
 		return nil, errors.New("no configuration to compile the list against")
 	}
+	// Expr records doubts (a country the GeoIP data has no networks for)
+	// as the registry's warnings: one compilation at a time, and a list
+	// that would draw one is refused, since it would allow nothing.
+	p.compileMu.Lock()
+	n := len(p.reg.Warnings())
 	set, err := p.reg.Expr(patterns.Source{Text: text})
+	warns := p.reg.Warnings()[n:]
+	p.compileMu.Unlock()
 	if err != nil {
 		return nil, err
+	}
+	if len(warns) > 0 {
+		return nil, errors.Join(warns...)
 	}
 	if hasMailItems(set) {
 		return nil, errors.New("list IP addresses, networks, countries or [patterns], not mail masks")

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 
 	"github.com/postern/postern/internal/config"
 	"github.com/postern/postern/internal/diag"
@@ -23,6 +24,9 @@ type Policy struct {
 	logins   Logins
 	trusted  *patterns.Set
 	reg      *patterns.Registry // compiles travel passes' lists
+	// compileMu serializes CompileLoginList: the registry appends its
+	// warnings as it compiles.
+	compileMu sync.Mutex
 }
 
 // List is a grant or deny list as written and compiled.
