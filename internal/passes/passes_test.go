@@ -197,3 +197,49 @@ func TestTableRemoveAndLoad(t *testing.T) {
 		t.Error("nil table allows")
 	}
 }
+
+// Logins check passes while an admin adds and removes them and a reload
+// recompiles them (run with -race).
+func TestTableConcurrent(t *testing.T) {
+	clk := &clock{t: time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)}
+	tab := passes.NewTable(clk.now)
+	c := compile(t)
+	addr := netip.MustParseAddr("192.0.2.1")
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					tab.Allow(context.Background(), "alice@example.com", addr)
+					tab.List()
+				}
+			}
+		}()
+	}
+	for i := range 200 {
+		p := passes.Pass{ID: passes.NewID(), Account: "alice@example.com", From: "192.0.2.0/24", Until: clk.now().Add(time.Hour)}
+		set, err := passes.Check(&p, clk.now(), c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tab.Put(p, set)
+		if i%3 == 0 {
+			tab.Remove(p.ID)
+		}
+		if i%50 == 0 {
+			tab.Recompile(c)
+			tab.Sweep()
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if _, ok := tab.Allow(context.Background(), "alice@example.com", addr); !ok {
+		t.Error("no pass allows after the run")
+	}
+}
