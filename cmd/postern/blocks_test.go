@@ -28,6 +28,7 @@ type adminServer struct {
 	sock      string
 	tokenFile string
 	dir       string
+	srv       *admin.Server
 }
 
 // flags are the command-line flags that point at the server.
@@ -53,6 +54,7 @@ func startAdmin(t *testing.T) *adminServer {
 		t.Fatal(err)
 	}
 	srv := admin.NewServer(s.eng, nil, token, nil, nil)
+	s.srv = srv
 	ctx, cancel := context.WithCancel(context.Background())
 	ln, err := srv.Listen(ctx, "unix:"+s.sock)
 	if err != nil {

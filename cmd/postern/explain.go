@@ -168,6 +168,12 @@ func printAnswer(w io.Writer, a *explain.Answer) {
 	if a.Account != "" {
 		fmt.Fprintf(w, "login     %s\n", a.Account)
 		printRules(w, a, explain.KindLogin, "no login restriction applies to this account")
+		for _, s := range a.Steps {
+			if s.Kind == explain.KindPass && s.Pass != nil {
+				fmt.Fprintf(w, "  travel pass %s for %s from %q until %s UTC, by %s (%s): allows\n",
+					s.Pass.ID, s.Pass.Account, s.Pass.From, shortTime(s.Pass.Until), cell(s.Pass.By, 40), cell(s.Pass.Comment, 60))
+			}
+		}
 	}
 	blocked := false
 	for _, s := range a.Steps {

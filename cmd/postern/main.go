@@ -69,6 +69,7 @@ Start with 'postern init -o postern.yaml', edit it, then 'postern check -c poste
 		newExplainCmd(),
 		newServeCmd(),
 		newBlocksCmd(),
+		newPassCmd(),
 		newStatusCmd(),
 		newDemoCmd(),
 		newDoctorCmd(),

@@ -88,6 +88,9 @@ func (s *Server) newMux() *http.ServeMux {
 	handle(http.MethodGet, "/v1/audit", s.handleAudit)
 	handle(http.MethodGet, "/v1/explain", s.handleExplain)
 	handle(http.MethodGet, "/v1/status", s.handleStatus)
+	handle(http.MethodGet, "/v1/passes", s.handleListPasses)
+	handle(http.MethodPost, "/v1/passes", s.handleAddPass)
+	handle(http.MethodDelete, "/v1/passes", s.handleRemovePass)
 	for path, methods := range allow {
 		slices.Sort(methods)
 		wrong := methodNotAllowed(methods)

@@ -42,6 +42,7 @@ type Server struct {
 	grant     func(netip.Addr) bool
 	mux       *http.ServeMux // the routes, behind the grant and token checks
 	status    atomic.Pointer[StatusSource]
+	passes    atomic.Pointer[PassManager]
 }
 
 // NewServer returns a server for eng. explain may be nil (GET /v1/explain

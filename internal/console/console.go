@@ -143,7 +143,10 @@ type Options struct {
 	// Country names the country of an address from the GeoIP databases
 	// (two letters; "" unknown); nil: no countries shown.
 	Country func(netip.Addr) string
-	Log     *slog.Logger
+	// Passes are the travel passes of the Passes page; nil: not
+	// available.
+	Passes admin.PassManager
+	Log    *slog.Logger
 }
 
 // Server is the web console. It is safe for concurrent use.

@@ -55,6 +55,9 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("GET /events", s.auth(s.events))
 	mux.HandleFunc("GET /explain", s.auth(s.explainPage))
 	mux.HandleFunc("GET /audit", s.auth(s.auditPage))
+	mux.HandleFunc("GET /passes", s.auth(s.passesPage))
+	mux.HandleFunc("POST /passes/add", s.auth(s.addPass))
+	mux.HandleFunc("POST /passes/remove", s.auth(s.removePass))
 	mux.HandleFunc("GET /config", s.auth(s.configPage))
 	mux.HandleFunc("POST /config/reload", s.auth(s.reload))
 	return mux

@@ -19,6 +19,7 @@ import (
 
 	"github.com/postern/postern/internal/diag"
 	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/passes"
 	"github.com/postern/postern/internal/patterns"
 	"github.com/postern/postern/internal/policy"
 	"github.com/postern/postern/internal/service"
@@ -39,6 +40,13 @@ type Live interface {
 	BlockOf(addr netip.Addr) (store.Block, bool)
 	// Now is the engine's clock; a block's expiry is judged against it.
 	Now() time.Time
+}
+
+// PassLive is what an explanation asks a running engine that holds
+// travel passes (*guard.Engine does): the pass, if any, that lets an
+// account (as the backend resolves it) log in from an address now.
+type PassLive interface {
+	LoginPass(ctx context.Context, account string, addr netip.Addr) (passes.Pass, bool)
 }
 
 // Query is what is asked: a client address and, each optional, the
@@ -100,6 +108,7 @@ const (
 	KindService Kind = "service" // the service's grant or deny list
 	KindPath    Kind = "path"    // a web path rule's grant or deny list
 	KindLogin   Kind = "login"   // the login IP restriction of the account
+	KindPass    Kind = "pass"    // a travel pass that allows a login its restriction refuses
 	KindBlock   Kind = "block"   // an active block in the live block table
 	KindBypass  Kind = "bypass"  // an address item of the bypass list
 	// KindUpstream: the address is a trusted upstream, whose connections
@@ -176,6 +185,8 @@ type Step struct {
 	// made; nil when none was made.
 	ClientName *ClientName `json:"client_name,omitempty"`
 	Block      *Block      `json:"block,omitempty"` // KindBlock only
+	// Pass is the travel pass that allowed the login (KindPass only).
+	Pass *passes.Pass `json:"pass,omitempty"`
 }
 
 // Item is one pattern item of a step.
@@ -283,7 +294,27 @@ func Explain(snap *snapshot.Snapshot, live Live, q Query) (Answer, error) {
 		a.add(KindPath, v, "a path rule for "+a.CleanPath)
 	}
 	if q.Account != "" {
-		a.add(KindLogin, snap.Policy.ExplainLogin(q.Account, addr), "the login restriction for "+q.Account)
+		v := snap.Policy.ExplainLogin(q.Account, addr)
+		pl, ok := live.(PassLive)
+		var p passes.Pass
+		if !v.Allow && ok {
+			p, ok = pl.LoginPass(context.Background(), snap.Policy.Logins().Canon(q.Account), addr)
+		}
+		if v.Allow || !ok {
+			a.add(KindLogin, v, "the login restriction for "+q.Account)
+		} else {
+			// The restriction refuses, the pass allows: the steps say both,
+			// and neither denies.
+			v.Allow = true
+			a.add(KindLogin, v, "")
+			for i := range a.Steps {
+				if a.Steps[i].Kind == KindLogin {
+					a.Steps[i].Denies = false
+				}
+			}
+			a.Steps = append(a.Steps, Step{Kind: KindPass, Rule: "pass " + p.ID + " for " + p.Account, Text: p.From,
+				Effect: "allows: a travel pass until " + p.Until.UTC().Format(time.RFC3339), Pass: &p})
+		}
 	}
 	if snap.Policy.TrustedUpstream(addr) {
 		// A client at this address is taken for the load balancer: every

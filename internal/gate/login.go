@@ -8,6 +8,7 @@ import (
 
 	"github.com/postern/postern/internal/decoy"
 	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/passes"
 	"github.com/postern/postern/internal/policy"
 )
 
@@ -15,6 +16,13 @@ import (
 // counters (*guard.Engine is one).
 type Fingerprinter interface {
 	PasswordFingerprint(account, password string) uint64
+}
+
+// PassChecker finds the travel pass that lets an account (as the backend
+// resolves it) log in from an address its login IP restriction refuses
+// (*guard.Engine is one, when it has passes).
+type PassChecker interface {
+	LoginPass(ctx context.Context, account string, addr netip.Addr) (passes.Pass, bool)
 }
 
 // Logins is one service's login gate: what its sessions' logins share.
@@ -162,6 +170,12 @@ func (l *Logins) begin(a *Attempt, ctx context.Context, gs *guard.Session, pol *
 		return guard.Decision{}, true
 	}
 	if pol != nil && !pol.AllowLogin(c.User, client) {
+		if pc, ok := l.eng.(PassChecker); ok {
+			if p, ok := pc.LoginPass(ctx, pol.Logins().Canon(c.User), client); ok {
+				log.Info("login allowed by a travel pass", "account", c.User, "pass", p.ID, "pass_account", p.Account, "until", p.Until)
+				return guard.Decision{}, true
+			}
+		}
 		log.Info("login refused by the login IP restriction", "account", c.User)
 		a.Refused, a.Pass = true, l.decoys.Password(c.Pass)
 		lg.Restricted()

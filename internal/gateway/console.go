@@ -87,6 +87,7 @@ func (g *Gateway) newConsole(token string) error {
 		Stats:       cs,
 		Traffic:     cs.rates,
 		Country:     g.consoleCountry,
+		Passes:      g.passes,
 		Log:         g.log,
 	}
 	if cs.certs != nil {

@@ -34,6 +34,7 @@ import (
 	"github.com/postern/postern/internal/dnsbl"
 	"github.com/postern/postern/internal/explain"
 	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/passes"
 	"github.com/postern/postern/internal/preflight"
 	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/snapshot"
@@ -99,6 +100,7 @@ type Gateway struct {
 	db     *store.DB
 	engine *guard.Engine
 	api    *admin.Server
+	passes *passes.Manager // travel passes (passes.go)
 	apiLn  net.Listener
 	grant  atomic.Pointer[func(netip.Addr) bool] // the admin grant of the running configuration
 	con    *consoleSide                          // the web console; nil when not configured
@@ -243,6 +245,9 @@ func Start(ctx context.Context, path string, opts Options) (_ *Gateway, err erro
 	g.api = admin.NewServer(g.engine, explain.Func(g.holder.Load, g.engine), token, g.log, func(a netip.Addr) bool { return (*g.grant.Load())(a) })
 	g.noteStarted(node)
 	g.api.SetStatus(g)
+	if err := g.startPasses(ctx); err != nil {
+		return nil, err
+	}
 	adminAt := orDefault(cfg.Admin.Listen.Value, admin.DefaultListen)
 	if g.apiLn, err = g.api.Listen(ctx, adminAt); err != nil {
 		return nil, err

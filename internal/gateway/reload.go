@@ -123,6 +123,7 @@ func (g *Gateway) apply(snap *snapshot.Snapshot) error {
 	g.holder.Store(snap)
 	g.fresh.Apply(snap)
 	g.engine.Apply(snap.Guard)
+	g.recompilePasses()
 	g.grant.Store(&grant)
 	policyGrants()
 	g.level.Set(logLevel(snap.Config))

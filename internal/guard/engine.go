@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/postern/postern/internal/passes"
 	"github.com/postern/postern/internal/reason"
 	"github.com/postern/postern/internal/service"
 	"github.com/postern/postern/internal/store"
@@ -69,6 +70,7 @@ var ErrClosed = errors.New("guard: engine closed")
 type Engine struct {
 	settings atomic.Pointer[Settings]
 	blocks   atomic.Pointer[blockTable]
+	passes   atomic.Pointer[passes.Table] // travel passes; nil: none
 
 	clock   func() time.Time
 	log     *slog.Logger

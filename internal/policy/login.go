@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"strings"
 	"unicode"
@@ -206,4 +207,53 @@ func (p *Policy) ExplainLogin(account string, addr netip.Addr) Verdict {
 		c.Effect = "refuses"
 	}
 	return Verdict{Allow: m.In, Rules: []Consulted{c}}
+}
+
+// CompileLoginList compiles an extra login list, such as a travel pass's,
+// as a login restriction's right-hand side is compiled: addresses,
+// networks, countries and [patterns] of this configuration, no mail masks.
+func (p *Policy) CompileLoginList(text string) (*patterns.Set, error) {
+	if p == nil || p.reg == nil {
+		return nil, errors.New("no configuration to compile the list against")
+	}
+	// Expr records doubts (a country the GeoIP data has no networks for)
+	// as the registry's warnings: one compilation at a time, and a list
+	// that would draw one is refused, since it would allow nothing.
+	p.compileMu.Lock()
+	n := len(p.reg.Warnings())
+	set, err := p.reg.Expr(patterns.Source{Text: text})
+	warns := p.reg.Warnings()[n:]
+	p.compileMu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if len(warns) > 0 {
+		return nil, errors.Join(warns...)
+	}
+	if hasMailItems(set) {
+		return nil, errors.New("list IP addresses, networks, countries or [patterns], not mail masks")
+	}
+	return set, nil
+}
+
+// Restricted reports whether a login restriction applies to the account
+// (or, for "@domain", to the domain's accounts): a travel pass only
+// matters where one does.
+func (p *Policy) Restricted(account string) bool {
+	if p == nil {
+		return false
+	}
+	if strings.HasPrefix(account, "@") {
+		return p.logins.domains[foldCase(account[1:])] != nil || p.logins.star != nil || p.logins.anyAccountIn(foldCase(account[1:]))
+	}
+	return p.logins.Rule(account) != nil
+}
+
+func (l *Logins) anyAccountIn(domain string) bool {
+	for a := range l.accounts {
+		if strings.HasSuffix(a, "@"+domain) {
+			return true
+		}
+	}
+	return false
 }

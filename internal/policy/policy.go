@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 
 	"github.com/postern/postern/internal/config"
 	"github.com/postern/postern/internal/diag"
@@ -22,6 +23,10 @@ type Policy struct {
 	services [service.Count]*Service // nil: not configured
 	logins   Logins
 	trusted  *patterns.Set
+	reg      *patterns.Registry // compiles travel passes' lists
+	// compileMu serializes CompileLoginList: the registry appends its
+	// warnings as it compiles.
+	compileMu sync.Mutex
 }
 
 // List is a grant or deny list as written and compiled.
@@ -51,7 +56,7 @@ type PathRule struct {
 // Build compiles the access rules of cfg against the compiled patterns.
 // It returns warnings for legal but doubtful settings.
 func Build(cfg *config.File, reg *patterns.Registry) (*Policy, []error, error) {
-	p := &Policy{}
+	p := &Policy{reg: reg}
 	var errs diag.List
 	var warns []error
 	list := func(t config.Text) *List {

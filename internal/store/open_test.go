@@ -215,8 +215,8 @@ func TestRefusesBadFiles(t *testing.T) {
 		}, ErrNotStore, []string{"not a postern store", "0x4d2"}},
 		{"newer schema", func(t *testing.T, path string) {
 			makeStore(t, path, 10)
-			rawExec(t, path, "PRAGMA user_version = 2")
-		}, ErrSchemaTooNew, []string{"schema version 2", "newer than this postern supports (1)", "will not downgrade"}},
+			rawExec(t, path, "PRAGMA user_version = 3")
+		}, ErrSchemaTooNew, []string{"schema version 3", "newer than this postern supports (2)", "will not downgrade"}},
 		{"tables missing", func(t *testing.T, path string) {
 			makeStore(t, path, 10)
 			rawExec(t, path, "DROP TABLE audit")

@@ -10,7 +10,7 @@ import (
 
 // SchemaVersion is the schema this build writes, kept in PRAGMA user_version.
 // Open migrates older stores up to it and refuses newer ones.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // applicationID marks a SQLite file as a postern store (PRAGMA
 // application_id; "PSTN").
@@ -45,13 +45,25 @@ CREATE TABLE audit (
 );
 CREATE INDEX audit_time ON audit(time);
 `,
+	1: `
+CREATE TABLE passes (
+	id         TEXT PRIMARY KEY NOT NULL,
+	account    TEXT NOT NULL,             -- alice@example.com or @example.com
+	from_list  TEXT NOT NULL,             -- login restriction syntax
+	created    INTEGER NOT NULL DEFAULT 0, -- unix nanoseconds UTC
+	until      INTEGER NOT NULL,
+	by_who     TEXT NOT NULL DEFAULT '',
+	comment    TEXT NOT NULL DEFAULT ''
+) WITHOUT ROWID;
+`,
 }
 
 // wantColumns is the shape of every table at SchemaVersion, checked on open.
 var wantColumns = map[string][]string{
 	"blocks": {"prefix", "reason", "service", "detail", "first_seen", "last_seen", "hits",
 		"expires", "node", "by_who", "comment", "level"},
-	"audit": {"id", "time", "actor", "action", "target", "detail"},
+	"audit":  {"id", "time", "actor", "action", "target", "detail"},
+	"passes": {"id", "account", "from_list", "created", "until", "by_who", "comment"},
 }
 
 // checkIntegrity runs PRAGMA quick_check. It only reads.

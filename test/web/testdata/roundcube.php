@@ -19,7 +19,7 @@ if ($action === 'login') {
     $user = isset($_POST['_user']) && is_string($_POST['_user']) ? trim(strip_tags($_POST['_user'])) : '';
     $pass = isset($_POST['_pass']) && is_string($_POST['_pass']) ? $_POST['_pass'] : '';
     file_put_contents(getenv('RC_LOG'), json_encode(['user' => $user, 'pass' => $pass]) . "\n", FILE_APPEND | LOCK_EX);
-    if ($user === 'alice@example.test' && $pass === 'alice-pass-1') {
+    if (($user === 'alice@example.test' && $pass === 'alice-pass-1') || ($user === 'ceo@example.test' && $pass === 'ceo-pass-1')) {
         header('Location: ./?_task=mail', true, 302);
         exit;
     }
