@@ -25,11 +25,34 @@ type PassChecker interface {
 	LoginPass(ctx context.Context, account string, addr netip.Addr) (passes.Pass, bool)
 }
 
+// LoginWatcher judges logins by the account's login history (logins
+// from a new country, impossible travel; *loginhistory.Alerts is one).
+// Neither method may block for long: they run in the session, after the
+// connection was admitted.
+type LoginWatcher interface {
+	// RefuseLogin reports whether a login of account from client, that
+	// nothing else refuses, is to be refused because it comes from a
+	// country never seen for the account (block_new_country). A travel
+	// pass is checked by the gate after it says true.
+	RefuseLogin(account string, client netip.Addr) bool
+	// LoginSucceeded records a successful login of account from client
+	// on service and announces what it finds.
+	LoginSucceeded(account string, client netip.Addr, service string)
+}
+
 // Logins is one service's login gate: what its sessions' logins share.
-// It is safe for concurrent use.
+// It is safe for concurrent use once Watch is done.
 type Logins struct {
-	eng    Fingerprinter
-	decoys *decoy.Passwords
+	eng     Fingerprinter
+	decoys  *decoy.Passwords
+	watch   LoginWatcher
+	service string
+}
+
+// Watch has w judge and record the logins of this gate, named service in
+// what it announces. Call it before the gate is used.
+func (l *Logins) Watch(w LoginWatcher, service string) {
+	l.watch, l.service = w, service
 }
 
 // NewLogins returns a service's login gate, with a fresh decoy key.
@@ -101,6 +124,10 @@ type Attempt struct {
 	noPass bool
 	log    *slog.Logger
 	logged bool // the login line is written
+	// watch, when set, is told of a successful login from client.
+	watch   LoginWatcher
+	service string
+	client  netip.Addr
 }
 
 // failed reports the attempt's failure to the engine with the password's
@@ -165,18 +192,29 @@ func (l *Logins) begin(a *Attempt, ctx context.Context, gs *guard.Session, pol *
 		logLogin(log, c.User, ResultBlocked, d)
 		return d, false
 	}
-	*a = Attempt{Pass: c.Pass, login: lg, user: c.User, eng: l.eng, pass: c.Pass, noPass: c.NoPassword, log: log}
+	*a = Attempt{Pass: c.Pass, login: lg, user: c.User, eng: l.eng, pass: c.Pass, noPass: c.NoPassword, log: log,
+		watch: l.watch, service: l.service, client: client}
 	if c.User == "" {
 		return guard.Decision{}, true
 	}
-	if pol != nil && !pol.AllowLogin(c.User, client) {
+	restricted := pol != nil && !pol.AllowLogin(c.User, client)
+	newCountry := !restricted && l.watch != nil && l.watch.RefuseLogin(c.User, client)
+	if restricted || newCountry {
+		account := c.User
+		if pol != nil {
+			account = pol.Logins().Canon(c.User)
+		}
 		if pc, ok := l.eng.(PassChecker); ok {
-			if p, ok := pc.LoginPass(ctx, pol.Logins().Canon(c.User), client); ok {
+			if p, ok := pc.LoginPass(ctx, account, client); ok {
 				log.Info("login allowed by a travel pass", "account", c.User, "pass", p.ID, "pass_account", p.Account, "until", p.Until)
 				return guard.Decision{}, true
 			}
 		}
-		log.Info("login refused by the login IP restriction", "account", c.User)
+		if newCountry {
+			log.Info("login refused: a country never seen for the account", "account", c.User)
+		} else {
+			log.Info("login refused by the login IP restriction", "account", c.User)
+		}
 		a.Refused, a.Pass = true, l.decoys.Password(c.Pass)
 		lg.Restricted()
 	}
@@ -204,6 +242,9 @@ func (a *Attempt) Report(o Outcome) (Outcome, guard.Decision) {
 	case o == Accepted:
 		a.login.Succeeded()
 		a.logResult(ResultOK, guard.Decision{})
+		if a.watch != nil {
+			a.watch.LoginSucceeded(a.user, a.client, a.service)
+		}
 	case o == Answered:
 		a.login.Abandon()
 		a.logResult(ResultNotJudged, guard.Decision{})
