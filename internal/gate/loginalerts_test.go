@@ -32,7 +32,11 @@ type alertLog struct {
 	as []loginhistory.Alert
 }
 
-func (l *alertLog) LoginAlert(a loginhistory.Alert) { l.mu.Lock(); l.as = append(l.as, a); l.mu.Unlock() }
+func (l *alertLog) LoginAlert(a loginhistory.Alert) {
+	l.mu.Lock()
+	l.as = append(l.as, a)
+	l.mu.Unlock()
+}
 func (l *alertLog) kinds() (k []string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
