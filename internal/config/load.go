@@ -132,6 +132,7 @@ func (f *File) validate(d *decoder) {
 	f.validateDecisionStream(d)
 	f.validateNftables(d)
 	f.validateWebhooks(d)
+	f.validateLoginAlerts(d)
 	switch f.Log.Level.Value {
 	case "", "debug", "info", "warn", "error":
 	default:

@@ -48,6 +48,8 @@ type File struct {
 	// Nftables is the block export to nftables sets; off unless enabled.
 	Nftables Nftables  `yaml:"nftables"`
 	Webhooks []Webhook `yaml:"webhooks"` // signed JSON notifications (webhooks.go)
+	// LoginAlerts: logins from a new country, impossible travel (loginalerts.go).
+	LoginAlerts LoginAlerts `yaml:"login_alerts"`
 }
 
 // Logins says how the backends resolve a login name to an account, so that

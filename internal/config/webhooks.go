@@ -13,9 +13,8 @@ import (
 )
 
 // WebhookEvents are the event names a webhook may subscribe to.
-// new_country_login is accepted now and sent once logins from a new
-// country are detected.
-var WebhookEvents = []string{"block", "unblock", "escalation", "new_country_login", "reload_failed"}
+// new_country_login and impossible_travel are sent by login_alerts.
+var WebhookEvents = []string{"block", "unblock", "escalation", "new_country_login", "impossible_travel", "reload_failed"}
 
 // MinWebhookSecret is the shortest secret a webhook's secret_file may
 // hold, in bytes (after trimming surrounding white space).
@@ -31,7 +30,7 @@ type Webhook struct {
 	// user name or password.
 	URL Text `yaml:"url"`
 	// Events are the events sent: block, unblock, escalation,
-	// new_country_login, reload_failed.
+	// new_country_login, impossible_travel, reload_failed.
 	Events []Text `yaml:"events"`
 	// SecretFile holds the key of the HMAC-SHA256 signature (at least
 	// MinWebhookSecret bytes; surrounding white space is trimmed).
