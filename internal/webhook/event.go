@@ -30,6 +30,7 @@ type Event struct {
 	Text   string  `json:"text"`
 	Block  *Block  `json:"block,omitempty"`  // block, unblock, escalation
 	Reload *Reload `json:"reload,omitempty"` // reload_failed
+	Login  *Login  `json:"login,omitempty"`  // new_country_login, impossible_travel
 }
 
 // Block describes the block an event is about.
