@@ -123,6 +123,7 @@ type Gateway struct {
 	exp     exports          // the DNSBL zone and the decision stream (dnsblzone.go)
 	nft     nftState         // the nftables export (nftables.go)
 	hooks   webhookState     // webhooks (webhooks.go)
+	logins  loginAlertState  // login history and alerts (loginalerts.go)
 
 	tickets tlsconf.TicketStore // session ticket keys per service, kept across reloads (tls.go)
 }
@@ -223,6 +224,9 @@ func Start(ctx context.Context, path string, opts Options) (_ *Gateway, err erro
 	if gopts.Notifier, err = g.startWebhooks(cfg, node); err != nil {
 		return nil, err
 	}
+	if err := g.startLoginAlerts(cfg, node); err != nil {
+		return nil, err
+	}
 	if err := g.clusterOptions(cfg, node, storePath, &gopts); err != nil {
 		return nil, err
 	}
@@ -288,6 +292,7 @@ func (g *Gateway) Addr(svc service.Service) net.Addr {
 func (g *Gateway) Run(ctx context.Context, reload <-chan struct{}) error {
 	var wg sync.WaitGroup
 	g.ctx, g.wg = ctx, &wg
+	g.runLoginAlerts(ctx, &wg)
 	apiErr := make(chan error, 1)
 	wg.Add(2)
 	go func() {
@@ -421,6 +426,7 @@ func (g *Gateway) close() {
 		g.engine.Close()
 	}
 	g.closeWebhooks()
+	g.closeLoginAlerts()
 	if g.db != nil {
 		if err := g.db.Close(); err != nil {
 			g.log.Error("closing the store", "err", err)

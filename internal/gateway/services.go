@@ -191,6 +191,7 @@ func (g *Gateway) build(snap *snapshot.Snapshot, checker *dnsbl.Checker, name se
 			}
 			cfg.Scan = smtpproxy.Scanning{Scanner: g.scanner(sc), Reject: sp.Action.Value != "accept", Timeout: sp.Timeout.D, MaxSize: maxSize}
 		}
+		cfg.Watch = g.loginWatcher()
 		srv := smtpproxy.New(cfg, g.engine, g.smtpEnv, g.dnsbl(checker), g.log)
 		b.serve = func(ctx context.Context, acc genAcceptor, drain time.Duration) error {
 			return srv.Serve(ctx, acc, drain)
@@ -207,7 +208,7 @@ func (g *Gateway) build(snap *snapshot.Snapshot, checker *dnsbl.Checker, name se
 		g.measureDialer(&d, name)
 		// imapproxy.Config and pop3proxy.Config are the one mailgate.Config.
 		cfg := imapproxy.Config{Service: name, Backend: d, ImplicitTLS: name.ImplicitTLS(), PlaintextLogin: plain,
-			PreAuthIdle: svc.Mail.Timeouts.Command.D, BackendTimeout: svc.Mail.Timeouts.Backend.D}
+			PreAuthIdle: svc.Mail.Timeouts.Command.D, BackendTimeout: svc.Mail.Timeouts.Backend.D, Watch: g.loginWatcher()}
 		if !name.ImplicitTLS() {
 			cfg.TLS = serverTLS // STARTTLS, STLS
 		}
@@ -227,6 +228,7 @@ func (g *Gateway) build(snap *snapshot.Snapshot, checker *dnsbl.Checker, name se
 		}
 		cfg.Trusted = g.trustedUpstream
 		g.measureWeb(&cfg)
+		cfg.Watch = g.loginWatcher()
 		wp, err := webproxy.New(cfg, g.engine, g.currentPolicy, g.log)
 		if err != nil {
 			return nil, err

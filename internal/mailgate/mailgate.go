@@ -44,6 +44,8 @@ type Config struct {
 	PreAuthIdle    time.Duration // waiting for a command before login (default 1m)
 	BackendTimeout time.Duration // waiting for the backend (default 30s)
 	MaxErrors      int           // bad commands before the connection closes (default 10)
+	// Watch judges and records successful logins (login_alerts); nil: none.
+	Watch gate.LoginWatcher
 }
 
 func (c *Config) defaults() {
@@ -118,6 +120,9 @@ func New(cfg Config, words Wording, eng Engine, pol func() *policy.Policy, log *
 	}
 	g := &Gate{Cfg: cfg, eng: eng, policy: pol, log: log.With("service", cfg.Service.String()), words: words, logins: gate.NewLogins(eng)}
 	g.conns.Log = g.log
+	if cfg.Watch != nil {
+		g.logins.Watch(cfg.Watch, cfg.Service.String())
+	}
 	g.readers.New = func() any { return bufio.NewReaderSize(nil, words.ReadBuffer) }
 	g.writers.New = func() any { return bufio.NewWriterSize(nil, words.WriteBuffer) }
 	g.beReaders.New = func() any { return bufio.NewReaderSize(nil, beReadBuffer) }

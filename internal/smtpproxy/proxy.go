@@ -53,6 +53,8 @@ type Config struct {
 	Service  service.Service // smtp, submission or smtps
 	Observer Observer        // told messages and backend connections (metrics); nil: none
 	Hostname string          // postern's name in its own replies
+	// Watch judges and records successful logins (login_alerts); nil: none.
+	Watch gate.LoginWatcher
 
 	Backend          string              // host:port
 	BackendLimit     *relay.BackendLimit // connections to the backend at once, in all and per client network; nil: no bound
@@ -151,6 +153,9 @@ func New(cfg Config, eng Engine, env func() Env, dnsbl DNSBL, log *slog.Logger) 
 	}
 	p := &Proxy{cfg: cfg, eng: eng, env: env, dnsbl: dnsbl, log: log.With("service", cfg.Service.String()), logins: gate.NewLogins(eng)}
 	p.conns.Log = p.log
+	if cfg.Watch != nil {
+		p.logins.Watch(cfg.Watch, cfg.Service.String())
+	}
 	p.bufs.lineSize = cfg.MaxLineLength + 2
 	def := newReply(535, "5.7.8 Error: authentication failed: (reason unavailable)") // Postfix's wording until the backend says its own
 	p.authFail.Store(&def)

@@ -12,6 +12,7 @@ package webproxy
 import (
 	"crypto/tls"
 	"fmt"
+	"github.com/postern/postern/internal/gate"
 	"net/netip"
 	"net/url"
 	"strings"
@@ -44,6 +45,8 @@ const (
 type Config struct {
 	Service  service.Service // service.Web
 	Backends []*url.URL      // all http or all https; round-robin, failing over when one is down
+	// Watch judges and records successful logins (login_alerts); nil: none.
+	Watch gate.LoginWatcher
 	// TLS, when set, makes the listener HTTPS (HTTP/2 offered by ALPN).
 	TLS *tls.Config
 	// BackendTLS is the client configuration for https backends (nil:

@@ -69,6 +69,9 @@ func New(cfg Config, eng Engine, pol func() *policy.Policy, lg *slog.Logger) (*P
 	p := &Proxy{cfg: cfg, eng: eng, policy: pol, log: lg.With("service", cfg.Service.String()),
 		conns: make(map[*clientConn]struct{}), scheme: cfg.Backends[0].Scheme,
 		failTimes: mimic.New(cfg.RefusalTime, maxRefusalTime), logins: gate.NewLogins(eng)}
+	if cfg.Watch != nil {
+		p.logins.Watch(cfg.Watch, cfg.Service.String())
+	}
 	p.be = newBackends(cfg.Backends, cfg.BackendTLS, cfg.ConnectTimeout)
 	p.be.relayed = cfg.Relayed
 	p.tr = p.be.transport(cfg.BackendTimeout)
