@@ -5,13 +5,17 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/postern/postern/internal/demo"
 	"github.com/postern/postern/internal/service"
+	"github.com/postern/postern/internal/webhook"
 )
 
 // proxyIMAPLogin logs in to IMAP through a trusted load balancer
@@ -41,8 +45,9 @@ func proxyIMAPLogin(t *testing.T, g *Gateway, src, user, pass string) string {
 // GeoIP file that puts 192.0.2.0/24 in DE and 198.51.100.0/24 in TH, and
 // login_alerts (alerts, plus the given keys); clients come through a
 // trusted load balancer's PROXY header.
-func loginAlertsGateway(t *testing.T, keys string) (*Gateway, *syncBuffer, string) {
+func loginAlertsGateway(t *testing.T, keys, extra string) (*Gateway, *syncBuffer, string) {
 	dir := t.TempDir()
+	extra = strings.ReplaceAll(extra, "DIR", dir)
 	if err := os.WriteFile(filepath.Join(dir, "geo.csv"), []byte("192.0.2.0,192.0.2.255,DE\n198.51.100.0,198.51.100.255,TH\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -59,9 +64,10 @@ metrics: { listen: "127.0.0.1:0", grant: "127.0.0.1" }
 trusted_upstreams: "127.0.0.8"
 geoip: { databases: [ { path: %s } ] }
 login_alerts: { enabled: true, file: %s%s }
+%s
 services:
   imap: { listen: "127.0.0.1:0", backend: %q, backend_proxy: v2, plaintext_login: "0.0.0.0/0" }
-`, filepath.Join(dir, "postern.db"), filepath.Join(dir, "admin.token"), filepath.Join(dir, "geo.csv"), hist, keys, be.IMAP()))
+`, filepath.Join(dir, "postern.db"), filepath.Join(dir, "admin.token"), filepath.Join(dir, "geo.csv"), hist, keys, extra, be.IMAP()))
 	logs := new(syncBuffer)
 	g, _ := runGateway(t, cfg, Options{Log: logs})
 	waitReady(t, "http://"+g.MetricsAddr().String())
@@ -73,7 +79,26 @@ services:
 // as impossible travel; the first login of the account only records; the
 // history is saved to its file.
 func TestLoginAlertsNewCountry(t *testing.T) {
-	g, logs, hist := loginAlertsGateway(t, "")
+	got := make(chan webhook.Event, 8)
+	secret := "login-alerts-secret-0123456789"
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if err := webhook.Verify([]byte(secret), r.Header.Get(webhook.SignatureHeader), b, time.Now(), 0); err != nil {
+			t.Errorf("signature: %v", err)
+		}
+		var ev webhook.Event
+		if err := json.Unmarshal(b, &ev); err != nil {
+			t.Errorf("body %s: %v", b, err)
+		}
+		got <- ev
+	}))
+	defer recv.Close()
+	key := filepath.Join(t.TempDir(), "hook.key")
+	if err := os.WriteFile(key, []byte(secret), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g, logs, hist := loginAlertsGateway(t, "", `webhooks:
+  - { name: ops, url: "`+recv.URL+`/hook", events: [new_country_login, impossible_travel], secret_file: `+key+`, timeout: 2s }`)
 	alice := demo.Users()[0]
 	if l := proxyIMAPLogin(t, g, "192.0.2.10", alice.Name, alice.Password); !strings.HasPrefix(l, "a OK") {
 		t.Fatalf("first login from DE: %q", l)
@@ -90,6 +115,17 @@ func TestLoginAlertsNewCountry(t *testing.T) {
 	waitMetric(t, g, 1, "postern_new_country_logins_total", "service", "imap")
 	waitMetric(t, g, 1, "postern_impossible_travel_total", "service", "imap")
 	logs.waitLog(t, "login from a new country", 1)
+	seen := map[string]*webhook.Login{}
+	for range 2 {
+		ev := next(t, got)
+		seen[ev.Type] = ev.Login
+	}
+	if l := seen["new_country_login"]; l == nil || l.Account != alice.Name || l.Country != "TH" || l.Service != "imap" || l.Address != "198.51.100.7" || len(l.Previous) != 1 {
+		t.Fatalf("new_country_login event: %+v", l)
+	}
+	if l := seen["impossible_travel"]; l == nil || l.FromCountry != "DE" || l.DistanceKm < 8000 {
+		t.Fatalf("impossible_travel event: %+v", l)
+	}
 	if s := logs.String(); !strings.Contains(s, "country=TH") || !strings.Contains(s, "previous=[DE]") || strings.Contains(s, alice.Password) {
 		t.Fatalf("log lacks the country and the previous ones, or has the password:\n%s", s)
 	}
@@ -113,7 +149,7 @@ func TestLoginAlertsNewCountry(t *testing.T) {
 // account is refused as the login IP restriction refuses (the backend's
 // own failure), while a known country and a first login go through.
 func TestLoginAlertsBlockNewCountry(t *testing.T) {
-	g, logs, _ := loginAlertsGateway(t, ", block_new_country: true")
+	g, logs, _ := loginAlertsGateway(t, ", block_new_country: true", "")
 	users := demo.Users()
 	alice := users[0]
 	if l := proxyIMAPLogin(t, g, "192.0.2.10", alice.Name, alice.Password); !strings.HasPrefix(l, "a OK") {
