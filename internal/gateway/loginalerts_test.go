@@ -67,7 +67,8 @@ login_alerts: { enabled: true, file: %s%s }
 %s
 services:
   imap: { listen: "127.0.0.1:0", backend: %q, backend_proxy: v2, plaintext_login: "0.0.0.0/0" }
-`, filepath.Join(dir, "postern.db"), filepath.Join(dir, "admin.token"), filepath.Join(dir, "geo.csv"), hist, keys, extra, be.IMAP()))
+  pop3: { listen: "127.0.0.1:0", backend: %q, backend_proxy: v2, plaintext_login: "0.0.0.0/0" }
+`, filepath.Join(dir, "postern.db"), filepath.Join(dir, "admin.token"), filepath.Join(dir, "geo.csv"), hist, keys, extra, be.IMAP(), be.POP3()))
 	logs := new(syncBuffer)
 	g, _ := runGateway(t, cfg, Options{Log: logs})
 	waitReady(t, "http://"+g.MetricsAddr().String())
@@ -163,4 +164,51 @@ func TestLoginAlertsBlockNewCountry(t *testing.T) {
 		t.Fatalf("login from the known country after a refusal: %q", l)
 	}
 	waitMetric(t, g, 1, "postern_logins_total", "service", "imap", "result", "restricted")
+}
+
+// proxyPOP3Login logs in to POP3 as proxyIMAPLogin does to IMAP; it
+// returns the answer to PASS.
+func proxyPOP3Login(t *testing.T, g *Gateway, src, user, pass string) string {
+	t.Helper()
+	c, r := dialFrom(t, "127.0.0.8", g.Addr(service.POP3))
+	local := g.Addr(service.POP3).(*net.TCPAddr)
+	fmt.Fprintf(c, "PROXY TCP4 %s %s 40000 %d\r\n", src, local.IP, local.Port)
+	if l := readLine(t, r); !strings.HasPrefix(l, "+OK") {
+		t.Fatalf("greeting %q", l)
+	}
+	fmt.Fprintf(c, "USER %s\r\n", user)
+	if l := readLine(t, r); !strings.HasPrefix(l, "+OK") {
+		t.Fatalf("USER: %q", l)
+	}
+	fmt.Fprintf(c, "PASS %s\r\n", pass)
+	l := readLine(t, r)
+	fmt.Fprintf(c, "QUIT\r\n")
+	io.Copy(io.Discard, r)
+	c.Close()
+	return l
+}
+
+// The history is the account's, across services: a POP3 login from TH
+// after an IMAP login from DE is a new country, counted for pop3; a
+// failed login from TH before it records nothing (else the success would
+// not be new).
+func TestLoginAlertsAcrossServices(t *testing.T) {
+	g, _, _ := loginAlertsGateway(t, ", max_speed_kmh: 0", "")
+	alice := demo.Users()[0]
+	if l := proxyIMAPLogin(t, g, "192.0.2.10", alice.Name, alice.Password); !strings.HasPrefix(l, "a OK") {
+		t.Fatalf("IMAP login from DE: %q", l)
+	}
+	if l := proxyPOP3Login(t, g, "198.51.100.7", alice.Name, "wrong-password"); !strings.HasPrefix(l, "-ERR") {
+		t.Fatalf("POP3 login with a wrong password: %q", l)
+	}
+	if l := proxyPOP3Login(t, g, "198.51.100.7", alice.Name, alice.Password); !strings.HasPrefix(l, "+OK") {
+		t.Fatalf("POP3 login from TH: %q", l)
+	}
+	waitMetric(t, g, 1, "postern_new_country_logins_total", "service", "pop3")
+	if v := metricValue(t, g, "postern_impossible_travel_total", "service", "pop3"); v > 0 {
+		t.Fatalf("impossible travel counted with max_speed_kmh 0: %v", v)
+	}
+	if c := g.logins.alerts.History.Countries(alice.Name); len(c) != 2 {
+		t.Fatalf("countries %+v", c)
+	}
 }
