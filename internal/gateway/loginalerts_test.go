@@ -212,3 +212,11 @@ func TestLoginAlertsAcrossServices(t *testing.T) {
 		t.Fatalf("countries %+v", c)
 	}
 }
+
+// login_alerts is read at start: a reload that changes it says the change
+// waits for a restart.
+func TestLoginAlertsNeedRestart(t *testing.T) {
+	if !needsRestart("login_alerts.block_new_country") || !needsRestart("login_alerts") {
+		t.Fatal("login_alerts is not among the keys that need a restart")
+	}
+}
