@@ -160,7 +160,7 @@ func (s *PassShare) flush(ctx context.Context) {
 	}
 	tctx, cancel := context.WithTimeout(ctx, s.timeout+time.Duration(len(ops))*50*time.Microsecond)
 	defer cancel()
-	pipe := s.rdb.TxPipeline()
+	pipe := s.rdb.Pipeline()
 	for _, op := range ops {
 		if op.add {
 			data, err := json.Marshal(passRecord{Pass: op.p, Node: s.node})
