@@ -86,6 +86,11 @@ func TestPassesAcrossNodes(t *testing.T) {
 	if err != nil || len(rows) != 1 || rows[0].ID != p.ID || rows[0].By != "root" || rows[0].Comment != "Thailand" {
 		t.Errorf("mx2's store: %+v %v", rows, err)
 	}
+	// The table changes first, then the audit log.
+	eventually(t, propagate, "mx2's audit entry", func() bool {
+		audit, _ := b.db.Audit(ctx, time.Time{}, 10)
+		return len(audit) > 0
+	})
 	audit, _ := b.db.Audit(ctx, time.Time{}, 10)
 	if len(audit) != 1 || audit[0].Actor != "root@mx1" || audit[0].Action != passes.ActionAdd {
 		t.Errorf("mx2's audit: %+v", audit)
