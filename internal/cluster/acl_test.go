@@ -11,14 +11,16 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/passes"
+	"github.com/postern/postern/internal/policy"
 	"github.com/postern/postern/internal/store"
 )
 
 // aclRules is the ACL of docs/CLUSTER.md and examples/cluster/users.acl:
 // only the commands postern sends (and those its scripts call), only its
 // key prefix.
-const aclRules = "~postern:* -@all +evalsha +eval +script|load +xread +xrange +xrevrange +zrangebyscore +zremrangebyscore +mget +unlink +hello " +
-	"+set +del +exists +incrby +pexpire +pttl +zadd +zrem +zrange +xadd +sadd"
+const aclRules = "~postern:* &postern:* -@all +evalsha +eval +script|load +xread +xrange +xrevrange +zrangebyscore +zremrangebyscore +mget +unlink +hello " +
+	"+set +del +exists +incrby +pexpire +pttl +zadd +zrem +zrange +xadd +sadd +hset +hdel +hgetall +publish +subscribe +ping"
 
 // TestACLUserWithOnlyNeededCommands: two nodes logged in as an ACL user
 // with only aclRules share blocks, counts and unblocks; nothing is refused.
@@ -52,6 +54,26 @@ func TestACLUserWithOnlyNeededCommands(t *testing.T) {
 		return n
 	}
 	a, b := start("mx1"), start("mx2")
+	// Travel passes are shared by the same user.
+	pol := passPolicy(t)
+	var pms []*passes.Manager
+	for _, n := range []*node{a, b} {
+		m := passes.NewManager(passes.NewTable(time.Now), n.db, func() *policy.Policy { return pol })
+		sh := n.c.Passes(m)
+		m.SetPublisher(sh)
+		sh.Start()
+		t.Cleanup(sh.Close)
+		pms = append(pms, m)
+	}
+	pass, err := pms[0].Add(ctx, passes.AddRequest{Account: "alice@example.com", From: "203.0.113.0/24", For: "1d"}, "root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, propagate, "the pass on mx2", func() bool { _, ok := pms[1].Held()[pass.ID]; return ok })
+	if _, err := pms[0].Remove(ctx, pass.ID, "root"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, propagate, "the pass gone on mx2", func() bool { _, ok := pms[1].Held()[pass.ID]; return !ok })
 	a.failLogins(t, "203.0.113.20", 3)
 	b.failLogins(t, "203.0.113.20", 2)
 	eventually(t, propagate, "the cluster count blocking on mx1", func() bool { return a.refuses("203.0.113.20") })
@@ -65,7 +87,7 @@ func TestACLUserWithOnlyNeededCommands(t *testing.T) {
 	eventually(t, propagate, "mx2 empty", func() bool { return len(b.e.Blocks()) == 0 })
 	for _, n := range []*node{a, b} {
 		eventually(t, propagate, "sent", n.idle)
-		if l := n.log.String(); strings.Contains(l, "NOPERM") || strings.Contains(l, "level=ERROR") || strings.Contains(l, "refused a command") {
+		if l := n.log.String(); strings.Contains(l, "NOPERM") || strings.Contains(l, "level=ERROR") || strings.Contains(l, "refused a command") || strings.Contains(l, "travel pass") {
 			t.Errorf("%s:\n%s", n.name, l)
 		}
 	}

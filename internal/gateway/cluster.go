@@ -44,6 +44,7 @@ func (g *Gateway) startCluster() {
 
 // closeCluster stops the link (before the engine closes).
 func (g *Gateway) closeCluster() {
+	g.closePassShare()
 	if g.cluster != nil {
 		if err := g.cluster.Close(); err != nil {
 			g.log.Warn("closing the cluster link", "err", err)

@@ -126,6 +126,8 @@ type Gateway struct {
 	logins  loginAlertState  // login history and alerts (loginalerts.go)
 
 	tickets tlsconf.TicketStore // session ticket keys per service, kept across reloads (tls.go)
+
+	passShare *cluster.PassShare // travel passes shared in cluster mode (passes_cluster.go)
 }
 
 // Serve starts a gateway and runs it until ctx is done, reloading the

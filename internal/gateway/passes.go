@@ -24,6 +24,7 @@ func (g *Gateway) startPasses(ctx context.Context) error {
 	if n := len(g.passes.List()); n > 0 {
 		g.log.Info("travel passes loaded", "passes", n)
 	}
+	g.sharePasses()
 	return nil
 }
 

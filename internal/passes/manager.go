@@ -52,6 +52,7 @@ type Manager struct {
 	tab *Table
 	st  Store // nil: kept in memory only
 	pol func() *policy.Policy
+	pub Publisher // nil: no cluster (remote.go)
 
 	mu sync.Mutex // serializes changes: the table and the store agree
 }
@@ -149,6 +150,9 @@ func (m *Manager) Add(ctx context.Context, rq AddRequest, actor string) (Pass, e
 	m.tab.Put(p, set)
 	m.audit(ctx, store.AuditEntry{Time: now, Actor: actor, Action: ActionAdd, Target: p.Account,
 		Detail: fmt.Sprintf("id=%s from=%q until=%s comment=%q", p.ID, p.From, p.Until.Format(time.RFC3339), p.Comment)})
+	if m.pub != nil {
+		m.pub.Added(p)
+	}
 	return p, nil
 }
 
@@ -170,6 +174,9 @@ func (m *Manager) Remove(ctx context.Context, id, actor string) (Pass, error) {
 	m.tab.Remove(id)
 	m.audit(ctx, store.AuditEntry{Time: m.tab.Now(), Actor: actor, Action: ActionRemove, Target: p.Account,
 		Detail: fmt.Sprintf("id=%s from=%q until=%s", p.ID, p.From, p.Until.Format(time.RFC3339))})
+	if m.pub != nil {
+		m.pub.Removed(p)
+	}
 	return p, nil
 }
 
