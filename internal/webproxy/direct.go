@@ -2,6 +2,7 @@ package webproxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -247,7 +248,8 @@ func (d *directClient) roundTrip(ctx context.Context, w http.ResponseWriter, out
 			return nil, nil, nil, err
 		}
 		stop = context.AfterFunc(ctx, func() { bc.c.SetDeadline(aLongTimeAgo) })
-		resp, err = d.exchange(bc, w, out)
+		fc, _ := ctx.Value(watchKey{}).(*fastConn)
+		resp, err = d.exchange(bc, w, out, fc)
 		if err == nil {
 			return resp, bc, stop, nil
 		}
@@ -273,10 +275,18 @@ func idempotent(m string) bool {
 // exchange writes out on bc and reads the answer's headers. As with
 // http.Transport's ResponseHeaderTimeout, the backend has the timeout to
 // answer; writing the request is bounded by the request's context.
-func (d *directClient) exchange(bc *backendConn, w http.ResponseWriter, out *http.Request) (*http.Response, error) {
+//
+// fc, when not nil, is the fast server's connection of the request: an
+// answer slower than slowAnswer has it watch its client for going away.
+func (d *directClient) exchange(bc *backendConn, w http.ResponseWriter, out *http.Request, fc *fastConn) (*http.Response, error) {
 	bc.lr.n = 0
 	bc.lr.limit = maxResponseHeaderBytes
-	if err := bc.c.SetReadDeadline(d.now().Add(d.timeout)); err != nil {
+	start := d.now()
+	first := d.timeout
+	if fc != nil {
+		first = min(first, slowAnswer)
+	}
+	if err := bc.c.SetReadDeadline(start.Add(first)); err != nil {
 		return nil, err
 	}
 	if err := out.Write(bc.bw); err != nil {
@@ -284,6 +294,32 @@ func (d *directClient) exchange(bc *backendConn, w http.ResponseWriter, out *htt
 	}
 	if err := bc.bw.Flush(); err != nil {
 		return nil, fmt.Errorf("writing the request to the backend: %w", err)
+	}
+	// extend gives the answer's headers the whole timeout.
+	extend := func() error {
+		if first == d.timeout {
+			return nil
+		}
+		first = d.timeout
+		return bc.c.SetReadDeadline(start.Add(d.timeout))
+	}
+	if first < d.timeout {
+		if _, err := bc.br.Peek(1); err != nil {
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				return nil, fmt.Errorf("reading the backend's answer: %w", err)
+			}
+			// Slow: the deadline first (a cancel from the watcher must
+			// come after it), then the watcher.
+			if err := extend(); err != nil {
+				return nil, err
+			}
+			fc.watchClient()
+		} else if b, _ := bc.br.Peek(bc.br.Buffered()); bytes.Index(b, crlfcrlf) < 0 {
+			if err := extend(); err != nil { // headers still to come
+				return nil, err
+			}
+		}
 	}
 	// Informational answers are passed on as they come (each with the
 	// header limit anew, as http.Transport does under
@@ -304,6 +340,9 @@ func (d *directClient) exchange(bc *backendConn, w http.ResponseWriter, out *htt
 			w.WriteHeader(code)
 			clear(h)
 			bc.lr.limit = maxResponseHeaderBytes
+			if err := extend(); err != nil {
+				return nil, err
+			}
 			continue
 		}
 		// The body is read with no deadline (a long poll, a download);

@@ -50,6 +50,12 @@ type Proxy struct {
 	// logins is the service's login gate.
 	logins *gate.Logins
 
+	// fast is the fast server of plain-HTTP listeners (fast.go), used
+	// unless the listener is HTTPS, the backends are, or noFast.
+	fast      *fastServer
+	noFast    bool // tests: net/http's server for every request
+	dateCache atomic.Pointer[cachedDate]
+
 	mu    sync.Mutex
 	conns map[*clientConn]struct{}
 	// emptied, when not nil, is closed once conns becomes empty.
@@ -79,6 +85,7 @@ func New(cfg Config, eng Engine, pol func() *policy.Policy, lg *slog.Logger) (*P
 	if p.scheme == "http" && directPeek {
 		p.dc = &directClient{be: p.be, timeout: cfg.BackendTimeout, now: time.Now}
 	}
+	p.fast = &fastServer{conns: make(map[*fastConn]struct{})}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:   p.rewrite,
 		Transport: p.tr,
@@ -136,11 +143,17 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener, drain time.Duration)
 			if tc, ok := c.(*tls.Conn); ok {
 				c = tc.NetConn()
 			}
-			if cc, ok := c.(*clientConn); ok {
+			switch cc := c.(type) {
+			case *clientConn:
 				return context.WithValue(ctx, connKey{}, cc)
+			case *handoffConn:
+				return context.WithValue(ctx, connKey{}, cc.clientConn)
 			}
 			return ctx
 		},
+	}
+	if p.cfg.TLS == nil && p.dc != nil && !p.noFast {
+		return p.serveWithFast(ctx, ln, drain, srv)
 	}
 	al := &admitListener{Listener: ln, p: p}
 	errc := make(chan error, 1)
@@ -168,6 +181,47 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener, drain time.Duration)
 		}
 		err = <-errc
 	}
+	return p.served(err)
+}
+
+// serveWithFast is Serve for a plain-HTTP listener: the fast server
+// accepts, and hands to srv the connections it does not serve itself.
+func (p *Proxy) serveWithFast(ctx context.Context, ln net.Listener, drain time.Duration, srv *http.Server) error {
+	p.fast.handoff = newHandoffListener(ln.Addr())
+	var conns sync.WaitGroup
+	errc := make(chan error, 1)
+	go func() { errc <- p.acceptFast(ln, &conns) }()
+	srvc := make(chan error, 1)
+	go func() { srvc <- srv.Serve(p.fast.handoff) }()
+	var err error
+	dctx, cancel := relay.DrainContext(ctx, drain)
+	defer cancel()
+	select {
+	case err = <-errc: // ln ended: serve what is in flight to its end
+		p.fast.stop()
+		p.fast.wait(dctx)
+		if serr := srv.Shutdown(dctx); serr != nil {
+			srv.Close()
+		}
+		p.waitHijacked(dctx)
+	case <-ctx.Done():
+		ln.Close()
+		err = <-errc
+		p.fast.stop()
+		p.fast.wait(dctx)
+		if serr := srv.Shutdown(dctx); serr != nil {
+			srv.Close()
+		}
+	}
+	<-srvc
+	p.closeAll()
+	conns.Wait()
+	return p.served(err)
+}
+
+// served ends Serve: every connection left is closed, and so are the
+// idle backend connections.
+func (p *Proxy) served(err error) error {
 	p.closeAll()
 	p.tr.CloseIdleConnections()
 	if p.dc != nil {
@@ -236,12 +290,21 @@ type clientConn struct {
 	// its next request (closing it at once could cut the answer on its
 	// way out); every request is checked against the blocks meanwhile.
 	closeNext atomic.Bool
-	once      sync.Once
+	// cancel, when set, ends the context of the fast server's requests
+	// on this connection.
+	cancel atomic.Pointer[context.CancelFunc]
+	once   sync.Once
 }
+
+// setCancel makes Close call cancel.
+func (c *clientConn) setCancel(cancel context.CancelFunc) { c.cancel.Store(&cancel) }
 
 // Close closes the connection and ends its session.
 func (c *clientConn) Close() error {
 	err := c.Conn.Close()
+	if f := c.cancel.Load(); f != nil {
+		(*f)()
+	}
 	c.once.Do(func() {
 		if c.gs != nil {
 			c.gs.Close()

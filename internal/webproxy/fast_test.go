@@ -1,0 +1,174 @@
+package webproxy
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// fastBackend is a Go web server with answers of every framing.
+func fastBackend(t *testing.T) string {
+	t.Helper()
+	mux := http.NewServeMux()
+	page := strings.Repeat("p", 1024)
+	mux.HandleFunc("/page", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.Header().Set("ETag", `"v1"`)
+		if r.Header.Get("If-None-Match") == `"v1"` {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		io.WriteString(w, page)
+	})
+	mux.HandleFunc("/chunked", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		for i := range 3 {
+			fmt.Fprintf(w, "part %d\n", i)
+			w.(http.Flusher).Flush()
+		}
+	})
+	mux.HandleFunc("/sniff", func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Content-Type"] = nil // none from the backend
+		w.Header().Set("Content-Length", "27")
+		io.WriteString(w, "<html><body>hi</body></html")
+	})
+	mux.HandleFunc("/empty", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	mux.HandleFunc("/trailer", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Sum")
+		w.(http.Flusher).Flush()
+		io.WriteString(w, "body")
+		w.Header().Set("X-Sum", "42")
+	})
+	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s %q xff=%q", r.Method, r.URL.RequestURI(), b, r.Header.Get("X-Forwarded-For"))
+	})
+	mux.HandleFunc("/headers", func(w http.ResponseWriter, r *http.Request) {
+		var hs []string
+		for k, vv := range r.Header {
+			hs = append(hs, k+"="+strings.Join(vv, "|"))
+		}
+		slices.Sort(hs)
+		fmt.Fprintf(w, "%s host=%s\n%s", r.RequestURI, r.Host, strings.Join(hs, "\n"))
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// exchangeScript writes script at once on a new connection and reads
+// every answer until the connection closes; methods are the requests'
+// methods in order (a HEAD answer has no body).
+func exchangeScript(t *testing.T, addr, script string, methods []string) []string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, script); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	var out []string
+	for i := 0; ; i++ {
+		m := "GET"
+		if i < len(methods) {
+			m = methods[i]
+		}
+		resp, err := http.ReadResponse(br, &http.Request{Method: m})
+		if err != nil {
+			rest, _ := io.ReadAll(br)
+			out = append(out, fmt.Sprintf("end (%v) rest=%q", err == io.EOF, rest))
+			return out
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Header.Del("Date")
+		var hs []string
+		for k, vv := range resp.Header {
+			hs = append(hs, k+"="+strings.Join(vv, "|"))
+		}
+		slices.Sort(hs)
+		out = append(out, fmt.Sprintf("%s len=%d te=%v close=%v\n%s\nbody=%q err=%v trailer=%v",
+			resp.Status, resp.ContentLength, resp.TransferEncoding, resp.Close, strings.Join(hs, "\n"), body, err, resp.Trailer))
+		if resp.StatusCode >= 100 && resp.StatusCode < 200 {
+			i--
+		}
+	}
+}
+
+// TestFastMatchesNetHTTP: a client cannot tell the fast server from
+// net/http's: the same scripts of requests — plain, pipelined, HEAD,
+// conditional, every answer framing, and the requests the fast server
+// hands over (a body, an upgrade, an Expect, a long head, HTTP/1.0, a
+// malformed request, a path rule's refusal) in the middle of a
+// connection — get the same answers, and the connection ends at the same
+// point.
+func TestFastMatchesNetHTTP(t *testing.T) {
+	be := fastBackend(t)
+	fastAddr, fp := startProxy(t, be, true)
+	slowAddr, _ := startProxy(t, be, true, func(c *Config, p *Proxy) {
+		if p != nil {
+			p.noFast = true
+		}
+	})
+	get := func(path string, extra ...string) string {
+		return "GET " + path + " HTTP/1.1\r\nHost: mail.example.com\r\n" + strings.Join(extra, "") + "\r\n"
+	}
+	last := get("/page", "Connection: close\r\n")
+	cases := []struct {
+		name    string
+		script  string
+		methods []string
+		fast    bool // served without a hand-over
+	}{
+		{"plain", get("/page") + get("/page", "User-Agent: t\r\nAccept: */*\r\n") + last, nil, true},
+		{"head", "HEAD /page HTTP/1.1\r\nHost: x\r\n\r\n" + last, []string{"HEAD"}, true},
+		{"conditional", get("/page", "If-None-Match: \"v1\"\r\n") + last, nil, true},
+		{"framings", get("/chunked") + get("/sniff") + get("/empty") + get("/trailer", "TE: trailers\r\n") + last, nil, true},
+		{"headers", get("/headers?a=1;b=2", "X-Forwarded-For: 6.6.6.6\r\nX_Real_IP: 6.6.6.6\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nCookie: a=1\r\nCookie: b=2\r\nPragma: no-cache\r\n") + last, nil, true},
+		{"missing", get("/nothing-here") + last, nil, true},
+		{"path rule", get("/admin/x") + last, nil, true},
+		{"close first", last + get("/page"), nil, true},
+		{"body in the middle", get("/page") + "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello" + get("/echo") + last, nil, false},
+		{"chunked body", get("/page") + "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n" + last, nil, false},
+		{"expect", get("/page") + get("/echo", "Expect: 100-continue\r\n") + last, nil, false},
+		{"long head", get("/headers", "Cookie: "+strings.Repeat("c", 6000)+"\r\n") + last, nil, false},
+		{"http/1.0", "GET /page HTTP/1.0\r\nHost: x\r\n\r\n", nil, false},
+		{"bare LF", get("/page") + "GET /page HTTP/1.1\nHost: x\n\n" + last, nil, false},
+		{"garbage", get("/page") + "GARBAGE\r\n\r\n", nil, false},
+		{"two hosts", get("/page", "Host: y\r\n"), nil, false},
+		{"no host", "GET /page HTTP/1.1\r\n\r\n", nil, false},
+		{"absolute form", "GET http://other/page HTTP/1.1\r\nHost: x\r\n\r\n" + last, nil, false},
+		{"login form", get("/login?user=a&pass=b") + "POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 14\r\n\r\nuser=a&pass=bb" + last, nil, false},
+		{"upgrade", get("/page", "Upgrade: websocket\r\nConnection: Upgrade\r\n") + last, nil, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := fp.fast.handedOff.Load()
+			want := exchangeScript(t, slowAddr, tc.script, tc.methods)
+			got := exchangeScript(t, fastAddr, tc.script, tc.methods)
+			if testing.Verbose() {
+				t.Logf("%s", strings.Join(got, "\n--\n"))
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("fast server:\n%s\n\nnet/http:\n%s", strings.Join(got, "\n--\n"), strings.Join(want, "\n--\n"))
+			}
+			if handed := fp.fast.handedOff.Load() != before; handed == tc.fast {
+				t.Errorf("handed over to net/http: %v, want %v", handed, !tc.fast)
+			}
+		})
+	}
+}
