@@ -315,7 +315,7 @@ func (d *directClient) exchange(bc *backendConn, w http.ResponseWriter, out *htt
 				return nil, err
 			}
 			fc.watchClient()
-		} else if b, _ := bc.br.Peek(bc.br.Buffered()); bytes.Index(b, crlfcrlf) < 0 {
+		} else if b, _ := bc.br.Peek(bc.br.Buffered()); !bytes.Contains(b, crlfcrlf) {
 			if err := extend(); err != nil { // headers still to come
 				return nil, err
 			}
