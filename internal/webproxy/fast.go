@@ -3,8 +3,10 @@ package webproxy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"runtime/debug"
@@ -37,7 +39,8 @@ const (
 type fastConn struct {
 	p      *Proxy
 	cc     *clientConn
-	rw     net.Conn // what is read and written: cc
+	rw     net.Conn // what is read and written: cc, or a *tls.Conn over it
+	tls    *tls.ConnectionState
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	ctx    context.Context
@@ -116,6 +119,9 @@ type fastServer struct {
 	conns    map[*fastConn]struct{}
 	emptied  chan struct{} // closed when conns becomes empty while waited for
 	handoff  *handoffListener
+	// tls is the HTTPS listener's configuration (ALPN h2 and http/1.1);
+	// nil: plain HTTP.
+	tls *tls.Config
 	// handedOff counts the connections handed to net/http.
 	handedOff atomic.Int64
 }
@@ -141,10 +147,30 @@ func (p *Proxy) serveFast(cc *clientConn) {
 	ctx = context.WithValue(ctx, watchKey{}, fc)
 	fc.ctx = ctx
 	cc.setCancel(cancel)
+	if fs.tls != nil {
+		tc := tls.Server(cc, fs.tls)
+		if !fc.handshake(tc) {
+			cancel()
+			cc.Close()
+			fs.remove(fc)
+			return
+		}
+		st := tc.ConnectionState()
+		if st.NegotiatedProtocol == "h2" {
+			// HTTP/2 is net/http's; nothing has been read past the
+			// handshake.
+			cancel()
+			fs.remove(fc)
+			fs.handedOff.Add(1)
+			fs.handoff.give(tc)
+			return
+		}
+		fc.rw, fc.tls = tc, &st
+	}
 	fc.br = fastReaders.Get().(*bufio.Reader)
 	fc.br.Reset(fc)
 	fc.bw = fastWriters.Get().(*bufio.Writer)
-	fc.bw.Reset(cc)
+	fc.bw.Reset(fc.rw)
 	fc.w = fastWriter{fc: fc, h: make(http.Header)}
 	handed := false
 	defer func() {
@@ -157,13 +183,7 @@ func (p *Proxy) serveFast(cc *clientConn) {
 		fastReaders.Put(fc.br)
 		fc.bw.Reset(nil)
 		fastWriters.Put(fc.bw)
-		fs.mu.Lock()
-		delete(fs.conns, fc)
-		if len(fs.conns) == 0 && fs.emptied != nil {
-			close(fs.emptied)
-			fs.emptied = nil
-		}
-		fs.mu.Unlock()
+		fs.remove(fc)
 	}()
 	for {
 		n, ok := fc.readHead()
@@ -183,6 +203,51 @@ func (p *Proxy) serveFast(cc *clientConn) {
 			return
 		}
 	}
+}
+
+// remove takes fc out of the server's connections.
+func (fs *fastServer) remove(fc *fastConn) {
+	fs.mu.Lock()
+	delete(fs.conns, fc)
+	if len(fs.conns) == 0 && fs.emptied != nil {
+		close(fs.emptied)
+		fs.emptied = nil
+	}
+	fs.mu.Unlock()
+}
+
+// handshake runs the TLS handshake within the header timeout, as
+// net/http's server does, and answers a plaintext HTTP request as it does;
+// false when it failed (told to Config.HandshakeFailed).
+func (fc *fastConn) handshake(tc *tls.Conn) bool {
+	p := fc.p
+	dl := time.Now().Add(p.cfg.HeaderTimeout)
+	fc.cc.SetDeadline(dl)
+	err := tc.HandshakeContext(fc.ctx)
+	if err == nil {
+		fc.cc.SetDeadline(time.Time{})
+		return true
+	}
+	reason := err.Error()
+	var re tls.RecordHeaderError
+	if errors.As(err, &re) && re.Conn != nil && recordLooksLikeHTTP(re.RecordHeader) {
+		io.WriteString(re.Conn, "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+		reason = "client sent an HTTP request to an HTTPS server"
+	}
+	p.log.Debug("http: TLS handshake error", "client", fc.remote, "err", reason)
+	if p.cfg.HandshakeFailed != nil {
+		p.cfg.HandshakeFailed()
+	}
+	return false
+}
+
+// recordLooksLikeHTTP is net/http's test of a TLS record header.
+func recordLooksLikeHTTP(hdr [5]byte) bool {
+	switch string(hdr[:]) {
+	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO":
+		return true
+	}
+	return false
 }
 
 // readHead waits for the next request head: n is its length in br, or -1
@@ -233,7 +298,7 @@ func (fc *fastConn) request(n int) (*http.Request, bool) {
 	if !ok {
 		return nil, false
 	}
-	req, ok := h.request(fc.remote)
+	req, ok := h.request(fc.remote, fc.tls)
 	if !ok {
 		return nil, false
 	}
@@ -276,7 +341,11 @@ func (fc *fastConn) handOff() bool {
 		return false
 	}
 	fc.p.fast.handedOff.Add(1)
-	return fc.p.fast.handoff.give(&handoffConn{clientConn: fc.cc, pre: pre})
+	hc := &handoffConn{Conn: fc.rw, cc: fc.cc, pre: pre}
+	if fc.tls != nil {
+		return fc.p.fast.handoff.give(&tlsHandoffConn{handoffConn: hc, state: *fc.tls})
+	}
+	return fc.p.fast.handoff.give(hc)
 }
 
 // armRead sets the read deadline to t unless the one set is no later and
@@ -341,8 +410,9 @@ func (fs *fastServer) wait(ctx context.Context) {
 // handoffConn is a connection handed to net/http's server: pre, the bytes
 // the fast server read but did not serve, come first.
 type handoffConn struct {
-	*clientConn
-	pre []byte
+	net.Conn // cc, or a *tls.Conn over it
+	cc       *clientConn
+	pre      []byte
 }
 
 func (c *handoffConn) Read(b []byte) (int, error) {
@@ -351,8 +421,18 @@ func (c *handoffConn) Read(b []byte) (int, error) {
 		c.pre = c.pre[n:]
 		return n, nil
 	}
-	return c.clientConn.Read(b)
+	return c.Conn.Read(b)
 }
+
+// tlsHandoffConn is a handoffConn over TLS: net/http's server takes the
+// connection state from it (Request.TLS).
+type tlsHandoffConn struct {
+	*handoffConn
+	state tls.ConnectionState
+}
+
+// ConnectionState returns the TLS state of the connection.
+func (c *tlsHandoffConn) ConnectionState() tls.ConnectionState { return c.state }
 
 // handoffListener is the listener net/http's server accepts from: the
 // connections the fast server hands over.

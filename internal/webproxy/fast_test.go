@@ -2,6 +2,7 @@ package webproxy
 
 import (
 	"bufio"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/postern/postern/internal/tlsconf"
 )
 
 // fastBackend is a Go web server with answers of every framing.
@@ -70,9 +73,15 @@ func fastBackend(t *testing.T) string {
 // exchangeScript writes script at once on a new connection and reads
 // every answer until the connection closes; methods are the requests'
 // methods in order (a HEAD answer has no body).
-func exchangeScript(t *testing.T, addr, script string, methods []string) []string {
+func exchangeScript(t *testing.T, addr string, useTLS bool, script string, methods []string) []string {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
+	var c net.Conn
+	var err error
+	if useTLS {
+		c, err = tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	} else {
+		c, err = net.Dial("tcp", addr)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,9 +126,25 @@ func exchangeScript(t *testing.T, addr, script string, methods []string) []strin
 // connection — get the same answers, and the connection ends at the same
 // point.
 func TestFastMatchesNetHTTP(t *testing.T) {
+	t.Run("http", func(t *testing.T) { testFastMatches(t, false) })
+	t.Run("https", func(t *testing.T) { testFastMatches(t, true) })
+}
+
+func testFastMatches(t *testing.T, useTLS bool) {
 	be := fastBackend(t)
-	fastAddr, fp := startProxy(t, be, true)
+	var serverTLS *tls.Config
+	if useTLS {
+		serverTLS = selfSigned(t)
+	}
+	fastAddr, fp := startProxy(t, be, true, func(c *Config, p *Proxy) {
+		if c != nil {
+			c.TLS = serverTLS
+		}
+	})
 	slowAddr, _ := startProxy(t, be, true, func(c *Config, p *Proxy) {
+		if c != nil {
+			c.TLS = serverTLS
+		}
 		if p != nil {
 			p.noFast = true
 		}
@@ -158,8 +183,8 @@ func TestFastMatchesNetHTTP(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			before := fp.fast.handedOff.Load()
-			want := exchangeScript(t, slowAddr, tc.script, tc.methods)
-			got := exchangeScript(t, fastAddr, tc.script, tc.methods)
+			want := exchangeScript(t, slowAddr, useTLS, tc.script, tc.methods)
+			got := exchangeScript(t, fastAddr, useTLS, tc.script, tc.methods)
 			if testing.Verbose() {
 				t.Logf("%s", strings.Join(got, "\n--\n"))
 			}
@@ -169,6 +194,53 @@ func TestFastMatchesNetHTTP(t *testing.T) {
 			if handed := fp.fast.handedOff.Load() != before; handed == tc.fast {
 				t.Errorf("handed over to net/http: %v, want %v", handed, !tc.fast)
 			}
+			if tc.name == "headers" && useTLS != strings.Contains(got[0], "X-Forwarded-Proto=https") {
+				t.Errorf("the backend was not told the scheme: %s", got[0])
+			}
 		})
 	}
+	if !useTLS {
+		return
+	}
+	// HTTP/2 goes to net/http's server at once; plain HTTP on the HTTPS
+	// port gets net/http's answer.
+	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Get("https://" + fastAddr + "/headers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || !strings.Contains(string(b), "X-Forwarded-Proto=https") {
+		t.Errorf("HTTP/2: %s %q", resp.Proto, b)
+	}
+	for _, addr := range []string{fastAddr, slowAddr} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		b, _ := io.ReadAll(c)
+		c.Close()
+		if !strings.Contains(string(b), "400 Bad Request") || !strings.Contains(string(b), "HTTP request to an HTTPS server") {
+			t.Errorf("plain HTTP to %s: %q", addr, b)
+		}
+	}
+}
+
+// selfSigned returns a server configuration with a new self-signed
+// certificate.
+func selfSigned(t *testing.T) *tls.Config {
+	t.Helper()
+	cert, key, err := tlsconf.SelfSigned(t.TempDir(), []string{"localhost", "127.0.0.1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs, err := tlsconf.Load(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certs.ServerConfig()
 }

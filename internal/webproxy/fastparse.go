@@ -2,6 +2,7 @@ package webproxy
 
 import (
 	"bytes"
+	"crypto/tls"
 	"net/http"
 	"net/url"
 
@@ -137,7 +138,7 @@ func parseFastHead(head []byte) (h fastHead, ok bool) {
 
 // request builds the *http.Request net/http's server would have built
 // from h (the caller adds the context).
-func (h *fastHead) request(remote string) (*http.Request, bool) {
+func (h *fastHead) request(remote string, st *tls.ConnectionState) (*http.Request, bool) {
 	u, err := url.ParseRequestURI(h.target)
 	if err != nil {
 		return nil, false
@@ -145,7 +146,7 @@ func (h *fastHead) request(remote string) (*http.Request, bool) {
 	return &http.Request{
 		Method: h.method, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: h.header, Body: http.NoBody, Host: h.host, Close: h.close,
-		RemoteAddr: remote, RequestURI: h.target,
+		RemoteAddr: remote, RequestURI: h.target, TLS: st,
 	}, true
 }
 

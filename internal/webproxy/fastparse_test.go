@@ -60,7 +60,7 @@ func checkFastHead(t *testing.T, b []byte) (accepted bool) {
 	if !ok {
 		return false
 	}
-	fr, ok := h.request("192.0.2.1:1")
+	fr, ok := h.request("192.0.2.1:1", nil)
 	if !ok {
 		return false
 	}

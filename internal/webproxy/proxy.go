@@ -147,12 +147,14 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener, drain time.Duration)
 			case *clientConn:
 				return context.WithValue(ctx, connKey{}, cc)
 			case *handoffConn:
-				return context.WithValue(ctx, connKey{}, cc.clientConn)
+				return context.WithValue(ctx, connKey{}, cc.cc)
+			case *tlsHandoffConn:
+				return context.WithValue(ctx, connKey{}, cc.cc)
 			}
 			return ctx
 		},
 	}
-	if p.cfg.TLS == nil && p.dc != nil && !p.noFast {
+	if p.dc != nil && !p.noFast {
 		return p.serveWithFast(ctx, ln, drain, srv)
 	}
 	al := &admitListener{Listener: ln, p: p}
@@ -188,6 +190,13 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener, drain time.Duration)
 // accepts, and hands to srv the connections it does not serve itself.
 func (p *Proxy) serveWithFast(ctx context.Context, ln net.Listener, drain time.Duration, srv *http.Server) error {
 	p.fast.handoff = newHandoffListener(ln.Addr())
+	if p.cfg.TLS != nil {
+		// The fast server runs the handshakes; net/http's server gets
+		// HTTP/2 connections and HTTP/1 ones it hands over, all TLS.
+		p.fast.tls = p.cfg.TLS.Clone()
+		p.fast.tls.NextProtos = []string{"h2", "http/1.1"}
+		srv.TLSConfig = p.fast.tls
+	}
 	var conns sync.WaitGroup
 	errc := make(chan error, 1)
 	go func() { errc <- p.acceptFast(ln, &conns) }()
