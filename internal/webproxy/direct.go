@@ -240,7 +240,9 @@ func (p *Proxy) directRequest(in *http.Request) (*http.Request, error) {
 // The request's context ending (the client went away) ends a read or
 // write on the connection at once; stop, which roundTrip returns with the
 // answer, undoes that (false: too late, the connection is spent).
-func (d *directClient) roundTrip(ctx context.Context, w http.ResponseWriter, out *http.Request) (resp *http.Response, bc *backendConn, stop func() bool, err error) {
+//
+// write writes the request (out's, or the fast server's own form of it).
+func (d *directClient) roundTrip(ctx context.Context, w http.ResponseWriter, out *http.Request, write func(*bufio.Writer) error) (resp *http.Response, bc *backendConn, stop func() bool, err error) {
 	for try := 0; ; try++ {
 		var reused bool
 		bc, reused, err = d.get(ctx)
@@ -249,7 +251,7 @@ func (d *directClient) roundTrip(ctx context.Context, w http.ResponseWriter, out
 		}
 		stop = context.AfterFunc(ctx, func() { bc.c.SetDeadline(aLongTimeAgo) })
 		fc, _ := ctx.Value(watchKey{}).(*fastConn)
-		resp, err = d.exchange(bc, w, out, fc)
+		resp, err = d.exchange(bc, w, out, write, fc)
 		if err == nil {
 			return resp, bc, stop, nil
 		}
@@ -278,7 +280,7 @@ func idempotent(m string) bool {
 //
 // fc, when not nil, is the fast server's connection of the request: an
 // answer slower than slowAnswer has it watch its client for going away.
-func (d *directClient) exchange(bc *backendConn, w http.ResponseWriter, out *http.Request, fc *fastConn) (*http.Response, error) {
+func (d *directClient) exchange(bc *backendConn, w http.ResponseWriter, out *http.Request, write func(*bufio.Writer) error, fc *fastConn) (*http.Response, error) {
 	bc.lr.n = 0
 	bc.lr.limit = maxResponseHeaderBytes
 	start := d.now()
@@ -289,7 +291,7 @@ func (d *directClient) exchange(bc *backendConn, w http.ResponseWriter, out *htt
 	if err := bc.c.SetReadDeadline(start.Add(first)); err != nil {
 		return nil, err
 	}
-	if err := out.Write(bc.bw); err != nil {
+	if err := write(bc.bw); err != nil {
 		return nil, fmt.Errorf("writing the request to the backend: %w", err)
 	}
 	if err := bc.bw.Flush(); err != nil {
@@ -357,12 +359,24 @@ func (d *directClient) exchange(bc *backendConn, w http.ResponseWriter, out *htt
 
 // serveDirect forwards r on the direct path; w is the handler's writer.
 func (p *Proxy) serveDirect(w http.ResponseWriter, r *http.Request) {
-	out, err := p.directRequest(r)
-	if err != nil {
-		p.backendError(w, r, err)
-		return
+	var out *http.Request
+	var write func(*bufio.Writer) error
+	if fc, _ := r.Context().Value(watchKey{}).(*fastConn); fc != nil && fastWritable(r) {
+		// The fast server's request: written from it directly.
+		out = &http.Request{Method: r.Method}
+		write = func(bw *bufio.Writer) error {
+			fc.keys = writeFastRequest(bw, r, fc.keys)
+			return nil
+		}
+	} else {
+		var err error
+		if out, err = p.directRequest(r); err != nil {
+			p.backendError(w, r, err)
+			return
+		}
+		write = func(bw *bufio.Writer) error { return out.Write(bw) }
 	}
-	resp, bc, stop, err := p.dc.roundTrip(r.Context(), w, out)
+	resp, bc, stop, err := p.dc.roundTrip(r.Context(), w, out, write)
 	if err != nil {
 		p.backendError(w, r, err)
 		return

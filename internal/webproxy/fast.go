@@ -49,6 +49,7 @@ type fastConn struct {
 	wdl    time.Time // the write deadline set on rw
 	state  atomic.Int32
 	w      fastWriter
+	keys   []string // scratch for writeFastRequest
 
 	// The watcher (watchClient) reads the client's connection while a
 	// slow answer is awaited, to notice a client that goes away.

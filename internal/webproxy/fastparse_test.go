@@ -3,7 +3,10 @@ package webproxy
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"crypto/tls"
 	"net/http"
+	"net/netip"
 	"net/textproto"
 	"reflect"
 	"strings"
@@ -170,5 +173,77 @@ func FuzzFastHead(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		checkFastHead(t, b)
+	})
+}
+
+// checkFastRequestForm fails t when the fast server would write the
+// backend request for head otherwise than the direct path's
+// directRequest and Request.Write.
+func checkFastRequestForm(t *testing.T, head []byte, addr netip.Addr, overTLS bool) {
+	t.Helper()
+	n := headEnd(head)
+	if n < 0 {
+		return
+	}
+	h, ok := parseFastHead(head[:n])
+	if !ok {
+		return
+	}
+	var st *tls.ConnectionState
+	if overTLS {
+		st = &tls.ConnectionState{}
+	}
+	in, ok := h.request("192.0.2.1:1", st)
+	if !ok || !fastWritable(in) {
+		return
+	}
+	cc := &clientConn{addr: addr}
+	in = in.WithContext(context.WithValue(context.Background(), connKey{}, cc))
+	p := &Proxy{scheme: "http"}
+	var want bytes.Buffer
+	out, err := p.directRequest(in)
+	if err != nil {
+		t.Fatalf("directRequest refused what the fast reader took: %v (%q)", err, head[:n])
+	}
+	if err := out.Write(&want); err != nil {
+		t.Fatalf("Request.Write refused what the fast reader took: %v (%q)", err, head[:n])
+	}
+	var got bytes.Buffer
+	bw := bufio.NewWriter(&got)
+	writeFastRequest(bw, in, nil)
+	bw.Flush()
+	if got.String() != want.String() {
+		t.Fatalf("backend request differs for %q:\nfast   %q\ndirect %q", head[:n], got.String(), want.String())
+	}
+}
+
+// TestFastRequestForm: the fast server writes the backend request byte
+// for byte as the direct path does.
+func TestFastRequestForm(t *testing.T) {
+	for _, s := range []string{
+		"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /a?b=1;c=%zz HTTP/1.1\r\nHost: mail.example.com:8080\r\nUser-Agent:  ua \r\nAccept: */*\r\n\r\n",
+		"HEAD /%7b{}\"|^ HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, X-Drop, user-agent\r\nX-Drop: 1\r\nUser-Agent: u\r\nKeep-Alive: 5\r\nTE: gzip, trailers\r\n\r\n",
+		"GET /x HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 6.6.6.6\r\nx_real_ip: 6\r\nForwarded: for=6\r\nCookie: a\r\nCookie: b\r\nProxy-Authorization: secret\r\n\r\n",
+		"GET /x HTTP/1.1\r\nHost: x\r\nConnection: te\r\nTe: trailers\r\nUser-Agent: a\r\nUser-Agent: b\r\n\r\n",
+		"GET /x? HTTP/1.1\r\nHost: [::1]:80\r\nConnection: X-Forwarded-Proto\r\n\r\n",
+	} {
+		for _, a := range []string{"203.0.113.9", "2001:db8::1"} {
+			checkFastRequestForm(t, []byte(s), netip.MustParseAddr(a), a[0] == '2')
+		}
+	}
+}
+
+// FuzzFastRequestForm: whatever head the fast reader takes, the backend
+// gets the request the direct path would send.
+func FuzzFastRequestForm(f *testing.F) {
+	f.Add([]byte("GET /a?b;c HTTP/1.1\r\nHost: x\r\nConnection: x-a, te\r\nX-A: 1\r\nTe: trailers\r\n\r\n"), true)
+	f.Add([]byte("HEAD / HTTP/1.1\r\nHost: x\r\nUser-Agent: \r\nX-Forwarded-Host: y\r\n\r\n"), false)
+	f.Fuzz(func(t *testing.T, b []byte, v6 bool) {
+		addr := netip.MustParseAddr("198.51.100.7")
+		if v6 {
+			addr = netip.MustParseAddr("2001:db8::7")
+		}
+		checkFastRequestForm(t, b, addr, v6)
 	})
 }
