@@ -54,6 +54,7 @@ type fastConn struct {
 	// The watcher (watchClient) reads the client's connection while a
 	// slow answer is awaited, to notice a client that goes away.
 	watching bool
+	watchOn  atomic.Bool   // watching, for tests
 	watched  chan struct{} // closed when the watcher has returned
 	peeked   bool          // the watcher read a byte: peekByte
 	peekByte [1]byte
@@ -85,6 +86,7 @@ func (fc *fastConn) watchClient() {
 		return
 	}
 	fc.watching = true
+	fc.watchOn.Store(true)
 	fc.watched = make(chan struct{})
 	fc.armRead(time.Time{}, 0)
 	go func() {
@@ -110,6 +112,7 @@ func (fc *fastConn) stopWatch() {
 	fc.rw.SetReadDeadline(aLongTimeAgo)
 	<-fc.watched
 	fc.watching = false
+	fc.watchOn.Store(false)
 	fc.rdl = aLongTimeAgo // re-armed by the next readHead
 }
 

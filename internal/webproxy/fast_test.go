@@ -2,6 +2,7 @@ package webproxy
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -243,4 +244,181 @@ func selfSigned(t *testing.T) *tls.Config {
 		t.Fatal(err)
 	}
 	return certs.ServerConfig()
+}
+
+// gatedBackend answers "ok PATH" on keep-alive connections; a request
+// for /held is announced on held and waits until release is closed.
+func gatedBackend(t *testing.T) (addr string, held, release chan struct{}) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, release = make(chan struct{}, 8), make(chan struct{})
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/held" {
+			held <- struct{}{}
+			select {
+			case <-release:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		io.WriteString(w, "ok "+r.URL.Path)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String(), held, release
+}
+
+// waitFor polls cond until it holds, failing t after 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestFastSlowAnswerPipelined: while a slow answer is awaited the client
+// is watched; a request it pipelines meanwhile is not lost, and both
+// answers come in order on the fast server.
+func TestFastSlowAnswerPipelined(t *testing.T) {
+	be, _, release := gatedBackend(t)
+	addr, p := startProxy(t, be, true)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	io.WriteString(c, "GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+	// The second request is sent once the watcher reads the client.
+	waitFor(t, "the watcher", func() bool { return fastWatching(p) })
+	io.WriteString(c, "GET /two HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	close(release)
+	for _, want := range []string{"ok /held", "ok /two"} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if string(b) != want {
+			t.Fatalf("got %q, want %q", b, want)
+		}
+	}
+	if n := p.fast.handedOff.Load(); n != 0 {
+		t.Errorf("%d hand-overs", n)
+	}
+}
+
+// fastWatching reports whether a connection of p's fast server has its
+// watcher running.
+func fastWatching(p *Proxy) bool {
+	p.fast.mu.Lock()
+	defer p.fast.mu.Unlock()
+	for fc := range p.fast.conns {
+		if fc.watchOn.Load() {
+			return true
+		}
+	}
+	return false
+}
+
+// TestFastTimeouts: a head that stalls is dropped after the header
+// timeout and an idle keep-alive connection after the idle timeout,
+// without an answer, as net/http's server does.
+func TestFastTimeouts(t *testing.T) {
+	be := fastBackend(t)
+	addr, _ := startProxy(t, be, true, func(c *Config, p *Proxy) {
+		if c != nil {
+			c.HeaderTimeout = 150 * time.Millisecond
+			c.IdleTimeout = 300 * time.Millisecond
+		}
+	})
+	for _, tc := range []struct{ name, send string }{
+		{"stalled head", "GET /page HTTP/1.1\r\nHost: x\r\n"},
+		{"idle", "GET /page HTTP/1.1\r\nHost: x\r\n\r\n"},
+	} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		start := time.Now()
+		io.WriteString(c, tc.send)
+		b, err := io.ReadAll(c) // until postern closes it
+		c.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("%s: closed after %v", tc.name, time.Since(start))
+		}
+		answered := strings.Count(string(b), "HTTP/1.1 200 OK")
+		if want := strings.Count(tc.send, "\r\n\r\n"); answered != want {
+			t.Fatalf("%s: %d answers, want %d: %q", tc.name, answered, want, b)
+		}
+	}
+}
+
+// TestFastShutdown: at shutdown a keep-alive connection waiting for its
+// next request is closed at once, and one whose answer is awaited gets it
+// (with Connection: close) before Serve returns.
+func TestFastShutdown(t *testing.T) {
+	be, held, release := gatedBackend(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, p := startProxy(t, be, true) // for its configuration and engine
+	q, err := New(p.cfg, p.eng, p.policy, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- q.Serve(ctx, ln, 5*time.Second) }()
+	idle, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	busy, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	idle.SetDeadline(time.Now().Add(10 * time.Second))
+	busy.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(idle, "GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+	ibr := bufio.NewReader(idle)
+	if resp, err := http.ReadResponse(ibr, nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("first answer: %v %v", resp, err)
+	} else {
+		io.ReadAll(resp.Body)
+	}
+	io.WriteString(busy, "GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+	<-held
+	cancel()
+	if _, err := ibr.ReadByte(); err == nil {
+		t.Fatal("the idle connection got bytes at shutdown")
+	}
+	waitFor(t, "the shutdown", q.fast.isStopping)
+	close(release)
+	resp, err := http.ReadResponse(bufio.NewReader(busy), nil)
+	if err != nil {
+		t.Fatalf("the request in flight lost its answer: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if string(b) != "ok /held" || !resp.Close {
+		t.Fatalf("answer in flight: %q close=%v", b, resp.Close)
+	}
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
 }

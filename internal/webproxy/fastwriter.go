@@ -225,7 +225,7 @@ func (w *fastWriter) commit(p []byte, done bool) {
 		extraCL = strconv.AppendInt(clBuf[:0], int64(len(p)), 10)
 	}
 	hasCL := w.cl != -1
-	if h.Get("Connection") == "close" {
+	if h.Get("Connection") == "close" || w.fc.p.fast.isStopping() {
 		w.closeAfter = true
 	}
 	if bodyAllowed(w.status) {
