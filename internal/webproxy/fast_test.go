@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -420,5 +421,59 @@ func TestFastShutdown(t *testing.T) {
 	}
 	if err := <-served; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestFastRealClients: curl and Python's http.client, over HTTP and
+// HTTPS (HTTP/1.1), reuse their connection through the fast server,
+// across a hand-over (a POST with a body) too.
+func TestFastRealClients(t *testing.T) {
+	for _, useTLS := range []bool{false, true} {
+		be := fastBackend(t)
+		var serverTLS *tls.Config
+		scheme := "http"
+		if useTLS {
+			serverTLS, scheme = selfSigned(t), "https"
+		}
+		addr, p := startProxy(t, be, true, func(c *Config, _ *Proxy) {
+			if c != nil {
+				c.TLS = serverTLS
+			}
+		})
+		base := scheme + "://" + addr
+		if _, err := exec.LookPath("curl"); err == nil {
+			out, err := exec.Command("curl", "-sk", "--http1.1", "-w", "%{http_code} %{num_connects}\n",
+				"-o", "/dev/null", base+"/page", "-o", "/dev/null", base+"/admin/", "-o", "/dev/null", base+"/chunked",
+				"-o", "/dev/null", "-d", "x=1", base+"/echo", "-o", "/dev/null", base+"/page").CombinedOutput()
+			if got := string(out); err != nil || got != "200 1\n403 0\n200 0\n200 0\n200 0\n" {
+				t.Errorf("%s: curl: %q %v", scheme, got, err)
+			}
+		}
+		if _, err := exec.LookPath("python3"); err == nil {
+			script := `
+import http.client, ssl, sys
+host, port = sys.argv[2].rsplit(":", 1)
+if sys.argv[1] == "https":
+    c = http.client.HTTPSConnection(host, int(port), context=ssl._create_unverified_context(), timeout=10)
+else:
+    c = http.client.HTTPConnection(host, int(port), timeout=10)
+out = []
+for method, path, body in [("GET", "/page", None), ("HEAD", "/page", None), ("GET", "/chunked", None),
+                           ("POST", "/echo", "hello"), ("GET", "/echo?q=1", None)]:
+    c.request(method, path, body=body)
+    r = c.getresponse()
+    data = r.read()
+    out.append("%d %d %s" % (r.status, len(data), data[:40].decode() if path.startswith("/echo") else ""))
+print("|".join(out))
+`
+			out, err := exec.Command("python3", "-c", script, scheme, addr).CombinedOutput()
+			want := `200 1024 |200 0 |200 21 |200 34 POST /echo "hello" xff="127.0.0.1"|200 32 GET /echo?q=1 "" xff="127.0.0.1"` + "\n"
+			if err != nil || string(out) != want {
+				t.Errorf("%s: python: %q %v\nwant %q", scheme, out, err, want)
+			}
+		}
+		if p.fast.handedOff.Load() == 0 {
+			t.Errorf("%s: the POSTs were never handed over", scheme)
+		}
 	}
 }
