@@ -409,7 +409,9 @@ func (p *Proxy) serveDirect(w http.ResponseWriter, r *http.Request) {
 		// unknown length or an event stream has its headers sent at once
 		// and is flushed after every write.
 		flush := resp.ContentLength == -1 || eventStream(resp.Header.Get("Content-Type"))
-		if flush {
+		if flush && bc.br.Buffered() == 0 {
+			// Nothing of the body is here yet: the head goes at once
+			// (with body bytes waiting, it goes with the first of them).
 			http.NewResponseController(w).Flush()
 		}
 		buf := p.bufs.Get()

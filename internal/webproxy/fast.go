@@ -132,7 +132,10 @@ type fastServer struct {
 
 var (
 	fastReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
-	fastWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+	// An answer's writer is taken for the answer only (an idle
+	// connection holds none): as large as the copy buffer, so a body read
+	// from the backend in one piece leaves with its head in one write.
+	fastWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 32<<10) }}
 )
 
 // serveFast serves cc until it closes, ends, or is handed to net/http.
@@ -173,8 +176,6 @@ func (p *Proxy) serveFast(cc *clientConn) {
 	}
 	fc.br = fastReaders.Get().(*bufio.Reader)
 	fc.br.Reset(fc)
-	fc.bw = fastWriters.Get().(*bufio.Writer)
-	fc.bw.Reset(fc.rw)
 	fc.w = fastWriter{fc: fc, h: make(http.Header)}
 	handed := false
 	defer func() {
@@ -185,8 +186,6 @@ func (p *Proxy) serveFast(cc *clientConn) {
 		cancel()
 		fc.br.Reset(nil)
 		fastReaders.Put(fc.br)
-		fc.bw.Reset(nil)
-		fastWriters.Put(fc.bw)
 		fs.remove(fc)
 	}()
 	for {
@@ -317,7 +316,12 @@ func (fc *fastConn) request(n int) (*http.Request, bool) {
 func (fc *fastConn) serve(req *http.Request) (keep bool) {
 	w := &fc.w
 	w.reset(req)
+	fc.bw = fastWriters.Get().(*bufio.Writer)
+	fc.bw.Reset(fc.rw)
 	defer func() {
+		fc.bw.Reset(nil)
+		fastWriters.Put(fc.bw)
+		fc.bw = nil
 		if v := recover(); v != nil {
 			if v != http.ErrAbortHandler {
 				fc.p.log.Error("panic serving a request", "client", fc.cc.addr.String(), "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
