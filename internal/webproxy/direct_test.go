@@ -133,18 +133,19 @@ func clientExchange(t testing.TB, addr, method, path string) string {
 		}
 		body, err := io.ReadAll(resp.Body)
 		resp.Header.Del("Date")
-		var hs []string
-		for k, vv := range resp.Header {
-			hs = append(hs, k+"="+strings.Join(vv, "|"))
-		}
-		slices.Sort(hs)
-		var ts []string
-		for k, vv := range resp.Trailer {
-			ts = append(ts, k+"="+strings.Join(vv, "|"))
-		}
-		slices.Sort(ts)
-		return fmt.Sprintf("1xx=%v %d %v body=%q trailers=%v failed=%v", info, resp.StatusCode, hs, body, ts, err != nil)
+		return fmt.Sprintf("1xx=%v %d %v body=%q trailers=%v failed=%v", info, resp.StatusCode,
+			sortedFields(resp.Header), body, sortedFields(resp.Trailer), err != nil)
 	}
+}
+
+// sortedFields lists h's fields as "Name=v1|v2", sorted.
+func sortedFields(h http.Header) []string {
+	var hs []string
+	for k, vv := range h {
+		hs = append(hs, k+"="+strings.Join(vv, "|"))
+	}
+	slices.Sort(hs)
+	return hs
 }
 
 // backendAnswers are answers a backend could give, honest and broken:

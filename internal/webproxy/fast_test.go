@@ -107,13 +107,8 @@ func exchangeScript(t *testing.T, addr string, useTLS bool, script string, metho
 		}
 		body, err := io.ReadAll(resp.Body)
 		resp.Header.Del("Date")
-		var hs []string
-		for k, vv := range resp.Header {
-			hs = append(hs, k+"="+strings.Join(vv, "|"))
-		}
-		slices.Sort(hs)
 		out = append(out, fmt.Sprintf("%s len=%d te=%v close=%v\n%s\nbody=%q err=%v trailer=%v",
-			resp.Status, resp.ContentLength, resp.TransferEncoding, resp.Close, strings.Join(hs, "\n"), body, err, resp.Trailer))
+			resp.Status, resp.ContentLength, resp.TransferEncoding, resp.Close, strings.Join(sortedFields(resp.Header), "\n"), body, err, resp.Trailer))
 		if resp.StatusCode >= 100 && resp.StatusCode < 200 {
 			i--
 		}

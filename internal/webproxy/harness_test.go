@@ -25,7 +25,6 @@ import (
 	"github.com/postern/postern/internal/netlisten"
 	"github.com/postern/postern/internal/policy"
 	"github.com/postern/postern/internal/snapshot"
-	"github.com/postern/postern/internal/tlsconf"
 )
 
 // seen is one request as the backend received it.
@@ -231,15 +230,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	svc := snap.Config.Services[service.Web]
 	var serverTLS *tls.Config
 	if o.tls {
-		cert, key, err := tlsconf.SelfSigned(dir, []string{"localhost", "127.0.0.1"}, time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		certs, err := tlsconf.Load(cert, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		serverTLS = certs.ServerConfig()
+		serverTLS = selfSigned(t)
 	}
 	cfg, err := FromConfig(svc, serverTLS)
 	if err != nil {
