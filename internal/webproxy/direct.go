@@ -403,6 +403,12 @@ func (p *Proxy) serveDirect(w http.ResponseWriter, r *http.Request) {
 		}
 		w.Header().Add("Trailer", strings.Join(keys, ", "))
 	}
+	if _, typed := w.Header()["Content-Type"]; !typed && body != http.NoBody && resp.ContentLength == -1 {
+		// No type is sniffed for an answer of unknown length, whether or
+		// not its first bytes are here with its head (a nil value is
+		// written as nothing).
+		w.Header()["Content-Type"] = nil
+	}
 	w.WriteHeader(resp.StatusCode)
 	if body != http.NoBody {
 		// As httputil.ReverseProxy with FlushInterval 0: an answer of
