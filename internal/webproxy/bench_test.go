@@ -207,9 +207,15 @@ func readRawResponse(br *bufio.Reader) (int, error) {
 // the Proxy before it serves (c nil).
 func startProxy(tb testing.TB, backend string, direct bool, opts ...func(c *Config, p *Proxy)) (string, *Proxy) {
 	tb.Helper()
+	return startProxyConfig(tb, baseCfg, backend, direct, opts...)
+}
+
+// startProxyConfig is startProxy with the configuration text conf.
+func startProxyConfig(tb testing.TB, conf, backend string, direct bool, opts ...func(c *Config, p *Proxy)) (string, *Proxy) {
+	tb.Helper()
 	dir := tb.TempDir()
 	path := filepath.Join(dir, "postern.yaml")
-	if err := os.WriteFile(path, []byte(baseCfg), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		tb.Fatal(err)
 	}
 	snap, err := snapshot.Load(context.Background(), path, time.Now())

@@ -472,3 +472,98 @@ print("|".join(out))
 		}
 	}
 }
+
+// echoBackend answers every request with a fixed-length page naming what
+// reached it: the method, the target, Host and the forwarding headers.
+func echoBackend(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		body := fmt.Sprintf("%s %s host=%q xff=%q fwd=%q proto=%q ua=%q cookie=%q\n", r.Method, r.RequestURI, r.Host,
+			r.Header.Values("X-Forwarded-For"), r.Header.Values("Forwarded"), r.Header.Values("X-Forwarded-Proto"),
+			r.Header.Values("User-Agent"), r.Header.Values("Cookie"))
+		w.Header().Set("Content-Type", "text/plain")
+		w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+		io.WriteString(w, body)
+	})}
+	go srv.Serve(ln)
+	tb.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// rawExchange sends b and then a last request asking to close on a new
+// connection, and returns all that comes back until the server closes it,
+// Date lines left out. (The sending side is not shut: net/http's server
+// takes a client's end of sending for the client gone.)
+func rawExchange(t *testing.T, addr string, b []byte) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write(append(b[:len(b):len(b)], "GET /end HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"...))
+	out, _ := io.ReadAll(c)
+	var keep []string
+	for _, line := range strings.SplitAfter(string(out), "\n") {
+		if !strings.HasPrefix(line, "Date: ") {
+			keep = append(keep, line)
+		}
+	}
+	return strings.Join(keep, "")
+}
+
+// FuzzFastConnection: whatever bytes a client sends on a connection —
+// any number of requests, pipelined, well formed or not, with bodies or
+// not — the fast server sends back exactly what net/http's server sends
+// (Date lines aside), and the backend hears the same.
+func FuzzFastConnection(f *testing.F) {
+	for _, s := range []string{
+		"GET / HTTP/1.1\r\nHost: x\r\n\r\nHEAD /a?b HTTP/1.1\r\nHost: x\r\nUser-Agent: u\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 1.2.3.4\r\nCookie: a\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /c HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.0\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\nHost: x\n\n",
+		"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+		"GET /admin/ HTTP/1.1\r\nHost: x\r\n\r\nGET /login?user=a HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTT",
+		"GET /a HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	// No intrusion prevention: thousands of connections from one address
+	// must not block it on one side first.
+	conf := baseCfg[:strings.Index(baseCfg, "intrusion_prevention:")]
+	be := echoBackend(f)
+	quick := func(c *Config, p *Proxy) {
+		if c != nil {
+			c.RefusalTime = -1
+			// A request left waiting for more (a body never sent, a
+			// cut head) ends the connection soon, on both sides alike.
+			c.HeaderTimeout = 500 * time.Millisecond
+			c.IdleTimeout = 500 * time.Millisecond
+			c.BodyTimeout = 500 * time.Millisecond
+		}
+	}
+	fastAddr, _ := startProxyConfig(f, conf, be, true, quick)
+	slowAddr, _ := startProxyConfig(f, conf, be, true, quick, func(_ *Config, p *Proxy) {
+		if p != nil {
+			p.noFast = true
+		}
+	})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) > 16<<10 {
+			return
+		}
+		want := rawExchange(t, slowAddr, b)
+		got := rawExchange(t, fastAddr, b)
+		if got != want {
+			t.Fatalf("for %q\nfast server: %q\nnet/http:    %q", b, got, want)
+		}
+	})
+}
