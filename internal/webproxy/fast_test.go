@@ -567,3 +567,24 @@ func FuzzFastConnection(f *testing.F) {
 		}
 	})
 }
+
+// TestFastHalfClose: a client that shuts its sending side after its
+// requests still gets every answer from the fast server.
+func TestFastHalfClose(t *testing.T) {
+	addr, _ := startProxy(t, echoBackend(t), true)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /two HTTP/1.1\r\nHost: x\r\n\r\n")
+	c.(*net.TCPConn).CloseWrite()
+	out, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), "GET /one host=") || !strings.Contains(string(out), "GET /two host=") {
+		t.Fatalf("answers after the client's end of sending: %q", out)
+	}
+}
