@@ -50,8 +50,8 @@ type Proxy struct {
 	// logins is the service's login gate.
 	logins *gate.Logins
 
-	// fast is the fast server of plain-HTTP listeners (fast.go), used
-	// unless the listener is HTTPS, the backends are, or noFast.
+	// fast is the fast server (fast.go), in front of net/http's on every
+	// listener unless the backends are HTTPS (no direct path) or noFast.
 	fast      *fastServer
 	noFast    bool // tests: net/http's server for every request
 	dateCache atomic.Pointer[cachedDate]
@@ -186,8 +186,9 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener, drain time.Duration)
 	return p.served(err)
 }
 
-// serveWithFast is Serve for a plain-HTTP listener: the fast server
-// accepts, and hands to srv the connections it does not serve itself.
+// serveWithFast is Serve with the fast server in front: it accepts (and
+// runs the TLS handshakes of an HTTPS listener), and hands to srv the
+// connections it does not serve itself.
 func (p *Proxy) serveWithFast(ctx context.Context, ln net.Listener, drain time.Duration, srv *http.Server) error {
 	p.fast.handoff = newHandoffListener(ln.Addr())
 	if p.cfg.TLS != nil {
