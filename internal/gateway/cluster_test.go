@@ -32,15 +32,7 @@ services:
   pop3: { listen: "127.0.0.1:0", backend: "%s", plaintext_login: "127.0.0.0/8" }
 `, node, filepath.Join(dir, "postern.db"), filepath.Join(dir, "admin.token"), redisAddr, backend))
 	logs := new(syncBuffer)
-	ctx, cancel := context.WithCancel(context.Background())
-	g, err := Start(ctx, cfg, Options{Log: logs, Drain: time.Second})
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx, nil) }()
-	t.Cleanup(func() { cancel(); <-done })
+	g, _ := runGateway(t, cfg, Options{Log: logs, Drain: time.Second})
 	logs.waitLog(t, "listening", 1)
 	token, err := os.ReadFile(filepath.Join(dir, "admin.token"))
 	if err != nil {
