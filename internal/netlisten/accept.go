@@ -6,6 +6,8 @@ import (
 	"net"
 	"syscall"
 	"time"
+
+	"github.com/postern/postern/internal/sockio"
 )
 
 // Backoff after a temporary accept error: doubling from minBackoff to
@@ -82,7 +84,7 @@ func (l *Listener) handle(raw net.Conn) {
 		go l.serveTrusted(raw, peer, local)
 		return
 	}
-	l.dispatch(newConn(raw, raw, peer, local, false, l.tls.Load()))
+	l.dispatch(newConn(raw, sockio.Wrap(raw), peer, local, false, l.tls.Load()))
 }
 
 // dispatch takes a slot for c and hands it to ServeUntil or Accept, or

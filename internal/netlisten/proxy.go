@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/pires/go-proxyproto"
+
+	"github.com/postern/postern/internal/sockio"
 )
 
 // serveTrusted reads the PROXY header of a connection from a trusted peer,
@@ -26,7 +28,7 @@ func (l *Listener) serveTrusted(raw net.Conn, peer, local netip.AddrPort) {
 	// Stopping the listener interrupts the header read.
 	stop := context.AfterFunc(l.stop, func() { raw.Close() })
 	start := time.Now()
-	pc := proxyproto.NewConn(raw,
+	pc := proxyproto.NewConn(sockio.Wrap(raw),
 		proxyproto.WithPolicy(proxyproto.REQUIRE),
 		proxyproto.ValidateHeader(validateHeader),
 		proxyproto.SetReadHeaderTimeout(l.cfg.ProxyHeaderTimeout),

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"sync"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/postern/postern/internal/sockio"
 )
 
 // idlePoller watches the sockets of every spliced session of a Conns
@@ -67,8 +68,12 @@ func (p *idlePoller) run() {
 	var n int
 	var werr error
 	wait := func(fd uintptr) bool {
-		n, werr = unix.EpollWait(int(fd), events, 0)
-		return n != 0 || (werr != nil && werr != unix.EINTR)
+		var e syscall.Errno
+		n, e = sockio.EpollEvents(fd, events)
+		if e != 0 {
+			werr = e
+		}
+		return n != 0 || werr != nil
 	}
 	for {
 		if err := p.rc.Read(wait); err != nil {
@@ -299,9 +304,9 @@ const activeGrace = 100 * time.Millisecond
 // until activeGrace has passed, then goes back to sleep (re-arms), or ends
 // the session at an end of stream or an error.
 func (x *idleSession) move(dir int) {
-	dst, src, rc := x.b, x.c, x.crc
+	dst, src, drc, rc := x.b, x.c, x.brc, x.crc
 	if dir == 1 {
-		dst, src, rc = x.c, x.b, x.brc
+		dst, src, drc, rc = x.c, x.b, x.crc, x.brc
 	}
 	var moved int64
 	end := false
@@ -328,7 +333,7 @@ func (x *idleSession) move(dir int) {
 		if queued < 0 {
 			break // woken for nothing
 		}
-		n, err := io.Copy(dst, io.LimitReader(src, int64(queued)))
+		n, err := spliceN(dst, src, drc, rc, int64(queued))
 		moved += n
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			break
@@ -364,19 +369,12 @@ func peekQueued(rc syscall.RawConn) (int, error) {
 	queued := -1
 	var serr error
 	err := rc.Read(func(fd uintptr) bool {
-		var b [1]byte
-		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		switch {
-		case err == unix.EAGAIN || err == unix.EINTR:
-		case err != nil:
-			serr = err
-		case n == 0:
-			queued = 0
+		switch q, err := queuedNow(fd); err {
+		case nil:
+			queued = q
+		case syscall.EAGAIN:
 		default:
-			queued, serr = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
-			if serr == nil && queued <= 0 {
-				queued = n // never report end of stream for a readable socket
-			}
+			serr = err
 		}
 		return true // never wait here: the poller does
 	})

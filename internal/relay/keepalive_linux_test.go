@@ -11,7 +11,7 @@ import (
 
 func sockopt(t *testing.T, c net.Conn, level, name int) int {
 	t.Helper()
-	rc, err := c.(*net.TCPConn).SyscallConn()
+	rc, err := c.(syscall.Conn).SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,8 +2,10 @@ package relay
 
 import (
 	"net"
+	"os"
+	"syscall"
 
-	"golang.org/x/sys/unix"
+	"github.com/postern/postern/internal/sockio"
 )
 
 // pumpFromTCP copies a plain TCP socket into dst (a TLS connection). It
@@ -12,7 +14,7 @@ import (
 // buffer goes back to the pool before the goroutine waits for
 // readability, so an idle session holds none. The system calls are those
 // of io.Copy: one read per burst of data and one that finds the socket
-// empty.
+// empty. The reads are raw system calls (sockio.Read).
 func pumpFromTCP(dst net.Conn, src *net.TCPConn) (int64, error) {
 	rc, err := src.SyscallConn()
 	if err != nil {
@@ -32,16 +34,15 @@ func pumpFromTCP(dst net.Conn, src *net.TCPConn) (int64, error) {
 			if bp == nil {
 				bp = tcpReadBufs.Get().(*[]byte)
 			}
-			for {
-				n, rerr = unix.Read(int(fd), *bp)
-				if rerr != unix.EINTR {
-					break
-				}
-			}
-			if rerr == unix.EAGAIN {
+			var e syscall.Errno
+			n, e = sockio.Read(fd, *bp)
+			if e == syscall.EAGAIN {
 				tcpReadBufs.Put(bp)
 				bp = nil
 				return false // nothing queued: wait holding no buffer
+			}
+			if e != 0 {
+				rerr = os.NewSyscallError("read", e)
 			}
 			return true
 		})

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	proxyproto "github.com/pires/go-proxyproto"
+
+	"github.com/postern/postern/internal/sockio"
 )
 
 // Dialer connects to one backend.
@@ -80,7 +82,7 @@ func (d Dialer) dial(ctx context.Context, client, local netip.AddrPort) (net.Con
 		release()
 		return nil, fmt.Errorf("connecting to backend %s: %w", d.Addr, err)
 	}
-	conn := &limitedConn{Conn: raw, release: release, relayed: d.Relayed}
+	conn := &limitedConn{Conn: sockio.Wrap(raw), release: release, relayed: d.Relayed}
 	if !local.IsValid() {
 		if la, ok := conn.LocalAddr().(*net.TCPAddr); ok {
 			local = la.AddrPort()

@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"sync/atomic"
 	"time"
+
+	"github.com/postern/postern/internal/sockio"
 )
 
 // backendHost is the host name requests are sent to; the dialer maps it to
@@ -87,6 +89,7 @@ func (b *backends) dialOne(ctx context.Context, k int, useTLS bool) (net.Conn, e
 	if err != nil {
 		return nil, err
 	}
+	c = sockio.Wrap(c)
 	if b.relayed != nil { // beneath TLS: the transport still sees its *tls.Conn
 		c = &countedConn{Conn: c, relayed: b.relayed}
 	}

@@ -1,0 +1,79 @@
+package sockio
+
+import (
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Read reads up to len(p) bytes from the socket fd with one raw read(2):
+// for a syscall.RawConn's Read. 0 bytes and no error mean end of stream;
+// EAGAIN means nothing is queued yet.
+func Read(fd uintptr, p []byte) (int, syscall.Errno) {
+	if len(p) == 0 {
+		return 0, 0
+	}
+	if len(p) > maxRW {
+		p = p[:maxRW]
+	}
+	for {
+		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		if e == syscall.EINTR {
+			continue
+		}
+		if e != 0 {
+			return 0, e
+		}
+		return int(r), 0
+	}
+}
+
+// Peek reports whether bytes are queued on the socket fd, without
+// consuming them or waiting: recv(2) of one byte with MSG_PEEK and
+// MSG_DONTWAIT. n is 1 when bytes are queued and 0 at end of stream; a
+// socket with nothing queued yet fails with EAGAIN. Call it from a
+// syscall.RawConn's Read or Control.
+func Peek(fd uintptr) (n int, errno syscall.Errno) {
+	var b [1]byte
+	for {
+		r, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		if e == syscall.EINTR {
+			continue
+		}
+		if e != 0 {
+			return 0, e
+		}
+		return int(r), 0
+	}
+}
+
+// Queued returns the number of bytes queued for reading on the socket fd
+// (ioctl SIOCINQ).
+func Queued(fd uintptr) (int, syscall.Errno) {
+	var v int32
+	if _, _, e := syscall.RawSyscall(syscall.SYS_IOCTL, fd, unix.SIOCINQ, uintptr(unsafe.Pointer(&v))); e != 0 {
+		return 0, e
+	}
+	return int(v), 0
+}
+
+// EpollEvents reads the events ready on the epoll descriptor epfd without
+// waiting (epoll_wait(2) with a timeout of 0): for an epoll descriptor that
+// Go's poller watches, once it reported it readable.
+func EpollEvents(epfd uintptr, events []unix.EpollEvent) (int, syscall.Errno) {
+	if len(events) == 0 {
+		return 0, 0
+	}
+	for {
+		r, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_WAIT, epfd, uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+		if e == syscall.EINTR {
+			continue
+		}
+		if e != 0 {
+			return 0, e
+		}
+		return int(r), 0
+	}
+}
