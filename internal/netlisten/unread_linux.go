@@ -1,0 +1,28 @@
+package netlisten
+
+import (
+	"net"
+	"syscall"
+
+	"github.com/postern/postern/internal/sockio"
+)
+
+// socketUnread peeks at the socket (MSG_PEEK|MSG_DONTWAIT, a raw system
+// call: see package sockio).
+func socketUnread(raw net.Conn) bool {
+	sc, ok := raw.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var n int
+	var e syscall.Errno
+	rc.Read(func(fd uintptr) bool {
+		n, e = sockio.Peek(fd)
+		return true // never wait for readiness
+	})
+	return e == 0 && n > 0
+}

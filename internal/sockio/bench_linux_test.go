@@ -1,0 +1,113 @@
+package sockio
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The round-trip benchmark needs a peer in another process: a peer in
+// this one would make system calls of its own through the runtime and
+// hide the difference. The test binary is started again as that peer.
+const peerEnv = "SOCKIO_BENCH_PEER"
+
+func TestMain(m *testing.M) {
+	if d := os.Getenv(peerEnv); d != "" {
+		os.Exit(runPeer(d))
+	}
+	os.Exit(m.Run())
+}
+
+// runPeer answers every read with the same bytes after delay (the time a
+// backend takes to answer), on one connection, until it ends or 60 s pass.
+func runPeer(delay string) int {
+	d, err := time.ParseDuration(delay)
+	if err != nil {
+		return 2
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 2
+	}
+	fmt.Println(ln.Addr())
+	ln.(*net.TCPListener).SetDeadline(time.Now().Add(60 * time.Second))
+	c, err := ln.Accept()
+	if err != nil {
+		return 2
+	}
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	b := make([]byte, 512)
+	for {
+		n, err := c.Read(b)
+		if err != nil {
+			return 0
+		}
+		time.Sleep(d)
+		if _, err := c.Write(b[:n]); err != nil {
+			return 0
+		}
+	}
+}
+
+// BenchmarkRoundTrip writes a short request and reads its answer, which a
+// peer process sends 300 µs later, so that this process goes idle between
+// the two as a gateway does while its backend works. cpu-ns/op is this
+// process's CPU (user and system) per round trip: through net.TCPConn, and
+// through a Conn.
+//
+//	go test -run '^$' -bench RoundTrip -benchtime 3000x ./internal/sockio/
+func BenchmarkRoundTrip(b *testing.B) {
+	for _, side := range []string{"net", "sockio"} {
+		b.Run(side, func(b *testing.B) {
+			cmd := exec.Command(os.Args[0], "-test.run", "^$")
+			cmd.Env = append(os.Environ(), peerEnv+"=300us")
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				b.Fatal(err)
+			}
+			defer cmd.Wait()
+			addr, err := bufio.NewReader(out).ReadString('\n')
+			if err != nil {
+				cmd.Process.Kill()
+				b.Fatalf("peer: %v", err)
+			}
+			nc, err := net.Dial("tcp", strings.TrimSpace(addr))
+			if err != nil {
+				cmd.Process.Kill()
+				b.Fatal(err)
+			}
+			defer nc.Close()
+			c := nc
+			if side == "sockio" {
+				c = New(nc.(*net.TCPConn))
+			}
+			req := []byte("a NOOP\r\n")
+			buf := make([]byte, 64)
+			c.SetDeadline(time.Now().Add(50 * time.Second))
+			var r0, r1 syscall.Rusage
+			syscall.Getrusage(syscall.RUSAGE_SELF, &r0)
+			b.ResetTimer()
+			for range b.N {
+				if _, err := c.Write(req); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := c.Read(buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			syscall.Getrusage(syscall.RUSAGE_SELF, &r1)
+			cpu := r1.Utime.Nano() + r1.Stime.Nano() - r0.Utime.Nano() - r0.Stime.Nano()
+			b.ReportMetric(float64(cpu)/float64(b.N), "cpu-ns/op")
+		})
+	}
+}
