@@ -1,13 +1,16 @@
-//go:build unix && !linux
+//go:build unix
 
 package netlisten
 
 import (
 	"net"
 	"syscall"
+
+	"github.com/postern/postern/internal/sockio"
 )
 
-// socketUnread peeks at the socket (MSG_PEEK|MSG_DONTWAIT).
+// socketUnread peeks at the socket (MSG_PEEK|MSG_DONTWAIT; a raw system
+// call on Linux, see package sockio).
 func socketUnread(raw net.Conn) bool {
 	sc, ok := raw.(syscall.Conn)
 	if !ok {
@@ -18,10 +21,10 @@ func socketUnread(raw net.Conn) bool {
 		return false
 	}
 	var n int
-	var b [1]byte
+	var e syscall.Errno
 	rc.Read(func(fd uintptr) bool {
-		n, _, _ = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		n, e = sockio.Peek(fd)
 		return true // never wait for readiness
 	})
-	return n > 0
+	return e == 0 && n > 0
 }
