@@ -17,6 +17,9 @@ func Read(fd uintptr, p []byte) (int, syscall.Errno) {
 	if len(p) > maxRW {
 		p = p[:maxRW]
 	}
+	if raceEnabled {
+		return annotatedIO(syscall.Read, fd, p)
+	}
 	for {
 		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
 		if e == syscall.EINTR {
@@ -75,5 +78,23 @@ func EpollEvents(epfd uintptr, events []unix.EpollEvent) (int, syscall.Errno) {
 			return 0, e
 		}
 		return int(r), 0
+	}
+}
+
+// annotatedIO makes a read or write through the syscall package, for the
+// race detector (see race.go).
+func annotatedIO(f func(int, []byte) (int, error), fd uintptr, p []byte) (int, syscall.Errno) {
+	for {
+		n, err := f(int(fd), p)
+		if err == nil {
+			return n, 0
+		}
+		e, ok := err.(syscall.Errno)
+		if !ok {
+			return 0, syscall.EIO
+		}
+		if e != syscall.EINTR {
+			return 0, e
+		}
 	}
 }

@@ -127,7 +127,15 @@ func (c *Conn) writeSome(fd uintptr) bool {
 		if len(rest) > maxRW {
 			rest = rest[:maxRW]
 		}
-		r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&rest[0])), uintptr(len(rest)))
+		var r uintptr
+		var e syscall.Errno
+		if raceEnabled {
+			var n int
+			n, e = annotatedIO(syscall.Write, fd, rest)
+			r = uintptr(n)
+		} else {
+			r, _, e = syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&rest[0])), uintptr(len(rest)))
+		}
 		switch e {
 		case 0:
 			c.wn += int(r)

@@ -186,8 +186,9 @@ func TestWriteDeadlineMidWrite(t *testing.T) {
 	sides(t, func(t *testing.T, c net.Conn, peer *net.TCPConn) string {
 		// The peer reads nothing: the write fills both socket buffers and
 		// times out having written part of p.
+		big := make([]byte, 64<<20) // before the deadline: slow under -race
 		c.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
-		n, err := c.Write(make([]byte, 64<<20))
+		n, err := c.Write(big)
 		if n <= 0 || n >= 64<<20 {
 			t.Errorf("wrote %d bytes; want part of 64 MiB", n)
 		}
