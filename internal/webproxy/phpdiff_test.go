@@ -286,6 +286,8 @@ func phpTrickyCases() []phpCase {
 		{Ctype: "multipart/form-data; boundary=\"XX\"", Body: multipartBody("XX", "_action", "login", "_user", "boss")},
 		{Ctype: "multipart/form-data; xboundary=YY; boundary=XX", Body: multipartBody("XX", "_user", "boss")},
 		{Ctype: "multipart/form-data; BOUNDARY=XX", Body: multipartBody("XX", "_action", "login", "_user", "boss")},
+		{Ctype: "multipart/form-data; \xc0\xc0 BOUNDARY=XX", Body: multipartBody("XX", "_action", "login", "_user", "boss")},
+		{Ctype: "multipart/form-data; \u212a=1; BOUNDARY=XX", Body: multipartBody("XX", "_action", "login", "_user", "boss")},
 		{Ctype: "multipart/form-data; boundary=XX, text/plain", Body: multipartBody("XX", "_user", "boss")},
 		{Ctype: "multipart/form-data; boundary=XX", Body: multipartBody("XX", "_user[]", "boss")},
 		{Ctype: "multipart/form-data; boundary=XX", Body: multipartBody("XX", " _user", "boss")},
