@@ -21,27 +21,6 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-func TestLiteralSize(t *testing.T) {
-	for _, c := range []struct {
-		line string
-		n    int64
-		ok   bool
-	}{
-		{"* 1 FETCH (BODY[] {20001234}", 20001234, true},
-		{"* 1 FETCH (BODY[] {0}", 0, true},
-		{"* 1 FETCH (FLAGS (\\Seen))", 0, false},
-		{"{}", 0, false},
-		{"x {-1}", 0, false},
-		{"x {12a}", 0, false},
-		{"}", 0, false},
-	} {
-		n, ok := literalSize([]byte(c.line))
-		if n != c.n || ok != c.ok {
-			t.Errorf("literalSize(%q) = %d, %v; want %d, %v", c.line, n, ok, c.n, c.ok)
-		}
-	}
-}
-
 func TestBigMessage(t *testing.T) {
 	m := newBigMessage(100_000)
 	if len(m.file) < 100_000 || len(m.file) > 100_080 {
@@ -56,36 +35,36 @@ func TestBigMessage(t *testing.T) {
 	}
 }
 
-// popConn returns a conn reading text through a small bufio buffer, so a
-// terminator can straddle two chunks.
-func popConn(text string, bufSize int) *conn {
-	return &conn{r: bufio.NewReaderSize(strings.NewReader(text), bufSize)}
+// popReader reads text through a small bufio buffer, so a terminator can
+// straddle two chunks.
+func popReader(text string, bufSize int) *bufio.Reader {
+	return bufio.NewReaderSize(strings.NewReader(text), bufSize)
 }
 
 func TestPOPMultiline(t *testing.T) {
 	body := strings.Repeat("ABCDEFGHIJ\r\n..stuffed\r\n", 50)
 	for _, size := range []int{16, 17, 19, 23, 64, 4096} {
-		c := popConn(body+".\r\n+OK next\r\n", size)
+		c := popReader(body+".\r\n+OK next\r\n", size)
 		counted := 0
-		n, err := c.popMultiline(func(k int) { counted += k })
+		n, err := popMultiline(c, func(k int) { counted += k })
 		if err != nil {
 			t.Fatalf("buffer %d: %v", size, err)
 		}
 		if want := int64(len(body) + 3); n != want || int64(counted) != want {
 			t.Fatalf("buffer %d: read %d (counted %d), want %d", size, n, counted, want)
 		}
-		if l, _ := c.line(); string(l) != "+OK next" {
+		if l, _ := c.ReadString('\n'); l != "+OK next\r\n" {
 			t.Fatalf("buffer %d: the next line is %q: the terminator was not found where it is", size, l)
 		}
 	}
 	// An empty answer is only the terminator.
-	c := popConn(".\r\n", 16)
-	if n, err := c.popMultiline(func(int) {}); err != nil || n != 3 {
+	c := popReader(".\r\n", 16)
+	if n, err := popMultiline(c, func(int) {}); err != nil || n != 3 {
 		t.Fatalf("empty answer: %d, %v", n, err)
 	}
 	// A connection that ends before the terminator is an error.
-	c = popConn("line\r\n", 16)
-	if _, err := c.popMultiline(func(int) {}); err == nil {
+	c = popReader("line\r\n", 16)
+	if _, err := popMultiline(c, func(int) {}); err == nil {
 		t.Fatal("no error for a truncated answer")
 	}
 }
@@ -181,21 +160,21 @@ func TestMemBackendAndRelay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.close()
-	if err := c.imapGreeting(); err != nil {
+	defer c.Close()
+	if err := c.IMAPGreeting(); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.imapCmd("LOGIN "+loginUser.user+" wrong-password", nil); err == nil {
+	if err := c.IMAPCmd("LOGIN "+loginUser.user+" wrong-password", nil); err == nil {
 		t.Fatal("a wrong password logged in")
 	}
-	if err := c.imapCmd("LOGIN "+loginUser.user+" "+loginUser.pass, nil); err != nil {
+	if err := c.IMAPCmd("LOGIN "+loginUser.user+" "+loginUser.pass, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.imapCmd("SELECT INBOX", nil); err != nil {
+	if err := c.IMAPCmd("SELECT INBOX", nil); err != nil {
 		t.Fatal(err)
 	}
 	var got []byte
-	err = c.imapCmd("FETCH 1 BODY.PEEK[]", func(r io.Reader, n int64) error {
+	err = c.IMAPCmd("FETCH 1 BODY.PEEK[]", func(r io.Reader, n int64) error {
 		got = make([]byte, n)
 		_, err := io.ReadFull(r, got)
 		return err
@@ -206,7 +185,7 @@ func TestMemBackendAndRelay(t *testing.T) {
 	if !waitFor(5*time.Second, func() bool { return be.live.Load() == 1 }) {
 		t.Fatalf("backend sessions: %d, want 1", be.live.Load())
 	}
-	if err := c.imapCmd("LOGOUT", nil); err != nil {
+	if err := c.IMAPCmd("LOGOUT", nil); err != nil {
 		t.Fatal(err)
 	}
 	if !waitFor(5*time.Second, func() bool { return be.live.Load() == 0 }) {

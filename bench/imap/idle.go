@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/bench/internal/benchkit"
+	"github.com/postern/postern/bench/internal/mailclient"
 	"github.com/postern/postern/bench/internal/procstat"
 )
 
@@ -63,10 +64,10 @@ func (b *bench) idleTest() error {
 	r.rss0, r.anon0, r.fd0 = procstat.SettledRSS(pid), procstat.StatusKB(pid, "RssAnon"), procstat.FDCount(pid)
 
 	var mu sync.Mutex
-	var conns []*conn
+	var conns []*mailclient.Conn
 	defer func() {
 		for _, c := range conns {
-			c.close()
+			c.Close()
 		}
 	}()
 	open := func(from, to int) error {
@@ -81,11 +82,11 @@ func (b *bench) idleTest() error {
 				defer func() { <-sem }()
 				c, err := dial(b.ctx, t, sourceAddr(20, i), time.Now().Add(15*time.Minute))
 				if err == nil {
-					if err = c.imapGreeting(); err == nil {
-						err = c.imapCmd("LOGIN "+loginUser.user+" "+loginUser.pass, nil)
+					if err = c.IMAPGreeting(); err == nil {
+						err = c.IMAPCmd("LOGIN "+loginUser.user+" "+loginUser.pass, nil)
 					}
 					if err != nil {
-						c.close()
+						c.Close()
 					}
 				}
 				mu.Lock()
@@ -137,8 +138,8 @@ func (b *bench) idleTest() error {
 	// Every connection must still be alive and logged in: one NOOP each
 	// on a sample.
 	for i := 0; i < len(conns); i += max(1, len(conns)/50) {
-		conns[i].c.SetDeadline(time.Now().Add(30 * time.Second))
-		if err := conns[i].imapCmd("NOOP", nil); err != nil {
+		conns[i].C.SetDeadline(time.Now().Add(30 * time.Second))
+		if err := conns[i].IMAPCmd("NOOP", nil); err != nil {
 			return fmt.Errorf("idle connection %d after the measurement: %w", i, err)
 		}
 	}

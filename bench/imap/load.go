@@ -5,19 +5,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
-	"net"
 	"net/netip"
 	"slices"
-	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/postern/postern/bench/internal/benchkit"
-	"github.com/postern/postern/internal/testenv"
+	"github.com/postern/postern/bench/internal/mailclient"
 )
 
 // target is where the load generator connects.
@@ -28,175 +25,23 @@ type target struct {
 	pid   int    // the proxy process in between (postern serve or the relay), 0: none
 }
 
-// conn is one IMAP or POP3 client connection.
-type conn struct {
-	c   net.Conn
-	r   *bufio.Reader
-	tag int
-}
-
-var errReply = errors.New("unexpected reply")
-
-// dial connects from src to t, sends the PROXY v2 header when t wants one
-// (its source is the connection's own address, exactly what postern
-// announces for it) and gives the whole connection deadline.
-func dial(ctx context.Context, t target, src netip.Addr, deadline time.Time) (*conn, error) {
-	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))}
-	c, err := d.DialContext(ctx, "tcp", t.addr)
-	if err != nil {
-		return nil, err
-	}
-	c.SetDeadline(deadline)
-	if t.proxy {
-		la := c.LocalAddr().(*net.TCPAddr).AddrPort()
-		ra := c.RemoteAddr().(*net.TCPAddr).AddrPort()
-		if _, err := c.Write(testenv.ProxyV2Header(la, ra)); err != nil {
-			c.Close()
-			return nil, err
-		}
-	}
-	return &conn{c: c, r: bufio.NewReaderSize(c, 64<<10)}, nil
-}
-
-func (c *conn) close() { c.c.Close() }
-
-// line reads one line without its CRLF.
-func (c *conn) line() ([]byte, error) {
-	l, err := c.r.ReadSlice('\n')
-	if err != nil {
-		return nil, err
-	}
-	return bytes.TrimRight(l, "\r\n"), nil
-}
-
-func (c *conn) write(s string) error {
-	_, err := io.WriteString(c.c, s+"\r\n")
-	return err
-}
-
-// ---- IMAP ---------------------------------------------------------------------
-
-// imapGreeting reads the server's greeting.
-func (c *conn) imapGreeting() error {
-	l, err := c.line()
-	if err != nil {
-		return fmt.Errorf("greeting: %w", err)
-	}
-	if !bytes.HasPrefix(l, []byte("* OK")) {
-		return fmt.Errorf("%w: greeting %q", errReply, trunc(l))
-	}
-	return nil
-}
-
-// literalSize returns n when l ends with a literal announcement "{n}".
-func literalSize(l []byte) (int64, bool) {
-	if len(l) < 3 || l[len(l)-1] != '}' {
-		return 0, false
-	}
-	i := bytes.LastIndexByte(l, '{')
-	if i < 0 {
-		return 0, false
-	}
-	n, err := strconv.ParseInt(string(l[i+1:len(l)-1]), 10, 64)
-	if err != nil || n < 0 {
-		return 0, false
-	}
-	return n, true
-}
-
-// imapCmd sends one tagged command and reads the response to its tagged
-// completion, which must be OK. Literals in the response are passed to lit
-// (nil: discarded) as they arrive.
-func (c *conn) imapCmd(cmd string, lit func(r io.Reader, n int64) error) error {
-	c.tag++
-	tag := "b" + strconv.Itoa(c.tag)
-	if err := c.write(tag + " " + cmd); err != nil {
-		return err
-	}
-	for range 100_000 {
-		l, err := c.line()
-		if err != nil {
-			return fmt.Errorf("%s: %w", verb(cmd), err)
-		}
-		if n, ok := literalSize(l); ok {
-			if lit == nil {
-				_, err = c.r.Discard(int(n))
-			} else {
-				err = lit(c.r, n)
-			}
-			if err != nil {
-				return fmt.Errorf("%s: literal: %w", verb(cmd), err)
-			}
-			continue // the rest of the line follows the literal
-		}
-		if bytes.HasPrefix(l, []byte(tag+" ")) {
-			if !bytes.HasPrefix(l[len(tag)+1:], []byte("OK")) {
-				return fmt.Errorf("%w: %s: %q", errReply, verb(cmd), trunc(l))
-			}
-			return nil
-		}
-	}
-	return fmt.Errorf("%s: too many response lines", verb(cmd))
-}
-
-func verb(cmd string) string {
-	if i := bytes.IndexByte([]byte(cmd), ' '); i > 0 {
-		return cmd[:i]
-	}
-	return cmd
-}
-
-func trunc(l []byte) string {
-	if len(l) > 100 {
-		return string(l[:100]) + "…"
-	}
-	return string(l)
-}
-
-// ---- POP3 ---------------------------------------------------------------------
-
-// popOK reads one status line, which must be +OK.
-func (c *conn) popOK(what string) error {
-	l, err := c.line()
-	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	if !bytes.HasPrefix(l, []byte("+OK")) {
-		return fmt.Errorf("%w: %s: %q", errReply, what, trunc(l))
-	}
-	return nil
-}
-
-func (c *conn) popCmd(cmd, what string) error {
-	if err := c.write(cmd); err != nil {
-		return err
-	}
-	return c.popOK(what)
-}
-
-// popLogin reads the greeting and logs in with USER and PASS.
-func (c *conn) popLogin(user, pass string) error {
-	if err := c.popOK("greeting"); err != nil {
-		return err
-	}
-	if err := c.popCmd("USER "+user, "USER"); err != nil {
-		return err
-	}
-	return c.popCmd("PASS "+pass, "PASS")
+// dial connects from src to t (mailclient.Dial).
+func dial(ctx context.Context, t target, src netip.Addr, deadline time.Time) (*mailclient.Conn, error) {
+	return mailclient.Dial(ctx, mailclient.Target{Addr: t.addr, Proxy: t.proxy}, src, deadline)
 }
 
 // popMultiline reads a multi-line answer up to and including its ".\r\n"
 // terminator in large chunks, passing every chunk to count, and returns
 // the bytes read (the terminator included). A line starting with "." is
 // dot-stuffed, so "\r\n.\r\n" appears only at the end.
-func (c *conn) popMultiline(count func(int)) (int64, error) {
+func popMultiline(r *bufio.Reader, count func(int)) (int64, error) {
 	var total int64
 	tail := []byte("\r\n") // the status line's end
 	for {
-		if _, err := c.r.Peek(1); err != nil {
+		if _, err := r.Peek(1); err != nil {
 			return total, err
 		}
-		chunk, _ := c.r.Peek(c.r.Buffered())
+		chunk, _ := r.Peek(r.Buffered())
 		// Search tail+chunk for the terminator.
 		probe := append(slices.Clone(tail), chunk[:min(len(chunk), 5)]...)
 		end := -1
@@ -215,7 +60,7 @@ func (c *conn) popMultiline(count func(int)) (int64, error) {
 			tail = append(tail, chunk[:n]...)
 			tail = tail[max(0, len(tail)-5):]
 		}
-		c.r.Discard(n)
+		r.Discard(n)
 		total += int64(n)
 		count(n)
 		if end >= 0 {
@@ -360,23 +205,23 @@ func transferSession(ctx context.Context, proto string, t target, src netip.Addr
 	if err != nil {
 		return err
 	}
-	defer c.close()
+	defer c.Close()
 	var one func(check bool) error
 	switch proto {
 	case "imap":
-		if err := c.imapGreeting(); err != nil {
+		if err := c.IMAPGreeting(); err != nil {
 			return err
 		}
-		if err := c.imapCmd("LOGIN "+acct.user+" "+acct.pass, nil); err != nil {
+		if err := c.IMAPCmd("LOGIN "+acct.user+" "+acct.pass, nil); err != nil {
 			return err
 		}
-		if err := c.imapCmd("SELECT INBOX", nil); err != nil {
+		if err := c.IMAPCmd("SELECT INBOX", nil); err != nil {
 			return err
 		}
 		one = func(check bool) error {
 			got := int64(-1)
 			var crc uint32
-			err := c.imapCmd("FETCH 1 BODY.PEEK[]", func(r io.Reader, n int64) error {
+			err := c.IMAPCmd("FETCH 1 BODY.PEEK[]", func(r io.Reader, n int64) error {
 				got = n
 				var w io.Writer = countWriter(counting)
 				hw := crc32.NewIEEE()
@@ -399,14 +244,14 @@ func transferSession(ctx context.Context, proto string, t target, src netip.Addr
 			return nil
 		}
 	case "pop3":
-		if err := c.popLogin(acct.user, acct.pass); err != nil {
+		if err := c.POPLogin(acct.user, acct.pass); err != nil {
 			return err
 		}
 		one = func(bool) error {
-			if err := c.popCmd("RETR 1", "RETR"); err != nil {
+			if err := c.POPCmd("RETR 1", "RETR"); err != nil {
 				return err
 			}
-			n, err := c.popMultiline(counting)
+			n, err := popMultiline(c.R, counting)
 			if err != nil {
 				return fmt.Errorf("RETR: %w", err)
 			}
@@ -420,7 +265,7 @@ func transferSession(ctx context.Context, proto string, t target, src netip.Addr
 	}
 	for first := true; phase.Load() != benchkit.Stopping && ctx.Err() == nil; first = false {
 		start := time.Now()
-		c.c.SetDeadline(start.Add(perTransfer))
+		c.C.SetDeadline(start.Add(perTransfer))
 		if err := one(first); err != nil {
 			return err
 		}
@@ -430,11 +275,11 @@ func transferSession(ctx context.Context, proto string, t target, src netip.Addr
 			res.lat = append(res.lat, time.Since(start))
 		}
 	}
-	c.c.SetDeadline(time.Now().Add(30 * time.Second))
+	c.C.SetDeadline(time.Now().Add(30 * time.Second))
 	if proto == "imap" {
-		return c.imapCmd("LOGOUT", nil)
+		return c.IMAPCmd("LOGOUT", nil)
 	}
-	return c.popCmd("QUIT", "QUIT")
+	return c.POPCmd("QUIT", "QUIT")
 }
 
 // countWriter passes the size of every write to count.
@@ -472,22 +317,22 @@ func loginSession(ctx context.Context, proto string, t target, src netip.Addr, a
 	if err != nil {
 		return err
 	}
-	defer c.close()
+	defer c.Close()
 	if proto == "imap" {
-		if err := c.imapGreeting(); err != nil {
+		if err := c.IMAPGreeting(); err != nil {
 			return err
 		}
 		login := "LOGIN " + acct.user + " " + acct.pass
 		if authPlain {
 			login = "AUTHENTICATE PLAIN " + base64.StdEncoding.EncodeToString([]byte("\x00"+acct.user+"\x00"+acct.pass))
 		}
-		if err := c.imapCmd(login, nil); err != nil {
+		if err := c.IMAPCmd(login, nil); err != nil {
 			return err
 		}
-		return c.imapCmd("LOGOUT", nil)
+		return c.IMAPCmd("LOGOUT", nil)
 	}
-	if err := c.popLogin(acct.user, acct.pass); err != nil {
+	if err := c.POPLogin(acct.user, acct.pass); err != nil {
 		return err
 	}
-	return c.popCmd("QUIT", "QUIT")
+	return c.POPCmd("QUIT", "QUIT")
 }

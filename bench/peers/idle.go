@@ -20,6 +20,7 @@ import (
 	proxyproto "github.com/pires/go-proxyproto"
 
 	"github.com/postern/postern/bench/internal/benchkit"
+	"github.com/postern/postern/bench/internal/mailclient"
 	"github.com/postern/postern/bench/internal/procstat"
 )
 
@@ -277,7 +278,7 @@ func (b *bench) holdIdle(side string, p *proc, listen string, n int) idleResult 
 	res.RSS0 = settledTreeRSS(p.pid())
 	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Minute)
 	defer cancel()
-	conns := make([]*conn, n)
+	conns := make([]*mailclient.Conn, n)
 	var mu sync.Mutex
 	var firstErr error
 	var wg sync.WaitGroup
@@ -315,7 +316,7 @@ func (b *bench) holdIdle(side string, p *proc, listen string, n int) idleResult 
 	defer func() {
 		for _, c := range conns {
 			if c != nil {
-				c.close()
+				c.Close()
 			}
 		}
 	}()
@@ -334,8 +335,8 @@ func (b *bench) holdIdle(side string, p *proc, listen string, n int) idleResult 
 		if c == nil || res.NoopChecked >= 20 {
 			continue
 		}
-		c.c.SetDeadline(time.Now().Add(10 * time.Second))
-		if err := c.imapCmd("NOOP", nil); err != nil {
+		c.C.SetDeadline(time.Now().Add(10 * time.Second))
+		if err := c.IMAPCmd("NOOP", nil); err != nil {
 			b.fail("idle %s: NOOP on a held connection: %v", side, err)
 			break
 		}
@@ -346,17 +347,17 @@ func (b *bench) holdIdle(side string, p *proc, listen string, n int) idleResult 
 
 // idleOpen connects, reads the greeting and logs in, and leaves the
 // connection open (15 minutes' deadline).
-func idleOpen(ctx context.Context, t target, src netip.Addr) (*conn, error) {
+func idleOpen(ctx context.Context, t target, src netip.Addr) (*mailclient.Conn, error) {
 	c, err := dial(ctx, t, src, time.Now().Add(15*time.Minute))
 	if err != nil {
 		return nil, err
 	}
-	if err := c.imapGreeting(); err != nil {
-		c.close()
+	if err := c.IMAPGreeting(); err != nil {
+		c.Close()
 		return nil, err
 	}
-	if err := c.imapCmd("LOGIN "+loginUser.user+" "+loginUser.pass, nil); err != nil {
-		c.close()
+	if err := c.IMAPCmd("LOGIN "+loginUser.user+" "+loginUser.pass, nil); err != nil {
+		c.Close()
 		return nil, err
 	}
 	return c, nil

@@ -1,21 +1,16 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
-	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/postern/postern/bench/internal/benchkit"
-	"github.com/postern/postern/internal/testenv"
+	"github.com/postern/postern/bench/internal/mailclient"
 )
 
 // target is where the load generator connects for one side of a scenario.
@@ -26,170 +21,9 @@ type target struct {
 	tls   *tls.Config // implicit TLS (nil: none); its ClientSessionCache decides resumption
 }
 
-// conn is one mail client connection (IMAP or SMTP).
-type conn struct {
-	c       net.Conn
-	r       *bufio.Reader
-	tag     int
-	resumed bool
-}
-
-var errReply = errors.New("unexpected reply")
-
-// dial connects from src to t, sends the PROXY v2 header when t wants one
-// (its source is the connection's own address), does the TLS handshake
-// when t has TLS, and gives the whole connection deadline.
-func dial(ctx context.Context, t target, src netip.Addr, deadline time.Time) (*conn, error) {
-	d := net.Dialer{Timeout: 5 * time.Second, Deadline: deadline}
-	if src.IsValid() {
-		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))
-	}
-	c, err := d.DialContext(ctx, "tcp", t.addr)
-	if err != nil {
-		return nil, err
-	}
-	c.SetDeadline(deadline)
-	if t.proxy {
-		la := c.LocalAddr().(*net.TCPAddr).AddrPort()
-		ra := c.RemoteAddr().(*net.TCPAddr).AddrPort()
-		if _, err := c.Write(testenv.ProxyV2Header(la, ra)); err != nil {
-			c.Close()
-			return nil, err
-		}
-	}
-	out := &conn{c: c}
-	if t.tls != nil {
-		tc := tls.Client(c, t.tls)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			c.Close()
-			return nil, fmt.Errorf("TLS handshake: %w", err)
-		}
-		out.c = tc
-		out.resumed = tc.ConnectionState().DidResume
-	}
-	out.r = bufio.NewReaderSize(out.c, 64<<10)
-	return out, nil
-}
-
-func (c *conn) close() { c.c.Close() }
-
-// line reads one line without its CRLF.
-func (c *conn) line() ([]byte, error) {
-	l, err := c.r.ReadSlice('\n')
-	if err != nil {
-		return nil, err
-	}
-	return bytes.TrimRight(l, "\r\n"), nil
-}
-
-func (c *conn) write(s string) error {
-	_, err := io.WriteString(c.c, s+"\r\n")
-	return err
-}
-
-func trunc(l []byte) string {
-	if len(l) > 100 {
-		return string(l[:100]) + "…"
-	}
-	return string(l)
-}
-
-// ---- IMAP ---------------------------------------------------------------------
-
-func (c *conn) imapGreeting() error {
-	l, err := c.line()
-	if err != nil {
-		return fmt.Errorf("greeting: %w", err)
-	}
-	if !bytes.HasPrefix(l, []byte("* OK")) {
-		return fmt.Errorf("%w: greeting %q", errReply, trunc(l))
-	}
-	return nil
-}
-
-// literalSize returns n when l ends with a literal announcement "{n}".
-func literalSize(l []byte) (int64, bool) {
-	if len(l) < 3 || l[len(l)-1] != '}' {
-		return 0, false
-	}
-	i := bytes.LastIndexByte(l, '{')
-	if i < 0 {
-		return 0, false
-	}
-	n, err := strconv.ParseInt(string(l[i+1:len(l)-1]), 10, 64)
-	if err != nil || n < 0 {
-		return 0, false
-	}
-	return n, true
-}
-
-// imapCmd sends one tagged command and reads the response up to its tagged
-// completion, which must be OK. Literals are passed to lit (nil: discarded).
-func (c *conn) imapCmd(cmd string, lit func(r io.Reader, n int64) error) error {
-	c.tag++
-	tag := "b" + strconv.Itoa(c.tag)
-	if err := c.write(tag + " " + cmd); err != nil {
-		return err
-	}
-	verb, _, _ := bytes.Cut([]byte(cmd), []byte(" "))
-	for range 100_000 {
-		l, err := c.line()
-		if err != nil {
-			return fmt.Errorf("%s: %w", verb, err)
-		}
-		if n, ok := literalSize(l); ok {
-			if lit == nil {
-				_, err = c.r.Discard(int(n))
-			} else {
-				err = lit(c.r, n)
-			}
-			if err != nil {
-				return fmt.Errorf("%s: literal: %w", verb, err)
-			}
-			continue
-		}
-		if bytes.HasPrefix(l, []byte(tag+" ")) {
-			if !bytes.HasPrefix(l[len(tag)+1:], []byte("OK")) {
-				return fmt.Errorf("%w: %s: %q", errReply, verb, trunc(l))
-			}
-			return nil
-		}
-	}
-	return fmt.Errorf("%s: too many response lines", verb)
-}
-
-// ---- SMTP ---------------------------------------------------------------------
-
-// smtpReply reads one (multi-line) reply and checks its code.
-func (c *conn) smtpReply(want int) error {
-	for range 1000 {
-		l, err := c.r.ReadSlice('\n')
-		if err != nil {
-			return err
-		}
-		if len(l) < 4 {
-			return fmt.Errorf("%w: %q", errReply, trunc(l))
-		}
-		if l[3] == '-' {
-			continue
-		}
-		code, err := strconv.Atoi(string(l[:3]))
-		if err != nil || code != want {
-			return fmt.Errorf("%w: want %d, got %q", errReply, want, trunc(bytes.TrimRight(l, "\r\n")))
-		}
-		return nil
-	}
-	return fmt.Errorf("%w: reply too long", errReply)
-}
-
-func (c *conn) smtpCmd(line string, want int) error {
-	if err := c.write(line); err != nil {
-		return err
-	}
-	if err := c.smtpReply(want); err != nil {
-		return fmt.Errorf("%s: %w", line, err)
-	}
-	return nil
+// dial connects from src to t (mailclient.Dial).
+func dial(ctx context.Context, t target, src netip.Addr, deadline time.Time) (*mailclient.Conn, error) {
+	return mailclient.Dial(ctx, mailclient.Target{Addr: t.addr, Proxy: t.proxy, TLS: t.tls}, src, deadline)
 }
 
 // The envelope of every message: a local user of the harness, whom
@@ -225,26 +59,26 @@ func smtpSession(ctx context.Context, t target, src netip.Addr, body []byte) (re
 	if err != nil {
 		return false, err
 	}
-	defer c.close()
-	if err := c.smtpReply(220); err != nil {
-		return c.resumed, fmt.Errorf("greeting: %w", err)
+	defer c.Close()
+	if err := c.SMTPReply(220); err != nil {
+		return c.Resumed, fmt.Errorf("greeting: %w", err)
 	}
 	for _, s := range []struct {
 		line string
 		code int
 	}{{"EHLO client.bench.invalid", 250}, {"MAIL FROM:<" + mailFrom + ">", 250}, {"RCPT TO:<" + rcptTo + ">", 250}, {"DATA", 354}} {
-		if err := c.smtpCmd(s.line, s.code); err != nil {
-			return c.resumed, err
+		if err := c.SMTPCmd(s.line, s.code); err != nil {
+			return c.Resumed, err
 		}
 	}
 	mid := fmt.Sprintf("Message-ID: <%016x.%08x@bench.invalid>\r\n", time.Now().UnixNano(), uint32(msgSeq.Add(1)))
-	if _, err := c.c.Write(append([]byte(mid), body...)); err != nil {
-		return c.resumed, err
+	if _, err := c.C.Write(append([]byte(mid), body...)); err != nil {
+		return c.Resumed, err
 	}
-	if err := c.smtpReply(250); err != nil {
-		return c.resumed, fmt.Errorf("end of DATA: %w", err)
+	if err := c.SMTPReply(250); err != nil {
+		return c.Resumed, fmt.Errorf("end of DATA: %w", err)
 	}
-	return c.resumed, c.smtpCmd("QUIT", 221)
+	return c.Resumed, c.SMTPCmd("QUIT", 221)
 }
 
 // ---- measured runs ------------------------------------------------------------
@@ -330,21 +164,21 @@ func fetchSession(ctx context.Context, t target, src netip.Addr, size int64, pha
 	if err != nil {
 		return err
 	}
-	defer c.close()
-	if err := c.imapGreeting(); err != nil {
+	defer c.Close()
+	if err := c.IMAPGreeting(); err != nil {
 		return err
 	}
-	if err := c.imapCmd("LOGIN "+bigUser.user+" "+bigUser.pass, nil); err != nil {
+	if err := c.IMAPCmd("LOGIN "+bigUser.user+" "+bigUser.pass, nil); err != nil {
 		return err
 	}
-	if err := c.imapCmd("SELECT INBOX", nil); err != nil {
+	if err := c.IMAPCmd("SELECT INBOX", nil); err != nil {
 		return err
 	}
 	buf := make([]byte, 64<<10)
 	for phase.Load() != benchkit.Stopping && ctx.Err() == nil {
-		c.c.SetDeadline(time.Now().Add(perFetch))
+		c.C.SetDeadline(time.Now().Add(perFetch))
 		got := int64(-1)
-		err := c.imapCmd("FETCH 1 BODY.PEEK[]", func(r io.Reader, n int64) error {
+		err := c.IMAPCmd("FETCH 1 BODY.PEEK[]", func(r io.Reader, n int64) error {
 			got = n
 			for left := n; left > 0; {
 				k, err := r.Read(buf[:min(int64(len(buf)), left)])
@@ -369,8 +203,8 @@ func fetchSession(ctx context.Context, t target, src netip.Addr, size int64, pha
 			res.ops++
 		}
 	}
-	c.c.SetDeadline(time.Now().Add(30 * time.Second))
-	return c.imapCmd("LOGOUT", nil)
+	c.C.SetDeadline(time.Now().Add(30 * time.Second))
+	return c.IMAPCmd("LOGOUT", nil)
 }
 
 // ownCache returns t with a TLS session cache of its own when t resumes
@@ -416,14 +250,14 @@ func loginSession(ctx context.Context, t target, src netip.Addr) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	defer c.close()
-	if err := c.imapGreeting(); err != nil {
-		return c.resumed, err
+	defer c.Close()
+	if err := c.IMAPGreeting(); err != nil {
+		return c.Resumed, err
 	}
-	if err := c.imapCmd("LOGIN "+loginUser.user+" "+loginUser.pass, nil); err != nil {
-		return c.resumed, err
+	if err := c.IMAPCmd("LOGIN "+loginUser.user+" "+loginUser.pass, nil); err != nil {
+		return c.Resumed, err
 	}
-	return c.resumed, c.imapCmd("LOGOUT", nil)
+	return c.Resumed, c.IMAPCmd("LOGOUT", nil)
 }
 
 // smtpRun: clients closed-loop sessions of one message each; a message

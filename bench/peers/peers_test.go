@@ -192,18 +192,6 @@ func checkPNG(t *testing.T, path string) {
 	}
 }
 
-func TestLiteralSize(t *testing.T) {
-	for l, want := range map[string]int64{"* 1 FETCH (BODY[] {2026}": 2026, "* OK hi": -1, "{x}": -1, "{}": -1, "a {-1}": -1} {
-		n, ok := literalSize([]byte(l))
-		if !ok {
-			n = -1
-		}
-		if n != want {
-			t.Errorf("literalSize(%q) = %d, want %d", l, n, want)
-		}
-	}
-}
-
 func TestMessages(t *testing.T) {
 	b := smtpBody(10_240)
 	if !bytes.HasSuffix(b, []byte("\r\n.\r\n")) || bytes.Contains(b[:len(b)-3], []byte("\r\n.")) {
