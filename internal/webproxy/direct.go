@@ -76,6 +76,12 @@ type backendConn struct {
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	idleAt time.Time
+	// wake ends a read or write on the connection at once (a request's
+	// context ended); made with the connection, as is peekFn, so that
+	// neither allocates per request.
+	wake   func()
+	peekFn func(fd uintptr) bool
+	clean  bool // the last idle peek's result
 }
 
 // limitReader counts the bytes read from a backend connection and fails
@@ -116,7 +122,7 @@ func (d *directClient) get(ctx context.Context) (bc *backendConn, reused bool, e
 		d.idle[n-1] = nil
 		d.idle = d.idle[:n-1]
 		d.mu.Unlock()
-		if now.Sub(bc.idleAt) < directIdleTimeout && idleClean(bc.raw) {
+		if now.Sub(bc.idleAt) < directIdleTimeout && bc.idleClean() {
 			return bc, true, nil
 		}
 		bc.close()
@@ -125,7 +131,7 @@ func (d *directClient) get(ctx context.Context) (bc *backendConn, reused bool, e
 	if err != nil {
 		return nil, false, err
 	}
-	bc = &backendConn{c: c}
+	bc = &backendConn{c: c, wake: func() { c.SetDeadline(aLongTimeAgo) }}
 	tc := c
 	if cc, ok := tc.(*countedConn); ok {
 		tc = cc.Conn
@@ -249,7 +255,7 @@ func (d *directClient) roundTrip(ctx context.Context, w http.ResponseWriter, out
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		stop = context.AfterFunc(ctx, func() { bc.c.SetDeadline(aLongTimeAgo) })
+		stop = context.AfterFunc(ctx, bc.wake)
 		fc, _ := ctx.Value(watchKey{}).(*fastConn)
 		resp, err = d.exchange(bc, w, out, write, fc)
 		if err == nil {
@@ -420,9 +426,9 @@ func (p *Proxy) serveDirect(w http.ResponseWriter, r *http.Request) {
 			// (with body bytes waiting, it goes with the first of them).
 			http.NewResponseController(w).Flush()
 		}
-		buf := p.bufs.Get()
-		err := copyBody(w, body, buf, flush)
-		p.bufs.Put(buf)
+		buf := p.bufs.get()
+		err := copyBody(w, body, *buf, flush)
+		p.bufs.put(buf)
 		if err != nil {
 			// The client has part of an answer: end its connection (as
 			// httputil.ReverseProxy does).

@@ -2,10 +2,8 @@
 
 package webproxy
 
-import "syscall"
-
 // directPeek: without the idle peek every request takes the ReverseProxy
 // path.
 const directPeek = false
 
-func idleClean(syscall.RawConn) bool { return false }
+func (bc *backendConn) idleClean() bool { return false }

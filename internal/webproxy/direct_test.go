@@ -263,7 +263,7 @@ func TestDirectReuse(t *testing.T) {
 			bc = p.dc.idle[0]
 		}
 		p.dc.mu.Unlock()
-		if bc != nil && !idleClean(bc.raw) {
+		if bc != nil && !bc.idleClean() {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -533,6 +533,8 @@ func FuzzFastConnection(f *testing.F) {
 		"GET /admin/ HTTP/1.1\r\nHost: x\r\n\r\nGET /login?user=a HTTP/1.1\r\nHost: x\r\n\r\n",
 		"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTT",
 		"GET /a HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+		// Forwarded names each request's own Host, whatever the last one's.
+		"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: y\r\n\r\nGET /c HTTP/1.1\r\nHost: x\r\n\r\nGET /d HTTP/1.1\r\nHost: \r\n\r\n",
 	} {
 		f.Add([]byte(s))
 	}

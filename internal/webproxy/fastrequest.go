@@ -71,11 +71,12 @@ func writeFastRequest(bw *bufio.Writer, in *http.Request, keys []string) []strin
 		}
 	}
 	cc, _ := in.Context().Value(connKey{}).(*clientConn)
-	ip := cc.addr.String()
 	proto := "http"
 	if in.TLS != nil {
 		proto = "https"
 	}
+	fwd := cc.forwardedFor(cc.addr, in.Host, proto)
+	ip := fwd.ip
 	for _, k := range keys {
 		var vv []string
 		switch k {
@@ -86,7 +87,7 @@ func writeFastRequest(bw *bufio.Writer, in *http.Request, keys []string) []strin
 		case "X-Forwarded-Host":
 			vv = []string{in.Host}
 		case "Forwarded":
-			vv = []string{forwardedElem(cc.addr, ip, in.Host, proto)}
+			vv = []string{fwd.elem}
 		case "Te":
 			vv = []string{"trailers"}
 		default:

@@ -35,6 +35,7 @@ type fastWriter struct {
 	trailers    []string // declared trailer names
 	err         error    // a write to the client failed
 	keys        []string // scratch, for sorting header names
+	clBuf       [20]byte // scratch, for a Content-Length value
 }
 
 // reset prepares w for the answer to req.
@@ -199,7 +200,6 @@ func (w *fastWriter) commit(p []byte, done bool) {
 	var (
 		extraCT, extraConn, extraTE string
 		extraCL                     []byte
-		clBuf                       [20]byte
 	)
 	trailers := false
 	for k := range h {
@@ -222,7 +222,7 @@ func (w *fastWriter) commit(p []byte, done bool) {
 	hasTE := te != ""
 	if done && !trailers && !hasTE && bodyAllowed(w.status) && !hasKey(h, "Content-Length") && (!isHEAD || len(p) > 0) {
 		w.cl = int64(len(p))
-		extraCL = strconv.AppendInt(clBuf[:0], int64(len(p)), 10)
+		extraCL = strconv.AppendInt(w.clBuf[:0], int64(len(p)), 10)
 	}
 	hasCL := w.cl != -1
 	if h.Get("Connection") == "close" || w.fc.p.fast.isStopping() {
@@ -356,10 +356,10 @@ func writeFields(bw *bufio.Writer, h http.Header, keys []string) {
 
 // writeStatusLine writes an HTTP/1.1 status line as net/http does.
 func writeStatusLine(bw *bufio.Writer, code int) {
-	var b [8]byte
 	if text := http.StatusText(code); text != "" {
 		bw.WriteString("HTTP/1.1 ")
-		bw.Write(strconv.AppendInt(b[:0], int64(code), 10))
+		// Appended in the writer's own free space: nothing allocated.
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(code), 10))
 		bw.WriteByte(' ')
 		bw.WriteString(text)
 		bw.WriteString("\r\n")

@@ -162,15 +162,21 @@ func (p *Proxy) forwarding(in, out *http.Request) {
 	} else if ap, err := netip.ParseAddrPort(in.RemoteAddr); err == nil {
 		addr = ap.Addr().Unmap()
 	}
-	ip := addr.String()
 	proto := "http"
 	if in.TLS != nil {
 		proto = "https"
 	}
+	var ip, elem string
+	if f := cc.forwardedFor(addr, in.Host, proto); f != nil {
+		ip, elem = f.ip, f.elem
+	} else {
+		ip = addr.String()
+		elem = forwardedElem(addr, ip, in.Host, proto)
+	}
 	h := out.Header
 	dropForwarding(h)
 	// One backing array for the five values (the keys are canonical).
-	v := [...]string{ip, proto, in.Host, ip, forwardedElem(addr, ip, in.Host, proto)}
+	v := [...]string{ip, proto, in.Host, ip, elem}
 	vs := v[:]
 	h["X-Forwarded-For"] = vs[0:1:1]
 	h["X-Forwarded-Proto"] = vs[1:2:2]
@@ -222,6 +228,30 @@ func headerNameIs(k, lower string) bool {
 		}
 	}
 	return true
+}
+
+// forwardedFor is a client address's text and its Forwarded element for
+// one Host and scheme.
+type forwardedFor struct {
+	addr        netip.Addr
+	host, proto string
+	ip, elem    string
+}
+
+// forwardedFor returns the forwarding values of the connection's client
+// (addr, its address) for host and proto, from the last request's when
+// they are the same; nil without a connection.
+func (c *clientConn) forwardedFor(addr netip.Addr, host, proto string) *forwardedFor {
+	if c == nil {
+		return nil
+	}
+	if f := c.fwd.Load(); f != nil && f.addr == addr && f.host == host && f.proto == proto {
+		return f
+	}
+	ip := addr.String()
+	f := &forwardedFor{addr: addr, host: host, proto: proto, ip: ip, elem: forwardedElem(addr, ip, host, proto)}
+	c.fwd.Store(f)
+	return f
 }
 
 // forwardedElem is one RFC 7239 element: for=…;host=…;proto=…; ip is

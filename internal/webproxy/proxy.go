@@ -304,6 +304,9 @@ type clientConn struct {
 	// on this connection.
 	cancel atomic.Pointer[context.CancelFunc]
 	once   sync.Once
+	// fwd is the last request's forwarding values (most requests of a
+	// connection have the same Host).
+	fwd atomic.Pointer[forwardedFor]
 }
 
 // setCancel makes Close call cancel.
@@ -386,6 +389,18 @@ func (b *bufferPool) Get() []byte {
 	}
 	return make([]byte, 32<<10)
 }
+
+// get and put are Get and Put without the allocation Put makes for the
+// pointer it pools.
+func (b *bufferPool) get() *[]byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return v
+	}
+	buf := make([]byte, 32<<10)
+	return &buf
+}
+
+func (b *bufferPool) put(buf *[]byte) { b.p.Put(buf) }
 
 func (b *bufferPool) Put(buf []byte) {
 	if cap(buf) == 32<<10 {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
@@ -621,5 +622,38 @@ func TestBodyAndWriteDeadlines(t *testing.T) {
 		if got := statuses(raw); len(got) != 2 || got[0] != 204 || got[1] != 204 {
 			t.Errorf("%s long polls on one connection, answers after 500 ms > the 200 ms timeouts: %v %q", method, got, raw)
 		}
+	}
+}
+
+// TestForwardedForCache: a connection's forwarding values follow each
+// request's Host and scheme, and are made again only when they change.
+func TestForwardedForCache(t *testing.T) {
+	cc := &clientConn{}
+	v4, v6 := netip.MustParseAddr("192.0.2.7"), netip.MustParseAddr("2001:db8::7")
+	for _, c := range []struct {
+		addr        netip.Addr
+		host, proto string
+		ip, elem    string
+		again       bool
+	}{
+		{v4, "mail.example.com", "http", "192.0.2.7", `for=192.0.2.7;host="mail.example.com";proto=http`, false},
+		{v4, "mail.example.com", "http", "192.0.2.7", `for=192.0.2.7;host="mail.example.com";proto=http`, true},
+		{v4, "other.example", "http", "192.0.2.7", `for=192.0.2.7;host="other.example";proto=http`, false},
+		{v4, "other.example", "https", "192.0.2.7", `for=192.0.2.7;host="other.example";proto=https`, false},
+		{v4, "", "https", "192.0.2.7", `for=192.0.2.7;proto=https`, false},
+		{v6, "", "https", "2001:db8::7", `for="[2001:db8::7]";proto=https`, false},
+	} {
+		before := cc.fwd.Load()
+		f := cc.forwardedFor(c.addr, c.host, c.proto)
+		if f.ip != c.ip || f.elem != c.elem {
+			t.Errorf("%v %q %s: ip %q elem %q, want %q %q", c.addr, c.host, c.proto, f.ip, f.elem, c.ip, c.elem)
+		}
+		if (f == before) != c.again {
+			t.Errorf("%v %q %s: reused %v, want %v", c.addr, c.host, c.proto, f == before, c.again)
+		}
+	}
+	var none *clientConn
+	if none.forwardedFor(v4, "x", "http") != nil {
+		t.Error("no connection: want nil")
 	}
 }
