@@ -26,8 +26,9 @@ import (
 // upgrade or a login — to a plain-HTTP backend on the handler's own
 // goroutine: postern writes the request in canonical form (net/http's
 // Request.Write, as http.Transport does), reads the answer with net/http's
-// own parser (http.ReadResponse, as http.Transport does) and copies it to
-// the client. What it saves against httputil.ReverseProxy over
+// own parser (http.ReadResponse, as http.Transport does; the plainest
+// answers with readFastResponse, which reads them exactly as it does) and
+// copies it to the client. What it saves against httputil.ReverseProxy over
 // http.Transport is the Transport's two goroutines per backend connection
 // and the channel hand-offs between them and the handler, and the
 // request's deep clone. Everything else (bodies, WebSockets, login forms,
@@ -333,9 +334,12 @@ func (d *directClient) exchange(bc *backendConn, w http.ResponseWriter, out *htt
 	// header limit anew, as http.Transport does under
 	// httputil.ReverseProxy); the deadline bounds them all.
 	for {
-		resp, err := http.ReadResponse(bc.br, out)
-		if err != nil {
-			return nil, fmt.Errorf("reading the backend's answer: %w", err)
+		resp, ok := readFastResponse(bc.br, out)
+		if !ok {
+			var err error
+			if resp, err = http.ReadResponse(bc.br, out); err != nil {
+				return nil, fmt.Errorf("reading the backend's answer: %w", err)
+			}
 		}
 		code := resp.StatusCode
 		if code == http.StatusSwitchingProtocols {
