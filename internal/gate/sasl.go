@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/postern/postern/internal/ascii"
 )
 
 var (
@@ -37,7 +39,7 @@ func SASLResponse(line string) ([]byte, error) {
 // answer (SASLResponse reads the line). The error is ErrMechanism,
 // ErrBadSASL, ErrCancelled, or step's.
 func SASL(mech, initial string, step func(challenge string) ([]byte, error)) (authz, user, pass string, err error) {
-	switch UpperASCII(mech) {
+	switch ascii.Upper(mech) {
 	case "PLAIN":
 		var resp []byte
 		switch initial {
@@ -95,22 +97,4 @@ func DecodeSASL(s string) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %w", ErrBadSASL, err)
 	}
 	return b, nil
-}
-
-// UpperASCII upper-cases ASCII letters only, as Dovecot's strcasecmp and
-// i_toupper (and Postfix's strcasecmp): strings.ToUpper would turn "logın"
-// (dotless i) into "LOGIN".
-func UpperASCII(s string) string {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c >= 'a' && c <= 'z' {
-			b := []byte(s)
-			for j := i; j < len(b); j++ {
-				if b[j] >= 'a' && b[j] <= 'z' {
-					b[j] -= 'a' - 'A'
-				}
-			}
-			return string(b)
-		}
-	}
-	return s
 }

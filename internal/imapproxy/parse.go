@@ -7,7 +7,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/postern/postern/internal/mailgate"
+	"github.com/postern/postern/internal/ascii"
 )
 
 // The pre-login command reader follows Dovecot 2.3's imap-login (the
@@ -118,7 +118,7 @@ func (rd *reader) read() (command, error) {
 	if err != nil {
 		return cmd, errSyntax
 	}
-	cmd.name = mailgate.UpperASCII(name)
+	cmd.name = ascii.Upper(name)
 	if cmd.name == "AUTHENTICATE" {
 		if !more || rest == "" || rest[0] == ' ' {
 			return cmd, errSyntax // no mechanism name
@@ -229,7 +229,7 @@ func (p *argParser) parse() ([]arg, error) {
 				return nil, errTooBig
 			}
 			a := arg{kind: argAtom, s: p.line[p.pos:j]}
-			if mailgate.UpperASCII(a.s) == "NIL" {
+			if ascii.Upper(a.s) == "NIL" {
 				a.kind = argNil
 			}
 			cur = append(cur, a)

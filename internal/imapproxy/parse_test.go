@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/postern/postern/internal/mailgate"
+	"github.com/postern/postern/internal/ascii"
 )
 
 // readStream reads commands from input with postern's reader as the
@@ -36,7 +36,7 @@ func readStream(t testing.TB, input []byte) {
 			if res != dcResultOK {
 				t.Fatalf("postern read %q as %+v, Dovecot refuses it (%d)", at, cmd, res)
 			}
-			if cmd.tag != d.tag || !strings.EqualFold(cmd.name, d.name) || mailgate.UpperASCII(d.name) != cmd.name {
+			if cmd.tag != d.tag || !strings.EqualFold(cmd.name, d.name) || ascii.Upper(d.name) != cmd.name {
 				t.Fatalf("%q: postern tag %q name %q, Dovecot %q %q", at, cmd.tag, cmd.name, d.tag, d.name)
 			}
 			if cmd.name == "AUTHENTICATE" {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 
+	"github.com/postern/postern/internal/ascii"
 	"github.com/postern/postern/internal/gate"
 	"github.com/postern/postern/internal/mailgate"
 )
@@ -120,7 +121,7 @@ func (s *session) capabilities() []string {
 
 func (s *session) backendHas(capability string) bool {
 	for _, c := range s.caps {
-		if strings.EqualFold(c, capability) {
+		if ascii.EqualFold(c, capability) {
 			return true
 		}
 	}
@@ -375,11 +376,11 @@ func loginReply(tag string, untagged []string, tagged string) mailgate.Reply {
 		status, _, _ = strings.Cut(rest, " ")
 	}
 	switch {
-	case strings.EqualFold(status, "OK"):
+	case ascii.EqualFold(status, "OK"):
 		r.Outcome = gate.Accepted
-	case strings.EqualFold(status, "NO"):
+	case ascii.EqualFold(status, "NO"):
 		r.Outcome, r.FailText = gate.Rejected, strings.TrimPrefix(tagged, tag+" ")
-	case strings.EqualFold(status, "BAD"):
+	case ascii.EqualFold(status, "BAD"):
 		r.Outcome = gate.Answered
 	}
 	// Neither OK, NO nor BAD (a continuation request, garbage): the

@@ -3,6 +3,8 @@ package mailaddr
 import (
 	"fmt"
 	"strings"
+
+	"github.com/postern/postern/internal/ascii"
 )
 
 // Arg is the argument of a MAIL or RCPT command: its path and its ESMTP
@@ -44,7 +46,7 @@ func parseArg(args, keyword string, allowNull bool) (Arg, error) {
 	if err != nil {
 		return a, err
 	}
-	if len(toks) < 2 || !strings.EqualFold(toks[0], keyword) {
+	if len(toks) < 2 || !ascii.EqualFold(toks[0], keyword) {
 		return a, fmt.Errorf("%w: expected %s<address>", ErrSyntax, keyword)
 	}
 	if a.Path, err = ParsePath(toks[1]); err != nil {
@@ -135,7 +137,7 @@ func Tokens(s string) ([]string, error) {
 			}
 			i = j
 		case ':':
-			if t := s[start:i]; strings.EqualFold(t, "to:") || strings.EqualFold(t, "from:") {
+			if t := s[start:i]; ascii.EqualFold(t, "to:") || ascii.EqualFold(t, "from:") {
 				toks = append(toks, t)
 				start = -1
 			}

@@ -19,6 +19,8 @@ import (
 	"net/netip"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/postern/postern/internal/ascii"
 )
 
 // ErrSyntax is wrapped by every error this package returns for an address
@@ -228,7 +230,7 @@ func ParsePath(tok string) (Path, error) {
 		// RFC 5321: <Postmaster> without a domain must be accepted. Any
 		// other local part alone gets Postfix's $myhostname, which postern
 		// does not know.
-		if !strings.EqualFold(local, "postmaster") {
+		if !ascii.EqualFold(local, "postmaster") {
 			return Path{}, syntaxErr(tok, "no domain")
 		}
 		p.Flags |= NoDomain
@@ -373,23 +375,7 @@ func parseHostname(d string) (string, bool, error) {
 		// it is refused at RCPT or later depends on its configuration.
 		return "", false, errors.New("a numeric top-level label (an IP address needs [brackets])")
 	}
-	return asciiLower(d), dot, nil
-}
-
-// asciiLower lower-cases ASCII letters only, leaving UTF-8 as it is.
-func asciiLower(s string) string {
-	for i := 0; i < len(s); i++ {
-		if 'A' <= s[i] && s[i] <= 'Z' {
-			b := []byte(s)
-			for j := i; j < len(b); j++ {
-				if 'A' <= b[j] && b[j] <= 'Z' {
-					b[j] += 'a' - 'A'
-				}
-			}
-			return string(b)
-		}
-	}
-	return s
+	return ascii.Lower(d), dot, nil
 }
 
 // parseLiteral reads [IPv4] or [IPv6:addr] and returns its normal form.
@@ -398,7 +384,7 @@ func parseLiteral(d string) (string, netip.Addr, error) {
 		return "", netip.Addr{}, errors.New("unterminated address literal")
 	}
 	in := d[1 : len(d)-1]
-	if len(in) >= 5 && strings.EqualFold(in[:5], "IPv6:") {
+	if ascii.HasPrefixFold(in, "IPv6:") {
 		a, err := netip.ParseAddr(in[5:])
 		if err != nil || !a.Is6() || a.Zone() != "" {
 			return "", netip.Addr{}, errors.New("bad IPv6 address literal")

@@ -203,6 +203,11 @@ func TestParseArg(t *testing.T) {
 		{true, "FROM:<@r.example:a@example.org> SMTPUTF8", "FROM:<a@example.org> SMTPUTF8"},
 		{false, "TO:<b@example.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b+40example.test", "TO:<b@example.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b+40example.test"},
 		{false, "To:<postmaster>", "TO:<postmaster>"},
+		// Keywords and Postmaster compare ASCII-only, as Postfix's
+		// strcasecmp: the long s and the Kelvin sign are not s and k.
+		{true, "\u017fROM:<a@example.org>", ""},
+		{false, "TO:<po\u017ftmaster>", ""},
+		{false, "TO:<\u212a@example.org>", "TO:<\u212a@example.org>"},
 		{true, "FROM:", ""},
 		{true, "FROM :<a@example.org>", ""},
 		{true, "FROM:<a@example.org>SIZE=1", ""},

@@ -26,9 +26,6 @@ func (s *Session) SASL(mech, initial, prefix string, readLine func() (string, er
 // DecodeSASL decodes one base64 SASL response strictly (gate.DecodeSASL).
 func DecodeSASL(s string) ([]byte, error) { return gate.DecodeSASL(s) }
 
-// UpperASCII upper-cases ASCII letters only (gate.UpperASCII).
-func UpperASCII(s string) string { return gate.UpperASCII(s) }
-
 // ValidUser reports whether a login name can be passed on as it is: no
 // control characters, no leading or trailing space, not empty. Dovecot
 // would pass such names to its authentication as they are, where only its

@@ -9,6 +9,7 @@ import (
 	"net"
 	"strings"
 
+	"github.com/postern/postern/internal/ascii"
 	"github.com/postern/postern/internal/gate"
 	"github.com/postern/postern/internal/mailgate"
 )
@@ -132,7 +133,7 @@ func readCommandLine(r *bufio.Reader) (string, error) {
 func parseCommand(line string) (name, verb, arg string) {
 	verb, arg, _ = strings.Cut(line, " ")
 	if len(verb) == 4 && asciiLetters(verb) {
-		name = mailgate.UpperASCII(verb)
+		name = ascii.Upper(verb)
 	}
 	return name, verb, arg
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/postern/postern/internal/ascii"
 	"github.com/postern/postern/internal/relay"
 )
 
@@ -231,7 +232,7 @@ func hasCap(r reply, name string) bool {
 	for _, l := range r.lines[min(1, len(r.lines)):] {
 		if len(l) > 4 {
 			f := strings.Fields(l[4:])
-			if len(f) > 0 && strings.EqualFold(f[0], name) {
+			if len(f) > 0 && ascii.EqualFold(f[0], name) {
 				return true
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 
+	"github.com/postern/postern/internal/ascii"
 	"github.com/postern/postern/internal/mailaddr"
 )
 
@@ -88,7 +89,7 @@ func parseCommand(line string) (command, error) {
 		return command{}, errBadSyntax
 	}
 	c := command{name: toks[0], args: toks[1:]}
-	c.verb = verbs[asciiUpper(toks[0])]
+	c.verb = verbs[ascii.Upper(toks[0])]
 	if c.verb == verbUnknown && isHeaderName(toks[0]) {
 		c.verb = verbNonSMTP
 	}
@@ -107,15 +108,6 @@ func isHeaderName(t string) bool {
 		}
 	}
 	return true
-}
-
-func asciiUpper(s string) string {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; 'a' <= c && c <= 'z' {
-			return strings.ToUpper(s)
-		}
-	}
-	return s
 }
 
 // canonicalVerb is how each verb is written to the backend.

@@ -56,6 +56,8 @@ func TestParseCommandVerbs(t *testing.T) {
 		"XFORWARD NAME=x": verbPrivileged, "ETRN x": verbPrivileged, "GET / HTTP/1.1": verbNonSMTP,
 		"Subject: hello": verbNonSMTP, "FOO bar": verbUnknown, `"MAIL" FROM:<a>`: verbUnknown,
 		`MAIL\ FROM:<a>`: verbUnknown, "MAIL:FROM:<a>": verbUnknown, "RSET\t": verbRSET, "QUIT now": verbQUIT,
+		// Postfix compares verbs ASCII-only: these are unknown to it.
+		"maıl FROM:<a>": verbUnknown, "ſtarttls": verbUnknown, "xclıent ADDR=1": verbUnknown, "rcpt\u212a": verbUnknown,
 	} {
 		c, err := parseCommand(line)
 		if err != nil {

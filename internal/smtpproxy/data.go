@@ -2,9 +2,9 @@ package smtpproxy
 
 import (
 	"strconv"
-	"strings"
 	"time"
 
+	"github.com/postern/postern/internal/ascii"
 	"github.com/postern/postern/internal/guard"
 )
 
@@ -136,7 +136,7 @@ func (s *session) bdat(c command) error {
 			n, err = strconv.ParseInt(f[0], 10, 64)
 		}
 	}
-	last := len(f) == 2 && strings.EqualFold(f[1], "LAST")
+	last := len(f) == 2 && ascii.EqualFold(f[1], "LAST")
 	if len(f) == 0 || len(f) > 2 || err != nil || n < 0 || len(f) == 2 && !last {
 		// The chunk's length is unknown, so its bytes cannot be skipped.
 		s.reply(newReply(501, "5.5.4 Syntax: BDAT size [LAST]"))

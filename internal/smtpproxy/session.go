@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/postern/postern/internal/ascii"
 	"github.com/postern/postern/internal/gate"
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/mailaddr"
@@ -454,7 +455,7 @@ func (s *session) mail(c command) error {
 	a, err := mailaddr.ParseMailArg(strings.Join(c.args, " "))
 	if err != nil {
 		s.log.Info("MAIL refused", "err", err)
-		if len(c.args) < 2 || !strings.EqualFold(c.args[0], "FROM:") {
+		if len(c.args) < 2 || !ascii.EqualFold(c.args[0], "FROM:") {
 			return s.reply(newReply(501, "5.5.4 Syntax: MAIL FROM:<address>"))
 		}
 		return s.reply(newReply(501, "5.1.7 Bad sender address syntax"))
@@ -477,7 +478,7 @@ func (s *session) rcpt(c command) error {
 	a, err := mailaddr.ParseRcptArg(strings.Join(c.args, " "))
 	if err != nil {
 		s.log.Info("RCPT refused", "err", err)
-		if len(c.args) < 2 || !strings.EqualFold(c.args[0], "TO:") {
+		if len(c.args) < 2 || !ascii.EqualFold(c.args[0], "TO:") {
 			return s.reply(newReply(501, "5.5.4 Syntax: RCPT TO:<address>"))
 		}
 		return s.reply(newReply(501, "5.1.3 Bad recipient address syntax"))

@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+
+	"github.com/postern/postern/internal/ascii"
 )
 
 // readFastResponse reads the head of a backend's answer to a GET when the
@@ -81,7 +83,7 @@ func readFastResponse(br *bufio.Reader, req *http.Request) (*http.Response, bool
 				return nil, false
 			}
 		case "Connection":
-			if conn || !asciiEqualFold(v, "keep-alive") {
+			if conn || !ascii.EqualFold(v, "keep-alive") {
 				return nil, false
 			}
 			conn = true
@@ -100,7 +102,7 @@ func readFastResponse(br *bufio.Reader, req *http.Request) (*http.Response, bool
 		return nil, false // unbounded or chunked: net/http's
 	}
 	resp := &http.Response{
-		Status:     s[9:nl-1],
+		Status:     s[9 : nl-1],
 		StatusCode: code,
 		Proto:      "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header:        h,
@@ -181,22 +183,6 @@ func parseLength(v string) int64 {
 		n = n*10 + int64(c-'0')
 	}
 	return n
-}
-
-func asciiEqualFold(s, lower string) bool {
-	if len(s) != len(lower) {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 'A' && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != lower[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func indexByteString(s string, c byte) int {

@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/postern/postern/internal/ascii"
 )
 
 // This file reads a login request the way the web application behind
@@ -368,21 +370,7 @@ func phpMediaType(ct string) string {
 	if i := strings.IndexAny(ct, ";, "); i >= 0 {
 		ct = ct[:i]
 	}
-	return lowerASCII(ct)
-}
-
-// lowerASCII lower-cases ASCII letters only, byte for byte, as PHP's
-// strtolower does: the result has the same length, so an index found in it
-// is an index into the original (strings.ToLower can change the length of
-// non-ASCII or invalid UTF-8 text).
-func lowerASCII(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
+	return ascii.Lower(ct)
 }
 
 // parseBody reads the fields of a request body by its Content-Type.
@@ -467,7 +455,7 @@ func bodyKind(h http.Header) (kind int, boundary string, err error) {
 func phpBoundary(ct string) (string, error) {
 	i := strings.Index(ct, "boundary")
 	if i < 0 {
-		i = strings.Index(lowerASCII(ct), "boundary")
+		i = strings.Index(ascii.Lower(ct), "boundary")
 	}
 	if i < 0 {
 		return "", refuse(400, "a multipart body without a boundary")
@@ -592,7 +580,7 @@ func partName(hdr []byte) (name string, file bool, err error) {
 			return "", false, refuse(400, "a bad multipart header")
 		}
 		v = strings.TrimLeft(v, " \t")
-		switch lowerASCII(k) {
+		switch ascii.Lower(k) {
 		case "content-disposition":
 			if disp != "" {
 				return "", false, refuse(400, "two Content-Disposition headers in a part")
