@@ -63,6 +63,10 @@ func smtpLines(blob string) []string {
 		"RSET", "RSET_x", "NOOP", "NOOP_x_y", "HELP", "VRFY_alice", "EXPN_alice",
 		"AUTH_PLAIN_" + blob, "AUTH_LOGIN", "XCLIENT_ADDR=192.0.2.1", "XCLIENT_LOGIN=bob@example.test",
 		"XFORWARD_ADDR=192.0.2.1", "ETRN_example.test", "STARTTLS_x",
+		// Letters whose Unicode case maps to ASCII ones (dotless i, long
+		// s): Postfix compares ASCII-only.
+		"maıl_FROM:<alice@example.test>", "MAIL_ſROM:<alice@example.test>", "RCPT_TO:<poſtmaster>",
+		"RſET", "XCLıENT_ADDR=192.0.2.1", "ſTARTTLS",
 	}
 	seps := []string{" ", "\t", "  ", " \t", "\t\t"}
 	var out []string
