@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"strings"
 
 	"github.com/postern/postern/internal/ascii"
 )
@@ -68,12 +69,12 @@ func readFastResponse(br *bufio.Reader, req *http.Request) (*http.Response, bool
 	cl := int64(-1)
 	conn := false
 	for rest := s[nl+1:]; len(rest) > 0; {
-		i := indexByteString(rest, '\n')
+		i := strings.IndexByte(rest, '\n')
 		l := rest[:i-1]
 		rest = rest[i+1:]
-		colon := indexByteString(l, ':')
-		key := canonicalKey(l[:colon])
-		v := trimBlanks(l[colon+1:])
+		colon := strings.IndexByte(l, ':')
+		key, _ := canonicalName(l[:colon])
+		v := trimOWS(l[colon+1:])
 		switch key {
 		case "Content-Length":
 			if cl >= 0 {
@@ -143,32 +144,6 @@ func visible(b []byte) bool {
 	return true
 }
 
-// canonicalKey is textproto.CanonicalMIMEHeaderKey for a name of letters,
-// digits and "-": a substring of the head when it is canonical already.
-func canonicalKey(k string) string {
-	upper := true
-	for i := 0; i < len(k); i++ {
-		c := k[i]
-		if upper && c >= 'a' && c <= 'z' || !upper && c >= 'A' && c <= 'Z' {
-			return http.CanonicalHeaderKey(k)
-		}
-		upper = c == '-'
-	}
-	return k
-}
-
-// trimBlanks trims spaces and tabs at both ends, as net/http does with a
-// header value.
-func trimBlanks(s string) string {
-	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
-		s = s[1:]
-	}
-	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
-		s = s[:len(s)-1]
-	}
-	return s
-}
-
 // parseLength reads a Content-Length of 1 to 18 digits; -1: anything else.
 func parseLength(v string) int64 {
 	if len(v) == 0 || len(v) > 18 {
@@ -183,15 +158,6 @@ func parseLength(v string) int64 {
 		n = n*10 + int64(c-'0')
 	}
 	return n
-}
-
-func indexByteString(s string, c byte) int {
-	for i := 0; i < len(s); i++ {
-		if s[i] == c {
-			return i
-		}
-	}
-	return -1
 }
 
 // fastBody is the body of a fast-read answer: n bytes of r. As net/http's
