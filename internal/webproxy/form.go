@@ -423,7 +423,7 @@ func bodyKind(h http.Header) (kind int, boundary string, err error) {
 	if cts := h.Values("Content-Type"); len(cts) > 1 {
 		return 0, "", refuse(400, "more than one Content-Type")
 	}
-	if ce := h.Values("Content-Encoding"); len(ce) > 0 && !(len(ce) == 1 && strings.EqualFold(strings.TrimSpace(ce[0]), "identity")) {
+	if ce := h.Values("Content-Encoding"); len(ce) > 0 && !(len(ce) == 1 && ascii.EqualFold(strings.TrimSpace(ce[0]), "identity")) {
 		return 0, "", refuse(415, "an encoded login body (Content-Encoding)")
 	}
 	ct := h.Get("Content-Type")

@@ -383,12 +383,7 @@ func (p *Proxy) String() string { return fmt.Sprintf("web gateway → %v", p.cfg
 // allocates a buffer per response).
 type bufferPool struct{ p sync.Pool }
 
-func (b *bufferPool) Get() []byte {
-	if v, ok := b.p.Get().(*[]byte); ok {
-		return *v
-	}
-	return make([]byte, 32<<10)
-}
+func (b *bufferPool) Get() []byte { return *b.get() }
 
 // get and put are Get and Put without the allocation Put makes for the
 // pointer it pools.
