@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+
+	"github.com/pires/go-proxyproto"
+)
+
+// runGoroutines relays every service the way Go programs usually do: one
+// goroutine per connection (two for a TCP relay), reads and writes through
+// the runtime's network poller. It returns when ctx ends.
+func runGoroutines(ctx context.Context, svcs []service) error {
+	var wg sync.WaitGroup
+	var lns []net.Listener
+	for _, s := range svcs {
+		ln, err := net.Listen("tcp", s.listen.String())
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return fmt.Errorf("service %s: %w", s.name, err)
+		}
+		lns = append(lns, ln)
+		wg.Go(func() { serveGoroutines(ln, s) })
+	}
+	<-ctx.Done()
+	for _, l := range lns {
+		l.Close()
+	}
+	wg.Wait()
+	return ctx.Err()
+}
+
+// serveGoroutines accepts until ln is closed. The connections it starts
+// end with their peers.
+func serveGoroutines(ln net.Listener, s service) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		if s.http {
+			go relayHTTP(c.(*net.TCPConn), s)
+		} else {
+			go relayTCP(c.(*net.TCPConn), s)
+		}
+	}
+}
+
+// relayTCP connects to the backend, sends the PROXY v2 header and copies
+// both ways (splice(2) on Linux), passing each end's half-close on.
+func relayTCP(c *net.TCPConn, s service) {
+	defer c.Close()
+	b, err := net.DialTCP("tcp", nil, net.TCPAddrFromAddrPort(s.backend))
+	if err != nil {
+		return
+	}
+	defer b.Close()
+	if _, err := proxyproto.HeaderProxyFromAddrs(2, c.RemoteAddr(), c.LocalAddr()).WriteTo(b); err != nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		io.Copy(b, c)
+		b.CloseWrite()
+		close(done)
+	}()
+	io.Copy(c, b)
+	c.CloseWrite()
+	<-done
+}
+
+// relayHTTP relays keep-alive HTTP/1.1 requests without a body to a
+// backend connection of this client's own, until either end closes or
+// sends what checkRequest or bodyLen do not accept.
+func relayHTTP(c *net.TCPConn, s service) {
+	defer c.Close()
+	var b *net.TCPConn
+	defer func() {
+		if b != nil {
+			b.Close()
+		}
+	}()
+	in, bin := make([]byte, 0, maxHead), make([]byte, 32<<10)
+	for {
+		n, err := readHead(c, &in)
+		if err != nil {
+			return
+		}
+		isHead, err := checkRequest(in[:n])
+		if err != nil {
+			return
+		}
+		if b == nil {
+			if b, err = net.DialTCP("tcp", nil, net.TCPAddrFromAddrPort(s.backend)); err != nil {
+				return
+			}
+		}
+		if _, err := b.Write(in[:n]); err != nil {
+			return
+		}
+		in = in[:copy(in, in[n:])]
+		// The answer: its head, then its body, written on as read.
+		got := 0
+		hl := 0
+		for hl == 0 {
+			if got == len(bin) {
+				return
+			}
+			m, err := b.Read(bin[got:])
+			if err != nil {
+				return
+			}
+			got += m
+			hl = headLen(bin[:got])
+		}
+		left, err := bodyLen(bin[:hl], isHead)
+		if err != nil || int64(got-hl) > left {
+			return
+		}
+		left -= int64(got - hl)
+		if _, err := c.Write(bin[:got]); err != nil {
+			return
+		}
+		for left > 0 {
+			m, err := b.Read(bin[:min(int64(len(bin)), left)])
+			if err != nil {
+				return
+			}
+			left -= int64(m)
+			if _, err := c.Write(bin[:m]); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// readHead reads from c into *in until it holds a whole head and returns
+// its length.
+func readHead(c net.Conn, in *[]byte) (int, error) {
+	for {
+		if n := headLen(*in); n > 0 {
+			return n, nil
+		}
+		if len(*in) == cap(*in) {
+			return 0, errors.New("request head too long")
+		}
+		m, err := c.Read((*in)[len(*in):cap(*in)])
+		*in = (*in)[:len(*in)+m]
+		if err != nil {
+			return 0, err
+		}
+	}
+}

@@ -1,0 +1,591 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"unsafe"
+
+	"github.com/pires/go-proxyproto"
+	"golang.org/x/sys/unix"
+)
+
+// runLoops relays every service from n event loops, each with its own
+// epoll instance and its own SO_REUSEPORT listener per service, so that
+// the kernel spreads new connections over the loops and a connection
+// stays on the loop that accepted it. It returns when ctx ends.
+func runLoops(ctx context.Context, svcs []service, n int) error {
+	var loops []*loop
+	closeAll := func() {
+		for _, l := range loops {
+			l.close()
+		}
+	}
+	for range n {
+		l, err := newLoop(svcs)
+		if err != nil {
+			closeAll()
+			return err
+		}
+		loops = append(loops, l)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(loops))
+	for i, l := range loops {
+		wg.Go(func() { errs[i] = l.run() })
+	}
+	stop := context.AfterFunc(ctx, func() {
+		for _, l := range loops {
+			l.wake()
+		}
+	})
+	wg.Wait()
+	stop()
+	closeAll()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+// sock is one socket of a relayed pair: the client's or the backend's.
+type sock struct {
+	fd         int32
+	client     bool
+	svc        *service
+	peer       *sock  // nil: an HTTP client without a backend connection yet
+	mask       uint32 // the events registered in epoll
+	out        []byte // bytes waiting to be written to this socket
+	connecting bool   // a backend whose connect has not completed
+	eof        bool   // nothing more will be read from this socket
+
+	// HTTP only.
+	in     []byte // client: request bytes not relayed yet; backend: an answer head read in pieces
+	busy   bool   // client: a request was relayed and its answer is not complete
+	isHead bool   // client: that request is a HEAD
+	left   int64  // backend: answer body bytes still to relay; -1 while the head is read
+}
+
+// loop is one event loop. Only its own goroutine touches its sockets.
+type loop struct {
+	ep        int
+	efd       int                // eventfd that wakes the loop to stop
+	listeners map[int32]*service // listening socket → its service
+	socks     []*sock            // by descriptor
+	buf       []byte             // every read lands here first
+	events    []unix.EpollEvent
+}
+
+func newLoop(svcs []service) (*loop, error) {
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll_create1: %w", err)
+	}
+	l := &loop{ep: ep, efd: -1, listeners: map[int32]*service{}, buf: make([]byte, 64<<10), events: make([]unix.EpollEvent, 256)}
+	if l.efd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
+		l.close()
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	if err := l.ctl(unix.EPOLL_CTL_ADD, int32(l.efd), unix.EPOLLIN); err != nil {
+		l.close()
+		return nil, err
+	}
+	for i := range svcs {
+		fd, err := listenReusePort(svcs[i].listen)
+		if err != nil {
+			l.close()
+			return nil, fmt.Errorf("service %s: %w", svcs[i].name, err)
+		}
+		l.listeners[int32(fd)] = &svcs[i]
+		if err := l.ctl(unix.EPOLL_CTL_ADD, int32(fd), unix.EPOLLIN); err != nil {
+			l.close()
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+// listenReusePort opens a non-blocking listening socket on ap with
+// SO_REUSEPORT, so that every loop can have its own.
+func listenReusePort(ap netip.AddrPort) (int, error) {
+	sa, family := sockaddr(ap)
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("socket: %w", err)
+	}
+	for _, o := range []int{unix.SO_REUSEADDR, unix.SO_REUSEPORT} {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, o, 1); err != nil {
+			unix.Close(fd)
+			return -1, fmt.Errorf("setsockopt: %w", err)
+		}
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("bind %s: %w", ap, err)
+	}
+	if err := unix.Listen(fd, 4096); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("listen %s: %w", ap, err)
+	}
+	return fd, nil
+}
+
+func sockaddr(ap netip.AddrPort) (unix.Sockaddr, int) {
+	if ap.Addr().Is4() {
+		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}, unix.AF_INET
+	}
+	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}, unix.AF_INET6
+}
+
+func (l *loop) wake() {
+	var one = [8]byte{1}
+	unix.Write(l.efd, one[:])
+}
+
+// close closes the loop's epoll instance, its eventfd, its listeners and
+// every socket it still relays.
+func (l *loop) close() {
+	for fd := range l.listeners {
+		unix.Close(int(fd))
+	}
+	for _, s := range l.socks {
+		if s != nil {
+			unix.Close(int(s.fd))
+		}
+	}
+	l.socks = nil
+	if l.efd >= 0 {
+		unix.Close(l.efd)
+	}
+	unix.Close(l.ep)
+}
+
+// The system calls of the loop's work go without the runtime's entry for
+// blocking calls (every socket is non-blocking, so none blocks), as
+// postern's own internal/sockio does; only the wait for events, which
+// blocks, goes through it.
+
+func rawRead(fd int32, p []byte) (int, unix.Errno) {
+	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
+	return int(n), e
+}
+
+func rawWrite(fd int32, p []byte) (int, unix.Errno) {
+	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
+	return int(n), e
+}
+
+func rawClose(fd int32) { unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0) }
+
+func rawShutWrite(fd int32) { unix.RawSyscall(unix.SYS_SHUTDOWN, uintptr(fd), unix.SHUT_WR, 0) }
+
+func rawNoDelay(fd int32) {
+	one := int32(1)
+	unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, uintptr(unsafe.Pointer(&one)), 4, 0)
+}
+
+func (l *loop) ctl(op int, fd int32, events uint32) error {
+	ev := unix.EpollEvent{Events: events, Fd: fd}
+	_, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(l.ep), uintptr(op), uintptr(fd), uintptr(unsafe.Pointer(&ev)), 0, 0)
+	if e != 0 {
+		return fmt.Errorf("epoll_ctl: %w", e)
+	}
+	return nil
+}
+
+// wait returns the ready events: first without blocking, without the
+// runtime's system-call entry; when nothing is ready, blocking through it.
+func (l *loop) wait() (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.ep), uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), 0, 0, 0)
+	if e == 0 && n > 0 {
+		return int(n), nil
+	}
+	for {
+		n, err := unix.EpollWait(l.ep, l.events, -1)
+		if err == unix.EINTR {
+			continue
+		}
+		return n, err
+	}
+}
+
+// run handles events until the loop is woken to stop.
+func (l *loop) run() error {
+	for {
+		n, err := l.wait()
+		if err != nil {
+			return fmt.Errorf("epoll_wait: %w", err)
+		}
+		for i := range n {
+			ev := l.events[i]
+			if ev.Fd == int32(l.efd) {
+				return nil
+			}
+			if svc := l.listeners[ev.Fd]; svc != nil {
+				l.accept(ev.Fd, svc)
+				continue
+			}
+			s := l.get(ev.Fd)
+			if s == nil {
+				continue // closed by an earlier event of this batch
+			}
+			if ev.Events&unix.EPOLLERR != 0 {
+				l.closePair(s)
+				continue
+			}
+			if ev.Events&unix.EPOLLOUT != 0 {
+				l.writable(s)
+			}
+			if ev.Events&(unix.EPOLLIN|unix.EPOLLHUP) != 0 && l.get(ev.Fd) == s && !s.eof {
+				l.readable(s)
+			}
+			if ev.Events&unix.EPOLLHUP != 0 && l.get(ev.Fd) == s && s.eof {
+				l.hungUp(s)
+			}
+		}
+	}
+}
+
+func (l *loop) get(fd int32) *sock {
+	if int(fd) < len(l.socks) {
+		return l.socks[fd]
+	}
+	return nil
+}
+
+func (l *loop) put(s *sock) {
+	for int(s.fd) >= len(l.socks) {
+		l.socks = append(l.socks, make([]*sock, len(l.socks)+1024)...)
+	}
+	l.socks[s.fd] = s
+}
+
+// add registers a new socket with events.
+func (l *loop) add(s *sock, events uint32) bool {
+	l.put(s)
+	s.mask = events
+	if l.ctl(unix.EPOLL_CTL_ADD, s.fd, events) != nil {
+		l.closePair(s)
+		return false
+	}
+	return true
+}
+
+// setMask changes the events registered for s.
+func (l *loop) setMask(s *sock, m uint32) {
+	if m != s.mask {
+		s.mask = m
+		l.ctl(unix.EPOLL_CTL_MOD, s.fd, m)
+	}
+}
+
+// hungUp handles a socket closed both ways whose end has been read: epoll
+// reports it on every wait until it is closed or removed. Nothing can be
+// written to it; its peer may still have bytes to flush.
+func (l *loop) hungUp(s *sock) {
+	p := s.peer
+	if p == nil || (!p.connecting && len(p.out) == 0) {
+		l.closePair(s)
+		return
+	}
+	l.ctl(unix.EPOLL_CTL_DEL, s.fd, 0)
+	s.mask = 0
+}
+
+// closePair closes s and its peer.
+func (l *loop) closePair(s *sock) {
+	for _, x := range []*sock{s, s.peer} {
+		if x != nil && l.get(x.fd) == x {
+			l.socks[x.fd] = nil
+			rawClose(x.fd)
+		}
+	}
+}
+
+// accept takes one new connection from a listening socket.
+func (l *loop) accept(lfd int32, svc *service) {
+	var rsa unix.RawSockaddrAny
+	alen := uint32(unsafe.Sizeof(rsa))
+	fd, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(lfd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&alen)), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+	if e != 0 {
+		return // EAGAIN: another loop took it; else the client is gone
+	}
+	c := &sock{fd: int32(fd), client: true, svc: svc}
+	rawNoDelay(c.fd)
+	if !l.add(c, unix.EPOLLIN) || svc.http {
+		return
+	}
+	b := l.dial(c)
+	if b == nil {
+		return
+	}
+	// The PROXY v2 header goes first, with the client's address.
+	src := addrPort(&rsa)
+	h := proxyproto.HeaderProxyFromAddrs(2, net.TCPAddrFromAddrPort(src), net.TCPAddrFromAddrPort(svc.listen))
+	hb, err := h.Format()
+	if err != nil {
+		l.closePair(c)
+		return
+	}
+	b.out = append(b.out, hb...)
+}
+
+func addrPort(rsa *unix.RawSockaddrAny) netip.AddrPort {
+	switch rsa.Addr.Family {
+	case unix.AF_INET:
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(rsa))
+		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), binary.BigEndian.Uint16(p[:]))
+	case unix.AF_INET6:
+		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(rsa))
+		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), binary.BigEndian.Uint16(p[:]))
+	}
+	return netip.AddrPort{}
+}
+
+// dial starts a non-blocking connect to c's backend and pairs the new
+// socket with c; bytes sent to it wait in its out until it connects.
+func (l *loop) dial(c *sock) *sock {
+	ap := c.svc.backend
+	family := unix.AF_INET
+	var rsa unix.RawSockaddrAny
+	var alen uintptr
+	if ap.Addr().Is4() {
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&rsa))
+		sa.Family = unix.AF_INET
+		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], ap.Port())
+		sa.Addr = ap.Addr().As4()
+		alen = unsafe.Sizeof(*sa)
+	} else {
+		family = unix.AF_INET6
+		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(&rsa))
+		sa.Family = unix.AF_INET6
+		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], ap.Port())
+		sa.Addr = ap.Addr().As16()
+		alen = unsafe.Sizeof(*sa)
+	}
+	fd, _, e := unix.RawSyscall(unix.SYS_SOCKET, uintptr(family), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if e != 0 {
+		l.closePair(c)
+		return nil
+	}
+	b := &sock{fd: int32(fd), svc: c.svc, peer: c, connecting: true, left: -1}
+	c.peer = b
+	rawNoDelay(b.fd)
+	_, _, e = unix.RawSyscall(unix.SYS_CONNECT, fd, uintptr(unsafe.Pointer(&rsa)), alen)
+	switch e {
+	case 0:
+		b.connecting = false
+	case unix.EINPROGRESS:
+	default:
+		l.put(b)
+		l.closePair(c)
+		return nil
+	}
+	if !l.add(b, unix.EPOLLIN|unix.EPOLLOUT) {
+		return nil
+	}
+	return b
+}
+
+// send writes p to t, or queues what the socket does not take now (then
+// t's peer, the source, is not read until t has taken it all).
+func (l *loop) send(t *sock, p []byte) bool {
+	if !t.connecting && len(t.out) == 0 {
+		n, e := rawWrite(t.fd, p)
+		switch {
+		case e == unix.EAGAIN:
+			n = 0
+		case e != 0:
+			l.closePair(t)
+			return false
+		}
+		p = p[n:]
+	}
+	if len(p) > 0 {
+		t.out = append(t.out, p...)
+		l.setMask(t, t.mask|unix.EPOLLOUT)
+		if t.peer != nil {
+			l.setMask(t.peer, t.peer.mask&^unix.EPOLLIN)
+		}
+	}
+	return true
+}
+
+// writable flushes what waits for s; once it is all written, s's peer is
+// read again, and a half-close that waited for the flush is passed on.
+func (l *loop) writable(s *sock) {
+	s.connecting = false
+	if len(s.out) > 0 {
+		n, e := rawWrite(s.fd, s.out)
+		switch {
+		case e == unix.EAGAIN:
+			return
+		case e != 0:
+			l.closePair(s)
+			return
+		}
+		s.out = s.out[:copy(s.out, s.out[n:])]
+		if len(s.out) > 0 {
+			return
+		}
+	}
+	l.setMask(s, s.mask&^unix.EPOLLOUT)
+	p := s.peer
+	if p == nil {
+		return
+	}
+	if !p.eof {
+		l.setMask(p, p.mask|unix.EPOLLIN)
+		return
+	}
+	// The peer's end was passed on as soon as its bytes were.
+	rawShutWrite(s.fd)
+	if s.eof {
+		l.closePair(s)
+	}
+}
+
+// readable reads what s has for its peer.
+func (l *loop) readable(s *sock) {
+	if s.svc.http {
+		l.readableHTTP(s)
+		return
+	}
+	n, e := rawRead(s.fd, l.buf)
+	switch {
+	case e == unix.EAGAIN:
+		return
+	case e != 0:
+		l.closePair(s)
+		return
+	case n == 0:
+		s.eof = true
+		l.setMask(s, s.mask&^unix.EPOLLIN)
+		p := s.peer
+		if p.connecting || len(p.out) > 0 {
+			return // writable passes the end on after the bytes
+		}
+		rawShutWrite(p.fd)
+		if p.eof {
+			l.closePair(s)
+		}
+		return
+	}
+	l.send(s.peer, l.buf[:n])
+}
+
+// readableHTTP reads a client's requests or a backend's answer.
+func (l *loop) readableHTTP(s *sock) {
+	if s.client && len(s.in) >= 4*maxHead {
+		l.setMask(s, s.mask&^unix.EPOLLIN) // requests pipelined far ahead: read on when they are relayed
+		return
+	}
+	n, e := rawRead(s.fd, l.buf)
+	switch {
+	case e == unix.EAGAIN:
+		return
+	case e != 0:
+		l.closePair(s)
+		return
+	case n == 0:
+		if !s.client && !s.peer.busy {
+			// An idle backend connection closed: the next request opens another.
+			c := s.peer
+			c.peer = nil
+			l.socks[s.fd] = nil
+			rawClose(s.fd)
+			return
+		}
+		l.closePair(s)
+		return
+	}
+	p := l.buf[:n]
+	if s.client {
+		s.in = append(s.in, p...)
+		if !s.busy {
+			l.nextRequest(s)
+		}
+		return
+	}
+	l.answer(s, p)
+}
+
+// nextRequest relays the request at the start of c.in, if it is whole.
+func (l *loop) nextRequest(c *sock) {
+	hl := headLen(c.in)
+	if hl == 0 {
+		if len(c.in) > maxHead {
+			l.closePair(c)
+		}
+		return
+	}
+	isHead, err := checkRequest(c.in[:hl])
+	if err != nil {
+		l.closePair(c)
+		return
+	}
+	b := c.peer
+	if b == nil {
+		if b = l.dial(c); b == nil {
+			return
+		}
+	}
+	c.busy, c.isHead = true, isHead
+	if !l.send(b, c.in[:hl]) {
+		return
+	}
+	c.in = c.in[:copy(c.in, c.in[hl:])]
+}
+
+// answer relays p, bytes of the answer the backend b sends to its client.
+func (l *loop) answer(b *sock, p []byte) {
+	c := b.peer
+	if !c.busy {
+		l.closePair(b) // bytes no request asked for
+		return
+	}
+	if b.left < 0 {
+		if len(b.in) > 0 || headLen(p) == 0 {
+			b.in = append(b.in, p...)
+			if headLen(b.in) == 0 {
+				if len(b.in) > maxHead {
+					l.closePair(b)
+				}
+				return
+			}
+			p = b.in
+		}
+		hl := headLen(p)
+		left, err := bodyLen(p[:hl], c.isHead)
+		if err != nil {
+			l.closePair(b)
+			return
+		}
+		b.left = left + int64(hl)
+	}
+	if int64(len(p)) > b.left {
+		l.closePair(b) // more than the answer: not relayed
+		return
+	}
+	b.left -= int64(len(p))
+	if !l.send(c, p) {
+		return
+	}
+	b.in = b.in[:0]
+	if b.left == 0 {
+		b.left = -1
+		c.busy = false
+		l.setMask(c, c.mask|unix.EPOLLIN) // if pipelined requests had stopped its reading
+		if len(c.in) > 0 {
+			l.nextRequest(c)
+		}
+	}
+}

@@ -1,0 +1,13 @@
+//go:build !linux
+
+package main
+
+import (
+	"context"
+	"errors"
+)
+
+// runLoops needs epoll: only Linux has the event loop.
+func runLoops(context.Context, []service, int) error {
+	return errors.New("-mode loop needs Linux (epoll); use -mode goroutine")
+}

@@ -1,0 +1,10 @@
+//go:build !linux
+
+package main
+
+import "testing"
+
+func startLoop(t *testing.T, _ service) string {
+	t.Skip("the event loop needs Linux")
+	return ""
+}
