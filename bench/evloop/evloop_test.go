@@ -32,14 +32,14 @@ func startRelay(t *testing.T, mode string, svc service) string {
 		go func() { serveGoroutines(ln, svc); close(done) }()
 		t.Cleanup(func() { ln.Close(); <-done })
 		return ln.Addr().String()
-	case "loop":
-		return startLoop(t, svc)
+	case "loop", "loop-blocking":
+		return startLoop(t, svc, mode == "loop-blocking")
 	}
 	t.Fatalf("mode %q", mode)
 	return ""
 }
 
-var modes = []string{"goroutine", "loop"}
+var modes = []string{"goroutine", "loop", "loop-blocking"}
 
 // backendListener is a loopback listener that the test's end closes.
 func backendListener(t *testing.T) net.Listener {
@@ -154,6 +154,15 @@ func TestHTTPRelay(t *testing.T) {
 					case "/chunked":
 						w.(http.Flusher).Flush() // no length: chunked
 						io.WriteString(w, "piece")
+						w.(http.Flusher).Flush()
+						io.WriteString(w, strings.Repeat("y", 100000))
+					case "/close":
+						// No length: delimited by the close.
+						c, _, err := w.(http.Hijacker).Hijack()
+						if err == nil {
+							io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end")
+							c.Close()
+						}
 					default:
 						w.Header().Set("Content-Length", fmt.Sprint(len(r.URL.Path)))
 						io.WriteString(w, r.URL.Path)
@@ -202,6 +211,15 @@ func TestHTTPRelay(t *testing.T) {
 			if len(body) != 300000 {
 				t.Fatalf("GET /big: %d bytes", len(body))
 			}
+			resp, err = client.Get("http://" + addr + "/chunked")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(body) != "piece"+strings.Repeat("y", 100000) || len(resp.TransferEncoding) != 1 {
+				t.Fatalf("GET /chunked: %d bytes, %v", len(body), resp.TransferEncoding)
+			}
 			for _, path := range []string{"/304", "/after"} {
 				resp, err := client.Get("http://" + addr + path)
 				if err != nil {
@@ -241,7 +259,7 @@ func TestHTTPRelay(t *testing.T) {
 			// Not relayed: the connection ends without an answer.
 			for _, req := range []string{
 				"POST /form HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
-				"GET /chunked HTTP/1.1\r\nHost: x\r\n\r\n",
+				"GET /close HTTP/1.1\r\nHost: x\r\n\r\n",
 				"GET / HTTP/1.0\r\n\r\n",
 			} {
 				c, err := net.Dial("tcp", addr)
@@ -255,7 +273,7 @@ func TestHTTPRelay(t *testing.T) {
 				if err != nil && !isReset(err) {
 					t.Fatalf("%q: %v", req, err)
 				}
-				if strings.Contains(string(bs), "piece") || strings.Contains(string(bs), "HTTP/1.1 2") {
+				if strings.Contains(string(bs), "until") || strings.Contains(string(bs), "HTTP/1.1 2") {
 					t.Errorf("%q was relayed: %q", req, bs)
 				}
 			}
@@ -302,6 +320,44 @@ store: { path: x }
 	} {
 		if _, err := loadServices(write(conf)); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: error %v, want one about %s", conf, err, want)
+		}
+	}
+}
+
+// TestChunks: a chunked body's end is found wherever the reads split it,
+// extensions and trailers included, and broken framing is refused.
+func TestChunks(t *testing.T) {
+	for _, tc := range []struct{ body, after string }{
+		{"0\r\n\r\n", ""},
+		{"5\r\npiece\r\n0\r\n\r\n", "HTTP/1.1 200 OK\r\n"},
+		{"A;name=value\r\n0123456789\r\n1a\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nExpires: never\r\nX: y\r\n\r\n", ""},
+		{"00003\r\nabc\r\n0;last\r\n\r\n", "x"},
+	} {
+		all := tc.body + tc.after
+		for split := 0; split <= len(all); split++ {
+			var c chunks
+			total, done := 0, false
+			for _, part := range []string{all[:split], all[split:]} {
+				if done {
+					break
+				}
+				n, d, err := c.scan([]byte(part))
+				if err != nil {
+					t.Fatalf("%q split at %d: %v", all, split, err)
+				}
+				total, done = total+n, d
+			}
+			if !done || total != len(tc.body) {
+				t.Errorf("%q split at %d: ended %v after %d bytes, want after %d", all, split, done, total, len(tc.body))
+			}
+		}
+	}
+	for _, bad := range []string{
+		"\r\n", "g\r\n", "5\npiece", "5\r\npieceX\r\n", "0\r\nbad\nline\r\n\r\n", "12345678901234567\r\n",
+	} {
+		var c chunks
+		if _, _, err := c.scan([]byte(bad)); err == nil {
+			t.Errorf("%q: no error", bad)
 		}
 	}
 }

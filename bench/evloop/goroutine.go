@@ -119,20 +119,25 @@ func relayHTTP(c *net.TCPConn, s service) {
 			got += m
 			hl = headLen(bin[:got])
 		}
-		left, err := bodyLen(bin[:hl], isHead)
-		if err != nil || int64(got-hl) > left {
+		bd, err := newBody(bin[:hl], isHead)
+		if err != nil {
 			return
 		}
-		left -= int64(got - hl)
+		done, err := bd.take(bin[hl:got])
+		if err != nil {
+			return
+		}
 		if _, err := c.Write(bin[:got]); err != nil {
 			return
 		}
-		for left > 0 {
-			m, err := b.Read(bin[:min(int64(len(bin)), left)])
+		for !done {
+			m, err := b.Read(bin)
 			if err != nil {
 				return
 			}
-			left -= int64(m)
+			if done, err = bd.take(bin[:m]); err != nil {
+				return
+			}
 			if _, err := c.Write(bin[:m]); err != nil {
 				return
 			}

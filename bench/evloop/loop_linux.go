@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"unsafe"
 
@@ -20,7 +21,7 @@ import (
 // epoll instance and its own SO_REUSEPORT listener per service, so that
 // the kernel spreads new connections over the loops and a connection
 // stays on the loop that accepted it. It returns when ctx ends.
-func runLoops(ctx context.Context, svcs []service, n int) error {
+func runLoops(ctx context.Context, svcs []service, n int, blocking bool) error {
 	var loops []*loop
 	closeAll := func() {
 		for _, l := range loops {
@@ -28,7 +29,7 @@ func runLoops(ctx context.Context, svcs []service, n int) error {
 		}
 	}
 	for range n {
-		l, err := newLoop(svcs)
+		l, err := newLoop(svcs, blocking)
 		if err != nil {
 			closeAll()
 			return err
@@ -69,12 +70,15 @@ type sock struct {
 	in     []byte // client: request bytes not relayed yet; backend: an answer head read in pieces
 	busy   bool   // client: a request was relayed and its answer is not complete
 	isHead bool   // client: that request is a HEAD
-	left   int64  // backend: answer body bytes still to relay; -1 while the head is read
+	inBody bool   // backend: the answer's head has been relayed
+	body   body   // backend: where the answer's body ends
 }
 
 // loop is one event loop. Only its own goroutine touches its sockets.
 type loop struct {
 	ep        int
+	file      *os.File           // ep, registered with the runtime's poller
+	blocking  bool               // wait in a blocking epoll_wait (see run)
 	efd       int                // eventfd that wakes the loop to stop
 	listeners map[int32]*service // listening socket → its service
 	socks     []*sock            // by descriptor
@@ -82,12 +86,18 @@ type loop struct {
 	events    []unix.EpollEvent
 }
 
-func newLoop(svcs []service) (*loop, error) {
+func newLoop(svcs []service, blocking bool) (*loop, error) {
 	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
 	}
-	l := &loop{ep: ep, efd: -1, listeners: map[int32]*service{}, buf: make([]byte, 64<<10), events: make([]unix.EpollEvent, 256)}
+	l := &loop{ep: ep, efd: -1, blocking: blocking, listeners: map[int32]*service{}, buf: make([]byte, 64<<10), events: make([]unix.EpollEvent, 256)}
+	// Non-blocking, so that os.NewFile registers it with the runtime's poller.
+	if err := unix.SetNonblock(ep, true); err != nil {
+		unix.Close(ep)
+		return nil, fmt.Errorf("epoll instance: %w", err)
+	}
+	l.file = os.NewFile(uintptr(ep), "epoll")
 	if l.efd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
 		l.close()
 		return nil, fmt.Errorf("eventfd: %w", err)
@@ -163,7 +173,7 @@ func (l *loop) close() {
 	if l.efd >= 0 {
 		unix.Close(l.efd)
 	}
-	unix.Close(l.ep)
+	l.file.Close()
 }
 
 // The system calls of the loop's work go without the runtime's entry for
@@ -199,57 +209,86 @@ func (l *loop) ctl(op int, fd int32, events uint32) error {
 	return nil
 }
 
-// wait returns the ready events: first without blocking, without the
-// runtime's system-call entry; when nothing is ready, blocking through it.
-func (l *loop) wait() (int, error) {
-	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.ep), uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), 0, 0, 0)
-	if e == 0 && n > 0 {
-		return int(n), nil
-	}
-	for {
-		n, err := unix.EpollWait(l.ep, l.events, -1)
-		if err == unix.EINTR {
-			continue
-		}
-		return n, err
-	}
-}
-
 // run handles events until the loop is woken to stop.
+//
+// By default the loop's epoll instance is itself registered with the Go
+// runtime's network poller: the goroutine parks there while nothing is
+// ready and takes the ready events with a non-blocking epoll_wait. With
+// blocking set it waits in a blocking epoll_wait instead, as event-loop
+// libraries for Go do; that goes through the runtime's entry for blocking
+// system calls, and while a goroutine sits in one the runtime's monitor
+// thread wakes every 20 µs to take its processor back — on a gateway that
+// waits for its backends most of the time, that costs more than everything
+// else the loop does (docs/benchmarks/issue17-evloop.md).
 func (l *loop) run() error {
-	for {
-		n, err := l.wait()
-		if err != nil {
-			return fmt.Errorf("epoll_wait: %w", err)
-		}
-		for i := range n {
-			ev := l.events[i]
-			if ev.Fd == int32(l.efd) {
+	if l.blocking {
+		for {
+			n, err := unix.EpollWait(l.ep, l.events, -1)
+			switch {
+			case err == unix.EINTR:
+				continue
+			case err != nil:
+				return fmt.Errorf("epoll_wait: %w", err)
+			}
+			if l.handle(l.events[:n]) {
 				return nil
 			}
-			if svc := l.listeners[ev.Fd]; svc != nil {
-				l.accept(ev.Fd, svc)
-				continue
-			}
-			s := l.get(ev.Fd)
-			if s == nil {
-				continue // closed by an earlier event of this batch
-			}
-			if ev.Events&unix.EPOLLERR != 0 {
-				l.closePair(s)
-				continue
-			}
-			if ev.Events&unix.EPOLLOUT != 0 {
-				l.writable(s)
-			}
-			if ev.Events&(unix.EPOLLIN|unix.EPOLLHUP) != 0 && l.get(ev.Fd) == s && !s.eof {
-				l.readable(s)
-			}
-			if ev.Events&unix.EPOLLHUP != 0 && l.get(ev.Fd) == s && s.eof {
-				l.hungUp(s)
-			}
 		}
 	}
+	rc, err := l.file.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("epoll instance: %w", err)
+	}
+	stop := false
+	err = rc.Read(func(uintptr) bool {
+		for !stop {
+			n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.ep), uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), 0, 0, 0)
+			if e == unix.EINTR {
+				continue
+			}
+			if e != 0 || n == 0 {
+				return false // nothing ready: park until the instance is readable
+			}
+			stop = l.handle(l.events[:n])
+		}
+		return true
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for events: %w", err)
+	}
+	return nil
+}
+
+// handle acts on a batch of ready events; it reports whether the loop
+// was woken to stop.
+func (l *loop) handle(events []unix.EpollEvent) bool {
+	for _, ev := range events {
+		if ev.Fd == int32(l.efd) {
+			return true
+		}
+		if svc := l.listeners[ev.Fd]; svc != nil {
+			l.accept(ev.Fd, svc)
+			continue
+		}
+		s := l.get(ev.Fd)
+		if s == nil {
+			continue // closed by an earlier event of this batch
+		}
+		if ev.Events&unix.EPOLLERR != 0 {
+			l.closePair(s)
+			continue
+		}
+		if ev.Events&unix.EPOLLOUT != 0 {
+			l.writable(s)
+		}
+		if ev.Events&(unix.EPOLLIN|unix.EPOLLHUP) != 0 && l.get(ev.Fd) == s && !s.eof {
+			l.readable(s)
+		}
+		if ev.Events&unix.EPOLLHUP != 0 && l.get(ev.Fd) == s && s.eof {
+			l.hungUp(s)
+		}
+	}
+	return false
 }
 
 func (l *loop) get(fd int32) *sock {
@@ -376,7 +415,7 @@ func (l *loop) dial(c *sock) *sock {
 		l.closePair(c)
 		return nil
 	}
-	b := &sock{fd: int32(fd), svc: c.svc, peer: c, connecting: true, left: -1}
+	b := &sock{fd: int32(fd), svc: c.svc, peer: c, connecting: true}
 	c.peer = b
 	rawNoDelay(b.fd)
 	_, _, e = unix.RawSyscall(unix.SYS_CONNECT, fd, uintptr(unsafe.Pointer(&rsa)), alen)
@@ -552,7 +591,9 @@ func (l *loop) answer(b *sock, p []byte) {
 		l.closePair(b) // bytes no request asked for
 		return
 	}
-	if b.left < 0 {
+	var done bool
+	var err error
+	if !b.inBody {
 		if len(b.in) > 0 || headLen(p) == 0 {
 			b.in = append(b.in, p...)
 			if headLen(b.in) == 0 {
@@ -564,24 +605,23 @@ func (l *loop) answer(b *sock, p []byte) {
 			p = b.in
 		}
 		hl := headLen(p)
-		left, err := bodyLen(p[:hl], c.isHead)
-		if err != nil {
-			l.closePair(b)
-			return
+		if b.body, err = newBody(p[:hl], c.isHead); err == nil {
+			b.inBody = true
+			done, err = b.body.take(p[hl:])
 		}
-		b.left = left + int64(hl)
+	} else {
+		done, err = b.body.take(p)
 	}
-	if int64(len(p)) > b.left {
-		l.closePair(b) // more than the answer: not relayed
+	if err != nil {
+		l.closePair(b) // not relayed
 		return
 	}
-	b.left -= int64(len(p))
 	if !l.send(c, p) {
 		return
 	}
 	b.in = b.in[:0]
-	if b.left == 0 {
-		b.left = -1
+	if done {
+		b.inBody = false
 		c.busy = false
 		l.setMask(c, c.mask|unix.EPOLLIN) // if pipelined requests had stopped its reading
 		if len(c.in) > 0 {

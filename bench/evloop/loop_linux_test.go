@@ -11,10 +11,10 @@ import (
 )
 
 // startLoop runs one event loop for svc on a free loopback port.
-func startLoop(t *testing.T, svc service) string {
+func startLoop(t *testing.T, svc service, blocking bool) string {
 	t.Helper()
 	svc.listen = netip.MustParseAddrPort("127.0.0.1:0")
-	l, err := newLoop([]service{svc})
+	l, err := newLoop([]service{svc}, blocking)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,6 @@ import (
 )
 
 // runLoops needs epoll: only Linux has the event loop.
-func runLoops(context.Context, []service, int) error {
+func runLoops(context.Context, []service, int, bool) error {
 	return errors.New("-mode loop needs Linux (epoll); use -mode goroutine")
 }

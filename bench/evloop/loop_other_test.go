@@ -4,7 +4,7 @@ package main
 
 import "testing"
 
-func startLoop(t *testing.T, _ service) string {
+func startLoop(t *testing.T, _ service, _ bool) string {
 	t.Skip("the event loop needs Linux")
 	return ""
 }

@@ -94,14 +94,14 @@ func loadServices(path string) ([]service, error) {
 
 func main() {
 	fs := flag.NewFlagSet("evloop", flag.ContinueOnError)
-	mode := fs.String("mode", "loop", "loop (an epoll event loop per core) or goroutine (a goroutine per connection)")
+	mode := fs.String("mode", "loop", "loop (an epoll event loop per core, parked in the runtime's poller), loop-blocking (the same waiting in a blocking epoll_wait) or goroutine (a goroutine per connection)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
 	// bench/peers runs "BIN serve -c FILE".
 	args := fs.Args()
 	if len(args) != 3 || args[0] != "serve" || args[1] != "-c" {
-		fmt.Fprintln(os.Stderr, "usage: evloop [-mode loop|goroutine] serve -c postern.yaml")
+		fmt.Fprintln(os.Stderr, "usage: evloop [-mode loop|loop-blocking|goroutine] serve -c postern.yaml")
 		os.Exit(2)
 	}
 	svcs, err := loadServices(args[2])
@@ -112,8 +112,8 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	switch *mode {
-	case "loop":
-		err = runLoops(ctx, svcs, runtime.GOMAXPROCS(0))
+	case "loop", "loop-blocking":
+		err = runLoops(ctx, svcs, runtime.GOMAXPROCS(0), *mode == "loop-blocking")
 	case "goroutine":
 		err = runGoroutines(ctx, svcs)
 	default:
