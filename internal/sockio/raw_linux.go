@@ -32,26 +32,6 @@ func Read(fd uintptr, p []byte) (int, syscall.Errno) {
 	}
 }
 
-// Peek reports whether bytes are queued on the socket fd, without
-// consuming them or waiting: recv(2) of one byte with MSG_PEEK and
-// MSG_DONTWAIT. n is 1 when bytes are queued and 0 at end of stream; a
-// socket with nothing queued yet fails with EAGAIN. Call it from a
-// syscall.RawConn's Read or Control.
-func Peek(fd uintptr) (n int, errno syscall.Errno) {
-	var b [1]byte
-	for {
-		r, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
-			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
-		if e == syscall.EINTR {
-			continue
-		}
-		if e != 0 {
-			return 0, e
-		}
-		return int(r), 0
-	}
-}
-
 // Queued returns the number of bytes queued for reading on the socket fd
 // (ioctl SIOCINQ).
 func Queued(fd uintptr) (int, syscall.Errno) {
@@ -70,7 +50,7 @@ func EpollEvents(epfd uintptr, events []unix.EpollEvent) (int, syscall.Errno) {
 		return 0, 0
 	}
 	for {
-		r, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_WAIT, epfd, uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+		r, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, epfd, uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
 		if e == syscall.EINTR {
 			continue
 		}
