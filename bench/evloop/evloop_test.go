@@ -34,12 +34,14 @@ func startRelay(t *testing.T, mode string, svc service) string {
 		return ln.Addr().String()
 	case "loop", "loop-blocking":
 		return startLoop(t, svc, mode == "loop-blocking")
+	case "goroutine-own":
+		return startOwn(t, svc)
 	}
 	t.Fatalf("mode %q", mode)
 	return ""
 }
 
-var modes = []string{"goroutine", "loop", "loop-blocking"}
+var modes = []string{"goroutine", "goroutine-own", "loop", "loop-blocking"}
 
 // backendListener is a loopback listener that the test's end closes.
 func backendListener(t *testing.T) net.Listener {

@@ -45,7 +45,13 @@ func serveGoroutines(ln net.Listener, s service) {
 			return
 		}
 		if s.http {
-			go relayHTTP(c.(*net.TCPConn), s)
+			go relayHTTP(c, func() (conn, error) {
+				b, err := net.DialTCP("tcp", nil, net.TCPAddrFromAddrPort(s.backend))
+				if err != nil {
+					return nil, err
+				}
+				return b, nil
+			})
 		} else {
 			go relayTCP(c.(*net.TCPConn), s)
 		}
@@ -75,12 +81,19 @@ func relayTCP(c *net.TCPConn, s service) {
 	<-done
 }
 
+// conn is what the HTTP relay reads and writes: a *net.TCPConn, or a
+// socket of the goroutine-own mode's poller.
+type conn interface {
+	io.ReadWriteCloser
+}
+
 // relayHTTP relays keep-alive HTTP/1.1 requests without a body to a
-// backend connection of this client's own, until either end closes or
-// sends what checkRequest or bodyLen do not accept.
-func relayHTTP(c *net.TCPConn, s service) {
+// backend connection of this client's own (made with dial on the first
+// request), until either end closes or sends what checkRequest or bodyLen
+// do not accept.
+func relayHTTP(c conn, dial func() (conn, error)) {
 	defer c.Close()
-	var b *net.TCPConn
+	var b conn
 	defer func() {
 		if b != nil {
 			b.Close()
@@ -97,7 +110,7 @@ func relayHTTP(c *net.TCPConn, s service) {
 			return
 		}
 		if b == nil {
-			if b, err = net.DialTCP("tcp", nil, net.TCPAddrFromAddrPort(s.backend)); err != nil {
+			if b, err = dial(); err != nil {
 				return
 			}
 		}
@@ -147,7 +160,7 @@ func relayHTTP(c *net.TCPConn, s service) {
 
 // readHead reads from c into *in until it holds a whole head and returns
 // its length.
-func readHead(c net.Conn, in *[]byte) (int, error) {
+func readHead(c io.Reader, in *[]byte) (int, error) {
 	for {
 		if n := headLen(*in); n > 0 {
 			return n, nil

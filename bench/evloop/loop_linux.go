@@ -375,6 +375,22 @@ func (l *loop) accept(lfd int32, svc *service) {
 	b.out = append(b.out, hb...)
 }
 
+// rawSockaddr is ap as connect(2) takes it.
+func rawSockaddr(ap netip.AddrPort) (rsa unix.RawSockaddrAny, alen uintptr, family int) {
+	if ap.Addr().Is4() {
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&rsa))
+		sa.Family = unix.AF_INET
+		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], ap.Port())
+		sa.Addr = ap.Addr().As4()
+		return rsa, unsafe.Sizeof(*sa), unix.AF_INET
+	}
+	sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(&rsa))
+	sa.Family = unix.AF_INET6
+	binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], ap.Port())
+	sa.Addr = ap.Addr().As16()
+	return rsa, unsafe.Sizeof(*sa), unix.AF_INET6
+}
+
 func addrPort(rsa *unix.RawSockaddrAny) netip.AddrPort {
 	switch rsa.Addr.Family {
 	case unix.AF_INET:
@@ -392,24 +408,7 @@ func addrPort(rsa *unix.RawSockaddrAny) netip.AddrPort {
 // dial starts a non-blocking connect to c's backend and pairs the new
 // socket with c; bytes sent to it wait in its out until it connects.
 func (l *loop) dial(c *sock) *sock {
-	ap := c.svc.backend
-	family := unix.AF_INET
-	var rsa unix.RawSockaddrAny
-	var alen uintptr
-	if ap.Addr().Is4() {
-		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&rsa))
-		sa.Family = unix.AF_INET
-		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], ap.Port())
-		sa.Addr = ap.Addr().As4()
-		alen = unsafe.Sizeof(*sa)
-	} else {
-		family = unix.AF_INET6
-		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(&rsa))
-		sa.Family = unix.AF_INET6
-		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], ap.Port())
-		sa.Addr = ap.Addr().As16()
-		alen = unsafe.Sizeof(*sa)
-	}
+	rsa, alen, family := rawSockaddr(c.svc.backend)
 	fd, _, e := unix.RawSyscall(unix.SYS_SOCKET, uintptr(family), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if e != 0 {
 		l.closePair(c)

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"testing"
@@ -36,4 +37,53 @@ func startLoop(t *testing.T, svc service, blocking bool) string {
 		l.close()
 	})
 	return addr
+}
+
+// startOwn runs the goroutine-own mode for svc on a free loopback port.
+func startOwn(t *testing.T, svc service) string {
+	t.Helper()
+	p, err := newOwnPoller()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := listenReusePort(netip.MustParseAddrPort("127.0.0.1:0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.listen = netip.MustParseAddrPort(fmt.Sprintf("127.0.0.1:%d", sa.(*unix.SockaddrInet4).Port))
+	ln, err := p.add(int32(fd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan error, 1)
+	go func() { ran <- p.run() }()
+	served := make(chan struct{})
+	go func() { serveOwn(ln, svc); close(served) }()
+	t.Cleanup(func() {
+		p.wake()
+		if err := <-ran; err != nil {
+			t.Error(err)
+		}
+		<-served
+		ln.Close()
+		p.close()
+	})
+	return svc.listen.String()
+}
+
+// TestRunOwn starts and stops the goroutine-own mode as main does.
+func TestRunOwn(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- runOwn(ctx, []service{{name: "imap", listen: netip.MustParseAddrPort("127.0.0.1:0"), backend: netip.MustParseAddrPort("127.0.0.1:1")}})
+	}()
+	cancel()
+	if err := <-done; err != context.Canceled {
+		t.Fatalf("runOwn = %v, want context.Canceled", err)
+	}
 }

@@ -11,3 +11,8 @@ import (
 func runLoops(context.Context, []service, int, bool) error {
 	return errors.New("-mode loop needs Linux (epoll); use -mode goroutine")
 }
+
+// runOwn needs epoll too.
+func runOwn(context.Context, []service) error {
+	return errors.New("-mode goroutine-own needs Linux (epoll); use -mode goroutine")
+}

@@ -20,7 +20,7 @@
 // PROXY v2 header with the client's address, then the bytes both ways with
 // half-closes. Web services are relayed as HTTP/1.1 keep-alive: a request
 // head without a body is passed to a backend connection of the client's
-// own, the answer's head is read for its length (Content-Length only) and
+// own, the answer's head is read for its length (Content-Length or chunked) and
 // passed back with its body. Anything else closes the connection. TLS
 // listeners are relayed as TCP without TLS (their scenarios are not for
 // this tool). See docs/benchmarks/issue17-evloop.md for what it measured.
@@ -94,14 +94,14 @@ func loadServices(path string) ([]service, error) {
 
 func main() {
 	fs := flag.NewFlagSet("evloop", flag.ContinueOnError)
-	mode := fs.String("mode", "loop", "loop (an epoll event loop per core, parked in the runtime's poller), loop-blocking (the same waiting in a blocking epoll_wait) or goroutine (a goroutine per connection)")
+	mode := fs.String("mode", "loop", "loop (an epoll event loop per core, parked in the runtime's poller), loop-blocking (the same waiting in a blocking epoll_wait) goroutine (a goroutine per connection) or goroutine-own (a goroutine per connection on the program's own poller, every socket call raw)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
 	// bench/peers runs "BIN serve -c FILE".
 	args := fs.Args()
 	if len(args) != 3 || args[0] != "serve" || args[1] != "-c" {
-		fmt.Fprintln(os.Stderr, "usage: evloop [-mode loop|loop-blocking|goroutine] serve -c postern.yaml")
+		fmt.Fprintln(os.Stderr, "usage: evloop [-mode loop|loop-blocking|goroutine|goroutine-own] serve -c postern.yaml")
 		os.Exit(2)
 	}
 	svcs, err := loadServices(args[2])
@@ -116,6 +116,8 @@ func main() {
 		err = runLoops(ctx, svcs, runtime.GOMAXPROCS(0), *mode == "loop-blocking")
 	case "goroutine":
 		err = runGoroutines(ctx, svcs)
+	case "goroutine-own":
+		err = runOwn(ctx, svcs)
 	default:
 		err = fmt.Errorf("unknown -mode %q", *mode)
 	}
