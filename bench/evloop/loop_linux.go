@@ -235,21 +235,30 @@ func (l *loop) run() error {
 			}
 		}
 	}
-	rc, err := l.file.SyscallConn()
+	return waitParked(l.file, l.ep, l.events, l.handle)
+}
+
+// waitParked passes the ready events of the epoll instance ep, registered
+// with the runtime's poller as file, to handle until handle reports that
+// the loop was woken to stop. While nothing is ready the goroutine parks
+// in the runtime's poller; the events are taken with a non-blocking
+// epoll_pwait.
+func waitParked(file *os.File, ep int, events []unix.EpollEvent, handle func([]unix.EpollEvent) bool) error {
+	rc, err := file.SyscallConn()
 	if err != nil {
 		return fmt.Errorf("epoll instance: %w", err)
 	}
 	stop := false
 	err = rc.Read(func(uintptr) bool {
 		for !stop {
-			n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.ep), uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), 0, 0, 0)
+			n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(ep), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
 			if e == unix.EINTR {
 				continue
 			}
 			if e != 0 || n == 0 {
 				return false // nothing ready: park until the instance is readable
 			}
-			stop = l.handle(l.events[:n])
+			stop = handle(events[:n])
 		}
 		return true
 	})

@@ -92,51 +92,38 @@ func (p *ownPoller) add(fd int32) (*ownSock, error) {
 // every waiter for good.
 func (p *ownPoller) run() error {
 	defer close(p.stop)
-	rc, err := p.file.SyscallConn()
-	if err != nil {
-		return fmt.Errorf("epoll instance: %w", err)
-	}
+	return waitParked(p.file, p.ep, p.events, p.dispatch)
+}
+
+// dispatch gives each ready socket's waiters a token; it reports whether
+// the poller was woken to stop.
+func (p *ownPoller) dispatch(events []unix.EpollEvent) bool {
 	stop := false
-	err = rc.Read(func(uintptr) bool {
-		for !stop {
-			n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(p.ep), uintptr(unsafe.Pointer(&p.events[0])), uintptr(len(p.events)), 0, 0, 0)
-			if e == unix.EINTR {
-				continue
-			}
-			if e != 0 || n == 0 {
-				return false // nothing ready: park until the instance is readable
-			}
-			p.mu.Lock()
-			for _, ev := range p.events[:n] {
-				if ev.Fd == int32(p.efd) {
-					stop = true
-					continue
-				}
-				s := p.socks[ev.Fd]
-				if s == nil {
-					continue
-				}
-				if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-					select {
-					case s.rd <- struct{}{}:
-					default:
-					}
-				}
-				if ev.Events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-					select {
-					case s.wr <- struct{}{}:
-					default:
-					}
-				}
-			}
-			p.mu.Unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, ev := range events {
+		if ev.Fd == int32(p.efd) {
+			stop = true
+			continue
 		}
-		return true
-	})
-	if err != nil {
-		return fmt.Errorf("waiting for events: %w", err)
+		s := p.socks[ev.Fd]
+		if s == nil {
+			continue
+		}
+		if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			select {
+			case s.rd <- struct{}{}:
+			default:
+			}
+		}
+		if ev.Events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			select {
+			case s.wr <- struct{}{}:
+			default:
+			}
+		}
 	}
-	return nil
+	return stop
 }
 
 func (p *ownPoller) wake() {
