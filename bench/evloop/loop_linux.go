@@ -87,25 +87,11 @@ type loop struct {
 }
 
 func newLoop(svcs []service, blocking bool) (*loop, error) {
-	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	ep, file, efd, err := newParkedEpoll()
 	if err != nil {
-		return nil, fmt.Errorf("epoll_create1: %w", err)
-	}
-	l := &loop{ep: ep, efd: -1, blocking: blocking, listeners: map[int32]*service{}, buf: make([]byte, 64<<10), events: make([]unix.EpollEvent, 256)}
-	// Non-blocking, so that os.NewFile registers it with the runtime's poller.
-	if err := unix.SetNonblock(ep, true); err != nil {
-		unix.Close(ep)
-		return nil, fmt.Errorf("epoll instance: %w", err)
-	}
-	l.file = os.NewFile(uintptr(ep), "epoll")
-	if l.efd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
-		l.close()
-		return nil, fmt.Errorf("eventfd: %w", err)
-	}
-	if err := l.ctl(unix.EPOLL_CTL_ADD, int32(l.efd), unix.EPOLLIN); err != nil {
-		l.close()
 		return nil, err
 	}
+	l := &loop{ep: ep, file: file, efd: efd, blocking: blocking, listeners: map[int32]*service{}, buf: make([]byte, 64<<10), events: make([]unix.EpollEvent, 256)}
 	for i := range svcs {
 		fd, err := listenReusePort(svcs[i].listen)
 		if err != nil {
@@ -119,6 +105,31 @@ func newLoop(svcs []service, blocking bool) (*loop, error) {
 		}
 	}
 	return l, nil
+}
+
+// newParkedEpoll makes an epoll instance that the runtime's poller watches
+// (file: non-blocking, so that os.NewFile registers it there; waitParked
+// waits on it) and an eventfd in it that wakes its waiter to stop.
+func newParkedEpoll() (ep int, file *os.File, efd int, err error) {
+	if ep, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+		return -1, nil, -1, fmt.Errorf("epoll_create1: %w", err)
+	}
+	if err := unix.SetNonblock(ep, true); err != nil {
+		unix.Close(ep)
+		return -1, nil, -1, fmt.Errorf("epoll instance: %w", err)
+	}
+	file = os.NewFile(uintptr(ep), "epoll")
+	if efd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
+		file.Close()
+		return -1, nil, -1, fmt.Errorf("eventfd: %w", err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(efd)}
+	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, efd, &ev); err != nil {
+		unix.Close(efd)
+		file.Close()
+		return -1, nil, -1, fmt.Errorf("epoll_ctl: %w", err)
+	}
+	return ep, file, efd, nil
 }
 
 // listenReusePort opens a non-blocking listening socket on ap with

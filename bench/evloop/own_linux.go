@@ -51,27 +51,11 @@ type ownSock struct {
 }
 
 func newOwnPoller() (*ownPoller, error) {
-	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	ep, file, efd, err := newParkedEpoll()
 	if err != nil {
-		return nil, fmt.Errorf("epoll_create1: %w", err)
+		return nil, err
 	}
-	if err := unix.SetNonblock(ep, true); err != nil {
-		unix.Close(ep)
-		return nil, fmt.Errorf("epoll instance: %w", err)
-	}
-	p := &ownPoller{ep: ep, efd: -1, socks: map[int32]*ownSock{}, events: make([]unix.EpollEvent, 256), stop: make(chan struct{})}
-	p.file = os.NewFile(uintptr(ep), "epoll")
-	if p.efd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
-		p.file.Close()
-		return nil, fmt.Errorf("eventfd: %w", err)
-	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(p.efd)}
-	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, p.efd, &ev); err != nil {
-		unix.Close(p.efd)
-		p.file.Close()
-		return nil, fmt.Errorf("epoll_ctl: %w", err)
-	}
-	return p, nil
+	return &ownPoller{ep: ep, file: file, efd: efd, socks: map[int32]*ownSock{}, events: make([]unix.EpollEvent, 256), stop: make(chan struct{})}, nil
 }
 
 // add registers fd (edge triggered, both directions).
