@@ -28,7 +28,10 @@ import (
 // for blocking calls, which postern's reads and writes already avoid
 // (internal/sockio) but its accept, connect and close do not. It measures
 // what is left of the goroutine model's cost once no system call wakes the
-// runtime's monitor thread: the goroutine switches themselves.
+// runtime's monitor thread: the goroutine switches themselves, plus the
+// hand-off from the dispatching goroutine, which Go's own poller does not
+// need (docs/benchmarks/issue17-evloop.md: the monitor thread's share
+// goes, thread wake-ups take most of it back).
 
 // ownPoller is the epoll instance and the sockets registered in it.
 type ownPoller struct {
