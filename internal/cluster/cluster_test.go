@@ -170,6 +170,8 @@ func TestRedisKilled(t *testing.T) {
 		t.Fatal("mx1 did not block locally with Redis down")
 	}
 	eventually(t, propagate, "mx1 noticing the outage", a.c.Down)
+	// Down turns true just before the outage's log line is written.
+	eventually(t, propagate, "mx1 logging the outage", func() bool { return strings.Contains(a.log.String(), "Redis unreachable") })
 	for range 3 { // more failures while down: still one log line
 		a.failLogins(t, "203.0.113.60", 1)
 		a.e.BlockManual(ctx, netip.MustParsePrefix("203.0.113.61/32"), time.Hour, "", "cli")
@@ -189,9 +191,8 @@ func TestRedisKilled(t *testing.T) {
 	r.start() // empty: no persistence
 	eventually(t, 3*propagate, "mx2 refusing the block made during the outage", func() bool { return b.refuses("203.0.113.50") })
 	eventually(t, propagate, "mx1 reachable again", func() bool { return !a.c.Down() })
-	if !strings.Contains(a.log.String(), "reachable again") {
-		t.Error("the end of the outage was not logged")
-	}
+	// Down turns false just before the end of the outage is logged.
+	eventually(t, propagate, "the end of the outage logged", func() bool { return strings.Contains(a.log.String(), "reachable again") })
 	// The cluster learns the blocks again from the nodes that made them.
 	rc := r.client(t)
 	eventually(t, propagate, "the known block back in Redis", func() bool {
