@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/postern/postern/internal/decoy"
+	"github.com/postern/postern/internal/evloop"
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/passes"
 	"github.com/postern/postern/internal/policy"
@@ -205,6 +206,7 @@ func (l *Logins) begin(a *Attempt, ctx context.Context, gs *guard.Session, pol *
 			account = pol.Logins().Canon(c.User)
 		}
 		if pc, ok := l.eng.(PassChecker); ok {
+			evloop.MayBlock(ctx) // a pass may be looked up in the cluster's store
 			if p, ok := pc.LoginPass(ctx, account, client); ok {
 				log.Info("login allowed by a travel pass", "account", c.User, "pass", p.ID, "pass_account", p.Account, "until", p.Until)
 				return guard.Decision{}, true

@@ -128,6 +128,8 @@ type Gateway struct {
 	tickets tlsconf.TicketStore // session ticket keys per service, kept across reloads (tls.go)
 
 	passShare *cluster.PassShare // travel passes shared in cluster mode (passes_cluster.go)
+
+	loops loopState // event loops of the mail gateways (evloop.go)
 }
 
 // Serve starts a gateway and runs it until ctx is done, reloading the
@@ -413,6 +415,7 @@ wait:
 	grace.Stop()
 	wg.Wait()
 	g.close()
+	g.closeLoops()
 	return err
 }
 

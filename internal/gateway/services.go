@@ -208,7 +208,8 @@ func (g *Gateway) build(snap *snapshot.Snapshot, checker *dnsbl.Checker, name se
 		g.measureDialer(&d, name)
 		// imapproxy.Config and pop3proxy.Config are the one mailgate.Config.
 		cfg := imapproxy.Config{Service: name, Backend: d, ImplicitTLS: name.ImplicitTLS(), PlaintextLogin: plain,
-			PreAuthIdle: svc.Mail.Timeouts.Command.D, BackendTimeout: svc.Mail.Timeouts.Backend.D, Watch: g.loginWatcher()}
+			PreAuthIdle: svc.Mail.Timeouts.Command.D, BackendTimeout: svc.Mail.Timeouts.Backend.D, Watch: g.loginWatcher(),
+			Loops: g.eventLoops()}
 		if !name.ImplicitTLS() {
 			cfg.TLS = serverTLS // STARTTLS, STLS
 		}

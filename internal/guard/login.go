@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/postern/postern/internal/evloop"
 	"github.com/postern/postern/internal/reason"
 )
 
@@ -101,6 +102,7 @@ func (s *Session) BeginLogin(ctx context.Context, account string) (*Login, Decis
 	st := s.e.settings.Load()
 	if st.AccountFailures > 0 {
 		if d := s.LoginDelay(account); d > 0 {
+			evloop.MayBlock(ctx)
 			t := time.NewTimer(d)
 			select {
 			case <-t.C:
@@ -172,6 +174,7 @@ func (s *Session) BeginLogin(ctx context.Context, account string) (*Login, Decis
 		g.waiters++
 		wake := g.wake
 		mu.Unlock()
+		evloop.MayBlock(ctx)
 		var stop bool
 		select {
 		case <-wake:

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/relay"
+	"github.com/postern/postern/internal/sockio"
 )
 
 // Conn adapts a plain connection (a test's TCP connection, a pipe) to
@@ -21,8 +22,28 @@ type Conn struct {
 	tls atomic.Pointer[tls.Conn] // set by StartTLS
 }
 
-// NewConn wraps c.
-func NewConn(c net.Conn) *Conn { return &Conn{raw: c} }
+// NewConn wraps c; a TCP connection reads and writes through sockio, as
+// the listener's do, and can run on an event loop.
+func NewConn(c net.Conn) *Conn {
+	if t, ok := c.(*net.TCPConn); ok {
+		c = sockio.New(t)
+	}
+	return &Conn{raw: c}
+}
+
+// Waitable reports whether the connection's waits can go to an event
+// loop: a TCP connection without TLS.
+func (c *Conn) Waitable() bool {
+	_, ok := c.raw.(*sockio.Conn)
+	return ok && c.tls.Load() == nil
+}
+
+// SetWaiter makes w wait for the TCP connection's socket.
+func (c *Conn) SetWaiter(w sockio.Waiter) {
+	if s, ok := c.raw.(*sockio.Conn); ok {
+		s.SetWaiter(w)
+	}
+}
 
 func (c *Conn) cur() net.Conn {
 	if t := c.tls.Load(); t != nil {

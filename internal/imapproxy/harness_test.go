@@ -140,7 +140,7 @@ func newHarness(t *testing.T, cfgYAML string, mutate func(*Config)) *harness {
 	}
 	t.Cleanup(func() { h.eng.Close() })
 	cfg := Config{Service: service.IMAP, Backend: relay.Dialer{Addr: h.be.addr, Proxy: "v2"}, PlaintextLogin: func(netip.Addr) bool { return true },
-		PreAuthIdle: 5 * time.Second, BackendTimeout: 5 * time.Second}
+		PreAuthIdle: 5 * time.Second, BackendTimeout: 5 * time.Second, Loops: gwtest.Loops(t)}
 	if mutate != nil {
 		mutate(&cfg)
 	}

@@ -20,6 +20,7 @@ import (
 	proxyproto "github.com/pires/go-proxyproto"
 
 	"github.com/postern/postern/internal/decoy"
+	"github.com/postern/postern/internal/evloop"
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/gwtest"
 	"github.com/postern/postern/internal/imapproxy"
@@ -319,7 +320,7 @@ func startGatewayFailing(t *testing.T, p protocol, backend string, failed int, m
 	logs := &logBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg := mailgate.Config{Backend: relay.Dialer{Addr: backend, Proxy: "v2"}, PlaintextLogin: func(netip.Addr) bool { return true },
-		PreAuthIdle: 5 * time.Second, BackendTimeout: 5 * time.Second}
+		PreAuthIdle: 5 * time.Second, BackendTimeout: 5 * time.Second, Loops: gwtest.Loops(t)}
 	for _, m := range mutate {
 		m(&cfg)
 	}
@@ -773,6 +774,41 @@ func TestUnansweredLoginCounts(t *testing.T) {
 			}
 			if b, ok := g.eng.BlockOf(netip.MustParseAddr("127.0.0.44")); !ok || b.Reason != reason.Login {
 				t.Fatalf("the unanswered attempt was not counted: %+v", b)
+			}
+		})
+	}
+}
+
+// Sessions run on event loops from the greeting to the login, with the
+// same answers, and leave them only where they would wait for something
+// else.
+func TestSessionsOnEventLoops(t *testing.T) {
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			loops, err := evloop.Start(2, nil)
+			if err != nil {
+				t.Skip(err) // not Linux
+			}
+			be := startAuthBackend(t, p, 0, false)
+			g := startGatewayFailing(t, p, be.addr, 3, func(c *mailgate.Config) { c.Loops = loops })
+			t.Cleanup(loops.Close) // after the gateway's cleanup: sessions end first
+			c := g.dial(t, "127.0.0.51")
+			if l := c.answer("wrong-pass"); l != p.fail {
+				t.Errorf("wrong password: %q", l)
+			}
+			if l := c.answer("right-pass"); !strings.HasPrefix(l, p.ok) {
+				t.Errorf("right password: %q", l)
+			}
+			idle := g.dial(t, "127.0.0.52")
+			if l := idle.cmd(map[bool]string{true: "a NOOP", false: "CAPA"}[p.imap]); !strings.Contains(l, "OK") {
+				t.Errorf("NOOP or CAPA: %q", l)
+			}
+			st := loops.Stats()
+			if st.Started.Load() != 2 || st.Detached.Load() != 0 {
+				t.Errorf("on the loops: %d started, %d left them; want 2 and 0", st.Started.Load(), st.Detached.Load())
+			}
+			if st.Ended.Load() < 1 {
+				t.Errorf("the logged-in session's handler did not end on its loop (handed off): %d ended", st.Ended.Load())
 			}
 		})
 	}

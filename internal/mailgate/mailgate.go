@@ -24,6 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/postern/postern/internal/evloop"
 	"github.com/postern/postern/internal/gate"
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/netlisten"
@@ -46,6 +47,9 @@ type Config struct {
 	MaxErrors      int           // bad commands before the connection closes (default 10)
 	// Watch judges and records successful logins (login_alerts); nil: none.
 	Watch gate.LoginWatcher
+	// Loops, when set, runs the sessions of plain TCP connections on
+	// event loops (see internal/evloop) until they log in.
+	Loops *evloop.Group
 }
 
 func (c *Config) defaults() {
@@ -120,6 +124,7 @@ func New(cfg Config, words Wording, eng Engine, pol func() *policy.Policy, log *
 	}
 	g := &Gate{Cfg: cfg, eng: eng, policy: pol, log: log.With("service", cfg.Service.String()), words: words, logins: gate.NewLogins(eng)}
 	g.conns.Log = g.log
+	g.conns.Loops = cfg.Loops
 	if cfg.Watch != nil {
 		g.logins.Watch(cfg.Watch, cfg.Service.String())
 	}
@@ -273,6 +278,7 @@ func (s *Session) putBuffers() {
 // Send writes lines to the client, after the tarpit delay.
 func (s *Session) Send(lines ...string) error {
 	if s.tarpit > 0 {
+		evloop.MayBlock(s.Ctx)
 		t := time.NewTimer(s.tarpit)
 		select {
 		case <-t.C:
@@ -334,6 +340,7 @@ func (s *Session) BackendWrite(line string) error {
 // after the command. The connection upgrades in place; the client's
 // buffers are fresh afterwards.
 func (s *Session) StartTLS() error {
+	evloop.MayBlock(s.Ctx) // the handshake's CPU is not the loop's
 	// The gateway's end interrupts the handshake.
 	stop := context.AfterFunc(s.Ctx, func() { s.Conn.Close() })
 	err := s.Conn.StartTLS(s.Gate.Cfg.TLS, gate.HandshakeTimeout)

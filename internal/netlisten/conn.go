@@ -10,6 +10,8 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"time"
+
+	"github.com/postern/postern/internal/sockio"
 )
 
 // Conn is one client connection. It implements net.Conn; RemoteAddr and
@@ -98,7 +100,11 @@ func (c *Conn) closeHook() {
 // an earlier Close, closed the connection.
 func (c *Conn) forceClose() bool {
 	first := c.closed.CompareAndSwap(false, true)
-	c.raw.Close()
+	if s, ok := c.base.(*sockio.Conn); ok {
+		s.Close() // wakes a Waiter too
+	} else {
+		c.raw.Close()
+	}
 	if first {
 		c.release()
 		c.closeHook()

@@ -87,7 +87,7 @@ func newHarnessIdle(t *testing.T, cfgYAML, backend string, idle time.Duration) *
 	}
 	logs := &logBuffer{}
 	p := New(Config{Service: service.POP3, Backend: relay.Dialer{Addr: backend, Proxy: "v2"},
-		PlaintextLogin: func(netip.Addr) bool { return true }, PreAuthIdle: idle},
+		PlaintextLogin: func(netip.Addr) bool { return true }, PreAuthIdle: idle, Loops: gwtest.Loops(t)},
 		eng, func() *policy.Policy { return snap.Policy }, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

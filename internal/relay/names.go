@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/postern/postern/internal/evloop"
 )
 
 // DefaultNameTTL is how long Names keeps an answer when its TTL is zero.
@@ -104,8 +106,13 @@ func (n *Names) forget(host string) {
 func dialTCP(ctx context.Context, names *Names, addr string, timeout time.Duration) (net.Conn, error) {
 	if _, err := netip.ParseAddrPort(addr); err == nil || names == nil {
 		nd := backendDialer(addr, timeout)
+		if nd.ControlContext == nil {
+			// On an event loop, the loop waits for the connect.
+			nd.Control = evloop.ConnectControl(ctx, time.Now().Add(timeout))
+		}
 		return nd.DialContext(ctx, "tcp", addr)
 	}
+	evloop.MayBlock(ctx) // a name lookup
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, err

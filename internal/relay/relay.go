@@ -16,6 +16,7 @@ import (
 
 	proxyproto "github.com/pires/go-proxyproto"
 
+	"github.com/postern/postern/internal/evloop"
 	"github.com/postern/postern/internal/sockio"
 )
 
@@ -82,7 +83,11 @@ func (d Dialer) dial(ctx context.Context, client, local netip.AddrPort) (net.Con
 		release()
 		return nil, fmt.Errorf("connecting to backend %s: %w", d.Addr, err)
 	}
-	conn := &limitedConn{Conn: sockio.Wrap(raw), release: release, relayed: d.Relayed}
+	sc := sockio.Wrap(raw)
+	if b, ok := sc.(evloop.Bindable); ok {
+		evloop.Bind(ctx, b) // on an event loop, the loop waits for it
+	}
+	conn := &limitedConn{Conn: sc, release: release, relayed: d.Relayed}
 	if !local.IsValid() {
 		if la, ok := conn.LocalAddr().(*net.TCPAddr); ok {
 			local = la.AddrPort()
@@ -99,6 +104,7 @@ func (d Dialer) dial(ctx context.Context, client, local netip.AddrPort) (net.Con
 		}
 	}
 	if d.TLS != nil {
+		evloop.MayBlock(ctx) // the handshake's CPU is not the loop's
 		tc := tls.Client(conn, d.TLS)
 		hctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/postern/postern/internal/evloop"
 )
 
 // Conn is a client connection as the gateways take it: the listener's
@@ -52,7 +54,18 @@ type Dispatcher interface {
 	Dispatch(start func(Conn)) error
 }
 
-// Handler serves one connection to its end.
+// Loopable is a connection whose handler can run on an event loop
+// (netlisten.Conn): every wait of its reads and writes can go to the loop
+// when it is Waitable.
+type Loopable interface {
+	evloop.Bindable
+	// Waitable reports whether the connection's waits can go to a loop.
+	Waitable() bool
+}
+
+// Handler serves one connection to its end. A handler that Conns runs on
+// an event loop (Conns.Loops) calls evloop.MayBlock with its ctx before
+// it waits for anything but its connections' sockets.
 type Handler func(ctx context.Context, conn Conn)
 
 // Conns runs a handler per accepted connection and keeps count of them.
@@ -60,6 +73,10 @@ type Conns struct {
 	// Log receives the report of a handler that panicked; nil: slog's
 	// default logger.
 	Log *slog.Logger
+	// Loops, when set, runs the handlers of plain TCP connections
+	// (Loopable) on event loops instead of a goroutine each. Set it
+	// before Serve.
+	Loops *evloop.Group
 
 	mu     sync.Mutex
 	conns  map[io.Closer]struct{} // connections and handed-off sessions
@@ -119,6 +136,15 @@ func (s *Conns) Serve(ctx context.Context, ln Acceptor, drain time.Duration, han
 	start := func(conn Conn) {
 		s.track(conn, true)
 		s.wg.Add(1)
+		if lc, ok := conn.(Loopable); ok && s.Loops != nil && lc.Waitable() {
+			s.Loops.Go(ctx, lc, func(ctx context.Context) {
+				defer s.wg.Done()
+				defer s.track(conn, false)
+				defer s.recovered(conn, conn.ClientAddr())
+				handle(ctx, conn)
+			})
+			return
+		}
 		go func() {
 			defer s.wg.Done()
 			defer s.track(conn, false)
@@ -214,6 +240,9 @@ func (s *Conns) track(c io.Closer, add bool) {
 // that lives while they do. Otherwise (TLS on either side) Splice runs on
 // two goroutines.
 func (s *Conns) Handoff(ctx context.Context, client, backend net.Conn, buffered []byte, done func()) {
+	// The relay waits for its sockets itself, on goroutines or the idle
+	// poller, while the handler may still be running on its loop.
+	evloop.Release(ctx)
 	if s.handoffIdle(ctx, client, backend, buffered, done) {
 		return
 	}

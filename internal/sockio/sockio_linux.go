@@ -7,7 +7,9 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -36,6 +38,17 @@ type Conn struct {
 	wn      int
 	werr    syscall.Errno
 	writeFn func(fd uintptr) bool
+
+	// waiter, when set, waits for readiness in place of the runtime's
+	// poller (SetWaiter); rfd and wfd are the descriptor the last step
+	// used, tryReadFn and tryWriteFn the steps that never wait.
+	waiter     atomic.Pointer[waiterRef]
+	rfd, wfd   int
+	tryReadFn  func(fd uintptr) bool
+	tryWriteFn func(fd uintptr) bool
+	// rdl and wdl are the read and write deadlines (Unix nanoseconds, 0
+	// none), for a Waiter; the TCPConn has them too.
+	rdl, wdl atomic.Int64
 }
 
 // New returns c reading and writing with raw system calls, or c itself
@@ -48,6 +61,8 @@ func New(c *net.TCPConn) net.Conn {
 	s := &Conn{TCPConn: c, rc: rc}
 	s.readFn = s.readOnce
 	s.writeFn = s.writeSome
+	s.tryReadFn = s.tryRead
+	s.tryWriteFn = s.tryWrite
 	return s
 }
 
@@ -73,7 +88,11 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 	c.rmu.Lock()
 	c.rbuf, c.rn, c.rerr = p, 0, 0
-	err := c.rc.Read(c.readFn)
+	var err error
+	if r := c.waiter.Load(); r == nil || !c.readOnWaiter(r.w, &err) {
+		c.rn, c.rerr = 0, 0
+		err = c.rc.Read(c.readFn)
+	}
 	n, errno := c.rn, c.rerr
 	c.rbuf = nil
 	c.rmu.Unlock()
@@ -106,7 +125,11 @@ func (c *Conn) Write(p []byte) (int, error) {
 	}
 	c.wmu.Lock()
 	c.wbuf, c.wn, c.werr = p, 0, 0
-	err := c.rc.Write(c.writeFn)
+	var err error
+	if r := c.waiter.Load(); r == nil || !c.writeOnWaiter(r.w, &err) {
+		c.werr = 0
+		err = c.rc.Write(c.writeFn)
+	}
 	n, errno := c.wn, c.werr
 	c.wbuf = nil
 	c.wmu.Unlock()
@@ -160,4 +183,123 @@ func (c *Conn) opError(op string, err error) error {
 		err = oe.Err
 	}
 	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+}
+
+// SetWaiter makes w wait for the socket's readiness in Read and Write (nil:
+// the runtime's poller waits, as by default). The code that reads and
+// writes must be the code w runs. Close wakes w.
+func (c *Conn) SetWaiter(w Waiter) {
+	if w == nil {
+		c.waiter.Store(nil)
+		return
+	}
+	c.waiter.Store(&waiterRef{w})
+}
+
+// Close closes the connection and wakes a Waiter waiting for it.
+func (c *Conn) Close() error {
+	err := c.TCPConn.Close()
+	if r := c.waiter.Load(); r != nil {
+		r.w.Wake()
+	}
+	return err
+}
+
+// SetDeadline sets the read and write deadlines.
+func (c *Conn) SetDeadline(t time.Time) error {
+	c.rdl.Store(unixNano(t))
+	c.wdl.Store(unixNano(t))
+	return c.TCPConn.SetDeadline(t)
+}
+
+// SetReadDeadline sets the read deadline.
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	c.rdl.Store(unixNano(t))
+	return c.TCPConn.SetReadDeadline(t)
+}
+
+// SetWriteDeadline sets the write deadline.
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	c.wdl.Store(unixNano(t))
+	return c.TCPConn.SetWriteDeadline(t)
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func deadline(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
+}
+
+// readOnWaiter is Read's step with w waiting: false when w no longer runs
+// this code and nothing was read (the runtime's poller waits instead).
+// The RawConn still guards the descriptor against a concurrent Close and
+// checks the deadline.
+func (c *Conn) readOnWaiter(w Waiter, err *error) bool {
+	for {
+		if e := c.rc.Read(c.tryReadFn); e != nil {
+			*err = e
+			return true
+		}
+		if c.rerr != syscall.EAGAIN {
+			return true
+		}
+		c.rerr = 0
+		on, e := w.Wait(c.rfd, false, deadline(c.rdl.Load()))
+		if !on {
+			return false
+		}
+		if e != nil {
+			*err = e
+			return true
+		}
+	}
+}
+
+// writeOnWaiter is Write's step with w waiting: false when w no longer
+// runs this code (the runtime's poller waits for the rest).
+func (c *Conn) writeOnWaiter(w Waiter, err *error) bool {
+	for {
+		if e := c.rc.Write(c.tryWriteFn); e != nil {
+			*err = e
+			return true
+		}
+		if c.werr != syscall.EAGAIN {
+			return true
+		}
+		c.werr = 0
+		on, e := w.Wait(c.wfd, true, deadline(c.wdl.Load()))
+		if !on {
+			return false
+		}
+		if e != nil {
+			*err = e
+			return true
+		}
+	}
+}
+
+// tryRead is a RawConn read step that never waits: EAGAIN is left in
+// rerr.
+func (c *Conn) tryRead(fd uintptr) bool {
+	c.rfd = int(fd)
+	c.rn, c.rerr = Read(fd, c.rbuf)
+	return true
+}
+
+// tryWrite is a RawConn write step that never waits: it writes what the
+// socket takes, leaving EAGAIN in werr when it is full.
+func (c *Conn) tryWrite(fd uintptr) bool {
+	c.wfd = int(fd)
+	if !c.writeSome(fd) {
+		c.werr = syscall.EAGAIN
+	}
+	return true
 }

@@ -1,0 +1,63 @@
+package evloop
+
+import (
+	"context"
+	"time"
+
+	"github.com/postern/postern/internal/sockio"
+)
+
+// Bindable is a connection whose waits a loop can take over: a
+// *sockio.Conn, or a connection over one that says so.
+type Bindable interface {
+	// SetWaiter makes w wait for the connection's socket; nil undoes it.
+	SetWaiter(w sockio.Waiter)
+}
+
+type ctxKey struct{}
+
+// MayBlock moves the handler that ctx belongs to off its loop, when it
+// runs on one, before it waits for something the loop does not watch. It
+// is cheap when the handler is not on a loop, and does nothing a second
+// time.
+func MayBlock(ctx context.Context) {
+	if t, ok := ctx.Value(ctxKey{}).(*task); ok {
+		t.mayBlock()
+	}
+}
+
+// OnLoop reports whether the handler ctx belongs to runs on a loop now.
+func OnLoop(ctx context.Context) bool {
+	t, ok := ctx.Value(ctxKey{}).(*task)
+	return ok && t.onLoop()
+}
+
+// Bind makes the loop of the handler ctx belongs to wait for c's socket,
+// when the handler runs on a loop; c is unbound when the handler ends. It
+// reports whether c is bound.
+func Bind(ctx context.Context, c Bindable) bool {
+	t, ok := ctx.Value(ctxKey{}).(*task)
+	return ok && t.bind(c)
+}
+
+// Wait waits on the handler's loop for the socket fd to be readable
+// (write false) or writable, until deadline (zero: none). It reports false,
+// without waiting, when the handler does not run on a loop: the caller
+// waits itself. The socket stays watched by the loop until the handler
+// ends; a socket closed before that is forgotten by the kernel.
+func Wait(ctx context.Context, fd int, write bool, deadline time.Time) (bool, error) {
+	t, ok := ctx.Value(ctxKey{}).(*task)
+	if !ok {
+		return false, nil
+	}
+	return t.Wait(fd, write, deadline)
+}
+
+// Release gives the connections bound to the handler ctx belongs to back
+// to the runtime's poller, before the handler hands them to code that
+// waits for them on other goroutines. The handler goes on on its loop.
+func Release(ctx context.Context) {
+	if t, ok := ctx.Value(ctxKey{}).(*task); ok {
+		t.unbind()
+	}
+}

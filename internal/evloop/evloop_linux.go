@@ -1,0 +1,556 @@
+//go:build linux
+
+package evloop
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"log/slog"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Group is a set of loops, one per processor, that run handlers.
+type Group struct {
+	loops []*loop
+	next  atomic.Uint32
+	wg    sync.WaitGroup
+	stats Stats
+}
+
+// Stats counts what a Group's handlers did.
+type Stats struct {
+	// Started counts the handlers started on a loop, Detached those that
+	// left it (MayBlock), Ended those that ended on it.
+	Started, Detached, Ended atomic.Int64
+}
+
+// Stats returns the Group's counters.
+func (g *Group) Stats() *Stats { return &g.stats }
+
+// Start starts n loops (n <= 0: GOMAXPROCS). Close stops them.
+func Start(n int, log *slog.Logger) (*Group, error) {
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	g := &Group{}
+	for range n {
+		l, err := newLoop(log)
+		if err != nil {
+			g.Close()
+			return nil, err
+		}
+		g.loops = append(g.loops, l)
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			l.run()
+		}()
+	}
+	return g, nil
+}
+
+// Close stops the loops once their handlers have ended, and waits for
+// that. Handlers still running are not interrupted: close their
+// connections first.
+func (g *Group) Close() {
+	for _, l := range g.loops {
+		l.stop()
+	}
+	g.wg.Wait()
+}
+
+// Go runs handle on one of the loops, with a context derived from ctx that
+// Bind, Wait and MayBlock recognise; c, if not nil, is bound first (Bind).
+// handle must not panic: recover in it.
+func (g *Group) Go(ctx context.Context, c Bindable, handle func(ctx context.Context)) {
+	l := g.loops[int(g.next.Add(1))%len(g.loops)]
+	t := &task{l: l, heapIdx: -1, stats: &g.stats}
+	t.attached.Store(true)
+	t.ctx = context.WithValue(ctx, ctxKey{}, t)
+	if c != nil {
+		t.bound = append(t.bound, c)
+	}
+	t.handle = handle
+	l.post(t, &l.starts)
+}
+
+// loop is one event loop: an epoll instance parked in the runtime's
+// poller, the tasks it runs, and their timers.
+type loop struct {
+	log  *slog.Logger
+	ep   int
+	file *os.File
+	efd  int
+
+	mu       sync.Mutex
+	starts   []*task // new tasks, posted by Go
+	wakes    []*task // tasks whose connection was closed (Wake)
+	stopping bool
+	sleeping atomic.Bool // parked: a post writes to the eventfd
+
+	// Owned by the loop's goroutine:
+	fds     []fdState // by descriptor
+	timers  timerHeap
+	armed   int64 // the epoll file's read deadline (Unix ns, 0 none)
+	live    int   // tasks started and not ended
+	events  []unix.EpollEvent
+	batch   []*task // the spare slices of starts and wakes
+	wbatch  []*task
+	current *task // the task running now
+}
+
+// fdState is what the loop knows of a descriptor it watches.
+type fdState struct {
+	t     *task
+	ready uint32 // events seen and not consumed by a wait
+}
+
+func newLoop(log *slog.Logger) (*loop, error) {
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("evloop: epoll_create1: %w", err)
+	}
+	if err := unix.SetNonblock(ep, true); err != nil {
+		unix.Close(ep)
+		return nil, fmt.Errorf("evloop: epoll instance: %w", err)
+	}
+	file := os.NewFile(uintptr(ep), "evloop-epoll")
+	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		file.Close()
+		return nil, fmt.Errorf("evloop: eventfd: %w", err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(efd)}
+	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, efd, &ev); err != nil {
+		unix.Close(efd)
+		file.Close()
+		return nil, fmt.Errorf("evloop: epoll_ctl: %w", err)
+	}
+	return &loop{log: log, ep: ep, file: file, efd: efd, events: make([]unix.EpollEvent, 128)}, nil
+}
+
+// post queues t on q (starts or wakes) and wakes the loop if it is parked.
+func (l *loop) post(t *task, q *[]*task) {
+	l.mu.Lock()
+	*q = append(*q, t)
+	l.mu.Unlock()
+	if l.sleeping.Load() {
+		l.wake()
+	}
+}
+
+func (l *loop) wake() {
+	one := uint64(1)
+	unix.RawSyscall(unix.SYS_WRITE, uintptr(l.efd), uintptr(unsafe.Pointer(&one)), 8)
+}
+
+func (l *loop) stop() {
+	l.mu.Lock()
+	l.stopping = true
+	l.mu.Unlock()
+	l.wake()
+}
+
+// run is the loop's goroutine.
+func (l *loop) run() {
+	defer func() {
+		unix.Close(l.efd)
+		l.file.Close()
+	}()
+	rc, err := l.file.SyscallConn()
+	if err != nil {
+		l.log.Error("evloop: epoll instance", "err", err)
+		return
+	}
+	done := false
+	step := func(uintptr) bool { return l.step(&done) }
+	for !done {
+		if next := l.timers.next(); next != 0 && (l.armed == 0 || next < l.armed) {
+			l.file.SetReadDeadline(time.Unix(0, next))
+			l.armed = next
+		}
+		err := rc.Read(step)
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			l.armed = 0
+			l.file.SetReadDeadline(time.Time{})
+			l.expire(time.Now().UnixNano())
+		case err != nil:
+			l.log.Error("evloop: waiting for events", "err", err)
+			return
+		}
+	}
+}
+
+// step runs until nothing is ready (false: park in the runtime's poller)
+// or the loop is to end.
+func (l *loop) step(done *bool) bool {
+	l.sleeping.Store(false)
+	for {
+		if l.drain() {
+			*done = true
+			return true
+		}
+		if len(l.timers) > 0 {
+			l.expire(time.Now().UnixNano())
+		}
+		n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.ep), uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), 0, 0, 0)
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 || n == 0 {
+			l.sleeping.Store(true)
+			l.mu.Lock()
+			pending := len(l.starts) > 0 || len(l.wakes) > 0 || l.stopping
+			l.mu.Unlock()
+			if pending {
+				l.sleeping.Store(false)
+				continue
+			}
+			if next := l.timers.next(); next != 0 && (l.armed == 0 || next < l.armed) {
+				return true // rearm the deadline first
+			}
+			return false
+		}
+		l.dispatch(l.events[:n])
+	}
+}
+
+// drain starts the posted tasks and resumes the woken ones; true when the
+// loop is to end (stopped, and no task left).
+func (l *loop) drain() bool {
+	l.mu.Lock()
+	starts, wakes, stopping := l.starts, l.wakes, l.stopping
+	if len(starts) == 0 && len(wakes) == 0 {
+		l.mu.Unlock()
+		return stopping && l.live == 0
+	}
+	l.starts, l.wakes = l.batch[:0], l.wbatch[:0]
+	l.mu.Unlock()
+	for i, t := range starts {
+		starts[i] = nil
+		l.start(t)
+	}
+	l.batch = starts[:0]
+	for i, t := range wakes {
+		wakes[i] = nil
+		if t.waiting {
+			l.resume(t, nil)
+		}
+	}
+	l.wbatch = wakes[:0]
+	return false
+}
+
+// dispatch hands out a batch of events.
+func (l *loop) dispatch(evs []unix.EpollEvent) {
+	for i := range evs {
+		fd := int(evs[i].Fd)
+		if fd == l.efd {
+			var buf [8]byte
+			unix.RawSyscall(unix.SYS_READ, uintptr(l.efd), uintptr(unsafe.Pointer(&buf[0])), 8)
+			continue
+		}
+		if fd >= len(l.fds) {
+			continue
+		}
+		st := &l.fds[fd]
+		t := st.t
+		if t == nil {
+			continue
+		}
+		ev := evs[i].Events
+		var r uint32
+		if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			r |= readReady
+		}
+		if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			r |= writeReady
+		}
+		st.ready |= r
+		if t.waiting && t.wfd == fd && st.ready&t.want != 0 {
+			st.ready &^= t.want
+			l.resume(t, nil)
+		}
+	}
+}
+
+const (
+	readReady  = 1
+	writeReady = 2
+)
+
+// expire resumes the tasks whose deadline has passed.
+func (l *loop) expire(now int64) {
+	for len(l.timers) > 0 && l.timers[0].deadline <= now {
+		t := heap.Pop(&l.timers).(*task)
+		if t.waiting {
+			l.resume(t, os.ErrDeadlineExceeded)
+		}
+	}
+}
+
+// start makes t's coroutine and runs it to its first wait.
+func (l *loop) start(t *task) {
+	l.live++
+	t.stats.Started.Add(1)
+	for _, c := range t.bound {
+		c.SetWaiter(t)
+	}
+	t.next, t.stop = iter.Pull(func(yield func(struct{}) bool) {
+		t.yield = yield
+		defer func() {
+			// A panic would otherwise end the loop and the process.
+			if v := recover(); v != nil {
+				buf := make([]byte, 32<<10)
+				buf = buf[:runtime.Stack(buf, false)]
+				l.log.Error("evloop: a handler panicked", "panic", fmt.Sprint(v), "stack", string(buf))
+			}
+		}()
+		t.handle(t.ctx)
+	})
+	l.run1(t)
+}
+
+// resume runs t from its wait with the wait's result.
+func (l *loop) resume(t *task, err error) {
+	t.waiting = false
+	if t.heapIdx >= 0 {
+		heap.Remove(&l.timers, t.heapIdx)
+	}
+	t.werr = err
+	l.run1(t)
+}
+
+// run1 runs t until it waits, leaves the loop or ends.
+func (l *loop) run1(t *task) {
+	for {
+		l.current = t
+		_, ok := t.next()
+		l.current = nil
+		if !ok {
+			l.forget(t)
+			t.attached.Store(false)
+			t.unbind()
+			l.live--
+			t.stats.Ended.Add(1)
+			return
+		}
+		if t.detach {
+			l.forget(t)
+			t.attached.Store(false)
+			l.live--
+			t.stats.Detached.Add(1)
+			// The rest of the handler runs on a goroutine of its own,
+			// whose waits go to the runtime's poller.
+			go func() {
+				for {
+					if _, ok := t.next(); !ok {
+						break
+					}
+				}
+				t.unbind()
+			}()
+			return
+		}
+		// A wait: is the socket ready already?
+		st := l.watch(t, t.wfd)
+		if st == nil {
+			t.werr = errWatch
+			continue
+		}
+		if st.ready&t.want != 0 {
+			st.ready &^= t.want
+			t.werr = nil
+			continue
+		}
+		t.waiting = true
+		if t.deadline != 0 {
+			heap.Push(&l.timers, t)
+		}
+		return
+	}
+}
+
+var errWatch = errors.New("evloop: cannot watch the socket")
+
+// watch registers fd for t, once; nil when the kernel refuses.
+func (l *loop) watch(t *task, fd int) *fdState {
+	if fd < 0 {
+		return nil
+	}
+	if fd >= len(l.fds) {
+		n := max(2*len(l.fds), fd+1, 64)
+		fds := make([]fdState, n)
+		copy(fds, l.fds)
+		l.fds = fds
+	}
+	st := &l.fds[fd]
+	if st.t == t {
+		return st
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
+	err := unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &ev)
+	if errors.Is(err, unix.EEXIST) {
+		// A descriptor number that an ended task watched and that was
+		// closed and reused unseen by the kernel's bookkeeping: take it
+		// over.
+		err = unix.EpollCtl(l.ep, unix.EPOLL_CTL_MOD, fd, &ev)
+	}
+	if err != nil {
+		return nil
+	}
+	*st = fdState{t: t}
+	t.fds = append(t.fds, fd)
+	return st
+}
+
+// forget stops watching t's descriptors.
+func (l *loop) forget(t *task) {
+	for _, fd := range t.fds {
+		if st := &l.fds[fd]; st.t == t {
+			*st = fdState{}
+			// A closed descriptor is gone from the instance already (ENOENT,
+			// EBADF); one still open stops reporting to this loop.
+			unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(l.ep), unix.EPOLL_CTL_DEL, uintptr(fd), 0, 0, 0)
+		}
+	}
+	t.fds = t.fds[:0]
+	if t.heapIdx >= 0 {
+		heap.Remove(&l.timers, t.heapIdx)
+	}
+}
+
+// task is one handler on a loop.
+type task struct {
+	l      *loop
+	ctx    context.Context
+	handle func(context.Context)
+	next   func() (struct{}, bool)
+	stop   func()
+	yield  func(struct{}) bool
+
+	// attached says the handler runs on the loop (read by Wait from any
+	// goroutine that holds a bound connection).
+	attached atomic.Bool
+	bmu      sync.Mutex
+	bound    []Bindable
+
+	// The wait the coroutine asks for, and its result; set on the
+	// coroutine before it yields, and by the loop before it resumes.
+	wfd      int
+	want     uint32
+	deadline int64
+	werr     error
+	detach   bool
+
+	stats *Stats
+
+	// The loop's own:
+	waiting bool
+	fds     []int
+	heapIdx int
+}
+
+// onLoop reports whether the caller, the task's code, runs on the loop.
+func (t *task) onLoop() bool { return t.attached.Load() && t.l.current == t }
+
+// Wait implements sockio.Waiter.
+func (t *task) Wait(fd int, write bool, deadline time.Time) (bool, error) {
+	if !t.attached.Load() || t.l.current != t {
+		return false, nil
+	}
+	t.wfd, t.want, t.deadline = fd, readReady, 0
+	if write {
+		t.want = writeReady
+	}
+	if !deadline.IsZero() {
+		t.deadline = deadline.UnixNano()
+		if t.deadline <= time.Now().UnixNano() {
+			return true, os.ErrDeadlineExceeded
+		}
+	}
+	t.yield(struct{}{})
+	return true, t.werr
+}
+
+// Wake implements sockio.Waiter.
+func (t *task) Wake() {
+	if t.attached.Load() {
+		t.l.post(t, &t.l.wakes)
+	}
+}
+
+func (t *task) mayBlock() {
+	if !t.onLoop() {
+		return
+	}
+	t.detach = true
+	t.yield(struct{}{})
+}
+
+func (t *task) bind(c Bindable) bool {
+	if !t.onLoop() {
+		return false
+	}
+	t.bmu.Lock()
+	t.bound = append(t.bound, c)
+	t.bmu.Unlock()
+	c.SetWaiter(t)
+	return true
+}
+
+// unbind gives the bound connections back to the runtime's poller.
+func (t *task) unbind() {
+	t.bmu.Lock()
+	bound := t.bound
+	t.bound = nil
+	t.bmu.Unlock()
+	for _, c := range bound {
+		c.SetWaiter(nil)
+	}
+}
+
+// timerHeap orders waiting tasks by deadline.
+type timerHeap []*task
+
+func (h timerHeap) Len() int           { return len(h) }
+func (h timerHeap) Less(i, j int) bool { return h[i].deadline < h[j].deadline }
+func (h timerHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].heapIdx, h[j].heapIdx = i, j
+}
+func (h *timerHeap) Push(x any) {
+	t := x.(*task)
+	t.heapIdx = len(*h)
+	*h = append(*h, t)
+}
+func (h *timerHeap) Pop() any {
+	old := *h
+	t := old[len(old)-1]
+	old[len(old)-1] = nil
+	t.heapIdx = -1
+	*h = old[:len(old)-1]
+	return t
+}
+
+// next returns the earliest deadline, 0 for none.
+func (h timerHeap) next() int64 {
+	if len(h) == 0 {
+		return 0
+	}
+	return h[0].deadline
+}

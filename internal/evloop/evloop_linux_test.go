@@ -1,0 +1,224 @@
+//go:build linux
+
+package evloop
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/postern/postern/internal/sockio"
+)
+
+// pair returns a loopback TCP connection's two ends: the server's as a
+// *sockio.Conn, and the client's.
+func pair(t *testing.T) (*sockio.Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cl, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sv, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close(); sv.Close() })
+	return sockio.New(sv.(*net.TCPConn)).(*sockio.Conn), cl
+}
+
+func start(t *testing.T, n int) *Group {
+	t.Helper()
+	g, err := Start(n, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	return g
+}
+
+// A line dialogue on many connections at once: every handler waits for its
+// client on the loop and answers each line.
+func TestDialogues(t *testing.T) {
+	g := start(t, 2)
+	const conns, lines = 50, 20
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*conns)
+	for i := range conns {
+		sv, cl := pair(t)
+		wg.Add(2)
+		g.Go(context.Background(), sv, func(ctx context.Context) {
+			defer wg.Done()
+			defer sv.Close()
+			if !OnLoop(ctx) {
+				errs <- errors.New("handler not on a loop")
+				return
+			}
+			r := bufio.NewReader(sv)
+			for {
+				l, err := r.ReadString('\n')
+				if err == io.EOF {
+					return
+				}
+				if err != nil {
+					errs <- fmt.Errorf("server read: %w", err)
+					return
+				}
+				if _, err := io.WriteString(sv, "re: "+l); err != nil {
+					errs <- fmt.Errorf("server write: %w", err)
+					return
+				}
+			}
+		})
+		go func() {
+			defer wg.Done()
+			defer cl.Close()
+			r := bufio.NewReader(cl)
+			for j := range lines {
+				msg := fmt.Sprintf("conn %d line %d\n", i, j)
+				if _, err := io.WriteString(cl, msg); err != nil {
+					errs <- err
+					return
+				}
+				got, err := r.ReadString('\n')
+				if err != nil || got != "re: "+msg {
+					errs <- fmt.Errorf("client %d: got %q, %v", i, got, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// A read deadline ends a wait on the loop with a timeout.
+func TestDeadline(t *testing.T) {
+	g := start(t, 1)
+	sv, _ := pair(t)
+	got := make(chan error, 1)
+	g.Go(context.Background(), sv, func(ctx context.Context) {
+		sv.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		_, err := sv.Read(make([]byte, 10))
+		got <- err
+	})
+	err := <-got
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past the deadline: %v, want a timeout", err)
+	}
+}
+
+// Closing the connection from another goroutine ends the handler's wait.
+func TestCloseWakes(t *testing.T) {
+	g := start(t, 1)
+	sv, _ := pair(t)
+	waiting := make(chan struct{})
+	got := make(chan error, 1)
+	g.Go(context.Background(), sv, func(ctx context.Context) {
+		close(waiting)
+		_, err := sv.Read(make([]byte, 10))
+		got <- err
+	})
+	<-waiting
+	sv.Close()
+	select {
+	case err := <-got:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("read of a closed connection: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler still waits on a closed connection")
+	}
+}
+
+// A handler that may block leaves the loop, and the loop goes on serving
+// others meanwhile.
+func TestMayBlock(t *testing.T) {
+	g := start(t, 1)
+	sv1, cl1 := pair(t)
+	sv2, cl2 := pair(t)
+	release := make(chan struct{})
+	done1 := make(chan string, 1)
+	g.Go(context.Background(), sv1, func(ctx context.Context) {
+		MayBlock(ctx)
+		if OnLoop(ctx) {
+			done1 <- "still on the loop after MayBlock"
+			return
+		}
+		<-release // would hold the loop if it were still on it
+		b := make([]byte, 5)
+		n, err := io.ReadFull(sv1, b)
+		done1 <- fmt.Sprintf("%q %v", b[:n], err)
+	})
+	g.Go(context.Background(), sv2, func(ctx context.Context) {
+		b := make([]byte, 5)
+		io.ReadFull(sv2, b)
+		sv2.Write(b)
+	})
+	cl2.Write([]byte("hello"))
+	b := make([]byte, 5)
+	cl2.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(cl2, b); err != nil || string(b) != "hello" {
+		t.Fatalf("second handler: %q %v", b, err)
+	}
+	close(release)
+	cl1.Write([]byte("world"))
+	if got := <-done1; got != `"world" <nil>` {
+		t.Fatalf("detached handler: %s", got)
+	}
+}
+
+// Wait serves a descriptor that no Conn wraps (a connect in progress).
+func TestWaitConnect(t *testing.T) {
+	g := start(t, 1)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			c.Close()
+		}
+	}()
+	got := make(chan error, 1)
+	g.Go(context.Background(), nil, func(ctx context.Context) {
+		d := net.Dialer{Control: ConnectControl(ctx, time.Now().Add(5*time.Second))}
+		c, err := d.DialContext(ctx, "tcp", ln.Addr().String())
+		if err == nil {
+			c.Close()
+		}
+		got <- err
+	})
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A panicking handler is logged and the loop goes on.
+func TestPanic(t *testing.T) {
+	g := start(t, 1)
+	g.Go(context.Background(), nil, func(ctx context.Context) { panic("boom") })
+	done := make(chan struct{})
+	g.Go(context.Background(), nil, func(ctx context.Context) { close(done) })
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the loop stopped after a panic")
+	}
+}

@@ -1,0 +1,52 @@
+//go:build !linux
+
+package evloop
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Group is a set of event loops; there are none on this system.
+type Group struct{}
+
+// Start returns an error: event loops run on Linux only.
+func Start(int, *slog.Logger) (*Group, error) {
+	return nil, errors.New("evloop: event loops need Linux")
+}
+
+// Stats counts what a Group's handlers did.
+type Stats struct {
+	// Started counts the handlers started on a loop, Detached those that
+	// left it (MayBlock), Ended those that ended on it.
+	Started, Detached, Ended atomic.Int64
+}
+
+// Stats returns empty counters.
+func (g *Group) Stats() *Stats { return &Stats{} }
+
+// Close does nothing.
+func (g *Group) Close() {}
+
+// Go runs handle on a goroutine.
+func (g *Group) Go(ctx context.Context, _ Bindable, handle func(ctx context.Context)) {
+	go handle(ctx)
+}
+
+// task is never made here.
+type task struct{}
+
+func (*task) mayBlock()                               {}
+func (*task) onLoop() bool                            { return false }
+func (*task) bind(Bindable) bool                      { return false }
+func (*task) Wait(int, bool, time.Time) (bool, error) { return false, nil }
+
+// ConnectControl returns nil: the Dialer connects as usual.
+func ConnectControl(context.Context, time.Time) func(network, address string, c syscall.RawConn) error {
+	return nil
+}
+func (*task) unbind() {}

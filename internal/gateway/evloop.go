@@ -1,0 +1,39 @@
+package gateway
+
+import (
+	"os"
+	"sync"
+
+	"github.com/postern/postern/internal/evloop"
+)
+
+// loopState is the event loops the mail gateways' sessions run on before
+// login, started with the first service that uses them.
+type loopState struct {
+	once  sync.Once
+	group *evloop.Group
+}
+
+// eventLoops returns the event loops, nil when they are off or cannot
+// start here (then sessions run on goroutines).
+func (g *Gateway) eventLoops() *evloop.Group {
+	if os.Getenv("POSTERN_EVENT_LOOPS") != "1" {
+		return nil
+	}
+	g.loops.once.Do(func() {
+		grp, err := evloop.Start(0, g.log)
+		if err != nil {
+			g.log.Warn("event loops unavailable; sessions run on goroutines", "err", err)
+			return
+		}
+		g.loops.group = grp
+	})
+	return g.loops.group
+}
+
+// closeLoops stops the event loops once every session has ended.
+func (g *Gateway) closeLoops() {
+	if g.loops.group != nil {
+		g.loops.group.Close()
+	}
+}

@@ -1,0 +1,22 @@
+package sockio
+
+import "time"
+
+// Waiter waits for a socket's readiness on behalf of a Conn whose reads
+// and writes run on an event loop (internal/evloop) rather than on a
+// goroutine of their own: the loop watches the socket and resumes the
+// code that reads or writes when it may go on.
+type Waiter interface {
+	// Wait waits until the socket fd may be readable (write false) or
+	// writable, the deadline passes (the zero time: none), or Wake is
+	// called. It returns os.ErrDeadlineExceeded after the deadline. It
+	// reports false when the Waiter no longer runs the calling code (the
+	// code moved to a goroutine of its own): the caller waits itself.
+	Wait(fd int, write bool, deadline time.Time) (bool, error)
+	// Wake ends a Wait of the connection's code early: it was closed. Any
+	// goroutine may call it.
+	Wake()
+}
+
+// waiterRef holds a Waiter for an atomic pointer.
+type waiterRef struct{ w Waiter }
