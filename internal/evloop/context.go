@@ -61,3 +61,23 @@ func Release(ctx context.Context) {
 		t.unbind()
 	}
 }
+
+// Ready is what a wait asks of one socket: readability, writability or
+// both.
+type Ready struct {
+	FD          int
+	Read, Write bool
+}
+
+// WaitAny waits on the handler's loop until one of two sockets is ready as
+// asked, until deadline (zero: none); it reports false, without waiting,
+// when the handler does not run on a loop. A Ready asking for nothing is
+// ignored. Readiness is a hint: the caller tries its reads and writes
+// again, and may find nothing to do.
+func WaitAny(ctx context.Context, a, b Ready, deadline time.Time) (bool, error) {
+	t, ok := ctx.Value(ctxKey{}).(*task)
+	if !ok {
+		return false, nil
+	}
+	return t.waitAny(a, b, deadline)
+}

@@ -281,9 +281,14 @@ func (l *loop) dispatch(evs []unix.EpollEvent) {
 			r |= writeReady
 		}
 		st.ready |= r
-		if t.waiting && t.wfd == fd && st.ready&t.want != 0 {
-			st.ready &^= t.want
-			l.resume(t, nil)
+		if t.waiting {
+			for i := range t.wfd {
+				if t.wfd[i] == fd && st.ready&t.want[i] != 0 {
+					st.ready &^= t.want[i]
+					l.resume(t, nil)
+					break
+				}
+			}
 		}
 	}
 }
@@ -366,14 +371,28 @@ func (l *loop) run1(t *task) {
 			}()
 			return
 		}
-		// A wait: is the socket ready already?
-		st := l.watch(t, t.wfd)
-		if st == nil {
+		// A wait: is a socket ready already?
+		ready, failed := false, false
+		for i, fd := range t.wfd {
+			if t.want[i] == 0 {
+				continue
+			}
+			st := l.watch(t, fd)
+			if st == nil {
+				failed = true
+				break
+			}
+			if st.ready&t.want[i] != 0 {
+				st.ready &^= t.want[i]
+				ready = true
+				break
+			}
+		}
+		if failed {
 			t.werr = errWatch
 			continue
 		}
-		if st.ready&t.want != 0 {
-			st.ready &^= t.want
+		if ready {
 			t.werr = nil
 			continue
 		}
@@ -451,8 +470,8 @@ type task struct {
 
 	// The wait the coroutine asks for, and its result; set on the
 	// coroutine before it yields, and by the loop before it resumes.
-	wfd      int
-	want     uint32
+	wfd      [2]int
+	want     [2]uint32 // 0: the slot is unused
 	deadline int64
 	werr     error
 	detach   bool
@@ -470,13 +489,19 @@ func (t *task) onLoop() bool { return t.attached.Load() && t.l.current == t }
 
 // Wait implements sockio.Waiter.
 func (t *task) Wait(fd int, write bool, deadline time.Time) (bool, error) {
+	want := uint32(readReady)
+	if write {
+		want = writeReady
+	}
+	return t.wait([2]int{fd, -1}, [2]uint32{want, 0}, deadline)
+}
+
+// wait waits for the first of up to two sockets' readiness.
+func (t *task) wait(fds [2]int, want [2]uint32, deadline time.Time) (bool, error) {
 	if !t.attached.Load() || t.l.current != t {
 		return false, nil
 	}
-	t.wfd, t.want, t.deadline = fd, readReady, 0
-	if write {
-		t.want = writeReady
-	}
+	t.wfd, t.want, t.deadline = fds, want, 0
 	if !deadline.IsZero() {
 		t.deadline = deadline.UnixNano()
 		if t.deadline <= time.Now().UnixNano() {
@@ -553,4 +578,18 @@ func (h timerHeap) next() int64 {
 		return 0
 	}
 	return h[0].deadline
+}
+
+func (t *task) waitAny(a, b Ready, deadline time.Time) (bool, error) {
+	mask := func(r Ready) uint32 {
+		var m uint32
+		if r.Read {
+			m |= readReady
+		}
+		if r.Write {
+			m |= writeReady
+		}
+		return m
+	}
+	return t.wait([2]int{a.FD, b.FD}, [2]uint32{mask(a), mask(b)}, deadline)
 }

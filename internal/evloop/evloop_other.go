@@ -49,4 +49,5 @@ func (*task) Wait(int, bool, time.Time) (bool, error) { return false, nil }
 func ConnectControl(context.Context, time.Time) func(network, address string, c syscall.RawConn) error {
 	return nil
 }
-func (*task) unbind() {}
+func (*task) unbind()                                       {}
+func (*task) waitAny(Ready, Ready, time.Time) (bool, error) { return false, nil }

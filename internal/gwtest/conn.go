@@ -38,6 +38,12 @@ func (c *Conn) Waitable() bool {
 	return ok && c.tls.Load() == nil
 }
 
+// Sock returns the sockio connection beneath a TCP connection without TLS.
+func (c *Conn) Sock() (*sockio.Conn, bool) {
+	s, ok := c.raw.(*sockio.Conn)
+	return s, ok && c.tls.Load() == nil
+}
+
 // SetWaiter makes w wait for the TCP connection's socket.
 func (c *Conn) SetWaiter(w sockio.Waiter) {
 	if s, ok := c.raw.(*sockio.Conn); ok {

@@ -781,7 +781,8 @@ func TestUnansweredLoginCounts(t *testing.T) {
 
 // Sessions run on event loops from the greeting to the login, with the
 // same answers, and leave them only where they would wait for something
-// else.
+// else. After the login the relay goes on on the loop while bytes move,
+// and hands an idle session to the idle poller.
 func TestSessionsOnEventLoops(t *testing.T) {
 	for _, p := range protocols {
 		t.Run(p.name, func(t *testing.T) {
@@ -792,6 +793,21 @@ func TestSessionsOnEventLoops(t *testing.T) {
 			be := startAuthBackend(t, p, 0, false)
 			g := startGatewayFailing(t, p, be.addr, 3, func(c *mailgate.Config) { c.Loops = loops })
 			t.Cleanup(loops.Close) // after the gateway's cleanup: sessions end first
+			st := loops.Stats()
+			ended := func(n int64) {
+				t.Helper()
+				for deadline := time.Now().Add(10 * time.Second); st.Ended.Load() < n; {
+					if time.Now().After(deadline) {
+						t.Fatalf("%d handlers ended on their loop, want %d", st.Ended.Load(), n)
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+			}
+			unknown, quit, bye := "FOO", "QUIT", "+OK Bye."
+			if p.imap {
+				unknown, quit, bye = "x FOO", "y LOGOUT", "* BYE Logging out"
+			}
+			// Logged in, a command at once, and the end: all on the loop.
 			c := g.dial(t, "127.0.0.51")
 			if l := c.answer("wrong-pass"); l != p.fail {
 				t.Errorf("wrong password: %q", l)
@@ -799,16 +815,32 @@ func TestSessionsOnEventLoops(t *testing.T) {
 			if l := c.answer("right-pass"); !strings.HasPrefix(l, p.ok) {
 				t.Errorf("right password: %q", l)
 			}
-			idle := g.dial(t, "127.0.0.52")
+			if l := c.cmd(unknown); !strings.Contains(l, "Unknown command") {
+				t.Errorf("relayed command: %q", l)
+			}
+			if l := c.cmd(quit); l != bye {
+				t.Errorf("relayed %s: %q", quit, l)
+			}
+			if !c.closed() {
+				t.Error("the session did not end with the backend's")
+			}
+			ended(1)
+			// Logged in and idle: handed to the idle poller, still relayed.
+			c2 := g.dial(t, "127.0.0.52")
+			if l := c2.answer("right-pass"); !strings.HasPrefix(l, p.ok) {
+				t.Errorf("right password: %q", l)
+			}
+			ended(2)
+			if l := c2.cmd(unknown); !strings.Contains(l, "Unknown command") {
+				t.Errorf("relayed command after the hand-off: %q", l)
+			}
+			// Before login, waiting for a command.
+			idle := g.dial(t, "127.0.0.53")
 			if l := idle.cmd(map[bool]string{true: "a NOOP", false: "CAPA"}[p.imap]); !strings.Contains(l, "OK") {
 				t.Errorf("NOOP or CAPA: %q", l)
 			}
-			st := loops.Stats()
-			if st.Started.Load() != 2 || st.Detached.Load() != 0 {
-				t.Errorf("on the loops: %d started, %d left them; want 2 and 0", st.Started.Load(), st.Detached.Load())
-			}
-			if st.Ended.Load() < 1 {
-				t.Errorf("the logged-in session's handler did not end on its loop (handed off): %d ended", st.Ended.Load())
+			if st.Started.Load() != 3 || st.Detached.Load() != 0 {
+				t.Errorf("on the loops: %d started, %d left them; want 3 and 0", st.Started.Load(), st.Detached.Load())
 			}
 		})
 	}

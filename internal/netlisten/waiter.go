@@ -22,3 +22,14 @@ func (c *Conn) SetWaiter(w sockio.Waiter) {
 		s.SetWaiter(w)
 	}
 }
+
+// Sock returns the sockio connection beneath when reads and writes go
+// straight to it (no TLS, nothing read ahead): for a relay on an event
+// loop.
+func (c *Conn) Sock() (*sockio.Conn, bool) {
+	if c.cur.Load().tls != nil {
+		return nil, false
+	}
+	s, ok := c.base.(*sockio.Conn)
+	return s, ok
+}

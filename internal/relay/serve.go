@@ -240,6 +240,13 @@ func (s *Conns) track(c io.Closer, add bool) {
 // that lives while they do. Otherwise (TLS on either side) Splice runs on
 // two goroutines.
 func (s *Conns) Handoff(ctx context.Context, client, backend net.Conn, buffered []byte, done func()) {
+	// On an event loop, the bytes that follow the login at once move on
+	// the loop.
+	if ended, ran := s.relayOnLoop(ctx, client, backend, buffered, done); ended {
+		return
+	} else if ran {
+		buffered = nil // written
+	}
 	// The relay waits for its sockets itself, on goroutines or the idle
 	// poller, while the handler may still be running on its loop.
 	evloop.Release(ctx)

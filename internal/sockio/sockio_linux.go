@@ -3,6 +3,7 @@
 package sockio
 
 import (
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -302,4 +303,66 @@ func (c *Conn) tryWrite(fd uintptr) bool {
 		c.werr = syscall.EAGAIN
 	}
 	return true
+}
+
+// ErrWouldBlock is ReadNow's and WriteNow's answer when the socket has
+// nothing to read or no room to write.
+var ErrWouldBlock = errors.New("sockio: the socket is not ready")
+
+// ReadNow reads what is queued on the socket without waiting: 0 and
+// ErrWouldBlock when nothing is, io.EOF at the end of the stream. It is for
+// an event loop's relay, which waits for readiness itself; the descriptor
+// is guarded against a concurrent Close as in Read.
+func (c *Conn) ReadNow(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	c.rbuf, c.rn, c.rerr = p, 0, 0
+	err := c.rc.Read(c.tryReadFn)
+	n, errno := c.rn, c.rerr
+	c.rbuf = nil
+	switch {
+	case err != nil:
+		return 0, c.opError("read", err)
+	case errno == syscall.EAGAIN:
+		return 0, ErrWouldBlock
+	case errno != 0:
+		return 0, c.opError("read", os.NewSyscallError("read", errno))
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// WriteNow writes what the socket takes of p without waiting: the count
+// written, with ErrWouldBlock when it took less than all.
+func (c *Conn) WriteNow(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wbuf, c.wn, c.werr = p, 0, 0
+	err := c.rc.Write(c.tryWriteFn)
+	n, errno := c.wn, c.werr
+	c.wbuf = nil
+	switch {
+	case err != nil:
+		return n, c.opError("write", err)
+	case errno == syscall.EAGAIN:
+		return n, ErrWouldBlock
+	case errno != 0:
+		return n, c.opError("write", os.NewSyscallError("write", errno))
+	}
+	return n, nil
+}
+
+// FD returns the socket's descriptor, -1 once it is closed: for waiting
+// for it (the number is reused after a Close).
+func (c *Conn) FD() int {
+	fd := -1
+	c.rc.Control(func(d uintptr) { fd = int(d) })
+	return fd
 }

@@ -1,0 +1,136 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/postern/postern/internal/evloop"
+	"github.com/postern/postern/internal/sockio"
+)
+
+// sockOf returns the sockio connection that c reads and writes through
+// when nothing (TLS, bytes read ahead) stands in front of it.
+func sockOf(c net.Conn) (*sockio.Conn, bool) {
+	switch v := c.(type) {
+	case *sockio.Conn:
+		return v, true
+	case *limitedConn:
+		return sockOf(v.Conn)
+	case interface{ Sock() (*sockio.Conn, bool) }:
+		return v.Sock()
+	}
+	return nil, false
+}
+
+// loopBuffers are the relay's read buffers on the loops: one per relay
+// while it moves bytes, given back when it goes idle or ends.
+var loopBuffers = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+
+// loopDir is one direction of a relay on a loop.
+type loopDir struct {
+	src, dst *sockio.Conn
+	pend     []byte // read, not yet written
+	n        int64  // bytes written
+}
+
+// move moves what can move now; it reports whether bytes moved, and false
+// for ok at the end of the stream or an error.
+func (d *loopDir) move(buf []byte) (moved, ok bool) {
+	if len(d.pend) > 0 {
+		n, err := d.dst.WriteNow(d.pend)
+		d.n += int64(n)
+		d.pend = d.pend[n:]
+		if err != nil && !errors.Is(err, sockio.ErrWouldBlock) {
+			return n > 0, false
+		}
+		if len(d.pend) > 0 {
+			return n > 0, true
+		}
+		d.pend = nil
+		moved = n > 0
+	}
+	n, err := d.src.ReadNow(buf)
+	if n == 0 {
+		return moved, errors.Is(err, sockio.ErrWouldBlock)
+	}
+	w, err := d.dst.WriteNow(buf[:n])
+	d.n += int64(w)
+	if w < n {
+		d.pend = append([]byte(nil), buf[w:n]...)
+	}
+	return true, err == nil || errors.Is(err, sockio.ErrWouldBlock)
+}
+
+// relayOnLoop relays a logged-in session's bytes on the loop its handler
+// runs on, as long as they move: a login followed at once by commands (or
+// by LOGOUT) costs no hand-off to another goroutine. ended says the
+// session ended (both connections closed, the bytes reported, done
+// called); otherwise, when ran, no byte moved for activeGrace and buffered
+// has been written: the caller hands the session to the idle poller with
+// nothing buffered. Off a loop, or with connections it cannot relay, it
+// does nothing (ran false).
+func (s *Conns) relayOnLoop(ctx context.Context, client, backend net.Conn, buffered []byte, done func()) (ended, ran bool) {
+	if !evloop.OnLoop(ctx) {
+		return false, false
+	}
+	c, ok1 := sockOf(client)
+	b, ok2 := sockOf(backend)
+	if !ok1 || !ok2 {
+		return false, false
+	}
+	cfd, bfd := c.FD(), b.FD()
+	if cfd < 0 || bfd < 0 {
+		return false, false
+	}
+	client.SetDeadline(time.Time{})
+	backend.SetDeadline(time.Time{})
+	// The gateway's end ends the session, as it ends a handed-off one.
+	stop := context.AfterFunc(ctx, func() { client.Close() })
+	defer stop()
+	bp := loopBuffers.Get().(*[]byte)
+	defer loopBuffers.Put(bp)
+	buf := *bp
+	up := loopDir{src: c, dst: b, pend: buffered}
+	down := loopDir{src: b, dst: c}
+	deadline := time.Now().Add(activeGrace)
+	for {
+		m1, ok1 := up.move(buf)
+		m2, ok2 := down.move(buf)
+		if !ok1 || !ok2 {
+			client.Close()
+			backend.Close()
+			reportRelayed(backend, up.n, down.n)
+			if done != nil {
+				done()
+			}
+			return true, true
+		}
+		if m1 || m2 {
+			deadline = time.Now().Add(activeGrace)
+			continue
+		}
+		pending := len(up.pend) > 0 || len(down.pend) > 0
+		var until time.Time
+		if !pending {
+			until = deadline
+		}
+		on, err := evloop.WaitAny(ctx,
+			evloop.Ready{FD: cfd, Read: len(up.pend) == 0, Write: len(down.pend) > 0},
+			evloop.Ready{FD: bfd, Read: len(down.pend) == 0, Write: len(up.pend) > 0}, until)
+		if !on {
+			// Nothing here leaves the loop; should it have, the bytes
+			// pending could not be handed over: end the session.
+			up.pend, down.pend = nil, nil
+			backend.Close() // the next move fails
+			continue
+		}
+		if err != nil && !pending {
+			// Idle: the idle poller takes over.
+			reportRelayed(backend, up.n, down.n)
+			return false, true
+		}
+	}
+}

@@ -1,0 +1,147 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/postern/postern/internal/evloop"
+	"github.com/postern/postern/internal/sockio"
+)
+
+// loopPair returns both ends of a loopback TCP connection, the accepted one
+// as a *sockio.Conn.
+func loopPair(t *testing.T) (*sockio.Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	far, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	near, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { far.Close(); near.Close() })
+	return sockio.New(near.(*net.TCPConn)).(*sockio.Conn), far
+}
+
+// The relay on a loop moves megabytes both ways at once, through full
+// sockets (a peer that reads slowly), intact, and ends with the stream.
+func TestRelayOnLoop(t *testing.T) {
+	loops, err := evloop.Start(1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer loops.Close()
+	cl, clFar := loopPair(t) // the client's connection; clFar is the client
+	be, beFar := loopPair(t) // the backend connection; beFar is the backend
+	upData := make([]byte, 4<<20)
+	downData := make([]byte, 4<<20)
+	rand.Read(upData)
+	rand.Read(downData)
+	buffered := []byte("buffered after login\r\n")
+	type result struct{ ended, ran bool }
+	res := make(chan result, 1)
+	var s Conns
+	var doneCalled sync.WaitGroup
+	doneCalled.Add(1)
+	loops.Go(context.Background(), nil, func(ctx context.Context) {
+		evloop.Bind(ctx, cl)
+		evloop.Bind(ctx, be)
+		ended, ran := s.relayOnLoop(ctx, cl, be, buffered, doneCalled.Done)
+		res <- result{ended, ran}
+	})
+	var wg sync.WaitGroup
+	var gotUp, gotDown []byte
+	wg.Add(3)
+	go func() { defer wg.Done(); clFar.Write(upData) }()
+	go func() { defer wg.Done(); beFar.Write(downData) }()
+	go func() {
+		defer wg.Done()
+		// The client reads slowly at first: the relay's writes to it fill
+		// the socket and wait.
+		time.Sleep(50 * time.Millisecond)
+		gotDown = make([]byte, len(downData))
+		io.ReadFull(clFar, gotDown)
+	}()
+	gotUp = make([]byte, len(buffered)+len(upData))
+	if _, err := io.ReadFull(beFar, gotUp); err != nil {
+		t.Fatalf("backend read: %v", err)
+	}
+	wg.Wait()
+	if !bytes.Equal(gotUp, append(append([]byte(nil), buffered...), upData...)) {
+		t.Error("bytes up differ")
+	}
+	if !bytes.Equal(gotDown, downData) {
+		t.Error("bytes down differ")
+	}
+	beFar.Close() // the backend ends the session
+	select {
+	case r := <-res:
+		if !r.ended || !r.ran {
+			t.Fatalf("relay: ended %v ran %v, want both", r.ended, r.ran)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the relay did not end with the backend's stream")
+	}
+	doneCalled.Wait()
+	if _, err := clFar.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("client side after the end: %v, want EOF", err)
+	}
+}
+
+// An idle relay gives the session back after activeGrace, with nothing
+// pending, and the connections open.
+func TestRelayOnLoopIdle(t *testing.T) {
+	loops, err := evloop.Start(1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer loops.Close()
+	cl, clFar := loopPair(t)
+	be, beFar := loopPair(t)
+	type result struct{ ended, ran bool }
+	res := make(chan result, 1)
+	var s Conns
+	loops.Go(context.Background(), nil, func(ctx context.Context) {
+		evloop.Bind(ctx, cl)
+		evloop.Bind(ctx, be)
+		ended, ran := s.relayOnLoop(ctx, cl, be, nil, nil)
+		res <- result{ended, ran}
+	})
+	clFar.Write([]byte("a NOOP\r\n"))
+	b := make([]byte, 8)
+	if _, err := io.ReadFull(beFar, b); err != nil || string(b) != "a NOOP\r\n" {
+		t.Fatalf("relayed %q %v", b, err)
+	}
+	select {
+	case r := <-res:
+		if r.ended || !r.ran {
+			t.Fatalf("idle relay: ended %v ran %v, want false true", r.ended, r.ran)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the idle relay did not give the session back")
+	}
+	// Both connections still open, nothing left unread.
+	for _, c := range []struct {
+		far  net.Conn
+		near *sockio.Conn
+	}{{clFar, cl}, {beFar, be}} {
+		c.far.Write([]byte("ok\r\n"))
+		c.near.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got := make([]byte, 4)
+		if _, err := io.ReadFull(c.near, got); err != nil || string(got) != "ok\r\n" {
+			t.Fatalf("after the relay: %q %v", got, err)
+		}
+	}
+}
