@@ -192,7 +192,7 @@ func (b *bench) startServers() (err error) {
 		return err
 	}
 	p := b.a.pt
-	if b.ptMail, err = startPostern("postern-mail", filepath.Join(b.tmp, "postern-mail"), b.bin, posternMailConf(filepath.Join(b.tmp, "postern-mail"), b.a, b.cert), p.imap, p.imaps, p.smtp, p.smtps); err != nil {
+	if b.ptMail, err = startPostern("postern-mail", filepath.Join(b.tmp, "postern-mail"), b.bin, posternMailConf(filepath.Join(b.tmp, "postern-mail"), b.a, b.cert, b.o.eventLoops), p.imap, p.imaps, p.smtp, p.smtps); err != nil {
 		return err
 	}
 	web := func(name, listen, backend string, c *certFiles) (*proc, error) {

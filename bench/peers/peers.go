@@ -240,8 +240,8 @@ func startHAProxy(dir, conf string, wait ...string) (*proc, error) {
 // with a PROXY v2 header, plaintext logins allowed from loopback (as
 // bench/imap), intrusion prevention on with every trigger, the connection
 // rates and per-address limits set beyond the load (every load client is
-// on 127.0.0.0/8).
-func posternMailConf(dir string, a addrs, c *certFiles) string {
+// on 127.0.0.0/8); eventLoops sets event_loops.
+func posternMailConf(dir string, a addrs, c *certFiles, eventLoops bool) string {
 	var s strings.Builder
 	s.WriteString("# written by bench/peers\nservices:\n")
 	svc := func(name, listen, backend string, tls, imap bool) {
@@ -269,6 +269,9 @@ store: { path: %q }
 admin: { listen: %q, token_file: %q }
 log: { level: info }
 `, filepath.Join(dir, "postern.db"), "unix:"+filepath.Join(dir, "admin.sock"), filepath.Join(dir, "admin.token"))
+	if eventLoops {
+		s.WriteString("event_loops: true\n")
+	}
 	return s.String()
 }
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -28,14 +29,8 @@ func ConnectControl(ctx context.Context, deadline time.Time) func(network, addre
 		if err != nil {
 			return fmt.Errorf("evloop: connect to %q: %w", address, err)
 		}
-		var sa unix.Sockaddr
-		if a := ap.Addr(); a.Is4() {
-			sa = &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.As4()}
-		} else {
-			sa = &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}
-		}
 		var cerr error
-		err = c.Control(func(fd uintptr) { cerr = connect(t, int(fd), sa, deadline) })
+		err = c.Control(func(fd uintptr) { cerr = connect(t, int(fd), ap, deadline) })
 		if err != nil {
 			return err
 		}
@@ -44,18 +39,24 @@ func ConnectControl(ctx context.Context, deadline time.Time) func(network, addre
 }
 
 // connect starts a non-blocking connect and waits on t's loop until it is
-// made, failed, or the deadline passes.
-func connect(t *task, fd int, sa unix.Sockaddr, deadline time.Time) error {
-	err := unix.Connect(fd, sa)
-	for err == unix.EINTR {
-		err = unix.Connect(fd, sa)
+// made, failed, or the deadline passes. The system calls are raw: the
+// socket is non-blocking, and the runtime's entry for blocking calls would
+// wake its monitor thread for nothing.
+func connect(t *task, fd int, ap netip.AddrPort, deadline time.Time) error {
+	rsa, alen := rawSockaddr(ap)
+	var e unix.Errno
+	for {
+		_, _, e = unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&rsa)), alen)
+		if e != unix.EINTR {
+			break
+		}
 	}
-	switch err {
-	case nil, unix.EISCONN:
+	switch e {
+	case 0, unix.EISCONN:
 		return nil
 	case unix.EINPROGRESS, unix.EALREADY:
 	default:
-		return os.NewSyscallError("connect", err)
+		return os.NewSyscallError("connect", e)
 	}
 	for {
 		on, werr := t.Wait(fd, true, deadline)
@@ -65,9 +66,11 @@ func connect(t *task, fd int, sa unix.Sockaddr, deadline time.Time) error {
 		if werr != nil {
 			return werr
 		}
-		v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
-		if err != nil {
-			return os.NewSyscallError("getsockopt", err)
+		var v int32
+		l := uint32(4)
+		if _, _, e := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_ERROR,
+			uintptr(unsafe.Pointer(&v)), uintptr(unsafe.Pointer(&l)), 0); e != 0 {
+			return os.NewSyscallError("getsockopt", e)
 		}
 		switch e := syscall.Errno(v); e {
 		case 0:
@@ -78,4 +81,26 @@ func connect(t *task, fd int, sa unix.Sockaddr, deadline time.Time) error {
 			return os.NewSyscallError("connect", e)
 		}
 	}
+}
+
+// rawSockaddr is ap as the kernel reads it, and its length. An IPv4
+// address (also written as IPv4-mapped IPv6) goes to an IPv4 socket, as
+// the Dialer makes for it.
+func rawSockaddr(ap netip.AddrPort) (unix.RawSockaddrAny, uintptr) {
+	var rsa unix.RawSockaddrAny
+	port := ap.Port()
+	if a := ap.Addr().Unmap(); a.Is4() {
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&rsa))
+		sa.Family = unix.AF_INET
+		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+		p[0], p[1] = byte(port>>8), byte(port) // network byte order
+		sa.Addr = a.As4()
+		return rsa, unix.SizeofSockaddrInet4
+	}
+	sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(&rsa))
+	sa.Family = unix.AF_INET6
+	p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+	p[0], p[1] = byte(port>>8), byte(port)
+	sa.Addr = ap.Addr().As16()
+	return rsa, unix.SizeofSockaddrInet6
 }

@@ -62,6 +62,9 @@ func Start(n int, log *slog.Logger) (*Group, error) {
 	return g, nil
 }
 
+// Len returns the number of loops.
+func (g *Group) Len() int { return len(g.loops) }
+
 // Close stops the loops once their handlers have ended, and waits for
 // that. Handlers still running are not interrupted: close their
 // connections first.

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -183,30 +184,53 @@ func TestMayBlock(t *testing.T) {
 	}
 }
 
-// Wait serves a descriptor that no Conn wraps (a connect in progress).
-func TestWaitConnect(t *testing.T) {
+// ConnectControl connects on the loop: IPv4, IPv6, and a refused
+// connect fails as the Dialer's own would.
+func TestConnectControl(t *testing.T) {
 	g := start(t, 1)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	dial := func(addr string) error {
+		got := make(chan error, 1)
+		g.Go(context.Background(), nil, func(ctx context.Context) {
+			ctrl := ConnectControl(ctx, time.Now().Add(5*time.Second))
+			if ctrl == nil {
+				got <- errors.New("ConnectControl on a loop returned nil")
+				return
+			}
+			d := net.Dialer{Control: ctrl}
+			c, err := d.DialContext(ctx, "tcp", addr)
+			if err == nil {
+				c.Close()
+			}
+			got <- err
+		})
+		return <-got
 	}
-	defer ln.Close()
-	go func() {
-		if c, err := ln.Accept(); err == nil {
-			c.Close()
+	for _, network := range []string{"127.0.0.1:0", "[::1]:0"} {
+		ln, err := net.Listen("tcp", network)
+		if err != nil {
+			t.Logf("%s: %v", network, err) // no IPv6 here
+			continue
 		}
-	}()
-	got := make(chan error, 1)
-	g.Go(context.Background(), nil, func(ctx context.Context) {
-		d := net.Dialer{Control: ConnectControl(ctx, time.Now().Add(5*time.Second))}
-		c, err := d.DialContext(ctx, "tcp", ln.Addr().String())
-		if err == nil {
-			c.Close()
+		accepted := make(chan struct{})
+		go func() {
+			if c, err := ln.Accept(); err == nil {
+				c.Close()
+			}
+			close(accepted)
+		}()
+		if err := dial(ln.Addr().String()); err != nil {
+			t.Errorf("connect to %s: %v", ln.Addr(), err)
 		}
-		got <- err
-	})
-	if err := <-got; err != nil {
-		t.Fatal(err)
+		<-accepted
+		addr := ln.Addr().String()
+		ln.Close()
+		if err := dial(addr); !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Errorf("connect to the closed %s: %v, want ECONNREFUSED", addr, err)
+		}
+	}
+	// Off a loop there is nothing to do.
+	if ConnectControl(context.Background(), time.Time{}) != nil {
+		t.Error("ConnectControl off a loop is not nil")
 	}
 }
 

@@ -29,6 +29,9 @@ type Stats struct {
 // Stats returns empty counters.
 func (g *Group) Stats() *Stats { return &Stats{} }
 
+// Len returns 0.
+func (g *Group) Len() int { return 0 }
+
 // Close does nothing.
 func (g *Group) Close() {}
 

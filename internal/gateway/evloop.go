@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"os"
 	"sync"
 
 	"github.com/postern/postern/internal/evloop"
@@ -14,10 +13,10 @@ type loopState struct {
 	group *evloop.Group
 }
 
-// eventLoops returns the event loops, nil when they are off or cannot
-// start here (then sessions run on goroutines).
-func (g *Gateway) eventLoops() *evloop.Group {
-	if os.Getenv("POSTERN_EVENT_LOOPS") != "1" {
+// eventLoops returns the event loops when on (event_loops), nil when off
+// or when they cannot start here (then sessions run on goroutines).
+func (g *Gateway) eventLoops(on bool) *evloop.Group {
+	if !on {
 		return nil
 	}
 	g.loops.once.Do(func() {
@@ -27,6 +26,7 @@ func (g *Gateway) eventLoops() *evloop.Group {
 			return
 		}
 		g.loops.group = grp
+		g.log.Info("event loops started", "loops", grp.Len())
 	})
 	return g.loops.group
 }

@@ -1,0 +1,96 @@
+package gateway
+
+import (
+	"fmt"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/postern/postern/internal/demo"
+	"github.com/postern/postern/internal/service"
+)
+
+// With event_loops, the IMAP and POP3 sessions of direct clients run on
+// the event loops, logins and what follows them work as without; a reload
+// that turns it off leaves new sessions on goroutines.
+func TestEventLoops(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("event loops run on Linux")
+	}
+	dir := t.TempDir()
+	be, err := demo.Start(t.Context(), demo.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { be.Close() })
+	cfg := filepath.Join(dir, "postern.yaml")
+	conf := func(on bool) string {
+		return fmt.Sprintf(`store: { path: %s }
+admin: { listen: "tcp:127.0.0.1:0", token_file: %s }
+event_loops: %v
+services:
+  imap: { listen: "127.0.0.1:0", backend: %q, backend_proxy: v2, plaintext_login: "127.0.0.0/8" }
+  pop3: { listen: "127.0.0.1:0", backend: %q, backend_proxy: v2, plaintext_login: "127.0.0.0/8" }
+`, filepath.Join(dir, "postern.db"), filepath.Join(dir, "admin.token"), on, be.IMAP(), be.POP3())
+	}
+	writeConfig(t, cfg, conf(true))
+	logs := new(syncBuffer)
+	g, reload := runGateway(t, cfg, Options{Log: logs})
+	alice := demo.Users()[0]
+	session := func(svc service.Service) {
+		t.Helper()
+		c, r := dialFrom(t, "127.0.0.61", g.Addr(svc))
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		greeting := readLine(t, r)
+		if svc == service.IMAP {
+			if !strings.HasPrefix(greeting, "* OK") {
+				t.Fatalf("greeting %q", greeting)
+			}
+			fmt.Fprintf(c, "a LOGIN %s %s\r\nb SELECT INBOX\r\nc LOGOUT\r\n", alice.Name, alice.Password)
+			var got []string
+			for {
+				l := readLine(t, r)
+				if tag, _, _ := strings.Cut(l, " "); tag == "a" || tag == "b" || tag == "c" {
+					got = append(got, l)
+					if tag == "c" {
+						break
+					}
+				}
+			}
+			if len(got) != 3 || !strings.HasPrefix(got[0], "a OK") || !strings.HasPrefix(got[1], "b OK") || !strings.HasPrefix(got[2], "c OK") {
+				t.Fatalf("IMAP session: %q", got)
+			}
+			return
+		}
+		if !strings.HasPrefix(greeting, "+OK") {
+			t.Fatalf("greeting %q", greeting)
+		}
+		fmt.Fprintf(c, "USER %s\r\nPASS %s\r\nSTAT\r\nQUIT\r\n", alice.Name, alice.Password)
+		for _, want := range []string{"+OK", "+OK", "+OK", "+OK"} {
+			if l := readLine(t, r); !strings.HasPrefix(l, want) {
+				t.Fatalf("POP3 session: %q", l)
+			}
+		}
+	}
+	session(service.IMAP)
+	session(service.POP3)
+	grp := g.loops.group
+	if grp == nil {
+		t.Fatal("event_loops: true started no loops")
+	}
+	st := grp.Stats()
+	if st.Started.Load() != 2 || st.Detached.Load() != 0 {
+		t.Fatalf("on the loops: %d started, %d left them; want 2 and 0", st.Started.Load(), st.Detached.Load())
+	}
+	// Off at a reload: new sessions on goroutines.
+	writeConfig(t, cfg, conf(false))
+	reload <- struct{}{}
+	logs.waitLog(t, "configuration reloaded", 1)
+	session(service.IMAP)
+	if n := st.Started.Load(); n != 2 {
+		t.Fatalf("after event_loops: false, %d sessions started on the loops, want 2", n)
+	}
+}
