@@ -65,14 +65,28 @@ func Start(n int, log *slog.Logger) (*Group, error) {
 // Len returns the number of loops.
 func (g *Group) Len() int { return len(g.loops) }
 
+// closeWait bounds how long Close waits for handlers still running.
+const closeWait = 5 * time.Second
+
 // Close stops the loops once their handlers have ended, and waits for
-// that. Handlers still running are not interrupted: close their
-// connections first.
+// that, at most closeWait: handlers still running are not interrupted
+// (close their connections first), and a loop that still has one goes on
+// serving it.
 func (g *Group) Close() {
 	for _, l := range g.loops {
 		l.stop()
 	}
-	g.wg.Wait()
+	done := make(chan struct{})
+	go func() {
+		g.wg.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(closeWait)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
 }
 
 // Go runs handle on one of the loops, with a context derived from ctx that
