@@ -30,7 +30,13 @@ func ConnectControl(ctx context.Context, deadline time.Time) func(network, addre
 			return fmt.Errorf("evloop: connect to %q: %w", address, err)
 		}
 		var cerr error
-		err = c.Control(func(fd uintptr) { cerr = connect(t, int(fd), ap, deadline) })
+		err = c.Control(func(fd uintptr) {
+			cerr = connect(t, int(fd), ap, deadline)
+			if cerr != nil {
+				// The Dialer closes the socket: its number may come back.
+				t.l.forgetFD(t, int(fd))
+			}
+		})
 		if err != nil {
 			return err
 		}

@@ -529,10 +529,32 @@ func (t *task) wait(fds [2]int, want [2]uint32, deadline time.Time) (bool, error
 	return true, t.werr
 }
 
-// Wake implements sockio.Waiter.
-func (t *task) Wake() {
+// Wake implements sockio.Waiter. Called by the task itself, on its loop,
+// the loop forgets fd at once, so that a socket the task opens next under
+// the same number is watched anew; from another goroutine it wakes the
+// task's wait.
+func (t *task) Wake(fd int) {
+	if t.onLoop() {
+		t.l.forgetFD(t, fd)
+		return
+	}
 	if t.attached.Load() {
 		t.l.post(t, &t.l.wakes)
+	}
+}
+
+// forgetFD stops watching t's descriptor fd, closed (the kernel has
+// dropped it from the epoll instance already).
+func (l *loop) forgetFD(t *task, fd int) {
+	if fd < 0 || fd >= len(l.fds) || l.fds[fd].t != t {
+		return
+	}
+	l.fds[fd] = fdState{}
+	for i, f := range t.fds {
+		if f == fd {
+			t.fds = append(t.fds[:i], t.fds[i+1:]...)
+			break
+		}
 	}
 }
 

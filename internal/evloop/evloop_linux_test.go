@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/postern/postern/internal/sockio"
 )
 
@@ -244,5 +246,55 @@ func TestPanic(t *testing.T) {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the loop stopped after a panic")
+	}
+}
+
+// A handler that closes a socket (telling its Waiter, as sockio.Conn's
+// Close does) and then waits on another socket under the same number gets
+// the new one watched: its wait ends when data comes.
+func TestDescriptorReused(t *testing.T) {
+	g := start(t, 1)
+	got := make(chan string, 1)
+	g.Go(context.Background(), nil, func(ctx context.Context) {
+		tk := ctx.Value(ctxKey{}).(*task)
+		p, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		defer unix.Close(p[1])
+		// Watched, nothing to read: the wait times out.
+		if _, err := tk.Wait(p[0], false, time.Now().Add(10*time.Millisecond)); !errors.Is(err, os.ErrDeadlineExceeded) {
+			got <- fmt.Sprintf("first wait: %v", err)
+			return
+		}
+		num := p[0]
+		unix.Close(num)
+		tk.Wake(num)
+		q, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		defer unix.Close(q[1])
+		// The new socket under the old number (the lowest free one is
+		// often the old number already).
+		if q[0] != num {
+			if err := unix.Dup3(q[0], num, unix.O_CLOEXEC); err != nil {
+				got <- err.Error()
+				return
+			}
+			unix.Close(q[0])
+		}
+		defer unix.Close(num)
+		unix.Write(q[1], []byte("x"))
+		if _, err := tk.Wait(num, false, time.Now().Add(5*time.Second)); err != nil {
+			got <- fmt.Sprintf("wait on the new socket: %v", err)
+			return
+		}
+		got <- "ok"
+	})
+	if s := <-got; s != "ok" {
+		t.Fatal(s)
 	}
 }

@@ -29,6 +29,10 @@ func sockOf(c net.Conn) (*sockio.Conn, bool) {
 // while it moves bytes, given back when it goes idle or ends.
 var loopBuffers = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
 
+// loopGrace is how long a relay on a loop waits for bytes before it hands
+// the session to the idle poller: activeGrace (a variable for tests).
+var loopGrace = activeGrace
+
 // loopDir is one direction of a relay on a loop.
 type loopDir struct {
 	src, dst *sockio.Conn
@@ -68,7 +72,7 @@ func (d *loopDir) move(buf []byte) (moved, ok bool) {
 // runs on, as long as they move: a login followed at once by commands (or
 // by LOGOUT) costs no hand-off to another goroutine. ended says the
 // session ended (both connections closed, the bytes reported, done
-// called); otherwise, when ran, no byte moved for activeGrace and buffered
+// called); otherwise, when ran, no byte moved for loopGrace and buffered
 // has been written: the caller hands the session to the idle poller with
 // nothing buffered. Off a loop, or with connections it cannot relay, it
 // does nothing (ran false).
@@ -95,7 +99,7 @@ func (s *Conns) relayOnLoop(ctx context.Context, client, backend net.Conn, buffe
 	buf := *bp
 	up := loopDir{src: c, dst: b, pend: buffered}
 	down := loopDir{src: b, dst: c}
-	deadline := time.Now().Add(activeGrace)
+	deadline := time.Now().Add(loopGrace)
 	for {
 		m1, ok1 := up.move(buf)
 		m2, ok2 := down.move(buf)
@@ -109,7 +113,7 @@ func (s *Conns) relayOnLoop(ctx context.Context, client, backend net.Conn, buffe
 			return true, true
 		}
 		if m1 || m2 {
-			deadline = time.Now().Add(activeGrace)
+			deadline = time.Now().Add(loopGrace)
 			continue
 		}
 		pending := len(up.pend) > 0 || len(down.pend) > 0

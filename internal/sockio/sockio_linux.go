@@ -199,10 +199,13 @@ func (c *Conn) SetWaiter(w Waiter) {
 
 // Close closes the connection and wakes a Waiter waiting for it.
 func (c *Conn) Close() error {
-	err := c.TCPConn.Close()
-	if r := c.waiter.Load(); r != nil {
-		r.w.Wake()
+	r := c.waiter.Load()
+	if r == nil {
+		return c.TCPConn.Close()
 	}
+	fd := c.FD()
+	err := c.TCPConn.Close()
+	r.w.Wake(fd)
 	return err
 }
 

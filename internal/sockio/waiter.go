@@ -13,9 +13,10 @@ type Waiter interface {
 	// reports false when the Waiter no longer runs the calling code (the
 	// code moved to a goroutine of its own): the caller waits itself.
 	Wait(fd int, write bool, deadline time.Time) (bool, error)
-	// Wake ends a Wait of the connection's code early: it was closed. Any
-	// goroutine may call it.
-	Wake()
+	// Wake ends a Wait of the connection's code early: the socket fd was
+	// closed (fd is -1 when it was closed before). Any goroutine may call
+	// it.
+	Wake(fd int)
 }
 
 // waiterRef holds a Waiter for an atomic pointer.
