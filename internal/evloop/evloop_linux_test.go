@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"net"
 	"os"
 	"sync"
@@ -297,4 +298,36 @@ func TestDescriptorReused(t *testing.T) {
 	if s := <-got; s != "ok" {
 		t.Fatal(s)
 	}
+}
+
+// BenchmarkSwitch is what a wait costs a handler on a loop against a
+// goroutine: a coroutine's round trip (iter.Pull, as the loops use) and a
+// round trip between two goroutines over channels.
+func BenchmarkSwitch(b *testing.B) {
+	b.Run("coroutine", func(b *testing.B) {
+		next, stop := iter.Pull(func(yield func(int) bool) {
+			for i := 0; ; i++ {
+				if !yield(i) {
+					return
+				}
+			}
+		})
+		defer stop()
+		for b.Loop() {
+			next()
+		}
+	})
+	b.Run("goroutines", func(b *testing.B) {
+		ping, pong := make(chan int), make(chan int)
+		go func() {
+			for v := range ping {
+				pong <- v
+			}
+		}()
+		defer close(ping)
+		for b.Loop() {
+			ping <- 1
+			<-pong
+		}
+	})
 }
