@@ -389,6 +389,7 @@ func (l *loop) run1(t *task) {
 			return
 		}
 		// A wait: is a socket ready already?
+		l.forgetClosed(t)
 		ready, failed := false, false
 		for i, fd := range t.wfd {
 			if t.want[i] == 0 {
@@ -484,6 +485,7 @@ type task struct {
 	attached atomic.Bool
 	bmu      sync.Mutex
 	bound    []Bindable
+	closed   []int // descriptors closed (Wake), for the loop to forget
 
 	// The wait the coroutine asks for, and its result; set on the
 	// coroutine before it yields, and by the loop before it resumes.
@@ -529,17 +531,30 @@ func (t *task) wait(fds [2]int, want [2]uint32, deadline time.Time) (bool, error
 	return true, t.werr
 }
 
-// Wake implements sockio.Waiter. Called by the task itself, on its loop,
-// the loop forgets fd at once, so that a socket the task opens next under
-// the same number is watched anew; from another goroutine it wakes the
-// task's wait.
+// Wake implements sockio.Waiter: any goroutine may call it. The loop
+// forgets fd before the task's next wait, so that a socket the task opens
+// under the same number is watched anew, and a wait in progress ends.
 func (t *task) Wake(fd int) {
-	if t.onLoop() {
-		t.l.forgetFD(t, fd)
+	if !t.attached.Load() {
 		return
 	}
-	if t.attached.Load() {
-		t.l.post(t, &t.l.wakes)
+	t.bmu.Lock()
+	if fd >= 0 {
+		t.closed = append(t.closed, fd)
+	}
+	t.bmu.Unlock()
+	t.l.post(t, &t.l.wakes)
+}
+
+// forgetClosed forgets the descriptors closed since the last wait; on the
+// loop.
+func (l *loop) forgetClosed(t *task) {
+	t.bmu.Lock()
+	closed := t.closed
+	t.closed = nil
+	t.bmu.Unlock()
+	for _, fd := range closed {
+		l.forgetFD(t, fd)
 	}
 }
 
