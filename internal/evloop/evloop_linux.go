@@ -228,7 +228,16 @@ func (l *loop) step(done *bool) bool {
 		if e == unix.EINTR {
 			continue
 		}
-		if e != 0 || n == 0 {
+		if e == 0 && n > 0 {
+			l.dispatch(l.events[:n])
+			if int(n) == len(l.events) {
+				continue // there may be more
+			}
+			// The instance is empty: an event from now on is a new edge
+			// for the runtime's poller, which wakes the loop at once, so
+			// no second look is needed before parking.
+		}
+		{
 			l.sleeping.Store(true)
 			l.mu.Lock()
 			pending := len(l.starts) > 0 || len(l.wakes) > 0 || l.stopping
@@ -242,7 +251,6 @@ func (l *loop) step(done *bool) bool {
 			}
 			return false
 		}
-		l.dispatch(l.events[:n])
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postern/postern/internal/evloop"
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/netlisten"
 	"github.com/postern/postern/internal/policy"
@@ -100,6 +101,12 @@ func (a acceptor) Dispatch(start func(relay.Conn)) error {
 // bench/imap's configuration: the real listener, the engine with the
 // IMAP/POP3 triggers on, log lines at info to a file.
 func startBenchProxy(tb testing.TB, backend string) string {
+	return startBenchProxyOn(tb, backend, nil)
+}
+
+// startBenchProxyOn is startBenchProxy with the sessions on loops (nil:
+// goroutines).
+func startBenchProxyOn(tb testing.TB, backend string, loops *evloop.Group) string {
 	tb.Helper()
 	dir := tb.TempDir()
 	path := filepath.Join(dir, "postern.yaml")
@@ -128,7 +135,7 @@ intrusion_prevention:
 	tb.Cleanup(func() { logf.Close() })
 	log := slog.New(slog.NewTextHandler(logf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	cfg := Config{Service: service.IMAP, Backend: relay.Dialer{Addr: backend, Proxy: "v2", Limit: relay.NewBackendLimit(nil, nil)},
-		PlaintextLogin: func(a netip.Addr) bool { return a.IsLoopback() }}
+		PlaintextLogin: func(a netip.Addr) bool { return a.IsLoopback() }, Loops: loops}
 	p := New(cfg, eng, func() *policy.Policy { return snap.Policy }, log)
 	ln, err := netlisten.Listen(context.Background(), netlisten.Config{Listen: "127.0.0.1:0", MaxPerAddr: 1000000})
 	if err != nil {
@@ -171,6 +178,24 @@ func benchLogin(tb testing.TB, addr string, buf []byte) {
 // profile's postern share is what to read).
 func BenchmarkLogin(b *testing.B) {
 	addr := startBenchProxy(b, startFakeDovecot(b))
+	buf := make([]byte, 4096)
+	b.ReportAllocs()
+	start := cpuTime()
+	for b.Loop() {
+		benchLogin(b, addr, buf)
+	}
+	b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op")
+}
+
+// BenchmarkLoginEventLoops is BenchmarkLogin with the sessions on event
+// loops (event_loops: true).
+func BenchmarkLoginEventLoops(b *testing.B) {
+	loops, err := evloop.Start(0, nil)
+	if err != nil {
+		b.Skip(err)
+	}
+	addr := startBenchProxyOn(b, startFakeDovecot(b), loops)
+	b.Cleanup(loops.Close) // after the proxy's cleanup
 	buf := make([]byte, 4096)
 	b.ReportAllocs()
 	start := cpuTime()
