@@ -40,19 +40,6 @@ func Bind(ctx context.Context, c Bindable) bool {
 	return ok && t.bind(c)
 }
 
-// Wait waits on the handler's loop for the socket fd to be readable
-// (write false) or writable, until deadline (zero: none). It reports false,
-// without waiting, when the handler does not run on a loop: the caller
-// waits itself. The socket stays watched by the loop until the handler
-// ends; a socket closed before that is forgotten by the kernel.
-func Wait(ctx context.Context, fd int, write bool, deadline time.Time) (bool, error) {
-	t, ok := ctx.Value(ctxKey{}).(*task)
-	if !ok {
-		return false, nil
-	}
-	return t.Wait(fd, write, deadline)
-}
-
 // Release gives the connections bound to the handler ctx belongs to back
 // to the runtime's poller, before the handler hands them to code that
 // waits for them on other goroutines. The handler goes on on its loop.

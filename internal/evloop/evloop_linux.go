@@ -493,7 +493,8 @@ type task struct {
 	attached atomic.Bool
 	bmu      sync.Mutex
 	bound    []Bindable
-	closed   []int // descriptors closed (Wake), for the loop to forget
+	closed   []int       // descriptors closed (Wake), for the loop to forget
+	nclosed  atomic.Bool // closed has entries
 
 	// The wait the coroutine asks for, and its result; set on the
 	// coroutine before it yields, and by the loop before it resumes.
@@ -546,17 +547,21 @@ func (t *task) Wake(fd int) {
 	if !t.attached.Load() {
 		return
 	}
-	t.bmu.Lock()
 	if fd >= 0 {
+		t.bmu.Lock()
 		t.closed = append(t.closed, fd)
+		t.bmu.Unlock()
+		t.nclosed.Store(true)
 	}
-	t.bmu.Unlock()
 	t.l.post(t, &t.l.wakes)
 }
 
 // forgetClosed forgets the descriptors closed since the last wait; on the
 // loop.
 func (l *loop) forgetClosed(t *task) {
+	if !t.nclosed.Swap(false) {
+		return // the usual wait: nothing closed, no lock
+	}
 	t.bmu.Lock()
 	closed := t.closed
 	t.closed = nil
