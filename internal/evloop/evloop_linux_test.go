@@ -150,6 +150,31 @@ func TestCloseWakes(t *testing.T) {
 	}
 }
 
+// A deadline set in the past by another goroutine ends a handler's wait
+// on the loop at once, as it ends a read waiting in the runtime's poller
+// (net.Conn's way to interrupt a read).
+func TestPastDeadlineWakes(t *testing.T) {
+	g := start(t, 1)
+	sv, _ := pair(t)
+	waiting := make(chan struct{})
+	got := make(chan error, 1)
+	g.Go(context.Background(), sv, func(ctx context.Context) {
+		close(waiting)
+		_, err := sv.Read(make([]byte, 10)) // no deadline: waits until interrupted
+		got <- err
+	})
+	<-waiting
+	sv.SetReadDeadline(time.Unix(1, 0))
+	select {
+	case err := <-got:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("read after a past deadline: %v, want os.ErrDeadlineExceeded", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a deadline set in the past did not end the handler's wait")
+	}
+}
+
 // A handler that may block leaves the loop, and the loop goes on serving
 // others meanwhile.
 func TestMayBlock(t *testing.T) {

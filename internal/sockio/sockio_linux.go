@@ -213,19 +213,38 @@ func (c *Conn) Close() error {
 func (c *Conn) SetDeadline(t time.Time) error {
 	c.rdl.Store(unixNano(t))
 	c.wdl.Store(unixNano(t))
-	return c.TCPConn.SetDeadline(t)
+	err := c.TCPConn.SetDeadline(t)
+	c.wakeIfPast(t)
+	return err
 }
 
 // SetReadDeadline sets the read deadline.
 func (c *Conn) SetReadDeadline(t time.Time) error {
 	c.rdl.Store(unixNano(t))
-	return c.TCPConn.SetReadDeadline(t)
+	err := c.TCPConn.SetReadDeadline(t)
+	c.wakeIfPast(t)
+	return err
 }
 
 // SetWriteDeadline sets the write deadline.
 func (c *Conn) SetWriteDeadline(t time.Time) error {
 	c.wdl.Store(unixNano(t))
-	return c.TCPConn.SetWriteDeadline(t)
+	err := c.TCPConn.SetWriteDeadline(t)
+	c.wakeIfPast(t)
+	return err
+}
+
+// wakeIfPast wakes a Waiter for a deadline already past (the way to
+// interrupt a wait from another goroutine): a Waiter's wait in progress
+// holds the deadline it started with, and would not see the new one
+// before that.
+func (c *Conn) wakeIfPast(t time.Time) {
+	if t.IsZero() {
+		return
+	}
+	if r := c.waiter.Load(); r != nil && !t.After(time.Now()) {
+		r.w.Wake(-1)
+	}
 }
 
 func unixNano(t time.Time) int64 {

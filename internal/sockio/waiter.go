@@ -14,8 +14,8 @@ type Waiter interface {
 	// code moved to a goroutine of its own): the caller waits itself.
 	Wait(fd int, write bool, deadline time.Time) (bool, error)
 	// Wake ends a Wait of the connection's code early: the socket fd was
-	// closed (fd is -1 when it was closed before). Any goroutine may call
-	// it.
+	// closed, or (fd -1) it was closed before or a deadline was set in
+	// the past. Any goroutine may call it.
 	Wake(fd int)
 }
 
