@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/postern/postern/internal/evloop"
 )
 
 // Defaults for the zero values of Options.
@@ -156,8 +158,10 @@ func (r *Resolver) VerifiedName(ctx context.Context, addr netip.Addr) (string, e
 		r.mu.Unlock()
 		return name, err
 	}
+	// A session on an event loop leaves it before waiting for DNS.
 	if f, ok := r.flights[addr]; ok {
 		r.mu.Unlock()
+		evloop.MayBlock(ctx)
 		select {
 		case <-f.done:
 			return f.name, f.err
@@ -168,6 +172,7 @@ func (r *Resolver) VerifiedName(ctx context.Context, addr netip.Addr) (string, e
 	f := &flight{done: make(chan struct{})}
 	r.flights[addr] = f
 	r.mu.Unlock()
+	evloop.MayBlock(ctx)
 
 	ours := time.Now().Add(r.timeout)
 	lctx, cancel := context.WithDeadline(ctx, ours)

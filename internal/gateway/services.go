@@ -192,6 +192,7 @@ func (g *Gateway) build(snap *snapshot.Snapshot, checker *dnsbl.Checker, name se
 			cfg.Scan = smtpproxy.Scanning{Scanner: g.scanner(sc), Reject: sp.Action.Value != "accept", Timeout: sp.Timeout.D, MaxSize: maxSize}
 		}
 		cfg.Watch = g.loginWatcher()
+		cfg.Loops = g.eventLoops(snap.Config.EventLoops)
 		srv := smtpproxy.New(cfg, g.engine, g.smtpEnv, g.dnsbl(checker), g.log)
 		b.serve = func(ctx context.Context, acc genAcceptor, drain time.Duration) error {
 			return srv.Serve(ctx, acc, drain)

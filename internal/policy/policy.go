@@ -27,6 +27,7 @@ type Policy struct {
 	// compileMu serializes CompileLoginList: the registry appends its
 	// warnings as it compiles.
 	compileMu sync.Mutex
+	hostMasks bool // HasHostMasks, found once when built
 }
 
 // List is a grant or deny list as written and compiled.
@@ -99,6 +100,7 @@ func Build(cfg *config.File, reg *patterns.Registry) (*Policy, []error, error) {
 	if err := errs.Err(); err != nil {
 		return nil, nil, err
 	}
+	p.hostMasks = p.findHostMasks()
 	return p, warns, nil
 }
 
@@ -113,7 +115,9 @@ func hasMailItems(s *patterns.Set) bool {
 
 // HasHostMasks reports whether any grant, deny or login restriction list
 // has host masks, which need client names from DNS.
-func (p *Policy) HasHostMasks() bool {
+func (p *Policy) HasHostMasks() bool { return p.hostMasks }
+
+func (p *Policy) findHostMasks() bool {
 	has := func(l *List) bool { return l != nil && l.Set.HasHosts() }
 	for _, s := range p.services {
 		if s == nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/ascii"
+	"github.com/postern/postern/internal/evloop"
 	"github.com/postern/postern/internal/relay"
 )
 
@@ -137,6 +138,7 @@ func (b *backend) startTLS(ctx context.Context, cfg *tls.Config, helo string) er
 	if err != nil || r.code != 220 {
 		return fmt.Errorf("backend STARTTLS: %v %s", err, r.text())
 	}
+	evloop.MayBlock(ctx) // the handshake's CPU is not the loop's
 	tc := tls.Client(b.conn, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return fmt.Errorf("TLS to backend: %w", err)

@@ -69,7 +69,9 @@ func startMTA(t *testing.T, withProxy bool) *testMTA {
 	m.addr = ln.Addr().String()
 	done := make(chan struct{})
 	go func() { defer close(done); s.Serve(l) }()
-	t.Cleanup(func() { s.Close(); <-done })
+	// The listener is closed too: Close before Serve has taken it would
+	// leave Serve accepting.
+	t.Cleanup(func() { s.Close(); ln.Close(); <-done })
 	return m
 }
 

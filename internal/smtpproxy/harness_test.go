@@ -90,7 +90,8 @@ func newHarness(t *testing.T, cfgYAML string, mutate func(*Config), dnsbl DNSBL)
 	}
 	t.Cleanup(func() { h.eng.Close() })
 	cfg := Config{Service: service.SMTP, Hostname: "gw.example.test", Backend: h.mta.addr, BackendProxy: "v2",
-		AllowInsecureAuth: true, Timeouts: Timeouts{Command: 5 * time.Second, Data: 5 * time.Second, Backend: 5 * time.Second}}
+		AllowInsecureAuth: true, Timeouts: Timeouts{Command: 5 * time.Second, Data: 5 * time.Second, Backend: 5 * time.Second},
+		Loops: gwtest.Loops(t)}
 	if mutate != nil {
 		mutate(&cfg)
 	}

@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/postern/postern/internal/evloop"
 	"github.com/postern/postern/internal/gate"
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/policy"
@@ -74,6 +75,13 @@ type Config struct {
 	ContentRules     []ContentRule
 	Scan             Scanning // Scan.Scanner nil: no scanning, messages stream through
 	Timeouts         Timeouts
+
+	// Loops, when set, runs the sessions of plain TCP connections on
+	// these event loops (event_loops): a session leaves its loop
+	// (evloop.MayBlock) before a tarpit delay, DNS list lookups, a TLS
+	// handshake, spooling a message for the spam scanner, or an account
+	// protection delay.
+	Loops *evloop.Group
 }
 
 func (c *Config) defaults() {
@@ -153,6 +161,7 @@ func New(cfg Config, eng Engine, env func() Env, dnsbl DNSBL, log *slog.Logger) 
 	}
 	p := &Proxy{cfg: cfg, eng: eng, env: env, dnsbl: dnsbl, log: log.With("service", cfg.Service.String()), logins: gate.NewLogins(eng)}
 	p.conns.Log = p.log
+	p.conns.Loops = cfg.Loops
 	if cfg.Watch != nil {
 		p.logins.Watch(cfg.Watch, cfg.Service.String())
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/postern/postern/internal/evloop"
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/spamscan"
 )
@@ -29,6 +30,7 @@ type Scanning struct {
 // logged.
 func (s *session) dataScanned() error {
 	sc := s.p.cfg.Scan
+	evloop.MayBlock(s.ctx) // a spool file, and the scanner's answer
 	if err := s.reply(newReply(354, "End data with <CR><LF>.<CR><LF>")); err != nil {
 		return err
 	}
@@ -64,6 +66,7 @@ func (s *session) dataScanned() error {
 // chunk has the whole message scanned and relayed like DATA.
 func (s *session) bdatScanned(m *msgState, n int64, last bool) error {
 	if s.spool == nil {
+		evloop.MayBlock(s.ctx) // a spool file, and the scanner's answer
 		s.spool = spamscan.NewSpool(s.p.cfg.Scan.SpoolDir, s.p.cfg.Scan.MemLimit)
 	}
 	bufp := dataBufs.Get().(*[]byte)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/ascii"
+	"github.com/postern/postern/internal/evloop"
 	"github.com/postern/postern/internal/gate"
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/mailaddr"
@@ -75,6 +76,11 @@ func (p *Proxy) Handle(ctx context.Context, conn relay.Conn) {
 	s.deadline = time.Now().Add(p.cfg.Timeouts.Session)
 	defer s.endCtx()
 	addr := client.Addr().Unmap()
+	if s.env.Policy != nil && s.env.Policy.HasHostMasks() {
+		// The access checks may look the client's name up in DNS (host
+		// masks), which an event loop must not wait for.
+		evloop.MayBlock(ctx)
+	}
 	gs, v := p.eng.Accept(addr, p.cfg.Service, func() { conn.Close() })
 	if gs != nil {
 		s.gs = gs
@@ -144,6 +150,7 @@ func (s *session) dnsChecks(addr netip.Addr) bool {
 	if s.p.dnsbl == nil || len(s.env.DNSBLZones)+len(s.env.DNSWLZones) == 0 {
 		return false
 	}
+	evloop.MayBlock(s.ctx) // DNS lookups
 	ctx, cancel := context.WithTimeout(s.ctx, s.p.cfg.Timeouts.DNSBL)
 	defer cancel()
 	if len(s.env.DNSWLZones) > 0 {
@@ -179,6 +186,7 @@ func (s *session) earlyTalker() {
 // reply writes a reply to the client, after the tarpit delay.
 func (s *session) reply(r reply) error {
 	if s.tarpit > 0 {
+		evloop.MayBlock(s.ctx) // a timer: off an event loop
 		t := time.NewTimer(s.tarpit)
 		select {
 		case <-t.C:
@@ -418,6 +426,7 @@ func (s *session) startTLS(c command) error {
 	if err := s.reply(newReply(220, "2.0.0 Ready to start TLS")); err != nil {
 		return err
 	}
+	evloop.MayBlock(s.ctx) // the handshake's CPU is not the loop's
 	// The session's end, or the gateway's, interrupts the handshake.
 	stop := context.AfterFunc(s.sessionCtx(), func() { s.conn.Close() })
 	err := s.conn.StartTLS(s.p.cfg.TLS, 30*time.Second)
