@@ -6,8 +6,9 @@ import (
 	"github.com/postern/postern/internal/evloop"
 )
 
-// loopState is the event loops the mail gateways' sessions run on before
-// login, started with the first service that uses them.
+// loopState is the event loops the mail gateways' sessions run on (IMAP
+// and POP3 up to the login and the relay right after it, SMTP throughout),
+// started with the first service that uses them.
 type loopState struct {
 	once  sync.Once
 	group *evloop.Group
