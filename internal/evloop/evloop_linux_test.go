@@ -129,6 +129,27 @@ func TestDeadline(t *testing.T) {
 
 // Closing the connection from another goroutine ends the handler's wait.
 func TestCloseWakes(t *testing.T) {
+	err := interruptedRead(t, func(sv *sockio.Conn) { sv.Close() })
+	if !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("read of a closed connection: %v, want net.ErrClosed", err)
+	}
+}
+
+// A deadline set in the past by another goroutine ends a handler's wait
+// on the loop at once, as it ends a read waiting in the runtime's poller
+// (net.Conn's way to interrupt a read).
+func TestPastDeadlineWakes(t *testing.T) {
+	err := interruptedRead(t, func(sv *sockio.Conn) { sv.SetReadDeadline(time.Unix(1, 0)) })
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read after a past deadline: %v, want os.ErrDeadlineExceeded", err)
+	}
+}
+
+// interruptedRead returns the error of a handler's read on a loop (no
+// deadline: it waits until interrupted) that another goroutine
+// interrupts once the handler runs.
+func interruptedRead(t *testing.T, interrupt func(sv *sockio.Conn)) error {
+	t.Helper()
 	g := start(t, 1)
 	sv, _ := pair(t)
 	waiting := make(chan struct{})
@@ -139,39 +160,13 @@ func TestCloseWakes(t *testing.T) {
 		got <- err
 	})
 	<-waiting
-	sv.Close()
+	interrupt(sv)
 	select {
 	case err := <-got:
-		if !errors.Is(err, net.ErrClosed) {
-			t.Fatalf("read of a closed connection: %v, want net.ErrClosed", err)
-		}
+		return err
 	case <-time.After(10 * time.Second):
-		t.Fatal("the handler still waits on a closed connection")
-	}
-}
-
-// A deadline set in the past by another goroutine ends a handler's wait
-// on the loop at once, as it ends a read waiting in the runtime's poller
-// (net.Conn's way to interrupt a read).
-func TestPastDeadlineWakes(t *testing.T) {
-	g := start(t, 1)
-	sv, _ := pair(t)
-	waiting := make(chan struct{})
-	got := make(chan error, 1)
-	g.Go(context.Background(), sv, func(ctx context.Context) {
-		close(waiting)
-		_, err := sv.Read(make([]byte, 10)) // no deadline: waits until interrupted
-		got <- err
-	})
-	<-waiting
-	sv.SetReadDeadline(time.Unix(1, 0))
-	select {
-	case err := <-got:
-		if !errors.Is(err, os.ErrDeadlineExceeded) {
-			t.Fatalf("read after a past deadline: %v, want os.ErrDeadlineExceeded", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("a deadline set in the past did not end the handler's wait")
+		t.Fatal("the handler still waits")
+		return nil
 	}
 }
 
