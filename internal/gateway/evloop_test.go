@@ -33,7 +33,9 @@ event_loops: %v
 services:
   imap: { listen: "127.0.0.1:0", backend: %q, backend_proxy: v2, plaintext_login: "127.0.0.0/8" }
   pop3: { listen: "127.0.0.1:0", backend: %q, backend_proxy: v2, plaintext_login: "127.0.0.0/8" }
-`, filepath.Join(dir, "postern.db"), filepath.Join(dir, "admin.token"), on, be.IMAP(), be.POP3())
+  smtp: { listen: "127.0.0.1:0", backend: %q, backend_proxy: v2 }
+local_domains: %q
+`, filepath.Join(dir, "postern.db"), filepath.Join(dir, "admin.token"), on, be.IMAP(), be.POP3(), be.SMTP(), demo.Domain)
 	}
 	writeConfig(t, cfg, conf(true))
 	logs := new(syncBuffer)
@@ -65,6 +67,26 @@ services:
 			}
 			return
 		}
+		if svc == service.SMTP {
+			if !strings.HasPrefix(greeting, "220") {
+				t.Fatalf("greeting %q", greeting)
+			}
+			for _, step := range []struct{ send, want string }{
+				{"EHLO client.example", "250 "}, {"MAIL FROM:<sender@example.org>", "250"},
+				{"RCPT TO:<" + alice.Name + ">", "250"}, {"DATA", "354"},
+				{"Subject: on a loop\r\n\r\nhello\r\n.", "250"}, {"QUIT", "221"},
+			} {
+				fmt.Fprintf(c, "%s\r\n", step.send)
+				l := readLine(t, r)
+				for len(l) > 3 && l[3] == '-' {
+					l = readLine(t, r)
+				}
+				if !strings.HasPrefix(l, step.want) {
+					t.Fatalf("SMTP %q: %q", step.send, l)
+				}
+			}
+			return
+		}
 		if !strings.HasPrefix(greeting, "+OK") {
 			t.Fatalf("greeting %q", greeting)
 		}
@@ -77,20 +99,24 @@ services:
 	}
 	session(service.IMAP)
 	session(service.POP3)
+	session(service.SMTP)
+	if n := len(be.Deliveries()); n != 1 {
+		t.Fatalf("%d messages delivered, want 1", n)
+	}
 	grp := g.loops.group
 	if grp == nil {
 		t.Fatal("event_loops: true started no loops")
 	}
 	st := grp.Stats()
-	if st.Started.Load() != 2 || st.Detached.Load() != 0 {
-		t.Fatalf("on the loops: %d started, %d left them; want 2 and 0", st.Started.Load(), st.Detached.Load())
+	if st.Started.Load() != 3 || st.Detached.Load() != 0 {
+		t.Fatalf("on the loops: %d started, %d left them; want 3 and 0", st.Started.Load(), st.Detached.Load())
 	}
 	// Off at a reload: new sessions on goroutines.
 	writeConfig(t, cfg, conf(false))
 	reload <- struct{}{}
 	logs.waitLog(t, "configuration reloaded", 1)
 	session(service.IMAP)
-	if n := st.Started.Load(); n != 2 {
-		t.Fatalf("after event_loops: false, %d sessions started on the loops, want 2", n)
+	if n := st.Started.Load(); n != 3 {
+		t.Fatalf("after event_loops: false, %d sessions started on the loops, want 3", n)
 	}
 }
