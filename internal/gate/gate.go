@@ -10,10 +10,13 @@
 package gate
 
 import (
+	"context"
 	"log/slog"
 	"time"
 
+	"github.com/postern/postern/internal/evloop"
 	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/policy"
 )
 
 // HandshakeTimeout bounds a TLS handshake, implicit or after STARTTLS.
@@ -70,4 +73,14 @@ func Door(v guard.Verdict, conn Handshaker, implicitTLS bool, tarpit *time.Durat
 		return true
 	}
 	return Obey(v.Decision, tarpit, log, refuse)
+}
+
+// BeforeAccess moves a session on an event loop to a goroutine of its own
+// before the engine's access checks when pol has host masks: the checks
+// may then look the client's name up in DNS, which a loop must not wait
+// for.
+func BeforeAccess(ctx context.Context, pol *policy.Policy) {
+	if pol != nil && pol.HasHostMasks() {
+		evloop.MayBlock(ctx)
+	}
 }

@@ -187,11 +187,7 @@ func (g *Gate) Handle(ctx context.Context, conn relay.Conn, proto func(*Session)
 	s.SetConn(conn)
 	pr := proto(s)
 	addr := client.Addr().Unmap()
-	if pol := g.policy(); pol != nil && pol.HasHostMasks() {
-		// The access checks may look the client's name up in DNS (host
-		// masks), which an event loop must not wait for.
-		evloop.MayBlock(ctx)
-	}
+	gate.BeforeAccess(ctx, g.policy())
 	gs, v := g.eng.Accept(addr, g.Cfg.Service, func() { conn.Close() })
 	if gs != nil {
 		s.gs = gs

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/evloop"
-	"github.com/postern/postern/internal/tlsconf"
 )
 
 // TestSessionsOnEventLoops: with Config.Loops, a whole SMTP session —
@@ -32,16 +31,8 @@ func TestSessionsOnEventLoops(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	dir := t.TempDir()
-	certFile, keyFile, err := tlsconf.SelfSigned(dir, []string{"gw.example.test"}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certs, err := tlsconf.Load(certFile, keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := newHarness(t, baseIPS, func(c *Config) { c.Loops, c.TLS = loops, certs.ServerConfig() }, nil)
+	srvTLS, _ := serverTLS(t)
+	h := newHarness(t, baseIPS, func(c *Config) { c.Loops, c.TLS = loops, srvTLS }, nil)
 	t.Cleanup(loops.Close) // after the proxy's cleanup: sessions end first
 
 	// A delivery by DATA and one by BDAT, all on the loop.

@@ -465,9 +465,11 @@ func scriptedBackend(t *testing.T, script func(net.Conn)) string {
 	return ln.Addr().String()
 }
 
-func TestStartTLS(t *testing.T) {
-	dir := t.TempDir()
-	certFile, keyFile, err := tlsconf.SelfSigned(dir, []string{"gw.example.test", "127.0.0.1"}, time.Hour)
+// serverTLS returns a server configuration with a self-signed certificate
+// for gw.example.test and 127.0.0.1, and the certificate's file.
+func serverTLS(t *testing.T) (*tls.Config, string) {
+	t.Helper()
+	certFile, keyFile, err := tlsconf.SelfSigned(t.TempDir(), []string{"gw.example.test", "127.0.0.1"}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -475,7 +477,12 @@ func TestStartTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := newHarness(t, baseIPS, func(c *Config) { c.TLS, c.AllowInsecureAuth = certs.ServerConfig(), false }, nil)
+	return certs.ServerConfig(), certFile
+}
+
+func TestStartTLS(t *testing.T) {
+	srvTLS, certFile := serverTLS(t)
+	h := newHarness(t, baseIPS, func(c *Config) { c.TLS, c.AllowInsecureAuth = srvTLS, false }, nil)
 	c := h.dial("127.0.0.50")
 	c.expect(220)
 	ehlo := c.cmd("EHLO x", 250)

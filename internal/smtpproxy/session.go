@@ -76,11 +76,7 @@ func (p *Proxy) Handle(ctx context.Context, conn relay.Conn) {
 	s.deadline = time.Now().Add(p.cfg.Timeouts.Session)
 	defer s.endCtx()
 	addr := client.Addr().Unmap()
-	if s.env.Policy != nil && s.env.Policy.HasHostMasks() {
-		// The access checks may look the client's name up in DNS (host
-		// masks), which an event loop must not wait for.
-		evloop.MayBlock(ctx)
-	}
+	gate.BeforeAccess(ctx, s.env.Policy)
 	gs, v := p.eng.Accept(addr, p.cfg.Service, func() { conn.Close() })
 	if gs != nil {
 		s.gs = gs
