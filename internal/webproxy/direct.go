@@ -83,6 +83,9 @@ type backendConn struct {
 	wake   func()
 	peekFn func(fd uintptr) bool
 	clean  bool // the last idle peek's result
+	// fields are the header lines of the answer read last for the fast
+	// server's writer (parseFastResponse); reused from one to the next.
+	fields []fastField
 }
 
 // limitReader counts the bytes read from a backend connection and fails
@@ -333,8 +336,20 @@ func (d *directClient) exchange(bc *backendConn, w http.ResponseWriter, out *htt
 	// Informational answers are passed on as they come (each with the
 	// header limit anew, as http.Transport does under
 	// httputil.ReverseProxy); the deadline bounds them all.
+	raw := fastWriterOf(w) != nil
 	for {
-		resp, ok := readFastResponse(bc.br, out)
+		var resp *http.Response
+		var ok bool
+		if raw {
+			// The fast server's writer takes the header lines as read
+			// (serveDirect); an event stream's headers are a map, for
+			// streamWriter.
+			if resp, bc.fields, ok = parseFastResponse(bc.br, out, bc.fields[:0]); ok && fieldsEventStream(bc.fields) {
+				resp.Header = fieldsHeader(bc.fields)
+			}
+		} else {
+			resp, ok = readFastResponse(bc.br, out)
+		}
 		if !ok {
 			var err error
 			if resp, err = http.ReadResponse(bc.br, out); err != nil {
@@ -403,21 +418,28 @@ func (p *Proxy) serveDirect(w http.ResponseWriter, r *http.Request) {
 		bc.close()
 		body.Close()
 	}()
-	removeHopByHop(resp.Header)
-	copyHeader(w.Header(), resp.Header)
 	announced := len(resp.Trailer)
-	if announced > 0 {
-		keys := make([]string, 0, len(resp.Trailer))
-		for k := range resp.Trailer {
-			keys = append(keys, k)
+	if resp.Header == nil {
+		// Read for the fast server's writer: it writes the header lines
+		// as net/http's would from the map below (an answer of this shape
+		// has a length, and no trailers).
+		fastWriterOf(w).setFields(bc.fields)
+	} else {
+		removeHopByHop(resp.Header)
+		copyHeader(w.Header(), resp.Header)
+		if announced > 0 {
+			keys := make([]string, 0, len(resp.Trailer))
+			for k := range resp.Trailer {
+				keys = append(keys, k)
+			}
+			w.Header().Add("Trailer", strings.Join(keys, ", "))
 		}
-		w.Header().Add("Trailer", strings.Join(keys, ", "))
-	}
-	if _, typed := w.Header()["Content-Type"]; !typed && body != http.NoBody && resp.ContentLength == -1 {
-		// No type is sniffed for an answer of unknown length, whether or
-		// not its first bytes are here with its head (a nil value is
-		// written as nothing).
-		w.Header()["Content-Type"] = nil
+		if _, typed := w.Header()["Content-Type"]; !typed && body != http.NoBody && resp.ContentLength == -1 {
+			// No type is sniffed for an answer of unknown length, whether
+			// or not its first bytes are here with its head (a nil value
+			// is written as nothing).
+			w.Header()["Content-Type"] = nil
+		}
 	}
 	w.WriteHeader(resp.StatusCode)
 	if body != http.NoBody {
@@ -453,6 +475,26 @@ func (p *Proxy) serveDirect(w http.ResponseWriter, r *http.Request) {
 			w.Header().Add(k, v)
 		}
 	}
+}
+
+// fieldsEventStream reports whether header lines name an event stream
+// (as streamWriter reads a map: the first Content-Type value).
+func fieldsEventStream(fields []fastField) bool {
+	for _, f := range fields {
+		if f.key == "Content-Type" {
+			return strings.HasPrefix(f.value, "text/event-stream") || eventStream(f.value)
+		}
+	}
+	return false
+}
+
+// fastWriterOf returns the fast server's writer beneath w, or nil.
+func fastWriterOf(w http.ResponseWriter) *fastWriter {
+	if sw, ok := w.(*streamWriter); ok {
+		w = sw.ResponseWriter
+	}
+	fw, _ := w.(*fastWriter)
+	return fw
 }
 
 // eventStream reports whether a Content-Type is text/event-stream.

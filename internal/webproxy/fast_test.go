@@ -590,3 +590,48 @@ func TestFastHalfClose(t *testing.T) {
 		t.Fatalf("answers after the client's end of sending: %q", out)
 	}
 }
+
+// FuzzFastAnswer: whatever a backend answers a plain GET, the client of
+// the fast server gets byte for byte what net/http's server sends it
+// (Date lines aside) — the fast server writing the plainest answers'
+// header lines as read, without a map.
+func FuzzFastAnswer(f *testing.F) {
+	for _, c := range fastResponseCases {
+		f.Add([]byte(c.head))
+	}
+	for _, c := range fieldsCases {
+		f.Add([]byte(c))
+	}
+	for _, a := range backendAnswers {
+		f.Add([]byte(a.script))
+	}
+	conf := baseCfg[:strings.Index(baseCfg, "intrusion_prevention:")]
+	be := startScriptBackend(f, "")
+	be.closeAfter = true // the answer ends with the connection, however framed
+	quick := func(c *Config, p *Proxy) {
+		if c != nil {
+			c.RefusalTime = -1
+			c.BackendTimeout = 500 * time.Millisecond
+		}
+	}
+	fastAddr, _ := startProxyConfig(f, conf, be.ln.Addr().String(), true, quick)
+	slowAddr, _ := startProxyConfig(f, conf, be.ln.Addr().String(), true, quick, func(_ *Config, p *Proxy) {
+		if p != nil {
+			p.noFast = true
+		}
+	})
+	req := []byte("GET /page HTTP/1.1\r\nHost: x\r\n\r\n")
+	f.Fuzz(func(t *testing.T, answer []byte) {
+		if len(answer) > 16<<10 {
+			return
+		}
+		be.mu.Lock()
+		be.script = string(answer)
+		be.mu.Unlock()
+		want := rawExchange(t, slowAddr, req)
+		got := rawExchange(t, fastAddr, req)
+		if got != want {
+			t.Fatalf("for %q\nfast server: %q\nnet/http:    %q", answer, got, want)
+		}
+	})
+}

@@ -180,12 +180,22 @@ const (
 	nameRefused // changes framing or the connection: net/http reads it
 )
 
-// knownNames are the canonical names of common request headers; a name
-// found here needs no allocation.
-var knownNames = map[string]int{}
+// nameKind says what the canonical header name k means to the fast reader.
+func nameKind(k string) int {
+	switch k {
+	case "Host":
+		return nameHost
+	case "Connection":
+		return nameConnection
+	case "Content-Length", "Transfer-Encoding", "Upgrade", "Expect", "Trailer", "Http2-Settings":
+		return nameRefused
+	}
+	return nameOther
+}
 
-// knownCanonical maps a known name, as received in any case, to its
-// canonical form.
+// knownCanonical maps the canonical names of common request and answer
+// headers to themselves: a name received in another case is made canonical
+// without an allocation when it is one of these.
 var knownCanonical = map[string]string{}
 
 func init() {
@@ -198,34 +208,47 @@ func init() {
 		"Upgrade-Insecure-Requests", "User-Agent", "Via", "X-Forwarded-For",
 		"X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-Ip", "X-Requested-With",
 		"Keep-Alive", "Proxy-Connection", "Te", "Content-Type", "Content-Encoding",
+		"Host", "Connection", "Content-Length", "Transfer-Encoding", "Upgrade", "Expect",
+		"Trailer", "Http2-Settings",
+		// Answers.
+		"Accept-Ranges", "Age", "Content-Disposition", "Content-Language", "Content-Security-Policy",
+		"Date", "Etag", "Expires", "Last-Modified", "Location", "Referrer-Policy", "Server",
+		"Set-Cookie", "Strict-Transport-Security", "Vary", "X-Content-Type-Options",
+		"X-Frame-Options", "X-Xss-Protection", "Access-Control-Allow-Origin",
 	} {
-		knownNames[n] = nameOther
-	}
-	knownNames["Host"] = nameHost
-	knownNames["Connection"] = nameConnection
-	for _, n := range []string{"Content-Length", "Transfer-Encoding", "Upgrade", "Expect",
-		"Trailer", "Http2-Settings"} {
-		knownNames[n] = nameRefused
-	}
-	for n := range knownNames {
 		knownCanonical[n] = n
 	}
 }
 
+// isCanonical reports whether the token name is in canonical form
+// already: upper case at the start and after each "-", lower case
+// elsewhere.
+func isCanonical(name string) bool {
+	upper := true
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
+			return false
+		}
+		upper = c == '-'
+	}
+	return true
+}
+
 // canonicalName returns the canonical form of a token header name (as
 // textproto.CanonicalMIMEHeaderKey) and what it means to the fast reader.
+// A name received in canonical form is returned as it is.
 func canonicalName(name string) (string, int) {
-	if k, ok := knownCanonical[name]; ok {
-		return k, knownNames[k]
+	if isCanonical(name) {
+		return name, nameKind(name)
 	}
 	var buf [64]byte
 	if len(name) > len(buf) {
 		k := http.CanonicalHeaderKey(name)
-		return k, knownNames[k]
+		return k, nameKind(k)
 	}
 	b := buf[:len(name)]
 	upper := true
-	same := true
 	for i := 0; i < len(name); i++ {
 		c := name[i]
 		if upper && 'a' <= c && c <= 'z' {
@@ -233,15 +256,12 @@ func canonicalName(name string) (string, int) {
 		} else if !upper && 'A' <= c && c <= 'Z' {
 			c += 'a' - 'A'
 		}
-		same = same && c == name[i]
 		b[i] = c
 		upper = c == '-'
 	}
 	if k, ok := knownCanonical[string(b)]; ok { // no allocation: a map index
-		return k, knownNames[k]
+		return k, nameKind(k)
 	}
-	if same {
-		return name, nameOther
-	}
-	return string(b), nameOther
+	k := string(b)
+	return k, nameKind(k)
 }

@@ -25,49 +25,63 @@ import (
 // its header key canonicalization: one string for the head, one map, one
 // backing array for the values.
 func readFastResponse(br *bufio.Reader, req *http.Request) (*http.Response, bool) {
-	if req.Method != http.MethodGet {
+	var scratch [16]fastField
+	resp, fields, ok := parseFastResponse(br, req, scratch[:0])
+	if !ok {
 		return nil, false
+	}
+	resp.Header = fieldsHeader(fields)
+	return resp, true
+}
+
+// fastField is one header line of an answer parseFastResponse read: its
+// canonical name and its value, trimmed.
+type fastField struct{ key, value string }
+
+// parseFastResponse is readFastResponse without the header map: the
+// answer's header lines are appended to fields in the order received, and
+// the answer it returns has no Header (fieldsHeader makes it).
+func parseFastResponse(br *bufio.Reader, req *http.Request, fields []fastField) (*http.Response, []fastField, bool) {
+	if req.Method != http.MethodGet {
+		return nil, fields, false
 	}
 	buf, _ := br.Peek(br.Buffered())
 	end := bytes.Index(buf, crlfcrlf)
 	if end < 0 {
-		return nil, false
+		return nil, fields, false
 	}
 	head := buf[:end+2] // every line with its CRLF
 	// The status line: "HTTP/1.1 " three digits, then nothing or " reason".
 	nl := bytes.IndexByte(head, '\n')
 	if nl < 1 || head[nl-1] != '\r' {
-		return nil, false
+		return nil, fields, false
 	}
 	line := head[:nl-1]
 	if len(line) < 12 || string(line[:9]) != "HTTP/1.1 " {
-		return nil, false
+		return nil, fields, false
 	}
 	code := 0
 	for _, c := range line[9:12] {
 		if c < '0' || c > '9' {
-			return nil, false
+			return nil, fields, false
 		}
 		code = code*10 + int(c-'0')
 	}
 	if code < 200 || code == 204 || code == 304 || len(line) > 12 && line[12] != ' ' || !visible(line[12:]) {
-		return nil, false
+		return nil, fields, false
 	}
-	// The header lines: count them, and check each before anything is
-	// made.
-	n := 0
-	for rest := head[nl+1:]; len(rest) > 0; n++ {
+	// The header lines: check each before anything is made.
+	for rest := head[nl+1:]; len(rest) > 0; {
 		i := bytes.IndexByte(rest, '\n')
 		if i < 1 || rest[i-1] != '\r' || !fastHeaderLine(rest[:i-1]) {
-			return nil, false
+			return nil, fields, false
 		}
 		rest = rest[i+1:]
 	}
 	s := string(head)
-	h := make(http.Header, n)
-	vals := make([]string, n) // one backing array for single values
 	cl := int64(-1)
 	conn := false
+	start := len(fields)
 	for rest := s[nl+1:]; len(rest) > 0; {
 		i := strings.IndexByte(rest, '\n')
 		l := rest[:i-1]
@@ -78,35 +92,28 @@ func readFastResponse(br *bufio.Reader, req *http.Request) (*http.Response, bool
 		switch key {
 		case "Content-Length":
 			if cl >= 0 {
-				return nil, false // several: net/http's rules for them are its own
+				return nil, fields[:start], false // several: net/http's rules for them are its own
 			}
 			if cl = parseLength(v); cl < 0 {
-				return nil, false
+				return nil, fields[:start], false
 			}
 		case "Connection":
 			if conn || !ascii.EqualFold(v, "keep-alive") {
-				return nil, false
+				return nil, fields[:start], false
 			}
 			conn = true
 		case "Transfer-Encoding", "Trailer", "Pragma":
-			return nil, false
+			return nil, fields[:start], false
 		}
-		if vv, ok := h[key]; ok {
-			h[key] = append(vv, v)
-			continue
-		}
-		vals[0] = v
-		h[key] = vals[0:1:1]
-		vals = vals[1:]
+		fields = append(fields, fastField{key, v})
 	}
 	if cl < 0 {
-		return nil, false // unbounded or chunked: net/http's
+		return nil, fields[:start], false // unbounded or chunked: net/http's
 	}
 	resp := &http.Response{
 		Status:     s[9 : nl-1],
 		StatusCode: code,
 		Proto:      "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header:        h,
 		ContentLength: cl,
 		Request:       req,
 		Body:          http.NoBody,
@@ -115,7 +122,24 @@ func readFastResponse(br *bufio.Reader, req *http.Request) (*http.Response, bool
 	if cl > 0 {
 		resp.Body = &fastBody{r: br, n: cl}
 	}
-	return resp, true
+	return resp, fields, true
+}
+
+// fieldsHeader returns the header map of fields, as net/http's reader
+// makes it: one entry a name, its values in the order received.
+func fieldsHeader(fields []fastField) http.Header {
+	h := make(http.Header, len(fields))
+	vals := make([]string, len(fields)) // one backing array for single values
+	for _, f := range fields {
+		if vv, ok := h[f.key]; ok {
+			h[f.key] = append(vv, f.value)
+			continue
+		}
+		vals[0] = f.value
+		h[f.key] = vals[0:1:1]
+		vals = vals[1:]
+	}
+	return h
 }
 
 // fastHeaderLine reports whether l (without its CRLF) is a header line

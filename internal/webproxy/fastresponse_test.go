@@ -5,9 +5,12 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"reflect"
+	"strings"
 	"testing"
+	"time"
 )
 
 // fastResponseCases are answers readFastResponse reads (true) or leaves to
@@ -146,4 +149,125 @@ func BenchmarkReadResponse(b *testing.B) {
 			}
 		})
 	}
+}
+
+// fieldsCases are answers whose header lines the fast server's writer
+// takes without a map, beyond fastResponseCases: hop-by-hop names,
+// repeated names out of order, no type (sniffed), an empty encoding.
+var fieldsCases = []string{
+	"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nConnection: keep-alive\r\nProxy-Connection: x\r\nUpgrade: h2c\r\nTe: trailers\r\nContent-Length: 5\r\n\r\n<html",
+	"HTTP/1.1 200 OK\r\nSet-Cookie: b=2\r\nX-Z: z\r\nset-cookie: a=1\r\nCONTENT-LENGTH: 4\r\nA: 1\r\nSet-Cookie: c=3\r\n\r\n%PDF",
+	"HTTP/1.1 201 Created\r\nContent-Encoding:\r\nContent-Length: 3\r\nContent-Encoding: gzip\r\n\r\nabc",
+	"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 3\r\n\r\nabc",
+	"HTTP/1.1 200 OK\r\nContent-Type:\r\nContent-Length: 3\r\n\r\nabc",
+	"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 0\r\n\r\n",
+	"HTTP/1.1 599 x\r\nContent-Length: 1\r\n\r\nx",
+}
+
+// writeAnswer writes the answer in b to a GET as the fast server does,
+// with its header lines from setFields (fields true) or from the map
+// serveDirect makes otherwise, and returns the bytes without Date lines
+// postern adds; ok is false when parseFastResponse leaves b to net/http.
+func writeAnswer(t *testing.T, b []byte, fields, closeAfter bool) (string, bool) {
+	t.Helper()
+	req := &http.Request{Method: http.MethodGet, Close: closeAfter}
+	br := bufio.NewReaderSize(bytes.NewReader(b), 16<<10)
+	br.Peek(1)
+	resp, ff, ok := parseFastResponse(br, req, nil)
+	if !ok {
+		return "", false
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", false // cut short: the direct path ends the connection
+	}
+	p := &Proxy{fast: &fastServer{}}
+	var out bytes.Buffer
+	fc := &fastConn{p: p, rw: deadlineConn{}, bw: bufio.NewWriter(&out)}
+	fc.w = fastWriter{fc: fc, h: make(http.Header)}
+	w := &fc.w
+	w.reset(req)
+	if fields {
+		w.setFields(ff)
+	} else {
+		h := fieldsHeader(ff)
+		removeHopByHop(h)
+		copyHeader(w.Header(), h)
+	}
+	w.WriteHeader(resp.StatusCode)
+	if len(body) > 0 {
+		if _, err := w.Write(body); err != nil {
+			t.Fatalf("%q: %v", b, err)
+		}
+	}
+	w.finish()
+	s := out.String()
+	if d := "Date: " + p.date() + "\r\n"; !bytes.Contains(b, []byte(d)) {
+		s = strings.Replace(s, d, "", 1)
+	}
+	return s, true
+}
+
+// deadlineConn takes the deadlines finish sets; nothing is read or written
+// through it.
+type deadlineConn struct{ net.Conn }
+
+func (deadlineConn) SetWriteDeadline(time.Time) error { return nil }
+func (deadlineConn) SetReadDeadline(time.Time) error  { return nil }
+
+// checkFields fails t unless the fast server's writer writes the answer
+// in b alike from header lines and from the map; it reports whether b was
+// one it writes from header lines.
+func checkFields(t *testing.T, b []byte) bool {
+	t.Helper()
+	for _, closeAfter := range []bool{false, true} {
+		got, ok := writeAnswer(t, b, true, closeAfter)
+		if !ok {
+			return false
+		}
+		want, _ := writeAnswer(t, b, false, closeAfter)
+		if got != want {
+			t.Fatalf("%q (close %v):\nfrom lines %q\nfrom a map %q", b, closeAfter, got, want)
+		}
+	}
+	return true
+}
+
+func TestFastFields(t *testing.T) {
+	taken := 0
+	for _, c := range fastResponseCases {
+		if checkFields(t, []byte(c.head)) {
+			taken++
+		}
+	}
+	for _, c := range fieldsCases {
+		if !checkFields(t, []byte(c)) {
+			t.Errorf("%q: not written from header lines", c)
+		}
+	}
+	if taken < 4 {
+		t.Errorf("only %d of the plain answers written from header lines", taken)
+	}
+	// nginx's answer: sorted, Connection gone, its Date kept, none added.
+	got, _ := writeAnswer(t, []byte(fastResponseCases[0].head), true, false)
+	want := "HTTP/1.1 200 OK\r\nAccept-Ranges: bytes\r\nContent-Length: 5\r\nContent-Type: text/html\r\n" +
+		"Date: Fri, 04 Dec 2026 02:00:00 GMT\r\nEtag: \"6750-5\"\r\nLast-Modified: Thu, 03 Dec 2026 10:00:00 GMT\r\n" +
+		"Server: nginx/1.22.1\r\n\r\nhello"
+	if got != want {
+		t.Errorf("nginx's answer written as\n%q\nwant\n%q", got, want)
+	}
+}
+
+// FuzzFastFields: whatever a backend answers, the fast server's writer
+// writes it alike from header lines and from a header map.
+func FuzzFastFields(f *testing.F) {
+	for _, c := range fastResponseCases {
+		f.Add([]byte(c.head))
+	}
+	for _, c := range fieldsCases {
+		f.Add([]byte(c))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		checkFields(t, b)
+	})
 }

@@ -36,6 +36,13 @@ type fastWriter struct {
 	err         error    // a write to the client failed
 	keys        []string // scratch, for sorting header names
 	clBuf       [20]byte // scratch, for a Content-Length value
+
+	// fields, when set (setFields), are the answer's header lines in
+	// place of h: sorted, the hop-by-hop ones left out.
+	fields                         []fastField
+	hasFields                      bool
+	fieldType, fieldDate, fieldEnc bool // a Content-Type, a Date, a non-empty first Content-Encoding
+	fieldCL                        int64
 }
 
 // reset prepares w for the answer to req.
@@ -45,6 +52,46 @@ func (w *fastWriter) reset(req *http.Request) {
 	w.status, w.wroteHeader, w.committed, w.chunked = 0, false, false, false
 	w.cl, w.written, w.closeAfter, w.err = -1, 0, req.Close, nil
 	w.trailers = w.trailers[:0]
+	w.hasFields = false
+}
+
+// setFields makes the answer's header lines those of a backend answer
+// parseFastResponse read (with one valid Content-Length, no framing or
+// trailer headers, Connection at most "keep-alive"), with no map: what
+// commit writes from them is what it writes from the map serveDirect
+// would have made of them (removeHopByHop, then copyHeader into an empty
+// Header) — sorted by name, values in the order received, the hop-by-hop
+// headers left out. Header() stays empty; WriteHeader comes next.
+func (w *fastWriter) setFields(fields []fastField) {
+	out := w.fields[:0]
+	w.fieldType, w.fieldDate, w.fieldEnc, w.fieldCL = false, false, false, -1
+	encSeen := false
+	for _, f := range fields {
+		switch f.key {
+		case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+			"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
+			continue
+		case "Content-Type":
+			w.fieldType = true
+		case "Date":
+			w.fieldDate = true
+		case "Content-Encoding":
+			if !encSeen {
+				encSeen, w.fieldEnc = true, f.value != ""
+			}
+		case "Content-Length":
+			w.fieldCL = parseLength(f.value)
+		}
+		// Insertion sort, stable: a name's values keep their order.
+		i := len(out)
+		out = append(out, f)
+		for i > 0 && out[i-1].key > f.key {
+			out[i] = out[i-1]
+			i--
+		}
+		out[i] = f
+	}
+	w.fields, w.hasFields = out, true
 }
 
 // Header returns the answer's header map.
@@ -68,6 +115,11 @@ func (w *fastWriter) WriteHeader(code int) {
 		return
 	}
 	w.wroteHeader, w.status = true, code
+	if w.hasFields && len(w.h) == 0 {
+		w.cl = w.fieldCL
+		return
+	}
+	w.fieldsToMap()
 	if cl := w.h.Get("Content-Length"); cl != "" {
 		if v, err := strconv.ParseInt(cl, 10, 64); err == nil && v >= 0 {
 			w.cl = v
@@ -194,6 +246,11 @@ func (w *fastWriter) finish() {
 // an HTTP/1.1 request with keep-alives on. p is the first body bytes (for
 // sniffing); done says the handler has finished.
 func (w *fastWriter) commit(p []byte, done bool) {
+	if w.hasFields && len(w.h) == 0 {
+		w.commitFields(p)
+		return
+	}
+	w.fieldsToMap()
 	w.committed = true
 	h := w.h
 	isHEAD := w.req.Method == http.MethodHead
@@ -288,6 +345,51 @@ func (w *fastWriter) commit(p []byte, done bool) {
 	if extraCL != nil {
 		bw.WriteString("Content-Length: ")
 		bw.Write(extraCL)
+		bw.WriteString("\r\n")
+	}
+	bw.WriteString("\r\n")
+}
+
+// fieldsToMap adds header lines set by setFields to the map, for a
+// handler that also set headers in it (none does; this keeps the answer
+// whole if one ever does).
+func (w *fastWriter) fieldsToMap() {
+	if !w.hasFields {
+		return
+	}
+	w.hasFields = false
+	for _, f := range w.fields {
+		w.h[f.key] = append(w.h[f.key], f.value)
+	}
+}
+
+// commitFields is commit for header lines from setFields, which leave
+// fewer cases: a status with a body, a valid Content-Length, no framing,
+// trailer or Connection headers, a GET.
+func (w *fastWriter) commitFields(p []byte) {
+	w.committed = true
+	if w.fc.p.fast.isStopping() {
+		w.closeAfter = true
+	}
+	bw := w.fc.bw
+	writeStatusLine(bw, w.status)
+	for _, f := range w.fields {
+		bw.WriteString(f.key)
+		bw.WriteString(": ")
+		bw.WriteString(f.value)
+		bw.WriteString("\r\n")
+	}
+	if !w.fieldType && !w.fieldEnc && len(p) > 0 {
+		bw.WriteString("Content-Type: ")
+		bw.WriteString(http.DetectContentType(p))
+		bw.WriteString("\r\n")
+	}
+	if w.closeAfter {
+		bw.WriteString("Connection: close\r\n")
+	}
+	if !w.fieldDate {
+		bw.WriteString("Date: ")
+		bw.WriteString(w.fc.p.date())
 		bw.WriteString("\r\n")
 	}
 	bw.WriteString("\r\n")
