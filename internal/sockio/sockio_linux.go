@@ -50,6 +50,14 @@ type Conn struct {
 	// rdl and wdl are the read and write deadlines (Unix nanoseconds, 0
 	// none), for a Waiter; the TCPConn has them too.
 	rdl, wdl atomic.Int64
+
+	// writeReadFn is WriteRead's step; wrWriting is true until its write
+	// is done, wrLeft when the socket did not take all of it at once.
+	writeReadFn func(fd uintptr) bool
+	wrWriting   bool
+	wrLeft      bool
+	wrIdle      bool // peek first
+	wrPending   bool // the peek found something
 }
 
 // New returns c reading and writing with raw system calls, or c itself
@@ -64,6 +72,7 @@ func New(c *net.TCPConn) net.Conn {
 	s.writeFn = s.writeSome
 	s.tryReadFn = s.tryRead
 	s.tryWriteFn = s.tryWrite
+	s.writeReadFn = s.writeReadStep
 	return s
 }
 
@@ -173,6 +182,112 @@ func (c *Conn) writeSome(fd uintptr) bool {
 		return true
 	}
 	return true
+}
+
+// WriteRead writes all of w and then reads up to len(r) bytes, as Write
+// and then Read do, for a request whose answer cannot come before the
+// request is sent (a proxy's request to its backend): after the write the
+// socket is not read until the poller reports it readable, which saves
+// the read that would find nothing. The poller's record of readiness is
+// cleared before the write, not after it, so an answer that comes at once
+// still ends the wait; but so is any readiness from before the call. So
+// with idle set (a connection taken from a pool of idle ones), the socket
+// is first peeked, after the clearing: if bytes or the end of the stream
+// are waiting, nothing is written and the error is ErrPending. Without
+// idle, nothing must be waiting when WriteRead is called (a new
+// connection, whose peer speaks only when spoken to).
+//
+// What the socket does not take of w at once is written as Write writes
+// it, and the answer then read as Read reads it. nw is what was written;
+// an error with nw < len(w) is the write's.
+func (c *Conn) WriteRead(w, r []byte, idle bool) (nw, nr int, err error) {
+	if len(w) == 0 || len(r) == 0 || c.waiter.Load() != nil {
+		if idle {
+			if err := c.pending(); err != nil {
+				return 0, 0, err
+			}
+		}
+		if nw, err = c.Write(w); err != nil {
+			return nw, 0, err
+		}
+		nr, err = c.Read(r)
+		return nw, nr, err
+	}
+	if len(r) > maxRW {
+		r = r[:maxRW]
+	}
+	c.rmu.Lock()
+	c.wmu.Lock()
+	c.wbuf, c.wn, c.werr = w, 0, 0
+	c.rbuf, c.rn, c.rerr = r, 0, 0
+	c.wrWriting, c.wrLeft, c.wrIdle, c.wrPending = true, false, idle, false
+	rawErr := c.rc.Read(c.writeReadFn)
+	nw, werr := c.wn, c.werr
+	nr, rerr := c.rn, c.rerr
+	writing, left, pending := c.wrWriting, c.wrLeft, c.wrPending
+	c.wbuf, c.rbuf = nil, nil
+	c.wmu.Unlock()
+	c.rmu.Unlock()
+	switch {
+	case pending:
+		return 0, 0, ErrPending
+	case werr != 0:
+		return nw, 0, c.opError("write", os.NewSyscallError("write", werr))
+	case rawErr != nil && writing:
+		return nw, 0, c.opError("write", rawErr)
+	case left:
+		n, err := c.Write(w[nw:])
+		nw += n
+		if err != nil {
+			return nw, 0, err
+		}
+		nr, err = c.Read(r)
+		return nw, nr, err
+	case rawErr != nil:
+		return nw, 0, c.opError("read", rawErr)
+	case rerr != 0:
+		return nw, 0, c.opError("read", os.NewSyscallError("read", rerr))
+	case nr == 0:
+		return nw, 0, io.EOF
+	}
+	return nw, nr, nil
+}
+
+// writeReadStep is WriteRead's RawConn read step: the peek of an idle
+// connection, the write (false: wait for readability before the first
+// read), then readOnce.
+func (c *Conn) writeReadStep(fd uintptr) bool {
+	if !c.wrWriting {
+		return c.readOnce(fd)
+	}
+	if c.wrIdle {
+		c.wrIdle = false
+		if _, e := Peek(fd); e != syscall.EAGAIN {
+			c.wrPending = true // bytes, the end of the stream, or an error
+			return true
+		}
+	}
+	if !c.writeSome(fd) {
+		c.wrLeft = true // full: the rest is Write's
+		return true
+	}
+	if c.werr != 0 {
+		return true
+	}
+	c.wrWriting = false
+	return false
+}
+
+// pending peeks at the socket: ErrPending unless nothing is waiting.
+func (c *Conn) pending() error {
+	var e syscall.Errno
+	if err := c.rc.Control(func(fd uintptr) { _, e = Peek(fd) }); err != nil {
+		return c.opError("read", err)
+	}
+	if e != syscall.EAGAIN {
+		return ErrPending
+	}
+	return nil
 }
 
 // opError wraps err as the net package does for a TCPConn's Read and

@@ -137,6 +137,19 @@ func (c *countedConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// WriteRead is the connection's WriteRead (see limitReader), counted.
+func (c *countedConn) WriteRead(w, r []byte, idle bool) (nw, nr int, err error) {
+	if wr, ok := c.Conn.(writeReader); ok {
+		nw, nr, err = wr.WriteRead(w, r, idle)
+	} else if nw, err = c.Conn.Write(w); err == nil {
+		nr, err = c.Conn.Read(r)
+	}
+	if nw > 0 || nr > 0 {
+		c.relayed(int64(nw), int64(nr))
+	}
+	return nw, nr, err
+}
+
 // transport returns the round tripper to the backends.
 func (b *backends) transport(responseTimeout time.Duration) *http.Transport {
 	return &http.Transport{

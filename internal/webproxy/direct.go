@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/postern/postern/internal/sockio"
 )
 
 // The direct path forwards the common request — one without a body, an
@@ -88,12 +90,39 @@ type backendConn struct {
 	fields []fastField
 }
 
-// limitReader counts the bytes read from a backend connection and fails
-// a read beyond limit.
+// limitReader is what a backend connection's buffers read from and write
+// to. It counts the bytes read in an exchange and fails a read beyond
+// limit; and when the connection has WriteRead, the last write of a
+// request (held, its buffer's flush) goes out with the first read of the
+// answer, which then waits for the answer without first reading nothing.
 type limitReader struct {
-	r     io.Reader
-	n     int64 // bytes read in this exchange
-	limit int64 // bytes left before errResponseHeaderLimit
+	r     net.Conn
+	wr    writeReader // r's WriteRead, or nil
+	n     int64       // bytes read in this exchange
+	limit int64       // bytes left before errResponseHeaderLimit
+	hold  bool        // the next write is a request's last: held
+	held  []byte      // the held write (the writer's buffer, untouched until the read)
+	idle  bool        // the connection was idle: WriteRead peeks at it first
+	werr  error       // the held write failed: the request did not all go out
+}
+
+// writeReader writes a request and reads the first of its answer
+// (sockio.Conn, and countedConn over one).
+type writeReader interface {
+	WriteRead(w, r []byte, idle bool) (nw, nr int, err error)
+}
+
+// writeReaderOf returns c's WriteRead when c, or the connection
+// countedConn counts, is a sockio.Conn; nil otherwise.
+func writeReaderOf(c net.Conn) writeReader {
+	inner := c
+	if cc, ok := c.(*countedConn); ok {
+		inner = cc.Conn
+	}
+	if _, ok := inner.(writeReader); !ok {
+		return nil
+	}
+	return c.(writeReader)
 }
 
 func (l *limitReader) Read(p []byte) (int, error) {
@@ -103,10 +132,31 @@ func (l *limitReader) Read(p []byte) (int, error) {
 	if int64(len(p)) > l.limit {
 		p = p[:l.limit]
 	}
-	n, err := l.r.Read(p)
+	var n int
+	var err error
+	if w := l.held; w != nil {
+		l.held = nil
+		var nw int
+		idle := l.idle
+		l.idle = false
+		if nw, n, err = l.wr.WriteRead(w, p, idle); nw < len(w) && err != nil {
+			err = fmt.Errorf("writing the request to the backend: %w", err)
+			l.werr = err
+		}
+	} else {
+		n, err = l.r.Read(p)
+	}
 	l.n += int64(n)
 	l.limit -= int64(n)
 	return n, err
+}
+
+func (l *limitReader) Write(p []byte) (int, error) {
+	if l.hold && l.wr != nil {
+		l.hold, l.held = false, p
+		return len(p), nil
+	}
+	return l.r.Write(p)
 }
 
 func (bc *backendConn) close() { bc.c.Close() }
@@ -126,8 +176,17 @@ func (d *directClient) get(ctx context.Context) (bc *backendConn, reused bool, e
 		d.idle[n-1] = nil
 		d.idle = d.idle[:n-1]
 		d.mu.Unlock()
-		if now.Sub(bc.idleAt) < directIdleTimeout && bc.idleClean() {
-			return bc, true, nil
+		if now.Sub(bc.idleAt) < directIdleTimeout {
+			if bc.lr.wr != nil {
+				// Peeked at in the same step that sends the request
+				// (WriteRead), so that nothing arriving between the
+				// two is missed.
+				bc.lr.idle = true
+				return bc, true, nil
+			}
+			if bc.idleClean() {
+				return bc, true, nil
+			}
 		}
 		bc.close()
 	}
@@ -150,8 +209,9 @@ func (d *directClient) get(ctx context.Context) (bc *backendConn, reused bool, e
 		return nil, false, fmt.Errorf("backend socket: %w", err)
 	}
 	bc.lr.r = c
+	bc.lr.wr = writeReaderOf(c)
 	bc.br = bufio.NewReaderSize(&bc.lr, 16<<10)
-	bc.bw = bufio.NewWriterSize(c, 4<<10)
+	bc.bw = bufio.NewWriterSize(&bc.lr, 4<<10)
 	return bc, false, nil
 }
 
@@ -259,8 +319,20 @@ func (d *directClient) roundTrip(ctx context.Context, w http.ResponseWriter, out
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		stop = context.AfterFunc(ctx, bc.wake)
 		fc, _ := ctx.Value(watchKey{}).(*fastConn)
+		if fc != nil {
+			// The fast server's context ends only with its connection,
+			// which wakes the backend connection itself (no AfterFunc to
+			// register and remove a request).
+			stop = fc.watchBackend(bc)
+		} else {
+			stop = context.AfterFunc(ctx, bc.wake)
+		}
+		if ctx.Err() != nil {
+			stop()
+			bc.close()
+			return nil, nil, nil, ctx.Err()
+		}
 		resp, err = d.exchange(bc, w, out, write, fc)
 		if err == nil {
 			return resp, bc, stop, nil
@@ -269,6 +341,12 @@ func (d *directClient) roundTrip(ctx context.Context, w http.ResponseWriter, out
 		bc.close()
 		if ctx.Err() != nil {
 			return nil, nil, nil, ctx.Err()
+		}
+		if errors.Is(err, sockio.ErrPending) {
+			// Not idle after all (the backend closed it, or sent bytes
+			// nobody asked for): nothing was sent; another connection.
+			try--
+			continue
 		}
 		if !reused || bc.lr.n > 0 || try > 0 || !idempotent(out.Method) {
 			return nil, nil, nil, err
@@ -293,6 +371,7 @@ func idempotent(m string) bool {
 func (d *directClient) exchange(bc *backendConn, w http.ResponseWriter, out *http.Request, write func(*bufio.Writer) error, fc *fastConn) (*http.Response, error) {
 	bc.lr.n = 0
 	bc.lr.limit = maxResponseHeaderBytes
+	bc.lr.werr = nil
 	start := d.now()
 	first := d.timeout
 	if fc != nil {
@@ -304,7 +383,12 @@ func (d *directClient) exchange(bc *backendConn, w http.ResponseWriter, out *htt
 	if err := write(bc.bw); err != nil {
 		return nil, fmt.Errorf("writing the request to the backend: %w", err)
 	}
-	if err := bc.bw.Flush(); err != nil {
+	// The flush is held for the first read of the answer, which follows
+	// at once (limitReader).
+	bc.lr.hold = true
+	err := bc.bw.Flush()
+	bc.lr.hold = false
+	if err != nil {
 		return nil, fmt.Errorf("writing the request to the backend: %w", err)
 	}
 	// extend gives the answer's headers the whole timeout.
@@ -318,7 +402,7 @@ func (d *directClient) exchange(bc *backendConn, w http.ResponseWriter, out *htt
 	if first < d.timeout {
 		if _, err := bc.br.Peek(1); err != nil {
 			var ne net.Error
-			if !errors.As(err, &ne) || !ne.Timeout() {
+			if bc.lr.werr != nil || !errors.As(err, &ne) || !ne.Timeout() {
 				return nil, fmt.Errorf("reading the backend's answer: %w", err)
 			}
 			// Slow: the deadline first (a cancel from the watcher must

@@ -51,6 +51,12 @@ type fastConn struct {
 	w      fastWriter
 	keys   []string // scratch for writeFastRequest
 
+	// backend is the backend connection of the request being served,
+	// woken (its reads and writes ended) when the client connection
+	// closes; stopBackend takes it back, true when it was not woken.
+	backend     atomic.Pointer[backendConn]
+	stopBackend func() bool
+
 	// The watcher (watchClient) reads the client's connection while a
 	// slow answer is awaited, to notice a client that goes away.
 	watching bool
@@ -153,7 +159,13 @@ func (p *Proxy) serveFast(cc *clientConn) {
 	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), connKey{}, cc))
 	ctx = context.WithValue(ctx, watchKey{}, fc)
 	fc.ctx = ctx
-	cc.setCancel(cancel)
+	fc.stopBackend = func() bool { return fc.backend.Swap(nil) != nil }
+	cc.setCancel(func() {
+		cancel()
+		if bc := fc.backend.Swap(nil); bc != nil {
+			bc.wake()
+		}
+	})
 	if fs.tls != nil {
 		tc := tls.Server(cc, fs.tls)
 		if !fc.handshake(tc) {
@@ -206,6 +218,16 @@ func (p *Proxy) serveFast(cc *clientConn) {
 			return
 		}
 	}
+}
+
+// watchBackend has bc woken when the connection closes, as
+// context.AfterFunc(fc.ctx, bc.wake) would (the context ends only then),
+// and returns the function that stops that. The caller checks the
+// context after it: a close before it left bc unwatched, but the context
+// ended.
+func (fc *fastConn) watchBackend(bc *backendConn) (stop func() bool) {
+	fc.backend.Store(bc)
+	return fc.stopBackend
 }
 
 // remove takes fc out of the server's connections.
