@@ -37,10 +37,13 @@ import (
 // HTTPS backends) keeps the ReverseProxy path.
 //
 // A backend connection is used again only after its answer was read to
-// its end with nothing after it, and only when a peek at the socket when
-// it is taken from the pool finds nothing waiting (an answer the backend
-// sent unasked is never read as the next request's) and the backend has
-// not closed it.
+// its end with nothing after it, and only when a peek at the socket finds
+// nothing waiting (an answer the backend sent unasked is never read as the
+// next request's) and the backend has not closed it. On Linux the peek is
+// made in the step that sends the next request (sockio.Conn.WriteRead),
+// which then waits for the answer before reading: nothing that arrives
+// between the peek and the wait goes unnoticed, and the read that would
+// find nothing is saved.
 
 // maxDirectIdle is how many idle backend connections the direct path keeps.
 const maxDirectIdle = 256
@@ -86,8 +89,11 @@ type backendConn struct {
 	peekFn func(fd uintptr) bool
 	clean  bool // the last idle peek's result
 	// fields are the header lines of the answer read last for the fast
-	// server's writer (parseFastResponse); reused from one to the next.
+	// server's writer (parseFastResponse), and answer that answer; both
+	// reused from one exchange to the next (the connection goes back to
+	// the pool only when its answer has been written).
 	fields []fastField
+	answer fastAnswer
 }
 
 // limitReader is what a backend connection's buffers read from and write
@@ -161,10 +167,10 @@ func (l *limitReader) Write(p []byte) (int, error) {
 
 func (bc *backendConn) close() { bc.c.Close() }
 
-// get returns an idle connection that passes the peek, or a new one;
-// reused tells which.
-func (d *directClient) get(ctx context.Context) (bc *backendConn, reused bool, err error) {
-	now := d.now()
+// get returns an idle connection that passes the peek (or, with
+// WriteRead, is to be peeked when used), or a new one; reused tells
+// which. now is the time of the request.
+func (d *directClient) get(ctx context.Context, now time.Time) (bc *backendConn, reused bool, err error) {
 	for {
 		d.mu.Lock()
 		n := len(d.idle)
@@ -315,7 +321,8 @@ func (p *Proxy) directRequest(in *http.Request) (*http.Request, error) {
 func (d *directClient) roundTrip(ctx context.Context, w http.ResponseWriter, out *http.Request, write func(*bufio.Writer) error) (resp *http.Response, bc *backendConn, stop func() bool, err error) {
 	for try := 0; ; try++ {
 		var reused bool
-		bc, reused, err = d.get(ctx)
+		now := d.now()
+		bc, reused, err = d.get(ctx, now)
 		if err != nil {
 			return nil, nil, nil, err
 		}
@@ -333,7 +340,7 @@ func (d *directClient) roundTrip(ctx context.Context, w http.ResponseWriter, out
 			bc.close()
 			return nil, nil, nil, ctx.Err()
 		}
-		resp, err = d.exchange(bc, w, out, write, fc)
+		resp, err = d.exchange(bc, now, w, out, write, fc)
 		if err == nil {
 			return resp, bc, stop, nil
 		}
@@ -368,11 +375,10 @@ func idempotent(m string) bool {
 //
 // fc, when not nil, is the fast server's connection of the request: an
 // answer slower than slowAnswer has it watch its client for going away.
-func (d *directClient) exchange(bc *backendConn, w http.ResponseWriter, out *http.Request, write func(*bufio.Writer) error, fc *fastConn) (*http.Response, error) {
+func (d *directClient) exchange(bc *backendConn, start time.Time, w http.ResponseWriter, out *http.Request, write func(*bufio.Writer) error, fc *fastConn) (*http.Response, error) {
 	bc.lr.n = 0
 	bc.lr.limit = maxResponseHeaderBytes
 	bc.lr.werr = nil
-	start := d.now()
 	first := d.timeout
 	if fc != nil {
 		first = min(first, slowAnswer)
@@ -428,7 +434,7 @@ func (d *directClient) exchange(bc *backendConn, w http.ResponseWriter, out *htt
 			// The fast server's writer takes the header lines as read
 			// (serveDirect); an event stream's headers are a map, for
 			// streamWriter.
-			if resp, bc.fields, ok = parseFastResponse(bc.br, out, bc.fields[:0]); ok && fieldsEventStream(bc.fields) {
+			if resp, bc.fields, ok = parseFastResponse(bc.br, out, bc.fields[:0], &bc.answer); ok && fieldsEventStream(bc.fields) {
 				resp.Header = fieldsHeader(bc.fields)
 			}
 		} else {
@@ -471,8 +477,9 @@ func (p *Proxy) serveDirect(w http.ResponseWriter, r *http.Request) {
 	var out *http.Request
 	var write func(*bufio.Writer) error
 	if fc, _ := r.Context().Value(watchKey{}).(*fastConn); fc != nil && fastWritable(r) {
-		// The fast server's request: written from it directly.
-		out = &http.Request{Method: r.Method}
+		// The fast server's request: written from it directly (out is
+		// what the answer is read for: its method).
+		out = r
 		write = func(bw *bufio.Writer) error {
 			fc.keys = writeFastRequest(bw, r, fc.keys)
 			return nil

@@ -47,6 +47,7 @@ type fastConn struct {
 	remote string
 	rdl    time.Time // the read deadline set on rw
 	wdl    time.Time // the write deadline set on rw
+	wrote  time.Time // when the last answer's last write began (Write), for readHead
 	state  atomic.Int32
 	w      fastWriter
 	keys   []string // scratch for writeFastRequest
@@ -56,6 +57,8 @@ type fastConn struct {
 	// closes; stopBackend takes it back, true when it was not woken.
 	backend     atomic.Pointer[backendConn]
 	stopBackend func() bool
+
+	sw *streamWriter // the handler's writer over w, made once (streamWriter)
 
 	// The watcher (watchClient) reads the client's connection while a
 	// slow answer is awaited, to notice a client that goes away.
@@ -83,6 +86,18 @@ func (fc *fastConn) Read(b []byte) (int, error) {
 		return 1, nil
 	}
 	return fc.rw.Read(b)
+}
+
+// Write is what the answer's buffered writer writes to: each write to the
+// client gets the write timeout from now (the handler's writes need no
+// deadline of their own, see streamWriter).
+func (fc *fastConn) Write(p []byte) (int, error) {
+	now := time.Now()
+	fc.wrote = now
+	if err := fc.armWrite(now.Add(fc.p.cfg.WriteTimeout)); err != nil {
+		return 0, err
+	}
+	return fc.rw.Write(p)
 }
 
 // watchClient starts the watcher unless it runs or bytes of a next
@@ -230,6 +245,15 @@ func (fc *fastConn) watchBackend(bc *backendConn) (stop func() bool) {
 	return fc.stopBackend
 }
 
+// streamWriter returns the handler's streamWriter over the connection's
+// answer writer, made at its first request.
+func (fc *fastConn) streamWriter() *streamWriter {
+	if fc.sw == nil {
+		fc.sw = &streamWriter{ResponseWriter: &fc.w, rc: http.NewResponseController(&fc.w), d: fc.p.cfg.WriteTimeout, armed: true}
+	}
+	return fc.sw
+}
+
 // remove takes fc out of the server's connections.
 func (fs *fastServer) remove(fc *fastConn) {
 	fs.mu.Lock()
@@ -281,8 +305,13 @@ func recordLooksLikeHTTP(hdr [5]byte) bool {
 // its buffer, or not complete before an error).
 func (fc *fastConn) readHead() (n int, ok bool) {
 	p := fc.p
+	now := fc.wrote // the answer just written: a clock reading saved
+	fc.wrote = time.Time{}
 	if fc.br.Buffered() == 0 {
-		fc.armRead(time.Now().Add(p.cfg.IdleTimeout), p.cfg.IdleTimeout)
+		if now.IsZero() {
+			now = time.Now()
+		}
+		fc.armRead(now.Add(p.cfg.IdleTimeout), p.cfg.IdleTimeout)
 		fc.state.Store(fastIdle)
 		if p.fast.isStopping() {
 			return -1, false
@@ -323,7 +352,7 @@ func (fc *fastConn) request(n int) (*http.Request, bool) {
 	if !ok {
 		return nil, false
 	}
-	req, ok := h.request(fc.remote, fc.tls)
+	req, ok := h.request(fc.ctx, fc.remote, fc.tls)
 	if !ok {
 		return nil, false
 	}
@@ -331,7 +360,7 @@ func (fc *fastConn) request(n int) (*http.Request, bool) {
 	if cc.refusal != "" || cc.delay() > 0 || !p.direct(req) || p.loginForm(req) != nil {
 		return nil, false
 	}
-	return req.WithContext(fc.ctx), true
+	return req, true
 }
 
 // serve answers req; false when the connection is to end.
@@ -339,7 +368,7 @@ func (fc *fastConn) serve(req *http.Request) (keep bool) {
 	w := &fc.w
 	w.reset(req)
 	fc.bw = fastWriters.Get().(*bufio.Writer)
-	fc.bw.Reset(fc.rw)
+	fc.bw.Reset(fc)
 	defer func() {
 		fc.bw.Reset(nil)
 		fastWriters.Put(fc.bw)

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -634,4 +635,62 @@ func FuzzFastAnswer(f *testing.F) {
 			t.Fatalf("for %q\nfast server: %q\nnet/http:    %q", answer, got, want)
 		}
 	})
+}
+
+// TestFastWriteDeadline: on the fast server every write to the client has
+// the write timeout from the moment it is made: a client that stops
+// reading a large answer is dropped (and the backend exchange ended),
+// while an answer that takes the backend longer than the timeout to begin
+// still reaches the client.
+func TestFastWriteDeadline(t *testing.T) {
+	const big = 64 << 20
+	dropped := make(chan struct{}, 1)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/big", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(big))
+		chunk := make([]byte, 64<<10)
+		for n := 0; n < big; n += len(chunk) {
+			if _, err := w.Write(chunk); err != nil {
+				dropped <- struct{}{}
+				return
+			}
+		}
+	})
+	mux.HandleFunc("/late", func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(500 * time.Millisecond) // a long poll's answer
+		io.WriteString(w, "late")
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	addr, p := startProxy(t, ln.Addr().String(), true, func(c *Config, _ *Proxy) {
+		if c != nil {
+			c.WriteTimeout = 200 * time.Millisecond
+		}
+	})
+
+	got := rawExchange(t, addr, []byte("GET /late HTTP/1.1\r\nHost: x\r\n\r\n"))
+	if !strings.HasPrefix(got, "HTTP/1.1 200 OK\r\n") || !strings.Contains(got, "\r\n\r\nlate") {
+		t.Errorf("an answer begun after the write timeout: %q", got)
+	}
+
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.(*net.TCPConn).SetReadBuffer(4 << 10)
+	io.WriteString(c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+	select {
+	case <-dropped: // postern stopped writing to the client, and ended the exchange
+	case <-time.After(20 * time.Second):
+		t.Fatal("a client that does not read held its answer for 20 s (write timeout 200 ms)")
+	}
+	if p.fast.handedOff.Load() != 0 {
+		t.Error("handed to net/http: the fast server was not tested")
+	}
 }

@@ -2,6 +2,7 @@ package webproxy
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"net/http"
 	"net/url"
@@ -137,17 +138,18 @@ func parseFastHead(head []byte) (h fastHead, ok bool) {
 }
 
 // request builds the *http.Request net/http's server would have built
-// from h (the caller adds the context).
-func (h *fastHead) request(remote string, st *tls.ConnectionState) (*http.Request, bool) {
+// from h, with the context ctx.
+func (h *fastHead) request(ctx context.Context, remote string, st *tls.ConnectionState) (*http.Request, bool) {
 	u, err := url.ParseRequestURI(h.target)
 	if err != nil {
 		return nil, false
 	}
-	return &http.Request{
+	r := http.Request{ // not escaping: WithContext's copy is the one made
 		Method: h.method, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: h.header, Body: http.NoBody, Host: h.host, Close: h.close,
 		RemoteAddr: remote, RequestURI: h.target, TLS: st,
-	}, true
+	}
+	return r.WithContext(ctx), true
 }
 
 // cutCRLF cuts s at its first CRLF; a line ending otherwise (a bare CR or

@@ -63,7 +63,7 @@ func checkFastHead(t *testing.T, b []byte) (accepted bool) {
 	if !ok {
 		return false
 	}
-	fr, ok := h.request("192.0.2.1:1", nil)
+	fr, ok := h.request(context.Background(), "192.0.2.1:1", nil)
 	if !ok {
 		return false
 	}
@@ -193,7 +193,7 @@ func checkFastRequestForm(t *testing.T, head []byte, addr netip.Addr, overTLS bo
 	if overTLS {
 		st = &tls.ConnectionState{}
 	}
-	in, ok := h.request("192.0.2.1:1", st)
+	in, ok := h.request(context.Background(), "192.0.2.1:1", st)
 	if !ok || !fastWritable(in) {
 		return
 	}

@@ -26,7 +26,7 @@ import (
 // backing array for the values.
 func readFastResponse(br *bufio.Reader, req *http.Request) (*http.Response, bool) {
 	var scratch [16]fastField
-	resp, fields, ok := parseFastResponse(br, req, scratch[:0])
+	resp, fields, ok := parseFastResponse(br, req, scratch[:0], nil)
 	if !ok {
 		return nil, false
 	}
@@ -38,10 +38,17 @@ func readFastResponse(br *bufio.Reader, req *http.Request) (*http.Response, bool
 // canonical name and its value, trimmed.
 type fastField struct{ key, value string }
 
+// fastAnswer is an answer parseFastResponse reads, with its body reader.
+type fastAnswer struct {
+	resp http.Response
+	body fastBody
+}
+
 // parseFastResponse is readFastResponse without the header map: the
 // answer's header lines are appended to fields in the order received, and
-// the answer it returns has no Header (fieldsHeader makes it).
-func parseFastResponse(br *bufio.Reader, req *http.Request, fields []fastField) (*http.Response, []fastField, bool) {
+// the answer it returns has no Header (fieldsHeader makes it). into, when
+// not nil, is where the answer is made (nothing is allocated for it).
+func parseFastResponse(br *bufio.Reader, req *http.Request, fields []fastField, into *fastAnswer) (*http.Response, []fastField, bool) {
 	if req.Method != http.MethodGet {
 		return nil, fields, false
 	}
@@ -110,7 +117,10 @@ func parseFastResponse(br *bufio.Reader, req *http.Request, fields []fastField) 
 	if cl < 0 {
 		return nil, fields[:start], false // unbounded or chunked: net/http's
 	}
-	resp := &http.Response{
+	if into == nil {
+		into = new(fastAnswer)
+	}
+	into.resp = http.Response{
 		Status:     s[9 : nl-1],
 		StatusCode: code,
 		Proto:      "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
@@ -120,9 +130,10 @@ func parseFastResponse(br *bufio.Reader, req *http.Request, fields []fastField) 
 	}
 	br.Discard(len(head) + 2)
 	if cl > 0 {
-		resp.Body = &fastBody{r: br, n: cl}
+		into.body = fastBody{r: br, n: cl}
+		into.resp.Body = &into.body
 	}
-	return resp, fields, true
+	return &into.resp, fields, true
 }
 
 // fieldsHeader returns the header map of fields, as net/http's reader

@@ -173,7 +173,7 @@ func writeAnswer(t *testing.T, b []byte, fields, closeAfter bool) (string, bool)
 	req := &http.Request{Method: http.MethodGet, Close: closeAfter}
 	br := bufio.NewReaderSize(bytes.NewReader(b), 16<<10)
 	br.Peek(1)
-	resp, ff, ok := parseFastResponse(br, req, nil)
+	resp, ff, ok := parseFastResponse(br, req, nil, nil)
 	if !ok {
 		return "", false
 	}

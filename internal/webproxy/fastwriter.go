@@ -238,8 +238,7 @@ func (w *fastWriter) finish() {
 	if w.req.Method != http.MethodHead && w.cl != -1 && bodyAllowed(w.status) && w.cl != w.written {
 		w.closeAfter = true // short: the client would read the next answer as its rest
 	}
-	w.fc.armWrite(time.Now().Add(w.fc.p.cfg.WriteTimeout))
-	w.flushNet()
+	w.flushNet() // its write gets its deadline (fastConn.Write)
 }
 
 // commit writes the head, as net/http's chunkWriter.writeHeader does for

@@ -73,14 +73,19 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if p.refusedNow(w, r, cc, at != nil) {
 		return
 	}
-	rc := http.NewResponseController(w)
+	var sw *streamWriter
+	if fw, ok := w.(*fastWriter); ok {
+		sw = fw.fc.streamWriter() // one for the connection's requests, one after another
+	} else {
+		sw = &streamWriter{ResponseWriter: w, rc: http.NewResponseController(w), d: p.cfg.WriteTimeout}
+	}
+	rc := sw.rc
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = &idleBody{ReadCloser: r.Body, rc: rc, d: p.cfg.BodyTimeout}
 	}
 	if at != nil {
 		at.sent = time.Now() // the backend's failure time starts here
 	}
-	sw := &streamWriter{ResponseWriter: w, rc: rc, d: p.cfg.WriteTimeout}
 	if at == nil && p.direct(r) {
 		p.serveDirect(sw, r)
 	} else {
@@ -365,10 +370,15 @@ type streamWriter struct {
 	http.ResponseWriter
 	rc *http.ResponseController
 	d  time.Duration
+	// armed: the writer beneath gives each of its writes to the client
+	// the deadline itself (the fast server's, fastConn.Write).
+	armed bool
 }
 
 func (w *streamWriter) WriteHeader(code int) {
-	w.rc.SetWriteDeadline(time.Now().Add(w.d))
+	if !w.armed {
+		w.rc.SetWriteDeadline(time.Now().Add(w.d))
+	}
 	w.ResponseWriter.WriteHeader(code)
 	if code >= 200 && strings.HasPrefix(w.Header().Get("Content-Type"), "text/event-stream") {
 		w.rc.Flush()
@@ -376,7 +386,9 @@ func (w *streamWriter) WriteHeader(code int) {
 }
 
 func (w *streamWriter) Write(b []byte) (int, error) {
-	w.rc.SetWriteDeadline(time.Now().Add(w.d))
+	if !w.armed {
+		w.rc.SetWriteDeadline(time.Now().Add(w.d))
+	}
 	return w.ResponseWriter.Write(b)
 }
 
