@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/bench/internal/benchkit"
+	"github.com/postern/postern/bench/internal/procstat"
 )
 
 // targetRatio is the issue's target: through postern / direct, keep-alive.
@@ -210,14 +211,16 @@ func run(o options) error {
 			slices.Max(direct.rps), slices.Max(through.rps), slices.Max(through.rps)/slices.Max(direct.rps), rounded(direct.rps), rounded(through.rps))
 		fmt.Printf("           CPU per request (median): %s %.1f µs, %s %.1f µs\n", direct.name, benchkit.Median(direct.cpu), through.name, benchkit.Median(through.cpu))
 		fmt.Printf("           read+write system calls per request (median, /proc/PID/io): %s %.2f, %s %.2f\n", direct.name, benchkit.Median(direct.sys), through.name, benchkit.Median(through.sys))
+		fmt.Printf("           context switches per request (median, /proc/PID/task/*/status): %s %.2f, %s %.2f; the whole machine's CPU per request: %.1f µs with %s, %.1f µs through postern\n",
+			direct.name, benchkit.Median(direct.cs), through.name, benchkit.Median(through.cs), benchkit.Median(direct.machine), direct.name, benchkit.Median(through.machine))
 		if old != nil {
-			fmt.Printf("           %s: %.0f req/s, ratio %.2f, CPU per request %.1f µs, system calls per request %.2f; runs %v\n",
-				old.name, benchkit.Median(old.rps), benchkit.Median(old.rps)/d, benchkit.Median(old.cpu), benchkit.Median(old.sys), rounded(old.rps))
+			fmt.Printf("           %s: %.0f req/s, ratio %.2f, CPU per request %.1f µs, system calls per request %.2f, context switches per request %.2f, the machine's CPU per request %.1f µs; runs %v\n",
+				old.name, benchkit.Median(old.rps), benchkit.Median(old.rps)/d, benchkit.Median(old.cpu), benchkit.Median(old.sys), benchkit.Median(old.cs), benchkit.Median(old.machine), rounded(old.rps))
 		}
 		if ref != nil {
 			f := benchkit.Median(ref.rps)
-			fmt.Printf("           reference, an nginx reverse proxy (1 worker, keep-alive upstream): %.0f req/s, ratio %.2f (best %.2f); postern / nginx proxy %.2f; its CPU per request %.1f µs, system calls per request %.2f; runs %v\n",
-				f, f/d, slices.Max(ref.rps)/slices.Max(direct.rps), t/f, benchkit.Median(ref.cpu), benchkit.Median(ref.sys), rounded(ref.rps))
+			fmt.Printf("           reference, an nginx reverse proxy (1 worker, keep-alive upstream): %.0f req/s, ratio %.2f (best %.2f); postern / nginx proxy %.2f; its CPU per request %.1f µs, system calls per request %.2f, context switches per request %.2f, the machine's CPU per request %.1f µs; runs %v\n",
+				f, f/d, slices.Max(ref.rps)/slices.Max(direct.rps), t/f, benchkit.Median(ref.cpu), benchkit.Median(ref.sys), benchkit.Median(ref.cs), benchkit.Median(ref.machine), rounded(ref.rps))
 		}
 	}
 	if !gw.running() {
@@ -241,6 +244,8 @@ type side struct {
 	pid      int // the process whose CPU time per request is reported
 	rps, cpu []float64
 	sys      []float64 // read+write system calls per request
+	cs       []float64 // the process's context switches per request (its threads going to sleep and waking)
+	machine  []float64 // µs of CPU of the whole machine per request (load generator, backend, proxy, kernel)
 }
 
 // run does a warm-up and a measured wrk window.
@@ -248,15 +253,20 @@ func (sd *side) run(o options, extra []string) error {
 	if _, err := wrk(o, sd.addr, o.warmup, extra); err != nil {
 		return err
 	}
-	c0, s0 := cpuSeconds(sd.pid), syscalls(sd.pid)
+	c0, s0, x0 := cpuSeconds(sd.pid), syscalls(sd.pid), procstat.ContextSwitches(sd.pid)
+	m0, _ := procstat.MachineCPU()
 	rps, err := wrk(o, sd.addr, o.duration, extra)
 	if err != nil {
 		return err
 	}
-	c1, s1 := cpuSeconds(sd.pid), syscalls(sd.pid)
+	c1, s1, x1 := cpuSeconds(sd.pid), syscalls(sd.pid), procstat.ContextSwitches(sd.pid)
+	m1, _ := procstat.MachineCPU()
+	reqs := rps * o.duration.Seconds()
 	sd.rps = append(sd.rps, rps)
-	sd.cpu = append(sd.cpu, (c1-c0)/(rps*o.duration.Seconds())*1e6)
-	sd.sys = append(sd.sys, float64(s1-s0)/(rps*o.duration.Seconds()))
+	sd.cpu = append(sd.cpu, (c1-c0)/reqs*1e6)
+	sd.sys = append(sd.sys, float64(s1-s0)/reqs)
+	sd.cs = append(sd.cs, (x1-x0)/reqs)
+	sd.machine = append(sd.machine, (m1-m0)/100/reqs*1e6) // jiffies of 1/100 s
 	return nil
 }
 
@@ -515,8 +525,6 @@ func startNginxProxy(dir, backend string) (*server, error) {
 	return &server{p, addr}, nil
 }
 
-// cpuSeconds returns the user+system CPU time of a process so far, from
-// /proc/PID/stat (clock ticks of 1/100 s on Linux).
 // syscalls returns the read and write system calls of a process so far
 // (syscr + syscw of /proc/PID/io: every read, write, recv and send family
 // call, whatever it moved).
@@ -535,6 +543,8 @@ func syscalls(pid int) int64 {
 	return n
 }
 
+// cpuSeconds returns the user+system CPU time of a process so far, from
+// /proc/PID/stat (clock ticks of 1/100 s on Linux).
 func cpuSeconds(pid int) float64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {

@@ -139,6 +139,30 @@ func ProcIO(pid int) (syscr, syscw float64) {
 	return syscr, syscw
 }
 
+// ContextSwitches returns the context switches of every thread of pid so
+// far, voluntary (a thread that went to sleep: waiting for a socket, a
+// futex) and not (/proc/PID/task/*/status).
+func ContextSwitches(pid int) float64 {
+	dirs, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0
+	}
+	var n float64
+	for _, d := range dirs {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, d.Name()))
+		if err != nil {
+			continue // the thread ended
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.HasSuffix(k, "voluntary_ctxt_switches") {
+				x, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+				n += x
+			}
+		}
+	}
+	return n
+}
+
 // StatusKB returns a "VmRSS:"-style field of /proc/PID/status in KiB.
 func StatusKB(pid int, field string) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))

@@ -21,6 +21,9 @@ func TestReadsThisProcess(t *testing.T) {
 	if busy, total := MachineCPU(); busy <= 0 || total < busy {
 		t.Errorf("MachineCPU = %v, %v", busy, total)
 	}
+	if n := ContextSwitches(pid); n <= 0 {
+		t.Errorf("ContextSwitches = %v, want > 0", n)
+	}
 	if kb := StatusKB(pid, "VmRSS"); kb <= 0 {
 		t.Errorf("VmRSS = %d KiB", kb)
 	}
