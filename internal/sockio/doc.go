@@ -13,4 +13,9 @@
 // syscall.RawConn with raw system calls: the same descriptor, the same
 // poller, the same deadlines, and about half the CPU per request and
 // answer on loopback (docs/benchmarks/issue17-sockio.md).
+//
+// Conn.WriteRead goes one step further for a request and its answer: Go
+// reads a socket before it waits for it, which after a request always
+// finds nothing; WriteRead writes the request inside the poller's read
+// step and waits before its first read (docs/benchmarks/issue17-round8.md).
 package sockio
