@@ -55,41 +55,52 @@ func runPeer(delay string) int {
 	}
 }
 
+// startPeer starts the test binary again as a peer (runPeer) answering
+// after delay, and returns a connection to it; at the end of the test the
+// connection is closed and the peer, which then ends, waited for.
+func startPeer(tb testing.TB, delay string) *net.TCPConn {
+	tb.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run", "^$")
+	cmd.Env = append(os.Environ(), peerEnv+"="+delay)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	addr, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		tb.Fatalf("peer: %v", err)
+	}
+	nc, err := net.Dial("tcp", strings.TrimSpace(addr))
+	if err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { nc.Close(); cmd.Wait() })
+	return nc.(*net.TCPConn)
+}
+
 // BenchmarkRoundTrip writes a short request and reads its answer, which a
 // peer process sends 300 µs later, so that this process goes idle between
 // the two as a gateway does while its backend works. cpu-ns/op is this
-// process's CPU (user and system) per round trip: through net.TCPConn, and
-// through a Conn.
+// process's CPU (user and system) per round trip: through net.TCPConn,
+// through a Conn, and with a Conn's WriteRead.
 //
 //	go test -run '^$' -bench RoundTrip -benchtime 3000x ./internal/sockio/
 func BenchmarkRoundTrip(b *testing.B) {
-	for _, side := range []string{"net", "sockio"} {
+	for _, side := range []string{"net", "sockio", "sockio-writeread"} {
 		b.Run(side, func(b *testing.B) {
-			cmd := exec.Command(os.Args[0], "-test.run", "^$")
-			cmd.Env = append(os.Environ(), peerEnv+"=300us")
-			out, err := cmd.StdoutPipe()
-			if err != nil {
-				b.Fatal(err)
+			nc := startPeer(b, "300us")
+			var c net.Conn = nc
+			if side != "net" {
+				c = New(nc)
 			}
-			if err := cmd.Start(); err != nil {
-				b.Fatal(err)
-			}
-			defer cmd.Wait()
-			addr, err := bufio.NewReader(out).ReadString('\n')
-			if err != nil {
-				cmd.Process.Kill()
-				b.Fatalf("peer: %v", err)
-			}
-			nc, err := net.Dial("tcp", strings.TrimSpace(addr))
-			if err != nil {
-				cmd.Process.Kill()
-				b.Fatal(err)
-			}
-			defer nc.Close()
-			c := nc
-			if side == "sockio" {
-				c = New(nc.(*net.TCPConn))
-			}
+			wr, _ := c.(*Conn)
 			req := []byte("a NOOP\r\n")
 			buf := make([]byte, 64)
 			c.SetDeadline(time.Now().Add(50 * time.Second))
@@ -97,6 +108,12 @@ func BenchmarkRoundTrip(b *testing.B) {
 			syscall.Getrusage(syscall.RUSAGE_SELF, &r0)
 			b.ResetTimer()
 			for range b.N {
+				if side == "sockio-writeread" {
+					if _, _, err := wr.WriteRead(req, buf, false); err != nil {
+						b.Fatal(err)
+					}
+					continue
+				}
 				if _, err := c.Write(req); err != nil {
 					b.Fatal(err)
 				}

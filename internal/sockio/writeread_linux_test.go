@@ -1,13 +1,11 @@
 package sockio
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -158,26 +156,9 @@ func TestWriteReadSavesTheEmptyRead(t *testing.T) {
 	const rounds = 100
 	counts := map[string]int{}
 	for _, side := range []string{"Write and Read", "WriteRead"} {
-		cmd := exec.Command(os.Args[0], "-test.run", "^$")
-		cmd.Env = append(os.Environ(), peerEnv+"=2ms")
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		addr, err := bufio.NewReader(out).ReadString('\n')
-		if err != nil {
-			cmd.Process.Kill()
-			t.Fatalf("peer: %v", err)
-		}
-		nc, err := net.Dial("tcp", strings.TrimSpace(addr))
-		if err != nil {
-			cmd.Process.Kill()
-			t.Fatal(err)
-		}
-		s := New(nc.(*net.TCPConn)).(*Conn)
+		var err error
+		nc := startPeer(t, "2ms")
+		s := New(nc).(*Conn)
 		s.SetDeadline(time.Now().Add(30 * time.Second))
 		req, buf := []byte("a NOOP\r\n"), make([]byte, 64)
 		before := readCalls(t)
@@ -193,7 +174,6 @@ func TestWriteReadSavesTheEmptyRead(t *testing.T) {
 		}
 		counts[side] = readCalls(t) - before
 		s.Close()
-		cmd.Wait()
 	}
 	// Reading /proc/self/io is a read or two of its own.
 	if counts["WriteRead"] > rounds+5 || counts["Write and Read"] < 2*rounds-5 {

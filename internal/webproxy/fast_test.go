@@ -63,13 +63,20 @@ func fastBackend(t *testing.T) string {
 		slices.Sort(hs)
 		fmt.Fprintf(w, "%s host=%s\n%s", r.RequestURI, r.Host, strings.Join(hs, "\n"))
 	})
+	return serveBackend(t, mux)
+}
+
+// serveBackend serves h over HTTP on a free loopback port until the test
+// ends, and returns its address.
+func serveBackend(tb testing.TB, h http.Handler) string {
+	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	srv := &http.Server{Handler: mux}
+	srv := &http.Server{Handler: h}
 	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	tb.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
 }
 
@@ -478,11 +485,7 @@ print("|".join(out))
 // reached it: the method, the target, Host and the forwarding headers.
 func echoBackend(tb testing.TB) string {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return serveBackend(tb, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		body := fmt.Sprintf("%s %s host=%q xff=%q fwd=%q proto=%q ua=%q cookie=%q\n", r.Method, r.RequestURI, r.Host,
 			r.Header.Values("X-Forwarded-For"), r.Header.Values("Forwarded"), r.Header.Values("X-Forwarded-Proto"),
@@ -490,10 +493,7 @@ func echoBackend(tb testing.TB) string {
 		w.Header().Set("Content-Type", "text/plain")
 		w.Header().Set("Content-Length", fmt.Sprint(len(body)))
 		io.WriteString(w, body)
-	})}
-	go srv.Serve(ln)
-	tb.Cleanup(func() { srv.Close() })
-	return ln.Addr().String()
+	}))
 }
 
 // rawExchange sends b and then a last request asking to close on a new
@@ -660,14 +660,7 @@ func TestFastWriteDeadline(t *testing.T) {
 		time.Sleep(500 * time.Millisecond) // a long poll's answer
 		io.WriteString(w, "late")
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: mux}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	addr, p := startProxy(t, ln.Addr().String(), true, func(c *Config, _ *Proxy) {
+	addr, p := startProxy(t, serveBackend(t, mux), true, func(c *Config, _ *Proxy) {
 		if c != nil {
 			c.WriteTimeout = 200 * time.Millisecond
 		}
