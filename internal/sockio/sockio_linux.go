@@ -106,6 +106,12 @@ func (c *Conn) Read(p []byte) (int, error) {
 	n, errno := c.rn, c.rerr
 	c.rbuf = nil
 	c.rmu.Unlock()
+	return c.readResult(n, errno, err)
+}
+
+// readResult is what Read returns for a read step's count n and errno, or
+// the RawConn's err (a closed connection, a deadline).
+func (c *Conn) readResult(n int, errno syscall.Errno, err error) (int, error) {
 	switch {
 	case err != nil:
 		return 0, c.opError("read", err)
@@ -243,14 +249,9 @@ func (c *Conn) WriteRead(w, r []byte, idle bool) (nw, nr int, err error) {
 		}
 		nr, err = c.Read(r)
 		return nw, nr, err
-	case rawErr != nil:
-		return nw, 0, c.opError("read", rawErr)
-	case rerr != 0:
-		return nw, 0, c.opError("read", os.NewSyscallError("read", rerr))
-	case nr == 0:
-		return nw, 0, io.EOF
 	}
-	return nw, nr, nil
+	nr, err = c.readResult(nr, rerr, rawErr)
+	return nw, nr, err
 }
 
 // writeReadStep is WriteRead's RawConn read step: the peek of an idle

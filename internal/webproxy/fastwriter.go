@@ -67,10 +67,10 @@ func (w *fastWriter) setFields(fields []fastField) {
 	w.fieldType, w.fieldDate, w.fieldEnc, w.fieldCL = false, false, false, -1
 	encSeen := false
 	for _, f := range fields {
+		if slices.Contains(hopHeaders, f.key) {
+			continue // as removeHopByHop
+		}
 		switch f.key {
-		case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
-			"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
-			continue
 		case "Content-Type":
 			w.fieldType = true
 		case "Date":
