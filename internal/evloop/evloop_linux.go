@@ -398,14 +398,22 @@ func (l *loop) run1(t *task) {
 		}
 		// A wait: is a socket ready already?
 		l.forgetClosed(t)
-		ready, failed := false, false
+		ready := false
+		var failed error
 		for i, fd := range t.wfd {
 			if t.want[i] == 0 {
 				continue
 			}
-			st := l.watch(t, fd)
-			if st == nil {
-				failed = true
+			st, err := l.watch(t, fd)
+			if errors.Is(err, unix.EBADF) {
+				// Closed by another goroutine between the step that
+				// found it not ready and this wait: the caller's next
+				// step reports the close (net.ErrClosed).
+				ready = true
+				break
+			}
+			if err != nil {
+				failed = err
 				break
 			}
 			if st.ready&t.want[i] != 0 {
@@ -414,8 +422,8 @@ func (l *loop) run1(t *task) {
 				break
 			}
 		}
-		if failed {
-			t.werr = errWatch
+		if failed != nil {
+			t.werr = failed
 			continue
 		}
 		if ready {
@@ -430,12 +438,11 @@ func (l *loop) run1(t *task) {
 	}
 }
 
-var errWatch = errors.New("evloop: cannot watch the socket")
-
-// watch registers fd for t, once; nil when the kernel refuses.
-func (l *loop) watch(t *task, fd int) *fdState {
+// watch registers fd for t, once. A descriptor the kernel refuses gives
+// an error: EBADF when it was closed.
+func (l *loop) watch(t *task, fd int) (*fdState, error) {
 	if fd < 0 {
-		return nil
+		return nil, fmt.Errorf("evloop: cannot watch descriptor %d: %w", fd, unix.EINVAL)
 	}
 	if fd >= len(l.fds) {
 		n := max(2*len(l.fds), fd+1, 64)
@@ -445,7 +452,7 @@ func (l *loop) watch(t *task, fd int) *fdState {
 	}
 	st := &l.fds[fd]
 	if st.t == t {
-		return st
+		return st, nil
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
 	err := unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &ev)
@@ -456,11 +463,11 @@ func (l *loop) watch(t *task, fd int) *fdState {
 		err = unix.EpollCtl(l.ep, unix.EPOLL_CTL_MOD, fd, &ev)
 	}
 	if err != nil {
-		return nil
+		return nil, fmt.Errorf("evloop: cannot watch the socket: %w", err)
 	}
 	*st = fdState{t: t}
 	t.fds = append(t.fds, fd)
-	return st
+	return st, nil
 }
 
 // forget stops watching t's descriptors.
