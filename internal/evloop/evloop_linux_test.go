@@ -133,10 +133,12 @@ func TestDeadline(t *testing.T) {
 // descriptor), or during the wait. Many rounds hit each case.
 func TestCloseWakes(t *testing.T) {
 	for i := range 300 {
-		err := interruptedRead(t, func(sv *sockio.Conn) { sv.Close() })
-		if !errors.Is(err, net.ErrClosed) {
-			t.Fatalf("round %d: read of a closed connection: %v, want net.ErrClosed", i, err)
-		}
+		t.Run(fmt.Sprint(i), func(t *testing.T) {
+			err := interruptedRead(t, func(sv *sockio.Conn) { sv.Close() })
+			if !errors.Is(err, net.ErrClosed) {
+				t.Fatalf("read of a closed connection: %v, want net.ErrClosed", err)
+			}
+		})
 	}
 }
 
