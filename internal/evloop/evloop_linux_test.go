@@ -358,3 +358,87 @@ func BenchmarkSwitch(b *testing.B) {
 		}
 	})
 }
+
+// A read on a loop after one that emptied the socket waits first (no read
+// that finds nothing); whatever the order of the bytes' arrival and the
+// reads, no byte is left waiting: bytes still queued after a read that
+// filled its buffer, bytes that arrive while the handler runs, bytes that
+// arrive while it waits, and the end of the stream.
+func TestDrainedReads(t *testing.T) {
+	g := start(t, 1)
+	sv, cl := pair(t)
+	step := make(chan string)
+	got := make(chan string)
+	done := make(chan error, 1)
+	g.Go(context.Background(), sv, func(ctx context.Context) {
+		sv.SetReadDeadline(time.Now().Add(10 * time.Second))
+		buf := make([]byte, 4)
+		for want := range step {
+			var s []byte
+			for len(s) < len(want) {
+				n, err := sv.Read(buf)
+				if err != nil {
+					done <- fmt.Errorf("reading %q: after %q: %w", want, s, err)
+					return
+				}
+				s = append(s, buf[:n]...)
+			}
+			got <- string(s)
+		}
+		n, err := sv.Read(buf)
+		if n != 0 || !errors.Is(err, io.EOF) {
+			done <- fmt.Errorf("after the peer closed: %d, %v; want io.EOF", n, err)
+			return
+		}
+		done <- nil
+	})
+	say := func(when string, parts ...string) {
+		t.Helper()
+		var all string
+		for _, p := range parts {
+			all += p
+		}
+		if when == "before" {
+			for _, p := range parts {
+				if _, err := cl.Write([]byte(p)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			step <- all
+		} else {
+			step <- all
+			for _, p := range parts {
+				if _, err := cl.Write([]byte(p)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		select {
+		case s := <-got:
+			if s != all {
+				t.Fatalf("%s: read %q, want %q", when, s, all)
+			}
+		case err := <-done:
+			t.Fatal(err)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: the handler still waits for %q", when, all)
+		}
+	}
+	say("before", "abc")              // a short read: the socket is empty
+	say("after", "de")                // waits first, then reads
+	say("before", "fghijklmno")       // reads that fill the buffer leave bytes queued
+	say("after", "pq", "rstu", "vwx") // several arrivals during the reads
+	say("before", "yz")
+	say("after", "0123")  // a read that fills the buffer exactly
+	say("before", "4567") // and one more
+	close(step)
+	cl.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler still waits after the peer closed")
+	}
+}

@@ -50,6 +50,16 @@ type Conn struct {
 	// rdl and wdl are the read and write deadlines (Unix nanoseconds, 0
 	// none), for a Waiter; the TCPConn has them too.
 	rdl, wdl atomic.Int64
+	// drained (guarded by rmu) is true when the last read on a Waiter
+	// emptied the socket (it returned less than asked), or before the
+	// first: any byte that arrives after it is a new readiness event for
+	// the Waiter, so the next Read waits first instead of making a read
+	// that finds nothing. A read elsewhere (the runtime's poller, ReadNow)
+	// clears it.
+	drained bool
+	// closing is set when Close begins: a Read no longer waits on the
+	// descriptor of an earlier read, whose number may be reused.
+	closing atomic.Bool
 
 	// writeReadFn is WriteRead's step; wrWriting is true until its write
 	// is done, wrLeft when the socket did not take all of it at once.
@@ -68,6 +78,11 @@ func New(c *net.TCPConn) net.Conn {
 		return c
 	}
 	s := &Conn{TCPConn: c, rc: rc}
+	// A Waiter that has not waited for the socket yet starts watching it
+	// at its first wait and reports the bytes already there: the first
+	// read on a Waiter needs no read before that wait either.
+	s.drained = true
+	rc.Control(func(fd uintptr) { s.rfd, s.wfd = int(fd), int(fd) })
 	s.readFn = s.readOnce
 	s.writeFn = s.writeSome
 	s.tryReadFn = s.tryRead
@@ -100,7 +115,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	c.rbuf, c.rn, c.rerr = p, 0, 0
 	var err error
 	if r := c.waiter.Load(); r == nil || !c.readOnWaiter(r.w, &err) {
-		c.rn, c.rerr = 0, 0
+		c.rn, c.rerr, c.drained = 0, 0, false
 		err = c.rc.Read(c.readFn)
 	}
 	n, errno := c.rn, c.rerr
@@ -315,6 +330,7 @@ func (c *Conn) SetWaiter(w Waiter) {
 
 // Close closes the connection and wakes a Waiter waiting for it.
 func (c *Conn) Close() error {
+	c.closing.Store(true)
 	r := c.waiter.Load()
 	if r == nil {
 		return c.TCPConn.Close()
@@ -382,12 +398,29 @@ func deadline(ns int64) time.Time {
 // The RawConn still guards the descriptor against a concurrent Close and
 // checks the deadline.
 func (c *Conn) readOnWaiter(w Waiter, err *error) bool {
+	if c.drained && !c.closing.Load() {
+		// The socket was empty after the last read: nothing can be
+		// there that the Waiter has not seen arrive.
+		c.drained = false
+		on, e := w.Wait(c.rfd, false, deadline(c.rdl.Load()))
+		if !on {
+			return false
+		}
+		if e != nil {
+			*err = e
+			return true
+		}
+	}
 	for {
 		if e := c.rc.Read(c.tryReadFn); e != nil {
+			c.drained = false
 			*err = e
 			return true
 		}
 		if c.rerr != syscall.EAGAIN {
+			// A short read emptied the socket: TCP returns less than
+			// asked only when nothing more is queued.
+			c.drained = c.rerr == 0 && c.rn > 0 && c.rn < len(c.rbuf)
 			return true
 		}
 		c.rerr = 0
@@ -457,7 +490,7 @@ func (c *Conn) ReadNow(p []byte) (int, error) {
 	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
-	c.rbuf, c.rn, c.rerr = p, 0, 0
+	c.rbuf, c.rn, c.rerr, c.drained = p, 0, 0, false
 	err := c.rc.Read(c.tryReadFn)
 	n, errno := c.rn, c.rerr
 	c.rbuf = nil

@@ -12,6 +12,11 @@ type Waiter interface {
 	// called. It returns os.ErrDeadlineExceeded after the deadline. It
 	// reports false when the Waiter no longer runs the calling code (the
 	// code moved to a goroutine of its own): the caller waits itself.
+	//
+	// A Conn whose last read emptied the socket (it returned less than
+	// asked) waits before reading again, without a read that would find
+	// nothing: Wait must then report bytes that arrived since that read,
+	// as an edge-triggered watcher of the socket does.
 	Wait(fd int, write bool, deadline time.Time) (bool, error)
 	// Wake ends a Wait of the connection's code early: the socket fd was
 	// closed, or (fd -1) it was closed before or a deadline was set in
