@@ -18,4 +18,8 @@
 // reads a socket before it waits for it, which after a request always
 // finds nothing; WriteRead writes the request inside the poller's read
 // step and waits before its first read (docs/benchmarks/issue17-round8.md).
+// On an event loop's Waiter a Conn does the same for every read that
+// follows one that emptied the socket: the loop watches the socket
+// edge-triggered, so it reports any byte that arrives after that read
+// (docs/benchmarks/issue17-round9.md).
 package sockio
