@@ -148,36 +148,52 @@ func readCalls(t *testing.T) int {
 
 // TestWriteReadSavesTheEmptyRead: against a peer in another process that
 // answers 2 ms after each request, Write and Read read twice a round trip
-// (nothing, then the answer), WriteRead once.
+// (nothing, then the answer), WriteRead once, and so do Write and Read on
+// a Waiter once a short read has emptied the socket: the Conn waits before
+// it reads.
 func TestWriteReadSavesTheEmptyRead(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a peer process")
 	}
 	const rounds = 100
 	counts := map[string]int{}
-	for _, side := range []string{"Write and Read", "WriteRead"} {
+	for _, side := range []string{"Write and Read", "WriteRead", "Write and Read on a Waiter"} {
 		var err error
 		nc := startPeer(t, "2ms")
 		s := New(nc).(*Conn)
+		w := &pollWaiter{}
+		if side == "Write and Read on a Waiter" {
+			s.SetWaiter(w)
+		}
 		s.SetDeadline(time.Now().Add(30 * time.Second))
 		req, buf := []byte("a NOOP\r\n"), make([]byte, 64)
 		before := readCalls(t)
 		for range rounds {
+			var n int
 			if side == "WriteRead" {
-				_, _, err = s.WriteRead(req, buf, true)
+				_, n, err = s.WriteRead(req, buf, true)
 			} else if _, err = s.Write(req); err == nil {
-				_, err = s.Read(buf)
+				n, err = s.Read(buf)
 			}
-			if err != nil {
-				t.Fatal(err)
+			if err != nil || string(buf[:n]) != string(req) {
+				t.Fatalf("%s: read %q, %v; want %q", side, buf[:n], err, req)
 			}
 		}
 		counts[side] = readCalls(t) - before
+		if side == "Write and Read on a Waiter" && w.waits < rounds {
+			t.Errorf("%d waits for %d round trips", w.waits, rounds)
+		}
 		s.Close()
 	}
 	// Reading /proc/self/io is a read or two of its own.
-	if counts["WriteRead"] > rounds+5 || counts["Write and Read"] < 2*rounds-5 {
-		t.Errorf("read calls for %d round trips: %v; want about %d with WriteRead, %d without", rounds, counts, rounds, 2*rounds)
+	for side, n := range counts {
+		if want := rounds; side == "Write and Read" {
+			if n < 2*want-5 {
+				t.Errorf("%s: %d read calls for %d round trips, want about %d", side, n, rounds, 2*want)
+			}
+		} else if n > want+5 {
+			t.Errorf("%s: %d read calls for %d round trips, want about %d", side, n, rounds, want)
+		}
 	}
 	t.Logf("read calls for %d round trips: %v", rounds, counts)
 }
