@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -19,9 +20,10 @@ import (
 // between two plain TCP connections, so that an idle session holds no
 // goroutine: one epoll instance (one descriptor for the whole Conns, not
 // one per session), itself watched by Go's poller, and one goroutine that
-// reads its events. A socket that becomes readable wakes its session, which
-// moves the queued bytes on a short-lived goroutine (splice(2), as pumpTCP)
-// and goes back to sleep. 10,000 idle IMAP sessions thus cost their
+// reads its events. A socket that becomes readable wakes its session: a
+// few bytes the other side takes at once (a command, an answer) are moved
+// by the poller's goroutine itself (moveNow); more go on a short-lived
+// goroutine (splice(2), as pumpTCP); then the session sleeps again. 10,000 idle IMAP sessions thus cost their
 // sockets and a small struct each, not two parked goroutines and their
 // stacks.
 type idlePoller struct {
@@ -32,6 +34,10 @@ type idlePoller struct {
 	sessions map[uint32]*idleSession
 	next     uint32
 	exited   chan struct{} // closed when run returns
+
+	// The turns of moving bytes: on the poller's goroutine (moveNow), on
+	// a goroutine of their own (move).
+	inline, spawned atomic.Int64
 }
 
 // The events a session's socket is armed for: readable, peer closed, one
@@ -290,7 +296,107 @@ func (x *idleSession) wake(dir int) {
 	}
 	x.busy[dir] = true
 	x.mu.Unlock()
+	if x.moveNow(dir) {
+		x.poller.inline.Add(1)
+		return
+	}
+	x.poller.spawned.Add(1)
 	go x.move(dir)
+}
+
+// inlineMax bounds what the poller's goroutine moves itself when a session
+// wakes (moveNow): a command, an answer, an IDLE notification.
+const inlineMax = 16 << 10
+
+var inlineBufs = sync.Pool{New: func() any { b := make([]byte, inlineMax); return &b }}
+
+// moveNow moves the bytes queued in direction dir on the poller's own
+// goroutine, without waiting, when they are fewer than inlineMax and the
+// destination takes them at once — the usual wake of an interactive
+// session — so that it costs no goroutine (whose start wakes a second
+// thread) and no timer. It copies the bytes with MSG_PEEK, writes them,
+// and only then consumes what was written: whatever the destination did
+// not take stays queued. It reports false when move must take over (a
+// transfer: inlineMax bytes or more; or a full destination), with
+// x.busy[dir] still set and the bytes written counted.
+func (x *idleSession) moveNow(dir int) bool {
+	drc, rc := x.brc, x.crc
+	if dir == 1 {
+		drc, rc = x.crc, x.brc
+	}
+	bp := inlineBufs.Get().(*[]byte)
+	defer inlineBufs.Put(bp)
+	buf := *bp
+	var n int
+	var errno syscall.Errno
+	if err := rc.Control(func(fd uintptr) { n, errno = sockio.PeekInto(fd, buf) }); err != nil {
+		x.endTurn(dir, 0, true) // closed
+		return true
+	}
+	switch {
+	case errno == syscall.EAGAIN:
+		x.endTurn(dir, 0, false) // woken for nothing
+		return true
+	case errno != 0 || n == 0:
+		x.endTurn(dir, 0, true) // a failure, or the end of the stream
+		return true
+	case n == len(buf):
+		return false // a transfer: more may be queued
+	}
+	var w int
+	if err := drc.Control(func(fd uintptr) { w, errno = sockio.Write(fd, buf[:n]) }); err != nil || (errno != 0 && errno != syscall.EAGAIN) {
+		x.endTurn(dir, 0, true)
+		return true
+	}
+	if w > 0 {
+		var r int
+		if err := rc.Control(func(fd uintptr) { r, errno = sockio.Read(fd, buf[:w]) }); err != nil || errno != 0 || r != w {
+			// The bytes peeked are queued until read: only a close
+			// in between takes them away.
+			x.endTurn(dir, int64(w), true)
+			return true
+		}
+	}
+	if w < n {
+		x.count(dir, int64(w))
+		return false // the destination is full: move waits for it
+	}
+	x.endTurn(dir, int64(w), false)
+	return true
+}
+
+// count adds n bytes moved in direction dir.
+func (x *idleSession) count(dir int, n int64) {
+	x.mu.Lock()
+	if dir == 0 {
+		x.up += n
+	} else {
+		x.down += n
+	}
+	x.mu.Unlock()
+}
+
+// endTurn ends a turn of moving bytes in direction dir (moved of them):
+// the session sleeps again (re-armed), or at end (or once closed) it is
+// closed.
+func (x *idleSession) endTurn(dir int, moved int64, end bool) {
+	x.mu.Lock()
+	if dir == 0 {
+		x.up += moved
+	} else {
+		x.down += moved
+	}
+	x.busy[dir] = false
+	if !x.closed && !end {
+		if err := x.arm(dir, unix.EPOLL_CTL_MOD); err != nil {
+			end = true
+		}
+	}
+	end = end || x.closed
+	x.mu.Unlock()
+	if end {
+		x.close()
+	}
 }
 
 // activeGrace is how long a goroutine woken to move bytes goes on moving
@@ -344,23 +450,7 @@ func (x *idleSession) move(dir int) {
 		}
 	}
 	src.SetReadDeadline(time.Time{})
-	x.mu.Lock()
-	if dir == 0 {
-		x.up += moved
-	} else {
-		x.down += moved
-	}
-	x.busy[dir] = false
-	if !x.closed && !end {
-		if err := x.arm(dir, unix.EPOLL_CTL_MOD); err != nil {
-			end = true
-		}
-	}
-	end = end || x.closed
-	x.mu.Unlock()
-	if end {
-		x.close()
-	}
+	x.endTurn(dir, moved, end)
 }
 
 // peekQueued returns the number of bytes queued on a socket without

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -416,4 +417,95 @@ func waitLive(t *testing.T, conns *Conns, n int) {
 		}
 		time.Sleep(time.Millisecond) // polling interval
 	}
+}
+
+// A session that wakes for a few bytes the other side takes at once (a
+// command, an answer) has them moved by the poller's goroutine itself: no
+// goroutine is started for them. A transfer still is.
+func TestIdleHandoffMovesSmallTurnsInline(t *testing.T) {
+	r := newIdleRig(t, nil, nil)
+	e := r.open(t)
+	e.client.Write([]byte("w\n")) // the poller runs
+	readN(t, e.backend, 2)
+	p := r.conns.idlePoller()
+	inline0, spawned0 := p.inline.Load(), p.spawned.Load()
+	for i := range 100 {
+		msg := []byte(fmt.Sprintf("a%d NOOP\r\n", i))
+		e.client.Write(msg)
+		if got := readN(t, e.backend, len(msg)); !bytes.Equal(got, msg) {
+			t.Fatalf("command %d: %q", i, got)
+		}
+		ans := []byte(fmt.Sprintf("a%d OK NOOP completed\r\n", i))
+		e.backend.Write(ans)
+		if got := readN(t, e.client, len(ans)); !bytes.Equal(got, ans) {
+			t.Fatalf("answer %d: %q", i, got)
+		}
+	}
+	if inline, spawned := p.inline.Load()-inline0, p.spawned.Load()-spawned0; inline < 200 || spawned != 0 {
+		t.Errorf("200 small turns: %d inline, %d on goroutines; want all inline", inline, spawned)
+	}
+	big := make([]byte, 1<<20)
+	rand.Read(big)
+	go e.backend.Write(big)
+	if got := readN(t, e.client, len(big)); !bytes.Equal(got, big) {
+		t.Fatal("transfer corrupted")
+	}
+	if p.spawned.Load() == spawned0 {
+		t.Error("a 1 MiB transfer moved without a goroutine")
+	}
+	e.client.Close()
+	waitEnded(t, e, "the client left")
+}
+
+// Small writes toward a backend that does not read fill its socket: the
+// poller's goroutine writes what the socket takes, leaves the rest queued
+// at the source, and a goroutine moves it once the backend reads; every
+// byte arrives once, in order, and is counted once.
+func TestIdleHandoffInlineToFullDestination(t *testing.T) {
+	r := newIdleRig(t, nil, nil)
+	e := r.open(t)
+	p := r.conns.idlePoller()
+	const chunk, most = 15000, 64 << 20 // chunk < inlineMax
+	want := make([]byte, most)
+	rand.Read(want)
+	turns := func() int64 { return p.inline.Load() + p.spawned.Load() }
+	spawned0 := p.spawned.Load()
+	// One small chunk per turn until a turn finds the backend's socket
+	// full and leaves the rest to a goroutine.
+	sent := 0
+	for p.spawned.Load() == spawned0 {
+		if sent+chunk > most {
+			t.Fatalf("%d bytes sent, the backend's socket never filled", sent)
+		}
+		before := turns()
+		if _, err := e.client.Write(want[sent : sent+chunk]); err != nil {
+			t.Fatal(err)
+		}
+		sent += chunk
+		deadline := time.Now().Add(10 * time.Second)
+		for turns() == before {
+			if time.Now().After(deadline) {
+				t.Fatal("no turn moved the chunk")
+			}
+			time.Sleep(100 * time.Microsecond) // polling interval
+		}
+	}
+	if p.inline.Load() == 0 {
+		t.Fatal("no turn ran inline")
+	}
+	errc := make(chan error, 1)
+	go func() { _, err := e.client.Write(want[sent : sent+4<<20]); errc <- err }()
+	total := sent + 4<<20
+	if got := readN(t, e.backend, total); !bytes.Equal(got, want[:total]) {
+		t.Fatal("bytes lost, repeated or reordered")
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	e.client.Close()
+	waitEnded(t, e, "the client left")
+	if up := e.up.Load(); up != int64(total) {
+		t.Errorf("counted %d bytes up, want %d", up, total)
+	}
+	t.Logf("the backend's socket filled after %d bytes in %d-byte turns", sent, chunk)
 }

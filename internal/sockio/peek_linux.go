@@ -26,3 +26,30 @@ func Peek(fd uintptr) (n int, errno syscall.Errno) {
 		return int(r), 0
 	}
 }
+
+// PeekInto copies up to len(p) of the bytes queued on the socket fd into
+// p without consuming them or waiting (recv(2) with MSG_PEEK and
+// MSG_DONTWAIT): 0 at end of stream, EAGAIN when nothing is queued yet.
+// Call it from a syscall.RawConn's Read or Control.
+func PeekInto(fd uintptr, p []byte) (n int, errno syscall.Errno) {
+	if len(p) == 0 {
+		return 0, 0
+	}
+	if raceEnabled {
+		return annotatedIO(func(fd int, p []byte) (int, error) {
+			n, _, err := syscall.Recvfrom(fd, p, syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			return n, err
+		}, fd, p)
+	}
+	for {
+		r, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)),
+			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		if e == syscall.EINTR {
+			continue
+		}
+		if e != 0 {
+			return 0, e
+		}
+		return int(r), 0
+	}
+}

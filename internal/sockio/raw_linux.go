@@ -32,6 +32,36 @@ func Read(fd uintptr, p []byte) (int, syscall.Errno) {
 	}
 }
 
+// Write writes as much of p as the socket fd takes now with raw write(2)
+// calls: for a syscall.RawConn's Write or Control. It returns the count
+// written and EAGAIN when the socket took less than p.
+func Write(fd uintptr, p []byte) (int, syscall.Errno) {
+	n := 0
+	for n < len(p) {
+		rest := p[n:]
+		if len(rest) > maxRW {
+			rest = rest[:maxRW]
+		}
+		var r uintptr
+		var e syscall.Errno
+		if raceEnabled {
+			var m int
+			m, e = annotatedIO(syscall.Write, fd, rest)
+			r = uintptr(m)
+		} else {
+			r, _, e = syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&rest[0])), uintptr(len(rest)))
+		}
+		switch e {
+		case 0:
+			n += int(r)
+		case syscall.EINTR:
+		default:
+			return n, e
+		}
+	}
+	return n, 0
+}
+
 // Queued returns the number of bytes queued for reading on the socket fd
 // (ioctl SIOCINQ).
 func Queued(fd uintptr) (int, syscall.Errno) {
