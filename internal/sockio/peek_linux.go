@@ -14,17 +14,7 @@ import (
 // syscall.RawConn's Read or Control.
 func Peek(fd uintptr) (n int, errno syscall.Errno) {
 	var b [1]byte
-	for {
-		r, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
-			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
-		if e == syscall.EINTR {
-			continue
-		}
-		if e != 0 {
-			return 0, e
-		}
-		return int(r), 0
-	}
+	return peek(fd, unsafe.Pointer(&b[0]), 1)
 }
 
 // PeekInto copies up to len(p) of the bytes queued on the socket fd into
@@ -41,8 +31,13 @@ func PeekInto(fd uintptr, p []byte) (n int, errno syscall.Errno) {
 			return n, err
 		}, fd, p)
 	}
+	return peek(fd, unsafe.Pointer(&p[0]), len(p))
+}
+
+// peek is recv(2) of up to n bytes at p with MSG_PEEK and MSG_DONTWAIT.
+func peek(fd uintptr, p unsafe.Pointer, n int) (int, syscall.Errno) {
 	for {
-		r, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)),
+		r, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(p), uintptr(n),
 			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
 		if e == syscall.EINTR {
 			continue

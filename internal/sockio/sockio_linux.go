@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
 )
 
 // maxRW is the most one call reads or writes, as in Go's internal/poll:
@@ -176,32 +175,15 @@ func (c *Conn) Write(p []byte) (int, error) {
 // writeSome is the RawConn write step: it writes until all is written, the
 // socket is full (false: wait for writability) or an error.
 func (c *Conn) writeSome(fd uintptr) bool {
-	for c.wn < len(c.wbuf) {
-		rest := c.wbuf[c.wn:]
-		if len(rest) > maxRW {
-			rest = rest[:maxRW]
-		}
-		var r uintptr
-		var e syscall.Errno
-		if raceEnabled {
-			var n int
-			n, e = annotatedIO(syscall.Write, fd, rest)
-			r = uintptr(n)
-		} else {
-			r, _, e = syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&rest[0])), uintptr(len(rest)))
-		}
-		switch e {
-		case 0:
-			c.wn += int(r)
-			continue
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			return false
-		}
-		c.werr = e
+	n, e := Write(fd, c.wbuf[c.wn:])
+	c.wn += n
+	switch e {
+	case 0:
 		return true
+	case syscall.EAGAIN:
+		return false
 	}
+	c.werr = e
 	return true
 }
 
