@@ -38,6 +38,8 @@ type idlePoller struct {
 	// The turns of moving bytes: on the poller's goroutine (moveNow), on
 	// a goroutine of their own (move).
 	inline, spawned atomic.Int64
+	// buf is moveNow's, on the poller's goroutine (run) only.
+	buf []byte
 }
 
 // The events a session's socket is armed for: readable, peer closed, one
@@ -308,10 +310,8 @@ func (x *idleSession) wake(dir int) {
 // wakes (moveNow): a command, an answer, an IDLE notification.
 const inlineMax = 16 << 10
 
-var inlineBufs = sync.Pool{New: func() any { b := make([]byte, inlineMax); return &b }}
-
 // moveNow moves the bytes queued in direction dir on the poller's own
-// goroutine, without waiting, when they are fewer than inlineMax and the
+// goroutine (run: the only caller of wake), without waiting, when they are fewer than inlineMax and the
 // destination takes them at once — the usual wake of an interactive
 // session — so that it costs no goroutine (whose start wakes a second
 // thread) and no timer. It copies the bytes with MSG_PEEK, writes them,
@@ -324,9 +324,10 @@ func (x *idleSession) moveNow(dir int) bool {
 	if dir == 1 {
 		drc, rc = x.crc, x.brc
 	}
-	bp := inlineBufs.Get().(*[]byte)
-	defer inlineBufs.Put(bp)
-	buf := *bp
+	if x.poller.buf == nil {
+		x.poller.buf = make([]byte, inlineMax)
+	}
+	buf := x.poller.buf
 	var n int
 	var errno syscall.Errno
 	if err := rc.Control(func(fd uintptr) { n, errno = sockio.PeekInto(fd, buf) }); err != nil {
