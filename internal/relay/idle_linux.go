@@ -23,9 +23,9 @@ import (
 // reads its events. A socket that becomes readable wakes its session: a
 // few bytes the other side takes at once (a command, an answer) are moved
 // by the poller's goroutine itself (moveNow); more go on a short-lived
-// goroutine (splice(2), as pumpTCP); then the session sleeps again. 10,000 idle IMAP sessions thus cost their
-// sockets and a small struct each, not two parked goroutines and their
-// stacks.
+// goroutine (splice(2), as pumpTCP); then the session sleeps again.
+// 10,000 idle IMAP sessions thus cost their sockets and a small struct
+// each, not two parked goroutines and their stacks.
 type idlePoller struct {
 	file *os.File // the epoll descriptor
 	rc   syscall.RawConn
@@ -311,10 +311,10 @@ func (x *idleSession) wake(dir int) {
 const inlineMax = 16 << 10
 
 // moveNow moves the bytes queued in direction dir on the poller's own
-// goroutine (run: the only caller of wake), without waiting, when they are fewer than inlineMax and the
-// destination takes them at once — the usual wake of an interactive
-// session — so that it costs no goroutine (whose start wakes a second
-// thread) and no timer. It copies the bytes with MSG_PEEK, writes them,
+// goroutine (run, the only caller of wake), without waiting, when they are
+// fewer than inlineMax and the destination takes them at once — the usual
+// wake of an interactive session — so that it costs no goroutine (whose
+// start wakes a second thread) and no timer. It copies the bytes with MSG_PEEK, writes them,
 // and only then consumes what was written: whatever the destination did
 // not take stays queued. It reports false when move must take over (a
 // transfer: inlineMax bytes or more; or a full destination), with
@@ -369,12 +369,17 @@ func (x *idleSession) moveNow(dir int) bool {
 // count adds n bytes moved in direction dir.
 func (x *idleSession) count(dir int, n int64) {
 	x.mu.Lock()
+	x.countLocked(dir, n)
+	x.mu.Unlock()
+}
+
+// countLocked is count with x.mu held.
+func (x *idleSession) countLocked(dir int, n int64) {
 	if dir == 0 {
 		x.up += n
 	} else {
 		x.down += n
 	}
-	x.mu.Unlock()
 }
 
 // endTurn ends a turn of moving bytes in direction dir (moved of them):
@@ -382,11 +387,7 @@ func (x *idleSession) count(dir int, n int64) {
 // closed.
 func (x *idleSession) endTurn(dir int, moved int64, end bool) {
 	x.mu.Lock()
-	if dir == 0 {
-		x.up += moved
-	} else {
-		x.down += moved
-	}
+	x.countLocked(dir, moved)
 	x.busy[dir] = false
 	if !x.closed && !end {
 		if err := x.arm(dir, unix.EPOLL_CTL_MOD); err != nil {
