@@ -13,9 +13,11 @@
 #   PEERS_FLAGS="-reuse -keep -event-loops" bench/evloop/syscalls.sh /tmp/sc/login /tmp/postern login
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. bench/evloop/busy.sh
 out=${1:?usage: syscalls.sh OUT BIN [SCENARIO]} bin=${2:?usage: syscalls.sh OUT BIN [SCENARIO]} scen=${3:-login}
 case $scen in login|smtp) ;; *) echo "syscalls.sh: SCENARIO is login or smtp" >&2; exit 2 ;; esac
 command -v perf >/dev/null || { echo "syscalls.sh: needs perf (Debian: linux-perf)" >&2; exit 1; }
+rm -f "$out.txt" # a previous run's lines must not be taken for this one's
 bench/peers.sh -only "$scen" -rounds 1 -duration 14s -warmup 2s ${PEERS_FLAGS:-} -postern "$bin" -out "$out.peers" > "$out.txt" 2>&1 &
 run=$!
 trap 'kill $run 2>/dev/null || true' EXIT
@@ -29,7 +31,8 @@ wait_line() {
   done
 }
 count() { # NAME PIDS
-  sleep 4
+  wait_busy "$2"
+  sleep 3
   perf stat -e 'syscalls:sys_enter_*' -p "$2" -o "$out.$1.stat" -- sleep 8 > /dev/null 2>&1
 }
 wait_line nginx

@@ -77,12 +77,15 @@ func (s *session) beCommand(cmd string) ([]string, string, error) {
 
 // beTagged sends a line and reads until the completion tagged tag.
 func (s *session) beTagged(tag, line string) ([]string, string, error) {
-	if err := s.BackendWrite(line); err != nil {
-		return nil, "", err
-	}
 	var untagged []string
-	for range 1000 {
-		l, err := s.BackendLine()
+	for i := range 1000 {
+		var l string
+		var err error
+		if i == 0 {
+			l, err = s.BackendCommand(line)
+		} else {
+			l, err = s.BackendLine()
+		}
 		if err != nil {
 			return untagged, "", err
 		}

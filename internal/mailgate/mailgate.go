@@ -163,9 +163,13 @@ type Session struct {
 	// TLS says the client connection has TLS.
 	TLS bool
 
-	// BE is the backend connection, BR its reader.
+	// BE is the backend connection, BR its reader (through beReader).
 	BE net.Conn
 	BR *bufio.Reader
+	// A command held by BackendCommand to go out with the first read of
+	// its answer (heldWR: BE's WriteRead); heldBuf is its storage.
+	held, heldBuf []byte
+	heldWR        relay.WriteReader
 
 	gs        *guard.Session
 	tarpit    time.Duration
@@ -234,7 +238,7 @@ func (s *Session) dial(local netip.AddrPort, pr Protocol) (string, error) {
 	}
 	s.BE = be
 	s.BR = s.Gate.beReaders.Get().(*bufio.Reader)
-	s.BR.Reset(be)
+	s.BR.Reset(beReader{s})
 	// The first byte of the greeting: a backend that closes the connection
 	// before it usually refused the PROXY header (or waited for one).
 	s.BE.SetReadDeadline(time.Now().Add(s.Gate.Cfg.BackendTimeout))
@@ -325,6 +329,53 @@ func (s *Session) BackendLine() (string, error) {
 		return "", err
 	}
 	return strings.TrimRight(string(l), "\r\n"), nil
+}
+
+// BackendCommand writes one line to the backend and reads the first line
+// of its answer. On a plain socket with nothing of the backend's read
+// ahead, the line goes out with that read (sockio.Conn.WriteRead), which
+// then waits for the answer instead of first finding nothing. IMAP and POP3
+// servers before login speak only when spoken to: an answer (or the
+// connection's end) follows every command, a new event that ends the wait.
+func (s *Session) BackendCommand(line string) (string, error) {
+	if s.BR.Buffered() > 0 {
+		if err := s.BackendWrite(line); err != nil {
+			return "", err
+		}
+		return s.BackendLine()
+	}
+	wr := relay.WriteReaderOf(s.BE)
+	if wr == nil {
+		if err := s.BackendWrite(line); err != nil {
+			return "", err
+		}
+		return s.BackendLine()
+	}
+	s.BE.SetWriteDeadline(time.Now().Add(s.Gate.Cfg.BackendTimeout))
+	s.heldBuf = append(append(s.heldBuf[:0], line...), "\r\n"...)
+	s.held, s.heldWR = s.heldBuf, wr
+	l, err := s.BackendLine()
+	s.held, s.heldWR = nil, nil // not sent: the read failed before it
+	clear(s.heldBuf)            // a login's command holds the password
+	return l, err
+}
+
+// beReader is what BR reads: the backend connection, and a command
+// BackendCommand holds, written by the first read.
+type beReader struct{ s *Session }
+
+func (r beReader) Read(p []byte) (int, error) {
+	s := r.s
+	w := s.held
+	if w == nil {
+		return s.BE.Read(p)
+	}
+	s.held = nil
+	nw, nr, err := s.heldWR.WriteRead(w, p, false)
+	if nw < len(w) && err != nil {
+		err = fmt.Errorf("writing to backend: %w", err)
+	}
+	return nr, err
 }
 
 // BackendWrite writes one line to the backend.

@@ -53,12 +53,7 @@ func (s *session) Greet() (string, error) {
 	return "+OK " + text, nil
 }
 
-func (s *session) beCmd(line string) (string, error) {
-	if err := s.BackendWrite(line); err != nil {
-		return "", err
-	}
-	return s.BackendLine()
-}
+func (s *session) beCmd(line string) (string, error) { return s.BackendCommand(line) }
 
 // capabilities are the backend's CAPA lines with STLS, USER and SASL
 // adjusted to what postern offers.

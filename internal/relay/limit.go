@@ -110,6 +110,24 @@ func (c *limitedConn) Close() error {
 	return err
 }
 
+// WriteReader sends a request with the first read of its answer, which
+// then waits for the answer without a read that finds nothing first
+// (sockio.Conn.WriteRead).
+type WriteReader interface {
+	WriteRead(w, r []byte, idle bool) (nw, nr int, err error)
+}
+
+// WriteReaderOf returns c's WriteRead when c, a connection from
+// Dialer.Dial, reads and writes its socket directly (no TLS); nil
+// otherwise.
+func WriteReaderOf(c net.Conn) WriteReader {
+	if lc, ok := c.(*limitedConn); ok {
+		c = lc.Conn
+	}
+	wr, _ := c.(WriteReader)
+	return wr
+}
+
 // RawTCP hands out the socket beneath, for the splice.
 func (c *limitedConn) RawTCP() (*net.TCPConn, bool) { return tcpOf(c.Conn) }
 

@@ -31,6 +31,13 @@ type backend struct {
 	relayed  func(up, down int64) // nil: not reported
 
 	rd, wd deadline // the deadlines set on conn
+
+	// A command's last write, held (hold) by flushRead to go out with the
+	// first read of its reply (WriteRead): held is the writer's buffer,
+	// untouched until that read.
+	hold bool
+	held []byte
+	wr   relay.WriteReader
 }
 
 // backendIO reads and writes the backend's connection (whichever it is
@@ -38,14 +45,30 @@ type backend struct {
 type backendIO struct{ b *backend }
 
 func (x backendIO) Read(p []byte) (int, error) {
-	n, err := x.b.conn.Read(p)
-	x.b.down += int64(n)
+	b := x.b
+	if w := b.held; w != nil {
+		b.held = nil
+		nw, nr, err := b.wr.WriteRead(w, p, false)
+		b.up += int64(nw)
+		b.down += int64(nr)
+		if nw < len(w) && err != nil {
+			err = fmt.Errorf("writing to backend: %w", err)
+		}
+		return nr, err
+	}
+	n, err := b.conn.Read(p)
+	b.down += int64(n)
 	return n, err
 }
 
 func (x backendIO) Write(p []byte) (int, error) {
-	n, err := x.b.conn.Write(p)
-	x.b.up += int64(n)
+	b := x.b
+	if b.hold {
+		b.hold, b.held = false, p
+		return len(p), nil
+	}
+	n, err := b.conn.Write(p)
+	b.up += int64(n)
 	return n, err
 }
 
@@ -176,8 +199,29 @@ func (b *backend) xclient(client netip.AddrPort, helo string) (reply, error) {
 
 // cmd sends one command line and reads the reply.
 func (b *backend) cmd(line string) (reply, error) {
-	if err := b.send(line); err != nil {
-		return reply{}, err
+	b.armWrite()
+	b.w.WriteString(line)
+	b.w.WriteString("\r\n")
+	return b.flushRead()
+}
+
+// flushRead writes what is buffered for the backend and reads its reply.
+// On a plain socket with nothing of the backend's read ahead, the write
+// goes out with the first read of the reply (sockio.Conn.WriteRead): the
+// read then waits for the reply instead of first finding nothing. An SMTP
+// server speaks only when spoken to (a reply, or closing, follows every
+// command), so a new event always ends that wait.
+func (b *backend) flushRead() (reply, error) {
+	if b.w.Buffered() > 0 && b.r.Buffered() == 0 {
+		if b.wr = relay.WriteReaderOf(b.conn); b.wr != nil {
+			b.hold = true
+		}
+	}
+	err := b.w.Flush()
+	b.hold = false // Flush wrote nothing (an earlier write failed)
+	if err != nil {
+		b.held = nil
+		return reply{}, fmt.Errorf("writing to backend: %w", err)
 	}
 	return b.read()
 }

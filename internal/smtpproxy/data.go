@@ -94,16 +94,12 @@ func (s *session) data(c command) error {
 	if bareLF {
 		return s.abortMessage("554 5.5.2 Error: bare <LF> received; lines must end with <CR><LF>", guard.Decision{})
 	}
-	if m.failed == nil {
-		// The end line went with the last chunk.
-		if err := s.be.w.Flush(); err != nil {
-			m.failed = err
-		}
-	}
 	if m.failed != nil {
 		return s.tempFail(m.failed)
 	}
-	final, err := s.be.read()
+	// The end line went with the last chunk; what is buffered goes out
+	// with the first read of the final reply.
+	final, err := s.be.flushRead()
 	if err != nil {
 		return s.tempFail(err)
 	}

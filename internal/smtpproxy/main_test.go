@@ -1,11 +1,18 @@
 package smtpproxy
 
 import (
+	"os"
 	"testing"
 
 	"github.com/postern/postern/internal/testenv"
 )
 
 // TestMain stops the real mail servers that the end-to-end tests of this
-// package start (POSTERN_E2E=1).
-func TestMain(m *testing.M) { testenv.Main(m) }
+// package start (POSTERN_E2E=1). Started with replyPeerEnv set, the test
+// binary is instead a tiny SMTP server for one connection (replypeer_test.go).
+func TestMain(m *testing.M) {
+	if d := os.Getenv(replyPeerEnv); d != "" {
+		os.Exit(runReplyPeer(d))
+	}
+	testenv.Main(m)
+}

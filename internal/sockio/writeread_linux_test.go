@@ -5,11 +5,12 @@ import (
 	"errors"
 	"io"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/postern/postern/internal/testenv"
 )
 
 // echoAfter answers every read of peer with the same bytes after delay,
@@ -125,25 +126,10 @@ func waitPending(t *testing.T, s *Conn) {
 	}
 }
 
-// readCalls returns this process's read system calls so far
-// (/proc/self/io syscr).
+// readCalls returns this process's read system calls so far.
 func readCalls(t *testing.T) int {
 	t.Helper()
-	b, err := os.ReadFile("/proc/self/io")
-	if err != nil {
-		t.Skipf("no /proc/self/io: %v", err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "syscr: "); ok {
-			n, err := strconv.Atoi(v)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return n
-		}
-	}
-	t.Skip("no syscr in /proc/self/io")
-	return 0
+	return testenv.ReadCalls(t)
 }
 
 // TestWriteReadSavesTheEmptyRead: against a peer in another process that
