@@ -232,6 +232,7 @@ func (s *Session) dial(local netip.AddrPort, pr Protocol) (string, error) {
 	if d.Service == "" {
 		d.Service = s.Gate.Cfg.Service.String()
 	}
+	d.HoldHeader = true // the greeting's first read sends it
 	be, err := d.Dial(s.Ctx, s.Client, local)
 	if err != nil {
 		return "", err

@@ -2,9 +2,11 @@ package relay
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 )
 
 // ErrBackendLimit is returned when a backend connection would exceed a
@@ -92,6 +94,47 @@ type limitedConn struct {
 	release func()
 	once    sync.Once
 	relayed func(up, down int64) // Dialer.Relayed
+
+	// held is a PROXY header not sent yet (Dialer.HoldHeader): the first
+	// Read sends it with WriteRead, the first Write, RawTCP or
+	// WriteReaderOf before anything else, within heldTimeout. Only the
+	// dialogue's goroutine reads or writes before the header is gone.
+	held        []byte
+	heldTimeout time.Duration
+}
+
+// Read reads the backend; a held PROXY header goes out with it.
+func (c *limitedConn) Read(p []byte) (int, error) {
+	if c.held == nil {
+		return c.Conn.Read(p)
+	}
+	h := c.held
+	c.held = nil
+	c.Conn.SetWriteDeadline(time.Now().Add(c.heldTimeout))
+	nw, nr, err := c.Conn.(WriteReader).WriteRead(h, p, false)
+	c.Conn.SetWriteDeadline(time.Time{})
+	if nw < len(h) && err != nil {
+		return nr, fmt.Errorf("sending PROXY header to backend: %w", err)
+	}
+	return nr, err
+}
+
+// Write writes to the backend, after a held PROXY header.
+func (c *limitedConn) Write(p []byte) (int, error) {
+	if err := c.sendHeld(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(p)
+}
+
+// sendHeld writes the held PROXY header, if any, on its own.
+func (c *limitedConn) sendHeld() error {
+	if c.held == nil {
+		return nil
+	}
+	h := c.held
+	c.held = nil
+	return writeHeader(c.Conn, h, c.heldTimeout)
 }
 
 // reportRelayed tells the Dialer's Relayed what a splice over c moved.
@@ -119,9 +162,12 @@ type WriteReader interface {
 
 // WriteReaderOf returns c's WriteRead when c, a connection from
 // Dialer.Dial, reads and writes its socket directly (no TLS); nil
-// otherwise.
+// otherwise. A PROXY header c still holds is sent first.
 func WriteReaderOf(c net.Conn) WriteReader {
 	if lc, ok := c.(*limitedConn); ok {
+		if lc.sendHeld() != nil {
+			return nil
+		}
 		c = lc.Conn
 	}
 	wr, _ := c.(WriteReader)
@@ -129,7 +175,12 @@ func WriteReaderOf(c net.Conn) WriteReader {
 }
 
 // RawTCP hands out the socket beneath, for the splice.
-func (c *limitedConn) RawTCP() (*net.TCPConn, bool) { return tcpOf(c.Conn) }
+func (c *limitedConn) RawTCP() (*net.TCPConn, bool) {
+	if c.sendHeld() != nil {
+		return nil, false
+	}
+	return tcpOf(c.Conn)
+}
 
 // ReleaseLimit gives back c's place under its BackendLimit before c is
 // closed: a logged-in IMAP or POP3 session no longer holds the backend's

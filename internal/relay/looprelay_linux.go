@@ -18,6 +18,9 @@ func sockOf(c net.Conn) (*sockio.Conn, bool) {
 	case *sockio.Conn:
 		return v, true
 	case *limitedConn:
+		if v.sendHeld() != nil {
+			return nil, false
+		}
 		return sockOf(v.Conn)
 	case interface{ Sock() (*sockio.Conn, bool) }:
 		return v.Sock()

@@ -38,6 +38,13 @@ type Dialer struct {
 	// Conns.Handoff moved over a connection from Dial (client to backend,
 	// backend to client), when the session ends.
 	Relayed func(up, down int64)
+	// HoldHeader sends the PROXY header (without TLS) with the first read
+	// of the connection — the backend's greeting — instead of on its own:
+	// the read then waits for the greeting rather than first finding
+	// nothing (sockio.Conn.WriteRead). For front-ends whose backend speaks
+	// first and that read its greeting before anything else; a write, or
+	// handing the socket to a relay, sends the header first too.
+	HoldHeader bool
 }
 
 // Hop describes a connection made by d, for advice on its failures; conn
@@ -98,6 +105,15 @@ func (d Dialer) dial(ctx context.Context, client, local netip.AddrPort) (net.Con
 		if d.Proxy == "v1" {
 			version = 1
 		}
+		if _, ok := sc.(WriteReader); ok && d.HoldHeader && d.TLS == nil {
+			h, err := proxyHeader(version, client, local)
+			if err != nil {
+				conn.Close()
+				return nil, err
+			}
+			conn.held, conn.heldTimeout = h, timeout
+			return conn, nil
+		}
 		if err := WriteProxyHeader(conn, version, client, local, timeout); err != nil {
 			conn.Close()
 			return nil, err
@@ -124,8 +140,17 @@ func (d Dialer) dial(ctx context.Context, client, local netip.AddrPort) (net.Con
 // error: the PROXY library would quietly write a LOCAL header instead, and
 // the backend would take postern's own address for the client's.
 func WriteProxyHeader(w net.Conn, version byte, src, dst netip.AddrPort, timeout time.Duration) error {
+	h, err := proxyHeader(version, src, dst)
+	if err != nil {
+		return err
+	}
+	return writeHeader(w, h, timeout)
+}
+
+// proxyHeader is WriteProxyHeader's header.
+func proxyHeader(version byte, src, dst netip.AddrPort) ([]byte, error) {
 	if !src.Addr().IsValid() || src.Addr().IsUnspecified() || !dst.Addr().IsValid() {
-		return fmt.Errorf("sending PROXY header to backend: no client address (%v → %v)", src, dst)
+		return nil, fmt.Errorf("sending PROXY header to backend: no client address (%v → %v)", src, dst)
 	}
 	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
@@ -136,10 +161,18 @@ func WriteProxyHeader(w net.Conn, version byte, src, dst netip.AddrPort, timeout
 		}
 		dst = netip.AddrPortFrom(unspec, dst.Port())
 	}
-	h := proxyproto.HeaderProxyFromAddrs(version, net.TCPAddrFromAddrPort(src), net.TCPAddrFromAddrPort(dst))
+	h, err := proxyproto.HeaderProxyFromAddrs(version, net.TCPAddrFromAddrPort(src), net.TCPAddrFromAddrPort(dst)).Format()
+	if err != nil {
+		return nil, fmt.Errorf("sending PROXY header to backend: %w", err)
+	}
+	return h, nil
+}
+
+// writeHeader writes a PROXY header within timeout.
+func writeHeader(w net.Conn, h []byte, timeout time.Duration) error {
 	w.SetWriteDeadline(time.Now().Add(timeout))
 	defer w.SetWriteDeadline(time.Time{})
-	if _, err := h.WriteTo(w); err != nil {
+	if _, err := w.Write(h); err != nil {
 		return fmt.Errorf("sending PROXY header to backend: %w", err)
 	}
 	return nil

@@ -92,6 +92,7 @@ func (p *Proxy) dialBackend(ctx context.Context, client, local netip.AddrPort) (
 	if d.Proxy == "xclient" {
 		d.Proxy = "none"
 	}
+	d.HoldHeader = true // the greeting's first read sends it
 	if cfg.BackendTLS == "tls" {
 		d.TLS = cfg.BackendTLSConfig
 	}
