@@ -1,9 +1,9 @@
 # Sourced by profile.sh and syscalls.sh. wait_busy PIDS (comma-separated)
 # returns once the processes together use a twentieth of a core over a
-# second (haproxy relaying SMTP uses about a tenth; idle, none): a side's window in bench/peers starts only after the previous
-# window's clean-up (the SMTP scenario waits for Postfix's queue to drain,
-# which can take longer than the window itself), so the line that ends one
-# side's window does not mark the start of the next one's load.
+# second (haproxy relaying SMTP uses about a tenth; idle, none). A side's
+# window in bench/peers starts only after the previous window's clean-up
+# (the SMTP scenario waits for Postfix's queue to drain), so the line that
+# ends one side's window does not mark the start of the next one's load.
 cpu_ticks() {
   local t=0 p
   for p in ${1//,/ }; do
