@@ -1,7 +1,6 @@
 package smtpproxy
 
 import (
-	"os"
 	"testing"
 
 	"github.com/postern/postern/internal/testenv"
@@ -11,8 +10,6 @@ import (
 // package start (POSTERN_E2E=1). Started with replyPeerEnv set, the test
 // binary is instead a tiny SMTP server for one connection (replypeer_test.go).
 func TestMain(m *testing.M) {
-	if d := os.Getenv(replyPeerEnv); d != "" {
-		os.Exit(runReplyPeer(d))
-	}
+	testenv.ServePeer(replyPeerEnv, runReplyPeer)
 	testenv.Main(m)
 }

@@ -3,9 +3,6 @@ package smtpproxy
 import (
 	"bufio"
 	"net"
-	"os"
-	"os/exec"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -18,29 +15,7 @@ import (
 // startReplyPeer starts the peer and returns a connection to it.
 func startReplyPeer(t *testing.T, delay string) *net.TCPConn {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run", "^$")
-	cmd.Env = append(os.Environ(), replyPeerEnv+"="+delay)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	addr, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		cmd.Process.Kill()
-		cmd.Wait()
-		t.Fatalf("reply peer: %v", err)
-	}
-	nc, err := net.Dial("tcp", strings.TrimSpace(addr))
-	if err != nil {
-		cmd.Process.Kill()
-		cmd.Wait()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close(); cmd.Wait() })
-	return nc.(*net.TCPConn)
+	return testenv.DialPeer(t, replyPeerEnv, delay)
 }
 
 // newTestBackend is a backend over conn as dialBackend makes it, without

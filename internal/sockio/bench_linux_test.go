@@ -1,15 +1,13 @@
 package sockio
 
 import (
-	"bufio"
-	"fmt"
 	"net"
 	"os"
-	"os/exec"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/postern/postern/internal/testenv"
 )
 
 // The round-trip benchmark needs a peer in another process: a peer in
@@ -18,71 +16,35 @@ import (
 const peerEnv = "SOCKIO_BENCH_PEER"
 
 func TestMain(m *testing.M) {
-	if d := os.Getenv(peerEnv); d != "" {
-		os.Exit(runPeer(d))
-	}
+	testenv.ServePeer(peerEnv, runPeer)
 	os.Exit(m.Run())
 }
 
 // runPeer answers every read with the same bytes after delay (the time a
-// backend takes to answer), on one connection, until it ends or 60 s pass.
-func runPeer(delay string) int {
+// backend takes to answer), until the connection ends.
+func runPeer(c net.Conn, delay string) {
 	d, err := time.ParseDuration(delay)
 	if err != nil {
-		return 2
+		return
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 2
-	}
-	fmt.Println(ln.Addr())
-	ln.(*net.TCPListener).SetDeadline(time.Now().Add(60 * time.Second))
-	c, err := ln.Accept()
-	if err != nil {
-		return 2
-	}
-	c.SetDeadline(time.Now().Add(60 * time.Second))
 	b := make([]byte, 512)
 	for {
 		n, err := c.Read(b)
 		if err != nil {
-			return 0
+			return
 		}
 		time.Sleep(d)
 		if _, err := c.Write(b[:n]); err != nil {
-			return 0
+			return
 		}
 	}
 }
 
 // startPeer starts the test binary again as a peer (runPeer) answering
-// after delay, and returns a connection to it; at the end of the test the
-// connection is closed and the peer, which then ends, waited for.
+// after delay, and returns a connection to it.
 func startPeer(tb testing.TB, delay string) *net.TCPConn {
 	tb.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run", "^$")
-	cmd.Env = append(os.Environ(), peerEnv+"="+delay)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	addr, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		cmd.Process.Kill()
-		cmd.Wait()
-		tb.Fatalf("peer: %v", err)
-	}
-	nc, err := net.Dial("tcp", strings.TrimSpace(addr))
-	if err != nil {
-		cmd.Process.Kill()
-		cmd.Wait()
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { nc.Close(); cmd.Wait() })
-	return nc.(*net.TCPConn)
+	return testenv.DialPeer(tb, peerEnv, delay)
 }
 
 // BenchmarkRoundTrip writes a short request and reads its answer, which a
