@@ -162,6 +162,11 @@ type idleSession struct {
 	busy             [2]bool // a goroutine moves bytes up (0), down (1)
 	closed, finished bool
 	up, down         int64
+
+	// pend holds, for the goroutine that takes over a direction, the
+	// bytes moveNow read and the destination did not take (set before
+	// the goroutine starts; busy keeps the direction its own).
+	pend [2][]byte
 }
 
 // handoffIdle starts a session between client and backend under s's
@@ -311,14 +316,14 @@ func (x *idleSession) wake(dir int) {
 const inlineMax = 16 << 10
 
 // moveNow moves the bytes queued in direction dir on the poller's own
-// goroutine (run, the only caller of wake), without waiting, when they are
-// fewer than inlineMax and the destination takes them at once — the usual
-// wake of an interactive session — so that it costs no goroutine (whose
-// start wakes a second thread) and no timer. It copies the bytes with MSG_PEEK, writes them,
-// and only then consumes what was written: whatever the destination did
-// not take stays queued. It reports false when move must take over (a
-// transfer: inlineMax bytes or more; or a full destination), with
-// x.busy[dir] still set and the bytes written counted.
+// goroutine (run, the only caller of wake), without waiting — the usual
+// wake of an interactive session: a command, an answer — so that it costs
+// no goroutine (whose start wakes a second thread) and no timer. It reads
+// what is queued (up to inlineMax) and writes it; it reports false when
+// move must take over — inlineMax bytes read (a transfer: more may be
+// queued), or a destination that did not take them all (what it did not
+// take is in x.pend[dir], written first by move) — with x.busy[dir] still
+// set and the bytes written counted.
 func (x *idleSession) moveNow(dir int) bool {
 	drc, rc := x.brc, x.crc
 	if dir == 1 {
@@ -330,7 +335,7 @@ func (x *idleSession) moveNow(dir int) bool {
 	buf := x.poller.buf
 	var n int
 	var errno syscall.Errno
-	if err := rc.Control(func(fd uintptr) { n, errno = sockio.PeekInto(fd, buf) }); err != nil {
+	if err := rc.Control(func(fd uintptr) { n, errno = sockio.Read(fd, buf) }); err != nil {
 		x.endTurn(dir, 0, true) // closed
 		return true
 	}
@@ -341,26 +346,20 @@ func (x *idleSession) moveNow(dir int) bool {
 	case errno != 0 || n == 0:
 		x.endTurn(dir, 0, true) // a failure, or the end of the stream
 		return true
-	case n == len(buf):
-		return false // a transfer: more may be queued
 	}
 	var w int
 	if err := drc.Control(func(fd uintptr) { w, errno = sockio.Write(fd, buf[:n]) }); err != nil || (errno != 0 && errno != syscall.EAGAIN) {
 		x.endTurn(dir, 0, true)
 		return true
 	}
-	if w > 0 {
-		var r int
-		if err := rc.Control(func(fd uintptr) { r, errno = sockio.Read(fd, buf[:w]) }); err != nil || errno != 0 || r != w {
-			// The bytes peeked are queued until read: only a close
-			// in between takes them away.
-			x.endTurn(dir, int64(w), true)
-			return true
-		}
-	}
 	if w < n {
+		x.pend[dir] = append([]byte(nil), buf[w:n]...)
 		x.count(dir, int64(w))
-		return false // the destination is full: move waits for it
+		return false // the destination is full: move writes the rest first
+	}
+	if n == len(buf) {
+		x.count(dir, int64(w))
+		return false // a transfer: more may be queued
 	}
 	x.endTurn(dir, int64(w), false)
 	return true
@@ -418,6 +417,16 @@ func (x *idleSession) move(dir int) {
 	}
 	var moved int64
 	end := false
+	if p := x.pend[dir]; p != nil {
+		// What moveNow read and the destination did not take yet.
+		x.pend[dir] = nil
+		n, err := dst.Write(p)
+		moved += int64(n)
+		if err != nil {
+			x.endTurn(dir, moved, true)
+			return
+		}
+	}
 	// One read deadline for the whole turn, not two timer updates per
 	// chunk; reaching it (while waiting, or as a copy starts: the copy then
 	// moves nothing more, the bytes stay queued and wake the next turn) is

@@ -464,9 +464,10 @@ func TestIdleHandoffMovesSmallTurnsInline(t *testing.T) {
 }
 
 // Small writes toward a backend that does not read fill its socket: the
-// poller's goroutine writes what the socket takes, leaves the rest queued
-// at the source, and a goroutine moves it once the backend reads; every
-// byte arrives once, in order, and is counted once.
+// poller's goroutine writes what the socket takes and hands the rest of
+// what it read to a goroutine, which writes it first once the backend
+// reads and then moves what follows; every byte arrives once, in order,
+// and is counted once.
 func TestIdleHandoffInlineToFullDestination(t *testing.T) {
 	r := newIdleRig(t, nil, nil)
 	e := r.open(t)

@@ -17,23 +17,6 @@ func Peek(fd uintptr) (n int, errno syscall.Errno) {
 	return peek(fd, unsafe.Pointer(&b[0]), 1)
 }
 
-// PeekInto copies up to len(p) of the bytes queued on the socket fd into
-// p without consuming them or waiting (recv(2) with MSG_PEEK and
-// MSG_DONTWAIT): 0 at end of stream, EAGAIN when nothing is queued yet.
-// Call it from a syscall.RawConn's Read or Control.
-func PeekInto(fd uintptr, p []byte) (n int, errno syscall.Errno) {
-	if len(p) == 0 {
-		return 0, 0
-	}
-	if raceEnabled {
-		return annotatedIO(func(fd int, p []byte) (int, error) {
-			n, _, err := syscall.Recvfrom(fd, p, syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-			return n, err
-		}, fd, p)
-	}
-	return peek(fd, unsafe.Pointer(&p[0]), len(p))
-}
-
 // peek is recv(2) of up to n bytes at p with MSG_PEEK and MSG_DONTWAIT.
 func peek(fd uintptr, p unsafe.Pointer, n int) (int, syscall.Errno) {
 	for {

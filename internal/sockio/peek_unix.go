@@ -21,21 +21,3 @@ func Peek(fd uintptr) (n int, errno syscall.Errno) {
 	}
 	return n, 0
 }
-
-// PeekInto copies up to len(p) of the bytes queued on the socket fd into
-// p without consuming them or waiting (recv(2) with MSG_PEEK and
-// MSG_DONTWAIT), through the syscall package: 0 at end of stream, EAGAIN
-// when nothing is queued yet.
-func PeekInto(fd uintptr, p []byte) (n int, errno syscall.Errno) {
-	if len(p) == 0 {
-		return 0, 0
-	}
-	n, _, err := syscall.Recvfrom(int(fd), p, syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-	if e, ok := err.(syscall.Errno); ok {
-		return 0, e
-	}
-	if err != nil {
-		return 0, syscall.EIO
-	}
-	return n, 0
-}
