@@ -339,13 +339,10 @@ func (s *Session) BackendLine() (string, error) {
 // servers before login speak only when spoken to: an answer (or the
 // connection's end) follows every command, a new event that ends the wait.
 func (s *Session) BackendCommand(line string) (string, error) {
-	if s.BR.Buffered() > 0 {
-		if err := s.BackendWrite(line); err != nil {
-			return "", err
-		}
-		return s.BackendLine()
+	var wr relay.WriteReader
+	if s.BR.Buffered() == 0 {
+		wr = relay.WriteReaderOf(s.BE)
 	}
-	wr := relay.WriteReaderOf(s.BE)
 	if wr == nil {
 		if err := s.BackendWrite(line); err != nil {
 			return "", err
@@ -356,7 +353,7 @@ func (s *Session) BackendCommand(line string) (string, error) {
 	s.heldBuf = append(append(s.heldBuf[:0], line...), "\r\n"...)
 	s.held, s.heldWR = s.heldBuf, wr
 	l, err := s.BackendLine()
-	s.held, s.heldWR = nil, nil // not sent: the read failed before it
+	s.held, s.heldWR = nil, nil // in case the read failed before sending it
 	clear(s.heldBuf)            // a login's command holds the password
 	return l, err
 }
