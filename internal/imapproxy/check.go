@@ -22,7 +22,8 @@ import (
 // proxy that does not (nginx's mail auth_http).
 func CheckLogin(be net.Conn, timeout time.Duration, user, pass string) (gate.Outcome, error) {
 	g := mailgate.New(mailgate.Config{BackendTimeout: timeout}, wording, nil, nil, nil)
-	s := &session{Session: &mailgate.Session{Gate: g, BE: be, BR: bufio.NewReaderSize(be, 4096)}}
+	s := &session{Session: &mailgate.Session{Gate: g}}
+	s.SetBackend(be, bufio.NewReaderSize(nil, 4096))
 	if _, err := s.greet(); err != nil {
 		return gate.Answered, err // the password was not sent
 	}

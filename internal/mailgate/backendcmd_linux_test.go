@@ -36,8 +36,7 @@ func backendSession(t *testing.T, serve func(c net.Conn)) *Session {
 		t.Fatal(err)
 	}
 	s := &Session{Gate: &Gate{Cfg: Config{BackendTimeout: time.Minute}}}
-	s.BE = relay.LimitConn(sockio.New(nc.(*net.TCPConn)), func() {})
-	s.BR = bufio.NewReaderSize(beReader{s}, 4096)
+	s.SetBackend(relay.LimitConn(sockio.New(nc.(*net.TCPConn)), func() {}), bufio.NewReaderSize(nil, 4096))
 	t.Cleanup(func() { s.BE.Close(); <-done })
 	return s
 }
@@ -84,6 +83,9 @@ func TestBackendCommand(t *testing.T) {
 		if c := <-got; c != cmd {
 			t.Fatalf("the backend read %q, want %q", c, cmd)
 		}
+	}
+	if s.heldBuf == nil {
+		t.Fatal("no command went out with the first read of its answer")
 	}
 	for _, b := range s.heldBuf {
 		if b != 0 {

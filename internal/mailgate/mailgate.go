@@ -168,8 +168,10 @@ type Session struct {
 	BR *bufio.Reader
 	// A command held by BackendCommand to go out with the first read of
 	// its answer (heldWR: BE's WriteRead); heldBuf is its storage.
+	// viaBE: BR reads through beReader (SetBackend), which sends it.
 	held, heldBuf []byte
 	heldWR        relay.WriteReader
+	viaBE         bool
 
 	gs        *guard.Session
 	tarpit    time.Duration
@@ -237,9 +239,7 @@ func (s *Session) dial(local netip.AddrPort, pr Protocol) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	s.BE = be
-	s.BR = s.Gate.beReaders.Get().(*bufio.Reader)
-	s.BR.Reset(beReader{s})
+	s.SetBackend(be, s.Gate.beReaders.Get().(*bufio.Reader))
 	// The first byte of the greeting: a backend that closes the connection
 	// before it usually refused the PROXY header (or waited for one).
 	s.BE.SetReadDeadline(time.Now().Add(s.Gate.Cfg.BackendTimeout))
@@ -332,6 +332,14 @@ func (s *Session) BackendLine() (string, error) {
 	return strings.TrimRight(string(l), "\r\n"), nil
 }
 
+// SetBackend makes be the backend connection, read through br (reset),
+// as BackendLine and BackendCommand read it.
+func (s *Session) SetBackend(be net.Conn, br *bufio.Reader) {
+	s.BE, s.BR = be, br
+	s.BR.Reset(beReader{s})
+	s.viaBE = true
+}
+
 // BackendCommand writes one line to the backend and reads the first line
 // of its answer. On a plain socket with nothing of the backend's read
 // ahead, the line goes out with that read (sockio.Conn.WriteRead), which
@@ -340,7 +348,7 @@ func (s *Session) BackendLine() (string, error) {
 // connection's end) follows every command, a new event that ends the wait.
 func (s *Session) BackendCommand(line string) (string, error) {
 	var wr relay.WriteReader
-	if s.BR.Buffered() == 0 {
+	if s.viaBE && s.BR.Buffered() == 0 {
 		wr = relay.WriteReaderOf(s.BE)
 	}
 	if wr == nil {
