@@ -56,6 +56,19 @@ func queued(t *testing.T, c net.Conn) int {
 
 var heldClient = netip.MustParseAddrPort("203.0.113.7:40001")
 
+// dialHeld dials addr for heldClient with HoldHeader, local the address
+// the client reached; the connection is closed at the end of the test.
+func dialHeld(t *testing.T, addr, local string) net.Conn {
+	t.Helper()
+	d := Dialer{Addr: addr, Timeout: 10 * time.Second, HoldHeader: true}
+	conn, err := d.Dial(context.Background(), heldClient, netip.MustParseAddrPort(local))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
 // readHeader reads a PROXY header from the backend's side and checks that
 // it names heldClient.
 func readHeader(t *testing.T, r *bufio.Reader) {
@@ -74,12 +87,7 @@ func readHeader(t *testing.T, r *bufio.Reader) {
 // greeting the backend answers with.
 func TestDialHoldsHeaderForTheGreeting(t *testing.T) {
 	addr, accepted := heldBackend(t)
-	d := Dialer{Addr: addr, Timeout: 10 * time.Second, HoldHeader: true}
-	conn, err := d.Dial(context.Background(), heldClient, netip.MustParseAddrPort("127.0.0.1:143"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dialHeld(t, addr, "127.0.0.1:143")
 	be := <-accepted
 	if n := queued(t, be); n != 0 {
 		t.Fatalf("%d bytes reached the backend before the first read", n)
@@ -109,12 +117,7 @@ func TestDialHeldHeaderGoesFirst(t *testing.T) {
 	for _, first := range []string{"Write", "RawTCP", "WriteReaderOf"} {
 		t.Run(first, func(t *testing.T) {
 			addr, accepted := heldBackend(t)
-			d := Dialer{Addr: addr, Timeout: 10 * time.Second, HoldHeader: true}
-			conn, err := d.Dial(context.Background(), heldClient, netip.MustParseAddrPort("127.0.0.1:25"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
+			conn := dialHeld(t, addr, "127.0.0.1:25")
 			var w io.Writer = conn
 			switch first {
 			case "RawTCP":
@@ -150,12 +153,7 @@ func TestDialHeldHeaderGoesFirst(t *testing.T) {
 // of the stream or a reset, not wait.
 func TestDialHeldHeaderBackendGone(t *testing.T) {
 	addr, accepted := heldBackend(t)
-	d := Dialer{Addr: addr, Timeout: 10 * time.Second, HoldHeader: true}
-	conn, err := d.Dial(context.Background(), heldClient, netip.MustParseAddrPort("127.0.0.1:110"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dialHeld(t, addr, "127.0.0.1:110")
 	(<-accepted).Close()
 	conn.SetReadDeadline(time.Now().Add(time.Minute))
 	start := time.Now()
