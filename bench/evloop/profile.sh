@@ -8,6 +8,8 @@
 # "BIN serve -c FILE"; a wrapper script must exec the program. PROC names
 # the postern process to record: postern-mail (default; IMAP, POP3, SMTP),
 # postern-web (http), postern-webdyn (httpdyn), postern-webtls (https).
+# PERF_EVENTS replaces the sampling (default "-F 2999"), e.g.
+# PERF_EVENTS="-e raw_syscalls:sys_enter" for the stacks of every system call.
 #
 #   bench/evloop/profile.sh /tmp/ev/gor /tmp/evloop-goroutine
 #   PEERS_FLAGS="-reuse -keep" bench/evloop/profile.sh /tmp/ev/postern /tmp/postern
@@ -35,7 +37,7 @@ pid=$(pgrep -f "serve -c .*/$proc/postern\.yaml$" | head -1 || true)
 [ -n "$pid" ] || { echo "profile.sh: BIN's process not found" >&2; exit 1; }
 wait_busy "$pid"
 sleep 3
-perf record -F 2999 -g -p "$pid" -o "$out.data" -- sleep 15 > "$out.perf.log" 2>&1
+perf record ${PERF_EVENTS:--F 2999} -g -p "$pid" -o "$out.data" -- sleep 15 > "$out.perf.log" 2>&1
 wait $run
 trap - EXIT
 grep "^| " "$out.txt" | tail -1

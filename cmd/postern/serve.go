@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/postern/postern/internal/gateway"
+	"github.com/postern/postern/internal/logbatch"
 )
 
 func newServeCmd() *cobra.Command {
@@ -51,7 +52,15 @@ pop3, pop3s and web (HTTP, or HTTPS with HTTP/2 when it has tls).`,
 					}
 				}
 			}()
-			return serve(ctx, path, cmd.ErrOrStderr(), reload)
+			logw := cmd.ErrOrStderr()
+			if f, ok := logw.(*os.File); ok {
+				// The process's own standard error: lines go out in
+				// batches, at most logbatch.DefaultDelay late.
+				b := logbatch.New(f, 0)
+				defer b.Close()
+				logw = b
+			}
+			return serve(ctx, path, logw, reload)
 		},
 	}
 	configFlag(cmd, &path)

@@ -38,6 +38,8 @@ type idlePoller struct {
 	// The turns of moving bytes: on the poller's goroutine (moveNow), on
 	// a goroutine of their own (move).
 	inline, spawned atomic.Int64
+	// polls counts the reads of the epoll descriptor (epoll_pwait).
+	polls atomic.Int64
 	// buf is moveNow's, on the poller's goroutine (run) only.
 	buf []byte
 }
@@ -70,33 +72,45 @@ func newIdlePoller() (*idlePoller, error) {
 // run reads the epoll events and wakes their sessions until the poller is
 // closed. It waits in Go's poller (the epoll descriptor is readable when
 // events are ready), not in a blocking system call.
+//
+// Everything happens inside one RawConn.Read: its function takes the
+// events and wakes their sessions, and asks to wait again once a read
+// returned fewer events than it had room for. That read emptied the ready
+// list, so the next event to arrive is news to Go's poller too (the
+// sessions' sockets are armed one event at a time, EPOLLONESHOT, and
+// re-arming a ready socket queues it anew): the wait needs no read first
+// that would find nothing. A new RawConn.Read would clear the poller's
+// record of an event that arrived meanwhile, which is why the loop does
+// not return between turns.
 func (p *idlePoller) run() {
 	defer close(p.exited)
 	events := make([]unix.EpollEvent, 128)
-	var n int
-	var werr error
-	wait := func(fd uintptr) bool {
-		var e syscall.Errno
-		n, e = sockio.EpollEvents(fd, events)
-		if e != 0 {
-			werr = e
-		}
-		return n != 0 || werr != nil
-	}
-	for {
-		if err := p.rc.Read(wait); err != nil {
-			return // closed
-		}
-		if werr != nil {
-			return
-		}
-		for _, ev := range events[:n] {
-			p.mu.Lock()
-			x := p.sessions[uint32(ev.Fd)>>1]
-			p.mu.Unlock()
-			if x != nil {
-				x.wake(int(ev.Fd & 1))
+	turn := func(fd uintptr) bool {
+		for {
+			n, e := sockio.EpollEvents(fd, events)
+			p.polls.Add(1)
+			if e != 0 {
+				return true // not a descriptor we can wait on any more
 			}
+			p.dispatch(events[:n])
+			if n < len(events) {
+				return false // wait for the next event
+			}
+		}
+	}
+	// Read returns when the poller is closed, or when epoll_pwait failed
+	// (turn returned true): either ends the poller.
+	_ = p.rc.Read(turn)
+}
+
+// dispatch wakes the sessions of events.
+func (p *idlePoller) dispatch(events []unix.EpollEvent) {
+	for _, ev := range events {
+		p.mu.Lock()
+		x := p.sessions[uint32(ev.Fd)>>1]
+		p.mu.Unlock()
+		if x != nil {
+			x.wake(int(ev.Fd & 1))
 		}
 	}
 }
