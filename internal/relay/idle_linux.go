@@ -110,7 +110,7 @@ func (p *idlePoller) dispatch(events []unix.EpollEvent) {
 		x := p.sessions[uint32(ev.Fd)>>1]
 		p.mu.Unlock()
 		if x != nil {
-			x.wake(int(ev.Fd & 1))
+			x.wake(int(ev.Fd&1), ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP) != 0)
 		}
 	}
 }
@@ -309,7 +309,7 @@ func (x *idleSession) arm(dir, op int) error {
 
 // wake starts moving bytes in direction dir unless a goroutine is already
 // at it or the session is over.
-func (x *idleSession) wake(dir int) {
+func (x *idleSession) wake(dir int, hup bool) {
 	x.mu.Lock()
 	if x.busy[dir] || x.closed {
 		x.mu.Unlock()
@@ -317,7 +317,7 @@ func (x *idleSession) wake(dir int) {
 	}
 	x.busy[dir] = true
 	x.mu.Unlock()
-	if x.moveNow(dir) {
+	if x.moveNow(dir, hup) {
 		x.poller.inline.Add(1)
 		return
 	}
@@ -338,7 +338,14 @@ const inlineMax = 16 << 10
 // queued), or a destination that did not take them all (what it did not
 // take is in x.pend[dir], written first by move) — with x.busy[dir] still
 // set and the bytes written counted.
-func (x *idleSession) moveNow(dir int) bool {
+//
+// hup says the wake's event reported that the source's peer had closed
+// its side (EPOLLRDHUP, EPOLLHUP): everything it will ever send was then
+// queued, so a read that does not fill the buffer took the last of it,
+// and the session ends with this turn, without re-arming the socket for
+// the end of stream that a read would find next (a server that says
+// goodbye and closes: one turn, not two).
+func (x *idleSession) moveNow(dir int, hup bool) bool {
 	drc, rc := x.brc, x.crc
 	if dir == 1 {
 		drc, rc = x.crc, x.brc
@@ -375,7 +382,7 @@ func (x *idleSession) moveNow(dir int) bool {
 		x.count(dir, int64(w))
 		return false // a transfer: more may be queued
 	}
-	x.endTurn(dir, int64(w), false)
+	x.endTurn(dir, int64(w), hup)
 	return true
 }
 

@@ -69,6 +69,9 @@ type idleRig struct {
 	// per session, in order: the test's ends and the gateway's client side
 	handed chan idleEnds
 	ctx    func() context.Context // the context each Handoff gets; nil: Serve's
+	// preface, if set, is called with the test's backend end before the
+	// session is handed off.
+	preface func(backend net.Conn)
 }
 
 type idleEnds struct {
@@ -96,6 +99,9 @@ func newIdleRig(t *testing.T, buffered []byte, hctx func() context.Context) *idl
 			}}
 			if r.ctx != nil {
 				ctx = r.ctx()
+			}
+			if r.preface != nil {
+				r.preface(be)
 			}
 			r.conns.Handoff(ctx, c, backend, buffered, func() { close(e.ended) })
 			r.handed <- e
@@ -220,6 +226,33 @@ func TestIdleHandoffEndsAtEitherEndOfStream(t *testing.T) {
 	e.client.(*net.TCPConn).CloseWrite()
 	waitEnded(t, e, "the client closed its side")
 	expectEOF(t, e.backend, "backend after the client's half-close")
+}
+
+// A backend that says goodbye and closes at once (its last line and its
+// end of stream arrive together, as Dovecot's BYE does): the line is
+// moved and the session ends in the same turn, without waking again for
+// the end of stream.
+func TestIdleHandoffEndsWithTheLastLine(t *testing.T) {
+	r := newIdleRig(t, nil, nil)
+	r.preface = func(be net.Conn) {
+		be.Write([]byte("* BYE Logging out\r\na2 OK Logout completed.\r\n"))
+		be.Close()
+	}
+	p := r.conns.idlePoller()
+	inline0, spawned0 := p.inline.Load(), p.spawned.Load()
+	e := r.open(t)
+	const last = "* BYE Logging out\r\na2 OK Logout completed.\r\n"
+	if got := readN(t, e.client, len(last)); string(got) != last {
+		t.Fatalf("client read %q", got)
+	}
+	expectEOF(t, e.client, "client after the backend left")
+	waitEnded(t, e, "the backend left")
+	if turns, spawned := p.inline.Load()-inline0, p.spawned.Load()-spawned0; turns != 1 || spawned != 0 {
+		t.Errorf("the last line and the end of stream took %d turns inline and %d on goroutines; want one inline", turns, spawned)
+	}
+	if down := e.down.Load(); down != int64(len(last)) {
+		t.Errorf("counted %d bytes down; want %d", down, len(last))
+	}
 }
 
 // Closing the gateway's client connection from elsewhere — the engine's
