@@ -283,6 +283,15 @@ func (g *gateway) logTail(n int) string {
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
+// logLines polls postern's log until it holds at least n lines with every
+// one of subs, for up to 5 s, and returns the lines it holds then:
+// postern serve writes its log in batches, up to 50 ms late.
+func (g *gateway) logLines(n int, subs ...string) []string {
+	var got []string
+	poll(5*time.Second, func() bool { got = linesWith(g.logTail(0), subs...); return len(got) >= n })
+	return got
+}
+
 // logContains polls postern's log for substr.
 func (g *gateway) logContains(substr string, timeout time.Duration) bool {
 	return poll(timeout, func() bool { return strings.Contains(g.logTail(0), substr) })

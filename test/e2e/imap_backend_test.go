@@ -176,7 +176,7 @@ func testMailBackendFaults(t *testing.T, s *mailSuite) {
 				if d := time.Since(t0); tc.slow && d < 1500*time.Millisecond || d > 10*time.Second {
 					t.Fatalf("%s: the answer came after %v", proto, d)
 				}
-				if n := len(linesWith(gw.logTail(0), tc.log, "service="+proto, "client="+src)); n != 1 {
+				if n := len(gw.logLines(1, tc.log, "service="+proto, "client="+src)); n != 1 {
 					t.Fatalf("%s: postern logged %d %q lines for %s:\n%s", proto, n, tc.log, src, gw.logTail(10))
 				}
 			}
@@ -192,7 +192,7 @@ func testMailBackendFaults(t *testing.T, s *mailSuite) {
 				t.Fatalf("%s with the backend down: %v, want %q", tc.proto, r, tc.want)
 			}
 		}
-		if n := len(linesWith(gw.logTail(0), "backend unavailable", "client=192.0.2.50", "connection refused")); n != 2 {
+		if n := len(gw.logLines(2, "backend unavailable", "client=192.0.2.50", "connection refused")); n != 2 {
 			t.Fatalf("postern logged %d \"backend unavailable … connection refused\" lines:\n%s", n, gw.logTail(10))
 		}
 	})
