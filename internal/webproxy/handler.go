@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"net/url"
 	"strings"
 	"time"
 
@@ -45,6 +46,15 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.Method == http.MethodConnect {
 		p.page(w, r, cc, http.StatusMethodNotAllowed, "Method not allowed", false)
+		return
+	}
+	if !plainTarget(r.URL) {
+		// "A:A:/admin" parses as scheme "a" with the opaque part
+		// "A:/admin": no path for the rules to judge, and whatever the
+		// backend makes of it. Only origin-form targets and http(s)
+		// absolute URIs go on.
+		p.log.Info("refused: a request target that is not a path", "client", cc.addr.String(), "target", truncate(r.RequestURI, 200))
+		p.page(w, r, cc, http.StatusBadRequest, "Bad request", true)
 		return
 	}
 	if pol := p.policy(); pol == nil || !pol.AllowPath(p.cfg.Service, r.URL.EscapedPath(), cc.addr) {
@@ -414,4 +424,21 @@ func (b *idleBody) Read(p []byte) (int, error) {
 		b.rc.SetReadDeadline(time.Time{})
 	}
 	return n, err
+}
+
+// plainTarget reports whether a request's URL is one the path rules can
+// judge as the backend will read it: a path (origin form, or "*" for
+// OPTIONS), or an absolute http or https URI — never an opaque URI or
+// another scheme.
+func plainTarget(u *url.URL) bool {
+	if u.Opaque != "" {
+		return false
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "":
+		return u.Host == ""
+	case "http", "https":
+		return true
+	}
+	return false
 }
