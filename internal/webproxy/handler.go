@@ -429,12 +429,12 @@ func (b *idleBody) Read(p []byte) (int, error) {
 // plainTarget reports whether a request's URL is one the path rules can
 // judge as the backend will read it: a path (origin form, or "*" for
 // OPTIONS), or an absolute http or https URI — never an opaque URI or
-// another scheme.
+// another scheme (url's parser has lowercased it already).
 func plainTarget(u *url.URL) bool {
 	if u.Opaque != "" {
 		return false
 	}
-	switch strings.ToLower(u.Scheme) {
+	switch u.Scheme {
 	case "":
 		return u.Host == ""
 	case "http", "https":
