@@ -36,12 +36,14 @@ func startRelay(t *testing.T, mode string, svc service) string {
 		return startLoop(t, svc, mode == "loop-blocking")
 	case "goroutine-own":
 		return startOwn(t, svc)
+	case "loop-costs":
+		return startLoopCosts(t, svc)
 	}
 	t.Fatalf("mode %q", mode)
 	return ""
 }
 
-var modes = []string{"goroutine", "goroutine-own", "loop", "loop-blocking"}
+var modes = []string{"goroutine", "goroutine-own", "loop", "loop-blocking", "loop-costs"}
 
 // backendListener is a loopback listener that the test's end closes.
 func backendListener(t *testing.T) net.Listener {

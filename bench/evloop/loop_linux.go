@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"unsafe"
 
@@ -28,8 +29,12 @@ func runLoops(ctx context.Context, svcs []service, n int, blocking bool) error {
 			l.close()
 		}
 	}
+	lsvcs := svcs
+	if costs.handoff {
+		lsvcs = nil // the acceptors' (handoff) listeners instead
+	}
 	for range n {
-		l, err := newLoop(svcs, blocking)
+		l, err := newLoop(lsvcs, blocking)
 		if err != nil {
 			closeAll()
 			return err
@@ -41,7 +46,27 @@ func runLoops(ctx context.Context, svcs []service, n int, blocking bool) error {
 	for i, l := range loops {
 		wg.Go(func() { errs[i] = l.run() })
 	}
+	var acceptors []*os.File
+	if costs.handoff {
+		for i := range svcs {
+			fd, err := listenReusePort(svcs[i].listen)
+			if err != nil {
+				for _, l := range loops {
+					l.wake()
+				}
+				wg.Wait()
+				closeAll()
+				return fmt.Errorf("service %s: %w", svcs[i].name, err)
+			}
+			f := os.NewFile(uintptr(fd), "listener")
+			acceptors = append(acceptors, f)
+			wg.Go(func() { handoff(f, &svcs[i], loops) })
+		}
+	}
 	stop := context.AfterFunc(ctx, func() {
+		for _, f := range acceptors {
+			f.Close()
+		}
 		for _, l := range loops {
 			l.wake()
 		}
@@ -53,6 +78,66 @@ func runLoops(ctx context.Context, svcs []service, n int, blocking bool) error {
 		return err
 	}
 	return ctx.Err()
+}
+
+// handoff accepts ln's connections on a goroutine of its own and hands
+// each to a loop in turn, as postern's listeners do (-costs handoff).
+func handoff(ln *os.File, svc *service, loops []*loop) {
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		return
+	}
+	next := 0
+	for {
+		err := rc.Read(func(lfd uintptr) bool {
+			for {
+				var rsa unix.RawSockaddrAny
+				alen := uint32(unsafe.Sizeof(rsa))
+				fd, e := accept4(int32(lfd), &rsa, &alen)
+				if e == unix.EAGAIN {
+					return false
+				}
+				if e != 0 {
+					return true
+				}
+				l := loops[next%len(loops)]
+				next++
+				l.post(posted{int32(fd), addrPort(&rsa), svc})
+			}
+		})
+		if err != nil {
+			return // closed
+		}
+	}
+}
+
+// posted is a connection an acceptor handed to a loop.
+type posted struct {
+	fd  int32
+	src netip.AddrPort
+	svc *service
+}
+
+// post queues p for l and wakes it.
+func (l *loop) post(p posted) {
+	l.mu.Lock()
+	l.posts = append(l.posts, p)
+	l.mu.Unlock()
+	var one = [8]byte{1}
+	unix.RawSyscall(unix.SYS_WRITE, uintptr(l.pfd), uintptr(unsafe.Pointer(&one[0])), 8)
+}
+
+// takePosts starts the connections handed to l.
+func (l *loop) takePosts() {
+	var buf [8]byte
+	unix.RawSyscall(unix.SYS_READ, uintptr(l.pfd), uintptr(unsafe.Pointer(&buf[0])), 8)
+	l.mu.Lock()
+	ps := l.posts
+	l.posts = nil
+	l.mu.Unlock()
+	for _, p := range ps {
+		l.started(p.fd, p.src, p.svc)
+	}
 }
 
 // sock is one socket of a relayed pair: the client's or the backend's.
@@ -80,6 +165,9 @@ type loop struct {
 	file      *os.File           // ep, registered with the runtime's poller
 	blocking  bool               // wait in a blocking epoll_wait (see run)
 	efd       int                // eventfd that wakes the loop to stop
+	pfd       int                // eventfd that wakes the loop for posts (-costs handoff)
+	mu        sync.Mutex
+	posts     []posted
 	listeners map[int32]*service // listening socket → its service
 	socks     []*sock            // by descriptor
 	buf       []byte             // every read lands here first
@@ -91,7 +179,17 @@ func newLoop(svcs []service, blocking bool) (*loop, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &loop{ep: ep, file: file, efd: efd, blocking: blocking, listeners: map[int32]*service{}, buf: make([]byte, 64<<10), events: make([]unix.EpollEvent, 256)}
+	l := &loop{ep: ep, file: file, efd: efd, pfd: -1, blocking: blocking, listeners: map[int32]*service{}, buf: make([]byte, 64<<10), events: make([]unix.EpollEvent, 256)}
+	if costs.handoff {
+		if l.pfd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
+			l.close()
+			return nil, fmt.Errorf("eventfd: %w", err)
+		}
+		if err := l.ctl(unix.EPOLL_CTL_ADD, int32(l.pfd), unix.EPOLLIN); err != nil {
+			l.close()
+			return nil, err
+		}
+	}
 	for i := range svcs {
 		fd, err := listenReusePort(svcs[i].listen)
 		if err != nil {
@@ -184,6 +282,9 @@ func (l *loop) close() {
 	if l.efd >= 0 {
 		unix.Close(l.efd)
 	}
+	if l.pfd >= 0 {
+		unix.Close(l.pfd)
+	}
 	l.file.Close()
 }
 
@@ -202,7 +303,30 @@ func rawWrite(fd int32, p []byte) (int, unix.Errno) {
 	return int(n), e
 }
 
-func rawClose(fd int32) { unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0) }
+func rawClose(fd int32) {
+	if costs.close {
+		unix.Syscall(unix.SYS_CLOSE, uintptr(fd), 0, 0) // through the runtime's entry, as Go's net does
+		return
+	}
+	unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
+}
+
+// costs adds to the loop, one at a time, what postern's sessions on its
+// event loops still pay and this loop does not (-costs): close(2) and
+// accept4(2) through the runtime's entry for blocking system calls, and
+// new connections accepted by a goroutine of their own that hands each to
+// a loop.
+var costs struct{ close, accept, handoff bool }
+
+// accept4 takes one connection from lfd.
+func accept4(lfd int32, rsa *unix.RawSockaddrAny, alen *uint32) (uintptr, unix.Errno) {
+	call := unix.RawSyscall6
+	if costs.accept {
+		call = unix.Syscall6
+	}
+	fd, _, e := call(unix.SYS_ACCEPT4, uintptr(lfd), uintptr(unsafe.Pointer(rsa)), uintptr(unsafe.Pointer(alen)), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+	return fd, e
+}
 
 func rawShutWrite(fd int32) { unix.RawSyscall(unix.SYS_SHUTDOWN, uintptr(fd), unix.SHUT_WR, 0) }
 
@@ -285,6 +409,10 @@ func (l *loop) handle(events []unix.EpollEvent) bool {
 	for _, ev := range events {
 		if ev.Fd == int32(l.efd) {
 			return true
+		}
+		if ev.Fd == int32(l.pfd) {
+			l.takePosts()
+			continue
 		}
 		if svc := l.listeners[ev.Fd]; svc != nil {
 			l.accept(ev.Fd, svc)
@@ -371,11 +499,16 @@ func (l *loop) closePair(s *sock) {
 func (l *loop) accept(lfd int32, svc *service) {
 	var rsa unix.RawSockaddrAny
 	alen := uint32(unsafe.Sizeof(rsa))
-	fd, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(lfd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&alen)), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+	fd, e := accept4(lfd, &rsa, &alen)
 	if e != 0 {
 		return // EAGAIN: another loop took it; else the client is gone
 	}
-	c := &sock{fd: int32(fd), client: true, svc: svc}
+	l.started(int32(fd), addrPort(&rsa), svc)
+}
+
+// started relays a new client connection.
+func (l *loop) started(fd int32, src netip.AddrPort, svc *service) {
+	c := &sock{fd: fd, client: true, svc: svc}
 	rawNoDelay(c.fd)
 	if !l.add(c, unix.EPOLLIN) || svc.http {
 		return
@@ -385,7 +518,6 @@ func (l *loop) accept(lfd int32, svc *service) {
 		return
 	}
 	// The PROXY v2 header goes first, with the client's address.
-	src := addrPort(&rsa)
 	h := proxyproto.HeaderProxyFromAddrs(2, net.TCPAddrFromAddrPort(src), net.TCPAddrFromAddrPort(svc.listen))
 	hb, err := h.Format()
 	if err != nil {
@@ -647,4 +779,22 @@ func (l *loop) answer(b *sock, p []byte) {
 			l.nextRequest(c)
 		}
 	}
+}
+
+// setCosts reads -costs.
+func setCosts(list string) error {
+	for c := range strings.SplitSeq(list, ",") {
+		switch strings.TrimSpace(c) {
+		case "":
+		case "close":
+			costs.close = true
+		case "accept":
+			costs.accept = true
+		case "handoff":
+			costs.handoff = true
+		default:
+			return fmt.Errorf("-costs: unknown cost %q (close, accept, handoff)", c)
+		}
+	}
+	return nil
 }

@@ -6,6 +6,8 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -85,5 +87,54 @@ func TestRunOwn(t *testing.T) {
 	cancel()
 	if err := <-done; err != context.Canceled {
 		t.Fatalf("runOwn = %v, want context.Canceled", err)
+	}
+}
+
+// startLoopCosts runs the loop with every -costs (close and accept through
+// the runtime's entry, connections handed over by an acceptor goroutine)
+// for svc on a free loopback port.
+func startLoopCosts(t *testing.T, svc service) string {
+	t.Helper()
+	if err := setCosts("close,accept,handoff"); err != nil {
+		t.Fatal(err)
+	}
+	l, err := newLoop(nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := listenReusePort(netip.MustParseAddrPort("127.0.0.1:0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.listen = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(sa.(*unix.SockaddrInet4).Port))
+	ln := os.NewFile(uintptr(fd), "listener")
+	done := make(chan error, 1)
+	go func() { done <- l.run() }()
+	accepted := make(chan struct{})
+	go func() { handoff(ln, &svc, []*loop{l}); close(accepted) }()
+	t.Cleanup(func() {
+		ln.Close()
+		<-accepted
+		l.wake()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+		l.close()
+		costs.close, costs.accept, costs.handoff = false, false, false
+	})
+	return svc.listen.String()
+}
+
+func TestSetCosts(t *testing.T) {
+	defer func() { costs.close, costs.accept, costs.handoff = false, false, false }()
+	if err := setCosts("close, handoff"); err != nil || !costs.close || costs.accept || !costs.handoff {
+		t.Fatalf("setCosts: %v, %+v", err, costs)
+	}
+	if err := setCosts("close,sleep"); err == nil || !strings.Contains(err.Error(), `"sleep"`) {
+		t.Fatalf("an unknown cost: %v", err)
 	}
 }

@@ -16,3 +16,11 @@ func runLoops(context.Context, []service, int, bool) error {
 func runOwn(context.Context, []service) error {
 	return errors.New("-mode goroutine-own needs Linux (epoll); use -mode goroutine")
 }
+
+// setCosts: the costs are the loop's, which needs Linux.
+func setCosts(list string) error {
+	if list != "" {
+		return errors.New("-costs needs Linux (the event loop)")
+	}
+	return nil
+}

@@ -13,3 +13,8 @@ func startOwn(t *testing.T, _ service) string {
 	t.Skip("the program's own poller needs Linux")
 	return ""
 }
+
+func startLoopCosts(t *testing.T, _ service) string {
+	t.Skip("the event loop needs Linux")
+	return ""
+}

@@ -95,7 +95,12 @@ func loadServices(path string) ([]service, error) {
 func main() {
 	fs := flag.NewFlagSet("evloop", flag.ContinueOnError)
 	mode := fs.String("mode", "loop", "loop (an epoll event loop per core, parked in the runtime's poller), loop-blocking (the same waiting in a blocking epoll_wait) goroutine (a goroutine per connection) or goroutine-own (a goroutine per connection on the program's own poller, every socket call raw)")
+	costList := fs.String("costs", "", "loop modes: add, comma-separated, what postern's sessions on its event loops still pay: close and accept (through the runtime's entry for blocking system calls), handoff (connections accepted by a goroutine per listener and handed to a loop)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
+		os.Exit(2)
+	}
+	if err := setCosts(*costList); err != nil {
+		fmt.Fprintln(os.Stderr, "evloop:", err)
 		os.Exit(2)
 	}
 	// bench/peers runs "BIN serve -c FILE".
