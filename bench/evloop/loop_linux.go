@@ -166,12 +166,13 @@ type loop struct {
 	blocking  bool               // wait in a blocking epoll_wait (see run)
 	efd       int                // eventfd that wakes the loop to stop
 	pfd       int                // eventfd that wakes the loop for posts (-costs handoff)
-	mu        sync.Mutex
-	posts     []posted
 	listeners map[int32]*service // listening socket → its service
 	socks     []*sock            // by descriptor
 	buf       []byte             // every read lands here first
 	events    []unix.EpollEvent
+
+	mu    sync.Mutex
+	posts []posted // connections handed over by an acceptor (-costs handoff)
 }
 
 func newLoop(svcs []service, blocking bool) (*loop, error) {
