@@ -21,9 +21,59 @@ import (
 	"github.com/postern/postern/internal/sockio"
 )
 
-// pair returns a loopback TCP connection's two ends: the server's as a
-// *sockio.Conn, and the client's.
-func pair(t *testing.T) (*sockio.Conn, net.Conn) {
+// pairFunc returns a loopback TCP connection's two ends: the server's as
+// a *sockio.Conn, and the client's.
+type pairFunc func(t *testing.T) (*sockio.Conn, net.Conn)
+
+// forPairs runs a test on Go's sockets (pairNet) and on sockets whose
+// descriptors the program owns (pairOwned).
+func forPairs(t *testing.T, test func(*testing.T, pairFunc)) {
+	t.Run("net", func(t *testing.T) { test(t, pairNet) })
+	t.Run("owned", func(t *testing.T) { test(t, pairOwned) })
+}
+
+// pairOwned is pairNet with the server's socket moved into a
+// sockio.Socket.
+func pairOwned(t *testing.T) (*sockio.Conn, net.Conn) {
+	t.Helper()
+	sv, cl := pairNet(t)
+	tc, _ := sv.RawTCP()
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nfd := -1
+	var derr error
+	rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) })
+	if derr != nil {
+		t.Fatal(derr)
+	}
+	local, remote := tc.LocalAddr().(*net.TCPAddr).AddrPort(), tc.RemoteAddr().(*net.TCPAddr).AddrPort()
+	tc.Close()
+	if err := unix.SetNonblock(nfd, true); err != nil {
+		t.Fatal(err)
+	}
+	s, err := sockio.NewSocket(nfd, local, remote)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := sockio.NewOwned(s)
+	ownedSockets.Store(c, s)
+	t.Cleanup(func() { c.Close(); ownedSockets.Delete(c) })
+	return c, cl
+}
+
+// ownedSockets maps pairOwned's Conns to their Sockets.
+var ownedSockets sync.Map
+
+// polled reports whether c is an owned socket that the runtime's poller
+// has had to wait for.
+func polled(c *sockio.Conn) bool {
+	s, ok := ownedSockets.Load(c)
+	return ok && s.(*sockio.Socket).Polled()
+}
+
+func pairNet(t *testing.T) (*sockio.Conn, net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -54,7 +104,9 @@ func start(t *testing.T, n int) *Group {
 
 // A line dialogue on many connections at once: every handler waits for its
 // client on the loop and answers each line.
-func TestDialogues(t *testing.T) {
+func TestDialogues(t *testing.T) { forPairs(t, dialogues) }
+
+func dialogues(t *testing.T, pair pairFunc) {
 	g := start(t, 2)
 	const conns, lines = 50, 20
 	var wg sync.WaitGroup
@@ -73,6 +125,11 @@ func TestDialogues(t *testing.T) {
 			for {
 				l, err := r.ReadString('\n')
 				if err == io.EOF {
+					// On the loop, an owned socket never needs the
+					// runtime's poller.
+					if polled(sv) {
+						errs <- errors.New("an owned socket served on the loop went to the runtime's poller")
+					}
 					return
 				}
 				if err != nil {
@@ -111,7 +168,9 @@ func TestDialogues(t *testing.T) {
 }
 
 // A read deadline ends a wait on the loop with a timeout.
-func TestDeadline(t *testing.T) {
+func TestDeadline(t *testing.T) { forPairs(t, deadline) }
+
+func deadline(t *testing.T, pair pairFunc) {
 	g := start(t, 1)
 	sv, _ := pair(t)
 	got := make(chan error, 1)
@@ -132,30 +191,34 @@ func TestDeadline(t *testing.T) {
 // between its step and its wait (the loop cannot watch the closed
 // descriptor), or during the wait. Many rounds hit each case.
 func TestCloseWakes(t *testing.T) {
-	for i := range 300 {
-		t.Run(fmt.Sprint(i), func(t *testing.T) {
-			err := interruptedRead(t, func(sv *sockio.Conn) { sv.Close() })
-			if !errors.Is(err, net.ErrClosed) {
-				t.Fatalf("read of a closed connection: %v, want net.ErrClosed", err)
-			}
-		})
-	}
+	forPairs(t, func(t *testing.T, pair pairFunc) {
+		for i := range 300 {
+			t.Run(fmt.Sprint(i), func(t *testing.T) {
+				err := interruptedRead(t, pair, func(sv *sockio.Conn) { sv.Close() })
+				if !errors.Is(err, net.ErrClosed) {
+					t.Fatalf("read of a closed connection: %v, want net.ErrClosed", err)
+				}
+			})
+		}
+	})
 }
 
 // A deadline set in the past by another goroutine ends a handler's wait
 // on the loop at once, as it ends a read waiting in the runtime's poller
 // (net.Conn's way to interrupt a read).
 func TestPastDeadlineWakes(t *testing.T) {
-	err := interruptedRead(t, func(sv *sockio.Conn) { sv.SetReadDeadline(time.Unix(1, 0)) })
-	if !errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("read after a past deadline: %v, want os.ErrDeadlineExceeded", err)
-	}
+	forPairs(t, func(t *testing.T, pair pairFunc) {
+		err := interruptedRead(t, pair, func(sv *sockio.Conn) { sv.SetReadDeadline(time.Unix(1, 0)) })
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("read after a past deadline: %v, want os.ErrDeadlineExceeded", err)
+		}
+	})
 }
 
 // interruptedRead returns the error of a handler's read on a loop (no
 // deadline: it waits until interrupted) that another goroutine
 // interrupts once the handler runs.
-func interruptedRead(t *testing.T, interrupt func(sv *sockio.Conn)) error {
+func interruptedRead(t *testing.T, pair pairFunc, interrupt func(sv *sockio.Conn)) error {
 	t.Helper()
 	g := start(t, 1)
 	sv, _ := pair(t)
@@ -179,7 +242,9 @@ func interruptedRead(t *testing.T, interrupt func(sv *sockio.Conn)) error {
 
 // A handler that may block leaves the loop, and the loop goes on serving
 // others meanwhile.
-func TestMayBlock(t *testing.T) {
+func TestMayBlock(t *testing.T) { forPairs(t, mayBlock) }
+
+func mayBlock(t *testing.T, pair pairFunc) {
 	g := start(t, 1)
 	sv1, cl1 := pair(t)
 	sv2, cl2 := pair(t)
@@ -364,7 +429,9 @@ func BenchmarkSwitch(b *testing.B) {
 // reads, no byte is left waiting: bytes still queued after a read that
 // filled its buffer, bytes that arrive while the handler runs, bytes that
 // arrive while it waits, and the end of the stream.
-func TestDrainedReads(t *testing.T) {
+func TestDrainedReads(t *testing.T) { forPairs(t, drainedReads) }
+
+func drainedReads(t *testing.T, pair pairFunc) {
 	g := start(t, 1)
 	sv, cl := pair(t)
 	step := make(chan string)

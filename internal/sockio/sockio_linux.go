@@ -19,13 +19,15 @@ const maxRW = 1 << 30
 
 // Conn is a TCP connection whose Read and Write make raw system calls.
 // Everything else (deadlines, Close, CloseWrite, addresses, SyscallConn) is
-// the *net.TCPConn's. Reads and writes behave as the TCPConn's do: a Write
+// the socket's beneath: Go's *net.TCPConn (New), or a Socket whose
+// descriptor the program owns (NewOwned). Reads and writes behave as the TCPConn's do: a Write
 // returns only when all of p is written or it fails, a read of end of
 // stream returns io.EOF, deadlines and closing interrupt a wait, and
 // errors are *net.OpError like the net package's.
 type Conn struct {
-	*net.TCPConn
-	rc syscall.RawConn
+	socket
+	tcp *net.TCPConn // the socket when it is Go's (RawTCP)
+	rc  syscall.RawConn
 
 	rmu    sync.Mutex // guards the read state below across one Read
 	rbuf   []byte
@@ -69,14 +71,36 @@ type Conn struct {
 	wrPending   bool // the peek found something
 }
 
+// socket is what a Conn reads and writes: Go's *net.TCPConn, or a
+// Socket that owns its descriptor.
+type socket interface {
+	net.Conn
+	CloseWrite() error
+	SyscallConn() (syscall.RawConn, error)
+}
+
 // New returns c reading and writing with raw system calls, or c itself
 // (as a net.Conn) when its descriptor cannot be reached.
 func New(c *net.TCPConn) net.Conn {
-	rc, err := c.SyscallConn()
-	if err != nil {
+	s := newConn(c)
+	if s == nil {
 		return c
 	}
-	s := &Conn{TCPConn: c, rc: rc}
+	s.tcp = c
+	return s
+}
+
+// NewOwned returns a Conn over s, a socket whose descriptor the program
+// owns: with a Waiter (SetWaiter) it makes no call through the runtime,
+// closing included.
+func NewOwned(s *Socket) *Conn { return newConn(s) }
+
+func newConn(sock socket) *Conn {
+	rc, err := sock.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	s := &Conn{socket: sock, rc: rc}
 	// A Waiter that has not waited for the socket yet starts watching it
 	// at its first wait and reports the bytes already there: the first
 	// read on a Waiter needs no read before that wait either.
@@ -100,7 +124,26 @@ func Wrap(c net.Conn) net.Conn {
 }
 
 // RawTCP returns the socket beneath, for a relay that splices it.
-func (c *Conn) RawTCP() (*net.TCPConn, bool) { return c.TCPConn, true }
+// A Conn over an owned Socket has none: false.
+func (c *Conn) RawTCP() (*net.TCPConn, bool) { return c.tcp, c.tcp != nil }
+
+// ReadFrom copies r to the socket: with Go's splice(2) and sendfile(2)
+// paths when the socket is a *net.TCPConn.
+func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
+	if c.tcp != nil {
+		return c.tcp.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{c}, r)
+}
+
+// WriteTo copies the socket to w: with Go's splice(2) path when the socket
+// is a *net.TCPConn.
+func (c *Conn) WriteTo(w io.Writer) (int64, error) {
+	if c.tcp != nil {
+		return c.tcp.WriteTo(w)
+	}
+	return io.Copy(w, struct{ io.Reader }{c})
+}
 
 // Read reads up to len(p) bytes, waiting for the socket to be readable.
 func (c *Conn) Read(p []byte) (int, error) {
@@ -315,10 +358,10 @@ func (c *Conn) Close() error {
 	c.closing.Store(true)
 	r := c.waiter.Load()
 	if r == nil {
-		return c.TCPConn.Close()
+		return c.socket.Close()
 	}
 	fd := c.FD()
-	err := c.TCPConn.Close()
+	err := c.socket.Close()
 	r.w.Wake(fd)
 	return err
 }
@@ -327,7 +370,7 @@ func (c *Conn) Close() error {
 func (c *Conn) SetDeadline(t time.Time) error {
 	c.rdl.Store(unixNano(t))
 	c.wdl.Store(unixNano(t))
-	err := c.TCPConn.SetDeadline(t)
+	err := c.socket.SetDeadline(t)
 	c.wakeIfPast(t)
 	return err
 }
@@ -335,7 +378,7 @@ func (c *Conn) SetDeadline(t time.Time) error {
 // SetReadDeadline sets the read deadline.
 func (c *Conn) SetReadDeadline(t time.Time) error {
 	c.rdl.Store(unixNano(t))
-	err := c.TCPConn.SetReadDeadline(t)
+	err := c.socket.SetReadDeadline(t)
 	c.wakeIfPast(t)
 	return err
 }
@@ -343,7 +386,7 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 // SetWriteDeadline sets the write deadline.
 func (c *Conn) SetWriteDeadline(t time.Time) error {
 	c.wdl.Store(unixNano(t))
-	err := c.TCPConn.SetWriteDeadline(t)
+	err := c.socket.SetWriteDeadline(t)
 	c.wakeIfPast(t)
 	return err
 }

@@ -47,8 +47,8 @@ func pair(t testing.TB) (*net.TCPConn, *net.TCPConn) {
 	return c.(*net.TCPConn), p.(*net.TCPConn)
 }
 
-// sides runs f on a plain TCPConn and on a Conn over one, and returns what
-// each returned, for tests that compare the two.
+// sides runs f on a plain TCPConn, on a Conn over one and on a Socket
+// that owns one's descriptor, and compares what each returned.
 func sides(t *testing.T, f func(t *testing.T, c net.Conn, peer *net.TCPConn) string) {
 	t.Helper()
 	c1, p1 := pair(t)
@@ -57,8 +57,14 @@ func sides(t *testing.T, f func(t *testing.T, c net.Conn, peer *net.TCPConn) str
 	got := f(t, New(c2), p2)
 	if got != want {
 		t.Errorf("sockio.Conn: %s\nnet.TCPConn: %s", got, want)
-	} else {
-		t.Logf("both: %s", got)
+	}
+	c3, p3 := pair(t)
+	got = f(t, own(t, c3), p3)
+	if got != want {
+		t.Errorf("sockio.Socket: %s\nnet.TCPConn: %s", got, want)
+	}
+	if !t.Failed() {
+		t.Logf("all: %s", got)
 	}
 }
 
@@ -239,9 +245,26 @@ func TestReset(t *testing.T) {
 	})
 }
 
+// conns makes a Conn over a TCPConn's socket: Go's (New) or moved into
+// an owned Socket (NewOwned), for the tests that run on both.
+var conns = []struct {
+	name string
+	make func(t testing.TB, c *net.TCPConn) *Conn
+}{
+	{"net", func(_ testing.TB, c *net.TCPConn) *Conn { return New(c).(*Conn) }},
+	{"owned", func(t testing.TB, c *net.TCPConn) *Conn { return NewOwned(own(t, c)) }},
+}
+
 func TestConcurrentReadersAndWriters(t *testing.T) {
-	c, peer := pair(t)
-	s := New(c)
+	for _, k := range conns {
+		t.Run(k.name, func(t *testing.T) {
+			c, peer := pair(t)
+			concurrentReadersAndWriters(t, k.make(t, c), peer)
+		})
+	}
+}
+
+func concurrentReadersAndWriters(t *testing.T, s *Conn, peer *net.TCPConn) {
 	const writers, each = 4, 2000
 	var wg sync.WaitGroup
 	for w := range writers {
@@ -257,7 +280,7 @@ func TestConcurrentReadersAndWriters(t *testing.T) {
 			}
 		}()
 	}
-	go func() { wg.Wait(); c.CloseWrite() }()
+	go func() { wg.Wait(); s.CloseWrite() }()
 	got, err := io.ReadAll(peer)
 	if err != nil {
 		t.Fatal(err)
@@ -302,8 +325,15 @@ func TestNoAllocations(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates")
 	}
-	c, peer := pair(t)
-	s := New(c)
+	for _, k := range conns {
+		t.Run(k.name, func(t *testing.T) {
+			c, peer := pair(t)
+			noAllocations(t, k.make(t, c), peer)
+		})
+	}
+}
+
+func noAllocations(t *testing.T, s *Conn, peer *net.TCPConn) {
 	buf := make([]byte, 64)
 	msg := []byte("ping")
 	allocs := testing.AllocsPerRun(200, func() {

@@ -34,10 +34,16 @@ func echoAfter(peer net.Conn, delay time.Duration) {
 // TestWriteRead: the request goes out and the answer comes back, whether
 // the answer is at once or later, over and over on one connection.
 func TestWriteRead(t *testing.T) {
+	for _, k := range conns {
+		t.Run(k.name, func(t *testing.T) { writeRead(t, k.make) })
+	}
+}
+
+func writeRead(t *testing.T, mk func(testing.TB, *net.TCPConn) *Conn) {
 	for _, delay := range []time.Duration{0, time.Millisecond} {
 		c, peer := pair(t)
 		echoAfter(peer, delay)
-		s := New(c).(*Conn)
+		s := mk(t, c)
 		s.SetReadDeadline(time.Now().Add(10 * time.Second))
 		buf := make([]byte, 64)
 		for i := range 200 {
@@ -53,8 +59,14 @@ func TestWriteRead(t *testing.T) {
 // TestWriteReadFullSocket: a request larger than the socket takes at once
 // is written to its end as Write writes it, and the answer then read.
 func TestWriteReadFullSocket(t *testing.T) {
+	for _, k := range conns {
+		t.Run(k.name, func(t *testing.T) { writeReadFullSocket(t, k.make) })
+	}
+}
+
+func writeReadFullSocket(t *testing.T, mk func(testing.TB, *net.TCPConn) *Conn) {
 	c, peer := pair(t)
-	s := New(c).(*Conn)
+	s := mk(t, c)
 	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB
 	got := make(chan []byte, 1)
 	go func() {

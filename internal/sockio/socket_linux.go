@@ -1,0 +1,381 @@
+package sockio
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Socket is a connected TCP socket whose descriptor the program owns
+// rather than Go's net package: every system call on it is raw, closing it
+// included, and it is not registered with the runtime's poller until code
+// has to wait for it there. An event loop that accepts, connects and
+// closes its sockets itself uses it: Go's net package closes and accepts
+// through the runtime's entry for blocking system calls, whose first call
+// after the program went idle wakes the runtime's monitor thread, and it
+// registers every socket with the runtime's poller
+// (docs/benchmarks/issue17-round12.md).
+//
+// A Socket is safe for concurrent use as a net.Conn is. Each system call
+// holds a reference to the descriptor, and Close closes it only once no
+// call holds one, so that its number cannot be reused under a call in
+// progress. Reads and writes that must wait and have no Waiter (NewConn's
+// Conn waits on its loop's) hand the descriptor to the runtime's poller
+// (os.NewFile) the first time; from then on it waits, closes and keeps its
+// deadlines there, as any os.File.
+type Socket struct {
+	mu      sync.Mutex
+	fd      *ownedFD // the descriptor; its number is valid while refs > 0 or !closing
+	refs    int      // system calls in progress on the raw descriptor
+	closing bool
+	file    *os.File        // set once the runtime's poller waits for the socket
+	frc     syscall.RawConn // file's
+	rdl     time.Time       // deadlines, for the file when there is one
+	wdl     time.Time
+
+	rdlNs, wdlNs   atomic.Int64 // the deadlines as Unix nanoseconds (0: none), read without the lock
+	local, remote  netip.AddrPort
+	laddr, raddr   *net.TCPAddr
+	rawConn        socketRawConn
+	readF, writeF  func(fd uintptr) bool
+	rn, wn         int
+	rerrno, werrno syscall.Errno
+	rbuf, wbuf     []byte
+	rmu, wmu       sync.Mutex
+}
+
+// ownedFD is the descriptor and whether it has been let go of (closed, or
+// handed to an os.File); a cleanup closes a descriptor that was not, when
+// its Socket is garbage collected without Close.
+type ownedFD struct {
+	n    int
+	gone atomic.Bool
+}
+
+// NewSocket takes ownership of fd, a connected non-blocking TCP socket
+// between local and remote: the Socket closes it. It returns an error, and
+// leaves fd open, when fd is not a non-blocking descriptor.
+func NewSocket(fd int, local, remote netip.AddrPort) (*Socket, error) {
+	fl, _, e := unix.RawSyscall(unix.SYS_FCNTL, uintptr(fd), unix.F_GETFL, 0)
+	if e != 0 {
+		return nil, fmt.Errorf("sockio: socket %d: %w", fd, e)
+	}
+	if fl&unix.O_NONBLOCK == 0 {
+		return nil, fmt.Errorf("sockio: socket %d is blocking", fd)
+	}
+	s := &Socket{fd: &ownedFD{n: fd}, local: local, remote: remote,
+		laddr: net.TCPAddrFromAddrPort(local), raddr: net.TCPAddrFromAddrPort(remote)}
+	s.rawConn.s = s
+	s.readF = s.readStep
+	s.writeF = s.writeStep
+	runtime.AddCleanup(s, func(o *ownedFD) {
+		if !o.gone.Swap(true) {
+			unix.RawSyscall(unix.SYS_CLOSE, uintptr(o.n), 0, 0)
+		}
+	}, s.fd)
+	return s, nil
+}
+
+// acquire takes a reference to the raw descriptor for one system call,
+// or returns the file's RawConn once the runtime's poller has the socket.
+func (s *Socket) acquire() (fd int, frc syscall.RawConn, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return -1, nil, net.ErrClosed
+	}
+	if s.frc != nil {
+		return -1, s.frc, nil
+	}
+	s.refs++
+	return s.fd.n, nil, nil
+}
+
+// release gives a reference back; the last one after Close closes.
+func (s *Socket) release() {
+	s.mu.Lock()
+	s.refs--
+	last := s.refs == 0 && s.closing
+	s.mu.Unlock()
+	if last {
+		s.destroy()
+	}
+}
+
+// destroy closes the descriptor: raw, or through the file that has it.
+func (s *Socket) destroy() error {
+	if s.file != nil {
+		return s.file.Close()
+	}
+	if s.fd.gone.Swap(true) {
+		return nil
+	}
+	if _, _, e := unix.RawSyscall(unix.SYS_CLOSE, uintptr(s.fd.n), 0, 0); e != 0 && e != unix.EINTR {
+		return os.NewSyscallError("close", e)
+	}
+	return nil
+}
+
+// Polled reports whether the socket has been handed to the runtime's
+// poller (a read or write had to wait without a Waiter).
+func (s *Socket) Polled() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.file != nil
+}
+
+// toPoller hands the descriptor to the runtime's poller, once.
+func (s *Socket) toPoller() (syscall.RawConn, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return nil, net.ErrClosed
+	}
+	if s.frc != nil {
+		return s.frc, nil
+	}
+	f := os.NewFile(uintptr(s.fd.n), "tcp "+s.remote.String())
+	if f == nil {
+		return nil, fmt.Errorf("sockio: socket %d: no file", s.fd.n)
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("sockio: socket %d: %w", s.fd.n, err)
+	}
+	s.fd.gone.Store(true) // the file closes it now (and its finalizer)
+	if !s.rdl.IsZero() {
+		f.SetReadDeadline(s.rdl)
+	}
+	if !s.wdl.IsZero() {
+		f.SetWriteDeadline(s.wdl)
+	}
+	s.file, s.frc = f, rc
+	return rc, nil
+}
+
+// socketRawConn is a Socket's syscall.RawConn.
+type socketRawConn struct{ s *Socket }
+
+// Control calls f with the descriptor, which stays open during the call.
+func (r *socketRawConn) Control(f func(fd uintptr)) error {
+	fd, frc, err := r.s.acquire()
+	if err != nil {
+		return err
+	}
+	if frc != nil {
+		return frc.Control(f)
+	}
+	f(uintptr(fd))
+	r.s.release()
+	return nil
+}
+
+// Read calls f until it returns true, waiting for the socket to be
+// readable in between (in the runtime's poller) and giving up at the read
+// deadline, as the net package's RawConn does.
+func (r *socketRawConn) Read(f func(fd uintptr) bool) error {
+	return r.s.rawStep(f, &r.s.rdlNs)
+}
+
+// Write calls f until it returns true, waiting for the socket to be
+// writable in between.
+func (r *socketRawConn) Write(f func(fd uintptr) bool) error {
+	return r.s.rawStep(f, &r.s.wdlNs)
+}
+
+func (s *Socket) rawStep(f func(fd uintptr) bool, dl *atomic.Int64) error {
+	if d := dl.Load(); d != 0 && d <= time.Now().UnixNano() {
+		return os.ErrDeadlineExceeded
+	}
+	fd, frc, err := s.acquire()
+	if err != nil {
+		return err
+	}
+	if frc == nil {
+		done := f(uintptr(fd))
+		s.release()
+		if done {
+			return nil
+		}
+		// It has to wait: the runtime's poller waits from now on.
+		if frc, err = s.toPoller(); err != nil {
+			return err
+		}
+	}
+	if dl == &s.rdlNs {
+		err = frc.Read(f)
+	} else {
+		err = frc.Write(f)
+	}
+	if err != nil && s.isClosing() {
+		// The file says "use of closed file"; a socket's callers expect
+		// net.ErrClosed, as a net.Conn returns.
+		err = net.ErrClosed
+	}
+	return err
+}
+
+func (s *Socket) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// SyscallConn returns the socket's RawConn. Its Control and a Read or
+// Write step that does not wait use the raw descriptor; the first wait
+// hands the socket to the runtime's poller.
+func (s *Socket) SyscallConn() (syscall.RawConn, error) { return &s.rawConn, nil }
+
+// Read reads up to len(p) bytes.
+func (s *Socket) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	s.rbuf, s.rn, s.rerrno = p, 0, 0
+	err := s.rawConn.Read(s.readF)
+	n, e := s.rn, s.rerrno
+	s.rbuf = nil
+	switch {
+	case err != nil:
+		return 0, s.opError("read", err)
+	case e != 0:
+		return 0, s.opError("read", os.NewSyscallError("read", e))
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+func (s *Socket) readStep(fd uintptr) bool {
+	s.rn, s.rerrno = Read(fd, s.rbuf)
+	if s.rerrno == syscall.EAGAIN {
+		s.rerrno = 0
+		return false
+	}
+	return true
+}
+
+// Write writes all of p.
+func (s *Socket) Write(p []byte) (int, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.wbuf, s.wn, s.werrno = p, 0, 0
+	err := s.rawConn.Write(s.writeF)
+	n, e := s.wn, s.werrno
+	s.wbuf = nil
+	switch {
+	case err != nil:
+		return n, s.opError("write", err)
+	case e != 0:
+		return n, s.opError("write", os.NewSyscallError("write", e))
+	}
+	return n, nil
+}
+
+func (s *Socket) writeStep(fd uintptr) bool {
+	n, e := Write(fd, s.wbuf[s.wn:])
+	s.wn += n
+	switch e {
+	case 0:
+		return true
+	case syscall.EAGAIN:
+		return false
+	}
+	s.werrno = e
+	return true
+}
+
+// Close closes the socket: at once when no system call is in progress on
+// it, else when the last one ends. A second Close returns net.ErrClosed.
+func (s *Socket) Close() error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return s.opError("close", net.ErrClosed)
+	}
+	s.closing = true
+	last := s.refs == 0
+	s.mu.Unlock()
+	if !last {
+		return nil
+	}
+	if err := s.destroy(); err != nil {
+		return s.opError("close", err)
+	}
+	return nil
+}
+
+// CloseWrite shuts down the writing side (shutdown(2) SHUT_WR).
+func (s *Socket) CloseWrite() error {
+	var e syscall.Errno
+	err := s.rawConn.Control(func(fd uintptr) {
+		_, _, e = unix.RawSyscall(unix.SYS_SHUTDOWN, fd, unix.SHUT_WR, 0)
+	})
+	if err == nil && e != 0 {
+		err = os.NewSyscallError("shutdown", e)
+	}
+	if err != nil {
+		return s.opError("close", err)
+	}
+	return nil
+}
+
+// LocalAddr is the address the socket is bound to.
+func (s *Socket) LocalAddr() net.Addr { return s.laddr }
+
+// RemoteAddr is the peer's address.
+func (s *Socket) RemoteAddr() net.Addr { return s.raddr }
+
+// SetDeadline sets the read and write deadlines.
+func (s *Socket) SetDeadline(t time.Time) error {
+	if err := s.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return s.SetWriteDeadline(t)
+}
+
+// SetReadDeadline sets the read deadline (the zero time: none).
+func (s *Socket) SetReadDeadline(t time.Time) error {
+	return s.setDeadline(t, &s.rdl, &s.rdlNs, (*os.File).SetReadDeadline)
+}
+
+// SetWriteDeadline sets the write deadline (the zero time: none).
+func (s *Socket) SetWriteDeadline(t time.Time) error {
+	return s.setDeadline(t, &s.wdl, &s.wdlNs, (*os.File).SetWriteDeadline)
+}
+
+func (s *Socket) setDeadline(t time.Time, at *time.Time, ns *atomic.Int64, set func(*os.File, time.Time) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return s.opError("set", net.ErrClosed)
+	}
+	*at = t
+	ns.Store(unixNano(t))
+	if s.file != nil {
+		if err := set(s.file, t); err != nil {
+			return s.opError("set", err)
+		}
+	}
+	return nil
+}
+
+// opError wraps err as the net package's errors are: a *net.OpError.
+func (s *Socket) opError(op string, err error) error {
+	if errors.Is(err, os.ErrClosed) {
+		err = net.ErrClosed
+	}
+	return &net.OpError{Op: op, Net: "tcp", Source: s.laddr, Addr: s.raddr, Err: err}
+}

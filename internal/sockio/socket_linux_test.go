@@ -1,0 +1,212 @@
+package sockio
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// own moves c's socket into a Socket: a duplicate of its descriptor,
+// non-blocking, owned by the Socket; c is closed.
+func own(t testing.TB, c *net.TCPConn) *Socket {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nfd := -1
+	var derr error
+	rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) })
+	if derr != nil {
+		t.Fatal(derr)
+	}
+	local, remote := c.LocalAddr().(*net.TCPAddr).AddrPort(), c.RemoteAddr().(*net.TCPAddr).AddrPort()
+	c.Close()
+	if err := unix.SetNonblock(nfd, true); err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewSocket(nfd, local, remote)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestNewSocketRefusesABlockingDescriptor(t *testing.T) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(p[0])
+	defer unix.Close(p[1])
+	if _, err := NewSocket(p[0], netip.AddrPort{}, netip.AddrPort{}); err == nil || !strings.Contains(err.Error(), "blocking") {
+		t.Fatalf("NewSocket of a blocking descriptor: %v", err)
+	}
+	// The descriptor is still open: the caller keeps it.
+	if _, err := unix.FcntlInt(uintptr(p[0]), unix.F_GETFD, 0); err != nil {
+		t.Fatalf("the refused descriptor was closed: %v", err)
+	}
+}
+
+func TestSocketAddresses(t *testing.T) {
+	c, _ := pair(t)
+	local, remote := c.LocalAddr().String(), c.RemoteAddr().String()
+	s := own(t, c)
+	if s.LocalAddr().String() != local || s.RemoteAddr().String() != remote {
+		t.Fatalf("addresses %s %s; want %s %s", s.LocalAddr(), s.RemoteAddr(), local, remote)
+	}
+}
+
+// A Close during a system call on the descriptor closes it only when
+// that call ends, so that its number cannot be reused under the call.
+func TestSocketClosesAfterTheCallInProgress(t *testing.T) {
+	c, peer := pair(t)
+	s := own(t, c)
+	rc, _ := s.SyscallConn()
+	var inCall error
+	err := rc.Control(func(fd uintptr) {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		_, inCall = unix.FcntlInt(fd, unix.F_GETFD, 0)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inCall != nil {
+		t.Fatalf("the descriptor was closed during the call: %v", inCall)
+	}
+	peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := peer.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("the peer read %d, %v after the call; want the end of stream", n, err)
+	}
+	if err := rc.Control(func(uintptr) { t.Error("Control ran after Close") }); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Control after Close: %v", err)
+	}
+	if err := s.Close(); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("second Close: %v", err)
+	}
+}
+
+// A Read that has to wait hands the socket to the runtime's poller, where
+// it waits for bytes, deadlines and Close as a net.Conn's read does.
+func TestSocketWaitsInThePoller(t *testing.T) {
+	c, peer := pair(t)
+	s := own(t, c)
+	got := make(chan string, 1)
+	go func() {
+		b := make([]byte, 16)
+		n, err := s.Read(b)
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		got <- string(b[:n])
+	}()
+	// Wait until the reader has handed the socket to the poller.
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		s.mu.Lock()
+		filed := s.file != nil
+		s.mu.Unlock()
+		if filed {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal("the reader did not go to the poller")
+		}
+	}
+	peer.Write([]byte("hello"))
+	if g := <-got; g != "hello" {
+		t.Fatalf("read %q", g)
+	}
+	// The deadline now reaches the file.
+	s.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	if _, err := s.Read(make([]byte, 4)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past the deadline: %v", err)
+	}
+	s.SetReadDeadline(time.Time{})
+	done := make(chan error, 1)
+	go func() { _, err := s.Read(make([]byte, 4)); done <- err }()
+	time.Sleep(10 * time.Millisecond) // let the reader wait (either way it must fail)
+	s.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("read after Close: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not wake the reader")
+	}
+	peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := peer.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("the peer after Close: %v", err)
+	}
+}
+
+// A Socket dropped without Close has its descriptor closed when it is
+// collected, as a net.Conn's is.
+func TestSocketLostIsClosed(t *testing.T) {
+	c, peer := pair(t)
+	func() {
+		rc, _ := c.SyscallConn()
+		nfd := -1
+		rc.Control(func(fd uintptr) { nfd, _ = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) })
+		c.Close()
+		unix.SetNonblock(nfd, true)
+		if _, err := NewSocket(nfd, netip.AddrPort{}, netip.AddrPort{}); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	peer.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	for end := time.Now().Add(10 * time.Second); ; {
+		runtime.GC()
+		_, err := peer.Read(make([]byte, 1))
+		if err == io.EOF {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatalf("the lost socket's peer: %v", err)
+		}
+		peer.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	}
+}
+
+// Concurrent readers, writers and a Close: every call ends, and no call
+// touches a descriptor after it was closed (the race detector and the
+// reference count).
+func TestSocketConcurrentClose(t *testing.T) {
+	for range 50 {
+		c, peer := pair(t)
+		s := own(t, c)
+		go io.Copy(io.Discard, peer)
+		var wg sync.WaitGroup
+		for range 2 {
+			wg.Go(func() {
+				for {
+					if _, err := s.Write([]byte("data")); err != nil {
+						return
+					}
+				}
+			})
+			wg.Go(func() {
+				if _, err := s.Read(make([]byte, 8)); err == nil {
+					t.Error("read without bytes from the peer")
+				}
+			})
+		}
+		time.Sleep(time.Millisecond)
+		s.Close()
+		wg.Wait()
+		peer.Close()
+	}
+}
