@@ -5,6 +5,7 @@ package evloop
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"syscall"
@@ -12,6 +13,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/postern/postern/internal/sockio"
 )
 
 // ConnectControl returns a net.Dialer Control function that, when the
@@ -109,4 +112,68 @@ func rawSockaddr(ap netip.AddrPort) (unix.RawSockaddrAny, uintptr) {
 	p[0], p[1] = byte(port>>8), byte(port)
 	sa.Addr = ap.Addr().As16()
 	return rsa, unix.SizeofSockaddrInet6
+}
+
+// DialOwned connects to ap from the loop ctx's handler runs on, with a
+// socket the program owns (a *sockio.Conn over a sockio.Socket): the
+// socket, its options, the connect and, later, its close are raw system
+// calls, and the runtime's poller never has it while its handler stays on
+// the loop. control, if not nil, runs on the socket before it connects
+// (keep-alive options). on is false, and nothing is done, when the handler
+// does not run on a loop. Errors are *net.OpError, as net.Dialer's.
+func DialOwned(ctx context.Context, ap netip.AddrPort, deadline time.Time, control func(fd int) error) (c net.Conn, on bool, err error) {
+	t, ok := ctx.Value(ctxKey{}).(*task)
+	if !ok || !t.onLoop() {
+		return nil, false, nil
+	}
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	opErr := func(err error) error {
+		return &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(ap), Err: err}
+	}
+	if !deadline.IsZero() && !deadline.After(time.Now()) {
+		return nil, true, opErr(os.ErrDeadlineExceeded)
+	}
+	family := unix.AF_INET6
+	if ap.Addr().Is4() {
+		family = unix.AF_INET
+	}
+	r, _, e := unix.RawSyscall(unix.SYS_SOCKET, uintptr(family), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if e != 0 {
+		return nil, true, opErr(os.NewSyscallError("socket", e))
+	}
+	fd := int(r)
+	fail := func(err error) (net.Conn, bool, error) {
+		t.l.forgetFD(t, fd)
+		unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
+		return nil, true, opErr(err)
+	}
+	one := int32(1)
+	if _, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY,
+		uintptr(unsafe.Pointer(&one)), 4, 0); e != 0 {
+		return fail(os.NewSyscallError("setsockopt", e))
+	}
+	if control != nil {
+		if err := control(fd); err != nil {
+			return fail(err)
+		}
+	}
+	if err := connect(t, fd, ap, deadline); err != nil {
+		return fail(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return fail(os.NewSyscallError("getsockname", err))
+	}
+	var local netip.AddrPort
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		local = netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
+	case *unix.SockaddrInet6:
+		local = netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
+	}
+	s, err := sockio.NewSocket(fd, local, ap)
+	if err != nil {
+		return fail(err)
+	}
+	return sockio.NewOwned(s), true, nil
 }

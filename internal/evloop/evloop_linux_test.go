@@ -10,6 +10,7 @@ import (
 	"io"
 	"iter"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"syscall"
@@ -37,7 +38,8 @@ func forPairs(t *testing.T, test func(*testing.T, pairFunc)) {
 func pairOwned(t *testing.T) (*sockio.Conn, net.Conn) {
 	t.Helper()
 	sv, cl := pairNet(t)
-	tc, _ := sv.RawTCP()
+	raw, _ := sv.RawTCP()
+	tc := raw.(*net.TCPConn)
 	rc, err := tc.SyscallConn()
 	if err != nil {
 		t.Fatal(err)
@@ -507,5 +509,95 @@ func drainedReads(t *testing.T, pair pairFunc) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the handler still waits after the peer closed")
+	}
+}
+
+// DialOwned connects on the loop with a socket of the loop's own: a
+// dialogue on it never needs the runtime's poller; IPv4 and IPv6; control
+// runs before the connect; a refused connect and one past its deadline
+// fail as net.Dialer's do (the same error text).
+func TestDialOwned(t *testing.T) {
+	g := start(t, 1)
+	type result struct {
+		reply   string
+		polled  bool
+		err     error
+		control int
+	}
+	dial := func(addr string, deadline time.Time) result {
+		got := make(chan result, 1)
+		g.Go(context.Background(), nil, func(ctx context.Context) {
+			var r result
+			defer func() { got <- r }()
+			c, on, err := DialOwned(ctx, netip.MustParseAddrPort(addr), deadline, func(fd int) error {
+				r.control = fd
+				return nil
+			})
+			if !on {
+				r.err = errors.New("DialOwned on a loop did nothing")
+				return
+			}
+			if err != nil {
+				r.err = err
+				return
+			}
+			defer c.Close()
+			sc := c.(*sockio.Conn)
+			if !Bind(ctx, sc) {
+				r.err = errors.New("Bind failed")
+				return
+			}
+			if _, err := io.WriteString(sc, "ping\n"); err != nil {
+				r.err = err
+				return
+			}
+			line, err := bufio.NewReader(sc).ReadString('\n')
+			r.reply, r.err = line, err
+			raw, _ := sc.RawTCP()
+			s, ok := raw.(*sockio.Socket)
+			r.polled = !ok || s.Polled()
+		})
+		return <-got
+	}
+	for _, network := range []string{"127.0.0.1:0", "[::1]:0"} {
+		ln, err := net.Listen("tcp", network)
+		if err != nil {
+			t.Logf("%s: %v", network, err) // no IPv6 here
+			continue
+		}
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			l, _ := bufio.NewReader(c).ReadString('\n')
+			io.WriteString(c, "re: "+l)
+		}()
+		r := dial(ln.Addr().String(), time.Now().Add(5*time.Second))
+		if r.err != nil || r.reply != "re: ping\n" || r.polled || r.control <= 0 {
+			t.Errorf("%s: reply %q, polled %v, control saw fd %d, %v", ln.Addr(), r.reply, r.polled, r.control, r.err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		_, want := net.Dial("tcp", addr)
+		if r := dial(addr, time.Now().Add(5*time.Second)); !errors.Is(r.err, syscall.ECONNREFUSED) || want == nil || r.err.Error() != want.Error() {
+			t.Errorf("connect to the closed %s: %v, want %v", addr, r.err, want)
+		}
+	}
+	// A deadline already past: the dial times out as net.Dialer's does.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	d := net.Dialer{Deadline: time.Unix(1, 0)}
+	_, want := d.Dial("tcp", ln.Addr().String())
+	if r := dial(ln.Addr().String(), time.Unix(1, 0)); !errors.Is(r.err, os.ErrDeadlineExceeded) || want == nil || r.err.Error() != want.Error() {
+		t.Errorf("dial past its deadline: %v, want %v", r.err, want)
+	}
+	// Off a loop there is nothing to do.
+	if c, on, err := DialOwned(context.Background(), netip.MustParseAddrPort(ln.Addr().String()), time.Time{}, nil); on || c != nil || err != nil {
+		t.Errorf("DialOwned off a loop: %v %v %v", c, on, err)
 	}
 }

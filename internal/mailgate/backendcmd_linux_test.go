@@ -121,7 +121,9 @@ func TestBackendCommandAfterBackendLeft(t *testing.T) {
 	}
 	<-left
 	for end := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
-		n, err := s.BE.(interface{ RawTCP() (*net.TCPConn, bool) }).RawTCP()
+		n, err := s.BE.(interface {
+			RawTCP() (sockio.TCPSocket, bool)
+		}).RawTCP()
 		if !err {
 			t.Fatal("no socket beneath")
 		}

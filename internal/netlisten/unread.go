@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"net"
 	"time"
+
+	"github.com/postern/postern/internal/sockio"
 )
 
 // Unread reports, without blocking and without consuming anything,
@@ -53,15 +55,14 @@ func takeBuffered(pc net.Conn, raw net.Conn) net.Conn {
 // RawTCP returns the connection's TCP socket when bytes may move on it
 // directly: no TLS and nothing read ahead of it. A relay uses it to move
 // bytes with splice(2) while holding no buffer when idle.
-func (c *Conn) RawTCP() (*net.TCPConn, bool) {
+func (c *Conn) RawTCP() (sockio.TCPSocket, bool) {
 	if c.cur.Load().tls != nil {
 		return nil, false
 	}
 	if p, ok := c.base.(*prefixConn); ok && len(p.prefix) > 0 {
 		return nil, false
 	}
-	t, ok := c.raw.(*net.TCPConn)
-	return t, ok
+	return sockio.AsTCPSocket(c.raw)
 }
 
 // earlyTalkerWait is how long SpokeFirst watches a connection that cannot

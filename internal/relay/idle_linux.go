@@ -166,8 +166,8 @@ type idleSession struct {
 	conns           *Conns
 	poller          *idlePoller
 	key             uint32
-	client, backend net.Conn     // what the session closes
-	c, b            *net.TCPConn // their sockets
+	client, backend net.Conn         // what the session closes
+	c, b            sockio.TCPSocket // their sockets
 	crc, brc        syscall.RawConn
 	done            func()
 	stop            func() bool // the context's AfterFunc, when the session has its own

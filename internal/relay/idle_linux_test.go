@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/postern/postern/internal/sockio"
 )
 
 // notifyConn is a client connection as netlisten.Conn hands it over: it
@@ -36,7 +38,7 @@ func (c *notifyConn) LocalAddrPort() netip.AddrPort {
 }
 func (*notifyConn) Handshake(time.Duration) error             { return errors.New("no TLS") }
 func (*notifyConn) StartTLS(*tls.Config, time.Duration) error { return errors.New("no TLS") }
-func (c *notifyConn) RawTCP() (*net.TCPConn, bool)            { return c.TCPConn, true }
+func (c *notifyConn) RawTCP() (sockio.TCPSocket, bool)        { return c.TCPConn, true }
 func (c *notifyConn) Close() error {
 	err := c.TCPConn.Close()
 	c.mu.Lock()

@@ -28,6 +28,16 @@ func backendDialer(addr string, timeout time.Duration) net.Dialer {
 	return net.Dialer{Timeout: timeout, KeepAlive: -1, ControlContext: keepAliveControl}
 }
 
+// ownedDialControl is what a socket of the event loops' own (DialOwned)
+// to ap needs before it connects: keep-alive probes when ap is not
+// loopback, as backendDialer's.
+func ownedDialControl(ap netip.AddrPort) func(fd int) error {
+	if ap.Addr().Unmap().IsLoopback() {
+		return nil
+	}
+	return setKeepAlive
+}
+
 func keepAliveControl(_ context.Context, _, address string, c syscall.RawConn) error {
 	if !needsKeepAlive(address) {
 		return nil

@@ -4,6 +4,7 @@ package relay
 
 import (
 	"net"
+	"net/netip"
 	"time"
 )
 
@@ -14,3 +15,6 @@ func backendDialer(_ string, timeout time.Duration) net.Dialer {
 		Enable: true, Idle: backendKeepAliveIdle, Interval: backendKeepAliveInterval, Count: backendKeepAliveCount,
 	}}
 }
+
+// ownedDialControl: there are no event loops here (DialOwned does nothing).
+func ownedDialControl(netip.AddrPort) func(fd int) error { return nil }

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/postern/postern/internal/sockio"
 )
 
 // ErrBackendLimit is returned when a backend connection would exceed a
@@ -175,7 +177,7 @@ func WriteReaderOf(c net.Conn) WriteReader {
 }
 
 // RawTCP hands out the socket beneath, for the splice.
-func (c *limitedConn) RawTCP() (*net.TCPConn, bool) {
+func (c *limitedConn) RawTCP() (sockio.TCPSocket, bool) {
 	if c.sendHeld() != nil {
 		return nil, false
 	}

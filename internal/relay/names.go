@@ -104,7 +104,14 @@ func (n *Names) forget(host string) {
 // address directly, a host name through names when it is set (each
 // address in turn, as the resolver answered), else through Go's resolver.
 func dialTCP(ctx context.Context, names *Names, addr string, timeout time.Duration) (net.Conn, error) {
-	if _, err := netip.ParseAddrPort(addr); err == nil || names == nil {
+	ap, err := netip.ParseAddrPort(addr)
+	if err == nil {
+		// On an event loop: a socket of the loop's own, connected there.
+		if c, on, err := evloop.DialOwned(ctx, ap, time.Now().Add(timeout), ownedDialControl(ap)); on {
+			return c, err
+		}
+	}
+	if err == nil || names == nil {
 		nd := backendDialer(addr, timeout)
 		if nd.ControlContext == nil {
 			// On an event loop, the loop waits for the connect.

@@ -2,16 +2,20 @@ package relay
 
 import (
 	"net"
+
+	"github.com/postern/postern/internal/sockio"
 )
 
 // rawTCPer is a connection that can hand out its TCP socket when nothing
-// sits between the two (no TLS, no bytes read ahead): netlisten.Conn.
+// sits between the two (no TLS, no bytes read ahead): netlisten.Conn,
+// sockio.Conn.
 type rawTCPer interface {
-	RawTCP() (*net.TCPConn, bool)
+	RawTCP() (sockio.TCPSocket, bool)
 }
 
-// tcpOf returns c's TCP socket when bytes may move on it directly.
-func tcpOf(c net.Conn) (*net.TCPConn, bool) {
+// tcpOf returns c's TCP socket when bytes may move on it directly: Go's
+// *net.TCPConn or an owned sockio.Socket.
+func tcpOf(c net.Conn) (sockio.TCPSocket, bool) {
 	switch c := c.(type) {
 	case *net.TCPConn:
 		return c, true

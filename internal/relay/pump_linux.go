@@ -18,7 +18,7 @@ import (
 // kernel how many bytes are queued, and splices exactly those through a
 // pipe that goes back to a pool when they are moved (sockio.Splice; its
 // system calls are raw ones, see package sockio).
-func pumpTCP(dst, src *net.TCPConn) (int64, error) {
+func pumpTCP(dst, src sockio.TCPSocket) (int64, error) {
 	rc, err := src.SyscallConn()
 	if err != nil {
 		return io.Copy(dst, src)
@@ -50,7 +50,7 @@ func pumpTCP(dst, src *net.TCPConn) (int64, error) {
 // spliceN moves n bytes from src to dst in the kernel (sockio.Splice: raw
 // splice(2) calls through a pooled pipe), or copies them when no pipe can
 // be had.
-func spliceN(dst, src *net.TCPConn, drc, rc syscall.RawConn, n int64) (int64, error) {
+func spliceN(dst, src sockio.TCPSocket, drc, rc syscall.RawConn, n int64) (int64, error) {
 	moved, err := sockio.Splice(drc, rc, n)
 	if errors.Is(err, sockio.ErrNoPipe) {
 		return io.Copy(dst, io.LimitReader(src, n))

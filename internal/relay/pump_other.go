@@ -4,8 +4,9 @@ package relay
 
 import (
 	"io"
-	"net"
+
+	"github.com/postern/postern/internal/sockio"
 )
 
 // pumpTCP is io.Copy where the kernel's queue cannot be measured.
-func pumpTCP(dst, src *net.TCPConn) (int64, error) { return io.Copy(dst, src) }
+func pumpTCP(dst, src sockio.TCPSocket) (int64, error) { return io.Copy(dst, src) }

@@ -4,6 +4,8 @@ import (
 	"io"
 	"net"
 	"sync"
+
+	"github.com/postern/postern/internal/sockio"
 )
 
 // Buffer sizes of the relay where TLS sits on one side (the client's TLS
@@ -96,6 +98,6 @@ func copyFromTLS(dst, src net.Conn) (int64, error) {
 
 // copyBuffered is io.Copy with a buffer of its own, for where the socket
 // cannot be read directly.
-func copyBuffered(dst net.Conn, src *net.TCPConn) (int64, error) {
+func copyBuffered(dst net.Conn, src sockio.TCPSocket) (int64, error) {
 	return io.CopyBuffer(writerOnly{dst}, readerOnly{src}, make([]byte, tcpReadBuf))
 }

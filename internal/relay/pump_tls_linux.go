@@ -15,7 +15,7 @@ import (
 // readability, so an idle session holds none. The system calls are those
 // of io.Copy: one read per burst of data and one that finds the socket
 // empty. The reads are raw system calls (sockio.Read).
-func pumpFromTCP(dst net.Conn, src *net.TCPConn) (int64, error) {
+func pumpFromTCP(dst net.Conn, src sockio.TCPSocket) (int64, error) {
 	rc, err := src.SyscallConn()
 	if err != nil {
 		return copyBuffered(dst, src)

@@ -73,11 +73,7 @@ type Conn struct {
 
 // socket is what a Conn reads and writes: Go's *net.TCPConn, or a
 // Socket that owns its descriptor.
-type socket interface {
-	net.Conn
-	CloseWrite() error
-	SyscallConn() (syscall.RawConn, error)
-}
+type socket = TCPSocket
 
 // New returns c reading and writing with raw system calls, or c itself
 // (as a net.Conn) when its descriptor cannot be reached.
@@ -88,6 +84,18 @@ func New(c *net.TCPConn) net.Conn {
 	}
 	s.tcp = c
 	return s
+}
+
+// AsTCPSocket returns c as a TCPSocket when it is one: a *net.TCPConn or
+// a Socket.
+func AsTCPSocket(c net.Conn) (TCPSocket, bool) {
+	switch t := c.(type) {
+	case *net.TCPConn:
+		return t, true
+	case *Socket:
+		return t, true
+	}
+	return nil, false
 }
 
 // NewOwned returns a Conn over s, a socket whose descriptor the program
@@ -123,9 +131,9 @@ func Wrap(c net.Conn) net.Conn {
 	return c
 }
 
-// RawTCP returns the socket beneath, for a relay that splices it.
-// A Conn over an owned Socket has none: false.
-func (c *Conn) RawTCP() (*net.TCPConn, bool) { return c.tcp, c.tcp != nil }
+// RawTCP returns the socket beneath, for a relay that splices it: the
+// *net.TCPConn, or the owned Socket.
+func (c *Conn) RawTCP() (TCPSocket, bool) { return c.socket, true }
 
 // ReadFrom copies r to the socket: with Go's splice(2) and sendfile(2)
 // paths when the socket is a *net.TCPConn.

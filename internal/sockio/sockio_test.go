@@ -91,7 +91,7 @@ func TestNewKeepsTheSocket(t *testing.T) {
 	if !ok {
 		t.Fatalf("New returned %T", New(c))
 	}
-	if got, ok := s.RawTCP(); !ok || got != c {
+	if got, ok := s.RawTCP(); !ok || got != TCPSocket(c) {
 		t.Errorf("RawTCP = %v, %v; want the TCPConn", got, ok)
 	}
 	if Wrap(s) != net.Conn(s) {

@@ -1,6 +1,10 @@
 package sockio
 
-import "time"
+import (
+	"net"
+	"syscall"
+	"time"
+)
 
 // Waiter waits for a socket's readiness on behalf of a Conn whose reads
 // and writes run on an event loop (internal/evloop) rather than on a
@@ -26,3 +30,11 @@ type Waiter interface {
 
 // waiterRef holds a Waiter for an atomic pointer.
 type waiterRef struct{ w Waiter }
+
+// TCPSocket is a connected TCP socket as a relay moves bytes on it: Go's
+// *net.TCPConn, or a Socket whose descriptor the program owns (Linux).
+type TCPSocket interface {
+	net.Conn
+	CloseWrite() error
+	SyscallConn() (syscall.RawConn, error)
+}
