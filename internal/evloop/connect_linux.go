@@ -160,20 +160,33 @@ func DialOwned(ctx context.Context, ap netip.AddrPort, deadline time.Time, contr
 	if err := connect(t, fd, ap, deadline); err != nil {
 		return fail(err)
 	}
-	sa, err := unix.Getsockname(fd)
-	if err != nil {
-		return fail(os.NewSyscallError("getsockname", err))
+	// getsockname(2) raw: x/sys's Getsockname asks getsockopt through the
+	// runtime's entry for blocking calls.
+	var rsa unix.RawSockaddrAny
+	alen := uint32(unsafe.Sizeof(rsa))
+	if _, _, e := unix.RawSyscall(unix.SYS_GETSOCKNAME, uintptr(fd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&alen))); e != 0 {
+		return fail(os.NewSyscallError("getsockname", e))
 	}
-	var local netip.AddrPort
-	switch sa := sa.(type) {
-	case *unix.SockaddrInet4:
-		local = netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
-	case *unix.SockaddrInet6:
-		local = netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
-	}
+	local := sockaddrAddrPort(&rsa)
 	s, err := sockio.NewSocket(fd, local, ap)
 	if err != nil {
 		return fail(err)
 	}
 	return sockio.NewOwned(s), true, nil
+}
+
+// sockaddrAddrPort reads an IPv4 or IPv6 socket address as the kernel
+// wrote it.
+func sockaddrAddrPort(rsa *unix.RawSockaddrAny) netip.AddrPort {
+	switch rsa.Addr.Family {
+	case unix.AF_INET:
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(rsa))
+		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(p[0])<<8|uint16(p[1]))
+	case unix.AF_INET6:
+		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(rsa))
+		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(p[0])<<8|uint16(p[1]))
+	}
+	return netip.AddrPort{}
 }

@@ -601,3 +601,36 @@ func TestDialOwned(t *testing.T) {
 		t.Errorf("DialOwned off a loop: %v %v %v", c, on, err)
 	}
 }
+
+// The local address DialOwned reads is the kernel's, as net's.
+func TestDialOwnedLocalAddress(t *testing.T) {
+	g := start(t, 1)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peer := make(chan string, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			peer <- err.Error()
+			return
+		}
+		defer c.Close()
+		peer <- c.RemoteAddr().String()
+	}()
+	got := make(chan string, 1)
+	g.Go(context.Background(), nil, func(ctx context.Context) {
+		c, _, err := DialOwned(ctx, netip.MustParseAddrPort(ln.Addr().String()), time.Now().Add(5*time.Second), nil)
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		defer c.Close()
+		got <- c.LocalAddr().String() + " → " + c.RemoteAddr().String()
+	})
+	if g, p := <-got, <-peer; g != p+" → "+ln.Addr().String() {
+		t.Fatalf("DialOwned's addresses %s; the listener saw %s", g, p)
+	}
+}
