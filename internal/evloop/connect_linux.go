@@ -160,33 +160,13 @@ func DialOwned(ctx context.Context, ap netip.AddrPort, deadline time.Time, contr
 	if err := connect(t, fd, ap, deadline); err != nil {
 		return fail(err)
 	}
-	// getsockname(2) raw: x/sys's Getsockname asks getsockopt through the
-	// runtime's entry for blocking calls.
-	var rsa unix.RawSockaddrAny
-	alen := uint32(unsafe.Sizeof(rsa))
-	if _, _, e := unix.RawSyscall(unix.SYS_GETSOCKNAME, uintptr(fd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&alen))); e != 0 {
-		return fail(os.NewSyscallError("getsockname", e))
+	local, err := sockio.LocalAddrPort(fd)
+	if err != nil {
+		return fail(err)
 	}
-	local := sockaddrAddrPort(&rsa)
 	s, err := sockio.NewSocket(fd, local, ap)
 	if err != nil {
 		return fail(err)
 	}
 	return sockio.NewOwned(s), true, nil
-}
-
-// sockaddrAddrPort reads an IPv4 or IPv6 socket address as the kernel
-// wrote it.
-func sockaddrAddrPort(rsa *unix.RawSockaddrAny) netip.AddrPort {
-	switch rsa.Addr.Family {
-	case unix.AF_INET:
-		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(rsa))
-		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
-		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(p[0])<<8|uint16(p[1]))
-	case unix.AF_INET6:
-		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(rsa))
-		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(p[0])<<8|uint16(p[1]))
-	}
-	return netip.AddrPort{}
 }

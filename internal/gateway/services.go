@@ -105,6 +105,9 @@ type built struct {
 	limit   *relay.BackendLimit
 	bounds  [2]int // the backend limit's bounds in this configuration
 	refusal string // the answer to a connection over a listener limit
+	// owned: its sessions run on event loops, whose client sockets are
+	// their own (netlisten.Listener.SetOwnedSockets).
+	owned bool
 }
 
 // plan is a whole configuration's front-ends, built and waiting to be put
@@ -193,6 +196,7 @@ func (g *Gateway) build(snap *snapshot.Snapshot, checker *dnsbl.Checker, name se
 		}
 		cfg.Watch = g.loginWatcher()
 		cfg.Loops = g.eventLoops(snap.Config.EventLoops)
+		b.owned = cfg.Loops != nil && !name.ImplicitTLS()
 		srv := smtpproxy.New(cfg, g.engine, g.smtpEnv, g.dnsbl(checker), g.log)
 		b.serve = func(ctx context.Context, acc genAcceptor, drain time.Duration) error {
 			return srv.Serve(ctx, acc, drain)
@@ -214,6 +218,7 @@ func (g *Gateway) build(snap *snapshot.Snapshot, checker *dnsbl.Checker, name se
 		if !name.ImplicitTLS() {
 			cfg.TLS = serverTLS // STARTTLS, STLS
 		}
+		b.owned = cfg.Loops != nil && !name.ImplicitTLS()
 		var srv server
 		if name == service.IMAP || name == service.IMAPS {
 			srv = imapproxy.New(cfg, g.engine, g.currentPolicy, g.log)
@@ -411,6 +416,7 @@ func (g *Gateway) configure(sl *slot, b *built) error {
 		}
 	})
 	sl.limit.SetBounds(b.bounds[0], b.bounds[1])
+	sl.ln.SetOwnedSockets(b.owned)
 	if b.certs != sl.certs && b.certs != nil && sl.name.ImplicitTLS() {
 		if err := sl.ln.SetTLS(g.serverTLS(sl.name, b.certs)); err != nil {
 			problem = err

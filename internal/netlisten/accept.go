@@ -22,7 +22,7 @@ func (l *Listener) acceptLoop() {
 	defer l.wg.Done()
 	var delay time.Duration
 	for {
-		raw, err := l.ln.Accept()
+		raw, err := l.accept()
 		if err != nil {
 			if l.stop.Err() != nil {
 				return
@@ -47,6 +47,20 @@ func (l *Listener) acceptLoop() {
 		delay = 0
 		l.handle(raw)
 	}
+}
+
+// accept takes the next connection: a socket of the program's own
+// (sockio.Socket) when SetOwnedSockets is on and the system has them,
+// else Go's.
+func (l *Listener) accept() (net.Conn, error) {
+	if rc := l.owned.Load(); rc != nil {
+		s, err := sockio.Accept(*rc)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
+	return l.ln.Accept()
 }
 
 // temporary reports whether an accept error is worth retrying: the

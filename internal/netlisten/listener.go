@@ -8,9 +8,13 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"github.com/postern/postern/internal/sockio"
 )
 
 // DefaultProxyHeaderTimeout is how long a trusted peer has to send its
@@ -58,10 +62,15 @@ type Config struct {
 // the PROXY header when the peer is trusted). Its methods are safe for
 // concurrent use.
 type Listener struct {
-	ln   net.Listener
-	cfg  Config
-	log  *slog.Logger
-	addr string // for logs
+	ln    net.Listener
+	owned atomic.Pointer[syscall.RawConn] // set: accept owned sockets through it (SetOwnedSockets)
+	// lnFile is a duplicate of ln's socket that waits in the runtime's
+	// poller, for accepting owned sockets (Go's listener has no RawConn
+	// that waits); guarded by mu, closed with ln.
+	lnFile *os.File
+	cfg    Config
+	log    *slog.Logger
+	addr   string // for logs
 
 	stop   context.Context // done once the listener stops accepting
 	cancel context.CancelFunc
@@ -165,6 +174,42 @@ func serve(ln net.Listener, cfg Config) *Listener {
 	return l
 }
 
+// SetOwnedSockets makes the connections accepted from now on (on) sockets
+// whose descriptors the program owns (sockio.Socket: accepted, set up and
+// later closed with raw system calls, and never registered with the
+// runtime's poller while an event loop serves them), or Go's (off, the
+// default). A listener whose sessions run on event loops turns it on; a
+// connection whose session leaves its loop, or that a trusted peer opens
+// with a PROXY header, is handed to the runtime's poller when it first
+// waits, as any os.File.
+// Where the system has no owned sockets, or the listener cannot give its
+// socket, connections stay Go's (and the reason is logged once).
+func (l *Listener) SetOwnedSockets(on bool) {
+	if !on {
+		l.owned.Store(nil)
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stopped || l.owned.Load() != nil {
+		return
+	}
+	if l.lnFile == nil {
+		f, err := sockio.ListenerFile(l.ln)
+		if err != nil {
+			l.log.Warn("netlisten: connections stay Go's sockets", "listen", l.addr, "err", err)
+			return
+		}
+		l.lnFile = f
+	}
+	rc, err := l.lnFile.SyscallConn()
+	if err != nil {
+		l.log.Warn("netlisten: connections stay Go's sockets", "listen", l.addr, "err", err)
+		return
+	}
+	l.owned.Store(&rc)
+}
+
 // Addr returns the listener's network address.
 func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 
@@ -221,10 +266,14 @@ func (l *Listener) Close() error {
 	l.closeOnce.Do(func() {
 		l.mu.Lock()
 		l.stopped = true
+		f := l.lnFile
 		l.mu.Unlock()
 		l.cancel()
 		if err := l.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			l.closeErr = fmt.Errorf("netlisten: closing %s: %w", l.addr, err)
+		}
+		if f != nil {
+			f.Close() // the duplicate: the socket stops listening with it
 		}
 	})
 	return l.closeErr

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -378,4 +379,108 @@ func (s *Socket) opError(op string, err error) error {
 		err = net.ErrClosed
 	}
 	return &net.OpError{Op: op, Net: "tcp", Source: s.laddr, Addr: s.raddr, Err: err}
+}
+
+// Accept takes one connection from the listening socket rc is the
+// RawConn of, waiting in the runtime's poller for the listener (not for
+// the connection): accept4(2), its TCP_NODELAY and its local address are
+// raw system calls, and the connection is a Socket, non-blocking and
+// close-on-exec. Errors are *net.OpError, as net.TCPListener's.
+func Accept(rc syscall.RawConn) (*Socket, error) {
+	var (
+		nfd    = -1
+		rsa    unix.RawSockaddrAny
+		errno  syscall.Errno
+		accept = func(fd uintptr) bool {
+			for {
+				alen := uint32(unsafe.Sizeof(rsa))
+				r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, fd, uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&alen)),
+					unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+				switch e {
+				case 0:
+					nfd = int(r)
+					return true
+				case unix.EINTR:
+					continue
+				case unix.EAGAIN:
+					return false // wait for the listener
+				}
+				errno = e
+				return true
+			}
+		}
+	)
+	opErr := func(err error) error { return &net.OpError{Op: "accept", Net: "tcp", Err: err} }
+	if err := rc.Read(accept); err != nil {
+		return nil, opErr(err)
+	}
+	if errno != 0 {
+		return nil, opErr(os.NewSyscallError("accept4", errno))
+	}
+	remote := RawAddrPort(&rsa)
+	one := int32(1)
+	unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(nfd), unix.IPPROTO_TCP, unix.TCP_NODELAY, uintptr(unsafe.Pointer(&one)), 4, 0)
+	local, err := LocalAddrPort(nfd)
+	if err == nil {
+		var s *Socket
+		if s, err = NewSocket(nfd, local, remote); err == nil {
+			return s, nil
+		}
+	}
+	unix.RawSyscall(unix.SYS_CLOSE, uintptr(nfd), 0, 0)
+	return nil, opErr(err)
+}
+
+// LocalAddrPort is the address the socket fd is bound to: getsockname(2),
+// raw (x/sys's Getsockname asks getsockopt through the runtime's entry
+// for blocking calls).
+func LocalAddrPort(fd int) (netip.AddrPort, error) {
+	var rsa unix.RawSockaddrAny
+	alen := uint32(unsafe.Sizeof(rsa))
+	if _, _, e := unix.RawSyscall(unix.SYS_GETSOCKNAME, uintptr(fd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&alen))); e != 0 {
+		return netip.AddrPort{}, os.NewSyscallError("getsockname", e)
+	}
+	return RawAddrPort(&rsa), nil
+}
+
+// RawAddrPort reads an IPv4 or IPv6 socket address as the kernel wrote
+// it (an IPv4-mapped IPv6 address stays as written).
+func RawAddrPort(rsa *unix.RawSockaddrAny) netip.AddrPort {
+	switch rsa.Addr.Family {
+	case unix.AF_INET:
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(rsa))
+		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(p[0])<<8|uint16(p[1]))
+	case unix.AF_INET6:
+		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(rsa))
+		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(p[0])<<8|uint16(p[1]))
+	}
+	return netip.AddrPort{}
+}
+
+// ListenerFile returns a duplicate of ln's listening socket as an os.File
+// registered with the runtime's poller, whose RawConn Accept waits on (Go's
+// listener gives none that waits). The caller closes it together with ln:
+// the socket listens until both are closed.
+func ListenerFile(ln net.Listener) (*os.File, error) {
+	tl, ok := ln.(*net.TCPListener)
+	if !ok {
+		return nil, fmt.Errorf("sockio: %T is not a TCP listener", ln)
+	}
+	rc, err := tl.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("sockio: listener: %w", err)
+	}
+	nfd := -1
+	var derr error
+	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, fmt.Errorf("sockio: listener: %w", err)
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("sockio: duplicating the listener: %w", derr)
+	}
+	// The duplicate shares the listener's non-blocking flag: os.NewFile
+	// registers it with the runtime's poller.
+	return os.NewFile(uintptr(nfd), "listener "+ln.Addr().String()), nil
 }

@@ -123,10 +123,13 @@ func newConn(sock socket) *Conn {
 }
 
 // Wrap returns c reading and writing with raw system calls when it is a
-// *net.TCPConn, and c unchanged otherwise.
+// *net.TCPConn or a Socket, and c unchanged otherwise.
 func Wrap(c net.Conn) net.Conn {
-	if t, ok := c.(*net.TCPConn); ok {
+	switch t := c.(type) {
+	case *net.TCPConn:
 		return New(t)
+	case *Socket:
+		return NewOwned(t)
 	}
 	return c
 }

@@ -2,7 +2,12 @@
 
 package sockio
 
-import "net"
+import (
+	"errors"
+	"net"
+	"os"
+	"syscall"
+)
 
 // New returns c: raw system calls are used on Linux only.
 func New(c *net.TCPConn) net.Conn { return c }
@@ -15,3 +20,9 @@ func AsTCPSocket(c net.Conn) (TCPSocket, bool) {
 	t, ok := c.(*net.TCPConn)
 	return t, ok
 }
+
+// Accept is not available here: the caller accepts with its listener.
+func Accept(syscall.RawConn) (net.Conn, error) { return nil, errors.ErrUnsupported }
+
+// ListenerFile is not available here: there are no owned sockets.
+func ListenerFile(net.Listener) (*os.File, error) { return nil, errors.ErrUnsupported }
