@@ -20,15 +20,6 @@ rm -f "$out.txt" # a previous run's lines must not be taken for this one's
 bench/peers.sh -only "$scen" -rounds 1 -duration 25s -warmup 2s ${PEERS_FLAGS:-} -postern "$bin" -out "$out.peers" > "$out.txt" 2>&1 &
 run=$!
 trap 'kill $run 2>/dev/null || true' EXIT
-# The sides run in the order direct, nginx, haproxy, postern.
-wait_line() {
-  local deadline=$((SECONDS + 600))
-  until grep -q " $scen .* $1 " "$out.txt" 2>/dev/null; do
-    kill -0 $run 2>/dev/null || { cat "$out.txt" >&2; exit 1; }
-    [ $SECONDS -lt $deadline ] || { echo "ctxsw.sh: no $1 line in 10 minutes" >&2; exit 1; }
-    sleep 0.2
-  done
-}
 count() { # NAME PIDS
   wait_busy "$2"
   sleep 3

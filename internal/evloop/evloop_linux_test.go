@@ -39,23 +39,7 @@ func pairOwned(t *testing.T) (*sockio.Conn, net.Conn) {
 	t.Helper()
 	sv, cl := pairNet(t)
 	raw, _ := sv.RawTCP()
-	tc := raw.(*net.TCPConn)
-	rc, err := tc.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	nfd := -1
-	var derr error
-	rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) })
-	if derr != nil {
-		t.Fatal(derr)
-	}
-	local, remote := tc.LocalAddr().(*net.TCPAddr).AddrPort(), tc.RemoteAddr().(*net.TCPAddr).AddrPort()
-	tc.Close()
-	if err := unix.SetNonblock(nfd, true); err != nil {
-		t.Fatal(err)
-	}
-	s, err := sockio.NewSocket(nfd, local, remote)
+	s, err := sockio.Adopt(raw.(*net.TCPConn))
 	if err != nil {
 		t.Fatal(err)
 	}

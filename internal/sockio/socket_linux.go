@@ -484,3 +484,30 @@ func ListenerFile(ln net.Listener) (*os.File, error) {
 	// registers it with the runtime's poller.
 	return os.NewFile(uintptr(nfd), "listener "+ln.Addr().String()), nil
 }
+
+// Adopt moves c's socket into a Socket: a duplicate of its descriptor
+// (non-blocking, close-on-exec) becomes the Socket's, and c is closed.
+func Adopt(c *net.TCPConn) (*Socket, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("sockio: adopting a connection: %w", err)
+	}
+	nfd := -1
+	var derr error
+	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, fmt.Errorf("sockio: adopting a connection: %w", err)
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("sockio: adopting a connection: %w", derr)
+	}
+	local, remote := c.LocalAddr().(*net.TCPAddr).AddrPort(), c.RemoteAddr().(*net.TCPAddr).AddrPort()
+	c.Close()
+	// The duplicate shares the descriptor's non-blocking flag, which Go's
+	// sockets have.
+	s, err := NewSocket(nfd, local, remote)
+	if err != nil {
+		unix.Close(nfd)
+		return nil, err
+	}
+	return s, nil
+}

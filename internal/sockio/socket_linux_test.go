@@ -15,26 +15,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// own moves c's socket into a Socket: a duplicate of its descriptor,
-// non-blocking, owned by the Socket; c is closed.
+// own moves c's socket into a Socket (Adopt) that the test's end closes.
 func own(t testing.TB, c *net.TCPConn) *Socket {
 	t.Helper()
-	rc, err := c.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	nfd := -1
-	var derr error
-	rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) })
-	if derr != nil {
-		t.Fatal(derr)
-	}
-	local, remote := c.LocalAddr().(*net.TCPAddr).AddrPort(), c.RemoteAddr().(*net.TCPAddr).AddrPort()
-	c.Close()
-	if err := unix.SetNonblock(nfd, true); err != nil {
-		t.Fatal(err)
-	}
-	s, err := NewSocket(nfd, local, remote)
+	s, err := Adopt(c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,16 +141,9 @@ func TestSocketWaitsInThePoller(t *testing.T) {
 // collected, as a net.Conn's is.
 func TestSocketLostIsClosed(t *testing.T) {
 	c, peer := pair(t)
-	func() {
-		rc, _ := c.SyscallConn()
-		nfd := -1
-		rc.Control(func(fd uintptr) { nfd, _ = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) })
-		c.Close()
-		unix.SetNonblock(nfd, true)
-		if _, err := NewSocket(nfd, netip.AddrPort{}, netip.AddrPort{}); err != nil {
-			t.Fatal(err)
-		}
-	}()
+	if _, err := Adopt(c); err != nil { // and dropped
+		t.Fatal(err)
+	}
 	peer.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 	for end := time.Now().Add(10 * time.Second); ; {
 		runtime.GC()

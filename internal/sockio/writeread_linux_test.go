@@ -183,13 +183,16 @@ func TestWriteReadSavesTheEmptyRead(t *testing.T) {
 		}
 		s.Close()
 	}
-	// Reading /proc/self/io is a read or two of its own.
+	// Reading /proc/self/io is a read or two of its own; on a loaded
+	// machine (the race detector, packages tested in parallel) an answer
+	// can come late enough for a read to find nothing now and then. The
+	// difference measured is one read a round trip.
 	for side, n := range counts {
 		if want := rounds; side == "Write and Read" {
 			if n < 2*want-5 {
 				t.Errorf("%s: %d read calls for %d round trips, want about %d", side, n, rounds, 2*want)
 			}
-		} else if n > want+5 {
+		} else if n > want+want/5 {
 			t.Errorf("%s: %d read calls for %d round trips, want about %d", side, n, rounds, want)
 		}
 	}
