@@ -30,7 +30,7 @@ import (
 // A Socket is safe for concurrent use as a net.Conn is. Each system call
 // holds a reference to the descriptor, and Close closes it only once no
 // call holds one, so that its number cannot be reused under a call in
-// progress. Reads and writes that must wait and have no Waiter (NewConn's
+// progress. Reads and writes that must wait and have no Waiter (NewOwned's
 // Conn waits on its loop's) hand the descriptor to the runtime's poller
 // (os.NewFile) the first time; from then on it waits, closes and keeps its
 // deadlines there, as any os.File.
@@ -45,7 +45,6 @@ type Socket struct {
 	wdl     time.Time
 
 	rdlNs, wdlNs   atomic.Int64 // the deadlines as Unix nanoseconds (0: none), read without the lock
-	local, remote  netip.AddrPort
 	laddr, raddr   *net.TCPAddr
 	rawConn        socketRawConn
 	readF, writeF  func(fd uintptr) bool
@@ -74,8 +73,7 @@ func NewSocket(fd int, local, remote netip.AddrPort) (*Socket, error) {
 	if fl&unix.O_NONBLOCK == 0 {
 		return nil, fmt.Errorf("sockio: socket %d is blocking", fd)
 	}
-	s := &Socket{fd: &ownedFD{n: fd}, local: local, remote: remote,
-		laddr: net.TCPAddrFromAddrPort(local), raddr: net.TCPAddrFromAddrPort(remote)}
+	s := &Socket{fd: &ownedFD{n: fd}, laddr: net.TCPAddrFromAddrPort(local), raddr: net.TCPAddrFromAddrPort(remote)}
 	s.rawConn.s = s
 	s.readF = s.readStep
 	s.writeF = s.writeStep
@@ -145,7 +143,7 @@ func (s *Socket) toPoller() (syscall.RawConn, error) {
 	if s.frc != nil {
 		return s.frc, nil
 	}
-	f := os.NewFile(uintptr(s.fd.n), "tcp "+s.remote.String())
+	f := os.NewFile(uintptr(s.fd.n), "tcp "+s.raddr.String())
 	if f == nil {
 		return nil, fmt.Errorf("sockio: socket %d: no file", s.fd.n)
 	}
