@@ -164,9 +164,5 @@ func DialOwned(ctx context.Context, ap netip.AddrPort, deadline time.Time, contr
 	if err != nil {
 		return fail(err)
 	}
-	s, err := sockio.NewSocket(fd, local, ap)
-	if err != nil {
-		return fail(err)
-	}
-	return sockio.NewOwned(s), true, nil
+	return sockio.NewOwned(sockio.OwnNonblocking(fd, local, ap)), true, nil // socket(2) made it non-blocking
 }

@@ -32,6 +32,9 @@ type Stats struct {
 	// Started counts the handlers started on a loop, Detached those that
 	// left it (MayBlock), Ended those that ended on it.
 	Started, Detached, Ended atomic.Int64
+	// Coroutines counts the coroutines made to run handlers: a loop
+	// keeps those whose handler ended on it for the next ones.
+	Coroutines atomic.Int64
 }
 
 // Stats returns the Group's counters.
@@ -127,6 +130,7 @@ type loop struct {
 	batch   []*task // the spare slices of starts and wakes
 	wbatch  []*task
 	current *task // the task running now
+	idle    []*worker
 }
 
 // fdState is what the loop knows of a descriptor it watches.
@@ -184,6 +188,7 @@ func (l *loop) stop() {
 // run is the loop's goroutine.
 func (l *loop) run() {
 	defer func() {
+		l.stopWorkers()
 		unix.Close(l.efd)
 		l.file.Close()
 	}()
@@ -333,26 +338,81 @@ func (l *loop) expire(now int64) {
 	}
 }
 
-// start makes t's coroutine and runs it to its first wait.
+// start runs t on one of the loop's coroutines (an idle one, or a new
+// one) to its first wait.
 func (l *loop) start(t *task) {
 	l.live++
 	t.stats.Started.Add(1)
 	for _, c := range t.bound {
 		c.SetWaiter(t)
 	}
-	t.next, t.stop = iter.Pull(func(yield func(struct{}) bool) {
-		t.yield = yield
-		defer func() {
-			// A panic would otherwise end the loop and the process.
-			if v := recover(); v != nil {
-				buf := make([]byte, 32<<10)
-				buf = buf[:runtime.Stack(buf, false)]
-				l.log.Error("evloop: a handler panicked", "panic", fmt.Sprint(v), "stack", string(buf))
-			}
-		}()
-		t.handle(t.ctx)
-	})
+	var w *worker
+	if n := len(l.idle); n > 0 {
+		w = l.idle[n-1]
+		l.idle[n-1] = nil
+		l.idle = l.idle[:n-1]
+	} else {
+		w = l.newWorker()
+		t.stats.Coroutines.Add(1)
+	}
+	w.t, w.done = t, false
+	t.w = w
 	l.run1(t)
+}
+
+// maxIdleWorkers bounds the coroutines a loop keeps for its next handlers.
+const maxIdleWorkers = 64
+
+// worker is a coroutine (iter.Pull) that runs a loop's handlers one after
+// another. A handler that starts on a coroutine that has run one before
+// finds its stack grown already: a new coroutine starts on a small stack,
+// and copying it as a login's calls deepen was 6 % of postern's CPU a
+// login (docs/benchmarks/issue17-round13.md).
+type worker struct {
+	next func() (struct{}, bool)
+	stop func()
+	// yield switches back to whoever called next: the loop, or the
+	// goroutine of a handler that left it.
+	yield func(struct{}) bool
+	t     *task // the handler it runs now
+	done  bool  // t's handler has returned
+}
+
+func (l *loop) newWorker() *worker {
+	w := &worker{}
+	w.next, w.stop = iter.Pull(func(yield func(struct{}) bool) {
+		w.yield = yield
+		for {
+			l.runHandler(w.t)
+			w.done = true
+			if !yield(struct{}{}) {
+				return
+			}
+		}
+	})
+	return w
+}
+
+// runHandler runs t's handler; a panic would otherwise end the loop and
+// the process.
+func (l *loop) runHandler(t *task) {
+	defer func() {
+		if v := recover(); v != nil {
+			buf := make([]byte, 32<<10)
+			buf = buf[:runtime.Stack(buf, false)]
+			l.log.Error("evloop: a handler panicked", "panic", fmt.Sprint(v), "stack", string(buf))
+		}
+	}()
+	t.handle(t.ctx)
+}
+
+// stopWorkers ends the idle coroutines; on the loop, as it ends.
+func (l *loop) stopWorkers() {
+	for i, w := range l.idle {
+		l.idle[i] = nil
+		w.stop()
+	}
+	l.idle = l.idle[:0]
 }
 
 // resume runs t from its wait with the wait's result.
@@ -368,15 +428,24 @@ func (l *loop) resume(t *task, err error) {
 // run1 runs t until it waits, leaves the loop or ends.
 func (l *loop) run1(t *task) {
 	for {
+		w := t.w
 		l.current = t
-		_, ok := t.next()
+		_, ok := w.next()
 		l.current = nil
-		if !ok {
+		if !ok || w.done {
 			l.forget(t)
 			t.attached.Store(false)
 			t.unbind()
 			l.live--
 			t.stats.Ended.Add(1)
+			t.w, w.t = nil, nil
+			switch {
+			case !ok: // the coroutine ended (runtime.Goexit)
+			case len(l.idle) < maxIdleWorkers:
+				l.idle = append(l.idle, w)
+			default:
+				w.stop()
+			}
 			return
 		}
 		if t.detach {
@@ -386,13 +455,15 @@ func (l *loop) run1(t *task) {
 			t.stats.Detached.Add(1)
 			// The rest of the handler runs on a goroutine of its own,
 			// whose waits go to the runtime's poller.
+			// Its coroutine ends with it.
 			go func() {
 				for {
-					if _, ok := t.next(); !ok {
+					if _, ok := w.next(); !ok || w.done {
 						break
 					}
 				}
 				t.unbind()
+				w.stop()
 			}()
 			return
 		}
@@ -491,9 +562,7 @@ type task struct {
 	l      *loop
 	ctx    context.Context
 	handle func(context.Context)
-	next   func() (struct{}, bool)
-	stop   func()
-	yield  func(struct{}) bool
+	w      *worker // the coroutine it runs on
 
 	// attached says the handler runs on the loop (read by Wait from any
 	// goroutine that holds a bound connection).
@@ -543,7 +612,7 @@ func (t *task) wait(fds [2]int, want [2]uint32, deadline time.Time) (bool, error
 			return true, os.ErrDeadlineExceeded
 		}
 	}
-	t.yield(struct{}{})
+	t.w.yield(struct{}{})
 	return true, t.werr
 }
 
@@ -598,7 +667,7 @@ func (t *task) mayBlock() {
 		return
 	}
 	t.detach = true
-	t.yield(struct{}{})
+	t.w.yield(struct{}{})
 }
 
 func (t *task) bind(c Bindable) bool {

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync"
 	"syscall"
 	"testing"
@@ -616,5 +617,87 @@ func TestDialOwnedLocalAddress(t *testing.T) {
 	})
 	if g, p := <-got, <-peer; g != p+" → "+ln.Addr().String() {
 		t.Fatalf("DialOwned's addresses %s; the listener saw %s", g, p)
+	}
+}
+
+// Handlers that end on the loop leave their coroutine to the next ones:
+// twenty handlers one after another, one of them panicking and one
+// waiting for a socket, run on one coroutine; one that leaves the loop
+// (MayBlock) takes its coroutine with it.
+func TestCoroutinesReused(t *testing.T) {
+	g := start(t, 1)
+	run := func(c Bindable, handle func(ctx context.Context)) {
+		t.Helper()
+		ended := g.Stats().Ended.Load() + g.Stats().Detached.Load()
+		done := make(chan struct{})
+		g.Go(context.Background(), c, func(ctx context.Context) {
+			defer close(done)
+			handle(ctx)
+		})
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("handler did not end")
+		}
+		// The coroutine is free once the loop has seen the handler end.
+		deadline := time.Now().Add(10 * time.Second)
+		for g.Stats().Ended.Load()+g.Stats().Detached.Load() == ended {
+			if time.Now().After(deadline) {
+				t.Fatal("the loop did not see the handler end")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	for i := range 20 {
+		switch i {
+		case 5:
+			run(nil, func(context.Context) { panic("boom") })
+		case 9:
+			sv, cl := pairOwned(t)
+			go cl.Write([]byte("x"))
+			run(sv, func(ctx context.Context) {
+				b := make([]byte, 1)
+				if _, err := sv.Read(b); err != nil || b[0] != 'x' {
+					t.Errorf("read %q, %v", b, err)
+				}
+				if !OnLoop(ctx) {
+					t.Error("the handler left the loop")
+				}
+			})
+		default:
+			run(nil, func(context.Context) {})
+		}
+	}
+	if n := g.Stats().Coroutines.Load(); n != 1 {
+		t.Fatalf("20 handlers one after another made %d coroutines, want 1", n)
+	}
+	run(nil, func(ctx context.Context) { MayBlock(ctx) })
+	run(nil, func(context.Context) {})
+	if n := g.Stats().Coroutines.Load(); n != 2 {
+		t.Fatalf("after a handler left the loop: %d coroutines, want 2", n)
+	}
+}
+
+// Close ends the coroutines a loop keeps.
+func TestCloseEndsCoroutines(t *testing.T) {
+	base := runtime.NumGoroutine()
+	g, err := Start(2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		g.Go(context.Background(), nil, func(context.Context) { wg.Done() })
+	}
+	wg.Wait()
+	g.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > base {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines after Close, %d before Start:\n%s", runtime.NumGoroutine(), base, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

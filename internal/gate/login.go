@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/postern/postern/internal/decoy"
 	"github.com/postern/postern/internal/evloop"
@@ -162,15 +163,25 @@ func (a *Attempt) logResult(result string, d guard.Decision) {
 	logLogin(a.log, a.user, result, d)
 }
 
+// logLogin writes a login's line: the account, the result and, when the
+// login made one, the block.
+//
+// It hands the record to the logger's handler itself: Logger.Info would
+// also look up its caller's program counter (runtime.Callers), which
+// postern's handlers never print, for every login.
 func logLogin(log *slog.Logger, account, result string, d guard.Decision) {
-	if !log.Enabled(context.Background(), slog.LevelInfo) {
+	ctx := context.Background()
+	h := log.Handler()
+	if !h.Enabled(ctx, slog.LevelInfo) {
 		return
 	}
+	r := slog.NewRecord(time.Now(), slog.LevelInfo, "login", 0)
 	if d.Blocked {
-		log.Info("login", "account", account, "result", result, "blocked", true, "reason", d.Reason.String())
-		return
+		r.AddAttrs(slog.String("account", account), slog.String("result", result), slog.Bool("blocked", true), slog.String("reason", d.Reason.String()))
+	} else {
+		r.AddAttrs(slog.String("account", account), slog.String("result", result))
 	}
-	log.Info("login", "account", account, "result", result)
+	_ = h.Handle(ctx, r) // as Logger.Info: a handler's error is its own to report
 }
 
 // Begin takes a login through the gate before any credentials leave

@@ -73,6 +73,13 @@ func NewSocket(fd int, local, remote netip.AddrPort) (*Socket, error) {
 	if fl&unix.O_NONBLOCK == 0 {
 		return nil, fmt.Errorf("sockio: socket %d is blocking", fd)
 	}
+	return OwnNonblocking(fd, local, remote), nil
+}
+
+// OwnNonblocking is NewSocket for a descriptor the caller made
+// non-blocking when it made it (socket(2) or accept4(2) with
+// SOCK_NONBLOCK): it does not ask the system (one fcntl(2) less a socket).
+func OwnNonblocking(fd int, local, remote netip.AddrPort) *Socket {
 	s := &Socket{fd: &ownedFD{n: fd}, laddr: net.TCPAddrFromAddrPort(local), raddr: net.TCPAddrFromAddrPort(remote)}
 	s.rawConn.s = s
 	s.readF = s.readStep
@@ -82,7 +89,7 @@ func NewSocket(fd int, local, remote netip.AddrPort) (*Socket, error) {
 			unix.RawSyscall(unix.SYS_CLOSE, uintptr(o.n), 0, 0)
 		}
 	}, s.fd)
-	return s, nil
+	return s
 }
 
 // acquire takes a reference to the raw descriptor for one system call,
@@ -419,14 +426,11 @@ func Accept(rc syscall.RawConn) (*Socket, error) {
 	one := int32(1)
 	unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(nfd), unix.IPPROTO_TCP, unix.TCP_NODELAY, uintptr(unsafe.Pointer(&one)), 4, 0)
 	local, err := LocalAddrPort(nfd)
-	if err == nil {
-		var s *Socket
-		if s, err = NewSocket(nfd, local, remote); err == nil {
-			return s, nil
-		}
+	if err != nil {
+		unix.RawSyscall(unix.SYS_CLOSE, uintptr(nfd), 0, 0)
+		return nil, opErr(err)
 	}
-	unix.RawSyscall(unix.SYS_CLOSE, uintptr(nfd), 0, 0)
-	return nil, opErr(err)
+	return OwnNonblocking(nfd, local, remote), nil // accept4 made it non-blocking
 }
 
 // LocalAddrPort is the address the socket fd is bound to: getsockname(2),
