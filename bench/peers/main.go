@@ -101,7 +101,7 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", o.rounds, "runs of each side per scenario, interleaved D N H P, P H N D (the table shows the median)")
 	flag.IntVar(&o.idle, "idle", o.idle, "idle logged-in IMAP connections asked for in the memory test")
 	flag.StringVar(&o.wrk, "wrk", o.wrk, "wrk binary (HTTP scenarios)")
-	flag.BoolVar(&o.eventLoops, "event-loops", false, "postern with event_loops: true (its IMAP, POP3 and SMTP sessions on event loops)")
+	flag.BoolVar(&o.eventLoops, "event-loops", true, "postern with event_loops: true, its default (its IMAP, POP3 and SMTP sessions on event loops); -event-loops=false: on goroutines")
 	flag.BoolVar(&o.postQuantum, "post-quantum", false, "let the Go TLS clients offer X25519MLKEM768 (postern then negotiates it; nginx and haproxy with OpenSSL 3.0 cannot): without it every side does an X25519 exchange")
 	flag.Parse()
 	if o.short {

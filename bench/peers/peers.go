@@ -269,9 +269,7 @@ store: { path: %q }
 admin: { listen: %q, token_file: %q }
 log: { level: info }
 `, filepath.Join(dir, "postern.db"), "unix:"+filepath.Join(dir, "admin.sock"), filepath.Join(dir, "admin.token"))
-	if eventLoops {
-		s.WriteString("event_loops: true\n")
-	}
+	fmt.Fprintf(&s, "event_loops: %v\n", eventLoops)
 	return s.String()
 }
 

@@ -39,9 +39,10 @@ type File struct {
 	Metrics             Metrics             `yaml:"metrics"` // Prometheus metrics and health; off without listen
 	Node                string              `yaml:"node"`    // this gateway's name in blocks; default the host name
 	RunAs               string              `yaml:"run_as"`  // user to switch to after binding ports (when started as root)
-	// EventLoops runs the imap and pop3 sessions on event loops (one per
-	// processor) until and just after login; Linux only, default off.
-	EventLoops bool           `yaml:"event_loops"`
+	// EventLoops runs the imap, pop3, smtp and submission sessions on
+	// event loops (one per processor); nil: on where the system has them
+	// (EventLoopsOn).
+	EventLoops *bool          `yaml:"event_loops"`
 	Log        Log            `yaml:"log"`
 	Cluster    Cluster        `yaml:"cluster"` // shared blocks and counters; off unless redis, addresses or sentinel is set
 	Policy     PolicyServices `yaml:"policy"`  // policy-service mode (Postfix, Dovecot)

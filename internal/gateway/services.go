@@ -195,7 +195,7 @@ func (g *Gateway) build(snap *snapshot.Snapshot, checker *dnsbl.Checker, name se
 			cfg.Scan = smtpproxy.Scanning{Scanner: g.scanner(sc), Reject: sp.Action.Value != "accept", Timeout: sp.Timeout.D, MaxSize: maxSize}
 		}
 		cfg.Watch = g.loginWatcher()
-		cfg.Loops = g.eventLoops(snap.Config.EventLoops)
+		cfg.Loops = g.eventLoops(snap.Config.EventLoopsOn())
 		b.owned = cfg.Loops != nil && !name.ImplicitTLS()
 		srv := smtpproxy.New(cfg, g.engine, g.smtpEnv, g.dnsbl(checker), g.log)
 		b.serve = func(ctx context.Context, acc genAcceptor, drain time.Duration) error {
@@ -214,7 +214,7 @@ func (g *Gateway) build(snap *snapshot.Snapshot, checker *dnsbl.Checker, name se
 		// imapproxy.Config and pop3proxy.Config are the one mailgate.Config.
 		cfg := imapproxy.Config{Service: name, Backend: d, ImplicitTLS: name.ImplicitTLS(), PlaintextLogin: plain,
 			PreAuthIdle: svc.Mail.Timeouts.Command.D, BackendTimeout: svc.Mail.Timeouts.Backend.D, Watch: g.loginWatcher(),
-			Loops: g.eventLoops(snap.Config.EventLoops)}
+			Loops: g.eventLoops(snap.Config.EventLoopsOn())}
 		if !name.ImplicitTLS() {
 			cfg.TLS = serverTLS // STARTTLS, STLS
 		}

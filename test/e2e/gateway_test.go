@@ -189,8 +189,11 @@ func tryGateway(t *testing.T, bin, dir, sockDir, certFile, keyFile string, c gwC
 	fmt.Fprintf(&b, "admin: { listen: \"unix:%s\", token_file: %q }\n",
 		filepath.Join(sockDir, fmt.Sprintf("admin-%d.sock", attempt)), filepath.Join(dir, "state", "admin.token"))
 	b.WriteString("node: e2e-node\nlog: { level: debug }\n")
-	if os.Getenv("POSTERN_TEST_EVENT_LOOPS") == "1" {
-		b.WriteString("event_loops: true\n") // the IMAP and POP3 sessions of direct clients on event loops
+	switch os.Getenv("POSTERN_TEST_EVENT_LOOPS") {
+	case "0":
+		b.WriteString("event_loops: false\n") // every session on a goroutine of its own
+	case "1":
+		b.WriteString("event_loops: true\n") // the default on Linux, said
 	}
 	if c.Metrics {
 		g.Metrics = ports[len(ports)-1]
