@@ -36,11 +36,20 @@ var loopBuffers = sync.Pool{New: func() any { b := make([]byte, 16<<10); return 
 // the session to the idle poller: activeGrace (a variable for tests).
 var loopGrace = activeGrace
 
+// loopBulkReads is how many reads in a row that fill the buffer make a
+// bulk transfer (a FETCH of a large message): the relay then hands the
+// session to the idle poller, which moves it with splice(2) on a
+// goroutine, without copying it through the loop (4 × 16 KiB; a variable
+// for tests). Copied on the loop, a 20 MB FETCH cost about twice the CPU
+// a MB (docs/benchmarks/issue17-round13.md).
+var loopBulkReads = 4
+
 // loopDir is one direction of a relay on a loop.
 type loopDir struct {
 	src, dst *sockio.Conn
 	pend     []byte // read, not yet written
 	n        int64  // bytes written
+	full     int    // reads in a row that filled the buffer
 }
 
 // move moves what can move now; it reports whether bytes moved, and false
@@ -61,7 +70,13 @@ func (d *loopDir) move(buf []byte) (moved, ok bool) {
 	}
 	n, err := d.src.ReadNow(buf)
 	if n == 0 {
+		d.full = 0
 		return moved, errors.Is(err, sockio.ErrWouldBlock)
+	}
+	if n == len(buf) {
+		d.full++
+	} else {
+		d.full = 0
 	}
 	w, err := d.dst.WriteNow(buf[:n])
 	d.n += int64(w)
@@ -75,9 +90,9 @@ func (d *loopDir) move(buf []byte) (moved, ok bool) {
 // runs on, as long as they move: a login followed at once by commands (or
 // by LOGOUT) costs no hand-off to another goroutine. ended says the
 // session ended (both connections closed, the bytes reported, done
-// called); otherwise, when ran, no byte moved for loopGrace and buffered
-// has been written: the caller hands the session to the idle poller with
-// nothing buffered. Off a loop, or with connections it cannot relay, it
+// called); otherwise, when ran, no byte moved for loopGrace, or a bulk
+// transfer began (loopBulkReads), and buffered has been written: the
+// caller hands the session to the idle poller with nothing buffered. Off a loop, or with connections it cannot relay, it
 // does nothing (ran false).
 func (s *Conns) relayOnLoop(ctx context.Context, client, backend net.Conn, buffered []byte, done func()) (ended, ran bool) {
 	if !evloop.OnLoop(ctx) {
@@ -115,11 +130,16 @@ func (s *Conns) relayOnLoop(ctx context.Context, client, backend net.Conn, buffe
 			}
 			return true, true
 		}
+		pending := len(up.pend) > 0 || len(down.pend) > 0
+		if !pending && (up.full >= loopBulkReads || down.full >= loopBulkReads) {
+			// Bulk: splice moves it, off the loop.
+			reportRelayed(backend, up.n, down.n)
+			return false, true
+		}
 		if m1 || m2 {
 			deadline = time.Now().Add(loopGrace)
 			continue
 		}
-		pending := len(up.pend) > 0 || len(down.pend) > 0
 		var until time.Time
 		if !pending {
 			until = deadline
