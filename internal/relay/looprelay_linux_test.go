@@ -35,6 +35,32 @@ func loopPair(t *testing.T) (*sockio.Conn, net.Conn) {
 	return sockio.New(near.(*net.TCPConn)).(*sockio.Conn), far
 }
 
+// loopResult is what relayOnLoop returned.
+type loopResult struct{ ended, ran bool }
+
+// startLoopRelay runs relayOnLoop on a loop of its own between two
+// loopback connections, and returns their far ends (the client, the
+// backend), their near ends and where relayOnLoop's result will come.
+func startLoopRelay(t *testing.T, buffered []byte, done func()) (cl, be *sockio.Conn, clFar, beFar net.Conn, res <-chan loopResult) {
+	t.Helper()
+	loops, err := evloop.Start(1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(loops.Close)
+	cl, clFar = loopPair(t) // the client's connection; clFar is the client
+	be, beFar = loopPair(t) // the backend connection; beFar is the backend
+	ch := make(chan loopResult, 1)
+	var s Conns
+	loops.Go(context.Background(), nil, func(ctx context.Context) {
+		evloop.Bind(ctx, cl)
+		evloop.Bind(ctx, be)
+		ended, ran := s.relayOnLoop(ctx, cl, be, buffered, done)
+		ch <- loopResult{ended, ran}
+	})
+	return cl, be, clFar, beFar, ch
+}
+
 // The relay on a loop moves megabytes both ways at once, through full
 // sockets (a peer that reads slowly), intact, and ends with the stream.
 func TestRelayOnLoop(t *testing.T) {
@@ -45,29 +71,14 @@ func TestRelayOnLoop(t *testing.T) {
 	// And not handed over as bulk: this test is of the loop's own copy.
 	defer func(n int) { loopBulkReads = n }(loopBulkReads)
 	loopBulkReads = 1 << 30
-	loops, err := evloop.Start(1, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer loops.Close()
-	cl, clFar := loopPair(t) // the client's connection; clFar is the client
-	be, beFar := loopPair(t) // the backend connection; beFar is the backend
 	upData := make([]byte, 4<<20)
 	downData := make([]byte, 4<<20)
 	rand.Read(upData)
 	rand.Read(downData)
 	buffered := []byte("buffered after login\r\n")
-	type result struct{ ended, ran bool }
-	res := make(chan result, 1)
-	var s Conns
 	var doneCalled sync.WaitGroup
 	doneCalled.Add(1)
-	loops.Go(context.Background(), nil, func(ctx context.Context) {
-		evloop.Bind(ctx, cl)
-		evloop.Bind(ctx, be)
-		ended, ran := s.relayOnLoop(ctx, cl, be, buffered, doneCalled.Done)
-		res <- result{ended, ran}
-	})
+	_, _, clFar, beFar, res := startLoopRelay(t, buffered, doneCalled.Done)
 	var wg sync.WaitGroup
 	var gotUp, gotDown []byte
 	wg.Add(3)
@@ -110,22 +121,7 @@ func TestRelayOnLoop(t *testing.T) {
 // An idle relay gives the session back after activeGrace, with nothing
 // pending, and the connections open.
 func TestRelayOnLoopIdle(t *testing.T) {
-	loops, err := evloop.Start(1, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer loops.Close()
-	cl, clFar := loopPair(t)
-	be, beFar := loopPair(t)
-	type result struct{ ended, ran bool }
-	res := make(chan result, 1)
-	var s Conns
-	loops.Go(context.Background(), nil, func(ctx context.Context) {
-		evloop.Bind(ctx, cl)
-		evloop.Bind(ctx, be)
-		ended, ran := s.relayOnLoop(ctx, cl, be, nil, nil)
-		res <- result{ended, ran}
-	})
+	cl, be, clFar, beFar, res := startLoopRelay(t, nil, nil)
 	clFar.Write([]byte("a NOOP\r\n"))
 	b := make([]byte, 8)
 	if _, err := io.ReadFull(beFar, b); err != nil || string(b) != "a NOOP\r\n" {
@@ -160,22 +156,7 @@ func TestRelayOnLoopIdle(t *testing.T) {
 func TestRelayOnLoopBulk(t *testing.T) {
 	defer func(g time.Duration) { loopGrace = g }(loopGrace)
 	loopGrace = time.Minute
-	loops, err := evloop.Start(1, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer loops.Close()
-	cl, clFar := loopPair(t)
-	be, beFar := loopPair(t)
-	type result struct{ ended, ran bool }
-	res := make(chan result, 1)
-	var s Conns
-	loops.Go(context.Background(), nil, func(ctx context.Context) {
-		evloop.Bind(ctx, cl)
-		evloop.Bind(ctx, be)
-		ended, ran := s.relayOnLoop(ctx, cl, be, nil, nil)
-		res <- result{ended, ran}
-	})
+	cl, be, clFar, beFar, res := startLoopRelay(t, nil, nil)
 	down := make([]byte, 8<<20)
 	rand.Read(down)
 	go beFar.Write(down)
