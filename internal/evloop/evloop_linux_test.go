@@ -701,3 +701,137 @@ func TestCloseEndsCoroutines(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// GoAt starts a handler on the loop of the handler that calls it (an
+// acceptor), and it runs once that one waits; a loop that runs more than
+// spread handlers over the least busy gives the next one to that.
+func TestGoAt(t *testing.T) {
+	g, err := Start(2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		at    Place
+		onHer bool
+	}
+	// The blocked handlers wait for pipes: closing the writing ends ends
+	// them, and the reading ends are closed once the loops have stopped.
+	var pipes [][2]int
+	t.Cleanup(func() {
+		for _, p := range pipes {
+			unix.Close(p[1])
+		}
+		g.Close()
+		for _, p := range pipes {
+			unix.Close(p[0])
+		}
+	})
+	for range spread + 2 {
+		var p [2]int
+		if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+			t.Fatal(err)
+		}
+		pipes = append(pipes, p)
+	}
+	results := make(chan result, 64)
+	done := make(chan Place)
+	g.Go(context.Background(), nil, func(ctx context.Context) {
+		here := PlaceOf(ctx)
+		// Beside it: ten short handlers, and spread+2 that stay.
+		for range 10 {
+			g.GoAt(here, context.Background(), nil, func(ctx context.Context) {
+				results <- result{at: PlaceOf(ctx), onHer: PlaceOf(ctx) == here}
+			})
+		}
+		for _, p := range pipes {
+			fd := p[0]
+			g.GoAt(here, context.Background(), nil, func(ctx context.Context) {
+				results <- result{at: PlaceOf(ctx), onHer: PlaceOf(ctx) == here}
+				WaitAny(ctx, Ready{FD: fd, Read: true}, Ready{FD: -1}, time.Now().Add(time.Minute))
+			})
+		}
+		// They start once this handler waits (on nothing, for a moment).
+		WaitAny(ctx, Ready{FD: -1}, Ready{FD: -1}, time.Now().Add(50*time.Millisecond))
+		done <- here
+	})
+	var here Place
+	select {
+	case here = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first handler did not go on")
+	}
+	if here == (Place{}) {
+		t.Fatal("PlaceOf a handler on a loop is the zero Place")
+	}
+	for i := range 10 + spread + 2 {
+		select {
+		case r := <-results:
+			if !r.onHer {
+				t.Fatalf("handler %d started on another loop (%v, want %v)", i, r.at, here)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("handler %d did not start", i)
+		}
+	}
+	// That loop now runs spread+2 handlers, the other none: the next
+	// handler GoAt places there goes to the other.
+	for deadline := time.Now().Add(10 * time.Second); here.l.load.Load() != spread+2; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the loop runs %d handlers, want %d", here.l.load.Load(), spread+2)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	g.GoAt(here, context.Background(), nil, func(ctx context.Context) {
+		results <- result{at: PlaceOf(ctx), onHer: PlaceOf(ctx) == here}
+	})
+	select {
+	case r := <-results:
+		if r.onHer || r.at == (Place{}) {
+			t.Fatalf("a handler placed on a loop %d handlers busier than the other started on it", spread+2)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the last handler did not start")
+	}
+	// Off a loop, the zero Place: GoAt is Go.
+	if p := PlaceOf(context.Background()); p != (Place{}) {
+		t.Fatalf("PlaceOf off a loop: %v", p)
+	}
+}
+
+// Yield lets the loop run the handlers that are ready, then goes on.
+func TestYield(t *testing.T) {
+	g := start(t, 1)
+	errc := make(chan error, 1)
+	g.Go(context.Background(), nil, func(ctx context.Context) {
+		ran := false
+		g.GoAt(PlaceOf(ctx), context.Background(), nil, func(context.Context) { ran = true })
+		if ran {
+			errc <- errors.New("the new handler ran before the first yielded")
+			return
+		}
+		if !Yield(ctx) {
+			errc <- errors.New("Yield on a loop reported false")
+			return
+		}
+		if !ran {
+			errc <- errors.New("the new handler had not run when Yield returned")
+			return
+		}
+		if !OnLoop(ctx) {
+			errc <- errors.New("the handler left the loop")
+			return
+		}
+		errc <- nil
+	})
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler did not end")
+	}
+	if Yield(context.Background()) {
+		t.Fatal("Yield off a loop reported true")
+	}
+}

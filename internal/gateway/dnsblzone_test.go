@@ -104,12 +104,7 @@ decision_stream: { listen: "127.0.0.1:0", keys_file: %s }
 // DNSBL zone bound before it is closed again (its port can be bound).
 func TestExportsBadKeys(t *testing.T) {
 	dir := t.TempDir()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := pc.LocalAddr().(*net.UDPAddr).Port
-	pc.Close()
+	port := freeZonePort(t)
 	cfg := filepath.Join(dir, "postern.yaml")
 	keys := filepath.Join(dir, "missing.keys")
 	writeConfig(t, cfg, fmt.Sprintf(`store: { path: %s }
@@ -117,7 +112,7 @@ admin: { listen: "tcp:127.0.0.1:0", token_file: %s }
 dnsbl_zone: { listen: "127.0.0.1:%d", zone: bl.postern.test }
 decision_stream: { listen: "127.0.0.1:0", keys_file: %s }
 `, filepath.Join(dir, "postern.db"), filepath.Join(dir, "admin.token"), port, keys))
-	_, err = Start(context.Background(), cfg, Options{Log: io.Discard, Drain: time.Second})
+	_, err := Start(context.Background(), cfg, Options{Log: io.Discard, Drain: time.Second})
 	if err == nil || !strings.Contains(err.Error(), keys) {
 		t.Fatalf("start: %v, want an error naming %s", err, keys)
 	}
@@ -126,4 +121,26 @@ decision_stream: { listen: "127.0.0.1:0", keys_file: %s }
 		t.Fatalf("the zone's port stayed bound: %v", err)
 	}
 	again.Close()
+}
+
+// freeZonePort returns a loopback port free for TCP and UDP alike, as a
+// DNSBL zone listens on both: a UDP port alone may be some connection's
+// TCP port.
+func freeZonePort(t *testing.T) int {
+	t.Helper()
+	for range 50 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		pc, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		ln.Close()
+		if err == nil {
+			pc.Close()
+			return port
+		}
+	}
+	t.Fatal("no port free for both TCP and UDP")
+	return 0
 }
