@@ -26,23 +26,6 @@ func MayBlock(ctx context.Context) {
 	}
 }
 
-// PlaceOf returns the loop the handler ctx belongs to runs on now (for
-// Group.GoAt), or the zero Place when it does not run on a loop.
-func PlaceOf(ctx context.Context) Place {
-	if t, ok := ctx.Value(ctxKey{}).(*task); ok && t.onLoop() {
-		return t.place()
-	}
-	return Place{}
-}
-
-// Yield lets the loop of the handler ctx belongs to run its other
-// handlers that are ready, then goes on; it reports false, at once, when
-// the handler does not run on a loop.
-func Yield(ctx context.Context) bool {
-	t, ok := ctx.Value(ctxKey{}).(*task)
-	return ok && t.yield()
-}
-
 // OnLoop reports whether the handler ctx belongs to runs on a loop now.
 func OnLoop(ctx context.Context) bool {
 	t, ok := ctx.Value(ctxKey{}).(*task)

@@ -96,49 +96,7 @@ func (g *Group) Close() {
 // Bind, Wait and MayBlock recognise; c, if not nil, is bound first (Bind).
 // handle must not panic: recover in it.
 func (g *Group) Go(ctx context.Context, c Bindable, handle func(ctx context.Context)) {
-	g.goOn(g.loops[int(g.next.Add(1))%len(g.loops)], ctx, c, handle)
-}
-
-// Place is the loop a handler runs on (PlaceOf), where GoAt can start
-// another beside it; the zero Place is none.
-type Place struct{ l *loop }
-
-// spread is how many more handlers than the least busy of its Group a
-// loop may run before GoAt starts a new one elsewhere.
-const spread = 8
-
-// GoAt is Go on the loop at p, when p is one of g's loops and it does not
-// run spread handlers more than the least busy one; else as Go. From a
-// handler running at p (an acceptor), the new handler starts when that
-// one next waits, with no thread woken and no queue crossed between
-// goroutines.
-func (g *Group) GoAt(p Place, ctx context.Context, c Bindable, handle func(ctx context.Context)) {
-	if p.l == nil {
-		g.Go(ctx, c, handle)
-		return
-	}
-	var least *loop
-	mine := false
-	for _, l := range g.loops {
-		if l == p.l {
-			mine = true
-		}
-		if least == nil || l.load.Load() < least.load.Load() {
-			least = l
-		}
-	}
-	if !mine {
-		g.Go(ctx, c, handle)
-		return
-	}
-	l := p.l
-	if l.load.Load() > least.load.Load()+spread {
-		l = least
-	}
-	g.goOn(l, ctx, c, handle)
-}
-
-func (g *Group) goOn(l *loop, ctx context.Context, c Bindable, handle func(ctx context.Context)) {
+	l := g.loops[int(g.next.Add(1))%len(g.loops)]
 	t := &task{l: l, heapIdx: -1, stats: &g.stats}
 	t.attached.Store(true)
 	t.ctx = context.WithValue(ctx, ctxKey{}, t)
@@ -161,8 +119,7 @@ type loop struct {
 	starts   []*task // new tasks, posted by Go
 	wakes    []*task // tasks whose connection was closed (Wake)
 	stopping bool
-	sleeping atomic.Bool  // parked: a post writes to the eventfd
-	load     atomic.Int32 // live, for GoAt on other goroutines to read
+	sleeping atomic.Bool // parked: a post writes to the eventfd
 
 	// Owned by the loop's goroutine:
 	fds     []fdState // by descriptor
@@ -385,7 +342,6 @@ func (l *loop) expire(now int64) {
 // one) to its first wait.
 func (l *loop) start(t *task) {
 	l.live++
-	l.load.Store(int32(l.live))
 	t.stats.Started.Add(1)
 	for _, c := range t.bound {
 		c.SetWaiter(t)
@@ -481,7 +437,6 @@ func (l *loop) run1(t *task) {
 			t.attached.Store(false)
 			t.unbind()
 			l.live--
-			l.load.Store(int32(l.live))
 			t.stats.Ended.Add(1)
 			t.w, w.t = nil, nil
 			switch {
@@ -497,7 +452,6 @@ func (l *loop) run1(t *task) {
 			l.forget(t)
 			t.attached.Store(false)
 			l.live--
-			l.load.Store(int32(l.live))
 			t.stats.Detached.Add(1)
 			// The rest of the handler runs on a goroutine of its own,
 			// whose waits go to the runtime's poller.
@@ -634,8 +588,6 @@ type task struct {
 	heapIdx int
 }
 
-func (t *task) place() Place { return Place{t.l} }
-
 // onLoop reports whether the caller, the task's code, runs on the loop.
 func (t *task) onLoop() bool { return t.attached.Load() && t.l.current == t }
 
@@ -708,17 +660,6 @@ func (l *loop) forgetFD(t *task, fd int) {
 			break
 		}
 	}
-}
-
-// yield lets the loop run its other handlers, then resumes t: a wait for
-// nothing that the loop ends at once.
-func (t *task) yield() bool {
-	if !t.onLoop() {
-		return false
-	}
-	t.l.post(t, &t.l.wakes)
-	t.wait([2]int{-1, -1}, [2]uint32{}, time.Time{})
-	return true
 }
 
 func (t *task) mayBlock() {

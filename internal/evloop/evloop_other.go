@@ -42,21 +42,11 @@ func (g *Group) Go(ctx context.Context, _ Bindable, handle func(ctx context.Cont
 	go handle(ctx)
 }
 
-// Place is the loop a handler runs on; there are none here.
-type Place struct{}
-
-// GoAt runs handle on a goroutine.
-func (g *Group) GoAt(_ Place, ctx context.Context, _ Bindable, handle func(ctx context.Context)) {
-	go handle(ctx)
-}
-
 // task is never made here.
 type task struct{}
 
 func (*task) mayBlock()                               {}
 func (*task) onLoop() bool                            { return false }
-func (*task) place() Place                            { return Place{} }
-func (*task) yield() bool                             { return false }
 func (*task) bind(Bindable) bool                      { return false }
 func (*task) Wait(int, bool, time.Time) (bool, error) { return false, nil }
 

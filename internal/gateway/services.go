@@ -13,7 +13,6 @@ import (
 
 	"github.com/postern/postern/internal/config"
 	"github.com/postern/postern/internal/dnsbl"
-	"github.com/postern/postern/internal/evloop"
 	"github.com/postern/postern/internal/imapproxy"
 	"github.com/postern/postern/internal/metrics"
 	"github.com/postern/postern/internal/netlisten"
@@ -70,12 +69,8 @@ func (a genAcceptor) Accept() (relay.Conn, error) {
 
 func (a genAcceptor) Close() error { a.gen.handOver(); return nil }
 
-// The listener's connections can run on event loops.
-var _ relay.Loopable = (*netlisten.Conn)(nil)
-
-// Dispatch starts the generation's handlers where the listener accepts
-// (its goroutine, or its event loop) until the generation is handed over
-// (relay.Dispatcher).
+// Dispatch starts the generation's handlers on the listener's goroutines
+// until the generation is handed over (relay.Dispatcher).
 func (a genAcceptor) Dispatch(start func(relay.Conn)) error {
 	return a.ln.ServeUntil(a.gen.stop, func(c *netlisten.Conn) { start(c) })
 }
@@ -110,10 +105,9 @@ type built struct {
 	limit   *relay.BackendLimit
 	bounds  [2]int // the backend limit's bounds in this configuration
 	refusal string // the answer to a connection over a listener limit
-	// loops, when set, are the event loops its sessions run on: one of
-	// them accepts its connections, and its client sockets are theirs
-	// (netlisten.Listener.AcceptOn, SetOwnedSockets).
-	loops *evloop.Group
+	// owned: its sessions run on event loops, whose client sockets are
+	// their own (netlisten.Listener.SetOwnedSockets).
+	owned bool
 }
 
 // plan is a whole configuration's front-ends, built and waiting to be put
@@ -202,9 +196,7 @@ func (g *Gateway) build(snap *snapshot.Snapshot, checker *dnsbl.Checker, name se
 		}
 		cfg.Watch = g.loginWatcher()
 		cfg.Loops = g.eventLoops(snap.Config.EventLoopsOn())
-		if !name.ImplicitTLS() {
-			b.loops = cfg.Loops
-		}
+		b.owned = cfg.Loops != nil && !name.ImplicitTLS()
 		srv := smtpproxy.New(cfg, g.engine, g.smtpEnv, g.dnsbl(checker), g.log)
 		b.serve = func(ctx context.Context, acc genAcceptor, drain time.Duration) error {
 			return srv.Serve(ctx, acc, drain)
@@ -226,9 +218,7 @@ func (g *Gateway) build(snap *snapshot.Snapshot, checker *dnsbl.Checker, name se
 		if !name.ImplicitTLS() {
 			cfg.TLS = serverTLS // STARTTLS, STLS
 		}
-		if !name.ImplicitTLS() {
-			b.loops = cfg.Loops
-		}
+		b.owned = cfg.Loops != nil && !name.ImplicitTLS()
 		var srv server
 		if name == service.IMAP || name == service.IMAPS {
 			srv = imapproxy.New(cfg, g.engine, g.currentPolicy, g.log)
@@ -426,8 +416,7 @@ func (g *Gateway) configure(sl *slot, b *built) error {
 		}
 	})
 	sl.limit.SetBounds(b.bounds[0], b.bounds[1])
-	sl.ln.SetOwnedSockets(b.loops != nil)
-	sl.ln.AcceptOn(b.loops)
+	sl.ln.SetOwnedSockets(b.owned)
 	if b.certs != sl.certs && b.certs != nil && sl.name.ImplicitTLS() {
 		if err := sl.ln.SetTLS(g.serverTLS(sl.name, b.certs)); err != nil {
 			problem = err

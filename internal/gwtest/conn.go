@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/postern/postern/internal/evloop"
 	"github.com/postern/postern/internal/relay"
 	"github.com/postern/postern/internal/sockio"
 )
@@ -38,9 +37,6 @@ func (c *Conn) Waitable() bool {
 	_, ok := c.raw.(*sockio.Conn)
 	return ok && c.tls.Load() == nil
 }
-
-// Place is the zero Place: no loop accepted the connection.
-func (c *Conn) Place() evloop.Place { return evloop.Place{} }
 
 // Sock returns the sockio connection beneath a TCP connection without TLS.
 func (c *Conn) Sock() (*sockio.Conn, bool) {
@@ -130,5 +126,3 @@ func (a Acceptor) Accept() (relay.Conn, error) {
 	}
 	return NewConn(c), nil
 }
-
-var _ relay.Loopable = (*Conn)(nil)

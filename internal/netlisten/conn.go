@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/postern/postern/internal/evloop"
 	"github.com/postern/postern/internal/sockio"
 )
 
@@ -40,8 +39,6 @@ type Conn struct {
 	closed atomic.Bool
 	// onClose runs once after the connection is closed (AfterClose).
 	onClose atomic.Pointer[func()]
-	// place is the event loop that accepted it, if one did (AcceptOn).
-	place evloop.Place
 }
 
 // layer is what Reads and Writes go through.
@@ -136,11 +133,6 @@ func (c *Conn) SetReadDeadline(t time.Time) error { return c.cur.Load().rw.SetRe
 
 // SetWriteDeadline sets the write deadline of the connection.
 func (c *Conn) SetWriteDeadline(t time.Time) error { return c.cur.Load().rw.SetWriteDeadline(t) }
-
-// Place is the event loop that accepted the connection (AcceptOn), where
-// its handler best starts (evloop.Group.GoAt); the zero Place when a
-// goroutine accepted it.
-func (c *Conn) Place() evloop.Place { return c.place }
 
 // ClientAddr returns the real client: the PROXY header's source when the
 // peer is a trusted load balancer, otherwise the peer. An IPv4-mapped IPv6

@@ -1,11 +1,8 @@
 package netlisten
 
 import (
-	"context"
 	"fmt"
 	"net"
-
-	"github.com/postern/postern/internal/evloop"
 )
 
 // ServeUntil calls start for every connection within the limits, its
@@ -69,7 +66,7 @@ func (l *Listener) ServeUntil(stop <-chan struct{}, start func(*Conn)) error {
 
 // deliver gives c to the running ServeUntil, or to Accept, blocking until
 // one of them takes it or the listener stops.
-func (l *Listener) deliver(ctx context.Context, c *Conn) {
+func (l *Listener) deliver(c *Conn) {
 	for {
 		l.startMu.Lock()
 		if start := l.start; start != nil {
@@ -79,9 +76,6 @@ func (l *Listener) deliver(ctx context.Context, c *Conn) {
 		}
 		set := l.startSet
 		l.startMu.Unlock()
-		// Waiting for Accept, or for the next ServeUntil: off the loop, if
-		// on one (the acceptor moves back to one afterwards).
-		evloop.MayBlock(ctx)
 		select {
 		case l.ready <- c:
 			return

@@ -14,7 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/postern/postern/internal/evloop"
 	"github.com/postern/postern/internal/sockio"
 )
 
@@ -95,16 +94,6 @@ type Listener struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	// loops, when set, are the event loops one of which accepts
-	// (AcceptOn); moving is set when that changes, until the accepting
-	// has seen it; waker ends the wait of the accepting handler on a loop.
-	loops  atomic.Pointer[evloop.Group]
-	moving atomic.Bool
-	waker  atomic.Pointer[loopWaker]
-	// batch counts the connections the loop accepted in a row; the
-	// accepting handler's own.
-	batch int
-
 	// tls is the implicit-TLS configuration of new connections (nil:
 	// plaintext); SetTLS replaces it.
 	tls atomic.Pointer[tls.Config]
@@ -181,7 +170,7 @@ func serve(ln net.Listener, cfg Config) *Listener {
 	}
 	l.tls.Store(cfg.TLS)
 	l.wg.Add(1)
-	go l.acceptLoop(l.stop)
+	go l.acceptLoop()
 	return l
 }
 
@@ -219,60 +208,6 @@ func (l *Listener) SetOwnedSockets(on bool) {
 		return
 	}
 	l.owned.Store(&rc)
-}
-
-// AcceptOn makes one of g's event loops accept the listener's
-// connections (nil: a goroutine of its own, the default), when its sockets
-// are owned (SetOwnedSockets): the loop waits for the listening socket
-// with its other sockets, and a connection whose handler goes on a loop
-// starts on that same loop (Conn.Place, evloop.Group.GoAt). No goroutine
-// then wakes to accept, and no queue between goroutines hands the
-// connection to its loop.
-func (l *Listener) AcceptOn(g *evloop.Group) {
-	if l.loops.Swap(g) == g {
-		return
-	}
-	l.moving.Store(true)
-	l.setAcceptDeadline(time.Now()) // ends an accept waiting in the runtime's poller
-	if w := l.waker.Load(); w != nil {
-		w.wake() // and one waiting on a loop
-	}
-}
-
-// setAcceptDeadline sets the deadline of the accepts that wait in the
-// runtime's poller (the zero time: none).
-func (l *Listener) setAcceptDeadline(t time.Time) {
-	l.mu.Lock()
-	f := l.lnFile
-	l.mu.Unlock()
-	if f != nil {
-		f.SetReadDeadline(t)
-	}
-	if d, ok := l.ln.(interface{ SetDeadline(time.Time) error }); ok {
-		d.SetDeadline(t)
-	}
-}
-
-// loopWaker is the accepting handler's Waiter on an event loop (the loop
-// binds it), for ending its wait when the listener closes or the
-// accepting moves.
-type loopWaker struct{ w atomic.Pointer[waiterBox] }
-
-type waiterBox struct{ w sockio.Waiter }
-
-// SetWaiter implements evloop.Bindable.
-func (lw *loopWaker) SetWaiter(w sockio.Waiter) {
-	if w == nil {
-		lw.w.Store(nil)
-		return
-	}
-	lw.w.Store(&waiterBox{w})
-}
-
-func (lw *loopWaker) wake() {
-	if b := lw.w.Load(); b != nil {
-		b.w.Wake(-1)
-	}
 }
 
 // Addr returns the listener's network address.
@@ -339,9 +274,6 @@ func (l *Listener) Close() error {
 		}
 		if f != nil {
 			f.Close() // the duplicate: the socket stops listening with it
-		}
-		if w := l.waker.Load(); w != nil {
-			w.wake() // an accepting handler on a loop
 		}
 	})
 	return l.closeErr

@@ -61,9 +61,6 @@ type Loopable interface {
 	evloop.Bindable
 	// Waitable reports whether the connection's waits can go to a loop.
 	Waitable() bool
-	// Place is the loop that accepted the connection, if one did: its
-	// handler starts there (evloop.Group.GoAt).
-	Place() evloop.Place
 }
 
 // Handler serves one connection to its end. A handler that Conns runs on
@@ -140,7 +137,7 @@ func (s *Conns) Serve(ctx context.Context, ln Acceptor, drain time.Duration, han
 		s.track(conn, true)
 		s.wg.Add(1)
 		if lc, ok := conn.(Loopable); ok && s.Loops != nil && lc.Waitable() {
-			s.Loops.GoAt(lc.Place(), ctx, lc, func(ctx context.Context) {
+			s.Loops.Go(ctx, lc, func(ctx context.Context) {
 				defer s.wg.Done()
 				defer s.track(conn, false)
 				defer s.recovered(conn, conn.ClientAddr())

@@ -392,80 +392,46 @@ func (s *Socket) opError(op string, err error) error {
 // raw system calls, and the connection is a Socket, non-blocking and
 // close-on-exec. Errors are *net.OpError, as net.TCPListener's.
 func Accept(rc syscall.RawConn) (*Socket, error) {
-	var a acceptor
-	if err := rc.Read(a.accept); err != nil {
-		return nil, acceptError(err)
-	}
-	return a.socket()
-}
-
-// TryAccept is Accept without the wait, for a caller that waits for the
-// listener itself (an event loop): with no connection waiting, it returns
-// a nil Socket, no error, and the listening socket's descriptor (valid
-// while rc's file is open) to wait for.
-func TryAccept(rc syscall.RawConn) (s *Socket, listenFD int, err error) {
-	var a acceptor
-	if err := rc.Control(func(fd uintptr) {
-		listenFD = int(fd)
-		a.accept(fd)
-	}); err != nil {
-		return nil, -1, acceptError(err)
-	}
-	if a.nfd < 0 && a.errno == 0 {
-		return nil, listenFD, nil
-	}
-	s, err = a.socket()
-	return s, listenFD, err
-}
-
-// acceptor is one accept4(2) and its result.
-type acceptor struct {
-	nfd   int
-	rsa   unix.RawSockaddrAny
-	errno syscall.Errno
-}
-
-// accept calls accept4 on the listening socket fd: false when no
-// connection is waiting (EAGAIN).
-func (a *acceptor) accept(fd uintptr) bool {
-	a.nfd = -1
-	for {
-		alen := uint32(unsafe.Sizeof(a.rsa))
-		r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, fd, uintptr(unsafe.Pointer(&a.rsa)), uintptr(unsafe.Pointer(&alen)),
-			unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
-		switch e {
-		case 0:
-			a.nfd = int(r)
-			return true
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false // wait for the listener
+	var (
+		nfd    = -1
+		rsa    unix.RawSockaddrAny
+		errno  syscall.Errno
+		accept = func(fd uintptr) bool {
+			for {
+				alen := uint32(unsafe.Sizeof(rsa))
+				r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, fd, uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&alen)),
+					unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+				switch e {
+				case 0:
+					nfd = int(r)
+					return true
+				case unix.EINTR:
+					continue
+				case unix.EAGAIN:
+					return false // wait for the listener
+				}
+				errno = e
+				return true
+			}
 		}
-		a.errno = e
-		return true
+	)
+	opErr := func(err error) error { return &net.OpError{Op: "accept", Net: "tcp", Err: err} }
+	if err := rc.Read(accept); err != nil {
+		return nil, opErr(err)
 	}
-}
-
-// socket makes the accepted descriptor a Socket (TCP_NODELAY, its local
-// address), or returns accept4's error.
-func (a *acceptor) socket() (*Socket, error) {
-	if a.errno != 0 {
-		return nil, acceptError(os.NewSyscallError("accept4", a.errno))
+	if errno != 0 {
+		return nil, opErr(os.NewSyscallError("accept4", errno))
 	}
-	nfd := a.nfd
-	remote := RawAddrPort(&a.rsa)
+	remote := RawAddrPort(&rsa)
 	one := int32(1)
 	unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(nfd), unix.IPPROTO_TCP, unix.TCP_NODELAY, uintptr(unsafe.Pointer(&one)), 4, 0)
 	local, err := LocalAddrPort(nfd)
 	if err != nil {
 		unix.RawSyscall(unix.SYS_CLOSE, uintptr(nfd), 0, 0)
-		return nil, acceptError(err)
+		return nil, opErr(err)
 	}
 	return OwnNonblocking(nfd, local, remote), nil // accept4 made it non-blocking
 }
-
-func acceptError(err error) error { return &net.OpError{Op: "accept", Net: "tcp", Err: err} }
 
 // LocalAddrPort is the address the socket fd is bound to: getsockname(2),
 // raw (x/sys's Getsockname asks getsockopt through the runtime's entry

@@ -24,8 +24,5 @@ func AsTCPSocket(c net.Conn) (TCPSocket, bool) {
 // Accept is not available here: the caller accepts with its listener.
 func Accept(syscall.RawConn) (net.Conn, error) { return nil, errors.ErrUnsupported }
 
-// TryAccept is not available here either.
-func TryAccept(syscall.RawConn) (net.Conn, int, error) { return nil, -1, errors.ErrUnsupported }
-
 // ListenerFile is not available here: there are no owned sockets.
 func ListenerFile(net.Listener) (*os.File, error) { return nil, errors.ErrUnsupported }
