@@ -137,6 +137,14 @@ type loop struct {
 type fdState struct {
 	t     *task
 	ready uint32 // events seen and not consumed by a wait
+	// hup: the peer closed its side, or the socket failed, and no wait
+	// to read has returned for it since. The event that reported it may
+	// have come with the last bytes, which a read takes first (a short
+	// read, after which a socket counts as empty); no new event comes for
+	// the end of the stream after them, so the next wait to read returns
+	// at once, for the read that finds it. Once: a wait after that read
+	// found nothing (a descriptor closed and reused unseen) waits.
+	hup bool
 }
 
 func newLoop(log *slog.Logger) (*loop, error) {
@@ -309,6 +317,9 @@ func (l *loop) dispatch(evs []unix.EpollEvent) {
 		}
 		if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 			r |= writeReady
+		}
+		if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			st.hup = true
 		}
 		st.ready |= r
 		if t.waiting {
@@ -490,6 +501,11 @@ func (l *loop) run1(t *task) {
 			if st.ready&t.want[i] != 0 {
 				st.ready &^= t.want[i]
 				ready = true
+				break
+			}
+			if st.hup && t.want[i]&readReady != 0 {
+				st.hup = false
+				ready = true // the end of the stream is there to read
 				break
 			}
 		}

@@ -701,3 +701,47 @@ func TestCloseEndsCoroutines(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// Bytes and the peer's close that arrive together make one readiness
+// event: after a short read of the bytes, the next read still finds the
+// end of the stream at once, not at its deadline.
+func TestEndWithTheLastBytes(t *testing.T) { forPairs(t, endWithTheLastBytes) }
+
+func endWithTheLastBytes(t *testing.T, pair pairFunc) {
+	g := start(t, 1)
+	sv, cl := pair(t)
+	// Both arrive before the handler starts (and so before the loop
+	// watches the socket).
+	if _, err := cl.Write([]byte("last words")); err != nil {
+		t.Fatal(err)
+	}
+	cl.(*net.TCPConn).CloseWrite()
+	done := make(chan error, 1)
+	g.Go(context.Background(), sv, func(ctx context.Context) {
+		sv.SetReadDeadline(time.Now().Add(time.Minute))
+		buf := make([]byte, 64)
+		n, err := sv.Read(buf)
+		if err != nil || string(buf[:n]) != "last words" {
+			done <- fmt.Errorf("first read: %q, %v", buf[:n], err)
+			return
+		}
+		n, err = sv.Read(buf)
+		if n != 0 || !errors.Is(err, io.EOF) {
+			done <- fmt.Errorf("second read: %d, %v; want io.EOF", n, err)
+			return
+		}
+		if !OnLoop(ctx) {
+			done <- errors.New("the handler left the loop")
+			return
+		}
+		done <- nil
+	})
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the second read still waits: the peer's close, queued with the bytes, went unseen")
+	}
+}

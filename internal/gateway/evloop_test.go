@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"fmt"
+	"io"
+	"net"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -118,5 +120,68 @@ local_domains: %q
 	session(service.IMAP)
 	if n := st.Started.Load(); n != 3 {
 		t.Fatalf("after event_loops: false, %d sessions started on the loops, want 3", n)
+	}
+}
+
+// On the event loops, a client that sends a command and closes its side
+// at once (the command and its close arrive together) gets its answer,
+// and the session ends then, not when its wait for the next command times
+// out.
+func TestEventLoopsCommandThenClose(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("event loops run on Linux")
+	}
+	dir := t.TempDir()
+	be, err := demo.Start(t.Context(), demo.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { be.Close() })
+	cfg := filepath.Join(dir, "postern.yaml")
+	writeConfig(t, cfg, fmt.Sprintf(`store: { path: %s }
+admin: { listen: "tcp:127.0.0.1:0", token_file: %s }
+event_loops: true
+services:
+  imap: { listen: "127.0.0.1:0", backend: %q, backend_proxy: v2 }
+  pop3: { listen: "127.0.0.1:0", backend: %q, backend_proxy: v2 }
+  smtp: { listen: "127.0.0.1:0", backend: %q, backend_proxy: v2 }
+local_domains: %q
+`, filepath.Join(dir, "postern.db"), filepath.Join(dir, "admin.token"), be.IMAP(), be.POP3(), be.SMTP(), demo.Domain))
+	g, _ := runGateway(t, cfg, Options{Log: io.Discard})
+	for _, tc := range []struct {
+		svc           service.Service
+		command, want string
+	}{
+		{service.IMAP, "a NOOP", "a OK"},
+		{service.POP3, "NOOP", "-ERR"}, // before login
+		{service.SMTP, "NOOP", "250"},
+	} {
+		c, r := dialFrom(t, "127.0.0.62", g.Addr(tc.svc))
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		readLine(t, r) // the greeting
+		start := time.Now()
+		fmt.Fprintf(c, "%s\r\n", tc.command)
+		c.(*net.TCPConn).CloseWrite()
+		var got []string
+		for {
+			l, err := r.ReadString('\n')
+			if err != nil {
+				if err != io.EOF {
+					t.Fatalf("%s: after %q: %v", tc.svc, got, err)
+				}
+				break
+			}
+			got = append(got, strings.TrimRight(l, "\r\n"))
+		}
+		c.Close()
+		if len(got) == 0 || !strings.HasPrefix(got[len(got)-1], tc.want) {
+			t.Fatalf("%s: answer %q, want one ending with %q", tc.svc, got, tc.want)
+		}
+		if d := time.Since(start); d > 10*time.Second {
+			t.Fatalf("%s: the session ended %v after the client's close", tc.svc, d)
+		}
+	}
+	if st := g.loops.group.Stats(); st.Started.Load() < 3 {
+		t.Fatalf("%d sessions ran on the loops, want 3", st.Started.Load())
 	}
 }

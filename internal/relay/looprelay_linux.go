@@ -68,6 +68,11 @@ func (d *loopDir) move(buf []byte) (moved, ok bool) {
 		d.pend = nil
 		moved = n > 0
 	}
+	// A side is read again after every move, even when its last read
+	// emptied it: skipping those reads that find nothing cost more CPU a
+	// login, not less, with more context switches — the reads tend to
+	// find a local backend's answer before the thread goes to sleep
+	// (docs/benchmarks/issue17-round14.md).
 	n, err := d.src.ReadNow(buf)
 	if n == 0 {
 		d.full = 0

@@ -187,3 +187,49 @@ func TestRelayOnLoopBulk(t *testing.T) {
 		t.Fatal("the client did not get the transfer")
 	}
 }
+
+// A dialogue through the relay on a loop, each side answering the other
+// in turn (the relay reads a side only when the loop reports it ready
+// after a read that emptied it), ends when the backend closes right after
+// its last answer: the answer and the close arrive together, and the
+// relay still sees the end at once, not at the end of its grace period.
+func TestRelayOnLoopDialogue(t *testing.T) {
+	defer func(g time.Duration) { loopGrace = g }(loopGrace)
+	loopGrace = time.Minute
+	_, _, clFar, beFar, res := startLoopRelay(t, nil, nil)
+	clFar.SetDeadline(time.Now().Add(10 * time.Second))
+	beFar.SetDeadline(time.Now().Add(10 * time.Second))
+	readN := func(c net.Conn, want string) {
+		t.Helper()
+		got := make([]byte, len(want))
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != want {
+			t.Fatalf("read %q, %v; want %q", got, err, want)
+		}
+	}
+	for _, step := range []struct{ up, down string }{
+		{"a NOOP\r\n", "a OK NOOP\r\n"},
+		{"b SELECT INBOX\r\n", "* 3 EXISTS\r\nb OK [READ-WRITE] SELECT\r\n"},
+		{"c NOOP\r\n", "c OK\r\n"},
+	} {
+		clFar.Write([]byte(step.up))
+		readN(beFar, step.up)
+		beFar.Write([]byte(step.down))
+		readN(clFar, step.down)
+	}
+	clFar.Write([]byte("d LOGOUT\r\n"))
+	readN(beFar, "d LOGOUT\r\n")
+	beFar.Write([]byte("* BYE\r\nd OK LOGOUT\r\n"))
+	beFar.Close()
+	readN(clFar, "* BYE\r\nd OK LOGOUT\r\n")
+	if n, err := clFar.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("client after the backend's close: %d, %v; want EOF", n, err)
+	}
+	select {
+	case r := <-res:
+		if !r.ended || !r.ran {
+			t.Fatalf("relay: ended %v ran %v, want both", r.ended, r.ran)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the relay did not end with the backend's close")
+	}
+}
