@@ -21,24 +21,7 @@ func TestEventLoops(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("event loops run on Linux")
 	}
-	dir := t.TempDir()
-	be, err := demo.Start(t.Context(), demo.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { be.Close() })
-	cfg := filepath.Join(dir, "postern.yaml")
-	conf := func(on bool) string {
-		return fmt.Sprintf(`store: { path: %s }
-admin: { listen: "tcp:127.0.0.1:0", token_file: %s }
-event_loops: %v
-services:
-  imap: { listen: "127.0.0.1:0", backend: %q, backend_proxy: v2, plaintext_login: "127.0.0.0/8" }
-  pop3: { listen: "127.0.0.1:0", backend: %q, backend_proxy: v2, plaintext_login: "127.0.0.0/8" }
-  smtp: { listen: "127.0.0.1:0", backend: %q, backend_proxy: v2 }
-local_domains: %q
-`, filepath.Join(dir, "postern.db"), filepath.Join(dir, "admin.token"), on, be.IMAP(), be.POP3(), be.SMTP(), demo.Domain)
-	}
+	be, cfg, conf := loopsGateway(t)
 	writeConfig(t, cfg, conf(true))
 	logs := new(syncBuffer)
 	g, reload := runGateway(t, cfg, Options{Log: logs})
@@ -131,22 +114,8 @@ func TestEventLoopsCommandThenClose(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("event loops run on Linux")
 	}
-	dir := t.TempDir()
-	be, err := demo.Start(t.Context(), demo.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { be.Close() })
-	cfg := filepath.Join(dir, "postern.yaml")
-	writeConfig(t, cfg, fmt.Sprintf(`store: { path: %s }
-admin: { listen: "tcp:127.0.0.1:0", token_file: %s }
-event_loops: true
-services:
-  imap: { listen: "127.0.0.1:0", backend: %q, backend_proxy: v2 }
-  pop3: { listen: "127.0.0.1:0", backend: %q, backend_proxy: v2 }
-  smtp: { listen: "127.0.0.1:0", backend: %q, backend_proxy: v2 }
-local_domains: %q
-`, filepath.Join(dir, "postern.db"), filepath.Join(dir, "admin.token"), be.IMAP(), be.POP3(), be.SMTP(), demo.Domain))
+	_, cfg, conf := loopsGateway(t)
+	writeConfig(t, cfg, conf(true))
 	g, _ := runGateway(t, cfg, Options{Log: io.Discard})
 	for _, tc := range []struct {
 		svc           service.Service
@@ -183,5 +152,29 @@ local_domains: %q
 	}
 	if st := g.loops.group.Stats(); st.Started.Load() < 3 {
 		t.Fatalf("%d sessions ran on the loops, want 3", st.Started.Load())
+	}
+}
+
+// loopsGateway starts the demo backends and returns them, the path of a
+// configuration to write, and the configuration of IMAP, POP3 and SMTP
+// gateways to them with event_loops on or off.
+func loopsGateway(t *testing.T) (be *demo.Backends, cfg string, conf func(on bool) string) {
+	t.Helper()
+	dir := t.TempDir()
+	be, err := demo.Start(t.Context(), demo.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { be.Close() })
+	return be, filepath.Join(dir, "postern.yaml"), func(on bool) string {
+		return fmt.Sprintf(`store: { path: %s }
+admin: { listen: "tcp:127.0.0.1:0", token_file: %s }
+event_loops: %v
+services:
+  imap: { listen: "127.0.0.1:0", backend: %q, backend_proxy: v2, plaintext_login: "127.0.0.0/8" }
+  pop3: { listen: "127.0.0.1:0", backend: %q, backend_proxy: v2, plaintext_login: "127.0.0.0/8" }
+  smtp: { listen: "127.0.0.1:0", backend: %q, backend_proxy: v2 }
+local_domains: %q
+`, filepath.Join(dir, "postern.db"), filepath.Join(dir, "admin.token"), on, be.IMAP(), be.POP3(), be.SMTP(), demo.Domain)
 	}
 }
