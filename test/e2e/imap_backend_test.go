@@ -127,22 +127,7 @@ func testMailBackendFaults(t *testing.T, s *mailSuite) {
 	closed := refusingAddr(t) // connections there are refused
 	gw := startGateway(t, gwConfig{Backend: s.env.SMTPProxy, BackendWait: "2s",
 		IMAP: imapFake.ln.Addr().String(), IMAPS: closed, POP3: pop3Fake.ln.Addr().String(), POP3S: closed})
-	// The baseline once the count is steady: "postern running" comes
-	// before the listeners are put in service, and a listener whose
-	// sessions run on event loops then takes a second descriptor of its
-	// socket (CI once took the baseline between the two).
-	var base fdCount
-	steady := 0
-	poll(5*time.Second, func() bool {
-		n := gw.fds(t)
-		if n == base {
-			steady++
-		} else {
-			steady = 0
-		}
-		base = n
-		return steady >= 3
-	})
+	base := gw.fdsAtRest(t)
 
 	const imapBye = "* BYE [UNAVAILABLE] Server temporarily unavailable, try again later"
 	const pop3Err = "-ERR [SYS/TEMP] Server temporarily unavailable, try again later"

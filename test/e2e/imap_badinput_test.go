@@ -22,8 +22,7 @@ func testMailBadInput(t *testing.T, s *mailSuite) {
 	if !r.at(3).OK || !p.at(3).OK {
 		t.Fatalf("warm-up:%v%v", r, p)
 	}
-	var base fdCount
-	poll(5*time.Second, func() bool { n := gw.fds(t); ok := n == base; base = n; return ok })
+	base := gw.fdsAtRest(t)
 	t.Logf("postern has %+v open descriptors at rest", base)
 
 	cases := []struct {

@@ -398,6 +398,28 @@ func (g *gateway) fds(t testing.TB) fdCount {
 	return n
 }
 
+// fdsAtRest returns postern's descriptor count once it is steady (three
+// readings in a row alike, 5 s at most): "postern running" comes before
+// the listeners are put in service, and a listener whose sessions run on
+// event loops then takes a second descriptor of its socket; a session
+// that just ended may still be closing its own.
+func (g *gateway) fdsAtRest(t testing.TB) fdCount {
+	t.Helper()
+	var base fdCount
+	steady := 0
+	poll(5*time.Second, func() bool {
+		n := g.fds(t)
+		if n == base {
+			steady++
+		} else {
+			steady = 0
+		}
+		base = n
+		return steady >= 3
+	})
+	return base
+}
+
 // pipeSlack is how many more non-socket descriptors than at rest postern
 // may hold: Go's splice(2) path (internal/poll) keeps spliced sessions'
 // pipes in a sync.Pool, a cache the runtime empties at garbage collection,
