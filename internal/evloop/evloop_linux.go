@@ -48,18 +48,9 @@ func Start(n int, log *slog.Logger) (*Group, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	// Experiment (round 15): POSTERN_EVLOOP_BLOCK=1 has each loop block
-	// in its own epoll_pwait, entered as a blocking system call, instead
-	// of parking in the runtime's poller; =2 also raises GOMAXPROCS by
-	// the number of loops, so that the rest of the process keeps its
-	// processors while the loops wait.
-	block := os.Getenv("POSTERN_EVLOOP_BLOCK")
-	if block == "2" {
-		runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + n)
-	}
 	g := &Group{}
 	for range n {
-		l, err := newLoop(log, block != "")
+		l, err := newLoop(log)
 		if err != nil {
 			g.Close()
 			return nil, err
@@ -119,11 +110,10 @@ func (g *Group) Go(ctx context.Context, c Bindable, handle func(ctx context.Cont
 // loop is one event loop: an epoll instance parked in the runtime's
 // poller, the tasks it runs, and their timers.
 type loop struct {
-	block bool // the experiment: wait in epoll_pwait (runBlocking)
-	log   *slog.Logger
-	ep    int
-	file  *os.File
-	efd   int
+	log  *slog.Logger
+	ep   int
+	file *os.File
+	efd  int
 
 	mu       sync.Mutex
 	starts   []*task // new tasks, posted by Go
@@ -157,14 +147,12 @@ type fdState struct {
 	hup bool
 }
 
-func newLoop(log *slog.Logger, block bool) (*loop, error) {
+func newLoop(log *slog.Logger) (*loop, error) {
 	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("evloop: epoll_create1: %w", err)
 	}
-	// A blocking instance is not registered with the runtime's poller
-	// (os.NewFile), which would wake for its events.
-	if err := unix.SetNonblock(ep, !block); err != nil {
+	if err := unix.SetNonblock(ep, true); err != nil {
 		unix.Close(ep)
 		return nil, fmt.Errorf("evloop: epoll instance: %w", err)
 	}
@@ -180,7 +168,7 @@ func newLoop(log *slog.Logger, block bool) (*loop, error) {
 		file.Close()
 		return nil, fmt.Errorf("evloop: epoll_ctl: %w", err)
 	}
-	return &loop{block: block, log: log, ep: ep, file: file, efd: efd, events: make([]unix.EpollEvent, 128)}, nil
+	return &loop{log: log, ep: ep, file: file, efd: efd, events: make([]unix.EpollEvent, 128)}, nil
 }
 
 // post queues t on q (starts or wakes) and wakes the loop if it is parked.
@@ -207,10 +195,6 @@ func (l *loop) stop() {
 
 // run is the loop's goroutine.
 func (l *loop) run() {
-	if l.block {
-		l.runBlocking()
-		return
-	}
 	defer func() {
 		l.stopWorkers()
 		unix.Close(l.efd)
@@ -237,47 +221,6 @@ func (l *loop) run() {
 		case err != nil:
 			l.log.Error("evloop: waiting for events", "err", err)
 			return
-		}
-	}
-}
-
-// runBlocking is run for the experiment: the loop waits in epoll_pwait
-// as a blocking system call (the runtime's entersyscall), one call a wake.
-func (l *loop) runBlocking() {
-	defer func() {
-		l.stopWorkers()
-		unix.Close(l.efd)
-		l.file.Close()
-	}()
-	for {
-		if l.drain() {
-			return
-		}
-		if len(l.timers) > 0 {
-			l.expire(time.Now().UnixNano())
-		}
-		timeout := -1
-		l.sleeping.Store(true)
-		l.mu.Lock()
-		pending := len(l.starts) > 0 || len(l.wakes) > 0 || l.stopping
-		l.mu.Unlock()
-		if pending {
-			timeout = 0
-		} else if next := l.timers.next(); next != 0 {
-			d := next - time.Now().UnixNano()
-			timeout = max(0, int((d+999_999)/1_000_000))
-		}
-		n, err := unix.EpollWait(l.ep, l.events, timeout)
-		l.sleeping.Store(false)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			l.log.Error("evloop: waiting for events", "err", err)
-			return
-		}
-		if n > 0 {
-			l.dispatch(l.events[:n])
 		}
 	}
 }
