@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -585,6 +586,126 @@ func TestDialOwned(t *testing.T) {
 	if c, on, err := DialOwned(context.Background(), netip.MustParseAddrPort(ln.Addr().String()), time.Time{}, nil); on || c != nil || err != nil {
 		t.Errorf("DialOwned off a loop: %v %v %v", c, on, err)
 	}
+}
+
+// A connect that the peer does not answer at once, to a listener whose
+// queue is full (its SYN dropped), waits on the loop: until its deadline,
+// failing as net.Dialer does, or until the handshake ends once the
+// queue has room (the SYN sent again about a second later; not with
+// -short).
+func TestDialOwnedSlowHandshake(t *testing.T) {
+	g := start(t, 1)
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "listener")
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil { // room for one connection
+		t.Fatal(err)
+	}
+	ln, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	addr := ln.Addr().String()
+	// Fill the queue: connections are made until one is not.
+	var queued []net.Conn
+	defer func() {
+		for _, c := range queued {
+			c.Close()
+		}
+	}()
+	for {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			break
+		}
+		queued = append(queued, c)
+		if len(queued) > 8 {
+			t.Fatal("the listener's queue never filled")
+		}
+	}
+	type result struct {
+		err    error
+		polled bool
+	}
+	dial := func(deadline time.Time) <-chan result {
+		got := make(chan result, 1)
+		g.Go(context.Background(), nil, func(ctx context.Context) {
+			c, on, err := DialOwned(ctx, netip.MustParseAddrPort(addr), deadline, nil)
+			if !on {
+				err = errors.New("DialOwned on a loop did nothing")
+			}
+			if err != nil {
+				got <- result{err: err}
+				return
+			}
+			defer c.Close()
+			raw, _ := c.(*sockio.Conn).RawTCP()
+			s, ok := raw.(*sockio.Socket)
+			got <- result{polled: !ok || s.Polled()}
+		})
+		return got
+	}
+	deadline := time.Now().Add(300 * time.Millisecond)
+	d := net.Dialer{Deadline: deadline}
+	_, want := d.Dial("tcp", addr)
+	if r := <-dial(deadline); !errors.Is(r.err, os.ErrDeadlineExceeded) || want == nil || r.err.Error() != want.Error() {
+		t.Fatalf("connect to a full queue: %v, want %v", r.err, want)
+	}
+	if testing.Short() {
+		return
+	}
+	got := dial(time.Now().Add(10 * time.Second))
+	// Once the connect is under way (its socket in SYN_SENT: its SYN
+	// dropped), room in the queue; the connect is made when its SYN comes
+	// again.
+	port := ln.Addr().(*net.TCPAddr).Port
+	for deadline := time.Now().Add(10 * time.Second); !synSent(t, port); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no connect under way")
+		}
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	select {
+	case r := <-got:
+		if r.err != nil || r.polled {
+			t.Fatalf("connect once the queue had room: polled %v, %v", r.polled, r.err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the connect did not end")
+	}
+}
+
+// synSent reports whether a socket of this host is connecting to port on
+// 127.0.0.1 (SYN_SENT in /proc/net/tcp).
+func synSent(t *testing.T, port int) bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("0100007F:%04X 02", port)
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 3 && f[2]+" "+f[3] == want {
+			return true
+		}
+	}
+	return false
 }
 
 // The local address DialOwned reads is the kernel's, as net's.
