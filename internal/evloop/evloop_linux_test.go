@@ -652,11 +652,15 @@ func TestDialOwnedSlowHandshake(t *testing.T) {
 		})
 		return got
 	}
-	deadline := time.Now().Add(300 * time.Millisecond)
-	d := net.Dialer{Deadline: deadline}
+	d := net.Dialer{Deadline: time.Now().Add(300 * time.Millisecond)}
 	_, want := d.Dial("tcp", addr)
-	if r := <-dial(deadline); !errors.Is(r.err, os.ErrDeadlineExceeded) || want == nil || r.err.Error() != want.Error() {
+	start := time.Now()
+	r := <-dial(start.Add(300 * time.Millisecond))
+	if !errors.Is(r.err, os.ErrDeadlineExceeded) || want == nil || r.err.Error() != want.Error() {
 		t.Fatalf("connect to a full queue: %v, want %v", r.err, want)
+	}
+	if waited := time.Since(start); waited < 250*time.Millisecond {
+		t.Fatalf("connect to a full queue ended after %v, before its deadline", waited)
 	}
 	if testing.Short() {
 		return
