@@ -61,6 +61,21 @@ func startLoopRelay(t *testing.T, buffered []byte, done func()) (cl, be *sockio.
 	return cl, be, clFar, beFar, ch
 }
 
+// awaitLoopRelay waits up to timeout for the relay's result: it must have
+// run, and ended the session (ended) or given it back (not ended); stuck
+// is the failure when no result comes.
+func awaitLoopRelay(t *testing.T, res <-chan loopResult, ended bool, timeout time.Duration, stuck string) {
+	t.Helper()
+	select {
+	case r := <-res:
+		if r.ended != ended || !r.ran {
+			t.Fatalf("relay: ended %v ran %v, want ended %v and ran", r.ended, r.ran, ended)
+		}
+	case <-time.After(timeout):
+		t.Fatal(stuck)
+	}
+}
+
 // The relay on a loop moves megabytes both ways at once, through full
 // sockets (a peer that reads slowly), intact, and ends with the stream.
 func TestRelayOnLoop(t *testing.T) {
@@ -104,14 +119,7 @@ func TestRelayOnLoop(t *testing.T) {
 		t.Error("bytes down differ")
 	}
 	beFar.Close() // the backend ends the session
-	select {
-	case r := <-res:
-		if !r.ended || !r.ran {
-			t.Fatalf("relay: ended %v ran %v, want both", r.ended, r.ran)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the relay did not end with the backend's stream")
-	}
+	awaitLoopRelay(t, res, true, 10*time.Second, "the relay did not end with the backend's stream")
 	doneCalled.Wait()
 	if _, err := clFar.Read(make([]byte, 1)); err != io.EOF {
 		t.Errorf("client side after the end: %v, want EOF", err)
@@ -127,14 +135,7 @@ func TestRelayOnLoopIdle(t *testing.T) {
 	if _, err := io.ReadFull(beFar, b); err != nil || string(b) != "a NOOP\r\n" {
 		t.Fatalf("relayed %q %v", b, err)
 	}
-	select {
-	case r := <-res:
-		if r.ended || !r.ran {
-			t.Fatalf("idle relay: ended %v ran %v, want false true", r.ended, r.ran)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the idle relay did not give the session back")
-	}
+	awaitLoopRelay(t, res, false, 10*time.Second, "the idle relay did not give the session back")
 	// Both connections still open, nothing left unread.
 	for _, c := range []struct {
 		far  net.Conn
@@ -166,14 +167,7 @@ func TestRelayOnLoopBulk(t *testing.T) {
 		n, _ := io.ReadFull(clFar, b)
 		got <- b[:n]
 	}()
-	select {
-	case r := <-res:
-		if r.ended || !r.ran {
-			t.Fatalf("bulk: ended %v ran %v, want false true", r.ended, r.ran)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the relay kept a bulk transfer on the loop")
-	}
+	awaitLoopRelay(t, res, false, 30*time.Second, "the relay kept a bulk transfer on the loop")
 	// What the loop did not move, a copy off the loop does.
 	cl.SetDeadline(time.Time{})
 	be.SetDeadline(time.Time{})
@@ -224,12 +218,5 @@ func TestRelayOnLoopDialogue(t *testing.T) {
 	if n, err := clFar.Read(make([]byte, 1)); n != 0 || err != io.EOF {
 		t.Fatalf("client after the backend's close: %d, %v; want EOF", n, err)
 	}
-	select {
-	case r := <-res:
-		if !r.ended || !r.ran {
-			t.Fatalf("relay: ended %v ran %v, want both", r.ended, r.ran)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the relay did not end with the backend's close")
-	}
+	awaitLoopRelay(t, res, true, 10*time.Second, "the relay did not end with the backend's close")
 }
