@@ -1,7 +1,6 @@
 package gwtest
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -107,10 +106,15 @@ func (c *Conn) StartTLS(cfg *tls.Config, timeout time.Duration) error {
 	if !c.tls.CompareAndSwap(nil, t) {
 		return errors.New("gwtest: StartTLS on a connection that already has TLS")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	if err := t.HandshakeContext(ctx); err != nil {
+	// A deadline bounds it, as netlisten's does.
+	if timeout > 0 {
+		c.raw.SetDeadline(time.Now().Add(timeout))
+	}
+	if err := t.Handshake(); err != nil {
 		return fmt.Errorf("gwtest: TLS handshake: %w", err)
+	}
+	if timeout > 0 {
+		c.raw.SetDeadline(time.Time{})
 	}
 	return nil
 }

@@ -1,7 +1,6 @@
 package netlisten
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -167,20 +166,23 @@ func (c *Conn) TLS() *tls.ConnectionState {
 // Handshake runs the TLS handshake of an implicit-TLS connection now, if it
 // has not run yet, giving up after timeout (none if timeout <= 0). Without
 // it the handshake runs on the first Read or Write, bounded only by the
-// connection's deadlines. It does not change the connection's deadlines.
-// After a failure the connection is unusable: Close it.
+// connection's deadlines. The timeout is a deadline on the connection:
+// after a handshake that succeeded the connection has no deadline, after a
+// failure it is unusable: Close it.
 func (c *Conn) Handshake(timeout time.Duration) error {
 	t := c.cur.Load().tls
 	if t == nil {
 		return errors.New("netlisten: TLS handshake on a connection without TLS")
 	}
-	return c.observed(handshake(t, timeout))
+	return c.observed(handshake(t, c.base, timeout))
 }
 
 // StartTLS upgrades a plaintext connection in place (SMTP STARTTLS, IMAP
 // STARTTLS, POP3 STLS) and runs the server handshake, giving up after
 // timeout (none if timeout <= 0). Later Reads and Writes go through TLS.
-// After a failure the connection is unusable: Close it.
+// As with Handshake, the timeout is a deadline on the connection, which
+// has none after a handshake that succeeded. After a failure the
+// connection is unusable: Close it.
 //
 // Buffering contract: Conn itself keeps no plaintext the caller has not
 // read that could leak into the TLS session (bytes the load balancer sent
@@ -210,20 +212,28 @@ func (c *Conn) StartTLS(cfg *tls.Config, timeout time.Duration) error {
 	if !c.cur.CompareAndSwap(cur, &layer{rw: t, tls: t}) {
 		return errors.New("netlisten: StartTLS ran concurrently with another StartTLS")
 	}
-	return c.observed(handshake(t, timeout))
+	return c.observed(handshake(t, c.base, timeout))
 }
 
-// handshake runs t's handshake with a timeout. On timeout crypto/tls closes
-// the socket to interrupt the handshake; deadlines are left alone.
-func handshake(t *tls.Conn, timeout time.Duration) error {
-	ctx := context.Background()
+// handshake runs t's handshake over base, giving up timeout after it
+// starts (none if timeout <= 0). The bound is a deadline on base, cleared
+// once the handshake has succeeded (the session sets its own before each
+// read and write); after a failure the connection is unusable and keeps it.
+// A context would bound it as well, but crypto/tls then starts a goroutine
+// for every handshake to watch it, and its end costs a wake-up.
+func handshake(t *tls.Conn, base net.Conn, timeout time.Duration) error {
 	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
+		if err := base.SetDeadline(time.Now().Add(timeout)); err != nil {
+			return fmt.Errorf("netlisten: TLS handshake: %w", err)
+		}
 	}
-	if err := t.HandshakeContext(ctx); err != nil {
+	if err := t.Handshake(); err != nil {
 		return fmt.Errorf("netlisten: TLS handshake: %w", err)
+	}
+	if timeout > 0 {
+		if err := base.SetDeadline(time.Time{}); err != nil {
+			return fmt.Errorf("netlisten: TLS handshake: %w", err)
+		}
 	}
 	return nil
 }

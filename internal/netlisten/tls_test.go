@@ -114,6 +114,81 @@ func TestHandshakeTimeout(t *testing.T) {
 	}
 }
 
+// A client that sends its ClientHello a byte at a time does not hold
+// Handshake beyond its timeout either: the timeout bounds the whole
+// handshake, not each read.
+func TestHandshakeTimeoutTrickle(t *testing.T) {
+	srvCfg, _ := testCerts(t)
+	s := start(t, Config{TLS: srvCfg})
+	raw := dial(t, s, "127.0.0.3")
+	sc := s.accept(t)
+	stop := make(chan struct{})
+	trickled := make(chan struct{})
+	go func() {
+		defer close(trickled)
+		// A handshake record header announcing a long ClientHello, then
+		// its body a byte every 20 ms: at most 200 bytes (4 s).
+		hdr := []byte{0x16, 0x03, 0x01, 0x02, 0x00}
+		for i := 0; i < 200; i++ {
+			b := []byte{0x01}
+			if i < len(hdr) {
+				b = hdr[i : i+1]
+			}
+			if _, err := raw.Write(b); err != nil {
+				return
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	defer func() { close(stop); raw.Close(); <-trickled }()
+	begin := time.Now()
+	err := sc.Handshake(300 * time.Millisecond)
+	if err == nil {
+		t.Fatal("Handshake with a trickling client succeeded")
+	}
+	if d := time.Since(begin); d > 2*time.Second {
+		t.Errorf("Handshake returned after %v with a 300ms timeout", d)
+	}
+}
+
+// After a handshake that succeeded, the connection has no deadline: a
+// read that waits longer than the handshake's timeout still succeeds.
+func TestHandshakeLeavesNoDeadline(t *testing.T) {
+	srvCfg, cliCfg := testCerts(t)
+	s := start(t, Config{TLS: srvCfg})
+	client := tls.Client(dial(t, s, "127.0.0.3"), cliCfg)
+	sc := s.accept(t)
+	errc := make(chan error, 1)
+	go func() {
+		client.SetDeadline(time.Now().Add(testTimeout))
+		if err := client.Handshake(); err != nil {
+			errc <- err
+			return
+		}
+		// Well after the server's handshake timeout below.
+		time.Sleep(400 * time.Millisecond)
+		_, err := client.Write([]byte("a NOOP\r\n"))
+		errc <- err
+	}()
+	if err := sc.Handshake(100 * time.Millisecond); err != nil {
+		t.Fatalf("Handshake: %v", err)
+	}
+	line, err := bufio.NewReader(sc).ReadString('\n')
+	if err != nil {
+		t.Fatalf("read after the handshake's timeout had passed: %v", err)
+	}
+	if line != "a NOOP\r\n" {
+		t.Errorf("read %q", line)
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("client: %v", err)
+	}
+}
+
 func TestStartTLS(t *testing.T) {
 	srvCfg, cliCfg := testCerts(t)
 	s := start(t, Config{})

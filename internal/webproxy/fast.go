@@ -272,7 +272,10 @@ func (fc *fastConn) handshake(tc *tls.Conn) bool {
 	p := fc.p
 	dl := time.Now().Add(p.cfg.HeaderTimeout)
 	fc.cc.SetDeadline(dl)
-	err := tc.HandshakeContext(fc.ctx)
+	// Bounded by the deadline; fc.ctx ends only when cc is closed, which
+	// ends the handshake too, so no context is given (crypto/tls would
+	// start a goroutine to watch it).
+	err := tc.Handshake()
 	if err == nil {
 		fc.cc.SetDeadline(time.Time{})
 		return true
