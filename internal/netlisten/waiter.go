@@ -3,14 +3,10 @@ package netlisten
 import "github.com/postern/postern/internal/sockio"
 
 // Waitable reports whether every wait of the connection's reads and writes
-// can go to a sockio.Waiter (SetWaiter): a plain TCP connection that no
-// PROXY reader or TLS layer stands in front of.
+// can go to a sockio.Waiter (SetWaiter): a TCP connection that no PROXY
+// reader stands in front of, with or without TLS over it.
 func (c *Conn) Waitable() bool {
-	cur := c.cur.Load()
-	if cur.tls != nil {
-		return false
-	}
-	_, ok := cur.rw.(*sockio.Conn)
+	_, ok := c.base.(*sockio.Conn)
 	return ok
 }
 
