@@ -14,16 +14,12 @@
 // (docs/benchmarks/issue17-evloop.md).
 //
 // Code that is about to wait for anything else — a timer, a lock held for
-// long, a lookup, a backend's TLS handshake (its certificate check) — calls
-// MayBlock first: on a loop, the handler then leaves it and goes on as an
-// ordinary goroutine (its sockets wait in the runtime's poller from then
-// on). Code that does not know of the loop still works, but holds the loop
-// (and every handler on it) while it waits: only handlers whose waits are
-// all known to it go on a loop. A client's TLS session (implicit TLS or
-// STARTTLS) stays on its loop, handshake included: crypto/tls reads and
-// writes through the session's socket, whose waits are the loop's, and
-// the handshake's work is a fraction of a millisecond, as it is on the
-// event loops of nginx and haproxy.
+// long, a TLS handshake, a lookup — calls MayBlock first: on a loop, the
+// handler then leaves it and goes on as an ordinary goroutine (its
+// sockets wait in the runtime's poller from then on). Code that does not
+// know of the loop still works, but holds the loop (and every handler on
+// it) while it waits: only handlers whose waits are all known to it go on
+// a loop.
 //
 // On systems other than Linux, Start returns an error and handlers run on
 // goroutines.

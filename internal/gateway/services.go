@@ -196,7 +196,7 @@ func (g *Gateway) build(snap *snapshot.Snapshot, checker *dnsbl.Checker, name se
 		}
 		cfg.Watch = g.loginWatcher()
 		cfg.Loops = g.eventLoops(snap.Config.EventLoopsOn())
-		b.owned = cfg.Loops != nil
+		b.owned = cfg.Loops != nil && !name.ImplicitTLS()
 		srv := smtpproxy.New(cfg, g.engine, g.smtpEnv, g.dnsbl(checker), g.log)
 		b.serve = func(ctx context.Context, acc genAcceptor, drain time.Duration) error {
 			return srv.Serve(ctx, acc, drain)
@@ -218,7 +218,7 @@ func (g *Gateway) build(snap *snapshot.Snapshot, checker *dnsbl.Checker, name se
 		if !name.ImplicitTLS() {
 			cfg.TLS = serverTLS // STARTTLS, STLS
 		}
-		b.owned = cfg.Loops != nil
+		b.owned = cfg.Loops != nil && !name.ImplicitTLS()
 		var srv server
 		if name == service.IMAP || name == service.IMAPS {
 			srv = imapproxy.New(cfg, g.engine, g.currentPolicy, g.log)

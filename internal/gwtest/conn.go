@@ -31,10 +31,10 @@ func NewConn(c net.Conn) *Conn {
 }
 
 // Waitable reports whether the connection's waits can go to an event
-// loop: a TCP connection, with or without TLS over it.
+// loop: a TCP connection without TLS.
 func (c *Conn) Waitable() bool {
 	_, ok := c.raw.(*sockio.Conn)
-	return ok
+	return ok && c.tls.Load() == nil
 }
 
 // Sock returns the sockio connection beneath a TCP connection without TLS.

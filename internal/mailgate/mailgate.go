@@ -398,8 +398,8 @@ func (s *Session) BackendWrite(line string) error {
 // after the command. The connection upgrades in place; the client's
 // buffers are fresh afterwards.
 func (s *Session) StartTLS() error {
-	// On an event loop the handshake runs on the loop, as the implicit-TLS
-	// one does. The gateway's end interrupts it.
+	evloop.MayBlock(s.Ctx) // the handshake's CPU is not the loop's
+	// The gateway's end interrupts the handshake.
 	stop := context.AfterFunc(s.Ctx, func() { s.Conn.Close() })
 	err := s.Conn.StartTLS(s.Gate.Cfg.TLS, gate.HandshakeTimeout)
 	stop()

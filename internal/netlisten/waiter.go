@@ -3,10 +3,14 @@ package netlisten
 import "github.com/postern/postern/internal/sockio"
 
 // Waitable reports whether every wait of the connection's reads and writes
-// can go to a sockio.Waiter (SetWaiter): a TCP connection that no PROXY
-// reader stands in front of, with or without TLS over it.
+// can go to a sockio.Waiter (SetWaiter): a plain TCP connection that no
+// PROXY reader or TLS layer stands in front of.
 func (c *Conn) Waitable() bool {
-	_, ok := c.base.(*sockio.Conn)
+	cur := c.cur.Load()
+	if cur.tls != nil {
+		return false
+	}
+	_, ok := cur.rw.(*sockio.Conn)
 	return ok
 }
 

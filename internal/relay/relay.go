@@ -120,7 +120,7 @@ func (d Dialer) dial(ctx context.Context, client, local netip.AddrPort) (net.Con
 		}
 	}
 	if d.TLS != nil {
-		evloop.MayBlock(ctx) // verifying the backend's certificate chain (its roots read from disk the first time) is too long for a loop
+		evloop.MayBlock(ctx) // the handshake's CPU is not the loop's
 		tc := tls.Client(conn, d.TLS)
 		hctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()

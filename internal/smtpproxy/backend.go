@@ -162,7 +162,7 @@ func (b *backend) startTLS(ctx context.Context, cfg *tls.Config, helo string) er
 	if err != nil || r.code != 220 {
 		return fmt.Errorf("backend STARTTLS: %v %s", err, r.text())
 	}
-	evloop.MayBlock(ctx) // verifying the backend's certificate chain (its roots read from disk the first time) is too long for a loop
+	evloop.MayBlock(ctx) // the handshake's CPU is not the loop's
 	tc := tls.Client(b.conn, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return fmt.Errorf("TLS to backend: %w", err)

@@ -12,10 +12,10 @@ import (
 
 // TestSessionsOnEventLoops: with Config.Loops, a whole SMTP session —
 // greeting, EHLO, a message relayed with DATA and with BDAT, QUIT — runs
-// on an event loop and ends there, over STARTTLS too (handshake included);
-// a session that has DNS lists looked up, and one under a policy with host
-// masks leave the loop before they wait for what the loop does not watch,
-// and still work.
+// on an event loop and ends there; a session that asks for STARTTLS, one
+// that has DNS lists looked up, and one under a policy with host masks
+// leave the loop before they wait for what the loop does not watch, and
+// still work.
 func TestSessionsOnEventLoops(t *testing.T) {
 	loops, err := evloop.Start(2, nil)
 	if err != nil {
@@ -58,8 +58,7 @@ func TestSessionsOnEventLoops(t *testing.T) {
 		t.Fatalf("on the loops: %d started, %d left them; want 1 and 0", st.Started.Load(), st.Detached.Load())
 	}
 
-	// STARTTLS: the handshake and the session over TLS stay on the loop,
-	// a message included.
+	// STARTTLS: the handshake is off the loop, the session goes on.
 	c = h.dial("127.0.0.62")
 	c.expect(220)
 	c.cmd("EHLO x", 250)
@@ -70,27 +69,15 @@ func TestSessionsOnEventLoops(t *testing.T) {
 	}
 	c.c, c.r = tc, bufio.NewReader(tc)
 	c.cmd("EHLO x", 250)
-	c.cmd("MAIL FROM:<a@example.org>", 250)
-	c.cmd("RCPT TO:<alice@example.test>", 250)
-	c.cmd("DATA", 354)
-	c.send(msg + ".\r\n")
-	c.expect(250)
 	c.cmd("QUIT", 221)
-	c.closed()
-	wait("sessions ended on their loop", &st.Ended, 2)
-	if n := len(h.mta.messages()); n != 3 {
-		t.Fatalf("%d messages at the backend, want 3", n)
-	}
-	if st.Detached.Load() != 0 {
-		t.Fatalf("%d sessions left their loop, want 0", st.Detached.Load())
-	}
+	wait("sessions that left their loop", &st.Detached, 1)
 
 	// DNS lists to look up: off the loop before the lookup.
 	h2 := newHarness(t, baseIPS, func(c *Config) { c.Loops = loops }, fakeDNSBL{})
 	c = h2.dial("127.0.0.63")
 	c.expect(220)
 	c.cmd("QUIT", 221)
-	wait("sessions that left their loop", &st.Detached, 1)
+	wait("sessions that left their loop", &st.Detached, 2)
 
 	// Host masks in the policy: off the loop before the access checks.
 	masks := strings.Replace(baseIPS, `smtp: { listen: ":25", backend: "127.0.0.1:1" }`,
@@ -105,7 +92,7 @@ func TestSessionsOnEventLoops(t *testing.T) {
 		t.Errorf("greeting under host masks: %q", greet)
 	}
 	c.cmd("QUIT", 221)
-	wait("sessions that left their loop", &st.Detached, 2)
+	wait("sessions that left their loop", &st.Detached, 3)
 	if st.Started.Load() != 4 {
 		t.Errorf("%d sessions started on the loops, want 4", st.Started.Load())
 	}

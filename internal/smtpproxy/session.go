@@ -422,8 +422,8 @@ func (s *session) startTLS(c command) error {
 	if err := s.reply(newReply(220, "2.0.0 Ready to start TLS")); err != nil {
 		return err
 	}
-	// On an event loop the handshake runs on the loop, as the implicit-TLS
-	// one does. The session's end, or the gateway's, interrupts it.
+	evloop.MayBlock(s.ctx) // the handshake's CPU is not the loop's
+	// The session's end, or the gateway's, interrupts the handshake.
 	stop := context.AfterFunc(s.sessionCtx(), func() { s.conn.Close() })
 	err := s.conn.StartTLS(s.p.cfg.TLS, 30*time.Second)
 	stop()
