@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/evloop/syscalls.sh OUT BIN [SCENARIO] — as root from the module root:
 # run bench/peers with BIN in postern's column (one round of SCENARIO,
-# login or smtp, default login, 14 s windows) and count, with perf's
+# login, smtp, imaps-login, imaps-resume or smtps, default login, 14 s windows) and count, with perf's
 # system-call tracepoints, every system call haproxy and BIN's mail
 # process make during 8 s of their windows. Prints each side's calls per
 # operation (divided by its socket(2) calls: one backend connection per
@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 . bench/evloop/busy.sh
 out=${1:?usage: syscalls.sh OUT BIN [SCENARIO]} bin=${2:?usage: syscalls.sh OUT BIN [SCENARIO]} scen=${3:-login}
-case $scen in login|smtp) ;; *) echo "syscalls.sh: SCENARIO is login or smtp" >&2; exit 2 ;; esac
+case $scen in login|smtp|imaps-login|imaps-resume|smtps) ;; *) echo "syscalls.sh: SCENARIO is login, smtp, imaps-login, imaps-resume or smtps" >&2; exit 2 ;; esac
 command -v perf >/dev/null || { echo "syscalls.sh: needs perf (Debian: linux-perf)" >&2; exit 1; }
 rm -f "$out.txt" # a previous run's lines must not be taken for this one's
 bench/peers.sh -only "$scen" -rounds 1 -duration 14s -warmup 2s ${PEERS_FLAGS:-} -postern "$bin" -out "$out.peers" > "$out.txt" 2>&1 &
