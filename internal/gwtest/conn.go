@@ -108,13 +108,13 @@ func (c *Conn) StartTLS(cfg *tls.Config, timeout time.Duration) error {
 	}
 	// A deadline bounds it, as netlisten's does.
 	if timeout > 0 {
-		c.raw.SetDeadline(time.Now().Add(timeout))
+		t.SetDeadline(time.Now().Add(timeout))
 	}
 	if err := t.Handshake(); err != nil {
 		return fmt.Errorf("gwtest: TLS handshake: %w", err)
 	}
 	if timeout > 0 {
-		c.raw.SetDeadline(time.Time{})
+		t.SetDeadline(time.Time{})
 	}
 	return nil
 }

@@ -174,7 +174,7 @@ func (c *Conn) Handshake(timeout time.Duration) error {
 	if t == nil {
 		return errors.New("netlisten: TLS handshake on a connection without TLS")
 	}
-	return c.observed(handshake(t, c.base, timeout))
+	return c.observed(handshake(t, timeout))
 }
 
 // StartTLS upgrades a plaintext connection in place (SMTP STARTTLS, IMAP
@@ -212,18 +212,18 @@ func (c *Conn) StartTLS(cfg *tls.Config, timeout time.Duration) error {
 	if !c.cur.CompareAndSwap(cur, &layer{rw: t, tls: t}) {
 		return errors.New("netlisten: StartTLS ran concurrently with another StartTLS")
 	}
-	return c.observed(handshake(t, c.base, timeout))
+	return c.observed(handshake(t, timeout))
 }
 
-// handshake runs t's handshake over base, giving up timeout after it
-// starts (none if timeout <= 0). The bound is a deadline on base, cleared
-// once the handshake has succeeded (the session sets its own before each
-// read and write); after a failure the connection is unusable and keeps it.
-// A context would bound it as well, but crypto/tls then starts a goroutine
-// for every handshake to watch it, and its end costs a wake-up.
-func handshake(t *tls.Conn, base net.Conn, timeout time.Duration) error {
+// handshake runs t's handshake, giving up timeout after it starts (none if
+// timeout <= 0). The bound is a deadline on the connection (t's deadlines
+// are its socket's), cleared once the handshake has succeeded: the session
+// sets its own before each read and write. After a failure the connection
+// is unusable and keeps it. A context would bound it as well, but
+// crypto/tls then starts a goroutine for every handshake to watch it.
+func handshake(t *tls.Conn, timeout time.Duration) error {
 	if timeout > 0 {
-		if err := base.SetDeadline(time.Now().Add(timeout)); err != nil {
+		if err := t.SetDeadline(time.Now().Add(timeout)); err != nil {
 			return fmt.Errorf("netlisten: TLS handshake: %w", err)
 		}
 	}
@@ -231,7 +231,7 @@ func handshake(t *tls.Conn, base net.Conn, timeout time.Duration) error {
 		return fmt.Errorf("netlisten: TLS handshake: %w", err)
 	}
 	if timeout > 0 {
-		if err := base.SetDeadline(time.Time{}); err != nil {
+		if err := t.SetDeadline(time.Time{}); err != nil {
 			return fmt.Errorf("netlisten: TLS handshake: %w", err)
 		}
 	}
