@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/postern/postern/internal/sockio"
@@ -45,34 +46,50 @@ func NetworkOf(a netip.Addr) netip.Prefix {
 // a bound is reached; otherwise release must be called exactly once when
 // the connection ends (LimitConn does it on Close).
 func (l *BackendLimit) Acquire(client netip.Addr) (release func(), err error) {
-	if l == nil {
+	n, counted, err := l.take(client)
+	if err != nil {
+		return nil, err
+	}
+	if !counted {
 		return func() {}, nil
 	}
-	n := NetworkOf(client)
+	var once sync.Once
+	return func() { once.Do(func() { l.give(n) }) }, nil
+}
+
+// take is Acquire without the function: counted says the connection is
+// counted under client's network n, and must be given back (give) once.
+// A Dialer's connections give it back themselves, which costs no
+// allocation.
+func (l *BackendLimit) take(client netip.Addr) (n netip.Prefix, counted bool, err error) {
+	if l == nil {
+		return netip.Prefix{}, false, nil
+	}
+	n = NetworkOf(client)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.Max <= 0 && l.PerNetwork <= 0 {
-		return func() {}, nil
+		return n, false, nil
 	}
 	if l.Max > 0 && l.total >= l.Max || l.PerNetwork > 0 && l.per[n] >= l.PerNetwork {
-		return nil, ErrBackendLimit
+		return n, false, ErrBackendLimit
 	}
 	if l.per == nil {
 		l.per = make(map[netip.Prefix]int)
 	}
 	l.total++
 	l.per[n]++
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			l.total--
-			if l.per[n]--; l.per[n] <= 0 {
-				delete(l.per, n)
-			}
-		})
-	}, nil
+	return n, true, nil
+}
+
+// give gives back one connection take counted under n.
+func (l *BackendLimit) give(n netip.Prefix) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.total--
+	if l.per[n]--; l.per[n] <= 0 {
+		delete(l.per, n)
+	}
 }
 
 // InUse returns the connections held in all and by client's network.
@@ -93,8 +110,12 @@ func LimitConn(c net.Conn, release func()) net.Conn {
 
 type limitedConn struct {
 	net.Conn
-	release func()
-	once    sync.Once
+	// The place given back once (giveBack): under limit, counted in
+	// network (a Dialer's), or by release (LimitConn's).
+	limit    *BackendLimit
+	network  netip.Prefix
+	release  func()
+	released atomic.Bool
 	relayed func(up, down int64) // Dialer.Relayed
 
 	// held is a PROXY header not sent yet (Dialer.HoldHeader): the first
@@ -151,8 +172,21 @@ func reportRelayed(c net.Conn, up, down int64) {
 
 func (c *limitedConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(c.release)
+	c.giveBack()
 	return err
+}
+
+// giveBack gives c's place under its bound back, the first time only.
+func (c *limitedConn) giveBack() {
+	if c.released.Swap(true) {
+		return
+	}
+	switch {
+	case c.limit != nil:
+		c.limit.give(c.network)
+	case c.release != nil:
+		c.release()
+	}
 }
 
 // WriteReader sends a request with the first read of its answer, which
@@ -192,7 +226,7 @@ func ReleaseLimit(c net.Conn) {
 		c = tc.NetConn()
 	}
 	if lc, ok := c.(*limitedConn); ok {
-		lc.once.Do(lc.release)
+		lc.giveBack()
 	}
 }
 

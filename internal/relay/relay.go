@@ -81,20 +81,26 @@ func (d Dialer) dial(ctx context.Context, client, local netip.AddrPort) (net.Con
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
-	release, err := d.Limit.Acquire(client.Addr())
+	network, counted, err := d.Limit.take(client.Addr())
 	if err != nil {
 		return nil, err
 	}
+	var limit *BackendLimit // the bound to give the place back to
+	if counted {
+		limit = d.Limit
+	}
 	raw, err := dialTCP(ctx, d.Names, d.Addr, timeout)
 	if err != nil {
-		release()
+		if limit != nil {
+			limit.give(network)
+		}
 		return nil, fmt.Errorf("connecting to backend %s: %w", d.Addr, err)
 	}
 	sc := sockio.Wrap(raw)
 	if b, ok := sc.(evloop.Bindable); ok {
 		evloop.Bind(ctx, b) // on an event loop, the loop waits for it
 	}
-	conn := &limitedConn{Conn: sc, release: release, relayed: d.Relayed}
+	conn := &limitedConn{Conn: sc, limit: limit, network: network, relayed: d.Relayed}
 	if !local.IsValid() {
 		if la, ok := conn.LocalAddr().(*net.TCPAddr); ok {
 			local = la.AddrPort()

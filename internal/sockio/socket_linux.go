@@ -45,7 +45,8 @@ type Socket struct {
 	wdl     time.Time
 
 	rdlNs, wdlNs   atomic.Int64 // the deadlines as Unix nanoseconds (0: none), read without the lock
-	laddr, raddr   *net.TCPAddr
+	local, remote  netip.AddrPort
+	laddr, raddr   atomic.Pointer[net.TCPAddr] // made at the first LocalAddr, RemoteAddr
 	rawConn        socketRawConn
 	readF, writeF  func(fd uintptr) bool
 	rn, wn         int
@@ -80,10 +81,11 @@ func NewSocket(fd int, local, remote netip.AddrPort) (*Socket, error) {
 // non-blocking when it made it (socket(2) or accept4(2) with
 // SOCK_NONBLOCK): it does not ask the system (one fcntl(2) less a socket).
 func OwnNonblocking(fd int, local, remote netip.AddrPort) *Socket {
-	s := &Socket{fd: &ownedFD{n: fd}, laddr: net.TCPAddrFromAddrPort(local), raddr: net.TCPAddrFromAddrPort(remote)}
+	// The addresses as net.Addr, and the steps of Read and Write (which a
+	// Socket under a Conn never calls), are made at their first use: each
+	// is an allocation.
+	s := &Socket{fd: &ownedFD{n: fd}, local: local, remote: remote}
 	s.rawConn.s = s
-	s.readF = s.readStep
-	s.writeF = s.writeStep
 	runtime.AddCleanup(s, func(o *ownedFD) {
 		if !o.gone.Swap(true) {
 			unix.RawSyscall(unix.SYS_CLOSE, uintptr(o.n), 0, 0)
@@ -150,7 +152,7 @@ func (s *Socket) toPoller() (syscall.RawConn, error) {
 	if s.frc != nil {
 		return s.frc, nil
 	}
-	f := os.NewFile(uintptr(s.fd.n), "tcp "+s.raddr.String())
+	f := os.NewFile(uintptr(s.fd.n), "tcp "+s.remote.String())
 	if f == nil {
 		return nil, fmt.Errorf("sockio: socket %d: no file", s.fd.n)
 	}
@@ -250,6 +252,9 @@ func (s *Socket) Read(p []byte) (int, error) {
 	s.rmu.Lock()
 	defer s.rmu.Unlock()
 	s.rbuf, s.rn, s.rerrno = p, 0, 0
+	if s.readF == nil {
+		s.readF = s.readStep
+	}
 	err := s.rawConn.Read(s.readF)
 	n, e := s.rn, s.rerrno
 	s.rbuf = nil
@@ -278,6 +283,9 @@ func (s *Socket) Write(p []byte) (int, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.wbuf, s.wn, s.werrno = p, 0, 0
+	if s.writeF == nil {
+		s.writeF = s.writeStep
+	}
 	err := s.rawConn.Write(s.writeF)
 	n, e := s.wn, s.werrno
 	s.wbuf = nil
@@ -339,10 +347,20 @@ func (s *Socket) CloseWrite() error {
 }
 
 // LocalAddr is the address the socket is bound to.
-func (s *Socket) LocalAddr() net.Addr { return s.laddr }
+func (s *Socket) LocalAddr() net.Addr { return tcpAddr(&s.laddr, s.local) }
 
 // RemoteAddr is the peer's address.
-func (s *Socket) RemoteAddr() net.Addr { return s.raddr }
+func (s *Socket) RemoteAddr() net.Addr { return tcpAddr(&s.raddr, s.remote) }
+
+// tcpAddr returns the *net.TCPAddr of ap that p holds, made and stored
+// the first time (any goroutine may make it; one of them is kept).
+func tcpAddr(p *atomic.Pointer[net.TCPAddr], ap netip.AddrPort) *net.TCPAddr {
+	if a := p.Load(); a != nil {
+		return a
+	}
+	p.CompareAndSwap(nil, net.TCPAddrFromAddrPort(ap))
+	return p.Load()
+}
 
 // SetDeadline sets the read and write deadlines.
 func (s *Socket) SetDeadline(t time.Time) error {
@@ -383,7 +401,7 @@ func (s *Socket) opError(op string, err error) error {
 	if errors.Is(err, os.ErrClosed) {
 		err = net.ErrClosed
 	}
-	return &net.OpError{Op: op, Net: "tcp", Source: s.laddr, Addr: s.raddr, Err: err}
+	return &net.OpError{Op: op, Net: "tcp", Source: tcpAddr(&s.laddr, s.local), Addr: tcpAddr(&s.raddr, s.remote), Err: err}
 }
 
 // Accept takes one connection from the listening socket rc is the

@@ -29,6 +29,8 @@ type Conn struct {
 	tcp *net.TCPConn // the socket when it is Go's (RawTCP)
 	rc  syscall.RawConn
 
+	fd  int // the descriptor's number (FD)
+
 	rmu    sync.Mutex // guards the read state below across one Read
 	rbuf   []byte
 	rn     int
@@ -113,12 +115,12 @@ func newConn(sock socket) *Conn {
 	// at its first wait and reports the bytes already there: the first
 	// read on a Waiter needs no read before that wait either.
 	s.drained = true
-	rc.Control(func(fd uintptr) { s.rfd, s.wfd = int(fd), int(fd) })
-	s.readFn = s.readOnce
-	s.writeFn = s.writeSome
+	rc.Control(func(fd uintptr) { s.fd, s.rfd, s.wfd = int(fd), int(fd), int(fd) })
+	// The steps that wait in the runtime's poller (readFn, writeFn,
+	// writeReadFn) are made at their first use: a session on an event
+	// loop never needs them, and each is an allocation.
 	s.tryReadFn = s.tryRead
 	s.tryWriteFn = s.tryWrite
-	s.writeReadFn = s.writeReadStep
 	return s
 }
 
@@ -169,6 +171,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 	var err error
 	if r := c.waiter.Load(); r == nil || !c.readOnWaiter(r.w, &err) {
 		c.rn, c.rerr, c.drained = 0, 0, false
+		if c.readFn == nil {
+			c.readFn = c.readOnce
+		}
 		err = c.rc.Read(c.readFn)
 	}
 	n, errno := c.rn, c.rerr
@@ -212,6 +217,9 @@ func (c *Conn) Write(p []byte) (int, error) {
 	var err error
 	if r := c.waiter.Load(); r == nil || !c.writeOnWaiter(r.w, &err) {
 		c.werr = 0
+		if c.writeFn == nil {
+			c.writeFn = c.writeSome
+		}
 		err = c.rc.Write(c.writeFn)
 	}
 	n, errno := c.wn, c.werr
@@ -278,6 +286,9 @@ func (c *Conn) WriteRead(w, r []byte, idle bool) (nw, nr int, err error) {
 	c.wbuf, c.wn, c.werr = w, 0, 0
 	c.rbuf, c.rn, c.rerr = r, 0, 0
 	c.wrWriting, c.wrLeft, c.wrIdle, c.wrPending = true, false, idle, false
+	if c.writeReadFn == nil {
+		c.writeReadFn = c.writeReadStep
+	}
 	rawErr := c.rc.Read(c.writeReadFn)
 	nw, werr := c.wn, c.werr
 	nr, rerr := c.rn, c.rerr
@@ -569,7 +580,13 @@ func (c *Conn) WriteNow(p []byte) (int, error) {
 // FD returns the socket's descriptor, -1 once it is closed: for waiting
 // for it (the number is reused after a Close).
 func (c *Conn) FD() int {
-	fd := -1
-	c.rc.Control(func(d uintptr) { fd = int(d) })
-	return fd
+	// The number is the socket's for its whole life; Control fails once
+	// it is closed. A function that captures nothing costs no allocation.
+	if c.rc.Control(noStep) != nil {
+		return -1
+	}
+	return c.fd
 }
+
+// noStep is a RawConn function that does nothing.
+func noStep(uintptr) {}

@@ -349,8 +349,16 @@ func noAllocations(t *testing.T, s *Conn, peer *net.TCPConn) {
 		if _, err := io.ReadFull(s, buf[:4]); err != nil {
 			t.Fatal(err)
 		}
+		if s.FD() < 0 { // asked by an event loop's relay at every turn
+			t.Fatal("FD of an open connection: -1")
+		}
 	})
 	if allocs != 0 {
 		t.Errorf("%.1f allocations per round trip; want 0", allocs)
+	}
+	fd := s.FD()
+	s.Close()
+	if got := s.FD(); got != -1 {
+		t.Errorf("FD after Close: %d (was %d); want -1", got, fd)
 	}
 }
