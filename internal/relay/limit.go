@@ -116,7 +116,7 @@ type limitedConn struct {
 	network  netip.Prefix
 	release  func()
 	released atomic.Bool
-	relayed func(up, down int64) // Dialer.Relayed
+	relayed  func(up, down int64) // Dialer.Relayed
 
 	// held is a PROXY header not sent yet (Dialer.HoldHeader): the first
 	// Read sends it with WriteRead, the first Write, RawTCP or

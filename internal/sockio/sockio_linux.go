@@ -29,7 +29,7 @@ type Conn struct {
 	tcp *net.TCPConn // the socket when it is Go's (RawTCP)
 	rc  syscall.RawConn
 
-	fd  int // the descriptor's number (FD)
+	fd int // the descriptor's number (FD)
 
 	rmu    sync.Mutex // guards the read state below across one Read
 	rbuf   []byte
