@@ -11,6 +11,7 @@ import (
 
 	"github.com/postern/postern/internal/relay"
 	"github.com/postern/postern/internal/sockio"
+	"github.com/postern/postern/internal/tlsconf"
 )
 
 // Conn adapts a plain connection (a test's TCP connection, a pipe) to
@@ -107,14 +108,8 @@ func (c *Conn) StartTLS(cfg *tls.Config, timeout time.Duration) error {
 		return errors.New("gwtest: StartTLS on a connection that already has TLS")
 	}
 	// A deadline bounds it, as netlisten's does.
-	if timeout > 0 {
-		t.SetDeadline(time.Now().Add(timeout))
-	}
-	if err := t.Handshake(); err != nil {
+	if err := tlsconf.Handshake(t, timeout); err != nil {
 		return fmt.Errorf("gwtest: TLS handshake: %w", err)
-	}
-	if timeout > 0 {
-		t.SetDeadline(time.Time{})
 	}
 	return nil
 }

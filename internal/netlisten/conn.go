@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/sockio"
+	"github.com/postern/postern/internal/tlsconf"
 )
 
 // Conn is one client connection. It implements net.Conn; RemoteAddr and
@@ -215,25 +216,11 @@ func (c *Conn) StartTLS(cfg *tls.Config, timeout time.Duration) error {
 	return c.observed(handshake(t, timeout))
 }
 
-// handshake runs t's handshake, giving up timeout after it starts (none if
-// timeout <= 0). The bound is a deadline on the connection (t's deadlines
-// are its socket's), cleared once the handshake has succeeded: the session
-// sets its own before each read and write. After a failure the connection
-// is unusable and keeps it. A context would bound it as well, but
-// crypto/tls then starts a goroutine for every handshake to watch it.
+// handshake runs t's handshake within timeout (tlsconf.Handshake: a
+// deadline on the connection, cleared after a handshake that succeeded).
 func handshake(t *tls.Conn, timeout time.Duration) error {
-	if timeout > 0 {
-		if err := t.SetDeadline(time.Now().Add(timeout)); err != nil {
-			return fmt.Errorf("netlisten: TLS handshake: %w", err)
-		}
-	}
-	if err := t.Handshake(); err != nil {
+	if err := tlsconf.Handshake(t, timeout); err != nil {
 		return fmt.Errorf("netlisten: TLS handshake: %w", err)
-	}
-	if timeout > 0 {
-		if err := t.SetDeadline(time.Time{}); err != nil {
-			return fmt.Errorf("netlisten: TLS handshake: %w", err)
-		}
 	}
 	return nil
 }

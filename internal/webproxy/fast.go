@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/postern/postern/internal/tlsconf"
 )
 
 // The fast server serves plain-HTTP connections whose requests are all
@@ -270,14 +272,10 @@ func (fs *fastServer) remove(fc *fastConn) {
 // false when it failed (told to Config.HandshakeFailed).
 func (fc *fastConn) handshake(tc *tls.Conn) bool {
 	p := fc.p
-	dl := time.Now().Add(p.cfg.HeaderTimeout)
-	fc.cc.SetDeadline(dl)
-	// Bounded by the deadline; fc.ctx ends only when cc is closed, which
-	// ends the handshake too, so no context is given (crypto/tls would
-	// start a goroutine to watch it).
-	err := tc.Handshake()
+	// Bounded by a deadline; fc.ctx ends only when cc is closed, which
+	// ends the handshake too.
+	err := tlsconf.Handshake(tc, p.cfg.HeaderTimeout)
 	if err == nil {
-		fc.cc.SetDeadline(time.Time{})
 		return true
 	}
 	reason := err.Error()
