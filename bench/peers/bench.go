@@ -43,6 +43,8 @@ type bench struct {
 	wrkCPU                                float64 // CPU seconds of the wrk runs so far (measured windows)
 	mu                                    sync.Mutex
 	bigVsize                              int64
+	abProcs                               []*proc // -compare's second postern build
+	abRows                                []abRow // -compare's results
 }
 
 func (b *bench) run() (err error) {
@@ -82,6 +84,9 @@ func (b *bench) run() (err error) {
 		if b.bin, err = benchkit.BuildPostern(b.ctx, b.root, b.tmp); err != nil {
 			return err
 		}
+	}
+	if b.o.compare != "" {
+		return b.compareAll()
 	}
 	if slices.ContainsFunc(allScenarios, func(s string) bool { return s != "idle" && b.want(s) }) {
 		defer b.stopServers() // also those started before a failure
@@ -447,8 +452,13 @@ func parseWrk(out string) (reqs int, rps float64, err error) {
 // wrkRun runs a wrk warm-up and a measured window against url (one wrk
 // thread, keep-alive connections).
 func (b *bench) wrkRun(url string, h hooks) (loadResult, error) {
+	return b.wrkRunConns(url, b.o.httpConns, h)
+}
+
+// wrkRunConns is wrkRun with conns connections.
+func (b *bench) wrkRunConns(url string, conns int, h hooks) (loadResult, error) {
 	one := func(d time.Duration, measured bool) (loadResult, error) {
-		args := []string{"-t", "1", "-c", strconv.Itoa(b.o.httpConns), "-d", fmt.Sprintf("%ds", max(1, int(d.Round(time.Second).Seconds()))), url}
+		args := []string{"-t", "1", "-c", strconv.Itoa(conns), "-d", fmt.Sprintf("%ds", max(1, int(d.Round(time.Second).Seconds()))), url}
 		ctx, cancel := context.WithTimeout(b.ctx, d+30*time.Second)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, b.o.wrk, args...)

@@ -19,6 +19,7 @@ type target struct {
 	addr  string      // 127.0.0.1:port
 	proxy bool        // open every connection with a PROXY v2 header (direct)
 	tls   *tls.Config // implicit TLS (nil: none); its ClientSessionCache decides resumption
+	group byte        // added to the scenario's source-address group (a second build compared at the same time)
 }
 
 // dial connects from src to t (mailclient.Dial).
@@ -150,7 +151,7 @@ func fetchRun(ctx context.Context, t target, size int64, clients int, warmup, du
 	return window(ctx, clients, warmup, dur, h, func(i int, phase *atomic.Int32, res *loadResult) {
 		t := ownCache(t)
 		for phase.Load() != benchkit.Stopping && ctx.Err() == nil {
-			if err := fetchSession(ctx, t, sourceAddr(10, i), size, phase, res); err != nil {
+			if err := fetchSession(ctx, t, sourceAddr(10+t.group, i), size, phase, res); err != nil {
 				res.fail(err)
 				benchkit.SleepCtx(ctx, 100*time.Millisecond)
 			}
@@ -223,7 +224,7 @@ func ownCache(t target) target {
 func loginRun(ctx context.Context, t target, clients int, warmup, dur time.Duration, h hooks) loadResult {
 	return window(ctx, clients, warmup, dur, h, func(i int, phase *atomic.Int32, res *loadResult) {
 		t := ownCache(t)
-		src := sourceAddr(11, i)
+		src := sourceAddr(11+t.group, i)
 		for phase.Load() != benchkit.Stopping && ctx.Err() == nil {
 			resumed, err := loginSession(ctx, t, src)
 			if err != nil {
@@ -265,7 +266,7 @@ func loginSession(ctx context.Context, t target, src netip.Addr) (bool, error) {
 func smtpRun(ctx context.Context, t target, body []byte, clients int, warmup, dur time.Duration, h hooks) loadResult {
 	return window(ctx, clients, warmup, dur, h, func(i int, phase *atomic.Int32, res *loadResult) {
 		t := ownCache(t)
-		src := sourceAddr(12, i)
+		src := sourceAddr(12+t.group, i)
 		for phase.Load() != benchkit.Stopping && ctx.Err() == nil {
 			resumed, err := smtpSession(ctx, t, src, body)
 			if err != nil {

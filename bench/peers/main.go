@@ -33,6 +33,7 @@ var allScenarios = []string{"fetch", "login", "smtp", "http", "httpdyn", "imaps-
 
 type options struct {
 	dir, postern, only, out string
+	compare                 string // a second postern build run beside the first (-compare)
 	portBase                int
 	reuse, keep, short      bool
 	docs                    bool
@@ -85,6 +86,7 @@ func main() {
 	flag.BoolVar(&o.keep, "keep", false, "leave the backends and the temporary folder (configurations, logs) in place")
 	flag.BoolVar(&o.short, "short", false, "CI smoke: one round, 2 s windows, a 2 MB message, 300 idle connections")
 	flag.StringVar(&o.postern, "postern", "", "postern binary (default: go build ./cmd/postern into the temporary folder)")
+	flag.StringVar(&o.compare, "compare", "", "instead of the table: run postern and B at the same time, each with half of the clients, and compare their CPU a operation over the same windows; B is haproxy, nginx or a second postern binary; writes compare.md (no idle test)")
 	flag.StringVar(&o.only, "only", "", "comma-separated subset of: "+strings.Join(allScenarios, ","))
 	flag.StringVar(&o.out, "out", "", "folder for the table (bench-peers.md), the data (JSON, gnuplot) and the charts (default: the temporary folder, kept)")
 	flag.BoolVar(&o.docs, "docs", false, "write the table between the bench-peers markers of docs/BENCHMARKS.md and README.md, and the chart to docs/img/bench-peers.png")
@@ -127,10 +129,15 @@ func run(ctx context.Context, o options) error {
 			return fmt.Errorf("-only: unknown scenario %q (have %s)", s, strings.Join(allScenarios, ","))
 		}
 	}
+	if o.compare != "" && o.compare != "haproxy" && o.compare != "nginx" {
+		if st, err := os.Stat(o.compare); err != nil || st.IsDir() {
+			return fmt.Errorf("-compare: %q is neither haproxy, nginx nor a postern binary", o.compare)
+		}
+	}
 	b := &bench{o: o, ctx: ctx, want: benchkit.Only(o.only)}
 	t0 := time.Now()
 	err := b.run()
-	if b.rep != nil {
+	if b.rep != nil && o.compare == "" {
 		b.rep.Duration = time.Since(t0).Round(time.Second).String()
 		if werr := b.write(); werr != nil {
 			err = errors.Join(err, werr)

@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/postern/postern/bench/internal/benchkit"
 	"github.com/postern/postern/internal/testenv"
 )
 
@@ -318,6 +321,56 @@ func TestShortRun(t *testing.T) {
 	checkPNG(t, filepath.Join(o.out, "bench-peers-cpu.png"))
 }
 
+// TestShortCompare runs -compare against haproxy and against a second
+// postern binary (the same build: the ratios stay near 1) with tiny
+// windows.
+func TestShortCompare(t *testing.T) {
+	env := testenv.Backends(t)
+	if testing.Short() {
+		t.Skip("builds postern and runs load for ~30 s")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	root, err := benchkit.ModuleRoot("go test ./bench/peers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, err := benchkit.BuildPostern(context.Background(), root, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		against, only string
+		keys          []string
+	}{
+		{"haproxy", "login,smtp,https", []string{"login", "smtp", "https"}},
+		{bin, "imaps-resume", []string{"imaps-resume"}},
+	} {
+		o := defaultOptions()
+		o.applyShort(map[string]bool{})
+		o.dir, o.reuse, o.out, o.postern, o.compare, o.only = env.Dir, true, t.TempDir(), bin, c.against, c.only
+		o.warmup, o.duration, o.rounds, o.loginClients, o.smtpClients, o.httpConns = 300*time.Millisecond, time.Second, 2, 8, 8, 8
+		b := &bench{o: o, ctx: context.Background(), want: benchkit.Only(o.only)}
+		if err := b.run(); err != nil || len(b.errs) > 0 {
+			t.Fatalf("-compare %s: %v %v", c.against, err, b.errs)
+		}
+		md, err := os.ReadFile(filepath.Join(o.out, "compare.md"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("-compare %s:\n%s", c.against, md)
+		if len(b.abRows) != len(c.keys) {
+			t.Fatalf("-compare %s: %d rows, want %d", c.against, len(b.abRows), len(c.keys))
+		}
+		for i, r := range b.abRows {
+			if r.key != c.keys[i] || r.cpu < 0.05 || r.cpu > 20 || r.rate < 0.05 || r.rate > 20 {
+				t.Errorf("-compare %s: row %+v, want %s with ratios in 0.05–20", c.against, r, c.keys[i])
+			}
+		}
+	}
+}
+
 // TestMain also serves the child modes: the bench re-runs its own binary
 // (here the test binary) as nginx's auth server, the dynamic web backend
 // and the idle test's IMAP backend.
@@ -326,4 +379,32 @@ func TestMain(m *testing.M) {
 		os.Exit(st)
 	}
 	testenv.Main(m)
+}
+
+func TestPairRatios(t *testing.T) {
+	// Rounds where either side measured nothing are left out; the
+	// geometric mean of 2 and 0.5 is 1.
+	ratios, med, geo := pairRatios([]float64{2, 1, 0, 3}, []float64{1, 2, 5, 1.5, 7})
+	if want := []float64{2, 0.5, 2}; !slices.Equal(ratios, want) {
+		t.Fatalf("ratios = %v, want %v", ratios, want)
+	}
+	if med != 2 {
+		t.Errorf("median = %v, want 2", med)
+	}
+	if want := math.Cbrt(2); math.Abs(geo-want) > 1e-12 {
+		t.Errorf("geometric mean = %v, want %v", geo, want)
+	}
+	if r, m, g := pairRatios(nil, []float64{1}); r != nil || m != 0 || g != 0 {
+		t.Errorf("no rounds: %v, %v, %v; want nil, 0, 0", r, m, g)
+	}
+}
+
+func TestSourceAddrGroups(t *testing.T) {
+	// The second side of -compare takes its clients' addresses from groups
+	// of its own: Dovecot limits connections per user and address.
+	a := sourceAddr(11+target{}.group, 3)
+	b := sourceAddr(11+target{group: 100}.group, 3)
+	if a == b || a.String() != "127.11.0.4" || b.String() != "127.111.0.4" {
+		t.Errorf("addresses %v and %v, want 127.11.0.4 and 127.111.0.4", a, b)
+	}
 }

@@ -1,0 +1,306 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/postern/postern/bench/internal/benchkit"
+	"github.com/postern/postern/bench/internal/procstat"
+)
+
+// Comparing side by side at the same time (-compare): postern (A) and B —
+// a second postern build, haproxy or nginx — run together, each with half
+// of the load, and each one's CPU a operation is read over the same
+// window. Whatever the machine does in that window (another guest's
+// steal, a slower minute of Dovecot) falls on both alike, so the ratio of
+// their CPU a operation is far steadier than the ratio of two runs taken
+// one after the other. The same build on both sides measures what is
+// left of the noise.
+
+// abSide is one side of a comparison: its listeners and how to read its
+// CPU seconds.
+type abSide struct {
+	name        string
+	fe          frontends
+	cpu         func(key string) float64 // CPU seconds so far of the process(es) serving scenario key
+	groupOffset byte                     // added to each scenario's source-address group
+	cpu0, cpu1  float64
+	t0, t1      time.Time
+	res         loadResult
+	runErr      error
+	perOp, rate []float64 // a value per round
+	shakes      int
+	resum       int
+}
+
+// abRow is a scenario's result in a comparison: postern's CPU a
+// operation and rate over the other side's, medians of the rounds.
+type abRow struct {
+	key       string
+	cpu, rate float64
+}
+
+// abScenarios are the scenarios a comparison can run (not the idle test).
+var abScenarios = []string{"fetch", "login", "smtp", "http", "httpdyn", "imaps-fetch", "imaps-login", "imaps-resume", "smtps", "https"}
+
+// compareSides returns the two sides of -compare, starting B's postern
+// processes when B is a binary (stopped by stopAB).
+func (b *bench) compareSides() ([]*abSide, error) {
+	posternCPU := func(mail, web, webDyn, webTLS *proc) func(string) float64 {
+		return func(key string) float64 {
+			switch key {
+			case "http":
+				return pcpu(web)
+			case "httpdyn":
+				return pcpu(webDyn)
+			case "https":
+				return pcpu(webTLS)
+			}
+			return pcpu(mail)
+		}
+	}
+	a := &abSide{name: "postern", fe: b.a.pt, cpu: posternCPU(b.ptMail, b.ptWeb, b.ptWebDyn, b.ptWebTLS)}
+	switch b.o.compare {
+	case "haproxy":
+		return []*abSide{a, {name: "haproxy", fe: b.a.hap, groupOffset: 100, cpu: func(string) float64 { return pcpu(b.haproxy) }}}, nil
+	case "nginx":
+		return []*abSide{a, {name: "nginx", fe: b.a.ngx, groupOffset: 100, cpu: func(string) float64 { return procstat.TreeCPU(b.nginx.pid()) }}}, nil
+	}
+	free, err := freeAddrs(7)
+	if err != nil {
+		return nil, err
+	}
+	fe := newFrontends(func() string { f := free[0]; free = free[1:]; return f })
+	ad := b.a
+	ad.pt = fe
+	dir := filepath.Join(b.tmp, "postern-B")
+	benchkit.Logf("starting postern B: %s", b.o.compare)
+	start := func(name, conf string, dir string, listen ...string) (*proc, error) {
+		p, err := startPostern(name, dir, b.o.compare, conf, listen...)
+		if err == nil {
+			b.abProcs = append(b.abProcs, p)
+		}
+		return p, err
+	}
+	mail, err := start("postern-mail-B", posternMailConf(filepath.Join(dir, "mail"), ad, b.cert, b.o.eventLoops), filepath.Join(dir, "mail"), fe.imap, fe.imaps, fe.smtp, fe.smtps)
+	if err != nil {
+		return nil, err
+	}
+	web := func(name, listen, backend string, c *certFiles) (*proc, error) {
+		d := filepath.Join(dir, name)
+		return start("postern-"+name+"-B", posternWebConf(d, listen, backend, c), d, listen)
+	}
+	w, err := web("web", fe.web, b.a.static, nil)
+	if err != nil {
+		return nil, err
+	}
+	wd, err := web("webdyn", fe.webDyn, b.a.dynamic, nil)
+	if err != nil {
+		return nil, err
+	}
+	wt, err := web("webtls", fe.webTLS, b.a.static, b.cert)
+	if err != nil {
+		return nil, err
+	}
+	return []*abSide{a, {name: "B", fe: fe, groupOffset: 100, cpu: posternCPU(mail, w, wd, wt)}}, nil
+}
+
+// stopAB stops B's postern processes.
+func (b *bench) stopAB() {
+	for _, p := range b.abProcs {
+		if !p.running() {
+			b.fail("%s exited during the run (%v):\n%s", p.name, p.err, p.tail())
+		}
+		p.stop()
+	}
+	b.abProcs = nil
+}
+
+// compareAll runs every wanted scenario with both sides at the same time
+// and writes compare.md into the output folder.
+func (b *bench) compareAll() error {
+	defer b.stopServers()
+	if err := b.startServers(); err != nil {
+		return err
+	}
+	defer b.stopAB()
+	sides, err := b.compareSides()
+	if err != nil {
+		return err
+	}
+	z := sides[1]
+	bName := z.name
+	if bName == "B" {
+		bName = "B (`" + b.o.compare + "`)"
+	}
+	var out strings.Builder
+	fmt.Fprintf(&out, "Measured %s at commit `%s`; %s; %s. Flags: `%s`.\n\n", b.rep.Date, b.rep.Commit, b.rep.CPU, b.rep.Versions, strings.TrimSpace("bench/peers.sh "+b.o.args))
+	fmt.Fprintf(&out, "postern (`%s`) and %s ran at the same time, each with half of the clients; each one's CPU a operation over the same window", b.bin, bName)
+	if z.name == "nginx" {
+		out.WriteString(" (nginx: master and workers, not its auth server)")
+	}
+	fmt.Fprintf(&out, ". postern/%s: postern's CPU a operation (or rate) over the other's, in each round.\n\n", z.name)
+	fmt.Fprintf(&out, "| scenario | postern: rate, CPU a operation (medians) | %s | postern/%s CPU, each round | median (geometric mean) | postern/%s rate, median |\n|---|---|---|---|---|---|\n", z.name, z.name, z.name)
+	for _, key := range abScenarios {
+		if !b.want(key) || b.ctx.Err() != nil {
+			continue
+		}
+		line, err := b.compareScenario(key, sides)
+		if err != nil {
+			b.fail("%s: %v", key, err)
+			continue
+		}
+		out.WriteString(line)
+	}
+	table := out.String()
+	fmt.Println(table)
+	dir := b.outDir()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	benchkit.Logf("table in %s", filepath.Join(dir, "compare.md"))
+	return os.WriteFile(filepath.Join(dir, "compare.md"), []byte(table), 0o644)
+}
+
+// compareScenario runs one scenario's rounds and returns its table row.
+func (b *bench) compareScenario(key string, sides []*abSide) (string, error) {
+	b.settle()
+	sc := newScenario(key, b.o)
+	o := b.o
+	for _, s := range sides {
+		s.perOp, s.rate, s.shakes, s.resum = nil, nil, 0, 0
+	}
+	// pick returns the process measured and the load of one side, with
+	// its half of the clients.
+	var pick func(s *abSide) func(ctx context.Context, h hooks) (loadResult, error)
+	mail := func(plain, tlsAddr func(f frontends) string, resume, useTLS bool, run func(ctx context.Context, t target, h hooks) loadResult) {
+		pick = func(s *abSide) func(ctx context.Context, h hooks) (loadResult, error) {
+			t := target{side: s.name, addr: plain(s.fe), group: s.groupOffset}
+			if useTLS {
+				t.addr, t.tls = tlsAddr(s.fe), b.cert.clientTLS(resume)
+			}
+			return func(ctx context.Context, h hooks) (loadResult, error) { return run(ctx, t, h), nil }
+		}
+	}
+	half := func(n int) int { return max(1, n/2) }
+	switch key {
+	case "fetch", "imaps-fetch":
+		if err := b.storeBig(); err != nil {
+			return "", fmt.Errorf("storing the big message: %w", err)
+		}
+		mail(func(f frontends) string { return f.imap }, func(f frontends) string { return f.imaps }, true, key == "imaps-fetch",
+			func(ctx context.Context, t target, h hooks) loadResult {
+				return fetchRun(ctx, t, b.bigVsize, half(o.bigClients), o.warmup, o.duration, h)
+			})
+	case "login", "imaps-login", "imaps-resume":
+		mail(func(f frontends) string { return f.imap }, func(f frontends) string { return f.imaps }, key == "imaps-resume", key != "login",
+			func(ctx context.Context, t target, h hooks) loadResult {
+				return loginRun(ctx, t, half(o.loginClients), o.warmup, o.duration, h)
+			})
+	case "smtp", "smtps":
+		body := smtpBody(o.smtpSize)
+		mail(func(f frontends) string { return f.smtp }, func(f frontends) string { return f.smtps }, true, key == "smtps",
+			func(ctx context.Context, t target, h hooks) loadResult {
+				return smtpRun(ctx, t, body, half(o.smtpClients), o.warmup, o.duration, h)
+			})
+	case "http", "httpdyn", "https":
+		pick = func(s *abSide) func(ctx context.Context, h hooks) (loadResult, error) {
+			url := "http://" + s.fe.web + "/"
+			switch key {
+			case "httpdyn":
+				url = "http://" + s.fe.webDyn + "/"
+			case "https":
+				url = "https://" + s.fe.webTLS + "/"
+			}
+			return func(_ context.Context, h hooks) (loadResult, error) { return b.wrkRunConns(url, half(o.httpConns), h) }
+		}
+	default:
+		return "", fmt.Errorf("unknown scenario %q", key)
+	}
+	for r := 0; r < o.rounds && b.ctx.Err() == nil; r++ {
+		if key == "smtp" || key == "smtps" {
+			if err := b.drain(); err != nil {
+				return "", err
+			}
+		}
+		stop := func() {}
+		if key == "smtp" || key == "smtps" {
+			stop = b.reaper()
+		}
+		var wg sync.WaitGroup
+		for _, s := range sides {
+			load := pick(s)
+			wg.Go(func() {
+				s.res, s.runErr = load(b.ctx, hooks{
+					start: func() { s.t0, s.cpu0 = time.Now(), s.cpu(key) },
+					end:   func() { s.t1, s.cpu1 = time.Now(), s.cpu(key) },
+				})
+			})
+		}
+		wg.Wait()
+		stop()
+		var parts []string
+		for _, s := range sides {
+			if s.runErr != nil {
+				return "", fmt.Errorf("%s, round %d: %w", s.name, r+1, s.runErr)
+			}
+			if s.res.errors > 0 {
+				return "", fmt.Errorf("%s, round %d: %d failed sessions; first: %v", s.name, r+1, s.res.errors, s.res.firstErr)
+			}
+			run := sc.add("postern", s.res, map[string]float64{cPostern: s.cpu1 - s.cpu0}, s.t1.Sub(s.t0).Seconds())
+			if sc.ops(run) == 0 {
+				return "", fmt.Errorf("%s, round %d: nothing completed in the measured window", s.name, r+1)
+			}
+			s.perOp = append(s.perOp, sc.perOp(run, cPostern))
+			s.rate = append(s.rate, run.Rate)
+			s.shakes += s.res.shakes
+			s.resum += s.res.resumed
+			parts = append(parts, fmt.Sprintf("%s %.1f %s %.3f %s/%s", s.name, run.Rate, sc.Unit, s.perOp[r], sc.CPUUnit, sc.Op))
+		}
+		benchkit.Logf("%-13s round %d: %s  postern/%s CPU %.3f", key, r+1, strings.Join(parts, ", "), sides[1].name, sides[0].perOp[r]/sides[1].perOp[r])
+	}
+	a, z := sides[0], sides[1]
+	cpuRatios, cpuMed, cpuGeo := pairRatios(a.perOp, z.perOp)
+	_, rateMed, _ := pairRatios(a.rate, z.rate)
+	if len(cpuRatios) == 0 {
+		return "", fmt.Errorf("no round completed")
+	}
+	b.abRows = append(b.abRows, abRow{key, cpuMed, rateMed})
+	each := make([]string, len(cpuRatios))
+	for i, r := range cpuRatios {
+		each[i] = fmt.Sprintf("%.3f", r)
+	}
+	cell := func(s *abSide) string {
+		c := fmt.Sprintf("%s %s, %s %s/%s", fmtNum(benchkit.Median(s.rate)), sc.Unit, fmtNum(benchkit.Median(s.perOp)), sc.CPUUnit, sc.Op)
+		if key == "imaps-resume" && s.shakes > 0 {
+			c += fmt.Sprintf(", %.0f%% resumed", 100*float64(s.resum)/float64(s.shakes))
+		}
+		return c
+	}
+	return fmt.Sprintf("| %s | %s | %s | %s | **%.3f** (%.3f) | %.3f |\n", sc.Title, cell(a), cell(z), strings.Join(each, ", "),
+		cpuMed, cpuGeo, rateMed), nil
+}
+
+// pairRatios returns a[i]/z[i] for every round both have a value for,
+// their median and their geometric mean (0 when there is none).
+func pairRatios(a, z []float64) (ratios []float64, median, geomean float64) {
+	n := min(len(a), len(z))
+	logSum := 0.0
+	for i := range n {
+		if a[i] <= 0 || z[i] <= 0 {
+			continue
+		}
+		ratios = append(ratios, a[i]/z[i])
+		logSum += math.Log(a[i] / z[i])
+	}
+	if len(ratios) == 0 {
+		return nil, 0, 0
+	}
+	return ratios, benchkit.Median(ratios), math.Exp(logSum / float64(len(ratios)))
+}
