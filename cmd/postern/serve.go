@@ -55,8 +55,9 @@ pop3, pop3s and web (HTTP, or HTTPS with HTTP/2 when it has tls).`,
 			logw := cmd.ErrOrStderr()
 			if f, ok := logw.(*os.File); ok {
 				// The process's own standard error: lines go out in
-				// batches, at most logbatch.DefaultDelay late.
-				b := logbatch.New(f, 0)
+				// batches, at most logbatch.DefaultDelay late, in raw
+				// writes where they cannot block.
+				b := logbatch.NewFile(f, 0)
 				defer b.Close()
 				logw = b
 			}
