@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 	"unsafe"
 
 	"github.com/pires/go-proxyproto"
@@ -317,7 +318,7 @@ func rawClose(fd int32) {
 // accept4(2) through the runtime's entry for blocking system calls, and
 // new connections accepted by a goroutine of their own that hands each to
 // a loop.
-var costs struct{ close, accept, handoff bool }
+var costs struct{ close, accept, handoff, timer, tick bool }
 
 // accept4 takes one connection from lfd.
 func accept4(lfd int32, rsa *unix.RawSockaddrAny, alen *uint32) (uintptr, unix.Errno) {
@@ -793,9 +794,36 @@ func setCosts(list string) error {
 			costs.accept = true
 		case "handoff":
 			costs.handoff = true
+		case "timer":
+			costs.timer = true
+		case "tick":
+			costs.tick = true
 		default:
-			return fmt.Errorf("-costs: unknown cost %q (close, accept, handoff)", c)
+			return fmt.Errorf("-costs: unknown cost %q (close, accept, handoff, timer, tick)", c)
 		}
 	}
 	return nil
+}
+
+// costTimers starts what the timer and tick costs add: a runtime timer
+// always pending an hour ahead (the runtime's poller then sleeps with a
+// timeout), and a ticker every 20 ms (a wake-up 50 times a second).
+func costTimers(ctx context.Context) {
+	if costs.timer {
+		t := time.NewTimer(time.Hour)
+		context.AfterFunc(ctx, func() { t.Stop() })
+	}
+	if costs.tick {
+		go func() {
+			t := time.NewTicker(20 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+			}
+		}()
+	}
 }

@@ -116,6 +116,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	costTimers(ctx)
 	switch *mode {
 	case "loop", "loop-blocking":
 		err = runLoops(ctx, svcs, runtime.GOMAXPROCS(0), *mode == "loop-blocking")
