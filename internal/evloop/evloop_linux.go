@@ -444,6 +444,7 @@ func (l *loop) run1(t *task) {
 		_, ok := w.next()
 		l.current = nil
 		if !ok || w.done {
+			l.forgetClosed(t) // closed already: no EPOLL_CTL_DEL to fail with EBADF
 			l.forget(t)
 			t.attached.Store(false)
 			t.unbind()
@@ -460,6 +461,7 @@ func (l *loop) run1(t *task) {
 			return
 		}
 		if t.detach {
+			l.forgetClosed(t)
 			l.forget(t)
 			t.attached.Store(false)
 			l.live--
@@ -557,13 +559,14 @@ func (l *loop) watch(t *task, fd int) (*fdState, error) {
 	return st, nil
 }
 
-// forget stops watching t's descriptors.
+// forget stops watching t's descriptors that are still open (those
+// closed are forgotten by forgetClosed, without a system call).
 func (l *loop) forget(t *task) {
 	for _, fd := range t.fds {
 		if st := &l.fds[fd]; st.t == t {
 			*st = fdState{}
-			// A closed descriptor is gone from the instance already (ENOENT,
-			// EBADF); one still open stops reporting to this loop.
+			// One still open stops reporting to this loop; one closed
+			// unseen (no Wake) is gone from the instance already (EBADF).
 			unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(l.ep), unix.EPOLL_CTL_DEL, uintptr(fd), 0, 0, 0)
 		}
 	}
