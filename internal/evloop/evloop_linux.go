@@ -114,6 +114,7 @@ type loop struct {
 	ep   int
 	file *os.File
 	efd  int
+	tfd  int // the timerfd that wakes the loop at its earliest deadline
 
 	mu       sync.Mutex
 	starts   []*task // new tasks, posted by Go
@@ -124,7 +125,7 @@ type loop struct {
 	// Owned by the loop's goroutine:
 	fds     []fdState // by descriptor
 	timers  timerHeap
-	armed   int64 // the epoll file's read deadline (Unix ns, 0 none)
+	armed   int64 // when the timerfd expires (Unix ns, 0: disarmed)
 	live    int   // tasks started and not ended
 	events  []unix.EpollEvent
 	batch   []*task // the spare slices of starts and wakes
@@ -162,13 +163,27 @@ func newLoop(log *slog.Logger) (*loop, error) {
 		file.Close()
 		return nil, fmt.Errorf("evloop: eventfd: %w", err)
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(efd)}
-	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, efd, &ev); err != nil {
+	// The loop's deadlines wake it through a timerfd in its own epoll
+	// instance rather than a deadline on the instance's file: a runtime
+	// timer, whose every change to an earlier time wakes a thread
+	// sleeping in the runtime's poller, and which fires even after the
+	// deadline it was set for has gone.
+	tfd, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
+	if err != nil {
 		unix.Close(efd)
 		file.Close()
-		return nil, fmt.Errorf("evloop: epoll_ctl: %w", err)
+		return nil, fmt.Errorf("evloop: timerfd_create: %w", err)
 	}
-	return &loop{log: log, ep: ep, file: file, efd: efd, events: make([]unix.EpollEvent, 128)}, nil
+	for _, fd := range []int{efd, tfd} {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
+		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+			unix.Close(tfd)
+			unix.Close(efd)
+			file.Close()
+			return nil, fmt.Errorf("evloop: epoll_ctl: %w", err)
+		}
+	}
+	return &loop{log: log, ep: ep, file: file, efd: efd, tfd: tfd, events: make([]unix.EpollEvent, 128)}, nil
 }
 
 // post queues t on q (starts or wakes) and wakes the loop if it is parked.
@@ -198,6 +213,7 @@ func (l *loop) run() {
 	defer func() {
 		l.stopWorkers()
 		unix.Close(l.efd)
+		unix.Close(l.tfd)
 		l.file.Close()
 	}()
 	rc, err := l.file.SyscallConn()
@@ -208,17 +224,7 @@ func (l *loop) run() {
 	done := false
 	step := func(uintptr) bool { return l.step(&done) }
 	for !done {
-		if next := l.timers.next(); next != 0 && (l.armed == 0 || next < l.armed) {
-			l.file.SetReadDeadline(time.Unix(0, next))
-			l.armed = next
-		}
-		err := rc.Read(step)
-		switch {
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			l.armed = 0
-			l.file.SetReadDeadline(time.Time{})
-			l.expire(time.Now().UnixNano())
-		case err != nil:
+		if err := rc.Read(step); err != nil {
 			l.log.Error("evloop: waiting for events", "err", err)
 			return
 		}
@@ -259,9 +265,7 @@ func (l *loop) step(done *bool) bool {
 				l.sleeping.Store(false)
 				continue
 			}
-			if next := l.timers.next(); next != 0 && (l.armed == 0 || next < l.armed) {
-				return true // rearm the deadline first
-			}
+			l.arm()
 			return false
 		}
 	}
@@ -297,9 +301,13 @@ func (l *loop) drain() bool {
 func (l *loop) dispatch(evs []unix.EpollEvent) {
 	for i := range evs {
 		fd := int(evs[i].Fd)
-		if fd == l.efd {
+		if fd == l.efd || fd == l.tfd {
 			var buf [8]byte
-			unix.RawSyscall(unix.SYS_READ, uintptr(l.efd), uintptr(unsafe.Pointer(&buf[0])), 8)
+			unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&buf[0])), 8)
+			if fd == l.tfd {
+				l.armed = 0 // expired: a timerfd fires once
+				l.expire(time.Now().UnixNano())
+			}
 			continue
 		}
 		if fd >= len(l.fds) {
@@ -338,6 +346,40 @@ const (
 	readReady  = 1
 	writeReady = 2
 )
+
+// rearmLater is how much later than the timerfd's expiry the earliest
+// deadline may be before the loop sets the timerfd again: an expiry a
+// little early only finds nothing due and is set again then.
+const rearmLater = 20 * time.Millisecond
+
+// arm sets the timerfd to the earliest deadline before the loop parks:
+// at once when that is earlier than it is set for, when there is none
+// (disarmed: a deadline gone with its session does not wake the loop),
+// and when it is more than rearmLater later. One raw system call, and
+// none when nothing changed.
+func (l *loop) arm() {
+	next := l.timers.next()
+	switch {
+	case next == l.armed:
+		return
+	case next == 0, l.armed == 0, next < l.armed, next-l.armed > int64(rearmLater):
+	default:
+		return
+	}
+	var its unix.ItimerSpec
+	if next != 0 {
+		d := next - time.Now().UnixNano()
+		if d <= 0 {
+			d = 1 // due already: expire at once (zero would disarm)
+		}
+		its.Value = unix.NsecToTimespec(d)
+	}
+	if _, _, e := unix.RawSyscall6(unix.SYS_TIMERFD_SETTIME, uintptr(l.tfd), 0, uintptr(unsafe.Pointer(&its)), 0, 0, 0); e != 0 {
+		l.log.Error("evloop: timerfd_settime", "err", e)
+		return
+	}
+	l.armed = next
+}
 
 // expire resumes the tasks whose deadline has passed.
 func (l *loop) expire(now int64) {

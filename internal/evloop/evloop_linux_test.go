@@ -870,3 +870,62 @@ func endWithTheLastBytes(t *testing.T, pair pairFunc) {
 		t.Fatal("the second read still waits: the peer's close, queued with the bytes, went unseen")
 	}
 }
+
+// The loop's timerfd follows its earliest deadline: a wait whose deadline
+// is earlier than the one armed (an hour ahead, left by a wait that ended
+// at once) fires on time, and so do later and earlier ones after it,
+// never before their time.
+func TestDeadlinesRearm(t *testing.T) {
+	g := start(t, 1)
+	got := make(chan string, 1)
+	g.Go(context.Background(), nil, func(ctx context.Context) {
+		tk := ctx.Value(ctxKey{}).(*task)
+		l := tk.l
+		p, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		defer unix.Close(p[0])
+		defer unix.Close(p[1])
+		wait := func(d time.Duration) (time.Duration, error) {
+			start := time.Now()
+			_, err := tk.Wait(p[0], false, start.Add(d))
+			return time.Since(start), err
+		}
+		// Data ready at once: the wait ends an hour before its deadline.
+		unix.Write(p[1], []byte("x"))
+		if _, err := wait(time.Hour); err != nil {
+			got <- fmt.Sprintf("wait with data ready: %v", err)
+			return
+		}
+		var b [8]byte
+		unix.Read(p[0], b[:])
+		// Nothing to read: each deadline fires, not before its time,
+		// whether it is earlier or later than the one before.
+		for _, d := range []time.Duration{200 * time.Millisecond, 20 * time.Millisecond, 300 * time.Millisecond, 5 * time.Millisecond} {
+			took, err := wait(d)
+			if !errors.Is(err, os.ErrDeadlineExceeded) || took < d {
+				got <- fmt.Sprintf("wait of %v: %v after %v, want os.ErrDeadlineExceeded no sooner", d, err, took)
+				return
+			}
+		}
+		if l.armed != 0 && len(l.timers) == 0 {
+			// Checked on the loop: with no deadline left, what is armed
+			// is the last expiry not yet read, at most.
+			if l.armed > time.Now().UnixNano() {
+				got <- fmt.Sprintf("timerfd armed for %v with no deadline", time.Unix(0, l.armed))
+				return
+			}
+		}
+		got <- "ok"
+	})
+	select {
+	case s := <-got:
+		if s != "ok" {
+			t.Fatal(s)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a deadline never fired")
+	}
+}
