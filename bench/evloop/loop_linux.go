@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -31,7 +32,7 @@ func runLoops(ctx context.Context, svcs []service, n int, blocking bool) error {
 		}
 	}
 	lsvcs := svcs
-	if costs.handoff {
+	if costs.handoff.Load() {
 		lsvcs = nil // the acceptors' (handoff) listeners instead
 	}
 	for range n {
@@ -48,7 +49,7 @@ func runLoops(ctx context.Context, svcs []service, n int, blocking bool) error {
 		wg.Go(func() { errs[i] = l.run() })
 	}
 	var acceptors []*os.File
-	if costs.handoff {
+	if costs.handoff.Load() {
 		for i := range svcs {
 			fd, err := listenReusePort(svcs[i].listen)
 			if err != nil {
@@ -182,7 +183,7 @@ func newLoop(svcs []service, blocking bool) (*loop, error) {
 		return nil, err
 	}
 	l := &loop{ep: ep, file: file, efd: efd, pfd: -1, blocking: blocking, listeners: map[int32]*service{}, buf: make([]byte, 64<<10), events: make([]unix.EpollEvent, 256)}
-	if costs.handoff {
+	if costs.handoff.Load() {
 		if l.pfd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
 			l.close()
 			return nil, fmt.Errorf("eventfd: %w", err)
@@ -306,7 +307,7 @@ func rawWrite(fd int32, p []byte) (int, unix.Errno) {
 }
 
 func rawClose(fd int32) {
-	if costs.close {
+	if costs.close.Load() {
 		unix.Syscall(unix.SYS_CLOSE, uintptr(fd), 0, 0) // through the runtime's entry, as Go's net does
 		return
 	}
@@ -318,12 +319,14 @@ func rawClose(fd int32) {
 // accept4(2) through the runtime's entry for blocking system calls, and
 // new connections accepted by a goroutine of their own that hands each to
 // a loop.
-var costs struct{ close, accept, handoff, timer, tick bool }
+// costs are the -costs switches; atomic, since a relay's goroutines may
+// still be closing connections when a test sets them for the next one.
+var costs struct{ close, accept, handoff, timer, tick atomic.Bool }
 
 // accept4 takes one connection from lfd.
 func accept4(lfd int32, rsa *unix.RawSockaddrAny, alen *uint32) (uintptr, unix.Errno) {
 	call := unix.RawSyscall6
-	if costs.accept {
+	if costs.accept.Load() {
 		call = unix.Syscall6
 	}
 	fd, _, e := call(unix.SYS_ACCEPT4, uintptr(lfd), uintptr(unsafe.Pointer(rsa)), uintptr(unsafe.Pointer(alen)), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
@@ -789,15 +792,15 @@ func setCosts(list string) error {
 		switch strings.TrimSpace(c) {
 		case "":
 		case "close":
-			costs.close = true
+			costs.close.Store(true)
 		case "accept":
-			costs.accept = true
+			costs.accept.Store(true)
 		case "handoff":
-			costs.handoff = true
+			costs.handoff.Store(true)
 		case "timer":
-			costs.timer = true
+			costs.timer.Store(true)
 		case "tick":
-			costs.tick = true
+			costs.tick.Store(true)
 		default:
 			return fmt.Errorf("-costs: unknown cost %q (close, accept, handoff, timer, tick)", c)
 		}
@@ -809,11 +812,11 @@ func setCosts(list string) error {
 // always pending an hour ahead (the runtime's poller then sleeps with a
 // timeout), and a ticker every 20 ms (a wake-up 50 times a second).
 func costTimers(ctx context.Context) {
-	if costs.timer {
+	if costs.timer.Load() {
 		t := time.NewTimer(time.Hour)
 		context.AfterFunc(ctx, func() { t.Stop() })
 	}
-	if costs.tick {
+	if costs.tick.Load() {
 		go func() {
 			t := time.NewTicker(20 * time.Millisecond)
 			defer t.Stop()

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -124,17 +125,24 @@ func startLoopCosts(t *testing.T, svc service) string {
 			t.Error(err)
 		}
 		l.close()
-		costs.close, costs.accept, costs.handoff = false, false, false
+		resetCosts()
 	})
 	return svc.listen.String()
 }
 
 func TestSetCosts(t *testing.T) {
-	defer func() { costs.close, costs.accept, costs.handoff = false, false, false }()
-	if err := setCosts("close, handoff"); err != nil || !costs.close || costs.accept || !costs.handoff {
-		t.Fatalf("setCosts: %v, %+v", err, costs)
+	defer func() { resetCosts() }()
+	if err := setCosts("close, handoff"); err != nil || !costs.close.Load() || costs.accept.Load() || !costs.handoff.Load() {
+		t.Fatalf("setCosts: %v, close %v accept %v handoff %v", err, costs.close.Load(), costs.accept.Load(), costs.handoff.Load())
 	}
 	if err := setCosts("close,sleep"); err == nil || !strings.Contains(err.Error(), `"sleep"`) {
 		t.Fatalf("an unknown cost: %v", err)
+	}
+}
+
+// resetCosts turns every -costs switch off.
+func resetCosts() {
+	for _, c := range []*atomic.Bool{&costs.close, &costs.accept, &costs.handoff, &costs.timer, &costs.tick} {
+		c.Store(false)
 	}
 }
