@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 
+	"github.com/postern/postern/internal/ascii"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -80,6 +81,7 @@ func parseFastHead(head []byte) (h fastHead, ok bool) {
 	h.header = make(http.Header, n)
 	vals := make([]string, n) // one backing array for single values
 	hosts := 0
+	conns := false // a Connection line seen
 	for rest != "" {
 		line, rest, _ = cutCRLF(rest)
 		colon := -1
@@ -112,9 +114,14 @@ func parseFastHead(head []byte) (h fastHead, ok bool) {
 		case nameRefused:
 			return h, false
 		case nameConnection:
-			if httpguts.HeaderValuesContainsToken([]string{v}, "close") {
+			// As net/http's server: the comma-separated list of every
+			// Connection line (readRequest), and for the first line the
+			// looser match of Request.wantsClose, where "close" bounded
+			// by spaces, tabs or commas counts ("Close 0").
+			if httpguts.HeaderValuesContainsToken([]string{v}, "close") || !conns && hasToken(v, "close") {
 				h.close = true
 			}
+			conns = true
 		}
 		if vv, ok := h.header[key]; ok {
 			h.header[key] = append(vv, v)
@@ -266,4 +273,24 @@ func canonicalName(name string) (string, int) {
 	}
 	k := string(b)
 	return k, nameKind(k)
+}
+
+// hasToken reports whether token (lower case ASCII) appears in v, ASCII
+// case-insensitively, bounded by the start or end of v or by a space, a
+// tab or a comma on each side: net/http's hasToken, which its server uses
+// to decide whether a request asked to close the connection.
+func hasToken(v, token string) bool {
+	boundary := func(b byte) bool { return b == ' ' || b == ',' || b == '\t' }
+	for sp := 0; sp+len(token) <= len(v); sp++ {
+		if sp > 0 && !boundary(v[sp-1]) {
+			continue
+		}
+		if end := sp + len(token); end != len(v) && !boundary(v[end]) {
+			continue
+		}
+		if ascii.EqualFold(v[sp:sp+len(token)], token) {
+			return true
+		}
+	}
+	return false
 }

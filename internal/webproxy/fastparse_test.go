@@ -247,3 +247,16 @@ func FuzzFastRequestForm(f *testing.F) {
 		checkFastRequestForm(t, b, addr, v6)
 	})
 }
+
+// hasToken matches net/http's own (unexported) hasToken, which decides
+// whether its server closes a connection after the answer.
+func TestHasToken(t *testing.T) {
+	for v, want := range map[string]bool{
+		"close": true, "Close 0": true, "keep-alive, CLOSE": true, "\tclose\t": true, "close,keep-alive": true,
+		"closed": false, "x-close": false, "keep-alive": false, "": false, "clos": false, "0close": false,
+	} {
+		if got := hasToken(v, "close"); got != want {
+			t.Errorf("hasToken(%q, close) = %v, want %v", v, got, want)
+		}
+	}
+}
