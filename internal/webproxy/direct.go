@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -146,6 +147,14 @@ func (l *limitReader) Read(p []byte) (int, error) {
 		idle := l.idle
 		l.idle = false
 		if nw, n, err = l.wr.WriteRead(w, p, idle); nw < len(w) && err != nil {
+			if nw == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+				// The first wait's deadline had passed before the write
+				// began (a slow connect, a busy machine): nothing went
+				// out, and the request goes with the next read, whose
+				// deadline the caller has extended.
+				l.held, l.idle = w, idle
+				return 0, err
+			}
 			err = fmt.Errorf("writing the request to the backend: %w", err)
 			l.werr = err
 		}

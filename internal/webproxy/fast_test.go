@@ -687,3 +687,28 @@ func TestFastWriteDeadline(t *testing.T) {
 		t.Error("handed to net/http: the fast server was not tested")
 	}
 }
+
+// TestFastLateWrite: the short first wait for an answer (after which the
+// fast server watches its client) never fails a request by itself. When
+// more than that wait passes between the request's start and its write
+// to the backend (a slow connect, a busy machine), the request still goes
+// out and its answer comes back, as through net/http's server.
+func TestFastLateWrite(t *testing.T) {
+	conf := baseCfg[:strings.Index(baseCfg, "intrusion_prevention:")]
+	be := startScriptBackend(t, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\npage")
+	addr, p := startProxyConfig(t, conf, be.ln.Addr().String(), true, func(c *Config, p *Proxy) {
+		if c != nil {
+			c.RefusalTime = -1
+		}
+	})
+	// The request's clock reads 2 × slowAnswer before the write happens.
+	p.dc.now = func() time.Time { return time.Now().Add(-2 * slowAnswer) }
+	for i := range 3 { // a new backend connection, then reused ones
+		got := rawExchange(t, addr, []byte("GET /page HTTP/1.1\r\nHost: x\r\n\r\n"))
+		// The backend answers the page on a new connection, "ok" on a
+		// reused one and to /end (startScriptBackend).
+		if st := statuses(got); len(st) != 2 || st[0] != 200 || st[1] != 200 || i == 0 && !strings.Contains(got, "\r\n\r\npage") {
+			t.Fatalf("exchange %d: %q", i, got)
+		}
+	}
+}
