@@ -23,7 +23,11 @@ type scriptBackend struct {
 	script     string
 	late       string
 	closeAfter bool
-	wroteLate  chan struct{}
+	// closeAll: every other answer says Connection: close and ends its
+	// connection too, so that no proxy keeps one and every request for
+	// /page meets the script on a new connection.
+	closeAll  bool
+	wroteLate chan struct{}
 
 	mu    sync.Mutex
 	conns int
@@ -84,6 +88,10 @@ func (b *scriptBackend) serve(c net.Conn) {
 		b.reqs = append(b.reqs, head.String())
 		b.mu.Unlock()
 		if n > 0 || !strings.Contains(head.String(), " /page ") {
+			if b.closeAll {
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+				return
+			}
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 			continue
 		}
