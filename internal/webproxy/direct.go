@@ -532,6 +532,9 @@ func (p *Proxy) serveDirect(w http.ResponseWriter, r *http.Request) {
 			for k := range resp.Trailer {
 				keys = append(keys, k)
 			}
+			// In one order every time (a map's is random; so is
+			// httputil.ReverseProxy's).
+			slices.Sort(keys)
 			w.Header().Add("Trailer", strings.Join(keys, ", "))
 		}
 		if _, typed := w.Header()["Content-Type"]; !typed && body != http.NoBody && resp.ContentLength == -1 {

@@ -553,3 +553,34 @@ func TestDirectEventStream(t *testing.T) {
 		t.Fatalf("second event: %q, %v", rest, err)
 	}
 }
+
+// TestTrailerOrder: the trailers an answer announces are announced to the
+// client in one order every time, on the fast server and on net/http's
+// (read from a map, they came out in a random order, and the two servers
+// differed from one exchange to the next).
+func TestTrailerOrder(t *testing.T) {
+	conf := baseCfg[:strings.Index(baseCfg, "intrusion_prevention:")]
+	be := startScriptBackend(t, "HTTP/1.1 200 OK\r\nTrailer: Zed, Alpha, Mid\r\nTransfer-Encoding: chunked\r\n\r\n"+
+		"2\r\nok\r\n0\r\nZed: 1\r\nAlpha: 2\r\nMid: 3\r\n\r\n")
+	be.closeAfter, be.closeAll = true, true // each /page on a new connection
+	quick := func(c *Config, p *Proxy) {
+		if c != nil {
+			c.RefusalTime = -1
+		}
+	}
+	fastAddr, _ := startProxyConfig(t, conf, be.ln.Addr().String(), true, quick)
+	slowAddr, _ := startProxyConfig(t, conf, be.ln.Addr().String(), true, quick, func(_ *Config, p *Proxy) {
+		if p != nil {
+			p.noFast = true
+		}
+	})
+	req := []byte("GET /page HTTP/1.1\r\nHost: x\r\n\r\n")
+	for i := range 20 {
+		for _, addr := range []string{fastAddr, slowAddr} {
+			got := rawExchange(t, addr, req)
+			if !strings.Contains(got, "\r\nTrailer: Alpha, Mid, Zed\r\n") {
+				t.Fatalf("exchange %d through %s: %q", i, addr, got)
+			}
+		}
+	}
+}
