@@ -420,6 +420,11 @@ func (d *directClient) exchange(bc *backendConn, start time.Time, w http.Respons
 			if bc.lr.werr != nil || !errors.As(err, &ne) || !ne.Timeout() {
 				return nil, fmt.Errorf("reading the backend's answer: %w", err)
 			}
+			if err := fc.ctx.Err(); err != nil {
+				// The client went away (its close woke the connection,
+				// perhaps before the request went out): not extended.
+				return nil, err
+			}
 			// Slow: the deadline first (a cancel from the watcher must
 			// come after it), then the watcher.
 			if err := extend(); err != nil {
