@@ -42,25 +42,15 @@ func (g *Group) Stats() *Stats { return &g.stats }
 
 // Start starts n loops (n <= 0: GOMAXPROCS). Close stops them.
 func Start(n int, log *slog.Logger) (*Group, error) {
-	// POSTERN_EVLOOP_WAIT=own: an experiment (round 20 of issue 17,
-	// reverted): each loop waits in its own epoll_pwait, and GOMAXPROCS
-	// grows by the number of loops.
-	own := os.Getenv("POSTERN_EVLOOP_WAIT") == "own"
 	if n <= 0 {
 		n = runtime.GOMAXPROCS(0)
-		if own {
-			n = min(n, runtime.NumCPU())
-		}
-	}
-	if own && runtime.GOMAXPROCS(0) < runtime.NumCPU()+n {
-		runtime.GOMAXPROCS(runtime.NumCPU() + n)
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	g := &Group{}
 	for range n {
-		l, err := newLoop(log, own)
+		l, err := newLoop(log)
 		if err != nil {
 			g.Close()
 			return nil, err
@@ -69,11 +59,7 @@ func Start(n int, log *slog.Logger) (*Group, error) {
 		g.wg.Add(1)
 		go func() {
 			defer g.wg.Done()
-			if own {
-				l.runOwn()
-			} else {
-				l.run()
-			}
+			l.run()
 		}()
 	}
 	return g, nil
@@ -162,7 +148,7 @@ type fdState struct {
 	hup bool
 }
 
-func newLoop(log *slog.Logger, own bool) (*loop, error) {
+func newLoop(log *slog.Logger) (*loop, error) {
 	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("evloop: epoll_create1: %w", err)
@@ -171,13 +157,7 @@ func newLoop(log *slog.Logger, own bool) (*loop, error) {
 		unix.Close(ep)
 		return nil, fmt.Errorf("evloop: epoll instance: %w", err)
 	}
-	var file *os.File
-	if !own {
-		file = os.NewFile(uintptr(ep), "evloop-epoll")
-	} else {
-		unix.SetNonblock(ep, false) // blocking mode: not in the runtime's poller
-		file = os.NewFile(uintptr(ep), "evloop-epoll-own")
-	}
+	file := os.NewFile(uintptr(ep), "evloop-epoll")
 	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
 	if err != nil {
 		file.Close()
@@ -247,72 +227,6 @@ func (l *loop) run() {
 		if err := rc.Read(step); err != nil {
 			l.log.Error("evloop: waiting for events", "err", err)
 			return
-		}
-	}
-}
-
-// ownWaitMax bounds a wait in runOwn, in milliseconds.
-const ownWaitMax = 8
-
-// runOwn is the loop's goroutine when it waits in its own epoll_pwait,
-// entered as a raw system call: the goroutine keeps its processor while
-// it waits, as a thread of an event-driven server does. The runtime
-// still stops it when it must (a garbage collection's pauses, a
-// goroutine running too long): its signal ends the wait (EINTR), and the
-// loop yields.
-func (l *loop) runOwn() {
-	defer func() {
-		l.stopWorkers()
-		unix.Close(l.efd)
-		unix.Close(l.tfd)
-		l.file.Close()
-	}()
-	timeout := 0
-	lastYield := time.Now().UnixNano()
-	for {
-		if l.drain() {
-			return
-		}
-		if len(l.timers) > 0 {
-			l.expire(time.Now().UnixNano())
-		}
-		if timeout != 0 {
-			l.sleeping.Store(true)
-			l.mu.Lock()
-			pending := len(l.starts) > 0 || len(l.wakes) > 0 || l.stopping
-			l.mu.Unlock()
-			if pending {
-				l.sleeping.Store(false)
-				timeout = 0
-				continue
-			}
-			l.arm()
-			// Yield now and then, so that the runtime does not find the
-			// goroutine running for 10 ms and interrupt it with a signal.
-			if now := time.Now().UnixNano(); now-lastYield > ownWaitMax*1e6 {
-				runtime.Gosched()
-				lastYield = now
-			}
-		}
-		n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.ep), uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), uintptr(timeout), 0, 0)
-		if timeout != 0 {
-			l.sleeping.Store(false)
-		}
-		if e != 0 || (n == 0 && timeout != 0) {
-			// A signal (the runtime asking the goroutine to stop) or the
-			// bound on the wait: yield before waiting again.
-			runtime.Gosched()
-			lastYield = time.Now().UnixNano()
-			timeout = 0
-			continue
-		}
-		if n > 0 {
-			l.dispatch(l.events[:n])
-		}
-		if int(n) == len(l.events) {
-			timeout = 0
-		} else {
-			timeout = ownWaitMax
 		}
 	}
 }
