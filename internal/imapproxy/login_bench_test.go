@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -107,15 +108,21 @@ func startBenchProxy(tb testing.TB, backend string) string {
 // startBenchProxyOn is startBenchProxy with the sessions on loops (nil:
 // goroutines).
 func startBenchProxyOn(tb testing.TB, backend string, loops *evloop.Group) string {
+	return startProxyFailing(tb, backend, loops, 5)
+}
+
+// startProxyFailing is startBenchProxyOn blocking an address after
+// failedLogins failed logins.
+func startProxyFailing(tb testing.TB, backend string, loops *evloop.Group, failedLogins int) string {
 	tb.Helper()
 	dir := tb.TempDir()
 	path := filepath.Join(dir, "postern.yaml")
-	cfgYAML := `services:
+	cfgYAML := fmt.Sprintf(`services:
   imap: { listen: ":143", backend: "127.0.0.1:1", plaintext_login: "127.0.0.0/8", max_connections_per_address: 1000000 }
 intrusion_prevention:
   block_minutes: 240
-  imap_pop3: { connections_per_minute: 100000000, failed_logins: 5 }
-`
+  imap_pop3: { connections_per_minute: 100000000, failed_logins: %d }
+`, failedLogins)
 	if err := os.WriteFile(path, []byte(cfgYAML), 0o644); err != nil {
 		tb.Fatal(err)
 	}

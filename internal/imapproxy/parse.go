@@ -57,7 +57,7 @@ type argKind uint8
 
 const (
 	argAtom   argKind = iota
-	argNil            // the atom NIL, in any case: not a string
+	argNil            // the atom NIL, in any case: a string only where an astring is read
 	argString         // a quoted string or a literal, decoded
 	argList
 )
@@ -69,10 +69,12 @@ type arg struct {
 	list []arg
 }
 
-// astring reports the argument's value if it is an IMAP astring (an atom,
-// a quoted string or a literal; not NIL, not a list).
+// astring reports the argument's value if it is an IMAP astring: an atom,
+// a quoted string or a literal, and NIL, which is an atom where a string
+// is expected (Dovecot's imap-login logs in "a LOGIN NIL x" as the user
+// NIL, spelt as sent); not a list.
 func (a arg) astring() (string, bool) {
-	if a.kind == argAtom || a.kind == argString {
+	if a.kind == argAtom || a.kind == argString || a.kind == argNil {
 		return a.s, true
 	}
 	return "", false

@@ -26,7 +26,7 @@ func TestSmuggledCommandsRefused(t *testing.T) {
 		{"a LOG\xc4\xb1N alice@example.test alice-pass-1\r\n", "a BAD"},
 		{"a LOGIN alice@example.test\"alice-pass-1\"\r\n", "a BAD"},
 		{"a LOGIN\"alice@example.test\" alice-pass-1\r\n", "a BAD"},
-		{"a LOGIN NIL alice-pass-1\r\n", "a BAD"},
+		{"a LOGIN NIL alice-pass-1\r\n", "a NO"}, // Dovecot's imap-login tries the user NIL
 		{"a LOGIN (alice@example.test) alice-pass-1\r\n", "a BAD"},
 		{"a LOGIN ( ) \r\n", "a BAD"},
 		{"a LOGIN alice@example.test alice-pass-1\rb NOOP\r\n", "a BAD"},
