@@ -224,8 +224,8 @@ func (s *session) command(c command) (done bool, err error) {
 		// Dovecot's imap-login answers ENABLE before login, ignoring it.
 		return false, s.Send("* ENABLED", c.tag+" OK ENABLE ignored in non-authenticated state.")
 	case "LOGIN":
-		// Dovecot: two astrings (an atom, a quoted string or a literal;
-		// NIL and lists are not), nothing after them.
+		// Dovecot: two astrings (an atom, NIL as the string as sent, a
+		// quoted string or a literal; not a list), nothing after them.
 		if len(c.args) != 2 {
 			return s.bad(c.tag, "Invalid arguments."), nil
 		}
