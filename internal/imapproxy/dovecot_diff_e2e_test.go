@@ -7,12 +7,12 @@ import (
 	"fmt"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/postern/postern/internal/ascii"
 	"github.com/postern/postern/internal/gate"
+	"github.com/postern/postern/internal/gwtest"
 	"github.com/postern/postern/internal/mailgate"
 	"github.com/postern/postern/internal/testenv"
 )
@@ -219,36 +219,23 @@ func TestLoginsLikeDovecot(t *testing.T) {
 	lines := loginLines(user, pass)
 	// A failed login is answered after half a second: ask several lines
 	// at a time.
-	type answer struct {
-		tag, verdict string
-		err          error
-	}
-	direct := make([]answer, len(lines))
-	through := make([]answer, len(lines))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 16)
-	for i, line := range lines {
-		for _, side := range []struct {
-			addr string
-			a    *answer
-		}{{env.IMAPPlain, &direct[i]}, {gw, &through[i]}} {
-			wg.Go(func() {
-				sem <- struct{}{}
-				defer func() { <-sem }()
-				side.a.tag, side.a.verdict, side.a.err = verdict(side.addr, line)
-			})
+	type answer struct{ tag, verdict string }
+	direct, through, err := gwtest.BothSides(len(lines), 16, func(i, side int) (answer, error) {
+		addr := env.IMAPPlain
+		if side == 1 {
+			addr = gw
 		}
+		var a answer
+		var err error
+		a.tag, a.verdict, err = verdict(addr, lines[i])
+		return a, err
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	wg.Wait()
 	oks, strict := 0, 0
 	for i, line := range lines {
 		d, p := direct[i], through[i]
-		if d.err != nil {
-			t.Fatalf("Dovecot: %v", d.err)
-		}
-		if p.err != nil {
-			t.Fatalf("postern: %v", p.err)
-		}
 		if d.verdict == "OK" {
 			oks++
 		}

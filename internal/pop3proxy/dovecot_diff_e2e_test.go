@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/postern/postern/internal/ascii"
+	"github.com/postern/postern/internal/gwtest"
 	"github.com/postern/postern/internal/testenv"
 )
 
@@ -145,48 +145,31 @@ func TestLoginsLikeDovecot(t *testing.T) {
 	exchanges := loginExchanges(user, pass)
 	// A failed login is answered after half a second: ask several
 	// exchanges at a time.
-	type answer struct {
-		verdict string
-		err     error
-	}
-	direct := make([]answer, len(exchanges))
-	through := make([]answer, len(exchanges))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 16)
-	for i, ex := range exchanges {
-		for _, side := range []struct {
-			addr string
-			a    *answer
-		}{{env.POP3Plain, &direct[i]}, {h.addr, &through[i]}} {
-			wg.Go(func() {
-				sem <- struct{}{}
-				defer func() { <-sem }()
-				side.a.verdict, side.a.err = verdict(side.addr, ex)
-			})
+	direct, through, err := gwtest.BothSides(len(exchanges), 16, func(i, side int) (string, error) {
+		addr := env.POP3Plain
+		if side == 1 {
+			addr = h.addr
 		}
+		return verdict(addr, exchanges[i])
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	wg.Wait()
 	oks, strict := 0, 0
 	for i, ex := range exchanges {
 		d, p := direct[i], through[i]
-		if d.err != nil {
-			t.Fatalf("Dovecot: %v", d.err)
-		}
-		if p.err != nil {
-			t.Fatalf("postern: %v", p.err)
-		}
-		if d.verdict == "+OK" {
+		if d == "+OK" {
 			oks++
 		}
 		switch {
-		case p.verdict == d.verdict:
-		case p.verdict == "+OK":
-			t.Errorf("%q: postern logs in, Dovecot does not (%s)", ex, d.verdict)
-		case d.verdict != "+OK":
+		case p == d:
+		case p == "+OK":
+			t.Errorf("%q: postern logs in, Dovecot does not (%s)", ex, d)
+		case d != "+OK":
 		case refusedOnPurpose(ex):
 			strict++
 		default:
-			t.Errorf("%q: Dovecot logs in, postern does not (%s)", ex, p.verdict)
+			t.Errorf("%q: Dovecot logs in, postern does not (%s)", ex, p)
 		}
 	}
 	if oks < 10 {
