@@ -84,7 +84,7 @@ func loginLines(user, pass string) []string {
 			out = append(out, fmt.Sprintf(f, plain(b))+"\r\n")
 		}
 	}
-	for _, l := range []string{
+	out = append(out, []string{
 		"a AUTHENTICATE PLAIN " + strings.TrimRight(plain("\x00"+user+"\x00"+pass), "=") + "\r\n",
 		"a AUTHENTICATE PLAIN =\r\n",
 		"a AUTHENTICATE PLAIN " + plain("\x00"+user+"\x00"+pass) + "=\r\n",
@@ -120,9 +120,7 @@ func loginLines(user, pass string) []string {
 		"a LOGIN " + user + " {" + fmt.Sprint(len(pass)) + "} \r\n" + pass + "\r\n",
 		"a LOGIN " + user + " {+" + fmt.Sprint(len(pass)) + "}\r\n" + pass + "\r\n",
 		"a LOGIN " + user + " {0" + fmt.Sprint(len(pass)) + "}\r\n" + pass + "\r\n",
-	} {
-		out = append(out, l)
-	}
+	}...)
 	return out
 }
 
