@@ -3,6 +3,7 @@ package gwtest
 import (
 	"errors"
 	"sync"
+	"time"
 )
 
 // BothSides calls ask(i, side) for every i below n on each side (0: a
@@ -25,4 +26,26 @@ func BothSides[T any](n, limit int, ask func(i, side int) (T, error)) (direct, t
 	}
 	wg.Wait()
 	return answers[0], answers[1], errors.Join(errs...)
+}
+
+// UserIPLimit is how Dovecot's answer begins to say that a login went
+// over mail_max_userip_connections (10 by default): too many sessions of
+// one user from one address at once, which the differential tests'
+// concurrent logins can reach.
+const UserIPLimit = "Maximum number of connections from user+IP exceeded"
+
+// ErrUserIPLimit is an ask that met UserIPLimit: Retry asks again.
+var ErrUserIPLimit = errors.New("dovecot: " + UserIPLimit)
+
+// Retry calls ask until it returns anything but ErrUserIPLimit, at most
+// 100 times, 50 ms apart, and returns its last error.
+func Retry(ask func() error) error {
+	var err error
+	for range 100 {
+		if err = ask(); !errors.Is(err, ErrUserIPLimit) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return err
 }

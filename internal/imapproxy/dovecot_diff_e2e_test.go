@@ -157,6 +157,8 @@ func verdict(addr, line string) (tag, verdict string, err error) {
 		switch {
 		case tag == "+":
 			continue // a literal's continuation
+		case strings.Contains(l, gwtest.UserIPLimit):
+			return "", "", gwtest.ErrUserIPLimit
 		case tag == "*" && status == "BYE":
 			return "", "BYE", nil
 		case tag == "*" && status == "BAD":
@@ -225,7 +227,10 @@ func TestLoginsLikeDovecot(t *testing.T) {
 		}
 		var a answer
 		var err error
-		a.tag, a.verdict, err = verdict(addr, lines[i])
+		err = gwtest.Retry(func() error {
+			a.tag, a.verdict, err = verdict(addr, lines[i])
+			return err
+		})
 		return a, err
 	})
 	if err != nil {

@@ -94,6 +94,9 @@ func verdict(addr string, lines []string) (string, error) {
 				return "BYE", nil
 			}
 			a = strings.TrimRight(a, "\r\n")
+			if strings.Contains(a, gwtest.UserIPLimit) {
+				return "", gwtest.ErrUserIPLimit
+			}
 			if !strings.HasPrefix(a, "+OK") && !strings.HasPrefix(a, "-ERR") {
 				continue // a mechanism list's lines
 			}
@@ -150,7 +153,13 @@ func TestLoginsLikeDovecot(t *testing.T) {
 		if side == 1 {
 			addr = h.addr
 		}
-		return verdict(addr, exchanges[i])
+		var v string
+		err := gwtest.Retry(func() error {
+			var err error
+			v, err = verdict(addr, exchanges[i])
+			return err
+		})
+		return v, err
 	})
 	if err != nil {
 		t.Fatal(err)
