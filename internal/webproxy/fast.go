@@ -53,6 +53,10 @@ type fastConn struct {
 	state  atomic.Int32
 	w      fastWriter
 	keys   []string // scratch for writeFastRequest
+	// wantsClose: the request being served asked to close the
+	// connection in the looser way net/http's server also honours
+	// (fastHead.wantsClose).
+	wantsClose bool
 
 	// backend is the backend connection of the request being served,
 	// woken (its reads and writes ended) when the client connection
@@ -353,6 +357,7 @@ func (fc *fastConn) request(n int) (*http.Request, bool) {
 	if !ok {
 		return nil, false
 	}
+	fc.wantsClose = h.wantsClose
 	req, ok := h.request(fc.ctx, fc.remote, fc.tls)
 	if !ok {
 		return nil, false
@@ -367,7 +372,7 @@ func (fc *fastConn) request(n int) (*http.Request, bool) {
 // serve answers req; false when the connection is to end.
 func (fc *fastConn) serve(req *http.Request) (keep bool) {
 	w := &fc.w
-	w.reset(req)
+	w.reset(req, fc.wantsClose)
 	fc.bw = fastWriters.Get().(*bufio.Writer)
 	fc.bw.Reset(fc)
 	defer func() {

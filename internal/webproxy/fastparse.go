@@ -30,7 +30,13 @@ type fastHead struct {
 	target string // the request target, origin form
 	host   string
 	header http.Header // without Host, as net/http's server leaves it
-	close  bool        // Connection: close
+	// close is the request's Close as net/http's server hands it to a
+	// handler: "close" among the Connection lines' comma-separated
+	// tokens. wantsClose is whether that server closes the connection
+	// after the answer: close, or the looser match of its wantsClose on
+	// the first Connection line, where "close" bounded by spaces, tabs or
+	// commas counts ("Close 0": Close false, yet the connection ends).
+	close, wantsClose bool
 }
 
 // headEnd returns the length of the request head at the start of b (up
@@ -116,10 +122,12 @@ func parseFastHead(head []byte) (h fastHead, ok bool) {
 		case nameConnection:
 			// As net/http's server: the comma-separated list of every
 			// Connection line (readRequest), and for the first line the
-			// looser match of Request.wantsClose, where "close" bounded
-			// by spaces, tabs or commas counts ("Close 0").
-			if httpguts.HeaderValuesContainsToken([]string{v}, "close") || !conns && hasToken(v, "close") {
-				h.close = true
+			// looser match of Request.wantsClose.
+			if httpguts.HeaderValuesContainsToken([]string{v}, "close") {
+				h.close, h.wantsClose = true, true
+			}
+			if !conns && hasToken(v, "close") {
+				h.wantsClose = true
 			}
 			conns = true
 		}

@@ -186,7 +186,7 @@ func writeAnswer(t *testing.T, b []byte, fields, closeAfter bool) (string, bool)
 	fc := &fastConn{p: p, rw: deadlineConn{}, bw: bufio.NewWriter(&out)}
 	fc.w = fastWriter{fc: fc, h: make(http.Header)}
 	w := &fc.w
-	w.reset(req)
+	w.reset(req, req.Close)
 	if fields {
 		w.setFields(ff)
 	} else {

@@ -45,12 +45,13 @@ type fastWriter struct {
 	fieldCL                        int64
 }
 
-// reset prepares w for the answer to req.
-func (w *fastWriter) reset(req *http.Request) {
+// reset prepares w for the answer to req; closeAfter: the connection
+// ends after it (the client asked to close).
+func (w *fastWriter) reset(req *http.Request, closeAfter bool) {
 	clear(w.h)
 	w.req = req
 	w.status, w.wroteHeader, w.committed, w.chunked = 0, false, false, false
-	w.cl, w.written, w.closeAfter, w.err = -1, 0, req.Close, nil
+	w.cl, w.written, w.closeAfter, w.err = -1, 0, closeAfter || req.Close, nil
 	w.trailers = w.trailers[:0]
 	w.hasFields = false
 }
