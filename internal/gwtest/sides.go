@@ -9,7 +9,9 @@ import (
 // BothSides calls ask(i, side) for every i below n on each side (0: a
 // backend directly, 1: the gateway in front of it, in the differential
 // tests), at most limit calls at a time, and returns the answers by side
-// once every call has returned, with the errors joined.
+// once every call has returned, with the errors joined. An ask that
+// meets Dovecot's per-user-and-address limit (ErrUserIPLimit) is asked
+// again (retry).
 func BothSides[T any](n, limit int, ask func(i, side int) (T, error)) (direct, through []T, err error) {
 	answers := [2][]T{make([]T, n), make([]T, n)}
 	errs := make([]error, 2*n)
@@ -20,7 +22,11 @@ func BothSides[T any](n, limit int, ask func(i, side int) (T, error)) (direct, t
 			wg.Go(func() {
 				sem <- struct{}{}
 				defer func() { <-sem }()
-				answers[side][i], errs[2*i+side] = ask(i, side)
+				errs[2*i+side] = retry(func() error {
+					var err error
+					answers[side][i], err = ask(i, side)
+					return err
+				})
 			})
 		}
 	}
@@ -34,12 +40,12 @@ func BothSides[T any](n, limit int, ask func(i, side int) (T, error)) (direct, t
 // concurrent logins can reach.
 const UserIPLimit = "Maximum number of connections from user+IP exceeded"
 
-// ErrUserIPLimit is an ask that met UserIPLimit: Retry asks again.
+// ErrUserIPLimit is an ask that met UserIPLimit: BothSides asks again.
 var ErrUserIPLimit = errors.New("dovecot: " + UserIPLimit)
 
-// Retry calls ask until it returns anything but ErrUserIPLimit, at most
+// retry calls ask until it returns anything but ErrUserIPLimit, at most
 // 100 times, 50 ms apart, and returns its last error.
-func Retry(ask func() error) error {
+func retry(ask func() error) error {
 	var err error
 	for range 100 {
 		if err = ask(); !errors.Is(err, ErrUserIPLimit) {

@@ -34,7 +34,7 @@ func TestBothSides(t *testing.T) {
 
 func TestRetry(t *testing.T) {
 	calls := 0
-	err := Retry(func() error {
+	err := retry(func() error {
 		calls++
 		if calls < 3 {
 			return fmt.Errorf("login: %w", ErrUserIPLimit)
