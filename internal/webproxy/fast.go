@@ -53,10 +53,6 @@ type fastConn struct {
 	state  atomic.Int32
 	w      fastWriter
 	keys   []string // scratch for writeFastRequest
-	// wantsClose: the request being served asked to close the
-	// connection in the looser way net/http's server also honours
-	// (fastHead.wantsClose).
-	wantsClose bool
 
 	// backend is the backend connection of the request being served,
 	// woken (its reads and writes ended) when the client connection
@@ -227,15 +223,16 @@ func (p *Proxy) serveFast(cc *clientConn) {
 			return // closed, timed out, or shutting down
 		}
 		var req *http.Request
+		var wantsClose bool
 		if ok {
-			req, ok = fc.request(n)
+			req, wantsClose, ok = fc.request(n)
 		}
 		if !ok {
 			handed = fc.handOff()
 			return
 		}
 		fc.br.Discard(n)
-		if !fc.serve(req) {
+		if !fc.serve(req, wantsClose) {
 			return
 		}
 	}
@@ -350,29 +347,30 @@ func (fc *fastConn) readHead() (n int, ok bool) {
 }
 
 // request reads the head of n bytes and decides whether the fast server
-// serves it.
-func (fc *fastConn) request(n int) (*http.Request, bool) {
+// serves it; wantsClose: the connection ends after the answer
+// (fastHead.wantsClose).
+func (fc *fastConn) request(n int) (req *http.Request, wantsClose, ok bool) {
 	b, _ := fc.br.Peek(n)
 	h, ok := parseFastHead(b)
 	if !ok {
-		return nil, false
+		return nil, false, false
 	}
-	fc.wantsClose = h.wantsClose
-	req, ok := h.request(fc.ctx, fc.remote, fc.tls)
+	req, ok = h.request(fc.ctx, fc.remote, fc.tls)
 	if !ok {
-		return nil, false
+		return nil, false, false
 	}
 	p, cc := fc.p, fc.cc
 	if cc.refusal != "" || cc.delay() > 0 || !p.direct(req) || p.loginForm(req) != nil {
-		return nil, false
+		return nil, false, false
 	}
-	return req, true
+	return req, h.wantsClose, true
 }
 
-// serve answers req; false when the connection is to end.
-func (fc *fastConn) serve(req *http.Request) (keep bool) {
+// serve answers req, and ends the connection after it when wantsClose;
+// false when the connection is to end.
+func (fc *fastConn) serve(req *http.Request, wantsClose bool) (keep bool) {
 	w := &fc.w
-	w.reset(req, fc.wantsClose)
+	w.reset(req, wantsClose)
 	fc.bw = fastWriters.Get().(*bufio.Writer)
 	fc.bw.Reset(fc)
 	defer func() {
