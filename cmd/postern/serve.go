@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -15,7 +16,7 @@ import (
 )
 
 func newServeCmd() *cobra.Command {
-	var path string
+	var path, cpuProfile string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the gateway",
@@ -29,9 +30,14 @@ counters survive. The log names the keys that changed and those that wait for
 a restart (store, admin.listen, admin.token_file, run_as, node, log.format).
 
 Every configured service is served: smtp, submission, smtps, imap, imaps,
-pop3, pop3s and web (HTTP, or HTTPS with HTTP/2 when it has tls).`,
+pop3, pop3s and web (HTTP, or HTTPS with HTTP/2 when it has tls).
+
+--cpu-profile FILE records the Go runtime's CPU profile of the whole run
+(about 5 % more CPU while on) and writes it to FILE when serve stops: for
+'go tool pprof', and for rebuilding the profile the release binary is
+compiled with (docs/BENCHMARKS.md).`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			hup := make(chan os.Signal, 1)
@@ -61,10 +67,18 @@ pop3, pop3s and web (HTTP, or HTTPS with HTTP/2 when it has tls).`,
 				defer b.Close()
 				logw = b
 			}
+			if cpuProfile != "" {
+				stopProfile, perr := startCPUProfile(cpuProfile)
+				if perr != nil {
+					return perr
+				}
+				defer func() { err = errors.Join(err, stopProfile()) }()
+			}
 			return serve(ctx, path, logw, reload)
 		},
 	}
 	configFlag(cmd, &path)
+	cmd.Flags().StringVar(&cpuProfile, "cpu-profile", "", "write the run's CPU profile (pprof format) to this file when serve stops")
 	return cmd
 }
 
