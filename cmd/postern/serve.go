@@ -27,7 +27,8 @@ timeouts, limits, certificates, login forms, listeners (bound, moved and
 closed without dropping the sessions open on them). A configuration that does
 not build is rejected whole, logged, and the running one stays; blocks and
 counters survive. The log names the keys that changed and those that wait for
-a restart (store, admin.listen, admin.token_file, run_as, node, log.format).
+a restart (store, admin.listen, admin.token_file, run_as, node, log.format,
+processors).
 
 Every configured service is served: smtp, submission, smtps, imap, imaps,
 pop3, pop3s and web (HTTP, or HTTPS with HTTP/2 when it has tls).
@@ -84,7 +85,7 @@ compiled with (docs/BENCHMARKS.md).`,
 
 // gatewayOptions are the gateway's options from the command line.
 func gatewayOptions(logw io.Writer) gateway.Options {
-	return gateway.Options{Log: logw, Warnings: ipsWarnings, Build: currentBuildInfo()}
+	return gateway.Options{Log: logw, Warnings: ipsWarnings, Build: currentBuildInfo(), SizeProcessors: true}
 }
 
 // serve runs the gateway until ctx is done, reloading the configuration

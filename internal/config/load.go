@@ -133,6 +133,9 @@ func (f *File) validate(d *decoder) {
 	f.validateNftables(d)
 	f.validateWebhooks(d)
 	f.validateLoginAlerts(d)
+	if _, _, err := f.ProcessorsSetting(); err != nil {
+		d.errs.Add(diag.Errorf(f.Processors.Pos, "%v", err))
+	}
 	switch f.Log.Level.Value {
 	case "", "debug", "info", "warn", "error":
 	default:

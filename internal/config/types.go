@@ -42,7 +42,11 @@ type File struct {
 	// EventLoops runs the imap, pop3, smtp and submission sessions on
 	// event loops (one per processor); nil: on where the system has them
 	// (EventLoopsOn).
-	EventLoops *bool          `yaml:"event_loops"`
+	EventLoops *bool `yaml:"event_loops"`
+	// Processors is how many processors the Go runtime runs postern's
+	// code on: adaptive (the default: as few as the load needs, up to
+	// all), all, or a number (ProcessorsSetting).
+	Processors Text           `yaml:"processors"`
 	Log        Log            `yaml:"log"`
 	Cluster    Cluster        `yaml:"cluster"` // shared blocks and counters; off unless redis, addresses or sentinel is set
 	Policy     PolicyServices `yaml:"policy"`  // policy-service mode (Postfix, Dovecot)

@@ -21,10 +21,11 @@ import (
 
 // Group is a set of loops, one per processor, that run handlers.
 type Group struct {
-	loops []*loop
-	next  atomic.Uint32
-	wg    sync.WaitGroup
-	stats Stats
+	loops  []*loop
+	next   atomic.Uint32
+	active atomic.Int32 // the loops Go picks from (the first ones); 0: all
+	wg     sync.WaitGroup
+	stats  Stats
 }
 
 // Stats counts what a Group's handlers did.
@@ -68,6 +69,23 @@ func Start(n int, log *slog.Logger) (*Group, error) {
 // Len returns the number of loops.
 func (g *Group) Len() int { return len(g.loops) }
 
+// SetActive makes Go start new handlers on the first n loops only (n
+// clamped to 1..Len()), as many as the processors the runtime has: with
+// fewer processors than loops, each loop's wake-up would be a goroutine
+// switch of its own where one loop serves all its sockets in one turn.
+// Handlers running on the other loops stay there until they end.
+func (g *Group) SetActive(n int) {
+	g.active.Store(int32(min(max(n, 1), len(g.loops))))
+}
+
+// Active returns the number of loops Go starts new handlers on.
+func (g *Group) Active() int {
+	if n := int(g.active.Load()); n > 0 {
+		return n
+	}
+	return len(g.loops)
+}
+
 // closeWait bounds how long Close waits for handlers still running.
 const closeWait = 5 * time.Second
 
@@ -96,7 +114,7 @@ func (g *Group) Close() {
 // Bind, Wait and MayBlock recognise; c, if not nil, is bound first (Bind).
 // handle must not panic: recover in it.
 func (g *Group) Go(ctx context.Context, c Bindable, handle func(ctx context.Context)) {
-	l := g.loops[int(g.next.Add(1))%len(g.loops)]
+	l := g.loops[int(g.next.Add(1)%uint32(g.Active()))]
 	t := &task{l: l, heapIdx: -1, stats: &g.stats}
 	t.attached.Store(true)
 	t.ctx = context.WithValue(ctx, ctxKey{}, t)

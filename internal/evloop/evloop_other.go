@@ -34,6 +34,12 @@ func (g *Group) Stats() *Stats { return &Stats{} }
 // Len returns 0.
 func (g *Group) Len() int { return 0 }
 
+// SetActive does nothing.
+func (g *Group) SetActive(int) {}
+
+// Active returns 0.
+func (g *Group) Active() int { return 0 }
+
 // Close does nothing.
 func (g *Group) Close() {}
 

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/postern/postern/internal/evloop"
 )
@@ -12,6 +13,20 @@ import (
 type loopState struct {
 	once  sync.Once
 	group *evloop.Group
+	// live is group once started, for setActive from another goroutine.
+	live atomic.Pointer[evloop.Group]
+	// active is how many loops take new sessions (the runtime's
+	// processors under adaptive processors); 0: all.
+	active atomic.Int32
+}
+
+// setActive has new sessions start on the first n loops only, now and
+// when the loops start later.
+func (s *loopState) setActive(n int) {
+	s.active.Store(int32(n))
+	if grp := s.live.Load(); grp != nil {
+		grp.SetActive(n)
+	}
 }
 
 // eventLoops returns the event loops when on (event_loops), nil when off
@@ -21,12 +36,16 @@ func (g *Gateway) eventLoops(on bool) *evloop.Group {
 		return nil
 	}
 	g.loops.once.Do(func() {
-		grp, err := evloop.Start(0, g.log)
+		grp, err := evloop.Start(g.procs.ceiling, g.log)
 		if err != nil {
 			g.log.Warn("event loops unavailable; sessions run on goroutines", "err", err)
 			return
 		}
 		g.loops.group = grp
+		g.loops.live.Store(grp)
+		if n := g.loops.active.Load(); n > 0 {
+			grp.SetActive(int(n))
+		}
 		g.log.Info("event loops started", "loops", grp.Len())
 	})
 	return g.loops.group

@@ -87,6 +87,14 @@ type Options struct {
 	// NftablesNetNS is an open network namespace file whose nftables
 	// the nftables export writes; 0: postern's own. Tests set it.
 	NftablesNetNS int
+	// SizeProcessors lets the gateway set the Go runtime's processors
+	// as the configuration's processors key says (processors.go): for
+	// `postern serve`, which owns its process. False leaves them alone
+	// (tests, several gateways in one process).
+	SizeProcessors bool
+	// ProcessorWindow is how often adaptive processors sample the CPU
+	// use; 0: procs.DefaultWindow. Tests shorten it.
+	ProcessorWindow time.Duration
 }
 
 // Gateway is a running postern: its configuration, store, engine,
@@ -130,6 +138,7 @@ type Gateway struct {
 	passShare *cluster.PassShare // travel passes shared in cluster mode (passes_cluster.go)
 
 	loops loopState // event loops of the mail gateways (evloop.go)
+	procs procState // the Go runtime's processors (processors.go)
 }
 
 // Serve starts a gateway and runs it until ctx is done, reloading the
@@ -176,6 +185,7 @@ func Start(ctx context.Context, path string, opts Options) (_ *Gateway, err erro
 	g.log, g.level = newLogger(opts.Log, snap)
 	g.fresh = autoreload.New(snap, autoreload.Options{Logger: g.log})
 	g.auto = make(chan string, 1)
+	g.setProcessors(cfg)
 	defer func() {
 		if err != nil {
 			g.close() // whatever was opened before the error
@@ -313,6 +323,7 @@ func (g *Gateway) Run(ctx context.Context, reload <-chan struct{}) error {
 		wg.Go(func() { g.serveConsole(ctx) })
 	}
 	g.runMetrics(ctx, &wg)
+	g.runProcessors(ctx, &wg)
 	g.servePolicy(ctx, &wg)
 	g.serveExports(ctx, &wg)
 	g.runNftables(ctx, &wg)

@@ -283,6 +283,7 @@ func TestMetricsFromRealSessions(t *testing.T) {
 		`postern_sessions_active{service="imap"} `,
 		`postern_config_last_reload_success_timestamp_seconds `,
 		"go_goroutines ", "process_open_fds ",
+		"go_sched_gomaxprocs_threads ", // the processors postern runs on (processors: adaptive)
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("scrape lacks %q", want)

@@ -69,8 +69,9 @@ func (g *Gateway) startReload(ctx context.Context) *reloadJob {
 // restartKeys are the settings a running gateway cannot change: they are
 // read once at start (the store, the administration listener and token,
 // the user to run as, the node name, the log format, the listeners of the
-// console and the metrics, the cluster link, the login alerts).
-var restartKeys = []string{"store", "admin.listen", "admin.token_file", "run_as", "node", "log.format",
+// console and the metrics, the cluster link, the login alerts, the
+// processors).
+var restartKeys = []string{"store", "admin.listen", "admin.token_file", "run_as", "node", "log.format", "processors",
 	"console.listen", "console.tls", "console.idle_timeout", "console.users_file", "cluster", "metrics.listen", "nftables",
 	"login_alerts"}
 

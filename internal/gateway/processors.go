@@ -1,0 +1,78 @@
+package gateway
+
+import (
+	"context"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/postern/postern/internal/config"
+	"github.com/postern/postern/internal/procs"
+)
+
+// procState is how the gateway runs the Go runtime's processors.
+type procState struct {
+	// ceiling is the most processors postern runs on: the runtime's
+	// number at start (every core, or GOMAXPROCS from the environment,
+	// or the container's CPU limit), or the configuration's fixed
+	// number. The event loops are this many.
+	ceiling int
+	// adaptive: Run sizes the processors to the load up to ceiling.
+	adaptive bool
+	// before is the runtime's number at start, set again when Run ends.
+	before int
+}
+
+// setProcessors reads the processors key at start (it waits for a
+// restart): a fixed number is set now; adaptive is run by Run.
+func (g *Gateway) setProcessors(cfg *config.File) {
+	g.procs.ceiling = runtime.GOMAXPROCS(0)
+	g.procs.before = g.procs.ceiling
+	if !g.opts.SizeProcessors {
+		return
+	}
+	adaptive, fixed, err := cfg.ProcessorsSetting()
+	switch {
+	case err != nil: // the configuration was validated: not reached
+	case fixed > 0:
+		runtime.GOMAXPROCS(fixed)
+		g.procs.ceiling = fixed
+		g.log.Info("processors fixed", "processors", fixed)
+	case adaptive && g.procs.ceiling > 1:
+		g.procs.adaptive = true
+	}
+}
+
+// runProcessors sizes the runtime's processors to the load while ctx
+// lasts, when processors is adaptive; when ctx ends, the runtime's
+// number from before Start is set again.
+func (g *Gateway) runProcessors(ctx context.Context, wg *sync.WaitGroup) {
+	if !g.opts.SizeProcessors {
+		return
+	}
+	if !g.procs.adaptive {
+		if runtime.GOMAXPROCS(0) != g.procs.before {
+			wg.Go(func() {
+				<-ctx.Done()
+				runtime.GOMAXPROCS(g.procs.before)
+			})
+		}
+		return
+	}
+	pol := procs.Policy{Max: g.procs.ceiling, Window: g.opts.ProcessorWindow}
+	c, err := procs.NewController(pol, procs.ProcessCPU, func(n int) {
+		runtime.GOMAXPROCS(n)
+		g.loops.setActive(n)
+	})
+	if err != nil {
+		g.log.Warn("processors stay at the ceiling", "processors", g.procs.ceiling, "err", err)
+		return
+	}
+	c.Log = g.log
+	g.log.Info("processors sized to the load", "max", g.procs.ceiling, "window", c.Window())
+	wg.Go(func() {
+		t := time.NewTicker(c.Window())
+		defer t.Stop()
+		_ = c.Run(ctx, t.C) // returns ctx's error when the gateway stops
+	})
+}
