@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // serve reloads by itself when a zone file it reads changes, and a GeoIP
@@ -42,13 +41,5 @@ func TestServeReloadsByItself(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "sg.zone"), "165.21.0.0/33\n")
 	waitFor(t, &logs, "reload rejected, the running configuration stays", 1)
 
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("serve did not stop")
-	}
+	stopServe(t, cancel, done)
 }

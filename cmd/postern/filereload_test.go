@@ -115,15 +115,7 @@ func TestServeReloadRefusesSpecialFiles(t *testing.T) {
 	waitFor(t, &logs, "configuration loaded", 2)
 
 	// Shutdown is prompt, and leaves the store unlocked.
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("serve did not stop")
-	}
+	stopServe(t, cancel, done)
 	done <- nil // for the cleanup
 	db, err := store.Open(context.Background(), filepath.Join(dir, "state", "postern.db"))
 	if err != nil {
@@ -237,13 +229,5 @@ func TestServeReloadCertificateFIFO(t *testing.T) {
 	// mkfifo, and log "not found"; the reload after the mkfifo must say why
 	// the FIFO is refused.
 	waitFor(t, &logs, "not a regular file", 1)
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("serve did not stop")
-	}
+	stopServe(t, cancel, done)
 }

@@ -239,6 +239,21 @@ func stateConfig(t *testing.T, dir string) string {
 		filepath.Join(dir, "state", "postern.db"), filepath.Join(sock, "a.sock"), filepath.Join(dir, "state", "admin.token"))
 }
 
+// stopServe cancels a serve whose result comes on done and fails the test
+// if it returns an error or does not return within 10 s.
+func stopServe(t *testing.T, cancel context.CancelFunc, done <-chan error) {
+	t.Helper()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+}
+
 func TestServeReloads(t *testing.T) {
 	dir := scenarioDir(t)
 	cfg := filepath.Join(dir, "postern.yaml")
@@ -260,15 +275,7 @@ func TestServeReloads(t *testing.T) {
 	reload <- struct{}{}
 	waitFor(t, &logs, "reload rejected, the running configuration stays", 1)
 
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("serve did not stop")
-	}
+	stopServe(t, cancel, done)
 	if _, err := os.Stat(filepath.Join(dir, "state", "postern.db")); err != nil {
 		t.Fatalf("serve must create the store where configured: %v", err)
 	}

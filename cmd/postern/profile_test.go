@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestServeCPUProfile runs `postern serve --cpu-profile` until it stops and
@@ -29,15 +28,7 @@ func TestServeCPUProfile(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- root.ExecuteContext(ctx) }()
 	waitFor(t, &logs, "configuration loaded", 1)
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("serve did not stop")
-	}
+	stopServe(t, cancel, done)
 
 	raw, err := os.ReadFile(prof)
 	if err != nil {
