@@ -645,6 +645,43 @@ func FuzzFastAnswer(f *testing.F) {
 	})
 }
 
+// TestFastInvalidLength: an answer whose Content-Length reaches the
+// handler invalid ("0 ", a folded line appended to it) is written by the
+// fast server as net/http's server writes it: with chunked framing for a
+// GET over HTTP/1.1, and the header as it is for a HEAD and over HTTP/1.0
+// (which cannot be chunked) — never with a length of its own making.
+func TestFastInvalidLength(t *testing.T) {
+	conf := baseCfg[:strings.Index(baseCfg, "intrusion_prevention:")]
+	be := startScriptBackend(t, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n \r\nX-A: a\r\n\r\n")
+	be.closeAfter, be.closeAll = true, true
+	quick := func(c *Config, p *Proxy) {
+		if c != nil {
+			c.RefusalTime = -1
+			c.BackendTimeout = 500 * time.Millisecond
+		}
+	}
+	fastAddr, _ := startProxyConfig(t, conf, be.ln.Addr().String(), true, quick)
+	slowAddr, _ := startProxyConfig(t, conf, be.ln.Addr().String(), true, quick, func(_ *Config, p *Proxy) {
+		if p != nil {
+			p.noFast = true
+		}
+	})
+	for _, tc := range []struct{ req, want string }{
+		{"GET /page HTTP/1.1\r\nHost: x\r\n\r\n", "Transfer-Encoding: chunked\r\n"},
+		{"HEAD /page HTTP/1.1\r\nHost: x\r\n\r\n", "Content-Length: 0\r\n"},
+		{"GET /page HTTP/1.0\r\nHost: x\r\n\r\n", "Content-Length: 0\r\n"},
+	} {
+		want := rawExchange(t, slowAddr, []byte(tc.req))
+		got := rawExchange(t, fastAddr, []byte(tc.req))
+		if got != want {
+			t.Errorf("%q\nfast server: %q\nnet/http:    %q", tc.req, got, want)
+		}
+		if !strings.Contains(got, tc.want) {
+			t.Errorf("%q: %q, want %q in it", tc.req, got, tc.want)
+		}
+	}
+}
+
 // TestFastWriteDeadline: on the fast server every write to the client has
 // the write timeout from the moment it is made: a client that stops
 // reading a large answer is dropped (and the backend exchange ended),

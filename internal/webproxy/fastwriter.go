@@ -121,11 +121,14 @@ func (w *fastWriter) WriteHeader(code int) {
 		return
 	}
 	w.fieldsToMap()
+	// An invalid Content-Length declares no length but stays in the
+	// header, as in net/http's server (which drops it from the handler's
+	// map only after copying that map for the answer): it keeps the
+	// length of an answer that ends with the handler from being added,
+	// goes with chunked framing, and is written as it is otherwise.
 	if cl := w.h.Get("Content-Length"); cl != "" {
 		if v, err := strconv.ParseInt(cl, 10, 64); err == nil && v >= 0 {
 			w.cl = v
-		} else {
-			delete(w.h, "Content-Length")
 		}
 	}
 }
