@@ -181,17 +181,9 @@ func TestServeReloadDeadline(t *testing.T) {
 		t.Fatal("a timed-out reload replaced the configuration")
 	}
 	start := time.Now()
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("shutdown waited for a stuck reload")
-	}
+	stopServe(t, cancel, done)
 	if d := time.Since(start); d > 7*time.Second {
-		t.Fatalf("shutdown took %s", d)
+		t.Fatalf("shutdown took %s: it waited for the stuck reload", d)
 	}
 	db, err := store.Open(context.Background(), filepath.Join(dir, "state", "postern.db"))
 	if err != nil {

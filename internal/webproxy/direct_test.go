@@ -568,12 +568,7 @@ func TestTrailerOrder(t *testing.T) {
 			c.RefusalTime = -1
 		}
 	}
-	fastAddr, _ := startProxyConfig(t, conf, be.ln.Addr().String(), true, quick)
-	slowAddr, _ := startProxyConfig(t, conf, be.ln.Addr().String(), true, quick, func(_ *Config, p *Proxy) {
-		if p != nil {
-			p.noFast = true
-		}
-	})
+	fastAddr, slowAddr := fastAndNetHTTP(t, conf, be.ln.Addr().String(), quick)
 	req := []byte("GET /page HTTP/1.1\r\nHost: x\r\n\r\n")
 	for i := range 20 {
 		for _, addr := range []string{fastAddr, slowAddr} {

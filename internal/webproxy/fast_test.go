@@ -557,12 +557,7 @@ func FuzzFastConnection(f *testing.F) {
 			c.BodyTimeout = 500 * time.Millisecond
 		}
 	}
-	fastAddr, _ := startProxyConfig(f, conf, be, true, quick)
-	slowAddr, _ := startProxyConfig(f, conf, be, true, quick, func(_ *Config, p *Proxy) {
-		if p != nil {
-			p.noFast = true
-		}
-	})
+	fastAddr, slowAddr := fastAndNetHTTP(f, conf, be, quick)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if len(b) > 16<<10 {
 			return
@@ -610,25 +605,7 @@ func FuzzFastAnswer(f *testing.F) {
 	for _, a := range backendAnswers {
 		f.Add([]byte(a.script))
 	}
-	conf := baseCfg[:strings.Index(baseCfg, "intrusion_prevention:")]
-	be := startScriptBackend(f, "")
-	be.closeAfter = true // the answer ends with the connection, however framed
-	// Neither proxy keeps a backend connection: whether one was kept
-	// (which the backend closes after 10 s, at a moment of its own for
-	// each proxy) must not decide which of them meets the script.
-	be.closeAll = true
-	quick := func(c *Config, p *Proxy) {
-		if c != nil {
-			c.RefusalTime = -1
-			c.BackendTimeout = 500 * time.Millisecond
-		}
-	}
-	fastAddr, _ := startProxyConfig(f, conf, be.ln.Addr().String(), true, quick)
-	slowAddr, _ := startProxyConfig(f, conf, be.ln.Addr().String(), true, quick, func(_ *Config, p *Proxy) {
-		if p != nil {
-			p.noFast = true
-		}
-	})
+	be, fastAddr, slowAddr := answerGateways(f, "")
 	req := []byte("GET /page HTTP/1.1\r\nHost: x\r\n\r\n")
 	f.Fuzz(func(t *testing.T, answer []byte) {
 		if len(answer) > 16<<10 {
@@ -645,27 +622,48 @@ func FuzzFastAnswer(f *testing.F) {
 	})
 }
 
+// fastAndNetHTTP starts two gateways in front of backend with conf and
+// opts, one serving with the fast server and one with net/http's, and
+// returns their addresses.
+func fastAndNetHTTP(tb testing.TB, conf, backend string, opts ...func(c *Config, p *Proxy)) (fast, slow string) {
+	tb.Helper()
+	fast, _ = startProxyConfig(tb, conf, backend, true, opts...)
+	slow, _ = startProxyConfig(tb, conf, backend, true, append(opts[:len(opts):len(opts)], func(_ *Config, p *Proxy) {
+		if p != nil {
+			p.noFast = true
+		}
+	})...)
+	return fast, slow
+}
+
+// answerGateways starts a backend answering script (be.script, which a
+// test may change) and fastAndNetHTTP's two gateways in front of it,
+// without intrusion prevention, for comparing what each sends a client
+// of the backend's answers. The answer ends with its connection, however
+// framed, and neither gateway keeps a backend connection: whether one was
+// kept (which the backend closes after 10 s, at a moment of its own for
+// each gateway) must not decide which of them meets the script.
+func answerGateways(tb testing.TB, script string) (be *scriptBackend, fast, slow string) {
+	tb.Helper()
+	conf := baseCfg[:strings.Index(baseCfg, "intrusion_prevention:")]
+	be = startScriptBackend(tb, script)
+	be.closeAfter, be.closeAll = true, true
+	fast, slow = fastAndNetHTTP(tb, conf, be.ln.Addr().String(), func(c *Config, p *Proxy) {
+		if c != nil {
+			c.RefusalTime = -1
+			c.BackendTimeout = 500 * time.Millisecond
+		}
+	})
+	return be, fast, slow
+}
+
 // TestFastInvalidLength: an answer whose Content-Length reaches the
 // handler invalid ("0 ", a folded line appended to it) is written by the
 // fast server as net/http's server writes it: with chunked framing for a
 // GET over HTTP/1.1, and the header as it is for a HEAD and over HTTP/1.0
 // (which cannot be chunked) — never with a length of its own making.
 func TestFastInvalidLength(t *testing.T) {
-	conf := baseCfg[:strings.Index(baseCfg, "intrusion_prevention:")]
-	be := startScriptBackend(t, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n \r\nX-A: a\r\n\r\n")
-	be.closeAfter, be.closeAll = true, true
-	quick := func(c *Config, p *Proxy) {
-		if c != nil {
-			c.RefusalTime = -1
-			c.BackendTimeout = 500 * time.Millisecond
-		}
-	}
-	fastAddr, _ := startProxyConfig(t, conf, be.ln.Addr().String(), true, quick)
-	slowAddr, _ := startProxyConfig(t, conf, be.ln.Addr().String(), true, quick, func(_ *Config, p *Proxy) {
-		if p != nil {
-			p.noFast = true
-		}
-	})
+	_, fastAddr, slowAddr := answerGateways(t, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n \r\nX-A: a\r\n\r\n")
 	for _, tc := range []struct{ req, want string }{
 		{"GET /page HTTP/1.1\r\nHost: x\r\n\r\n", "Transfer-Encoding: chunked\r\n"},
 		{"HEAD /page HTTP/1.1\r\nHost: x\r\n\r\n", "Content-Length: 0\r\n"},
