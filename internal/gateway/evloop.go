@@ -11,10 +11,10 @@ import (
 // and POP3 up to the login and the relay right after it, SMTP throughout),
 // started with the first service that uses them.
 type loopState struct {
-	once  sync.Once
-	group *evloop.Group
-	// live is group once started, for setActive from another goroutine.
-	live atomic.Pointer[evloop.Group]
+	once sync.Once
+	// group is the loops once started (nil before, or when they cannot
+	// start); setActive reads it from another goroutine.
+	group atomic.Pointer[evloop.Group]
 	// active is how many loops take new sessions (the runtime's
 	// processors under adaptive processors); 0: all.
 	active atomic.Int32
@@ -24,7 +24,7 @@ type loopState struct {
 // when the loops start later.
 func (s *loopState) setActive(n int) {
 	s.active.Store(int32(n))
-	if grp := s.live.Load(); grp != nil {
+	if grp := s.group.Load(); grp != nil {
 		grp.SetActive(n)
 	}
 }
@@ -41,19 +41,18 @@ func (g *Gateway) eventLoops(on bool) *evloop.Group {
 			g.log.Warn("event loops unavailable; sessions run on goroutines", "err", err)
 			return
 		}
-		g.loops.group = grp
-		g.loops.live.Store(grp)
+		g.loops.group.Store(grp)
 		if n := g.loops.active.Load(); n > 0 {
 			grp.SetActive(int(n))
 		}
 		g.log.Info("event loops started", "loops", grp.Len())
 	})
-	return g.loops.group
+	return g.loops.group.Load()
 }
 
 // closeLoops stops the event loops once every session has ended.
 func (g *Gateway) closeLoops() {
-	if g.loops.group != nil {
-		g.loops.group.Close()
+	if grp := g.loops.group.Load(); grp != nil {
+		grp.Close()
 	}
 }

@@ -40,7 +40,7 @@ func TestEventLoops(t *testing.T) {
 	if n := len(be.Deliveries()); n != 1 {
 		t.Fatalf("%d messages delivered, want 1", n)
 	}
-	grp := g.loops.group
+	grp := g.loops.group.Load()
 	if grp == nil {
 		t.Fatal("event_loops: true started no loops")
 	}
@@ -133,7 +133,7 @@ local_domains: %q
 	if n := len(be.Deliveries()); n != 1 {
 		t.Fatalf("%d messages delivered, want 1", n)
 	}
-	st := g.loops.group.Stats()
+	st := g.loops.group.Load().Stats()
 	if st.Started.Load() != 1 || st.Detached.Load() != 1 {
 		t.Fatalf("on the loops: %d started, %d left them; want 1 and 1 (the STARTTLS session)", st.Started.Load(), st.Detached.Load())
 	}
@@ -183,7 +183,7 @@ func TestEventLoopsCommandThenClose(t *testing.T) {
 			t.Fatalf("%s: the session ended %v after the client's close", tc.svc, d)
 		}
 	}
-	if st := g.loops.group.Stats(); st.Started.Load() < 3 {
+	if st := g.loops.group.Load().Stats(); st.Started.Load() < 3 {
 		t.Fatalf("%d sessions ran on the loops, want 3", st.Started.Load())
 	}
 }

@@ -19,7 +19,7 @@ func waitProcessors(t *testing.T, g *Gateway, what string, ok func(int) bool) {
 	for {
 		n := runtime.GOMAXPROCS(0)
 		loops := n
-		if grp := g.loops.live.Load(); grp != nil {
+		if grp := g.loops.group.Load(); grp != nil {
 			loops = grp.Active()
 		}
 		if ok(n) && loops == n {
@@ -76,7 +76,7 @@ func TestProcessorsFollowTheLoad(t *testing.T) {
 	}
 	_, cfg, conf := loopsGateway(t)
 	g, stop := runSized(t, cfg, conf(true))
-	if grp := g.loops.group; grp != nil && grp.Len() != ceiling {
+	if grp := g.loops.group.Load(); grp != nil && grp.Len() != ceiling {
 		t.Errorf("%d event loops, want one per processor of the ceiling (%d)", grp.Len(), ceiling)
 	}
 	waitProcessors(t, g, "idle", func(n int) bool { return n == 1 })
@@ -123,7 +123,7 @@ func TestProcessorsFixed(t *testing.T) {
 	c, r := dialFrom(t, "127.0.0.63", g.Addr(service.IMAP))
 	mailSession(t, service.IMAP, c, r)
 	c.Close()
-	if grp := g.loops.group; grp == nil || grp.Len() != 1 {
+	if grp := g.loops.group.Load(); grp == nil || grp.Len() != 1 {
 		t.Fatalf("processors: 1: event loops %v, want 1", grp)
 	}
 	stop()
@@ -132,7 +132,7 @@ func TestProcessorsFixed(t *testing.T) {
 	if n := runtime.GOMAXPROCS(0); n != before {
 		t.Fatalf("processors: all runs on %d, want %d", n, before)
 	}
-	if grp := g.loops.group; grp != nil && grp.Len() != before {
+	if grp := g.loops.group.Load(); grp != nil && grp.Len() != before {
 		t.Fatalf("processors: all: %d event loops, want %d", grp.Len(), before)
 	}
 	stop()
