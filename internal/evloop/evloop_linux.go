@@ -3,7 +3,6 @@
 package evloop
 
 import (
-	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -402,7 +401,7 @@ func (l *loop) arm() {
 // expire resumes the tasks whose deadline has passed.
 func (l *loop) expire(now int64) {
 	for len(l.timers) > 0 && l.timers[0].deadline <= now {
-		t := heap.Pop(&l.timers).(*task)
+		t := l.timers.pop()
 		if t.waiting {
 			l.resume(t, os.ErrDeadlineExceeded)
 		}
@@ -490,7 +489,7 @@ func (l *loop) stopWorkers() {
 func (l *loop) resume(t *task, err error) {
 	t.waiting = false
 	if t.heapIdx >= 0 {
-		heap.Remove(&l.timers, t.heapIdx)
+		l.timers.remove(t.heapIdx)
 	}
 	t.werr = err
 	l.run1(t)
@@ -581,7 +580,7 @@ func (l *loop) run1(t *task) {
 		}
 		t.waiting = true
 		if t.deadline != 0 {
-			heap.Push(&l.timers, t)
+			l.timers.push(t)
 		}
 		return
 	}
@@ -632,7 +631,7 @@ func (l *loop) forget(t *task) {
 	}
 	t.fds = t.fds[:0]
 	if t.heapIdx >= 0 {
-		heap.Remove(&l.timers, t.heapIdx)
+		l.timers.remove(t.heapIdx)
 	}
 }
 
@@ -769,37 +768,6 @@ func (t *task) unbind() {
 	for _, c := range bound {
 		c.SetWaiter(nil)
 	}
-}
-
-// timerHeap orders waiting tasks by deadline.
-type timerHeap []*task
-
-func (h timerHeap) Len() int           { return len(h) }
-func (h timerHeap) Less(i, j int) bool { return h[i].deadline < h[j].deadline }
-func (h timerHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].heapIdx, h[j].heapIdx = i, j
-}
-func (h *timerHeap) Push(x any) {
-	t := x.(*task)
-	t.heapIdx = len(*h)
-	*h = append(*h, t)
-}
-func (h *timerHeap) Pop() any {
-	old := *h
-	t := old[len(old)-1]
-	old[len(old)-1] = nil
-	t.heapIdx = -1
-	*h = old[:len(old)-1]
-	return t
-}
-
-// next returns the earliest deadline, 0 for none.
-func (h timerHeap) next() int64 {
-	if len(h) == 0 {
-		return 0
-	}
-	return h[0].deadline
 }
 
 func (t *task) waitAny(a, b Ready, deadline time.Time) (bool, error) {
