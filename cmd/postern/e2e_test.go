@@ -20,6 +20,7 @@ import (
 
 	"github.com/postern/postern/internal/admin"
 	"github.com/postern/postern/internal/explain"
+	"github.com/postern/postern/internal/gateway"
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/service"
 )
@@ -39,7 +40,11 @@ func TestMain(m *testing.M) {
 func childServe() int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	g, err := startGateway(ctx, os.Getenv("POSTERN_TEST_CONFIG"), os.Stderr)
+	opts := gatewayOptions(os.Stderr)
+	if w, err := time.ParseDuration(os.Getenv("POSTERN_TEST_PROCESSOR_WINDOW")); err == nil {
+		opts.ProcessorWindow = w
+	}
+	g, err := gateway.Start(ctx, os.Getenv("POSTERN_TEST_CONFIG"), opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child:", err)
 		return 3
@@ -95,13 +100,15 @@ node: e2e-node
 type child struct {
 	cmd  *exec.Cmd
 	done chan error
+	logs *syncBuffer // its standard error: the log
 }
 
 // startChild runs the test binary as `postern serve` and waits for "ready".
-func startChild(t *testing.T, cfg string, script bool) *child {
+func startChild(t *testing.T, cfg string, script bool, env ...string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "POSTERN_TEST_CHILD=serve", "POSTERN_TEST_CONFIG="+cfg)
+	cmd.Env = append(cmd.Env, env...)
 	if script {
 		cmd.Env = append(cmd.Env, "POSTERN_TEST_SCRIPT=1")
 	}
@@ -109,12 +116,12 @@ func startChild(t *testing.T, cfg string, script bool) *child {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
-	cmd.Stderr = &logs
+	logs := new(syncBuffer)
+	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	c := &child{cmd: cmd, done: make(chan error, 1)}
+	c := &child{cmd: cmd, done: make(chan error, 1), logs: logs}
 	ready := make(chan bool, 1)
 	go func() {
 		sc := bufio.NewScanner(out)

@@ -7,12 +7,14 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
 
 	"github.com/postern/postern/internal/gateway"
 	"github.com/postern/postern/internal/logbatch"
+	"github.com/postern/postern/internal/procs"
 )
 
 func newServeCmd() *cobra.Command {
@@ -85,7 +87,29 @@ compiled with (docs/BENCHMARKS.md).`,
 
 // gatewayOptions are the gateway's options from the command line.
 func gatewayOptions(logw io.Writer) gateway.Options {
-	return gateway.Options{Log: logw, Warnings: ipsWarnings, Build: currentBuildInfo(), SizeProcessors: true}
+	o := gateway.Options{Log: logw, Warnings: ipsWarnings, Build: currentBuildInfo(), SizeProcessors: true}
+	if followCPULimit(os.Getenv("GOMAXPROCS"), os.Getenv("GODEBUG")) {
+		o.ProcessorCeiling = procs.RuntimeDefault
+	}
+	return o
+}
+
+// followCPULimit says whether adaptive processors follow the runtime's
+// default as the CPUs and the container's CPU limit change, as the Go
+// runtime itself does for a program that sets no number: not when the
+// GOMAXPROCS environment variable fixes the ceiling, nor when GODEBUG
+// turns the runtime's own updates off (updatemaxprocs=0).
+func followCPULimit(gomaxprocs, godebug string) bool {
+	if gomaxprocs != "" {
+		return false
+	}
+	follow := true
+	for _, kv := range strings.Split(godebug, ",") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(kv), "="); ok && k == "updatemaxprocs" {
+			follow = v != "0" // the last setting wins, as in the runtime
+		}
+	}
+	return follow
 }
 
 // serve runs the gateway until ctx is done, reloading the configuration

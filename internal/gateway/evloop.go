@@ -36,7 +36,7 @@ func (g *Gateway) eventLoops(on bool) *evloop.Group {
 		return nil
 	}
 	g.loops.once.Do(func() {
-		grp, err := evloop.Start(g.procs.ceiling, g.log)
+		grp, err := evloop.Start(g.procs.loops, g.log)
 		if err != nil {
 			g.log.Warn("event loops unavailable; sessions run on goroutines", "err", err)
 			return

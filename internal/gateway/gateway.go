@@ -95,6 +95,13 @@ type Options struct {
 	// ProcessorWindow is how often adaptive processors sample the CPU
 	// use; 0: procs.DefaultWindow. Tests shorten it.
 	ProcessorWindow time.Duration
+	// ProcessorCeiling, when set, is read every
+	// procs.DefaultCeilingEvery windows by adaptive processors for the
+	// most processors postern may have now (procs.RuntimeDefault: the
+	// machine's CPUs and the container's CPU limit, as they are now);
+	// given the processors in use, it leaves the runtime with them. Nil:
+	// the ceiling is the runtime's number at start, for good.
+	ProcessorCeiling func(cur int) int
 }
 
 // Gateway is a running postern: its configuration, store, engine,

@@ -12,11 +12,17 @@ import (
 
 // procState is how the gateway runs the Go runtime's processors.
 type procState struct {
-	// ceiling is the most processors postern runs on: the runtime's
-	// number at start (every core, or GOMAXPROCS from the environment,
+	// ceiling is the most processors postern runs on at start: the
+	// runtime's number (every core, or GOMAXPROCS from the environment,
 	// or the container's CPU limit), or the configuration's fixed
-	// number. The event loops are this many.
+	// number. Adaptive processors with Options.ProcessorCeiling follow
+	// it as it changes.
 	ceiling int
+	// loops is how many event loops to start: the ceiling, or, when the
+	// ceiling may rise, every CPU the process may run on (runtime.NumCPU
+	// at start): a loop with no sessions costs a parked goroutine and
+	// three descriptors.
+	loops int
 	// adaptive: Run sizes the processors to the load up to ceiling.
 	adaptive bool
 	// before is the runtime's number at start, set again when Run ends.
@@ -28,6 +34,7 @@ type procState struct {
 func (g *Gateway) setProcessors(cfg *config.File) {
 	g.procs.ceiling = runtime.GOMAXPROCS(0)
 	g.procs.before = g.procs.ceiling
+	g.procs.loops = g.procs.ceiling
 	if !g.opts.SizeProcessors {
 		return
 	}
@@ -36,10 +43,13 @@ func (g *Gateway) setProcessors(cfg *config.File) {
 	case err != nil: // the configuration was validated: not reached
 	case fixed > 0:
 		runtime.GOMAXPROCS(fixed)
-		g.procs.ceiling = fixed
+		g.procs.ceiling, g.procs.loops = fixed, fixed
 		g.log.Info("processors fixed", "processors", fixed)
 	case adaptive && g.procs.ceiling > 1:
 		g.procs.adaptive = true
+		if g.opts.ProcessorCeiling != nil {
+			g.procs.loops = max(g.procs.ceiling, runtime.NumCPU())
+		}
 	}
 }
 
@@ -69,7 +79,8 @@ func (g *Gateway) runProcessors(ctx context.Context, wg *sync.WaitGroup) {
 		return
 	}
 	c.Log = g.log
-	g.log.Info("processors sized to the load", "max", g.procs.ceiling, "window", c.Window())
+	c.Ceiling = g.opts.ProcessorCeiling
+	g.log.Info("processors sized to the load", "max", g.procs.ceiling, "window", c.Window(), "follow_cpu_limit", c.Ceiling != nil)
 	wg.Go(func() {
 		t := time.NewTicker(c.Window())
 		defer t.Stop()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,10 +38,18 @@ func waitProcessors(t *testing.T, g *Gateway, what string, ok func(int) bool) {
 // checks the runtime's number is back to what it was.
 func runSized(t *testing.T, cfg, conf string) (*Gateway, func()) {
 	t.Helper()
+	return runSizedWith(t, cfg, conf, Options{Log: new(syncBuffer)})
+}
+
+// runSizedWith is runSized with more options (the log's writer, the
+// processor ceiling).
+func runSizedWith(t *testing.T, cfg, conf string, opts Options) (*Gateway, func()) {
+	t.Helper()
 	before := runtime.GOMAXPROCS(0)
 	writeConfig(t, cfg, conf)
 	ctx, cancel := context.WithCancel(context.Background())
-	g, err := Start(ctx, cfg, Options{Log: new(syncBuffer), SizeProcessors: true, ProcessorWindow: 5 * time.Millisecond})
+	opts.SizeProcessors, opts.ProcessorWindow = true, 5*time.Millisecond
+	g, err := Start(ctx, cfg, opts)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -85,6 +94,15 @@ func TestProcessorsFollowTheLoad(t *testing.T) {
 	c.Close()
 
 	// A busy process: a goroutine spinning takes the one processor.
+	stopSpin := spin()
+	waitProcessors(t, g, "busy", func(n int) bool { return n >= 2 })
+	stopSpin()
+	waitProcessors(t, g, "idle again", func(n int) bool { return n == 1 })
+	stop()
+}
+
+// spin keeps a goroutine busy until the returned function is called.
+func spin() (stop func()) {
 	quit := make(chan struct{})
 	spun := make(chan int)
 	go func() {
@@ -101,11 +119,75 @@ func TestProcessorsFollowTheLoad(t *testing.T) {
 			}
 		}
 	}()
-	waitProcessors(t, g, "busy", func(n int) bool { return n >= 2 })
-	close(quit)
-	<-spun
-	waitProcessors(t, g, "idle again", func(n int) bool { return n == 1 })
-	stop()
+	return func() {
+		close(quit)
+		<-spun
+	}
+}
+
+// TestProcessorsFollowTheCeiling: adaptive processors read the ceiling
+// (in serve: the runtime's default, which follows the container's CPU
+// limit) as it changes. Lowered to one, a busy process stays on one
+// processor and one event loop; raised again, the load takes the
+// processors back; each change is logged, and Run's end sets the
+// ceiling of the time.
+func TestProcessorsFollowTheCeiling(t *testing.T) {
+	start := runtime.GOMAXPROCS(0)
+	if start < 2 {
+		t.Skip("one processor here: nothing to size")
+	}
+	var ceiling, reads atomic.Int32
+	ceiling.Store(int32(start))
+	readCeiling := func(cur int) int {
+		reads.Add(1)
+		return int(ceiling.Load())
+	}
+	logw := new(syncBuffer)
+	_, cfg, conf := loopsGateway(t)
+	g, stop := runSizedWith(t, cfg, conf(true), Options{Log: logw, ProcessorCeiling: readCeiling})
+	if grp := g.loops.group.Load(); grp != nil && grp.Len() != max(start, runtime.NumCPU()) {
+		t.Errorf("%d event loops, want one per CPU (%d) when the ceiling may rise", grp.Len(), max(start, runtime.NumCPU()))
+	}
+	waitReads := func(n int32) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for at := reads.Load(); reads.Load() < at+n; {
+			if time.Now().After(deadline) {
+				t.Fatalf("the ceiling was not read %d times in 20 s", n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitLog := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for !strings.Contains(logw.String(), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q in the log after 20 s:\n%s", want, logw.String())
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+
+	ceiling.Store(1)
+	waitLog(fmt.Sprintf("processor ceiling changed\" from=%d to=1", start))
+	c, r := dialFrom(t, "127.0.0.64", g.Addr(service.SMTP))
+	mailSession(t, service.SMTP, c, r)
+	c.Close()
+	stopSpin := spin()
+	waitReads(2) // at least 40 windows spinning: well over the one that would double the processors
+	if n := runtime.GOMAXPROCS(0); n != 1 {
+		t.Errorf("busy under a ceiling of one: %d processors", n)
+	}
+	if grp := g.loops.group.Load(); grp != nil && grp.Active() != 1 {
+		t.Errorf("busy under a ceiling of one: %d active loops", grp.Active())
+	}
+
+	ceiling.Store(int32(start))
+	waitLog(fmt.Sprintf("processor ceiling changed\" from=1 to=%d", start))
+	waitProcessors(t, g, "busy under the ceiling raised again", func(n int) bool { return n >= 2 })
+	stopSpin()
+	stop() // checks the runtime is back at the ceiling, the number from before
 }
 
 // TestProcessorsFixed: a number is set at start, the event loops are as

@@ -44,6 +44,9 @@ const (
 	// DefaultHold is how many windows in a row must be light before a
 	// processor is taken away (5 s at DefaultWindow).
 	DefaultHold = 20
+	// DefaultCeilingEvery is how many windows pass between two readings
+	// of Controller.Ceiling (10 s at DefaultWindow).
+	DefaultCeilingEvery = 40
 )
 
 // Policy says when to add and remove processors. The zero value of a
@@ -149,6 +152,21 @@ func (s *Sizer) Observe(cores float64) int {
 	return s.cur
 }
 
+// Max returns the most processors the Sizer decides.
+func (s *Sizer) Max() int { return s.p.Max }
+
+// SetMax changes the most processors (at least the policy's Min) and
+// returns the number for the next window: the current one, or the new
+// maximum when that is lower. A raised maximum is reached the way any
+// other is, by the load.
+func (s *Sizer) SetMax(n int) int {
+	s.p.Max = max(n, s.p.Min)
+	if s.cur > s.p.Max {
+		s.set(s.p.Max)
+	}
+	return s.cur
+}
+
 func (s *Sizer) set(n int) {
 	s.cur, s.light, s.recent = n, 0, s.recent[:0]
 }
@@ -163,8 +181,18 @@ type Controller struct {
 	Set func(n int)
 	// Now returns the current time (time.Now).
 	Now func() time.Time
-	// Log receives a debug line for every change; nil: none.
+	// Log receives a debug line for every change, and an info line when
+	// the ceiling changes; nil: none.
 	Log *slog.Logger
+	// Ceiling, when set, returns the most processors the process may have
+	// now, read every CeilingEvery windows: RuntimeDefault follows the
+	// machine's CPUs and the container's CPU limit. It is given the
+	// processors in use and leaves the runtime with them. Nil: the
+	// policy's Max for good.
+	Ceiling func(cur int) int
+	// CeilingEvery is the number of windows between two readings of
+	// Ceiling; 0: DefaultCeilingEvery.
+	CeilingEvery int
 
 	sizer  *Sizer
 	window time.Duration
@@ -187,20 +215,31 @@ func (c *Controller) Window() time.Duration { return c.window }
 // Current returns the processors last set (or the starting number).
 func (c *Controller) Current() int { return c.sizer.Current() }
 
+// Max returns the most processors the controller sets now: the policy's
+// Max, or what Ceiling last returned.
+func (c *Controller) Max() int { return c.sizer.Max() }
+
 // Run sets the starting number of processors, then samples at every tick
-// until ctx is done, and sets the policy's Max again before it returns. A
-// failed CPU reading skips its window. Run returns ctx's error.
+// until ctx is done, and sets the ceiling before it returns. A failed CPU
+// reading skips its window. Run returns ctx's error.
 func (c *Controller) Run(ctx context.Context, tick <-chan time.Time) error {
 	c.Set(c.sizer.Current())
-	defer func() { c.Set(c.sizer.p.Max) }()
+	defer func() { c.Set(c.sizer.Max()) }()
+	every := c.CeilingEvery
+	if every <= 0 {
+		every = DefaultCeilingEvery
+	}
 	lastCPU, err := c.CPU()
 	lastAt := c.Now()
 	ok := err == nil
-	for {
+	for windows := 1; ; windows++ {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-tick:
+		}
+		if c.Ceiling != nil && windows%every == 0 {
+			c.readCeiling()
 		}
 		cpu, err := c.CPU()
 		at := c.Now()
@@ -219,5 +258,20 @@ func (c *Controller) Run(ctx context.Context, tick <-chan time.Time) error {
 			}
 		}
 		lastCPU, lastAt, ok = cpu, at, true
+	}
+}
+
+// readCeiling asks Ceiling for the most processors and applies a change.
+func (c *Controller) readCeiling() {
+	before, cur := c.sizer.Max(), c.sizer.Current()
+	n := c.Ceiling(cur)
+	if n < 1 || n == before {
+		return
+	}
+	if next := c.sizer.SetMax(n); next != cur {
+		c.Set(next)
+	}
+	if c.Log != nil {
+		c.Log.Info("processor ceiling changed", "from", before, "to", c.sizer.Max(), "processors", c.sizer.Current())
 	}
 }

@@ -3,6 +3,8 @@ package procs
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -228,6 +230,118 @@ func TestControllerRun(t *testing.T) {
 		t.Fatalf("Run returned %v", err)
 	}
 	expect(2, "the ceiling set again on the way out")
+}
+
+// TestSizerSetMax: a lowered maximum takes the processors down at once
+// and caps the load's doubling; a raised one is reached by the load.
+func TestSizerSetMax(t *testing.T) {
+	s, err := NewSizer(Policy{Max: 4}, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := s.SetMax(2); n != 2 || s.Max() != 2 {
+		t.Fatalf("SetMax(2) from 4: %d processors, max %d", n, s.Max())
+	}
+	if n := s.Observe(2); n != 2 {
+		t.Fatalf("saturated under a maximum of 2: %d", n)
+	}
+	if n := s.SetMax(4); n != 2 {
+		t.Fatalf("SetMax(4): %d processors, want the 2 in use until the load asks", n)
+	}
+	if n := s.Observe(1.9); n != 4 {
+		t.Fatalf("saturated under a maximum of 4 again: %d", n)
+	}
+	if n := s.SetMax(0); n != 1 || s.Max() != 1 {
+		t.Fatalf("SetMax(0): %d processors, max %d; want the policy's minimum, 1", n, s.Max())
+	}
+}
+
+// TestControllerCeiling: the ceiling is read every CeilingEvery windows
+// with the processors in use; a lower one is set at once, a higher one
+// when the load asks, each change is logged, and Run's end sets the
+// ceiling of the time.
+func TestControllerCeiling(t *testing.T) {
+	f := &fakeCPU{nextAt: time.Unix(1e9, 0)}
+	f.window(0, 0, false)
+	sets := make(chan int, 100)
+	c, err := NewController(Policy{Max: 4}, f.read, func(n int) { sets <- n })
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Now = f.clock
+	var logs strings.Builder
+	var mu sync.Mutex
+	c.Log = slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil))
+	asked := make(chan int, 10)
+	ceilings := []int{2, 2, 4}
+	c.Ceiling = func(cur int) int {
+		asked <- cur
+		n := ceilings[0]
+		if len(ceilings) > 1 {
+			ceilings = ceilings[1:]
+		}
+		return n
+	}
+	c.CeilingEvery = 2
+	tick := make(chan time.Time)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx, tick) }()
+	expect := func(ch chan int, want int, what string) {
+		t.Helper()
+		select {
+		case n := <-ch:
+			if n != want {
+				t.Fatalf("%s: %d, want %d", what, n, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: nothing, want %d", what, want)
+		}
+	}
+	step := func() {
+		f.window(c.Window(), 3, false) // three cores' worth: saturated below 4
+		tick <- time.Time{}
+	}
+	expect(sets, 4, "the start")
+	step()
+	step()
+	expect(asked, 4, "the ceiling read in the second window, with the processors in use")
+	expect(sets, 2, "a ceiling of 2")
+	step()
+	step()
+	expect(asked, 2, "the ceiling read again")
+	step()
+	step()
+	expect(asked, 2, "the third reading")
+	expect(sets, 4, "a ceiling of 4 again, under a saturating load")
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run returned %v", err)
+	}
+	expect(sets, 4, "the ceiling set on the way out")
+	mu.Lock()
+	got := logs.String()
+	mu.Unlock()
+	for _, want := range []string{"processor ceiling changed\" from=4 to=2 processors=2", "processor ceiling changed\" from=2 to=4 processors=2"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("no %q in the log:\n%s", want, got)
+		}
+	}
+	if strings.Count(got, "processor ceiling changed") != 2 {
+		t.Errorf("a ceiling that did not change was logged:\n%s", got)
+	}
+}
+
+// lockedWriter serialises writes to w.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // TestProcessCPU reads the real process's CPU time, which grows while
