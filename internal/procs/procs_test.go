@@ -176,6 +176,36 @@ func (f *fakeCPU) window(w time.Duration, cores float64, fail bool) {
 	f.queue = append(f.queue, sample{cpu: f.nextCPU, at: f.nextAt, fail: fail})
 }
 
+// runController runs c.Run on its own goroutine with a tick channel the
+// test drives; stop cancels it and checks it returned ctx's error.
+func runController(t *testing.T, c *Controller) (tick chan time.Time, stop func()) {
+	t.Helper()
+	tick = make(chan time.Time)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx, tick) }()
+	return tick, func() {
+		t.Helper()
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run returned %v", err)
+		}
+	}
+}
+
+// expectOn waits for the next number on ch and fails unless it is want.
+func expectOn(t *testing.T, ch chan int, want int, what string) {
+	t.Helper()
+	select {
+	case n := <-ch:
+		if n != want {
+			t.Fatalf("%s: %d, want %d", what, n, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: nothing, want %d", what, want)
+	}
+}
+
 func TestControllerRun(t *testing.T) {
 	f := &fakeCPU{nextAt: time.Unix(1e9, 0)}
 	f.window(0, 0, false) // the reading Run starts from
@@ -185,20 +215,10 @@ func TestControllerRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Now = f.clock
-	tick := make(chan time.Time)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx, tick) }()
+	tick, stop := runController(t, c)
 	expect := func(want int, what string) {
 		t.Helper()
-		select {
-		case n := <-sets:
-			if n != want {
-				t.Fatalf("%s: set %d, want %d", what, n, want)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("%s: nothing set, want %d", what, want)
-		}
+		expectOn(t, sets, want, what)
 	}
 	expectNone := func(what string) {
 		t.Helper()
@@ -225,10 +245,7 @@ func TestControllerRun(t *testing.T) {
 	step(0.1, false)
 	step(0.1, false)
 	expect(1, "two light windows again")
-	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
-		t.Fatalf("Run returned %v", err)
-	}
+	stop()
 	expect(2, "the ceiling set again on the way out")
 }
 
@@ -283,42 +300,25 @@ func TestControllerCeiling(t *testing.T) {
 		return n
 	}
 	c.CeilingEvery = 2
-	tick := make(chan time.Time)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx, tick) }()
-	expect := func(ch chan int, want int, what string) {
-		t.Helper()
-		select {
-		case n := <-ch:
-			if n != want {
-				t.Fatalf("%s: %d, want %d", what, n, want)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("%s: nothing, want %d", what, want)
-		}
-	}
+	tick, stop := runController(t, c)
 	step := func() {
 		f.window(c.Window(), 3, false) // three cores' worth: saturated below 4
 		tick <- time.Time{}
 	}
-	expect(sets, 4, "the start")
+	expectOn(t, sets, 4, "the start")
 	step()
 	step()
-	expect(asked, 4, "the ceiling read in the second window, with the processors in use")
-	expect(sets, 2, "a ceiling of 2")
+	expectOn(t, asked, 4, "the ceiling read in the second window, with the processors in use")
+	expectOn(t, sets, 2, "a ceiling of 2")
 	step()
 	step()
-	expect(asked, 2, "the ceiling read again")
+	expectOn(t, asked, 2, "the ceiling read again")
 	step()
 	step()
-	expect(asked, 2, "the third reading")
-	expect(sets, 4, "a ceiling of 4 again, under a saturating load")
-	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
-		t.Fatalf("Run returned %v", err)
-	}
-	expect(sets, 4, "the ceiling set on the way out")
+	expectOn(t, asked, 2, "the third reading")
+	expectOn(t, sets, 4, "a ceiling of 4 again, under a saturating load")
+	stop()
+	expectOn(t, sets, 4, "the ceiling set on the way out")
 	mu.Lock()
 	got := logs.String()
 	mu.Unlock()
