@@ -215,10 +215,6 @@ func (c *Controller) Window() time.Duration { return c.window }
 // Current returns the processors last set (or the starting number).
 func (c *Controller) Current() int { return c.sizer.Current() }
 
-// Max returns the most processors the controller sets now: the policy's
-// Max, or what Ceiling last returned.
-func (c *Controller) Max() int { return c.sizer.Max() }
-
 // Run sets the starting number of processors, then samples at every tick
 // until ctx is done, and sets the ceiling before it returns. A failed CPU
 // reading skips its window. Run returns ctx's error.
