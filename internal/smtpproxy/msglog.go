@@ -15,9 +15,15 @@ const maxLoggedReply = 200
 // backend's reply (code, enhanced code, text: its queue id, say) and how
 // long the transaction took from MAIL. The logger carries the service and
 // the client; the account is named when the session logged in.
+//
+// Like the login line (gate.logLogin), it hands its record to the
+// logger's handler itself: Logger.LogAttrs would also look up its
+// caller's program counter (runtime.Callers), which postern's handlers
+// never print, for every message.
 func (s *session) logMessage(size int64, rcpts int, final reply) {
 	ctx := context.Background()
-	if !s.log.Enabled(ctx, slog.LevelInfo) {
+	h := s.log.Handler()
+	if !h.Enabled(ctx, slog.LevelInfo) {
 		return
 	}
 	status := final.enhanced()
@@ -33,5 +39,7 @@ func (s *session) logMessage(size int64, rcpts int, final reply) {
 	if s.authed {
 		attrs = append(attrs, slog.String("account", s.account))
 	}
-	s.log.LogAttrs(ctx, slog.LevelInfo, "message", attrs...)
+	r := slog.NewRecord(time.Now(), slog.LevelInfo, "message", 0)
+	r.AddAttrs(attrs...)
+	_ = h.Handle(ctx, r) // as Logger.LogAttrs: a handler's error is its own to report
 }
