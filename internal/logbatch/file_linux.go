@@ -13,17 +13,24 @@ import (
 // polls writable takes whole without blocking.
 const rawChunk = 4096
 
-// fileWriter writes a batch to a file, normally with raw write system
-// calls. A write through *os.File is a system call the runtime accounts
+// fileWriter writes a batch to a pipe or a socket (a service manager's
+// journal, a container runtime's log) with raw write system calls where
+// it can. A write through *os.File is a system call the runtime accounts
 // for: it wakes the runtime's monitor thread from its deep sleep, which
 // then polls every 20 µs for a millisecond or more. On a gateway whose
 // sessions make only raw system calls (the event loops), the log's
 // flush was the one such call left, and the monitor's polling after it
 // cost about a tenth of a login's CPU. A raw write is made only when it
-// cannot block: the file polls writable and the chunk is at most
-// rawChunk bytes of whole lines. Anything else — a full pipe, a line
-// longer than rawChunk, an error — goes through the *os.File, which
-// blocks the way it always has.
+// cannot block: the pipe or socket polls writable and the chunk is at
+// most rawChunk bytes of whole lines. Anything else — a full pipe, a
+// line longer than rawChunk, an error — goes through the *os.File.
+//
+// A regular file (or a terminal) always goes through the *os.File: it
+// polls writable whether or not a write will wait (a disk whose
+// write-back is congested holds writers for as long as it takes), and a
+// raw system call that waits keeps its processor from every other
+// goroutine — with one processor (postern's when it is nearly idle), the
+// whole gateway. A write the runtime accounts for lets go of it.
 type fileWriter struct {
 	f  *os.File
 	fd int // -1: no raw writes
@@ -32,7 +39,12 @@ type fileWriter struct {
 func newFileWriter(f *os.File) *fileWriter {
 	w := &fileWriter{f: f, fd: -1}
 	if rc, err := f.SyscallConn(); err == nil {
-		rc.Control(func(fd uintptr) { w.fd = int(fd) })
+		rc.Control(func(fd uintptr) {
+			var st unix.Stat_t
+			if unix.Fstat(int(fd), &st) == nil && (st.Mode&unix.S_IFMT == unix.S_IFIFO || st.Mode&unix.S_IFMT == unix.S_IFSOCK) {
+				w.fd = int(fd)
+			}
+		})
 	}
 	return w
 }

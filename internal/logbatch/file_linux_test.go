@@ -137,12 +137,36 @@ func TestFileWriterClosed(t *testing.T) {
 }
 
 func TestNewFileRegular(t *testing.T) {
-	// A log file: batches through NewFile land whole, in order.
+	// A log file: batches through NewFile land whole, in order, and go
+	// through the *os.File (a raw write to a disk that stalls would keep
+	// its processor); a pipe and a socket get raw writes.
 	f, err := os.CreateTemp(t.TempDir(), "log")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
+	if fw := newFileWriter(f); fw.fd != -1 {
+		t.Errorf("a regular file gets raw writes (descriptor %d)", fw.fd)
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	defer pw.Close()
+	if fw := newFileWriter(pw); fw.fd < 0 {
+		t.Error("a pipe gets no raw writes")
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock, peer := os.NewFile(uintptr(fds[0]), "sock"), os.NewFile(uintptr(fds[1]), "peer")
+	defer sock.Close()
+	defer peer.Close()
+	if fw := newFileWriter(sock); fw.fd < 0 {
+		t.Error("a socket gets no raw writes")
+	}
 	b := NewFile(f, time.Hour)
 	want := lines(300, 70)
 	for l := range bytes.Lines(want) {

@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -92,7 +94,8 @@ func TestDelayWritesTheBatch(t *testing.T) {
 	}
 }
 
-// A full batch is written by the write that filled it, without waiting.
+// A full batch goes out at once, without waiting for its delay, written
+// by the timer's goroutine rather than by the Write that filled it.
 func TestFullBatchGoesAtOnce(t *testing.T) {
 	r := newRecorder()
 	w := New(r, time.Hour)
@@ -102,9 +105,97 @@ func TestFullBatchGoesAtOnce(t *testing.T) {
 	for range maxBatch/len(line) + 1 {
 		w.Write(line)
 	}
+	select {
+	case <-r.wrote:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a full batch was not written")
+	}
 	got, n := r.state()
 	if n != 1 || len(got) < maxBatch {
 		t.Errorf("after %d bytes: %d writes of %d bytes; want one of at least %d", (maxBatch/len(line)+1)*len(line), n, len(got), maxBatch)
+	}
+}
+
+// stuck is a destination whose writes wait until release is closed.
+type stuck struct {
+	recorder
+	entered  chan struct{} // receives when a write begins
+	release  chan struct{}
+	released atomic.Bool
+}
+
+func (s *stuck) Write(p []byte) (int, error) {
+	s.entered <- struct{}{}
+	<-s.release
+	return s.recorder.Write(p)
+}
+
+// blockedInWrite reports whether a goroutine waits inside Writer.Write
+// for a write under way.
+func blockedInWrite() bool {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "sync.(*Cond).Wait") && strings.Contains(g, "logbatch.(*Writer).Write(") {
+			return true
+		}
+	}
+	return false
+}
+
+// While a batch's write is stuck (a disk that stalls, a full pipe), the
+// goroutines that log go on: Write returns at once until maxBuffered
+// bytes wait, and the Write beyond that waits for the stuck write. Every
+// line arrives whole and in order once the destination moves again.
+func TestWriteDoesNotWaitForASlowDestination(t *testing.T) {
+	s := &stuck{recorder: *newRecorder(), entered: make(chan struct{}, 1000), release: make(chan struct{})}
+	w := New(s, time.Millisecond)
+	w.Write([]byte("first\n"))
+	<-s.entered // the first batch's write is under way, and stuck
+	var want bytes.Buffer
+	want.WriteString("first\n")
+	line := append(bytes.Repeat([]byte("y"), 200), '\n')
+	n := 0
+	for len(want.Bytes()) < maxBuffered-len(line) {
+		if _, err := w.Write(line); err != nil {
+			t.Fatal(err)
+		}
+		want.Write(line)
+		n++
+	}
+	// Those Writes returned although nothing could be written: now one
+	// past maxBuffered, which must wait for the stuck write.
+	returned := make(chan bool)
+	go func() {
+		for range 2 * (maxBuffered / len(line)) {
+			w.Write(line)
+		}
+		returned <- s.released.Load()
+	}()
+	// The goroutine gets to a Write that waits for the stuck one.
+	deadline := time.Now().Add(10 * time.Second)
+	for !blockedInWrite() {
+		if time.Now().After(deadline) {
+			t.Fatal("no Write waits for the stuck write although maxBuffered bytes wait")
+		}
+		runtime.Gosched()
+	}
+	s.released.Store(true)
+	close(s.release)
+	if !<-returned {
+		t.Error("Writes past maxBuffered returned before the stuck write ended")
+	}
+	for range 2 * (maxBuffered / len(line)) {
+		want.Write(line)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.state(); got != want.String() {
+		t.Errorf("%d bytes arrived, want %d (lines lost, cut or out of order)", len(got), want.Len())
+	}
+	if n == 0 {
+		t.Error("no Write went through while the destination was stuck")
 	}
 }
 
