@@ -389,6 +389,7 @@ type gateway struct {
 	imap, pop3 string // listen addresses ("" when not configured)
 	logPath    string
 	done       chan error
+	ready      *benchkit.ReadySocket // postern's notification socket
 }
 
 func (g *gateway) pid() int { return g.cmd.Process.Pid }
@@ -454,21 +455,44 @@ func (b *bench) startPostern(name, imapBackend, popBackend string) (*gateway, er
 	if err := os.WriteFile(cfg, []byte(configText(dir, g.imap, imapBackend, g.pop3, popBackend)), 0o600); err != nil {
 		return nil, err
 	}
-	lf, err := os.Create(g.logPath)
+	if g.ready, err = benchkit.NewReadySocket(); err != nil {
+		return nil, err
+	}
+	// Its log through a pipe, as a service manager takes it.
+	lf, err := benchkit.NewLogPipe(g.logPath)
 	if err != nil {
+		g.ready.Close()
 		return nil, err
 	}
 	g.cmd = exec.Command(b.bin, "serve", "-c", cfg)
+	g.cmd.Env = append(os.Environ(), g.ready.Env())
 	if b.o.posternEnv != "" {
-		g.cmd.Env = append(os.Environ(), strings.Split(b.o.posternEnv, ",")...)
+		g.cmd.Env = append(g.cmd.Env, strings.Split(b.o.posternEnv, ",")...)
 	}
-	g.cmd.Stdout, g.cmd.Stderr = lf, lf
+	g.cmd.Stdout, g.cmd.Stderr = lf.Writer(), lf.Writer()
 	g.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := g.cmd.Start(); err != nil {
-		lf.Close()
+	err = g.cmd.Start()
+	lf.Started()
+	if err != nil {
+		g.ready.Close()
 		return nil, err
 	}
-	go func() { g.done <- g.cmd.Wait(); lf.Close() }()
+	go func() { err := g.cmd.Wait(); lf.Wait(5 * time.Second); g.done <- err }()
+	// Its ports accept connections before it serves them (it opens its
+	// store after binding them): the load starts on READY=1.
+	exited := func() bool {
+		select {
+		case err := <-g.done:
+			g.done <- err
+			return true
+		default:
+			return false
+		}
+	}
+	if err := g.ready.Wait(30*time.Second, exited); err != nil {
+		g.stop()
+		return nil, fmt.Errorf("postern serve %w:\n%s", err, g.logTail())
+	}
 	deadline := time.Now().Add(20 * time.Second)
 	for _, addr := range []string{g.imap, g.pop3} {
 		for addr != "" {
@@ -496,6 +520,7 @@ func (b *bench) startPostern(name, imapBackend, popBackend string) (*gateway, er
 // stop sends SIGTERM to postern (by its PID) and waits; SIGKILL after 40 s
 // (postern drains sessions for up to 30 s).
 func (g *gateway) stop() error {
+	defer g.ready.Close()
 	g.cmd.Process.Signal(syscall.SIGTERM)
 	t := time.NewTimer(40 * time.Second)
 	defer t.Stop()

@@ -418,7 +418,7 @@ func (b *bench) scenario(key string) error {
 			if res.errors > 0 {
 				b.fail("%s, %s, round %d: %d failed sessions; first: %v", key, side, r+1, res.errors, res.firstErr)
 			} else if res.ops == 0 {
-				b.fail("%s, %s, round %d: nothing completed in the measured window", key, side, r+1)
+				b.fail("%s, %s, round %d: %s", key, side, r+1, res.stalled())
 			}
 		}
 	}

@@ -255,7 +255,7 @@ func (b *bench) compareScenario(key string, sides []*abSide) (string, error) {
 			}
 			run := sc.add("postern", s.res, map[string]float64{cPostern: s.cpu1 - s.cpu0}, s.t1.Sub(s.t0).Seconds())
 			if sc.ops(run) == 0 {
-				return "", fmt.Errorf("%s, round %d: nothing completed in the measured window", s.name, r+1)
+				return "", fmt.Errorf("%s, round %d: %s", s.name, r+1, s.res.stalled())
 			}
 			s.perOp = append(s.perOp, sc.perOp(run, cPostern))
 			s.rate = append(s.rate, run.Rate)

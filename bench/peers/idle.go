@@ -271,7 +271,7 @@ func (b *bench) holdIdle(side string, p *proc, listen string, n int) idleResult 
 	res := idleResult{Side: side}
 	t := target{side: side, addr: listen}
 	// One full session first, so that lazily created state exists.
-	if _, err := loginSession(b.ctx, t, sourceAddr(13, 0)); err != nil {
+	if _, err := loginSession(b.ctx, t, sourceAddr(13, 0), &stepClock{}); err != nil {
 		res.StoppedBy = "first session: " + err.Error()
 		return res
 	}

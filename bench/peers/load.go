@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -55,22 +56,26 @@ func smtpBody(size int) []byte {
 
 // smtpSession sends one message in one session: greeting, EHLO, MAIL,
 // RCPT, DATA, the message, QUIT. No PIPELINING.
-func smtpSession(ctx context.Context, t target, src netip.Addr, body []byte) (resumed bool, err error) {
+func smtpSession(ctx context.Context, t target, src netip.Addr, body []byte, clk *stepClock) (resumed bool, err error) {
+	clk.begin()
 	c, err := dial(ctx, t, src, time.Now().Add(60*time.Second))
 	if err != nil {
 		return false, err
 	}
 	defer c.Close()
+	clk.mark("connect")
 	if err := c.SMTPReply(220); err != nil {
 		return c.Resumed, fmt.Errorf("greeting: %w", err)
 	}
+	clk.mark("greeting")
 	for _, s := range []struct {
-		line string
-		code int
-	}{{"EHLO client.bench.invalid", 250}, {"MAIL FROM:<" + mailFrom + ">", 250}, {"RCPT TO:<" + rcptTo + ">", 250}, {"DATA", 354}} {
+		step, line string
+		code       int
+	}{{"EHLO", "EHLO client.bench.invalid", 250}, {"MAIL", "MAIL FROM:<" + mailFrom + ">", 250}, {"RCPT", "RCPT TO:<" + rcptTo + ">", 250}, {"DATA", "DATA", 354}} {
 		if err := c.SMTPCmd(s.line, s.code); err != nil {
 			return c.Resumed, err
 		}
+		clk.mark(s.step)
 	}
 	mid := fmt.Sprintf("Message-ID: <%016x.%08x@bench.invalid>\r\n", time.Now().UnixNano(), uint32(msgSeq.Add(1)))
 	if _, err := c.C.Write(append([]byte(mid), body...)); err != nil {
@@ -79,7 +84,48 @@ func smtpSession(ctx context.Context, t target, src netip.Addr, body []byte) (re
 	if err := c.SMTPReply(250); err != nil {
 		return c.Resumed, fmt.Errorf("end of DATA: %w", err)
 	}
-	return c.Resumed, c.SMTPCmd("QUIT", 221)
+	clk.mark("message")
+	err = c.SMTPCmd("QUIT", 221)
+	clk.mark("QUIT")
+	return c.Resumed, err
+}
+
+// stepClock times the steps of one session, so that a window in which
+// nothing completed can say where its slowest session spent its time.
+type stepClock struct {
+	t0, last time.Time
+	n        int
+	names    [8]string
+	took     [8]time.Duration
+}
+
+func (c *stepClock) begin() {
+	c.t0, c.n = time.Now(), 0
+	c.last = c.t0
+}
+
+// mark ends the step named step.
+func (c *stepClock) mark(step string) {
+	now := time.Now()
+	if c.n < len(c.took) {
+		c.names[c.n], c.took[c.n] = step, now.Sub(c.last)
+		c.n++
+	}
+	c.last = now
+}
+
+func (c *stepClock) String() string {
+	var b strings.Builder
+	for i := range c.n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s %v", c.names[i], c.took[i].Round(10*time.Microsecond))
+	}
+	if c.n == 0 {
+		b.WriteString("not connected")
+	}
+	return b.String()
 }
 
 // ---- measured runs ------------------------------------------------------------
@@ -94,6 +140,10 @@ type loadResult struct {
 	shakes   int // TLS handshakes done
 	errors   int
 	firstErr error
+	// The slowest session (login, SMTP) and its steps, ended or failed,
+	// warm-up included: where the time went when nothing completed.
+	slowest      time.Duration
+	slowestSteps string
 }
 
 func (r *loadResult) add(o loadResult) {
@@ -106,6 +156,25 @@ func (r *loadResult) add(o loadResult) {
 	if r.firstErr == nil {
 		r.firstErr = o.firstErr
 	}
+	if o.slowest > r.slowest {
+		r.slowest, r.slowestSteps = o.slowest, o.slowestSteps
+	}
+}
+
+// timed notes a session's steps if it is the slowest so far.
+func (r *loadResult) timed(c *stepClock) {
+	if d := time.Since(c.t0); d > r.slowest {
+		r.slowest, r.slowestSteps = d, c.String()
+	}
+}
+
+// stalled describes a window in which nothing completed.
+func (r *loadResult) stalled() string {
+	s := fmt.Sprintf("nothing completed in the measured window (%d sessions before it", r.total)
+	if r.slowest > 0 {
+		s += fmt.Sprintf("; the slowest took %v: %s", r.slowest.Round(time.Millisecond), r.slowestSteps)
+	}
+	return s + ")"
 }
 
 func (r *loadResult) fail(err error) {
@@ -225,8 +294,10 @@ func loginRun(ctx context.Context, t target, clients int, warmup, dur time.Durat
 	return window(ctx, clients, warmup, dur, h, func(i int, phase *atomic.Int32, res *loadResult) {
 		t := ownCache(t)
 		src := sourceAddr(11+t.group, i)
+		var clk stepClock
 		for phase.Load() != benchkit.Stopping && ctx.Err() == nil {
-			resumed, err := loginSession(ctx, t, src)
+			resumed, err := loginSession(ctx, t, src, &clk)
+			res.timed(&clk)
 			if err != nil {
 				res.fail(err)
 				benchkit.SleepCtx(ctx, 100*time.Millisecond)
@@ -246,19 +317,25 @@ func loginRun(ctx context.Context, t target, clients int, warmup, dur time.Durat
 	})
 }
 
-func loginSession(ctx context.Context, t target, src netip.Addr) (bool, error) {
+func loginSession(ctx context.Context, t target, src netip.Addr, clk *stepClock) (bool, error) {
+	clk.begin()
 	c, err := dial(ctx, t, src, time.Now().Add(30*time.Second))
 	if err != nil {
 		return false, err
 	}
 	defer c.Close()
+	clk.mark("connect")
 	if err := c.IMAPGreeting(); err != nil {
 		return c.Resumed, err
 	}
+	clk.mark("greeting")
 	if err := c.IMAPCmd("LOGIN "+loginUser.user+" "+loginUser.pass, nil); err != nil {
 		return c.Resumed, err
 	}
-	return c.Resumed, c.IMAPCmd("LOGOUT", nil)
+	clk.mark("LOGIN")
+	err = c.IMAPCmd("LOGOUT", nil)
+	clk.mark("LOGOUT")
+	return c.Resumed, err
 }
 
 // smtpRun: clients closed-loop sessions of one message each; a message
@@ -267,8 +344,10 @@ func smtpRun(ctx context.Context, t target, body []byte, clients int, warmup, du
 	return window(ctx, clients, warmup, dur, h, func(i int, phase *atomic.Int32, res *loadResult) {
 		t := ownCache(t)
 		src := sourceAddr(12+t.group, i)
+		var clk stepClock
 		for phase.Load() != benchkit.Stopping && ctx.Err() == nil {
-			resumed, err := smtpSession(ctx, t, src, body)
+			resumed, err := smtpSession(ctx, t, src, body, &clk)
+			res.timed(&clk)
 			if err != nil {
 				res.fail(err)
 				benchkit.SleepCtx(ctx, 100*time.Millisecond)

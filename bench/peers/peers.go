@@ -6,6 +6,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
+
+	"github.com/postern/postern/bench/internal/benchkit"
 )
 
 // addrs are the listen addresses of every server of the run.
@@ -309,9 +312,21 @@ func startPostern(name, dir, bin, conf string, wait ...string) (*proc, error) {
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		return nil, err
 	}
-	p, err := startProc(name, filepath.Join(dir, "postern.log"), nil, bin, "serve", "-c", path)
+	ready, err := benchkit.NewReadySocket()
 	if err != nil {
 		return nil, err
+	}
+	p, err := startProc(name, filepath.Join(dir, "postern.log"), []string{ready.Env()}, bin, "serve", "-c", path)
+	if err != nil {
+		ready.Close()
+		return nil, err
+	}
+	p.ready = ready
+	// Its ports accept connections before it serves them (it opens its
+	// store after binding them): the load starts on READY=1.
+	if err := ready.Wait(30*time.Second, func() bool { return !p.running() }); err != nil {
+		p.stop()
+		return nil, fmt.Errorf("%s: %w (%v):\n%s", name, err, p.err, p.tail())
 	}
 	if err := p.waitPorts(wait...); err != nil {
 		p.stop()

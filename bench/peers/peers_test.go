@@ -408,3 +408,34 @@ func TestSourceAddrGroups(t *testing.T) {
 		t.Errorf("addresses %v and %v, want 127.11.0.4 and 127.111.0.4", a, b)
 	}
 }
+
+func TestStalledReport(t *testing.T) {
+	// A window in which nothing completed names the slowest session of
+	// the clients and the step it spent its time in.
+	var fast, slow loadResult
+	var c stepClock
+	c.begin()
+	c.mark("connect")
+	fast.timed(&c)
+	c.t0 = c.t0.Add(-3 * time.Second) // a session 3 s long
+	c.took[0] += 3 * time.Second
+	slow.timed(&c)
+	var all loadResult
+	all.add(fast)
+	all.add(slow)
+	all.add(loadResult{total: 2})
+	got := all.stalled()
+	for _, want := range []string{"nothing completed", "2 sessions before it", "the slowest took 3s", "connect 3"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("stalled() = %q, want %q in it", got, want)
+		}
+	}
+	if s := (&loadResult{}).stalled(); strings.Contains(s, "slowest") {
+		t.Errorf("no session: %q", s)
+	}
+	var none stepClock
+	none.begin()
+	if s := none.String(); s != "not connected" {
+		t.Errorf("a session that did not connect: %q", s)
+	}
+}

@@ -27,31 +27,34 @@ import (
 
 // proc is a child process: a server of the benchmark.
 type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{}
-	err  error
+	name  string
+	cmd   *exec.Cmd
+	log   string
+	done  chan struct{}
+	err   error
+	ready *benchkit.ReadySocket // postern's notification socket; nil for the others
 }
 
-// startProc starts name args with its output in logPath, in its own
-// process group.
+// startProc starts name args in its own process group, with its output
+// through a pipe into logPath (as a service manager takes it).
 func startProc(name, logPath string, env []string, bin string, args ...string) (*proc, error) {
-	f, err := os.Create(logPath)
+	out, err := benchkit.NewLogPipe(logPath)
 	if err != nil {
 		return nil, err
 	}
 	p := &proc{name: name, cmd: exec.Command(bin, args...), log: logPath, done: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = f, f
+	p.cmd.Stdout, p.cmd.Stderr = out.Writer(), out.Writer()
 	if env != nil {
 		p.cmd.Env = append(os.Environ(), env...)
 	}
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := p.cmd.Start(); err != nil {
-		f.Close()
+	err = p.cmd.Start()
+	out.Started()
+	if err != nil {
+		out.Wait(5 * time.Second)
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	go func() { p.err = p.cmd.Wait(); f.Close(); close(p.done) }()
+	go func() { p.err = p.cmd.Wait(); out.Wait(5 * time.Second); close(p.done) }()
 	return p, nil
 }
 
@@ -69,17 +72,23 @@ func (p *proc) running() bool {
 // stop sends SIGTERM (by PID) and waits; SIGKILL after 40 s (postern
 // drains sessions for up to 30 s).
 func (p *proc) stop() {
-	if p == nil || !p.running() {
+	if p == nil {
 		return
 	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	t := time.NewTimer(40 * time.Second)
-	defer t.Stop()
-	select {
-	case <-p.done:
-	case <-t.C:
-		p.cmd.Process.Kill()
-		<-p.done
+	if p.running() {
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		t := time.NewTimer(40 * time.Second)
+		select {
+		case <-p.done:
+		case <-t.C:
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+		t.Stop()
+	}
+	if p.ready != nil {
+		p.ready.Close()
+		p.ready = nil
 	}
 }
 

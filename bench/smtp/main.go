@@ -295,6 +295,7 @@ type gateway struct {
 	logPath string
 	ctl     childCtl
 	done    chan error
+	ready   *benchkit.ReadySocket // postern's notification socket; nil for the child
 }
 
 func (g *gateway) pid() int { return g.cmd.Process.Pid }
@@ -354,7 +355,17 @@ func (b *bench) startPostern(name string, backendPort int, backendAddr string) (
 	if err != nil {
 		return nil, err
 	}
-	return b.startProcess(exec.Command(b.bin, "serve", "-c", cfg), addr, filepath.Join(dir, "postern.log"), "")
+	ready, err := benchkit.NewReadySocket()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(b.bin, "serve", "-c", cfg)
+	cmd.Env = append(os.Environ(), ready.Env())
+	g, err := b.startProcess(cmd, addr, filepath.Join(dir, "postern.log"), "", ready)
+	if err != nil {
+		ready.Close()
+	}
+	return g, err
 }
 
 // startChild runs this program as the in-process gateway (profiling).
@@ -374,25 +385,45 @@ func (b *bench) startChild(name string, backendAddr string) (*gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	return b.startProcess(exec.Command(exe, "-child-gateway", cfg, "-child-ctl", ctl), addr, filepath.Join(dir, "gateway.log"), ctl)
+	return b.startProcess(exec.Command(exe, "-child-gateway", cfg, "-child-ctl", ctl), addr, filepath.Join(dir, "gateway.log"), ctl, nil)
 }
 
-func (b *bench) startProcess(cmd *exec.Cmd, addr, logPath, ctl string) (*gateway, error) {
-	lf, err := os.Create(logPath)
+func (b *bench) startProcess(cmd *exec.Cmd, addr, logPath, ctl string, ready *benchkit.ReadySocket) (*gateway, error) {
+	// Its log through a pipe, as a service manager takes it.
+	lf, err := benchkit.NewLogPipe(logPath)
 	if err != nil {
 		return nil, err
 	}
-	cmd.Stdout, cmd.Stderr = lf, lf
+	cmd.Stdout, cmd.Stderr = lf.Writer(), lf.Writer()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		lf.Close()
+	err = cmd.Start()
+	lf.Started()
+	if err != nil {
 		return nil, err
 	}
 	g := &gateway{cmd: cmd, addr: addr, logPath: logPath, done: make(chan error, 1)}
 	if ctl != "" {
 		g.ctl = childCtl{base: "http://" + ctl}
 	}
-	go func() { g.done <- cmd.Wait(); lf.Close() }()
+	go func() { err := cmd.Wait(); lf.Wait(5 * time.Second); g.done <- err }()
+	if ready != nil {
+		// postern's port accepts connections before it serves them (it
+		// opens its store after binding it): the load starts on READY=1.
+		exited := func() bool {
+			select {
+			case err := <-g.done:
+				g.done <- err
+				return true
+			default:
+				return false
+			}
+		}
+		if err := ready.Wait(30*time.Second, exited); err != nil {
+			g.stop()
+			return nil, fmt.Errorf("%s %w:\n%s", filepath.Base(cmd.Path), err, g.logTail())
+		}
+		g.ready = ready
+	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		select {
@@ -422,6 +453,9 @@ func (b *bench) startProcess(cmd *exec.Cmd, addr, logPath, ctl string) (*gateway
 // stop sends SIGTERM to the gateway (by its PID) and waits; SIGKILL after
 // 40 s (postern drains sessions for up to 30 s).
 func (g *gateway) stop() error {
+	if g.ready != nil {
+		defer g.ready.Close()
+	}
 	g.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-g.done:

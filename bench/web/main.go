@@ -303,21 +303,24 @@ type proc struct {
 	cmd    *exec.Cmd
 	exited chan struct{}
 	log    string
+	ready  *benchkit.ReadySocket // postern's notification socket; nil for nginx
 }
 
 func start(logPath string, env []string, name string, args ...string) (*proc, error) {
-	f, err := os.Create(logPath)
+	// The output through a pipe, as a service manager takes it.
+	out, err := benchkit.NewLogPipe(logPath)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	p := &proc{cmd: exec.Command(name, args...), exited: make(chan struct{}), log: logPath}
-	p.cmd.Stdout, p.cmd.Stderr = f, f
+	p.cmd.Stdout, p.cmd.Stderr = out.Writer(), out.Writer()
 	p.cmd.Env = env
-	if err := p.cmd.Start(); err != nil {
+	err = p.cmd.Start()
+	out.Started()
+	if err != nil {
 		return nil, err
 	}
-	go func() { p.cmd.Wait(); close(p.exited) }()
+	go func() { p.cmd.Wait(); out.Wait(5 * time.Second); close(p.exited) }()
 	return p, nil
 }
 
@@ -331,6 +334,9 @@ func (p *proc) running() bool {
 }
 
 func (p *proc) stop() {
+	if p.ready != nil {
+		defer p.ready.Close()
+	}
 	if !p.running() {
 		return
 	}
@@ -458,13 +464,25 @@ log: { level: warn }
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		return nil, err
 	}
-	var env []string
+	ready, err := benchkit.NewReadySocket()
+	if err != nil {
+		return nil, err
+	}
+	env := append(os.Environ(), ready.Env())
 	if gogc != "" {
-		env = append(os.Environ(), "GOGC="+gogc)
+		env = append(env, "GOGC="+gogc)
 	}
 	p, err := start(filepath.Join(dir, "postern.log"), env, bin, "serve", "-c", path)
 	if err != nil {
+		ready.Close()
 		return nil, err
+	}
+	p.ready = ready
+	// Its port accepts connections before it serves them (it opens its
+	// store after binding it): the load starts on READY=1.
+	if err := ready.Wait(30*time.Second, func() bool { return !p.running() }); err != nil {
+		p.stop()
+		return nil, fmt.Errorf("postern %w:\n%s", err, p.tail())
 	}
 	if err := waitPort(p, addr); err != nil {
 		p.stop()
