@@ -36,6 +36,7 @@ intrusion_prevention:
 	}
 	t.Cleanup(func() { e.Close() })
 	h.e = e
+	h.st.engine = e
 	return h
 }
 

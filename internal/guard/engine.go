@@ -352,10 +352,13 @@ type offense struct {
 	first   time.Time
 }
 
-// block makes (or refreshes) an automatic block: into the in-memory table
-// first, so Admit enforces it at once, then into the store; it returns
-// after the store write. An active block of the same prefix is refreshed
-// (hits, last seen), not extended.
+// block makes (or refreshes) an automatic block: into the in-memory table,
+// so Admit enforces it at once, and queued for the store. It does not wait
+// for the store: the session that tripped the block may run on an event
+// loop, whose other sessions must not wait for a commit (10 s at most,
+// the store timeout, on a disk that stalls). A write that fails marks the
+// block for the next Sweep to write again. An active block of the same
+// prefix is refreshed (hits, last seen), not extended.
 func (e *Engine) block(s *Settings, o offense) (store.Block, bool) {
 	now := e.clock()
 	e.mu.Lock()
@@ -380,7 +383,17 @@ func (e *Engine) block(s *Settings, o offense) (store.Block, bool) {
 	ent := newEntry(b)
 	e.blocks.Store(tbl.InsertPersist(o.prefix, ent))
 	e.history[o.prefix] = offence{level: level, last: now}
-	done := e.wq.push(writeOp{kind: opPut, blocks: []store.Block{b}})
+	// The log line once the write is done (the writer goroutine calls
+	// after): a "blocked" line names a block that is in the store, or
+	// follows the line that says it is not.
+	e.wq.push(writeOp{kind: opPut, blocks: []store.Block{b}, after: func(err error) {
+		if err != nil {
+			ent.dirty.Store(true) // retried by the next Sweep
+			e.log.Error("block enforced but not stored; will retry", "prefix", o.prefix.String(), "reason", o.reason.String(), "err", err)
+		}
+		e.log.Warn("blocked", "prefix", o.prefix.String(), "reason", o.reason.String(), "why", o.reason.Name(),
+			"service", o.service, "detail", o.detail, "for", b.Expires.Sub(now).Round(time.Second).String(), "level", level)
+	}})
 	e.publish(Change{Kind: ChangePut, Blocks: []store.Block{b}, Auto: true})
 	e.mu.Unlock()
 
@@ -389,13 +402,6 @@ func (e *Engine) block(s *Settings, o offense) (store.Block, bool) {
 		e.obs.Blocked(o.reason)
 	}
 	e.notifyBlock(b, true)
-	err := e.wait(done)
-	if err != nil {
-		ent.dirty.Store(true) // retried by the next Sweep
-		e.log.Error("block enforced but not stored; will retry", "prefix", o.prefix.String(), "reason", o.reason.String(), "err", err)
-	}
-	e.log.Warn("blocked", "prefix", o.prefix.String(), "reason", o.reason.String(), "why", o.reason.Name(),
-		"service", o.service, "detail", o.detail, "for", b.Expires.Sub(now).Round(time.Second).String(), "level", level)
 	return b, true
 }
 

@@ -531,6 +531,41 @@ func TestAdminOperations(t *testing.T) {
 	}
 }
 
+// TestBlockDoesNotWaitForTheStore: a session that trips a block gets its
+// decision while the store's write is still held (a disk that stalls);
+// the block is enforced at once and stored once the disk moves.
+func TestBlockDoesNotWaitForTheStore(t *testing.T) {
+	h := &harness{clock: newClock(), st: newMemStore()}
+	gate := make(chan struct{})
+	h.st.gate = gate
+	// A store timeout of an hour: a session that waited for the write
+	// would hold the test up until it times out.
+	e, err := New(context.Background(), settingsFrom(t, allTriggers, nil), Options{Store: h.st, Clock: h.clock.Now, Node: "test", StoreTimeout: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	released := false
+	t.Cleanup(func() { // before Close: a failed test leaves the gate shut
+		if !released {
+			close(gate)
+		}
+	})
+	h.e, h.st.engine = e, e
+	d := h.open("198.51.100.44", service.SMTP).DNSBLListed("zen.example.org")
+	if !d.Blocked {
+		t.Fatalf("decision %+v, want a block", d)
+	}
+	if h.e.Admit(ip("198.51.100.44"), service.SMTP).Action != Refuse {
+		t.Fatal("the block is not enforced while its write is held")
+	}
+	close(gate)
+	released = true
+	if b, ok := h.st.get("198.51.100.44/32"); !ok || b.By != "engine" {
+		t.Fatalf("stored %+v %v once the disk moved", b, ok)
+	}
+}
+
 func TestStoreFailureKeepsEnforcing(t *testing.T) {
 	h := newHarness(t, allTriggers, nil)
 	h.st.fail = errors.New("disk full")
@@ -538,7 +573,14 @@ func TestStoreFailureKeepsEnforcing(t *testing.T) {
 	if h.e.Admit(ip("198.51.100.9"), service.SMTP).Action != Refuse {
 		t.Fatal("a block whose store write failed must still be enforced")
 	}
+	// The session did not wait for the write; it has failed once Sync
+	// returns.
+	if _, ok := h.st.get("198.51.100.9/32"); ok {
+		t.Fatal("stored although the store fails")
+	}
+	h.st.mu.Lock()
 	h.st.fail = nil
+	h.st.mu.Unlock()
 	if err := h.e.Sweep(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -563,6 +605,7 @@ func TestRestartRestoresBlocksAndHistory(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e2.Close()
+	st.engine = e2
 	if e2.Admit(ip("203.0.113.80"), service.SMTP).Reason != reason.Content {
 		t.Fatal("block lost across restart")
 	}

@@ -38,6 +38,8 @@ type memStore struct {
 	puts   int
 	delay  time.Duration // each PutBlocks takes this long
 	fail   error
+	engine *Engine       // whose writes get and len wait for (nil: none)
+	gate   chan struct{} // set before use: PutBlocks waits for it
 }
 
 func newMemStore() *memStore { return &memStore{blocks: make(map[netip.Prefix]store.Block)} }
@@ -45,6 +47,9 @@ func newMemStore() *memStore { return &memStore{blocks: make(map[netip.Prefix]st
 func (m *memStore) PutBlocks(ctx context.Context, bs []store.Block) error {
 	if m.delay > 0 {
 		time.Sleep(m.delay)
+	}
+	if m.gate != nil {
+		<-m.gate // a disk that stalls until the test lets it go
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -111,12 +116,25 @@ func (m *memStore) Audit(ctx context.Context, since time.Time, limit int) ([]sto
 	return out, nil
 }
 func (m *memStore) get(p string) (store.Block, bool) {
+	m.sync()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	b, ok := m.blocks[netip.MustParsePrefix(p)]
 	return b, ok
 }
+
+// sync waits for the engine's queued writes (automatic blocks are not
+// waited for by the session that trips them).
+func (m *memStore) sync() {
+	if m.engine != nil {
+		if err := m.engine.Sync(context.Background()); err != nil {
+			panic(err)
+		}
+	}
+}
+
 func (m *memStore) len() int {
+	m.sync()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return len(m.blocks)
@@ -191,6 +209,7 @@ func newHarness(t testing.TB, yaml string, files map[string]string) *harness {
 	}
 	t.Cleanup(func() { e.Close() })
 	h.e = e
+	h.st.engine = e
 	return h
 }
 

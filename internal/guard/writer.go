@@ -3,6 +3,7 @@ package guard
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"sync"
 	"time"
@@ -17,6 +18,7 @@ const (
 	opDelete
 	opDeleteAll
 	opPurge
+	opSync // writes nothing: done once every earlier operation is
 )
 
 // writeOp is one change to the store, queued in the order the in-memory
@@ -29,6 +31,19 @@ type writeOp struct {
 	timeout  time.Duration // 0: the engine's store timeout
 	alone    bool          // commit in a transaction of its own (an import)
 	done     chan error
+	// after, when set, is called by the writer goroutine with the
+	// result, for a producer that does not wait for it (an automatic
+	// block: the session that tripped it may run on an event loop, which
+	// must not wait for the disk).
+	after func(error)
+}
+
+// finish reports op's result.
+func (op *writeOp) finish(err error) {
+	if op.after != nil {
+		op.after(err)
+	}
+	op.done <- err // buffered: never waits
 }
 
 // writeQueue orders store writes. Producers push while holding the
@@ -85,7 +100,7 @@ func (e *Engine) writer() {
 func (e *Engine) apply(ops []writeOp) {
 	for i := 0; i < len(ops); {
 		if e.st == nil {
-			ops[i].done <- nil
+			ops[i].finish(nil)
 			i++
 			continue
 		}
@@ -96,6 +111,11 @@ func (e *Engine) apply(ops []writeOp) {
 			}
 			e.putGroup(ops[i:j])
 			i = j
+			continue
+		}
+		if ops[i].kind == opSync {
+			ops[i].finish(nil)
+			i++
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), e.opTimeout(ops[i]))
@@ -111,7 +131,7 @@ func (e *Engine) apply(ops []writeOp) {
 			err = errors.New("unknown store operation")
 		}
 		cancel()
-		ops[i].done <- err
+		ops[i].finish(err)
 		i++
 	}
 }
@@ -122,7 +142,7 @@ func (e *Engine) apply(ops []writeOp) {
 // would hold up the queue for each.
 func (e *Engine) putGroup(ops []writeOp) {
 	if len(ops) == 1 {
-		ops[0].done <- e.put(ops[0].blocks, e.opTimeout(ops[0]))
+		ops[0].finish(e.put(ops[0].blocks, e.opTimeout(ops[0])))
 		return
 	}
 	var batch []store.Block
@@ -133,13 +153,13 @@ func (e *Engine) putGroup(ops []writeOp) {
 	}
 	err := e.put(batch, timeout)
 	if err == nil || errors.Is(err, context.DeadlineExceeded) {
-		for _, op := range ops {
-			op.done <- err
+		for i := range ops {
+			ops[i].finish(err)
 		}
 		return
 	}
-	for _, op := range ops {
-		op.done <- e.put(op.blocks, e.opTimeout(op))
+	for i := range ops {
+		ops[i].finish(e.put(ops[i].blocks, e.opTimeout(ops[i])))
 	}
 }
 
@@ -159,4 +179,23 @@ func (e *Engine) opTimeout(op writeOp) time.Duration {
 		return op.timeout
 	}
 	return e.timeout
+}
+
+// Sync waits until every store write queued before it (automatic blocks
+// among them, which nothing waits for) has been applied, or ctx ends.
+func (e *Engine) Sync(ctx context.Context) error {
+	select {
+	case <-e.wdone:
+		return nil // closed: the writer drained the queue
+	default:
+	}
+	done := e.wq.push(writeOp{kind: opSync})
+	select {
+	case <-done:
+		return nil
+	case <-e.wdone:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the block store's writes: %w", ctx.Err())
+	}
 }
