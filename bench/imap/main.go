@@ -480,16 +480,7 @@ func (b *bench) startPostern(name, imapBackend, popBackend string) (*gateway, er
 	go func() { err := g.cmd.Wait(); lf.Wait(5 * time.Second); g.done <- err }()
 	// Its ports accept connections before it serves them (it opens its
 	// store after binding them): the load starts on READY=1.
-	exited := func() bool {
-		select {
-		case err := <-g.done:
-			g.done <- err
-			return true
-		default:
-			return false
-		}
-	}
-	if err := g.ready.Wait(30*time.Second, exited); err != nil {
+	if err := g.ready.Wait(30*time.Second, benchkit.Exited(g.done)); err != nil {
 		g.stop()
 		return nil, fmt.Errorf("postern serve %w:\n%s", err, g.logTail())
 	}

@@ -409,16 +409,7 @@ func (b *bench) startProcess(cmd *exec.Cmd, addr, logPath, ctl string, ready *be
 	if ready != nil {
 		// postern's port accepts connections before it serves them (it
 		// opens its store after binding it): the load starts on READY=1.
-		exited := func() bool {
-			select {
-			case err := <-g.done:
-				g.done <- err
-				return true
-			default:
-				return false
-			}
-		}
-		if err := ready.Wait(30*time.Second, exited); err != nil {
+		if err := ready.Wait(30*time.Second, benchkit.Exited(g.done)); err != nil {
 			g.stop()
 			return nil, fmt.Errorf("%s %w:\n%s", filepath.Base(cmd.Path), err, g.logTail())
 		}
