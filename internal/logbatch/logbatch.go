@@ -58,6 +58,7 @@ type Writer struct {
 	spare   []byte      // the buffer of the last batch written, for the next
 	timer   *time.Timer // armed while buf holds a batch
 	armed   bool
+	soon    bool // the timer is set to fire at once (a full batch)
 	writing bool // a batch (or, after Close, a Write) is being written, outside mu
 	closed  bool
 	err     error // the last failed write's, reported by the next Write or Flush
@@ -94,9 +95,6 @@ func NewFile(f *os.File, delay time.Duration) *Writer {
 func (b *Writer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
-		return b.writeDirect(p)
-	}
 	for len(b.buf) >= maxBuffered && !b.closed {
 		if b.writing {
 			b.done.Wait()
@@ -110,8 +108,13 @@ func (b *Writer) Write(p []byte) (int, error) {
 	b.buf = append(b.buf, p...)
 	switch {
 	case len(b.buf) >= maxBatch:
-		b.timer.Reset(0) // the timer's goroutine writes it now
-		b.armed = true
+		// The timer's goroutine writes it now; a write under way writes
+		// it next. Set once: every Reset of a timer that has fired
+		// starts a goroutine, which would wait behind a stalled write.
+		if !b.writing && !b.soon {
+			b.timer.Reset(0)
+			b.armed, b.soon = true, true
+		}
 	case !b.armed:
 		b.armed = true
 		b.timer.Reset(b.delay)
@@ -140,7 +143,7 @@ func (b *Writer) writeDirect(p []byte) (int, error) {
 func (b *Writer) tick() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.armed = false
+	b.armed, b.soon = false, false
 	b.flushLocked(false)
 }
 
@@ -157,7 +160,7 @@ func (b *Writer) flushLocked(all bool) {
 		b.buf, b.spare = b.spare[:0], nil
 		if b.armed && all {
 			b.timer.Stop()
-			b.armed = false
+			b.armed, b.soon = false, false
 		}
 		b.writing = true
 		b.mu.Unlock()
@@ -197,7 +200,7 @@ func (b *Writer) Close() error {
 	b.flushLocked(true)
 	b.closed = true
 	b.timer.Stop()
-	b.armed = false
+	b.armed, b.soon = false, false
 	err := b.err
 	b.err = nil
 	return err

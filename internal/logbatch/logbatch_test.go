@@ -155,6 +155,7 @@ func TestWriteDoesNotWaitForASlowDestination(t *testing.T) {
 	var want bytes.Buffer
 	want.WriteString("first\n")
 	line := append(bytes.Repeat([]byte("y"), 200), '\n')
+	goroutines := runtime.NumGoroutine()
 	n := 0
 	for len(want.Bytes()) < maxBuffered-len(line) {
 		if _, err := w.Write(line); err != nil {
@@ -162,6 +163,11 @@ func TestWriteDoesNotWaitForASlowDestination(t *testing.T) {
 		}
 		want.Write(line)
 		n++
+	}
+	// Nor did they start a goroutine each to write the full batches
+	// behind the stuck write.
+	if g := runtime.NumGoroutine(); g > goroutines+5 {
+		t.Errorf("%d goroutines after %d Writes behind a stuck write, %d before", g, n, goroutines)
 	}
 	// Those Writes returned although nothing could be written: now one
 	// past maxBuffered, which must wait for the stuck write.
