@@ -47,12 +47,12 @@ func (b *bench) idleTest() error {
 		return err
 	}
 	defer func() {
-		if err := g.stop(); err != nil {
-			b.fail("postern (idle): %v\n%s", err, g.logTail())
+		if err := g.Stop(); err != nil {
+			b.fail("postern (idle): %v\n%s", err, g.Tail())
 		}
 	}()
 	n := b.o.idle
-	pid := g.pid()
+	pid := g.PID()
 	r := idleResult{n: n, noFile: procstat.OpenFilesLimit(pid)}
 	t := target{name: "idle", addr: g.imap}
 	if err := loginSession(b.ctx, "imap", t, sourceAddr(20, 0), loginUser, false); err != nil {

@@ -80,26 +80,13 @@ type bigMessage struct {
 	lines int
 }
 
-// newBigMessage builds a message of about size bytes: a few headers and
-// lines of 76 base64-like characters, as attachments are sent. No line
-// starts with a dot.
+// newBigMessage builds the message of about size bytes
+// (benchkit.BigMessage).
 func newBigMessage(size int) *bigMessage {
-	head := "From: Bob <bob@example.test>\nTo: Bob <bob@example.test>\n" +
-		"Subject: postern IMAP benchmark\nDate: Thu, 01 Jan 2026 00:00:00 +0000\n" +
-		"Message-ID: <big.1@bench.invalid>\nMIME-Version: 1.0\nContent-Type: application/octet-stream\n" +
-		"Content-Transfer-Encoding: base64\n\n"
-	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-	b := make([]byte, 0, size+80)
-	b = append(b, head...)
-	for i := 0; len(b) < size; i++ {
-		for j := range 76 {
-			b = append(b, alphabet[(i*7+j*13)%64])
-		}
-		b = append(b, '\n')
-	}
-	m := &bigMessage{file: b, lines: bytes.Count(b, []byte("\n"))}
-	m.vsize = int64(len(b) + m.lines)
-	m.crc = crc32.ChecksumIEEE(bytes.ReplaceAll(b, []byte("\n"), []byte("\r\n")))
+	m := new(bigMessage)
+	m.file, m.vsize = benchkit.BigMessage("postern IMAP benchmark", size)
+	m.lines = bytes.Count(m.file, []byte("\n"))
+	m.crc = crc32.ChecksumIEEE(bytes.ReplaceAll(m.file, []byte("\n"), []byte("\r\n")))
 	return m
 }
 

@@ -21,7 +21,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -201,13 +200,13 @@ func (b *bench) dovecotScenarios(want func(string) bool) error {
 		return err
 	}
 	defer func() {
-		if err := g.stop(); err != nil {
-			b.fail("postern (through): %v\n%s", err, g.logTail())
+		if err := g.Stop(); err != nil {
+			b.fail("postern (through): %v\n%s", err, g.Tail())
 		}
 	}()
-	b.out.posternNoFile = procstat.OpenFilesLimit(g.pid())
+	b.out.posternNoFile = procstat.OpenFilesLimit(g.PID())
 	sides := func(direct, through string) ([]target, func()) {
-		ts := []target{{name: "direct", addr: direct, proxy: true}, {name: "through", addr: through, pid: g.pid()}}
+		ts := []target{{name: "direct", addr: direct, proxy: true}, {name: "through", addr: through, pid: g.PID()}}
 		if !o.floor {
 			return ts, func() {}
 		}
@@ -251,7 +250,7 @@ func (b *bench) dovecotScenarios(want func(string) bool) error {
 				return loginRun(b.ctx, "pop3", t, loginUser, false, o.loginClients, o.warmup, o.duration, h)
 			})
 	}
-	b.out.posternLog = g.logTail()
+	b.out.posternLog = g.Tail()
 	return nil
 }
 
@@ -308,41 +307,20 @@ func (b *bench) buildPostern() (err error) {
 	return err
 }
 
-// storeBig replaces bob's Maildir by one holding only the big message, in
-// cur/ and seen, owned by the vmail user as Dovecot's own delivery would
-// leave it; Dovecot indexes it at the first SELECT. The file name carries
-// the size and the CRLF size (S=, W=) as Dovecot's own names do.
+// storeBig replaces bob's Maildir by one holding only the big message, as
+// Dovecot's own delivery leaves it (benchkit.StoreMaildir); Dovecot
+// indexes it at the first SELECT.
 func (b *bench) storeBig() error {
-	u, err := user.Lookup("vmail")
-	if err != nil {
-		return err
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
 	root := b.be["POSTERN_BACKENDS_MAIL_ROOT"]
 	if root == "" {
 		return errors.New("backends.env has no POSTERN_BACKENDS_MAIL_ROOT")
 	}
-	home := filepath.Join(root, "example.test", "bob")
-	md := filepath.Join(home, "Maildir")
-	if err := os.RemoveAll(md); err != nil {
-		return err
-	}
-	for _, d := range []string{filepath.Join(root, "example.test"), home, md, filepath.Join(md, "cur"), filepath.Join(md, "new"), filepath.Join(md, "tmp")} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return err
-		}
-		if err := os.Chown(d, uid, gid); err != nil {
-			return err
-		}
-	}
-	name := fmt.Sprintf("%d.M1P%d.bench,S=%d,W=%d:2,S", time.Now().Unix(), os.Getpid(), len(b.big.file), b.big.vsize)
-	f := filepath.Join(md, "cur", name)
-	if err := os.WriteFile(f, b.big.file, 0o600); err != nil {
+	md, err := benchkit.StoreMaildir(filepath.Join(root, "example.test", "bob"), b.big.file, b.big.vsize, "vmail")
+	if err != nil {
 		return err
 	}
 	benchkit.Logf("stored a %d-byte message (%d with CRLF) in %s", len(b.big.file), b.big.vsize, md)
-	return os.Chown(f, uid, gid)
+	return nil
 }
 
 func (b *bench) header() {
@@ -385,14 +363,9 @@ func numCPU() int {
 
 // gateway is a running postern serve.
 type gateway struct {
-	cmd        *exec.Cmd
+	*benchkit.Proc
 	imap, pop3 string // listen addresses ("" when not configured)
-	logPath    string
-	done       chan error
-	ready      *benchkit.ReadySocket // postern's notification socket
 }
-
-func (g *gateway) pid() int { return g.cmd.Process.Pid }
 
 func freeAddr() (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -442,7 +415,7 @@ func (b *bench) startPostern(name, imapBackend, popBackend string) (*gateway, er
 	if err != nil {
 		return nil, err
 	}
-	g := &gateway{logPath: filepath.Join(dir, "postern.log"), done: make(chan error, 1)}
+	g := new(gateway)
 	if g.imap, err = freeAddr(); err != nil {
 		return nil, err
 	}
@@ -455,81 +428,23 @@ func (b *bench) startPostern(name, imapBackend, popBackend string) (*gateway, er
 	if err := os.WriteFile(cfg, []byte(configText(dir, g.imap, imapBackend, g.pop3, popBackend)), 0o600); err != nil {
 		return nil, err
 	}
-	if g.ready, err = benchkit.NewReadySocket(); err != nil {
-		return nil, err
-	}
-	// Its log through a pipe, as a service manager takes it.
-	lf, err := benchkit.NewLogPipe(g.logPath)
-	if err != nil {
-		g.ready.Close()
-		return nil, err
-	}
-	g.cmd = exec.Command(b.bin, "serve", "-c", cfg)
-	g.cmd.Env = append(os.Environ(), g.ready.Env())
+	var env []string
 	if b.o.posternEnv != "" {
-		g.cmd.Env = append(g.cmd.Env, strings.Split(b.o.posternEnv, ",")...)
+		env = strings.Split(b.o.posternEnv, ",")
 	}
-	g.cmd.Stdout, g.cmd.Stderr = lf.Writer(), lf.Writer()
-	g.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	err = g.cmd.Start()
-	lf.Started()
-	if err != nil {
-		g.ready.Close()
+	if g.Proc, err = benchkit.StartNotify("postern serve", filepath.Join(dir, "postern.log"), env, b.bin, "serve", "-c", cfg); err != nil {
 		return nil, err
 	}
-	go func() { err := g.cmd.Wait(); lf.Wait(5 * time.Second); g.done <- err }()
-	// Its ports accept connections before it serves them (it opens its
-	// store after binding them): the load starts on READY=1.
-	if err := g.ready.Wait(30*time.Second, benchkit.Exited(g.done)); err != nil {
-		g.stop()
-		return nil, fmt.Errorf("postern serve %w:\n%s", err, g.logTail())
+	addrs := []string{g.imap}
+	if g.pop3 != "" {
+		addrs = append(addrs, g.pop3)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for _, addr := range []string{g.imap, g.pop3} {
-		for addr != "" {
-			select {
-			case err := <-g.done:
-				g.done <- err
-				return nil, fmt.Errorf("postern serve exited at start (%v):\n%s", err, g.logTail())
-			default:
-			}
-			c, err := net.DialTimeout("tcp", addr, time.Second)
-			if err == nil {
-				c.Close()
-				break
-			}
-			if time.Now().After(deadline) {
-				g.stop()
-				return nil, fmt.Errorf("postern serve did not listen on %s within 20 s:\n%s", addr, g.logTail())
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+	if err := g.WaitPorts(addrs...); err != nil {
+		g.Stop()
+		return nil, err
 	}
 	return g, nil
 }
-
-// stop sends SIGTERM to postern (by its PID) and waits; SIGKILL after 40 s
-// (postern drains sessions for up to 30 s).
-func (g *gateway) stop() error {
-	defer g.ready.Close()
-	g.cmd.Process.Signal(syscall.SIGTERM)
-	t := time.NewTimer(40 * time.Second)
-	defer t.Stop()
-	select {
-	case err := <-g.done:
-		g.done <- err
-		var ee *exec.ExitError
-		if err != nil && !(errors.As(err, &ee) && ee.Exited() && ee.ExitCode() == 0) {
-			return fmt.Errorf("exited with %v", err)
-		}
-		return nil
-	case <-t.C:
-		g.cmd.Process.Kill()
-		return errors.New("still running 40 s after SIGTERM: killed")
-	}
-}
-
-func (g *gateway) logTail() string { return benchkit.LogTail(g.logPath, 15) }
 
 // ---- scenarios ------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -36,15 +35,15 @@ type bench struct {
 	rep  *report
 
 	// The processes whose CPU is counted (nil: not started).
-	nginx, auth, haproxy, static, dynamic *proc
-	ptMail, ptWeb, ptWebDyn, ptWebTLS     *proc
+	nginx, auth, haproxy, static, dynamic *benchkit.Proc
+	ptMail, ptWeb, ptWebDyn, ptWebTLS     *benchkit.Proc
 	dovecot, postfix                      int
 	maildir, queue                        string
 	wrkCPU                                float64 // CPU seconds of the wrk runs so far (measured windows)
 	mu                                    sync.Mutex
 	bigVsize                              int64
-	abProcs                               []*proc // -compare's second postern build
-	abRows                                []abRow // -compare's results
+	abProcs                               []*benchkit.Proc // -compare's second postern build
+	abRows                                []abRow          // -compare's results
 }
 
 func (b *bench) run() (err error) {
@@ -200,7 +199,7 @@ func (b *bench) startServers() (err error) {
 	if b.ptMail, err = startPostern("postern-mail", filepath.Join(b.tmp, "postern-mail"), b.bin, posternMailConf(filepath.Join(b.tmp, "postern-mail"), b.a, b.cert, b.o.eventLoops), p.imap, p.imaps, p.smtp, p.smtps); err != nil {
 		return err
 	}
-	web := func(name, listen, backend string, c *certFiles) (*proc, error) {
+	web := func(name, listen, backend string, c *certFiles) (*benchkit.Proc, error) {
 		dir := filepath.Join(b.tmp, name)
 		return startPostern(name, dir, b.bin, posternWebConf(dir, listen, backend, c), listen)
 	}
@@ -218,12 +217,12 @@ func (b *bench) startServers() (err error) {
 
 // stopServers stops every server startServers started, each by its PID.
 func (b *bench) stopServers() {
-	for _, p := range []**proc{&b.ptMail, &b.ptWeb, &b.ptWebDyn, &b.ptWebTLS, &b.nginx, &b.haproxy, &b.auth, &b.dynamic, &b.static} {
+	for _, p := range []**benchkit.Proc{&b.ptMail, &b.ptWeb, &b.ptWebDyn, &b.ptWebTLS, &b.nginx, &b.haproxy, &b.auth, &b.dynamic, &b.static} {
 		if *p != nil {
-			if !(*p).running() {
-				b.fail("%s exited during the run (%v):\n%s", (*p).name, (*p).err, (*p).tail())
+			if !(*p).Running() {
+				b.fail("%s exited during the run (%v):\n%s", (*p).Name, (*p).Err(), (*p).Tail())
 			}
-			(*p).stop()
+			(*p).Stop()
 			*p = nil
 		}
 	}
@@ -251,19 +250,19 @@ type snap struct {
 	busy, total float64
 }
 
-func pcpu(p *proc) float64 {
+func pcpu(p *benchkit.Proc) float64 {
 	if p == nil {
 		return 0
 	}
-	return procstat.ProcCPU(p.pid())
+	return procstat.ProcCPU(p.PID())
 }
 
 // snapshot reads every counter; post is the postern process of the
 // scenario, web its web backend.
-func (b *bench) snapshot(post, web *proc) snap {
+func (b *bench) snapshot(post, web *benchkit.Proc) snap {
 	s := snap{at: time.Now(), cpu: map[string]float64{}}
 	if b.nginx != nil {
-		s.cpu[cNginx] = procstat.TreeCPU(b.nginx.pid())
+		s.cpu[cNginx] = procstat.TreeCPU(b.nginx.PID())
 	}
 	s.cpu[cAuth] = pcpu(b.auth)
 	s.cpu[cHAProxy] = pcpu(b.haproxy)
@@ -307,7 +306,7 @@ func (b *bench) scenario(key string) error {
 	b.rep.Scenarios = append(b.rep.Scenarios, sc)
 	o := b.o
 	var run func(side string, h hooks) (loadResult, error)
-	var post, web *proc
+	var post, web *benchkit.Proc
 	tlsFor := func(resume bool) *tls.Config { return b.cert.clientTLS(resume) }
 	mailTarget := func(side string, plain, tlsAddr func(f frontends) string, direct string, tc *tls.Config) target {
 		switch side {
@@ -498,60 +497,22 @@ func (b *bench) wrkRunConns(url string, conns int, h hooks) (loadResult, error) 
 // ---- mailboxes --------------------------------------------------------------------
 
 // storeBig replaces bob's Maildir by one holding only the big message, as
-// Dovecot's own delivery leaves it (owned by vmail, S= and W= sizes in the
-// name); Dovecot indexes it at the first SELECT (in the warm-up).
+// Dovecot's own delivery leaves it (benchkit.StoreMaildir); Dovecot
+// indexes it at the first SELECT (in the warm-up).
 func (b *bench) storeBig() error {
 	if b.bigVsize > 0 {
 		return nil
 	}
-	u, err := user.Lookup("vmail")
-	if err != nil {
-		return err
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
 	root := b.be["POSTERN_BACKENDS_MAIL_ROOT"]
 	if root == "" {
 		return errors.New("backends.env has no POSTERN_BACKENDS_MAIL_ROOT")
 	}
-	home := filepath.Join(root, "example.test", "bob")
-	md := filepath.Join(home, "Maildir")
-	if err := os.RemoveAll(md); err != nil {
-		return err
-	}
-	for _, d := range []string{filepath.Join(root, "example.test"), home, md, filepath.Join(md, "cur"), filepath.Join(md, "new"), filepath.Join(md, "tmp")} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return err
-		}
-		if err := os.Chown(d, uid, gid); err != nil {
-			return err
-		}
-	}
-	file, vsize := bigMessage(b.o.bigSize)
-	name := fmt.Sprintf("%d.M1P%d.bench,S=%d,W=%d:2,S", time.Now().Unix(), os.Getpid(), len(file), vsize)
-	f := filepath.Join(md, "cur", name)
-	if err := os.WriteFile(f, file, 0o600); err != nil {
+	file, vsize := benchkit.BigMessage("postern peers benchmark", b.o.bigSize)
+	if _, err := benchkit.StoreMaildir(filepath.Join(root, "example.test", "bob"), file, vsize, "vmail"); err != nil {
 		return err
 	}
 	b.bigVsize = vsize
-	return os.Chown(f, uid, gid)
-}
-
-// bigMessage returns a message of about size bytes with LF line ends (as
-// stored) and its size with CRLF (the IMAP literal).
-func bigMessage(size int) ([]byte, int64) {
-	head := "From: Bob <bob@example.test>\nTo: Bob <bob@example.test>\nSubject: postern peers benchmark\n" +
-		"Date: Thu, 01 Jan 2026 00:00:00 +0000\nMessage-ID: <big.1@bench.invalid>\nMIME-Version: 1.0\n" +
-		"Content-Type: application/octet-stream\nContent-Transfer-Encoding: base64\n\n"
-	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-	m := append(make([]byte, 0, size+80), head...)
-	for i := 0; len(m) < size; i++ {
-		for j := range 76 {
-			m = append(m, alphabet[(i*7+j*13)%64])
-		}
-		m = append(m, '\n')
-	}
-	return m, int64(len(m) + strings.Count(string(m), "\n"))
+	return nil
 }
 
 // queued counts the messages in Postfix's queue.

@@ -52,7 +52,7 @@ var abScenarios = []string{"fetch", "login", "smtp", "http", "httpdyn", "imaps-f
 // compareSides returns the two sides of -compare, starting B's postern
 // processes when B is a binary (stopped by stopAB).
 func (b *bench) compareSides() ([]*abSide, error) {
-	posternCPU := func(mail, web, webDyn, webTLS *proc) func(string) float64 {
+	posternCPU := func(mail, web, webDyn, webTLS *benchkit.Proc) func(string) float64 {
 		return func(key string) float64 {
 			switch key {
 			case "http":
@@ -70,7 +70,7 @@ func (b *bench) compareSides() ([]*abSide, error) {
 	case "haproxy":
 		return []*abSide{a, {name: "haproxy", fe: b.a.hap, groupOffset: 100, cpu: func(string) float64 { return pcpu(b.haproxy) }}}, nil
 	case "nginx":
-		return []*abSide{a, {name: "nginx", fe: b.a.ngx, groupOffset: 100, cpu: func(string) float64 { return procstat.TreeCPU(b.nginx.pid()) }}}, nil
+		return []*abSide{a, {name: "nginx", fe: b.a.ngx, groupOffset: 100, cpu: func(string) float64 { return procstat.TreeCPU(b.nginx.PID()) }}}, nil
 	}
 	free, err := freeAddrs(7)
 	if err != nil {
@@ -81,7 +81,7 @@ func (b *bench) compareSides() ([]*abSide, error) {
 	ad.pt = fe
 	dir := filepath.Join(b.tmp, "postern-B")
 	benchkit.Logf("starting postern B: %s", b.o.compare)
-	start := func(name, conf string, dir string, listen ...string) (*proc, error) {
+	start := func(name, conf string, dir string, listen ...string) (*benchkit.Proc, error) {
 		p, err := startPostern(name, dir, b.o.compare, conf, listen...)
 		if err == nil {
 			b.abProcs = append(b.abProcs, p)
@@ -92,7 +92,7 @@ func (b *bench) compareSides() ([]*abSide, error) {
 	if err != nil {
 		return nil, err
 	}
-	web := func(name, listen, backend string, c *certFiles) (*proc, error) {
+	web := func(name, listen, backend string, c *certFiles) (*benchkit.Proc, error) {
 		d := filepath.Join(dir, name)
 		return start("postern-"+name+"-B", posternWebConf(d, listen, backend, c), d, listen)
 	}
@@ -114,10 +114,10 @@ func (b *bench) compareSides() ([]*abSide, error) {
 // stopAB stops B's postern processes.
 func (b *bench) stopAB() {
 	for _, p := range b.abProcs {
-		if !p.running() {
-			b.fail("%s exited during the run (%v):\n%s", p.name, p.err, p.tail())
+		if !p.Running() {
+			b.fail("%s exited during the run (%v):\n%s", p.Name, p.Err(), p.Tail())
 		}
-		p.stop()
+		p.Stop()
 	}
 	b.abProcs = nil
 }

@@ -131,12 +131,12 @@ func (b *bench) idleTest() error {
 	if err != nil {
 		return err
 	}
-	defer backend.stop()
+	defer backend.Stop()
 	auth, err := startChild(dir, childAuth, authAddr, port(imapd), port(imapd))
 	if err != nil {
 		return err
 	}
-	defer auth.stop()
+	defer auth.Stop()
 	// Each proxy holds two descriptors per connection (client and backend
 	// sockets) under the same per-process limit.
 	limit := b.rep.NoFile
@@ -146,7 +146,7 @@ func (b *bench) idleTest() error {
 			break
 		}
 		listen := free[2]
-		var p *proc
+		var p *benchkit.Proc
 		switch side {
 		case "postern":
 			p, err = startPostern("postern-idle", filepath.Join(dir, "postern"), b.bin, idlePosternConf(dir, listen, imapd), listen)
@@ -163,7 +163,7 @@ func (b *bench) idleTest() error {
 		if res.Held < b.o.idle && res.StoppedBy == "" {
 			res.StoppedBy = fmt.Sprintf("descriptor limit %d: 2 per connection", limit)
 		}
-		p.stop()
+		p.Stop()
 		b.rep.Idle = append(b.rep.Idle, res)
 		benchkit.Logf("idle %-8s %d of %d held: RSS %d → %d KiB, %.1f KiB per connection, %d descriptors; %s",
 			side, res.Held, res.Asked, res.RSS0, res.RSSN, res.perConn(), res.FDs, res.StoppedBy)
@@ -267,7 +267,7 @@ func settledTreeRSS(pid int) int64 {
 
 // holdIdle opens up to n logged-in connections through the proxy p at
 // listen and measures its RSS before and after.
-func (b *bench) holdIdle(side string, p *proc, listen string, n int) idleResult {
+func (b *bench) holdIdle(side string, p *benchkit.Proc, listen string, n int) idleResult {
 	res := idleResult{Side: side}
 	t := target{side: side, addr: listen}
 	// One full session first, so that lazily created state exists.
@@ -275,7 +275,7 @@ func (b *bench) holdIdle(side string, p *proc, listen string, n int) idleResult 
 		res.StoppedBy = "first session: " + err.Error()
 		return res
 	}
-	res.RSS0 = settledTreeRSS(p.pid())
+	res.RSS0 = settledTreeRSS(p.PID())
 	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Minute)
 	defer cancel()
 	conns := make([]*mailclient.Conn, n)
@@ -328,8 +328,8 @@ func (b *bench) holdIdle(side string, p *proc, listen string, n int) idleResult 
 	if firstErr != nil {
 		res.StoppedBy = firstErr.Error()
 	}
-	res.RSSN = settledTreeRSS(p.pid())
-	_, res.ProcessCount, res.FDs = treeRSS(p.pid())
+	res.RSSN = settledTreeRSS(p.PID())
+	_, res.ProcessCount, res.FDs = treeRSS(p.PID())
 	// Still logged in: NOOP on some of them.
 	for _, c := range conns {
 		if c == nil || res.NoopChecked >= 20 {

@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/postern/postern/bench/internal/benchkit"
 )
@@ -136,7 +135,7 @@ func writePage(dir string, page int) error {
 	return os.WriteFile(filepath.Join(dir, "www", "index.html"), []byte(body), 0o644)
 }
 
-func startNginx(name, dir, conf string, wait ...string) (*proc, error) {
+func startNginx(name, dir, conf string, wait ...string) (*benchkit.Proc, error) {
 	path := filepath.Join(dir, name+".conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return nil, err
@@ -144,12 +143,12 @@ func startNginx(name, dir, conf string, wait ...string) (*proc, error) {
 	if out, err := exec.Command("nginx", "-t", "-p", dir, "-e", filepath.Join(dir, name+"-error.log"), "-c", path).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("nginx -t %s: %w\n%s", path, err, out)
 	}
-	p, err := startProc(name, filepath.Join(dir, name+".out"), nil, "nginx", "-p", dir, "-e", filepath.Join(dir, name+"-error.log"), "-c", path)
+	p, err := benchkit.Start(name, filepath.Join(dir, name+".out"), nil, "nginx", "-p", dir, "-e", filepath.Join(dir, name+"-error.log"), "-c", path)
 	if err != nil {
 		return nil, err
 	}
-	if err := p.waitPorts(wait...); err != nil {
-		p.stop()
+	if err := p.WaitPorts(wait...); err != nil {
+		p.Stop()
 		return nil, err
 	}
 	return p, nil
@@ -217,7 +216,7 @@ backend dynamic
 `)
 }
 
-func startHAProxy(dir, conf string, wait ...string) (*proc, error) {
+func startHAProxy(dir, conf string, wait ...string) (*benchkit.Proc, error) {
 	path := filepath.Join(dir, "haproxy.cfg")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return nil, err
@@ -225,12 +224,12 @@ func startHAProxy(dir, conf string, wait ...string) (*proc, error) {
 	if out, err := exec.Command("haproxy", "-c", "-f", path).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("haproxy -c %s: %w\n%s", path, err, out)
 	}
-	p, err := startProc("haproxy", filepath.Join(dir, "haproxy.log"), nil, "haproxy", "-db", "-f", path)
+	p, err := benchkit.Start("haproxy", filepath.Join(dir, "haproxy.log"), nil, "haproxy", "-db", "-f", path)
 	if err != nil {
 		return nil, err
 	}
-	if err := p.waitPorts(wait...); err != nil {
-		p.stop()
+	if err := p.WaitPorts(wait...); err != nil {
+		p.Stop()
 		return nil, err
 	}
 	return p, nil
@@ -304,7 +303,7 @@ log: { level: warn }
 `, listen, backend, tls, filepath.Join(dir, "postern.db"), dir, filepath.Join(dir, "admin.token"))
 }
 
-func startPostern(name, dir, bin, conf string, wait ...string) (*proc, error) {
+func startPostern(name, dir, bin, conf string, wait ...string) (*benchkit.Proc, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -312,24 +311,12 @@ func startPostern(name, dir, bin, conf string, wait ...string) (*proc, error) {
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		return nil, err
 	}
-	ready, err := benchkit.NewReadySocket()
+	p, err := benchkit.StartNotify(name, filepath.Join(dir, "postern.log"), nil, bin, "serve", "-c", path)
 	if err != nil {
 		return nil, err
 	}
-	p, err := startProc(name, filepath.Join(dir, "postern.log"), []string{ready.Env()}, bin, "serve", "-c", path)
-	if err != nil {
-		ready.Close()
-		return nil, err
-	}
-	p.ready = ready
-	// Its ports accept connections before it serves them (it opens its
-	// store after binding them): the load starts on READY=1.
-	if err := ready.Wait(30*time.Second, func() bool { return !p.running() }); err != nil {
-		p.stop()
-		return nil, fmt.Errorf("%s: %w (%v):\n%s", name, err, p.err, p.tail())
-	}
-	if err := p.waitPorts(wait...); err != nil {
-		p.stop()
+	if err := p.WaitPorts(wait...); err != nil {
+		p.Stop()
 		return nil, err
 	}
 	return p, nil

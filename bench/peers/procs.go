@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -24,97 +23,6 @@ import (
 
 	"github.com/postern/postern/bench/internal/benchkit"
 )
-
-// proc is a child process: a server of the benchmark.
-type proc struct {
-	name  string
-	cmd   *exec.Cmd
-	log   string
-	done  chan struct{}
-	err   error
-	ready *benchkit.ReadySocket // postern's notification socket; nil for the others
-}
-
-// startProc starts name args in its own process group, with its output
-// through a pipe into logPath (as a service manager takes it).
-func startProc(name, logPath string, env []string, bin string, args ...string) (*proc, error) {
-	out, err := benchkit.NewLogPipe(logPath)
-	if err != nil {
-		return nil, err
-	}
-	p := &proc{name: name, cmd: exec.Command(bin, args...), log: logPath, done: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = out.Writer(), out.Writer()
-	if env != nil {
-		p.cmd.Env = append(os.Environ(), env...)
-	}
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	err = p.cmd.Start()
-	out.Started()
-	if err != nil {
-		out.Wait(5 * time.Second)
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	go func() { p.err = p.cmd.Wait(); out.Wait(5 * time.Second); close(p.done) }()
-	return p, nil
-}
-
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-func (p *proc) running() bool {
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
-}
-
-// stop sends SIGTERM (by PID) and waits; SIGKILL after 40 s (postern
-// drains sessions for up to 30 s).
-func (p *proc) stop() {
-	if p == nil {
-		return
-	}
-	if p.running() {
-		p.cmd.Process.Signal(syscall.SIGTERM)
-		t := time.NewTimer(40 * time.Second)
-		select {
-		case <-p.done:
-		case <-t.C:
-			p.cmd.Process.Kill()
-			<-p.done
-		}
-		t.Stop()
-	}
-	if p.ready != nil {
-		p.ready.Close()
-		p.ready = nil
-	}
-}
-
-func (p *proc) tail() string { return benchkit.LogTail(p.log, 15) }
-
-// waitPorts waits until every address accepts connections (30 s at most).
-func (p *proc) waitPorts(addrs ...string) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for _, a := range addrs {
-		for {
-			c, err := net.DialTimeout("tcp", a, time.Second)
-			if err == nil {
-				c.Close()
-				break
-			}
-			if !p.running() {
-				return fmt.Errorf("%s exited before listening on %s (%v):\n%s", p.name, a, p.err, p.tail())
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("%s not listening on %s after 30 s:\n%s", p.name, a, p.tail())
-			}
-			time.Sleep(30 * time.Millisecond)
-		}
-	}
-	return nil
-}
 
 // freeAddrs returns n distinct loopback addresses whose ports are free
 // now: all are held open together, so that no two are the same.
@@ -312,17 +220,17 @@ func burn(d time.Duration) {
 }
 
 // startChild re-runs this program in a child mode and waits for addr.
-func startChild(dir, mode, addr string, args ...string) (*proc, error) {
+func startChild(dir, mode, addr string, args ...string) (*benchkit.Proc, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	p, err := startProc(mode[len("-child-"):], filepath.Join(dir, mode[1:]+".log"), nil, exe, append([]string{mode, addr}, args...)...)
+	p, err := benchkit.Start(mode[len("-child-"):], filepath.Join(dir, mode[1:]+".log"), nil, exe, append([]string{mode, addr}, args...)...)
 	if err != nil {
 		return nil, err
 	}
-	if err := p.waitPorts(addr); err != nil {
-		p.stop()
+	if err := p.WaitPorts(addr); err != nil {
+		p.Stop()
 		return nil, err
 	}
 	return p, nil

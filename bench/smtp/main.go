@@ -153,8 +153,8 @@ func run(o options) (err error) {
 		if err != nil {
 			return err
 		}
-		b.procs.postern = pg.pid()
-		b.out.posternNoFile = procstat.OpenFilesLimit(pg.pid())
+		b.procs.postern = pg.PID()
+		b.out.posternNoFile = procstat.OpenFilesLimit(pg.PID())
 		direct := target{name: "direct", addr: fmt.Sprintf("127.0.0.1:%d", b.be.Int("POSTERN_BACKENDS_SMTP_PROXY_PORT")), proxy: true}
 		through := target{name: "through", addr: pg.addr}
 		sides := []target{direct, through}
@@ -177,10 +177,10 @@ func run(o options) (err error) {
 		if want("big") {
 			b.scenario(fmt.Sprintf("%d B, %d clients, %d msgs", o.bigSize, o.bigClients, o.bigN), "bytes", sides, b.countRun())
 		}
-		if err := pg.stop(); err != nil {
+		if err := pg.Stop(); err != nil {
 			b.fail("postern (through): %v", err)
 		}
-		b.out.posternLog = pg.logTail()
+		b.out.posternLog = pg.Tail()
 		b.procs.postern = 0
 	}
 	if want("idle") {
@@ -290,15 +290,10 @@ func goVersion() string {
 
 // gateway is a running postern serve (or in-process child gateway).
 type gateway struct {
-	cmd     *exec.Cmd
-	addr    string
-	logPath string
-	ctl     childCtl
-	done    chan error
-	ready   *benchkit.ReadySocket // postern's notification socket; nil for the child
+	*benchkit.Proc
+	addr string
+	ctl  childCtl // the child's control server; zero for postern serve
 }
-
-func (g *gateway) pid() int { return g.cmd.Process.Pid }
 
 // writeConfig writes a postern configuration with one smtp service on a
 // free port relaying to backend with a PROXY v2 header. Intrusion
@@ -355,17 +350,15 @@ func (b *bench) startPostern(name string, backendPort int, backendAddr string) (
 	if err != nil {
 		return nil, err
 	}
-	ready, err := benchkit.NewReadySocket()
+	p, err := benchkit.StartNotify("postern serve", filepath.Join(dir, "postern.log"), nil, b.bin, "serve", "-c", cfg)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(b.bin, "serve", "-c", cfg)
-	cmd.Env = append(os.Environ(), ready.Env())
-	g, err := b.startProcess(cmd, addr, filepath.Join(dir, "postern.log"), "", ready)
-	if err != nil {
-		ready.Close()
+	if err := p.WaitPorts(addr); err != nil {
+		p.Stop()
+		return nil, err
 	}
-	return g, err
+	return &gateway{Proc: p, addr: addr}, nil
 }
 
 // startChild runs this program as the in-process gateway (profiling).
@@ -385,84 +378,16 @@ func (b *bench) startChild(name string, backendAddr string) (*gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	return b.startProcess(exec.Command(exe, "-child-gateway", cfg, "-child-ctl", ctl), addr, filepath.Join(dir, "gateway.log"), ctl, nil)
-}
-
-func (b *bench) startProcess(cmd *exec.Cmd, addr, logPath, ctl string, ready *benchkit.ReadySocket) (*gateway, error) {
-	// Its log through a pipe, as a service manager takes it.
-	lf, err := benchkit.NewLogPipe(logPath)
+	p, err := benchkit.Start("child gateway", filepath.Join(dir, "gateway.log"), nil, exe, "-child-gateway", cfg, "-child-ctl", ctl)
 	if err != nil {
 		return nil, err
 	}
-	cmd.Stdout, cmd.Stderr = lf.Writer(), lf.Writer()
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	err = cmd.Start()
-	lf.Started()
-	if err != nil {
+	if err := p.WaitPorts(addr, ctl); err != nil {
+		p.Stop()
 		return nil, err
 	}
-	g := &gateway{cmd: cmd, addr: addr, logPath: logPath, done: make(chan error, 1)}
-	if ctl != "" {
-		g.ctl = childCtl{base: "http://" + ctl}
-	}
-	go func() { err := cmd.Wait(); lf.Wait(5 * time.Second); g.done <- err }()
-	if ready != nil {
-		// postern's port accepts connections before it serves them (it
-		// opens its store after binding it): the load starts on READY=1.
-		if err := ready.Wait(30*time.Second, benchkit.Exited(g.done)); err != nil {
-			g.stop()
-			return nil, fmt.Errorf("%s %w:\n%s", filepath.Base(cmd.Path), err, g.logTail())
-		}
-		g.ready = ready
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		select {
-		case err := <-g.done:
-			g.done <- err
-			return nil, fmt.Errorf("%s exited at start (%v):\n%s", filepath.Base(cmd.Path), err, g.logTail())
-		default:
-		}
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			if ctl == "" {
-				return g, nil
-			}
-			if _, err := g.ctl.get("/memstats"); err == nil {
-				return g, nil
-			}
-		}
-		if time.Now().After(deadline) {
-			g.stop()
-			return nil, fmt.Errorf("%s did not listen on %s within 20 s:\n%s", filepath.Base(cmd.Path), addr, g.logTail())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return &gateway{Proc: p, addr: addr, ctl: childCtl{base: "http://" + ctl}}, nil
 }
-
-// stop sends SIGTERM to the gateway (by its PID) and waits; SIGKILL after
-// 40 s (postern drains sessions for up to 30 s).
-func (g *gateway) stop() error {
-	if g.ready != nil {
-		defer g.ready.Close()
-	}
-	g.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-g.done:
-		g.done <- err
-		var ee *exec.ExitError
-		if err != nil && !(errors.As(err, &ee) && ee.Exited() && ee.ExitCode() == 0) {
-			return fmt.Errorf("exited with %v", err)
-		}
-		return nil
-	case <-time.After(40 * time.Second):
-		g.cmd.Process.Kill()
-		return errors.New("still running 40 s after SIGTERM: killed")
-	}
-}
-
-func (g *gateway) logTail() string { return benchkit.LogTail(g.logPath, 15) }
 
 // ---- mailbox and queue ---------------------------------------------------------
 
@@ -708,7 +633,7 @@ func (b *bench) idleTest() error {
 	if err != nil {
 		return err
 	}
-	defer g.stop()
+	defer g.Stop()
 	res, err := b.idle(g, fb, "postern serve")
 	if err != nil {
 		return err
@@ -719,8 +644,8 @@ func (b *bench) idleTest() error {
 
 func (b *bench) idle(g *gateway, fb *fakeBackend, name string) (idleResult, error) {
 	n := b.o.idle
-	r := idleResult{name: name, n: n, noFile: procstat.OpenFilesLimit(g.pid())}
-	pid := g.pid()
+	r := idleResult{name: name, n: n, noFile: procstat.OpenFilesLimit(g.PID())}
+	pid := g.PID()
 	t := target{name: "idle", addr: g.addr}
 	// One full session first, so that everything created lazily exists.
 	if c, err := dial(b.ctx, t, time.Now().Add(10*time.Second)); err != nil {
@@ -807,7 +732,7 @@ func (b *bench) profileRun(want func(string) bool) error {
 	if err != nil {
 		return err
 	}
-	b.procs.postern = g.pid()
+	b.procs.postern = g.PID()
 	t := target{name: "through", addr: g.addr}
 	prof := func(file string, fn runFunc, name, unit string) {
 		path := filepath.Join(b.o.profile, file)
@@ -848,7 +773,7 @@ func (b *bench) profileRun(want func(string) bool) error {
 	if want("big") {
 		prof("cpu-big.pprof", b.countRun(), fmt.Sprintf("%d B messages", b.o.bigSize), "bytes")
 	}
-	g.stop()
+	g.Stop()
 	b.procs.postern = 0
 	if want("idle") {
 		fb, err := startFakeBackend()
@@ -860,7 +785,7 @@ func (b *bench) profileRun(want func(string) bool) error {
 		if err != nil {
 			return err
 		}
-		defer gi.stop()
+		defer gi.Stop()
 		res, err := b.idle(gi, fb, "in-process gateway")
 		if err != nil {
 			return err

@@ -26,7 +26,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/postern/postern/bench/internal/benchkit"
@@ -105,12 +104,12 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	defer ng.stop()
+	defer ng.Stop()
 	gw, err := startPostern(dir, o.postern, ng.addr, o.gogc)
 	if err != nil {
 		return err
 	}
-	defer gw.stop()
+	defer gw.Stop()
 	var gwOld *server
 	if o.old != "" {
 		sub := filepath.Join(dir, "compare")
@@ -120,14 +119,14 @@ func run(o options) error {
 		if gwOld, err = startPostern(sub, o.old, ng.addr, o.gogc); err != nil {
 			return err
 		}
-		defer gwOld.stop()
+		defer gwOld.Stop()
 	}
 	var floor *server
 	if o.floor {
 		if floor, err = startNginxProxy(dir, ng.addr); err != nil {
 			return err
 		}
-		defer floor.stop()
+		defer floor.Stop()
 	}
 
 	fmt.Printf("web gateway benchmark: wrk -t%d -c%d, %v windows, %d round(s), %d-byte static page from nginx (1 worker)\n",
@@ -137,12 +136,12 @@ func run(o options) error {
 	for _, sc := range strings.Split(o.scenarios, ",") {
 		sc = strings.TrimSpace(sc)
 		var extra []string
-		direct := side{name: "nginx serving the page", addr: ng.addr, pid: ng.cmd.Process.Pid}
-		through := side{name: "postern proxying it", addr: gw.addr, pid: gw.cmd.Process.Pid}
+		direct := side{name: "nginx serving the page", addr: ng.addr, pid: ng.PID()}
+		through := side{name: "postern proxying it", addr: gw.addr, pid: gw.PID()}
 		sides := []*side{&direct, &through}
 		var ref, old *side
 		if gwOld != nil {
-			old = &side{name: "postern (-compare binary)", addr: gwOld.addr, pid: gwOld.cmd.Process.Pid}
+			old = &side{name: "postern (-compare binary)", addr: gwOld.addr, pid: gwOld.PID()}
 		}
 		switch sc {
 		case "keepalive":
@@ -164,9 +163,9 @@ func run(o options) error {
 			if err != nil {
 				return err
 			}
-			defer gw2.stop()
+			defer gw2.Stop()
 			direct = side{name: "the Go backend (this process)", addr: dyn.Addr, pid: os.Getpid()}
-			through = side{name: "postern proxying it", addr: gw2.addr, pid: gw2.cmd.Process.Pid}
+			through = side{name: "postern proxying it", addr: gw2.addr, pid: gw2.PID()}
 			if o.old != "" {
 				sub := filepath.Join(dir, "dynamic-old")
 				if err := os.MkdirAll(sub, 0o755); err != nil {
@@ -176,14 +175,14 @@ func run(o options) error {
 				if err != nil {
 					return err
 				}
-				defer gw3.stop()
-				old = &side{name: "postern (-compare binary)", addr: gw3.addr, pid: gw3.cmd.Process.Pid}
+				defer gw3.Stop()
+				old = &side{name: "postern (-compare binary)", addr: gw3.addr, pid: gw3.PID()}
 			}
 		default:
 			return fmt.Errorf("unknown scenario %q", sc)
 		}
 		if floor != nil && sc != "dynamic" {
-			ref = &side{name: "nginx proxying it", addr: floor.addr, pid: floor.cmd.Process.Pid}
+			ref = &side{name: "nginx proxying it", addr: floor.addr, pid: floor.PID()}
 			sides = append(sides, ref)
 		}
 		if old != nil {
@@ -223,8 +222,8 @@ func run(o options) error {
 				f, f/d, slices.Max(ref.rps)/slices.Max(direct.rps), t/f, benchkit.Median(ref.cpu), benchkit.Median(ref.sys), benchkit.Median(ref.cs), benchkit.Median(ref.machine), rounded(ref.rps))
 		}
 	}
-	if !gw.running() {
-		return errors.New("postern exited during the benchmark:\n" + gw.tail())
+	if !gw.Running() {
+		return errors.New("postern exited during the benchmark:\n" + gw.Tail())
 	}
 	if failed {
 		fmt.Println("TARGET MISSED (see above)")
@@ -298,65 +297,8 @@ func rounded(v []float64) []int {
 	return out
 }
 
-// proc is a child process.
-type proc struct {
-	cmd    *exec.Cmd
-	exited chan struct{}
-	log    string
-	ready  *benchkit.ReadySocket // postern's notification socket; nil for nginx
-}
-
-func start(logPath string, env []string, name string, args ...string) (*proc, error) {
-	// The output through a pipe, as a service manager takes it.
-	out, err := benchkit.NewLogPipe(logPath)
-	if err != nil {
-		return nil, err
-	}
-	p := &proc{cmd: exec.Command(name, args...), exited: make(chan struct{}), log: logPath}
-	p.cmd.Stdout, p.cmd.Stderr = out.Writer(), out.Writer()
-	p.cmd.Env = env
-	err = p.cmd.Start()
-	out.Started()
-	if err != nil {
-		return nil, err
-	}
-	go func() { p.cmd.Wait(); out.Wait(5 * time.Second); close(p.exited) }()
-	return p, nil
-}
-
-func (p *proc) running() bool {
-	select {
-	case <-p.exited:
-		return false
-	default:
-		return true
-	}
-}
-
-func (p *proc) stop() {
-	if p.ready != nil {
-		defer p.ready.Close()
-	}
-	if !p.running() {
-		return
-	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(30 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.exited
-	}
-}
-
-func (p *proc) tail() string {
-	b, _ := os.ReadFile(p.log)
-	lines := strings.Split(string(b), "\n")
-	return strings.Join(lines[max(0, len(lines)-30):], "\n")
-}
-
 type server struct {
-	*proc
+	*benchkit.Proc
 	addr string
 }
 
@@ -367,23 +309,6 @@ func freePort() (string, error) {
 	}
 	defer l.Close()
 	return l.Addr().String(), nil
-}
-
-func waitPort(p *proc, addr string) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-			c.Close()
-			return nil
-		}
-		if !p.running() {
-			return fmt.Errorf("exited before listening on %s:\n%s", addr, p.tail())
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not listening after 30s:\n%s", addr, p.tail())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 const nginxConf = `daemon off;
@@ -426,13 +351,13 @@ func startNginx(dir string, page int) (*server, error) {
 	if err := os.WriteFile(conf, []byte(strings.NewReplacer("{{DIR}}", dir, "{{ADDR}}", addr).Replace(nginxConf)), 0o644); err != nil {
 		return nil, err
 	}
-	p, err := start(filepath.Join(dir, "nginx.out"), nil, "nginx", "-p", dir, "-e", filepath.Join(dir, "nginx-error.log"), "-c", conf)
+	p, err := benchkit.Start("nginx", filepath.Join(dir, "nginx.out"), nil, "nginx", "-p", dir, "-e", filepath.Join(dir, "nginx-error.log"), "-c", conf)
 	if err != nil {
 		return nil, err
 	}
-	if err := waitPort(p, addr); err != nil {
-		p.stop()
-		return nil, fmt.Errorf("nginx: %w", err)
+	if err := p.WaitPorts(addr); err != nil {
+		p.Stop()
+		return nil, err
 	}
 	return &server{p, addr}, nil
 }
@@ -464,29 +389,17 @@ log: { level: warn }
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		return nil, err
 	}
-	ready, err := benchkit.NewReadySocket()
-	if err != nil {
-		return nil, err
-	}
-	env := append(os.Environ(), ready.Env())
+	var env []string
 	if gogc != "" {
 		env = append(env, "GOGC="+gogc)
 	}
-	p, err := start(filepath.Join(dir, "postern.log"), env, bin, "serve", "-c", path)
+	p, err := benchkit.StartNotify("postern", filepath.Join(dir, "postern.log"), env, bin, "serve", "-c", path)
 	if err != nil {
-		ready.Close()
 		return nil, err
 	}
-	p.ready = ready
-	// Its port accepts connections before it serves them (it opens its
-	// store after binding it): the load starts on READY=1.
-	if err := ready.Wait(30*time.Second, func() bool { return !p.running() }); err != nil {
-		p.stop()
-		return nil, fmt.Errorf("postern %w:\n%s", err, p.tail())
-	}
-	if err := waitPort(p, addr); err != nil {
-		p.stop()
-		return nil, fmt.Errorf("postern: %w", err)
+	if err := p.WaitPorts(addr); err != nil {
+		p.Stop()
+		return nil, err
 	}
 	return &server{p, addr}, nil
 }
@@ -532,13 +445,13 @@ func startNginxProxy(dir, backend string) (*server, error) {
 	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 		return nil, err
 	}
-	p, err := start(filepath.Join(dir, "nginx-proxy.out"), nil, "nginx", "-p", dir, "-e", filepath.Join(dir, "nginx-proxy-error.log"), "-c", conf)
+	p, err := benchkit.Start("nginx proxy", filepath.Join(dir, "nginx-proxy.out"), nil, "nginx", "-p", dir, "-e", filepath.Join(dir, "nginx-proxy-error.log"), "-c", conf)
 	if err != nil {
 		return nil, err
 	}
-	if err := waitPort(p, addr); err != nil {
-		p.stop()
-		return nil, fmt.Errorf("nginx proxy: %w", err)
+	if err := p.WaitPorts(addr); err != nil {
+		p.Stop()
+		return nil, err
 	}
 	return &server{p, addr}, nil
 }

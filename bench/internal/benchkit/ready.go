@@ -84,18 +84,3 @@ func (r *ReadySocket) Close() {
 	r.conn.Close()
 	os.RemoveAll(r.dir)
 }
-
-// Exited returns the test a ReadySocket's Wait needs for a server whose
-// exit status arrives on done (buffered, one value): it peeks, leaving
-// the status for whoever waits for it.
-func Exited(done chan error) func() bool {
-	return func() bool {
-		select {
-		case err := <-done:
-			done <- err
-			return true
-		default:
-			return false
-		}
-	}
-}

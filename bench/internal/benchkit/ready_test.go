@@ -78,22 +78,3 @@ func TestLogPipe(t *testing.T) {
 		t.Errorf("the file holds %q (%v)", got, err)
 	}
 }
-
-// TestExited: the peek says a status arrived and leaves it for the waiter.
-func TestExited(t *testing.T) {
-	done := make(chan error, 1)
-	exited := Exited(done)
-	if exited() {
-		t.Fatal("exited before any status")
-	}
-	done <- os.ErrClosed
-	if !exited() {
-		t.Fatal("a status arrived, not seen")
-	}
-	if !exited() {
-		t.Fatal("the first peek took the status")
-	}
-	if err := <-done; err != os.ErrClosed {
-		t.Fatalf("the status left is %v", err)
-	}
-}
