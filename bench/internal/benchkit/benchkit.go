@@ -1,6 +1,8 @@
 // Package benchkit holds the helpers the benchmark programs (bench/smtp,
-// bench/imap, bench/web) share: the calibration relay, the postern build,
-// progress logging, the module root, medians and a cancellable sleep.
+// bench/imap, bench/web, bench/peers) share: starting and stopping the
+// servers they measure (Start, StartNotify), the calibration relay, the
+// postern build, the big message and its Maildir, progress logging, the
+// module root, medians and a cancellable sleep.
 package benchkit
 
 import (
