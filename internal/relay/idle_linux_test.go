@@ -173,33 +173,7 @@ func TestIdleHandoffMovesBytesBothWays(t *testing.T) {
 	if got := readN(t, e.backend, 9); string(got) != "a1 NOOP\r\n" {
 		t.Fatalf("buffered bytes: %q", got)
 	}
-	big := make([]byte, 8<<20)
-	rand.Read(big)
-	errc := make(chan error, 2)
-	go func() { _, err := e.backend.Write(big); errc <- err }()
-	go func() { _, err := e.client.Write(big[:3<<20]); errc <- err }()
-	if got := readN(t, e.client, len(big)); !bytes.Equal(got, big) {
-		t.Fatal("download corrupted")
-	}
-	if got := readN(t, e.backend, 3<<20); !bytes.Equal(got, big[:3<<20]) {
-		t.Fatal("upload corrupted")
-	}
-	for range 2 {
-		if err := <-errc; err != nil {
-			t.Fatal(err)
-		}
-	}
-	for i := range 200 {
-		msg := []byte{byte(i), '\n'}
-		e.client.Write(msg)
-		if got := readN(t, e.backend, 2); !bytes.Equal(got, msg) {
-			t.Fatalf("exchange %d: %q", i, got)
-		}
-		e.backend.Write(msg)
-		if got := readN(t, e.client, 2); !bytes.Equal(got, msg) {
-			t.Fatalf("reply %d: %q", i, got)
-		}
-	}
+	exchangeBothWays(t, e.client, e.backend)
 	waitLive(t, &r.conns, 1)
 	e.client.Close()
 	waitEnded(t, e, "the client left")

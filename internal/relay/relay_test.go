@@ -78,35 +78,7 @@ func TestSpliceMovesBytesBothWays(t *testing.T) {
 	if got := readN(t, s.backend, 9); string(got) != "a1 NOOP\r\n" {
 		t.Fatalf("buffered bytes: %q", got)
 	}
-	// A large transfer each way, concurrently, arrives intact.
-	big := make([]byte, 8<<20)
-	rand.Read(big)
-	errc := make(chan error, 2)
-	go func() { _, err := s.backend.Write(big); errc <- err }()
-	go func() { _, err := s.client.Write(big[:3<<20]); errc <- err }()
-	if got := readN(t, s.client, len(big)); !bytes.Equal(got, big) {
-		t.Fatal("download corrupted")
-	}
-	if got := readN(t, s.backend, 3<<20); !bytes.Equal(got, big[:3<<20]) {
-		t.Fatal("upload corrupted")
-	}
-	for range 2 {
-		if err := <-errc; err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Many small exchanges.
-	for i := range 200 {
-		msg := []byte{byte(i), '\n'}
-		s.client.Write(msg)
-		if got := readN(t, s.backend, 2); !bytes.Equal(got, msg) {
-			t.Fatalf("exchange %d: %q", i, got)
-		}
-		s.backend.Write(msg)
-		if got := readN(t, s.client, 2); !bytes.Equal(got, msg) {
-			t.Fatalf("reply %d: %q", i, got)
-		}
-	}
+	exchangeBothWays(t, s.client, s.backend)
 	// The client leaving ends the session and closes the backend side.
 	s.client.Close()
 	select {
@@ -123,6 +95,39 @@ func TestSpliceMovesBytesBothWays(t *testing.T) {
 	s.backend.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if n, err := s.backend.Read(make([]byte, 1)); n != 0 || err != io.EOF {
 		t.Errorf("backend side after the client left: %d, %v", n, err)
+	}
+}
+
+// exchangeBothWays checks a relayed pair: a large transfer each way,
+// concurrently, arrives intact, and so do 200 small exchanges.
+func exchangeBothWays(t *testing.T, client, backend net.Conn) {
+	t.Helper()
+	big := make([]byte, 8<<20)
+	rand.Read(big)
+	errc := make(chan error, 2)
+	go func() { _, err := backend.Write(big); errc <- err }()
+	go func() { _, err := client.Write(big[:3<<20]); errc <- err }()
+	if got := readN(t, client, len(big)); !bytes.Equal(got, big) {
+		t.Fatal("download corrupted")
+	}
+	if got := readN(t, backend, 3<<20); !bytes.Equal(got, big[:3<<20]) {
+		t.Fatal("upload corrupted")
+	}
+	for range 2 {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 200 {
+		msg := []byte{byte(i), '\n'}
+		client.Write(msg)
+		if got := readN(t, backend, 2); !bytes.Equal(got, msg) {
+			t.Fatalf("exchange %d: %q", i, got)
+		}
+		backend.Write(msg)
+		if got := readN(t, client, 2); !bytes.Equal(got, msg) {
+			t.Fatalf("reply %d: %q", i, got)
+		}
 	}
 }
 

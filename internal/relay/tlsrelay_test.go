@@ -34,31 +34,6 @@ func tlsServerConfig(tb testing.TB) *tls.Config {
 	return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
 }
 
-// tlsTCPPair is tcpPair for benchmarks and tests alike.
-func tlsTCPPair(tb testing.TB) (a, b *net.TCPConn) {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	acc := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		acc <- c
-	}()
-	c, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	s := <-acc
-	if s == nil {
-		tb.Fatal("accept failed")
-	}
-	tb.Cleanup(func() { c.Close(); s.Close() })
-	return c.(*net.TCPConn), s.(*net.TCPConn)
-}
-
 // tlsSession is a logged-in IMAPS session as the gateway relays it: the
 // client's TLS ends in the gateway (server side of a tls.Conn), the
 // backend is plain TCP, and Splice copies between them.
@@ -70,8 +45,8 @@ type tlsSession struct {
 
 func spliceTLS(tb testing.TB, srv *tls.Config) *tlsSession {
 	tb.Helper()
-	c, pa := tlsTCPPair(tb)
-	pb, backend := tlsTCPPair(tb)
+	c, pa := tcpPair(tb)
+	pb, backend := tcpPair(tb)
 	client := tls.Client(c, &tls.Config{InsecureSkipVerify: true})
 	server := tls.Server(pa, srv)
 	herr := make(chan error, 1)

@@ -44,8 +44,9 @@
 // fails and says what to install. The install takes 4-6 s here, apt-get
 // update included.
 //
-// The test writes a configuration directory DIR of its own and starts, in
-// the foreground,
+// The test's rspamd is started by package rspamdtest (shared with the
+// end-to-end suite in test/e2e, which adds one rule of its own). It writes a
+// configuration directory DIR of its own and starts, in the foreground,
 //
 //	rspamd -f -c DIR/rspamd.conf --var=CONFDIR=/etc/rspamd \
 //	       --var=LOCAL_CONFDIR=DIR --var=DBDIR=DIR --var=RUNDIR=DIR --var=LOGDIR=DIR [-i]
