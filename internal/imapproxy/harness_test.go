@@ -146,15 +146,7 @@ func newHarness(t *testing.T, cfgYAML string, mutate func(*Config)) *harness {
 	}
 	h.logs = &logBuffer{}
 	p := New(cfg, h.eng, func() *policy.Policy { return snap.Policy }, slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.addr = ln.Addr().String()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); p.Serve(ctx, gwtest.Acceptor{Listener: ln}, 2*time.Second) }()
-	t.Cleanup(func() { cancel(); <-done })
+	h.addr = gwtest.Serve(t, p)
 	return h
 }
 
@@ -167,13 +159,7 @@ type client struct {
 
 func (h *harness) dial(src string) *client {
 	h.t.Helper()
-	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-	c, err := d.Dial("tcp", h.addr)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	c.SetDeadline(time.Now().Add(20 * time.Second))
-	h.t.Cleanup(func() { c.Close() })
+	c := gwtest.DialFrom(h.t, h.addr, src)
 	return &client{t: h.t, c: c, r: bufio.NewReader(c)}
 }
 

@@ -326,15 +326,8 @@ func startGatewayFailing(t *testing.T, p protocol, backend string, failed int, m
 	}
 	pol := func() *policy.Policy { return snap.Policy }
 	srv := p.newProxy(cfg, eng, pol, log)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); srv.Serve(ctx, gwtest.Acceptor{Listener: ln}, 2*time.Second) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return &gateway{p: p, addr: ln.Addr().String(), logs: logs, eng: eng}
+	addr := gwtest.Serve(t, srv)
+	return &gateway{p: p, addr: addr, logs: logs, eng: eng}
 }
 
 // client is a raw client for exact assertions.
@@ -357,13 +350,7 @@ func (g *gateway) dial(t *testing.T, src string) *client {
 // dialRaw connects from src.
 func (g *gateway) dialRaw(t *testing.T, src string) *client {
 	t.Helper()
-	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-	c, err := d.Dial("tcp", g.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetDeadline(time.Now().Add(20 * time.Second))
-	t.Cleanup(func() { c.Close() })
+	c := gwtest.DialFrom(t, g.addr, src)
 	return &client{t: t, p: g.p, c: c, r: bufio.NewReader(c)}
 }
 

@@ -89,15 +89,8 @@ func newHarnessIdle(t *testing.T, cfgYAML, backend string, idle time.Duration) *
 	p := New(Config{Service: service.POP3, Backend: relay.Dialer{Addr: backend, Proxy: "v2"},
 		PlaintextLogin: func(netip.Addr) bool { return true }, PreAuthIdle: idle, Loops: gwtest.Loops(t)},
 		eng, func() *policy.Policy { return snap.Policy }, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); p.Serve(ctx, gwtest.Acceptor{Listener: ln}, 2*time.Second) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return &harness{be: be, eng: eng, addr: ln.Addr().String(), logs: logs}
+	addr := gwtest.Serve(t, p)
+	return &harness{be: be, eng: eng, addr: addr, logs: logs}
 }
 
 type client struct {
@@ -107,13 +100,7 @@ type client struct {
 }
 
 func (h *harness) dial(t *testing.T, src string) *client {
-	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-	c, err := d.Dial("tcp", h.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetDeadline(time.Now().Add(20 * time.Second))
-	t.Cleanup(func() { c.Close() })
+	c := gwtest.DialFrom(t, h.addr, src)
 	return &client{t: t, c: c, r: bufio.NewReader(c)}
 }
 
