@@ -62,7 +62,7 @@ func (s *Server) Listen(ctx context.Context, listen string) (net.Listener, error
 	if err != nil {
 		return nil, fmt.Errorf("admin API: %w", err)
 	}
-	return &grantListener{Listener: ln, allow: s.grant, log: s.log}, nil
+	return GrantListener(ln, s.grant, s.log, "admin API"), nil
 }
 
 func listenUnix(ctx context.Context, path string) (net.Listener, error) {
@@ -141,11 +141,20 @@ func (l *unixListener) Close() error {
 	return err
 }
 
-// grantListener closes connections from addresses not granted.
+// GrantListener wraps ln so that Accept closes every connection from an
+// address grant refuses (or from a peer that is not TCP) at once, before
+// a byte of TLS or HTTP is read, and logs it at warn as "name: connection
+// refused: address not granted". The admin API's TCP listener and the
+// console use it.
+func GrantListener(ln net.Listener, grant func(netip.Addr) bool, log *slog.Logger, name string) net.Listener {
+	return &grantListener{Listener: ln, grant: grant, log: log, refused: name + ": connection refused: address not granted"}
+}
+
 type grantListener struct {
 	net.Listener
-	allow func(netip.Addr) bool
-	log   *slog.Logger
+	grant   func(netip.Addr) bool
+	log     *slog.Logger
+	refused string // the log message
 }
 
 func (l *grantListener) Accept() (net.Conn, error) {
@@ -154,10 +163,10 @@ func (l *grantListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		if a, ok := remoteAddr(c.RemoteAddr()); ok && l.allow(a) {
+		if a, ok := remoteAddr(c.RemoteAddr()); ok && l.grant(a) {
 			return c, nil
 		}
-		l.log.Warn("admin API: connection refused: address not granted", "remote", c.RemoteAddr().String())
+		l.log.Warn(l.refused, "remote", c.RemoteAddr().String())
 		c.Close()
 	}
 }

@@ -3,6 +3,7 @@ package admin_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -148,5 +149,61 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	if _, ok := eng.Get(pfx("192.0.2.1/32")); !ok {
 		t.Error("the block in progress was lost")
+	}
+}
+
+// TestGrantListener: a connection from an address the grant refuses is
+// closed before the server reads it and logged under the given name; a
+// granted one is returned.
+func TestGrantListener(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	ln := admin.GrantListener(inner, func(a netip.Addr) bool { return a == netip.MustParseAddr("127.0.0.1") }, log, "console")
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- c
+	}()
+
+	refused, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}, Timeout: 5 * time.Second}).Dial("tcp", inner.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer refused.Close()
+	refused.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := refused.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("a refused address read %d bytes", n)
+	} else if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatal("a refused address was not closed")
+	}
+
+	ok, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.1")}, Timeout: 5 * time.Second}).Dial("tcp", inner.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ok.Close()
+	select {
+	case c, open := <-accepted:
+		if !open {
+			t.Fatal("Accept failed")
+		}
+		defer c.Close()
+		if got := c.RemoteAddr().String(); got != ok.LocalAddr().String() {
+			t.Errorf("Accept returned %s, want the granted client %s", got, ok.LocalAddr())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a granted address was not returned by Accept")
+	}
+	if got := logs.String(); !strings.Contains(got, `msg="console: connection refused: address not granted" remote=127.0.0.2:`) || strings.Count(got, "\n") != 1 {
+		t.Errorf("log: %q", got)
 	}
 }

@@ -226,7 +226,7 @@ func Listen(ctx context.Context, addr string) (net.Listener, error) {
 // within a few seconds (live feeds are ended) and closes ln. It returns
 // nil after a shutdown asked for by ctx.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	ln = &grantListener{Listener: ln, grant: s.opts.Grant, log: s.log}
+	ln = admin.GrantListener(ln, s.opts.Grant, s.log, "console")
 	if s.opts.TLS != nil {
 		ln = tls.NewListener(ln, s.opts.TLS)
 	}
@@ -261,34 +261,4 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	s.log.Info("console stopped")
 	return nil
-}
-
-// grantListener closes connections from addresses outside the grant at
-// accept, before a byte of TLS or HTTP is read.
-type grantListener struct {
-	net.Listener
-	grant func(netip.Addr) bool
-	log   *slog.Logger
-}
-
-func (l *grantListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		if a, ok := addrOf(c.RemoteAddr()); ok && l.grant(a) {
-			return c, nil
-		}
-		l.log.Warn("console: connection refused: address not granted", "remote", c.RemoteAddr().String())
-		c.Close()
-	}
-}
-
-func addrOf(a net.Addr) (netip.Addr, bool) {
-	ap, err := netip.ParseAddrPort(a.String())
-	if err != nil {
-		return netip.Addr{}, false
-	}
-	return ap.Addr().Unmap().WithZone(""), true
 }
