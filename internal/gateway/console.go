@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/console"
-	"github.com/postern/postern/internal/diag"
 	"github.com/postern/postern/internal/explain"
 	"github.com/postern/postern/internal/snapshot"
 	"github.com/postern/postern/internal/tlsconf"
@@ -122,21 +121,9 @@ func (g *Gateway) closeConsole() {
 	}
 }
 
-// consoleGrant compiles console.grant (loopback when not set): addresses
-// and networks only, like admin.grant.
+// consoleGrant compiles console.grant (loopback when not set).
 func consoleGrant(snap *snapshot.Snapshot) (func(netip.Addr) bool, error) {
-	gr := snap.Config.Console.Grant
-	if !gr.IsSet() {
-		return netip.Addr.IsLoopback, nil
-	}
-	set, err := snap.Patterns.Expr(patternSource(gr))
-	if err != nil {
-		return nil, err
-	}
-	if set.HasHosts() {
-		return nil, diag.Errorf(gr.Pos, "console.grant takes addresses and networks, not host masks: access to the console must not rest on DNS")
-	}
-	return set.Contains, nil
+	return grantOf(snap, "console.grant", snap.Config.Console.Grant)
 }
 
 // consoleGrants answers the grant of the running configuration; a

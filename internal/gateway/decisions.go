@@ -17,7 +17,7 @@ func (g *Gateway) bindDecisions(snap *snapshot.Snapshot) error {
 	if !dc.On() {
 		return nil
 	}
-	grant, err := exportGrant(snap, "decision_stream.grant", dc.Grant)
+	grant, err := grantOf(snap, "decision_stream.grant", dc.Grant)
 	if err != nil {
 		return err
 	}

@@ -6,8 +6,6 @@ import (
 	"net/netip"
 	"sync"
 
-	"github.com/postern/postern/internal/config"
-	"github.com/postern/postern/internal/diag"
 	"github.com/postern/postern/internal/dnsblzone"
 	"github.com/postern/postern/internal/snapshot"
 	"github.com/postern/postern/internal/store"
@@ -41,22 +39,6 @@ func (e engineBlocks) Blocks() []store.Block {
 	return e.g.engine.Blocks()
 }
 
-// exportGrant compiles the grant key of an export (loopback when not
-// set): addresses and networks only, as admin.grant.
-func exportGrant(snap *snapshot.Snapshot, key string, gr config.Text) (func(netip.Addr) bool, error) {
-	if !gr.IsSet() {
-		return netip.Addr.IsLoopback, nil
-	}
-	set, err := snap.Patterns.Expr(patternSource(gr))
-	if err != nil {
-		return nil, err
-	}
-	if set.HasHosts() {
-		return nil, diag.Errorf(gr.Pos, "%s takes addresses and networks, not host masks: access must not rest on DNS", key)
-	}
-	return set.Contains, nil
-}
-
 // bindExports binds the listeners of the block exports, when configured;
 // it runs before privileges drop (port 53 needs them).
 func (g *Gateway) bindExports(snap *snapshot.Snapshot) error {
@@ -71,7 +53,7 @@ func (g *Gateway) bindDNSBLZone(snap *snapshot.Snapshot) error {
 	if !zc.On() {
 		return nil
 	}
-	grant, err := exportGrant(snap, "dnsbl_zone.grant", zc.Grant)
+	grant, err := grantOf(snap, "dnsbl_zone.grant", zc.Grant)
 	if err != nil {
 		return err
 	}

@@ -479,10 +479,10 @@ func (g *Gateway) preflight(ctx context.Context, snap *snapshot.Snapshot, start 
 	return nil
 }
 
-// adminGrant compiles the administration API's grant: the addresses that
-// may reach it over TCP (loopback when not configured).
-func adminGrant(snap *snapshot.Snapshot) (func(netip.Addr) bool, error) {
-	gr := snap.Config.Admin.Grant
+// grantOf compiles the grant key of a surface (the admin API, the
+// console, the metrics, the block exports): loopback when not set,
+// addresses and networks only, since access to them must not rest on DNS.
+func grantOf(snap *snapshot.Snapshot, key string, gr config.Text) (func(netip.Addr) bool, error) {
 	if !gr.IsSet() {
 		return netip.Addr.IsLoopback, nil
 	}
@@ -491,9 +491,15 @@ func adminGrant(snap *snapshot.Snapshot) (func(netip.Addr) bool, error) {
 		return nil, err
 	}
 	if set.HasHosts() {
-		return nil, diag.Errorf(gr.Pos, "admin.grant takes addresses and networks, not host masks: access to the API must not rest on DNS")
+		return nil, diag.Errorf(gr.Pos, "%s takes addresses and networks, not host masks: access must not rest on DNS", key)
 	}
 	return set.Contains, nil
+}
+
+// adminGrant compiles the administration API's grant: the addresses that
+// may reach it over TCP (loopback when not configured).
+func adminGrant(snap *snapshot.Snapshot) (func(netip.Addr) bool, error) {
+	return grantOf(snap, "admin.grant", snap.Config.Admin.Grant)
 }
 
 func orDefault(s, def string) string {

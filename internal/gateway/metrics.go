@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/postern/postern/internal/diag"
 	"github.com/postern/postern/internal/guard"
 	"github.com/postern/postern/internal/metrics"
 	"github.com/postern/postern/internal/reason"
@@ -70,21 +69,9 @@ func metricsServerOptions(g *Gateway) metrics.ServerOptions {
 	}
 }
 
-// metricsGrant compiles metrics.grant (loopback when not set): addresses
-// and networks only, as admin.grant.
+// metricsGrant compiles metrics.grant (loopback when not set).
 func metricsGrant(snap *snapshot.Snapshot) (func(netip.Addr) bool, error) {
-	gr := snap.Config.Metrics.Grant
-	if !gr.IsSet() {
-		return netip.Addr.IsLoopback, nil
-	}
-	set, err := snap.Patterns.Expr(patternSource(gr))
-	if err != nil {
-		return nil, err
-	}
-	if set.HasHosts() {
-		return nil, diag.Errorf(gr.Pos, "metrics.grant takes addresses and networks, not host masks: access must not rest on DNS")
-	}
-	return set.Contains, nil
+	return grantOf(snap, "metrics.grant", snap.Config.Metrics.Grant)
 }
 
 // observer is the engine's observer: the metrics, or none.
