@@ -139,23 +139,35 @@ login_restrictions:
 	}
 }
 
-// Access to the API never rests on DNS: a host mask in admin.grant is an
-// error at start.
-func TestAdminGrantRefusesHostMasks(t *testing.T) {
+// Access to postern's own surfaces never rests on DNS: a host mask in
+// admin.grant, console.grant or metrics.grant is an error at start.
+func TestSurfaceGrantsRefuseHostMasks(t *testing.T) {
 	z := fcrdnstest.Start(t)
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "postern.yaml")
-	writeFile(t, cfg, `dns: { resolver: "`+z.Addr+`" }
+	for _, key := range []string{"admin", "console", "metrics"} {
+		t.Run(key, func(t *testing.T) {
+			dir := t.TempDir()
+			grants := map[string]string{"admin": "", "console": "", "metrics": ""}
+			grants[key] = `, grant: "127.0.0.1; *.admins.example"`
+			cfg := filepath.Join(dir, "postern.yaml")
+			writeFile(t, cfg, `dns: { resolver: "`+z.Addr+`" }
 services:
   imap: { listen: "127.0.0.1:0", backend: "127.0.0.1:1" }
 store: { path: `+filepath.Join(dir, "state", "postern.db")+` }
-admin: { listen: "tcp:127.0.0.1:0", token_file: `+filepath.Join(dir, "state", "admin.token")+`, grant: "127.0.0.1; *.admins.example" }
+admin: { listen: "tcp:127.0.0.1:0", token_file: `+filepath.Join(dir, "state", "admin.token")+grants["admin"]+` }
+console: { listen: "127.0.0.1:0"`+grants["console"]+` }
+metrics: { listen: "127.0.0.1:0"`+grants["metrics"]+` }
 `)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var logs syncBuffer
-	_, err := startGateway(ctx, cfg, &logs)
-	if err == nil || !strings.Contains(err.Error(), "admin.grant takes addresses and networks, not host masks") {
-		t.Fatalf("error %v", err)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var logs syncBuffer
+			g, err := startGateway(ctx, cfg, &logs)
+			if err == nil {
+				cancel()
+				g.Run(ctx, nil) // releases what Start bound
+			}
+			if want := key + ".grant takes addresses and networks, not host masks"; err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("error %v, want %q", err, want)
+			}
+		})
 	}
 }
