@@ -188,11 +188,11 @@ func (b *bench) startServers() (err error) {
 		return err
 	}
 	n := b.a.ngx
-	if b.nginx, err = startNginx("nginx", b.tmp, nginxProxyConf(b.tmp, b.a, b.cert, b.rep.NoFile), n.imap, n.imaps, n.smtp, n.smtps, n.web, n.webDyn, n.webTLS); err != nil {
+	if b.nginx, err = startNginx("nginx", b.tmp, nginxProxyConf(b.tmp, b.a, b.cert, b.rep.NoFile, b.o.peerLogs), n.imap, n.imaps, n.smtp, n.smtps, n.web, n.webDyn, n.webTLS); err != nil {
 		return err
 	}
 	h := b.a.hap
-	if b.haproxy, err = startHAProxy(b.tmp, haproxyConf(b.a, b.cert, 5000), h.imap, h.imaps, h.smtp, h.smtps, h.web, h.webDyn, h.webTLS); err != nil {
+	if b.haproxy, err = startHAProxy(b.tmp, haproxyConf(b.a, b.cert, 5000, b.o.peerLogs), h.imap, h.imaps, h.smtp, h.smtps, h.web, h.webDyn, h.webTLS); err != nil {
 		return err
 	}
 	p := b.a.pt

@@ -28,22 +28,41 @@ import (
 type abSide struct {
 	name        string
 	fe          frontends
-	cpu         func(key string) float64 // CPU seconds so far of the process(es) serving scenario key
-	groupOffset byte                     // added to each scenario's source-address group
-	cpu0, cpu1  float64
+	cpu         func(key string) cpuTimes // CPU seconds so far of the process(es) serving scenario key
+	groupOffset byte                      // added to each scenario's source-address group
+	cpu0, cpu1  cpuTimes
 	t0, t1      time.Time
 	res         loadResult
 	runErr      error
 	perOp, rate []float64 // a value per round
+	sysPerOp    []float64 // the system (kernel) part of perOp, a value per round
 	shakes      int
 	resum       int
 }
+
+// cpuTimes are CPU seconds in user and in system (kernel) mode.
+type cpuTimes struct{ user, system float64 }
+
+func (c cpuTimes) total() float64 { return c.user + c.system }
+
+// procTimes reads a process's cpuTimes (zeros for none).
+func procTimes(p *benchkit.Proc) cpuTimes {
+	if p == nil {
+		return cpuTimes{}
+	}
+	u, s := procstat.ProcSplit(p.PID())
+	return cpuTimes{u, s}
+}
+
+// cSystem is the key of a side's system CPU in a comparison's runs.
+const cSystem = "system"
 
 // abRow is a scenario's result in a comparison: postern's CPU a
 // operation and rate over the other side's, medians of the rounds.
 type abRow struct {
 	key       string
 	cpu, rate float64
+	sysShare  [2]float64 // each side's system CPU over its CPU (medians a operation)
 }
 
 // abScenarios are the scenarios a comparison can run (not the idle test).
@@ -52,25 +71,25 @@ var abScenarios = []string{"fetch", "login", "smtp", "http", "httpdyn", "imaps-f
 // compareSides returns the two sides of -compare, starting B's postern
 // processes when B is a binary (stopped by stopAB).
 func (b *bench) compareSides() ([]*abSide, error) {
-	posternCPU := func(mail, web, webDyn, webTLS *benchkit.Proc) func(string) float64 {
-		return func(key string) float64 {
+	posternCPU := func(mail, web, webDyn, webTLS *benchkit.Proc) func(string) cpuTimes {
+		return func(key string) cpuTimes {
 			switch key {
 			case "http":
-				return pcpu(web)
+				return procTimes(web)
 			case "httpdyn":
-				return pcpu(webDyn)
+				return procTimes(webDyn)
 			case "https":
-				return pcpu(webTLS)
+				return procTimes(webTLS)
 			}
-			return pcpu(mail)
+			return procTimes(mail)
 		}
 	}
 	a := &abSide{name: "postern", fe: b.a.pt, cpu: posternCPU(b.ptMail, b.ptWeb, b.ptWebDyn, b.ptWebTLS)}
 	switch b.o.compare {
 	case "haproxy":
-		return []*abSide{a, {name: "haproxy", fe: b.a.hap, groupOffset: 100, cpu: func(string) float64 { return pcpu(b.haproxy) }}}, nil
+		return []*abSide{a, {name: "haproxy", fe: b.a.hap, groupOffset: 100, cpu: func(string) cpuTimes { return procTimes(b.haproxy) }}}, nil
 	case "nginx":
-		return []*abSide{a, {name: "nginx", fe: b.a.ngx, groupOffset: 100, cpu: func(string) float64 { return procstat.TreeCPU(b.nginx.PID()) }}}, nil
+		return []*abSide{a, {name: "nginx", fe: b.a.ngx, groupOffset: 100, cpu: func(string) cpuTimes { u, s := procstat.TreeSplit(b.nginx.PID()); return cpuTimes{u, s} }}}, nil
 	}
 	free, err := freeAddrs(7)
 	if err != nil {
@@ -145,7 +164,7 @@ func (b *bench) compareAll() error {
 	if z.name == "nginx" {
 		out.WriteString(" (nginx: master and workers, not its auth server)")
 	}
-	fmt.Fprintf(&out, ". postern/%s: postern's CPU a operation (or rate) over the other's, in each round.\n\n", z.name)
+	fmt.Fprintf(&out, ". postern/%s: postern's CPU a operation (or rate) over the other's, in each round. In brackets, the part of the CPU a operation spent in the kernel (system time: the kernel samples it at each clock tick, so over a window it is within a few per cent).\n\n", z.name)
 	fmt.Fprintf(&out, "| scenario | postern: rate, CPU a operation (medians) | %s | postern/%s CPU, each round | median (geometric mean) | postern/%s rate, median |\n|---|---|---|---|---|---|\n", z.name, z.name, z.name)
 	for _, key := range abScenarios {
 		if !b.want(key) || b.ctx.Err() != nil {
@@ -174,7 +193,7 @@ func (b *bench) compareScenario(key string, sides []*abSide) (string, error) {
 	sc := newScenario(key, b.o)
 	o := b.o
 	for _, s := range sides {
-		s.perOp, s.rate, s.shakes, s.resum = nil, nil, 0, 0
+		s.perOp, s.sysPerOp, s.rate, s.shakes, s.resum = nil, nil, nil, 0, 0
 	}
 	// pick returns the process measured and the load of one side, with
 	// its half of the clients.
@@ -253,15 +272,16 @@ func (b *bench) compareScenario(key string, sides []*abSide) (string, error) {
 			if s.res.errors > 0 {
 				return "", fmt.Errorf("%s, round %d: %d failed sessions; first: %v", s.name, r+1, s.res.errors, s.res.firstErr)
 			}
-			run := sc.add("postern", s.res, map[string]float64{cPostern: s.cpu1 - s.cpu0}, s.t1.Sub(s.t0).Seconds())
+			run := sc.add("postern", s.res, map[string]float64{cPostern: s.cpu1.total() - s.cpu0.total(), cSystem: s.cpu1.system - s.cpu0.system}, s.t1.Sub(s.t0).Seconds())
 			if sc.ops(run) == 0 {
 				return "", fmt.Errorf("%s, round %d: %s", s.name, r+1, s.res.stalled())
 			}
 			s.perOp = append(s.perOp, sc.perOp(run, cPostern))
+			s.sysPerOp = append(s.sysPerOp, sc.perOp(run, cSystem))
 			s.rate = append(s.rate, run.Rate)
 			s.shakes += s.res.shakes
 			s.resum += s.res.resumed
-			parts = append(parts, fmt.Sprintf("%s %.1f %s %.3f %s/%s", s.name, run.Rate, sc.Unit, s.perOp[r], sc.CPUUnit, sc.Op))
+			parts = append(parts, fmt.Sprintf("%s %.1f %s %.3f %s/%s (system %.3f)", s.name, run.Rate, sc.Unit, s.perOp[r], sc.CPUUnit, sc.Op, s.sysPerOp[r]))
 		}
 		benchkit.Logf("%-13s round %d: %s  postern/%s CPU %.3f", key, r+1, strings.Join(parts, ", "), sides[1].name, sides[0].perOp[r]/sides[1].perOp[r])
 	}
@@ -271,13 +291,19 @@ func (b *bench) compareScenario(key string, sides []*abSide) (string, error) {
 	if len(cpuRatios) == 0 {
 		return "", fmt.Errorf("no round completed")
 	}
-	b.abRows = append(b.abRows, abRow{key, cpuMed, rateMed})
+	share := func(s *abSide) float64 {
+		if t := benchkit.Median(s.perOp); t > 0 {
+			return benchkit.Median(s.sysPerOp) / t
+		}
+		return 0
+	}
+	b.abRows = append(b.abRows, abRow{key, cpuMed, rateMed, [2]float64{share(a), share(z)}})
 	each := make([]string, len(cpuRatios))
 	for i, r := range cpuRatios {
 		each[i] = fmt.Sprintf("%.3f", r)
 	}
 	cell := func(s *abSide) string {
-		c := fmt.Sprintf("%s %s, %s %s/%s", fmtNum(benchkit.Median(s.rate)), sc.Unit, fmtNum(benchkit.Median(s.perOp)), sc.CPUUnit, sc.Op)
+		c := fmt.Sprintf("%s %s, %s %s/%s (system %s)", fmtNum(benchkit.Median(s.rate)), sc.Unit, fmtNum(benchkit.Median(s.perOp)), sc.CPUUnit, sc.Op, fmtNum(benchkit.Median(s.sysPerOp)))
 		if key == "imaps-resume" && s.shakes > 0 {
 			c += fmt.Sprintf(", %.0f%% resumed", 100*float64(s.resum)/float64(s.shakes))
 		}

@@ -38,13 +38,19 @@ const nginxMailModule = "/usr/lib/nginx/modules/ngx_mail_module.so"
 // nginxProxyConf is the nginx peer: the mail proxy (IMAP and SMTP, plain
 // and implicit TLS) with proxy_protocol to the backends and an auth_http
 // server, and the keep-alive reverse proxy (plain and HTTPS) — Debian's
-// nginx with libnginx-mod-mail, one worker per CPU.
-func nginxProxyConf(dir string, a addrs, c *certFiles, nofile int) string {
+// nginx with libnginx-mod-mail, one worker per CPU. With logs, the mail
+// block logs at info into DIR/nginx-mail.log: the lines of each session
+// (connected, logged in, session done) that nginx's mail proxy writes.
+func nginxProxyConf(dir string, a addrs, c *certFiles, nofile int, logs bool) string {
+	mailLog := ""
+	if logs {
+		mailLog = "  error_log " + filepath.Join(dir, "nginx-mail.log") + " info;\n"
+	}
 	r := strings.NewReplacer("{{DIR}}", dir, "{{MOD}}", nginxMailModule, "{{AUTH}}", a.auth,
 		"{{IMAP}}", a.ngx.imap, "{{IMAPS}}", a.ngx.imaps, "{{SMTP}}", a.ngx.smtp, "{{SMTPS}}", a.ngx.smtps,
 		"{{WEB}}", a.ngx.web, "{{WEBDYN}}", a.ngx.webDyn, "{{WEBTLS}}", a.ngx.webTLS,
 		"{{STATIC}}", a.static, "{{DYNAMIC}}", a.dynamic, "{{CERT}}", c.cert, "{{KEY}}", c.key,
-		"{{NOFILE}}", fmt.Sprint(nofile), "{{CONNS}}", fmt.Sprint(nofile-100))
+		"{{NOFILE}}", fmt.Sprint(nofile), "{{CONNS}}", fmt.Sprint(nofile-100), "{{MAILLOG}}", mailLog)
 	return r.Replace(`# written by bench/peers
 load_module {{MOD}};
 daemon off;
@@ -54,7 +60,7 @@ pid {{DIR}}/nginx.pid;
 error_log {{DIR}}/nginx-error.log warn;
 events { worker_connections {{CONNS}}; }
 mail {
-  server_name mail.bench.invalid;
+{{MAILLOG}}  server_name mail.bench.invalid;
   auth_http {{AUTH}}/auth;
   auth_http_timeout 30s;
   proxy_protocol on;
@@ -159,13 +165,21 @@ func startNginx(name, dir, conf string, wait ...string) (*benchkit.Proc, error) 
 // haproxyConf is the haproxy peer: Debian's haproxy 2.6, mode tcp with
 // send-proxy-v2 to the mail backends (TLS terminated with `bind … ssl crt`
 // for the implicit-TLS scenarios) and mode http, keep-alive, for the web.
-func haproxyConf(a addrs, c *certFiles, maxconn int) string {
-	return strings.NewReplacer("{{IMAP}}", a.hap.imap, "{{IMAPS}}", a.hap.imaps, "{{SMTP}}", a.hap.smtp, "{{SMTPS}}", a.hap.smtps,
+// With logs, the mail frontends log one line a connection (option tcplog;
+// Debian's haproxy.cfg has every proxy log, log global) to haproxy's standard
+// output, which the bench writes to a file; the web frontends log nothing,
+// as postern's and nginx's web sides.
+func haproxyConf(a addrs, c *certFiles, maxconn int, logs bool) string {
+	globalLog, mailLog := "", ""
+	if logs {
+		globalLog, mailLog = "  log stdout format raw local0\n", "  log global\n  option tcplog\n"
+	}
+	return strings.NewReplacer("{{GLOBALLOG}}", globalLog, "{{MAILLOG}}", mailLog, "{{IMAP}}", a.hap.imap, "{{IMAPS}}", a.hap.imaps, "{{SMTP}}", a.hap.smtp, "{{SMTPS}}", a.hap.smtps,
 		"{{WEB}}", a.hap.web, "{{WEBDYN}}", a.hap.webDyn, "{{WEBTLS}}", a.hap.webTLS,
 		"{{DOVECOT}}", a.imapDirect, "{{POSTFIX}}", a.smtpDirect, "{{STATIC}}", a.static, "{{DYNAMIC}}", a.dynamic,
 		"{{PEM}}", c.combined, "{{MAXCONN}}", fmt.Sprint(maxconn)).Replace(`# written by bench/peers
 global
-  maxconn {{MAXCONN}}
+{{GLOBALLOG}}  maxconn {{MAXCONN}}
   tune.ssl.cachesize 20000
 defaults
   mode tcp
@@ -176,16 +190,16 @@ defaults
   timeout http-request 30s
 frontend imap
   bind {{IMAP}}
-  default_backend dovecot
+{{MAILLOG}}  default_backend dovecot
 frontend imaps
   bind {{IMAPS}} ssl crt {{PEM}}
-  default_backend dovecot
+{{MAILLOG}}  default_backend dovecot
 frontend smtp
   bind {{SMTP}}
-  default_backend postfix
+{{MAILLOG}}  default_backend postfix
 frontend smtps
   bind {{SMTPS}} ssl crt {{PEM}}
-  default_backend postfix
+{{MAILLOG}}  default_backend postfix
 backend dovecot
   server dovecot {{DOVECOT}} send-proxy-v2
 backend postfix

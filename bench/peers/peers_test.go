@@ -227,13 +227,13 @@ func TestConfigs(t *testing.T) {
 	a.ngx = newFrontends(func() string { return "127.0.0.1:2000" })
 	a.hap = a.ngx
 	c := &certFiles{cert: "/c.pem", key: "/k.pem", combined: "/ck.pem"}
-	ng := nginxProxyConf("/d", a, c, 20000)
+	ng := nginxProxyConf("/d", a, c, 20000, false)
 	for _, want := range []string{"proxy_protocol on;", "xclient off;", "auth_http 127.0.0.1:9000/auth;", "ssl_session_tickets on;", "smtp_auth none;", "worker_connections 19900;", "keepalive 64;"} {
 		if !strings.Contains(ng, want) {
 			t.Errorf("nginx configuration lacks %q", want)
 		}
 	}
-	hp := haproxyConf(a, c, 5000)
+	hp := haproxyConf(a, c, 5000, false)
 	for _, want := range []string{"server dovecot 127.0.0.1:1143 send-proxy-v2", "server postfix 127.0.0.1:1025 send-proxy-v2", "ssl crt /ck.pem", "mode http"} {
 		if !strings.Contains(hp, want) {
 			t.Errorf("haproxy configuration lacks %q", want)
@@ -241,6 +241,31 @@ func TestConfigs(t *testing.T) {
 	}
 	if strings.Contains(ng+hp, "{{") {
 		t.Error("a placeholder is left in a configuration")
+	}
+	if strings.Contains(ng, "error_log /d/nginx-mail.log") || strings.Contains(hp, "tcplog") || strings.Contains(hp, "log stdout") {
+		t.Error("a peer logs sessions without -peer-logs")
+	}
+	// -peer-logs: each peer logs its mail sessions, and only those.
+	ng = nginxProxyConf("/d", a, c, 20000, true)
+	if !strings.Contains(ng, "mail {\n  error_log /d/nginx-mail.log info;") {
+		t.Errorf("nginx's mail block does not log at info with -peer-logs:\n%s", ng)
+	}
+	hp = haproxyConf(a, c, 5000, true)
+	if !strings.Contains(hp, "global\n  log stdout format raw local0\n") {
+		t.Errorf("haproxy has no log target with -peer-logs:\n%s", hp)
+	}
+	for _, fe := range []string{"imap", "imaps", "smtp", "smtps"} {
+		i := strings.Index(hp, "frontend "+fe+"\n")
+		j := strings.Index(hp[i+1:], "frontend ")
+		if i < 0 || j < 0 || !strings.Contains(hp[i:i+1+j], "option tcplog") {
+			t.Errorf("haproxy's %s frontend does not log its connections with -peer-logs", fe)
+		}
+	}
+	if n := strings.Count(hp, "option tcplog"); n != 4 {
+		t.Errorf("haproxy logs %d frontends with -peer-logs, want the 4 mail ones", n)
+	}
+	if strings.Contains(ng+hp, "{{") {
+		t.Error("a placeholder is left in a -peer-logs configuration")
 	}
 }
 
@@ -346,6 +371,9 @@ func TestShortCompare(t *testing.T) {
 		o := defaultOptions()
 		o.applyShort(map[string]bool{})
 		o.dir, o.reuse, o.out, o.postern, o.compare, o.only = env.Dir, true, t.TempDir(), bin, c.against, c.only
+		// Against haproxy, the peers log their mail sessions (-peer-logs),
+		// and the temporary folder is kept to read haproxy's log.
+		o.peerLogs, o.keep = c.against == "haproxy", c.against == "haproxy"
 		// 2 s windows: each side has four clients, and Dovecot's logins
 		// (about 55 a second a side here) are the slowest operation.
 		o.warmup, o.duration, o.rounds, o.loginClients, o.smtpClients, o.httpConns = 300*time.Millisecond, 2*time.Second, 2, 8, 8, 8
@@ -364,6 +392,27 @@ func TestShortCompare(t *testing.T) {
 		for i, r := range b.abRows {
 			if r.key != c.keys[i] || r.cpu < 0.05 || r.cpu > 20 || r.rate < 0.05 || r.rate > 20 {
 				t.Errorf("-compare %s: row %+v, want %s with ratios in 0.05–20", c.against, r, c.keys[i])
+			}
+			for _, sh := range r.sysShare {
+				if sh < 0 || sh > 1 {
+					t.Errorf("-compare %s: row %+v: a side's system CPU is not a part of its CPU", c.against, r)
+				}
+			}
+		}
+		if !bytes.Contains(md, []byte("(system ")) {
+			t.Errorf("-compare %s: the table does not give the system part of the CPU", c.against)
+		}
+		if o.peerLogs {
+			t.Cleanup(func() { os.RemoveAll(b.tmp) })
+			log, err := os.ReadFile(filepath.Join(b.tmp, "haproxy.log"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// option tcplog: "client [date] frontend backend/server timers bytes …"
+			for _, fe := range []string{"] imap dovecot/dovecot ", "] smtp postfix/postfix "} {
+				if !bytes.Contains(log, []byte(fe)) {
+					t.Errorf("-peer-logs: haproxy logged no connection to %q; its log:\n%s", fe, log[max(0, len(log)-2000):])
+				}
 			}
 		}
 	}

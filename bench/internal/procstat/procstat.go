@@ -16,27 +16,61 @@ import (
 // ClockTicks is USER_HZ, the unit of /proc/PID/stat times (100 on Linux).
 const ClockTicks = 100
 
-// ProcTimes returns utime+stime (self) and cutime+cstime (reaped
-// children) of pid in seconds, and its parent.
-func ProcTimes(pid int) (self, children float64, ppid int, err error) {
+// Times are the CPU times of one process from /proc/PID/stat, in seconds:
+// its own in user and in system (kernel) mode, those of its reaped
+// children, and its parent. The kernel splits a thread's run time between
+// user and system in proportion to the clock ticks that found it in each,
+// so over a window of a few seconds the split is a sample (within a few
+// per cent), while their sum is exact.
+type Times struct {
+	User, System           float64
+	ChildUser, ChildSystem float64
+	PPID                   int
+}
+
+// ReadTimes reads pid's Times.
+func ReadTimes(pid int) (Times, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, 0, 0, err
+		return Times{}, err
 	}
 	// The command name may hold spaces and parentheses: fields follow the
 	// last ")".
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, 0, 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+		return Times{}, fmt.Errorf("/proc/%d/stat: no command name", pid)
 	}
 	f := strings.Fields(string(b[i+1:]))
 	// f[0] is field 3 (state): ppid is field 4, utime..cstime 14..17.
 	if len(f) < 15 {
-		return 0, 0, 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+		return Times{}, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
 	}
 	num := func(k int) float64 { v, _ := strconv.ParseFloat(f[k-3], 64); return v }
-	ppid = int(num(4))
-	return (num(14) + num(15)) / ClockTicks, (num(16) + num(17)) / ClockTicks, ppid, nil
+	return Times{
+		User: num(14) / ClockTicks, System: num(15) / ClockTicks,
+		ChildUser: num(16) / ClockTicks, ChildSystem: num(17) / ClockTicks,
+		PPID: int(num(4)),
+	}, nil
+}
+
+// ProcTimes returns utime+stime (self) and cutime+cstime (reaped
+// children) of pid in seconds, and its parent.
+func ProcTimes(pid int) (self, children float64, ppid int, err error) {
+	t, err := ReadTimes(pid)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	return t.User + t.System, t.ChildUser + t.ChildSystem, t.PPID, nil
+}
+
+// ProcSplit returns the CPU seconds pid itself has used in user and in
+// system mode (zeros when it cannot be read).
+func ProcSplit(pid int) (user, system float64) {
+	t, err := ReadTimes(pid)
+	if err != nil {
+		return 0, 0
+	}
+	return t.User, t.System
 }
 
 // ProcCPU returns the CPU seconds pid itself has used.
@@ -54,45 +88,45 @@ func ProcCPU(pid int) float64 {
 // parent's and is counted once. Postfix's smtpd, cleanup, qmgr, lmtp… are
 // children of its master; Dovecot's lmtp and auth of its master.
 func TreeCPU(root int) float64 {
+	u, s := TreeSplit(root)
+	return u + s
+}
+
+// TreeSplit is TreeCPU in user and in system mode.
+func TreeSplit(root int) (user, system float64) {
 	if root <= 0 {
-		return 0
+		return 0, 0
 	}
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
-		return 0
+		return 0, 0
 	}
-	type p struct {
-		ppid      int
-		self, chl float64
-	}
-	all := map[int]p{}
+	all := map[int]Times{}
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		s, c, pp, err := ProcTimes(pid)
-		if err != nil {
-			continue
+		if t, err := ReadTimes(pid); err == nil {
+			all[pid] = t
 		}
-		all[pid] = p{pp, s, c}
 	}
 	in := func(pid int) bool {
 		for i := 0; i < 64 && pid > 1; i++ {
 			if pid == root {
 				return true
 			}
-			pid = all[pid].ppid
+			pid = all[pid].PPID
 		}
 		return pid == root
 	}
-	var sum float64
-	for pid, v := range all {
+	for pid, t := range all {
 		if in(pid) {
-			sum += v.self + v.chl
+			user += t.User + t.ChildUser
+			system += t.System + t.ChildSystem
 		}
 	}
-	return sum
+	return user, system
 }
 
 // SelfCPU is the calling process's CPU time in seconds.

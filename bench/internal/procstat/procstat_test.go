@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestReadsThisProcess(t *testing.T) {
@@ -33,4 +34,46 @@ func TestReadsThisProcess(t *testing.T) {
 	if l := OpenFilesLimit(pid); !strings.Contains(l, "soft") {
 		t.Errorf("OpenFilesLimit = %q", l)
 	}
+}
+
+// TestSplit burns CPU in user mode, then in the kernel (reading
+// /dev/zero), and checks each shows in its own part of the split, and the
+// tree's split counts this process.
+func TestSplit(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("reads /proc")
+	}
+	pid := os.Getpid()
+	spin := func(d time.Duration, f func()) {
+		for end := time.Now().Add(d); time.Now().Before(end); {
+			f()
+		}
+	}
+	u0, s0 := ProcSplit(pid)
+	x := 0
+	spin(400*time.Millisecond, func() {
+		for i := range 10000 {
+			x += i * i
+		}
+	})
+	u1, s1 := ProcSplit(pid)
+	zero, err := os.Open("/dev/zero")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zero.Close()
+	buf := make([]byte, 1<<20)
+	spin(400*time.Millisecond, func() { zero.Read(buf) })
+	u2, s2 := ProcSplit(pid)
+	if u1-u0 < 0.2 || u1-u0 < 2*(s1-s0) {
+		t.Errorf("a user-mode loop of 0.4 s: user %.2f s, system %.2f s", u1-u0, s1-s0)
+	}
+	if s2-s1 < 0.2 || s2-s1 < 2*(u2-u1) {
+		t.Errorf("reading /dev/zero for 0.4 s: user %.2f s, system %.2f s", u2-u1, s2-s1)
+	}
+	tu, ts := TreeSplit(pid)
+	if tu < u2 || ts < s2 || TreeCPU(pid) < u2+s2 {
+		t.Errorf("TreeSplit = %.2f, %.2f; TreeCPU = %.2f; below the process's own %.2f, %.2f", tu, ts, TreeCPU(pid), u2, s2)
+	}
+	_ = x
 }
