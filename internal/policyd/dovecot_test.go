@@ -265,7 +265,12 @@ func dcSessionReport(login, pwhash, remote, session string, success bool) string
 // abandoned uncounted.
 func TestDovecotLoginsInFlight(t *testing.T) {
 	eng := newEngine(t, "")
-	d := NewDovecot(eng, Options{DecisionTimeout: 400 * time.Millisecond})
+	// The sixth login waits for a place for 3/4 of the decision timeout
+	// and is refused when none frees; a decision that took longer than the
+	// whole timeout would be answered allow. A quarter of 2 s is the
+	// margin a loaded machine has between the two (400 ms left 100 ms,
+	// and a loaded CI machine overran it).
+	d := NewDovecot(eng, Options{DecisionTimeout: 2 * time.Second})
 	url := serveDovecot(t, d)
 	const ip = "192.0.2.60"
 	for i := range 5 {

@@ -138,30 +138,34 @@ func checkDot(t *testing.T, stream []byte, splits []int) {
 // line, written in awkward pieces: every message arrives intact and every
 // command after an end line is still read as a command.
 func TestLargeMessagesAndPipelinedTransactions(t *testing.T) {
-	h := newHarness(t, "services:\n  smtp: { listen: \":25\", backend: \"127.0.0.1:1\" }\n", nil, nil)
-	c := h.dial("127.0.0.4")
-	c.expect(220)
-	c.cmd("EHLO x", 250)
+	// The messages are made before the session starts: made while it
+	// waits for a command, on a loaded machine they took longer than its
+	// command timeout.
 	var bodies []string
 	var stream bytes.Buffer
 	for i := range 3 {
-		want := fmt.Sprintf("Subject: big %d\r\n\r\n", i)
-		wire := want
-		for j := 0; len(wire) < dataBufSize*2+i*777; j++ {
+		var want, wire strings.Builder
+		fmt.Fprintf(&want, "Subject: big %d\r\n\r\n", i)
+		wire.WriteString(want.String())
+		for j := 0; wire.Len() < dataBufSize*2+i*777; j++ {
 			line := strings.Repeat(string(rune('a'+j%26)), j%150)
 			if j%7 == 0 {
 				line = "." + line // a line that starts with a dot
 			}
-			want += line + "\r\n"
+			want.WriteString(line + "\r\n")
 			if strings.HasPrefix(line, ".") {
 				line = "." + line // dot-stuffed on the wire
 			}
-			wire += line + "\r\n"
+			wire.WriteString(line + "\r\n")
 		}
-		bodies = append(bodies, want)
-		fmt.Fprintf(&stream, "MAIL FROM:<a@example.org>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n%s.\r\n", wire)
+		bodies = append(bodies, want.String())
+		fmt.Fprintf(&stream, "MAIL FROM:<a@example.org>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n%s.\r\n", wire.String())
 	}
 	stream.WriteString("QUIT\r\n")
+	h := newHarness(t, "services:\n  smtp: { listen: \":25\", backend: \"127.0.0.1:1\" }\n", nil, nil)
+	c := h.dial("127.0.0.4")
+	c.expect(220)
+	c.cmd("EHLO x", 250)
 	// Write in pieces that cut lines, end lines and commands anywhere.
 	go func() {
 		b := stream.Bytes()
