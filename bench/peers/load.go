@@ -144,6 +144,17 @@ type loadResult struct {
 	// warm-up included: where the time went when nothing completed.
 	slowest      time.Duration
 	slowestSteps string
+	// live counts the operations of every client of the window as they
+	// complete inside it (window's measured).
+	live *atomic.Int64
+}
+
+// op counts one operation completed inside the measured window.
+func (r *loadResult) op() {
+	r.ops++
+	if r.live != nil {
+		r.live.Add(1)
+	}
 }
 
 func (r *loadResult) add(o loadResult) {
@@ -187,8 +198,23 @@ func (r *loadResult) fail(err error) {
 // hooks run at the edges of the measured window (CPU snapshots).
 type hooks struct{ start, end func() }
 
+// windowGrace is how much longer than asked a window in which nothing
+// completed may go on (a variable for tests).
+var windowGrace = 10 * time.Second
+
+// window runs a measured window (benchkit.WindowUntil). A window in which
+// no operation completed goes on until one does, for up to
+// windowGrace more: a backend that holds every client up for a moment
+// (Dovecot's greeting took 2.7 s once on a loaded machine) lowers the
+// rate instead of leaving nothing to measure. One that completes nothing
+// even then is reported by the caller (loadResult.stalled).
 func window(ctx context.Context, clients int, warmup, dur time.Duration, h hooks, work func(i int, phase *atomic.Int32, res *loadResult)) loadResult {
-	results, elapsed := benchkit.Window(ctx, clients, warmup, dur, h.start, h.end, work)
+	var live atomic.Int64
+	results, elapsed := benchkit.WindowUntil(ctx, clients, warmup, dur, dur+windowGrace, func() bool { return live.Load() > 0 }, h.start, h.end,
+		func(i int, phase *atomic.Int32, res *loadResult) {
+			res.live = &live
+			work(i, phase, res)
+		})
 	var out loadResult
 	for _, r := range results {
 		out.add(r)
@@ -270,7 +296,7 @@ func fetchSession(ctx context.Context, t target, src netip.Addr, size int64, pha
 		}
 		res.total++
 		if phase.Load() == benchkit.Measuring {
-			res.ops++
+			res.op()
 		}
 	}
 	c.C.SetDeadline(time.Now().Add(30 * time.Second))
@@ -305,7 +331,7 @@ func loginRun(ctx context.Context, t target, clients int, warmup, dur time.Durat
 			}
 			res.total++
 			if phase.Load() == benchkit.Measuring {
-				res.ops++
+				res.op()
 				if t.tls != nil {
 					res.shakes++
 					if resumed {
@@ -355,7 +381,7 @@ func smtpRun(ctx context.Context, t target, body []byte, clients int, warmup, du
 			}
 			res.total++
 			if phase.Load() == benchkit.Measuring {
-				res.ops++
+				res.op()
 				if t.tls != nil {
 					res.shakes++
 					if resumed {

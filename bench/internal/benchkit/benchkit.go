@@ -249,6 +249,19 @@ const (
 // profiles). Workers still busy at the end finish their current operation.
 // It returns every worker's result and the measured window's length.
 func Window[R any](ctx context.Context, clients int, warmup, dur time.Duration, start, end func(), work func(i int, phase *atomic.Int32, res *R)) ([]R, time.Duration) {
+	return WindowUntil(ctx, clients, warmup, dur, 0, nil, start, end, work)
+}
+
+// windowPoll is how often WindowUntil asks whether its window has
+// measured something once dur has passed.
+const windowPoll = 10 * time.Millisecond
+
+// WindowUntil is Window whose measured window, when measured reports
+// false at its end (nothing completed in it yet: a backend held up for a
+// moment), goes on until measured reports true or the window is limit
+// long; the returned length is the window's real one, so a rate over it
+// stays true. A limit of dur or less, or a nil measured, is Window.
+func WindowUntil[R any](ctx context.Context, clients int, warmup, dur, limit time.Duration, measured func() bool, start, end func(), work func(i int, phase *atomic.Int32, res *R)) ([]R, time.Duration) {
 	var phase atomic.Int32
 	results := make([]R, clients)
 	var wg sync.WaitGroup
@@ -264,6 +277,13 @@ func Window[R any](ctx context.Context, clients int, warmup, dur time.Duration, 
 	t0 := time.Now()
 	phase.Store(Measuring)
 	SleepCtx(ctx, dur)
+	if measured != nil && limit > dur && !measured() {
+		Logf("nothing completed in the %v window: it goes on until something does, %v at most", dur, limit)
+		for ctx.Err() == nil && time.Since(t0) < limit && !measured() {
+			SleepCtx(ctx, windowPoll)
+		}
+		Logf("window ended after %v", time.Since(t0).Round(time.Millisecond))
+	}
 	phase.Store(Stopping)
 	elapsed := time.Since(t0)
 	end()

@@ -186,3 +186,56 @@ func TestWindow(t *testing.T) {
 		t.Error("a cancelled window must end at once")
 	}
 }
+
+// TestWindowUntil: a window in which nothing was measured at its end goes
+// on until something is, up to its limit, and reports its real length; a
+// window that measured something ends at dur.
+func TestWindowUntil(t *testing.T) {
+	// Workers that complete their first operation 150 ms into the window
+	// (a backend held up), with a 20 ms window and a 5 s limit: the
+	// window goes on to that operation.
+	var done atomic.Int64
+	_, elapsed := WindowUntil(context.Background(), 2, 0, 20*time.Millisecond, 5*time.Second, func() bool { return done.Load() > 0 },
+		func() {}, func() {},
+		func(i int, phase *atomic.Int32, res *int) {
+			for phase.Load() == Warming {
+				time.Sleep(time.Millisecond)
+			}
+			time.Sleep(150 * time.Millisecond)
+			if phase.Load() == Measuring {
+				*res++
+				done.Add(1)
+			}
+			for phase.Load() != Stopping {
+				time.Sleep(time.Millisecond)
+			}
+		})
+	if elapsed < 150*time.Millisecond || elapsed >= 5*time.Second {
+		t.Errorf("held-up window: %v, want from 150ms to its first operation, under the 5s limit", elapsed)
+	}
+	if done.Load() == 0 {
+		t.Error("held-up window: ended before its first operation")
+	}
+	// Nothing ever completes: the window ends at its limit.
+	_, elapsed = WindowUntil(context.Background(), 1, 0, 20*time.Millisecond, 200*time.Millisecond, func() bool { return false },
+		func() {}, func() {},
+		func(i int, phase *atomic.Int32, res *int) {
+			for phase.Load() != Stopping {
+				time.Sleep(time.Millisecond)
+			}
+		})
+	if elapsed < 200*time.Millisecond {
+		t.Errorf("stalled window: %v, want its 200ms limit", elapsed)
+	}
+	// Measured at dur: no longer than a plain Window.
+	_, elapsed = WindowUntil(context.Background(), 1, 0, 50*time.Millisecond, time.Hour, func() bool { return true },
+		func() {}, func() {},
+		func(i int, phase *atomic.Int32, res *int) {
+			for phase.Load() != Stopping {
+				time.Sleep(time.Millisecond)
+			}
+		})
+	if elapsed < 50*time.Millisecond || elapsed > 10*time.Second {
+		t.Errorf("measured window: %v, want its 50ms", elapsed)
+	}
+}
