@@ -31,7 +31,10 @@ import (
 // line is refused, and an argument over maxArg bytes, more than maxArgs
 // arguments or a command over maxCommand bytes close the connection (Dovecot
 // would read on where postern stops, so the next command could not be
-// found with certainty).
+// found with certainty). So does a line with a NUL that ends as a literal's
+// announcement ('}'): Dovecot reads a NUL escaped in a quoted string and
+// would go on into the literal, where postern would look for the next
+// command.
 
 // Limits of the commands postern reads before authentication. Dovecot's
 // imap-login reads a command of up to 8192 bytes (literals included) into
@@ -50,6 +53,9 @@ var (
 	errSyntax      = errors.New("syntax error")
 	errLiteralSize = errors.New("literal too big")
 	errTooBig      = errors.New("argument too long or too many arguments")
+	// errUncertain: a line postern refuses where Dovecot might read on
+	// past its end (a NUL before a literal's announcement).
+	errUncertain = errors.New("NUL in a line that announces a literal")
 )
 
 // argKind is the type of one parsed argument.
@@ -297,7 +303,11 @@ func (p *argParser) literal() (string, error) {
 }
 
 // line reads one CRLF- (or LF-) terminated line without its ending: the LF
-// and one CR before it, as Dovecot. A NUL anywhere is an error.
+// and one CR before it, as Dovecot. A NUL anywhere is an error: errSyntax,
+// after which Dovecot too goes on after the line (it stops at the NUL, or
+// reads the line as one command), but errUncertain when the line ends in
+// '}', which Dovecot may read as a literal's announcement and go on into
+// the literal.
 func (rd *reader) line() (string, error) {
 	l, err := rd.r.ReadSlice('\n')
 	if errors.Is(err, bufio.ErrBufferFull) {
@@ -314,6 +324,9 @@ func (rd *reader) line() (string, error) {
 	}
 	s := strings.TrimSuffix(strings.TrimSuffix(string(l), "\n"), "\r")
 	if strings.IndexByte(s, 0) >= 0 {
+		if strings.HasSuffix(s, "}") {
+			return "", errUncertain
+		}
 		return "", errSyntax
 	}
 	return s, nil

@@ -95,6 +95,14 @@ func TestReaderLikeDovecot(t *testing.T) {
 		{"a LOGIN ( ) pw\r\n", want{nil, "a", "LOGIN", []string{"(", "pw"}}},
 		{"a LOGIN NIL pw\r\n", want{nil, "a", "LOGIN", []string{"NIL", "pw"}}},
 		{"a LOGIN bob ~{2}\r\n", want{errSyntax, "a", "", nil}}, // literal8
+		// A NUL: refused, and Dovecot goes on after the line as postern does
+		// (it stops at an unescaped NUL, or reads the line as one command).
+		{"a LOGIN \"b\x00b\" pw\r\n", want{errSyntax, "", "", nil}},
+		{"a LOGIN \"b\\\x00b\" pw\r\n", want{errSyntax, "", "", nil}},
+		// But Dovecot reads an escaped NUL and would go on into the literal
+		// the line announces: the connection is closed.
+		{"a LOGIN \"b\\\x00b\" {2}\r\npw\r\n", want{errUncertain, "", "", nil}},
+		{"0 0 \"\\\x00\"{}\n\n", want{errUncertain, "", "", nil}},
 		{"a LOGIN bob {+2}\r\n", want{errSyntax, "a", "", nil}},
 		{"a LOGIN bob {-0}\r\n", want{errSyntax, "a", "", nil}},
 		{"a LOGIN bob {2} \r\n", want{errSyntax, "a", "", nil}},

@@ -169,6 +169,12 @@ func (s *session) readError(cmd command, err error) bool {
 		s.Log.Info("bad command: closing", "err", err)
 		s.Send(tagOr(cmd.tag)+" BAD Command too long", "* BYE Too big")
 		return true
+	case errors.Is(err, errUncertain):
+		// Dovecot might read on into a literal where postern would look
+		// for the next command.
+		s.Log.Info("bad command: closing", "err", err)
+		s.Send(tagOr(cmd.tag)+" BAD Error in IMAP command received by server.", "* BYE Invalid command")
+		return true
 	case errors.Is(err, errLineTooLong), errors.Is(err, errSyntax):
 		s.Log.Info("bad command", "err", err)
 		return s.bad(cmd.tag, "Error in IMAP command received by server.")
