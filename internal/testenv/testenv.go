@@ -604,3 +604,16 @@ func tail(path string, n int) string {
 	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
+
+// FreeAddr returns a 127.0.0.1 address whose port was free a moment ago,
+// for a server whose configuration cannot say :0 (nginx, postern serve,
+// rspamd). Another process may take the port before the server binds it.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/tlsconf"
+
+	"github.com/postern/postern/internal/testenv"
 )
 
 // Set by TestMain when POSTERN_E2E=1.
@@ -86,18 +88,6 @@ func needE2E(t *testing.T) {
 			t.Fatalf("POSTERN_E2E=1 but %s is not installed (apt-get install nginx-light curl): %v", tool, err)
 		}
 	}
-}
-
-// freePort returns a loopback address that was free a moment ago (nginx
-// and postern's configuration cannot say :0).
-func freePort(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // waitPort polls until addr accepts connections or the process exits.
@@ -249,7 +239,7 @@ func startNginx(t *testing.T) *nginx {
 		}
 	}
 	for attempt := 1; ; attempt++ {
-		addr := freePort(t)
+		addr := testenv.FreeAddr(t)
 		conf := strings.NewReplacer("{{DIR}}", dir, "{{ADDR}}", addr).Replace(nginxConf)
 		confPath := filepath.Join(dir, "nginx.conf")
 		if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
@@ -308,7 +298,7 @@ func startGatewayWith(t *testing.T, backend, forms, ips string) *gateway {
 	}
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
 	for attempt := 1; ; attempt++ {
-		g := &gateway{addr: freePort(t), cfg: filepath.Join(dir, fmt.Sprintf("postern-%d.yaml", attempt))}
+		g := &gateway{addr: testenv.FreeAddr(t), cfg: filepath.Join(dir, fmt.Sprintf("postern-%d.yaml", attempt))}
 		sock := filepath.Join(sockDir, fmt.Sprintf("admin-%d.sock", attempt))
 		conf := fmt.Sprintf(`geoip:
   databases:

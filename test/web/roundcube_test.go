@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/postern/postern/internal/testenv"
 )
 
 // roundcubeForm describes Roundcube as docs/CONFIGURATION.md does.
@@ -39,7 +41,7 @@ func startRoundcube(t *testing.T) *roundcube {
 	if err := os.WriteFile(rc.log, nil, 0o666); err != nil {
 		t.Fatal(err)
 	}
-	phpAddr := freePort(t)
+	phpAddr := testenv.FreeAddr(t)
 	t.Setenv("RC_LOG", rc.log) // for the stand-in, inherited by php
 	p := startProc(t, filepath.Join(dir, "php.log"), php, "-n", "-d", "max_input_vars=1000", "-d", "post_max_size=8M",
 		"-d", "variables_order=EGPCS", "-d", "request_order=GP", "-S", phpAddr, filepath.Join(moduleRoot, "test", "web", "testdata", "roundcube.php"))
@@ -50,7 +52,7 @@ func startRoundcube(t *testing.T) *roundcube {
 	for _, d := range []string{"tmp"} {
 		os.MkdirAll(filepath.Join(dir, d), 0o755)
 	}
-	rc.addr = freePort(t)
+	rc.addr = testenv.FreeAddr(t)
 	conf := fmt.Sprintf(`daemon off;
 master_process off;
 worker_processes 1;

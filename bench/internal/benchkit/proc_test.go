@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/sdnotify"
+
+	"github.com/postern/postern/internal/testenv"
 )
 
 // TestMain lets the test binary stand in for a server: with
@@ -57,21 +59,11 @@ func childMain(mode string) int {
 	return 1
 }
 
-func freeLoopback(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // TestStartNotify: a server that says READY=1 is returned serving, its
 // port accepts, its output is in its log, and Stop ends it with SIGTERM,
 // removes its ready socket, and may be called again.
 func TestStartNotify(t *testing.T) {
-	addr := freeLoopback(t)
+	addr := testenv.FreeAddr(t)
 	log := filepath.Join(t.TempDir(), "server.log")
 	p, err := StartNotify("server", log, []string{"BENCHKIT_CHILD=serve", "BENCHKIT_NOTIFY=1", "BENCHKIT_ADDR=" + addr}, os.Args[0])
 	if err != nil {
@@ -125,7 +117,7 @@ func TestWaitPortsExit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = p.WaitPorts(freeLoopback(t))
+	err = p.WaitPorts(testenv.FreeAddr(t))
 	if err == nil || !strings.Contains(err.Error(), "exited before listening") || !strings.Contains(err.Error(), "exit status 2") {
 		t.Errorf("WaitPorts = %v", err)
 	}
@@ -138,7 +130,7 @@ func TestWaitPortsExit(t *testing.T) {
 // TestStopStatus: a server that exits with a status other than 0 on
 // SIGTERM makes Stop an error.
 func TestStopStatus(t *testing.T) {
-	addr := freeLoopback(t)
+	addr := testenv.FreeAddr(t)
 	p, err := Start("server", filepath.Join(t.TempDir(), "server.log"), []string{"BENCHKIT_CHILD=serve", "BENCHKIT_ADDR=" + addr, "BENCHKIT_TERM_CODE=3"}, os.Args[0])
 	if err != nil {
 		t.Fatal(err)

@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/postern/postern/internal/testenv"
 )
 
 // conf is the top-level configuration: the stock rules from $CONFDIR
@@ -87,7 +88,7 @@ func Start(t testing.TB, extra map[string]string) string {
 			t.Fatal(err)
 		}
 	}
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	files := map[string]string{"rspamd.conf": fmt.Sprintf(conf, addr, cacheDir)}
 	for _, m := range disabled {
 		files[filepath.Join("local.d", m+".conf")] = "enabled = false;\n"
@@ -201,15 +202,4 @@ func install(t testing.TB) string {
 	}
 	t.Logf("installed rspamd in %v", time.Since(start).Round(time.Millisecond))
 	return bin
-}
-
-// freeAddr returns a 127.0.0.1 address whose port was free a moment ago.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
