@@ -120,6 +120,10 @@ func loginLines(user, pass string) []string {
 		"a LOGIN " + user + " {" + fmt.Sprint(len(pass)) + "} \r\n" + pass + "\r\n",
 		"a LOGIN " + user + " {+" + fmt.Sprint(len(pass)) + "}\r\n" + pass + "\r\n",
 		"a LOGIN " + user + " {0" + fmt.Sprint(len(pass)) + "}\r\n" + pass + "\r\n",
+		// A NUL escaped in a quoted string: Dovecot reads it (and cuts the
+		// name there) and goes on into the literal; postern closes.
+		"a LOGIN \"" + user + "\\\x00x\" {" + fmt.Sprint(len(pass)) + "}\r\n" + pass + "\r\n",
+		"a LOGIN \"" + user + "\\\x00\" " + pass + "\r\n",
 	}...)
 	return out
 }
@@ -183,6 +187,12 @@ func verdict(addr, line string) (tag, verdict string, err error) {
 func refusedOnPurpose(line string) bool {
 	rd := reader{r: bufio.NewReaderSize(strings.NewReader(line), maxLine+2), cont: func() error { return nil }}
 	cmd, err := rd.read()
+	if errors.Is(err, errUncertain) {
+		return true // closed: Dovecot would read on into a literal
+	}
+	if first, _, _ := strings.Cut(line, "\n"); errors.Is(err, errSyntax) && strings.IndexByte(first, 0) >= 0 {
+		return true // a NUL in a command line (escaped, Dovecot reads it)
+	}
 	if err != nil {
 		return false
 	}
