@@ -28,6 +28,7 @@ func runGoroutines(ctx context.Context, svcs []service) error {
 		lns = append(lns, ln)
 		wg.Go(func() { serveGoroutines(ln, s) })
 	}
+	ready()
 	<-ctx.Done()
 	for _, l := range lns {
 		l.Close()

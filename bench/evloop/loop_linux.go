@@ -65,6 +65,7 @@ func runLoops(ctx context.Context, svcs []service, n int, blocking bool) error {
 			wg.Go(func() { handoff(f, &svcs[i], loops) })
 		}
 	}
+	ready()
 	stop := context.AfterFunc(ctx, func() {
 		for _, f := range acceptors {
 			f.Close()
@@ -159,6 +160,9 @@ type sock struct {
 	isHead bool   // client: that request is a HEAD
 	inBody bool   // backend: the answer's head has been relayed
 	body   body   // backend: where the answer's body ends
+
+	// -login only (the client's socket): a checked session before it relays.
+	chk *checked
 }
 
 // loop is one event loop. Only its own goroutine touches its sockets.
@@ -172,6 +176,8 @@ type loop struct {
 	socks     []*sock            // by descriptor
 	buf       []byte             // every read lands here first
 	events    []unix.EpollEvent
+	scratch   []byte             // -login: answers built before they are sent
+	logBuf    []byte             // -login: the batch's log lines
 
 	mu    sync.Mutex
 	posts []posted // connections handed over by an acceptor (-costs handoff)
@@ -441,6 +447,7 @@ func (l *loop) handle(events []unix.EpollEvent) bool {
 			l.hungUp(s)
 		}
 	}
+	l.flushLog()
 	return false
 }
 
@@ -493,6 +500,9 @@ func (l *loop) hungUp(s *sock) {
 // closePair closes s and its peer.
 func (l *loop) closePair(s *sock) {
 	for _, x := range []*sock{s, s.peer} {
+		if x != nil && x.client {
+			endChecked(x)
+		}
 		if x != nil && l.get(x.fd) == x {
 			l.socks[x.fd] = nil
 			rawClose(x.fd)
@@ -515,6 +525,12 @@ func (l *loop) accept(lfd int32, svc *service) {
 func (l *loop) started(fd int32, src netip.AddrPort, svc *service) {
 	c := &sock{fd: fd, client: true, svc: svc}
 	rawNoDelay(c.fd)
+	if ck := checks.Load(); ck != nil && svc.checksLogin() {
+		if l.add(c, 0) { // read once the backend has greeted
+			l.startChecked(c, src, ck)
+		}
+		return
+	}
 	if !l.add(c, unix.EPOLLIN) || svc.http {
 		return
 	}
@@ -652,6 +668,10 @@ func (l *loop) writable(s *sock) {
 func (l *loop) readable(s *sock) {
 	if s.svc.http {
 		l.readableHTTP(s)
+		return
+	}
+	if k := s.checked(); k != nil && k.state != stRelay {
+		l.readableChecked(s, k)
 		return
 	}
 	n, e := rawRead(s.fd, l.buf)

@@ -26,3 +26,7 @@ func setCosts(list string) error {
 }
 
 func costTimers(context.Context) {}
+
+func startLoginChecks(context.Context, string) error {
+	return errors.New("-login: Linux only")
+}

@@ -39,6 +39,8 @@ import (
 	"syscall"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/postern/postern/internal/sdnotify"
 )
 
 // service is one listener and where it relays to.
@@ -95,6 +97,7 @@ func loadServices(path string) ([]service, error) {
 func main() {
 	fs := flag.NewFlagSet("evloop", flag.ContinueOnError)
 	mode := fs.String("mode", "loop", "loop (an epoll event loop per core, parked in the runtime's poller), loop-blocking (the same waiting in a blocking epoll_wait) goroutine (a goroutine per connection) or goroutine-own (a goroutine per connection on the program's own poller, every socket call raw)")
+	login := fs.Bool("login", false, "loop modes: the imap service's sessions check their login as postern's do before relaying (postern's engine, the backend's greeting, LOGIN parsed and sent as AUTHENTICATE PLAIN, one log line a login on standard error)")
 	costList := fs.String("costs", "", "loop modes: add, comma-separated, what postern's sessions on its event loops still pay: close and accept (through the runtime's entry for blocking system calls), handoff (connections accepted by a goroutine per listener and handed to a loop)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
@@ -106,7 +109,7 @@ func main() {
 	// bench/peers runs "BIN serve -c FILE".
 	args := fs.Args()
 	if len(args) != 3 || args[0] != "serve" || args[1] != "-c" {
-		fmt.Fprintln(os.Stderr, "usage: evloop [-mode loop|loop-blocking|goroutine|goroutine-own] serve -c postern.yaml")
+		fmt.Fprintln(os.Stderr, "usage: evloop [-mode loop|loop-blocking|goroutine|goroutine-own] [-login] [-costs LIST] serve -c postern.yaml")
 		os.Exit(2)
 	}
 	svcs, err := loadServices(args[2])
@@ -117,6 +120,12 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	costTimers(ctx)
+	if *login {
+		if err := startLoginChecks(ctx, args[2]); err != nil {
+			fmt.Fprintln(os.Stderr, "evloop:", err)
+			os.Exit(1)
+		}
+	}
 	switch *mode {
 	case "loop", "loop-blocking":
 		err = runLoops(ctx, svcs, runtime.GOMAXPROCS(0), *mode == "loop-blocking")
@@ -130,5 +139,14 @@ func main() {
 	if err != nil && !errors.Is(err, context.Canceled) {
 		fmt.Fprintln(os.Stderr, "evloop:", err)
 		os.Exit(1)
+	}
+}
+
+// ready tells bench/peers (or any service manager) that the listeners are
+// bound, as postern serve does with READY=1 on NOTIFY_SOCKET; without
+// NOTIFY_SOCKET it does nothing.
+func ready() {
+	if err := sdnotify.FromEnv().Ready("relaying"); err != nil {
+		fmt.Fprintln(os.Stderr, "evloop: telling the service manager:", err)
 	}
 }

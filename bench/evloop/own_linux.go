@@ -226,6 +226,7 @@ func runOwn(ctx context.Context, svcs []service) error {
 	for i, ln := range lns {
 		wg.Go(func() { serveOwn(ln, svcs[i]) })
 	}
+	ready()
 	stop := context.AfterFunc(ctx, p.wake)
 	wg.Wait()
 	stop()
