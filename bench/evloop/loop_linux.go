@@ -176,8 +176,8 @@ type loop struct {
 	socks     []*sock            // by descriptor
 	buf       []byte             // every read lands here first
 	events    []unix.EpollEvent
-	scratch   []byte             // -login: answers built before they are sent
-	logBuf    []byte             // -login: the batch's log lines
+	scratch   []byte // -login: answers built before they are sent
+	logBuf    []byte // -login: the batch's log lines
 
 	mu    sync.Mutex
 	posts []posted // connections handed over by an acceptor (-costs handoff)
