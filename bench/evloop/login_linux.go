@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -52,19 +51,20 @@ import (
 type loginChecks struct {
 	eng *guard.Engine
 	ctx context.Context
-	log int // descriptor the log lines go to
+	log int  // descriptor the log lines go to
+	raw bool // write them with a raw system call (see newLoginChecks)
 }
 
 // checks is the -login state; nil: off. Atomic, as costs are.
 var checks atomic.Pointer[loginChecks]
 
-// rawLog (POSTERN_EVLOOP_RAWLOG=1, an experiment) writes the log lines
-// with a raw system call, as the loop's socket calls are.
-var rawLog atomic.Bool
-
 // newLoginChecks starts postern's engine with the settings of the
-// configuration at path, without a store.
-func newLoginChecks(ctx context.Context, path string, logFD int) (*loginChecks, error) {
+// configuration at path, without a store. The log lines go to logFD with
+// raw write system calls when it is a pipe or a socket, as postern's log
+// writer makes them (internal/logbatch), unless viaRuntime: then, as to a
+// regular file, through the runtime's entry for blocking calls, which
+// wakes its monitor thread.
+func newLoginChecks(ctx context.Context, path string, logFD int, viaRuntime bool) (*loginChecks, error) {
 	snap, err := snapshot.Load(ctx, path, time.Now())
 	if err != nil {
 		return nil, fmt.Errorf("-login: %w", err)
@@ -73,7 +73,9 @@ func newLoginChecks(ctx context.Context, path string, logFD int) (*loginChecks, 
 	if err != nil {
 		return nil, fmt.Errorf("-login: %w", err)
 	}
-	return &loginChecks{eng: eng, ctx: ctx, log: logFD}, nil
+	var st unix.Stat_t
+	raw := !viaRuntime && unix.Fstat(logFD, &st) == nil && (st.Mode&unix.S_IFMT == unix.S_IFIFO || st.Mode&unix.S_IFMT == unix.S_IFSOCK)
+	return &loginChecks{eng: eng, ctx: ctx, log: logFD, raw: raw}, nil
 }
 
 // The states of a checked session, kept in its client socket.
@@ -324,8 +326,8 @@ func (l *loop) flushLog() {
 		return
 	}
 	if ck := checks.Load(); ck != nil {
-		if rawLog.Load() {
-			rawWrite(int32(ck.log), l.logBuf) // without the runtime's entry, which wakes its monitor thread
+		if ck.raw {
+			rawWrite(int32(ck.log), l.logBuf) // a pipe: postern's writer checks it polls writable first
 		} else {
 			unix.Write(ck.log, l.logBuf)
 		}
@@ -403,15 +405,14 @@ func astring(p []byte) (string, []byte, bool) {
 	return "", p, false
 }
 
-// startLoginChecks turns -login on with the configuration at path; its
-// engine closes when ctx ends.
-func startLoginChecks(ctx context.Context, path string) error {
-	ck, err := newLoginChecks(ctx, path, 2)
+// startLoginChecks turns -login on with the configuration at path
+// (-login-log-runtime: logViaRuntime); its engine closes when ctx ends.
+func startLoginChecks(ctx context.Context, path string, logViaRuntime bool) error {
+	ck, err := newLoginChecks(ctx, path, 2, logViaRuntime)
 	if err != nil {
 		return err
 	}
 	checks.Store(ck)
-	rawLog.Store(os.Getenv("POSTERN_EVLOOP_RAWLOG") == "1")
 	context.AfterFunc(ctx, func() { ck.eng.Close() })
 	return nil
 }

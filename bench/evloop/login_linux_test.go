@@ -37,7 +37,7 @@ intrusion_prevention:
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	ck, err := newLoginChecks(ctx, conf, int(logf.Fd()))
+	ck, err := newLoginChecks(ctx, conf, int(logf.Fd()), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,4 +175,52 @@ func (r *readUntilClose) Read(p []byte) (int, error) {
 		io.WriteString(r.c, r.next)
 	}
 	return n, err
+}
+
+// TestCheckedLogPipe: the log lines go to a pipe with raw writes, as
+// postern's log writer makes them, and to a regular file (or with
+// -login-log-runtime) through the runtime's entry.
+func TestCheckedLogPipe(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "postern.yaml")
+	if err := os.WriteFile(conf, []byte("services:\n  imap: { listen: \"127.0.0.1:1\", backend: \"127.0.0.1:1\" }\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	defer pw.Close()
+	file, err := os.Create(filepath.Join(dir, "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	for _, c := range []struct {
+		fd         int
+		viaRuntime bool
+		raw        bool
+	}{{int(pw.Fd()), false, true}, {int(pw.Fd()), true, false}, {int(file.Fd()), false, false}} {
+		ck, err := newLoginChecks(t.Context(), conf, c.fd, c.viaRuntime)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ck.eng.Close()
+		if ck.raw != c.raw {
+			t.Errorf("descriptor %d, through the runtime %v: raw %v, want %v", c.fd, c.viaRuntime, ck.raw, c.raw)
+		}
+		if c.raw {
+			checks.Store(ck)
+			l := &loop{}
+			l.logLogin(&checked{src: netip.MustParseAddr("192.0.2.1"), user: "bob smith"}, "ok")
+			l.flushLog()
+			checks.Store(nil)
+			buf := make([]byte, 512)
+			n, err := pr.Read(buf)
+			if err != nil || !strings.HasSuffix(string(buf[:n]), ` level=INFO msg=login service=imap client=192.0.2.1 account="bob smith" result=ok`+"\n") {
+				t.Errorf("the pipe got %q, %v", buf[:n], err)
+			}
+		}
+	}
 }

@@ -27,6 +27,6 @@ func setCosts(list string) error {
 
 func costTimers(context.Context) {}
 
-func startLoginChecks(context.Context, string) error {
+func startLoginChecks(context.Context, string, bool) error {
 	return errors.New("-login: Linux only")
 }

@@ -98,6 +98,7 @@ func main() {
 	fs := flag.NewFlagSet("evloop", flag.ContinueOnError)
 	mode := fs.String("mode", "loop", "loop (an epoll event loop per core, parked in the runtime's poller), loop-blocking (the same waiting in a blocking epoll_wait) goroutine (a goroutine per connection) or goroutine-own (a goroutine per connection on the program's own poller, every socket call raw)")
 	login := fs.Bool("login", false, "loop modes: the imap service's sessions check their login as postern's do before relaying (postern's engine, the backend's greeting, LOGIN parsed and sent as AUTHENTICATE PLAIN, one log line a login on standard error)")
+	logViaRuntime := fs.Bool("login-log-runtime", false, "-login: write the log lines through the runtime's entry for blocking system calls even to a pipe or a socket (by default raw there, as postern's log writer does)")
 	costList := fs.String("costs", "", "loop modes: add, comma-separated, what postern's sessions on its event loops still pay: close and accept (through the runtime's entry for blocking system calls), handoff (connections accepted by a goroutine per listener and handed to a loop)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
@@ -121,7 +122,7 @@ func main() {
 	defer stop()
 	costTimers(ctx)
 	if *login {
-		if err := startLoginChecks(ctx, args[2]); err != nil {
+		if err := startLoginChecks(ctx, args[2], *logViaRuntime); err != nil {
 			fmt.Fprintln(os.Stderr, "evloop:", err)
 			os.Exit(1)
 		}
