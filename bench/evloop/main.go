@@ -6,7 +6,10 @@
 // no parsing of mail commands, no deadlines, no logging. It answers one
 // question: how much of the CPU postern spends beyond nginx's and haproxy's
 // is the goroutine-per-connection model, and how much would an event loop
-// of postern's own give back.
+// of postern's own give back. With -login (loop modes) the imap service
+// checks each login with postern's own engine in the loop's state machine
+// (login_linux.go), to measure what the checks cost apart from how
+// postern's sessions are built.
 //
 // It reads the configuration bench/peers writes for postern and serves the
 // same listeners, so that bench/peers measures it in postern's column in the
@@ -23,7 +26,8 @@
 // own, the answer's head is read for its length (Content-Length or chunked) and
 // passed back with its body. Anything else closes the connection. TLS
 // listeners are relayed as TCP without TLS (their scenarios are not for
-// this tool). See docs/benchmarks/issue17-evloop.md for what it measured.
+// this tool). See docs/benchmarks/issue17-evloop.md and
+// docs/benchmarks/issue17-round28.md for what it measured.
 package main
 
 import (
