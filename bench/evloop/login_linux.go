@@ -49,10 +49,11 @@ import (
 // coroutines, buffered readers or a goroutine's worth of context, next to
 // postern's sessions (docs/benchmarks/issue17-round28.md).
 type loginChecks struct {
-	eng *guard.Engine
-	ctx context.Context
-	log int  // descriptor the log lines go to
-	raw bool // write them with a raw system call (see newLoginChecks)
+	eng        *guard.Engine
+	ctx        context.Context
+	log        int  // descriptor the log lines go to
+	raw        bool // write them with a raw system call (see newLoginChecks)
+	imap, smtp bool // which services are checked (-login, -smtp-checks)
 }
 
 // checks is the -login state; nil: off. Atomic, as costs are.
@@ -89,17 +90,22 @@ const (
 // checked is what a checked session keeps until it relays.
 type checked struct {
 	state  uint8
+	smtp   *smtpChecked // an SMTP session (-smtp-checks)
 	src    netip.Addr
 	gs     *guard.Session
 	lg     *guard.Login
 	tag    string
 	user   string
-	greet  []byte // the greeting, learnt from the backend's
-	saslIR bool   // the backend offers AUTH=PLAIN with SASL-IR
+	saslIR bool // the backend offers AUTH=PLAIN with SASL-IR
 }
 
 // checksLogin reports whether -login checks svc's sessions.
 func (s *service) checksLogin() bool { return s.name == "imap" && !s.http }
+
+// checkedService reports whether ck checks svc's sessions.
+func (ck *loginChecks) checkedService(svc *service) bool {
+	return ck.imap && svc.checksLogin() || ck.smtp && svc.smtpChecks()
+}
 
 // checked returns the checks of s's session; nil: unchecked.
 func (s *sock) checked() *checked {
@@ -114,13 +120,20 @@ func (s *sock) checked() *checked {
 
 // startChecked opens a checked session for the new client c from src.
 func (l *loop) startChecked(c *sock, src netip.AddrPort, ck *loginChecks) {
-	gs, _ := ck.eng.Accept(src.Addr(), psvc.IMAP, func() {})
-	if gs == nil {
-		rawWrite(c.fd, []byte("* BYE Connection refused.\r\n"))
-		l.closePair(c)
-		return
+	if c.svc.smtpChecks() {
+		c.chk = &checked{state: stGreeting, src: src.Addr()}
+		if !l.startSMTPChecked(c, c.chk, ck) {
+			return
+		}
+	} else {
+		gs, _ := ck.eng.Accept(src.Addr(), psvc.IMAP, func() {})
+		if gs == nil {
+			rawWrite(c.fd, []byte("* BYE Connection refused.\r\n"))
+			l.closePair(c)
+			return
+		}
+		c.chk = &checked{state: stGreeting, src: src.Addr(), gs: gs}
 	}
-	c.chk = &checked{state: stGreeting, src: src.Addr(), gs: gs}
 	b := l.dial(c)
 	if b == nil {
 		return
@@ -146,6 +159,10 @@ func (l *loop) readableChecked(s *sock, k *checked) {
 		return
 	}
 	s.in = append(s.in, l.buf[:n]...)
+	if k.smtp != nil {
+		l.smtpLines(s, k)
+		return
+	}
 	l.lines(s, k)
 }
 
@@ -405,13 +422,15 @@ func astring(p []byte) (string, []byte, bool) {
 	return "", p, false
 }
 
-// startLoginChecks turns -login on with the configuration at path
-// (-login-log-runtime: logViaRuntime); its engine closes when ctx ends.
-func startLoginChecks(ctx context.Context, path string, logViaRuntime bool) error {
+// startLoginChecks turns -login (imap) and -smtp-checks (smtp) on with
+// the configuration at path (-login-log-runtime: logViaRuntime); its
+// engine closes when ctx ends.
+func startLoginChecks(ctx context.Context, path string, imap, smtp, logViaRuntime bool) error {
 	ck, err := newLoginChecks(ctx, path, 2, logViaRuntime)
 	if err != nil {
 		return err
 	}
+	ck.imap, ck.smtp = imap, smtp
 	checks.Store(ck)
 	context.AfterFunc(ctx, func() { ck.eng.Close() })
 	return nil

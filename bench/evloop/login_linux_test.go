@@ -41,6 +41,7 @@ intrusion_prevention:
 	if err != nil {
 		t.Fatal(err)
 	}
+	ck.imap = true
 	checks.Store(ck)
 	t.Cleanup(func() {
 		checks.Store(nil)

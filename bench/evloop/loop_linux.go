@@ -525,7 +525,7 @@ func (l *loop) accept(lfd int32, svc *service) {
 func (l *loop) started(fd int32, src netip.AddrPort, svc *service) {
 	c := &sock{fd: fd, client: true, svc: svc}
 	rawNoDelay(c.fd)
-	if ck := checks.Load(); ck != nil && svc.checksLogin() {
+	if ck := checks.Load(); ck != nil && ck.checkedService(svc) {
 		if l.add(c, 0) { // read once the backend has greeted
 			l.startChecked(c, src, ck)
 		}

@@ -27,6 +27,6 @@ func setCosts(list string) error {
 
 func costTimers(context.Context) {}
 
-func startLoginChecks(context.Context, string, bool) error {
+func startLoginChecks(context.Context, string, bool, bool, bool) error {
 	return errors.New("-login: Linux only")
 }

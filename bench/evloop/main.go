@@ -102,6 +102,7 @@ func main() {
 	fs := flag.NewFlagSet("evloop", flag.ContinueOnError)
 	mode := fs.String("mode", "loop", "loop (an epoll event loop per core, parked in the runtime's poller), loop-blocking (the same waiting in a blocking epoll_wait) goroutine (a goroutine per connection) or goroutine-own (a goroutine per connection on the program's own poller, every socket call raw)")
 	login := fs.Bool("login", false, "loop modes: the imap service's sessions check their login as postern's do before relaying (postern's engine, the backend's greeting, LOGIN parsed and sent as AUTHENTICATE PLAIN, one log line a login on standard error)")
+	smtpChecks := fs.Bool("smtp-checks", false, "loop modes: the smtp service's sessions are relayed command by command with postern's checks (postern's engine and address parser, EHLO filtered, the message's end found and its size counted, one log line a message)")
 	logViaRuntime := fs.Bool("login-log-runtime", false, "-login: write the log lines through the runtime's entry for blocking system calls even to a pipe or a socket (by default raw there, as postern's log writer does)")
 	costList := fs.String("costs", "", "loop modes: add, comma-separated, what postern's sessions on its event loops still pay: close and accept (through the runtime's entry for blocking system calls), handoff (connections accepted by a goroutine per listener and handed to a loop)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -114,7 +115,7 @@ func main() {
 	// bench/peers runs "BIN serve -c FILE".
 	args := fs.Args()
 	if len(args) != 3 || args[0] != "serve" || args[1] != "-c" {
-		fmt.Fprintln(os.Stderr, "usage: evloop [-mode loop|loop-blocking|goroutine|goroutine-own] [-login] [-costs LIST] serve -c postern.yaml")
+		fmt.Fprintln(os.Stderr, "usage: evloop [-mode loop|loop-blocking|goroutine|goroutine-own] [-login] [-smtp-checks] [-costs LIST] serve -c postern.yaml")
 		os.Exit(2)
 	}
 	svcs, err := loadServices(args[2])
@@ -125,8 +126,8 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	costTimers(ctx)
-	if *login {
-		if err := startLoginChecks(ctx, args[2], *logViaRuntime); err != nil {
+	if *login || *smtpChecks {
+		if err := startLoginChecks(ctx, args[2], *login, *smtpChecks, *logViaRuntime); err != nil {
 			fmt.Fprintln(os.Stderr, "evloop:", err)
 			os.Exit(1)
 		}
