@@ -158,6 +158,10 @@ func (l *loop) readableChecked(s *sock, k *checked) {
 		l.abandon(s, k)
 		return
 	}
+	if k.smtp != nil && s.client && k.smtp.state == smData && len(s.in) == 0 {
+		l.smtpData(s, k, l.buf[:n]) // the message goes from the read buffer
+		return
+	}
 	s.in = append(s.in, l.buf[:n]...)
 	if k.smtp != nil {
 		l.smtpLines(s, k)

@@ -87,7 +87,9 @@ func (l *loop) smtpLines(s *sock, k *checked) {
 	m := k.smtp
 	for {
 		if s.client && m.state == smData {
-			l.smtpData(s, k)
+			p := s.in
+			s.in = s.in[:0]
+			l.smtpData(s, k, p)
 			return
 		}
 		i := bytes.IndexByte(s.in, '\n')
@@ -260,11 +262,11 @@ var passedEHLO = map[string]bool{
 	"DELIVERBY": true, "MT-PRIORITY": true, "FUTURERELEASE": true, "LIMITS": true,
 }
 
-// smtpData relays what the client c sent of its message, up to and
-// including its end.
-func (l *loop) smtpData(c *sock, k *checked) {
+// smtpData relays p, what the client c sent of its message, up to and
+// including its end; what follows the end is appended to c.in. p may be
+// c.in's storage (c.in is then empty) or the loop's read buffer.
+func (l *loop) smtpData(c *sock, k *checked, p []byte) {
 	m := k.smtp
-	p := c.in
 	end := -1
 	// The end is CR LF . CR LF, possibly across chunks: look at the
 	// message's last four bytes before this chunk and the chunk.
@@ -291,10 +293,9 @@ func (l *loop) smtpData(c *sock, k *checked) {
 		return
 	}
 	if end < 0 {
-		c.in = c.in[:0]
 		return
 	}
-	c.in = c.in[:copy(c.in, p[end:])]
+	c.in = append(c.in[:0], p[end:]...) // copy moves it down when p is c.in's storage
 	m.state = smFinal
 	l.setMask(c, c.mask&^unix.EPOLLIN)
 }

@@ -194,9 +194,10 @@ func TestSMTPDataEnd(t *testing.T) {
 		b.peer = c
 		k := &checked{smtp: &smtpChecked{state: smData}}
 		for _, part := range []string{msg[:cut], msg[cut:]} {
-			c.in = append(c.in, part...)
 			if k.smtp.state == smData {
-				l.smtpData(c, k)
+				l.smtpData(c, k, []byte(part))
+			} else {
+				c.in = append(c.in, part...)
 			}
 		}
 		buf := make([]byte, 64)
