@@ -8,8 +8,9 @@
 // is the goroutine-per-connection model, and how much would an event loop
 // of postern's own give back. With -login (loop modes) the imap service
 // checks each login with postern's own engine in the loop's state machine
-// (login_linux.go), to measure what the checks cost apart from how
-// postern's sessions are built.
+// (login_linux.go), and with -smtp-checks the smtp service relays command
+// by command with postern's checks (smtp_linux.go), to measure what the
+// checks cost apart from how postern's sessions are built.
 //
 // It reads the configuration bench/peers writes for postern and serves the
 // same listeners, so that bench/peers measures it in postern's column in the
