@@ -327,13 +327,18 @@ func endChecked(c *sock) {
 	}
 }
 
-// logLogin appends the login's line to the loop's log buffer.
-func (l *loop) logLogin(k *checked, result string) {
-	b := l.logBuf
+// appendLogHead appends the start of an info line as postern's text
+// log writes it: the time, the level, msg, the service and the client.
+func appendLogHead(b []byte, msg, service string, client netip.Addr) []byte {
 	b = append(b, "time="...)
 	b = time.Now().UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
-	b = append(b, " level=INFO msg=login service=imap client="...)
-	b = k.src.AppendTo(b)
+	b = append(append(append(append(b, " level=INFO msg="...), msg...), " service="...), service...)
+	return client.AppendTo(append(b, " client="...))
+}
+
+// logLogin appends the login's line to the loop's log buffer.
+func (l *loop) logLogin(k *checked, result string) {
+	b := appendLogHead(l.logBuf, "login", "imap", k.src)
 	b = append(b, " account="...)
 	b = appendValue(b, k.user)
 	b = append(b, " result="...)

@@ -19,17 +19,14 @@ import (
 	"github.com/pires/go-proxyproto"
 )
 
-// startChecked turns -login on for the test, its log lines going to a
-// file whose contents the returned function gives.
-func startChecked(t *testing.T) (logged func() string) {
+// startChecks turns the checks on for the test with the configuration
+// conf — -login when imap, -smtp-checks when smtp — its log lines going
+// to a file whose contents the returned function gives.
+func startChecks(t *testing.T, conf string, imap, smtp bool) (logged func() string) {
 	t.Helper()
 	dir := t.TempDir()
-	conf := filepath.Join(dir, "postern.yaml")
-	if err := os.WriteFile(conf, []byte(`services:
-  imap: { listen: "127.0.0.1:1", backend: "127.0.0.1:1", backend_proxy: v2, plaintext_login: "127.0.0.0/8" }
-intrusion_prevention:
-  imap_pop3: { failed_logins: 2 }
-`), 0o600); err != nil {
+	path := filepath.Join(dir, "postern.yaml")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	logf, err := os.Create(filepath.Join(dir, "log"))
@@ -37,11 +34,11 @@ intrusion_prevention:
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	ck, err := newLoginChecks(ctx, conf, int(logf.Fd()), false)
+	ck, err := newLoginChecks(ctx, path, int(logf.Fd()), false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ck.imap = true
+	ck.imap, ck.smtp = imap, smtp
 	checks.Store(ck)
 	t.Cleanup(func() {
 		checks.Store(nil)
@@ -56,6 +53,16 @@ intrusion_prevention:
 		}
 		return string(bs)
 	}
+}
+
+// startChecked turns -login on for the test (see startChecks).
+func startChecked(t *testing.T) (logged func() string) {
+	t.Helper()
+	return startChecks(t, `services:
+  imap: { listen: "127.0.0.1:1", backend: "127.0.0.1:1", backend_proxy: v2, plaintext_login: "127.0.0.0/8" }
+intrusion_prevention:
+  imap_pop3: { failed_logins: 2 }
+`, true, false)
 }
 
 // fakeDovecot serves one connection on ln as Dovecot's imap-login does for

@@ -309,11 +309,7 @@ func (l *loop) logMessage(k *checked, final []byte) {
 	if s, t, ok := bytes.Cut(text, []byte(" ")); ok && len(s) > 0 && s[0] >= '2' && s[0] <= '5' && bytes.Count(s, []byte(".")) == 2 {
 		status, text = s, t
 	}
-	b := l.logBuf
-	b = append(b, "time="...)
-	b = time.Now().UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
-	b = append(b, " level=INFO msg=message service=smtp client="...)
-	b = k.src.AppendTo(b)
+	b := appendLogHead(l.logBuf, "message", "smtp", k.src)
 	b = append(b, " sender="...)
 	b = appendValue(b, m.from)
 	b = append(b, " recipients="...)

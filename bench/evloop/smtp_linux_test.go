@@ -4,13 +4,10 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,43 +16,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// startSMTPChecks turns -smtp-checks on for the test (local domain
-// example.test), its log lines going to a file whose contents the
-// returned function gives.
+// startSMTPChecks turns -smtp-checks on for the test, with the local
+// domain example.test (see startChecks).
 func startSMTPChecks(t *testing.T) (logged func() string) {
 	t.Helper()
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "postern.yaml")
-	if err := os.WriteFile(conf, []byte(`services:
+	return startChecks(t, `services:
   smtp: { listen: "127.0.0.1:1", backend: "127.0.0.1:1", backend_proxy: v2 }
 local_domains: "example.test"
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	logf, err := os.Create(filepath.Join(dir, "log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ck, err := newLoginChecks(ctx, conf, int(logf.Fd()), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ck.smtp = true
-	checks.Store(ck)
-	t.Cleanup(func() {
-		checks.Store(nil)
-		cancel()
-		ck.eng.Close()
-		logf.Close()
-	})
-	return func() string {
-		bs, err := os.ReadFile(logf.Name())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(bs)
-	}
+`, false, true)
 }
 
 // fakePostfix serves one SMTP session on ln and reports every command it
