@@ -89,14 +89,15 @@ const (
 
 // checked is what a checked session keeps until it relays.
 type checked struct {
-	state  uint8
-	smtp   *smtpChecked // an SMTP session (-smtp-checks)
-	src    netip.Addr
-	gs     *guard.Session
-	lg     *guard.Login
-	tag    string
-	user   string
-	saslIR bool // the backend offers AUTH=PLAIN with SASL-IR
+	state    uint8
+	smtp     *smtpChecked // an SMTP session (-smtp-checks)
+	deadline int64        // the second the session times out in (wheel)
+	src      netip.Addr
+	gs       *guard.Session
+	lg       *guard.Login
+	tag      string
+	user     string
+	saslIR   bool // the backend offers AUTH=PLAIN with SASL-IR
 }
 
 // checksLogin reports whether -login checks svc's sessions.
@@ -145,6 +146,7 @@ func (l *loop) startChecked(c *sock, src netip.AddrPort, ck *loginChecks) {
 		return
 	}
 	b.out = append(b.out, hb...)
+	l.arm(c)
 }
 
 // readableChecked reads for a session not relaying yet; s is its client
@@ -157,6 +159,11 @@ func (l *loop) readableChecked(s *sock, k *checked) {
 	case e != 0 || n == 0:
 		l.abandon(s, k)
 		return
+	}
+	if s.client {
+		l.arm(s)
+	} else {
+		l.arm(s.peer)
 	}
 	if k.smtp != nil && s.client && k.smtp.state == smData && len(s.in) == 0 {
 		l.smtpData(s, k, l.buf[:n]) // the message goes from the read buffer

@@ -232,3 +232,65 @@ func TestCheckedLogPipe(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckedTimeout: a checked session whose client says nothing after
+// the greeting is closed once checkTimeout has passed (to the second),
+// with a word to the client; the backend's connection closes with it.
+func TestCheckedTimeout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for a deadline of a second")
+	}
+	defer func(d time.Duration) { checkTimeout = d }(checkTimeout)
+	checkTimeout = time.Second
+	for _, c := range []struct {
+		svc, greeting, bye string
+		start              func(*testing.T) func() string
+	}{
+		{"imap", "* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] ready\r\n", "* BYE Disconnected for inactivity.\r\n", startChecked},
+		{"smtp", "220 fake.test ESMTP\r\n", "421 4.4.2 postern.bench.invalid Error: timeout exceeded\r\n", startSMTPChecks},
+	} {
+		t.Run(c.svc, func(t *testing.T) {
+			c.start(t)
+			ln := backendListener(t)
+			addr := startLoop(t, service{name: c.svc, backend: netip.MustParseAddrPort(ln.Addr().String())}, false)
+			closed := make(chan error, 1)
+			go func() {
+				b, err := ln.Accept()
+				if err != nil {
+					closed <- err
+					return
+				}
+				defer b.Close()
+				b.SetDeadline(time.Now().Add(10 * time.Second))
+				br := bufio.NewReader(b)
+				if _, err := proxyproto.Read(br); err != nil {
+					closed <- err
+					return
+				}
+				io.WriteString(b, c.greeting)
+				_, err = io.ReadAll(br) // until the loop closes it
+				closed <- err
+			}()
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			deadline(t, conn)
+			start := time.Now()
+			bs, err := io.ReadAll(conn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasSuffix(string(bs), c.bye) {
+				t.Errorf("client got %q, want it to end with %q", bs, c.bye)
+			}
+			if d := time.Since(start); d < checkTimeout || d > checkTimeout+3*time.Second {
+				t.Errorf("closed after %v, want %v to the second", d, checkTimeout)
+			}
+			if err := <-closed; err != nil {
+				t.Errorf("backend: %v", err)
+			}
+		})
+	}
+}

@@ -178,6 +178,7 @@ type loop struct {
 	events    []unix.EpollEvent
 	scratch   []byte // -login: answers built before they are sent
 	logBuf    []byte // -login: the batch's log lines
+	wheel     wheel  // -login, -smtp-checks: the checked sessions' deadlines
 
 	mu    sync.Mutex
 	posts []posted // connections handed over by an acceptor (-costs handoff)
@@ -189,6 +190,13 @@ func newLoop(svcs []service, blocking bool) (*loop, error) {
 		return nil, err
 	}
 	l := &loop{ep: ep, file: file, efd: efd, pfd: -1, blocking: blocking, listeners: map[int32]*service{}, buf: make([]byte, 64<<10), events: make([]unix.EpollEvent, 256)}
+	l.wheel.tfd = -1
+	if checks.Load() != nil {
+		if err := l.startWheel(); err != nil {
+			l.close()
+			return nil, fmt.Errorf("deadlines: %w", err)
+		}
+	}
 	if costs.handoff.Load() {
 		if l.pfd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
 			l.close()
@@ -293,6 +301,9 @@ func (l *loop) close() {
 	}
 	if l.pfd >= 0 {
 		unix.Close(l.pfd)
+	}
+	if l.wheel.tfd >= 0 {
+		unix.Close(l.wheel.tfd)
 	}
 	l.file.Close()
 }
@@ -423,6 +434,10 @@ func (l *loop) handle(events []unix.EpollEvent) bool {
 		}
 		if ev.Fd == int32(l.pfd) {
 			l.takePosts()
+			continue
+		}
+		if ev.Fd == int32(l.wheel.tfd) {
+			l.tick()
 			continue
 		}
 		if svc := l.listeners[ev.Fd]; svc != nil {
