@@ -44,7 +44,9 @@ import (
 //     client, account, result), appended to a buffer the loop writes once
 //     a batch of events.
 //
-// It has no deadlines and none of postern's other commands; it measures
+// Before it relays, a session that reads nothing for checkTimeout is
+// closed (deadline_linux.go). It has none of postern's other commands; it
+// measures
 // what the essential work of a checked login costs when done without
 // coroutines, buffered readers or a goroutine's worth of context, next to
 // postern's sessions (docs/benchmarks/issue17-round28.md).

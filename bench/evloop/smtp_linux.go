@@ -37,8 +37,9 @@ import (
 //     reply, status, text, duration);
 //   - any other command relayed as it is (RSET the engine's Rset).
 //
-// It has no deadlines, no STARTTLS, AUTH, BDAT or PIPELINING, no content
-// rules, no DNSBL and no size limit of its own: like -login, it measures
+// Its sessions have -login's deadlines; it has no STARTTLS, AUTH, BDAT or
+// PIPELINING, no content rules, no DNSBL and no size limit of its own:
+// like -login, it measures
 // what the checks cost without postern's session layers.
 
 // The states of a checked SMTP session.
