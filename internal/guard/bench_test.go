@@ -210,6 +210,33 @@ func BenchmarkAccept(b *testing.B) {
 	}
 }
 
+// BenchmarkLogin: what a successful login costs the engine from the
+// connection to its end — Accept, BeginLogin, Succeeded, Close — for 4,096
+// clean addresses in turn (the engine's part of every IMAP or POP3 login).
+func BenchmarkLogin(b *testing.B) {
+	e := eventEngine(b)
+	addrs := make([]netip.Addr, 1<<12)
+	for i := range addrs {
+		addrs[i] = netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)})
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		gs, v := e.Accept(addrs[i&(len(addrs)-1)], service.IMAP, nil)
+		if v.Action != guard.Allow {
+			b.Fatal("a clean address was not allowed")
+		}
+		l, d := gs.BeginLogin(ctx, "alice@example.test")
+		if l == nil {
+			b.Fatalf("a clean login was refused: %+v", d)
+		}
+		l.Succeeded()
+		gs.Close()
+		i++
+	}
+}
+
 // BenchmarkBlockEnforcement measures how long after the event that trips a
 // block Admit refuses the address, with the real SQLite store behind the
 // engine: the block is in the in-memory table before the store write.
