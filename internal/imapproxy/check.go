@@ -22,9 +22,9 @@ import (
 // proxy that does not (nginx's mail auth_http).
 func CheckLogin(be net.Conn, timeout time.Duration, user, pass string) (gate.Outcome, error) {
 	g := mailgate.New(mailgate.Config{BackendTimeout: timeout}, wording, nil, nil, nil)
-	s := &session{Session: &mailgate.Session{Gate: g}}
+	s := &session{Session: &mailgate.Session{Gate: g}, p: &Proxy{g: g}}
 	s.SetBackend(be, bufio.NewReaderSize(nil, 4096))
-	if _, err := s.greet(); err != nil {
+	if err := s.greet(); err != nil {
 		return gate.Answered, err // the password was not sent
 	}
 	const tag = "P0"

@@ -10,6 +10,7 @@ package imapproxy
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/postern/postern/internal/mailgate"
@@ -35,6 +36,9 @@ var wording = mailgate.Wording{
 // Proxy serves one IMAP service.
 type Proxy struct {
 	g *mailgate.Gate
+	// caps is what the backend's last greeting said, reused while its
+	// greeting is the same.
+	caps atomic.Pointer[capSet]
 }
 
 // New returns a Proxy; policy is read on every login, so a reload takes
@@ -46,7 +50,7 @@ func New(cfg Config, eng Engine, pol func() *policy.Policy, log *slog.Logger) *P
 // Handle serves one client connection to its end.
 func (p *Proxy) Handle(ctx context.Context, conn relay.Conn) {
 	p.g.Handle(ctx, conn, func(ms *mailgate.Session) mailgate.Protocol {
-		s := &session{Session: ms}
+		s := &session{Session: ms, p: p}
 		s.reset()
 		return s
 	})

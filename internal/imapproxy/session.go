@@ -15,10 +15,38 @@ import (
 
 type session struct {
 	*mailgate.Session
+	p      *Proxy
 	rd     reader
-	caps   []string // the backend's capabilities
+	caps   *capSet // the backend's capabilities
 	errors int
 	seq    int // tags of postern's own backend commands
+}
+
+// capSet is a backend's capabilities as one greeting gave them, and what
+// postern makes of them for every session that gets the same greeting.
+type capSet struct {
+	line string   // the backend's greeting
+	text string   // its text after the capabilities
+	caps []string // the backend's capabilities
+	// kept is the backend's capabilities that postern passes on (not
+	// STARTTLS, LOGINDISABLED, SASL-IR or AUTH=), each followed by a
+	// space.
+	kept string
+}
+
+func newCapSet(line, text string, caps []string) *capSet {
+	cs := &capSet{line: line, text: text, caps: caps}
+	var b strings.Builder
+	for _, c := range caps {
+		u := strings.ToUpper(c)
+		if u == "STARTTLS" || u == "LOGINDISABLED" || u == "SASL-IR" || strings.HasPrefix(u, "AUTH=") {
+			continue
+		}
+		b.WriteString(c)
+		b.WriteByte(' ')
+	}
+	cs.kept = b.String()
+	return cs
 }
 
 // reset reads commands through the client connection's current reader.
@@ -29,42 +57,50 @@ func (s *session) reset() {
 // Greet reads the backend's greeting, learns its capabilities and
 // returns postern's greeting.
 func (s *session) Greet() (string, error) {
-	text, err := s.greet()
-	if err != nil {
+	if err := s.greet(); err != nil {
 		return "", err
 	}
-	return "* OK [CAPABILITY " + strings.Join(s.capabilities(), " ") + "] " + text, nil
+	return "* OK [CAPABILITY " + s.capabilities() + "] " + s.caps.text, nil
 }
 
-func (s *session) greet() (string, error) {
+func (s *session) greet() error {
 	line, err := s.BackendLine()
 	if err != nil {
-		return "", fmt.Errorf("backend greeting: %w", err)
+		return fmt.Errorf("backend greeting: %w", err)
+	}
+	// A backend greets every session alike: the capabilities of the last
+	// greeting serve while it does not change.
+	if cs := s.p.caps.Load(); cs != nil && cs.line == line {
+		s.caps = cs
+		return nil
 	}
 	if !strings.HasPrefix(line, "* OK") {
-		return "", fmt.Errorf("backend greeting: %q", mailgate.Truncate(line, 80))
+		return fmt.Errorf("backend greeting: %q", mailgate.Truncate(line, 80))
 	}
 	text := strings.TrimSpace(line[4:])
 	if strings.HasPrefix(text, "[CAPABILITY ") {
 		end := strings.IndexByte(text, ']')
 		if end < 0 {
-			return "", fmt.Errorf("backend greeting: %q", mailgate.Truncate(line, 80))
+			return fmt.Errorf("backend greeting: %q", mailgate.Truncate(line, 80))
 		}
-		s.caps = strings.Fields(text[len("[CAPABILITY "):end])
-		text = strings.TrimSpace(text[end+1:])
-		return text, nil
+		s.caps = newCapSet(line, strings.TrimSpace(text[end+1:]), strings.Fields(text[len("[CAPABILITY "):end]))
+		s.p.caps.Store(s.caps)
+		return nil
 	}
-	// No capabilities in the greeting: ask.
+	// No capabilities in the greeting: ask, each session (they may
+	// differ from one to the next).
 	lines, tagged, err := s.beCommand("CAPABILITY")
 	if err != nil || !strings.Contains(tagged, " OK") {
-		return "", fmt.Errorf("backend CAPABILITY: %v %q", err, tagged)
+		return fmt.Errorf("backend CAPABILITY: %v %q", err, tagged)
 	}
+	var caps []string
 	for _, l := range lines {
 		if strings.HasPrefix(strings.ToUpper(l), "* CAPABILITY ") {
-			s.caps = strings.Fields(l[len("* CAPABILITY "):])
+			caps = strings.Fields(l[len("* CAPABILITY "):])
 		}
 	}
-	return text, nil
+	s.caps = newCapSet(line, text, caps)
+	return nil
 }
 
 // beCommand sends a command of postern's own and returns the untagged
@@ -102,28 +138,23 @@ func (s *session) beTagged(tag, line string) ([]string, string, error) {
 
 // capabilities are the backend's, with what postern handles itself
 // adjusted: STARTTLS, AUTH=, SASL-IR, LOGINDISABLED.
-func (s *session) capabilities() []string {
-	out := make([]string, 0, len(s.caps)+4)
-	for _, c := range s.caps {
-		u := strings.ToUpper(c)
-		if u == "STARTTLS" || u == "LOGINDISABLED" || u == "SASL-IR" || strings.HasPrefix(u, "AUTH=") {
-			continue
-		}
-		out = append(out, c)
+func (s *session) capabilities() string {
+	var tail string
+	switch starttls := !s.TLS && s.Gate.Cfg.TLS != nil; {
+	case starttls && s.PlaintextOK():
+		tail = "STARTTLS SASL-IR AUTH=PLAIN AUTH=LOGIN"
+	case starttls:
+		tail = "STARTTLS LOGINDISABLED"
+	case s.PlaintextOK():
+		tail = "SASL-IR AUTH=PLAIN AUTH=LOGIN"
+	default:
+		tail = "LOGINDISABLED"
 	}
-	if !s.TLS && s.Gate.Cfg.TLS != nil {
-		out = append(out, "STARTTLS")
-	}
-	if s.PlaintextOK() {
-		out = append(out, "SASL-IR", "AUTH=PLAIN", "AUTH=LOGIN")
-	} else {
-		out = append(out, "LOGINDISABLED")
-	}
-	return out
+	return s.caps.kept + tail
 }
 
 func (s *session) backendHas(capability string) bool {
-	for _, c := range s.caps {
+	for _, c := range s.caps.caps {
 		if ascii.EqualFold(c, capability) {
 			return true
 		}
@@ -208,7 +239,7 @@ func (s *session) bad(tag, text string) bool {
 func (s *session) command(c command) (done bool, err error) {
 	switch c.name {
 	case "CAPABILITY":
-		return false, s.Send("* CAPABILITY "+strings.Join(s.capabilities(), " "), c.tag+" OK Pre-login capabilities listed, post-login capabilities have more.")
+		return false, s.Send("* CAPABILITY "+s.capabilities(), c.tag+" OK Pre-login capabilities listed, post-login capabilities have more.")
 	case "NOOP":
 		return false, s.Send(c.tag + " OK NOOP completed.")
 	case "LOGOUT":

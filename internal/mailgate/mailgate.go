@@ -24,6 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/postern/postern/internal/clientlog"
 	"github.com/postern/postern/internal/evloop"
 	"github.com/postern/postern/internal/gate"
 	"github.com/postern/postern/internal/guard"
@@ -162,6 +163,8 @@ type Session struct {
 	Log    *slog.Logger
 	// TLS says the client connection has TLS.
 	TLS bool
+	// logger is Log's storage.
+	logger clientlog.Logger
 
 	// BE is the backend connection, BR its reader (through beReader).
 	BE net.Conn
@@ -182,8 +185,8 @@ type Session struct {
 // proto makes for its Session.
 func (g *Gate) Handle(ctx context.Context, conn relay.Conn, proto func(*Session) Protocol) {
 	client, local := conn.ClientAddr(), conn.LocalAddrPort()
-	s := &Session{Gate: g, Ctx: ctx, Client: client, TLS: g.Cfg.ImplicitTLS,
-		Log: g.log.With("client", client.Addr().String())}
+	s := &Session{Gate: g, Ctx: ctx, Client: client, TLS: g.Cfg.ImplicitTLS}
+	s.Log = s.logger.Init(g.log, client.Addr())
 	defer func() {
 		if !s.handedOff {
 			conn.Close()

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/ascii"
+	"github.com/postern/postern/internal/clientlog"
 	"github.com/postern/postern/internal/evloop"
 	"github.com/postern/postern/internal/gate"
 	"github.com/postern/postern/internal/guard"
@@ -33,6 +34,7 @@ type session struct {
 	w      *bufio.Writer
 	client netip.AddrPort
 	log    *slog.Logger
+	logger clientlog.Logger // log's storage
 	gs     *guard.Session
 	be     *backend
 
@@ -67,9 +69,9 @@ func (p *Proxy) Handle(ctx context.Context, conn relay.Conn) {
 	defer conn.Close()
 	s := &session{
 		p: p, ctx: ctx, env: p.env(), conn: conn, client: client,
-		log: p.log.With("client", client.Addr().String()),
 		tls: p.cfg.ImplicitTLS,
 	}
+	s.log = s.logger.Init(p.log, client.Addr())
 	s.in.conn = conn
 	s.r, s.w = p.bufs.lineReader(&s.in), p.bufs.writer(conn)
 	defer s.releaseBufs() // after the backend's QUIT and the other deferred calls below

@@ -1,0 +1,116 @@
+package imapproxy
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// startGreeter is a backend that greets with *greeting and answers
+// CAPABILITY with a capability that counts the times it was asked.
+func startGreeter(t *testing.T, greeting *atomic.Pointer[string], asked *atomic.Int32) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				r := bufio.NewReader(c)
+				var hdr [16]byte
+				if _, err := io.ReadFull(r, hdr[:]); err != nil {
+					return
+				}
+				if _, err := r.Discard(int(binary.BigEndian.Uint16(hdr[14:]))); err != nil {
+					return
+				}
+				io.WriteString(c, *greeting.Load()+"\r\n")
+				for {
+					l, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					tag, cmd, _ := strings.Cut(strings.TrimSpace(l), " ")
+					if cmd == "CAPABILITY" {
+						n := asked.Add(1)
+						fmt.Fprintf(c, "* CAPABILITY IMAP4rev1 X-ASKED-%d AUTH=PLAIN\r\n%s OK done\r\n", n, tag)
+						continue
+					}
+					fmt.Fprintf(c, "%s BAD no\r\n", tag)
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	return ln.Addr().String()
+}
+
+// TestGreetingCapabilities: the capabilities of a greeting serve every
+// session the backend greets the same way, the greeting's change is seen
+// by the next session, and a backend whose greeting has none is asked in
+// every session.
+func TestGreetingCapabilities(t *testing.T) {
+	var greeting atomic.Pointer[string]
+	var asked atomic.Int32
+	set := func(s string) { greeting.Store(&s) }
+	set("* OK [CAPABILITY IMAP4rev1 ID STARTTLS AUTH=PLAIN LOGINDISABLED SASL-IR X-ONE] one ready.")
+	addr := startBenchProxy(t, startGreeter(t, &greeting, &asked))
+	greet := func() (string, string) {
+		t.Helper()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		r := bufio.NewReader(c)
+		g, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, "a CAPABILITY\r\n")
+		capa, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(g), strings.TrimSpace(capa)
+	}
+	for range 2 {
+		g, capa := greet()
+		if want := "* OK [CAPABILITY IMAP4rev1 ID X-ONE SASL-IR AUTH=PLAIN AUTH=LOGIN] one ready."; g != want {
+			t.Errorf("greeting %q, want %q", g, want)
+		}
+		if want := "* CAPABILITY IMAP4rev1 ID X-ONE SASL-IR AUTH=PLAIN AUTH=LOGIN"; capa != want {
+			t.Errorf("CAPABILITY %q, want %q", capa, want)
+		}
+	}
+	set("* OK [CAPABILITY IMAP4rev1 X-TWO] two ready.")
+	if g, _ := greet(); g != "* OK [CAPABILITY IMAP4rev1 X-TWO SASL-IR AUTH=PLAIN AUTH=LOGIN] two ready." {
+		t.Errorf("greeting after the backend's changed: %q", g)
+	}
+	set("* OK three ready.")
+	for i := 1; i <= 2; i++ {
+		want := fmt.Sprintf("* OK [CAPABILITY IMAP4rev1 X-ASKED-%d SASL-IR AUTH=PLAIN AUTH=LOGIN] three ready.", i)
+		if g, _ := greet(); g != want {
+			t.Errorf("greeting without capabilities, session %d: %q, want %q", i, g, want)
+		}
+	}
+	if n := asked.Load(); n != 2 {
+		t.Errorf("the backend was asked CAPABILITY %d times, want 2", n)
+	}
+}
