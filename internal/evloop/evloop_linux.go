@@ -116,6 +116,7 @@ func (g *Group) Go(ctx context.Context, c Bindable, handle func(ctx context.Cont
 	l := g.loops[int(g.next.Add(1)%uint32(g.Active()))]
 	t := &task{l: l, heapIdx: -1, stats: &g.stats}
 	t.attached.Store(true)
+	t.closed, t.fds = t.closedBuf[:0], t.fdsBuf[:0]
 	t.ctx = context.WithValue(ctx, ctxKey{}, t)
 	if c != nil {
 		t.bound = append(t.bound, c)
@@ -649,6 +650,9 @@ type task struct {
 	bound    []Bindable
 	closed   []int       // descriptors closed (Wake), for the loop to forget
 	nclosed  atomic.Bool // closed has entries
+	// closedBuf and fdsBuf hold closed and fds for a handler's usual two
+	// sockets, without an allocation each.
+	closedBuf, fdsBuf [2]int
 
 	// The wait the coroutine asks for, and its result; set on the
 	// coroutine before it yields, and by the loop before it resumes.
@@ -716,9 +720,10 @@ func (l *loop) forgetClosed(t *task) {
 	if !t.nclosed.Swap(false) {
 		return // the usual wait: nothing closed, no lock
 	}
+	var buf [len(t.closedBuf)]int
 	t.bmu.Lock()
-	closed := t.closed
-	t.closed = nil
+	closed := append(buf[:0], t.closed...) // Wake appends to t.closed again
+	t.closed = t.closed[:0]
 	t.bmu.Unlock()
 	for _, fd := range closed {
 		l.forgetFD(t, fd)
