@@ -99,7 +99,8 @@ type checked struct {
 	lg       *guard.Login
 	tag      string
 	user     string
-	saslIR   bool // the backend offers AUTH=PLAIN with SASL-IR
+	saslIR   bool  // the backend offers AUTH=PLAIN with SASL-IR
+	co       *coro // -costs stack: the session's coroutine
 }
 
 // checksLogin reports whether -login checks svc's sessions.
@@ -154,6 +155,15 @@ func (l *loop) startChecked(c *sock, src netip.AddrPort, ck *loginChecks) {
 // readableChecked reads for a session not relaying yet; s is its client
 // or its backend.
 func (l *loop) readableChecked(s *sock, k *checked) {
+	if costs.stack.Load() {
+		l.onCoro(s, k)
+		return
+	}
+	l.readableCheckedNow(s, k)
+}
+
+// readableCheckedNow is readableChecked on the loop's own stack.
+func (l *loop) readableCheckedNow(s *sock, k *checked) {
 	n, e := rawRead(s.fd, l.buf)
 	switch {
 	case e == unix.EAGAIN:

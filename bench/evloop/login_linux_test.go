@@ -123,7 +123,20 @@ func fakeDovecot(ln net.Listener, res chan<- string) {
 // as AUTHENTICATE PLAIN with the PROXY header's client address, gives the
 // client the backend's answer under its tag, relays after it, and logs
 // the login; a refused password is answered NO and closes the connection.
-func TestCheckedLogin(t *testing.T) {
+func TestCheckedLogin(t *testing.T) { checkedLogin(t) }
+
+// TestCheckedLoginStack is TestCheckedLogin with each session's reads on
+// a coroutine of its own (-costs stack).
+func TestCheckedLoginStack(t *testing.T) {
+	costs.stack.Store(true) // until startLoop's cleanup
+	before := coroReads.Load()
+	checkedLogin(t)
+	if coroReads.Load() == before {
+		t.Error("no read was handled on a coroutine")
+	}
+}
+
+func checkedLogin(t *testing.T) {
 	logged := startChecked(t)
 	ln := backendListener(t)
 	addr := startLoop(t, service{name: "imap", backend: netip.MustParseAddrPort(ln.Addr().String())}, false)

@@ -176,9 +176,11 @@ type loop struct {
 	socks     []*sock            // by descriptor
 	buf       []byte             // every read lands here first
 	events    []unix.EpollEvent
-	scratch   []byte // -login: answers built before they are sent
-	logBuf    []byte // -login: the batch's log lines
-	wheel     wheel  // -login, -smtp-checks: the checked sessions' deadlines
+	scratch   []byte   // -login: answers built before they are sent
+	logBuf    []byte   // -login: the batch's log lines
+	wheel     wheel    // -login, -smtp-checks: the checked sessions' deadlines
+	coros     coroPool // -costs stack: the checked sessions' coroutines
+	coroNow   *coro    // the coroutine running now
 
 	mu    sync.Mutex
 	posts []posted // connections handed over by an acceptor (-costs handoff)
@@ -338,7 +340,7 @@ func rawClose(fd int32) {
 // a loop.
 // costs are the -costs switches; atomic, since a relay's goroutines may
 // still be closing connections when a test sets them for the next one.
-var costs struct{ close, accept, handoff, timer, tick atomic.Bool }
+var costs struct{ close, accept, handoff, timer, tick, stack atomic.Bool }
 
 // accept4 takes one connection from lfd.
 func accept4(lfd int32, rsa *unix.RawSockaddrAny, alen *uint32) (uintptr, unix.Errno) {
@@ -516,6 +518,7 @@ func (l *loop) hungUp(s *sock) {
 func (l *loop) closePair(s *sock) {
 	for _, x := range []*sock{s, s.peer} {
 		if x != nil && x.client {
+			l.endCoro(x.chk)
 			endChecked(x)
 		}
 		if x != nil && l.get(x.fd) == x {
@@ -836,8 +839,10 @@ func setCosts(list string) error {
 			costs.timer.Store(true)
 		case "tick":
 			costs.tick.Store(true)
+		case "stack":
+			costs.stack.Store(true)
 		default:
-			return fmt.Errorf("-costs: unknown cost %q (close, accept, handoff, timer, tick)", c)
+			return fmt.Errorf("-costs: unknown cost %q (close, accept, handoff, timer, tick, stack)", c)
 		}
 	}
 	return nil

@@ -132,7 +132,7 @@ func startLoopCosts(t *testing.T, svc service) string {
 
 func TestSetCosts(t *testing.T) {
 	defer func() { resetCosts() }()
-	if err := setCosts("close, handoff"); err != nil || !costs.close.Load() || costs.accept.Load() || !costs.handoff.Load() {
+	if err := setCosts("close, handoff,stack"); err != nil || !costs.close.Load() || costs.accept.Load() || !costs.handoff.Load() || !costs.stack.Load() {
 		t.Fatalf("setCosts: %v, close %v accept %v handoff %v", err, costs.close.Load(), costs.accept.Load(), costs.handoff.Load())
 	}
 	if err := setCosts("close,sleep"); err == nil || !strings.Contains(err.Error(), `"sleep"`) {
@@ -142,7 +142,7 @@ func TestSetCosts(t *testing.T) {
 
 // resetCosts turns every -costs switch off.
 func resetCosts() {
-	for _, c := range []*atomic.Bool{&costs.close, &costs.accept, &costs.handoff, &costs.timer, &costs.tick} {
+	for _, c := range []*atomic.Bool{&costs.close, &costs.accept, &costs.handoff, &costs.timer, &costs.tick, &costs.stack} {
 		c.Store(false)
 	}
 }

@@ -105,7 +105,7 @@ func main() {
 	login := fs.Bool("login", false, "loop modes: the imap service's sessions check their login as postern's do before relaying (postern's engine, the backend's greeting, LOGIN parsed and sent as AUTHENTICATE PLAIN, one log line a login on standard error)")
 	smtpChecks := fs.Bool("smtp-checks", false, "loop modes: the smtp service's sessions are relayed command by command with postern's checks (postern's engine and address parser, EHLO filtered, the message's end found and its size counted, one log line a message)")
 	logViaRuntime := fs.Bool("login-log-runtime", false, "-login: write the log lines through the runtime's entry for blocking system calls even to a pipe or a socket (by default raw there, as postern's log writer does)")
-	costList := fs.String("costs", "", "loop modes: add, comma-separated, what postern's sessions on its event loops still pay: close and accept (through the runtime's entry for blocking system calls), handoff (connections accepted by a goroutine per listener and handed to a loop)")
+	costList := fs.String("costs", "", "loop modes: add, comma-separated, what postern's sessions on its event loops still pay: close and accept (through the runtime's entry for blocking system calls), handoff (connections accepted by a goroutine per listener and handed to a loop), stack (-login, -smtp-checks: each session's reads before it relays handled on a coroutine of its own, deep in its calls, as postern's sessions)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}

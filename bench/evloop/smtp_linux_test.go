@@ -84,7 +84,20 @@ func fakePostfix(ln net.Listener, res chan<- string) {
 // recipient outside the local domains itself, passes the backend's 550,
 // relays a message whose end comes in a separate write, logs it, and
 // relays QUIT.
-func TestSMTPChecked(t *testing.T) {
+func TestSMTPChecked(t *testing.T) { testSMTPChecked(t) }
+
+// TestSMTPCheckedStack is TestSMTPChecked with each session's reads on a
+// coroutine of its own (-costs stack).
+func TestSMTPCheckedStack(t *testing.T) {
+	costs.stack.Store(true) // until startLoop's cleanup
+	before := coroReads.Load()
+	testSMTPChecked(t)
+	if coroReads.Load() == before {
+		t.Error("no read was handled on a coroutine")
+	}
+}
+
+func testSMTPChecked(t *testing.T) {
 	logged := startSMTPChecks(t)
 	ln := backendListener(t)
 	addr := startLoop(t, service{name: "smtp", backend: netip.MustParseAddrPort(ln.Addr().String())}, false)
