@@ -59,7 +59,7 @@ func (d *loopDir) move(buf []byte) (moved, ok bool) {
 		n, err := d.dst.WriteNow(d.pend)
 		d.n += int64(n)
 		d.pend = d.pend[n:]
-		if err != nil && !errors.Is(err, sockio.ErrWouldBlock) {
+		if err != nil && !wouldBlock(err) {
 			return n > 0, false
 		}
 		if len(d.pend) > 0 {
@@ -76,7 +76,7 @@ func (d *loopDir) move(buf []byte) (moved, ok bool) {
 	n, err := d.src.ReadNow(buf)
 	if n == 0 {
 		d.full = 0
-		return moved, errors.Is(err, sockio.ErrWouldBlock)
+		return moved, wouldBlock(err)
 	}
 	if n == len(buf) {
 		d.full++
@@ -88,7 +88,13 @@ func (d *loopDir) move(buf []byte) (moved, ok bool) {
 	if w < n {
 		d.pend = append([]byte(nil), buf[w:n]...)
 	}
-	return true, err == nil || errors.Is(err, sockio.ErrWouldBlock)
+	return true, err == nil || wouldBlock(err)
+}
+
+// wouldBlock reports whether err is sockio's ErrWouldBlock, which ReadNow
+// and WriteNow return as it is: compared before errors.Is walks it.
+func wouldBlock(err error) bool {
+	return err == sockio.ErrWouldBlock || errors.Is(err, sockio.ErrWouldBlock)
 }
 
 // relayOnLoop relays a logged-in session's bytes on the loop its handler
@@ -115,8 +121,10 @@ func (s *Conns) relayOnLoop(ctx context.Context, client, backend net.Conn, buffe
 	client.SetDeadline(time.Time{})
 	backend.SetDeadline(time.Time{})
 	// The gateway's end ends the session, as it ends a handed-off one.
-	stop := context.AfterFunc(ctx, func() { client.Close() })
-	defer stop()
+	if !s.endsWithCtx(client) {
+		stop := context.AfterFunc(ctx, func() { client.Close() })
+		defer stop()
+	}
 	bp := loopBuffers.Get().(*[]byte)
 	defer loopBuffers.Put(bp)
 	buf := *bp

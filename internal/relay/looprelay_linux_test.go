@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"io"
 	"net"
 	"sync"
@@ -219,4 +220,70 @@ func TestRelayOnLoopDialogue(t *testing.T) {
 		t.Fatalf("client after the backend's close: %d, %v; want EOF", n, err)
 	}
 	awaitLoopRelay(t, res, true, 10*time.Second, "the relay did not end with the backend's close")
+}
+
+// A relay on a loop of a session Conns tracks ends when Serve's context
+// ends (closeWithCtx, which Serve runs then), without a registration of
+// its own with that context; one of a session Conns does not track ends
+// with the context it was given.
+func TestRelayOnLoopEndsWithServe(t *testing.T) {
+	defer func(g time.Duration) { loopGrace = g }(loopGrace)
+	loopGrace = time.Minute // not idle before the end
+	for _, tracked := range []bool{true, false} {
+		loops, err := evloop.Start(1, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl, clFar := loopPair(t)
+		be, beFar := loopPair(t)
+		var s Conns
+		if tracked {
+			s.track(cl, true)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		res := make(chan loopResult, 1)
+		loops.Go(ctx, nil, func(ctx context.Context) {
+			evloop.Bind(ctx, cl)
+			evloop.Bind(ctx, be)
+			ended, ran := s.relayOnLoop(ctx, cl, be, nil, nil)
+			res <- loopResult{ended, ran}
+		})
+		clFar.Write([]byte("a1 NOOP\r\n"))
+		if got := readN(t, beFar, 9); string(got) != "a1 NOOP\r\n" {
+			t.Fatalf("backend read %q", got)
+		}
+		if tracked {
+			s.mu.Lock()
+			marked := s.conns[cl]
+			s.mu.Unlock()
+			if !marked {
+				t.Fatal("the relayed session is not marked to end with Serve's context")
+			}
+			s.closeWithCtx()
+		} else {
+			cancel()
+		}
+		awaitLoopRelay(t, res, true, 5*time.Second, "the relay did not end with the gateway")
+		cancel()
+		loops.Close()
+	}
+}
+
+// Once Serve's context has ended, a session marked to end with it is
+// closed at once; a connection Conns does not track is not marked.
+func TestEndsWithCtx(t *testing.T) {
+	var s Conns
+	a, _ := tcpPair(t)
+	if s.endsWithCtx(a) {
+		t.Fatal("an untracked connection was marked")
+	}
+	s.track(a, true)
+	s.closeWithCtx()
+	if !s.endsWithCtx(a) {
+		t.Fatal("a tracked connection was not taken")
+	}
+	a.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := a.Read(make([]byte, 1)); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("read after the context's end: %v, want the connection closed", err)
+	}
 }

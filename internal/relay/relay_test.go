@@ -415,3 +415,42 @@ func TestDrainContext(t *testing.T) {
 		t.Fatal("drain context did not end after the drain time")
 	}
 }
+
+// Serve closes the sessions marked to end with its context as soon as
+// it ends, without waiting for the drain.
+func TestServeEndsMarkedSessions(t *testing.T) {
+	var conns Conns
+	ln := &chanAcceptor{conns: make(chan net.Conn), closed: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	readErr := make(chan error, 1)
+	served := make(chan error, 1)
+	go func() {
+		served <- conns.Serve(ctx, ln, time.Minute, func(ctx context.Context, c Conn) {
+			if !conns.endsWithCtx(c) {
+				readErr <- errors.New("not tracked")
+				return
+			}
+			_, err := c.Read(make([]byte, 1))
+			readErr <- err
+		})
+	}()
+	client, pa := tcpPair(t)
+	defer client.Close()
+	ln.conns <- pa
+	for deadline := time.Now().Add(5 * time.Second); conns.Live() != 1; {
+		if time.Now().After(deadline) {
+			t.Fatalf("Live = %d", conns.Live())
+		}
+		time.Sleep(time.Millisecond) // polling interval
+	}
+	cancel()
+	select {
+	case err := <-readErr:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("the marked session's read: %v, want closed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the marked session was not closed when the context ended (the drain is a minute)")
+	}
+	<-served
+}

@@ -78,10 +78,14 @@ type Conns struct {
 	// before Serve.
 	Loops *evloop.Group
 
-	mu     sync.Mutex
-	conns  map[io.Closer]struct{} // connections and handed-off sessions
-	wg     sync.WaitGroup
-	panics atomic.Int64
+	mu sync.Mutex
+	// conns are the connections and handed-off sessions; true: closed
+	// when Serve's context ends (endsWithCtx).
+	conns map[io.Closer]bool
+	// ctxEnded: Serve's context has ended and closeWithCtx has run.
+	ctxEnded bool
+	wg       sync.WaitGroup
+	panics   atomic.Int64
 	// ctx is Serve's context, which ends every handed-off session.
 	ctx context.Context
 	// idle watches the handed-off sessions between plain TCP sockets
@@ -123,14 +127,18 @@ func (s *Conns) recovered(conn net.Conn, client netip.AddrPort) {
 func (s *Conns) Serve(ctx context.Context, ln Acceptor, drain time.Duration, handle Handler) error {
 	s.mu.Lock()
 	if s.conns == nil {
-		s.conns = make(map[io.Closer]struct{})
+		s.conns = make(map[io.Closer]bool)
 	}
 	s.ctx = ctx
+	s.ctxEnded = false
 	s.mu.Unlock()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	// Handed-off sessions end with ctx, as Splice's do.
-	stopIdle := context.AfterFunc(ctx, s.closeIdle)
+	stopIdle := context.AfterFunc(ctx, func() {
+		s.closeIdle()
+		s.closeWithCtx()
+	})
 	defer stopIdle()
 	defer s.stopIdle()
 	start := func(conn Conn) {
@@ -218,12 +226,50 @@ func (s *Conns) track(c io.Closer, add bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.conns == nil {
-		s.conns = make(map[io.Closer]struct{})
+		s.conns = make(map[io.Closer]bool)
 	}
 	if add {
-		s.conns[c] = struct{}{}
+		s.conns[c] = false
 	} else {
 		delete(s.conns, c)
+	}
+}
+
+// endsWithCtx marks c, a connection s tracks, to be closed when Serve's
+// context ends, as a handed-off session is: one lock and no allocation,
+// where context.AfterFunc would register with the gateway's context
+// shared by every session. It reports false, doing nothing, when s does
+// not track c; once the context has ended it closes c at once.
+func (s *Conns) endsWithCtx(c io.Closer) bool {
+	s.mu.Lock()
+	if _, ok := s.conns[c]; !ok {
+		s.mu.Unlock()
+		return false
+	}
+	if s.ctxEnded {
+		s.mu.Unlock()
+		c.Close()
+		return true
+	}
+	s.conns[c] = true
+	s.mu.Unlock()
+	return true
+}
+
+// closeWithCtx closes the connections endsWithCtx marked: Serve's
+// context has ended.
+func (s *Conns) closeWithCtx() {
+	s.mu.Lock()
+	s.ctxEnded = true
+	var end []io.Closer
+	for c, marked := range s.conns {
+		if marked {
+			end = append(end, c)
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range end {
+		c.Close()
 	}
 }
 
