@@ -185,7 +185,7 @@ func verdict(addr, line string) (tag, verdict string, err error) {
 // authorization identity, too few or too many NULs, or a name it does
 // not pass on. No such line logs in through the gateway.
 func refusedOnPurpose(line string) bool {
-	rd := reader{r: bufio.NewReaderSize(strings.NewReader(line), maxLine+2), cont: func() error { return nil }}
+	rd := reader{r: bufio.NewReaderSize(strings.NewReader(line), maxLine+2), cont: contFunc(func() error { return nil })}
 	cmd, err := rd.read()
 	if errors.Is(err, errUncertain) {
 		return true // closed: Dovecot would read on into a literal

@@ -2,6 +2,7 @@ package imapproxy
 
 import (
 	"bufio"
+	"encoding/base64"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -112,5 +113,26 @@ func TestGreetingCapabilities(t *testing.T) {
 	}
 	if n := asked.Load(); n != 2 {
 		t.Errorf("the backend was asked CAPABILITY %d times, want 2", n)
+	}
+}
+
+// authenticatePlain writes the command the plain formula gives, for
+// short credentials (built on the stack) and long ones.
+func TestAuthenticatePlain(t *testing.T) {
+	for _, c := range [][3]string{
+		{"", "alice@example.test", "alice-pass-1"},
+		{"admin", "alice", "p"},
+		{"", "", ""},
+		{"", strings.Repeat("u", 300), strings.Repeat("p\x7f", 200)},
+		{strings.Repeat("z", 1000), "x", strings.Repeat("é", 900)},
+	} {
+		authz, user, pass := c[0], c[1], c[2]
+		want := "t1 AUTHENTICATE PLAIN " + base64.StdEncoding.EncodeToString([]byte(authz+"\x00"+user+"\x00"+pass))
+		if got := authenticatePlain("t1", authz, user, pass); got != want {
+			t.Errorf("authenticatePlain(%q, %q, %q) = %q, want %q", authz, user, pass, got, want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { authenticatePlain("a", "", "alice@example.test", "alice-pass-1") }); n > 1 {
+		t.Errorf("%v allocations, want 1", n)
 	}
 }

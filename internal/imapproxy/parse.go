@@ -100,8 +100,16 @@ type command struct {
 // cont, which must send the continuation request.
 type reader struct {
 	r    *bufio.Reader
-	cont func() error
+	cont continuer
 }
+
+// continuer sends the continuation request for a synchronizing literal.
+type continuer interface{ continueLiteral() error }
+
+// contFunc is a continuer that calls itself.
+type contFunc func() error
+
+func (f contFunc) continueLiteral() error { return f() }
 
 // read reads one complete command, literals included. A syntax error
 // reports the tag if it could be read, so the caller can answer BAD.
@@ -237,7 +245,7 @@ func (p *argParser) parse() ([]arg, error) {
 				return nil, errTooBig
 			}
 			a := arg{kind: argAtom, s: p.line[p.pos:j]}
-			if ascii.Upper(a.s) == "NIL" {
+			if ascii.EqualFold(a.s, "NIL") {
 				a.kind = argNil
 			}
 			cur = append(cur, a)
@@ -278,7 +286,7 @@ func (p *argParser) literal() (string, error) {
 		return "", errLiteralSize
 	}
 	if !plus {
-		if err := p.rd.cont(); err != nil {
+		if err := p.rd.cont.continueLiteral(); err != nil {
 			return "", err
 		}
 	}

@@ -20,7 +20,7 @@ import (
 func readStream(t testing.TB, input []byte) {
 	br := bytes.NewReader(input)
 	r := bufio.NewReaderSize(br, maxLine+2)
-	rd := reader{r: r, cont: func() error { return nil }}
+	rd := reader{r: r, cont: contFunc(func() error { return nil })}
 	pos := 0
 	for range 64 {
 		if pos >= len(input) {
@@ -123,7 +123,7 @@ func TestReaderLikeDovecot(t *testing.T) {
 		{"a LOGIN bob {1001}\r\n", want{errLiteralSize, "a", "", nil}},
 		{"a LOGIN bob {99999999999999999999999}\r\n", want{errLiteralSize, "a", "", nil}},
 	} {
-		rd := reader{r: bufio.NewReaderSize(strings.NewReader(tc.in), maxLine+2), cont: func() error { return nil }}
+		rd := reader{r: bufio.NewReaderSize(strings.NewReader(tc.in), maxLine+2), cont: contFunc(func() error { return nil })}
 		cmd, err := rd.read()
 		if !errors.Is(err, tc.err) || err == nil && tc.err != nil {
 			t.Errorf("%q: error %v, want %v", tc.in, err, tc.err)
@@ -163,7 +163,7 @@ func TestReaderAuthenticateRaw(t *testing.T) {
 		"a AUTHENTICATE \"PLAIN\" {5}\r\n":    "\"PLAIN\" {5}",
 		"a AUTHENTICATE PLAIN  AGJv\r\n":      "PLAIN  AGJv",
 	} {
-		rd := reader{r: bufio.NewReader(strings.NewReader(in)), cont: func() error { t.Fatal("a continuation"); return nil }}
+		rd := reader{r: bufio.NewReader(strings.NewReader(in)), cont: contFunc(func() error { t.Fatal("a continuation"); return nil })}
 		cmd, err := rd.read()
 		if err != nil || cmd.name != "AUTHENTICATE" {
 			t.Fatalf("%q: %v %+v", in, err, cmd)

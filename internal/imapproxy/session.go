@@ -51,8 +51,11 @@ func newCapSet(line, text string, caps []string) *capSet {
 
 // reset reads commands through the client connection's current reader.
 func (s *session) reset() {
-	s.rd = reader{r: s.R, cont: func() error { return s.Send("+ Ready for literal data") }}
+	s.rd = reader{r: s.R, cont: s}
 }
+
+// continueLiteral asks the client for a synchronizing literal.
+func (s *session) continueLiteral() error { return s.Send("+ Ready for literal data") }
 
 // Greet reads the backend's greeting, learns its capabilities and
 // returns postern's greeting.
@@ -433,13 +436,37 @@ func loginReply(tag string, untagged []string, tagged string) mailgate.Reply {
 // when the backend offers it (base64: nothing to quote), else LOGIN with
 // quoted strings, or with LITERAL+ literals for 8-bit bytes. The user name
 // and password never hold NUL, CR or LF here (checkedLogin).
+// authenticatePlain is the command "tag AUTHENTICATE PLAIN" with the
+// credentials as its initial response (SASL-IR), made with one copy of
+// the password on the heap: the command, which the backend's writer
+// clears once sent (mailgate.Session.BackendCommand).
+func authenticatePlain(tag, authz, user, pass string) string {
+	const verb = " AUTHENTICATE PLAIN "
+	var stack [512]byte
+	n := len(authz) + len(user) + len(pass) + 2
+	cmd := stack[:0]
+	if need := len(tag) + len(verb) + base64.StdEncoding.EncodedLen(n) + n; need > len(stack) {
+		cmd = make([]byte, 0, need)
+	}
+	cmd = append(append(cmd, tag...), verb...)
+	// The credentials go after the room for their encoding, which is
+	// longer, and are cleared once encoded.
+	enc := len(cmd)
+	cmd = cmd[:enc+base64.StdEncoding.EncodedLen(n)]
+	raw := append(append(append(append(append(cmd[len(cmd):], authz...), 0), user...), 0), pass...)
+	base64.StdEncoding.Encode(cmd[enc:], raw)
+	clear(raw)
+	line := string(cmd)
+	clear(cmd)
+	return line
+}
+
 func (s *session) backendLogin(tag, authz, user, pass string) ([]string, string, error) {
 	if !validTag(tag) || strings.ContainsAny(authz+user+pass, "\x00\r\n") {
 		return nil, tag + " NO [AUTHENTICATIONFAILED] Authentication failed.", nil
 	}
 	if s.backendHas("AUTH=PLAIN") && s.backendHas("SASL-IR") {
-		blob := base64.StdEncoding.EncodeToString([]byte(authz + "\x00" + user + "\x00" + pass))
-		return s.beTagged(tag, tag+" AUTHENTICATE PLAIN "+blob)
+		return s.beTagged(tag, authenticatePlain(tag, authz, user, pass))
 	}
 	if authz != "" {
 		return nil, tag + " NO [AUTHENTICATIONFAILED] Authentication failed.", nil

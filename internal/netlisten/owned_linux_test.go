@@ -80,3 +80,39 @@ func TestOwnedSocketsOff(t *testing.T) {
 		t.Fatalf("after SetOwnedSockets(false): %T", raw)
 	}
 }
+
+// Unread on an owned socket asks it directly: bytes the client sent are
+// seen and not consumed, none is seen once read, and a closed
+// connection has none.
+func TestOwnedSocketsUnread(t *testing.T) {
+	s := start(t, Config{})
+	s.SetOwnedSockets(true)
+	for i := range 2 { // the first may be Go's (see TestOwnedSockets)
+		c := dial(t, s, "127.0.0.63")
+		sc := s.accept(t)
+		raw, _ := sc.RawTCP()
+		if _, owned := raw.(*sockio.Socket); !owned {
+			if i == 1 {
+				t.Fatalf("connection %d is not owned: %T", i, raw)
+			}
+			continue
+		}
+		if sc.Unread() {
+			t.Fatal("Unread = true for a silent client")
+		}
+		writeAll(t, c, []byte("EHLO direct\r\n"))
+		waitFor(t, "Unread", sc.Unread)
+		if got := readLine(t, sc); got != "EHLO direct\r\n" {
+			t.Fatalf("read %q after Unread", got)
+		}
+		if sc.Unread() {
+			t.Fatal("Unread = true once everything is read")
+		}
+		writeAll(t, c, []byte("more\r\n"))
+		waitFor(t, "Unread", sc.Unread)
+		sc.Close()
+		if sc.Unread() {
+			t.Fatal("Unread = true on a closed connection")
+		}
+	}
+}

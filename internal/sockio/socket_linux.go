@@ -201,6 +201,20 @@ func (r *socketRawConn) Write(f func(fd uintptr) bool) error {
 	return r.s.rawStep(f, &r.s.wdlNs)
 }
 
+// Unread reports whether bytes are queued to be read, without waiting
+// or taking them (recv(2) with MSG_PEEK and MSG_DONTWAIT): ok is false
+// when the socket is closed, or the runtime's poller has it (ask its
+// RawConn then).
+func (s *Socket) Unread() (unread, ok bool) {
+	fd, frc, err := s.acquire()
+	if err != nil || frc != nil {
+		return false, false
+	}
+	n, e := Peek(uintptr(fd))
+	s.release()
+	return e == 0 && n > 0, true
+}
+
 func (s *Socket) rawStep(f func(fd uintptr) bool, dl *atomic.Int64) error {
 	if d := dl.Load(); d != 0 && d <= time.Now().UnixNano() {
 		return os.ErrDeadlineExceeded

@@ -115,7 +115,14 @@ func newConn(sock socket) *Conn {
 	// at its first wait and reports the bytes already there: the first
 	// read on a Waiter needs no read before that wait either.
 	s.drained = true
-	rc.Control(func(fd uintptr) { s.fd, s.rfd, s.wfd = int(fd), int(fd), int(fd) })
+	if so, ok := sock.(*Socket); ok {
+		// A new socket of the program's own: its number, without the
+		// allocation a function that captures s would cost.
+		s.fd = so.fd.n
+		s.rfd, s.wfd = s.fd, s.fd
+	} else {
+		rc.Control(func(fd uintptr) { s.fd, s.rfd, s.wfd = int(fd), int(fd), int(fd) })
+	}
 	// The steps that wait in the runtime's poller (readFn, writeFn,
 	// writeReadFn) are made at their first use: a session on an event
 	// loop never needs them, and each is an allocation.
