@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"syscall"
 	"time"
 
@@ -86,19 +87,34 @@ func temporary(err error) bool {
 // handle routes a new socket: trusted peers to a header reader of their
 // own, others straight to dispatch.
 func (l *Listener) handle(raw net.Conn) {
-	peer, ok := tcpAddrPort(raw.RemoteAddr())
+	peer, local, ok := endpoints(raw)
 	if !ok {
 		l.log.Warn("netlisten: closing connection with no TCP peer address", "listen", l.addr, "peer", raw.RemoteAddr())
 		raw.Close()
 		return
 	}
-	local, _ := tcpAddrPort(raw.LocalAddr())
 	if l.cfg.Trusted != nil && l.cfg.Trusted(peer.Addr()) {
 		l.wg.Add(1)
 		go l.serveTrusted(raw, peer, local)
 		return
 	}
 	l.dispatch(newConn(raw, sockio.Wrap(raw), peer, local, false, l.tls.Load()))
+}
+
+// endpoints returns a new connection's peer and local addresses,
+// unmapped; ok is false when the peer has no TCP address. A socket of the
+// program's own gives them without making net.Addr values.
+func endpoints(raw net.Conn) (peer, local netip.AddrPort, ok bool) {
+	if s, isOwned := raw.(interface {
+		RemoteAddrPort() netip.AddrPort
+		LocalAddrPort() netip.AddrPort
+	}); isOwned {
+		peer, local = unmap(s.RemoteAddrPort()), unmap(s.LocalAddrPort())
+		return peer, local, peer.Addr().IsValid()
+	}
+	peer, ok = tcpAddrPort(raw.RemoteAddr())
+	local, _ = tcpAddrPort(raw.LocalAddr())
+	return peer, local, ok
 }
 
 // dispatch takes a slot for c and hands it to ServeUntil or Accept, or

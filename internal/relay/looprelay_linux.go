@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"errors"
 	"net"
 	"sync"
 	"time"
@@ -92,9 +91,10 @@ func (d *loopDir) move(buf []byte) (moved, ok bool) {
 }
 
 // wouldBlock reports whether err is sockio's ErrWouldBlock, which ReadNow
-// and WriteNow return as it is: compared before errors.Is walks it.
+// and WriteNow return as it is, never wrapped: compared, where errors.Is
+// would walk every other error (io.EOF at each session's end).
 func wouldBlock(err error) bool {
-	return err == sockio.ErrWouldBlock || errors.Is(err, sockio.ErrWouldBlock)
+	return err == sockio.ErrWouldBlock
 }
 
 // relayOnLoop relays a logged-in session's bytes on the loop its handler

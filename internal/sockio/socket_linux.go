@@ -201,6 +201,14 @@ func (r *socketRawConn) Write(f func(fd uintptr) bool) error {
 	return r.s.rawStep(f, &r.s.wdlNs)
 }
 
+// LocalAddrPort returns the socket's own address, as LocalAddr without
+// making a net.Addr.
+func (s *Socket) LocalAddrPort() netip.AddrPort { return s.local }
+
+// RemoteAddrPort returns the peer's address, as RemoteAddr without making
+// a net.Addr.
+func (s *Socket) RemoteAddrPort() netip.AddrPort { return s.remote }
+
 // Unread reports whether bytes are queued to be read, without waiting
 // or taking them (recv(2) with MSG_PEEK and MSG_DONTWAIT): ok is false
 // when the socket is closed, or the runtime's poller has it (ask its

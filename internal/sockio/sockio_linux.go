@@ -531,7 +531,8 @@ func (c *Conn) tryWrite(fd uintptr) bool {
 }
 
 // ErrWouldBlock is ReadNow's and WriteNow's answer when the socket has
-// nothing to read or no room to write.
+// nothing to read or no room to write: this value itself, never wrapped,
+// so that a relay may compare it.
 var ErrWouldBlock = errors.New("sockio: the socket is not ready")
 
 // ReadNow reads what is queued on the socket without waiting: 0 and
