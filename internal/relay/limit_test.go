@@ -120,7 +120,7 @@ func TestProxyHeaderNeedsAClientAddress(t *testing.T) {
 	defer a.Close()
 	defer b.Close()
 	dst := netip.MustParseAddrPort("127.0.0.1:25")
-	for _, src := range []netip.AddrPort{{}, netip.MustParseAddrPort("0.0.0.0:1"), netip.MustParseAddrPort("[::]:1")} {
+	for _, src := range []netip.AddrPort{{}, netip.MustParseAddrPort("0.0.0.0:1"), netip.MustParseAddrPort("[::]:1"), netip.MustParseAddrPort("[::ffff:0.0.0.0]:1")} {
 		if err := WriteProxyHeader(a, 2, src, dst, time.Second); err == nil {
 			t.Errorf("%v: a header was written", src)
 		}

@@ -87,3 +87,44 @@ func BenchmarkProxyV2(b *testing.B) {
 		}
 	}
 }
+
+// FuzzProxyV2 compares the header postern writes with the library's for
+// any pair of addresses.
+func FuzzProxyV2(f *testing.F) {
+	f.Add([]byte{192, 0, 2, 7}, uint16(40000), []byte{127, 0, 0, 1}, uint16(143))
+	f.Add(make([]byte, 16), uint16(1), []byte{32, 1, 13, 184, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}, uint16(993))
+	f.Fuzz(func(t *testing.T, sa []byte, sp uint16, da []byte, dp uint16) {
+		s, ok1 := netip.AddrFromSlice(sa)
+		d, ok2 := netip.AddrFromSlice(da)
+		if !ok1 || !ok2 {
+			return
+		}
+		src, dst := netip.AddrPortFrom(s, sp), netip.AddrPortFrom(d, dp)
+		got, err := proxyHeader(2, src, dst)
+		if s.Unmap().IsUnspecified() {
+			if err == nil {
+				t.Fatalf("%v → %v: a header for an unspecified client", src, dst)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("%v → %v: %v", src, dst, err)
+		}
+		su := netip.AddrPortFrom(s.Unmap(), sp)
+		du := netip.AddrPortFrom(d.Unmap(), dp)
+		if su.Addr().Is4() != du.Addr().Is4() {
+			if su.Addr().Is4() {
+				du = netip.AddrPortFrom(netip.IPv4Unspecified(), dp)
+			} else {
+				du = netip.AddrPortFrom(netip.IPv6Unspecified(), dp)
+			}
+		}
+		want, err := proxyproto.HeaderProxyFromAddrs(2, net.TCPAddrFromAddrPort(su), net.TCPAddrFromAddrPort(du)).Format()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%v → %v:\n got %x\nwant %x", src, dst, got, want)
+		}
+	})
+}

@@ -155,11 +155,12 @@ func WriteProxyHeader(w net.Conn, version byte, src, dst netip.AddrPort, timeout
 
 // proxyHeader is WriteProxyHeader's header.
 func proxyHeader(version byte, src, dst netip.AddrPort) ([]byte, error) {
+	// Unmapped first: ::ffff:0.0.0.0 is no client address either.
+	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	if !src.Addr().IsValid() || src.Addr().IsUnspecified() || !dst.Addr().IsValid() {
 		return nil, fmt.Errorf("sending PROXY header to backend: no client address (%v → %v)", src, dst)
 	}
-	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
-	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	if src.Addr().Is4() != dst.Addr().Is4() {
 		unspec := netip.IPv6Unspecified()
 		if src.Addr().Is4() {
