@@ -16,6 +16,22 @@ type Bindable interface {
 
 type ctxKey struct{}
 
+// taskCtx is a handler's context: its parent's, with the handler's task
+// as the value of ctxKey (what context.WithValue would make, kept in the
+// task rather than allocated).
+type taskCtx struct {
+	context.Context
+	t *task
+}
+
+// Value returns the task for ctxKey, and the parent's values otherwise.
+func (c *taskCtx) Value(key any) any {
+	if _, ok := key.(ctxKey); ok {
+		return c.t
+	}
+	return c.Context.Value(key)
+}
+
 // MayBlock moves the handler that ctx belongs to off its loop, when it
 // runs on one, before it waits for something the loop does not watch. It
 // is cheap when the handler is not on a loop, and does nothing a second

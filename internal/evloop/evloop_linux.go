@@ -117,7 +117,8 @@ func (g *Group) Go(ctx context.Context, c Bindable, handle func(ctx context.Cont
 	t := &task{l: l, heapIdx: -1, stats: &g.stats}
 	t.attached.Store(true)
 	t.closed, t.fds = t.closedBuf[:0], t.fdsBuf[:0]
-	t.ctx = context.WithValue(ctx, ctxKey{}, t)
+	t.tctx = taskCtx{Context: ctx, t: t}
+	t.ctx = &t.tctx
 	if c != nil {
 		t.bound = append(t.bound, c)
 	}
@@ -639,7 +640,8 @@ func (l *loop) forget(t *task) {
 // task is one handler on a loop.
 type task struct {
 	l      *loop
-	ctx    context.Context
+	ctx    context.Context // &tctx
+	tctx   taskCtx
 	handle func(context.Context)
 	w      *worker // the coroutine it runs on
 

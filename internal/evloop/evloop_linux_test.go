@@ -929,3 +929,50 @@ func TestDeadlinesRearm(t *testing.T) {
 		t.Fatal("a deadline never fired")
 	}
 }
+
+type testKey struct{}
+
+// A handler's context is its parent's: the parent's values, deadline and
+// end, and context.AfterFunc on it; and OnLoop knows it.
+func TestHandlerContext(t *testing.T) {
+	g, err := Start(1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	deadline := time.Now().Add(time.Hour)
+	parent, cancel := context.WithDeadline(context.WithValue(context.Background(), testKey{}, "v"), deadline)
+	type seen struct {
+		value  any
+		dl     time.Time
+		onLoop bool
+		ended  chan struct{}
+		ctx    context.Context
+	}
+	got := make(chan seen, 1)
+	g.Go(parent, nil, func(ctx context.Context) {
+		ended := make(chan struct{})
+		context.AfterFunc(ctx, func() { close(ended) })
+		dl, _ := ctx.Deadline()
+		got <- seen{value: ctx.Value(testKey{}), dl: dl, onLoop: OnLoop(ctx), ended: ended, ctx: ctx}
+	})
+	s := <-got
+	if s.value != "v" || !s.dl.Equal(deadline) || !s.onLoop {
+		t.Fatalf("value %v, deadline %v, on the loop %v", s.value, s.dl, s.onLoop)
+	}
+	if s.ctx.Err() != nil {
+		t.Fatal("ended before its parent")
+	}
+	cancel()
+	select {
+	case <-s.ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("AfterFunc on the handler's context did not run when its parent ended")
+	}
+	if !errors.Is(s.ctx.Err(), context.Canceled) {
+		t.Fatalf("Err after the parent's end: %v", s.ctx.Err())
+	}
+	if OnLoop(parent) {
+		t.Fatal("OnLoop true for a context that is not a handler's")
+	}
+}

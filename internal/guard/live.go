@@ -10,17 +10,20 @@ import (
 const liveShards = 32
 
 // liveSessions indexes open sessions by address, so a block can close the
-// connections it concerns.
+// connections it concerns. Each address's sessions are a list linked
+// through the sessions themselves (Session.liveNext): opening and closing
+// one allocates nothing, where a set per address cost two allocations for
+// most connections (one session an address).
 type liveSessions struct {
 	shards [liveShards]struct {
 		mu sync.Mutex
-		m  map[netip.Addr]map[*Session]struct{}
+		m  map[netip.Addr]*Session // the last session opened from each address
 	}
 }
 
 func (l *liveSessions) init() {
 	for i := range l.shards {
-		l.shards[i].m = make(map[netip.Addr]map[*Session]struct{})
+		l.shards[i].m = make(map[netip.Addr]*Session)
 	}
 }
 
@@ -32,23 +35,34 @@ func (l *liveSessions) shard(a netip.Addr) int {
 func (l *liveSessions) add(s *Session) {
 	sh := &l.shards[l.shard(s.addr)]
 	sh.mu.Lock()
-	m := sh.m[s.addr]
-	if m == nil {
-		m = make(map[*Session]struct{}, 1)
-		sh.m[s.addr] = m
+	if !s.inLive {
+		s.inLive = true
+		s.livePrev = nil
+		s.liveNext = sh.m[s.addr]
+		if s.liveNext != nil {
+			s.liveNext.livePrev = s
+		}
+		sh.m[s.addr] = s
 	}
-	m[s] = struct{}{}
 	sh.mu.Unlock()
 }
 
 func (l *liveSessions) remove(s *Session) {
 	sh := &l.shards[l.shard(s.addr)]
 	sh.mu.Lock()
-	if m := sh.m[s.addr]; m != nil {
-		delete(m, s)
-		if len(m) == 0 {
+	if s.inLive {
+		switch {
+		case s.livePrev != nil:
+			s.livePrev.liveNext = s.liveNext
+		case s.liveNext != nil:
+			sh.m[s.addr] = s.liveNext
+		default:
 			delete(sh.m, s.addr)
 		}
+		if s.liveNext != nil {
+			s.liveNext.livePrev = s.livePrev
+		}
+		s.inLive, s.livePrev, s.liveNext = false, nil, nil
 	}
 	sh.mu.Unlock()
 }
@@ -60,11 +74,11 @@ func (l *liveSessions) closeIn(p netip.Prefix, skip *Session) int {
 	for i := range l.shards {
 		sh := &l.shards[i]
 		sh.mu.Lock()
-		for a, m := range sh.m {
+		for a, first := range sh.m {
 			if !p.Contains(a) {
 				continue
 			}
-			for s := range m {
+			for s := first; s != nil; s = s.liveNext {
 				if s != skip {
 					victims = append(victims, s)
 				}
@@ -84,8 +98,8 @@ func (l *liveSessions) countByService(n *[service.Count]int) {
 	for i := range l.shards {
 		sh := &l.shards[i]
 		sh.mu.Lock()
-		for _, m := range sh.m {
-			for s := range m {
+		for _, first := range sh.m {
+			for s := first; s != nil; s = s.liveNext {
 				if s.service.Valid() {
 					n[s.service]++
 				}
@@ -100,8 +114,10 @@ func (l *liveSessions) count() int {
 	for i := range l.shards {
 		sh := &l.shards[i]
 		sh.mu.Lock()
-		for _, m := range sh.m {
-			n += len(m)
+		for _, first := range sh.m {
+			for s := first; s != nil; s = s.liveNext {
+				n++
+			}
 		}
 		sh.mu.Unlock()
 	}

@@ -80,6 +80,11 @@ type Session struct {
 	dead    chan struct{} // closed when the session is closed or killed
 	dying   sync.Once
 
+	// The engine's list of the address's open sessions (liveSessions),
+	// guarded by its shard's lock.
+	inLive             bool
+	livePrev, liveNext *Session
+
 	mu          sync.Mutex
 	counts      [numTriggers]int32
 	fps         fingerprints // per-session wrong-password fingerprints

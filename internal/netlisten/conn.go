@@ -28,6 +28,8 @@ type Conn struct {
 	raw  net.Conn // the TCP socket
 	base net.Conn // raw, or the PROXY reader holding bytes that came with the header
 	cur  atomic.Pointer[layer]
+	// plain is cur's layer before TLS, kept here rather than allocated.
+	plain layer
 
 	client  netip.AddrPort
 	local   netip.AddrPort
@@ -53,7 +55,8 @@ func newConn(raw, base net.Conn, client, local netip.AddrPort, proxied bool, tls
 		t := tls.Server(base, tlsCfg)
 		c.cur.Store(&layer{rw: t, tls: t})
 	} else {
-		c.cur.Store(&layer{rw: base})
+		c.plain = layer{rw: base}
+		c.cur.Store(&c.plain)
 	}
 	return c
 }
