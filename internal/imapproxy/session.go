@@ -67,16 +67,17 @@ func (s *session) Greet() (string, error) {
 }
 
 func (s *session) greet() error {
-	line, err := s.BackendLine()
+	b, err := s.BackendLineBytes()
 	if err != nil {
 		return fmt.Errorf("backend greeting: %w", err)
 	}
 	// A backend greets every session alike: the capabilities of the last
 	// greeting serve while it does not change.
-	if cs := s.p.caps.Load(); cs != nil && cs.line == line {
+	if cs := s.p.caps.Load(); cs != nil && cs.line == string(b) {
 		s.caps = cs
 		return nil
 	}
+	line := string(b)
 	if !strings.HasPrefix(line, "* OK") {
 		return fmt.Errorf("backend greeting: %q", mailgate.Truncate(line, 80))
 	}

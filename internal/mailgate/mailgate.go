@@ -11,6 +11,7 @@ package mailgate
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -19,7 +20,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -324,15 +324,25 @@ func (s *Session) Idle() { s.Conn.SetReadDeadline(time.Now().Add(s.Gate.Cfg.PreA
 
 // BackendLine reads one line from the backend.
 func (s *Session) BackendLine() (string, error) {
+	l, err := s.BackendLineBytes()
+	if err != nil {
+		return "", err
+	}
+	return string(l), nil
+}
+
+// BackendLineBytes is BackendLine without making a string: the line,
+// without its end, is valid until the next read from the backend.
+func (s *Session) BackendLineBytes() ([]byte, error) {
 	s.BE.SetReadDeadline(time.Now().Add(s.Gate.Cfg.BackendTimeout))
 	l, err := s.BR.ReadSlice('\n')
 	if err != nil {
 		if errors.Is(err, bufio.ErrBufferFull) {
-			return "", errors.New("backend line too long")
+			return nil, errors.New("backend line too long")
 		}
-		return "", err
+		return nil, err
 	}
-	return strings.TrimRight(string(l), "\r\n"), nil
+	return bytes.TrimRight(l, "\r\n"), nil
 }
 
 // SetBackend makes be the backend connection, read through br (reset),
