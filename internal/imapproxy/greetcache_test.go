@@ -3,7 +3,6 @@ package imapproxy
 import (
 	"bufio"
 	"encoding/base64"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
@@ -11,54 +10,33 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/postern/postern/internal/testserver"
 )
 
 // startGreeter is a backend that greets with *greeting and answers
 // CAPABILITY with a capability that counts the times it was asked.
 func startGreeter(t *testing.T, greeting *atomic.Pointer[string], asked *atomic.Int32) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	return testserver.TCP(t, func(c net.Conn) {
+		r := bufio.NewReader(c)
+		if !skipProxyV2(r) {
+			return
+		}
+		io.WriteString(c, *greeting.Load()+"\r\n")
 		for {
-			c, err := ln.Accept()
+			l, err := r.ReadString('\n')
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				r := bufio.NewReader(c)
-				var hdr [16]byte
-				if _, err := io.ReadFull(r, hdr[:]); err != nil {
-					return
-				}
-				if _, err := r.Discard(int(binary.BigEndian.Uint16(hdr[14:]))); err != nil {
-					return
-				}
-				io.WriteString(c, *greeting.Load()+"\r\n")
-				for {
-					l, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					tag, cmd, _ := strings.Cut(strings.TrimSpace(l), " ")
-					if cmd == "CAPABILITY" {
-						n := asked.Add(1)
-						fmt.Fprintf(c, "* CAPABILITY IMAP4rev1 X-ASKED-%d AUTH=PLAIN\r\n%s OK done\r\n", n, tag)
-						continue
-					}
-					fmt.Fprintf(c, "%s BAD no\r\n", tag)
-				}
-			}()
+			tag, cmd, _ := strings.Cut(strings.TrimSpace(l), " ")
+			if cmd == "CAPABILITY" {
+				n := asked.Add(1)
+				fmt.Fprintf(c, "* CAPABILITY IMAP4rev1 X-ASKED-%d AUTH=PLAIN\r\n%s OK done\r\n", n, tag)
+				continue
+			}
+			fmt.Fprintf(c, "%s BAD no\r\n", tag)
 		}
-	}()
-	t.Cleanup(func() { ln.Close(); <-done })
-	return ln.Addr().String()
+	})
 }
 
 // TestGreetingCapabilities: the capabilities of a greeting serve every

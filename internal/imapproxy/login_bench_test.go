@@ -59,11 +59,7 @@ func fakeDovecotSession(c net.Conn) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	r := bufio.NewReader(c)
-	var hdr [16]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil || string(hdr[:12]) != "\r\n\r\n\x00\r\nQUIT\n" {
-		return
-	}
-	if _, err := r.Discard(int(binary.BigEndian.Uint16(hdr[14:]))); err != nil {
+	if !skipProxyV2(r) {
 		return
 	}
 	if _, err := io.WriteString(c, dovecotGreeting); err != nil {
@@ -85,6 +81,16 @@ func fakeDovecotSession(c net.Conn) {
 			io.WriteString(c, tag+" BAD Error in IMAP command received by server.\r\n")
 		}
 	}
+}
+
+// skipProxyV2 reads a PROXY v2 header from r; false when there is none.
+func skipProxyV2(r *bufio.Reader) bool {
+	var hdr [16]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil || string(hdr[:12]) != "\r\n\r\n\x00\r\nQUIT\n" {
+		return false
+	}
+	_, err := r.Discard(int(binary.BigEndian.Uint16(hdr[14:])))
+	return err == nil
 }
 
 // acceptor adapts a netlisten.Listener, as the gateway does.
