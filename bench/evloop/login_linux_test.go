@@ -55,6 +55,19 @@ func startChecks(t *testing.T, conf string, imap, smtp bool) (logged func() stri
 	}
 }
 
+// waitLogged polls the log until done says it has what the test waits
+// for, at most 5 s, and returns it.
+func waitLogged(t *testing.T, logged func() string, done func(string) bool) string {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		log := logged()
+		if done(log) || time.Now().After(deadline) {
+			return log
+		}
+		time.Sleep(time.Millisecond) // polling interval
+	}
+}
+
 // startChecked turns -login on for the test (see startChecks).
 func startChecked(t *testing.T) (logged func() string) {
 	t.Helper()
@@ -169,7 +182,9 @@ func checkedLogin(t *testing.T) {
 	if !strings.Contains(got, " |alice|wrong") || !strings.HasSuffix(answer, "x2 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n") {
 		t.Errorf("a wrong password: backend %s, client %q", got, answer)
 	}
-	log := logged()
+	// The loop writes its log lines after the batch of events in which
+	// it answered: the client may read its answer first.
+	log := waitLogged(t, logged, func(log string) bool { return strings.Contains(log, " account=alice result=failed\n") })
 	if n := strings.Count(log, " level=INFO msg=login service=imap client=127.0.0.1 account=alice result=ok\n"); n != 1 {
 		t.Errorf("%d lines of the good login in the log:\n%s", n, log)
 	}

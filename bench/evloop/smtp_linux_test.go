@@ -154,8 +154,9 @@ func testSMTPChecked(t *testing.T) {
 	if got := <-res; got != want {
 		t.Errorf("backend got\n%s\nwant\n%s", got, want)
 	}
-	log := logged()
-	if !strings.Contains(log, " level=INFO msg=message service=smtp client=127.0.0.1 sender=Bob@sender.test recipients=1 size="+fmt.Sprint(len(body)+5)+` reply=250 status=2.0.0 text="Ok: queued as ABC123" duration=`) {
+	line := " level=INFO msg=message service=smtp client=127.0.0.1 sender=Bob@sender.test recipients=1 size=" + fmt.Sprint(len(body)+5) + ` reply=250 status=2.0.0 text="Ok: queued as ABC123" duration=`
+	log := waitLogged(t, logged, func(log string) bool { return strings.Contains(log, line) })
+	if !strings.Contains(log, line) {
 		t.Errorf("log:\n%s", log)
 	}
 }
