@@ -36,7 +36,9 @@ import (
 // deadlines there, as any os.File.
 type Socket struct {
 	mu      sync.Mutex
-	fd      *ownedFD // the descriptor; its number is valid while refs > 0 or !closing
+	fd      int         // the descriptor; its number is valid while refs > 0 or !closing
+	gone    atomic.Bool // fd has been let go of: closed, or handed to file
+	guard   *ownedFD    // with the leak guard built in (leakguard.go), else nil
 	refs    int      // system calls in progress on the raw descriptor
 	closing bool
 	file    *os.File        // set once the runtime's poller waits for the socket
@@ -55,9 +57,9 @@ type Socket struct {
 	rmu, wmu       sync.Mutex
 }
 
-// ownedFD is the descriptor and whether it has been let go of (closed, or
-// handed to an os.File); a cleanup closes a descriptor that was not, when
-// its Socket is garbage collected without Close.
+// ownedFD is the leak guard's copy of a Socket's descriptor and whether
+// it has been let go of: its cleanup closes a descriptor that was not,
+// when its Socket is garbage collected without Close (leakguard.go).
 type ownedFD struct {
 	n    int
 	gone atomic.Bool
@@ -84,14 +86,42 @@ func OwnNonblocking(fd int, local, remote netip.AddrPort) *Socket {
 	// The addresses as net.Addr, and the steps of Read and Write (which a
 	// Socket under a Conn never calls), are made at their first use: each
 	// is an allocation.
-	s := &Socket{fd: &ownedFD{n: fd}, local: local, remote: remote}
+	s := &Socket{fd: fd, local: local, remote: remote}
 	s.rawConn.s = s
-	runtime.AddCleanup(s, func(o *ownedFD) {
-		if !o.gone.Swap(true) {
-			unix.RawSyscall(unix.SYS_CLOSE, uintptr(o.n), 0, 0)
-		}
-	}, s.fd)
+	if leakGuard {
+		s.guard = &ownedFD{n: fd}
+		runtime.AddCleanup(s, closeLeaked, s.guard)
+	}
 	return s
+}
+
+// leaked counts the sockets the leak guard closed (LeakedSockets).
+var leaked atomic.Int64
+
+// closeLeaked is the leak guard's cleanup: it closes a descriptor its
+// Socket never let go of.
+func closeLeaked(o *ownedFD) {
+	if !o.gone.Swap(true) {
+		unix.RawSyscall(unix.SYS_CLOSE, uintptr(o.n), 0, 0)
+		leaked.Add(1)
+	}
+}
+
+// LeakedSockets returns how many Sockets were garbage collected without
+// Close, their descriptors closed by the leak guard; always 0 in a
+// release build, which has no guard (leakguard_on.go).
+func LeakedSockets() int64 { return leaked.Load() }
+
+// letGo reports whether this call is the one that lets the descriptor
+// go (to close it, or to hand it to an os.File): true once.
+func (s *Socket) letGo() bool {
+	if s.gone.Swap(true) {
+		return false
+	}
+	if s.guard != nil {
+		s.guard.gone.Store(true)
+	}
+	return true
 }
 
 // acquire takes a reference to the raw descriptor for one system call,
@@ -106,7 +136,7 @@ func (s *Socket) acquire() (fd int, frc syscall.RawConn, err error) {
 		return -1, s.frc, nil
 	}
 	s.refs++
-	return s.fd.n, nil, nil
+	return s.fd, nil, nil
 }
 
 // release gives a reference back; the last one after Close closes.
@@ -125,10 +155,10 @@ func (s *Socket) destroy() error {
 	if s.file != nil {
 		return s.file.Close()
 	}
-	if s.fd.gone.Swap(true) {
+	if !s.letGo() {
 		return nil
 	}
-	if _, _, e := unix.RawSyscall(unix.SYS_CLOSE, uintptr(s.fd.n), 0, 0); e != 0 && e != unix.EINTR {
+	if _, _, e := unix.RawSyscall(unix.SYS_CLOSE, uintptr(s.fd), 0, 0); e != 0 && e != unix.EINTR {
 		return os.NewSyscallError("close", e)
 	}
 	return nil
@@ -152,15 +182,15 @@ func (s *Socket) toPoller() (syscall.RawConn, error) {
 	if s.frc != nil {
 		return s.frc, nil
 	}
-	f := os.NewFile(uintptr(s.fd.n), "tcp "+s.remote.String())
+	f := os.NewFile(uintptr(s.fd), "tcp "+s.remote.String())
 	if f == nil {
-		return nil, fmt.Errorf("sockio: socket %d: no file", s.fd.n)
+		return nil, fmt.Errorf("sockio: socket %d: no file", s.fd)
 	}
 	rc, err := f.SyscallConn()
 	if err != nil {
-		return nil, fmt.Errorf("sockio: socket %d: %w", s.fd.n, err)
+		return nil, fmt.Errorf("sockio: socket %d: %w", s.fd, err)
 	}
-	s.fd.gone.Store(true) // the file closes it now (and its finalizer)
+	s.letGo() // the file closes it now (and its finalizer)
 	if !s.rdl.IsZero() {
 		f.SetReadDeadline(s.rdl)
 	}

@@ -137,9 +137,14 @@ func TestSocketWaitsInThePoller(t *testing.T) {
 	}
 }
 
-// A Socket dropped without Close has its descriptor closed when it is
-// collected, as a net.Conn's is.
+// With the leak guard (test builds: the race detector, or the tag
+// postern_leakguard), a Socket dropped without Close has its descriptor
+// closed when it is collected, as a net.Conn's is, and counted.
 func TestSocketLostIsClosed(t *testing.T) {
+	if !leakGuard {
+		t.Skip("a release build has no leak guard: run with -race or -tags postern_leakguard")
+	}
+	before := LeakedSockets()
 	c, peer := pair(t)
 	if _, err := Adopt(c); err != nil { // and dropped
 		t.Fatal(err)
@@ -149,6 +154,13 @@ func TestSocketLostIsClosed(t *testing.T) {
 		runtime.GC()
 		_, err := peer.Read(make([]byte, 1))
 		if err == io.EOF {
+			// Counted once the cleanup has closed it.
+			for LeakedSockets() == before {
+				if time.Now().After(end) {
+					t.Fatal("the lost socket was closed but not counted")
+				}
+				runtime.Gosched()
+			}
 			return
 		}
 		if time.Now().After(end) {

@@ -118,7 +118,7 @@ func newConn(sock socket) *Conn {
 	if so, ok := sock.(*Socket); ok {
 		// A new socket of the program's own: its number, without the
 		// allocation a function that captures s would cost.
-		s.fd = so.fd.n
+		s.fd = so.fd
 		s.rfd, s.wfd = s.fd, s.fd
 	} else {
 		rc.Control(func(fd uintptr) { s.fd, s.rfd, s.wfd = int(fd), int(fd), int(fd) })
