@@ -39,7 +39,7 @@ type Socket struct {
 	fd      int         // the descriptor; its number is valid while refs > 0 or !closing
 	gone    atomic.Bool // fd has been let go of: closed, or handed to file
 	guard   *ownedFD    // with the leak guard built in (leakguard.go), else nil
-	refs    int      // system calls in progress on the raw descriptor
+	refs    int         // system calls in progress on the raw descriptor
 	closing bool
 	file    *os.File        // set once the runtime's poller waits for the socket
 	frc     syscall.RawConn // file's
