@@ -20,8 +20,17 @@ const Key = "client"
 // handler adds the client's address as the first attribute of each
 // record, where With would have put it.
 type handler struct {
-	next slog.Handler
-	addr netip.Addr
+	next   slog.Handler
+	client clientHandler // next, when it takes the address itself
+	addr   netip.Addr
+}
+
+// clientHandler is a handler that writes a record with an address
+// attribute before the record's own, as WithAttrs with the address's
+// string would, without the string or a copy of the record
+// (logline.Handler).
+type clientHandler interface {
+	HandleClient(ctx context.Context, r slog.Record, key string, addr netip.Addr) error
 }
 
 func (h *handler) attr() slog.Attr { return slog.String(Key, h.addr.String()) }
@@ -34,6 +43,9 @@ func (h *handler) Enabled(ctx context.Context, level slog.Level) bool {
 // Handle passes the record on with the client's address before its own
 // attributes.
 func (h *handler) Handle(ctx context.Context, r slog.Record) error {
+	if h.client != nil {
+		return h.client.HandleClient(ctx, r, Key, h.addr)
+	}
 	nr := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
 	nr.AddAttrs(h.attr())
 	r.Attrs(func(a slog.Attr) bool {
@@ -65,7 +77,9 @@ type Logger struct {
 // Init makes l base's logger with the client's address addr, and returns
 // it; l must not be copied afterwards.
 func (l *Logger) Init(base *slog.Logger, addr netip.Addr) *slog.Logger {
-	l.h = handler{next: base.Handler(), addr: addr}
+	next := base.Handler()
+	client, _ := next.(clientHandler)
+	l.h = handler{next: next, client: client, addr: addr}
 	l.l = *slog.New(&l.h)
 	return &l.l
 }

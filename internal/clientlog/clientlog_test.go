@@ -5,7 +5,10 @@ import (
 	"log/slog"
 	"net/netip"
 	"regexp"
+	"strings"
 	"testing"
+
+	"github.com/postern/postern/internal/logline"
 )
 
 // timeRE takes the time out of text and JSON lines.
@@ -14,20 +17,26 @@ var timeRE = regexp.MustCompile(`time=\S+ |"time":"[^"]+",`)
 // TestSameAsWith writes the same lines through a logger made by Init and
 // one made by With("client", addr), for slog's text and JSON handlers,
 // with attributes and groups added afterwards: the output is the same.
+// Over postern's own handler (logline), which takes the address itself,
+// the lines are still those of With over slog's.
 func TestSameAsWith(t *testing.T) {
 	addr := netip.MustParseAddr("2001:db8::7")
-	for _, kind := range []string{"text", "json"} {
+	for _, kind := range []string{"text", "json", "logline text", "logline json"} {
 		t.Run(kind, func(t *testing.T) {
-			mk := func(buf *bytes.Buffer) *slog.Logger {
+			json := strings.HasSuffix(kind, "json")
+			mk := func(buf *bytes.Buffer, ours bool) *slog.Logger {
 				opts := &slog.HandlerOptions{Level: slog.LevelInfo}
-				if kind == "json" {
+				switch {
+				case ours:
+					return slog.New(logline.New(buf, logline.Options{JSON: json})).With("service", "imap")
+				case json:
 					return slog.New(slog.NewJSONHandler(buf, opts)).With("service", "imap")
 				}
 				return slog.New(slog.NewTextHandler(buf, opts)).With("service", "imap")
 			}
 			var want, got bytes.Buffer
 			var l Logger
-			loggers := [2]*slog.Logger{mk(&want).With(Key, addr.String()), l.Init(mk(&got), addr)}
+			loggers := [2]*slog.Logger{mk(&want, false).With(Key, addr.String()), l.Init(mk(&got, strings.HasPrefix(kind, "logline")), addr)}
 			for _, log := range loggers {
 				log.Info("login", "account", "alice@example.test", "result", "ok")
 				log.Debug("not written")
