@@ -39,6 +39,9 @@ type Conn struct {
 	// connection over a limit. Set before the Conn is shared.
 	owner  *Listener
 	closed atomic.Bool
+	// The owner's live connections, under its mu (connList).
+	prev, next *Conn
+	listed     bool
 	// onClose runs once after the connection is closed (AfterClose).
 	onClose atomic.Pointer[func()]
 }

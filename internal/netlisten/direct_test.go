@@ -106,7 +106,7 @@ func TestServeUntilWaitingAndProxied(t *testing.T) {
 	waitFor(t, "the connection to wait for a server", func() bool {
 		l.mu.Lock()
 		defer l.mu.Unlock()
-		return len(l.conns) == 1
+		return l.conns.n == 1
 	})
 	conns, done := serveUntil(l, nil)
 	if got := nextConn(t, conns, "ServeUntil").ClientAddr().String(); got != "192.0.2.9:4000" {

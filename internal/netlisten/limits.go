@@ -78,7 +78,7 @@ func (l *Listener) Stats() (live int, perAddrMax int) {
 	for _, n := range l.perAddr {
 		perAddrMax = max(perAddrMax, n)
 	}
-	return len(l.conns), perAddrMax
+	return l.conns.n, perAddrMax
 }
 
 // admit takes a slot for c. It returns the reason c is over a limit, or
@@ -89,14 +89,14 @@ func (l *Listener) admit(c *Conn) (reason string, ok bool) {
 	if l.stopped {
 		return "", false
 	}
-	if l.maxConns > 0 && len(l.conns) >= l.maxConns {
+	if l.maxConns > 0 && l.conns.n >= l.maxConns {
 		return ReasonMaxConns, true
 	}
 	a := limitKey(c.client.Addr())
 	if l.maxPerAddr > 0 && l.perAddr[a] >= l.maxPerAddr {
 		return ReasonMaxPerAddr, true
 	}
-	l.conns[c] = struct{}{}
+	l.conns.add(c)
 	l.perAddr[a]++
 	c.owner = l
 	return "", true
@@ -106,17 +106,17 @@ func (l *Listener) admit(c *Conn) (reason string, ok bool) {
 func (l *Listener) release(c *Conn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if _, ok := l.conns[c]; !ok {
+	if !c.listed {
 		return
 	}
-	delete(l.conns, c)
+	l.conns.remove(c)
 	a := limitKey(c.client.Addr())
 	if l.perAddr[a] <= 1 {
 		delete(l.perAddr, a)
 	} else {
 		l.perAddr[a]--
 	}
-	if len(l.conns) == 0 && l.drained != nil {
+	if l.conns.n == 0 && l.drained != nil {
 		close(l.drained)
 		l.drained = nil
 	}
@@ -147,4 +147,34 @@ func (l *Listener) refuse(c *Conn, reason string) {
 		(*fp)(c, reason)
 		c.Close()
 	}()
+}
+
+// connList is a listener's live connections, linked through the
+// connections themselves: taking and freeing a slot allocates nothing
+// and touches no table. Its owner's mu guards it and the links.
+type connList struct {
+	head *Conn
+	n    int
+}
+
+func (l *connList) add(c *Conn) {
+	c.prev, c.next, c.listed = nil, l.head, true
+	if l.head != nil {
+		l.head.prev = c
+	}
+	l.head = c
+	l.n++
+}
+
+func (l *connList) remove(c *Conn) {
+	if c.prev != nil {
+		c.prev.next = c.next
+	} else {
+		l.head = c.next
+	}
+	if c.next != nil {
+		c.next.prev = c.prev
+	}
+	c.prev, c.next, c.listed = nil, nil, false
+	l.n--
 }

@@ -105,7 +105,7 @@ type Listener struct {
 	maxConns   int // Config.MaxConns until SetLimits
 	maxPerAddr int // Config.MaxPerAddr until SetLimits
 	stopped    bool
-	conns      map[*Conn]struct{} // holding a slot
+	conns      connList           // holding a slot
 	perAddr    map[netip.Addr]int // by limitKey
 	drained    chan struct{}      // closed when conns becomes empty; nil if nobody waits
 }
@@ -162,7 +162,6 @@ func serve(ln net.Listener, cfg Config) *Listener {
 
 		startSet: make(chan struct{}),
 		failed:   make(chan struct{}),
-		conns:    make(map[*Conn]struct{}),
 		perAddr:  make(map[netip.Addr]int),
 
 		maxConns:   cfg.MaxConns,
@@ -289,7 +288,7 @@ func (l *Listener) Shutdown(ctx context.Context) (int, error) {
 	forced := 0
 	for {
 		l.mu.Lock()
-		if len(l.conns) == 0 {
+		if l.conns.n == 0 {
 			l.mu.Unlock()
 			break
 		}
@@ -315,8 +314,8 @@ func (l *Listener) Shutdown(ctx context.Context) (int, error) {
 // closed.
 func (l *Listener) closeAll() int {
 	l.mu.Lock()
-	conns := make([]*Conn, 0, len(l.conns))
-	for c := range l.conns {
+	conns := make([]*Conn, 0, l.conns.n)
+	for c := l.conns.head; c != nil; c = c.next {
 		conns = append(conns, c)
 	}
 	l.mu.Unlock()
