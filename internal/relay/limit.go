@@ -206,6 +206,9 @@ func WriteReaderOf(c net.Conn) WriteReader {
 		}
 		c = lc.Conn
 	}
+	if sc, ok := c.(*sockio.Conn); ok { // the usual one, without the interface table's lookup
+		return sc
+	}
 	wr, _ := c.(WriteReader)
 	return wr
 }
