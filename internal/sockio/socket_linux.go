@@ -253,6 +253,21 @@ func (s *Socket) Unread() (unread, ok bool) {
 	return e == 0 && n > 0, true
 }
 
+// acquireBefore is rawStep's start for a step that never waits: the
+// deadline dl checked, a reference to the raw descriptor taken (ok; give
+// it back with release), or ok false once the runtime's poller has the
+// socket (step through its RawConn then).
+func (s *Socket) acquireBefore(dl *atomic.Int64) (fd int, ok bool, err error) {
+	if d := dl.Load(); d != 0 && d <= time.Now().UnixNano() {
+		return -1, false, os.ErrDeadlineExceeded
+	}
+	fd, frc, err := s.acquire()
+	if err != nil || frc != nil {
+		return -1, false, err
+	}
+	return fd, true, nil
+}
+
 func (s *Socket) rawStep(f func(fd uintptr) bool, dl *atomic.Int64) error {
 	if d := dl.Load(); d != 0 && d <= time.Now().UnixNano() {
 		return os.ErrDeadlineExceeded

@@ -199,3 +199,55 @@ func TestSocketConcurrentClose(t *testing.T) {
 		peer.Close()
 	}
 }
+
+// A Conn over a socket of the program's own is one allocation, and its
+// steps that never wait (ReadNow, WriteNow, and a Waiter's reads and
+// writes) run on the descriptor directly: no allocation, and no RawConn
+// function made for them.
+func TestOwnedConnSteps(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	c, peer := pair(t)
+	s := own(t, c)
+	if n := testing.AllocsPerRun(100, func() { NewOwned(s) }); n != 1 {
+		t.Errorf("NewOwned: %v allocations; want 1 (the Conn)", n)
+	}
+	oc := NewOwned(s)
+	buf := make([]byte, 64)
+	msg := []byte("ping")
+	allocs := testing.AllocsPerRun(200, func() {
+		if n, err := oc.WriteNow(msg); n != 4 || err != nil {
+			t.Fatalf("WriteNow: %d, %v", n, err)
+		}
+		if _, err := io.ReadFull(peer, buf[:4]); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := peer.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		for got := 0; got < 4; {
+			n, err := oc.ReadNow(buf[got:4])
+			if err != nil && err != ErrWouldBlock {
+				t.Fatalf("ReadNow: %v", err)
+			}
+			got += n
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%.1f allocations per round trip; want 0", allocs)
+	}
+	if oc.tryReadFn != nil || oc.tryWriteFn != nil {
+		t.Error("the RawConn's step functions were made for an owned socket")
+	}
+	// Past the read deadline, a step fails as the RawConn's does.
+	s.SetReadDeadline(time.Now().Add(-time.Second))
+	if _, err := oc.ReadNow(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("ReadNow past the deadline: %v", err)
+	}
+	s.SetReadDeadline(time.Time{})
+	oc.Close()
+	if _, err := oc.ReadNow(buf); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("ReadNow after Close: %v", err)
+	}
+}

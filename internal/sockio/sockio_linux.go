@@ -27,6 +27,7 @@ const maxRW = 1 << 30
 type Conn struct {
 	socket
 	tcp *net.TCPConn // the socket when it is Go's (RawTCP)
+	own *Socket      // the socket when it is the program's own
 	rc  syscall.RawConn
 
 	fd int // the descriptor's number (FD)
@@ -45,7 +46,9 @@ type Conn struct {
 
 	// waiter, when set, waits for readiness in place of the runtime's
 	// poller (SetWaiter); rfd and wfd are the descriptor the last step
-	// used, tryReadFn and tryWriteFn the steps that never wait.
+	// used, tryReadFn and tryWriteFn the steps that never wait, as
+	// functions for the RawConn (made at their first use: an owned
+	// socket's steps run without them, tryReadOnce).
 	waiter     atomic.Pointer[waiterRef]
 	rfd, wfd   int
 	tryReadFn  func(fd uintptr) bool
@@ -120,14 +123,15 @@ func newConn(sock socket) *Conn {
 		// allocation a function that captures s would cost.
 		s.fd = so.fd
 		s.rfd, s.wfd = s.fd, s.fd
+		s.own = so
 	} else {
 		rc.Control(func(fd uintptr) { s.fd, s.rfd, s.wfd = int(fd), int(fd), int(fd) })
 	}
 	// The steps that wait in the runtime's poller (readFn, writeFn,
-	// writeReadFn) are made at their first use: a session on an event
-	// loop never needs them, and each is an allocation.
-	s.tryReadFn = s.tryRead
-	s.tryWriteFn = s.tryWrite
+	// writeReadFn), and the RawConn's steps that never wait, are made at
+	// their first use: a session on an event loop never needs the first,
+	// nor the second on a socket of the program's own, and each is an
+	// allocation.
 	return s
 }
 
@@ -466,7 +470,7 @@ func (c *Conn) readOnWaiter(w Waiter, err *error) bool {
 		}
 	}
 	for {
-		if e := c.rc.Read(c.tryReadFn); e != nil {
+		if e := c.tryReadOnce(); e != nil {
 			c.drained = false
 			*err = e
 			return true
@@ -493,7 +497,7 @@ func (c *Conn) readOnWaiter(w Waiter, err *error) bool {
 // runs this code (the runtime's poller waits for the rest).
 func (c *Conn) writeOnWaiter(w Waiter, err *error) bool {
 	for {
-		if e := c.rc.Write(c.tryWriteFn); e != nil {
+		if e := c.tryWriteOnce(); e != nil {
 			*err = e
 			return true
 		}
@@ -530,6 +534,44 @@ func (c *Conn) tryWrite(fd uintptr) bool {
 	return true
 }
 
+// tryReadOnce runs tryRead once, the descriptor guarded against a
+// concurrent Close and the read deadline checked, as the RawConn's Read
+// does: directly on a socket of the program's own, without the RawConn's
+// function and its indirect calls, while the runtime's poller does not
+// have it.
+func (c *Conn) tryReadOnce() error {
+	if s := c.own; s != nil {
+		if fd, ok, err := s.acquireBefore(&s.rdlNs); err != nil {
+			return err
+		} else if ok {
+			c.tryRead(uintptr(fd))
+			s.release()
+			return nil
+		}
+	}
+	if c.tryReadFn == nil {
+		c.tryReadFn = c.tryRead
+	}
+	return c.rc.Read(c.tryReadFn)
+}
+
+// tryWriteOnce is tryReadOnce for tryWrite.
+func (c *Conn) tryWriteOnce() error {
+	if s := c.own; s != nil {
+		if fd, ok, err := s.acquireBefore(&s.wdlNs); err != nil {
+			return err
+		} else if ok {
+			c.tryWrite(uintptr(fd))
+			s.release()
+			return nil
+		}
+	}
+	if c.tryWriteFn == nil {
+		c.tryWriteFn = c.tryWrite
+	}
+	return c.rc.Write(c.tryWriteFn)
+}
+
 // ErrWouldBlock is ReadNow's and WriteNow's answer when the socket has
 // nothing to read or no room to write: this value itself, never wrapped,
 // so that a relay may compare it.
@@ -546,7 +588,7 @@ func (c *Conn) ReadNow(p []byte) (int, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	c.rbuf, c.rn, c.rerr, c.drained = p, 0, 0, false
-	err := c.rc.Read(c.tryReadFn)
+	err := c.tryReadOnce()
 	n, errno := c.rn, c.rerr
 	c.rbuf = nil
 	switch {
@@ -571,7 +613,7 @@ func (c *Conn) WriteNow(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.wbuf, c.wn, c.werr = p, 0, 0
-	err := c.rc.Write(c.tryWriteFn)
+	err := c.tryWriteOnce()
 	n, errno := c.wn, c.werr
 	c.wbuf = nil
 	switch {
