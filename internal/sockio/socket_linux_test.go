@@ -213,6 +213,18 @@ func TestOwnedConnSteps(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { NewOwned(s) }); n != 1 {
 		t.Errorf("NewOwned: %v allocations; want 1 (the Conn)", n)
 	}
+	// Its first Waiter is kept in it; a later one is allocated.
+	w := new(pollWaiter)
+	if n := testing.AllocsPerRun(100, func() { NewOwned(s).SetWaiter(w) }); n != 1 {
+		t.Errorf("NewOwned and SetWaiter: %v allocations; want 1", n)
+	}
+	wc := NewOwned(s)
+	wc.SetWaiter(w)
+	wc.SetWaiter(nil)
+	wc.SetWaiter(&pollWaiter{waits: 1})
+	if r := wc.waiter.Load(); r == nil || r.w.(*pollWaiter).waits != 1 || wc.firstWaiter.w != Waiter(w) {
+		t.Error("a second Waiter replaced the first one's slot, or was not set")
+	}
 	oc := NewOwned(s)
 	buf := make([]byte, 64)
 	msg := []byte("ping")

@@ -49,10 +49,14 @@ type Conn struct {
 	// used, tryReadFn and tryWriteFn the steps that never wait, as
 	// functions for the RawConn (made at their first use: an owned
 	// socket's steps run without them, tryReadOnce).
-	waiter     atomic.Pointer[waiterRef]
-	rfd, wfd   int
-	tryReadFn  func(fd uintptr) bool
-	tryWriteFn func(fd uintptr) bool
+	waiter atomic.Pointer[waiterRef]
+	// firstWaiter is the first SetWaiter's Waiter, which waiter points
+	// to; firstSet: it has been set (SetWaiter's callers do not race).
+	firstWaiter waiterRef
+	firstSet    bool
+	rfd, wfd    int
+	tryReadFn   func(fd uintptr) bool
+	tryWriteFn  func(fd uintptr) bool
 	// rdl and wdl are the read and write deadlines (Unix nanoseconds, 0
 	// none), for a Waiter; the TCPConn has them too.
 	rdl, wdl atomic.Int64
@@ -381,6 +385,15 @@ func (c *Conn) opError(op string, err error) error {
 func (c *Conn) SetWaiter(w Waiter) {
 	if w == nil {
 		c.waiter.Store(nil)
+		return
+	}
+	if !c.firstSet {
+		// The first Waiter is kept in the Conn: no allocation. The slot
+		// is never written again, so a Read that loaded it reads it
+		// safely after any later SetWaiter.
+		c.firstSet = true
+		c.firstWaiter.w = w
+		c.waiter.Store(&c.firstWaiter)
 		return
 	}
 	c.waiter.Store(&waiterRef{w})
