@@ -101,6 +101,9 @@ type command struct {
 type reader struct {
 	r    *bufio.Reader
 	cont continuer
+	// args holds a command's first arguments (a LOGIN's two), so that
+	// reading one allocates no list for them; the next read reuses it.
+	args [4]arg
 }
 
 // continuer sends the continuation request for a synchronizing literal.
@@ -145,6 +148,7 @@ func (rd *reader) read() (command, error) {
 	if !more {
 		return cmd, nil
 	}
+	clear(rd.args[:]) // the last command's strings, a password among them
 	p := argParser{rd: rd, line: rest, total: len(line)}
 	cmd.args, err = p.parse()
 	return cmd, err
@@ -185,6 +189,9 @@ type argParser struct {
 func (p *argParser) parse() ([]arg, error) {
 	var stack [][]arg // the enclosing lists
 	var cur []arg
+	if p.rd != nil {
+		cur = p.rd.args[:0] // valid until the reader's next command
+	}
 	n := 0
 	for {
 		for p.pos < len(p.line) && p.line[p.pos] == ' ' {
@@ -344,6 +351,15 @@ func (rd *reader) line() (string, error) {
 // number of bytes it took. As Dovecot: a backslash escapes any byte, and
 // the string holds any byte but NUL, CR and LF (8-bit and TAB included).
 func quoted(s string) (string, int, error) {
+	// Without escapes the string is a piece of s: no copy.
+	for i := 1; i < len(s) && i <= maxArg; i++ {
+		if s[i] == '"' {
+			return s[1:i], i + 1, nil
+		}
+		if s[i] == '\\' {
+			break
+		}
+	}
 	var b strings.Builder
 	for i := 1; i < len(s); i++ {
 		if i > maxArg {

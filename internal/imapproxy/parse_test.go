@@ -175,6 +175,28 @@ func TestReaderAuthenticateRaw(t *testing.T) {
 	}
 }
 
+// A LOGIN's arguments are read into the reader's own list: reading the
+// command allocates its line only. The next command's read clears the
+// list, the password with it.
+func TestReaderLoginArgsKept(t *testing.T) {
+	in := strings.Repeat("a LOGIN bob \"pw 1\"\r\n", 200)
+	rd := reader{r: bufio.NewReaderSize(strings.NewReader(in), 4096)}
+	n := testing.AllocsPerRun(100, func() {
+		cmd, err := rd.read()
+		if err != nil || len(cmd.args) != 2 || cmd.args[1].s != "pw 1" {
+			t.Fatalf("%v %+v", err, cmd)
+		}
+	})
+	if n > 1 {
+		t.Errorf("reading a LOGIN: %v allocations; want at most 1 (its line)", n)
+	}
+	rd = reader{r: bufio.NewReader(strings.NewReader("a LOGIN bob pw\r\nb NOOP x\r\n"))}
+	rd.read()
+	if cmd, err := rd.read(); err != nil || cmd.name != "NOOP" || rd.args[1].s != "" {
+		t.Errorf("after the next command: %v %+v, the password kept: %q", err, cmd, rd.args[1].s)
+	}
+}
+
 func FuzzIMAPCommand(f *testing.F) {
 	for _, s := range []string{
 		"a LOGIN bob pw\r\n",
