@@ -463,7 +463,8 @@ func authenticatePlain(tag, authz, user, pass string) string {
 }
 
 func (s *session) backendLogin(tag, authz, user, pass string) ([]string, string, error) {
-	if !validTag(tag) || strings.ContainsAny(authz+user+pass, "\x00\r\n") {
+	const bad = "\x00\r\n"
+	if !validTag(tag) || strings.ContainsAny(authz, bad) || strings.ContainsAny(user, bad) || strings.ContainsAny(pass, bad) {
 		return nil, tag + " NO [AUTHENTICATIONFAILED] Authentication failed.", nil
 	}
 	if s.backendHas("AUTH=PLAIN") && s.backendHas("SASL-IR") {
