@@ -114,3 +114,19 @@ func TestAuthenticatePlain(t *testing.T) {
 		t.Errorf("%v allocations, want 1", n)
 	}
 }
+
+// A shared set's capabilities and greetings, made once, are what a
+// session's own set makes on demand, for each of postern's additions.
+func TestCapSetMadeOnce(t *testing.T) {
+	caps := []string{"IMAP4rev1", "LITERAL+", "sasl-ir", "AUTH=PLAIN", "ID", "starttls", "ENABLE"}
+	shared, own := newCapSet("* OK x", "Ready.", caps, true), newCapSet("* OK x", "Ready.", caps, false)
+	for i, tail := range capTails {
+		want := "IMAP4rev1 LITERAL+ ID ENABLE " + tail
+		if shared.full[i] != want || own.full[i] != "" || own.kept+tail != want {
+			t.Errorf("%d: shared %q, own %q+%q; want %q", i, shared.full[i], own.kept, tail, want)
+		}
+		if g := "* OK [CAPABILITY " + want + "] Ready."; shared.greeting[i] != g {
+			t.Errorf("%d: greeting %q; want %q", i, shared.greeting[i], g)
+		}
+	}
+}

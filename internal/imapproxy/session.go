@@ -32,9 +32,24 @@ type capSet struct {
 	// STARTTLS, LOGINDISABLED, SASL-IR or AUTH=), each followed by a
 	// space.
 	kept string
+	// full and greeting are postern's capabilities and greeting for each
+	// of capTails, made once for every session greeted alike (shared);
+	// empty for a set one session learnt by asking.
+	full, greeting [len(capTails)]string
 }
 
-func newCapSet(line, text string, caps []string) *capSet {
+// capTails are what postern adds to the backend's capabilities: with
+// STARTTLS offered and plaintext logins allowed before it, with STARTTLS
+// required first, with plaintext logins allowed, and with logins
+// disabled.
+var capTails = [...]string{
+	"STARTTLS SASL-IR AUTH=PLAIN AUTH=LOGIN",
+	"STARTTLS LOGINDISABLED",
+	"SASL-IR AUTH=PLAIN AUTH=LOGIN",
+	"LOGINDISABLED",
+}
+
+func newCapSet(line, text string, caps []string, shared bool) *capSet {
 	cs := &capSet{line: line, text: text, caps: caps}
 	var b strings.Builder
 	for _, c := range caps {
@@ -46,6 +61,13 @@ func newCapSet(line, text string, caps []string) *capSet {
 		b.WriteByte(' ')
 	}
 	cs.kept = b.String()
+	for i, tail := range capTails {
+		if !shared {
+			break
+		}
+		cs.full[i] = cs.kept + tail
+		cs.greeting[i] = "* OK [CAPABILITY " + cs.full[i] + "] " + text
+	}
 	return cs
 }
 
@@ -62,6 +84,9 @@ func (s *session) continueLiteral() error { return s.Send("+ Ready for literal d
 func (s *session) Greet() (string, error) {
 	if err := s.greet(); err != nil {
 		return "", err
+	}
+	if g := s.caps.greeting[s.capTail()]; g != "" {
+		return g, nil
 	}
 	return "* OK [CAPABILITY " + s.capabilities() + "] " + s.caps.text, nil
 }
@@ -87,7 +112,7 @@ func (s *session) greet() error {
 		if end < 0 {
 			return fmt.Errorf("backend greeting: %q", mailgate.Truncate(line, 80))
 		}
-		s.caps = newCapSet(line, strings.TrimSpace(text[end+1:]), strings.Fields(text[len("[CAPABILITY "):end]))
+		s.caps = newCapSet(line, strings.TrimSpace(text[end+1:]), strings.Fields(text[len("[CAPABILITY "):end]), true)
 		s.p.caps.Store(s.caps)
 		return nil
 	}
@@ -103,7 +128,7 @@ func (s *session) greet() error {
 			caps = strings.Fields(l[len("* CAPABILITY "):])
 		}
 	}
-	s.caps = newCapSet(line, text, caps)
+	s.caps = newCapSet(line, text, caps, false)
 	return nil
 }
 
@@ -143,18 +168,24 @@ func (s *session) beTagged(tag, line string) ([]string, string, error) {
 // capabilities are the backend's, with what postern handles itself
 // adjusted: STARTTLS, AUTH=, SASL-IR, LOGINDISABLED.
 func (s *session) capabilities() string {
-	var tail string
+	i := s.capTail()
+	if c := s.caps.full[i]; c != "" {
+		return c
+	}
+	return s.caps.kept + capTails[i]
+}
+
+// capTail is the index in capTails of what the session adds.
+func (s *session) capTail() int {
 	switch starttls := !s.TLS && s.Gate.Cfg.TLS != nil; {
 	case starttls && s.PlaintextOK():
-		tail = "STARTTLS SASL-IR AUTH=PLAIN AUTH=LOGIN"
+		return 0
 	case starttls:
-		tail = "STARTTLS LOGINDISABLED"
+		return 1
 	case s.PlaintextOK():
-		tail = "SASL-IR AUTH=PLAIN AUTH=LOGIN"
-	default:
-		tail = "LOGINDISABLED"
+		return 2
 	}
-	return s.caps.kept + tail
+	return 3
 }
 
 func (s *session) backendHas(capability string) bool {

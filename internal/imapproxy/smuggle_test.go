@@ -127,7 +127,7 @@ func fakeBackend(t *testing.T, caps []string, reply func(line string) string) (*
 		}
 	}()
 	p := New(Config{BackendTimeout: 5 * time.Second}, nil, nil, nil)
-	s := &session{Session: &mailgate.Session{Gate: p.g, BE: a, BR: bufio.NewReader(a)}, p: p, caps: newCapSet("", "", caps)}
+	s := &session{Session: &mailgate.Session{Gate: p.g, BE: a, BR: bufio.NewReader(a)}, p: p, caps: newCapSet("", "", caps, false)}
 	return s, &got, func() { a.Close(); b.Close(); <-done }
 }
 
