@@ -116,7 +116,7 @@ func (g *Group) Go(ctx context.Context, c Bindable, handle func(ctx context.Cont
 	l := g.loops[int(g.next.Add(1)%uint32(g.Active()))]
 	t := &task{l: l, heapIdx: -1, stats: &g.stats}
 	t.attached.Store(true)
-	t.closed, t.fds = t.closedBuf[:0], t.fdsBuf[:0]
+	t.closed, t.fds, t.bound = t.closedBuf[:0], t.fdsBuf[:0], t.boundBuf[:0]
 	t.tctx = taskCtx{Context: ctx, t: t}
 	t.ctx = &t.tctx
 	if c != nil {
@@ -655,6 +655,9 @@ type task struct {
 	// closedBuf and fdsBuf hold closed and fds for a handler's usual two
 	// sockets, without an allocation each.
 	closedBuf, fdsBuf [2]int
+	// boundBuf holds bound for a handler's usual two connections (the
+	// client's and the backend's); after unbind, bound is allocated.
+	boundBuf [2]Bindable
 
 	// The wait the coroutine asks for, and its result; set on the
 	// coroutine before it yields, and by the loop before it resumes.
