@@ -207,8 +207,13 @@ func (h *Handler) write(r slog.Record, key string, addr netip.Addr) error {
 // has a four-digit year (slog writes an error beside any other in JSON)
 // and every attribute of it is simple.
 func recordSimple(r slog.Record) bool {
-	if y := r.Time.Year(); !r.Time.IsZero() && (y < 0 || y >= 10000) {
-		return false
+	// Years 1 to 9999 in any zone: a day inside them in Unix seconds
+	// (cheaper than the year's reckoning, which only the rest needs).
+	const first, last = -62135596800 + 86400, 253402300799 - 86400
+	if u := r.Time.Unix(); !r.Time.IsZero() && (u < first || u > last) {
+		if y := r.Time.Year(); y < 0 || y >= 10000 {
+			return false
+		}
 	}
 	ok := true
 	r.Attrs(func(a slog.Attr) bool {

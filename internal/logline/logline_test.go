@@ -314,3 +314,20 @@ func BenchmarkLoginLine(b *testing.B) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// Years at the edges of 0–9999, in zones either side of UTC: the fast
+// path's quick bound and slog agree.
+func TestYearEdges(t *testing.T) {
+	for _, json := range []bool{false, true} {
+		p := newPair(json, nil)
+		for _, z := range []*time.Location{time.UTC, time.FixedZone("east", 14*3600), time.FixedZone("west", -12*3600)} {
+			for _, d := range []time.Time{
+				time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(0, 12, 31, 23, 0, 0, 0, time.UTC),
+				time.Date(-1, 6, 1, 0, 0, 0, 0, time.UTC), time.Date(9999, 12, 31, 23, 0, 0, 0, time.UTC),
+				time.Date(10000, 1, 1, 1, 0, 0, 0, time.UTC),
+			} {
+				p.handle(t, slog.NewRecord(d.In(z), slog.LevelInfo, "edge", 0))
+			}
+		}
+	}
+}
