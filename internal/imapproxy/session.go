@@ -15,6 +15,7 @@ import (
 
 type session struct {
 	*mailgate.Session
+	ms     mailgate.Session // Session's storage, for a session of Proxy.Handle
 	p      *Proxy
 	rd     reader
 	caps   *capSet // the backend's capabilities
@@ -82,6 +83,7 @@ func (s *session) continueLiteral() error { return s.Send("+ Ready for literal d
 // Greet reads the backend's greeting, learns its capabilities and
 // returns postern's greeting.
 func (s *session) Greet() (string, error) {
+	s.reset() // the client's reader, set by now
 	if err := s.greet(); err != nil {
 		return "", err
 	}

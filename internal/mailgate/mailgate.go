@@ -182,10 +182,14 @@ type Session struct {
 }
 
 // Handle serves one client connection to its end, with the Protocol
-// proto makes for its Session.
-func (g *Gate) Handle(ctx context.Context, conn relay.Conn, proto func(*Session) Protocol) {
+// proto makes. proto returns it with the Session it is built on, new and
+// zero, which Handle fills in before Greet: a protocol keeps the Session
+// in its own struct, one allocation for both. The Session's reader is set
+// when Greet is called.
+func (g *Gate) Handle(ctx context.Context, conn relay.Conn, proto func() (*Session, Protocol)) {
 	client, local := conn.ClientAddr(), conn.LocalAddrPort()
-	s := &Session{Gate: g, Ctx: ctx, Client: client, TLS: g.Cfg.ImplicitTLS}
+	s, pr := proto()
+	*s = Session{Gate: g, Ctx: ctx, Client: client, TLS: g.Cfg.ImplicitTLS}
 	s.Log = s.logger.Init(g.log, client.Addr())
 	defer func() {
 		if !s.handedOff {
@@ -194,7 +198,6 @@ func (g *Gate) Handle(ctx context.Context, conn relay.Conn, proto func(*Session)
 		s.putBuffers()
 	}()
 	s.SetConn(conn)
-	pr := proto(s)
 	addr := client.Addr().Unmap()
 	gate.BeforeAccess(ctx, g.policy())
 	gs, v := g.eng.Accept(addr, g.Cfg.Service, func() { conn.Close() })

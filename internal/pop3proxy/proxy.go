@@ -44,8 +44,10 @@ func New(cfg Config, eng Engine, pol func() *policy.Policy, log *slog.Logger) *P
 
 // Handle serves one client connection to its end.
 func (p *Proxy) Handle(ctx context.Context, conn relay.Conn) {
-	p.g.Handle(ctx, conn, func(ms *mailgate.Session) mailgate.Protocol {
-		return &session{Session: ms}
+	p.g.Handle(ctx, conn, func() (*mailgate.Session, mailgate.Protocol) {
+		s := new(session)
+		s.Session = &s.ms
+		return s.Session, s
 	})
 }
 

@@ -19,8 +19,9 @@ const maxLine = 1024
 
 type session struct {
 	*mailgate.Session
-	caps   []string // the backend's CAPA lines
-	user   string   // from USER
+	ms     mailgate.Session // Session's storage, for a session of Proxy.Handle
+	caps   []string         // the backend's CAPA lines
+	user   string           // from USER
 	errors int
 }
 
