@@ -401,3 +401,30 @@ func TestBlockForgetsEveryGroupsCounters(t *testing.T) {
 		t.Fatalf("%d counters left after the block", n)
 	}
 }
+
+// A held attempt ends when its own session is closed: the session's
+// dead channel, made when the attempt began to wait, is closed; one made
+// after the close is closed already.
+func TestHeldAttemptEndsWithItsSession(t *testing.T) {
+	h := newHarness(t, acrossCfg, nil)
+	const addr = "198.51.100.23"
+	h.open(addr, service.IMAP).LoginFailed("gina", 1)
+	for _, svc := range []service.Service{service.SMTP, service.IMAP, service.Submission} {
+		if l, d := h.open(addr, svc).BeginLogin(context.Background(), "gina"); l == nil {
+			t.Fatalf("%s attempt refused: %+v", svc, d)
+		}
+	}
+	held := h.open(addr, service.POP3)
+	done := make(chan *Login)
+	go func() { l, _ := held.BeginLogin(context.Background(), "gina"); done <- l }()
+	waitFor(t, "the attempt held at the shared threshold", func() bool { _, w := h.gateStateIn(addr+"/32", groupAll); return w == 1 })
+	held.Close()
+	if l := <-done; l != nil {
+		t.Fatal("the held attempt went on after its session closed")
+	}
+	select {
+	case <-held.deadChan():
+	default:
+		t.Fatal("a closed session's dead channel is open")
+	}
+}

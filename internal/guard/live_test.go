@@ -25,7 +25,7 @@ func TestLiveSessionsModel(t *testing.T) {
 	for i := range 3000 {
 		switch op := r.IntN(10); {
 		case op < 5 || len(all) == 0:
-			s := &Session{addr: addrs[r.IntN(len(addrs))], service: service.SMTP + service.Service(r.IntN(int(service.Console-service.SMTP)+1)), dead: make(chan struct{})}
+			s := &Session{addr: addrs[r.IntN(len(addrs))], service: service.SMTP + service.Service(r.IntN(int(service.Console-service.SMTP)+1))}
 			all = append(all, s)
 			l.add(s)
 			model[s] = true

@@ -61,7 +61,7 @@ type gateKey struct {
 type loginGate struct {
 	pending int
 	waiters int
-	wake    chan struct{} // closed (and replaced) when pending drops
+	wake    chan struct{} // closed when pending drops, if any waits; made by the first to wait
 }
 
 // loginGates holds the gates of cross-session counting, by block prefix
@@ -104,12 +104,13 @@ func (s *Session) BeginLogin(ctx context.Context, account string) (*Login, Decis
 		if d := s.LoginDelay(account); d > 0 {
 			evloop.MayBlock(ctx)
 			t := time.NewTimer(d)
+			dead := s.deadChan()
 			select {
 			case <-t.C:
 			case <-ctx.Done():
 				t.Stop()
 				return nil, Decision{Action: Close, Reason: reason.Login}
-			case <-s.dead:
+			case <-dead:
 				t.Stop()
 				return nil, Decision{Action: Close, Reason: reason.Login}
 			}
@@ -172,15 +173,19 @@ func (s *Session) BeginLogin(ctx context.Context, account string) (*Login, Decis
 			hold = time.NewTimer(MaxLoginHold)
 		}
 		g.waiters++
+		if g.wake == nil {
+			g.wake = make(chan struct{}) // made by the first to wait
+		}
 		wake := g.wake
 		mu.Unlock()
 		evloop.MayBlock(ctx)
+		dead := s.deadChan()
 		var stop bool
 		select {
 		case <-wake:
 		case <-ctx.Done():
 			stop = true
-		case <-s.dead:
+		case <-dead:
 			stop = true
 		case <-hold.C:
 			stop = true
@@ -245,7 +250,7 @@ func (l *Login) gates(st *Settings, limit int, across bool) *sync.Mutex {
 	if !st.CrossSession {
 		s.mu.Lock()
 		if s.gate == nil {
-			s.gate = &loginGate{wake: make(chan struct{})}
+			s.gate = new(loginGate)
 		}
 		l.refs[0] = gateRef{g: s.gate, limit: limit}
 		l.nref = 1
@@ -278,7 +283,7 @@ func (l *Login) gates(st *Settings, limit int, across bool) *sync.Mutex {
 		r := &l.refs[i]
 		r.g = gs.m[r.key]
 		if r.g == nil {
-			r.g = &loginGate{wake: make(chan struct{})}
+			r.g = new(loginGate)
 			gs.m[r.key] = r.g
 		}
 	}
@@ -313,9 +318,9 @@ func (l *Login) release() {
 	for i := range l.nref {
 		g := l.refs[i].g
 		g.pending--
-		if g.waiters > 0 {
+		if g.waiters > 0 && g.wake != nil { // nil: woken already, by the release before
 			close(g.wake)
-			g.wake = make(chan struct{})
+			g.wake = nil // the next to wait makes another
 		}
 	}
 	l.dropGates()

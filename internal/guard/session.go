@@ -77,8 +77,12 @@ type Session struct {
 	group   Group
 	closer  func()
 	killed  atomic.Bool
-	dead    chan struct{} // closed when the session is closed or killed
-	dying   sync.Once
+	// dead is closed when the session is closed or killed, made by the
+	// first that waits for it (deadChan): most sessions never do. isDead:
+	// closed or killed. deadMu guards both.
+	deadMu sync.Mutex
+	dead   chan struct{}
+	isDead bool
 
 	// The engine's list of the address's open sessions (liveSessions),
 	// guarded by its shard's lock.
@@ -131,7 +135,7 @@ func (e *Engine) Open(addr netip.Addr, svc service.Service, closer func()) (*Ses
 	if !ok {
 		g = GroupSMTP
 	}
-	s := &Session{e: e, addr: addr.Unmap(), service: svc, group: g, closer: closer, dead: make(chan struct{})}
+	s := &Session{e: e, addr: addr.Unmap(), service: svc, group: g, closer: closer}
 	e.live.add(s)
 	return s, s.event(trigI, 0, "", "")
 }
@@ -148,7 +152,7 @@ func (s *Session) Recheck() Decision {
 // Close ends the session.
 func (s *Session) Close() {
 	s.killed.Store(true)
-	s.dying.Do(func() { close(s.dead) })
+	s.markDead()
 	s.e.live.remove(s)
 }
 
@@ -156,7 +160,33 @@ func (s *Session) kill() {
 	if !s.killed.Swap(true) && s.closer != nil {
 		s.closer()
 	}
-	s.dying.Do(func() { close(s.dead) })
+	s.markDead()
+}
+
+// markDead closes the session's dead channel, if one was made, once.
+func (s *Session) markDead() {
+	s.deadMu.Lock()
+	if !s.isDead {
+		s.isDead = true
+		if s.dead != nil {
+			close(s.dead)
+		}
+	}
+	s.deadMu.Unlock()
+}
+
+// deadChan returns a channel closed when the session is closed or
+// killed (already closed if it was).
+func (s *Session) deadChan() <-chan struct{} {
+	s.deadMu.Lock()
+	defer s.deadMu.Unlock()
+	if s.dead == nil {
+		s.dead = make(chan struct{})
+		if s.isDead {
+			close(s.dead)
+		}
+	}
+	return s.dead
 }
 
 // Addr returns the client address.
