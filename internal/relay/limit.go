@@ -225,6 +225,10 @@ func (c *limitedConn) RawTCP() (sockio.TCPSocket, bool) {
 // closed: a logged-in IMAP or POP3 session no longer holds the backend's
 // login process. c is a connection from Dialer.Dial, possibly under TLS.
 func ReleaseLimit(c net.Conn) {
+	if lc, ok := c.(*limitedConn); ok { // the usual one: without TLS, no interface lookup
+		lc.giveBack()
+		return
+	}
 	if tc, ok := c.(interface{ NetConn() net.Conn }); ok {
 		c = tc.NetConn()
 	}
