@@ -162,8 +162,10 @@ func (c *limitedConn) sendHeld() error {
 
 // reportRelayed tells the Dialer's Relayed what a splice over c moved.
 func reportRelayed(c net.Conn, up, down int64) {
-	if tc, ok := c.(interface{ NetConn() net.Conn }); ok {
-		c = tc.NetConn()
+	if _, own := c.(*limitedConn); !own { // the usual one: no interface lookup
+		if tc, ok := c.(interface{ NetConn() net.Conn }); ok {
+			c = tc.NetConn()
+		}
 	}
 	if lc, ok := c.(*limitedConn); ok && lc.relayed != nil {
 		lc.relayed(up, down)
