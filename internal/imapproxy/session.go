@@ -37,6 +37,9 @@ type capSet struct {
 	// of capTails, made once for every session greeted alike (shared);
 	// empty for a set one session learnt by asking.
 	full, greeting [len(capTails)]string
+	// plainIR: the backend takes AUTHENTICATE PLAIN with an initial
+	// response (AUTH=PLAIN and SASL-IR), as a login is replayed.
+	plainIR bool
 }
 
 // capTails are what postern adds to the backend's capabilities: with
@@ -62,6 +65,7 @@ func newCapSet(line, text string, caps []string, shared bool) *capSet {
 		b.WriteByte(' ')
 	}
 	cs.kept = b.String()
+	cs.plainIR = cs.has("AUTH=PLAIN") && cs.has("SASL-IR")
 	for i, tail := range capTails {
 		if !shared {
 			break
@@ -190,8 +194,11 @@ func (s *session) capTail() int {
 	return 3
 }
 
-func (s *session) backendHas(capability string) bool {
-	for _, c := range s.caps.caps {
+func (s *session) backendHas(capability string) bool { return s.caps.has(capability) }
+
+// has reports whether the backend named capability (in any case).
+func (cs *capSet) has(capability string) bool {
+	for _, c := range cs.caps {
 		if ascii.EqualFold(c, capability) {
 			return true
 		}
@@ -447,7 +454,7 @@ func (s *session) login(tag, authz, user, pass string) (bool, error) {
 
 // loginReply reads the backend's answer to a replayed login.
 func loginReply(tag string, untagged []string, tagged string) mailgate.Reply {
-	r := mailgate.Reply{Lines: append(untagged, tagged), Raw: tagged}
+	r := mailgate.Reply{Lines: untagged, Last: tagged, Raw: tagged}
 	status := ""
 	if rest := strings.TrimPrefix(tagged, tag+" "); len(rest) >= 2 {
 		status, _, _ = strings.Cut(rest, " ")
@@ -500,7 +507,7 @@ func (s *session) backendLogin(tag, authz, user, pass string) ([]string, string,
 	if !validTag(tag) || strings.ContainsAny(authz, bad) || strings.ContainsAny(user, bad) || strings.ContainsAny(pass, bad) {
 		return nil, tag + " NO [AUTHENTICATIONFAILED] Authentication failed.", nil
 	}
-	if s.backendHas("AUTH=PLAIN") && s.backendHas("SASL-IR") {
+	if s.caps.plainIR {
 		return s.beTagged(tag, authenticatePlain(tag, authz, user, pass))
 	}
 	if authz != "" {

@@ -288,7 +288,13 @@ func (s *Session) putBuffers() {
 }
 
 // Send writes lines to the client, after the tarpit delay.
-func (s *Session) Send(lines ...string) error {
+func (s *Session) Send(lines ...string) error { return s.send(lines, "") }
+
+// sendReply sends a backend's answer: its Lines, then Last.
+func (s *Session) sendReply(r Reply) error { return s.send(r.Lines, r.Last) }
+
+// send sends lines, then last unless it is empty.
+func (s *Session) send(lines []string, last string) error {
 	if s.tarpit > 0 {
 		evloop.MayBlock(s.Ctx)
 		t := time.NewTimer(s.tarpit)
@@ -302,6 +308,10 @@ func (s *Session) Send(lines ...string) error {
 	s.Conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
 	for _, l := range lines {
 		s.W.WriteString(l)
+		s.W.WriteString("\r\n")
+	}
+	if last != "" {
+		s.W.WriteString(last)
 		s.W.WriteString("\r\n")
 	}
 	return s.W.Flush()
@@ -434,8 +444,10 @@ type Reply struct {
 	// (not about the password: relayed) or gate.Unexpected (not the
 	// protocol: never relayed).
 	Outcome gate.Outcome
-	// Lines are relayed to the client as they are.
+	// Lines, then Last when it is not empty, are relayed to the client as
+	// they are (Last: the answer's final line, without a list of its own).
 	Lines []string
+	Last  string
 	// FailText, with Rejected, is remembered as the failure text.
 	FailText string
 	// Raw is the line logged with Unexpected.
@@ -464,19 +476,19 @@ func (s *Session) Login(user, pass, failPrefix string, replay func(pass string) 
 		s.Send(failPrefix + g.AuthFailed())
 		return true
 	case gate.Accepted:
-		if s.Send(r.Lines...) == nil {
+		if s.sendReply(r) == nil {
 			s.splice()
 		}
 		return true
 	case gate.Rejected:
 		text := r.FailText
 		g.authFail.Store(&text)
-		if s.Send(r.Lines...) != nil {
+		if s.sendReply(r) != nil {
 			return true
 		}
 		return s.Obey(d)
 	case gate.Answered:
-		return s.Send(r.Lines...) != nil
+		return s.sendReply(r) != nil
 	}
 	if err == nil {
 		err = fmt.Errorf("unexpected reply %q", Truncate(r.Raw, 80))

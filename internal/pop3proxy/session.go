@@ -359,7 +359,7 @@ func (s *session) login(authz, user, pass string) bool {
 
 // loginReply reads the backend's answer to a replayed login.
 func loginReply(reply string) mailgate.Reply {
-	r := mailgate.Reply{Lines: []string{reply}, Raw: reply}
+	r := mailgate.Reply{Last: reply, Raw: reply}
 	switch {
 	case strings.HasPrefix(reply, "+OK"):
 		r.Outcome = gate.Accepted
