@@ -98,7 +98,11 @@ func (l *Listener) handle(raw net.Conn) {
 		go l.serveTrusted(raw, peer, local)
 		return
 	}
-	l.dispatch(newConn(raw, sockio.Wrap(raw), peer, local, false, l.tls.Load()))
+	var base net.Conn // nil: an owned socket's Conn, kept in the connection
+	if _, owned := raw.(*sockio.Socket); !owned {
+		base = sockio.Wrap(raw)
+	}
+	l.dispatch(newConn(raw, base, peer, local, false, l.tls.Load()))
 }
 
 // endpoints returns a new connection's peer and local addresses,

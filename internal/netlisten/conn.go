@@ -30,6 +30,8 @@ type Conn struct {
 	cur  atomic.Pointer[layer]
 	// plain is cur's layer before TLS, kept here rather than allocated.
 	plain layer
+	// sc is base's storage when raw is a socket of the program's own.
+	sc sockio.Conn
 
 	client  netip.AddrPort
 	local   netip.AddrPort
@@ -52,8 +54,15 @@ type layer struct {
 	tls *tls.Conn // rw when it is TLS
 }
 
+// newConn makes the connection over raw, read and written through base;
+// a nil base, with raw a socket of the program's own (sockio.Socket), is
+// its sockio.Conn kept in the connection's own struct.
 func newConn(raw, base net.Conn, client, local netip.AddrPort, proxied bool, tlsCfg *tls.Config) *Conn {
 	c := &Conn{raw: raw, base: base, client: client, local: local, proxied: proxied}
+	if base == nil {
+		c.sc.InitOwned(raw.(*sockio.Socket))
+		base, c.base = &c.sc, &c.sc
+	}
 	if tlsCfg != nil {
 		t := tls.Server(base, tlsCfg)
 		c.cur.Store(&layer{rw: t, tls: t})

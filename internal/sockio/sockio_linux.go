@@ -112,12 +112,27 @@ func AsTCPSocket(c net.Conn) (TCPSocket, bool) {
 // closing included.
 func NewOwned(s *Socket) *Conn { return newConn(s) }
 
+// InitOwned makes c, a zero Conn, a Conn over s as NewOwned does, in
+// storage of the caller's (a connection's struct that holds its Conn): no
+// allocation. c must not be copied afterwards.
+func (c *Conn) InitOwned(s *Socket) { c.init(s) }
+
 func newConn(sock socket) *Conn {
-	rc, err := sock.SyscallConn()
-	if err != nil {
+	s := new(Conn)
+	if !s.init(sock) {
 		return nil
 	}
-	s := &Conn{socket: sock, rc: rc}
+	return s
+}
+
+// init makes s, a zero Conn, a Conn over sock; false when sock has no
+// RawConn.
+func (s *Conn) init(sock socket) bool {
+	rc, err := sock.SyscallConn()
+	if err != nil {
+		return false
+	}
+	s.socket, s.rc = sock, rc
 	// A Waiter that has not waited for the socket yet starts watching it
 	// at its first wait and reports the bytes already there: the first
 	// read on a Waiter needs no read before that wait either.
@@ -136,7 +151,7 @@ func newConn(sock socket) *Conn {
 	// their first use: a session on an event loop never needs the first,
 	// nor the second on a socket of the program's own, and each is an
 	// allocation.
-	return s
+	return true
 }
 
 // Wrap returns c reading and writing with raw system calls when it is a
