@@ -3,7 +3,6 @@ package logline
 import (
 	"log/slog"
 	"strconv"
-	"time"
 	"unicode"
 	"unicode/utf8"
 )
@@ -101,24 +100,6 @@ func appendEscapedJSONString(b []byte, s string) []byte {
 		i += size
 	}
 	return append(b, s[start:]...)
-}
-
-// appendRFC3339Millis appends t as the text format writes a record's
-// time: RFC 3339 truncated to milliseconds, always three digits.
-func appendRFC3339Millis(b []byte, t time.Time) []byte {
-	const prefixLen = len("2006-01-02T15:04:05.000")
-	n := len(b)
-	t = t.Truncate(time.Millisecond).Add(time.Millisecond / 10)
-	b = t.AppendFormat(b, time.RFC3339Nano)
-	return append(b[:n+prefixLen], b[n+prefixLen+1:]...) // drop the 4th digit
-}
-
-// appendJSONTime appends t as the JSON format writes a time (a year
-// outside 0–9999 is not written on the fast path).
-func appendJSONTime(b []byte, t time.Time) []byte {
-	b = append(b, '"')
-	b = t.AppendFormat(b, time.RFC3339Nano)
-	return append(b, '"')
 }
 
 func appendInt(b []byte, n int64) []byte { return strconv.AppendInt(b, n, 10) }

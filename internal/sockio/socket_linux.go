@@ -38,7 +38,7 @@ type Socket struct {
 	mu      sync.Mutex
 	fd      int         // the descriptor; its number is valid while refs > 0 or !closing
 	gone    atomic.Bool // fd has been let go of: closed, or handed to file
-	guard   *ownedFD    // with the leak guard built in (leakguard.go), else nil
+	guard   *ownedFD    // with the leak guard built in (leakguard_on.go), else nil
 	refs    int         // system calls in progress on the raw descriptor
 	closing bool
 	file    *os.File        // set once the runtime's poller waits for the socket
@@ -59,7 +59,7 @@ type Socket struct {
 
 // ownedFD is the leak guard's copy of a Socket's descriptor and whether
 // it has been let go of: its cleanup closes a descriptor that was not,
-// when its Socket is garbage collected without Close (leakguard.go).
+// when its Socket is garbage collected without Close (leakguard_on.go).
 type ownedFD struct {
 	n    int
 	gone atomic.Bool

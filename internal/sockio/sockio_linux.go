@@ -567,37 +567,40 @@ func (c *Conn) tryWrite(fd uintptr) bool {
 // does: directly on a socket of the program's own, without the RawConn's
 // function and its indirect calls, while the runtime's poller does not
 // have it.
-func (c *Conn) tryReadOnce() error {
+func (c *Conn) tryReadOnce() error { return c.tryOnce(false) }
+
+// tryWriteOnce is tryReadOnce for tryWrite.
+func (c *Conn) tryWriteOnce() error { return c.tryOnce(true) }
+
+// tryOnce is tryReadOnce, or tryWriteOnce when write.
+func (c *Conn) tryOnce(write bool) error {
 	if s := c.own; s != nil {
-		if fd, ok, err := s.acquireBefore(&s.rdlNs); err != nil {
+		dl := &s.rdlNs
+		if write {
+			dl = &s.wdlNs
+		}
+		if fd, ok, err := s.acquireBefore(dl); err != nil {
 			return err
 		} else if ok {
-			c.tryRead(uintptr(fd))
+			if write {
+				c.tryWrite(uintptr(fd))
+			} else {
+				c.tryRead(uintptr(fd))
+			}
 			s.release()
 			return nil
 		}
+	}
+	if write {
+		if c.tryWriteFn == nil {
+			c.tryWriteFn = c.tryWrite
+		}
+		return c.rc.Write(c.tryWriteFn)
 	}
 	if c.tryReadFn == nil {
 		c.tryReadFn = c.tryRead
 	}
 	return c.rc.Read(c.tryReadFn)
-}
-
-// tryWriteOnce is tryReadOnce for tryWrite.
-func (c *Conn) tryWriteOnce() error {
-	if s := c.own; s != nil {
-		if fd, ok, err := s.acquireBefore(&s.wdlNs); err != nil {
-			return err
-		} else if ok {
-			c.tryWrite(uintptr(fd))
-			s.release()
-			return nil
-		}
-	}
-	if c.tryWriteFn == nil {
-		c.tryWriteFn = c.tryWrite
-	}
-	return c.rc.Write(c.tryWriteFn)
 }
 
 // ErrWouldBlock is ReadNow's and WriteNow's answer when the socket has
