@@ -122,6 +122,16 @@ func rawSockaddr(ap netip.AddrPort) (unix.RawSockaddrAny, uintptr) {
 // (keep-alive options). on is false, and nothing is done, when the handler
 // does not run on a loop. Errors are *net.OpError, as net.Dialer's.
 func DialOwned(ctx context.Context, ap netip.AddrPort, deadline time.Time, control func(fd int) error) (c net.Conn, on bool, err error) {
+	s, on, err := DialSocket(ctx, ap, deadline, control)
+	if s == nil {
+		return nil, on, err
+	}
+	return sockio.NewOwned(s), true, nil
+}
+
+// DialSocket is DialOwned returning the socket itself, for a caller that
+// keeps its sockio.Conn in storage of its own (sockio.Conn.InitOwned).
+func DialSocket(ctx context.Context, ap netip.AddrPort, deadline time.Time, control func(fd int) error) (s *sockio.Socket, on bool, err error) {
 	t, ok := ctx.Value(ctxKey{}).(*task)
 	if !ok || !t.onLoop() {
 		return nil, false, nil
@@ -142,7 +152,7 @@ func DialOwned(ctx context.Context, ap netip.AddrPort, deadline time.Time, contr
 		return nil, true, opErr(os.NewSyscallError("socket", e))
 	}
 	fd := int(r)
-	fail := func(err error) (net.Conn, bool, error) {
+	fail := func(err error) (*sockio.Socket, bool, error) {
 		t.l.forgetFD(t, fd)
 		unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
 		return nil, true, opErr(err)
@@ -164,5 +174,5 @@ func DialOwned(ctx context.Context, ap netip.AddrPort, deadline time.Time, contr
 	if err != nil {
 		return fail(err)
 	}
-	return sockio.NewOwned(sockio.OwnNonblocking(fd, local, ap)), true, nil // socket(2) made it non-blocking
+	return sockio.OwnNonblocking(fd, local, ap), true, nil // socket(2) made it non-blocking
 }

@@ -108,6 +108,13 @@ func LimitConn(c net.Conn, release func()) net.Conn {
 	return &limitedConn{Conn: c, release: release}
 }
 
+// ownedLimitedConn is a limitedConn over a socket of an event loop's own
+// and that socket's sockio.Conn, in one allocation (Dialer.dial).
+type ownedLimitedConn struct {
+	lc limitedConn
+	sc sockio.Conn
+}
+
 type limitedConn struct {
 	net.Conn
 	// The place given back once (giveBack): under limit, counted in

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/evloop"
+	"github.com/postern/postern/internal/sockio"
 )
 
 // DefaultNameTTL is how long Names keeps an answer when its TTL is zero.
@@ -100,18 +101,27 @@ func (n *Names) forget(host string) {
 	n.mu.Unlock()
 }
 
-// dialTCP connects to addr (host:port), giving up after timeout: an IP
-// address directly, a host name through names when it is set (each
+// dialBackend connects to addr (host:port), giving up after timeout: an
+// IP address directly, a host name through names when it is set (each
 // address in turn, as the resolver answered), else through Go's resolver.
-func dialTCP(ctx context.Context, names *Names, addr string, timeout time.Duration) (net.Conn, error) {
-	ap, err := netip.ParseAddrPort(addr)
-	if err == nil {
+// On an event loop it returns the loop's own socket (s), for the caller
+// to read and write through a sockio.Conn of its own (c nil then).
+func dialBackend(ctx context.Context, names *Names, addr string, timeout time.Duration) (c net.Conn, s *sockio.Socket, err error) {
+	ap, perr := netip.ParseAddrPort(addr)
+	if perr == nil {
 		// On an event loop: a socket of the loop's own, connected there.
-		if c, on, err := evloop.DialOwned(ctx, ap, time.Now().Add(timeout), ownedDialControl(ap)); on {
-			return c, err
+		if s, on, err := evloop.DialSocket(ctx, ap, time.Now().Add(timeout), ownedDialControl(ap)); on {
+			return nil, s, err
 		}
 	}
-	if err == nil || names == nil {
+	c, err = dialGo(ctx, names, addr, timeout, perr)
+	return c, nil, err
+}
+
+// dialGo is dialBackend with Go's sockets; perr is addr's parse as an IP
+// address and port (an error: a host name).
+func dialGo(ctx context.Context, names *Names, addr string, timeout time.Duration, perr error) (net.Conn, error) {
+	if perr == nil || names == nil {
 		nd := backendDialer(addr, timeout)
 		if nd.ControlContext == nil {
 			// On an event loop, the loop waits for the connect.

@@ -89,18 +89,27 @@ func (d Dialer) dial(ctx context.Context, client, local netip.AddrPort) (net.Con
 	if counted {
 		limit = d.Limit
 	}
-	raw, err := dialTCP(ctx, d.Names, d.Addr, timeout)
+	raw, sock, err := dialBackend(ctx, d.Names, d.Addr, timeout)
 	if err != nil {
 		if limit != nil {
 			limit.give(network)
 		}
 		return nil, fmt.Errorf("connecting to backend %s: %w", d.Addr, err)
 	}
-	sc := sockio.Wrap(raw)
+	var conn *limitedConn
+	var sc net.Conn
+	if sock != nil {
+		// The loop's own socket: its Conn in the same allocation.
+		o := new(ownedLimitedConn)
+		o.sc.InitOwned(sock)
+		conn, sc = &o.lc, &o.sc
+	} else {
+		conn, sc = new(limitedConn), sockio.Wrap(raw)
+	}
 	if b, ok := sc.(evloop.Bindable); ok {
 		evloop.Bind(ctx, b) // on an event loop, the loop waits for it
 	}
-	conn := &limitedConn{Conn: sc, limit: limit, network: network, relayed: d.Relayed}
+	conn.Conn, conn.limit, conn.network, conn.relayed = sc, limit, network, d.Relayed
 	if !local.IsValid() {
 		if la, ok := conn.LocalAddr().(*net.TCPAddr); ok {
 			local = la.AddrPort()
