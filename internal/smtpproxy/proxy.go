@@ -146,8 +146,9 @@ type Proxy struct {
 	dnsbl DNSBL
 	log   *slog.Logger
 
-	authFail atomic.Pointer[reply] // the backend's last 535 reply, for a refused login whose decoy the backend accepted
-	logins   *gate.Logins          // the service's login gate
+	authFail atomic.Pointer[reply]   // the backend's last 535 reply, for a refused login whose decoy the backend accepted
+	logins   *gate.Logins            // the service's login gate
+	ehlo     atomic.Pointer[ehloSet] // postern's answers to EHLO from the backend's last one
 
 	conns relay.Conns
 	bufs  bufPools // the sessions' buffers, reused from one session to the next
