@@ -40,12 +40,26 @@ func ParseMailArg(args string) (Arg, error) { return parseArg(args, "FROM:", tru
 // path is an error.
 func ParseRcptArg(args string) (Arg, error) { return parseArg(args, "TO:", false) }
 
+// ParseMailTokens is ParseMailArg for the argument already split by
+// Tokens, as a command line's tokens after its verb: Postfix, too, splits
+// the command line once.
+func ParseMailTokens(toks []string) (Arg, error) { return parseArgTokens(toks, "FROM:", true) }
+
+// ParseRcptTokens is ParseRcptArg for the argument already split by
+// Tokens.
+func ParseRcptTokens(toks []string) (Arg, error) { return parseArgTokens(toks, "TO:", false) }
+
 func parseArg(args, keyword string, allowNull bool) (Arg, error) {
-	a := Arg{Keyword: keyword}
 	toks, err := Tokens(args)
 	if err != nil {
-		return a, err
+		return Arg{Keyword: keyword}, err
 	}
+	return parseArgTokens(toks, keyword, allowNull)
+}
+
+func parseArgTokens(toks []string, keyword string, allowNull bool) (Arg, error) {
+	a := Arg{Keyword: keyword}
+	var err error
 	if len(toks) < 2 || !ascii.EqualFold(toks[0], keyword) {
 		return a, fmt.Errorf("%w: expected %s<address>", ErrSyntax, keyword)
 	}
@@ -105,11 +119,14 @@ func isSpace(c byte) bool {
 // brackets in brackets, with backslash escapes); a token that reads "to:"
 // or "from:" (any case) ends at its colon. An unterminated quote or
 // bracket is an error (Postfix's SMTPD_TOK_ERROR).
-func Tokens(s string) ([]string, error) {
+func Tokens(s string) ([]string, error) { return AppendTokens(nil, s) }
+
+// AppendTokens is Tokens appending the tokens to toks (a caller's
+// buffer, so that splitting a line allocates nothing).
+func AppendTokens(toks []string, s string) ([]string, error) {
 	// Every byte of a token is a byte of s, in order (quotes and escapes
 	// are kept, white space outside them ends the token), so a token is
 	// the substring between where it begins and where it ends: no copy.
-	var toks []string
 	start := -1 // where the current token began; -1: between tokens
 	for i := 0; i < len(s); {
 		c := s[i]

@@ -70,3 +70,34 @@ func FuzzParseArg(f *testing.F) {
 		}
 	})
 }
+
+// FuzzArgTokens: the argument of a command line split once (the line's
+// tokens after its verb, as Postfix reads them) parses as the same
+// argument joined by spaces and split again, as postern parsed it before.
+func FuzzArgTokens(f *testing.F) {
+	for _, s := range []string{
+		"MAIL FROM:<a@example.org> SIZE=100 BODY=8BITMIME", "mail from: <>", "RCPT TO:<b@example.test> NOTIFY=NEVER",
+		"RCPT TO:<\"a b\"@x.example>", "MAIL FROM:<a@b", "RCPT TO:<a@b>SIZE=1", "MAIL FROM:x\\", "RCPT  to:\t<c@d>  ORCPT=rfc822;c@d",
+		"MAIL FROM:<\"x\\\" y\"@z> A=B", "RCPT TO:<<a@b>>",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		toks, err := Tokens(line)
+		if err != nil || len(toks) == 0 {
+			return
+		}
+		args := toks[1:]
+		for i, parse := range []func([]string) (Arg, error){ParseMailTokens, ParseRcptTokens} {
+			joined := []func(string) (Arg, error){ParseMailArg, ParseRcptArg}[i]
+			a, err1 := parse(args)
+			b, err2 := joined(strings.Join(args, " "))
+			if (err1 == nil) != (err2 == nil) {
+				t.Fatalf("%q: tokens %v, joined %v", line, err1, err2)
+			}
+			if err1 == nil && (a.Canonical() != b.Canonical() || a.Path.Address() != b.Path.Address()) {
+				t.Fatalf("%q: tokens %q, joined %q", line, a.Canonical(), b.Canonical())
+			}
+		}
+	})
+}

@@ -80,8 +80,13 @@ var errBadSyntax = errors.New("bad syntax")
 // parseCommand reads a command line (without its line ending, free of
 // control characters other than TAB) with Postfix's tokenizer rules
 // (mailaddr.Tokens).
-func parseCommand(line string) (command, error) {
-	toks, err := mailaddr.Tokens(line)
+func parseCommand(line string) (command, error) { return parseCommandInto(nil, line) }
+
+// parseCommandInto is parseCommand splitting the line into buf's
+// storage (a session's, reused command after command: a command's args
+// are valid until the next is read).
+func parseCommandInto(buf []string, line string) (command, error) {
+	toks, err := mailaddr.AppendTokens(buf[:0], line)
 	if err != nil {
 		return command{}, errBadSyntax
 	}

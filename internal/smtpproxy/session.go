@@ -26,6 +26,7 @@ import (
 // session is one client connection.
 type session struct {
 	p      *Proxy
+	toks   [8]string       // a command line's tokens (parseCommandInto)
 	ctx    context.Context // the gateway's: ends when it stops serving
 	env    Env
 	conn   relay.Conn
@@ -305,7 +306,8 @@ func isPrintable(s string) bool {
 // (parseCommand), and only known verbs, rewritten in canonical form, ever
 // reach the backend.
 func (s *session) command(line string) error {
-	c, err := parseCommand(line)
+	clear(s.toks[:]) // the last command's
+	c, err := parseCommandInto(s.toks[:], line)
 	if err != nil {
 		s.log.Info("bad command", "err", err)
 		return s.syntaxError(newReply(500, "5.5.2 Error: bad syntax"))
@@ -459,7 +461,7 @@ func (s *session) mail(c command) error {
 	if s.obey(s.gs.Recheck()) {
 		return errClosed
 	}
-	a, err := mailaddr.ParseMailArg(strings.Join(c.args, " "))
+	a, err := mailaddr.ParseMailTokens(c.args)
 	if err != nil {
 		s.log.Info("MAIL refused", "err", err)
 		if len(c.args) < 2 || !ascii.EqualFold(c.args[0], "FROM:") {
@@ -482,7 +484,7 @@ func (s *session) mail(c command) error {
 
 // rcpt relays RCPT TO and reports what the backend said of the recipient.
 func (s *session) rcpt(c command) error {
-	a, err := mailaddr.ParseRcptArg(strings.Join(c.args, " "))
+	a, err := mailaddr.ParseRcptTokens(c.args)
 	if err != nil {
 		s.log.Info("RCPT refused", "err", err)
 		if len(c.args) < 2 || !ascii.EqualFold(c.args[0], "TO:") {
