@@ -114,23 +114,14 @@ func rawSockaddr(ap netip.AddrPort) (unix.RawSockaddrAny, uintptr) {
 	return rsa, unix.SizeofSockaddrInet6
 }
 
-// DialOwned connects to ap from the loop ctx's handler runs on, with a
-// socket the program owns (a *sockio.Conn over a sockio.Socket): the
-// socket, its options, the connect and, later, its close are raw system
-// calls, and the runtime's poller never has it while its handler stays on
-// the loop. control, if not nil, runs on the socket before it connects
-// (keep-alive options). on is false, and nothing is done, when the handler
-// does not run on a loop. Errors are *net.OpError, as net.Dialer's.
-func DialOwned(ctx context.Context, ap netip.AddrPort, deadline time.Time, control func(fd int) error) (c net.Conn, on bool, err error) {
-	s, on, err := DialSocket(ctx, ap, deadline, control)
-	if s == nil {
-		return nil, on, err
-	}
-	return sockio.NewOwned(s), true, nil
-}
-
-// DialSocket is DialOwned returning the socket itself, for a caller that
-// keeps its sockio.Conn in storage of its own (sockio.Conn.InitOwned).
+// DialSocket connects to ap from the loop ctx's handler runs on, with a
+// socket the program owns (sockio.Socket; read it through a sockio.Conn,
+// NewOwned or InitOwned): the socket, its options, the connect and,
+// later, its close are raw system calls, and the runtime's poller never
+// has it while its handler stays on the loop. control, if not nil, runs
+// on the socket before it connects (keep-alive options). on is false,
+// and nothing is done, when the handler does not run on a loop. Errors
+// are *net.OpError, as net.Dialer's.
 func DialSocket(ctx context.Context, ap netip.AddrPort, deadline time.Time, control func(fd int) error) (s *sockio.Socket, on bool, err error) {
 	t, ok := ctx.Value(ctxKey{}).(*task)
 	if !ok || !t.onLoop() {

@@ -498,7 +498,16 @@ func drainedReads(t *testing.T, pair pairFunc) {
 	}
 }
 
-// DialOwned connects on the loop with a socket of the loop's own: a
+// dialOwned is DialSocket with the socket's Conn, as the relay reads it.
+func dialOwned(ctx context.Context, ap netip.AddrPort, deadline time.Time, control func(fd int) error) (net.Conn, bool, error) {
+	s, on, err := DialSocket(ctx, ap, deadline, control)
+	if s == nil {
+		return nil, on, err
+	}
+	return sockio.NewOwned(s), true, nil
+}
+
+// DialSocket connects on the loop with a socket of the loop's own: a
 // dialogue on it never needs the runtime's poller; IPv4 and IPv6; control
 // runs before the connect; a refused connect and one past its deadline
 // fail as net.Dialer's do (the same error text).
@@ -515,7 +524,7 @@ func TestDialOwned(t *testing.T) {
 		g.Go(context.Background(), nil, func(ctx context.Context) {
 			var r result
 			defer func() { got <- r }()
-			c, on, err := DialOwned(ctx, netip.MustParseAddrPort(addr), deadline, func(fd int) error {
+			c, on, err := dialOwned(ctx, netip.MustParseAddrPort(addr), deadline, func(fd int) error {
 				r.control = fd
 				return nil
 			})
@@ -583,7 +592,7 @@ func TestDialOwned(t *testing.T) {
 		t.Errorf("dial past its deadline: %v, want %v", r.err, want)
 	}
 	// Off a loop there is nothing to do.
-	if c, on, err := DialOwned(context.Background(), netip.MustParseAddrPort(ln.Addr().String()), time.Time{}, nil); on || c != nil || err != nil {
+	if c, on, err := dialOwned(context.Background(), netip.MustParseAddrPort(ln.Addr().String()), time.Time{}, nil); on || c != nil || err != nil {
 		t.Errorf("DialOwned off a loop: %v %v %v", c, on, err)
 	}
 }
@@ -637,7 +646,7 @@ func TestDialOwnedSlowHandshake(t *testing.T) {
 	dial := func(deadline time.Time) <-chan result {
 		got := make(chan result, 1)
 		g.Go(context.Background(), nil, func(ctx context.Context) {
-			c, on, err := DialOwned(ctx, netip.MustParseAddrPort(addr), deadline, nil)
+			c, on, err := dialOwned(ctx, netip.MustParseAddrPort(addr), deadline, nil)
 			if !on {
 				err = errors.New("DialOwned on a loop did nothing")
 			}
@@ -712,7 +721,7 @@ func synSent(t *testing.T, port int) bool {
 	return false
 }
 
-// The local address DialOwned reads is the kernel's, as net's.
+// The local address DialSocket reads is the kernel's, as net's.
 func TestDialOwnedLocalAddress(t *testing.T) {
 	g := start(t, 1)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -732,7 +741,7 @@ func TestDialOwnedLocalAddress(t *testing.T) {
 	}()
 	got := make(chan string, 1)
 	g.Go(context.Background(), nil, func(ctx context.Context) {
-		c, _, err := DialOwned(ctx, netip.MustParseAddrPort(ln.Addr().String()), time.Now().Add(5*time.Second), nil)
+		c, _, err := dialOwned(ctx, netip.MustParseAddrPort(ln.Addr().String()), time.Now().Add(5*time.Second), nil)
 		if err != nil {
 			got <- err.Error()
 			return

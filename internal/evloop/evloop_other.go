@@ -6,8 +6,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
-	"net/netip"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -59,11 +57,6 @@ func (*task) Wait(int, bool, time.Time) (bool, error) { return false, nil }
 // ConnectControl returns nil: the Dialer connects as usual.
 func ConnectControl(context.Context, time.Time) func(network, address string, c syscall.RawConn) error {
 	return nil
-}
-
-// DialOwned does nothing (on false): there is no loop.
-func DialOwned(context.Context, netip.AddrPort, time.Time, func(int) error) (net.Conn, bool, error) {
-	return nil, false, nil
 }
 
 func (*task) unbind()                                       {}

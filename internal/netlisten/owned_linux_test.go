@@ -97,17 +97,7 @@ func TestOwnedSocketsUnread(t *testing.T) {
 			}
 			continue
 		}
-		if sc.Unread() {
-			t.Fatal("Unread = true for a silent client")
-		}
-		writeAll(t, c, []byte("EHLO direct\r\n"))
-		waitFor(t, "Unread", sc.Unread)
-		if got := readLine(t, sc); got != "EHLO direct\r\n" {
-			t.Fatalf("read %q after Unread", got)
-		}
-		if sc.Unread() {
-			t.Fatal("Unread = true once everything is read")
-		}
+		unreadThenRead(t, c, sc, "EHLO direct\r\n")
 		writeAll(t, c, []byte("more\r\n"))
 		waitFor(t, "Unread", sc.Unread)
 		sc.Close()

@@ -2,6 +2,7 @@ package netlisten
 
 import (
 	"bufio"
+	"net"
 	"runtime"
 	"testing"
 )
@@ -32,28 +33,31 @@ func TestUnread(t *testing.T) {
 	t.Run("after the header", func(t *testing.T) {
 		c := dial(t, s, "127.0.0.1")
 		writeAll(t, c, hdr())
-		sc := s.accept(t)
-		if sc.Unread() {
-			t.Fatal("Unread = true for a client that sent only the header")
-		}
-		writeAll(t, c, []byte("EHLO later\r\n"))
-		waitFor(t, "Unread", sc.Unread)
-		if got := readLine(t, sc); got != "EHLO later\r\n" {
-			t.Fatalf("read %q after Unread", got)
-		}
+		unreadThenRead(t, c, s.accept(t), "EHLO later\r\n")
 	})
 	t.Run("without a header", func(t *testing.T) {
 		c := dial(t, s, "127.0.0.2") // not trusted: no header expected
-		sc := s.accept(t)
-		if sc.Unread() {
-			t.Fatal("Unread = true for a silent client")
-		}
-		writeAll(t, c, []byte("EHLO direct\r\n"))
-		waitFor(t, "Unread", sc.Unread)
-		if got := readLine(t, sc); got != "EHLO direct\r\n" {
-			t.Fatalf("read %q after Unread", got)
-		}
+		unreadThenRead(t, c, s.accept(t), "EHLO direct\r\n")
 	})
+}
+
+// unreadThenRead checks Unread on sc, a connection whose client c has
+// sent nothing yet (or only its PROXY header): false while c is silent,
+// true once c sent line, which is then read whole, and false again once
+// it is.
+func unreadThenRead(t *testing.T, c net.Conn, sc *Conn, line string) {
+	t.Helper()
+	if sc.Unread() {
+		t.Fatal("Unread = true for a client that sent nothing yet")
+	}
+	writeAll(t, c, []byte(line))
+	waitFor(t, "Unread", sc.Unread)
+	if got := readLine(t, sc); got != line {
+		t.Fatalf("read %q after Unread", got)
+	}
+	if sc.Unread() {
+		t.Fatal("Unread = true once everything is read")
+	}
 }
 
 // SpokeFirst asks a *Conn without waiting, and counts bytes already

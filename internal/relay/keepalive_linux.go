@@ -28,7 +28,7 @@ func backendDialer(addr string, timeout time.Duration) net.Dialer {
 	return net.Dialer{Timeout: timeout, KeepAlive: -1, ControlContext: keepAliveControl}
 }
 
-// ownedDialControl is what a socket of the event loops' own (DialOwned)
+// ownedDialControl is what a socket of the event loops' own (DialSocket)
 // to ap needs before it connects: keep-alive probes when ap is not
 // loopback, as backendDialer's.
 func ownedDialControl(ap netip.AddrPort) func(fd int) error {

@@ -16,5 +16,5 @@ func backendDialer(_ string, timeout time.Duration) net.Dialer {
 	}}
 }
 
-// ownedDialControl: there are no event loops here (DialOwned does nothing).
+// ownedDialControl: there are no event loops here (DialSocket does nothing).
 func ownedDialControl(netip.AddrPort) func(fd int) error { return nil }
