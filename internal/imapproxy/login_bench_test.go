@@ -19,6 +19,7 @@ import (
 
 	"github.com/postern/postern/internal/evloop"
 	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/logline"
 	"github.com/postern/postern/internal/netlisten"
 	"github.com/postern/postern/internal/policy"
 	"github.com/postern/postern/internal/relay"
@@ -146,7 +147,7 @@ intrusion_prevention:
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { logf.Close() })
-	log := slog.New(slog.NewTextHandler(logf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log := slog.New(logline.New(logf, logline.Options{})) // the gateway's handler
 	cfg := Config{Service: service.IMAP, Backend: relay.Dialer{Addr: backend, Proxy: "v2", Limit: relay.NewBackendLimit(nil, nil)},
 		PlaintextLogin: func(a netip.Addr) bool { return a.IsLoopback() }, Loops: loops}
 	p := New(cfg, eng, func() *policy.Policy { return snap.Policy }, log)
@@ -154,6 +155,7 @@ intrusion_prevention:
 	if err != nil {
 		tb.Fatal(err)
 	}
+	ln.SetOwnedSockets(loops != nil) // as the gateway sets it
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); p.Serve(ctx, acceptor{ln}, time.Second) }()

@@ -22,7 +22,8 @@ type backend struct {
 	r       *bufio.Reader
 	w       *bufio.Writer
 	timeout time.Duration
-	quitted bool // the client's QUIT went through: only close
+	replies *replyCache // the proxy's: the backend's replies read before
+	quitted bool        // the client's QUIT went through: only close
 
 	// The bytes written to and read from the backend after the
 	// connection was set up (TLS and XCLIENT done), above TLS; reported
@@ -103,7 +104,7 @@ func (p *Proxy) dialBackend(ctx context.Context, client, local netip.AddrPort) (
 	if err != nil {
 		return nil, reply{}, err
 	}
-	b := &backend{conn: conn, timeout: cfg.Timeouts.Backend}
+	b := &backend{conn: conn, timeout: cfg.Timeouts.Backend, replies: p.replies}
 	fail := func(err error) (*backend, reply, error) {
 		conn.Close()
 		return nil, reply{}, err
@@ -121,7 +122,7 @@ func (p *Proxy) dialBackend(ctx context.Context, client, local netip.AddrPort) (
 	if _, err := b.r.Peek(1); err != nil {
 		return fail(fmt.Errorf("backend greeting: %w", hop.ExplainFirstRead(err)))
 	}
-	greet, err := readReply(b.r)
+	greet, err := readReply(b.r, b.replies)
 	if err != nil {
 		return fail(fmt.Errorf("backend greeting: %w", err))
 	}
@@ -239,7 +240,7 @@ func (b *backend) send(line string) error {
 
 func (b *backend) read() (reply, error) {
 	b.armRead()
-	return readReply(b.r)
+	return readReply(b.r, b.replies)
 }
 
 func (b *backend) close() {

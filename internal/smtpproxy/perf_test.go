@@ -212,7 +212,7 @@ func TestReadReplyLinesAndAllocations(t *testing.T) {
 	ehlo := "250-mx.example.test\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-ETRN\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250 CHUNKING\r\n"
 	sr := strings.NewReader(ehlo)
 	br := bufio.NewReader(sr)
-	r, err := readReply(br)
+	r, err := readReply(br, nil)
 	want := strings.Split(strings.TrimSuffix(ehlo, "\r\n"), "\r\n")
 	if err != nil || r.code != 250 || strings.Join(r.lines, "|") != strings.Join(want, "|") {
 		t.Fatalf("readReply = %d %q, %v; want 250 %q", r.code, r.lines, err, want)
@@ -220,7 +220,7 @@ func TestReadReplyLinesAndAllocations(t *testing.T) {
 	n := testing.AllocsPerRun(100, func() {
 		sr.Reset(ehlo)
 		br.Reset(sr)
-		if _, err := readReply(br); err != nil {
+		if _, err := readReply(br, nil); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -229,7 +229,7 @@ func TestReadReplyLinesAndAllocations(t *testing.T) {
 	}
 	long := "250-" + strings.Repeat("x", 2000) + "\r\n250 " + strings.Repeat("y", 1000) + "\r\n" // more than the array on the stack
 	br.Reset(strings.NewReader(long))
-	if r, err := readReply(br); err != nil || len(r.lines) != 2 || len(r.lines[0]) != 2004 || len(r.lines[1]) != 1004 {
+	if r, err := readReply(br, nil); err != nil || len(r.lines) != 2 || len(r.lines[0]) != 2004 || len(r.lines[1]) != 1004 {
 		t.Fatalf("long reply: %v, %d lines", err, len(r.lines))
 	}
 }

@@ -149,6 +149,7 @@ type Proxy struct {
 	authFail atomic.Pointer[reply]   // the backend's last 535 reply, for a refused login whose decoy the backend accepted
 	logins   *gate.Logins            // the service's login gate
 	ehlo     atomic.Pointer[ehloSet] // postern's answers to EHLO from the backend's last one
+	replies  *replyCache             // the backend's replies, kept to be read again without a copy
 
 	conns relay.Conns
 	bufs  bufPools // the sessions' buffers, reused from one session to the next
@@ -160,7 +161,7 @@ func New(cfg Config, eng Engine, env func() Env, dnsbl DNSBL, log *slog.Logger) 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	p := &Proxy{cfg: cfg, eng: eng, env: env, dnsbl: dnsbl, log: log.With("service", cfg.Service.String()), logins: gate.NewLogins(eng)}
+	p := &Proxy{cfg: cfg, eng: eng, env: env, dnsbl: dnsbl, log: log.With("service", cfg.Service.String()), logins: gate.NewLogins(eng), replies: newReplyCache()}
 	p.conns.Log = p.log
 	p.conns.Loops = cfg.Loops
 	if cfg.Watch != nil {

@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"strings"
+	"sync/atomic"
 )
 
 // maxReplyLines bounds a multi-line reply from the backend.
@@ -54,12 +56,12 @@ func (r reply) enhanced() string {
 }
 
 // readReply reads one (possibly multi-line) reply. Its lines are
-// substrings of one string: two allocations per reply, not one per line.
-func readReply(r *bufio.Reader) (reply, error) {
+// substrings of one string: two allocations per reply, not one per line,
+// and none for a reply the cache c (when not nil) holds already.
+func readReply(r *bufio.Reader, c *replyCache) (reply, error) {
 	var rep reply
 	var buf [1024]byte
-	raw := buf[:0]              // the lines, without their line ends
-	var ends [maxReplyLines]int // where each line ends in raw
+	raw := buf[:0] // the lines, each ended by '\n' (the key of the cache)
 	for i := 0; ; i++ {
 		if i >= maxReplyLines {
 			return rep, fmt.Errorf("%w: more than %d lines", errGarbage, maxReplyLines)
@@ -87,18 +89,76 @@ func readReply(r *bufio.Reader) (reply, error) {
 		}
 		rep.code = code
 		raw = append(raw, l...)
-		ends[i] = len(raw)
+		raw = append(raw, '\n')
 		if len(l) == 3 || l[3] == ' ' {
-			all := string(raw)
-			rep.lines = make([]string, i+1)
-			start := 0
-			for k := range rep.lines {
-				rep.lines[k] = all[start:ends[k]]
-				start = ends[k]
-			}
-			return rep, nil
+			return c.reply(raw, code, i+1), nil
 		}
 	}
+}
+
+// replyFrom makes the reply of the n lines in all, each ended by '\n'.
+func replyFrom(all string, code, n int) reply {
+	rep := reply{code: code, lines: make([]string, n)}
+	for k := range rep.lines {
+		end := strings.IndexByte(all, '\n')
+		rep.lines[k] = all[:end]
+		all = all[end+1:]
+	}
+	return rep
+}
+
+// replyCache keeps the backend's recent replies for the sessions of one
+// proxy. A backend answers most commands with the same lines in every
+// session (its greeting and EHLO, MAIL's and RCPT's 250, DATA's 354,
+// QUIT's 221), and such a reply read again is the one kept, not a new
+// copy. Replies are never changed once made, so the sessions share them.
+//
+// Each slot holds one reply, chosen by a hash of its lines; a reply that
+// was read again since it came (used) keeps its slot once against a new
+// one, so the replies that differ every time (a queue ID) do not push out
+// the ones that repeat.
+type replyCache struct {
+	seed  maphash.Seed
+	slots [replyCacheSlots]atomic.Pointer[cachedReply]
+}
+
+const (
+	replyCacheSlots = 64   // a power of two
+	replyCacheMax   = 2048 // the longest reply kept (its lines and line ends)
+)
+
+type cachedReply struct {
+	key  string // the lines, each ended by '\n'
+	rep  reply
+	used atomic.Bool
+}
+
+func newReplyCache() *replyCache { return &replyCache{seed: maphash.MakeSeed()} }
+
+// reply returns the reply of the n lines in raw (each ended by '\n'):
+// the kept one when c holds it, else a new one, kept when its slot is
+// free or holds a reply not read again since it came. A nil c keeps
+// nothing.
+func (c *replyCache) reply(raw []byte, code, n int) reply {
+	if c == nil || len(raw) > replyCacheMax {
+		return replyFrom(string(raw), code, n)
+	}
+	slot := &c.slots[maphash.Bytes(c.seed, raw)&(replyCacheSlots-1)]
+	e := slot.Load()
+	if e != nil && e.key == string(raw) {
+		if !e.used.Load() {
+			e.used.Store(true)
+		}
+		return e.rep
+	}
+	all := string(raw)
+	rep := replyFrom(all, code, n)
+	if e == nil || !e.used.Load() {
+		slot.Store(&cachedReply{key: all, rep: rep})
+	} else {
+		e.used.Store(false) // a second chance: the next new reply takes the slot
+	}
+	return rep
 }
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }

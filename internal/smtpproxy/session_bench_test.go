@@ -15,7 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postern/postern/internal/evloop"
 	"github.com/postern/postern/internal/guard"
+	"github.com/postern/postern/internal/logline"
 	"github.com/postern/postern/internal/netlisten"
 	"github.com/postern/postern/internal/relay"
 	"github.com/postern/postern/internal/service"
@@ -103,7 +105,7 @@ func benchMessage(size int) []byte {
 // startBenchGateway serves one smtp service (wired as bench/smtp's
 // in-process gateway wires it: netlisten listener, guard engine, log level
 // info) in front of benchPostfix and returns its address.
-func startBenchGateway(b *testing.B) string {
+func startBenchGateway(b *testing.B, loops *evloop.Group) string {
 	b.Helper()
 	backend := testserver.TCP(b, benchPostfix)
 	path := filepath.Join(b.TempDir(), "postern.yaml")
@@ -119,15 +121,16 @@ func startBenchGateway(b *testing.B) string {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { eng.Close() })
-	cfg := Config{Service: service.SMTP, Hostname: "postern.bench.invalid", Backend: backend, BackendProxy: "v2"}
+	cfg := Config{Service: service.SMTP, Hostname: "postern.bench.invalid", Backend: backend, BackendProxy: "v2", Loops: loops}
 	env := func() Env { return Env{Policy: snap.Policy, LocalDomains: snap.Guard.LocalDomains} }
-	log := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log := slog.New(logline.New(io.Discard, logline.Options{})) // the gateway's handler
 	p := New(cfg, eng, env, nil, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	ln, err := netlisten.Listen(ctx, netlisten.Config{Listen: "127.0.0.1:0", Logger: log})
 	if err != nil {
 		b.Fatal(err)
 	}
+	ln.SetOwnedSockets(loops != nil) // as the gateway sets it
 	done := make(chan struct{})
 	go func() { defer close(done); p.Serve(ctx, benchAcceptor{ln}, 2*time.Second) }()
 	b.Cleanup(func() { cancel(); <-done })
@@ -145,7 +148,16 @@ func (a benchAcceptor) Accept() (relay.Conn, error) { return a.Listener.Accept()
 // PROXY header sent by the client): the difference in cpu-ns/op between
 // the two is the gateway's CPU per message.
 func BenchmarkSession(b *testing.B) {
-	b.Run("through", func(b *testing.B) { benchSessions(b, startBenchGateway(b), false) })
+	b.Run("through", func(b *testing.B) { benchSessions(b, startBenchGateway(b, nil), false) })
+	b.Run("loops", func(b *testing.B) {
+		loops, err := evloop.Start(0, nil)
+		if err != nil {
+			b.Skip(err)
+		}
+		addr := startBenchGateway(b, loops)
+		b.Cleanup(loops.Close) // after the gateway's cleanup
+		benchSessions(b, addr, false)
+	})
 	b.Run("direct", func(b *testing.B) { benchSessions(b, testserver.TCP(b, benchPostfix), true) })
 }
 
