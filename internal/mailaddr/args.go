@@ -21,15 +21,18 @@ type Arg struct {
 
 // Canonical returns the argument as postern relays it after the verb:
 // "FROM:<local@domain> PARAM PARAM" with single spaces.
-func (a Arg) Canonical() string {
-	var b strings.Builder
-	b.WriteString(a.Keyword)
-	b.WriteString(a.Path.Canonical())
+func (a Arg) Canonical() string { return string(a.AppendCanonical(nil)) }
+
+// AppendCanonical appends Canonical() to b: a caller writing the command
+// into its own buffer makes no string.
+func (a Arg) AppendCanonical(b []byte) []byte {
+	b = append(b, a.Keyword...)
+	b = a.Path.AppendCanonical(b)
 	for _, p := range a.Params {
-		b.WriteByte(' ')
-		b.WriteString(p)
+		b = append(b, ' ')
+		b = append(b, p...)
 	}
-	return b.String()
+	return b
 }
 
 // ParseMailArg reads the argument of MAIL (everything after the verb, for

@@ -44,6 +44,16 @@ func FuzzParsePath(f *testing.F) {
 		if p.Key() != strings.ToLower(p.Address()) {
 			t.Fatal("key")
 		}
+		want := p.Local // Address() as its parts make it, whether or not it was kept as read
+		if p.Domain != "" {
+			want += "@" + p.Domain
+		}
+		if p.Address() != want || q.Address() != want {
+			t.Fatalf("%q: Address() %q, of its canonical form %q; want %q", s, p.Address(), q.Address(), want)
+		}
+		if a := string(p.AppendCanonical([]byte("x"))); a != "x"+c {
+			t.Fatalf("%q: AppendCanonical %q, Canonical %q", s, a, c)
+		}
 	})
 }
 

@@ -82,6 +82,11 @@ type Path struct {
 	Literal netip.Addr
 	// Flags says what else was read.
 	Flags Flags
+
+	// addr is Address() when the path read held it as it is (no quotes,
+	// route, trailing dot or upper-case domain): a substring of the
+	// client's line, not a copy. "" otherwise.
+	addr string
 }
 
 // IsNull reports whether p is the null path <>.
@@ -110,6 +115,9 @@ func (p Path) InDomains(domains map[string]bool) bool {
 // unquoted form); "" for the null path, the bare local part for
 // <postmaster>.
 func (p Path) Address() string {
+	if p.addr != "" {
+		return p.addr
+	}
 	if p.Domain == "" {
 		return p.Local
 	}
@@ -127,34 +135,39 @@ func (p Path) Canonical() string {
 	if p.IsNull() {
 		return "<>"
 	}
-	var b strings.Builder
-	b.Grow(len(p.Local) + len(p.Domain) + 5)
-	b.WriteByte('<')
-	writeLocal(&b, p.Local)
-	if p.Domain != "" {
-		b.WriteByte('@')
-		b.WriteString(p.Domain)
+	return string(p.AppendCanonical(make([]byte, 0, len(p.Local)+len(p.Domain)+5)))
+}
+
+// AppendCanonical appends Canonical() to b: a caller writing the command
+// into its own buffer makes no string.
+func (p Path) AppendCanonical(b []byte) []byte {
+	if p.IsNull() {
+		return append(b, "<>"...)
 	}
-	b.WriteByte('>')
-	return b.String()
+	b = append(b, '<')
+	b = appendLocal(b, p.Local)
+	if p.Domain != "" {
+		b = append(b, '@')
+		b = append(b, p.Domain...)
+	}
+	return append(b, '>')
 }
 
 // String returns Canonical().
 func (p Path) String() string { return p.Canonical() }
 
-func writeLocal(b *strings.Builder, local string) {
+func appendLocal(b []byte, local string) []byte {
 	if isDotString(local) {
-		b.WriteString(local)
-		return
+		return append(b, local...)
 	}
-	b.WriteByte('"')
+	b = append(b, '"')
 	for i := 0; i < len(local); i++ {
 		if c := local[i]; c == '"' || c == '\\' {
-			b.WriteByte('\\')
+			b = append(b, '\\')
 		}
-		b.WriteByte(local[i])
+		b = append(b, local[i])
 	}
-	b.WriteByte('"')
+	return append(b, '"')
 }
 
 func syntaxErr(tok, format string, args ...any) error {
@@ -257,6 +270,10 @@ func ParsePath(tok string) (Path, error) {
 			p.Flags |= TrailingDot
 		}
 	}
+	if p.Flags&(SourceRoute|Quoted) == 0 && len(inner) == len(local)+1+len(p.Domain) &&
+		inner[:len(local)] == local && inner[len(local)] == '@' && inner[len(local)+1:] == p.Domain {
+		p.addr = inner // Address() as read: no copy
+	}
 	if strings.ContainsRune(local, '%') {
 		p.Flags |= PercentHack
 	}
@@ -351,8 +368,10 @@ func parseHostname(d string) (string, bool, error) {
 	if !utf8.ValidString(d) {
 		return "", false, errors.New("invalid UTF-8 in the domain")
 	}
-	labels := strings.Split(d, ".")
-	for _, l := range labels {
+	var last string
+	for rest := d; ; {
+		l, more, found := strings.Cut(rest, ".")
+		last = l
 		if l == "" {
 			return "", false, errors.New("empty domain label")
 		}
@@ -368,8 +387,11 @@ func parseHostname(d string) (string, bool, error) {
 				return "", false, fmt.Errorf("character %q in the domain", c)
 			}
 		}
+		if !found {
+			break
+		}
+		rest = more
 	}
-	last := labels[len(labels)-1]
 	if strings.Trim(last, "0123456789") == "" {
 		// 192.0.2.1 unbracketed: Postfix refuses to route it; whether
 		// it is refused at RCPT or later depends on its configuration.

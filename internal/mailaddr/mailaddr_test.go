@@ -268,3 +268,31 @@ func TestInDomains(t *testing.T) {
 		}
 	}
 }
+
+// A common argument is read and written out without a copy of its
+// address: the address is the client's bytes, the command goes into the
+// caller's buffer.
+func TestArgWithoutCopies(t *testing.T) {
+	toks := []string{"FROM:", "<sender@other.test>", "SIZE=10240"}
+	buf := make([]byte, 0, 128)
+	var addr string
+	n := testing.AllocsPerRun(100, func() {
+		a, err := ParseMailTokens(toks)
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr = a.Path.Address()
+		buf = a.AppendCanonical(buf[:0])
+	})
+	if addr != "sender@other.test" || string(buf) != "FROM:<sender@other.test> SIZE=10240" {
+		t.Fatalf("read %q, wrote %q", addr, buf)
+	}
+	if n != 0 {
+		t.Errorf("%v allocations, want 0", n)
+	}
+	// Upper case in the domain: the address is made, lower-cased.
+	p, err := ParsePath("<Sender@Other.Test>")
+	if err != nil || p.Address() != "Sender@other.test" || p.Canonical() != "<Sender@other.test>" {
+		t.Fatalf("%q %q, %v", p.Address(), p.Canonical(), err)
+	}
+}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/postern/postern/internal/ascii"
 	"github.com/postern/postern/internal/evloop"
+	"github.com/postern/postern/internal/mailaddr"
 	"github.com/postern/postern/internal/relay"
 )
 
@@ -203,6 +204,18 @@ func (b *backend) xclient(client netip.AddrPort, helo string) (reply, error) {
 func (b *backend) cmd(line string) (reply, error) {
 	b.armWrite()
 	b.w.WriteString(line)
+	b.w.WriteString("\r\n")
+	return b.flushRead()
+}
+
+// cmdArg sends MAIL or RCPT with the argument as postern relays it
+// (mailaddr.Arg.Canonical), written straight into the writer's buffer,
+// and reads the reply.
+func (b *backend) cmdArg(verb string, a mailaddr.Arg) (reply, error) {
+	b.armWrite()
+	b.w.WriteString(verb)
+	b.w.WriteByte(' ')
+	b.w.Write(a.AppendCanonical(b.w.AvailableBuffer()))
 	b.w.WriteString("\r\n")
 	return b.flushRead()
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"strings"
 
-	"github.com/postern/postern/internal/ascii"
 	"github.com/postern/postern/internal/mailaddr"
 )
 
@@ -94,11 +93,42 @@ func parseCommandInto(buf []string, line string) (command, error) {
 		return command{}, errBadSyntax
 	}
 	c := command{name: toks[0], args: toks[1:]}
-	c.verb = verbs[ascii.Upper(toks[0])]
+	c.verb = lookupVerb(toks[0])
 	if c.verb == verbUnknown && isHeaderName(toks[0]) {
 		c.verb = verbNonSMTP
 	}
 	return c, nil
+}
+
+// lookupVerb is verbs[ascii.Upper(t)]: the verbs of a message's session
+// by a switch, the others from the map, without a copy of t.
+func lookupVerb(t string) verb {
+	var u [16]byte
+	if len(t) > len(u) {
+		return verbUnknown // no verb is that long
+	}
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		if 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		u[i] = c
+	}
+	switch string(u[:len(t)]) {
+	case "EHLO":
+		return verbEHLO
+	case "MAIL":
+		return verbMAIL
+	case "RCPT":
+		return verbRCPT
+	case "DATA":
+		return verbDATA
+	case "QUIT":
+		return verbQUIT
+	case "RSET":
+		return verbRSET
+	}
+	return verbs[string(u[:len(t)])]
 }
 
 // isHeaderName reports whether a verb looks like a mail header name

@@ -4,6 +4,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/postern/postern/internal/ascii"
 )
 
 // Postfix's own tokenizer tests (smtpd_token.in and .ref): the same tokens.
@@ -86,6 +88,25 @@ func TestCanonicalLine(t *testing.T) {
 	}
 }
 
+// Every verb is found whatever its case, by the switch or the map.
+func TestLookupVerb(t *testing.T) {
+	for name, v := range verbs {
+		for _, s := range []string{name, strings.ToLower(name), strings.ToLower(name[:1]) + name[1:]} {
+			if got := lookupVerb(s); got != v {
+				t.Errorf("lookupVerb(%q) = %d, want %d", s, got, v)
+			}
+		}
+	}
+	for _, s := range []string{"", "MAILX", "MAI", "EHLO\t", "ÉHLO", strings.Repeat("X", 17), "mail:"} {
+		if got := lookupVerb(s); got != verbUnknown {
+			t.Errorf("lookupVerb(%q) = %d, want unknown", s, got)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { lookupVerb("ehlo"); lookupVerb("xclient") }); n != 0 {
+		t.Errorf("%v allocations, want 0", n)
+	}
+}
+
 // FuzzParseCommand: a line postern accepts reads, in the canonical form it
 // relays, exactly as it read the original (so the server behind it reads
 // the same command), and the relayed line holds no line break or NUL.
@@ -104,6 +125,9 @@ func FuzzParseCommand(f *testing.F) {
 		c, err := parseCommand(line)
 		if err != nil {
 			return
+		}
+		if v, want := lookupVerb(c.name), verbs[ascii.Upper(c.name)]; v != want {
+			t.Fatalf("%q: lookupVerb %d, the map %d", c.name, v, want)
 		}
 		if c.verb == verbUnknown || c.verb == verbPrivileged || c.verb == verbNonSMTP {
 			return // never relayed

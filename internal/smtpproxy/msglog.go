@@ -27,7 +27,12 @@ func (s *session) logMessage(size int64, rcpts int, final reply) {
 		return
 	}
 	status := final.enhanced()
-	text := strings.TrimPrefix(final.text(), status+" ")
+	text := final.text()
+	if t, ok := strings.CutPrefix(text, status); ok { // strings.TrimPrefix(text, status+" "), without the string
+		if t, ok := strings.CutPrefix(t, " "); ok {
+			text = t
+		}
+	}
 	// Typed attributes in an array on the stack: one line per message is
 	// the gateway's most frequent log line.
 	var a [8]slog.Attr

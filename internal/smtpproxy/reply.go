@@ -9,6 +9,7 @@ import (
 	"io"
 	"strings"
 	"sync/atomic"
+	"unicode"
 )
 
 // maxReplyLines bounds a multi-line reply from the backend.
@@ -26,6 +27,12 @@ type reply struct {
 
 // text returns the reply's text without codes, lines joined by spaces.
 func (r reply) text() string {
+	if len(r.lines) == 1 { // most replies: a substring, no copy
+		if l := r.lines[0]; len(l) > 4 {
+			return l[4:]
+		}
+		return ""
+	}
 	var b strings.Builder
 	for i, l := range r.lines {
 		if i > 0 {
@@ -44,11 +51,11 @@ func (r reply) enhanced() string {
 	if len(r.lines) == 0 || len(r.lines[0]) < 5 {
 		return ""
 	}
-	f := strings.Fields(r.lines[0][4:])
-	if len(f) == 0 {
-		return ""
+	// The first of strings.Fields, without the list.
+	c := strings.TrimLeftFunc(r.lines[0][4:], unicode.IsSpace)
+	if end := strings.IndexFunc(c, unicode.IsSpace); end >= 0 {
+		c = c[:end]
 	}
-	c := f[0]
 	if len(c) >= 5 && (c[0] == '2' || c[0] == '4' || c[0] == '5') && c[1] == '.' && strings.Count(c, ".") == 2 {
 		return c
 	}

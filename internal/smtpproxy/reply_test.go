@@ -3,6 +3,7 @@ package smtpproxy
 import (
 	"bufio"
 	"fmt"
+	"hash/maphash"
 	"slices"
 	"strings"
 	"sync"
@@ -31,7 +32,6 @@ func readAll(in string, c *replyCache) ([]reply, error) {
 // no allocation. Replies that differ, even only in where their lines
 // break, are not taken for one another.
 func TestReplyCacheReadAgain(t *testing.T) {
-	c := newReplyCache()
 	in := "220 mx.example.test ESMTP Postfix\r\n" +
 		"250-mx.example.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n" +
 		"250 2.1.0 Ok\r\n" +
@@ -39,6 +39,7 @@ func TestReplyCacheReadAgain(t *testing.T) {
 		"250-a\r\n250 bc\r\n" +
 		"250 abc\r\n" +
 		"250 2.1.0 Ok\r\n"
+	c := cacheApart(t, in)
 	first, err := readAll(in, c)
 	if err != nil {
 		t.Fatal(err)
@@ -84,6 +85,35 @@ func TestReplyCacheReadAgain(t *testing.T) {
 	if n != 0 {
 		t.Errorf("replies read again: %v allocations, want 0", n)
 	}
+}
+
+// cacheApart returns a cache whose seed puts the replies in in (distinct
+// keys) in slots of their own, so that none takes another's slot: the
+// slots are chosen by a hash with a random seed.
+func cacheApart(t *testing.T, in string) *replyCache {
+	t.Helper()
+	rs, err := readAll(in, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, r := range rs {
+		if k := strings.Join(r.lines, "\n") + "\n"; !slices.Contains(keys, k) {
+			keys = append(keys, k)
+		}
+	}
+	for range 1000 {
+		c := newReplyCache()
+		seen := map[uint64]bool{}
+		for _, k := range keys {
+			seen[maphash.String(c.seed, k)&(replyCacheSlots-1)] = true
+		}
+		if len(seen) == len(keys) {
+			return c
+		}
+	}
+	t.Fatal("cacheApart: no seed found")
+	return nil
 }
 
 // Replies that differ every time (a queue ID) do not push out the ones
@@ -184,6 +214,72 @@ func FuzzReadReply(f *testing.F) {
 			if plain[i].code != cached[i].code || !slices.Equal(plain[i].lines, cached[i].lines) {
 				t.Fatalf("reply %d: %d %q without the cache, %d %q with it", i, plain[i].code, plain[i].lines, cached[i].code, cached[i].lines)
 			}
+			r := cached[i]
+			if got, want := r.text(), joinedText(r); got != want {
+				t.Fatalf("text() of %q = %q, want %q", r.lines, got, want)
+			}
+			if got, want := r.enhanced(), enhancedByFields(r); got != want {
+				t.Fatalf("enhanced() of %q = %q, want %q", r.lines, got, want)
+			}
 		}
 	})
+}
+
+// joinedText is text() as it was first written: every line's text after
+// its code, joined by spaces.
+func joinedText(r reply) string {
+	var parts []string
+	for _, l := range r.lines {
+		if len(l) > 4 {
+			parts = append(parts, l[4:])
+		} else {
+			parts = append(parts, "")
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+// enhancedByFields is enhanced() as it was first written, with
+// strings.Fields.
+func enhancedByFields(r reply) string {
+	if len(r.lines) == 0 || len(r.lines[0]) < 5 {
+		return ""
+	}
+	f := strings.Fields(r.lines[0][4:])
+	if len(f) == 0 {
+		return ""
+	}
+	c := f[0]
+	if len(c) >= 5 && (c[0] == '2' || c[0] == '4' || c[0] == '5') && c[1] == '.' && strings.Count(c, ".") == 2 {
+		return c
+	}
+	return ""
+}
+
+// The text and enhanced code of the replies a message line logs.
+func TestReplyTextAndEnhanced(t *testing.T) {
+	for _, tc := range []struct{ in, text, enhanced string }{
+		{"250 2.0.0 Ok: queued as 4XyZ\r\n", "2.0.0 Ok: queued as 4XyZ", "2.0.0"},
+		{"250 Ok\r\n", "Ok", ""},
+		{"250\r\n", "", ""},
+		{"550-5.1.1 <a@b>: Recipient address rejected:\r\n550 5.1.1 User unknown\r\n", "5.1.1 <a@b>: Recipient address rejected: 5.1.1 User unknown", "5.1.1"},
+		{"451 \u00a04.3.0\u00a0Error\r\n", "\u00a04.3.0\u00a0Error", "4.3.0"},
+		{"554 5.7.1\r\n", "5.7.1", "5.7.1"},
+		{"554 5.7\r\n", "5.7", ""},
+	} {
+		rs, err := readAll(tc.in, nil)
+		if err != nil || len(rs) != 1 {
+			t.Fatalf("%q: %v", tc.in, err)
+		}
+		if got := rs[0].text(); got != tc.text {
+			t.Errorf("%q: text() = %q, want %q", tc.in, got, tc.text)
+		}
+		if got := rs[0].enhanced(); got != tc.enhanced {
+			t.Errorf("%q: enhanced() = %q, want %q", tc.in, got, tc.enhanced)
+		}
+	}
+	r := reply{code: 250, lines: []string{"250 2.0.0 Ok: queued as 4XyZ"}}
+	if n := testing.AllocsPerRun(100, func() { _, _ = r.text(), r.enhanced() }); n != 0 {
+		t.Errorf("text and enhanced code of a one-line reply: %v allocations, want 0", n)
+	}
 }

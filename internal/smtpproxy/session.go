@@ -2,6 +2,7 @@ package smtpproxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -230,7 +231,20 @@ func (s *session) readLine(timeout time.Duration) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return strings.TrimRight(string(line), "\r\n"), nil
+	l := bytes.TrimRight(line, "\r\n")
+	switch string(l) { // the commands without arguments, as clients send them: no copy
+	case "DATA":
+		return "DATA", nil
+	case "QUIT":
+		return "QUIT", nil
+	case "RSET":
+		return "RSET", nil
+	case "NOOP":
+		return "NOOP", nil
+	case "STARTTLS":
+		return "STARTTLS", nil
+	}
+	return string(l), nil
 }
 
 var errLineTooLong = errors.New("line too long")
@@ -470,7 +484,7 @@ func (s *session) mail(c command) error {
 		return s.reply(newReply(501, "5.1.7 Bad sender address syntax"))
 	}
 	from := a.Path.Address()
-	r, err := s.be.cmd("MAIL " + a.Canonical())
+	r, err := s.be.cmdArg("MAIL", a)
 	if err != nil {
 		return s.backendLost(err)
 	}
@@ -510,7 +524,7 @@ func (s *session) rcpt(c command) error {
 		}
 		return s.after(d)
 	}
-	r, err := s.be.cmd("RCPT " + a.Canonical())
+	r, err := s.be.cmdArg("RCPT", a)
 	if err != nil {
 		return s.backendLost(err)
 	}
