@@ -148,13 +148,23 @@ func (s *session) beCommand(cmd string) ([]string, string, error) {
 
 // beTagged sends a line and reads until the completion tagged tag.
 func (s *session) beTagged(tag, line string) ([]string, string, error) {
+	l, err := s.BackendCommand(line)
+	return s.beUntil(tag, l, err)
+}
+
+// beTaggedBytes is beTagged for a line in the caller's buffer (a login's,
+// holding the password: no string of it is made).
+func (s *session) beTaggedBytes(tag string, line []byte) ([]string, string, error) {
+	l, err := s.BackendCommandBytes(line)
+	return s.beUntil(tag, l, err)
+}
+
+// beUntil reads the backend's answer until the completion tagged tag, l
+// (or err) its first line.
+func (s *session) beUntil(tag, l string, err error) ([]string, string, error) {
 	var untagged []string
 	for i := range 1000 {
-		var l string
-		var err error
-		if i == 0 {
-			l, err = s.BackendCommand(line)
-		} else {
+		if i > 0 {
 			l, err = s.BackendLine()
 		}
 		if err != nil {
@@ -477,17 +487,16 @@ func loginReply(tag string, untagged []string, tagged string) mailgate.Reply {
 // when the backend offers it (base64: nothing to quote), else LOGIN with
 // quoted strings, or with LITERAL+ literals for 8-bit bytes. The user name
 // and password never hold NUL, CR or LF here (checkedLogin).
-// authenticatePlain is the command "tag AUTHENTICATE PLAIN" with the
-// credentials as its initial response (SASL-IR), made with one copy of
-// the password on the heap: the command, which the backend's writer
-// clears once sent (mailgate.Session.BackendCommand).
-func authenticatePlain(tag, authz, user, pass string) string {
+// appendAuthenticatePlain appends the command "tag AUTHENTICATE PLAIN"
+// with the credentials as its initial response (SASL-IR) to cmd: a
+// login's buffer on the stack, which the caller clears once sent, so that
+// no copy of the password is left on the heap (the backend's writer
+// clears its own, mailgate.Session.BackendCommandBytes).
+func appendAuthenticatePlain(cmd []byte, tag, authz, user, pass string) []byte {
 	const verb = " AUTHENTICATE PLAIN "
-	var stack [512]byte
 	n := len(authz) + len(user) + len(pass) + 2
-	cmd := stack[:0]
-	if need := len(tag) + len(verb) + base64.StdEncoding.EncodedLen(n) + n; need > len(stack) {
-		cmd = make([]byte, 0, need)
+	if need := len(cmd) + len(tag) + len(verb) + base64.StdEncoding.EncodedLen(n) + n; need > cap(cmd) {
+		cmd = append(make([]byte, 0, need), cmd...)
 	}
 	cmd = append(append(cmd, tag...), verb...)
 	// The credentials go after the room for their encoding, which is
@@ -497,9 +506,7 @@ func authenticatePlain(tag, authz, user, pass string) string {
 	raw := append(append(append(append(append(cmd[len(cmd):], authz...), 0), user...), 0), pass...)
 	base64.StdEncoding.Encode(cmd[enc:], raw)
 	clear(raw)
-	line := string(cmd)
-	clear(cmd)
-	return line
+	return cmd
 }
 
 func (s *session) backendLogin(tag, authz, user, pass string) ([]string, string, error) {
@@ -508,7 +515,10 @@ func (s *session) backendLogin(tag, authz, user, pass string) ([]string, string,
 		return nil, tag + " NO [AUTHENTICATIONFAILED] Authentication failed.", nil
 	}
 	if s.caps.plainIR {
-		return s.beTagged(tag, authenticatePlain(tag, authz, user, pass))
+		var stack [512]byte
+		cmd := appendAuthenticatePlain(stack[:0], tag, authz, user, pass)
+		defer clear(cmd)
+		return s.beTaggedBytes(tag, cmd)
 	}
 	if authz != "" {
 		return nil, tag + " NO [AUTHENTICATIONFAILED] Authentication failed.", nil

@@ -16,7 +16,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -372,23 +371,34 @@ func (s *Session) SetBackend(be net.Conn, br *bufio.Reader) {
 // then waits for the answer instead of first finding nothing. IMAP and POP3
 // servers before login speak only when spoken to: an answer (or the
 // connection's end) follows every command, a new event that ends the wait.
-func (s *Session) BackendCommand(line string) (string, error) {
+func (s *Session) BackendCommand(line string) (string, error) { return s.backendCommand(line, nil) }
+
+// BackendCommandBytes is BackendCommand for a line in the caller's
+// buffer (a login's, which the caller clears): the line goes out from
+// the session's own buffer, cleared once sent, and no string of it is
+// made.
+func (s *Session) BackendCommandBytes(line []byte) (string, error) {
+	return s.backendCommand("", line)
+}
+
+// backendCommand sends line and then b (one of them empty) as one line.
+func (s *Session) backendCommand(line string, b []byte) (string, error) {
 	var wr relay.WriteReader
 	if s.viaBE && s.BR.Buffered() == 0 {
 		wr = relay.WriteReaderOf(s.BE)
 	}
+	s.heldBuf = append(append(append(s.heldBuf[:0], line...), b...), "\r\n"...)
+	defer clear(s.heldBuf) // a login's command holds the password
 	if wr == nil {
-		if err := s.BackendWrite(line); err != nil {
+		if err := s.backendWriteHeld(); err != nil {
 			return "", err
 		}
 		return s.BackendLine()
 	}
 	s.BE.SetWriteDeadline(time.Now().Add(s.Gate.Cfg.BackendTimeout))
-	s.heldBuf = append(append(s.heldBuf[:0], line...), "\r\n"...)
 	s.held, s.heldWR = s.heldBuf, wr
 	l, err := s.BackendLine()
 	s.held, s.heldWR = nil, nil // in case the read failed before sending it
-	clear(s.heldBuf)            // a login's command holds the password
 	return l, err
 }
 
@@ -412,8 +422,15 @@ func (r beReader) Read(p []byte) (int, error) {
 
 // BackendWrite writes one line to the backend.
 func (s *Session) BackendWrite(line string) error {
+	s.heldBuf = append(append(s.heldBuf[:0], line...), "\r\n"...)
+	defer clear(s.heldBuf)
+	return s.backendWriteHeld()
+}
+
+// backendWriteHeld writes heldBuf to the backend.
+func (s *Session) backendWriteHeld() error {
 	s.BE.SetWriteDeadline(time.Now().Add(s.Gate.Cfg.BackendTimeout))
-	if _, err := io.WriteString(s.BE, line+"\r\n"); err != nil {
+	if _, err := s.BE.Write(s.heldBuf); err != nil {
 		return fmt.Errorf("writing to backend: %w", err)
 	}
 	return nil

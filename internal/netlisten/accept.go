@@ -54,8 +54,8 @@ func (l *Listener) acceptLoop() {
 // (sockio.Socket) when SetOwnedSockets is on and the system has them,
 // else Go's.
 func (l *Listener) accept() (net.Conn, error) {
-	if rc := l.owned.Load(); rc != nil {
-		s, err := sockio.Accept(*rc)
+	if a := l.owned.Load(); a != nil {
+		s, err := a.Accept()
 		if err != nil {
 			return nil, err
 		}

@@ -11,7 +11,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/postern/postern/internal/sockio"
@@ -63,7 +62,7 @@ type Config struct {
 // concurrent use.
 type Listener struct {
 	ln    net.Listener
-	owned atomic.Pointer[syscall.RawConn] // set: accept owned sockets through it (SetOwnedSockets)
+	owned atomic.Pointer[sockio.Acceptor] // set: accept owned sockets with it (SetOwnedSockets); the accept loop's alone
 	// lnFile is a duplicate of ln's socket that waits in the runtime's
 	// poller, for accepting owned sockets (Go's listener has no RawConn
 	// that waits); guarded by mu, closed with ln.
@@ -206,7 +205,7 @@ func (l *Listener) SetOwnedSockets(on bool) {
 		l.log.Warn("netlisten: connections stay Go's sockets", "listen", l.addr, "err", err)
 		return
 	}
-	l.owned.Store(&rc)
+	l.owned.Store(sockio.NewAcceptor(rc))
 }
 
 // Addr returns the listener's network address.

@@ -471,43 +471,62 @@ func (s *Socket) opError(op string, err error) error {
 	return &net.OpError{Op: op, Net: "tcp", Source: tcpAddr(&s.laddr, s.local), Addr: tcpAddr(&s.raddr, s.remote), Err: err}
 }
 
-// Accept takes one connection from the listening socket rc is the
-// RawConn of, waiting in the runtime's poller for the listener (not for
-// the connection): accept4(2), its TCP_NODELAY and its local address are
-// raw system calls, and the connection is a Socket, non-blocking and
-// close-on-exec. Errors are *net.OpError, as net.TCPListener's.
-func Accept(rc syscall.RawConn) (*Socket, error) {
-	var (
-		nfd    = -1
-		rsa    unix.RawSockaddrAny
-		errno  syscall.Errno
-		accept = func(fd uintptr) bool {
-			for {
-				alen := uint32(unsafe.Sizeof(rsa))
-				r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, fd, uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&alen)),
-					unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
-				switch e {
-				case 0:
-					nfd = int(r)
-					return true
-				case unix.EINTR:
-					continue
-				case unix.EAGAIN:
-					return false // wait for the listener
-				}
-				errno = e
-				return true
-			}
+// Acceptor takes connections from one listening socket: accept4(2), its
+// TCP_NODELAY and its local address are raw system calls, and each
+// connection is a Socket, non-blocking and close-on-exec. It waits in the
+// runtime's poller for the listener (not for the connections). Its state
+// is reused from one accept to the next, so one goroutine at a time
+// calls Accept.
+type Acceptor struct {
+	rc     syscall.RawConn
+	nfd    int
+	rsa    unix.RawSockaddrAny
+	errno  syscall.Errno
+	accept func(fd uintptr) bool // acceptOnce, made once
+}
+
+// NewAcceptor returns an Acceptor for the listening socket rc is the
+// RawConn of.
+func NewAcceptor(rc syscall.RawConn) *Acceptor {
+	a := &Acceptor{rc: rc}
+	a.accept = a.acceptOnce
+	return a
+}
+
+// acceptOnce is the accept4(2) rc.Read runs: done unless the listener
+// has no connection yet.
+func (a *Acceptor) acceptOnce(fd uintptr) bool {
+	for {
+		alen := uint32(unsafe.Sizeof(a.rsa))
+		r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, fd, uintptr(unsafe.Pointer(&a.rsa)), uintptr(unsafe.Pointer(&alen)),
+			unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+		switch e {
+		case 0:
+			a.nfd = int(r)
+			return true
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false // wait for the listener
 		}
-	)
+		a.errno = e
+		return true
+	}
+}
+
+// Accept takes the next connection. Errors are *net.OpError, as
+// net.TCPListener's.
+func (a *Acceptor) Accept() (*Socket, error) {
+	a.nfd, a.errno = -1, 0
 	opErr := func(err error) error { return &net.OpError{Op: "accept", Net: "tcp", Err: err} }
-	if err := rc.Read(accept); err != nil {
+	if err := a.rc.Read(a.accept); err != nil {
 		return nil, opErr(err)
 	}
-	if errno != 0 {
-		return nil, opErr(os.NewSyscallError("accept4", errno))
+	if a.errno != 0 {
+		return nil, opErr(os.NewSyscallError("accept4", a.errno))
 	}
-	remote := RawAddrPort(&rsa)
+	nfd := a.nfd
+	remote := RawAddrPort(&a.rsa)
 	one := int32(1)
 	unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(nfd), unix.IPPROTO_TCP, unix.TCP_NODELAY, uintptr(unsafe.Pointer(&one)), 4, 0)
 	local, err := LocalAddrPort(nfd)

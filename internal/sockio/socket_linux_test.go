@@ -263,3 +263,60 @@ func TestOwnedConnSteps(t *testing.T) {
 		t.Errorf("ReadNow after Close: %v", err)
 	}
 }
+
+// One Acceptor takes connection after connection, each with its own
+// addresses, allocating only the Socket.
+func TestAcceptorReused(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	f, err := ListenerFile(ln)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := NewAcceptor(rc)
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	for i := range 3 {
+		c := dial()
+		s, err := a.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.RemoteAddrPort().String() != c.LocalAddr().String() || s.LocalAddrPort().String() != ln.Addr().String() {
+			t.Errorf("connection %d: accepted %s → %s, dialed %s → %s", i, s.RemoteAddrPort(), s.LocalAddrPort(), c.LocalAddr(), ln.Addr())
+		}
+		s.Close()
+		c.Close()
+	}
+	conns := make(chan net.Conn, 200)
+	for range cap(conns) {
+		conns <- dial()
+	}
+	n := testing.AllocsPerRun(100, func() {
+		s, err := a.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+	})
+	close(conns)
+	for c := range conns {
+		c.Close()
+	}
+	if want := 1.0; n > want && !leakGuard && !raceEnabled { // the leak guard's cleanup allocates too
+		t.Errorf("%v allocations an accept, want %v (the Socket)", n, want)
+	}
+}

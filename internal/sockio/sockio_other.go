@@ -21,8 +21,14 @@ func AsTCPSocket(c net.Conn) (TCPSocket, bool) {
 	return t, ok
 }
 
+// Acceptor is not available here: the caller accepts with its listener.
+type Acceptor struct{}
+
+// NewAcceptor returns an Acceptor that accepts nothing.
+func NewAcceptor(syscall.RawConn) *Acceptor { return &Acceptor{} }
+
 // Accept is not available here: the caller accepts with its listener.
-func Accept(syscall.RawConn) (net.Conn, error) { return nil, errors.ErrUnsupported }
+func (*Acceptor) Accept() (net.Conn, error) { return nil, errors.ErrUnsupported }
 
 // ListenerFile is not available here: there are no owned sockets.
 func ListenerFile(net.Listener) (*os.File, error) { return nil, errors.ErrUnsupported }
