@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every fuzz target of the module (every `func FuzzXxx` in a _test.go
-# file) for FUZZTIME each (default 30s). CI runs it briefly (FUZZTIME=5s).
+# file) for FUZZTIME each (default 30s). CI runs it briefly (FUZZTIME=3s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fuzztime=${FUZZTIME:-30s}
