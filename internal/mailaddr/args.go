@@ -21,7 +21,10 @@ type Arg struct {
 
 // Canonical returns the argument as postern relays it after the verb:
 // "FROM:<local@domain> PARAM PARAM" with single spaces.
-func (a Arg) Canonical() string { return string(a.AppendCanonical(nil)) }
+func (a Arg) Canonical() string {
+	var buf [128]byte // most arguments: the string is the one allocation
+	return string(a.AppendCanonical(buf[:0]))
+}
 
 // AppendCanonical appends Canonical() to b: a caller writing the command
 // into its own buffer makes no string.

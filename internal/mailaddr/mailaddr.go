@@ -135,7 +135,8 @@ func (p Path) Canonical() string {
 	if p.IsNull() {
 		return "<>"
 	}
-	return string(p.AppendCanonical(make([]byte, 0, len(p.Local)+len(p.Domain)+5)))
+	var buf [128]byte // most paths: the string is the one allocation
+	return string(p.AppendCanonical(buf[:0]))
 }
 
 // AppendCanonical appends Canonical() to b: a caller writing the command

@@ -290,6 +290,10 @@ func TestArgWithoutCopies(t *testing.T) {
 	if n != 0 {
 		t.Errorf("%v allocations, want 0", n)
 	}
+	a, _ := ParseMailTokens(toks)
+	if n := testing.AllocsPerRun(100, func() { _, _ = a.Canonical(), a.Path.Canonical() }); n != 2 {
+		t.Errorf("Canonical of the argument and of its path: %v allocations, want 2 (the strings)", n)
+	}
 	// Upper case in the domain: the address is made, lower-cased.
 	p, err := ParsePath("<Sender@Other.Test>")
 	if err != nil || p.Address() != "Sender@other.test" || p.Canonical() != "<Sender@other.test>" {
