@@ -82,8 +82,12 @@ func (g *Gateway) runProcessors(ctx context.Context, wg *sync.WaitGroup) {
 	c.Ceiling = g.opts.ProcessorCeiling
 	g.log.Info("processors sized to the load", "max", g.procs.ceiling, "window", c.Window(), "follow_cpu_limit", c.Ceiling != nil)
 	wg.Go(func() {
-		t := time.NewTicker(c.Window())
+		t := time.NewTimer(c.Window())
 		defer t.Stop()
-		_ = c.Run(ctx, t.C) // returns ctx's error when the gateway stops
+		after := func(d time.Duration) <-chan time.Time {
+			t.Reset(d) // fired or drained: Run waits on it each time
+			return t.C
+		}
+		_ = c.Run(ctx, after) // returns ctx's error when the gateway stops
 	})
 }

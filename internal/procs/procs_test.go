@@ -23,6 +23,8 @@ func TestPolicyValidation(t *testing.T) {
 		{Max: 2, Lower: -0.1},
 		{Max: 2, Window: -time.Second},
 		{Max: 2, Hold: -1},
+		{Max: 2, Stretch: -1},
+		{Max: 2, Quiet: 0.55},
 	} {
 		if _, err := NewSizer(p, 1); err == nil || !strings.HasPrefix(err.Error(), "procs: ") {
 			t.Errorf("NewSizer(%+v) = %v; want an error", p, err)
@@ -177,14 +179,24 @@ func (f *fakeCPU) window(w time.Duration, cores float64, fail bool) {
 }
 
 // runController runs c.Run on its own goroutine with a tick channel the
-// test drives; stop cancels it and checks it returned ctx's error.
-func runController(t *testing.T, c *Controller) (tick chan time.Time, stop func()) {
+// test drives; each wait Run asks for goes to waits (buffered: a test
+// that does not look at them leaves them there). stop cancels it and
+// checks it returned ctx's error.
+func runController(t *testing.T, c *Controller) (tick chan time.Time, waits chan time.Duration, stop func()) {
 	t.Helper()
 	tick = make(chan time.Time)
+	waits = make(chan time.Duration, 100)
+	after := func(d time.Duration) <-chan time.Time {
+		select {
+		case waits <- d:
+		default:
+		}
+		return tick
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx, tick) }()
-	return tick, func() {
+	go func() { done <- c.Run(ctx, after) }()
+	return tick, waits, func() {
 		t.Helper()
 		cancel()
 		if err := <-done; !errors.Is(err, context.Canceled) {
@@ -215,7 +227,7 @@ func TestControllerRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Now = f.clock
-	tick, stop := runController(t, c)
+	tick, _, stop := runController(t, c)
 	expect := func(want int, what string) {
 		t.Helper()
 		expectOn(t, sets, want, what)
@@ -247,6 +259,72 @@ func TestControllerRun(t *testing.T) {
 	expect(1, "two light windows again")
 	stop()
 	expect(2, "the ceiling set again on the way out")
+}
+
+// TestControllerQuiet: at the minimum, each window that used less than
+// Quiet of a processor doubles the wait before the next sample, up to
+// Stretch windows; above the minimum or under load the wait is one window
+// again, and a load that starts during a long wait gets its processors at
+// the end of it.
+func TestControllerQuiet(t *testing.T) {
+	f := &fakeCPU{nextAt: time.Unix(1e9, 0)}
+	f.window(0, 0, false)
+	sets := make(chan int, 100)
+	c, err := NewController(Policy{Max: 2, Hold: 1}, f.read, func(n int) { sets <- n })
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Now = f.clock
+	tick, waits, stop := runController(t, c)
+	w := c.Window()
+	// step checks the wait Run asked for, then ends it with cores used.
+	step := func(wantWait time.Duration, cores float64, what string) {
+		t.Helper()
+		select {
+		case d := <-waits:
+			if d != wantWait {
+				t.Fatalf("%s: Run waits %v, want %v", what, d, wantWait)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: Run asked for no wait", what)
+		}
+		f.window(wantWait, cores, false)
+		tick <- time.Time{}
+	}
+	expectOn(t, sets, 2, "the start")
+	step(w, 0.01, "two processors, nearly idle")
+	expectOn(t, sets, 1, "one light window (hold 1)")
+	step(w, 0.01, "the first window at the minimum: not stretched before it")
+	step(2*w, 0.01, "one quiet window at the minimum")
+	step(4*w, 0.01, "two quiet windows")
+	step(4*w, 0.2, "at most four windows")
+	step(w, 0.01, "a window that was not quiet")
+	step(2*w, 0.95, "quiet again, then a load")
+	expectOn(t, sets, 2, "the load's processors at the end of the long wait")
+	step(w, 0.01, "above the minimum: one window, however idle")
+	expectOn(t, sets, 1, "idle again")
+	stop()
+	expectOn(t, sets, 2, "the ceiling set on the way out")
+}
+
+// TestSizerQuietOff: a negative Quiet or a Stretch of 1 keeps every wait
+// at one window.
+func TestSizerQuietOff(t *testing.T) {
+	for _, p := range []Policy{{Max: 1, Quiet: -1}, {Max: 1, Stretch: 1}} {
+		s, err := NewSizer(p, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 4 {
+			s.Observe(0)
+			if s.Next() != DefaultWindow {
+				t.Fatalf("%+v: next wait %v, want %v", p, s.Next(), DefaultWindow)
+			}
+		}
+	}
+	if _, err := NewSizer(Policy{Max: 1, Quiet: 0.6}, 1); err == nil {
+		t.Error("a Quiet share above Lower was taken")
+	}
 }
 
 // TestSizerSetMax: a lowered maximum takes the processors down at once
@@ -300,7 +378,7 @@ func TestControllerCeiling(t *testing.T) {
 		return n
 	}
 	c.CeilingEvery = 2
-	tick, stop := runController(t, c)
+	tick, _, stop := runController(t, c)
 	step := func() {
 		f.window(c.Window(), 3, false) // three cores' worth: saturated below 4
 		tick <- time.Time{}
