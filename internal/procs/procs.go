@@ -53,7 +53,7 @@ const (
 	// sample wakes the process: measured on a 2-core virtual machine, an
 	// idle postern spent 0.8 ms of CPU a second on four samples a second
 	// and nothing without them.
-	DefaultQuiet = 0.05
+	DefaultQuiet = 0.1
 	// DefaultStretch bounds how many windows a quiet process waits
 	// between two samples (1 s at DefaultWindow): a load that starts
 	// then gets more processors within that and one window.
