@@ -52,6 +52,7 @@ func ConnectControl(ctx context.Context, deadline time.Time) func(network, addre
 // socket is non-blocking, and the runtime's entry for blocking calls would
 // wake its monitor thread for nothing.
 func connect(t *task, fd int, ap netip.AddrPort, deadline time.Time) error {
+	dl := sockio.Mono(deadline)
 	rsa, alen := rawSockaddr(ap)
 	var e unix.Errno
 	for {
@@ -68,7 +69,7 @@ func connect(t *task, fd int, ap netip.AddrPort, deadline time.Time) error {
 		return os.NewSyscallError("connect", e)
 	}
 	for {
-		on, werr := t.Wait(fd, true, deadline)
+		on, werr := t.Wait(fd, true, dl)
 		if !on {
 			return fmt.Errorf("evloop: connect: the handler left its loop")
 		}

@@ -16,6 +16,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/postern/postern/internal/sockio"
 )
 
 // Group is a set of loops, one per processor, that run handlers.
@@ -144,7 +146,7 @@ type loop struct {
 	// Owned by the loop's goroutine:
 	fds     []fdState // by descriptor
 	timers  timerHeap
-	armed   int64 // when the timerfd expires (Unix ns, 0: disarmed)
+	armed   int64 // when the timerfd expires (sockio.MonoNow's clock, 0: disarmed)
 	live    int   // tasks started and not ended
 	events  []unix.EpollEvent
 	batch   []*task // the spare slices of starts and wakes
@@ -260,7 +262,7 @@ func (l *loop) step(done *bool) bool {
 			return true
 		}
 		if len(l.timers) > 0 {
-			l.expire(time.Now().UnixNano())
+			l.expire(sockio.MonoNow())
 		}
 		n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.ep), uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), 0, 0, 0)
 		if e == unix.EINTR {
@@ -325,7 +327,7 @@ func (l *loop) dispatch(evs []unix.EpollEvent) {
 			unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&buf[0])), 8)
 			if fd == l.tfd {
 				l.armed = 0 // expired: a timerfd fires once
-				l.expire(time.Now().UnixNano())
+				l.expire(sockio.MonoNow())
 			}
 			continue
 		}
@@ -387,7 +389,7 @@ func (l *loop) arm() {
 	}
 	var its unix.ItimerSpec
 	if next != 0 {
-		d := next - time.Now().UnixNano()
+		d := next - sockio.MonoNow()
 		if d <= 0 {
 			d = 1 // due already: expire at once (zero would disarm)
 		}
@@ -679,7 +681,7 @@ type task struct {
 func (t *task) onLoop() bool { return t.attached.Load() && t.l.current == t }
 
 // Wait implements sockio.Waiter.
-func (t *task) Wait(fd int, write bool, deadline time.Time) (bool, error) {
+func (t *task) Wait(fd int, write bool, deadline int64) (bool, error) {
 	want := uint32(readReady)
 	if write {
 		want = writeReady
@@ -687,17 +689,15 @@ func (t *task) Wait(fd int, write bool, deadline time.Time) (bool, error) {
 	return t.wait([2]int{fd, -1}, [2]uint32{want, 0}, deadline)
 }
 
-// wait waits for the first of up to two sockets' readiness.
-func (t *task) wait(fds [2]int, want [2]uint32, deadline time.Time) (bool, error) {
+// wait waits for the first of up to two sockets' readiness, until
+// deadline (on sockio's monotonic clock, sockio.Mono; 0: none).
+func (t *task) wait(fds [2]int, want [2]uint32, deadline int64) (bool, error) {
 	if !t.attached.Load() || t.l.current != t {
 		return false, nil
 	}
-	t.wfd, t.want, t.deadline = fds, want, 0
-	if !deadline.IsZero() {
-		t.deadline = deadline.UnixNano()
-		if t.deadline <= time.Now().UnixNano() {
-			return true, os.ErrDeadlineExceeded
-		}
+	t.wfd, t.want, t.deadline = fds, want, deadline
+	if deadline != 0 && deadline <= sockio.MonoNow() {
+		return true, os.ErrDeadlineExceeded
 	}
 	t.w.yield(struct{}{})
 	return true, t.werr
@@ -791,5 +791,5 @@ func (t *task) waitAny(a, b Ready, deadline time.Time) (bool, error) {
 		}
 		return m
 	}
-	return t.wait([2]int{a.FD, b.FD}, [2]uint32{mask(a), mask(b)}, deadline)
+	return t.wait([2]int{a.FD, b.FD}, [2]uint32{mask(a), mask(b)}, sockio.Mono(deadline))
 }

@@ -345,7 +345,7 @@ func TestDescriptorReused(t *testing.T) {
 		}
 		defer unix.Close(p[1])
 		// Watched, nothing to read: the wait times out.
-		if _, err := tk.Wait(p[0], false, time.Now().Add(10*time.Millisecond)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		if _, err := tk.Wait(p[0], false, sockio.Mono(time.Now().Add(10*time.Millisecond))); !errors.Is(err, os.ErrDeadlineExceeded) {
 			got <- fmt.Sprintf("first wait: %v", err)
 			return
 		}
@@ -369,7 +369,7 @@ func TestDescriptorReused(t *testing.T) {
 		}
 		defer unix.Close(num)
 		unix.Write(q[1], []byte("x"))
-		if _, err := tk.Wait(num, false, time.Now().Add(5*time.Second)); err != nil {
+		if _, err := tk.Wait(num, false, sockio.Mono(time.Now().Add(5*time.Second))); err != nil {
 			got <- fmt.Sprintf("wait on the new socket: %v", err)
 			return
 		}
@@ -899,7 +899,7 @@ func TestDeadlinesRearm(t *testing.T) {
 		defer unix.Close(p[1])
 		wait := func(d time.Duration) (time.Duration, error) {
 			start := time.Now()
-			_, err := tk.Wait(p[0], false, start.Add(d))
+			_, err := tk.Wait(p[0], false, sockio.Mono(start.Add(d)))
 			return time.Since(start), err
 		}
 		// Data ready at once: the wait ends an hour before its deadline.
@@ -922,8 +922,8 @@ func TestDeadlinesRearm(t *testing.T) {
 		if l.armed != 0 && len(l.timers) == 0 {
 			// Checked on the loop: with no deadline left, what is armed
 			// is the last expiry not yet read, at most.
-			if l.armed > time.Now().UnixNano() {
-				got <- fmt.Sprintf("timerfd armed for %v with no deadline", time.Unix(0, l.armed))
+			if d := time.Duration(l.armed - sockio.MonoNow()); d > 0 {
+				got <- fmt.Sprintf("timerfd armed %v ahead with no deadline", d)
 				return
 			}
 		}

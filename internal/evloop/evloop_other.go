@@ -52,7 +52,7 @@ type task struct{}
 func (*task) mayBlock()                               {}
 func (*task) onLoop() bool                            { return false }
 func (*task) bind(Bindable) bool                      { return false }
-func (*task) Wait(int, bool, time.Time) (bool, error) { return false, nil }
+func (*task) Wait(int, bool, int64) (bool, error) { return false, nil }
 
 // ConnectControl returns nil: the Dialer connects as usual.
 func ConnectControl(context.Context, time.Time) func(network, address string, c syscall.RawConn) error {

@@ -11,7 +11,7 @@ import (
 // calling code wherever it runs.
 type pollWaiter struct{ waits int }
 
-func (w *pollWaiter) Wait(fd int, write bool, deadline time.Time) (bool, error) {
+func (w *pollWaiter) Wait(fd int, write bool, deadline int64) (bool, error) {
 	w.waits++
 	ev := int16(unix.POLLIN)
 	if write {
@@ -19,8 +19,8 @@ func (w *pollWaiter) Wait(fd int, write bool, deadline time.Time) (bool, error) 
 	}
 	for {
 		ms := -1
-		if !deadline.IsZero() {
-			d := time.Until(deadline)
+		if deadline != 0 {
+			d := time.Duration(deadline - MonoNow())
 			if d <= 0 {
 				return true, os.ErrDeadlineExceeded
 			}

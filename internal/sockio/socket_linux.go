@@ -46,7 +46,7 @@ type Socket struct {
 	rdl     time.Time       // deadlines, for the file when there is one
 	wdl     time.Time
 
-	rdlNs, wdlNs   atomic.Int64 // the deadlines as Unix nanoseconds (0: none), read without the lock
+	rdlNs, wdlNs   atomic.Int64 // the deadlines on the monotonic clock (Mono; 0: none), read without the lock
 	local, remote  netip.AddrPort
 	laddr, raddr   atomic.Pointer[net.TCPAddr] // made at the first LocalAddr, RemoteAddr
 	rawConn        socketRawConn
@@ -258,7 +258,7 @@ func (s *Socket) Unread() (unread, ok bool) {
 // it back with release), or ok false once the runtime's poller has the
 // socket (step through its RawConn then).
 func (s *Socket) acquireBefore(dl *atomic.Int64) (fd int, ok bool, err error) {
-	if d := dl.Load(); d != 0 && d <= time.Now().UnixNano() {
+	if d := dl.Load(); d != 0 && d <= MonoNow() {
 		return -1, false, os.ErrDeadlineExceeded
 	}
 	fd, frc, err := s.acquire()
@@ -269,7 +269,7 @@ func (s *Socket) acquireBefore(dl *atomic.Int64) (fd int, ok bool, err error) {
 }
 
 func (s *Socket) rawStep(f func(fd uintptr) bool, dl *atomic.Int64) error {
-	if d := dl.Load(); d != 0 && d <= time.Now().UnixNano() {
+	if d := dl.Load(); d != 0 && d <= MonoNow() {
 		return os.ErrDeadlineExceeded
 	}
 	fd, frc, err := s.acquire()
@@ -454,7 +454,7 @@ func (s *Socket) setDeadline(t time.Time, at *time.Time, ns *atomic.Int64, set f
 		return s.opError("set", net.ErrClosed)
 	}
 	*at = t
-	ns.Store(unixNano(t))
+	ns.Store(Mono(t))
 	if s.file != nil {
 		if err := set(s.file, t); err != nil {
 			return s.opError("set", err)

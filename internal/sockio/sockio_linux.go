@@ -57,8 +57,8 @@ type Conn struct {
 	rfd, wfd    int
 	tryReadFn   func(fd uintptr) bool
 	tryWriteFn  func(fd uintptr) bool
-	// rdl and wdl are the read and write deadlines (Unix nanoseconds, 0
-	// none), for a Waiter; the TCPConn has them too.
+	// rdl and wdl are the read and write deadlines (on the monotonic
+	// clock, Mono; 0: none), for a Waiter; the TCPConn has them too.
 	rdl, wdl atomic.Int64
 	// drained (guarded by rmu) is true when the last read on a Waiter
 	// emptied the socket (it returned less than asked), or before the
@@ -429,8 +429,8 @@ func (c *Conn) Close() error {
 
 // SetDeadline sets the read and write deadlines.
 func (c *Conn) SetDeadline(t time.Time) error {
-	c.rdl.Store(unixNano(t))
-	c.wdl.Store(unixNano(t))
+	c.rdl.Store(Mono(t))
+	c.wdl.Store(Mono(t))
 	err := c.socket.SetDeadline(t)
 	c.wakeIfPast(t)
 	return err
@@ -438,7 +438,7 @@ func (c *Conn) SetDeadline(t time.Time) error {
 
 // SetReadDeadline sets the read deadline.
 func (c *Conn) SetReadDeadline(t time.Time) error {
-	c.rdl.Store(unixNano(t))
+	c.rdl.Store(Mono(t))
 	err := c.socket.SetReadDeadline(t)
 	c.wakeIfPast(t)
 	return err
@@ -446,7 +446,7 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 
 // SetWriteDeadline sets the write deadline.
 func (c *Conn) SetWriteDeadline(t time.Time) error {
-	c.wdl.Store(unixNano(t))
+	c.wdl.Store(Mono(t))
 	err := c.socket.SetWriteDeadline(t)
 	c.wakeIfPast(t)
 	return err
@@ -460,23 +460,9 @@ func (c *Conn) wakeIfPast(t time.Time) {
 	if t.IsZero() {
 		return
 	}
-	if r := c.waiter.Load(); r != nil && !t.After(time.Now()) {
+	if r := c.waiter.Load(); r != nil && Mono(t) <= MonoNow() {
 		r.w.Wake(-1)
 	}
-}
-
-func unixNano(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixNano()
-}
-
-func deadline(ns int64) time.Time {
-	if ns == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, ns)
 }
 
 // readOnWaiter is Read's step with w waiting: false when w no longer runs
@@ -488,7 +474,7 @@ func (c *Conn) readOnWaiter(w Waiter, err *error) bool {
 		// The socket was empty after the last read: nothing can be
 		// there that the Waiter has not seen arrive.
 		c.drained = false
-		on, e := w.Wait(c.rfd, false, deadline(c.rdl.Load()))
+		on, e := w.Wait(c.rfd, false, c.rdl.Load())
 		if !on {
 			return false
 		}
@@ -510,7 +496,7 @@ func (c *Conn) readOnWaiter(w Waiter, err *error) bool {
 			return true
 		}
 		c.rerr = 0
-		on, e := w.Wait(c.rfd, false, deadline(c.rdl.Load()))
+		on, e := w.Wait(c.rfd, false, c.rdl.Load())
 		if !on {
 			return false
 		}
@@ -533,7 +519,7 @@ func (c *Conn) writeOnWaiter(w Waiter, err *error) bool {
 			return true
 		}
 		c.werr = 0
-		on, e := w.Wait(c.wfd, true, deadline(c.wdl.Load()))
+		on, e := w.Wait(c.wfd, true, c.wdl.Load())
 		if !on {
 			return false
 		}

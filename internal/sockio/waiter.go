@@ -3,7 +3,6 @@ package sockio
 import (
 	"net"
 	"syscall"
-	"time"
 )
 
 // Waiter waits for a socket's readiness on behalf of a Conn whose reads
@@ -12,7 +11,8 @@ import (
 // code that reads or writes when it may go on.
 type Waiter interface {
 	// Wait waits until the socket fd may be readable (write false) or
-	// writable, the deadline passes (the zero time: none), or Wake is
+	// writable, the deadline passes (on the clock of Mono and MonoNow;
+	// 0: none), or Wake is
 	// called. It returns os.ErrDeadlineExceeded after the deadline. It
 	// reports false when the Waiter no longer runs the calling code (the
 	// code moved to a goroutine of its own): the caller waits itself.
@@ -21,7 +21,7 @@ type Waiter interface {
 	// asked) waits before reading again, without a read that would find
 	// nothing: Wait must then report bytes that arrived since that read,
 	// as an edge-triggered watcher of the socket does.
-	Wait(fd int, write bool, deadline time.Time) (bool, error)
+	Wait(fd int, write bool, deadline int64) (bool, error)
 	// Wake ends a Wait of the connection's code early: the socket fd was
 	// closed, or (fd -1) it was closed before or a deadline was set in
 	// the past. Any goroutine may call it.
