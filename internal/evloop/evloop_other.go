@@ -49,9 +49,9 @@ func (g *Group) Go(ctx context.Context, _ Bindable, handle func(ctx context.Cont
 // task is never made here.
 type task struct{}
 
-func (*task) mayBlock()                               {}
-func (*task) onLoop() bool                            { return false }
-func (*task) bind(Bindable) bool                      { return false }
+func (*task) mayBlock()                           {}
+func (*task) onLoop() bool                        { return false }
+func (*task) bind(Bindable) bool                  { return false }
 func (*task) Wait(int, bool, int64) (bool, error) { return false, nil }
 
 // ConnectControl returns nil: the Dialer connects as usual.
