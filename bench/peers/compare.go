@@ -165,7 +165,7 @@ func (b *bench) compareAll() error {
 		out.WriteString(" (nginx: master and workers, not its auth server)")
 	}
 	fmt.Fprintf(&out, ". postern/%s: postern's CPU a operation (or rate) over the other's, in each round. In brackets, the part of the CPU a operation spent in the kernel (system time: the kernel samples it at each clock tick, so over a window it is within a few per cent).\n\n", z.name)
-	fmt.Fprintf(&out, "| scenario | postern: rate, CPU a operation (medians) | %s | postern/%s CPU, each round | median (geometric mean) | postern/%s rate, median |\n|---|---|---|---|---|---|\n", z.name, z.name, z.name)
+	fmt.Fprintf(&out, "| scenario | postern: rate, CPU a operation (medians) | %s | postern/%s CPU, each round | median (geometric mean; 95 %% interval) | postern/%s rate, median |\n|---|---|---|---|---|---|\n", z.name, z.name, z.name)
 	for _, key := range abScenarios {
 		if !b.want(key) || b.ctx.Err() != nil {
 			continue
@@ -309,8 +309,48 @@ func (b *bench) compareScenario(key string, sides []*abSide) (string, error) {
 		}
 		return c
 	}
-	return fmt.Sprintf("| %s | %s | %s | %s | **%.3f** (%.3f) | %.3f |\n", sc.Title, cell(a), cell(z), strings.Join(each, ", "),
-		cpuMed, cpuGeo, rateMed), nil
+	geo := fmt.Sprintf("%.3f", cpuGeo)
+	if lo, hi, ok := geoInterval(cpuRatios); ok {
+		geo += fmt.Sprintf("; %.3f–%.3f", lo, hi)
+	}
+	return fmt.Sprintf("| %s | %s | %s | %s | **%.3f** (%s) | %.3f |\n", sc.Title, cell(a), cell(z), strings.Join(each, ", "),
+		cpuMed, geo, rateMed), nil
+}
+
+// geoInterval returns the 95 % confidence interval of the geometric mean
+// of ratios (Student's t on their logarithms: the rounds taken as
+// independent draws of one side's cost over the other's); false with
+// fewer than two. A build that changes nothing lands on 1 within it; an
+// interval that leaves out 1 is a difference the rounds resolve.
+func geoInterval(ratios []float64) (lo, hi float64, ok bool) {
+	n := len(ratios)
+	if n < 2 {
+		return 0, 0, false
+	}
+	var sum, sq float64
+	for _, r := range ratios {
+		sum += math.Log(r)
+	}
+	mean := sum / float64(n)
+	for _, r := range ratios {
+		d := math.Log(r) - mean
+		sq += d * d
+	}
+	half := tQuantile975(n-1) * math.Sqrt(sq/float64(n-1)/float64(n))
+	return math.Exp(mean - half), math.Exp(mean + half), true
+}
+
+// tQuantile975 is the 97.5th percentile of Student's t distribution with
+// df degrees of freedom (df ≥ 1), from the usual table; for df above 30
+// the normal's 1.96 is within 4 %.
+func tQuantile975(df int) float64 {
+	table := [...]float64{12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+		2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+		2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042}
+	if df >= 1 && df <= len(table) {
+		return table[df-1]
+	}
+	return 1.96
 }
 
 // pairRatios returns a[i]/z[i] for every round both have a value for,

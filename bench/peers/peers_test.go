@@ -446,6 +446,32 @@ func TestPairRatios(t *testing.T) {
 	}
 }
 
+// TestGeoInterval: the interval is symmetric around the geometric mean on
+// a log scale, narrows as rounds agree, and needs two rounds.
+func TestGeoInterval(t *testing.T) {
+	if _, _, ok := geoInterval([]float64{1.1}); ok {
+		t.Error("an interval from one round")
+	}
+	// ln 1.1 and ln 1/1.1: mean 0, sample deviation ln(1.1)·√2, so the
+	// half width is 12.706 · ln(1.1)·√2 / √2.
+	lo, hi, ok := geoInterval([]float64{1.1, 1 / 1.1})
+	want := math.Exp(12.706 * math.Log(1.1))
+	if !ok || math.Abs(hi-want) > 1e-9 || math.Abs(lo-1/want) > 1e-9 {
+		t.Errorf("interval of 1.1 and 1/1.1 = %v–%v, want %v–%v", lo, hi, 1/want, want)
+	}
+	lo, hi, _ = geoInterval([]float64{1.20, 1.21, 1.19, 1.20, 1.21, 1.19})
+	if lo > 1.20 || hi < 1.20 || hi-lo > 0.03 {
+		t.Errorf("six close rounds around 1.20: %v–%v", lo, hi)
+	}
+	lo, hi, _ = geoInterval([]float64{1, 1, 1})
+	if lo != 1 || hi != 1 {
+		t.Errorf("equal rounds: %v–%v, want 1–1", lo, hi)
+	}
+	if tQuantile975(6) != 2.447 || tQuantile975(100) != 1.96 {
+		t.Errorf("t quantiles: %v for 6, %v for 100", tQuantile975(6), tQuantile975(100))
+	}
+}
+
 func TestSourceAddrGroups(t *testing.T) {
 	// The second side of -compare takes its clients' addresses from groups
 	// of its own: Dovecot limits connections per user and address.
