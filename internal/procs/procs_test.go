@@ -205,28 +205,38 @@ func runController(t *testing.T, c *Controller) (tick chan time.Time, waits chan
 	}
 }
 
-// expectOn waits for the next number on ch and fails unless it is want.
-func expectOn(t *testing.T, ch chan int, want int, what string) {
+// expectOn waits for the next value on ch (a number of processors, a
+// wait) and fails unless it is want.
+func expectOn[T comparable](t *testing.T, ch chan T, want T, what string) {
 	t.Helper()
 	select {
 	case n := <-ch:
 		if n != want {
-			t.Fatalf("%s: %d, want %d", what, n, want)
+			t.Fatalf("%s: %v, want %v", what, n, want)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatalf("%s: nothing, want %d", what, want)
+		t.Fatalf("%s: nothing, want %v", what, want)
 	}
 }
 
-func TestControllerRun(t *testing.T) {
-	f := &fakeCPU{nextAt: time.Unix(1e9, 0)}
+// fakeController returns a Controller for p that reads f's CPU time and
+// clock (its first reading, the one Run starts from, queued) and sends
+// every number of processors it sets to sets.
+func fakeController(t *testing.T, p Policy) (c *Controller, f *fakeCPU, sets chan int) {
+	t.Helper()
+	f = &fakeCPU{nextAt: time.Unix(1e9, 0)}
 	f.window(0, 0, false) // the reading Run starts from
-	sets := make(chan int, 100)
-	c, err := NewController(Policy{Max: 2, Hold: 2}, f.read, func(n int) { sets <- n })
+	sets = make(chan int, 100)
+	c, err := NewController(p, f.read, func(n int) { sets <- n })
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.Now = f.clock
+	return c, f, sets
+}
+
+func TestControllerRun(t *testing.T) {
+	c, f, sets := fakeController(t, Policy{Max: 2, Hold: 2})
 	tick, _, stop := runController(t, c)
 	expect := func(want int, what string) {
 		t.Helper()
@@ -267,27 +277,13 @@ func TestControllerRun(t *testing.T) {
 // again, and a load that starts during a long wait gets its processors at
 // the end of it.
 func TestControllerQuiet(t *testing.T) {
-	f := &fakeCPU{nextAt: time.Unix(1e9, 0)}
-	f.window(0, 0, false)
-	sets := make(chan int, 100)
-	c, err := NewController(Policy{Max: 2, Hold: 1}, f.read, func(n int) { sets <- n })
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Now = f.clock
+	c, f, sets := fakeController(t, Policy{Max: 2, Hold: 1})
 	tick, waits, stop := runController(t, c)
 	w := c.Window()
 	// step checks the wait Run asked for, then ends it with cores used.
 	step := func(wantWait time.Duration, cores float64, what string) {
 		t.Helper()
-		select {
-		case d := <-waits:
-			if d != wantWait {
-				t.Fatalf("%s: Run waits %v, want %v", what, d, wantWait)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("%s: Run asked for no wait", what)
-		}
+		expectOn(t, waits, wantWait, what+": the wait Run asks for")
 		f.window(wantWait, cores, false)
 		tick <- time.Time{}
 	}
@@ -356,14 +352,7 @@ func TestSizerSetMax(t *testing.T) {
 // when the load asks, each change is logged, and Run's end sets the
 // ceiling of the time.
 func TestControllerCeiling(t *testing.T) {
-	f := &fakeCPU{nextAt: time.Unix(1e9, 0)}
-	f.window(0, 0, false)
-	sets := make(chan int, 100)
-	c, err := NewController(Policy{Max: 4}, f.read, func(n int) { sets <- n })
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Now = f.clock
+	c, f, sets := fakeController(t, Policy{Max: 4})
 	var logs strings.Builder
 	var mu sync.Mutex
 	c.Log = slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil))
