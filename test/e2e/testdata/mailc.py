@@ -132,9 +132,14 @@ def imap_step(m, st):
         if typ != "OK" or len(uids) != 1:
             return {"ok": False, "text": "SEARCH %s %r" % (typ, dat)}
         typ, dat = m.uid("FETCH", uids[0], "(BODY.PEEK[])")
-        if typ != "OK" or not dat or not isinstance(dat[0], tuple):
+        # Dovecot may put an unsolicited FETCH (FLAGS (\Seen)) first when
+        # another session has just read the message: RFC 3501 allows
+        # untagged FETCH responses at any time. The body is the response
+        # that carries a literal.
+        body = [d for d in dat or [] if isinstance(d, tuple)]
+        if typ != "OK" or len(body) != 1:
             return {"ok": False, "text": "FETCH %s %r" % (typ, dat)}
-        return {"ok": True, "uid": int(uids[0]), "data": base64.b64encode(dat[0][1]).decode()}
+        return {"ok": True, "uid": int(uids[0]), "data": base64.b64encode(body[0][1]).decode()}
     if op == "noop":
         typ, dat = m.noop()
         return {"ok": typ == "OK", "text": typ + " " + text(dat[-1])}
