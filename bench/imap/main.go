@@ -271,12 +271,8 @@ func raiseNoFile(want uint64) string {
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
 		return "?"
 	}
-	if l.Max < want {
-		n := l
-		n.Cur, n.Max = want, want
-		if syscall.Setrlimit(syscall.RLIMIT_NOFILE, &n) == nil {
-			l = n
-		}
+	if n := l; raiseTo(&n.Cur, &n.Max, want) && syscall.Setrlimit(syscall.RLIMIT_NOFILE, &n) == nil {
+		l = n
 	}
 	if l.Cur < l.Max {
 		l.Cur = l.Max
@@ -284,6 +280,17 @@ func raiseNoFile(want uint64) string {
 	}
 	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l)
 	return fmt.Sprintf("%d soft / %d hard", l.Cur, l.Max)
+}
+
+// raiseTo sets a limit's soft and hard values to want when its hard one is
+// below it, and reports whether it did. The fields are uint64 on Linux and
+// int64 on the BSDs.
+func raiseTo[T ~int64 | ~uint64](cur, max *T, want uint64) bool {
+	if uint64(*max) >= want {
+		return false
+	}
+	*cur, *max = T(want), T(want)
+	return true
 }
 
 // backends starts the harness (or reads the running one with -reuse).

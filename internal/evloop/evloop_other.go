@@ -6,9 +6,12 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/netip"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/postern/postern/internal/sockio"
 )
 
 // Group is a set of event loops; there are none on this system.
@@ -61,3 +64,8 @@ func ConnectControl(context.Context, time.Time) func(network, address string, c 
 
 func (*task) unbind()                                       {}
 func (*task) waitAny(Ready, Ready, time.Time) (bool, error) { return false, nil }
+
+// DialSocket does nothing (on false): no handler runs on a loop here.
+func DialSocket(context.Context, netip.AddrPort, time.Time, func(fd int) error) (s *sockio.Socket, on bool, err error) {
+	return nil, false, nil
+}

@@ -7,8 +7,6 @@ import (
 	"net/netip"
 	"sync"
 
-	"github.com/google/nftables"
-
 	"github.com/postern/postern/internal/nftexport"
 	"github.com/postern/postern/internal/snapshot"
 )
@@ -29,14 +27,10 @@ func (g *Gateway) openNftables(snap *snapshot.Snapshot) error {
 	if !n.Enabled {
 		return nil
 	}
-	var opts []nftables.ConnOption
-	if g.opts.NftablesNetNS != 0 {
-		opts = append(opts, nftables.WithNetNSFd(g.opts.NftablesNetNS))
-	}
 	t, err := nftexport.Open(nftexport.Config{
 		Family: n.Family.Value, Table: n.Table.Value, Set4: n.SetV4.Value, Set6: n.SetV6.Value,
 		Create: n.Create, Chain: n.DropChain.Value,
-	}, opts...)
+	}, g.opts.NftablesNetNS)
 	if err != nil {
 		return err
 	}

@@ -12,12 +12,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/postern/postern/internal/admin"
 	"github.com/postern/postern/internal/service"
+	"github.com/postern/postern/internal/testenv"
 )
 
 // statusGateway runs a gateway from a configuration with the admin API on
@@ -138,34 +138,13 @@ func (r *statusRig) waitReloads(t *testing.T, n int) admin.Status {
 	}
 }
 
-// freePort is a loopback address where nothing listens for the whole
-// test: a socket is bound to the port but never listens, so no test
-// running beside this one can take the port meanwhile, as it could a port
-// found free and let go.
-func freePort(t *testing.T) string {
-	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { syscall.Close(fd) })
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
-}
-
 // GET /v1/status over the real admin socket of a running gateway: the
 // services with the addresses actually bound, open sessions, one backend
 // up and one down (so not healthy, saying which), the store, and the
 // outcome of each reload.
 func TestStatusOverAdminSocket(t *testing.T) {
 	_, up := popBackend(t, "backend-up")
-	down := freePort(t)
+	down := testenv.RefusingAddr(t)
 	r := startStatusRig(t, `services:
   pop3: { listen: "127.0.0.1:0", backend: "`+up+`", plaintext_login: "127.0.0.0/8" }
   imap: { listen: "127.0.0.1:0", backend: "`+down+`" }
@@ -339,7 +318,7 @@ func TestStatusDialsBounded(t *testing.T) {
 	sem <- struct{}{} // the one place taken
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	got = dialAll(ctx, []string{addr, freePort(t)}, sem)
+	got = dialAll(ctx, []string{addr, testenv.RefusingAddr(t)}, sem)
 	for a, r := range got {
 		if r.Reachable || !strings.HasPrefix(r.Error, "not dialed: context deadline exceeded") {
 			t.Errorf("%s with no place free: %+v", a, r)
@@ -365,7 +344,7 @@ func TestStatusServiceNotMoved(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer taken.Close()
-	down := freePort(t)
+	down := testenv.RefusingAddr(t)
 	svcs := func(popListen string) string {
 		return `services:
   pop3: { listen: "` + popListen + `", backend: "` + up + `", plaintext_login: "127.0.0.0/8" }

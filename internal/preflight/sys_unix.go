@@ -55,10 +55,10 @@ func probeBind(ap netip.AddrPort) error {
 	} else if addr.Is6() && !addr.Is4In6() {
 		family = syscall.AF_INET6
 	}
-	fd, err := syscall.Socket(family, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	fd, err := probeSocket(family)
 	if err != nil && dual {
 		addr, family, dual = netip.IPv4Unspecified(), syscall.AF_INET, false
-		fd, err = syscall.Socket(family, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+		fd, err = probeSocket(family)
 	}
 	if err != nil {
 		return err
@@ -88,4 +88,17 @@ func probeBind(ap netip.AddrPort) error {
 	default:
 		return err
 	}
+}
+
+// probeSocket makes a TCP socket of family, closed on exec. It takes
+// syscall.ForkLock as Go's net package does where SOCK_CLOEXEC is missing
+// (macOS), so that no child started meanwhile inherits it.
+func probeSocket(family int) (int, error) {
+	syscall.ForkLock.RLock()
+	defer syscall.ForkLock.RUnlock()
+	fd, err := syscall.Socket(family, syscall.SOCK_STREAM, 0)
+	if err == nil {
+		syscall.CloseOnExec(fd)
+	}
+	return fd, err
 }

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/postern/postern/internal/testenv"
 )
 
 // Backend failures: a gateway of its own whose smtp and smtps services
@@ -210,7 +212,7 @@ func (f *fakeBackend) handle(c net.Conn) {
 
 func testBackendFaults(t *testing.T, s *suite) {
 	fake := startFake(t)
-	closed := refusingAddr(t) // connections there are refused
+	closed := testenv.RefusingAddr(t) // connections there are refused
 	gw := startGateway(t, gwConfig{Backend: fake.ln.Addr().String(), Submission: closed, Rspamd: s.rspamd, BackendWait: "2s"})
 	src := func(n int) netip.AddrPort { return ap(fmt.Sprintf("192.0.2.%d", n), 40000) }
 	msg := richMessage(uniq("fake"))

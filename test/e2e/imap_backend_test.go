@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/postern/postern/internal/testenv"
 )
 
 // Backend failures for IMAP and POP3: a gateway of its own whose imap and
@@ -124,7 +126,7 @@ func (f *fakeMail) handle(c net.Conn) {
 
 func testMailBackendFaults(t *testing.T, s *mailSuite) {
 	imapFake, pop3Fake := startFakeMail(t, false), startFakeMail(t, true)
-	closed := refusingAddr(t) // connections there are refused
+	closed := testenv.RefusingAddr(t) // connections there are refused
 	gw := startGateway(t, gwConfig{Backend: s.env.SMTPProxy, BackendWait: "2s",
 		IMAP: imapFake.ln.Addr().String(), IMAPS: closed, POP3: pop3Fake.ln.Addr().String(), POP3S: closed})
 	base := gw.fdsAtRest(t)

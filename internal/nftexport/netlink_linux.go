@@ -14,20 +14,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Config names the table and sets the exporter writes and whether it may
-// create them.
-type Config struct {
-	Family string // "inet" (default), "ip" or "ip6"
-	Table  string
-	Set4   string // the set of IPv4 ranges (type ipv4_addr)
-	Set6   string // the set of IPv6 ranges (type ipv6_addr)
-	// Create makes the table and sets when they are missing; Chain, when
-	// also set, is a chain of the table, hooked on input, that postern
-	// owns and fills with rules dropping the sets' source addresses.
-	Create bool
-	Chain  string
-}
-
 // Families maps the family names of the configuration to nftables'.
 var Families = map[string]nftables.TableFamily{
 	"inet": nftables.TableFamilyINet,
@@ -44,10 +30,6 @@ type Netlink struct {
 	set4, set6 *nftables.Set
 }
 
-// ErrPermission is returned (wrapped) when the kernel refuses netlink: the
-// process lacks CAP_NET_ADMIN.
-var ErrPermission = errors.New("the kernel refused netlink: postern needs CAP_NET_ADMIN for the nftables export (keep it with systemd's AmbientCapabilities=CAP_NET_ADMIN, see docs/exports/nftables.md)")
-
 // wrapNL adds what is wrong to a netlink error.
 func wrapNL(what string, err error) error {
 	// the library does not always wrap the errno: its text too
@@ -58,15 +40,20 @@ func wrapNL(what string, err error) error {
 	return fmt.Errorf("nftables export: %s: %w", what, err)
 }
 
-// Open connects to netlink (opts: nftables.WithNetNSFd for another network
-// namespace) and finds the table and sets of c, creating them (and the
-// chain) when c.Create is set; else it says which is missing or unfit.
-func Open(c Config, opts ...nftables.ConnOption) (*Netlink, error) {
+// Open connects to netlink and finds the table and sets of c, creating
+// them (and the chain) when c.Create is set; else it says which is missing
+// or unfit. netns, when not 0, is a descriptor of another network
+// namespace whose nftables to use.
+func Open(c Config, netns int) (*Netlink, error) {
 	fam, ok := Families[c.Family]
 	if !ok {
 		return nil, fmt.Errorf("nftables export: unknown family %q (inet, ip or ip6)", c.Family)
 	}
-	conn, err := nftables.New(append([]nftables.ConnOption{nftables.AsLasting()}, opts...)...)
+	opts := []nftables.ConnOption{nftables.AsLasting()}
+	if netns != 0 {
+		opts = append(opts, nftables.WithNetNSFd(netns))
+	}
+	conn, err := nftables.New(opts...)
 	if err != nil {
 		return nil, wrapNL("opening netlink", err)
 	}

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/nftables"
 	"github.com/postern/postern/internal/store"
 	"golang.org/x/sys/unix"
 )
@@ -109,24 +108,24 @@ func TestNetnsDropsBlocked(t *testing.T) {
 
 	// without create, missing table and sets are named
 	cfg := Config{Family: "inet", Table: "postern", Set4: "blocked4", Set6: "blocked6", Chain: "input"}
-	if _, err := Open(cfg, nftables.WithNetNSFd(srv.fd)); err == nil || !strings.Contains(err.Error(), "table inet postern does not exist") {
+	if _, err := Open(cfg, srv.fd); err == nil || !strings.Contains(err.Error(), "table inet postern does not exist") {
 		t.Fatalf("Open without create = %v, want a missing table", err)
 	}
 	cfg.Create = true
-	tgt, err := Open(cfg, nftables.WithNetNSFd(srv.fd))
+	tgt, err := Open(cfg, srv.fd)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tgt.Close()
 	// opened again (a restart): the table and sets are found, the chain
 	// rewritten, not doubled
-	tgt2, err := Open(cfg, nftables.WithNetNSFd(srv.fd))
+	tgt2, err := Open(cfg, srv.fd)
 	if err != nil {
 		t.Fatalf("second Open: %v", err)
 	}
 	tgt2.Close()
 	cfg.Create = false
-	tgt3, err := Open(cfg, nftables.WithNetNSFd(srv.fd))
+	tgt3, err := Open(cfg, srv.fd)
 	if err != nil {
 		t.Fatalf("Open of existing sets without create: %v", err)
 	}
@@ -140,7 +139,7 @@ func TestNetnsDropsBlocked(t *testing.T) {
 	} {
 		bad := cfg
 		bad.Set4, bad.Set6 = c.set4, c.set6
-		if _, err := Open(bad, nftables.WithNetNSFd(srv.fd)); err == nil || !strings.Contains(err.Error(), c.want) {
+		if _, err := Open(bad, srv.fd); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Fatalf("Open with %s, %s = %v, want %q", c.set4, c.set6, err, c.want)
 		}
 	}
@@ -256,7 +255,7 @@ func TestNetnsRefusedAfterPrivilegeDrop(t *testing.T) {
 			fmt.Println("CHILD:", err)
 			return
 		}
-		tgt, err := Open(Config{Family: "inet", Table: "postern", Set4: "blocked4", Set6: "blocked6", Create: true}, nftables.WithNetNSFd(fd))
+		tgt, err := Open(Config{Family: "inet", Table: "postern", Set4: "blocked4", Set6: "blocked6", Create: true}, fd)
 		if err != nil {
 			fmt.Println("CHILD open:", err)
 			return
