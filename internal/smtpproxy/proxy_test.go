@@ -19,6 +19,7 @@ import (
 
 	"github.com/postern/postern/internal/reason"
 	"github.com/postern/postern/internal/service"
+	"github.com/postern/postern/internal/testenv"
 	"github.com/postern/postern/internal/tlsconf"
 )
 
@@ -350,7 +351,7 @@ func openFDs(t *testing.T) int {
 
 func TestBackendFailures(t *testing.T) {
 	// Down: nothing listens.
-	h := newHarness(t, baseIPS, func(c *Config) { c.Backend = closedPort(t) }, nil)
+	h := newHarness(t, baseIPS, func(c *Config) { c.Backend = testenv.RefusingAddr(t) }, nil)
 	c := h.dial("127.0.0.40")
 	if text := c.expect(421); !strings.Contains(text, "4.3.0") {
 		t.Errorf("backend down: %q", text)
@@ -429,16 +430,6 @@ func TestSubmissionRequiresAuth(t *testing.T) {
 	c.expect(220)
 	c.cmd("EHLO x", 250)
 	c.cmd("MAIL FROM:<alice@example.test>", 530)
-}
-
-func closedPort(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }
 
 // scriptedBackend serves one connection with script.
