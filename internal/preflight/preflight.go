@@ -15,6 +15,7 @@ import (
 	"context"
 	"fmt"
 	"os/user"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -96,6 +97,8 @@ type Options struct {
 	CertWarn    time.Duration
 	// LookupUser finds the run_as user; nil: os/user.Lookup. Tests set it.
 	LookupUser func(name string) (*user.User, error)
+	// GOOS is the system judged; empty: runtime.GOOS. Tests set it.
+	GOOS string
 }
 
 // Check runs every preflight check on a loaded configuration and returns
@@ -113,6 +116,9 @@ func Check(ctx context.Context, s *snapshot.Snapshot, o Options) []Diag {
 	if o.LookupUser == nil {
 		o.LookupUser = user.Lookup
 	}
+	if o.GOOS == "" {
+		o.GOOS = runtime.GOOS
+	}
 	c := &checker{s: s, o: o, seen: make(map[string]bool)}
 	c.logins()
 	c.hostBits()
@@ -121,6 +127,7 @@ func Check(ctx context.Context, s *snapshot.Snapshot, o Options) []Diag {
 	c.certs()
 	c.geoip()
 	c.runAs()
+	c.system()
 	slices.SortStableFunc(c.out, func(a, b Diag) int { return int(b.Severity) - int(a.Severity) })
 	return c.out
 }
@@ -179,4 +186,24 @@ func joinAnd(xs []string) string {
 		return xs[0]
 	}
 	return strings.Join(xs[:len(xs)-1], ", ") + " and " + xs[len(xs)-1]
+}
+
+// system reports what the configuration asks of the system that this one
+// lacks: the nftables export needs Linux's nftables (the start fails
+// there). A check may run on another machine than the one that serves, so
+// it warns; serve refuses.
+func (c *checker) system() {
+	n := c.s.Config.Nftables
+	if !n.Enabled || c.o.GOOS == "linux" {
+		return
+	}
+	sev := Warning
+	if c.o.Mode == ModeServe {
+		sev = Error
+	}
+	pos := n.Table.Pos
+	if !pos.IsValid() {
+		pos = c.filePos()
+	}
+	c.add("", sev, pos, "nftables.enabled: the nftables export needs Linux's nftables, and this system is %s: turn it off here", c.o.GOOS)
 }

@@ -550,3 +550,18 @@ func TestMetricsGrantHostBits(t *testing.T) {
 		t.Errorf("at %s", d.Pos)
 	}
 }
+
+// The nftables export where there is no nftables: check warns (it may run
+// on another machine than the server), serve refuses; on Linux nothing.
+func TestNftablesOtherSystem(t *testing.T) {
+	s := load(t, t.TempDir(), `nftables: { enabled: true, create: true }
+services:
+  smtp: { listen: "127.0.0.1:0", backend: "127.0.0.1:2525" }
+`)
+	const msg = "nftables.enabled: the nftables export needs Linux's nftables, and this system is darwin: turn it off here"
+	want1(t, run(s, Options{GOOS: "darwin"}), Warning, msg)
+	want1(t, run(s, Options{GOOS: "darwin", Mode: ModeServe}), Error, msg)
+	if ds := find(run(s, Options{GOOS: "linux"}), "nftables"); len(ds) != 0 {
+		t.Fatalf("on Linux:\n%s", dump(ds))
+	}
+}
