@@ -12,35 +12,14 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/postern/postern/internal/testenv"
 )
 
 // nftNetns makes a network namespace for the gateway's nftables export
 // and returns it open, or skips the test when that cannot be done.
 func nftNetns(t *testing.T) (name string, fd int) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("nftables export in a network namespace: not with -short")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("nftables export in a network namespace: needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN)")
-	}
-	for _, c := range []string{"ip", "nft"} {
-		if _, err := exec.LookPath(c); err != nil {
-			t.Skipf("nftables export in a network namespace: %s is not installed (Debian packages iproute2, nftables)", c)
-		}
-	}
 	name = fmt.Sprintf("pnft-g%d", os.Getpid()%100000)
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Skipf("nftables export: cannot make a network namespace (%v: %s)", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
-	fd, err := unix.Open("/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Close(fd) })
-	return name, fd
+	return name, testenv.Netns(t, name)
 }
 
 func nftConfig(t *testing.T, nft string) string {

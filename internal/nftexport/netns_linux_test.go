@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/postern/postern/internal/store"
+	"github.com/postern/postern/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -22,22 +23,6 @@ import (
 type netns struct {
 	name string
 	fd   int
-}
-
-// needNetns skips the test unless it can make network namespaces.
-func needNetns(t *testing.T) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("nftables in a network namespace: not with -short")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("nftables in a network namespace: needs root (network namespaces, veth and nftables need CAP_SYS_ADMIN and CAP_NET_ADMIN)")
-	}
-	for _, c := range []string{"ip", "nft"} {
-		if _, err := exec.LookPath(c); err != nil {
-			t.Skipf("nftables in a network namespace: %s is not installed (Debian packages iproute2, nftables)", c)
-		}
-	}
 }
 
 func run(t *testing.T, args ...string) string {
@@ -51,15 +36,7 @@ func run(t *testing.T, args ...string) string {
 
 func newNetns(t *testing.T, name string) *netns {
 	t.Helper()
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Skipf("nftables in a network namespace: cannot make one (%v: %s)", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
-	fd, err := unix.Open("/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Close(fd) })
+	fd := testenv.Netns(t, name)
 	run(t, "ip", "-n", name, "link", "set", "lo", "up")
 	return &netns{name: name, fd: fd}
 }
@@ -91,7 +68,6 @@ func (ns *netns) do(t *testing.T, f func()) {
 // blocked client's connections to a port in srv time out, unblocking
 // restores them, and elements changed by hand are put right by Reconcile.
 func TestNetnsDropsBlocked(t *testing.T) {
-	needNetns(t)
 	tag := fmt.Sprintf("%d", os.Getpid()%100000)
 	srv, cli := newNetns(t, "pnft-s"+tag), newNetns(t, "pnft-c"+tag)
 	run(t, "ip", "link", "add", "pnfs"+tag, "netns", srv.name, "type", "veth", "peer", "name", "pnfc"+tag, "netns", cli.name)
@@ -275,7 +251,6 @@ func TestNetnsRefusedAfterPrivilegeDrop(t *testing.T) {
 		fmt.Printf("CHILD reconcile: permission=%v: %v\n", errors.Is(err, ErrPermission), err)
 		return
 	}
-	needNetns(t)
 	ns := newNetns(t, fmt.Sprintf("pnft-d%d", os.Getpid()%100000))
 	cmd := exec.Command(os.Args[0], "-test.run=^TestNetnsRefusedAfterPrivilegeDrop$", "-test.count=1")
 	cmd.Env = append(os.Environ(), "POSTERN_NFT_DROP_CHILD=/run/netns/"+ns.name)
