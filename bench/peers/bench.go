@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -67,9 +68,18 @@ func (b *bench) run() (err error) {
 		}()
 	}
 	b.header()
+	if b.o.dovecotReuse && !b.o.reuse {
+		os.Setenv("POSTERN_BACKENDS_DOVECOT_REUSE", "1") // read by test/backends/start.sh
+	}
 	e, err := benchkit.StartBackends(b.ctx, b.root, b.o.dir, b.o.portBase, b.o.reuse)
 	if err != nil {
 		return err
+	}
+	if err := checkDovecotReuse(e, b.o.dovecotReuse, b.o.dir); err != nil {
+		return err
+	}
+	if b.o.dovecotReuse {
+		b.rep.Versions = strings.Replace(b.rep.Versions, ", Postfix", " (processes reused), Postfix", 1)
 	}
 	if !b.o.reuse && !b.o.keep {
 		defer benchkit.StopBackends(b.root, b.o.dir)
@@ -108,6 +118,19 @@ func (b *bench) run() (err error) {
 		}
 	}
 	return nil
+}
+
+// checkDovecotReuse reports an error when the backends (their
+// backends.env, e) were started with Dovecot's processes reused and want
+// is false, or the other way round: the figures would be labelled with the
+// wrong setting.
+func checkDovecotReuse(e benchkit.Env, want bool, dir string) error {
+	v := cmp.Or(e["POSTERN_BACKENDS_DOVECOT_REUSE"], "0") // backends.env from before the knob: 0
+	if (v == "1") == want {
+		return nil
+	}
+	return fmt.Errorf("the backends in %s run with POSTERN_BACKENDS_DOVECOT_REUSE=%s, and -dovecot-reuse is %v: restart them (test/backends/stop.sh %s) or change the flag",
+		dir, v, want, dir)
 }
 
 // raiseNoFile lifts the open-file limit (soft and hard) as far as this

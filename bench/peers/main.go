@@ -49,6 +49,7 @@ type options struct {
 	postQuantum             bool
 	eventLoops              bool
 	peerLogs                bool
+	dovecotReuse            bool   // Dovecot's processes serve one client after another
 	args                    string // the command line, for the report
 }
 
@@ -106,6 +107,7 @@ func main() {
 	flag.StringVar(&o.wrk, "wrk", o.wrk, "wrk binary (HTTP scenarios)")
 	flag.BoolVar(&o.eventLoops, "event-loops", true, "postern with event_loops: true, its default (its IMAP, POP3 and SMTP sessions on event loops); -event-loops=false: on goroutines")
 	flag.BoolVar(&o.peerLogs, "peer-logs", false, "let the peers log every mail session as postern logs every login and message: haproxy's mail frontends with option tcplog (one line a connection, to its standard output, a file), nginx's mail block with error_log at info (its session lines); without it neither peer logs a session")
+	flag.BoolVar(&o.dovecotReuse, "dovecot-reuse", false, "start Dovecot with its login, IMAP and POP3 processes reused from one client to the next (test/backends' POSTERN_BACKENDS_DOVECOT_REUSE=1): about ten times the logins a second, a busy server's setting; with -reuse, the running backends must have been started so")
 	flag.BoolVar(&o.postQuantum, "post-quantum", false, "let the Go TLS clients offer X25519MLKEM768 (postern then negotiates it; nginx and haproxy with OpenSSL 3.0 cannot): without it every side does an X25519 exchange")
 	flag.Parse()
 	if o.short {

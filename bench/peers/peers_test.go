@@ -512,3 +512,29 @@ func TestStalledReport(t *testing.T) {
 		t.Errorf("a session that did not connect: %q", s)
 	}
 }
+
+// TestCheckDovecotReuse: -dovecot-reuse must match how the running
+// backends were started; a backends.env from before the knob counts as
+// processes not reused.
+func TestCheckDovecotReuse(t *testing.T) {
+	for _, c := range []struct {
+		env  string
+		want bool
+		ok   bool
+	}{
+		{"POSTERN_BACKENDS_DOVECOT_REUSE=1\n", true, true},
+		{"POSTERN_BACKENDS_DOVECOT_REUSE=0\n", false, true},
+		{"POSTERN_BACKENDS_DIR=/tmp/x\n", false, true},
+		{"POSTERN_BACKENDS_DIR=/tmp/x\n", true, false},
+		{"POSTERN_BACKENDS_DOVECOT_REUSE=1\n", false, false},
+		{"POSTERN_BACKENDS_DOVECOT_REUSE=0\n", true, false},
+	} {
+		err := checkDovecotReuse(benchkit.ParseEnv(c.env), c.want, "/tmp/x")
+		if (err == nil) != c.ok {
+			t.Errorf("%q, -dovecot-reuse=%v: err %v, want ok %v", c.env, c.want, err, c.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "test/backends/stop.sh /tmp/x") {
+			t.Errorf("error does not say how to restart: %v", err)
+		}
+	}
+}

@@ -27,6 +27,10 @@
 #   POSTERN_BACKENDS_SMTPD_ERROR_SLEEP   0s  [1s]  Postfix's sleep after a 4xx/5xx reply
 #   POSTERN_BACKENDS_NO_INSTALL=1        fail rather than call apt-get
 #   POSTERN_BACKENDS_POSTFIX_CHECKS=1    let `postfix start` run its checks (+2-3 s)
+#   POSTERN_BACKENDS_DOVECOT_REUSE       0   [0]   1: Dovecot's login, IMAP and POP3
+#       processes serve one client after another (service_count = 0, a few
+#       started in advance) instead of one process each: about ten times the
+#       logins a second, for benchmarks of a busy server
 # The template values (ports, knobs, INSTANCE...) are read by name in
 # render's ${!v}, which shellcheck cannot see:
 # shellcheck disable=SC2034
@@ -58,6 +62,8 @@ POSTFIX_PORTS=("$SMTP_PROXY_PORT" "$SMTP_PLAIN_PORT")
 MESSAGE_SIZE_LIMIT=${POSTERN_BACKENDS_MESSAGE_SIZE_LIMIT:-10485760}
 AUTH_FAILURE_DELAY=${POSTERN_BACKENDS_AUTH_FAILURE_DELAY:-0}
 SMTPD_ERROR_SLEEP=${POSTERN_BACKENDS_SMTPD_ERROR_SLEEP:-0s}
+DOVECOT_REUSE=${POSTERN_BACKENDS_DOVECOT_REUSE:-0}
+case $DOVECOT_REUSE in 0|1) ;; *) be_die "POSTERN_BACKENDS_DOVECOT_REUSE must be 0 or 1" ;; esac
 case "${POSTERN_BACKENDS_AUTH_PENALTY:-0}" in
   0) AUTH_PENALTY_MODE=0 ;; 1) AUTH_PENALTY_MODE=0600 ;;
   *) be_die "POSTERN_BACKENDS_AUTH_PENALTY must be 0 or 1" ;;
@@ -242,6 +248,31 @@ auth_policy_server_timeout_msecs = 2000
 EOF2
 fi
 
+if [ "$DOVECOT_REUSE" = 1 ]; then
+  # Dovecot's "high-performance" login processes, and IMAP and POP3
+  # processes kept for the next client: no fork a login.
+  cat >> "$DIR/dovecot/dovecot.conf" <<EOF2
+
+# ---- processes reused (POSTERN_BACKENDS_DOVECOT_REUSE=1)
+service imap-login {
+  service_count = 0
+  process_min_avail = 2
+}
+service pop3-login {
+  service_count = 0
+  process_min_avail = 2
+}
+service imap {
+  service_count = 0
+  process_min_avail = 4
+}
+service pop3 {
+  service_count = 0
+  process_min_avail = 2
+}
+EOF2
+fi
+
 # conf/users -> Dovecot's passwd-file and Postfix's recipient table.
 USERS=$(awk '!/^[[:space:]]*(#|$)/ { print $1, $2 }' "$BE_HOME/conf/users")
 [ -n "$USERS" ] || be_die "conf/users lists no users"
@@ -336,6 +367,7 @@ POSTERN_BACKENDS_LMTP_PORT=$LMTP_PORT
 POSTERN_BACKENDS_SMTP_PROXY_PORT=$SMTP_PROXY_PORT
 POSTERN_BACKENDS_SMTP_PLAIN_PORT=$SMTP_PLAIN_PORT
 POSTERN_BACKENDS_MESSAGE_SIZE_LIMIT=$MESSAGE_SIZE_LIMIT
+POSTERN_BACKENDS_DOVECOT_REUSE=$DOVECOT_REUSE
 POSTERN_BACKENDS_USERS="$(awk '{ printf "%s%s:%s", (NR > 1 ? " " : ""), $1, $2 }' <<< "$USERS")"
 POSTERN_BACKENDS_MAIL_ROOT=$DIR/mail
 POSTERN_BACKENDS_DOVECOT_LOG=$DIR/log/dovecot.log
