@@ -134,14 +134,13 @@ type loop struct {
 	log  *slog.Logger
 	ep   int
 	file *os.File
-	efd  int
 	tfd  int // the timerfd that wakes the loop at its earliest deadline
 
 	mu       sync.Mutex
 	starts   []*task // new tasks, posted by Go
 	wakes    []*task // tasks whose connection was closed (Wake)
 	stopping bool
-	sleeping atomic.Bool // parked: a post writes to the eventfd
+	sleeping atomic.Bool // parked: a post wakes it (wake)
 
 	// Owned by the loop's goroutine:
 	fds     []fdState // by descriptor
@@ -179,11 +178,6 @@ func newLoop(log *slog.Logger) (*loop, error) {
 		return nil, fmt.Errorf("evloop: epoll instance: %w", err)
 	}
 	file := os.NewFile(uintptr(ep), "evloop-epoll")
-	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
-	if err != nil {
-		file.Close()
-		return nil, fmt.Errorf("evloop: eventfd: %w", err)
-	}
 	// The loop's deadlines wake it through a timerfd in its own epoll
 	// instance rather than a deadline on the instance's file: a runtime
 	// timer, whose every change to an earlier time wakes a thread
@@ -191,20 +185,16 @@ func newLoop(log *slog.Logger) (*loop, error) {
 	// deadline it was set for has gone.
 	tfd, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
 	if err != nil {
-		unix.Close(efd)
 		file.Close()
 		return nil, fmt.Errorf("evloop: timerfd_create: %w", err)
 	}
-	for _, fd := range []int{efd, tfd} {
-		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
-		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
-			unix.Close(tfd)
-			unix.Close(efd)
-			file.Close()
-			return nil, fmt.Errorf("evloop: epoll_ctl: %w", err)
-		}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(tfd)}
+	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, tfd, &ev); err != nil {
+		unix.Close(tfd)
+		file.Close()
+		return nil, fmt.Errorf("evloop: epoll_ctl: %w", err)
 	}
-	return &loop{log: log, ep: ep, file: file, efd: efd, tfd: tfd, events: make([]unix.EpollEvent, 128)}, nil
+	return &loop{log: log, ep: ep, file: file, tfd: tfd, events: make([]unix.EpollEvent, 128)}, nil
 }
 
 // post queues t on q (starts or wakes) and wakes the loop if it is parked.
@@ -217,10 +207,18 @@ func (l *loop) post(t *task, q *[]*task) {
 	}
 }
 
+// wake ends the loop's wait in the runtime's poller: a read deadline in
+// the past on the epoll instance's file makes the runtime ready the
+// parked goroutine itself, with no system call (an eventfd written and
+// read again costs two, and a turn of the poller to find it). The
+// deadline stays past until the loop clears it, so a wake that comes
+// before the loop parks is not lost: its next wait returns at once.
 func (l *loop) wake() {
-	one := uint64(1)
-	unix.RawSyscall(unix.SYS_WRITE, uintptr(l.efd), uintptr(unsafe.Pointer(&one)), 8)
+	l.file.SetReadDeadline(pastDeadline)
 }
+
+// pastDeadline is a read deadline that has always passed.
+var pastDeadline = time.Unix(1, 0)
 
 func (l *loop) stop() {
 	l.mu.Lock()
@@ -233,7 +231,6 @@ func (l *loop) stop() {
 func (l *loop) run() {
 	defer func() {
 		l.stopWorkers()
-		unix.Close(l.efd)
 		unix.Close(l.tfd)
 		l.file.Close()
 	}()
@@ -245,7 +242,17 @@ func (l *loop) run() {
 	done := false
 	step := func(uintptr) bool { return l.step(&done) }
 	for !done {
-		if err := rc.Read(step); err != nil {
+		err := rc.Read(step)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// A wake: cleared before the step that looks for what was
+			// posted, so that a post after this sets it again.
+			if err := l.file.SetReadDeadline(time.Time{}); err != nil {
+				l.log.Error("evloop: waiting for events", "err", err)
+				return
+			}
+			continue
+		}
+		if err != nil {
 			l.log.Error("evloop: waiting for events", "err", err)
 			return
 		}
@@ -322,13 +329,11 @@ func (l *loop) drain() bool {
 func (l *loop) dispatch(evs []unix.EpollEvent) {
 	for i := range evs {
 		fd := int(evs[i].Fd)
-		if fd == l.efd || fd == l.tfd {
+		if fd == l.tfd {
 			var buf [8]byte
 			unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&buf[0])), 8)
-			if fd == l.tfd {
-				l.armed = 0 // expired: a timerfd fires once
-				l.expire(sockio.MonoNow())
-			}
+			l.armed = 0 // expired: a timerfd fires once
+			l.expire(sockio.MonoNow())
 			continue
 		}
 		if fd >= len(l.fds) {

@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -983,5 +984,45 @@ func TestHandlerContext(t *testing.T) {
 	}
 	if OnLoop(parent) {
 		t.Fatal("OnLoop true for a context that is not a handler's")
+	}
+}
+
+// TestPostsWake: tasks posted from several goroutines at once, while the
+// loop runs, parks, or is about to park, all start: a wake (a past read
+// deadline on the loop's epoll file) is never lost, and a wake with
+// nothing left to start only costs the loop a turn.
+func TestPostsWake(t *testing.T) {
+	g := start(t, 1)
+	const posters, each = 4, 500
+	var ran atomic.Int64
+	var wg sync.WaitGroup
+	for p := range posters {
+		wg.Go(func() {
+			for i := range each {
+				g.Go(context.Background(), nil, func(context.Context) { ran.Add(1) })
+				if (i+p)%7 == 0 {
+					time.Sleep(50 * time.Microsecond) // let the loop park now and then
+				} else {
+					runtime.Gosched()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	deadline := time.Now().Add(10 * time.Second)
+	for ran.Load() < posters*each {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d posted tasks ran", ran.Load(), posters*each)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// A loop woken for nothing parks again and still answers.
+	g.loops[0].wake()
+	done := make(chan struct{})
+	g.Go(context.Background(), nil, func(context.Context) { close(done) })
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a task posted after a spare wake did not run")
 	}
 }
