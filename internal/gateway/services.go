@@ -13,6 +13,7 @@ import (
 
 	"github.com/postern/postern/internal/config"
 	"github.com/postern/postern/internal/dnsbl"
+	"github.com/postern/postern/internal/evloop"
 	"github.com/postern/postern/internal/imapproxy"
 	"github.com/postern/postern/internal/metrics"
 	"github.com/postern/postern/internal/netlisten"
@@ -105,9 +106,11 @@ type built struct {
 	limit   *relay.BackendLimit
 	bounds  [2]int // the backend limit's bounds in this configuration
 	refusal string // the answer to a connection over a listener limit
-	// owned: its sessions run on event loops, whose client sockets are
-	// their own (netlisten.Listener.SetOwnedSockets).
+	// owned: its sessions run on event loops (loops), whose client
+	// sockets are their own (netlisten.Listener.SetOwnedSockets), and so
+	// does its listener's accept loop (SetAcceptOnLoop).
 	owned bool
+	loops *evloop.Group
 }
 
 // plan is a whole configuration's front-ends, built and waiting to be put
@@ -196,7 +199,7 @@ func (g *Gateway) build(snap *snapshot.Snapshot, checker *dnsbl.Checker, name se
 		}
 		cfg.Watch = g.loginWatcher()
 		cfg.Loops = g.eventLoops(snap.Config.EventLoopsOn())
-		b.owned = cfg.Loops != nil && !name.ImplicitTLS()
+		b.owned, b.loops = cfg.Loops != nil && !name.ImplicitTLS(), cfg.Loops
 		srv := smtpproxy.New(cfg, g.engine, g.smtpEnv, g.dnsbl(checker), g.log)
 		b.serve = func(ctx context.Context, acc genAcceptor, drain time.Duration) error {
 			return srv.Serve(ctx, acc, drain)
@@ -218,7 +221,7 @@ func (g *Gateway) build(snap *snapshot.Snapshot, checker *dnsbl.Checker, name se
 		if !name.ImplicitTLS() {
 			cfg.TLS = serverTLS // STARTTLS, STLS
 		}
-		b.owned = cfg.Loops != nil && !name.ImplicitTLS()
+		b.owned, b.loops = cfg.Loops != nil && !name.ImplicitTLS(), cfg.Loops
 		var srv server
 		if name == service.IMAP || name == service.IMAPS {
 			srv = imapproxy.New(cfg, g.engine, g.currentPolicy, g.log)
@@ -417,6 +420,11 @@ func (g *Gateway) configure(sl *slot, b *built) error {
 	})
 	sl.limit.SetBounds(b.bounds[0], b.bounds[1])
 	sl.ln.SetOwnedSockets(b.owned)
+	if loops := b.loops; b.owned {
+		sl.ln.SetAcceptOnLoop(func(h func(ctx context.Context)) { loops.Go(context.Background(), nil, h) })
+	} else {
+		sl.ln.SetAcceptOnLoop(nil)
+	}
 	if b.certs != sl.certs && b.certs != nil && sl.name.ImplicitTLS() {
 		if err := sl.ln.SetTLS(g.serverTLS(sl.name, b.certs)); err != nil {
 			problem = err

@@ -1,6 +1,7 @@
 package netlisten
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -8,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/postern/postern/internal/evloop"
 	"github.com/postern/postern/internal/sockio"
 )
 
@@ -18,36 +20,100 @@ const (
 	maxBackoff = time.Second
 )
 
-// acceptLoop accepts sockets until the listener stops or fails.
+// acceptLoop is the listener's accept loop, started on a goroutine of its
+// own: it accepts until the listener stops or fails, or until it moves to
+// an event loop.
 func (l *Listener) acceptLoop() {
-	defer l.wg.Done()
+	if !l.acceptUntilMoved(context.Background(), nil, false) {
+		l.wg.Done()
+	}
+}
+
+// acceptUntilMoved accepts sockets until the listener stops or fails
+// (false), or until the accept loop moves to an event loop (true: the
+// handler started there goes on, and calls wg.Done when it ends). acc is
+// the Acceptor bound to the loop that runs the code (nil: a goroutine);
+// stay keeps it where it is.
+//
+// On a goroutine, the loop moves to an event loop when the listener
+// accepts owned sockets and has a runner (SetAcceptOnLoop): its waits for
+// the listening socket then go to the loop, and each connection starts on
+// a loop without waking a goroutine first. On a loop, it leaves for a
+// goroutine of its own (evloop.MayBlock) before anything that would block
+// the loop: Go's own accept (owned sockets turned off), another
+// Acceptor, the back-off after an error, and a connection that waits for
+// the next server (a reload's hand-over).
+func (l *Listener) acceptUntilMoved(ctx context.Context, acc *sockio.Acceptor, stay bool) bool {
 	var delay time.Duration
 	for {
+		owned := l.owned.Load()
+		if acc != nil && (owned != acc || l.loopRun.Load() == nil || !evloop.OnLoop(ctx)) {
+			acc.SetWaiter(nil)
+			evloop.MayBlock(ctx)
+			acc = nil
+		}
+		if acc == nil && !stay && owned != nil && !evloop.OnLoop(ctx) && l.stop.Err() == nil {
+			if run := l.loopRun.Load(); run != nil {
+				(*run)(func(ctx context.Context) { l.acceptOnLoop(ctx, owned) })
+				return true
+			}
+		}
 		raw, err := l.accept()
 		if err != nil {
 			if l.stop.Err() != nil {
-				return
+				return false
 			}
 			if !temporary(err) {
 				l.fail = fmt.Errorf("netlisten: accept on %s: %w", l.addr, err)
 				l.log.Error("netlisten: listener failed", "listen", l.addr, "err", err)
 				close(l.failed)
-				return
+				return false
 			}
 			delay = min(max(2*delay, minBackoff), maxBackoff)
 			l.log.Warn("netlisten: accept failed; retrying", "listen", l.addr, "err", err, "retry_in", delay)
+			if acc != nil {
+				acc.SetWaiter(nil)
+				evloop.MayBlock(ctx)
+				acc = nil
+			}
 			t := time.NewTimer(delay)
 			select {
 			case <-t.C:
 			case <-l.stop.Done():
 				t.Stop()
-				return
+				return false
 			}
 			continue
 		}
 		delay = 0
-		l.handle(raw)
+		l.handle(ctx, raw)
 	}
+}
+
+// acceptOnLoop is the accept loop as a handler on an event loop, its
+// Acceptor acc bound to the loop; it ends as acceptLoop does.
+func (l *Listener) acceptOnLoop(ctx context.Context, acc *sockio.Acceptor) {
+	// Close wakes it; a Close before this is seen by the first accept,
+	// which tries the socket under a reference.
+	l.loopAcc.Store(acc)
+	stay := !evloop.Bind(ctx, acc)
+	if stay {
+		acc = nil // not on a loop after all: accept here, as a goroutine
+	}
+	moved := false
+	defer func() {
+		if v := recover(); v != nil {
+			// As a permanent accept error: the listener's server learns
+			// it has failed.
+			l.fail = fmt.Errorf("netlisten: accept on %s: the accept loop panicked: %v", l.addr, v)
+			l.log.Error("netlisten: listener failed", "listen", l.addr, "err", l.fail)
+			close(l.failed)
+		}
+		if !moved {
+			l.wg.Done()
+		}
+	}()
+	moved = l.acceptUntilMoved(ctx, acc, stay)
 }
 
 // accept takes the next connection: a socket of the program's own
@@ -85,8 +151,8 @@ func temporary(err error) bool {
 }
 
 // handle routes a new socket: trusted peers to a header reader of their
-// own, others straight to dispatch.
-func (l *Listener) handle(raw net.Conn) {
+// own, others straight to dispatch. ctx is the accept loop's.
+func (l *Listener) handle(ctx context.Context, raw net.Conn) {
 	peer, local, ok := endpoints(raw)
 	if !ok {
 		l.log.Warn("netlisten: closing connection with no TCP peer address", "listen", l.addr, "peer", raw.RemoteAddr())
@@ -102,7 +168,7 @@ func (l *Listener) handle(raw net.Conn) {
 	if _, owned := raw.(*sockio.Socket); !owned {
 		base = sockio.Wrap(raw)
 	}
-	l.dispatch(newConn(raw, base, peer, local, false, l.tls.Load()))
+	l.dispatch(ctx, newConn(raw, base, peer, local, false, l.tls.Load()))
 }
 
 // endpoints returns a new connection's peer and local addresses,
@@ -126,7 +192,7 @@ func endpoints(raw net.Conn) (peer, local netip.AddrPort, ok bool) {
 // or the listener stops: for direct clients this runs in the accept loop,
 // so an application that stops calling Accept leaves new connections in
 // the kernel's backlog.
-func (l *Listener) dispatch(c *Conn) {
+func (l *Listener) dispatch(ctx context.Context, c *Conn) {
 	reason, ok := l.admit(c)
 	if !ok {
 		c.raw.Close()
@@ -136,5 +202,5 @@ func (l *Listener) dispatch(c *Conn) {
 		l.refuse(c, reason)
 		return
 	}
-	l.deliver(c)
+	l.deliver(ctx, c)
 }

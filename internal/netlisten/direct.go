@@ -1,8 +1,11 @@
 package netlisten
 
 import (
+	"context"
 	"fmt"
 	"net"
+
+	"github.com/postern/postern/internal/evloop"
 )
 
 // ServeUntil calls start for every connection within the limits, its
@@ -65,8 +68,9 @@ func (l *Listener) ServeUntil(stop <-chan struct{}, start func(*Conn)) error {
 }
 
 // deliver gives c to the running ServeUntil, or to Accept, blocking until
-// one of them takes it or the listener stops.
-func (l *Listener) deliver(c *Conn) {
+// one of them takes it or the listener stops. ctx is the caller's: an
+// accept loop on an event loop leaves it before it waits.
+func (l *Listener) deliver(ctx context.Context, c *Conn) {
 	for {
 		l.startMu.Lock()
 		if start := l.start; start != nil {
@@ -76,6 +80,7 @@ func (l *Listener) deliver(c *Conn) {
 		}
 		set := l.startSet
 		l.startMu.Unlock()
+		evloop.MayBlock(ctx)
 		select {
 		case l.ready <- c:
 			return

@@ -63,6 +63,11 @@ type Config struct {
 type Listener struct {
 	ln    net.Listener
 	owned atomic.Pointer[sockio.Acceptor] // set: accept owned sockets with it (SetOwnedSockets); the accept loop's alone
+	// loopRun starts the accept loop on an event loop (SetAcceptOnLoop;
+	// nil: it stays on its goroutine); loopAcc is the Acceptor last bound
+	// to a loop, which Close wakes.
+	loopRun atomic.Pointer[func(func(context.Context))]
+	loopAcc atomic.Pointer[sockio.Acceptor]
 	// lnFile is a duplicate of ln's socket that waits in the runtime's
 	// poller, for accepting owned sockets (Go's listener has no RawConn
 	// that waits); guarded by mu, closed with ln.
@@ -208,6 +213,21 @@ func (l *Listener) SetOwnedSockets(on bool) {
 	l.owned.Store(sockio.NewAcceptor(rc))
 }
 
+// SetAcceptOnLoop makes run start the accept loop on an event loop while
+// the listener accepts owned sockets (SetOwnedSockets): run(handle) runs
+// handle as a handler on a loop (evloop.Group.Go), where the accept loop
+// waits for the listening socket with the loop and starts each
+// connection without waking a goroutine first. nil keeps the accept loop
+// on a goroutine of its own (the default); a change takes effect at the
+// next connection.
+func (l *Listener) SetAcceptOnLoop(run func(handle func(ctx context.Context))) {
+	if run == nil {
+		l.loopRun.Store(nil)
+		return
+	}
+	l.loopRun.Store(&run)
+}
+
 // Addr returns the listener's network address.
 func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 
@@ -272,6 +292,9 @@ func (l *Listener) Close() error {
 		}
 		if f != nil {
 			f.Close() // the duplicate: the socket stops listening with it
+		}
+		if a := l.loopAcc.Load(); a != nil {
+			a.Wake() // an accept loop waiting on an event loop
 		}
 	})
 	return l.closeErr

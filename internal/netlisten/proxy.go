@@ -68,7 +68,7 @@ func (l *Listener) serveTrusted(raw net.Conn, peer, local netip.AddrPort) {
 		src, d, _ := h.TCPAddrs()
 		client, dst, proxied = unmap(src.AddrPort()), unmap(d.AddrPort()), true
 	}
-	l.dispatch(newConn(raw, takeBuffered(pc, raw), client, dst, proxied, l.tls.Load()))
+	l.dispatch(context.Background(), newConn(raw, takeBuffered(pc, raw), client, dst, proxied, l.tls.Load()))
 }
 
 // validateHeader accepts a LOCAL header (the load balancer speaking for

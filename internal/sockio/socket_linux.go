@@ -473,24 +473,80 @@ func (s *Socket) opError(op string, err error) error {
 
 // Acceptor takes connections from one listening socket: accept4(2), its
 // TCP_NODELAY and its local address are raw system calls, and each
-// connection is a Socket, non-blocking and close-on-exec. It waits in the
-// runtime's poller for the listener (not for the connections). Its state
-// is reused from one accept to the next, so one goroutine at a time
-// calls Accept.
+// connection is a Socket, non-blocking and close-on-exec. It waits for the
+// listener in the runtime's poller, or with a Waiter (SetWaiter: the
+// event loop the accepting code runs on). Its state is reused from one
+// accept to the next, so one goroutine or loop at a time calls Accept.
 type Acceptor struct {
 	rc     syscall.RawConn
+	fd     int // rc's descriptor, for a Waiter (-1: unknown)
+	waiter atomic.Pointer[waiterRef]
 	nfd    int
 	rsa    unix.RawSockaddrAny
 	errno  syscall.Errno
+	again  bool                  // tryOnce found no connection
 	accept func(fd uintptr) bool // acceptOnce, made once
+	try    func(fd uintptr) bool // tryOnce, made once
 }
 
 // NewAcceptor returns an Acceptor for the listening socket rc is the
 // RawConn of.
 func NewAcceptor(rc syscall.RawConn) *Acceptor {
-	a := &Acceptor{rc: rc}
-	a.accept = a.acceptOnce
+	a := &Acceptor{rc: rc, fd: -1}
+	a.accept, a.try = a.acceptOnce, a.tryOnce
+	if err := rc.Control(func(fd uintptr) { a.fd = int(fd) }); err != nil {
+		a.fd = -1
+	}
 	return a
+}
+
+// SetWaiter makes w wait for the listener in Accept, in place of the
+// runtime's poller (nil: undo). It makes the Acceptor an
+// evloop.Bindable.
+func (a *Acceptor) SetWaiter(w Waiter) {
+	if w == nil {
+		a.waiter.Store(nil)
+		return
+	}
+	a.waiter.Store(&waiterRef{w})
+}
+
+// Wake ends a Waiter's wait for the listener: the listener's owner calls
+// it after closing the listening socket, so that Accept returns.
+func (a *Acceptor) Wake() {
+	if r := a.waiter.Load(); r != nil && a.fd >= 0 {
+		r.w.Wake(a.fd)
+	}
+}
+
+// tryOnce is acceptOnce for a Waiter: it never leaves the runtime to wait
+// (again: nothing to accept yet).
+func (a *Acceptor) tryOnce(fd uintptr) bool {
+	a.again = !a.acceptOnce(fd)
+	return true
+}
+
+// wait runs accept4 until it takes a connection or fails, waiting for the
+// listener in between: with the Waiter, under a reference to the socket
+// for each try (a listener closed meanwhile fails the next try), or in
+// the runtime's poller.
+func (a *Acceptor) wait() error {
+	for {
+		r := a.waiter.Load()
+		if r == nil || a.fd < 0 {
+			return a.rc.Read(a.accept)
+		}
+		if err := a.rc.Read(a.try); err != nil || !a.again {
+			return err
+		}
+		on, err := r.w.Wait(a.fd, false, 0)
+		if !on {
+			return a.rc.Read(a.accept) // the code left its loop
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 // acceptOnce is the accept4(2) rc.Read runs: done unless the listener
@@ -519,7 +575,7 @@ func (a *Acceptor) acceptOnce(fd uintptr) bool {
 func (a *Acceptor) Accept() (*Socket, error) {
 	a.nfd, a.errno = -1, 0
 	opErr := func(err error) error { return &net.OpError{Op: "accept", Net: "tcp", Err: err} }
-	if err := a.rc.Read(a.accept); err != nil {
+	if err := a.wait(); err != nil {
 		return nil, opErr(err)
 	}
 	if a.errno != 0 {

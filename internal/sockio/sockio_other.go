@@ -31,6 +31,12 @@ func NewAcceptor(syscall.RawConn) *Acceptor { return &Acceptor{} }
 // Accept is not available here: the caller accepts with its listener.
 func (*Acceptor) Accept() (net.Conn, error) { return nil, errors.ErrUnsupported }
 
+// SetWaiter does nothing here: there are no event loops.
+func (*Acceptor) SetWaiter(Waiter) {}
+
+// Wake does nothing here.
+func (*Acceptor) Wake() {}
+
 // ListenerFile is not available here: there are no owned sockets.
 func ListenerFile(net.Listener) (*os.File, error) { return nil, errors.ErrUnsupported }
 
